@@ -1,0 +1,57 @@
+/* Forward and backward of a frozen model with trainable soft-prompt vectors.
+ *
+ * A batch packs n_seq sequences of different lengths back to back (no padding, no work spent
+ * on it). Each position holds a vocabulary id >= 0 or a soft token SP_SOFT(k), 0 <= k < P,
+ * whose input embedding is prompt[k] instead of wte[id]. Targets are (position, token) pairs:
+ * the logits computed at a packed position t are scored against the token that should follow.
+ *
+ * The engine computes the sum over targets of the cross-entropy over the full vocabulary and
+ * its exact gradient with respect to the prompt. The trainer divides by the global target count
+ * (Hugging Face's mean over labelled tokens) after summing across ranks. Backward computes only
+ * activation gradients: no weight gradients, and the vocabulary projection only at targets. */
+#ifndef SOFTPROMPT_ENGINE_H
+#define SOFTPROMPT_ENGINE_H
+
+#include <stdint.h>
+
+#include "softprompt/error.h"
+#include "softprompt/model.h"
+
+#define SP_SOFT(k) (-1 - (int32_t)(k))
+#define SP_IS_SOFT(tok) ((tok) < 0)
+#define SP_SOFT_INDEX(tok) (-1 - (tok))
+
+typedef struct sp_batch {
+    int n_seq;
+    const int32_t *seq_start;  /* [n_seq + 1] offsets into tokens; seq s is [start[s], start[s+1]) */
+    const int32_t *tokens;     /* [seq_start[n_seq]] vocabulary id or SP_SOFT(k) */
+    int n_targets;
+    const int32_t *target_pos; /* [n_targets] packed positions, strictly increasing */
+    const int32_t *target_ids; /* [n_targets] token ids the logits at target_pos are scored on */
+} sp_batch;
+
+typedef struct sp_pass {
+    const float *prompt; /* [n_prompt, d] */
+    int n_prompt;
+    /* NULL: forward only. Otherwise the gradient of the batch's loss sum is ADDED here:
+     * [n_prompt, d], or [n_seq, n_prompt, d] with per_sequence_grad (lets the trainer reduce
+     * per-sequence contributions in a fixed order, independent of how sequences were grouped). */
+    float *grad;
+    int per_sequence_grad;
+    float *target_logits; /* optional out: [n_targets, V] */
+    double *target_loss;  /* optional out: [n_targets] cross-entropy of each target */
+} sp_pass;
+
+typedef struct sp_worker sp_worker;
+
+/* Per-thread / per-rank state: activations and scratch, grown on demand to the largest batch. */
+sp_worker *sp_worker_new(const sp_model *m);
+void sp_worker_free(sp_worker *w);
+size_t sp_worker_bytes(const sp_worker *w);
+
+/* Runs forward (and backward when pass->grad). *loss_sum receives the summed cross-entropy.
+ * Validates the batch (ids, soft indices, lengths <= n_ctx, targets) before any work. */
+int sp_engine_run(sp_worker *w, const sp_batch *b, const sp_pass *pass, double *loss_sum,
+                  sp_error *err);
+
+#endif

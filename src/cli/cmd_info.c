@@ -1,0 +1,168 @@
+/* `softprompt info PATH`: what a model directory holds and what it will cost in memory. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "softprompt/model.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: softprompt info PATH\n\n"
+            "Describes PATH without changing it. For a model directory (config.json plus\n"
+            "model.safetensors or sharded model-*-of-*.safetensors with an index): architecture,\n"
+            "shapes, parameter count, dtypes, files, and memory: bytes mapped, weights used in\n"
+            "place (shared by the ranks of a node through the page cache), private converted\n"
+            "copies, and activation memory per token at full context.\n\n"
+            "Every file is fully validated; a problem is reported with the file and tensor or key\n"
+            "at fault, with exit status 1.\n\n"
+            "options:\n"
+            "  -h, --help   show this help\n");
+}
+
+/* 124439808 -> "124,439,808" */
+static const char *with_commas(char *buf, size_t cap, uint64_t v) {
+    char digits[32];
+    int n = snprintf(digits, sizeof digits, "%" PRIu64, v);
+    size_t k = 0;
+    for (int i = 0; i < n && k + 2 < cap; i++) {
+        if (i > 0 && (n - i) % 3 == 0) buf[k++] = ',';
+        buf[k++] = digits[i];
+    }
+    buf[k] = '\0';
+    return buf;
+}
+
+/* 124439808 -> "124.4M (124,439,808)" */
+static const char *count_str(char *buf, size_t cap, uint64_t v) {
+    char c[32];
+    if (v >= 1000000000)
+        snprintf(buf, cap, "%.2fB (%s)", v / 1e9, with_commas(c, sizeof c, v));
+    else if (v >= 1000000)
+        snprintf(buf, cap, "%.1fM (%s)", v / 1e6, with_commas(c, sizeof c, v));
+    else if (v >= 1000)
+        snprintf(buf, cap, "%.1fK (%s)", v / 1e3, with_commas(c, sizeof c, v));
+    else
+        snprintf(buf, cap, "%" PRIu64, v);
+    return buf;
+}
+
+/* Binary units: "474.7 MiB (497,759,232 bytes)" */
+static const char *bytes_str(char *buf, size_t cap, uint64_t v) {
+    static const char *const unit[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+    double x = (double)v;
+    int u = 0;
+    while (x >= 1024 && u < 4) x /= 1024, u++;
+    char c[32];
+    if (u == 0)
+        snprintf(buf, cap, "%" PRIu64 " bytes", v);
+    else
+        snprintf(buf, cap, "%.1f %s (%s bytes)", x, unit[u], with_commas(c, sizeof c, v));
+    return buf;
+}
+
+static void print_dtypes(const sp_model *m) {
+    char buf[64];
+    const char *sep = "";
+    printf("%-14s", "dtypes");
+    for (int d = 0; d < SP_DTYPE_COUNT; d++) {
+        if (m->params_by_dtype[d] == 0) continue;
+        printf("%s%s %s params", sep, sp_dtype_name((sp_dtype)d),
+               with_commas(buf, sizeof buf, (uint64_t)m->params_by_dtype[d]));
+        sep = ", ";
+    }
+    printf("\n");
+}
+
+static void print_files(const sp_model *m) {
+    if (m->n_files == 1) {
+        const char *base = strrchr(m->files[0].path, '/');
+        printf("%-14s1 (%s, not sharded)\n", "files", base ? base + 1 : m->files[0].path);
+    } else {
+        printf("%-14s%d shards listed in model.safetensors.index.json\n", "files", m->n_files);
+    }
+}
+
+static void print_memory(const sp_model *m) {
+    char buf[96];
+    int T = m->cfg.n_ctx;
+    size_t per_tok = sp_model_activation_bytes_per_token(m, T);
+    printf("memory\n");
+    printf("  %-20s%s\n", "mapped", bytes_str(buf, sizeof buf, m->bytes_mapped));
+    printf("  %-20s%s, shared between ranks on a node through the page cache\n", "used in place",
+           bytes_str(buf, sizeof buf, m->bytes_in_place));
+    printf("  %-20s%s, private to each process\n", "converted copies",
+           bytes_str(buf, sizeof buf, m->bytes_converted));
+    printf("  %-20s%s per token at full context (%d tokens)\n", "activations",
+           bytes_str(buf, sizeof buf, per_tok), T);
+    printf("  %-20s%s per full-context sequence\n", "",
+           bytes_str(buf, sizeof buf, (uint64_t)per_tok * (uint64_t)T));
+}
+
+static int info_model(const char *dir) {
+    sp_model m;
+    sp_error err;
+    if (sp_model_load(&m, dir, &err) != 0) {
+        fprintf(stderr, "softprompt info: %s\n", err.msg);
+        return 1;
+    }
+    const sp_gpt2_config *c = &m.cfg;
+    char buf[64];
+    printf("%-14s%s\n", "model", dir);
+    printf("%-14sGPT2LMHeadModel (model_type gpt2)\n", "architecture");
+    printf("%-14s%d\n", "layers", c->n_layer);
+    printf("%-14s%d\n", "d_model", c->d_model);
+    printf("%-14s%d (head dim %d)\n", "heads", c->n_head, c->d_model / c->n_head);
+    printf("%-14s%d\n", "d_ff", c->d_ff);
+    printf("%-14s%d\n", "vocab", c->vocab_size);
+    printf("%-14s%d\n", "context", c->n_ctx);
+    printf("%-14s%s%s\n", "parameters", count_str(buf, sizeof buf, (uint64_t)m.n_params),
+           m.lm_head == m.wte ? ", LM head tied to wte" : ", separate LM head");
+    print_dtypes(&m);
+    print_files(&m);
+    print_memory(&m);
+    sp_model_free(&m);
+    return 0;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static int run(int argc, char **argv) {
+    static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {0, 0, 0, 0}};
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            return 0;
+        }
+        fprintf(stderr, "softprompt info: unknown option '%s' (see `softprompt info --help`)\n",
+                argv[optind - 1]);
+        return 2;
+    }
+    if (argc - optind != 1) {
+        fprintf(stderr, "softprompt info: expected exactly one PATH, got %d\n", argc - optind);
+        usage(stderr);
+        return 2;
+    }
+    const char *path = argv[optind];
+    /* Datasets (.h5) will get their own description; everything else is a model directory. */
+    if (ends_with(path, ".h5")) {
+        fprintf(stderr, "softprompt info: %s: describing .h5 datasets is not supported yet\n",
+                path);
+        return 1;
+    }
+    return info_model(path);
+}
+
+const sp_command SP_CMD_INFO = {
+    .name = "info",
+    .summary = "describe a model directory (shapes, parameters, dtypes, memory)",
+    .run = run,
+    .usage = usage,
+};

@@ -1,0 +1,22 @@
+/* The subcommands of the softprompt executable. Each takes argv starting at its own name
+ * (argv[0] == "info"), prints its errors as "softprompt <cmd>: ..." on stderr and returns
+ * the process exit status: 0 success, 1 failure (bad input, I/O), 2 usage error. */
+#ifndef SP_CLI_COMMANDS_H
+#define SP_CLI_COMMANDS_H
+
+#include <stdio.h>
+
+typedef struct sp_command {
+    const char *name;
+    const char *summary; /* one line for `softprompt help` */
+    int (*run)(int argc, char **argv);
+    void (*usage)(FILE *out); /* full --help text */
+} sp_command;
+
+extern const sp_command SP_CMD_INFO;
+extern const sp_command SP_CMD_INIT_MODEL;
+
+/* True if argv holds -h or --help (so every command answers --help the same way). */
+int sp_cli_wants_help(int argc, char **argv);
+
+#endif

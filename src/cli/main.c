@@ -1,0 +1,71 @@
+/* softprompt: prompt tuning of frozen language models on CPU clusters.
+ * Git-style front end: `softprompt <command> [options]`, `softprompt help [command]`. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+
+static const sp_command *const COMMANDS[] = {
+    &SP_CMD_INFO,
+    &SP_CMD_INIT_MODEL,
+};
+#define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
+
+static void print_overview(FILE *out) {
+    fprintf(out, "usage: softprompt <command> [options]\n\n"
+                 "Prompt tuning of frozen Hugging Face language models on CPU clusters.\n\n"
+                 "commands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(out, "  %-12s %s\n", COMMANDS[i]->name, COMMANDS[i]->summary);
+    fprintf(out, "  %-12s %s\n\n", "help", "show this overview, or `help <command>` for one command");
+    fprintf(out, "Run `softprompt <command> --help` for a command's options.\n");
+}
+
+static const sp_command *find_command(const char *name) {
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(COMMANDS[i]->name, name) == 0) return COMMANDS[i];
+    return NULL;
+}
+
+int sp_cli_wants_help(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) break;
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        print_overview(stderr);
+        return 2;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "help") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
+        if (argc > 2) {
+            const sp_command *c = find_command(argv[2]);
+            if (!c) {
+                fprintf(stderr, "softprompt: unknown command '%s' (see `softprompt help`)\n", argv[2]);
+                return 2;
+            }
+            c->usage(stdout);
+            return 0;
+        }
+        print_overview(stdout);
+        return 0;
+    }
+    if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
+        printf("softprompt %s\n", SP_VERSION);
+        return 0;
+    }
+    const sp_command *c = find_command(name);
+    if (!c) {
+        fprintf(stderr, "softprompt: unknown command '%s' (see `softprompt help`)\n", name);
+        return 2;
+    }
+    if (sp_cli_wants_help(argc - 1, argv + 1)) {
+        c->usage(stdout);
+        return 0;
+    }
+    return c->run(argc - 1, argv + 1);
+}

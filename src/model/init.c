@@ -1,0 +1,370 @@
+/* Random-weight GPT-2 directories in Hugging Face's layout (config.json + safetensors).
+ *
+ * Values come from one RNG stream consumed in tensor order, so a given seed gives the same
+ * weights whatever the dtype or shard count. Only one tensor is in memory at a time: each is
+ * generated, converted to the output dtype in place and streamed into its shard. */
+#include "softprompt/model_init.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "softprompt/rng.h"
+#include "softprompt/safetensors.h"
+
+typedef enum init_kind {
+    INIT_NORMAL, /* N(0, std^2): embeddings and c_attn / c_fc weights */
+    INIT_PROJ,   /* N(0, std^2 / (2 n_layer)): residual projections, as HF's GPT-2 init */
+    INIT_GAIN,   /* LayerNorm weight: 1 */
+    INIT_BIAS,   /* LayerNorm and linear biases: 0 */
+} init_kind;
+
+typedef struct plan_tensor {
+    char name[96];
+    int ndim;
+    int64_t shape[2];
+    init_kind kind;
+    int64_t numel;
+    int shard;
+} plan_tensor;
+
+void sp_init_options_default(sp_init_options *o) {
+    memset(o, 0, sizeof *o);
+    o->cfg = (sp_gpt2_config){.n_layer = 12,
+                              .d_model = 768,
+                              .n_head = 12,
+                              .d_ff = 3072,
+                              .vocab_size = 50257,
+                              .n_ctx = 1024,
+                              .ln_eps = 1e-5f};
+    o->dtype = SP_DTYPE_F32;
+    o->n_shards = 1;
+    o->seed = 0;
+    o->std = 0.02f;
+}
+
+/* ---- validation and the tensor plan ------------------------------------------------------ */
+
+static int check_options(const char *dir, const sp_init_options *o, int n_tensors, sp_error *err) {
+    const sp_gpt2_config *c = &o->cfg;
+    const struct {
+        const char *name;
+        int value, max;
+    } dims[] = {{"n_layer", c->n_layer, 1024},          {"d_model", c->d_model, 65536},
+                {"n_head", c->n_head, 65536},           {"d_ff", c->d_ff, 1 << 20},
+                {"vocab_size", c->vocab_size, 1 << 24}, {"n_ctx", c->n_ctx, 1 << 20}};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        if (dims[i].value < 1 || dims[i].value > dims[i].max)
+            return sp_fail(err, "%s: %s = %d, expected 1 to %d", dir, dims[i].name, dims[i].value,
+                           dims[i].max);
+    if (c->d_model % c->n_head != 0)
+        return sp_fail(err, "%s: d_model = %d is not divisible by n_head = %d", dir, c->d_model,
+                       c->n_head);
+    if (!(c->ln_eps > 0 && c->ln_eps < 1))
+        return sp_fail(err, "%s: ln_eps = %g, expected a number in (0, 1)", dir, c->ln_eps);
+    if (o->dtype != SP_DTYPE_F32 && o->dtype != SP_DTYPE_F16 && o->dtype != SP_DTYPE_BF16)
+        return sp_fail(err, "%s: dtype must be F32, F16 or BF16", dir);
+    if (o->n_shards < 1 || o->n_shards > n_tensors || o->n_shards > 99999)
+        return sp_fail(err, "%s: n_shards = %d, expected 1 to %d (one tensor per shard at most)",
+                       dir, o->n_shards, n_tensors < 99999 ? n_tensors : 99999);
+    if (!(o->std >= 0 && isfinite(o->std)))
+        return sp_fail(err, "%s: std = %g, expected a finite number >= 0", dir, o->std);
+    return 0;
+}
+
+static void plan_add(plan_tensor *p, int *n, const char *prefix, const char *name, int ndim,
+                     int64_t d0, int64_t d1, init_kind kind) {
+    plan_tensor *t = &p[(*n)++];
+    snprintf(t->name, sizeof t->name, "%s%s", prefix, name);
+    t->ndim = ndim;
+    t->shape[0] = d0, t->shape[1] = d1;
+    t->numel = ndim == 1 ? d0 : d0 * d1;
+    t->kind = kind;
+}
+
+/* The GPT-2 tensors in the order HF's state dict lists them (lm_head is tied, not stored). */
+static int plan_tensors(plan_tensor *p, const sp_init_options *o) {
+    const sp_gpt2_config *c = &o->cfg;
+    const char *pre = o->prefix ? "transformer." : "";
+    int64_t d = c->d_model, ff = c->d_ff;
+    int n = 0;
+    plan_add(p, &n, pre, "wte.weight", 2, c->vocab_size, d, INIT_NORMAL);
+    plan_add(p, &n, pre, "wpe.weight", 2, c->n_ctx, d, INIT_NORMAL);
+    for (int l = 0; l < c->n_layer; l++) {
+        const struct {
+            const char *suffix;
+            int ndim;
+            int64_t d0, d1;
+            init_kind kind;
+        } L[] = {
+            {"ln_1.weight", 1, d, 0, INIT_GAIN},
+            {"ln_1.bias", 1, d, 0, INIT_BIAS},
+            {"attn.c_attn.weight", 2, d, 3 * d, INIT_NORMAL},
+            {"attn.c_attn.bias", 1, 3 * d, 0, INIT_BIAS},
+            {"attn.c_proj.weight", 2, d, d, INIT_PROJ},
+            {"attn.c_proj.bias", 1, d, 0, INIT_BIAS},
+            {"ln_2.weight", 1, d, 0, INIT_GAIN},
+            {"ln_2.bias", 1, d, 0, INIT_BIAS},
+            {"mlp.c_fc.weight", 2, d, ff, INIT_NORMAL},
+            {"mlp.c_fc.bias", 1, ff, 0, INIT_BIAS},
+            {"mlp.c_proj.weight", 2, ff, d, INIT_PROJ},
+            {"mlp.c_proj.bias", 1, d, 0, INIT_BIAS},
+        };
+        for (size_t k = 0; k < sizeof L / sizeof L[0]; k++) {
+            char name[64];
+            snprintf(name, sizeof name, "h.%d.%s", l, L[k].suffix);
+            plan_add(p, &n, pre, name, L[k].ndim, L[k].d0, L[k].d1, L[k].kind);
+        }
+    }
+    plan_add(p, &n, pre, "ln_f.weight", 1, d, 0, INIT_GAIN);
+    plan_add(p, &n, pre, "ln_f.bias", 1, d, 0, INIT_BIAS);
+    return n;
+}
+
+/* Splits the tensors, in order, into n_shards runs of roughly equal bytes (none empty). */
+static void assign_shards(plan_tensor *p, int n, int n_shards) {
+    int64_t total = 0, cum = 0;
+    for (int i = 0; i < n; i++) total += p[i].numel;
+    int s = 0;
+    for (int i = 0; i < n; i++) {
+        p[i].shard = s;
+        cum += p[i].numel;
+        int tensors_left = n - i - 1, shards_left = n_shards - s - 1;
+        int full = cum * n_shards >= total * (s + 1);
+        if (shards_left > 0 && (full || tensors_left == shards_left)) s++;
+    }
+}
+
+/* ---- the directory ------------------------------------------------------------------------- */
+
+static int mkdir_p(const char *dir, sp_error *err) {
+    char *p = strdup(dir);
+    if (!p) return sp_fail(err, "%s: out of memory", dir);
+    for (char *s = p + 1;; s++) {
+        if (*s != '/' && *s != '\0') continue;
+        char c = *s;
+        *s = '\0';
+        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+            int e = errno;
+            sp_fail(err, "%s: cannot create directory %s: %s", dir, p, strerror(e));
+            free(p);
+            return -1;
+        }
+        if (!(*s = c)) break;
+    }
+    free(p);
+    return 0;
+}
+
+static int prepare_dir(const char *dir, int force, sp_error *err) {
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        if (errno != ENOENT) return sp_fail(err, "%s: cannot stat: %s", dir, strerror(errno));
+        return mkdir_p(dir, err);
+    }
+    if (!S_ISDIR(st.st_mode)) return sp_fail(err, "%s: exists and is not a directory", dir);
+    DIR *d = opendir(dir);
+    if (!d) return sp_fail(err, "%s: cannot read directory: %s", dir, strerror(errno));
+    int entries = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) entries++;
+    closedir(d);
+    if (entries && !force)
+        return sp_fail(err, "%s: directory is not empty (use --force to write into it anyway)",
+                       dir);
+    return 0;
+}
+
+static char *join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+/* ---- weights ------------------------------------------------------------------------------- */
+
+/* Fills buf[numel] with t's initial values and converts them to dtype in place (the 16-bit
+ * values are packed at the start of the same buffer). Returns the byte count. */
+static size_t generate(const plan_tensor *t, const sp_init_options *o, sp_rng *rng, float *buf) {
+    double std = o->std;
+    if (t->kind == INIT_PROJ) std /= sqrt(2.0 * o->cfg.n_layer);
+    for (int64_t i = 0; i < t->numel; i++) {
+        switch (t->kind) {
+        case INIT_NORMAL:
+        case INIT_PROJ:
+            buf[i] = (float)(std * sp_rng_normal(rng));
+            break;
+        case INIT_GAIN:
+            buf[i] = o->random_norms ? (float)(1.0 + 0.1 * sp_rng_normal(rng)) : 1;
+            break;
+        case INIT_BIAS:
+            buf[i] = o->random_norms ? (float)(0.05 * sp_rng_normal(rng)) : 0;
+            break;
+        }
+    }
+    if (o->dtype == SP_DTYPE_F32) return (size_t)t->numel * 4;
+    /* Element i moves from bytes [4i, 4i+4) to [2i, 2i+2): never over an unread float. */
+    for (int64_t i = 0; i < t->numel; i++) {
+        uint16_t h = o->dtype == SP_DTYPE_F16 ? sp_f32_to_f16(buf[i]) : sp_f32_to_bf16(buf[i]);
+        memcpy((char *)buf + 2 * i, &h, 2);
+    }
+    return (size_t)t->numel * 2;
+}
+
+static int write_shard(const char *path, const plan_tensor *p, int n, int shard,
+                       const sp_init_options *o, sp_rng *rng, float *buf, sp_error *err) {
+    sp_st_out *outs = calloc((size_t)n, sizeof *outs);
+    if (!outs) return sp_fail(err, "%s: out of memory", path);
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (p[i].shard != shard) continue;
+        outs[k] = (sp_st_out){.name = p[i].name, .dtype = o->dtype, .ndim = p[i].ndim};
+        memcpy(outs[k].shape, p[i].shape, sizeof p[i].shape);
+        k++;
+    }
+    static const char *const meta[] = {"format", "pt"};
+    sp_st_writer *w = sp_st_writer_open(path, outs, k, meta, 1, err);
+    free(outs);
+    if (!w) return -1;
+    for (int i = 0; i < n; i++) {
+        if (p[i].shard != shard) continue;
+        size_t nbytes = generate(&p[i], o, rng, buf);
+        if (sp_st_writer_put(w, buf, nbytes, err) != 0) return -1;
+    }
+    return sp_st_writer_commit(w, err);
+}
+
+/* Writes the index HF uses for sharded checkpoints: total_size and tensor -> file. */
+static int write_index(const char *dir, const plan_tensor *p, int n, const sp_init_options *o,
+                       sp_error *err) {
+    json_t *wm = json_object();
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        char file[64];
+        snprintf(file, sizeof file, "model-%05d-of-%05d.safetensors", p[i].shard + 1, o->n_shards);
+        json_object_set_new(wm, p[i].name, json_string(file));
+        total += p[i].numel * (int64_t)sp_dtype_size(o->dtype);
+    }
+    json_t *root =
+        json_pack("{s:{s:I}, s:o}", "metadata", "total_size", (json_int_t)total, "weight_map", wm);
+    char *s = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(root);
+    char *path = join(dir, "model.safetensors.index.json");
+    int rc = s && path ? sp_write_file_atomic(path, s, strlen(s), err)
+                       : sp_fail(err, "%s: out of memory", dir);
+    free(s), free(path);
+    return rc;
+}
+
+static int write_weights(const char *dir, plan_tensor *p, int n, const sp_init_options *o,
+                         sp_error *err) {
+    int64_t max_numel = 1;
+    for (int i = 0; i < n; i++)
+        if (p[i].numel > max_numel) max_numel = p[i].numel;
+    float *buf = malloc((size_t)max_numel * sizeof *buf);
+    if (!buf)
+        return sp_fail(err, "%s: out of memory for a %lld-element tensor", dir,
+                       (long long)max_numel);
+    sp_rng rng;
+    sp_rng_seed(&rng, o->seed);
+    assign_shards(p, n, o->n_shards);
+    int rc = 0;
+    for (int s = 0; s < o->n_shards && rc == 0; s++) {
+        char name[64];
+        if (o->n_shards == 1)
+            snprintf(name, sizeof name, "model.safetensors");
+        else
+            snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", s + 1, o->n_shards);
+        char *path = join(dir, name);
+        rc = path ? write_shard(path, p, n, s, o, &rng, buf, err)
+                  : sp_fail(err, "%s: out of memory", dir);
+        free(path);
+    }
+    free(buf);
+    if (rc == 0 && o->n_shards > 1) rc = write_index(dir, p, n, o, err);
+    return rc;
+}
+
+/* ---- config.json --------------------------------------------------------------------------- */
+
+/* The shortest decimal that reads back as f, so config.json says 0.02, not 0.0199999996. */
+static json_t *short_real(float f) {
+    char buf[32];
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
+        if (strtof(buf, NULL) == f) break;
+    }
+    return json_real(strtod(buf, NULL));
+}
+
+static const char *torch_dtype(sp_dtype dt) {
+    return dt == SP_DTYPE_F16 ? "float16" : dt == SP_DTYPE_BF16 ? "bfloat16" : "float32";
+}
+
+/* Keys as transformers writes them for GPT2LMHeadModel (sorted). */
+static int write_config(const char *dir, const sp_init_options *o, sp_error *err) {
+    const sp_gpt2_config *c = &o->cfg;
+    json_t *r = json_object();
+    json_object_set_new(r, "activation_function", json_string("gelu_new"));
+    json_object_set_new(r, "architectures", json_pack("[s]", "GPT2LMHeadModel"));
+    json_object_set_new(r, "attn_pdrop", short_real(0.1f));
+    json_object_set_new(r, "bos_token_id", json_integer(c->vocab_size - 1));
+    json_object_set_new(r, "embd_pdrop", short_real(0.1f));
+    json_object_set_new(r, "eos_token_id", json_integer(c->vocab_size - 1));
+    json_object_set_new(r, "initializer_range", short_real(o->std));
+    json_object_set_new(r, "layer_norm_epsilon", short_real(c->ln_eps));
+    json_object_set_new(r, "model_type", json_string("gpt2"));
+    json_object_set_new(r, "n_ctx", json_integer(c->n_ctx));
+    json_object_set_new(r, "n_embd", json_integer(c->d_model));
+    json_object_set_new(r, "n_head", json_integer(c->n_head));
+    json_object_set_new(r, "n_inner",
+                        c->d_ff == 4 * c->d_model ? json_null() : json_integer(c->d_ff));
+    json_object_set_new(r, "n_layer", json_integer(c->n_layer));
+    json_object_set_new(r, "n_positions", json_integer(c->n_ctx));
+    json_object_set_new(r, "reorder_and_upcast_attn", json_false());
+    json_object_set_new(r, "resid_pdrop", short_real(0.1f));
+    json_object_set_new(r, "scale_attn_by_inverse_layer_idx", json_false());
+    json_object_set_new(r, "scale_attn_weights", json_true());
+    json_object_set_new(r, "torch_dtype", json_string(torch_dtype(o->dtype)));
+    json_object_set_new(r, "use_cache", json_true());
+    json_object_set_new(r, "vocab_size", json_integer(c->vocab_size));
+    char *s = json_dumps(r, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
+    json_decref(r);
+    char *path = join(dir, "config.json");
+    int rc = -1;
+    if (!s || !path) {
+        sp_fail(err, "%s: out of memory", dir);
+    } else {
+        size_t len = strlen(s);
+        s[len] = '\n'; /* replaces the terminating NUL; the length is passed explicitly */
+        rc = sp_write_file_atomic(path, s, len + 1, err);
+    }
+    free(s), free(path);
+    return rc;
+}
+
+int sp_init_model_write(const char *dir, const sp_init_options *o, sp_error *err) {
+    if (!dir || !*dir) return sp_fail(err, "init-model: the output directory name is empty");
+    int n_max = 4 + 12 * (o->cfg.n_layer > 0 && o->cfg.n_layer <= 1024 ? o->cfg.n_layer : 0);
+    if (check_options(dir, o, n_max, err) || prepare_dir(dir, o->force, err)) return -1;
+    plan_tensor *p = calloc((size_t)n_max, sizeof *p);
+    if (!p) return sp_fail(err, "%s: out of memory", dir);
+    int n = plan_tensors(p, o);
+    int rc = write_weights(dir, p, n, o, err);
+    free(p);
+    if (rc == 0) rc = write_config(dir, o, err);
+    if (rc != 0) return -1;
+    /* A forced rewrite must not leave the other layout behind: the loader prefers the index. */
+    char *stale = join(dir, o->n_shards > 1 ? "model.safetensors" : "model.safetensors.index.json");
+    if (stale) unlink(stale);
+    free(stale);
+    return 0;
+}

@@ -1,0 +1,46 @@
+/* Building blocks of the transformer forward and backward passes: plain functions over row-major
+ * float32 arrays, each with its shapes in the comment. Backward functions compute activation
+ * gradients only (the weights are frozen); they ACCUMULATE (+=) into dx where noted, because
+ * residual connections sum gradients from two paths. */
+#ifndef SP_MODEL_KERNELS_H
+#define SP_MODEL_KERNELS_H
+
+#include <stddef.h>
+
+/* out[n,d] = (x - mean) * rstd * w + b per row; saves mean[n] and rstd[n] for backward. */
+void sp_layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
+                          const float *b, int n, int d, float eps);
+
+/* dx[n,d] += d(layernorm)/dx . dout, from the saved mean/rstd of the forward. */
+void sp_layernorm_backward(float *dx, const float *dout, const float *x, const float *mean,
+                           const float *rstd, const float *w, int n, int d);
+
+/* y[n,out] = x[n,in] . W[in,out] + b[out]  (Conv1D layout, bias may be NULL);
+ * with accumulate, y += x . W + b instead (the residual add comes for free). */
+void sp_linear_forward(float *y, const float *x, const float *w, const float *b, int n, int in,
+                       int out, int accumulate);
+
+/* dx[n,in] (=, or += with accumulate) dy[n,out] . W[in,out]^T.  No dW, no db: frozen. */
+void sp_linear_backward(float *dx, const float *dy, const float *w, int n, int in, int out,
+                        int accumulate);
+
+/* GPT-2's gelu_new (tanh approximation), elementwise over n values. */
+void sp_gelu_forward(float *out, const float *x, size_t n);
+/* dx[i] = dout[i] * gelu'(x[i]); dx may alias dout. */
+void sp_gelu_backward(float *dx, const float *dout, const float *x, size_t n);
+
+/* Causal self-attention of one sequence of length len, all heads.
+ * qkv: [len, 3d] rows (q | k | v, head h at columns h*hd..), out: [len, d] (ld = d),
+ * probs: [n_head, len, len] softmax probabilities, zero above the diagonal (saved for backward). */
+void sp_attention_forward(float *out, float *probs, const float *qkv, int len, int d, int n_head);
+
+/* Gradients of the attention above: dqkv[len, 3d] (overwritten) from dout[len, d].
+ * scratch: [len * len] floats. */
+void sp_attention_backward(float *dqkv, float *scratch, const float *dout, const float *probs,
+                           const float *qkv, int len, int d, int n_head);
+
+/* Cross-entropy of one row of logits[V] against target; optionally turns the row into
+ * dlogits = softmax - onehot (times scale). Returns -log softmax[target] in double precision. */
+double sp_cross_entropy(float *logits, int vocab, int target, int want_grad, float scale);
+
+#endif

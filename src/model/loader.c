@@ -1,0 +1,366 @@
+/* Loading a Hugging Face GPT-2 directory: config.json + one or more safetensors files.
+ *
+ * Every tensor the model needs is located (with or without the "transformer." prefix), checked
+ * against the shapes config.json implies and either used in place (aligned F32) or converted to
+ * a private float32 copy. Tensors nobody asked for are an error, except the attention-mask
+ * buffers HF stores, so a checkpoint of another architecture or depth is never half-loaded. */
+#include "softprompt/model.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "model/config.h"
+
+#define INDEX_NAME "model.safetensors.index.json"
+#define SINGLE_NAME "model.safetensors"
+#define PREFIX "transformer."
+
+typedef struct loader {
+    sp_model *m;
+    char *where;  /* file named in "missing tensor" errors: index or single file */
+    json_t *wmap; /* weight_map of the index, NULL for a single file */
+    char **shard; /* [n_files] base names of the shard files (index order) */
+    char **used;  /* [n_files][n_tensors] tensors claimed so far */
+    int owned_cap;
+} loader;
+
+static char *join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static int exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* ---- opening the files ------------------------------------------------------------------- */
+
+static int add_file(loader *L, const char *dir, const char *base, sp_error *err) {
+    sp_model *m = L->m;
+    sp_st_file *files = realloc(m->files, ((size_t)m->n_files + 1) * sizeof *files);
+    char **shard = realloc(L->shard, ((size_t)m->n_files + 1) * sizeof *shard);
+    if (files) m->files = files;
+    if (shard) L->shard = shard;
+    char *path = join(dir, base);
+    if (!files || !shard || !path) {
+        free(path);
+        return sp_fail(err, "%s: out of memory", dir);
+    }
+    int rc = sp_st_open(&m->files[m->n_files], path, err);
+    free(path);
+    if (rc != 0) return -1;
+    L->shard[m->n_files] = strdup(base);
+    m->bytes_mapped += m->files[m->n_files].map_len;
+    m->n_files++;
+    return L->shard[m->n_files - 1] ? 0 : sp_fail(err, "%s: out of memory", dir);
+}
+
+static int shard_index(const loader *L, const char *base) {
+    for (int i = 0; i < L->m->n_files; i++)
+        if (strcmp(L->shard[i], base) == 0) return i;
+    return -1;
+}
+
+/* Reads the index's weight_map and opens each distinct shard once, in order of appearance. */
+static int open_index(loader *L, const char *dir, const char *index, sp_error *err) {
+    json_error_t je;
+    json_t *root = json_load_file(index, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        return sp_fail(err, "%s: invalid JSON: %s (line %d, column %d)", index, je.text, je.line,
+                       je.column);
+    json_t *wm = json_object_get(root, "weight_map");
+    if (!json_is_object(wm)) {
+        json_decref(root);
+        return sp_fail(err, "%s: missing key 'weight_map' (an object of tensor name -> shard file)",
+                       index);
+    }
+    L->wmap = json_incref(wm);
+    json_decref(root);
+    const char *name;
+    json_t *v;
+    json_object_foreach(L->wmap, name, v) {
+        const char *base = json_string_value(v);
+        if (!base || !*base || strchr(base, '/') || strstr(base, ".."))
+            return sp_fail(err,
+                           "%s: weight_map['%s'] must be the plain name of a file in the same "
+                           "directory (no '/' or '..')",
+                           index, name);
+        if (shard_index(L, base) >= 0) continue;
+        char *path = join(dir, base);
+        int missing = path && !exists(path);
+        free(path);
+        if (missing)
+            return sp_fail(err, "%s: shard '%s' (holding tensor '%s') does not exist in %s", index,
+                           base, name, dir);
+        if (add_file(L, dir, base, err) != 0) return -1;
+    }
+    if (L->m->n_files == 0) return sp_fail(err, "%s: weight_map is empty", index);
+    return 0;
+}
+
+static int open_weights(loader *L, const char *dir, sp_error *err) {
+    char *index = join(dir, INDEX_NAME), *single = join(dir, SINGLE_NAME);
+    int rc;
+    if (!index || !single) {
+        rc = sp_fail(err, "%s: out of memory", dir);
+    } else if (exists(index)) {
+        L->where = index, index = NULL;
+        rc = open_index(L, dir, L->where, err);
+    } else if (exists(single)) {
+        L->where = single, single = NULL;
+        rc = add_file(L, dir, SINGLE_NAME, err);
+    } else {
+        char *bin = join(dir, "pytorch_model.bin");
+        rc =
+            sp_fail(err, "%s: no weights: neither %s nor %s exists%s", dir, SINGLE_NAME, INDEX_NAME,
+                    bin && exists(bin) ? " (pytorch_model.bin is not supported: convert it to "
+                                         "safetensors)"
+                                       : "");
+        free(bin);
+    }
+    free(index), free(single);
+    if (rc != 0) return -1;
+    L->used = calloc((size_t)L->m->n_files, sizeof *L->used);
+    if (!L->used) return sp_fail(err, "%s: out of memory", dir);
+    for (int i = 0; i < L->m->n_files; i++)
+        if (!(L->used[i] = calloc((size_t)L->m->files[i].n_tensors + 1, 1)))
+            return sp_fail(err, "%s: out of memory", dir);
+    return 0;
+}
+
+/* ---- finding and checking tensors -------------------------------------------------------- */
+
+/* Finds name (bare or prefixed) in any file. Sets *t = NULL when absent. Ambiguity and
+ * disagreement with the index's weight_map are errors. */
+static int find(loader *L, const char *name, const sp_st_tensor **t, int *fi, sp_error *err) {
+    char prefixed[256];
+    snprintf(prefixed, sizeof prefixed, PREFIX "%s", name);
+    *t = NULL;
+    for (int i = 0; i < L->m->n_files; i++) {
+        const sp_st_tensor *c[2] = {sp_st_find(&L->m->files[i], name),
+                                    sp_st_find(&L->m->files[i], prefixed)};
+        for (int k = 0; k < 2; k++) {
+            if (!c[k]) continue;
+            if (*t)
+                return sp_fail(err, "%s: tensor '%s' is stored twice (also as '%s' in %s)",
+                               L->m->files[i].path, c[k]->name, (*t)->name, L->m->files[*fi].path);
+            *t = c[k], *fi = i;
+        }
+    }
+    if (!*t || !L->wmap) return 0;
+    const char *mapped = json_string_value(json_object_get(L->wmap, (*t)->name));
+    if (!mapped || strcmp(mapped, L->shard[*fi]) != 0)
+        return sp_fail(err, "%s: tensor '%s' is in %s, but weight_map %s%s", L->where, (*t)->name,
+                       L->shard[*fi], mapped ? "maps it to " : "does not list it",
+                       mapped ? mapped : "");
+    return 0;
+}
+
+static const char *fmt_dims(char *buf, size_t cap, const int64_t *dims, int ndim) {
+    size_t n = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "", (long long)dims[i]);
+    if (n < cap) snprintf(buf + n, cap - n, "]");
+    return buf;
+}
+
+/* Makes t usable as float32: in place if it is aligned F32, else a converted private copy. */
+static int materialize(loader *L, const sp_st_tensor *t, const char *path, const float **out,
+                       sp_error *err) {
+    sp_model *m = L->m;
+    m->n_params += t->numel;
+    m->params_by_dtype[t->dtype] += t->numel;
+    if (t->dtype == SP_DTYPE_F32 && (uintptr_t)t->data % _Alignof(float) == 0) {
+        *out = t->data;
+        m->bytes_in_place += t->nbytes;
+        return 0;
+    }
+    float *buf = malloc((size_t)t->numel * sizeof(float));
+    if (!buf || m->n_owned >= L->owned_cap) {
+        free(buf);
+        return sp_fail(err, "%s: tensor '%s': out of memory converting %lld elements to float32",
+                       path, t->name, (long long)t->numel);
+    }
+    sp_convert_to_f32(t->dtype, t->data, buf, (size_t)t->numel);
+    m->owned[m->n_owned++] = buf;
+    m->bytes_converted += (size_t)t->numel * sizeof(float);
+    *out = buf;
+    return 0;
+}
+
+/* Locates name, checks dtype and shape [d0] or [d0, d1], and sets *out. An absent optional
+ * tensor leaves *out NULL. */
+static int take(loader *L, const char *name, int ndim, int64_t d0, int64_t d1, int optional,
+                const float **out, sp_error *err) {
+    const sp_st_tensor *t;
+    int fi = 0;
+    *out = NULL;
+    if (find(L, name, &t, &fi, err) != 0) return -1;
+    if (!t) return optional ? 0 : sp_fail(err, "%s: missing tensor '%s'", L->where, name);
+    const char *path = L->m->files[fi].path;
+    L->used[fi][t - L->m->files[fi].tensors] = 1;
+    if (!sp_dtype_is_float(t->dtype))
+        return sp_fail(err,
+                       "%s: tensor '%s' has dtype %s; model weights must be F32, F16, BF16 or F64",
+                       path, t->name, sp_dtype_name(t->dtype));
+    int64_t want[2] = {d0, d1};
+    int same = t->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = t->shape[i] == want[i];
+    if (!same) {
+        char have_s[256], want_s[64];
+        return sp_fail(err, "%s: tensor '%s' has shape %s, config.json implies %s", path, t->name,
+                       fmt_dims(have_s, sizeof have_s, t->shape, t->ndim),
+                       fmt_dims(want_s, sizeof want_s, want, ndim));
+    }
+    return materialize(L, t, path, out, err);
+}
+
+/* ---- the GPT-2 tensor set ------------------------------------------------------------------ */
+
+enum { D = -1, D3 = -2, DFF = -3 }; /* symbolic dimensions resolved from the config */
+
+static const struct {
+    const char *suffix;
+    int ndim, d0, d1;
+    size_t field;
+} LAYER_TENSORS[] = {
+    {"ln_1.weight", 1, D, 0, offsetof(sp_gpt2_layer, ln1_w)},
+    {"ln_1.bias", 1, D, 0, offsetof(sp_gpt2_layer, ln1_b)},
+    {"attn.c_attn.weight", 2, D, D3, offsetof(sp_gpt2_layer, qkv_w)},
+    {"attn.c_attn.bias", 1, D3, 0, offsetof(sp_gpt2_layer, qkv_b)},
+    {"attn.c_proj.weight", 2, D, D, offsetof(sp_gpt2_layer, attn_proj_w)},
+    {"attn.c_proj.bias", 1, D, 0, offsetof(sp_gpt2_layer, attn_proj_b)},
+    {"ln_2.weight", 1, D, 0, offsetof(sp_gpt2_layer, ln2_w)},
+    {"ln_2.bias", 1, D, 0, offsetof(sp_gpt2_layer, ln2_b)},
+    {"mlp.c_fc.weight", 2, D, DFF, offsetof(sp_gpt2_layer, fc_w)},
+    {"mlp.c_fc.bias", 1, DFF, 0, offsetof(sp_gpt2_layer, fc_b)},
+    {"mlp.c_proj.weight", 2, DFF, D, offsetof(sp_gpt2_layer, fc_proj_w)},
+    {"mlp.c_proj.bias", 1, D, 0, offsetof(sp_gpt2_layer, fc_proj_b)},
+};
+#define N_LAYER_TENSORS (int)(sizeof LAYER_TENSORS / sizeof LAYER_TENSORS[0])
+
+static int64_t dim(const sp_gpt2_config *c, int code) {
+    return code == D ? c->d_model : code == D3 ? 3 * (int64_t)c->d_model : c->d_ff;
+}
+
+static int take_layers(loader *L, sp_error *err) {
+    sp_model *m = L->m;
+    const sp_gpt2_config *c = &m->cfg;
+    for (int l = 0; l < c->n_layer; l++) {
+        for (int k = 0; k < N_LAYER_TENSORS; k++) {
+            char name[128];
+            snprintf(name, sizeof name, "h.%d.%s", l, LAYER_TENSORS[k].suffix);
+            const float **slot = (const float **)((char *)&m->layers[l] + LAYER_TENSORS[k].field);
+            if (take(L, name, LAYER_TENSORS[k].ndim, dim(c, LAYER_TENSORS[k].d0),
+                     dim(c, LAYER_TENSORS[k].d1), 0, slot, err))
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int take_all(loader *L, sp_error *err) {
+    sp_model *m = L->m;
+    const sp_gpt2_config *c = &m->cfg;
+    L->owned_cap = N_LAYER_TENSORS * c->n_layer + 5;
+    m->owned = calloc((size_t)L->owned_cap, sizeof *m->owned);
+    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
+    if (!m->owned || !m->layers) return sp_fail(err, "%s: out of memory", m->dir);
+    if (take(L, "wte.weight", 2, c->vocab_size, c->d_model, 0, &m->wte, err) ||
+        take(L, "wpe.weight", 2, c->n_ctx, c->d_model, 0, &m->wpe, err) || take_layers(L, err) ||
+        take(L, "ln_f.weight", 1, c->d_model, 0, 0, &m->lnf_w, err) ||
+        take(L, "ln_f.bias", 1, c->d_model, 0, 0, &m->lnf_b, err) ||
+        take(L, "lm_head.weight", 2, c->vocab_size, c->d_model, 1, &m->lm_head, err))
+        return -1;
+    if (!m->lm_head) m->lm_head = m->wte; /* tied: not counted twice */
+    return 0;
+}
+
+/* The attention-mask buffers (h.N.attn.bias / masked_bias) are constants, not weights. */
+static int is_mask_buffer(const char *name) {
+    int layer, end = 0;
+    if (sscanf(name, "h.%d.attn.bias%n", &layer, &end) == 1 && end && !name[end]) return 1;
+    end = 0;
+    if (sscanf(name, "h.%d.attn.masked_bias%n", &layer, &end) == 1 && end && !name[end]) return 1;
+    return 0;
+}
+
+/* Rejects tensors the model did not claim, so a deeper or different checkpoint fails loudly. */
+static int check_leftovers(loader *L, sp_error *err) {
+    const sp_model *m = L->m;
+    for (int i = 0; i < m->n_files; i++) {
+        const sp_st_file *f = &m->files[i];
+        for (int k = 0; k < f->n_tensors; k++) {
+            const char *name = f->tensors[k].name;
+            if (L->used[i][k]) continue;
+            const char *bare = strncmp(name, PREFIX, strlen(PREFIX)) ? name : name + strlen(PREFIX);
+            if (is_mask_buffer(bare)) continue;
+            int layer;
+            if (sscanf(bare, "h.%d.", &layer) == 1 && layer >= m->cfg.n_layer)
+                return sp_fail(err,
+                               "%s: tensor '%s' belongs to layer %d, but config.json has "
+                               "n_layer = %d",
+                               f->path, name, layer, m->cfg.n_layer);
+            return sp_fail(err, "%s: unexpected tensor '%s' (not part of a GPT-2 model)", f->path,
+                           name);
+        }
+    }
+    if (!L->wmap) return 0;
+    const char *name;
+    json_t *v;
+    json_object_foreach(L->wmap, name, v) {
+        int fi = shard_index(L, json_string_value(v));
+        if (fi >= 0 && !sp_st_find(&m->files[fi], name))
+            return sp_fail(err, "%s: missing tensor '%s' (weight_map places it in this file)",
+                           m->files[fi].path, name);
+    }
+    return 0;
+}
+
+/* ---- entry points ------------------------------------------------------------------------ */
+
+static void loader_free(loader *L) {
+    for (int i = 0; i < L->m->n_files; i++) {
+        if (L->used) free(L->used[i]);
+        if (L->shard) free(L->shard[i]);
+    }
+    free(L->used);
+    free(L->shard);
+    free(L->where);
+    json_decref(L->wmap);
+}
+
+int sp_model_load(sp_model *m, const char *dir, sp_error *err) {
+    memset(m, 0, sizeof *m);
+    m->arch = SP_ARCH_GPT2;
+    loader L = {.m = m};
+    char *config = join(dir, "config.json");
+    int rc = -1;
+    if (!(m->dir = strdup(dir)) || !config)
+        sp_fail(err, "%s: out of memory", dir);
+    else if (sp_gpt2_config_load(&m->cfg, config, err) == 0 && open_weights(&L, dir, err) == 0 &&
+             take_all(&L, err) == 0 && check_leftovers(&L, err) == 0)
+        rc = 0;
+    free(config);
+    loader_free(&L);
+    if (rc != 0) sp_model_free(m);
+    return rc;
+}
+
+void sp_model_free(sp_model *m) {
+    for (int i = 0; i < m->n_files; i++) sp_st_close(&m->files[i]);
+    free(m->files);
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    free(m->dir);
+    memset(m, 0, sizeof *m);
+}

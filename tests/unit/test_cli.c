@@ -1,0 +1,276 @@
+/* The softprompt front end: help and usage errors, init-model flag validation, and
+ * init-model followed by info reporting the parameter count the GPT-2 shape formula gives. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+static char *tmp;
+
+static void setup(void) {
+    tmp = tu_mkdtemp();
+}
+static void teardown(void) {
+    tu_rmtree(tmp);
+    free(tmp);
+}
+
+typedef struct result {
+    int rc;
+    char *out, *err;
+} result;
+
+static result run(const char *const *args) {
+    result r;
+    r.rc = tu_run_cli(args, &r.out, &r.err);
+    return r;
+}
+
+static void result_free(result *r) {
+    free(r->out), free(r->err);
+}
+
+static void assert_has(const char *hay, const char *needle) {
+    ck_assert_msg(strstr(hay, needle) != NULL, "expected '%s' in:\n%s", needle, hay);
+}
+
+/* 124439808 -> "124,439,808", written independently of the CLI's formatting code. */
+static void commas(char *buf, uint64_t v) {
+    if (v < 1000) {
+        sprintf(buf, "%" PRIu64, v);
+        return;
+    }
+    commas(buf, v / 1000);
+    sprintf(buf + strlen(buf), ",%03" PRIu64, v % 1000);
+}
+
+/* GPT-2 with d_ff = 4d: embeddings + L blocks (12 d^2 + 13 d each) + final LayerNorm. */
+static uint64_t gpt2_params(uint64_t L, uint64_t d, uint64_t V, uint64_t ctx) {
+    return V * d + ctx * d + L * (12 * d * d + 13 * d) + 2 * d;
+}
+
+START_TEST(help_lists_commands) {
+    const char *args[] = {"help", NULL};
+    result r = run(args);
+    ck_assert_int_eq(r.rc, 0);
+    assert_has(r.out, "usage: softprompt <command>");
+    assert_has(r.out, "  info ");
+    assert_has(r.out, "  init-model ");
+    result_free(&r);
+}
+END_TEST
+
+START_TEST(command_help) {
+    const char *a1[] = {"info", "--help", NULL};
+    result r = run(a1);
+    ck_assert_int_eq(r.rc, 0);
+    assert_has(r.out, "usage: softprompt info PATH");
+    result_free(&r);
+    const char *a2[] = {"help", "init-model", NULL};
+    r = run(a2);
+    ck_assert_int_eq(r.rc, 0);
+    assert_has(r.out, "usage: softprompt init-model");
+    assert_has(r.out, "--dtype");
+    result_free(&r);
+}
+END_TEST
+
+START_TEST(unknown_command) {
+    const char *args[] = {"frobnicate", NULL};
+    result r = run(args);
+    ck_assert_int_eq(r.rc, 2);
+    assert_has(r.err, "unknown command 'frobnicate'");
+    result_free(&r);
+    const char *none[] = {NULL};
+    r = run(none);
+    ck_assert_int_eq(r.rc, 2);
+    assert_has(r.err, "usage: softprompt");
+    result_free(&r);
+}
+END_TEST
+
+START_TEST(info_usage_errors) {
+    const char *a1[] = {"info", NULL};
+    result r = run(a1);
+    ck_assert_int_eq(r.rc, 2);
+    assert_has(r.err, "softprompt info: expected exactly one PATH, got 0");
+    result_free(&r);
+    const char *a2[] = {"info", "a", "b", NULL};
+    r = run(a2);
+    ck_assert_int_eq(r.rc, 2);
+    assert_has(r.err, "got 2");
+    result_free(&r);
+    const char *a3[] = {"info", "--bogus", "x", NULL};
+    r = run(a3);
+    ck_assert_int_eq(r.rc, 2);
+    assert_has(r.err, "softprompt info: unknown option '--bogus'");
+    result_free(&r);
+}
+END_TEST
+
+START_TEST(info_missing_directory) {
+    char *dir = tu_path(tmp, "nope");
+    const char *args[] = {"info", dir, NULL};
+    result r = run(args);
+    ck_assert_int_eq(r.rc, 1);
+    assert_has(r.err, "softprompt info: ");
+    assert_has(r.err, "nope/config.json: cannot open: No such file or directory");
+    result_free(&r);
+    free(dir);
+}
+END_TEST
+
+START_TEST(info_h5_not_yet) {
+    const char *args[] = {"info", "data.h5", NULL};
+    result r = run(args);
+    ck_assert_int_eq(r.rc, 1);
+    assert_has(r.err, "softprompt info: data.h5: describing .h5 datasets is not supported yet");
+    result_free(&r);
+}
+END_TEST
+
+/* Each bad value must exit 2 naming the flag and the value. */
+START_TEST(init_model_bad_flags) {
+    static const struct {
+        const char *flag, *value, *expect;
+    } cases[] = {
+        {"--layers", "0", "--layers '0': expected an integer from 1 to 1024"},
+        {"--layers", "abc", "--layers 'abc': expected an integer"},
+        {"--layers", "3x", "--layers '3x'"},
+        {"--d", "-5", "--d '-5': expected an integer from 1 to 65536"},
+        {"--heads", "5", "--heads '5': expected a divisor of --d 768"},
+        {"--d-ff", "0", "--d-ff '0'"},
+        {"--vocab", "99999999999", "--vocab '99999999999'"},
+        {"--ctx", "", "--ctx '': expected an integer"},
+        {"--dtype", "f8", "--dtype 'f8': expected f32, f16 or bf16"},
+        {"--shards", "0", "--shards '0'"},
+        {"--seed", "-1", "--seed '-1'"},
+        {"--std", "-0.5", "--std '-0.5': expected a finite number >= 0"},
+        {"--std", "nan", "--std 'nan'"},
+    };
+    char *out = tu_path(tmp, "out");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *args[] = {"init-model", cases[i].flag, cases[i].value, out, NULL};
+        result r = run(args);
+        ck_assert_msg(r.rc == 2, "%s %s: exit %d", cases[i].flag, cases[i].value, r.rc);
+        assert_has(r.err, "softprompt init-model: ");
+        assert_has(r.err, cases[i].expect);
+        result_free(&r);
+    }
+    const char *unknown[] = {"init-model", "--bogus", out, NULL};
+    result r = run(unknown);
+    ck_assert_int_eq(r.rc, 2);
+    assert_has(r.err, "unknown option '--bogus'");
+    result_free(&r);
+    const char *missing_value[] = {"init-model", out, "--layers", NULL};
+    r = run(missing_value);
+    ck_assert_int_eq(r.rc, 2);
+    assert_has(r.err, "missing value for option '--layers'");
+    result_free(&r);
+    const char *no_out[] = {"init-model", "--layers", "2", NULL};
+    r = run(no_out);
+    ck_assert_int_eq(r.rc, 2);
+    assert_has(r.err, "expected exactly one output directory, got 0");
+    result_free(&r);
+    const char *too_many_shards[] = {"init-model", "--layers", "1",       "--d", "8",
+                                     "--heads",    "2",        "--vocab", "10",  "--ctx",
+                                     "4",          "--shards", "17",      out,   NULL};
+    r = run(too_many_shards); /* 16 tensors: the library refuses, exit 1 */
+    ck_assert_int_eq(r.rc, 1);
+    assert_has(r.err, "n_shards = 17, expected 1 to 16");
+    result_free(&r);
+    free(out);
+}
+END_TEST
+
+/* init-model, then info: shapes and the parameter count from the formula. */
+static void init_then_info(const char *dtype, const char *shards, const char *expect_dtype,
+                           const char *expect_files) {
+    const uint64_t L = 3, d = 32, heads = 4, V = 1000, ctx = 64;
+    char *dir = tu_path(tmp, "model");
+    const char *init[] = {"init-model", "--layers", "3",       "--d",      "32",
+                          "--heads",    "4",        "--vocab", "1000",     "--ctx",
+                          "64",         "--dtype",  dtype,     "--shards", shards,
+                          "--seed",     "5",        dir,       NULL};
+    result r = run(init);
+    ck_assert_msg(r.rc == 0, "init-model exit %d: %s", r.rc, r.err);
+    char n[64], line[128];
+    uint64_t params = gpt2_params(L, d, V, ctx);
+    snprintf(line, sizeof line, "%" PRIu64 " parameters", params);
+    assert_has(r.out, line);
+    assert_has(r.out, dir);
+    result_free(&r);
+
+    const char *info[] = {"info", dir, NULL};
+    r = run(info);
+    ck_assert_msg(r.rc == 0, "info exit %d: %s", r.rc, r.err);
+    commas(n, params);
+    snprintf(line, sizeof line, "(%s)", n);
+    assert_has(r.out, line);
+    assert_has(r.out, "GPT2LMHeadModel");
+    snprintf(line, sizeof line, "layers        %" PRIu64 "\n", L);
+    assert_has(r.out, line);
+    snprintf(line, sizeof line, "heads         %" PRIu64 " (head dim %" PRIu64 ")", heads,
+             d / heads);
+    assert_has(r.out, line);
+    snprintf(line, sizeof line, "d_ff          %" PRIu64 "\n", 4 * d);
+    assert_has(r.out, line);
+    snprintf(line, sizeof line, "%s %s params", expect_dtype, n);
+    assert_has(r.out, line);
+    assert_has(r.out, expect_files);
+    assert_has(r.out, "used in place");
+    assert_has(r.out, "per token at full context (64 tokens)");
+    result_free(&r);
+    free(dir);
+}
+
+START_TEST(init_model_then_info_f32) {
+    init_then_info("f32", "1", "F32", "1 (model.safetensors, not sharded)");
+}
+END_TEST
+
+START_TEST(init_model_then_info_f16_sharded) {
+    init_then_info("f16", "3", "F16", "3 shards");
+}
+END_TEST
+
+START_TEST(init_model_refuses_non_empty) {
+    char *dir = tu_path(tmp, "m");
+    const char *init[] = {"init-model", "--layers", "1",     "--d", "8", "--heads", "2",
+                          "--vocab",    "10",       "--ctx", "4",   dir, NULL};
+    result r = run(init);
+    ck_assert_int_eq(r.rc, 0);
+    result_free(&r);
+    r = run(init);
+    ck_assert_int_eq(r.rc, 1);
+    assert_has(r.err, "softprompt init-model: ");
+    assert_has(r.err, "directory is not empty (use --force");
+    result_free(&r);
+    const char *forced[] = {"init-model", "--force", "--layers", "1",     "--d", "8", "--heads",
+                            "2",          "--vocab", "10",       "--ctx", "4",   dir, NULL};
+    r = run(forced);
+    ck_assert_int_eq(r.rc, 0);
+    result_free(&r);
+    free(dir);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("cli");
+    TCase *tc = tcase_create("core");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, help_lists_commands);
+    tcase_add_test(tc, command_help);
+    tcase_add_test(tc, unknown_command);
+    tcase_add_test(tc, info_usage_errors);
+    tcase_add_test(tc, info_missing_directory);
+    tcase_add_test(tc, info_h5_not_yet);
+    tcase_add_test(tc, init_model_bad_flags);
+    tcase_add_test(tc, init_model_then_info_f32);
+    tcase_add_test(tc, init_model_then_info_f16_sharded);
+    tcase_add_test(tc, init_model_refuses_non_empty);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}

@@ -1,0 +1,735 @@
+/* Model directories: random tiny models written by sp_init_model_write load back with the right
+ * config, in-place F32 and exactly converted F16/BF16 weights, across sharding and name
+ * prefixes; then one broken directory per failure mode, checked through `softprompt info`. */
+#include <jansson.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "softprompt/model.h"
+#include "softprompt/model_init.h"
+#include "softprompt/rng.h"
+#include "testutil.h"
+
+enum { L = 2, D = 16, H = 2, FF = 64, V = 50, CTX = 16 };
+
+static char *tmp; /* per-test directory */
+
+static void setup(void) {
+    tmp = tu_mkdtemp();
+}
+static void teardown(void) {
+    tu_rmtree(tmp);
+    free(tmp);
+}
+
+/* Writes a tiny random model into tmp/name and returns the malloc'd directory path. */
+static char *make_model(const char *name, sp_dtype dt, int shards, int prefix) {
+    sp_init_options o;
+    sp_init_options_default(&o);
+    o.cfg = (sp_gpt2_config){L, D, H, FF, V, CTX, 1e-5f};
+    o.dtype = dt;
+    o.n_shards = shards;
+    o.prefix = prefix;
+    o.seed = 7;
+    o.random_norms = 1;
+    char *dir = tu_path(tmp, name);
+    sp_error err;
+    ck_assert_msg(sp_init_model_write(dir, &o, &err) == 0, "%s", err.msg);
+    return dir;
+}
+
+static int64_t expected_params(void) {
+    return (int64_t)V * D + CTX * D + L * (12 * D * D + 13 * D) + 2 * D;
+}
+
+static void load_ok(sp_model *m, const char *dir) {
+    sp_error err;
+    ck_assert_msg(sp_model_load(m, dir, &err) == 0, "%s", err.msg);
+}
+
+static int in_mapping(const sp_model *m, const void *p) {
+    for (int i = 0; i < m->n_files; i++) {
+        const char *b = m->files[i].map;
+        if ((const char *)p >= b && (const char *)p < b + m->files[i].map_len) return 1;
+    }
+    return 0;
+}
+
+/* Every weight of a layer with its element count, for whole-model comparisons. */
+static void layer_tensors(const sp_gpt2_layer *l, const float *p[12], size_t n[12]) {
+    const float *q[12] = {l->ln1_w, l->ln1_b, l->qkv_w, l->qkv_b, l->attn_proj_w, l->attn_proj_b,
+                          l->ln2_w, l->ln2_b, l->fc_w,  l->fc_b,  l->fc_proj_w,   l->fc_proj_b};
+    size_t k[12] = {D, D, D * 3 * D, 3 * D, D * D, D, D, D, D * FF, FF, FF * D, D};
+    memcpy(p, q, sizeof q);
+    memcpy(n, k, sizeof k);
+}
+
+/* Calls f(a_tensor, b_tensor, n) for every weight of two tiny models. */
+static void each_tensor(const sp_model *a, const sp_model *b,
+                        void (*f)(const float *, const float *, size_t)) {
+    f(a->wte, b->wte, V * D);
+    f(a->wpe, b->wpe, CTX * D);
+    for (int l = 0; l < L; l++) {
+        const float *pa[12], *pb[12];
+        size_t n[12];
+        layer_tensors(&a->layers[l], pa, n);
+        layer_tensors(&b->layers[l], pb, n);
+        for (int k = 0; k < 12; k++) f(pa[k], pb[k], n[k]);
+    }
+    f(a->lnf_w, b->lnf_w, D);
+    f(a->lnf_b, b->lnf_b, D);
+}
+
+static void same_values(const float *a, const float *b, size_t n) {
+    ck_assert(memcmp(a, b, n * sizeof *a) == 0);
+}
+
+static void f16_of(const float *f32, const float *f16, size_t n) {
+    for (size_t i = 0; i < n; i++) ck_assert(f16[i] == sp_f16_to_f32(sp_f32_to_f16(f32[i])));
+}
+
+static void bf16_of(const float *f32, const float *bf, size_t n) {
+    for (size_t i = 0; i < n; i++) ck_assert(bf[i] == sp_bf16_to_f32(sp_f32_to_bf16(f32[i])));
+}
+
+/* ---- loading good models ---------------------------------------------------------------- */
+
+START_TEST(defaults_are_gpt2_124m) {
+    sp_init_options o;
+    sp_init_options_default(&o);
+    ck_assert_int_eq(o.cfg.n_layer, 12);
+    ck_assert_int_eq(o.cfg.d_model, 768);
+    ck_assert_int_eq(o.cfg.n_head, 12);
+    ck_assert_int_eq(o.cfg.d_ff, 3072);
+    ck_assert_int_eq(o.cfg.vocab_size, 50257);
+    ck_assert_int_eq(o.cfg.n_ctx, 1024);
+    ck_assert(o.cfg.ln_eps == 1e-5f);
+    ck_assert_int_eq(o.dtype, SP_DTYPE_F32);
+    ck_assert_int_eq(o.n_shards, 1);
+    ck_assert(o.std == 0.02f);
+    int64_t d = o.cfg.d_model;
+    int64_t n =
+        o.cfg.vocab_size * d + o.cfg.n_ctx * d + o.cfg.n_layer * (12 * d * d + 13 * d) + 2 * d;
+    ck_assert_int_eq(n, 124439808);
+}
+END_TEST
+
+START_TEST(load_f32_in_place) {
+    char *dir = make_model("m", SP_DTYPE_F32, 1, 0);
+    sp_model m;
+    load_ok(&m, dir);
+    ck_assert_int_eq(m.arch, SP_ARCH_GPT2);
+    ck_assert_int_eq(m.cfg.n_layer, L);
+    ck_assert_int_eq(m.cfg.d_model, D);
+    ck_assert_int_eq(m.cfg.n_head, H);
+    ck_assert_int_eq(m.cfg.d_ff, FF);
+    ck_assert_int_eq(m.cfg.vocab_size, V);
+    ck_assert_int_eq(m.cfg.n_ctx, CTX);
+    ck_assert(m.cfg.ln_eps == 1e-5f);
+    ck_assert_str_eq(m.dir, dir);
+    ck_assert_int_eq(m.n_files, 1);
+    ck_assert_int_eq(m.n_params, expected_params());
+    ck_assert_int_eq(m.params_by_dtype[SP_DTYPE_F32], expected_params());
+    ck_assert_uint_eq(m.bytes_in_place, (size_t)expected_params() * 4);
+    ck_assert_uint_eq(m.bytes_converted, 0);
+    ck_assert_int_eq(m.n_owned, 0);
+    ck_assert_uint_eq(m.bytes_mapped, m.files[0].map_len);
+    ck_assert_ptr_eq(m.lm_head, m.wte); /* tied */
+    ck_assert_ptr_eq(m.wte, sp_st_find(&m.files[0], "wte.weight")->data);
+    ck_assert_ptr_eq(m.layers[1].fc_proj_b, sp_st_find(&m.files[0], "h.1.mlp.c_proj.bias")->data);
+    ck_assert(in_mapping(&m, m.layers[0].qkv_w) && in_mapping(&m, m.lnf_b));
+    /* random_norms: LayerNorm gains near 1, biases small but not zero */
+    ck_assert(m.layers[0].ln1_w[0] != 1.0f && m.layers[0].ln1_w[0] > 0.3f);
+    ck_assert(m.layers[0].qkv_b[0] != 0.0f);
+    sp_model_free(&m);
+    ck_assert_ptr_null(m.files);
+    ck_assert_ptr_null(m.dir);
+    free(dir);
+}
+END_TEST
+
+/* Reduced-precision weights are converted exactly, and the generator draws the same values
+ * whatever the dtype. */
+static void check_converted(sp_dtype dt) {
+    char *d32 = make_model("f32", SP_DTYPE_F32, 1, 0), *d16 = make_model("low", dt, 1, 0);
+    sp_model a, b;
+    load_ok(&a, d32);
+    load_ok(&b, d16);
+    ck_assert_int_eq(b.n_params, expected_params());
+    ck_assert_int_eq(b.params_by_dtype[dt], expected_params());
+    ck_assert_int_eq(b.params_by_dtype[SP_DTYPE_F32], 0);
+    ck_assert_uint_eq(b.bytes_in_place, 0);
+    ck_assert_uint_eq(b.bytes_converted, (size_t)expected_params() * 4);
+    ck_assert_int_eq(b.n_owned, 4 + 12 * L);
+    ck_assert(!in_mapping(&b, b.wte));
+    /* against the stored bits */
+    const sp_st_tensor *t = sp_st_find(&b.files[0], "h.1.attn.c_attn.weight");
+    ck_assert_int_eq(t->dtype, dt);
+    for (int64_t i = 0; i < t->numel; i++) {
+        uint16_t bits;
+        memcpy(&bits, (const char *)t->data + 2 * i, 2);
+        float want = dt == SP_DTYPE_F16 ? sp_f16_to_f32(bits) : sp_bf16_to_f32(bits);
+        ck_assert(b.layers[1].qkv_w[i] == want);
+    }
+    each_tensor(&a, &b, dt == SP_DTYPE_F16 ? f16_of : bf16_of);
+    sp_model_free(&a);
+    sp_model_free(&b);
+    free(d32), free(d16);
+}
+
+START_TEST(load_f16_converted) {
+    check_converted(SP_DTYPE_F16);
+}
+END_TEST
+
+START_TEST(load_bf16_converted) {
+    check_converted(SP_DTYPE_BF16);
+}
+END_TEST
+
+START_TEST(load_sharded_matches_single) {
+    char *d1 = make_model("one", SP_DTYPE_F32, 1, 0), *d3 = make_model("three", SP_DTYPE_F32, 3, 0);
+    char *shard2 = tu_path(d3, "model-00002-of-00003.safetensors");
+    char *index = tu_path(d3, "model.safetensors.index.json");
+    char *single = tu_path(d3, "model.safetensors");
+    ck_assert_int_eq(access(shard2, F_OK), 0);
+    ck_assert_int_eq(access(index, F_OK), 0);
+    ck_assert_int_ne(access(single, F_OK), 0);
+    sp_model a, b;
+    load_ok(&a, d1);
+    load_ok(&b, d3);
+    ck_assert_int_eq(b.n_files, 3);
+    for (int i = 0; i < 3; i++) ck_assert_int_gt(b.files[i].n_tensors, 0);
+    ck_assert_int_eq(b.n_params, expected_params());
+    ck_assert_uint_eq(b.bytes_in_place, (size_t)expected_params() * 4);
+    ck_assert(in_mapping(&b, b.wte) && in_mapping(&b, b.lnf_b));
+    each_tensor(&a, &b, same_values);
+    sp_model_free(&a);
+    sp_model_free(&b);
+    free(d1), free(d3), free(shard2), free(index), free(single);
+}
+END_TEST
+
+START_TEST(load_prefixed_names) {
+    char *d = make_model("plain", SP_DTYPE_F32, 1, 0), *p = make_model("pre", SP_DTYPE_F16, 2, 1);
+    sp_model a, b;
+    load_ok(&a, d);
+    load_ok(&b, p);
+    ck_assert_int_eq(b.n_files, 2);
+    ck_assert_ptr_nonnull(sp_st_find(&b.files[0], "transformer.wte.weight"));
+    ck_assert_ptr_null(sp_st_find(&b.files[0], "wte.weight"));
+    each_tensor(&a, &b, f16_of);
+    sp_model_free(&a);
+    sp_model_free(&b);
+    free(d), free(p);
+}
+END_TEST
+
+/* ---- editing safetensors headers -------------------------------------------------------- */
+
+typedef struct st_image {
+    json_t *hdr;
+    unsigned char *data;
+    size_t data_len;
+} st_image;
+
+static st_image st_load(const char *file) {
+    size_t len;
+    unsigned char *raw = (unsigned char *)tu_read_file(file, &len);
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = (n << 8) | raw[i];
+    st_image im;
+    im.hdr = json_loadb((const char *)raw + 8, n, 0, NULL);
+    ck_assert_ptr_nonnull(im.hdr);
+    im.data_len = len - 8 - n;
+    im.data = malloc(im.data_len + 1);
+    memcpy(im.data, raw + 8 + n, im.data_len);
+    free(raw);
+    return im;
+}
+
+/* Re-emits the file from (possibly edited) header and data; frees the image. */
+static void st_save(const char *file, st_image *im) {
+    char *s = json_dumps(im->hdr, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    size_t n = strlen(s), padded = (n + 7) & ~(size_t)7;
+    unsigned char *buf = malloc(8 + padded + im->data_len);
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+    memcpy(buf + 8, s, n);
+    memset(buf + 8 + n, ' ', padded - n);
+    memcpy(buf + 8 + padded, im->data, im->data_len);
+    tu_write_file(file, buf, 8 + padded + im->data_len);
+    free(buf), free(s), free(im->data);
+    json_decref(im->hdr);
+}
+
+/* Appends a tensor of nbytes (filled with 0.5f floats when F32) at data offset begin
+ * (>= data_len; any gap is zero-filled). */
+static void st_append(st_image *im, const char *name, const char *dtype, json_t *shape,
+                      size_t begin, size_t nbytes) {
+    im->data = realloc(im->data, begin + nbytes);
+    memset(im->data + im->data_len, 0, begin - im->data_len);
+    for (size_t i = 0; i + 4 <= nbytes; i += 4) {
+        float h = 0.5f;
+        memcpy(im->data + begin + i, &h, 4);
+    }
+    im->data_len = begin + nbytes;
+    json_object_set_new(im->hdr, name,
+                        json_pack("{s:s, s:o, s:[I, I]}", "dtype", dtype, "shape", shape,
+                                  "data_offsets", (json_int_t)begin, (json_int_t)(begin + nbytes)));
+}
+
+static json_t *entry(st_image *im, const char *name) {
+    json_t *e = json_object_get(im->hdr, name);
+    ck_assert_msg(e != NULL, "no tensor %s", name);
+    return e;
+}
+
+START_TEST(mask_buffers_ignored_and_untied_misaligned_head) {
+    char *dir = make_model("m", SP_DTYPE_F32, 1, 0);
+    char *file = tu_path(dir, "model.safetensors");
+    st_image im = st_load(file);
+    st_append(&im, "h.0.attn.bias", "F32", json_pack("[i,i,i,i]", 1, 1, CTX, CTX), im.data_len,
+              CTX * CTX * 4);
+    st_append(&im, "h.1.attn.masked_bias", "F32", json_array(), im.data_len, 4);
+    /* 2 bytes past a 4-aligned offset: the F32 head must be copied to aligned memory */
+    st_append(&im, "lm_head.weight", "F32", json_pack("[i,i]", V, D), im.data_len + 2, V * D * 4);
+    st_save(file, &im);
+    sp_model m;
+    load_ok(&m, dir);
+    ck_assert_int_eq(m.n_params, expected_params() + V * D);
+    ck_assert_ptr_ne(m.lm_head, m.wte);
+    ck_assert_uint_eq((uintptr_t)m.lm_head % 4, 0);
+    ck_assert(m.lm_head[0] == 0.5f && m.lm_head[V * D - 1] == 0.5f);
+    ck_assert_uint_eq(m.bytes_converted, V * D * 4);
+    ck_assert_uint_eq(m.bytes_in_place, (size_t)expected_params() * 4);
+    sp_model_free(&m);
+    free(dir), free(file);
+}
+END_TEST
+
+START_TEST(failed_load_leaves_model_empty) {
+    char *dir = make_model("m", SP_DTYPE_F16, 3, 0);
+    char *file = tu_path(dir, "model-00003-of-00003.safetensors");
+    st_image im = st_load(file);
+    json_object_del(im.hdr, "ln_f.bias");
+    st_save(file, &im);
+    sp_model m, zero;
+    memset(&zero, 0, sizeof zero);
+    sp_error err;
+    ck_assert_int_eq(sp_model_load(&m, dir, &err), -1);
+    ck_assert_msg(strstr(err.msg, "missing tensor 'ln_f.bias'"), "%s", err.msg);
+    ck_assert(memcmp(&m, &zero, sizeof m) == 0);
+    sp_model_free(&m); /* still safe */
+    free(dir), free(file);
+}
+END_TEST
+
+START_TEST(init_refuses_non_empty_dir_unless_forced) {
+    char *dir = make_model("m", SP_DTYPE_F32, 3, 0);
+    sp_init_options o;
+    sp_init_options_default(&o);
+    o.cfg = (sp_gpt2_config){L, D, H, FF, V, CTX, 1e-5f};
+    sp_error err;
+    ck_assert_int_eq(sp_init_model_write(dir, &o, &err), -1);
+    ck_assert_msg(strstr(err.msg, dir) && strstr(err.msg, "not empty"), "%s", err.msg);
+    o.force = 1; /* rewrite as a single file: the stale index must go */
+    ck_assert_msg(sp_init_model_write(dir, &o, &err) == 0, "%s", err.msg);
+    char *index = tu_path(dir, "model.safetensors.index.json");
+    ck_assert_int_ne(access(index, F_OK), 0);
+    sp_model m;
+    load_ok(&m, dir);
+    ck_assert_int_eq(m.n_files, 1);
+    sp_model_free(&m);
+    o.cfg.n_head = 3; /* does not divide 16 */
+    ck_assert_int_eq(sp_init_model_write(dir, &o, &err), -1);
+    ck_assert_msg(strstr(err.msg, "not divisible by n_head = 3"), "%s", err.msg);
+    free(dir), free(index);
+}
+END_TEST
+
+/* ---- broken directories, through the CLI ------------------------------------------------- */
+
+static void expect_info_error(const char *dir, const char *frag1, const char *frag2) {
+    const char *args[] = {"info", dir, NULL};
+    char *out, *errout;
+    int rc = tu_run_cli(args, &out, &errout);
+    ck_assert_msg(rc == 1, "exit %d, stderr: %s", rc, errout);
+    ck_assert_msg(strncmp(errout, "softprompt info: ", 17) == 0, "stderr: %s", errout);
+    ck_assert_msg(strstr(errout, frag1), "expected '%s' in: %s", frag1, errout);
+    if (frag2) ck_assert_msg(strstr(errout, frag2), "expected '%s' in: %s", frag2, errout);
+    ck_assert_str_eq(out, "");
+    free(out), free(errout);
+}
+
+/* A good tiny model in tmp/m and the path of its weights (both malloc'd). */
+static char *good_model(char **file) {
+    char *dir = make_model("m", SP_DTYPE_F32, 1, 0);
+    *file = tu_path(dir, "model.safetensors");
+    return dir;
+}
+
+static char *msg_for(const char *file, const char *rest) {
+    size_t n = strlen(file) + strlen(rest) + 1;
+    char *s = malloc(n);
+    snprintf(s, n, "%s%s", file, rest);
+    return s;
+}
+
+START_TEST(cli_truncated_weights) {
+    char *file, *dir = good_model(&file);
+    size_t len;
+    free(tu_read_file(file, &len));
+    ck_assert_int_eq(truncate(file, (off_t)len / 2), 0);
+    char *want = msg_for(file, ": tensor '");
+    expect_info_error(dir, want, "run past the end of the data buffer");
+    free(dir), free(file), free(want);
+}
+END_TEST
+
+START_TEST(cli_file_shorter_than_prefix) {
+    char *file, *dir = good_model(&file);
+    ck_assert_int_eq(truncate(file, 3), 0);
+    char *want = msg_for(file, ": truncated");
+    expect_info_error(dir, want, NULL);
+    free(dir), free(file), free(want);
+}
+END_TEST
+
+START_TEST(cli_header_length_past_end) {
+    char *file, *dir = good_model(&file);
+    size_t len;
+    char *raw = tu_read_file(file, &len);
+    uint64_t n = len; /* more than the bytes after the prefix */
+    for (int i = 0; i < 8; i++) raw[i] = (char)(n >> (8 * i));
+    tu_write_file(file, raw, len);
+    char *want = msg_for(file, ": header length");
+    expect_info_error(dir, want, "runs past the end of the file");
+    free(dir), free(file), free(want), free(raw);
+}
+END_TEST
+
+START_TEST(cli_invalid_json_header) {
+    char *file, *dir = good_model(&file);
+    size_t len;
+    char *raw = tu_read_file(file, &len);
+    raw[8] = 'x';
+    tu_write_file(file, raw, len);
+    char *want = msg_for(file, ": header is not valid JSON");
+    expect_info_error(dir, want, NULL);
+    free(dir), free(file), free(want), free(raw);
+}
+END_TEST
+
+START_TEST(cli_offsets_out_of_range) {
+    char *file, *dir = good_model(&file);
+    st_image im = st_load(file);
+    json_array_set_new(json_object_get(entry(&im, "ln_f.bias"), "data_offsets"), 1,
+                       json_integer(1 << 30));
+    st_save(file, &im);
+    char *want = msg_for(file, ": tensor 'ln_f.bias': data_offsets");
+    expect_info_error(dir, want, "run past the end of the data buffer");
+    free(dir), free(file), free(want);
+}
+END_TEST
+
+START_TEST(cli_overlapping_offsets) {
+    char *file, *dir = good_model(&file);
+    st_image im = st_load(file);
+    json_t *src = json_object_get(entry(&im, "h.0.ln_1.weight"), "data_offsets");
+    json_object_set(entry(&im, "h.0.ln_1.bias"), "data_offsets", src);
+    st_save(file, &im);
+    char *want = msg_for(file, ": tensor 'h.0.ln_1.");
+    expect_info_error(dir, want, "overlap those of tensor 'h.0.ln_1.");
+    free(dir), free(file), free(want);
+}
+END_TEST
+
+START_TEST(cli_size_not_shape_times_dtype) {
+    char *file, *dir = good_model(&file);
+    st_image im = st_load(file);
+    json_object_set_new(entry(&im, "ln_f.weight"), "shape", json_pack("[i]", D + 1));
+    st_save(file, &im);
+    char *want = msg_for(file, ": tensor 'ln_f.weight': data_offsets");
+    expect_info_error(dir, want, "shape [17] of F32 needs 68");
+    free(dir), free(file), free(want);
+}
+END_TEST
+
+START_TEST(cli_unknown_dtype) {
+    char *file, *dir = good_model(&file);
+    st_image im = st_load(file);
+    json_object_set_new(entry(&im, "wpe.weight"), "dtype", json_string("Q4"));
+    st_save(file, &im);
+    char *want = msg_for(file, ": tensor 'wpe.weight': unknown dtype \"Q4\"");
+    expect_info_error(dir, want, NULL);
+    free(dir), free(file), free(want);
+}
+END_TEST
+
+START_TEST(cli_integer_weight) {
+    char *file, *dir = good_model(&file);
+    st_image im = st_load(file); /* I32 has F32's size, so only the dtype check can object */
+    json_object_set_new(entry(&im, "ln_f.bias"), "dtype", json_string("I32"));
+    st_save(file, &im);
+    char *want = msg_for(file, ": tensor 'ln_f.bias' has dtype I32");
+    expect_info_error(dir, want, "must be F32, F16, BF16 or F64");
+    free(dir), free(file), free(want);
+}
+END_TEST
+
+START_TEST(cli_missing_tensor) {
+    char *file, *dir = good_model(&file);
+    st_image im = st_load(file);
+    json_object_del(im.hdr, "h.1.mlp.c_fc.weight");
+    st_save(file, &im);
+    char *want = msg_for(file, ": missing tensor 'h.1.mlp.c_fc.weight'");
+    expect_info_error(dir, want, NULL);
+    free(dir), free(file), free(want);
+}
+END_TEST
+
+START_TEST(cli_unexpected_tensor) {
+    char *file, *dir = good_model(&file);
+    st_image im = st_load(file);
+    st_append(&im, "score.weight", "F32", json_pack("[i]", 2), im.data_len, 8);
+    st_save(file, &im);
+    char *want = msg_for(file, ": unexpected tensor 'score.weight'");
+    expect_info_error(dir, want, NULL);
+    free(dir), free(file), free(want);
+}
+END_TEST
+
+/* Rewrites dir/config.json with key set to value (NULL: deleted). Steals value. */
+static void edit_config(const char *dir, const char *key, json_t *value) {
+    char *cfg = tu_path(dir, "config.json");
+    json_t *root = json_load_file(cfg, 0, NULL);
+    ck_assert_ptr_nonnull(root);
+    if (value)
+        json_object_set_new(root, key, value);
+    else
+        json_object_del(root, key);
+    ck_assert_int_eq(json_dump_file(root, cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER), 0);
+    json_decref(root);
+    free(cfg);
+}
+
+START_TEST(cli_shape_disagrees_with_config) {
+    char *file, *dir = good_model(&file);
+    edit_config(dir, "n_inner", json_integer(32));
+    char *want = msg_for(file, ": tensor 'h.0.mlp.c_fc.weight' has shape [16, 64], "
+                               "config.json implies [16, 32]");
+    expect_info_error(dir, want, NULL);
+    free(dir), free(file), free(want);
+}
+END_TEST
+
+START_TEST(cli_more_layers_than_config) {
+    char *file, *dir = good_model(&file);
+    edit_config(dir, "n_layer", json_integer(1));
+    char *want = msg_for(file, ": tensor 'h.1.");
+    expect_info_error(dir, want, "belongs to layer 1, but config.json has n_layer = 1");
+    free(dir), free(file), free(want);
+}
+END_TEST
+
+START_TEST(cli_config_missing_key) {
+    char *file, *dir = good_model(&file);
+    edit_config(dir, "n_embd", NULL);
+    char *want = msg_for(dir, "/config.json: missing key 'n_embd'");
+    expect_info_error(dir, want, "n_layer, n_embd, n_head, vocab_size, n_positions");
+    free(dir), free(file), free(want);
+}
+END_TEST
+
+START_TEST(cli_config_wrong_type) {
+    char *file, *dir = good_model(&file);
+    edit_config(dir, "n_head", json_string("2"));
+    char *want = msg_for(dir, "/config.json: key 'n_head' is a JSON string, expected an integer");
+    expect_info_error(dir, want, NULL);
+    free(dir), free(file), free(want);
+}
+END_TEST
+
+START_TEST(cli_config_heads_do_not_divide) {
+    char *file, *dir = good_model(&file);
+    edit_config(dir, "n_head", json_integer(3));
+    char *want = msg_for(dir, "/config.json: n_embd = 16 is not divisible by n_head = 3");
+    expect_info_error(dir, want, NULL);
+    free(dir), free(file), free(want);
+}
+END_TEST
+
+START_TEST(cli_config_invalid_json) {
+    char *file, *dir = good_model(&file);
+    char *cfg = tu_path(dir, "config.json");
+    tu_write_file(cfg, "{\"n_layer\": 2,", 14);
+    char *want = msg_for(cfg, ": invalid JSON");
+    expect_info_error(dir, want, NULL);
+    free(dir), free(file), free(want), free(cfg);
+}
+END_TEST
+
+START_TEST(cli_unsupported_model_type) {
+    char *file, *dir = good_model(&file);
+    edit_config(dir, "model_type", json_string("llama"));
+    char *want = msg_for(dir, "/config.json: unsupported model_type 'llama'");
+    expect_info_error(dir, want, "\"gpt2\"");
+    free(dir), free(file), free(want);
+}
+END_TEST
+
+START_TEST(cli_unsupported_attention_option) {
+    char *file, *dir = good_model(&file);
+    edit_config(dir, "scale_attn_by_inverse_layer_idx", json_true());
+    char *want =
+        msg_for(dir, "/config.json: scale_attn_by_inverse_layer_idx = true is unsupported");
+    expect_info_error(dir, want, NULL);
+    free(dir), free(file), free(want);
+}
+END_TEST
+
+START_TEST(cli_unsupported_activation) {
+    char *file, *dir = good_model(&file);
+    edit_config(dir, "activation_function", json_string("relu"));
+    char *want = msg_for(dir, "/config.json: unsupported activation_function 'relu'");
+    expect_info_error(dir, want, "gelu_new");
+    free(dir), free(file), free(want);
+}
+END_TEST
+
+START_TEST(cli_no_weights) {
+    char *file, *dir = good_model(&file);
+    ck_assert_int_eq(unlink(file), 0);
+    char *want = msg_for(dir, ": no weights: neither model.safetensors nor "
+                              "model.safetensors.index.json exists");
+    expect_info_error(dir, want, NULL);
+    free(dir), free(file), free(want);
+}
+END_TEST
+
+START_TEST(cli_no_config) {
+    char *file, *dir = good_model(&file);
+    char *cfg = tu_path(dir, "config.json");
+    ck_assert_int_eq(unlink(cfg), 0);
+    char *want = msg_for(cfg, ": cannot open");
+    expect_info_error(dir, want, NULL);
+    free(dir), free(file), free(want), free(cfg);
+}
+END_TEST
+
+START_TEST(cli_index_names_missing_shard) {
+    char *dir = make_model("m", SP_DTYPE_F32, 3, 0);
+    char *shard = tu_path(dir, "model-00002-of-00003.safetensors");
+    ck_assert_int_eq(unlink(shard), 0);
+    char *want = msg_for(dir, "/model.safetensors.index.json: shard "
+                              "'model-00002-of-00003.safetensors'");
+    expect_info_error(dir, want, "does not exist");
+    free(dir), free(shard), free(want);
+}
+END_TEST
+
+START_TEST(cli_index_path_escape) {
+    char *dir = make_model("m", SP_DTYPE_F32, 3, 0);
+    char *index = tu_path(dir, "model.safetensors.index.json");
+    json_t *root = json_load_file(index, 0, NULL);
+    json_object_set_new(json_object_get(root, "weight_map"), "wte.weight",
+                        json_string("../model-00001-of-00003.safetensors"));
+    ck_assert_int_eq(json_dump_file(root, index, 0), 0);
+    json_decref(root);
+    char *want = msg_for(index, ": weight_map['wte.weight']");
+    expect_info_error(dir, want, "no '/' or '..'");
+    free(dir), free(index), free(want);
+}
+END_TEST
+
+START_TEST(cli_index_disagrees_with_shards) {
+    char *dir = make_model("m", SP_DTYPE_F32, 3, 0);
+    char *index = tu_path(dir, "model.safetensors.index.json");
+    json_t *root = json_load_file(index, 0, NULL);
+    json_object_set_new(json_object_get(root, "weight_map"), "wte.weight",
+                        json_string("model-00003-of-00003.safetensors"));
+    ck_assert_int_eq(json_dump_file(root, index, 0), 0);
+    json_decref(root);
+    char *want = msg_for(index, ": tensor 'wte.weight' is in model-00001-of-00003.safetensors");
+    expect_info_error(dir, want, "weight_map maps it to model-00003-of-00003.safetensors");
+    free(dir), free(index), free(want);
+}
+END_TEST
+
+/* Random edits to the header of a whole model: the load fails with a message or, when the
+ * edit was harmless (e.g. inside the padding), yields the full model. Never crashes. */
+START_TEST(random_header_mutations_never_crash) {
+    char *file, *dir = good_model(&file);
+    size_t len;
+    unsigned char *raw = (unsigned char *)tu_read_file(file, &len);
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = (n << 8) | raw[i];
+    unsigned char *buf = malloc(len);
+    sp_rng rng;
+    sp_rng_seed(&rng, 99);
+    for (int it = 0; it < 400; it++) {
+        memcpy(buf, raw, len);
+        size_t pos = 8 + (size_t)sp_rng_below(&rng, n);
+        buf[pos] = (unsigned char)("0123456789,[]{}\"x"[sp_rng_below(&rng, 17)]);
+        tu_write_file(file, buf, len);
+        sp_model m;
+        sp_error err;
+        if (sp_model_load(&m, dir, &err) == 0) {
+            ck_assert_int_eq(m.n_params, expected_params());
+            sp_model_free(&m);
+        } else {
+            ck_assert_msg(strstr(err.msg, dir) == err.msg, "%s", err.msg);
+        }
+    }
+    free(buf), free(raw), free(dir), free(file);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("model_load");
+    TCase *tc = tcase_create("load");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, defaults_are_gpt2_124m);
+    tcase_add_test(tc, load_f32_in_place);
+    tcase_add_test(tc, load_f16_converted);
+    tcase_add_test(tc, load_bf16_converted);
+    tcase_add_test(tc, load_sharded_matches_single);
+    tcase_add_test(tc, load_prefixed_names);
+    tcase_add_test(tc, mask_buffers_ignored_and_untied_misaligned_head);
+    tcase_add_test(tc, failed_load_leaves_model_empty);
+    tcase_add_test(tc, init_refuses_non_empty_dir_unless_forced);
+    tcase_add_test(tc, random_header_mutations_never_crash);
+    suite_add_tcase(s, tc);
+
+    TCase *bad = tcase_create("broken directories");
+    tcase_add_checked_fixture(bad, setup, teardown);
+    tcase_add_test(bad, cli_truncated_weights);
+    tcase_add_test(bad, cli_file_shorter_than_prefix);
+    tcase_add_test(bad, cli_header_length_past_end);
+    tcase_add_test(bad, cli_invalid_json_header);
+    tcase_add_test(bad, cli_offsets_out_of_range);
+    tcase_add_test(bad, cli_overlapping_offsets);
+    tcase_add_test(bad, cli_size_not_shape_times_dtype);
+    tcase_add_test(bad, cli_unknown_dtype);
+    tcase_add_test(bad, cli_integer_weight);
+    tcase_add_test(bad, cli_missing_tensor);
+    tcase_add_test(bad, cli_unexpected_tensor);
+    tcase_add_test(bad, cli_shape_disagrees_with_config);
+    tcase_add_test(bad, cli_more_layers_than_config);
+    tcase_add_test(bad, cli_config_missing_key);
+    tcase_add_test(bad, cli_config_wrong_type);
+    tcase_add_test(bad, cli_config_heads_do_not_divide);
+    tcase_add_test(bad, cli_config_invalid_json);
+    tcase_add_test(bad, cli_unsupported_model_type);
+    tcase_add_test(bad, cli_unsupported_attention_option);
+    tcase_add_test(bad, cli_unsupported_activation);
+    tcase_add_test(bad, cli_no_weights);
+    tcase_add_test(bad, cli_no_config);
+    tcase_add_test(bad, cli_index_names_missing_shard);
+    tcase_add_test(bad, cli_index_path_escape);
+    tcase_add_test(bad, cli_index_disagrees_with_shards);
+    suite_add_tcase(s, bad);
+    return tu_run_suite(s);
+}

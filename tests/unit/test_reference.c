@@ -1,0 +1,441 @@
+/* The engine against an independent float64 PyTorch reference of Hugging Face GPT-2.
+ *
+ * Every directory under tests/fixtures/ref (written by tests/ref/gpt2_reference.py, see the
+ * README there) is one case: a tiny random GPT-2 in Hugging Face layout (F32/F16/BF16, single
+ * file or sharded with an index, names with or without "transformer."), a packed batch
+ * (batch.json, the sp_batch layout) and expected.safetensors with the float64 reference loss,
+ * target logits, per-target losses and the gradient of the mean loss with respect to the prompt.
+ * The engine computes in float32, so comparisons are relative with tolerance 1e-4. */
+#include "testutil.h"
+
+#include <dirent.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "softprompt/dtype.h"
+#include "softprompt/engine.h"
+#include "softprompt/model.h"
+#include "softprompt/safetensors.h"
+
+#define REF_DIR SP_FIXTURES_DIR "/ref"
+/* Number of cases gpt2_reference.py generates: a missing case directory fails the test. */
+#define REF_MIN_CASES 6
+#define REF_TOL 1e-4
+
+typedef struct ref_case {
+    char *name;
+    char *dir;
+    sp_model model;
+    int model_loaded;
+    /* batch.json */
+    int n_prompt;
+    int n_seq;
+    int32_t *seq_start, *tokens;
+    int n_tokens;
+    int n_targets;
+    int32_t *target_pos, *target_ids;
+    /* expected.safetensors */
+    int d, vocab;
+    float *prompt;         /* [P, d] */
+    double loss_mean;      /* mean over targets */
+    double loss_sum;       /* sum over targets */
+    double *target_logits; /* [n_targets, V] */
+    double *target_loss;   /* [n_targets] */
+    double *grad_mean;     /* [P, d] gradient of the mean loss */
+} ref_case;
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorted names of the case directories under REF_DIR. */
+static char **list_cases(int *n) {
+    DIR *dir = opendir(REF_DIR);
+    ck_assert_msg(dir != NULL, "cannot open %s", REF_DIR);
+    char **names = NULL;
+    int count = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        char *path = tu_path(REF_DIR, e->d_name);
+        struct stat st;
+        int is_dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+        free(path);
+        if (!is_dir) continue;
+        if (count == cap) {
+            cap = cap ? 2 * cap : 16;
+            names = realloc(names, (size_t)cap * sizeof *names);
+            ck_assert_ptr_nonnull(names);
+        }
+        names[count++] = strdup(e->d_name);
+    }
+    closedir(dir);
+    if (count > 0) qsort(names, (size_t)count, sizeof *names, cmp_str);
+    *n = count;
+    return names;
+}
+
+/* Integer array key of batch.json; returns NULL (and sets why) on a malformed entry. */
+static int32_t *json_ints(json_t *root, const char *key, int *n, char *why, size_t why_len) {
+    json_t *arr = json_object_get(root, key);
+    if (!json_is_array(arr)) {
+        snprintf(why, why_len, "batch.json: \"%s\" missing or not an array", key);
+        return NULL;
+    }
+    size_t len = json_array_size(arr);
+    int32_t *out = malloc((len ? len : 1) * sizeof *out);
+    ck_assert_ptr_nonnull(out);
+    for (size_t i = 0; i < len; i++) {
+        json_t *v = json_array_get(arr, i);
+        if (!json_is_integer(v)) {
+            snprintf(why, why_len, "batch.json: \"%s\"[%zu] is not an integer", key, i);
+            free(out);
+            return NULL;
+        }
+        out[i] = (int32_t)json_integer_value(v);
+    }
+    *n = (int)len;
+    return out;
+}
+
+/* Copies a tensor of expected.safetensors as doubles (F64 read directly, other floats through
+ * sp_convert_to_f32), checking its element count. */
+static double *st_doubles(const sp_st_file *f, const char *name, int64_t numel, char *why,
+                          size_t why_len) {
+    const sp_st_tensor *t = sp_st_find(f, name);
+    if (!t) {
+        snprintf(why, why_len, "expected.safetensors: no tensor \"%s\"", name);
+        return NULL;
+    }
+    if (t->numel != numel) {
+        snprintf(why, why_len, "expected.safetensors: \"%s\" has %lld elements, want %lld", name,
+                 (long long)t->numel, (long long)numel);
+        return NULL;
+    }
+    double *out = malloc((size_t)(numel ? numel : 1) * sizeof *out);
+    ck_assert_ptr_nonnull(out);
+    if (t->dtype == SP_DTYPE_F64) {
+        memcpy(out, t->data, (size_t)numel * sizeof *out); /* data may be unaligned */
+    } else if (sp_dtype_is_float(t->dtype)) {
+        float *tmp = malloc((size_t)(numel ? numel : 1) * sizeof *tmp);
+        ck_assert_ptr_nonnull(tmp);
+        sp_convert_to_f32(t->dtype, t->data, tmp, (size_t)numel);
+        for (int64_t i = 0; i < numel; i++) out[i] = tmp[i];
+        free(tmp);
+    } else {
+        snprintf(why, why_len, "expected.safetensors: \"%s\" is not a float tensor", name);
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+static void case_free(ref_case *c) {
+    if (c->model_loaded) sp_model_free(&c->model);
+    free(c->dir);
+    free(c->seq_start);
+    free(c->tokens);
+    free(c->target_pos);
+    free(c->target_ids);
+    free(c->prompt);
+    free(c->target_logits);
+    free(c->target_loss);
+    free(c->grad_mean);
+    memset(c, 0, sizeof *c);
+}
+
+/* Loads model, batch and expected outputs of one case; 0 on success, -1 with why set. */
+static int case_load(ref_case *c, const char *name, char *why, size_t why_len) {
+    memset(c, 0, sizeof *c);
+    c->dir = tu_path(REF_DIR, name);
+    sp_error err = {{0}};
+    if (sp_model_load(&c->model, c->dir, &err) != 0) {
+        snprintf(why, why_len, "sp_model_load: %s", err.msg);
+        return -1;
+    }
+    c->model_loaded = 1;
+    c->d = c->model.cfg.d_model;
+    c->vocab = c->model.cfg.vocab_size;
+
+    char *bpath = tu_path(c->dir, "batch.json");
+    json_error_t jerr;
+    json_t *root = json_load_file(bpath, 0, &jerr);
+    free(bpath);
+    if (!root) {
+        snprintf(why, why_len, "batch.json: %s (line %d)", jerr.text, jerr.line);
+        return -1;
+    }
+    int n_ss = 0, n_tp = 0, n_ti = 0, ok = 1;
+    json_t *np = json_object_get(root, "n_prompt");
+    if (!json_is_integer(np)) {
+        snprintf(why, why_len, "batch.json: \"n_prompt\" missing");
+        ok = 0;
+    }
+    if (ok) c->n_prompt = (int)json_integer_value(np);
+    if (ok && !(c->seq_start = json_ints(root, "seq_start", &n_ss, why, why_len))) ok = 0;
+    if (ok && !(c->tokens = json_ints(root, "tokens", &c->n_tokens, why, why_len))) ok = 0;
+    if (ok && !(c->target_pos = json_ints(root, "target_pos", &n_tp, why, why_len))) ok = 0;
+    if (ok && !(c->target_ids = json_ints(root, "target_ids", &n_ti, why, why_len))) ok = 0;
+    json_decref(root);
+    if (!ok) return -1;
+    if (n_ss < 2 || c->seq_start[0] != 0 || c->seq_start[n_ss - 1] != c->n_tokens || n_tp != n_ti ||
+        n_tp < 1) {
+        snprintf(why, why_len, "batch.json: inconsistent seq_start/tokens/targets");
+        return -1;
+    }
+    c->n_seq = n_ss - 1;
+    c->n_targets = n_tp;
+
+    char *epath = tu_path(c->dir, "expected.safetensors");
+    sp_st_file f;
+    int rc = sp_st_open(&f, epath, &err);
+    free(epath);
+    if (rc != 0) {
+        snprintf(why, why_len, "sp_st_open expected.safetensors: %s", err.msg);
+        return -1;
+    }
+    const int64_t pd = (int64_t)c->n_prompt * c->d;
+    const sp_st_tensor *pt = sp_st_find(&f, "prompt");
+    double *lm = NULL, *ls = NULL;
+    if (!pt || pt->dtype != SP_DTYPE_F32 || pt->ndim != 2 || pt->shape[0] != c->n_prompt ||
+        pt->shape[1] != c->d) {
+        snprintf(why, why_len, "expected.safetensors: \"prompt\" missing or not F32 [%d, %d]",
+                 c->n_prompt, c->d);
+        ok = 0;
+    } else {
+        c->prompt = malloc((size_t)pd * sizeof *c->prompt);
+        ck_assert_ptr_nonnull(c->prompt);
+        sp_convert_to_f32(pt->dtype, pt->data, c->prompt, (size_t)pd);
+    }
+    if (ok && !(lm = st_doubles(&f, "loss_mean", 1, why, why_len))) ok = 0;
+    if (ok && !(ls = st_doubles(&f, "loss_sum", 1, why, why_len))) ok = 0;
+    if (ok && !(c->target_logits = st_doubles(&f, "target_logits", (int64_t)c->n_targets * c->vocab,
+                                              why, why_len)))
+        ok = 0;
+    if (ok && !(c->target_loss = st_doubles(&f, "target_loss", c->n_targets, why, why_len))) ok = 0;
+    if (ok && !(c->grad_mean = st_doubles(&f, "grad_mean", pd, why, why_len))) ok = 0;
+    if (ok) {
+        c->loss_mean = lm[0];
+        c->loss_sum = ls[0];
+    }
+    free(lm);
+    free(ls);
+    sp_st_close(&f);
+    return ok ? 0 : -1;
+}
+
+static sp_batch case_batch(const ref_case *c) {
+    sp_batch b = {.n_seq = c->n_seq,
+                  .seq_start = c->seq_start,
+                  .tokens = c->tokens,
+                  .n_targets = c->n_targets,
+                  .target_pos = c->target_pos,
+                  .target_ids = c->target_ids};
+    return b;
+}
+
+/* max_i |a_i - b_i| / max_i |b_i|: normwise (max-norm) relative error, so that entries near
+ * zero are judged against the scale of the whole tensor rather than their own magnitude. */
+static double normwise_err(const double *a, const double *b, size_t n) {
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs(a[i] - b[i]);
+        if (e > num || isnan(e)) num = isnan(e) ? INFINITY : e;
+        if (fabs(b[i]) > den) den = fabs(b[i]);
+    }
+    return den > 0.0 ? num / den : num;
+}
+
+/* Appends a line to a growing failure report. */
+static void report(char **buf, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void report(char **buf, size_t *len, const char *fmt, ...) {
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    size_t n = strlen(line);
+    *buf = realloc(*buf, *len + n + 2);
+    ck_assert_ptr_nonnull(*buf);
+    memcpy(*buf + *len, line, n);
+    (*buf)[*len + n] = '\n';
+    (*buf)[*len + n + 1] = '\0';
+    *len += n + 1;
+}
+
+/* Loss, target logits and gradient of the summed loss (divided by the target count) against
+ * the reference, for every case. All cases run; failures are collected and asserted at the end
+ * so that one run shows the errors of every case. */
+START_TEST(test_engine_matches_reference) {
+    int n_cases = 0;
+    char **names = list_cases(&n_cases);
+    char *fail = NULL;
+    size_t fail_len = 0;
+    printf("reference cases in %s: %d (need >= %d)\n", REF_DIR, n_cases, REF_MIN_CASES);
+    for (int ci = 0; ci < n_cases; ci++) {
+        ref_case c;
+        char why[SP_ERROR_MAX + 128] = "";
+        if (case_load(&c, names[ci], why, sizeof why) != 0) {
+            report(&fail, &fail_len, "%s: %s", names[ci], why);
+            case_free(&c);
+            continue;
+        }
+        const size_t pd = (size_t)c.n_prompt * (size_t)c.d;
+        const size_t nl = (size_t)c.n_targets * (size_t)c.vocab;
+        float *grad = calloc(pd, sizeof *grad);
+        float *logits = calloc(nl, sizeof *logits);
+        double *got = malloc((nl > pd ? nl : pd) * sizeof *got);
+        ck_assert(grad && logits && got);
+        sp_batch b = case_batch(&c);
+        sp_pass pass = {.prompt = c.prompt,
+                        .n_prompt = c.n_prompt,
+                        .grad = grad,
+                        .per_sequence_grad = 0,
+                        .target_logits = logits,
+                        .target_loss = NULL};
+        sp_worker *w = sp_worker_new(&c.model);
+        ck_assert_ptr_nonnull(w);
+        sp_error err = {{0}};
+        double loss_sum = NAN;
+        if (sp_engine_run(w, &b, &pass, &loss_sum, &err) != 0) {
+            report(&fail, &fail_len, "%s: sp_engine_run: %s", names[ci], err.msg);
+        } else {
+            const double n_t = (double)c.n_targets;
+            double loss_err = fabs(loss_sum / n_t - c.loss_mean) / fabs(c.loss_mean);
+            if (isnan(loss_err)) loss_err = INFINITY;
+            for (size_t i = 0; i < nl; i++) got[i] = logits[i];
+            double logit_err = normwise_err(got, c.target_logits, nl);
+            for (size_t i = 0; i < pd; i++) got[i] = (double)grad[i] / n_t;
+            double grad_err = normwise_err(got, c.grad_mean, pd);
+            printf("  %-32s loss_mean engine %.10f ref %.10f rel err %.2e | logits normwise "
+                   "rel err %.2e | grad_mean normwise rel err %.2e\n",
+                   names[ci], loss_sum / n_t, c.loss_mean, loss_err, logit_err, grad_err);
+            if (!(loss_err <= REF_TOL))
+                report(&fail, &fail_len, "%s: loss_mean engine %.10g ref %.10g rel err %.3e",
+                       names[ci], loss_sum / n_t, c.loss_mean, loss_err);
+            if (!(logit_err <= REF_TOL))
+                report(&fail, &fail_len, "%s: target_logits normwise rel err %.3e", names[ci],
+                       logit_err);
+            if (!(grad_err <= REF_TOL))
+                report(&fail, &fail_len, "%s: grad_mean normwise rel err %.3e", names[ci],
+                       grad_err);
+        }
+        fflush(stdout);
+        sp_worker_free(w);
+        free(grad);
+        free(logits);
+        free(got);
+        case_free(&c);
+    }
+    for (int i = 0; i < n_cases; i++) free(names[i]);
+    free(names);
+    if (n_cases < REF_MIN_CASES)
+        report(&fail, &fail_len, "found %d case directories in %s, expected >= %d", n_cases,
+               REF_DIR, REF_MIN_CASES);
+    ck_assert_msg(fail == NULL, "reference test failures:\n%s", fail ? fail : "");
+}
+END_TEST
+
+/* The other outputs of sp_pass on the same cases: per-target losses, per-sequence gradients
+ * (summed over sequences in order they must give the batch gradient), and a forward-only run
+ * (grad == NULL) giving the same loss. */
+START_TEST(test_per_sequence_grad_and_target_loss) {
+    int n_cases = 0;
+    char **names = list_cases(&n_cases);
+    char *fail = NULL;
+    size_t fail_len = 0;
+    for (int ci = 0; ci < n_cases; ci++) {
+        ref_case c;
+        char why[SP_ERROR_MAX + 128] = "";
+        if (case_load(&c, names[ci], why, sizeof why) != 0) {
+            report(&fail, &fail_len, "%s: %s", names[ci], why);
+            case_free(&c);
+            continue;
+        }
+        const size_t pd = (size_t)c.n_prompt * (size_t)c.d;
+        float *grad_seq = calloc((size_t)c.n_seq * pd, sizeof *grad_seq);
+        double *tloss = calloc((size_t)c.n_targets, sizeof *tloss);
+        double *got = calloc(pd, sizeof *got);
+        ck_assert(grad_seq && tloss && got);
+        sp_batch b = case_batch(&c);
+        sp_pass pass = {.prompt = c.prompt,
+                        .n_prompt = c.n_prompt,
+                        .grad = grad_seq,
+                        .per_sequence_grad = 1,
+                        .target_logits = NULL,
+                        .target_loss = tloss};
+        sp_worker *w = sp_worker_new(&c.model);
+        ck_assert_ptr_nonnull(w);
+        sp_error err = {{0}};
+        double loss_sum = NAN, loss_fwd = NAN;
+        if (sp_engine_run(w, &b, &pass, &loss_sum, &err) != 0) {
+            report(&fail, &fail_len, "%s: sp_engine_run (per_sequence_grad): %s", names[ci],
+                   err.msg);
+        } else {
+            const double n_t = (double)c.n_targets;
+            for (int s = 0; s < c.n_seq; s++)
+                for (size_t i = 0; i < pd; i++) got[i] += (double)grad_seq[(size_t)s * pd + i];
+            for (size_t i = 0; i < pd; i++) got[i] /= n_t;
+            double grad_err = normwise_err(got, c.grad_mean, pd);
+            double tl_err = normwise_err(tloss, c.target_loss, (size_t)c.n_targets);
+            double sum_err = fabs(loss_sum - c.loss_sum) / fabs(c.loss_sum);
+            if (isnan(sum_err)) sum_err = INFINITY;
+            sp_pass fwd = {.prompt = c.prompt, .n_prompt = c.n_prompt};
+            double fwd_err = INFINITY;
+            if (sp_engine_run(w, &b, &fwd, &loss_fwd, &err) != 0)
+                report(&fail, &fail_len, "%s: sp_engine_run (forward only): %s", names[ci],
+                       err.msg);
+            else
+                fwd_err = fabs(loss_fwd - c.loss_sum) / fabs(c.loss_sum);
+            if (isnan(fwd_err)) fwd_err = INFINITY;
+            printf("  %-32s per-seq grad_mean rel err %.2e | target_loss normwise rel err %.2e "
+                   "| loss_sum rel err %.2e | forward-only loss_sum rel err %.2e\n",
+                   names[ci], grad_err, tl_err, sum_err, fwd_err);
+            if (!(grad_err <= REF_TOL))
+                report(&fail, &fail_len, "%s: per-sequence grad sum normwise rel err %.3e",
+                       names[ci], grad_err);
+            if (!(tl_err <= REF_TOL))
+                report(&fail, &fail_len, "%s: target_loss normwise rel err %.3e", names[ci],
+                       tl_err);
+            if (!(sum_err <= REF_TOL))
+                report(&fail, &fail_len, "%s: loss_sum engine %.10g ref %.10g rel err %.3e",
+                       names[ci], loss_sum, c.loss_sum, sum_err);
+            if (!(fwd_err <= REF_TOL))
+                report(&fail, &fail_len, "%s: forward-only loss_sum %.10g ref %.10g", names[ci],
+                       loss_fwd, c.loss_sum);
+        }
+        fflush(stdout);
+        sp_worker_free(w);
+        free(grad_seq);
+        free(tloss);
+        free(got);
+        case_free(&c);
+    }
+    for (int i = 0; i < n_cases; i++) free(names[i]);
+    free(names);
+    if (n_cases < REF_MIN_CASES)
+        report(&fail, &fail_len, "found %d case directories in %s, expected >= %d", n_cases,
+               REF_DIR, REF_MIN_CASES);
+    ck_assert_msg(fail == NULL, "reference test failures:\n%s", fail ? fail : "");
+}
+END_TEST
+
+static Suite *reference_suite(void) {
+    Suite *s = suite_create("reference");
+    TCase *tc = tcase_create("gpt2");
+    tcase_add_test(tc, test_engine_matches_reference);
+    tcase_add_test(tc, test_per_sequence_grad_and_target_loss);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) {
+    return tu_run_suite(reference_suite());
+}
