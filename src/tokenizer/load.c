@@ -1,0 +1,273 @@
+/* Tokenizer file formats: tokenizer.json, vocab.json + merges.txt, encoder.json + vocab.bpe. */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "tok_internal.h"
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static char *join(const char *dir, const char *name) {
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static json_t *load_json(const char *path, sp_error *err) {
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!root) sp_fail(err, "%s:%d:%d: invalid JSON: %s", path, je.line, je.column, je.text);
+    return root;
+}
+
+/* Adds every "token": id entry of a JSON object; where names the object in messages. */
+static int add_vocab_object(sp_tokenizer *t, json_t *obj, const char *path, const char *where,
+                            sp_error *err) {
+    if (!json_is_object(obj)) return sp_fail(err, "%s: %s is not a JSON object", path, where);
+    const char *key;
+    json_t *val;
+    json_object_foreach(obj, key, val) {
+        if (!json_is_integer(val))
+            return sp_fail(err, "%s: %s[\"%.60s\"]: the id is not an integer", path, where, key);
+        if (tok_add_token(t, key, strlen(key), json_integer_value(val), TOK_NORMAL, err))
+            return sp_fail_prefix(err, "%s: %s", path, where);
+    }
+    if (t->n_tokens == 0) return sp_fail(err, "%s: %s is empty", path, where);
+    return 0;
+}
+
+int tok_load_vocab_json(sp_tokenizer *t, const char *path, sp_error *err) {
+    json_t *root = load_json(path, err);
+    if (!root) return -1;
+    int rc = add_vocab_object(t, root, path, "vocabulary", err);
+    json_decref(root);
+    if (rc) return -1;
+    /* The two-file formats carry no added-token list; GPT-2's one special token is in the vocab. */
+    int32_t eos = tok_lookup(t, "<|endoftext|>", 13);
+    if (eos >= 0 && tok_add_token(t, "<|endoftext|>", 13, eos, TOK_SPECIAL, err)) return -1;
+    return 0;
+}
+
+static int read_file(const char *path, char **buf, size_t *len, sp_error *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return sp_fail(err, "%s: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap);
+    while (b) {
+        n += fread(b + n, 1, cap - n, f);
+        if (n < cap) break;
+        char *nb = realloc(b, cap * 2);
+        if (!nb) free(b);
+        b = nb, cap *= 2;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (!b) return sp_fail(err, "%s: out of memory", path);
+    if (bad) {
+        free(b);
+        return sp_fail(err, "%s: read error", path);
+    }
+    *buf = b, *len = n;
+    return 0;
+}
+
+/* One merges.txt line: exactly two non-empty tokens separated by one space. */
+static int merge_line(sp_tokenizer *t, const char *s, size_t len, sp_error *err) {
+    const char *sp = memchr(s, ' ', len);
+    if (!sp || sp == s || sp + 1 == s + len || memchr(sp + 1, ' ', (size_t)(s + len - sp - 1)))
+        return sp_fail(err, "expected two tokens separated by one space, got '%.*s'",
+                       (int)(len < 80 ? len : 80), s);
+    return tok_add_merge(t, s, (size_t)(sp - s), sp + 1, (size_t)(s + len - sp - 1), err);
+}
+
+int tok_load_merges_txt(sp_tokenizer *t, const char *path, sp_error *err) {
+    char *buf = NULL;
+    size_t len = 0;
+    if (read_file(path, &buf, &len, err)) return -1;
+    int rc = 0;
+    size_t lineno = 0;
+    for (size_t at = 0; at < len && rc == 0;) {
+        const char *s = buf + at, *nl = memchr(s, '\n', len - at);
+        size_t n = nl ? (size_t)(nl - s) : len - at;
+        at += n + (nl != NULL);
+        lineno++;
+        if (n && s[n - 1] == '\r') n--; /* tolerate CRLF files */
+        if (lineno == 1 && n >= 8 && memcmp(s, "#version", 8) == 0) continue;
+        if (n == 0 && at >= len) break; /* blank last line */
+        if (merge_line(t, s, n, err)) rc = sp_fail_prefix(err, "%s:%zu", path, lineno);
+    }
+    free(buf);
+    return rc;
+}
+
+/* ---- tokenizer.json ---- */
+
+static int is_null_or(json_t *v, int (*ok)(json_t *)) {
+    return !v || json_is_null(v) || ok(v);
+}
+static int is_empty_string(json_t *v) {
+    return json_is_string(v) && json_string_length(v) == 0;
+}
+static int is_zero(json_t *v) {
+    return json_is_number(v) && json_number_value(v) == 0;
+}
+
+/* Refuses options whose effect this tokenizer does not implement. */
+static int check_model_options(json_t *model, const char *path, sp_error *err) {
+    json_t *type = json_object_get(model, "type");
+    if (type && (!json_is_string(type) || strcmp(json_string_value(type), "BPE") != 0))
+        return sp_fail(err, "%s: model.type is %s, only \"BPE\" is supported", path,
+                       json_is_string(type) ? json_string_value(type) : "not a string");
+    if (!is_null_or(json_object_get(model, "dropout"), is_zero))
+        return sp_fail(err, "%s: model.dropout (BPE dropout) is not supported", path);
+    if (!is_null_or(json_object_get(model, "continuing_subword_prefix"), is_empty_string))
+        return sp_fail(err, "%s: model.continuing_subword_prefix is not supported", path);
+    if (!is_null_or(json_object_get(model, "end_of_word_suffix"), is_empty_string))
+        return sp_fail(err, "%s: model.end_of_word_suffix is not supported", path);
+    return 0;
+}
+
+static int check_pipeline(json_t *root, const char *path, sp_error *err) {
+    json_t *norm = json_object_get(root, "normalizer");
+    if (norm && !json_is_null(norm))
+        return sp_fail(err, "%s: normalizer: normalizers are not supported", path);
+    json_t *pre = json_object_get(root, "pre_tokenizer");
+    json_t *type = json_object_get(pre, "type");
+    if (!json_is_string(type) || strcmp(json_string_value(type), "ByteLevel") != 0)
+        return sp_fail(err, "%s: pre_tokenizer: only a ByteLevel pre-tokenizer is supported", path);
+    /* Hugging Face's defaults: add_prefix_space true, use_regex true. */
+    json_t *aps = json_object_get(pre, "add_prefix_space");
+    if (!json_is_false(aps))
+        return sp_fail(err, "%s: pre_tokenizer.add_prefix_space must be false", path);
+    json_t *ur = json_object_get(pre, "use_regex");
+    if (ur && !json_is_true(ur))
+        return sp_fail(err, "%s: pre_tokenizer.use_regex must be true", path);
+    return 0;
+}
+
+static int hf_merges(sp_tokenizer *t, json_t *merges, const char *path, sp_error *err) {
+    if (!json_is_array(merges))
+        return sp_fail(err, "%s: model.merges is missing or not an array", path);
+    size_t i;
+    json_t *m;
+    json_array_foreach(merges, i, m) {
+        int rc;
+        if (json_is_string(m)) {
+            rc = merge_line(t, json_string_value(m), json_string_length(m), err);
+        } else if (json_is_array(m) && json_array_size(m) == 2 &&
+                   json_is_string(json_array_get(m, 0)) && json_is_string(json_array_get(m, 1))) {
+            json_t *a = json_array_get(m, 0), *b = json_array_get(m, 1);
+            rc = tok_add_merge(t, json_string_value(a), json_string_length(a), json_string_value(b),
+                               json_string_length(b), err);
+        } else {
+            rc = sp_fail(err, "expected \"a b\" or [\"a\", \"b\"]");
+        }
+        if (rc) return sp_fail_prefix(err, "%s: model.merges[%zu]", path, i);
+    }
+    return 0;
+}
+
+static int hf_added_token(sp_tokenizer *t, json_t *a, sp_error *err) {
+    json_t *id = json_object_get(a, "id"), *content = json_object_get(a, "content");
+    if (!json_is_integer(id)) return sp_fail(err, "\"id\" is missing or not an integer");
+    if (!json_is_string(content)) return sp_fail(err, "\"content\" is missing or not a string");
+    static const char *const unsupported[] = {"lstrip", "rstrip", "single_word"};
+    for (size_t k = 0; k < 3; k++)
+        if (json_is_true(json_object_get(a, unsupported[k])))
+            return sp_fail(err, "'%s': \"%s\": true is not supported", json_string_value(content),
+                           unsupported[k]);
+    int kind = json_is_true(json_object_get(a, "special")) ? TOK_SPECIAL : TOK_ADDED;
+    return tok_add_token(t, json_string_value(content), json_string_length(content),
+                         json_integer_value(id), kind, err);
+}
+
+static int hf_load(sp_tokenizer *t, json_t *root, const char *path, sp_error *err) {
+    json_t *model = json_object_get(root, "model");
+    if (!json_is_object(model))
+        return sp_fail(err, "%s: \"model\" is missing or not an object", path);
+    if (check_model_options(model, path, err) || check_pipeline(root, path, err)) return -1;
+    if (add_vocab_object(t, json_object_get(model, "vocab"), path, "model.vocab", err)) return -1;
+    json_t *added = json_object_get(root, "added_tokens"), *a;
+    if (added && !json_is_null(added) && !json_is_array(added))
+        return sp_fail(err, "%s: added_tokens is not an array", path);
+    size_t i;
+    json_array_foreach(added, i, a) {
+        if (hf_added_token(t, a, err)) return sp_fail_prefix(err, "%s: added_tokens[%zu]", path, i);
+    }
+    t->ignore_merges = json_is_true(json_object_get(model, "ignore_merges"));
+    if (tok_finish_vocab(t, err)) return sp_fail_prefix(err, "%s", path);
+    return hf_merges(t, json_object_get(model, "merges"), path, err);
+}
+
+int tok_load_hf_json(sp_tokenizer *t, const char *path, sp_error *err) {
+    json_t *root = load_json(path, err);
+    if (!root) return -1;
+    int rc = json_is_object(root) ? hf_load(t, root, path, err)
+                                  : sp_fail(err, "%s: the top level is not a JSON object", path);
+    json_decref(root);
+    return rc;
+}
+
+/* ---- choosing the files ---- */
+
+static int load_pair(sp_tokenizer *t, const char *vocab, const char *merges, sp_error *err) {
+    if (tok_load_vocab_json(t, vocab, err)) return -1;
+    if (tok_finish_vocab(t, err)) return sp_fail_prefix(err, "%s", vocab);
+    return tok_load_merges_txt(t, merges, err);
+}
+
+/* Loads from dir into t: returns 0/-1. */
+static int load_dir(sp_tokenizer *t, const char *dir, sp_error *err) {
+    static const char *const pairs[][2] = {{"vocab.json", "merges.txt"},
+                                           {"encoder.json", "vocab.bpe"}};
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        return sp_fail(err, "tokenizer directory %s: %s", dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return sp_fail(err, "tokenizer directory %s: not a directory", dir);
+    char *p = join(dir, "tokenizer.json");
+    if (!p) return sp_fail(err, "out of memory");
+    int rc = file_exists(p) ? tok_load_hf_json(t, p, err) : 1;
+    free(p);
+    for (size_t k = 0; rc == 1 && k < 2; k++) {
+        char *v = join(dir, pairs[k][0]), *m = join(dir, pairs[k][1]);
+        if (!v || !m)
+            rc = sp_fail(err, "out of memory");
+        else if (file_exists(v) && file_exists(m))
+            rc = load_pair(t, v, m, err);
+        else if (file_exists(v) || file_exists(m))
+            rc = sp_fail(err, "%s is missing (needed with %s)", file_exists(v) ? m : v,
+                         file_exists(v) ? v : m);
+        free(v), free(m);
+    }
+    if (rc == 1)
+        return sp_fail(
+            err,
+            "%s: no tokenizer files (looked for tokenizer.json, vocab.json + merges.txt, "
+            "encoder.json + vocab.bpe)",
+            dir);
+    return rc;
+}
+
+sp_tokenizer *sp_tokenizer_load(const char *dir, sp_error *err) {
+    if (!dir) {
+        sp_fail(err, "sp_tokenizer_load: no directory given");
+        return NULL;
+    }
+    sp_tokenizer *t = tok_new();
+    if (!t) {
+        sp_fail(err, "out of memory");
+        return NULL;
+    }
+    if (load_dir(t, dir, err) || tok_finish(t, err)) {
+        sp_tokenizer_free(t);
+        return NULL;
+    }
+    return t;
+}

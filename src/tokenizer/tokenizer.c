@@ -1,0 +1,122 @@
+/* Public lookups, the vocabulary hash, finishing and freeing a tokenizer. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tok_internal.h"
+
+typedef struct fnv {
+    uint64_t h;
+} fnv;
+
+static void fnv_add(fnv *f, const void *data, size_t len) {
+    const uint8_t *p = data;
+    for (size_t i = 0; i < len; i++) f->h = (f->h ^ p[i]) * 0x100000001b3ull;
+}
+
+static void fnv_u32(fnv *f, uint32_t v) {
+    uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    fnv_add(f, b, 4);
+}
+
+/* The canonical form documented in tokenizer.h; independent of the file format. */
+static uint64_t vocab_hash(const sp_tokenizer *t) {
+    fnv f = {0xcbf29ce484222325ull};
+    fnv_add(&f, "sp-bpe-v1", 9);
+    for (int32_t id = 0; id < t->n_ids; id++) {
+        if (t->kind[id] == TOK_ABSENT) continue;
+        uint8_t flag = (uint8_t)(t->kind[id] - TOK_NORMAL);
+        fnv_u32(&f, (uint32_t)id);
+        fnv_add(&f, &flag, 1);
+        fnv_u32(&f, t->str_len[id]);
+        fnv_add(&f, t->strs + t->str_off[id], t->str_len[id]);
+    }
+    for (size_t i = 0; i < t->n_merges; i++) {
+        fnv_u32(&f, (uint32_t)(t->merges[i] >> 32));
+        fnv_u32(&f, (uint32_t)t->merges[i]);
+    }
+    return f.h;
+}
+
+int tok_finish(sp_tokenizer *t, sp_error *err) {
+    for (int32_t id = 0; id < t->n_ids; id++)
+        if (t->kind[id] == TOK_ADDED || t->kind[id] == TOK_SPECIAL) t->n_added++;
+    t->added = malloc((t->n_added ? t->n_added : 1) * sizeof *t->added);
+    if (!t->added) return sp_fail(err, "out of memory");
+    size_t k = 0;
+    for (int32_t id = 0; id < t->n_ids; id++)
+        if (t->kind[id] == TOK_ADDED || t->kind[id] == TOK_SPECIAL) t->added[k++] = id;
+    t->hash = vocab_hash(t);
+    return tok_compile_regex(t, err);
+}
+
+void sp_tokenizer_free(sp_tokenizer *t) {
+    if (!t) return;
+    tok_free_encoder(t);
+    free(t->kind), free(t->str_off), free(t->str_len), free(t->raw_off), free(t->raw_len);
+    free(t->strs), free(t->raw), free(t->smap);
+    free(t->pkeys), free(t->prank), free(t->pmerged), free(t->merges);
+    free(t->added);
+    free(t);
+}
+
+void sp_token_buf_free(sp_token_buf *b) {
+    if (!b) return;
+    free(b->ids);
+    memset(b, 0, sizeof *b);
+}
+
+int32_t sp_tokenizer_token_to_id(const sp_tokenizer *t, const char *token, size_t len) {
+    return token ? tok_lookup(t, token, len) : -1;
+}
+
+const char *sp_tokenizer_id_to_token(const sp_tokenizer *t, int32_t id, size_t *len) {
+    if (id < 0 || id >= t->n_ids || t->kind[id] == TOK_ABSENT) return NULL;
+    if (len) *len = t->str_len[id];
+    return t->strs + t->str_off[id];
+}
+
+int sp_tokenizer_is_special(const sp_tokenizer *t, int32_t id) {
+    return id >= 0 && id < t->n_ids && t->kind[id] == TOK_SPECIAL;
+}
+
+int32_t sp_tokenizer_vocab_size(const sp_tokenizer *t) {
+    return t->n_ids;
+}
+int32_t sp_tokenizer_eos_id(const sp_tokenizer *t) {
+    return t->eos;
+}
+size_t sp_tokenizer_n_merges(const sp_tokenizer *t) {
+    return t->n_merges;
+}
+uint64_t sp_tokenizer_hash(const sp_tokenizer *t) {
+    return t->hash;
+}
+
+void sp_tokenizer_hash_hex(const sp_tokenizer *t, char out[17]) {
+    snprintf(out, 17, "%016llx", (unsigned long long)t->hash);
+}
+
+int sp_tokenizer_decode(const sp_tokenizer *t, const int32_t *ids, size_t n, unsigned flags,
+                        char **out, size_t *len, sp_error *err) {
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t id = ids[i];
+        if (id < 0 || id >= t->n_ids || t->kind[id] == TOK_ABSENT)
+            return sp_fail(err, "decode: id %d at position %zu is not in the vocabulary", id, i);
+        if (!((flags & SP_TOK_SKIP_SPECIAL) && t->kind[id] == TOK_SPECIAL)) total += t->raw_len[id];
+    }
+    char *buf = malloc(total + 1);
+    if (!buf) return sp_fail(err, "decode: out of memory for %zu bytes", total);
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t id = ids[i];
+        if ((flags & SP_TOK_SKIP_SPECIAL) && t->kind[id] == TOK_SPECIAL) continue;
+        memcpy(buf + at, t->raw + t->raw_off[id], t->raw_len[id]);
+        at += t->raw_len[id];
+    }
+    buf[at] = '\0';
+    *out = buf;
+    if (len) *len = at;
+    return 0;
+}

@@ -1,0 +1,306 @@
+/* Vocabulary and merge tables: building them while loading, lookups, the vocabulary hash. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "tok_internal.h"
+
+/* ---- GPT-2's bytes_to_unicode, computed by its rule rather than pasted ----
+ * Printable Latin-1 bytes ('!'..'~', 0xA1..0xAC, 0xAE..0xFF) stand for themselves; the other 68
+ * bytes, in increasing order, take the code points 256, 257, ... so no token holds a control
+ * character or a space. */
+static int byte_is_printable(unsigned b) {
+    return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+}
+
+uint32_t tok_byte_to_cp(uint8_t b) {
+    if (byte_is_printable(b)) return b;
+    uint32_t n = 0;
+    for (unsigned c = 0; c < b; c++) n += !byte_is_printable(c);
+    return 256 + n;
+}
+
+int tok_cp_to_byte(uint32_t cp) {
+    if (cp < 256) return byte_is_printable(cp) ? (int)cp : -1;
+    uint32_t n = 256;
+    for (unsigned b = 0; b < 256; b++) {
+        if (byte_is_printable(b)) continue;
+        if (n++ == cp) return (int)b;
+    }
+    return -1;
+}
+
+size_t tok_byte_char(uint8_t b, char out[2]) {
+    uint32_t cp = tok_byte_to_cp(b); /* < 0x800, so one or two UTF-8 bytes */
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    out[0] = (char)(0xC0 | (cp >> 6));
+    out[1] = (char)(0x80 | (cp & 0x3F));
+    return 2;
+}
+
+uint64_t tok_fnv1a(const void *data, size_t len) {
+    const uint8_t *p = data;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < len; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+int tok_resize(void *bufp, size_t n, size_t elem) {
+    if (n > SIZE_MAX / elem) return -1;
+    void *old;
+    memcpy(&old, bufp, sizeof old); /* bufp is the address of some T * */
+    void *nb = realloc(old, n * elem);
+    if (!nb) return -1;
+    memcpy(bufp, &nb, sizeof nb);
+    return 0;
+}
+
+int tok_reserve(void *bufp, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return 0;
+    size_t nc = *cap ? *cap : 16;
+    while (nc < need) {
+        if (nc > SIZE_MAX / 4 / elem) return -1;
+        nc *= 2;
+    }
+    if (tok_resize(bufp, nc, elem)) return -1;
+    *cap = nc;
+    return 0;
+}
+
+sp_tokenizer *tok_new(void) {
+    sp_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->eos = -1;
+    for (int b = 0; b < 256; b++) t->byte_id[b] = -1;
+    return t;
+}
+
+/* ---- token string -> id ---- */
+
+static const char *tok_str(const sp_tokenizer *t, int32_t id) {
+    return t->strs + t->str_off[id];
+}
+
+int32_t tok_lookup(const sp_tokenizer *t, const char *s, size_t len) {
+    if (!t->smap_cap) return -1;
+    size_t mask = t->smap_cap - 1;
+    for (size_t i = tok_fnv1a(s, len) & mask;; i = (i + 1) & mask) {
+        int32_t id = t->smap[i];
+        if (id < 0) return -1;
+        if (t->str_len[id] == len && memcmp(tok_str(t, id), s, len) == 0) return id;
+    }
+}
+
+static void smap_put(sp_tokenizer *t, int32_t id) {
+    size_t mask = t->smap_cap - 1;
+    size_t i = tok_fnv1a(tok_str(t, id), t->str_len[id]) & mask;
+    while (t->smap[i] >= 0) i = (i + 1) & mask;
+    t->smap[i] = id;
+}
+
+/* Keeps the load factor at most 1/2 so probes stay short. */
+static int smap_grow(sp_tokenizer *t) {
+    if ((t->n_tokens + 1) * 2 <= t->smap_cap) return 0;
+    size_t cap = t->smap_cap ? t->smap_cap * 2 : 1024;
+    int32_t *m = malloc(cap * sizeof *m);
+    if (!m) return -1;
+    memset(m, 0xFF, cap * sizeof *m);
+    free(t->smap);
+    t->smap = m;
+    t->smap_cap = cap;
+    for (int32_t id = 0; id < t->n_ids; id++)
+        if (t->kind[id] != TOK_ABSENT) smap_put(t, id);
+    return 0;
+}
+
+/* Per-id arrays grow together, at least doubling so loading stays linear. */
+static int grow_ids(sp_tokenizer *t, size_t need) {
+    if (need <= t->ids_cap) return 0;
+    size_t cap = need > 2 * t->ids_cap ? need : 2 * t->ids_cap;
+    if (cap < 1024) cap = 1024;
+    if (tok_resize(&t->str_off, cap, sizeof *t->str_off) ||
+        tok_resize(&t->str_len, cap, sizeof *t->str_len) ||
+        tok_resize(&t->raw_off, cap, sizeof *t->raw_off) ||
+        tok_resize(&t->raw_len, cap, sizeof *t->raw_len) ||
+        tok_resize(&t->kind, cap, sizeof *t->kind))
+        return -1;
+    memset(t->kind + t->ids_cap, TOK_ABSENT, cap - t->ids_cap);
+    t->ids_cap = cap;
+    return 0;
+}
+
+/* Tokens are quoted in messages up to this many bytes. */
+#define QUOTE_MAX 60
+
+int tok_add_token(sp_tokenizer *t, const char *s, size_t len, int64_t id, int kind, sp_error *err) {
+    if (id < 0 || id >= TOK_MAX_ID)
+        return sp_fail(err, "token '%.*s': id %lld outside [0, %d)",
+                       (int)(len < QUOTE_MAX ? len : QUOTE_MAX), s, (long long)id, TOK_MAX_ID);
+    if (len == 0) return sp_fail(err, "empty token (id %lld)", (long long)id);
+    if (len > 65536)
+        return sp_fail(err, "token of %zu bytes (id %lld) is too long", len, (long long)id);
+    int32_t have = tok_lookup(t, s, len);
+    if (have == id) { /* the same token listed again, e.g. an added token also in the vocab */
+        if (kind > t->kind[id]) t->kind[id] = (uint8_t)kind;
+        return 0;
+    }
+    int q = (int)(len < QUOTE_MAX ? len : QUOTE_MAX);
+    if (have >= 0)
+        return sp_fail(err, "token '%.*s' has two ids, %d and %lld", q, s, have, (long long)id);
+    if (id < t->n_ids && t->kind[id] != TOK_ABSENT)
+        return sp_fail(err, "id %lld is given to both '%.*s' and '%.*s'", (long long)id, QUOTE_MAX,
+                       tok_str(t, (int32_t)id), q, s);
+    if (grow_ids(t, (size_t)id + 1) || smap_grow(t) ||
+        tok_reserve(&t->strs, &t->strs_cap, t->strs_len + len + 1, 1) ||
+        t->strs_len + len + 1 > UINT32_MAX)
+        return sp_fail(err, "out of memory storing the vocabulary");
+    memcpy(t->strs + t->strs_len, s, len);
+    t->strs[t->strs_len + len] = '\0';
+    t->str_off[id] = (uint32_t)t->strs_len;
+    t->str_len[id] = (uint32_t)len;
+    t->strs_len += len + 1;
+    t->kind[id] = (uint8_t)kind;
+    if (id >= t->n_ids) t->n_ids = (int32_t)id + 1;
+    t->n_tokens++;
+    smap_put(t, (int32_t)id);
+    return 0;
+}
+
+/* Decodes a byte-level token (UTF-8 of bytes_to_unicode characters) into out; returns the
+ * number of bytes, or -1 if some character is not one of the 256. */
+static long decode_byte_level(const char *s, size_t len, uint8_t *out) {
+    const uint8_t *p = (const uint8_t *)s;
+    size_t n = 0;
+    for (size_t i = 0; i < len;) {
+        uint32_t cp;
+        if (p[i] < 0x80) {
+            cp = p[i++];
+        } else if ((p[i] & 0xE0) == 0xC0 && i + 1 < len && (p[i + 1] & 0xC0) == 0x80) {
+            cp = (uint32_t)(p[i] & 0x1F) << 6 | (p[i + 1] & 0x3F);
+            i += 2;
+        } else {
+            return -1; /* every byte-level character is below U+0800 */
+        }
+        int b = tok_cp_to_byte(cp);
+        if (b < 0) return -1;
+        out[n++] = (uint8_t)b;
+    }
+    return (long)n;
+}
+
+int tok_finish_vocab(sp_tokenizer *t, sp_error *err) {
+    for (int b = 0; b < 256; b++) {
+        char c[2] = {0, 0};
+        size_t n = tok_byte_char((uint8_t)b, c);
+        memcpy(t->byte_chr[b], c, 2);
+        t->byte_chr_len[b] = (uint8_t)n;
+        t->byte_id[b] = tok_lookup(t, c, n);
+        if (t->byte_id[b] < 0)
+            return sp_fail(err, "the vocabulary lacks the byte-level token '%.*s' for byte 0x%02x",
+                           (int)n, c, b);
+    }
+    /* Decoded bytes are never longer than the vocabulary form. */
+    t->raw = malloc(t->strs_len + 1);
+    if (!t->raw) return sp_fail(err, "out of memory decoding the vocabulary");
+    size_t at = 0;
+    for (int32_t id = 0; id < t->n_ids; id++) {
+        if (t->kind[id] == TOK_ABSENT) continue;
+        const char *s = tok_str(t, id);
+        long n = t->str_len[id];
+        if (t->kind[id] == TOK_NORMAL) {
+            n = decode_byte_level(s, t->str_len[id], t->raw + at);
+            if (n < 0)
+                return sp_fail(err,
+                               "token '%.*s' (id %d) is not byte-level: it has characters outside "
+                               "GPT-2's byte alphabet",
+                               QUOTE_MAX, s, id);
+        } else {
+            memcpy(t->raw + at, s, (size_t)n); /* added tokens are plain text */
+        }
+        t->raw_off[id] = (uint32_t)at;
+        t->raw_len[id] = (uint32_t)n;
+        at += (size_t)n;
+    }
+    t->eos = tok_lookup(t, "<|endoftext|>", 13);
+    return 0;
+}
+
+/* ---- (left, right) -> rank ---- */
+
+static size_t pair_slot(uint64_t key, size_t mask) {
+    return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 20) & mask;
+}
+
+int32_t tok_pair_rank(const sp_tokenizer *t, int32_t left, int32_t right, int32_t *merged) {
+    uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
+    size_t mask = t->pmap_cap - 1;
+    if (!t->pmap_cap) return -1;
+    for (size_t i = pair_slot(key, mask);; i = (i + 1) & mask) {
+        if (t->pkeys[i] == key) {
+            *merged = t->pmerged[i];
+            return t->prank[i];
+        }
+        if (t->pkeys[i] == UINT64_MAX) return -1;
+    }
+}
+
+static void pmap_put(sp_tokenizer *t, uint64_t key, int32_t rank, int32_t merged) {
+    size_t mask = t->pmap_cap - 1, i = pair_slot(key, mask);
+    while (t->pkeys[i] != UINT64_MAX) i = (i + 1) & mask;
+    t->pkeys[i] = key;
+    t->prank[i] = rank;
+    t->pmerged[i] = merged;
+}
+
+static int pmap_grow(sp_tokenizer *t) {
+    if ((t->n_merges + 1) * 2 <= t->pmap_cap) return 0;
+    size_t old_cap = t->pmap_cap, cap = old_cap ? old_cap * 2 : 1024;
+    uint64_t *k = malloc(cap * sizeof *k), *ok = t->pkeys;
+    int32_t *r = malloc(cap * sizeof *r), *m = malloc(cap * sizeof *m), *orank = t->prank,
+            *omerged = t->pmerged;
+    if (!k || !r || !m) {
+        free(k), free(r), free(m);
+        return -1;
+    }
+    memset(k, 0xFF, cap * sizeof *k);
+    t->pkeys = k, t->prank = r, t->pmerged = m, t->pmap_cap = cap;
+    for (size_t i = 0; i < old_cap; i++)
+        if (ok[i] != UINT64_MAX) pmap_put(t, ok[i], orank[i], omerged[i]);
+    free(ok), free(orank), free(omerged);
+    return 0;
+}
+
+int tok_add_merge(sp_tokenizer *t, const char *a, size_t alen, const char *b, size_t blen,
+                  sp_error *err) {
+    int qa = (int)(alen < QUOTE_MAX ? alen : QUOTE_MAX),
+        qb = (int)(blen < QUOTE_MAX ? blen : QUOTE_MAX);
+    int32_t left = tok_lookup(t, a, alen), right = tok_lookup(t, b, blen);
+    if (left < 0)
+        return sp_fail(err, "merge '%.*s %.*s': '%.*s' is not in the vocabulary", qa, a, qb, b, qa,
+                       a);
+    if (right < 0)
+        return sp_fail(err, "merge '%.*s %.*s': '%.*s' is not in the vocabulary", qa, a, qb, b, qb,
+                       b);
+    if (tok_reserve(&t->s_word, &t->s_word_cap, alen + blen, 1))
+        return sp_fail(err, "out of memory reading merges");
+    memcpy(t->s_word, a, alen);
+    memcpy(t->s_word + alen, b, blen);
+    int32_t merged = tok_lookup(t, t->s_word, alen + blen);
+    if (merged < 0)
+        return sp_fail(err, "merge '%.*s %.*s': the result '%.*s%.*s' is not in the vocabulary", qa,
+                       a, qb, b, qa, a, qb, b);
+    int32_t dummy;
+    int32_t rank = tok_pair_rank(t, left, right, &dummy);
+    if (rank >= 0)
+        return sp_fail(err, "merge '%.*s %.*s' repeats the merge of rank %d", qa, a, qb, b, rank);
+    if (t->n_merges >= INT32_MAX - 1 || pmap_grow(t) ||
+        tok_reserve(&t->merges, &t->merges_cap, t->n_merges + 1, sizeof *t->merges))
+        return sp_fail(err, "out of memory reading merges");
+    uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
+    t->merges[t->n_merges] = key;
+    pmap_put(t, key, (int32_t)t->n_merges, merged);
+    t->n_merges++;
+    return 0;
+}
