@@ -48,6 +48,7 @@ typedef struct sp_worker sp_worker;
 sp_worker *sp_worker_new(const sp_model *m);
 void sp_worker_free(sp_worker *w);
 size_t sp_worker_bytes(const sp_worker *w);
+const sp_model *sp_worker_model(const sp_worker *w);
 
 /* Runs forward (and backward when pass->grad). *loss_sum receives the summed cross-entropy.
  * Validates the batch (ids, soft indices, lengths <= n_ctx, targets) before any work. */

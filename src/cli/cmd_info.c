@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "cli/info_dataset.h"
 #include "softprompt/model.h"
 
 static void usage(FILE *out) {
@@ -151,12 +152,9 @@ static int run(int argc, char **argv) {
         return 2;
     }
     const char *path = argv[optind];
-    /* Datasets (.h5) will get their own description; everything else is a model directory. */
-    if (ends_with(path, ".h5")) {
-        fprintf(stderr, "softprompt info: %s: describing .h5 datasets is not supported yet\n",
-                path);
-        return 1;
-    }
+    /* HDF5 files (datasets, checkpoints) are told apart by their root "format" attribute;
+     * everything else is a model directory. */
+    if (ends_with(path, ".h5") || sp_info_is_hdf5(path)) return sp_info_h5(path);
     return info_model(path);
 }
 

@@ -15,6 +15,9 @@ typedef struct sp_command {
 
 extern const sp_command SP_CMD_INFO;
 extern const sp_command SP_CMD_INIT_MODEL;
+extern const sp_command SP_CMD_PREPARE;
+extern const sp_command SP_CMD_TRAIN;
+extern const sp_command SP_CMD_EVAL;
 
 /* True if argv holds -h or --help (so every command answers --help the same way). */
 int sp_cli_wants_help(int argc, char **argv);

@@ -8,6 +8,9 @@
 static const sp_command *const COMMANDS[] = {
     &SP_CMD_INFO,
     &SP_CMD_INIT_MODEL,
+    &SP_CMD_PREPARE,
+    &SP_CMD_TRAIN,
+    &SP_CMD_EVAL,
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 

@@ -19,25 +19,25 @@ typedef struct buffer {
 struct sp_worker {
     const sp_model *m;
     /* Saved for backward; layer l's slice starts at l * N * width. */
-    buffer x;          /* [L + 1][N, d] residual stream entering each layer; x[L] leaves the last */
-    buffer ln1, ln2;   /* [L][N, d] LayerNorm outputs */
-    buffer ln1_stats;  /* [L][2, N] mean then rstd */
-    buffer ln2_stats;  /* [L][2, N] */
-    buffer qkv;        /* [L][N, 3d] */
-    buffer probs;      /* [L][sum_s H T_s^2] attention probabilities */
-    buffer atty;       /* [L][N, d] attention output before c_proj */
-    buffer xmid;       /* [L][N, d] residual stream after attention */
-    buffer fc;         /* [L][N, F] c_fc output before GELU */
-    buffer fc_act;     /* [L][N, F] after GELU */
-    buffer lnf;        /* [n_tgt, d] final LayerNorm, only at target positions */
-    buffer lnf_stats;  /* [2, n_tgt] */
-    buffer logits;     /* [n_tgt, V], then dlogits */
+    buffer x;         /* [L + 1][N, d] residual stream entering each layer; x[L] leaves the last */
+    buffer ln1, ln2;  /* [L][N, d] LayerNorm outputs */
+    buffer ln1_stats; /* [L][2, N] mean then rstd */
+    buffer ln2_stats; /* [L][2, N] */
+    buffer qkv;       /* [L][N, 3d] */
+    buffer probs;     /* [L][sum_s H T_s^2] attention probabilities */
+    buffer atty;      /* [L][N, d] attention output before c_proj */
+    buffer xmid;      /* [L][N, d] residual stream after attention */
+    buffer fc;        /* [L][N, F] c_fc output before GELU */
+    buffer fc_act;    /* [L][N, F] after GELU */
+    buffer lnf;       /* [n_tgt, d] final LayerNorm, only at target positions */
+    buffer lnf_stats; /* [2, n_tgt] */
+    buffer logits;    /* [n_tgt, V], then dlogits */
     /* Backward scratch, reused by every layer. */
-    buffer dx;         /* [N, d] gradient of the loss sum w.r.t. the residual stream */
-    buffer dtmp;       /* [N, d] */
-    buffer dff;        /* [N, F] */
-    buffer dqkv;       /* [N, 3d] */
-    buffer dscores;    /* [max T_s ^ 2] */
+    buffer dx;      /* [N, d] gradient of the loss sum w.r.t. the residual stream */
+    buffer dtmp;    /* [N, d] */
+    buffer dff;     /* [N, F] */
+    buffer dqkv;    /* [N, 3d] */
+    buffer dscores; /* [max T_s ^ 2] */
 };
 
 /* Sizes of one batch, derived once per call. */
@@ -82,28 +82,33 @@ size_t sp_worker_bytes(const sp_worker *w) {
     return total;
 }
 
+const sp_model *sp_worker_model(const sp_worker *w) {
+    return w->m;
+}
+
 size_t sp_model_activation_bytes_per_token(const sp_model *m, int seq_len) {
     const sp_gpt2_config *c = &m->cfg;
     /* per layer: x, ln1, atty, xmid, ln2 (5d) + qkv (3d) + fc, fc_act (2F) + 4 LayerNorm stats
      * + H * T attention probabilities; plus the backward scratch shared by all layers. */
-    size_t per_layer = 8 * (size_t)c->d_model + 2 * (size_t)c->d_ff + 4 +
-                       (size_t)c->n_head * (size_t)seq_len;
+    size_t per_layer =
+        8 * (size_t)c->d_model + 2 * (size_t)c->d_ff + 4 + (size_t)c->n_head * (size_t)seq_len;
     size_t scratch = 2 * (size_t)c->d_model + (size_t)c->d_ff + 3 * (size_t)c->d_model;
-    return ((size_t)c->n_layer * per_layer + c->d_model + scratch + (size_t)seq_len) * sizeof(float);
+    return ((size_t)c->n_layer * per_layer + c->d_model + scratch + (size_t)seq_len) *
+           sizeof(float);
 }
 
 static int validate(const sp_model *m, const sp_batch *b, const sp_pass *pass, sp_error *err) {
     const sp_gpt2_config *c = &m->cfg;
     if (b->n_seq < 0 || b->n_targets < 0 || pass->n_prompt < 0)
-        return sp_fail(err, "batch: negative count (n_seq %d, n_targets %d, n_prompt %d)",
-                       b->n_seq, b->n_targets, pass->n_prompt);
+        return sp_fail(err, "batch: negative count (n_seq %d, n_targets %d, n_prompt %d)", b->n_seq,
+                       b->n_targets, pass->n_prompt);
     if (b->n_seq > 0 && b->seq_start[0] != 0)
         return sp_fail(err, "batch: seq_start[0] is %d, expected 0", b->seq_start[0]);
     for (int s = 0; s < b->n_seq; s++) {
         int len = b->seq_start[s + 1] - b->seq_start[s];
         if (len < 1 || len > c->n_ctx)
-            return sp_fail(err, "batch: sequence %d has length %d, expected 1..%d (n_positions)",
-                           s, len, c->n_ctx);
+            return sp_fail(err, "batch: sequence %d has length %d, expected 1..%d (n_positions)", s,
+                           len, c->n_ctx);
     }
     int n_tok = b->n_seq > 0 ? b->seq_start[b->n_seq] : 0;
     for (int t = 0; t < n_tok; t++) {
@@ -117,8 +122,10 @@ static int validate(const sp_model *m, const sp_batch *b, const sp_pass *pass, s
     for (int j = 0; j < b->n_targets; j++) {
         int pos = b->target_pos[j], id = b->target_ids[j];
         if (pos < 0 || pos >= n_tok || (j > 0 && pos <= b->target_pos[j - 1]))
-            return sp_fail(err, "batch: target %d at position %d: positions must be strictly "
-                                "increasing within 0..%d", j, pos, n_tok - 1);
+            return sp_fail(err,
+                           "batch: target %d at position %d: positions must be strictly "
+                           "increasing within 0..%d",
+                           j, pos, n_tok - 1);
         if (id < 0 || id >= c->vocab_size)
             return sp_fail(err, "batch: target %d has token id %d, expected 0..%d", j, id,
                            c->vocab_size - 1);
@@ -236,8 +243,8 @@ static double head(sp_worker *w, const sp_batch *b, const sp_pass *pass, const d
     memset(w->dx.p, 0, z->N * d * sizeof(float));
     for (size_t j = 0; j < nt; j++)
         sp_layernorm_backward(w->dx.p + (size_t)b->target_pos[j] * d, dlnf + j * d,
-                              x_top + (size_t)b->target_pos[j] * d, mean + j, rstd + j, m->lnf_w,
-                              1, z->d);
+                              x_top + (size_t)b->target_pos[j] * d, mean + j, rstd + j, m->lnf_w, 1,
+                              z->d);
     return loss;
 }
 

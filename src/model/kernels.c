@@ -57,8 +57,8 @@ void sp_linear_forward(float *y, const float *x, const float *w, const float *b,
         }
     }
     float beta = (b || accumulate) ? 1.0f : 0.0f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, out, in, 1.0f, x, in, w, out, beta,
-                y, out);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, out, in, 1.0f, x, in, w, out, beta, y,
+                out);
 }
 
 void sp_linear_backward(float *dx, const float *dy, const float *w, int n, int in, int out,
@@ -133,8 +133,8 @@ void sp_attention_backward(float *dqkv, float *scratch, const float *dout, const
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, len, hd, len, 1.0f, p, len, dO, d,
                     0.0f, dv, ld);
         /* dP = dO V^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, len, len, hd, 1.0f, dO, d, v, ld,
-                    0.0f, ds, len);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, len, len, hd, 1.0f, dO, d, v, ld, 0.0f,
+                    ds, len);
         /* softmax backward: dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik), times the score scale */
         for (int i = 0; i < len; i++) {
             const float *pi = p + (size_t)i * len;

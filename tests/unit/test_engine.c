@@ -43,7 +43,8 @@ static void make_model(test_model *t, int L, int d, int H, int F, int V, int ctx
     float *c = t->mem;
     sp_rng r;
     sp_rng_seed(&r, seed);
-    /* Weights large enough that every nonlinearity (softmax, GELU, LayerNorm) is far from linear. */
+    /* Weights large enough that every nonlinearity (softmax, GELU, LayerNorm) is far from linear.
+     */
     float ws = 1.0f / sqrtf((float)d);
     m->wte = take(&c, (size_t)V * d), fill((float *)m->wte, (size_t)V * d, &r, 0, 1.0f);
     m->wpe = take(&c, (size_t)ctx * d), fill((float *)m->wpe, (size_t)ctx * d, &r, 0, 0.5f);
@@ -64,7 +65,8 @@ static void make_model(test_model *t, int L, int d, int H, int F, int V, int ctx
         y->ln2_b = p = take(&c, d), fill(p, d, &r, 0, 0.1f);
         y->fc_w = p = take(&c, (size_t)d * F), fill(p, (size_t)d * F, &r, 0, ws);
         y->fc_b = p = take(&c, F), fill(p, F, &r, 0, 0.1f);
-        y->fc_proj_w = p = take(&c, (size_t)F * d), fill(p, (size_t)F * d, &r, 0, 1.0f / sqrtf((float)F));
+        y->fc_proj_w = p = take(&c, (size_t)F * d),
+        fill(p, (size_t)F * d, &r, 0, 1.0f / sqrtf((float)F));
         y->fc_proj_b = p = take(&c, d), fill(p, d, &r, 0, 0.1f);
     }
     ck_assert_ptr_eq(c, t->mem + total);
@@ -81,9 +83,10 @@ static void free_model(test_model *t) {
 enum { P = 4 };
 static const int32_t SEQ_START[] = {0, 7, 19, 24};
 static const int32_t TOKENS[] = {
-    SP_SOFT(0), SP_SOFT(1), SP_SOFT(2), SP_SOFT(3), 5, 11, 2,                   /* seq 0 */
-    7, 3, 9, SP_SOFT(0), SP_SOFT(1), 4, 4, 20, SP_SOFT(2), 13, SP_SOFT(0), 1,  /* seq 1 */
-    8, 6, 30, 2, 17,                                                            /* seq 2 */
+    SP_SOFT(0), SP_SOFT(1), SP_SOFT(2), SP_SOFT(3), 5,          11, 2, /* seq 0 */
+    7,          3,          9,          SP_SOFT(0), SP_SOFT(1), 4,  4,
+    20,         SP_SOFT(2), 13,         SP_SOFT(0), 1,  /* seq 1 */
+    8,          6,          30,         2,          17, /* seq 2 */
 };
 static const int32_t TARGET_POS[] = {6, 12, 13, 14, 17, 18, 21, 23};
 static const int32_t TARGET_IDS[] = {3, 4, 20, 13, 1, 0, 2, 17};
@@ -144,7 +147,8 @@ static void check_gradient(int L, int d, int H, int F, uint64_t seed) {
         double fd = fd_directional(w, &b, prompt, u, n, 2e-2);
         ck_assert_msg(fabs(fd - an) <= 5e-3 * gnorm + 5e-4,
                       "L=%d d=%d H=%d direction %d: analytic %.6g, finite difference %.6g "
-                      "(|grad| %.4g)", L, d, H, trial, an, fd, gnorm);
+                      "(|grad| %.4g)",
+                      L, d, H, trial, an, fd, gnorm);
     }
     for (int trial = 0; trial < 6; trial++) { /* the largest remaining coordinates */
         size_t best = 0;
@@ -162,13 +166,19 @@ static void check_gradient(int L, int d, int H, int F, uint64_t seed) {
     free_model(&t);
 }
 
-START_TEST(test_fd_two_layers_two_heads) { check_gradient(2, 16, 2, 64, 1); }
+START_TEST(test_fd_two_layers_two_heads) {
+    check_gradient(2, 16, 2, 64, 1);
+}
 END_TEST
 
-START_TEST(test_fd_three_layers_four_heads) { check_gradient(3, 24, 4, 40, 2); }
+START_TEST(test_fd_three_layers_four_heads) {
+    check_gradient(3, 24, 4, 40, 2);
+}
 END_TEST
 
-START_TEST(test_fd_one_layer_one_head) { check_gradient(1, 8, 1, 32, 3); }
+START_TEST(test_fd_one_layer_one_head) {
+    check_gradient(1, 8, 1, 32, 3);
+}
 END_TEST
 
 /* Runs the whole test batch once; returns the loss sum, fills grad [P, d] or [n_seq, P, d]. */
@@ -219,7 +229,8 @@ START_TEST(test_packing_matches_sequences_alone) {
         float s3 = per_seq[i] + per_seq[n + i] + per_seq[2 * n + i];
         ck_assert_msg(fabsf(s3 - grad[i]) <= 1e-5f * (1 + fabsf(grad[i])), "element %zu", i);
     }
-    for (size_t i = 0; i < n; i++) ck_assert_float_eq(per_seq[2 * n + i], 0.0f); /* no soft tokens */
+    for (size_t i = 0; i < n; i++)
+        ck_assert_float_eq(per_seq[2 * n + i], 0.0f); /* no soft tokens */
     sp_worker_free(w);
     free_model(&t);
 }
@@ -332,4 +343,6 @@ Suite *engine_suite(void) {
     return s;
 }
 
-int main(void) { return tu_run_suite(engine_suite()); }
+int main(void) {
+    return tu_run_suite(engine_suite());
+}

@@ -1,0 +1,103 @@
+/* Training checkpoints in HDF5 (layout: docs/formats.md, "Checkpoints").
+ *
+ * A checkpoint holds everything needed to continue a run bit for bit: the prompt [P, d]
+ * (float32 dataset "prompt" at the root, so any HDF5 tool or h5py reads it), the optimizer
+ * state, the step and data position, the RNG state, the whole training configuration (JSON),
+ * and fingerprints of the model and the training dataset that resume checks. A checksum over
+ * all of it detects truncation and bit flips. Files are written to a temporary name, fsynced,
+ * renamed, and the directory fsynced: a crash mid-write never destroys the previous one. */
+#ifndef SOFTPROMPT_CHECKPOINT_H
+#define SOFTPROMPT_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "softprompt/dataset.h"
+#include "softprompt/error.h"
+#include "softprompt/model.h"
+
+#define SP_CHECKPOINT_FORMAT "softprompt-checkpoint"
+#define SP_CHECKPOINT_VERSION 1
+#define SP_CHECKPOINT_MAX_OPTIM 4
+
+typedef struct sp_checkpoint_array {
+    char name[32]; /* e.g. "m", "v", "vr", "vc" (stored under /optimizer/<name>) */
+    float *data;   /* owned by the checkpoint when read; borrowed when writing */
+    size_t n;
+} sp_checkpoint_array;
+
+typedef struct sp_checkpoint {
+    int n_prompt, d;
+    float *prompt;          /* [n_prompt, d] */
+    int64_t step;           /* optimizer updates done */
+    int64_t epoch;          /* epoch of the next batch (0-based) */
+    int64_t epoch_position; /* examples of that epoch already consumed */
+    int64_t tokens_seen;
+    uint64_t rng[4]; /* trainer RNG state (sp_rng) */
+    int n_optim;
+    sp_checkpoint_array optim[SP_CHECKPOINT_MAX_OPTIM];
+    int64_t optim_step;        /* sp_optim.step */
+    char *config_json;         /* the whole training configuration */
+    char *model_fingerprint;   /* sp_model_fingerprint hex */
+    char *dataset_fingerprint; /* sp_dataset_fingerprint hex of the training set */
+    char *metric_name;         /* e.g. "valid_accuracy"; "" when no evaluation yet */
+    double metric;             /* value of metric_name at this step (NaN if none) */
+    double best_metric;        /* best value so far in the run (NaN if none) */
+    int64_t best_step;         /* step of best_metric (-1 if none) */
+    char *created_by;          /* "softprompt <version>"; NULL when writing: "softprompt" */
+} sp_checkpoint;
+
+/* Writes path atomically (see above). Borrowed pointers are not freed; NULL strings are stored
+ * as "". Refuses (before touching the disk) n_prompt or d < 1, more than SP_CHECKPOINT_MAX_OPTIM
+ * optimizer arrays, empty/duplicate/over-long names or names with '/', negative counters. */
+int sp_checkpoint_write(const char *path, const sp_checkpoint *c, sp_error *err);
+/* Reads and verifies path (format, version, presence, dtypes, shapes, ranges, checksum). On
+ * failure c is left empty (zeroed) and err names the file and the dataset or attribute. */
+int sp_checkpoint_read(const char *path, sp_checkpoint *c, sp_error *err);
+/* Frees what sp_checkpoint_read allocated and zeroes c. */
+void sp_checkpoint_free(sp_checkpoint *c);
+
+/* Reads only a prompt [P, d] from an HDF5 file holding a float dataset "prompt" at the root
+ * (any checkpoint, or a file a user made with h5py; float64 is converted to float32). A
+ * softprompt checkpoint is fully verified (checksum included); other files must hold a 2-D
+ * floating-point "prompt" of finite values. *prompt is malloc'd. */
+int sp_prompt_read_h5(const char *path, float **prompt, int *n_prompt, int *d, sp_error *err);
+
+/* Checkpoints of a run live in dir as step-<12 digits>.h5 (other names, including the
+ * *.tmp.XXXXXX leftovers of interrupted writes, are ignored). Returns the newest one that reads
+ * and verifies (NULL in *path when there is none, also when dir does not exist); each skipped
+ * corrupt or truncated file adds a line "skipping <file>: <reason>\n" to *warnings (malloc'd,
+ * NULL when none). Fails only when dir cannot be listed. */
+int sp_checkpoint_find_latest(const char *dir, char **path, char **warnings, sp_error *err);
+/* Path of step s in dir: dir/step-000000000123.h5 (malloc'd; NULL if s < 0 or out of memory). */
+char *sp_checkpoint_path(const char *dir, int64_t step);
+/* Deletes all but the keep_last (>= 1) newest step-*.h5 in dir, never deleting keep_also (may be
+ * NULL; compared by identity of the file, so any path to it works). Temporary files and other
+ * names are never touched. */
+int sp_checkpoint_prune(const char *dir, int keep_last, const char *keep_also, sp_error *err);
+
+/* Fingerprints (16 lowercase hex digits + NUL): the model from its config and a checksum of
+ * every tensor's float32 values; a dataset from its counts, offsets, targets and labels, and
+ * tokenizer/template attributes. */
+void sp_model_fingerprint(const sp_model *m, char out[17]);
+int sp_dataset_fingerprint(sp_dataset *ds, char out[17], sp_error *err);
+
+/* Writes a Hugging Face PEFT prompt-tuning adapter into dir (created if missing, parents too):
+ * adapter_model.safetensors with "prompt_embeddings" [P, d] F32 and adapter_config.json
+ * (peft_type PROMPT_TUNING, task_type CAUSAL_LM, num_virtual_tokens, token_dim,
+ * num_transformer_submodules 1, num_attention_heads, num_layers, prompt_tuning_init,
+ * prompt_tuning_init_text, tokenizer_name_or_path, base_model_name_or_path, inference_mode
+ * true), each file written atomically. base_model: the Hugging Face name or path to record
+ * (NULL: m->dir). init_name: how the prompt was initialised (softprompt's name; mapped to PEFT's
+ * RANDOM | SAMPLE_VOCAB | TEXT). init_text: the text of a text init, or NULL. PEFT refuses to
+ * load a TEXT config without prompt_tuning_init_text, so a text init without init_text is
+ * recorded as RANDOM (the trained embeddings are loaded from the file either way). */
+int sp_peft_export(const char *dir, const float *prompt, int n_prompt, const sp_model *m,
+                   const char *base_model, const char *init_name, const char *init_text,
+                   sp_error *err);
+
+/* Human-readable summary of a checkpoint file (for `softprompt info`). */
+int sp_checkpoint_describe(FILE *out, const char *path, sp_error *err);
+
+#endif

@@ -1,0 +1,86 @@
+/* Data-parallel prompt tuning: the training loop, evaluation and their configuration.
+ *
+ * Every rank maps the same frozen model, reads only its share of each global batch, runs the
+ * engine on it in micro-batches, and one allreduce per step combines the gradient sums and
+ * target counts; every rank then applies the same optimizer update. The step's loss and
+ * gradient are the mean over all target tokens of the global batch, whatever the number of
+ * ranks and micro-batch size. With `deterministic`, per-example gradients are gathered and
+ * summed in global example order, so the trained prompt is bitwise independent of the number
+ * of ranks and of the micro-batch size. */
+#ifndef SOFTPROMPT_TRAIN_H
+#define SOFTPROMPT_TRAIN_H
+
+#include <stdint.h>
+
+#include "softprompt/dataset.h"
+#include "softprompt/dist.h"
+#include "softprompt/engine.h"
+#include "softprompt/error.h"
+#include "softprompt/model.h"
+#include "softprompt/optim.h"
+
+/* Process exit status of a run that stopped on a signal after writing a checkpoint: the job
+ * can be resumed with --resume auto (EX_TEMPFAIL from sysexits.h). */
+#define SP_EXIT_STOPPED 75
+
+typedef enum sp_init_kind {
+    SP_INIT_RANDOM,    /* uniform in [-0.5, 0.5] (Lester et al.) */
+    SP_INIT_VOCAB,     /* embeddings of tokens sampled uniformly from the whole vocabulary (PEFT
+                          SAMPLE_VOCAB) */
+    SP_INIT_VOCAB_TOP, /* sampled from the 5,000 most frequent tokens of the training set
+                          (Lester et al.'s "sampled vocab") */
+    SP_INIT_TEXT,      /* PEFT TEXT: tokenize init_text, repeat/truncate to P */
+    SP_INIT_LABELS,    /* class-label (verbalizer) embeddings, the rest sampled vocab (Lester) */
+    SP_INIT_FILE,      /* the "prompt" dataset of an HDF5 file (a checkpoint or h5py file) */
+} sp_init_kind;
+
+typedef struct sp_train_config {
+    const char *model_dir;
+    const char *train_path;
+    const char *valid_path; /* NULL: no evaluation */
+    const char *out_dir;
+    const char *tokenizer_dir; /* for --init text; default model_dir */
+    int64_t steps;             /* total optimizer steps; 0: derive from epochs */
+    double epochs;             /* used when steps == 0 */
+    int global_batch;          /* examples per step over all ranks */
+    int micro_batch;           /* examples per engine call on one rank */
+    int threads; /* per rank; 0 = from SLURM_CPUS_PER_TASK / OMP_NUM_THREADS / cores */
+    sp_optim_config optim;
+    sp_init_kind init;
+    const char *init_arg; /* text for SP_INIT_TEXT, path for SP_INIT_FILE */
+    uint64_t seed;
+    int deterministic;
+    int64_t eval_every; /* 0: only at the end */
+    int64_t save_every; /* 0: only at the end (and on signals) */
+    int64_t log_every;
+    int keep;           /* newest checkpoints kept (plus best) */
+    const char *metric; /* "accuracy" | "loss" (validation), best checkpoint selection */
+    const char *resume; /* "auto" | "never" | a checkpoint path */
+    int quiet;
+    int64_t max_eval_examples; /* 0: all */
+} sp_train_config;
+
+void sp_train_config_default(sp_train_config *c);
+int sp_init_kind_parse(const char *name, sp_init_kind *out);
+const char *sp_init_kind_name(sp_init_kind k);
+
+/* Runs training on this rank. Returns 0 when finished, SP_EXIT_STOPPED when stopped by a
+ * signal after checkpointing, or -1 with err filled (the caller reports and aborts the job). */
+int sp_train_run(const sp_train_config *c, const sp_dist *d, sp_error *err);
+
+/* Validation results, summed over ranks. */
+typedef struct sp_eval_result {
+    int64_t n_examples, n_targets;
+    double loss_sum;    /* full-vocabulary cross-entropy summed over targets */
+    int n_classes;      /* 0 for generation datasets */
+    int64_t correct;    /* argmax over verbalizer logits == label */
+    int64_t *confusion; /* [n_classes * n_classes], row = true class, col = predicted */
+} sp_eval_result;
+
+/* Evaluates prompt [n_prompt, d] (may be NULL with n_prompt 0: zero-shot) on ds, each rank its
+ * contiguous share of the examples (max_examples > 0 limits to the first ones). */
+int sp_evaluate(sp_worker *w, sp_dataset *ds, const float *prompt, int n_prompt, int micro_batch,
+                int64_t max_examples, const sp_dist *d, sp_eval_result *out, sp_error *err);
+void sp_eval_result_free(sp_eval_result *r);
+
+#endif

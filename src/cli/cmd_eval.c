@@ -1,0 +1,205 @@
+/* `softprompt eval`: loss and accuracy of a prompt (or of the template alone) on a dataset. */
+#include <cblas.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli/commands.h"
+#include "cli/flags.h"
+#include "softprompt/checkpoint.h"
+#include "softprompt/safetensors.h"
+#include "softprompt/train.h"
+
+static void usage(FILE *out) {
+    fprintf(
+        out,
+        "usage: softprompt eval --model DIR --data FILE.h5 [--prompt CKPT] [options]\n\n"
+        "Evaluates a trained prompt on a dataset: mean cross-entropy over the target tokens and,\n"
+        "for classification datasets, accuracy from the verbalizer logits with per-class counts.\n"
+        "Without --prompt the soft slots are removed and the frozen model sees the template\n"
+        "alone: the zero-shot baseline. Runs alone or under mpirun/srun (ranks split the data).\n\n"
+        "  --model DIR            Hugging Face model directory\n"
+        "  --data FILE.h5         dataset made by `softprompt prepare`\n"
+        "  --prompt PATH          a checkpoint (.h5 with a \"prompt\" dataset) or a PEFT adapter\n"
+        "                         (directory or adapter_model.safetensors)\n"
+        "  --micro-batch N        examples per engine call (8)\n"
+        "  --max-examples N       only the first N examples\n"
+        "  --threads N            threads per rank (as for train)\n"
+        "  --json                 print the result as one JSON object\n");
+}
+
+typedef struct eval_args {
+    const char *model, *data, *prompt;
+    int micro_batch, threads, json;
+    int64_t max_examples;
+} eval_args;
+
+#define CMD "eval"
+
+static int parse_args(int argc, char **argv, eval_args *a) {
+    static const struct option opts[] = {
+        {"model", 1, 0, 'm'},       {"data", 1, 0, 'd'},         {"prompt", 1, 0, 'p'},
+        {"micro-batch", 1, 0, 'b'}, {"max-examples", 1, 0, 'n'}, {"threads", 1, 0, 't'},
+        {"json", 0, 0, 'j'},        {"help", 0, 0, 'h'},         {0, 0, 0, 0}};
+    memset(a, 0, sizeof *a);
+    a->micro_batch = 8;
+    optind = 1, opterr = 0;
+    int opt, rc = 0;
+    while (rc == 0 && (opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'm':
+            a->model = optarg;
+            break;
+        case 'd':
+            a->data = optarg;
+            break;
+        case 'p':
+            a->prompt = optarg;
+            break;
+        case 'b':
+            rc = sp_flag_int(CMD, "--micro-batch", optarg, 1, 1 << 20, &a->micro_batch);
+            break;
+        case 'n':
+            rc =
+                sp_flag_int64(CMD, "--max-examples", optarg, 0, (int64_t)1 << 40, &a->max_examples);
+            break;
+        case 't':
+            rc = sp_flag_int(CMD, "--threads", optarg, 1, 4096, &a->threads);
+            break;
+        case 'j':
+            a->json = 1;
+            break;
+        default:
+            fprintf(stderr, "softprompt eval: unknown option or missing value: %s\n",
+                    argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (rc) return rc;
+    if (optind < argc) {
+        fprintf(stderr, "softprompt eval: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (!a->model || !a->data) {
+        fprintf(stderr, "softprompt eval: %s is required (see softprompt eval --help)\n",
+                !a->model ? "--model" : "--data");
+        return 2;
+    }
+    return 0;
+}
+
+/* A PEFT adapter: adapter_model.safetensors with prompt_embeddings [P, d]. */
+static int read_peft_prompt(const char *path, float **prompt, int *P, int *d, sp_error *err) {
+    struct stat st;
+    char file[4200];
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        snprintf(file, sizeof file, "%s/adapter_model.safetensors", path);
+    else
+        snprintf(file, sizeof file, "%s", path);
+    sp_st_file f;
+    if (sp_st_open(&f, file, err)) return -1;
+    const sp_st_tensor *t = sp_st_find(&f, "prompt_embeddings");
+    int rc = 0;
+    if (!t || t->ndim != 2 || !sp_dtype_is_float(t->dtype))
+        rc = sp_fail(err,
+                     "%s: expected a floating tensor 'prompt_embeddings' [P, d] (a PEFT "
+                     "prompt-tuning adapter)",
+                     file);
+    if (rc == 0) {
+        *P = (int)t->shape[0], *d = (int)t->shape[1];
+        *prompt = malloc((size_t)t->numel * sizeof(float));
+        sp_convert_to_f32(t->dtype, t->data, *prompt, (size_t)t->numel);
+    }
+    sp_st_close(&f);
+    return rc;
+}
+
+static int load_prompt(const char *path, float **prompt, int *P, int *d, sp_error *err) {
+    size_t n = strlen(path);
+    if (n > 3 && strcmp(path + n - 3, ".h5") == 0)
+        return sp_prompt_read_h5(path, prompt, P, d, err);
+    return read_peft_prompt(path, prompt, P, d, err);
+}
+
+static void print_result(const eval_args *a, const sp_eval_result *r, const sp_dataset *ds) {
+    const sp_dataset_meta *meta = sp_dataset_get_meta(ds);
+    double loss = r->n_targets ? r->loss_sum / (double)r->n_targets : 0;
+    double acc = r->n_examples ? (double)r->correct / (double)r->n_examples : 0;
+    if (a->json) {
+        printf("{\"examples\": %lld, \"targets\": %lld, \"loss\": %.6f", (long long)r->n_examples,
+               (long long)r->n_targets, loss);
+        if (r->n_classes)
+            printf(", \"accuracy\": %.6f, \"correct\": %lld", acc, (long long)r->correct);
+        printf(", \"prompt\": %s%s%s}\n", a->prompt ? "\"" : "", a->prompt ? a->prompt : "null",
+               a->prompt ? "\"" : "");
+        return;
+    }
+    printf("%s on %s: %lld examples, %lld targets\n",
+           a->prompt ? a->prompt : "zero-shot (template only)", sp_dataset_path(ds),
+           (long long)r->n_examples, (long long)r->n_targets);
+    printf("loss      %.4f\n", loss);
+    if (!r->n_classes) return;
+    printf("accuracy  %.4f (%lld/%lld)\n", acc, (long long)r->correct, (long long)r->n_examples);
+    printf("per class (rows: true class, columns: predicted)\n");
+    for (int c = 0; c < r->n_classes; c++) {
+        int64_t total = 0;
+        printf("  %-16s", meta->class_names[c]);
+        for (int p = 0; p < r->n_classes; p++) {
+            printf(" %8lld", (long long)r->confusion[c * r->n_classes + p]);
+            total += r->confusion[c * r->n_classes + p];
+        }
+        printf("   recall %.4f\n",
+               total ? (double)r->confusion[c * r->n_classes + c] / total : 0.0);
+    }
+}
+
+static int evaluate(const eval_args *a, const sp_dist *d, sp_error *err) {
+    int capped, threads = sp_dist_threads(d, a->threads, &capped);
+    openblas_set_num_threads(threads);
+    sp_model m;
+    if (sp_model_load(&m, a->model, err)) return -1;
+    sp_dataset *ds = sp_dataset_open(a->data, err);
+    float *prompt = NULL;
+    int P = 0, dim = m.cfg.d_model, rc = ds ? 0 : -1;
+    if (rc == 0 && a->prompt) rc = load_prompt(a->prompt, &prompt, &P, &dim, err);
+    if (rc == 0 && a->prompt && (dim != m.cfg.d_model || P != sp_dataset_get_meta(ds)->n_soft))
+        rc = sp_fail(err,
+                     "%s: prompt [%d, %d] does not fit: the dataset has %d soft slots and the "
+                     "model width is %d",
+                     a->prompt, P, dim, sp_dataset_get_meta(ds)->n_soft, m.cfg.d_model);
+    sp_worker *w = rc == 0 ? sp_worker_new(&m) : NULL;
+    sp_eval_result r;
+    if (rc == 0) rc = sp_evaluate(w, ds, prompt, P, a->micro_batch, a->max_examples, d, &r, err);
+    if (rc == 0 && d->rank == 0) print_result(a, &r, ds);
+    if (rc == 0) sp_eval_result_free(&r);
+    sp_worker_free(w);
+    free(prompt);
+    if (ds) sp_dataset_close(ds);
+    sp_model_free(&m);
+    return rc;
+}
+
+static int run(int argc, char **argv) {
+    eval_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc) return rc;
+    sp_dist d;
+    if (sp_dist_init(&d, &argc, &argv)) {
+        fprintf(stderr, "softprompt eval: MPI initialisation failed\n");
+        return 1;
+    }
+    sp_error err = {{0}};
+    if (evaluate(&a, &d, &err)) {
+        fprintf(stderr, "softprompt eval: %s%s\n", d.size > 1 ? "rank error: " : "", err.msg);
+        if (d.size > 1) sp_dist_abort(1);
+        sp_dist_finalize();
+        return 1;
+    }
+    sp_dist_finalize();
+    return 0;
+}
+
+const sp_command SP_CMD_EVAL = {
+    "eval", "evaluate a prompt, or the zero-shot template, on a dataset", run, usage};

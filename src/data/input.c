@@ -1,0 +1,422 @@
+/* Record input: records.h readers plus a JSON-array reader (see input.h). */
+#include "softprompt/input.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+typedef struct jarray {
+    char *buf; /* the whole file, NUL-terminated */
+    size_t len;
+    size_t pos;        /* next byte to scan */
+    int done;          /* the closing ']' was seen */
+    int64_t element;   /* 1-based index of the current element */
+    size_t track_pos;  /* position up to which line/col are known */
+    int64_t line, col; /* of track_pos */
+    int64_t el_line, el_col;
+    json_t *obj;
+    int n_fields, cap_fields;
+    const char **names, **values, **kinds;
+    char (*num)[32];
+} jarray;
+
+struct sp_input {
+    char *path;
+    sp_records *rec; /* JSONL / CSV / TSV */
+    sp_records_format fmt;
+    jarray *arr; /* JSON array */
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* JSON arrays                                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Advances the line/column bookkeeping to byte pos (columns count characters). */
+static void track_to(jarray *a, size_t pos) {
+    for (size_t i = a->track_pos; i < pos; i++) {
+        unsigned char c = (unsigned char)a->buf[i];
+        if (c == '\n')
+            a->line++, a->col = 1;
+        else if ((c & 0xC0) != 0x80)
+            a->col++;
+    }
+    a->track_pos = pos;
+}
+
+static size_t skip_ws(const jarray *a, size_t p) {
+    while (p < a->len && strchr(" \t\r\n", a->buf[p]) && a->buf[p]) p++;
+    return p;
+}
+
+static void array_free(jarray *a) {
+    if (!a) return;
+    json_decref(a->obj);
+    free(a->buf);
+    free(a->names), free(a->values), free(a->kinds), free(a->num);
+    free(a);
+}
+
+static int read_whole(const char *path, FILE *f, char **out, size_t *len, sp_error *err) {
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0)
+        return sp_fail(err, "%s: cannot stat: %s", path, strerror(errno));
+    if ((uint64_t)st.st_size > SP_INPUT_MAX_JSON_BYTES)
+        return sp_fail(err,
+                       "%s: a JSON array file larger than %zu MiB is not supported (convert it "
+                       "to JSON lines, which are streamed)",
+                       path, SP_INPUT_MAX_JSON_BYTES >> 20);
+    size_t cap = (size_t)st.st_size + 1, n = 0;
+    char *buf = malloc(cap);
+    if (!buf) return sp_fail(err, "%s: out of memory", path);
+    for (;;) {
+        if (n + 1 >= cap) {
+            char *p = realloc(buf, cap * 2);
+            if (!p) {
+                free(buf);
+                return sp_fail(err, "%s: out of memory", path);
+            }
+            buf = p, cap *= 2;
+        }
+        size_t r = fread(buf + n, 1, cap - n - 1, f);
+        n += r;
+        if (r == 0) break;
+    }
+    if (ferror(f)) {
+        free(buf);
+        return sp_fail(err, "%s: read error", path);
+    }
+    buf[n] = '\0';
+    *out = buf, *len = n;
+    return 0;
+}
+
+/* Names the top-level key whose key or value holds byte off of an object text, by a lexical
+ * scan (used when the element is not valid UTF-8, so no JSON parser can say). */
+static void key_at(const char *s, size_t off, char *out, size_t cap) {
+    int depth = 0, in_str = 0, esc = 0, expect_key = 0, str_is_key = 0;
+    size_t key_start = 0, key_len = 0, str_start = 0;
+    snprintf(out, cap, "(unknown field)");
+    for (size_t i = 0; i < off; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (esc)
+                esc = 0;
+            else if (c == '\\')
+                esc = 1;
+            else if (c == '"') {
+                in_str = 0;
+                if (str_is_key) key_start = str_start, key_len = i - str_start;
+            }
+        } else if (c == '"') {
+            in_str = 1, str_start = i + 1, str_is_key = depth == 1 && expect_key;
+        } else if (c == '{' || c == '[') {
+            depth++;
+            expect_key = depth == 1 && c == '{';
+        } else if (c == '}' || c == ']') {
+            depth--;
+        } else if (depth == 1 && c == ',') {
+            expect_key = 1;
+        } else if (depth == 1 && c == ':') {
+            expect_key = 0;
+        }
+    }
+    if (in_str && str_is_key)
+        snprintf(out, cap, "a key");
+    else if (key_len)
+        snprintf(out, cap, "field \"%.*s\"", (int)(key_len < 200 ? key_len : 200), s + key_start);
+}
+
+static void array_where(const sp_input *in, char *buf, size_t cap) {
+    const jarray *a = in->arr;
+    snprintf(buf, cap, "%s:%" PRId64 ":%" PRId64 " (element %" PRId64 ")", in->path, a->el_line,
+             a->el_col, a->element);
+}
+
+/* End of the value starting at p: the first ',' or ']' outside strings and brackets. */
+static size_t value_end(const jarray *a, size_t p) {
+    int depth = 0, in_str = 0, esc = 0;
+    for (; p < a->len; p++) {
+        char c = a->buf[p];
+        if (in_str) {
+            if (esc)
+                esc = 0;
+            else if (c == '\\')
+                esc = 1;
+            else if (c == '"')
+                in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (depth == 0) return p;
+            depth--;
+        } else if (c == ',' && depth == 0) {
+            return p;
+        }
+    }
+    return p;
+}
+
+static const char *kind_name(const json_t *v) {
+    switch (json_typeof(v)) {
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
+    case JSON_OBJECT:
+        break;
+    }
+    return "an object";
+}
+
+/* Shortest "%.*g" text that reads back as v (same rule as the JSONL reader). */
+static void format_real(double v, char *out, size_t cap) {
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(out, cap, "%.*g", prec, v);
+        if (strtod(out, NULL) == v) return;
+    }
+}
+
+static int grow_fields(jarray *a, int need) {
+    if (need <= a->cap_fields) return 0;
+    int cap = a->cap_fields ? a->cap_fields : 16;
+    while (cap < need) cap *= 2;
+    const char **nm = realloc(a->names, (size_t)cap * sizeof *nm);
+    if (nm) a->names = nm;
+    const char **vl = realloc(a->values, (size_t)cap * sizeof *vl);
+    if (vl) a->values = vl;
+    const char **kd = realloc(a->kinds, (size_t)cap * sizeof *kd);
+    if (kd) a->kinds = kd;
+    char(*num)[32] = realloc(a->num, (size_t)cap * sizeof *num);
+    if (num) a->num = num;
+    if (!nm || !vl || !kd || !num) return -1;
+    a->cap_fields = cap;
+    return 0;
+}
+
+static void set_field(jarray *a, int i, const char *key, json_t *v) {
+    a->names[i] = key;
+    a->values[i] = a->num[i];
+    a->kinds[i] = NULL;
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+        a->values[i] = json_string_value(v);
+        break;
+    case JSON_INTEGER:
+        snprintf(a->num[i], sizeof a->num[i], "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        break;
+    case JSON_REAL:
+        format_real(json_real_value(v), a->num[i], sizeof a->num[i]);
+        break;
+    case JSON_TRUE:
+        snprintf(a->num[i], sizeof a->num[i], "true");
+        break;
+    case JSON_FALSE:
+        snprintf(a->num[i], sizeof a->num[i], "false");
+        break;
+    case JSON_NULL:
+        a->values[i] = NULL, a->kinds[i] = "null";
+        break;
+    case JSON_ARRAY:
+        a->values[i] = NULL, a->kinds[i] = "an array";
+        break;
+    case JSON_OBJECT:
+        a->values[i] = NULL, a->kinds[i] = "an object";
+        break;
+    }
+}
+
+static int array_next(sp_input *in, sp_record *rec, sp_error *err) {
+    jarray *a = in->arr;
+    char where[512];
+    json_decref(a->obj);
+    a->obj = NULL;
+    if (a->done) return 0;
+    size_t p = skip_ws(a, a->pos);
+    track_to(a, p);
+    a->el_line = a->line, a->el_col = a->col;
+    if (p >= a->len)
+        return sp_fail(err, "%s:%" PRId64 ":%" PRId64 ": the JSON array is not closed (no ']')",
+                       in->path, a->line, a->col);
+    if (a->buf[p] == ']' && a->element == 0) {
+        a->done = 1;
+        return 0;
+    }
+    a->element++;
+    size_t end = value_end(a, p);
+    size_t vlen = end;
+    while (vlen > p && strchr(" \t\r\n", a->buf[vlen - 1])) vlen--;
+    array_where(in, where, sizeof where);
+    if (vlen == p) return sp_fail(err, "%s: expected a JSON object", where);
+    size_t bad;
+    if (!sp_utf8_check(a->buf + p, vlen - p, &bad)) {
+        char what[256];
+        key_at(a->buf + p, bad, what, sizeof what);
+        unsigned byte = (unsigned char)a->buf[p + bad];
+        return sp_fail(err, "%s: %s: %s (byte 0x%02X) at byte offset %zu of the element", where,
+                       what, byte ? "invalid UTF-8" : "NUL byte", byte, bad);
+    }
+    json_error_t je;
+    a->obj = json_loadb(a->buf + p, vlen - p, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+    if (!a->obj) {
+        jarray tmp = *a; /* locate the error without disturbing the element's position */
+        track_to(&tmp, p + (size_t)je.position);
+        return sp_fail(err, "%s: invalid JSON at %" PRId64 ":%" PRId64 ": %s", where, tmp.line,
+                       tmp.col, je.text);
+    }
+    if (!json_is_object(a->obj))
+        return sp_fail(err, "%s: expected a JSON object, got %s", where, kind_name(a->obj));
+    if (grow_fields(a, (int)json_object_size(a->obj)) != 0)
+        return sp_fail(err, "%s: out of memory", where);
+    const char *key;
+    json_t *v;
+    int i = 0;
+    json_object_foreach(a->obj, key, v) set_field(a, i++, key, v);
+    a->n_fields = i;
+    if (end >= a->len)
+        return sp_fail(err, "%s: the JSON array is not closed (no ']' after this element)", where);
+    if (a->buf[end] == ']') {
+        size_t q = skip_ws(a, end + 1);
+        if (q < a->len) {
+            jarray tmp = *a;
+            track_to(&tmp, q);
+            return sp_fail(err, "%s:%" PRId64 ":%" PRId64 ": unexpected text after the JSON array",
+                           in->path, tmp.line, tmp.col);
+        }
+        a->done = 1;
+    }
+    a->pos = end + 1;
+    memset(rec, 0, sizeof *rec);
+    rec->path = in->path;
+    rec->line = a->el_line;
+    rec->n_fields = a->n_fields;
+    rec->names = a->names;
+    rec->values = a->values;
+    rec->kinds = a->kinds;
+    return 1;
+}
+
+static int array_open(sp_input *in, FILE *f, sp_error *err) {
+    jarray *a = calloc(1, sizeof *a);
+    if (!a) return sp_fail(err, "%s: out of memory", in->path);
+    in->arr = a;
+    a->line = 1, a->col = 1;
+    if (read_whole(in->path, f, &a->buf, &a->len, err) != 0) return -1;
+    size_t p = 0;
+    if (a->len >= 3 && !memcmp(a->buf, "\xEF\xBB\xBF", 3)) p = a->track_pos = 3;
+    p = skip_ws(a, p);
+    track_to(a, p);
+    if (p >= a->len || a->buf[p] != '[')
+        return sp_fail(err, "%s:%" PRId64 ":%" PRId64 ": expected '[' (a JSON array of objects)",
+                       in->path, a->line, a->col);
+    a->pos = p + 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Dispatch                                                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+/* First non-blank byte of the file after an optional BOM, or EOF. */
+static int first_char(FILE *f) {
+    int c = fgetc(f);
+    if (c == 0xEF) {
+        int b = fgetc(f), d = fgetc(f);
+        if (b == 0xBB && d == 0xBF)
+            c = fgetc(f);
+        else
+            return c;
+    }
+    while (c == ' ' || c == '\t' || c == '\r' || c == '\n') c = fgetc(f);
+    return c;
+}
+
+sp_input *sp_input_open(const char *path, const char *format, sp_error *err) {
+    sp_input *in = calloc(1, sizeof *in);
+    if (!in || !(in->path = strdup(path))) {
+        free(in);
+        sp_fail(err, "%s: out of memory", path);
+        return NULL;
+    }
+    int sniff = 0;
+    sp_records_format fmt = SP_RECORDS_AUTO;
+    if (!format || !strcasecmp(format, "auto")) {
+        const char *slash = strrchr(path, '/');
+        const char *dot = strrchr(slash ? slash + 1 : path, '.');
+        sniff = dot && !strcasecmp(dot, ".json");
+    } else if (!strcasecmp(format, "json")) {
+        sniff = 1;
+    } else if (sp_records_format_parse(format, &fmt, err) != 0) {
+        sp_fail(err, "unknown input format \"%s\" (expected jsonl, json, csv or tsv)", format);
+        goto fail;
+    }
+    if (sniff) {
+        FILE *f = fopen(path, "rb");
+        if (!f) {
+            sp_fail(err, "%s: cannot open: %s", path, strerror(errno));
+            goto fail;
+        }
+        if (first_char(f) == '[') {
+            rewind(f);
+            int rc = array_open(in, f, err);
+            fclose(f);
+            if (rc != 0) goto fail;
+            return in;
+        }
+        fclose(f);
+        fmt = SP_RECORDS_JSONL;
+    }
+    if (fmt == SP_RECORDS_AUTO) { /* for sp_input_format_name; records.c decides the same */
+        const char *slash = strrchr(path, '/');
+        const char *dot = strrchr(slash ? slash + 1 : path, '.');
+        sp_error ignored;
+        if (!dot || sp_records_format_parse(dot + 1, &in->fmt, &ignored) != 0)
+            in->fmt = SP_RECORDS_AUTO;
+    } else {
+        in->fmt = fmt;
+    }
+    if (!(in->rec = sp_records_open(path, fmt, err))) goto fail;
+    return in;
+fail:
+    sp_input_close(in);
+    return NULL;
+}
+
+int sp_input_next(sp_input *in, sp_record *rec, sp_error *err) {
+    if (in->arr) return array_next(in, rec, err);
+    return sp_records_next(in->rec, rec, err);
+}
+
+void sp_input_where(const sp_input *in, const sp_record *rec, char *buf, size_t cap) {
+    if (in->arr)
+        array_where(in, buf, cap);
+    else
+        snprintf(buf, cap, "%s:%lld", in->path, (long long)rec->line);
+}
+
+const char *sp_input_format_name(const sp_input *in) {
+    if (in->arr) return "json array";
+    return sp_records_format_name(in->fmt);
+}
+
+void sp_input_close(sp_input *in) {
+    if (!in) return;
+    sp_records_close(in->rec);
+    array_free(in->arr);
+    free(in->path);
+    free(in);
+}

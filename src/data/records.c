@@ -1,0 +1,637 @@
+/* Streaming JSONL / CSV / TSV record readers (see records.h for the accepted formats).
+ *
+ * The input goes through a small buffered byte reader so that lines and records can be bounded
+ * (SP_RECORDS_MAX_BYTES) before they are buffered, and so that the byte order mark can be
+ * peeked at. CSV and TSV share one state machine; TSV simply has no quoting. */
+#include "softprompt/records.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define IO_BUF_BYTES 65536
+
+typedef struct bytes {
+    char *p;
+    size_t len, cap;
+} bytes;
+
+struct sp_records {
+    char *path;
+    FILE *f;
+    sp_records_format fmt;
+    int io_errno; /* errno of a failed read, reported when the reader sees EOF */
+    unsigned char io[IO_BUF_BYTES];
+    size_t io_pos, io_len;
+    int64_t line; /* 1-based line of the next byte to be read */
+
+    int n_header;
+    char **header; /* CSV/TSV field names */
+
+    /* The current record. CSV/TSV: text holds the fields NUL-terminated back to back and
+     * field_off their starts. JSONL: obj keeps keys and string values alive, num holds the
+     * text form of numbers and booleans. */
+    bytes text;
+    size_t *field_off;
+    int64_t *field_line;
+    int n_fields, cap_fields;
+    const char **names, **values, **kinds;
+    json_t *obj;
+    char (*num)[32];
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* UTF-8                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Length of the well-formed sequence starting at s[0] (Unicode Table 3-7), or 0. */
+static size_t utf8_seq_len(const unsigned char *s, size_t avail) {
+    unsigned c = s[0];
+    if (c >= 0x01 && c <= 0x7F) return 1;
+    size_t n;
+    unsigned lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2;
+    else if (c == 0xE0)
+        n = 3, lo = 0xA0;
+    else if (c == 0xED)
+        n = 3, hi = 0x9F; /* excludes surrogates */
+    else if (c >= 0xE1 && c <= 0xEF)
+        n = 3;
+    else if (c == 0xF0)
+        n = 4, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3)
+        n = 4;
+    else if (c == 0xF4)
+        n = 4, hi = 0x8F; /* <= U+10FFFF */
+    else
+        return 0; /* NUL, continuation byte, C0/C1, F5..FF */
+    if (avail < n || s[1] < lo || s[1] > hi) return 0;
+    for (size_t i = 2; i < n; i++)
+        if ((s[i] & 0xC0) != 0x80) return 0;
+    return n;
+}
+
+int sp_utf8_check(const char *s, size_t len, size_t *bad) {
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_seq_len(u + i, len - i);
+        if (n == 0) {
+            if (bad) *bad = i;
+            return 0;
+        }
+        i += n;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Formats and buffered input                                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+int sp_records_format_parse(const char *name, sp_records_format *out, sp_error *err) {
+    if (!strcasecmp(name, "jsonl") || !strcasecmp(name, "json") || !strcasecmp(name, "ndjson"))
+        *out = SP_RECORDS_JSONL;
+    else if (!strcasecmp(name, "csv"))
+        *out = SP_RECORDS_CSV;
+    else if (!strcasecmp(name, "tsv"))
+        *out = SP_RECORDS_TSV;
+    else
+        return sp_fail(err, "unknown record format \"%s\" (expected jsonl, csv or tsv)", name);
+    return 0;
+}
+
+const char *sp_records_format_name(sp_records_format fmt) {
+    switch (fmt) {
+    case SP_RECORDS_JSONL:
+        return "jsonl";
+    case SP_RECORDS_CSV:
+        return "csv";
+    case SP_RECORDS_TSV:
+        return "tsv";
+    case SP_RECORDS_AUTO:
+        break;
+    }
+    return "auto";
+}
+
+static int format_from_path(const char *path, sp_records_format *out, sp_error *err) {
+    const char *slash = strrchr(path, '/');
+    const char *dot = strrchr(slash ? slash + 1 : path, '.');
+    sp_error ignored;
+    if (dot && sp_records_format_parse(dot + 1, out, &ignored) == 0) return 0;
+    return sp_fail(err,
+                   "%s: cannot tell the record format from the file name (expected .jsonl, "
+                   ".json, .csv or .tsv); give the format explicitly",
+                   path);
+}
+
+/* Next byte of the input, or EOF (then io_errno says whether it was an error). */
+static int next_byte(sp_records *r) {
+    if (r->io_pos == r->io_len) {
+        r->io_len = fread(r->io, 1, sizeof r->io, r->f);
+        r->io_pos = 0;
+        if (r->io_len == 0) {
+            if (ferror(r->f) && !r->io_errno) r->io_errno = errno ? errno : EIO;
+            return EOF;
+        }
+    }
+    return r->io[r->io_pos++];
+}
+
+static int peek_byte(sp_records *r) {
+    int c = next_byte(r);
+    if (c != EOF) r->io_pos--;
+    return c;
+}
+
+static void skip_bom(sp_records *r) {
+    if (peek_byte(r) == 0xEF && r->io_len >= 3 && r->io[1] == 0xBB && r->io[2] == 0xBF)
+        r->io_pos = 3;
+}
+
+static int bytes_push(bytes *b, char c) {
+    if (b->len + 1 >= b->cap) {
+        size_t cap = b->cap ? 2 * b->cap : 256;
+        char *p = realloc(b->p, cap);
+        if (!p) return -1;
+        b->p = p, b->cap = cap;
+    }
+    b->p[b->len++] = c;
+    return 0;
+}
+
+/* Returns 1 (and fills err) if a read failed; the reader then saw EOF. */
+static int io_failed(sp_records *r, sp_error *err) {
+    if (!r->io_errno) return 0;
+    sp_fail(err, "%s:%lld: read error: %s", r->path, (long long)r->line, strerror(r->io_errno));
+    return 1;
+}
+
+/* Makes room for one more field in the record arrays. */
+static int grow_fields(sp_records *r, int need) {
+    if (need <= r->cap_fields) return 0;
+    int cap = r->cap_fields ? r->cap_fields : 16;
+    while (cap < need) cap *= 2;
+    size_t *off = realloc(r->field_off, (size_t)cap * sizeof *off);
+    if (off) r->field_off = off;
+    int64_t *fl = realloc(r->field_line, (size_t)cap * sizeof *fl);
+    if (fl) r->field_line = fl;
+    const char **nm = realloc(r->names, (size_t)cap * sizeof *nm);
+    if (nm) r->names = nm;
+    const char **vl = realloc(r->values, (size_t)cap * sizeof *vl);
+    if (vl) r->values = vl;
+    const char **kd = realloc(r->kinds, (size_t)cap * sizeof *kd);
+    if (kd) r->kinds = kd;
+    char(*num)[32] = realloc(r->num, (size_t)cap * sizeof *num);
+    if (num) r->num = num;
+    if (!off || !fl || !nm || !vl || !kd || !num) return -1;
+    r->cap_fields = cap;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* CSV and TSV                                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Name of field i of the current row, for messages (the header itself has none yet). */
+static const char *field_label(const sp_records *r, int i, char *buf, size_t cap) {
+    if (!r->header)
+        snprintf(buf, cap, "header column %d", i + 1);
+    else if (i < r->n_header)
+        snprintf(buf, cap, "field \"%s\"", r->header[i]);
+    else
+        snprintf(buf, cap, "field #%d", i + 1);
+    return buf;
+}
+
+/* Terminates the field being built, checks its UTF-8 and starts the next one. */
+static int end_field(sp_records *r, sp_error *err) {
+    int i = r->n_fields;
+    size_t start = r->field_off[i], len = r->text.len - start, bad;
+    if (bytes_push(&r->text, '\0') != 0) return sp_fail(err, "%s: out of memory", r->path);
+    if (!sp_utf8_check(r->text.p + start, len, &bad)) {
+        char label[300];
+        const char *what = field_label(r, i, label, sizeof label);
+        unsigned byte = (unsigned char)r->text.p[start + bad];
+        return sp_fail(err, "%s:%lld: %s: %s (byte 0x%02X) at byte offset %zu of the field",
+                       r->path, (long long)r->field_line[i], what,
+                       byte ? "invalid UTF-8" : "NUL byte", byte, bad);
+    }
+    r->n_fields++;
+    return 0;
+}
+
+static int begin_field(sp_records *r, sp_error *err) {
+    if (grow_fields(r, r->n_fields + 1) != 0) return sp_fail(err, "%s: out of memory", r->path);
+    r->field_off[r->n_fields] = r->text.len;
+    r->field_line[r->n_fields] = r->line;
+    return 0;
+}
+
+enum { ST_START, ST_UNQUOTED, ST_QUOTED, ST_AFTER_QUOTE };
+
+/* Appends c to the field; refuses records over the size limit. */
+static int push_limited(sp_records *r, int c, int64_t rec_line, int state, sp_error *err) {
+    if (r->text.len >= SP_RECORDS_MAX_BYTES) {
+        int f = r->n_fields;
+        if (state == ST_QUOTED)
+            return sp_fail(err,
+                           "%s:%lld: record longer than %zu MiB; the quoted field that began "
+                           "on line %lld is probably missing its closing quote",
+                           r->path, (long long)rec_line, SP_RECORDS_MAX_BYTES >> 20,
+                           (long long)r->field_line[f]);
+        return sp_fail(err, "%s:%lld: record longer than %zu MiB", r->path, (long long)rec_line,
+                       SP_RECORDS_MAX_BYTES >> 20);
+    }
+    if (bytes_push(&r->text, (char)c) != 0) return sp_fail(err, "%s: out of memory", r->path);
+    return 0;
+}
+
+/* Drops the CR of a CRLF ending from an unquoted field. */
+static void strip_cr(sp_records *r) {
+    size_t start = r->field_off[r->n_fields];
+    if (r->text.len > start && r->text.p[r->text.len - 1] == '\r') r->text.len--;
+}
+
+/* Ends the current field at a delimiter, LF or EOF (c); sets *done at the end of the row. */
+static int finish_field(sp_records *r, int c, int *state, int *done, sp_error *err) {
+    const int delim = r->fmt == SP_RECORDS_TSV ? '\t' : ',';
+    if (end_field(r, err) != 0) return -1;
+    if (c == '\n') r->line++;
+    if (c != delim)
+        *done = 1;
+    else if (begin_field(r, err) != 0)
+        return -1;
+    *state = ST_START;
+    return 0;
+}
+
+static const char *row_field_label(const sp_records *r, char *buf, size_t cap) {
+    return field_label(r, r->n_fields, buf, cap);
+}
+
+/* One step of the row state machine for byte c (EOF included). Sets *done at the end of the
+ * row; returns -1 on error. */
+static int row_step(sp_records *r, int c, int *state, int64_t rec_line, int *done, sp_error *err) {
+    const int delim = r->fmt == SP_RECORDS_TSV ? '\t' : ',';
+    char label[300];
+    switch (*state) {
+    case ST_START:
+        if (r->fmt == SP_RECORDS_CSV && c == '"') {
+            *state = ST_QUOTED;
+            return 0;
+        }
+        *state = ST_UNQUOTED;
+        /* fall through */
+    case ST_UNQUOTED:
+        if (c == EOF || c == '\n' || c == delim) {
+            if (c != delim) strip_cr(r);
+            return finish_field(r, c, state, done, err);
+        }
+        return push_limited(r, c, rec_line, *state, err);
+    case ST_QUOTED:
+        if (c == EOF)
+            return sp_fail(err,
+                           "%s:%lld: %s: unterminated quoted field (no closing '\"' before the "
+                           "end of the file)",
+                           r->path, (long long)r->field_line[r->n_fields],
+                           row_field_label(r, label, sizeof label));
+        if (c == '"') {
+            *state = ST_AFTER_QUOTE;
+            return 0;
+        }
+        if (c == '\n') r->line++;
+        return push_limited(r, c, rec_line, *state, err);
+    default: /* ST_AFTER_QUOTE */
+        if (c == '"') {
+            *state = ST_QUOTED;
+            return push_limited(r, c, rec_line, ST_QUOTED, err);
+        }
+        if (c == EOF || c == '\n' || c == delim) return finish_field(r, c, state, done, err);
+        if (c == '\r' && peek_byte(r) == '\n') return 0; /* CRLF after the closing quote */
+        return sp_fail(err,
+                       "%s:%lld: %s: unexpected character '%c' after the closing quote (a '\"' "
+                       "inside a quoted field must be doubled)",
+                       r->path, (long long)r->line, row_field_label(r, label, sizeof label),
+                       c >= 0x20 && c < 0x7F ? c : '?');
+    }
+}
+
+/* Reads one row into text/field_off; blank lines are skipped. Returns 1, 0 at EOF, -1. */
+static int read_row(sp_records *r, sp_error *err) {
+    for (;;) {
+        r->text.len = 0;
+        r->n_fields = 0;
+        int c = peek_byte(r);
+        if (c == EOF) return io_failed(r, err) ? -1 : 0;
+        int64_t rec_line = r->line;
+        int state = ST_START, done = 0, quoted_first = c == '"' && r->fmt == SP_RECORDS_CSV;
+        if (begin_field(r, err) != 0) return -1;
+        while (!done) {
+            c = next_byte(r);
+            if (c == EOF && io_failed(r, err)) return -1;
+            if (row_step(r, c, &state, rec_line, &done, err) != 0) return -1;
+        }
+        /* A row that is one empty unquoted field is a blank line. */
+        if (r->n_fields == 1 && r->text.len == 1 && !quoted_first) continue;
+        return 1;
+    }
+}
+
+static int read_header(sp_records *r, sp_error *err) {
+    int rc = read_row(r, err);
+    if (rc < 0) return -1;
+    if (rc == 0) return sp_fail(err, "%s: no header row (the file is empty)", r->path);
+    r->header = calloc((size_t)r->n_fields, sizeof *r->header);
+    if (!r->header) return sp_fail(err, "%s: out of memory", r->path);
+    for (int i = 0; i < r->n_fields; i++) {
+        const char *name = r->text.p + r->field_off[i];
+        for (int j = 0; j < i; j++)
+            if (!strcmp(r->header[j], name))
+                return sp_fail(err, "%s:%lld: duplicate header name \"%s\" (columns %d and %d)",
+                               r->path, (long long)r->field_line[0], name, j + 1, i + 1);
+        if (!(r->header[i] = strdup(name))) return sp_fail(err, "%s: out of memory", r->path);
+        r->n_header = i + 1;
+    }
+    return 0;
+}
+
+static int next_row_record(sp_records *r, sp_record *rec, sp_error *err) {
+    int rc = read_row(r, err);
+    if (rc <= 0) return rc;
+    int64_t line = r->field_line[0];
+    if (r->n_fields != r->n_header)
+        return sp_fail(err, "%s:%lld: expected %d fields (as in the header), got %d", r->path,
+                       (long long)line, r->n_header, r->n_fields);
+    for (int i = 0; i < r->n_fields; i++) {
+        r->names[i] = r->header[i];
+        r->values[i] = r->text.p + r->field_off[i];
+        r->kinds[i] = NULL;
+    }
+    rec->line = line;
+    return 1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* JSONL                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Reads one line (without its LF) into text, NUL-terminated. Returns 1, 0 at EOF, -1. */
+static int read_line(sp_records *r, sp_error *err) {
+    r->text.len = 0;
+    int c = next_byte(r);
+    if (c == EOF) return io_failed(r, err) ? -1 : 0;
+    for (; c != EOF && c != '\n'; c = next_byte(r)) {
+        if (r->text.len >= SP_RECORDS_MAX_BYTES)
+            return sp_fail(err, "%s:%lld: line longer than %zu MiB", r->path, (long long)r->line,
+                           SP_RECORDS_MAX_BYTES >> 20);
+        if (bytes_push(&r->text, (char)c) != 0) return sp_fail(err, "%s: out of memory", r->path);
+    }
+    if (io_failed(r, err)) return -1;
+    if (bytes_push(&r->text, '\0') != 0) return sp_fail(err, "%s: out of memory", r->path);
+    r->text.len--;
+    return 1;
+}
+
+static int is_blank(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r') return 0;
+    return 1;
+}
+
+/* Names the top-level key whose key or value contains byte off of a JSON object line, by a
+ * lexical scan (the line is not valid JSON text, so jansson cannot say). Bytes before off are
+ * valid UTF-8, so the copied key is too. */
+static void key_at(const char *s, size_t off, char *out, size_t cap) {
+    int depth = 0, in_str = 0, esc = 0, expect_key = 0, str_is_key = 0;
+    size_t key_start = 0, key_len = 0, str_start = 0;
+    snprintf(out, cap, "(unknown field)");
+    for (size_t i = 0; i < off; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (esc)
+                esc = 0;
+            else if (c == '\\')
+                esc = 1;
+            else if (c == '"') {
+                in_str = 0;
+                if (str_is_key) key_start = str_start, key_len = i - str_start;
+            }
+        } else if (c == '"') {
+            in_str = 1, str_start = i + 1, str_is_key = depth == 1 && expect_key;
+        } else if (c == '{' || c == '[') {
+            depth++;
+            expect_key = depth == 1 && c == '{';
+        } else if (c == '}' || c == ']') {
+            depth--;
+        } else if (depth == 1 && c == ',') {
+            expect_key = 1;
+        } else if (depth == 1 && c == ':') {
+            expect_key = 0;
+        }
+    }
+    if (in_str && str_is_key)
+        snprintf(out, cap, "a key");
+    else if (key_len)
+        snprintf(out, cap, "field \"%.*s\"", (int)(key_len < 200 ? key_len : 200), s + key_start);
+}
+
+/* Shortest "%.*g" text that reads back as v (0.1 -> "0.1", not 0.10000000000000001). */
+static void format_real(double v, char *out, size_t cap) {
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(out, cap, "%.*g", prec, v);
+        if (strtod(out, NULL) == v) return;
+    }
+}
+
+/* Fills field i of the record from one JSON member. */
+static void set_json_field(sp_records *r, int i, const char *key, json_t *v) {
+    r->names[i] = key;
+    r->values[i] = r->num[i];
+    r->kinds[i] = NULL;
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+        r->values[i] = json_string_value(v);
+        break;
+    case JSON_INTEGER:
+        snprintf(r->num[i], sizeof r->num[i], "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        break;
+    case JSON_REAL:
+        format_real(json_real_value(v), r->num[i], sizeof r->num[i]);
+        break;
+    case JSON_TRUE:
+        snprintf(r->num[i], sizeof r->num[i], "true");
+        break;
+    case JSON_FALSE:
+        snprintf(r->num[i], sizeof r->num[i], "false");
+        break;
+    case JSON_NULL:
+        r->values[i] = NULL, r->kinds[i] = "null";
+        break;
+    case JSON_ARRAY:
+        r->values[i] = NULL, r->kinds[i] = "an array";
+        break;
+    case JSON_OBJECT:
+        r->values[i] = NULL, r->kinds[i] = "an object";
+        break;
+    }
+}
+
+static const char *json_kind_name(const json_t *v) {
+    switch (json_typeof(v)) {
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
+    case JSON_OBJECT:
+        break;
+    }
+    return "an object";
+}
+
+/* Parses the line in text into r->obj and the record arrays. */
+static int parse_json_line(sp_records *r, int64_t line, sp_error *err) {
+    size_t bad;
+    if (!sp_utf8_check(r->text.p, r->text.len, &bad)) {
+        char what[256];
+        key_at(r->text.p, bad, what, sizeof what);
+        unsigned byte = (unsigned char)r->text.p[bad];
+        return sp_fail(err, "%s:%lld: %s: %s (byte 0x%02X) at byte offset %zu of the line", r->path,
+                       (long long)line, what, byte ? "invalid UTF-8" : "NUL byte", byte, bad);
+    }
+    json_error_t je;
+    r->obj = json_loadb(r->text.p, r->text.len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+    /* A common mistake: a .json file holding one array of objects. */
+    const char *p = r->text.p + strspn(r->text.p, " \t");
+    const char *hint = line == 1 && *p == '['
+                           ? " (a file holding one JSON array is not JSON lines: write one "
+                             "object per line)"
+                           : "";
+    if (!r->obj)
+        return sp_fail(err, "%s:%lld: invalid JSON at column %d: %s%s", r->path, (long long)line,
+                       je.column, je.text, hint);
+    if (!json_is_object(r->obj))
+        return sp_fail(err, "%s:%lld: expected a JSON object per line, got %s%s", r->path,
+                       (long long)line, json_kind_name(r->obj), hint);
+    if (grow_fields(r, (int)json_object_size(r->obj)) != 0)
+        return sp_fail(err, "%s: out of memory", r->path);
+    const char *key;
+    json_t *v;
+    int i = 0;
+    json_object_foreach(r->obj, key, v) set_json_field(r, i++, key, v);
+    r->n_fields = i;
+    return 0;
+}
+
+static int next_json_record(sp_records *r, sp_record *rec, sp_error *err) {
+    for (;;) {
+        int64_t line = r->line;
+        int rc = read_line(r, err);
+        if (rc <= 0) return rc;
+        r->line++;
+        if (is_blank(r->text.p, r->text.len)) continue;
+        if (parse_json_line(r, line, err) != 0) return -1;
+        rec->line = line;
+        return 1;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Public API                                                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+sp_records *sp_records_open(const char *path, sp_records_format fmt, sp_error *err) {
+    if (fmt == SP_RECORDS_AUTO && format_from_path(path, &fmt, err) != 0) return NULL;
+    sp_records *r = calloc(1, sizeof *r);
+    if (!r || !(r->path = strdup(path))) {
+        free(r);
+        sp_fail(err, "%s: out of memory", path);
+        return NULL;
+    }
+    r->fmt = fmt;
+    r->line = 1;
+    if (!(r->f = fopen(path, "rb"))) {
+        sp_fail(err, "%s: cannot open: %s", path, strerror(errno));
+        sp_records_close(r);
+        return NULL;
+    }
+    skip_bom(r);
+    if (fmt != SP_RECORDS_JSONL && read_header(r, err) != 0) {
+        sp_records_close(r);
+        return NULL;
+    }
+    return r;
+}
+
+int sp_records_next(sp_records *r, sp_record *rec, sp_error *err) {
+    json_decref(r->obj);
+    r->obj = NULL;
+    memset(rec, 0, sizeof *rec);
+    rec->path = r->path;
+    int rc =
+        r->fmt == SP_RECORDS_JSONL ? next_json_record(r, rec, err) : next_row_record(r, rec, err);
+    if (rc != 1) return rc;
+    rec->n_fields = r->n_fields;
+    rec->names = r->names;
+    rec->values = r->values;
+    rec->kinds = r->kinds;
+    return 1;
+}
+
+const char *const *sp_records_header(const sp_records *r, int *n) {
+    *n = r->n_header;
+    return (const char *const *)r->header;
+}
+
+void sp_records_close(sp_records *r) {
+    if (!r) return;
+    if (r->f) fclose(r->f);
+    for (int i = 0; i < r->n_header; i++) free(r->header[i]);
+    free(r->header);
+    json_decref(r->obj);
+    free(r->text.p);
+    free(r->field_off), free(r->field_line);
+    free(r->names), free(r->values), free(r->kinds), free(r->num);
+    free(r->path);
+    free(r);
+}
+
+static int find_field(const sp_record *rec, const char *name) {
+    for (int i = 0; i < rec->n_fields; i++)
+        if (!strcmp(rec->names[i], name)) return i;
+    return -1;
+}
+
+const char *sp_record_get(const sp_record *rec, const char *name) {
+    int i = find_field(rec, name);
+    return i < 0 ? NULL : rec->values[i];
+}
+
+int sp_record_require(const sp_record *rec, const char *name, const char **value, sp_error *err) {
+    int i = find_field(rec, name);
+    if (i >= 0 && rec->values[i]) {
+        *value = rec->values[i];
+        return 0;
+    }
+    if (i >= 0)
+        return sp_fail(err, "%s:%lld: field \"%s\" is %s, expected text", rec->path,
+                       (long long)rec->line, name, rec->kinds[i]);
+    char have[512] = "";
+    size_t n = 0;
+    for (int j = 0; j < rec->n_fields && n < sizeof have; j++)
+        n += (size_t)snprintf(have + n, sizeof have - n, "%s\"%s\"", j ? ", " : "", rec->names[j]);
+    return sp_fail(err, "%s:%lld: no field \"%s\" (the record has %s%s)", rec->path,
+                   (long long)rec->line, name, rec->n_fields ? "fields " : "no fields", have);
+}

@@ -1,0 +1,128 @@
+#include "softprompt/dist.h"
+
+#include <mpi.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* A plain process (no mpirun, no srun) runs without MPI at all: every collective is the
+ * identity on one rank, and no MPI runtime (daemons, shared-memory segments) is started. */
+static int use_mpi = 0;
+
+static int launched_by_mpi(void) {
+    static const char *const VARS[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE",
+                                       "MPI_LOCALNRANKS"};
+    for (size_t i = 0; i < sizeof VARS / sizeof *VARS; i++)
+        if (getenv(VARS[i])) return 1;
+    return 0;
+}
+
+int sp_dist_init(sp_dist *d, int *argc, char ***argv) {
+    if (!launched_by_mpi()) {
+        d->rank = 0, d->size = 1, d->local_rank = 0, d->local_size = 1;
+        return 0;
+    }
+    use_mpi = 1;
+    int provided;
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) return -1;
+    /* Errors abort the job: a failed collective must never leave other ranks waiting. */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL);
+    MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &d->size);
+    MPI_Comm node;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &d->local_rank);
+    MPI_Comm_size(node, &d->local_size);
+    MPI_Comm_free(&node);
+    return 0;
+}
+
+void sp_dist_finalize(void) {
+    if (!use_mpi) return;
+    int done = 0;
+    MPI_Finalized(&done);
+    if (!done) MPI_Finalize();
+}
+
+_Noreturn void sp_dist_abort(int code) {
+    if (!use_mpi) exit(code);
+    MPI_Abort(MPI_COMM_WORLD, code);
+    exit(code); /* not reached */
+}
+
+void sp_dist_sum_double(double *buf, size_t n) {
+    /* Chunks keep each count within int; the sum is elementwise, so chunking changes nothing. */
+    if (!use_mpi) return;
+    const size_t chunk = (size_t)1 << 28;
+    for (size_t off = 0; off < n; off += chunk) {
+        size_t c = n - off < chunk ? n - off : chunk;
+        MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)c, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    }
+}
+
+void sp_dist_allgather_floats(const float *mine, int my_count, float *all, const int *counts) {
+    if (!use_mpi) {
+        memcpy(all, mine, (size_t)my_count * sizeof *all);
+        return;
+    }
+    int size;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    int *displs = malloc((size_t)size * sizeof *displs);
+    int off = 0;
+    for (int r = 0; r < size; r++) displs[r] = off, off += counts[r];
+    MPI_Allgatherv(mine, my_count, MPI_FLOAT, all, counts, displs, MPI_FLOAT, MPI_COMM_WORLD);
+    free(displs);
+}
+
+void sp_dist_bcast(void *buf, size_t n) {
+    if (!use_mpi) return;
+    const size_t chunk = (size_t)1 << 30;
+    for (size_t off = 0; off < n; off += chunk) {
+        size_t c = n - off < chunk ? n - off : chunk;
+        MPI_Bcast((char *)buf + off, (int)c, MPI_BYTE, 0, MPI_COMM_WORLD);
+    }
+}
+
+int sp_dist_any(int flag) {
+    if (!use_mpi) return flag != 0;
+    int out = 0;
+    MPI_Allreduce(&flag, &out, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD);
+    return out;
+}
+
+void sp_dist_barrier(void) {
+    if (use_mpi) MPI_Barrier(MPI_COMM_WORLD);
+}
+
+static int online_cores(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+static int affinity_cores(void) {
+    cpu_set_t set;
+    return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : online_cores();
+}
+
+static int env_int(const char *name) {
+    const char *v = getenv(name);
+    if (!v || !*v) return 0;
+    char *end;
+    long n = strtol(v, &end, 10);
+    return (*end == '\0' || *end == '(') && n > 0 && n < 100000 ? (int)n : 0;
+}
+
+int sp_dist_threads(const sp_dist *d, int requested, int *capped_from) {
+    /* A rank bound to a subset of cores (mpirun --bind-to, Slurm task/affinity or cgroups) owns
+     * exactly that subset; an unbound rank shares the node's cores with the node's other ranks. */
+    int online = online_cores(), mine = affinity_cores();
+    int share = mine < online ? mine : online / (d->local_size > 0 ? d->local_size : 1);
+    if (share < 1) share = 1;
+    int want = requested > 0 ? requested : env_int("SLURM_CPUS_PER_TASK");
+    if (want <= 0) want = env_int("OMP_NUM_THREADS");
+    if (want <= 0) want = share;
+    *capped_from = want > share ? want : 0;
+    return want > share ? share : want;
+}

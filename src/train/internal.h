@@ -1,0 +1,70 @@
+/* Pieces of the trainer that are separate concerns but not public API. */
+#ifndef SP_TRAIN_INTERNAL_H
+#define SP_TRAIN_INTERNAL_H
+
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "softprompt/dataset.h"
+#include "softprompt/model.h"
+#include "softprompt/rng.h"
+#include "softprompt/train.h"
+
+/* ---- data order (data_order.c) ----
+ * Epoch e visits the examples in a permutation drawn from (seed, e) alone, so any step's
+ * global batch can be recomputed from (epoch, position) after a resume. A global batch that
+ * runs past the end of an epoch continues with the next epoch's permutation. */
+typedef struct sp_data_order {
+    int64_t n_examples;
+    uint64_t seed;
+    int64_t epoch;      /* epoch of the next example */
+    int64_t position;   /* examples of that epoch already taken */
+    int64_t perm_epoch; /* epoch perm[] currently holds, -1 none */
+    int64_t *perm;      /* [n_examples] */
+} sp_data_order;
+
+int sp_data_order_init(sp_data_order *o, int64_t n_examples, uint64_t seed, sp_error *err);
+void sp_data_order_free(sp_data_order *o);
+/* Fills ids[0..count) with the next global batch and advances. */
+void sp_data_order_next(sp_data_order *o, int64_t *ids, int count);
+
+/* ---- prompt initialisation (prompt_init.c) ----
+ * Writes prompt [P, d]. The dataset is used by vocab-top and labels (token frequencies,
+ * verbalizer); the tokenizer directory by text. Runs on rank 0; the trainer broadcasts it. */
+int sp_prompt_init(float *prompt, int n_prompt, const sp_model *m, const sp_train_config *c,
+                   sp_dataset *train, sp_rng *rng, sp_error *err);
+
+/* ---- configuration (train_config.c) ----
+ * The run's configuration as JSON (stored in checkpoints and out/config.json), and the check
+ * that a checkpoint's run is the same run (fields that change the trajectory must agree;
+ * ranks, threads, micro-batch and logging may differ). */
+json_t *sp_train_config_to_json(const sp_train_config *c, int n_prompt, int64_t total_steps);
+int sp_train_config_check_resume(const char *ckpt_json, const sp_train_config *c, int n_prompt,
+                                 int64_t total_steps, const char *ckpt_path, sp_error *err);
+
+/* ---- signals (signals.c) ----
+ * SIGTERM, SIGUSR1 (Slurm's warning before a time limit or preemption) and SIGINT ask the run
+ * to stop after the current step; a second one ends the process at once. */
+void sp_signals_install(void);
+int sp_signals_stop_requested(void); /* the signal number, or 0 */
+void sp_signals_restore(void);
+
+/* ---- run log (run_log.c): progress line on rank 0 and metrics as JSON lines ---- */
+typedef struct sp_run_log {
+    FILE *metrics; /* out/metrics.jsonl, appended */
+    int tty;       /* stderr is a terminal: redraw one line */
+    int quiet;
+    double t_start;
+    int64_t first_step, total_steps;
+} sp_run_log;
+
+int sp_run_log_open(sp_run_log *l, const char *out_dir, int64_t resume_step, int quiet,
+                    int64_t total_steps, sp_error *err);
+void sp_run_log_step(sp_run_log *l, int64_t step, double loss, double lr, double grad_norm,
+                     int64_t tokens, double step_seconds, int print);
+void sp_run_log_eval(sp_run_log *l, int64_t step, const char *split, const sp_eval_result *r);
+void sp_run_log_close(sp_run_log *l);
+double sp_now(void);
+
+#endif

@@ -1,0 +1,111 @@
+/* Export of a trained prompt as a Hugging Face PEFT prompt-tuning adapter:
+ *   dir/adapter_model.safetensors  one F32 tensor "prompt_embeddings" [P, d]
+ *   dir/adapter_config.json        PromptTuningConfig fields (PEFT writes them sorted, indent 2)
+ * so that PeftModel.from_pretrained(base_model, dir) loads it. */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "softprompt/checkpoint.h"
+#include "softprompt/safetensors.h"
+
+/* mkdir -p: creates dir and any missing parents. */
+static int make_dirs(const char *dir, sp_error *err) {
+    char *p = strdup(dir);
+    if (!p) return sp_fail(err, "%s: out of memory", dir);
+    int rc = 0;
+    for (char *s = p + 1; rc == 0; s++) {
+        if (*s != '/' && *s != '\0') continue;
+        char saved = *s;
+        *s = '\0';
+        struct stat st;
+        if (mkdir(p, 0755) != 0 && errno != EEXIST)
+            rc = sp_fail(err, "%s: cannot create directory %s: %s", dir, p, strerror(errno));
+        else if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode))
+            rc = sp_fail(err, "%s: %s exists and is not a directory", dir, p);
+        *s = saved;
+        if (saved == '\0') break;
+    }
+    free(p);
+    return rc;
+}
+
+/* softprompt's init names (random, vocab, vocab-top, text, labels, file) to PEFT's
+ * PromptTuningInit. PEFT has no class-label or file init; those (and anything unknown) are RANDOM,
+ * which only means "no special initialisation" when PEFT loads trained weights. */
+static const char *peft_init(const char *init_name, const char *init_text) {
+    if (!init_name) return "RANDOM";
+    if (strcasecmp(init_name, "text") == 0) return init_text ? "TEXT" : "RANDOM";
+    /* "vocab" (uniform over the vocabulary), "vocab-top" (the most frequent tokens), PEFT's own
+     * spellings: all sample token embeddings. */
+    if (strncasecmp(init_name, "vocab", 5) == 0 || strcasecmp(init_name, "sample_vocab") == 0 ||
+        strcasecmp(init_name, "sampled_vocab") == 0 || strcasecmp(init_name, "sample-vocab") == 0)
+        return "SAMPLE_VOCAB";
+    return "RANDOM";
+}
+
+static json_t *str_or_null(const char *s) {
+    return s ? json_string(s) : json_null();
+}
+
+int sp_peft_export(const char *dir, const float *prompt, int n_prompt, const sp_model *m,
+                   const char *base_model, const char *init_name, const char *init_text,
+                   sp_error *err) {
+    int d = m->cfg.d_model;
+    if (!prompt || n_prompt < 1 || d < 1)
+        return sp_fail(err, "%s: cannot export an empty prompt (%d x %d)", dir, n_prompt, d);
+    if (make_dirs(dir, err) != 0) return -1;
+    const char *base = base_model ? base_model : m->dir;
+    const char *init = peft_init(init_name, init_text);
+
+    size_t n = strlen(dir) + 32;
+    char *st_path = malloc(n), *cfg_path = malloc(n);
+    if (!st_path || !cfg_path) {
+        free(st_path), free(cfg_path);
+        return sp_fail(err, "%s: out of memory", dir);
+    }
+    snprintf(st_path, n, "%s/adapter_model.safetensors", dir);
+    snprintf(cfg_path, n, "%s/adapter_config.json", dir);
+
+    sp_st_out t = {.name = "prompt_embeddings", .dtype = SP_DTYPE_F32, .ndim = 2, .data = prompt};
+    t.shape[0] = n_prompt, t.shape[1] = d;
+    /* "format": "pt" is what PyTorch-saved safetensors (and PEFT) carry. */
+    const char *meta[] = {"format", "pt", "softprompt_init", init_name ? init_name : ""};
+    int rc = sp_st_write(st_path, &t, 1, meta, 2, err);
+
+    json_t *cfg = json_object();
+    if (rc == 0 && cfg) {
+        json_object_set_new(cfg, "peft_type", json_string("PROMPT_TUNING"));
+        json_object_set_new(cfg, "task_type", json_string("CAUSAL_LM"));
+        json_object_set_new(cfg, "num_virtual_tokens", json_integer(n_prompt));
+        json_object_set_new(cfg, "token_dim", json_integer(d));
+        json_object_set_new(cfg, "num_transformer_submodules", json_integer(1));
+        json_object_set_new(cfg, "num_attention_heads", json_integer(m->cfg.n_head));
+        json_object_set_new(cfg, "num_layers", json_integer(m->cfg.n_layer));
+        json_object_set_new(cfg, "prompt_tuning_init", json_string(init));
+        json_object_set_new(cfg, "prompt_tuning_init_text",
+                            str_or_null(strcmp(init, "TEXT") == 0 ? init_text : NULL));
+        json_object_set_new(cfg, "tokenizer_name_or_path", str_or_null(base));
+        json_object_set_new(cfg, "base_model_name_or_path", str_or_null(base));
+        json_object_set_new(cfg, "inference_mode", json_true());
+        json_object_set_new(cfg, "revision", json_null());
+        json_object_set_new(cfg, "auto_mapping", json_null());
+        json_object_set_new(cfg, "modules_to_save", json_null());
+    }
+    char *text = rc == 0 && cfg ? json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+    json_decref(cfg);
+    if (rc == 0 && !text) rc = sp_fail(err, "%s: out of memory", cfg_path);
+    if (rc == 0) {
+        size_t len = strlen(text);
+        char *withnl = realloc(text, len + 2);
+        if (withnl) text = withnl, text[len++] = '\n', text[len] = '\0';
+        rc = sp_write_file_atomic(cfg_path, text, len, err);
+    }
+    free(text);
+    free(st_path), free(cfg_path);
+    return rc;
+}

@@ -1,0 +1,93 @@
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/internal.h"
+
+static const char *const INIT_NAMES[] = {
+    [SP_INIT_RANDOM] = "random", [SP_INIT_VOCAB] = "vocab",   [SP_INIT_VOCAB_TOP] = "vocab-top",
+    [SP_INIT_TEXT] = "text",     [SP_INIT_LABELS] = "labels", [SP_INIT_FILE] = "file",
+};
+
+const char *sp_init_kind_name(sp_init_kind k) {
+    return INIT_NAMES[k];
+}
+
+int sp_init_kind_parse(const char *name, sp_init_kind *out) {
+    for (int k = 0; k <= SP_INIT_FILE; k++)
+        if (strcmp(name, INIT_NAMES[k]) == 0) return *out = (sp_init_kind)k, 0;
+    return -1;
+}
+
+void sp_train_config_default(sp_train_config *c) {
+    memset(c, 0, sizeof *c);
+    c->global_batch = 32; /* Lester et al. */
+    c->micro_batch = 8;
+    sp_optim_config_default(&c->optim, SP_OPTIM_ADAFACTOR);
+    c->init = SP_INIT_VOCAB_TOP;
+    c->seed = 42;
+    c->log_every = 10;
+    c->keep = 2;
+    c->resume = "auto";
+    c->epochs = 1.0;
+}
+
+json_t *sp_train_config_to_json(const sp_train_config *c, int n_prompt, int64_t total_steps) {
+    const sp_optim_config *o = &c->optim;
+    json_t *optim = json_pack(
+        "{s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:b, s:f, s:s, s:I, s:I}", "kind",
+        sp_optim_kind_name(o->kind), "lr", o->lr, "weight_decay", o->weight_decay, "beta1",
+        o->beta1, "beta2", o->beta2, "eps", o->eps, "decay_rate", o->decay_rate, "eps1", o->eps1,
+        "eps2", o->eps2, "clip_threshold", o->clip_threshold, "scale_parameter", o->scale_parameter,
+        "clip_norm", o->clip_norm, "schedule", sp_sched_kind_name(o->schedule), "warmup_steps",
+        (json_int_t)o->warmup_steps, "total_steps", (json_int_t)o->total_steps);
+    return json_pack("{s:s, s:s, s:s?, s:I, s:I, s:i, s:i, s:i, s:o, s:s, s:s?, s:I, s:b, "
+                     "s:I, s:I, s:i, s:s, s:I}",
+                     "model", c->model_dir, "train", c->train_path, "valid", c->valid_path, "steps",
+                     (json_int_t)total_steps, "seed", (json_int_t)c->seed, "prompt_length",
+                     n_prompt, "global_batch", c->global_batch, "micro_batch", c->micro_batch,
+                     "optimizer", optim, "init", sp_init_kind_name(c->init), "init_arg",
+                     c->init_arg, "eval_every", (json_int_t)c->eval_every, "deterministic",
+                     c->deterministic, "save_every", (json_int_t)c->save_every, "max_eval_examples",
+                     (json_int_t)c->max_eval_examples, "keep", c->keep, "metric",
+                     c->metric ? c->metric : "", "log_every", (json_int_t)c->log_every);
+}
+
+/* Values must match exactly: a resumed run is only bitwise the same run if they do. */
+static const char *const TRAJECTORY_KEYS[] = {"steps", "seed", "prompt_length", "global_batch",
+                                              "deterministic"};
+static const char *const OPTIM_KEYS[] = {
+    "kind",       "lr",           "weight_decay", "beta1",          "beta2",           "eps",
+    "decay_rate", "eps1",         "eps2",         "clip_threshold", "scale_parameter", "clip_norm",
+    "schedule",   "warmup_steps", "total_steps"};
+
+static int compare_key(json_t *saved, json_t *now, const char *key, const char *prefix,
+                       const char *path, sp_error *err) {
+    json_t *a = json_object_get(saved, key), *b = json_object_get(now, key);
+    if (a && b && json_equal(a, b)) return 0;
+    char *sa = a ? json_dumps(a, JSON_ENCODE_ANY) : strdup("(absent)");
+    char *sb = b ? json_dumps(b, JSON_ENCODE_ANY) : strdup("(absent)");
+    sp_fail(err,
+            "%s: the checkpoint was made with %s%s = %s, this run has %s; resume with the "
+            "same settings or start a new output directory",
+            path, prefix, key, sa, sb);
+    free(sa), free(sb);
+    return -1;
+}
+
+int sp_train_config_check_resume(const char *ckpt_json, const sp_train_config *c, int n_prompt,
+                                 int64_t total_steps, const char *ckpt_path, sp_error *err) {
+    json_error_t jerr;
+    json_t *saved = json_loads(ckpt_json, 0, &jerr);
+    if (!saved) return sp_fail(err, "%s: unreadable configuration: %s", ckpt_path, jerr.text);
+    json_t *now = sp_train_config_to_json(c, n_prompt, total_steps);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof TRAJECTORY_KEYS / sizeof *TRAJECTORY_KEYS; i++)
+        rc = compare_key(saved, now, TRAJECTORY_KEYS[i], "", ckpt_path, err);
+    json_t *so = json_object_get(saved, "optimizer"), *no = json_object_get(now, "optimizer");
+    for (size_t i = 0; rc == 0 && i < sizeof OPTIM_KEYS / sizeof *OPTIM_KEYS; i++)
+        rc = compare_key(so, no, OPTIM_KEYS[i], "optimizer.", ckpt_path, err);
+    json_decref(saved);
+    json_decref(now);
+    return rc;
+}

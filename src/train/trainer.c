@@ -1,0 +1,460 @@
+/* The training loop. See include/softprompt/train.h for the contract and docs/training.md for
+ * the user-facing behaviour. All ranks run this code in lockstep; only rank 0 writes files. */
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "softprompt/checkpoint.h"
+#include "softprompt/safetensors.h"
+#include "train/internal.h"
+
+typedef struct trainer {
+    const sp_train_config *c;
+    const sp_dist *d;
+    sp_model model;
+    sp_worker *w;
+    sp_dataset *train, *valid;
+    int P, dim;
+    size_t n_params;      /* P * d */
+    float *prompt, *grad; /* [P, d] */
+    double *reduce;       /* default mode: [P*d + 4]; deterministic: [G, P*d + 3] */
+    float *example_grad;  /* deterministic: [P, d] scratch */
+    sp_optim opt;
+    sp_data_order order;
+    sp_rng rng;
+    int64_t step, total_steps, tokens_seen;
+    int64_t *batch_ids; /* [global_batch] */
+    sp_batch_data mb;
+    sp_run_log log;
+    char model_fp[17], data_fp[17];
+    char ckpt_dir[4096], best_path[4096];
+    double metric, best_metric; /* NaN when none */
+    int64_t best_step;
+    const char *metric_name; /* "valid_accuracy" | "valid_loss" */
+} trainer;
+
+/* Per-step totals over the global batch. */
+typedef struct step_totals {
+    double loss_sum, n_targets, n_tokens;
+    int stop;
+} step_totals;
+
+static int is_rank0(const trainer *t) {
+    return t->d->rank == 0;
+}
+
+/* ---------------------------------------------------------------- setup */
+
+static int make_dir(const char *path, sp_error *err) {
+    if (mkdir(path, 0777) == 0 || errno == EEXIST) {
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return 0;
+        return sp_fail(err, "%s exists and is not a directory", path);
+    }
+    return sp_fail(err, "cannot create directory %s: %s", path, strerror(errno));
+}
+
+static int open_data(trainer *t, sp_error *err) {
+    const sp_train_config *c = t->c;
+    if (!(t->train = sp_dataset_open(c->train_path, err))) return -1;
+    const sp_dataset_meta *meta = sp_dataset_get_meta(t->train);
+    t->P = meta->n_soft;
+    if (t->P <= 0)
+        return sp_fail(err,
+                       "%s: the template has no soft-prompt slots ({soft:N}): nothing to "
+                       "train",
+                       c->train_path);
+    if (c->valid_path) {
+        if (!(t->valid = sp_dataset_open(c->valid_path, err))) return -1;
+        const sp_dataset_meta *vm = sp_dataset_get_meta(t->valid);
+        if (vm->n_soft != t->P || strcmp(vm->tokenizer_hash, meta->tokenizer_hash) != 0)
+            return sp_fail(err,
+                           "%s and %s were not prepared alike (soft slots %d vs %d, "
+                           "tokenizer %s vs %s)",
+                           c->train_path, c->valid_path, meta->n_soft, vm->n_soft,
+                           meta->tokenizer_hash, vm->tokenizer_hash);
+    }
+    return 0;
+}
+
+static int64_t derive_total_steps(const sp_train_config *c, int64_t n_examples) {
+    if (c->steps > 0) return c->steps;
+    double steps = ceil(c->epochs * (double)n_examples / c->global_batch);
+    return steps < 1 ? 1 : (int64_t)steps;
+}
+
+static int setup(trainer *t, sp_error *err) {
+    const sp_train_config *c = t->c;
+    int capped = 0, threads = sp_dist_threads(t->d, c->threads, &capped);
+    openblas_set_num_threads(threads);
+    if (capped && is_rank0(t))
+        fprintf(stderr,
+                "softprompt train: %d threads per rank would oversubscribe the cores; "
+                "using %d\n",
+                capped, threads);
+    if (sp_model_load(&t->model, c->model_dir, err)) return -1;
+    if (open_data(t, err)) return -1;
+    t->dim = t->model.cfg.d_model;
+    t->n_params = (size_t)t->P * t->dim;
+    t->total_steps = derive_total_steps(c, sp_dataset_n_examples(t->train));
+    t->w = sp_worker_new(&t->model);
+    t->prompt = calloc(t->n_params, sizeof(float));
+    t->grad = calloc(t->n_params, sizeof(float));
+    t->example_grad = calloc(t->n_params, sizeof(float));
+    size_t reduce_n =
+        c->deterministic ? (size_t)c->global_batch * (t->n_params + 3) : t->n_params + 4;
+    t->reduce = calloc(reduce_n, sizeof(double));
+    t->batch_ids = calloc((size_t)c->global_batch, sizeof(int64_t));
+    sp_batch_data_init(&t->mb);
+    if (!t->w || !t->prompt || !t->grad || !t->example_grad || !t->reduce || !t->batch_ids)
+        return sp_fail(err, "out of memory");
+    sp_optim_config oc = c->optim;
+    if (oc.total_steps <= 0) oc.total_steps = t->total_steps;
+    if (sp_optim_init(&t->opt, &oc, t->P, t->dim, err)) return -1;
+    if (sp_data_order_init(&t->order, sp_dataset_n_examples(t->train), c->seed, err)) return -1;
+    sp_rng_seed(&t->rng, c->seed);
+    sp_model_fingerprint(&t->model, t->model_fp);
+    if (sp_dataset_fingerprint(t->train, t->data_fp, err)) return -1;
+    snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "%s/checkpoints", c->out_dir);
+    snprintf(t->best_path, sizeof t->best_path, "%s/best.h5", c->out_dir);
+    t->metric = t->best_metric = NAN;
+    t->best_step = -1;
+    int classify = sp_dataset_get_meta(t->train)->task == SP_TASK_CLASSIFICATION;
+    const char *metric = c->metric && *c->metric ? c->metric : (classify ? "accuracy" : "loss");
+    if (strcmp(metric, "accuracy") == 0 && !classify)
+        return sp_fail(err, "--metric accuracy needs a classification dataset");
+    t->metric_name = strcmp(metric, "accuracy") == 0 ? "valid_accuracy" : "valid_loss";
+    int rc = 0;
+    if (is_rank0(t)) rc = make_dir(c->out_dir, err) || make_dir(t->ckpt_dir, err);
+    return rc ? -1 : 0;
+}
+
+/* ---------------------------------------------------------------- checkpoints */
+
+static int restore(trainer *t, const sp_checkpoint *ck, const char *path, sp_error *err) {
+    if (strcmp(ck->model_fingerprint, t->model_fp) != 0)
+        return sp_fail(err, "%s was trained with another model (fingerprint %s, %s has %s)", path,
+                       ck->model_fingerprint, t->c->model_dir, t->model_fp);
+    if (strcmp(ck->dataset_fingerprint, t->data_fp) != 0)
+        return sp_fail(err, "%s was trained on another dataset (fingerprint %s, %s has %s)", path,
+                       ck->dataset_fingerprint, t->c->train_path, t->data_fp);
+    if (sp_train_config_check_resume(ck->config_json, t->c, t->P, t->total_steps, path, err))
+        return -1;
+    if (ck->n_prompt != t->P || ck->d != t->dim)
+        return sp_fail(err, "%s: prompt [%d, %d], expected [%d, %d]", path, ck->n_prompt, ck->d,
+                       t->P, t->dim);
+    memcpy(t->prompt, ck->prompt, t->n_params * sizeof(float));
+    sp_optim_array arrays[4];
+    int n = sp_optim_state(&t->opt, arrays);
+    for (int i = 0; i < n; i++) {
+        int found = 0;
+        for (int j = 0; j < ck->n_optim; j++) {
+            if (strcmp(ck->optim[j].name, arrays[i].name) != 0) continue;
+            if (ck->optim[j].n != arrays[i].n)
+                return sp_fail(err, "%s: optimizer state '%s' has %zu values, expected %zu", path,
+                               arrays[i].name, ck->optim[j].n, arrays[i].n);
+            memcpy(arrays[i].data, ck->optim[j].data, arrays[i].n * sizeof(float));
+            found = 1;
+        }
+        if (!found)
+            return sp_fail(err, "%s: optimizer state '%s' is missing", path, arrays[i].name);
+    }
+    t->opt.step = ck->optim_step;
+    t->step = ck->step;
+    t->order.epoch = ck->epoch, t->order.position = ck->epoch_position;
+    t->tokens_seen = ck->tokens_seen;
+    memcpy(t->rng.s, ck->rng, sizeof t->rng.s);
+    t->metric = ck->metric, t->best_metric = ck->best_metric, t->best_step = ck->best_step;
+    return 0;
+}
+
+/* Rank 0 picks the checkpoint (newest valid one for "auto"); every rank reads it. */
+static int resume_or_init(trainer *t, int *resumed, sp_error *err) {
+    const sp_train_config *c = t->c;
+    char path[4096] = "";
+    int rc = 0;
+    *resumed = 0;
+    if (is_rank0(t) && strcmp(c->resume, "never") != 0) {
+        if (strcmp(c->resume, "auto") == 0) {
+            char *found = NULL, *warnings = NULL;
+            rc = sp_checkpoint_find_latest(t->ckpt_dir, &found, &warnings, err);
+            if (warnings) fprintf(stderr, "softprompt train: warning: %s", warnings);
+            if (found) snprintf(path, sizeof path, "%s", found);
+            free(found), free(warnings);
+        } else {
+            snprintf(path, sizeof path, "%s", c->resume);
+        }
+    }
+    if (sp_dist_any(rc != 0)) return rc ? -1 : sp_fail(err, "rank 0 failed to find checkpoints");
+    sp_dist_bcast(path, sizeof path);
+    if (path[0]) {
+        sp_checkpoint ck;
+        rc = sp_checkpoint_read(path, &ck, err);
+        if (rc == 0) rc = restore(t, &ck, path, err);
+        if (rc == 0) sp_checkpoint_free(&ck);
+        if (rc == 0 && is_rank0(t) && !c->quiet)
+            fprintf(stderr, "softprompt train: resuming from %s (step %lld)\n", path,
+                    (long long)t->step);
+        *resumed = rc == 0;
+        return rc;
+    }
+    if (is_rank0(t)) rc = sp_prompt_init(t->prompt, t->P, &t->model, c, t->train, &t->rng, err);
+    if (sp_dist_any(rc != 0))
+        return rc ? -1 : sp_fail(err, "prompt initialisation failed on rank 0");
+    sp_dist_bcast(t->prompt, t->n_params * sizeof(float));
+    return 0;
+}
+
+static int save_checkpoint(trainer *t, const char *path, sp_error *err) {
+    sp_checkpoint ck;
+    memset(&ck, 0, sizeof ck);
+    ck.n_prompt = t->P, ck.d = t->dim, ck.prompt = t->prompt;
+    ck.step = t->step, ck.epoch = t->order.epoch, ck.epoch_position = t->order.position;
+    ck.tokens_seen = t->tokens_seen;
+    memcpy(ck.rng, t->rng.s, sizeof ck.rng);
+    sp_optim_array arrays[4];
+    ck.n_optim = sp_optim_state(&t->opt, arrays);
+    for (int i = 0; i < ck.n_optim; i++) {
+        snprintf(ck.optim[i].name, sizeof ck.optim[i].name, "%s", arrays[i].name);
+        ck.optim[i].data = arrays[i].data, ck.optim[i].n = arrays[i].n;
+    }
+    ck.optim_step = t->opt.step;
+    json_t *cfg = sp_train_config_to_json(t->c, t->P, t->total_steps);
+    ck.config_json = json_dumps(cfg, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(cfg);
+    ck.model_fingerprint = t->model_fp, ck.dataset_fingerprint = t->data_fp;
+    ck.metric_name = (char *)t->metric_name;
+    ck.metric = t->metric, ck.best_metric = t->best_metric, ck.best_step = t->best_step;
+    ck.created_by = "softprompt " SP_VERSION;
+    int rc = sp_checkpoint_write(path, &ck, err);
+    free(ck.config_json);
+    return rc;
+}
+
+/* Rank 0 writes step-N.h5 (and best.h5 when this step is the best), prunes; all ranks learn
+ * whether it worked. */
+static int checkpoint(trainer *t, int is_best, sp_error *err) {
+    int rc = 0;
+    if (is_rank0(t)) {
+        char *path = sp_checkpoint_path(t->ckpt_dir, t->step);
+        rc = save_checkpoint(t, path, err);
+        if (rc == 0 && is_best) rc = save_checkpoint(t, t->best_path, err);
+        if (rc == 0) rc = sp_checkpoint_prune(t->ckpt_dir, t->c->keep, NULL, err);
+        free(path);
+    }
+    if (sp_dist_any(rc != 0)) return rc ? -1 : sp_fail(err, "rank 0 failed to write a checkpoint");
+    return 0;
+}
+
+/* ---------------------------------------------------------------- one step */
+
+static void local_share(const trainer *t, int *lo, int *hi) {
+    int G = t->c->global_batch, r = t->d->rank, W = t->d->size;
+    *lo = (int)((int64_t)G * r / W), *hi = (int)((int64_t)G * (r + 1) / W);
+}
+
+/* Default mode: micro-batches of the local share, gradient sums accumulated in float, then one
+ * allreduce (in double) of [grad sum, loss sum, targets, tokens, stop flag]. */
+static int step_packed(trainer *t, step_totals *tot, sp_error *err) {
+    int lo, hi, M = t->c->micro_batch;
+    local_share(t, &lo, &hi);
+    memset(t->grad, 0, t->n_params * sizeof(float));
+    double loss = 0, targets = 0, tokens = 0;
+    sp_pass pass = {.prompt = t->prompt, .n_prompt = t->P, .grad = t->grad};
+    for (int i = lo; i < hi; i += M) {
+        int n = hi - i < M ? hi - i : M;
+        double l;
+        if (sp_dataset_read_batch(t->train, t->batch_ids + i, n, &t->mb, err)) return -1;
+        sp_batch b = sp_batch_data_view(&t->mb);
+        if (sp_engine_run(t->w, &b, &pass, &l, err)) return -1;
+        loss += l, targets += b.n_targets, tokens += b.seq_start[b.n_seq];
+    }
+    double *buf = t->reduce;
+    for (size_t k = 0; k < t->n_params; k++) buf[k] = t->grad[k];
+    buf[t->n_params] = loss, buf[t->n_params + 1] = targets, buf[t->n_params + 2] = tokens;
+    buf[t->n_params + 3] = sp_signals_stop_requested() != 0;
+    sp_dist_sum_double(buf, t->n_params + 4);
+    tot->loss_sum = buf[t->n_params], tot->n_targets = buf[t->n_params + 1];
+    tot->n_tokens = buf[t->n_params + 2], tot->stop = buf[t->n_params + 3] > 0;
+    for (size_t k = 0; k < t->n_params; k++) t->grad[k] = (float)buf[k];
+    return 0;
+}
+
+/* Deterministic mode: every example runs alone (so its result cannot depend on which examples
+ * share its micro-batch) into its own row of a [G, P*d + 3] table; the allreduce only adds
+ * zeros to each row (exact), and every rank then sums the rows in global example order. */
+static int step_deterministic(trainer *t, step_totals *tot, sp_error *err) {
+    int lo, hi, G = t->c->global_batch;
+    size_t row = t->n_params + 3;
+    local_share(t, &lo, &hi);
+    memset(t->reduce, 0, (size_t)G * row * sizeof(double));
+    sp_pass pass = {.prompt = t->prompt, .n_prompt = t->P, .grad = t->example_grad};
+    for (int i = lo; i < hi; i++) {
+        double l, *r = t->reduce + (size_t)i * row;
+        if (sp_dataset_read_batch(t->train, t->batch_ids + i, 1, &t->mb, err)) return -1;
+        sp_batch b = sp_batch_data_view(&t->mb);
+        memset(t->example_grad, 0, t->n_params * sizeof(float));
+        if (sp_engine_run(t->w, &b, &pass, &l, err)) return -1;
+        for (size_t k = 0; k < t->n_params; k++) r[k] = t->example_grad[k];
+        r[t->n_params] = l, r[t->n_params + 1] = b.n_targets, r[t->n_params + 2] = b.seq_start[1];
+    }
+    int stop = sp_dist_any(sp_signals_stop_requested() != 0);
+    sp_dist_sum_double(t->reduce, (size_t)G * row);
+    memset(tot, 0, sizeof *tot);
+    tot->stop = stop;
+    for (size_t k = 0; k < t->n_params; k++) {
+        double s = 0;
+        for (int i = 0; i < G; i++) s += t->reduce[(size_t)i * row + k];
+        t->grad[k] = (float)s;
+    }
+    for (int i = 0; i < G; i++) {
+        const double *r = t->reduce + (size_t)i * row;
+        tot->loss_sum += r[t->n_params], tot->n_targets += r[t->n_params + 1];
+        tot->n_tokens += r[t->n_params + 2];
+    }
+    return 0;
+}
+
+static int train_step(trainer *t, step_totals *tot, double *grad_norm, sp_error *err) {
+    sp_data_order_next(&t->order, t->batch_ids, t->c->global_batch);
+    int rc = t->c->deterministic ? step_deterministic(t, tot, err) : step_packed(t, tot, err);
+    if (rc) return sp_fail_prefix(err, "rank %d, step %lld", t->d->rank, (long long)t->step + 1);
+    if (tot->n_targets <= 0)
+        return sp_fail(err, "step %lld: the global batch has no target tokens",
+                       (long long)t->step + 1);
+    /* Hugging Face's loss is the mean over every target token of the global batch. */
+    float scale = (float)(1.0 / tot->n_targets);
+    for (size_t k = 0; k < t->n_params; k++) t->grad[k] *= scale;
+    sp_optim_step(&t->opt, t->prompt, t->grad, grad_norm);
+    t->step++;
+    t->tokens_seen += (int64_t)tot->n_tokens;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- evaluation */
+
+/* Evaluates on the validation set; sets t->metric and returns whether it is the best so far. */
+static int evaluate(trainer *t, int *is_best, sp_error *err) {
+    *is_best = 0;
+    if (!t->valid) return 0;
+    sp_eval_result r;
+    if (sp_evaluate(t->w, t->valid, t->prompt, t->P, t->c->micro_batch, t->c->max_eval_examples,
+                    t->d, &r, err))
+        return -1;
+    int accuracy = strcmp(t->metric_name, "valid_accuracy") == 0;
+    t->metric =
+        accuracy ? (double)r.correct / (double)r.n_examples : r.loss_sum / (double)r.n_targets;
+    if (isnan(t->best_metric) ||
+        (accuracy ? t->metric > t->best_metric : t->metric < t->best_metric)) {
+        t->best_metric = t->metric, t->best_step = t->step, *is_best = 1;
+    }
+    if (is_rank0(t)) sp_run_log_eval(&t->log, t->step, "valid", &r);
+    sp_eval_result_free(&r);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the loop */
+
+static int write_run_config(trainer *t, sp_error *err) {
+    if (!is_rank0(t)) return 0;
+    json_t *cfg = sp_train_config_to_json(t->c, t->P, t->total_steps);
+    json_object_set_new(cfg, "ranks", json_integer(t->d->size));
+    json_object_set_new(cfg, "model_fingerprint", json_string(t->model_fp));
+    json_object_set_new(cfg, "dataset_fingerprint", json_string(t->data_fp));
+    char *s = json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(cfg);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", t->c->out_dir);
+    int rc = sp_write_file_atomic(path, s, strlen(s), err);
+    free(s);
+    return rc;
+}
+
+static void print_summary(trainer *t, double seconds, double last_loss) {
+    if (!is_rank0(t) || t->c->quiet) return;
+    fprintf(stderr, "done: %lld steps, final train loss %.4f, %.1f s, %.0f tokens/s\n",
+            (long long)t->step, last_loss, seconds, seconds > 0 ? t->tokens_seen / seconds : 0.0);
+    if (!isnan(t->best_metric))
+        fprintf(stderr, "best %s %.4f at step %lld (%s)\n", t->metric_name, t->best_metric,
+                (long long)t->best_step, t->best_path);
+    fprintf(stderr, "checkpoints in %s, metrics in %s/metrics.jsonl, adapter in %s/adapter\n",
+            t->ckpt_dir, t->c->out_dir, t->c->out_dir);
+}
+
+static int finish(trainer *t, sp_error *err) {
+    int is_best;
+    if (evaluate(t, &is_best, err) || checkpoint(t, is_best, err)) return -1;
+    int rc = 0;
+    if (is_rank0(t)) {
+        char dir[4200];
+        snprintf(dir, sizeof dir, "%s/adapter", t->c->out_dir);
+        rc = sp_peft_export(dir, t->prompt, t->P, &t->model, t->c->model_dir,
+                            sp_init_kind_name(t->c->init),
+                            t->c->init == SP_INIT_TEXT ? t->c->init_arg : NULL, err);
+    }
+    if (sp_dist_any(rc != 0)) return rc ? -1 : sp_fail(err, "rank 0 failed to export the adapter");
+    return 0;
+}
+
+static int loop(trainer *t, sp_error *err) {
+    const sp_train_config *c = t->c;
+    double t0 = sp_now(), last_loss = NAN;
+    while (t->step < t->total_steps) {
+        step_totals tot;
+        double gnorm, ts = sp_now();
+        if (train_step(t, &tot, &gnorm, err)) return -1;
+        last_loss = tot.loss_sum / tot.n_targets;
+        if (is_rank0(t))
+            sp_run_log_step(&t->log, t->step, last_loss, sp_optim_lr(&t->opt.cfg, t->step), gnorm,
+                            (int64_t)tot.n_tokens, sp_now() - ts,
+                            c->log_every > 0 && t->step % c->log_every == 0);
+        if (tot.stop) {
+            if (is_rank0(t))
+                fprintf(stderr, "\nsoftprompt train: stop requested; checkpointing step %lld\n",
+                        (long long)t->step);
+            return checkpoint(t, 0, err) ? -1 : SP_EXIT_STOPPED;
+        }
+        if (t->step == t->total_steps) break;
+        int is_best = 0, evaluated = c->eval_every > 0 && t->step % c->eval_every == 0;
+        if (evaluated && evaluate(t, &is_best, err)) return -1;
+        if ((c->save_every > 0 && t->step % c->save_every == 0) || is_best)
+            if (checkpoint(t, is_best, err)) return -1;
+    }
+    if (finish(t, err)) return -1;
+    print_summary(t, sp_now() - t0, last_loss);
+    return 0;
+}
+
+static void teardown(trainer *t) {
+    sp_run_log_close(&t->log);
+    sp_batch_data_free(&t->mb);
+    sp_data_order_free(&t->order);
+    sp_optim_free(&t->opt);
+    free(t->batch_ids), free(t->reduce), free(t->example_grad), free(t->grad), free(t->prompt);
+    sp_worker_free(t->w);
+    if (t->valid) sp_dataset_close(t->valid);
+    if (t->train) sp_dataset_close(t->train);
+    sp_model_free(&t->model);
+}
+
+int sp_train_run(const sp_train_config *c, const sp_dist *d, sp_error *err) {
+    trainer t;
+    memset(&t, 0, sizeof t);
+    t.c = c, t.d = d;
+    sp_signals_install();
+    int resumed = 0, rc = setup(&t, err);
+    if (rc == 0) rc = resume_or_init(&t, &resumed, err);
+    if (rc == 0) rc = write_run_config(&t, err);
+    if (rc == 0 && is_rank0(&t))
+        rc = sp_run_log_open(&t.log, c->out_dir, resumed ? t.step : -1, c->quiet, t.total_steps,
+                             err);
+    if (rc == 0) rc = loop(&t, err);
+    teardown(&t);
+    /* The handlers stay: a signal that arrives after the last step must not kill a run that is
+     * writing its final outputs (the caller exits right after; sp_signals_restore undoes it). */
+    return rc;
+}

@@ -1,0 +1,133 @@
+# softprompt train / eval end to end on a tiny random model and a synthetic task (tests/tools/
+# sp_synth.c): learning, rank-count and micro-batch independence, bitwise --deterministic runs,
+# stop/resume (SIGTERM, SIGUSR1 through mpirun, SIGKILL) ending bitwise equal to an
+# uninterrupted run, corrupt and foreign checkpoints, and a failing rank ending the whole job.
+source "$(dirname "$0")/lib.sh"
+cd "$WORK"
+
+"$SP_CLI" init-model --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 --random-norms \
+  --seed 1 model >/dev/null
+"$SP_CLI" init-model --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 --random-norms \
+  --seed 2 other-model >/dev/null
+"$SP_SYNTH" train.h5 512 64 16 1
+"$SP_SYNTH" valid.h5 128 64 16 2
+"$SP_SYNTH" other.h5 96 64 16 3
+common=(--model model --train train.h5 --threads 1 --quiet)
+
+# --- learning: zero-shot is at chance, the trained prompt is far above it -------------------
+"$SP_CLI" eval --model model --data valid.h5 --json > zero.json
+"$SP_CLI" train "${common[@]}" --valid valid.h5 --out learn --steps 120 --global-batch 16 \
+  --eval-every 40
+python3 - learn/metrics.jsonl zero.json <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+train = [r["loss"] for r in rows if "split" not in r]
+acc = [r["accuracy"] for r in rows if r.get("split") == "valid"]
+zero = json.load(open(sys.argv[2]))["accuracy"]
+first, last = sum(train[:10]) / 10, sum(train[-10:]) / 10
+assert last < 0.5 * first, f"training loss did not fall: {first:.3f} -> {last:.3f}"
+assert acc[-1] >= 0.9, f"validation accuracy {acc[-1]:.3f} (zero-shot {zero:.3f}) is not well above chance"
+print(f"ok: learning: loss {first:.3f} -> {last:.3f}, accuracy zero-shot {zero:.3f} -> {acc[-1]:.3f}")
+PY
+[[ -f learn/best.h5 && -f learn/adapter/adapter_model.safetensors && -f learn/adapter/adapter_config.json ]] \
+  || fail "learning run is missing best.h5 or the PEFT adapter"
+"$SP_CLI" eval --model model --data valid.h5 --prompt learn/adapter --json > adapter.json
+"$SP_CLI" eval --model model --data valid.h5 --prompt learn/best.h5 --json > best.json
+python3 -c 'import json,sys; a=json.load(open("adapter.json")); assert a["accuracy"]>=0.9, a' \
+  || fail "eval of the exported PEFT adapter does not reproduce the accuracy"
+ok "eval reads the checkpoint and the PEFT adapter"
+
+# --- rank counts and micro-batches: same losses; --deterministic: bitwise same prompt ---------
+run() { # name ranks micro-batch [extra...]
+  local name=$1 n=$2 mb=$3; shift 3
+  mpi "$n" train "${common[@]}" --out "$name" --steps 6 --global-batch 6 --micro-batch "$mb" \
+    --optimizer adamw --lr 0.05 --log-every 1 "$@"
+}
+run r1 1 6; run r2 2 2; run r3 3 1
+close_losses r2/metrics.jsonl r1/metrics.jsonl 2e-5 "2 ranks x micro-batch 2 vs 1 rank x 6"
+close_losses r3/metrics.jsonl r1/metrics.jsonl 2e-5 "3 ranks x micro-batch 1 vs 1 rank x 6"
+run d1 1 6 --deterministic; run d2 2 2 --deterministic; run d3 3 1 --deterministic
+same_file d1/adapter/adapter_model.safetensors d2/adapter/adapter_model.safetensors "--deterministic 1 vs 2 ranks"
+same_file d1/adapter/adapter_model.safetensors d3/adapter/adapter_model.safetensors "--deterministic 1 vs 3 ranks"
+[[ "$(losses d1/metrics.jsonl)" == "$(losses d3/metrics.jsonl)" ]] || fail "--deterministic losses differ"
+ok "--deterministic: bitwise identical prompts and losses for 1, 2 and 3 ranks"
+
+# --- stop and resume ------------------------------------------------------------------------
+steps=200
+long=(train "${common[@]}" --steps $steps --global-batch 8 --micro-batch 4 --save-every 3
+      --optimizer adafactor --log-every 1)
+mpi 2 "${long[@]}" --out full
+wait_for_step() { # dir step: until metrics.jsonl reaches step
+  for _ in $(seq 1 600); do
+    [[ -f $1/metrics.jsonl ]] && (( $(grep -c '"loss"' "$1/metrics.jsonl") >= $2 )) && return 0
+    sleep 0.05
+  done
+  fail "run in $1 never reached step $2"
+}
+# SIGTERM to a plain process at a random step: checkpoint, exit 75, resume bitwise.
+k=$(( RANDOM % 60 + 2 ))
+"$SP_CLI" "${long[@]}" --out term --micro-batch 8 &
+pid=$!; wait_for_step term $k; kill -TERM $pid
+set +e; wait $pid; rc=$?; set -e
+[[ $rc -eq 75 ]] || fail "SIGTERM: exit status $rc, expected 75"
+"$SP_CLI" "${long[@]}" --out term --micro-batch 8 >/dev/null 2>&1 || fail "resume after SIGTERM failed"
+"$SP_CLI" "${long[@]}" --out term-ref --micro-batch 8
+same_file term/adapter/adapter_model.safetensors term-ref/adapter/adapter_model.safetensors \
+  "stopped by SIGTERM near step $k and resumed vs uninterrupted"
+ok "SIGTERM near step $k: exit 75, resumed run bitwise equal to the uninterrupted one"
+
+# SIGUSR1 through mpirun (what Slurm's --signal sends) with 2 ranks.
+k=$(( RANDOM % 60 + 2 ))
+mpi_bg 2 "${long[@]}" --out usr1
+pid=$MPI_PID; wait_for_step usr1 $k; kill -USR1 $pid
+set +e; wait $pid; rc=$?; set -e
+[[ $rc -eq 75 ]] || fail "SIGUSR1 via mpirun: exit status $rc, expected 75"
+mpi 2 "${long[@]}" --out usr1
+same_file usr1/adapter/adapter_model.safetensors full/adapter/adapter_model.safetensors \
+  "stopped by SIGUSR1 near step $k and resumed vs uninterrupted"
+ok "SIGUSR1 via mpirun near step $k: exit 75, resumed bitwise"
+
+# SIGKILL at a random step: resume from the last checkpoint, still bitwise.
+k=$(( RANDOM % 60 + 4 ))
+mpi_bg 2 "${long[@]}" --out kill
+pid=$MPI_PID; wait_for_step kill $k; pkill -9 -f -- "--out kill" || true; kill -9 $pid 2>/dev/null || true
+wait $pid 2>/dev/null || true
+# A truncated newest checkpoint (as a crash mid-copy would leave) is skipped with a warning.
+newest=$(ls kill/checkpoints/step-*.h5 | tail -1)
+truncate -s 1000 "$newest"
+mpi 2 "${long[@]}" --out kill 2> kill.err || { cat kill.err; fail "resume after SIGKILL failed"; }
+grep -q "skipping .*$(basename "$newest")" kill.err || { cat kill.err; fail "corrupt newest checkpoint not reported"; }
+same_file kill/adapter/adapter_model.safetensors full/adapter/adapter_model.safetensors \
+  "killed near step $k, newest checkpoint truncated, resumed vs uninterrupted"
+ok "SIGKILL near step $k + truncated newest checkpoint: skipped with a warning, resumed bitwise"
+
+# A checkpoint of another model or dataset is refused.
+flags=(--threads 1 --quiet --steps $steps --global-batch 8 --micro-batch 4 --save-every 3 --optimizer adafactor)
+set +e
+"$SP_CLI" train --model other-model --train train.h5 "${flags[@]}" --out full > foreign.out 2>&1; rc1=$?
+"$SP_CLI" train --model model --train other.h5 "${flags[@]}" --out full > foreign2.out 2>&1; rc2=$?
+set -e
+[[ $rc1 -ne 0 ]] && grep -q "trained with another model" foreign.out || { cat foreign.out; fail "foreign model accepted"; }
+[[ $rc2 -ne 0 ]] && grep -q "trained on another dataset" foreign2.out || { cat foreign2.out; fail "foreign dataset accepted"; }
+ok "checkpoints of another model or dataset are refused"
+
+# --- a failing rank ends the whole job with its message -------------------------------------
+# Example 5's soft index is corrupted in the file: opening succeeds, only the rank whose share
+# holds example 5 fails when it reads it.
+cp train.h5 bad.h5
+/usr/bin/python3 - bad.h5 <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], "r+") as f:
+    off = f["offsets"][5]
+    f["tokens"][off] = -1000
+PY
+start=$(date +%s)
+set +e
+mpi 2 train --model model --train bad.h5 --out bad --steps 50 --global-batch 512 --threads 1 \
+  --quiet > bad.out 2>&1; rc=$?
+set -e
+elapsed=$(( $(date +%s) - start ))
+[[ $rc -ne 0 ]] || fail "a failing rank did not fail the job"
+grep -q "rank [01]: .*bad.h5" bad.out || { cat bad.out; fail "the failing rank's message did not reach the user"; }
+(( elapsed < 30 )) || fail "the job took ${elapsed}s to end after a rank failed"
+ok "a rank failing on its share ends the job (exit $rc) in ${elapsed}s with its message"
