@@ -28,7 +28,8 @@ struct sp_worker {
     buffer atty;      /* [L][N, d] attention output before c_proj */
     buffer xmid;      /* [L][N, d] residual stream after attention */
     buffer fc;        /* [L][N, F] c_fc output before GELU */
-    buffer fc_act;    /* [L][N, F] after GELU */
+    buffer fc_tanh;   /* [L][N, F] the tanh inside gelu_new, so backward need not recompute it */
+    buffer fc_act;    /* [N, F] gelu output: only the next product needs it (no dW), not saved */
     buffer lnf;       /* [n_tgt, d] final LayerNorm, only at target positions */
     buffer lnf_stats; /* [2, n_tgt] */
     buffer logits;    /* [n_tgt, V], then dlogits */
@@ -88,11 +89,12 @@ const sp_model *sp_worker_model(const sp_worker *w) {
 
 size_t sp_model_activation_bytes_per_token(const sp_model *m, int seq_len) {
     const sp_gpt2_config *c = &m->cfg;
-    /* per layer: x, ln1, atty, xmid, ln2 (5d) + qkv (3d) + fc, fc_act (2F) + 4 LayerNorm stats
-     * + H * T attention probabilities; plus the backward scratch shared by all layers. */
+    /* per layer: x, ln1, atty, xmid, ln2 (5d) + qkv (3d) + fc, fc_tanh (2F) + 4 LayerNorm stats
+     * + H * T attention probabilities; plus scratch shared by all layers: dx, dtmp (2d), dqkv
+     * (3d), dff and the GELU output (2F). */
     size_t per_layer =
         8 * (size_t)c->d_model + 2 * (size_t)c->d_ff + 4 + (size_t)c->n_head * (size_t)seq_len;
-    size_t scratch = 2 * (size_t)c->d_model + (size_t)c->d_ff + 3 * (size_t)c->d_model;
+    size_t scratch = 5 * (size_t)c->d_model + 2 * (size_t)c->d_ff;
     return ((size_t)c->n_layer * per_layer + c->d_model + scratch + (size_t)seq_len) *
            sizeof(float);
 }
@@ -154,7 +156,7 @@ static int reserve(sp_worker *w, const dims *z, int backward) {
     rc |= ensure(&w->ln1_stats, L * 2 * N) | ensure(&w->ln2_stats, L * 2 * N);
     rc |= ensure(&w->qkv, L * N * 3 * d) | ensure(&w->probs, L * z->att);
     rc |= ensure(&w->atty, L * N * d) | ensure(&w->xmid, L * N * d);
-    rc |= ensure(&w->fc, L * N * F) | ensure(&w->fc_act, L * N * F);
+    rc |= ensure(&w->fc, L * N * F) | ensure(&w->fc_tanh, L * N * F) | ensure(&w->fc_act, N * F);
     rc |= ensure(&w->lnf, z->n_tgt * d) | ensure(&w->lnf_stats, 2 * z->n_tgt);
     rc |= ensure(&w->logits, z->n_tgt * (size_t)z->V);
     if (backward) {
@@ -200,7 +202,8 @@ static void layer_forward(sp_worker *w, int l, const sp_batch *b, const dims *z)
     float *ln1 = w->ln1.p + l * N * d, *ln2 = w->ln2.p + l * N * d;
     float *st1 = w->ln1_stats.p + l * 2 * N, *st2 = w->ln2_stats.p + l * 2 * N;
     float *qkv = w->qkv.p + l * N * 3 * d, *atty = w->atty.p + l * N * d;
-    float *xmid = w->xmid.p + l * N * d, *fc = w->fc.p + l * N * F, *act = w->fc_act.p + l * N * F;
+    float *xmid = w->xmid.p + l * N * d, *fc = w->fc.p + l * N * F, *act = w->fc_act.p;
+    float *fc_tanh = w->fc_tanh.p + l * N * F;
     float *x_next = w->x.p + (l + 1) * N * d;
     float eps = w->m->cfg.ln_eps;
 
@@ -211,7 +214,7 @@ static void layer_forward(sp_worker *w, int l, const sp_batch *b, const dims *z)
     sp_linear_forward(xmid, atty, p->attn_proj_w, p->attn_proj_b, n, z->d, z->d, 1);
     sp_layernorm_forward(ln2, st2, st2 + N, xmid, p->ln2_w, p->ln2_b, n, z->d, eps);
     sp_linear_forward(fc, ln2, p->fc_w, p->fc_b, n, z->d, z->F, 0);
-    sp_gelu_forward(act, fc, N * F);
+    sp_gelu_forward(act, fc_tanh, fc, N * F);
     memcpy(x_next, xmid, N * d * sizeof(float));
     sp_linear_forward(x_next, act, p->fc_proj_w, p->fc_proj_b, n, z->F, z->d, 1);
 }
@@ -271,7 +274,7 @@ static void layer_backward(sp_worker *w, int l, const sp_batch *b, const dims *z
     /* MLP branch: x[l+1] = xmid + c_proj(gelu(c_fc(ln2(xmid)))); dx flows to xmid unchanged
      * through the residual and additionally through the branch. */
     sp_linear_backward(dff, dx, p->fc_proj_w, n, z->F, z->d, 0);
-    sp_gelu_backward(dff, dff, w->fc.p + l * N * F, N * F);
+    sp_gelu_backward(dff, dff, w->fc.p + l * N * F, w->fc_tanh.p + l * N * F, N * F);
     sp_linear_backward(dtmp, dff, p->fc_w, n, z->d, z->F, 0);
     sp_layernorm_backward(dx, dtmp, w->xmid.p + l * N * d, st2, st2 + N, p->ln2_w, n, z->d);
 

@@ -68,27 +68,6 @@ void sp_linear_backward(float *dx, const float *dy, const float *w, int n, int i
                 accumulate ? 1.0f : 0.0f, dx, in);
 }
 
-#define GELU_SCALE 0.7978845608028654f /* sqrt(2 / pi) */
-
-void sp_gelu_forward(float *out, const float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        float u = GELU_SCALE * (v + 0.044715f * v * v * v);
-        out[i] = 0.5f * v * (1.0f + tanhf(u));
-    }
-}
-
-void sp_gelu_backward(float *dx, const float *dout, const float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        float u = GELU_SCALE * (v + 0.044715f * v * v * v);
-        float t = tanhf(u);
-        float sech2 = 1.0f - t * t;
-        float du = GELU_SCALE * (1.0f + 3.0f * 0.044715f * v * v);
-        dx[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * v * sech2 * du);
-    }
-}
-
 /* Row i of scores[len, len] becomes softmax over columns 0..i; columns past i become 0. */
 static void causal_softmax(float *scores, int len) {
     for (int i = 0; i < len; i++) {

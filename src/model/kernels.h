@@ -24,10 +24,12 @@ void sp_linear_forward(float *y, const float *x, const float *w, const float *b,
 void sp_linear_backward(float *dx, const float *dy, const float *w, int n, int in, int out,
                         int accumulate);
 
-/* GPT-2's gelu_new (tanh approximation), elementwise over n values. */
-void sp_gelu_forward(float *out, const float *x, size_t n);
-/* dx[i] = dout[i] * gelu'(x[i]); dx may alias dout. */
-void sp_gelu_backward(float *dx, const float *dout, const float *x, size_t n);
+/* GPT-2's gelu_new (tanh approximation), elementwise over n values:
+ * out = 0.5 x (1 + t), t = tanh(sqrt(2/pi) (x + 0.044715 x^3)); t is saved for backward.
+ * (src/model/activations.c, compiled for vectorised libm calls.) */
+void sp_gelu_forward(float *out, float *t, const float *x, size_t n);
+/* dx[i] = dout[i] * gelu'(x[i]) from the saved t; dx may alias dout. */
+void sp_gelu_backward(float *dx, const float *dout, const float *x, const float *t, size_t n);
 
 /* Causal self-attention of one sequence of length len, all heads.
  * qkv: [len, 3d] rows (q | k | v, head h at columns h*hd..), out: [len, d] (ld = d),
