@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "cli/flags.h"
 #include "softprompt/model_init.h"
 
 static void usage(FILE *out) {
@@ -32,39 +33,15 @@ static void usage(FILE *out) {
                  "  -h, --help          show this help\n");
 }
 
-static int bad_flag(const char *flag, const char *value, const char *expected) {
-    fprintf(stderr, "softprompt init-model: %s '%s': expected %s\n", flag, value, expected);
-    return 2;
-}
+#define CMD "init-model"
 
-/* Parses a decimal integer in [lo, hi] or reports the flag and returns 2. */
-static int parse_int(const char *flag, const char *s, long lo, long hi, int *out) {
-    char expected[96];
-    snprintf(expected, sizeof expected, "an integer from %ld to %ld", lo, hi);
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || errno || v < lo || v > hi) return bad_flag(flag, s, expected);
-    *out = (int)v;
-    return 0;
-}
-
-static int parse_seed(const char *s, uint64_t *out) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (end == s || *end || errno || s[0] == '-')
-        return bad_flag("--seed", s, "an integer from 0 to 18446744073709551615");
-    *out = v;
-    return 0;
-}
-
+/* A float32 (strtof: a value that overflows float is refused, not made infinite). */
 static int parse_std(const char *s, float *out) {
     char *end;
     errno = 0;
     float v = strtof(s, &end);
     if (end == s || *end || errno || !isfinite(v) || v < 0)
-        return bad_flag("--std", s, "a finite number >= 0");
+        return sp_flag_bad(CMD, "--std", s, "a finite number >= 0");
     *out = v;
     return 0;
 }
@@ -77,7 +54,7 @@ static int parse_dtype(const char *s, sp_dtype *out) {
     else if (strcmp(s, "bf16") == 0)
         *out = SP_DTYPE_BF16;
     else
-        return bad_flag("--dtype", s, "f32, f16 or bf16");
+        return sp_flag_bad(CMD, "--dtype", s, "f32, f16 or bf16");
     return 0;
 }
 
@@ -102,24 +79,24 @@ static int apply(int c, const char *arg, sp_init_options *o, int *d_ff_set) {
     sp_gpt2_config *g = &o->cfg;
     switch (c) {
     case OPT_LAYERS:
-        return parse_int("--layers", arg, 1, 1024, &g->n_layer);
+        return sp_flag_int(CMD, "--layers", arg, 1, 1024, &g->n_layer);
     case OPT_D:
-        return parse_int("--d", arg, 1, 65536, &g->d_model);
+        return sp_flag_int(CMD, "--d", arg, 1, 65536, &g->d_model);
     case OPT_HEADS:
-        return parse_int("--heads", arg, 1, 65536, &g->n_head);
+        return sp_flag_int(CMD, "--heads", arg, 1, 65536, &g->n_head);
     case OPT_DFF:
         *d_ff_set = 1;
-        return parse_int("--d-ff", arg, 1, 1 << 20, &g->d_ff);
+        return sp_flag_int(CMD, "--d-ff", arg, 1, 1 << 20, &g->d_ff);
     case OPT_VOCAB:
-        return parse_int("--vocab", arg, 1, 1 << 24, &g->vocab_size);
+        return sp_flag_int(CMD, "--vocab", arg, 1, 1 << 24, &g->vocab_size);
     case OPT_CTX:
-        return parse_int("--ctx", arg, 1, 1 << 20, &g->n_ctx);
+        return sp_flag_int(CMD, "--ctx", arg, 1, 1 << 20, &g->n_ctx);
     case OPT_DTYPE:
         return parse_dtype(arg, &o->dtype);
     case OPT_SHARDS:
-        return parse_int("--shards", arg, 1, 99999, &o->n_shards);
+        return sp_flag_int(CMD, "--shards", arg, 1, 99999, &o->n_shards);
     case OPT_SEED:
-        return parse_seed(arg, &o->seed);
+        return sp_flag_u64(CMD, "--seed", arg, &o->seed);
     case OPT_STD:
         return parse_std(arg, &o->std);
     case OPT_RANDOM_NORMS:
@@ -179,7 +156,7 @@ static int parse_args(int argc, char **argv, sp_init_options *o, const char **ou
         snprintf(v, sizeof v, "%d", o->cfg.n_head);
         char expected[64];
         snprintf(expected, sizeof expected, "a divisor of --d %d", o->cfg.d_model);
-        return bad_flag("--heads", v, expected);
+        return sp_flag_bad(CMD, "--heads", v, expected);
     }
     if (!d_ff_set) o->cfg.d_ff = 4 * o->cfg.d_model;
     *out_dir = argv[optind];

@@ -16,12 +16,14 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/flags.h"
 #include "softprompt/dataset.h"
 #include "softprompt/input.h"
 #include "softprompt/rng.h"
 #include "softprompt/template.h"
 #include "softprompt/tokenizer.h"
 
+#define CMD "prepare"
 #define MAX_SPLITS 16
 #define DEFAULT_MAX_LENGTH 1024
 #define DEFAULT_SEED 42
@@ -102,15 +104,6 @@ static int usage_error(const char *fmt, const char *a, const char *b) {
     fprintf(stderr, fmt, a, b ? b : "");
     fprintf(stderr, " (see `softprompt prepare --help`)\n");
     return 2;
-}
-
-static int parse_int(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
 }
 
 /* "train=0.9,valid=0.1" (or a single "name" meaning name=1). */
@@ -230,7 +223,6 @@ static int parse_args(int argc, char **argv, opts *o) {
     opterr = 0;
     optind = 1;
     int c;
-    long v;
     while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
         switch (c) {
         case 'h':
@@ -285,22 +277,22 @@ static int parse_args(int argc, char **argv, opts *o) {
             o->skip_unknown = 1;
             break;
         case O_MAXLEN:
-            if (parse_int(optarg, 0, 1 << 30, &v) != 0)
-                return usage_error("--max-length '%s' is not an integer >= 0%s", optarg, NULL);
-            o->fmt.max_length = (int)v;
+            if (sp_flag_int(CMD, "--max-length", optarg, 0, 1 << 30, &o->fmt.max_length) != 0)
+                return 2;
             break;
         case O_PLEN:
-            if (parse_int(optarg, 0, SP_TEMPLATE_MAX_SOFT, &v) != 0)
-                return usage_error("--prompt-length '%s' is not an integer in [0, 4096]%s", optarg,
-                                   NULL);
-            o->fmt.prompt_length = (int)v;
+            if (sp_flag_int(CMD, "--prompt-length", optarg, 0, SP_TEMPLATE_MAX_SOFT,
+                            &o->fmt.prompt_length) != 0)
+                return 2;
             break;
         case O_SEED: {
+            /* Decimal only (unlike sp_flag_u64, which also takes 0x... and octal 0...). */
             char *end;
             errno = 0;
             unsigned long long s = strtoull(optarg, &end, 10);
             if (errno || end == optarg || *end || optarg[0] == '-')
-                return usage_error("--seed '%s' is not a non-negative integer%s", optarg, NULL);
+                return sp_flag_bad(CMD, "--seed", optarg,
+                                   "an integer from 0 to 18446744073709551615");
             o->seed = s;
             break;
         }

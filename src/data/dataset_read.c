@@ -40,23 +40,10 @@ typedef struct slot {
 /* Opens root attribute name; missing is an error only when required (returns -1 then, or
  * -2 when absent and optional). */
 static hid_t open_attr(sp_dataset *ds, const char *name, int required, sp_error *err) {
-    htri_t has = H5Aexists(ds->file, name);
-    if (has < 0)
-        return sp_ds_h5_fail(err, "%s: cannot look up root attribute \"%s\"", ds->path, name);
-    if (!has) {
-        if (!required) return -2;
+    hid_t a = sp_h5_open_root_attr(ds->file, name, ds->path, err);
+    if (a == -2 && required)
         return sp_fail(err, "%s: missing root attribute \"%s\" (not a softprompt dataset?)",
                        ds->path, name);
-    }
-    hid_t a = H5Aopen(ds->file, name, H5P_DEFAULT);
-    if (a < 0) return sp_ds_h5_fail(err, "%s: cannot open root attribute \"%s\"", ds->path, name);
-    hid_t space = H5Aget_space(a);
-    hssize_t npoints = space < 0 ? -1 : H5Sget_simple_extent_npoints(space);
-    sp_ds_h5_close(space);
-    if (npoints != 1) {
-        H5Aclose(a);
-        return sp_fail(err, "%s: root attribute \"%s\" must hold a single value", ds->path, name);
-    }
     return a;
 }
 
@@ -76,7 +63,7 @@ static int read_str_attr(sp_dataset *ds, const char *name, int required, const c
     } else if (H5Tis_variable_str(ft) > 0) {
         char *v = NULL;
         if (H5Aread(a, mt, &v) < 0)
-            rc = sp_ds_h5_fail(err, "%s: cannot read root attribute \"%s\"", ds->path, name);
+            rc = sp_h5_fail(err, "%s: cannot read root attribute \"%s\"", ds->path, name);
         else if (!(*out = strdup(v ? v : "")))
             rc = sp_fail(err, "%s: out of memory", ds->path);
         H5free_memory(v);
@@ -86,7 +73,7 @@ static int read_str_attr(sp_dataset *ds, const char *name, int required, const c
         if (!v)
             rc = sp_fail(err, "%s: out of memory", ds->path);
         else if (H5Aread(a, mt, v) < 0)
-            rc = sp_ds_h5_fail(err, "%s: cannot read root attribute \"%s\"", ds->path, name);
+            rc = sp_h5_fail(err, "%s: cannot read root attribute \"%s\"", ds->path, name);
         else if (H5Tget_strpad(ft) == H5T_STR_SPACEPAD)
             while (n > 0 && v[n - 1] == ' ') v[--n] = '\0';
         *out = rc == 0 ? v : (free(v), NULL);
@@ -113,7 +100,7 @@ static int read_int_attr(sp_dataset *ds, const char *name, int required, int64_t
     H5Aclose(a);
     if (!is_int)
         return sp_fail(err, "%s: root attribute \"%s\" must be an integer", ds->path, name);
-    if (st < 0) return sp_ds_h5_fail(err, "%s: cannot read root attribute \"%s\"", ds->path, name);
+    if (st < 0) return sp_h5_fail(err, "%s: cannot read root attribute \"%s\"", ds->path, name);
     if (is_u64) v = u > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)u;
     if (v < lo || v > hi)
         return sp_fail(
@@ -134,7 +121,7 @@ static int read_seed(sp_dataset *ds, sp_error *err) {
     herr_t st = is_int ? H5Aread(a, H5T_NATIVE_UINT64, &ds->meta.seed) : -1;
     H5Aclose(a);
     if (!is_int) return sp_fail(err, "%s: root attribute \"seed\" must be an integer", ds->path);
-    if (st < 0) return sp_ds_h5_fail(err, "%s: cannot read root attribute \"seed\"", ds->path);
+    if (st < 0) return sp_h5_fail(err, "%s: cannot read root attribute \"seed\"", ds->path);
     return 0;
 }
 
@@ -222,7 +209,7 @@ static hid_t open_int_dataset(sp_dataset *ds, const char *name, size_t bytes, in
     htri_t has = H5Lexists(ds->file, name, H5P_DEFAULT);
     if (has <= 0) return sp_fail(err, "%s: missing dataset \"/%s\"", ds->path, name);
     hid_t d = H5Dopen2(ds->file, name, H5P_DEFAULT);
-    if (d < 0) return sp_ds_h5_fail(err, "%s: cannot open dataset \"/%s\"", ds->path, name);
+    if (d < 0) return sp_h5_fail(err, "%s: cannot open dataset \"/%s\"", ds->path, name);
     hid_t t = H5Dget_type(d), s = H5Dget_space(d);
     H5T_class_t cls = H5Tget_class(t);
     size_t size = H5Tget_size(t);
@@ -259,7 +246,7 @@ static void *read_all(sp_dataset *ds, const char *name, size_t bytes, int64_t n,
     if (!buf)
         sp_fail(err, "%s: out of memory reading \"/%s\"", ds->path, name);
     else if (n > 0 && H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
-        sp_ds_h5_fail(err, "%s: cannot read dataset \"/%s\"", ds->path, name);
+        sp_h5_fail(err, "%s: cannot read dataset \"/%s\"", ds->path, name);
         free(buf);
         buf = NULL;
     }
@@ -274,7 +261,7 @@ static int read_class_names(sp_dataset *ds, sp_error *err) {
     if (H5Lexists(ds->file, name, H5P_DEFAULT) <= 0)
         return sp_fail(err, "%s: missing dataset \"/%s\"", ds->path, name);
     hid_t d = H5Dopen2(ds->file, name, H5P_DEFAULT);
-    if (d < 0) return sp_ds_h5_fail(err, "%s: cannot open dataset \"/%s\"", ds->path, name);
+    if (d < 0) return sp_h5_fail(err, "%s: cannot open dataset \"/%s\"", ds->path, name);
     hid_t ft = H5Dget_type(d), s = H5Dget_space(d), mt = H5Tcopy(ft);
     hsize_t dim = 0;
     int rank = H5Sget_simple_extent_ndims(s), rc = 0;
@@ -291,7 +278,7 @@ static int read_class_names(sp_dataset *ds, sp_error *err) {
     else if (!ds->class_names || !buf)
         rc = sp_fail(err, "%s: out of memory", ds->path);
     else if (H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
-        rc = sp_ds_h5_fail(err, "%s: cannot read dataset \"/%s\"", ds->path, name);
+        rc = sp_h5_fail(err, "%s: cannot read dataset \"/%s\"", ds->path, name);
     for (int i = 0; rc == 0 && i < n; i++) {
         const char *v = fixed ? buf + (size_t)i * fixed : ((char **)buf)[i];
         size_t len = !v ? 0 : fixed ? strnlen(v, fixed) : strlen(v);
@@ -384,19 +371,19 @@ static int open_file(sp_dataset *ds, sp_error *err) {
     struct stat st;
     if (stat(ds->path, &st) != 0)
         return sp_fail(err, "%s: cannot open: %s", ds->path, strerror(errno));
-    if (H5Fis_hdf5(ds->path) <= 0) return sp_ds_h5_fail(err, "%s: not an HDF5 file", ds->path);
+    if (H5Fis_hdf5(ds->path) <= 0) return sp_h5_fail(err, "%s: not an HDF5 file", ds->path);
     /* Take the (shared, read-only) lock where the file system supports locks, and go on
      * without one where it does not (common on parallel file systems). */
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_file_locking(fapl, 1, 1);
     ds->file = H5Fopen(ds->path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
-    if (ds->file < 0) return sp_ds_h5_fail(err, "%s: cannot open HDF5 file", ds->path);
+    if (ds->file < 0) return sp_h5_fail(err, "%s: cannot open HDF5 file", ds->path);
     return 0;
 }
 
 sp_dataset *sp_dataset_open(const char *path, sp_error *err) {
-    sp_ds_h5_quiet();
+    sp_h5_quiet();
     sp_dataset *ds = calloc(1, sizeof *ds);
     if (!ds || !(ds->path = strdup(path))) {
         free(ds);
@@ -415,8 +402,8 @@ sp_dataset *sp_dataset_open(const char *path, sp_error *err) {
 
 void sp_dataset_close(sp_dataset *ds) {
     if (!ds) return;
-    sp_ds_h5_close(ds->d_tokens), sp_ds_h5_close(ds->d_tpos), sp_ds_h5_close(ds->d_tids);
-    sp_ds_h5_close(ds->file);
+    sp_h5_close(ds->d_tokens), sp_h5_close(ds->d_tpos), sp_h5_close(ds->d_tids);
+    sp_h5_close(ds->file);
     for (int i = 0; i < 8; i++) free(ds->strings[i]);
     if (ds->class_names)
         for (int c = 0; c < ds->meta.n_classes; c++) free(ds->class_names[c]);
@@ -506,7 +493,7 @@ static herr_t read_block(hid_t d, hid_t fspace, hsize_t start, hsize_t len, int3
     herr_t st =
         mspace < 0 ? -1 : H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &len, NULL);
     if (st >= 0) st = H5Dread(d, H5T_NATIVE_INT32, mspace, fspace, H5P_DEFAULT, dst);
-    sp_ds_h5_close(mspace);
+    sp_h5_close(mspace);
     return st;
 }
 
@@ -529,8 +516,8 @@ static int read_runs(sp_dataset *ds, hid_t d, const char *name, const int64_t *o
             st = read_block(d, fspace, (hsize_t)off[first], (hsize_t)len, ds->scratch + pos);
         pos += len;
     }
-    sp_ds_h5_close(fspace);
-    if (st < 0) return sp_ds_h5_fail(err, "%s: cannot read dataset \"/%s\"", ds->path, name);
+    sp_h5_close(fspace);
+    if (st < 0) return sp_h5_fail(err, "%s: cannot read dataset \"/%s\"", ds->path, name);
     return 0;
 }
 

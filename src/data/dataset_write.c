@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "data/dataset_internal.h"
+#include "io/fileutil.h"
 
 /* Buffered elements that trigger a flush of whole chunks (1 MiB of int32). */
 #define FLUSH_ELEMS (64 * SP_DS_CHUNK)
@@ -39,40 +40,19 @@ struct sp_dataset_writer {
 /* Attributes and small datasets                                                              */
 /* ------------------------------------------------------------------------------------------ */
 
-static int write_attr(hid_t file, const char *name, hid_t file_type, hid_t mem_type,
-                      const void *value, const char *path, sp_error *err) {
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t attr = H5Acreate2(file, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t st = attr < 0 ? -1 : H5Awrite(attr, mem_type, value);
-    sp_ds_h5_close(attr), sp_ds_h5_close(space);
-    if (st < 0) return sp_ds_h5_fail(err, "%s: cannot write attribute \"%s\"", path, name);
-    return 0;
-}
-
-/* Fixed-length NUL-terminated UTF-8 string type of size bytes (>= 1). Fixed, not
- * variable-length, strings: variable-length data live in HDF5's global heap, which has no
- * checksum, and libhdf5 1.10 can crash on a damaged one; fixed strings sit in the checksummed
- * object header. */
-static hid_t utf8_fixed_type(size_t size) {
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, size);
-    H5Tset_strpad(t, H5T_STR_NULLTERM);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    return t;
-}
-
+/* Strings are fixed-length and NUL-terminated (see sp_h5_utf8_type). */
 static int write_str_attr(hid_t file, const char *name, const char *value, const char *path,
                           sp_error *err) {
     const char *v = value ? value : "";
-    hid_t t = utf8_fixed_type(strlen(v) + 1);
-    int rc = write_attr(file, name, t, t, v, path, err);
+    hid_t t = sp_h5_utf8_type(strlen(v) + 1, H5T_STR_NULLTERM);
+    int rc = sp_h5_write_attr(file, name, t, t, v, path, err);
     H5Tclose(t);
     return rc;
 }
 
 static int write_i64_attr(hid_t file, const char *name, int64_t value, const char *path,
                           sp_error *err) {
-    return write_attr(file, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value, path, err);
+    return sp_h5_write_attr(file, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value, path, err);
 }
 
 /* Fixed-size 1-D dataset [n], compact when small (stored in the object header). */
@@ -84,8 +64,8 @@ static int write_small(hid_t file, const char *name, hid_t file_type, hid_t mem_
     if (n * H5Tget_size(file_type) <= SP_DS_COMPACT_MAX) H5Pset_layout(dcpl, H5D_COMPACT);
     hid_t d = H5Dcreate2(file, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     herr_t st = d < 0 ? -1 : H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
-    sp_ds_h5_close(d), sp_ds_h5_close(dcpl), sp_ds_h5_close(space);
-    if (st < 0) return sp_ds_h5_fail(err, "%s: cannot write dataset \"%s\"", path, name);
+    sp_h5_close(d), sp_h5_close(dcpl), sp_h5_close(space);
+    if (st < 0) return sp_h5_fail(err, "%s: cannot write dataset \"%s\"", path, name);
     return 0;
 }
 
@@ -100,7 +80,7 @@ static int write_header_attrs(sp_dataset_writer *w, sp_error *err) {
         write_i64_attr(f, "n_soft", m->n_soft, p, err) ||
         write_i64_attr(f, "n_classes", m->n_classes, p, err) ||
         write_i64_attr(f, "max_length", m->max_length, p, err) ||
-        write_attr(f, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, &seed, p, err) ||
+        sp_h5_write_attr(f, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, &seed, p, err) ||
         write_str_attr(f, "tokenizer_hash", m->tokenizer_hash, p, err) ||
         write_str_attr(f, "template", m->template_spec, p, err) ||
         write_str_attr(f, "target", m->target_spec, p, err) ||
@@ -128,7 +108,7 @@ static int write_classes(sp_dataset_writer *w, sp_error *err) {
     for (size_t i = 0; i < n; i++)
         if (m->class_names[i])
             memcpy(names + i * width, m->class_names[i], strlen(m->class_names[i]));
-    hid_t t = utf8_fixed_type(width);
+    hid_t t = sp_h5_utf8_type(width, H5T_STR_NULLTERM);
     int rc = write_small(w->file, "class_names", t, t, n, names, w->final_path, err);
     H5Tclose(t);
     free(names);
@@ -153,9 +133,9 @@ static int column_create(sp_dataset_writer *w, column *c, const char *name, hid_
     H5Pset_deflate(dcpl, 4); /* most of the gain of level 9 at a fraction of the time */
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER); /* every element is written */
     c->dset = H5Dcreate2(w->file, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    sp_ds_h5_close(dcpl), sp_ds_h5_close(space);
+    sp_h5_close(dcpl), sp_h5_close(space);
     if (c->dset < 0)
-        return sp_ds_h5_fail(err, "%s: cannot create dataset \"%s\"", w->final_path, name);
+        return sp_h5_fail(err, "%s: cannot create dataset \"%s\"", w->final_path, name);
     return 0;
 }
 
@@ -169,8 +149,8 @@ static int column_write(column *c, size_t n, const char *path, sp_error *err) {
     if (fspace >= 0) st = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &count, NULL);
     if (fspace >= 0 && st >= 0) mspace = H5Screate_simple(1, &count, NULL);
     st = mspace < 0 ? -1 : H5Dwrite(c->dset, c->mem_type, mspace, fspace, H5P_DEFAULT, c->buf);
-    sp_ds_h5_close(mspace), sp_ds_h5_close(fspace);
-    if (st < 0) return sp_ds_h5_fail(err, "%s: cannot write dataset \"%s\"", path, c->name);
+    sp_h5_close(mspace), sp_h5_close(fspace);
+    if (st < 0) return sp_h5_fail(err, "%s: cannot write dataset \"%s\"", path, c->name);
     c->n_file = total;
     c->n_buf -= n;
     memmove(c->buf, c->buf + n * c->elem, c->n_buf * c->elem);
@@ -236,18 +216,8 @@ static int check_meta(const char *path, const sp_dataset_meta *m, sp_error *err)
 
 /* Creates final_path.tmp.XXXXXX; HDF5 then re-creates it by name. */
 static int make_temp(sp_dataset_writer *w, sp_error *err) {
-    size_t n = strlen(w->final_path) + sizeof ".tmp.XXXXXX";
-    if (!(w->tmp_path = malloc(n))) return sp_fail(err, "%s: out of memory", w->final_path);
-    snprintf(w->tmp_path, n, "%s.tmp.XXXXXX", w->final_path);
-    int fd = mkostemp(w->tmp_path, O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        free(w->tmp_path);
-        w->tmp_path = NULL;
-        return sp_fail(err, "%s: cannot create a temporary file next to it: %s", w->final_path,
-                       strerror(e));
-    }
-    fchmod(fd, 0644); /* mkstemp makes 0600; datasets are meant to be shared by ranks */
+    int fd = sp_temp_beside(w->final_path, &w->tmp_path, err);
+    if (fd < 0) return -1;
     close(fd);
     return 0;
 }
@@ -262,7 +232,7 @@ static int check_target_path(const char *path, int force, sp_error *err) {
 
 sp_dataset_writer *sp_dataset_writer_open(const char *final_path, const sp_dataset_meta *meta,
                                           int force, sp_error *err) {
-    sp_ds_h5_quiet();
+    sp_h5_quiet();
     if (check_meta(final_path, meta, err) || check_target_path(final_path, force, err)) return NULL;
     sp_dataset_writer *w = calloc(1, sizeof *w);
     if (!w || !(w->final_path = strdup(final_path))) {
@@ -293,7 +263,7 @@ sp_dataset_writer *sp_dataset_writer_open(const char *final_path, const sp_datas
     H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
     w->file = H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
-    if (w->file < 0) sp_ds_h5_fail(err, "%s: cannot create HDF5 file", w->tmp_path);
+    if (w->file < 0) sp_h5_fail(err, "%s: cannot create HDF5 file", w->tmp_path);
     if (w->file < 0 || write_header_attrs(w, err) ||
         (meta->task == SP_TASK_CLASSIFICATION && write_classes(w, err)) || create_columns(w, err)) {
         sp_dataset_writer_abort(w);
@@ -370,7 +340,7 @@ void sp_dataset_writer_set_truncated(sp_dataset_writer *w, int64_t n_truncated) 
 /* Closes every HDF5 handle; returns -1 if closing the file failed (data not flushed). */
 static int close_handles(sp_dataset_writer *w) {
     for (int i = 0; i < N_COLUMNS; i++) {
-        sp_ds_h5_close(w->col[i].dset);
+        sp_h5_close(w->col[i].dset);
         w->col[i].dset = -1;
     }
     herr_t st = w->file >= 0 ? H5Fclose(w->file) : 0;
@@ -406,12 +376,7 @@ static int publish(const char *tmp, const char *final_path, sp_error *err) {
     if (rename(tmp, final_path) != 0)
         return sp_fail(err, "%s: cannot rename the temporary file to it: %s", final_path,
                        strerror(errno));
-    char *dir = strdup(final_path);
-    char *slash = dir ? strrchr(dir, '/') : NULL;
-    if (slash) *(slash == dir ? slash + 1 : slash) = '\0';
-    int dfd = dir ? open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-    if (dfd >= 0) fsync(dfd), close(dfd);
-    free(dir);
+    sp_fsync_parent_dir(final_path);
     return 0;
 }
 
@@ -426,7 +391,7 @@ int sp_dataset_writer_close(sp_dataset_writer *w, sp_error *err) {
         write_i64_attr(w->file, "n_truncated", w->meta.n_truncated, p, err))
         goto fail;
     if (close_handles(w) != 0) {
-        sp_ds_h5_fail(err, "%s: cannot close (flush) the HDF5 file", p);
+        sp_h5_fail(err, "%s: cannot close (flush) the HDF5 file", p);
         goto fail;
     }
     if (publish(w->tmp_path, p, err) != 0) goto fail;

@@ -10,6 +10,8 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "data/records_internal.h"
+
 typedef struct jarray {
     char *buf; /* the whole file, NUL-terminated */
     size_t len;
@@ -20,9 +22,7 @@ typedef struct jarray {
     int64_t line, col; /* of track_pos */
     int64_t el_line, el_col;
     json_t *obj;
-    int n_fields, cap_fields;
-    const char **names, **values, **kinds;
-    char (*num)[32];
+    sp_record_fields fields;
 } jarray;
 
 struct sp_input {
@@ -57,7 +57,7 @@ static void array_free(jarray *a) {
     if (!a) return;
     json_decref(a->obj);
     free(a->buf);
-    free(a->names), free(a->values), free(a->kinds), free(a->num);
+    sp_record_fields_free(&a->fields);
     free(a);
 }
 
@@ -95,42 +95,6 @@ static int read_whole(const char *path, FILE *f, char **out, size_t *len, sp_err
     return 0;
 }
 
-/* Names the top-level key whose key or value holds byte off of an object text, by a lexical
- * scan (used when the element is not valid UTF-8, so no JSON parser can say). */
-static void key_at(const char *s, size_t off, char *out, size_t cap) {
-    int depth = 0, in_str = 0, esc = 0, expect_key = 0, str_is_key = 0;
-    size_t key_start = 0, key_len = 0, str_start = 0;
-    snprintf(out, cap, "(unknown field)");
-    for (size_t i = 0; i < off; i++) {
-        char c = s[i];
-        if (in_str) {
-            if (esc)
-                esc = 0;
-            else if (c == '\\')
-                esc = 1;
-            else if (c == '"') {
-                in_str = 0;
-                if (str_is_key) key_start = str_start, key_len = i - str_start;
-            }
-        } else if (c == '"') {
-            in_str = 1, str_start = i + 1, str_is_key = depth == 1 && expect_key;
-        } else if (c == '{' || c == '[') {
-            depth++;
-            expect_key = depth == 1 && c == '{';
-        } else if (c == '}' || c == ']') {
-            depth--;
-        } else if (depth == 1 && c == ',') {
-            expect_key = 1;
-        } else if (depth == 1 && c == ':') {
-            expect_key = 0;
-        }
-    }
-    if (in_str && str_is_key)
-        snprintf(out, cap, "a key");
-    else if (key_len)
-        snprintf(out, cap, "field \"%.*s\"", (int)(key_len < 200 ? key_len : 200), s + key_start);
-}
-
 static void array_where(const sp_input *in, char *buf, size_t cap) {
     const jarray *a = in->arr;
     snprintf(buf, cap, "%s:%" PRId64 ":%" PRId64 " (element %" PRId64 ")", in->path, a->el_line,
@@ -163,83 +127,6 @@ static size_t value_end(const jarray *a, size_t p) {
     return p;
 }
 
-static const char *kind_name(const json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    case JSON_OBJECT:
-        break;
-    }
-    return "an object";
-}
-
-/* Shortest "%.*g" text that reads back as v (same rule as the JSONL reader). */
-static void format_real(double v, char *out, size_t cap) {
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(out, cap, "%.*g", prec, v);
-        if (strtod(out, NULL) == v) return;
-    }
-}
-
-static int grow_fields(jarray *a, int need) {
-    if (need <= a->cap_fields) return 0;
-    int cap = a->cap_fields ? a->cap_fields : 16;
-    while (cap < need) cap *= 2;
-    const char **nm = realloc(a->names, (size_t)cap * sizeof *nm);
-    if (nm) a->names = nm;
-    const char **vl = realloc(a->values, (size_t)cap * sizeof *vl);
-    if (vl) a->values = vl;
-    const char **kd = realloc(a->kinds, (size_t)cap * sizeof *kd);
-    if (kd) a->kinds = kd;
-    char(*num)[32] = realloc(a->num, (size_t)cap * sizeof *num);
-    if (num) a->num = num;
-    if (!nm || !vl || !kd || !num) return -1;
-    a->cap_fields = cap;
-    return 0;
-}
-
-static void set_field(jarray *a, int i, const char *key, json_t *v) {
-    a->names[i] = key;
-    a->values[i] = a->num[i];
-    a->kinds[i] = NULL;
-    switch (json_typeof(v)) {
-    case JSON_STRING:
-        a->values[i] = json_string_value(v);
-        break;
-    case JSON_INTEGER:
-        snprintf(a->num[i], sizeof a->num[i], "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        break;
-    case JSON_REAL:
-        format_real(json_real_value(v), a->num[i], sizeof a->num[i]);
-        break;
-    case JSON_TRUE:
-        snprintf(a->num[i], sizeof a->num[i], "true");
-        break;
-    case JSON_FALSE:
-        snprintf(a->num[i], sizeof a->num[i], "false");
-        break;
-    case JSON_NULL:
-        a->values[i] = NULL, a->kinds[i] = "null";
-        break;
-    case JSON_ARRAY:
-        a->values[i] = NULL, a->kinds[i] = "an array";
-        break;
-    case JSON_OBJECT:
-        a->values[i] = NULL, a->kinds[i] = "an object";
-        break;
-    }
-}
-
 static int array_next(sp_input *in, sp_record *rec, sp_error *err) {
     jarray *a = in->arr;
     char where[512];
@@ -265,7 +152,7 @@ static int array_next(sp_input *in, sp_record *rec, sp_error *err) {
     size_t bad;
     if (!sp_utf8_check(a->buf + p, vlen - p, &bad)) {
         char what[256];
-        key_at(a->buf + p, bad, what, sizeof what);
+        sp_json_key_at(a->buf + p, bad, what, sizeof what);
         unsigned byte = (unsigned char)a->buf[p + bad];
         return sp_fail(err, "%s: %s: %s (byte 0x%02X) at byte offset %zu of the element", where,
                        what, byte ? "invalid UTF-8" : "NUL byte", byte, bad);
@@ -279,14 +166,9 @@ static int array_next(sp_input *in, sp_record *rec, sp_error *err) {
                        tmp.col, je.text);
     }
     if (!json_is_object(a->obj))
-        return sp_fail(err, "%s: expected a JSON object, got %s", where, kind_name(a->obj));
-    if (grow_fields(a, (int)json_object_size(a->obj)) != 0)
+        return sp_fail(err, "%s: expected a JSON object, got %s", where, sp_json_kind_name(a->obj));
+    if (sp_record_fields_from_json(&a->fields, a->obj) != 0)
         return sp_fail(err, "%s: out of memory", where);
-    const char *key;
-    json_t *v;
-    int i = 0;
-    json_object_foreach(a->obj, key, v) set_field(a, i++, key, v);
-    a->n_fields = i;
     if (end >= a->len)
         return sp_fail(err, "%s: the JSON array is not closed (no ']' after this element)", where);
     if (a->buf[end] == ']') {
@@ -303,10 +185,7 @@ static int array_next(sp_input *in, sp_record *rec, sp_error *err) {
     memset(rec, 0, sizeof *rec);
     rec->path = in->path;
     rec->line = a->el_line;
-    rec->n_fields = a->n_fields;
-    rec->names = a->names;
-    rec->values = a->values;
-    rec->kinds = a->kinds;
+    sp_record_fields_view(&a->fields, rec);
     return 1;
 }
 

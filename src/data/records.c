@@ -12,6 +12,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "data/records_internal.h"
+
 #define IO_BUF_BYTES 65536
 
 typedef struct bytes {
@@ -32,15 +34,14 @@ struct sp_records {
     char **header; /* CSV/TSV field names */
 
     /* The current record. CSV/TSV: text holds the fields NUL-terminated back to back and
-     * field_off their starts. JSONL: obj keeps keys and string values alive, num holds the
-     * text form of numbers and booleans. */
+     * field_off their starts. JSONL: obj keeps keys and string values alive (see
+     * records_internal.h). */
     bytes text;
     size_t *field_off;
     int64_t *field_line;
     int n_fields, cap_fields;
-    const char **names, **values, **kinds;
+    sp_record_fields fields;
     json_t *obj;
-    char (*num)[32];
 };
 
 /* ------------------------------------------------------------------------------------------ */
@@ -171,24 +172,16 @@ static int io_failed(sp_records *r, sp_error *err) {
     return 1;
 }
 
-/* Makes room for one more field in the record arrays. */
+/* Makes room for need fields in the record arrays (CSV/TSV). */
 static int grow_fields(sp_records *r, int need) {
     if (need <= r->cap_fields) return 0;
-    int cap = r->cap_fields ? r->cap_fields : 16;
-    while (cap < need) cap *= 2;
+    if (sp_record_fields_reserve(&r->fields, need) != 0) return -1;
+    int cap = r->fields.cap;
     size_t *off = realloc(r->field_off, (size_t)cap * sizeof *off);
     if (off) r->field_off = off;
     int64_t *fl = realloc(r->field_line, (size_t)cap * sizeof *fl);
     if (fl) r->field_line = fl;
-    const char **nm = realloc(r->names, (size_t)cap * sizeof *nm);
-    if (nm) r->names = nm;
-    const char **vl = realloc(r->values, (size_t)cap * sizeof *vl);
-    if (vl) r->values = vl;
-    const char **kd = realloc(r->kinds, (size_t)cap * sizeof *kd);
-    if (kd) r->kinds = kd;
-    char(*num)[32] = realloc(r->num, (size_t)cap * sizeof *num);
-    if (num) r->num = num;
-    if (!off || !fl || !nm || !vl || !kd || !num) return -1;
+    if (!off || !fl) return -1;
     r->cap_fields = cap;
     return 0;
 }
@@ -368,45 +361,120 @@ static int next_row_record(sp_records *r, sp_record *rec, sp_error *err) {
         return sp_fail(err, "%s:%lld: expected %d fields (as in the header), got %d", r->path,
                        (long long)line, r->n_header, r->n_fields);
     for (int i = 0; i < r->n_fields; i++) {
-        r->names[i] = r->header[i];
-        r->values[i] = r->text.p + r->field_off[i];
-        r->kinds[i] = NULL;
+        r->fields.names[i] = r->header[i];
+        r->fields.values[i] = r->text.p + r->field_off[i];
+        r->fields.kinds[i] = NULL;
     }
+    r->fields.n = r->n_fields;
     rec->line = line;
     return 1;
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* JSONL                                                                                      */
+/* Field arrays and JSON objects as records (also used by input.c's JSON array reader)        */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Reads one line (without its LF) into text, NUL-terminated. Returns 1, 0 at EOF, -1. */
-static int read_line(sp_records *r, sp_error *err) {
-    r->text.len = 0;
-    int c = next_byte(r);
-    if (c == EOF) return io_failed(r, err) ? -1 : 0;
-    for (; c != EOF && c != '\n'; c = next_byte(r)) {
-        if (r->text.len >= SP_RECORDS_MAX_BYTES)
-            return sp_fail(err, "%s:%lld: line longer than %zu MiB", r->path, (long long)r->line,
-                           SP_RECORDS_MAX_BYTES >> 20);
-        if (bytes_push(&r->text, (char)c) != 0) return sp_fail(err, "%s: out of memory", r->path);
+int sp_record_fields_reserve(sp_record_fields *f, int need) {
+    if (need <= f->cap) return 0;
+    int cap = f->cap ? f->cap : 16;
+    while (cap < need) cap *= 2;
+    const char **nm = realloc(f->names, (size_t)cap * sizeof *nm);
+    if (nm) f->names = nm;
+    const char **vl = realloc(f->values, (size_t)cap * sizeof *vl);
+    if (vl) f->values = vl;
+    const char **kd = realloc(f->kinds, (size_t)cap * sizeof *kd);
+    if (kd) f->kinds = kd;
+    char(*num)[32] = realloc(f->num, (size_t)cap * sizeof *num);
+    if (num) f->num = num;
+    if (!nm || !vl || !kd || !num) return -1;
+    f->cap = cap;
+    return 0;
+}
+
+/* Shortest "%.*g" text that reads back as v (0.1 -> "0.1", not 0.10000000000000001). */
+static void format_real(double v, char *out, size_t cap) {
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(out, cap, "%.*g", prec, v);
+        if (strtod(out, NULL) == v) return;
     }
-    if (io_failed(r, err)) return -1;
-    if (bytes_push(&r->text, '\0') != 0) return sp_fail(err, "%s: out of memory", r->path);
-    r->text.len--;
-    return 1;
 }
 
-static int is_blank(const char *s, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r') return 0;
-    return 1;
+/* Fills field i from one JSON member. */
+static void set_json_field(sp_record_fields *f, int i, const char *key, json_t *v) {
+    f->names[i] = key;
+    f->values[i] = f->num[i];
+    f->kinds[i] = NULL;
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+        f->values[i] = json_string_value(v);
+        break;
+    case JSON_INTEGER:
+        snprintf(f->num[i], sizeof f->num[i], "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        break;
+    case JSON_REAL:
+        format_real(json_real_value(v), f->num[i], sizeof f->num[i]);
+        break;
+    case JSON_TRUE:
+        snprintf(f->num[i], sizeof f->num[i], "true");
+        break;
+    case JSON_FALSE:
+        snprintf(f->num[i], sizeof f->num[i], "false");
+        break;
+    case JSON_NULL:
+        f->values[i] = NULL, f->kinds[i] = "null";
+        break;
+    case JSON_ARRAY:
+        f->values[i] = NULL, f->kinds[i] = "an array";
+        break;
+    case JSON_OBJECT:
+        f->values[i] = NULL, f->kinds[i] = "an object";
+        break;
+    }
 }
 
-/* Names the top-level key whose key or value contains byte off of a JSON object line, by a
- * lexical scan (the line is not valid JSON text, so jansson cannot say). Bytes before off are
- * valid UTF-8, so the copied key is too. */
-static void key_at(const char *s, size_t off, char *out, size_t cap) {
+int sp_record_fields_from_json(sp_record_fields *f, json_t *obj) {
+    if (sp_record_fields_reserve(f, (int)json_object_size(obj)) != 0) return -1;
+    const char *key;
+    json_t *v;
+    int i = 0;
+    json_object_foreach(obj, key, v) set_json_field(f, i++, key, v);
+    f->n = i;
+    return 0;
+}
+
+void sp_record_fields_view(const sp_record_fields *f, sp_record *rec) {
+    rec->n_fields = f->n;
+    rec->names = f->names;
+    rec->values = f->values;
+    rec->kinds = f->kinds;
+}
+
+void sp_record_fields_free(sp_record_fields *f) {
+    free(f->names), free(f->values), free(f->kinds), free(f->num);
+    memset(f, 0, sizeof *f);
+}
+
+const char *sp_json_kind_name(const json_t *v) {
+    switch (json_typeof(v)) {
+    case JSON_ARRAY:
+        return "an array";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
+    case JSON_OBJECT:
+        break;
+    }
+    return "an object";
+}
+
+void sp_json_key_at(const char *s, size_t off, char *out, size_t cap) {
     int depth = 0, in_str = 0, esc = 0, expect_key = 0, str_is_key = 0;
     size_t key_start = 0, key_len = 0, str_start = 0;
     snprintf(out, cap, "(unknown field)");
@@ -440,65 +508,31 @@ static void key_at(const char *s, size_t off, char *out, size_t cap) {
         snprintf(out, cap, "field \"%.*s\"", (int)(key_len < 200 ? key_len : 200), s + key_start);
 }
 
-/* Shortest "%.*g" text that reads back as v (0.1 -> "0.1", not 0.10000000000000001). */
-static void format_real(double v, char *out, size_t cap) {
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(out, cap, "%.*g", prec, v);
-        if (strtod(out, NULL) == v) return;
+/* ------------------------------------------------------------------------------------------ */
+/* JSONL                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Reads one line (without its LF) into text, NUL-terminated. Returns 1, 0 at EOF, -1. */
+static int read_line(sp_records *r, sp_error *err) {
+    r->text.len = 0;
+    int c = next_byte(r);
+    if (c == EOF) return io_failed(r, err) ? -1 : 0;
+    for (; c != EOF && c != '\n'; c = next_byte(r)) {
+        if (r->text.len >= SP_RECORDS_MAX_BYTES)
+            return sp_fail(err, "%s:%lld: line longer than %zu MiB", r->path, (long long)r->line,
+                           SP_RECORDS_MAX_BYTES >> 20);
+        if (bytes_push(&r->text, (char)c) != 0) return sp_fail(err, "%s: out of memory", r->path);
     }
+    if (io_failed(r, err)) return -1;
+    if (bytes_push(&r->text, '\0') != 0) return sp_fail(err, "%s: out of memory", r->path);
+    r->text.len--;
+    return 1;
 }
 
-/* Fills field i of the record from one JSON member. */
-static void set_json_field(sp_records *r, int i, const char *key, json_t *v) {
-    r->names[i] = key;
-    r->values[i] = r->num[i];
-    r->kinds[i] = NULL;
-    switch (json_typeof(v)) {
-    case JSON_STRING:
-        r->values[i] = json_string_value(v);
-        break;
-    case JSON_INTEGER:
-        snprintf(r->num[i], sizeof r->num[i], "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-        break;
-    case JSON_REAL:
-        format_real(json_real_value(v), r->num[i], sizeof r->num[i]);
-        break;
-    case JSON_TRUE:
-        snprintf(r->num[i], sizeof r->num[i], "true");
-        break;
-    case JSON_FALSE:
-        snprintf(r->num[i], sizeof r->num[i], "false");
-        break;
-    case JSON_NULL:
-        r->values[i] = NULL, r->kinds[i] = "null";
-        break;
-    case JSON_ARRAY:
-        r->values[i] = NULL, r->kinds[i] = "an array";
-        break;
-    case JSON_OBJECT:
-        r->values[i] = NULL, r->kinds[i] = "an object";
-        break;
-    }
-}
-
-static const char *json_kind_name(const json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_ARRAY:
-        return "an array";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    case JSON_OBJECT:
-        break;
-    }
-    return "an object";
+static int is_blank(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r') return 0;
+    return 1;
 }
 
 /* Parses the line in text into r->obj and the record arrays. */
@@ -506,7 +540,7 @@ static int parse_json_line(sp_records *r, int64_t line, sp_error *err) {
     size_t bad;
     if (!sp_utf8_check(r->text.p, r->text.len, &bad)) {
         char what[256];
-        key_at(r->text.p, bad, what, sizeof what);
+        sp_json_key_at(r->text.p, bad, what, sizeof what);
         unsigned byte = (unsigned char)r->text.p[bad];
         return sp_fail(err, "%s:%lld: %s: %s (byte 0x%02X) at byte offset %zu of the line", r->path,
                        (long long)line, what, byte ? "invalid UTF-8" : "NUL byte", byte, bad);
@@ -524,14 +558,10 @@ static int parse_json_line(sp_records *r, int64_t line, sp_error *err) {
                        je.column, je.text, hint);
     if (!json_is_object(r->obj))
         return sp_fail(err, "%s:%lld: expected a JSON object per line, got %s%s", r->path,
-                       (long long)line, json_kind_name(r->obj), hint);
-    if (grow_fields(r, (int)json_object_size(r->obj)) != 0)
+                       (long long)line, sp_json_kind_name(r->obj), hint);
+    if (sp_record_fields_from_json(&r->fields, r->obj) != 0)
         return sp_fail(err, "%s: out of memory", r->path);
-    const char *key;
-    json_t *v;
-    int i = 0;
-    json_object_foreach(r->obj, key, v) set_json_field(r, i++, key, v);
-    r->n_fields = i;
+    r->n_fields = r->fields.n;
     return 0;
 }
 
@@ -583,10 +613,7 @@ int sp_records_next(sp_records *r, sp_record *rec, sp_error *err) {
     int rc =
         r->fmt == SP_RECORDS_JSONL ? next_json_record(r, rec, err) : next_row_record(r, rec, err);
     if (rc != 1) return rc;
-    rec->n_fields = r->n_fields;
-    rec->names = r->names;
-    rec->values = r->values;
-    rec->kinds = r->kinds;
+    sp_record_fields_view(&r->fields, rec);
     return 1;
 }
 
@@ -603,7 +630,7 @@ void sp_records_close(sp_records *r) {
     json_decref(r->obj);
     free(r->text.p);
     free(r->field_off), free(r->field_line);
-    free(r->names), free(r->values), free(r->kinds), free(r->num);
+    sp_record_fields_free(&r->fields);
     free(r->path);
     free(r);
 }

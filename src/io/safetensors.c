@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/fileutil.h"
+
 /* ------------------------------------------------------------------------------------------ */
 /* Reading                                                                                    */
 /* ------------------------------------------------------------------------------------------ */
@@ -340,48 +342,6 @@ const char *sp_st_metadata(const sp_st_file *f, const char *key) {
 /* Writing                                                                                    */
 /* ------------------------------------------------------------------------------------------ */
 
-static int write_all(int fd, const void *buf, size_t len) {
-    const char *p = buf;
-    while (len > 0) {
-        size_t chunk = len < (1u << 30) ? len : (1u << 30);
-        ssize_t w = write(fd, p, chunk);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return -1;
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Creates path.tmp.XXXXXX next to path; returns the fd and sets *tmp (malloc'd). */
-static int open_temp(const char *path, char **tmp, sp_error *err) {
-    size_t n = strlen(path) + sizeof ".tmp.XXXXXX";
-    if (!(*tmp = malloc(n))) return sp_fail(err, "%s: out of memory", path);
-    snprintf(*tmp, n, "%s.tmp.XXXXXX", path);
-    int fd = mkostemp(*tmp, O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        free(*tmp);
-        *tmp = NULL;
-        return sp_fail(err, "%s: cannot create a temporary file next to it: %s", path, strerror(e));
-    }
-    fchmod(fd, 0644); /* mkstemp makes 0600; model files are meant to be shared */
-    return fd;
-}
-
-/* Makes the rename durable; failures are ignored (some file systems refuse to fsync dirs). */
-static void sync_parent_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-    if (!dir) return;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
 /* fsync + close fd, rename tmp over path. On failure the temporary is removed. */
 static int finish_temp(int fd, const char *tmp, const char *path, sp_error *err) {
     if (fsync(fd) != 0) {
@@ -395,16 +355,16 @@ static int finish_temp(int fd, const char *tmp, const char *path, sp_error *err)
         unlink(tmp);
         return sp_fail(err, "%s: cannot write: %s", path, strerror(e));
     }
-    sync_parent_dir(path);
+    sp_fsync_parent_dir(path); /* best effort: some file systems refuse to fsync dirs */
     return 0;
 }
 
 int sp_write_file_atomic(const char *path, const void *data, size_t len, sp_error *err) {
     char *tmp;
-    int fd = open_temp(path, &tmp, err);
+    int fd = sp_temp_beside(path, &tmp, err);
     if (fd < 0) return -1;
     int rc;
-    if (write_all(fd, data, len) != 0) {
+    if (sp_write_all(fd, data, len) != 0) {
         int e = errno;
         close(fd);
         unlink(tmp);
@@ -514,7 +474,7 @@ static int write_header(sp_st_writer *w, const char *hdr, sp_error *err) {
     store_le64(buf, padded);
     memcpy(buf + 8, hdr, len);
     memset(buf + 8 + len, ' ', padded - len);
-    int rc = write_all(w->fd, buf, 8 + padded);
+    int rc = sp_write_all(w->fd, buf, 8 + padded);
     int e = errno;
     free(buf);
     if (rc != 0) return sp_fail(err, "%s: write failed: %s", w->path, strerror(e));
@@ -539,7 +499,7 @@ sp_st_writer *sp_st_writer_open(const char *path, const sp_st_out *tensors, int 
     }
     char *hdr = build_header(w, tensors, meta_kv, n_meta, err);
     if (!hdr) goto fail;
-    w->fd = open_temp(path, &w->tmp, err);
+    w->fd = sp_temp_beside(path, &w->tmp, err);
     int rc = w->fd < 0 ? -1 : write_header(w, hdr, err);
     free(hdr);
     if (rc != 0) goto fail;
@@ -560,7 +520,7 @@ int sp_st_writer_put(sp_st_writer *w, const void *data, size_t nbytes, sp_error 
                      w->names[w->next], nbytes, w->nbytes[w->next]);
     else if (nbytes > 0 && !data)
         rc = sp_fail(err, "%s: tensor '%s': no data", w->path, w->names[w->next]);
-    else if (write_all(w->fd, data, nbytes) != 0)
+    else if (sp_write_all(w->fd, data, nbytes) != 0)
         rc = sp_fail(err, "%s: write failed: %s", w->path, strerror(errno));
     if (rc != 0) {
         sp_st_writer_abort(w);

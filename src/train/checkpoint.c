@@ -13,15 +13,14 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <hdf5.h>
-
+#include "io/fileutil.h"
+#include "io/h5util.h"
 #include "softprompt/checkpoint.h"
 #include "train/hash64.h"
 
@@ -32,63 +31,8 @@
 static const unsigned char HDF5_SIGNATURE[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
 
 /* ------------------------------------------------------------------------------------------ */
-/* HDF5 helpers                                                                               */
+/* Small helpers                                                                              */
 /* ------------------------------------------------------------------------------------------ */
-
-static void h5_quiet(void) {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-
-/* H5Ewalk2 callback keeping the innermost description (the first one walking upward). */
-static herr_t keep_innermost(unsigned n, const H5E_error2_t *e, void *data) {
-    if (n == 0 && e->desc) snprintf(data, SP_ERROR_MAX / 2, "%s", e->desc);
-    return 0;
-}
-
-/* Like sp_fail, appending HDF5's innermost error description when there is one. */
-__attribute__((format(printf, 2, 3))) static int h5_fail(sp_error *err, const char *fmt, ...) {
-    char detail[SP_ERROR_MAX / 2] = "";
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, keep_innermost, detail);
-    H5Eclear2(H5E_DEFAULT);
-    if (!err) return -1;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-    va_end(ap);
-    size_t n = strlen(err->msg);
-    if (detail[0] && n + 16 < sizeof err->msg)
-        snprintf(err->msg + n, sizeof err->msg - n, " (HDF5: %s)", detail);
-    return -1;
-}
-
-static void h5_close(hid_t id) {
-    if (id < 0) return;
-    switch (H5Iget_type(id)) {
-    case H5I_FILE:
-        H5Fclose(id);
-        break;
-    case H5I_GROUP:
-        H5Gclose(id);
-        break;
-    case H5I_DATATYPE:
-        H5Tclose(id);
-        break;
-    case H5I_DATASPACE:
-        H5Sclose(id);
-        break;
-    case H5I_DATASET:
-        H5Dclose(id);
-        break;
-    case H5I_ATTR:
-        H5Aclose(id);
-        break;
-    case H5I_GENPROP_LST:
-        H5Pclose(id);
-        break;
-    default:
-        break;
-    }
-}
 
 static const char *nz(const char *s) {
     return s ? s : "";
@@ -197,15 +141,6 @@ static int check_for_write(const char *path, const sp_checkpoint *c, sp_error *e
     return 0;
 }
 
-static int write_attr(hid_t f, const char *name, hid_t ftype, hid_t mtype, const void *value,
-                      const char *path, sp_error *err) {
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t a = space < 0 ? -1 : H5Acreate2(f, name, ftype, space, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t st = a < 0 ? -1 : H5Awrite(a, mtype, value);
-    h5_close(a), h5_close(space);
-    return st < 0 ? h5_fail(err, "%s: cannot write attribute \"%s\"", path, name) : 0;
-}
-
 /* Fixed-length UTF-8 strings: their bytes live in the attribute message itself, under HDF5's
  * metadata checksums. Variable-length strings would live in the global heap, which HDF5 1.10
  * does not checksum and whose corruption crashes H5Aread; checkpoints never use them. */
@@ -213,21 +148,18 @@ static int write_str(hid_t f, const char *name, const char *value, const char *p
                      sp_error *err) {
     const char *v = nz(value);
     size_t n = strlen(v);
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, n ? n : 1);
-    H5Tset_strpad(t, H5T_STR_NULLPAD);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    int rc = write_attr(f, name, t, t, n ? v : "", path, err);
+    hid_t t = sp_h5_utf8_type(n ? n : 1, H5T_STR_NULLPAD);
+    int rc = sp_h5_write_attr(f, name, t, t, n ? v : "", path, err);
     H5Tclose(t);
     return rc;
 }
 
 static int write_i64(hid_t f, const char *name, int64_t v, const char *path, sp_error *err) {
-    return write_attr(f, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v, path, err);
+    return sp_h5_write_attr(f, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v, path, err);
 }
 
 static int write_f64(hid_t f, const char *name, double v, const char *path, sp_error *err) {
-    return write_attr(f, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, path, err);
+    return sp_h5_write_attr(f, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, path, err);
 }
 
 /* A contiguous (unchunked, uncompressed) dataset, so its bytes lie at one offset in the file. */
@@ -237,8 +169,8 @@ static int write_dataset(hid_t loc, const char *name, hid_t ftype, hid_t mtype, 
     hid_t d =
         space < 0 ? -1 : H5Dcreate2(loc, name, ftype, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     herr_t st = d < 0 ? -1 : H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
-    h5_close(d), h5_close(space);
-    return st < 0 ? h5_fail(err, "%s: cannot write dataset \"%s\"", path, name) : 0;
+    sp_h5_close(d), sp_h5_close(space);
+    return st < 0 ? sp_h5_fail(err, "%s: cannot write dataset \"%s\"", path, name) : 0;
 }
 
 static int write_contents(hid_t f, const sp_checkpoint *c, const char *created_by,
@@ -247,7 +179,7 @@ static int write_contents(hid_t f, const sp_checkpoint *c, const char *created_b
     if (write_dataset(f, "prompt", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, pd, c->prompt, path, err))
         return -1;
     hid_t g = H5Gcreate2(f, "optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (g < 0) return h5_fail(err, "%s: cannot create group \"optimizer\"", path);
+    if (g < 0) return sp_h5_fail(err, "%s: cannot create group \"optimizer\"", path);
     H5Gclose(g);
     for (int i = 0; i < c->n_optim; i++) {
         const sp_checkpoint_array *a = &c->optim[i];
@@ -345,7 +277,7 @@ static int verify_image(void *image, size_t size, const char *path, sp_error *er
     hid_t f = clash ? -1 : H5Fopen(label, H5F_ACC_RDONLY, fapl);
     free(label);
     if (f < 0) {
-        h5_fail(err, "%s: internal error: the HDF5 image built in memory does not open", path);
+        sp_h5_fail(err, "%s: internal error: the HDF5 image built in memory does not open", path);
         H5Pclose(fapl);
         return -1;
     }
@@ -376,19 +308,19 @@ static int build_image(const sp_checkpoint *c, const char *path, void **image, s
     H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18);
     H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG); /* closing the file closes everything */
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    if (f < 0) h5_fail(err, "%s: cannot create an HDF5 file in memory", path);
+    if (f < 0) sp_h5_fail(err, "%s: cannot create an HDF5 file in memory", path);
     H5Pclose(fapl);
     if (f < 0) return -1;
     int rc = write_contents(f, c, created_by, checksum, path, err);
     if (rc == 0 && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0)
-        rc = h5_fail(err, "%s: cannot flush the HDF5 image", path);
+        rc = sp_h5_fail(err, "%s: cannot flush the HDF5 image", path);
     ssize_t n = rc == 0 ? H5Fget_file_image(f, NULL, 0) : -1;
-    if (rc == 0 && n <= 0) rc = h5_fail(err, "%s: cannot get the HDF5 file image", path);
+    if (rc == 0 && n <= 0) rc = sp_h5_fail(err, "%s: cannot get the HDF5 file image", path);
     if (rc == 0 && !(*image = malloc((size_t)n)))
         rc = sp_fail(err, "%s: out of memory for a %zd-byte checkpoint", path, n);
     if (rc == 0 && H5Fget_file_image(f, *image, (size_t)n) != n)
-        rc = h5_fail(err, "%s: cannot get the HDF5 file image", path);
-    if (H5Fclose(f) < 0 && rc == 0) rc = h5_fail(err, "%s: cannot close the HDF5 image", path);
+        rc = sp_h5_fail(err, "%s: cannot get the HDF5 file image", path);
+    if (H5Fclose(f) < 0 && rc == 0) rc = sp_h5_fail(err, "%s: cannot close the HDF5 image", path);
     H5Eclear2(H5E_DEFAULT);
     if (rc == 0) {
         fix_superblock_checksum(*image, (size_t)n);
@@ -403,41 +335,14 @@ static int build_image(const sp_checkpoint *c, const char *path, void **image, s
     return 0;
 }
 
-/* Directory part of path ("." when there is none). */
-static char *dir_of(const char *path) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) return strdup(".");
-    return strndup(path, slash == path ? 1 : (size_t)(slash - path));
-}
-
-static int write_all(int fd, const char *p, size_t n) {
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0) return -1;
-        if (w == 0) {
-            errno = EIO;
-            return -1;
-        }
-        p += w, n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* path.tmp.XXXXXX in the same directory: write, fsync, close, rename over path, fsync the
  * directory. Any failure removes the temporary and leaves an existing path untouched. */
 static int write_atomically(const char *path, const void *data, size_t n, sp_error *err) {
-    char *tmp = NULL;
-    if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0) return sp_fail(err, "%s: out of memory", path);
-    int fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return sp_fail(err, "%s: cannot create a temporary file next to it: %s", path, strerror(e));
-    }
-    fchmod(fd, 0644); /* mkstemp makes 0600; checkpoints are read by every rank and by users */
+    char *tmp;
+    int fd = sp_temp_beside(path, &tmp, err); /* 0644: read by every rank and by users */
+    if (fd < 0) return -1;
     int rc = 0;
-    if (write_all(fd, data, n) != 0)
+    if (sp_write_all(fd, data, n) != 0)
         rc = sp_fail(err, "%s: cannot write the temporary file %s: %s", path, tmp, strerror(errno));
     else if (fsync(fd) != 0)
         rc = sp_fail(err, "%s: cannot sync the temporary file %s: %s", path, tmp, strerror(errno));
@@ -452,19 +357,19 @@ static int write_atomically(const char *path, const void *data, size_t n, sp_err
         return -1;
     }
     free(tmp);
-    char *dir = dir_of(path);
-    int dfd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
     /* Some file systems refuse fsync on directories (EINVAL); only real I/O errors count. */
-    if (dfd >= 0 && fsync(dfd) != 0 && errno == EIO)
-        rc = sp_fail(err, "%s: written, but syncing directory %s failed: %s", path, dir,
-                     strerror(errno));
-    if (dfd >= 0) close(dfd);
-    free(dir);
+    int e = sp_fsync_parent_dir(path);
+    if (e == EIO) {
+        char *dir = sp_dir_of(path);
+        rc = sp_fail(err, "%s: written, but syncing directory %s failed: %s", path, dir ? dir : ".",
+                     strerror(e));
+        free(dir);
+    }
     return rc;
 }
 
 int sp_checkpoint_write(const char *path, const sp_checkpoint *c, sp_error *err) {
-    h5_quiet();
+    sp_h5_quiet();
     if (check_for_write(path, c, err) != 0) return -1;
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
@@ -517,25 +422,15 @@ static hid_t open_h5(const char *path, sp_error *err) {
      * otherwise refuse the open. */
     H5Pset_file_locking(fapl, 0, 1);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
-    if (f < 0) h5_fail(err, "%s: cannot open as HDF5 (truncated or corrupt file?)", path);
-    H5Pclose(fapl); /* after h5_fail: every HDF5 call clears the error stack */
+    if (f < 0) sp_h5_fail(err, "%s: cannot open as HDF5 (truncated or corrupt file?)", path);
+    H5Pclose(fapl); /* after sp_h5_fail: every HDF5 call clears the error stack */
     return f;
 }
 
 /* Opens scalar root attribute name (-1 with a message when absent or not scalar). */
 static hid_t open_attr(hid_t f, const char *name, const char *path, sp_error *err) {
-    htri_t has = H5Aexists(f, name);
-    if (has < 0) return h5_fail(err, "%s: cannot look up root attribute \"%s\"", path, name);
-    if (!has) return sp_fail(err, "%s: missing root attribute \"%s\"", path, name);
-    hid_t a = H5Aopen(f, name, H5P_DEFAULT);
-    if (a < 0) return h5_fail(err, "%s: cannot open root attribute \"%s\"", path, name);
-    hid_t space = H5Aget_space(a);
-    hssize_t np = space < 0 ? -1 : H5Sget_simple_extent_npoints(space);
-    h5_close(space);
-    if (np != 1) {
-        H5Aclose(a);
-        return sp_fail(err, "%s: root attribute \"%s\" must hold a single value", path, name);
-    }
+    hid_t a = sp_h5_open_root_attr(f, name, path, err);
+    if (a == -2) return sp_fail(err, "%s: missing root attribute \"%s\"", path, name);
     return a;
 }
 
@@ -562,14 +457,14 @@ static int read_str(hid_t f, const char *name, char **out, const char *path, sp_
         if (!v)
             rc = sp_fail(err, "%s: root attribute \"%s\": out of memory", path, name);
         else if (H5Aread(a, ft, v) < 0)
-            rc = h5_fail(err, "%s: cannot read root attribute \"%s\"", path, name);
+            rc = sp_h5_fail(err, "%s: cannot read root attribute \"%s\"", path, name);
         else
             while (n > 0 && (v[n - 1] == pad_char || v[n - 1] == '\0')) v[--n] = '\0';
         if (rc == 0 && strlen(v) != n)
             rc = sp_fail(err, "%s: root attribute \"%s\" contains a NUL byte", path, name);
         *out = rc == 0 ? v : (free(v), NULL);
     }
-    h5_close(ft), H5Aclose(a);
+    sp_h5_close(ft), H5Aclose(a);
     return rc;
 }
 
@@ -580,11 +475,11 @@ static int read_i64(hid_t f, const char *name, int64_t lo, int64_t *out, const c
     hid_t ft = H5Aget_type(a);
     int ok = ft >= 0 && H5Tget_class(ft) == H5T_INTEGER && H5Tget_size(ft) <= 8 &&
              !(H5Tget_size(ft) == 8 && H5Tget_sign(ft) == H5T_SGN_NONE);
-    h5_close(ft);
+    sp_h5_close(ft);
     herr_t st = ok ? H5Aread(a, H5T_NATIVE_INT64, out) : -1;
     H5Aclose(a);
     if (!ok) return sp_fail(err, "%s: root attribute \"%s\" must be a signed integer", path, name);
-    if (st < 0) return h5_fail(err, "%s: cannot read root attribute \"%s\"", path, name);
+    if (st < 0) return sp_h5_fail(err, "%s: cannot read root attribute \"%s\"", path, name);
     if (*out < lo)
         return sp_fail(err, "%s: root attribute \"%s\" is %" PRId64 " (must be >= %" PRId64 ")",
                        path, name, *out, lo);
@@ -596,11 +491,11 @@ static int read_f64(hid_t f, const char *name, double *out, const char *path, sp
     if (a < 0) return -1;
     hid_t ft = H5Aget_type(a);
     int ok = ft >= 0 && H5Tget_class(ft) == H5T_FLOAT;
-    h5_close(ft);
+    sp_h5_close(ft);
     herr_t st = ok ? H5Aread(a, H5T_NATIVE_DOUBLE, out) : -1;
     H5Aclose(a);
     if (!ok) return sp_fail(err, "%s: root attribute \"%s\" must be a float", path, name);
-    return st < 0 ? h5_fail(err, "%s: cannot read root attribute \"%s\"", path, name) : 0;
+    return st < 0 ? sp_h5_fail(err, "%s: cannot read root attribute \"%s\"", path, name) : 0;
 }
 
 static const char *class_name(hid_t t) {
@@ -629,15 +524,15 @@ static hid_t open_dataset(hid_t loc, const char *name, const char *shown, char k
                           int min_rank, int max_rank, hsize_t dims[2], const char *path,
                           sp_error *err) {
     htri_t has = H5Lexists(loc, name, H5P_DEFAULT);
-    if (has < 0) return h5_fail(err, "%s: cannot look up dataset \"%s\"", path, shown);
+    if (has < 0) return sp_h5_fail(err, "%s: cannot look up dataset \"%s\"", path, shown);
     if (!has) return sp_fail(err, "%s: missing dataset \"%s\"", path, shown);
     hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
-    if (d < 0) return h5_fail(err, "%s: \"%s\" is not a readable dataset", path, shown);
+    if (d < 0) return sp_h5_fail(err, "%s: \"%s\" is not a readable dataset", path, shown);
     hid_t t = H5Dget_type(d), space = H5Dget_space(d);
     int rank = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
     int rc = 0;
     if (t < 0 || space < 0) {
-        rc = h5_fail(err, "%s: cannot inspect dataset \"%s\"", path, shown);
+        rc = sp_h5_fail(err, "%s: cannot inspect dataset \"%s\"", path, shown);
     } else if (kind == 'f' &&
                (H5Tget_class(t) != H5T_FLOAT || (exact_size && H5Tget_size(t) != 4))) {
         rc = H5Tget_class(t) == H5T_FLOAT
@@ -659,7 +554,7 @@ static hid_t open_dataset(hid_t loc, const char *name, const char *shown, char k
         dims[0] = dims[1] = 1;
         H5Sget_simple_extent_dims(space, dims, NULL);
     }
-    h5_close(t), h5_close(space);
+    sp_h5_close(t), sp_h5_close(space);
     if (rc != 0) {
         H5Dclose(d);
         return -1;
@@ -676,7 +571,7 @@ static void *read_all(hid_t d, hid_t mem_type, size_t n, size_t elem, const char
         return NULL;
     }
     if (H5Dread(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
-        h5_fail(err, "%s: cannot read dataset \"%s\" (truncated or corrupt file?)", path, shown);
+        sp_h5_fail(err, "%s: cannot read dataset \"%s\" (truncated or corrupt file?)", path, shown);
         free(buf);
         return NULL;
     }
@@ -709,13 +604,13 @@ static int read_prompt(hid_t f, sp_checkpoint *c, const char *path, sp_error *er
 static int read_optimizer(hid_t f, sp_checkpoint *c, const char *path, sp_error *err) {
     htri_t has = H5Lexists(f, "optimizer", H5P_DEFAULT);
     if (has <= 0)
-        return has < 0 ? h5_fail(err, "%s: cannot look up group \"optimizer\"", path)
+        return has < 0 ? sp_h5_fail(err, "%s: cannot look up group \"optimizer\"", path)
                        : sp_fail(err, "%s: missing group \"optimizer\"", path);
     hid_t g = H5Gopen2(f, "optimizer", H5P_DEFAULT);
     H5G_info_t info;
     if (g < 0 || H5Gget_info(g, &info) < 0) {
-        h5_close(g);
-        return h5_fail(err, "%s: \"optimizer\" is not a readable group", path);
+        sp_h5_close(g);
+        return sp_h5_fail(err, "%s: \"optimizer\" is not a readable group", path);
     }
     if (info.nlinks > SP_CHECKPOINT_MAX_OPTIM) {
         H5Gclose(g);
@@ -728,7 +623,7 @@ static int read_optimizer(hid_t f, sp_checkpoint *c, const char *path, sp_error 
         ssize_t len = H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, a->name,
                                          sizeof a->name, H5P_DEFAULT);
         if (len < 0) {
-            rc = h5_fail(err, "%s: cannot list group \"optimizer\"", path);
+            rc = sp_h5_fail(err, "%s: cannot list group \"optimizer\"", path);
             break;
         }
         if ((size_t)len >= sizeof a->name) {
@@ -779,7 +674,7 @@ static int read_rng(hid_t f, sp_checkpoint *c, const char *path, sp_error *err) 
         rc = sp_fail(err, "%s: dataset \"rng_state\" must hold 4 values (found %llu)", path,
                      (unsigned long long)dims[0]);
     else if (H5Dread(d, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, c->rng) < 0)
-        rc = h5_fail(err, "%s: cannot read dataset \"rng_state\"", path);
+        rc = sp_h5_fail(err, "%s: cannot read dataset \"rng_state\"", path);
     H5Dclose(d);
     return rc;
 }
@@ -788,7 +683,7 @@ static int read_rng(hid_t f, sp_checkpoint *c, const char *path, sp_error *err) 
 static int read_format(hid_t f, const char *path, sp_error *err) {
     htri_t has = H5Aexists(f, "format");
     if (has <= 0)
-        return has < 0 ? h5_fail(err, "%s: cannot look up root attribute \"format\"", path)
+        return has < 0 ? sp_h5_fail(err, "%s: cannot look up root attribute \"format\"", path)
                        : sp_fail(err,
                                  "%s: missing root attribute \"format\" (not a softprompt "
                                  "checkpoint)",
@@ -866,12 +761,12 @@ void sp_checkpoint_free(sp_checkpoint *c) {
 
 int sp_checkpoint_read(const char *path, sp_checkpoint *c, sp_error *err) {
     memset(c, 0, sizeof *c);
-    h5_quiet();
+    sp_h5_quiet();
     if (precheck(path, 1, err) != 0) return -1;
     hid_t f = open_h5(path, err);
     if (f < 0) return -1;
     int rc = read_contents(f, c, path, err);
-    if (H5Fclose(f) < 0 && rc == 0) rc = h5_fail(err, "%s: cannot close", path);
+    if (H5Fclose(f) < 0 && rc == 0) rc = sp_h5_fail(err, "%s: cannot close", path);
     H5Eclear2(H5E_DEFAULT);
     if (rc != 0) sp_checkpoint_free(c);
     return rc;
@@ -894,7 +789,7 @@ static int says_checkpoint(hid_t f) {
 
 int sp_prompt_read_h5(const char *path, float **prompt, int *n_prompt, int *d, sp_error *err) {
     *prompt = NULL, *n_prompt = 0, *d = 0;
-    h5_quiet();
+    sp_h5_quiet();
     if (precheck(path, 0, err) != 0) return -1;
     hid_t f = open_h5(path, err);
     if (f < 0) return -1;
@@ -922,7 +817,7 @@ int sp_prompt_read_h5(const char *path, float **prompt, int *n_prompt, int *d, s
                          "%s: dataset \"prompt\" element [%zu, %zu] is %g (not finite as "
                          "float32)",
                          path, i / (size_t)dims[1], i % (size_t)dims[1], (double)p[i]);
-    h5_close(ds);
+    sp_h5_close(ds);
     H5Fclose(f);
     H5Eclear2(H5E_DEFAULT);
     if (rc != 0) {

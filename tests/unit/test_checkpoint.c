@@ -16,14 +16,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* softprompt_core keeps the HDF5 include directory private; Debian's serial headers are under
- * hdf5/serial when it is not on the include path. */
-#if __has_include(<hdf5.h>)
-#include <hdf5.h>
-#else
-#include <hdf5/serial/hdf5.h>
-#endif
-
 #if defined(__SANITIZE_ADDRESS__) && __has_include(<sanitizer/lsan_interface.h>)
 #include <sanitizer/lsan_interface.h>
 #define LSAN_DISABLE() __lsan_disable()
@@ -38,15 +30,9 @@
 #include "softprompt/safetensors.h"
 #include "testutil.h"
 
-static char *g_dir;
-
 static void setup(void) {
-    g_dir = tu_mkdtemp();
+    tu_dir_setup();
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-static void teardown(void) {
-    tu_rmtree(g_dir);
-    free(g_dir);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -99,7 +85,7 @@ static void make_sample(sample *s, int64_t step) {
 static char *write_sample(const char *name, int64_t step) {
     sample s;
     make_sample(&s, step);
-    char *path = tu_path(g_dir, name);
+    char *path = tu_path(tu_dir, name);
     sp_error err = {{0}};
     ck_assert_msg(sp_checkpoint_write(path, &s.c, &err) == 0, "%s", err.msg);
     return path;
@@ -158,13 +144,6 @@ static void read_fails(const char *path, const char *want) {
     ck_assert_int_eq(c.n_optim, 0);
 }
 
-static void copy_file(const char *from, const char *to) {
-    size_t n;
-    char *b = tu_read_file(from, &n);
-    tu_write_file(to, b, n);
-    free(b);
-}
-
 static void flip_byte(const char *path, long off, unsigned char mask) {
     FILE *f = fopen(path, "r+b");
     ck_assert_ptr_nonnull(f);
@@ -188,7 +167,7 @@ static long dataset_offset(const char *path, const char *name) {
     return (long)off;
 }
 
-/* Number of entries in g_dir whose name contains part. */
+/* Number of entries in tu_dir whose name contains part. */
 static int count_entries(const char *dir, const char *part) {
     char *cmd;
     ck_assert_int_ge(asprintf(&cmd, "ls -a '%s' | grep -c -- '%s'", dir, part), 0);
@@ -207,7 +186,7 @@ static int count_entries(const char *dir, const char *part) {
 START_TEST(round_trip_is_bitwise) {
     sample s;
     make_sample(&s, 12);
-    char *path = tu_path(g_dir, "ck.h5");
+    char *path = tu_path(tu_dir, "ck.h5");
     sp_error err = {{0}};
     ck_assert_msg(sp_checkpoint_write(path, &s.c, &err) == 0, "%s", err.msg);
     sp_checkpoint r;
@@ -232,7 +211,7 @@ START_TEST(round_trip_is_bitwise) {
     H5Fclose(f);
 
     /* No temporary left behind; readable by other users (ranks, h5py). */
-    ck_assert_int_eq(count_entries(g_dir, ".tmp."), 0);
+    ck_assert_int_eq(count_entries(tu_dir, ".tmp."), 0);
     struct stat st;
     ck_assert_int_eq(stat(path, &st), 0);
     ck_assert_int_eq(st.st_mode & 0777, 0644);
@@ -259,7 +238,7 @@ START_TEST(round_trip_edge_values) {
     c.n_prompt = 1, c.d = 1, c.prompt = prompt;
     c.metric = NAN, c.best_metric = NAN, c.best_step = -1;
     c.config_json = cfg;
-    char *path = tu_path(g_dir, "edge.h5");
+    char *path = tu_path(tu_dir, "edge.h5");
     sp_error err = {{0}};
     ck_assert_msg(sp_checkpoint_write(path, &c, &err) == 0, "%s", err.msg);
     sp_checkpoint r;
@@ -276,7 +255,7 @@ START_TEST(round_trip_edge_values) {
 END_TEST
 
 START_TEST(write_refuses_invalid_checkpoints) {
-    char *path = tu_path(g_dir, "bad.h5");
+    char *path = tu_path(tu_dir, "bad.h5");
     sp_error err = {{0}};
     sample s;
     make_sample(&s, 1);
@@ -299,7 +278,7 @@ START_TEST(write_refuses_invalid_checkpoints) {
     ck_assert_int_eq(sp_checkpoint_write(path, &s.c, &err), -1);
     ck_assert_ptr_nonnull(strstr(err.msg, path));
     /* Nothing was created. */
-    ck_assert_int_eq(count_entries(g_dir, "bad.h5"), 0);
+    ck_assert_int_eq(count_entries(tu_dir, "bad.h5"), 0);
     free(path);
 }
 END_TEST
@@ -310,7 +289,7 @@ END_TEST
 
 START_TEST(checksum_catches_flipped_data_bytes) {
     char *good = write_sample("good.h5", 5);
-    char *bad = tu_path(g_dir, "bad.h5");
+    char *bad = tu_path(tu_dir, "bad.h5");
     static const struct {
         const char *dataset;
         long len;
@@ -322,13 +301,13 @@ START_TEST(checksum_catches_flipped_data_bytes) {
         long base = dataset_offset(good, where[w].dataset);
         long offs[] = {0, 1, where[w].len / 2, where[w].len - 1};
         for (int k = 0; k < 4; k++) {
-            copy_file(good, bad);
+            tu_copy_file(good, bad);
             flip_byte(bad, base + offs[k], (unsigned char)(1u << (k * 2)));
             read_fails(bad, "checksum mismatch: the file is corrupt (stored ");
         }
     }
     /* A single low mantissa bit of one prompt value. */
-    copy_file(good, bad);
+    tu_copy_file(good, bad);
     flip_byte(bad, dataset_offset(good, "prompt") + 4 * 11, 0x01);
     read_fails(bad, "computed ");
     free(good), free(bad);
@@ -337,59 +316,39 @@ END_TEST
 
 /* Rewrites a scalar int64 attribute through the HDF5 API (HDF5's own metadata checksums stay
  * valid, so only softprompt's checksum can notice). */
+/* Replace attributes the checkpoint has (strings fixed-length, as softprompt writes them). */
 static void set_i64_attr(const char *path, const char *name, int64_t v) {
-    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
-    ck_assert_int_ge(f, 0);
-    hid_t a = H5Aopen(f, name, H5P_DEFAULT);
-    ck_assert_int_ge(a, 0);
-    ck_assert_int_ge(H5Awrite(a, H5T_NATIVE_INT64, &v), 0);
-    H5Aclose(a), H5Fclose(f);
-}
-
-/* Replaces a string attribute: fixed-length as softprompt writes them, or variable-length as
- * h5py writes str. */
-static void set_str_attr_kind(const char *path, const char *name, const char *value, int vlen) {
-    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
-    ck_assert_int_ge(f, 0);
-    ck_assert_int_ge(H5Adelete(f, name), 0);
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, vlen ? H5T_VARIABLE : strlen(value));
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    hid_t s = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(f, name, t, s, H5P_DEFAULT, H5P_DEFAULT);
-    ck_assert_int_ge(a, 0);
-    ck_assert_int_ge(H5Awrite(a, t, vlen ? (const void *)&value : (const void *)value), 0);
-    H5Aclose(a), H5Sclose(s), H5Tclose(t), H5Fclose(f);
+    ck_assert_int_eq(tu_h5_set_i64_attr(path, name, v), 1);
 }
 
 static void set_str_attr(const char *path, const char *name, const char *value) {
-    set_str_attr_kind(path, name, value, 0);
+    ck_assert_int_eq(tu_h5_set_str_attr(path, name, value, 0), 1);
 }
 
 START_TEST(checksum_catches_changed_attributes) {
     char *good = write_sample("good.h5", 5);
-    char *bad = tu_path(g_dir, "bad.h5");
+    char *bad = tu_path(tu_dir, "bad.h5");
     const char *ints[] = {"step",        "epoch",      "epoch_position",
                           "tokens_seen", "optim_step", "best_step"};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++) {
-        copy_file(good, bad);
+        tu_copy_file(good, bad);
         set_i64_attr(bad, ints[i], 6);
         read_fails(bad, "checksum mismatch");
     }
     const char *strs[] = {"config_json", "model_fingerprint", "dataset_fingerprint", "metric_name",
                           "created_by"};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
-        copy_file(good, bad);
+        tu_copy_file(good, bad);
         set_str_attr(bad, strs[i], "0123456789abcdee");
         read_fails(bad, "checksum mismatch");
     }
-    copy_file(good, bad);
+    tu_copy_file(good, bad);
     set_str_attr(bad, "checksum", "not-a-checksum");
     read_fails(bad, "not 16 hex digits");
     /* h5py-style variable-length strings are refused (HDF5 reads them from an unchecksummed
      * heap where corruption crashes it). */
-    copy_file(good, bad);
-    set_str_attr_kind(bad, "metric_name", "valid_accuracy", 1);
+    tu_copy_file(good, bad);
+    ck_assert_int_eq(tu_h5_set_str_attr(bad, "metric_name", "valid_accuracy", 1), 1);
     read_fails(bad, "\"metric_name\" is a variable-length string");
 
     /* A flipped byte inside an attribute's stored value (found by a marker in config_json): HDF5's
@@ -400,15 +359,15 @@ START_TEST(checksum_catches_changed_attributes) {
     ck_assert_ptr_nonnull(hit);
     long off = (long)(hit - bytes) + 9;
     free(bytes);
-    copy_file(good, bad);
+    tu_copy_file(good, bad);
     flip_byte(bad, off, 0x01);
     read_fails(bad, NULL);
 
     /* Format checks come first: a newer version says so instead of "checksum mismatch". */
-    copy_file(good, bad);
+    tu_copy_file(good, bad);
     set_i64_attr(bad, "format_version", 2);
     read_fails(bad, "newer than this softprompt reads");
-    copy_file(good, bad);
+    tu_copy_file(good, bad);
     set_str_attr(bad, "format", "softprompt-dataset");
     read_fails(bad, "not a softprompt checkpoint");
     free(good), free(bad);
@@ -421,7 +380,7 @@ START_TEST(every_flipped_byte_fails_cleanly_or_is_harmless) {
     sample s;
     make_sample(&s, 9);
     char *good = write_sample("good.h5", 9);
-    char *bad = tu_path(g_dir, "bad.h5");
+    char *bad = tu_path(tu_dir, "bad.h5");
     size_t n;
     char *orig = tu_read_file(good, &n);
     int failed = 0, harmless = 0;
@@ -456,7 +415,7 @@ END_TEST
 
 START_TEST(truncated_files_fail_cleanly) {
     char *good = write_sample("good.h5", 3);
-    char *bad = tu_path(g_dir, "bad.h5");
+    char *bad = tu_path(tu_dir, "bad.h5");
     size_t n;
     char *orig = tu_read_file(good, &n);
     size_t lens[] = {0, 1, 7, 8, 9, 48, 100, 512, 1024, n / 3, n / 2, n - 100, n - 8, n - 1};
@@ -475,7 +434,7 @@ START_TEST(truncated_files_fail_cleanly) {
 END_TEST
 
 START_TEST(garbage_and_foreign_files_fail_cleanly) {
-    char *bad = tu_path(g_dir, "garbage.h5");
+    char *bad = tu_path(tu_dir, "garbage.h5");
     unsigned char buf[8192];
     uint64_t x = 88172645463325252ull;
     for (int round = 0; round < 40; round++) {
@@ -494,18 +453,18 @@ START_TEST(garbage_and_foreign_files_fail_cleanly) {
     tu_write_file(bad, "hello, world\n", 13);
     read_fails(bad, "not an HDF5 file");
 
-    char *missing = tu_path(g_dir, "missing.h5");
+    char *missing = tu_path(tu_dir, "missing.h5");
     read_fails(missing, "No such file");
-    read_fails(g_dir, "not a regular file");
+    read_fails(tu_dir, "not a regular file");
 
     /* A default (superblock v0) HDF5 file, as h5py makes: refused before HDF5 parses it. */
-    char *old = tu_path(g_dir, "old.h5");
+    char *old = tu_path(tu_dir, "old.h5");
     hid_t f = H5Fcreate(old, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     H5Fclose(f);
     read_fails(old, "superblock version 0");
 
     /* A 1.10-format HDF5 file without our attributes. */
-    char *plain = tu_path(g_dir, "plain.h5");
+    char *plain = tu_path(tu_dir, "plain.h5");
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
     f = H5Fcreate(plain, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
@@ -518,7 +477,7 @@ END_TEST
 /* A valid checkpoint whose datasets are replaced by wrong ones: each is named. */
 START_TEST(wrong_datasets_are_named) {
     char *good = write_sample("good.h5", 3);
-    char *bad = tu_path(g_dir, "bad.h5");
+    char *bad = tu_path(tu_dir, "bad.h5");
     struct {
         const char *name;
         int rank;
@@ -534,7 +493,7 @@ START_TEST(wrong_datasets_are_named) {
         {"optimizer/vr", 1, {5, 0}, H5T_STD_I32LE, "\"optimizer/vr\" must be float32"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        copy_file(good, bad);
+        tu_copy_file(good, bad);
         hid_t f = H5Fopen(bad, H5F_ACC_RDWR, H5P_DEFAULT);
         ck_assert_int_ge(H5Ldelete(f, cases[i].name, H5P_DEFAULT), 0);
         hid_t s = H5Screate_simple(cases[i].rank, cases[i].dims, NULL);
@@ -544,13 +503,13 @@ START_TEST(wrong_datasets_are_named) {
         H5Dclose(d), H5Sclose(s), H5Fclose(f);
         read_fails(bad, cases[i].want);
     }
-    copy_file(good, bad);
+    tu_copy_file(good, bad);
     hid_t f = H5Fopen(bad, H5F_ACC_RDWR, H5P_DEFAULT);
     H5Ldelete(f, "prompt", H5P_DEFAULT);
     H5Adelete(f, "tokens_seen");
     H5Fclose(f);
     read_fails(bad, "missing dataset \"prompt\"");
-    copy_file(good, bad);
+    tu_copy_file(good, bad);
     f = H5Fopen(bad, H5F_ACC_RDWR, H5P_DEFAULT);
     H5Adelete(f, "tokens_seen");
     H5Fclose(f);
@@ -569,16 +528,16 @@ START_TEST(failed_writes_name_the_path_and_keep_the_old_file) {
     sp_error err = {{0}};
 
     /* Parent is a regular file (tests run as root, so chmod 0555 would not stop a write). */
-    char *file = tu_path(g_dir, "regular");
+    char *file = tu_path(tu_dir, "regular");
     tu_write_file(file, "x", 1);
     char *under_file = tu_path(file, "ck.h5");
     ck_assert_int_eq(sp_checkpoint_write(under_file, &s.c, &err), -1);
     ck_assert_msg(strstr(err.msg, under_file) && strstr(err.msg, "Not a directory"), "%s", err.msg);
-    char *nodir = tu_path(g_dir, "no/such/dir/ck.h5");
+    char *nodir = tu_path(tu_dir, "no/such/dir/ck.h5");
     ck_assert_int_eq(sp_checkpoint_write(nodir, &s.c, &err), -1);
     ck_assert_msg(strstr(err.msg, nodir) && strstr(err.msg, "No such file or directory"), "%s",
                   err.msg);
-    ck_assert_int_eq(sp_checkpoint_write(g_dir, &s.c, &err), -1);
+    ck_assert_int_eq(sp_checkpoint_write(tu_dir, &s.c, &err), -1);
     ck_assert_ptr_nonnull(strstr(err.msg, "is a directory"));
 
     /* The disk "fills up" mid-write (a file size limit makes write() fail with EFBIG, as ENOSPC
@@ -600,7 +559,7 @@ START_TEST(failed_writes_name_the_path_and_keep_the_old_file) {
     signal(SIGXFSZ, old_handler);
     ck_assert_int_eq(rc, -1);
     ck_assert_msg(strstr(err.msg, path) != NULL, "%s", err.msg);
-    ck_assert_int_eq(count_entries(g_dir, ".tmp."), 0);
+    ck_assert_int_eq(count_entries(tu_dir, ".tmp."), 0);
     sp_checkpoint r;
     read_ok(path, &r);
     assert_equal(&s.c, &r);
@@ -624,7 +583,7 @@ END_TEST
 static void write_step(int64_t step) {
     sample s;
     make_sample(&s, step);
-    char *path = sp_checkpoint_path(g_dir, step);
+    char *path = sp_checkpoint_path(tu_dir, step);
     sp_error err = {{0}};
     ck_assert_msg(sp_checkpoint_write(path, &s.c, &err) == 0, "%s", err.msg);
     free(path);
@@ -634,30 +593,30 @@ START_TEST(find_latest_skips_corrupt_newer_files) {
     sp_error err = {{0}};
     char *path = (char *)1, *warn = (char *)1;
     /* Empty and missing directories hold no checkpoint. */
-    ck_assert_int_eq(sp_checkpoint_find_latest(g_dir, &path, &warn, &err), 0);
+    ck_assert_int_eq(sp_checkpoint_find_latest(tu_dir, &path, &warn, &err), 0);
     ck_assert_ptr_null(path);
     ck_assert_ptr_null(warn);
-    char *missing = tu_path(g_dir, "nope");
+    char *missing = tu_path(tu_dir, "nope");
     ck_assert_int_eq(sp_checkpoint_find_latest(missing, &path, &warn, &err), 0);
     ck_assert_ptr_null(path);
 
     for (int64_t s = 1; s <= 3; s++) write_step(s * 100);
     /* Newer, but truncated (preempted mid-copy) and flipped. */
-    char *p3 = sp_checkpoint_path(g_dir, 300), *p4 = sp_checkpoint_path(g_dir, 400),
-         *p5 = sp_checkpoint_path(g_dir, 500);
+    char *p3 = sp_checkpoint_path(tu_dir, 300), *p4 = sp_checkpoint_path(tu_dir, 400),
+         *p5 = sp_checkpoint_path(tu_dir, 500);
     size_t n;
     char *bytes = tu_read_file(p3, &n);
     tu_write_file(p4, bytes, n / 2);
-    copy_file(p3, p5);
+    tu_copy_file(p3, p5);
     flip_byte(p5, dataset_offset(p5, "prompt") + 3, 0x10);
     /* Names that are not checkpoints: ignored, even when "newer". */
-    char *other[] = {tu_path(g_dir, "step-000000000900.h5.tmp.AbC123"),
-                     tu_path(g_dir, "step-900.h5"), tu_path(g_dir, "notes.txt"),
-                     tu_path(g_dir, "step-000000000900.h5x")};
+    char *other[] = {tu_path(tu_dir, "step-000000000900.h5.tmp.AbC123"),
+                     tu_path(tu_dir, "step-900.h5"), tu_path(tu_dir, "notes.txt"),
+                     tu_path(tu_dir, "step-000000000900.h5x")};
     for (int i = 0; i < 4; i++) tu_write_file(other[i], "junk", 4);
     free(bytes);
 
-    ck_assert_msg(sp_checkpoint_find_latest(g_dir, &path, &warn, &err) == 0, "%s", err.msg);
+    ck_assert_msg(sp_checkpoint_find_latest(tu_dir, &path, &warn, &err) == 0, "%s", err.msg);
     ck_assert_str_eq(path, p3);
     ck_assert_ptr_nonnull(warn);
     char *want4, *want5;
@@ -671,7 +630,7 @@ START_TEST(find_latest_skips_corrupt_newer_files) {
     free(path), free(warn);
 
     /* warnings may be NULL. */
-    ck_assert_int_eq(sp_checkpoint_find_latest(g_dir, &path, NULL, &err), 0);
+    ck_assert_int_eq(sp_checkpoint_find_latest(tu_dir, &path, NULL, &err), 0);
     ck_assert_str_eq(path, p3);
     free(path);
 
@@ -685,18 +644,18 @@ END_TEST
 
 START_TEST(prune_keeps_the_newest_and_keep_also) {
     for (int64_t s = 1; s <= 6; s++) write_step(s);
-    char *tmp = tu_path(g_dir, "step-000000000000.h5.tmp.XyZ789");
-    char *other = tu_path(g_dir, "best.h5");
+    char *tmp = tu_path(tu_dir, "step-000000000000.h5.tmp.XyZ789");
+    char *other = tu_path(tu_dir, "best.h5");
     tu_write_file(tmp, "t", 1);
     tu_write_file(other, "o", 1);
     sp_error err = {{0}};
-    char *p1 = sp_checkpoint_path(g_dir, 1);
+    char *p1 = sp_checkpoint_path(tu_dir, 1);
     /* keep_also through another spelling of the same file. */
     char *alias;
-    ck_assert_int_ge(asprintf(&alias, "%s/./step-000000000001.h5", g_dir), 0);
-    ck_assert_msg(sp_checkpoint_prune(g_dir, 2, alias, &err) == 0, "%s", err.msg);
+    ck_assert_int_ge(asprintf(&alias, "%s/./step-000000000001.h5", tu_dir), 0);
+    ck_assert_msg(sp_checkpoint_prune(tu_dir, 2, alias, &err) == 0, "%s", err.msg);
     for (int64_t s = 1; s <= 6; s++) {
-        char *p = sp_checkpoint_path(g_dir, s);
+        char *p = sp_checkpoint_path(tu_dir, s);
         int kept = access(p, F_OK) == 0;
         ck_assert_msg(kept == (s == 1 || s >= 5), "step %d kept=%d", (int)s, kept);
         free(p);
@@ -704,12 +663,12 @@ START_TEST(prune_keeps_the_newest_and_keep_also) {
     ck_assert_int_eq(access(tmp, F_OK), 0);
     ck_assert_int_eq(access(other, F_OK), 0);
     /* Again with keep 1 and no keep_also: only step 6 (and the foreign files) remain. */
-    ck_assert_int_eq(sp_checkpoint_prune(g_dir, 1, NULL, &err), 0);
-    ck_assert_int_eq(count_entries(g_dir, "^step-0.*h5$"), 1);
+    ck_assert_int_eq(sp_checkpoint_prune(tu_dir, 1, NULL, &err), 0);
+    ck_assert_int_eq(count_entries(tu_dir, "^step-0.*h5$"), 1);
     ck_assert_int_eq(access(tmp, F_OK), 0);
-    ck_assert_int_eq(sp_checkpoint_prune(g_dir, 0, NULL, &err), -1);
+    ck_assert_int_eq(sp_checkpoint_prune(tu_dir, 0, NULL, &err), -1);
     ck_assert_ptr_nonnull(strstr(err.msg, "keep_last"));
-    char *missing = tu_path(g_dir, "nope");
+    char *missing = tu_path(tu_dir, "nope");
     ck_assert_int_eq(sp_checkpoint_prune(missing, 1, NULL, &err), -1);
     ck_assert_ptr_nonnull(strstr(err.msg, missing));
     free(tmp), free(other), free(p1), free(alias), free(missing);
@@ -723,14 +682,8 @@ END_TEST
 /* An h5py-style file (default HDF5 format) with dataset "prompt" of the given shape/type. */
 static char *write_plain(const char *name, const char *dset, int rank, const hsize_t *dims,
                          hid_t type, const double *values) {
-    char *path = tu_path(g_dir, name);
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    hid_t s = H5Screate_simple(rank, dims, NULL);
-    hid_t d = H5Dcreate2(f, dset, type, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    ck_assert_int_ge(d, 0);
-    if (values)
-        ck_assert_int_ge(H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, values), 0);
-    H5Dclose(d), H5Sclose(s), H5Fclose(f);
+    char *path = tu_path(tu_dir, name);
+    tu_h5_write_dataset(path, dset, rank, dims, type, H5T_NATIVE_DOUBLE, values);
     return path;
 }
 
@@ -783,11 +736,11 @@ START_TEST(prompt_reader_accepts_checkpoints_and_h5py_files) {
     char *huge = write_plain("huge.h5", "prompt", 2, dims2, H5T_IEEE_F64LE, vals);
     prompt_fails(huge, "not finite as float32");
     /* A checkpoint is verified in full. */
-    char *bad = tu_path(g_dir, "bad.h5");
-    copy_file(ck, bad);
+    char *bad = tu_path(tu_dir, "bad.h5");
+    tu_copy_file(ck, bad);
     flip_byte(bad, dataset_offset(bad, "prompt") + 8, 0x04);
     prompt_fails(bad, "checksum mismatch");
-    char *txt = tu_path(g_dir, "text.h5");
+    char *txt = tu_path(tu_dir, "text.h5");
     tu_write_file(txt, "not hdf5", 8);
     prompt_fails(txt, "not an HDF5 file");
     free(ck), free(f64), free(one), free(three), free(none), free(ints), free(nan), free(huge);
@@ -805,7 +758,7 @@ static char *make_model(const char *name, uint64_t seed, int shards, int prefix,
     o.cfg = (sp_gpt2_config){2, 16, 2, 64, 97, 24, 1e-5f};
     o.seed = seed, o.n_shards = shards, o.prefix = prefix, o.dtype = dt;
     o.random_norms = 1;
-    char *dir = tu_path(g_dir, name);
+    char *dir = tu_path(tu_dir, name);
     sp_error err = {{0}};
     ck_assert_msg(sp_init_model_write(dir, &o, &err) == 0, "%s", err.msg);
     return dir;
@@ -835,12 +788,12 @@ START_TEST(model_fingerprint_follows_the_weights) {
     ck_assert_str_ne(fa, fb);  /* different seed */
 
     /* One weight changed in a copy of the file: the last element of one layer's c_proj. */
-    char *c = tu_path(g_dir, "c");
+    char *c = tu_path(tu_dir, "c");
     ck_assert_int_eq(mkdir(c, 0755), 0);
     const char *files[] = {"config.json", "model.safetensors"};
     for (int i = 0; i < 2; i++) {
         char *from = tu_path(a, files[i]), *to = tu_path(c, files[i]);
-        copy_file(from, to);
+        tu_copy_file(from, to);
         free(from), free(to);
     }
     char *st_path = tu_path(c, "model.safetensors");
@@ -874,7 +827,7 @@ static char *make_dataset(const char *name, int variant) {
     m.target_spec = "{label}";
     m.verbalizer_spec = "neg: 10, pos: 20";
     m.source = name, m.split = name, m.created_by = "test";
-    char *path = tu_path(g_dir, name);
+    char *path = tu_path(tu_dir, name);
     sp_error err = {{0}};
     sp_dataset_writer *w = sp_dataset_writer_open(path, &m, 0, &err);
     ck_assert_msg(w != NULL, "%s", err.msg);
@@ -931,7 +884,7 @@ START_TEST(peft_export_writes_a_loadable_adapter) {
     enum { NP = 4 };
     float prompt[NP * 16];
     for (int i = 0; i < NP * 16; i++) prompt[i] = (float)i / 7.0f;
-    char *out = tu_path(g_dir, "export/nested/adapter");
+    char *out = tu_path(tu_dir, "export/nested/adapter");
     ck_assert_msg(
         sp_peft_export(out, prompt, NP, &m, "openai-community/gpt2", "vocab", NULL, &err) == 0,
         "%s", err.msg);
@@ -998,7 +951,7 @@ START_TEST(peft_export_writes_a_loadable_adapter) {
     ck_assert_int_eq(count_entries(out, ".tmp."), 0);
 
     /* A directory that cannot be created. */
-    char *file = tu_path(g_dir, "file");
+    char *file = tu_path(tu_dir, "file");
     tu_write_file(file, "x", 1);
     char *under = tu_path(file, "adapter");
     ck_assert_int_eq(sp_peft_export(under, prompt, NP, &m, NULL, NULL, NULL, &err), -1);
@@ -1030,7 +983,7 @@ START_TEST(describe_summarises_a_checkpoint) {
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         ck_assert_msg(strstr(text, want[i]) != NULL, "missing \"%s\" in:\n%s", want[i], text);
     free(text);
-    char *bad = tu_path(g_dir, "bad.h5");
+    char *bad = tu_path(tu_dir, "bad.h5");
     tu_write_file(bad, "junk", 4);
     out = open_memstream(&text, &len);
     ck_assert_int_eq(sp_checkpoint_describe(out, bad, &err), -1);
@@ -1043,7 +996,7 @@ END_TEST
 int main(void) {
     Suite *s = suite_create("checkpoint");
     TCase *tc = tcase_create("checkpoint");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, setup, tu_dir_teardown);
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, round_trip_is_bitwise);
     tcase_add_test(tc, round_trip_edge_values);

@@ -7,16 +7,6 @@
 
 #include "testutil.h"
 
-static char *tmp;
-
-static void setup(void) {
-    tmp = tu_mkdtemp();
-}
-static void teardown(void) {
-    tu_rmtree(tmp);
-    free(tmp);
-}
-
 typedef struct result {
     int rc;
     char *out, *err;
@@ -111,7 +101,7 @@ START_TEST(info_usage_errors) {
 END_TEST
 
 START_TEST(info_missing_directory) {
-    char *dir = tu_path(tmp, "nope");
+    char *dir = tu_path(tu_dir, "nope");
     const char *args[] = {"info", dir, NULL};
     result r = run(args);
     ck_assert_int_eq(r.rc, 1);
@@ -150,7 +140,7 @@ START_TEST(init_model_bad_flags) {
         {"--std", "-0.5", "--std '-0.5': expected a finite number >= 0"},
         {"--std", "nan", "--std 'nan'"},
     };
-    char *out = tu_path(tmp, "out");
+    char *out = tu_path(tu_dir, "out");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *args[] = {"init-model", cases[i].flag, cases[i].value, out, NULL};
         result r = run(args);
@@ -189,7 +179,7 @@ END_TEST
 static void init_then_info(const char *dtype, const char *shards, const char *expect_dtype,
                            const char *expect_files) {
     const uint64_t L = 3, d = 32, heads = 4, V = 1000, ctx = 64;
-    char *dir = tu_path(tmp, "model");
+    char *dir = tu_path(tu_dir, "model");
     const char *init[] = {"init-model", "--layers", "3",       "--d",      "32",
                           "--heads",    "4",        "--vocab", "1000",     "--ctx",
                           "64",         "--dtype",  dtype,     "--shards", shards,
@@ -237,7 +227,7 @@ START_TEST(init_model_then_info_f16_sharded) {
 END_TEST
 
 START_TEST(init_model_refuses_non_empty) {
-    char *dir = tu_path(tmp, "m");
+    char *dir = tu_path(tu_dir, "m");
     const char *init[] = {"init-model", "--layers", "1",     "--d", "8", "--heads", "2",
                           "--vocab",    "10",       "--ctx", "4",   dir, NULL};
     result r = run(init);
@@ -260,7 +250,7 @@ END_TEST
 int main(void) {
     Suite *s = suite_create("cli");
     TCase *tc = tcase_create("core");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
     tcase_add_test(tc, help_lists_commands);
     tcase_add_test(tc, command_help);
     tcase_add_test(tc, unknown_command);

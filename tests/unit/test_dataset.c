@@ -1,7 +1,6 @@
 /* HDF5 datasets: write -> read round trips (classification and generation, soft tokens,
  * several targets, arbitrary batch subsets), atomic writing (abort, refusal to overwrite), the
  * h5py example script, and refusal of corrupted files built with the HDF5 API. */
-#include <dirent.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,14 +8,6 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-/* softprompt_core keeps the HDF5 include directory private; Debian's serial headers are under
- * hdf5/serial when it is not on the include path. */
-#if __has_include(<hdf5.h>)
-#include <hdf5.h>
-#else
-#include <hdf5/serial/hdf5.h>
-#endif
 
 #include "softprompt/dataset.h"
 #include "testutil.h"
@@ -26,16 +17,6 @@
 #define PYTHON "/usr/bin/python3"
 
 extern char **environ;
-
-static char *g_dir;
-
-static void setup(void) {
-    g_dir = tu_mkdtemp();
-}
-static void teardown(void) {
-    tu_rmtree(g_dir);
-    free(g_dir);
-}
 
 static const int32_t VERB[2] = {100, 200};
 static const char *const CLASS_NAMES[2] = {"negative", "positive \xE2\x9C\x93"};
@@ -84,7 +65,7 @@ static void make_example(example *e, sp_task task, int64_t i, int span) {
 }
 
 static char *write_dataset(const char *name, sp_task task, int64_t n, int span) {
-    char *path = tu_path(g_dir, name);
+    char *path = tu_path(tu_dir, name);
     sp_dataset_meta m = meta_for(task);
     sp_error err = {{0}};
     sp_dataset_writer *w = sp_dataset_writer_open(path, &m, 0, &err);
@@ -99,13 +80,6 @@ static char *write_dataset(const char *name, sp_task task, int64_t n, int span) 
     sp_dataset_writer_set_truncated(w, 5);
     ck_assert_msg(sp_dataset_writer_close(w, &err) == 0, "%s", err.msg);
     return path;
-}
-
-static sp_dataset *open_ok(const char *path) {
-    sp_error err = {{0}};
-    sp_dataset *ds = sp_dataset_open(path, &err);
-    ck_assert_msg(ds != NULL, "%s", err.msg);
-    return ds;
 }
 
 /* Checks that b holds exactly examples ids[0..n) in the engine's packed layout. */
@@ -139,7 +113,7 @@ static void check_batch(const sp_batch_data *b, sp_task task, const int64_t *ids
 
 START_TEST(classification_round_trip) {
     char *path = write_dataset("cls.h5", SP_TASK_CLASSIFICATION, 50, 11);
-    sp_dataset *ds = open_ok(path);
+    sp_dataset *ds = tu_dataset_open_ok(path);
     const sp_dataset_meta *m = sp_dataset_get_meta(ds);
     ck_assert_int_eq(m->task, SP_TASK_CLASSIFICATION);
     ck_assert_int_eq(m->n_examples, 50);
@@ -197,7 +171,7 @@ START_TEST(generation_round_trip_random_batches) {
     const int64_t n = 40000;
     const int span = 57;
     char *path = write_dataset("gen.h5", SP_TASK_GENERATION, n, span);
-    sp_dataset *ds = open_ok(path);
+    sp_dataset *ds = tu_dataset_open_ok(path);
     const sp_dataset_meta *m = sp_dataset_get_meta(ds);
     ck_assert_int_eq(m->task, SP_TASK_GENERATION);
     ck_assert_int_eq(m->n_classes, 0);
@@ -230,23 +204,13 @@ END_TEST
 /* Atomic writing                                                                             */
 /* ------------------------------------------------------------------------------------------ */
 
-static int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    ck_assert_ptr_nonnull(d);
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-    closedir(d);
-    return n;
-}
-
 START_TEST(abort_leaves_nothing) {
-    char *path = tu_path(g_dir, "aborted.h5");
+    char *path = tu_path(tu_dir, "aborted.h5");
     sp_dataset_meta m = meta_for(SP_TASK_CLASSIFICATION);
     sp_error err = {{0}};
     sp_dataset_writer *w = sp_dataset_writer_open(path, &m, 0, &err);
     ck_assert_msg(w != NULL, "%s", err.msg);
-    ck_assert_int_eq(count_entries(g_dir), 1); /* the temporary file */
+    ck_assert_int_eq(tu_count_entries(tu_dir, NULL), 1); /* the temporary file */
     example e;
     for (int i = 0; i < 10; i++) {
         make_example(&e, SP_TASK_CLASSIFICATION, i, 11);
@@ -255,7 +219,7 @@ START_TEST(abort_leaves_nothing) {
     }
     sp_dataset_writer_abort(w);
     ck_assert_int_ne(access(path, F_OK), 0);
-    ck_assert_int_eq(count_entries(g_dir), 0);
+    ck_assert_int_eq(tu_count_entries(tu_dir, NULL), 0);
     free(path);
 }
 END_TEST
@@ -272,18 +236,18 @@ START_TEST(existing_output_needs_force) {
     make_example(&e, SP_TASK_GENERATION, 4, 11);
     ck_assert_int_eq(sp_dataset_writer_add(w, e.tok, e.n_tok, e.pos, e.ids, e.n_tgt, -1, &err), 0);
     ck_assert_msg(sp_dataset_writer_close(w, &err) == 0, "%s", err.msg);
-    sp_dataset *ds = open_ok(path);
+    sp_dataset *ds = tu_dataset_open_ok(path);
     ck_assert_int_eq(sp_dataset_get_meta(ds)->task, SP_TASK_GENERATION);
     ck_assert_int_eq(sp_dataset_n_examples(ds), 1);
     sp_dataset_close(ds);
-    ck_assert_int_eq(count_entries(g_dir), 1);
+    ck_assert_int_eq(tu_count_entries(tu_dir, NULL), 1);
     free(path);
 }
 END_TEST
 
 /* The writer refuses examples the reader would refuse, naming the example. */
 START_TEST(writer_rejects_bad_examples) {
-    char *path = tu_path(g_dir, "w.h5");
+    char *path = tu_path(tu_dir, "w.h5");
     sp_dataset_meta m = meta_for(SP_TASK_CLASSIFICATION);
     sp_error err = {{0}};
     sp_dataset_writer *w = sp_dataset_writer_open(path, &m, 0, &err);
@@ -316,7 +280,7 @@ END_TEST
 /* ------------------------------------------------------------------------------------------ */
 
 START_TEST(h5py_example_script_is_accepted) {
-    char *out = tu_path(g_dir, "py.h5");
+    char *out = tu_path(tu_dir, "py.h5");
     char *argv[] = {PYTHON, SP_REPO_DIR "/scripts/examples/write_dataset_h5py.py", out, NULL};
     pid_t pid;
     int rc = posix_spawn(&pid, PYTHON, NULL, NULL, argv, environ);
@@ -325,7 +289,7 @@ START_TEST(h5py_example_script_is_accepted) {
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
                   "the example script failed (is python3-h5py installed? scripts/setup)");
-    sp_dataset *ds = open_ok(out);
+    sp_dataset *ds = tu_dataset_open_ok(out);
     const sp_dataset_meta *m = sp_dataset_get_meta(ds);
     ck_assert_int_eq(m->n_examples, 3);
     ck_assert_int_eq(m->n_tokens, 25);
@@ -378,25 +342,6 @@ static void patch(const char *path, const char *name, hsize_t index, int64_t val
     H5Sclose(ms), H5Sclose(s), H5Dclose(d), H5Fclose(f);
 }
 
-static void set_str_attr(const char *path, const char *name, const char *value) {
-    hid_t f = open_rw(path);
-    H5Adelete(f, name);
-    hid_t t = H5Tcopy(H5T_C_S1), s = H5Screate(H5S_SCALAR);
-    H5Tset_size(t, H5T_VARIABLE);
-    hid_t a = H5Acreate2(f, name, t, s, H5P_DEFAULT, H5P_DEFAULT);
-    ck_assert_int_ge(H5Awrite(a, t, &value), 0);
-    H5Aclose(a), H5Sclose(s), H5Tclose(t), H5Fclose(f);
-}
-
-static void set_int_attr(const char *path, const char *name, int64_t value) {
-    hid_t f = open_rw(path);
-    H5Adelete(f, name);
-    hid_t s = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(f, name, H5T_STD_I64LE, s, H5P_DEFAULT, H5P_DEFAULT);
-    ck_assert_int_ge(H5Awrite(a, H5T_NATIVE_INT64, &value), 0);
-    H5Aclose(a), H5Sclose(s), H5Fclose(f);
-}
-
 static void delete_dataset(const char *path, const char *name) {
     hid_t f = open_rw(path);
     ck_assert_int_ge(H5Ldelete(f, name, H5P_DEFAULT), 0);
@@ -429,7 +374,7 @@ static void expect_open_error(const char *path, const char *want) {
 
 /* Opens fine, but reading every example fails with want. */
 static void expect_read_error(const char *path, int64_t n, const char *want) {
-    sp_dataset *ds = open_ok(path);
+    sp_dataset *ds = tu_dataset_open_ok(path);
     int64_t *ids = malloc((size_t)n * sizeof *ids);
     for (int64_t i = 0; i < n; i++) ids[i] = i;
     sp_batch_data b = {0};
@@ -448,16 +393,16 @@ static char *fresh(const char *name) {
 
 START_TEST(refuses_bad_format_attributes) {
     char *p = fresh("fmt.h5");
-    set_str_attr(p, "format", "something-else");
+    tu_h5_set_str_attr(p, "format", "something-else", 1);
     expect_open_error(p, "fmt.h5: root attribute \"format\" is \"something-else\", expected "
                          "\"softprompt-dataset\"");
     free(p);
     p = fresh("ver.h5");
-    set_int_attr(p, "format_version", 2);
+    tu_h5_set_i64_attr(p, "format_version", 2);
     expect_open_error(p, "ver.h5: format_version 2 is not supported");
     free(p);
     p = fresh("task.h5");
-    set_str_attr(p, "task", "regression");
+    tu_h5_set_str_attr(p, "task", "regression", 1);
     expect_open_error(p, "task.h5: root attribute \"task\" is \"regression\"");
     free(p);
     p = fresh("noattr.h5");
@@ -467,7 +412,7 @@ START_TEST(refuses_bad_format_attributes) {
     expect_open_error(p, "noattr.h5: missing root attribute \"n_soft\"");
     free(p);
     p = fresh("count.h5");
-    set_int_attr(p, "n_examples", 21);
+    tu_h5_set_i64_attr(p, "n_examples", 21);
     expect_open_error(p, "count.h5: dataset \"/offsets\" has 21 elements, expected 22");
     free(p);
 }
@@ -493,7 +438,7 @@ START_TEST(refuses_bad_datasets) {
     free(p);
     p = fresh("be.h5"); /* big-endian int32 is fine: HDF5 converts on read */
     retype_dataset(p, "tokens", H5T_STD_I32BE);
-    sp_dataset *ds = open_ok(p);
+    sp_dataset *ds = tu_dataset_open_ok(p);
     const int64_t ids[] = {19, 4, 5};
     sp_batch_data b = {0};
     sp_error err = {{0}};
@@ -502,11 +447,11 @@ START_TEST(refuses_bad_datasets) {
     sp_batch_data_free(&b);
     sp_dataset_close(ds);
     free(p);
-    char *q = tu_path(g_dir, "garbage.h5");
+    char *q = tu_path(tu_dir, "garbage.h5");
     tu_write_file(q, "not hdf5 at all", 15);
     expect_open_error(q, "garbage.h5: not an HDF5 file");
     free(q);
-    q = tu_path(g_dir, "absent.h5");
+    q = tu_path(tu_dir, "absent.h5");
     expect_open_error(q, "absent.h5: cannot open: No such file or directory");
     free(q);
 }
@@ -518,7 +463,7 @@ START_TEST(refuses_bad_offsets_and_labels) {
     expect_open_error(p, "mono.h5: /offsets is not non-decreasing: /offsets[4] = ");
     free(p);
     p = fresh("end.h5");
-    sp_dataset *ds = open_ok(p);
+    sp_dataset *ds = tu_dataset_open_ok(p);
     int64_t n_tokens = sp_dataset_get_meta(ds)->n_tokens;
     sp_dataset_close(ds);
     patch(p, "offsets", 20, n_tokens - 1);
@@ -581,7 +526,7 @@ START_TEST(flipped_bytes_never_crash) {
     size_t n;
     char *good = tu_read_file(path, &n);
     char *bad = malloc(n);
-    char *copy = tu_path(g_dir, "flipped.h5");
+    char *copy = tu_path(tu_dir, "flipped.h5");
     uint64_t x = 42;
     int refused = 0;
     for (int it = 0; it < 150; it++) {
@@ -615,7 +560,7 @@ END_TEST
 int main(void) {
     Suite *s = suite_create("dataset");
     TCase *tc = tcase_create("dataset");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, classification_round_trip);
     tcase_add_test(tc, generation_round_trip_random_batches);

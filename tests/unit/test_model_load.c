@@ -14,17 +14,7 @@
 
 enum { L = 2, D = 16, H = 2, FF = 64, V = 50, CTX = 16 };
 
-static char *tmp; /* per-test directory */
-
-static void setup(void) {
-    tmp = tu_mkdtemp();
-}
-static void teardown(void) {
-    tu_rmtree(tmp);
-    free(tmp);
-}
-
-/* Writes a tiny random model into tmp/name and returns the malloc'd directory path. */
+/* Writes a tiny random model into tu_dir/name and returns the malloc'd directory path. */
 static char *make_model(const char *name, sp_dtype dt, int shards, int prefix) {
     sp_init_options o;
     sp_init_options_default(&o);
@@ -34,7 +24,7 @@ static char *make_model(const char *name, sp_dtype dt, int shards, int prefix) {
     o.prefix = prefix;
     o.seed = 7;
     o.random_norms = 1;
-    char *dir = tu_path(tmp, name);
+    char *dir = tu_path(tu_dir, name);
     sp_error err;
     ck_assert_msg(sp_init_model_write(dir, &o, &err) == 0, "%s", err.msg);
     return dir;
@@ -363,7 +353,7 @@ static void expect_info_error(const char *dir, const char *frag1, const char *fr
     free(out), free(errout);
 }
 
-/* A good tiny model in tmp/m and the path of its weights (both malloc'd). */
+/* A good tiny model in tu_dir/m and the path of its weights (both malloc'd). */
 static char *good_model(char **file) {
     char *dir = make_model("m", SP_DTYPE_F32, 1, 0);
     *file = tu_path(dir, "model.safetensors");
@@ -690,7 +680,7 @@ END_TEST
 int main(void) {
     Suite *s = suite_create("model_load");
     TCase *tc = tcase_create("load");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
     tcase_add_test(tc, defaults_are_gpt2_124m);
     tcase_add_test(tc, load_f32_in_place);
     tcase_add_test(tc, load_f16_converted);
@@ -704,7 +694,7 @@ int main(void) {
     suite_add_tcase(s, tc);
 
     TCase *bad = tcase_create("broken directories");
-    tcase_add_checked_fixture(bad, setup, teardown);
+    tcase_add_checked_fixture(bad, tu_dir_setup, tu_dir_teardown);
     tcase_add_test(bad, cli_truncated_weights);
     tcase_add_test(bad, cli_file_shorter_than_prefix);
     tcase_add_test(bad, cli_header_length_past_end);

@@ -23,7 +23,6 @@
  * from the state arrays, config validation messages and the state arrays per kind. */
 #include "testutil.h"
 
-#include <dirent.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -124,28 +123,11 @@ static void free_case(optim_case *c) {
     for (int s = 0; s < c->steps; s++) free(c->grads[s]), free(c->f32[s]), free(c->f64[s]);
 }
 
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Sorted paths of the case files (every *.json but schedules.json). */
-static char **list_cases(int *n) {
-    DIR *dir = opendir(OPTIM_DIR);
-    ck_assert_msg(dir != NULL, "cannot open %s", OPTIM_DIR);
-    char **paths = NULL;
-    int count = 0;
-    struct dirent *e;
-    while ((e = readdir(dir)) != NULL) {
-        size_t len = strlen(e->d_name);
-        if (len < 6 || strcmp(e->d_name + len - 5, ".json") != 0) continue;
-        if (strcmp(e->d_name, "schedules.json") == 0) continue;
-        paths = realloc(paths, (size_t)(count + 1) * sizeof *paths);
-        paths[count++] = tu_path(OPTIM_DIR, e->d_name);
-    }
-    closedir(dir);
-    if (count > 0) qsort(paths, (size_t)count, sizeof *paths, cmp_str);
-    *n = count;
-    return paths;
+/* The case files: every *.json but schedules.json (for tu_list_dir). */
+static int is_case_file(const char *dir, const char *name) {
+    (void)dir;
+    size_t len = strlen(name);
+    return len >= 6 && strcmp(name + len - 5, ".json") == 0 && strcmp(name, "schedules.json") != 0;
 }
 
 /* max_i |a_i - b_i| / max_i |b_i| */
@@ -169,13 +151,15 @@ static double norm2(const float *x, int n) {
 
 START_TEST(test_reference_trajectories) {
     int n_cases = 0;
-    char **paths = list_cases(&n_cases);
+    char **names = tu_list_dir(OPTIM_DIR, is_case_file, &n_cases);
     ck_assert_msg(n_cases >= OPTIM_MIN_CASES, "only %d optimizer fixtures in %s", n_cases,
                   OPTIM_DIR);
     double worst32 = 0.0, worst64 = 0.0;
     for (int k = 0; k < n_cases; k++) {
         optim_case c;
-        load_case(paths[k], &c);
+        char *path = tu_path(OPTIM_DIR, names[k]);
+        load_case(path, &c);
+        free(path);
         int n = c.rows * c.cols;
         sp_optim o;
         sp_error err = {{0}};
@@ -218,11 +202,10 @@ START_TEST(test_reference_trajectories) {
         free(g);
         sp_optim_free(&o);
         free_case(&c);
-        free(paths[k]);
     }
     printf("optim all %d cases: max error vs float32 %.2e, vs float64 %.2e\n", n_cases, worst32,
            worst64);
-    free(paths);
+    tu_free_list(names, n_cases);
 }
 END_TEST
 

@@ -3,7 +3,6 @@
  * stratified and deterministic, `info` describes the result, every bad input fails with exit
  * status, file:line and field and leaves no output behind, and (when scripts/fetch-data has
  * fetched it) the npm sentiment data prepares with the demo's template. */
-#include <dirent.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,12 +19,12 @@
 #define FIX SP_FIXTURES_DIR "/prepare/"
 #define VERB "negative= bad,positive= good"
 
-static char *g_dir, *g_out; /* g_out holds only outputs, so leftovers are easy to see */
+static char *g_out; /* under tu_dir; holds only outputs, so leftovers are easy to see */
 static sp_tokenizer *g_tok;
 
 static void setup(void) {
-    g_dir = tu_mkdtemp();
-    g_out = tu_path(g_dir, "out");
+    tu_dir_setup();
+    g_out = tu_path(tu_dir, "out");
     ck_assert_int_eq(mkdir(g_out, 0755), 0);
     sp_error err = {{0}};
     g_tok = sp_tokenizer_load(GPT2_DIR, &err);
@@ -33,8 +32,8 @@ static void setup(void) {
 }
 static void teardown(void) {
     sp_tokenizer_free(g_tok);
-    tu_rmtree(g_dir);
-    free(g_dir), free(g_out);
+    free(g_out);
+    tu_dir_teardown();
 }
 
 /* The fixtures' records (TSV writes record 6's newline as " / "). */
@@ -70,24 +69,6 @@ static int prepare(char **out, char **errout, ...) {
     return tu_run_cli(args, out, errout);
 }
 
-static int count_files(const char *dir) {
-    DIR *d = opendir(dir);
-    ck_assert_ptr_nonnull(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.') n++;
-    closedir(d);
-    return n;
-}
-
-static sp_dataset *open_ds(const char *path) {
-    sp_error err = {{0}};
-    sp_dataset *ds = sp_dataset_open(path, &err);
-    ck_assert_msg(ds != NULL, "%s", err.msg);
-    return ds;
-}
-
 static char *decode(const int32_t *ids, size_t n) {
     char *s = NULL;
     size_t len;
@@ -120,7 +101,7 @@ static void round_trip(const char *file, int tsv) {
     ck_assert_msg(rc == 0, "%s: rc %d: %s", file, rc, err);
     ck_assert_msg(strstr(out, "12 records, 12 examples"), "%s", out);
     char *path = tu_path(g_out, "rt-all.h5");
-    sp_dataset *ds = open_ds(path);
+    sp_dataset *ds = tu_dataset_open_ok(path);
     const sp_dataset_meta *m = sp_dataset_get_meta(ds);
     ck_assert_int_eq(m->n_examples, 12);
     ck_assert_int_eq(m->task, SP_TASK_CLASSIFICATION);
@@ -200,7 +181,7 @@ END_TEST
  * each (identifies the record). */
 static int read_split(const char *name, int *labels, int32_t *first, int cap) {
     char *path = tu_path(g_out, name);
-    sp_dataset *ds = open_ds(path);
+    sp_dataset *ds = tu_dataset_open_ok(path);
     int n = (int)sp_dataset_n_examples(ds);
     ck_assert_int_le(n, cap);
     int64_t ids[64];
@@ -261,13 +242,13 @@ START_TEST(splits_stratified_and_deterministic) {
     ck_assert_int_eq(rc, 1);
     ck_assert_msg(strstr(err, "split 'train' would get no examples"), "%s", err);
     free(out), free(err);
-    ck_assert_int_eq(count_files(g_out), 2);
+    ck_assert_int_eq(tu_count_entries(g_out, NULL), 2);
     free(prefix);
 }
 END_TEST
 
 START_TEST(generation_dataset) {
-    char *in = tu_path(g_dir, "qa.jsonl");
+    char *in = tu_path(tu_dir, "qa.jsonl");
     const char *data = "{\"q\": \"Capital of France?\", \"a\": \"Paris\"}\n"
                        "{\"q\": \"Two plus two?\", \"a\": \"four\"}\n";
     tu_write_file(in, data, strlen(data));
@@ -278,7 +259,7 @@ START_TEST(generation_dataset) {
     ck_assert_msg(rc == 0, "%s", err);
     ck_assert_msg(strstr(out, "generation"), "%s", out);
     char *path = tu_path(g_out, "g-train.h5");
-    sp_dataset *ds = open_ds(path);
+    sp_dataset *ds = tu_dataset_open_ok(path);
     ck_assert_int_eq(sp_dataset_get_meta(ds)->task, SP_TASK_GENERATION);
     int64_t ids[2] = {0, 1};
     sp_batch_data b;
@@ -329,7 +310,7 @@ START_TEST(info_describes_dataset) {
         ck_assert_msg(strstr(out, want[i]), "'%s' missing from:\n%s", want[i], out);
     free(out), free(err);
     /* An HDF5 file that is not a dataset is named as such. */
-    char *other = tu_path(g_dir, "x.h5");
+    char *other = tu_path(tu_dir, "x.h5");
     tu_write_file(other, "not hdf5", 8);
     const char *args2[] = {"info", other, NULL};
     rc = tu_run_cli(args2, &out, &err);
@@ -345,7 +326,7 @@ static void expect_failure(const char *name, const char *content, size_t len, in
                            const char *extra1, const char *extra2, const char *const *needles) {
     char *in = NULL;
     if (content) {
-        in = tu_path(g_dir, name);
+        in = tu_path(tu_dir, name);
         tu_write_file(in, content, len);
     } else {
         in = strdup(name);
@@ -358,7 +339,7 @@ static void expect_failure(const char *name, const char *content, size_t len, in
     for (int i = 0; needles[i]; i++)
         ck_assert_msg(strstr(err, needles[i]), "%s: '%s' missing from: %s", name, needles[i], err);
     ck_assert_msg(!strncmp(err, "softprompt prepare: ", 20), "%s", err);
-    ck_assert_msg(count_files(g_out) == 0, "%s: output left behind", name);
+    ck_assert_msg(tu_count_entries(g_out, NULL) == 0, "%s: output left behind", name);
     free(in), free(prefix), free(out), free(err);
 }
 
@@ -408,12 +389,12 @@ END_TEST
 START_TEST(bad_tokenizer_and_existing_output) {
     char *prefix = out_prefix("t");
     char *out = NULL, *err = NULL;
-    const char *args[] = {"prepare",      "--tokenizer", g_dir,   "--input", FIX "reviews.jsonl",
+    const char *args[] = {"prepare",      "--tokenizer", tu_dir,  "--input", FIX "reviews.jsonl",
                           "--verbalizer", VERB,          "--out", prefix,    NULL};
     int rc = tu_run_cli(args, &out, &err);
     ck_assert_int_eq(rc, 1);
     ck_assert_msg(strstr(err, "--tokenizer"), "%s", err);
-    ck_assert_int_eq(count_files(g_out), 0);
+    ck_assert_int_eq(tu_count_entries(g_out, NULL), 0);
     free(out), free(err);
     /* An existing output is refused without --force and nothing is changed. */
     char *existing = tu_path(g_out, "t-valid.h5");
@@ -422,7 +403,7 @@ START_TEST(bad_tokenizer_and_existing_output) {
                  NULL);
     ck_assert_int_eq(rc, 1);
     ck_assert_msg(strstr(err, "t-valid.h5: already exists (use --force"), "%s", err);
-    ck_assert_int_eq(count_files(g_out), 1);
+    ck_assert_int_eq(tu_count_entries(g_out, NULL), 1);
     size_t len;
     char *kept = tu_read_file(existing, &len);
     ck_assert_str_eq(kept, "keep");
@@ -430,7 +411,7 @@ START_TEST(bad_tokenizer_and_existing_output) {
     rc = prepare(&out, &err, "--input", FIX "reviews.jsonl", "--verbalizer", VERB, "--out", prefix,
                  "--force", NULL);
     ck_assert_msg(rc == 0, "%s", err);
-    ck_assert_int_eq(count_files(g_out), 2);
+    ck_assert_int_eq(tu_count_entries(g_out, NULL), 2);
     free(out), free(err), free(existing), free(prefix);
 }
 END_TEST
@@ -463,7 +444,7 @@ START_TEST(sentiment_demo) {
         char name[64];
         snprintf(name, sizeof name, "%s-train.h5", files[f]);
         char *path = tu_path(g_out, name);
-        sp_dataset *ds = open_ds(path);
+        sp_dataset *ds = tu_dataset_open_ok(path);
         ck_assert_int_eq(sp_dataset_n_examples(ds), 900);
         ck_assert_int_eq(sp_dataset_get_meta(ds)->n_soft, 20);
         sp_dataset_close(ds);

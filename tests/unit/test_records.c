@@ -7,16 +7,6 @@
 #include "softprompt/records.h"
 #include "testutil.h"
 
-static char *g_dir;
-
-static void setup(void) {
-    g_dir = tu_mkdtemp();
-}
-static void teardown(void) {
-    tu_rmtree(g_dir);
-    free(g_dir);
-}
-
 /* Appends s to the growable string *out. */
 static void append(char **out, size_t *len, const char *s) {
     size_t n = strlen(s);
@@ -28,7 +18,7 @@ static void append(char **out, size_t *len, const char *s) {
 /* Reads every record of file name (written with content) and renders them as
  * "line|name=value|name=value\n"...; non-text JSON values render as name=<kind>. */
 static char *render(const char *name, const char *content, size_t len, sp_records_format fmt) {
-    char *path = tu_path(g_dir, name);
+    char *path = tu_path(tu_dir, name);
     tu_write_file(path, content, len);
     sp_error err = {{0}};
     sp_records *r = sp_records_open(path, fmt, &err);
@@ -71,7 +61,7 @@ static char *render(const char *name, const char *content, size_t len, sp_record
  * contains every expected fragment (NULL-terminated). */
 static void expect_error_v(const char *name, const char *content, size_t len, sp_records_format fmt,
                            const char *const *want) {
-    char *path = tu_path(g_dir, name);
+    char *path = tu_path(tu_dir, name);
     tu_write_file(path, content, len);
     sp_error err = {{0}};
     sp_records *r = sp_records_open(path, fmt, &err);
@@ -145,7 +135,7 @@ END_TEST
 START_TEST(explicit_format_and_header) {
     const char in[] = "a,b\n1,2\n";
     CHECK_RENDER("data.txt", in, SP_RECORDS_CSV, "2|a=1|b=2\n");
-    char *path = tu_path(g_dir, "data.txt");
+    char *path = tu_path(tu_dir, "data.txt");
     sp_error err = {{0}};
     ck_assert_ptr_null(sp_records_open(path, SP_RECORDS_AUTO, &err));
     ck_assert_ptr_nonnull(strstr(err.msg, "data.txt: cannot tell the record format"));
@@ -168,7 +158,7 @@ START_TEST(explicit_format_and_header) {
 END_TEST
 
 START_TEST(get_and_require) {
-    char *path = tu_path(g_dir, "g.jsonl");
+    char *path = tu_path(tu_dir, "g.jsonl");
     const char in[] = "\n{\"text\": \"t\", \"label\": null}\n";
     tu_write_file(path, in, sizeof in - 1);
     sp_error err = {{0}};
@@ -213,7 +203,7 @@ END_TEST
 /* ------------------------------------------------------------------------------------------ */
 
 START_TEST(missing_file) {
-    char *path = tu_path(g_dir, "nope.jsonl");
+    char *path = tu_path(tu_dir, "nope.jsonl");
     sp_error err = {{0}};
     ck_assert_ptr_null(sp_records_open(path, SP_RECORDS_AUTO, &err));
     ck_assert_ptr_nonnull(strstr(err.msg, "nope.jsonl: cannot open: No such file"));
@@ -299,7 +289,7 @@ END_TEST
 int main(void) {
     Suite *s = suite_create("records");
     TCase *tc = tcase_create("records");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
     tcase_add_test(tc, jsonl_values_and_blank_lines);
     tcase_add_test(tc, csv_quoting_crlf_and_newlines);
     tcase_add_test(tc, csv_lf_single_column);

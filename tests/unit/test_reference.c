@@ -8,7 +8,6 @@
  * The engine computes in float32, so comparisons are relative with tolerance 1e-4. */
 #include "testutil.h"
 
-#include <dirent.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -50,35 +49,19 @@ typedef struct ref_case {
     double *grad_mean;     /* [P, d] gradient of the mean loss */
 } ref_case;
 
-static int cmp_str(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+/* The case directories under REF_DIR (for tu_list_dir). */
+static int is_case_dir(const char *dir, const char *name) {
+    if (name[0] == '.') return 0;
+    char *path = tu_path(dir, name);
+    struct stat st;
+    int is_dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    free(path);
+    return is_dir;
 }
 
 /* Sorted names of the case directories under REF_DIR. */
 static char **list_cases(int *n) {
-    DIR *dir = opendir(REF_DIR);
-    ck_assert_msg(dir != NULL, "cannot open %s", REF_DIR);
-    char **names = NULL;
-    int count = 0, cap = 0;
-    struct dirent *e;
-    while ((e = readdir(dir)) != NULL) {
-        if (e->d_name[0] == '.') continue;
-        char *path = tu_path(REF_DIR, e->d_name);
-        struct stat st;
-        int is_dir = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
-        free(path);
-        if (!is_dir) continue;
-        if (count == cap) {
-            cap = cap ? 2 * cap : 16;
-            names = realloc(names, (size_t)cap * sizeof *names);
-            ck_assert_ptr_nonnull(names);
-        }
-        names[count++] = strdup(e->d_name);
-    }
-    closedir(dir);
-    if (count > 0) qsort(names, (size_t)count, sizeof *names, cmp_str);
-    *n = count;
-    return names;
+    return tu_list_dir(REF_DIR, is_case_dir, n);
 }
 
 /* Integer array key of batch.json; returns NULL (and sets why) on a malformed entry. */
@@ -270,6 +253,15 @@ static void report(char **buf, size_t *len, const char *fmt, ...) {
     *len += n + 1;
 }
 
+/* Frees the case list, then fails the test with every collected failure (too few cases is one). */
+static void finish_cases(char **names, int n_cases, char **fail, size_t *fail_len) {
+    tu_free_list(names, n_cases);
+    if (n_cases < REF_MIN_CASES)
+        report(fail, fail_len, "found %d case directories in %s, expected >= %d", n_cases, REF_DIR,
+               REF_MIN_CASES);
+    ck_assert_msg(*fail == NULL, "reference test failures:\n%s", *fail ? *fail : "");
+}
+
 /* Loss, target logits and gradient of the summed loss (divided by the target count) against
  * the reference, for every case. All cases run; failures are collected and asserted at the end
  * so that one run shows the errors of every case. */
@@ -334,12 +326,7 @@ START_TEST(test_engine_matches_reference) {
         free(got);
         case_free(&c);
     }
-    for (int i = 0; i < n_cases; i++) free(names[i]);
-    free(names);
-    if (n_cases < REF_MIN_CASES)
-        report(&fail, &fail_len, "found %d case directories in %s, expected >= %d", n_cases,
-               REF_DIR, REF_MIN_CASES);
-    ck_assert_msg(fail == NULL, "reference test failures:\n%s", fail ? fail : "");
+    finish_cases(names, n_cases, &fail, &fail_len);
 }
 END_TEST
 
@@ -418,12 +405,7 @@ START_TEST(test_per_sequence_grad_and_target_loss) {
         free(got);
         case_free(&c);
     }
-    for (int i = 0; i < n_cases; i++) free(names[i]);
-    free(names);
-    if (n_cases < REF_MIN_CASES)
-        report(&fail, &fail_len, "found %d case directories in %s, expected >= %d", n_cases,
-               REF_DIR, REF_MIN_CASES);
-    ck_assert_msg(fail == NULL, "reference test failures:\n%s", fail ? fail : "");
+    finish_cases(names, n_cases, &fail, &fail_len);
 }
 END_TEST
 

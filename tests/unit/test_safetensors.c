@@ -1,6 +1,5 @@
 /* safetensors: write/read round trip, atomic writing, and one test per malformed file, each
  * built byte by byte so the reader's validation (not the writer) is what is exercised. */
-#include <dirent.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,17 +9,16 @@
 #include "softprompt/safetensors.h"
 #include "testutil.h"
 
-static char *tmp;  /* per-test directory */
-static char *path; /* tmp/x.safetensors */
+static char *path; /* tu_dir/x.safetensors */
 
 static void setup(void) {
-    tmp = tu_mkdtemp();
-    path = tu_path(tmp, "x.safetensors");
+    tu_dir_setup();
+    path = tu_path(tu_dir, "x.safetensors");
 }
 
 static void teardown(void) {
-    tu_rmtree(tmp);
-    free(tmp), free(path);
+    free(path);
+    tu_dir_teardown();
 }
 
 /* File = u64 LE hdr_len, header text, then data_len zero bytes. */
@@ -125,16 +123,6 @@ START_TEST(hand_written_file_with_padding_reads) {
 }
 END_TEST
 
-static int count_temp_files(void) {
-    DIR *d = opendir(tmp);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strstr(e->d_name, ".tmp.")) n++;
-    closedir(d);
-    return n;
-}
-
 START_TEST(failed_write_leaves_target_untouched) {
     float a[2] = {1, 2};
     sp_st_out t[2] = {{"a", SP_DTYPE_F32, 1, {2}, a}, {"a", SP_DTYPE_F32, 1, {2}, a}};
@@ -150,7 +138,7 @@ START_TEST(failed_write_leaves_target_untouched) {
     /* Streaming writer fed the wrong size: the temporary file is removed. */
     sp_st_writer *w = sp_st_writer_open(path, t, 1, NULL, 0, &err);
     ck_assert_ptr_nonnull(w);
-    ck_assert_int_eq(count_temp_files(), 1);
+    ck_assert_int_eq(tu_count_entries(tu_dir, ".tmp."), 1);
     ck_assert_int_eq(sp_st_writer_put(w, a, 4, &err), -1);
     ck_assert_msg(strstr(err.msg, "tensor 'a': got 4 bytes") && strstr(err.msg, "need 8"), "%s",
                   err.msg);
@@ -169,13 +157,13 @@ START_TEST(failed_write_leaves_target_untouched) {
     char *after = tu_read_file(path, &len1);
     ck_assert_uint_eq(len0, len1);
     ck_assert(memcmp(before, after, len0) == 0);
-    ck_assert_int_eq(count_temp_files(), 0);
+    ck_assert_int_eq(tu_count_entries(tu_dir, ".tmp."), 0);
     free(before), free(after);
 }
 END_TEST
 
 START_TEST(write_into_missing_directory_fails) {
-    char *bad = tu_path(tmp, "no/such/dir/x.safetensors");
+    char *bad = tu_path(tu_dir, "no/such/dir/x.safetensors");
     float a = 1;
     sp_st_out t = {"a", SP_DTYPE_F32, 1, {1}, &a};
     sp_error err;
@@ -351,7 +339,7 @@ END_TEST
 
 START_TEST(not_a_regular_file) {
     free(path);
-    path = strdup(tmp);
+    path = strdup(tu_dir);
     expect_open_error("not a regular file", NULL);
 }
 END_TEST

@@ -102,11 +102,9 @@ static void write_str(const char *dir, const char *name, const char *text) {
 }
 
 static void copy_file(const char *from, const char *dir, const char *name) {
-    size_t len;
-    char *data = tu_read_file(from, &len);
     char *p = tu_path(dir, name);
-    tu_write_file(p, data, len);
-    free(p), free(data);
+    tu_copy_file(from, p);
+    free(p);
 }
 
 /* tokenizer.json from GPT-2's files; merges alternate between "a b" and ["a", "b"] forms.

@@ -9,8 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <hdf5.h>
-
 #include "softprompt/checkpoint.h"
 #include "softprompt/dataset.h"
 #include "softprompt/model_init.h"
@@ -24,12 +22,8 @@ static const sp_dist ONE_RANK = {0, 1, 0, 1};
 
 /* Writes prompt [P, d] as the root dataset "prompt" of a plain HDF5 file (as h5py users would). */
 static void write_prompt_h5(const char *path, const float *prompt, int P, int d) {
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     hsize_t dims[2] = {(hsize_t)P, (hsize_t)d};
-    hid_t s = H5Screate_simple(2, dims, NULL);
-    hid_t ds = H5Dcreate2(f, "prompt", H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    ck_assert_int_ge(H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, prompt), 0);
-    H5Dclose(ds), H5Sclose(s), H5Fclose(f);
+    tu_h5_write_dataset(path, "prompt", 2, dims, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, prompt);
 }
 
 static int32_t *json_ints(json_t *root, const char *key, int *n) {

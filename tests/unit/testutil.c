@@ -1,5 +1,6 @@
 #include "testutil.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -25,7 +26,9 @@ static int remove_entry(const char *path, const struct stat *sb, int flag, struc
     return remove(path);
 }
 
-void tu_rmtree(const char *path) { nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS); }
+void tu_rmtree(const char *path) {
+    nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 void tu_write_file(const char *path, const void *data, size_t len) {
     FILE *f = fopen(path, "wb");
@@ -53,6 +56,119 @@ char *tu_path(const char *dir, const char *name) {
     char *p = malloc(n);
     snprintf(p, n, "%s/%s", dir, name);
     return p;
+}
+
+void tu_copy_file(const char *from, const char *to) {
+    size_t n;
+    char *b = tu_read_file(from, &n);
+    tu_write_file(to, b, n);
+    free(b);
+}
+
+int tu_count_entries(const char *dir, const char *part) {
+    DIR *d = opendir(dir);
+    ck_assert_msg(d != NULL, "opendir %s: %s", dir, strerror(errno));
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && (!part || strstr(e->d_name, part)))
+            n++;
+    closedir(d);
+    return n;
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+char **tu_list_dir(const char *dir, int (*keep)(const char *dir, const char *name), int *n) {
+    DIR *d = opendir(dir);
+    ck_assert_msg(d != NULL, "cannot open %s", dir);
+    char **names = NULL;
+    int count = 0, cap = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (!keep(dir, e->d_name)) continue;
+        if (count == cap) {
+            cap = cap ? 2 * cap : 16;
+            names = realloc(names, (size_t)cap * sizeof *names);
+            ck_assert_ptr_nonnull(names);
+        }
+        names[count++] = strdup(e->d_name);
+    }
+    closedir(d);
+    if (count > 0) qsort(names, (size_t)count, sizeof *names, cmp_str);
+    *n = count;
+    return names;
+}
+
+void tu_free_list(char **list, int n) {
+    for (int i = 0; i < n; i++) free(list[i]);
+    free(list);
+}
+
+char *tu_dir;
+
+void tu_dir_setup(void) {
+    tu_dir = tu_mkdtemp();
+}
+
+void tu_dir_teardown(void) {
+    tu_rmtree(tu_dir);
+    free(tu_dir);
+    tu_dir = NULL;
+}
+
+sp_dataset *tu_dataset_open_ok(const char *path) {
+    sp_error err = {{0}};
+    sp_dataset *ds = sp_dataset_open(path, &err);
+    ck_assert_msg(ds != NULL, "%s", err.msg);
+    return ds;
+}
+
+void tu_h5_write_dataset(const char *path, const char *name, int rank, const hsize_t *dims,
+                         hid_t file_type, hid_t mem_type, const void *data) {
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    ck_assert_int_ge(f, 0);
+    hid_t s = H5Screate_simple(rank, dims, NULL);
+    hid_t d = H5Dcreate2(f, name, file_type, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    ck_assert_int_ge(d, 0);
+    if (data) ck_assert_int_ge(H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), 0);
+    H5Dclose(d), H5Sclose(s), H5Fclose(f);
+}
+
+/* Opens path for writing and deletes root attribute name if there is one (*had says so). */
+static hid_t open_without_attr(const char *path, const char *name, int *had) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert_int_ge(f, 0);
+    htri_t has = H5Aexists(f, name);
+    ck_assert_int_ge(has, 0);
+    if (has) ck_assert_int_ge(H5Adelete(f, name), 0);
+    *had = has > 0;
+    return f;
+}
+
+static int set_attr(const char *path, const char *name, hid_t file_type, hid_t mem_type,
+                    const void *value) {
+    int had;
+    hid_t f = open_without_attr(path, name, &had);
+    hid_t s = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(f, name, file_type, s, H5P_DEFAULT, H5P_DEFAULT);
+    ck_assert_int_ge(a, 0);
+    ck_assert_int_ge(H5Awrite(a, mem_type, value), 0);
+    H5Aclose(a), H5Sclose(s), H5Fclose(f);
+    return had;
+}
+
+int tu_h5_set_str_attr(const char *path, const char *name, const char *value, int vlen) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, vlen ? H5T_VARIABLE : strlen(value));
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    int had = set_attr(path, name, t, t, vlen ? (const void *)&value : (const void *)value);
+    H5Tclose(t);
+    return had;
+}
+
+int tu_h5_set_i64_attr(const char *path, const char *name, int64_t value) {
+    return set_attr(path, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value);
 }
 
 static char *slurp_fd(int fd) {
@@ -92,8 +208,14 @@ int tu_run_cli(const char *const *args, char **out, char **errout) {
     fd = open(err_path, O_RDONLY);
     char *e = slurp_fd(fd);
     close(fd);
-    if (out) *out = o; else free(o);
-    if (errout) *errout = e; else free(e);
+    if (out)
+        *out = o;
+    else
+        free(o);
+    if (errout)
+        *errout = e;
+    else
+        free(e);
     tu_rmtree(dir);
     free(dir), free(out_path), free(err_path);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

@@ -1,0 +1,28 @@
+/* POSIX helpers for writing files atomically (a temporary in the same directory, fsync, rename,
+ * fsync of the directory), shared by the safetensors, dataset and checkpoint writers. */
+#ifndef SP_IO_FILEUTIL_H
+#define SP_IO_FILEUTIL_H
+
+#include <stddef.h>
+
+#include "softprompt/error.h"
+
+/* Writes all len bytes to fd (retrying short writes and EINTR). Returns 0, or -1 with errno
+ * set (EIO when write wrote nothing). */
+int sp_write_all(int fd, const void *buf, size_t len);
+
+/* Creates path.tmp.XXXXXX next to path, mode 0644 (readable by other ranks and users), and
+ * returns its descriptor (close-on-exec) with *tmp = its malloc'd name. Failure: -1, *tmp =
+ * NULL, and "<path>: cannot create a temporary file next to it: ..." (or out of memory). */
+int sp_temp_beside(const char *path, char **tmp, sp_error *err);
+
+/* Directory part of path ("." when there is none, "/" for a file in the root); malloc'd, NULL
+ * when out of memory. */
+char *sp_dir_of(const char *path);
+
+/* fsyncs the directory holding path, making a rename into it durable. Returns 0, or the errno of
+ * a failed fsync (some file systems refuse to fsync directories: EINVAL); a directory that
+ * cannot be opened counts as 0 (best effort). */
+int sp_fsync_parent_dir(const char *path);
+
+#endif

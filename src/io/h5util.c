@@ -1,0 +1,92 @@
+#include "io/h5util.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+void sp_h5_quiet(void) {
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+
+/* H5Ewalk2 callback keeping the innermost description (the first one walking upward). */
+static herr_t keep_innermost(unsigned n, const H5E_error2_t *e, void *data) {
+    if (n == 0 && e->desc) snprintf(data, SP_ERROR_MAX / 2, "%s", e->desc);
+    return 0;
+}
+
+int sp_h5_fail(sp_error *err, const char *fmt, ...) {
+    char detail[SP_ERROR_MAX / 2] = "";
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, keep_innermost, detail);
+    H5Eclear2(H5E_DEFAULT);
+    if (!err) return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    size_t n = strlen(err->msg);
+    if (detail[0] && n + 16 < sizeof err->msg)
+        snprintf(err->msg + n, sizeof err->msg - n, " (HDF5: %s)", detail);
+    return -1;
+}
+
+void sp_h5_close(hid_t id) {
+    if (id < 0) return;
+    switch (H5Iget_type(id)) {
+    case H5I_FILE:
+        H5Fclose(id);
+        break;
+    case H5I_GROUP:
+        H5Gclose(id);
+        break;
+    case H5I_DATATYPE:
+        H5Tclose(id);
+        break;
+    case H5I_DATASPACE:
+        H5Sclose(id);
+        break;
+    case H5I_DATASET:
+        H5Dclose(id);
+        break;
+    case H5I_ATTR:
+        H5Aclose(id);
+        break;
+    case H5I_GENPROP_LST:
+        H5Pclose(id);
+        break;
+    default:
+        break;
+    }
+}
+
+hid_t sp_h5_utf8_type(size_t size, H5T_str_t pad) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, size);
+    H5Tset_strpad(t, pad);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    return t;
+}
+
+int sp_h5_write_attr(hid_t loc, const char *name, hid_t file_type, hid_t mem_type,
+                     const void *value, const char *path, sp_error *err) {
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t a = space < 0 ? -1 : H5Acreate2(loc, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t st = a < 0 ? -1 : H5Awrite(a, mem_type, value);
+    sp_h5_close(a), sp_h5_close(space);
+    return st < 0 ? sp_h5_fail(err, "%s: cannot write attribute \"%s\"", path, name) : 0;
+}
+
+hid_t sp_h5_open_root_attr(hid_t f, const char *name, const char *path, sp_error *err) {
+    htri_t has = H5Aexists(f, name);
+    if (has < 0) return sp_h5_fail(err, "%s: cannot look up root attribute \"%s\"", path, name);
+    if (!has) return -2;
+    hid_t a = H5Aopen(f, name, H5P_DEFAULT);
+    if (a < 0) return sp_h5_fail(err, "%s: cannot open root attribute \"%s\"", path, name);
+    hid_t space = H5Aget_space(a);
+    hssize_t np = space < 0 ? -1 : H5Sget_simple_extent_npoints(space);
+    sp_h5_close(space);
+    if (np != 1) {
+        H5Aclose(a);
+        return sp_fail(err, "%s: root attribute \"%s\" must hold a single value", path, name);
+    }
+    return a;
+}

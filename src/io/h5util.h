@@ -1,0 +1,38 @@
+/* HDF5 helpers shared by the dataset (src/data/dataset_*.c) and checkpoint
+ * (src/train/checkpoint.c) readers and writers. */
+#ifndef SP_IO_H5UTIL_H
+#define SP_IO_H5UTIL_H
+
+#include <stddef.h>
+
+#include <hdf5.h>
+
+#include "softprompt/error.h"
+
+/* Turns HDF5's automatic error printing off (the library never prints). */
+void sp_h5_quiet(void);
+
+/* Like sp_fail, and appends HDF5's innermost error description when there is one; clears
+ * HDF5's error stack. Returns -1. */
+int sp_h5_fail(sp_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Closes an HDF5 identifier of any kind if it is valid (>= 0). */
+void sp_h5_close(hid_t id);
+
+/* Fixed-length UTF-8 string type of size bytes (>= 1) with the given padding; close it with
+ * H5Tclose. Fixed, not variable-length, strings: variable-length data live in HDF5's global
+ * heap, which has no checksum, and libhdf5 1.10 can crash on a damaged one; fixed strings sit in
+ * the checksummed object header. */
+hid_t sp_h5_utf8_type(size_t size, H5T_str_t pad);
+
+/* Creates scalar attribute name of loc holding *value (mem_type in memory, file_type in the
+ * file). Failure: "<path>: cannot write attribute \"<name>\"" and -1. */
+int sp_h5_write_attr(hid_t loc, const char *name, hid_t file_type, hid_t mem_type,
+                     const void *value, const char *path, sp_error *err);
+
+/* Opens root attribute name of file f, which must hold a single value. Returns the attribute;
+ * -2 when there is no such attribute (err untouched: the caller says what is missing); or -1
+ * with a message naming path. */
+hid_t sp_h5_open_root_attr(hid_t f, const char *name, const char *path, sp_error *err);
+
+#endif
