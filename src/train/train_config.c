@@ -53,8 +53,10 @@ json_t *sp_train_config_to_json(const sp_train_config *c, int n_prompt, int64_t 
                      c->metric ? c->metric : "", "log_every", (json_int_t)c->log_every);
 }
 
-/* Values must match exactly: a resumed run is only bitwise the same run if they do. */
-static const char *const TRAJECTORY_KEYS[] = {"steps", "seed", "prompt_length", "global_batch",
+/* Values must match exactly: a resumed run is only bitwise the same run if they do. ("steps"
+ * is checked separately: with a constant schedule the lr of a step does not depend on the
+ * total, so a run may be continued for more steps.) */
+static const char *const TRAJECTORY_KEYS[] = {"seed", "prompt_length", "global_batch",
                                               "deterministic"};
 static const char *const OPTIM_KEYS[] = {
     "kind",       "lr",           "weight_decay", "beta1",          "beta2",           "eps",
@@ -85,6 +87,9 @@ int sp_train_config_check_resume(const char *ckpt_json, const sp_train_config *c
     for (size_t i = 0; rc == 0 && i < sizeof TRAJECTORY_KEYS / sizeof *TRAJECTORY_KEYS; i++)
         rc = compare_key(saved, now, TRAJECTORY_KEYS[i], "", ckpt_path, err);
     json_t *so = json_object_get(saved, "optimizer"), *no = json_object_get(now, "optimizer");
+    json_t *sched = json_object_get(so, "schedule");
+    int constant = json_is_string(sched) && strcmp(json_string_value(sched), "constant") == 0;
+    if (rc == 0 && !constant) rc = compare_key(saved, now, "steps", "", ckpt_path, err);
     for (size_t i = 0; rc == 0 && i < sizeof OPTIM_KEYS / sizeof *OPTIM_KEYS; i++)
         rc = compare_key(so, no, OPTIM_KEYS[i], "optimizer.", ckpt_path, err);
     json_decref(saved);

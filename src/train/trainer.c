@@ -27,6 +27,7 @@ typedef struct trainer {
     sp_data_order order;
     sp_rng rng;
     int64_t step, total_steps, tokens_seen;
+    int threads; /* per rank */
     int64_t *batch_ids; /* [global_batch] */
     sp_batch_data mb;
     sp_run_log log;
@@ -91,6 +92,7 @@ static int setup(trainer *t, sp_error *err) {
     const sp_train_config *c = t->c;
     int capped = 0, threads = sp_dist_threads(t->d, c->threads, &capped);
     openblas_set_num_threads(threads);
+    t->threads = threads;
     if (capped && is_rank0(t))
         fprintf(stderr,
                 "softprompt train: %d threads per rank would oversubscribe the cores; "
@@ -178,7 +180,14 @@ static int resume_or_init(trainer *t, int *resumed, sp_error *err) {
     char path[4096] = "";
     int rc = 0;
     *resumed = 0;
-    if (is_rank0(t) && strcmp(c->resume, "never") != 0) {
+    if (is_rank0(t) && strcmp(c->resume, "never") == 0) {
+        char *found = NULL, *warnings = NULL;
+        rc = sp_checkpoint_find_latest(t->ckpt_dir, &found, &warnings, err);
+        if (rc == 0 && found)
+            rc = sp_fail(err, "%s already holds a run (%s): continue it with --resume auto, or "
+                              "start the new run in another --out directory", c->out_dir, found);
+        free(found), free(warnings);
+    } else if (is_rank0(t)) {
         if (strcmp(c->resume, "auto") == 0) {
             char *found = NULL, *warnings = NULL;
             rc = sp_checkpoint_find_latest(t->ckpt_dir, &found, &warnings, err);
@@ -363,6 +372,7 @@ static int write_run_config(trainer *t, sp_error *err) {
     if (!is_rank0(t)) return 0;
     json_t *cfg = sp_train_config_to_json(t->c, t->P, t->total_steps);
     json_object_set_new(cfg, "ranks", json_integer(t->d->size));
+    json_object_set_new(cfg, "threads_per_rank", json_integer(t->threads));
     json_object_set_new(cfg, "model_fingerprint", json_string(t->model_fp));
     json_object_set_new(cfg, "dataset_fingerprint", json_string(t->data_fp));
     char *s = json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS);
@@ -374,10 +384,28 @@ static int write_run_config(trainer *t, sp_error *err) {
     return rc;
 }
 
-static void print_summary(trainer *t, double seconds, double last_loss) {
+static void print_start(const trainer *t) {
     if (!is_rank0(t) || t->c->quiet) return;
-    fprintf(stderr, "done: %lld steps, final train loss %.4f, %.1f s, %.0f tokens/s\n",
-            (long long)t->step, last_loss, seconds, seconds > 0 ? t->tokens_seen / seconds : 0.0);
+    const sp_optim_config *o = &t->opt.cfg;
+    fprintf(stderr, "softprompt train: %d rank%s x %d thread%s, prompt %d x %d, global batch %d "
+                    "(micro-batch %d), steps %lld to %lld, %s lr %g (%s schedule)%s\n",
+            t->d->size, t->d->size > 1 ? "s" : "", t->threads, t->threads > 1 ? "s" : "", t->P,
+            t->dim, t->c->global_batch, t->c->micro_batch, (long long)t->step + 1,
+            (long long)t->total_steps, sp_optim_kind_name(o->kind), o->lr,
+            sp_sched_kind_name(o->schedule), t->c->deterministic ? ", deterministic" : "");
+}
+
+/* Steps, tokens and time of this invocation (a resumed run reports only what it did). */
+static void print_summary(trainer *t, int64_t steps, int64_t tokens, double seconds,
+                          double last_loss) {
+    if (!is_rank0(t) || t->c->quiet) return;
+    if (steps == 0)
+        fprintf(stderr, "done: the run was already at its last step (%lld); nothing to train\n",
+                (long long)t->step);
+    else
+        fprintf(stderr, "done: step %lld (%lld in this run), final train loss %.4f, %.1f s, "
+                        "%.0f tokens/s\n", (long long)t->step, (long long)steps, last_loss,
+                seconds, seconds > 0 ? (double)tokens / seconds : 0.0);
     if (!isnan(t->best_metric))
         fprintf(stderr, "best %s %.4f at step %lld (%s)\n", t->metric_name, t->best_metric,
                 (long long)t->best_step, t->best_path);
@@ -403,6 +431,8 @@ static int finish(trainer *t, sp_error *err) {
 static int loop(trainer *t, sp_error *err) {
     const sp_train_config *c = t->c;
     double t0 = sp_now(), last_loss = NAN;
+    int64_t first_step = t->step, first_tokens = t->tokens_seen;
+    print_start(t);
     while (t->step < t->total_steps) {
         step_totals tot;
         double gnorm, ts = sp_now();
@@ -424,8 +454,9 @@ static int loop(trainer *t, sp_error *err) {
         if ((c->save_every > 0 && t->step % c->save_every == 0) || is_best)
             if (checkpoint(t, is_best, err)) return -1;
     }
+    double seconds = sp_now() - t0;
     if (finish(t, err)) return -1;
-    print_summary(t, sp_now() - t0, last_loss);
+    print_summary(t, t->step - first_step, t->tokens_seen - first_tokens, seconds, last_loss);
     return 0;
 }
 

@@ -111,6 +111,24 @@ set -e
 [[ $rc2 -ne 0 ]] && grep -q "trained on another dataset" foreign2.out || { cat foreign2.out; fail "foreign dataset accepted"; }
 ok "checkpoints of another model or dataset are refused"
 
+# --- continuing a finished run for more steps (constant schedule) equals one longer run --------
+"$SP_CLI" train "${common[@]}" --steps 20 --global-batch 8 --optimizer adafactor --out grow
+"$SP_CLI" train --model model --train train.h5 --threads 1 --log-every 100 --steps 35 \
+  --global-batch 8 --optimizer adafactor --out grow 2> grow.err
+grep -q "resuming from .*step-000000000020.h5" grow.err && grep -q "(15 in this run)" grow.err \
+  || { cat grow.err; fail "a longer --steps did not continue the run"; }
+"$SP_CLI" train "${common[@]}" --steps 35 --global-batch 8 --optimizer adafactor --out grow-ref
+same_file grow/adapter/adapter_model.safetensors grow-ref/adapter/adapter_model.safetensors \
+  "20 steps then continued to 35 vs 35 steps at once"
+ok "a finished run continues for more steps (constant schedule), bitwise equal to one longer run"
+set +e
+"$SP_CLI" train "${common[@]}" --steps 35 --global-batch 8 --schedule cosine --out grow > cos.out 2>&1; rc=$?
+"$SP_CLI" train "${common[@]}" --steps 5 --global-batch 8 --resume never --out grow > never.out 2>&1; rc2=$?
+set -e
+[[ $rc -ne 0 ]] && grep -q "optimizer.schedule" cos.out || { cat cos.out; fail "changed schedule accepted on resume"; }
+[[ $rc2 -ne 0 ]] && grep -q "already holds a run" never.out || { cat never.out; fail "--resume never overwrote a run"; }
+ok "a changed schedule and --resume never into an existing run are refused"
+
 # --- a failing rank ends the whole job with its message -------------------------------------
 # Example 5's soft index is corrupted in the file: opening succeeds, only the rank whose share
 # holds example 5 fails when it reads it.

@@ -1,0 +1,204 @@
+# The Slurm job scripts (slurm/, scripts/submit, scripts/sweep-collect) against a real
+# single-node Slurm cluster started here (tests/slurm/cluster.sh: munged, slurmctld, slurmd):
+#   A. a 2-rank job (written and submitted by scripts/submit) completes with checkpoints and
+#      metrics;
+#   B. a job that gets its time-limit signal (--time=1 --signal=B:USR1@55) checkpoints,
+#      requeues itself, resumes, and ends with bitwise the same prompt as an uninterrupted job
+#      of the same settings that runs beside it;
+#   C. a job with a bad dataset path fails, is not requeued, and its log says why;
+#   D. a 4-task array sweep (slurm/sweep.sbatch: lr x prompt length x init) completes and
+#      scripts/sweep-collect lists all four tasks with their metrics.
+# Needs root and the Debian packages slurm-wlm and munge (installed through scripts/setup when
+# missing); without them the test fails, loudly. The daemons are stopped by PID at the end,
+# also when a check fails. Wall time ~1.5 min on 2 idle cores, most of it check B, whose job
+# must still be training when slurmctld's periodic time-limit check (every 30 s) sends the
+# signal: its length is calibrated in CPU seconds, so a loaded machine only makes it longer.
+# Each resumed run of B gets a new 1-minute limit and is signalled again if still training, so
+# on a loaded machine B goes through several requeues (all must resume bitwise).
+source "$(dirname "$0")/lib.sh"
+: "${SP_SYNTH:?}" "${SP_REPO:?}"
+source "$SP_REPO/tests/slurm/cluster.sh"
+t_start=$(date +%s)
+
+if ! slurm_cluster_check_installed 2>/dev/null; then
+  echo "Slurm is missing: installing slurm-wlm and munge with scripts/setup" >&2
+  "$SP_REPO/scripts/setup" slurm-wlm munge \
+    || fail "SLURM IS NOT AVAILABLE: scripts/setup could not install slurm-wlm and munge; this test needs a real Slurm (run as root on Debian 12)"
+  slurm_cluster_check_installed \
+    || fail "SLURM IS NOT AVAILABLE after installing slurm-wlm and munge"
+fi
+
+cd "$WORK"
+chmod 755 "$WORK"           # munged (user munge) must reach its socket under $WORK/cluster
+mkdir -p logs runs
+# Ranks started by srun: leak checking off as for mpirun (lib.sh) in the sanitizer build.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
+export SP_BIN=$SP_CLI
+
+# --- model, data, and the length of check B's run --------------------------------------------
+"$SP_CLI" init-model --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 --random-norms \
+  --seed 1 model >/dev/null
+"$SP_SYNTH" train.h5 512 64 16 1
+"$SP_SYNTH" valid.h5 128 64 16 2
+for p in 4 8; do
+  "$SP_SYNTH" "data-p$p-train.h5" 256 64 "$p" 3
+  "$SP_SYNTH" "data-p$p-valid.h5" 64 64 "$p" 4
+done
+# Check B's job must outlast the signal, which comes at slurmctld's first periodic check after
+# "limit - 55 s": at most ~35 s into the job. Calibrate the steps for >= 40 s of CPU time.
+TIMEFORMAT='%U %S'
+cal=$( { time "$SP_CLI" train --model model --train train.h5 --out calib --steps 100 \
+           --global-batch 64 --threads 1 --quiet >/dev/null 2>&1; } 2>&1 )
+steps=$(python3 -c 'import sys, math; u, s = map(float, sys.argv[1:3])
+print(max(500, math.ceil(40.0 / max((u + s) / 100, 1e-4))))' $cal)
+echo "check B: $steps steps (calibration: 100 steps took $cal s user/sys CPU)"
+rm -rf calib
+
+# --- the cluster --------------------------------------------------------------------------------
+slurm_cluster_up "$WORK/cluster" || fail "could not start the Slurm cluster (logs above)"
+
+# job_field ID FIELD: a field of `scontrol show job` (first line for arrays).
+job_field() { scontrol -o show job "$1" 2>/dev/null | head -n 1 | grep -o " $2=[^ ]*" | cut -d= -f2-; }
+# wait_done ID SECONDS: until job (or every task of an array) has left the queue.
+wait_done() {
+  local id=$1 t=$2 i
+  for (( i = 0; i < t * 2; i++ )); do
+    [[ -z $(squeue -h -j "$id" -o %i 2>/dev/null) ]] && return 0
+    sleep 0.5
+  done
+  echo "--- squeue"; squeue; scontrol show job "$id"; slurm_cluster_logs
+  fail "job $id did not finish within $t s"
+}
+show_log() { echo "----- $1"; cat "$1"; }
+
+common=(--global-batch 64 --micro-batch 8 --threads 1 --log-every 1000 --save-every 1000
+        --optimizer adafactor)
+
+# --- A: 2-rank job through scripts/submit -----------------------------------------------------
+"$SP_REPO/scripts/submit" --model model --train train.h5 --valid valid.h5 --out runs/two-ranks \
+  --ntasks-per-node 2 --cpus-per-task 1 --time 5 --softprompt "$SP_CLI" \
+  -- --steps 60 --global-batch 16 --micro-batch 4 --save-every 20 --eval-every 30 > submit-a.out \
+  || { cat submit-a.out; fail "scripts/submit failed"; }
+cat submit-a.out
+job_a=$(awk '/^submitted job/ {print $3}' submit-a.out); job_a=${job_a%:}
+[[ $job_a =~ ^[0-9]+$ ]] || fail "scripts/submit printed no job id"
+grep -q "^log  *$WORK/runs/two-ranks/logs/slurm-$job_a.out" submit-a.out || fail "scripts/submit did not say where the log goes"
+grep -qx "#SBATCH --ntasks-per-node=2" runs/two-ranks/job.sbatch || fail "job script not written into the output directory"
+
+# --- B: the time-limit job and its uninterrupted twin (1 rank each, side by side) ------------
+long="--steps $steps ${common[*]}"
+job_b=$(SP_MODEL=$WORK/model SP_TRAIN=$WORK/train.h5 SP_OUT=$WORK/runs/timelimit \
+        SP_TRAIN_ARGS=$long SP_MAX_RESTARTS=20 \
+        sbatch --parsable --job-name=timelimit --ntasks-per-node=1 --cpus-per-task=1 --time=1 \
+        --signal=B:USR1@55 --output="$WORK/logs/timelimit-%j.out" "$SP_REPO/slurm/train.sbatch") \
+  || fail "sbatch of slurm/train.sbatch failed"
+job_ref=$(SP_MODEL=$WORK/model SP_TRAIN=$WORK/train.h5 SP_OUT=$WORK/runs/uninterrupted \
+          SP_TRAIN_ARGS=$long \
+          sbatch --parsable --job-name=uninterrupted --ntasks-per-node=1 --cpus-per-task=1 \
+          --time=30 --output="$WORK/logs/uninterrupted-%j.out" "$SP_REPO/slurm/train.sbatch") \
+  || fail "sbatch of slurm/train.sbatch failed"
+
+# --- C: a bad dataset path, settings from a config file, the multi-node script on one node ---
+cat > bad.conf <<EOF
+SP_MODEL=$WORK/model
+SP_TRAIN=$WORK/no-such-dataset.h5
+SP_OUT=$WORK/runs/bad-path
+SP_TRAIN_ARGS="--steps 10"
+EOF
+job_c=$(sbatch --parsable --nodes=1 --ntasks-per-node=1 --cpus-per-task=1 --time=5 \
+        --output="$WORK/logs/bad-%j.out" "$SP_REPO/slurm/train-multinode.sbatch" "$WORK/bad.conf") \
+  || fail "sbatch of slurm/train-multinode.sbatch failed"
+
+# --- D: a 4-task sweep ------------------------------------------------------------------------
+printf '# test sweep\nlr\tprompt_length\tinit\tdata\n' > sweep.tsv
+printf '%s\t%s\t%s\t%s\n' 0.3 4 vocab-top "$WORK/data-p{prompt_length}" 0.3 8 random "$WORK/data-p{prompt_length}" \
+  1.0 4 random "$WORK/data-p{prompt_length}" 1.0 8 vocab-top "$WORK/data-p{prompt_length}" >> sweep.tsv
+"$SP_REPO/scripts/submit" --model model --sweep sweep.tsv --out runs/sweep-dry --dry-run \
+  --softprompt "$SP_CLI" -- --steps 40 > submit-d.out || { cat submit-d.out; fail "scripts/submit --sweep failed"; }
+grep -qx "#SBATCH --array=0-3" runs/sweep-dry/job.sbatch || fail "scripts/submit --sweep: wrong --array"
+job_d=$(SP_MODEL=$WORK/model SP_SWEEP=$WORK/sweep.tsv SP_OUT=$WORK/runs/sweep \
+        SP_TRAIN_ARGS="--steps 40 --global-batch 16 --micro-batch 8 --eval-every 20 --log-every 20" \
+        sbatch --parsable --array=0-3 --cpus-per-task=1 --time=5 \
+        --output="$WORK/logs/sweep-%A_%a.out" "$SP_REPO/slurm/sweep.sbatch") \
+  || fail "sbatch of slurm/sweep.sbatch failed"
+echo "submitted: A=$job_a B=$job_b (twin $job_ref) C=$job_c D=$job_d"
+squeue
+
+# --- check A ----------------------------------------------------------------------------------
+wait_done "$job_a" 120
+log_a=runs/two-ranks/logs/slurm-$job_a.out
+[[ $(job_field "$job_a" JobState) == COMPLETED ]] || { show_log "$log_a"; fail "A: 2-rank job ended $(job_field "$job_a" JobState)"; }
+python3 - runs/two-ranks <<'PY' || { show_log "$log_a"; fail "A: outputs of the 2-rank job are incomplete"; }
+import json, os, sys
+d = sys.argv[1]
+cfg = json.load(open(os.path.join(d, "config.json")))
+rows = [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl"))]
+train = [r for r in rows if "split" not in r]
+valid = [r for r in rows if r.get("split") == "valid"]
+ckpts = sorted(os.listdir(os.path.join(d, "checkpoints")))
+assert cfg["ranks"] == 2, f"ranks {cfg['ranks']}"
+assert train[-1]["step"] == 60 and valid and valid[-1]["step"] == 60, "metrics do not reach step 60"
+assert "step-000000000060.h5" in ckpts, f"checkpoints: {ckpts}"
+assert os.path.exists(os.path.join(d, "adapter", "adapter_model.safetensors"))
+print(f"ok: A: 2-rank job: 60 steps, checkpoints {', '.join(ckpts)}, valid accuracy {valid[-1]['accuracy']:.3f}")
+PY
+grep -q "2 ranks on 1 node(s), 1 threads per rank" runs/two-ranks/slurm-job.log || fail "A: job log lacks the layout line"
+
+# --- check C ----------------------------------------------------------------------------------
+wait_done "$job_c" 120
+log_c=$(ls logs/bad-"$job_c".out)
+state=$(job_field "$job_c" JobState); restarts=$(job_field "$job_c" Restarts)
+[[ $state == FAILED && $restarts == 0 ]] || { show_log "$log_c"; fail "C: bad path: state $state, restarts $restarts (expected FAILED, 0)"; }
+grep -q "no-such-dataset.h5: cannot open" "$log_c" || { show_log "$log_c"; fail "C: the trainer's error is not in the log"; }
+grep -q "FAILED: softprompt train exited with status 1, .*not requeued" "$log_c" \
+  || { show_log "$log_c"; fail "C: the log does not say why the job was not requeued"; }
+ok "C: bad dataset path: FAILED, not requeued; the log says: $(grep -o 'FAILED: .*not requeued' "$log_c")"
+
+# --- check B ----------------------------------------------------------------------------------
+wait_done "$job_b" 600
+wait_done "$job_ref" 600
+log_b=logs/timelimit-$job_b.out
+state=$(job_field "$job_b" JobState); restarts=$(job_field "$job_b" Restarts)
+[[ $state == COMPLETED && $(job_field "$job_ref" JobState) == COMPLETED ]] \
+  || { show_log "$log_b"; show_log "logs/uninterrupted-$job_ref.out"; fail "B: time-limit job $state, twin $(job_field "$job_ref" JobState)"; }
+(( restarts >= 1 )) || { show_log "$log_b"; fail "B: the job was never requeued (it finished before its time-limit signal?)"; }
+grep -q "SIGUSR1 (time limit near" "$log_b" && grep -q "requeueing job $job_b" "$log_b" \
+  && grep -q "finished: softprompt train exited 0" "$log_b" \
+  || { show_log "$log_b"; fail "B: the log does not show signal, requeue and finish"; }
+[[ $(grep -c "requeueing job" runs/timelimit/slurm-job.log) == "$restarts" ]] \
+  || fail "B: $restarts restarts but the job log records $(grep -c 'requeueing job' runs/timelimit/slurm-job.log) requeues"
+same_file runs/timelimit/adapter/adapter_model.safetensors runs/uninterrupted/adapter/adapter_model.safetensors \
+  "B: requeued and resumed vs uninterrupted"
+stops=$(grep -c "SIGUSR1 (time limit near" runs/timelimit/slurm-job.log)
+ok "B: time-limit signal -> checkpoint -> requeue ($restarts restarts, $stops signals) -> resumed; prompt bitwise equal to the uninterrupted job"
+
+# --- check D ----------------------------------------------------------------------------------
+wait_done "$job_d" 300
+for t in 0 1 2 3; do
+  s=$(job_field "${job_d}_$t" JobState)
+  [[ $s == COMPLETED ]] || { show_log "logs/sweep-${job_d}_$t.out"; fail "D: sweep task $t ended $s"; }
+done
+"$SP_REPO/scripts/sweep-collect" runs/sweep > collect.out || { cat collect.out; fail "D: sweep-collect failed"; }
+cat collect.out
+python3 - runs/sweep/sweep-results.csv <<'PY' || fail "D: the collected table is incomplete"
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+assert len(rows) == 4, f"{len(rows)} rows"
+want = {("0.3", "4", "vocab-top"), ("0.3", "8", "random"), ("1.0", "4", "random"), ("1.0", "8", "vocab-top")}
+got = {(r["lr"] if r["lr"] not in ("1", "1.0") else "1.0", r["prompt_length"], r["init"]) for r in rows}
+assert got == want, f"{got}"
+for r in rows:
+    assert r["status"] == "done" and r["steps"] == "40/40", r
+    float(r["train_loss"]); float(r["valid_loss"]); float(r["valid_accuracy"])
+print("ok: D: 4-task sweep: all done, the table lists lr, prompt length, init and their metrics")
+PY
+[[ $(grep -c '^ *[0-3] ' collect.out) == 4 ]] || fail "D: the terminal summary does not list four tasks"
+
+# --- teardown -----------------------------------------------------------------------------------
+pids=("${SLURM_CLUSTER_PIDS[@]}")
+conf=$SLURM_CONF
+slurm_cluster_down
+for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && fail "daemon pid $p still running after teardown"; done
+SLURM_CONF=$conf
+[[ -z $(_slurm_our_stepds) ]] || fail "slurmstepd processes left after teardown"
+ok "all Slurm daemons (pids ${pids[*]}) stopped; test took $(( $(date +%s) - t_start )) s"
