@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/flags.h"
+#include "cli/ranks.h"
 #include "softprompt/checkpoint.h"
 #include "softprompt/safetensors.h"
 #include "softprompt/train.h"
@@ -181,24 +182,14 @@ static int evaluate(const eval_args *a, const sp_dist *d, sp_error *err) {
     return rc;
 }
 
+static int eval_body(void *args, const sp_dist *d, sp_error *err) {
+    return evaluate(args, d, err) ? -1 : 0;
+}
+
 static int run(int argc, char **argv) {
     eval_args a;
     int rc = parse_args(argc, argv, &a);
-    if (rc) return rc;
-    sp_dist d;
-    if (sp_dist_init(&d, &argc, &argv)) {
-        fprintf(stderr, "softprompt eval: MPI initialisation failed\n");
-        return 1;
-    }
-    sp_error err = {{0}};
-    if (evaluate(&a, &d, &err)) {
-        fprintf(stderr, "softprompt eval: %s%s\n", d.size > 1 ? "rank error: " : "", err.msg);
-        if (d.size > 1) sp_dist_abort(1);
-        sp_dist_finalize();
-        return 1;
-    }
-    sp_dist_finalize();
-    return 0;
+    return rc ? rc : sp_cli_run_ranks("eval", &argc, &argv, eval_body, &a);
 }
 
 const sp_command SP_CMD_EVAL = {

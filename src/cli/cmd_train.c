@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "cli/flags.h"
+#include "cli/ranks.h"
 #include "softprompt/train.h"
 
 static void usage(FILE *out) {
@@ -298,29 +299,14 @@ static int parse_args(int argc, char **argv, sp_train_config *c) {
     return 0;
 }
 
+static int train_body(void *config, const sp_dist *d, sp_error *err) {
+    return sp_train_run(config, d, err);
+}
+
 static int run(int argc, char **argv) {
     sp_train_config c;
     int rc = parse_args(argc, argv, &c);
-    if (rc) return rc;
-    sp_dist d;
-    if (sp_dist_init(&d, &argc, &argv)) {
-        fprintf(stderr, "softprompt train: MPI initialisation failed\n");
-        return 1;
-    }
-    sp_error err = {{0}};
-    rc = sp_train_run(&c, &d, &err);
-    if (rc < 0) {
-        /* Every failing rank reports; the job ends on all ranks, none waits in a collective. */
-        if (d.size > 1)
-            fprintf(stderr, "softprompt train: rank %d: %s\n", d.rank, err.msg);
-        else
-            fprintf(stderr, "softprompt train: %s\n", err.msg);
-        if (d.size > 1) sp_dist_abort(1);
-        sp_dist_finalize();
-        return 1;
-    }
-    sp_dist_finalize();
-    return rc;
+    return rc ? rc : sp_cli_run_ranks("train", &argc, &argv, train_body, &c);
 }
 
 const sp_command SP_CMD_TRAIN = {"train", "train a soft prompt (MPI data parallel, resumable)", run,
