@@ -15,7 +15,10 @@ static void usage(FILE *out) {
             "model.safetensors or sharded model-*-of-*.safetensors with an index): architecture,\n"
             "shapes, parameter count, dtypes, files, and memory: bytes mapped, weights used in\n"
             "place (shared by the ranks of a node through the page cache), private converted\n"
-            "copies, and activation memory per token at full context.\n\n"
+            "copies, and activation memory per token at full context.\n"
+            "For a dataset (.h5 made by `softprompt prepare`): task, counts, length histogram,\n"
+            "label balance, template, tokenizer. For a checkpoint (.h5 written by `softprompt\n"
+            "train`): step, data position, prompt, optimizer state, metrics, fingerprints.\n\n"
             "Every file is fully validated; a problem is reported with the file and tensor or key\n"
             "at fault, with exit status 1.\n\n"
             "options:\n"
@@ -160,7 +163,7 @@ static int run(int argc, char **argv) {
 
 const sp_command SP_CMD_INFO = {
     .name = "info",
-    .summary = "describe a model directory (shapes, parameters, dtypes, memory)",
+    .summary = "describe a model directory, a dataset or a checkpoint",
     .run = run,
     .usage = usage,
 };

@@ -18,6 +18,7 @@ extern const sp_command SP_CMD_INIT_MODEL;
 extern const sp_command SP_CMD_PREPARE;
 extern const sp_command SP_CMD_TRAIN;
 extern const sp_command SP_CMD_EVAL;
+extern const sp_command SP_CMD_EXPORT;
 
 /* True if argv holds -h or --help (so every command answers --help the same way). */
 int sp_cli_wants_help(int argc, char **argv);

@@ -11,6 +11,7 @@ static const sp_command *const COMMANDS[] = {
     &SP_CMD_PREPARE,
     &SP_CMD_TRAIN,
     &SP_CMD_EVAL,
+    &SP_CMD_EXPORT,
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 

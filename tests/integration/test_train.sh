@@ -35,7 +35,12 @@ PY
 "$SP_CLI" eval --model model --data valid.h5 --prompt learn/best.h5 --json > best.json
 python3 -c 'import json,sys; a=json.load(open("adapter.json")); assert a["accuracy"]>=0.9, a' \
   || fail "eval of the exported PEFT adapter does not reproduce the accuracy"
-ok "eval reads the checkpoint and the PEFT adapter"
+"$SP_CLI" export --model model --prompt learn/best.h5 --out best-adapter >/dev/null
+"$SP_CLI" eval --model model --data valid.h5 --prompt best-adapter --json > best-adapter.json
+python3 -c 'import json; a=json.load(open("best.json")); b=json.load(open("best-adapter.json")); assert a["accuracy"]==b["accuracy"] and a["loss"]==b["loss"], (a, b)' \
+  || fail "the exported adapter of best.h5 does not evaluate like best.h5"
+grep -q '"peft_type": "PROMPT_TUNING"' best-adapter/adapter_config.json || fail "adapter_config.json is not PEFT's"
+ok "eval reads checkpoints and PEFT adapters; export writes best.h5 as an adapter"
 
 # --- rank counts and micro-batches: same losses; --deterministic: bitwise same prompt ---------
 run() { # name ranks micro-batch [extra...]
