@@ -30,6 +30,7 @@ struct sp_worker {
     buffer fc;        /* [L][N, F] c_fc output before GELU */
     buffer fc_tanh;   /* [L][N, F] the tanh inside gelu_new, so backward need not recompute it */
     buffer fc_act;    /* [N, F] gelu output: only the next product needs it (no dW), not saved */
+    buffer top_rows;  /* [n_tgt, d] target rows gathered/scattered around the top layer */
     buffer lnf;       /* [n_tgt, d] final LayerNorm, only at target positions */
     buffer lnf_stats; /* [2, n_tgt] */
     buffer logits;    /* [n_tgt, V], then dlogits */
@@ -157,6 +158,7 @@ static int reserve(sp_worker *w, const dims *z, int backward) {
     rc |= ensure(&w->qkv, L * N * 3 * d) | ensure(&w->probs, L * z->att);
     rc |= ensure(&w->atty, L * N * d) | ensure(&w->xmid, L * N * d);
     rc |= ensure(&w->fc, L * N * F) | ensure(&w->fc_tanh, L * N * F) | ensure(&w->fc_act, N * F);
+    rc |= ensure(&w->top_rows, z->n_tgt * d);
     rc |= ensure(&w->lnf, z->n_tgt * d) | ensure(&w->lnf_stats, 2 * z->n_tgt);
     rc |= ensure(&w->logits, z->n_tgt * (size_t)z->V);
     if (backward) {
@@ -194,29 +196,56 @@ static void attention_forward_all(float *out, float *probs, const float *qkv, co
     }
 }
 
-static void layer_forward(sp_worker *w, int l, const sp_batch *b, const dims *z) {
+/* The part of block l after attention, over n rows: xmid (holding the residual input rows)
+ * += c_proj(atty); x[l+1] = xmid + mlp(ln2(xmid)). Row r of every buffer is row r of the block. */
+static void post_attention_forward(sp_worker *w, int l, const float *atty, int n, const dims *z) {
     const sp_gpt2_layer *p = &w->m->layers[l];
     size_t N = z->N, d = (size_t)z->d, F = (size_t)z->F;
-    int n = (int)N;
-    const float *x = w->x.p + l * N * d;
-    float *ln1 = w->ln1.p + l * N * d, *ln2 = w->ln2.p + l * N * d;
-    float *st1 = w->ln1_stats.p + l * 2 * N, *st2 = w->ln2_stats.p + l * 2 * N;
-    float *qkv = w->qkv.p + l * N * 3 * d, *atty = w->atty.p + l * N * d;
-    float *xmid = w->xmid.p + l * N * d, *fc = w->fc.p + l * N * F, *act = w->fc_act.p;
-    float *fc_tanh = w->fc_tanh.p + l * N * F;
-    float *x_next = w->x.p + (l + 1) * N * d;
-    float eps = w->m->cfg.ln_eps;
-
-    sp_layernorm_forward(ln1, st1, st1 + N, x, p->ln1_w, p->ln1_b, n, z->d, eps);
-    sp_linear_forward(qkv, ln1, p->qkv_w, p->qkv_b, n, z->d, 3 * z->d, 0);
-    attention_forward_all(atty, w->probs.p + l * z->att, qkv, b, z);
-    memcpy(xmid, x, N * d * sizeof(float));
+    float *xmid = w->xmid.p + l * N * d, *ln2 = w->ln2.p + l * N * d;
+    float *st2 = w->ln2_stats.p + l * 2 * N, *fc = w->fc.p + l * N * F;
+    float *fc_tanh = w->fc_tanh.p + l * N * F, *x_next = w->x.p + (l + 1) * N * d;
     sp_linear_forward(xmid, atty, p->attn_proj_w, p->attn_proj_b, n, z->d, z->d, 1);
-    sp_layernorm_forward(ln2, st2, st2 + N, xmid, p->ln2_w, p->ln2_b, n, z->d, eps);
+    sp_layernorm_forward(ln2, st2, st2 + N, xmid, p->ln2_w, p->ln2_b, n, z->d, w->m->cfg.ln_eps);
     sp_linear_forward(fc, ln2, p->fc_w, p->fc_b, n, z->d, z->F, 0);
-    sp_gelu_forward(act, fc_tanh, fc, N * F);
-    memcpy(x_next, xmid, N * d * sizeof(float));
-    sp_linear_forward(x_next, act, p->fc_proj_w, p->fc_proj_b, n, z->F, z->d, 1);
+    sp_gelu_forward(w->fc_act.p, fc_tanh, fc, (size_t)n * F);
+    memcpy(x_next, xmid, (size_t)n * d * sizeof(float));
+    sp_linear_forward(x_next, w->fc_act.p, p->fc_proj_w, p->fc_proj_b, n, z->F, z->d, 1);
+}
+
+/* Copies rows target_pos[j] of src [N, d] to rows j of dst [n_tgt, d]. */
+static void gather_targets(float *dst, const float *src, const sp_batch *b, size_t d) {
+    for (int j = 0; j < b->n_targets; j++)
+        memcpy(dst + (size_t)j * d, src + (size_t)b->target_pos[j] * d, d * sizeof(float));
+}
+
+/* dst [N, d] = 0 except rows target_pos[j] = src row j. */
+static void scatter_targets(float *dst, const float *src, const sp_batch *b, size_t N, size_t d) {
+    memset(dst, 0, N * d * sizeof(float));
+    for (int j = 0; j < b->n_targets; j++)
+        memcpy(dst + (size_t)b->target_pos[j] * d, src + (size_t)j * d, d * sizeof(float));
+}
+
+/* Block l over all N rows. In the top block only the target rows reach the loss after
+ * attention (keys and values need every row, the rest does not), so from c_proj on it runs on
+ * the n_tgt target rows alone, stored compactly as rows 0..n_tgt-1. */
+static void layer_forward(sp_worker *w, int l, const sp_batch *b, const dims *z) {
+    const sp_gpt2_layer *p = &w->m->layers[l];
+    size_t N = z->N, d = (size_t)z->d;
+    const float *x = w->x.p + l * N * d;
+    float *ln1 = w->ln1.p + l * N * d, *st1 = w->ln1_stats.p + l * 2 * N;
+    float *qkv = w->qkv.p + l * N * 3 * d, *atty = w->atty.p + l * N * d;
+    float *xmid = w->xmid.p + l * N * d;
+    sp_layernorm_forward(ln1, st1, st1 + N, x, p->ln1_w, p->ln1_b, (int)N, z->d, w->m->cfg.ln_eps);
+    sp_linear_forward(qkv, ln1, p->qkv_w, p->qkv_b, (int)N, z->d, 3 * z->d, 0);
+    attention_forward_all(atty, w->probs.p + l * z->att, qkv, b, z);
+    if (l < z->L - 1) {
+        memcpy(xmid, x, N * d * sizeof(float));
+        post_attention_forward(w, l, atty, (int)N, z);
+        return;
+    }
+    gather_targets(xmid, x, b, d);
+    gather_targets(w->top_rows.p, atty, b, d);
+    post_attention_forward(w, l, w->top_rows.p, b->n_targets, z);
 }
 
 /* Final LayerNorm and vocabulary projection at target positions only; cross-entropy per target.
@@ -227,9 +256,8 @@ static double head(sp_worker *w, const sp_batch *b, const sp_pass *pass, const d
     size_t d = (size_t)z->d, V = (size_t)z->V, nt = z->n_tgt;
     const float *x_top = w->x.p + (size_t)z->L * z->N * d;
     float *lnf = w->lnf.p, *mean = w->lnf_stats.p, *rstd = w->lnf_stats.p + nt;
-    for (size_t j = 0; j < nt; j++)
-        sp_layernorm_forward(lnf + j * d, mean + j, rstd + j, x_top + (size_t)b->target_pos[j] * d,
-                             m->lnf_w, m->lnf_b, 1, z->d, m->cfg.ln_eps);
+    /* x_top holds the target rows compactly (see layer_forward) */
+    sp_layernorm_forward(lnf, mean, rstd, x_top, m->lnf_w, m->lnf_b, (int)nt, z->d, m->cfg.ln_eps);
     /* logits[n_tgt, V] = lnf . lm_head^T */
     sp_linear_backward(w->logits.p, lnf, m->lm_head, (int)nt, z->V, z->d, 0);
     if (pass->target_logits) memcpy(pass->target_logits, w->logits.p, nt * V * sizeof(float));
@@ -243,11 +271,8 @@ static double head(sp_worker *w, const sp_batch *b, const sp_pass *pass, const d
     /* dlnf[n_tgt, d] = dlogits . lm_head  (lm_head is [V, d]: a Conv1D-shaped product) */
     float *dlnf = w->dtmp.p;
     sp_linear_forward(dlnf, w->logits.p, m->lm_head, NULL, (int)nt, z->V, z->d, 0);
-    memset(w->dx.p, 0, z->N * d * sizeof(float));
-    for (size_t j = 0; j < nt; j++)
-        sp_layernorm_backward(w->dx.p + (size_t)b->target_pos[j] * d, dlnf + j * d,
-                              x_top + (size_t)b->target_pos[j] * d, mean + j, rstd + j, m->lnf_w, 1,
-                              z->d);
+    memset(w->dx.p, 0, nt * d * sizeof(float)); /* compact target rows, like x_top */
+    sp_layernorm_backward(w->dx.p, dlnf, x_top, mean, rstd, m->lnf_w, (int)nt, z->d);
     return loss;
 }
 
@@ -263,26 +288,43 @@ static void attention_backward_all(sp_worker *w, int l, const sp_batch *b, const
     }
 }
 
-/* On entry w->dx holds dLoss/dx[l+1]; on exit dLoss/dx[l]. */
-static void layer_backward(sp_worker *w, int l, const sp_batch *b, const dims *z) {
+/* Backward of post_attention_forward over n rows: on entry dx holds dLoss/dx[l+1] (n rows); on
+ * exit dx holds dLoss/dxmid and datty receives dLoss/datty (n rows each). */
+static void post_attention_backward(sp_worker *w, int l, float *datty, int n, const dims *z) {
     const sp_gpt2_layer *p = &w->m->layers[l];
     size_t N = z->N, d = (size_t)z->d, F = (size_t)z->F;
-    int n = (int)N;
     float *dx = w->dx.p, *dtmp = w->dtmp.p, *dff = w->dff.p;
-    const float *st1 = w->ln1_stats.p + l * 2 * N, *st2 = w->ln2_stats.p + l * 2 * N;
-
-    /* MLP branch: x[l+1] = xmid + c_proj(gelu(c_fc(ln2(xmid)))); dx flows to xmid unchanged
-     * through the residual and additionally through the branch. */
+    const float *st2 = w->ln2_stats.p + l * 2 * N;
+    /* x[l+1] = xmid + c_proj(gelu(c_fc(ln2(xmid)))): dx reaches xmid through the residual
+     * unchanged and additionally through the branch. */
     sp_linear_backward(dff, dx, p->fc_proj_w, n, z->F, z->d, 0);
-    sp_gelu_backward(dff, dff, w->fc.p + l * N * F, w->fc_tanh.p + l * N * F, N * F);
+    sp_gelu_backward(dff, dff, w->fc.p + l * N * F, w->fc_tanh.p + l * N * F, (size_t)n * F);
     sp_linear_backward(dtmp, dff, p->fc_w, n, z->d, z->F, 0);
     sp_layernorm_backward(dx, dtmp, w->xmid.p + l * N * d, st2, st2 + N, p->ln2_w, n, z->d);
+    /* xmid = x + c_proj(atty) */
+    sp_linear_backward(datty, dx, p->attn_proj_w, n, z->d, z->d, 0);
+}
 
-    /* Attention branch: xmid = x + c_proj(attn(c_attn(ln1(x)))). */
-    sp_linear_backward(dtmp, dx, p->attn_proj_w, n, z->d, z->d, 0);
+/* On entry w->dx holds dLoss/dx[l+1] (compact target rows for the top block); on exit
+ * dLoss/dx[l] over all N rows. */
+static void layer_backward(sp_worker *w, int l, const sp_batch *b, const dims *z) {
+    const sp_gpt2_layer *p = &w->m->layers[l];
+    size_t N = z->N, d = (size_t)z->d;
+    float *dx = w->dx.p, *dtmp = w->dtmp.p;
+    const float *st1 = w->ln1_stats.p + l * 2 * N;
+    if (l < z->L - 1) {
+        post_attention_backward(w, l, dtmp, (int)N, z);
+    } else {
+        /* compact target rows -> full rows: datty and the residual gradient are zero elsewhere */
+        post_attention_backward(w, l, w->top_rows.p, b->n_targets, z);
+        scatter_targets(dtmp, w->top_rows.p, b, N, d);
+        memcpy(w->top_rows.p, dx, (size_t)b->n_targets * d * sizeof(float));
+        scatter_targets(dx, w->top_rows.p, b, N, d);
+    }
+    /* Attention branch: xmid = x + c_proj(attn(c_attn(ln1(x)))); dtmp holds datty [N, d]. */
     attention_backward_all(w, l, b, z);
-    sp_linear_backward(dtmp, w->dqkv.p, p->qkv_w, n, z->d, 3 * z->d, 0);
-    sp_layernorm_backward(dx, dtmp, w->x.p + l * N * d, st1, st1 + N, p->ln1_w, n, z->d);
+    sp_linear_backward(dtmp, w->dqkv.p, p->qkv_w, (int)N, z->d, 3 * z->d, 0);
+    sp_layernorm_backward(dx, dtmp, w->x.p + l * N * d, st1, st1 + N, p->ln1_w, (int)N, z->d);
 }
 
 /* The prompt gradient: dprompt[k] += dx0[t] for every position t holding soft token k. */
