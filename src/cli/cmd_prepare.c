@@ -168,147 +168,171 @@ static int parse_split(const char *spec, split *sp, int *n, sp_error *err) {
     return 0;
 }
 
-/* Returns 0, or the exit status of a usage error / help. */
-static int parse_args(int argc, char **argv, opts *o) {
-    enum {
-        O_TOK = 256,
-        O_INPUT,
-        O_FORMAT,
-        O_TEMPLATE,
-        O_TARGET,
-        O_VERB,
-        O_TEXT,
-        O_LABEL,
-        O_MAXLEN,
-        O_TRUNC,
-        O_SPLIT,
-        O_SEED,
-        O_EOS,
-        O_NOEOS,
-        O_FORCE,
-        O_OUT,
-        O_PLEN,
-        O_SKIPE,
-        O_SKIPU
-    };
-    static const struct option lo[] = {
-        {"tokenizer", required_argument, NULL, O_TOK},
-        {"input", required_argument, NULL, O_INPUT},
-        {"format", required_argument, NULL, O_FORMAT},
-        {"template", required_argument, NULL, O_TEMPLATE},
-        {"target", required_argument, NULL, O_TARGET},
-        {"verbalizer", required_argument, NULL, O_VERB},
-        {"text-field", required_argument, NULL, O_TEXT},
-        {"label-field", required_argument, NULL, O_LABEL},
-        {"max-length", required_argument, NULL, O_MAXLEN},
-        {"truncate-field", required_argument, NULL, O_TRUNC},
-        {"split", required_argument, NULL, O_SPLIT},
-        {"seed", required_argument, NULL, O_SEED},
-        {"eos", no_argument, NULL, O_EOS},
-        {"no-eos", no_argument, NULL, O_NOEOS},
-        {"force", no_argument, NULL, O_FORCE},
-        {"out", required_argument, NULL, O_OUT},
-        {"prompt-length", required_argument, NULL, O_PLEN},
-        {"skip-empty", no_argument, NULL, O_SKIPE},
-        {"skip-unknown-labels", no_argument, NULL, O_SKIPU},
-        {"help", no_argument, NULL, 'h'},
-        {0, 0, 0, 0},
-    };
+enum {
+    OPT_TOKENIZER = 256,
+    OPT_INPUT,
+    OPT_FORMAT,
+    OPT_TEMPLATE,
+    OPT_TARGET,
+    OPT_VERBALIZER,
+    OPT_TEXT_FIELD,
+    OPT_LABEL_FIELD,
+    OPT_MAX_LENGTH,
+    OPT_TRUNCATE_FIELD,
+    OPT_SPLIT,
+    OPT_SEED,
+    OPT_EOS,
+    OPT_NO_EOS,
+    OPT_FORCE,
+    OPT_OUT,
+    OPT_PROMPT_LENGTH,
+    OPT_SKIP_EMPTY,
+    OPT_SKIP_UNKNOWN,
+};
+
+static const struct option OPTIONS[] = {
+    {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
+    {"input", required_argument, NULL, OPT_INPUT},
+    {"format", required_argument, NULL, OPT_FORMAT},
+    {"template", required_argument, NULL, OPT_TEMPLATE},
+    {"target", required_argument, NULL, OPT_TARGET},
+    {"verbalizer", required_argument, NULL, OPT_VERBALIZER},
+    {"text-field", required_argument, NULL, OPT_TEXT_FIELD},
+    {"label-field", required_argument, NULL, OPT_LABEL_FIELD},
+    {"max-length", required_argument, NULL, OPT_MAX_LENGTH},
+    {"truncate-field", required_argument, NULL, OPT_TRUNCATE_FIELD},
+    {"split", required_argument, NULL, OPT_SPLIT},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"eos", no_argument, NULL, OPT_EOS},
+    {"no-eos", no_argument, NULL, OPT_NO_EOS},
+    {"force", no_argument, NULL, OPT_FORCE},
+    {"out", required_argument, NULL, OPT_OUT},
+    {"prompt-length", required_argument, NULL, OPT_PROMPT_LENGTH},
+    {"skip-empty", no_argument, NULL, OPT_SKIP_EMPTY},
+    {"skip-unknown-labels", no_argument, NULL, OPT_SKIP_UNKNOWN},
+    {"help", no_argument, NULL, 'h'},
+    {0, 0, 0, 0},
+};
+
+static void opts_default(opts *o) {
     memset(o, 0, sizeof *o);
-    o->fmt.prompt_length = -1;
+    o->fmt.prompt_length = -1; /* < 0: SP_TEMPLATE_DEFAULT_SOFT */
     o->fmt.max_length = DEFAULT_MAX_LENGTH;
     o->fmt.eos = 1;
     o->seed = DEFAULT_SEED;
     o->split_spec = DEFAULT_SPLIT;
-    opterr = 0;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            usage(stdout);
-            return -1;
-        case O_TOK:
-            o->tokenizer = optarg;
-            break;
-        case O_INPUT:
-            o->input = optarg;
-            break;
-        case O_FORMAT:
-            o->format = optarg;
-            break;
-        case O_TEMPLATE:
-            o->fmt.template_spec = optarg;
-            break;
-        case O_TARGET:
-            o->fmt.target_spec = optarg;
-            break;
-        case O_VERB:
-            o->fmt.verbalizer_spec = optarg;
-            break;
-        case O_TEXT:
-            o->fmt.text_field = optarg;
-            break;
-        case O_LABEL:
-            o->fmt.label_field = optarg;
-            break;
-        case O_TRUNC:
-            o->fmt.truncate_field = optarg;
-            break;
-        case O_SPLIT:
-            o->split_spec = optarg;
-            break;
-        case O_EOS:
-            o->fmt.eos = 1;
-            break;
-        case O_NOEOS:
-            o->fmt.eos = 0;
-            break;
-        case O_FORCE:
-            o->force = 1;
-            break;
-        case O_OUT:
-            o->out = optarg;
-            break;
-        case O_SKIPE:
-            o->skip_empty = 1;
-            break;
-        case O_SKIPU:
-            o->skip_unknown = 1;
-            break;
-        case O_MAXLEN:
-            if (sp_flag_int(CMD, "--max-length", optarg, 0, 1 << 30, &o->fmt.max_length) != 0)
-                return 2;
-            break;
-        case O_PLEN:
-            if (sp_flag_int(CMD, "--prompt-length", optarg, 0, SP_TEMPLATE_MAX_SOFT,
-                            &o->fmt.prompt_length) != 0)
-                return 2;
-            break;
-        case O_SEED: {
-            /* Decimal only (unlike sp_flag_u64, which also takes 0x... and octal 0...). */
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(optarg, &end, 10);
-            if (errno || end == optarg || *end || optarg[0] == '-')
-                return sp_flag_bad(CMD, "--seed", optarg,
-                                   "an integer from 0 to 18446744073709551615");
-            o->seed = s;
-            break;
-        }
-        case ':':
-            return usage_error("option '%s' needs a value%s", argv[optind - 1], NULL);
-        default:
-            return usage_error("unknown option '%s'%s", argv[optind - 1], NULL);
-        }
+}
+
+/* Decimal only (unlike sp_flag_u64, which also takes 0x... and octal 0...). */
+static int parse_seed(const char *v, uint64_t *seed) {
+    char *end;
+    errno = 0;
+    unsigned long long s = strtoull(v, &end, 10);
+    if (errno || end == v || *end || v[0] == '-')
+        return sp_flag_bad(CMD, "--seed", v, "an integer from 0 to 18446744073709551615");
+    *seed = s;
+    return 0;
+}
+
+/* The flags that only store their value in the format options; -1 if `opt` is not one. */
+static int parse_format_flag(int opt, const char *v, sp_format_options *f) {
+    switch (opt) {
+    case OPT_TEMPLATE:
+        f->template_spec = v;
+        return 0;
+    case OPT_TARGET:
+        f->target_spec = v;
+        return 0;
+    case OPT_VERBALIZER:
+        f->verbalizer_spec = v;
+        return 0;
+    case OPT_TEXT_FIELD:
+        f->text_field = v;
+        return 0;
+    case OPT_LABEL_FIELD:
+        f->label_field = v;
+        return 0;
+    case OPT_TRUNCATE_FIELD:
+        f->truncate_field = v;
+        return 0;
+    case OPT_EOS:
+        f->eos = 1;
+        return 0;
+    case OPT_NO_EOS:
+        f->eos = 0;
+        return 0;
+    case OPT_MAX_LENGTH:
+        return sp_flag_int(CMD, "--max-length", v, 0, 1 << 30, &f->max_length);
+    case OPT_PROMPT_LENGTH:
+        return sp_flag_int(CMD, "--prompt-length", v, 0, SP_TEMPLATE_MAX_SOFT, &f->prompt_length);
     }
-    if (optind < argc) return usage_error("unexpected argument '%s'%s", argv[optind], NULL);
+    return -1; /* not a format flag */
+}
+
+/* Applies one option from OPTIONS: returns 0, 2 after reporting a bad value, or -1 if `opt` is
+ * not an option of OPTIONS (getopt's '?'). */
+static int parse_flag(int opt, const char *v, opts *o) {
+    int rc = parse_format_flag(opt, v, &o->fmt);
+    if (rc >= 0) return rc;
+    switch (opt) {
+    case OPT_TOKENIZER:
+        o->tokenizer = v;
+        return 0;
+    case OPT_INPUT:
+        o->input = v;
+        return 0;
+    case OPT_FORMAT:
+        o->format = v;
+        return 0;
+    case OPT_SPLIT:
+        o->split_spec = v;
+        return 0;
+    case OPT_FORCE:
+        o->force = 1;
+        return 0;
+    case OPT_OUT:
+        o->out = v;
+        return 0;
+    case OPT_SKIP_EMPTY:
+        o->skip_empty = 1;
+        return 0;
+    case OPT_SKIP_UNKNOWN:
+        o->skip_unknown = 1;
+        return 0;
+    case OPT_SEED:
+        return parse_seed(v, &o->seed);
+    }
+    return -1;
+}
+
+/* Flags that must be given, and flags that only make sense together. */
+static int check_required(const opts *o) {
     if (!o->tokenizer) return usage_error("--tokenizer DIR is required%s%s", "", NULL);
     if (!o->input) return usage_error("--input FILE is required%s%s", "", NULL);
     if (!o->out || !o->out[0]) return usage_error("--out PREFIX is required%s%s", "", NULL);
     if (!o->fmt.verbalizer_spec && o->skip_unknown)
         return usage_error("--skip-unknown-labels needs --verbalizer%s%s", "", NULL);
     return 0;
+}
+
+/* Returns 0, -1 after printing --help, or 2 after reporting a usage error. */
+static int parse_args(int argc, char **argv, opts *o) {
+    opts_default(o);
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, ":h", OPTIONS, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            return -1;
+        }
+        if (c == ':') return usage_error("option '%s' needs a value%s", argv[optind - 1], NULL);
+        int rc = parse_flag(c, optarg, o);
+        if (rc < 0) return usage_error("unknown option '%s'%s", argv[optind - 1], NULL);
+        if (rc > 0) return 2;
+    }
+    if (optind < argc) return usage_error("unexpected argument '%s'%s", argv[optind], NULL);
+    return check_required(o);
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -527,6 +527,140 @@ static int fixed_template_len(const sp_formatter *f) {
     return n;
 }
 
+/* sp_formatter_new, step by step. Each step returns 0, or -1 with err set; on failure the
+ * caller frees the half-built formatter. */
+
+/* Option values that cannot be valid whatever the template. */
+static int check_options(const sp_format_options *o, int plen, sp_error *err) {
+    if (o->max_length < 0) return sp_fail(err, "--max-length must be >= 0");
+    if (plen > SP_TEMPLATE_MAX_SOFT)
+        return sp_fail(err, "--prompt-length %d is more than %d", plen, SP_TEMPLATE_MAX_SOFT);
+    return 0;
+}
+
+/* A template without soft tokens gets "{soft:plen}" in front; f->tpl and f->tpl_spec become the
+ * effective ones, but piece columns keep referring to what the user wrote. */
+static int prepend_soft(sp_formatter *f, int plen, sp_error *err) {
+    char lead[32];
+    snprintf(lead, sizeof lead, "{soft:%d}", plen);
+    char *eff = dup_printf("%s%s", lead, f->tpl_spec);
+    if (!eff) return sp_fail(err, "out of memory");
+    sp_template shifted;
+    if (sp_template_parse(&shifted, eff, 1, "--template", err) != 0) {
+        free(eff);
+        return -1;
+    }
+    int shift = (int)strlen(lead);
+    for (int i = 0; i < shifted.n_pieces; i++)
+        shifted.pieces[i].column =
+            shifted.pieces[i].column > shift ? shifted.pieces[i].column - shift : 1;
+    sp_template_free(&f->tpl);
+    f->tpl = shifted;
+    free(f->tpl_spec);
+    f->tpl_spec = eff;
+    return 0;
+}
+
+/* --template (default "{text_field}"), with the default soft slots prepended when it has none. */
+static int parse_template(sp_formatter *f, const sp_format_options *o, const char *text_field,
+                          int plen, sp_error *err) {
+    f->tpl_spec =
+        o->template_spec ? strdup(o->template_spec) : dup_printf("{%s}", text_field, NULL);
+    if (!f->tpl_spec) return sp_fail(err, "out of memory");
+    if (sp_template_parse(&f->tpl, f->tpl_spec, 1, "--template", err) != 0) return -1;
+    if (f->tpl.n_soft == 0 && plen > 0) return prepend_soft(f, plen, err);
+    return 0;
+}
+
+/* Checks a user --target; with a verbalizer it must be one field, which becomes the label
+ * field (sets f->label_field; NULL when that copy fails, see resolve_fields). */
+static int check_user_target(sp_formatter *f, const sp_format_options *o, const char *label_field,
+                             sp_error *err) {
+    sp_template t;
+    if (sp_template_parse(&t, o->target_spec, 0, "--target", err) != 0) return -1;
+    if (f->classification) {
+        if (t.n_pieces != 1 || t.pieces[0].kind != SP_PIECE_FIELD) {
+            sp_template_free(&t);
+            return sp_fail(err,
+                           "--target: with a verbalizer the target must be a single field such "
+                           "as '{%s}' (the verbalizer maps its values to words)",
+                           label_field);
+        }
+        if (o->label_field && strcmp(o->label_field, t.pieces[0].text) != 0) {
+            sp_fail(err, "--target '%s' and --label-field '%s' name different fields",
+                    o->target_spec, o->label_field);
+            sp_template_free(&t);
+            return -1;
+        }
+        f->label_field = strdup(t.pieces[0].text);
+    }
+    sp_template_free(&t);
+    return 0;
+}
+
+/* The target spec (default "{label_field}"), the text and label field names, and f->tgt. */
+static int resolve_fields(sp_formatter *f, const sp_format_options *o, const char *text_field,
+                          const char *label_field, sp_error *err) {
+    if (o->target_spec) {
+        if (check_user_target(f, o, label_field, err) != 0) return -1;
+        f->tgt_spec = strdup(o->target_spec);
+    } else {
+        f->tgt_spec = dup_printf("{%s}", label_field, NULL);
+    }
+    if (!f->label_field) f->label_field = strdup(label_field);
+    f->text_field = strdup(text_field);
+    if (!f->tgt_spec || !f->label_field || !f->text_field) return sp_fail(err, "out of memory");
+    return sp_template_parse(&f->tgt, f->tgt_spec, 0, "--target", err);
+}
+
+/* f->uses_text and f->trunc_piece: the template piece of --truncate-field (which must appear
+ * exactly once), or of the text field when it appears exactly once, else -1. */
+static int resolve_truncation(sp_formatter *f, const sp_format_options *o, sp_error *err) {
+    f->uses_text = sp_template_count_field(&f->tpl, f->text_field) > 0;
+    if (o->truncate_field) {
+        int c = sp_template_count_field(&f->tpl, o->truncate_field);
+        if (c != 1)
+            return sp_fail(err,
+                           "--truncate-field '%s': the template %s (it must appear exactly once)",
+                           o->truncate_field,
+                           c == 0 ? "does not use that field" : "uses that field more than once");
+    }
+    const char *trunc = o->truncate_field ? o->truncate_field : f->text_field;
+    if (sp_template_count_field(&f->tpl, trunc) == 1)
+        for (int i = 0; i < f->tpl.n_pieces; i++)
+            if (f->tpl.pieces[i].kind == SP_PIECE_FIELD && !strcmp(f->tpl.pieces[i].text, trunc))
+                f->trunc_piece = i;
+    return 0;
+}
+
+/* Classification: the verbalizer and its one-token words. Generation: the target's segments
+ * and, with --eos, the id appended to every target. */
+static int build_targets(sp_formatter *f, const sp_format_options *o, sp_error *err) {
+    if (f->classification) {
+        if (sp_verbalizer_parse(&f->verb, o->verbalizer_spec, err) != 0) return -1;
+        return encode_verbalizer(f, err);
+    }
+    if (build_segments(f, &f->tgt, &f->gseg, -1, "--target", err) != 0) return -1;
+    if (o->eos) {
+        f->eos_id = sp_tokenizer_eos_id(f->tok);
+        if (f->eos_id < 0)
+            return sp_fail(err, "--eos: the tokenizer has no <|endoftext|> token (use --no-eos)");
+    }
+    return 0;
+}
+
+/* --max-length must leave room for at least one token of the truncate field (if any). */
+static int check_limits(const sp_formatter *f, sp_error *err) {
+    if (f->max_length <= 0) return 0;
+    int fixed = fixed_template_len(f);
+    if (fixed + (f->trunc_piece >= 0) > f->max_length)
+        return sp_fail(err,
+                       "--max-length %d: the template's soft tokens and literal text alone take "
+                       "%d tokens",
+                       f->max_length, fixed);
+    return 0;
+}
+
 sp_formatter *sp_formatter_new(sp_tokenizer *tok, const sp_format_options *o, sp_error *err) {
     sp_formatter *f = calloc(1, sizeof *f);
     if (!f) {
@@ -541,119 +675,15 @@ sp_formatter *sp_formatter_new(sp_tokenizer *tok, const sp_format_options *o, sp
     const char *text_field = o->text_field ? o->text_field : "text";
     const char *label_field = o->label_field ? o->label_field : "label";
     int plen = o->prompt_length < 0 ? SP_TEMPLATE_DEFAULT_SOFT : o->prompt_length;
-    if (o->max_length < 0) {
-        sp_fail(err, "--max-length must be >= 0");
-        goto fail;
-    }
-    if (plen > SP_TEMPLATE_MAX_SOFT) {
-        sp_fail(err, "--prompt-length %d is more than %d", plen, SP_TEMPLATE_MAX_SOFT);
-        goto fail;
-    }
-
-    /* Template (with the default soft slots prepended when it has none). */
-    f->tpl_spec =
-        o->template_spec ? strdup(o->template_spec) : dup_printf("{%s}", text_field, NULL);
-    if (!f->tpl_spec) goto oom;
-    if (sp_template_parse(&f->tpl, f->tpl_spec, 1, "--template", err) != 0) goto fail;
-    if (f->tpl.n_soft == 0 && plen > 0) {
-        char lead[32];
-        snprintf(lead, sizeof lead, "{soft:%d}", plen);
-        char *eff = dup_printf("%s%s", lead, f->tpl_spec);
-        if (!eff) goto oom;
-        sp_template shifted;
-        if (sp_template_parse(&shifted, eff, 1, "--template", err) != 0) {
-            free(eff);
-            goto fail;
-        }
-        /* Columns in later messages refer to what the user wrote. */
-        int shift = (int)strlen(lead);
-        for (int i = 0; i < shifted.n_pieces; i++)
-            shifted.pieces[i].column =
-                shifted.pieces[i].column > shift ? shifted.pieces[i].column - shift : 1;
-        sp_template_free(&f->tpl);
-        f->tpl = shifted;
-        free(f->tpl_spec);
-        f->tpl_spec = eff;
-    }
-
-    /* Target. */
-    if (o->target_spec) {
-        sp_template t;
-        if (sp_template_parse(&t, o->target_spec, 0, "--target", err) != 0) goto fail;
-        if (f->classification) {
-            if (t.n_pieces != 1 || t.pieces[0].kind != SP_PIECE_FIELD) {
-                sp_template_free(&t);
-                sp_fail(err,
-                        "--target: with a verbalizer the target must be a single field such as "
-                        "'{%s}' (the verbalizer maps its values to words)",
-                        label_field);
-                goto fail;
-            }
-            if (o->label_field && strcmp(o->label_field, t.pieces[0].text) != 0) {
-                sp_fail(err, "--target '%s' and --label-field '%s' name different fields",
-                        o->target_spec, o->label_field);
-                sp_template_free(&t);
-                goto fail;
-            }
-            f->label_field = strdup(t.pieces[0].text);
-        }
-        sp_template_free(&t);
-        f->tgt_spec = strdup(o->target_spec);
-    } else {
-        f->tgt_spec = dup_printf("{%s}", label_field, NULL);
-    }
-    if (!f->label_field) f->label_field = strdup(label_field);
-    f->text_field = strdup(text_field);
-    if (!f->tgt_spec || !f->label_field || !f->text_field) goto oom;
-    if (sp_template_parse(&f->tgt, f->tgt_spec, 0, "--target", err) != 0) goto fail;
-
-    f->uses_text = sp_template_count_field(&f->tpl, f->text_field) > 0;
-    if (o->truncate_field) {
-        int c = sp_template_count_field(&f->tpl, o->truncate_field);
-        if (c != 1) {
-            sp_fail(err, "--truncate-field '%s': the template %s (it must appear exactly once)",
-                    o->truncate_field,
-                    c == 0 ? "does not use that field" : "uses that field more than once");
-            goto fail;
-        }
-    }
-    const char *trunc = o->truncate_field ? o->truncate_field : f->text_field;
-    if (sp_template_count_field(&f->tpl, trunc) == 1)
-        for (int i = 0; i < f->tpl.n_pieces; i++)
-            if (f->tpl.pieces[i].kind == SP_PIECE_FIELD && !strcmp(f->tpl.pieces[i].text, trunc))
-                f->trunc_piece = i;
-
-    if (build_segments(f, &f->tpl, &f->tseg, f->trunc_piece, "--template", err) != 0) goto fail;
-    if (f->classification) {
-        if (sp_verbalizer_parse(&f->verb, o->verbalizer_spec, err) != 0 ||
-            encode_verbalizer(f, err) != 0)
-            goto fail;
-    } else {
-        if (build_segments(f, &f->tgt, &f->gseg, -1, "--target", err) != 0) goto fail;
-        if (o->eos) {
-            f->eos_id = sp_tokenizer_eos_id(tok);
-            if (f->eos_id < 0) {
-                sp_fail(err, "--eos: the tokenizer has no <|endoftext|> token (use --no-eos)");
-                goto fail;
-            }
-        }
-    }
-    if (f->max_length > 0) {
-        int fixed = fixed_template_len(f);
-        if (fixed + (f->trunc_piece >= 0) > f->max_length) {
-            sp_fail(err,
-                    "--max-length %d: the template's soft tokens and literal text alone take %d "
-                    "tokens",
-                    f->max_length, fixed);
-            goto fail;
-        }
+    if (check_options(o, plen, err) != 0 || parse_template(f, o, text_field, plen, err) != 0 ||
+        resolve_fields(f, o, text_field, label_field, err) != 0 ||
+        resolve_truncation(f, o, err) != 0 ||
+        build_segments(f, &f->tpl, &f->tseg, f->trunc_piece, "--template", err) != 0 ||
+        build_targets(f, o, err) != 0 || check_limits(f, err) != 0) {
+        sp_formatter_free(f);
+        return NULL;
     }
     return f;
-oom:
-    sp_fail(err, "out of memory");
-fail:
-    sp_formatter_free(f);
-    return NULL;
 }
 
 int sp_formatter_is_classification(const sp_formatter *f) {

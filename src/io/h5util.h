@@ -1,5 +1,5 @@
 /* HDF5 helpers shared by the dataset (src/data/dataset_*.c) and checkpoint
- * (src/train/checkpoint.c) readers and writers. */
+ * (src/train/checkpoint_*.c) readers and writers. */
 #ifndef SP_IO_H5UTIL_H
 #define SP_IO_H5UTIL_H
 

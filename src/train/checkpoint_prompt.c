@@ -1,0 +1,60 @@
+/* sp_prompt_read_h5 (--init FILE.h5): the prompt of a softprompt checkpoint (fully verified), or
+ * the 2-D float dataset "prompt" of any other HDF5 file, e.g. one written with h5py. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/checkpoint_internal.h"
+
+/* 1 when the root attribute "format" says softprompt checkpoint, 0 otherwise. */
+static int says_checkpoint(hid_t f) {
+    if (H5Aexists(f, "format") <= 0) return 0;
+    char *format = NULL;
+    int yes = sp_ckpt_read_str(f, "format", &format, "", NULL) == 0 &&
+              strcmp(format, SP_CHECKPOINT_FORMAT) == 0;
+    free(format);
+    H5Eclear2(H5E_DEFAULT);
+    return yes;
+}
+
+int sp_prompt_read_h5(const char *path, float **prompt, int *n_prompt, int *d, sp_error *err) {
+    *prompt = NULL, *n_prompt = 0, *d = 0;
+    sp_h5_quiet();
+    if (sp_ckpt_precheck(path, 0, err) != 0) return -1;
+    hid_t f = sp_ckpt_open_h5(path, err);
+    if (f < 0) return -1;
+    if (says_checkpoint(f)) {
+        H5Fclose(f);
+        sp_checkpoint c;
+        if (sp_checkpoint_read(path, &c, err) != 0) return -1;
+        *prompt = c.prompt, *n_prompt = c.n_prompt, *d = c.d;
+        c.prompt = NULL;
+        sp_checkpoint_free(&c);
+        return 0;
+    }
+    hsize_t dims[2];
+    hid_t ds = sp_ckpt_open_dataset(f, "prompt", "prompt", 'f', 0, 2, 2, dims, path, err);
+    float *p = NULL;
+    int rc = ds < 0 ? -1 : sp_ckpt_check_prompt_dims(dims, path, err);
+    if (rc == 0) {
+        /* HDF5 converts float64 (h5py's default) and other float widths to float32. */
+        p = sp_ckpt_read_all(ds, H5T_NATIVE_FLOAT, dims[0] * dims[1], sizeof(float), "prompt", path,
+                             err);
+        if (!p) rc = -1;
+    }
+    for (size_t i = 0; rc == 0 && i < dims[0] * dims[1]; i++)
+        if (!isfinite(p[i]))
+            rc = sp_fail(err,
+                         "%s: dataset \"prompt\" element [%zu, %zu] is %g (not finite as "
+                         "float32)",
+                         path, i / (size_t)dims[1], i % (size_t)dims[1], (double)p[i]);
+    sp_h5_close(ds);
+    H5Fclose(f);
+    H5Eclear2(H5E_DEFAULT);
+    if (rc != 0) {
+        free(p);
+        return -1;
+    }
+    *prompt = p, *n_prompt = (int)dims[0], *d = (int)dims[1];
+    return 0;
+}
