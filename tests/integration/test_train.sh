@@ -58,7 +58,7 @@ same_file d1/adapter/adapter_model.safetensors d3/adapter/adapter_model.safetens
 ok "--deterministic: bitwise identical prompts and losses for 1, 2 and 3 ranks"
 
 # --- stop and resume ------------------------------------------------------------------------
-steps=200
+steps=400   # long enough that a signal sent near step 60 always lands mid-run
 long=(train "${common[@]}" --steps $steps --global-batch 8 --micro-batch 4 --save-every 3
       --optimizer adafactor --log-every 1)
 mpi 2 "${long[@]}" --out full
