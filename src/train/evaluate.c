@@ -101,7 +101,8 @@ int sp_evaluate(sp_worker *w, sp_dataset *ds, const float *prompt, int n_prompt,
         int nb = (int)(end - i < micro_batch ? end - i : micro_batch);
         rc = eval_micro_batch(w, ds, &st, i, nb, prompt, n_prompt, counts, err);
     }
-    if (rc) sp_fail_prefix(err, "rank %d evaluating %s", d->rank, sp_dataset_path(ds));
+    /* the rank is added by whoever reports the error (src/cli/ranks.c) */
+    if (rc) sp_fail_prefix(err, "evaluating %s", sp_dataset_path(ds));
     /* Every rank reaches the reduction, so one failing rank cannot leave the others waiting on
      * it; the caller turns a failure into a job abort. */
     int failed = sp_dist_any(rc != 0);

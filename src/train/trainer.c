@@ -27,7 +27,7 @@ typedef struct trainer {
     sp_data_order order;
     sp_rng rng;
     int64_t step, total_steps, tokens_seen;
-    int threads; /* per rank */
+    int threads;        /* per rank */
     int64_t *batch_ids; /* [global_batch] */
     sp_batch_data mb;
     sp_run_log log;
@@ -88,6 +88,21 @@ static int64_t derive_total_steps(const sp_train_config *c, int64_t n_examples) 
     return steps < 1 ? 1 : (int64_t)steps;
 }
 
+/* Rank 0 hashes the model (every weight) and the dataset; the others receive the result
+ * rather than reading the same shared pages again. */
+static int fingerprints(trainer *t, sp_error *err) {
+    int rc = 0;
+    if (is_rank0(t)) {
+        sp_model_fingerprint(&t->model, t->model_fp);
+        rc = sp_dataset_fingerprint(t->train, t->data_fp, err);
+    }
+    if (sp_dist_any(rc != 0))
+        return rc ? -1 : sp_fail(err, "rank 0 failed to fingerprint the data");
+    sp_dist_bcast(t->model_fp, sizeof t->model_fp);
+    sp_dist_bcast(t->data_fp, sizeof t->data_fp);
+    return 0;
+}
+
 static int setup(trainer *t, sp_error *err) {
     const sp_train_config *c = t->c;
     int capped = 0, threads = sp_dist_threads(t->d, c->threads, &capped);
@@ -119,8 +134,7 @@ static int setup(trainer *t, sp_error *err) {
     if (sp_optim_init(&t->opt, &oc, t->P, t->dim, err)) return -1;
     if (sp_data_order_init(&t->order, sp_dataset_n_examples(t->train), c->seed, err)) return -1;
     sp_rng_seed(&t->rng, c->seed);
-    sp_model_fingerprint(&t->model, t->model_fp);
-    if (sp_dataset_fingerprint(t->train, t->data_fp, err)) return -1;
+    if (fingerprints(t, err)) return -1;
     snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "%s/checkpoints", c->out_dir);
     snprintf(t->best_path, sizeof t->best_path, "%s/best.h5", c->out_dir);
     t->metric = t->best_metric = NAN;
@@ -184,8 +198,10 @@ static int resume_or_init(trainer *t, int *resumed, sp_error *err) {
         char *found = NULL, *warnings = NULL;
         rc = sp_checkpoint_find_latest(t->ckpt_dir, &found, &warnings, err);
         if (rc == 0 && found)
-            rc = sp_fail(err, "%s already holds a run (%s): continue it with --resume auto, or "
-                              "start the new run in another --out directory", c->out_dir, found);
+            rc = sp_fail(err,
+                         "%s already holds a run (%s): continue it with --resume auto, or "
+                         "start the new run in another --out directory",
+                         c->out_dir, found);
         free(found), free(warnings);
     } else if (is_rank0(t)) {
         if (strcmp(c->resume, "auto") == 0) {
@@ -331,7 +347,7 @@ static int step_deterministic(trainer *t, step_totals *tot, sp_error *err) {
 static int train_step(trainer *t, step_totals *tot, double *grad_norm, sp_error *err) {
     sp_data_order_next(&t->order, t->batch_ids, t->c->global_batch);
     int rc = t->c->deterministic ? step_deterministic(t, tot, err) : step_packed(t, tot, err);
-    if (rc) return sp_fail_prefix(err, "rank %d, step %lld", t->d->rank, (long long)t->step + 1);
+    if (rc) return sp_fail_prefix(err, "step %lld", (long long)t->step + 1);
     if (tot->n_targets <= 0)
         return sp_fail(err, "step %lld: the global batch has no target tokens",
                        (long long)t->step + 1);
@@ -387,8 +403,9 @@ static int write_run_config(trainer *t, sp_error *err) {
 static void print_start(const trainer *t) {
     if (!is_rank0(t) || t->c->quiet) return;
     const sp_optim_config *o = &t->opt.cfg;
-    fprintf(stderr, "softprompt train: %d rank%s x %d thread%s, prompt %d x %d, global batch %d "
-                    "(micro-batch %d), steps %lld to %lld, %s lr %g (%s schedule)%s\n",
+    fprintf(stderr,
+            "softprompt train: %d rank%s x %d thread%s, prompt %d x %d, global batch %d "
+            "(micro-batch %d), steps %lld to %lld, %s lr %g (%s schedule)%s\n",
             t->d->size, t->d->size > 1 ? "s" : "", t->threads, t->threads > 1 ? "s" : "", t->P,
             t->dim, t->c->global_batch, t->c->micro_batch, (long long)t->step + 1,
             (long long)t->total_steps, sp_optim_kind_name(o->kind), o->lr,
@@ -403,9 +420,11 @@ static void print_summary(trainer *t, int64_t steps, int64_t tokens, double seco
         fprintf(stderr, "done: the run was already at its last step (%lld); nothing to train\n",
                 (long long)t->step);
     else
-        fprintf(stderr, "done: step %lld (%lld in this run), final train loss %.4f, %.1f s, "
-                        "%.0f tokens/s\n", (long long)t->step, (long long)steps, last_loss,
-                seconds, seconds > 0 ? (double)tokens / seconds : 0.0);
+        fprintf(stderr,
+                "done: step %lld (%lld in this run), final train loss %.4f, %.1f s, "
+                "%.0f tokens/s\n",
+                (long long)t->step, (long long)steps, last_loss, seconds,
+                seconds > 0 ? (double)tokens / seconds : 0.0);
     if (!isnan(t->best_metric))
         fprintf(stderr, "best %s %.4f at step %lld (%s)\n", t->metric_name, t->best_metric,
                 (long long)t->best_step, t->best_path);
