@@ -19,13 +19,10 @@ _Noreturn void sp_dist_abort(int code);
 
 /* In-place sums over all ranks, the same result on every rank. */
 void sp_dist_sum_double(double *buf, size_t n);
-/* Gathers every rank's [counts[r]] floats into all[] in rank order on every rank. */
-void sp_dist_allgather_floats(const float *mine, int my_count, float *all, const int *counts);
 /* Broadcasts n bytes from rank 0. */
 void sp_dist_bcast(void *buf, size_t n);
 /* Logical OR of flag over all ranks. */
 int sp_dist_any(int flag);
-void sp_dist_barrier(void);
 
 /* Threads this rank may use: SLURM_CPUS_PER_TASK, else OMP_NUM_THREADS, else the usable cores
  * divided among the ranks of this node; never more than cores / local ranks (no

@@ -62,20 +62,6 @@ void sp_dist_sum_double(double *buf, size_t n) {
     }
 }
 
-void sp_dist_allgather_floats(const float *mine, int my_count, float *all, const int *counts) {
-    if (!use_mpi) {
-        memcpy(all, mine, (size_t)my_count * sizeof *all);
-        return;
-    }
-    int size;
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    int *displs = malloc((size_t)size * sizeof *displs);
-    int off = 0;
-    for (int r = 0; r < size; r++) displs[r] = off, off += counts[r];
-    MPI_Allgatherv(mine, my_count, MPI_FLOAT, all, counts, displs, MPI_FLOAT, MPI_COMM_WORLD);
-    free(displs);
-}
-
 void sp_dist_bcast(void *buf, size_t n) {
     if (!use_mpi) return;
     const size_t chunk = (size_t)1 << 30;
@@ -90,10 +76,6 @@ int sp_dist_any(int flag) {
     int out = 0;
     MPI_Allreduce(&flag, &out, 1, MPI_INT, MPI_LOR, MPI_COMM_WORLD);
     return out;
-}
-
-void sp_dist_barrier(void) {
-    if (use_mpi) MPI_Barrier(MPI_COMM_WORLD);
 }
 
 static int online_cores(void) {
