@@ -48,7 +48,6 @@ int sp_train_config_check_resume(const char *ckpt_json, const sp_train_config *c
  * to stop after the current step; a second one ends the process at once. */
 void sp_signals_install(void);
 int sp_signals_stop_requested(void); /* the signal number, or 0 */
-void sp_signals_restore(void);
 
 /* ---- run log (run_log.c): progress line on rank 0 and metrics as JSON lines ---- */
 typedef struct sp_run_log {

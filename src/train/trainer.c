@@ -504,7 +504,5 @@ int sp_train_run(const sp_train_config *c, const sp_dist *d, sp_error *err) {
                              err);
     if (rc == 0) rc = loop(&t, err);
     teardown(&t);
-    /* The handlers stay: a signal that arrives after the last step must not kill a run that is
-     * writing its final outputs (the caller exits right after; sp_signals_restore undoes it). */
     return rc;
 }
