@@ -28,3 +28,13 @@ void sp_gelu_backward(float *dx, const float *dout, const float *restrict x,
         dx[i] = dout[i] * (0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * du);
     }
 }
+
+void sp_exp_shift(float *restrict row, int n, float shift) {
+    for (int j = 0; j < n; j++) row[j] = expf(row[j] - shift);
+}
+
+float sp_exp_shift_sum(float *restrict row, int n, float shift) {
+    float sum = 0.0f;
+    for (int j = 0; j < n; j++) sum += (row[j] = expf(row[j] - shift));
+    return sum;
+}

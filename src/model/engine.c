@@ -24,7 +24,7 @@ struct sp_worker {
     buffer ln1_stats; /* [L][2, N] mean then rstd */
     buffer ln2_stats; /* [L][2, N] */
     buffer qkv;       /* [L][N, 3d] */
-    buffer probs;     /* [L][sum_s H T_s^2] attention probabilities */
+    buffer lse;       /* [L][N, H] log-sum-exp of each attention row (sequence s at H*start) */
     buffer atty;      /* [L][N, d] attention output before c_proj */
     buffer xmid;      /* [L][N, d] residual stream after attention */
     buffer fc;        /* [L][N, F] c_fc output before GELU */
@@ -35,17 +35,17 @@ struct sp_worker {
     buffer lnf_stats; /* [2, n_tgt] */
     buffer logits;    /* [n_tgt, V], then dlogits */
     /* Backward scratch, reused by every layer. */
-    buffer dx;      /* [N, d] gradient of the loss sum w.r.t. the residual stream */
-    buffer dtmp;    /* [N, d] */
-    buffer dff;     /* [N, F] */
-    buffer dqkv;    /* [N, 3d] */
-    buffer dscores; /* [max T_s ^ 2] */
+    buffer dx;          /* [N, d] gradient of the loss sum w.r.t. the residual stream */
+    buffer dtmp;        /* [N, d] */
+    buffer dff;         /* [N, F] */
+    buffer dqkv;        /* [N, 3d] */
+    buffer att_scratch; /* attention blocks: SP_ATT_BWD_SCRATCH(max T_s) */
 };
 
 /* Sizes of one batch, derived once per call. */
 typedef struct dims {
     int L, d, F, H, V;
-    size_t N, n_tgt, att; /* att = sum_s H T_s^2 */
+    size_t N, n_tgt;
     int max_len;
 } dims;
 
@@ -91,13 +91,13 @@ const sp_model *sp_worker_model(const sp_worker *w) {
 size_t sp_model_activation_bytes_per_token(const sp_model *m, int seq_len) {
     const sp_gpt2_config *c = &m->cfg;
     /* per layer: x, ln1, atty, xmid, ln2 (5d) + qkv (3d) + fc, fc_tanh (2F) + 4 LayerNorm stats
-     * + H * T attention probabilities; plus scratch shared by all layers: dx, dtmp (2d), dqkv
-     * (3d), dff and the GELU output (2F). */
-    size_t per_layer =
-        8 * (size_t)c->d_model + 2 * (size_t)c->d_ff + 4 + (size_t)c->n_head * (size_t)seq_len;
+     * + H attention log-sum-exps; plus scratch shared by all layers: dx, dtmp (2d), dqkv (3d),
+     * dff and the GELU output (2F); plus the attention block scratch of one sequence, spread
+     * over its tokens. No [T, T] matrix is kept, so the cost per token does not grow with T. */
+    size_t per_layer = 8 * (size_t)c->d_model + 2 * (size_t)c->d_ff + 4 + (size_t)c->n_head;
     size_t scratch = 5 * (size_t)c->d_model + 2 * (size_t)c->d_ff;
-    return ((size_t)c->n_layer * per_layer + c->d_model + scratch + (size_t)seq_len) *
-           sizeof(float);
+    size_t att = seq_len > 0 ? SP_ATT_BWD_SCRATCH(seq_len) / (size_t)seq_len : 0;
+    return ((size_t)c->n_layer * per_layer + c->d_model + scratch + att) * sizeof(float);
 }
 
 static int validate(const sp_model *m, const sp_batch *b, const sp_pass *pass, sp_error *err) {
@@ -138,12 +138,11 @@ static int validate(const sp_model *m, const sp_batch *b, const sp_pass *pass, s
 
 static dims batch_dims(const sp_model *m, const sp_batch *b) {
     const sp_gpt2_config *c = &m->cfg;
-    dims z = {c->n_layer, c->d_model, c->d_ff, c->n_head, c->vocab_size, 0, 0, 0, 0};
+    dims z = {c->n_layer, c->d_model, c->d_ff, c->n_head, c->vocab_size, 0, 0, 0};
     z.N = b->n_seq > 0 ? (size_t)b->seq_start[b->n_seq] : 0;
     z.n_tgt = (size_t)b->n_targets;
     for (int s = 0; s < b->n_seq; s++) {
         size_t len = (size_t)(b->seq_start[s + 1] - b->seq_start[s]);
-        z.att += (size_t)z.H * len * len;
         if ((int)len > z.max_len) z.max_len = (int)len;
     }
     return z;
@@ -155,7 +154,8 @@ static int reserve(sp_worker *w, const dims *z, int backward) {
     rc |= ensure(&w->x, (L + 1) * N * d);
     rc |= ensure(&w->ln1, L * N * d) | ensure(&w->ln2, L * N * d);
     rc |= ensure(&w->ln1_stats, L * 2 * N) | ensure(&w->ln2_stats, L * 2 * N);
-    rc |= ensure(&w->qkv, L * N * 3 * d) | ensure(&w->probs, L * z->att);
+    rc |= ensure(&w->qkv, L * N * 3 * d) | ensure(&w->lse, L * N * (size_t)z->H);
+    rc |= ensure(&w->att_scratch, SP_ATT_BWD_SCRATCH(z->max_len));
     rc |= ensure(&w->atty, L * N * d) | ensure(&w->xmid, L * N * d);
     rc |= ensure(&w->fc, L * N * F) | ensure(&w->fc_tanh, L * N * F) | ensure(&w->fc_act, N * F);
     rc |= ensure(&w->top_rows, z->n_tgt * d);
@@ -164,7 +164,6 @@ static int reserve(sp_worker *w, const dims *z, int backward) {
     if (backward) {
         rc |= ensure(&w->dx, N * d) | ensure(&w->dtmp, N * d) | ensure(&w->dff, N * F);
         rc |= ensure(&w->dqkv, N * 3 * d);
-        rc |= ensure(&w->dscores, (size_t)z->max_len * (size_t)z->max_len);
     }
     return rc;
 }
@@ -185,14 +184,15 @@ static void embed_forward(sp_worker *w, const sp_batch *b, const float *prompt) 
     }
 }
 
-static void attention_forward_all(float *out, float *probs, const float *qkv, const sp_batch *b,
-                                  const dims *z) {
-    size_t off = 0;
+static void attention_forward_all(sp_worker *w, int l, const sp_batch *b, const dims *z) {
+    size_t N = z->N, d = (size_t)z->d, H = (size_t)z->H;
+    const float *qkv = w->qkv.p + l * N * 3 * d;
+    float *atty = w->atty.p + l * N * d, *lse = w->lse.p + l * N * H;
     for (int s = 0; s < b->n_seq; s++) {
-        int start = b->seq_start[s], len = b->seq_start[s + 1] - start;
-        sp_attention_forward(out + (size_t)start * z->d, probs + off,
-                             qkv + (size_t)start * 3 * z->d, len, z->d, z->H);
-        off += (size_t)z->H * len * len;
+        size_t start = (size_t)b->seq_start[s];
+        int len = b->seq_start[s + 1] - b->seq_start[s];
+        sp_attention_forward(atty + start * d, lse + start * H, w->att_scratch.p,
+                             qkv + start * 3 * d, len, z->d, z->H);
     }
 }
 
@@ -237,7 +237,7 @@ static void layer_forward(sp_worker *w, int l, const sp_batch *b, const dims *z)
     float *xmid = w->xmid.p + l * N * d;
     sp_layernorm_forward(ln1, st1, st1 + N, x, p->ln1_w, p->ln1_b, (int)N, z->d, w->m->cfg.ln_eps);
     sp_linear_forward(qkv, ln1, p->qkv_w, p->qkv_b, (int)N, z->d, 3 * z->d, 0);
-    attention_forward_all(atty, w->probs.p + l * z->att, qkv, b, z);
+    attention_forward_all(w, l, b, z);
     if (l < z->L - 1) {
         memcpy(xmid, x, N * d * sizeof(float));
         post_attention_forward(w, l, atty, (int)N, z);
@@ -276,15 +276,17 @@ static double head(sp_worker *w, const sp_batch *b, const sp_pass *pass, const d
     return loss;
 }
 
+/* dqkv [N, 3d] from datty [N, d] (in dtmp). */
 static void attention_backward_all(sp_worker *w, int l, const sp_batch *b, const dims *z) {
-    size_t N = z->N, d = (size_t)z->d, off = 0;
-    const float *probs = w->probs.p + l * z->att, *qkv = w->qkv.p + l * N * 3 * d;
+    size_t N = z->N, d = (size_t)z->d, H = (size_t)z->H;
+    const float *qkv = w->qkv.p + l * N * 3 * d, *atty = w->atty.p + l * N * d;
+    const float *lse = w->lse.p + l * N * H;
     for (int s = 0; s < b->n_seq; s++) {
-        int start = b->seq_start[s], len = b->seq_start[s + 1] - start;
-        sp_attention_backward(w->dqkv.p + (size_t)start * 3 * d, w->dscores.p,
-                              w->dtmp.p + (size_t)start * d, probs + off,
-                              qkv + (size_t)start * 3 * d, len, z->d, z->H);
-        off += (size_t)z->H * len * len;
+        size_t start = (size_t)b->seq_start[s];
+        int len = b->seq_start[s + 1] - b->seq_start[s];
+        sp_attention_backward(w->dqkv.p + start * 3 * d, w->att_scratch.p, w->dtmp.p + start * d,
+                              atty + start * d, lse + start * H, qkv + start * 3 * d, len, z->d,
+                              z->H);
     }
 }
 

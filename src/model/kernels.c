@@ -68,66 +68,95 @@ void sp_linear_backward(float *dx, const float *dy, const float *w, int n, int i
                 accumulate ? 1.0f : 0.0f, dx, in);
 }
 
-/* Row i of scores[len, len] becomes softmax over columns 0..i; columns past i become 0. */
-static void causal_softmax(float *scores, int len) {
-    for (int i = 0; i < len; i++) {
-        float *row = scores + (size_t)i * len;
+/* Attention works on blocks of SP_ATT_QBLOCK query rows: a block's scores against every key up
+ * to its last row fit in scratch [SP_ATT_QBLOCK, len], so no [len, len] matrix per head is
+ * stored, and causality wastes only the triangle inside the diagonal block. Backward
+ * recomputes the probabilities from the saved log-sum-exp of each row. */
+
+/* Row r of the block holds scores of query i0 + r against keys 0..kend-1 (kend = i0 + rows);
+ * only keys 0..i0+r are visible. Turns row r into probabilities (zero past i0+r) and returns
+ * its log-sum-exp through lse[r]. */
+static void block_softmax(float *s, float *lse, int i0, int rows, int kend) {
+    for (int r = 0; r < rows; r++) {
+        float *row = s + (size_t)r * kend;
+        int n = i0 + r + 1;
         float mx = row[0];
-        for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
-        float sum = 0.0f;
-        for (int j = 0; j <= i; j++) sum += (row[j] = expf(row[j] - mx));
+        for (int j = 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+        float sum = sp_exp_shift_sum(row, n, mx);
         float inv = 1.0f / sum;
-        for (int j = 0; j <= i; j++) row[j] *= inv;
-        for (int j = i + 1; j < len; j++) row[j] = 0.0f;
+        for (int j = 0; j < n; j++) row[j] *= inv;
+        memset(row + n, 0, (size_t)(kend - n) * sizeof(float));
+        lse[r] = mx + logf(sum);
     }
 }
 
-void sp_attention_forward(float *out, float *probs, const float *qkv, int len, int d, int n_head) {
+void sp_attention_forward(float *out, float *lse, float *scratch, const float *qkv, int len, int d,
+                          int n_head) {
     int hd = d / n_head, ld = 3 * d;
     float scale = 1.0f / sqrtf((float)hd);
     for (int h = 0; h < n_head; h++) {
         const float *q = qkv + h * hd, *k = qkv + d + h * hd, *v = qkv + 2 * d + h * hd;
-        float *p = probs + (size_t)h * len * len;
-        /* scores[len, len] = scale * Q K^T (the upper triangle is computed and then zeroed:
-         * cheaper than len small products for the sizes that matter) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, len, len, hd, scale, q, ld, k, ld,
-                    0.0f, p, len);
-        causal_softmax(p, len);
-        /* out[:, head h] = P V */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, len, hd, len, 1.0f, p, len, v, ld,
-                    0.0f, out + h * hd, d);
-    }
-}
-
-void sp_attention_backward(float *dqkv, float *scratch, const float *dout, const float *probs,
-                           const float *qkv, int len, int d, int n_head) {
-    int hd = d / n_head, ld = 3 * d;
-    float scale = 1.0f / sqrtf((float)hd);
-    for (int h = 0; h < n_head; h++) {
-        const float *q = qkv + h * hd, *k = qkv + d + h * hd, *v = qkv + 2 * d + h * hd;
-        const float *p = probs + (size_t)h * len * len, *dO = dout + h * hd;
-        float *dq = dqkv + h * hd, *dk = dqkv + d + h * hd, *dv = dqkv + 2 * d + h * hd;
-        float *ds = scratch; /* [len, len]: dP, then dS in place */
-        /* dV = P^T dO */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, len, hd, len, 1.0f, p, len, dO, d,
-                    0.0f, dv, ld);
-        /* dP = dO V^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, len, len, hd, 1.0f, dO, d, v, ld, 0.0f,
-                    ds, len);
-        /* softmax backward: dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik), times the score scale */
-        for (int i = 0; i < len; i++) {
-            const float *pi = p + (size_t)i * len;
-            float *di = ds + (size_t)i * len;
-            float dot = 0.0f;
-            for (int j = 0; j <= i; j++) dot += pi[j] * di[j];
-            for (int j = 0; j <= i; j++) di[j] = scale * pi[j] * (di[j] - dot);
-            for (int j = i + 1; j < len; j++) di[j] = 0.0f;
+        for (int i0 = 0; i0 < len; i0 += SP_ATT_QBLOCK) {
+            int rows = len - i0 < SP_ATT_QBLOCK ? len - i0 : SP_ATT_QBLOCK, kend = i0 + rows;
+            /* scratch[rows, kend] = scale * Q[i0:kend] K[0:kend]^T, then softmax per row */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, kend, hd, scale,
+                        q + (size_t)i0 * ld, ld, k, ld, 0.0f, scratch, kend);
+            block_softmax(scratch, lse + (size_t)h * len + i0, i0, rows, kend);
+            /* out[i0:kend, head h] = P V[0:kend] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, kend, 1.0f, scratch,
+                        kend, v, ld, 0.0f, out + (size_t)i0 * d + h * hd, d);
         }
-        /* dQ = dS K,  dK = dS^T Q */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, len, hd, len, 1.0f, ds, len, k, ld,
-                    0.0f, dq, ld);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, len, hd, len, 1.0f, ds, len, q, ld,
-                    0.0f, dk, ld);
+    }
+}
+
+/* dS = scale * P o (dP - D) in place of dp, where P is recomputed from the scores s and the
+ * saved lse, and D[r] = dO_r . O_r (= sum_j P_rj dP_rj). s becomes P. */
+static void block_softmax_backward(float *s, float *dp, const float *lse, const float *dsum, int i0,
+                                   int rows, int kend, float scale) {
+    for (int r = 0; r < rows; r++) {
+        float *pr = s + (size_t)r * kend, *dr = dp + (size_t)r * kend;
+        int n = i0 + r + 1;
+        sp_exp_shift(pr, n, lse[r]);
+        for (int j = 0; j < n; j++) dr[j] = scale * pr[j] * (dr[j] - dsum[r]);
+        memset(pr + n, 0, (size_t)(kend - n) * sizeof(float));
+        memset(dr + n, 0, (size_t)(kend - n) * sizeof(float));
+    }
+}
+
+void sp_attention_backward(float *dqkv, float *scratch, const float *dout, const float *out,
+                           const float *lse, const float *qkv, int len, int d, int n_head) {
+    int hd = d / n_head, ld = 3 * d;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *s = scratch, *dp = scratch + (size_t)SP_ATT_QBLOCK * len;
+    float *dsum = dp + (size_t)SP_ATT_QBLOCK * len; /* [SP_ATT_QBLOCK] */
+    /* dK and dV accumulate over query blocks */
+    for (int i = 0; i < len; i++)
+        memset(dqkv + (size_t)i * ld + d, 0, 2 * (size_t)d * sizeof(float));
+    for (int h = 0; h < n_head; h++) {
+        const float *q = qkv + h * hd, *k = qkv + d + h * hd, *v = qkv + 2 * d + h * hd;
+        float *dq = dqkv + h * hd, *dk = dqkv + d + h * hd, *dv = dqkv + 2 * d + h * hd;
+        for (int i0 = 0; i0 < len; i0 += SP_ATT_QBLOCK) {
+            int rows = len - i0 < SP_ATT_QBLOCK ? len - i0 : SP_ATT_QBLOCK, kend = i0 + rows;
+            const float *dO = dout + (size_t)i0 * d + h * hd, *O = out + (size_t)i0 * d + h * hd;
+            for (int r = 0; r < rows; r++) {
+                float acc = 0.0f;
+                for (int j = 0; j < hd; j++) acc += dO[(size_t)r * d + j] * O[(size_t)r * d + j];
+                dsum[r] = acc;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, kend, hd, scale,
+                        q + (size_t)i0 * ld, ld, k, ld, 0.0f, s, kend);
+            /* dP[rows, kend] = dO V^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, kend, hd, 1.0f, dO, d, v, ld,
+                        0.0f, dp, kend);
+            block_softmax_backward(s, dp, lse + (size_t)h * len + i0, dsum, i0, rows, kend, scale);
+            /* dV[0:kend] += P^T dO,  dQ[i0:kend] = dS K[0:kend],  dK[0:kend] += dS^T Q[i0:kend] */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kend, hd, rows, 1.0f, s, kend, dO,
+                        d, 1.0f, dv, ld);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, kend, 1.0f, dp, kend,
+                        k, ld, 0.0f, dq + (size_t)i0 * ld, ld);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kend, hd, rows, 1.0f, dp, kend,
+                        q + (size_t)i0 * ld, ld, 1.0f, dk, ld);
+        }
     }
 }
 

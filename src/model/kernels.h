@@ -31,15 +31,25 @@ void sp_gelu_forward(float *out, float *t, const float *x, size_t n);
 /* dx[i] = dout[i] * gelu'(x[i]) from the saved t; dx may alias dout. */
 void sp_gelu_backward(float *dx, const float *dout, const float *x, const float *t, size_t n);
 
-/* Causal self-attention of one sequence of length len, all heads.
- * qkv: [len, 3d] rows (q | k | v, head h at columns h*hd..), out: [len, d] (ld = d),
- * probs: [n_head, len, len] softmax probabilities, zero above the diagonal (saved for backward). */
-void sp_attention_forward(float *out, float *probs, const float *qkv, int len, int d, int n_head);
+/* Causal self-attention of one sequence of length len, all heads, in blocks of SP_ATT_QBLOCK
+ * query rows (kernels.c). qkv: [len, 3d] rows (q | k | v, head h at columns h*hd..), out:
+ * [len, d]; lse: [n_head, len] log-sum-exp of each row's scores, saved for backward instead of
+ * the probabilities; scratch: SP_ATT_FWD_SCRATCH(len) floats. */
+#define SP_ATT_QBLOCK 64
+#define SP_ATT_FWD_SCRATCH(len) ((size_t)SP_ATT_QBLOCK * (size_t)(len))
+void sp_attention_forward(float *out, float *lse, float *scratch, const float *qkv, int len, int d,
+                          int n_head);
 
-/* Gradients of the attention above: dqkv[len, 3d] (overwritten) from dout[len, d].
- * scratch: [len * len] floats. */
-void sp_attention_backward(float *dqkv, float *scratch, const float *dout, const float *probs,
-                           const float *qkv, int len, int d, int n_head);
+/* Gradients of the attention above: dqkv[len, 3d] (overwritten) from dout[len, d], given the
+ * forward's out and lse. scratch: SP_ATT_BWD_SCRATCH(len) floats. */
+#define SP_ATT_BWD_SCRATCH(len) (2 * (size_t)SP_ATT_QBLOCK * (size_t)(len) + SP_ATT_QBLOCK)
+void sp_attention_backward(float *dqkv, float *scratch, const float *dout, const float *out,
+                           const float *lse, const float *qkv, int len, int d, int n_head);
+
+/* row[j] = exp(row[j] - shift) for j < n (activations.c, vectorised); the _sum form returns
+ * the sum of the new values. */
+void sp_exp_shift(float *row, int n, float shift);
+float sp_exp_shift_sum(float *row, int n, float shift);
 
 /* Cross-entropy of one row of logits[V] against target; optionally turns the row into
  * dlogits = softmax - onehot (times scale). Returns -log softmax[target] in double precision. */
