@@ -1,14 +1,32 @@
-/* Times one prompt-tuning forward+backward of the engine on a model directory.
- * usage: bench_engine MODEL_DIR [B] [T] [P] [targets_per_seq] [steps]
- * Defaults: B=8 sequences x T=128 tokens, P=20 soft tokens prepended, 1 target per sequence
- * (classification), 5 timed steps after 1 warm-up. Prints the median step time, tokens/s and
- * the achieved GFLOP/s of the work the engine must do (docs/design.md, "Cost per token"). */
+/* Times prompt-tuning steps of the engine (forward + backward to the prompt) on a model directory,
+ * alone or under mpirun (data parallel: each rank takes its share of the batch's sequences and
+ * the prompt gradient is summed over ranks every step, as the trainer does).
+ *
+ *   bench_engine --model DIR [--name NAME] [--batch 8] [--seq 128] [--prompt 20] [--targets 1]
+ *                [--steps 5] [--warmup 1] [--threads N] [--dump-batch FILE]
+ *
+ * Each sequence is P soft tokens followed by T random text tokens; the last K text tokens are
+ * labelled (K = 1: classification, one loss position per sequence; K = 16: generation), so the
+ * logits at the K positions before them are scored. tokens/s counts text tokens (B * T).
+ * Prints "metric NAME_<what> <value> <unit>" lines (docs/performance.md describes each) and,
+ * with --dump-batch, writes the batch in the layout bench/pytorch_peer.py reads:
+ * "SPBENCH1", int32 B, T, P, K, d, int32 tokens[B*T], float32 prompt[P*d] (little-endian). */
+#include <cblas.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
+#include "softprompt/dist.h"
 #include "softprompt/engine.h"
 #include "softprompt/rng.h"
+
+typedef struct options {
+    const char *model, *name, *dump;
+    int B, T, P, K, steps, warmup, threads;
+} options;
 
 static double now(void) {
     struct timespec ts;
@@ -21,59 +39,207 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+static int parse(options *o, int argc, char **argv) {
+    *o = (options){NULL, "softprompt", NULL, 8, 128, 20, 1, 5, 1, 0};
+    static const struct option longs[] = {
+        {"model", 1, 0, 'm'},      {"name", 1, 0, 'n'},   {"batch", 1, 0, 'b'},
+        {"seq", 1, 0, 't'},        {"prompt", 1, 0, 'p'}, {"targets", 1, 0, 'k'},
+        {"steps", 1, 0, 's'},      {"warmup", 1, 0, 'w'}, {"threads", 1, 0, 'j'},
+        {"dump-batch", 1, 0, 'd'}, {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            o->model = optarg;
+            break;
+        case 'n':
+            o->name = optarg;
+            break;
+        case 'b':
+            o->B = atoi(optarg);
+            break;
+        case 't':
+            o->T = atoi(optarg);
+            break;
+        case 'p':
+            o->P = atoi(optarg);
+            break;
+        case 'k':
+            o->K = atoi(optarg);
+            break;
+        case 's':
+            o->steps = atoi(optarg);
+            break;
+        case 'w':
+            o->warmup = atoi(optarg);
+            break;
+        case 'j':
+            o->threads = atoi(optarg);
+            break;
+        case 'd':
+            o->dump = optarg;
+            break;
+        default:
+            return -1;
+        }
+    }
+    if (!o->model || o->B < 1 || o->T < 2 || o->P < 0 || o->K < 1 || o->K >= o->T || o->steps < 1 ||
+        o->warmup < 0)
+        return -1;
+    return 0;
+}
+
+/* The required floating-point work of one step (docs/performance.md, "FLOPs"): forward and
+ * activation-gradient products of every layer over the rows it must process (all N rows, except
+ * that the top block after attention only needs the target rows), causal attention, and the
+ * vocabulary projection at the targets. */
+static double step_flops(const sp_gpt2_config *c, const options *o, double *attention_part) {
+    double d = c->d_model, F = c->d_ff, V = c->vocab_size, L = c->n_layer;
+    double S = o->T + o->P, N = o->B * S, n_tgt = (double)o->B * o->K;
+    double qkv = 2 * 2 * N * 3 * d * d;        /* fwd + dX */
+    double post = 2 * 2 * (d * d + 2 * d * F); /* per row: c_proj, c_fc, mlp c_proj */
+    double attention = o->B * 6 * S * S * d;   /* causal: QK^T, PV and 4 products back */
+    double head = 2 * 2 * n_tgt * V * d;
+    *attention_part = L * attention;
+    return L * (qkv + attention) + ((L - 1) * N + n_tgt) * post + head;
+}
+
+static void dump_batch(const options *o, int d, const int32_t *tok, const float *prompt) {
+    FILE *f = fopen(o->dump, "wb");
+    if (!f) {
+        perror(o->dump);
+        exit(1);
+    }
+    int32_t hdr[5] = {o->B, o->T, o->P, o->K, d};
+    fwrite("SPBENCH1", 1, 8, f);
+    fwrite(hdr, sizeof hdr, 1, f);
+    for (int s = 0; s < o->B; s++) fwrite(tok + (size_t)s * (o->T + o->P) + o->P, 4, o->T, f);
+    fwrite(prompt, sizeof(float), (size_t)o->P * d, f);
+    if (fclose(f)) {
+        perror(o->dump);
+        exit(1);
+    }
+}
+
+/* Proportional set size of this process in MiB: shared pages (the model's file mapping) count
+ * divided by the number of processes mapping them, so the sum over ranks is the node's memory. */
+static double pss_mib(void) {
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    char line[256];
+    double kib = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Pss: %lf kB", &kib) == 1) break;
+    if (f) fclose(f);
+    return kib / 1024.0;
+}
+
+static void metric(const options *o, const char *what, double v, const char *unit) {
+    printf("metric %s_%s %.9g %s\n", o->name, what, v, unit);
+}
+
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s MODEL_DIR [B] [T] [P] [targets_per_seq] [steps]\n", argv[0]);
+    sp_dist dist;
+    if (sp_dist_init(&dist, &argc, &argv)) return 1;
+    options o;
+    if (parse(&o, argc, argv)) {
+        fprintf(stderr, "usage: bench_engine --model DIR [--name NAME] [--batch B] [--seq T] "
+                        "[--prompt P] [--targets K<T] [--steps S] [--warmup W] [--threads N] "
+                        "[--dump-batch FILE]\n");
         return 2;
     }
-    int B = argc > 2 ? atoi(argv[2]) : 8, T = argc > 3 ? atoi(argv[3]) : 128;
-    int P = argc > 4 ? atoi(argv[4]) : 20, K = argc > 5 ? atoi(argv[5]) : 1;
-    int steps = argc > 6 ? atoi(argv[6]) : 5;
+    int capped = 0;
+    openblas_set_num_threads(sp_dist_threads(&dist, o.threads, &capped));
     sp_model m;
     sp_error err;
-    if (sp_model_load(&m, argv[1], &err)) {
+    if (sp_model_load(&m, o.model, &err)) {
         fprintf(stderr, "bench_engine: %s\n", err.msg);
         return 1;
     }
-    int d = m.cfg.d_model, V = m.cfg.vocab_size;
-    int32_t *start = malloc((B + 1) * sizeof *start), *tok = malloc((size_t)B * T * sizeof *tok);
-    int32_t *pos = malloc((size_t)B * K * sizeof *pos), *ids = malloc((size_t)B * K * sizeof *ids);
-    float *prompt = malloc((size_t)P * d * sizeof *prompt), *grad = calloc((size_t)P * d, 4);
+    int d = m.cfg.d_model, V = m.cfg.vocab_size, S = o.T + o.P;
+    if (dist.size > o.B) {
+        fprintf(stderr, "bench_engine: %d ranks for %d sequences\n", dist.size, o.B);
+        return 2;
+    }
+    /* The whole batch is generated identically on every rank; rank r runs sequences
+     * [r*B/size, (r+1)*B/size). */
+    int32_t *start = malloc((o.B + 1) * sizeof *start), *tok = malloc((size_t)o.B * S * 4);
+    int32_t *pos = malloc((size_t)o.B * o.K * 4), *ids = malloc((size_t)o.B * o.K * 4);
+    float *prompt = malloc((size_t)o.P * d * 4 + 4), *grad = calloc((size_t)o.P * d + 1, 4);
+    double *grad_sum = calloc((size_t)o.P * d + 2, sizeof(double));
     sp_rng r;
     sp_rng_seed(&r, 1);
-    for (int s = 0; s <= B; s++) start[s] = s * T;
-    for (int s = 0; s < B; s++)
-        for (int t = 0; t < T; t++)
-            tok[s * T + t] = t < P ? SP_SOFT(t) : (int32_t)sp_rng_below(&r, (uint64_t)V);
-    for (int s = 0; s < B; s++)
-        for (int k = 0; k < K; k++) {
-            pos[s * K + k] = s * T + T - K + k;
-            ids[s * K + k] = (int32_t)sp_rng_below(&r, (uint64_t)V);
+    for (int s = 0; s < o.B; s++)
+        for (int t = 0; t < S; t++)
+            tok[s * S + t] = t < o.P ? SP_SOFT(t) : (int32_t)sp_rng_below(&r, (uint64_t)V);
+    for (int i = 0; i < o.P * d; i++) prompt[i] = 0.02f * (float)sp_rng_normal(&r);
+    if (o.dump && dist.rank == 0) dump_batch(&o, d, tok, prompt);
+    int s0 = dist.rank * o.B / dist.size, s1 = (dist.rank + 1) * o.B / dist.size;
+    for (int s = s0; s <= s1; s++) start[s - s0] = (s - s0) * S;
+    for (int s = s0; s < s1; s++)
+        for (int k = 0; k < o.K; k++) { /* logits at position t score the token at t + 1 */
+            int j = (s - s0) * o.K + k, t = S - 1 - o.K + k;
+            pos[j] = (s - s0) * S + t;
+            ids[j] = tok[s * S + t + 1];
         }
-    for (int i = 0; i < P * d; i++) prompt[i] = 0.5f * (float)sp_rng_normal(&r);
-    sp_batch b = {B, start, tok, B * K, pos, ids};
-    sp_pass pass = {.prompt = prompt, .n_prompt = P, .grad = grad};
+    sp_batch b = {s1 - s0, start, tok + (size_t)s0 * S, (s1 - s0) * o.K, pos, ids};
+    sp_pass pass = {.prompt = prompt, .n_prompt = o.P, .grad = grad};
     sp_worker *w = sp_worker_new(&m);
-    double *t = malloc((size_t)(steps + 1) * sizeof *t), loss = 0;
-    for (int i = 0; i <= steps; i++) {
-        double t0 = now();
+    double *times = malloc((size_t)(o.steps + o.warmup) * sizeof *times), first_loss = 0;
+    for (int i = 0; i < o.warmup + o.steps; i++) {
+        double t0 = now(), loss;
+        memset(grad, 0, (size_t)o.P * d * sizeof *grad);
         if (sp_engine_run(w, &b, &pass, &loss, &err)) {
             fprintf(stderr, "bench_engine: %s\n", err.msg);
-            return 1;
+            sp_dist_abort(1);
         }
-        t[i] = now() - t0;
+        /* what the trainer does with the gradient: a sum over ranks (in double, with the loss) */
+        for (int j = 0; j < o.P * d; j++) grad_sum[j] = grad[j];
+        grad_sum[o.P * d] = loss;
+        sp_dist_sum_double(grad_sum, (size_t)o.P * d + 1);
+        times[i] = now() - t0;
+        if (i == 0) first_loss = grad_sum[o.P * d] / ((double)o.B * o.K);
     }
-    qsort(t + 1, (size_t)steps, sizeof *t, cmp_double);
-    double med = t[1 + steps / 2];
-    double L = m.cfg.n_layer, F = m.cfg.d_ff, N = (double)B * T;
-    double body = L * (4.0 * d * d + 2.0 * d * F);
-    double flops = N * 4 * body + L * 12.0 * B * (double)T * T * d + B * K * 4.0 * V * d;
-    printf("B=%d T=%d P=%d targets/seq=%d: median step %.3f s, %.0f tokens/s, %.1f GFLOP/s, "
-           "loss %.4f, worker %.1f MiB\n",
-           B, T, P, K, med, N / med, flops / med * 1e-9, loss / (B * K),
-           sp_worker_bytes(w) / 1048576.0);
+    /* The gradient sum makes the ranks wait for each other, so their step times agree: average. */
+    sp_dist_sum_double(times, (size_t)(o.warmup + o.steps));
+    for (int i = 0; i < o.warmup + o.steps; i++) times[i] /= dist.size;
+    qsort(times + o.warmup, (size_t)o.steps, sizeof *times, cmp_double);
+    double med = times[o.warmup + o.steps / 2];
+    /* The per-step message alone: the same sum, 50 times (median), on the node's transport. */
+    double ar[50];
+    for (int i = 0; i < 50; i++) {
+        double t0 = now();
+        sp_dist_sum_double(grad_sum, (size_t)o.P * d + 1);
+        ar[i] = now() - t0;
+    }
+    qsort(ar, 50, sizeof *ar, cmp_double);
+    sp_dist_sum_double(&ar[25], 1);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double attention_flops, flops = step_flops(&m.cfg, &o, &attention_flops);
+    double rss = ru.ru_maxrss / 1024.0;
+    double pss = pss_mib();      /* every rank still holds its model and buffers here */
+    sp_dist_sum_double(&rss, 1); /* mean over ranks (RSS counts the shared model in each) */
+    sp_dist_sum_double(&pss, 1);
+    if (dist.rank == 0) {
+        metric(&o, "step_s", med, "s");
+        metric(&o, "tokens_per_s", (double)o.B * o.T / med, "tokens/s");
+        metric(&o, "flops_per_step", flops, "FLOP");
+        metric(&o, "gflops", flops / med * 1e-9, "GFLOP/s");
+        metric(&o, "attention_flop_share", attention_flops / flops, "fraction");
+        metric(&o, "loss_first", first_loss, "nats");
+        metric(&o, "peak_rss_mib", rss / dist.size, "MiB");
+        metric(&o, "node_pss_mib", pss, "MiB");
+        if (dist.size > 1) metric(&o, "allreduce_s", ar[25] / dist.size, "s");
+        metric(&o, "activation_kib_per_token",
+               sp_worker_bytes(w) / 1024.0 / ((double)(s1 - s0) * S), "KiB");
+        metric(&o, "worker_mib", sp_worker_bytes(w) / 1048576.0, "MiB");
+        printf("# %s: ranks %d, B=%d T=%d P=%d K=%d, median of %d steps %.4f s\n", o.name,
+               dist.size, o.B, o.T, o.P, o.K, o.steps, med);
+    }
     sp_worker_free(w);
     sp_model_free(&m);
-    free(start), free(tok), free(pos), free(ids), free(prompt), free(grad), free(t);
+    free(start), free(tok), free(pos), free(ids), free(prompt), free(grad), free(grad_sum);
+    free(times);
+    sp_dist_finalize();
     return 0;
 }

@@ -1,0 +1,742 @@
+#!/usr/bin/env python3
+"""PyTorch peer for the softprompt benchmark: one prompt-tuning training step of a frozen GPT-2,
+computed the way Hugging Face transformers (GPT2LMHeadModel, modeling_gpt2.py) + PEFT prompt
+tuning (PeftModelForCausalLM, PromptEmbedding) compute it, timed on CPU.
+
+Only torch and numpy are needed: the GPT-2 modules, the safetensors reader and the PEFT
+wrapper are re-implemented here in plain torch, following HF's module structure and op order:
+
+  GPT2Model      wte, wpe (nn.Embedding), drop (Dropout embd_pdrop), h = ModuleList of
+                 GPT2Block(ln_1, attn, ln_2, mlp), ln_f
+  GPT2Attention  Conv1D c_attn / c_proj (weight [in, out], y = addmm(b, x, W)), split heads,
+                 matmul(q, k^T) / sqrt(head_dim), causal mask via torch.where(mask, w, finfo.min),
+                 + extended attention mask ((1 - mask) * finfo.min, all zeros here), softmax,
+                 attn_dropout, matmul with v, merge heads, c_proj, resid_dropout
+  GPT2MLP        c_fc, NewGELU (gelu_new), c_proj, dropout (resid_pdrop)
+  lm_head        Linear(d, V, bias=False), weight tied to wte
+
+Every model parameter is frozen (requires_grad=False). As PEFT prompt tuning does it, a trainable
+PromptEmbedding (nn.Embedding(P, d)) is looked up with arange(P) expanded over the batch and
+concatenated in front of wte(input_ids); the attention mask is all ones (no padding) with P ones
+prepended; labels get P entries of -100 prepended; logits = lm_head(hidden) at every position over
+the full vocabulary; HF's loss: shift (logits[..., :-1, :].contiguous(), labels[..., 1:]),
+CrossEntropyLoss(ignore_index=-100), mean. One timed step = forward + loss + backward (only the
+prompt gets a gradient) + torch.optim.AdamW step on the prompt + zero_grad.
+
+The peer is deliberately not optimised: it stands for what users run. The only departure is the
+loader, which reads each tensor straight into its parameter (no second copy of the weights).
+"""
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import struct
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+MAGIC = b"SPBENCH1"
+DEFAULT_GEN_TARGETS = 16
+
+
+class PeerError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+# --------------------------------------------------------------------------- config
+
+class GPT2Config:
+    """The subset of transformers' GPT2Config the forward pass uses, read from config.json."""
+
+    def __init__(self, path):
+        try:
+            with open(path, "r", encoding="utf-8") as f:
+                c = json.load(f)
+        except FileNotFoundError:
+            raise PeerError("%s: file not found" % path)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise PeerError("%s: cannot read JSON config (%s)" % (path, e))
+        if not isinstance(c, dict):
+            raise PeerError("%s: config is not a JSON object" % path)
+        mt = c.get("model_type", "gpt2")
+        if mt != "gpt2":
+            raise PeerError("%s: model_type is %r, only 'gpt2' is supported" % (path, mt))
+
+        def get_int(key, default=None, alt=None):
+            v = c.get(key, c.get(alt) if alt else None)
+            if v is None:
+                v = default
+            if v is None or isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise PeerError("%s: %s must be a positive integer (got %r)" % (path, key, v))
+            return v
+
+        def get_float(key, default, lo, hi):
+            v = c.get(key, default)
+            if v is None:
+                v = default
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                raise PeerError("%s: %s must be a number in [%g, %g] (got %r)" %
+                                (path, key, lo, hi, v))
+            return float(v)
+
+        self.vocab_size = get_int("vocab_size", 50257)
+        self.n_positions = get_int("n_positions", 1024, alt="n_ctx")
+        self.n_embd = get_int("n_embd", 768)
+        self.n_layer = get_int("n_layer", 12)
+        self.n_head = get_int("n_head", 12)
+        if self.n_embd % self.n_head:
+            raise PeerError("%s: n_embd %d is not divisible by n_head %d" %
+                            (path, self.n_embd, self.n_head))
+        self.n_inner = c.get("n_inner")
+        if self.n_inner is None:
+            self.n_inner = 4 * self.n_embd
+        elif isinstance(self.n_inner, bool) or not isinstance(self.n_inner, int) \
+                or self.n_inner <= 0:
+            raise PeerError("%s: n_inner must be null or a positive integer" % path)
+        self.layer_norm_epsilon = get_float("layer_norm_epsilon", 1e-5, 0.0, 1.0)
+        self.attn_pdrop = get_float("attn_pdrop", 0.1, 0.0, 1.0)
+        self.resid_pdrop = get_float("resid_pdrop", 0.1, 0.0, 1.0)
+        self.embd_pdrop = get_float("embd_pdrop", 0.1, 0.0, 1.0)
+        self.activation_function = c.get("activation_function", "gelu_new")
+        if self.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise PeerError("%s: activation_function %r is not supported (gelu_new only)" %
+                            (path, self.activation_function))
+        self.scale_attn_weights = bool(c.get("scale_attn_weights", True))
+        self.scale_attn_by_inverse_layer_idx = bool(c.get("scale_attn_by_inverse_layer_idx",
+                                                          False))
+        if c.get("reorder_and_upcast_attn", False):
+            raise PeerError("%s: reorder_and_upcast_attn is not supported" % path)
+        if c.get("add_cross_attention", False):
+            raise PeerError("%s: add_cross_attention is not supported" % path)
+        if c.get("tie_word_embeddings", True) is False:
+            raise PeerError("%s: tie_word_embeddings false is not supported" % path)
+
+
+# --------------------------------------------------------------------------- model (HF structure)
+
+class Conv1D(nn.Module):
+    """transformers.pytorch_utils.Conv1D: a linear layer with the weight stored [in, out]."""
+
+    def __init__(self, nf, nx):
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.empty(nx, nf))
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x):
+        size_out = x.size()[:-1] + (self.nf,)
+        x = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)
+        x = x.view(size_out)
+        return x
+
+
+class NewGELUActivation(nn.Module):
+    """gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+
+    def forward(self, input):
+        return 0.5 * input * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) *
+                                               (input + 0.044715 * torch.pow(input, 3.0))))
+
+
+class GPT2Attention(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        max_positions = config.n_positions
+        self.register_buffer(
+            "bias",
+            torch.tril(torch.ones((max_positions, max_positions), dtype=torch.bool)).view(
+                1, 1, max_positions, max_positions),
+            persistent=False)
+        self.embed_dim = config.n_embd
+        self.num_heads = config.n_head
+        self.head_dim = self.embed_dim // self.num_heads
+        self.split_size = self.embed_dim
+        self.scale_attn_weights = config.scale_attn_weights
+        self.scale_attn_by_inverse_layer_idx = config.scale_attn_by_inverse_layer_idx
+        self.layer_idx = layer_idx
+        self.c_attn = Conv1D(3 * self.embed_dim, self.embed_dim)
+        self.c_proj = Conv1D(self.embed_dim, self.embed_dim)
+        self.attn_dropout = nn.Dropout(config.attn_pdrop)
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+
+    def _attn(self, query, key, value, attention_mask=None):
+        attn_weights = torch.matmul(query, key.transpose(-1, -2))
+        if self.scale_attn_weights:
+            attn_weights = attn_weights / torch.full(
+                [], value.size(-1) ** 0.5, dtype=attn_weights.dtype, device=attn_weights.device)
+        if self.scale_attn_by_inverse_layer_idx:
+            attn_weights = attn_weights / float(self.layer_idx + 1)
+        query_length, key_length = query.size(-2), key.size(-2)
+        causal_mask = self.bias[:, :, key_length - query_length:key_length, :key_length]
+        mask_value = torch.finfo(attn_weights.dtype).min
+        mask_value = torch.full([], mask_value, dtype=attn_weights.dtype,
+                                device=attn_weights.device)
+        attn_weights = torch.where(causal_mask, attn_weights.to(attn_weights.dtype), mask_value)
+        if attention_mask is not None:
+            attn_weights = attn_weights + attention_mask
+        attn_weights = nn.functional.softmax(attn_weights, dim=-1)
+        attn_weights = attn_weights.type(value.dtype)
+        attn_weights = self.attn_dropout(attn_weights)
+        attn_output = torch.matmul(attn_weights, value)
+        return attn_output, attn_weights
+
+    def _split_heads(self, tensor, num_heads, attn_head_size):
+        new_shape = tensor.size()[:-1] + (num_heads, attn_head_size)
+        tensor = tensor.view(new_shape)
+        return tensor.permute(0, 2, 1, 3)  # (batch, head, seq_length, head_features)
+
+    def _merge_heads(self, tensor, num_heads, attn_head_size):
+        tensor = tensor.permute(0, 2, 1, 3).contiguous()
+        new_shape = tensor.size()[:-2] + (num_heads * attn_head_size,)
+        return tensor.view(new_shape)
+
+    def forward(self, hidden_states, attention_mask=None):
+        query, key, value = self.c_attn(hidden_states).split(self.split_size, dim=2)
+        query = self._split_heads(query, self.num_heads, self.head_dim)
+        key = self._split_heads(key, self.num_heads, self.head_dim)
+        value = self._split_heads(value, self.num_heads, self.head_dim)
+        attn_output, _ = self._attn(query, key, value, attention_mask)
+        attn_output = self._merge_heads(attn_output, self.num_heads, self.head_dim)
+        attn_output = self.c_proj(attn_output)
+        attn_output = self.resid_dropout(attn_output)
+        return attn_output
+
+
+class GPT2MLP(nn.Module):
+    def __init__(self, intermediate_size, config):
+        super().__init__()
+        embed_dim = config.n_embd
+        self.c_fc = Conv1D(intermediate_size, embed_dim)
+        self.c_proj = Conv1D(embed_dim, intermediate_size)
+        self.act = NewGELUActivation()
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, hidden_states):
+        hidden_states = self.c_fc(hidden_states)
+        hidden_states = self.act(hidden_states)
+        hidden_states = self.c_proj(hidden_states)
+        hidden_states = self.dropout(hidden_states)
+        return hidden_states
+
+
+class GPT2Block(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        hidden_size = config.n_embd
+        self.ln_1 = nn.LayerNorm(hidden_size, eps=config.layer_norm_epsilon)
+        self.attn = GPT2Attention(config, layer_idx=layer_idx)
+        self.ln_2 = nn.LayerNorm(hidden_size, eps=config.layer_norm_epsilon)
+        self.mlp = GPT2MLP(config.n_inner, config)
+
+    def forward(self, hidden_states, attention_mask=None):
+        residual = hidden_states
+        hidden_states = self.ln_1(hidden_states)
+        attn_output = self.attn(hidden_states, attention_mask=attention_mask)
+        hidden_states = attn_output + residual
+        residual = hidden_states
+        hidden_states = self.ln_2(hidden_states)
+        feed_forward_hidden_states = self.mlp(hidden_states)
+        hidden_states = residual + feed_forward_hidden_states
+        return hidden_states
+
+
+class GPT2Model(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.embed_dim = config.n_embd
+        self.wte = nn.Embedding(config.vocab_size, self.embed_dim)
+        self.wpe = nn.Embedding(config.n_positions, self.embed_dim)
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.h = nn.ModuleList([GPT2Block(config, layer_idx=i) for i in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(self.embed_dim, eps=config.layer_norm_epsilon)
+
+    def forward(self, inputs_embeds, attention_mask=None):
+        input_shape = inputs_embeds.size()[:-1]
+        batch_size = inputs_embeds.shape[0]
+        position_ids = torch.arange(0, input_shape[-1], dtype=torch.long,
+                                    device=inputs_embeds.device).unsqueeze(0)
+        if attention_mask is not None:
+            attention_mask = attention_mask.view(batch_size, -1)
+            attention_mask = attention_mask[:, None, None, :]
+            attention_mask = attention_mask.to(dtype=inputs_embeds.dtype)
+            attention_mask = (1.0 - attention_mask) * torch.finfo(inputs_embeds.dtype).min
+        position_embeds = self.wpe(position_ids)
+        hidden_states = inputs_embeds + position_embeds
+        hidden_states = self.drop(hidden_states)
+        output_shape = (-1,) + input_shape[1:] + (hidden_states.size(-1),)
+        for block in self.h:
+            hidden_states = block(hidden_states, attention_mask=attention_mask)
+        hidden_states = self.ln_f(hidden_states)
+        hidden_states = hidden_states.view(output_shape)
+        return hidden_states
+
+
+class GPT2LMHeadModel(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = GPT2Model(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tie_weights()
+
+    def get_input_embeddings(self):
+        return self.transformer.wte
+
+    def forward(self, inputs_embeds, attention_mask=None, labels=None):
+        hidden_states = self.transformer(inputs_embeds, attention_mask=attention_mask)
+        lm_logits = self.lm_head(hidden_states)
+        loss = None
+        if labels is not None:
+            shift_logits = lm_logits[..., :-1, :].contiguous()
+            shift_labels = labels[..., 1:].contiguous()
+            loss_fct = nn.CrossEntropyLoss()
+            loss = loss_fct(shift_logits.view(-1, shift_logits.size(-1)), shift_labels.view(-1))
+        return loss, lm_logits
+
+
+# --------------------------------------------------------------------------- PEFT prompt tuning
+
+class PromptEmbedding(nn.Module):
+    """peft.tuners.prompt_tuning.PromptEmbedding (num_transformer_submodules = 1)."""
+
+    def __init__(self, num_virtual_tokens, token_dim):
+        super().__init__()
+        self.embedding = nn.Embedding(num_virtual_tokens, token_dim)
+
+    def forward(self, indices):
+        return self.embedding(indices)
+
+
+class PeftPromptTuningCausalLM(nn.Module):
+    """PeftModelForCausalLM.forward for PROMPT_TUNING with input_ids, attention_mask, labels."""
+
+    def __init__(self, base_model, num_virtual_tokens):
+        super().__init__()
+        self.base_model = base_model
+        for p in self.base_model.parameters():
+            p.requires_grad = False
+        self.num_virtual_tokens = num_virtual_tokens
+        self.prompt_encoder = PromptEmbedding(num_virtual_tokens, base_model.config.n_embd)
+        self.register_buffer("prompt_tokens", torch.arange(num_virtual_tokens).long(),
+                             persistent=False)
+        self.word_embeddings = base_model.get_input_embeddings()
+
+    def get_prompt(self, batch_size):
+        prompt_tokens = self.prompt_tokens.unsqueeze(0).expand(batch_size, -1)
+        return self.prompt_encoder(prompt_tokens)
+
+    def forward(self, input_ids, attention_mask, labels):
+        batch_size = input_ids.shape[0]
+        P = self.num_virtual_tokens
+        prefix_attention_mask = torch.ones(batch_size, P).to(attention_mask.device)
+        attention_mask = torch.cat((prefix_attention_mask, attention_mask), dim=1)
+        inputs_embeds = self.word_embeddings(input_ids)
+        prefix_labels = torch.full((batch_size, P), -100).to(labels.device)
+        labels = torch.cat((prefix_labels, labels), dim=1)
+        prompts = self.get_prompt(batch_size=batch_size)
+        prompts = prompts.to(inputs_embeds.dtype)
+        inputs_embeds = torch.cat((prompts, inputs_embeds), dim=1)
+        return self.base_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                               labels=labels)
+
+
+# --------------------------------------------------------------------------- safetensors
+
+_ESIZE = {"F32": 4, "F16": 2, "BF16": 2}
+
+
+def _read_st_header(path):
+    """Returns (header dict, data start offset, file size) of a safetensors file."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise PeerError("%s: truncated safetensors file (%d bytes)" % (path, size))
+            (n,) = struct.unpack("<Q", head)
+            if n < 2 or 8 + n > size:
+                raise PeerError("%s: bad safetensors header length %d (file has %d bytes)" %
+                                (path, n, size))
+            raw = f.read(n)
+    except FileNotFoundError:
+        raise PeerError("%s: file not found" % path)
+    except OSError as e:
+        raise PeerError("%s: cannot read (%s)" % (path, e.strerror or e))
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PeerError("%s: safetensors header is not valid JSON (%s)" % (path, e))
+    if not isinstance(header, dict):
+        raise PeerError("%s: safetensors header is not a JSON object" % path)
+    return header, 8 + n, size
+
+
+def _load_tensor_into(path, f, info, data_start, file_size, name, dest):
+    """Reads tensor `name` described by `info` from open file f into float32 tensor dest."""
+    try:
+        dt, shape, (b, e) = info["dtype"], list(info["shape"]), info["data_offsets"]
+    except (KeyError, TypeError, ValueError):
+        raise PeerError("%s: tensor %s has a malformed header entry" % (path, name))
+    if dt not in _ESIZE:
+        raise PeerError("%s: tensor %s has dtype %r (supported: F32, F16, BF16)" %
+                        (path, name, dt))
+    if shape != list(dest.shape):
+        raise PeerError("%s: tensor %s has shape %s, config.json implies %s" %
+                        (path, name, shape, list(dest.shape)))
+    nbytes = dest.numel() * _ESIZE[dt]
+    if not (isinstance(b, int) and isinstance(e, int) and 0 <= b <= e
+            and data_start + e <= file_size and e - b == nbytes):
+        raise PeerError("%s: tensor %s has bad data_offsets %r for %s %s (data section has %d "
+                        "bytes)" % (path, name, info["data_offsets"], dt, shape,
+                                    file_size - data_start))
+    out = dest.detach().view(-1).numpy()  # shares memory with the parameter
+    f.seek(data_start + b)
+    if dt == "F32":
+        got = f.readinto(memoryview(out).cast("B"))
+        if got != nbytes:
+            raise PeerError("%s: short read of tensor %s" % (path, name))
+        if sys.byteorder != "little":
+            out.byteswap(inplace=True)
+        return
+    chunk = 1 << 22  # elements converted per slice
+    for s in range(0, out.size, chunk):
+        k = min(chunk, out.size - s)
+        buf = f.read(2 * k)
+        if len(buf) != 2 * k:
+            raise PeerError("%s: short read of tensor %s" % (path, name))
+        if dt == "F16":
+            out[s:s + k] = np.frombuffer(buf, dtype="<f2")
+        else:  # BF16: the upper 16 bits of a float32
+            out[s:s + k] = (np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16).view(
+                np.float32)
+
+
+def load_gpt2(model_dir):
+    """Builds GPT2LMHeadModel from a Hugging Face model directory (config.json +
+    model.safetensors or model.safetensors.index.json shards). Returns (model, dtype names)."""
+    if not os.path.isdir(model_dir):
+        raise PeerError("%s: model directory not found" % model_dir)
+    config = GPT2Config(os.path.join(model_dir, "config.json"))
+    single = os.path.join(model_dir, "model.safetensors")
+    index = os.path.join(model_dir, "model.safetensors.index.json")
+    if os.path.isfile(single):
+        files = ["model.safetensors"]
+    elif os.path.isfile(index):
+        try:
+            with open(index, "r", encoding="utf-8") as f:
+                wmap = json.load(f)["weight_map"]
+            if not isinstance(wmap, dict):
+                raise TypeError("weight_map is not an object")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise PeerError("%s: bad safetensors index (%s)" % (index, e))
+        files = sorted(set(wmap.values()))
+        for fn in files:
+            if not isinstance(fn, str) or os.path.basename(fn) != fn:
+                raise PeerError("%s: bad shard file name %r" % (index, fn))
+    else:
+        raise PeerError("%s: neither model.safetensors nor model.safetensors.index.json found"
+                        % model_dir)
+
+    with torch.no_grad():
+        model = GPT2LMHeadModel(config)
+    params = dict(model.transformer.named_parameters())
+    loaded = set()
+    dtypes = set()
+    for fn in files:
+        path = os.path.join(model_dir, fn)
+        header, data_start, size = _read_st_header(path)
+        with open(path, "rb") as f:
+            for raw_name, info in header.items():
+                if raw_name == "__metadata__":
+                    continue
+                name = raw_name[len("transformer."):] if raw_name.startswith("transformer.") \
+                    else raw_name
+                if name not in params:
+                    # HF checkpoints may carry the causal-mask buffers (h.N.attn.bias,
+                    # h.N.attn.masked_bias) and lm_head.weight (tied to wte): ignored like HF.
+                    if name.endswith(".attn.bias") or name.endswith(".attn.masked_bias") or \
+                            name == "lm_head.weight":
+                        continue
+                    raise PeerError("%s: unexpected tensor %s for a GPT-2 model" % (path, raw_name))
+                if name in loaded:
+                    raise PeerError("%s: tensor %s appears twice" % (path, raw_name))
+                if not isinstance(info, dict):
+                    raise PeerError("%s: tensor %s has a malformed header entry" % (path, raw_name))
+                _load_tensor_into(path, f, info, data_start, size, raw_name, params[name])
+                loaded.add(name)
+                dtypes.add(info["dtype"])
+    missing = sorted(set(params) - loaded)
+    if missing:
+        raise PeerError("%s: missing tensor(s) %s" % (model_dir, ", ".join(missing[:4]) +
+                                                     (", ..." if len(missing) > 4 else "")))
+    return model, sorted(dtypes)
+
+
+# --------------------------------------------------------------------------- batches
+
+def make_batch(B, T, P, K, V, d, seed, wte=None):
+    """Seeded random text tokens [B, T] and an initial prompt [P, d]: rows of wte at random
+    vocabulary ids (PEFT's SAMPLE_VOCAB init) when wte is given, else N(0, 0.02^2)."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, V, size=(B, T), dtype=np.int64).astype(np.int32)
+    if wte is not None:
+        ids = rng.integers(0, V, size=P)
+        prompt = wte.detach().numpy()[ids].astype(np.float32)
+    else:
+        prompt = (rng.standard_normal((P, d)) * 0.02).astype(np.float32)
+    return tokens, prompt
+
+
+def write_batch_file(path, tokens, prompt, K):
+    B, T = tokens.shape
+    P, d = prompt.shape
+    with open(path, "wb") as f:
+        f.write(MAGIC)
+        f.write(struct.pack("<5i", B, T, P, K, d))
+        f.write(np.ascontiguousarray(tokens, dtype="<i4").tobytes())
+        f.write(np.ascontiguousarray(prompt, dtype="<f4").tobytes())
+
+
+def read_batch_file(path):
+    """Returns (tokens int32 [B, T], prompt float32 [P, d], K)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise PeerError("%s: batch file not found" % path)
+    except OSError as e:
+        raise PeerError("%s: cannot read batch file (%s)" % (path, e.strerror or e))
+    if len(raw) < 28:
+        raise PeerError("%s: batch file too short (%d bytes, header needs 28)" % (path, len(raw)))
+    if raw[:8] != MAGIC:
+        raise PeerError("%s: bad magic %r (expected %r)" % (path, raw[:8], MAGIC))
+    B, T, P, K, d = struct.unpack("<5i", raw[8:28])
+    for nm, v in (("B", B), ("T", T), ("P", P), ("K", K), ("d", d)):
+        if v <= 0:
+            raise PeerError("%s: header field %s = %d must be positive" % (path, nm, v))
+    if K > T:
+        raise PeerError("%s: K = %d targets exceed T = %d text tokens" % (path, K, T))
+    want = 28 + 4 * B * T + 4 * P * d
+    if len(raw) != want:
+        raise PeerError("%s: size %d bytes, header B=%d T=%d P=%d d=%d implies %d" %
+                        (path, len(raw), B, T, P, d, want))
+    tokens = np.frombuffer(raw, dtype="<i4", count=B * T, offset=28).reshape(B, T)
+    prompt = np.frombuffer(raw, dtype="<f4", count=P * d, offset=28 + 4 * B * T).reshape(P, d)
+    if not np.all(np.isfinite(prompt)):
+        raise PeerError("%s: prompt contains non-finite values" % path)
+    return tokens.astype(np.int32), prompt.astype(np.float32), K
+
+
+def make_labels(tokens, K):
+    """Labels [B, T]: the last K text tokens of each sequence, -100 elsewhere."""
+    labels = torch.full(tokens.shape, -100, dtype=torch.long)
+    labels[:, -K:] = tokens[:, -K:]
+    return labels
+
+
+# --------------------------------------------------------------------------- main
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(
+        prog="pytorch_peer.py",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "PyTorch peer of the softprompt benchmark: times one prompt-tuning training step of\n"
+            "a frozen GPT-2 computed as Hugging Face transformers (GPT2LMHeadModel) + PEFT prompt\n"
+            "tuning compute it, re-implemented in plain torch (no transformers/peft needed).\n\n"
+            "Step = PEFT forward (trainable prompt [P, d] concatenated before wte(input_ids),\n"
+            "all-ones attention mask, labels -100 on prompt positions) + logits over the full\n"
+            "vocabulary at every position + HF's shifted CrossEntropyLoss(ignore_index=-100,\n"
+            "mean) + backward (all model parameters frozen: only the prompt gets a gradient) +\n"
+            "torch.optim.AdamW step on the prompt + zero_grad. Labels are the last K text tokens\n"
+            "of each sequence: --mode cls uses K=1, --mode gen uses K=%d (--targets overrides;\n"
+            "with --batch-file, B/T/P/K come from the file and --mode only names the metrics).\n"
+            "Not included: HF Trainer's gradient clipping (max_grad_norm) and LR scheduler.\n"
+            "A random batch's prompt starts as wte rows of random ids (PEFT SAMPLE_VOCAB).\n\n"
+            "Dropout: --dropout config (default) runs the modules in train mode with the\n"
+            "config's attn_pdrop / resid_pdrop / embd_pdrop, as HF Trainer does; --dropout off\n"
+            "sets every dropout probability to 0, so the loss equals a dropout-free engine's.\n\n"
+            "Output: one line per metric, 'metric pytorch_<mode>_<name> <value> <unit>':\n"
+            "  step_s (median seconds of the timed steps), tokens_per_s (B*T text tokens /\n"
+            "  median step; prompt positions not counted), peak_rss_mib (ru_maxrss of the\n"
+            "  process), loss_first (loss of the first forward, before any optimizer step,\n"
+            "  full precision). Lines starting with '#' are for humans.\n\n"
+            "Batch file layout (little-endian): 8 bytes b'SPBENCH1', int32 B, T, P, K, d,\n"
+            "int32 tokens[B*T] (text ids, no prompt), float32 prompt[P*d] (initial prompt).\n"
+            "Errors (bad model directory, bad batch file, bad options) exit with status 2 and a\n"
+            "one-line message." % DEFAULT_GEN_TARGETS))
+    ap.add_argument("--model", required=True, metavar="DIR",
+                    help="Hugging Face GPT-2 directory: config.json + model.safetensors (or "
+                         "sharded via model.safetensors.index.json); F32/F16/BF16 tensors, "
+                         "names with or without 'transformer.' (converted to float32)")
+    ap.add_argument("--mode", choices=("cls", "gen"), default="cls",
+                    help="cls: 1 labelled token per sequence; gen: last %d (default cls)"
+                         % DEFAULT_GEN_TARGETS)
+    ap.add_argument("--targets", type=int, metavar="K",
+                    help="labelled (last) text tokens per sequence; default 1 for cls, %d for "
+                         "gen" % DEFAULT_GEN_TARGETS)
+    ap.add_argument("--batch", type=int, default=8, metavar="B", help="sequences (default 8)")
+    ap.add_argument("--seq", type=int, default=128, metavar="T",
+                    help="text tokens per sequence, prompt excluded (default 128)")
+    ap.add_argument("--prompt", type=int, default=20, metavar="P",
+                    help="prompt (virtual) tokens (default 20)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of the random batch and prompt, and of dropout (default 0)")
+    ap.add_argument("--batch-file", metavar="FILE",
+                    help="read tokens, prompt and B/T/P/K from FILE instead of a random batch")
+    ap.add_argument("--write-batch-file", metavar="FILE",
+                    help="write a random batch (--batch/--seq/--prompt/--targets/--seed; d and "
+                         "the prompt from --model) to FILE and exit")
+    ap.add_argument("--dropout", choices=("config", "off"), default="config",
+                    help="config: train-mode dropout with the config's probabilities (HF "
+                         "Trainer); off: all dropout probabilities 0 (default config)")
+    ap.add_argument("--threads", type=int, default=1, metavar="N",
+                    help="torch.set_num_threads(N); interop threads are set to 1 (default 1)")
+    ap.add_argument("--warmup", type=int, default=1, metavar="W",
+                    help="untimed steps before timing (default 1)")
+    ap.add_argument("--steps", type=int, default=5, metavar="S",
+                    help="timed steps; the median is reported (default 5)")
+    ap.add_argument("--lr", type=float, default=3e-2,
+                    help="AdamW learning rate (default 3e-2, PEFT's prompt-tuning example)")
+    ap.add_argument("--weight-decay", type=float, default=0.0,
+                    help="AdamW weight decay (default 0, HF Trainer's default)")
+    a = ap.parse_args(argv)
+    for nm in ("batch", "seq", "prompt", "threads", "steps"):
+        if getattr(a, nm) <= 0:
+            raise PeerError("--%s must be positive (got %d)" % (nm, getattr(a, nm)))
+    if a.warmup < 0:
+        raise PeerError("--warmup must be >= 0 (got %d)" % a.warmup)
+    if a.targets is None:
+        a.targets = 1 if a.mode == "cls" else DEFAULT_GEN_TARGETS
+    if a.targets <= 0:
+        raise PeerError("--targets must be positive (got %d)" % a.targets)
+    if a.batch_file and a.write_batch_file:
+        raise PeerError("--batch-file and --write-batch-file are exclusive")
+    return a
+
+
+def run(argv):
+    a = parse_args(argv)
+    torch.set_num_threads(a.threads)
+    torch.set_num_interop_threads(1)
+
+    t0 = time.perf_counter()
+    base, dtypes = load_gpt2(a.model)
+    cfg = base.config
+    load_s = time.perf_counter() - t0
+
+    if a.write_batch_file:
+        if a.targets > a.seq:
+            raise PeerError("--targets %d exceeds --seq %d" % (a.targets, a.seq))
+        tokens, prompt = make_batch(a.batch, a.seq, a.prompt, a.targets, cfg.vocab_size,
+                                    cfg.n_embd, a.seed, base.transformer.wte.weight)
+        write_batch_file(a.write_batch_file, tokens, prompt, a.targets)
+        print("# wrote %s: B=%d T=%d P=%d K=%d d=%d" % (a.write_batch_file, a.batch, a.seq,
+                                                       a.prompt, a.targets, cfg.n_embd))
+        return 0
+
+    if a.batch_file:
+        tokens, prompt, K = read_batch_file(a.batch_file)
+        B, T = tokens.shape
+        P, d = prompt.shape
+        if d != cfg.n_embd:
+            raise PeerError("%s: prompt width d = %d, but the model's n_embd is %d" %
+                            (a.batch_file, d, cfg.n_embd))
+        bad = (tokens < 0) | (tokens >= cfg.vocab_size)
+        if bad.any():
+            raise PeerError("%s: token id %d out of range [0, %d)" %
+                            (a.batch_file, int(tokens[bad][0]), cfg.vocab_size))
+        src = a.batch_file
+    else:
+        B, T, P, K = a.batch, a.seq, a.prompt, a.targets
+        if K > T:
+            raise PeerError("--targets %d exceeds --seq %d" % (K, T))
+        tokens, prompt = make_batch(B, T, P, K, cfg.vocab_size, cfg.n_embd, a.seed,
+                                    base.transformer.wte.weight)
+        src = "random (seed %d)" % a.seed
+    if T + P > cfg.n_positions:
+        raise PeerError("sequence length T+P = %d exceeds the model's n_positions %d" %
+                        (T + P, cfg.n_positions))
+
+    if a.dropout == "off":
+        for m in base.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+    model = PeftPromptTuningCausalLM(base, P)
+    with torch.no_grad():
+        model.prompt_encoder.embedding.weight.copy_(torch.from_numpy(prompt))
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(trainable) == 1 and trainable[0] is model.prompt_encoder.embedding.weight
+    optimizer = torch.optim.AdamW(trainable, lr=a.lr, weight_decay=a.weight_decay)
+
+    input_ids = torch.from_numpy(tokens.astype(np.int64))
+    attention_mask = torch.ones(B, T, dtype=torch.long)
+    labels = make_labels(input_ids, K)
+    torch.manual_seed(a.seed)
+
+    def step():
+        # like HF Trainer.compute_loss: keep only the loss, the logits die before backward
+        loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)[0]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        return loss.item()
+
+    mode = a.mode
+    n_params = sum(p.numel() for p in base.parameters())
+    print("# pytorch peer (HF GPT2LMHeadModel + PEFT prompt tuning, plain torch %s)" %
+          torch.__version__)
+    print("# model %s: %d layers, d=%d, %d heads, d_ff=%d, V=%d, n_pos=%d, %.1fM params (%s -> "
+          "float32), loaded in %.2f s" % (a.model, cfg.n_layer, cfg.n_embd, cfg.n_head,
+                                          cfg.n_inner, cfg.vocab_size, cfg.n_positions,
+                                          n_params / 1e6, "/".join(dtypes), load_s))
+    print("# batch %s: B=%d T=%d P=%d K=%d (mode %s), dropout %s (attn %g, resid %g, embd %g), "
+          "threads %d, AdamW lr %g wd %g" % (
+              src, B, T, P, K, mode, a.dropout,
+              0.0 if a.dropout == "off" else cfg.attn_pdrop,
+              0.0 if a.dropout == "off" else cfg.resid_pdrop,
+              0.0 if a.dropout == "off" else cfg.embd_pdrop, a.threads, a.lr, a.weight_decay))
+    sys.stdout.flush()
+
+    losses, times = [], []
+    for i in range(a.warmup + a.steps):
+        t = time.perf_counter()
+        loss = step()
+        dt = time.perf_counter() - t
+        losses.append(loss)
+        if i >= a.warmup:
+            times.append(dt)
+        print("# step %d%s: %.3f s, loss %.6f" % (i + 1, " (warmup)" if i < a.warmup else "",
+                                                  dt, loss))
+        sys.stdout.flush()
+        if not math.isfinite(loss):
+            raise PeerError("loss is not finite at step %d" % (i + 1))
+
+    med = statistics.median(times)
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    pre = "pytorch_%s_" % mode
+    print("metric %sstep_s %.4f s" % (pre, med))
+    print("metric %stokens_per_s %.1f tokens/s" % (pre, B * T / med))
+    print("metric %speak_rss_mib %.1f MiB" % (pre, rss_mib))
+    print("metric %sloss_first %.9g nats" % (pre, losses[0]))
+    return 0
+
+
+def main():
+    try:
+        return run(sys.argv[1:])
+    except PeerError as e:
+        sys.stdout.flush()
+        print("pytorch_peer: error: %s" % e, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+# scripts/bench --quick on the test build: every metric line is there and well-formed, the derived
+# metrics are in range, the PyTorch peer (when Debian's python3-torch is installed) computes the
+# same loss as the engine on the same batch, and the summary, sweep data and plot are written.
+source "$(dirname "$0")/lib.sh"
+cd "$WORK"
+export SP_BENCH_BUILD=$(dirname "$SP_CLI") ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
+peer=--no-peer
+/usr/bin/python3 -c 'import torch' 2>/dev/null && peer=""
+"$SP_REPO/scripts/bench" --quick $peer --out "$WORK/out" > bench.txt 2> bench.log ||
+  { tail -20 bench.log; fail "scripts/bench --quick failed"; }
+value() { awk -v n="$1" '$1 == "metric" && $2 == n { print $3 }' "$WORK/out/metrics.txt"; }
+# every metric line: "metric NAME NUMBER UNIT"
+bad=$(grep '^metric' bench.txt | awk 'NF != 4 || $3 !~ /^-?[0-9.]+(e[-+]?[0-9]+)?$/' | head -3)
+[[ -z $bad ]] || fail "malformed metric lines: $bad"
+for m in sgemm_peak_gflops softprompt_cls_step_s softprompt_gen_tokens_per_s mfu_cls mfu_gen \
+         scale_1x1_tokens_per_s scale_2x1_node_pss_mib scaling_efficiency memory_ratio_ranks \
+         sweep_softprompt_s64_step_s sweep_time_per_position_growth; do
+  [[ -n $(value $m) ]] || fail "no metric $m"
+  grep -q "^metric $m " bench.txt || fail "metric $m not printed"
+done
+in_range() { python3 -c 'import sys; v, lo, hi = map(float, sys.argv[1:]); sys.exit(not lo < v < hi)' "$@"; }
+in_range "$(value mfu_cls)" 0 1.5 || fail "mfu_cls $(value mfu_cls) out of range"
+in_range "$(value softprompt_cls_loss_first)" 5 8 || fail "loss $(value softprompt_cls_loss_first) is not ~ln(500)"
+# the same batch gives the same loss on 1 rank, 2 ranks and the threads variant
+for l in 1x1 1x2 2x1; do
+  [[ $(value scale_${l}_loss_first) == $(value softprompt_cls_loss_first) ]] ||
+    fail "scale_$l loss $(value scale_${l}_loss_first) != $(value softprompt_cls_loss_first)"
+done
+if [[ -z $peer ]]; then
+  for mode in cls gen; do
+    in_range "$(value loss_rel_diff_$mode)" -1 1e-5 || fail "PyTorch peer and engine disagree on the $mode loss"
+    [[ -n $(value speedup_vs_pytorch_$mode) ]] || fail "no speed-up for $mode"
+  done
+else
+  echo "note: /usr/bin/python3 has no torch here; the PyTorch peer was skipped"
+fi
+[[ $(grep -vc '^#' "$WORK/out/t-sweep.dat") -eq 2 ]] || fail "t-sweep.dat should hold 2 lengths"
+grep -q "| MFU vs sgemm peak |" "$WORK/out/summary.md" || fail "summary.md has no MFU row"
+if command -v gnuplot >/dev/null; then
+  python3 -c 'import sys; sys.exit(open(sys.argv[1],"rb").read(8) != b"\x89PNG\r\n\x1a\n")' \
+    "$WORK/out/step-time-vs-T.png" || fail "no PNG plot"
+fi
+"$SP_REPO/scripts/bench" --threads 0 > /dev/null 2> err.txt && fail "--threads 0 accepted"
+grep -q "positive integers" err.txt || fail "no message for --threads 0"
+ok "scripts/bench --quick: metrics, derived values, peer loss agreement, summary and plot"
