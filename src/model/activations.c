@@ -1,8 +1,8 @@
-/* Elementwise activations, compiled with -O3 -ffast-math (CMakeLists.txt) so that GCC
- * vectorises the loops and calls glibc's vector math library (libmvec) for tanhf: the GELU of
- * every MLP row was the largest cost after the matrix products. Nothing here depends on strict
- * IEEE semantics (no NaN/Inf tests, no order-sensitive sums); results are deterministic for a
- * given binary. */
+/* Elementwise kernels compiled with -O3 -ffast-math (CMakeLists.txt) so that GCC vectorises the
+ * loops and calls glibc's vector math library (libmvec) for tanhf and expf: the GELU of every
+ * MLP row, the softmax rows of attention and the cross-entropy over the vocabulary. Nothing here
+ * tests for NaN/Inf; sums are vectorised (reassociated), so they are deterministic for a given
+ * binary but not bitwise equal to a sequential loop. */
 #include <math.h>
 #include <stddef.h>
 
@@ -37,4 +37,20 @@ float sp_exp_shift_sum(float *restrict row, int n, float shift) {
     float sum = 0.0f;
     for (int j = 0; j < n; j++) sum += (row[j] = expf(row[j] - shift));
     return sum;
+}
+
+double sp_exp_shift_sum_f64(float *restrict row, int n, float shift) {
+    double sum = 0.0;
+    for (int j = 0; j < n; j++) {
+        float e = expf(row[j] - shift);
+        row[j] = e;
+        sum += e;
+    }
+    return sum;
+}
+
+float sp_max(const float *restrict row, int n) {
+    float mx = row[0];
+    for (int j = 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+    return mx;
 }

@@ -161,15 +161,13 @@ void sp_attention_backward(float *dqkv, float *scratch, const float *dout, const
 }
 
 double sp_cross_entropy(float *logits, int vocab, int target, int want_grad, float scale) {
-    float mx = logits[0];
-    for (int j = 1; j < vocab; j++) mx = logits[j] > mx ? logits[j] : mx;
-    double sum = 0.0;
-    for (int j = 0; j < vocab; j++) sum += exp((double)(logits[j] - mx));
-    double loss = log(sum) - (double)(logits[target] - mx);
+    float mx = sp_max(logits, vocab), at_target = logits[target];
+    /* logits[j] becomes exp(logits[j] - mx) (vectorised, float); the sum is taken in double */
+    double sum = sp_exp_shift_sum_f64(logits, vocab, mx);
+    double loss = log(sum) - (double)(at_target - mx);
     if (want_grad) {
-        double inv = 1.0 / sum;
-        for (int j = 0; j < vocab; j++)
-            logits[j] = scale * (float)(exp((double)(logits[j] - mx)) * inv);
+        float k = (float)(scale / sum);
+        for (int j = 0; j < vocab; j++) logits[j] *= k;
         logits[target] -= scale;
     }
     return loss;

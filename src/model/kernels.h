@@ -50,9 +50,14 @@ void sp_attention_backward(float *dqkv, float *scratch, const float *dout, const
  * the sum of the new values. */
 void sp_exp_shift(float *row, int n, float shift);
 float sp_exp_shift_sum(float *row, int n, float shift);
+/* The same with the sum accumulated in double (the cross-entropy over a whole vocabulary). */
+double sp_exp_shift_sum_f64(float *row, int n, float shift);
+/* Largest of row[0..n-1] (n >= 1). */
+float sp_max(const float *row, int n);
 
-/* Cross-entropy of one row of logits[V] against target; optionally turns the row into
- * dlogits = softmax - onehot (times scale). Returns -log softmax[target] in double precision. */
+/* Cross-entropy of one row of logits[V] against target, -log softmax[target], returned in
+ * double precision. The row is scratch: with want_grad it becomes dlogits = softmax - onehot
+ * (times scale), otherwise it holds the unnormalised exponentials. */
 double sp_cross_entropy(float *logits, int vocab, int target, int want_grad, float scale);
 
 #endif
