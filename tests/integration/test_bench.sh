@@ -21,9 +21,11 @@ done
 in_range() { python3 -c 'import sys; v, lo, hi = map(float, sys.argv[1:]); sys.exit(not lo < v < hi)' "$@"; }
 in_range "$(value mfu_cls)" 0 1.5 || fail "mfu_cls $(value mfu_cls) out of range"
 in_range "$(value softprompt_cls_loss_first)" 5 8 || fail "loss $(value softprompt_cls_loss_first) is not ~ln(500)"
-# the same batch gives the same loss on 1 rank, 2 ranks and the threads variant
+# the same batch gives the same loss on 1 rank, 2 ranks and the threads variant (2 ranks add
+# two partial sums, so the last digits may differ)
+same() { python3 -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(abs(a - b) > 1e-6 * abs(b))' "$@"; }
 for l in 1x1 1x2 2x1; do
-  [[ $(value scale_${l}_loss_first) == $(value softprompt_cls_loss_first) ]] ||
+  same "$(value scale_${l}_loss_first)" "$(value softprompt_cls_loss_first)" ||
     fail "scale_$l loss $(value scale_${l}_loss_first) != $(value softprompt_cls_loss_first)"
 done
 if [[ -z $peer ]]; then
