@@ -10,7 +10,7 @@
 #include "softprompt/model.h"
 
 typedef struct sp_init_options {
-    sp_gpt2_config cfg;
+    sp_model_config cfg;
     sp_dtype dtype;      /* F32, F16 or BF16 */
     int n_shards;        /* 1: model.safetensors; n > 1: model-0000i-of-0000n + index */
     uint64_t seed;

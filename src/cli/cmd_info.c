@@ -104,6 +104,29 @@ static void print_memory(const sp_model *m) {
            bytes_str(buf, sizeof buf, (uint64_t)per_tok * (uint64_t)T));
 }
 
+static void print_architecture(const sp_model *m) {
+    const sp_model_config *c = &m->cfg;
+    int gpt2 = m->arch == SP_ARCH_GPT2, kv = sp_config_kv_heads(c), hd = sp_config_head_dim(c);
+    printf("%-14s%s (model_type %s)\n", "architecture",
+           gpt2                                  ? "GPT2LMHeadModel"
+           : strcmp(c->model_type, "qwen2") == 0 ? "Qwen2ForCausalLM"
+                                                 : "LlamaForCausalLM",
+           c->model_type);
+    printf("%-14s%d\n", "layers", c->n_layer);
+    printf("%-14s%d\n", "d_model", c->d_model);
+    if (kv == c->n_head)
+        printf("%-14s%d (head dim %d)\n", "heads", c->n_head, hd);
+    else
+        printf("%-14s%d query, %d key/value (grouped, head dim %d)\n", "heads", c->n_head, kv, hd);
+    if (gpt2) return;
+    printf("%-14sRMSNorm (eps %g), rotary theta %g%s, SwiGLU MLP%s\n", "blocks", c->ln_eps,
+           c->rope_theta,
+           c->rope_scaling == SP_ROPE_LLAMA3   ? " (llama3 scaling)"
+           : c->rope_scaling == SP_ROPE_LINEAR ? " (linear scaling)"
+                                               : "",
+           c->qkv_bias ? ", q/k/v biases" : "");
+}
+
 static int info_model(const char *dir) {
     sp_model m;
     sp_error err;
@@ -111,13 +134,10 @@ static int info_model(const char *dir) {
         fprintf(stderr, "softprompt info: %s\n", err.msg);
         return 1;
     }
-    const sp_gpt2_config *c = &m.cfg;
+    const sp_model_config *c = &m.cfg;
     char buf[64];
     printf("%-14s%s\n", "model", dir);
-    printf("%-14sGPT2LMHeadModel (model_type gpt2)\n", "architecture");
-    printf("%-14s%d\n", "layers", c->n_layer);
-    printf("%-14s%d\n", "d_model", c->d_model);
-    printf("%-14s%d (head dim %d)\n", "heads", c->n_head, c->d_model / c->n_head);
+    print_architecture(&m);
     printf("%-14s%d\n", "d_ff", c->d_ff);
     printf("%-14s%d\n", "vocab", c->vocab_size);
     printf("%-14s%d\n", "context", c->n_ctx);

@@ -54,3 +54,22 @@ float sp_max(const float *restrict row, int n) {
     for (int j = 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
     return mx;
 }
+
+void sp_swiglu_forward(float *restrict act, float *restrict sig, const float *restrict gate,
+                       const float *restrict up, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i], s = 1.0f / (1.0f + expf(-g));
+        sig[i] = s;
+        act[i] = g * s * up[i];
+    }
+}
+
+void sp_swiglu_backward(float *dgate, float *restrict dup, const float *dact,
+                        const float *restrict gate, const float *restrict sig,
+                        const float *restrict up, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i], s = sig[i], da = dact[i];
+        dup[i] = da * g * s;
+        dgate[i] = da * up[i] * s * (1.0f + g * (1.0f - s)); /* silu'(g) = s (1 + g (1 - s)) */
+    }
+}

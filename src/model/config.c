@@ -1,4 +1,6 @@
-/* GPT-2 config.json: the keys the engine depends on, checked with messages that say what to fix. */
+/* Hugging Face config.json for the supported architectures: GPT-2 ("gpt2") and the Llama family
+ * ("llama", "qwen2"). Every key the engine depends on is checked, with messages that say what
+ * to fix; keys with values the engine does not implement are refused rather than ignored. */
 #include "model/config.h"
 
 #include <errno.h>
@@ -6,6 +8,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+
+#define SUPPORTED "\"gpt2\", \"llama\", \"qwen2\""
 
 static const char *kind(const json_t *v) {
     if (json_is_object(v)) return "object";
@@ -17,100 +21,220 @@ static const char *kind(const json_t *v) {
     return "null";
 }
 
+typedef struct reader {
+    json_t *root;
+    const char *path;
+    const char *needs; /* the required keys, for "missing key" messages */
+    sp_error *err;
+} reader;
+
 /* Reads an integer key in [lo, hi]. Absent (or null when null_ok) leaves *out unchanged. */
-static int get_int(json_t *root, const char *key, int required, int null_ok, long long lo,
-                   long long hi, int *out, const char *path, sp_error *err) {
-    json_t *v = json_object_get(root, key);
+static int get_int(const reader *r, const char *key, int required, int null_ok, long long lo,
+                   long long hi, int *out) {
+    json_t *v = json_object_get(r->root, key);
     if (!v || (null_ok && json_is_null(v))) {
         if (!required) return 0;
-        return sp_fail(err,
-                       "%s: missing key '%s' (GPT-2 configs need n_layer, n_embd, n_head, "
-                       "vocab_size, n_positions)",
-                       path, key);
+        return sp_fail(r->err, "%s: missing key '%s' (%s)", r->path, key, r->needs);
     }
     if (!json_is_integer(v))
-        return sp_fail(err, "%s: key '%s' is a JSON %s, expected an integer%s", path, key, kind(v),
-                       null_ok ? " or null" : "");
+        return sp_fail(r->err, "%s: key '%s' is a JSON %s, expected an integer%s", r->path, key,
+                       kind(v), null_ok ? " or null" : "");
     long long x = json_integer_value(v);
     if (x < lo || x > hi)
-        return sp_fail(err, "%s: key '%s' is %lld, expected an integer from %lld to %lld", path,
-                       key, x, lo, hi);
+        return sp_fail(r->err, "%s: key '%s' is %lld, expected an integer from %lld to %lld",
+                       r->path, key, x, lo, hi);
     *out = (int)x;
     return 0;
 }
 
-/* A boolean key that, if present, must have the value GPT-2 (and our engine) uses. */
-static int check_bool(json_t *root, const char *key, int want, const char *path, sp_error *err) {
-    json_t *v = json_object_get(root, key);
+/* Reads a number key in (lo, hi); absent leaves *out unchanged. */
+static int get_num(const reader *r, json_t *obj, const char *key, double lo, double hi,
+                   double *out) {
+    json_t *v = json_object_get(obj, key);
+    if (!v) return 0;
+    if (!json_is_number(v))
+        return sp_fail(r->err, "%s: key '%s' is a JSON %s, expected a number", r->path, key,
+                       kind(v));
+    double x = json_number_value(v);
+    if (!(x > lo && x < hi))
+        return sp_fail(r->err, "%s: key '%s' is %g, expected a number in (%g, %g)", r->path, key, x,
+                       lo, hi);
+    *out = x;
+    return 0;
+}
+
+/* A boolean key; absent leaves *out unchanged. */
+static int get_bool(const reader *r, const char *key, int *out) {
+    json_t *v = json_object_get(r->root, key);
     if (!v) return 0;
     if (!json_is_boolean(v))
-        return sp_fail(err, "%s: key '%s' is a JSON %s, expected a boolean", path, key, kind(v));
-    if (json_is_true(v) != want)
-        return sp_fail(err, "%s: %s = %s is unsupported (only %s is implemented)", path, key,
+        return sp_fail(r->err, "%s: key '%s' is a JSON %s, expected a boolean", r->path, key,
+                       kind(v));
+    *out = json_is_true(v);
+    return 0;
+}
+
+/* A boolean key that, if present, must have the value the engine implements. */
+static int check_bool(const reader *r, const char *key, int want) {
+    int v = want;
+    if (get_bool(r, key, &v)) return -1;
+    if (v != want)
+        return sp_fail(r->err, "%s: %s = %s is unsupported (only %s is implemented)", r->path, key,
                        want ? "false" : "true", want ? "true" : "false");
     return 0;
 }
 
-static int check_strings(json_t *root, const char *path, sp_error *err) {
-    json_t *v = json_object_get(root, "model_type");
-    if (v && !json_is_string(v))
-        return sp_fail(err, "%s: key 'model_type' is a JSON %s, expected a string", path, kind(v));
-    if (v && strcmp(json_string_value(v), "gpt2") != 0)
-        return sp_fail(err, "%s: unsupported model_type '%s' (supported: \"gpt2\")", path,
-                       json_string_value(v));
-    v = json_object_get(root, "activation_function");
-    if (v && !json_is_string(v))
-        return sp_fail(err, "%s: key 'activation_function' is a JSON %s, expected a string", path,
-                       kind(v));
-    /* gelu_pytorch_tanh is the same tanh approximation as gelu_new. */
-    if (v && strcmp(json_string_value(v), "gelu_new") != 0 &&
-        strcmp(json_string_value(v), "gelu_pytorch_tanh") != 0)
-        return sp_fail(err,
-                       "%s: unsupported activation_function '%s' (supported: gelu_new, "
-                       "gelu_pytorch_tanh)",
-                       path, json_string_value(v));
-    return 0;
-}
-
-static int read_eps(json_t *root, float *eps, const char *path, sp_error *err) {
-    *eps = 1e-5f;
-    json_t *v = json_object_get(root, "layer_norm_epsilon");
+/* A string key that, if present, must be one of the '|'-separated accepted values. */
+static int check_string(const reader *r, const char *key, const char *accepted) {
+    json_t *v = json_object_get(r->root, key);
     if (!v) return 0;
-    if (!json_is_number(v))
-        return sp_fail(err, "%s: key 'layer_norm_epsilon' is a JSON %s, expected a number", path,
+    if (!json_is_string(v))
+        return sp_fail(r->err, "%s: key '%s' is a JSON %s, expected a string", r->path, key,
                        kind(v));
-    double x = json_number_value(v);
-    if (!(x > 0 && x < 1))
-        return sp_fail(err, "%s: key 'layer_norm_epsilon' is %g, expected a number in (0, 1)", path,
-                       x);
-    *eps = (float)x;
-    return 0;
+    const char *s = json_string_value(v);
+    size_t n = strlen(s);
+    for (const char *p = accepted; *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && strncmp(p, s, n) == 0) return 0;
+        p += len + (bar != NULL);
+    }
+    return sp_fail(r->err, "%s: unsupported %s '%s' (supported: %s)", r->path, key, s, accepted);
 }
 
-static int parse(sp_gpt2_config *c, json_t *root, const char *path, sp_error *err) {
-    if (!json_is_object(root))
-        return sp_fail(err, "%s: is a JSON %s, expected an object", path, kind(root));
-    if (check_strings(root, path, err) ||
-        get_int(root, "n_layer", 1, 0, 1, 1024, &c->n_layer, path, err) ||
-        get_int(root, "n_embd", 1, 0, 1, 65536, &c->d_model, path, err) ||
-        get_int(root, "n_head", 1, 0, 1, 65536, &c->n_head, path, err) ||
-        get_int(root, "vocab_size", 1, 0, 1, 1 << 24, &c->vocab_size, path, err) ||
-        get_int(root, "n_positions", 1, 0, 1, 1 << 20, &c->n_ctx, path, err))
+/* ---- GPT-2 --------------------------------------------------------------------------------- */
+
+static int parse_gpt2(sp_model_config *c, const reader *r) {
+    double eps = 1e-5;
+    if (check_string(r, "activation_function", "gelu_new|gelu_pytorch_tanh") || /* same tanh form */
+        get_int(r, "n_layer", 1, 0, 1, 1024, &c->n_layer) ||
+        get_int(r, "n_embd", 1, 0, 1, 65536, &c->d_model) ||
+        get_int(r, "n_head", 1, 0, 1, 65536, &c->n_head) ||
+        get_int(r, "vocab_size", 1, 0, 1, 1 << 24, &c->vocab_size) ||
+        get_int(r, "n_positions", 1, 0, 1, 1 << 20, &c->n_ctx))
         return -1;
     if (c->d_model % c->n_head != 0)
-        return sp_fail(err, "%s: n_embd = %d is not divisible by n_head = %d", path, c->d_model,
-                       c->n_head);
+        return sp_fail(r->err, "%s: n_embd = %d is not divisible by n_head = %d", r->path,
+                       c->d_model, c->n_head);
     c->d_ff = 4 * c->d_model; /* HF's meaning of n_inner = null */
-    if (get_int(root, "n_inner", 0, 1, 1, 1 << 20, &c->d_ff, path, err) ||
-        read_eps(root, &c->ln_eps, path, err) ||
-        check_bool(root, "scale_attn_weights", 1, path, err) ||
-        check_bool(root, "scale_attn_by_inverse_layer_idx", 0, path, err) ||
-        check_bool(root, "reorder_and_upcast_attn", 0, path, err))
+    if (get_int(r, "n_inner", 0, 1, 1, 1 << 20, &c->d_ff) ||
+        get_num(r, r->root, "layer_norm_epsilon", 0, 1, &eps) ||
+        check_bool(r, "scale_attn_weights", 1) ||
+        check_bool(r, "scale_attn_by_inverse_layer_idx", 0) ||
+        check_bool(r, "reorder_and_upcast_attn", 0))
         return -1;
+    c->ln_eps = (float)eps;
+    c->tied = 1; /* GPT2LMHeadModel ties unless told otherwise */
+    return get_bool(r, "tie_word_embeddings", &c->tied);
+}
+
+/* ---- Llama family -------------------------------------------------------------------------- */
+
+/* rope_scaling: null, {"rope_type"|"type": "default"}, "linear" {factor} or "llama3" {factor,
+ * low_freq_factor, high_freq_factor, original_max_position_embeddings}. */
+static int parse_rope_scaling(sp_model_config *c, const reader *r) {
+    json_t *s = json_object_get(r->root, "rope_scaling");
+    if (!s || json_is_null(s)) return 0;
+    if (!json_is_object(s))
+        return sp_fail(r->err, "%s: key 'rope_scaling' is a JSON %s, expected an object or null",
+                       r->path, kind(s));
+    json_t *t = json_object_get(s, "rope_type");
+    if (!t) t = json_object_get(s, "type");
+    const char *type = json_string_value(t);
+    if (!type) return sp_fail(r->err, "%s: rope_scaling has no string 'rope_type'", r->path);
+    if (strcmp(type, "default") == 0) return 0;
+    int llama3 = strcmp(type, "llama3") == 0;
+    if (!llama3 && strcmp(type, "linear") != 0)
+        return sp_fail(r->err,
+                       "%s: unsupported rope_scaling type '%s' (supported: default, linear, "
+                       "llama3)",
+                       r->path, type);
+    c->rope_scaling = llama3 ? SP_ROPE_LLAMA3 : SP_ROPE_LINEAR;
+    c->rope_factor = 0;
+    if (get_num(r, s, "factor", 0, 1e6, &c->rope_factor)) return -1;
+    if (c->rope_factor == 0)
+        return sp_fail(r->err, "%s: rope_scaling needs a positive 'factor'", r->path);
+    if (!llama3) return 0;
+    double orig = 0;
+    c->rope_low_freq_factor = 1, c->rope_high_freq_factor = 4;
+    if (get_num(r, s, "low_freq_factor", 0, 1e6, &c->rope_low_freq_factor) ||
+        get_num(r, s, "high_freq_factor", 0, 1e6, &c->rope_high_freq_factor) ||
+        get_num(r, s, "original_max_position_embeddings", 0, 1 << 24, &orig))
+        return -1;
+    if (orig < 1 || orig != floor(orig) || c->rope_high_freq_factor <= c->rope_low_freq_factor)
+        return sp_fail(r->err,
+                       "%s: llama3 rope_scaling needs an integer original_max_position_embeddings "
+                       "and high_freq_factor > low_freq_factor",
+                       r->path);
+    c->rope_original_ctx = (int)orig;
     return 0;
 }
 
-int sp_gpt2_config_load(sp_gpt2_config *cfg, const char *path, sp_error *err) {
+static int parse_llama(sp_model_config *c, const reader *r, int qwen2) {
+    double eps = 1e-6, theta = 10000;
+    if (check_string(r, "hidden_act", "silu") ||
+        get_int(r, "num_hidden_layers", 1, 0, 1, 1024, &c->n_layer) ||
+        get_int(r, "hidden_size", 1, 0, 1, 65536, &c->d_model) ||
+        get_int(r, "intermediate_size", 1, 0, 1, 1 << 20, &c->d_ff) ||
+        get_int(r, "num_attention_heads", 1, 0, 1, 65536, &c->n_head) ||
+        get_int(r, "vocab_size", 1, 0, 1, 1 << 24, &c->vocab_size) ||
+        get_int(r, "max_position_embeddings", 1, 0, 1, 1 << 24, &c->n_ctx))
+        return -1;
+    c->n_kv_head = c->n_head;
+    if (get_int(r, "num_key_value_heads", 0, 1, 1, 65536, &c->n_kv_head)) return -1;
+    if (c->n_head % c->n_kv_head != 0)
+        return sp_fail(r->err,
+                       "%s: num_attention_heads = %d is not a multiple of num_key_value_heads = %d",
+                       r->path, c->n_head, c->n_kv_head);
+    if (c->d_model % c->n_head != 0 && !json_object_get(r->root, "head_dim"))
+        return sp_fail(r->err, "%s: hidden_size = %d is not divisible by num_attention_heads = %d",
+                       r->path, c->d_model, c->n_head);
+    c->head_dim = c->d_model / c->n_head;
+    if (get_int(r, "head_dim", 0, 1, 2, 4096, &c->head_dim)) return -1;
+    if (c->head_dim % 2 != 0)
+        return sp_fail(r->err, "%s: head_dim %d is odd; rotary embeddings need an even one",
+                       r->path, c->head_dim);
+    c->tied = 0;
+    if (get_num(r, r->root, "rms_norm_eps", 0, 1, &eps) ||
+        get_num(r, r->root, "rope_theta", 0, 1e12, &theta) ||
+        get_bool(r, "tie_word_embeddings", &c->tied) || parse_rope_scaling(c, r))
+        return -1;
+    c->ln_eps = (float)eps;
+    c->rope_theta = theta;
+    if (qwen2) {
+        c->qkv_bias = 1; /* Qwen2 always has q/k/v biases and none on o_proj */
+        return check_bool(r, "use_sliding_window", 0);
+    }
+    int attention_bias = 0;
+    if (get_bool(r, "attention_bias", &attention_bias) || get_bool(r, "mlp_bias", &c->mlp_bias))
+        return -1;
+    c->qkv_bias = c->o_bias = attention_bias;
+    return 0;
+}
+
+static int parse(sp_model_config *c, json_t *root, const char *path, sp_error *err) {
+    reader r = {root, path, "", err};
+    if (!json_is_object(root))
+        return sp_fail(err, "%s: is a JSON %s, expected an object", path, kind(root));
+    json_t *mt = json_object_get(root, "model_type");
+    if (mt && !json_is_string(mt))
+        return sp_fail(err, "%s: key 'model_type' is a JSON %s, expected a string", path, kind(mt));
+    const char *type = mt ? json_string_value(mt) : "gpt2"; /* old GPT-2 configs omit it */
+    if (strlen(type) < sizeof c->model_type) strcpy(c->model_type, type);
+    if (strcmp(type, "gpt2") == 0) {
+        r.needs = "GPT-2 configs need n_layer, n_embd, n_head, vocab_size, n_positions";
+        return parse_gpt2(c, &r);
+    }
+    int qwen2 = strcmp(type, "qwen2") == 0;
+    if (qwen2 || strcmp(type, "llama") == 0) {
+        r.needs = "Llama-family configs need num_hidden_layers, hidden_size, intermediate_size, "
+                  "num_attention_heads, vocab_size, max_position_embeddings";
+        return parse_llama(c, &r, qwen2);
+    }
+    return sp_fail(err, "%s: unsupported model_type '%s' (supported: " SUPPORTED ")", path, type);
+}
+
+int sp_config_load(sp_model_config *cfg, sp_arch *arch, const char *path, sp_error *err) {
     memset(cfg, 0, sizeof *cfg);
     FILE *fp = fopen(path, "rb");
     if (!fp) return sp_fail(err, "%s: cannot open: %s", path, strerror(errno));
@@ -123,5 +247,6 @@ int sp_gpt2_config_load(sp_gpt2_config *cfg, const char *path, sp_error *err) {
     int rc = parse(cfg, root, path, err);
     json_decref(root);
     if (rc != 0) memset(cfg, 0, sizeof *cfg);
+    *arch = strcmp(cfg->model_type, "gpt2") == 0 ? SP_ARCH_GPT2 : SP_ARCH_LLAMA;
     return rc;
 }

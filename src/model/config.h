@@ -5,8 +5,8 @@
 #include "softprompt/error.h"
 #include "softprompt/model.h"
 
-/* Reads path (a GPT-2 config.json), validates every key the engine relies on and fills cfg.
- * Errors name path and the key at fault. */
-int sp_gpt2_config_load(sp_gpt2_config *cfg, const char *path, sp_error *err);
+/* Reads path (config.json of a GPT-2 or Llama-family model), validates every key the engine
+ * relies on and fills cfg and *arch. Errors name path and the key at fault. */
+int sp_config_load(sp_model_config *cfg, sp_arch *arch, const char *path, sp_error *err);
 
 #endif

@@ -1,4 +1,5 @@
-/* Random-weight GPT-2 directories in Hugging Face's layout (config.json + safetensors).
+/* Random-weight GPT-2 and Llama-family (Llama, Qwen2) directories in Hugging Face's layout
+ * (config.json + safetensors).
  *
  * Values come from one RNG stream consumed in tensor order, so a given seed gives the same
  * weights whatever the dtype or shard count. Only one tensor is in memory at a time: each is
@@ -36,23 +37,29 @@ typedef struct plan_tensor {
 
 void sp_init_options_default(sp_init_options *o) {
     memset(o, 0, sizeof *o);
-    o->cfg = (sp_gpt2_config){.n_layer = 12,
-                              .d_model = 768,
-                              .n_head = 12,
-                              .d_ff = 3072,
-                              .vocab_size = 50257,
-                              .n_ctx = 1024,
-                              .ln_eps = 1e-5f};
+    o->cfg = (sp_model_config){.n_layer = 12,
+                               .d_model = 768,
+                               .n_head = 12,
+                               .d_ff = 3072,
+                               .vocab_size = 50257,
+                               .n_ctx = 1024,
+                               .ln_eps = 1e-5f,
+                               .tied = 1,
+                               .model_type = "gpt2"};
     o->dtype = SP_DTYPE_F32;
     o->n_shards = 1;
     o->seed = 0;
     o->std = 0.02f;
 }
 
+static int is_llama(const sp_model_config *c) {
+    return strcmp(c->model_type, "gpt2") != 0;
+}
+
 /* ---- validation and the tensor plan ------------------------------------------------------ */
 
 static int check_options(const char *dir, const sp_init_options *o, int n_tensors, sp_error *err) {
-    const sp_gpt2_config *c = &o->cfg;
+    const sp_model_config *c = &o->cfg;
     const struct {
         const char *name;
         int value, max;
@@ -63,11 +70,19 @@ static int check_options(const char *dir, const sp_init_options *o, int n_tensor
         if (dims[i].value < 1 || dims[i].value > dims[i].max)
             return sp_fail(err, "%s: %s = %d, expected 1 to %d", dir, dims[i].name, dims[i].value,
                            dims[i].max);
-    if (c->d_model % c->n_head != 0)
+    if (c->d_model % c->n_head != 0 && !(is_llama(c) && c->head_dim > 0))
         return sp_fail(err, "%s: d_model = %d is not divisible by n_head = %d", dir, c->d_model,
                        c->n_head);
+    if (is_llama(c) && (c->n_head % sp_config_kv_heads(c) != 0 || sp_config_head_dim(c) % 2))
+        return sp_fail(err,
+                       "%s: n_head = %d must be a multiple of n_kv_head = %d and head_dim = %d "
+                       "even",
+                       dir, c->n_head, sp_config_kv_heads(c), sp_config_head_dim(c));
     if (!(c->ln_eps > 0 && c->ln_eps < 1))
         return sp_fail(err, "%s: ln_eps = %g, expected a number in (0, 1)", dir, c->ln_eps);
+    if (o->prefix && is_llama(c))
+        return sp_fail(err, "%s: the transformer. prefix is GPT-2's naming; %s files use model.*",
+                       dir, c->model_type);
     if (o->dtype != SP_DTYPE_F32 && o->dtype != SP_DTYPE_F16 && o->dtype != SP_DTYPE_BF16)
         return sp_fail(err, "%s: dtype must be F32, F16 or BF16", dir);
     if (o->n_shards < 1 || o->n_shards > n_tensors || o->n_shards > 99999)
@@ -90,7 +105,7 @@ static void plan_add(plan_tensor *p, int *n, const char *prefix, const char *nam
 
 /* The GPT-2 tensors in the order HF's state dict lists them (lm_head is tied, not stored). */
 static int plan_tensors(plan_tensor *p, const sp_init_options *o) {
-    const sp_gpt2_config *c = &o->cfg;
+    const sp_model_config *c = &o->cfg;
     const char *pre = o->prefix ? "transformer." : "";
     int64_t d = c->d_model, ff = c->d_ff;
     int n = 0;
@@ -124,6 +139,50 @@ static int plan_tensors(plan_tensor *p, const sp_init_options *o) {
     }
     plan_add(p, &n, pre, "ln_f.weight", 1, d, 0, INIT_GAIN);
     plan_add(p, &n, pre, "ln_f.bias", 1, d, 0, INIT_BIAS);
+    return n;
+}
+
+/* The Llama-family tensors in HF's state-dict order (lm_head only when untied). HF initialises
+ * every Linear and Embedding with N(0, initializer_range^2) and RMSNorm gains with 1. */
+static int plan_llama_tensors(plan_tensor *p, const sp_init_options *o) {
+    const sp_model_config *c = &o->cfg;
+    int64_t d = c->d_model, ff = c->d_ff, hd = sp_config_head_dim(c);
+    int64_t qd = c->n_head * hd, kvd = sp_config_kv_heads(c) * hd;
+    int n = 0;
+    plan_add(p, &n, "", "model.embed_tokens.weight", 2, c->vocab_size, d, INIT_NORMAL);
+    for (int l = 0; l < c->n_layer; l++) {
+        const struct {
+            const char *suffix;
+            int ndim, when;
+            int64_t d0, d1;
+            init_kind kind;
+        } L[] = {
+            {"input_layernorm.weight", 1, 1, d, 0, INIT_GAIN},
+            {"self_attn.q_proj.weight", 2, 1, qd, d, INIT_NORMAL},
+            {"self_attn.q_proj.bias", 1, c->qkv_bias, qd, 0, INIT_BIAS},
+            {"self_attn.k_proj.weight", 2, 1, kvd, d, INIT_NORMAL},
+            {"self_attn.k_proj.bias", 1, c->qkv_bias, kvd, 0, INIT_BIAS},
+            {"self_attn.v_proj.weight", 2, 1, kvd, d, INIT_NORMAL},
+            {"self_attn.v_proj.bias", 1, c->qkv_bias, kvd, 0, INIT_BIAS},
+            {"self_attn.o_proj.weight", 2, 1, d, qd, INIT_NORMAL},
+            {"self_attn.o_proj.bias", 1, c->o_bias, d, 0, INIT_BIAS},
+            {"mlp.gate_proj.weight", 2, 1, ff, d, INIT_NORMAL},
+            {"mlp.gate_proj.bias", 1, c->mlp_bias, ff, 0, INIT_BIAS},
+            {"mlp.up_proj.weight", 2, 1, ff, d, INIT_NORMAL},
+            {"mlp.up_proj.bias", 1, c->mlp_bias, ff, 0, INIT_BIAS},
+            {"mlp.down_proj.weight", 2, 1, d, ff, INIT_NORMAL},
+            {"mlp.down_proj.bias", 1, c->mlp_bias, d, 0, INIT_BIAS},
+            {"post_attention_layernorm.weight", 1, 1, d, 0, INIT_GAIN},
+        };
+        for (size_t k = 0; k < sizeof L / sizeof L[0]; k++) {
+            if (!L[k].when) continue;
+            char name[96];
+            snprintf(name, sizeof name, "model.layers.%d.%s", l, L[k].suffix);
+            plan_add(p, &n, "", name, L[k].ndim, L[k].d0, L[k].d1, L[k].kind);
+        }
+    }
+    plan_add(p, &n, "", "model.norm.weight", 1, d, 0, INIT_GAIN);
+    if (!c->tied) plan_add(p, &n, "", "lm_head.weight", 2, c->vocab_size, d, INIT_NORMAL);
     return n;
 }
 
@@ -195,7 +254,7 @@ static char *join(const char *dir, const char *name) {
  * values are packed at the start of the same buffer). Returns the byte count. */
 static size_t generate(const plan_tensor *t, const sp_init_options *o, sp_rng *rng, float *buf) {
     double std = o->std;
-    if (t->kind == INIT_PROJ) std /= sqrt(2.0 * o->cfg.n_layer);
+    if (t->kind == INIT_PROJ) std /= sqrt(2.0 * o->cfg.n_layer); /* GPT-2 only */
     for (int64_t i = 0; i < t->numel; i++) {
         switch (t->kind) {
         case INIT_NORMAL:
@@ -309,9 +368,52 @@ static const char *torch_dtype(sp_dtype dt) {
     return dt == SP_DTYPE_F16 ? "float16" : dt == SP_DTYPE_BF16 ? "bfloat16" : "float32";
 }
 
+static json_t *rope_scaling_json(const sp_model_config *c) {
+    if (c->rope_scaling == SP_ROPE_NONE) return json_null();
+    if (c->rope_scaling == SP_ROPE_LINEAR)
+        return json_pack("{s:s, s:f}", "rope_type", "linear", "factor", c->rope_factor);
+    return json_pack("{s:f, s:f, s:f, s:i, s:s}", "factor", c->rope_factor, "high_freq_factor",
+                     c->rope_high_freq_factor, "low_freq_factor", c->rope_low_freq_factor,
+                     "original_max_position_embeddings", c->rope_original_ctx, "rope_type",
+                     "llama3");
+}
+
+/* Keys as transformers writes them for LlamaForCausalLM / Qwen2ForCausalLM (sorted). */
+static json_t *llama_config(const sp_init_options *o) {
+    const sp_model_config *c = &o->cfg;
+    int qwen2 = strcmp(c->model_type, "qwen2") == 0;
+    json_t *r = json_object();
+    json_object_set_new(r, "architectures",
+                        json_pack("[s]", qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"));
+    if (!qwen2) json_object_set_new(r, "attention_bias", json_boolean(c->o_bias));
+    json_object_set_new(r, "attention_dropout", json_real(0.0));
+    json_object_set_new(r, "bos_token_id", json_integer(c->vocab_size > 1 ? 1 : 0));
+    json_object_set_new(r, "eos_token_id", json_integer(c->vocab_size > 2 ? 2 : 0));
+    if (c->head_dim > 0) json_object_set_new(r, "head_dim", json_integer(c->head_dim));
+    json_object_set_new(r, "hidden_act", json_string("silu"));
+    json_object_set_new(r, "hidden_size", json_integer(c->d_model));
+    json_object_set_new(r, "initializer_range", short_real(o->std));
+    json_object_set_new(r, "intermediate_size", json_integer(c->d_ff));
+    json_object_set_new(r, "max_position_embeddings", json_integer(c->n_ctx));
+    if (!qwen2) json_object_set_new(r, "mlp_bias", json_boolean(c->mlp_bias));
+    json_object_set_new(r, "model_type", json_string(c->model_type));
+    json_object_set_new(r, "num_attention_heads", json_integer(c->n_head));
+    json_object_set_new(r, "num_hidden_layers", json_integer(c->n_layer));
+    json_object_set_new(r, "num_key_value_heads", json_integer(sp_config_kv_heads(c)));
+    json_object_set_new(r, "rms_norm_eps", short_real(c->ln_eps));
+    json_object_set_new(r, "rope_scaling", rope_scaling_json(c));
+    json_object_set_new(r, "rope_theta", json_real(c->rope_theta));
+    json_object_set_new(r, "tie_word_embeddings", json_boolean(c->tied));
+    json_object_set_new(r, "torch_dtype", json_string(torch_dtype(o->dtype)));
+    if (qwen2) json_object_set_new(r, "use_sliding_window", json_false());
+    json_object_set_new(r, "use_cache", json_true());
+    json_object_set_new(r, "vocab_size", json_integer(c->vocab_size));
+    return r;
+}
+
 /* Keys as transformers writes them for GPT2LMHeadModel (sorted). */
-static int write_config(const char *dir, const sp_init_options *o, sp_error *err) {
-    const sp_gpt2_config *c = &o->cfg;
+static json_t *gpt2_config(const sp_init_options *o) {
+    const sp_model_config *c = &o->cfg;
     json_t *r = json_object();
     json_object_set_new(r, "activation_function", json_string("gelu_new"));
     json_object_set_new(r, "architectures", json_pack("[s]", "GPT2LMHeadModel"));
@@ -336,6 +438,11 @@ static int write_config(const char *dir, const sp_init_options *o, sp_error *err
     json_object_set_new(r, "torch_dtype", json_string(torch_dtype(o->dtype)));
     json_object_set_new(r, "use_cache", json_true());
     json_object_set_new(r, "vocab_size", json_integer(c->vocab_size));
+    return r;
+}
+
+static int write_config(const char *dir, const sp_init_options *o, sp_error *err) {
+    json_t *r = is_llama(&o->cfg) ? llama_config(o) : gpt2_config(o);
     char *s = json_dumps(r, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
     json_decref(r);
     char *path = join(dir, "config.json");
@@ -351,14 +458,22 @@ static int write_config(const char *dir, const sp_init_options *o, sp_error *err
     return rc;
 }
 
+/* The tensor plan of o (NULL on a shape check_options refuses); *n receives its length. */
+static plan_tensor *make_plan(const sp_init_options *o, int *n) {
+    int n_max = 4 + 16 * (o->cfg.n_layer > 0 && o->cfg.n_layer <= 1024 ? o->cfg.n_layer : 0);
+    plan_tensor *p = calloc((size_t)n_max, sizeof *p);
+    if (p) *n = is_llama(&o->cfg) ? plan_llama_tensors(p, o) : plan_tensors(p, o);
+    return p;
+}
+
 int sp_init_model_write(const char *dir, const sp_init_options *o, sp_error *err) {
     if (!dir || !*dir) return sp_fail(err, "init-model: the output directory name is empty");
-    int n_max = 4 + 12 * (o->cfg.n_layer > 0 && o->cfg.n_layer <= 1024 ? o->cfg.n_layer : 0);
-    if (check_options(dir, o, n_max, err) || prepare_dir(dir, o->force, err)) return -1;
-    plan_tensor *p = calloc((size_t)n_max, sizeof *p);
+    if (check_options(dir, o, 99999, err)) return -1;
+    int n = 0;
+    plan_tensor *p = make_plan(o, &n);
     if (!p) return sp_fail(err, "%s: out of memory", dir);
-    int n = plan_tensors(p, o);
-    int rc = write_weights(dir, p, n, o, err);
+    int rc = check_options(dir, o, n, err) || prepare_dir(dir, o->force, err) ? -1 : 0;
+    if (rc == 0) rc = write_weights(dir, p, n, o, err);
     free(p);
     if (rc == 0) rc = write_config(dir, o, err);
     if (rc != 0) return -1;

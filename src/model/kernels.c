@@ -44,12 +44,12 @@ void sp_layernorm_backward(float *dx, const float *dout, const float *x, const f
     }
 }
 
-void sp_linear_forward(float *y, const float *x, const float *w, const float *b, int n, int in,
-                       int out, int accumulate) {
+void sp_linear_fwd(float *y, int ldy, const float *x, int ldx, const float *w, sp_wlayout layout,
+                   const float *b, int n, int in, int out, int accumulate) {
     if (n == 0) return;
     if (b) {
         for (int i = 0; i < n; i++) {
-            float *yi = y + (size_t)i * out;
+            float *yi = y + (size_t)i * ldy;
             if (accumulate)
                 for (int j = 0; j < out; j++) yi[j] += b[j];
             else
@@ -57,15 +57,77 @@ void sp_linear_forward(float *y, const float *x, const float *w, const float *b,
         }
     }
     float beta = (b || accumulate) ? 1.0f : 0.0f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, out, in, 1.0f, x, in, w, out, beta, y,
-                out);
+    if (layout == SP_W_IN_OUT)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, out, in, 1.0f, x, ldx, w, out,
+                    beta, y, ldy);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, ldx, w, in, beta,
+                    y, ldy);
+}
+
+void sp_linear_bwd(float *dx, int lddx, const float *dy, int lddy, const float *w,
+                   sp_wlayout layout, int n, int in, int out, int accumulate) {
+    if (n == 0) return;
+    float beta = accumulate ? 1.0f : 0.0f;
+    if (layout == SP_W_IN_OUT) /* dx = dy W^T, W [in, out] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, in, out, 1.0f, dy, lddy, w, out,
+                    beta, dx, lddx);
+    else /* dx = dy W, W [out, in] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, lddy, w, in,
+                    beta, dx, lddx);
+}
+
+void sp_linear_forward(float *y, const float *x, const float *w, const float *b, int n, int in,
+                       int out, int accumulate) {
+    sp_linear_fwd(y, out, x, in, w, SP_W_IN_OUT, b, n, in, out, accumulate);
 }
 
 void sp_linear_backward(float *dx, const float *dy, const float *w, int n, int in, int out,
                         int accumulate) {
-    if (n == 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, in, out, 1.0f, dy, out, w, out,
-                accumulate ? 1.0f : 0.0f, dx, in);
+    sp_linear_bwd(dx, in, dy, out, w, SP_W_IN_OUT, n, in, out, accumulate);
+}
+
+void sp_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int n, int d,
+                        float eps) {
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * d;
+        float *oi = out + (size_t)i * d;
+        double ss = 0.0;
+        for (int j = 0; j < d; j++) ss += (double)xi[j] * xi[j];
+        float s = (float)(1.0 / sqrt(ss / d + eps));
+        for (int j = 0; j < d; j++) oi[j] = w[j] * (xi[j] * s);
+        rstd[i] = s;
+    }
+}
+
+void sp_rmsnorm_backward(float *dx, const float *dout, const float *x, const float *rstd,
+                         const float *w, int n, int d) {
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * d, *gi = dout + (size_t)i * d;
+        float *dxi = dx + (size_t)i * d;
+        /* With xhat = x * rstd and g = dout * w: dx = rstd * (g - xhat * mean(g * xhat)). */
+        double sum_gx = 0.0;
+        for (int j = 0; j < d; j++) sum_gx += (double)gi[j] * w[j] * (xi[j] * rstd[i]);
+        float mgx = (float)(sum_gx / d);
+        for (int j = 0; j < d; j++) dxi[j] += rstd[i] * (gi[j] * w[j] - xi[j] * rstd[i] * mgx);
+    }
+}
+
+void sp_rope_rotate(float *x, int ld, int len, int n_heads, int hd, const float *cos,
+                    const float *sin, int inverse) {
+    int half = hd / 2;
+    float sign = inverse ? -1.0f : 1.0f;
+    for (int t = 0; t < len; t++) {
+        const float *c = cos + (size_t)t * half, *s = sin + (size_t)t * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *a = x + (size_t)t * ld + (size_t)h * hd, *b = a + half;
+            for (int j = 0; j < half; j++) {
+                float x1 = a[j], x2 = b[j], sj = sign * s[j];
+                a[j] = x1 * c[j] - x2 * sj;
+                b[j] = x2 * c[j] + x1 * sj;
+            }
+        }
+    }
 }
 
 /* Attention works on blocks of SP_ATT_QBLOCK query rows: a block's scores against every key up
@@ -90,12 +152,12 @@ static void block_softmax(float *s, float *lse, int i0, int rows, int kend) {
     }
 }
 
-void sp_attention_forward(float *out, float *lse, float *scratch, const float *qkv, int len, int d,
-                          int n_head) {
-    int hd = d / n_head, ld = 3 * d;
+void sp_attention_forward(float *out, float *lse, float *scratch, const float *qkv, int len,
+                          const sp_heads *hs) {
+    int hd = hs->hd, ld = SP_QKV_WIDTH(hs), d = hs->n_head * hd;
     float scale = 1.0f / sqrtf((float)hd);
-    for (int h = 0; h < n_head; h++) {
-        const float *q = qkv + h * hd, *k = qkv + d + h * hd, *v = qkv + 2 * d + h * hd;
+    for (int h = 0; h < hs->n_head; h++) {
+        const float *q = qkv + h * hd, *k = qkv + SP_K_COL(hs, h), *v = qkv + SP_V_COL(hs, h);
         for (int i0 = 0; i0 < len; i0 += SP_ATT_QBLOCK) {
             int rows = len - i0 < SP_ATT_QBLOCK ? len - i0 : SP_ATT_QBLOCK, kend = i0 + rows;
             /* scratch[rows, kend] = scale * Q[i0:kend] K[0:kend]^T, then softmax per row */
@@ -124,17 +186,17 @@ static void block_softmax_backward(float *s, float *dp, const float *lse, const 
 }
 
 void sp_attention_backward(float *dqkv, float *scratch, const float *dout, const float *out,
-                           const float *lse, const float *qkv, int len, int d, int n_head) {
-    int hd = d / n_head, ld = 3 * d;
+                           const float *lse, const float *qkv, int len, const sp_heads *hs) {
+    int hd = hs->hd, ld = SP_QKV_WIDTH(hs), d = hs->n_head * hd, n_head = hs->n_head;
     float scale = 1.0f / sqrtf((float)hd);
     float *s = scratch, *dp = scratch + (size_t)SP_ATT_QBLOCK * len;
     float *dsum = dp + (size_t)SP_ATT_QBLOCK * len; /* [SP_ATT_QBLOCK] */
-    /* dK and dV accumulate over query blocks */
+    /* dK and dV accumulate over query blocks and over the query heads sharing a key head */
     for (int i = 0; i < len; i++)
-        memset(dqkv + (size_t)i * ld + d, 0, 2 * (size_t)d * sizeof(float));
+        memset(dqkv + (size_t)i * ld + d, 0, (size_t)(ld - d) * sizeof(float));
     for (int h = 0; h < n_head; h++) {
-        const float *q = qkv + h * hd, *k = qkv + d + h * hd, *v = qkv + 2 * d + h * hd;
-        float *dq = dqkv + h * hd, *dk = dqkv + d + h * hd, *dv = dqkv + 2 * d + h * hd;
+        const float *q = qkv + h * hd, *k = qkv + SP_K_COL(hs, h), *v = qkv + SP_V_COL(hs, h);
+        float *dq = dqkv + h * hd, *dk = dqkv + SP_K_COL(hs, h), *dv = dqkv + SP_V_COL(hs, h);
         for (int i0 = 0; i0 < len; i0 += SP_ATT_QBLOCK) {
             int rows = len - i0 < SP_ATT_QBLOCK ? len - i0 : SP_ATT_QBLOCK, kend = i0 + rows;
             const float *dO = dout + (size_t)i0 * d + h * hd, *O = out + (size_t)i0 * d + h * hd;

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,44 +224,98 @@ static int take(loader *L, const char *name, int ndim, int64_t d0, int64_t d1, i
     return materialize(L, t, path, out, err);
 }
 
-/* ---- the GPT-2 tensor set ------------------------------------------------------------------ */
+/* Marks name as known but unused (when present), so check_leftovers accepts it. */
+static int skip(loader *L, const char *name, sp_error *err) {
+    const sp_st_tensor *t;
+    int fi = 0;
+    if (find(L, name, &t, &fi, err) != 0) return -1;
+    if (t) L->used[fi][t - L->m->files[fi].tensors] = 1;
+    return 0;
+}
 
-enum { D = -1, D3 = -2, DFF = -3 }; /* symbolic dimensions resolved from the config */
+/* ---- the tensor sets ---------------------------------------------------------------------- */
 
-static const struct {
+enum { D = -1, D3 = -2, DFF = -3, QD = -4, KVD = -5 }; /* dimensions resolved from the config */
+enum { ALWAYS, IF_QKV_BIAS, IF_O_BIAS, IF_MLP_BIAS };  /* when a tensor exists */
+
+typedef struct layer_tensor {
     const char *suffix;
     int ndim, d0, d1;
     size_t field;
-} LAYER_TENSORS[] = {
-    {"ln_1.weight", 1, D, 0, offsetof(sp_gpt2_layer, ln1_w)},
-    {"ln_1.bias", 1, D, 0, offsetof(sp_gpt2_layer, ln1_b)},
-    {"attn.c_attn.weight", 2, D, D3, offsetof(sp_gpt2_layer, qkv_w)},
-    {"attn.c_attn.bias", 1, D3, 0, offsetof(sp_gpt2_layer, qkv_b)},
-    {"attn.c_proj.weight", 2, D, D, offsetof(sp_gpt2_layer, attn_proj_w)},
-    {"attn.c_proj.bias", 1, D, 0, offsetof(sp_gpt2_layer, attn_proj_b)},
-    {"ln_2.weight", 1, D, 0, offsetof(sp_gpt2_layer, ln2_w)},
-    {"ln_2.bias", 1, D, 0, offsetof(sp_gpt2_layer, ln2_b)},
-    {"mlp.c_fc.weight", 2, D, DFF, offsetof(sp_gpt2_layer, fc_w)},
-    {"mlp.c_fc.bias", 1, DFF, 0, offsetof(sp_gpt2_layer, fc_b)},
-    {"mlp.c_proj.weight", 2, DFF, D, offsetof(sp_gpt2_layer, fc_proj_w)},
-    {"mlp.c_proj.bias", 1, D, 0, offsetof(sp_gpt2_layer, fc_proj_b)},
-};
-#define N_LAYER_TENSORS (int)(sizeof LAYER_TENSORS / sizeof LAYER_TENSORS[0])
+    int when;
+} layer_tensor;
 
-static int64_t dim(const sp_gpt2_config *c, int code) {
-    return code == D ? c->d_model : code == D3 ? 3 * (int64_t)c->d_model : c->d_ff;
+#define F(x) offsetof(sp_layer, x)
+static const layer_tensor GPT2_LAYER[] = {
+    {"ln_1.weight", 1, D, 0, F(ln1_w), ALWAYS},
+    {"ln_1.bias", 1, D, 0, F(ln1_b), ALWAYS},
+    {"attn.c_attn.weight", 2, D, D3, F(qkv_w), ALWAYS},
+    {"attn.c_attn.bias", 1, D3, 0, F(qkv_b), ALWAYS},
+    {"attn.c_proj.weight", 2, D, D, F(attn_proj_w), ALWAYS},
+    {"attn.c_proj.bias", 1, D, 0, F(attn_proj_b), ALWAYS},
+    {"ln_2.weight", 1, D, 0, F(ln2_w), ALWAYS},
+    {"ln_2.bias", 1, D, 0, F(ln2_b), ALWAYS},
+    {"mlp.c_fc.weight", 2, D, DFF, F(fc_w), ALWAYS},
+    {"mlp.c_fc.bias", 1, DFF, 0, F(fc_b), ALWAYS},
+    {"mlp.c_proj.weight", 2, DFF, D, F(fc_proj_w), ALWAYS},
+    {"mlp.c_proj.bias", 1, D, 0, F(fc_proj_b), ALWAYS},
+};
+static const layer_tensor LLAMA_LAYER[] = {
+    {"input_layernorm.weight", 1, D, 0, F(ln1_w), ALWAYS},
+    {"self_attn.q_proj.weight", 2, QD, D, F(q_w), ALWAYS},
+    {"self_attn.k_proj.weight", 2, KVD, D, F(k_w), ALWAYS},
+    {"self_attn.v_proj.weight", 2, KVD, D, F(v_w), ALWAYS},
+    {"self_attn.q_proj.bias", 1, QD, 0, F(q_b), IF_QKV_BIAS},
+    {"self_attn.k_proj.bias", 1, KVD, 0, F(k_b), IF_QKV_BIAS},
+    {"self_attn.v_proj.bias", 1, KVD, 0, F(v_b), IF_QKV_BIAS},
+    {"self_attn.o_proj.weight", 2, D, QD, F(attn_proj_w), ALWAYS},
+    {"self_attn.o_proj.bias", 1, D, 0, F(attn_proj_b), IF_O_BIAS},
+    {"post_attention_layernorm.weight", 1, D, 0, F(ln2_w), ALWAYS},
+    {"mlp.gate_proj.weight", 2, DFF, D, F(gate_w), ALWAYS},
+    {"mlp.up_proj.weight", 2, DFF, D, F(up_w), ALWAYS},
+    {"mlp.down_proj.weight", 2, D, DFF, F(down_w), ALWAYS},
+    {"mlp.gate_proj.bias", 1, DFF, 0, F(gate_b), IF_MLP_BIAS},
+    {"mlp.up_proj.bias", 1, DFF, 0, F(up_b), IF_MLP_BIAS},
+    {"mlp.down_proj.bias", 1, D, 0, F(down_b), IF_MLP_BIAS},
+};
+#undef F
+#define COUNT(a) (int)(sizeof a / sizeof a[0])
+
+static int64_t dim(const sp_model_config *c, int code) {
+    switch (code) {
+    case D:
+        return c->d_model;
+    case D3:
+        return 3 * (int64_t)c->d_model;
+    case DFF:
+        return c->d_ff;
+    case QD:
+        return (int64_t)c->n_head * sp_config_head_dim(c);
+    case KVD:
+        return (int64_t)sp_config_kv_heads(c) * sp_config_head_dim(c);
+    default:
+        return code;
+    }
+}
+
+static int present(const sp_model_config *c, int when) {
+    return when == ALWAYS || (when == IF_QKV_BIAS && c->qkv_bias) ||
+           (when == IF_O_BIAS && c->o_bias) || (when == IF_MLP_BIAS && c->mlp_bias);
 }
 
 static int take_layers(loader *L, sp_error *err) {
     sp_model *m = L->m;
-    const sp_gpt2_config *c = &m->cfg;
+    const sp_model_config *c = &m->cfg;
+    int gpt2 = m->arch == SP_ARCH_GPT2;
+    const layer_tensor *tab = gpt2 ? GPT2_LAYER : LLAMA_LAYER;
+    int n = gpt2 ? COUNT(GPT2_LAYER) : COUNT(LLAMA_LAYER);
     for (int l = 0; l < c->n_layer; l++) {
-        for (int k = 0; k < N_LAYER_TENSORS; k++) {
-            char name[128];
-            snprintf(name, sizeof name, "h.%d.%s", l, LAYER_TENSORS[k].suffix);
-            const float **slot = (const float **)((char *)&m->layers[l] + LAYER_TENSORS[k].field);
-            if (take(L, name, LAYER_TENSORS[k].ndim, dim(c, LAYER_TENSORS[k].d0),
-                     dim(c, LAYER_TENSORS[k].d1), 0, slot, err))
+        for (int k = 0; k < n; k++) {
+            if (!present(c, tab[k].when)) continue;
+            char name[160];
+            snprintf(name, sizeof name, gpt2 ? "h.%d.%s" : "model.layers.%d.%s", l, tab[k].suffix);
+            const float **slot = (const float **)((char *)&m->layers[l] + tab[k].field);
+            if (take(L, name, tab[k].ndim, dim(c, tab[k].d0), dim(c, tab[k].d1), 0, slot, err))
                 return -1;
         }
     }
@@ -269,24 +324,64 @@ static int take_layers(loader *L, sp_error *err) {
 
 static int take_all(loader *L, sp_error *err) {
     sp_model *m = L->m;
-    const sp_gpt2_config *c = &m->cfg;
-    L->owned_cap = N_LAYER_TENSORS * c->n_layer + 5;
+    const sp_model_config *c = &m->cfg;
+    int gpt2 = m->arch == SP_ARCH_GPT2;
+    L->owned_cap = COUNT(LLAMA_LAYER) * c->n_layer + 6;
     m->owned = calloc((size_t)L->owned_cap, sizeof *m->owned);
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->owned || !m->layers) return sp_fail(err, "%s: out of memory", m->dir);
-    if (take(L, "wte.weight", 2, c->vocab_size, c->d_model, 0, &m->wte, err) ||
-        take(L, "wpe.weight", 2, c->n_ctx, c->d_model, 0, &m->wpe, err) || take_layers(L, err) ||
-        take(L, "ln_f.weight", 1, c->d_model, 0, 0, &m->lnf_w, err) ||
-        take(L, "ln_f.bias", 1, c->d_model, 0, 0, &m->lnf_b, err) ||
-        take(L, "lm_head.weight", 2, c->vocab_size, c->d_model, 1, &m->lm_head, err))
+    if (take(L, gpt2 ? "wte.weight" : "model.embed_tokens.weight", 2, c->vocab_size, c->d_model, 0,
+             &m->wte, err) ||
+        (gpt2 && take(L, "wpe.weight", 2, c->n_ctx, c->d_model, 0, &m->wpe, err)) ||
+        take_layers(L, err) ||
+        take(L, gpt2 ? "ln_f.weight" : "model.norm.weight", 1, c->d_model, 0, 0, &m->lnf_w, err) ||
+        (gpt2 && take(L, "ln_f.bias", 1, c->d_model, 0, 0, &m->lnf_b, err)) ||
+        (!c->tied && take(L, "lm_head.weight", 2, c->vocab_size, c->d_model, 0, &m->lm_head, err)))
         return -1;
-    if (!m->lm_head) m->lm_head = m->wte; /* tied: not counted twice */
+    /* Tied: the head is the embedding; a stored copy, which some files carry, is not read. */
+    if (c->tied) {
+        m->lm_head = m->wte;
+        return skip(L, "lm_head.weight", err);
+    }
     return 0;
 }
 
-/* The attention-mask buffers (h.N.attn.bias / masked_bias) are constants, not weights. */
-static int is_mask_buffer(const char *name) {
+/* HF's rotary frequencies: inv_freq[i] = theta^(-2i / hd), then rope_scaling ("linear" divides
+ * by factor; "llama3" divides the low frequencies by factor and blends the middle band). */
+static int rope_frequencies(sp_model *m, sp_error *err) {
+    const sp_model_config *c = &m->cfg;
+    int half = sp_config_head_dim(c) / 2;
+    float *f = malloc((size_t)half * sizeof *f);
+    if (!f) return sp_fail(err, "%s: out of memory", m->dir);
+    double lo_wavelen = c->rope_original_ctx / c->rope_low_freq_factor;
+    double hi_wavelen = c->rope_original_ctx / c->rope_high_freq_factor;
+    for (int i = 0; i < half; i++) {
+        double inv = 1.0 / pow(c->rope_theta, 2.0 * i / sp_config_head_dim(c));
+        if (c->rope_scaling == SP_ROPE_LINEAR) inv /= c->rope_factor;
+        if (c->rope_scaling == SP_ROPE_LLAMA3) {
+            double wavelen = 2 * M_PI / inv;
+            if (wavelen > lo_wavelen) {
+                inv /= c->rope_factor;
+            } else if (wavelen >= hi_wavelen) {
+                double smooth = (c->rope_original_ctx / wavelen - c->rope_low_freq_factor) /
+                                (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                inv = (1 - smooth) * inv / c->rope_factor + smooth * inv;
+            }
+        }
+        f[i] = (float)inv;
+    }
+    m->rope_inv_freq = f;
+    return 0;
+}
+
+/* Buffers some checkpoints store next to the weights are constants: GPT-2's attention masks
+ * (h.N.attn.bias / masked_bias) and older Llama files' rotary inv_freq. */
+static int is_buffer(const char *name) {
     int layer, end = 0;
+    if (sscanf(name, "model.layers.%d.self_attn.rotary_emb.inv_freq%n", &layer, &end) == 1 && end &&
+        !name[end])
+        return 1;
+    end = 0;
     if (sscanf(name, "h.%d.attn.bias%n", &layer, &end) == 1 && end && !name[end]) return 1;
     end = 0;
     if (sscanf(name, "h.%d.attn.masked_bias%n", &layer, &end) == 1 && end && !name[end]) return 1;
@@ -302,15 +397,19 @@ static int check_leftovers(loader *L, sp_error *err) {
             const char *name = f->tensors[k].name;
             if (L->used[i][k]) continue;
             const char *bare = strncmp(name, PREFIX, strlen(PREFIX)) ? name : name + strlen(PREFIX);
-            if (is_mask_buffer(bare)) continue;
+            if (is_buffer(bare)) continue;
             int layer;
-            if (sscanf(bare, "h.%d.", &layer) == 1 && layer >= m->cfg.n_layer)
+            if ((sscanf(bare, "h.%d.", &layer) == 1 ||
+                 sscanf(bare, "model.layers.%d.", &layer) == 1) &&
+                layer >= m->cfg.n_layer)
                 return sp_fail(err,
                                "%s: tensor '%s' belongs to layer %d, but config.json has "
                                "n_layer = %d",
                                f->path, name, layer, m->cfg.n_layer);
-            return sp_fail(err, "%s: unexpected tensor '%s' (not part of a GPT-2 model)", f->path,
-                           name);
+            return sp_fail(err,
+                           "%s: unexpected tensor '%s' (not part of a %s model as config.json "
+                           "describes it)",
+                           f->path, name, m->cfg.model_type);
         }
     }
     if (!L->wmap) return 0;
@@ -340,14 +439,15 @@ static void loader_free(loader *L) {
 
 int sp_model_load(sp_model *m, const char *dir, sp_error *err) {
     memset(m, 0, sizeof *m);
-    m->arch = SP_ARCH_GPT2;
     loader L = {.m = m};
     char *config = join(dir, "config.json");
     int rc = -1;
     if (!(m->dir = strdup(dir)) || !config)
         sp_fail(err, "%s: out of memory", dir);
-    else if (sp_gpt2_config_load(&m->cfg, config, err) == 0 && open_weights(&L, dir, err) == 0 &&
-             take_all(&L, err) == 0 && check_leftovers(&L, err) == 0)
+    else if (sp_config_load(&m->cfg, &m->arch, config, err) == 0 &&
+             open_weights(&L, dir, err) == 0 && take_all(&L, err) == 0 &&
+             check_leftovers(&L, err) == 0 &&
+             (m->arch == SP_ARCH_GPT2 || rope_frequencies(m, err) == 0))
         rc = 0;
     free(config);
     loader_free(&L);
@@ -361,6 +461,7 @@ void sp_model_free(sp_model *m) {
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);
+    free(m->rope_inv_freq);
     free(m->dir);
     memset(m, 0, sizeof *m);
 }

@@ -755,7 +755,15 @@ END_TEST
 static char *make_model(const char *name, uint64_t seed, int shards, int prefix, sp_dtype dt) {
     sp_init_options o;
     sp_init_options_default(&o);
-    o.cfg = (sp_gpt2_config){2, 16, 2, 64, 97, 24, 1e-5f};
+    o.cfg = (sp_model_config){.n_layer = 2,
+                              .d_model = 16,
+                              .n_head = 2,
+                              .d_ff = 64,
+                              .vocab_size = 97,
+                              .n_ctx = 24,
+                              .ln_eps = 1e-5f,
+                              .tied = 1,
+                              .model_type = "gpt2"};
     o.seed = seed, o.n_shards = shards, o.prefix = prefix, o.dtype = dt;
     o.random_norms = 1;
     char *dir = tu_path(tu_dir, name);

@@ -35,7 +35,15 @@ static void fill(float *p, size_t n, sp_rng *r, float mean, float std) {
 static void make_model(test_model *t, int L, int d, int H, int F, int V, int ctx, uint64_t seed) {
     memset(t, 0, sizeof *t);
     sp_model *m = &t->m;
-    m->cfg = (sp_gpt2_config){L, d, H, F, V, ctx, 1e-5f};
+    m->cfg = (sp_model_config){.n_layer = L,
+                               .d_model = d,
+                               .n_head = H,
+                               .d_ff = F,
+                               .vocab_size = V,
+                               .n_ctx = ctx,
+                               .ln_eps = 1e-5f,
+                               .tied = 1,
+                               .model_type = "gpt2"};
     size_t per_layer = 4 * (size_t)d + 3 * (size_t)d * d + 3 * d + (size_t)d * d + d +
                        (size_t)d * F + F + (size_t)F * d + d;
     size_t total = (size_t)V * d + (size_t)ctx * d + 2 * (size_t)d + L * per_layer;
@@ -53,7 +61,7 @@ static void make_model(test_model *t, int L, int d, int H, int F, int V, int ctx
     m->lm_head = m->wte;
     m->layers = calloc((size_t)L, sizeof *m->layers);
     for (int l = 0; l < L; l++) {
-        sp_gpt2_layer *y = &m->layers[l];
+        sp_layer *y = &m->layers[l];
         float *p;
         y->ln1_w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
         y->ln1_b = p = take(&c, d), fill(p, d, &r, 0, 0.1f);
@@ -68,6 +76,59 @@ static void make_model(test_model *t, int L, int d, int H, int F, int V, int ctx
         y->fc_proj_w = p = take(&c, (size_t)F * d),
         fill(p, (size_t)F * d, &r, 0, 1.0f / sqrtf((float)F));
         y->fc_proj_b = p = take(&c, d), fill(p, d, &r, 0, 0.1f);
+    }
+    ck_assert_ptr_eq(c, t->mem + total);
+}
+
+/* A Llama-family model: RMSNorm, rotary (theta 10000), grouped-query heads (hd = d / H * 2, so
+ * the query width differs from d), SwiGLU; with q/k/v biases (Qwen2) when qkv_bias; untied. */
+static void make_llama(test_model *t, int L, int d, int H, int Hkv, int F, int V, int ctx,
+                       int qkv_bias, uint64_t seed) {
+    memset(t, 0, sizeof *t);
+    sp_model *m = &t->m;
+    int hd = 2 * d / H, qd = H * hd, kvd = Hkv * hd;
+    m->arch = SP_ARCH_LLAMA;
+    m->cfg = (sp_model_config){.n_layer = L,
+                               .d_model = d,
+                               .n_head = H,
+                               .n_kv_head = Hkv,
+                               .head_dim = hd,
+                               .d_ff = F,
+                               .vocab_size = V,
+                               .n_ctx = ctx,
+                               .ln_eps = 1e-6f,
+                               .qkv_bias = qkv_bias,
+                               .rope_theta = 10000,
+                               .model_type = "llama"};
+    size_t per_layer = 2 * (size_t)d + (size_t)(qd + 2 * kvd) * d + (size_t)d * qd +
+                       3 * (size_t)d * F + (size_t)(qd + 2 * kvd);
+    size_t total = 2 * (size_t)V * d + (size_t)d + L * per_layer + (size_t)hd / 2;
+    t->mem = malloc(total * sizeof(float));
+    float *c = t->mem, *p;
+    sp_rng r;
+    sp_rng_seed(&r, seed);
+    float ws = 1.0f / sqrtf((float)d);
+    m->wte = p = take(&c, (size_t)V * d), fill(p, (size_t)V * d, &r, 0, 1.0f);
+    m->lm_head = p = take(&c, (size_t)V * d), fill(p, (size_t)V * d, &r, 0, 1.0f);
+    m->lnf_w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
+    m->rope_inv_freq = p = take(&c, (size_t)hd / 2);
+    for (int i = 0; i < hd / 2; i++) p[i] = (float)pow(10000.0, -2.0 * i / hd);
+    m->layers = calloc((size_t)L, sizeof *m->layers);
+    for (int l = 0; l < L; l++) {
+        sp_layer *y = &m->layers[l];
+        y->ln1_w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
+        y->q_w = p = take(&c, (size_t)qd * d), fill(p, (size_t)qd * d, &r, 0, 1.5f * ws);
+        y->k_w = p = take(&c, (size_t)kvd * d), fill(p, (size_t)kvd * d, &r, 0, 1.5f * ws);
+        y->v_w = p = take(&c, (size_t)kvd * d), fill(p, (size_t)kvd * d, &r, 0, ws);
+        y->q_b = p = take(&c, qd), fill(p, qd, &r, 0, 0.3f);
+        y->k_b = p = take(&c, kvd), fill(p, kvd, &r, 0, 0.3f);
+        y->v_b = p = take(&c, kvd), fill(p, kvd, &r, 0, 0.3f);
+        if (!qkv_bias) y->q_b = y->k_b = y->v_b = NULL;
+        y->attn_proj_w = p = take(&c, (size_t)d * qd), fill(p, (size_t)d * qd, &r, 0, ws);
+        y->ln2_w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
+        y->gate_w = p = take(&c, (size_t)F * d), fill(p, (size_t)F * d, &r, 0, 2 * ws);
+        y->up_w = p = take(&c, (size_t)F * d), fill(p, (size_t)F * d, &r, 0, ws);
+        y->down_w = p = take(&c, (size_t)d * F), fill(p, (size_t)d * F, &r, 0, 1 / sqrtf(F));
     }
     ck_assert_ptr_eq(c, t->mem + total);
 }
@@ -120,10 +181,10 @@ static double fd_directional(sp_worker *w, const sp_batch *b, const float *promp
     return (4 * d[1] - d[0]) / 3;
 }
 
-static void check_gradient(int L, int d, int H, int F, uint64_t seed) {
-    test_model t;
-    make_model(&t, L, d, H, F, 37, 24, seed);
-    sp_worker *w = sp_worker_new(&t.m);
+/* Compares the engine's prompt gradient on the test batch with finite differences. */
+static void check_model_gradient(test_model *t, uint64_t seed) {
+    int L = t->m.cfg.n_layer, d = t->m.cfg.d_model, H = t->m.cfg.n_head;
+    sp_worker *w = sp_worker_new(&t->m);
     sp_batch b = test_batch();
     size_t n = (size_t)P * d;
     float *prompt = malloc(n * sizeof *prompt), *grad = calloc(n, sizeof *grad);
@@ -163,8 +224,32 @@ static void check_gradient(int L, int d, int H, int F, uint64_t seed) {
     }
     free(prompt), free(grad), free(u);
     sp_worker_free(w);
+}
+
+static void check_gradient(int L, int d, int H, int F, uint64_t seed) {
+    test_model t;
+    make_model(&t, L, d, H, F, 37, 24, seed);
+    check_model_gradient(&t, seed);
     free_model(&t);
 }
+
+static void check_llama_gradient(int L, int d, int H, int Hkv, int F, int qkv_bias, uint64_t seed) {
+    test_model t;
+    make_llama(&t, L, d, H, Hkv, F, 37, 24, qkv_bias, seed);
+    check_model_gradient(&t, seed);
+    free_model(&t);
+}
+
+START_TEST(test_fd_llama_gqa) {
+    check_llama_gradient(2, 16, 4, 2, 40, 0, 11); /* 2 query heads per key/value head */
+    check_llama_gradient(3, 16, 4, 1, 24, 0, 12); /* one key/value head for all */
+}
+END_TEST
+
+START_TEST(test_fd_qwen2_biases) {
+    check_llama_gradient(2, 24, 2, 2, 48, 1, 13);
+}
+END_TEST
 
 START_TEST(test_fd_two_layers_two_heads) {
     check_gradient(2, 16, 2, 64, 1);
@@ -333,6 +418,8 @@ Suite *engine_suite(void) {
     tcase_add_test(tc, test_fd_two_layers_two_heads);
     tcase_add_test(tc, test_fd_three_layers_four_heads);
     tcase_add_test(tc, test_fd_one_layer_one_head);
+    tcase_add_test(tc, test_fd_llama_gqa);
+    tcase_add_test(tc, test_fd_qwen2_biases);
     suite_add_tcase(s, tc);
     TCase *inv = tcase_create("invariants");
     tcase_add_test(inv, test_packing_matches_sequences_alone);

@@ -18,7 +18,15 @@ enum { L = 2, D = 16, H = 2, FF = 64, V = 50, CTX = 16 };
 static char *make_model(const char *name, sp_dtype dt, int shards, int prefix) {
     sp_init_options o;
     sp_init_options_default(&o);
-    o.cfg = (sp_gpt2_config){L, D, H, FF, V, CTX, 1e-5f};
+    o.cfg = (sp_model_config){.n_layer = L,
+                              .d_model = D,
+                              .n_head = H,
+                              .d_ff = FF,
+                              .vocab_size = V,
+                              .n_ctx = CTX,
+                              .ln_eps = 1e-5f,
+                              .tied = 1,
+                              .model_type = "gpt2"};
     o.dtype = dt;
     o.n_shards = shards;
     o.prefix = prefix;
@@ -48,7 +56,7 @@ static int in_mapping(const sp_model *m, const void *p) {
 }
 
 /* Every weight of a layer with its element count, for whole-model comparisons. */
-static void layer_tensors(const sp_gpt2_layer *l, const float *p[12], size_t n[12]) {
+static void layer_tensors(const sp_layer *l, const float *p[12], size_t n[12]) {
     const float *q[12] = {l->ln1_w, l->ln1_b, l->qkv_w, l->qkv_b, l->attn_proj_w, l->attn_proj_b,
                           l->ln2_w, l->ln2_b, l->fc_w,  l->fc_b,  l->fc_proj_w,   l->fc_proj_b};
     size_t k[12] = {D, D, D * 3 * D, 3 * D, D * D, D, D, D, D * FF, FF, FF * D, D};
@@ -276,8 +284,28 @@ static json_t *entry(st_image *im, const char *name) {
     return e;
 }
 
+static void edit_config(const char *dir, const char *key, json_t *value);
+
+/* A stored lm_head.weight of a tied GPT-2 (HF ties by default) is ignored, not converted. */
+START_TEST(tied_head_ignores_stored_copy) {
+    char *dir = make_model("m", SP_DTYPE_F32, 1, 0);
+    char *file = tu_path(dir, "model.safetensors");
+    st_image im = st_load(file);
+    st_append(&im, "lm_head.weight", "F32", json_pack("[i,i]", V, D), im.data_len, V * D * 4);
+    st_save(file, &im);
+    sp_model m;
+    load_ok(&m, dir);
+    ck_assert_ptr_eq(m.lm_head, m.wte);
+    ck_assert_int_eq(m.n_params, expected_params());
+    ck_assert_uint_eq(m.bytes_converted, 0);
+    sp_model_free(&m);
+    free(dir), free(file);
+}
+END_TEST
+
 START_TEST(mask_buffers_ignored_and_untied_misaligned_head) {
     char *dir = make_model("m", SP_DTYPE_F32, 1, 0);
+    edit_config(dir, "tie_word_embeddings", json_false());
     char *file = tu_path(dir, "model.safetensors");
     st_image im = st_load(file);
     st_append(&im, "h.0.attn.bias", "F32", json_pack("[i,i,i,i]", 1, 1, CTX, CTX), im.data_len,
@@ -320,7 +348,15 @@ START_TEST(init_refuses_non_empty_dir_unless_forced) {
     char *dir = make_model("m", SP_DTYPE_F32, 3, 0);
     sp_init_options o;
     sp_init_options_default(&o);
-    o.cfg = (sp_gpt2_config){L, D, H, FF, V, CTX, 1e-5f};
+    o.cfg = (sp_model_config){.n_layer = L,
+                              .d_model = D,
+                              .n_head = H,
+                              .d_ff = FF,
+                              .vocab_size = V,
+                              .n_ctx = CTX,
+                              .ln_eps = 1e-5f,
+                              .tied = 1,
+                              .model_type = "gpt2"};
     sp_error err;
     ck_assert_int_eq(sp_init_model_write(dir, &o, &err), -1);
     ck_assert_msg(strstr(err.msg, dir) && strstr(err.msg, "not empty"), "%s", err.msg);
@@ -563,9 +599,9 @@ END_TEST
 
 START_TEST(cli_unsupported_model_type) {
     char *file, *dir = good_model(&file);
-    edit_config(dir, "model_type", json_string("llama"));
-    char *want = msg_for(dir, "/config.json: unsupported model_type 'llama'");
-    expect_info_error(dir, want, "\"gpt2\"");
+    edit_config(dir, "model_type", json_string("bert"));
+    char *want = msg_for(dir, "/config.json: unsupported model_type 'bert'");
+    expect_info_error(dir, want, "\"gpt2\", \"llama\", \"qwen2\"");
     free(dir), free(file), free(want);
 }
 END_TEST
@@ -688,6 +724,7 @@ int main(void) {
     tcase_add_test(tc, load_sharded_matches_single);
     tcase_add_test(tc, load_prefixed_names);
     tcase_add_test(tc, mask_buffers_ignored_and_untied_misaligned_head);
+    tcase_add_test(tc, tied_head_ignores_stored_copy);
     tcase_add_test(tc, failed_load_leaves_model_empty);
     tcase_add_test(tc, init_refuses_non_empty_dir_unless_forced);
     tcase_add_test(tc, random_header_mutations_never_crash);

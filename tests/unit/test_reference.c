@@ -1,8 +1,11 @@
-/* The engine against an independent float64 PyTorch reference of Hugging Face GPT-2.
+/* The engine against independent float64 PyTorch references of Hugging Face GPT-2, Llama and
+ * Qwen2.
  *
- * Every directory under tests/fixtures/ref (written by tests/ref/gpt2_reference.py, see the
- * README there) is one case: a tiny random GPT-2 in Hugging Face layout (F32/F16/BF16, single
- * file or sharded with an index, names with or without "transformer."), a packed batch
+ * Every directory under tests/fixtures/ref (written by tests/ref/gpt2_reference.py and
+ * tests/ref/llama_reference.py, see the README there) is one case: a tiny random model in
+ * Hugging Face layout (F32/F16/BF16, single file or sharded with an index; GPT-2 names with or
+ * without "transformer."; Llama with grouped-query heads, tied or untied, rope scaling, Qwen2
+ * biases), a packed batch
  * (batch.json, the sp_batch layout) and expected.safetensors with the float64 reference loss,
  * target logits, per-target losses and the gradient of the mean loss with respect to the prompt.
  * The engine computes in float32, so comparisons are relative with tolerance 1e-4. */
@@ -23,8 +26,8 @@
 #include "softprompt/safetensors.h"
 
 #define REF_DIR SP_FIXTURES_DIR "/ref"
-/* Number of cases gpt2_reference.py generates: a missing case directory fails the test. */
-#define REF_MIN_CASES 6
+/* Number of cases the two generators write: a missing case directory fails the test. */
+#define REF_MIN_CASES 11
 #define REF_TOL 1e-4
 
 typedef struct ref_case {

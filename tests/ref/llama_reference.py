@@ -1,0 +1,395 @@
+"""Independent float64 reference for Hugging Face Llama / Qwen2 prompt tuning, and its fixtures.
+
+The companion of gpt2_reference.py (same case layout: model directory in Hugging Face format,
+batch.json, expected.safetensors with prompt, loss_mean, loss_sum, target_logits, target_loss,
+grad_mean), for LlamaForCausalLM and Qwen2ForCausalLM as transformers defines them:
+
+    h = embed_tokens[id] (or the soft prompt row; no position embedding)
+    per layer:  a = RMSNorm(h) = w * h / sqrt(mean(h^2) + eps)
+                q, k, v = a Wq^T (+bq), a Wk^T (+bk), a Wv^T (+bv)     nn.Linear [out, in]
+                q, k = rotary(q), rotary(k)  rotate-half convention, position = index in sequence,
+                       inv_freq = theta^(-2i/hd) with rope_scaling (linear or llama3)
+                key/value head of query head h = h // (H / Hkv)         (repeat_kv)
+                h = h + softmax(q k^T / sqrt(hd) + causal) v Wo^T (+bo)
+                m = RMSNorm(h);  h = h + (silu(m Wg^T) * (m Wu^T)) Wd^T
+    logits = RMSNorm(h) lm_head^T   (lm_head = embed_tokens when tie_word_embeddings)
+
+Self-checks on every invocation, as for GPT-2: everything is computed from the files as written
+(read back), the forward is recomputed a second way (numpy, padded batch, explicit per-head
+loops, rotary as a complex multiplication of (x_j, x_{j+hd/2}) pairs, SiLU via tanh), and the
+autograd gradient is compared with central finite differences.
+
+Usage: python3 tests/ref/llama_reference.py --out tests/fixtures/ref
+Only torch and numpy are needed.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpt2_reference import make_batch, st_read, st_write  # noqa: E402  (same directory)
+
+torch.set_num_threads(1)  # fixed summation order: identical bytes on every run
+
+# --------------------------------------------------------------------------- model files
+
+
+def llama_tensor_list(rng, c):
+    """Random parameters (float64) under HF names, in HF order."""
+    L, d, V, F = c["n_layer"], c["d"], c["V"], c["F"]
+    qd, kvd = c["H"] * c["hd"], c["Hkv"] * c["hd"]
+    s = 0.2
+
+    def n(*shape):
+        return rng.normal(0.0, s, size=shape)
+
+    def gain(k):
+        return 1.0 + rng.normal(0.0, s, size=(k,))
+
+    t = [("model.embed_tokens.weight", n(V, d))]
+    for i in range(L):
+        p = "model.layers.%d." % i
+        t += [(p + "input_layernorm.weight", gain(d)),
+              (p + "self_attn.q_proj.weight", n(qd, d)), (p + "self_attn.k_proj.weight", n(kvd, d)),
+              (p + "self_attn.v_proj.weight", n(kvd, d))]
+        if c["qkv_bias"]:
+            t += [(p + "self_attn.q_proj.bias", n(qd)), (p + "self_attn.k_proj.bias", n(kvd)),
+                  (p + "self_attn.v_proj.bias", n(kvd))]
+        t += [(p + "self_attn.o_proj.weight", n(d, qd))]
+        if c["o_bias"]:
+            t += [(p + "self_attn.o_proj.bias", n(d))]
+        t += [(p + "post_attention_layernorm.weight", gain(d)),
+              (p + "mlp.gate_proj.weight", n(F, d)), (p + "mlp.up_proj.weight", n(F, d)),
+              (p + "mlp.down_proj.weight", n(d, F))]
+        if c["mlp_bias"]:
+            t += [(p + "mlp.gate_proj.bias", n(F)), (p + "mlp.up_proj.bias", n(F)),
+                  (p + "mlp.down_proj.bias", n(d))]
+    t += [("model.norm.weight", gain(d))]
+    if not c["tied"]:
+        t += [("lm_head.weight", n(V, d))]
+    return t
+
+
+def hf_config(c):
+    """config.json as transformers writes it for LlamaForCausalLM / Qwen2ForCausalLM."""
+    qwen = c["type"] == "qwen2"
+    cfg = {
+        "architectures": ["Qwen2ForCausalLM" if qwen else "LlamaForCausalLM"],
+        "attention_dropout": 0.0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "hidden_act": "silu",
+        "hidden_size": c["d"],
+        "initializer_range": 0.02,
+        "intermediate_size": c["F"],
+        "max_position_embeddings": c["npos"],
+        "model_type": c["type"],
+        "num_attention_heads": c["H"],
+        "num_hidden_layers": c["n_layer"],
+        "num_key_value_heads": c["Hkv"],
+        "rms_norm_eps": c["eps"],
+        "rope_scaling": c["rope_scaling"],
+        "rope_theta": c["theta"],
+        "tie_word_embeddings": c["tied"],
+        "torch_dtype": {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}[c["dtype"]],
+        "use_cache": True,
+        "vocab_size": c["V"],
+    }
+    if qwen:
+        cfg.update({"use_sliding_window": False, "sliding_window": 4096, "max_window_layers": 28})
+    else:
+        cfg.update({"attention_bias": c["o_bias"], "mlp_bias": c["mlp_bias"], "pretraining_tp": 1})
+    if c["hd"] * c["H"] != c["d"]:
+        cfg["head_dim"] = c["hd"]
+    return cfg
+
+
+def write_model(dirpath, c, params):
+    with open(os.path.join(dirpath, "config.json"), "w") as f:
+        json.dump(hf_config(c), f, indent=2)
+        f.write("\n")
+    tensors = [(name, c["dtype"], arr) for name, arr in params]
+    meta = {"format": "pt"}
+    if c["shards"] == 1:
+        st_write(os.path.join(dirpath, "model.safetensors"), tensors, meta)
+        return
+    per = math.ceil(len(tensors) / c["shards"])
+    weight_map, total = {}, 0
+    for i in range(c["shards"]):
+        fname = "model-%05d-of-%05d.safetensors" % (i + 1, c["shards"])
+        group = tensors[i * per:(i + 1) * per]
+        total += st_write(os.path.join(dirpath, fname), group, meta)
+        weight_map.update({name: fname for name, _, _ in group})
+    with open(os.path.join(dirpath, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+        f.write("\n")
+
+
+def read_model(dirpath):
+    """Independent read-back: config + float64 weights as stored."""
+    with open(os.path.join(dirpath, "config.json")) as f:
+        cfg = json.load(f)
+    idx = os.path.join(dirpath, "model.safetensors.index.json")
+    files = ["model.safetensors"]
+    if os.path.exists(idx):
+        with open(idx) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    w = {}
+    for fn in files:
+        for name, (_, arr) in st_read(os.path.join(dirpath, fn)).items():
+            w[name] = arr
+    H = cfg["num_attention_heads"]
+    hd = cfg.get("head_dim", cfg["hidden_size"] // H)
+    if cfg.get("tie_word_embeddings", False):
+        w["lm_head.weight"] = w["model.embed_tokens.weight"]
+    return {"L": cfg["num_hidden_layers"], "d": cfg["hidden_size"], "H": H,
+            "Hkv": cfg.get("num_key_value_heads", H), "hd": hd, "eps": cfg["rms_norm_eps"],
+            "inv_freq": inv_freq(cfg, hd), "w": w}
+
+
+def inv_freq(cfg, hd):
+    """HF's rotary frequencies with rope_scaling (default, linear, llama3), in float64."""
+    base = cfg.get("rope_theta", 10000.0)
+    f = 1.0 / base ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
+    rs = cfg.get("rope_scaling")
+    if not rs:
+        return f
+    kind = rs.get("rope_type", rs.get("type"))
+    if kind == "linear":
+        return f / rs["factor"]
+    assert kind == "llama3", kind
+    factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+    orig = rs["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / f
+    out = np.where(wavelen > orig / lo, f / factor, f)
+    smooth = (orig / wavelen - lo) / (hi - lo)
+    mid = (1 - smooth) * out / factor + smooth * out
+    is_mid = (wavelen >= orig / hi) & (wavelen <= orig / lo)
+    return np.where(is_mid, mid, out)
+
+
+# --------------------------------------------------------------------------- forward, way 1 (torch)
+
+
+def _rms(x, g, eps):
+    return g * (x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps))
+
+
+def _rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat([-x[..., h:], x[..., :h]], dim=-1)
+
+
+def torch_seq_logits(M, W, tokens, prompt):
+    """Logits [T, V] of one sequence; tokens: ids (>= 0) or soft tokens (-1-k)."""
+    H, Hkv, hd, eps = M["H"], M["Hkv"], M["hd"], M["eps"]
+    T = len(tokens)
+    h = torch.stack([prompt[-1 - t] if t < 0 else W["model.embed_tokens.weight"][t] for t in tokens])
+    freqs = torch.outer(torch.arange(T, dtype=torch.float64), torch.from_numpy(M["inv_freq"]))
+    emb = torch.cat([freqs, freqs], dim=-1)
+    cos, sin = emb.cos(), emb.sin()  # [T, hd]
+    causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
+
+    def lin(x, name):
+        y = x @ W[name + ".weight"].T
+        return y + W[name + ".bias"] if name + ".bias" in W else y
+
+    for i in range(M["L"]):
+        p = "model.layers.%d." % i
+        a = _rms(h, W[p + "input_layernorm.weight"], eps)
+        q = lin(a, p + "self_attn.q_proj").view(T, H, hd).transpose(0, 1)
+        k = lin(a, p + "self_attn.k_proj").view(T, Hkv, hd).transpose(0, 1)
+        v = lin(a, p + "self_attn.v_proj").view(T, Hkv, hd).transpose(0, 1)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        k = k.repeat_interleave(H // Hkv, dim=0)  # repeat_kv
+        v = v.repeat_interleave(H // Hkv, dim=0)
+        s = (q @ k.transpose(-1, -2) / math.sqrt(hd)).masked_fill(~causal, float("-inf"))
+        o = (torch.softmax(s, dim=-1) @ v).transpose(0, 1).reshape(T, H * hd)
+        h = h + lin(o, p + "self_attn.o_proj")
+        m = _rms(h, W[p + "post_attention_layernorm.weight"], eps)
+        g = lin(m, p + "mlp.gate_proj")
+        h = h + lin(torch.nn.functional.silu(g) * lin(m, p + "mlp.up_proj"), p + "mlp.down_proj")
+    return _rms(h, W["model.norm.weight"], eps) @ W["lm_head.weight"].T
+
+
+def torch_batch(M, W, batch, prompt):
+    ss, toks = batch["seq_start"], batch["tokens"]
+    logits = torch.cat([torch_seq_logits(M, W, toks[ss[s]:ss[s + 1]], prompt)
+                        for s in range(len(ss) - 1)])[torch.tensor(batch["target_pos"])]
+    tids = batch["target_ids"]
+    ce = torch.logsumexp(logits, -1) - logits[torch.arange(len(tids)), torch.tensor(tids)]
+    return logits, ce
+
+
+# --------------------------------------------------------------------------- forward, way 2 (numpy)
+
+
+def numpy_batch_logits(M, batch, prompt):
+    """Padded batch [n_seq, Tmax] with a key mask, per-head loops, rotary as complex products."""
+    w, H, Hkv, hd, eps = M["w"], M["H"], M["Hkv"], M["hd"], M["eps"]
+    ss, toks = batch["seq_start"], batch["tokens"]
+    n_seq = len(ss) - 1
+    lens = [ss[s + 1] - ss[s] for s in range(n_seq)]
+    Tm, d = max(lens), M["d"]
+    x = np.zeros((n_seq, Tm, d))
+    valid = np.zeros((n_seq, Tm), dtype=bool)
+    for s in range(n_seq):
+        for t in range(lens[s]):
+            tok = toks[ss[s] + t]
+            x[s, t] = prompt[-1 - tok] if tok < 0 else w["model.embed_tokens.weight"][tok]
+            valid[s, t] = True
+    allowed = np.tril(np.ones((Tm, Tm), dtype=bool))[None] & valid[:, None, :]
+    rot = np.exp(1j * np.outer(np.arange(Tm), M["inv_freq"]))  # [Tm, hd/2]
+
+    def rms(z, g):
+        return z / np.sqrt(np.mean(z * z, -1, keepdims=True) + eps) * g
+
+    def linear(z, name):
+        y = np.einsum("sti,oi->sto", z, w[name + ".weight"])
+        return y + w[name + ".bias"] if name + ".bias" in w else y
+
+    def rotary(z):  # z [n_seq, Tm, hd]: pairs (j, j + hd/2) as complex numbers
+        c = (z[..., :hd // 2] + 1j * z[..., hd // 2:]) * rot[None]
+        return np.concatenate([c.real, c.imag], axis=-1)
+
+    h = x
+    for i in range(M["L"]):
+        p = "model.layers.%d." % i
+        a = rms(h, w[p + "input_layernorm.weight"])
+        q, k, v = (linear(a, p + "self_attn.%s_proj" % n) for n in "qkv")
+        heads = []
+        for hh in range(H):
+            g = hh // (H // Hkv)
+            qh = rotary(q[..., hh * hd:(hh + 1) * hd])
+            kh = rotary(k[..., g * hd:(g + 1) * hd])
+            sc = np.where(allowed, np.einsum("sie,sje->sij", qh, kh) / np.sqrt(hd), -np.inf)
+            pr = np.exp(sc - sc.max(-1, keepdims=True))
+            heads.append(np.einsum("sij,sje->sie", pr / pr.sum(-1, keepdims=True),
+                                   v[..., g * hd:(g + 1) * hd]))
+        h = h + linear(np.concatenate(heads, -1), p + "self_attn.o_proj")
+        m = rms(h, w[p + "post_attention_layernorm.weight"])
+        gt = linear(m, p + "mlp.gate_proj")
+        silu = gt * 0.5 * (1 + np.tanh(gt / 2))  # x * sigmoid(x)
+        h = h + linear(silu * linear(m, p + "mlp.up_proj"), p + "mlp.down_proj")
+    h = rms(h, w["model.norm.weight"])
+    out = []
+    for tp in batch["target_pos"]:
+        s = max(i for i in range(n_seq) if ss[i] <= tp)
+        out.append(w["lm_head.weight"] @ h[s, tp - ss[s]])
+    return np.stack(out)
+
+
+# --------------------------------------------------------------------------- cases
+
+LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                  "high_freq_factor": 4.0, "original_max_position_embeddings": 256}
+CASES = [
+    # GQA ratio 1, untied, F32
+    dict(name="llama_l2_h4_kv4_d32_f32", seed=1101, type="llama", n_layer=2, H=4, Hkv=4, d=32,
+         hd=8, F=48, vocab_size=70, npos=64, dtype="F32", shards=1, tied=False, qkv_bias=False,
+         o_bias=False, mlp_bias=False, theta=10000.0, rope_scaling=None, n_prompt=4,
+         seqs=[("soft_front", 14, "gen"), ("soft_mid", 9, "cls"), ("soft_front", 6, "cls")]),
+    # GQA ratio 2, untied, BF16
+    dict(name="llama_l2_h4_kv2_d32_bf16", seed=1202, type="llama", n_layer=2, H=4, Hkv=2, d=32,
+         hd=8, F=64, vocab_size=90, npos=48, dtype="BF16", shards=1, tied=False, qkv_bias=False,
+         o_bias=False, mlp_bias=False, theta=10000.0, rope_scaling=None, n_prompt=5,
+         seqs=[("soft_mid_repeat", 16, "gen"), ("soft_front", 20, "cls")]),
+    # GQA ratio 4, tied, Llama 3 rope scaling (all three frequency bands occur), F32, 3 shards
+    dict(name="llama_l3_h8_kv2_d64_llama3rope_tied_sharded3_f32", seed=1303, type="llama",
+         n_layer=3, H=8, Hkv=2, d=64, hd=8, F=96, vocab_size=80, npos=300, dtype="F32", shards=3,
+         tied=True, qkv_bias=False, o_bias=False, mlp_bias=False, theta=500000.0,
+         rope_scaling=LLAMA3_SCALING, n_prompt=3, n_unused=1,
+         seqs=[("soft_front", 40, "gen"), ("hard", 7, "gen"), ("soft_mid", 25, "cls")]),
+    # Qwen2: q/k/v biases, GQA ratio 2, tied, F16
+    dict(name="qwen2_l2_h4_kv2_d32_bias_tied_f16", seed=1404, type="qwen2", n_layer=2, H=4, Hkv=2,
+         d=32, hd=8, F=80, vocab_size=64, npos=40, dtype="F16", shards=1, tied=True,
+         qkv_bias=True, o_bias=False, mlp_bias=False, theta=1000000.0, rope_scaling=None,
+         n_prompt=4, seqs=[("soft_front", 12, "gen"), ("soft_mid", 17, "cls"),
+                           ("soft_mid_repeat", 10, "gen")]),
+    # head_dim != hidden_size / heads, attention and MLP biases, linear rope scaling, BF16, 2 shards
+    dict(name="llama_l2_h4_kv1_d24_hd12_biases_linrope_sharded2_bf16", seed=1505, type="llama",
+         n_layer=2, H=4, Hkv=1, d=24, hd=12, F=40, vocab_size=60, npos=32, dtype="BF16", shards=2,
+         tied=False, qkv_bias=True, o_bias=True, mlp_bias=True, theta=10000.0,
+         rope_scaling={"rope_type": "linear", "factor": 2.0}, n_prompt=3,
+         seqs=[("soft_front", 11, "gen"), ("soft_mid", 13, "cls")]),
+]
+
+
+def generate_case(outdir, case):
+    rng = np.random.default_rng(case["seed"])
+    c = dict(case, V=case["vocab_size"], eps=1e-6)
+    d, P = c["d"], c["n_prompt"]
+    cdir = os.path.join(outdir, case["name"])
+    if os.path.isdir(cdir):
+        shutil.rmtree(cdir)
+    os.makedirs(cdir)
+    write_model(cdir, c, llama_tensor_list(rng, c))
+    prompt32 = rng.normal(0.0, 0.5, size=(P, d)).astype(np.float32)
+    batch = make_batch(rng, case)
+    with open(os.path.join(cdir, "batch.json"), "w") as f:
+        json.dump(batch, f)
+        f.write("\n")
+
+    M = read_model(cdir)
+    W = {k: torch.from_numpy(v.copy()) for k, v in M["w"].items()}
+    prompt = torch.from_numpy(prompt32.astype(np.float64)).requires_grad_(True)
+    logits, ce = torch_batch(M, W, batch, prompt)
+    n_t = len(batch["target_ids"])
+    loss_sum = ce.sum()
+    loss_mean = loss_sum / n_t
+    (grad,) = torch.autograd.grad(loss_mean, prompt)
+    logits, ce, grad = logits.detach().numpy(), ce.detach().numpy(), grad.numpy()
+
+    logits2 = numpy_batch_logits(M, batch, prompt32.astype(np.float64))
+    e_logit = np.max(np.abs(logits2 - logits)) / np.max(np.abs(logits))
+    assert e_logit < 1e-12, e_logit
+
+    def f(pr):
+        with torch.no_grad():
+            return float(torch_batch(M, W, batch, torch.from_numpy(pr))[1].sum()) / n_t
+
+    p64 = prompt32.astype(np.float64)
+    used = sorted({-1 - t for t in batch["tokens"] if t < 0})
+    worst, gscale = 0.0, np.max(np.abs(grad))
+    for k, j in [(used[0], 0), (used[-1], d - 1), (used[len(used) // 2], d // 2)]:
+        pp, pm = p64.copy(), p64.copy()
+        pp[k, j] += 1e-6
+        pm[k, j] -= 1e-6
+        fd = (f(pp) - f(pm)) / 2e-6
+        worst = max(worst, abs(fd - grad[k, j]) / gscale)
+    assert worst < 1e-6, worst
+    assert all(np.all(grad[k] == 0.0) for k in range(P) if k not in used)
+
+    st_write(os.path.join(cdir, "expected.safetensors"), [
+        ("prompt", "F32", prompt32),
+        ("loss_mean", "F64", np.array([float(loss_mean)])),
+        ("loss_sum", "F64", np.array([float(loss_sum)])),
+        ("target_logits", "F64", logits),
+        ("target_loss", "F64", ce),
+        ("grad_mean", "F64", grad),
+    ], {"generator": "tests/ref/llama_reference.py"})
+    print("%-52s loss_mean=%.10f  second-way rel err %.1e  fd rel err %.1e  targets=%d"
+          % (case["name"], float(loss_mean), e_logit, worst, n_t))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="output directory (e.g. tests/fixtures/ref)")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    for case in CASES:
+        generate_case(args.out, case)
+    print("%d cases written to %s" % (len(CASES), args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
