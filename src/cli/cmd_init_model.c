@@ -236,15 +236,19 @@ static int parse_args(int argc, char **argv, sp_init_options *o, const char **ou
     opterr = 0;
     /* First pass: --shape, then --arch (they set defaults the other options override). */
     const char *shape_arg = NULL, *arch_arg = NULL;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+    char **copy = malloc(((size_t)argc + 1) * sizeof *copy); /* getopt permutes its argv */
+    if (!copy) return 2;
+    memcpy(copy, argv, ((size_t)argc + 1) * sizeof *copy);
+    optind = 0; /* 0: GNU getopt reinitialises its state */
+    while ((c = getopt_long(argc, copy, ":h", opts, NULL)) != -1) {
         if (c == OPT_SHAPE) shape_arg = optarg;
         if (c == OPT_ARCH) arch_arg = optarg;
     }
+    free(copy);
     if ((shape_arg && (rc = parse_shape(shape_arg, &o->cfg))) ||
         (arch_arg && (rc = parse_arch(arch_arg, &o->cfg))))
         return rc;
-    optind = 1;
+    optind = 0;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         if (c == 'h') {
             usage(stdout);

@@ -2,13 +2,17 @@
 # sp_synth.c): learning, rank-count and micro-batch independence, bitwise --deterministic runs,
 # stop/resume (SIGTERM, SIGUSR1 through mpirun, SIGKILL) ending bitwise equal to an
 # uninterrupted run, corrupt and foreign checkpoints, and a failing rank ending the whole job.
+# SP_TRAIN_ARCH=llama runs all of it on a Llama-family model (test_train_llama.sh).
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 
-"$SP_CLI" init-model --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 --random-norms \
-  --seed 1 model >/dev/null
-"$SP_CLI" init-model --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 --random-norms \
-  --seed 2 other-model >/dev/null
+arch=(--arch "${SP_TRAIN_ARCH:-gpt2}")
+[[ ${SP_TRAIN_ARCH:-gpt2} == gpt2 ]] || arch+=(--kv-heads 2)
+"$SP_CLI" init-model "${arch[@]}" --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 \
+  --random-norms --seed 1 model >/dev/null
+"$SP_CLI" init-model "${arch[@]}" --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 \
+  --random-norms --seed 2 other-model >/dev/null
+"$SP_CLI" info model | grep -q "model_type ${SP_TRAIN_ARCH:-gpt2}" || fail "init-model made the wrong architecture"
 "$SP_SYNTH" train.h5 512 64 16 1
 "$SP_SYNTH" valid.h5 128 64 16 2
 "$SP_SYNTH" other.h5 96 64 16 3
@@ -63,7 +67,7 @@ long=(train "${common[@]}" --steps $steps --global-batch 8 --micro-batch 4 --sav
       --optimizer adafactor --log-every 1)
 mpi 2 "${long[@]}" --out full
 wait_for_step() { # dir step: until metrics.jsonl reaches step
-  for _ in $(seq 1 600); do
+  for _ in $(seq 1 2400); do  # up to 120 s: a loaded machine is slow
     [[ -f $1/metrics.jsonl ]] && (( $(grep -c '"loss"' "$1/metrics.jsonl") >= $2 )) && return 0
     sleep 0.05
   done

@@ -226,6 +226,72 @@ START_TEST(init_model_then_info_f16_sharded) {
 }
 END_TEST
 
+/* A real shape, shrunk (layers, vocabulary): everything else is SmolLM2-135M's. */
+START_TEST(init_model_llama_shape_then_info) {
+    char *dir = tu_path(tu_dir, "smol");
+    const char *init[] = {"init-model", "--shape", "smollm2-135m", "--layers", "1", "--vocab",
+                          "500",        "--dtype", "bf16",         dir,        NULL};
+    result r = run(init);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    assert_has(r.out, "random llama weights");
+    assert_has(r.out, "1 layers, d_model 576, 9 heads (3 key/value), d_ff 1536, vocab 500, "
+                      "context 8192, tied head");
+    result_free(&r);
+    const char *info[] = {"info", dir, NULL};
+    r = run(info);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    assert_has(r.out, "LlamaForCausalLM (model_type llama)");
+    assert_has(r.out, "9 query, 3 key/value (grouped, head dim 64)");
+    assert_has(r.out, "RMSNorm (eps 1e-05), rotary theta 100000, SwiGLU MLP");
+    /* 500*576 + 1 layer (2*576 + 576*(576+2*192) + 576*576 + 3*576*1536) + 576 */
+    assert_has(r.out, "3,828,672");
+    assert_has(r.out, "LM head tied to wte");
+    result_free(&r);
+    free(dir);
+}
+END_TEST
+
+START_TEST(init_model_qwen2_and_bad_llama_flags) {
+    char *dir = tu_path(tu_dir, "qwen");
+    const char *init[] = {"init-model", "--arch",  "qwen2", "--layers",   "2", "--d",
+                          "32",         "--heads", "4",     "--kv-heads", "2", "--vocab",
+                          "50",         "--ctx",   "16",    dir,          NULL};
+    result r = run(init);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    result_free(&r);
+    const char *info[] = {"info", dir, NULL};
+    r = run(info);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    assert_has(r.out, "Qwen2ForCausalLM (model_type qwen2)");
+    assert_has(r.out, "rotary theta 1e+06, SwiGLU MLP, q/k/v biases");
+    assert_has(r.out, "separate LM head");
+    result_free(&r);
+    const char *bad_kv[] = {"init-model", "--arch", "llama", "--kv-heads", "5", dir, NULL};
+    r = run(bad_kv);
+    ck_assert_int_eq(r.rc, 2);
+    assert_has(r.err, "--kv-heads '5': expected a divisor of --heads 12");
+    result_free(&r);
+    const char *bad_arch[] = {"init-model", "--arch", "bert", dir, NULL};
+    r = run(bad_arch);
+    ck_assert_int_eq(r.rc, 2);
+    assert_has(r.err, "--arch 'bert': expected gpt2, llama or qwen2");
+    result_free(&r);
+    const char *bad_shape[] = {"init-model", "--shape", "gpt5", dir, NULL};
+    r = run(bad_shape);
+    ck_assert_int_eq(r.rc, 2);
+    assert_has(r.err, "--shape 'gpt5': expected gpt2, gpt2-medium");
+    result_free(&r);
+    char *other = tu_path(tu_dir, "pre");
+    const char *prefix[] = {"init-model", "--arch", "llama",   "--layers", "1",        "--d", "8",
+                            "--heads",    "2",      "--vocab", "10",       "--prefix", other, NULL};
+    r = run(prefix);
+    ck_assert_int_eq(r.rc, 1);
+    assert_has(r.err, "the transformer. prefix is GPT-2's naming; llama files use model.*");
+    result_free(&r);
+    free(dir), free(other);
+}
+END_TEST
+
 START_TEST(init_model_refuses_non_empty) {
     char *dir = tu_path(tu_dir, "m");
     const char *init[] = {"init-model", "--layers", "1",     "--d", "8", "--heads", "2",
@@ -261,6 +327,8 @@ int main(void) {
     tcase_add_test(tc, init_model_then_info_f32);
     tcase_add_test(tc, init_model_then_info_f16_sharded);
     tcase_add_test(tc, init_model_refuses_non_empty);
+    tcase_add_test(tc, init_model_llama_shape_then_info);
+    tcase_add_test(tc, init_model_qwen2_and_bad_llama_flags);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
