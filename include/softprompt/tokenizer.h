@@ -1,33 +1,66 @@
-/* GPT-2-style byte-level BPE tokenizer.
+/* BPE tokenizers of the GPT-2 and Llama families (Hugging Face tokenizer.json and GPT-2's files).
  *
  * Loading: sp_tokenizer_load(dir) reads, in this order of preference,
  *   1. tokenizer.json   (Hugging Face: model.type "BPE", model.vocab, model.merges as "a b"
- *                        strings or [a, b] pairs, added_tokens, pre_tokenizer ByteLevel),
+ *                        strings or [a, b] pairs, added_tokens, and the pipeline below), with
+ *                        tokenizer_config.json beside it when present,
  *   2. vocab.json   + merges.txt,
  *   3. encoder.json + vocab.bpe   (OpenAI's names for the same two files).
  * A merges file may start with a "#version" line. Every merge must name two vocabulary tokens
- * whose concatenation is also a vocabulary token; anything else is a load error naming file:line.
- * In the two-file formats "<|endoftext|>", when in the vocabulary, is the one special token.
- * In tokenizer.json every added_tokens entry is an added token; those with "special": true are
- * special tokens. Added tokens with lstrip/rstrip/single_word set, normalizers, and
- * pre-tokenizers other than a plain ByteLevel are refused rather than silently mis-tokenized.
+ * whose concatenation is also a vocabulary token; anything else is a load error naming file:line
+ * (or file: JSON path). The two-file formats are GPT-2's pipeline, with "<|endoftext|>", when in
+ * the vocabulary, as the one special token.
  *
- * Encoding: text is split around added tokens (see SP_TOK_ALLOW_SPECIAL), each remaining span
- * is pre-tokenized with GPT-2's regular expression
- *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
- * (PCRE2, UTF + UCP), each piece's bytes are mapped through GPT-2's bytes_to_unicode table and
- * merged by BPE rank exactly as OpenAI's encoder.py does, and the parts looked up in the
- * vocabulary. Regex semantics are PCRE2's: \s is the Unicode Z categories plus \t\n\v\f\r and
- * U+180E, so unlike Python's `regex` module U+0085 is not whitespace and U+180E is, and \p{L}/\p{N}
- * follow the Unicode version of the installed libpcre2 (14.0 for 10.42). Text without those
- * characters (and without letters/digits newer than that Unicode version) tokenizes identically.
+ * tokenizer.json, what is supported (anything else is refused by a load error that names the
+ * file, the JSON path and the supported values):
+ *   normalizer     null; NFC, NFD, NFKC, NFKD (ICU); Prepend; Replace (String or Regex pattern);
+ *                  Sequence of these. Lowercase, Strip, StripAccents, Precompiled, BertNormalizer
+ *                  are refused.
+ *   pre_tokenizer  null; Split (pattern {"Regex"} or {"String"}; behavior Removed, Isolated,
+ *                  MergedWithPrevious, MergedWithNext, Contiguous; invert); ByteLevel
+ *                  (add_prefix_space, use_regex = GPT-2's pattern); Digits (individual_digits);
+ *                  Metaspace (replacement, prepend_scheme always/first/never or the legacy
+ *                  add_prefix_space, split); Sequence of these. With a ByteLevel step the BPE
+ *                  runs over GPT-2's byte alphabet (Llama 3, Qwen2, SmolLM, GPT-2) and every
+ *                  byte token must exist; without one it runs over Unicode characters
+ *                  (SentencePiece-style: Llama 2, TinyLlama).
+ *   model          BPE with ignore_merges (a pre-token that is a vocabulary token is emitted as
+ *                  is), byte_fallback (a character outside the vocabulary becomes its <0xNN>
+ *                  tokens), unk_token, fuse_unk; dropout null/0, continuing_subword_prefix and
+ *                  end_of_word_suffix null/"" only. Merges are applied by rank.
+ *   decoder        byte-level: ByteLevel or null. Character-level: Replace (String -> string),
+ *                  ByteFallback, Fuse, Strip (after Fuse), Metaspace, alone or in a Sequence.
+ *   added_tokens   special or not; lstrip/rstrip (the token takes the Unicode whitespace on
+ *                  that side); normalized: true only without a normalizer; single_word refused.
+ *   post_processor TemplateProcessing whose single is [BOS] $A [EOS] (each optional),
+ *                  ByteLevel (offsets only), Sequence of these; others are refused.
+ *   tokenizer_config.json: bos_token, eos_token (string or {"content": ...}), add_bos_token,
+ *                  add_eos_token; where it and the post-processor disagree, loading fails.
+ *
+ * Encoding: text is split around added tokens (leftmost, then longest; see
+ * SP_TOK_ALLOW_SPECIAL), each remaining span is normalized and pre-tokenized, and each piece is
+ * merged by BPE and looked up, as Hugging Face's tokenizers do; no BOS/EOS is added (see
+ * sp_tokenizer_adds_bos). Regular expressions run on PCRE2 (UTF + UCP) where Hugging Face uses
+ * Oniguruma: \s and \S are rewritten to Unicode White_Space (U+0009-000D, U+0020, U+0085, U+00A0,
+ * U+1680, U+2000-200A, U+2028/9, U+202F, U+205F, U+3000), which Oniguruma and Python's `regex`
+ * use, so U+0085 is whitespace and U+180E is not; (?i:...), \p{L}, \p{N}, {1,3}, lookahead and
+ * possessive forms behave alike. \p{..} and case folding follow the installed libpcre2's Unicode
+ * version (14.0 for 10.42) and normalization ICU's (15.0 for ICU 72): characters assigned later
+ * may differ. Known divergences, none met by real tokenizer.json files: empty regex matches
+ * are skipped (Hugging Face keeps them as zero-width delimiters), non-normalized and normalized
+ * added tokens are matched in one pass, and a character that is neither in a character-level
+ * vocabulary nor covered by byte_fallback/unk_token is an encode error (Hugging Face drops it).
  *
  * Invalid UTF-8 policy: encode rejects text that is not valid UTF-8 (overlong forms, surrogates,
  * code points above U+10FFFF, truncated sequences) with an error giving the byte offset of the
  * first bad byte; nothing is replaced. NUL bytes are valid (U+0000): text is length-delimited.
  *
- * Decoding is the exact inverse: decode(encode(x)) == x byte for byte for every valid UTF-8 x.
- * Decoding an arbitrary id sequence yields bytes that need not be valid UTF-8.
+ * Decoding gives bytes: byte-level tokens map back through GPT-2's byte table, character-level
+ * ones through the decoder (U+2581 -> space, <0xNN> -> the byte, Strip of the leading space).
+ * decode(encode(x)) == x byte for byte for every valid UTF-8 x with GPT-2, Llama 3 and SmolLM
+ * kinds and with Llama 2's normalizer form; not where Hugging Face loses text too (NFC/NFKC,
+ * a ByteLevel add_prefix_space, Metaspace's prefix). Where Hugging Face would print U+FFFD for
+ * bytes that are not valid UTF-8 (a sequence cut inside a character), decode returns the bytes.
  *
  * Threads: decoding and the lookups only read the tokenizer and may run concurrently. Encoding
  * uses per-tokenizer scratch space and a word cache, so concurrent sp_tokenizer_encode calls
@@ -79,8 +112,9 @@ int sp_tokenizer_encode(sp_tokenizer *tok, const char *text, size_t len, unsigne
 int sp_tokenizer_decode(const sp_tokenizer *tok, const int32_t *ids, size_t n, unsigned flags,
                         char **out, size_t *len, sp_error *err);
 
-/* Vocabulary form of a token (byte-level characters, e.g. "\xc4\xa0the" for " the"; added tokens
- * as written) -> id, or -1 when absent. */
+/* Vocabulary form of a token (byte-level characters, e.g. "\xc4\xa0the" for " the"; in a
+ * character-level vocabulary the text with U+2581 for spaces, e.g. "\xe2\x96\x81the"; added
+ * tokens as written) -> id, or -1 when absent. */
 int32_t sp_tokenizer_token_to_id(const sp_tokenizer *tok, const char *token, size_t len);
 /* id -> NUL-terminated vocabulary form (length in *len if non-NULL), or NULL for unknown ids. */
 const char *sp_tokenizer_id_to_token(const sp_tokenizer *tok, int32_t id, size_t *len);
@@ -90,15 +124,32 @@ int sp_tokenizer_is_special(const sp_tokenizer *tok, int32_t id);
 /* One more than the largest id (GPT-2: 50257). Ids below it may be unused only if the files
  * leave gaps; sp_tokenizer_id_to_token returns NULL for those. */
 int32_t sp_tokenizer_vocab_size(const sp_tokenizer *tok);
-/* Id of "<|endoftext|>", or -1 when the vocabulary has none. */
+/* EOS: tokenizer_config.json's eos_token, else the post-processor's trailing special token,
+ * else "<|endoftext|>"; -1 when there is none. */
 int32_t sp_tokenizer_eos_id(const sp_tokenizer *tok);
+/* BOS: tokenizer_config.json's bos_token or the post-processor's leading special token; -1
+ * when there is none (GPT-2). */
+int32_t sp_tokenizer_bos_id(const sp_tokenizer *tok);
+/* True if a whole sequence starts with BOS (post_processor TemplateProcessing, or
+ * tokenizer_config.json's add_bos_token) / ends with EOS (add_eos_token). Encoding never adds
+ * them itself (pieces of a template are encoded separately): callers that build whole
+ * sequences, like softprompt prepare, add them. */
+int sp_tokenizer_adds_bos(const sp_tokenizer *tok);
+int sp_tokenizer_adds_eos(const sp_tokenizer *tok);
+/* The canonical description of the pipeline beyond GPT-2's (see sp_tokenizer_hash); "" for
+ * GPT-2-style tokenizers. */
+const char *sp_tokenizer_describe(const sp_tokenizer *tok);
 size_t sp_tokenizer_n_merges(const sp_tokenizer *tok);
 
 /* Identifies the vocabulary for dataset files: FNV-1a 64 over a canonical form that does not
  * depend on which file format it came from, namely the ASCII tag "sp-bpe-v1", then for every
  * present id in increasing order: id (u32 LE), special flag (u8: 0 normal, 1 added, 2 special),
  * token length (u32 LE), token bytes (vocabulary form); then for every merge in rank order:
- * left id, right id (u32 LE each). Not a cryptographic hash: it guards against mix-ups. */
+ * left id, right id (u32 LE each); then, only for tokenizers whose pipeline is not GPT-2's (so
+ * GPT-2-style hashes are unchanged), the tag "sp-pipe-v1" and sp_tokenizer_describe's text,
+ * which lists the normalizers, pre-tokenizer steps with their patterns, character-level BPE,
+ * ignore_merges, byte_fallback, unk/fuse_unk, lstrip/rstrip of added tokens, the BOS/EOS
+ * policy and a non-default EOS id. Not a cryptographic hash: it guards against mix-ups. */
 uint64_t sp_tokenizer_hash(const sp_tokenizer *tok);
 /* The hash as 16 lowercase hex digits plus NUL. */
 void sp_tokenizer_hash_hex(const sp_tokenizer *tok, char out[17]);

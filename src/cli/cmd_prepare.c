@@ -38,8 +38,10 @@ static void usage(FILE *out) {
             "PREFIX-<split>.h5 (default PREFIX-train.h5 and PREFIX-valid.h5). See docs/usage.md,\n"
             "\"Preparing datasets\".\n\n"
             "input and tokenizer:\n"
-            "  --tokenizer DIR        tokenizer.json, vocab.json + merges.txt, or encoder.json +\n"
-            "                         vocab.bpe (GPT-2 byte-level BPE)\n"
+            "  --tokenizer DIR        tokenizer.json (+ tokenizer_config.json: GPT-2, Llama 2/3,\n"
+            "                         Qwen2, SmolLM kinds), vocab.json + merges.txt, or\n"
+            "                         encoder.json + vocab.bpe; with a BOS policy every example\n"
+            "                         starts with BOS\n"
             "  --input FILE           records: .jsonl, .csv, .tsv, or .json (JSON lines or one\n"
             "                         JSON array of objects)\n"
             "  --format F             jsonl | json | csv | tsv (default: from the extension)\n"
@@ -600,7 +602,13 @@ static void print_summary(const state *s, double load_s, double seconds) {
     printf("%-11s %s: %zu records, %" PRId64 " examples", "input", s->o.input, s->n_records, kept);
     if (s->n_skip_empty) printf(", %" PRId64 " skipped (empty text)", s->n_skip_empty);
     if (s->n_skip_unknown) printf(", %" PRId64 " skipped (unknown label)", s->n_skip_unknown);
-    printf("\n%-11s %s (hash %s)\n", "tokenizer", s->o.tokenizer, hash);
+    printf("\n%-11s %s (hash %s)", "tokenizer", s->o.tokenizer, hash);
+    /* Llama-style tokenizers start every example with BOS (before the first text). */
+    if (sp_tokenizer_adds_bos(s->tok)) {
+        const char *bos = sp_tokenizer_id_to_token(s->tok, sp_tokenizer_bos_id(s->tok), NULL);
+        printf(", examples start with %s", bos ? bos : "BOS");
+    }
+    printf("\n");
     if (s->n_classes)
         printf("%-11s classification, %d classes, %d soft tokens\n", "task", s->n_classes,
                sp_formatter_n_soft(s->fmt));

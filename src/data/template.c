@@ -649,6 +649,28 @@ static int build_targets(sp_formatter *f, const sp_format_options *o, sp_error *
     return 0;
 }
 
+/* Tokenizers that start every sequence with BOS (Llama: the post-processor or add_bos_token)
+ * get it as a fixed segment before the template's first text, i.e. after soft tokens that
+ * precede all text: where Hugging Face's tokenizer output begins when PEFT prepends the
+ * prompt to it. GPT-2 tokenizers add none. */
+static int push_ids(sp_token_buf *b, const int32_t *ids, size_t n);
+
+static int insert_bos(sp_formatter *f, sp_error *err) {
+    if (!sp_tokenizer_adds_bos(f->tok)) return 0;
+    int32_t bos = sp_tokenizer_bos_id(f->tok);
+    segments *g = &f->tseg;
+    segment *b = new_segment(g, SEG_FIXED);
+    if (!b || push_ids(&b->ids, &bos, 1) != 0) goto oom;
+    segment seg = *b;
+    int at = 0;
+    while (at < g->n - 1 && g->s[at].kind == SEG_SOFT) at++;
+    memmove(&g->s[at + 1], &g->s[at], (size_t)(g->n - 1 - at) * sizeof *g->s);
+    g->s[at] = seg;
+    return 0;
+oom:
+    return sp_fail(err, "--template: out of memory");
+}
+
 /* --max-length must leave room for at least one token of the truncate field (if any). */
 static int check_limits(const sp_formatter *f, sp_error *err) {
     if (f->max_length <= 0) return 0;
@@ -679,7 +701,7 @@ sp_formatter *sp_formatter_new(sp_tokenizer *tok, const sp_format_options *o, sp
         resolve_fields(f, o, text_field, label_field, err) != 0 ||
         resolve_truncation(f, o, err) != 0 ||
         build_segments(f, &f->tpl, &f->tseg, f->trunc_piece, "--template", err) != 0 ||
-        build_targets(f, o, err) != 0 || check_limits(f, err) != 0) {
+        insert_bos(f, err) != 0 || build_targets(f, o, err) != 0 || check_limits(f, err) != 0) {
         sp_formatter_free(f);
         return NULL;
     }

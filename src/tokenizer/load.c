@@ -134,21 +134,24 @@ static int check_model_options(json_t *model, const char *path, sp_error *err) {
     return 0;
 }
 
-static int check_pipeline(json_t *root, const char *path, sp_error *err) {
-    json_t *norm = json_object_get(root, "normalizer");
-    if (norm && !json_is_null(norm))
-        return sp_fail(err, "%s: normalizer: normalizers are not supported", path);
-    json_t *pre = json_object_get(root, "pre_tokenizer");
-    json_t *type = json_object_get(pre, "type");
-    if (!json_is_string(type) || strcmp(json_string_value(type), "ByteLevel") != 0)
-        return sp_fail(err, "%s: pre_tokenizer: only a ByteLevel pre-tokenizer is supported", path);
-    /* Hugging Face's defaults: add_prefix_space true, use_regex true. */
-    json_t *aps = json_object_get(pre, "add_prefix_space");
-    if (!json_is_false(aps))
-        return sp_fail(err, "%s: pre_tokenizer.add_prefix_space must be false", path);
-    json_t *ur = json_object_get(pre, "use_regex");
-    if (ur && !json_is_true(ur))
-        return sp_fail(err, "%s: pre_tokenizer.use_regex must be true", path);
+/* model.byte_fallback, unk_token, fuse_unk (after the vocabulary is in). */
+static int model_unk_options(sp_tokenizer *t, json_t *model, const char *path, sp_error *err) {
+    static const char *const flags[] = {"byte_fallback", "fuse_unk", "ignore_merges"};
+    for (int k = 0; k < 3; k++) {
+        json_t *v = json_object_get(model, flags[k]);
+        if (v && !json_is_null(v) && !json_is_boolean(v))
+            return sp_fail(err, "%s: model.%s is not a boolean", path, flags[k]);
+    }
+    t->byte_fallback = json_is_true(json_object_get(model, "byte_fallback"));
+    t->fuse_unk = json_is_true(json_object_get(model, "fuse_unk"));
+    t->ignore_merges = json_is_true(json_object_get(model, "ignore_merges"));
+    json_t *unk = json_object_get(model, "unk_token");
+    if (!unk || json_is_null(unk)) return 0;
+    if (!json_is_string(unk)) return sp_fail(err, "%s: model.unk_token is not a string", path);
+    t->unk = tok_lookup(t, json_string_value(unk), json_string_length(unk));
+    if (t->unk < 0)
+        return sp_fail(err, "%s: model.unk_token '%s' is not in the vocabulary", path,
+                       json_string_value(unk));
     return 0;
 }
 
@@ -174,25 +177,42 @@ static int hf_merges(sp_tokenizer *t, json_t *merges, const char *path, sp_error
     return 0;
 }
 
+/* Added-token flags: lstrip/rstrip are implemented; single_word is refused; normalized only
+ * matters (and is refused) when there is a normalizer. */
 static int hf_added_token(sp_tokenizer *t, json_t *a, sp_error *err) {
     json_t *id = json_object_get(a, "id"), *content = json_object_get(a, "content");
     if (!json_is_integer(id)) return sp_fail(err, "\"id\" is missing or not an integer");
     if (!json_is_string(content)) return sp_fail(err, "\"content\" is missing or not a string");
-    static const char *const unsupported[] = {"lstrip", "rstrip", "single_word"};
-    for (size_t k = 0; k < 3; k++)
-        if (json_is_true(json_object_get(a, unsupported[k])))
-            return sp_fail(err, "'%s': \"%s\": true is not supported", json_string_value(content),
-                           unsupported[k]);
-    int kind = json_is_true(json_object_get(a, "special")) ? TOK_SPECIAL : TOK_ADDED;
-    return tok_add_token(t, json_string_value(content), json_string_length(content),
-                         json_integer_value(id), kind, err);
+    const char *c = json_string_value(content);
+    if (json_is_true(json_object_get(a, "single_word")))
+        return sp_fail(err,
+                       "'%s': \"single_word\": true is not supported (supported: lstrip, "
+                       "rstrip, special, normalized without a normalizer)",
+                       c);
+    int special = json_is_true(json_object_get(a, "special"));
+    /* Hugging Face's default for "normalized" is the opposite of "special". */
+    json_t *norm = json_object_get(a, "normalized");
+    int normalized = norm ? json_is_true(norm) : !special;
+    if (normalized && t->n_norm > 0)
+        return sp_fail(err,
+                       "'%s': \"normalized\": true with a normalizer is not supported "
+                       "(the token would be matched in normalized text)",
+                       c);
+    int64_t i = json_integer_value(id);
+    if (tok_add_token(t, c, json_string_length(content), i, special ? TOK_SPECIAL : TOK_ADDED, err))
+        return -1;
+    t->lstrip[i] = json_is_true(json_object_get(a, "lstrip"));
+    t->rstrip[i] = json_is_true(json_object_get(a, "rstrip"));
+    return 0;
 }
 
-static int hf_load(sp_tokenizer *t, json_t *root, const char *path, sp_error *err) {
+static int hf_load(sp_tokenizer *t, json_t *root, const char *path, const char *config,
+                   sp_error *err) {
     json_t *model = json_object_get(root, "model");
     if (!json_is_object(model))
         return sp_fail(err, "%s: \"model\" is missing or not an object", path);
-    if (check_model_options(model, path, err) || check_pipeline(root, path, err)) return -1;
+    t->pipeline = 1;
+    if (check_model_options(model, path, err) || tok_parse_pipeline(t, root, path, err)) return -1;
     if (add_vocab_object(t, json_object_get(model, "vocab"), path, "model.vocab", err)) return -1;
     json_t *added = json_object_get(root, "added_tokens"), *a;
     if (added && !json_is_null(added) && !json_is_array(added))
@@ -201,15 +221,16 @@ static int hf_load(sp_tokenizer *t, json_t *root, const char *path, sp_error *er
     json_array_foreach(added, i, a) {
         if (hf_added_token(t, a, err)) return sp_fail_prefix(err, "%s: added_tokens[%zu]", path, i);
     }
-    t->ignore_merges = json_is_true(json_object_get(model, "ignore_merges"));
+    if (model_unk_options(t, model, path, err)) return -1;
     if (tok_finish_vocab(t, err)) return sp_fail_prefix(err, "%s", path);
-    return hf_merges(t, json_object_get(model, "merges"), path, err);
+    if (hf_merges(t, json_object_get(model, "merges"), path, err)) return -1;
+    return tok_parse_post(t, root, path, config, err);
 }
 
-int tok_load_hf_json(sp_tokenizer *t, const char *path, sp_error *err) {
+int tok_load_hf_json(sp_tokenizer *t, const char *path, const char *config, sp_error *err) {
     json_t *root = load_json(path, err);
     if (!root) return -1;
-    int rc = json_is_object(root) ? hf_load(t, root, path, err)
+    int rc = json_is_object(root) ? hf_load(t, root, path, config, err)
                                   : sp_fail(err, "%s: the top level is not a JSON object", path);
     json_decref(root);
     return rc;
@@ -231,10 +252,13 @@ static int load_dir(sp_tokenizer *t, const char *dir, sp_error *err) {
     if (stat(dir, &st) != 0)
         return sp_fail(err, "tokenizer directory %s: %s", dir, strerror(errno));
     if (!S_ISDIR(st.st_mode)) return sp_fail(err, "tokenizer directory %s: not a directory", dir);
-    char *p = join(dir, "tokenizer.json");
-    if (!p) return sp_fail(err, "out of memory");
-    int rc = file_exists(p) ? tok_load_hf_json(t, p, err) : 1;
-    free(p);
+    char *p = join(dir, "tokenizer.json"), *c = join(dir, "tokenizer_config.json");
+    if (!p || !c) {
+        free(p), free(c);
+        return sp_fail(err, "out of memory");
+    }
+    int rc = file_exists(p) ? tok_load_hf_json(t, p, file_exists(c) ? c : NULL, err) : 1;
+    free(p), free(c);
     for (size_t k = 0; rc == 1 && k < 2; k++) {
         char *v = join(dir, pairs[k][0]), *m = join(dir, pairs[k][1]);
         if (!v || !m)

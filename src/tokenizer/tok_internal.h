@@ -3,6 +3,7 @@
 #define SP_TOK_INTERNAL_H
 
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include <jansson.h>
 #include <pcre2.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,6 +15,50 @@
 #define TOK_MAX_ID (1 << 24)
 
 enum { TOK_ABSENT = 0, TOK_NORMAL = 1, TOK_ADDED = 2, TOK_SPECIAL = 3 };
+
+/* What BPE runs over: GPT-2's byte alphabet, or Unicode characters (SentencePiece-style). */
+enum { TOK_MODE_BYTE = 0, TOK_MODE_CHAR = 1 };
+
+/* Normalizers (applied in order to each span between added tokens). */
+enum { NORM_NFC, NORM_NFD, NORM_NFKC, NORM_NFKD, NORM_PREPEND, NORM_REPLACE };
+typedef struct tok_norm {
+    int kind;
+    char *a, *b; /* PREPEND: a = text; REPLACE: literal a -> b (when re is NULL) */
+    size_t alen, blen;
+    pcre2_code *re; /* REPLACE with a {"Regex": ...} pattern */
+} tok_norm;
+
+/* Pre-tokenizer steps (a Sequence, applied in order to every piece the previous step made). */
+enum { PRE_SPLIT, PRE_BYTELEVEL, PRE_METASPACE };
+/* Hugging Face's SplitDelimiterBehavior. */
+enum { SPLIT_REMOVED, SPLIT_ISOLATED, SPLIT_MERGED_PREV, SPLIT_MERGED_NEXT, SPLIT_CONTIGUOUS };
+enum { PREPEND_ALWAYS, PREPEND_FIRST, PREPEND_NEVER };
+typedef struct tok_pre {
+    int kind;
+    pcre2_code *re; /* SPLIT (also Digits); BYTELEVEL with use_regex: GPT-2's pattern */
+    int behavior, invert;
+    int add_prefix_space; /* BYTELEVEL */
+    char repl[8];         /* METASPACE: the replacement character (UTF-8) */
+    size_t repl_len;
+    int prepend_scheme, split; /* METASPACE */
+} tok_pre;
+
+/* One segment of a piece while splitting: [start, end) and whether it is a match. */
+typedef struct tok_seg {
+    size_t start, end;
+    int match;
+} tok_seg;
+
+/* Per-step scratch of the pre-tokenizer (each step recurses into the next). */
+typedef struct tok_level {
+    char *buf; /* the piece after text-changing steps (prefix space, metaspace) */
+    size_t buf_cap;
+    tok_seg *segs;
+    size_t segs_cap;
+} tok_level;
+
+#define TOK_MAX_PRE 8
+#define TOK_MAX_NORM 8
 
 /* A word-cache entry: piece bytes -> ids, both stored in arenas. n_ids == 0 marks a free slot. */
 typedef struct tok_cache_entry {
@@ -55,12 +100,44 @@ struct sp_tokenizer {
     char byte_chr[256][2]; /* UTF-8 of each byte's character (1 or 2 bytes) */
     uint8_t byte_chr_len[256];
     int32_t eos;
-    int ignore_merges; /* tokenizer.json option: a piece that is a whole token skips BPE */
-    int32_t *added;    /* ids of added tokens (matched in the text before pre-tokenization) */
+    int ignore_merges;        /* tokenizer.json option: a piece that is a whole token skips BPE */
+    int mode;                 /* TOK_MODE_BYTE / TOK_MODE_CHAR */
+    int pipeline;             /* tokenizer.json gave the pipeline (else GPT-2's default) */
+    int byte_fallback;        /* CHAR: unknown characters become <0xNN> tokens */
+    int32_t unk;              /* CHAR: id of model.unk_token, or -1 */
+    int fuse_unk;             /* CHAR: consecutive unknown characters give one unk */
+    int32_t fallback_id[256]; /* CHAR with byte_fallback: id of "<0xNN>" */
+    uint8_t *in_model;        /* per id: listed in model.vocab (BPE lookups use only these) */
+    uint8_t *lstrip, *rstrip; /* per id: added token absorbs whitespace on its left / right */
+
+    /* Pipeline (tokenizer.json); the defaults are GPT-2's: no normalizer, ByteLevel. */
+    tok_norm norm[TOK_MAX_NORM];
+    int n_norm;
+    tok_pre pre[TOK_MAX_PRE];
+    int n_pre;
+    tok_level lvl[TOK_MAX_PRE];
+    char *nbuf[2]; /* normalizer scratch */
+    size_t nbuf_cap[2];
+    uint16_t *u16[2]; /* NFC scratch (ICU works in UTF-16) */
+    size_t u16_cap[2];
+
+    /* Decoding (CHAR mode): replace dec_from by dec_to, bytes from <0xNN>, then strip. */
+    char dec_from[8], dec_to[8];
+    size_t dec_from_len, dec_to_len;
+    int dec_byte_fallback;
+    int dec_strip_start, dec_strip_stop; /* leading / trailing dec_strip_chr to remove */
+    char dec_strip_chr;
+    int dec_meta_first; /* Metaspace decoder: the first token loses its replacement chars */
+
+    /* Sequence framing from the post-processor and tokenizer_config.json. */
+    int32_t bos, eos_cfg;
+    int add_bos, add_eos;
+    char *desc;      /* canonical description of everything beyond GPT-2's defaults ("" if none) */
+    int desc_failed; /* out of memory while building desc */
+    int32_t *added;  /* ids of added tokens (matched in the text before pre-tokenization) */
     size_t n_added;
     uint64_t hash;
 
-    pcre2_code *re;
     pcre2_match_data *md;
 
     /* Encoder scratch, grown on demand. */
@@ -107,12 +184,35 @@ int32_t tok_lookup(const sp_tokenizer *t, const char *s, size_t len);
 int32_t tok_pair_rank(const sp_tokenizer *t, int32_t left, int32_t right, int32_t *merged);
 
 /* Loading (load.c). */
-int tok_load_hf_json(sp_tokenizer *t, const char *path, sp_error *err);
+/* config: tokenizer_config.json beside it, or NULL. */
+int tok_load_hf_json(sp_tokenizer *t, const char *path, const char *config, sp_error *err);
 int tok_load_vocab_json(sp_tokenizer *t, const char *path, sp_error *err);
 int tok_load_merges_txt(sp_tokenizer *t, const char *path, sp_error *err);
 
+/* Pipeline parsing (pipeline.c): normalizer, pre_tokenizer, decoder, post_processor and
+ * tokenizer_config.json. Messages name path and the JSON path. */
+int tok_parse_pipeline(sp_tokenizer *t, json_t *root, const char *path, sp_error *err);
+int tok_parse_post(sp_tokenizer *t, json_t *root, const char *path, const char *config_path,
+                   sp_error *err);
+void tok_free_pipeline(sp_tokenizer *t);
+/* Compiles pattern (UTF + UCP; literal if is_literal). */
+pcre2_code *tok_regex(const char *pattern, size_t len, int is_literal, sp_error *err);
+/* Appends to t->desc (the canonical description that the hash covers); returns 0, and on
+ * running out of memory sets desc_failed, which finishing the tokenizer reports. */
+int tok_desc(sp_tokenizer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Normalization (normalize.c): applies t->norm to s; *out points to s or to scratch. */
+int tok_normalize(sp_tokenizer *t, const char *s, size_t n, const char **out, size_t *out_len,
+                  sp_error *err);
+
 /* Encoder (encode.c). */
-int tok_compile_regex(sp_tokenizer *t, sp_error *err);
+/* After loading: GPT-2's pipeline unless tokenizer.json gave one; match data. */
+/* After loading: GPT-2's pipeline unless tokenizer.json gave one; match data. */
+int tok_init_encoder(sp_tokenizer *t, sp_error *err);
 void tok_free_encoder(sp_tokenizer *t);
+/* Unicode White_Space (Rust's char::is_whitespace), for added-token lstrip/rstrip. */
+int tok_is_whitespace(uint32_t cp);
+/* Decodes one UTF-8 character at s (valid input); returns its length. */
+size_t tok_utf8_next(const uint8_t *s, uint32_t *cp);
 
 #endif

@@ -1,4 +1,5 @@
 /* Vocabulary and merge tables: building them while loading, lookups, the vocabulary hash. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,8 +73,8 @@ int tok_reserve(void *bufp, size_t *cap, size_t need, size_t elem) {
 sp_tokenizer *tok_new(void) {
     sp_tokenizer *t = calloc(1, sizeof *t);
     if (!t) return NULL;
-    t->eos = -1;
-    for (int b = 0; b < 256; b++) t->byte_id[b] = -1;
+    t->eos = t->eos_cfg = t->bos = t->unk = -1;
+    for (int b = 0; b < 256; b++) t->byte_id[b] = t->fallback_id[b] = -1;
     return t;
 }
 
@@ -123,10 +124,14 @@ static int grow_ids(sp_tokenizer *t, size_t need) {
     if (tok_resize(&t->str_off, cap, sizeof *t->str_off) ||
         tok_resize(&t->str_len, cap, sizeof *t->str_len) ||
         tok_resize(&t->raw_off, cap, sizeof *t->raw_off) ||
-        tok_resize(&t->raw_len, cap, sizeof *t->raw_len) ||
-        tok_resize(&t->kind, cap, sizeof *t->kind))
+        tok_resize(&t->raw_len, cap, sizeof *t->raw_len) || tok_resize(&t->kind, cap, 1) ||
+        tok_resize(&t->in_model, cap, 1) || tok_resize(&t->lstrip, cap, 1) ||
+        tok_resize(&t->rstrip, cap, 1))
         return -1;
     memset(t->kind + t->ids_cap, TOK_ABSENT, cap - t->ids_cap);
+    memset(t->in_model + t->ids_cap, 0, cap - t->ids_cap);
+    memset(t->lstrip + t->ids_cap, 0, cap - t->ids_cap);
+    memset(t->rstrip + t->ids_cap, 0, cap - t->ids_cap);
     t->ids_cap = cap;
     return 0;
 }
@@ -162,6 +167,7 @@ int tok_add_token(sp_tokenizer *t, const char *s, size_t len, int64_t id, int ki
     t->str_len[id] = (uint32_t)len;
     t->strs_len += len + 1;
     t->kind[id] = (uint8_t)kind;
+    t->in_model[id] = kind == TOK_NORMAL; /* only model.vocab adds normal tokens */
     if (id >= t->n_ids) t->n_ids = (int32_t)id + 1;
     t->n_tokens++;
     smap_put(t, (int32_t)id);
@@ -190,7 +196,37 @@ static long decode_byte_level(const char *s, size_t len, uint8_t *out) {
     return (long)n;
 }
 
-int tok_finish_vocab(sp_tokenizer *t, sp_error *err) {
+/* "<0xNN>" (upper-case hex, as SentencePiece writes them) -> the byte, or -1. */
+static int fallback_byte(const char *s, size_t len) {
+    static const char hex[] = "0123456789ABCDEF";
+    if (len != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>') return -1;
+    const char *hi = memchr(hex, s[3], 16), *lo = memchr(hex, s[4], 16);
+    return hi && lo && s[3] && s[4] ? (int)((hi - hex) << 4 | (lo - hex)) : -1;
+}
+
+/* Decoded bytes of a token of a character-level BPE: the decoder's Replace (e.g. U+2581 ->
+ * space) and ByteFallback (<0xNN> -> that byte). Returns the length written to out. */
+static size_t decode_char_level(const sp_tokenizer *t, const char *s, size_t len, uint8_t *out) {
+    int b = t->dec_byte_fallback ? fallback_byte(s, len) : -1;
+    if (b >= 0) {
+        out[0] = (uint8_t)b;
+        return 1;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < len;) {
+        if (t->dec_from_len && len - i >= t->dec_from_len &&
+            memcmp(s + i, t->dec_from, t->dec_from_len) == 0) {
+            memcpy(out + n, t->dec_to, t->dec_to_len);
+            n += t->dec_to_len, i += t->dec_from_len;
+        } else {
+            out[n++] = (uint8_t)s[i++];
+        }
+    }
+    return n;
+}
+
+/* Byte-level vocabularies must hold all 256 byte tokens; their decoded bytes follow. */
+static int byte_tokens(sp_tokenizer *t, sp_error *err) {
     for (int b = 0; b < 256; b++) {
         char c[2] = {0, 0};
         size_t n = tok_byte_char((uint8_t)b, c);
@@ -201,15 +237,23 @@ int tok_finish_vocab(sp_tokenizer *t, sp_error *err) {
             return sp_fail(err, "the vocabulary lacks the byte-level token '%.*s' for byte 0x%02x",
                            (int)n, c, b);
     }
-    /* Decoded bytes are never longer than the vocabulary form. */
-    t->raw = malloc(t->strs_len + 1);
+    return 0;
+}
+
+/* The raw (decoded) bytes of every token, into t->raw. */
+static int decode_vocab(sp_tokenizer *t, sp_error *err) {
+    /* Decoded bytes are never longer than the vocabulary form times the replacement growth. */
+    size_t grow = t->dec_from_len && t->dec_to_len > t->dec_from_len ? t->dec_to_len : 1;
+    t->raw = malloc(grow * t->strs_len + 1);
     if (!t->raw) return sp_fail(err, "out of memory decoding the vocabulary");
     size_t at = 0;
     for (int32_t id = 0; id < t->n_ids; id++) {
         if (t->kind[id] == TOK_ABSENT) continue;
         const char *s = tok_str(t, id);
         long n = t->str_len[id];
-        if (t->kind[id] == TOK_NORMAL) {
+        if (t->mode == TOK_MODE_CHAR) {
+            n = (long)decode_char_level(t, s, t->str_len[id], t->raw + at);
+        } else if (t->kind[id] == TOK_NORMAL) {
             n = decode_byte_level(s, t->str_len[id], t->raw + at);
             if (n < 0)
                 return sp_fail(err,
@@ -223,6 +267,20 @@ int tok_finish_vocab(sp_tokenizer *t, sp_error *err) {
         t->raw_len[id] = (uint32_t)n;
         at += (size_t)n;
     }
+    return 0;
+}
+
+int tok_finish_vocab(sp_tokenizer *t, sp_error *err) {
+    if (t->mode == TOK_MODE_BYTE && byte_tokens(t, err)) return -1;
+    if (t->mode == TOK_MODE_CHAR && t->byte_fallback) {
+        for (int b = 0; b < 256; b++) {
+            char name[8];
+            snprintf(name, sizeof name, "<0x%02X>", b);
+            int32_t id = tok_lookup(t, name, 6);
+            t->fallback_id[b] = id >= 0 && t->in_model[id] ? id : -1;
+        }
+    }
+    if (decode_vocab(t, err)) return -1;
     t->eos = tok_lookup(t, "<|endoftext|>", 13);
     return 0;
 }

@@ -1,5 +1,6 @@
-/* GPT-2 byte-level BPE tokenizer: fixture ids, round trips, special tokens, invalid UTF-8, the
- * three file formats, and load errors. Needs the GPT-2 files that scripts/fetch-data fetches. */
+/* GPT-2 byte-level BPE tokenizer (tokenizer.json kinds beyond it: test_tokenizer_hf.c): fixture
+ * ids, round trips, special tokens, invalid UTF-8, the three file formats, and load errors. Needs
+ * the GPT-2 files that scripts/fetch-data fetches. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -560,12 +561,17 @@ START_TEST(test_bad_tokenizer_json) {
                       NULL);
     write_str(dir, "tokenizer.json",
               "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}}");
+    /* Without a ByteLevel step the BPE runs over characters and needs a decoder. */
     expect_load_error(
-        dir, "tokenizer.json: pre_tokenizer: only a ByteLevel pre-tokenizer is supported", NULL);
+        dir,
+        "tokenizer.json: decoder: a tokenizer without a ByteLevel pre-tokenizer needs a decoder",
+        NULL);
     write_str(dir, "tokenizer.json",
-              "{\"normalizer\": {\"type\": \"NFC\"}, \"model\": {\"vocab\": {\"a\": 0}, "
+              "{\"normalizer\": {\"type\": \"Lowercase\"}, \"model\": {\"vocab\": {\"a\": 0}, "
               "\"merges\": []}}");
-    expect_load_error(dir, "tokenizer.json: normalizer: normalizers are not supported", NULL);
+    expect_load_error(dir,
+                      "tokenizer.json: normalizer: normalizer type \"Lowercase\" is not supported",
+                      "NFC, NFD, NFKC, NFKD, Prepend, Replace");
     write_str(dir, "tokenizer.json", "{\"model\": [");
     expect_load_error(dir, "tokenizer.json:1:", "invalid JSON");
     /* Errors inside merges and added_tokens name the entry. */
@@ -573,11 +579,12 @@ START_TEST(test_bad_tokenizer_json) {
     write_hf_json(dir, extra);
     json_decref(extra);
     expect_load_error(dir, "tokenizer.json: added_tokens[1]: id 7 is given to both", "'<|clash|>'");
-    extra = json_pack("[{s:i, s:s, s:b}]", "id", 50300, "content", "<mask>", "lstrip", 1);
+    extra = json_pack("[{s:i, s:s, s:b}]", "id", 50300, "content", "<mask>", "single_word", 1);
     write_hf_json(dir, extra);
     json_decref(extra);
     expect_load_error(
-        dir, "tokenizer.json: added_tokens[1]: '<mask>': \"lstrip\": true is not supported", NULL);
+        dir, "tokenizer.json: added_tokens[1]: '<mask>': \"single_word\": true is not supported",
+        NULL);
     write_str(dir, "tokenizer.json",
               "{\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false}, "
               "\"model\": {\"vocab\": "

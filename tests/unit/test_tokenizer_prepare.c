@@ -1,0 +1,137 @@
+/* `softprompt prepare --tokenizer DIR` end to end with tokenizer.json + tokenizer_config.json
+ * directories of the Llama kinds (tests/fixtures/tokenizer/hf): every example starts with the
+ * tokenizer's BOS where it says so (after the soft tokens that precede all text), never for
+ * tokenizers without one, targets end with the config's EOS, and the dataset records the
+ * tokenizer's hash. Needs no downloaded file. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "softprompt/dataset.h"
+#include "softprompt/engine.h"
+#include "softprompt/tokenizer.h"
+#include "testutil.h"
+
+#define HF_DIR SP_FIXTURES_DIR "/tokenizer/hf/"
+#define INPUT SP_FIXTURES_DIR "/prepare/reviews.jsonl"
+
+static sp_tokenizer *load(const char *dir) {
+    sp_error err = {{0}};
+    sp_tokenizer *t = sp_tokenizer_load(dir, &err);
+    ck_assert_msg(t != NULL, "%s", err.msg);
+    return t;
+}
+
+/* Prepares the reviews as generation data (target " {label}" + EOS) with template tpl; returns
+ * the opened dataset and its first two examples in b. */
+static sp_dataset *prepare(const char *tok_dir, const char *tpl, sp_batch_data *b, char **out) {
+    char *prefix = tu_path(tu_dir, "d"), *err = NULL;
+    const char *args[] = {"prepare",    "--tokenizer", tok_dir,    "--input",  INPUT,
+                          "--template", tpl,           "--target", " {label}", "--split",
+                          "all",        "--out",       prefix,     NULL};
+    int rc = tu_run_cli(args, out, &err);
+    ck_assert_msg(rc == 0, "prepare --tokenizer %s: rc %d: %s", tok_dir, rc, err);
+    free(err);
+    char *path = tu_path(tu_dir, "d-all.h5");
+    sp_dataset *ds = tu_dataset_open_ok(path);
+    int64_t ids[2] = {0, 1};
+    sp_error e = {{0}};
+    sp_batch_data_init(b);
+    ck_assert_msg(sp_dataset_read_batch(ds, ids, 2, b, &e) == 0, "%s", e.msg);
+    free(path), free(prefix);
+    return ds;
+}
+
+static char *decode(sp_tokenizer *t, const int32_t *ids, size_t n) {
+    char *s;
+    size_t len;
+    sp_error err = {{0}};
+    ck_assert_msg(sp_tokenizer_decode(t, ids, n, 0, &s, &len, &err) == 0, "%s", err.msg);
+    return s;
+}
+
+/* Llama 2 kind: 20 soft tokens, <s>, the text; targets " positive" then </s>. */
+START_TEST(test_llama2_bos) {
+    const char *dir = HF_DIR "llama2";
+    sp_tokenizer *t = load(dir);
+    sp_batch_data b;
+    char *out = NULL;
+    sp_dataset *ds = prepare(dir, "{text} It was", &b, &out);
+    ck_assert_msg(strstr(out, "examples start with <s>"), "%s", out);
+    char hash[17];
+    sp_tokenizer_hash_hex(t, hash);
+    ck_assert_str_eq(sp_dataset_get_meta(ds)->tokenizer_hash, hash);
+    const int32_t *tok = b.tokens;
+    int n = b.seq_start[1];
+    for (int k = 0; k < 20; k++) ck_assert_int_eq(tok[k], SP_SOFT(k));
+    ck_assert_int_eq(tok[20], sp_tokenizer_bos_id(t));
+    ck_assert_int_eq(sp_tokenizer_bos_id(t), 1);
+    for (int k = 21; k < n; k++) ck_assert_int_ne(tok[k], 1); /* only one BOS */
+    /* Inputs after BOS: the text, the template's literal and the target but its last token. */
+    char *s = decode(t, tok + 21, (size_t)(n - 21));
+    ck_assert_msg(!strncmp(s, "A wonderful little film. It was", 31), "'%s'", s);
+    free(s);
+    int nt = b.target_start[1];
+    ck_assert_int_eq(b.target_ids[nt - 1], sp_tokenizer_eos_id(t));
+    ck_assert_int_eq(sp_tokenizer_eos_id(t), 2);
+    sp_batch_data_free(&b);
+    sp_dataset_close(ds);
+    free(out);
+    sp_tokenizer_free(t);
+}
+END_TEST
+
+/* Llama 3 kind, soft tokens after some text: BOS is the very first token. */
+START_TEST(test_llama3_bos_first) {
+    const char *dir = HF_DIR "llama3";
+    sp_tokenizer *t = load(dir);
+    sp_batch_data b;
+    char *out = NULL;
+    sp_dataset *ds = prepare(dir, "Review:{soft:4} {text} It was", &b, &out);
+    const int32_t *tok = b.tokens;
+    ck_assert_int_eq(tok[0], sp_tokenizer_token_to_id(t, "<|begin_of_text|>", 17));
+    int k = 1;
+    while (!SP_IS_SOFT(tok[k])) k++;
+    char *s = decode(t, tok + 1, (size_t)(k - 1));
+    ck_assert_str_eq(s, "Review:");
+    free(s);
+    for (int j = 0; j < 4; j++) ck_assert_int_eq(tok[k + j], SP_SOFT(j));
+    int nt = b.target_start[1];
+    ck_assert_int_eq(b.target_ids[nt - 1], sp_tokenizer_token_to_id(t, "<|end_of_text|>", 15));
+    sp_batch_data_free(&b);
+    sp_dataset_close(ds);
+    free(out);
+    sp_tokenizer_free(t);
+}
+END_TEST
+
+/* Qwen2 kind: no BOS; the text follows the soft tokens directly. */
+START_TEST(test_qwen2_no_bos) {
+    const char *dir = HF_DIR "qwen2";
+    sp_tokenizer *t = load(dir);
+    sp_batch_data b;
+    char *out = NULL;
+    sp_dataset *ds = prepare(dir, "{text} It was", &b, &out);
+    ck_assert_msg(!strstr(out, "examples start with"), "%s", out);
+    const int32_t *tok = b.tokens;
+    int n = b.seq_start[1];
+    char *s = decode(t, tok + 20, (size_t)(n - 20));
+    ck_assert_msg(!strncmp(s, "A wonderful little film. It was", 31), "'%s'", s);
+    free(s);
+    sp_batch_data_free(&b);
+    sp_dataset_close(ds);
+    free(out);
+    sp_tokenizer_free(t);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("tokenizer_prepare");
+    TCase *tc = tcase_create("prepare");
+    tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
+    tcase_add_test(tc, test_llama2_bos);
+    tcase_add_test(tc, test_llama3_bos_first);
+    tcase_add_test(tc, test_qwen2_no_bos);
+    suite_add_tcase(s, tc);
+    return tu_run_suite(s);
+}
