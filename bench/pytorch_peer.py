@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""PyTorch peer for the softprompt benchmark: one prompt-tuning training step of a frozen GPT-2,
-computed the way Hugging Face transformers (GPT2LMHeadModel, modeling_gpt2.py) + PEFT prompt
-tuning (PeftModelForCausalLM, PromptEmbedding) compute it, timed on CPU.
+"""PyTorch peer for the softprompt benchmark: one prompt-tuning training step of a frozen causal
+LM, computed the way Hugging Face transformers (GPT2LMHeadModel, modeling_gpt2.py;
+LlamaForCausalLM / Qwen2ForCausalLM, modeling_llama.py / modeling_qwen2.py, v4.4x) + PEFT prompt
+tuning (PeftModelForCausalLM, PromptEmbedding) compute it, timed on CPU. The architecture is
+chosen from config.json's model_type: "gpt2", "llama" or "qwen2".
 
-Only torch and numpy are needed: the GPT-2 modules, the safetensors reader and the PEFT
+Only torch and numpy are needed: the model modules, the safetensors reader and the PEFT
 wrapper are re-implemented here in plain torch, following HF's module structure and op order:
 
   GPT2Model      wte, wpe (nn.Embedding), drop (Dropout embd_pdrop), h = ModuleList of
@@ -14,6 +16,22 @@ wrapper are re-implemented here in plain torch, following HF's module structure 
                  attn_dropout, matmul with v, merge heads, c_proj, resid_dropout
   GPT2MLP        c_fc, NewGELU (gelu_new), c_proj, dropout (resid_pdrop)
   lm_head        Linear(d, V, bias=False), weight tied to wte
+
+  LlamaModel     embed_tokens (nn.Embedding), layers = ModuleList of LlamaDecoderLayer(
+                 input_layernorm, self_attn, post_attention_layernorm, mlp), norm, rotary_emb
+                 (cos/sin computed once per forward and passed to every layer, as from v4.45)
+  LlamaRMSNorm   in float32: weight * (x * rsqrt(x.pow(2).mean(-1) + eps))
+  LlamaRotaryEmbedding  inv_freq = 1 / rope_theta^(arange(0, hd, 2) / hd), rope_scaling null,
+                 linear or llama3 (_compute_llama3_parameters); freqs = inv_freq x position_ids,
+                 emb = cat(freqs, freqs); q, k = x cos + rotate_half(x) sin
+  LlamaAttention q/k/v/o_proj nn.Linear (bias: Llama attention_bias for all four; Qwen2 q/k/v
+                 bias, o_proj none), repeat_kv for grouped-query attention, eager attention:
+                 matmul(q, k^T) / sqrt(head_dim) + 4-d causal mask (finfo.min above the diagonal
+                 and at padding), softmax in float32, dropout(attention_dropout), matmul with v,
+                 o_proj
+  LlamaMLP       down_proj(act_fn(gate_proj(x)) * up_proj(x)), SiLU, bias = mlp_bias (Qwen2 none)
+  lm_head        Linear(d, V, bias=False), tied to embed_tokens when tie_word_embeddings;
+                 logits.float() before HF's shifted loss; position_ids = arange(P + T)
 
 Every model parameter is frozen (requires_grad=False). As PEFT prompt tuning does it, a trainable
 PromptEmbedding (nn.Embedding(P, d)) is looked up with arange(P) expanded over the batch and
@@ -31,6 +49,7 @@ import argparse
 import json
 import math
 import os
+import re
 import resource
 import statistics
 import struct
@@ -51,39 +70,53 @@ class PeerError(Exception):
 
 # --------------------------------------------------------------------------- config
 
+SUPPORTED_MODEL_TYPES = ("gpt2", "llama", "qwen2")
+
+
+def read_config_json(path):
+    """config.json as a dict."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            c = json.load(f)
+    except FileNotFoundError:
+        raise PeerError("%s: file not found" % path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PeerError("%s: cannot read JSON config (%s)" % (path, e))
+    if not isinstance(c, dict):
+        raise PeerError("%s: config is not a JSON object" % path)
+    return c
+
+
+def _config_getters(path, c):
+    def get_int(key, default=None, alt=None):
+        v = c.get(key, c.get(alt) if alt else None)
+        if v is None:
+            v = default
+        if v is None or isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise PeerError("%s: %s must be a positive integer (got %r)" % (path, key, v))
+        return v
+
+    def get_float(key, default, lo, hi):
+        v = c.get(key, default)
+        if v is None:
+            v = default
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+            raise PeerError("%s: %s must be a number in [%g, %g] (got %r)" %
+                            (path, key, lo, hi, v))
+        return float(v)
+
+    return get_int, get_float
+
+
 class GPT2Config:
     """The subset of transformers' GPT2Config the forward pass uses, read from config.json."""
 
-    def __init__(self, path):
-        try:
-            with open(path, "r", encoding="utf-8") as f:
-                c = json.load(f)
-        except FileNotFoundError:
-            raise PeerError("%s: file not found" % path)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise PeerError("%s: cannot read JSON config (%s)" % (path, e))
-        if not isinstance(c, dict):
-            raise PeerError("%s: config is not a JSON object" % path)
+    def __init__(self, path, c):
         mt = c.get("model_type", "gpt2")
         if mt != "gpt2":
-            raise PeerError("%s: model_type is %r, only 'gpt2' is supported" % (path, mt))
-
-        def get_int(key, default=None, alt=None):
-            v = c.get(key, c.get(alt) if alt else None)
-            if v is None:
-                v = default
-            if v is None or isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise PeerError("%s: %s must be a positive integer (got %r)" % (path, key, v))
-            return v
-
-        def get_float(key, default, lo, hi):
-            v = c.get(key, default)
-            if v is None:
-                v = default
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-                raise PeerError("%s: %s must be a number in [%g, %g] (got %r)" %
-                                (path, key, lo, hi, v))
-            return float(v)
+            raise PeerError("%s: model_type is %r, expected 'gpt2'" % (path, mt))
+        self.model_type = "gpt2"
+        get_int, get_float = _config_getters(path, c)
 
         self.vocab_size = get_int("vocab_size", 50257)
         self.n_positions = get_int("n_positions", 1024, alt="n_ctx")
@@ -116,6 +149,134 @@ class GPT2Config:
             raise PeerError("%s: add_cross_attention is not supported" % path)
         if c.get("tie_word_embeddings", True) is False:
             raise PeerError("%s: tie_word_embeddings false is not supported" % path)
+        self.hidden_size = self.n_embd
+        self.max_positions = self.n_positions
+
+    def describe(self):
+        return "%d layers, d=%d, %d heads, d_ff=%d, V=%d, n_pos=%d" % (
+            self.n_layer, self.n_embd, self.n_head, self.n_inner, self.vocab_size,
+            self.n_positions)
+
+    def dropout_text(self, off):
+        z = 0.0 if off else None
+        return "attn %g, resid %g, embd %g" % (
+            self.attn_pdrop if z is None else z, self.resid_pdrop if z is None else z,
+            self.embd_pdrop if z is None else z)
+
+
+class LlamaConfig:
+    """The subset of transformers' LlamaConfig / Qwen2Config the forward pass uses, with their
+    defaults, read from config.json (model_type "llama" or "qwen2")."""
+
+    def __init__(self, path, c):
+        mt = c.get("model_type")
+        if mt not in ("llama", "qwen2"):
+            raise PeerError("%s: model_type is %r, expected 'llama' or 'qwen2'" % (path, mt))
+        self.model_type = mt
+        qwen = mt == "qwen2"
+        get_int, get_float = _config_getters(path, c)
+
+        self.vocab_size = get_int("vocab_size", 151936 if qwen else 32000)
+        self.hidden_size = get_int("hidden_size", 4096)
+        self.intermediate_size = get_int("intermediate_size", 22016 if qwen else 11008)
+        self.num_hidden_layers = get_int("num_hidden_layers", 32)
+        self.num_attention_heads = get_int("num_attention_heads", 32)
+        # num_key_value_heads null means multi-head attention, as in both configs
+        self.num_key_value_heads = get_int("num_key_value_heads", self.num_attention_heads)
+        self.max_position_embeddings = get_int("max_position_embeddings",
+                                               32768 if qwen else 2048)
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise PeerError("%s: num_attention_heads %d is not a multiple of "
+                            "num_key_value_heads %d" % (path, self.num_attention_heads,
+                                                        self.num_key_value_heads))
+        if c.get("head_dim") is not None:
+            self.head_dim = get_int("head_dim")
+        else:
+            if self.hidden_size % self.num_attention_heads:
+                raise PeerError("%s: hidden_size %d is not divisible by num_attention_heads %d "
+                                "(and no head_dim)" % (path, self.hidden_size,
+                                                       self.num_attention_heads))
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.head_dim % 2:
+            raise PeerError("%s: head_dim %d must be even for rotary embeddings" %
+                            (path, self.head_dim))
+        self.rms_norm_eps = get_float("rms_norm_eps", 1e-6, 0.0, 1.0)
+        self.rope_theta = get_float("rope_theta", 10000.0, 1e-30, float("inf"))
+        self.attention_dropout = get_float("attention_dropout", 0.0, 0.0, 1.0)
+        self.hidden_act = c.get("hidden_act", "silu")
+        if self.hidden_act not in ("silu", "swish"):
+            raise PeerError("%s: hidden_act %r is not supported (silu only)" %
+                            (path, self.hidden_act))
+        tie = c.get("tie_word_embeddings", False)
+        if not isinstance(tie, bool):
+            raise PeerError("%s: tie_word_embeddings must be true or false" % path)
+        self.tie_word_embeddings = tie
+        pad = c.get("pad_token_id")
+        self.pad_token_id = pad if isinstance(pad, int) and not isinstance(pad, bool) and \
+            0 <= pad < self.vocab_size else None
+        if qwen:
+            # Qwen2Attention: q/k/v with bias, o_proj without; Qwen2MLP without biases
+            self.qkv_bias, self.o_bias, self.mlp_bias = True, False, False
+            # sliding_window only counts with use_sliding_window (Qwen2Config sets it to None
+            # otherwise); the window must then cover the whole sequence (checked in run())
+            self.sliding_window = None
+            if c.get("use_sliding_window", False):
+                self.sliding_window = get_int("sliding_window", 4096)
+        else:
+            for key in ("attention_bias", "mlp_bias"):
+                if not isinstance(c.get(key, False), bool):
+                    raise PeerError("%s: %s must be true or false" % (path, key))
+            self.qkv_bias = self.o_bias = c.get("attention_bias", False)
+            self.mlp_bias = c.get("mlp_bias", False)
+            self.sliding_window = None
+            # pretraining_tp > 1 only splits HF's matmuls into slices (same result): computed
+            # unsplit here
+        self.rope_type, self.rope_scaling = self._rope_scaling(path, c.get("rope_scaling"))
+        self.max_positions = self.max_position_embeddings
+
+    @staticmethod
+    def _rope_scaling(path, rs):
+        """(rope_type, parameters) as transformers' rope init functions read them."""
+        if rs is None:
+            return "default", None
+        if not isinstance(rs, dict):
+            raise PeerError("%s: rope_scaling must be null or an object" % path)
+        kind = rs.get("rope_type", rs.get("type"))  # "type": the legacy key, still accepted
+        if kind == "default":
+            return "default", None
+        if kind not in ("linear", "llama3"):
+            raise PeerError("%s: rope_scaling type %r is not supported (null, 'default', "
+                            "'linear', 'llama3')" % (path, kind))
+
+        def num(key, positive=True):
+            v = rs.get(key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or \
+                    not math.isfinite(v) or (positive and v <= 0):
+                raise PeerError("%s: rope_scaling.%s must be a positive number (got %r)" %
+                                (path, key, v))
+            return v
+
+        if kind == "linear":
+            return kind, {"factor": num("factor")}
+        p = {k: num(k) for k in ("factor", "low_freq_factor", "high_freq_factor",
+                                 "original_max_position_embeddings")}
+        if p["high_freq_factor"] <= p["low_freq_factor"]:
+            raise PeerError("%s: rope_scaling.high_freq_factor must exceed low_freq_factor" %
+                            path)
+        return kind, p
+
+    def describe(self):
+        rope = self.rope_type if self.rope_scaling is None else "%s %s" % (
+            self.rope_type, ",".join("%s=%g" % kv for kv in self.rope_scaling.items()))
+        return ("%s, %d layers, d=%d, %d heads (%d kv, head_dim %d), d_ff=%d, V=%d, "
+                "max_pos=%d, rope_theta %g (%s), %s" % (
+                    self.model_type, self.num_hidden_layers, self.hidden_size,
+                    self.num_attention_heads, self.num_key_value_heads, self.head_dim,
+                    self.intermediate_size, self.vocab_size, self.max_position_embeddings,
+                    self.rope_theta, rope, "tied" if self.tie_word_embeddings else "untied"))
+
+    def dropout_text(self, off):
+        return "attention %g" % (0.0 if off else self.attention_dropout)
 
 
 # --------------------------------------------------------------------------- model (HF structure)
@@ -300,6 +461,290 @@ class GPT2LMHeadModel(nn.Module):
         return loss, lm_logits
 
 
+class LlamaRMSNorm(nn.Module):
+    def __init__(self, hidden_size, eps=1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states):
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.float32)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * hidden_states.to(input_dtype)
+
+
+def _compute_default_rope_parameters(config):
+    base = config.rope_theta
+    dim = config.head_dim
+    attention_factor = 1.0  # unused in this type of RoPE
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    return inv_freq, attention_factor
+
+
+def _compute_linear_scaling_rope_parameters(config):
+    factor = config.rope_scaling["factor"]
+    inv_freq, attention_factor = _compute_default_rope_parameters(config)
+    inv_freq /= factor
+    return inv_freq, attention_factor
+
+
+def _compute_llama3_parameters(config):
+    inv_freq, attention_factor = _compute_default_rope_parameters(config)
+    factor = config.rope_scaling["factor"]  # `8` in the original implementation
+    low_freq_factor = config.rope_scaling["low_freq_factor"]  # `1` in the original
+    high_freq_factor = config.rope_scaling["high_freq_factor"]  # `4` in the original
+    old_context_len = config.rope_scaling["original_max_position_embeddings"]  # `8192`
+    low_freq_wavelen = old_context_len / low_freq_factor
+    high_freq_wavelen = old_context_len / high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    # wavelen < high_freq_wavelen: do nothing; wavelen > low_freq_wavelen: divide by factor
+    inv_freq_llama = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+    # otherwise: interpolate between the two, using a smooth factor
+    smooth_factor = (old_context_len / wavelen - low_freq_factor) / \
+        (high_freq_factor - low_freq_factor)
+    smoothed_inv_freq = (1 - smooth_factor) * inv_freq_llama / factor + \
+        smooth_factor * inv_freq_llama
+    is_medium_freq = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
+    inv_freq_llama = torch.where(is_medium_freq, smoothed_inv_freq, inv_freq_llama)
+    return inv_freq_llama, attention_factor
+
+
+ROPE_INIT_FUNCTIONS = {
+    "default": _compute_default_rope_parameters,
+    "linear": _compute_linear_scaling_rope_parameters,
+    "llama3": _compute_llama3_parameters,
+}
+
+
+class LlamaRotaryEmbedding(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.rope_type = config.rope_type
+        self.max_seq_len_cached = config.max_position_embeddings
+        self.original_max_seq_len = config.max_position_embeddings
+        self.config = config
+        self.rope_init_fn = ROPE_INIT_FUNCTIONS[self.rope_type]
+        inv_freq, self.attention_scaling = self.rope_init_fn(self.config)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.original_inv_freq = self.inv_freq
+
+    @torch.no_grad()
+    def forward(self, x, position_ids):
+        # core RoPE block
+        inv_freq_expanded = self.inv_freq[None, :, None].float().expand(
+            position_ids.shape[0], -1, 1)
+        position_ids_expanded = position_ids[:, None, :].float()
+        freqs = (inv_freq_expanded.float() @ position_ids_expanded.float()).transpose(1, 2)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos = emb.cos()
+        sin = emb.sin()
+        # advanced RoPE types (e.g. yarn) apply a post-processing scaling factor
+        cos = cos * self.attention_scaling
+        sin = sin * self.attention_scaling
+        return cos.to(dtype=x.dtype), sin.to(dtype=x.dtype)
+
+
+def rotate_half(x):
+    """Rotates half the hidden dims of the input."""
+    x1 = x[..., : x.shape[-1] // 2]
+    x2 = x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+    cos = cos.unsqueeze(unsqueeze_dim)
+    sin = sin.unsqueeze(unsqueeze_dim)
+    q_embed = (q * cos) + (rotate_half(q) * sin)
+    k_embed = (k * cos) + (rotate_half(k) * sin)
+    return q_embed, k_embed
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.hidden_size = config.hidden_size
+        self.intermediate_size = config.intermediate_size
+        self.gate_proj = nn.Linear(self.hidden_size, self.intermediate_size, bias=config.mlp_bias)
+        self.up_proj = nn.Linear(self.hidden_size, self.intermediate_size, bias=config.mlp_bias)
+        self.down_proj = nn.Linear(self.intermediate_size, self.hidden_size, bias=config.mlp_bias)
+        self.act_fn = nn.SiLU()  # ACT2FN["silu"]
+
+    def forward(self, x):
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
+def repeat_kv(hidden_states, n_rep):
+    """torch.repeat_interleave(x, dim=1, repeats=n_rep): (batch, num_key_value_heads, seqlen,
+    head_dim) -> (batch, num_attention_heads, seqlen, head_dim)."""
+    batch, num_key_value_heads, slen, head_dim = hidden_states.shape
+    if n_rep == 1:
+        return hidden_states
+    hidden_states = hidden_states[:, :, None, :, :].expand(batch, num_key_value_heads, n_rep,
+                                                           slen, head_dim)
+    return hidden_states.reshape(batch, num_key_value_heads * n_rep, slen, head_dim)
+
+
+class LlamaAttention(nn.Module):
+    """Eager attention of LlamaAttention / Qwen2Attention."""
+
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.attention_dropout = config.attention_dropout
+        self.hidden_size = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.num_key_value_heads = config.num_key_value_heads
+        self.num_key_value_groups = self.num_heads // self.num_key_value_heads
+        self.q_proj = nn.Linear(self.hidden_size, self.num_heads * self.head_dim,
+                                bias=config.qkv_bias)
+        self.k_proj = nn.Linear(self.hidden_size, self.num_key_value_heads * self.head_dim,
+                                bias=config.qkv_bias)
+        self.v_proj = nn.Linear(self.hidden_size, self.num_key_value_heads * self.head_dim,
+                                bias=config.qkv_bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, self.hidden_size,
+                                bias=config.o_bias)
+
+    def forward(self, hidden_states, attention_mask, position_embeddings):
+        bsz, q_len, _ = hidden_states.size()
+        query_states = self.q_proj(hidden_states)
+        key_states = self.k_proj(hidden_states)
+        value_states = self.v_proj(hidden_states)
+        query_states = query_states.view(bsz, q_len, -1, self.head_dim).transpose(1, 2)
+        key_states = key_states.view(bsz, q_len, -1, self.head_dim).transpose(1, 2)
+        value_states = value_states.view(bsz, q_len, -1, self.head_dim).transpose(1, 2)
+        cos, sin = position_embeddings
+        query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
+        key_states = repeat_kv(key_states, self.num_key_value_groups)
+        value_states = repeat_kv(value_states, self.num_key_value_groups)
+        attn_weights = torch.matmul(query_states, key_states.transpose(2, 3)) / \
+            math.sqrt(self.head_dim)
+        if attention_mask is not None:  # no matter the length, we just slice it
+            causal_mask = attention_mask[:, :, :, : key_states.shape[-2]]
+            attn_weights = attn_weights + causal_mask
+        # upcast attention to fp32
+        attn_weights = nn.functional.softmax(attn_weights, dim=-1,
+                                             dtype=torch.float32).to(query_states.dtype)
+        attn_weights = nn.functional.dropout(attn_weights, p=self.attention_dropout,
+                                             training=self.training)
+        attn_output = torch.matmul(attn_weights, value_states)
+        attn_output = attn_output.transpose(1, 2).contiguous()
+        attn_output = attn_output.reshape(bsz, q_len, -1)
+        attn_output = self.o_proj(attn_output)
+        return attn_output
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.hidden_size = config.hidden_size
+        self.self_attn = LlamaAttention(config=config, layer_idx=layer_idx)
+        self.mlp = LlamaMLP(config)
+        self.input_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+    def forward(self, hidden_states, attention_mask, position_embeddings):
+        residual = hidden_states
+        hidden_states = self.input_layernorm(hidden_states)
+        hidden_states = self.self_attn(hidden_states, attention_mask=attention_mask,
+                                       position_embeddings=position_embeddings)
+        hidden_states = residual + hidden_states
+        residual = hidden_states
+        hidden_states = self.post_attention_layernorm(hidden_states)
+        hidden_states = self.mlp(hidden_states)
+        hidden_states = residual + hidden_states
+        return hidden_states
+
+
+def _prepare_4d_causal_attention_mask_with_cache_position(attention_mask, sequence_length,
+                                                          target_length, dtype, cache_position,
+                                                          batch_size):
+    """HF's 4-d float mask [B, 1, S, S]: 0 where attended, finfo.min above the diagonal and at
+    padded keys."""
+    min_dtype = torch.finfo(dtype).min
+    causal_mask = torch.full((sequence_length, target_length), fill_value=min_dtype, dtype=dtype)
+    if sequence_length != 1:
+        causal_mask = torch.triu(causal_mask, diagonal=1)
+    causal_mask *= torch.arange(target_length) > cache_position.reshape(-1, 1)
+    causal_mask = causal_mask[None, None, :, :].expand(batch_size, 1, -1, -1)
+    if attention_mask is not None:
+        causal_mask = causal_mask.clone()  # copy to contiguous memory for in-place edit
+        mask_length = attention_mask.shape[-1]
+        padding_mask = causal_mask[:, :, :, :mask_length] + attention_mask[:, None, None, :]
+        padding_mask = padding_mask == 0
+        causal_mask[:, :, :, :mask_length] = causal_mask[:, :, :, :mask_length].masked_fill(
+            padding_mask, min_dtype)
+    return causal_mask
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.padding_idx = config.pad_token_id
+        self.vocab_size = config.vocab_size
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        self.layers = nn.ModuleList([LlamaDecoderLayer(config, layer_idx)
+                                     for layer_idx in range(config.num_hidden_layers)])
+        self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = LlamaRotaryEmbedding(config=config)
+
+    def forward(self, inputs_embeds, attention_mask=None):
+        past_seen_tokens = 0
+        cache_position = torch.arange(past_seen_tokens,
+                                      past_seen_tokens + inputs_embeds.shape[1])
+        position_ids = cache_position.unsqueeze(0)
+        # _update_causal_mask, eager attention, no cache
+        sequence_length = inputs_embeds.shape[1]
+        target_length = attention_mask.shape[-1] if attention_mask is not None \
+            else past_seen_tokens + sequence_length + 1
+        causal_mask = _prepare_4d_causal_attention_mask_with_cache_position(
+            attention_mask, sequence_length=sequence_length, target_length=target_length,
+            dtype=inputs_embeds.dtype, cache_position=cache_position,
+            batch_size=inputs_embeds.shape[0])
+        hidden_states = inputs_embeds
+        # create position embeddings to be shared across the decoder layers
+        position_embeddings = self.rotary_emb(hidden_states, position_ids)
+        for decoder_layer in self.layers:
+            hidden_states = decoder_layer(hidden_states, attention_mask=causal_mask,
+                                          position_embeddings=position_embeddings)
+        hidden_states = self.norm(hidden_states)
+        return hidden_states
+
+
+class LlamaForCausalLM(nn.Module):
+    """LlamaForCausalLM / Qwen2ForCausalLM (same structure)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.model = LlamaModel(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight  # tie_weights()
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def forward(self, inputs_embeds, attention_mask=None, labels=None):
+        hidden_states = self.model(inputs_embeds, attention_mask=attention_mask)
+        logits = self.lm_head(hidden_states)  # num_logits_to_keep = 0: every position
+        loss = None
+        if labels is not None:
+            # Upcast to float if we need to compute the loss to avoid potential precision issues
+            logits = logits.float()
+            shift_logits = logits[..., :-1, :].contiguous()
+            shift_labels = labels[..., 1:].contiguous()
+            loss_fct = nn.CrossEntropyLoss()
+            shift_logits = shift_logits.view(-1, self.config.vocab_size)
+            shift_labels = shift_labels.view(-1)
+            loss = loss_fct(shift_logits, shift_labels)
+        return loss, logits
+
+
 # --------------------------------------------------------------------------- PEFT prompt tuning
 
 class PromptEmbedding(nn.Module):
@@ -322,7 +767,7 @@ class PeftPromptTuningCausalLM(nn.Module):
         for p in self.base_model.parameters():
             p.requires_grad = False
         self.num_virtual_tokens = num_virtual_tokens
-        self.prompt_encoder = PromptEmbedding(num_virtual_tokens, base_model.config.n_embd)
+        self.prompt_encoder = PromptEmbedding(num_virtual_tokens, base_model.config.hidden_size)
         self.register_buffer("prompt_tokens", torch.arange(num_virtual_tokens).long(),
                              persistent=False)
         self.word_embeddings = base_model.get_input_embeddings()
@@ -417,17 +862,13 @@ def _load_tensor_into(path, f, info, data_start, file_size, name, dest):
                 np.float32)
 
 
-def load_gpt2(model_dir):
-    """Builds GPT2LMHeadModel from a Hugging Face model directory (config.json +
-    model.safetensors or model.safetensors.index.json shards). Returns (model, dtype names)."""
-    if not os.path.isdir(model_dir):
-        raise PeerError("%s: model directory not found" % model_dir)
-    config = GPT2Config(os.path.join(model_dir, "config.json"))
+def _safetensors_files(model_dir):
+    """File names of model.safetensors or of the shards listed by model.safetensors.index.json."""
     single = os.path.join(model_dir, "model.safetensors")
     index = os.path.join(model_dir, "model.safetensors.index.json")
     if os.path.isfile(single):
-        files = ["model.safetensors"]
-    elif os.path.isfile(index):
+        return ["model.safetensors"]
+    if os.path.isfile(index):
         try:
             with open(index, "r", encoding="utf-8") as f:
                 wmap = json.load(f)["weight_map"]
@@ -439,13 +880,15 @@ def load_gpt2(model_dir):
         for fn in files:
             if not isinstance(fn, str) or os.path.basename(fn) != fn:
                 raise PeerError("%s: bad shard file name %r" % (index, fn))
-    else:
-        raise PeerError("%s: neither model.safetensors nor model.safetensors.index.json found"
-                        % model_dir)
+        return files
+    raise PeerError("%s: neither model.safetensors nor model.safetensors.index.json found"
+                    % model_dir)
 
-    with torch.no_grad():
-        model = GPT2LMHeadModel(config)
-    params = dict(model.transformer.named_parameters())
+
+def _load_weights(model_dir, files, params, resolve):
+    """Reads every tensor of the safetensors files into params (name -> parameter).
+    resolve(path, raw_name) gives the parameter name, or None for a tensor to ignore (it raises
+    PeerError for an unexpected one). Returns the sorted stored dtype names."""
     loaded = set()
     dtypes = set()
     for fn in files:
@@ -455,15 +898,9 @@ def load_gpt2(model_dir):
             for raw_name, info in header.items():
                 if raw_name == "__metadata__":
                     continue
-                name = raw_name[len("transformer."):] if raw_name.startswith("transformer.") \
-                    else raw_name
-                if name not in params:
-                    # HF checkpoints may carry the causal-mask buffers (h.N.attn.bias,
-                    # h.N.attn.masked_bias) and lm_head.weight (tied to wte): ignored like HF.
-                    if name.endswith(".attn.bias") or name.endswith(".attn.masked_bias") or \
-                            name == "lm_head.weight":
-                        continue
-                    raise PeerError("%s: unexpected tensor %s for a GPT-2 model" % (path, raw_name))
+                name = resolve(path, raw_name)
+                if name is None:
+                    continue
                 if name in loaded:
                     raise PeerError("%s: tensor %s appears twice" % (path, raw_name))
                 if not isinstance(info, dict):
@@ -475,7 +912,68 @@ def load_gpt2(model_dir):
     if missing:
         raise PeerError("%s: missing tensor(s) %s" % (model_dir, ", ".join(missing[:4]) +
                                                      (", ..." if len(missing) > 4 else "")))
-    return model, sorted(dtypes)
+    return sorted(dtypes)
+
+
+def load_gpt2(model_dir, config):
+    """Builds GPT2LMHeadModel and reads its weights. Returns (model, dtype names)."""
+    with torch.no_grad():
+        model = GPT2LMHeadModel(config)
+    params = dict(model.transformer.named_parameters())
+
+    def resolve(path, raw_name):
+        name = raw_name[len("transformer."):] if raw_name.startswith("transformer.") \
+            else raw_name
+        if name not in params:
+            # HF checkpoints may carry the causal-mask buffers (h.N.attn.bias,
+            # h.N.attn.masked_bias) and lm_head.weight (tied to wte): ignored like HF.
+            if name.endswith(".attn.bias") or name.endswith(".attn.masked_bias") or \
+                    name == "lm_head.weight":
+                return None
+            raise PeerError("%s: unexpected tensor %s for a GPT-2 model" % (path, raw_name))
+        return name
+
+    return model, _load_weights(model_dir, _safetensors_files(model_dir), params, resolve)
+
+
+_ROTARY_BUFFER = re.compile(r"model\.layers\.[0-9]+\.self_attn\.rotary_emb\.inv_freq")
+
+
+def load_llama(model_dir, config):
+    """Builds LlamaForCausalLM (Llama or Qwen2) and reads its weights. Returns (model, dtype
+    names)."""
+    with torch.no_grad():
+        model = LlamaForCausalLM(config)
+    # named_parameters() lists a tied lm_head.weight once, as model.embed_tokens.weight
+    params = dict(model.named_parameters())
+
+    def resolve(path, raw_name):
+        if raw_name in params:
+            return raw_name
+        # older checkpoints carry the rotary inv_freq buffers; a tied model's lm_head.weight
+        # is replaced by embed_tokens (tie_weights): both ignored like HF
+        if _ROTARY_BUFFER.fullmatch(raw_name) or raw_name == "lm_head.weight":
+            return None
+        raise PeerError("%s: unexpected tensor %s for a %s model" %
+                        (path, raw_name, "Qwen2" if config.model_type == "qwen2" else "Llama"))
+
+    return model, _load_weights(model_dir, _safetensors_files(model_dir), params, resolve)
+
+
+def load_model(model_dir):
+    """Builds the model of a Hugging Face directory (config.json + model.safetensors or
+    model.safetensors.index.json shards), chosen by model_type. Returns (model, dtype names)."""
+    if not os.path.isdir(model_dir):
+        raise PeerError("%s: model directory not found" % model_dir)
+    path = os.path.join(model_dir, "config.json")
+    c = read_config_json(path)
+    mt = c.get("model_type", "gpt2")
+    if mt == "gpt2":
+        return load_gpt2(model_dir, GPT2Config(path, c))
+    if mt in ("llama", "qwen2"):
+        return load_llama(model_dir, LlamaConfig(path, c))
+    raise PeerError("%s: model_type %r is not supported (supported: %s)" %
+                    (path, mt, ", ".join(SUPPORTED_MODEL_TYPES)))
 
 
 # --------------------------------------------------------------------------- batches
@@ -548,8 +1046,10 @@ def parse_args(argv):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "PyTorch peer of the softprompt benchmark: times one prompt-tuning training step of\n"
-            "a frozen GPT-2 computed as Hugging Face transformers (GPT2LMHeadModel) + PEFT prompt\n"
-            "tuning compute it, re-implemented in plain torch (no transformers/peft needed).\n\n"
+            "a frozen causal LM computed as Hugging Face transformers + PEFT prompt tuning\n"
+            "compute it, re-implemented in plain torch (no transformers/peft needed). Model\n"
+            "classes by config.json's model_type: gpt2 (GPT2LMHeadModel), llama\n"
+            "(LlamaForCausalLM), qwen2 (Qwen2ForCausalLM); eager attention.\n\n"
             "Step = PEFT forward (trainable prompt [P, d] concatenated before wte(input_ids),\n"
             "all-ones attention mask, labels -100 on prompt positions) + logits over the full\n"
             "vocabulary at every position + HF's shifted CrossEntropyLoss(ignore_index=-100,\n"
@@ -560,8 +1060,9 @@ def parse_args(argv):
             "Not included: HF Trainer's gradient clipping (max_grad_norm) and LR scheduler.\n"
             "A random batch's prompt starts as wte rows of random ids (PEFT SAMPLE_VOCAB).\n\n"
             "Dropout: --dropout config (default) runs the modules in train mode with the\n"
-            "config's attn_pdrop / resid_pdrop / embd_pdrop, as HF Trainer does; --dropout off\n"
-            "sets every dropout probability to 0, so the loss equals a dropout-free engine's.\n\n"
+            "config's attn_pdrop / resid_pdrop / embd_pdrop (Llama/Qwen2: attention_dropout),\n"
+            "as HF Trainer does; --dropout off sets every dropout probability to 0, so the\n"
+            "loss equals a dropout-free engine's.\n\n"
             "Output: one line per metric, 'metric pytorch_<mode>_<name> <value> <unit>':\n"
             "  step_s (median seconds of the timed steps), tokens_per_s (B*T text tokens /\n"
             "  median step; prompt positions not counted), peak_rss_mib (ru_maxrss of the\n"
@@ -572,9 +1073,10 @@ def parse_args(argv):
             "Errors (bad model directory, bad batch file, bad options) exit with status 2 and a\n"
             "one-line message." % DEFAULT_GEN_TARGETS))
     ap.add_argument("--model", required=True, metavar="DIR",
-                    help="Hugging Face GPT-2 directory: config.json + model.safetensors (or "
-                         "sharded via model.safetensors.index.json); F32/F16/BF16 tensors, "
-                         "names with or without 'transformer.' (converted to float32)")
+                    help="Hugging Face model directory (model_type gpt2, llama or qwen2): "
+                         "config.json + model.safetensors (or sharded via "
+                         "model.safetensors.index.json); F32/F16/BF16 tensors (converted to "
+                         "float32); GPT-2 names with or without 'transformer.'")
     ap.add_argument("--mode", choices=("cls", "gen"), default="cls",
                     help="cls: 1 labelled token per sequence; gen: last %d (default cls)"
                          % DEFAULT_GEN_TARGETS)
@@ -627,7 +1129,7 @@ def run(argv):
     torch.set_num_interop_threads(1)
 
     t0 = time.perf_counter()
-    base, dtypes = load_gpt2(a.model)
+    base, dtypes = load_model(a.model)
     cfg = base.config
     load_s = time.perf_counter() - t0
 
@@ -635,19 +1137,20 @@ def run(argv):
         if a.targets > a.seq:
             raise PeerError("--targets %d exceeds --seq %d" % (a.targets, a.seq))
         tokens, prompt = make_batch(a.batch, a.seq, a.prompt, a.targets, cfg.vocab_size,
-                                    cfg.n_embd, a.seed, base.transformer.wte.weight)
+                                    cfg.hidden_size, a.seed, base.get_input_embeddings().weight)
         write_batch_file(a.write_batch_file, tokens, prompt, a.targets)
         print("# wrote %s: B=%d T=%d P=%d K=%d d=%d" % (a.write_batch_file, a.batch, a.seq,
-                                                       a.prompt, a.targets, cfg.n_embd))
+                                                       a.prompt, a.targets, cfg.hidden_size))
         return 0
 
     if a.batch_file:
         tokens, prompt, K = read_batch_file(a.batch_file)
         B, T = tokens.shape
         P, d = prompt.shape
-        if d != cfg.n_embd:
-            raise PeerError("%s: prompt width d = %d, but the model's n_embd is %d" %
-                            (a.batch_file, d, cfg.n_embd))
+        if d != cfg.hidden_size:
+            raise PeerError("%s: prompt width d = %d, but the model's %s is %d" %
+                            (a.batch_file, d, "n_embd" if cfg.model_type == "gpt2"
+                             else "hidden_size", cfg.hidden_size))
         bad = (tokens < 0) | (tokens >= cfg.vocab_size)
         if bad.any():
             raise PeerError("%s: token id %d out of range [0, %d)" %
@@ -657,17 +1160,24 @@ def run(argv):
         B, T, P, K = a.batch, a.seq, a.prompt, a.targets
         if K > T:
             raise PeerError("--targets %d exceeds --seq %d" % (K, T))
-        tokens, prompt = make_batch(B, T, P, K, cfg.vocab_size, cfg.n_embd, a.seed,
-                                    base.transformer.wte.weight)
+        tokens, prompt = make_batch(B, T, P, K, cfg.vocab_size, cfg.hidden_size, a.seed,
+                                    base.get_input_embeddings().weight)
         src = "random (seed %d)" % a.seed
-    if T + P > cfg.n_positions:
-        raise PeerError("sequence length T+P = %d exceeds the model's n_positions %d" %
-                        (T + P, cfg.n_positions))
+    if T + P > cfg.max_positions:
+        raise PeerError("sequence length T+P = %d exceeds the model's %s %d" %
+                        (T + P, "n_positions" if cfg.model_type == "gpt2"
+                         else "max_position_embeddings", cfg.max_positions))
+    if getattr(cfg, "sliding_window", None) is not None and T + P > cfg.sliding_window:
+        raise PeerError("sequence length T+P = %d exceeds the model's sliding_window %d "
+                        "(sliding-window attention is not supported)" % (T + P,
+                                                                         cfg.sliding_window))
 
     if a.dropout == "off":
         for m in base.modules():
             if isinstance(m, nn.Dropout):
                 m.p = 0.0
+            elif isinstance(m, LlamaAttention):
+                m.attention_dropout = 0.0
     model = PeftPromptTuningCausalLM(base, P)
     with torch.no_grad():
         model.prompt_encoder.embedding.weight.copy_(torch.from_numpy(prompt))
@@ -691,18 +1201,16 @@ def run(argv):
 
     mode = a.mode
     n_params = sum(p.numel() for p in base.parameters())
-    print("# pytorch peer (HF GPT2LMHeadModel + PEFT prompt tuning, plain torch %s)" %
-          torch.__version__)
-    print("# model %s: %d layers, d=%d, %d heads, d_ff=%d, V=%d, n_pos=%d, %.1fM params (%s -> "
-          "float32), loaded in %.2f s" % (a.model, cfg.n_layer, cfg.n_embd, cfg.n_head,
-                                          cfg.n_inner, cfg.vocab_size, cfg.n_positions,
-                                          n_params / 1e6, "/".join(dtypes), load_s))
-    print("# batch %s: B=%d T=%d P=%d K=%d (mode %s), dropout %s (attn %g, resid %g, embd %g), "
+    hf_class = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM",
+                "qwen2": "Qwen2ForCausalLM"}[cfg.model_type]
+    print("# pytorch peer (HF %s + PEFT prompt tuning, plain torch %s)" %
+          (hf_class, torch.__version__))
+    print("# model %s: %s, %.1fM params (%s -> float32), loaded in %.2f s" % (
+        a.model, cfg.describe(), n_params / 1e6, "/".join(dtypes), load_s))
+    print("# batch %s: B=%d T=%d P=%d K=%d (mode %s), dropout %s (%s), "
           "threads %d, AdamW lr %g wd %g" % (
-              src, B, T, P, K, mode, a.dropout,
-              0.0 if a.dropout == "off" else cfg.attn_pdrop,
-              0.0 if a.dropout == "off" else cfg.resid_pdrop,
-              0.0 if a.dropout == "off" else cfg.embd_pdrop, a.threads, a.lr, a.weight_decay))
+              src, B, T, P, K, mode, a.dropout, cfg.dropout_text(a.dropout == "off"),
+              a.threads, a.lr, a.weight_decay))
     sys.stdout.flush()
 
     losses, times = [], []

@@ -26,7 +26,7 @@ def main():
         derived.append(f"metric {name} {value:.4g} {unit}")
 
     peak = m.get("sgemm_peak_gflops")
-    for mode in ("cls", "gen"):
+    for mode in ("cls", "gen", "llama_cls"):
         sp = f"softprompt_{mode}"
         if peak and f"{sp}_gflops" in m:
             add(f"mfu_{mode}", m[f"{sp}_gflops"] / peak, "fraction")
@@ -64,8 +64,9 @@ def main():
     def g(k, fmt="{:.3g}"):
         return fmt.format(m[k]) if k in m else "-"
 
-    lines = ["| metric | classification (1 target/seq) | generation (16 targets/seq) |",
-             "|---|---|---|"]
+    lines = ["| metric | GPT-2: classification (1 target/seq) | GPT-2: generation (16 targets/seq) "
+             "| Llama family: classification |",
+             "|---|---|---|---|"]
     for label, key, fmt in (("softprompt step (s)", "softprompt_{}_step_s", "{:.3f}"),
                             ("softprompt tokens/s", "softprompt_{}_tokens_per_s", "{:.0f}"),
                             ("softprompt GFLOP/s (required work)", "softprompt_{}_gflops", "{:.1f}"),
@@ -77,7 +78,8 @@ def main():
                             ("speed-up vs PyTorch, dropout off", "speedup_vs_pytorch_{}", "{:.2f}x"),
                             ("speed-up vs PyTorch, config dropout", "speedup_vs_pytorch_dropout_{}", "{:.2f}x"),
                             ("loss: relative difference", "loss_rel_diff_{}", "{:.1e}")):
-        lines.append(f"| {label} | {g(key.format('cls'), fmt)} | {g(key.format('gen'), fmt)} |")
+        lines.append(f"| {label} | {g(key.format('cls'), fmt)} | {g(key.format('gen'), fmt)} | "
+                     f"{g(key.format('llama_cls'), fmt)} |")
     lines += ["", f"sgemm peak: {g('sgemm_peak_gflops', '{:.1f}')} GFLOP/s ({n} threads)", "",
               "| layout (same global batch) | tokens/s | node PSS (MiB) |", "|---|---|---|"]
     for lay in ("1x1", f"1x{n}", f"{n}x1"):

@@ -1,6 +1,7 @@
 # scripts/bench --quick on the test build: every metric line is there and well-formed, the derived
 # metrics are in range, the PyTorch peer (when Debian's python3-torch is installed) computes the
-# same loss as the engine on the same batch, and the summary, sweep data and plot are written.
+# same loss as the engine on the same batch (GPT-2 and a Llama model), and the summary, sweep data
+# and plot are written.
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 export SP_BENCH_BUILD=$(dirname "$SP_CLI") ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
@@ -14,7 +15,8 @@ bad=$(grep '^metric' bench.txt | awk 'NF != 4 || $3 !~ /^-?[0-9.]+(e[-+]?[0-9]+)
 [[ -z $bad ]] || fail "malformed metric lines: $bad"
 for m in sgemm_peak_gflops softprompt_cls_step_s softprompt_gen_tokens_per_s mfu_cls mfu_gen \
          scale_1x1_tokens_per_s scale_2x1_node_pss_mib scaling_efficiency memory_ratio_ranks \
-         sweep_softprompt_s64_step_s sweep_time_per_position_growth; do
+         sweep_softprompt_s64_step_s sweep_time_per_position_growth softprompt_llama_cls_step_s \
+         mfu_llama_cls; do
   [[ -n $(value $m) ]] || fail "no metric $m"
   grep -q "^metric $m " bench.txt || fail "metric $m not printed"
 done
@@ -29,7 +31,7 @@ for l in 1x1 1x2 2x1; do
     fail "scale_$l loss $(value scale_${l}_loss_first) != $(value softprompt_cls_loss_first)"
 done
 if [[ -z $peer ]]; then
-  for mode in cls gen; do
+  for mode in cls gen llama_cls; do
     in_range "$(value loss_rel_diff_$mode)" -1 1e-5 || fail "PyTorch peer and engine disagree on the $mode loss"
     [[ -n $(value speedup_vs_pytorch_$mode) ]] || fail "no speed-up for $mode"
   done

@@ -98,8 +98,10 @@ ok "SIGUSR1 via mpirun near step $k: exit 75, resumed bitwise"
 
 # SIGKILL at a random step: resume from the last checkpoint, still bitwise.
 k=$(( RANDOM % 60 + 4 ))
-mpi_bg 2 "${long[@]}" --out kill
-pid=$MPI_PID; wait_for_step kill $k; pkill -9 -f -- "--out kill" || true; kill -9 $pid 2>/dev/null || true
+mpi_bg 2 "${long[@]}" --out "$WORK/kill"
+# The ranks are matched by their absolute output directory: test_train_llama runs this same
+# script at the same time, and a pattern without $WORK would kill its ranks too.
+pid=$MPI_PID; wait_for_step kill $k; pkill -9 -f -- "--out $WORK/kill" || true; kill -9 $pid 2>/dev/null || true
 wait $pid 2>/dev/null || true
 # A truncated newest checkpoint (as a crash mid-copy would leave) is skipped with a warning.
 newest=$(ls kill/checkpoints/step-*.h5 | tail -1)
