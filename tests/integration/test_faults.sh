@@ -1,0 +1,122 @@
+# Fault injection around checkpointing and training runs. In every case the newest good
+# checkpoint survives, the error says what happened, and resuming ends bitwise equal to the
+# uninterrupted run:
+#   - SIGKILL at random moments of a run that checkpoints every step (many trials, most of them
+#     during a checkpoint write);
+#   - a full disk (a small tmpfs) and a read-only output file system;
+#   - one rank of a 2-rank job killed mid-step (the whole job ends, then resumes);
+#   - a bit flip in the newest checkpoint (its checksum fails; the previous one is used).
+# Needs root for the tmpfs mounts (CI runs as root); fails loudly rather than skipping.
+source "$(dirname "$0")/lib.sh"
+cd "$WORK"
+mounts=()
+cleanup_mounts() { for m in "${mounts[@]}"; do umount -l "$m" 2>/dev/null || true; done; }
+trap 'cleanup_mounts; rm -rf "$WORK"' EXIT
+
+"$SP_CLI" init-model --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 --random-norms \
+  --seed 1 model >/dev/null
+"$SP_SYNTH" train.h5 256 64 16 1
+steps=150
+run=(train --model "$WORK/model" --train "$WORK/train.h5" --threads 1 --quiet --steps $steps
+     --global-batch 8 --micro-batch 4 --save-every 1 --optimizer adafactor)
+"$SP_CLI" "${run[@]}" --out ref
+[[ -s ref/adapter/adapter_model.safetensors ]] || fail "reference run wrote no adapter"
+
+# --- SIGKILL at random moments, repeatedly, until the run completes -------------------------
+kills=0 mid_write=0 rc=1
+for trial in $(seq 1 40); do
+  "$SP_CLI" "${run[@]}" --out "$WORK/killed" 2>>killed.err &
+  pid=$!
+  sleep "0.$(printf '%03d' $(( RANDOM % 250 + 30 )))"
+  if kill -9 $pid 2>/dev/null; then
+    wait $pid 2>/dev/null || true
+    kills=$((kills + 1))
+    compgen -G "killed/checkpoints/*.tmp.*" >/dev/null && mid_write=$((mid_write + 1))
+    rm -f killed/checkpoints/*.tmp.* # what an operator may or may not do: both must work
+  else
+    wait $pid && rc=0 && break
+  fi
+done
+(( rc == 0 )) || { set +e; "$SP_CLI" "${run[@]}" --out killed 2>>killed.err; rc=$?; set -e; }
+(( rc == 0 )) || { tail killed.err; fail "the run never completed after $kills kills"; }
+(( kills >= 10 )) || fail "only $kills kills landed: the run is too short to test anything"
+same_file killed/adapter/adapter_model.safetensors ref/adapter/adapter_model.safetensors \
+  "killed $kills times, then completed"
+ok "SIGKILL $kills times at random moments ($mid_write during a checkpoint write): completed bitwise"
+
+# --- a full disk ----------------------------------------------------------------------------
+mkdir full
+mount -t tmpfs -o size=160k tmpfs full || fail "cannot mount a tmpfs (the test needs root)"
+mounts+=("$WORK/full")
+set +e
+"$SP_CLI" "${run[@]}" --out "$WORK/full/run" --keep 100000 2> full.err; rc=$?
+set -e
+(( rc != 0 && rc != 75 )) || fail "training on a full disk exited with $rc"
+grep -q "No space left on device" full.err || { cat full.err; fail "no 'No space left' in the message"; }
+grep -q "full/run" full.err || { cat full.err; fail "the message does not name the output"; }
+cp -a full/run disk-run
+latest=$(ls disk-run/checkpoints/step-*.h5 | tail -1)
+"$SP_CLI" info "$latest" >/dev/null || fail "the newest checkpoint left by a full disk does not verify"
+"$SP_CLI" "${run[@]}" --out disk-run 2> resume.err || { cat resume.err; fail "resume after a full disk failed"; }
+same_file disk-run/adapter/adapter_model.safetensors ref/adapter/adapter_model.safetensors \
+  "disk full at $(basename "$latest"), resumed elsewhere"
+ok "full disk: exit $rc with 'No space left on device', newest checkpoint valid, resumed bitwise"
+
+# --- a read-only output file system ---------------------------------------------------------
+mkdir ro
+mount -t tmpfs -o size=4m tmpfs ro || fail "cannot mount a tmpfs"
+mounts+=("$WORK/ro")
+cp -a disk-run ro/run
+rm -rf ro/run/adapter ro/run/best.h5
+mount -o remount,ro "$WORK/ro" || fail "cannot remount read-only"
+before=$(cd ro/run && find . -type f -exec sha256sum {} + | sort)
+set +e
+"$SP_CLI" "${run[@]}" --out "$WORK/ro/run" --steps $((steps + 20)) 2> ro.err; rc=$?
+set -e
+(( rc != 0 && rc != 75 )) || fail "training into a read-only file system exited with $rc"
+grep -q "Read-only file system" ro.err || { cat ro.err; fail "no 'Read-only file system' in the message"; }
+[[ "$(cd ro/run && find . -type f -exec sha256sum {} + | sort)" == "$before" ]] ||
+  fail "files changed on a read-only file system"
+ok "read-only output: exit $rc with 'Read-only file system', nothing changed"
+
+# --- one rank of two killed mid-step --------------------------------------------------------
+mpi 2 "${run[@]}" --out ref2
+mpi_bg 2 "${run[@]}" --out "$WORK/rank"
+pid=$MPI_PID
+for _ in $(seq 1 2400); do
+  (( $(ls rank/checkpoints/step-*.h5 2>/dev/null | wc -l) >= 2 )) && break
+  sleep 0.05
+done
+victim=$(pgrep -f -- "--out $WORK/rank" | while read -r p; do
+  [[ $(cat /proc/$p/comm 2>/dev/null) == softprompt ]] && echo "$p"; done | tail -1)
+[[ -n $victim ]] || fail "no rank process found"
+t0=$SECONDS
+kill -9 "$victim"
+set +e; wait $pid; rc=$?; set -e
+(( rc != 0 )) || fail "the job survived a killed rank"
+(( SECONDS - t0 < 60 )) || fail "the job took $((SECONDS - t0)) s to end after a rank died"
+mpi 2 "${run[@]}" --out rank 2> rank.err || { cat rank.err; fail "resume after a killed rank failed"; }
+same_file rank/adapter/adapter_model.safetensors ref2/adapter/adapter_model.safetensors \
+  "a rank killed mid-run, resumed"
+ok "a rank killed: the job ended (exit $rc) in $((SECONDS - t0)) s, resumed bitwise"
+
+# --- a bit flip in the newest checkpoint -----------------------------------------------------
+# a run stopped at step 42 (a finished shorter run: same schedule, constant learning rate)
+"$SP_CLI" "${run[@]}" --out flip-src --steps 42 >/dev/null 2>&1
+mkdir flip && cp -a flip-src/checkpoints flip/
+newest=$(ls flip/checkpoints/step-*.h5 | tail -1)
+# one bit of the stored prompt values (a flip in unused bytes of the file would change nothing)
+/usr/bin/python3 - "$newest" <<'PY'
+import sys, h5py
+path = sys.argv[1]
+with h5py.File(path, "r") as f:
+    off = f["prompt"].id.get_offset()
+assert off is not None, "prompt is not stored contiguously"
+with open(path, "r+b") as f:
+    f.seek(off + 5); b = f.read(1); f.seek(off + 5); f.write(bytes([b[0] ^ 0x10]))
+PY
+"$SP_CLI" "${run[@]}" --out flip 2> flip.err || { cat flip.err; fail "resume past a flipped checkpoint failed"; }
+grep -q "skipping .*$(basename "$newest")" flip.err || { cat flip.err; fail "the flipped checkpoint was not reported"; }
+same_file flip/adapter/adapter_model.safetensors ref/adapter/adapter_model.safetensors \
+  "bit flip in the newest checkpoint"
+ok "a bit flip in the newest checkpoint: skipped with '$(grep -m1 skipping flip.err | cut -c1-80)…', resumed bitwise"
