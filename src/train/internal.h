@@ -29,6 +29,15 @@ void sp_data_order_free(sp_data_order *o);
 /* Fills ids[0..count) with the next global batch and advances. */
 void sp_data_order_next(sp_data_order *o, int64_t *ids, int count);
 
+/* ---- memory estimate (memory_check.c) ----
+ * Fails with the estimate and the limit when one rank's peak memory (its share of the model's
+ * shared pages, private converted weights, activations of the worst micro-batch of micro_batch
+ * examples from any of the n_sets datasets, NULL entries ignored) exceeds what it may use:
+ * SP_MAX_MEMORY if set, else the node's MemAvailable or the cgroup's memory.max headroom,
+ * divided among local_ranks. No limit found: no check. */
+int sp_train_check_memory(const sp_model *m, sp_dataset *const *sets, int n_sets, int micro_batch,
+                          int local_ranks, sp_error *err);
+
 /* ---- prompt initialisation (prompt_init.c) ----
  * Writes prompt [P, d]. The dataset is used by vocab-top and labels (token frequencies,
  * verbalizer); the tokenizer directory by text. Runs on rank 0; the trainer broadcasts it. */

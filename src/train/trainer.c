@@ -115,6 +115,8 @@ static int setup(trainer *t, sp_error *err) {
                 capped, threads);
     if (sp_model_load(&t->model, c->model_dir, err)) return -1;
     if (open_data(t, err)) return -1;
+    sp_dataset *sets[2] = {t->train, t->valid};
+    if (sp_train_check_memory(&t->model, sets, 2, c->micro_batch, t->d->local_size, err)) return -1;
     t->dim = t->model.cfg.d_model;
     t->n_params = (size_t)t->P * t->dim;
     t->total_steps = derive_total_steps(c, sp_dataset_n_examples(t->train));

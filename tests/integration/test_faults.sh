@@ -16,7 +16,7 @@ trap 'cleanup_mounts; rm -rf "$WORK"' EXIT
 "$SP_CLI" init-model --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 --random-norms \
   --seed 1 model >/dev/null
 "$SP_SYNTH" train.h5 256 64 16 1
-steps=150
+steps=300
 run=(train --model "$WORK/model" --train "$WORK/train.h5" --threads 1 --quiet --steps $steps
      --global-batch 8 --micro-batch 4 --save-every 1 --optimizer adafactor)
 "$SP_CLI" "${run[@]}" --out ref
@@ -27,7 +27,7 @@ kills=0 mid_write=0 rc=1
 for trial in $(seq 1 40); do
   "$SP_CLI" "${run[@]}" --out "$WORK/killed" 2>>killed.err &
   pid=$!
-  sleep "0.$(printf '%03d' $(( RANDOM % 250 + 30 )))"
+  sleep "0.$(printf "%03d" $(( RANDOM % 180 + 20 )))"
   if kill -9 $pid 2>/dev/null; then
     wait $pid 2>/dev/null || true
     kills=$((kills + 1))
@@ -120,3 +120,18 @@ grep -q "skipping .*$(basename "$newest")" flip.err || { cat flip.err; fail "the
 same_file flip/adapter/adapter_model.safetensors ref/adapter/adapter_model.safetensors \
   "bit flip in the newest checkpoint"
 ok "a bit flip in the newest checkpoint: skipped with '$(grep -m1 skipping flip.err | cut -c1-80)…', resumed bitwise"
+
+# --- a run that cannot fit in memory is refused before it starts ----------------------------
+"$SP_CLI" init-model --layers 4 --d 256 --heads 4 --vocab 1000 --ctx 128 big >/dev/null
+"$SP_SYNTH" big.h5 512 1000 16 1
+set +e
+SP_MAX_MEMORY=200M "$SP_CLI" train --model big --train big.h5 --micro-batch 256 --global-batch 256 \
+  --steps 1 --threads 1 --quiet --out "$WORK/big" 2> big.err; rc=$?
+set -e
+(( rc == 1 )) || fail "an over-large run exited with $rc"
+grep -Eq "needs about [0-9.]+ GiB per rank .* but only 0.20 GiB is available \(SP_MAX_MEMORY\)" big.err ||
+  { cat big.err; fail "no estimate and limit in the message"; }
+[[ ! -e big/checkpoints ]] || fail "a refused run wrote checkpoints"
+SP_MAX_MEMORY=200M "$SP_CLI" train --model big --train big.h5 --micro-batch 4 --global-batch 8 \
+  --steps 1 --threads 1 --quiet --out "$WORK/small" || fail "a run that fits was refused"
+ok "memory: an over-large micro-batch is refused up front ($(grep -o 'needs about [0-9.]* GiB' big.err)), a small one runs"
