@@ -211,15 +211,21 @@ def write_model(dirpath, cfg, params):
         total_size += st_write(os.path.join(dirpath, fname), g, meta)
         for name, _, _ in g:
             weight_map[name] = fname
+    write_index(dirpath, weight_map, total_size)
+
+
+def write_index(dirpath, weight_map, total_size):
+    """model.safetensors.index.json as transformers writes it for sharded checkpoints."""
     with open(os.path.join(dirpath, "model.safetensors.index.json"), "w") as f:
         json.dump({"metadata": {"total_size": total_size}, "weight_map": weight_map}, f, indent=2)
         f.write("\n")
 
 
-def read_model(dirpath):
-    """Independent read-back of the model directory: config + float64 weights as stored."""
+def read_weights(dirpath):
+    """config.json and every stored tensor (float64, names as stored) of a model directory,
+    single file or sharded through the index."""
     with open(os.path.join(dirpath, "config.json")) as f:
-        c = json.load(f)
+        config = json.load(f)
     idx = os.path.join(dirpath, "model.safetensors.index.json")
     files = ["model.safetensors"]
     if os.path.exists(idx):
@@ -228,9 +234,15 @@ def read_model(dirpath):
     w = {}
     for fn in files:
         for name, (_, arr) in st_read(os.path.join(dirpath, fn)).items():
-            if name.startswith("transformer."):
-                name = name[len("transformer."):]
             w[name] = arr
+    return config, w
+
+
+def read_model(dirpath):
+    """Independent read-back of the model directory: config + float64 weights as stored."""
+    c, stored = read_weights(dirpath)
+    w = {(k[len("transformer."):] if k.startswith("transformer.") else k): v
+         for k, v in stored.items()}
     d = c["n_embd"]
     return {
         "L": c["n_layer"], "d": d, "H": c["n_head"], "V": c["vocab_size"],

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpt2_reference import make_batch, st_read, st_write  # noqa: E402  (same directory)
+from gpt2_reference import (make_batch, read_weights, st_write,  # noqa: E402  (same dir)
+                            write_index)
 
 torch.set_num_threads(1)  # fixed summation order: identical bytes on every run
 
@@ -127,24 +128,12 @@ def write_model(dirpath, c, params):
         group = tensors[i * per:(i + 1) * per]
         total += st_write(os.path.join(dirpath, fname), group, meta)
         weight_map.update({name: fname for name, _, _ in group})
-    with open(os.path.join(dirpath, "model.safetensors.index.json"), "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
-        f.write("\n")
+    write_index(dirpath, weight_map, total)
 
 
 def read_model(dirpath):
     """Independent read-back: config + float64 weights as stored."""
-    with open(os.path.join(dirpath, "config.json")) as f:
-        cfg = json.load(f)
-    idx = os.path.join(dirpath, "model.safetensors.index.json")
-    files = ["model.safetensors"]
-    if os.path.exists(idx):
-        with open(idx) as f:
-            files = sorted(set(json.load(f)["weight_map"].values()))
-    w = {}
-    for fn in files:
-        for name, (_, arr) in st_read(os.path.join(dirpath, fn)).items():
-            w[name] = arr
+    cfg, w = read_weights(dirpath)
     H = cfg["num_attention_heads"]
     hd = cfg.get("head_dim", cfg["hidden_size"] // H)
     if cfg.get("tie_word_embeddings", False):
