@@ -176,6 +176,9 @@ static int read_meta_attrs(sp_dataset *ds, sp_error *err) {
     if (m->task == SP_TASK_CLASSIFICATION && m->n_classes < 1)
         return sp_fail(err, "%s: classification dataset with n_classes = %d", ds->path,
                        m->n_classes);
+    if (m->task == SP_TASK_GENERATION && m->n_classes != 0)
+        return sp_fail(err, "%s: generation dataset with n_classes = %d (must be 0)", ds->path,
+                       m->n_classes);
     return 0;
 }
 

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,4 +55,11 @@ int sp_fsync_parent_dir(const char *path) {
     int e = fsync(fd) != 0 ? errno : 0;
     close(fd);
     return e;
+}
+
+int sp_check_file_size(const char *path, size_t max, const char *what, sp_error *err) {
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size <= max) return 0;
+    return sp_fail(err, "%s: %s of %llu bytes is larger than the limit of %zu MiB", path, what,
+                   (unsigned long long)st.st_size, max >> 20);
 }

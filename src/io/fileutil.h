@@ -1,5 +1,6 @@
 /* POSIX helpers for writing files atomically (a temporary in the same directory, fsync, rename,
- * fsync of the directory), shared by the safetensors, dataset and checkpoint writers. */
+ * fsync of the directory), shared by the safetensors, dataset and checkpoint writers; and the
+ * size caps of the JSON/text files that readers load whole. */
 #ifndef SP_IO_FILEUTIL_H
 #define SP_IO_FILEUTIL_H
 
@@ -24,5 +25,17 @@ char *sp_dir_of(const char *path);
  * a failed fsync (some file systems refuse to fsync directories: EINVAL); a directory that
  * cannot be opened counts as 0 (best effort). */
 int sp_fsync_parent_dir(const char *path);
+
+/* Largest files the readers load into memory whole (far above any real one, far below what would
+ * exhaust a node): config.json and tokenizer_config.json; model.safetensors.index.json;
+ * tokenizer.json, vocab.json/encoder.json and merges.txt/vocab.bpe. */
+#define SP_MAX_CONFIG_FILE_BYTES ((size_t)16 << 20)
+#define SP_MAX_INDEX_FILE_BYTES ((size_t)64 << 20)
+#define SP_MAX_TOKENIZER_FILE_BYTES ((size_t)512 << 20)
+
+/* Refuses a regular file larger than max bytes before it is read: -1 and "<path>: <what> of
+ * N bytes is larger than the limit of M MiB". Returns 0 otherwise, also when path cannot be
+ * stat'ed (opening it then reports why). */
+int sp_check_file_size(const char *path, size_t max, const char *what, sp_error *err);
 
 #endif

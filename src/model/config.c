@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "io/fileutil.h"
+
 #define SUPPORTED "\"gpt2\", \"llama\", \"qwen2\""
 
 static const char *kind(const json_t *v) {
@@ -236,6 +238,7 @@ static int parse(sp_model_config *c, json_t *root, const char *path, sp_error *e
 
 int sp_config_load(sp_model_config *cfg, sp_arch *arch, const char *path, sp_error *err) {
     memset(cfg, 0, sizeof *cfg);
+    if (sp_check_file_size(path, SP_MAX_CONFIG_FILE_BYTES, "config", err) != 0) return -1;
     FILE *fp = fopen(path, "rb");
     if (!fp) return sp_fail(err, "%s: cannot open: %s", path, strerror(errno));
     json_error_t je;

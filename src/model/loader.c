@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "io/fileutil.h"
 #include "model/config.h"
 
 #define INDEX_NAME "model.safetensors.index.json"
@@ -73,6 +74,7 @@ static int shard_index(const loader *L, const char *base) {
 /* Reads the index's weight_map and opens each distinct shard once, in order of appearance. */
 static int open_index(loader *L, const char *dir, const char *index, sp_error *err) {
     json_error_t je;
+    if (sp_check_file_size(index, SP_MAX_INDEX_FILE_BYTES, "index", err) != 0) return -1;
     json_t *root = json_load_file(index, JSON_REJECT_DUPLICATES, &je);
     if (!root)
         return sp_fail(err, "%s: invalid JSON: %s (line %d, column %d)", index, je.text, je.line,

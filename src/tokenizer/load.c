@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "io/fileutil.h"
 #include "tok_internal.h"
 
 static int file_exists(const char *path) {
@@ -21,6 +22,8 @@ static char *join(const char *dir, const char *name) {
 }
 
 static json_t *load_json(const char *path, sp_error *err) {
+    if (sp_check_file_size(path, SP_MAX_TOKENIZER_FILE_BYTES, "tokenizer file", err) != 0)
+        return NULL;
     json_error_t je;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!root) sp_fail(err, "%s:%d:%d: invalid JSON: %s", path, je.line, je.column, je.text);
@@ -56,6 +59,8 @@ int tok_load_vocab_json(sp_tokenizer *t, const char *path, sp_error *err) {
 }
 
 static int read_file(const char *path, char **buf, size_t *len, sp_error *err) {
+    if (sp_check_file_size(path, SP_MAX_TOKENIZER_FILE_BYTES, "tokenizer file", err) != 0)
+        return -1;
     FILE *f = fopen(path, "rb");
     if (!f) return sp_fail(err, "%s: %s", path, strerror(errno));
     size_t cap = 1 << 16, n = 0;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/fileutil.h"
 #include "tok_internal.h"
 
 /* GPT-2's pattern, byte for byte as in OpenAI's encoder.py (ByteLevel's use_regex). */
@@ -519,6 +520,8 @@ static int disagree(const char *cfg_path, const char *which, int says, sp_error 
 static int apply_config(sp_tokenizer *t, const char *cfg_path, int32_t tbos, int32_t teos,
                         sp_error *err) {
     json_error_t je;
+    if (sp_check_file_size(cfg_path, SP_MAX_CONFIG_FILE_BYTES, "tokenizer config", err) != 0)
+        return -1;
     json_t *cfg = json_load_file(cfg_path, 0, &je);
     if (!cfg)
         return sp_fail(err, "%s:%d:%d: invalid JSON: %s", cfg_path, je.line, je.column, je.text);

@@ -415,6 +415,12 @@ START_TEST(refuses_bad_format_attributes) {
     tu_h5_set_i64_attr(p, "n_examples", 21);
     expect_open_error(p, "count.h5: dataset \"/offsets\" has 21 elements, expected 22");
     free(p);
+    /* Found by fuzz/fuzz_dataset: a generation dataset claiming classes had its (absent)
+     * verbalizer read through a NULL pointer. */
+    p = write_dataset("gencls.h5", SP_TASK_GENERATION, 20, 11);
+    tu_h5_set_i64_attr(p, "n_classes", 2);
+    expect_open_error(p, "gencls.h5: generation dataset with n_classes = 2 (must be 0)");
+    free(p);
 }
 END_TEST
 

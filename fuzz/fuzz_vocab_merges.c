@@ -1,0 +1,45 @@
+/* GPT-2's two-file format: the input up to its first NUL byte is vocab.json, the rest
+ * merges.txt (no NUL: an empty merges.txt). A tokenizer that loads encodes and decodes a fixed
+ * text. */
+#include "fuzz_util.h"
+#include "softprompt/tokenizer.h"
+
+static const char text[] = "Hello, world! It's 2024:  caf\xc3\xa9 <|endoftext|>\n";
+
+/* Every id in use maps to a token that maps back to it. */
+static void check_vocab(const sp_tokenizer *tok) {
+    int32_t n = sp_tokenizer_vocab_size(tok);
+    if (n > 8192) n = 8192;
+    for (int32_t id = 0; id < n; id++) {
+        size_t len;
+        const char *s = sp_tokenizer_id_to_token(tok, id, &len);
+        if (s && sp_tokenizer_token_to_id(tok, s, len) != id) {
+            fprintf(stderr, "id %d: token does not map back\n", (int)id);
+            abort();
+        }
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    static const char *dir;
+    if (!dir) dir = fz_subdir("vocabmerges");
+    size_t n1, n2;
+    const uint8_t *rest = fz_split(data, size, &n1, &n2);
+    fz_write(fz_path(0, "vocabmerges/vocab.json"), data, n1);
+    fz_write(fz_path(1, "vocabmerges/merges.txt"), rest ? rest : data, n2);
+    sp_error err;
+    sp_tokenizer *tok = sp_tokenizer_load(dir, &err);
+    if (!tok) return 0;
+    check_vocab(tok);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (sp_tokenizer_encode(tok, text, sizeof text - 1, SP_TOK_ALLOW_SPECIAL, &ids, &n, &err) ==
+        0) {
+        char *out = NULL;
+        size_t len;
+        if (sp_tokenizer_decode(tok, ids, n, 0, &out, &len, &err) == 0) free(out);
+    }
+    free(ids);
+    sp_tokenizer_free(tok);
+    return 0;
+}
