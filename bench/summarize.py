@@ -30,10 +30,13 @@ def main():
         sp = f"softprompt_{mode}"
         if peak and f"{sp}_gflops" in m:
             add(f"mfu_{mode}", m[f"{sp}_gflops"] / peak, "fraction")
-        for peer in ("pytorch", "pytorch_dropout"):
+        for peer in ("pytorch", "pytorch_dropout", "pytorch_default"):
             if f"{peer}_{mode}_tokens_per_s" in m:
                 add(f"speedup_vs_{peer}_{mode}",
                     m[f"{sp}_tokens_per_s"] / m[f"{peer}_{mode}_tokens_per_s"], "x")
+        if f"softprompt_ranks_{mode}_tokens_per_s" in m and f"pytorch_{mode}_tokens_per_s" in m:
+            add(f"speedup_ranks_vs_pytorch_{mode}",
+                m[f"softprompt_ranks_{mode}_tokens_per_s"] / m[f"pytorch_{mode}_tokens_per_s"], "x")
         if f"pytorch_{mode}_loss_first" in m:
             a, b = m[f"{sp}_loss_first"], m[f"pytorch_{mode}_loss_first"]
             add(f"loss_rel_diff_{mode}", abs(a - b) / abs(b), "fraction")
@@ -72,10 +75,14 @@ def main():
                             ("softprompt GFLOP/s (required work)", "softprompt_{}_gflops", "{:.1f}"),
                             ("MFU vs sgemm peak", "mfu_{}", "{:.2f}"),
                             ("softprompt peak RSS (MiB)", "softprompt_{}_peak_rss_mib", "{:.0f}"),
-                            ("PyTorch step (s), dropout off", "pytorch_{}_step_s", "{:.3f}"),
+                            ("PyTorch step (s), dropout off (tuned threads)", "pytorch_{}_step_s", "{:.3f}"),
                             ("PyTorch tokens/s, dropout off", "pytorch_{}_tokens_per_s", "{:.0f}"),
                             ("PyTorch peak RSS (MiB)", "pytorch_{}_peak_rss_mib", "{:.0f}"),
+                            ("softprompt N ranks x 1 thread, tokens/s", "softprompt_ranks_{}_tokens_per_s", "{:.0f}"),
+                            ("PyTorch step (s), default threads", "pytorch_default_{}_step_s", "{:.3f}"),
                             ("speed-up vs PyTorch, dropout off", "speedup_vs_pytorch_{}", "{:.2f}x"),
+                            ("speed-up, N ranks vs PyTorch", "speedup_ranks_vs_pytorch_{}", "{:.2f}x"),
+                            ("speed-up vs PyTorch default threads", "speedup_vs_pytorch_default_{}", "{:.2f}x"),
                             ("speed-up vs PyTorch, config dropout", "speedup_vs_pytorch_dropout_{}", "{:.2f}x"),
                             ("loss: relative difference", "loss_rel_diff_{}", "{:.1e}")):
         lines.append(f"| {label} | {g(key.format('cls'), fmt)} | {g(key.format('gen'), fmt)} | "
