@@ -8,20 +8,6 @@
 static const char text[] = "Hello, World! It's 2024:  caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac\n\t"
                            "<s></s><|endoftext|> x";
 
-/* Every id in use maps to a token that maps back to it. */
-static void check_vocab(const sp_tokenizer *tok) {
-    int32_t n = sp_tokenizer_vocab_size(tok);
-    if (n > 8192) n = 8192;
-    for (int32_t id = 0; id < n; id++) {
-        size_t len;
-        const char *s = sp_tokenizer_id_to_token(tok, id, &len);
-        if (s && sp_tokenizer_token_to_id(tok, s, len) != id) {
-            fprintf(stderr, "id %d: token does not map back\n", (int)id);
-            abort();
-        }
-    }
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static const char *dir;
     if (!dir) dir = fz_subdir("tokjson");
@@ -29,7 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     sp_error err;
     sp_tokenizer *tok = sp_tokenizer_load(dir, &err);
     if (!tok) return 0;
-    check_vocab(tok);
+    fz_check_vocab(tok);
     int32_t *ids = NULL;
     size_t n = 0;
     if (sp_tokenizer_encode(tok, text, sizeof text - 1, SP_TOK_ALLOW_SPECIAL, &ids, &n, &err) ==

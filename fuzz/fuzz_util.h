@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "softprompt/tokenizer.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Aborts with a message: a broken fuzzing setup, not a finding about the input. */
@@ -109,6 +111,20 @@ static inline char *fz_strndup(const uint8_t *p, size_t n) {
     if (n) memcpy(s, p, n);
     s[n] = 0;
     return s;
+}
+
+/* Every id in use (the first 8192) maps to a token that maps back to it (tokenizer targets). */
+static inline void fz_check_vocab(const sp_tokenizer *tok) {
+    int32_t n = sp_tokenizer_vocab_size(tok);
+    if (n > 8192) n = 8192;
+    for (int32_t id = 0; id < n; id++) {
+        size_t len;
+        const char *s = sp_tokenizer_id_to_token(tok, id, &len);
+        if (s && sp_tokenizer_token_to_id(tok, s, len) != id) {
+            fprintf(stderr, "id %d: token does not map back\n", (int)id);
+            abort();
+        }
+    }
 }
 
 #endif
