@@ -1,5 +1,6 @@
 /* softprompt: prompt tuning of frozen language models on CPU clusters.
  * Git-style front end: `softprompt <command> [options]`, `softprompt help [command]`. */
+#include <hdf5.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -71,5 +72,9 @@ int main(int argc, char **argv) {
         c->usage(stdout);
         return 0;
     }
+    /* HDF5 1.10's exit handler crashes (H5F__close_cb) on a file whose H5Fclose failed, e.g.
+     * when the disk filled up while a dataset was flushed. Every module closes its files itself,
+     * so the handler has nothing to do; without it such a run exits with its own message. */
+    H5dont_atexit();
     return c->run(argc - 1, argv + 1);
 }

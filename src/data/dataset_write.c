@@ -262,8 +262,9 @@ sp_dataset_writer *sp_dataset_writer_open(const char *final_path, const sp_datas
      * so HDF5 refuses damaged metadata instead of parsing it; readable by HDF5 >= 1.10. */
     H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
     w->file = H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    /* before H5Pclose, which clears HDF5's error stack and with it the reason (e.g. ENOSPC) */
+    if (w->file < 0) sp_h5_fail(err, "%s: cannot create HDF5 file", final_path);
     H5Pclose(fapl);
-    if (w->file < 0) sp_h5_fail(err, "%s: cannot create HDF5 file", w->tmp_path);
     if (w->file < 0 || write_header_attrs(w, err) ||
         (meta->task == SP_TASK_CLASSIFICATION && write_classes(w, err)) || create_columns(w, err)) {
         sp_dataset_writer_abort(w);

@@ -8,24 +8,49 @@ void sp_h5_quiet(void) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
 
-/* H5Ewalk2 callback keeping the innermost description (the first one walking upward). */
-static herr_t keep_innermost(unsigned n, const H5E_error2_t *e, void *data) {
-    if (n == 0 && e->desc) snprintf(data, SP_ERROR_MAX / 2, "%s", e->desc);
+/* HDF5's I/O errors read "file write failed: time = ..., filename = ..., errno = 28, error
+ * message = 'No space left on device', buf = ..." over two lines; the user needs only the
+ * operation and the system's message. */
+static void shorten_io_error(char *desc) {
+    const char *key = "error message = '";
+    char *colon = strstr(desc, ": time = "), *msg = strstr(desc, key);
+    if (!colon || !msg) return;
+    msg += strlen(key);
+    char *end = strchr(msg, '\'');
+    if (!end) return;
+    size_t head = (size_t)(colon - desc), len = (size_t)(end - msg);
+    memmove(desc + head + 2, msg, len);
+    desc[head + 2 + len] = '\0';
+}
+
+typedef struct {
+    char text[SP_ERROR_MAX / 2];
+    int is_system; /* text is a system (errno) error */
+} h5_detail;
+
+/* H5Ewalk2 callback keeping the innermost description (the first one walking upward), unless
+ * the stack holds a system error (errno) somewhere: that one says what really went wrong. */
+static herr_t keep_detail(unsigned n, const H5E_error2_t *e, void *data) {
+    h5_detail *d = data;
+    if (d->is_system || !e->desc) return 0;
+    d->is_system = strstr(e->desc, "error message = '") != NULL;
+    if (d->is_system || n == 0) snprintf(d->text, sizeof d->text, "%s", e->desc);
     return 0;
 }
 
 int sp_h5_fail(sp_error *err, const char *fmt, ...) {
-    char detail[SP_ERROR_MAX / 2] = "";
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, keep_innermost, detail);
+    h5_detail d = {"", 0};
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, keep_detail, &d);
     H5Eclear2(H5E_DEFAULT);
+    shorten_io_error(d.text);
     if (!err) return -1;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err->msg, sizeof err->msg, fmt, ap);
     va_end(ap);
     size_t n = strlen(err->msg);
-    if (detail[0] && n + 16 < sizeof err->msg)
-        snprintf(err->msg + n, sizeof err->msg - n, " (HDF5: %s)", detail);
+    if (d.text[0] && n + 16 < sizeof err->msg)
+        snprintf(err->msg + n, sizeof err->msg - n, " (HDF5: %s)", d.text);
     return -1;
 }
 

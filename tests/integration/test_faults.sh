@@ -3,7 +3,8 @@
 # uninterrupted run:
 #   - SIGKILL at random moments of a run that checkpoints every step (many trials, most of them
 #     during a checkpoint write);
-#   - a full disk (a small tmpfs) and a read-only output file system;
+#   - a full disk (a small tmpfs) for training and for prepare, and a read-only output file
+#     system;
 #   - one rank of a 2-rank job killed mid-step (the whole job ends, then resumes);
 #   - a bit flip in the newest checkpoint (its checksum fails; the previous one is used).
 # Needs root for the tmpfs mounts (CI runs as root); fails loudly rather than skipping.
@@ -64,6 +65,31 @@ latest=$(ls disk-run/checkpoints/step-*.h5 | tail -1)
 same_file disk-run/adapter/adapter_model.safetensors ref/adapter/adapter_model.safetensors \
   "disk full at $(basename "$latest"), resumed elsewhere"
 ok "full disk: exit $rc with 'No space left on device', newest checkpoint valid, resumed bitwise"
+
+# --- prepare onto a full disk -----------------------------------------------------------------
+# HDF5 writes most of a dataset when the file is closed, so a disk with a little room left fills
+# up at H5Fclose (HDF5 1.10's exit handler then crashed with SIGSEGV after the message); a disk
+# with no room fails at H5Fcreate. Both must exit 1 naming the output and the reason, leaving
+# no file behind.
+mkdir fullprep
+mount -t tmpfs -o size=64k tmpfs fullprep || fail "cannot mount a tmpfs"
+mounts+=("$WORK/fullprep")
+prepare_full() { # $1: 4 KiB blocks of filler; $2: the failing step expected in the message
+  rm -f fullprep/*
+  dd if=/dev/zero of=fullprep/filler bs=4k count="$1" 2>/dev/null || true
+  set +e
+  "$SP_CLI" prepare --tokenizer "$SP_FIXTURES_DIR/tokenizer/hf/smollm" \
+    --input "$SP_FIXTURES_DIR/prepare/reviews.jsonl" --out "$WORK/fullprep/ds" 2> prep.err
+  local rc=$?
+  set -e
+  (( rc == 1 )) || { cat prep.err; fail "prepare onto a full disk exited with $rc, expected 1"; }
+  grep -q "fullprep/ds-train.h5: $2.*No space left on device" prep.err ||
+    { cat prep.err; fail "no '$2 ... No space left on device' naming the output"; }
+  [[ "$(ls fullprep)" == filler ]] || fail "prepare left files on the full disk: $(ls fullprep)"
+}
+prepare_full 16 "cannot create HDF5 file"
+prepare_full 14 "cannot close (flush) the HDF5 file"
+ok "prepare onto a full disk: exit 1 with 'No space left on device' at create and at close, no files left"
 
 # --- a read-only output file system ---------------------------------------------------------
 mkdir ro

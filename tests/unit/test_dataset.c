@@ -365,6 +365,19 @@ static void retype_dataset(const char *path, const char *name, hid_t type) {
     H5Dclose(d), H5Sclose(s), H5Fclose(f);
 }
 
+/* Replaces dataset name by a chunked int64 one of n elements whose chunks are never written:
+ * a few hundred bytes of file that claim n * 8 bytes of data. */
+static void declare_unwritten(const char *path, const char *name, hsize_t n) {
+    hid_t f = open_rw(path);
+    ck_assert_int_ge(H5Ldelete(f, name, H5P_DEFAULT), 0);
+    hsize_t chunk = 1 << 16;
+    hid_t s = H5Screate_simple(1, &n, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 1, &chunk);
+    hid_t d = H5Dcreate2(f, name, H5T_STD_I64LE, s, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    ck_assert_int_ge(d, 0);
+    H5Dclose(d), H5Pclose(dcpl), H5Sclose(s), H5Fclose(f);
+}
+
 static void expect_open_error(const char *path, const char *want) {
     sp_error err = {{0}};
     sp_dataset *ds = sp_dataset_open(path, &err);
@@ -420,6 +433,18 @@ START_TEST(refuses_bad_format_attributes) {
     p = write_dataset("gencls.h5", SP_TASK_GENERATION, 20, 11);
     tu_h5_set_i64_attr(p, "n_classes", 2);
     expect_open_error(p, "gencls.h5: generation dataset with n_classes = 2 (must be 0)");
+    free(p);
+}
+END_TEST
+
+/* A damaged header must not make the reader allocate what it claims (1e9 offsets = 8 GB). */
+START_TEST(refuses_declared_sizes_the_file_cannot_hold) {
+    char *p = fresh("huge.h5");
+    const int64_t n = 1000000000;
+    tu_h5_set_i64_attr(p, "n_examples", n);
+    declare_unwritten(p, "offsets", (hsize_t)n + 1);
+    expect_open_error(p, "huge.h5: dataset \"/offsets\" declares 8000000008 bytes of data but "
+                         "stores only 0 (more than deflate's maximum ratio of 1032:1)");
     free(p);
 }
 END_TEST
@@ -575,6 +600,7 @@ int main(void) {
     tcase_add_test(tc, writer_rejects_bad_examples);
     tcase_add_test(tc, h5py_example_script_is_accepted);
     tcase_add_test(tc, refuses_bad_format_attributes);
+    tcase_add_test(tc, refuses_declared_sizes_the_file_cannot_hold);
     tcase_add_test(tc, refuses_bad_datasets);
     tcase_add_test(tc, refuses_bad_offsets_and_labels);
     tcase_add_test(tc, refuses_bad_tokens_and_targets);
