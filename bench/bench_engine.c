@@ -21,6 +21,7 @@
 
 #include "softprompt/dist.h"
 #include "softprompt/engine.h"
+#include "softprompt/team.h"
 #include "softprompt/rng.h"
 
 typedef struct options {
@@ -151,8 +152,8 @@ int main(int argc, char **argv) {
                         "[--dump-batch FILE]\n");
         return 2;
     }
-    int capped = 0;
-    openblas_set_num_threads(sp_dist_threads(&dist, o.threads, &capped));
+    int capped = 0, threads = sp_dist_threads(&dist, o.threads, &capped);
+    openblas_set_num_threads(threads);
     sp_model m;
     sp_error err;
     if (sp_model_load(&m, o.model, &err)) {
@@ -187,12 +188,16 @@ int main(int argc, char **argv) {
         }
     sp_batch b = {s1 - s0, start, tok + (size_t)s0 * S, (s1 - s0) * o.K, pos, ids};
     sp_pass pass = {.prompt = prompt, .n_prompt = o.P, .grad = grad};
-    sp_worker *w = sp_worker_new(&m);
+    sp_team *team = sp_team_new(&m, threads); /* as the trainer runs a rank's threads */
+    if (!team) {
+        fprintf(stderr, "bench_engine: cannot start %d threads\n", threads);
+        return 1;
+    }
     double *times = malloc((size_t)(o.steps + o.warmup) * sizeof *times), first_loss = 0;
     for (int i = 0; i < o.warmup + o.steps; i++) {
         double t0 = now(), loss;
         memset(grad, 0, (size_t)o.P * d * sizeof *grad);
-        if (sp_engine_run(w, &b, &pass, &loss, &err)) {
+        if (sp_team_run(team, &b, &pass, &loss, &err)) {
             fprintf(stderr, "bench_engine: %s\n", err.msg);
             sp_dist_abort(1);
         }
@@ -236,12 +241,12 @@ int main(int argc, char **argv) {
         metric(&o, "node_pss_mib", pss, "MiB");
         if (dist.size > 1) metric(&o, "allreduce_s", ar[25] / dist.size, "s");
         metric(&o, "activation_kib_per_token",
-               sp_worker_bytes(w) / 1024.0 / ((double)(s1 - s0) * S), "KiB");
-        metric(&o, "worker_mib", sp_worker_bytes(w) / 1048576.0, "MiB");
+               sp_team_bytes(team) / 1024.0 / ((double)(s1 - s0) * S), "KiB");
+        metric(&o, "worker_mib", sp_team_bytes(team) / 1048576.0, "MiB");
         printf("# %s: ranks %d, B=%d T=%d P=%d K=%d, median of %d steps %.4f s\n", o.name,
                dist.size, o.B, o.T, o.P, o.K, o.steps, med);
     }
-    sp_worker_free(w);
+    sp_team_free(team);
     sp_model_free(&m);
     free(start), free(tok), free(pos), free(ids), free(prompt), free(grad), free(grad_sum);
     free(times);

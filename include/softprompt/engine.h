@@ -50,6 +50,10 @@ void sp_worker_free(sp_worker *w);
 size_t sp_worker_bytes(const sp_worker *w);
 const sp_model *sp_worker_model(const sp_worker *w);
 
+/* The checks sp_engine_run makes before any work: ids, soft indices, lengths <= n_ctx, targets
+ * strictly increasing. 0 or -1 with a message naming the position. */
+int sp_engine_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass, sp_error *err);
+
 /* Runs forward (and backward when pass->grad). *loss_sum receives the summed cross-entropy.
  * Validates the batch (ids, soft indices, lengths <= n_ctx, targets) before any work. */
 int sp_engine_run(sp_worker *w, const sp_batch *b, const sp_pass *pass, double *loss_sum,

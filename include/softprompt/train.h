@@ -18,6 +18,7 @@
 #include "softprompt/error.h"
 #include "softprompt/model.h"
 #include "softprompt/optim.h"
+#include "softprompt/team.h"
 
 /* Process exit status of a run that stopped on a signal after writing a checkpoint: the job
  * can be resumed with --resume auto (EX_TEMPFAIL from sysexits.h). */
@@ -79,7 +80,7 @@ typedef struct sp_eval_result {
 
 /* Evaluates prompt [n_prompt, d] (may be NULL with n_prompt 0: zero-shot) on ds, each rank its
  * contiguous share of the examples (max_examples > 0 limits to the first ones). */
-int sp_evaluate(sp_worker *w, sp_dataset *ds, const float *prompt, int n_prompt, int micro_batch,
+int sp_evaluate(sp_team *team, sp_dataset *ds, const float *prompt, int n_prompt, int micro_batch,
                 int64_t max_examples, const sp_dist *d, sp_eval_result *out, sp_error *err);
 void sp_eval_result_free(sp_eval_result *r);
 

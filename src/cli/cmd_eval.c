@@ -170,12 +170,13 @@ static int evaluate(const eval_args *a, const sp_dist *d, sp_error *err) {
                      "%s: prompt [%d, %d] does not fit: the dataset has %d soft slots and the "
                      "model width is %d",
                      a->prompt, P, dim, sp_dataset_get_meta(ds)->n_soft, m.cfg.d_model);
-    sp_worker *w = rc == 0 ? sp_worker_new(&m) : NULL;
+    sp_team *team = rc == 0 ? sp_team_new(&m, threads) : NULL;
+    if (rc == 0 && !team) rc = sp_fail(err, "out of memory or threads for %d workers", threads);
     sp_eval_result r;
-    if (rc == 0) rc = sp_evaluate(w, ds, prompt, P, a->micro_batch, a->max_examples, d, &r, err);
+    if (rc == 0) rc = sp_evaluate(team, ds, prompt, P, a->micro_batch, a->max_examples, d, &r, err);
     if (rc == 0 && d->rank == 0) print_result(a, &r, ds);
     if (rc == 0) sp_eval_result_free(&r);
-    sp_worker_free(w);
+    sp_team_free(team);
     free(prompt);
     if (ds) sp_dataset_close(ds);
     sp_model_free(&m);

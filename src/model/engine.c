@@ -116,7 +116,7 @@ size_t sp_model_activation_bytes_per_token(const sp_model *m, int seq_len) {
     return ((size_t)c->n_layer * per_layer + d + scratch + att) * sizeof(float);
 }
 
-static int validate(const sp_model *m, const sp_batch *b, const sp_pass *pass, sp_error *err) {
+int sp_engine_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass, sp_error *err) {
     const sp_model_config *c = &m->cfg;
     if (b->n_seq < 0 || b->n_targets < 0 || pass->n_prompt < 0)
         return sp_fail(err, "batch: negative count (n_seq %d, n_targets %d, n_prompt %d)", b->n_seq,
@@ -485,7 +485,7 @@ static void embed_backward(sp_worker *w, const sp_batch *b, const sp_pass *pass)
 
 int sp_engine_run(sp_worker *w, const sp_batch *b, const sp_pass *pass, double *loss_sum,
                   sp_error *err) {
-    if (validate(w->m, b, pass, err)) return -1;
+    if (sp_engine_validate(w->m, b, pass, err)) return -1;
     dims z = batch_dims(w->m, b);
     int backward = pass->grad != NULL && z.n_tgt > 0;
     if (reserve(w, &z, backward))

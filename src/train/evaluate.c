@@ -51,7 +51,7 @@ typedef struct eval_state {
     int64_t *ids;
 } eval_state;
 
-static int eval_micro_batch(sp_worker *w, sp_dataset *ds, eval_state *st, int64_t first, int n,
+static int eval_micro_batch(sp_team *team, sp_dataset *ds, eval_state *st, int64_t first, int n,
                             const float *prompt, int n_prompt, double *counts, sp_error *err) {
     const sp_dataset_meta *meta = sp_dataset_get_meta(ds);
     for (int i = 0; i < n; i++) st->ids[i] = first + i;
@@ -59,7 +59,7 @@ static int eval_micro_batch(sp_worker *w, sp_dataset *ds, eval_state *st, int64_
     if (n_prompt == 0 && strip_soft_tokens(&st->batch, err)) return -1;
     sp_batch b = sp_batch_data_view(&st->batch);
     int classify = meta->n_classes > 0;
-    int V = sp_worker_model(w)->cfg.vocab_size;
+    int V = sp_team_model(team)->cfg.vocab_size;
     size_t need = classify ? (size_t)b.n_targets * (size_t)V : 0; /* [n_targets, V] */
     if (need > st->cap_logits) {
         free(st->logits);
@@ -70,7 +70,7 @@ static int eval_micro_batch(sp_worker *w, sp_dataset *ds, eval_state *st, int64_
     sp_pass pass = {
         .prompt = prompt, .n_prompt = n_prompt, .target_logits = classify ? st->logits : NULL};
     double loss;
-    if (sp_engine_run(w, &b, &pass, &loss, err)) return -1;
+    if (sp_team_run(team, &b, &pass, &loss, err)) return -1;
     counts[0] += n, counts[1] += b.n_targets, counts[2] += loss;
     if (!classify) return 0;
     int K = meta->n_classes;
@@ -84,7 +84,7 @@ static int eval_micro_batch(sp_worker *w, sp_dataset *ds, eval_state *st, int64_
     return 0;
 }
 
-int sp_evaluate(sp_worker *w, sp_dataset *ds, const float *prompt, int n_prompt, int micro_batch,
+int sp_evaluate(sp_team *team, sp_dataset *ds, const float *prompt, int n_prompt, int micro_batch,
                 int64_t max_examples, const sp_dist *d, sp_eval_result *out, sp_error *err) {
     const sp_dataset_meta *meta = sp_dataset_get_meta(ds);
     int K = meta->task == SP_TASK_CLASSIFICATION ? meta->n_classes : 0;
@@ -99,7 +99,7 @@ int sp_evaluate(sp_worker *w, sp_dataset *ds, const float *prompt, int n_prompt,
     int rc = counts && st.ids ? 0 : sp_fail(err, "out of memory");
     for (int64_t i = begin; rc == 0 && i < end; i += micro_batch) {
         int nb = (int)(end - i < micro_batch ? end - i : micro_batch);
-        rc = eval_micro_batch(w, ds, &st, i, nb, prompt, n_prompt, counts, err);
+        rc = eval_micro_batch(team, ds, &st, i, nb, prompt, n_prompt, counts, err);
     }
     /* the rank is added by whoever reports the error (src/cli/ranks.c) */
     if (rc) sp_fail_prefix(err, "evaluating %s", sp_dataset_path(ds));

@@ -16,7 +16,7 @@ typedef struct trainer {
     const sp_train_config *c;
     const sp_dist *d;
     sp_model model;
-    sp_worker *w;
+    sp_team *team; /* one engine worker per thread of this rank */
     sp_dataset *train, *valid;
     int P, dim;
     size_t n_params;      /* P * d */
@@ -120,7 +120,7 @@ static int setup(trainer *t, sp_error *err) {
     t->dim = t->model.cfg.d_model;
     t->n_params = (size_t)t->P * t->dim;
     t->total_steps = derive_total_steps(c, sp_dataset_n_examples(t->train));
-    t->w = sp_worker_new(&t->model);
+    t->team = sp_team_new(&t->model, threads);
     t->prompt = calloc(t->n_params, sizeof(float));
     t->grad = calloc(t->n_params, sizeof(float));
     t->example_grad = calloc(t->n_params, sizeof(float));
@@ -129,7 +129,7 @@ static int setup(trainer *t, sp_error *err) {
     t->reduce = calloc(reduce_n, sizeof(double));
     t->batch_ids = calloc((size_t)c->global_batch, sizeof(int64_t));
     sp_batch_data_init(&t->mb);
-    if (!t->w || !t->prompt || !t->grad || !t->example_grad || !t->reduce || !t->batch_ids)
+    if (!t->team || !t->prompt || !t->grad || !t->example_grad || !t->reduce || !t->batch_ids)
         return sp_fail(err, "out of memory");
     sp_optim_config oc = c->optim;
     if (oc.total_steps <= 0) oc.total_steps = t->total_steps;
@@ -297,7 +297,7 @@ static int step_packed(trainer *t, step_totals *tot, sp_error *err) {
         double l;
         if (sp_dataset_read_batch(t->train, t->batch_ids + i, n, &t->mb, err)) return -1;
         sp_batch b = sp_batch_data_view(&t->mb);
-        if (sp_engine_run(t->w, &b, &pass, &l, err)) return -1;
+        if (sp_team_run(t->team, &b, &pass, &l, err)) return -1;
         loss += l, targets += b.n_targets, tokens += b.seq_start[b.n_seq];
     }
     double *buf = t->reduce;
@@ -325,7 +325,7 @@ static int step_deterministic(trainer *t, step_totals *tot, sp_error *err) {
         if (sp_dataset_read_batch(t->train, t->batch_ids + i, 1, &t->mb, err)) return -1;
         sp_batch b = sp_batch_data_view(&t->mb);
         memset(t->example_grad, 0, t->n_params * sizeof(float));
-        if (sp_engine_run(t->w, &b, &pass, &l, err)) return -1;
+        if (sp_team_run(t->team, &b, &pass, &l, err)) return -1;
         for (size_t k = 0; k < t->n_params; k++) r[k] = t->example_grad[k];
         r[t->n_params] = l, r[t->n_params + 1] = b.n_targets, r[t->n_params + 2] = b.seq_start[1];
     }
@@ -369,7 +369,7 @@ static int evaluate(trainer *t, int *is_best, sp_error *err) {
     *is_best = 0;
     if (!t->valid) return 0;
     sp_eval_result r;
-    if (sp_evaluate(t->w, t->valid, t->prompt, t->P, t->c->micro_batch, t->c->max_eval_examples,
+    if (sp_evaluate(t->team, t->valid, t->prompt, t->P, t->c->micro_batch, t->c->max_eval_examples,
                     t->d, &r, err))
         return -1;
     int accuracy = strcmp(t->metric_name, "valid_accuracy") == 0;
@@ -487,7 +487,7 @@ static void teardown(trainer *t) {
     sp_data_order_free(&t->order);
     sp_optim_free(&t->opt);
     free(t->batch_ids), free(t->reduce), free(t->example_grad), free(t->grad), free(t->prompt);
-    sp_worker_free(t->w);
+    sp_team_free(t->team);
     if (t->valid) sp_dataset_close(t->valid);
     if (t->train) sp_dataset_close(t->train);
     sp_model_free(&t->model);

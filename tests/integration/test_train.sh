@@ -55,11 +55,16 @@ run() { # name ranks micro-batch [extra...]
 run r1 1 6; run r2 2 2; run r3 3 1
 close_losses r2/metrics.jsonl r1/metrics.jsonl 2e-5 "2 ranks x micro-batch 2 vs 1 rank x 6"
 close_losses r3/metrics.jsonl r1/metrics.jsonl 2e-5 "3 ranks x micro-batch 1 vs 1 rank x 6"
+# 2 threads in one rank split each micro-batch of 6 into two parts of 3 sequences
+run t2 1 6 --threads 2
+close_losses t2/metrics.jsonl r1/metrics.jsonl 2e-5 "1 rank x 2 threads vs 1 rank x 1 thread"
 run d1 1 6 --deterministic; run d2 2 2 --deterministic; run d3 3 1 --deterministic
+run dt 1 6 --deterministic --threads 2
 same_file d1/adapter/adapter_model.safetensors d2/adapter/adapter_model.safetensors "--deterministic 1 vs 2 ranks"
 same_file d1/adapter/adapter_model.safetensors d3/adapter/adapter_model.safetensors "--deterministic 1 vs 3 ranks"
+same_file d1/adapter/adapter_model.safetensors dt/adapter/adapter_model.safetensors "--deterministic 1 vs 2 threads"
 [[ "$(losses d1/metrics.jsonl)" == "$(losses d3/metrics.jsonl)" ]] || fail "--deterministic losses differ"
-ok "--deterministic: bitwise identical prompts and losses for 1, 2 and 3 ranks"
+ok "--deterministic: bitwise identical prompts and losses for 1, 2 and 3 ranks and 2 threads"
 
 # --- stop and resume ------------------------------------------------------------------------
 steps=400   # long enough that a signal sent near step 60 always lands mid-run

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "softprompt/engine.h"
+#include "softprompt/team.h"
 #include "softprompt/rng.h"
 #include "testutil.h"
 
@@ -412,6 +413,78 @@ START_TEST(test_worker_reuse) {
 }
 END_TEST
 
+/* A team splits the batch by sequence over its threads: every output equals one worker's up
+ * to the order of the float gradient sum, for any thread count (more threads than sequences
+ * included), both gradient layouts, and repeated runs give identical bits. */
+START_TEST(test_team_matches_one_worker) {
+    test_model t;
+    make_model(&t, 2, 16, 4, 48, 37, 24, 21);
+    sp_worker *w = sp_worker_new(&t.m);
+    sp_batch b = test_batch();
+    enum { N = P * 16, V = 37 };
+    float prompt[N], grad[N] = {0}, per_seq[3 * N] = {0}, logits[8 * V];
+    double tloss[8];
+    sp_rng r;
+    sp_rng_seed(&r, 3);
+    fill(prompt, N, &r, 0, 1.0f);
+    double want = run_batch(w, &b, prompt, grad, 0, logits, tloss);
+    run_batch(w, &b, prompt, per_seq, 1, NULL, NULL);
+    const int thread_counts[] = {1, 2, 3, 5};
+    for (int c = 0; c < 4; c++) {
+        sp_team *team = sp_team_new(&t.m, thread_counts[c]);
+        ck_assert_ptr_nonnull(team);
+        float g[N], g_again[N], ps[3 * N] = {0}, lg[8 * V];
+        double tl[8], loss, again;
+        sp_error err;
+        for (int rep = 0; rep < 2; rep++) {
+            float *gr = rep ? g_again : g;
+            memset(gr, 0, sizeof g);
+            sp_pass pass = {prompt, P, gr, 0, lg, tl};
+            ck_assert_msg(sp_team_run(team, &b, &pass, rep ? &again : &loss, &err) == 0, "%s",
+                          err.msg);
+        }
+        ck_assert_double_eq(loss, again);
+        ck_assert_mem_eq(g, g_again, sizeof g);
+        ck_assert_msg(fabs(loss - want) <= 1e-6 * want, "%d threads: loss %.9g, one worker %.9g",
+                      thread_counts[c], loss, want);
+        for (int i = 0; i < N; i++)
+            ck_assert_msg(fabsf(g[i] - grad[i]) <= 1e-5f * (1 + fabsf(grad[i])),
+                          "%d threads, element %d: %g vs %g", thread_counts[c], i, g[i], grad[i]);
+        for (int j = 0; j < 8; j++) ck_assert(fabs(tl[j] - tloss[j]) <= 1e-5 * (1 + tloss[j]));
+        for (int i = 0; i < 8 * V; i++) ck_assert(fabsf(lg[i] - logits[i]) <= 1e-4f);
+        sp_pass seq_pass = {prompt, P, ps, 1, NULL, NULL};
+        ck_assert_msg(sp_team_run(team, &b, &seq_pass, &loss, &err) == 0, "%s", err.msg);
+        for (int i = 0; i < 3 * N; i++)
+            ck_assert(fabsf(ps[i] - per_seq[i]) <= 1e-5f * (1 + fabsf(per_seq[i])));
+        ck_assert_uint_ge(sp_team_bytes(team), sp_worker_bytes(w));
+        sp_team_free(team);
+    }
+    sp_worker_free(w);
+    free_model(&t);
+}
+END_TEST
+
+/* A bad batch is refused by the team with the position in the caller's batch (not a part's). */
+START_TEST(test_team_reports_batch_positions) {
+    test_model t;
+    make_model(&t, 1, 8, 2, 16, 37, 24, 5);
+    sp_team *team = sp_team_new(&t.m, 3);
+    int32_t tok[24];
+    memcpy(tok, TOKENS, sizeof tok);
+    tok[22] = 40;
+    sp_batch b = test_batch();
+    b.tokens = tok;
+    float prompt[P * 8] = {0}, grad[P * 8] = {0};
+    sp_pass pass = {prompt, P, grad, 0, NULL, NULL};
+    double loss;
+    sp_error err = {{0}};
+    ck_assert_int_eq(sp_team_run(team, &b, &pass, &loss, &err), -1);
+    ck_assert_msg(strstr(err.msg, "position 22 holds token id 40") != NULL, "%s", err.msg);
+    sp_team_free(team);
+    free_model(&t);
+}
+END_TEST
+
 Suite *engine_suite(void) {
     Suite *s = suite_create("engine");
     TCase *tc = tcase_create("finite differences");
@@ -426,6 +499,8 @@ Suite *engine_suite(void) {
     tcase_add_test(inv, test_forward_outputs_consistent);
     tcase_add_test(inv, test_rejects_bad_batches);
     tcase_add_test(inv, test_worker_reuse);
+    tcase_add_test(inv, test_team_matches_one_worker);
+    tcase_add_test(inv, test_team_reports_batch_positions);
     suite_add_tcase(s, inv);
     return s;
 }
