@@ -205,8 +205,7 @@ int sp_team_run(sp_team *t, const sp_batch *b, const sp_pass *pass, double *loss
     int *bounds = t->bounds;
     split_points(b, n, bounds);
     for (int k = 0; k < n; k++)
-        if (make_part(&t->parts[k], b, pass, bounds[k], bounds[k + 1], m->cfg.vocab_size,
-                      n_params))
+        if (make_part(&t->parts[k], b, pass, bounds[k], bounds[k + 1], m->cfg.vocab_size, n_params))
             return sp_fail(err, "out of memory splitting a batch of %d sequences", b->n_seq);
     run_parallel(t, n);
     *loss_sum = 0.0;
