@@ -207,22 +207,6 @@ static const char *class_name(H5T_class_t c) {
 
 /* Opens 1-D dataset /name of signed integers of `bytes` bytes (int32: 4, int64: 8) holding
  * exactly n elements. The type check keeps HDF5 from silently clamping wider values. */
-/* deflate's best case is 1032:1, so stored bytes bound the data a genuine file can hold; a
- * file that declares more (unwritten chunks, a doctored dataspace) would otherwise make the
- * reader allocate what the header claims: billions of elements from a few hundred bytes. */
-#define SP_H5_MAX_DEFLATE_RATIO 1032
-
-static int check_storage(const sp_dataset *ds, hid_t d, const char *name, uint64_t raw_bytes,
-                         sp_error *err) {
-    uint64_t stored = H5Dget_storage_size(d);
-    if (raw_bytes <= stored * SP_H5_MAX_DEFLATE_RATIO + 4096) return 0;
-    return sp_fail(err,
-                   "%s: dataset \"/%s\" declares %" PRIu64 " bytes of data but stores only %" PRIu64
-                   " (more than deflate's maximum ratio of %d:1): the file is damaged or its "
-                   "chunks were never written",
-                   ds->path, name, raw_bytes, stored, SP_H5_MAX_DEFLATE_RATIO);
-}
-
 static hid_t open_int_dataset(sp_dataset *ds, const char *name, size_t bytes, int64_t n,
                               sp_error *err) {
     htri_t has = H5Lexists(ds->file, name, H5P_DEFAULT);
@@ -250,7 +234,7 @@ static hid_t open_int_dataset(sp_dataset *ds, const char *name, size_t bytes, in
         rc = sp_fail(err, "%s: dataset \"/%s\" has %llu elements, expected %" PRId64, ds->path,
                      name, (unsigned long long)dim, n);
     else
-        rc = check_storage(ds, d, name, (uint64_t)n * bytes, err);
+        rc = sp_h5_check_storage(d, ds->path, name, err);
     if (rc != 0) {
         H5Dclose(d);
         return -1;

@@ -1,5 +1,6 @@
 #include "io/h5util.h"
 
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -52,6 +53,21 @@ int sp_h5_fail(sp_error *err, const char *fmt, ...) {
     if (d.text[0] && n + 16 < sizeof err->msg)
         snprintf(err->msg + n, sizeof err->msg - n, " (HDF5: %s)", d.text);
     return -1;
+}
+
+int sp_h5_check_storage(hid_t d, const char *path, const char *name, sp_error *err) {
+    hid_t space = H5Dget_space(d), type = H5Dget_type(d);
+    hssize_t n = space < 0 ? -1 : H5Sget_simple_extent_npoints(space);
+    size_t size = type < 0 ? 0 : H5Tget_size(type);
+    sp_h5_close(space), sp_h5_close(type);
+    if (n < 0 || size == 0) return sp_h5_fail(err, "%s: cannot size dataset \"/%s\"", path, name);
+    uint64_t raw = (uint64_t)n * size, stored = H5Dget_storage_size(d);
+    if (raw <= stored * SP_H5_MAX_DEFLATE_RATIO + 4096) return 0;
+    return sp_fail(err,
+                   "%s: dataset \"/%s\" declares %" PRIu64 " bytes of data but stores only %" PRIu64
+                   " (more than deflate's maximum ratio of %d:1): the file is damaged or its "
+                   "chunks were never written",
+                   path, name, raw, stored, SP_H5_MAX_DEFLATE_RATIO);
 }
 
 void sp_h5_close(hid_t id) {

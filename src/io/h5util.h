@@ -19,6 +19,12 @@ int sp_h5_fail(sp_error *err, const char *fmt, ...) __attribute__((format(printf
 /* Closes an HDF5 identifier of any kind if it is valid (>= 0). */
 void sp_h5_close(hid_t id);
 
+/* Refuses dataset d when its declared size exceeds what the bytes the file stores for it can
+ * hold at deflate's best ratio (1032:1): unwritten chunks or a doctored dataspace would
+ * otherwise make a reader allocate what a few hundred bytes of header claim. */
+#define SP_H5_MAX_DEFLATE_RATIO 1032
+int sp_h5_check_storage(hid_t d, const char *path, const char *name, sp_error *err);
+
 /* Fixed-length UTF-8 string type of size bytes (>= 1) with the given padding; close it with
  * H5Tclose. Fixed, not variable-length, strings: variable-length data live in HDF5's global
  * heap, which has no checksum, and libhdf5 1.10 can crash on a damaged one; fixed strings sit in

@@ -192,6 +192,7 @@ hid_t sp_ckpt_open_dataset(hid_t loc, const char *name, const char *shown, char 
 /* Reads all of dataset d into a new buffer of n elements of mem_type (elem bytes each). */
 void *sp_ckpt_read_all(hid_t d, hid_t mem_type, size_t n, size_t elem, const char *shown,
                        const char *path, sp_error *err) {
+    if (sp_h5_check_storage(d, path, shown, err)) return NULL;
     void *buf = malloc(n * elem);
     if (!buf) {
         sp_fail(err, "%s: dataset \"%s\": out of memory for %zu elements", path, shown, n);

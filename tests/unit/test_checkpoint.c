@@ -514,6 +514,17 @@ START_TEST(wrong_datasets_are_named) {
     H5Adelete(f, "tokens_seen");
     H5Fclose(f);
     read_fails(bad, "missing root attribute \"tokens_seen\"");
+    /* a prompt of 2^28 floats (1 GiB) declared in chunks that were never written */
+    tu_copy_file(good, bad);
+    f = H5Fopen(bad, H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Ldelete(f, "prompt", H5P_DEFAULT);
+    hsize_t dims[2] = {1 << 14, 1 << 14}, chunk[2] = {256, 256};
+    hid_t s = H5Screate_simple(2, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 2, chunk);
+    hid_t d = H5Dcreate2(f, "prompt", H5T_IEEE_F32LE, s, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    ck_assert_int_ge(d, 0);
+    H5Dclose(d), H5Pclose(dcpl), H5Sclose(s), H5Fclose(f);
+    read_fails(bad, "dataset \"/prompt\" declares 1073741824 bytes of data but stores only 0");
     free(good), free(bad);
 }
 END_TEST
