@@ -351,6 +351,8 @@ def main():
     ap.add_argument("--final-ctx", type=int, default=256, help="context of the full-softmax steps (batch scaled "
                     "to keep the tokens per step; trains the positions beyond --ctx)")
     ap.add_argument("--steps", type=int, default=3000, help="total steps of the run (the LR schedule spans them)")
+    ap.add_argument("--stop-at", type=int, default=0, metavar="STEP", help="stop once STEP steps are done (checkpoint "
+                    "written, nothing exported); the shipped demo model continues run exp2 from step 1459")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--min-lr-frac", type=float, default=0.1)
     ap.add_argument("--warmup", type=int, default=100)
@@ -533,7 +535,8 @@ def main():
     t_seg, t_ckpt = time.time(), time.time()
     elapsed0, step, step0 = elapsed, start, start
     cpu0, t_cpu = cpu, time.process_time()
-    while step < args.steps:
+    end = min(args.steps, args.stop_at) if args.stop_at > 0 else args.steps
+    while step < end:
         for g_ in opt.param_groups:
             g_["lr"] = lr_at(step)
         g = step_gen(step)
@@ -552,7 +555,7 @@ def main():
                   f"{elapsed / 60:5.1f} min {tokens_seen(step) / 1e6:6.2f} M tokens "
                   f"{(tokens_seen(step) - tokens_seen(step0)) / (time.time() - t_seg):.0f} tok/s", flush=True)
             log.append((step - 1, kind, round(loss.item(), 4)))
-        if stop or step == args.steps or time.time() - t_ckpt >= args.ckpt_minutes * 60:
+        if stop or step == end or time.time() - t_ckpt >= args.ckpt_minutes * 60:
             start = step
             save_checkpoint(step)
             t_ckpt = time.time()
@@ -560,6 +563,9 @@ def main():
                 print(f"pretrain: signal {stop[0]}: stopped at step {step}; continue with --resume", flush=True)
                 sys.exit(75)
     start = step
+    if step < args.steps:
+        print(f"pretrain: stopped at step {step} of {args.steps} (--stop-at)", flush=True)
+        return
     print(f"trained {args.steps} steps, {tokens_seen(step)} tokens ({tokens_seen(step) / len(stream):.2f} passes over "
           f"the stream) in {elapsed / 60:.1f} min wall time, {cpu / 60:.1f} CPU minutes", flush=True)
     export("export")

@@ -167,7 +167,7 @@ static int make_part(part *p, const sp_batch *b, const sp_pass *pass, int s0, in
     p->pass = *pass;
     if (pass->grad && pass->per_sequence_grad) {
         p->pass.grad = pass->grad + (size_t)s0 * n_params;
-    } else if (pass->grad) {
+    } else if (pass->grad && n_params > 0) {
         if (p->cap_grad < n_params) {
             float *g = realloc(p->grad, n_params * sizeof(float));
             if (!g) return -1;
