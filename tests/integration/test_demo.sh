@@ -3,9 +3,8 @@
 # reports; a second run reuses everything and reports the same accuracy.
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
-# The demo's mechanics on a small random GPT-2 with the real vocabulary (the shipped demo model
-# is not in the repository yet: docs/demo-model.md).
-"$SP_CLI" init-model --layers 2 --d 32 --heads 4 --ctx 256 --seed 5 demo-model >/dev/null
+# The shipped demo model, copied so that the test writes nothing into the source tree.
+cp -r "$SP_REPO/models/demo-gpt2" demo-model
 export SP_DEMO_MODEL=$WORK/demo-model SP_DEMO_DIR=$WORK/demo SP_DEMO_CLI=$SP_CLI
 # mpirun-launched ranks: see lib.sh on leak checking in the sanitizer build
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
@@ -21,8 +20,24 @@ for f in run/best.h5 run/metrics.jsonl run/adapter/adapter_model.safetensors dem
 done
 python3 -c 'import sys; d=open(sys.argv[1],"rb").read(8); sys.exit(d != b"\x89PNG\r\n\x1a\n")' "$SP_DEMO_DIR/demo.png" \
   || fail "demo.png is not a PNG"
+if grep -q "validation split: the one held out" demo.log; then
+  ok "the validation split is the one held out of the demo model's pretraining"
+else
+  grep -q "small review fixtures" demo.log || fail "the demo did not check its validation split"
+fi
 first=$(grep "validation accuracy" report.txt)
 "$SP_REPO/scripts/demo" --quick > report2.txt 2> demo2.log || fail "second run failed"
 [[ "$(grep "validation accuracy" report2.txt)" == "$first" ]] || fail "second run reports other accuracies"
 ! grep -q "resuming" demo2.log || fail "the second run trained again instead of reusing the finished run"
 ok "scripts/demo --quick: report, interruption and resume, outputs, idempotent second run"
+
+# A validation split other than the one the model's pretraining held out is refused.
+if grep -q "validation split: the one held out" demo.log; then
+  sed -i 's/"sha256": "[0-9a-f]*"/"sha256": "00000000"/' demo-model/pretraining.json
+  if SP_DEMO_DIR=$WORK/demo-other "$SP_REPO/scripts/demo" --quick > /dev/null 2> other.log; then
+    fail "the demo ran on a validation split its model was not held out of"
+  fi
+  grep -q "is not the validation split held out of the demo model's pretraining" other.log ||
+    { tail -5 other.log; fail "no message about the validation split"; }
+  ok "a validation split the model's pretraining did not hold out is refused"
+fi
