@@ -20,7 +20,6 @@ typedef struct sp_team sp_team;
 /* n_threads >= 1 threads, the caller's included; NULL when out of memory or threads. */
 sp_team *sp_team_new(const sp_model *m, int n_threads);
 void sp_team_free(sp_team *t);
-int sp_team_threads(const sp_team *t);
 const sp_model *sp_team_model(const sp_team *t);
 /* Activation and scratch memory of all the team's workers. */
 size_t sp_team_bytes(const sp_team *t);

@@ -39,8 +39,6 @@ typedef struct thread_arg {
 } thread_arg;
 
 static void run_part(part *p) {
-    if (p->pass.grad && !p->pass.per_sequence_grad)
-        memset(p->pass.grad, 0, p->cap_grad * sizeof(float));
     p->rc = sp_engine_run(p->w, &p->b, &p->pass, &p->loss, &p->err);
 }
 
@@ -115,10 +113,6 @@ void sp_team_free(sp_team *t) {
     free(t->parts), free(t->threads), free(t->bounds), free(t);
 }
 
-int sp_team_threads(const sp_team *t) {
-    return t->n;
-}
-
 const sp_model *sp_team_model(const sp_team *t) {
     return sp_worker_model(t->parts[0].w);
 }
@@ -173,6 +167,7 @@ static int make_part(part *p, const sp_batch *b, const sp_pass *pass, int s0, in
             if (!g) return -1;
             p->grad = g, p->cap_grad = n_params;
         }
+        memset(p->grad, 0, n_params * sizeof(float));
         p->pass.grad = p->grad;
     }
     if (pass->target_logits) p->pass.target_logits = pass->target_logits + (size_t)j0 * V;
