@@ -15,16 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     sp_error err;
     sp_tokenizer *tok = sp_tokenizer_load(dir, &err);
     if (!tok) return 0;
-    fz_check_vocab(tok);
-    int32_t *ids = NULL;
-    size_t n = 0;
-    if (sp_tokenizer_encode(tok, text, sizeof text - 1, SP_TOK_ALLOW_SPECIAL, &ids, &n, &err) ==
-        0) {
-        char *out = NULL;
-        size_t len;
-        if (sp_tokenizer_decode(tok, ids, n, 0, &out, &len, &err) == 0) free(out);
-    }
-    free(ids);
+    fz_exercise_tokenizer(tok, text, sizeof text - 1);
     char hex[17];
     sp_tokenizer_hash_hex(tok, hex);
     (void)sp_tokenizer_describe(tok);

@@ -113,8 +113,10 @@ static inline char *fz_strndup(const uint8_t *p, size_t n) {
     return s;
 }
 
-/* Every id in use (the first 8192) maps to a token that maps back to it (tokenizer targets). */
-static inline void fz_check_vocab(const sp_tokenizer *tok) {
+/* What the tokenizer-loading targets do with a tokenizer that loaded: every id in use (the first
+ * 8192) maps to a token that maps back to it, and text (special tokens allowed) encodes and its
+ * ids decode, so that what the loader accepted is exercised by the encoder too. */
+static inline void fz_exercise_tokenizer(sp_tokenizer *tok, const char *text, size_t len) {
     int32_t n = sp_tokenizer_vocab_size(tok);
     if (n > 8192) n = 8192;
     for (int32_t id = 0; id < n; id++) {
@@ -125,6 +127,15 @@ static inline void fz_check_vocab(const sp_tokenizer *tok) {
             abort();
         }
     }
+    sp_error err;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    if (sp_tokenizer_encode(tok, text, len, SP_TOK_ALLOW_SPECIAL, &ids, &n_ids, &err) == 0) {
+        char *out = NULL;
+        size_t out_len;
+        if (sp_tokenizer_decode(tok, ids, n_ids, 0, &out, &out_len, &err) == 0) free(out);
+    }
+    free(ids);
 }
 
 #endif

@@ -37,14 +37,16 @@ pt = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(pt)
 
 
-def decode(tok, ids):
+def decoder(tok):
+    """ids -> text: the inverse vocabulary and byte map, built once."""
     byte_dec = {v: k for k, v in pt.bytes_to_unicode().items()}
     inv = {v: k for k, v in tok.encoder.items()}
-    return bytes(byte_dec[c] for i in ids for c in inv[int(i)]).decode("utf-8", "replace")
+    return lambda ids: bytes(byte_dec[c] for i in ids for c in inv[int(i)]).decode("utf-8", "replace")
 
 
 def split_sha256(path):
-    """SHA-256 of a prepared split's tokens and offsets (int32 / int64 little-endian)."""
+    """SHA-256 of a prepared split's tokens and offsets (int32 / int64 little-endian); scripts/demo
+    computes the same to check the split it prepared."""
     f = h5py.File(path, "r")
     return hashlib.sha256(f["tokens"][:].astype("<i4").tobytes() + f["offsets"][:].astype("<i8").tobytes()).hexdigest()
 
@@ -58,7 +60,8 @@ def valid_examples(path):
 
 def training_sentences(tok, demo_dir):
     """The demo's review sentences minus every one whose text is a validation sentence."""
-    held = {decode(tok, ids[:-2]).strip() for ids, _ in valid_examples(os.path.join(demo_dir, "reviews-valid.h5"))}
+    decode = decoder(tok)
+    held = {decode(ids[:-2]).strip() for ids, _ in valid_examples(os.path.join(demo_dir, "reviews-valid.h5"))}
     rows = [json.loads(line) for line in open(os.path.join(demo_dir, "reviews.jsonl"), encoding="utf-8")]
     texts = [r["text"].strip() for r in rows if r["text"].strip()]
     kept = [t for t in texts if t not in held]

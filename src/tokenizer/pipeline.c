@@ -169,6 +169,22 @@ static int parse_replace_norm(sp_tokenizer *t, json_t *n, const char *where, sp_
     return tok_desc(t, "norm:replace(%s,%s->%s);", lit ? "str" : "re", pat, m->b);
 }
 
+typedef int (*step_parser)(sp_tokenizer *t, json_t *step, const char *where, sp_error *err);
+
+/* A "Sequence" node: parse(t, step, "WHERE.KEY[i]") for each step of its array KEY, in order. */
+static int parse_sequence(sp_tokenizer *t, json_t *node, const char *key, const char *where,
+                          step_parser parse, sp_error *err) {
+    json_t *list = json_object_get(node, key), *e;
+    if (!json_is_array(list)) return sp_fail(err, "%s.%s is not an array", where, key);
+    size_t i;
+    json_array_foreach(list, i, e) {
+        char w[256];
+        snprintf(w, sizeof w, "%s.%s[%zu]", where, key, i);
+        if (parse(t, e, w, err)) return -1;
+    }
+    return 0;
+}
+
 static int parse_normalizer(sp_tokenizer *t, json_t *n, const char *where, sp_error *err) {
     if (!n || json_is_null(n)) return 0;
     const char *type = type_of(n);
@@ -180,17 +196,8 @@ static int parse_normalizer(sp_tokenizer *t, json_t *n, const char *where, sp_er
         m->kind = NORM_NFC + k;
         return tok_desc(t, "norm:%s;", type);
     }
-    if (!strcmp(type, "Sequence")) {
-        json_t *list = json_object_get(n, "normalizers"), *e;
-        if (!json_is_array(list)) return sp_fail(err, "%s.normalizers is not an array", where);
-        size_t i;
-        json_array_foreach(list, i, e) {
-            char w[256];
-            snprintf(w, sizeof w, "%s.normalizers[%zu]", where, i);
-            if (parse_normalizer(t, e, w, err)) return -1;
-        }
-        return 0;
-    }
+    if (!strcmp(type, "Sequence"))
+        return parse_sequence(t, n, "normalizers", where, parse_normalizer, err);
     if (!strcmp(type, "Prepend")) {
         json_t *p = json_object_get(n, "prepend");
         if (!json_is_string(p))
@@ -305,17 +312,8 @@ static int parse_metaspace(sp_tokenizer *t, json_t *p, const char *where, sp_err
 static int parse_pre(sp_tokenizer *t, json_t *p, const char *where, sp_error *err) {
     if (!p || json_is_null(p)) return 0;
     const char *type = type_of(p);
-    if (!strcmp(type, "Sequence")) {
-        json_t *list = json_object_get(p, "pretokenizers"), *e;
-        if (!json_is_array(list)) return sp_fail(err, "%s.pretokenizers is not an array", where);
-        size_t i;
-        json_array_foreach(list, i, e) {
-            char w[256];
-            snprintf(w, sizeof w, "%s.pretokenizers[%zu]", where, i);
-            if (parse_pre(t, e, w, err)) return -1;
-        }
-        return 0;
-    }
+    if (!strcmp(type, "Sequence"))
+        return parse_sequence(t, p, "pretokenizers", where, parse_pre, err);
     if (!strcmp(type, "Split")) return parse_split(t, p, where, err);
     if (!strcmp(type, "ByteLevel")) return parse_bytelevel(t, p, where, err);
     if (!strcmp(type, "Digits")) return parse_digits(t, p, where, err);

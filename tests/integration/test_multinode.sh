@@ -158,6 +158,19 @@ wait_checkpoint() {
   return 1
 }
 show_log() { echo "----- $1"; cat "$1"; }
+
+# expect_resumed LABEL ID NAME WHAT: the requeued job NAME completes, having resumed from a
+# checkpoint, with its prompt bitwise equal to the reference; RESUMED_STEP is that checkpoint's.
+expect_resumed() {
+  local label=$1 job=$2 name=$3 what=$4 resumed
+  wait_end "$job" "$name" 180
+  [[ $(job_field "$job" JobState) == COMPLETED ]] ||
+    { show_log "logs/$name.out"; fail "$label: requeued job ended $(job_field "$job" JobState)"; }
+  resumed=$(grep -o 'resuming from .*step-[0-9]*\.h5 (step [0-9]*)' "logs/$name.out" | tail -n 1)
+  [[ -n $resumed ]] || { show_log "logs/$name.out"; fail "$label: the requeued run did not resume from a checkpoint"; }
+  same_file "runs/$name/adapter/adapter_model.safetensors" "$ref" "$label: $what, requeued and resumed vs 1 process"
+  RESUMED_STEP=$(grep -o "[0-9]*)$" <<< "$resumed" | tr -d ")")
+}
 mkdir -p logs runs
 
 # --- A: 6 ranks on 3 hosts, bitwise equal to one process ------------------------------------------
@@ -195,12 +208,8 @@ echo "B: job script FAILED $t_script s after the kill, job FAILED $(( $(date +%s
 wait_stepds_gone "$job_b"
 scontrol requeue "$job_b" || fail "B: scontrol requeue $job_b failed"
 scontrol update JobId="$job_b" StartTime=now || fail "B: scontrol update StartTime=now failed"
-wait_end "$job_b" killed 180
-[[ $(job_field "$job_b" JobState) == COMPLETED ]] || { show_log logs/killed.out; fail "B: requeued job ended $(job_field "$job_b" JobState)"; }
-resumed=$(grep -o 'resuming from .*step-[0-9]*\.h5 (step [0-9]*)' logs/killed.out | tail -n 1)
-[[ -n $resumed ]] || { show_log logs/killed.out; fail "B: the requeued run did not resume from a checkpoint"; }
-same_file runs/killed/adapter/adapter_model.safetensors "$ref" "B: killed on node3, requeued and resumed vs 1 process"
-ok "B: slurmd + ranks of node3 killed -> FAILED; requeued, resumed from step $(grep -o "[0-9]*)$" <<< "$resumed" | tr -d ")"); prompt bitwise equal ($(( $(date +%s) - t )) s)"
+expect_resumed B "$job_b" killed "killed on node3"
+ok "B: slurmd + ranks of node3 killed -> FAILED; requeued, resumed from step $RESUMED_STEP; prompt bitwise equal ($(( $(date +%s) - t )) s)"
 
 # --- C: node3 crashes (slurmstepd too): NODE_FAIL within a bound, Slurm requeues, resumes ---------
 t=$(date +%s)
@@ -221,12 +230,8 @@ grep -q "JobId=$job_c .*JobState=NODE_FAIL" "$SPC_DIR/log/jobcomp.txt" \
 [[ $(job_field "$job_c" JobState) == PENDING ]] || scontrol requeue "$job_c" || fail "C: scontrol requeue failed"
 spc_reboot_node node3 || { spc_logs; fail "C: node3 did not come back"; }
 scontrol update JobId="$job_c" StartTime=now 2>/dev/null || true   # may have started already
-wait_end "$job_c" crashed 180
-[[ $(job_field "$job_c" JobState) == COMPLETED ]] || { show_log logs/crashed.out; fail "C: requeued job ended $(job_field "$job_c" JobState)"; }
-resumed=$(grep -o 'resuming from .*step-[0-9]*\.h5 (step [0-9]*)' logs/crashed.out | tail -n 1)
-[[ -n $resumed ]] || { show_log logs/crashed.out; fail "C: the requeued run did not resume from a checkpoint"; }
-same_file runs/crashed/adapter/adapter_model.safetensors "$ref" "C: node3 crashed, requeued and resumed vs 1 process"
-ok "C: node3 crashed -> NODE_FAIL, requeued by Slurm, resumed from step $(grep -o "[0-9]*)$" <<< "$resumed" | tr -d ")"); prompt bitwise equal ($(( $(date +%s) - t )) s)"
+expect_resumed C "$job_c" crashed "node3 crashed"
+ok "C: node3 crashed -> NODE_FAIL, requeued by Slurm, resumed from step $RESUMED_STEP; prompt bitwise equal ($(( $(date +%s) - t )) s)"
 
 # --- teardown --------------------------------------------------------------------------------------------
 pids=$(cat "$SPC_DIR"/pids/*)

@@ -43,6 +43,15 @@ static void expect_msg(const sp_error *err, const char *name, const char *what, 
     ck_assert_msg(strstr(err->msg, want) != NULL, "message \"%s\" lacks \"%s\"", err->msg, want);
 }
 
+/* With dir/name grown over limit, loading the tokenizer of dir is refused naming the file. */
+static void tokenizer_refuses_oversize(const char *dir, const char *name, const char *what,
+                                       size_t limit) {
+    sp_error err;
+    oversize(dir, name, limit);
+    ck_assert_ptr_null(sp_tokenizer_load(dir, &err));
+    expect_msg(&err, name, what, limit);
+}
+
 START_TEST(model_files) {
     const char *const single[] = {"config.json", "model.safetensors", NULL};
     char *dir = copy_fixture_dir("ref/l1_h1_d16_f32", "single", single);
@@ -77,12 +86,10 @@ START_TEST(tokenizer_files) {
     sp_tokenizer *tok = sp_tokenizer_load(dir, &err);
     ck_assert_msg(tok != NULL, "%s", err.msg);
     sp_tokenizer_free(tok);
-    oversize(dir, "tokenizer_config.json", SP_MAX_CONFIG_FILE_BYTES);
-    ck_assert_ptr_null(sp_tokenizer_load(dir, &err));
-    expect_msg(&err, "tokenizer_config.json", "tokenizer config", SP_MAX_CONFIG_FILE_BYTES);
-    oversize(dir, "tokenizer.json", SP_MAX_TOKENIZER_FILE_BYTES);
-    ck_assert_ptr_null(sp_tokenizer_load(dir, &err));
-    expect_msg(&err, "tokenizer.json", "tokenizer file", SP_MAX_TOKENIZER_FILE_BYTES);
+    tokenizer_refuses_oversize(dir, "tokenizer_config.json", "tokenizer config",
+                               SP_MAX_CONFIG_FILE_BYTES);
+    tokenizer_refuses_oversize(dir, "tokenizer.json", "tokenizer file",
+                               SP_MAX_TOKENIZER_FILE_BYTES);
     free(dir);
 
     dir = tu_path(tu_dir, "pair");
@@ -106,12 +113,8 @@ START_TEST(tokenizer_files) {
     tok = sp_tokenizer_load(dir, &err);
     ck_assert_msg(tok != NULL, "%s", err.msg);
     sp_tokenizer_free(tok);
-    oversize(dir, "merges.txt", SP_MAX_TOKENIZER_FILE_BYTES);
-    ck_assert_ptr_null(sp_tokenizer_load(dir, &err));
-    expect_msg(&err, "merges.txt", "tokenizer file", SP_MAX_TOKENIZER_FILE_BYTES);
-    oversize(dir, "vocab.json", SP_MAX_TOKENIZER_FILE_BYTES);
-    ck_assert_ptr_null(sp_tokenizer_load(dir, &err));
-    expect_msg(&err, "vocab.json", "tokenizer file", SP_MAX_TOKENIZER_FILE_BYTES);
+    tokenizer_refuses_oversize(dir, "merges.txt", "tokenizer file", SP_MAX_TOKENIZER_FILE_BYTES);
+    tokenizer_refuses_oversize(dir, "vocab.json", "tokenizer file", SP_MAX_TOKENIZER_FILE_BYTES);
     free(vocab), free(merges), free(dir);
 }
 END_TEST

@@ -216,16 +216,6 @@ START_TEST(test_roundtrip_corpus) {
 }
 END_TEST
 
-static size_t put_utf8(uint32_t cp, char *o) {
-    if (cp < 0x80) return o[0] = (char)cp, 1;
-    if (cp < 0x800) return o[0] = (char)(0xC0 | cp >> 6), o[1] = (char)(0x80 | (cp & 63)), 2;
-    if (cp < 0x10000)
-        return o[0] = (char)(0xE0 | cp >> 12), o[1] = (char)(0x80 | ((cp >> 6) & 63)),
-               o[2] = (char)(0x80 | (cp & 63)), 3;
-    return o[0] = (char)(0xF0 | cp >> 18), o[1] = (char)(0x80 | ((cp >> 12) & 63)),
-           o[2] = (char)(0x80 | ((cp >> 6) & 63)), o[3] = (char)(0x80 | (cp & 63)), 4;
-}
-
 /* Random valid UTF-8 mixing ASCII, whitespace, Latin-1, other BMP and astral code points. */
 START_TEST(test_roundtrip_random) {
     sp_tokenizer *t = load_gpt2();
@@ -256,7 +246,7 @@ START_TEST(test_roundtrip_random) {
                 cp = 0x10000 + (uint32_t)sp_rng_below(&rng, 0x100000);
                 break;
             }
-            len += put_utf8(cp, buf + len);
+            len += tu_put_utf8(cp, buf + len);
         }
         assert_roundtrip(t, buf, len);
     }

@@ -156,16 +156,6 @@ static void assert_roundtrip(sp_tokenizer *t, const char *text, size_t len, cons
     sp_token_buf_free(&ids);
 }
 
-static size_t put_utf8(uint32_t cp, char *o) {
-    if (cp < 0x80) return o[0] = (char)cp, 1;
-    if (cp < 0x800) return o[0] = (char)(0xC0 | cp >> 6), o[1] = (char)(0x80 | (cp & 63)), 2;
-    if (cp < 0x10000)
-        return o[0] = (char)(0xE0 | cp >> 12), o[1] = (char)(0x80 | ((cp >> 6) & 63)),
-               o[2] = (char)(0x80 | (cp & 63)), 3;
-    return o[0] = (char)(0xF0 | cp >> 18), o[1] = (char)(0x80 | ((cp >> 12) & 63)),
-           o[2] = (char)(0x80 | ((cp >> 6) & 63)), o[3] = (char)(0x80 | (cp & 63)), 4;
-}
-
 /* Random valid UTF-8 (ASCII, whitespace, apostrophes, digits, Latin, CJK, astral) round-trips
  * through the tokenizers without a normalizer that changes text. */
 START_TEST(test_roundtrip_random) {
@@ -201,7 +191,7 @@ START_TEST(test_roundtrip_random) {
                 cp = (uint32_t)sp_rng_below(&rng, 0x20);
                 break;
             }
-            len += put_utf8(cp, buf + len);
+            len += tu_put_utf8(cp, buf + len);
         }
         assert_roundtrip(t, buf, len, kinds[_i]);
     }

@@ -59,6 +59,9 @@ int tu_h5_set_i64_attr(const char *path, const char *name, int64_t value);
  * (128 + signal number if it was killed). */
 int tu_run_cli(const char *const *args, char **out, char **errout);
 
+/* Writes code point cp (< 0x110000, not a surrogate) as UTF-8 at o; returns its 1-4 bytes. */
+size_t tu_put_utf8(uint32_t cp, char *o);
+
 /* Runs a Check suite and returns the process exit status (for main). */
 int tu_run_suite(Suite *s);
 
