@@ -1,6 +1,6 @@
 /* `softprompt eval`: loss and accuracy of a prompt (or of the template alone) on a dataset. */
 #include <cblas.h>
-#include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,24 +13,6 @@
 #include "softprompt/safetensors.h"
 #include "softprompt/train.h"
 
-static void usage(FILE *out) {
-    fprintf(
-        out,
-        "usage: softprompt eval --model DIR --data FILE.h5 [--prompt CKPT] [options]\n\n"
-        "Evaluates a trained prompt on a dataset: mean cross-entropy over the target tokens and,\n"
-        "for classification datasets, accuracy from the verbalizer logits with per-class counts.\n"
-        "Without --prompt the soft slots are removed and the frozen model sees the template\n"
-        "alone: the zero-shot baseline. Runs alone or under mpirun/srun (ranks split the data).\n\n"
-        "  --model DIR            Hugging Face model directory\n"
-        "  --data FILE.h5         dataset made by `softprompt prepare`\n"
-        "  --prompt PATH          a checkpoint (.h5 with a \"prompt\" dataset) or a PEFT adapter\n"
-        "                         (directory or adapter_model.safetensors)\n"
-        "  --micro-batch N        examples per engine call (8)\n"
-        "  --max-examples N       only the first N examples\n"
-        "  --threads N            threads per rank (as for train)\n"
-        "  --json                 print the result as one JSON object\n");
-}
-
 typedef struct eval_args {
     const char *model, *data, *prompt;
     int micro_batch, threads, json;
@@ -38,57 +20,45 @@ typedef struct eval_args {
 } eval_args;
 
 #define CMD "eval"
+#define AT(field) offsetof(eval_args, field)
+
+static const sp_flag FLAGS[] = {
+    SP_OPT_STR("model", AT(model), "DIR", "Hugging Face model directory",
+               .flags = SP_FLAG_REQUIRED),
+    SP_OPT_STR("data", AT(data), "FILE.h5", "dataset made by `softprompt prepare`",
+               .flags = SP_FLAG_REQUIRED),
+    SP_OPT_STR("prompt", AT(prompt), "PATH",
+               "a checkpoint (.h5 with a \"prompt\" dataset) or a PEFT adapter\n"
+               "(directory or adapter_model.safetensors)"),
+    SP_OPT_INT("micro-batch", AT(micro_batch), "N", 1, 1 << 20, "examples per engine call (8)"),
+    SP_OPT_INT64("max-examples", AT(max_examples), "N", 0, (double)((int64_t)1 << 40),
+                 "only the first N examples"),
+    SP_OPT_INT("threads", AT(threads), "N", 1, 4096, "threads per rank (as for train)"),
+    SP_OPT_SWITCH("json", AT(json), 1, "print the result as one JSON object"),
+    {NULL},
+};
+
+static const sp_flag_spec SPEC = {
+    .cmd = CMD,
+    .usage = "usage: softprompt eval --model DIR --data FILE.h5 [--prompt CKPT] [options]\n",
+    .about =
+        "Evaluates a trained prompt on a dataset: mean cross-entropy over the target tokens and,\n"
+        "for classification datasets, accuracy from the verbalizer logits with per-class counts.\n"
+        "Without --prompt the soft slots are removed and the frozen model sees the template\n"
+        "alone: the zero-shot baseline. Runs alone or under mpirun/srun (ranks split the data).\n",
+    .flags = FLAGS,
+};
+
+static void usage(FILE *out) {
+    sp_flags_usage(&SPEC, out);
+}
 
 static int parse_args(int argc, char **argv, eval_args *a) {
-    static const struct option opts[] = {
-        {"model", 1, 0, 'm'},       {"data", 1, 0, 'd'},         {"prompt", 1, 0, 'p'},
-        {"micro-batch", 1, 0, 'b'}, {"max-examples", 1, 0, 'n'}, {"threads", 1, 0, 't'},
-        {"json", 0, 0, 'j'},        {"help", 0, 0, 'h'},         {0, 0, 0, 0}};
     memset(a, 0, sizeof *a);
     a->micro_batch = 8;
-    optind = 1, opterr = 0;
-    int opt, rc = 0;
-    while (rc == 0 && (opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'm':
-            a->model = optarg;
-            break;
-        case 'd':
-            a->data = optarg;
-            break;
-        case 'p':
-            a->prompt = optarg;
-            break;
-        case 'b':
-            rc = sp_flag_int(CMD, "--micro-batch", optarg, 1, 1 << 20, &a->micro_batch);
-            break;
-        case 'n':
-            rc =
-                sp_flag_int64(CMD, "--max-examples", optarg, 0, (int64_t)1 << 40, &a->max_examples);
-            break;
-        case 't':
-            rc = sp_flag_int(CMD, "--threads", optarg, 1, 4096, &a->threads);
-            break;
-        case 'j':
-            a->json = 1;
-            break;
-        default:
-            fprintf(stderr, "softprompt eval: unknown option or missing value: %s\n",
-                    argv[optind - 1]);
-            return 2;
-        }
-    }
-    if (rc) return rc;
-    if (optind < argc) {
-        fprintf(stderr, "softprompt eval: unexpected argument '%s'\n", argv[optind]);
-        return 2;
-    }
-    if (!a->model || !a->data) {
-        fprintf(stderr, "softprompt eval: %s is required (see softprompt eval --help)\n",
-                !a->model ? "--model" : "--data");
-        return 2;
-    }
-    return 0;
+    char *pos[argc > 0 ? argc : 1];
+    int n_pos;
+    return sp_flags_parse(&SPEC, argc, argv, a, pos, &n_pos);
 }
 
 /* A PEFT adapter: adapter_model.safetensors with prompt_embeddings [P, d]. */

@@ -1,26 +1,49 @@
 /* `softprompt export`: a checkpoint's prompt as a Hugging Face PEFT prompt-tuning adapter. */
-#include <getopt.h>
+#include <stddef.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/commands.h"
+#include "cli/flags.h"
 #include "softprompt/checkpoint.h"
 
-static void usage(FILE *out) {
-    fprintf(
-        out,
-        "usage: softprompt export --model DIR --prompt CKPT.h5 --out DIR [--base-model NAME]\n\n"
+typedef struct export_args {
+    const char *model, *prompt, *out, *base;
+} export_args;
+
+#define AT(field) offsetof(export_args, field)
+
+static const sp_flag FLAGS[] = {
+    SP_OPT_STR("model", AT(model), "DIR",
+               "the model the prompt was trained for (shapes are checked)",
+               .flags = SP_FLAG_REQUIRED),
+    SP_OPT_STR("prompt", AT(prompt), "CKPT.h5",
+               "a checkpoint, or any HDF5 file with a \"prompt\" dataset",
+               .flags = SP_FLAG_REQUIRED),
+    SP_OPT_STR("out", AT(out), "DIR", "adapter directory (created; files written atomically)",
+               .flags = SP_FLAG_REQUIRED),
+    SP_OPT_STR("base-model", AT(base), "NAME",
+               "base_model_name_or_path to record (default: the --model path)"),
+    {NULL},
+};
+
+static const sp_flag_spec SPEC = {
+    .cmd = "export",
+    .usage =
+        "usage: softprompt export --model DIR --prompt CKPT.h5 --out DIR [--base-model NAME]\n",
+    .about =
         "Writes the prompt of a checkpoint (e.g. run/best.h5) as a Hugging Face PEFT\n"
         "prompt-tuning adapter: DIR/adapter_model.safetensors (prompt_embeddings [P, d]) and\n"
         "DIR/adapter_config.json (peft_type PROMPT_TUNING, task_type CAUSAL_LM), loadable with\n"
         "PeftModel.from_pretrained(model, DIR). `softprompt train` already exports the final\n"
-        "prompt to run/adapter; use this for the best or any other checkpoint.\n\n"
-        "  --model DIR         the model the prompt was trained for (shapes are checked)\n"
-        "  --prompt CKPT.h5    a checkpoint, or any HDF5 file with a \"prompt\" dataset\n"
-        "  --out DIR           adapter directory (created; files written atomically)\n"
-        "  --base-model NAME   base_model_name_or_path to record (default: the --model path)\n");
+        "prompt to run/adapter; use this for the best or any other checkpoint.\n",
+    .flags = FLAGS,
+};
+
+static void usage(FILE *out) {
+    sp_flags_usage(&SPEC, out);
 }
 
 /* The initialisation recorded in the checkpoint's configuration, if it is one. */
@@ -62,38 +85,10 @@ static int export_adapter(const char *model_dir, const char *prompt_path, const 
 }
 
 static int run(int argc, char **argv) {
-    static const struct option opts[] = {{"model", 1, 0, 'm'}, {"prompt", 1, 0, 'p'},
-                                         {"out", 1, 0, 'o'},   {"base-model", 1, 0, 'b'},
-                                         {"help", 0, 0, 'h'},  {0, 0, 0, 0}};
-    const char *model = NULL, *prompt = NULL, *out = NULL, *base = NULL;
-    optind = 1, opterr = 0;
-    int opt;
-    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'm':
-            model = optarg;
-            break;
-        case 'p':
-            prompt = optarg;
-            break;
-        case 'o':
-            out = optarg;
-            break;
-        case 'b':
-            base = optarg;
-            break;
-        default:
-            fprintf(stderr, "softprompt export: unknown option or missing value: %s\n",
-                    argv[optind - 1]);
-            return 2;
-        }
-    }
-    if (optind < argc || !model || !prompt || !out) {
-        fprintf(stderr, "softprompt export: %s (see softprompt export --help)\n",
-                optind < argc ? "unexpected argument" : "--model, --prompt and --out are required");
-        return 2;
-    }
-    return export_adapter(model, prompt, out, base);
+    export_args a = {0};
+    char *pos[argc > 0 ? argc : 1];
+    int n_pos, rc = sp_flags_parse(&SPEC, argc, argv, &a, pos, &n_pos);
+    return rc ? rc : export_adapter(a.model, a.prompt, a.out, a.base);
 }
 
 const sp_command SP_CMD_EXPORT = {"export", "write a checkpoint's prompt as a PEFT adapter", run,

@@ -1,28 +1,37 @@
 /* `softprompt info PATH`: what a model directory holds and what it will cost in memory. */
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/commands.h"
+#include "cli/flags.h"
 #include "cli/info_dataset.h"
 #include "softprompt/model.h"
 
+static const sp_flag FLAGS[] = {{NULL}};
+
+static const sp_flag_spec SPEC = {
+    .cmd = "info",
+    .usage = "usage: softprompt info PATH\n",
+    .about =
+        "Describes PATH without changing it. For a model directory (config.json plus\n"
+        "model.safetensors or sharded model-*-of-*.safetensors with an index): architecture,\n"
+        "shapes, parameter count, dtypes, files, and memory: bytes mapped, weights used in\n"
+        "place (shared by the ranks of a node through the page cache), private converted\n"
+        "copies, and activation memory per token at full context.\n"
+        "For a dataset (.h5 made by `softprompt prepare`): task, counts, length histogram,\n"
+        "label balance, template, tokenizer. For a checkpoint (.h5 written by `softprompt\n"
+        "train`): step, data position, prompt, optimizer state, metrics, fingerprints.\n\n"
+        "Every file is fully validated; a problem is reported with the file and tensor or key\n"
+        "at fault, with exit status 1.\n",
+    .flags = FLAGS,
+    .positional = "PATH",
+    .min_positional = 1,
+    .max_positional = 1,
+};
+
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: softprompt info PATH\n\n"
-            "Describes PATH without changing it. For a model directory (config.json plus\n"
-            "model.safetensors or sharded model-*-of-*.safetensors with an index): architecture,\n"
-            "shapes, parameter count, dtypes, files, and memory: bytes mapped, weights used in\n"
-            "place (shared by the ranks of a node through the page cache), private converted\n"
-            "copies, and activation memory per token at full context.\n"
-            "For a dataset (.h5 made by `softprompt prepare`): task, counts, length histogram,\n"
-            "label balance, template, tokenizer. For a checkpoint (.h5 written by `softprompt\n"
-            "train`): step, data position, prompt, optimizer state, metrics, fingerprints.\n\n"
-            "Every file is fully validated; a problem is reported with the file and tensor or key\n"
-            "at fault, with exit status 1.\n\n"
-            "options:\n"
-            "  -h, --help   show this help\n");
+    sp_flags_usage(&SPEC, out);
 }
 
 /* 124439808 -> "124,439,808" */
@@ -156,25 +165,10 @@ static int ends_with(const char *s, const char *suffix) {
 }
 
 static int run(int argc, char **argv) {
-    static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {0, 0, 0, 0}};
-    opterr = 0;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (c == 'h') {
-            usage(stdout);
-            return 0;
-        }
-        fprintf(stderr, "softprompt info: unknown option '%s' (see `softprompt info --help`)\n",
-                argv[optind - 1]);
-        return 2;
-    }
-    if (argc - optind != 1) {
-        fprintf(stderr, "softprompt info: expected exactly one PATH, got %d\n", argc - optind);
-        usage(stderr);
-        return 2;
-    }
-    const char *path = argv[optind];
+    char *pos[argc > 0 ? argc : 1];
+    int n_pos, rc = sp_flags_parse(&SPEC, argc, argv, NULL, pos, &n_pos);
+    if (rc) return rc;
+    const char *path = pos[0];
     /* HDF5 files (datasets, checkpoints) are told apart by their root "format" attribute;
      * everything else is a model directory. */
     if (ends_with(path, ".h5") || sp_info_is_hdf5(path)) return sp_info_h5(path);

@@ -6,7 +6,7 @@
  * pass tokenizes each record and appends it to its split's writer. Memory is O(records), not
  * O(tokens). Every error removes what was written (writers use temporary names). */
 #include <errno.h>
-#include <getopt.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,56 +30,6 @@
 #define DEFAULT_SPLIT "train=0.9,valid=0.1"
 #define SKIPPED (-2) /* class slot of a skipped record */
 
-static void usage(FILE *out) {
-    fprintf(out,
-            "usage: softprompt prepare --tokenizer DIR --input FILE [--template T] [--target T]\n"
-            "                          [--verbalizer V] [options] --out PREFIX\n\n"
-            "Tokenizes labelled text records into training-ready HDF5 datasets, one per split:\n"
-            "PREFIX-<split>.h5 (default PREFIX-train.h5 and PREFIX-valid.h5). See docs/usage.md,\n"
-            "\"Preparing datasets\".\n\n"
-            "input and tokenizer:\n"
-            "  --tokenizer DIR        tokenizer.json (+ tokenizer_config.json: GPT-2, Llama 2/3,\n"
-            "                         Qwen2, SmolLM kinds), vocab.json + merges.txt, or\n"
-            "                         encoder.json + vocab.bpe; with a BOS policy every example\n"
-            "                         starts with BOS\n"
-            "  --input FILE           records: .jsonl, .csv, .tsv, or .json (JSON lines or one\n"
-            "                         JSON array of objects)\n"
-            "  --format F             jsonl | json | csv | tsv (default: from the extension)\n"
-            "  --text-field NAME      field holding the text (default: text)\n"
-            "  --label-field NAME     field holding the label / target (default: label)\n\n"
-            "what an example is:\n"
-            "  --template T           e.g. '{soft:20}{text} It was': {field}, {soft:N} = N new\n"
-            "                         soft tokens, {soft} = one, {{ and }} = literal braces\n"
-            "                         (default: '{text}'); a template without soft tokens gets\n"
-            "                         --prompt-length of them prepended\n"
-            "  --prompt-length N      soft tokens prepended to a template without any (default\n"
-            "                         %d; 0: none)\n"
-            "  --target T             the target: a field template without soft tokens (default\n"
-            "                         '{label}'); with --verbalizer it must be a single field\n"
-            "  --verbalizer V         classification: '0= terrible,1= great' maps label values\n"
-            "                         to single-token words (the leading space matters; '\\,'\n"
-            "                         '\\=' '\\\\' escape); without it the dataset is generation\n"
-            "  --eos, --no-eos        generation: end each target with <|endoftext|> (default:\n"
-            "                         --eos)\n"
-            "  --max-length N         longest example in tokens (default %d; 0: no limit);\n"
-            "                         longer ones lose tokens from the end of the truncate field\n"
-            "  --truncate-field NAME  the only field that may be cut (default: the text field)\n\n"
-            "records:\n"
-            "  --skip-empty           skip records whose text is empty (default: error)\n"
-            "  --skip-unknown-labels  skip records whose label is not in the verbalizer\n"
-            "                         (default: error)\n\n"
-            "output:\n"
-            "  --split S              name=ratio,... (default %s); ratios add up\n"
-            "                         to 1; stratified by class for classification\n"
-            "  --seed S               seed of the split shuffle (default %d)\n"
-            "  --out PREFIX           writes PREFIX-<split>.h5\n"
-            "  --force                overwrite existing outputs\n"
-            "  -h, --help             show this help\n\n"
-            "Exit status: 0 success, 1 bad input data or I/O error (nothing is left behind),\n"
-            "2 usage error.\n",
-            SP_TEMPLATE_DEFAULT_SOFT, DEFAULT_MAX_LENGTH, DEFAULT_SPLIT, DEFAULT_SEED);
-}
-
 typedef struct split {
     char name[64];
     double ratio;
@@ -100,13 +50,6 @@ typedef struct opts {
 /* ------------------------------------------------------------------------------------------ */
 /* Options                                                                                    */
 /* ------------------------------------------------------------------------------------------ */
-
-static int usage_error(const char *fmt, const char *a, const char *b) {
-    fprintf(stderr, "softprompt prepare: ");
-    fprintf(stderr, fmt, a, b ? b : "");
-    fprintf(stderr, " (see `softprompt prepare --help`)\n");
-    return 2;
-}
 
 /* "train=0.9,valid=0.1" (or a single "name" meaning name=1). */
 static int parse_split(const char *spec, split *sp, int *n, sp_error *err) {
@@ -170,51 +113,83 @@ static int parse_split(const char *spec, split *sp, int *n, sp_error *err) {
     return 0;
 }
 
-enum {
-    OPT_TOKENIZER = 256,
-    OPT_INPUT,
-    OPT_FORMAT,
-    OPT_TEMPLATE,
-    OPT_TARGET,
-    OPT_VERBALIZER,
-    OPT_TEXT_FIELD,
-    OPT_LABEL_FIELD,
-    OPT_MAX_LENGTH,
-    OPT_TRUNCATE_FIELD,
-    OPT_SPLIT,
-    OPT_SEED,
-    OPT_EOS,
-    OPT_NO_EOS,
-    OPT_FORCE,
-    OPT_OUT,
-    OPT_PROMPT_LENGTH,
-    OPT_SKIP_EMPTY,
-    OPT_SKIP_UNKNOWN,
+#define AT(field) offsetof(opts, field)
+#define INPUT "input and tokenizer"
+#define EXAMPLE "what an example is"
+#define RECORDS "records"
+#define OUTPUT "output"
+
+static const sp_flag FLAGS[] = {
+    SP_OPT_STR("tokenizer", AT(tokenizer), "DIR",
+               "tokenizer.json (+ tokenizer_config.json: GPT-2, Llama 2/3,\n"
+               "Qwen2, SmolLM kinds), vocab.json + merges.txt, or\n"
+               "encoder.json + vocab.bpe; with a BOS policy every example\n"
+               "starts with BOS",
+               .flags = SP_FLAG_REQUIRED, .group = INPUT),
+    SP_OPT_STR("input", AT(input), "FILE",
+               "records: .jsonl, .csv, .tsv, or .json (JSON lines or one\n"
+               "JSON array of objects)",
+               .flags = SP_FLAG_REQUIRED),
+    SP_OPT_STR("format", AT(format), "F", "jsonl | json | csv | tsv (default: from the extension)"),
+    SP_OPT_STR("text-field", AT(fmt.text_field), "NAME", "field holding the text (default: text)"),
+    SP_OPT_STR("label-field", AT(fmt.label_field), "NAME",
+               "field holding the label / target (default: label)"),
+    SP_OPT_STR("template", AT(fmt.template_spec), "T",
+               "e.g. '{soft:20}{text} It was': {field}, {soft:N} = N new\n"
+               "soft tokens, {soft} = one, {{ and }} = literal braces\n"
+               "(default: '{text}'); a template without soft tokens gets\n"
+               "--prompt-length of them prepended",
+               .group = EXAMPLE),
+    SP_OPT_INT("prompt-length", AT(fmt.prompt_length), "N", 0, SP_TEMPLATE_MAX_SOFT,
+               "soft tokens prepended to a template without any (default\n" SP_XSTR(
+                   SP_TEMPLATE_DEFAULT_SOFT) "; 0: none)"),
+    SP_OPT_STR("target", AT(fmt.target_spec), "T",
+               "the target: a field template without soft tokens (default\n"
+               "'{label}'); with --verbalizer it must be a single field"),
+    SP_OPT_STR("verbalizer", AT(fmt.verbalizer_spec), "V",
+               "classification: '0= terrible,1= great' maps label values\n"
+               "to single-token words (the leading space matters; '\\,'\n"
+               "'\\=' '\\\\' escape); without it the dataset is generation"),
+    SP_OPT_SWITCH("eos", AT(fmt.eos), 1,
+                  "generation: end each target with <|endoftext|> (the default)"),
+    SP_OPT_SWITCH("no-eos", AT(fmt.eos), 0, "generation: no end-of-text token after targets"),
+    SP_OPT_INT(
+        "max-length", AT(fmt.max_length), "N", 0, 1 << 30,
+        "longest example in tokens (default " SP_XSTR(
+            DEFAULT_MAX_LENGTH) "; 0: no limit);\n"
+                                "longer ones lose tokens from the end of the truncate field"),
+    SP_OPT_STR("truncate-field", AT(fmt.truncate_field), "NAME",
+               "the only field that may be cut (default: the text field)"),
+    SP_OPT_SWITCH("skip-empty", AT(skip_empty), 1,
+                  "skip records whose text is empty (default: error)", .group = RECORDS),
+    SP_OPT_SWITCH("skip-unknown-labels", AT(skip_unknown), 1,
+                  "skip records whose label is not in the verbalizer\n(default: error)"),
+    SP_OPT_STR("split", AT(split_spec), "S",
+               "name=ratio,... (default " DEFAULT_SPLIT "); ratios add up\n"
+               "to 1; stratified by class for classification",
+               .group = OUTPUT),
+    SP_OPT_U64("seed", AT(seed), "S",
+               "seed of the split shuffle (default " SP_XSTR(DEFAULT_SEED) ")"),
+    SP_OPT_STR("out", AT(out), "PREFIX", "writes PREFIX-<split>.h5", .flags = SP_FLAG_REQUIRED),
+    SP_OPT_SWITCH("force", AT(force), 1, "overwrite existing outputs"),
+    {NULL},
 };
 
-static const struct option OPTIONS[] = {
-    {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
-    {"input", required_argument, NULL, OPT_INPUT},
-    {"format", required_argument, NULL, OPT_FORMAT},
-    {"template", required_argument, NULL, OPT_TEMPLATE},
-    {"target", required_argument, NULL, OPT_TARGET},
-    {"verbalizer", required_argument, NULL, OPT_VERBALIZER},
-    {"text-field", required_argument, NULL, OPT_TEXT_FIELD},
-    {"label-field", required_argument, NULL, OPT_LABEL_FIELD},
-    {"max-length", required_argument, NULL, OPT_MAX_LENGTH},
-    {"truncate-field", required_argument, NULL, OPT_TRUNCATE_FIELD},
-    {"split", required_argument, NULL, OPT_SPLIT},
-    {"seed", required_argument, NULL, OPT_SEED},
-    {"eos", no_argument, NULL, OPT_EOS},
-    {"no-eos", no_argument, NULL, OPT_NO_EOS},
-    {"force", no_argument, NULL, OPT_FORCE},
-    {"out", required_argument, NULL, OPT_OUT},
-    {"prompt-length", required_argument, NULL, OPT_PROMPT_LENGTH},
-    {"skip-empty", no_argument, NULL, OPT_SKIP_EMPTY},
-    {"skip-unknown-labels", no_argument, NULL, OPT_SKIP_UNKNOWN},
-    {"help", no_argument, NULL, 'h'},
-    {0, 0, 0, 0},
+static const sp_flag_spec SPEC = {
+    .cmd = CMD,
+    .usage = "usage: softprompt prepare --tokenizer DIR --input FILE [--template T] [--target T]\n"
+             "                          [--verbalizer V] [options] --out PREFIX\n",
+    .about = "Tokenizes labelled text records into training-ready HDF5 datasets, one per split:\n"
+             "PREFIX-<split>.h5 (default PREFIX-train.h5 and PREFIX-valid.h5). See docs/usage.md,\n"
+             "\"Preparing datasets\".\n",
+    .flags = FLAGS,
+    .epilog = "Exit status: 0 success, 1 bad input data or I/O error (nothing is left behind),\n"
+              "2 usage error.\n",
 };
+
+static void usage(FILE *out) {
+    sp_flags_usage(&SPEC, out);
+}
 
 static void opts_default(opts *o) {
     memset(o, 0, sizeof *o);
@@ -225,116 +200,16 @@ static void opts_default(opts *o) {
     o->split_spec = DEFAULT_SPLIT;
 }
 
-/* Decimal only (unlike sp_flag_u64, which also takes 0x... and octal 0...). */
-static int parse_seed(const char *v, uint64_t *seed) {
-    char *end;
-    errno = 0;
-    unsigned long long s = strtoull(v, &end, 10);
-    if (errno || end == v || *end || v[0] == '-')
-        return sp_flag_bad(CMD, "--seed", v, "an integer from 0 to 18446744073709551615");
-    *seed = s;
-    return 0;
-}
-
-/* The flags that only store their value in the format options; -1 if `opt` is not one. */
-static int parse_format_flag(int opt, const char *v, sp_format_options *f) {
-    switch (opt) {
-    case OPT_TEMPLATE:
-        f->template_spec = v;
-        return 0;
-    case OPT_TARGET:
-        f->target_spec = v;
-        return 0;
-    case OPT_VERBALIZER:
-        f->verbalizer_spec = v;
-        return 0;
-    case OPT_TEXT_FIELD:
-        f->text_field = v;
-        return 0;
-    case OPT_LABEL_FIELD:
-        f->label_field = v;
-        return 0;
-    case OPT_TRUNCATE_FIELD:
-        f->truncate_field = v;
-        return 0;
-    case OPT_EOS:
-        f->eos = 1;
-        return 0;
-    case OPT_NO_EOS:
-        f->eos = 0;
-        return 0;
-    case OPT_MAX_LENGTH:
-        return sp_flag_int(CMD, "--max-length", v, 0, 1 << 30, &f->max_length);
-    case OPT_PROMPT_LENGTH:
-        return sp_flag_int(CMD, "--prompt-length", v, 0, SP_TEMPLATE_MAX_SOFT, &f->prompt_length);
-    }
-    return -1; /* not a format flag */
-}
-
-/* Applies one option from OPTIONS: returns 0, 2 after reporting a bad value, or -1 if `opt` is
- * not an option of OPTIONS (getopt's '?'). */
-static int parse_flag(int opt, const char *v, opts *o) {
-    int rc = parse_format_flag(opt, v, &o->fmt);
-    if (rc >= 0) return rc;
-    switch (opt) {
-    case OPT_TOKENIZER:
-        o->tokenizer = v;
-        return 0;
-    case OPT_INPUT:
-        o->input = v;
-        return 0;
-    case OPT_FORMAT:
-        o->format = v;
-        return 0;
-    case OPT_SPLIT:
-        o->split_spec = v;
-        return 0;
-    case OPT_FORCE:
-        o->force = 1;
-        return 0;
-    case OPT_OUT:
-        o->out = v;
-        return 0;
-    case OPT_SKIP_EMPTY:
-        o->skip_empty = 1;
-        return 0;
-    case OPT_SKIP_UNKNOWN:
-        o->skip_unknown = 1;
-        return 0;
-    case OPT_SEED:
-        return parse_seed(v, &o->seed);
-    }
-    return -1;
-}
-
-/* Flags that must be given, and flags that only make sense together. */
-static int check_required(const opts *o) {
-    if (!o->tokenizer) return usage_error("--tokenizer DIR is required%s%s", "", NULL);
-    if (!o->input) return usage_error("--input FILE is required%s%s", "", NULL);
-    if (!o->out || !o->out[0]) return usage_error("--out PREFIX is required%s%s", "", NULL);
-    if (!o->fmt.verbalizer_spec && o->skip_unknown)
-        return usage_error("--skip-unknown-labels needs --verbalizer%s%s", "", NULL);
-    return 0;
-}
-
-/* Returns 0, -1 after printing --help, or 2 after reporting a usage error. */
+/* Returns 0, or 2 after reporting a usage error. */
 static int parse_args(int argc, char **argv, opts *o) {
     opts_default(o);
-    opterr = 0;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, ":h", OPTIONS, NULL)) != -1) {
-        if (c == 'h') {
-            usage(stdout);
-            return -1;
-        }
-        if (c == ':') return usage_error("option '%s' needs a value%s", argv[optind - 1], NULL);
-        int rc = parse_flag(c, optarg, o);
-        if (rc < 0) return usage_error("unknown option '%s'%s", argv[optind - 1], NULL);
-        if (rc > 0) return 2;
-    }
-    if (optind < argc) return usage_error("unexpected argument '%s'%s", argv[optind], NULL);
-    return check_required(o);
+    char *pos[argc > 0 ? argc : 1];
+    int n_pos, rc = sp_flags_parse(&SPEC, argc, argv, o, pos, &n_pos);
+    if (rc) return rc;
+    if (!o->out[0]) return sp_flag_bad(CMD, "--out", o->out, "a path prefix");
+    if (!o->fmt.verbalizer_spec && o->skip_unknown)
+        return sp_flag_usage_error(CMD, "--skip-unknown-labels needs --verbalizer");
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -1,5 +1,5 @@
 /* `softprompt train`: data-parallel prompt tuning (mpirun -np N, srun --mpi=pmix, or alone). */
-#include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -8,294 +8,159 @@
 #include "cli/ranks.h"
 #include "softprompt/train.h"
 
-static void usage(FILE *out) {
-    fprintf(
-        out,
-        "usage: softprompt train --model DIR --train FILE.h5 --out DIR [options]\n"
-        "       mpirun -np N softprompt train ...   |   srun --mpi=pmix softprompt train ...\n\n"
-        "Trains the soft prompt of a frozen model on a dataset made by `softprompt prepare`.\n"
-        "Every rank maps the model and computes the gradient of its share of each global batch;\n"
-        "the result does not depend on the number of ranks or the micro-batch size.\n\n"
-        "data and run:\n"
-        "  --model DIR            Hugging Face model directory\n"
-        "  --train FILE.h5        training set;  --valid FILE.h5  validation set (optional)\n"
-        "  --out DIR              output: checkpoints/, best.h5, metrics.jsonl, config.json,\n"
-        "                         adapter/ (PEFT adapter of the final prompt)\n"
-        "  --steps N              optimizer steps (default: --epochs over the training set)\n"
-        "  --epochs X             passes over the training set when --steps is not given (1)\n"
-        "  --global-batch N       examples per step over all ranks (32)\n"
-        "  --micro-batch N        examples per engine call on one rank (8)\n"
-        "  --threads N            threads per rank (default SLURM_CPUS_PER_TASK, OMP_NUM_THREADS,\n"
-        "                         or the node's cores divided among its ranks; never more); each\n"
-        "                         micro-batch is split by sequence over them\n"
-        "  --seed S               data order and initialisation (42)\n"
-        "  --deterministic        bitwise-identical prompt for any rank count and micro-batch\n"
-        "                         (examples run one at a time, summed in a fixed order)\n\n"
-        "optimizer:\n"
-        "  --optimizer NAME       adafactor (default; Lester et al.: lr 0.3, wd 1e-5, no "
-        "parameter\n"
-        "                         scaling, decay rate -0.8), adamw, sgd\n"
-        "  --lr X  --weight-decay X  --beta1 X  --beta2 X  --eps X  --momentum X (sgd)\n"
-        "  --decay-rate X  --clip-threshold X  --scale-parameter   (adafactor)\n"
-        "  --clip-norm X          clip the gradient's global L2 norm (0 = off)\n"
-        "  --schedule NAME        constant (default), linear, cosine;  --warmup N  steps\n\n"
-        "prompt initialisation:\n"
-        "  --init KIND            vocab-top (default: embeddings sampled from the 5,000 most\n"
-        "                         frequent training tokens), vocab (whole vocabulary), random\n"
-        "                         (uniform +-0.5), labels (class-label words first), text, or a\n"
-        "                         FILE.h5 with a \"prompt\" dataset (e.g. a checkpoint)\n"
-        "  --init-text TEXT       text for --init text (repeated/truncated to the prompt length)\n"
-        "  --tokenizer DIR        tokenizer for --init text (default: the model directory)\n\n"
-        "evaluation, checkpoints, output:\n"
-        "  --eval-every N         evaluate on --valid every N steps (and always at the end)\n"
-        "  --max-eval-examples N  evaluate on the first N validation examples only\n"
-        "  --metric NAME          accuracy (classification default) or loss: selects best.h5\n"
-        "  --save-every N         checkpoint every N steps (and at the end, and on signals)\n"
-        "  --keep K               newest checkpoints kept besides best.h5 (2)\n"
-        "  --resume WHAT          auto (default: newest valid checkpoint in --out), never, or a\n"
-        "                         checkpoint file\n"
-        "  --log-every N          progress line every N steps when stderr is not a terminal (10)\n"
-        "  --quiet                no progress output\n\n"
-        "signals: SIGTERM, SIGUSR1 or SIGINT stop after the current step with a checkpoint and\n"
-        "exit status %d (resumable with --resume auto); a second signal exits at once.\n",
-        SP_EXIT_STOPPED);
-}
-
-enum {
-    OPT_MODEL = 256,
-    OPT_TRAIN,
-    OPT_VALID,
-    OPT_OUT,
-    OPT_STEPS,
-    OPT_EPOCHS,
-    OPT_GLOBAL_BATCH,
-    OPT_MICRO_BATCH,
-    OPT_THREADS,
-    OPT_SEED,
-    OPT_DETERMINISTIC,
-    OPT_OPTIMIZER,
-    OPT_LR,
-    OPT_WD,
-    OPT_BETA1,
-    OPT_BETA2,
-    OPT_EPS,
-    OPT_MOMENTUM,
-    OPT_DECAY_RATE,
-    OPT_CLIP_THRESHOLD,
-    OPT_SCALE_PARAMETER,
-    OPT_CLIP_NORM,
-    OPT_SCHEDULE,
-    OPT_WARMUP,
-    OPT_INIT,
-    OPT_INIT_TEXT,
-    OPT_TOKENIZER,
-    OPT_EVAL_EVERY,
-    OPT_MAX_EVAL,
-    OPT_METRIC,
-    OPT_SAVE_EVERY,
-    OPT_KEEP,
-    OPT_RESUME,
-    OPT_LOG_EVERY,
-    OPT_QUIET,
-};
-
-static const struct option OPTIONS[] = {
-    {"model", 1, 0, OPT_MODEL},
-    {"train", 1, 0, OPT_TRAIN},
-    {"valid", 1, 0, OPT_VALID},
-    {"out", 1, 0, OPT_OUT},
-    {"steps", 1, 0, OPT_STEPS},
-    {"epochs", 1, 0, OPT_EPOCHS},
-    {"global-batch", 1, 0, OPT_GLOBAL_BATCH},
-    {"micro-batch", 1, 0, OPT_MICRO_BATCH},
-    {"threads", 1, 0, OPT_THREADS},
-    {"seed", 1, 0, OPT_SEED},
-    {"deterministic", 0, 0, OPT_DETERMINISTIC},
-    {"optimizer", 1, 0, OPT_OPTIMIZER},
-    {"lr", 1, 0, OPT_LR},
-    {"weight-decay", 1, 0, OPT_WD},
-    {"beta1", 1, 0, OPT_BETA1},
-    {"beta2", 1, 0, OPT_BETA2},
-    {"eps", 1, 0, OPT_EPS},
-    {"momentum", 1, 0, OPT_MOMENTUM},
-    {"decay-rate", 1, 0, OPT_DECAY_RATE},
-    {"clip-threshold", 1, 0, OPT_CLIP_THRESHOLD},
-    {"scale-parameter", 0, 0, OPT_SCALE_PARAMETER},
-    {"clip-norm", 1, 0, OPT_CLIP_NORM},
-    {"schedule", 1, 0, OPT_SCHEDULE},
-    {"warmup", 1, 0, OPT_WARMUP},
-    {"init", 1, 0, OPT_INIT},
-    {"init-text", 1, 0, OPT_INIT_TEXT},
-    {"tokenizer", 1, 0, OPT_TOKENIZER},
-    {"eval-every", 1, 0, OPT_EVAL_EVERY},
-    {"max-eval-examples", 1, 0, OPT_MAX_EVAL},
-    {"metric", 1, 0, OPT_METRIC},
-    {"save-every", 1, 0, OPT_SAVE_EVERY},
-    {"keep", 1, 0, OPT_KEEP},
-    {"resume", 1, 0, OPT_RESUME},
-    {"log-every", 1, 0, OPT_LOG_EVERY},
-    {"quiet", 0, 0, OPT_QUIET},
-    {"help", 0, 0, 'h'},
-    {0, 0, 0, 0},
-};
+typedef struct train_args {
+    sp_train_config c;
+    const char *init_text;
+} train_args;
 
 #define CMD "train"
-#define BIG ((int64_t)1 << 40)
+#define BIG ((double)((int64_t)1 << 40))
+#define AT(field) offsetof(train_args, field)
 
 /* The optimizer's defaults depend on its kind, so --optimizer is applied before other flags. */
-static int preset_optimizer(int argc, char **argv, sp_optim_config *o) {
-    sp_optim_kind kind = SP_OPTIM_ADAFACTOR;
-    for (int i = 1; i < argc; i++) {
-        const char *v = NULL;
-        if (strcmp(argv[i], "--optimizer") == 0 && i + 1 < argc)
-            v = argv[i + 1];
-        else if (strncmp(argv[i], "--optimizer=", 12) == 0)
-            v = argv[i] + 12;
-        if (v && sp_optim_kind_parse(v, &kind))
-            return sp_flag_bad(CMD, "--optimizer", v, "adafactor, adamw or sgd");
-    }
-    sp_optim_config_default(o, kind);
-    return 0;
+static const char *parse_optimizer(void *args, const char *v) {
+    sp_optim_kind kind;
+    if (sp_optim_kind_parse(v, &kind)) return "adafactor, adamw or sgd";
+    sp_optim_config_default(&((train_args *)args)->c.optim, kind);
+    return NULL;
 }
 
-static int parse_optimizer_flag(int opt, const char *v, sp_optim_config *o) {
-    switch (opt) {
-    case OPT_OPTIMIZER:
-        return 0; /* applied by preset_optimizer */
-    case OPT_LR:
-        return sp_flag_double(CMD, "--lr", v, 1e-12, 1e6, &o->lr);
-    case OPT_WD:
-        return sp_flag_double(CMD, "--weight-decay", v, 0, 1e3, &o->weight_decay);
-    case OPT_BETA1:
-        return sp_flag_double(CMD, "--beta1", v, 0, 0.999999, &o->beta1);
-    case OPT_MOMENTUM:
-        return sp_flag_double(CMD, "--momentum", v, 0, 0.999999, &o->beta1);
-    case OPT_BETA2:
-        return sp_flag_double(CMD, "--beta2", v, 0, 0.999999999, &o->beta2);
-    case OPT_EPS:
-        return sp_flag_double(CMD, "--eps", v, 1e-30, 1, &o->eps);
-    case OPT_DECAY_RATE:
-        return sp_flag_double(CMD, "--decay-rate", v, -1, -1e-6, &o->decay_rate);
-    case OPT_CLIP_THRESHOLD:
-        return sp_flag_double(CMD, "--clip-threshold", v, 1e-6, 1e6, &o->clip_threshold);
-    case OPT_SCALE_PARAMETER:
-        o->scale_parameter = 1;
-        return 0;
-    case OPT_CLIP_NORM:
-        return sp_flag_double(CMD, "--clip-norm", v, 0, 1e12, &o->clip_norm);
-    case OPT_WARMUP:
-        return sp_flag_int64(CMD, "--warmup", v, 0, BIG, &o->warmup_steps);
-    case OPT_SCHEDULE:
-        return sp_sched_kind_parse(v, &o->schedule)
-                   ? sp_flag_bad(CMD, "--schedule", v, "constant, linear or cosine")
-                   : 0;
-    }
-    return -1; /* not an optimizer flag */
+static const char *parse_schedule(void *args, const char *v) {
+    return sp_sched_kind_parse(v, &((train_args *)args)->c.optim.schedule)
+               ? "constant, linear or cosine"
+               : NULL;
 }
 
-static int parse_init(const char *v, sp_train_config *c) {
-    if (sp_init_kind_parse(v, &c->init) == 0 && c->init != SP_INIT_FILE) return 0;
+static const char *parse_init(void *args, const char *v) {
+    sp_train_config *c = &((train_args *)args)->c;
+    if (sp_init_kind_parse(v, &c->init) == 0 && c->init != SP_INIT_FILE) return NULL;
     size_t n = strlen(v);
     if (n > 3 && strcmp(v + n - 3, ".h5") == 0) {
         c->init = SP_INIT_FILE, c->init_arg = v;
-        return 0;
+        return NULL;
     }
-    return sp_flag_bad(CMD, "--init", v, "vocab-top, vocab, random, labels, text or a FILE.h5");
+    return "vocab-top, vocab, random, labels, text or a FILE.h5";
 }
 
-static int parse_flag(int opt, const char *v, sp_train_config *c) {
-    int rc = parse_optimizer_flag(opt, v, &c->optim);
-    if (rc >= 0) return rc;
-    switch (opt) {
-    case OPT_MODEL:
-        c->model_dir = v;
-        return 0;
-    case OPT_TRAIN:
-        c->train_path = v;
-        return 0;
-    case OPT_VALID:
-        c->valid_path = v;
-        return 0;
-    case OPT_OUT:
-        c->out_dir = v;
-        return 0;
-    case OPT_STEPS:
-        return sp_flag_int64(CMD, "--steps", v, 1, BIG, &c->steps);
-    case OPT_EPOCHS:
-        return sp_flag_double(CMD, "--epochs", v, 1e-9, 1e9, &c->epochs);
-    case OPT_GLOBAL_BATCH:
-        return sp_flag_int(CMD, "--global-batch", v, 1, 1 << 20, &c->global_batch);
-    case OPT_MICRO_BATCH:
-        return sp_flag_int(CMD, "--micro-batch", v, 1, 1 << 20, &c->micro_batch);
-    case OPT_THREADS:
-        return sp_flag_int(CMD, "--threads", v, 1, 4096, &c->threads);
-    case OPT_SEED:
-        return sp_flag_u64(CMD, "--seed", v, &c->seed);
-    case OPT_DETERMINISTIC:
-        c->deterministic = 1;
-        return 0;
-    case OPT_INIT:
-        return parse_init(v, c);
-    case OPT_INIT_TEXT:
-        if (c->init != SP_INIT_FILE) c->init_arg = v;
-        return 0;
-    case OPT_TOKENIZER:
-        c->tokenizer_dir = v;
-        return 0;
-    case OPT_EVAL_EVERY:
-        return sp_flag_int64(CMD, "--eval-every", v, 0, BIG, &c->eval_every);
-    case OPT_MAX_EVAL:
-        return sp_flag_int64(CMD, "--max-eval-examples", v, 0, BIG, &c->max_eval_examples);
-    case OPT_METRIC:
-        c->metric = v;
-        return strcmp(v, "accuracy") && strcmp(v, "loss")
-                   ? sp_flag_bad(CMD, "--metric", v, "accuracy or loss")
-                   : 0;
-    case OPT_SAVE_EVERY:
-        return sp_flag_int64(CMD, "--save-every", v, 0, BIG, &c->save_every);
-    case OPT_KEEP:
-        return sp_flag_int(CMD, "--keep", v, 1, 1000000, &c->keep);
-    case OPT_RESUME:
-        c->resume = v;
-        return 0;
-    case OPT_LOG_EVERY:
-        return sp_flag_int64(CMD, "--log-every", v, 1, BIG, &c->log_every);
-    case OPT_QUIET:
-        c->quiet = 1;
-        return 0;
-    }
-    return 2;
+static const char *parse_metric(void *args, const char *v) {
+    if (strcmp(v, "accuracy") && strcmp(v, "loss")) return "accuracy or loss";
+    ((train_args *)args)->c.metric = v;
+    return NULL;
 }
 
-static int parse_args(int argc, char **argv, sp_train_config *c) {
-    sp_train_config_default(c);
-    if (preset_optimizer(argc, argv, &c->optim)) return 2;
-    optind = 1, opterr = 0;
-    int opt;
-    while ((opt = getopt_long(argc, argv, "h", OPTIONS, NULL)) != -1) {
-        if (opt == '?' || opt == ':') {
-            fprintf(stderr, "softprompt train: unknown option or missing value: %s\n",
-                    argv[optind - 1]);
-            return 2;
-        }
-        if (parse_flag(opt, optarg, c)) return 2;
-    }
-    if (optind < argc) {
-        fprintf(stderr, "softprompt train: unexpected argument '%s'\n", argv[optind]);
-        return 2;
-    }
-    const char *missing = !c->model_dir    ? "--model"
-                          : !c->train_path ? "--train"
-                          : !c->out_dir    ? "--out"
-                                           : NULL;
-    if (missing) {
-        fprintf(stderr, "softprompt train: %s is required (see softprompt train --help)\n",
-                missing);
-        return 2;
-    }
-    if (c->init == SP_INIT_TEXT && !c->init_arg) {
-        fprintf(stderr, "softprompt train: --init text needs --init-text TEXT\n");
-        return 2;
+#define DATA "data and run"
+#define OPTIM "optimizer"
+#define INIT "prompt initialisation"
+#define OUTPUT "evaluation, checkpoints, output"
+
+static const sp_flag FLAGS[] = {
+    SP_OPT_STR("model", AT(c.model_dir), "DIR", "Hugging Face model directory",
+               .flags = SP_FLAG_REQUIRED, .group = DATA),
+    SP_OPT_STR("train", AT(c.train_path), "FILE.h5", "training set (softprompt prepare)",
+               .flags = SP_FLAG_REQUIRED),
+    SP_OPT_STR("valid", AT(c.valid_path), "FILE.h5", "validation set (optional)"),
+    SP_OPT_STR("out", AT(c.out_dir), "DIR",
+               "output: checkpoints/, best.h5, metrics.jsonl, config.json,\n"
+               "adapter/ (PEFT adapter of the final prompt)",
+               .flags = SP_FLAG_REQUIRED),
+    SP_OPT_INT64("steps", AT(c.steps), "N", 1, BIG,
+                 "optimizer steps (default: --epochs over the set)"),
+    SP_OPT_DOUBLE("epochs", AT(c.epochs), "X", 1e-9, 1e9,
+                  "passes over the training set when --steps is not given (1)"),
+    SP_OPT_INT("global-batch", AT(c.global_batch), "N", 1, 1 << 20,
+               "examples per step over all ranks (32)"),
+    SP_OPT_INT("micro-batch", AT(c.micro_batch), "N", 1, 1 << 20,
+               "examples per engine call on one rank (8)"),
+    SP_OPT_INT("threads", AT(c.threads), "N", 1, 4096,
+               "threads per rank (default SLURM_CPUS_PER_TASK, OMP_NUM_THREADS,\n"
+               "or the node's cores divided among its ranks; never more); each\n"
+               "micro-batch is split by sequence over them"),
+    SP_OPT_U64("seed", AT(c.seed), "S", "data order and initialisation (42)"),
+    SP_OPT_SWITCH("deterministic", AT(c.deterministic), 1,
+                  "bitwise-identical prompt for any rank count and micro-batch\n"
+                  "(examples run one at a time, summed in a fixed order)"),
+    SP_OPT_CUSTOM("optimizer", AT(c.optim.kind), "NAME", parse_optimizer,
+                  "adafactor (default; Lester et al.: lr 0.3, wd 1e-5, no parameter\n"
+                  "scaling, decay rate -0.8), adamw, sgd",
+                  .order = -1, .group = OPTIM),
+    SP_OPT_DOUBLE("lr", AT(c.optim.lr), "X", 1e-12, 1e6, "peak learning rate"),
+    SP_OPT_DOUBLE("weight-decay", AT(c.optim.weight_decay), "X", 0, 1e3, "decoupled weight decay"),
+    SP_OPT_DOUBLE("beta1", AT(c.optim.beta1), "X", 0, 0.999999,
+                  "first-moment decay (adamw; adafactor: 0 = none)"),
+    SP_OPT_DOUBLE("beta2", AT(c.optim.beta2), "X", 0, 0.999999999, "second-moment decay (adamw)"),
+    SP_OPT_DOUBLE("eps", AT(c.optim.eps), "X", 1e-30, 1, "adamw epsilon"),
+    SP_OPT_DOUBLE("momentum", AT(c.optim.beta1), "X", 0, 0.999999, "sgd momentum"),
+    SP_OPT_DOUBLE("decay-rate", AT(c.optim.decay_rate), "X", -1, -1e-6,
+                  "adafactor second-moment decay exponent (-0.8)"),
+    SP_OPT_DOUBLE("clip-threshold", AT(c.optim.clip_threshold), "X", 1e-6, 1e6,
+                  "adafactor update clipping (1)"),
+    SP_OPT_SWITCH("scale-parameter", AT(c.optim.scale_parameter), 1,
+                  "adafactor: scale the lr by the prompt's RMS"),
+    SP_OPT_DOUBLE("clip-norm", AT(c.optim.clip_norm), "X", 0, 1e12,
+                  "clip the gradient's global L2 norm (0 = off)"),
+    SP_OPT_CUSTOM("schedule", AT(c.optim.schedule), "NAME", parse_schedule,
+                  "constant (default), linear, cosine"),
+    SP_OPT_INT64("warmup", AT(c.optim.warmup_steps), "N", 0, BIG, "linear warmup steps (0)"),
+    SP_OPT_CUSTOM("init", AT(c.init), "KIND", parse_init,
+                  "vocab-top (default: embeddings sampled from the 5,000 most\n"
+                  "frequent training tokens), vocab (whole vocabulary), random\n"
+                  "(uniform +-0.5), labels (class-label words first), text, or a\n"
+                  "FILE.h5 with a \"prompt\" dataset (e.g. a checkpoint)",
+                  .group = INIT),
+    SP_OPT_STR("init-text", AT(init_text), "TEXT",
+               "text for --init text (repeated/truncated to the prompt length)"),
+    SP_OPT_STR("tokenizer", AT(c.tokenizer_dir), "DIR",
+               "tokenizer for --init text (default: the model directory)"),
+    SP_OPT_INT64("eval-every", AT(c.eval_every), "N", 0, BIG,
+                 "evaluate on --valid every N steps (and always at the end)", .group = OUTPUT),
+    SP_OPT_INT64("max-eval-examples", AT(c.max_eval_examples), "N", 0, BIG,
+                 "evaluate on the first N validation examples only"),
+    SP_OPT_CUSTOM("metric", AT(c.metric), "NAME", parse_metric,
+                  "accuracy (classification default) or loss: selects best.h5"),
+    SP_OPT_INT64("save-every", AT(c.save_every), "N", 0, BIG,
+                 "checkpoint every N steps (and at the end, and on signals)"),
+    SP_OPT_INT("keep", AT(c.keep), "K", 1, 1000000, "newest checkpoints kept besides best.h5 (2)"),
+    SP_OPT_STR("resume", AT(c.resume), "WHAT",
+               "auto (default: newest valid checkpoint in --out), never, or a\n"
+               "checkpoint file"),
+    SP_OPT_INT64("log-every", AT(c.log_every), "N", 1, BIG,
+                 "progress line every N steps when stderr is not a terminal (10)"),
+    SP_OPT_SWITCH("quiet", AT(c.quiet), 1, "no progress output"),
+    {NULL},
+};
+
+static const sp_flag_spec SPEC = {
+    .cmd = CMD,
+    .usage =
+        "usage: softprompt train --model DIR --train FILE.h5 --out DIR [options]\n"
+        "       mpirun -np N softprompt train ...   |   srun --mpi=pmix softprompt train ...\n",
+    .about = "Trains the soft prompt of a frozen model on a dataset made by `softprompt prepare`.\n"
+             "Every rank maps the model and computes the gradient of its share of each global "
+             "batch;\n"
+             "the result does not depend on the number of ranks or the micro-batch size.\n",
+    .flags = FLAGS,
+    .epilog = "signals: SIGTERM, SIGUSR1 or SIGINT stop after the current step with a checkpoint "
+              "and\n"
+              "exit status " SP_XSTR(SP_EXIT_STOPPED) " (resumable with --resume auto); a second "
+                                                      "signal exits at once.\n",
+};
+
+static void usage(FILE *out) {
+    sp_flags_usage(&SPEC, out);
+}
+
+static int parse_args(int argc, char **argv, train_args *a) {
+    memset(a, 0, sizeof *a);
+    sp_train_config_default(&a->c);
+    char *pos[argc > 0 ? argc : 1];
+    int n_pos, rc = sp_flags_parse(&SPEC, argc, argv, a, pos, &n_pos);
+    if (rc) return rc;
+    sp_train_config *c = &a->c;
+    if (c->init == SP_INIT_TEXT) {
+        if (!a->init_text) return sp_flag_usage_error(CMD, "--init text needs --init-text TEXT");
+        c->init_arg = a->init_text;
+    } else if (a->init_text) {
+        return sp_flag_usage_error(CMD, "--init-text is only used with --init text");
     }
     return 0;
 }
@@ -305,9 +170,9 @@ static int train_body(void *config, const sp_dist *d, sp_error *err) {
 }
 
 static int run(int argc, char **argv) {
-    sp_train_config c;
-    int rc = parse_args(argc, argv, &c);
-    return rc ? rc : sp_cli_run_ranks("train", &argc, &argv, train_body, &c);
+    train_args a;
+    int rc = parse_args(argc, argv, &a);
+    return rc ? rc : sp_cli_run_ranks("train", &argc, &argv, train_body, &a.c);
 }
 
 const sp_command SP_CMD_TRAIN = {"train", "train a soft prompt (MPI data parallel, resumable)", run,

@@ -3,55 +3,309 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdio.h>
+#include <stdarg.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- messages */
 
 int sp_flag_bad(const char *cmd, const char *flag, const char *value, const char *expected) {
     fprintf(stderr, "softprompt %s: %s '%s': expected %s\n", cmd, flag, value, expected);
     return 2;
 }
 
-int sp_flag_int64(const char *cmd, const char *flag, const char *s, int64_t lo, int64_t hi,
-                  int64_t *out) {
+int sp_flag_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "softprompt %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 2;
+}
+
+/* ---------------------------------------------------------------- values */
+
+int sp_parse_int64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (end == s || *end || errno || v < lo || v > hi) {
-        char expected[96];
-        snprintf(expected, sizeof expected, "an integer from %" PRId64 " to %" PRId64, lo, hi);
-        return sp_flag_bad(cmd, flag, s, expected);
-    }
+    if (end == s || *end || errno || v < lo || v > hi) return -1;
     *out = v;
     return 0;
 }
 
-int sp_flag_int(const char *cmd, const char *flag, const char *s, long lo, long hi, int *out) {
-    int64_t v;
-    int rc = sp_flag_int64(cmd, flag, s, lo, hi, &v);
-    if (rc == 0) *out = (int)v;
-    return rc;
-}
-
-int sp_flag_u64(const char *cmd, const char *flag, const char *s, uint64_t *out) {
+int sp_parse_u64(const char *s, uint64_t *out) {
     char *end;
     errno = 0;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (end == s || *end || errno || s[0] == '-')
-        return sp_flag_bad(cmd, flag, s, "an integer from 0 to 18446744073709551615");
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || *end || errno || s[0] == '-' || s[0] == '+' || s[0] == ' ') return -1;
     *out = v;
     return 0;
 }
 
-int sp_flag_double(const char *cmd, const char *flag, const char *s, double lo, double hi,
-                   double *out) {
+int sp_parse_double(const char *s, double lo, double hi, double *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || *end || errno || !isfinite(v) || v < lo || v > hi) {
-        char expected[96];
-        snprintf(expected, sizeof expected, "a number from %g to %g", lo, hi);
-        return sp_flag_bad(cmd, flag, s, expected);
-    }
+    if (end == s || *end || errno || !isfinite(v) || v < lo || v > hi) return -1;
     *out = v;
     return 0;
+}
+
+/* Stores one value; returns 0 or 2 after the bad-value message. */
+static int store(const sp_flag_spec *spec, const sp_flag *f, const char *v, void *args) {
+    char *p = (char *)args + f->offset, expected[96], flag[80];
+    snprintf(flag, sizeof flag, "--%s", f->name);
+    int64_t i;
+    switch (f->type) {
+    case SP_FLAG_SWITCH:
+        *(int *)p = f->set;
+        return 0;
+    case SP_FLAG_STRING:
+        *(const char **)p = v;
+        return 0;
+    case SP_FLAG_INT:
+    case SP_FLAG_INT64:
+        if (sp_parse_int64(v, (int64_t)f->lo, (int64_t)f->hi, &i) == 0) {
+            if (f->type == SP_FLAG_INT)
+                *(int *)p = (int)i;
+            else
+                *(int64_t *)p = i;
+            return 0;
+        }
+        snprintf(expected, sizeof expected, "an integer from %" PRId64 " to %" PRId64,
+                 (int64_t)f->lo, (int64_t)f->hi);
+        return sp_flag_bad(spec->cmd, flag, v, expected);
+    case SP_FLAG_U64:
+        if (sp_parse_u64(v, (uint64_t *)p) == 0) return 0;
+        return sp_flag_bad(spec->cmd, flag, v, "an integer from 0 to 18446744073709551615");
+    case SP_FLAG_DOUBLE:
+        if (sp_parse_double(v, f->lo, f->hi, (double *)p) == 0) return 0;
+        snprintf(expected, sizeof expected, "a number from %g to %g", f->lo, f->hi);
+        return sp_flag_bad(spec->cmd, flag, v, expected);
+    case SP_FLAG_CUSTOM: {
+        const char *want = f->parse(args, v);
+        return want ? sp_flag_bad(spec->cmd, flag, v, want) : 0;
+    }
+    }
+    return 2;
+}
+
+/* ---------------------------------------------------------------- parsing */
+
+static const sp_flag *find(const sp_flag *flags, const char *name, size_t len) {
+    for (const sp_flag *f = flags; f->name; f++)
+        if (strlen(f->name) == len && strncmp(f->name, name, len) == 0) return f;
+    return NULL;
+}
+
+/* Edit distance (insertions, deletions, substitutions, adjacent swaps), capped strings. */
+static int distance(const char *a, size_t n, const char *b) {
+    size_t m = strlen(b);
+    if (n > 40 || m > 40) return 99;
+    int d[41][41];
+    for (size_t i = 0; i <= n; i++) d[i][0] = (int)i;
+    for (size_t j = 0; j <= m; j++) d[0][j] = (int)j;
+    for (size_t i = 1; i <= n; i++)
+        for (size_t j = 1; j <= m; j++) {
+            int best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < best) best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best) best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    return d[n][m];
+}
+
+static int unknown(const sp_flag_spec *spec, const char *arg, const char *name, size_t len) {
+    const sp_flag *best = NULL;
+    int best_d = 3;
+    for (const sp_flag *f = spec->flags; f->name; f++) {
+        int dist = distance(name, len, f->name);
+        size_t k = strlen(f->name);
+        if (len >= 3 && len < k && strncmp(f->name, name, len) == 0) dist = 1; /* a prefix */
+        if (dist < best_d) best_d = dist, best = f;
+    }
+    if (best)
+        return sp_flag_usage_error(spec->cmd, "unknown option '%s' (did you mean --%s?)", arg,
+                                   best->name);
+    return sp_flag_usage_error(spec->cmd, "unknown option '%s' (see softprompt %s --help)", arg,
+                               spec->cmd);
+}
+
+typedef struct occurrence {
+    const sp_flag *flag;
+    const char *value;
+} occurrence;
+
+/* A second occurrence of a flag, or of another flag storing into the same place. */
+static int conflict(const sp_flag_spec *spec, const occurrence *seen, int n, const sp_flag *f,
+                    const char *value) {
+    for (int k = 0; k < n; k++) {
+        const sp_flag *g = seen[k].flag;
+        if (g == f && !(f->flags & SP_FLAG_REPEAT)) {
+            if (f->type == SP_FLAG_SWITCH)
+                return sp_flag_usage_error(spec->cmd, "--%s given twice", f->name);
+            return sp_flag_usage_error(spec->cmd, "--%s given twice ('%s', then '%s')", f->name,
+                                       seen[k].value, value);
+        }
+        if (g != f && g->offset == f->offset && g->type != SP_FLAG_CUSTOM &&
+            f->type != SP_FLAG_CUSTOM)
+            return sp_flag_usage_error(spec->cmd, "--%s and --%s both given: choose one", g->name,
+                                       f->name);
+    }
+    return 0;
+}
+
+static int apply_in_order(const sp_flag_spec *spec, occurrence *seen, int n, void *args) {
+    int lo = 0, hi = 0;
+    for (int k = 0; k < n; k++) {
+        if (seen[k].flag->order < lo) lo = seen[k].flag->order;
+        if (seen[k].flag->order > hi) hi = seen[k].flag->order;
+    }
+    for (int order = lo; order <= hi; order++)
+        for (int k = 0; k < n; k++)
+            if (seen[k].flag->order == order) {
+                int rc = store(spec, seen[k].flag, seen[k].value, args);
+                if (rc) return rc;
+            }
+    return 0;
+}
+
+static int check_positionals(const sp_flag_spec *spec, char **pos, int n_pos) {
+    if (!spec->positional && n_pos > 0)
+        return sp_flag_usage_error(spec->cmd, "unexpected argument '%s' (see softprompt %s --help)",
+                                   pos[0], spec->cmd);
+    if (!spec->positional) return 0;
+    int lo = spec->min_positional, hi = spec->max_positional;
+    if (n_pos >= lo && (hi < 0 || n_pos <= hi)) return 0;
+    if (lo == 1 && hi == 1)
+        return sp_flag_usage_error(spec->cmd, "expected exactly one %s, got %d", spec->positional,
+                                   n_pos);
+    if (n_pos > hi)
+        return sp_flag_usage_error(spec->cmd, "unexpected argument '%s' (at most %d %s)", pos[hi],
+                                   hi, spec->positional);
+    return sp_flag_usage_error(spec->cmd, "expected at least %d %s, got %d", lo, spec->positional,
+                               n_pos);
+}
+
+int sp_flags_parse(const sp_flag_spec *spec, int argc, char **argv, void *args, char **pos,
+                   int *n_pos) {
+    occurrence *seen = calloc((size_t)argc + 1, sizeof *seen);
+    if (!seen) return sp_flag_usage_error(spec->cmd, "out of memory");
+    int n = 0, rc = 0, only_positional = 0;
+    *n_pos = 0;
+    for (int i = 1; i < argc && rc == 0; i++) {
+        const char *a = argv[i];
+        if (only_positional || a[0] != '-' || a[1] == '\0') {
+            pos[(*n_pos)++] = argv[i];
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            only_positional = 1;
+            continue;
+        }
+        if (a[1] != '-') {
+            rc = unknown(spec, a, a + 1, strlen(a + 1));
+            break;
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        const sp_flag *f = find(spec->flags, name, len);
+        if (!f) {
+            rc = unknown(spec, a, name, len);
+            break;
+        }
+        const char *value = eq ? eq + 1 : NULL;
+        if (f->type == SP_FLAG_SWITCH && value) {
+            rc = sp_flag_usage_error(spec->cmd, "--%s takes no value (given '%s')", f->name, a);
+            break;
+        }
+        if (f->type != SP_FLAG_SWITCH && !value) {
+            if (i + 1 >= argc) {
+                rc = sp_flag_usage_error(spec->cmd, "--%s needs a value (%s)", f->name,
+                                         f->metavar ? f->metavar : "VALUE");
+                break;
+            }
+            value = argv[++i];
+        }
+        rc = conflict(spec, seen, n, f, value ? value : "");
+        seen[n].flag = f, seen[n].value = value, n++;
+    }
+    if (rc == 0) rc = apply_in_order(spec, seen, n, args);
+    for (const sp_flag *f = spec->flags; rc == 0 && f->name; f++) {
+        if (!(f->flags & SP_FLAG_REQUIRED)) continue;
+        int given = 0;
+        for (int k = 0; k < n; k++) given |= seen[k].flag == f;
+        if (!given)
+            rc = sp_flag_usage_error(spec->cmd, "--%s is required (see softprompt %s --help)",
+                                     f->name, spec->cmd);
+    }
+    free(seen);
+    return rc ? rc : check_positionals(spec, pos, *n_pos);
+}
+
+int sp_flags_given(int argc, char **argv, const char *name) {
+    size_t len = strlen(name);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0) break;
+        if (strncmp(a, "--", 2) == 0 && strncmp(a + 2, name, len) == 0 &&
+            (a[2 + len] == '\0' || a[2 + len] == '='))
+            return 1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- --help */
+
+static void flag_text(const sp_flag *f, char *buf, size_t cap) {
+    if (f->metavar)
+        snprintf(buf, cap, "--%s %s", f->name, f->metavar);
+    else
+        snprintf(buf, cap, "--%s", f->name);
+}
+
+static void print_help_lines(FILE *out, const char *help, int column) {
+    for (const char *s = help;;) {
+        const char *nl = strchr(s, '\n');
+        int len = nl ? (int)(nl - s) : (int)strlen(s);
+        fprintf(out, "%.*s\n", len, s);
+        if (!nl) break;
+        s = nl + 1;
+        fprintf(out, "%*s", column, "");
+    }
+}
+
+#define MAX_LEFT 22
+
+void sp_flags_usage(const sp_flag_spec *spec, FILE *out) {
+    fputs(spec->usage, out);
+    if (spec->about) fprintf(out, "\n%s", spec->about);
+    int width = 10; /* "-h, --help" */
+    char left[128];
+    for (const sp_flag *f = spec->flags; f->name; f++) {
+        flag_text(f, left, sizeof left);
+        int n = (int)strlen(left);
+        if (n > width && n <= MAX_LEFT) width = n;
+    }
+    int column = 2 + width + 2;
+    const char *group = NULL;
+    for (const sp_flag *f = spec->flags; f->name; f++) {
+        if (f == spec->flags || (f->group && (!group || strcmp(f->group, group) != 0)))
+            fprintf(out, "\n%s:\n", f->group ? f->group : "options");
+        if (f->group) group = f->group;
+        flag_text(f, left, sizeof left);
+        if ((int)strlen(left) > width)
+            fprintf(out, "  %s\n%*s", left, column, "");
+        else
+            fprintf(out, "  %-*s  ", width, left);
+        print_help_lines(out, f->help, column);
+    }
+    fprintf(out, "%s  %-*s  show this help\n", spec->flags[0].name ? "" : "\noptions:\n", width,
+            "-h, --help");
+    if (spec->epilog) fprintf(out, "\n%s", spec->epilog);
 }

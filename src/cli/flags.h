@@ -1,19 +1,118 @@
-/* Parsing of command-line values shared by the subcommands. Each reports a bad value as
- * "softprompt <cmd>: <flag> '<value>': expected <what>" on stderr and returns 2 (the usage-error
- * exit status), or returns 0 and stores the value. */
+/* Command-line flags from one table per command.
+ *
+ * A command describes its flags once, as an array of sp_flag: the long name, where the value
+ * goes (an offset into the command's own argument struct), how it is checked, the help text and
+ * the group it is listed under. From that table sp_flags_parse reads argv, sp_flags_usage prints
+ * --help (and so docs/usage.md's reference, which scripts/update-usage-docs takes from --help),
+ * and every message has one wording:
+ *
+ *   softprompt train: unknown option '--stpes' (did you mean --steps?)
+ *   softprompt train: --lr 'abc': expected a number from 1e-12 to 1e+06
+ *   softprompt train: --out given twice ('a', then 'b')
+ *   softprompt init-model: --tied and --untied both given: choose one
+ *   softprompt train: --model is required (see softprompt train --help)
+ *
+ * Usage errors return 2 (the usage-error exit status) after the message. */
 #ifndef SP_CLI_FLAGS_H
 #define SP_CLI_FLAGS_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
-int sp_flag_int(const char *cmd, const char *flag, const char *s, long lo, long hi, int *out);
-int sp_flag_int64(const char *cmd, const char *flag, const char *s, int64_t lo, int64_t hi,
-                  int64_t *out);
-int sp_flag_u64(const char *cmd, const char *flag, const char *s, uint64_t *out);
-/* A finite number in [lo, hi]. */
-int sp_flag_double(const char *cmd, const char *flag, const char *s, double lo, double hi,
-                   double *out);
-/* Reports an invalid value with a free-form expectation; returns 2. */
+/* A macro's value as a string literal, for help texts: SP_XSTR(SP_EXIT_STOPPED) is "75". */
+#define SP_STR_(x) #x
+#define SP_XSTR(x) SP_STR_(x)
+
+typedef enum sp_flag_type {
+    SP_FLAG_SWITCH, /* no value: stores .set in an int */
+    SP_FLAG_STRING, /* const char * (points into argv) */
+    SP_FLAG_INT,    /* int in [lo, hi] */
+    SP_FLAG_INT64,  /* int64_t in [lo, hi] */
+    SP_FLAG_U64,    /* uint64_t, decimal */
+    SP_FLAG_DOUBLE, /* finite double in [lo, hi] */
+    SP_FLAG_CUSTOM, /* .parse decides */
+} sp_flag_type;
+
+/* A custom flag's parser: stores the value into args and returns 0, or returns what was
+ * expected ("adafactor, adamw or sgd") for the standard bad-value message. */
+typedef const char *(*sp_flag_parser)(void *args, const char *value);
+
+enum {
+    SP_FLAG_REQUIRED = 1, /* must be given */
+    SP_FLAG_REPEAT = 2,   /* may be given more than once (a custom parser collects the values) */
+};
+
+typedef struct sp_flag {
+    const char *name; /* "model" for --model; NULL ends the table */
+    sp_flag_type type;
+    size_t offset;       /* of the value in the command's argument struct */
+    const char *metavar; /* "DIR" (NULL for switches) */
+    const char *help;    /* '\n' starts a continuation line */
+    double lo, hi;       /* numeric range */
+    int set;             /* what a switch stores */
+    sp_flag_parser parse;
+    unsigned flags;    /* SP_FLAG_REQUIRED | SP_FLAG_REPEAT */
+    int order;         /* flags are applied by increasing order, then as given: a flag that
+                          sets defaults for others (--optimizer, --shape) has a lower order */
+    const char *group; /* heading printed before this flag when it differs from the previous */
+} sp_flag;
+
+/* Table entries. The trailing arguments are optional designated fields: .flags, .order,
+ * .group. */
+#define SP_OPT_STR(n, off, meta, text, ...)                                                        \
+    { .name = n, .type = SP_FLAG_STRING, .offset = off, .metavar = meta, .help = text, __VA_ARGS__ }
+#define SP_OPT_SWITCH(n, off, value, text, ...)                                                    \
+    { .name = n, .type = SP_FLAG_SWITCH, .offset = off, .set = value, .help = text, __VA_ARGS__ }
+#define SP_OPT_NUM(n, t, off, meta, low, high, text, ...)                                          \
+    {                                                                                              \
+        .name = n, .type = t, .offset = off, .metavar = meta, .lo = low, .hi = high, .help = text, \
+        __VA_ARGS__                                                                                \
+    }
+#define SP_OPT_INT(n, off, meta, low, high, text, ...)                                             \
+    SP_OPT_NUM(n, SP_FLAG_INT, off, meta, low, high, text, __VA_ARGS__)
+#define SP_OPT_INT64(n, off, meta, low, high, text, ...)                                           \
+    SP_OPT_NUM(n, SP_FLAG_INT64, off, meta, low, high, text, __VA_ARGS__)
+#define SP_OPT_DOUBLE(n, off, meta, low, high, text, ...)                                          \
+    SP_OPT_NUM(n, SP_FLAG_DOUBLE, off, meta, low, high, text, __VA_ARGS__)
+#define SP_OPT_U64(n, off, meta, text, ...)                                                        \
+    { .name = n, .type = SP_FLAG_U64, .offset = off, .metavar = meta, .help = text, __VA_ARGS__ }
+#define SP_OPT_CUSTOM(n, off, meta, parser, text, ...)                                             \
+    {                                                                                              \
+        .name = n, .type = SP_FLAG_CUSTOM, .offset = off, .metavar = meta, .parse = parser,        \
+        .help = text, __VA_ARGS__                                                                  \
+    }
+
+typedef struct sp_flag_spec {
+    const char *cmd;        /* "train" */
+    const char *usage;      /* the usage lines, "usage: softprompt ..." included */
+    const char *about;      /* paragraphs between the usage lines and the flags */
+    const sp_flag *flags;   /* ends with an entry whose name is NULL */
+    const char *positional; /* name of the positional arguments ("PATH"), NULL: none */
+    int min_positional, max_positional;
+    const char *epilog; /* printed after the flags, may be NULL */
+} sp_flag_spec;
+
+/* Parses argv[1..argc) (argv[0] is the command's name) into args, whose fields the caller has
+ * set to their defaults. Positional arguments are returned in order in pos (argv pointers; pos
+ * has room for argc entries) and counted in *n_pos. Returns 0, or 2 after a usage message. */
+int sp_flags_parse(const sp_flag_spec *spec, int argc, char **argv, void *args, char **pos,
+                   int *n_pos);
+
+/* Prints --help: usage, about, every flag under its group, epilog. */
+void sp_flags_usage(const sp_flag_spec *spec, FILE *out);
+
+/* Whether the flag called name was given in argv (for checks between flags after parsing). */
+int sp_flags_given(int argc, char **argv, const char *name);
+
+/* The standard messages, for checks a command makes after parsing. Each prints and returns 2. */
 int sp_flag_bad(const char *cmd, const char *flag, const char *value, const char *expected);
+int sp_flag_usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Value checks shared with custom parsers: 0 and the value, or -1. */
+int sp_parse_int64(const char *s, int64_t lo, int64_t hi, int64_t *out);
+int sp_parse_u64(const char *s, uint64_t *out);
+int sp_parse_double(const char *s, double lo, double hi, double *out);
 
 #endif

@@ -7,12 +7,7 @@
 #include "cli/commands.h"
 
 static const sp_command *const COMMANDS[] = {
-    &SP_CMD_INFO,
-    &SP_CMD_INIT_MODEL,
-    &SP_CMD_PREPARE,
-    &SP_CMD_TRAIN,
-    &SP_CMD_EVAL,
-    &SP_CMD_EXPORT,
+    &SP_CMD_INFO, &SP_CMD_INIT_MODEL, &SP_CMD_PREPARE, &SP_CMD_TRAIN, &SP_CMD_EVAL, &SP_CMD_EXPORT,
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 
@@ -22,7 +17,8 @@ static void print_overview(FILE *out) {
                  "commands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(out, "  %-12s %s\n", COMMANDS[i]->name, COMMANDS[i]->summary);
-    fprintf(out, "  %-12s %s\n\n", "help", "show this overview, or `help <command>` for one command");
+    fprintf(out, "  %-12s %s\n\n", "help",
+            "show this overview, or `help <command>` for one command");
     fprintf(out, "Run `softprompt <command> --help` for a command's options.\n");
 }
 
@@ -50,7 +46,8 @@ int main(int argc, char **argv) {
         if (argc > 2) {
             const sp_command *c = find_command(argv[2]);
             if (!c) {
-                fprintf(stderr, "softprompt: unknown command '%s' (see `softprompt help`)\n", argv[2]);
+                fprintf(stderr, "softprompt: unknown command '%s' (see `softprompt help`)\n",
+                        argv[2]);
                 return 2;
             }
             c->usage(stdout);

@@ -8,8 +8,7 @@ for cmd in $commands; do
   src=$SP_REPO/src/cli/cmd_${cmd//-/_}.c
   [[ -f $src ]] || fail "no source file $src for command $cmd"
   help=$("$SP_CLI" "$cmd" --help)
-  opts=$(grep -oE '\{"[a-z][a-z0-9-]+", *([01]|no_argument|required_argument|optional_argument)' "$src" \
-         | sed 's/{"//; s/",.*//' | sort -u)
+  opts=$({ grep -oE 'SP_OPT_[A-Z0-9]+\("[a-z][a-z0-9-]+"' "$src" || true; } | sed 's/.*("//; s/"$//' | sort -u)
   for opt in $opts; do
     [[ $opt == help ]] && continue
     grep -q -- "--$opt" <<<"$help" || fail "softprompt $cmd accepts --$opt but its --help does not mention it"

@@ -18,14 +18,15 @@ trap 'cleanup_mounts; rm -rf "$WORK"' EXIT
   --seed 1 model >/dev/null
 "$SP_SYNTH" train.h5 256 64 16 1
 steps=300
-run=(train --model "$WORK/model" --train "$WORK/train.h5" --threads 1 --quiet --steps $steps
-     --global-batch 8 --micro-batch 4 --save-every 1 --optimizer adafactor)
+base=(train --model "$WORK/model" --train "$WORK/train.h5" --threads 1 --quiet
+      --global-batch 8 --micro-batch 4 --save-every 1 --optimizer adafactor)
+run=("${base[@]}" --steps $steps)
 "$SP_CLI" "${run[@]}" --out ref
 [[ -s ref/adapter/adapter_model.safetensors ]] || fail "reference run wrote no adapter"
 
 # --- SIGKILL at random moments, repeatedly, until the run completes -------------------------
 # A longer run than the others, so that enough kills land however fast the machine is.
-long=("${run[@]}" --steps 3000)
+long=("${base[@]}" --steps 3000)
 "$SP_CLI" "${long[@]}" --out ref-long
 kills=0 mid_write=0 rc=1
 for trial in $(seq 1 40); do
@@ -100,7 +101,7 @@ rm -rf ro/run/adapter ro/run/best.h5
 mount -o remount,ro "$WORK/ro" || fail "cannot remount read-only"
 before=$(cd ro/run && find . -type f -exec sha256sum {} + | sort)
 set +e
-"$SP_CLI" "${run[@]}" --out "$WORK/ro/run" --steps $((steps + 20)) 2> ro.err; rc=$?
+"$SP_CLI" "${base[@]}" --out "$WORK/ro/run" --steps $((steps + 20)) 2> ro.err; rc=$?
 set -e
 (( rc != 0 && rc != 75 )) || fail "training into a read-only file system exited with $rc"
 grep -q "Read-only file system" ro.err || { cat ro.err; fail "no 'Read-only file system' in the message"; }
@@ -131,7 +132,7 @@ ok "a rank killed: the job ended (exit $rc) in $((SECONDS - t0)) s, resumed bitw
 
 # --- a bit flip in the newest checkpoint -----------------------------------------------------
 # a run stopped at step 42 (a finished shorter run: same schedule, constant learning rate)
-"$SP_CLI" "${run[@]}" --out flip-src --steps 42 >/dev/null 2>&1
+"$SP_CLI" "${base[@]}" --out flip-src --steps 42 >/dev/null 2>&1
 mkdir flip && cp -a flip-src/checkpoints flip/
 newest=$(ls flip/checkpoints/step-*.h5 | tail -1)
 # one bit of the stored prompt values (a flip in unused bytes of the file would change nothing)

@@ -16,11 +16,11 @@ arch=(--arch "${SP_TRAIN_ARCH:-gpt2}")
 "$SP_SYNTH" train.h5 512 64 16 1
 "$SP_SYNTH" valid.h5 128 64 16 2
 "$SP_SYNTH" other.h5 96 64 16 3
-common=(--model model --train train.h5 --threads 1 --quiet)
+common=(--model model --train train.h5 --quiet)
 
 # --- learning: zero-shot is at chance, the trained prompt is far above it -------------------
 "$SP_CLI" eval --model model --data valid.h5 --json > zero.json
-"$SP_CLI" train "${common[@]}" --valid valid.h5 --out learn --steps 120 --global-batch 16 \
+"$SP_CLI" train "${common[@]}" --threads 1 --valid valid.h5 --out learn --steps 120 --global-batch 16 \
   --eval-every 40
 python3 - learn/metrics.jsonl zero.json <<'PY'
 import json, sys
@@ -49,17 +49,17 @@ ok "eval reads checkpoints and PEFT adapters; export writes best.h5 as an adapte
 # --- rank counts and micro-batches: same losses; --deterministic: bitwise same prompt ---------
 run() { # name ranks micro-batch [extra...]
   local name=$1 n=$2 mb=$3; shift 3
-  mpi "$n" train "${common[@]}" --out "$name" --steps 6 --global-batch 6 --micro-batch "$mb" \
+  mpi "$n" train "${common[@]}" --threads "${threads:-1}" --out "$name" --steps 6 --global-batch 6 --micro-batch "$mb" \
     --optimizer adamw --lr 0.05 --log-every 1 "$@"
 }
 run r1 1 6; run r2 2 2; run r3 3 1
 close_losses r2/metrics.jsonl r1/metrics.jsonl 2e-5 "2 ranks x micro-batch 2 vs 1 rank x 6"
 close_losses r3/metrics.jsonl r1/metrics.jsonl 2e-5 "3 ranks x micro-batch 1 vs 1 rank x 6"
 # 2 threads in one rank split each micro-batch of 6 into two parts of 3 sequences
-run t2 1 6 --threads 2
+threads=2 run t2 1 6
 close_losses t2/metrics.jsonl r1/metrics.jsonl 2e-5 "1 rank x 2 threads vs 1 rank x 1 thread"
 run d1 1 6 --deterministic; run d2 2 2 --deterministic; run d3 3 1 --deterministic
-run dt 1 6 --deterministic --threads 2
+threads=2 run dt 1 6 --deterministic
 same_file d1/adapter/adapter_model.safetensors d2/adapter/adapter_model.safetensors "--deterministic 1 vs 2 ranks"
 same_file d1/adapter/adapter_model.safetensors d3/adapter/adapter_model.safetensors "--deterministic 1 vs 3 ranks"
 same_file d1/adapter/adapter_model.safetensors dt/adapter/adapter_model.safetensors "--deterministic 1 vs 2 threads"
@@ -68,8 +68,9 @@ ok "--deterministic: bitwise identical prompts and losses for 1, 2 and 3 ranks a
 
 # --- stop and resume ------------------------------------------------------------------------
 steps=400   # long enough that a signal sent near step 60 always lands mid-run
-long=(train "${common[@]}" --steps $steps --global-batch 8 --micro-batch 4 --save-every 3
+base=(train "${common[@]}" --threads 1 --steps $steps --global-batch 8 --save-every 3
       --optimizer adafactor --log-every 1)
+long=("${base[@]}" --micro-batch 4)
 mpi 2 "${long[@]}" --out full
 wait_for_step() { # dir step: until metrics.jsonl reaches step
   for _ in $(seq 1 2400); do  # up to 120 s: a loaded machine is slow
@@ -80,12 +81,12 @@ wait_for_step() { # dir step: until metrics.jsonl reaches step
 }
 # SIGTERM to a plain process at a random step: checkpoint, exit 75, resume bitwise.
 k=$(( RANDOM % 60 + 2 ))
-"$SP_CLI" "${long[@]}" --out term --micro-batch 8 &
+"$SP_CLI" "${base[@]}" --out term --micro-batch 8 &
 pid=$!; wait_for_step term $k; kill -TERM $pid
 set +e; wait $pid; rc=$?; set -e
 [[ $rc -eq 75 ]] || fail "SIGTERM: exit status $rc, expected 75"
-"$SP_CLI" "${long[@]}" --out term --micro-batch 8 >/dev/null 2>&1 || fail "resume after SIGTERM failed"
-"$SP_CLI" "${long[@]}" --out term-ref --micro-batch 8
+"$SP_CLI" "${base[@]}" --out term --micro-batch 8 >/dev/null 2>&1 || fail "resume after SIGTERM failed"
+"$SP_CLI" "${base[@]}" --out term-ref --micro-batch 8
 same_file term/adapter/adapter_model.safetensors term-ref/adapter/adapter_model.safetensors \
   "stopped by SIGTERM near step $k and resumed vs uninterrupted"
 ok "SIGTERM near step $k: exit 75, resumed run bitwise equal to the uninterrupted one"
@@ -128,18 +129,18 @@ set -e
 ok "checkpoints of another model or dataset are refused"
 
 # --- continuing a finished run for more steps (constant schedule) equals one longer run --------
-"$SP_CLI" train "${common[@]}" --steps 20 --global-batch 8 --optimizer adafactor --out grow
+"$SP_CLI" train "${common[@]}" --threads 1 --steps 20 --global-batch 8 --optimizer adafactor --out grow
 "$SP_CLI" train --model model --train train.h5 --threads 1 --log-every 100 --steps 35 \
   --global-batch 8 --optimizer adafactor --out grow 2> grow.err
 grep -q "resuming from .*step-000000000020.h5" grow.err && grep -q "(15 in this run)" grow.err \
   || { cat grow.err; fail "a longer --steps did not continue the run"; }
-"$SP_CLI" train "${common[@]}" --steps 35 --global-batch 8 --optimizer adafactor --out grow-ref
+"$SP_CLI" train "${common[@]}" --threads 1 --steps 35 --global-batch 8 --optimizer adafactor --out grow-ref
 same_file grow/adapter/adapter_model.safetensors grow-ref/adapter/adapter_model.safetensors \
   "20 steps then continued to 35 vs 35 steps at once"
 ok "a finished run continues for more steps (constant schedule), bitwise equal to one longer run"
 set +e
-"$SP_CLI" train "${common[@]}" --steps 35 --global-batch 8 --schedule cosine --out grow > cos.out 2>&1; rc=$?
-"$SP_CLI" train "${common[@]}" --steps 5 --global-batch 8 --resume never --out grow > never.out 2>&1; rc2=$?
+"$SP_CLI" train "${common[@]}" --threads 1 --steps 35 --global-batch 8 --schedule cosine --out grow > cos.out 2>&1; rc=$?
+"$SP_CLI" train "${common[@]}" --threads 1 --steps 5 --global-batch 8 --resume never --out grow > never.out 2>&1; rc2=$?
 set -e
 [[ $rc -ne 0 ]] && grep -q "optimizer.schedule" cos.out || { cat cos.out; fail "changed schedule accepted on resume"; }
 [[ $rc2 -ne 0 ]] && grep -q "already holds a run" never.out || { cat never.out; fail "--resume never overwrote a run"; }

@@ -157,12 +157,12 @@ START_TEST(init_model_bad_flags) {
     const char *missing_value[] = {"init-model", out, "--layers", NULL};
     r = run(missing_value);
     ck_assert_int_eq(r.rc, 2);
-    assert_has(r.err, "missing value for option '--layers'");
+    assert_has(r.err, "--layers needs a value (N)");
     result_free(&r);
     const char *no_out[] = {"init-model", "--layers", "2", NULL};
     r = run(no_out);
     ck_assert_int_eq(r.rc, 2);
-    assert_has(r.err, "expected exactly one output directory, got 0");
+    assert_has(r.err, "expected exactly one OUT, got 0");
     result_free(&r);
     const char *too_many_shards[] = {"init-model", "--layers", "1",       "--d", "8",
                                      "--heads",    "2",        "--vocab", "10",  "--ctx",

@@ -333,8 +333,17 @@ static void expect_failure(const char *name, const char *content, size_t len, in
     }
     char *prefix = out_prefix("bad");
     char *out = NULL, *err = NULL;
-    int rc = prepare(&out, &err, "--input", in, "--template", "{text} It was", "--verbalizer", VERB,
-                     "--split", "train=0.5,valid=0.5", "--out", prefix, extra1, extra2, NULL);
+    /* extra1 replaces the default of the same flag (flags may be given once) */
+    const char *deflt[][2] = {{"--template", "{text} It was"},
+                              {"--verbalizer", VERB},
+                              {"--split", "train=0.5,valid=0.5"}};
+    const char *args[16] = {"prepare", "--tokenizer", GPT2_DIR, "--input", in, "--out", prefix};
+    int n = 7;
+    for (int i = 0; i < 3; i++)
+        if (!extra1 || strcmp(extra1, deflt[i][0]) != 0)
+            args[n++] = deflt[i][0], args[n++] = deflt[i][1];
+    args[n++] = extra1, args[n++] = extra2, args[n] = NULL;
+    int rc = tu_run_cli(args, &out, &err);
     ck_assert_msg(rc == want_rc, "%s: rc %d, want %d; stderr: %s", name, rc, want_rc, err);
     for (int i = 0; needles[i]; i++)
         ck_assert_msg(strstr(err, needles[i]), "%s: '%s' missing from: %s", name, needles[i], err);
