@@ -50,13 +50,29 @@ typedef struct sp_checkpoint {
 
 /* Writes path atomically (see above). Borrowed pointers are not freed; NULL strings are stored
  * as "". Refuses (before touching the disk) n_prompt or d < 1, more than SP_CHECKPOINT_MAX_OPTIM
- * optimizer arrays, empty/duplicate/over-long names or names with '/', negative counters. */
+ * optimizer arrays, empty/duplicate/over-long names or names with '/', negative counters,
+ * non-finite prompt or optimizer values and infinite metrics (non-finite state is never
+ * persisted). */
 int sp_checkpoint_write(const char *path, const sp_checkpoint *c, sp_error *err);
-/* Reads and verifies path (format, version, presence, dtypes, shapes, ranges, checksum). On
- * failure c is left empty (zeroed) and err names the file and the dataset or attribute. */
+/* Reads and verifies path (format, version, presence, dtypes, shapes, ranges, checksum, then
+ * values: every prompt and optimizer value finite, metric and best_metric finite or NaN). On
+ * failure c is left empty (zeroed) and err names the file and the dataset or attribute (and
+ * the element of a non-finite value). */
 int sp_checkpoint_read(const char *path, sp_checkpoint *c, sp_error *err);
 /* Frees what sp_checkpoint_read allocated and zeroes c. */
 void sp_checkpoint_free(sp_checkpoint *c);
+
+/* Before a trainer continues from checkpoint ck (read from path, so verified): its counters
+ * against the training set, the run's seed and global batch, which resume requires unchanged.
+ * Checks 0 <= epoch_position <= n_examples and step * global_batch == epoch * n_examples +
+ * epoch_position (the data order is deterministic), tokens_seen equal to the tokens of exactly
+ * those examples, optim_step == step, -1 <= best_step <= step, best_step >= 0 exactly when
+ * best_metric is a number, metric values NaN (none) or in their metric's range, metric_name
+ * "" or valid_accuracy / valid_loss, an RNG state that is not all zero. Fails with a message
+ * naming path and the field. Costs one permutation of the training set (O(n_examples)). */
+int sp_checkpoint_check_resume_state(const sp_checkpoint *ck, const char *path,
+                                     const sp_dataset *train, uint64_t seed, int global_batch,
+                                     sp_error *err);
 
 /* Reads only a prompt [P, d] from an HDF5 file holding a float dataset "prompt" at the root
  * (any checkpoint, or a file a user made with h5py; float64 is converted to float32). A
