@@ -8,6 +8,8 @@
  *   checkpoint_values.c    no non-finite state: shared by writing and reading
  *   checkpoint_resume.c    sp_checkpoint_check_resume_state: the counters against the data
  *   checkpoint_prompt.c    sp_prompt_read_h5 (--init FILE.h5)
+ *   prompt_file.c          sp_prompt_load and sp_prompt_check_model (eval/export --prompt)
+ *   peft_read.c            sp_peft_read: a PEFT adapter's tensor and adapter_config.json
  *   checkpoint_dir.c       the step-*.h5 files of a run: path, find_latest, prune
  *   checkpoint_describe.c  sp_checkpoint_describe (`softprompt info`)
  *
@@ -84,5 +86,11 @@ int sp_ckpt_check_prompt_dims(const hsize_t dims[2], const char *path, sp_error 
 /* Reads and verifies every field of the open file f into c (zeroed by the caller; on failure
  * it may hold part of the fields: free it with sp_checkpoint_free). */
 int sp_ckpt_read_contents(hid_t f, sp_checkpoint *c, const char *path, sp_error *err);
+
+/* ---- peft_read.c ---- */
+
+/* Reads the adapter file st_path and its adapter_config.json into pf (zeroed by the caller;
+ * on failure it may hold part of the fields: free it with sp_prompt_file_free). */
+int sp_peft_read(const char *st_path, sp_prompt_file *pf, sp_error *err);
 
 #endif
