@@ -1260,11 +1260,13 @@ START_TEST(peft_export_writes_a_loadable_adapter) {
     ck_assert_str_eq(json_string_value(json_object_get(cfg, "tokenizer_name_or_path")),
                      "openai-community/gpt2");
     ck_assert(json_is_true(json_object_get(cfg, "inference_mode")));
-    const char *nulls[] = {"revision", "auto_mapping", "modules_to_save"};
-    for (int i = 0; i < 3; i++) {
+    const char *nulls[] = {"revision", "auto_mapping"};
+    for (int i = 0; i < 2; i++) {
         json_t *v = json_object_get(cfg, nulls[i]);
         ck_assert_msg(v && json_is_null(v), "%s should be null", nulls[i]);
     }
+    /* PEFT <= 0.13 raises TypeError on it (test_prompt_file checks every key). */
+    ck_assert_ptr_null(json_object_get(cfg, "modules_to_save"));
     json_decref(cfg);
 
     /* Text init: TEXT only with its text (PEFT refuses TEXT without prompt_tuning_init_text). */
@@ -1279,7 +1281,9 @@ START_TEST(peft_export_writes_a_loadable_adapter) {
     ck_assert_int_eq(sp_peft_export(out, prompt, NP, &m, NULL, "text", NULL, &err), 0);
     cfg = json_load_file(cfg_path, 0, &je);
     ck_assert_str_eq(json_string_value(json_object_get(cfg, "prompt_tuning_init")), "RANDOM");
-    ck_assert_str_eq(json_string_value(json_object_get(cfg, "base_model_name_or_path")), mdir);
+    char *real = realpath(mdir, NULL); /* the default when no base model is named */
+    ck_assert_str_eq(json_string_value(json_object_get(cfg, "base_model_name_or_path")), real);
+    free(real);
     json_decref(cfg);
     ck_assert_int_eq(sp_peft_export(out, prompt, NP, &m, "gpt2", "text", "Classify:", &err), 0);
     cfg = json_load_file(cfg_path, 0, &je);
