@@ -301,7 +301,7 @@ START_TEST(adapters_are_validated_against_their_config) {
     /* Not JSON; not an object; no config at all. */
     char *bad = copy_adapter(good, "badjson");
     char *cfg = tu_path(bad, "adapter_config.json");
-    tu_write_file(cfg, "{\"peft_type\": ", 14);
+    tu_write_file(cfg, "{\"peft_type\": ", strlen("{\"peft_type\": "));
     load_fails(bad, cfg, "invalid JSON");
     tu_write_file(cfg, "[1]", 3);
     load_fails(bad, cfg, "not a JSON object");
@@ -364,14 +364,16 @@ START_TEST(pickles_and_other_files_are_refused) {
          *cfg_to = tu_path(pk, "adapter_config.json");
     tu_copy_file(cfg_from, cfg_to);
     char *bin = tu_path(pk, "adapter_model.bin");
-    tu_write_file(bin, "PK\003\004 torch.save zip", 22);
+    static const char zip[] = "PK\003\004 torch.save zip";
+    tu_write_file(bin, zip, sizeof zip - 1);
     const char *why = "a PyTorch pickle (as adapter_model.bin is): refused, because loading a "
                       "pickle can run arbitrary code";
     load_fails(pk, bin, why);
     load_fails(bin, bin, "save_file(torch.load(");
     /* Older torch.save (a bare pickle stream), under any name. */
     char *old = tu_path(tu_dir, "prompt.dat");
-    tu_write_file(old, "\x80\x02}q\x00.", 6);
+    static const char stream[] = "\x80\x02}q\x00.";
+    tu_write_file(old, stream, sizeof stream - 1);
     load_fails(old, old, why);
     /* A run directory instead of its adapter or checkpoint. */
     char *run = tu_path(tu_dir, "run");
