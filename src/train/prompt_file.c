@@ -113,25 +113,28 @@ static int load_h5(const char *path, sp_prompt_file *pf, sp_error *err) {
     return sp_prompt_read_h5(path, &pf->prompt, &pf->n_prompt, &pf->d, err);
 }
 
-/* An adapter directory: its adapter_model.safetensors (or why there is none). */
+/* Why dir holds no adapter_model.safetensors: a pickled adapter, a run directory, or neither. */
+static int no_adapter(const char *dir, const char *bin, const char *run, const char *cfg,
+                      sp_error *err) {
+    if (is_file(bin)) return refuse_pickle(bin, err);
+    if (is_file(run))
+        return sp_fail(err,
+                       "%s is a training run's directory, not an adapter: pass %s (its best "
+                       "checkpoint) or %s/adapter (the final prompt)",
+                       dir, run, dir);
+    return sp_fail(err, "%s: no adapter_model.safetensors%s: not a PEFT adapter directory", dir,
+                   is_file(cfg) ? " beside adapter_config.json" : "");
+}
+
+/* An adapter directory's adapter_model.safetensors (malloc'd), or NULL and why not. */
 static char *adapter_file(const char *dir, sp_error *err) {
     char *st = join(dir, "adapter_model.safetensors"), *bin = join(dir, "adapter_model.bin");
     char *run = join(dir, "best.h5"), *cfg = join(dir, "adapter_config.json");
     if (!st || !bin || !run || !cfg)
         sp_fail(err, "%s: out of memory", dir);
-    else if (is_file(st))
-        ;
-    else if (is_file(bin))
-        refuse_pickle(bin, err);
-    else if (is_file(run))
-        sp_fail(err,
-                "%s is a training run's directory, not an adapter: pass %s (its best checkpoint) "
-                "or %s/adapter (the final prompt)",
-                dir, run, dir);
-    else
-        sp_fail(err, "%s: no adapter_model.safetensors%s: not a PEFT adapter directory", dir,
-                is_file(cfg) ? " beside adapter_config.json" : "");
-    if (st && !is_file(st)) free(st), st = NULL;
+    else if (!is_file(st))
+        no_adapter(dir, bin, run, cfg, err);
+    if (st && !(bin && run && cfg && is_file(st))) free(st), st = NULL;
     free(bin), free(run), free(cfg);
     return st;
 }
