@@ -50,19 +50,83 @@ typedef struct sp_checkpoint {
 
 /* Writes path atomically (see above). Borrowed pointers are not freed; NULL strings are stored
  * as "". Refuses (before touching the disk) n_prompt or d < 1, more than SP_CHECKPOINT_MAX_OPTIM
- * optimizer arrays, empty/duplicate/over-long names or names with '/', negative counters. */
+ * optimizer arrays, empty/duplicate/over-long names or names with '/', negative counters,
+ * non-finite prompt or optimizer values and infinite metrics (non-finite state is never
+ * persisted). */
 int sp_checkpoint_write(const char *path, const sp_checkpoint *c, sp_error *err);
-/* Reads and verifies path (format, version, presence, dtypes, shapes, ranges, checksum). On
- * failure c is left empty (zeroed) and err names the file and the dataset or attribute. */
+/* Reads and verifies path (format, version, presence, dtypes, shapes, ranges, checksum, then
+ * values: every prompt and optimizer value finite, metric and best_metric finite or NaN). On
+ * failure c is left empty (zeroed) and err names the file and the dataset or attribute (and
+ * the element of a non-finite value). */
 int sp_checkpoint_read(const char *path, sp_checkpoint *c, sp_error *err);
 /* Frees what sp_checkpoint_read allocated and zeroes c. */
 void sp_checkpoint_free(sp_checkpoint *c);
+
+/* Before a trainer continues from checkpoint ck (read from path, so verified): its counters
+ * against the training set, the run's seed and global batch, which resume requires unchanged.
+ * Checks 0 <= epoch_position <= n_examples and step * global_batch == epoch * n_examples +
+ * epoch_position (the data order is deterministic), tokens_seen equal to the tokens of exactly
+ * those examples, optim_step == step, -1 <= best_step <= step, best_step >= 0 exactly when
+ * best_metric is a number, metric values NaN (none) or in their metric's range, metric_name
+ * "" or valid_accuracy / valid_loss, an RNG state that is not all zero. Fails with a message
+ * naming path and the field. Costs one permutation of the training set (O(n_examples)). */
+int sp_checkpoint_check_resume_state(const sp_checkpoint *ck, const char *path,
+                                     const sp_dataset *train, uint64_t seed, int global_batch,
+                                     sp_error *err);
 
 /* Reads only a prompt [P, d] from an HDF5 file holding a float dataset "prompt" at the root
  * (any checkpoint, or a file a user made with h5py; float64 is converted to float32). A
  * softprompt checkpoint is fully verified (checksum included); other files must hold a 2-D
  * floating-point "prompt" of finite values. *prompt is malloc'd. */
 int sp_prompt_read_h5(const char *path, float **prompt, int *n_prompt, int *d, sp_error *err);
+
+/* ---- A prompt for use (eval --prompt, export --prompt) -------------------------------------- */
+
+typedef enum sp_prompt_kind {
+    SP_PROMPT_CHECKPOINT, /* a softprompt checkpoint, verified in full (checksum included) */
+    SP_PROMPT_H5,         /* another HDF5 file with a 2-D float dataset "prompt" (e.g. h5py) */
+    SP_PROMPT_PEFT,       /* a PEFT prompt-tuning adapter (adapter_config.json validated) */
+} sp_prompt_kind;
+
+typedef struct sp_prompt_file {
+    sp_prompt_kind kind;
+    char *path; /* the file read: for an adapter directory its adapter_model.safetensors */
+    int n_prompt, d;
+    float *prompt;   /* [n_prompt, d], every value finite */
+    char *init_name; /* how it was initialised, in softprompt's names (a checkpoint's "init"; an
+                        adapter's prompt_tuning_init as text/vocab/random); NULL if unknown */
+    char *init_text; /* the text of a text init, else NULL */
+    /* SP_PROMPT_CHECKPOINT */
+    char *model_fingerprint; /* of the model it was trained with */
+    int64_t step;            /* -1 for the other kinds */
+    /* SP_PROMPT_PEFT: from adapter_config.json */
+    char *config_path;
+    char *base_model;                    /* base_model_name_or_path; NULL when null */
+    int num_layers, num_attention_heads; /* 0 when null */
+} sp_prompt_file;
+
+/* Loads a prompt from path: a softprompt checkpoint or any HDF5 file with a "prompt" dataset
+ * (told apart by content, not name), a PEFT adapter directory, or an adapter_model.safetensors
+ * file (with its adapter_config.json beside it). Refuses non-finite values (naming the
+ * element); adapters whose peft_type is not PROMPT_TUNING, whose task_type is set and not
+ * CAUSAL_LM, with num_transformer_submodules > 1, whose tensor does not have the shape
+ * [num_virtual_tokens, token_dim] of their config, with tensors besides prompt_embeddings, or
+ * without adapter_config.json (PEFT cannot load those either); PyTorch pickles
+ * (adapter_model.bin), saying why and how to convert them. On failure pf is empty and err names
+ * the file and the key, tensor or element. */
+int sp_prompt_load(const char *path, sp_prompt_file *pf, sp_error *err);
+void sp_prompt_file_free(sp_prompt_file *pf);
+
+/* Is pf a prompt for model m? Its width must be m's d_model (else -1). A checkpoint trained with
+ * another model (fingerprints differ; both are named) is refused unless allow_mismatch (the
+ * --allow-model-mismatch flag), which turns the refusal into a warning. A PEFT adapter whose
+ * num_layers or num_attention_heads differ from m's gets a warning: PEFT itself ignores those
+ * keys for prompt tuning, but they say the adapter was made for another model. Warnings (one
+ * line each, ending in '\n') go to *warnings (malloc'd; NULL when none). Computes m's
+ * fingerprint for a checkpoint (every weight hashed: 0.05 s warm, 0.2-0.5 s cold for GPT-2
+ * 124M). */
+int sp_prompt_check_model(const sp_prompt_file *pf, const sp_model *m, int allow_mismatch,
+                          char **warnings, sp_error *err);
 
 /* Checkpoints of a run live in dir as step-<12 digits>.h5 (other names, including the
  * *.tmp.XXXXXX leftovers of interrupted writes, are ignored). Returns the newest one that reads
@@ -83,16 +147,26 @@ int sp_checkpoint_prune(const char *dir, int keep_last, const char *keep_also, s
 void sp_model_fingerprint(const sp_model *m, char out[17]);
 int sp_dataset_fingerprint(sp_dataset *ds, char out[17], sp_error *err);
 
+/* base_model_name_or_path for an adapter of model m when the user names none (malloc'd; NULL
+ * with err on failure): the Hugging Face repository scripts/get-model downloaded m from, with
+ * the commit as *revision, when the download is intact (config.json and the weight files as
+ * get-model verified them); else m's directory as an absolute path (*revision NULL). Never
+ * config.json's "_name_or_path" (the model before fine-tuning, for a fine-tuned one). *origin
+ * (if origin is not NULL) receives which rule applied, as a phrase. docs/formats.md. */
+char *sp_peft_base_model(const sp_model *m, char **revision, const char **origin, sp_error *err);
+
 /* Writes a Hugging Face PEFT prompt-tuning adapter into dir (created if missing, parents too):
  * adapter_model.safetensors with "prompt_embeddings" [P, d] F32 and adapter_config.json
  * (peft_type PROMPT_TUNING, task_type CAUSAL_LM, num_virtual_tokens, token_dim,
  * num_transformer_submodules 1, num_attention_heads, num_layers, prompt_tuning_init,
- * prompt_tuning_init_text, tokenizer_name_or_path, base_model_name_or_path, inference_mode
- * true), each file written atomically. base_model: the Hugging Face name or path to record
- * (NULL: m->dir). init_name: how the prompt was initialised (softprompt's name; mapped to PEFT's
- * RANDOM | SAMPLE_VOCAB | TEXT). init_text: the text of a text init, or NULL. PEFT refuses to
- * load a TEXT config without prompt_tuning_init_text, so a text init without init_text is
- * recorded as RANDOM (the trained embeddings are loaded from the file either way). */
+ * prompt_tuning_init_text, tokenizer_name_or_path, base_model_name_or_path, revision,
+ * auto_mapping null, inference_mode true: only keys every PEFT since 0.6 accepts), each file
+ * written atomically. base_model: the Hugging Face name or path to record, as given (the
+ * --base-model flag; revision null); NULL: sp_peft_base_model(m) and its revision. init_name: how
+ * the prompt was initialised (softprompt's name; mapped to PEFT's RANDOM | SAMPLE_VOCAB | TEXT).
+ * init_text: the text of a text init, or NULL. PEFT refuses to load a TEXT config without
+ * prompt_tuning_init_text, so a text init without init_text is recorded as RANDOM (the trained
+ * embeddings are loaded from the file either way). */
 int sp_peft_export(const char *dir, const float *prompt, int n_prompt, const sp_model *m,
                    const char *base_model, const char *init_name, const char *init_text,
                    sp_error *err);

@@ -91,6 +91,23 @@ typedef struct sp_model {
 int sp_model_load(sp_model *m, const char *dir, sp_error *err);
 void sp_model_free(sp_model *m);
 
+/* Non-finite weights (NaN, infinities) of a loaded model: every value of every tensor it
+ * computes with, in its stored dtype (an F64 value beyond float32's range counts: it is
+ * infinite once converted). A full scan of the mapped files: for GPT-2 124M F32, 0.07-0.1 s in
+ * the page cache, 0.2 s read from disk. */
+typedef struct sp_nonfinite {
+    int64_t count;   /* non-finite values found */
+    int64_t checked; /* values checked */
+    int n_tensors;   /* tensors holding at least one */
+    /* the first one found (file order, then element order); NULL when none */
+    const char *file, *tensor; /* borrowed from the model */
+    int ndim;
+    int64_t index[SP_ST_MAX_DIMS];
+    double value; /* NaN, inf or -inf */
+} sp_nonfinite;
+
+void sp_model_scan_nonfinite(const sp_model *m, sp_nonfinite *r);
+
 /* Bytes of float32 activations one training token costs the engine (forward + backward). */
 size_t sp_model_activation_bytes_per_token(const sp_model *m, int seq_len);
 

@@ -1,21 +1,22 @@
 /* `softprompt eval`: loss and accuracy of a prompt (or of the template alone) on a dataset. */
 #include <cblas.h>
+#include <jansson.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli/commands.h"
 #include "cli/flags.h"
 #include "cli/ranks.h"
 #include "softprompt/checkpoint.h"
-#include "softprompt/safetensors.h"
 #include "softprompt/train.h"
 
 typedef struct eval_args {
     const char *model, *data, *prompt;
     int micro_batch, threads, json;
+    int allow_model_mismatch; /* --allow-model-mismatch: a checkpoint of another model is used */
     int64_t max_examples;
 } eval_args;
 
@@ -61,50 +62,28 @@ static int parse_args(int argc, char **argv, eval_args *a) {
     return sp_flags_parse(&SPEC, argc, argv, a, pos, &n_pos);
 }
 
-/* A PEFT adapter: adapter_model.safetensors with prompt_embeddings [P, d]. */
-static int read_peft_prompt(const char *path, float **prompt, int *P, int *d, sp_error *err) {
-    struct stat st;
-    char file[4200];
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        snprintf(file, sizeof file, "%s/adapter_model.safetensors", path);
-    else
-        snprintf(file, sizeof file, "%s", path);
-    sp_st_file f;
-    if (sp_st_open(&f, file, err)) return -1;
-    const sp_st_tensor *t = sp_st_find(&f, "prompt_embeddings");
-    int rc = 0;
-    if (!t || t->ndim != 2 || !sp_dtype_is_float(t->dtype))
-        rc = sp_fail(err,
-                     "%s: expected a floating tensor 'prompt_embeddings' [P, d] (a PEFT "
-                     "prompt-tuning adapter)",
-                     file);
-    if (rc == 0) {
-        *P = (int)t->shape[0], *d = (int)t->shape[1];
-        *prompt = malloc((size_t)t->numel * sizeof(float));
-        sp_convert_to_f32(t->dtype, t->data, *prompt, (size_t)t->numel);
+/* The result as one JSON object; loss (and accuracy) null when they are not numbers. */
+static void print_json(const eval_args *a, const sp_eval_result *r, double loss, double acc) {
+    json_t *j = json_pack("{s:I, s:I}", "examples", (json_int_t)r->n_examples, "targets",
+                          (json_int_t)r->n_targets);
+    json_object_set_new(j, "loss", isfinite(loss) ? json_real(loss) : json_null());
+    if (r->n_classes) {
+        json_object_set_new(j, "accuracy", isfinite(acc) ? json_real(acc) : json_null());
+        json_object_set_new(j, "correct", json_integer((json_int_t)r->correct));
     }
-    sp_st_close(&f);
-    return rc;
-}
-
-static int load_prompt(const char *path, float **prompt, int *P, int *d, sp_error *err) {
-    size_t n = strlen(path);
-    if (n > 3 && strcmp(path + n - 3, ".h5") == 0)
-        return sp_prompt_read_h5(path, prompt, P, d, err);
-    return read_peft_prompt(path, prompt, P, d, err);
+    json_object_set_new(j, "prompt", a->prompt ? json_string(a->prompt) : json_null());
+    char *s = json_dumps(j, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+    if (s) printf("%s\n", s);
+    free(s);
+    json_decref(j);
 }
 
 static void print_result(const eval_args *a, const sp_eval_result *r, const sp_dataset *ds) {
     const sp_dataset_meta *meta = sp_dataset_get_meta(ds);
-    double loss = r->n_targets ? r->loss_sum / (double)r->n_targets : 0;
-    double acc = r->n_examples ? (double)r->correct / (double)r->n_examples : 0;
+    double loss = r->loss_sum / (double)r->n_targets;
+    double acc = (double)r->correct / (double)r->n_examples;
     if (a->json) {
-        printf("{\"examples\": %lld, \"targets\": %lld, \"loss\": %.6f", (long long)r->n_examples,
-               (long long)r->n_targets, loss);
-        if (r->n_classes)
-            printf(", \"accuracy\": %.6f, \"correct\": %lld", acc, (long long)r->correct);
-        printf(", \"prompt\": %s%s%s}\n", a->prompt ? "\"" : "", a->prompt ? a->prompt : "null",
-               a->prompt ? "\"" : "");
+        print_json(a, r, loss, acc);
         return;
     }
     printf("%s on %s: %lld examples, %lld targets\n",
@@ -126,28 +105,65 @@ static void print_result(const eval_args *a, const sp_eval_result *r, const sp_d
     }
 }
 
+/* The prompt (sp_prompt_load: checkpoint, HDF5 file or PEFT adapter), checked against the model
+ * and the dataset's soft slots. Warnings go to stderr on rank 0. */
+static int load_prompt(const eval_args *a, const sp_model *m, const sp_dataset *ds,
+                       sp_prompt_file *pf, int rank, sp_error *err) {
+    char *warnings = NULL;
+    if (sp_prompt_load(a->prompt, pf, err) ||
+        sp_prompt_check_model(pf, m, a->allow_model_mismatch, &warnings, err))
+        return -1;
+    if (warnings && rank == 0) fprintf(stderr, "softprompt eval: warning: %s", warnings);
+    free(warnings);
+    int slots = sp_dataset_get_meta(ds)->n_soft;
+    if (pf->n_prompt != slots)
+        return sp_fail(err, "%s: the prompt has %d rows but %s has %d soft slots", a->prompt,
+                       pf->n_prompt, sp_dataset_path(ds), slots);
+    return 0;
+}
+
+/* Nothing to report is not a result: an empty set, or no target token to average the loss
+ * over. A loss that is not a number means non-finite weights or activations. */
+static int check_result(const sp_eval_result *r, const sp_dataset *ds, const eval_args *a,
+                        sp_error *err) {
+    if (r->n_examples == 0)
+        return sp_fail(err, "%s holds no examples: nothing to evaluate", sp_dataset_path(ds));
+    if (r->n_targets == 0)
+        return sp_fail(err, "%s: the %lld examples evaluated have no target tokens: no loss",
+                       sp_dataset_path(ds), (long long)r->n_examples);
+    double loss = r->loss_sum / (double)r->n_targets;
+    if (!isfinite(loss))
+        return sp_fail(err,
+                       "the loss is %g: the model %s or the prompt holds non-finite values, or "
+                       "they overflow (`softprompt info %s` checks the weights); the result is "
+                       "meaningless",
+                       loss, a->model, a->model);
+    return 0;
+}
+
 static int evaluate(const eval_args *a, const sp_dist *d, sp_error *err) {
     int capped, threads = sp_dist_threads(d, a->threads, &capped);
     openblas_set_num_threads(threads);
     sp_model m;
     if (sp_model_load(&m, a->model, err)) return -1;
     sp_dataset *ds = sp_dataset_open(a->data, err);
-    float *prompt = NULL;
-    int P = 0, dim = m.cfg.d_model, rc = ds ? 0 : -1;
-    if (rc == 0 && a->prompt) rc = load_prompt(a->prompt, &prompt, &P, &dim, err);
-    if (rc == 0 && a->prompt && (dim != m.cfg.d_model || P != sp_dataset_get_meta(ds)->n_soft))
-        rc = sp_fail(err,
-                     "%s: prompt [%d, %d] does not fit: the dataset has %d soft slots and the "
-                     "model width is %d",
-                     a->prompt, P, dim, sp_dataset_get_meta(ds)->n_soft, m.cfg.d_model);
+    sp_prompt_file pf = {0};
+    int rc = ds ? 0 : -1;
+    if (rc == 0 && a->prompt) rc = load_prompt(a, &m, ds, &pf, d->rank, err);
     sp_team *team = rc == 0 ? sp_team_new(&m, threads) : NULL;
     if (rc == 0 && !team) rc = sp_fail(err, "out of memory or threads for %d workers", threads);
     sp_eval_result r;
-    if (rc == 0) rc = sp_evaluate(team, ds, prompt, P, a->micro_batch, a->max_examples, d, &r, err);
-    if (rc == 0 && d->rank == 0) print_result(a, &r, ds);
-    if (rc == 0) sp_eval_result_free(&r);
+    if (rc == 0)
+        rc = sp_evaluate(team, ds, pf.prompt, pf.n_prompt, a->micro_batch, a->max_examples, d, &r,
+                         err);
+    if (rc == 0) {
+        int bad = r.n_examples == 0 || r.n_targets == 0;
+        if (d->rank == 0 && !bad) print_result(a, &r, ds); /* also a NaN loss, as null */
+        rc = check_result(&r, ds, a, err);
+        sp_eval_result_free(&r);
+    }
     sp_team_free(team);
-    free(prompt);
+    sp_prompt_file_free(&pf);
     if (ds) sp_dataset_close(ds);
     sp_model_free(&m);
     return rc;

@@ -1,6 +1,5 @@
 /* `softprompt export`: a checkpoint's prompt as a Hugging Face PEFT prompt-tuning adapter. */
 #include <stddef.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 
 typedef struct export_args {
     const char *model, *prompt, *out, *base;
+    int allow_model_mismatch; /* --allow-model-mismatch: a checkpoint of another model is used */
 } export_args;
 
 #define AT(field) offsetof(export_args, field)
@@ -46,40 +46,44 @@ static void usage(FILE *out) {
     sp_flags_usage(&SPEC, out);
 }
 
-/* The initialisation recorded in the checkpoint's configuration, if it is one. */
-static char *checkpoint_init(const char *path, char **init_text) {
-    sp_checkpoint ck;
+/* What base_model_name_or_path will say when --base-model is not given. */
+static void print_base_model(const sp_model *m, const char *base) {
+    if (base) {
+        printf("base_model_name_or_path: %s (--base-model)\n", base);
+        return;
+    }
+    char *revision = NULL;
+    const char *origin = NULL;
     sp_error err;
-    *init_text = NULL;
-    if (sp_checkpoint_read(path, &ck, &err)) return NULL;
-    json_t *cfg = json_loads(ck.config_json, 0, NULL);
-    const char *init = json_string_value(json_object_get(cfg, "init"));
-    const char *arg = json_string_value(json_object_get(cfg, "init_arg"));
-    char *out = init ? strdup(init) : NULL;
-    if (out && strcmp(out, "text") == 0 && arg) *init_text = strdup(arg);
-    json_decref(cfg);
-    sp_checkpoint_free(&ck);
-    return out;
+    char *name = sp_peft_base_model(m, &revision, &origin, &err);
+    if (!name) return; /* sp_peft_export has already reported it */
+    printf("base_model_name_or_path: %s (%s)%s%s\n", name, origin, revision ? ", revision " : "",
+           revision ? revision : "");
+    free(name), free(revision);
 }
 
 static int export_adapter(const char *model_dir, const char *prompt_path, const char *out,
-                          const char *base) {
+                          const char *base, int allow_model_mismatch) {
     sp_model m;
     sp_error err;
-    float *prompt = NULL;
-    int P, d, rc = sp_model_load(&m, model_dir, &err);
-    if (rc == 0) rc = sp_prompt_read_h5(prompt_path, &prompt, &P, &d, &err);
-    if (rc == 0 && d != m.cfg.d_model)
-        rc = sp_fail(&err, "%s: prompt width %d, the model's is %d", prompt_path, d, m.cfg.d_model);
-    char *init_text = NULL, *init = rc == 0 ? checkpoint_init(prompt_path, &init_text) : NULL;
+    sp_prompt_file pf = {0};
+    char *warnings = NULL;
+    int rc = sp_model_load(&m, model_dir, &err);
+    if (rc == 0) rc = sp_prompt_load(prompt_path, &pf, &err);
+    if (rc == 0) rc = sp_prompt_check_model(&pf, &m, allow_model_mismatch, &warnings, &err);
+    if (warnings) fprintf(stderr, "softprompt export: warning: %s", warnings);
     if (rc == 0)
-        rc = sp_peft_export(out, prompt, P, &m, base ? base : model_dir, init ? init : "file",
-                            init_text, &err);
-    if (rc == 0)
-        printf("wrote %s/adapter_model.safetensors and adapter_config.json (%d x %d)\n", out, P, d);
-    else
+        rc = sp_peft_export(out, pf.prompt, pf.n_prompt, &m, base,
+                            pf.init_name ? pf.init_name : "file", pf.init_text, &err);
+    if (rc == 0) {
+        printf("wrote %s/adapter_model.safetensors and adapter_config.json (%d x %d)\n", out,
+               pf.n_prompt, pf.d);
+        print_base_model(&m, base);
+    } else {
         fprintf(stderr, "softprompt export: %s\n", err.msg);
-    free(init), free(init_text), free(prompt);
+    }
+    free(warnings);
+    sp_prompt_file_free(&pf);
     sp_model_free(&m);
     return rc ? 1 : 0;
 }
@@ -88,7 +92,7 @@ static int run(int argc, char **argv) {
     export_args a = {0};
     char *pos[argc > 0 ? argc : 1];
     int n_pos, rc = sp_flags_parse(&SPEC, argc, argv, &a, pos, &n_pos);
-    return rc ? rc : export_adapter(a.model, a.prompt, a.out, a.base);
+    return rc ? rc : export_adapter(a.model, a.prompt, a.out, a.base, a.allow_model_mismatch);
 }
 
 const sp_command SP_CMD_EXPORT = {"export", "write a checkpoint's prompt as a PEFT adapter", run,

@@ -136,6 +136,33 @@ static void print_architecture(const sp_model *m) {
            c->qkv_bias ? ", q/k/v biases" : "");
 }
 
+/* Every weight value checked (a full scan, not a sample). Returns 1 when one is not finite,
+ * with the first one named on stderr. */
+static int print_weights_check(const sp_model *m) {
+    sp_nonfinite r;
+    char n_bad[32], n_all[32], at[128];
+    sp_model_scan_nonfinite(m, &r);
+    with_commas(n_all, sizeof n_all, (uint64_t)r.checked);
+    if (r.count == 0) {
+        printf("%-14sall %s values finite (full check)\n", "weights", n_all);
+        return 0;
+    }
+    size_t len = 0;
+    at[0] = '\0';
+    for (int k = 0; k < r.ndim && len < sizeof at; k++)
+        len += (size_t)snprintf(at + len, sizeof at - len, "%s%lld", k ? ", " : "",
+                                (long long)r.index[k]);
+    printf("%-14s%s of %s values NOT FINITE, in %d tensor%s (full check)\n", "weights",
+           with_commas(n_bad, sizeof n_bad, (uint64_t)r.count), n_all, r.n_tensors,
+           r.n_tensors == 1 ? "" : "s");
+    fprintf(stderr,
+            "softprompt info: %s: tensor '%s' element [%s] is %g (the first of %s non-finite "
+            "values): the model's outputs would not be numbers, so training, eval and generation "
+            "would be meaningless\n",
+            r.file, r.tensor, at, r.value, n_bad);
+    return 1;
+}
+
 static int info_model(const char *dir) {
     sp_model m;
     sp_error err;
@@ -154,9 +181,10 @@ static int info_model(const char *dir) {
            m.lm_head == m.wte ? ", LM head tied to wte" : ", separate LM head");
     print_dtypes(&m);
     print_files(&m);
+    int bad = print_weights_check(&m);
     print_memory(&m);
     sp_model_free(&m);
-    return 0;
+    return bad;
 }
 
 static int ends_with(const char *s, const char *suffix) {

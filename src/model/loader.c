@@ -426,6 +426,102 @@ static int check_leftovers(loader *L, sp_error *err) {
     return 0;
 }
 
+/* ---- non-finite weights ------------------------------------------------------------------- */
+
+/* A tensor of the files the model computes with: not a buffer, not a tied head's stored copy
+ * (check_leftovers made sure every other tensor was taken). */
+static int computes_with(const sp_model *m, const sp_st_tensor *t) {
+    const char *bare =
+        strncmp(t->name, PREFIX, strlen(PREFIX)) ? t->name : t->name + strlen(PREFIX);
+    return sp_dtype_is_float(t->dtype) && !is_buffer(bare) &&
+           !(m->cfg.tied && strcmp(bare, "lm_head.weight") == 0);
+}
+
+/* Whether element i of t is non-finite in its stored dtype, or once converted to float32 (F64
+ * beyond float32's range); *v receives it. Exponent bits all ones is infinity or NaN. */
+static int element_nonfinite(const sp_st_tensor *t, int64_t i, double *v) {
+    const unsigned char *p = (const unsigned char *)t->data + (size_t)i * sp_dtype_size(t->dtype);
+    uint16_t h;
+    uint32_t u;
+    double d;
+    switch (t->dtype) {
+    case SP_DTYPE_F32:
+        memcpy(&u, p, 4);
+        if ((u & 0x7f800000u) != 0x7f800000u) return 0;
+        float f;
+        memcpy(&f, p, 4);
+        *v = f;
+        return 1;
+    case SP_DTYPE_F16:
+        memcpy(&h, p, 2);
+        if ((h & 0x7c00u) != 0x7c00u) return 0;
+        *v = sp_f16_to_f32(h);
+        return 1;
+    case SP_DTYPE_BF16:
+        memcpy(&h, p, 2);
+        if ((h & 0x7f80u) != 0x7f80u) return 0;
+        *v = sp_bf16_to_f32(h);
+        return 1;
+    case SP_DTYPE_F64:
+        memcpy(&d, p, 8);
+        if (isfinite((float)d)) return 0;
+        *v = (float)d;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Non-finite values of a 32- or 16-bit float tensor: exponent bits all ones (a branch-free
+ * pass the compiler vectorises). */
+static int64_t count_exponent_ones(const sp_st_tensor *t) {
+    const unsigned char *p = t->data;
+    int64_t count = 0;
+    if (t->dtype == SP_DTYPE_F32) {
+        for (int64_t i = 0; i < t->numel; i++) {
+            uint32_t u;
+            memcpy(&u, p + 4 * i, 4);
+            count += (u & 0x7f800000u) == 0x7f800000u;
+        }
+        return count;
+    }
+    const uint16_t mask = t->dtype == SP_DTYPE_F16 ? 0x7c00u : 0x7f80u;
+    for (int64_t i = 0; i < t->numel; i++) {
+        uint16_t h;
+        memcpy(&h, p + 2 * i, 2);
+        count += (h & mask) == mask;
+    }
+    return count;
+}
+
+/* Counts the non-finite values of t and records the first one the model has. */
+static void scan_tensor(const sp_st_file *f, const sp_st_tensor *t, sp_nonfinite *r) {
+    double v = 0;
+    int64_t count = 0, first = -1;
+    if (t->dtype == SP_DTYPE_F64)
+        for (int64_t i = 0; i < t->numel; i++) count += element_nonfinite(t, i, &v);
+    else
+        count = count_exponent_ones(t);
+    r->checked += t->numel;
+    if (count == 0) return;
+    r->count += count, r->n_tensors++;
+    if (r->tensor) return;
+    for (first = 0; !element_nonfinite(t, first, &v); first++) continue;
+    r->file = f->path, r->tensor = t->name, r->ndim = t->ndim, r->value = v;
+    for (int k = t->ndim - 1; k >= 0; k--) {
+        int64_t dim = t->shape[k] > 0 ? t->shape[k] : 1;
+        r->index[k] = first % dim, first /= dim;
+    }
+}
+
+void sp_model_scan_nonfinite(const sp_model *m, sp_nonfinite *r) {
+    memset(r, 0, sizeof *r);
+    for (int i = 0; i < m->n_files; i++)
+        for (int k = 0; k < m->files[i].n_tensors; k++)
+            if (computes_with(m, &m->files[i].tensors[k]))
+                scan_tensor(&m->files[i], &m->files[i].tensors[k], r);
+}
+
 /* ---- entry points ------------------------------------------------------------------------ */
 
 static void loader_free(loader *L) {

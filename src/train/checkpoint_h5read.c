@@ -42,6 +42,16 @@ int sp_ckpt_precheck(const char *path, int need_v2, sp_error *err) {
     return 0;
 }
 
+int sp_ckpt_says_checkpoint(hid_t f) {
+    if (H5Aexists(f, "format") <= 0) return 0;
+    char *format = NULL;
+    int yes = sp_ckpt_read_str(f, "format", &format, "", NULL) == 0 &&
+              strcmp(format, SP_CHECKPOINT_FORMAT) == 0;
+    free(format);
+    H5Eclear2(H5E_DEFAULT);
+    return yes;
+}
+
 hid_t sp_ckpt_open_h5(const char *path, sp_error *err) {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);

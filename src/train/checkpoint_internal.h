@@ -5,7 +5,11 @@
  *                          write it atomically
  *   checkpoint_h5read.c    HDF5 reading primitives that check presence, type, rank and range
  *   checkpoint_read.c      sp_checkpoint_read / sp_checkpoint_free: the layout, verified
+ *   checkpoint_values.c    no non-finite state: shared by writing and reading
+ *   checkpoint_resume.c    sp_checkpoint_check_resume_state: the counters against the data
  *   checkpoint_prompt.c    sp_prompt_read_h5 (--init FILE.h5)
+ *   prompt_file.c          sp_prompt_load and sp_prompt_check_model (eval/export --prompt)
+ *   peft_read.c            sp_peft_read: a PEFT adapter's tensor and adapter_config.json
  *   checkpoint_dir.c       the step-*.h5 files of a run: path, find_latest, prune
  *   checkpoint_describe.c  sp_checkpoint_describe (`softprompt info`)
  *
@@ -45,10 +49,18 @@ const char *sp_ckpt_created_by(const sp_checkpoint *c);
 /* The checksum of every field of c but the checksum itself, with created_by as stored. */
 uint64_t sp_ckpt_checksum(const sp_checkpoint *c, const char *created_by);
 
+/* ---- checkpoint_values.c ---- */
+
+/* Every prompt and optimizer value is finite; metric and best_metric are finite or NaN (none).
+ * The message names path, the dataset or attribute and the element. */
+int sp_ckpt_check_values(const sp_checkpoint *c, const char *path, sp_error *err);
+
 /* ---- checkpoint_h5read.c ---- */
 
 /* path is a regular, non-empty HDF5 file; with need_v2, of superblock version >= 2. */
 int sp_ckpt_precheck(const char *path, int need_v2, sp_error *err);
+/* 1 when the open file's root attribute "format" says softprompt checkpoint, else 0. */
+int sp_ckpt_says_checkpoint(hid_t f);
 /* Opens path read-only (no file locking); -1 on failure. */
 hid_t sp_ckpt_open_h5(const char *path, sp_error *err);
 /* Scalar root attributes: a fixed-length string (malloc'd into *out), a signed integer >= lo,
@@ -74,5 +86,11 @@ int sp_ckpt_check_prompt_dims(const hsize_t dims[2], const char *path, sp_error 
 /* Reads and verifies every field of the open file f into c (zeroed by the caller; on failure
  * it may hold part of the fields: free it with sp_checkpoint_free). */
 int sp_ckpt_read_contents(hid_t f, sp_checkpoint *c, const char *path, sp_error *err);
+
+/* ---- peft_read.c ---- */
+
+/* Reads the adapter file st_path and its adapter_config.json into pf (zeroed by the caller;
+ * on failure it may hold part of the fields: free it with sp_prompt_file_free). */
+int sp_peft_read(const char *st_path, sp_prompt_file *pf, sp_error *err);
 
 #endif

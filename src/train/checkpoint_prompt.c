@@ -6,24 +6,13 @@
 
 #include "train/checkpoint_internal.h"
 
-/* 1 when the root attribute "format" says softprompt checkpoint, 0 otherwise. */
-static int says_checkpoint(hid_t f) {
-    if (H5Aexists(f, "format") <= 0) return 0;
-    char *format = NULL;
-    int yes = sp_ckpt_read_str(f, "format", &format, "", NULL) == 0 &&
-              strcmp(format, SP_CHECKPOINT_FORMAT) == 0;
-    free(format);
-    H5Eclear2(H5E_DEFAULT);
-    return yes;
-}
-
 int sp_prompt_read_h5(const char *path, float **prompt, int *n_prompt, int *d, sp_error *err) {
     *prompt = NULL, *n_prompt = 0, *d = 0;
     sp_h5_quiet();
     if (sp_ckpt_precheck(path, 0, err) != 0) return -1;
     hid_t f = sp_ckpt_open_h5(path, err);
     if (f < 0) return -1;
-    if (says_checkpoint(f)) {
+    if (sp_ckpt_says_checkpoint(f)) {
         H5Fclose(f);
         sp_checkpoint c;
         if (sp_checkpoint_read(path, &c, err) != 0) return -1;

@@ -1,5 +1,6 @@
 /* sp_checkpoint_read: the checkpoint layout (see checkpoint_internal.h), read field by field
- * with every dtype, shape and range checked, then the checksum recomputed and compared. */
+ * with every dtype, shape and range checked, then the checksum recomputed and compared, then
+ * the values checked (no non-finite state). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,7 +178,9 @@ int sp_ckpt_read_contents(hid_t f, sp_checkpoint *c, const char *path, sp_error 
         rc = sp_fail(err, "%s: checksum mismatch: the file is corrupt (stored %s, computed %s)",
                      path, stored, computed);
     free(stored);
-    return rc;
+    /* Meaning after integrity: a corrupt file is reported as corrupt, a verified one holding
+     * non-finite state as such. */
+    return rc == 0 ? sp_ckpt_check_values(c, path, err) : rc;
 }
 
 void sp_checkpoint_free(sp_checkpoint *c) {

@@ -37,7 +37,7 @@ static int check_for_write(const char *path, const sp_checkpoint *c, sp_error *e
     if (c->step < 0 || c->epoch < 0 || c->epoch_position < 0 || c->tokens_seen < 0 ||
         c->optim_step < 0 || c->best_step < -1)
         return sp_fail(err, "%s: negative step, epoch, position, token or optimizer counter", path);
-    return 0;
+    return sp_ckpt_check_values(c, path, err) ? sp_fail_prefix(err, "refusing to write") : 0;
 }
 
 /* Fixed-length UTF-8 strings: their bytes live in the attribute message itself, under HDF5's

@@ -1,7 +1,10 @@
 /* Export of a trained prompt as a Hugging Face PEFT prompt-tuning adapter:
  *   dir/adapter_model.safetensors  one F32 tensor "prompt_embeddings" [P, d]
  *   dir/adapter_config.json        PromptTuningConfig fields (PEFT writes them sorted, indent 2)
- * so that PeftModel.from_pretrained(base_model, dir) loads it. */
+ * so that PeftModel.from_pretrained(base_model, dir) loads it. Only keys every PEFT since 0.6
+ * accepts are written: PEFT up to 0.13 raises TypeError on a key its config class does not
+ * have (0.14 to 0.16 warn), e.g. modules_to_save (0.17) or peft_version (0.18). The field lists
+ * per PEFT release are in tests/fixtures/peft/prompt_tuning_config_fields.json. */
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -59,13 +62,15 @@ int sp_peft_export(const char *dir, const float *prompt, int n_prompt, const sp_
     if (!prompt || n_prompt < 1 || d < 1)
         return sp_fail(err, "%s: cannot export an empty prompt (%d x %d)", dir, n_prompt, d);
     if (make_dirs(dir, err) != 0) return -1;
-    const char *base = base_model ? base_model : m->dir;
+    char *revision = NULL, *found = base_model ? NULL : sp_peft_base_model(m, &revision, NULL, err);
+    if (!base_model && !found) return -1;
+    const char *base = base_model ? base_model : found;
     const char *init = peft_init(init_name, init_text);
 
     size_t n = strlen(dir) + 32;
     char *st_path = malloc(n), *cfg_path = malloc(n);
     if (!st_path || !cfg_path) {
-        free(st_path), free(cfg_path);
+        free(st_path), free(cfg_path), free(found), free(revision);
         return sp_fail(err, "%s: out of memory", dir);
     }
     snprintf(st_path, n, "%s/adapter_model.safetensors", dir);
@@ -92,9 +97,8 @@ int sp_peft_export(const char *dir, const float *prompt, int n_prompt, const sp_
         json_object_set_new(cfg, "tokenizer_name_or_path", str_or_null(base));
         json_object_set_new(cfg, "base_model_name_or_path", str_or_null(base));
         json_object_set_new(cfg, "inference_mode", json_true());
-        json_object_set_new(cfg, "revision", json_null());
+        json_object_set_new(cfg, "revision", str_or_null(revision));
         json_object_set_new(cfg, "auto_mapping", json_null());
-        json_object_set_new(cfg, "modules_to_save", json_null());
     }
     char *text = rc == 0 && cfg ? json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
     json_decref(cfg);
@@ -106,6 +110,6 @@ int sp_peft_export(const char *dir, const float *prompt, int n_prompt, const sp_
         rc = sp_write_file_atomic(cfg_path, text, len, err);
     }
     free(text);
-    free(st_path), free(cfg_path);
+    free(st_path), free(cfg_path), free(found), free(revision);
     return rc;
 }

@@ -1,4 +1,5 @@
-/* Progress on rank 0's stderr and metrics as JSON lines in out/metrics.jsonl. */
+/* Progress on rank 0's stderr and metrics as JSON lines in out/metrics.jsonl (non-finite values
+ * as null). */
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -57,6 +58,12 @@ int sp_run_log_open(sp_run_log *l, const char *out_dir, int64_t resume_step, int
     return 0;
 }
 
+/* JSON has no NaN or infinity (jansson refuses them, and the row would be lost): a value that
+ * is not a number is written as null, so the row, and the fact, are kept. */
+static json_t *num(double v) {
+    return isfinite(v) ? json_real(v) : json_null();
+}
+
 static void write_json_line(sp_run_log *l, json_t *j) {
     char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9));
     if (s) fprintf(l->metrics, "%s\n", s);
@@ -78,10 +85,11 @@ static void format_duration(char *buf, size_t n, double s) {
 void sp_run_log_step(sp_run_log *l, int64_t step, double loss, double lr, double grad_norm,
                      int64_t tokens, double step_seconds, int print) {
     double elapsed = sp_now() - l->t_start;
-    write_json_line(
-        l, json_pack("{s:I, s:f, s:f, s:f, s:I, s:f, s:f}", "step", (json_int_t)step, "loss", loss,
-                     "lr", lr, "grad_norm", grad_norm, "tokens", (json_int_t)tokens, "tokens_per_s",
-                     step_seconds > 0 ? tokens / step_seconds : 0.0, "elapsed_s", elapsed));
+    write_json_line(l, json_pack("{s:I, s:o, s:o, s:o, s:I, s:o, s:o}", "step", (json_int_t)step,
+                                 "loss", num(loss), "lr", num(lr), "grad_norm", num(grad_norm),
+                                 "tokens", (json_int_t)tokens, "tokens_per_s",
+                                 num(step_seconds > 0 ? tokens / step_seconds : 0.0), "elapsed_s",
+                                 num(elapsed)));
     if (l->quiet || (!print && !l->tty)) return;
     double per_step = elapsed / (double)(step - l->first_step);
     char eta[32];
@@ -93,10 +101,10 @@ void sp_run_log_step(sp_run_log *l, int64_t step, double loss, double lr, double
 
 void sp_run_log_eval(sp_run_log *l, int64_t step, const char *split, const sp_eval_result *r) {
     double loss = r->n_targets ? r->loss_sum / (double)r->n_targets : NAN;
-    json_t *j = json_pack("{s:I, s:s, s:f, s:I}", "step", (json_int_t)step, "split", split, "loss",
-                          loss, "examples", (json_int_t)r->n_examples);
+    json_t *j = json_pack("{s:I, s:s, s:o, s:I}", "step", (json_int_t)step, "split", split, "loss",
+                          num(loss), "examples", (json_int_t)r->n_examples);
     if (r->n_classes > 0) {
-        json_object_set_new(j, "accuracy", json_real((double)r->correct / (double)r->n_examples));
+        json_object_set_new(j, "accuracy", num((double)r->correct / (double)r->n_examples));
         json_t *per = json_array();
         for (int c = 0; c < r->n_classes; c++) {
             int64_t total = 0;

@@ -45,6 +45,16 @@ mkdir live && cat run-a/metrics.jsonl >live/metrics.jsonl && printf '{"step":31,
 grep -q "skipping the unfinished last line" out.txt || fail "the unfinished line was not reported"
 ok "one run with options, a run without evaluations, a run still writing"
 
+# A diverged run: metrics.jsonl writes non-finite values as null (steps and evaluations).
+mkdir nan
+{ head -n 12 run-a/metrics.jsonl
+  printf '{"step":13,"loss":null,"lr":0.3,"grad_norm":null,"tokens":96,"tokens_per_s":1000.0,"elapsed_s":1.0}\n'
+  printf '{"step":13,"split":"valid","loss":null,"examples":128,"accuracy":0.5,"per_class":[]}\n'
+  printf '{"step":14,"split":"valid","loss":null,"examples":0,"accuracy":null}\n'; } >nan/metrics.jsonl
+"$PLOT" nan.png nan >out.txt 2>&1 || { cat out.txt; fail "plotting a run with null values"; }
+png_size nan.png >/dev/null
+ok "a run with null (non-finite) values is plotted"
+
 # expect_failure STATUS MESSAGE ARGS...: scripts/plot ARGS fails with STATUS and MESSAGE.
 expect_failure() {
   local want=$1 msg=$2 rc=0; shift 2

@@ -2,6 +2,8 @@
  * config, in-place F32 and exactly converted F16/BF16 weights, across sharding and name
  * prefixes; then one broken directory per failure mode, checked through `softprompt info`. */
 #include <jansson.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -324,6 +326,119 @@ START_TEST(mask_buffers_ignored_and_untied_misaligned_head) {
     ck_assert_uint_eq(m.bytes_in_place, (size_t)expected_params() * 4);
     sp_model_free(&m);
     free(dir), free(file);
+}
+END_TEST
+
+/* Overwrites element index of 16-bit tensor `tensor` in file with the raw value bits. */
+static void set_u16(const char *file, const char *tensor, int64_t index, uint16_t bits) {
+    sp_st_file f;
+    sp_error err;
+    ck_assert_msg(sp_st_open(&f, file, &err) == 0, "%s", err.msg);
+    const sp_st_tensor *t = sp_st_find(&f, tensor);
+    ck_assert_ptr_nonnull(t);
+    long off = (long)((const char *)t->data - (const char *)f.map) + (long)index * 2;
+    sp_st_close(&f);
+    FILE *fp = fopen(file, "r+b");
+    ck_assert_int_eq(fseek(fp, off, SEEK_SET), 0);
+    ck_assert_uint_eq(fwrite(&bits, 2, 1, fp), 1);
+    fclose(fp);
+}
+
+/* Scans dir's model; r's names are borrowed from m, which stays loaded until the next scan or
+ * done(). */
+static sp_model scanned;
+static sp_nonfinite scan(const char *dir) {
+    sp_nonfinite r;
+    sp_model_free(&scanned);
+    load_ok(&scanned, dir);
+    sp_model_scan_nonfinite(&scanned, &r);
+    return r;
+}
+
+/* Every value the model computes with is checked, in its stored dtype; constants it does not
+ * use (mask buffers, a tied head's stored copy) are not. */
+START_TEST(nonfinite_weights_are_found) {
+    char *dir = make_model("m", SP_DTYPE_F32, 1, 0);
+    char *file = tu_path(dir, "model.safetensors");
+    sp_nonfinite r = scan(dir);
+    ck_assert_int_eq(r.count, 0);
+    ck_assert_int_eq(r.checked, expected_params());
+    ck_assert_ptr_null(r.tensor);
+    st_image im = st_load(file);
+    st_append(&im, "lm_head.weight", "F32", json_pack("[i,i]", V, D), im.data_len, V * D * 4);
+    st_append(&im, "h.0.attn.bias", "F32", json_pack("[i,i,i,i]", 1, 1, CTX, CTX), im.data_len,
+              CTX * CTX * 4);
+    st_save(file, &im);
+    tu_st_set_f32(file, "lm_head.weight", 0, NAN);
+    tu_st_set_f32(file, "h.0.attn.bias", 3, INFINITY);
+    r = scan(dir);
+    ck_assert_int_eq(r.count, 0);
+    ck_assert_int_eq(r.checked, expected_params());
+
+    tu_st_set_f32(file, "wte.weight", 7 * D + 2, NAN);
+    r = scan(dir);
+    ck_assert_int_eq(r.count, 1);
+    ck_assert_int_eq(r.n_tensors, 1);
+    ck_assert_str_eq(r.tensor, "wte.weight");
+    ck_assert_str_eq(r.file, file);
+    ck_assert_int_eq(r.ndim, 2);
+    ck_assert_int_eq(r.index[0], 7);
+    ck_assert_int_eq(r.index[1], 2);
+    ck_assert(isnan(r.value));
+    tu_st_set_f32(file, "h.1.mlp.c_fc.bias", FF - 1, -INFINITY);
+    tu_st_set_f32(file, "h.1.mlp.c_fc.bias", 0, INFINITY);
+    r = scan(dir);
+    ck_assert_int_eq(r.count, 3);
+    ck_assert_int_eq(r.n_tensors, 2);
+
+    /* 16-bit files: checked as stored (an F16 infinity, a BF16 NaN). */
+    const sp_dtype dts[2] = {SP_DTYPE_F16, SP_DTYPE_BF16};
+    const uint16_t bits[2] = {0xfc00, 0x7fc1};
+    for (int k = 0; k < 2; k++) {
+        char name[8];
+        snprintf(name, sizeof name, "h%d", k);
+        char *hdir = make_model(name, dts[k], 1, 0), *hfile = tu_path(hdir, "model.safetensors");
+        ck_assert_int_eq(scan(hdir).count, 0);
+        set_u16(hfile, "ln_f.bias", 5, bits[k]);
+        r = scan(hdir);
+        ck_assert_int_eq(r.count, 1);
+        ck_assert_str_eq(r.tensor, "ln_f.bias");
+        ck_assert_int_eq(r.ndim, 1);
+        ck_assert_int_eq(r.index[0], 5);
+        ck_assert(k == 0 ? r.value == -INFINITY : isnan(r.value));
+        free(hdir), free(hfile);
+    }
+    sp_model_free(&scanned);
+    free(dir), free(file);
+}
+END_TEST
+
+/* `softprompt info` reports the scan: a full check, and a model with a NaN is an error naming
+ * the tensor and the element. */
+START_TEST(cli_info_reports_nonfinite_weights) {
+    char *dir = make_model("m", SP_DTYPE_F32, 1, 0);
+    char *file = tu_path(dir, "model.safetensors");
+    const char *args[] = {"info", dir, NULL};
+    char *out, *errout, want[256];
+    int rc = tu_run_cli(args, &out, &errout);
+    ck_assert_msg(rc == 0, "%s", errout);
+    long long n = expected_params();
+    snprintf(want, sizeof want, "weights       all %lld,%03lld values finite (full check)",
+             n / 1000, n % 1000);
+    ck_assert_int_lt(n, 1000000);
+    ck_assert_msg(strstr(out, want), "expected '%s' in: %s", want, out);
+    free(out), free(errout);
+    tu_st_set_f32(file, "wte.weight", 3 * D, NAN);
+    rc = tu_run_cli(args, &out, &errout);
+    ck_assert_int_eq(rc, 1);
+    ck_assert_msg(strstr(out, "weights       1 of ") &&
+                      strstr(out, "values NOT FINITE, in 1 tensor "
+                                  "(full check)"),
+                  "%s", out);
+    snprintf(want, sizeof want, "softprompt info: %s: tensor 'wte.weight' element [3, 0] is nan",
+             file);
+    ck_assert_msg(strstr(errout, want), "expected '%s' in: %s", want, errout);
+    free(out), free(errout), free(dir), free(file);
 }
 END_TEST
 
@@ -718,6 +833,8 @@ int main(void) {
     TCase *tc = tcase_create("load");
     tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
     tcase_add_test(tc, defaults_are_gpt2_124m);
+    tcase_add_test(tc, nonfinite_weights_are_found);
+    tcase_add_test(tc, cli_info_reports_nonfinite_weights);
     tcase_add_test(tc, load_f32_in_place);
     tcase_add_test(tc, load_f16_converted);
     tcase_add_test(tc, load_bf16_converted);

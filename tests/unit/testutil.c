@@ -1,5 +1,7 @@
 #include "testutil.h"
 
+#include "softprompt/safetensors.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -181,6 +183,22 @@ static char *slurp_fd(int fd) {
     }
     buf[len] = '\0';
     return buf;
+}
+
+void tu_st_set_f32(const char *path, const char *tensor, int64_t index, float value) {
+    sp_st_file f;
+    sp_error err = {{0}};
+    ck_assert_msg(sp_st_open(&f, path, &err) == 0, "%s", err.msg);
+    const sp_st_tensor *t = sp_st_find(&f, tensor);
+    ck_assert_msg(t && t->dtype == SP_DTYPE_F32 && index >= 0 && index < t->numel, "%s: %s[%lld]",
+                  path, tensor, (long long)index);
+    long off = (long)((const char *)t->data - (const char *)f.map) + (long)index * 4;
+    sp_st_close(&f);
+    FILE *fp = fopen(path, "r+b");
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_int_eq(fseek(fp, off, SEEK_SET), 0);
+    ck_assert_uint_eq(fwrite(&value, sizeof value, 1, fp), 1);
+    ck_assert_int_eq(fclose(fp), 0);
 }
 
 int tu_run_cli(const char *const *args, char **out, char **errout) {

@@ -54,6 +54,10 @@ void tu_h5_write_dataset(const char *path, const char *name, int rank, const hsi
 int tu_h5_set_str_attr(const char *path, const char *name, const char *value, int vlen);
 int tu_h5_set_i64_attr(const char *path, const char *name, int64_t value);
 
+/* Overwrites element `index` (flat, row-major) of F32 tensor `tensor` in the safetensors file
+ * path with value, in place (e.g. a NaN in one embedding row of a model made by init-model). */
+void tu_st_set_f32(const char *path, const char *tensor, int64_t index, float value);
+
 /* Runs the softprompt CLI with argv (NULL-terminated, without argv[0]); captures stdout and
  * stderr into malloc'd strings (may pass NULL to discard) and returns the exit status
  * (128 + signal number if it was killed). */
