@@ -59,6 +59,7 @@ typedef struct sp_train_config {
     const char *resume; /* "auto" | "never" | a checkpoint path */
     int quiet;
     int64_t max_eval_examples; /* 0: all */
+    const char *base_model;    /* the adapter's base_model_name_or_path; NULL: sp_peft_base_model */
     int check; /* validate everything a run needs (flags, model, data, memory, --out, resume)
                   and return without training or writing anything */
 } sp_train_config;

@@ -36,6 +36,9 @@ static const sp_flag FLAGS[] = {
                  "only the first N examples"),
     SP_OPT_INT("threads", AT(threads), "N", 1, 4096, "threads per rank (as for train)"),
     SP_OPT_SWITCH("json", AT(json), 1, "print the result as one JSON object"),
+    SP_OPT_SWITCH("allow-model-mismatch", AT(allow_model_mismatch), 1,
+                  "use a checkpoint trained for another model (a warning instead\n"
+                  "of the refusal)"),
     {NULL},
 };
 

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/commands.h"
 #include "cli/flags.h"
@@ -11,6 +12,7 @@
 typedef struct export_args {
     const char *model, *prompt, *out, *base;
     int allow_model_mismatch; /* --allow-model-mismatch: a checkpoint of another model is used */
+    int force;                /* replace an adapter already in --out */
 } export_args;
 
 #define AT(field) offsetof(export_args, field)
@@ -19,20 +21,28 @@ static const sp_flag FLAGS[] = {
     SP_OPT_STR("model", AT(model), "DIR",
                "the model the prompt was trained for (shapes are checked)",
                .flags = SP_FLAG_REQUIRED),
-    SP_OPT_STR("prompt", AT(prompt), "CKPT.h5",
-               "a checkpoint, or any HDF5 file with a \"prompt\" dataset",
+    SP_OPT_STR("prompt", AT(prompt), "PATH",
+               "a checkpoint, any HDF5 file with a \"prompt\" dataset, or a PEFT\n"
+               "adapter (directory or adapter_model.safetensors)",
                .flags = SP_FLAG_REQUIRED),
-    SP_OPT_STR("out", AT(out), "DIR", "adapter directory (created; files written atomically)",
+    SP_OPT_STR("out", AT(out), "DIR",
+               "adapter directory (created; files written atomically; an\n"
+               "adapter already there is kept unless --force)",
                .flags = SP_FLAG_REQUIRED),
     SP_OPT_STR("base-model", AT(base), "NAME",
-               "base_model_name_or_path to record (default: the --model path)"),
+               "base_model_name_or_path to record (default: the Hugging Face\n"
+               "repository and revision of a model fetched by scripts/get-model,\n"
+               "else the model directory's absolute path)"),
+    SP_OPT_SWITCH("force", AT(force), 1, "replace the adapter files in --out"),
+    SP_OPT_SWITCH("allow-model-mismatch", AT(allow_model_mismatch), 1,
+                  "use a checkpoint trained for another model (a warning instead\n"
+                  "of the refusal)"),
     {NULL},
 };
 
 static const sp_flag_spec SPEC = {
     .cmd = "export",
-    .usage =
-        "usage: softprompt export --model DIR --prompt CKPT.h5 --out DIR [--base-model NAME]\n",
+    .usage = "usage: softprompt export --model DIR --prompt PATH --out DIR [--base-model NAME]\n",
     .about =
         "Writes the prompt of a checkpoint (e.g. run/best.h5) as a Hugging Face PEFT\n"
         "prompt-tuning adapter: DIR/adapter_model.safetensors (prompt_embeddings [P, d]) and\n"
@@ -62,13 +72,27 @@ static void print_base_model(const sp_model *m, const char *base) {
     free(name), free(revision);
 }
 
+/* An adapter already in dir is someone's work: replaced only with --force. */
+static int check_out(const char *dir, int force, sp_error *err) {
+    static const char *const names[] = {"adapter_model.safetensors", "adapter_config.json"};
+    for (int i = 0; i < 2 && !force; i++) {
+        char path[4200];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        if (stat(path, &st) == 0)
+            return sp_fail(err, "%s already exists (--force replaces it)", path);
+    }
+    return 0;
+}
+
 static int export_adapter(const char *model_dir, const char *prompt_path, const char *out,
-                          const char *base, int allow_model_mismatch) {
-    sp_model m;
+                          const char *base, int allow_model_mismatch, int force) {
+    sp_model m = {0};
     sp_error err;
     sp_prompt_file pf = {0};
     char *warnings = NULL;
-    int rc = sp_model_load(&m, model_dir, &err);
+    int rc = check_out(out, force, &err);
+    if (rc == 0) rc = sp_model_load(&m, model_dir, &err);
     if (rc == 0) rc = sp_prompt_load(prompt_path, &pf, &err);
     if (rc == 0) rc = sp_prompt_check_model(&pf, &m, allow_model_mismatch, &warnings, &err);
     if (warnings) fprintf(stderr, "softprompt export: warning: %s", warnings);
@@ -92,7 +116,8 @@ static int run(int argc, char **argv) {
     export_args a = {0};
     char *pos[argc > 0 ? argc : 1];
     int n_pos, rc = sp_flags_parse(&SPEC, argc, argv, &a, pos, &n_pos);
-    return rc ? rc : export_adapter(a.model, a.prompt, a.out, a.base, a.allow_model_mismatch);
+    return rc ? rc
+              : export_adapter(a.model, a.prompt, a.out, a.base, a.allow_model_mismatch, a.force);
 }
 
 const sp_command SP_CMD_EXPORT = {"export", "write a checkpoint's prompt as a PEFT adapter", run,

@@ -125,6 +125,8 @@ static const sp_flag FLAGS[] = {
                "checkpoint file"),
     SP_OPT_INT64("log-every", AT(c.log_every), "N", 1, BIG,
                  "progress line every N steps when stderr is not a terminal (10)"),
+    SP_OPT_STR("base-model", AT(c.base_model), "NAME",
+               "the adapter's base_model_name_or_path (default as for export)"),
     SP_OPT_SWITCH("quiet", AT(c.quiet), 1, "no progress output"),
     SP_OPT_SWITCH("check", AT(c.check), 1,
                   "check everything the run needs (flags, model, data, memory, --out,\n"

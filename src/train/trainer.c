@@ -224,6 +224,8 @@ static int restore(trainer *t, const sp_checkpoint *ck, const char *path, sp_err
     if (ck->n_prompt != t->P || ck->d != t->dim)
         return sp_fail(err, "%s: prompt [%d, %d], expected [%d, %d]", path, ck->n_prompt, ck->d,
                        t->P, t->dim);
+    if (sp_checkpoint_check_resume_state(ck, path, t->train, t->c->seed, t->c->global_batch, err))
+        return -1;
     if (ck->step > t->total_steps)
         return sp_fail(err,
                        "%s: the run is at step %lld, past the %lld steps asked for: a run can be "
@@ -260,25 +262,27 @@ static int resume_or_init(trainer *t, int *resumed, sp_error *err) {
     char path[4096] = "";
     int rc = 0;
     *resumed = 0;
-    if (is_rank0(t) && strcmp(c->resume, "never") == 0) {
+    if (is_rank0(t) && strcmp(c->resume, "never") != 0 && strcmp(c->resume, "auto") != 0) {
+        snprintf(path, sizeof path, "%s", c->resume);
+    } else if (is_rank0(t)) {
         char *found = NULL, *warnings = NULL;
+        int never = strcmp(c->resume, "never") == 0;
         rc = sp_checkpoint_find_latest(t->ckpt_dir, &found, &warnings, err);
-        if (rc == 0 && found)
+        if (rc == 0 && found && never)
             rc = sp_fail(err,
                          "%s already holds a run (%s): continue it with --resume auto, or "
                          "start the new run in another --out directory",
                          c->out_dir, found);
+        else if (rc == 0 && !found && warnings)
+            /* starting afresh would replace that run's metrics and checkpoints */
+            rc = sp_fail(err,
+                         "%s holds checkpoints of a run but none can be resumed:\n%suse another "
+                         "--out for a new run (or remove %s if that run is not wanted)",
+                         t->ckpt_dir, warnings, t->ckpt_dir);
+        else if (rc == 0 && warnings)
+            fprintf(stderr, "softprompt train: warning: %s", warnings);
+        if (rc == 0 && found) snprintf(path, sizeof path, "%s", found);
         free(found), free(warnings);
-    } else if (is_rank0(t)) {
-        if (strcmp(c->resume, "auto") == 0) {
-            char *found = NULL, *warnings = NULL;
-            rc = sp_checkpoint_find_latest(t->ckpt_dir, &found, &warnings, err);
-            if (warnings) fprintf(stderr, "softprompt train: warning: %s", warnings);
-            if (found) snprintf(path, sizeof path, "%s", found);
-            free(found), free(warnings);
-        } else {
-            snprintf(path, sizeof path, "%s", c->resume);
-        }
     }
     if (rank0_agree(rc, "find checkpoints", err)) return -1;
     sp_dist_bcast(path, sizeof path);
@@ -571,7 +575,7 @@ static int export_adapter(trainer *t, int only_missing, sp_error *err) {
         snprintf(dir, sizeof dir, "%s/adapter", t->c->out_dir);
         snprintf(file, sizeof file, "%s/adapter_model.safetensors", dir);
         if (!only_missing || stat(file, &st) != 0)
-            rc = sp_peft_export(dir, t->prompt, t->P, &t->model, t->c->model_dir,
+            rc = sp_peft_export(dir, t->prompt, t->P, &t->model, t->c->base_model,
                                 sp_init_kind_name(t->c->init),
                                 t->c->init == SP_INIT_TEXT ? t->c->init_arg : NULL, err);
     }

@@ -194,3 +194,44 @@ set +e
 set -e
 expect_fail $rc other-data.out "trained on another dataset" "check: another dataset for an existing run"
 ok "train --check: a one-line summary, or the problem; nothing written"
+
+# --- what a checkpoint says is checked against the run, beyond its checksum -------------------
+"$SP_CLI" "${base[@]}" --steps 6 --save-every 3 --out crafted
+"$SP_CLI" "${base[@]}" --steps 6 --save-every 3 --out crafted2 2>/dev/null
+for edit in "epoch_position 1000000000000" "epoch_position 257" "tokens_seen 5"; do
+  cp crafted/checkpoints/step-000000000006.h5 c.h5
+  "$SP_CKPT_EDIT" c.h5 $edit
+  set +e
+  "$SP_CLI" "${base[@]}" --steps 12 --out crafted2 --resume c.h5 > crafted.out 2>&1; rc=$?
+  set -e
+  expect_fail $rc crafted.out "c.h5: " "a checkpoint with $edit (valid checksum)"
+done
+# every checkpoint unusable: a new run would replace the old run's history, so it is refused
+for f in crafted/checkpoints/step-*.h5; do truncate -s 100 "$f"; done
+set +e
+"$SP_CLI" "${base[@]}" --steps 12 --out crafted > unusable.out 2>&1; rc=$?
+set -e
+expect_fail $rc unusable.out "holds checkpoints of a run but none can be resumed" "no usable checkpoint"
+ok "crafted checkpoint counters (valid checksums) are refused by name; a directory of unusable checkpoints is not restarted over"
+
+# --- export keeps an adapter it finds unless --force; eval/export check the model -------------
+mkdir theirs && cp done/adapter/* theirs/ && h=$(tree_hash theirs)
+set +e
+"$SP_CLI" export --model model --prompt crafted2/checkpoints/step-000000000006.h5 --out theirs \
+  > exp.out 2>&1; rc=$?
+set -e
+expect_fail $rc exp.out "theirs/adapter_model.safetensors already exists (--force replaces it)" \
+  "export over an adapter"
+[[ $(tree_hash theirs) == "$h" ]] || fail "a refused export changed the adapter it found"
+"$SP_CLI" export --model model --prompt crafted2/checkpoints/step-000000000006.h5 --out theirs \
+  --force >/dev/null || fail "export --force"
+"$SP_CLI" init-model --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 --seed 2 \
+  model2 >/dev/null
+set +e
+"$SP_CLI" eval --model model2 --data valid.h5 --prompt done/best.h5 > mm.out 2>&1; rc=$?
+set -e
+expect_fail $rc mm.out "another model" "eval of a checkpoint of another model"
+"$SP_CLI" eval --model model2 --data valid.h5 --prompt done/best.h5 --allow-model-mismatch \
+  > mm2.out 2>&1 || { cat mm2.out; fail "--allow-model-mismatch"; }
+grep -q "warning" mm2.out || fail "--allow-model-mismatch: no warning"
+ok "export refuses to replace an adapter without --force; a checkpoint of another model needs --allow-model-mismatch"

@@ -292,7 +292,7 @@ END_TEST
 /* Non-finite state is never persisted: the writer names the array and the element. */
 START_TEST(write_refuses_non_finite_state) {
     char *path = tu_path(tu_dir, "nan.h5");
-    sp_error err = {{0}};
+    sp_error err = {0};
     sample s;
     make_sample(&s, 1);
     s.prompt[2 * D + 3] = NAN;
@@ -732,7 +732,7 @@ END_TEST
 static void prompt_fails_any(const char *path, const char *want) {
     float *p = NULL;
     int n = 0, d = 0;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_int_eq(sp_prompt_read_h5(path, &p, &n, &d, &err), -1);
     ck_assert_ptr_null(p);
     ck_assert_msg(strstr(err.msg, want) != NULL, "expected \"%s\" in: %s", want, err.msg);
@@ -768,7 +768,7 @@ static char *write_crafted(const char *name, const sample *s) {
     for (int i = 0; i < 4; i++)
         for (size_t k = 0; k < c->optim[i].n; k++) c->optim[i].data[k] = 0;
     char *path = tu_path(tu_dir, name);
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_checkpoint_write(path, c, &err) == 0, "%s", err.msg);
 
     hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
@@ -848,7 +848,7 @@ static char *make_dataset(const char *name, int variant);
 static void trained_state(sp_checkpoint *c, const sp_dataset *ds, uint64_t seed, int G,
                           int64_t step) {
     sp_data_order o;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_int_eq(sp_data_order_init(&o, sp_dataset_n_examples(ds), seed, &err), 0);
     const int64_t *off = sp_dataset_offsets(ds);
     int64_t *ids = malloc((size_t)G * sizeof *ids), tokens = 0;
@@ -865,7 +865,7 @@ static void trained_state(sp_checkpoint *c, const sp_dataset *ds, uint64_t seed,
 }
 
 static void resume_ok(const sp_checkpoint *c, const sp_dataset *ds, uint64_t seed, int G) {
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_checkpoint_check_resume_state(c, "ck.h5", ds, seed, G, &err) == 0,
                   "step %lld epoch %lld position %lld: %s", (long long)c->step, (long long)c->epoch,
                   (long long)c->epoch_position, err.msg);
@@ -873,7 +873,7 @@ static void resume_ok(const sp_checkpoint *c, const sp_dataset *ds, uint64_t see
 
 static void resume_fails(const sp_checkpoint *c, const sp_dataset *ds, uint64_t seed, int G,
                          const char *want) {
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_int_eq(sp_checkpoint_check_resume_state(c, "ck.h5", ds, seed, G, &err), -1);
     ck_assert_msg(strstr(err.msg, "ck.h5: ") == err.msg && strstr(err.msg, want),
                   "expected \"%s\" in: %s", want, err.msg);
@@ -957,7 +957,7 @@ START_TEST(resume_state_is_checked_against_the_data) {
     char *path = write_crafted("far.h5", &s);
     sp_checkpoint r;
     read_ok(path, &r);
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_int_eq(sp_checkpoint_check_resume_state(&r, path, ds, seed, G, &err), -1);
     ck_assert_msg(strstr(err.msg, path) && strstr(err.msg, "past the end"), "%s", err.msg);
     sp_checkpoint_free(&r);
@@ -985,7 +985,7 @@ START_TEST(trainer_checkpoints_pass_the_resume_checks) {
         c.init = SP_INIT_RANDOM, c.quiet = 1, c.resume = "never", c.threads = 1, c.seed = 5;
         c.deterministic = deterministic;
         sp_dist one = {0, 1, 0, 1};
-        sp_error err = {{0}};
+        sp_error err = {0};
         ck_assert_msg(sp_train_run(&c, &one, &err) == 0, "%s", err.msg);
         char *dir = tu_path(out, "checkpoints");
         for (int64_t step = 1; step <= 9; step++) {

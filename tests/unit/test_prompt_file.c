@@ -39,13 +39,13 @@ static char *make_model(const char *name, uint64_t seed) {
                               .model_type = "gpt2"};
     o.seed = seed;
     char *dir = tu_path(tu_dir, name);
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_init_model_write(dir, &o, &err) == 0, "%s", err.msg);
     return dir;
 }
 
 static void load_model(sp_model *m, const char *dir) {
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_model_load(m, dir, &err) == 0, "%s", err.msg);
 }
 
@@ -64,7 +64,7 @@ static char *make_dataset(const char *name, int n) {
     m.verbalizer_spec = "neg: 10, pos: 20";
     m.source = name, m.split = name, m.created_by = "test";
     char *path = tu_path(tu_dir, name);
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_dataset_writer *w = sp_dataset_writer_open(path, &m, 0, &err);
     ck_assert_msg(w != NULL, "%s", err.msg);
     for (int i = 0; i < n; i++) {
@@ -99,7 +99,7 @@ static char *write_checkpoint(const char *name, const char *model_dir, const cha
     c.rng[0] = 1, c.metric = c.best_metric = NAN, c.best_step = -1;
     c.config_json = (char *)config, c.model_fingerprint = fp;
     char *path = tu_path(tu_dir, name);
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_checkpoint_write(path, &c, &err) == 0, "%s", err.msg);
     return path;
 }
@@ -112,7 +112,7 @@ static char *write_adapter(const char *name, const char *model_dir, const char *
     sp_model m;
     load_model(&m, model_dir);
     char *dir = tu_path(tu_dir, name);
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_peft_export(dir, prompt, NP, &m, "org/base", init, text, &err) == 0, "%s",
                   err.msg);
     sp_model_free(&m);
@@ -121,7 +121,7 @@ static char *write_adapter(const char *name, const char *model_dir, const char *
 
 static sp_prompt_file load_ok(const char *path) {
     sp_prompt_file pf;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_prompt_load(path, &pf, &err) == 0, "%s: %s", path, err.msg);
     ck_assert_int_eq(pf.n_prompt, NP);
     ck_assert_int_eq(pf.d, DM);
@@ -131,7 +131,7 @@ static sp_prompt_file load_ok(const char *path) {
 /* Loading fails with a message naming `names` (the file at fault) and containing want. */
 static void load_fails(const char *path, const char *names, const char *want) {
     sp_prompt_file pf;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_prompt_load(path, &pf, &err) == -1, "%s loaded", path);
     ck_assert_ptr_null(pf.prompt);
     ck_assert_msg(strstr(err.msg, names) != NULL, "message does not name %s: %s", names, err.msg);
@@ -178,7 +178,7 @@ static char *copy_adapter(const char *from, const char *to_name) {
 /* Replaces dir/adapter_model.safetensors with the given tensors. */
 static void write_adapter_tensors(const char *dir, const sp_st_out *t, int n) {
     char *path = tu_path(dir, "adapter_model.safetensors");
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_st_write(path, t, n, NULL, 0, &err) == 0, "%s", err.msg);
     free(path);
 }
@@ -406,7 +406,7 @@ START_TEST(prompts_are_checked_against_the_model) {
     char *ck = write_checkpoint("ck.h5", a_dir, "{}");
     sp_prompt_file pf = load_ok(ck);
     char *w = (char *)1;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_prompt_check_model(&pf, &a, 0, &w, &err) == 0, "%s", err.msg);
     ck_assert_ptr_null(w);
     /* Same width, other weights: refused, both fingerprints and the override named. */
@@ -558,7 +558,7 @@ static void fake_get_model(const char *dir, const char *repo, const char *commit
 static char *base_of(const char *dir, char **revision, const char **origin) {
     sp_model m;
     load_model(&m, dir);
-    sp_error err = {{0}};
+    sp_error err = {0};
     char *name = sp_peft_base_model(&m, revision, origin, &err);
     ck_assert_msg(name != NULL, "%s", err.msg);
     sp_model_free(&m);
@@ -598,7 +598,7 @@ START_TEST(base_model_defaults_to_a_loadable_name) {
     load_model(&m, model);
     float prompt[NP * DM] = {0};
     char *out = tu_path(tu_dir, "out");
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_peft_export(out, prompt, NP, &m, NULL, "random", NULL, &err) == 0, "%s",
                   err.msg);
     char *out_cfg = tu_path(out, "adapter_config.json");

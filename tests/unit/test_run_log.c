@@ -49,7 +49,7 @@ static void log_rows(sp_run_log *l) {
 
 START_TEST(non_finite_values_are_written_as_null) {
     sp_run_log l;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_run_log_open(&l, tu_dir, -1, 1, 10, &err) == 0, "%s", err.msg);
     log_rows(&l);
     sp_run_log_close(&l);

@@ -187,7 +187,7 @@ static char *slurp_fd(int fd) {
 
 void tu_st_set_f32(const char *path, const char *tensor, int64_t index, float value) {
     sp_st_file f;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_st_open(&f, path, &err) == 0, "%s", err.msg);
     const sp_st_tensor *t = sp_st_find(&f, tensor);
     ck_assert_msg(t && t->dtype == SP_DTYPE_F32 && index >= 0 && index < t->numel, "%s: %s[%lld]",
