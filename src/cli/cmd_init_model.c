@@ -125,7 +125,9 @@ static const sp_flag FLAGS[] = {
         "LM head tied to the embedding (gpt2 default; llama, qwen2:\nunless the shape unties it)"),
     SP_OPT_SWITCH("untied", AT(cfg.tied), 0, "separate LM head (lm_head.weight)"),
     SP_OPT_CUSTOM("dtype", AT(dtype), "T", parse_dtype, "f32, f16 or bf16 (default f32)"),
-    SP_OPT_INT("shards", AT(n_shards), "N", 1, 99999, "number of safetensors files (default 1)"),
+    SP_OPT_INT("shards", AT(n_shards), "N", 1, 99999,
+               "safetensors files, each at least one tensor: 1 (default,\n"
+               "model.safetensors) to the number of tensors (shards + index)"),
     SP_OPT_U64("seed", AT(seed), "S", "random seed, 0 to 2^64-1 (default 0)"),
     SP_OPT_CUSTOM("std", AT(std), "X", parse_std, "weight standard deviation (default 0.02)"),
     SP_OPT_SWITCH("random-norms", AT(random_norms), 1,
@@ -183,7 +185,8 @@ static uint64_t param_count(const sp_model_config *c) {
     uint64_t d = (uint64_t)c->d_model, f = (uint64_t)c->d_ff, v = (uint64_t)c->vocab_size;
     if (strcmp(c->model_type, "gpt2") == 0) {
         uint64_t block = 4 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * f + f) + (f * d + d);
-        return (v + (uint64_t)c->n_ctx) * d + (uint64_t)c->n_layer * block + 2 * d;
+        return (v * (c->tied ? 1 : 2) + (uint64_t)c->n_ctx) * d + (uint64_t)c->n_layer * block +
+               2 * d;
     }
     uint64_t qd = (uint64_t)c->n_head * sp_config_head_dim(c);
     uint64_t kvd = (uint64_t)sp_config_kv_heads(c) * sp_config_head_dim(c);

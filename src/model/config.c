@@ -221,7 +221,17 @@ static int parse(sp_model_config *c, json_t *root, const char *path, sp_error *e
     json_t *mt = json_object_get(root, "model_type");
     if (mt && !json_is_string(mt))
         return sp_fail(err, "%s: key 'model_type' is a JSON %s, expected a string", path, kind(mt));
-    const char *type = mt ? json_string_value(mt) : "gpt2"; /* old GPT-2 configs omit it */
+    if (!mt && !json_object_get(root, "n_layer") && !json_object_get(root, "n_embd")) {
+        /* old GPT-2 configs omit model_type; anything else without it is not one of ours */
+        json_t *arch = json_array_get(json_object_get(root, "architectures"), 0);
+        return sp_fail(err,
+                       "%s: no model_type%s%s%s, and not a GPT-2 config (no n_layer, n_embd): "
+                       "not a supported model (supported: " SUPPORTED ")",
+                       path, json_is_string(arch) ? " (architectures: " : "",
+                       json_is_string(arch) ? json_string_value(arch) : "",
+                       json_is_string(arch) ? ")" : "");
+    }
+    const char *type = mt ? json_string_value(mt) : "gpt2";
     if (strlen(type) < sizeof c->model_type) strcpy(c->model_type, type);
     if (strcmp(type, "gpt2") == 0) {
         r.needs = "GPT-2 configs need n_layer, n_embd, n_head, vocab_size, n_positions";

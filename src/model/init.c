@@ -103,7 +103,8 @@ static void plan_add(plan_tensor *p, int *n, const char *prefix, const char *nam
     t->kind = kind;
 }
 
-/* The GPT-2 tensors in the order HF's state dict lists them (lm_head is tied, not stored). */
+/* The GPT-2 tensors in the order HF's state dict lists them (lm_head only when untied: then
+ * GPT2LMHeadModel stores it at the top level, without the transformer. prefix). */
 static int plan_tensors(plan_tensor *p, const sp_init_options *o) {
     const sp_model_config *c = &o->cfg;
     const char *pre = o->prefix ? "transformer." : "";
@@ -139,6 +140,7 @@ static int plan_tensors(plan_tensor *p, const sp_init_options *o) {
     }
     plan_add(p, &n, pre, "ln_f.weight", 1, d, 0, INIT_GAIN);
     plan_add(p, &n, pre, "ln_f.bias", 1, d, 0, INIT_BIAS);
+    if (!c->tied) plan_add(p, &n, "", "lm_head.weight", 2, c->vocab_size, d, INIT_NORMAL);
     return n;
 }
 
@@ -435,6 +437,7 @@ static json_t *gpt2_config(const sp_init_options *o) {
     json_object_set_new(r, "resid_pdrop", short_real(0.1f));
     json_object_set_new(r, "scale_attn_by_inverse_layer_idx", json_false());
     json_object_set_new(r, "scale_attn_weights", json_true());
+    if (!c->tied) json_object_set_new(r, "tie_word_embeddings", json_false());
     json_object_set_new(r, "torch_dtype", json_string(torch_dtype(o->dtype)));
     json_object_set_new(r, "use_cache", json_true());
     json_object_set_new(r, "vocab_size", json_integer(c->vocab_size));

@@ -177,17 +177,33 @@ END_TEST
 
 /* init-model, then info: shapes and the parameter count from the formula. */
 static void init_then_info(const char *dtype, const char *shards, const char *expect_dtype,
-                           const char *expect_files) {
+                           const char *expect_files, int untied) {
     const uint64_t L = 3, d = 32, heads = 4, V = 1000, ctx = 64;
     char *dir = tu_path(tu_dir, "model");
-    const char *init[] = {"init-model", "--layers", "3",       "--d",      "32",
-                          "--heads",    "4",        "--vocab", "1000",     "--ctx",
-                          "64",         "--dtype",  dtype,     "--shards", shards,
-                          "--seed",     "5",        dir,       NULL};
+    const char *init[] = {"init-model",
+                          "--layers",
+                          "3",
+                          "--d",
+                          "32",
+                          "--heads",
+                          "4",
+                          "--vocab",
+                          "1000",
+                          "--ctx",
+                          "64",
+                          "--dtype",
+                          dtype,
+                          "--shards",
+                          shards,
+                          "--seed",
+                          "5",
+                          dir,
+                          untied ? "--untied" : NULL,
+                          NULL};
     result r = run(init);
     ck_assert_msg(r.rc == 0, "init-model exit %d: %s", r.rc, r.err);
     char n[64], line[128];
-    uint64_t params = gpt2_params(L, d, V, ctx);
+    uint64_t params = gpt2_params(L, d, V, ctx) + (untied ? V * d : 0);
     snprintf(line, sizeof line, "%" PRIu64 " parameters", params);
     assert_has(r.out, line);
     assert_has(r.out, dir);
@@ -212,17 +228,28 @@ static void init_then_info(const char *dtype, const char *shards, const char *ex
     assert_has(r.out, expect_files);
     assert_has(r.out, "used in place");
     assert_has(r.out, "per token at full context (64 tokens)");
+    assert_has(r.out, untied ? "separate LM head" : "LM head tied to wte");
     result_free(&r);
     free(dir);
 }
 
 START_TEST(init_model_then_info_f32) {
-    init_then_info("f32", "1", "F32", "1 (model.safetensors, not sharded)");
+    init_then_info("f32", "1", "F32", "1 (model.safetensors, not sharded)", 0);
+}
+END_TEST
+
+/* GPT2LMHeadModel with tie_word_embeddings false stores lm_head.weight [V, d]. */
+START_TEST(init_model_gpt2_untied) {
+    init_then_info("f32", "1", "F32", "1 (model.safetensors, not sharded)", 1);
+    char *path = tu_path(tu_dir, "model/config.json");
+    char *cfg = tu_read_file(path, NULL);
+    assert_has(cfg, "\"tie_word_embeddings\": false");
+    free(cfg), free(path);
 }
 END_TEST
 
 START_TEST(init_model_then_info_f16_sharded) {
-    init_then_info("f16", "3", "F16", "3 shards");
+    init_then_info("f16", "3", "F16", "3 shards", 0);
 }
 END_TEST
 
@@ -325,6 +352,7 @@ int main(void) {
     tcase_add_test(tc, info_missing_h5);
     tcase_add_test(tc, init_model_bad_flags);
     tcase_add_test(tc, init_model_then_info_f32);
+    tcase_add_test(tc, init_model_gpt2_untied);
     tcase_add_test(tc, init_model_then_info_f16_sharded);
     tcase_add_test(tc, init_model_refuses_non_empty);
     tcase_add_test(tc, init_model_llama_shape_then_info);

@@ -721,6 +721,20 @@ START_TEST(cli_unsupported_model_type) {
 }
 END_TEST
 
+/* A RoBERTa config without model_type is not taken for a GPT-2 one missing its keys. */
+START_TEST(cli_config_without_model_type) {
+    char *file, *dir = good_model(&file);
+    char *cfg = tu_path(dir, "config.json");
+    const char *roberta = "{\"architectures\": [\"RobertaForMaskedLM\"], \"hidden_size\": 768, "
+                          "\"num_hidden_layers\": 12, \"vocab_size\": 50265}";
+    tu_write_file(cfg, roberta, strlen(roberta));
+    char *want = msg_for(dir, "/config.json: no model_type (architectures: RobertaForMaskedLM), "
+                              "and not a GPT-2 config (no n_layer, n_embd)");
+    expect_info_error(dir, want, "\"gpt2\", \"llama\", \"qwen2\"");
+    free(dir), free(file), free(want), free(cfg);
+}
+END_TEST
+
 START_TEST(cli_unsupported_attention_option) {
     char *file, *dir = good_model(&file);
     edit_config(dir, "scale_attn_by_inverse_layer_idx", json_true());
@@ -867,6 +881,7 @@ int main(void) {
     tcase_add_test(bad, cli_config_heads_do_not_divide);
     tcase_add_test(bad, cli_config_invalid_json);
     tcase_add_test(bad, cli_unsupported_model_type);
+    tcase_add_test(bad, cli_config_without_model_type);
     tcase_add_test(bad, cli_unsupported_attention_option);
     tcase_add_test(bad, cli_unsupported_activation);
     tcase_add_test(bad, cli_no_weights);
