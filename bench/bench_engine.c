@@ -94,15 +94,24 @@ static int parse(options *o, int argc, char **argv) {
  * activation-gradient products of every layer over the rows it must process (all N rows, except
  * that the top block after attention only needs the target rows), causal attention, and the
  * vocabulary projection at the targets. */
-static double step_flops(const sp_model_config *c, int swiglu, const options *o,
-                         double *attention_part) {
-    double d = c->d_model, F = c->d_ff, V = c->vocab_size, L = c->n_layer;
+/* Multiply-adds per row of the linear layers given (those the family does not have are zero). */
+static double macs(const sp_linear *const *lin, int n) {
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += (double)lin[i]->in * lin[i]->out * (lin[i]->w != NULL);
+    return sum;
+}
+
+static double step_flops(const sp_model *m, const options *o, double *attention_part) {
+    const sp_model_config *c = &m->cfg;
+    const sp_layer *y = &m->layers[0];
+    double V = c->vocab_size, L = c->n_layer, d = c->d_model;
     double qd = (double)c->n_head * sp_config_head_dim(c);
-    double kvd = (double)sp_config_kv_heads(c) * sp_config_head_dim(c);
     double S = o->T + o->P, N = o->B * S, n_tgt = (double)o->B * o->K;
-    double qkv = 2 * 2 * N * d * (qd + 2 * kvd); /* fwd + dX */
-    /* per row: output projection and the MLP (GELU: 2 matrices, SwiGLU: 3) */
-    double post = 2 * 2 * (qd * d + (swiglu ? 3 : 2) * d * F);
+    const sp_linear *before[] = {&y->qkv, &y->q, &y->k, &y->v};
+    const sp_linear *after[] = {&y->o, &y->mlp_in, &y->mlp_up, &y->mlp_out};
+    double qkv = 2 * 2 * N * macs(before, 4); /* fwd + dX */
+    /* per row: output projection and the MLP */
+    double post = 2 * 2 * macs(after, 4);
     double attention = o->B * 6 * S * S * qd; /* causal: QK^T, PV and 4 products back */
     double head = 2 * 2 * n_tgt * V * d;
     *attention_part = L * attention;
@@ -224,8 +233,7 @@ int main(int argc, char **argv) {
     sp_dist_sum_double(&ar[25], 1);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    double attention_flops,
-        flops = step_flops(&m.cfg, m.arch == SP_ARCH_LLAMA, &o, &attention_flops);
+    double attention_flops, flops = step_flops(&m, &o, &attention_flops);
     double rss = ru.ru_maxrss / 1024.0;
     double pss = pss_mib();      /* every rank still holds its model and buffers here */
     sp_dist_sum_double(&rss, 1); /* mean over ranks (RSS counts the shared model in each) */

@@ -1,5 +1,5 @@
-/* A frozen Hugging Face causal LM loaded from a model directory: GPT-2 (GPT2LMHeadModel) or the
- * Llama family (LlamaForCausalLM, Qwen2ForCausalLM).
+/* A frozen Hugging Face causal LM loaded from a model directory: one of the families of sp_arch
+ * (GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM).
  *
  * Files: config.json plus model.safetensors, or model-0000i-of-0000n.safetensors shards listed
  * in model.safetensors.index.json. F32 tensors are used in place inside the read-only mapping
@@ -14,14 +14,24 @@
 #include "softprompt/error.h"
 #include "softprompt/safetensors.h"
 
-/* GPT-2: LayerNorm, learned positions, fused Conv1D qkv [in, out], GELU MLP.
- * LLAMA: RMSNorm, rotary positions, nn.Linear [out, in] q/k/v/o with grouped-query attention,
- * SwiGLU MLP; Qwen2 is the same with q/k/v biases. */
-typedef enum sp_arch { SP_ARCH_GPT2, SP_ARCH_LLAMA } sp_arch;
+/* The model families (architectures) the engine implements. Each is described once, as data,
+ * in src/model/family.c: its tensors, norm, positions, attention and MLP (docs/design.md).
+ * Code that depends on the family switches on this enum without a default, so that -Wswitch
+ * (-Wall -Werror) names every place a new family must be handled. */
+typedef enum sp_arch {
+    SP_ARCH_GPT2,  /* GPT2LMHeadModel: LayerNorm, learned positions, fused Conv1D qkv, GELU */
+    SP_ARCH_LLAMA, /* LlamaForCausalLM: RMSNorm, rotary, grouped-query heads, SwiGLU */
+    SP_ARCH_QWEN2, /* Qwen2ForCausalLM: Llama's block with q/k/v biases */
+} sp_arch;
+#define SP_N_ARCH (SP_ARCH_QWEN2 + 1) /* keep at the last value + 1 */
+
+/* config.json's model_type of a family ("gpt2", "llama", "qwen2"). */
+const char *sp_arch_model_type(sp_arch a);
 
 typedef enum sp_rope_scaling { SP_ROPE_NONE, SP_ROPE_LINEAR, SP_ROPE_LLAMA3 } sp_rope_scaling;
 
 typedef struct sp_model_config {
+    sp_arch arch;
     int n_layer;
     int d_model; /* n_embd / hidden_size */
     int n_head;
@@ -29,7 +39,8 @@ typedef struct sp_model_config {
     int vocab_size;
     int n_ctx;    /* n_positions / max_position_embeddings */
     float ln_eps; /* layer_norm_epsilon / rms_norm_eps */
-    /* Llama family (0 = the GPT-2 value: n_kv_head = n_head, head_dim = d_model / n_head) */
+    /* grouped-query families (0 = the GPT-2 value: n_kv_head = n_head, head_dim = d_model / n_head)
+     */
     int n_kv_head; /* num_key_value_heads: grouped-query attention when < n_head */
     int head_dim;
     int tied;                       /* LM head is the token embedding (tie_word_embeddings) */
@@ -38,7 +49,6 @@ typedef struct sp_model_config {
     sp_rope_scaling rope_scaling;
     double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_original_ctx; /* original_max_position_embeddings (llama3 scaling) */
-    char model_type[16];   /* "gpt2", "llama", "qwen2" */
 } sp_model_config;
 
 static inline int sp_config_kv_heads(const sp_model_config *c) {
@@ -48,30 +58,52 @@ static inline int sp_config_head_dim(const sp_model_config *c) {
     return c->head_dim > 0 ? c->head_dim : c->d_model / c->n_head;
 }
 
-/* One pre-norm block. GPT-2's Conv1D weights are stored [in, out] (y = x W + b); the Llama
- * family's nn.Linear weights [out, in] (y = x W^T + b). Unused fields are NULL. */
+/* A frozen linear layer y = x W + b over the weight's storage. Call sites pass the whole
+ * struct to sp_linear_fwd / sp_linear_bwd (src/model/kernels.h) and never look at w: how it is
+ * stored (layout, element type) is the kernels' business. Today every weight is float32
+ * (F16/BF16 files are converted at load); a BF16 storage adds a value to sp_wstore, and
+ * -Wswitch then points at the kernels that must handle it. */
+typedef enum sp_wlayout {
+    SP_W_IN_OUT, /* W [in, out], y = x W (GPT-2's Conv1D) */
+    SP_W_OUT_IN, /* W [out, in], y = x W^T (nn.Linear) */
+} sp_wlayout;
+typedef enum sp_wstore {
+    SP_WSTORE_F32, /* float32 */
+} sp_wstore;
+typedef struct sp_linear {
+    const void *w;  /* in, out elements in layout and store; NULL when the family has none */
+    const float *b; /* [out] or NULL */
+    int in, out;
+    sp_wlayout layout;
+    sp_wstore store;
+} sp_linear;
+
+/* A norm's gain and bias (NULL for RMSNorm), [d] each. */
+typedef struct sp_normw {
+    const float *w, *b;
+} sp_normw;
+
+/* One pre-norm block. Which fields a family uses is in its description (src/model/family.c);
+ * the others stay zero. */
 typedef struct sp_layer {
-    const float *ln1_w, *ln1_b;             /* [d]; no bias for RMSNorm */
-    const float *qkv_w, *qkv_b;             /* GPT-2 c_attn: [d, 3d], [3d] */
-    const float *q_w, *k_w, *v_w;           /* Llama: [H*hd, d], [Hkv*hd, d], [Hkv*hd, d] */
-    const float *q_b, *k_b, *v_b;           /* Qwen2 / attention_bias: [H*hd], [Hkv*hd] x 2 */
-    const float *attn_proj_w, *attn_proj_b; /* GPT-2 c_proj [d, d]; Llama o_proj [d, H*hd] */
-    const float *ln2_w, *ln2_b;             /* [d] */
-    const float *fc_w, *fc_b;               /* GPT-2 mlp.c_fc: [d, d_ff], [d_ff] */
-    const float *fc_proj_w, *fc_proj_b;     /* GPT-2 mlp.c_proj: [d_ff, d], [d] */
-    const float *gate_w, *up_w, *down_w;    /* Llama: [d_ff, d], [d_ff, d], [d, d_ff] */
-    const float *gate_b, *up_b, *down_b;    /* mlp_bias */
+    sp_normw ln1, ln2; /* before attention, before the MLP */
+    sp_linear qkv;     /* fused q|k|v (GPT-2 c_attn [d, 3d]) */
+    sp_linear q, k, v; /* separate projections (Llama: [H*hd, d], [Hkv*hd, d] x 2) */
+    sp_linear o;       /* attention output: GPT-2 c_proj, Llama o_proj */
+    sp_linear mlp_in;  /* GPT-2 mlp.c_fc; SwiGLU gate_proj */
+    sp_linear mlp_up;  /* SwiGLU up_proj */
+    sp_linear mlp_out; /* GPT-2 mlp.c_proj; SwiGLU down_proj */
 } sp_layer;
 
 typedef struct sp_model {
-    sp_arch arch;
-    sp_model_config cfg;
-    const float *wte;           /* [V, d] token embeddings */
-    const float *wpe;           /* [n_ctx, d] GPT-2 position embeddings; NULL for rotary models */
-    const float *lnf_w, *lnf_b; /* [d]; no bias for RMSNorm */
-    const float *lm_head;       /* [V, d]; == wte when tied (GPT-2 always is) */
-    sp_layer *layers;           /* [n_layer] */
-    float *rope_inv_freq; /* [head_dim / 2] rotary frequencies after rope_scaling (Llama family) */
+    sp_model_config cfg; /* cfg.arch: the family */
+    const float *wte;    /* [V, d] token embeddings */
+    const float *wpe;    /* [n_ctx, d] learned position embeddings (GPT-2) */
+    sp_normw lnf;        /* final norm */
+    sp_linear lm_head;   /* [V, d] nn.Linear; .w == wte when tied */
+    sp_layer *layers;    /* [n_layer] */
+    float
+        *rope_inv_freq; /* [head_dim / 2] rotary frequencies after rope_scaling (rotary families) */
 
     /* Provenance and memory accounting (for `softprompt info` and fingerprints). */
     char *dir;
@@ -108,7 +140,17 @@ typedef struct sp_nonfinite {
 
 void sp_model_scan_nonfinite(const sp_model *m, sp_nonfinite *r);
 
-/* Bytes of float32 activations one training token costs the engine (forward + backward). */
+/* Bytes of activations and scratch a worker allocates for a training step (forward and
+ * backward) over a batch of n_tokens packed tokens with n_targets targets and sequences of at
+ * most max_len tokens: the sum of the engine's activation table (src/model/worker.c), the same
+ * table that sizes the buffers. Grows with each argument, so the largest batch of a run bounds
+ * every other. */
+size_t sp_model_activation_bytes(const sp_model *m, size_t n_tokens, size_t n_targets, int max_len);
+
+/* Bytes per token of the same: for sequences of at most seq_len tokens, n_tokens *
+ * sp_model_activation_bytes_per_token(m, seq_len) + n_targets * vocab_size * 4 (the target
+ * logits) bounds sp_model_activation_bytes(m, n_tokens, n_targets, seq_len) (every buffer sized
+ * per target or per sequence is charged to each token). */
 size_t sp_model_activation_bytes_per_token(const sp_model *m, int seq_len);
 
 #endif

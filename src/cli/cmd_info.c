@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "cli/flags.h"
 #include "cli/info_dataset.h"
+#include "model/family.h"
 #include "softprompt/model.h"
 
 static const sp_flag FLAGS[] = {{NULL}};
@@ -113,27 +114,83 @@ static void print_memory(const sp_model *m) {
            bytes_str(buf, sizeof buf, (uint64_t)per_tok * (uint64_t)T));
 }
 
+static const char *norm_name(sp_norm_kind k) {
+    switch (k) {
+    case SP_NORM_LAYERNORM:
+        return "LayerNorm";
+    case SP_NORM_RMSNORM:
+        return "RMSNorm";
+    }
+    return "?";
+}
+
+static const char *mlp_name(sp_mlp_kind k) {
+    switch (k) {
+    case SP_MLP_GELU:
+        return "GELU (tanh) MLP";
+    case SP_MLP_SWIGLU:
+        return "SwiGLU MLP";
+    }
+    return "?";
+}
+
+static const char *rope_scaling_name(sp_rope_scaling s) {
+    switch (s) {
+    case SP_ROPE_NONE:
+        return "";
+    case SP_ROPE_LINEAR:
+        return " (linear scaling)";
+    case SP_ROPE_LLAMA3:
+        return " (llama3 scaling)";
+    }
+    return "";
+}
+
+/* Which biases a block has, from the family's tensor table and the configuration. */
+static void biases(const sp_model_config *c, int *qkv, int *o, int *mlp) {
+    const sp_family *f = sp_family_of(c->arch);
+    *qkv = *o = *mlp = 0;
+    for (int i = 0; i < f->n_tensors; i++) {
+        const sp_tensor_desc *row = &f->tensors[i];
+        if (!sp_tensor_present(row, c)) continue;
+        *qkv |= row->role == SP_ROLE_QKV_B || row->role == SP_ROLE_Q_B;
+        *o |= row->role == SP_ROLE_O_B;
+        *mlp |= row->role == SP_ROLE_MLP_IN_B || row->role == SP_ROLE_MLP_OUT_B;
+    }
+}
+
+/* The family's block as its description says: norm, positions, MLP, biases. */
+static void print_block(const sp_model *m) {
+    const sp_model_config *c = &m->cfg;
+    const sp_family *f = sp_family_of(c->arch);
+    char pos[96] = "learned positions";
+    switch (f->pos) {
+    case SP_POS_LEARNED:
+        break;
+    case SP_POS_ROTARY:
+        snprintf(pos, sizeof pos, "rotary theta %g%s", c->rope_theta,
+                 rope_scaling_name(c->rope_scaling));
+        break;
+    }
+    int qkv, o, mlp;
+    biases(c, &qkv, &o, &mlp);
+    printf("%-14s%s (eps %g), %s, %s%s%s%s\n", "blocks", norm_name(f->norm), c->ln_eps, pos,
+           mlp_name(f->mlp), qkv ? ", q/k/v biases" : "", o ? ", output projection bias" : "",
+           mlp ? ", MLP biases" : "");
+}
+
 static void print_architecture(const sp_model *m) {
     const sp_model_config *c = &m->cfg;
-    int gpt2 = m->arch == SP_ARCH_GPT2, kv = sp_config_kv_heads(c), hd = sp_config_head_dim(c);
-    printf("%-14s%s (model_type %s)\n", "architecture",
-           gpt2                                  ? "GPT2LMHeadModel"
-           : strcmp(c->model_type, "qwen2") == 0 ? "Qwen2ForCausalLM"
-                                                 : "LlamaForCausalLM",
-           c->model_type);
+    int kv = sp_config_kv_heads(c), hd = sp_config_head_dim(c);
+    printf("%-14s%s (model_type %s)\n", "architecture", sp_family_of(c->arch)->hf_class,
+           sp_arch_model_type(c->arch));
     printf("%-14s%d\n", "layers", c->n_layer);
     printf("%-14s%d\n", "d_model", c->d_model);
     if (kv == c->n_head)
         printf("%-14s%d (head dim %d)\n", "heads", c->n_head, hd);
     else
         printf("%-14s%d query, %d key/value (grouped, head dim %d)\n", "heads", c->n_head, kv, hd);
-    if (gpt2) return;
-    printf("%-14sRMSNorm (eps %g), rotary theta %g%s, SwiGLU MLP%s\n", "blocks", c->ln_eps,
-           c->rope_theta,
-           c->rope_scaling == SP_ROPE_LLAMA3   ? " (llama3 scaling)"
-           : c->rope_scaling == SP_ROPE_LINEAR ? " (linear scaling)"
-                                               : "",
-           c->qkv_bias ? ", q/k/v biases" : "");
+    print_block(m);
 }
 
 /* Every weight value checked (a full scan, not a sample). Returns 1 when one is not finite,
@@ -178,7 +235,7 @@ static int info_model(const char *dir) {
     printf("%-14s%d\n", "vocab", c->vocab_size);
     printf("%-14s%d\n", "context", c->n_ctx);
     printf("%-14s%s%s\n", "parameters", count_str(buf, sizeof buf, (uint64_t)m.n_params),
-           m.lm_head == m.wte ? ", LM head tied to wte" : ", separate LM head");
+           m.lm_head.w == m.wte ? ", LM head tied to wte" : ", separate LM head");
     print_dtypes(&m);
     print_files(&m);
     int bad = print_weights_check(&m);

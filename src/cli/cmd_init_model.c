@@ -1,5 +1,5 @@
-/* `softprompt init-model OUT`: write a random-weight GPT-2 or Llama-family directory of any
- * shape, or of a named real model's shape. */
+/* `softprompt init-model OUT`: write a random-weight directory of any family and shape, or of a
+ * named real model's shape. */
 #include <errno.h>
 #include <stddef.h>
 #include <inttypes.h>
@@ -10,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "cli/flags.h"
+#include "model/family.h"
 #include "softprompt/model_init.h"
 
 #define CMD "init-model"
@@ -41,25 +42,40 @@ static const char *parse_dtype(void *args, const char *s) {
 
 /* The shapes of real checkpoints, from their published config.json files. */
 typedef struct shape {
-    const char *name, *type;
+    const char *name;
+    sp_arch arch;
     int layers, d, heads, kv_heads, d_ff, vocab, ctx, tied;
     double theta, eps;
 } shape;
 
 static const shape SHAPES[] = {
-    {"gpt2", "gpt2", 12, 768, 12, 12, 3072, 50257, 1024, 1, 0, 1e-5},
-    {"gpt2-medium", "gpt2", 24, 1024, 16, 16, 4096, 50257, 1024, 1, 0, 1e-5},
-    {"distilgpt2", "gpt2", 6, 768, 12, 12, 3072, 50257, 1024, 1, 0, 1e-5},
-    {"smollm2-135m", "llama", 30, 576, 9, 3, 1536, 49152, 8192, 1, 100000, 1e-5},
-    {"smollm2-360m", "llama", 32, 960, 15, 5, 2560, 49152, 8192, 1, 100000, 1e-5},
-    {"tinyllama-1.1b", "llama", 22, 2048, 32, 4, 5632, 32000, 2048, 0, 10000, 1e-5},
-    {"qwen2.5-0.5b", "qwen2", 24, 896, 14, 2, 4864, 151936, 32768, 1, 1000000, 1e-6},
-    {"llama-3.2-1b", "llama", 16, 2048, 32, 8, 8192, 128256, 131072, 1, 500000, 1e-5},
+    {"gpt2", SP_ARCH_GPT2, 12, 768, 12, 12, 3072, 50257, 1024, 1, 0, 1e-5},
+    {"gpt2-medium", SP_ARCH_GPT2, 24, 1024, 16, 16, 4096, 50257, 1024, 1, 0, 1e-5},
+    {"distilgpt2", SP_ARCH_GPT2, 6, 768, 12, 12, 3072, 50257, 1024, 1, 0, 1e-5},
+    {"smollm2-135m", SP_ARCH_LLAMA, 30, 576, 9, 3, 1536, 49152, 8192, 1, 100000, 1e-5},
+    {"smollm2-360m", SP_ARCH_LLAMA, 32, 960, 15, 5, 2560, 49152, 8192, 1, 100000, 1e-5},
+    {"tinyllama-1.1b", SP_ARCH_LLAMA, 22, 2048, 32, 4, 5632, 32000, 2048, 0, 10000, 1e-5},
+    {"qwen2.5-0.5b", SP_ARCH_QWEN2, 24, 896, 14, 2, 4864, 151936, 32768, 1, 1000000, 1e-6},
+    {"llama-3.2-1b", SP_ARCH_LLAMA, 16, 2048, 32, 8, 8192, 128256, 131072, 1, 500000, 1e-5},
 };
+
+/* What a family's config always sets (Qwen2's q/k/v biases). */
+static void family_options(sp_model_config *c) {
+    switch (c->arch) {
+    case SP_ARCH_GPT2:
+    case SP_ARCH_LLAMA:
+        c->qkv_bias = 0;
+        return;
+    case SP_ARCH_QWEN2:
+        c->qkv_bias = 1;
+        return;
+    }
+}
 
 /* Sets every field a shape defines (and the architecture's defaults for the rest). */
 static void apply_shape(const shape *s, sp_model_config *c) {
-    *c = (sp_model_config){.n_layer = s->layers,
+    *c = (sp_model_config){.arch = s->arch,
+                           .n_layer = s->layers,
                            .d_model = s->d,
                            .n_head = s->heads,
                            .n_kv_head = s->kv_heads,
@@ -69,8 +85,7 @@ static void apply_shape(const shape *s, sp_model_config *c) {
                            .ln_eps = (float)s->eps,
                            .tied = s->tied,
                            .rope_theta = s->theta};
-    snprintf(c->model_type, sizeof c->model_type, "%s", s->type);
-    c->qkv_bias = strcmp(s->type, "qwen2") == 0;
+    family_options(c);
     if (strcmp(s->name, "llama-3.2-1b") == 0)
         c->rope_scaling = SP_ROPE_LLAMA3, c->rope_factor = 32, c->rope_low_freq_factor = 1,
         c->rope_high_freq_factor = 4, c->rope_original_ctx = 8192;
@@ -89,21 +104,28 @@ static const char *parse_shape(void *args, const char *arg) {
 /* --arch on its own: the architecture's conventions on the current dimensions. */
 static const char *parse_arch(void *args, const char *arg) {
     sp_model_config *c = &((sp_init_options *)args)->cfg;
-    int gpt2 = strcmp(arg, "gpt2") == 0, qwen2 = strcmp(arg, "qwen2") == 0;
-    if (!gpt2 && !qwen2 && strcmp(arg, "llama") != 0) return "gpt2, llama or qwen2";
-    snprintf(c->model_type, sizeof c->model_type, "%s", arg);
-    c->tied = gpt2, c->qkv_bias = qwen2;
-    c->rope_theta = gpt2 ? 0 : qwen2 ? 1000000 : 10000;
-    c->ln_eps = qwen2 ? 1e-6f : 1e-5f;
+    if (sp_arch_from_model_type(arg, &c->arch) != 0) return sp_arch_supported_plain();
+    family_options(c);
+    switch (c->arch) {
+    case SP_ARCH_GPT2:
+        c->tied = 1, c->rope_theta = 0, c->ln_eps = 1e-5f;
+        break;
+    case SP_ARCH_LLAMA:
+        c->tied = 0, c->rope_theta = 10000, c->ln_eps = 1e-5f;
+        break;
+    case SP_ARCH_QWEN2:
+        c->tied = 0, c->rope_theta = 1000000, c->ln_eps = 1e-6f;
+        break;
+    }
     return NULL;
 }
 
 static const sp_flag FLAGS[] = {
-    SP_OPT_CUSTOM("shape", AT(cfg.model_type), "NAME", parse_shape,
+    SP_OPT_CUSTOM("shape", AT(cfg), "NAME", parse_shape,
                   "gpt2, gpt2-medium, distilgpt2, smollm2-135m,\n"
                   "smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, llama-3.2-1b",
                   .order = -2),
-    SP_OPT_CUSTOM("arch", AT(cfg.model_type), "A", parse_arch,
+    SP_OPT_CUSTOM("arch", AT(cfg.arch), "A", parse_arch,
                   "gpt2, llama or qwen2 (default gpt2, or the shape's)", .order = -1),
     SP_OPT_INT("layers", AT(cfg.n_layer), "N", 1, 1024, "transformer blocks (default 12)"),
     SP_OPT_INT("d", AT(cfg.d_model), "N", 1, 65536,
@@ -155,45 +177,41 @@ static void usage(FILE *out) {
     sp_flags_usage(&SPEC, out);
 }
 
+/* The MLP width HF's configs default to: 4 d; gated MLPs 8/3 d rounded up to a multiple of 64
+ * (the same number of weights in their three matrices). */
+static int default_d_ff(const sp_family *f, int d) {
+    switch (f->mlp) {
+    case SP_MLP_GELU:
+        return 4 * d;
+    case SP_MLP_SWIGLU:
+        return (8 * d / 3 + 63) / 64 * 64;
+    }
+    return 4 * d;
+}
+
 /* Returns -1 when parsed (go on), or the exit status 2. */
 static int parse_args(int argc, char **argv, sp_init_options *o, const char **out_dir) {
     sp_init_options_default(o);
     char *pos[argc > 0 ? argc : 1];
     int n_pos, rc = sp_flags_parse(&SPEC, argc, argv, o, pos, &n_pos);
     if (rc) return rc;
-    int llama = strcmp(o->cfg.model_type, "gpt2") != 0;
-    if (llama && o->cfg.n_head % sp_config_kv_heads(&o->cfg) != 0) {
+    const sp_family *f = sp_family_of(o->cfg.arch);
+    if (f->gqa && o->cfg.n_head % sp_config_kv_heads(&o->cfg) != 0) {
         char v[32], expected[64];
         snprintf(v, sizeof v, "%d", o->cfg.n_kv_head);
         snprintf(expected, sizeof expected, "a divisor of --heads %d", o->cfg.n_head);
         return sp_flag_bad(CMD, "--kv-heads", v, expected);
     }
-    if (o->cfg.d_model % o->cfg.n_head != 0 && !(llama && o->cfg.head_dim > 0)) {
+    if (o->cfg.d_model % o->cfg.n_head != 0 && !(f->gqa && o->cfg.head_dim > 0)) {
         char v[32], expected[64];
         snprintf(v, sizeof v, "%d", o->cfg.n_head);
         snprintf(expected, sizeof expected, "a divisor of --d %d", o->cfg.d_model);
         return sp_flag_bad(CMD, "--heads", v, expected);
     }
     if (!sp_flags_given(argc, argv, "d-ff") && !sp_flags_given(argc, argv, "shape"))
-        o->cfg.d_ff = llama ? (8 * o->cfg.d_model / 3 + 63) / 64 * 64 : 4 * o->cfg.d_model;
+        o->cfg.d_ff = default_d_ff(f, o->cfg.d_model);
     *out_dir = pos[0];
     return -1;
-}
-
-/* Parameters of the written model. */
-static uint64_t param_count(const sp_model_config *c) {
-    uint64_t d = (uint64_t)c->d_model, f = (uint64_t)c->d_ff, v = (uint64_t)c->vocab_size;
-    if (strcmp(c->model_type, "gpt2") == 0) {
-        uint64_t block = 4 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * f + f) + (f * d + d);
-        return (v * (c->tied ? 1 : 2) + (uint64_t)c->n_ctx) * d + (uint64_t)c->n_layer * block +
-               2 * d;
-    }
-    uint64_t qd = (uint64_t)c->n_head * sp_config_head_dim(c);
-    uint64_t kvd = (uint64_t)sp_config_kv_heads(c) * sp_config_head_dim(c);
-    uint64_t block = 2 * d + d * (qd + 2 * kvd) + qd * d + 3 * d * f;
-    block += c->qkv_bias ? qd + 2 * kvd : 0;
-    block += (c->o_bias ? d : 0) + (c->mlp_bias ? 2 * f + d : 0);
-    return v * d * (c->tied ? 1 : 2) + (uint64_t)c->n_layer * block + d;
 }
 
 static int run(int argc, char **argv) {
@@ -207,9 +225,10 @@ static int run(int argc, char **argv) {
         return 1;
     }
     const sp_model_config *c = &o.cfg;
-    uint64_t n = param_count(c);
-    printf("wrote %s: random %s weights (seed %" PRIu64 ", std %g%s)\n", dir, c->model_type, o.seed,
-           (double)o.std, o.random_norms ? ", random norms" : "");
+    uint64_t n = (uint64_t)sp_family_param_count(c);
+    printf("wrote %s: random %s weights (seed %" PRIu64 ", std %g%s)\n", dir,
+           sp_arch_model_type(c->arch), o.seed, (double)o.std,
+           o.random_norms ? ", random norms" : "");
     printf("  %d layers, d_model %d, %d heads (%d key/value), d_ff %d, vocab %d, context %d%s\n",
            c->n_layer, c->d_model, c->n_head, sp_config_kv_heads(c), c->d_ff, c->vocab_size,
            c->n_ctx, c->tied ? ", tied head" : ", separate head");

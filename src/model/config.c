@@ -1,6 +1,7 @@
-/* Hugging Face config.json for the supported architectures: GPT-2 ("gpt2") and the Llama family
- * ("llama", "qwen2"). Every key the engine depends on is checked, with messages that say what
- * to fix; keys with values the engine does not implement are refused rather than ignored. */
+/* Hugging Face config.json for the supported families (model/family.c maps model_type to
+ * sp_arch): GPT-2 ("gpt2") and the Llama family ("llama", "qwen2"). Every key the engine depends
+ * on is checked, with messages that say what to fix; keys with values the engine does not
+ * implement are refused rather than ignored. */
 #include "model/config.h"
 
 #include <errno.h>
@@ -10,8 +11,7 @@
 #include <string.h>
 
 #include "io/fileutil.h"
-
-#define SUPPORTED "\"gpt2\", \"llama\", \"qwen2\""
+#include "model/family.h"
 
 static const char *kind(const json_t *v) {
     if (json_is_object(v)) return "object";
@@ -172,7 +172,8 @@ static int parse_rope_scaling(sp_model_config *c, const reader *r) {
     return 0;
 }
 
-static int parse_llama(sp_model_config *c, const reader *r, int qwen2) {
+/* Keys of LlamaConfig that Qwen2Config shares. */
+static int parse_llama(sp_model_config *c, const reader *r) {
     double eps = 1e-6, theta = 10000;
     if (check_string(r, "hidden_act", "silu") ||
         get_int(r, "num_hidden_layers", 1, 0, 1, 1024, &c->n_layer) ||
@@ -203,15 +204,42 @@ static int parse_llama(sp_model_config *c, const reader *r, int qwen2) {
         return -1;
     c->ln_eps = (float)eps;
     c->rope_theta = theta;
-    if (qwen2) {
-        c->qkv_bias = 1; /* Qwen2 always has q/k/v biases and none on o_proj */
-        return check_bool(r, "use_sliding_window", 0);
-    }
+    return 0;
+}
+
+/* LlamaConfig's optional biases. */
+static int parse_llama_biases(sp_model_config *c, const reader *r) {
     int attention_bias = 0;
     if (get_bool(r, "attention_bias", &attention_bias) || get_bool(r, "mlp_bias", &c->mlp_bias))
         return -1;
     c->qkv_bias = c->o_bias = attention_bias;
     return 0;
+}
+
+/* Qwen2 always has q/k/v biases and none on o_proj. */
+static int parse_qwen2_options(sp_model_config *c, const reader *r) {
+    c->qkv_bias = 1;
+    return check_bool(r, "use_sliding_window", 0);
+}
+
+#define LLAMA_NEEDS                                                                                \
+    "Llama-family configs need num_hidden_layers, hidden_size, intermediate_size, "                \
+    "num_attention_heads, vocab_size, max_position_embeddings"
+
+/* The family's keys, once model_type has named it. */
+static int parse_family(sp_model_config *c, reader *r) {
+    switch (c->arch) {
+    case SP_ARCH_GPT2:
+        r->needs = "GPT-2 configs need n_layer, n_embd, n_head, vocab_size, n_positions";
+        return parse_gpt2(c, r);
+    case SP_ARCH_LLAMA:
+        r->needs = LLAMA_NEEDS;
+        return parse_llama(c, r) || parse_llama_biases(c, r) ? -1 : 0;
+    case SP_ARCH_QWEN2:
+        r->needs = LLAMA_NEEDS;
+        return parse_llama(c, r) || parse_qwen2_options(c, r) ? -1 : 0;
+    }
+    return -1;
 }
 
 static int parse(sp_model_config *c, json_t *root, const char *path, sp_error *err) {
@@ -226,27 +254,20 @@ static int parse(sp_model_config *c, json_t *root, const char *path, sp_error *e
         json_t *arch = json_array_get(json_object_get(root, "architectures"), 0);
         return sp_fail(err,
                        "%s: no model_type%s%s%s, and not a GPT-2 config (no n_layer, n_embd): "
-                       "not a supported model (supported: " SUPPORTED ")",
+                       "not a supported model (supported: %s)",
                        path, json_is_string(arch) ? " (architectures: " : "",
                        json_is_string(arch) ? json_string_value(arch) : "",
-                       json_is_string(arch) ? ")" : "");
+                       json_is_string(arch) ? ")" : "", sp_arch_supported_quoted());
     }
-    const char *type = mt ? json_string_value(mt) : "gpt2";
-    if (strlen(type) < sizeof c->model_type) strcpy(c->model_type, type);
-    if (strcmp(type, "gpt2") == 0) {
-        r.needs = "GPT-2 configs need n_layer, n_embd, n_head, vocab_size, n_positions";
-        return parse_gpt2(c, &r);
-    }
-    int qwen2 = strcmp(type, "qwen2") == 0;
-    if (qwen2 || strcmp(type, "llama") == 0) {
-        r.needs = "Llama-family configs need num_hidden_layers, hidden_size, intermediate_size, "
-                  "num_attention_heads, vocab_size, max_position_embeddings";
-        return parse_llama(c, &r, qwen2);
-    }
-    return sp_fail(err, "%s: unsupported model_type '%s' (supported: " SUPPORTED ")", path, type);
+    /* old GPT-2 configs omit model_type */
+    const char *type = mt ? json_string_value(mt) : sp_arch_model_type(SP_ARCH_GPT2);
+    if (sp_arch_from_model_type(type, &c->arch) != 0)
+        return sp_fail(err, "%s: unsupported model_type '%s' (supported: %s)", path, type,
+                       sp_arch_supported_quoted());
+    return parse_family(c, &r);
 }
 
-int sp_config_load(sp_model_config *cfg, sp_arch *arch, const char *path, sp_error *err) {
+int sp_config_load(sp_model_config *cfg, const char *path, sp_error *err) {
     memset(cfg, 0, sizeof *cfg);
     if (sp_check_file_size(path, SP_MAX_CONFIG_FILE_BYTES, "config", err) != 0) return -1;
     FILE *fp = fopen(path, "rb");
@@ -260,6 +281,5 @@ int sp_config_load(sp_model_config *cfg, sp_arch *arch, const char *path, sp_err
     int rc = parse(cfg, root, path, err);
     json_decref(root);
     if (rc != 0) memset(cfg, 0, sizeof *cfg);
-    *arch = strcmp(cfg->model_type, "gpt2") == 0 ? SP_ARCH_GPT2 : SP_ARCH_LLAMA;
     return rc;
 }

@@ -5,8 +5,9 @@
 #include "softprompt/error.h"
 #include "softprompt/model.h"
 
-/* Reads path (config.json of a GPT-2 or Llama-family model), validates every key the engine
- * relies on and fills cfg and *arch. Errors name path and the key at fault. */
-int sp_config_load(sp_model_config *cfg, sp_arch *arch, const char *path, sp_error *err);
+/* Reads path (config.json of a model of a supported family), validates every key the engine
+ * relies on and fills cfg (cfg->arch: the family model_type names). Errors name path and the key
+ * at fault. */
+int sp_config_load(sp_model_config *cfg, const char *path, sp_error *err);
 
 #endif

@@ -1,9 +1,9 @@
-/* Random-weight GPT-2 and Llama-family (Llama, Qwen2) directories in Hugging Face's layout
- * (config.json + safetensors).
+/* Random-weight model directories of every family in Hugging Face's layout (config.json +
+ * safetensors), the tensors from the family's table (model/family.c).
  *
- * Values come from one RNG stream consumed in tensor order, so a given seed gives the same
- * weights whatever the dtype or shard count. Only one tensor is in memory at a time: each is
- * generated, converted to the output dtype in place and streamed into its shard. */
+ * Values come from one RNG stream consumed in the order of HF's state dict, so a given seed gives
+ * the same weights whatever the dtype or shard count. Only one tensor is in memory at a time:
+ * each is generated, converted to the output dtype in place and streamed into its shard. */
 #include "softprompt/model_init.h"
 
 #include <dirent.h>
@@ -16,21 +16,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "model/family.h"
 #include "softprompt/rng.h"
 #include "softprompt/safetensors.h"
-
-typedef enum init_kind {
-    INIT_NORMAL, /* N(0, std^2): embeddings and c_attn / c_fc weights */
-    INIT_PROJ,   /* N(0, std^2 / (2 n_layer)): residual projections, as HF's GPT-2 init */
-    INIT_GAIN,   /* LayerNorm weight: 1 */
-    INIT_BIAS,   /* LayerNorm and linear biases: 0 */
-} init_kind;
 
 typedef struct plan_tensor {
     char name[96];
     int ndim;
     int64_t shape[2];
-    init_kind kind;
+    sp_init_kind kind;
     int64_t numel;
     int shard;
 } plan_tensor;
@@ -45,21 +39,18 @@ void sp_init_options_default(sp_init_options *o) {
                                .n_ctx = 1024,
                                .ln_eps = 1e-5f,
                                .tied = 1,
-                               .model_type = "gpt2"};
+                               .arch = SP_ARCH_GPT2};
     o->dtype = SP_DTYPE_F32;
     o->n_shards = 1;
     o->seed = 0;
     o->std = 0.02f;
 }
 
-static int is_llama(const sp_model_config *c) {
-    return strcmp(c->model_type, "gpt2") != 0;
-}
-
 /* ---- validation and the tensor plan ------------------------------------------------------ */
 
 static int check_options(const char *dir, const sp_init_options *o, int n_tensors, sp_error *err) {
     const sp_model_config *c = &o->cfg;
+    const sp_family *f = sp_family_of(c->arch);
     const struct {
         const char *name;
         int value, max;
@@ -70,19 +61,19 @@ static int check_options(const char *dir, const sp_init_options *o, int n_tensor
         if (dims[i].value < 1 || dims[i].value > dims[i].max)
             return sp_fail(err, "%s: %s = %d, expected 1 to %d", dir, dims[i].name, dims[i].value,
                            dims[i].max);
-    if (c->d_model % c->n_head != 0 && !(is_llama(c) && c->head_dim > 0))
+    if (c->d_model % c->n_head != 0 && !(f->gqa && c->head_dim > 0))
         return sp_fail(err, "%s: d_model = %d is not divisible by n_head = %d", dir, c->d_model,
                        c->n_head);
-    if (is_llama(c) && (c->n_head % sp_config_kv_heads(c) != 0 || sp_config_head_dim(c) % 2))
+    if (f->gqa && (c->n_head % sp_config_kv_heads(c) != 0 || sp_config_head_dim(c) % 2))
         return sp_fail(err,
                        "%s: n_head = %d must be a multiple of n_kv_head = %d and head_dim = %d "
                        "even",
                        dir, c->n_head, sp_config_kv_heads(c), sp_config_head_dim(c));
     if (!(c->ln_eps > 0 && c->ln_eps < 1))
         return sp_fail(err, "%s: ln_eps = %g, expected a number in (0, 1)", dir, c->ln_eps);
-    if (o->prefix && is_llama(c))
+    if (o->prefix && !f->name_prefix)
         return sp_fail(err, "%s: the transformer. prefix is GPT-2's naming; %s files use model.*",
-                       dir, c->model_type);
+                       dir, f->model_type);
     if (o->dtype != SP_DTYPE_F32 && o->dtype != SP_DTYPE_F16 && o->dtype != SP_DTYPE_BF16)
         return sp_fail(err, "%s: dtype must be F32, F16 or BF16", dir);
     if (o->n_shards < 1 || o->n_shards > n_tensors || o->n_shards > 99999)
@@ -93,99 +84,35 @@ static int check_options(const char *dir, const sp_init_options *o, int n_tensor
     return 0;
 }
 
-static void plan_add(plan_tensor *p, int *n, const char *prefix, const char *name, int ndim,
-                     int64_t d0, int64_t d1, init_kind kind) {
-    plan_tensor *t = &p[(*n)++];
-    snprintf(t->name, sizeof t->name, "%s%s", prefix, name);
-    t->ndim = ndim;
-    t->shape[0] = d0, t->shape[1] = d1;
-    t->numel = ndim == 1 ? d0 : d0 * d1;
-    t->kind = kind;
+typedef struct plan_ctx {
+    plan_tensor *p;
+    int n;
+    const sp_init_options *o;
+} plan_ctx;
+
+/* A present row of the family's table, named as HF saves it: the optional base-model prefix
+ * (GPT-2's transformer.) on everything but the LM head. */
+static int plan_row(void *ctx, const sp_tensor_desc *row, int layer) {
+    plan_ctx *k = ctx;
+    const sp_model_config *c = &k->o->cfg;
+    const sp_family *f = sp_family_of(c->arch);
+    if (!sp_tensor_present(row, c)) return 0;
+    plan_tensor *t = &k->p[k->n++];
+    char name[96];
+    sp_tensor_name(row, layer, name, sizeof name);
+    int prefixed = k->o->prefix && f->name_prefix && row->role != SP_ROLE_LM_HEAD;
+    snprintf(t->name, sizeof t->name, "%s%s", prefixed ? f->name_prefix : "", name);
+    t->ndim = sp_tensor_shape(row, c, t->shape);
+    t->numel = t->ndim == 1 ? t->shape[0] : t->shape[0] * t->shape[1];
+    t->kind = row->init;
+    return 0;
 }
 
-/* The GPT-2 tensors in the order HF's state dict lists them (lm_head only when untied: then
- * GPT2LMHeadModel stores it at the top level, without the transformer. prefix). */
+/* The tensors in the order of HF's state dict (the LM head only when untied). */
 static int plan_tensors(plan_tensor *p, const sp_init_options *o) {
-    const sp_model_config *c = &o->cfg;
-    const char *pre = o->prefix ? "transformer." : "";
-    int64_t d = c->d_model, ff = c->d_ff;
-    int n = 0;
-    plan_add(p, &n, pre, "wte.weight", 2, c->vocab_size, d, INIT_NORMAL);
-    plan_add(p, &n, pre, "wpe.weight", 2, c->n_ctx, d, INIT_NORMAL);
-    for (int l = 0; l < c->n_layer; l++) {
-        const struct {
-            const char *suffix;
-            int ndim;
-            int64_t d0, d1;
-            init_kind kind;
-        } L[] = {
-            {"ln_1.weight", 1, d, 0, INIT_GAIN},
-            {"ln_1.bias", 1, d, 0, INIT_BIAS},
-            {"attn.c_attn.weight", 2, d, 3 * d, INIT_NORMAL},
-            {"attn.c_attn.bias", 1, 3 * d, 0, INIT_BIAS},
-            {"attn.c_proj.weight", 2, d, d, INIT_PROJ},
-            {"attn.c_proj.bias", 1, d, 0, INIT_BIAS},
-            {"ln_2.weight", 1, d, 0, INIT_GAIN},
-            {"ln_2.bias", 1, d, 0, INIT_BIAS},
-            {"mlp.c_fc.weight", 2, d, ff, INIT_NORMAL},
-            {"mlp.c_fc.bias", 1, ff, 0, INIT_BIAS},
-            {"mlp.c_proj.weight", 2, ff, d, INIT_PROJ},
-            {"mlp.c_proj.bias", 1, d, 0, INIT_BIAS},
-        };
-        for (size_t k = 0; k < sizeof L / sizeof L[0]; k++) {
-            char name[64];
-            snprintf(name, sizeof name, "h.%d.%s", l, L[k].suffix);
-            plan_add(p, &n, pre, name, L[k].ndim, L[k].d0, L[k].d1, L[k].kind);
-        }
-    }
-    plan_add(p, &n, pre, "ln_f.weight", 1, d, 0, INIT_GAIN);
-    plan_add(p, &n, pre, "ln_f.bias", 1, d, 0, INIT_BIAS);
-    if (!c->tied) plan_add(p, &n, "", "lm_head.weight", 2, c->vocab_size, d, INIT_NORMAL);
-    return n;
-}
-
-/* The Llama-family tensors in HF's state-dict order (lm_head only when untied). HF initialises
- * every Linear and Embedding with N(0, initializer_range^2) and RMSNorm gains with 1. */
-static int plan_llama_tensors(plan_tensor *p, const sp_init_options *o) {
-    const sp_model_config *c = &o->cfg;
-    int64_t d = c->d_model, ff = c->d_ff, hd = sp_config_head_dim(c);
-    int64_t qd = c->n_head * hd, kvd = sp_config_kv_heads(c) * hd;
-    int n = 0;
-    plan_add(p, &n, "", "model.embed_tokens.weight", 2, c->vocab_size, d, INIT_NORMAL);
-    for (int l = 0; l < c->n_layer; l++) {
-        const struct {
-            const char *suffix;
-            int ndim, when;
-            int64_t d0, d1;
-            init_kind kind;
-        } L[] = {
-            {"input_layernorm.weight", 1, 1, d, 0, INIT_GAIN},
-            {"self_attn.q_proj.weight", 2, 1, qd, d, INIT_NORMAL},
-            {"self_attn.q_proj.bias", 1, c->qkv_bias, qd, 0, INIT_BIAS},
-            {"self_attn.k_proj.weight", 2, 1, kvd, d, INIT_NORMAL},
-            {"self_attn.k_proj.bias", 1, c->qkv_bias, kvd, 0, INIT_BIAS},
-            {"self_attn.v_proj.weight", 2, 1, kvd, d, INIT_NORMAL},
-            {"self_attn.v_proj.bias", 1, c->qkv_bias, kvd, 0, INIT_BIAS},
-            {"self_attn.o_proj.weight", 2, 1, d, qd, INIT_NORMAL},
-            {"self_attn.o_proj.bias", 1, c->o_bias, d, 0, INIT_BIAS},
-            {"mlp.gate_proj.weight", 2, 1, ff, d, INIT_NORMAL},
-            {"mlp.gate_proj.bias", 1, c->mlp_bias, ff, 0, INIT_BIAS},
-            {"mlp.up_proj.weight", 2, 1, ff, d, INIT_NORMAL},
-            {"mlp.up_proj.bias", 1, c->mlp_bias, ff, 0, INIT_BIAS},
-            {"mlp.down_proj.weight", 2, 1, d, ff, INIT_NORMAL},
-            {"mlp.down_proj.bias", 1, c->mlp_bias, d, 0, INIT_BIAS},
-            {"post_attention_layernorm.weight", 1, 1, d, 0, INIT_GAIN},
-        };
-        for (size_t k = 0; k < sizeof L / sizeof L[0]; k++) {
-            if (!L[k].when) continue;
-            char name[96];
-            snprintf(name, sizeof name, "model.layers.%d.%s", l, L[k].suffix);
-            plan_add(p, &n, "", name, L[k].ndim, L[k].d0, L[k].d1, L[k].kind);
-        }
-    }
-    plan_add(p, &n, "", "model.norm.weight", 1, d, 0, INIT_GAIN);
-    if (!c->tied) plan_add(p, &n, "", "lm_head.weight", 2, c->vocab_size, d, INIT_NORMAL);
-    return n;
+    plan_ctx k = {p, 0, o};
+    sp_tensors_walk(sp_family_of(o->cfg.arch), o->cfg.n_layer, SP_ORDER_HF, plan_row, &k);
+    return k.n;
 }
 
 /* Splits the tensors, in order, into n_shards runs of roughly equal bytes (none empty). */
@@ -256,18 +183,21 @@ static char *join(const char *dir, const char *name) {
  * values are packed at the start of the same buffer). Returns the byte count. */
 static size_t generate(const plan_tensor *t, const sp_init_options *o, sp_rng *rng, float *buf) {
     double std = o->std;
-    if (t->kind == INIT_PROJ) std /= sqrt(2.0 * o->cfg.n_layer); /* GPT-2 only */
+    if (t->kind == SP_INIT_PROJ) std /= sqrt(2.0 * o->cfg.n_layer); /* GPT-2 only */
     for (int64_t i = 0; i < t->numel; i++) {
         switch (t->kind) {
-        case INIT_NORMAL:
-        case INIT_PROJ:
+        case SP_INIT_NORMAL:
+        case SP_INIT_PROJ:
             buf[i] = (float)(std * sp_rng_normal(rng));
             break;
-        case INIT_GAIN:
+        case SP_INIT_GAIN:
             buf[i] = o->random_norms ? (float)(1.0 + 0.1 * sp_rng_normal(rng)) : 1;
             break;
-        case INIT_BIAS:
+        case SP_INIT_BIAS:
             buf[i] = o->random_norms ? (float)(0.05 * sp_rng_normal(rng)) : 0;
+            break;
+        case SP_INIT_NONE: /* buffers are not planned */
+            buf[i] = 0;
             break;
         }
     }
@@ -380,14 +310,13 @@ static json_t *rope_scaling_json(const sp_model_config *c) {
                      "llama3");
 }
 
-/* Keys as transformers writes them for LlamaForCausalLM / Qwen2ForCausalLM (sorted). */
-static json_t *llama_config(const sp_init_options *o) {
+/* Keys as transformers writes them for LlamaForCausalLM / Qwen2ForCausalLM (sorted), the ones
+ * only one of them has marked. */
+static json_t *llama_config(const sp_init_options *o, int llama_biases, int qwen2_window) {
     const sp_model_config *c = &o->cfg;
-    int qwen2 = strcmp(c->model_type, "qwen2") == 0;
     json_t *r = json_object();
-    json_object_set_new(r, "architectures",
-                        json_pack("[s]", qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"));
-    if (!qwen2) json_object_set_new(r, "attention_bias", json_boolean(c->o_bias));
+    json_object_set_new(r, "architectures", json_pack("[s]", sp_family_of(c->arch)->hf_class));
+    if (llama_biases) json_object_set_new(r, "attention_bias", json_boolean(c->o_bias));
     json_object_set_new(r, "attention_dropout", json_real(0.0));
     json_object_set_new(r, "bos_token_id", json_integer(c->vocab_size > 1 ? 1 : 0));
     json_object_set_new(r, "eos_token_id", json_integer(c->vocab_size > 2 ? 2 : 0));
@@ -397,8 +326,8 @@ static json_t *llama_config(const sp_init_options *o) {
     json_object_set_new(r, "initializer_range", short_real(o->std));
     json_object_set_new(r, "intermediate_size", json_integer(c->d_ff));
     json_object_set_new(r, "max_position_embeddings", json_integer(c->n_ctx));
-    if (!qwen2) json_object_set_new(r, "mlp_bias", json_boolean(c->mlp_bias));
-    json_object_set_new(r, "model_type", json_string(c->model_type));
+    if (llama_biases) json_object_set_new(r, "mlp_bias", json_boolean(c->mlp_bias));
+    json_object_set_new(r, "model_type", json_string(sp_arch_model_type(c->arch)));
     json_object_set_new(r, "num_attention_heads", json_integer(c->n_head));
     json_object_set_new(r, "num_hidden_layers", json_integer(c->n_layer));
     json_object_set_new(r, "num_key_value_heads", json_integer(sp_config_kv_heads(c)));
@@ -407,7 +336,7 @@ static json_t *llama_config(const sp_init_options *o) {
     json_object_set_new(r, "rope_theta", json_real(c->rope_theta));
     json_object_set_new(r, "tie_word_embeddings", json_boolean(c->tied));
     json_object_set_new(r, "torch_dtype", json_string(torch_dtype(o->dtype)));
-    if (qwen2) json_object_set_new(r, "use_sliding_window", json_false());
+    if (qwen2_window) json_object_set_new(r, "use_sliding_window", json_false());
     json_object_set_new(r, "use_cache", json_true());
     json_object_set_new(r, "vocab_size", json_integer(c->vocab_size));
     return r;
@@ -418,14 +347,14 @@ static json_t *gpt2_config(const sp_init_options *o) {
     const sp_model_config *c = &o->cfg;
     json_t *r = json_object();
     json_object_set_new(r, "activation_function", json_string("gelu_new"));
-    json_object_set_new(r, "architectures", json_pack("[s]", "GPT2LMHeadModel"));
+    json_object_set_new(r, "architectures", json_pack("[s]", sp_family_of(c->arch)->hf_class));
     json_object_set_new(r, "attn_pdrop", short_real(0.1f));
     json_object_set_new(r, "bos_token_id", json_integer(c->vocab_size - 1));
     json_object_set_new(r, "embd_pdrop", short_real(0.1f));
     json_object_set_new(r, "eos_token_id", json_integer(c->vocab_size - 1));
     json_object_set_new(r, "initializer_range", short_real(o->std));
     json_object_set_new(r, "layer_norm_epsilon", short_real(c->ln_eps));
-    json_object_set_new(r, "model_type", json_string("gpt2"));
+    json_object_set_new(r, "model_type", json_string(sp_arch_model_type(c->arch)));
     json_object_set_new(r, "n_ctx", json_integer(c->n_ctx));
     json_object_set_new(r, "n_embd", json_integer(c->d_model));
     json_object_set_new(r, "n_head", json_integer(c->n_head));
@@ -444,8 +373,20 @@ static json_t *gpt2_config(const sp_init_options *o) {
     return r;
 }
 
+static json_t *family_config(const sp_init_options *o) {
+    switch (o->cfg.arch) {
+    case SP_ARCH_GPT2:
+        return gpt2_config(o);
+    case SP_ARCH_LLAMA:
+        return llama_config(o, 1, 0);
+    case SP_ARCH_QWEN2:
+        return llama_config(o, 0, 1);
+    }
+    return NULL;
+}
+
 static int write_config(const char *dir, const sp_init_options *o, sp_error *err) {
-    json_t *r = is_llama(&o->cfg) ? llama_config(o) : gpt2_config(o);
+    json_t *r = family_config(o);
     char *s = json_dumps(r, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
     json_decref(r);
     char *path = join(dir, "config.json");
@@ -463,9 +404,9 @@ static int write_config(const char *dir, const sp_init_options *o, sp_error *err
 
 /* The tensor plan of o (NULL on a shape check_options refuses); *n receives its length. */
 static plan_tensor *make_plan(const sp_init_options *o, int *n) {
-    int n_max = 4 + 16 * (o->cfg.n_layer > 0 && o->cfg.n_layer <= 1024 ? o->cfg.n_layer : 0);
-    plan_tensor *p = calloc((size_t)n_max, sizeof *p);
-    if (p) *n = is_llama(&o->cfg) ? plan_llama_tensors(p, o) : plan_tensors(p, o);
+    int layers = o->cfg.n_layer > 0 && o->cfg.n_layer <= 1024 ? o->cfg.n_layer : 0;
+    plan_tensor *p = calloc((size_t)sp_family_of(o->cfg.arch)->n_tensors * (layers + 1), sizeof *p);
+    if (p) *n = plan_tensors(p, o);
     return p;
 }
 

@@ -44,47 +44,66 @@ void sp_layernorm_backward(float *dx, const float *dout, const float *x, const f
     }
 }
 
-void sp_linear_fwd(float *y, int ldy, const float *x, int ldx, const float *w, sp_wlayout layout,
-                   const float *b, int n, int in, int out, int accumulate) {
-    if (n == 0) return;
-    if (b) {
-        for (int i = 0; i < n; i++) {
-            float *yi = y + (size_t)i * ldy;
-            if (accumulate)
-                for (int j = 0; j < out; j++) yi[j] += b[j];
-            else
-                memcpy(yi, b, (size_t)out * sizeof *b);
+/* y = x . W (+ beta y): the one product of every linear layer, by the weight's storage. */
+static void product(float *y, int ldy, const float *x, int ldx, const sp_linear *W, int n,
+                    float beta) {
+    switch (W->store) {
+    case SP_WSTORE_F32: {
+        const float *w = W->w;
+        switch (W->layout) {
+        case SP_W_IN_OUT: /* W [in, out] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, W->out, W->in, 1.0f, x, ldx,
+                        w, W->out, beta, y, ldy);
+            return;
+        case SP_W_OUT_IN: /* W [out, in] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, W->out, W->in, 1.0f, x, ldx, w,
+                        W->in, beta, y, ldy);
+            return;
         }
+        return;
     }
-    float beta = (b || accumulate) ? 1.0f : 0.0f;
-    if (layout == SP_W_IN_OUT)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, out, in, 1.0f, x, ldx, w, out,
-                    beta, y, ldy);
-    else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, ldx, w, in, beta,
-                    y, ldy);
+    }
 }
 
-void sp_linear_bwd(float *dx, int lddx, const float *dy, int lddy, const float *w,
-                   sp_wlayout layout, int n, int in, int out, int accumulate) {
+void sp_linear_fwd(float *y, int ldy, const float *x, int ldx, const sp_linear *W, int n) {
+    if (n == 0) return;
+    if (W->b)
+        for (int i = 0; i < n; i++)
+            memcpy(y + (size_t)i * ldy, W->b, (size_t)W->out * sizeof(float));
+    product(y, ldy, x, ldx, W, n, W->b ? 1.0f : 0.0f);
+}
+
+void sp_linear_fwd_residual(float *y, const float *residual, const float *x, int ldx,
+                            const sp_linear *W, int n) {
+    if (n == 0) return;
+    size_t out = (size_t)W->out;
+    memcpy(y, residual, (size_t)n * out * sizeof *y);
+    if (W->b)
+        for (int i = 0; i < n; i++)
+            for (size_t j = 0; j < out; j++) y[(size_t)i * out + j] += W->b[j];
+    product(y, W->out, x, ldx, W, n, 1.0f);
+}
+
+void sp_linear_bwd(float *dx, int lddx, const float *dy, int lddy, const sp_linear *W, int n,
+                   int accumulate) {
     if (n == 0) return;
     float beta = accumulate ? 1.0f : 0.0f;
-    if (layout == SP_W_IN_OUT) /* dx = dy W^T, W [in, out] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, in, out, 1.0f, dy, lddy, w, out,
-                    beta, dx, lddx);
-    else /* dx = dy W, W [out, in] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, lddy, w, in,
-                    beta, dx, lddx);
-}
-
-void sp_linear_forward(float *y, const float *x, const float *w, const float *b, int n, int in,
-                       int out, int accumulate) {
-    sp_linear_fwd(y, out, x, in, w, SP_W_IN_OUT, b, n, in, out, accumulate);
-}
-
-void sp_linear_backward(float *dx, const float *dy, const float *w, int n, int in, int out,
-                        int accumulate) {
-    sp_linear_bwd(dx, in, dy, out, w, SP_W_IN_OUT, n, in, out, accumulate);
+    switch (W->store) {
+    case SP_WSTORE_F32: {
+        const float *w = W->w;
+        switch (W->layout) {
+        case SP_W_IN_OUT: /* dx = dy W^T, W [in, out] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, W->in, W->out, 1.0f, dy, lddy,
+                        w, W->out, beta, dx, lddx);
+            return;
+        case SP_W_OUT_IN: /* dx = dy W, W [out, in] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, W->in, W->out, 1.0f, dy, lddy,
+                        w, W->in, beta, dx, lddx);
+            return;
+        }
+        return;
+    }
+    }
 }
 
 void sp_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int n, int d,
@@ -130,96 +149,175 @@ void sp_rope_rotate(float *x, int ld, int len, int n_heads, int hd, const float 
     }
 }
 
-/* Attention works on blocks of SP_ATT_QBLOCK query rows: a block's scores against every key up
- * to its last row fit in scratch [SP_ATT_QBLOCK, len], so no [len, len] matrix per head is
- * stored, and causality wastes only the triangle inside the diagonal block. Backward
- * recomputes the probabilities from the saved log-sum-exp of each row. */
+/* Attention works on blocks of SP_ATT_QBLOCK query rows: a block's scores against the np past
+ * keys and every current key up to its last row fit in scratch [SP_ATT_QBLOCK, np + len], so no
+ * [len, len] matrix per head is stored, and causality wastes only the triangle inside the
+ * diagonal block. Backward recomputes the probabilities from the saved log-sum-exp of each
+ * row. A row of scores holds the np past columns first, then the current ones. */
 
-/* Row r of the block holds scores of query i0 + r against keys 0..kend-1 (kend = i0 + rows);
- * only keys 0..i0+r are visible. Turns row r into probabilities (zero past i0+r) and returns
- * its log-sum-exp through lse[r]. */
-static void block_softmax(float *s, float *lse, int i0, int rows, int kend) {
+/* Row r of the block holds scores of query i0 + r against the np past keys and the current keys
+ * 0..kend-1 (kend = i0 + rows; row stride np + kend); the past and current keys 0..i0+r are
+ * visible. Turns row r into probabilities (zero past the visible ones) and returns its
+ * log-sum-exp through lse[r]. */
+static void block_softmax(float *s, float *lse, int np, int i0, int rows, int kend) {
+    int lds = np + kend;
     for (int r = 0; r < rows; r++) {
-        float *row = s + (size_t)r * kend;
-        int n = i0 + r + 1;
+        float *row = s + (size_t)r * lds;
+        int n = np + i0 + r + 1;
         float mx = row[0];
         for (int j = 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
         float sum = sp_exp_shift_sum(row, n, mx);
         float inv = 1.0f / sum;
         for (int j = 0; j < n; j++) row[j] *= inv;
-        memset(row + n, 0, (size_t)(kend - n) * sizeof(float));
+        memset(row + n, 0, (size_t)(lds - n) * sizeof(float));
         lse[r] = mx + logf(sum);
     }
 }
 
+/* The keys and values one query head reads: its key/value head's columns, current and past. */
+typedef struct head_kv {
+    const float *k, *v;   /* current rows, stride ld */
+    const float *kp, *vp; /* past rows, stride ldp (np == 0: unused) */
+    int ld, ldp, np;
+} head_kv;
+
+static head_kv head_keys(const float *qkv, const sp_heads *hs, const sp_kv_past *past, int h) {
+    head_kv r = {qkv + SP_K_COL(hs, h), qkv + SP_V_COL(hs, h), NULL, NULL, SP_QKV_WIDTH(hs), 0, 0};
+    if (past && past->n > 0) {
+        int kv = SP_KV_OF(hs, h) * hs->hd;
+        r.kp = past->k + kv, r.vp = past->v + kv, r.ldp = past->ld, r.np = past->n;
+    }
+    return r;
+}
+
+/* s[rows, np + kend] = scale * q[rows] . [K_past; K[0:kend]]^T, for any matrix "keys" in that
+ * place (the backward's dP uses the values instead, with scale 1). */
+static void scores(float *s, const float *q, int ldq, const float *kp, int ldp, int np,
+                   const float *k, int ldk, int rows, int kend, int hd, float scale) {
+    int lds = np + kend;
+    if (np)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, np, hd, scale, q, ldq, kp, ldp,
+                    0.0f, s, lds);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, kend, hd, scale, q, ldq, k, ldk,
+                0.0f, s + np, lds);
+}
+
 void sp_attention_forward(float *out, float *lse, float *scratch, const float *qkv, int len,
-                          const sp_heads *hs) {
+                          const sp_heads *hs, const sp_kv_past *past) {
     int hd = hs->hd, ld = SP_QKV_WIDTH(hs), d = hs->n_head * hd;
     float scale = 1.0f / sqrtf((float)hd);
     for (int h = 0; h < hs->n_head; h++) {
-        const float *q = qkv + h * hd, *k = qkv + SP_K_COL(hs, h), *v = qkv + SP_V_COL(hs, h);
+        const float *q = qkv + h * hd;
+        head_kv kv = head_keys(qkv, hs, past, h);
         for (int i0 = 0; i0 < len; i0 += SP_ATT_QBLOCK) {
             int rows = len - i0 < SP_ATT_QBLOCK ? len - i0 : SP_ATT_QBLOCK, kend = i0 + rows;
-            /* scratch[rows, kend] = scale * Q[i0:kend] K[0:kend]^T, then softmax per row */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, kend, hd, scale,
-                        q + (size_t)i0 * ld, ld, k, ld, 0.0f, scratch, kend);
-            block_softmax(scratch, lse + (size_t)h * len + i0, i0, rows, kend);
-            /* out[i0:kend, head h] = P V[0:kend] */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, kend, 1.0f, scratch,
-                        kend, v, ld, 0.0f, out + (size_t)i0 * d + h * hd, d);
+            int lds = kv.np + kend;
+            /* scratch[rows, np + kend] = scale * Q[i0:kend] [K_past; K[0:kend]]^T, softmax */
+            scores(scratch, q + (size_t)i0 * ld, ld, kv.kp, kv.ldp, kv.np, kv.k, ld, rows, kend, hd,
+                   scale);
+            block_softmax(scratch, lse + (size_t)h * len + i0, kv.np, i0, rows, kend);
+            /* out[i0:kend, head h] = P_cur V[0:kend] + P_past V_past */
+            float *o = out + (size_t)i0 * d + h * hd;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, kend, 1.0f,
+                        scratch + kv.np, lds, kv.v, ld, 0.0f, o, d);
+            if (kv.np)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, kv.np, 1.0f,
+                            scratch, lds, kv.vp, kv.ldp, 1.0f, o, d);
         }
     }
 }
 
 /* dS = scale * P o (dP - D) in place of dp, where P is recomputed from the scores s and the
- * saved lse, and D[r] = dO_r . O_r (= sum_j P_rj dP_rj). s becomes P. */
-static void block_softmax_backward(float *s, float *dp, const float *lse, const float *dsum, int i0,
-                                   int rows, int kend, float scale) {
+ * saved lse, and D[r] = dO_r . O_r (= sum_j P_rj dP_rj). s becomes P. Rows as block_softmax's. */
+static void block_softmax_backward(float *s, float *dp, const float *lse, const float *dsum, int np,
+                                   int i0, int rows, int kend, float scale) {
+    int lds = np + kend;
     for (int r = 0; r < rows; r++) {
-        float *pr = s + (size_t)r * kend, *dr = dp + (size_t)r * kend;
-        int n = i0 + r + 1;
+        float *pr = s + (size_t)r * lds, *dr = dp + (size_t)r * lds;
+        int n = np + i0 + r + 1;
         sp_exp_shift(pr, n, lse[r]);
         for (int j = 0; j < n; j++) dr[j] = scale * pr[j] * (dr[j] - dsum[r]);
-        memset(pr + n, 0, (size_t)(kend - n) * sizeof(float));
-        memset(dr + n, 0, (size_t)(kend - n) * sizeof(float));
+        memset(pr + n, 0, (size_t)(lds - n) * sizeof(float));
+        memset(dr + n, 0, (size_t)(lds - n) * sizeof(float));
     }
 }
 
-void sp_attention_backward(float *dqkv, float *scratch, const float *dout, const float *out,
-                           const float *lse, const float *qkv, int len, const sp_heads *hs) {
+/* The past's part of a block's backward: dQ += dS_past K_past and, with a gradient,
+ * dK_past += dS_past^T Q, dV_past += P_past^T dO. */
+static void past_backward(float *dq, int ldq, const sp_kv_grad *dpast, const head_kv *kv,
+                          const float *s, const float *dp, int lds, const float *q, int ld,
+                          const float *dO, int d, int rows, int hd, int kvcol) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, kv->np, 1.0f, dp, lds, kv->kp,
+                kv->ldp, 1.0f, dq, ldq);
+    if (!dpast) return;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kv->np, hd, rows, 1.0f, s, lds, dO, d,
+                1.0f, dpast->dv + kvcol, dpast->ld);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kv->np, hd, rows, 1.0f, dp, lds, q, ld,
+                1.0f, dpast->dk + kvcol, dpast->ld);
+}
+
+void sp_attention_backward(float *dqkv, const sp_kv_grad *dpast, float *scratch, const float *dout,
+                           const float *out, const float *lse, const float *qkv, int len,
+                           const sp_heads *hs, const sp_kv_past *past) {
     int hd = hs->hd, ld = SP_QKV_WIDTH(hs), d = hs->n_head * hd, n_head = hs->n_head;
+    int np = past ? past->n : 0;
     float scale = 1.0f / sqrtf((float)hd);
-    float *s = scratch, *dp = scratch + (size_t)SP_ATT_QBLOCK * len;
-    float *dsum = dp + (size_t)SP_ATT_QBLOCK * len; /* [SP_ATT_QBLOCK] */
+    float *s = scratch, *dp = scratch + (size_t)SP_ATT_QBLOCK * (np + len);
+    float *dsum = dp + (size_t)SP_ATT_QBLOCK * (np + len); /* [SP_ATT_QBLOCK] */
     /* dK and dV accumulate over query blocks and over the query heads sharing a key head */
     for (int i = 0; i < len; i++)
         memset(dqkv + (size_t)i * ld + d, 0, (size_t)(ld - d) * sizeof(float));
     for (int h = 0; h < n_head; h++) {
-        const float *q = qkv + h * hd, *k = qkv + SP_K_COL(hs, h), *v = qkv + SP_V_COL(hs, h);
+        const float *q = qkv + h * hd;
+        head_kv kv = head_keys(qkv, hs, past, h);
         float *dq = dqkv + h * hd, *dk = dqkv + SP_K_COL(hs, h), *dv = dqkv + SP_V_COL(hs, h);
         for (int i0 = 0; i0 < len; i0 += SP_ATT_QBLOCK) {
             int rows = len - i0 < SP_ATT_QBLOCK ? len - i0 : SP_ATT_QBLOCK, kend = i0 + rows;
+            int lds = kv.np + kend;
             const float *dO = dout + (size_t)i0 * d + h * hd, *O = out + (size_t)i0 * d + h * hd;
+            const float *qb = q + (size_t)i0 * ld;
             for (int r = 0; r < rows; r++) {
                 float acc = 0.0f;
                 for (int j = 0; j < hd; j++) acc += dO[(size_t)r * d + j] * O[(size_t)r * d + j];
                 dsum[r] = acc;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, kend, hd, scale,
-                        q + (size_t)i0 * ld, ld, k, ld, 0.0f, s, kend);
-            /* dP[rows, kend] = dO V^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, kend, hd, 1.0f, dO, d, v, ld,
-                        0.0f, dp, kend);
-            block_softmax_backward(s, dp, lse + (size_t)h * len + i0, dsum, i0, rows, kend, scale);
+            scores(s, qb, ld, kv.kp, kv.ldp, kv.np, kv.k, ld, rows, kend, hd, scale);
+            /* dP[rows, np + kend] = dO [V_past; V[0:kend]]^T */
+            scores(dp, dO, d, kv.vp, kv.ldp, kv.np, kv.v, ld, rows, kend, hd, 1.0f);
+            block_softmax_backward(s, dp, lse + (size_t)h * len + i0, dsum, kv.np, i0, rows, kend,
+                                   scale);
             /* dV[0:kend] += P^T dO,  dQ[i0:kend] = dS K[0:kend],  dK[0:kend] += dS^T Q[i0:kend] */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kend, hd, rows, 1.0f, s, kend, dO,
-                        d, 1.0f, dv, ld);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, kend, 1.0f, dp, kend,
-                        k, ld, 0.0f, dq + (size_t)i0 * ld, ld);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kend, hd, rows, 1.0f, dp, kend,
-                        q + (size_t)i0 * ld, ld, 1.0f, dk, ld);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kend, hd, rows, 1.0f, s + kv.np,
+                        lds, dO, d, 1.0f, dv, ld);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, kend, 1.0f, dp + kv.np,
+                        lds, kv.k, ld, 0.0f, dq + (size_t)i0 * ld, ld);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kend, hd, rows, 1.0f, dp + kv.np,
+                        lds, qb, ld, 1.0f, dk, ld);
+            if (kv.np)
+                past_backward(dq + (size_t)i0 * ld, ld, dpast, &kv, s, dp, lds, qb, ld, dO, d, rows,
+                              hd, SP_KV_OF(hs, h) * hd);
         }
     }
+}
+
+int sp_kv_append(sp_kv_cache *c, const sp_kv_past *rows) {
+    if (rows->n < 0 || rows->n > c->cap - c->len) return -1;
+    size_t w = (size_t)c->width;
+    for (int r = 0; r < rows->n; r++) {
+        memcpy(c->k + (size_t)(c->len + r) * w, rows->k + (size_t)r * rows->ld, w * sizeof(float));
+        memcpy(c->v + (size_t)(c->len + r) * w, rows->v + (size_t)r * rows->ld, w * sizeof(float));
+    }
+    c->len += rows->n;
+    return 0;
+}
+
+sp_kv_past sp_kv_view(const sp_kv_cache *c) {
+    return (sp_kv_past){c->k, c->v, c->len, c->width};
+}
+
+sp_kv_past sp_kv_of_qkv(const float *qkv, int rows, const sp_heads *hs) {
+    int qd = hs->n_head * hs->hd, kvd = hs->n_kv_head * hs->hd;
+    return (sp_kv_past){qkv + qd, qkv + qd + kvd, rows, SP_QKV_WIDTH(hs)};
 }
 
 double sp_cross_entropy(float *logits, int vocab, int target, int want_grad, float scale) {

@@ -1,11 +1,14 @@
 /* Building blocks of the transformer forward and backward passes: plain functions over row-major
  * float32 arrays, each with its shapes in the comment. Backward functions compute activation
- * gradients only (the weights are frozen); they ACCUMULATE (+=) into dx where noted, because
- * residual connections sum gradients from two paths. */
+ * gradients only (the weights are frozen); the norms' ACCUMULATE (+=) into dx, the gradient of
+ * the residual stream, which also reaches the norm's input unchanged through the residual
+ * connection. */
 #ifndef SP_MODEL_KERNELS_H
 #define SP_MODEL_KERNELS_H
 
 #include <stddef.h>
+
+#include "softprompt/model.h"
 
 /* out[n,d] = (x - mean) * rstd * w + b per row; saves mean[n] and rstd[n] for backward. */
 void sp_layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
@@ -15,25 +18,19 @@ void sp_layernorm_forward(float *out, float *mean, float *rstd, const float *x, 
 void sp_layernorm_backward(float *dx, const float *dout, const float *x, const float *mean,
                            const float *rstd, const float *w, int n, int d);
 
-/* Weight layouts: GPT-2's Conv1D stores W [in, out] (y = x W), nn.Linear W [out, in]
- * (y = x W^T). */
-typedef enum sp_wlayout { SP_W_IN_OUT, SP_W_OUT_IN } sp_wlayout;
+/* Frozen linear layers (sp_linear, softprompt/model.h), whatever the weight's storage.
+ * y[n, W->out] (row stride ldy) = x[n, W->in] (row stride ldx) . W + b. */
+void sp_linear_fwd(float *y, int ldy, const float *x, int ldx, const sp_linear *W, int n);
+/* The same with a residual input: y[n, out] = residual[n, out] + x . W + b (all rows of y and
+ * residual of stride out). One product: residual + b is formed in y, the product added to it. */
+void sp_linear_fwd_residual(float *y, const float *residual, const float *x, int ldx,
+                            const sp_linear *W, int n);
+/* dx[n, W->in] (row stride lddx; =, or += with accumulate) = dy[n, W->out] (row stride lddy)
+ * . the transpose of the forward's W. No dW, no db: frozen. */
+void sp_linear_bwd(float *dx, int lddx, const float *dy, int lddy, const sp_linear *W, int n,
+                   int accumulate);
 
-/* y[n, out] (row stride ldy) = x[n, in] (row stride ldx) . W + b  (bias may be NULL); with
- * accumulate, y += instead (the residual add comes for free). */
-void sp_linear_fwd(float *y, int ldy, const float *x, int ldx, const float *w, sp_wlayout layout,
-                   const float *b, int n, int in, int out, int accumulate);
-/* dx[n, in] (=, or += with accumulate) = dy[n, out] . (the transpose of the forward's W).
- * No dW, no db: frozen. */
-void sp_linear_bwd(float *dx, int lddx, const float *dy, int lddy, const float *w,
-                   sp_wlayout layout, int n, int in, int out, int accumulate);
-/* The dense Conv1D forms of the two above (row strides = widths). */
-void sp_linear_forward(float *y, const float *x, const float *w, const float *b, int n, int in,
-                       int out, int accumulate);
-void sp_linear_backward(float *dx, const float *dy, const float *w, int n, int in, int out,
-                        int accumulate);
-
-/* Llama's RMSNorm: out[n,d] = w * (x * rstd), rstd = 1/sqrt(mean(x^2) + eps); saves rstd[n]. */
+/* RMSNorm (Llama): out[n,d] = w * (x * rstd), rstd = 1/sqrt(mean(x^2) + eps); saves rstd[n]. */
 void sp_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int n, int d,
                         float eps);
 /* dx[n,d] += d(rmsnorm)/dx . dout, from the saved rstd. */
@@ -66,20 +63,54 @@ typedef struct sp_heads {
 #define SP_K_COL(hs, h) (((hs)->n_head + SP_KV_OF(hs, h)) * (hs)->hd)
 #define SP_V_COL(hs, h) (((hs)->n_head + (hs)->n_kv_head + SP_KV_OF(hs, h)) * (hs)->hd)
 
-/* Causal self-attention of one sequence of length len, all heads, in blocks of SP_ATT_QBLOCK
- * query rows (kernels.c). qkv: [len, SP_QKV_WIDTH] rows, out: [len, n_head * hd]; lse:
- * [n_head, len] log-sum-exp of each row's scores, saved for backward instead of the
- * probabilities; scratch: SP_ATT_FWD_SCRATCH(len) floats. */
+/* Keys and values that precede the current rows of a sequence: a per-layer prefix (P trainable
+ * rows every position attends to, as PEFT's prefix tuning passes past_key_values), a cache of
+ * the positions already computed (generation), or both (a cache that starts with the prefix).
+ * Rows hold n_kv_head heads of hd columns, k and v at row stride ld; they are used as stored
+ * (a prefix key is not rotated; a cached key was rotated when it was appended). */
+typedef struct sp_kv_past {
+    const float *k, *v; /* [n, ld] */
+    int n, ld;
+} sp_kv_past;
+
+/* Where the gradient of a past's keys and values goes (ADDED, row stride ld); NULL for a
+ * cache. */
+typedef struct sp_kv_grad {
+    float *dk, *dv; /* [n, ld] */
+    int ld;
+} sp_kv_grad;
+
+/* Causal self-attention of one sequence of len current rows, all heads, in blocks of
+ * SP_ATT_QBLOCK query rows (kernels.c). Current row i attends to every row of past (NULL: none)
+ * and to current rows 0..i. qkv: [len, SP_QKV_WIDTH] rows (q and k already carry their
+ * positions), out: [len, n_head * hd]; lse: [n_head, len] log-sum-exp of each row's scores,
+ * saved for backward instead of the probabilities; scratch: SP_ATT_FWD_SCRATCH(n_past + len)
+ * floats. */
 #define SP_ATT_QBLOCK 64
-#define SP_ATT_FWD_SCRATCH(len) ((size_t)SP_ATT_QBLOCK * (size_t)(len))
+#define SP_ATT_FWD_SCRATCH(keys) ((size_t)SP_ATT_QBLOCK * (size_t)(keys))
 void sp_attention_forward(float *out, float *lse, float *scratch, const float *qkv, int len,
-                          const sp_heads *hs);
+                          const sp_heads *hs, const sp_kv_past *past);
 
 /* Gradients of the attention above: dqkv (overwritten, qkv's layout) from dout, given the
- * forward's out and lse. scratch: SP_ATT_BWD_SCRATCH(len) floats. */
-#define SP_ATT_BWD_SCRATCH(len) (2 * (size_t)SP_ATT_QBLOCK * (size_t)(len) + SP_ATT_QBLOCK)
-void sp_attention_backward(float *dqkv, float *scratch, const float *dout, const float *out,
-                           const float *lse, const float *qkv, int len, const sp_heads *hs);
+ * forward's out and lse; the past's key/value gradients are added to dpast when it is not NULL.
+ * scratch: SP_ATT_BWD_SCRATCH(n_past + len) floats. */
+#define SP_ATT_BWD_SCRATCH(keys) (2 * (size_t)SP_ATT_QBLOCK * (size_t)(keys) + SP_ATT_QBLOCK)
+void sp_attention_backward(float *dqkv, const sp_kv_grad *dpast, float *scratch, const float *dout,
+                           const float *out, const float *lse, const float *qkv, int len,
+                           const sp_heads *hs, const sp_kv_past *past);
+
+/* A key/value cache of one layer: cap rows of width (n_kv_head * hd) keys and as many values,
+ * the first len in use. sp_kv_append copies rows->n rows of keys and values (width floats each,
+ * row stride rows->ld) after them, -1 (nothing copied) when they do not fit; sp_kv_view is the
+ * cache as the past of the next rows; sp_kv_of_qkv the k and v columns of rows qkv rows, as
+ * attention computed them (so that they can be appended). */
+typedef struct sp_kv_cache {
+    float *k, *v; /* [cap, width] */
+    int len, cap, width;
+} sp_kv_cache;
+int sp_kv_append(sp_kv_cache *c, const sp_kv_past *rows);
+sp_kv_past sp_kv_view(const sp_kv_cache *c);
+sp_kv_past sp_kv_of_qkv(const float *qkv, int rows, const sp_heads *hs);
 
 /* Llama's SwiGLU, elementwise over n values: sig = sigmoid(gate) (saved for backward),
  * act = gate * sig * up (activations.c). */

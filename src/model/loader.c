@@ -1,9 +1,10 @@
-/* Loading a Hugging Face GPT-2 directory: config.json + one or more safetensors files.
+/* Loading a Hugging Face model directory: config.json + one or more safetensors files.
  *
- * Every tensor the model needs is located (with or without the "transformer." prefix), checked
- * against the shapes config.json implies and either used in place (aligned F32) or converted to
- * a private float32 copy. Tensors nobody asked for are an error, except the attention-mask
- * buffers HF stores, so a checkpoint of another architecture or depth is never half-loaded. */
+ * Every tensor of the family's table (model/family.c) that the configuration has is located
+ * (GPT-2's with or without the "transformer." prefix), checked against the shape config.json
+ * implies and either used in place (aligned F32) or converted to a private float32 copy.
+ * Tensors nobody asked for are an error, except the buffers the table names (attention masks,
+ * inv_freq), so a checkpoint of another architecture or depth is never half-loaded. */
 #include "softprompt/model.h"
 
 #include <errno.h>
@@ -17,10 +18,10 @@
 
 #include "io/fileutil.h"
 #include "model/config.h"
+#include "model/family.h"
 
 #define INDEX_NAME "model.safetensors.index.json"
 #define SINGLE_NAME "model.safetensors"
-#define PREFIX "transformer."
 
 typedef struct loader {
     sp_model *m;
@@ -141,15 +142,16 @@ static int open_weights(loader *L, const char *dir, sp_error *err) {
 
 /* ---- finding and checking tensors -------------------------------------------------------- */
 
-/* Finds name (bare or prefixed) in any file. Sets *t = NULL when absent. Ambiguity and
- * disagreement with the index's weight_map are errors. */
+/* Finds name (bare or with the family's optional prefix) in any file. Sets *t = NULL when
+ * absent. Ambiguity and disagreement with the index's weight_map are errors. */
 static int find(loader *L, const char *name, const sp_st_tensor **t, int *fi, sp_error *err) {
+    const char *prefix = sp_family_of(L->m->cfg.arch)->name_prefix;
     char prefixed[256];
-    snprintf(prefixed, sizeof prefixed, PREFIX "%s", name);
+    snprintf(prefixed, sizeof prefixed, "%s%s", prefix ? prefix : "", name);
     *t = NULL;
     for (int i = 0; i < L->m->n_files; i++) {
         const sp_st_tensor *c[2] = {sp_st_find(&L->m->files[i], name),
-                                    sp_st_find(&L->m->files[i], prefixed)};
+                                    prefix ? sp_st_find(&L->m->files[i], prefixed) : NULL};
         for (int k = 0; k < 2; k++) {
             if (!c[k]) continue;
             if (*t)
@@ -199,22 +201,20 @@ static int materialize(loader *L, const sp_st_tensor *t, const char *path, const
     return 0;
 }
 
-/* Locates name, checks dtype and shape [d0] or [d0, d1], and sets *out. An absent optional
- * tensor leaves *out NULL. */
-static int take(loader *L, const char *name, int ndim, int64_t d0, int64_t d1, int optional,
-                const float **out, sp_error *err) {
+/* Locates name, checks dtype and shape[ndim], and sets *out. */
+static int take(loader *L, const char *name, int ndim, const int64_t want[2], const float **out,
+                sp_error *err) {
     const sp_st_tensor *t;
     int fi = 0;
     *out = NULL;
     if (find(L, name, &t, &fi, err) != 0) return -1;
-    if (!t) return optional ? 0 : sp_fail(err, "%s: missing tensor '%s'", L->where, name);
+    if (!t) return sp_fail(err, "%s: missing tensor '%s'", L->where, name);
     const char *path = L->m->files[fi].path;
     L->used[fi][t - L->m->files[fi].tensors] = 1;
     if (!sp_dtype_is_float(t->dtype))
         return sp_fail(err,
                        "%s: tensor '%s' has dtype %s; model weights must be F32, F16, BF16 or F64",
                        path, t->name, sp_dtype_name(t->dtype));
-    int64_t want[2] = {d0, d1};
     int same = t->ndim == ndim;
     for (int i = 0; same && i < ndim; i++) same = t->shape[i] == want[i];
     if (!same) {
@@ -235,115 +235,43 @@ static int skip(loader *L, const char *name, sp_error *err) {
     return 0;
 }
 
-/* ---- the tensor sets ---------------------------------------------------------------------- */
+/* ---- the family's tensors ------------------------------------------------------------------ */
 
-enum { D = -1, D3 = -2, DFF = -3, QD = -4, KVD = -5 }; /* dimensions resolved from the config */
-enum { ALWAYS, IF_QKV_BIAS, IF_O_BIAS, IF_MLP_BIAS };  /* when a tensor exists */
+typedef struct take_ctx {
+    loader *L;
+    sp_error *err;
+} take_ctx;
 
-typedef struct layer_tensor {
-    const char *suffix;
-    int ndim, d0, d1;
-    size_t field;
-    int when;
-} layer_tensor;
-
-#define F(x) offsetof(sp_layer, x)
-static const layer_tensor GPT2_LAYER[] = {
-    {"ln_1.weight", 1, D, 0, F(ln1_w), ALWAYS},
-    {"ln_1.bias", 1, D, 0, F(ln1_b), ALWAYS},
-    {"attn.c_attn.weight", 2, D, D3, F(qkv_w), ALWAYS},
-    {"attn.c_attn.bias", 1, D3, 0, F(qkv_b), ALWAYS},
-    {"attn.c_proj.weight", 2, D, D, F(attn_proj_w), ALWAYS},
-    {"attn.c_proj.bias", 1, D, 0, F(attn_proj_b), ALWAYS},
-    {"ln_2.weight", 1, D, 0, F(ln2_w), ALWAYS},
-    {"ln_2.bias", 1, D, 0, F(ln2_b), ALWAYS},
-    {"mlp.c_fc.weight", 2, D, DFF, F(fc_w), ALWAYS},
-    {"mlp.c_fc.bias", 1, DFF, 0, F(fc_b), ALWAYS},
-    {"mlp.c_proj.weight", 2, DFF, D, F(fc_proj_w), ALWAYS},
-    {"mlp.c_proj.bias", 1, D, 0, F(fc_proj_b), ALWAYS},
-};
-static const layer_tensor LLAMA_LAYER[] = {
-    {"input_layernorm.weight", 1, D, 0, F(ln1_w), ALWAYS},
-    {"self_attn.q_proj.weight", 2, QD, D, F(q_w), ALWAYS},
-    {"self_attn.k_proj.weight", 2, KVD, D, F(k_w), ALWAYS},
-    {"self_attn.v_proj.weight", 2, KVD, D, F(v_w), ALWAYS},
-    {"self_attn.q_proj.bias", 1, QD, 0, F(q_b), IF_QKV_BIAS},
-    {"self_attn.k_proj.bias", 1, KVD, 0, F(k_b), IF_QKV_BIAS},
-    {"self_attn.v_proj.bias", 1, KVD, 0, F(v_b), IF_QKV_BIAS},
-    {"self_attn.o_proj.weight", 2, D, QD, F(attn_proj_w), ALWAYS},
-    {"self_attn.o_proj.bias", 1, D, 0, F(attn_proj_b), IF_O_BIAS},
-    {"post_attention_layernorm.weight", 1, D, 0, F(ln2_w), ALWAYS},
-    {"mlp.gate_proj.weight", 2, DFF, D, F(gate_w), ALWAYS},
-    {"mlp.up_proj.weight", 2, DFF, D, F(up_w), ALWAYS},
-    {"mlp.down_proj.weight", 2, D, DFF, F(down_w), ALWAYS},
-    {"mlp.gate_proj.bias", 1, DFF, 0, F(gate_b), IF_MLP_BIAS},
-    {"mlp.up_proj.bias", 1, DFF, 0, F(up_b), IF_MLP_BIAS},
-    {"mlp.down_proj.bias", 1, D, 0, F(down_b), IF_MLP_BIAS},
-};
-#undef F
-#define COUNT(a) (int)(sizeof a / sizeof a[0])
-
-static int64_t dim(const sp_model_config *c, int code) {
-    switch (code) {
-    case D:
-        return c->d_model;
-    case D3:
-        return 3 * (int64_t)c->d_model;
-    case DFF:
-        return c->d_ff;
-    case QD:
-        return (int64_t)c->n_head * sp_config_head_dim(c);
-    case KVD:
-        return (int64_t)sp_config_kv_heads(c) * sp_config_head_dim(c);
-    default:
-        return code;
-    }
-}
-
-static int present(const sp_model_config *c, int when) {
-    return when == ALWAYS || (when == IF_QKV_BIAS && c->qkv_bias) ||
-           (when == IF_O_BIAS && c->o_bias) || (when == IF_MLP_BIAS && c->mlp_bias);
-}
-
-static int take_layers(loader *L, sp_error *err) {
-    sp_model *m = L->m;
-    const sp_model_config *c = &m->cfg;
-    int gpt2 = m->arch == SP_ARCH_GPT2;
-    const layer_tensor *tab = gpt2 ? GPT2_LAYER : LLAMA_LAYER;
-    int n = gpt2 ? COUNT(GPT2_LAYER) : COUNT(LLAMA_LAYER);
-    for (int l = 0; l < c->n_layer; l++) {
-        for (int k = 0; k < n; k++) {
-            if (!present(c, tab[k].when)) continue;
-            char name[160];
-            snprintf(name, sizeof name, gpt2 ? "h.%d.%s" : "model.layers.%d.%s", l, tab[k].suffix);
-            const float **slot = (const float **)((char *)&m->layers[l] + tab[k].field);
-            if (take(L, name, tab[k].ndim, dim(c, tab[k].d0), dim(c, tab[k].d1), 0, slot, err))
-                return -1;
-        }
-    }
+/* One row of the family's table for one layer: taken when the configuration has it; a tied
+ * model's stored LM head is marked as seen but not read. */
+static int take_row(void *ctx, const sp_tensor_desc *row, int layer) {
+    take_ctx *k = ctx;
+    sp_model *m = k->L->m;
+    char name[160];
+    sp_tensor_name(row, layer, name, sizeof name);
+    if (!sp_tensor_present(row, &m->cfg))
+        return row->when == SP_IF_UNTIED ? skip(k->L, name, k->err) : 0;
+    int64_t shape[2];
+    int ndim = sp_tensor_shape(row, &m->cfg, shape);
+    const float *data;
+    if (take(k->L, name, ndim, shape, &data, k->err)) return -1;
+    sp_model_set_tensor(m, layer, row->role, data, ndim, shape);
     return 0;
 }
 
 static int take_all(loader *L, sp_error *err) {
     sp_model *m = L->m;
     const sp_model_config *c = &m->cfg;
-    int gpt2 = m->arch == SP_ARCH_GPT2;
-    L->owned_cap = COUNT(LLAMA_LAYER) * c->n_layer + 6;
+    const sp_family *f = sp_family_of(c->arch);
+    L->owned_cap = f->n_tensors * (c->n_layer + 1);
     m->owned = calloc((size_t)L->owned_cap, sizeof *m->owned);
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->owned || !m->layers) return sp_fail(err, "%s: out of memory", m->dir);
-    if (take(L, gpt2 ? "wte.weight" : "model.embed_tokens.weight", 2, c->vocab_size, c->d_model, 0,
-             &m->wte, err) ||
-        (gpt2 && take(L, "wpe.weight", 2, c->n_ctx, c->d_model, 0, &m->wpe, err)) ||
-        take_layers(L, err) ||
-        take(L, gpt2 ? "ln_f.weight" : "model.norm.weight", 1, c->d_model, 0, 0, &m->lnf_w, err) ||
-        (gpt2 && take(L, "ln_f.bias", 1, c->d_model, 0, 0, &m->lnf_b, err)) ||
-        (!c->tied && take(L, "lm_head.weight", 2, c->vocab_size, c->d_model, 0, &m->lm_head, err)))
-        return -1;
-    /* Tied: the head is the embedding; a stored copy, which some files carry, is not read. */
-    if (c->tied) {
-        m->lm_head = m->wte;
-        return skip(L, "lm_head.weight", err);
+    take_ctx k = {L, err};
+    if (sp_tensors_walk(f, c->n_layer, SP_ORDER_TABLE, take_row, &k)) return -1;
+    if (c->tied) { /* the head is the embedding */
+        int64_t shape[2] = {c->vocab_size, c->d_model};
+        sp_model_set_tensor(m, -1, SP_ROLE_LM_HEAD, m->wte, 2, shape);
     }
     return 0;
 }
@@ -376,18 +304,34 @@ static int rope_frequencies(sp_model *m, sp_error *err) {
     return 0;
 }
 
-/* Buffers some checkpoints store next to the weights are constants: GPT-2's attention masks
- * (h.N.attn.bias / masked_bias) and older Llama files' rotary inv_freq. */
-static int is_buffer(const char *name) {
-    int layer, end = 0;
-    if (sscanf(name, "model.layers.%d.self_attn.rotary_emb.inv_freq%n", &layer, &end) == 1 && end &&
-        !name[end])
-        return 1;
-    end = 0;
-    if (sscanf(name, "h.%d.attn.bias%n", &layer, &end) == 1 && end && !name[end]) return 1;
-    end = 0;
-    if (sscanf(name, "h.%d.attn.masked_bias%n", &layer, &end) == 1 && end && !name[end]) return 1;
+/* What the family's positions need computed at load. */
+static int positions(sp_model *m, sp_error *err) {
+    switch (sp_family_of(m->cfg.arch)->pos) {
+    case SP_POS_LEARNED:
+        return 0;
+    case SP_POS_ROTARY:
+        return rope_frequencies(m, err);
+    }
     return 0;
+}
+
+/* A tensor of the table that is not part of the model: a buffer (constant) some checkpoints
+ * store next to the weights. */
+static int is_buffer(const sp_model *m, const char *name) {
+    int layer;
+    const sp_tensor_desc *row = sp_tensor_match(sp_family_of(m->cfg.arch), name, &layer);
+    return row && row->role == SP_ROLE_BUFFER;
+}
+
+/* The layer a tensor name belongs to by the family's naming, or -1. */
+static int layer_of(const sp_model *m, const char *name) {
+    const sp_family *f = sp_family_of(m->cfg.arch);
+    size_t n = f->name_prefix ? strlen(f->name_prefix) : 0;
+    if (n && strncmp(name, f->name_prefix, n) == 0) name += n;
+    char fmt[64];
+    snprintf(fmt, sizeof fmt, "%s", f->layer_prefix);
+    int layer = -1;
+    return sscanf(name, fmt, &layer) == 1 ? layer : -1;
 }
 
 /* Rejects tensors the model did not claim, so a deeper or different checkpoint fails loudly. */
@@ -397,13 +341,9 @@ static int check_leftovers(loader *L, sp_error *err) {
         const sp_st_file *f = &m->files[i];
         for (int k = 0; k < f->n_tensors; k++) {
             const char *name = f->tensors[k].name;
-            if (L->used[i][k]) continue;
-            const char *bare = strncmp(name, PREFIX, strlen(PREFIX)) ? name : name + strlen(PREFIX);
-            if (is_buffer(bare)) continue;
-            int layer;
-            if ((sscanf(bare, "h.%d.", &layer) == 1 ||
-                 sscanf(bare, "model.layers.%d.", &layer) == 1) &&
-                layer >= m->cfg.n_layer)
+            if (L->used[i][k] || is_buffer(m, name)) continue;
+            int layer = layer_of(m, name);
+            if (layer >= m->cfg.n_layer)
                 return sp_fail(err,
                                "%s: tensor '%s' belongs to layer %d, but config.json has "
                                "n_layer = %d",
@@ -411,7 +351,7 @@ static int check_leftovers(loader *L, sp_error *err) {
             return sp_fail(err,
                            "%s: unexpected tensor '%s' (not part of a %s model as config.json "
                            "describes it)",
-                           f->path, name, m->cfg.model_type);
+                           f->path, name, sp_arch_model_type(m->cfg.arch));
         }
     }
     if (!L->wmap) return 0;
@@ -431,10 +371,9 @@ static int check_leftovers(loader *L, sp_error *err) {
 /* A tensor of the files the model computes with: not a buffer, not a tied head's stored copy
  * (check_leftovers made sure every other tensor was taken). */
 static int computes_with(const sp_model *m, const sp_st_tensor *t) {
-    const char *bare =
-        strncmp(t->name, PREFIX, strlen(PREFIX)) ? t->name : t->name + strlen(PREFIX);
-    return sp_dtype_is_float(t->dtype) && !is_buffer(bare) &&
-           !(m->cfg.tied && strcmp(bare, "lm_head.weight") == 0);
+    int layer;
+    const sp_tensor_desc *row = sp_tensor_match(sp_family_of(m->cfg.arch), t->name, &layer);
+    return sp_dtype_is_float(t->dtype) && !(row && !sp_tensor_present(row, &m->cfg));
 }
 
 /* Whether element i of t is non-finite in its stored dtype, or once converted to float32 (F64
@@ -542,10 +481,8 @@ int sp_model_load(sp_model *m, const char *dir, sp_error *err) {
     int rc = -1;
     if (!(m->dir = strdup(dir)) || !config)
         sp_fail(err, "%s: out of memory", dir);
-    else if (sp_config_load(&m->cfg, &m->arch, config, err) == 0 &&
-             open_weights(&L, dir, err) == 0 && take_all(&L, err) == 0 &&
-             check_leftovers(&L, err) == 0 &&
-             (m->arch == SP_ARCH_GPT2 || rope_frequencies(m, err) == 0))
+    else if (sp_config_load(&m->cfg, config, err) == 0 && open_weights(&L, dir, err) == 0 &&
+             take_all(&L, err) == 0 && check_leftovers(&L, err) == 0 && positions(m, err) == 0)
         rc = 0;
     free(config);
     loader_free(&L);

@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "model/family.h"
 #include "softprompt/checkpoint.h"
 #include "train/hash64.h"
 
@@ -12,69 +13,72 @@ static void hash_floats(sp_h64 *h, const char *name, const float *x, size_t n) {
     sp_h64_update(h, x, n * sizeof *x);
 }
 
-/* Llama-family layer tensors in a fixed order, with their element counts. */
-static void hash_llama_layer(sp_h64 *h, const sp_model_config *c, const sp_layer *L) {
-    size_t d = (size_t)c->d_model, f = (size_t)c->d_ff;
-    size_t qd = (size_t)c->n_head * sp_config_head_dim(c);
-    size_t kvd = (size_t)sp_config_kv_heads(c) * sp_config_head_dim(c);
-    hash_floats(h, "input_layernorm.weight", L->ln1_w, d);
-    hash_floats(h, "q_proj.weight", L->q_w, qd * d);
-    hash_floats(h, "k_proj.weight", L->k_w, kvd * d);
-    hash_floats(h, "v_proj.weight", L->v_w, kvd * d);
-    if (c->qkv_bias) {
-        hash_floats(h, "q_proj.bias", L->q_b, qd);
-        hash_floats(h, "k_proj.bias", L->k_b, kvd);
-        hash_floats(h, "v_proj.bias", L->v_b, kvd);
-    }
-    hash_floats(h, "o_proj.weight", L->attn_proj_w, d * qd);
-    if (c->o_bias) hash_floats(h, "o_proj.bias", L->attn_proj_b, d);
-    hash_floats(h, "post_attention_layernorm.weight", L->ln2_w, d);
-    hash_floats(h, "gate_proj.weight", L->gate_w, f * d);
-    hash_floats(h, "up_proj.weight", L->up_w, f * d);
-    hash_floats(h, "down_proj.weight", L->down_w, d * f);
-    if (c->mlp_bias) {
-        hash_floats(h, "gate_proj.bias", L->gate_b, f);
-        hash_floats(h, "up_proj.bias", L->up_b, f);
-        hash_floats(h, "down_proj.bias", L->down_b, d);
+/* The family's tag and the configuration values beyond the common ones that change its
+ * computation. A new family decides here what identifies it (the switch makes that a compile
+ * error to forget); GPT-2 and the Llama family hash exactly what the first versions did. */
+static void hash_family(sp_h64 *h, const sp_model *m) {
+    const sp_model_config *c = &m->cfg;
+    switch (c->arch) {
+    case SP_ARCH_GPT2:
+        sp_h64_str(h, "gpt2");
+        return;
+    case SP_ARCH_LLAMA:
+    case SP_ARCH_QWEN2:
+        sp_h64_str(h, "llama");
+        return;
     }
 }
 
-static void hash_gpt2_layer(sp_h64 *h, const sp_model_config *c, const sp_layer *L) {
-    size_t d = (size_t)c->d_model, f = (size_t)c->d_ff;
-    hash_floats(h, "ln_1.weight", L->ln1_w, d);
-    hash_floats(h, "ln_1.bias", L->ln1_b, d);
-    hash_floats(h, "attn.c_attn.weight", L->qkv_w, d * 3 * d);
-    hash_floats(h, "attn.c_attn.bias", L->qkv_b, 3 * d);
-    hash_floats(h, "attn.c_proj.weight", L->attn_proj_w, d * d);
-    hash_floats(h, "attn.c_proj.bias", L->attn_proj_b, d);
-    hash_floats(h, "ln_2.weight", L->ln2_w, d);
-    hash_floats(h, "ln_2.bias", L->ln2_b, d);
-    hash_floats(h, "mlp.c_fc.weight", L->fc_w, d * f);
-    hash_floats(h, "mlp.c_fc.bias", L->fc_b, f);
-    hash_floats(h, "mlp.c_proj.weight", L->fc_proj_w, f * d);
-    hash_floats(h, "mlp.c_proj.bias", L->fc_proj_b, d);
+static void hash_rotary(sp_h64 *h, const sp_model *m) {
+    const sp_model_config *c = &m->cfg;
+    switch (c->arch) {
+    case SP_ARCH_GPT2:
+        return;
+    case SP_ARCH_LLAMA:
+    case SP_ARCH_QWEN2:
+        sp_h64_str(h, sp_arch_model_type(c->arch));
+        sp_h64_i64(h, sp_config_kv_heads(c));
+        sp_h64_i64(h, sp_config_head_dim(c));
+        hash_floats(h, "rope_inv_freq", m->rope_inv_freq, (size_t)sp_config_head_dim(c) / 2);
+        return;
+    }
 }
 
-/* Configuration values that change the computation of the Llama family. */
-static void hash_llama_config(sp_h64 *h, const sp_model_config *c, const sp_model *m) {
-    sp_h64_str(h, c->model_type);
-    sp_h64_i64(h, sp_config_kv_heads(c));
-    sp_h64_i64(h, sp_config_head_dim(c));
-    hash_floats(h, "rope_inv_freq", m->rope_inv_freq, (size_t)sp_config_head_dim(c) / 2);
+typedef struct fp_ctx {
+    sp_h64 *h;
+    const sp_model *m;
+    int layer; /* of the rows hashed last */
+} fp_ctx;
+
+/* One row of the family's tensor table: each layer starts with its index; the LM head with
+ * whether it is tied (then it is the embedding, not hashed again). */
+static int hash_row(void *ctx, const sp_tensor_desc *row, int layer) {
+    fp_ctx *k = ctx;
+    const sp_model_config *c = &k->m->cfg;
+    if (row->role == SP_ROLE_BUFFER || (layer >= 0 && !k->m->layers)) return 0;
+    if (layer >= 0 && layer != k->layer) sp_h64_i64(k->h, layer);
+    k->layer = layer;
+    if (row->role == SP_ROLE_LM_HEAD) sp_h64_i64(k->h, c->tied);
+    if (!sp_tensor_present(row, c)) return 0;
+    int64_t shape[2];
+    int ndim = sp_tensor_shape(row, c, shape);
+    size_t n = (size_t)(ndim == 1 ? shape[0] : shape[0] * shape[1]);
+    hash_floats(k->h, row->fp_name, sp_model_tensor(k->m, layer, row->role), n);
+    return 0;
 }
 
-/* The configuration, then every tensor's float32 values in a fixed order. Values, not files, are
- * hashed: the same weights in one file or in shards, with or without the "transformer." prefix,
- * give the same fingerprint; the same F16 weights converted at load do too. GPT-2 fingerprints
- * are unchanged from the first version (checkpoints written before Llama support resume). */
+/* The configuration, then every tensor's float32 values in the order of the family's table.
+ * Values, not files, are hashed: the same weights in one file or in shards, with or without the
+ * "transformer." prefix, give the same fingerprint; the same F16 weights converted at load do
+ * too. GPT-2 fingerprints are unchanged from the first version (checkpoints written before
+ * Llama support resume), and those of both from before the family tables
+ * (tests/unit/test_fingerprint_pins.c). */
 void sp_model_fingerprint(const sp_model *m, char out[17]) {
     const sp_model_config *c = &m->cfg;
-    size_t d = (size_t)c->d_model, v = (size_t)c->vocab_size;
-    int gpt2 = m->arch == SP_ARCH_GPT2;
     sp_h64 h;
     sp_h64_init(&h);
     sp_h64_str(&h, "softprompt-model-fingerprint-v1");
-    sp_h64_str(&h, gpt2 ? "gpt2" : "llama");
+    hash_family(&h, m);
     sp_h64_i64(&h, c->n_layer);
     sp_h64_i64(&h, c->d_model);
     sp_h64_i64(&h, c->n_head);
@@ -82,22 +86,9 @@ void sp_model_fingerprint(const sp_model *m, char out[17]) {
     sp_h64_i64(&h, c->vocab_size);
     sp_h64_i64(&h, c->n_ctx);
     sp_h64_f64(&h, c->ln_eps);
-    if (!gpt2) hash_llama_config(&h, c, m);
-    hash_floats(&h, "wte", m->wte, v * d);
-    if (gpt2) hash_floats(&h, "wpe", m->wpe, (size_t)c->n_ctx * d);
-    for (int l = 0; l < c->n_layer && m->layers; l++) {
-        sp_h64_i64(&h, l);
-        if (gpt2)
-            hash_gpt2_layer(&h, c, &m->layers[l]);
-        else
-            hash_llama_layer(&h, c, &m->layers[l]);
-    }
-    hash_floats(&h, "ln_f.weight", m->lnf_w, d);
-    if (gpt2) hash_floats(&h, "ln_f.bias", m->lnf_b, d);
-    /* An untied head is part of the model. */
-    int tied = m->lm_head == m->wte;
-    sp_h64_i64(&h, tied);
-    if (!tied) hash_floats(&h, "lm_head", m->lm_head, v * d);
+    hash_rotary(&h, m);
+    fp_ctx k = {&h, m, -1};
+    sp_tensors_walk(sp_family_of(c->arch), c->n_layer, SP_ORDER_TABLE, hash_row, &k);
     sp_h64_hex(sp_h64_final(&h), out);
 }
 

@@ -641,7 +641,7 @@ static void report_check(const trainer *t, int resumed) {
     if (!is_rank0(t)) return;
     const sp_train_config *c = t->c;
     printf("ok: %s: %s, %d layers, d %d; %s: %lld examples%s%s; prompt %d x %d; ", c->model_dir,
-           t->model.cfg.model_type, t->model.cfg.n_layer, t->dim, c->train_path,
+           sp_arch_model_type(t->model.cfg.arch), t->model.cfg.n_layer, t->dim, c->train_path,
            (long long)sp_dataset_n_examples(t->train), c->valid_path ? ", valid " : "",
            c->valid_path ? c->valid_path : "", t->P, t->dim);
     if (!resumed)

@@ -1,8 +1,9 @@
 /* The blocked attention kernels (src/model/kernels.c) against a naive float64 implementation
- * that materialises the whole [len, len] probability matrix per head and uses the textbook
+ * that materialises the whole [len, np + len] probability matrix per head and uses the textbook
  * softmax backward dS = P o (dP - rowsum(P o dP)). Lengths straddle the query block size so that
  * single blocks, exact multiples and ragged last blocks are all covered; grouped-query layouts
- * (several query heads per key/value head) as well as GPT-2's one-to-one layout. */
+ * (several query heads per key/value head) as well as GPT-2's one-to-one layout; a past of np
+ * rows (a per-layer prefix with its gradient, or a key/value cache filled row by row). */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -11,69 +12,94 @@
 #include "softprompt/rng.h"
 #include "testutil.h"
 
+/* The past of a sequence as the tests lay it out: np rows of keys and np rows of values, each
+ * row n_kv_head * hd wide, at row stride ld (>= the width: strided layouts are covered too). */
+typedef struct past_rows {
+    float *k, *v;
+    int np, ld;
+} past_rows;
+
 typedef struct naive {
-    double *out, *dq; /* [len, H * hd] */
-    double *dk, *dv;  /* [len, Hkv * hd]: sums over the query heads sharing a key head */
+    double *out, *dq;  /* [len, H * hd] */
+    double *dk, *dv;   /* [len, Hkv * hd]: sums over the query heads sharing a key head */
+    double *dkp, *dvp; /* [np, Hkv * hd]: the same for the past's rows */
 } naive;
 
-/* Float64 causal attention of query head h: fills out and dq for its columns and adds its part
- * of dk and dv to the columns of its key/value head. */
+/* Float64 attention of query head h over the past's np rows (all visible) and the current rows
+ * (causal): fills out and dq for its columns and adds its part of dk, dv (and the past's dkp,
+ * dvp) to the columns of its key/value head. Key index j < np is past row j, else current row
+ * j - np. */
 static void naive_head(naive *r, const float *qkv, const float *dout, int len, const sp_heads *hs,
-                       int h) {
+                       const past_rows *past, int h) {
     int ld = SP_QKV_WIDTH(hs), hd = hs->hd, d = hs->n_head * hd, kvd = hs->n_kv_head * hd;
-    int kv = SP_KV_OF(hs, h);
+    int kv = SP_KV_OF(hs, h), np = past->np, nk = np + len;
     double scale = 1.0 / sqrt((double)hd);
-    double *p = calloc((size_t)len * len, sizeof *p), *dp = calloc((size_t)len * len, sizeof *dp);
-#define Q(i, j) ((double)qkv[(size_t)(i)*ld + h * hd + (j)])
-#define K(i, j) ((double)qkv[(size_t)(i)*ld + SP_K_COL(hs, h) + (j)])
-#define V(i, j) ((double)qkv[(size_t)(i)*ld + SP_V_COL(hs, h) + (j)])
-#define DO(i, j) ((double)dout[(size_t)(i)*d + h * hd + (j)])
+    double *p = calloc((size_t)len * nk, sizeof *p), *dp = calloc((size_t)len * nk, sizeof *dp);
+    double *dk = calloc((size_t)nk * hd, sizeof *dk), *dv = calloc((size_t)nk * hd, sizeof *dv);
+#define Q(i, c) ((double)qkv[(size_t)(i)*ld + h * hd + (c)])
+#define K(j, c)                                                                                    \
+    ((double)((j) < np ? past->k[(size_t)(j)*past->ld + kv * hd + (c)]                             \
+                       : qkv[(size_t)((j)-np) * ld + SP_K_COL(hs, h) + (c)]))
+#define V(j, c)                                                                                    \
+    ((double)((j) < np ? past->v[(size_t)(j)*past->ld + kv * hd + (c)]                             \
+                       : qkv[(size_t)((j)-np) * ld + SP_V_COL(hs, h) + (c)]))
+#define DO(i, c) ((double)dout[(size_t)(i)*d + h * hd + (c)])
+#define P(i, j) p[(size_t)(i)*nk + (j)]
+#define DP(i, j) dp[(size_t)(i)*nk + (j)]
     for (int i = 0; i < len; i++) {
+        int vis = np + i + 1;
         double mx = -INFINITY, sum = 0.0;
-        for (int j = 0; j <= i; j++) {
+        for (int j = 0; j < vis; j++) {
             double s = 0.0;
             for (int c = 0; c < hd; c++) s += Q(i, c) * K(j, c);
-            p[(size_t)i * len + j] = s * scale;
+            P(i, j) = s * scale;
             mx = fmax(mx, s * scale);
         }
-        for (int j = 0; j <= i; j++)
-            sum += (p[(size_t)i * len + j] = exp(p[(size_t)i * len + j] - mx));
-        for (int j = 0; j <= i; j++) p[(size_t)i * len + j] /= sum;
+        for (int j = 0; j < vis; j++) sum += (P(i, j) = exp(P(i, j) - mx));
+        for (int j = 0; j < vis; j++) P(i, j) /= sum;
     }
     for (int i = 0; i < len; i++)
         for (int c = 0; c < hd; c++) {
-            double o = 0.0, g = 0.0;
-            for (int j = 0; j <= i; j++) o += p[(size_t)i * len + j] * V(j, c);
-            for (int j = i; j < len; j++) g += p[(size_t)j * len + i] * DO(j, c); /* P^T dO */
+            double o = 0.0;
+            for (int j = 0; j < np + i + 1; j++) o += P(i, j) * V(j, c);
             r->out[(size_t)i * d + h * hd + c] = o;
-            r->dv[(size_t)i * kvd + kv * hd + c] += g;
         }
-    for (int i = 0; i < len; i++) {
+    for (int i = 0; i < len; i++) { /* dS = P o (dP - rowsum(P o dP)) */
         double rowdot = 0.0;
-        for (int j = 0; j <= i; j++) {
+        for (int j = 0; j < np + i + 1; j++) {
             double g = 0.0;
             for (int c = 0; c < hd; c++) g += DO(i, c) * V(j, c);
-            dp[(size_t)i * len + j] = g;
-            rowdot += g * p[(size_t)i * len + j];
+            DP(i, j) = g;
+            rowdot += g * P(i, j);
         }
-        for (int j = 0; j <= i; j++)
-            dp[(size_t)i * len + j] =
-                scale * p[(size_t)i * len + j] * (dp[(size_t)i * len + j] - rowdot);
+        for (int j = 0; j < np + i + 1; j++) DP(i, j) = scale * P(i, j) * (DP(i, j) - rowdot);
     }
     for (int i = 0; i < len; i++)
         for (int c = 0; c < hd; c++) {
-            double gq = 0.0, gk = 0.0;
-            for (int j = 0; j <= i; j++) gq += dp[(size_t)i * len + j] * K(j, c);
-            for (int j = i; j < len; j++) gk += dp[(size_t)j * len + i] * Q(j, c);
+            double gq = 0.0;
+            for (int j = 0; j < np + i + 1; j++) gq += DP(i, j) * K(j, c);
             r->dq[(size_t)i * d + h * hd + c] = gq;
-            r->dk[(size_t)i * kvd + kv * hd + c] += gk;
+        }
+    for (int j = 0; j < nk; j++) /* P^T dO and dS^T Q over the queries that see key j */
+        for (int c = 0; c < hd; c++)
+            for (int i = j < np ? 0 : j - np; i < len; i++) {
+                dv[(size_t)j * hd + c] += P(i, j) * DO(i, c);
+                dk[(size_t)j * hd + c] += DP(i, j) * Q(i, c);
+            }
+    for (int j = 0; j < nk; j++)
+        for (int c = 0; c < hd; c++) {
+            double *tk = j < np ? r->dkp + (size_t)j * kvd : r->dk + (size_t)(j - np) * kvd;
+            double *tv = j < np ? r->dvp + (size_t)j * kvd : r->dv + (size_t)(j - np) * kvd;
+            tk[kv * hd + c] += dk[(size_t)j * hd + c];
+            tv[kv * hd + c] += dv[(size_t)j * hd + c];
         }
 #undef Q
 #undef K
 #undef V
 #undef DO
-    free(p);
-    free(dp);
+#undef P
+#undef DP
+    free(p), free(dp), free(dk), free(dv);
 }
 
 /* Largest |a - b| over the largest |b|, for n values of b laid out with stride/offset. */
@@ -88,35 +114,79 @@ static double rel_err(const float *a, int lda, int off, const double *b, int len
     return err / scale;
 }
 
-static void check_attention(int len, int n_head, int n_kv_head, int hd, uint64_t seed) {
+static float *normal_floats(size_t n, sp_rng *rng) {
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    for (size_t i = 0; i < n; i++) x[i] = (float)sp_rng_normal(rng);
+    return x;
+}
+
+/* np random past rows (np = 0: none) at row stride ld: keys and values interleaved in one
+ * buffer when ld = 2 kvd (as a cache may hold them), separate arrays when ld = kvd (as the
+ * prefix's [2, P, kvd] layout does). */
+static past_rows random_past(int np, int kvd, int interleaved, sp_rng *rng) {
+    past_rows p = {NULL, NULL, np, interleaved ? 2 * kvd : kvd};
+    if (interleaved) {
+        p.k = normal_floats((size_t)np * 2 * kvd, rng);
+        p.v = p.k + kvd;
+    } else {
+        p.k = normal_floats((size_t)np * kvd, rng);
+        p.v = normal_floats((size_t)np * kvd, rng);
+    }
+    return p;
+}
+
+static void free_past(past_rows *p, int interleaved) {
+    free(p->k);
+    if (!interleaved) free(p->v);
+}
+
+/* The kernels against naive_head for one shape, with np past rows: outputs and every gradient,
+ * the past's accumulated onto a non-zero start (the kernel adds). */
+static void check_past_attention(int len, int n_head, int n_kv_head, int hd, int np,
+                                 int interleaved, uint64_t seed) {
     sp_heads hs = {n_head, n_kv_head, hd};
     int ld = SP_QKV_WIDTH(&hs), d = n_head * hd, kvd = n_kv_head * hd;
     sp_rng rng;
     sp_rng_seed(&rng, seed);
-    size_t nq = (size_t)len * ld, no = (size_t)len * d;
-    float *qkv = malloc(nq * sizeof *qkv), *dout = malloc(no * sizeof *dout);
+    size_t nq = (size_t)len * ld, no = (size_t)len * d, npk = (size_t)np * kvd;
     /* q, k with std 1: scores of std ~sqrt(hd) * scale = 1, so softmax rows are far from uniform */
-    for (size_t i = 0; i < nq; i++) qkv[i] = (float)sp_rng_normal(&rng);
-    for (size_t i = 0; i < no; i++) dout[i] = (float)sp_rng_normal(&rng);
+    float *qkv = normal_floats(nq, &rng), *dout = normal_floats(no, &rng);
+    past_rows past = random_past(np, kvd, interleaved, &rng);
     float *out = malloc(no * sizeof *out), *lse = malloc((size_t)n_head * len * sizeof *lse);
     float *dqkv = malloc(nq * sizeof *dqkv);
-    float *scratch = malloc(SP_ATT_BWD_SCRATCH(len) * sizeof *scratch);
+    float *scratch = malloc(SP_ATT_BWD_SCRATCH(np + len) * sizeof *scratch);
+    float *dkp = malloc((npk ? npk : 1) * sizeof *dkp), *dvp = malloc((npk ? npk : 1) * 4);
     for (size_t i = 0; i < nq; i++) dqkv[i] = NAN; /* every entry must be written */
-    sp_attention_forward(out, lse, scratch, qkv, len, &hs);
-    sp_attention_backward(dqkv, scratch, dout, out, lse, qkv, len, &hs);
+    for (size_t i = 0; i < npk; i++) dkp[i] = 1.0f, dvp[i] = -2.0f; /* added to */
+    sp_kv_past kp = {past.k, past.v, np, past.ld};
+    sp_kv_grad g = {dkp, dvp, kvd};
+    sp_attention_forward(out, lse, scratch, qkv, len, &hs, np ? &kp : NULL);
+    sp_attention_backward(dqkv, np ? &g : NULL, scratch, dout, out, lse, qkv, len, &hs,
+                          np ? &kp : NULL);
 
     size_t nkv = (size_t)len * kvd;
-    naive r = {calloc(no, 8), calloc(no, 8), calloc(nkv, 8), calloc(nkv, 8)};
-    for (int h = 0; h < n_head; h++) naive_head(&r, qkv, dout, len, &hs, h);
+    naive r = {calloc(no, 8),  calloc(no, 8),      calloc(nkv, 8),
+               calloc(nkv, 8), calloc(npk + 1, 8), calloc(npk + 1, 8)};
+    for (int h = 0; h < n_head; h++) naive_head(&r, qkv, dout, len, &hs, &past, h);
+    for (size_t i = 0; i < npk; i++) r.dkp[i] += 1.0, r.dvp[i] -= 2.0;
     double e_out = rel_err(out, d, 0, r.out, len, d), e_dq = rel_err(dqkv, ld, 0, r.dq, len, d);
     double e_dk = rel_err(dqkv, ld, d, r.dk, len, kvd);
     double e_dv = rel_err(dqkv, ld, d + kvd, r.dv, len, kvd);
+    double e_dkp = np ? rel_err(dkp, kvd, 0, r.dkp, np, kvd) : 0;
+    double e_dvp = np ? rel_err(dvp, kvd, 0, r.dvp, np, kvd) : 0;
     /* float32 sums over up to len * hd terms: 1e-5 leaves two orders of margin at len 200 */
-    ck_assert_msg(e_out < 1e-5 && e_dq < 1e-5 && e_dk < 1e-5 && e_dv < 1e-5,
-                  "len %d heads %d/%d hd %d: relative errors out %.2e dq %.2e dk %.2e dv %.2e", len,
-                  n_head, n_kv_head, hd, e_out, e_dq, e_dk, e_dv);
-    free(qkv), free(dout), free(out), free(lse), free(dqkv), free(scratch);
-    free(r.out), free(r.dq), free(r.dk), free(r.dv);
+    ck_assert_msg(e_out < 1e-5 && e_dq < 1e-5 && e_dk < 1e-5 && e_dv < 1e-5 && e_dkp < 1e-5 &&
+                      e_dvp < 1e-5,
+                  "len %d past %d heads %d/%d hd %d: relative errors out %.2e dq %.2e dk %.2e dv "
+                  "%.2e past dk %.2e dv %.2e",
+                  len, np, n_head, n_kv_head, hd, e_out, e_dq, e_dk, e_dv, e_dkp, e_dvp);
+    free(qkv), free(dout), free(out), free(lse), free(dqkv), free(scratch), free(dkp), free(dvp);
+    free(r.out), free(r.dq), free(r.dk), free(r.dv), free(r.dkp), free(r.dvp);
+    free_past(&past, interleaved);
+}
+
+static void check_attention(int len, int n_head, int n_kv_head, int hd, uint64_t seed) {
+    check_past_attention(len, n_head, n_kv_head, hd, 0, 0, seed);
 }
 
 START_TEST(test_lengths_around_block_size) {
@@ -159,7 +229,7 @@ START_TEST(test_lse_is_row_logsumexp) {
     float *lse = malloc((size_t)len * 4), *scratch = malloc(SP_ATT_FWD_SCRATCH(len) * 4);
     for (int i = 0; i < len * 3 * d; i++) qkv[i] = 3.0f * (float)sp_rng_normal(&rng);
     sp_heads hs = {1, 1, hd};
-    sp_attention_forward(out, lse, scratch, qkv, len, &hs);
+    sp_attention_forward(out, lse, scratch, qkv, len, &hs, NULL);
     for (int i = 0; i < len; i++) {
         double mx = -INFINITY, s[len];
         for (int j = 0; j <= i; j++) {
@@ -178,6 +248,100 @@ START_TEST(test_lse_is_row_logsumexp) {
 }
 END_TEST
 
+/* A per-layer prefix (past rows every query attends to, with their gradient): short and long
+ * prefixes (past a query block), with sequences around the block size, grouped-query heads,
+ * and both the separate [2, P, kvd] and an interleaved row layout. */
+START_TEST(test_prefix_forward_backward) {
+    check_past_attention(1, 2, 2, 8, 1, 0, 31);
+    check_past_attention(7, 4, 2, 8, 5, 0, 32);
+    check_past_attention(SP_ATT_QBLOCK + 3, 3, 3, 16, 20, 0, 33);
+    check_past_attention(2 * SP_ATT_QBLOCK, 8, 2, 8, SP_ATT_QBLOCK + 6, 1, 34);
+    check_past_attention(37, 6, 1, 12, 3, 1, 35);
+}
+END_TEST
+
+/* The same rows computed through a cache: the cache starts with np prefix rows, the first
+ * prefill rows are computed at once (prefill 0: none), then one row at a time, each appended to
+ * the cache after it is computed. Every output row and log-sum-exp equals the computation of
+ * the whole sequence with the prefix as its past (only float32 rounding apart), and both equal
+ * the float64 reference. */
+static void check_cache(int len, int n_head, int n_kv_head, int hd, int np, int prefill,
+                        uint64_t seed) {
+    sp_heads hs = {n_head, n_kv_head, hd};
+    int ld = SP_QKV_WIDTH(&hs), d = n_head * hd, kvd = n_kv_head * hd;
+    sp_rng rng;
+    sp_rng_seed(&rng, seed);
+    float *qkv = normal_floats((size_t)len * ld, &rng);
+    past_rows prefix = random_past(np, kvd, 0, &rng);
+    sp_kv_past pk = {prefix.k, prefix.v, np, kvd};
+    float *scratch = malloc(SP_ATT_BWD_SCRATCH(np + len) * sizeof *scratch);
+    float *full = malloc((size_t)len * d * sizeof *full), *step = malloc((size_t)len * d * 4);
+    float *lse_full = malloc((size_t)n_head * len * 4), *lse = malloc((size_t)n_head * len * 4);
+    sp_attention_forward(full, lse_full, scratch, qkv, len, &hs, &pk);
+
+    sp_kv_cache c = {malloc((size_t)(np + len) * kvd * 4), malloc((size_t)(np + len) * kvd * 4), 0,
+                     np + len, kvd};
+    ck_assert_int_eq(sp_kv_append(&c, &pk), 0);
+    for (int r0 = 0; r0 < len;) {
+        int rows = r0 == 0 && prefill > 0 ? prefill : 1;
+        sp_kv_past view = sp_kv_view(&c);
+        sp_attention_forward(step + (size_t)r0 * d, lse, scratch, qkv + (size_t)r0 * ld, rows, &hs,
+                             &view);
+        sp_kv_past added = sp_kv_of_qkv(qkv + (size_t)r0 * ld, rows, &hs);
+        ck_assert_int_eq(sp_kv_append(&c, &added), 0);
+        for (int h = 0; h < n_head; h++)
+            for (int r = 0; r < rows; r++) {
+                float a = lse[(size_t)h * rows + r], b = lse_full[(size_t)h * len + r0 + r];
+                ck_assert_msg(fabsf(a - b) <= 1e-5f * (1 + fabsf(b)),
+                              "row %d head %d: lse %g through the cache, %g at once", r0 + r, h, a,
+                              b);
+            }
+        r0 += rows;
+    }
+    ck_assert_int_eq(c.len, np + len);
+    ck_assert_int_eq(sp_kv_append(&c, &pk), np > 0 ? -1 : 0); /* full */
+
+    naive r = {calloc((size_t)len * d, 8),      calloc((size_t)len * d, 8),
+               calloc((size_t)len * kvd, 8),    calloc((size_t)len * kvd, 8),
+               calloc((size_t)np * kvd + 1, 8), calloc((size_t)np * kvd + 1, 8)};
+    float *zero = calloc((size_t)len * d, sizeof *zero);
+    for (int h = 0; h < n_head; h++) naive_head(&r, qkv, zero, len, &hs, &prefix, h);
+    double e_full = rel_err(full, d, 0, r.out, len, d), e_step = rel_err(step, d, 0, r.out, len, d);
+    ck_assert_msg(
+        e_full < 1e-5 && e_step < 1e-5,
+        "len %d prefix %d prefill %d: relative error at once %.2e, through the cache %.2e", len, np,
+        prefill, e_full, e_step);
+    free(qkv), free(scratch), free(full), free(step), free(lse_full), free(lse), free(zero);
+    free(c.k), free(c.v), free(r.out), free(r.dq), free(r.dk), free(r.dv), free(r.dkp), free(r.dvp);
+    free_past(&prefix, 0);
+}
+
+START_TEST(test_cache_matches_whole_sequence) {
+    check_cache(9, 2, 2, 8, 0, 0, 41);                  /* token by token from the start */
+    check_cache(SP_ATT_QBLOCK + 12, 4, 2, 8, 0, 5, 42); /* a prompt, then decoding */
+    check_cache(30, 6, 3, 12, 7, 0, 43);                /* a prefix in the cache */
+    check_cache(2 * SP_ATT_QBLOCK + 4, 4, 1, 16, 11, SP_ATT_QBLOCK + 1, 44);
+}
+END_TEST
+
+/* A cache refuses rows that do not fit, and copies nothing then. */
+START_TEST(test_cache_capacity) {
+    sp_heads hs = {2, 1, 4};
+    float qkv[3 * 16] = {0}, k[2 * 4] = {0}, v[2 * 4] = {0};
+    for (int i = 0; i < 3 * 16; i++) qkv[i] = (float)i;
+    sp_kv_cache c = {k, v, 0, 2, 4};
+    sp_kv_past three = sp_kv_of_qkv(qkv, 3, &hs), one = sp_kv_of_qkv(qkv + 16, 1, &hs);
+    ck_assert_int_eq(sp_kv_append(&c, &three), -1);
+    ck_assert_int_eq(c.len, 0);
+    ck_assert_int_eq(sp_kv_append(&c, &one), 0);
+    ck_assert_int_eq(c.len, 1);
+    ck_assert(k[0] == 24.0f && k[3] == 27.0f && v[0] == 28.0f && v[3] == 31.0f); /* row 1 */
+    sp_kv_past view = sp_kv_view(&c);
+    ck_assert_int_eq(view.n, 1);
+    ck_assert_ptr_eq(view.k, k);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("attention");
     TCase *tc = tcase_create("blocked");
@@ -187,5 +351,10 @@ int main(void) {
     tcase_add_test(tc, test_grouped_query_heads);
     tcase_add_test(tc, test_lse_is_row_logsumexp);
     suite_add_tcase(s, tc);
+    TCase *past = tcase_create("prefix and cache");
+    tcase_add_test(past, test_prefix_forward_backward);
+    tcase_add_test(past, test_cache_matches_whole_sequence);
+    tcase_add_test(past, test_cache_capacity);
+    suite_add_tcase(s, past);
     return tu_run_suite(s);
 }

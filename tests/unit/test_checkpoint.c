@@ -1094,7 +1094,7 @@ static char *make_model(const char *name, uint64_t seed, int shards, int prefix,
                               .n_ctx = 24,
                               .ln_eps = 1e-5f,
                               .tied = 1,
-                              .model_type = "gpt2"};
+                              .arch = SP_ARCH_GPT2};
     o.seed = seed, o.n_shards = shards, o.prefix = prefix, o.dtype = dt;
     o.random_norms = 1;
     char *dir = tu_path(tu_dir, name);

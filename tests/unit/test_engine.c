@@ -33,6 +33,11 @@ static void fill(float *p, size_t n, sp_rng *r, float mean, float std) {
     for (size_t i = 0; i < n; i++) p[i] = mean + std * (float)sp_rng_normal(r);
 }
 
+/* A frozen float32 linear layer over w (layout as stored). */
+static sp_linear lin(const float *w, const float *b, int in, int out, sp_wlayout layout) {
+    return (sp_linear){w, b, in, out, layout, SP_WSTORE_F32};
+}
+
 static void make_model(test_model *t, int L, int d, int H, int F, int V, int ctx, uint64_t seed) {
     memset(t, 0, sizeof *t);
     sp_model *m = &t->m;
@@ -44,7 +49,7 @@ static void make_model(test_model *t, int L, int d, int H, int F, int V, int ctx
                                .n_ctx = ctx,
                                .ln_eps = 1e-5f,
                                .tied = 1,
-                               .model_type = "gpt2"};
+                               .arch = SP_ARCH_GPT2};
     size_t per_layer = 4 * (size_t)d + 3 * (size_t)d * d + 3 * d + (size_t)d * d + d +
                        (size_t)d * F + F + (size_t)F * d + d;
     size_t total = (size_t)V * d + (size_t)ctx * d + 2 * (size_t)d + L * per_layer;
@@ -57,26 +62,29 @@ static void make_model(test_model *t, int L, int d, int H, int F, int V, int ctx
     float ws = 1.0f / sqrtf((float)d);
     m->wte = take(&c, (size_t)V * d), fill((float *)m->wte, (size_t)V * d, &r, 0, 1.0f);
     m->wpe = take(&c, (size_t)ctx * d), fill((float *)m->wpe, (size_t)ctx * d, &r, 0, 0.5f);
-    m->lnf_w = take(&c, d), fill((float *)m->lnf_w, d, &r, 1, 0.2f);
-    m->lnf_b = take(&c, d), fill((float *)m->lnf_b, d, &r, 0, 0.1f);
-    m->lm_head = m->wte;
+    m->lnf.w = take(&c, d), fill((float *)m->lnf.w, d, &r, 1, 0.2f);
+    m->lnf.b = take(&c, d), fill((float *)m->lnf.b, d, &r, 0, 0.1f);
+    m->lm_head = lin(m->wte, NULL, d, V, SP_W_OUT_IN);
     m->layers = calloc((size_t)L, sizeof *m->layers);
     for (int l = 0; l < L; l++) {
         sp_layer *y = &m->layers[l];
-        float *p;
-        y->ln1_w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
-        y->ln1_b = p = take(&c, d), fill(p, d, &r, 0, 0.1f);
-        y->qkv_w = p = take(&c, (size_t)d * 3 * d), fill(p, (size_t)d * 3 * d, &r, 0, 1.5f * ws);
-        y->qkv_b = p = take(&c, 3 * (size_t)d), fill(p, 3 * (size_t)d, &r, 0, 0.1f);
-        y->attn_proj_w = p = take(&c, (size_t)d * d), fill(p, (size_t)d * d, &r, 0, ws);
-        y->attn_proj_b = p = take(&c, d), fill(p, d, &r, 0, 0.1f);
-        y->ln2_w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
-        y->ln2_b = p = take(&c, d), fill(p, d, &r, 0, 0.1f);
-        y->fc_w = p = take(&c, (size_t)d * F), fill(p, (size_t)d * F, &r, 0, ws);
-        y->fc_b = p = take(&c, F), fill(p, F, &r, 0, 0.1f);
-        y->fc_proj_w = p = take(&c, (size_t)F * d),
-        fill(p, (size_t)F * d, &r, 0, 1.0f / sqrtf((float)F));
-        y->fc_proj_b = p = take(&c, d), fill(p, d, &r, 0, 0.1f);
+        float *p, *b;
+        y->ln1.w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
+        y->ln1.b = p = take(&c, d), fill(p, d, &r, 0, 0.1f);
+        p = take(&c, (size_t)d * 3 * d), fill(p, (size_t)d * 3 * d, &r, 0, 1.5f * ws);
+        b = take(&c, 3 * (size_t)d), fill(b, 3 * (size_t)d, &r, 0, 0.1f);
+        y->qkv = lin(p, b, d, 3 * d, SP_W_IN_OUT);
+        p = take(&c, (size_t)d * d), fill(p, (size_t)d * d, &r, 0, ws);
+        b = take(&c, d), fill(b, d, &r, 0, 0.1f);
+        y->o = lin(p, b, d, d, SP_W_IN_OUT);
+        y->ln2.w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
+        y->ln2.b = p = take(&c, d), fill(p, d, &r, 0, 0.1f);
+        p = take(&c, (size_t)d * F), fill(p, (size_t)d * F, &r, 0, ws);
+        b = take(&c, F), fill(b, F, &r, 0, 0.1f);
+        y->mlp_in = lin(p, b, d, F, SP_W_IN_OUT);
+        p = take(&c, (size_t)F * d), fill(p, (size_t)F * d, &r, 0, 1.0f / sqrtf((float)F));
+        b = take(&c, d), fill(b, d, &r, 0, 0.1f);
+        y->mlp_out = lin(p, b, F, d, SP_W_IN_OUT);
     }
     ck_assert_ptr_eq(c, t->mem + total);
 }
@@ -88,8 +96,8 @@ static void make_llama(test_model *t, int L, int d, int H, int Hkv, int F, int V
     memset(t, 0, sizeof *t);
     sp_model *m = &t->m;
     int hd = 2 * d / H, qd = H * hd, kvd = Hkv * hd;
-    m->arch = SP_ARCH_LLAMA;
-    m->cfg = (sp_model_config){.n_layer = L,
+    m->cfg = (sp_model_config){.arch = SP_ARCH_LLAMA,
+                               .n_layer = L,
                                .d_model = d,
                                .n_head = H,
                                .n_kv_head = Hkv,
@@ -99,8 +107,7 @@ static void make_llama(test_model *t, int L, int d, int H, int Hkv, int F, int V
                                .n_ctx = ctx,
                                .ln_eps = 1e-6f,
                                .qkv_bias = qkv_bias,
-                               .rope_theta = 10000,
-                               .model_type = "llama"};
+                               .rope_theta = 10000};
     size_t per_layer = 2 * (size_t)d + (size_t)(qd + 2 * kvd) * d + (size_t)d * qd +
                        3 * (size_t)d * F + (size_t)(qd + 2 * kvd);
     size_t total = 2 * (size_t)V * d + (size_t)d + L * per_layer + (size_t)hd / 2;
@@ -110,26 +117,33 @@ static void make_llama(test_model *t, int L, int d, int H, int Hkv, int F, int V
     sp_rng_seed(&r, seed);
     float ws = 1.0f / sqrtf((float)d);
     m->wte = p = take(&c, (size_t)V * d), fill(p, (size_t)V * d, &r, 0, 1.0f);
-    m->lm_head = p = take(&c, (size_t)V * d), fill(p, (size_t)V * d, &r, 0, 1.0f);
-    m->lnf_w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
+    p = take(&c, (size_t)V * d), fill(p, (size_t)V * d, &r, 0, 1.0f);
+    m->lm_head = lin(p, NULL, d, V, SP_W_OUT_IN);
+    m->lnf.w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
     m->rope_inv_freq = p = take(&c, (size_t)hd / 2);
     for (int i = 0; i < hd / 2; i++) p[i] = (float)pow(10000.0, -2.0 * i / hd);
     m->layers = calloc((size_t)L, sizeof *m->layers);
     for (int l = 0; l < L; l++) {
         sp_layer *y = &m->layers[l];
-        y->ln1_w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
-        y->q_w = p = take(&c, (size_t)qd * d), fill(p, (size_t)qd * d, &r, 0, 1.5f * ws);
-        y->k_w = p = take(&c, (size_t)kvd * d), fill(p, (size_t)kvd * d, &r, 0, 1.5f * ws);
-        y->v_w = p = take(&c, (size_t)kvd * d), fill(p, (size_t)kvd * d, &r, 0, ws);
-        y->q_b = p = take(&c, qd), fill(p, qd, &r, 0, 0.3f);
-        y->k_b = p = take(&c, kvd), fill(p, kvd, &r, 0, 0.3f);
-        y->v_b = p = take(&c, kvd), fill(p, kvd, &r, 0, 0.3f);
-        if (!qkv_bias) y->q_b = y->k_b = y->v_b = NULL;
-        y->attn_proj_w = p = take(&c, (size_t)d * qd), fill(p, (size_t)d * qd, &r, 0, ws);
-        y->ln2_w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
-        y->gate_w = p = take(&c, (size_t)F * d), fill(p, (size_t)F * d, &r, 0, 2 * ws);
-        y->up_w = p = take(&c, (size_t)F * d), fill(p, (size_t)F * d, &r, 0, ws);
-        y->down_w = p = take(&c, (size_t)d * F), fill(p, (size_t)d * F, &r, 0, 1 / sqrtf(F));
+        y->ln1.w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
+        float *qw = take(&c, (size_t)qd * d), *kw = take(&c, (size_t)kvd * d);
+        float *vw = take(&c, (size_t)kvd * d);
+        fill(qw, (size_t)qd * d, &r, 0, 1.5f * ws), fill(kw, (size_t)kvd * d, &r, 0, 1.5f * ws);
+        fill(vw, (size_t)kvd * d, &r, 0, ws);
+        float *qb = take(&c, qd), *kb = take(&c, kvd), *vb = take(&c, kvd);
+        fill(qb, qd, &r, 0, 0.3f), fill(kb, kvd, &r, 0, 0.3f), fill(vb, kvd, &r, 0, 0.3f);
+        y->q = lin(qw, qkv_bias ? qb : NULL, d, qd, SP_W_OUT_IN);
+        y->k = lin(kw, qkv_bias ? kb : NULL, d, kvd, SP_W_OUT_IN);
+        y->v = lin(vw, qkv_bias ? vb : NULL, d, kvd, SP_W_OUT_IN);
+        p = take(&c, (size_t)d * qd), fill(p, (size_t)d * qd, &r, 0, ws);
+        y->o = lin(p, NULL, qd, d, SP_W_OUT_IN);
+        y->ln2.w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
+        p = take(&c, (size_t)F * d), fill(p, (size_t)F * d, &r, 0, 2 * ws);
+        y->mlp_in = lin(p, NULL, d, F, SP_W_OUT_IN); /* gate_proj */
+        p = take(&c, (size_t)F * d), fill(p, (size_t)F * d, &r, 0, ws);
+        y->mlp_up = lin(p, NULL, d, F, SP_W_OUT_IN);
+        p = take(&c, (size_t)d * F), fill(p, (size_t)d * F, &r, 0, 1 / sqrtf(F));
+        y->mlp_out = lin(p, NULL, F, d, SP_W_OUT_IN); /* down_proj */
     }
     ck_assert_ptr_eq(c, t->mem + total);
 }

@@ -20,8 +20,9 @@ typedef struct pin {
     const char *fingerprint;
 } pin;
 
-static sp_model_config tiny(const char *model_type) {
-    sp_model_config c = {.n_layer = 2,
+static sp_model_config tiny(sp_arch arch) {
+    sp_model_config c = {.arch = arch,
+                         .n_layer = 2,
                          .d_model = 32,
                          .n_head = 4,
                          .d_ff = 48,
@@ -29,7 +30,6 @@ static sp_model_config tiny(const char *model_type) {
                          .n_ctx = 40,
                          .ln_eps = 1e-5f,
                          .rope_theta = 10000};
-    snprintf(c.model_type, sizeof c.model_type, "%s", model_type);
     return c;
 }
 
@@ -45,28 +45,28 @@ static sp_init_options opts(sp_model_config c, uint64_t seed, int random_norms) 
 /* The cases, built in code so that each names what it covers. */
 static int make_pins(pin *p) {
     int n = 0;
-    sp_model_config c = tiny("gpt2");
+    sp_model_config c = tiny(SP_ARCH_GPT2);
     c.tied = 1;
     p[n++] = (pin){"gpt2 tied, random norms and biases", opts(c, 11, 1), NULL};
     c.tied = 0;
     p[n++] = (pin){"gpt2 untied", opts(c, 12, 1), NULL};
-    c = tiny("gpt2");
+    c = tiny(SP_ARCH_GPT2);
     c.tied = 1, c.d_ff = 128, c.ln_eps = 1e-6f;
     p[n++] = (pin){"gpt2 tied, plain norms", opts(c, 13, 0), NULL};
-    c = tiny("llama");
+    c = tiny(SP_ARCH_LLAMA);
     c.n_kv_head = 2;
     p[n++] = (pin){"llama untied, GQA 2:1", opts(c, 21, 1), NULL};
     c.tied = 1, c.qkv_bias = c.o_bias = c.mlp_bias = 1;
     p[n++] = (pin){"llama tied, attention and MLP biases", opts(c, 22, 1), NULL};
-    c = tiny("llama");
+    c = tiny(SP_ARCH_LLAMA);
     c.n_kv_head = 1, c.head_dim = 12, c.rope_theta = 500000;
     c.rope_scaling = SP_ROPE_LLAMA3, c.rope_factor = 8, c.rope_low_freq_factor = 1;
     c.rope_high_freq_factor = 4, c.rope_original_ctx = 16;
     p[n++] = (pin){"llama head_dim 12, llama3 rope scaling", opts(c, 23, 1), NULL};
-    c = tiny("llama");
+    c = tiny(SP_ARCH_LLAMA);
     c.rope_scaling = SP_ROPE_LINEAR, c.rope_factor = 2;
     p[n++] = (pin){"llama linear rope scaling", opts(c, 24, 0), NULL};
-    c = tiny("qwen2");
+    c = tiny(SP_ARCH_QWEN2);
     c.n_kv_head = 2, c.qkv_bias = 1, c.tied = 1, c.ln_eps = 1e-6f, c.rope_theta = 1000000;
     p[n++] = (pin){"qwen2 tied, q/k/v biases", opts(c, 31, 1), NULL};
     c.tied = 0;

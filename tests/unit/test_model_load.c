@@ -28,7 +28,7 @@ static char *make_model(const char *name, sp_dtype dt, int shards, int prefix) {
                               .n_ctx = CTX,
                               .ln_eps = 1e-5f,
                               .tied = 1,
-                              .model_type = "gpt2"};
+                              .arch = SP_ARCH_GPT2};
     o.dtype = dt;
     o.n_shards = shards;
     o.prefix = prefix;
@@ -59,8 +59,8 @@ static int in_mapping(const sp_model *m, const void *p) {
 
 /* Every weight of a layer with its element count, for whole-model comparisons. */
 static void layer_tensors(const sp_layer *l, const float *p[12], size_t n[12]) {
-    const float *q[12] = {l->ln1_w, l->ln1_b, l->qkv_w, l->qkv_b, l->attn_proj_w, l->attn_proj_b,
-                          l->ln2_w, l->ln2_b, l->fc_w,  l->fc_b,  l->fc_proj_w,   l->fc_proj_b};
+    const float *q[12] = {l->ln1.w, l->ln1.b, l->qkv.w,    l->qkv.b,    l->o.w,       l->o.b,
+                          l->ln2.w, l->ln2.b, l->mlp_in.w, l->mlp_in.b, l->mlp_out.w, l->mlp_out.b};
     size_t k[12] = {D, D, D * 3 * D, 3 * D, D * D, D, D, D, D * FF, FF, FF * D, D};
     memcpy(p, q, sizeof q);
     memcpy(n, k, sizeof k);
@@ -78,8 +78,8 @@ static void each_tensor(const sp_model *a, const sp_model *b,
         layer_tensors(&b->layers[l], pb, n);
         for (int k = 0; k < 12; k++) f(pa[k], pb[k], n[k]);
     }
-    f(a->lnf_w, b->lnf_w, D);
-    f(a->lnf_b, b->lnf_b, D);
+    f(a->lnf.w, b->lnf.w, D);
+    f(a->lnf.b, b->lnf.b, D);
 }
 
 static void same_values(const float *a, const float *b, size_t n) {
@@ -120,7 +120,7 @@ START_TEST(load_f32_in_place) {
     char *dir = make_model("m", SP_DTYPE_F32, 1, 0);
     sp_model m;
     load_ok(&m, dir);
-    ck_assert_int_eq(m.arch, SP_ARCH_GPT2);
+    ck_assert_int_eq(m.cfg.arch, SP_ARCH_GPT2);
     ck_assert_int_eq(m.cfg.n_layer, L);
     ck_assert_int_eq(m.cfg.d_model, D);
     ck_assert_int_eq(m.cfg.n_head, H);
@@ -136,13 +136,13 @@ START_TEST(load_f32_in_place) {
     ck_assert_uint_eq(m.bytes_converted, 0);
     ck_assert_int_eq(m.n_owned, 0);
     ck_assert_uint_eq(m.bytes_mapped, m.files[0].map_len);
-    ck_assert_ptr_eq(m.lm_head, m.wte); /* tied */
+    ck_assert_ptr_eq(m.lm_head.w, m.wte); /* tied */
     ck_assert_ptr_eq(m.wte, sp_st_find(&m.files[0], "wte.weight")->data);
-    ck_assert_ptr_eq(m.layers[1].fc_proj_b, sp_st_find(&m.files[0], "h.1.mlp.c_proj.bias")->data);
-    ck_assert(in_mapping(&m, m.layers[0].qkv_w) && in_mapping(&m, m.lnf_b));
+    ck_assert_ptr_eq(m.layers[1].mlp_out.b, sp_st_find(&m.files[0], "h.1.mlp.c_proj.bias")->data);
+    ck_assert(in_mapping(&m, m.layers[0].qkv.w) && in_mapping(&m, m.lnf.b));
     /* random_norms: LayerNorm gains near 1, biases small but not zero */
-    ck_assert(m.layers[0].ln1_w[0] != 1.0f && m.layers[0].ln1_w[0] > 0.3f);
-    ck_assert(m.layers[0].qkv_b[0] != 0.0f);
+    ck_assert(m.layers[0].ln1.w[0] != 1.0f && m.layers[0].ln1.w[0] > 0.3f);
+    ck_assert(m.layers[0].qkv.b[0] != 0.0f);
     sp_model_free(&m);
     ck_assert_ptr_null(m.files);
     ck_assert_ptr_null(m.dir);
@@ -171,7 +171,7 @@ static void check_converted(sp_dtype dt) {
         uint16_t bits;
         memcpy(&bits, (const char *)t->data + 2 * i, 2);
         float want = dt == SP_DTYPE_F16 ? sp_f16_to_f32(bits) : sp_bf16_to_f32(bits);
-        ck_assert(b.layers[1].qkv_w[i] == want);
+        ck_assert(((const float *)b.layers[1].qkv.w)[i] == want);
     }
     each_tensor(&a, &b, dt == SP_DTYPE_F16 ? f16_of : bf16_of);
     sp_model_free(&a);
@@ -204,7 +204,7 @@ START_TEST(load_sharded_matches_single) {
     for (int i = 0; i < 3; i++) ck_assert_int_gt(b.files[i].n_tensors, 0);
     ck_assert_int_eq(b.n_params, expected_params());
     ck_assert_uint_eq(b.bytes_in_place, (size_t)expected_params() * 4);
-    ck_assert(in_mapping(&b, b.wte) && in_mapping(&b, b.lnf_b));
+    ck_assert(in_mapping(&b, b.wte) && in_mapping(&b, b.lnf.b));
     each_tensor(&a, &b, same_values);
     sp_model_free(&a);
     sp_model_free(&b);
@@ -297,7 +297,7 @@ START_TEST(tied_head_ignores_stored_copy) {
     st_save(file, &im);
     sp_model m;
     load_ok(&m, dir);
-    ck_assert_ptr_eq(m.lm_head, m.wte);
+    ck_assert_ptr_eq(m.lm_head.w, m.wte);
     ck_assert_int_eq(m.n_params, expected_params());
     ck_assert_uint_eq(m.bytes_converted, 0);
     sp_model_free(&m);
@@ -319,9 +319,10 @@ START_TEST(mask_buffers_ignored_and_untied_misaligned_head) {
     sp_model m;
     load_ok(&m, dir);
     ck_assert_int_eq(m.n_params, expected_params() + V * D);
-    ck_assert_ptr_ne(m.lm_head, m.wte);
-    ck_assert_uint_eq((uintptr_t)m.lm_head % 4, 0);
-    ck_assert(m.lm_head[0] == 0.5f && m.lm_head[V * D - 1] == 0.5f);
+    const float *head = m.lm_head.w;
+    ck_assert_ptr_ne(head, m.wte);
+    ck_assert_uint_eq((uintptr_t)head % 4, 0);
+    ck_assert(head[0] == 0.5f && head[V * D - 1] == 0.5f);
     ck_assert_uint_eq(m.bytes_converted, V * D * 4);
     ck_assert_uint_eq(m.bytes_in_place, (size_t)expected_params() * 4);
     sp_model_free(&m);
@@ -471,7 +472,7 @@ START_TEST(init_refuses_non_empty_dir_unless_forced) {
                               .n_ctx = CTX,
                               .ln_eps = 1e-5f,
                               .tied = 1,
-                              .model_type = "gpt2"};
+                              .arch = SP_ARCH_GPT2};
     sp_error err;
     ck_assert_int_eq(sp_init_model_write(dir, &o, &err), -1);
     ck_assert_msg(strstr(err.msg, dir) && strstr(err.msg, "not empty"), "%s", err.msg);

@@ -36,7 +36,7 @@ static char *make_model(const char *name, uint64_t seed) {
                               .n_ctx = 32,
                               .ln_eps = 1e-5f,
                               .tied = 1,
-                              .model_type = "gpt2"};
+                              .arch = SP_ARCH_GPT2};
     o.seed = seed;
     char *dir = tu_path(tu_dir, name);
     sp_error err = {0};
@@ -435,7 +435,7 @@ START_TEST(prompts_are_checked_against_the_model) {
                               .n_ctx = 8,
                               .ln_eps = 1e-5f,
                               .tied = 1,
-                              .model_type = "gpt2"};
+                              .arch = SP_ARCH_GPT2};
     char *narrow_dir = tu_path(tu_dir, "narrow");
     ck_assert_msg(sp_init_model_write(narrow_dir, &o, &err) == 0, "%s", err.msg);
     sp_model narrow;

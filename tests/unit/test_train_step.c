@@ -158,7 +158,7 @@ static void init_env_open(init_env *e, int vocab) {
                               .n_ctx = 32,
                               .ln_eps = 1e-5f,
                               .tied = 1,
-                              .model_type = "gpt2"};
+                              .arch = SP_ARCH_GPT2};
     o.seed = 3;
     sp_error err;
     ck_assert_msg(sp_init_model_write(e->model_dir, &o, &err) == 0, "%s", err.msg);

@@ -1,0 +1,444 @@
+/* The model families: one description each (family.h). The tensor tables list rows in the order
+ * the fingerprint hashes them, which must never change (checkpoints record fingerprints);
+ * hf_rank is the row's position in Hugging Face's state dict, the order init-model writes and
+ * draws random numbers in (its output must not change either). */
+#include "model/family.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* ---- GPT2LMHeadModel ------------------------------------------------------------------------ */
+
+/* clang-format off */
+#define VEC(d) {d, SP_DIM_NONE}
+#define MAT(rows, cols) {rows, cols}
+/* clang-format on */
+static const sp_tensor_desc GPT2_TENSORS[] = {
+    /* {HF name, shape, role, when present, init-model's init, fingerprint name, HF rank} */
+    {"wte.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS, SP_INIT_NORMAL, "wte", 0},
+    {"wpe.weight", MAT(SP_DIM_CTX, SP_DIM_D), SP_ROLE_WPE, SP_ALWAYS, SP_INIT_NORMAL, "wpe", 1},
+    {"h.%d.ln_1.weight", VEC(SP_DIM_D), SP_ROLE_LN1_W, SP_ALWAYS, SP_INIT_GAIN, "ln_1.weight", 2},
+    {"h.%d.ln_1.bias", VEC(SP_DIM_D), SP_ROLE_LN1_B, SP_ALWAYS, SP_INIT_BIAS, "ln_1.bias", 3},
+    {"h.%d.attn.c_attn.weight", MAT(SP_DIM_D, SP_DIM_QKV), SP_ROLE_QKV_W, SP_ALWAYS, SP_INIT_NORMAL,
+     "attn.c_attn.weight", 4},
+    {"h.%d.attn.c_attn.bias", VEC(SP_DIM_QKV), SP_ROLE_QKV_B, SP_ALWAYS, SP_INIT_BIAS,
+     "attn.c_attn.bias", 5},
+    {"h.%d.attn.c_proj.weight", MAT(SP_DIM_D, SP_DIM_D), SP_ROLE_O_W, SP_ALWAYS, SP_INIT_PROJ,
+     "attn.c_proj.weight", 6},
+    {"h.%d.attn.c_proj.bias", VEC(SP_DIM_D), SP_ROLE_O_B, SP_ALWAYS, SP_INIT_BIAS,
+     "attn.c_proj.bias", 7},
+    {"h.%d.ln_2.weight", VEC(SP_DIM_D), SP_ROLE_LN2_W, SP_ALWAYS, SP_INIT_GAIN, "ln_2.weight", 8},
+    {"h.%d.ln_2.bias", VEC(SP_DIM_D), SP_ROLE_LN2_B, SP_ALWAYS, SP_INIT_BIAS, "ln_2.bias", 9},
+    {"h.%d.mlp.c_fc.weight", MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_IN_W, SP_ALWAYS, SP_INIT_NORMAL,
+     "mlp.c_fc.weight", 10},
+    {"h.%d.mlp.c_fc.bias", VEC(SP_DIM_FF), SP_ROLE_MLP_IN_B, SP_ALWAYS, SP_INIT_BIAS,
+     "mlp.c_fc.bias", 11},
+    {"h.%d.mlp.c_proj.weight", MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_OUT_W, SP_ALWAYS, SP_INIT_PROJ,
+     "mlp.c_proj.weight", 12},
+    {"h.%d.mlp.c_proj.bias", VEC(SP_DIM_D), SP_ROLE_MLP_OUT_B, SP_ALWAYS, SP_INIT_BIAS,
+     "mlp.c_proj.bias", 13},
+    {"ln_f.weight", VEC(SP_DIM_D), SP_ROLE_LNF_W, SP_ALWAYS, SP_INIT_GAIN, "ln_f.weight", 14},
+    {"ln_f.bias", VEC(SP_DIM_D), SP_ROLE_LNF_B, SP_ALWAYS, SP_INIT_BIAS, "ln_f.bias", 15},
+    {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
+     "lm_head", 16},
+    /* attention-mask buffers older checkpoints store */
+    {"h.%d.attn.bias", VEC(SP_DIM_NONE), SP_ROLE_BUFFER, SP_NEVER, SP_INIT_NONE, NULL, 17},
+    {"h.%d.attn.masked_bias", VEC(SP_DIM_NONE), SP_ROLE_BUFFER, SP_NEVER, SP_INIT_NONE, NULL, 18},
+};
+
+static const sp_family GPT2 = {
+    .arch = SP_ARCH_GPT2,
+    .model_type = "gpt2",
+    .hf_class = "GPT2LMHeadModel",
+    .name_prefix = "transformer.",
+    .layer_prefix = "h.%d.",
+    .layout = SP_W_IN_OUT,
+    .norm = SP_NORM_LAYERNORM,
+    .pos = SP_POS_LEARNED,
+    .qkv = SP_QKV_FUSED,
+    .mlp = SP_MLP_GELU,
+    .gqa = 0,
+    .tensors = GPT2_TENSORS,
+    .n_tensors = (int)(sizeof GPT2_TENSORS / sizeof GPT2_TENSORS[0]),
+};
+
+/* ---- LlamaForCausalLM, Qwen2ForCausalLM ----------------------------------------------------- */
+
+/* One table for both: Qwen2's q/k/v biases are Llama's attention_bias ones (its config sets
+ * qkv_bias), and neither config enables the o_proj or MLP biases of the other. The fingerprint
+ * order (this one) differs from HF's state dict (biases follow their weight there, and the
+ * post-attention norm comes last). */
+#define L_(name) "model.layers.%d." name
+static const sp_tensor_desc LLAMA_TENSORS[] = {
+    {"model.embed_tokens.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS,
+     SP_INIT_NORMAL, "wte", 0},
+    {L_("input_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN1_W, SP_ALWAYS, SP_INIT_GAIN,
+     "input_layernorm.weight", 1},
+    {L_("self_attn.q_proj.weight"), MAT(SP_DIM_QD, SP_DIM_D), SP_ROLE_Q_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "q_proj.weight", 2},
+    {L_("self_attn.k_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_K_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "k_proj.weight", 4},
+    {L_("self_attn.v_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_V_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "v_proj.weight", 6},
+    {L_("self_attn.q_proj.bias"), VEC(SP_DIM_QD), SP_ROLE_Q_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "q_proj.bias", 3},
+    {L_("self_attn.k_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_K_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "k_proj.bias", 5},
+    {L_("self_attn.v_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_V_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "v_proj.bias", 7},
+    {L_("self_attn.o_proj.weight"), MAT(SP_DIM_D, SP_DIM_QD), SP_ROLE_O_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "o_proj.weight", 8},
+    {L_("self_attn.o_proj.bias"), VEC(SP_DIM_D), SP_ROLE_O_B, SP_IF_O_BIAS, SP_INIT_BIAS,
+     "o_proj.bias", 9},
+    {L_("post_attention_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN2_W, SP_ALWAYS, SP_INIT_GAIN,
+     "post_attention_layernorm.weight", 16},
+    {L_("mlp.gate_proj.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_IN_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "gate_proj.weight", 10},
+    {L_("mlp.up_proj.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_UP_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "up_proj.weight", 12},
+    {L_("mlp.down_proj.weight"), MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_OUT_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "down_proj.weight", 14},
+    {L_("mlp.gate_proj.bias"), VEC(SP_DIM_FF), SP_ROLE_MLP_IN_B, SP_IF_MLP_BIAS, SP_INIT_BIAS,
+     "gate_proj.bias", 11},
+    {L_("mlp.up_proj.bias"), VEC(SP_DIM_FF), SP_ROLE_MLP_UP_B, SP_IF_MLP_BIAS, SP_INIT_BIAS,
+     "up_proj.bias", 13},
+    {L_("mlp.down_proj.bias"), VEC(SP_DIM_D), SP_ROLE_MLP_OUT_B, SP_IF_MLP_BIAS, SP_INIT_BIAS,
+     "down_proj.bias", 15},
+    {"model.norm.weight", VEC(SP_DIM_D), SP_ROLE_LNF_W, SP_ALWAYS, SP_INIT_GAIN, "ln_f.weight", 17},
+    {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
+     "lm_head", 18},
+    /* rotary frequencies older checkpoints store */
+    {L_("self_attn.rotary_emb.inv_freq"), VEC(SP_DIM_NONE), SP_ROLE_BUFFER, SP_NEVER, SP_INIT_NONE,
+     NULL, 19},
+};
+#undef L_
+#undef VEC
+#undef MAT
+
+/* The block LlamaForCausalLM and Qwen2ForCausalLM share. */
+#define LLAMA_BLOCK                                                                                \
+    .name_prefix = NULL, .layer_prefix = "model.layers.%d.", .layout = SP_W_OUT_IN,                \
+    .norm = SP_NORM_RMSNORM, .pos = SP_POS_ROTARY, .qkv = SP_QKV_SEPARATE, .mlp = SP_MLP_SWIGLU,   \
+    .gqa = 1, .tensors = LLAMA_TENSORS,                                                            \
+    .n_tensors = (int)(sizeof LLAMA_TENSORS / sizeof LLAMA_TENSORS[0])
+
+static const sp_family LLAMA = {
+    .arch = SP_ARCH_LLAMA,
+    .model_type = "llama",
+    .hf_class = "LlamaForCausalLM",
+    LLAMA_BLOCK,
+};
+
+static const sp_family QWEN2 = {
+    .arch = SP_ARCH_QWEN2,
+    .model_type = "qwen2",
+    .hf_class = "Qwen2ForCausalLM",
+    LLAMA_BLOCK,
+};
+#undef LLAMA_BLOCK
+
+/* ---- lookup ----------------------------------------------------------------------------- */
+
+const sp_family *sp_family_of(sp_arch a) {
+    switch (a) {
+    case SP_ARCH_GPT2:
+        return &GPT2;
+    case SP_ARCH_LLAMA:
+        return &LLAMA;
+    case SP_ARCH_QWEN2:
+        return &QWEN2;
+    }
+    return &GPT2; /* not reached for a valid enum value */
+}
+
+const char *sp_arch_model_type(sp_arch a) {
+    return sp_family_of(a)->model_type;
+}
+
+int sp_arch_from_model_type(const char *model_type, sp_arch *a) {
+    for (int i = 0; i < SP_N_ARCH; i++)
+        if (strcmp(model_type, sp_family_of((sp_arch)i)->model_type) == 0) {
+            *a = (sp_arch)i;
+            return 0;
+        }
+    return -1;
+}
+
+/* "\"gpt2\", \"llama\", \"qwen2\"" (quoted) or "gpt2, llama or qwen2". */
+static void supported_list(char *buf, size_t cap, int quoted) {
+    size_t n = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < SP_N_ARCH && n < cap; i++) {
+        const char *sep = i == 0 ? "" : (!quoted && i == SP_N_ARCH - 1) ? " or " : ", ";
+        const char *q = quoted ? "\"" : "";
+        n += (size_t)snprintf(buf + n, cap - n, "%s%s%s%s", sep, q,
+                              sp_family_of((sp_arch)i)->model_type, q);
+    }
+}
+
+const char *sp_arch_supported_quoted(void) {
+    static char buf[256];
+    if (!buf[0]) supported_list(buf, sizeof buf, 1);
+    return buf;
+}
+
+const char *sp_arch_supported_plain(void) {
+    static char buf[256];
+    if (!buf[0]) supported_list(buf, sizeof buf, 0);
+    return buf;
+}
+
+/* ---- the tensor table ---------------------------------------------------------------------- */
+
+int64_t sp_dim_size(const sp_model_config *c, sp_dim d) {
+    int64_t hd = sp_config_head_dim(c);
+    switch (d) {
+    case SP_DIM_NONE:
+        return 0;
+    case SP_DIM_D:
+        return c->d_model;
+    case SP_DIM_QKV:
+        return ((int64_t)c->n_head + 2 * (int64_t)sp_config_kv_heads(c)) * hd;
+    case SP_DIM_QD:
+        return (int64_t)c->n_head * hd;
+    case SP_DIM_KVD:
+        return (int64_t)sp_config_kv_heads(c) * hd;
+    case SP_DIM_FF:
+        return c->d_ff;
+    case SP_DIM_VOCAB:
+        return c->vocab_size;
+    case SP_DIM_CTX:
+        return c->n_ctx;
+    }
+    return 0;
+}
+
+int sp_tensor_present(const sp_tensor_desc *row, const sp_model_config *c) {
+    switch (row->when) {
+    case SP_ALWAYS:
+        return 1;
+    case SP_IF_QKV_BIAS:
+        return c->qkv_bias != 0;
+    case SP_IF_O_BIAS:
+        return c->o_bias != 0;
+    case SP_IF_MLP_BIAS:
+        return c->mlp_bias != 0;
+    case SP_IF_UNTIED:
+        return !c->tied;
+    case SP_NEVER:
+        return 0;
+    }
+    return 0;
+}
+
+int sp_tensor_shape(const sp_tensor_desc *row, const sp_model_config *c, int64_t shape[2]) {
+    shape[0] = sp_dim_size(c, row->shape[0]);
+    shape[1] = sp_dim_size(c, row->shape[1]);
+    return row->shape[1] == SP_DIM_NONE ? 1 : 2;
+}
+
+int sp_tensor_per_layer(const sp_tensor_desc *row) {
+    return strstr(row->name, "%d") != NULL;
+}
+
+void sp_tensor_name(const sp_tensor_desc *row, int layer, char *buf, size_t cap) {
+    const char *at = strstr(row->name, "%d");
+    if (!at) {
+        snprintf(buf, cap, "%s", row->name);
+        return;
+    }
+    snprintf(buf, cap, "%.*s%d%s", (int)(at - row->name), row->name, layer, at + 2);
+}
+
+/* Row indices of f in the given order (HF: by hf_rank). */
+static int ordered_rows(const sp_family *f, sp_tensor_order order, int *idx) {
+    int n = f->n_tensors;
+    for (int i = 0; i < n; i++) idx[i] = i;
+    if (order == SP_ORDER_HF)
+        for (int i = 1; i < n; i++) /* insertion sort: a few dozen rows */
+            for (int j = i; j > 0 && f->tensors[idx[j]].hf_rank < f->tensors[idx[j - 1]].hf_rank;
+                 j--) {
+                int t = idx[j];
+                idx[j] = idx[j - 1], idx[j - 1] = t;
+            }
+    return n;
+}
+
+int sp_tensors_walk(const sp_family *f, int n_layer, sp_tensor_order order, sp_tensor_visit visit,
+                    void *ctx) {
+    int idx[64];
+    int n = ordered_rows(f, order, idx);
+    for (int i = 0; i < n;) {
+        const sp_tensor_desc *row = &f->tensors[idx[i]];
+        if (!sp_tensor_per_layer(row)) {
+            int rc = visit(ctx, row, -1);
+            if (rc) return rc;
+            i++;
+            continue;
+        }
+        int end = i; /* the run of per-layer rows starting at i */
+        while (end < n && sp_tensor_per_layer(&f->tensors[idx[end]])) end++;
+        for (int l = 0; l < n_layer; l++)
+            for (int k = i; k < end; k++) {
+                int rc = visit(ctx, &f->tensors[idx[k]], l);
+                if (rc) return rc;
+            }
+        i = end;
+    }
+    return 0;
+}
+
+/* Matches name against pattern, where "%d" matches one or more decimal digits (no sign, no
+ * spaces) whose value goes to *layer; the rest must be equal. */
+static int match_pattern(const char *pattern, const char *name, int *layer) {
+    const char *at = strstr(pattern, "%d");
+    if (!at) return strcmp(pattern, name) == 0;
+    size_t head = (size_t)(at - pattern);
+    if (strncmp(pattern, name, head) != 0) return 0;
+    const char *p = name + head;
+    long v = 0;
+    int digits = 0;
+    for (; *p >= '0' && *p <= '9' && digits < 9; p++, digits++) v = v * 10 + (*p - '0');
+    if (digits == 0 || (*p >= '0' && *p <= '9')) return 0;
+    if (strcmp(p, at + 2) != 0) return 0;
+    *layer = (int)v;
+    return 1;
+}
+
+/* name without the family's optional prefix. */
+static const char *bare_name(const sp_family *f, const char *name) {
+    size_t n = f->name_prefix ? strlen(f->name_prefix) : 0;
+    return n && strncmp(name, f->name_prefix, n) == 0 ? name + n : name;
+}
+
+const sp_tensor_desc *sp_tensor_match(const sp_family *f, const char *name, int *layer) {
+    const char *bare = bare_name(f, name);
+    for (int i = 0; i < f->n_tensors; i++) {
+        int l = -1;
+        if (match_pattern(f->tensors[i].name, bare, &l)) {
+            *layer = l;
+            return &f->tensors[i];
+        }
+    }
+    return NULL;
+}
+
+typedef struct count_ctx {
+    const sp_model_config *c;
+    int64_t n;
+} count_ctx;
+
+static int count_row(void *ctx, const sp_tensor_desc *row, int layer) {
+    count_ctx *k = ctx;
+    int64_t shape[2];
+    (void)layer;
+    if (!sp_tensor_present(row, k->c)) return 0;
+    int ndim = sp_tensor_shape(row, k->c, shape);
+    k->n += ndim == 1 ? shape[0] : shape[0] * shape[1];
+    return 0;
+}
+
+int64_t sp_family_param_count(const sp_model_config *c) {
+    count_ctx k = {c, 0};
+    sp_tensors_walk(sp_family_of(c->arch), c->n_layer, SP_ORDER_TABLE, count_row, &k);
+    return k.n;
+}
+
+/* ---- roles ------------------------------------------------------------------------------- */
+
+/* Where a role's tensor lives: a float32 vector or table (*f), or a linear layer's weight
+ * (lin). */
+typedef struct slot {
+    const float **f;
+    sp_linear *lin;
+} slot;
+
+static slot role_slot(sp_model *m, int layer, sp_role role) {
+    sp_layer *y = layer >= 0 ? &m->layers[layer] : NULL;
+    switch (role) {
+    case SP_ROLE_WTE:
+        return (slot){&m->wte, NULL};
+    case SP_ROLE_WPE:
+        return (slot){&m->wpe, NULL};
+    case SP_ROLE_LN1_W:
+        return (slot){&y->ln1.w, NULL};
+    case SP_ROLE_LN1_B:
+        return (slot){&y->ln1.b, NULL};
+    case SP_ROLE_QKV_W:
+        return (slot){NULL, &y->qkv};
+    case SP_ROLE_QKV_B:
+        return (slot){&y->qkv.b, NULL};
+    case SP_ROLE_Q_W:
+        return (slot){NULL, &y->q};
+    case SP_ROLE_Q_B:
+        return (slot){&y->q.b, NULL};
+    case SP_ROLE_K_W:
+        return (slot){NULL, &y->k};
+    case SP_ROLE_K_B:
+        return (slot){&y->k.b, NULL};
+    case SP_ROLE_V_W:
+        return (slot){NULL, &y->v};
+    case SP_ROLE_V_B:
+        return (slot){&y->v.b, NULL};
+    case SP_ROLE_O_W:
+        return (slot){NULL, &y->o};
+    case SP_ROLE_O_B:
+        return (slot){&y->o.b, NULL};
+    case SP_ROLE_LN2_W:
+        return (slot){&y->ln2.w, NULL};
+    case SP_ROLE_LN2_B:
+        return (slot){&y->ln2.b, NULL};
+    case SP_ROLE_MLP_IN_W:
+        return (slot){NULL, &y->mlp_in};
+    case SP_ROLE_MLP_IN_B:
+        return (slot){&y->mlp_in.b, NULL};
+    case SP_ROLE_MLP_UP_W:
+        return (slot){NULL, &y->mlp_up};
+    case SP_ROLE_MLP_UP_B:
+        return (slot){&y->mlp_up.b, NULL};
+    case SP_ROLE_MLP_OUT_W:
+        return (slot){NULL, &y->mlp_out};
+    case SP_ROLE_MLP_OUT_B:
+        return (slot){&y->mlp_out.b, NULL};
+    case SP_ROLE_LNF_W:
+        return (slot){&m->lnf.w, NULL};
+    case SP_ROLE_LNF_B:
+        return (slot){&m->lnf.b, NULL};
+    case SP_ROLE_LM_HEAD:
+        return (slot){NULL, &m->lm_head};
+    case SP_ROLE_BUFFER:
+        break;
+    }
+    return (slot){NULL, NULL};
+}
+
+void sp_model_set_tensor(sp_model *m, int layer, sp_role role, const float *data, int ndim,
+                         const int64_t shape[2]) {
+    slot s = role_slot(m, layer, role);
+    if (s.f) *s.f = data;
+    if (!s.lin || ndim != 2) return;
+    sp_wlayout layout = role == SP_ROLE_LM_HEAD ? SP_W_OUT_IN : sp_family_of(m->cfg.arch)->layout;
+    int rows = (int)shape[0], cols = (int)shape[1];
+    s.lin->w = data;
+    s.lin->store = SP_WSTORE_F32;
+    s.lin->layout = layout;
+    switch (layout) {
+    case SP_W_IN_OUT:
+        s.lin->in = rows, s.lin->out = cols;
+        break;
+    case SP_W_OUT_IN:
+        s.lin->out = rows, s.lin->in = cols;
+        break;
+    }
+}
+
+const float *sp_model_tensor(const sp_model *m, int layer, sp_role role) {
+    slot s = role_slot((sp_model *)m, layer, role);
+    if (s.f) return *s.f;
+    if (!s.lin) return NULL;
+    switch (s.lin->store) {
+    case SP_WSTORE_F32:
+        return s.lin->w;
+    }
+    return NULL;
+}

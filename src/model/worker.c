@@ -1,0 +1,284 @@
+/* The activation table (worker.h): one row per buffer, its size a number of rows (per layer and
+ * token, per token, per target, ...) times a width (d, F, ...). sp_worker_reserve allocates
+ * from it; sp_model_activation_bytes adds it up for the memory check and `info`. No [T, T]
+ * matrix appears: attention keeps H log-sum-exps per token and a 64-row block of scores. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/worker.h"
+
+/* How many rows a buffer has. */
+typedef enum act_rows {
+    ROWS_LAYER_TOKENS,  /* L N: saved per layer */
+    ROWS_LAYER1_TOKENS, /* (L + 1) N: the residual stream entering each layer and leaving the last
+                         */
+    ROWS_TOKENS,        /* N: one layer at a time */
+    ROWS_TARGETS,       /* n_tgt */
+    ROWS_POSITIONS,     /* max_len */
+    ROWS_ATTENTION,     /* SP_ATT_BWD_SCRATCH(max_len): attention's blocks of scores */
+} act_rows;
+
+/* How wide each row is. */
+typedef enum act_width {
+    W_ONE,
+    W_D,
+    W_QD,
+    W_QKV,
+    W_FF,
+    W_GATED_FF, /* F for a gated MLP (the second input projection), else 0 */
+    W_HEADS,    /* H */
+    W_STATS,    /* 2: a norm's mean and rstd */
+    W_VOCAB,
+    W_ROTARY, /* hd (cos and sin of hd / 2 frequencies) for rotary positions, else 0 */
+} act_width;
+
+typedef struct act_desc {
+    const char *name;
+    act_rows rows;
+    act_width width;
+    int backward; /* needed only by backward */
+} act_desc;
+
+static const act_desc ACTS[SP_N_ACT] = {
+    [SP_ACT_X] = {"x", ROWS_LAYER1_TOKENS, W_D, 0},
+    [SP_ACT_LN1] = {"ln1", ROWS_LAYER_TOKENS, W_D, 0},
+    [SP_ACT_LN1_STATS] = {"ln1 stats", ROWS_LAYER_TOKENS, W_STATS, 0},
+    [SP_ACT_QKV] = {"qkv", ROWS_LAYER_TOKENS, W_QKV, 0},
+    [SP_ACT_LSE] = {"attention lse", ROWS_LAYER_TOKENS, W_HEADS, 0},
+    [SP_ACT_ATTY] = {"atty", ROWS_LAYER_TOKENS, W_QD, 0},
+    [SP_ACT_XMID] = {"xmid", ROWS_LAYER_TOKENS, W_D, 0},
+    [SP_ACT_LN2] = {"ln2", ROWS_LAYER_TOKENS, W_D, 0},
+    [SP_ACT_LN2_STATS] = {"ln2 stats", ROWS_LAYER_TOKENS, W_STATS, 0},
+    [SP_ACT_FC] = {"fc", ROWS_LAYER_TOKENS, W_FF, 0},
+    [SP_ACT_FC_AUX] = {"fc aux", ROWS_LAYER_TOKENS, W_FF, 0},
+    [SP_ACT_UP] = {"up", ROWS_LAYER_TOKENS, W_GATED_FF, 0},
+    [SP_ACT_MLP_ACT] = {"mlp act", ROWS_TOKENS, W_FF, 0},
+    [SP_ACT_ATT] = {"attention scratch", ROWS_ATTENTION, W_ONE, 0},
+    [SP_ACT_ROPE] = {"rotary tables", ROWS_POSITIONS, W_ROTARY, 0},
+    [SP_ACT_TOP_X] = {"top x", ROWS_TARGETS, W_D, 0},
+    [SP_ACT_TOP_ATTY] = {"top atty", ROWS_TARGETS, W_QD, 0},
+    [SP_ACT_LNF] = {"lnf", ROWS_TARGETS, W_D, 0},
+    [SP_ACT_LNF_STATS] = {"lnf stats", ROWS_TARGETS, W_STATS, 0},
+    [SP_ACT_LOGITS] = {"logits", ROWS_TARGETS, W_VOCAB, 0},
+    [SP_ACT_DX] = {"dx", ROWS_TOKENS, W_D, 1},
+    [SP_ACT_DLN] = {"dln", ROWS_TOKENS, W_D, 1},
+    [SP_ACT_DATTY] = {"datty", ROWS_TOKENS, W_QD, 1},
+    [SP_ACT_DQKV] = {"dqkv", ROWS_TOKENS, W_QKV, 1},
+    [SP_ACT_DFC] = {"dfc", ROWS_TOKENS, W_FF, 1},
+    [SP_ACT_DUP] = {"dup", ROWS_TOKENS, W_GATED_FF, 1},
+    [SP_ACT_TOP_DX] = {"top dx", ROWS_TARGETS, W_D, 1},
+    [SP_ACT_TOP_DATTY] = {"top datty", ROWS_TARGETS, W_QD, 1},
+};
+
+static size_t rows_of(const sp_dims *z, act_rows r) {
+    switch (r) {
+    case ROWS_LAYER_TOKENS:
+        return (size_t)z->L * z->N;
+    case ROWS_LAYER1_TOKENS:
+        return ((size_t)z->L + 1) * z->N;
+    case ROWS_TOKENS:
+        return z->N;
+    case ROWS_TARGETS:
+        return z->n_tgt;
+    case ROWS_POSITIONS:
+        return (size_t)z->max_len;
+    case ROWS_ATTENTION:
+        return z->max_len > 0 ? SP_ATT_BWD_SCRATCH(z->max_len) : 0;
+    }
+    return 0;
+}
+
+static size_t gated_ff(const sp_family *f, const sp_dims *z) {
+    switch (f->mlp) {
+    case SP_MLP_GELU:
+        return 0;
+    case SP_MLP_SWIGLU:
+        return (size_t)z->F;
+    }
+    return 0;
+}
+
+static size_t rotary(const sp_family *f, const sp_dims *z) {
+    switch (f->pos) {
+    case SP_POS_LEARNED:
+        return 0;
+    case SP_POS_ROTARY:
+        return (size_t)z->hs.hd;
+    }
+    return 0;
+}
+
+static size_t width_of(const sp_family *f, const sp_dims *z, act_width w) {
+    switch (w) {
+    case W_ONE:
+        return 1;
+    case W_D:
+        return (size_t)z->d;
+    case W_QD:
+        return (size_t)z->qd;
+    case W_QKV:
+        return (size_t)z->wq;
+    case W_FF:
+        return (size_t)z->F;
+    case W_GATED_FF:
+        return gated_ff(f, z);
+    case W_HEADS:
+        return (size_t)z->hs.n_head;
+    case W_STATS:
+        return 2;
+    case W_VOCAB:
+        return (size_t)z->V;
+    case W_ROTARY:
+        return rotary(f, z);
+    }
+    return 0;
+}
+
+/* Floats of buffer i for batch sizes z. */
+static size_t act_floats(const sp_family *f, const sp_dims *z, int i) {
+    return rows_of(z, ACTS[i].rows) * width_of(f, z, ACTS[i].width);
+}
+
+/* The model's sizes with the batch's counts. */
+static sp_dims model_dims(const sp_model *m, size_t n_tokens, size_t n_targets, int max_len) {
+    const sp_model_config *c = &m->cfg;
+    sp_dims z = {.L = c->n_layer, .d = c->d_model, .F = c->d_ff, .V = c->vocab_size};
+    z.hs = (sp_heads){c->n_head, sp_config_kv_heads(c), sp_config_head_dim(c)};
+    z.qd = z.hs.n_head * z.hs.hd, z.kvd = z.hs.n_kv_head * z.hs.hd, z.wq = SP_QKV_WIDTH(&z.hs);
+    z.N = n_tokens, z.n_tgt = n_targets, z.max_len = max_len;
+    return z;
+}
+
+size_t sp_model_activation_bytes(const sp_model *m, size_t n_tokens, size_t n_targets,
+                                 int max_len) {
+    sp_dims z = model_dims(m, n_tokens, n_targets, max_len);
+    const sp_family *f = sp_family_of(m->cfg.arch);
+    size_t floats = 0;
+    for (int i = 0; i < SP_N_ACT; i++) floats += act_floats(f, &z, i);
+    return floats * sizeof(float);
+}
+
+size_t sp_model_activation_bytes_per_token(const sp_model *m, int seq_len) {
+    if (seq_len < 1) seq_len = 1;
+    size_t T = (size_t)seq_len;
+    size_t all = sp_model_activation_bytes(m, T, T, seq_len);
+    size_t logits = T * (size_t)m->cfg.vocab_size * sizeof(float);
+    return (all - logits + T - 1) / T;
+}
+
+/* ---- the worker ---------------------------------------------------------------------------- */
+
+sp_worker *sp_worker_new(const sp_model *m) {
+    sp_worker *w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    w->m = m;
+    w->f = sp_family_of(m->cfg.arch);
+    w->acts = calloc((size_t)(m->cfg.n_layer > 0 ? m->cfg.n_layer : 1), sizeof *w->acts);
+    if (!w->acts) {
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void sp_worker_free(sp_worker *w) {
+    if (!w) return;
+    for (int i = 0; i < SP_N_ACT; i++) free(w->buf[i]);
+    free(w->acts);
+    free(w);
+}
+
+size_t sp_worker_bytes(const sp_worker *w) {
+    size_t total = 0;
+    for (int i = 0; i < SP_N_ACT; i++) total += w->cap[i] * sizeof(float);
+    return total;
+}
+
+const sp_model *sp_worker_model(const sp_worker *w) {
+    return w->m;
+}
+
+const char *sp_worker_buffer_name(int i) {
+    return ACTS[i].name;
+}
+
+float *sp_worker_buffer(const sp_worker *w, int i, size_t *cap) {
+    *cap = w->cap[i];
+    return w->buf[i];
+}
+
+static int ensure(sp_worker *w, int i, size_t n) {
+    if (n <= w->cap[i]) return 0;
+    free(w->buf[i]);
+    w->buf[i] = malloc(n * sizeof(float));
+    w->cap[i] = w->buf[i] ? n : 0;
+    return w->buf[i] ? 0 : -1;
+}
+
+/* Layer l's slices of the per-layer buffers. */
+static sp_layer_acts layer_acts(const sp_worker *w, int l) {
+    const sp_dims *z = &w->z;
+    size_t N = z->N, d = (size_t)z->d, F = (size_t)z->F, at = (size_t)l * N;
+    float *const *b = w->buf;
+    sp_layer_acts a = {
+        .x = b[SP_ACT_X] + at * d,
+        .ln1 = b[SP_ACT_LN1] + at * d,
+        .ln1_mean = b[SP_ACT_LN1_STATS] + 2 * at,
+        .ln1_rstd = b[SP_ACT_LN1_STATS] + 2 * at + N,
+        .qkv = b[SP_ACT_QKV] + at * (size_t)z->wq,
+        .lse = b[SP_ACT_LSE] + at * (size_t)z->hs.n_head,
+        .atty = b[SP_ACT_ATTY] + at * (size_t)z->qd,
+        .xmid = b[SP_ACT_XMID] + at * d,
+        .ln2 = b[SP_ACT_LN2] + at * d,
+        .ln2_mean = b[SP_ACT_LN2_STATS] + 2 * at,
+        .ln2_rstd = b[SP_ACT_LN2_STATS] + 2 * at + N,
+        .fc = b[SP_ACT_FC] + at * F,
+        .fc_aux = b[SP_ACT_FC_AUX] + at * F,
+        .up = b[SP_ACT_UP] ? b[SP_ACT_UP] + at * F : NULL,
+        .x_next = b[SP_ACT_X] + (at + N) * d,
+    };
+    return a;
+}
+
+static sp_scratch scratch(const sp_worker *w) {
+    const sp_dims *z = &w->z;
+    float *const *b = w->buf;
+    size_t half = (size_t)z->hs.hd / 2, nt = z->n_tgt;
+    float *rope = b[SP_ACT_ROPE];
+    return (sp_scratch){
+        .mlp_act = b[SP_ACT_MLP_ACT],
+        .att = b[SP_ACT_ATT],
+        .rope_cos = rope,
+        .rope_sin = rope ? rope + (size_t)z->max_len * half : NULL,
+        .top_x = b[SP_ACT_TOP_X],
+        .top_atty = b[SP_ACT_TOP_ATTY],
+        .lnf = b[SP_ACT_LNF],
+        .lnf_mean = b[SP_ACT_LNF_STATS],
+        .lnf_rstd = b[SP_ACT_LNF_STATS] ? b[SP_ACT_LNF_STATS] + nt : NULL,
+        .logits = b[SP_ACT_LOGITS],
+        .dx = b[SP_ACT_DX],
+        .dln = b[SP_ACT_DLN],
+        .datty = b[SP_ACT_DATTY],
+        .dqkv = b[SP_ACT_DQKV],
+        .dfc = b[SP_ACT_DFC],
+        .dup = b[SP_ACT_DUP],
+        .top_dx = b[SP_ACT_TOP_DX],
+        .top_datty = b[SP_ACT_TOP_DATTY],
+    };
+}
+
+int sp_worker_reserve(sp_worker *w, const sp_batch *b, int backward) {
+    int max_len = 0;
+    for (int s = 0; s < b->n_seq; s++) {
+        int len = b->seq_start[s + 1] - b->seq_start[s];
+        if (len > max_len) max_len = len;
+    }
+    size_t N = b->n_seq > 0 ? (size_t)b->seq_start[b->n_seq] : 0;
+    w->z = model_dims(w->m, N, (size_t)b->n_targets, max_len);
+    for (int i = 0; i < SP_N_ACT; i++)
+        if ((!ACTS[i].backward || backward) && ensure(w, i, act_floats(w->f, &w->z, i))) return -1;
+    if (N == 0) return 0; /* nothing to run, nothing to point at */
+    for (int l = 0; l < w->z.L; l++) w->acts[l] = layer_acts(w, l);
+    w->s = scratch(w);
+    return 0;
+}

@@ -1,0 +1,111 @@
+/* An engine worker's memory (internal; worker.c): every activation and scratch buffer is a row
+ * of one table, which both sizes the buffers (sp_worker_reserve) and estimates them
+ * (sp_model_activation_bytes), so the memory check and `info` see what a run allocates.
+ *
+ * Buffers are named per layer through sp_layer_acts (pointers built once per batch) and across
+ * layers through sp_scratch, so that the engine's functions name every input and output. */
+#ifndef SP_MODEL_WORKER_H
+#define SP_MODEL_WORKER_H
+
+#include <stddef.h>
+
+#include "model/family.h"
+#include "model/kernels.h"
+#include "softprompt/engine.h"
+
+/* Sizes of one batch (and of the model), derived once per run. */
+typedef struct sp_dims {
+    int L, d, F, V;
+    sp_heads hs;
+    int qd, kvd, wq; /* H hd, Hkv hd, a qkv row (H + 2 Hkv) hd */
+    size_t N;        /* packed tokens */
+    size_t n_tgt;    /* targets */
+    int max_len;     /* longest sequence */
+} sp_dims;
+
+/* Layer l's saved activations: pointers into the worker's buffers. In the top layer the
+ * buffers after attention (xmid .. x_next) hold the n_tgt target rows only. */
+typedef struct sp_layer_acts {
+    float *x;                   /* [N, d] residual stream entering the block */
+    float *ln1;                 /* [N, d] norm1(x) */
+    float *ln1_mean, *ln1_rstd; /* [N] (mean: LayerNorm only) */
+    float *qkv;                 /* [N, Wq] q | k | v, q and k carrying their positions */
+    float *lse;                 /* [N, H] log-sum-exp of each attention row (sequence-major) */
+    float *atty;                /* [N, qd] attention output */
+    float *xmid;                /* [N, d] x + atty W_o */
+    float *ln2;                 /* [N, d] norm2(xmid) */
+    float *ln2_mean, *ln2_rstd; /* [N] */
+    float *fc;                  /* [N, F] MLP input projection (GELU input; SwiGLU gate) */
+    float *fc_aux;              /* [N, F] tanh inside gelu / sigmoid(gate), for backward */
+    float *up;                  /* [N, F] SwiGLU's up projection */
+    float *x_next;              /* [N, d] xmid + mlp: the next layer's x */
+} sp_layer_acts;
+
+/* Buffers used by one layer at a time (forward or backward), the head and the positions. */
+typedef struct sp_scratch {
+    float *mlp_act;                   /* [N, F] the MLP activation: only W_out reads it */
+    float *att;                       /* attention blocks: SP_ATT_BWD_SCRATCH(max_len) */
+    float *rope_cos, *rope_sin;       /* [max_len, hd / 2] rotary tables */
+    float *top_x, *top_atty;          /* [n_tgt, d], [n_tgt, qd] top block's target rows */
+    float *lnf, *lnf_mean, *lnf_rstd; /* [n_tgt, d], [n_tgt] x 2 final norm */
+    float *logits;                    /* [n_tgt, V], then dlogits */
+    float *dx;                        /* [N, d] dL/d residual stream */
+    float *dln;                       /* [N, d] dL/d a norm's output */
+    float *datty;                     /* [N, qd] */
+    float *dqkv;                      /* [N, Wq] */
+    float *dfc, *dup;                 /* [N, F] MLP activation gradients */
+    float *top_dx, *top_datty;        /* [n_tgt, d], [n_tgt, qd] */
+} sp_scratch;
+
+/* The buffers of the table (worker.c's ACTS lists each with its size). */
+enum {
+    SP_ACT_X,
+    SP_ACT_LN1,
+    SP_ACT_LN1_STATS,
+    SP_ACT_QKV,
+    SP_ACT_LSE,
+    SP_ACT_ATTY,
+    SP_ACT_XMID,
+    SP_ACT_LN2,
+    SP_ACT_LN2_STATS,
+    SP_ACT_FC,
+    SP_ACT_FC_AUX,
+    SP_ACT_UP,
+    SP_ACT_MLP_ACT,
+    SP_ACT_ATT,
+    SP_ACT_ROPE,
+    SP_ACT_TOP_X,
+    SP_ACT_TOP_ATTY,
+    SP_ACT_LNF,
+    SP_ACT_LNF_STATS,
+    SP_ACT_LOGITS,
+    SP_ACT_DX,
+    SP_ACT_DLN,
+    SP_ACT_DATTY,
+    SP_ACT_DQKV,
+    SP_ACT_DFC,
+    SP_ACT_DUP,
+    SP_ACT_TOP_DX,
+    SP_ACT_TOP_DATTY,
+    SP_N_ACT
+};
+
+struct sp_worker {
+    const sp_model *m;
+    const sp_family *f;
+    float *buf[SP_N_ACT];
+    size_t cap[SP_N_ACT]; /* floats */
+    sp_dims z;            /* of the batch being run */
+    sp_layer_acts *acts;  /* [L] */
+    sp_scratch s;
+};
+
+/* Sizes the buffers for batch b (forward, and backward when asked), keeping larger ones, and
+ * points acts and s into them. 0, or -1 when out of memory. */
+int sp_worker_reserve(sp_worker *w, const sp_batch *b, int backward);
+
+/* For tests: the name of buffer i and its storage (*cap floats). */
+const char *sp_worker_buffer_name(int i);
+float *sp_worker_buffer(const sp_worker *w, int i, size_t *cap);
+
+#endif
