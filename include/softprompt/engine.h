@@ -23,8 +23,8 @@
 
 typedef struct sp_batch {
     int n_seq;
-    const int32_t *seq_start;  /* [n_seq + 1] offsets into tokens; seq s is [start[s], start[s+1]) */
-    const int32_t *tokens;     /* [seq_start[n_seq]] vocabulary id or SP_SOFT(k) */
+    const int32_t *seq_start; /* [n_seq + 1] offsets into tokens; seq s is [start[s], start[s+1]) */
+    const int32_t *tokens;    /* [seq_start[n_seq]] vocabulary id or SP_SOFT(k) */
     int n_targets;
     const int32_t *target_pos; /* [n_targets] packed positions, strictly increasing */
     const int32_t *target_ids; /* [n_targets] token ids the logits at target_pos are scored on */
@@ -33,13 +33,27 @@ typedef struct sp_batch {
 typedef struct sp_pass {
     const float *prompt; /* [n_prompt, d] */
     int n_prompt;
-    /* NULL: forward only. Otherwise the gradient of the batch's loss sum is ADDED here:
+    /* NULL: no prompt gradient (forward only, unless kv_prefix_grad asks for the prefix's).
+     * Otherwise the gradient of the batch's loss sum is ADDED here:
      * [n_prompt, d], or [n_seq, n_prompt, d] with per_sequence_grad (lets the trainer reduce
      * per-sequence contributions in a fixed order, independent of how sequences were grouped). */
     float *grad;
     int per_sequence_grad;
     float *target_logits; /* optional out: [n_targets, V] */
     double *target_loss;  /* optional out: [n_targets] cross-entropy of each target */
+    /* Optional per-layer key/value prefix (prefix tuning, P-tuning v2), as transformers runs
+     * PEFT's past_key_values: in every layer, every position of every sequence attends to
+     * n_kv_prefix rows of keys and values before its own. The keys are used as given (a prefix
+     * key is not rotated) and the text's positions start at n_kv_prefix (learned positions and
+     * rotary alike), so a sequence may be n_positions - n_kv_prefix long. Layout [L, 2,
+     * n_kv_prefix, kv_dim]: each layer's keys, then its values (kv_dim = n_kv_head * head_dim,
+     * sp_config_kv_heads * sp_config_head_dim). NULL with n_kv_prefix 0: none. */
+    const float *kv_prefix;
+    int n_kv_prefix;
+    /* NULL, or the gradient of the batch's loss sum with respect to kv_prefix, ADDED here:
+     * [L, 2, n_kv_prefix, kv_dim], or [n_seq, L, 2, n_kv_prefix, kv_dim] with
+     * per_sequence_grad. Either gradient may be asked for alone. */
+    float *kv_prefix_grad;
 } sp_pass;
 
 typedef struct sp_worker sp_worker;
@@ -50,8 +64,8 @@ void sp_worker_free(sp_worker *w);
 size_t sp_worker_bytes(const sp_worker *w);
 const sp_model *sp_worker_model(const sp_worker *w);
 
-/* The checks sp_engine_run makes before any work: ids, soft indices, lengths <= n_ctx, targets
- * strictly increasing. 0 or -1 with a message naming the position. */
+/* The checks sp_engine_run makes before any work: ids, soft indices, lengths (with the key/value
+ * prefix) <= n_ctx, targets strictly increasing. 0 or -1 with a message naming the position. */
 int sp_engine_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass, sp_error *err);
 
 /* Runs forward (and backward when pass->grad). *loss_sum receives the summed cross-entropy.

@@ -142,15 +142,15 @@ void sp_model_scan_nonfinite(const sp_model *m, sp_nonfinite *r);
 
 /* Bytes of activations and scratch a worker allocates for a training step (forward and
  * backward) over a batch of n_tokens packed tokens with n_targets targets and sequences of at
- * most max_len tokens: the sum of the engine's activation table (src/model/worker.c), the same
- * table that sizes the buffers. Grows with each argument, so the largest batch of a run bounds
- * every other. */
+ * most max_len tokens (plus the rows of a key/value prefix, sp_pass.n_kv_prefix, if any): the sum
+ * of the engine's activation table (src/model/worker.c), the same table that sizes the buffers.
+ * Grows with each argument, so the largest batch of a run bounds every other. */
 size_t sp_model_activation_bytes(const sp_model *m, size_t n_tokens, size_t n_targets, int max_len);
 
-/* Bytes per token of the same: for sequences of at most seq_len tokens, n_tokens *
- * sp_model_activation_bytes_per_token(m, seq_len) + n_targets * vocab_size * 4 (the target
- * logits) bounds sp_model_activation_bytes(m, n_tokens, n_targets, seq_len) (every buffer sized
- * per target or per sequence is charged to each token). */
+/* Bytes per token of the same: for sequences of at most seq_len tokens and n_tokens >= seq_len,
+ * n_tokens * sp_model_activation_bytes_per_token(m, seq_len) + n_targets * vocab_size * 4 (the
+ * target logits) bounds sp_model_activation_bytes(m, n_tokens, n_targets, seq_len) (every buffer
+ * sized per target or per sequence is charged to each token). */
 size_t sp_model_activation_bytes_per_token(const sp_model *m, int seq_len);
 
 #endif

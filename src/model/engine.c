@@ -23,16 +23,29 @@
 
 int sp_engine_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass, sp_error *err) {
     const sp_model_config *c = &m->cfg;
-    if (b->n_seq < 0 || b->n_targets < 0 || pass->n_prompt < 0)
-        return sp_fail(err, "batch: negative count (n_seq %d, n_targets %d, n_prompt %d)", b->n_seq,
-                       b->n_targets, pass->n_prompt);
+    int P = pass->n_kv_prefix;
+    if (b->n_seq < 0 || b->n_targets < 0 || pass->n_prompt < 0 || P < 0)
+        return sp_fail(err,
+                       "batch: negative count (n_seq %d, n_targets %d, n_prompt %d, n_kv_prefix "
+                       "%d)",
+                       b->n_seq, b->n_targets, pass->n_prompt, P);
+    if (P > 0 && !pass->kv_prefix)
+        return sp_fail(err, "pass: a key/value prefix of %d rows without its values", P);
+    if (P >= c->n_ctx)
+        return sp_fail(err, "pass: a key/value prefix of %d rows leaves no position of the %d", P,
+                       c->n_ctx);
     if (b->n_seq > 0 && b->seq_start[0] != 0)
         return sp_fail(err, "batch: seq_start[0] is %d, expected 0", b->seq_start[0]);
     for (int s = 0; s < b->n_seq; s++) {
         int len = b->seq_start[s + 1] - b->seq_start[s];
-        if (len < 1 || len > c->n_ctx)
+        if (len >= 1 && len <= c->n_ctx - P) continue;
+        if (P == 0)
             return sp_fail(err, "batch: sequence %d has length %d, expected 1..%d (n_positions)", s,
                            len, c->n_ctx);
+        return sp_fail(err,
+                       "batch: sequence %d has length %d, expected 1..%d (n_positions %d less the "
+                       "key/value prefix's %d)",
+                       s, len, c->n_ctx - P, c->n_ctx, P);
     }
     int n_tok = b->n_seq > 0 ? b->seq_start[b->n_seq] : 0;
     for (int t = 0; t < n_tok; t++) {
@@ -89,10 +102,10 @@ static void norm_backward(const sp_worker *w, float *dx, const float *dout, cons
     }
 }
 
-/* cos, sin [max_len, hd / 2] of position t times each rotary frequency, the angle rounded to
- * float first as Hugging Face computes it. */
-static void rope_tables(float *cos_t, float *sin_t, const float *inv_freq, int max_len, int half) {
-    for (int t = 0; t < max_len; t++)
+/* cos, sin [n_pos, hd / 2] of position t times each rotary frequency, the angle rounded to float
+ * first as Hugging Face computes it. */
+static void rope_tables(float *cos_t, float *sin_t, const float *inv_freq, int n_pos, int half) {
+    for (int t = 0; t < n_pos; t++)
         for (int i = 0; i < half; i++) {
             float angle = (float)t * inv_freq[i];
             cos_t[(size_t)t * half + i] = (float)cos((double)angle);
@@ -106,16 +119,18 @@ static void positions_prepare(const sp_worker *w) {
     case SP_POS_LEARNED:
         return;
     case SP_POS_ROTARY:
-        rope_tables(w->s.rope_cos, w->s.rope_sin, w->m->rope_inv_freq, w->z.max_len,
+        rope_tables(w->s.rope_cos, w->s.rope_sin, w->m->rope_inv_freq, w->z.n_past + w->z.max_len,
                     w->z.hs.hd / 2);
         return;
     }
 }
 
-/* q and k of qkv [N, Wq] take their positions within each sequence (rotary: rotated in place;
- * inverse: the transpose, which maps gradients of the rotated values to the inputs'). */
+/* q and k of qkv [N, Wq] take their positions, n_past + the position within the sequence
+ * (rotary: rotated in place; inverse: the transpose, which maps gradients of the rotated values
+ * to the inputs'). */
 static void positions_qk(const sp_worker *w, float *qkv, const sp_batch *b, int inverse) {
     const sp_dims *z = &w->z;
+    size_t first = (size_t)z->n_past * (size_t)(z->hs.hd / 2); /* the tables' row of position 0 */
     switch (w->f->pos) {
     case SP_POS_LEARNED: /* added to the input embedding instead */
         return;
@@ -124,7 +139,7 @@ static void positions_qk(const sp_worker *w, float *qkv, const sp_batch *b, int 
             size_t start = (size_t)b->seq_start[s];
             int len = b->seq_start[s + 1] - b->seq_start[s];
             sp_rope_rotate(qkv + start * z->wq, z->wq, len, z->hs.n_head + z->hs.n_kv_head,
-                           z->hs.hd, w->s.rope_cos, w->s.rope_sin, inverse);
+                           z->hs.hd, w->s.rope_cos + first, w->s.rope_sin + first, inverse);
         }
         return;
     }
@@ -166,30 +181,55 @@ static void qkv_backward(const sp_worker *w, const sp_layer *p, float *dln1, flo
     }
 }
 
-/* atty [N, qd] and lse [N, H]: causal attention of each sequence over its rows of qkv. */
+/* One layer's key/value prefix (kv.n == 0: none) and where its gradient goes: sequence s's at
+ * dk + s * seq_stride (seq_stride 0: all sequences add to the same). */
+typedef struct layer_prefix {
+    sp_kv_past kv;
+    float *dk, *dv; /* NULL: no gradient */
+    size_t seq_stride;
+} layer_prefix;
+
+/* Layer l's slices of the pass's prefix [L, 2, P, kv_dim] and of its gradient. */
+static layer_prefix prefix_of(const sp_worker *w, const sp_pass *pass, int l) {
+    size_t P = (size_t)pass->n_kv_prefix, kvd = (size_t)w->z.kvd, at = (size_t)l * 2 * P * kvd;
+    layer_prefix r = {{NULL, NULL, 0, w->z.kvd}, NULL, NULL, 0};
+    if (P == 0) return r;
+    r.kv = (sp_kv_past){pass->kv_prefix + at, pass->kv_prefix + at + P * kvd, (int)P, (int)kvd};
+    if (pass->kv_prefix_grad) {
+        r.dk = pass->kv_prefix_grad + at, r.dv = r.dk + P * kvd;
+        r.seq_stride = pass->per_sequence_grad ? (size_t)w->z.L * 2 * P * kvd : 0;
+    }
+    return r;
+}
+
+/* atty [N, qd] and lse [N, H]: causal attention of each sequence over its rows of qkv, behind
+ * the layer's prefix. */
 static void attention_forward(const sp_worker *w, float *atty, float *lse, const float *qkv,
-                              const sp_batch *b) {
+                              const layer_prefix *pre, const sp_batch *b) {
     const sp_dims *z = &w->z;
     size_t H = (size_t)z->hs.n_head;
     for (int s = 0; s < b->n_seq; s++) {
         size_t start = (size_t)b->seq_start[s];
         int len = b->seq_start[s + 1] - b->seq_start[s];
         sp_attention_forward(atty + start * z->qd, lse + start * H, w->s.att, qkv + start * z->wq,
-                             len, &z->hs, NULL);
+                             len, &z->hs, pre->kv.n ? &pre->kv : NULL);
     }
 }
 
-/* dqkv [N, Wq] from datty [N, qd] and the forward's qkv, atty and lse of layer a. */
+/* dqkv [N, Wq] (and the prefix's gradient, when asked for) from datty [N, qd] and the forward's
+ * qkv, atty and lse of layer a. */
 static void attention_backward(const sp_worker *w, float *dqkv, const float *datty,
-                               const sp_layer_acts *a, const sp_batch *b) {
+                               const sp_layer_acts *a, const layer_prefix *pre, const sp_batch *b) {
     const sp_dims *z = &w->z;
     size_t H = (size_t)z->hs.n_head;
     for (int s = 0; s < b->n_seq; s++) {
-        size_t start = (size_t)b->seq_start[s];
+        size_t start = (size_t)b->seq_start[s], at = (size_t)s * pre->seq_stride;
         int len = b->seq_start[s + 1] - b->seq_start[s];
-        sp_attention_backward(dqkv + start * z->wq, NULL, w->s.att, datty + start * z->qd,
-                              a->atty + start * z->qd, a->lse + start * H, a->qkv + start * z->wq,
-                              len, &z->hs, NULL);
+        sp_kv_grad g = {NULL, NULL, pre->kv.ld};
+        if (pre->dk) g.dk = pre->dk + at, g.dv = pre->dv + at;
+        sp_attention_backward(dqkv + start * z->wq, pre->dk ? &g : NULL, w->s.att,
+                              datty + start * z->qd, a->atty + start * z->qd, a->lse + start * H,
+                              a->qkv + start * z->wq, len, &z->hs, pre->kv.n ? &pre->kv : NULL);
     }
 }
 
@@ -249,8 +289,8 @@ static void scatter_targets(float *dst, const float *src, const sp_batch *b, siz
 
 /* ---- the embedding ------------------------------------------------------------------------- */
 
-/* x0 [N, d]: row t = prompt[k] for soft token k, else wte[id] (+ wpe[position of t within its
- * sequence] for learned positions). */
+/* x0 [N, d]: row t = prompt[k] for soft token k, else wte[id] (+ wpe[n_past + position of t
+ * within its sequence] for learned positions). */
 static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, const float *prompt) {
     const sp_model *m = w->m;
     size_t d = (size_t)w->z.d;
@@ -265,7 +305,7 @@ static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, cons
         for (int s = 0; s < b->n_seq; s++)
             for (int t = b->seq_start[s]; t < b->seq_start[s + 1]; t++) {
                 float *x = x0 + (size_t)t * d;
-                const float *p = m->wpe + (size_t)(t - b->seq_start[s]) * d;
+                const float *p = m->wpe + (size_t)(w->z.n_past + t - b->seq_start[s]) * d;
                 for (size_t j = 0; j < d; j++) x[j] += p[j];
             }
         return;
@@ -297,13 +337,13 @@ static void embed_backward(const sp_worker *w, const float *dx0, const sp_batch 
  * after attention, so from the output projection on it runs on the n_tgt target rows alone,
  * gathered compactly (rows 0..n_tgt-1 of xmid .. x_next). */
 static void block_forward(sp_worker *w, const sp_layer *p, const sp_layer_acts *a,
-                          const sp_batch *b, int top) {
+                          const layer_prefix *pre, const sp_batch *b, int top) {
     const sp_dims *z = &w->z;
     const sp_scratch *s = &w->s;
     int n = (int)z->N;
     norm_forward(w, a->ln1, a->ln1_mean, a->ln1_rstd, a->x, &p->ln1, n); /* ln1 = norm1(x) */
     qkv_forward(w, p, a->qkv, a->ln1, b);                                /* with positions */
-    attention_forward(w, a->atty, a->lse, a->qkv, b);
+    attention_forward(w, a->atty, a->lse, a->qkv, pre, b); /* behind the layer's prefix */
     const float *x = a->x, *atty = a->atty;
     if (top) {
         gather_targets(s->top_x, a->x, b, (size_t)z->d);
@@ -320,7 +360,7 @@ static void block_forward(sp_worker *w, const sp_layer *p, const sp_layer_acts *
  * block in top_dx (its target rows). On exit dx holds the gradient with respect to x. Each
  * residual connection passes its gradient on unchanged (the norms' backward adds to it). */
 static void block_backward(sp_worker *w, const sp_layer *p, const sp_layer_acts *a,
-                           const sp_batch *b, int top) {
+                           const layer_prefix *pre, const sp_batch *b, int top) {
     const sp_dims *z = &w->z;
     const sp_scratch *s = &w->s;
     int n = top ? b->n_targets : (int)z->N;
@@ -337,8 +377,8 @@ static void block_backward(sp_worker *w, const sp_layer *p, const sp_layer_acts 
         scatter_targets(s->dx, s->top_dx, b, z->N, (size_t)z->d);
     }
     /* atty = attention(qkv),  qkv = ln1 W_qkv,  ln1 = norm1(x); dx holds dL/dxmid */
-    attention_backward(w, s->dqkv, s->datty, a, b);
-    qkv_backward(w, p, s->dln, s->dqkv, b); /* dln1 */
+    attention_backward(w, s->dqkv, s->datty, a, pre, b); /* (and the prefix's) */
+    qkv_backward(w, p, s->dln, s->dqkv, b);              /* dln1 */
     norm_backward(w, s->dx, s->dln, a->x, a->ln1_mean, a->ln1_rstd, &p->ln1, (int)z->N);
 }
 
@@ -380,8 +420,8 @@ static void head_backward(const sp_worker *w, float *dx_top, float *dlnf, const 
 int sp_engine_run(sp_worker *w, const sp_batch *b, const sp_pass *pass, double *loss_sum,
                   sp_error *err) {
     if (sp_engine_validate(w->m, b, pass, err)) return -1;
-    int backward = pass->grad != NULL && b->n_targets > 0;
-    if (sp_worker_reserve(w, b, backward))
+    int backward = (pass->grad || pass->kv_prefix_grad) && b->n_targets > 0;
+    if (sp_worker_reserve(w, b, pass->n_kv_prefix, backward))
         return sp_fail(err, "out of memory reserving activations for %d tokens",
                        b->n_seq > 0 ? b->seq_start[b->n_seq] : 0);
     *loss_sum = 0.0;
@@ -392,11 +432,17 @@ int sp_engine_run(sp_worker *w, const sp_batch *b, const sp_pass *pass, double *
     const float *x_top = acts[L - 1].x_next; /* target rows */
     positions_prepare(w);
     embed_forward(w, acts[0].x, b, pass->prompt);
-    for (int l = 0; l < L; l++) block_forward(w, &layer[l], &acts[l], b, l == L - 1);
+    for (int l = 0; l < L; l++) {
+        layer_prefix pre = prefix_of(w, pass, l);
+        block_forward(w, &layer[l], &acts[l], &pre, b, l == L - 1);
+    }
     *loss_sum = head_forward(w, x_top, b, pass, backward);
     if (!backward) return 0;
     head_backward(w, w->s.top_dx, w->s.dln, x_top, b->n_targets);
-    for (int l = L - 1; l >= 0; l--) block_backward(w, &layer[l], &acts[l], b, l == L - 1);
-    embed_backward(w, w->s.dx, b, pass);
+    for (int l = L - 1; l >= 0; l--) {
+        layer_prefix pre = prefix_of(w, pass, l);
+        block_backward(w, &layer[l], &acts[l], &pre, b, l == L - 1);
+    }
+    if (pass->grad) embed_backward(w, w->s.dx, b, pass);
     return 0;
 }

@@ -12,8 +12,9 @@ typedef struct part {
     sp_worker *w;
     int32_t *start, *tpos; /* [n_seq + 1], [n_targets]: rebased copies */
     int cap_start, cap_tpos;
-    float *grad; /* [P, d] this part's gradient, added to the caller's in part order */
-    size_t cap_grad;
+    float *grad;    /* [P, d] this part's prompt gradient, added to the caller's in part order */
+    float *kv_grad; /* [L, 2, P, kv_dim] the same for the key/value prefix */
+    size_t cap_grad, cap_kv_grad;
     sp_batch b;
     sp_pass pass;
     double loss;
@@ -105,7 +106,7 @@ void sp_team_free(sp_team *t) {
     for (int k = 0; t->parts && k < t->n; k++) {
         part *p = &t->parts[k];
         sp_worker_free(p->w);
-        free(p->start), free(p->tpos), free(p->grad);
+        free(p->start), free(p->tpos), free(p->grad), free(p->kv_grad);
     }
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->go);
@@ -145,9 +146,30 @@ static int grow_i32(int32_t **p, int *cap, int need) {
     return 0;
 }
 
-/* Fills part p with sequences [s0, s1) of b and the matching slices of pass's outputs. */
+/* Where a part's gradient goes: the caller's slices of sequences from s0 on (per-sequence
+ * gradients), or the part's own zeroed buffer *own [n] (grown as needed), added in part order
+ * afterwards. NULL when not asked for. */
+static float *part_grad(float *caller, int per_sequence, int s0, size_t n, float **own, size_t *cap,
+                        int *rc) {
+    if (!caller) return NULL;
+    if (per_sequence) return caller + (size_t)s0 * n;
+    if (n == 0) return caller;
+    if (*cap < n) {
+        float *g = realloc(*own, n * sizeof(float));
+        if (!g) {
+            *rc = -1;
+            return NULL;
+        }
+        *own = g, *cap = n;
+    }
+    memset(*own, 0, n * sizeof(float));
+    return *own;
+}
+
+/* Fills part p with sequences [s0, s1) of b and the matching slices of pass's outputs; n_params
+ * and n_kv are the sizes of one sequence's prompt and prefix gradients. */
 static int make_part(part *p, const sp_batch *b, const sp_pass *pass, int s0, int s1, int V,
-                     size_t n_params) {
+                     size_t n_params, size_t n_kv) {
     int base = b->seq_start[s0], end = b->seq_start[s1];
     int j0 = 0, j1;
     while (j0 < b->n_targets && b->target_pos[j0] < base) j0++;
@@ -159,17 +181,11 @@ static int make_part(part *p, const sp_batch *b, const sp_pass *pass, int s0, in
     for (int j = j0; j < j1; j++) p->tpos[j - j0] = b->target_pos[j] - base;
     p->b = (sp_batch){s1 - s0, p->start, b->tokens + base, j1 - j0, p->tpos, b->target_ids + j0};
     p->pass = *pass;
-    if (pass->grad && pass->per_sequence_grad) {
-        p->pass.grad = pass->grad + (size_t)s0 * n_params;
-    } else if (pass->grad && n_params > 0) {
-        if (p->cap_grad < n_params) {
-            float *g = realloc(p->grad, n_params * sizeof(float));
-            if (!g) return -1;
-            p->grad = g, p->cap_grad = n_params;
-        }
-        memset(p->grad, 0, n_params * sizeof(float));
-        p->pass.grad = p->grad;
-    }
+    int rc = 0, per_seq = pass->per_sequence_grad;
+    p->pass.grad = part_grad(pass->grad, per_seq, s0, n_params, &p->grad, &p->cap_grad, &rc);
+    p->pass.kv_prefix_grad =
+        part_grad(pass->kv_prefix_grad, per_seq, s0, n_kv, &p->kv_grad, &p->cap_kv_grad, &rc);
+    if (rc) return -1;
     if (pass->target_logits) p->pass.target_logits = pass->target_logits + (size_t)j0 * V;
     if (pass->target_loss) p->pass.target_loss = pass->target_loss + j0;
     return 0;
@@ -196,11 +212,15 @@ int sp_team_run(sp_team *t, const sp_batch *b, const sp_pass *pass, double *loss
     const sp_model *m = sp_worker_model(t->parts[0].w);
     /* the whole batch, so that a message names positions of the caller's batch, not of a part */
     if (sp_engine_validate(m, b, pass, err)) return -1;
-    size_t n_params = (size_t)pass->n_prompt * m->cfg.d_model;
+    const sp_model_config *c = &m->cfg;
+    size_t n_params = (size_t)pass->n_prompt * c->d_model;
+    size_t n_kv =
+        (size_t)c->n_layer * 2 * pass->n_kv_prefix * sp_config_kv_heads(c) * sp_config_head_dim(c);
     int *bounds = t->bounds;
     split_points(b, n, bounds);
     for (int k = 0; k < n; k++)
-        if (make_part(&t->parts[k], b, pass, bounds[k], bounds[k + 1], m->cfg.vocab_size, n_params))
+        if (make_part(&t->parts[k], b, pass, bounds[k], bounds[k + 1], c->vocab_size, n_params,
+                      n_kv))
             return sp_fail(err, "out of memory splitting a batch of %d sequences", b->n_seq);
     run_parallel(t, n);
     *loss_sum = 0.0;
@@ -211,8 +231,11 @@ int sp_team_run(sp_team *t, const sp_batch *b, const sp_pass *pass, double *loss
             return -1;
         }
         *loss_sum += p->loss;
-        if (pass->grad && !pass->per_sequence_grad)
+        if (pass->per_sequence_grad) continue;
+        if (pass->grad && n_params > 0)
             for (size_t i = 0; i < n_params; i++) pass->grad[i] += p->grad[i];
+        if (pass->kv_prefix_grad && n_kv > 0)
+            for (size_t i = 0; i < n_kv; i++) pass->kv_prefix_grad[i] += p->kv_grad[i];
     }
     return 0;
 }

@@ -14,8 +14,8 @@ typedef enum act_rows {
                          */
     ROWS_TOKENS,        /* N: one layer at a time */
     ROWS_TARGETS,       /* n_tgt */
-    ROWS_POSITIONS,     /* max_len */
-    ROWS_ATTENTION,     /* SP_ATT_BWD_SCRATCH(max_len): attention's blocks of scores */
+    ROWS_POSITIONS,     /* n_past + max_len: positions of a prefix and the longest sequence */
+    ROWS_ATTENTION,     /* SP_ATT_BWD_SCRATCH(n_past + max_len): attention's blocks of scores */
 } act_rows;
 
 /* How wide each row is. */
@@ -81,9 +81,9 @@ static size_t rows_of(const sp_dims *z, act_rows r) {
     case ROWS_TARGETS:
         return z->n_tgt;
     case ROWS_POSITIONS:
-        return (size_t)z->max_len;
+        return (size_t)z->n_past + (size_t)z->max_len;
     case ROWS_ATTENTION:
-        return z->max_len > 0 ? SP_ATT_BWD_SCRATCH(z->max_len) : 0;
+        return z->max_len > 0 ? SP_ATT_BWD_SCRATCH(z->n_past + z->max_len) : 0;
     }
     return 0;
 }
@@ -140,18 +140,19 @@ static size_t act_floats(const sp_family *f, const sp_dims *z, int i) {
 }
 
 /* The model's sizes with the batch's counts. */
-static sp_dims model_dims(const sp_model *m, size_t n_tokens, size_t n_targets, int max_len) {
+static sp_dims model_dims(const sp_model *m, size_t n_tokens, size_t n_targets, int max_len,
+                          int n_past) {
     const sp_model_config *c = &m->cfg;
     sp_dims z = {.L = c->n_layer, .d = c->d_model, .F = c->d_ff, .V = c->vocab_size};
     z.hs = (sp_heads){c->n_head, sp_config_kv_heads(c), sp_config_head_dim(c)};
     z.qd = z.hs.n_head * z.hs.hd, z.kvd = z.hs.n_kv_head * z.hs.hd, z.wq = SP_QKV_WIDTH(&z.hs);
-    z.N = n_tokens, z.n_tgt = n_targets, z.max_len = max_len;
+    z.N = n_tokens, z.n_tgt = n_targets, z.max_len = max_len, z.n_past = n_past;
     return z;
 }
 
 size_t sp_model_activation_bytes(const sp_model *m, size_t n_tokens, size_t n_targets,
                                  int max_len) {
-    sp_dims z = model_dims(m, n_tokens, n_targets, max_len);
+    sp_dims z = model_dims(m, n_tokens, n_targets, max_len, 0);
     const sp_family *f = sp_family_of(m->cfg.arch);
     size_t floats = 0;
     for (int i = 0; i < SP_N_ACT; i++) floats += act_floats(f, &z, i);
@@ -249,7 +250,7 @@ static sp_scratch scratch(const sp_worker *w) {
         .mlp_act = b[SP_ACT_MLP_ACT],
         .att = b[SP_ACT_ATT],
         .rope_cos = rope,
-        .rope_sin = rope ? rope + (size_t)z->max_len * half : NULL,
+        .rope_sin = rope ? rope + ((size_t)z->n_past + (size_t)z->max_len) * half : NULL,
         .top_x = b[SP_ACT_TOP_X],
         .top_atty = b[SP_ACT_TOP_ATTY],
         .lnf = b[SP_ACT_LNF],
@@ -267,14 +268,14 @@ static sp_scratch scratch(const sp_worker *w) {
     };
 }
 
-int sp_worker_reserve(sp_worker *w, const sp_batch *b, int backward) {
+int sp_worker_reserve(sp_worker *w, const sp_batch *b, int n_past, int backward) {
     int max_len = 0;
     for (int s = 0; s < b->n_seq; s++) {
         int len = b->seq_start[s + 1] - b->seq_start[s];
         if (len > max_len) max_len = len;
     }
     size_t N = b->n_seq > 0 ? (size_t)b->seq_start[b->n_seq] : 0;
-    w->z = model_dims(w->m, N, (size_t)b->n_targets, max_len);
+    w->z = model_dims(w->m, N, (size_t)b->n_targets, max_len, n_past);
     for (int i = 0; i < SP_N_ACT; i++)
         if ((!ACTS[i].backward || backward) && ensure(w, i, act_floats(w->f, &w->z, i))) return -1;
     if (N == 0) return 0; /* nothing to run, nothing to point at */

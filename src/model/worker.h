@@ -21,6 +21,7 @@ typedef struct sp_dims {
     size_t N;        /* packed tokens */
     size_t n_tgt;    /* targets */
     int max_len;     /* longest sequence */
+    int n_past;      /* key/value prefix rows: the text's first position */
 } sp_dims;
 
 /* Layer l's saved activations: pointers into the worker's buffers. In the top layer the
@@ -100,9 +101,9 @@ struct sp_worker {
     sp_scratch s;
 };
 
-/* Sizes the buffers for batch b (forward, and backward when asked), keeping larger ones, and
- * points acts and s into them. 0, or -1 when out of memory. */
-int sp_worker_reserve(sp_worker *w, const sp_batch *b, int backward);
+/* Sizes the buffers for batch b behind n_past key/value prefix rows (forward, and backward when
+ * asked), keeping larger ones, and points acts and s into them. 0, or -1 when out of memory. */
+int sp_worker_reserve(sp_worker *w, const sp_batch *b, int n_past, int backward);
 
 /* For tests: the name of buffer i and its storage (*cap floats). */
 const char *sp_worker_buffer_name(int i);

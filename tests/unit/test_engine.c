@@ -13,9 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/worker.h" /* the keys and values a run computed (prefix tests) */
 #include "softprompt/engine.h"
-#include "softprompt/team.h"
 #include "softprompt/rng.h"
+#include "softprompt/team.h"
 #include "testutil.h"
 
 typedef struct test_model {
@@ -171,39 +172,82 @@ static sp_batch test_batch(void) {
     return (sp_batch){3, SEQ_START, TOKENS, 8, TARGET_POS, TARGET_IDS};
 }
 
-static double loss_at(sp_worker *w, const sp_batch *b, const float *prompt) {
-    sp_pass pass = {.prompt = prompt, .n_prompt = P};
+/* The loss of pass, forward only. */
+static double loss_of(sp_worker *w, const sp_batch *b, sp_pass pass) {
+    pass.grad = NULL, pass.kv_prefix_grad = NULL;
     double loss;
     sp_error err;
     ck_assert_msg(sp_engine_run(w, b, &pass, &loss, &err) == 0, "%s", err.msg);
     return loss;
 }
 
-/* Richardson-extrapolated central difference of the loss along direction u. */
-static double fd_directional(sp_worker *w, const sp_batch *b, const float *prompt, const float *u,
-                             size_t n, double h) {
-    float *q = malloc(n * sizeof *q);
+/* Richardson-extrapolated central difference of the loss along direction u of x [n], an input
+ * pass reads (the prompt or the key/value prefix); x is restored. */
+static double fd_directional(sp_worker *w, const sp_batch *b, const sp_pass *pass, float *x,
+                             const float *u, size_t n, double h) {
+    float *x0 = malloc(n * sizeof *x0);
+    memcpy(x0, x, n * sizeof *x0);
     double d[2];
     for (int k = 0; k < 2; k++) {
         double step = k == 0 ? h : h / 2;
-        for (size_t i = 0; i < n; i++) q[i] = prompt[i] + (float)(step * u[i]);
-        double plus = loss_at(w, b, q);
-        for (size_t i = 0; i < n; i++) q[i] = prompt[i] - (float)(step * u[i]);
-        double minus = loss_at(w, b, q);
+        for (size_t i = 0; i < n; i++) x[i] = x0[i] + (float)(step * u[i]);
+        double plus = loss_of(w, b, *pass);
+        for (size_t i = 0; i < n; i++) x[i] = x0[i] - (float)(step * u[i]);
+        double minus = loss_of(w, b, *pass);
         d[k] = (plus - minus) / (2 * step);
     }
-    free(q);
+    memcpy(x, x0, n * sizeof *x0);
+    free(x0);
     return (4 * d[1] - d[0]) / 3;
+}
+
+static double norm2(const float *g, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
+    return sqrt(s);
+}
+
+/* The analytic gradient grad [n] of the loss with respect to x (rows of width floats, named
+ * what) against finite differences: along 6 random unit directions, then at the 6 largest
+ * coordinates. grad is consumed. */
+static void check_fd(sp_worker *w, const sp_batch *b, const sp_pass *pass, float *x, float *grad,
+                     size_t n, size_t width, const char *what, sp_rng *r) {
+    const sp_model_config *c = &sp_worker_model(w)->cfg;
+    int L = c->n_layer, d = c->d_model, H = c->n_head;
+    float *u = malloc(n * sizeof *u);
+    double gnorm = norm2(grad, n);
+    ck_assert_msg(gnorm > 1e-2, "%s: gradient norm %g too small to test anything", what, gnorm);
+    for (int trial = 0; trial < 6; trial++) { /* random unit directions */
+        double un = 0, an = 0;
+        for (size_t i = 0; i < n; i++) u[i] = (float)sp_rng_normal(r), un += (double)u[i] * u[i];
+        for (size_t i = 0; i < n; i++) u[i] /= (float)sqrt(un), an += (double)u[i] * grad[i];
+        double fd = fd_directional(w, b, pass, x, u, n, 2e-2);
+        ck_assert_msg(fabs(fd - an) <= 5e-3 * gnorm + 5e-4,
+                      "L=%d d=%d H=%d %s direction %d: analytic %.6g, finite difference %.6g "
+                      "(|grad| %.4g)",
+                      L, d, H, what, trial, an, fd, gnorm);
+    }
+    for (int trial = 0; trial < 6; trial++) { /* the largest remaining coordinates */
+        size_t best = 0;
+        for (size_t i = 0; i < n; i++) best = fabsf(grad[i]) > fabsf(grad[best]) ? i : best;
+        memset(u, 0, n * sizeof *u);
+        u[best] = 1.0f;
+        double fd = fd_directional(w, b, pass, x, u, n, 2e-2);
+        ck_assert_msg(fabs(fd - grad[best]) <= 5e-3 * fabs(grad[best]) + 5e-4,
+                      "L=%d d=%d H=%d %s[%zu][%zu]: analytic %.6g, finite difference %.6g", L, d, H,
+                      what, best / width, best % width, grad[best], fd);
+        grad[best] = 0.0f; /* next trial takes the next largest */
+    }
+    free(u);
 }
 
 /* Compares the engine's prompt gradient on the test batch with finite differences. */
 static void check_model_gradient(test_model *t, uint64_t seed) {
-    int L = t->m.cfg.n_layer, d = t->m.cfg.d_model, H = t->m.cfg.n_head;
+    int d = t->m.cfg.d_model;
     sp_worker *w = sp_worker_new(&t->m);
     sp_batch b = test_batch();
     size_t n = (size_t)P * d;
     float *prompt = malloc(n * sizeof *prompt), *grad = calloc(n, sizeof *grad);
-    float *u = malloc(n * sizeof *u);
     sp_rng r;
     sp_rng_seed(&r, seed + 1);
     fill(prompt, n, &r, 0, 1.0f);
@@ -211,33 +255,8 @@ static void check_model_gradient(test_model *t, uint64_t seed) {
     double loss;
     sp_error err;
     ck_assert_msg(sp_engine_run(w, &b, &pass, &loss, &err) == 0, "%s", err.msg);
-    double gnorm = 0;
-    for (size_t i = 0; i < n; i++) gnorm += (double)grad[i] * grad[i];
-    gnorm = sqrt(gnorm);
-    ck_assert_msg(gnorm > 1e-2, "gradient norm %g too small to test anything", gnorm);
-
-    for (int trial = 0; trial < 6; trial++) { /* random unit directions */
-        double un = 0, an = 0;
-        for (size_t i = 0; i < n; i++) u[i] = (float)sp_rng_normal(&r), un += (double)u[i] * u[i];
-        for (size_t i = 0; i < n; i++) u[i] /= (float)sqrt(un), an += (double)u[i] * grad[i];
-        double fd = fd_directional(w, &b, prompt, u, n, 2e-2);
-        ck_assert_msg(fabs(fd - an) <= 5e-3 * gnorm + 5e-4,
-                      "L=%d d=%d H=%d direction %d: analytic %.6g, finite difference %.6g "
-                      "(|grad| %.4g)",
-                      L, d, H, trial, an, fd, gnorm);
-    }
-    for (int trial = 0; trial < 6; trial++) { /* the largest remaining coordinates */
-        size_t best = 0;
-        for (size_t i = 0; i < n; i++) best = fabsf(grad[i]) > fabsf(grad[best]) ? i : best;
-        memset(u, 0, n * sizeof *u);
-        u[best] = 1.0f;
-        double fd = fd_directional(w, &b, prompt, u, n, 2e-2);
-        ck_assert_msg(fabs(fd - grad[best]) <= 5e-3 * fabs(grad[best]) + 5e-4,
-                      "L=%d d=%d H=%d prompt[%zu][%zu]: analytic %.6g, finite difference %.6g", L,
-                      d, H, best / d, best % d, grad[best], fd);
-        grad[best] = 0.0f; /* next trial takes the next largest */
-    }
-    free(prompt), free(grad), free(u);
+    check_fd(w, &b, &pass, prompt, grad, n, (size_t)d, "prompt", &r);
+    free(prompt), free(grad);
     sp_worker_free(w);
 }
 
@@ -284,7 +303,12 @@ END_TEST
 /* Runs the whole test batch once; returns the loss sum, fills grad [P, d] or [n_seq, P, d]. */
 static double run_batch(sp_worker *w, const sp_batch *b, const float *prompt, float *grad,
                         int per_seq, float *logits, double *target_loss) {
-    sp_pass pass = {prompt, P, grad, per_seq, logits, target_loss};
+    sp_pass pass = {.prompt = prompt,
+                    .n_prompt = P,
+                    .grad = grad,
+                    .per_sequence_grad = per_seq,
+                    .target_logits = logits,
+                    .target_loss = target_loss};
     double loss;
     sp_error err;
     ck_assert_msg(sp_engine_run(w, b, &pass, &loss, &err) == 0, "%s", err.msg);
@@ -371,7 +395,7 @@ static void expect_batch_error(sp_batch b, int n_prompt, const char *needle) {
     make_model(&t, 1, 8, 2, 16, 37, 24, 5);
     sp_worker *w = sp_worker_new(&t.m);
     float prompt[P * 8] = {0}, grad[P * 8] = {0};
-    sp_pass pass = {prompt, n_prompt, grad, 0, NULL, NULL};
+    sp_pass pass = {.prompt = prompt, .n_prompt = n_prompt, .grad = grad};
     double loss;
     sp_error err = {0};
     ck_assert_int_eq(sp_engine_run(w, &b, &pass, &loss, &err), -1);
@@ -453,7 +477,11 @@ START_TEST(test_team_matches_one_worker) {
         for (int rep = 0; rep < 2; rep++) {
             float *gr = rep ? g_again : g;
             memset(gr, 0, sizeof g);
-            sp_pass pass = {prompt, P, gr, 0, lg, tl};
+            sp_pass pass = {.prompt = prompt,
+                            .n_prompt = P,
+                            .grad = gr,
+                            .target_logits = lg,
+                            .target_loss = tl};
             ck_assert_msg(sp_team_run(team, &b, &pass, rep ? &again : &loss, &err) == 0, "%s",
                           err.msg);
         }
@@ -466,7 +494,7 @@ START_TEST(test_team_matches_one_worker) {
                           "%d threads, element %d: %g vs %g", thread_counts[c], i, g[i], grad[i]);
         for (int j = 0; j < 8; j++) ck_assert(fabs(tl[j] - tloss[j]) <= 1e-5 * (1 + tloss[j]));
         for (int i = 0; i < 8 * V; i++) ck_assert(fabsf(lg[i] - logits[i]) <= 1e-4f);
-        sp_pass seq_pass = {prompt, P, ps, 1, NULL, NULL};
+        sp_pass seq_pass = {.prompt = prompt, .n_prompt = P, .grad = ps, .per_sequence_grad = 1};
         ck_assert_msg(sp_team_run(team, &b, &seq_pass, &loss, &err) == 0, "%s", err.msg);
         for (int i = 0; i < 3 * N; i++)
             ck_assert(fabsf(ps[i] - per_seq[i]) <= 1e-5f * (1 + fabsf(per_seq[i])));
@@ -489,12 +517,232 @@ START_TEST(test_team_reports_batch_positions) {
     sp_batch b = test_batch();
     b.tokens = tok;
     float prompt[P * 8] = {0}, grad[P * 8] = {0};
-    sp_pass pass = {prompt, P, grad, 0, NULL, NULL};
+    sp_pass pass = {.prompt = prompt, .n_prompt = P, .grad = grad};
     double loss;
     sp_error err = {0};
     ck_assert_int_eq(sp_team_run(team, &b, &pass, &loss, &err), -1);
     ck_assert_msg(strstr(err.msg, "position 22 holds token id 40") != NULL, "%s", err.msg);
     sp_team_free(team);
+    free_model(&t);
+}
+END_TEST
+
+/* ---- a per-layer key/value prefix ---------------------------------------------------------- */
+
+static size_t kv_dim(const sp_model_config *c) {
+    return (size_t)sp_config_kv_heads(c) * (size_t)sp_config_head_dim(c);
+}
+
+/* A random prefix of n_kv rows per layer ([L, 2, n_kv, kv_dim], std 1). */
+static float *random_prefix(const sp_model *m, int n_kv, sp_rng *r) {
+    size_t n = (size_t)m->cfg.n_layer * 2 * n_kv * kv_dim(&m->cfg);
+    float *x = malloc(n * sizeof *x);
+    fill(x, n, r, 0, 1.0f);
+    return x;
+}
+
+/* With a key/value prefix of n_kv rows per layer on the test batch: the prefix's gradient and,
+ * behind it, the prompt's against finite differences; the per-sequence prefix gradients (asked
+ * for alone) sum to the batch's, each the gradient of its sequence run alone. */
+static void check_prefix_gradient(test_model *t, int n_kv, uint64_t seed) {
+    const sp_model_config *c = &t->m.cfg;
+    size_t d = (size_t)c->d_model, np = (size_t)P * d;
+    size_t nkv = (size_t)c->n_layer * 2 * n_kv * kv_dim(c);
+    sp_worker *w = sp_worker_new(&t->m);
+    sp_batch b = test_batch();
+    sp_rng r;
+    sp_rng_seed(&r, seed + 2);
+    float *prompt = malloc(np * sizeof *prompt), *grad = calloc(np, sizeof *grad);
+    fill(prompt, np, &r, 0, 1.0f);
+    float *prefix = random_prefix(&t->m, n_kv, &r), *kv_grad = calloc(nkv, sizeof *kv_grad);
+    float *kv_seq = calloc(3 * nkv, sizeof *kv_seq);
+    sp_pass pass = {.prompt = prompt,
+                    .n_prompt = P,
+                    .grad = grad,
+                    .kv_prefix = prefix,
+                    .n_kv_prefix = n_kv,
+                    .kv_prefix_grad = kv_grad};
+    double loss, again;
+    sp_error err;
+    ck_assert_msg(sp_engine_run(w, &b, &pass, &loss, &err) == 0, "%s", err.msg);
+    sp_pass per_seq = pass;
+    per_seq.grad = NULL, per_seq.per_sequence_grad = 1, per_seq.kv_prefix_grad = kv_seq;
+    ck_assert_msg(sp_engine_run(w, &b, &per_seq, &again, &err) == 0, "%s", err.msg);
+    ck_assert_double_eq(loss, again);
+    for (size_t i = 0; i < nkv; i++) {
+        float sum = kv_seq[i] + kv_seq[nkv + i] + kv_seq[2 * nkv + i];
+        ck_assert_msg(fabsf(sum - kv_grad[i]) <= 1e-5f * (1 + fabsf(kv_grad[i])), "element %zu", i);
+    }
+    for (int q = 0; q < 3; q++) { /* each slice is its sequence's: run alone */
+        int start = SEQ_START[q], len = SEQ_START[q + 1] - start, nt = 0;
+        int32_t seq_start[2] = {0, len}, pos[8], ids[8];
+        for (int j = 0; j < 8; j++)
+            if (TARGET_POS[j] >= start && TARGET_POS[j] < start + len)
+                pos[nt] = TARGET_POS[j] - start, ids[nt++] = TARGET_IDS[j];
+        sp_batch one = {1, seq_start, TOKENS + start, nt, pos, ids};
+        float *alone = calloc(nkv, sizeof *alone);
+        sp_pass p1 = per_seq;
+        p1.per_sequence_grad = 0, p1.kv_prefix_grad = alone;
+        ck_assert_msg(sp_engine_run(w, &one, &p1, &again, &err) == 0, "%s", err.msg);
+        for (size_t i = 0; i < nkv; i++)
+            ck_assert_msg(fabsf(alone[i] - kv_seq[q * nkv + i]) <= 1e-5f * (1 + fabsf(alone[i])),
+                          "sequence %d, element %zu: alone %g, in the batch %g", q, i, alone[i],
+                          kv_seq[q * nkv + i]);
+        free(alone);
+    }
+    check_fd(w, &b, &pass, prefix, kv_grad, nkv, kv_dim(c), "kv_prefix", &r);
+    check_fd(w, &b, &pass, prompt, grad, np, d, "prompt behind a prefix", &r);
+    free(prompt), free(grad), free(prefix), free(kv_grad), free(kv_seq);
+    sp_worker_free(w);
+}
+
+START_TEST(test_fd_prefix) {
+    test_model t;
+    make_model(&t, 2, 16, 2, 64, 37, 24, 31);
+    check_prefix_gradient(&t, 3, 31);
+    free_model(&t);
+    make_llama(&t, 2, 16, 4, 2, 40, 37, 24, 0, 32); /* grouped-query: kv_dim 16 of 32 */
+    check_prefix_gradient(&t, 5, 32);
+    free_model(&t);
+    make_llama(&t, 2, 24, 2, 2, 48, 37, 24, 1, 33);
+    check_prefix_gradient(&t, 1, 33);
+    free_model(&t);
+}
+END_TEST
+
+/* A prefix holding the keys and values that n tokens produce at each layer gives what running
+ * those tokens before the text gives: the same loss, logits at the text's targets and prompt
+ * gradient. So the prefix is attended by every position, its keys are used as stored (rotary:
+ * rotated at their own positions 0..n-1, not again), and the text's positions continue after
+ * it (learned positions and rotary alike), as transformers runs past_key_values. */
+static void check_prefix_is_prepended_tokens(test_model *t, uint64_t seed) {
+    enum { N_PRE = 3, N_TEXT = 7 };
+    const int32_t tokens[] = {5,          11, 2, /* the prefix's tokens */
+                              SP_SOFT(0), 7,  SP_SOFT(1), 3, 9, SP_SOFT(0), 4};
+    const int32_t pos_a[] = {N_PRE + 2, N_PRE + 4, N_PRE + 6}, pos_b[] = {2, 4, 6};
+    const int32_t ids[] = {3, 30, 17}, start_a[] = {0, N_PRE + N_TEXT}, start_b[] = {0, N_TEXT};
+    sp_batch with_tokens = {1, start_a, tokens, 3, pos_a, ids};
+    sp_batch text_only = {1, start_b, tokens + N_PRE, 3, pos_b, ids};
+    const sp_model_config *c = &t->m.cfg;
+    size_t d = (size_t)c->d_model, kvd = kv_dim(c), V = (size_t)c->vocab_size;
+    int qd = c->n_head * sp_config_head_dim(c), wq = qd + 2 * (int)kvd;
+    sp_rng r;
+    sp_rng_seed(&r, seed);
+    float prompt[2 * 32], ga[2 * 32] = {0}, gb[2 * 32] = {0}, la[3 * 64], lb[3 * 64];
+    ck_assert(d <= 32 && V <= 64);
+    fill(prompt, 2 * d, &r, 0, 1.0f);
+    sp_worker *wa = sp_worker_new(&t->m), *wb = sp_worker_new(&t->m);
+    sp_pass a = {.prompt = prompt, .n_prompt = 2, .grad = ga, .target_logits = la};
+    double loss_a, loss_b;
+    sp_error err;
+    ck_assert_msg(sp_engine_run(wa, &with_tokens, &a, &loss_a, &err) == 0, "%s", err.msg);
+    /* the prefix: rows 0..N_PRE-1 of every layer's k and v, as the run computed them */
+    float *prefix = malloc((size_t)c->n_layer * 2 * N_PRE * kvd * sizeof *prefix);
+    for (int l = 0; l < c->n_layer; l++)
+        for (int i = 0; i < N_PRE; i++) {
+            const float *row = wa->acts[l].qkv + (size_t)i * wq;
+            float *k = prefix + ((size_t)l * 2 * N_PRE + i) * kvd, *v = k + N_PRE * kvd;
+            memcpy(k, row + qd, kvd * sizeof *k);
+            memcpy(v, row + qd + kvd, kvd * sizeof *v);
+        }
+    sp_pass b = {.prompt = prompt,
+                 .n_prompt = 2,
+                 .grad = gb,
+                 .target_logits = lb,
+                 .kv_prefix = prefix,
+                 .n_kv_prefix = N_PRE};
+    ck_assert_msg(sp_engine_run(wb, &text_only, &b, &loss_b, &err) == 0, "%s", err.msg);
+    ck_assert_msg(fabs(loss_a - loss_b) <= 1e-5 * loss_a,
+                  "%s: loss %.9g with the tokens, %.9g "
+                  "with their prefix",
+                  sp_arch_model_type(c->arch), loss_a, loss_b);
+    float lmax = 0, gmax = 0;
+    for (size_t i = 0; i < 3 * V; i++) lmax = fmaxf(lmax, fabsf(la[i]));
+    for (size_t i = 0; i < 2 * d; i++) gmax = fmaxf(gmax, fabsf(ga[i]));
+    ck_assert(gmax > 1e-3f);
+    for (size_t i = 0; i < 3 * V; i++)
+        ck_assert_msg(fabsf(la[i] - lb[i]) <= 1e-5f * lmax, "logit %zu: %g vs %g", i, la[i], lb[i]);
+    for (size_t i = 0; i < 2 * d; i++)
+        ck_assert_msg(fabsf(ga[i] - gb[i]) <= 1e-5f * gmax, "prompt gradient %zu: %g vs %g", i,
+                      ga[i], gb[i]);
+    free(prefix);
+    sp_worker_free(wa), sp_worker_free(wb);
+}
+
+START_TEST(test_prefix_is_prepended_tokens) {
+    test_model t;
+    make_model(&t, 3, 16, 4, 48, 37, 24, 41); /* learned positions */
+    check_prefix_is_prepended_tokens(&t, 41);
+    free_model(&t);
+    make_llama(&t, 3, 16, 4, 2, 40, 37, 24, 1, 42); /* rotary, grouped-query, biases */
+    check_prefix_is_prepended_tokens(&t, 42);
+    free_model(&t);
+}
+END_TEST
+
+/* A team adds the parts' prefix gradients like their prompt gradients. */
+START_TEST(test_team_prefix_gradient) {
+    test_model t;
+    make_llama(&t, 2, 16, 4, 2, 40, 37, 24, 0, 51);
+    sp_rng r;
+    sp_rng_seed(&r, 51);
+    sp_batch b = test_batch();
+    size_t nkv = 2 * 2 * 4 * kv_dim(&t.m.cfg);
+    float prompt[P * 16], *prefix = random_prefix(&t.m, 4, &r);
+    fill(prompt, P * 16, &r, 0, 1.0f);
+    float *want = calloc(nkv, 4), *got = calloc(nkv, 4), *seq = calloc(3 * nkv, 4);
+    sp_pass pass = {.prompt = prompt, .n_prompt = P, .kv_prefix = prefix, .n_kv_prefix = 4};
+    double loss;
+    sp_error err;
+    sp_worker *w = sp_worker_new(&t.m);
+    pass.kv_prefix_grad = want;
+    ck_assert_msg(sp_engine_run(w, &b, &pass, &loss, &err) == 0, "%s", err.msg);
+    sp_team *team = sp_team_new(&t.m, 2);
+    pass.kv_prefix_grad = got;
+    ck_assert_msg(sp_team_run(team, &b, &pass, &loss, &err) == 0, "%s", err.msg);
+    pass.kv_prefix_grad = seq, pass.per_sequence_grad = 1;
+    ck_assert_msg(sp_team_run(team, &b, &pass, &loss, &err) == 0, "%s", err.msg);
+    for (size_t i = 0; i < nkv; i++) {
+        float sum = seq[i] + seq[nkv + i] + seq[2 * nkv + i];
+        ck_assert(fabsf(got[i] - want[i]) <= 1e-5f * (1 + fabsf(want[i])));
+        ck_assert(fabsf(sum - want[i]) <= 1e-5f * (1 + fabsf(want[i])));
+    }
+    sp_team_free(team);
+    sp_worker_free(w);
+    free(prefix), free(want), free(got), free(seq);
+    free_model(&t);
+}
+END_TEST
+
+/* A prefix without values, or too long for the context with the text, is refused. */
+START_TEST(test_rejects_bad_prefixes) {
+    test_model t;
+    make_model(&t, 1, 8, 2, 16, 37, 24, 5);
+    sp_worker *w = sp_worker_new(&t.m);
+    sp_batch b = test_batch();
+    float prompt[P * 8] = {0}, prefix[2 * 2 * 20 * 8] = {0};
+    double loss;
+    const struct {
+        const float *kv;
+        int n;
+        const char *needle;
+    } cases[] = {
+        {NULL, 2, "a key/value prefix of 2 rows without its values"},
+        {prefix, -1, "n_kv_prefix -1"},
+        {prefix, 24, "a key/value prefix of 24 rows leaves no position of the 24"},
+        {prefix, 20,
+         "sequence 0 has length 7, expected 1..4 (n_positions 24 less the key/value "
+         "prefix's 20)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sp_pass pass = {
+            .prompt = prompt, .n_prompt = P, .kv_prefix = cases[i].kv, .n_kv_prefix = cases[i].n};
+        sp_error err = {0};
+        ck_assert_int_eq(sp_engine_run(w, &b, &pass, &loss, &err), -1);
+        ck_assert_msg(strstr(err.msg, cases[i].needle), "'%s' lacks '%s'", err.msg,
+                      cases[i].needle);
+    }
+    sp_worker_free(w);
     free_model(&t);
 }
 END_TEST
@@ -507,6 +755,7 @@ Suite *engine_suite(void) {
     tcase_add_test(tc, test_fd_one_layer_one_head);
     tcase_add_test(tc, test_fd_llama_gqa);
     tcase_add_test(tc, test_fd_qwen2_biases);
+    tcase_add_test(tc, test_fd_prefix);
     suite_add_tcase(s, tc);
     TCase *inv = tcase_create("invariants");
     tcase_add_test(inv, test_packing_matches_sequences_alone);
@@ -516,6 +765,11 @@ Suite *engine_suite(void) {
     tcase_add_test(inv, test_team_matches_one_worker);
     tcase_add_test(inv, test_team_reports_batch_positions);
     suite_add_tcase(s, inv);
+    TCase *pre = tcase_create("key/value prefix");
+    tcase_add_test(pre, test_prefix_is_prepended_tokens);
+    tcase_add_test(pre, test_team_prefix_gradient);
+    tcase_add_test(pre, test_rejects_bad_prefixes);
+    suite_add_tcase(s, pre);
     return s;
 }
 

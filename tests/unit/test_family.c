@@ -195,26 +195,36 @@ static void make_batch(test_batch *t, const int *lens, int n, int generation, in
     t->b = (sp_batch){n, t->start, t->tokens, nt, t->pos, t->ids};
 }
 
-/* Runs b with a fresh worker, then again over canary-filled buffers, and checks what the second
- * run touched against what was allocated and estimated: every buffer touched within its size,
- * every allocated buffer touched (the table has no dead rows), the total within
- * sp_model_activation_bytes for the batch's sizes and within the memory check's per-token
- * bound. */
-static void check_memory(const sp_model *m, const sp_batch *b, const char *what) {
+/* Runs b (behind a key/value prefix of n_kv rows) with a fresh worker, then again over
+ * canary-filled buffers, and checks what the second run touched against what was allocated and
+ * estimated: every buffer touched within its size, every allocated buffer touched (the table
+ * has no dead rows), the total within sp_model_activation_bytes for the batch's sizes and
+ * within the memory check's per-token bound. Under the sanitizer build (SP_SANITIZE) a write
+ * past the end of any buffer fails the run itself. */
+static void check_memory(const sp_model *m, const sp_batch *b, int n_kv, const char *what) {
     sp_worker *w = sp_worker_new(m);
     float prompt[3 * 24], grad[3 * 24] = {0};
     for (int i = 0; i < 3 * 24; i++) prompt[i] = 0.1f * (float)(i % 7);
-    sp_pass pass = {.prompt = prompt, .n_prompt = 3, .grad = grad};
+    size_t nkv = (size_t)m->cfg.n_layer * 2 * n_kv * sp_config_kv_heads(&m->cfg) *
+                 sp_config_head_dim(&m->cfg);
+    float *prefix = calloc(nkv + 1, sizeof *prefix), *kv_grad = calloc(nkv + 1, sizeof *kv_grad);
+    for (size_t i = 0; i < nkv; i++) prefix[i] = 0.01f * (float)(i % 13);
+    sp_pass pass = {.prompt = prompt,
+                    .n_prompt = 3,
+                    .grad = grad,
+                    .kv_prefix = prefix,
+                    .n_kv_prefix = n_kv,
+                    .kv_prefix_grad = kv_grad};
     double loss;
     sp_error err = {0};
     ck_assert_msg(sp_engine_run(w, b, &pass, &loss, &err) == 0, "%s", err.msg);
     fill_canary(w);
     ck_assert_msg(sp_engine_run(w, b, &pass, &loss, &err) == 0, "%s", err.msg);
     ck_assert_msg(isfinite(loss), "%s: loss %g", what, loss);
-    int max_len = 0;
+    int max_len = n_kv; /* the most keys a query attends to */
     for (int s = 0; s < b->n_seq; s++)
-        if (b->seq_start[s + 1] - b->seq_start[s] > max_len)
-            max_len = b->seq_start[s + 1] - b->seq_start[s];
+        if (n_kv + b->seq_start[s + 1] - b->seq_start[s] > max_len)
+            max_len = n_kv + b->seq_start[s + 1] - b->seq_start[s];
     size_t N = (size_t)b->seq_start[b->n_seq], nt = (size_t)b->n_targets, total = 0;
     for (int i = 0; i < SP_N_ACT; i++) {
         size_t cap, used = touched(w, i);
@@ -233,18 +243,21 @@ static void check_memory(const sp_model *m, const sp_batch *b, const char *what)
                   "bound %zu",
                   what, N, nt, max_len, total, estimate, per_token);
     sp_worker_free(w);
+    free(prefix), free(kv_grad);
 }
 
 START_TEST(memory_touched_within_the_estimate) {
     static const struct {
         const char *what;
-        int n, lens[4], generation;
+        int n, lens[4], generation, n_kv;
     } batches[] = {
-        {"one token", 1, {1}, 0},
-        {"short sequences, classification", 3, {4, 6, 5}, 0},
-        {"short sequences, generation", 3, {7, 5, 9}, 1},
-        {"long sequences, classification", 3, {200, 70, 130}, 0},
-        {"long sequences, generation", 2, {250, 129}, 1},
+        {"one token", 1, {1}, 0, 0},
+        {"short sequences, classification", 3, {4, 6, 5}, 0, 0},
+        {"short sequences, generation", 3, {7, 5, 9}, 1, 0},
+        {"long sequences, classification", 3, {200, 70, 130}, 0, 0},
+        {"long sequences, generation", 2, {250, 129}, 1, 0},
+        {"short sequences behind a prefix of 20", 3, {20, 6, 25}, 0, 20},
+        {"long sequences behind a prefix of 50", 2, {200, 150}, 1, 50},
     };
     sp_rng r;
     sp_rng_seed(&r, 3);
@@ -257,7 +270,7 @@ START_TEST(memory_touched_within_the_estimate) {
             make_batch(&t, batches[k].lens, batches[k].n, batches[k].generation, m.cfg.vocab_size,
                        &r);
             snprintf(what, sizeof what, "%s: %s", sp_arch_model_type((sp_arch)i), batches[k].what);
-            check_memory(&m, &t.b, what);
+            check_memory(&m, &t.b, batches[k].n_kv, what);
         }
         sp_model_free(&m);
     }
