@@ -1,5 +1,5 @@
-/* Writes random-weight Hugging Face GPT-2 model directories of any shape, so tests and
- * benchmarks can use real shapes (e.g. GPT-2 124M) without downloading weights. */
+/* Writes random-weight Hugging Face model directories of any family (cfg.arch) and shape, so
+ * tests and benchmarks can use real shapes (e.g. GPT-2 124M) without downloading weights. */
 #ifndef SOFTPROMPT_MODEL_INIT_H
 #define SOFTPROMPT_MODEL_INIT_H
 

@@ -336,7 +336,7 @@ static void embed_backward(const sp_worker *w, const float *dx0, const sp_batch 
  * Keys and values need every row, but in the top block only the target rows reach the loss
  * after attention, so from the output projection on it runs on the n_tgt target rows alone,
  * gathered compactly (rows 0..n_tgt-1 of xmid .. x_next). */
-static void block_forward(sp_worker *w, const sp_layer *p, const sp_layer_acts *a,
+static void block_forward(const sp_worker *w, const sp_layer *p, const sp_layer_acts *a,
                           const layer_prefix *pre, const sp_batch *b, int top) {
     const sp_dims *z = &w->z;
     const sp_scratch *s = &w->s;
@@ -359,7 +359,7 @@ static void block_forward(sp_worker *w, const sp_layer *p, const sp_layer_acts *
 /* On entry the gradient of the loss with respect to x_next: in dx (every row), or for the top
  * block in top_dx (its target rows). On exit dx holds the gradient with respect to x. Each
  * residual connection passes its gradient on unchanged (the norms' backward adds to it). */
-static void block_backward(sp_worker *w, const sp_layer *p, const sp_layer_acts *a,
+static void block_backward(const sp_worker *w, const sp_layer *p, const sp_layer_acts *a,
                            const layer_prefix *pre, const sp_batch *b, int top) {
     const sp_dims *z = &w->z;
     const sp_scratch *s = &w->s;
@@ -386,7 +386,7 @@ static void block_backward(sp_worker *w, const sp_layer *p, const sp_layer_acts 
 
 /* Final norm and LM head at the target rows x_top [n_tgt, d] only; the cross-entropy of each
  * target. With backward the logits become dlogits. Returns the loss sum. */
-static double head_forward(sp_worker *w, const float *x_top, const sp_batch *b, const sp_pass *pass,
+static double head_forward(const sp_worker *w, const float *x_top, const sp_batch *b, const sp_pass *pass,
                            int backward) {
     const sp_model *m = w->m;
     const sp_scratch *s = &w->s;
