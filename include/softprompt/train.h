@@ -59,6 +59,8 @@ typedef struct sp_train_config {
     const char *resume; /* "auto" | "never" | a checkpoint path */
     int quiet;
     int64_t max_eval_examples; /* 0: all */
+    int check; /* validate everything a run needs (flags, model, data, memory, --out, resume)
+                  and return without training or writing anything */
 } sp_train_config;
 
 void sp_train_config_default(sp_train_config *c);
@@ -66,7 +68,10 @@ int sp_init_kind_parse(const char *name, sp_init_kind *out);
 const char *sp_init_kind_name(sp_init_kind k);
 
 /* Runs training on this rank. Returns 0 when finished, SP_EXIT_STOPPED when stopped by a
- * signal after checkpointing, or -1 with err filled (the caller reports and aborts the job). */
+ * signal after checkpointing, or -1 with err filled (the caller reports and aborts the job).
+ * A run stops with -1 at a step whose loss or gradient is not finite (naming the step and the
+ * examples), before that step is applied, checkpointed or evaluated. Resuming a finished run
+ * changes nothing (a missing adapter is written). */
 int sp_train_run(const sp_train_config *c, const sp_dist *d, sp_error *err);
 
 /* Validation results, summed over ranks. */

@@ -545,7 +545,7 @@ static int run(int argc, char **argv) {
         size_t n = strlen(s.o.out) + strlen(s.sp[k].name) + 8;
         if (!(s.sp[k].path = malloc(n))) {
             cleanup(&s);
-            return fail1(&(sp_error){"out of memory"});
+            return fail1(&(sp_error){.msg = "out of memory"});
         }
         snprintf(s.sp[k].path, n, "%s-%s.h5", s.o.out, s.sp[k].name);
         struct stat st;
@@ -573,7 +573,7 @@ static int run(int argc, char **argv) {
     for (int k = 0; k < s.n_split; k++)
         if (!(s.sp[k].per_class = calloc((size_t)s.n_classes + 1, sizeof(int64_t)))) {
             cleanup(&s);
-            return fail1(&(sp_error){"out of memory"});
+            return fail1(&(sp_error){.msg = "out of memory"});
         }
     if (scan_records(&s, &err) != 0 || assign_splits(&s, &err) != 0 ||
         open_writers(&s, &err) != 0 || write_records(&s, &err) != 0 ||

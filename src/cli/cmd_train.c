@@ -126,6 +126,10 @@ static const sp_flag FLAGS[] = {
     SP_OPT_INT64("log-every", AT(c.log_every), "N", 1, BIG,
                  "progress line every N steps when stderr is not a terminal (10)"),
     SP_OPT_SWITCH("quiet", AT(c.quiet), 1, "no progress output"),
+    SP_OPT_SWITCH("check", AT(c.check), 1,
+                  "check everything the run needs (flags, model, data, memory, --out,\n"
+                  "the run it would continue) and exit: 0 and one line saying what\n"
+                  "the run would do, or 1 and the problem; writes nothing"),
     {NULL},
 };
 

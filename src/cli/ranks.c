@@ -8,14 +8,14 @@ int sp_cli_run_ranks(const char *cmd, int *argc, char ***argv, sp_rank_body body
         fprintf(stderr, "softprompt %s: MPI initialisation failed\n", cmd);
         return 1;
     }
-    sp_error err = {{0}};
+    sp_error err = {0};
     int rc = body(arg, &d, &err);
     if (rc < 0) {
-        if (d.size > 1) {
+        if (d.size > 1 && !err.all_ranks) {
             fprintf(stderr, "softprompt %s: rank %d: %s\n", cmd, d.rank, err.msg);
             sp_dist_abort(1);
         }
-        fprintf(stderr, "softprompt %s: %s\n", cmd, err.msg);
+        if (d.rank == 0) fprintf(stderr, "softprompt %s: %s\n", cmd, err.msg);
         rc = 1;
     }
     sp_dist_finalize();

@@ -113,7 +113,7 @@ int sp_checkpoint_find_latest(const char *dir, char **path, char **warnings, sp_
             break;
         }
         sp_checkpoint c;
-        sp_error e = {{0}};
+        sp_error e = {0};
         if (sp_checkpoint_read(p, &c, &e) == 0) {
             sp_checkpoint_free(&c);
             *path = p;

@@ -2,6 +2,7 @@
  * accuracy from the verbalizer logits and a confusion matrix. Ranks split the examples into
  * contiguous shares and sum their counts. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,6 +72,19 @@ static int eval_micro_batch(sp_team *team, sp_dataset *ds, eval_state *st, int64
         .prompt = prompt, .n_prompt = n_prompt, .target_logits = classify ? st->logits : NULL};
     double loss;
     if (sp_team_run(team, &b, &pass, &loss, err)) return -1;
+    /* NaN logits would still give an argmax (the first class): never score them */
+    if (!isfinite(loss)) {
+        char which[64];
+        if (n > 1)
+            snprintf(which, sizeof which, "examples %lld-%lld", (long long)first,
+                     (long long)(first + n - 1));
+        else
+            snprintf(which, sizeof which, "example %lld", (long long)first);
+        return sp_fail(err,
+                       "the loss of %s is not finite (%g): the model or the prompt holds "
+                       "non-finite values (softprompt info MODEL_DIR checks the weights)",
+                       which, loss);
+    }
     counts[0] += n, counts[1] += b.n_targets, counts[2] += loss;
     if (!classify) return 0;
     int K = meta->n_classes;

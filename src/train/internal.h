@@ -3,6 +3,7 @@
 #define SP_TRAIN_INTERNAL_H
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -51,6 +52,28 @@ int sp_prompt_init(float *prompt, int n_prompt, const sp_model *m, const sp_trai
 json_t *sp_train_config_to_json(const sp_train_config *c, int n_prompt, int64_t total_steps);
 int sp_train_config_check_resume(const char *ckpt_json, const sp_train_config *c, int n_prompt,
                                  int64_t total_steps, const char *ckpt_path, sp_error *err);
+
+/* ---- the run directory (run_dir.c) ----
+ * A run owns its --out directory. sp_run_dir_check refuses a directory that holds a model, a
+ * dataset or files softprompt did not write, unless it is a run's own directory (its
+ * config.json is a run configuration); a missing or empty directory is fine. The lock
+ * (OUT/.lock, rank 0, the run's whole life) keeps a second trainer out and names the holder;
+ * see run_dir.c for how crashes, node failures and file systems without flock are handled.
+ * sp_run_lock_probe fails as acquire would, without creating or taking anything. */
+typedef struct sp_run_lock {
+    int fd, held, have_flock;
+    pthread_t thread; /* renews the heartbeat (the file's modification time) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop, thread_started;
+} sp_run_lock;
+
+int sp_run_dir_check(const char *dir, sp_error *err);
+int sp_run_lock_acquire(sp_run_lock *l, const char *dir, sp_error *err);
+int sp_run_lock_probe(const char *dir, sp_error *err);
+/* No-op when not held. unclaim_dir (NULL: keep) undoes what a run that never started made: the
+ * lock file, and the directory and its checkpoints/ if they are empty. */
+void sp_run_lock_release(sp_run_lock *l, const char *unclaim_dir);
 
 /* ---- signals (signals.c) ----
  * SIGTERM, SIGUSR1 (Slurm's warning before a time limit or preemption) and SIGINT ask the run

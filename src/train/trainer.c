@@ -1,5 +1,6 @@
-/* The training loop. See include/softprompt/train.h for the contract and docs/training.md for
- * the user-facing behaviour. All ranks run this code in lockstep; only rank 0 writes files. */
+/* The training loop. See include/softprompt/train.h for the contract and docs/usage.md
+ * ("Training") for the user-facing behaviour. All ranks run this code in lockstep; only rank 0
+ * writes files, in an output directory it owns and locks for the run's life. */
 #include <cblas.h>
 #include <errno.h>
 #include <math.h>
@@ -21,7 +22,8 @@ typedef struct trainer {
     int P, dim;
     size_t n_params;      /* P * d */
     float *prompt, *grad; /* [P, d] */
-    double *reduce;       /* default mode: [P*d + 4]; deterministic: [G, P*d + 3] */
+    double *reduce;       /* default mode: [P*d + R_COUNT]; deterministic: [G, P*d + 3] */
+    double *bad;          /* [G]: 1 for the batch positions whose loss/gradient is not finite */
     float *example_grad;  /* deterministic: [P, d] scratch */
     sp_optim opt;
     sp_data_order order;
@@ -36,7 +38,12 @@ typedef struct trainer {
     double metric, best_metric; /* NaN when none */
     int64_t best_step;
     const char *metric_name; /* "valid_accuracy" | "valid_loss" */
+    sp_run_lock lock;        /* rank 0: the output directory is this run's */
+    int started;             /* the run wrote into its directory (config.json and on) */
 } trainer;
+
+/* Default mode: the scalars allreduced after the gradient sum [P*d], by slot. */
+enum { R_LOSS, R_TARGETS, R_TOKENS, R_STOP, R_NONFINITE, R_COUNT };
 
 /* Per-step totals over the global batch. */
 typedef struct step_totals {
@@ -44,8 +51,22 @@ typedef struct step_totals {
     int stop;
 } step_totals;
 
+static int all_finite(const float *v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) return 0;
+    return 1;
+}
+
 static int is_rank0(const trainer *t) {
     return t->d->rank == 0;
+}
+
+/* After rank 0 did something alone (rc its outcome, 0 on other ranks): every rank learns
+ * whether it failed and fails with it; rank 0's err says why, the job reports it once. */
+static int rank0_agree(int rc, const char *what, sp_error *err) {
+    if (!sp_dist_any(rc != 0)) return 0;
+    if (rc == 0) sp_fail(err, "rank 0 failed to %s", what);
+    return sp_fail_all_ranks(err);
 }
 
 /* ---------------------------------------------------------------- setup */
@@ -59,9 +80,27 @@ static int make_dir(const char *path, sp_error *err) {
     return sp_fail(err, "cannot create directory %s: %s", path, strerror(errno));
 }
 
+static int same_file(const char *a, const char *b) {
+    struct stat x, y;
+    return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
 static int open_data(trainer *t, sp_error *err) {
     const sp_train_config *c = t->c;
+    if (c->valid_path && same_file(c->train_path, c->valid_path))
+        return sp_fail(err,
+                       "--valid %s is the training set (--train %s): accuracy on the examples "
+                       "being trained on says nothing about new ones; prepare a validation "
+                       "split (softprompt prepare --split train=0.9,valid=0.1)",
+                       c->valid_path, c->train_path);
     if (!(t->train = sp_dataset_open(c->train_path, err))) return -1;
+    int64_t n = sp_dataset_n_examples(t->train);
+    if (c->global_batch > n)
+        return sp_fail(err,
+                       "--global-batch %d is larger than the training set (%lld examples in %s): "
+                       "every step would hold some examples twice; use --global-batch %lld or "
+                       "less",
+                       c->global_batch, (long long)n, c->train_path, (long long)n);
     const sp_dataset_meta *meta = sp_dataset_get_meta(t->train);
     t->P = meta->n_soft;
     if (t->P <= 0)
@@ -96,15 +135,32 @@ static int fingerprints(trainer *t, sp_error *err) {
         sp_model_fingerprint(&t->model, t->model_fp);
         rc = sp_dataset_fingerprint(t->train, t->data_fp, err);
     }
-    if (sp_dist_any(rc != 0))
-        return rc ? -1 : sp_fail(err, "rank 0 failed to fingerprint the data");
+    if (rank0_agree(rc, "fingerprint the data", err)) return -1;
     sp_dist_bcast(t->model_fp, sizeof t->model_fp);
     sp_dist_bcast(t->data_fp, sizeof t->data_fp);
     return 0;
 }
 
+/* Rank 0 makes sure --out may hold this run and, unless only checking, creates and locks it
+ * before anything else, so a second trainer is refused at once. */
+static int claim_out_dir(trainer *t, sp_error *err) {
+    const sp_train_config *c = t->c;
+    int rc = 0;
+    if (is_rank0(t)) {
+        rc = sp_run_dir_check(c->out_dir, err);
+        if (rc == 0 && c->check)
+            rc = sp_run_lock_probe(c->out_dir, err);
+        else if (rc == 0 &&
+                 (make_dir(c->out_dir, err) || sp_run_lock_acquire(&t->lock, c->out_dir, err)))
+            rc = -1;
+    }
+    if (rank0_agree(rc, "claim the output directory", err)) return -1;
+    return 0;
+}
+
 static int setup(trainer *t, sp_error *err) {
     const sp_train_config *c = t->c;
+    if (claim_out_dir(t, err)) return -1;
     int capped = 0, threads = sp_dist_threads(t->d, c->threads, &capped);
     openblas_set_num_threads(threads);
     t->threads = threads;
@@ -125,11 +181,13 @@ static int setup(trainer *t, sp_error *err) {
     t->grad = calloc(t->n_params, sizeof(float));
     t->example_grad = calloc(t->n_params, sizeof(float));
     size_t reduce_n =
-        c->deterministic ? (size_t)c->global_batch * (t->n_params + 3) : t->n_params + 4;
+        c->deterministic ? (size_t)c->global_batch * (t->n_params + 3) : t->n_params + R_COUNT;
     t->reduce = calloc(reduce_n, sizeof(double));
+    t->bad = calloc((size_t)c->global_batch, sizeof(double));
     t->batch_ids = calloc((size_t)c->global_batch, sizeof(int64_t));
     sp_batch_data_init(&t->mb);
-    if (!t->team || !t->prompt || !t->grad || !t->example_grad || !t->reduce || !t->batch_ids)
+    if (!t->team || !t->prompt || !t->grad || !t->example_grad || !t->reduce || !t->bad ||
+        !t->batch_ids)
         return sp_fail(err, "out of memory");
     sp_optim_config oc = c->optim;
     if (oc.total_steps <= 0) oc.total_steps = t->total_steps;
@@ -147,8 +205,9 @@ static int setup(trainer *t, sp_error *err) {
         return sp_fail(err, "--metric accuracy needs a classification dataset");
     t->metric_name = strcmp(metric, "accuracy") == 0 ? "valid_accuracy" : "valid_loss";
     int rc = 0;
-    if (is_rank0(t)) rc = make_dir(c->out_dir, err) || make_dir(t->ckpt_dir, err);
-    return rc ? -1 : 0;
+    if (is_rank0(t) && !c->check) rc = make_dir(t->ckpt_dir, err);
+    if (rank0_agree(rc, "create the checkpoint directory", err)) return -1;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- checkpoints */
@@ -165,6 +224,11 @@ static int restore(trainer *t, const sp_checkpoint *ck, const char *path, sp_err
     if (ck->n_prompt != t->P || ck->d != t->dim)
         return sp_fail(err, "%s: prompt [%d, %d], expected [%d, %d]", path, ck->n_prompt, ck->d,
                        t->P, t->dim);
+    if (ck->step > t->total_steps)
+        return sp_fail(err,
+                       "%s: the run is at step %lld, past the %lld steps asked for: a run can be "
+                       "continued for more steps (constant schedule), not cut short",
+                       path, (long long)ck->step, (long long)t->total_steps);
     memcpy(t->prompt, ck->prompt, t->n_params * sizeof(float));
     sp_optim_array arrays[4];
     int n = sp_optim_state(&t->opt, arrays);
@@ -216,13 +280,13 @@ static int resume_or_init(trainer *t, int *resumed, sp_error *err) {
             snprintf(path, sizeof path, "%s", c->resume);
         }
     }
-    if (sp_dist_any(rc != 0)) return rc ? -1 : sp_fail(err, "rank 0 failed to find checkpoints");
+    if (rank0_agree(rc, "find checkpoints", err)) return -1;
     sp_dist_bcast(path, sizeof path);
     if (path[0]) {
         sp_checkpoint ck;
         rc = sp_checkpoint_read(path, &ck, err);
         if (rc == 0) rc = restore(t, &ck, path, err);
-        if (rc == 0) sp_checkpoint_free(&ck);
+        sp_checkpoint_free(&ck); /* zeroed by a failed read, so always safe */
         if (rc == 0 && is_rank0(t) && !c->quiet)
             fprintf(stderr, "softprompt train: resuming from %s (step %lld)\n", path,
                     (long long)t->step);
@@ -230,21 +294,26 @@ static int resume_or_init(trainer *t, int *resumed, sp_error *err) {
         return rc;
     }
     if (is_rank0(t)) rc = sp_prompt_init(t->prompt, t->P, &t->model, c, t->train, &t->rng, err);
-    if (sp_dist_any(rc != 0))
-        return rc ? -1 : sp_fail(err, "prompt initialisation failed on rank 0");
+    if (rank0_agree(rc, "initialise the prompt", err)) return -1;
     sp_dist_bcast(t->prompt, t->n_params * sizeof(float));
     return 0;
 }
 
 static int save_checkpoint(trainer *t, const char *path, sp_error *err) {
+    /* the step guards keep non-finite values out of the state; this keeps them off the disk */
+    sp_optim_array arrays[4];
+    int n_optim = sp_optim_state(&t->opt, arrays);
+    int finite = all_finite(t->prompt, t->n_params);
+    for (int i = 0; finite && i < n_optim; i++) finite = all_finite(arrays[i].data, arrays[i].n);
+    if (!finite)
+        return sp_fail(err, "%s: not written: the prompt or optimizer state is not finite", path);
     sp_checkpoint ck;
     memset(&ck, 0, sizeof ck);
     ck.n_prompt = t->P, ck.d = t->dim, ck.prompt = t->prompt;
     ck.step = t->step, ck.epoch = t->order.epoch, ck.epoch_position = t->order.position;
     ck.tokens_seen = t->tokens_seen;
     memcpy(ck.rng, t->rng.s, sizeof ck.rng);
-    sp_optim_array arrays[4];
-    ck.n_optim = sp_optim_state(&t->opt, arrays);
+    ck.n_optim = n_optim;
     for (int i = 0; i < ck.n_optim; i++) {
         snprintf(ck.optim[i].name, sizeof ck.optim[i].name, "%s", arrays[i].name);
         ck.optim[i].data = arrays[i].data, ck.optim[i].n = arrays[i].n;
@@ -273,11 +342,48 @@ static int checkpoint(trainer *t, int is_best, sp_error *err) {
         if (rc == 0) rc = sp_checkpoint_prune(t->ckpt_dir, t->c->keep, NULL, err);
         free(path);
     }
-    if (sp_dist_any(rc != 0)) return rc ? -1 : sp_fail(err, "rank 0 failed to write a checkpoint");
+    if (rank0_agree(rc, "write a checkpoint", err)) return -1;
     return 0;
 }
 
 /* ---------------------------------------------------------------- one step */
+
+/* The examples of positions [lo, lo + n) of the global batch run one at a time: marks in
+ * t->bad those whose loss or gradient is not finite (all n if none is alone). */
+static int find_nonfinite(trainer *t, int lo, int n, sp_error *err) {
+    sp_pass pass = {.prompt = t->prompt, .n_prompt = t->P, .grad = t->example_grad};
+    int found = 0;
+    for (int i = lo; i < lo + n; i++) {
+        double l;
+        if (sp_dataset_read_batch(t->train, t->batch_ids + i, 1, &t->mb, err)) return -1;
+        sp_batch b = sp_batch_data_view(&t->mb);
+        memset(t->example_grad, 0, t->n_params * sizeof(float));
+        if (sp_team_run(t->team, &b, &pass, &l, err)) return -1;
+        if (!isfinite(l) || !all_finite(t->example_grad, t->n_params)) t->bad[i] = 1, found = 1;
+    }
+    for (int i = lo; !found && i < lo + n; i++) t->bad[i] = 1;
+    return 0;
+}
+
+/* Every rank has the same t->bad: names the step's non-finite examples (the batch's ids). */
+static int fail_nonfinite(trainer *t, sp_error *err) {
+    char list[256] = "";
+    int n = 0;
+    for (int i = 0; i < t->c->global_batch; i++) {
+        if (t->bad[i] == 0) continue;
+        size_t len = strlen(list);
+        if (n++ < 8)
+            snprintf(list + len, sizeof list - len, "%s%lld", len ? ", " : "",
+                     (long long)t->batch_ids[i]);
+    }
+    sp_fail(err,
+            "the loss or gradient is not finite on %d example%s of %s (%s%s): the "
+            "model's weights or the prompt hold non-finite values (softprompt info "
+            "MODEL_DIR checks the weights), or the learning rate made the prompt diverge; "
+            "nothing of this step was applied or saved",
+            n, n == 1 ? "" : "s", t->c->train_path, list, n > 8 ? ", ..." : "");
+    return sp_fail_all_ranks(err); /* every rank reached this same verdict */
+}
 
 static void local_share(const trainer *t, int *lo, int *hi) {
     int G = t->c->global_batch, r = t->d->rank, W = t->d->size;
@@ -291,22 +397,30 @@ static int step_packed(trainer *t, step_totals *tot, sp_error *err) {
     local_share(t, &lo, &hi);
     memset(t->grad, 0, t->n_params * sizeof(float));
     double loss = 0, targets = 0, tokens = 0;
+    int bad_lo = -1, bad_n = 0;
     sp_pass pass = {.prompt = t->prompt, .n_prompt = t->P, .grad = t->grad};
-    for (int i = lo; i < hi; i += M) {
+    for (int i = lo; i < hi && bad_lo < 0; i += M) {
         int n = hi - i < M ? hi - i : M;
         double l;
         if (sp_dataset_read_batch(t->train, t->batch_ids + i, n, &t->mb, err)) return -1;
         sp_batch b = sp_batch_data_view(&t->mb);
         if (sp_team_run(t->team, &b, &pass, &l, err)) return -1;
         loss += l, targets += b.n_targets, tokens += b.seq_start[b.n_seq];
+        if (!isfinite(l) || !all_finite(t->grad, t->n_params)) bad_lo = i, bad_n = n;
     }
-    double *buf = t->reduce;
+    double *buf = t->reduce, *r = buf + t->n_params;
     for (size_t k = 0; k < t->n_params; k++) buf[k] = t->grad[k];
-    buf[t->n_params] = loss, buf[t->n_params + 1] = targets, buf[t->n_params + 2] = tokens;
-    buf[t->n_params + 3] = sp_signals_stop_requested() != 0;
-    sp_dist_sum_double(buf, t->n_params + 4);
-    tot->loss_sum = buf[t->n_params], tot->n_targets = buf[t->n_params + 1];
-    tot->n_tokens = buf[t->n_params + 2], tot->stop = buf[t->n_params + 3] > 0;
+    r[R_LOSS] = loss, r[R_TARGETS] = targets, r[R_TOKENS] = tokens;
+    r[R_STOP] = sp_signals_stop_requested() != 0, r[R_NONFINITE] = bad_lo >= 0;
+    sp_dist_sum_double(buf, t->n_params + R_COUNT);
+    if (r[R_NONFINITE] > 0) { /* rare: find the examples, agree on them, stop */
+        memset(t->bad, 0, (size_t)t->c->global_batch * sizeof(double));
+        if (bad_lo >= 0 && find_nonfinite(t, bad_lo, bad_n, err)) return -1;
+        sp_dist_sum_double(t->bad, (size_t)t->c->global_batch);
+        return fail_nonfinite(t, err);
+    }
+    tot->loss_sum = r[R_LOSS], tot->n_targets = r[R_TARGETS];
+    tot->n_tokens = r[R_TOKENS], tot->stop = r[R_STOP] > 0;
     for (size_t k = 0; k < t->n_params; k++) t->grad[k] = (float)buf[k];
     return 0;
 }
@@ -333,6 +447,14 @@ static int step_deterministic(trainer *t, step_totals *tot, sp_error *err) {
     sp_dist_sum_double(t->reduce, (size_t)G * row);
     memset(tot, 0, sizeof *tot);
     tot->stop = stop;
+    int nonfinite = 0;
+    for (int i = 0; i < G; i++) {
+        const double *r = t->reduce + (size_t)i * row;
+        int ok = isfinite(r[t->n_params]);
+        for (size_t k = 0; ok && k < t->n_params; k++) ok = isfinite(r[k]);
+        t->bad[i] = !ok, nonfinite |= !ok;
+    }
+    if (nonfinite) return fail_nonfinite(t, err);
     for (size_t k = 0; k < t->n_params; k++) {
         double s = 0;
         for (int i = 0; i < G; i++) s += t->reduce[(size_t)i * row + k];
@@ -357,6 +479,12 @@ static int train_step(trainer *t, step_totals *tot, double *grad_norm, sp_error 
     float scale = (float)(1.0 / tot->n_targets);
     for (size_t k = 0; k < t->n_params; k++) t->grad[k] *= scale;
     sp_optim_step(&t->opt, t->prompt, t->grad, grad_norm);
+    if (!all_finite(t->prompt, t->n_params))
+        return sp_fail(err,
+                       "step %lld: the update made the prompt non-finite (gradient norm %g, "
+                       "learning rate %g): lower --lr or clip with --clip-norm; nothing of this "
+                       "step was saved",
+                       (long long)t->step + 1, *grad_norm, sp_optim_lr(&t->opt.cfg, t->step + 1));
     t->step++;
     t->tokens_seen += (int64_t)tot->n_tokens;
     return 0;
@@ -434,18 +562,41 @@ static void print_summary(trainer *t, int64_t steps, int64_t tokens, double seco
             t->ckpt_dir, t->c->out_dir, t->c->out_dir);
 }
 
+/* Rank 0 writes out/adapter (only when missing if only_missing); all ranks learn the outcome. */
+static int export_adapter(trainer *t, int only_missing, sp_error *err) {
+    int rc = 0;
+    if (is_rank0(t)) {
+        char dir[4200], file[4300];
+        struct stat st;
+        snprintf(dir, sizeof dir, "%s/adapter", t->c->out_dir);
+        snprintf(file, sizeof file, "%s/adapter_model.safetensors", dir);
+        if (!only_missing || stat(file, &st) != 0)
+            rc = sp_peft_export(dir, t->prompt, t->P, &t->model, t->c->model_dir,
+                                sp_init_kind_name(t->c->init),
+                                t->c->init == SP_INIT_TEXT ? t->c->init_arg : NULL, err);
+    }
+    if (rank0_agree(rc, "export the adapter", err)) return -1;
+    return 0;
+}
+
+/* The end of a run: the last evaluation, the final checkpoint (the only checkpoint ever
+ * written at the last step, so a resume that finds one knows the run is finished), the
+ * adapter. */
 static int finish(trainer *t, sp_error *err) {
     int is_best;
     if (evaluate(t, &is_best, err) || checkpoint(t, is_best, err)) return -1;
-    int rc = 0;
-    if (is_rank0(t)) {
-        char dir[4200];
-        snprintf(dir, sizeof dir, "%s/adapter", t->c->out_dir);
-        rc = sp_peft_export(dir, t->prompt, t->P, &t->model, t->c->model_dir,
-                            sp_init_kind_name(t->c->init),
-                            t->c->init == SP_INIT_TEXT ? t->c->init_arg : NULL, err);
-    }
-    if (sp_dist_any(rc != 0)) return rc ? -1 : sp_fail(err, "rank 0 failed to export the adapter");
+    return export_adapter(t, 0, err);
+}
+
+/* Resumed at the last step: everything was written; only an adapter lost to a crash after the
+ * final checkpoint is written again. Nothing else changes (metrics, checkpoints, config). */
+static int already_finished(trainer *t, sp_error *err) {
+    if (export_adapter(t, 1, err)) return -1;
+    if (is_rank0(t)) /* even with --quiet: it says why nothing happened */
+        fprintf(stderr,
+                "softprompt train: the run in %s finished at step %lld; nothing to do (its "
+                "checkpoints, metrics and adapter are unchanged)\n",
+                t->c->out_dir, (long long)t->step);
     return 0;
 }
 
@@ -463,7 +614,7 @@ static int loop(trainer *t, sp_error *err) {
             sp_run_log_step(&t->log, t->step, last_loss, sp_optim_lr(&t->opt.cfg, t->step), gnorm,
                             (int64_t)tot.n_tokens, sp_now() - ts,
                             c->log_every > 0 && t->step % c->log_every == 0);
-        if (tot.stop) {
+        if (tot.stop && t->step < t->total_steps) {
             if (is_rank0(t))
                 fprintf(stderr, "\nsoftprompt train: stop requested; checkpointing step %lld\n",
                         (long long)t->step);
@@ -481,12 +632,33 @@ static int loop(trainer *t, sp_error *err) {
     return 0;
 }
 
+/* train --check: everything a run needs was found in order; what the run would do. */
+static void report_check(const trainer *t, int resumed) {
+    if (!is_rank0(t)) return;
+    const sp_train_config *c = t->c;
+    printf("ok: %s: %s, %d layers, d %d; %s: %lld examples%s%s; prompt %d x %d; ", c->model_dir,
+           t->model.cfg.model_type, t->model.cfg.n_layer, t->dim, c->train_path,
+           (long long)sp_dataset_n_examples(t->train), c->valid_path ? ", valid " : "",
+           c->valid_path ? c->valid_path : "", t->P, t->dim);
+    if (!resumed)
+        printf("a new run of %lld steps in %s\n", (long long)t->total_steps, c->out_dir);
+    else if (t->step == t->total_steps)
+        printf("the run in %s is finished (step %lld): nothing to do\n", c->out_dir,
+               (long long)t->step);
+    else
+        printf("continues the run in %s at step %lld of %lld\n", c->out_dir, (long long)t->step,
+               (long long)t->total_steps);
+}
+
 static void teardown(trainer *t) {
+    /* a run refused before it started leaves --out as it found it */
+    sp_run_lock_release(&t->lock, t->started ? NULL : t->c->out_dir);
     sp_run_log_close(&t->log);
     sp_batch_data_free(&t->mb);
     sp_data_order_free(&t->order);
     sp_optim_free(&t->opt);
-    free(t->batch_ids), free(t->reduce), free(t->example_grad), free(t->grad), free(t->prompt);
+    free(t->batch_ids), free(t->reduce), free(t->bad), free(t->example_grad), free(t->grad);
+    free(t->prompt);
     sp_team_free(t->team);
     if (t->valid) sp_dataset_close(t->valid);
     if (t->train) sp_dataset_close(t->train);
@@ -500,11 +672,19 @@ int sp_train_run(const sp_train_config *c, const sp_dist *d, sp_error *err) {
     sp_signals_install();
     int resumed = 0, rc = setup(&t, err);
     if (rc == 0) rc = resume_or_init(&t, &resumed, err);
-    if (rc == 0) rc = write_run_config(&t, err);
-    if (rc == 0 && is_rank0(&t))
-        rc = sp_run_log_open(&t.log, c->out_dir, resumed ? t.step : -1, c->quiet, t.total_steps,
-                             err);
-    if (rc == 0) rc = loop(&t, err);
+    if (rc == 0 && c->check) {
+        report_check(&t, resumed);
+    } else if (rc == 0 && resumed && t.step == t.total_steps) {
+        rc = already_finished(&t, err);
+    } else if (rc == 0) {
+        t.started = 1;
+        rc = write_run_config(&t, err);
+        if (rc == 0 && is_rank0(&t))
+            rc = sp_run_log_open(&t.log, c->out_dir, resumed ? t.step : -1, c->quiet, t.total_steps,
+                                 err);
+        if (rank0_agree(rc, "write the run's configuration or metrics", err)) rc = -1;
+        if (rc == 0) rc = loop(&t, err);
+    }
     teardown(&t);
     return rc;
 }

@@ -10,6 +10,12 @@ int sp_fail(sp_error *err, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(err->msg, sizeof err->msg, fmt, ap);
     va_end(ap);
+    err->all_ranks = 0;
+    return -1;
+}
+
+int sp_fail_all_ranks(sp_error *err) {
+    if (err) err->all_ranks = 1;
     return -1;
 }
 

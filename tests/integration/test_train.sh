@@ -158,7 +158,7 @@ with h5py.File(sys.argv[1], "r+") as f:
 PY
 start=$(date +%s)
 set +e
-mpi 2 train --model model --train bad.h5 --out bad --steps 50 --global-batch 512 --threads 1 \
+mpi 2 train --model model --train bad.h5 --out bad --steps 50 --global-batch 512 --threads 1 --init random \
   --quiet > bad.out 2>&1; rc=$?
 set -e
 elapsed=$(( $(date +%s) - start ))

@@ -86,7 +86,7 @@ static char *write_sample(const char *name, int64_t step) {
     sample s;
     make_sample(&s, step);
     char *path = tu_path(tu_dir, name);
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_checkpoint_write(path, &s.c, &err) == 0, "%s", err.msg);
     return path;
 }
@@ -128,7 +128,7 @@ static void assert_equal(const sp_checkpoint *a, const sp_checkpoint *b) {
 }
 
 static void read_ok(const char *path, sp_checkpoint *c) {
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_checkpoint_read(path, c, &err) == 0, "%s", err.msg);
 }
 
@@ -136,7 +136,7 @@ static void read_ok(const char *path, sp_checkpoint *c) {
  * left empty. Returns nothing; aborts the test otherwise. */
 static void read_fails(const char *path, const char *want) {
     sp_checkpoint c;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_checkpoint_read(path, &c, &err) == -1, "%s read although corrupt", path);
     ck_assert_msg(strstr(err.msg, path) != NULL, "message does not name the file: %s", err.msg);
     if (want) ck_assert_msg(strstr(err.msg, want) != NULL, "expected \"%s\" in: %s", want, err.msg);
@@ -187,7 +187,7 @@ START_TEST(round_trip_is_bitwise) {
     sample s;
     make_sample(&s, 12);
     char *path = tu_path(tu_dir, "ck.h5");
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_checkpoint_write(path, &s.c, &err) == 0, "%s", err.msg);
     sp_checkpoint r;
     read_ok(path, &r);
@@ -239,7 +239,7 @@ START_TEST(round_trip_edge_values) {
     c.metric = NAN, c.best_metric = NAN, c.best_step = -1;
     c.config_json = cfg;
     char *path = tu_path(tu_dir, "edge.h5");
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_checkpoint_write(path, &c, &err) == 0, "%s", err.msg);
     sp_checkpoint r;
     read_ok(path, &r);
@@ -256,7 +256,7 @@ END_TEST
 
 START_TEST(write_refuses_invalid_checkpoints) {
     char *path = tu_path(tu_dir, "bad.h5");
-    sp_error err = {{0}};
+    sp_error err = {0};
     sample s;
     make_sample(&s, 1);
     s.c.n_prompt = 0;
@@ -395,7 +395,7 @@ START_TEST(every_flipped_byte_fails_cleanly_or_is_harmless) {
         tu_write_file(bad, orig, n);
         orig[i] ^= (char)0xA5;
         sp_checkpoint c;
-        sp_error err = {{0}};
+        sp_error err = {0};
         if (sp_checkpoint_read(bad, &c, &err) == 0) {
             assert_equal(&s.c, &c);
             sp_checkpoint_free(&c);
@@ -536,7 +536,7 @@ END_TEST
 START_TEST(failed_writes_name_the_path_and_keep_the_old_file) {
     sample s;
     make_sample(&s, 1);
-    sp_error err = {{0}};
+    sp_error err = {0};
 
     /* Parent is a regular file (tests run as root, so chmod 0555 would not stop a write). */
     char *file = tu_path(tu_dir, "regular");
@@ -595,13 +595,13 @@ static void write_step(int64_t step) {
     sample s;
     make_sample(&s, step);
     char *path = sp_checkpoint_path(tu_dir, step);
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_checkpoint_write(path, &s.c, &err) == 0, "%s", err.msg);
     free(path);
 }
 
 START_TEST(find_latest_skips_corrupt_newer_files) {
-    sp_error err = {{0}};
+    sp_error err = {0};
     char *path = (char *)1, *warn = (char *)1;
     /* Empty and missing directories hold no checkpoint. */
     ck_assert_int_eq(sp_checkpoint_find_latest(tu_dir, &path, &warn, &err), 0);
@@ -659,7 +659,7 @@ START_TEST(prune_keeps_the_newest_and_keep_also) {
     char *other = tu_path(tu_dir, "best.h5");
     tu_write_file(tmp, "t", 1);
     tu_write_file(other, "o", 1);
-    sp_error err = {{0}};
+    sp_error err = {0};
     char *p1 = sp_checkpoint_path(tu_dir, 1);
     /* keep_also through another spelling of the same file. */
     char *alias;
@@ -701,7 +701,7 @@ static char *write_plain(const char *name, const char *dset, int rank, const hsi
 static void prompt_fails(const char *path, const char *want) {
     float *p = (float *)1;
     int n = -1, d = -1;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_int_eq(sp_prompt_read_h5(path, &p, &n, &d, &err), -1);
     ck_assert_ptr_null(p);
     ck_assert_msg(strstr(err.msg, path) && strstr(err.msg, want), "expected \"%s\" in: %s", want,
@@ -714,7 +714,7 @@ START_TEST(prompt_reader_accepts_checkpoints_and_h5py_files) {
     char *ck = write_sample("ck.h5", 4);
     float *p;
     int n, d;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_prompt_read_h5(ck, &p, &n, &d, &err) == 0, "%s", err.msg);
     ck_assert_int_eq(n, P);
     ck_assert_int_eq(d, D);
@@ -778,14 +778,14 @@ static char *make_model(const char *name, uint64_t seed, int shards, int prefix,
     o.seed = seed, o.n_shards = shards, o.prefix = prefix, o.dtype = dt;
     o.random_norms = 1;
     char *dir = tu_path(tu_dir, name);
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_init_model_write(dir, &o, &err) == 0, "%s", err.msg);
     return dir;
 }
 
 static void model_fp(const char *dir, char out[17]) {
     sp_model m;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_model_load(&m, dir, &err) == 0, "%s", err.msg);
     sp_model_fingerprint(&m, out);
     sp_model_free(&m);
@@ -817,7 +817,7 @@ START_TEST(model_fingerprint_follows_the_weights) {
     }
     char *st_path = tu_path(c, "model.safetensors");
     sp_st_file f;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_st_open(&f, st_path, &err) == 0, "%s", err.msg);
     const sp_st_tensor *t = sp_st_find(&f, "h.1.attn.c_proj.weight");
     ck_assert_ptr_nonnull(t);
@@ -847,7 +847,7 @@ static char *make_dataset(const char *name, int variant) {
     m.verbalizer_spec = "neg: 10, pos: 20";
     m.source = name, m.split = name, m.created_by = "test";
     char *path = tu_path(tu_dir, name);
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_dataset_writer *w = sp_dataset_writer_open(path, &m, 0, &err);
     ck_assert_msg(w != NULL, "%s", err.msg);
     for (int i = 0; i < 20; i++) {
@@ -865,7 +865,7 @@ static char *make_dataset(const char *name, int variant) {
 }
 
 static void dataset_fp(const char *path, char out[17]) {
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_dataset *ds = sp_dataset_open(path, &err);
     ck_assert_msg(ds != NULL, "%s", err.msg);
     ck_assert_msg(sp_dataset_fingerprint(ds, out, &err) == 0, "%s", err.msg);
@@ -898,7 +898,7 @@ END_TEST
 START_TEST(peft_export_writes_a_loadable_adapter) {
     char *mdir = make_model("m", 3, 1, 0, SP_DTYPE_F32);
     sp_model m;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_model_load(&m, mdir, &err) == 0, "%s", err.msg);
     enum { NP = 4 };
     float prompt[NP * 16];
@@ -985,7 +985,7 @@ START_TEST(describe_summarises_a_checkpoint) {
     char *text = NULL;
     size_t len = 0;
     FILE *out = open_memstream(&text, &len);
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_checkpoint_describe(out, path, &err) == 0, "%s", err.msg);
     fclose(out);
     const char *want[] = {"step              12",

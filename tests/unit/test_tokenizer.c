@@ -19,7 +19,7 @@
 /* ---- helpers ---- */
 
 static sp_tokenizer *load_ok(const char *dir) {
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_tokenizer *t = sp_tokenizer_load(dir, &err);
     ck_assert_msg(t != NULL, "loading %s: %s", dir, err.msg);
     return t;
@@ -33,7 +33,7 @@ static sp_tokenizer *load_gpt2(void) {
 }
 
 static void expect_load_error(const char *dir, const char *want1, const char *want2) {
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_tokenizer *t = sp_tokenizer_load(dir, &err);
     ck_assert_msg(t == NULL, "loading %s should fail", dir);
     ck_assert_msg(strstr(err.msg, want1) != NULL, "error '%s' lacks '%s'", err.msg, want1);
@@ -43,7 +43,7 @@ static void expect_load_error(const char *dir, const char *want1, const char *wa
 
 static void encode_ok(sp_tokenizer *t, const char *text, size_t len, unsigned flags,
                       sp_token_buf *out) {
-    sp_error err = {{0}};
+    sp_error err = {0};
     out->n = 0;
     ck_assert_msg(sp_tokenizer_encode_append(t, text, len, flags, out, &err) == 0, "encode: %s",
                   err.msg);
@@ -54,7 +54,7 @@ static void assert_roundtrip(sp_tokenizer *t, const char *text, size_t len) {
     encode_ok(t, text, len, 0, &ids);
     char *back;
     size_t blen;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_tokenizer_decode(t, ids.ids, ids.n, 0, &back, &blen, &err) == 0, "decode: %s",
                   err.msg);
     ck_assert_msg(blen == len && memcmp(back, text, len) == 0,
@@ -319,7 +319,7 @@ START_TEST(test_special_tokens) {
     encode_ok(t, text, strlen(text), SP_TOK_ALLOW_SPECIAL, &a);
     char *out;
     size_t len;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_int_eq(sp_tokenizer_decode(t, a.ids, a.n, 0, &out, &len, &err), 0);
     ck_assert_str_eq(out, text);
     free(out);
@@ -351,7 +351,7 @@ START_TEST(test_invalid_utf8) {
     encode_ok(t, "kept", 4, 0, &out);
     size_t kept = out.n;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        sp_error err = {{0}};
+        sp_error err = {0};
         ck_assert_int_eq(sp_tokenizer_encode_append(t, bad[i].text, bad[i].len, 0, &out, &err), -1);
         char want[64];
         snprintf(want, sizeof want, "invalid UTF-8 at byte offset %zu ", bad[i].offset);
@@ -367,7 +367,7 @@ END_TEST
 
 START_TEST(test_decode_errors) {
     sp_tokenizer *t = load_gpt2();
-    sp_error err = {{0}};
+    sp_error err = {0};
     char *out;
     size_t len;
     ck_assert_int_eq(sp_tokenizer_decode(t, (int32_t[]){262, 50257}, 2, 0, &out, &len, &err), -1);

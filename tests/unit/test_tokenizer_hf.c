@@ -44,7 +44,7 @@ static char *fixture_dir(const char *name) {
 }
 
 static sp_tokenizer *load_ok(const char *dir) {
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_tokenizer *t = sp_tokenizer_load(dir, &err);
     ck_assert_msg(t != NULL, "loading %s: %s", dir, err.msg);
     return t;
@@ -58,7 +58,7 @@ static sp_tokenizer *load_fixture(const char *name) {
 }
 
 static void encode_ok(sp_tokenizer *t, const char *text, size_t len, sp_token_buf *out) {
-    sp_error err = {{0}};
+    sp_error err = {0};
     out->n = 0;
     ck_assert_msg(sp_tokenizer_encode_append(t, text, len, SP_TOK_ALLOW_SPECIAL, out, &err) == 0,
                   "encode: %s", err.msg);
@@ -97,7 +97,7 @@ static void push(sp_token_buf *b, const int32_t *ids, size_t n) {
 
 static char *decode_ok(const sp_tokenizer *t, const int32_t *ids, size_t n, size_t *len) {
     char *out;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_tokenizer_decode(t, ids, n, 0, &out, len, &err) == 0, "decode: %s", err.msg);
     return out;
 }
@@ -145,7 +145,7 @@ END_TEST
 
 static void assert_roundtrip(sp_tokenizer *t, const char *text, size_t len, const char *what) {
     sp_token_buf ids = {0};
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_tokenizer_encode_append(t, text, len, 0, &ids, &err) == 0, "%s: %s", what,
                   err.msg);
     size_t blen;
@@ -322,7 +322,7 @@ static void expect_error(json_t *root, const char *config, const char *want1, co
         tu_write_file(c, config, strlen(config));
         free(c);
     }
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_tokenizer *t = sp_tokenizer_load(dir, &err);
     ck_assert_msg(t == NULL, "loading should fail with '%s'", want1);
     ck_assert_msg(strstr(err.msg, want1) != NULL, "error '%s' lacks '%s'", err.msg, want1);

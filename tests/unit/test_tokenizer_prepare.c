@@ -16,7 +16,7 @@
 #define INPUT SP_FIXTURES_DIR "/prepare/reviews.jsonl"
 
 static sp_tokenizer *load(const char *dir) {
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_tokenizer *t = sp_tokenizer_load(dir, &err);
     ck_assert_msg(t != NULL, "%s", err.msg);
     return t;
@@ -35,7 +35,7 @@ static sp_dataset *prepare(const char *tok_dir, const char *tpl, sp_batch_data *
     char *path = tu_path(tu_dir, "d-all.h5");
     sp_dataset *ds = tu_dataset_open_ok(path);
     int64_t ids[2] = {0, 1};
-    sp_error e = {{0}};
+    sp_error e = {0};
     sp_batch_data_init(b);
     ck_assert_msg(sp_dataset_read_batch(ds, ids, 2, b, &e) == 0, "%s", e.msg);
     free(path), free(prefix);
@@ -45,7 +45,7 @@ static sp_dataset *prepare(const char *tok_dir, const char *tpl, sp_batch_data *
 static char *decode(sp_tokenizer *t, const int32_t *ids, size_t n) {
     char *s;
     size_t len;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_tokenizer_decode(t, ids, n, 0, &s, &len, &err) == 0, "%s", err.msg);
     return s;
 }

@@ -29,7 +29,7 @@ START_TEST(test_real_vocabulary) {
                KINDS[_i].package);
         return;
     }
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_tokenizer *t = sp_tokenizer_load(dir, &err);
     ck_assert_msg(t != NULL, "%s", err.msg);
     ck_assert_int_eq(sp_tokenizer_bos_id(t), KINDS[_i].bos);

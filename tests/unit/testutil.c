@@ -118,7 +118,7 @@ void tu_dir_teardown(void) {
 }
 
 sp_dataset *tu_dataset_open_ok(const char *path) {
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_dataset *ds = sp_dataset_open(path, &err);
     ck_assert_msg(ds != NULL, "%s", err.msg);
     return ds;
