@@ -15,7 +15,8 @@
 #      checkpoint and exits with status 75 ("stopped, resumable");
 #   4. decides from the step's exit status:
 #        0   finished (also when the run had already finished before this job: the trainer
-#            then exits 0 without training): the job ends COMPLETED, never requeued;
+#            then exits 0 without training or changing anything): the job ends COMPLETED,
+#            never requeued;
 #        75  after our SIGUSR1, when this run trained at least one step and this script has
 #            requeued the job fewer than SP_MAX_RESTARTS times: `scontrol requeue` puts the job
 #            back in the queue; when it runs again the same script resumes from the newest
@@ -143,6 +144,9 @@ sp_train_args_clean() {
       --model|--train|--valid|--out)
         _spc_v=${_spc_n#--}
         sp_fail "$_spc_n in the trainer options: the job sets it itself, from SP_${_spc_v^^} (scripts/submit: its own $_spc_n option)"
+        return 1 ;;
+      --check)
+        sp_fail "--check in the trainer options: the job trains (scripts/submit runs softprompt train --check itself before it submits)"
         return 1 ;;
       --resume)
         if [[ $_spc_w == *=* ]]; then _spc_v=${_spc_w#*=}
@@ -281,19 +285,31 @@ sp_restarts_text() {
   fi
 }
 
-# sp_step_ran: the trainer ran during this job step (SP_STEP_MARK is touched just before it
-# starts): it wrote its PEFT adapter (a run that trained) or took its run lock OUT/.lock (every
-# run, also one that finds its run already finished and exits 0 without training). srun exits 0
-# also when it could not launch the step at all (seen with a PMIx setup error: "task 0 launch
-# failed"), so exit status 0 alone does not tell.
-sp_step_ran() {
-  local f
-  [[ -n ${SP_STEP_MARK:-} && -f $SP_STEP_MARK ]] || return 0
-  [[ -f $SP_OUT/adapter/adapter_model.safetensors ]] || return 1
-  for f in "$SP_OUT/adapter/adapter_model.safetensors" "$SP_OUT/.lock"; do
-    [[ -f $f && ! $SP_STEP_MARK -nt $f ]] && return 0
-  done
-  return 1
+# sp_run_complete: the run in SP_OUT has reached its last step: the "steps" of its config.json
+# (the run's total) is the step of its newest checkpoint, and its PEFT adapter exists. Prints
+# the step.
+sp_run_complete() {
+  local steps newest
+  [[ -f $SP_OUT/adapter/adapter_model.safetensors && -f $SP_OUT/config.json ]] || return 1
+  steps=$(grep -oE '"steps": *[0-9]+' "$SP_OUT/config.json" | head -n 1 | grep -oE '[0-9]+$' || true)
+  newest=$(sp_newest_checkpoint); newest=${newest#step-}; newest=${newest%.h5}
+  [[ -n $steps && -n $newest ]] && (( 10#$newest == 10#$steps )) && echo "$((10#$steps))"
+}
+
+# sp_step_finished: after exit status 0, whether the run is finished, and how (for the log).
+# srun exits 0 also when it could not launch the step at all (seen with a PMIx setup error:
+# "task 0 launch failed"), so the status alone does not tell: the trainer must have written its
+# adapter during this step (SP_STEP_MARK is touched just before it starts), or the run must be
+# complete on disk (a run that had finished before: the trainer exits 0 and changes nothing).
+sp_step_finished() {
+  local adapter=$SP_OUT/adapter/adapter_model.safetensors last
+  if [[ -z ${SP_STEP_MARK:-} || ( -f $adapter && ! $SP_STEP_MARK -nt $adapter ) ]]; then
+    SP_FINISHED_HOW="softprompt train exited 0"
+  elif last=$(sp_run_complete); then
+    SP_FINISHED_HOW="softprompt train exited 0; the run had already reached its last step ($last) before this job step: nothing was trained or changed"
+  else
+    return 1
+  fi
 }
 
 # sp_requeue_or_exit: acts on SP_STEP_STATUS as described at the top; never returns.
@@ -301,11 +317,11 @@ sp_requeue_or_exit() {
   local rc=$SP_STEP_STATUS own
   local resume="resume by hand with \`scontrol requeue ${SLURM_JOB_ID:-JOBID}\` (while Slurm still lists the job) or by submitting the same job script and settings again: it continues from the newest checkpoint in $SP_OUT/checkpoints"
   if (( rc == 0 )); then
-    if ! sp_step_ran; then
-      sp_log "FAILED: srun exited 0 but softprompt neither wrote an adapter in $SP_OUT/adapter nor took its lock $SP_OUT/.lock: the job step did not run (see srun's errors above): not requeued"
+    if ! sp_step_finished; then
+      sp_log "FAILED: srun exited 0 but softprompt wrote no adapter in $SP_OUT/adapter and the run there has not reached its last step: the job step did not run (see srun's errors above): not requeued"
       exit 1
     fi
-    sp_log "finished: softprompt train exited 0; results in $SP_OUT"
+    sp_log "finished: $SP_FINISHED_HOW; results in $SP_OUT"
     exit 0
   fi
   if (( rc != SP_EXIT_STOPPED )); then

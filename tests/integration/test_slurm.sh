@@ -9,12 +9,13 @@
 #   D. a 4-task array sweep (slurm/sweep.sbatch: lr x prompt length x init) completes, each task
 #      with its row's lr and init although SP_TRAIN_ARGS sets both too (a row's options replace
 #      the common ones), and scripts/sweep-collect lists all four tasks with their metrics;
-#   E. scripts/submit refuses, before queueing and writing nothing, what the cluster cannot run
-#      (sbatch --test-only: --nodes 3 on this one node; 4 ranks x 4 CPUs on 2 CPUs) and a second
-#      job for an output directory whose job is still queued;
+#   E. scripts/submit refuses, before queueing and writing nothing, a misspelt trainer flag
+#      (softprompt train --check), what the cluster cannot run (sbatch --test-only: --nodes 3 on
+#      this one node; 4 ranks x 4 CPUs on 2 CPUs) and a second job for an output directory whose
+#      job is still queued;
 #   F. B's uninterrupted twin, finished, requeued by hand (SP_MAX_RESTARTS=0): ends COMPLETED
-#      again, not requeued by the script, its prompt unchanged, and its log explains the restart
-#      count (not "restart 1 of at most 0").
+#      again ("already reached its last step"), not requeued by the script, its prompt and
+#      metrics unchanged, and its log explains the restart count (not "restart 1 of at most 0").
 # Needs root and the Debian packages slurm-wlm and munge (installed through scripts/setup when
 # missing); without them the test fails, loudly. The daemons are stopped by PID at the end,
 # also when a check fails. Wall time ~1.5 min on 2 idle cores, most of it check B, whose job
@@ -96,12 +97,12 @@ grep -qx "export SP_HOME=\"$SP_REPO\"" runs/two-ranks/job.sbatch || fail "the jo
 
 # --- B: the time-limit job and its uninterrupted twin (1 rank each, side by side) ------------
 long="--steps $steps ${common[*]}"
-job_b=$(SP_MODEL=$WORK/model SP_TRAIN=$WORK/train.h5 SP_OUT=$WORK/runs/timelimit \
+job_b=$(SP_MODEL=$WORK/model SP_TRAIN=$WORK/train.h5 SP_VALID=$WORK/valid.h5 SP_OUT=$WORK/runs/timelimit \
         SP_TRAIN_ARGS=$long SP_MAX_RESTARTS=20 \
         sbatch --parsable --job-name=timelimit --ntasks-per-node=1 --cpus-per-task=1 --time=1 \
         --signal=B:USR1@55 --output="$WORK/logs/timelimit-%j.out" "$SP_REPO/slurm/train.sbatch") \
   || fail "sbatch of slurm/train.sbatch failed"
-job_ref=$(SP_MODEL=$WORK/model SP_TRAIN=$WORK/train.h5 SP_OUT=$WORK/runs/uninterrupted \
+job_ref=$(SP_MODEL=$WORK/model SP_TRAIN=$WORK/train.h5 SP_VALID=$WORK/valid.h5 SP_OUT=$WORK/runs/uninterrupted \
           SP_TRAIN_ARGS=$long SP_MAX_RESTARTS=0 \
           sbatch --parsable --job-name=uninterrupted --ntasks-per-node=1 --cpus-per-task=1 \
           --time=30 --output="$WORK/logs/uninterrupted-%j.out" "$SP_REPO/slurm/train.sbatch") \
@@ -142,6 +143,11 @@ refused() {
   [[ $rc == 1 ]] && grep -q -- "$pat" submit-e.out || { cat submit-e.out; fail "E: $desc: exit $rc, expected 1 and '$pat'"; }
   ok "E: $desc: $(cat submit-e.out)"
 }
+rc=0; "$SP_REPO/scripts/submit" --model model --train train.h5 --softprompt "$SP_CLI" --out runs/typo \
+  --time 5 -- --stpes 50 > submit-e.out 2>&1 || rc=$?
+[[ $rc == 2 && ! -e runs/typo ]] && grep -q "unknown option '--stpes' (did you mean --steps?)" submit-e.out \
+  || { cat submit-e.out; fail "E: a misspelt trainer flag: exit $rc, expected 2 and the trainer's message"; }
+ok "E: a misspelt trainer flag, refused by softprompt train --check: $(tr '\n' ' ' < submit-e.out)"
 refused "3 nodes on a 1-node cluster" \
   "Slurm would not run this job (sbatch --test-only): allocation failure: Requested node configuration is not available" \
   --out runs/three-nodes --nodes 3 --time 5 -- --steps 10
@@ -224,9 +230,11 @@ log_ref=logs/uninterrupted-$job_ref.out
 grep -q "restart 1 of at most 0" "$log_ref" && { show_log "$log_ref"; fail "F: the log says 'restart 1 of at most 0'"; }
 grep -q "restart 1 of the job: 0 by this script after a time-limit signal (at most 0, SP_MAX_RESTARTS), 1 by hand" "$log_ref" \
   && [[ $(grep -c "finished: softprompt train exited 0" "$log_ref") == 2 ]] && ! grep -q "requeueing job" "$log_ref" \
+  && grep -q "finished: softprompt train exited 0; the run had already reached its last step ($steps) before this job step" "$log_ref" \
   || { show_log "$log_ref"; fail "F: the log of the requeued finished job does not say restart 1 by hand and finished"; }
 same_file runs/uninterrupted/adapter/adapter_model.safetensors ref-adapter.safetensors "F: a finished run run again"
-ok "F: finished job requeued by hand: COMPLETED again, not requeued, prompt unchanged; the log says: $(grep -o 'restart 1 of the job: .*' "$log_ref" | head -n 1)"
+same_file runs/uninterrupted/metrics.jsonl ref-metrics.jsonl "F: a finished run run again (no second final evaluation)"
+ok "F: finished job requeued by hand: COMPLETED again, not requeued, prompt and metrics unchanged; the log says: $(grep -o 'restart 1 of the job: .*' "$log_ref" | head -n 1)"
 
 # --- check D ----------------------------------------------------------------------------------
 wait_done "$job_d" 300

@@ -1,10 +1,14 @@
 # scripts/submit and the Slurm job scripts without a cluster (test_slurm.sh runs them on a real
 # one). Slurm's commands are replaced by recording doubles in a directory put first on PATH
 # (sbatch: --test-only accepts or refuses as told, a submission prints a job id; squeue lists
-# what it is told; scontrol records requeues); the job scripts run the real trainer directly
-# (SP_LAUNCHER=env instead of srun). Checks:
+# what it is told; sinfo reports the nodes' memory it is told; scontrol records requeues); the
+# job scripts run the real trainer directly (SP_LAUNCHER=env instead of srun). Checks:
 #   submit refuses, exit 2 and naming the numbers, a --time that leaves no time to train after
 #   the warning signal, and trainer options the job sets itself (--out, --resume never);
+#   submit runs the trainer's own checks (softprompt train --check) before it writes anything:
+#   a misspelt or bad flag, a directory that is not a model, an output directory that holds a
+#   model or is locked by a running trainer, a run that does not fit a rank's share of the
+#   partition's nodes, a bad option in one sweep row;
 #   submit writes nothing when Slurm refuses the request (sbatch --test-only), when another
 #   job of the output directory is in the queue, or when sbatch fails after all (an earlier
 #   job.sbatch stays as it was, a new OUT is removed again);
@@ -38,6 +42,15 @@ cat > fakebin/squeue <<'EOF'
 #!/bin/bash
 echo "squeue $*" >> "$FAKE_LOG"
 [[ -n ${FAKE_QUEUE:-} ]] && echo "$FAKE_QUEUE"
+exit 0
+EOF
+cat > fakebin/sinfo <<'EOF'
+#!/bin/bash
+echo "sinfo $*" >> "$FAKE_LOG"
+case "$*" in
+  *%P*) echo "debug*" ;;
+  *%m*) echo "${FAKE_NODE_MB:-16000}" ;;
+esac
 exit 0
 EOF
 cat > fakebin/scontrol <<'EOF'
@@ -92,6 +105,7 @@ expect_refused 2 "--out in the trainer options" "--out after --" "${submit[@]}" 
 # --- accepted: the job script records SP_HOME and SP_BIN of this tree ----------------------
 "${submit[@]}" runs/one --time 5 -- --steps 6 --resume auto > submit.out || { cat submit.out; fail "submit refused a good run"; }
 grep -q "^submitted job 42" submit.out || { cat submit.out; fail "submit did not report the job id"; }
+grep -q "^check       ok: .*a new run of 6 steps in $WORK/runs/one" submit.out || { cat submit.out; fail "submit did not show the trainer's check"; }
 grep -qx "export SP_HOME=\"$WORK/tree\"" runs/one/job.sbatch || fail "job.sbatch does not record SP_HOME"
 grep -qx "export SP_BIN=\"$WORK/tree/build/softprompt\"" runs/one/job.sbatch \
   || { grep SP_BIN runs/one/job.sbatch; fail "without SP_BIN or softprompt on PATH, submit did not take the tree's build/softprompt"; }
@@ -115,11 +129,46 @@ snapshot | cmp -s - before.lst || fail "a refused submit changed the existing ou
 expect_refused 1 "sbatch failed: sbatch: error: Batch job submission failed" "sbatch failing after the checks" \
   env FAKE_FAIL="Batch job submission failed: Socket timed out" "${submit[@]}" runs/one --time 5 -- --steps 8
 cmp -s runs/one/job.sbatch before.sbatch || fail "a failed sbatch left a changed job.sbatch"
-[[ ! -e runs/one/job.sbatch.~1~ ]] || fail "a failed sbatch left job.sbatch.~1~"
+[[ ! -e runs/one/job.sbatch.~1~ && ! -e runs/one/logs/job.sbatch.~1~ ]] || fail "a failed sbatch left job.sbatch.~1~"
 expect_refused 1 "sbatch failed" "sbatch failing for a new directory" \
   env FAKE_FAIL="Batch job submission failed" "${submit[@]}" runs/new --time 5 -- --steps 8
 [[ ! -e runs/new ]] || fail "a failed sbatch left its new output directory"
 ok "nothing written or renamed by a refused or failed submit"
+
+# --- the trainer's own checks (softprompt train --check), before anything is written --------
+expect_refused 2 "unknown option '--stpes' (did you mean --steps?)" "a misspelt trainer flag" \
+  "${submit[@]}" runs/check --time 5 -- --stpes 50
+expect_refused 2 "--lr 'abc': expected a number" "a trainer flag with a bad value" \
+  "${submit[@]}" runs/check --time 5 -- --lr abc
+expect_refused 2 "--check in the trainer options" "--check after --" "${submit[@]}" runs/check --time 5 -- --check
+expect_refused 1 "$WORK/tree/config.json: cannot open" "a directory that is not a model" \
+  tree/scripts/submit --model tree --train train.h5 --out runs/check --time 5
+expect_refused 1 "holds a model" "an output directory holding a model" "${submit[@]}" model --time 5
+expect_refused 1 "softprompt train --check refused the run" "the refusal names the check" "${submit[@]}" model --time 5
+[[ ! -e runs/check ]] || fail "a refused submit created its output directory"
+# A rank's share of the partition's smallest node (sinfo: 100 MB) cannot hold the run.
+expect_refused 1 "SP_MAX_MEMORY" "a run that does not fit a rank's share of the nodes' memory" \
+  env FAKE_NODE_MB=100 "${submit[@]}" runs/check --time 5 -- --steps 5
+env FAKE_NODE_MB=100 "${submit[@]}" runs/check --time 5 --mem 4G --dry-run -- --steps 5 > mem.out \
+  || { cat mem.out; fail "--mem 4G did not lift the nodes' memory"; }
+rm -rf runs/check
+# An output directory locked by a running trainer: the holder is named.
+"$SP_CLI" train --model model --train train.h5 --out runs/locked --steps 100000 --save-every 100000 \
+  --quiet 2> locked.err &
+holder=$!
+for (( i = 0; i < 100; i++ )); do [[ -s runs/locked/.lock ]] && break; sleep 0.1; done
+expect_refused 1 "pid $holder" "an output directory locked by a running trainer" \
+  "${submit[@]}" runs/locked --time 5 -- --steps 100000 --save-every 100000
+kill -TERM "$holder"; wait "$holder" || true
+[[ ! -e runs/locked/job.sbatch && ! -e runs/locked/logs ]] || fail "a refused submit wrote into the locked directory"
+# An earlier, different job script is kept in OUT/logs, where the trainer expects nothing of
+# its own: the directory stays acceptable to the next check.
+"${submit[@]}" runs/one --time 5 -- --steps 7 > resubmit.out || { cat resubmit.out; fail "a resubmission with other settings was refused"; }
+"${submit[@]}" runs/one --time 5 -- --steps 8 > resubmit2.out || { cat resubmit2.out; fail "a second resubmission was refused"; }
+[[ -f runs/one/logs/job.sbatch.~1~ && -f runs/one/logs/job.sbatch.~2~ ]] && cmp -s runs/one/logs/job.sbatch.~1~ before.sbatch \
+  || fail "the earlier job scripts were not kept as logs/job.sbatch.~N~"
+grep -q "the earlier one kept as $WORK/runs/one/logs/job.sbatch.~2~" resubmit2.out || { cat resubmit2.out; fail "submit did not say where the earlier job script went"; }
+ok "softprompt train --check refusals; earlier job scripts kept in logs/"
 
 # --- the binary rule in the job scripts of a source tree --------------------------------------
 export SP_LAUNCHER=env SP_MODEL=$WORK/model SP_TRAIN=$WORK/train.h5 SP_VALID=$WORK/valid.h5
@@ -150,7 +199,8 @@ ok "job scripts copied out of the tree: slurm/train.sbatch with SP_HOME, and OUT
 export SP_BIN=$SP_CLI
 SLURM_JOB_ID=5 SLURM_RESTART_COUNT=1 SP_MAX_RESTARTS=0 SP_OUT=$WORK/runs/tree SP_TRAIN_ARGS="--steps 4 --quiet" \
   bash tree/slurm/train.sbatch > again.log 2>&1 || { cat again.log; fail "a finished run run again failed"; }
-grep -q "finished: softprompt train exited 0" again.log || { cat again.log; fail "a finished run run again did not end 'finished'"; }
+grep -q "finished: softprompt train exited 0; the run had already reached its last step (4) before this job step" again.log \
+  || { cat again.log; fail "a finished run run again did not end 'finished'"; }
 grep -q "restart 1 of at most 0" again.log && { cat again.log; fail "the log says 'restart 1 of at most 0'"; }
 grep -q "restart 1 of the job: 0 by this script after a time-limit signal (at most 0, SP_MAX_RESTARTS), 1 by hand" again.log \
   || { cat again.log; fail "the log does not explain the restart count"; }
@@ -186,5 +236,10 @@ printf 'prompt_length\tdata\n8\t%s\n' "$WORK/p4" > bad-sweep.tsv
 expect_refused 1 "row 0 asks for prompt_length 8 but $WORK/p4-train.h5 has 4 soft tokens" "a sweep row with the wrong prompt length" \
   tree/scripts/submit --model model --sweep bad-sweep.tsv --out runs/bad-sweep --time 5
 [[ ! -e runs/bad-sweep ]] || fail "a refused sweep created its directory"
+printf 'lr\targs\n0.5\t-\n0.6\t--stpes 3\n' > typo-sweep.tsv
+expect_refused 2 "row 1 (exit 2, above)" "a bad option in one sweep row" \
+  tree/scripts/submit --model model --sweep typo-sweep.tsv --train train.h5 --out runs/typo-sweep --time 5 -- --steps 3
+grep -q "unknown option '--stpes'" err.txt || fail "the sweep row's refusal does not show the trainer's message"
+[[ ! -e runs/typo-sweep ]] || fail "a refused sweep created its directory"
 expect_refused 2 "--array-limit is for sweeps" "--array-limit without --sweep" \
   "${submit[@]}" runs/x --array-limit 2 -- --steps 5
