@@ -34,8 +34,8 @@
 #   SP_VALID        validation set .h5 (optional)
 #   SP_OUT          output directory: checkpoints/, metrics.jsonl, adapter/ ... (required)
 #   SP_TRAIN_ARGS   more `softprompt train` options, shell-quoted ("--steps 2000 --lr 0.3");
-#                   not --model, --train, --valid, --out (set from the variables above) nor a
-#                   --resume other than auto (every run resumes: --resume auto)
+#                   not --model, --train, --valid, --out (set from the variables above), --check,
+#                   nor a --resume other than auto (every run resumes: --resume auto)
 #   SP_BIN          the softprompt executable (default: `softprompt` on PATH, else
 #                   SP_HOME/build/softprompt)
 #   SP_HOME         the softprompt source tree the job scripts come from (default: the tree
