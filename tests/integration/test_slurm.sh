@@ -6,8 +6,16 @@
 #      requeues itself, resumes, and ends with bitwise the same prompt as an uninterrupted job
 #      of the same settings that runs beside it;
 #   C. a job with a bad dataset path fails, is not requeued, and its log says why;
-#   D. a 4-task array sweep (slurm/sweep.sbatch: lr x prompt length x init) completes and
-#      scripts/sweep-collect lists all four tasks with their metrics.
+#   D. a 4-task array sweep (slurm/sweep.sbatch: lr x prompt length x init) completes, each task
+#      with its row's lr and init although SP_TRAIN_ARGS sets both too (a row's options replace
+#      the common ones), and scripts/sweep-collect lists all four tasks with their metrics;
+#   E. scripts/submit refuses, before queueing and writing nothing, a misspelt trainer flag
+#      (softprompt train --check), what the cluster cannot run (sbatch --test-only: --nodes 3 on
+#      this one node; 4 ranks x 4 CPUs on 2 CPUs) and a second job for an output directory whose
+#      job is still queued;
+#   F. B's uninterrupted twin, finished, requeued by hand (SP_MAX_RESTARTS=0): ends COMPLETED
+#      again ("already reached its last step"), not requeued by the script, its prompt and
+#      metrics unchanged, and its log explains the restart count (not "restart 1 of at most 0").
 # Needs root and the Debian packages slurm-wlm and munge (installed through scripts/setup when
 # missing); without them the test fails, loudly. The daemons are stopped by PID at the end,
 # also when a check fails. Wall time ~1.5 min on 2 idle cores, most of it check B, whose job
@@ -44,8 +52,9 @@ for p in 4 8; do
   "$SP_SYNTH" "data-p$p-train.h5" 256 64 "$p" 3
   "$SP_SYNTH" "data-p$p-valid.h5" 64 64 "$p" 4
 done
-# Check B's job must outlast the signal, which comes at slurmctld's first periodic check after
-# "limit - 55 s": at most ~35 s into the job. Calibrate the steps for >= 40 s of CPU time.
+# Check B's job must outlast the signal. Slurm may send it up to 60 s earlier than asked
+# (sbatch(1)), so with a 60 s limit and @55 it is due from the start and comes at slurmctld's
+# first periodic look at the job: at most ~35 s into it. Calibrate the steps for >= 40 s of CPU.
 TIMEFORMAT='%U %S'
 cal=$( { time "$SP_CLI" train --model model --train train.h5 --out calib --steps 100 \
            --global-batch 64 --threads 1 --quiet >/dev/null 2>&1; } 2>&1 )
@@ -84,16 +93,17 @@ job_a=$(awk '/^submitted job/ {print $3}' submit-a.out); job_a=${job_a%:}
 [[ $job_a =~ ^[0-9]+$ ]] || fail "scripts/submit printed no job id"
 grep -q "^log  *$WORK/runs/two-ranks/logs/slurm-$job_a.out" submit-a.out || fail "scripts/submit did not say where the log goes"
 grep -qx "#SBATCH --ntasks-per-node=2" runs/two-ranks/job.sbatch || fail "job script not written into the output directory"
+grep -qx "export SP_HOME=\"$SP_REPO\"" runs/two-ranks/job.sbatch || fail "the job script does not record SP_HOME"
 
 # --- B: the time-limit job and its uninterrupted twin (1 rank each, side by side) ------------
 long="--steps $steps ${common[*]}"
-job_b=$(SP_MODEL=$WORK/model SP_TRAIN=$WORK/train.h5 SP_OUT=$WORK/runs/timelimit \
+job_b=$(SP_MODEL=$WORK/model SP_TRAIN=$WORK/train.h5 SP_VALID=$WORK/valid.h5 SP_OUT=$WORK/runs/timelimit \
         SP_TRAIN_ARGS=$long SP_MAX_RESTARTS=20 \
         sbatch --parsable --job-name=timelimit --ntasks-per-node=1 --cpus-per-task=1 --time=1 \
         --signal=B:USR1@55 --output="$WORK/logs/timelimit-%j.out" "$SP_REPO/slurm/train.sbatch") \
   || fail "sbatch of slurm/train.sbatch failed"
-job_ref=$(SP_MODEL=$WORK/model SP_TRAIN=$WORK/train.h5 SP_OUT=$WORK/runs/uninterrupted \
-          SP_TRAIN_ARGS=$long \
+job_ref=$(SP_MODEL=$WORK/model SP_TRAIN=$WORK/train.h5 SP_VALID=$WORK/valid.h5 SP_OUT=$WORK/runs/uninterrupted \
+          SP_TRAIN_ARGS=$long SP_MAX_RESTARTS=0 \
           sbatch --parsable --job-name=uninterrupted --ntasks-per-node=1 --cpus-per-task=1 \
           --time=30 --output="$WORK/logs/uninterrupted-%j.out" "$SP_REPO/slurm/train.sbatch") \
   || fail "sbatch of slurm/train.sbatch failed"
@@ -117,12 +127,44 @@ printf '%s\t%s\t%s\t%s\n' 0.3 4 vocab-top "$WORK/data-p{prompt_length}" 0.3 8 ra
   --softprompt "$SP_CLI" -- --steps 40 > submit-d.out || { cat submit-d.out; fail "scripts/submit --sweep failed"; }
 grep -qx "#SBATCH --array=0-3" runs/sweep-dry/job.sbatch || fail "scripts/submit --sweep: wrong --array"
 job_d=$(SP_MODEL=$WORK/model SP_SWEEP=$WORK/sweep.tsv SP_OUT=$WORK/runs/sweep \
-        SP_TRAIN_ARGS="--steps 40 --global-batch 16 --micro-batch 8 --eval-every 20 --log-every 20" \
+        SP_TRAIN_ARGS="--steps 40 --lr 0.05 --init vocab --global-batch 16 --micro-batch 8 --eval-every 20 --log-every 20" \
         sbatch --parsable --array=0-3 --cpus-per-task=1 --time=5 \
         --output="$WORK/logs/sweep-%A_%a.out" "$SP_REPO/slurm/sweep.sbatch") \
   || fail "sbatch of slurm/sweep.sbatch failed"
 echo "submitted: A=$job_a B=$job_b (twin $job_ref) C=$job_c D=$job_d"
 squeue
+
+# --- E: what scripts/submit must refuse before queueing, writing nothing ----------------------
+# refused DESC PATTERN SUBMIT-ARGS...: submit exits 1 and says PATTERN.
+refused() {
+  local desc=$1 pat=$2 rc=0; shift 2
+  "$SP_REPO/scripts/submit" --model model --train train.h5 --softprompt "$SP_CLI" "$@" \
+    > submit-e.out 2>&1 || rc=$?
+  [[ $rc == 1 ]] && grep -q -- "$pat" submit-e.out || { cat submit-e.out; fail "E: $desc: exit $rc, expected 1 and '$pat'"; }
+  ok "E: $desc: $(cat submit-e.out)"
+}
+rc=0; "$SP_REPO/scripts/submit" --model model --train train.h5 --softprompt "$SP_CLI" --out runs/typo \
+  --time 5 -- --stpes 50 > submit-e.out 2>&1 || rc=$?
+[[ $rc == 2 && ! -e runs/typo ]] && grep -q "unknown option '--stpes' (did you mean --steps?)" submit-e.out \
+  || { cat submit-e.out; fail "E: a misspelt trainer flag: exit $rc, expected 2 and the trainer's message"; }
+ok "E: a misspelt trainer flag, refused by softprompt train --check: $(tr '\n' ' ' < submit-e.out)"
+refused "3 nodes on a 1-node cluster" \
+  "Slurm would not run this job (sbatch --test-only): allocation failure: Requested node configuration is not available" \
+  --out runs/three-nodes --nodes 3 --time 5 -- --steps 10
+[[ ! -e runs/three-nodes ]] || fail "E: a refused submit created its output directory"
+"$SP_REPO/scripts/submit" --model model --train train.h5 --softprompt "$SP_CLI" --out runs/held --time 5 \
+  --sbatch-option=--hold -- --steps 10 > submit-held.out || { cat submit-held.out; fail "E: submit of a held job failed"; }
+job_held=$(awk '/^submitted job/ {print $3}' submit-held.out); job_held=${job_held%:}
+cp runs/held/job.sbatch held.sbatch
+refused "a second job while the first is queued" "job $job_held (PENDING) of $WORK/runs/held is still in the queue" \
+  --out runs/held --time 5 -- --steps 20
+scancel "$job_held"
+wait_done "$job_held" 30
+refused "4 ranks x 4 CPUs on a 2-CPU node" "Requested node configuration is not available" \
+  --out runs/held --ntasks-per-node 4 --cpus-per-task 4 --time 5 -- --steps 20
+cmp -s runs/held/job.sbatch held.sbatch && [[ ! -e runs/held/job.sbatch.~1~ ]] \
+  || fail "E: a refused submit changed or renamed the existing runs/held/job.sbatch"
+ok "E: refused submits left the existing job script as it was"
 
 # --- check A ----------------------------------------------------------------------------------
 wait_done "$job_a" 120
@@ -172,6 +214,28 @@ same_file runs/timelimit/adapter/adapter_model.safetensors runs/uninterrupted/ad
 stops=$(grep -c "SIGUSR1 (time limit near" runs/timelimit/slurm-job.log)
 ok "B: time-limit signal -> checkpoint -> requeue ($restarts restarts, $stops signals) -> resumed; prompt bitwise equal to the uninterrupted job"
 
+# --- F: the finished twin, requeued by hand -----------------------------------------------------
+cp runs/uninterrupted/adapter/adapter_model.safetensors ref-adapter.safetensors
+cp runs/uninterrupted/metrics.jsonl ref-metrics.jsonl
+scontrol requeue "$job_ref" || fail "F: scontrol requeue of the finished job $job_ref failed"
+scontrol update JobId="$job_ref" StartTime=now || true
+for (( i = 0; i < 240; i++ )); do
+  [[ $(job_field "$job_ref" Restarts) == 1 && $(job_field "$job_ref" JobState) == COMPLETED ]] && break
+  [[ $(job_field "$job_ref" JobState) =~ ^(FAILED|CANCELLED|TIMEOUT)$ ]] && break
+  sleep 0.5
+done
+log_ref=logs/uninterrupted-$job_ref.out
+[[ $(job_field "$job_ref" JobState) == COMPLETED && $(job_field "$job_ref" Restarts) == 1 ]] \
+  || { show_log "$log_ref"; fail "F: requeued finished job: $(job_field "$job_ref" JobState), restarts $(job_field "$job_ref" Restarts)"; }
+grep -q "restart 1 of at most 0" "$log_ref" && { show_log "$log_ref"; fail "F: the log says 'restart 1 of at most 0'"; }
+grep -q "restart 1 of the job: 0 by this script after a time-limit signal (at most 0, SP_MAX_RESTARTS), 1 by hand" "$log_ref" \
+  && [[ $(grep -c "finished: softprompt train exited 0" "$log_ref") == 2 ]] && ! grep -q "requeueing job" "$log_ref" \
+  && grep -q "finished: softprompt train exited 0; the run had already reached its last step ($steps) before this job step" "$log_ref" \
+  || { show_log "$log_ref"; fail "F: the log of the requeued finished job does not say restart 1 by hand and finished"; }
+same_file runs/uninterrupted/adapter/adapter_model.safetensors ref-adapter.safetensors "F: a finished run run again"
+same_file runs/uninterrupted/metrics.jsonl ref-metrics.jsonl "F: a finished run run again (no second final evaluation)"
+ok "F: finished job requeued by hand: COMPLETED again, not requeued, prompt and metrics unchanged; the log says: $(grep -o 'restart 1 of the job: .*' "$log_ref" | head -n 1)"
+
 # --- check D ----------------------------------------------------------------------------------
 wait_done "$job_d" 300
 for t in 0 1 2 3; do
@@ -181,7 +245,7 @@ done
 "$SP_REPO/scripts/sweep-collect" runs/sweep > collect.out || { cat collect.out; fail "D: sweep-collect failed"; }
 cat collect.out
 python3 - runs/sweep/sweep-results.csv <<'PY' || fail "D: the collected table is incomplete"
-import csv, sys
+import csv, json, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 assert len(rows) == 4, f"{len(rows)} rows"
 want = {("0.3", "4", "vocab-top"), ("0.3", "8", "random"), ("1.0", "4", "random"), ("1.0", "8", "vocab-top")}
@@ -189,6 +253,9 @@ got = {(r["lr"] if r["lr"] not in ("1", "1.0") else "1.0", r["prompt_length"], r
 assert got == want, f"{got}"
 for r in rows:
     assert r["status"] == "done" and r["steps"] == "40/40", r
+    cfg = json.load(open(f"{sys.argv[1].rsplit('/', 1)[0]}/{r['dir']}/config.json"))
+    assert abs(cfg["optimizer"]["lr"] - float(r["lr"])) < 1e-9 and cfg["init"] == r["init"], \
+        f"task {r['task']}: lr {cfg['optimizer']['lr']}, init {cfg['init']}: not the row's (SP_TRAIN_ARGS: --lr 0.05 --init vocab)"
     float(r["train_loss"]); float(r["valid_loss"]); float(r["valid_accuracy"])
 print("ok: D: 4-task sweep: all done, the table lists lr, prompt length, init and their metrics")
 PY
