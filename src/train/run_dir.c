@@ -292,14 +292,16 @@ static int attempt(sp_run_lock *l, const char *dir, const char *path, const hold
 int sp_run_lock_acquire(sp_run_lock *l, const char *dir, sp_error *err) {
     memset(l, 0, sizeof *l);
     l->fd = -1;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/.lock", dir);
+    char *path = l->path;
+    snprintf(path, sizeof l->path, "%s/.lock", dir);
     holder self, h;
     me(&self);
     int rc = 2, waited = 0;
     for (int tries = 0; rc == 2 && tries < 100; tries++) {
         if (l->fd >= 0) close(l->fd);
-        l->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        l->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        l->created_file = l->fd >= 0;
+        if (l->fd < 0 && errno == EEXIST) l->fd = open(path, O_RDWR | O_CLOEXEC);
         if (l->fd < 0)
             return sp_fail(err, "%s: cannot open the run lock: %s", path, strerror(errno));
         rc = attempt(l, dir, path, &self, &h, err);
@@ -329,7 +331,7 @@ int sp_run_lock_acquire(sp_run_lock *l, const char *dir, sp_error *err) {
     return 0;
 }
 
-void sp_run_lock_release(sp_run_lock *l, const char *unclaim_dir) {
+void sp_run_lock_release(sp_run_lock *l, int undo) {
     if (!l->held) return;
     if (l->thread_started) {
         pthread_mutex_lock(&l->mu);
@@ -344,15 +346,8 @@ void sp_run_lock_release(sp_run_lock *l, const char *unclaim_dir) {
      * is gone, which is just as free, only not as plainly). */
     int emptied = ftruncate(l->fd, 0);
     (void)emptied;
-    if (unclaim_dir) {
-        /* still holding the lock: a contender that opened this file finds it unlinked */
-        char path[4200];
-        snprintf(path, sizeof path, "%s/.lock", unclaim_dir);
-        unlink(path);
-        snprintf(path, sizeof path, "%s/checkpoints", unclaim_dir);
-        rmdir(path);        /* only if empty */
-        rmdir(unclaim_dir); /* only if empty */
-    }
+    /* still holding the lock: a contender that opened this file finds it unlinked */
+    if (undo && l->created_file) unlink(l->path);
     if (l->have_flock) flock(l->fd, LOCK_UN);
     close(l->fd);
     l->fd = -1, l->held = 0;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "softprompt/checkpoint.h"
 #include "softprompt/safetensors.h"
@@ -37,9 +38,10 @@ typedef struct trainer {
     char ckpt_dir[4096], best_path[4096];
     double metric, best_metric; /* NaN when none */
     int64_t best_step;
-    const char *metric_name; /* "valid_accuracy" | "valid_loss" */
-    sp_run_lock lock;        /* rank 0: the output directory is this run's */
-    int started;             /* the run wrote into its directory (config.json and on) */
+    const char *metric_name;       /* "valid_accuracy" | "valid_loss" */
+    sp_run_lock lock;              /* rank 0: the output directory is this run's */
+    int created_out, created_ckpt; /* rank 0 made them (a refused run removes them again) */
+    int started;                   /* the run wrote into its directory (config.json and on) */
 } trainer;
 
 /* Default mode: the scalars allreduced after the gradient sum [P*d], by slot. */
@@ -71,8 +73,11 @@ static int rank0_agree(int rc, const char *what, sp_error *err) {
 
 /* ---------------------------------------------------------------- setup */
 
-static int make_dir(const char *path, sp_error *err) {
-    if (mkdir(path, 0777) == 0 || errno == EEXIST) {
+/* mkdir unless it exists (as a directory); *created (may be NULL) says whether it was made. */
+static int make_dir(const char *path, int *created, sp_error *err) {
+    int made = mkdir(path, 0777) == 0;
+    if (created) *created = made;
+    if (made || errno == EEXIST) {
         struct stat st;
         if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return 0;
         return sp_fail(err, "%s exists and is not a directory", path);
@@ -150,8 +155,8 @@ static int claim_out_dir(trainer *t, sp_error *err) {
         rc = sp_run_dir_check(c->out_dir, err);
         if (rc == 0 && c->check)
             rc = sp_run_lock_probe(c->out_dir, err);
-        else if (rc == 0 &&
-                 (make_dir(c->out_dir, err) || sp_run_lock_acquire(&t->lock, c->out_dir, err)))
+        else if (rc == 0 && (make_dir(c->out_dir, &t->created_out, err) ||
+                             sp_run_lock_acquire(&t->lock, c->out_dir, err)))
             rc = -1;
     }
     if (rank0_agree(rc, "claim the output directory", err)) return -1;
@@ -205,7 +210,7 @@ static int setup(trainer *t, sp_error *err) {
         return sp_fail(err, "--metric accuracy needs a classification dataset");
     t->metric_name = strcmp(metric, "accuracy") == 0 ? "valid_accuracy" : "valid_loss";
     int rc = 0;
-    if (is_rank0(t) && !c->check) rc = make_dir(t->ckpt_dir, err);
+    if (is_rank0(t) && !c->check) rc = make_dir(t->ckpt_dir, &t->created_ckpt, err);
     if (rank0_agree(rc, "create the checkpoint directory", err)) return -1;
     return 0;
 }
@@ -655,8 +660,10 @@ static void report_check(const trainer *t, int resumed) {
 }
 
 static void teardown(trainer *t) {
-    /* a run refused before it started leaves --out as it found it */
-    sp_run_lock_release(&t->lock, t->started ? NULL : t->c->out_dir);
+    /* a run refused before it started removes what it made: the lock, the directories */
+    sp_run_lock_release(&t->lock, !t->started);
+    if (!t->started && t->created_ckpt) rmdir(t->ckpt_dir);
+    if (!t->started && t->created_out) rmdir(t->c->out_dir);
     sp_run_log_close(&t->log);
     sp_batch_data_free(&t->mb);
     sp_data_order_free(&t->order);

@@ -109,6 +109,11 @@ expect_fail $rc big.out "global-batch 1000 is larger than the training set (256 
   "--global-batch over the set"
 expect_fail $rc2 same.out "is the training set" "--valid equal to --train"
 [[ ! -e fresh && ! -e fresh2 ]] || fail "a refused run left its output directory behind"
+mkdir empty
+set +e
+"$SP_CLI" train --model model --train train.h5 --out empty --steps 3 --global-batch 1000 2>/dev/null
+set -e
+[[ -d empty && -z $(ls -A empty) ]] || fail "a refused run changed the empty directory it was given"
 ok "--out holding a model or foreign files is refused untouched; refused runs leave nothing"
 
 # --- non-finite values stop the run; nothing non-finite is saved ------------------------------
@@ -168,6 +173,7 @@ h0=$(tree_hash done)
 "$SP_CLI" "${fin[@]}" --out done 2> again.err || fail "re-running a finished run failed"
 grep -q "finished at step 12; nothing to do" again.err || { cat again.err; fail "no word that it was finished"; }
 [[ $(tree_hash done) == "$h0" ]] || fail "re-running a finished run changed its files"
+[[ -e done/.lock && ! -s done/.lock ]] || fail "re-running a finished run removed or kept its lock"
 "$SP_CLI" "${fin0[@]}" --out done --eval-every 2 --keep 5 2> again2.err || fail "other logging flags"
 [[ $(tree_hash done) == "$h0" ]] || fail "re-running a finished run with other --eval-every changed it"
 set +e
