@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "softprompt/checkpoint.h"
 #include "softprompt/dataset.h"
 #include "testutil.h"
 
@@ -542,6 +543,112 @@ START_TEST(refuses_bad_tokens_and_targets) {
 }
 END_TEST
 
+/* ------------------------------------------------------------------------------------------ */
+/* Damaged and unreadable files                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A failed metadata checksum is reported as damage, wherever it is met: never as a missing
+ * attribute or dataset, nor as a raw HDF5 message. */
+START_TEST(damaged_metadata_is_named_as_damage) {
+    char *p = fresh("good.h5");
+    const char *objects[] = {".", "offsets", "tokens"};
+    for (int k = 0; k < 3; k++) {
+        char *bad = tu_damage_header(p, objects[k], "damaged.h5");
+        expect_open_error(bad, "damaged.h5: ");
+        expect_open_error(bad, "(metadata checksum mismatch: the file is damaged)");
+        free(bad);
+    }
+    free(p);
+}
+END_TEST
+
+/* A damaged chunk of /tokens is found when a batch reads it: the message names the file, the
+ * elements, the examples and the damage. */
+START_TEST(damaged_chunk_names_the_examples) {
+    char *p = fresh("chunk.h5");
+    hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT), d = H5Dopen2(f, "tokens", H5P_DEFAULT);
+    hsize_t offset[1];
+    unsigned mask;
+    haddr_t addr;
+    hsize_t size;
+    hid_t space = H5Dget_space(d);
+    ck_assert_int_ge(H5Dget_chunk_info(d, space, 0, offset, &mask, &addr, &size), 0);
+    H5Sclose(space), H5Dclose(d), H5Fclose(f);
+    size_t n;
+    char *bytes = tu_read_file(p, &n);
+    bytes[addr + size / 2] ^= 0x5a;
+    tu_write_file(p, bytes, n);
+    free(bytes);
+    expect_read_error(p, 20, "chunk.h5: cannot read /tokens[0:");
+    expect_read_error(p, 20,
+                      "(examples 0-19) (compressed data do not inflate: the file is damaged)");
+    free(p);
+}
+END_TEST
+
+/* Reads the open error of path as user "nobody" (root reads files whatever their mode). */
+static void open_error_as_nobody(const char *path, char *msg, size_t cap) {
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(fds[0]);
+        sp_error err = {{0}};
+        if (setgid(65534) != 0 || setuid(65534) != 0)
+            snprintf(err.msg, sizeof err.msg, "setuid");
+        else if (sp_dataset_open(path, &err))
+            snprintf(err.msg, sizeof err.msg, "opened");
+        ssize_t w = write(fds[1], err.msg, strlen(err.msg));
+        _exit(w < 0);
+    }
+    close(fds[1]);
+    ssize_t got = read(fds[0], msg, cap - 1);
+    msg[got > 0 ? got : 0] = '\0';
+    close(fds[0]);
+    int status;
+    waitpid(pid, &status, 0);
+}
+
+/* An unreadable file says why (not "not an HDF5 file"): permission denied, a directory, an
+ * empty file. */
+START_TEST(unreadable_file_says_why) {
+    char *p = fresh("secret.h5");
+    ck_assert_int_eq(chmod(p, 0), 0);
+    if (geteuid() == 0) {
+        ck_assert_int_eq(chmod(tu_dir, 0755), 0);
+        char msg[SP_ERROR_MAX];
+        open_error_as_nobody(p, msg, sizeof msg);
+        ck_assert_msg(strstr(msg, "secret.h5: cannot open: Permission denied"), "got \"%s\"", msg);
+    } else {
+        expect_open_error(p, "secret.h5: cannot open: Permission denied");
+    }
+    free(p);
+    char *q = tu_path(tu_dir, "dir.h5");
+    ck_assert_int_eq(mkdir(q, 0755), 0);
+    expect_open_error(q, "dir.h5: is a directory, not an HDF5 file");
+    free(q);
+    q = tu_path(tu_dir, "empty.h5");
+    tu_write_file(q, "", 0);
+    expect_open_error(q, "empty.h5: empty file (truncated?)");
+    free(q);
+}
+END_TEST
+
+/* A dataset given where a prompt goes (eval --prompt, train --init) says so. */
+START_TEST(dataset_is_not_a_prompt) {
+    char *p = fresh("data.h5");
+    float *prompt = NULL;
+    int P = 0, d = 0;
+    sp_error err = {{0}};
+    ck_assert_int_eq(sp_prompt_read_h5(p, &prompt, &P, &d, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "data.h5 is a softprompt dataset, not a prompt or "
+                                          "checkpoint"));
+    ck_assert_ptr_null(prompt);
+    free(p);
+}
+END_TEST
+
 /* LeakSanitizer's interface, present only in sanitizer builds. */
 void __lsan_disable(void) __attribute__((weak));
 void __lsan_enable(void) __attribute__((weak));
@@ -605,6 +712,10 @@ int main(void) {
     tcase_add_test(tc, refuses_bad_offsets_and_labels);
     tcase_add_test(tc, refuses_bad_tokens_and_targets);
     tcase_add_test(tc, flipped_bytes_never_crash);
+    tcase_add_test(tc, damaged_metadata_is_named_as_damage);
+    tcase_add_test(tc, damaged_chunk_names_the_examples);
+    tcase_add_test(tc, unreadable_file_says_why);
+    tcase_add_test(tc, dataset_is_not_a_prompt);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
