@@ -9,29 +9,6 @@
 #include "data/dataset_internal.h"
 #include "util/escape.h"
 
-struct sp_dataset {
-    char *path;
-    hid_t file, d_tokens, d_tpos, d_tids;
-    sp_dataset_meta meta;
-    char *strings[8];    /* owned copies of the string attributes (meta points here) */
-    int64_t *offsets;    /* [n_examples + 1] */
-    int64_t *toffsets;   /* [n_examples + 1] */
-    int32_t *labels;     /* [n_examples] or NULL */
-    int32_t *verbalizer; /* [n_classes] */
-    char **class_names;  /* [n_classes] */
-    int32_t *scratch;    /* file-order staging for one batch read */
-    size_t cap_scratch;
-    struct slot *order; /* batch ids sorted by example */
-    size_t cap_order;
-};
-
-/* One requested batch slot; sorted by example id to build the file selection. */
-typedef struct slot {
-    int64_t id;
-    int seq;    /* position in the request */
-    int unique; /* index among the distinct examples, in file order */
-} slot;
-
 /* ------------------------------------------------------------------------------------------ */
 /* Attributes                                                                                 */
 /* ------------------------------------------------------------------------------------------ */
@@ -497,10 +474,8 @@ static int64_t distinct_total(const sp_dataset *ds, const int64_t *off, int n) {
     return total;
 }
 
-/* Reads elements [start, start + len) of d (name for messages) into dst; what says whose
- * elements they are ("examples 3-7"). */
-static int read_block(const sp_dataset *ds, hid_t d, const char *name, int64_t start, int64_t len,
-                      int32_t *dst, const char *what, sp_error *err) {
+int sp_ds_read_block(const sp_dataset *ds, hid_t d, const char *name, int64_t start, int64_t len,
+                     int32_t *dst, const char *what, sp_error *err) {
     hsize_t s0 = (hsize_t)start, n = (hsize_t)len;
     hid_t fspace = H5Dget_space(d), mspace = H5Screate_simple(1, &n, NULL);
     int rc = 0;
@@ -531,7 +506,7 @@ static int read_runs(sp_dataset *ds, hid_t d, const char *name, const int64_t *o
             snprintf(what, sizeof what, "example %" PRId64, first);
         else
             snprintf(what, sizeof what, "examples %" PRId64 "-%" PRId64, first, last);
-        if (len > 0 && read_block(ds, d, name, off[first], len, ds->scratch + pos, what, err))
+        if (len > 0 && sp_ds_read_block(ds, d, name, off[first], len, ds->scratch + pos, what, err))
             return -1;
         pos += len;
     }
@@ -592,7 +567,7 @@ static int plan_batch(sp_dataset *ds, const int64_t *ids, int n, sp_batch_data *
                        ds->path, n, n_tok);
     if (reserve_batch(out, (size_t)n, (size_t)n_tok, (size_t)n_tgt) != 0)
         return sp_fail(err, "%s: out of memory for a batch of %" PRId64 " tokens", ds->path, n_tok);
-    out->n_seq = n, out->n_targets = (int)n_tgt;
+    out->n_seq = n, out->n_targets = (int)n_tgt, out->source = ds->path;
     out->seq_start[0] = out->target_start[0] = 0;
     for (int s = 0; s < n; s++) {
         out->seq_start[s + 1] = out->seq_start[s] + (int32_t)sp_dataset_example_length(ds, ids[s]);
