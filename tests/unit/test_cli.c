@@ -160,6 +160,30 @@ START_TEST(info_escapes_dataset_strings) {
 }
 END_TEST
 
+/* eval's confusion table shows class names escaped too. */
+START_TEST(eval_escapes_class_names) {
+    char *model = tu_path(tu_dir, "m"), *prompt = tu_path(tu_dir, "p.h5");
+    const char *init[] = {"init-model", "--layers", "1",     "--d", "8",   "--heads", "2",
+                          "--vocab",    "10",       "--ctx", "8",   model, NULL};
+    result r = run(init);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    result_free(&r);
+    const char *names[2] = {"neg\x1b[2J", "pos\nfake line"};
+    char *data = write_dataset("evil.h5", names);
+    hsize_t dims[2] = {1, 8};
+    float zeros[8] = {0};
+    tu_h5_write_dataset(prompt, "prompt", 2, dims, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, zeros);
+    const char *args[] = {"eval", "--model", model, "--data", data, "--prompt", prompt, NULL};
+    r = run(args);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    assert_has(r.out, "  neg\\x1b[2J ");
+    assert_has(r.out, "  pos\\nfake line ");
+    ck_assert_msg(!strchr(r.out, '\x1b'), "raw ESC in:\n%s", r.out);
+    result_free(&r);
+    free(model), free(prompt), free(data);
+}
+END_TEST
+
 /* A damaged root object header is reported as damage, not as a missing "format" attribute. */
 START_TEST(info_reports_damage) {
     const char *names[2] = {"neg", "pos"};
@@ -443,6 +467,7 @@ int main(void) {
     tcase_add_test(tc, init_model_qwen2_and_bad_llama_flags);
     tcase_add_test(tc, info_escapes_dataset_strings);
     tcase_add_test(tc, info_reports_damage);
+    tcase_add_test(tc, eval_escapes_class_names);
     tcase_add_test(tc, damaged_dataset_leaks_nothing);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
