@@ -129,7 +129,7 @@ static char *write_dataset(const char *name, const char *const names[2]) {
     m.n_soft = 1, m.n_classes = 2, m.verbalizer = verbalizer, m.class_names = names;
     m.template_spec = "{soft}{text}\x1b[31m", m.source = "in\njected.jsonl";
     char *path = tu_path(tu_dir, name);
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_dataset_writer *w = sp_dataset_writer_open(path, &m, 0, &err);
     ck_assert_msg(w != NULL, "%s", err.msg);
     for (int i = 0; i < 4; i++) {

@@ -599,7 +599,7 @@ static void open_error_as_nobody(const char *path, char *msg, size_t cap) {
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         close(fds[0]);
-        sp_error err = {{0}};
+        sp_error err = {0};
         if (setgid(65534) != 0 || setuid(65534) != 0)
             snprintf(err.msg, sizeof err.msg, "setuid");
         else if (sp_dataset_open(path, &err))
@@ -645,7 +645,7 @@ START_TEST(dataset_is_not_a_prompt) {
     char *p = fresh("data.h5");
     float *prompt = NULL;
     int P = 0, d = 0;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_int_eq(sp_prompt_read_h5(p, &prompt, &P, &d, &err), -1);
     ck_assert_ptr_nonnull(strstr(err.msg, "data.h5 is a softprompt dataset, not a prompt or "
                                           "checkpoint"));
@@ -667,7 +667,7 @@ static sp_model_config model_cfg(const char *type, int vocab, int n_ctx) {
 
 static void expect_check_error(const char *path, const sp_model_config *cfg, const char *want) {
     sp_dataset *ds = tu_dataset_open_ok(path);
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_dataset_check_model(ds, cfg, &err) == -1, "%s: expected \"%s\"", path, want);
     ck_assert_msg(strstr(err.msg, want) != NULL, "message \"%s\" lacks \"%s\"", err.msg, want);
     sp_dataset_close(ds);
@@ -675,7 +675,7 @@ static void expect_check_error(const char *path, const sp_model_config *cfg, con
 
 static void expect_check_ok(const char *path, const sp_model_config *cfg) {
     sp_dataset *ds = tu_dataset_open_ok(path);
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_dataset_check_model(ds, cfg, &err) == 0, "%s", err.msg);
     sp_dataset_close(ds);
 }
@@ -752,7 +752,7 @@ START_TEST(check_model_streams_large_sets) {
     char *path = tu_path(tu_dir, "large.h5");
     sp_dataset_meta m = meta_for(SP_TASK_GENERATION);
     m.max_length = 0;
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_dataset_writer *w = sp_dataset_writer_open(path, &m, 0, &err);
     ck_assert_msg(w != NULL, "%s", err.msg);
     enum { N = 12000, L = 250 };
@@ -783,7 +783,7 @@ END_TEST
 START_TEST(check_tokenizer_compares_hashes) {
     char *p = fresh("tok.h5"); /* records tokenizer "sha256:abc" */
     sp_dataset *ds = tu_dataset_open_ok(p);
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_int_eq(sp_dataset_check_tokenizer(ds, "sha256:abc", "models/x", &err), 0);
     ck_assert_int_eq(sp_dataset_check_tokenizer(ds, "", "models/x", &err), 1);
     ck_assert_int_eq(sp_dataset_check_tokenizer(ds, NULL, "models/x", &err), 1);
@@ -804,7 +804,7 @@ START_TEST(engine_names_file_and_example) {
     sp_dataset *ds = tu_dataset_open_ok(p);
     const int64_t ids[] = {3, 7};
     sp_batch_data b = {0};
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_dataset_read_batch(ds, ids, 2, &b, &err) == 0, "%s", err.msg);
     sp_batch v = sp_batch_data_view(&b);
     sp_model m;

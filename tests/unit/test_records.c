@@ -309,7 +309,7 @@ static double header_seconds(int n) {
     fputc('\n', f);
     fclose(f);
     struct timespec a, b;
-    sp_error err = {{0}};
+    sp_error err = {0};
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &a);
     sp_records *r = sp_records_open(path, SP_RECORDS_CSV, &err);
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &b);

@@ -390,7 +390,7 @@ static char *warnings_of(const char *tpl, const char *tgt, const char *verb) {
     sp_format_options o = {0};
     o.template_spec = tpl, o.target_spec = tgt, o.verbalizer_spec = verb;
     o.prompt_length = -1;
-    sp_error err = {{0}};
+    sp_error err = {0};
     sp_formatter *f = sp_formatter_new(g_tok, &o, &err);
     ck_assert_msg(f != NULL, "%s", err.msg);
     char *out = calloc(1, 4096);

@@ -134,7 +134,7 @@ START_TEST(test_tokenizer_of_model_dir) {
     char *out = NULL, hash[17], other[17];
     sp_dataset *ds = prepare(dir, "{text} It was", &b, &out);
     int found = -1;
-    sp_error err = {{0}};
+    sp_error err = {0};
     ck_assert_msg(sp_tokenizer_hash_of_dir(dir, hash, &found, &err) == 0, "%s", err.msg);
     ck_assert_int_eq(found, 1);
     ck_assert_str_eq(hash, sp_dataset_get_meta(ds)->tokenizer_hash);
