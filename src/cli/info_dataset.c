@@ -2,7 +2,6 @@
  * made); checkpoints are handed to sp_checkpoint_describe. */
 #include "cli/info_dataset.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
