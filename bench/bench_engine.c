@@ -186,7 +186,7 @@ int main(int argc, char **argv) {
             pos[j] = (s - s0) * S + t;
             ids[j] = tok[s * S + t + 1];
         }
-    sp_batch b = {s1 - s0, start, tok + (size_t)s0 * S, (s1 - s0) * o.K, pos, ids};
+    sp_batch b = {s1 - s0, start, tok + (size_t)s0 * S, (s1 - s0) * o.K, pos, ids, NULL, NULL};
     sp_pass pass = {.prompt = prompt, .n_prompt = o.P, .grad = grad};
     sp_team *team = sp_team_new(&m, threads); /* as the trainer runs a rank's threads */
     if (!team) {

@@ -12,6 +12,7 @@
 #include "cli/ranks.h"
 #include "softprompt/checkpoint.h"
 #include "softprompt/train.h"
+#include "util/escape.h"
 
 typedef struct eval_args {
     const char *model, *data, *prompt;
@@ -98,7 +99,8 @@ static void print_result(const eval_args *a, const sp_eval_result *r, const sp_d
     printf("per class (rows: true class, columns: predicted)\n");
     for (int c = 0; c < r->n_classes; c++) {
         int64_t total = 0;
-        printf("  %-16s", meta->class_names[c]);
+        char name[128];
+        printf("  %-16s", sp_escape(meta->class_names[c], name, sizeof name));
         for (int p = 0; p < r->n_classes; p++) {
             printf(" %8lld", (long long)r->confusion[c * r->n_classes + p]);
             total += r->confusion[c * r->n_classes + p];

@@ -22,6 +22,7 @@
 #include "softprompt/rng.h"
 #include "softprompt/template.h"
 #include "softprompt/tokenizer.h"
+#include "util/escape.h"
 
 #define CMD "prepare"
 #define MAX_SPLITS 16
@@ -232,18 +233,10 @@ static int fail1(const sp_error *err) {
     return 1;
 }
 
-/* Escapes a verbalizer word for the summary (" great" -> "\" great\""). */
+/* A verbalizer word in quotes for the summary (" great" -> "\" great\""), escaped. */
 static void print_word(FILE *out, const char *w) {
-    fputc('"', out);
-    for (; *w; w++) {
-        if (*w == '\n')
-            fputs("\\n", out);
-        else if (*w == '"' || *w == '\\')
-            fputc('\\', out), fputc(*w, out);
-        else
-            fputc(*w, out);
-    }
-    fputc('"', out);
+    char shown[256];
+    fprintf(out, "\"%s\"", sp_escape(w, shown, sizeof shown));
 }
 
 /* Grows a per-record class array. */
@@ -490,14 +483,15 @@ static void print_summary(const state *s, double load_s, double seconds) {
     else
         printf("%-11s generation, %d soft tokens, %s\n", "task", sp_formatter_n_soft(s->fmt),
                s->o.fmt.eos ? "targets end with <|endoftext|>" : "no EOS after targets");
-    printf("%-11s %s\n", "template", sp_formatter_template_spec(s->fmt));
-    printf("%-11s %s\n", "target", sp_formatter_target_spec(s->fmt));
+    char shown[1024];
+    printf("%-11s %s\n", "template", sp_escape(sp_formatter_template_spec(s->fmt), shown, 1024));
+    printf("%-11s %s\n", "target", sp_escape(sp_formatter_target_spec(s->fmt), shown, 1024));
     if (v) {
         printf("%-11s", "classes");
         for (int c = 0; c < v->n_classes; c++) {
             int64_t n = 0;
             for (int k = 0; k < s->n_split; k++) n += s->sp[k].per_class[c];
-            printf("%s%s -> ", c ? ",  " : " ", v->values[c]);
+            printf("%s%s -> ", c ? ",  " : " ", sp_escape(v->values[c], shown, sizeof shown));
             print_word(stdout, v->words[c]);
             printf(" (token %d): %" PRId64, (int)vid[c], n);
         }
@@ -512,7 +506,8 @@ static void print_summary(const state *s, double load_s, double seconds) {
         if (v) {
             printf(" ");
             for (int c = 0; c < v->n_classes; c++)
-                printf("%s%s: %" PRId64, c ? ", " : " ", v->values[c], sp->per_class[c]);
+                printf("%s%s: %" PRId64, c ? ", " : " ", sp_escape(v->values[c], shown, 1024),
+                       sp->per_class[c]);
         }
         printf("\n");
     }
@@ -567,6 +562,8 @@ static int run(int argc, char **argv) {
         cleanup(&s);
         return 2;
     }
+    for (int i = 0; i < sp_formatter_n_warnings(s.fmt); i++)
+        fprintf(stderr, "softprompt prepare: warning: %s\n", sp_formatter_warning(s.fmt, i));
     double t1 = now_s();
     const sp_verbalizer *v = sp_formatter_verbalizer(s.fmt);
     s.n_classes = v ? v->n_classes : 0;

@@ -154,8 +154,8 @@ static int array_next(sp_input *in, sp_record *rec, sp_error *err) {
         char what[256];
         sp_json_key_at(a->buf + p, bad, what, sizeof what);
         unsigned byte = (unsigned char)a->buf[p + bad];
-        return sp_fail(err, "%s: %s: %s (byte 0x%02X) at byte offset %zu of the element", where,
-                       what, byte ? "invalid UTF-8" : "NUL byte", byte, bad);
+        return sp_fail(err, "%s: %s: %s (byte 0x%02X) at byte offset %zu of the element%s", where,
+                       what, byte ? "invalid UTF-8" : "NUL byte", byte, bad, sp_nul_hint(byte));
     }
     json_error_t je;
     a->obj = json_loadb(a->buf + p, vlen - p, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);

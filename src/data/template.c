@@ -2,11 +2,15 @@
 #include "softprompt/template.h"
 
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "softprompt/engine.h"
+#include "util/escape.h"
+
+#define MAX_WARNINGS 4
 
 /* ------------------------------------------------------------------------------------------ */
 /* Small helpers                                                                              */
@@ -365,6 +369,8 @@ struct sp_formatter {
     int32_t eos_id; /* -1: no EOS appended */
     strbuf text;    /* the segment being rendered */
     sp_token_buf tgt_all, scratch;
+    char *warnings[MAX_WARNINGS]; /* see sp_formatter_warning */
+    int n_warnings;
 };
 
 void sp_example_free(sp_example *ex) {
@@ -389,6 +395,7 @@ void sp_formatter_free(sp_formatter *f) {
     sp_verbalizer_free(&f->verb);
     free(f->verb_ids);
     free(f->tpl_spec), free(f->tgt_spec), free(f->text_field), free(f->label_field);
+    for (int i = 0; i < f->n_warnings; i++) free(f->warnings[i]);
     free(f);
 }
 
@@ -683,6 +690,58 @@ static int check_limits(const sp_formatter *f, sp_error *err) {
     return 0;
 }
 
+static int add_warning(sp_formatter *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int add_warning(sp_formatter *f, const char *fmt, ...) {
+    if (f->n_warnings == MAX_WARNINGS) return 0;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vasprintf(&f->warnings[f->n_warnings], fmt, ap);
+    va_end(ap);
+    if (rc < 0) return -1;
+    f->n_warnings++;
+    return 0;
+}
+
+/* Templates that are valid but probably not what was meant: no field or not the text field in
+ * the input, or a field of the target in the input too (the answer leaks into it). */
+static int collect_warnings(sp_formatter *f, sp_error *err) {
+    char spec[256], name[128];
+    sp_escape(f->tpl_spec, spec, sizeof spec);
+    int n_fields = 0, rc = 0;
+    for (int i = 0; i < f->tpl.n_pieces; i++) n_fields += f->tpl.pieces[i].kind == SP_PIECE_FIELD;
+    sp_escape(f->text_field, name, sizeof name);
+    if (n_fields == 0)
+        rc = add_warning(f,
+                         "--template '%s' inserts no record field: every example gets the same "
+                         "input, so the prompt cannot learn anything from the records (put {%s} "
+                         "where the text goes)",
+                         spec, name);
+    else if (!f->uses_text)
+        rc = add_warning(f,
+                         "--template '%s' does not insert the text field {%s}: the records' "
+                         "\"%s\" is not part of the input, and the empty-text check does not "
+                         "apply (--text-field names the field that holds the text)",
+                         spec, name, name);
+    char target[128];
+    sp_escape(f->tgt_spec, target, sizeof target);
+    for (int i = 0; rc == 0 && i < f->tgt.n_pieces; i++) {
+        const sp_template_piece *p = &f->tgt.pieces[i];
+        if (p->kind != SP_PIECE_FIELD || sp_template_count_field(&f->tpl, p->text) == 0) continue;
+        int first = 1; /* one warning per field */
+        for (int j = 0; j < i; j++)
+            first &=
+                f->tgt.pieces[j].kind != SP_PIECE_FIELD || strcmp(f->tgt.pieces[j].text, p->text);
+        if (first)
+            rc = add_warning(f,
+                             "--template '%s' inserts {%s}, which the target '%s' is made of: the "
+                             "answer leaks into the input (the model can copy it instead of "
+                             "learning the task)",
+                             spec, sp_escape(p->text, name, sizeof name), target);
+    }
+    return rc == 0 ? 0 : sp_fail(err, "out of memory");
+}
+
 sp_formatter *sp_formatter_new(sp_tokenizer *tok, const sp_format_options *o, sp_error *err) {
     sp_formatter *f = calloc(1, sizeof *f);
     if (!f) {
@@ -701,7 +760,8 @@ sp_formatter *sp_formatter_new(sp_tokenizer *tok, const sp_format_options *o, sp
         resolve_fields(f, o, text_field, label_field, err) != 0 ||
         resolve_truncation(f, o, err) != 0 ||
         build_segments(f, &f->tpl, &f->tseg, f->trunc_piece, "--template", err) != 0 ||
-        insert_bos(f, err) != 0 || build_targets(f, o, err) != 0 || check_limits(f, err) != 0) {
+        insert_bos(f, err) != 0 || build_targets(f, o, err) != 0 || check_limits(f, err) != 0 ||
+        collect_warnings(f, err) != 0) {
         sp_formatter_free(f);
         return NULL;
     }
@@ -722,6 +782,12 @@ const char *sp_formatter_target_spec(const sp_formatter *f) {
 }
 const sp_template *sp_formatter_template(const sp_formatter *f) {
     return &f->tpl;
+}
+int sp_formatter_n_warnings(const sp_formatter *f) {
+    return f->n_warnings;
+}
+const char *sp_formatter_warning(const sp_formatter *f, int i) {
+    return i >= 0 && i < f->n_warnings ? f->warnings[i] : NULL;
 }
 const sp_verbalizer *sp_formatter_verbalizer(const sp_formatter *f) {
     return f->classification ? &f->verb : NULL;

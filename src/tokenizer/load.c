@@ -300,3 +300,27 @@ sp_tokenizer *sp_tokenizer_load(const char *dir, sp_error *err) {
     }
     return t;
 }
+
+/* 1 when dir holds any of the files sp_tokenizer_load reads. */
+static int has_tokenizer_files(const char *dir) {
+    static const char *const names[] = {"tokenizer.json", "vocab.json", "merges.txt",
+                                        "encoder.json", "vocab.bpe"};
+    int found = 0;
+    for (size_t k = 0; !found && k < sizeof names / sizeof *names; k++) {
+        char *p = join(dir, names[k]);
+        found = p && file_exists(p);
+        free(p);
+    }
+    return found;
+}
+
+int sp_tokenizer_hash_of_dir(const char *dir, char out[17], int *found, sp_error *err) {
+    out[0] = '\0';
+    *found = has_tokenizer_files(dir);
+    if (!*found) return 0;
+    sp_tokenizer *t = sp_tokenizer_load(dir, err);
+    if (!t) return -1;
+    sp_tokenizer_hash_hex(t, out);
+    sp_tokenizer_free(t);
+    return 0;
+}

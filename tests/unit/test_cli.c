@@ -116,8 +116,116 @@ START_TEST(info_missing_h5) {
     const char *args[] = {"info", "data.h5", NULL};
     result r = run(args);
     ck_assert_int_eq(r.rc, 1);
-    assert_has(r.err, "softprompt info: data.h5: No such file or directory");
+    assert_has(r.err, "softprompt info: data.h5: cannot open: No such file or directory");
     result_free(&r);
+}
+END_TEST
+
+/* A classification dataset of 4 examples at tu_dir/name whose class names are names[2]. */
+static char *write_dataset(const char *name, const char *const names[2]) {
+    static const int32_t verbalizer[2] = {5, 6};
+    sp_dataset_meta m = {0};
+    m.task = SP_TASK_CLASSIFICATION;
+    m.n_soft = 1, m.n_classes = 2, m.verbalizer = verbalizer, m.class_names = names;
+    m.template_spec = "{soft}{text}\x1b[31m", m.source = "in\njected.jsonl";
+    char *path = tu_path(tu_dir, name);
+    sp_error err = {0};
+    sp_dataset_writer *w = sp_dataset_writer_open(path, &m, 0, &err);
+    ck_assert_msg(w != NULL, "%s", err.msg);
+    for (int i = 0; i < 4; i++) {
+        int32_t tokens[3] = {SP_SOFT(0), 1, 2}, pos = 2, id = verbalizer[i % 2];
+        ck_assert_msg(sp_dataset_writer_add(w, tokens, 3, &pos, &id, 1, i % 2, &err) == 0, "%s",
+                      err.msg);
+    }
+    ck_assert_msg(sp_dataset_writer_close(w, &err) == 0, "%s", err.msg);
+    return path;
+}
+
+/* Strings from the file (class names, template, source) are printed escaped: a dataset cannot
+ * clear the screen or fake lines of `info` output. */
+START_TEST(info_escapes_dataset_strings) {
+    const char *names[2] = {"neg\x1b[2J", "pos\nfake line\xE2\x80\xAE"};
+    char *p = write_dataset("evil.h5", names);
+    const char *args[] = {"info", p, NULL};
+    result r = run(args);
+    ck_assert_int_eq(r.rc, 0);
+    assert_has(r.out, "neg\\x1b[2J");
+    assert_has(r.out, "pos\\nfake line\\u{202e}");
+    assert_has(r.out, "{soft}{text}\\x1b[31m");
+    assert_has(r.out, "in\\njected.jsonl");
+    ck_assert_msg(!strchr(r.out, '\x1b'), "raw ESC in:\n%s", r.out);
+    ck_assert_msg(!strstr(r.out, "\nfake line"), "raw newline in a class name:\n%s", r.out);
+    result_free(&r);
+    free(p);
+}
+END_TEST
+
+/* eval's confusion table shows class names escaped too. */
+START_TEST(eval_escapes_class_names) {
+    char *model = tu_path(tu_dir, "m"), *prompt = tu_path(tu_dir, "p.h5");
+    const char *init[] = {"init-model", "--layers", "1",     "--d", "8",   "--heads", "2",
+                          "--vocab",    "10",       "--ctx", "8",   model, NULL};
+    result r = run(init);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    result_free(&r);
+    const char *names[2] = {"neg\x1b[2J", "pos\nfake line"};
+    char *data = write_dataset("evil.h5", names);
+    hsize_t dims[2] = {1, 8};
+    float zeros[8] = {0};
+    tu_h5_write_dataset(prompt, "prompt", 2, dims, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, zeros);
+    const char *args[] = {"eval", "--model", model, "--data", data, "--prompt", prompt, NULL};
+    r = run(args);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    assert_has(r.out, "  neg\\x1b[2J ");
+    assert_has(r.out, "  pos\\nfake line ");
+    ck_assert_msg(!strchr(r.out, '\x1b'), "raw ESC in:\n%s", r.out);
+    result_free(&r);
+    free(model), free(prompt), free(data);
+}
+END_TEST
+
+/* A damaged root object header is reported as damage, not as a missing "format" attribute. */
+START_TEST(info_reports_damage) {
+    const char *names[2] = {"neg", "pos"};
+    char *p = write_dataset("good.h5", names);
+    char *bad = tu_damage_header(p, ".", "bad.h5");
+    const char *args[] = {"info", bad, NULL};
+    result r = run(args);
+    ck_assert_int_eq(r.rc, 1);
+    assert_has(r.err, "bad.h5: cannot look up root attribute \"format\" (metadata checksum "
+                      "mismatch: the file is damaged)");
+    result_free(&r);
+    free(bad), free(p);
+}
+END_TEST
+
+/* LeakSanitizer's interface, present only in sanitizer builds. */
+int __lsan_do_recoverable_leak_check(void) __attribute__((weak));
+
+/* Regression: a dataset whose metadata checksum fails made LeakSanitizer report libhdf5's
+ * object header (1.10 leaks it when the checksum fails; tests/lsan.supp says why it is
+ * suppressed and why full stacks are needed to match it). Sanitizer builds only. */
+START_TEST(damaged_dataset_leaks_nothing) {
+    if (!__lsan_do_recoverable_leak_check) return; /* no LeakSanitizer in this build */
+    const char *names[2] = {"neg", "pos"};
+    char *p = write_dataset("good.h5", names);
+    setenv("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0", 1);
+    setenv("LSAN_OPTIONS",
+           "suppressions=" SP_FIXTURES_DIR "/../lsan.supp:print_suppressions=0:"
+           "fast_unwind_on_malloc=0",
+           1);
+    const char *objects[] = {".", "offsets"};
+    for (int k = 0; k < 2; k++) {
+        char *bad = tu_damage_header(p, objects[k], "bad.h5");
+        const char *args[] = {"info", bad, NULL};
+        result r = run(args);
+        ck_assert_msg(!strstr(r.err, "LeakSanitizer"), "%s", r.err);
+        ck_assert_int_eq(r.rc, 1);
+        assert_has(r.err, "metadata checksum mismatch: the file is damaged");
+        result_free(&r);
+        free(bad);
+    }
+    free(p);
 }
 END_TEST
 
@@ -357,6 +465,10 @@ int main(void) {
     tcase_add_test(tc, init_model_refuses_non_empty);
     tcase_add_test(tc, init_model_llama_shape_then_info);
     tcase_add_test(tc, init_model_qwen2_and_bad_llama_flags);
+    tcase_add_test(tc, info_escapes_dataset_strings);
+    tcase_add_test(tc, info_reports_damage);
+    tcase_add_test(tc, eval_escapes_class_names);
+    tcase_add_test(tc, damaged_dataset_leaks_nothing);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "softprompt/records.h"
 #include "testutil.h"
@@ -268,6 +269,75 @@ START_TEST(tsv_errors) {
 }
 END_TEST
 
+/* A UTF-8 byte order mark is skipped in every format (Python's "utf-8-sig"): the first header
+ * name is "text", not "\xEF\xBB\xBFtext". */
+START_TEST(utf8_bom_is_skipped_in_every_format) {
+    CHECK_RENDER("bom.csv", "\xEF\xBB\xBFtext,label\nhi,1\n", SP_RECORDS_AUTO,
+                 "2|text=hi|label=1\n");
+    CHECK_RENDER("bom.tsv", "\xEF\xBB\xBFtext\tlabel\nhi\t1\n", SP_RECORDS_AUTO,
+                 "2|text=hi|label=1\n");
+    CHECK_RENDER("bom.jsonl", "\xEF\xBB\xBF{\"text\": \"hi\"}\n", SP_RECORDS_AUTO, "1|text=hi\n");
+}
+END_TEST
+
+/* UTF-16 and UTF-32 files (what Windows tools often save) are named as such, with the
+ * conversion to make, instead of an "invalid UTF-8" or "NUL byte" error on the first field. */
+START_TEST(utf16_and_utf32_are_named) {
+    EXPECT_ERROR("le.csv", "\xFF\xFEt\0e\0x\0t\0\n\0", SP_RECORDS_AUTO,
+                 "le.csv: UTF-16 with BOM (the file starts with bytes FF FE): convert to UTF-8",
+                 "iconv -f UTF-16 -t UTF-8 ", "le.csv > ", "le-utf8.csv");
+    EXPECT_ERROR("be.jsonl", "\xFE\xFF\0{\0}\0\n", SP_RECORDS_AUTO,
+                 "be.jsonl: UTF-16 with BOM (the file starts with bytes FE FF)");
+    EXPECT_ERROR("le.tsv", "\xFF\xFE\0\0t\0\0\0", SP_RECORDS_AUTO,
+                 "le.tsv: UTF-32 with BOM (the file starts with bytes FF FE 00 00)",
+                 "iconv -f UTF-32 -t UTF-8");
+    EXPECT_ERROR("be.csv", "\0\0\xFE\xFF\0\0\0t", SP_RECORDS_AUTO,
+                 "be.csv: UTF-32 with BOM (the file starts with bytes 00 00 FE FF)");
+    /* Without a BOM the first NUL byte says what it probably means. */
+    EXPECT_ERROR("nobom.csv", "t\0e\0x\0t\0\n\0", SP_RECORDS_AUTO,
+                 "nobom.csv:1: header column 1: NUL byte (byte 0x00) at byte offset 1",
+                 "usually UTF-16 or UTF-32 without a byte order mark: convert it to UTF-8");
+}
+END_TEST
+
+/* CPU seconds to open a CSV file whose header has n distinct column names. */
+static double header_seconds(int n) {
+    char *path = tu_path(tu_dir, "wide.csv");
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    for (int i = 0; i < n; i++) fprintf(f, "%scolumn_%d", i ? "," : "", i);
+    fputc('\n', f);
+    fclose(f);
+    struct timespec a, b;
+    sp_error err = {0};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &a);
+    sp_records *r = sp_records_open(path, SP_RECORDS_CSV, &err);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &b);
+    ck_assert_msg(r != NULL, "%s", err.msg);
+    int got = 0;
+    sp_records_header(r, &got);
+    ck_assert_int_eq(got, n);
+    sp_records_close(r);
+    free(path);
+    return (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
+}
+
+/* The header's duplicate check is linear: 10x the columns costs about 10x the time (it
+ * compared every pair, so 200,000 columns took minutes). The bound is generous (40x, the
+ * quadratic check would be 100x) and both sizes are measured in this run. */
+START_TEST(wide_header_is_linear) {
+    double small = 1e9;
+    for (int k = 0; k < 3; k++) {
+        double t = header_seconds(20000);
+        if (t < small) small = t;
+    }
+    double big = header_seconds(200000);
+    ck_assert_msg(big < 40 * small + 0.05,
+                  "200,000 columns took %.3f s, 20,000 took %.4f s (ratio %.0f)", big, small,
+                  big / small);
+}
+END_TEST
+
 /* A line (JSONL) or record (CSV) over the limit is refused before it is buffered whole. */
 START_TEST(size_limits) {
     size_t n = SP_RECORDS_MAX_BYTES + 1024;
@@ -302,6 +372,9 @@ int main(void) {
     tcase_add_test(tc, csv_errors);
     tcase_add_test(tc, tsv_errors);
     tcase_add_test(tc, size_limits);
+    tcase_add_test(tc, utf8_bom_is_skipped_in_every_format);
+    tcase_add_test(tc, utf16_and_utf32_are_named);
+    tcase_add_test(tc, wide_header_is_linear);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -125,6 +125,42 @@ START_TEST(test_qwen2_no_bos) {
 }
 END_TEST
 
+/* The model directory's tokenizer is compared with the one a dataset was prepared with: the
+ * same directory matches, another tokenizer is refused naming both hashes, a directory without
+ * tokenizer files has nothing to compare, and a half tokenizer (vocab.json alone) is an error. */
+START_TEST(test_tokenizer_of_model_dir) {
+    const char *dir = HF_DIR "llama3";
+    sp_batch_data b;
+    char *out = NULL, hash[17], other[17];
+    sp_dataset *ds = prepare(dir, "{text} It was", &b, &out);
+    int found = -1;
+    sp_error err = {0};
+    ck_assert_msg(sp_tokenizer_hash_of_dir(dir, hash, &found, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(found, 1);
+    ck_assert_str_eq(hash, sp_dataset_get_meta(ds)->tokenizer_hash);
+    ck_assert_int_eq(sp_dataset_check_tokenizer(ds, hash, dir, &err), 0);
+    ck_assert_msg(sp_tokenizer_hash_of_dir(HF_DIR "qwen2", other, &found, &err) == 0, "%s",
+                  err.msg);
+    ck_assert_int_eq(found, 1);
+    ck_assert_int_eq(sp_dataset_check_tokenizer(ds, other, HF_DIR "qwen2", &err), -1);
+    ck_assert_msg(strstr(err.msg, hash) && strstr(err.msg, other) &&
+                      strstr(err.msg, "--allow-tokenizer-mismatch"),
+                  "%s", err.msg);
+    ck_assert_int_eq(sp_tokenizer_hash_of_dir(tu_dir, other, &found, &err), 0);
+    ck_assert_int_eq(found, 0);
+    ck_assert_str_eq(other, "");
+    char *vocab = tu_path(tu_dir, "vocab.json");
+    tu_write_file(vocab, "{\"a\": 0}", 8);
+    ck_assert_int_eq(sp_tokenizer_hash_of_dir(tu_dir, other, &found, &err), -1);
+    ck_assert_int_eq(found, 1);
+    ck_assert_msg(strstr(err.msg, "merges.txt is missing"), "%s", err.msg);
+    free(vocab);
+    sp_batch_data_free(&b);
+    sp_dataset_close(ds);
+    free(out);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("tokenizer_prepare");
     TCase *tc = tcase_create("prepare");
@@ -132,6 +168,7 @@ int main(void) {
     tcase_add_test(tc, test_llama2_bos);
     tcase_add_test(tc, test_llama3_bos_first);
     tcase_add_test(tc, test_qwen2_no_bos);
+    tcase_add_test(tc, test_tokenizer_of_model_dir);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

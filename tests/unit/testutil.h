@@ -58,6 +58,12 @@ int tu_h5_set_i64_attr(const char *path, const char *name, int64_t value);
  * path with value, in place (e.g. a NaN in one embedding row of a model made by init-model). */
 void tu_st_set_f32(const char *path, const char *tensor, int64_t index, float value);
 
+/* Writes tu_dir/out_name (returned, malloc'd): a copy of path with one byte of object name's
+ * header changed ("." is the root group), the first from the header's start that makes HDF5
+ * fail the header's metadata checksum. Empties HDF5's free lists first (H5garbage_collect), so
+ * that LeakSanitizer sees libhdf5's leak on such files with its own stack (tests/lsan.supp). */
+char *tu_damage_header(const char *path, const char *name, const char *out_name);
+
 /* Runs the softprompt CLI with argv (NULL-terminated, without argv[0]); captures stdout and
  * stderr into malloc'd strings (may pass NULL to discard) and returns the exit status
  * (128 + signal number if it was killed). */
