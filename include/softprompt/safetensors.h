@@ -1,8 +1,8 @@
 /* safetensors files: validated, memory-mapped reading and atomic writing.
  *
  * Layout: u64 little-endian header length N, N bytes of JSON
- *   {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ..., "__metadata__": {..}}
- * then the data buffer; offsets are relative to the buffer start. Opening a file validates
+ *   {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ..., "__metadata__":
+ * {..}} then the data buffer; offsets are relative to the buffer start. Opening a file validates
  * everything a reader could trip on (lengths, JSON, dtypes, shapes, offsets in range and not
  * overlapping, byte size = elements x dtype size) so that later code can trust it. */
 #ifndef SOFTPROMPT_SAFETENSORS_H

@@ -179,9 +179,10 @@ int sp_h5_root_format(hid_t f, const char *path, char *out, size_t cap, sp_error
                 snprintf(out, cap, "%s", s ? s : "");
             H5free_memory(s);
         } else {
+            /* room for a terminator: a stored string may fill all n bytes (NULLPAD) */
             size_t n = H5Tget_size(ft);
-            char *s = calloc(n + 1, 1);
-            H5Tset_size(mt, n);
+            char *s = calloc(n + 2, 1);
+            H5Tset_size(mt, n + 1);
             if (!s)
                 rc = sp_fail(err, "%s: out of memory", path);
             else if (H5Aread(a, mt, s) < 0)

@@ -42,6 +42,8 @@ typedef struct trainer {
     sp_run_lock lock;              /* rank 0: the output directory is this run's */
     int created_out, created_ckpt; /* rank 0 made them (a refused run removes them again) */
     int started;                   /* the run wrote into its directory (config.json and on) */
+    int fault_rank;                /* SP_FAULT_RANK=R:S (tests): rank R fails at step S; -1 none */
+    int64_t fault_step;
 } trainer;
 
 /* Default mode: the scalars allreduced after the gradient sum [P*d], by slot. */
@@ -61,14 +63,6 @@ static int all_finite(const float *v, size_t n) {
 
 static int is_rank0(const trainer *t) {
     return t->d->rank == 0;
-}
-
-/* After rank 0 did something alone (rc its outcome, 0 on other ranks): every rank learns
- * whether it failed and fails with it; rank 0's err says why, the job reports it once. */
-static int rank0_agree(int rc, const char *what, sp_error *err) {
-    if (!sp_dist_any(rc != 0)) return 0;
-    if (rc == 0) sp_fail(err, "rank 0 failed to %s", what);
-    return sp_fail_all_ranks(err);
 }
 
 /* ---------------------------------------------------------------- setup */
@@ -126,6 +120,19 @@ static int open_data(trainer *t, sp_error *err) {
     return 0;
 }
 
+/* Rank 0 checks the datasets against the model before the first step, so a bad example fails
+ * the run now instead of at its step (and again at every resume). */
+static int check_data(trainer *t, sp_error *err) {
+    const sp_train_config *c = t->c;
+    sp_dataset *sets[2] = {t->train, t->valid};
+    int rc = is_rank0(t)
+                 ? sp_train_check_datasets(&t->model, sets, 2,
+                                           c->tokenizer_dir ? c->tokenizer_dir : c->model_dir,
+                                           c->allow_tokenizer_mismatch, err)
+                 : 0;
+    return sp_dist_rank0_agree(rc, "check the datasets", err) ? -1 : 0;
+}
+
 static int64_t derive_total_steps(const sp_train_config *c, int64_t n_examples) {
     if (c->steps > 0) return c->steps;
     double steps = ceil(c->epochs * (double)n_examples / c->global_batch);
@@ -140,7 +147,7 @@ static int fingerprints(trainer *t, sp_error *err) {
         sp_model_fingerprint(&t->model, t->model_fp);
         rc = sp_dataset_fingerprint(t->train, t->data_fp, err);
     }
-    if (rank0_agree(rc, "fingerprint the data", err)) return -1;
+    if (sp_dist_rank0_agree(rc, "fingerprint the data", err)) return -1;
     sp_dist_bcast(t->model_fp, sizeof t->model_fp);
     sp_dist_bcast(t->data_fp, sizeof t->data_fp);
     return 0;
@@ -159,7 +166,7 @@ static int claim_out_dir(trainer *t, sp_error *err) {
                              sp_run_lock_acquire(&t->lock, c->out_dir, err)))
             rc = -1;
     }
-    if (rank0_agree(rc, "claim the output directory", err)) return -1;
+    if (sp_dist_rank0_agree(rc, "claim the output directory", err)) return -1;
     return 0;
 }
 
@@ -175,7 +182,7 @@ static int setup(trainer *t, sp_error *err) {
                 "using %d\n",
                 capped, threads);
     if (sp_model_load(&t->model, c->model_dir, err)) return -1;
-    if (open_data(t, err)) return -1;
+    if (open_data(t, err) || check_data(t, err)) return -1;
     sp_dataset *sets[2] = {t->train, t->valid};
     if (sp_train_check_memory(&t->model, sets, 2, c->micro_batch, t->d->local_size, err)) return -1;
     t->dim = t->model.cfg.d_model;
@@ -211,7 +218,7 @@ static int setup(trainer *t, sp_error *err) {
     t->metric_name = strcmp(metric, "accuracy") == 0 ? "valid_accuracy" : "valid_loss";
     int rc = 0;
     if (is_rank0(t) && !c->check) rc = make_dir(t->ckpt_dir, &t->created_ckpt, err);
-    if (rank0_agree(rc, "create the checkpoint directory", err)) return -1;
+    if (sp_dist_rank0_agree(rc, "create the checkpoint directory", err)) return -1;
     return 0;
 }
 
@@ -289,7 +296,7 @@ static int resume_or_init(trainer *t, int *resumed, sp_error *err) {
         if (rc == 0 && found) snprintf(path, sizeof path, "%s", found);
         free(found), free(warnings);
     }
-    if (rank0_agree(rc, "find checkpoints", err)) return -1;
+    if (sp_dist_rank0_agree(rc, "find checkpoints", err)) return -1;
     sp_dist_bcast(path, sizeof path);
     if (path[0]) {
         sp_checkpoint ck;
@@ -303,7 +310,7 @@ static int resume_or_init(trainer *t, int *resumed, sp_error *err) {
         return rc;
     }
     if (is_rank0(t)) rc = sp_prompt_init(t->prompt, t->P, &t->model, c, t->train, &t->rng, err);
-    if (rank0_agree(rc, "initialise the prompt", err)) return -1;
+    if (sp_dist_rank0_agree(rc, "initialise the prompt", err)) return -1;
     sp_dist_bcast(t->prompt, t->n_params * sizeof(float));
     return 0;
 }
@@ -351,7 +358,7 @@ static int checkpoint(trainer *t, int is_best, sp_error *err) {
         if (rc == 0) rc = sp_checkpoint_prune(t->ckpt_dir, t->c->keep, NULL, err);
         free(path);
     }
-    if (rank0_agree(rc, "write a checkpoint", err)) return -1;
+    if (sp_dist_rank0_agree(rc, "write a checkpoint", err)) return -1;
     return 0;
 }
 
@@ -477,7 +484,20 @@ static int step_deterministic(trainer *t, step_totals *tot, sp_error *err) {
     return 0;
 }
 
+/* Fault injection for the tests (docs/reliability.md): one rank fails alone at a given step,
+ * as a rank whose node loses its file system would. */
+static void read_fault(trainer *t) {
+    const char *s = getenv("SP_FAULT_RANK");
+    long long step;
+    if (s && sscanf(s, "%d:%lld", &t->fault_rank, &step) == 2)
+        t->fault_step = step;
+    else
+        t->fault_rank = -1;
+}
+
 static int train_step(trainer *t, step_totals *tot, double *grad_norm, sp_error *err) {
+    if (t->d->rank == t->fault_rank && t->step + 1 == t->fault_step)
+        return sp_fail(err, "step %lld: injected failure (SP_FAULT_RANK)", (long long)t->step + 1);
     sp_data_order_next(&t->order, t->batch_ids, t->c->global_batch);
     int rc = t->c->deterministic ? step_deterministic(t, tot, err) : step_packed(t, tot, err);
     if (rc) return sp_fail_prefix(err, "step %lld", (long long)t->step + 1);
@@ -584,7 +604,7 @@ static int export_adapter(trainer *t, int only_missing, sp_error *err) {
                                 sp_init_kind_name(t->c->init),
                                 t->c->init == SP_INIT_TEXT ? t->c->init_arg : NULL, err);
     }
-    if (rank0_agree(rc, "export the adapter", err)) return -1;
+    if (sp_dist_rank0_agree(rc, "export the adapter", err)) return -1;
     return 0;
 }
 
@@ -680,6 +700,7 @@ int sp_train_run(const sp_train_config *c, const sp_dist *d, sp_error *err) {
     trainer t;
     memset(&t, 0, sizeof t);
     t.c = c, t.d = d;
+    read_fault(&t);
     sp_signals_install();
     int resumed = 0, rc = setup(&t, err);
     if (rc == 0) rc = resume_or_init(&t, &resumed, err);
@@ -693,7 +714,7 @@ int sp_train_run(const sp_train_config *c, const sp_dist *d, sp_error *err) {
         if (rc == 0 && is_rank0(&t))
             rc = sp_run_log_open(&t.log, c->out_dir, resumed ? t.step : -1, c->quiet, t.total_steps,
                                  err);
-        if (rank0_agree(rc, "write the run's configuration or metrics", err)) rc = -1;
+        if (sp_dist_rank0_agree(rc, "write the run's configuration or metrics", err)) rc = -1;
         if (rc == 0) rc = loop(&t, err);
     }
     teardown(&t);

@@ -241,3 +241,30 @@ expect_fail $rc mm.out "another model" "eval of a checkpoint of another model"
   > mm2.out 2>&1 || { cat mm2.out; fail "--allow-model-mismatch"; }
 grep -q "warning" mm2.out || fail "--allow-model-mismatch: no warning"
 ok "export refuses to replace an adapter without --force; a checkpoint of another model needs --allow-model-mismatch"
+
+# --- datasets are checked against the model before the first step ------------------------------
+# Examples longer than the model's positions: refused at the start (before, the run failed at
+# the step that drew one, and again at every resume), naming the example and the fix.
+"$SP_CLI" init-model --layers 2 --d 32 --heads 4 --vocab 64 --ctx 24 --std 0.3 short >/dev/null
+set +e
+"$SP_CLI" train --model short --train train.h5 --global-batch 8 --steps 30 --out too-long \
+  > long.out 2>&1; rc=$?
+set -e
+expect_fail $rc long.out "more than the model's 24 positions" "examples longer than n_positions"
+grep -q "softprompt prepare --max-length 24" long.out || { cat long.out; fail "no --max-length hint"; }
+[[ ! -e too-long ]] || fail "the refused run left its directory"
+# A dataset prepared with another tokenizer than the model's: refused, unless overridden.
+cp -r model tokmodel
+cp "$SP_CACHE_DIR/gpt2-tokenizer/encoder.json" "$SP_CACHE_DIR/gpt2-tokenizer/vocab.bpe" tokmodel/
+set +e
+tok=(train --model tokmodel --train train.h5 --threads 1 --quiet --global-batch 8 --steps 3)
+"$SP_CLI" "${tok[@]}" --out tok > tok.out 2>&1; rc=$?
+"$SP_CLI" eval --model tokmodel --data valid.h5 > tok2.out 2>&1; rc2=$?
+set -e
+expect_fail $rc tok.out "was prepared with tokenizer synthetic, but the model's tokenizer" \
+  "another tokenizer (train)"
+grep -q -- "--allow-tokenizer-mismatch" tok.out || fail "the override is not named"
+expect_fail $rc2 tok2.out "was prepared with tokenizer synthetic" "another tokenizer (eval)"
+"$SP_CLI" "${tok[@]}" --out tok --allow-tokenizer-mismatch ||
+  fail "--allow-tokenizer-mismatch"
+ok "examples longer than the model's positions and data of another tokenizer are refused before the first step"

@@ -146,9 +146,9 @@ set -e
 [[ $rc2 -ne 0 ]] && grep -q "already holds a run" never.out || { cat never.out; fail "--resume never overwrote a run"; }
 ok "a changed schedule and --resume never into an existing run are refused"
 
-# --- a failing rank ends the whole job with its message -------------------------------------
-# Example 5's soft index is corrupted in the file: opening succeeds, only the rank whose share
-# holds example 5 fails when it reads it.
+# --- a damaged dataset is refused before the first step; a failing rank ends the whole job ------
+# Example 5's soft index is corrupted in the file: opening reads only the offsets, the check of
+# the datasets against the model (rank 0, before training) reads every token and names it.
 cp train.h5 bad.h5
 /usr/bin/python3 - bad.h5 <<'PY'
 import sys, h5py
@@ -156,13 +156,22 @@ with h5py.File(sys.argv[1], "r+") as f:
     off = f["offsets"][5]
     f["tokens"][off] = -1000
 PY
+set +e
+mpi 2 train --model model --train bad.h5 --out bad --steps 50 --global-batch 512 --threads 1 \
+  --quiet > bad.out 2>&1; rc=$?
+set -e
+(( rc == 1 )) || { cat bad.out; fail "a damaged dataset: exit $rc"; }
+grep -q "bad.h5.*example 5" bad.out || { cat bad.out; fail "the damaged example was not named"; }
+[[ ! -e bad ]] || fail "a run refused at the start left its output directory"
+ok "a damaged dataset is refused before the first step, naming the example"
+# One rank fails alone mid-run (fault injection): its message reaches the user, the job ends.
 start=$(date +%s)
 set +e
-mpi 2 train --model model --train bad.h5 --out bad --steps 50 --global-batch 512 --threads 1 --init random \
-  --quiet > bad.out 2>&1; rc=$?
+SP_FAULT_RANK=1:3 mpi 2 train --model model --train train.h5 --out failing --steps 50 \
+  --global-batch 8 --threads 1 --quiet > fault.out 2>&1; rc=$?
 set -e
 elapsed=$(( $(date +%s) - start ))
 [[ $rc -ne 0 ]] || fail "a failing rank did not fail the job"
-grep -q "rank [01]: .*bad.h5" bad.out || { cat bad.out; fail "the failing rank's message did not reach the user"; }
+grep -q "rank 1: step 3: injected failure" fault.out || { cat fault.out; fail "the failing rank's message did not reach the user"; }
 (( elapsed < 30 )) || fail "the job took ${elapsed}s to end after a rank failed"
-ok "a rank failing on its share ends the job (exit $rc) in ${elapsed}s with its message"
+ok "a rank failing alone ends the job (exit $rc) in ${elapsed}s with its message"

@@ -1326,6 +1326,14 @@ START_TEST(describe_summarises_a_checkpoint) {
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         ck_assert_msg(strstr(text, want[i]) != NULL, "missing \"%s\" in:\n%s", want[i], text);
     free(text);
+    /* `softprompt info` tells the file apart by its format attribute, then describes it */
+    char *cli_out = NULL, *cli_err = NULL;
+    const char *args[] = {"info", path, NULL};
+    int rc = tu_run_cli(args, &cli_out, &cli_err);
+    ck_assert_msg(rc == 0, "info: %s", cli_err);
+    ck_assert_msg(strstr(cli_out, "softprompt checkpoint (format_version 1, checksum verified)"),
+                  "%s", cli_out);
+    free(cli_out), free(cli_err);
     char *bad = tu_path(tu_dir, "bad.h5");
     tu_write_file(bad, "junk", 4);
     out = open_memstream(&text, &len);
