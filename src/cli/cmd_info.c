@@ -8,7 +8,7 @@
 #include "cli/info_dataset.h"
 #include "softprompt/model.h"
 
-static const sp_flag FLAGS[] = {{NULL}};
+static const sp_flag FLAGS[] = {{0}};
 
 static const sp_flag_spec SPEC = {
     .cmd = "info",

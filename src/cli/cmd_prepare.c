@@ -173,7 +173,7 @@ static const sp_flag FLAGS[] = {
                "seed of the split shuffle (default " SP_XSTR(DEFAULT_SEED) ")"),
     SP_OPT_STR("out", AT(out), "PREFIX", "writes PREFIX-<split>.h5", .flags = SP_FLAG_REQUIRED),
     SP_OPT_SWITCH("force", AT(force), 1, "overwrite existing outputs"),
-    {NULL},
+    {0},
 };
 
 static const sp_flag_spec SPEC = {

@@ -136,7 +136,7 @@ static const sp_flag FLAGS[] = {
                   "check everything the run needs (flags, model, data, memory, --out,\n"
                   "the run it would continue) and exit: 0 and one line saying what\n"
                   "the run would do, or 1 and the problem; writes nothing"),
-    {NULL},
+    {0},
 };
 
 static const sp_flag_spec SPEC = {

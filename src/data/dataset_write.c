@@ -60,7 +60,7 @@ static int write_small(hid_t file, const char *name, hid_t file_type, hid_t mem_
                        const void *data, const char *path, sp_error *err) {
     hsize_t dim = n;
     hid_t space = H5Screate_simple(1, &dim, NULL);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hid_t dcpl = sp_h5_untimed(H5P_DATASET_CREATE);
     if (n * H5Tget_size(file_type) <= SP_DS_COMPACT_MAX) H5Pset_layout(dcpl, H5D_COMPACT);
     hid_t d = H5Dcreate2(file, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     herr_t st = d < 0 ? -1 : H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
@@ -127,7 +127,7 @@ static int column_create(sp_dataset_writer *w, column *c, const char *name, hid_
     c->elem = H5Tget_size(mem_type);
     hsize_t dim = 0, max = H5S_UNLIMITED, chunk = SP_DS_CHUNK;
     hid_t space = H5Screate_simple(1, &dim, &max);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hid_t dcpl = sp_h5_untimed(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, 1, &chunk);
     H5Pset_shuffle(dcpl);    /* byte planes: the high bytes of ids/offsets are near-constant */
     H5Pset_deflate(dcpl, 4); /* most of the gain of level 9 at a fraction of the time */
@@ -261,7 +261,9 @@ sp_dataset_writer *sp_dataset_writer_open(const char *final_path, const sp_datas
     /* The 1.10 file format checksums all metadata (superblock, object headers, chunk indexes),
      * so HDF5 refuses damaged metadata instead of parsing it; readable by HDF5 >= 1.10. */
     H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
-    w->file = H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    hid_t fcpl = sp_h5_untimed(H5P_FILE_CREATE); /* the root group's times */
+    w->file = H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, fcpl, fapl);
+    H5Pclose(fcpl);
     /* before H5Pclose, which clears HDF5's error stack and with it the reason (e.g. ENOSPC) */
     if (w->file < 0) sp_h5_fail(err, "%s: cannot create HDF5 file", final_path);
     H5Pclose(fapl);

@@ -195,3 +195,9 @@ int sp_h5_root_format(hid_t f, const char *path, char *out, size_t cap, sp_error
     sp_h5_close(mt), sp_h5_close(ft), sp_h5_close(a);
     return rc;
 }
+
+hid_t sp_h5_untimed(hid_t cls) {
+    hid_t p = H5Pcreate(cls);
+    if (p >= 0) H5Pset_obj_track_times(p, 0);
+    return p;
+}

@@ -12,6 +12,12 @@
 /* Turns HDF5's automatic error printing off (the library never prints). */
 void sp_h5_quiet(void);
 
+/* A creation property list of class cls (H5P_FILE_CREATE, H5P_GROUP_CREATE, H5P_DATASET_CREATE)
+ * that records no object times: HDF5 otherwise stamps every object header with its creation and
+ * modification time, so the same contents written twice would differ in a few bytes. Every
+ * object softprompt writes is created with one, so its files are byte-reproducible. */
+hid_t sp_h5_untimed(hid_t cls);
+
 /* Checks that path can be opened for reading before HDF5 tries (whose own message for an
  * unreadable file is "not an HDF5 file"): "cannot open: <strerror>" (e.g. Permission denied),
  * "is a directory", "not a regular file", "empty file". 0 or -1. */

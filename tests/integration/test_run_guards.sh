@@ -268,3 +268,15 @@ expect_fail $rc2 tok2.out "was prepared with tokenizer synthetic" "another token
 "$SP_CLI" "${tok[@]}" --out tok --allow-tokenizer-mismatch ||
   fail "--allow-tokenizer-mismatch"
 ok "examples longer than the model's positions and data of another tokenizer are refused before the first step"
+
+# --- the same run writes the same bytes -----------------------------------------------------------
+# HDF5 would stamp object times into every dataset and group; softprompt's files record none, so
+# a run repeated (a second later) writes byte-identical checkpoints and adapters.
+"$SP_CLI" "${base[@]}" --steps 4 --save-every 2 --out same1
+sleep 1
+"$SP_CLI" "${base[@]}" --steps 4 --save-every 2 --out same2
+for f in checkpoints/step-000000000002.h5 checkpoints/step-000000000004.h5 \
+         adapter/adapter_model.safetensors; do
+  same_file "same1/$f" "same2/$f" "a repeated run's $f"
+done
+ok "a repeated run writes byte-identical checkpoints and adapters"
