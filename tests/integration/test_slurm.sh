@@ -171,12 +171,11 @@ wait_done "$job_a" 120
 log_a=runs/two-ranks/logs/slurm-$job_a.out
 [[ $(job_field "$job_a" JobState) == COMPLETED ]] || { show_log "$log_a"; fail "A: 2-rank job ended $(job_field "$job_a" JobState)"; }
 python3 - runs/two-ranks <<'PY' || { show_log "$log_a"; fail "A: outputs of the 2-rank job are incomplete"; }
-import json, os, sys
+import json, os, sys, metrics
 d = sys.argv[1]
 cfg = json.load(open(os.path.join(d, "config.json")))
-rows = [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl"))]
-train = [r for r in rows if "split" not in r]
-valid = [r for r in rows if r.get("split") == "valid"]
+rows = metrics.read(os.path.join(d, "metrics.jsonl"))
+train, valid = metrics.steps(rows), metrics.evals(rows, "valid")
 ckpts = sorted(os.listdir(os.path.join(d, "checkpoints")))
 assert cfg["ranks"] == 2, f"ranks {cfg['ranks']}"
 assert train[-1]["step"] == 60 and valid and valid[-1]["step"] == 60, "metrics do not reach step 60"
