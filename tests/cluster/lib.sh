@@ -233,7 +233,7 @@ spc_require() {
 spc_start() {
   local dir=$1 old cmd="" down
   shift
-  local -a opts=("$@")
+  local -a up_opts=("$@")
   old=$(trap -p EXIT)
   if [[ -n $old ]]; then eval "set -- $old"; cmd=$3; fi
   printf -v down '%q %q >/dev/null 2>&1 || true' "$SPC_HOME/down" "$dir"
@@ -242,7 +242,7 @@ spc_start() {
   [[ -n $(trap -p TERM) ]] || trap 'exit 143' TERM
   [[ -n $(trap -p INT) ]] || trap 'exit 130' INT
   [[ -n $(trap -p HUP) ]] || trap 'exit 129' HUP
-  "$SPC_HOME/up" --owner $$ "${opts[@]}" "$dir" || return 1
+  "$SPC_HOME/up" --owner $$ "${up_opts[@]}" "$dir" || return 1
   spc_load "$dir"
 }
 

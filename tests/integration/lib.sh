@@ -32,6 +32,19 @@ same_file() { cmp -s "$1" "$2" || fail "$3: $1 and $2 differ"; }
 # show_log FILE: FILE under a header line (what a failing check prints).
 show_log() { echo "----- $1"; cat "$1"; }
 
+# slurm_test: the start of a test on a real Slurm cluster (test_slurm, test_multinode): loads
+# the harness (tests/cluster/lib.sh: spc_start, spc_stop, ...), fails loudly when Slurm or
+# network namespaces are missing, moves into WORK (which munged, user munge, must traverse to
+# reach its socket under WORK/cluster) and sets what the jobs inherit: SP_BIN, the softprompt
+# under test, and leak checking off for srun-launched ranks in the sanitizer build (see mpi).
+slurm_test() {
+  source "$SP_ROOT/tests/cluster/lib.sh"
+  spc_require || fail "SLURM IS NOT AVAILABLE (above): this test needs a real Slurm and network namespaces (run as root on Debian 12); it is not skipped"
+  cd "$WORK"
+  chmod 755 "$WORK"
+  export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" SP_BIN=$SP_CLI
+}
+
 # losses FILE: the training losses of metrics.jsonl, one per line, in step order.
 losses() { sp_python metrics.py losses "$1"; }
 

@@ -24,15 +24,8 @@
 # Wall time ~100 s on 2 cores (A ~15 s, B ~35 s, C ~50 s: most of it waiting for SlurmdTimeout).
 source "$(dirname "$0")/lib.sh"
 : "${SP_SYNTH:?}" "${SP_REPO:?}"
-source "$SP_REPO/tests/cluster/lib.sh"
 t_start=$(date +%s)
-
-spc_require || fail "SLURM IS NOT AVAILABLE (above): this test needs a real Slurm and network namespaces (run as root on Debian 12); it is not skipped"
-
-cd "$WORK"
-chmod 755 "$WORK"           # munged (user munge) must reach its socket under $WORK/cluster
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
-export SP_BIN=$SP_CLI
+slurm_test
 
 # --- model, data, the single-process reference ----------------------------------------------------
 "$SP_CLI" init-model --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 --random-norms \

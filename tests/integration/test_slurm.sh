@@ -27,16 +27,9 @@
 # training, so on a loaded machine B goes through several requeues (all must resume bitwise).
 source "$(dirname "$0")/lib.sh"
 : "${SP_SYNTH:?}" "${SP_REPO:?}"
-source "$SP_REPO/tests/cluster/lib.sh"
 t_start=$(date +%s)
-spc_require || fail "SLURM IS NOT AVAILABLE (above): this test needs a real Slurm and network namespaces (run as root on Debian 12); it is not skipped"
-
-cd "$WORK"
-chmod 755 "$WORK"           # munged (user munge) must reach its socket under $WORK/cluster
+slurm_test
 mkdir -p logs runs
-# Ranks started by srun: leak checking off as for mpirun (lib.sh) in the sanitizer build.
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
-export SP_BIN=$SP_CLI
 
 # --- model, data, and the length of check B's run --------------------------------------------
 "$SP_CLI" init-model --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 --random-norms \
