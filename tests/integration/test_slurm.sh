@@ -1,5 +1,6 @@
 # The Slurm job scripts (slurm/, scripts/submit, scripts/sweep-collect) against a real
-# single-node Slurm cluster started here (tests/slurm/cluster.sh: munged, slurmctld, slurmd):
+# single-node Slurm cluster started here (tests/cluster/up --nodes 1: munged and slurmctld on one
+# host, slurmd on another, each a network namespace; the node has 2 CPUs):
 #   A. a 2-rank job (written and submitted by scripts/submit) completes with checkpoints and
 #      metrics;
 #   B. a job that gets its time-limit signal (--time=1 --signal=B:USR1@55) checkpoints,
@@ -16,32 +17,19 @@
 #   F. B's uninterrupted twin, finished, requeued by hand (SP_MAX_RESTARTS=0): ends COMPLETED
 #      again ("already reached its last step"), not requeued by the script, its prompt and
 #      metrics unchanged, and its log explains the restart count (not "restart 1 of at most 0").
-# Needs root and the Debian packages slurm-wlm and munge (installed through scripts/setup when
-# missing); without them the test fails, loudly. The daemons are stopped by PID at the end,
-# also when a check fails. Wall time ~1.5 min on 2 idle cores, most of it check B, whose job
-# must still be training when slurmctld's periodic time-limit check (every 30 s) sends the
-# signal: its length is calibrated in CPU seconds, so a loaded machine only makes it longer.
-# Each resumed run of B gets a new 1-minute limit and is signalled again if still training, so
-# on a loaded machine B goes through several requeues (all must resume bitwise).
+# Needs root, network namespaces and the Debian packages slurm-wlm, munge and iproute2 (installed
+# through scripts/setup when missing); without them the test fails, loudly. The cluster is torn
+# down by PID and namespace name at the end, also when a check fails. Runs beside test_multinode
+# (own namespaces, addresses and directories). Wall time ~1.5 min on 2 idle cores, most of it
+# check B, whose job must still be training when slurmctld's periodic time-limit check (every
+# 30 s) sends the signal: its length is calibrated in CPU seconds, so a loaded machine only makes
+# it longer. Each resumed run of B gets a new 1-minute limit and is signalled again if still
+# training, so on a loaded machine B goes through several requeues (all must resume bitwise).
 source "$(dirname "$0")/lib.sh"
 : "${SP_SYNTH:?}" "${SP_REPO:?}"
-source "$SP_REPO/tests/slurm/cluster.sh"
 t_start=$(date +%s)
-
-if ! slurm_cluster_check_installed 2>/dev/null; then
-  echo "Slurm is missing: installing slurm-wlm and munge with scripts/setup" >&2
-  "$SP_REPO/scripts/setup" slurm-wlm munge \
-    || fail "SLURM IS NOT AVAILABLE: scripts/setup could not install slurm-wlm and munge; this test needs a real Slurm (run as root on Debian 12)"
-  slurm_cluster_check_installed \
-    || fail "SLURM IS NOT AVAILABLE after installing slurm-wlm and munge"
-fi
-
-cd "$WORK"
-chmod 755 "$WORK"           # munged (user munge) must reach its socket under $WORK/cluster
+slurm_test
 mkdir -p logs runs
-# Ranks started by srun: leak checking off as for mpirun (lib.sh) in the sanitizer build.
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
-export SP_BIN=$SP_CLI
 
 # --- model, data, and the length of check B's run --------------------------------------------
 "$SP_CLI" init-model --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 --random-norms \
@@ -64,10 +52,7 @@ echo "check B: $steps steps (calibration: 100 steps took $cal s user/sys CPU)"
 rm -rf calib
 
 # --- the cluster --------------------------------------------------------------------------------
-slurm_cluster_up "$WORK/cluster" || fail "could not start the Slurm cluster (logs above)"
-
-# job_field ID FIELD: a field of `scontrol show job` (first line for arrays).
-job_field() { scontrol -o show job "$1" 2>/dev/null | head -n 1 | grep -o " $2=[^ ]*" | cut -d= -f2-; }
+spc_start "$WORK/cluster" --nodes 1 || fail "COULD NOT START THE SLURM CLUSTER (namespaces, bridge or daemons; messages above)"
 # wait_done ID SECONDS: until job (or every task of an array) has left the queue.
 wait_done() {
   local id=$1 t=$2 i
@@ -75,10 +60,9 @@ wait_done() {
     [[ -z $(squeue -h -j "$id" -o %i 2>/dev/null) ]] && return 0
     sleep 0.5
   done
-  echo "--- squeue"; squeue; scontrol show job "$id"; slurm_cluster_logs
+  echo "--- squeue"; squeue; scontrol show job "$id"; spc_logs
   fail "job $id did not finish within $t s"
 }
-show_log() { echo "----- $1"; cat "$1"; }
 
 common=(--global-batch 64 --micro-batch 8 --threads 1 --log-every 1000 --save-every 1000
         --optimizer adafactor)
@@ -169,14 +153,13 @@ ok "E: refused submits left the existing job script as it was"
 # --- check A ----------------------------------------------------------------------------------
 wait_done "$job_a" 120
 log_a=runs/two-ranks/logs/slurm-$job_a.out
-[[ $(job_field "$job_a" JobState) == COMPLETED ]] || { show_log "$log_a"; fail "A: 2-rank job ended $(job_field "$job_a" JobState)"; }
+[[ $(spc_job_field "$job_a" JobState) == COMPLETED ]] || { show_log "$log_a"; fail "A: 2-rank job ended $(spc_job_field "$job_a" JobState)"; }
 python3 - runs/two-ranks <<'PY' || { show_log "$log_a"; fail "A: outputs of the 2-rank job are incomplete"; }
-import json, os, sys
+import json, os, sys, metrics
 d = sys.argv[1]
 cfg = json.load(open(os.path.join(d, "config.json")))
-rows = [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl"))]
-train = [r for r in rows if "split" not in r]
-valid = [r for r in rows if r.get("split") == "valid"]
+rows = metrics.read(os.path.join(d, "metrics.jsonl"))
+train, valid = metrics.steps(rows), metrics.evals(rows, "valid")
 ckpts = sorted(os.listdir(os.path.join(d, "checkpoints")))
 assert cfg["ranks"] == 2, f"ranks {cfg['ranks']}"
 assert train[-1]["step"] == 60 and valid and valid[-1]["step"] == 60, "metrics do not reach step 60"
@@ -189,7 +172,7 @@ grep -q "2 ranks on 1 node(s), 1 threads per rank" runs/two-ranks/slurm-job.log 
 # --- check C ----------------------------------------------------------------------------------
 wait_done "$job_c" 120
 log_c=$(ls logs/bad-"$job_c".out)
-state=$(job_field "$job_c" JobState); restarts=$(job_field "$job_c" Restarts)
+state=$(spc_job_field "$job_c" JobState); restarts=$(spc_job_field "$job_c" Restarts)
 [[ $state == FAILED && $restarts == 0 ]] || { show_log "$log_c"; fail "C: bad path: state $state, restarts $restarts (expected FAILED, 0)"; }
 grep -q "no-such-dataset.h5: cannot open" "$log_c" || { show_log "$log_c"; fail "C: the trainer's error is not in the log"; }
 grep -q "FAILED: softprompt train exited with status 1, .*not requeued" "$log_c" \
@@ -200,9 +183,9 @@ ok "C: bad dataset path: FAILED, not requeued; the log says: $(grep -o 'FAILED: 
 wait_done "$job_b" 600
 wait_done "$job_ref" 600
 log_b=logs/timelimit-$job_b.out
-state=$(job_field "$job_b" JobState); restarts=$(job_field "$job_b" Restarts)
-[[ $state == COMPLETED && $(job_field "$job_ref" JobState) == COMPLETED ]] \
-  || { show_log "$log_b"; show_log "logs/uninterrupted-$job_ref.out"; fail "B: time-limit job $state, twin $(job_field "$job_ref" JobState)"; }
+state=$(spc_job_field "$job_b" JobState); restarts=$(spc_job_field "$job_b" Restarts)
+[[ $state == COMPLETED && $(spc_job_field "$job_ref" JobState) == COMPLETED ]] \
+  || { show_log "$log_b"; show_log "logs/uninterrupted-$job_ref.out"; fail "B: time-limit job $state, twin $(spc_job_field "$job_ref" JobState)"; }
 (( restarts >= 1 )) || { show_log "$log_b"; fail "B: the job was never requeued (it finished before its time-limit signal?)"; }
 grep -q "SIGUSR1 (time limit near" "$log_b" && grep -q "requeueing job $job_b" "$log_b" \
   && grep -q "finished: softprompt train exited 0" "$log_b" \
@@ -220,13 +203,13 @@ cp runs/uninterrupted/metrics.jsonl ref-metrics.jsonl
 scontrol requeue "$job_ref" || fail "F: scontrol requeue of the finished job $job_ref failed"
 scontrol update JobId="$job_ref" StartTime=now || true
 for (( i = 0; i < 240; i++ )); do
-  [[ $(job_field "$job_ref" Restarts) == 1 && $(job_field "$job_ref" JobState) == COMPLETED ]] && break
-  [[ $(job_field "$job_ref" JobState) =~ ^(FAILED|CANCELLED|TIMEOUT)$ ]] && break
+  [[ $(spc_job_field "$job_ref" Restarts) == 1 && $(spc_job_field "$job_ref" JobState) == COMPLETED ]] && break
+  [[ $(spc_job_field "$job_ref" JobState) =~ ^(FAILED|CANCELLED|TIMEOUT)$ ]] && break
   sleep 0.5
 done
 log_ref=logs/uninterrupted-$job_ref.out
-[[ $(job_field "$job_ref" JobState) == COMPLETED && $(job_field "$job_ref" Restarts) == 1 ]] \
-  || { show_log "$log_ref"; fail "F: requeued finished job: $(job_field "$job_ref" JobState), restarts $(job_field "$job_ref" Restarts)"; }
+[[ $(spc_job_field "$job_ref" JobState) == COMPLETED && $(spc_job_field "$job_ref" Restarts) == 1 ]] \
+  || { show_log "$log_ref"; fail "F: requeued finished job: $(spc_job_field "$job_ref" JobState), restarts $(spc_job_field "$job_ref" Restarts)"; }
 grep -q "restart 1 of at most 0" "$log_ref" && { show_log "$log_ref"; fail "F: the log says 'restart 1 of at most 0'"; }
 grep -q "restart 1 of the job: 0 by this script after a time-limit signal (at most 0, SP_MAX_RESTARTS), 1 by hand" "$log_ref" \
   && [[ $(grep -c "finished: softprompt train exited 0" "$log_ref") == 2 ]] && ! grep -q "requeueing job" "$log_ref" \
@@ -239,7 +222,7 @@ ok "F: finished job requeued by hand: COMPLETED again, not requeued, prompt and 
 # --- check D ----------------------------------------------------------------------------------
 wait_done "$job_d" 300
 for t in 0 1 2 3; do
-  s=$(job_field "${job_d}_$t" JobState)
+  s=$(spc_job_field "${job_d}_$t" JobState)
   [[ $s == COMPLETED ]] || { show_log "logs/sweep-${job_d}_$t.out"; fail "D: sweep task $t ended $s"; }
 done
 "$SP_REPO/scripts/sweep-collect" runs/sweep > collect.out || { cat collect.out; fail "D: sweep-collect failed"; }
@@ -262,10 +245,5 @@ PY
 [[ $(grep -c '^ *[0-3] ' collect.out) == 4 ]] || fail "D: the terminal summary does not list four tasks"
 
 # --- teardown -----------------------------------------------------------------------------------
-pids=("${SLURM_CLUSTER_PIDS[@]}")
-conf=$SLURM_CONF
-slurm_cluster_down
-for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && fail "daemon pid $p still running after teardown"; done
-SLURM_CONF=$conf
-[[ -z $(_slurm_our_stepds) ]] || fail "slurmstepd processes left after teardown"
-ok "all Slurm daemons (pids ${pids[*]}) stopped; test took $(( $(date +%s) - t_start )) s"
+spc_stop || fail "the cluster was not torn down cleanly (above)"
+ok "cluster down: daemons (pids $SPC_STOPPED_PIDS) stopped, namespaces and bridge removed; test took $(( $(date +%s) - t_start )) s"
