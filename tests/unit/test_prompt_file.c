@@ -26,97 +26,14 @@ enum { NP = 4, DM = 16, VOCAB = 211 };
 
 /* A tiny GPT-2 (2 layers, d 16, 2 heads) whose vocabulary covers make_dataset's tokens. */
 static char *make_model(const char *name, uint64_t seed) {
-    sp_init_options o;
-    sp_init_options_default(&o);
-    o.cfg = (sp_model_config){.n_layer = 2,
-                              .d_model = DM,
-                              .n_head = 2,
-                              .d_ff = 64,
-                              .vocab_size = VOCAB,
-                              .n_ctx = 32,
-                              .ln_eps = 1e-5f,
-                              .tied = 1,
-                              .model_type = "gpt2"};
-    o.seed = seed;
-    char *dir = tu_path(tu_dir, name);
-    sp_error err = {0};
-    ck_assert_msg(sp_init_model_write(dir, &o, &err) == 0, "%s", err.msg);
-    return dir;
+    sp_init_options o = tu_gpt2_options(2, DM, 2, 64, VOCAB, 32, seed);
+    return tu_write_model(name, &o);
 }
-
-static void load_model(sp_model *m, const char *dir) {
-    sp_error err = {0};
-    ck_assert_msg(sp_model_load(m, dir, &err) == 0, "%s", err.msg);
-}
-
-static const int32_t VERB[2] = {10, 20};
-static const char *const CLASSES[2] = {"neg", "pos"};
 
 /* A classification set with NP soft slots and n examples (0 allowed). */
 static char *make_dataset(const char *name, int n) {
-    sp_dataset_meta m = {0};
-    m.task = SP_TASK_CLASSIFICATION;
-    m.n_soft = NP, m.n_classes = 2, m.verbalizer = VERB, m.class_names = CLASSES;
-    m.max_length = 32, m.seed = 5;
-    m.tokenizer_hash = "sha256:tok";
-    m.template_spec = "<soft0> <soft1> <soft2> <soft3> {text} It was";
-    m.target_spec = "{label}";
-    m.verbalizer_spec = "neg: 10, pos: 20";
-    m.source = name, m.split = name, m.created_by = "test";
-    char *path = tu_path(tu_dir, name);
-    sp_error err = {0};
-    sp_dataset_writer *w = sp_dataset_writer_open(path, &m, 0, &err);
-    ck_assert_msg(w != NULL, "%s", err.msg);
-    for (int i = 0; i < n; i++) {
-        int32_t tok[16];
-        int len = NP + 3 + i % 5;
-        for (int k = 0; k < NP; k++) tok[k] = SP_SOFT(k);
-        for (int t = NP; t < len; t++) tok[t] = 100 + i + t;
-        int label = i % 3 == 0;
-        int32_t pos = len - 1, id = VERB[label];
-        ck_assert_msg(sp_dataset_writer_add(w, tok, len, &pos, &id, 1, label, &err) == 0, "%s",
-                      err.msg);
-    }
-    ck_assert_msg(sp_dataset_writer_close(w, &err) == 0, "%s", err.msg);
-    return path;
-}
-
-static void fill_prompt(float *p, int n, float scale) {
-    for (int i = 0; i < n; i++) p[i] = scale * (float)((i * 7) % 13 - 6);
-}
-
-/* A checkpoint of model dir's fingerprint with the given init in its configuration. */
-static char *write_checkpoint(const char *name, const char *model_dir, const char *config) {
-    float prompt[NP * DM];
-    fill_prompt(prompt, NP * DM, 0.01f);
-    sp_model m;
-    load_model(&m, model_dir);
-    char fp[17];
-    sp_model_fingerprint(&m, fp);
-    sp_model_free(&m);
-    sp_checkpoint c = {0};
-    c.n_prompt = NP, c.d = DM, c.prompt = prompt, c.step = 12, c.optim_step = 12;
-    c.rng[0] = 1, c.metric = c.best_metric = NAN, c.best_step = -1;
-    c.config_json = (char *)config, c.model_fingerprint = fp;
-    char *path = tu_path(tu_dir, name);
-    sp_error err = {0};
-    ck_assert_msg(sp_checkpoint_write(path, &c, &err) == 0, "%s", err.msg);
-    return path;
-}
-
-/* An adapter directory exported from model_dir's width with the given init. */
-static char *write_adapter(const char *name, const char *model_dir, const char *init,
-                           const char *text) {
-    float prompt[NP * DM];
-    fill_prompt(prompt, NP * DM, 0.02f);
-    sp_model m;
-    load_model(&m, model_dir);
-    char *dir = tu_path(tu_dir, name);
-    sp_error err = {0};
-    ck_assert_msg(sp_peft_export(dir, prompt, NP, &m, "org/base", init, text, &err) == 0, "%s",
-                  err.msg);
-    sp_model_free(&m);
-    return dir;
+    return tu_write_cls_set(
+        name, &(tu_cls_set){.n_soft = NP, .n_examples = n, .text_min = 3, .text_mod = 5});
 }
 
 static sp_prompt_file load_ok(const char *path) {
@@ -138,27 +55,10 @@ static void load_fails(const char *path, const char *names, const char *want) {
     ck_assert_msg(strstr(err.msg, want) != NULL, "expected \"%s\" in: %s", want, err.msg);
 }
 
-static json_t *load_json(const char *path) {
-    json_error_t je;
-    json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    ck_assert_msg(j != NULL, "%s: %s", path, je.text);
-    return j;
-}
-
-static void save_json(const char *path, json_t *j) {
-    ck_assert_int_eq(json_dump_file(j, path, JSON_INDENT(2)), 0);
-}
-
 /* The adapter's config with key set to value (json_null() to set null; NULL to delete). */
 static void edit_adapter_config(const char *dir, const char *key, json_t *value) {
     char *path = tu_path(dir, "adapter_config.json");
-    json_t *cfg = load_json(path);
-    if (value)
-        json_object_set_new(cfg, key, value);
-    else
-        json_object_del(cfg, key);
-    save_json(path, cfg);
-    json_decref(cfg);
+    tu_json_edit(path, key, value);
     free(path);
 }
 
@@ -189,8 +89,8 @@ static void write_adapter_tensors(const char *dir, const sp_st_out *t, int n) {
 
 START_TEST(loads_checkpoints_h5py_files_and_adapters) {
     char *model = make_model("model", 1);
-    char *ck =
-        write_checkpoint("ck.h5", model, "{\"init\": \"text\", \"init_arg\": \"Classify:\"}");
+    char *ck = tu_write_prompt_checkpoint("ck.h5", model, NP,
+                                          "{\"init\": \"text\", \"init_arg\": \"Classify:\"}");
     sp_prompt_file pf = load_ok(ck);
     ck_assert_int_eq(pf.kind, SP_PROMPT_CHECKPOINT);
     ck_assert_int_eq(pf.step, 12);
@@ -215,7 +115,7 @@ START_TEST(loads_checkpoints_h5py_files_and_adapters) {
     sp_prompt_file_free(&pf);
 
     /* A PEFT adapter: the directory, or its safetensors file. */
-    char *ad = write_adapter("adapter", model, "text", "Classify:");
+    char *ad = tu_write_adapter("adapter", model, NP, "text", "Classify:");
     char *ad_file = tu_path(ad, "adapter_model.safetensors");
     const char *paths[] = {ad, ad_file};
     for (int i = 0; i < 2; i++) {
@@ -231,12 +131,12 @@ START_TEST(loads_checkpoints_h5py_files_and_adapters) {
         sp_prompt_file_free(&pf);
     }
     /* PEFT's init names map back to softprompt's. */
-    char *vocab = write_adapter("vocab", model, "vocab", NULL);
+    char *vocab = tu_write_adapter("vocab", model, NP, "vocab", NULL);
     pf = load_ok(vocab);
     ck_assert_str_eq(pf.init_name, "vocab");
     ck_assert_ptr_null(pf.init_text);
     sp_prompt_file_free(&pf);
-    char *labels = write_adapter("labels", model, "labels", NULL);
+    char *labels = tu_write_adapter("labels", model, NP, "labels", NULL);
     pf = load_ok(labels);
     ck_assert_str_eq(pf.init_name, "random");
     sp_prompt_file_free(&pf);
@@ -257,7 +157,7 @@ END_TEST
 
 START_TEST(adapters_are_validated_against_their_config) {
     char *model = make_model("model", 1);
-    char *good = write_adapter("good", model, "random", NULL);
+    char *good = tu_write_adapter("good", model, NP, "random", NULL);
     struct {
         const char *name, *key;
         json_t *value;
@@ -314,10 +214,10 @@ END_TEST
 
 START_TEST(adapter_tensors_are_checked) {
     char *model = make_model("model", 1);
-    char *good = write_adapter("good", model, "random", NULL);
+    char *good = tu_write_adapter("good", model, NP, "random", NULL);
     float p[NP * DM], head[2 * DM];
-    fill_prompt(p, NP * DM, 0.1f);
-    fill_prompt(head, 2 * DM, 0.1f);
+    tu_fill_prompt(p, NP * DM, 0.1f);
+    tu_fill_prompt(head, 2 * DM, 0.1f);
     sp_st_out t[4] = {{.name = "prompt_embeddings", .dtype = SP_DTYPE_F32, .ndim = 2, .data = p},
                       {.name = "score.weight", .dtype = SP_DTYPE_F32, .ndim = 2, .data = head},
                       {.name = "x1", .dtype = SP_DTYPE_F32, .ndim = 1, .data = head},
@@ -356,7 +256,7 @@ END_TEST
 
 START_TEST(pickles_and_other_files_are_refused) {
     char *model = make_model("model", 1);
-    char *good = write_adapter("good", model, "random", NULL);
+    char *good = tu_write_adapter("good", model, NP, "random", NULL);
     /* A directory with PEFT's pickle format only. */
     char *pk = tu_path(tu_dir, "pickled");
     ck_assert_int_eq(mkdir(pk, 0755), 0);
@@ -401,9 +301,9 @@ END_TEST
 START_TEST(prompts_are_checked_against_the_model) {
     char *a_dir = make_model("a", 1), *b_dir = make_model("b", 2);
     sp_model a, b;
-    load_model(&a, a_dir);
-    load_model(&b, b_dir);
-    char *ck = write_checkpoint("ck.h5", a_dir, "{}");
+    tu_model_load_ok(&a, a_dir);
+    tu_model_load_ok(&b, b_dir);
+    char *ck = tu_write_prompt_checkpoint("ck.h5", a_dir, NP, "{}");
     sp_prompt_file pf = load_ok(ck);
     char *w = (char *)1;
     sp_error err = {0};
@@ -425,22 +325,11 @@ START_TEST(prompts_are_checked_against_the_model) {
     sp_prompt_file_free(&pf);
 
     /* Width. */
-    sp_init_options o;
-    sp_init_options_default(&o);
-    o.cfg = (sp_model_config){.n_layer = 1,
-                              .d_model = 8,
-                              .n_head = 2,
-                              .d_ff = 16,
-                              .vocab_size = 50,
-                              .n_ctx = 8,
-                              .ln_eps = 1e-5f,
-                              .tied = 1,
-                              .model_type = "gpt2"};
-    char *narrow_dir = tu_path(tu_dir, "narrow");
-    ck_assert_msg(sp_init_model_write(narrow_dir, &o, &err) == 0, "%s", err.msg);
+    sp_init_options o = tu_gpt2_options(1, 8, 2, 16, 50, 8, 0);
+    char *narrow_dir = tu_write_model("narrow", &o);
     sp_model narrow;
-    load_model(&narrow, narrow_dir);
-    char *ad = write_adapter("adapter", a_dir, "random", NULL);
+    tu_model_load_ok(&narrow, narrow_dir);
+    char *ad = tu_write_adapter("adapter", a_dir, NP, "random", NULL);
     pf = load_ok(ad);
     ck_assert_int_eq(sp_prompt_check_model(&pf, &narrow, 1, &w, &err), -1);
     ck_assert_msg(strstr(err.msg, "the prompt is 16 wide (token_dim)") &&
@@ -483,7 +372,7 @@ static int has_string(json_t *array, const char *s) {
 }
 
 START_TEST(exported_keys_exist_in_every_peft_since_0_6) {
-    json_t *fx = load_json(SP_FIXTURES_DIR "/peft/prompt_tuning_config_fields.json");
+    json_t *fx = tu_json_load(SP_FIXTURES_DIR "/peft/prompt_tuning_config_fields.json");
     json_t *versions = json_object_get(fx, "versions");
     ck_assert_int_ge(json_object_size(versions), 20);
     ck_assert_ptr_nonnull(json_object_get(versions, "0.6.0"));
@@ -497,9 +386,9 @@ START_TEST(exported_keys_exist_in_every_peft_since_0_6) {
     for (int k = 0; k < 4; k++) {
         char name[32];
         snprintf(name, sizeof name, "ad%d", k);
-        char *dir = write_adapter(name, model, inits[k][0], inits[k][1]);
+        char *dir = tu_write_adapter(name, model, NP, inits[k][0], inits[k][1]);
         char *cfg_path = tu_path(dir, "adapter_config.json");
-        json_t *cfg = load_json(cfg_path);
+        json_t *cfg = tu_json_load(cfg_path);
         const char *key, *version;
         json_t *v, *entry;
         json_object_foreach(cfg, key, v) {
@@ -557,7 +446,7 @@ static void fake_get_model(const char *dir, const char *repo, const char *commit
 
 static char *base_of(const char *dir, char **revision, const char **origin) {
     sp_model m;
-    load_model(&m, dir);
+    tu_model_load_ok(&m, dir);
     sp_error err = {0};
     char *name = sp_peft_base_model(&m, revision, origin, &err);
     ck_assert_msg(name != NULL, "%s", err.msg);
@@ -578,10 +467,7 @@ START_TEST(base_model_defaults_to_a_loadable_name) {
     free(name);
     /* config.json's _name_or_path names the model before fine-tuning: not used. */
     char *cfg_path = tu_path(model, "config.json");
-    json_t *cfg = load_json(cfg_path);
-    json_object_set_new(cfg, "_name_or_path", json_string("gpt2"));
-    save_json(cfg_path, cfg);
-    json_decref(cfg);
+    tu_json_edit(cfg_path, "_name_or_path", json_string("gpt2"));
     name = base_of(model, &rev, &origin);
     ck_assert_str_eq(name, real);
     free(name);
@@ -595,14 +481,14 @@ START_TEST(base_model_defaults_to_a_loadable_name) {
     free(name), free(rev);
     /* ...and the export records it. */
     sp_model m;
-    load_model(&m, model);
+    tu_model_load_ok(&m, model);
     float prompt[NP * DM] = {0};
     char *out = tu_path(tu_dir, "out");
     sp_error err = {0};
     ck_assert_msg(sp_peft_export(out, prompt, NP, &m, NULL, "random", NULL, &err) == 0, "%s",
                   err.msg);
     char *out_cfg = tu_path(out, "adapter_config.json");
-    cfg = load_json(out_cfg);
+    json_t *cfg = tu_json_load(out_cfg);
     ck_assert_str_eq(json_string_value(json_object_get(cfg, "base_model_name_or_path")),
                      "acme/tiny-gpt2");
     ck_assert_str_eq(json_string_value(json_object_get(cfg, "tokenizer_name_or_path")),
@@ -612,7 +498,7 @@ START_TEST(base_model_defaults_to_a_loadable_name) {
     /* An explicit --base-model is recorded as given, without a revision. */
     ck_assert_msg(sp_peft_export(out, prompt, NP, &m, "my/base", "random", NULL, &err) == 0, "%s",
                   err.msg);
-    cfg = load_json(out_cfg);
+    cfg = tu_json_load(out_cfg);
     ck_assert_str_eq(json_string_value(json_object_get(cfg, "base_model_name_or_path")), "my/base");
     ck_assert(json_is_null(json_object_get(cfg, "revision")));
     json_decref(cfg);
@@ -638,27 +524,12 @@ END_TEST
 /* The eval and export commands                                                               */
 /* ------------------------------------------------------------------------------------------ */
 
-typedef struct result {
-    int rc;
-    char *out, *err;
-} result;
-
-static result run(const char *const *args) {
-    result r;
-    r.rc = tu_run_cli(args, &r.out, &r.err);
-    return r;
-}
-
-static void result_free(result *r) {
-    free(r->out), free(r->err);
-}
-
 START_TEST(eval_prints_json_and_refuses_what_is_not_a_result) {
     char *model = make_model("model", 1), *other = make_model("other", 2);
     char *data = make_dataset("data.h5", 9), *empty = make_dataset("empty.h5", 0);
-    char *ad = write_adapter("adapter", model, "random", NULL);
+    char *ad = tu_write_adapter("adapter", model, NP, "random", NULL);
     const char *a1[] = {"eval", "--model", model, "--data", data, "--prompt", ad, "--json", NULL};
-    result r = run(a1);
+    tu_cli r = tu_cli_run(a1);
     ck_assert_msg(r.rc == 0, "%s", r.err);
     json_error_t je;
     json_t *j = json_loads(r.out, 0, &je);
@@ -668,64 +539,64 @@ START_TEST(eval_prints_json_and_refuses_what_is_not_a_result) {
               json_is_real(json_object_get(j, "accuracy")));
     ck_assert_str_eq(json_string_value(json_object_get(j, "prompt")), ad);
     json_decref(j);
-    result_free(&r);
+    tu_cli_free(&r);
 
     /* An empty set: refused, not "accuracy 0.0000 (0/0)". */
     const char *a2[] = {"eval", "--model", model, "--data", empty, NULL};
-    r = run(a2);
+    r = tu_cli_run(a2);
     ck_assert_int_eq(r.rc, 1);
     ck_assert_msg(strstr(r.err, "holds no examples: nothing to evaluate"), "%s", r.err);
     ck_assert_msg(strstr(r.out, "accuracy") == NULL, "%s", r.out);
-    result_free(&r);
+    tu_cli_free(&r);
 
     /* A checkpoint of another model of the same width. */
-    char *ck = write_checkpoint("ck.h5", other, "{}");
+    char *ck = tu_write_prompt_checkpoint("ck.h5", other, NP, "{}");
     const char *a3[] = {"eval", "--model", model, "--data", data, "--prompt", ck, NULL};
-    r = run(a3);
+    r = tu_cli_run(a3);
     ck_assert_int_eq(r.rc, 1);
     ck_assert_msg(strstr(r.err, "trained with another model") &&
                       strstr(r.err, "--allow-model-mismatch"),
                   "%s", r.err);
-    result_free(&r);
+    tu_cli_free(&r);
 
     /* A model with one NaN in an embedding row: no result (never "nan" in the JSON), exit 1,
      * and the examples whose loss is not finite named. */
     char *st = tu_path(model, "model.safetensors");
     tu_st_set_f32(st, "wte.weight", 105 * DM + 3, NAN);
-    r = run(a1);
+    r = tu_cli_run(a1);
     ck_assert_int_eq(r.rc, 1);
     ck_assert_msg(r.out[0] == '\0', "%s", r.out);
     ck_assert_msg(strstr(r.err, "is not finite (nan)") && strstr(r.err, "softprompt info"), "%s",
                   r.err);
-    result_free(&r);
+    tu_cli_free(&r);
     free(model), free(other), free(data), free(empty), free(ad), free(ck), free(st);
 }
 END_TEST
 
 START_TEST(export_checks_the_prompt_and_names_the_base_model) {
     char *model = make_model("model", 1), *other = make_model("other", 2);
-    char *ck = write_checkpoint("ck.h5", model, "{\"init\": \"vocab\"}");
+    char *ck = tu_write_prompt_checkpoint("ck.h5", model, NP, "{\"init\": \"vocab\"}");
     char *out = tu_path(tu_dir, "out");
     const char *a1[] = {"export", "--model", model, "--prompt", ck, "--out", out, NULL};
-    result r = run(a1);
+    tu_cli r = tu_cli_run(a1);
     ck_assert_msg(r.rc == 0, "%s", r.err);
     char *real = realpath(model, NULL);
     char line[4200];
     snprintf(line, sizeof line, "base_model_name_or_path: %s (the model directory's absolute path)",
              real);
     ck_assert_msg(strstr(r.out, line), "%s", r.out);
-    result_free(&r);
+    tu_cli_free(&r);
     char *cfg_path = tu_path(out, "adapter_config.json");
-    json_t *cfg = load_json(cfg_path);
+    json_t *cfg = tu_json_load(cfg_path);
     ck_assert_str_eq(json_string_value(json_object_get(cfg, "prompt_tuning_init")), "SAMPLE_VOCAB");
     ck_assert_ptr_null(json_object_get(cfg, "modules_to_save"));
     json_decref(cfg);
     /* An adapter exports again (the same prompt); another model's checkpoint does not. */
     char *again = tu_path(tu_dir, "again");
     const char *a2[] = {"export", "--model", model, "--prompt", out, "--out", again, NULL};
-    r = run(a2);
+    r = tu_cli_run(a2);
     ck_assert_msg(r.rc == 0, "%s", r.err);
-    result_free(&r);
+    tu_cli_free(&r);
     char *st1 = tu_path(out, "adapter_model.safetensors"),
          *st2 = tu_path(again, "adapter_model.safetensors");
     size_t n1, n2;
@@ -733,10 +604,10 @@ START_TEST(export_checks_the_prompt_and_names_the_base_model) {
     ck_assert(n1 == n2 && memcmp(b1, b2, n1) == 0);
     const char *a3[] = {"export", "--model", other,     "--prompt", ck,
                         "--out",  again,     "--force", NULL};
-    r = run(a3);
+    r = tu_cli_run(a3);
     ck_assert_int_eq(r.rc, 1);
     ck_assert_msg(strstr(r.err, "trained with another model"), "%s", r.err);
-    result_free(&r);
+    tu_cli_free(&r);
     char *b3 = tu_read_file(st2, &n2); /* the refused export left the adapter as it was */
     ck_assert(n1 == n2 && memcmp(b1, b3, n1) == 0);
     free(b3);
