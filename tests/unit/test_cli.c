@@ -1,6 +1,11 @@
 /* The softprompt front end: help and usage errors, init-model flag validation, and
- * init-model followed by info reporting the parameter count the GPT-2 shape formula gives. */
+ * init-model followed by info reporting the parameter count the GPT-2 shape formula gives;
+ * strings from files printed escaped; eval's JSON output (no result for a non-finite loss) and
+ * refusals (empty sets, another model's checkpoint); export naming the base model and refusing
+ * another model's checkpoint without touching the adapter there. */
 #include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -429,6 +434,108 @@ START_TEST(init_model_refuses_non_empty) {
 }
 END_TEST
 
+/* ---- eval and export ---- */
+
+enum { NP = 4, DM = 16 };
+
+/* A classification set with NP soft slots and n examples (0 allowed). */
+static char *make_dataset(const char *name, int n) {
+    return tu_write_cls_set(
+        name, &(tu_cls_set){.n_soft = NP, .n_examples = n, .text_min = 3, .text_mod = 5});
+}
+
+START_TEST(eval_prints_json_and_refuses_what_is_not_a_result) {
+    char *model = tu_tiny_gpt2("model", 1), *other = tu_tiny_gpt2("other", 2);
+    char *data = make_dataset("data.h5", 9), *empty = make_dataset("empty.h5", 0);
+    char *ad = tu_write_adapter("adapter", model, NP, "random", NULL);
+    const char *a1[] = {"eval", "--model", model, "--data", data, "--prompt", ad, "--json", NULL};
+    tu_cli r = tu_cli_run(a1);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    json_error_t je;
+    json_t *j = json_loads(r.out, 0, &je);
+    ck_assert_msg(j != NULL, "not JSON: %s (%s)", r.out, je.text);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "examples")), 9);
+    ck_assert(json_is_real(json_object_get(j, "loss")) &&
+              json_is_real(json_object_get(j, "accuracy")));
+    ck_assert_str_eq(json_string_value(json_object_get(j, "prompt")), ad);
+    json_decref(j);
+    tu_cli_free(&r);
+
+    /* An empty set: refused, not "accuracy 0.0000 (0/0)". */
+    const char *a2[] = {"eval", "--model", model, "--data", empty, NULL};
+    r = tu_cli_run(a2);
+    ck_assert_int_eq(r.rc, 1);
+    ck_assert_msg(strstr(r.err, "holds no examples: nothing to evaluate"), "%s", r.err);
+    ck_assert_msg(strstr(r.out, "accuracy") == NULL, "%s", r.out);
+    tu_cli_free(&r);
+
+    /* A checkpoint of another model of the same width. */
+    char *ck = tu_write_prompt_checkpoint("ck.h5", other, NP, "{}");
+    const char *a3[] = {"eval", "--model", model, "--data", data, "--prompt", ck, NULL};
+    r = tu_cli_run(a3);
+    ck_assert_int_eq(r.rc, 1);
+    ck_assert_msg(strstr(r.err, "trained with another model") &&
+                      strstr(r.err, "--allow-model-mismatch"),
+                  "%s", r.err);
+    tu_cli_free(&r);
+
+    /* A model with one NaN in an embedding row: no result (never "nan" in the JSON), exit 1,
+     * and the examples whose loss is not finite named. */
+    char *st = tu_path(model, "model.safetensors");
+    tu_st_set_f32(st, "wte.weight", 105 * DM + 3, NAN);
+    r = tu_cli_run(a1);
+    ck_assert_int_eq(r.rc, 1);
+    ck_assert_msg(r.out[0] == '\0', "%s", r.out);
+    ck_assert_msg(strstr(r.err, "is not finite (nan)") && strstr(r.err, "softprompt info"), "%s",
+                  r.err);
+    tu_cli_free(&r);
+    free(model), free(other), free(data), free(empty), free(ad), free(ck), free(st);
+}
+END_TEST
+
+START_TEST(export_checks_the_prompt_and_names_the_base_model) {
+    char *model = tu_tiny_gpt2("model", 1), *other = tu_tiny_gpt2("other", 2);
+    char *ck = tu_write_prompt_checkpoint("ck.h5", model, NP, "{\"init\": \"vocab\"}");
+    char *out = tu_path(tu_dir, "out");
+    const char *a1[] = {"export", "--model", model, "--prompt", ck, "--out", out, NULL};
+    tu_cli r = tu_cli_run(a1);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    char *real = realpath(model, NULL);
+    char line[4200];
+    snprintf(line, sizeof line, "base_model_name_or_path: %s (the model directory's absolute path)",
+             real);
+    ck_assert_msg(strstr(r.out, line), "%s", r.out);
+    tu_cli_free(&r);
+    char *cfg_path = tu_path(out, "adapter_config.json");
+    json_t *cfg = tu_json_load(cfg_path);
+    ck_assert_str_eq(json_string_value(json_object_get(cfg, "prompt_tuning_init")), "SAMPLE_VOCAB");
+    ck_assert_ptr_null(json_object_get(cfg, "modules_to_save"));
+    json_decref(cfg);
+    /* An adapter exports again (the same prompt); another model's checkpoint does not. */
+    char *again = tu_path(tu_dir, "again");
+    const char *a2[] = {"export", "--model", model, "--prompt", out, "--out", again, NULL};
+    r = tu_cli_run(a2);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    tu_cli_free(&r);
+    char *st1 = tu_path(out, "adapter_model.safetensors"),
+         *st2 = tu_path(again, "adapter_model.safetensors");
+    size_t n1, n2;
+    char *b1 = tu_read_file(st1, &n1), *b2 = tu_read_file(st2, &n2);
+    ck_assert(n1 == n2 && memcmp(b1, b2, n1) == 0);
+    const char *a3[] = {"export", "--model", other,     "--prompt", ck,
+                        "--out",  again,     "--force", NULL};
+    r = tu_cli_run(a3);
+    ck_assert_int_eq(r.rc, 1);
+    ck_assert_msg(strstr(r.err, "trained with another model"), "%s", r.err);
+    tu_cli_free(&r);
+    char *b3 = tu_read_file(st2, &n2); /* the refused export left the adapter as it was */
+    ck_assert(n1 == n2 && memcmp(b1, b3, n1) == 0);
+    free(b3);
+    free(model), free(other), free(ck), free(out), free(real), free(cfg_path), free(again);
+    free(st1), free(st2), free(b1), free(b2);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("cli");
     TCase *tc = tcase_create("core");
@@ -450,6 +557,8 @@ int main(void) {
     tcase_add_test(tc, info_reports_damage);
     tcase_add_test(tc, eval_escapes_class_names);
     tcase_add_test(tc, damaged_dataset_leaks_nothing);
+    tcase_add_test(tc, eval_prints_json_and_refuses_what_is_not_a_result);
+    tcase_add_test(tc, export_checks_the_prompt_and_names_the_base_model);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

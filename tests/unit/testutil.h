@@ -15,8 +15,10 @@
 #include <hdf5/serial/hdf5.h>
 #endif
 
+#include "softprompt/checkpoint.h"
 #include "softprompt/dataset.h"
 #include "softprompt/model_init.h"
+#include "softprompt/safetensors.h"
 
 /* Creates a fresh temporary directory (mkdtemp under $TMPDIR or /tmp); returns a malloc'd path. */
 char *tu_mkdtemp(void);
@@ -103,6 +105,9 @@ sp_init_options tu_gpt2_options(int n_layer, int d_model, int n_head, int d_ff, 
                                 int n_ctx, uint64_t seed);
 /* Writes a random model of options o into tu_dir/name; returns the malloc'd directory. */
 char *tu_write_model(const char *name, const sp_init_options *o);
+/* A tiny GPT-2 (2 layers, d_model 16, 2 heads, d_ff 64, vocabulary 211 that covers
+ * tu_write_cls_set's tokens, context 32) of seed in tu_dir/name; malloc'd. */
+char *tu_tiny_gpt2(const char *name, uint64_t seed);
 /* Loads the model in dir, failing the test with the loader's message if it does not load. */
 void tu_model_load_ok(sp_model *m, const char *dir);
 
@@ -128,6 +133,18 @@ char *tu_write_prompt_checkpoint(const char *name, const char *model_dir, int n_
  * "org/base") for an n_prompt-token prompt (tu_fill_prompt, scale 0.02); malloc'd. */
 char *tu_write_adapter(const char *name, const char *model_dir, int n_prompt, const char *init,
                        const char *text);
+
+/* sp_prompt_load of path, which must work and give an n_prompt x d prompt. */
+sp_prompt_file tu_prompt_load_ok(const char *path, int n_prompt, int d);
+/* sp_prompt_load of path must fail with a message naming `names` (the file at fault) and
+ * containing want. */
+void tu_prompt_load_fails(const char *path, const char *names, const char *want);
+/* A copy of adapter directory from (both files) as tu_dir/to_name; malloc'd. */
+char *tu_copy_adapter(const char *from, const char *to_name);
+/* Replaces dir/adapter_model.safetensors with the given tensors. */
+void tu_write_adapter_tensors(const char *dir, const sp_st_out *t, int n);
+/* The adapter's config with key set to value (stolen; json_null() sets null, NULL deletes). */
+void tu_edit_adapter_config(const char *dir, const char *key, json_t *value);
 
 /* The JSON in path (duplicate keys refused), failing the test if it does not parse. */
 json_t *tu_json_load(const char *path);

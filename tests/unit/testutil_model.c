@@ -3,8 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
-#include "softprompt/checkpoint.h"
 #include "testutil.h"
 
 sp_init_options tu_gpt2_options(int n_layer, int d_model, int n_head, int d_ff, int vocab_size,
@@ -29,6 +29,11 @@ char *tu_write_model(const char *name, const sp_init_options *o) {
     sp_error err = {0};
     ck_assert_msg(sp_init_model_write(dir, o, &err) == 0, "%s", err.msg);
     return dir;
+}
+
+char *tu_tiny_gpt2(const char *name, uint64_t seed) {
+    sp_init_options o = tu_gpt2_options(2, 16, 2, 64, 211, 32, seed);
+    return tu_write_model(name, &o);
 }
 
 void tu_model_load_ok(sp_model *m, const char *dir) {
@@ -121,6 +126,49 @@ char *tu_write_adapter(const char *name, const char *model_dir, int n_prompt, co
     sp_model_free(&m);
     free(prompt);
     return dir;
+}
+
+sp_prompt_file tu_prompt_load_ok(const char *path, int n_prompt, int d) {
+    sp_prompt_file pf;
+    sp_error err = {0};
+    ck_assert_msg(sp_prompt_load(path, &pf, &err) == 0, "%s: %s", path, err.msg);
+    ck_assert_int_eq(pf.n_prompt, n_prompt);
+    ck_assert_int_eq(pf.d, d);
+    return pf;
+}
+
+void tu_prompt_load_fails(const char *path, const char *names, const char *want) {
+    sp_prompt_file pf;
+    sp_error err = {0};
+    ck_assert_msg(sp_prompt_load(path, &pf, &err) == -1, "%s loaded", path);
+    ck_assert_ptr_null(pf.prompt);
+    ck_assert_msg(strstr(err.msg, names) != NULL, "message does not name %s: %s", names, err.msg);
+    ck_assert_msg(strstr(err.msg, want) != NULL, "expected \"%s\" in: %s", want, err.msg);
+}
+
+char *tu_copy_adapter(const char *from, const char *to_name) {
+    char *to = tu_path(tu_dir, to_name);
+    ck_assert_int_eq(mkdir(to, 0755), 0);
+    const char *files[] = {"adapter_config.json", "adapter_model.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        char *a = tu_path(from, files[i]), *b = tu_path(to, files[i]);
+        tu_copy_file(a, b);
+        free(a), free(b);
+    }
+    return to;
+}
+
+void tu_write_adapter_tensors(const char *dir, const sp_st_out *t, int n) {
+    char *path = tu_path(dir, "adapter_model.safetensors");
+    sp_error err = {0};
+    ck_assert_msg(sp_st_write(path, t, n, NULL, 0, &err) == 0, "%s", err.msg);
+    free(path);
+}
+
+void tu_edit_adapter_config(const char *dir, const char *key, json_t *value) {
+    char *path = tu_path(dir, "adapter_config.json");
+    tu_json_edit(path, key, value);
+    free(path);
 }
 
 json_t *tu_json_load(const char *path) {
