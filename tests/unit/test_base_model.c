@@ -114,8 +114,6 @@ START_TEST(base_model_defaults_to_a_loadable_name) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("base_model");
-    TCase *tc = tu_tcase(s, "base_model");
-    tcase_add_test(tc, base_model_defaults_to_a_loadable_name);
-    return tu_run_suite(s);
+    const TTest *tests[] = {base_model_defaults_to_a_loadable_name, NULL};
+    return tu_main("base_model", tests, NULL);
 }

@@ -46,8 +46,6 @@ START_TEST(describe_summarises_a_checkpoint) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("checkpoint_describe");
-    TCase *tc = tu_ck_tcase(s, "describe");
-    tcase_add_test(tc, describe_summarises_a_checkpoint);
-    return tu_run_suite(s);
+    const TTest *tests[] = {describe_summarises_a_checkpoint, NULL};
+    return tu_main("checkpoint_describe", tests, tu_ck_quiet_hdf5);
 }

@@ -128,10 +128,7 @@ START_TEST(prune_keeps_the_newest_and_keep_also) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("checkpoint_dir");
-    TCase *tc = tu_ck_tcase(s, "dir");
-    tcase_add_test(tc, path_names);
-    tcase_add_test(tc, find_latest_skips_corrupt_newer_files);
-    tcase_add_test(tc, prune_keeps_the_newest_and_keep_also);
-    return tu_run_suite(s);
+    const TTest *tests[] = {path_names, find_latest_skips_corrupt_newer_files,
+                            prune_keeps_the_newest_and_keep_also, NULL};
+    return tu_main("checkpoint_dir", tests, tu_ck_quiet_hdf5);
 }

@@ -80,8 +80,6 @@ START_TEST(prompt_reader_accepts_checkpoints_and_h5py_files) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("checkpoint_prompt");
-    TCase *tc = tu_ck_tcase(s, "prompt");
-    tcase_add_test(tc, prompt_reader_accepts_checkpoints_and_h5py_files);
-    return tu_run_suite(s);
+    const TTest *tests[] = {prompt_reader_accepts_checkpoints_and_h5py_files, NULL};
+    return tu_main("checkpoint_prompt", tests, tu_ck_quiet_hdf5);
 }

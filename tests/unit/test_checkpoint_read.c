@@ -306,15 +306,14 @@ START_TEST(read_refuses_non_finite_state) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("checkpoint_read");
-    TCase *tc = tu_ck_tcase(s, "read");
-    tcase_add_test(tc, checksum_catches_flipped_data_bytes);
-    tcase_add_test(tc, checksum_catches_changed_attributes);
-    tcase_add_test(tc, every_flipped_byte_fails_cleanly_or_is_harmless);
-    tcase_add_test(tc, truncated_files_fail_cleanly);
-    tcase_add_test(tc, garbage_and_foreign_files_fail_cleanly);
-    tcase_add_test(tc, wrong_datasets_are_named);
-    tcase_add_test(tc, crafted_checkpoints_read_back_what_was_crafted);
-    tcase_add_test(tc, read_refuses_non_finite_state);
-    return tu_run_suite(s);
+    const TTest *tests[] = {checksum_catches_flipped_data_bytes,
+                            checksum_catches_changed_attributes,
+                            every_flipped_byte_fails_cleanly_or_is_harmless,
+                            truncated_files_fail_cleanly,
+                            garbage_and_foreign_files_fail_cleanly,
+                            wrong_datasets_are_named,
+                            crafted_checkpoints_read_back_what_was_crafted,
+                            read_refuses_non_finite_state,
+                            NULL};
+    return tu_main("checkpoint_read", tests, tu_ck_quiet_hdf5);
 }

@@ -189,9 +189,7 @@ START_TEST(trainer_checkpoints_pass_the_resume_checks) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("checkpoint_resume");
-    TCase *tc = tu_ck_tcase(s, "resume");
-    tcase_add_test(tc, resume_state_is_checked_against_the_data);
-    tcase_add_test(tc, trainer_checkpoints_pass_the_resume_checks);
-    return tu_run_suite(s);
+    const TTest *tests[] = {resume_state_is_checked_against_the_data,
+                            trainer_checkpoints_pass_the_resume_checks, NULL};
+    return tu_main("checkpoint_resume", tests, tu_ck_quiet_hdf5);
 }

@@ -195,12 +195,11 @@ START_TEST(failed_writes_name_the_path_and_keep_the_old_file) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("checkpoint_write");
-    TCase *tc = tu_ck_tcase(s, "write");
-    tcase_add_test(tc, round_trip_is_bitwise);
-    tcase_add_test(tc, round_trip_edge_values);
-    tcase_add_test(tc, write_refuses_invalid_checkpoints);
-    tcase_add_test(tc, write_refuses_non_finite_state);
-    tcase_add_test(tc, failed_writes_name_the_path_and_keep_the_old_file);
-    return tu_run_suite(s);
+    const TTest *tests[] = {round_trip_is_bitwise,
+                            round_trip_edge_values,
+                            write_refuses_invalid_checkpoints,
+                            write_refuses_non_finite_state,
+                            failed_writes_name_the_path_and_keep_the_old_file,
+                            NULL};
+    return tu_main("checkpoint_write", tests, tu_ck_quiet_hdf5);
 }

@@ -151,14 +151,12 @@ START_TEST(empty_dataset_refused) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("data_order");
-    TCase *tc = tcase_create("data_order");
-    tcase_add_test(tc, every_epoch_is_a_permutation);
-    tcase_add_test(tc, order_depends_on_seed_and_epoch_only);
-    tcase_add_test(tc, batch_crossing_an_epoch);
-    tcase_add_test(tc, resume_recomputes_from_epoch_and_position);
-    tcase_add_test(tc, order_is_pinned);
-    tcase_add_test(tc, empty_dataset_refused);
-    suite_add_tcase(s, tc);
-    return tu_run_suite(s);
+    const TTest *tests[] = {every_epoch_is_a_permutation,
+                            order_depends_on_seed_and_epoch_only,
+                            batch_crossing_an_epoch,
+                            resume_recomputes_from_epoch_and_position,
+                            order_is_pinned,
+                            empty_dataset_refused,
+                            NULL};
+    return tu_main("data_order", tests, NULL);
 }

@@ -106,9 +106,7 @@ START_TEST(dataset_fingerprint_follows_the_data) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("fingerprint");
-    TCase *tc = tu_tcase(s, "fingerprint");
-    tcase_add_test(tc, model_fingerprint_follows_the_weights);
-    tcase_add_test(tc, dataset_fingerprint_follows_the_data);
-    return tu_run_suite(s);
+    const TTest *tests[] = {model_fingerprint_follows_the_weights,
+                            dataset_fingerprint_follows_the_data, NULL};
+    return tu_main("fingerprint", tests, NULL);
 }

@@ -175,12 +175,8 @@ START_TEST(malformed_limits_refused) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("memory_check");
-    TCase *tc = tu_tcase(s, "memory_check");
-    tcase_add_test(tc, estimate_against_the_limit);
-    tcase_add_test(tc, ranks_share_the_mapped_weights);
-    tcase_add_test(tc, refusal_says_what_and_why);
-    tcase_add_test(tc, limit_suffixes);
-    tcase_add_test(tc, malformed_limits_refused);
-    return tu_run_suite(s);
+    const TTest *tests[] = {estimate_against_the_limit, ranks_share_the_mapped_weights,
+                            refusal_says_what_and_why,  limit_suffixes,
+                            malformed_limits_refused,   NULL};
+    return tu_main("memory_check", tests, NULL);
 }

@@ -171,9 +171,7 @@ START_TEST(exported_keys_exist_in_every_peft_since_0_6) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("peft");
-    TCase *tc = tu_tcase(s, "peft");
-    tcase_add_test(tc, peft_export_writes_a_loadable_adapter);
-    tcase_add_test(tc, exported_keys_exist_in_every_peft_since_0_6);
-    return tu_run_suite(s);
+    const TTest *tests[] = {peft_export_writes_a_loadable_adapter,
+                            exported_keys_exist_in_every_peft_since_0_6, NULL};
+    return tu_main("peft", tests, NULL);
 }

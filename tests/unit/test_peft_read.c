@@ -117,9 +117,7 @@ START_TEST(adapter_tensors_are_checked) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("peft_read");
-    TCase *tc = tu_tcase(s, "peft_read");
-    tcase_add_test(tc, adapters_are_validated_against_their_config);
-    tcase_add_test(tc, adapter_tensors_are_checked);
-    return tu_run_suite(s);
+    const TTest *tests[] = {adapters_are_validated_against_their_config,
+                            adapter_tensors_are_checked, NULL};
+    return tu_main("peft_read", tests, NULL);
 }

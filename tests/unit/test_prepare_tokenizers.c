@@ -143,11 +143,7 @@ START_TEST(test_tokenizer_of_model_dir) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("prepare_tokenizers");
-    TCase *tc = tu_tcase(s, "prepare");
-    tcase_add_test(tc, test_llama2_bos);
-    tcase_add_test(tc, test_llama3_bos_first);
-    tcase_add_test(tc, test_qwen2_no_bos);
-    tcase_add_test(tc, test_tokenizer_of_model_dir);
-    return tu_run_suite(s);
+    const TTest *tests[] = {test_llama2_bos, test_llama3_bos_first, test_qwen2_no_bos,
+                            test_tokenizer_of_model_dir, NULL};
+    return tu_main("prepare_tokenizers", tests, NULL);
 }

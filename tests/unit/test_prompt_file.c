@@ -180,10 +180,8 @@ START_TEST(prompts_are_checked_against_the_model) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("prompt_file");
-    TCase *tc = tu_tcase(s, "prompt_file");
-    tcase_add_test(tc, loads_checkpoints_h5py_files_and_adapters);
-    tcase_add_test(tc, pickles_and_other_files_are_refused);
-    tcase_add_test(tc, prompts_are_checked_against_the_model);
-    return tu_run_suite(s);
+    const TTest *tests[] = {loads_checkpoints_h5py_files_and_adapters,
+                            pickles_and_other_files_are_refused,
+                            prompts_are_checked_against_the_model, NULL};
+    return tu_main("prompt_file", tests, NULL);
 }

@@ -70,13 +70,7 @@ START_TEST(test_config_changes_hash) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("tokenizer");
-    TCase *decode = tcase_create("decode");
-    tcase_add_test(decode, test_decode_errors);
-    suite_add_tcase(s, decode);
-    TCase *hash = tcase_create("hash");
-    tcase_add_test(hash, test_hash_covers_pipeline);
-    tcase_add_test(hash, test_config_changes_hash);
-    suite_add_tcase(s, hash);
-    return tu_run_suite(s);
+    const TTest *tests[] = {test_decode_errors, test_hash_covers_pipeline, test_config_changes_hash,
+                            NULL};
+    return tu_main("tokenizer", tests, NULL);
 }

@@ -144,12 +144,8 @@ START_TEST(added_tokens_are_not_normalized) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("tokenizer_normalize");
-    TCase *tc = tu_tcase(s, "normalize");
-    tcase_add_test(tc, unicode_forms);
-    tcase_add_test(tc, unicode_output_longer_than_input);
-    tcase_add_test(tc, prepend_and_replace);
-    tcase_add_test(tc, sequence_in_order);
-    tcase_add_test(tc, added_tokens_are_not_normalized);
-    return tu_run_suite(s);
+    const TTest *tests[] = {
+        unicode_forms,     unicode_output_longer_than_input, prepend_and_replace,
+        sequence_in_order, added_tokens_are_not_normalized,  NULL};
+    return tu_main("tokenizer_normalize", tests, NULL);
 }

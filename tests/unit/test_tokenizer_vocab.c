@@ -101,14 +101,7 @@ START_TEST(test_bad_tokenizer_json) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("tokenizer_vocab");
-    TCase *gpt2 = tcase_create("gpt2");
-    tcase_add_test(gpt2, test_vocab_lookups);
-    suite_add_tcase(s, gpt2);
-    TCase *errors = tcase_create("errors");
-    tcase_add_test(errors, test_bad_vocab);
-    tcase_add_test(errors, test_bad_merges);
-    tcase_add_test(errors, test_bad_tokenizer_json);
-    suite_add_tcase(s, errors);
-    return tu_run_suite(s);
+    const TTest *tests[] = {test_vocab_lookups, test_bad_vocab, test_bad_merges,
+                            test_bad_tokenizer_json, NULL};
+    return tu_main("tokenizer_vocab", tests, NULL);
 }

@@ -301,6 +301,15 @@ TCase *tu_tcase(Suite *s, const char *name) {
     return tc;
 }
 
+int tu_main(const char *name, const TTest *const *tests, void (*setup)(void)) {
+    Suite *s = suite_create(name);
+    TCase *tc = tu_tcase(s, name);
+    if (setup) tcase_add_checked_fixture(tc, setup, NULL);
+    tcase_set_timeout(tc, 300);
+    for (int i = 0; tests[i]; i++) tcase_add_test(tc, tests[i]);
+    return tu_run_suite(s);
+}
+
 /* H5Ewalk2 callback: sets *(int *)data when a description mentions a checksum. */
 static herr_t find_checksum(unsigned n, const H5E_error2_t *e, void *data) {
     (void)n;

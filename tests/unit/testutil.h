@@ -96,6 +96,10 @@ size_t tu_put_utf8(uint32_t cp, char *o);
 int tu_run_suite(Suite *s);
 /* A test case of s whose tests each run in a fresh tu_dir (the tu_dir fixture). */
 TCase *tu_tcase(Suite *s, const char *name);
+/* main() of a test program of one suite and one test case, both called name, running tests
+ * (NULL-terminated) each in a fresh tu_dir; setup (if non-NULL) runs after the tu_dir
+ * fixture's; the timeout is 300 s, as under ctest. Returns the process exit status. */
+int tu_main(const char *name, const TTest *const *tests, void (*setup)(void));
 
 /* ---- models, datasets and prompts (testutil_model.c) ---- */
 

@@ -167,15 +167,6 @@ char *tu_ck_write_crafted(const char *name, const tu_ck_sample *s) {
     return path;
 }
 
-static void setup(void) {
-    tu_dir_setup();
+void tu_ck_quiet_hdf5(void) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-}
-
-TCase *tu_ck_tcase(Suite *s, const char *name) {
-    TCase *tc = tcase_create(name);
-    tcase_add_checked_fixture(tc, setup, tu_dir_teardown);
-    tcase_set_timeout(tc, 300);
-    suite_add_tcase(s, tc);
-    return tc;
 }

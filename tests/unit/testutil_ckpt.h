@@ -37,7 +37,7 @@ void tu_ck_set_str_attr(const char *path, const char *name, const char *value);
  * checksum (docs/formats.md) would. Returns the malloc'd path. */
 char *tu_ck_write_crafted(const char *name, const tu_ck_sample *s);
 
-/* A test case of s whose tests each run in a fresh tu_dir with HDF5's error printing off. */
-TCase *tu_ck_tcase(Suite *s, const char *name);
+/* A fixture setup (for tu_main) that turns HDF5's printing of errors off. */
+void tu_ck_quiet_hdf5(void);
 
 #endif
