@@ -115,5 +115,5 @@ END_TEST
 
 int main(void) {
     const TTest *tests[] = {base_model_defaults_to_a_loadable_name, NULL};
-    return tu_main("base_model", tests, NULL);
+    return tu_main("base_model", tests, NULL, NULL);
 }

@@ -47,5 +47,5 @@ END_TEST
 
 int main(void) {
     const TTest *tests[] = {describe_summarises_a_checkpoint, NULL};
-    return tu_main("checkpoint_describe", tests, tu_ck_quiet_hdf5);
+    return tu_main("checkpoint_describe", tests, tu_ck_quiet_hdf5, NULL);
 }

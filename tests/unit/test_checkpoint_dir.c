@@ -130,5 +130,5 @@ END_TEST
 int main(void) {
     const TTest *tests[] = {path_names, find_latest_skips_corrupt_newer_files,
                             prune_keeps_the_newest_and_keep_also, NULL};
-    return tu_main("checkpoint_dir", tests, tu_ck_quiet_hdf5);
+    return tu_main("checkpoint_dir", tests, tu_ck_quiet_hdf5, NULL);
 }

@@ -81,5 +81,5 @@ END_TEST
 
 int main(void) {
     const TTest *tests[] = {prompt_reader_accepts_checkpoints_and_h5py_files, NULL};
-    return tu_main("checkpoint_prompt", tests, tu_ck_quiet_hdf5);
+    return tu_main("checkpoint_prompt", tests, tu_ck_quiet_hdf5, NULL);
 }

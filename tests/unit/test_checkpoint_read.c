@@ -315,5 +315,5 @@ int main(void) {
                             crafted_checkpoints_read_back_what_was_crafted,
                             read_refuses_non_finite_state,
                             NULL};
-    return tu_main("checkpoint_read", tests, tu_ck_quiet_hdf5);
+    return tu_main("checkpoint_read", tests, tu_ck_quiet_hdf5, NULL);
 }

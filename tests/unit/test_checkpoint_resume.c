@@ -191,5 +191,5 @@ END_TEST
 int main(void) {
     const TTest *tests[] = {resume_state_is_checked_against_the_data,
                             trainer_checkpoints_pass_the_resume_checks, NULL};
-    return tu_main("checkpoint_resume", tests, tu_ck_quiet_hdf5);
+    return tu_main("checkpoint_resume", tests, tu_ck_quiet_hdf5, NULL);
 }

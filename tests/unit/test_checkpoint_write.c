@@ -201,5 +201,5 @@ int main(void) {
                             write_refuses_non_finite_state,
                             failed_writes_name_the_path_and_keep_the_old_file,
                             NULL};
-    return tu_main("checkpoint_write", tests, tu_ck_quiet_hdf5);
+    return tu_main("checkpoint_write", tests, tu_ck_quiet_hdf5, NULL);
 }

@@ -158,5 +158,5 @@ int main(void) {
                             order_is_pinned,
                             empty_dataset_refused,
                             NULL};
-    return tu_main("data_order", tests, NULL);
+    return tu_main("data_order", tests, NULL, NULL);
 }

@@ -108,5 +108,5 @@ END_TEST
 int main(void) {
     const TTest *tests[] = {model_fingerprint_follows_the_weights,
                             dataset_fingerprint_follows_the_data, NULL};
-    return tu_main("fingerprint", tests, NULL);
+    return tu_main("fingerprint", tests, NULL, NULL);
 }

@@ -14,12 +14,15 @@
 #define GIB (1024.0 * 1024.0 * 1024.0)
 #define OVERHEAD (128.0 * 1024 * 1024) /* memory_check.c's allowance for libraries and MPI */
 
+/* Each test's model and sets: a holds 9 examples of 7 to 11 tokens, b 3 examples of 14. */
 typedef struct fixture {
     sp_model m;
-    sp_dataset *a, *b; /* a: 9 examples of 7 to 11 tokens; b: 3 examples of 14 tokens */
+    sp_dataset *a, *b;
 } fixture;
+static fixture F;
 
-static void open_fixture(fixture *f) {
+static void open_fixture(void) {
+    fixture *f = &F;
     char *model = tu_tiny_gpt2("m", 1);
     tu_model_load_ok(&f->m, model);
     char *a = tu_write_cls_set(
@@ -30,9 +33,9 @@ static void open_fixture(fixture *f) {
     free(model), free(a), free(b);
 }
 
-static void close_fixture(fixture *f) {
-    sp_dataset_close(f->a), sp_dataset_close(f->b);
-    sp_model_free(&f->m);
+static void close_fixture(void) {
+    sp_dataset_close(F.a), sp_dataset_close(F.b);
+    sp_model_free(&F.m);
 }
 
 /* The estimate for a micro-batch of `tokens` tokens and `targets` targets whose longest
@@ -46,73 +49,64 @@ static double estimate(const sp_model *m, int ranks, double tokens, double targe
 }
 
 /* sp_train_check_memory with SP_MAX_MEMORY=limit: 0, or -1 and the message in err. */
-static int check(fixture *f, const char *limit, sp_dataset *const *sets, int n_sets, int micro,
-                 int ranks, sp_error *err) {
+static int check(const char *limit, sp_dataset *const *sets, int n_sets, int micro, int ranks,
+                 sp_error *err) {
     ck_assert_int_eq(setenv("SP_MAX_MEMORY", limit, 1), 0);
-    return sp_train_check_memory(&f->m, sets, n_sets, micro, ranks, err);
+    return sp_train_check_memory(&F.m, sets, n_sets, micro, ranks, err);
 }
 
-static int check_bytes(fixture *f, double limit, sp_dataset *const *sets, int n_sets, int micro,
-                       int ranks) {
+static int check_bytes(double limit, sp_dataset *const *sets, int n_sets, int micro, int ranks) {
     char s[32];
     snprintf(s, sizeof s, "%.0f", limit);
     sp_error err = {0};
-    return check(f, s, sets, n_sets, micro, ranks, &err);
+    return check(s, sets, n_sets, micro, ranks, &err);
 }
 
 /* The worst micro-batch of 3 from either set: b's three examples (42 tokens, sequences of 14),
  * and 3 targets. The estimate is the limit to the byte. */
 START_TEST(estimate_against_the_limit) {
-    fixture f;
-    open_fixture(&f);
-    sp_dataset *sets[] = {NULL, f.a, NULL, f.b};
-    double model, act, need = estimate(&f.m, 1, 42, 3, 14, &model, &act);
+    sp_dataset *sets[] = {NULL, F.a, NULL, F.b};
+    double model, act, need = estimate(&F.m, 1, 42, 3, 14, &model, &act);
     ck_assert(need == floor(need));
-    ck_assert_int_eq(check_bytes(&f, need, sets, 4, 3, 1), 0);
-    ck_assert_int_eq(check_bytes(&f, need - 1, sets, 4, 3, 1), -1);
-    sp_dataset *reversed[] = {f.b, f.a}; /* the worst is the worst of all, wherever it is */
-    ck_assert_int_eq(check_bytes(&f, need, reversed, 2, 3, 1), 0);
-    ck_assert_int_eq(check_bytes(&f, need - 1, reversed, 2, 3, 1), -1);
+    ck_assert_int_eq(check_bytes(need, sets, 4, 3, 1), 0);
+    ck_assert_int_eq(check_bytes(need - 1, sets, 4, 3, 1), -1);
+    sp_dataset *reversed[] = {F.b, F.a}; /* the worst is the worst of all, wherever it is */
+    ck_assert_int_eq(check_bytes(need, reversed, 2, 3, 1), 0);
+    ck_assert_int_eq(check_bytes(need - 1, reversed, 2, 3, 1), -1);
     /* a alone: its three longest (11 + 10 + 10 tokens, sequences of 11). */
-    need = estimate(&f.m, 1, 31, 3, 11, &model, &act);
-    ck_assert_int_eq(check_bytes(&f, need, sets, 2, 3, 1), 0);
-    ck_assert_int_eq(check_bytes(&f, need - 1, sets, 2, 3, 1), -1);
+    need = estimate(&F.m, 1, 31, 3, 11, &model, &act);
+    ck_assert_int_eq(check_bytes(need, sets, 2, 3, 1), 0);
+    ck_assert_int_eq(check_bytes(need - 1, sets, 2, 3, 1), -1);
     /* A micro-batch larger than the set: all of it (79 tokens, 9 targets). */
-    need = estimate(&f.m, 1, 79, 9, 11, &model, &act);
-    ck_assert_int_eq(check_bytes(&f, need, sets, 2, 100, 1), 0);
-    ck_assert_int_eq(check_bytes(&f, need - 1, sets, 2, 100, 1), -1);
-    close_fixture(&f);
+    need = estimate(&F.m, 1, 79, 9, 11, &model, &act);
+    ck_assert_int_eq(check_bytes(need, sets, 2, 100, 1), 0);
+    ck_assert_int_eq(check_bytes(need - 1, sets, 2, 100, 1), -1);
 }
 END_TEST
 
 /* Ranks of a node share the mapped weights: each counts its share. */
 START_TEST(ranks_share_the_mapped_weights) {
-    fixture f;
-    open_fixture(&f);
-    sp_dataset *sets[] = {f.a, f.b};
-    ck_assert_uint_gt(f.m.bytes_in_place, 0);
-    double model, act, one = estimate(&f.m, 1, 42, 3, 14, &model, &act);
-    double two = estimate(&f.m, 2, 42, 3, 14, &model, &act);
+    sp_dataset *sets[] = {F.a, F.b};
+    ck_assert_uint_gt(F.m.bytes_in_place, 0);
+    double model, act, one = estimate(&F.m, 1, 42, 3, 14, &model, &act);
+    double two = estimate(&F.m, 2, 42, 3, 14, &model, &act);
     ck_assert(two < one);
     double limit = ceil(two);
-    ck_assert_int_eq(check_bytes(&f, limit, sets, 2, 3, 2), 0);
-    ck_assert_int_eq(check_bytes(&f, limit, sets, 2, 3, 1), -1);
-    ck_assert_int_eq(check_bytes(&f, limit - 1, sets, 2, 3, 2), -1);
-    ck_assert_int_eq(check_bytes(&f, one, sets, 2, 3, 0), 0); /* 0 ranks: one */
-    ck_assert_int_eq(check_bytes(&f, one - 1, sets, 2, 3, 0), -1);
-    close_fixture(&f);
+    ck_assert_int_eq(check_bytes(limit, sets, 2, 3, 2), 0);
+    ck_assert_int_eq(check_bytes(limit, sets, 2, 3, 1), -1);
+    ck_assert_int_eq(check_bytes(limit - 1, sets, 2, 3, 2), -1);
+    ck_assert_int_eq(check_bytes(one, sets, 2, 3, 0), 0); /* 0 ranks: one */
+    ck_assert_int_eq(check_bytes(one - 1, sets, 2, 3, 0), -1);
 }
 END_TEST
 
 /* The refusal gives the estimate, its parts and what they come from, the limit and its source,
  * and what to change. */
 START_TEST(refusal_says_what_and_why) {
-    fixture f;
-    open_fixture(&f);
-    sp_dataset *sets[] = {f.a, f.b};
-    double model, act, need = estimate(&f.m, 1, 42, 3, 14, &model, &act);
+    sp_dataset *sets[] = {F.a, F.b};
+    double model, act, need = estimate(&F.m, 1, 42, 3, 14, &model, &act);
     sp_error err = {0};
-    ck_assert_int_eq(check(&f, "100M", sets, 2, 3, 1, &err), -1);
+    ck_assert_int_eq(check("100M", sets, 2, 3, 1, &err), -1);
     char want[1024];
     snprintf(want, sizeof want,
              "this run needs about %.2f GiB per rank (model %.2f GiB, activations %.2f GiB for a "
@@ -121,16 +115,13 @@ START_TEST(refusal_says_what_and_why) {
              "--max-length, or run fewer ranks per node",
              need / GIB, model / GIB, act / GIB, 100.0 * 1024 * 1024 / GIB);
     ck_assert_str_eq(err.msg, want);
-    close_fixture(&f);
 }
 END_TEST
 
 /* K, M and G are powers of 1024, fractions allowed. */
 START_TEST(limit_suffixes) {
-    fixture f;
-    open_fixture(&f);
-    sp_dataset *sets[] = {f.a, f.b};
-    double model, act, need = estimate(&f.m, 1, 42, 3, 14, &model, &act);
+    sp_dataset *sets[] = {F.a, F.b};
+    double model, act, need = estimate(&F.m, 1, 42, 3, 14, &model, &act);
     const struct {
         char suffix;
         double unit;
@@ -140,26 +131,23 @@ START_TEST(limit_suffixes) {
         char s[32];
         sp_error err = {0};
         snprintf(s, sizeof s, "%.0f%c", n, units[u].suffix);
-        ck_assert_msg(check(&f, s, sets, 2, 3, 1, &err) == 0, "%s: %s", s, err.msg);
+        ck_assert_msg(check(s, sets, 2, 3, 1, &err) == 0, "%s: %s", s, err.msg);
         snprintf(s, sizeof s, "%.0f%c", n - 1, units[u].suffix);
-        ck_assert_msg(check(&f, s, sets, 2, 3, 1, &err) == -1, "%s passed", s);
+        ck_assert_msg(check(s, sets, 2, 3, 1, &err) == -1, "%s passed", s);
     }
     ck_assert(need < 0.5 * GIB && need > 0.1 * GIB);
     sp_error err = {0};
-    ck_assert_int_eq(check(&f, "0.5G", sets, 2, 3, 1, &err), 0);
-    ck_assert_int_eq(check(&f, "0.1G", sets, 2, 3, 1, &err), -1);
-    close_fixture(&f);
+    ck_assert_int_eq(check("0.5G", sets, 2, 3, 1, &err), 0);
+    ck_assert_int_eq(check("0.1G", sets, 2, 3, 1, &err), -1);
 }
 END_TEST
 
 START_TEST(malformed_limits_refused) {
-    fixture f;
-    open_fixture(&f);
-    sp_dataset *sets[] = {f.a};
+    sp_dataset *sets[] = {F.a};
     static const char *const bad[] = {"abc", "G", "0", "-1G", "4GB", "4 G", "1e3X", "nan"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         sp_error err = {0};
-        ck_assert_msg(check(&f, bad[i], sets, 1, 1, 1, &err) == -1, "SP_MAX_MEMORY=%s", bad[i]);
+        ck_assert_msg(check(bad[i], sets, 1, 1, 1, &err) == -1, "SP_MAX_MEMORY=%s", bad[i]);
         char want[128];
         snprintf(want, sizeof want,
                  "SP_MAX_MEMORY='%s': expected a number of bytes, e.g. 4G or 512M", bad[i]);
@@ -167,10 +155,9 @@ START_TEST(malformed_limits_refused) {
     }
     /* Unset or empty: the node's (or the cgroup's) free memory decides; a tiny run fits. */
     sp_error err = {0};
-    ck_assert_msg(check(&f, "", sets, 1, 1, 1, &err) == 0, "%s", err.msg);
+    ck_assert_msg(check("", sets, 1, 1, 1, &err) == 0, "%s", err.msg);
     unsetenv("SP_MAX_MEMORY");
-    ck_assert_msg(sp_train_check_memory(&f.m, sets, 1, 1, 1, &err) == 0, "%s", err.msg);
-    close_fixture(&f);
+    ck_assert_msg(sp_train_check_memory(&F.m, sets, 1, 1, 1, &err) == 0, "%s", err.msg);
 }
 END_TEST
 
@@ -178,5 +165,5 @@ int main(void) {
     const TTest *tests[] = {estimate_against_the_limit, ranks_share_the_mapped_weights,
                             refusal_says_what_and_why,  limit_suffixes,
                             malformed_limits_refused,   NULL};
-    return tu_main("memory_check", tests, NULL);
+    return tu_main("memory_check", tests, open_fixture, close_fixture);
 }

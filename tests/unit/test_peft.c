@@ -173,5 +173,5 @@ END_TEST
 int main(void) {
     const TTest *tests[] = {peft_export_writes_a_loadable_adapter,
                             exported_keys_exist_in_every_peft_since_0_6, NULL};
-    return tu_main("peft", tests, NULL);
+    return tu_main("peft", tests, NULL, NULL);
 }

@@ -119,5 +119,5 @@ END_TEST
 int main(void) {
     const TTest *tests[] = {adapters_are_validated_against_their_config,
                             adapter_tensors_are_checked, NULL};
-    return tu_main("peft_read", tests, NULL);
+    return tu_main("peft_read", tests, NULL, NULL);
 }

@@ -145,5 +145,5 @@ END_TEST
 int main(void) {
     const TTest *tests[] = {test_llama2_bos, test_llama3_bos_first, test_qwen2_no_bos,
                             test_tokenizer_of_model_dir, NULL};
-    return tu_main("prepare_tokenizers", tests, NULL);
+    return tu_main("prepare_tokenizers", tests, NULL, NULL);
 }

@@ -183,5 +183,5 @@ int main(void) {
     const TTest *tests[] = {loads_checkpoints_h5py_files_and_adapters,
                             pickles_and_other_files_are_refused,
                             prompts_are_checked_against_the_model, NULL};
-    return tu_main("prompt_file", tests, NULL);
+    return tu_main("prompt_file", tests, NULL, NULL);
 }

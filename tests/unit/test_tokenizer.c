@@ -72,5 +72,5 @@ END_TEST
 int main(void) {
     const TTest *tests[] = {test_decode_errors, test_hash_covers_pipeline, test_config_changes_hash,
                             NULL};
-    return tu_main("tokenizer", tests, NULL);
+    return tu_main("tokenizer", tests, NULL, NULL);
 }

@@ -38,29 +38,58 @@ static void expect_normalized(sp_tokenizer *t, const char *in, const char *want)
     sp_token_buf_free(&ids);
 }
 
-START_TEST(unicode_forms) {
-    /* e + combining acute, the precomposed é, the fi ligature, the Kelvin sign, circled one */
-    const char *decomposed = "e\xcc\x81", *composed = "\xc3\xa9", *fi = "\xef\xac\x81",
-               *kelvin = "\xe2\x84\xaa", *one = "\xe2\x91\xa0";
-    sp_tokenizer *t = with_normalizer("{\"type\": \"NFC\"}", NULL);
-    expect_normalized(t, decomposed, composed);
-    expect_normalized(t, "plain ASCII", "plain ASCII");
-    expect_normalized(t, fi, fi); /* compatibility forms stay */
-    expect_normalized(t, kelvin, "K");
-    sp_tokenizer_free(t);
-    t = with_normalizer("{\"type\": \"NFD\"}", NULL);
-    expect_normalized(t, composed, decomposed);
-    expect_normalized(t, fi, fi);
-    sp_tokenizer_free(t);
-    t = with_normalizer("{\"type\": \"NFKC\"}", NULL);
-    expect_normalized(t, fi, "fi");
-    expect_normalized(t, one, "1");
-    expect_normalized(t, decomposed, composed);
-    sp_tokenizer_free(t);
-    t = with_normalizer("{\"type\": \"NFKD\"}", NULL);
-    expect_normalized(t, fi, "fi");
-    expect_normalized(t, composed, decomposed);
-    sp_tokenizer_free(t);
+/* normalizer JSON */
+#define FORM(f) "{\"type\": \"" f "\"}"
+#define PREPEND(s) "{\"type\": \"Prepend\", \"prepend\": \"" s "\"}"
+#define REPLACE(kind, pattern, content)                                                            \
+    "{\"type\": \"Replace\", \"pattern\": {\"" kind "\": \"" pattern                               \
+    "\"}, \"content\": \"" content "\"}"
+#define SEQUENCE(a, b) "{\"type\": \"Sequence\", \"normalizers\": [" a ", " b "]}"
+
+/* e + combining acute, the precomposed e acute, the fi ligature, the Kelvin sign, circled one,
+ * SentencePiece's space */
+#define DECOMPOSED "e\xcc\x81"
+#define COMPOSED "\xc3\xa9"
+#define FI "\xef\xac\x81"
+#define KELVIN "\xe2\x84\xaa"
+#define ONE "\xe2\x91\xa0"
+#define SPACE "\xe2\x96\x81"
+
+static const struct {
+    const char *normalizer, *in, *want;
+} CASES[] = {
+    {FORM("NFC"), DECOMPOSED, COMPOSED},
+    {FORM("NFC"), "plain ASCII", "plain ASCII"},
+    {FORM("NFC"), FI, FI}, /* compatibility forms stay */
+    {FORM("NFC"), KELVIN, "K"},
+    {FORM("NFD"), COMPOSED, DECOMPOSED},
+    {FORM("NFD"), FI, FI},
+    {FORM("NFKC"), FI, "fi"},
+    {FORM("NFKC"), ONE, "1"},
+    {FORM("NFKC"), DECOMPOSED, COMPOSED},
+    {FORM("NFKD"), FI, "fi"},
+    {FORM("NFKD"), COMPOSED, DECOMPOSED},
+    {PREPEND(SPACE), "ab", SPACE "ab"},
+    {REPLACE("String", " ", SPACE), "a b  c ", "a" SPACE "b" SPACE SPACE "c" SPACE},
+    {REPLACE("String", " ", SPACE), "none", "none"},
+    {REPLACE("Regex", " +", " "), "a   b  c d", "a b c d"},
+    /* "x*" also matches the empty string everywhere: only real matches are replaced. */
+    {REPLACE("Regex", "x*", "-"), "axxbx", "a-b-"},
+    {REPLACE("Regex", "x*", "-"), "ab", "ab"},
+    /* A Sequence applies its normalizers in order. */
+    {SEQUENCE(PREPEND("x"), REPLACE("String", "x", "y")), "ab", "yab"},
+    {SEQUENCE(REPLACE("String", "x", "y"), PREPEND("x")), "ab", "xab"},
+    /* Prepend leaves text that an earlier normalizer emptied empty. */
+    {SEQUENCE(REPLACE("String", "x", ""), PREPEND("_")), "xx", ""},
+    {SEQUENCE(REPLACE("String", "x", ""), PREPEND("_")), "xax", "_a"},
+};
+
+START_TEST(normalizers) {
+    for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) {
+        sp_tokenizer *t = with_normalizer(CASES[i].normalizer, NULL);
+        expect_normalized(t, CASES[i].in, CASES[i].want);
+        sp_tokenizer_free(t);
+    }
 }
 END_TEST
 
@@ -71,72 +100,17 @@ START_TEST(unicode_output_longer_than_input) {
     for (int i = 0; i < N; i++)
         memcpy(in + 3 * i, "\xef\xac\x81", 3), memcpy(want + 2 * i, "fi", 2);
     in[3 * N] = want[2 * N] = '\0';
-    sp_tokenizer *t = with_normalizer("{\"type\": \"NFKD\"}", NULL);
+    sp_tokenizer *t = with_normalizer(FORM("NFKD"), NULL);
     expect_normalized(t, in, want);
     sp_tokenizer_free(t);
     free(in), free(want);
 }
 END_TEST
 
-START_TEST(prepend_and_replace) {
-    sp_tokenizer *t =
-        with_normalizer("{\"type\": \"Prepend\", \"prepend\": \"\xe2\x96\x81\"}", NULL);
-    expect_normalized(t, "ab",
-                      "\xe2\x96\x81"
-                      "ab");
-    sp_tokenizer_free(t);
-    t = with_normalizer(
-        "{\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"\xe2\x96\x81\"}",
-        NULL);
-    expect_normalized(t, "a b  c ",
-                      "a\xe2\x96\x81"
-                      "b\xe2\x96\x81\xe2\x96\x81"
-                      "c\xe2\x96\x81");
-    expect_normalized(t, "none", "none");
-    sp_tokenizer_free(t);
-    t = with_normalizer(
-        "{\"type\": \"Replace\", \"pattern\": {\"Regex\": \" +\"}, \"content\": \" \"}", NULL);
-    expect_normalized(t, "a   b  c d", "a b c d");
-    sp_tokenizer_free(t);
-    /* "x*" also matches the empty string everywhere: only real matches are replaced. */
-    t = with_normalizer("{\"type\": \"Replace\", \"pattern\": {\"Regex\": \"x*\"}, \"content\": "
-                        "\"-\"}",
-                        NULL);
-    expect_normalized(t, "axxbx", "a-b-");
-    expect_normalized(t, "ab", "ab");
-    sp_tokenizer_free(t);
-}
-END_TEST
-
-/* A Sequence applies its normalizers in order. */
-START_TEST(sequence_in_order) {
-    sp_tokenizer *t = with_normalizer(
-        "{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", \"prepend\": \"x\"}, "
-        "{\"type\": \"Replace\", \"pattern\": {\"String\": \"x\"}, \"content\": \"y\"}]}",
-        NULL);
-    expect_normalized(t, "ab", "yab");
-    sp_tokenizer_free(t);
-    t = with_normalizer(
-        "{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Replace\", \"pattern\": "
-        "{\"String\": \"x\"}, \"content\": \"y\"}, {\"type\": \"Prepend\", \"prepend\": \"x\"}]}",
-        NULL);
-    expect_normalized(t, "ab", "xab");
-    sp_tokenizer_free(t);
-    /* Prepend leaves text that an earlier normalizer emptied empty. */
-    t = with_normalizer(
-        "{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Replace\", \"pattern\": "
-        "{\"String\": \"x\"}, \"content\": \"\"}, {\"type\": \"Prepend\", \"prepend\": \"_\"}]}",
-        NULL);
-    expect_normalized(t, "xx", "");
-    expect_normalized(t, "xax", "_a");
-    sp_tokenizer_free(t);
-}
-END_TEST
-
 /* The text between added tokens is normalized, a (non-normalized) added token is not. */
 START_TEST(added_tokens_are_not_normalized) {
     sp_tokenizer *t = with_normalizer(
-        "{\"type\": \"Replace\", \"pattern\": {\"String\": \"x\"}, \"content\": \"y\"}",
+        REPLACE("String", "x", "y"),
         "[{\"id\": 300, \"content\": \"<x>\", \"special\": true, \"normalized\": false}]");
     expect_normalized(t, "ax<x>x", "ay<x>y");
     sp_tokenizer_free(t);
@@ -144,8 +118,7 @@ START_TEST(added_tokens_are_not_normalized) {
 END_TEST
 
 int main(void) {
-    const TTest *tests[] = {
-        unicode_forms,     unicode_output_longer_than_input, prepend_and_replace,
-        sequence_in_order, added_tokens_are_not_normalized,  NULL};
-    return tu_main("tokenizer_normalize", tests, NULL);
+    const TTest *tests[] = {normalizers, unicode_output_longer_than_input,
+                            added_tokens_are_not_normalized, NULL};
+    return tu_main("tokenizer_normalize", tests, NULL, NULL);
 }

@@ -103,5 +103,5 @@ END_TEST
 int main(void) {
     const TTest *tests[] = {test_vocab_lookups, test_bad_vocab, test_bad_merges,
                             test_bad_tokenizer_json, NULL};
-    return tu_main("tokenizer_vocab", tests, NULL);
+    return tu_main("tokenizer_vocab", tests, NULL, NULL);
 }

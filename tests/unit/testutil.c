@@ -301,10 +301,11 @@ TCase *tu_tcase(Suite *s, const char *name) {
     return tc;
 }
 
-int tu_main(const char *name, const TTest *const *tests, void (*setup)(void)) {
+int tu_main(const char *name, const TTest *const *tests, void (*setup)(void),
+            void (*teardown)(void)) {
     Suite *s = suite_create(name);
     TCase *tc = tu_tcase(s, name);
-    if (setup) tcase_add_checked_fixture(tc, setup, NULL);
+    if (setup || teardown) tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 300);
     for (int i = 0; tests[i]; i++) tcase_add_test(tc, tests[i]);
     return tu_run_suite(s);

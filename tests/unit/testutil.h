@@ -97,9 +97,10 @@ int tu_run_suite(Suite *s);
 /* A test case of s whose tests each run in a fresh tu_dir (the tu_dir fixture). */
 TCase *tu_tcase(Suite *s, const char *name);
 /* main() of a test program of one suite and one test case, both called name, running tests
- * (NULL-terminated) each in a fresh tu_dir; setup (if non-NULL) runs after the tu_dir
- * fixture's; the timeout is 300 s, as under ctest. Returns the process exit status. */
-int tu_main(const char *name, const TTest *const *tests, void (*setup)(void));
+ * (NULL-terminated) each in a fresh tu_dir; setup and teardown (each may be NULL) run inside
+ * the tu_dir fixture; the timeout is 300 s, as under ctest. Returns the process exit status. */
+int tu_main(const char *name, const TTest *const *tests, void (*setup)(void),
+            void (*teardown)(void));
 
 /* ---- models, datasets and prompts (testutil_model.c) ---- */
 
