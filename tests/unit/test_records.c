@@ -383,24 +383,21 @@ START_TEST(size_limits) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("records");
-    TCase *tc = tcase_create("records");
-    tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
-    tcase_add_test(tc, jsonl_values_and_blank_lines);
-    tcase_add_test(tc, csv_quoting_crlf_and_newlines);
-    tcase_add_test(tc, csv_lf_single_column);
-    tcase_add_test(tc, tsv_no_quoting);
-    tcase_add_test(tc, explicit_format_and_header);
-    tcase_add_test(tc, get_and_require);
-    tcase_add_test(tc, utf8_validator);
-    tcase_add_test(tc, missing_file);
-    tcase_add_test(tc, jsonl_errors);
-    tcase_add_test(tc, csv_errors);
-    tcase_add_test(tc, tsv_errors);
-    tcase_add_test(tc, size_limits);
-    tcase_add_test(tc, utf8_bom_is_skipped_in_every_format);
-    tcase_add_test(tc, utf16_and_utf32_are_named);
-    tcase_add_test(tc, wide_header_is_linear);
-    suite_add_tcase(s, tc);
-    return tu_run_suite(s);
+    const TTest *tests[] = {jsonl_values_and_blank_lines,
+                            csv_quoting_crlf_and_newlines,
+                            csv_lf_single_column,
+                            tsv_no_quoting,
+                            explicit_format_and_header,
+                            get_and_require,
+                            utf8_validator,
+                            missing_file,
+                            jsonl_errors,
+                            csv_errors,
+                            tsv_errors,
+                            size_limits,
+                            utf8_bom_is_skipped_in_every_format,
+                            utf16_and_utf32_are_named,
+                            wide_header_is_linear,
+                            NULL};
+    return tu_main("records", tests, NULL, NULL);
 }
