@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "softprompt/checkpoint.h"
 #include "softprompt/safetensors.h"
@@ -64,14 +63,8 @@ START_TEST(model_fingerprint_follows_the_weights) {
     ck_assert_str_ne(fa, fb);  /* different seed */
 
     /* One weight changed in a copy of the file: the last element of one layer's c_proj. */
-    char *c = tu_path(tu_dir, "c");
-    ck_assert_int_eq(mkdir(c, 0755), 0);
-    const char *files[] = {"config.json", "model.safetensors"};
-    for (int i = 0; i < 2; i++) {
-        char *from = tu_path(a, files[i]), *to = tu_path(c, files[i]);
-        tu_copy_file(from, to);
-        free(from), free(to);
-    }
+    char *c =
+        tu_copy_files(a, "c", (const char *const[]){"config.json", "model.safetensors", NULL});
     char *st_path = tu_path(c, "model.safetensors");
     sp_st_file f;
     sp_error err = {0};

@@ -144,6 +144,9 @@ sp_prompt_file tu_prompt_load_ok(const char *path, int n_prompt, int d);
 /* sp_prompt_load of path must fail with a message naming `names` (the file at fault) and
  * containing want. */
 void tu_prompt_load_fails(const char *path, const char *names, const char *want);
+/* A new directory tu_dir/to_name (returned, malloc'd) holding copies of the named files
+ * (NULL-terminated) of directory from. */
+char *tu_copy_files(const char *from, const char *to_name, const char *const *files);
 /* A copy of adapter directory from (both files) as tu_dir/to_name; malloc'd. */
 char *tu_copy_adapter(const char *from, const char *to_name);
 /* Replaces dir/adapter_model.safetensors with the given tensors. */

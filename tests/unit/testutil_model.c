@@ -146,16 +146,21 @@ void tu_prompt_load_fails(const char *path, const char *names, const char *want)
     ck_assert_msg(strstr(err.msg, want) != NULL, "expected \"%s\" in: %s", want, err.msg);
 }
 
-char *tu_copy_adapter(const char *from, const char *to_name) {
+char *tu_copy_files(const char *from, const char *to_name, const char *const *files) {
     char *to = tu_path(tu_dir, to_name);
     ck_assert_int_eq(mkdir(to, 0755), 0);
-    const char *files[] = {"adapter_config.json", "adapter_model.safetensors"};
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; files[i]; i++) {
         char *a = tu_path(from, files[i]), *b = tu_path(to, files[i]);
         tu_copy_file(a, b);
         free(a), free(b);
     }
     return to;
+}
+
+char *tu_copy_adapter(const char *from, const char *to_name) {
+    return tu_copy_files(
+        from, to_name,
+        (const char *const[]){"adapter_config.json", "adapter_model.safetensors", NULL});
 }
 
 void tu_write_adapter_tensors(const char *dir, const sp_st_out *t, int n) {
