@@ -44,10 +44,7 @@ START_TEST(long_text_is_cut_between_characters) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("escape");
-    TCase *tc = tcase_create("escape");
-    tcase_add_test(tc, escapes_what_a_terminal_would_act_on);
-    tcase_add_test(tc, long_text_is_cut_between_characters);
-    suite_add_tcase(s, tc);
-    return tu_run_suite(s);
+    const TTest *tests[] = {escapes_what_a_terminal_would_act_on,
+                            long_text_is_cut_between_characters, NULL};
+    return tu_main("escape", tests, NULL, NULL);
 }

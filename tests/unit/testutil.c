@@ -239,6 +239,43 @@ int tu_run_cli(const char *const *args, char **out, char **errout) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+tu_cli tu_cli_run(const char *const *args) {
+    tu_cli r;
+    r.rc = tu_run_cli(args, &r.out, &r.err);
+    return r;
+}
+
+void tu_cli_free(tu_cli *r) {
+    free(r->out), free(r->err);
+    r->out = r->err = NULL;
+}
+
+void tu_assert_has(const char *hay, const char *needle) {
+    ck_assert_msg(strstr(hay, needle) != NULL, "expected '%s' in:\n%s", needle, hay);
+}
+
+void tu_flip_byte(const char *path, long off, unsigned char mask) {
+    FILE *f = fopen(path, "r+b");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fseek(f, off, SEEK_SET), 0);
+    int ch = fgetc(f);
+    ck_assert_int_ne(ch, EOF);
+    ck_assert_int_eq(fseek(f, off, SEEK_SET), 0);
+    fputc(ch ^ mask, f);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+long tu_h5_dataset_offset(const char *path, const char *name) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    ck_assert_int_ge(f, 0);
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    ck_assert_int_ge(d, 0);
+    haddr_t off = H5Dget_offset(d);
+    ck_assert(off != HADDR_UNDEF);
+    H5Dclose(d), H5Fclose(f);
+    return (long)off;
+}
+
 size_t tu_put_utf8(uint32_t cp, char *o) {
     if (cp < 0x80) return o[0] = (char)cp, 1;
     if (cp < 0x800) return o[0] = (char)(0xC0 | cp >> 6), o[1] = (char)(0x80 | (cp & 63)), 2;
@@ -255,6 +292,23 @@ int tu_run_suite(Suite *s) {
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+TCase *tu_tcase(Suite *s, const char *name) {
+    TCase *tc = tcase_create(name);
+    tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
+    suite_add_tcase(s, tc);
+    return tc;
+}
+
+int tu_main(const char *name, const TTest *const *tests, void (*setup)(void),
+            void (*teardown)(void)) {
+    Suite *s = suite_create(name);
+    TCase *tc = tu_tcase(s, name);
+    if (setup || teardown) tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 300);
+    for (int i = 0; tests[i]; i++) tcase_add_test(tc, tests[i]);
+    return tu_run_suite(s);
 }
 
 /* H5Ewalk2 callback: sets *(int *)data when a description mentions a checksum. */
