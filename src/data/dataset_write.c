@@ -263,10 +263,9 @@ sp_dataset_writer *sp_dataset_writer_open(const char *final_path, const sp_datas
     H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
     hid_t fcpl = sp_h5_untimed(H5P_FILE_CREATE); /* the root group's times */
     w->file = H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, fcpl, fapl);
-    H5Pclose(fcpl);
     /* before H5Pclose, which clears HDF5's error stack and with it the reason (e.g. ENOSPC) */
     if (w->file < 0) sp_h5_fail(err, "%s: cannot create HDF5 file", final_path);
-    H5Pclose(fapl);
+    H5Pclose(fcpl), H5Pclose(fapl);
     if (w->file < 0 || write_header_attrs(w, err) ||
         (meta->task == SP_TASK_CLASSIFICATION && write_classes(w, err)) || create_columns(w, err)) {
         sp_dataset_writer_abort(w);
