@@ -8,6 +8,7 @@
 
 #include "data/dataset_internal.h"
 #include "util/escape.h"
+#include "util/vec.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* Attributes                                                                                 */
@@ -437,11 +438,8 @@ static int cmp_slot(const void *a, const void *b) {
 /* Sorts the request into ds->order and numbers the distinct examples in file order.
  * Returns the number of distinct examples, or -1. */
 static int sort_request(sp_dataset *ds, const int64_t *ids, int n, sp_error *err) {
-    if ((size_t)n > ds->cap_order) {
-        slot *o = realloc(ds->order, (size_t)n * sizeof *o);
-        if (!o) return sp_fail(err, "%s: out of memory", ds->path);
-        ds->order = o, ds->cap_order = (size_t)n;
-    }
+    if (sp_vec_reserve(&ds->order, &ds->cap_order, (size_t)n, sizeof *ds->order) != 0)
+        return sp_fail(err, "%s: out of memory", ds->path);
     for (int s = 0; s < n; s++) {
         if (ids[s] < 0 || ids[s] >= ds->meta.n_examples)
             return sp_fail(err, "%s: example %" PRId64 " requested, but the dataset has %" PRId64,
@@ -458,10 +456,8 @@ static int sort_request(sp_dataset *ds, const int64_t *ids, int n, sp_error *err
 }
 
 static int grow_scratch(sp_dataset *ds, size_t n, sp_error *err) {
-    if (n <= ds->cap_scratch) return 0;
-    int32_t *p = realloc(ds->scratch, n * sizeof *p);
-    if (!p) return sp_fail(err, "%s: out of memory for a batch of %zu values", ds->path, n);
-    ds->scratch = p, ds->cap_scratch = n;
+    if (sp_vec_reserve(&ds->scratch, &ds->cap_scratch, n, sizeof *ds->scratch) != 0)
+        return sp_fail(err, "%s: out of memory for a batch of %zu values", ds->path, n);
     return 0;
 }
 
@@ -523,29 +519,23 @@ static void unique_starts(const sp_dataset *ds, const int64_t *off, int n, int64
     }
 }
 
-static int reserve(void **p, size_t n, size_t elem) {
-    void *q = realloc(*p, n ? n * elem : 1);
-    if (!q) return -1;
-    *p = q;
-    return 0;
-}
-
 /* Sizes out for n sequences, n_tok tokens and n_tgt targets. */
 static int reserve_batch(sp_batch_data *out, size_t n, size_t n_tok, size_t n_tgt) {
     if (n + 1 > out->cap_seq) {
-        if (reserve((void **)&out->seq_start, n + 1, 4) ||
-            reserve((void **)&out->target_start, n + 1, 4) ||
-            reserve((void **)&out->labels, n, 4) || reserve((void **)&out->example_ids, n, 8))
+        if (sp_vec_resize(&out->seq_start, n + 1, sizeof *out->seq_start) ||
+            sp_vec_resize(&out->target_start, n + 1, sizeof *out->target_start) ||
+            sp_vec_resize(&out->labels, n, sizeof *out->labels) ||
+            sp_vec_resize(&out->example_ids, n, sizeof *out->example_ids))
             return -1;
         out->cap_seq = n + 1;
     }
     if (n_tok > out->cap_tokens || !out->tokens) {
-        if (reserve((void **)&out->tokens, n_tok, 4)) return -1;
+        if (sp_vec_resize(&out->tokens, n_tok, sizeof *out->tokens)) return -1;
         out->cap_tokens = n_tok;
     }
     if (n_tgt > out->cap_targets || !out->target_pos) {
-        if (reserve((void **)&out->target_pos, n_tgt, 4) ||
-            reserve((void **)&out->target_ids, n_tgt, 4))
+        if (sp_vec_resize(&out->target_pos, n_tgt, sizeof *out->target_pos) ||
+            sp_vec_resize(&out->target_ids, n_tgt, sizeof *out->target_ids))
             return -1;
         out->cap_targets = n_tgt;
     }

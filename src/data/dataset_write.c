@@ -10,6 +10,7 @@
 
 #include "data/dataset_internal.h"
 #include "io/fileutil.h"
+#include "util/vec.h"
 
 /* Buffered elements that trigger a flush of whole chunks (1 MiB of int32). */
 #define FLUSH_ELEMS (64 * SP_DS_CHUNK)
@@ -161,11 +162,10 @@ static int column_write(column *c, size_t n, const char *path, sp_error *err) {
  * compressed once; only the final, partial chunk is written at close). */
 static int column_append(column *c, const void *data, size_t n, const char *path, sp_error *err) {
     if (c->n_buf + n > c->cap) {
-        size_t cap = c->cap ? c->cap : SP_DS_CHUNK;
-        while (cap < c->n_buf + n) cap *= 2;
-        char *buf = realloc(c->buf, cap * c->elem);
-        if (!buf) return sp_fail(err, "%s: out of memory buffering \"%s\"", path, c->name);
-        c->buf = buf, c->cap = cap;
+        size_t cap = sp_vec_cap(c->cap, c->n_buf + n, SP_DS_CHUNK, c->elem);
+        if (cap == 0 || sp_vec_resize(&c->buf, cap, c->elem) != 0)
+            return sp_fail(err, "%s: out of memory buffering \"%s\"", path, c->name);
+        c->cap = cap;
     }
     memcpy(c->buf + c->n_buf * c->elem, data, n * c->elem);
     c->n_buf += n;

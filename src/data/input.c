@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "data/records_internal.h"
+#include "util/vec.h"
 
 typedef struct jarray {
     char *buf; /* the whole file, NUL-terminated */
@@ -70,28 +71,12 @@ static int read_whole(const char *path, FILE *f, char **out, size_t *len, sp_err
                        "%s: a JSON array file larger than %zu MiB is not supported (convert it "
                        "to JSON lines, which are streamed)",
                        path, SP_INPUT_MAX_JSON_BYTES >> 20);
-    size_t cap = (size_t)st.st_size + 1, n = 0;
-    char *buf = malloc(cap);
-    if (!buf) return sp_fail(err, "%s: out of memory", path);
-    for (;;) {
-        if (n + 1 >= cap) {
-            char *p = realloc(buf, cap * 2);
-            if (!p) {
-                free(buf);
-                return sp_fail(err, "%s: out of memory", path);
-            }
-            buf = p, cap *= 2;
-        }
-        size_t r = fread(buf + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0) break;
+    sp_buf b = {0}; /* room for the whole file and one byte more, to see its end at once */
+    if (sp_buf_reserve(&b, (size_t)st.st_size + 1) != 0 || sp_buf_read(&b, f) != 0) {
+        sp_buf_free(&b);
+        return sp_fail(err, "%s: %s", path, ferror(f) ? "read error" : "out of memory");
     }
-    if (ferror(f)) {
-        free(buf);
-        return sp_fail(err, "%s: read error", path);
-    }
-    buf[n] = '\0';
-    *out = buf, *len = n;
+    *out = b.p, *len = b.len;
     return 0;
 }
 

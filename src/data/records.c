@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,13 +15,9 @@
 
 #include "data/records_internal.h"
 #include "util/escape.h"
+#include "util/vec.h"
 
 #define IO_BUF_BYTES 65536
-
-typedef struct bytes {
-    char *p;
-    size_t len, cap;
-} bytes;
 
 struct sp_records {
     char *path;
@@ -37,7 +34,7 @@ struct sp_records {
     /* The current record. CSV/TSV: text holds the fields NUL-terminated back to back and
      * field_off their starts. JSONL: obj keeps keys and string values alive (see
      * records_internal.h). */
-    bytes text;
+    sp_buf text;
     size_t *field_off;
     int64_t *field_line;
     int n_fields, cap_fields;
@@ -186,17 +183,6 @@ const char *sp_nul_hint(unsigned byte) {
                   "order mark: convert it to UTF-8)";
 }
 
-static int bytes_push(bytes *b, char c) {
-    if (b->len + 1 >= b->cap) {
-        size_t cap = b->cap ? 2 * b->cap : 256;
-        char *p = realloc(b->p, cap);
-        if (!p) return -1;
-        b->p = p, b->cap = cap;
-    }
-    b->p[b->len++] = c;
-    return 0;
-}
-
 /* Returns 1 (and fills err) if a read failed; the reader then saw EOF. */
 static int io_failed(sp_records *r, sp_error *err) {
     if (!r->io_errno) return 0;
@@ -208,13 +194,11 @@ static int io_failed(sp_records *r, sp_error *err) {
 static int grow_fields(sp_records *r, int need) {
     if (need <= r->cap_fields) return 0;
     if (sp_record_fields_reserve(&r->fields, need) != 0) return -1;
-    int cap = r->fields.cap;
-    size_t *off = realloc(r->field_off, (size_t)cap * sizeof *off);
-    if (off) r->field_off = off;
-    int64_t *fl = realloc(r->field_line, (size_t)cap * sizeof *fl);
-    if (fl) r->field_line = fl;
-    if (!off || !fl) return -1;
-    r->cap_fields = cap;
+    size_t cap = (size_t)r->fields.cap;
+    if (sp_vec_resize(&r->field_off, cap, sizeof *r->field_off) ||
+        sp_vec_resize(&r->field_line, cap, sizeof *r->field_line))
+        return -1;
+    r->cap_fields = (int)cap;
     return 0;
 }
 
@@ -238,7 +222,7 @@ static const char *field_label(const sp_records *r, int i, char *buf, size_t cap
 static int end_field(sp_records *r, sp_error *err) {
     int i = r->n_fields;
     size_t start = r->field_off[i], len = r->text.len - start, bad;
-    if (bytes_push(&r->text, '\0') != 0) return sp_fail(err, "%s: out of memory", r->path);
+    if (sp_buf_addc(&r->text, '\0') != 0) return sp_fail(err, "%s: out of memory", r->path);
     if (!sp_utf8_check(r->text.p + start, len, &bad)) {
         char label[300];
         const char *what = field_label(r, i, label, sizeof label);
@@ -273,7 +257,7 @@ static int push_limited(sp_records *r, int c, int64_t rec_line, int state, sp_er
         return sp_fail(err, "%s:%lld: record longer than %zu MiB", r->path, (long long)rec_line,
                        SP_RECORDS_MAX_BYTES >> 20);
     }
-    if (bytes_push(&r->text, (char)c) != 0) return sp_fail(err, "%s: out of memory", r->path);
+    if (sp_buf_addc(&r->text, (char)c) != 0) return sp_fail(err, "%s: out of memory", r->path);
     return 0;
 }
 
@@ -436,18 +420,13 @@ static int next_row_record(sp_records *r, sp_record *rec, sp_error *err) {
 
 int sp_record_fields_reserve(sp_record_fields *f, int need) {
     if (need <= f->cap) return 0;
-    int cap = f->cap ? f->cap : 16;
-    while (cap < need) cap *= 2;
-    const char **nm = realloc(f->names, (size_t)cap * sizeof *nm);
-    if (nm) f->names = nm;
-    const char **vl = realloc(f->values, (size_t)cap * sizeof *vl);
-    if (vl) f->values = vl;
-    const char **kd = realloc(f->kinds, (size_t)cap * sizeof *kd);
-    if (kd) f->kinds = kd;
-    char(*num)[32] = realloc(f->num, (size_t)cap * sizeof *num);
-    if (num) f->num = num;
-    if (!nm || !vl || !kd || !num) return -1;
-    f->cap = cap;
+    size_t cap = sp_vec_cap((size_t)f->cap, (size_t)need, 16, sizeof *f->num);
+    if (cap == 0 || cap > INT_MAX || sp_vec_resize(&f->names, cap, sizeof *f->names) ||
+        sp_vec_resize(&f->values, cap, sizeof *f->values) ||
+        sp_vec_resize(&f->kinds, cap, sizeof *f->kinds) ||
+        sp_vec_resize(&f->num, cap, sizeof *f->num))
+        return -1;
+    f->cap = (int)cap;
     return 0;
 }
 
@@ -581,10 +560,10 @@ static int read_line(sp_records *r, sp_error *err) {
         if (r->text.len >= SP_RECORDS_MAX_BYTES)
             return sp_fail(err, "%s:%lld: line longer than %zu MiB", r->path, (long long)r->line,
                            SP_RECORDS_MAX_BYTES >> 20);
-        if (bytes_push(&r->text, (char)c) != 0) return sp_fail(err, "%s: out of memory", r->path);
+        if (sp_buf_addc(&r->text, (char)c) != 0) return sp_fail(err, "%s: out of memory", r->path);
     }
     if (io_failed(r, err)) return -1;
-    if (bytes_push(&r->text, '\0') != 0) return sp_fail(err, "%s: out of memory", r->path);
+    if (sp_buf_addc(&r->text, '\0') != 0) return sp_fail(err, "%s: out of memory", r->path);
     r->text.len--;
     return 1;
 }

@@ -63,23 +63,14 @@ static int read_file(const char *path, char **buf, size_t *len, sp_error *err) {
         return -1;
     FILE *f = fopen(path, "rb");
     if (!f) return sp_fail(err, "%s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *b = malloc(cap);
-    while (b) {
-        n += fread(b + n, 1, cap - n, f);
-        if (n < cap) break;
-        char *nb = realloc(b, cap * 2);
-        if (!nb) free(b);
-        b = nb, cap *= 2;
-    }
-    int bad = ferror(f);
+    sp_buf b = {0};
+    int rc = sp_buf_read(&b, f), bad = ferror(f);
     fclose(f);
-    if (!b) return sp_fail(err, "%s: out of memory", path);
-    if (bad) {
-        free(b);
-        return sp_fail(err, "%s: read error", path);
+    if (rc != 0) {
+        sp_buf_free(&b);
+        return sp_fail(err, "%s: %s", path, bad ? "read error" : "out of memory");
     }
-    *buf = b, *len = n;
+    *buf = b.p, *len = b.len;
     return 0;
 }
 

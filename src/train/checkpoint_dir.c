@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "softprompt/checkpoint.h"
+#include "util/vec.h"
 
 char *sp_checkpoint_path(const char *dir, int64_t step) {
     if (step < 0) return NULL;
@@ -65,20 +66,12 @@ static int list_steps(const char *dir, step_file **out, size_t *count, int *miss
     while ((e = readdir(dp)) != NULL) {
         int64_t step = parse_step_name(e->d_name);
         if (step < 0) continue;
-        if (n == cap) {
-            size_t nc = cap ? 2 * cap : 16;
-            step_file *nv = realloc(v, nc * sizeof *nv);
-            if (!nv) {
-                rc = sp_fail(err, "%s: out of memory", dir);
-                break;
-            }
-            v = nv, cap = nc;
-        }
-        if (!(v[n].name = strdup(e->d_name))) {
+        step_file f = {.name = strdup(e->d_name), .step = step};
+        if (!f.name || SP_VEC_PUSH(v, n, cap, f) != 0) {
+            free(f.name);
             rc = sp_fail(err, "%s: out of memory", dir);
             break;
         }
-        v[n++].step = step;
     }
     closedir(dp);
     if (rc != 0) {

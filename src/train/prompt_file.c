@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "train/checkpoint_internal.h"
+#include "util/vec.h"
 
 void sp_prompt_file_free(sp_prompt_file *pf) {
     if (!pf) return;
@@ -170,17 +171,12 @@ int sp_prompt_load(const char *path, sp_prompt_file *pf, sp_error *err) {
 
 /* ---- is it a prompt for this model? ------------------------------------------------------ */
 
-static int add_warning(char **warnings, const char *line) {
-    size_t old = *warnings ? strlen(*warnings) : 0;
-    char *w = realloc(*warnings, old + strlen(line) + 2);
-    if (!w) return -1;
-    snprintf(w + old, strlen(line) + 2, "%s\n", line);
-    *warnings = w;
-    return 0;
+static int add_warning(sp_buf *warnings, const char *line, sp_error *err) {
+    return sp_buf_addf(warnings, "%s\n", line) != 0 ? sp_fail(err, "out of memory") : 0;
 }
 
 static int check_fingerprint(const sp_prompt_file *pf, const sp_model *m, int allow_mismatch,
-                             char **warnings, sp_error *err) {
+                             sp_buf *warnings, sp_error *err) {
     char fp[17];
     sp_model_fingerprint(m, fp);
     if (strcmp(fp, pf->model_fingerprint) == 0) return 0;
@@ -195,12 +191,12 @@ static int check_fingerprint(const sp_prompt_file *pf, const sp_model *m, int al
              "%s was trained with another model (fingerprint %.16s; %s has %s); using it anyway "
              "(--allow-model-mismatch)",
              pf->path, pf->model_fingerprint, m->dir, fp);
-    return add_warning(warnings, line) ? sp_fail(err, "out of memory") : 0;
+    return add_warning(warnings, line, err);
 }
 
 /* PEFT reads num_layers and num_attention_heads only for prefix tuning; for a prompt they are a
  * hint of which model it was made for. */
-static int check_adapter_shape(const sp_prompt_file *pf, const sp_model *m, char **warnings,
+static int check_adapter_shape(const sp_prompt_file *pf, const sp_model *m, sp_buf *warnings,
                                sp_error *err) {
     int layers = pf->num_layers && pf->num_layers != m->cfg.n_layer;
     int heads = pf->num_attention_heads && pf->num_attention_heads != m->cfg.n_head;
@@ -211,20 +207,24 @@ static int check_adapter_shape(const sp_prompt_file *pf, const sp_model *m, char
              "was probably made for another model (base_model_name_or_path %.200s)",
              pf->config_path, pf->num_layers, pf->num_attention_heads, m->dir, m->cfg.n_layer,
              m->cfg.n_head, pf->base_model ? pf->base_model : "null");
-    return add_warning(warnings, line) ? sp_fail(err, "out of memory") : 0;
+    return add_warning(warnings, line, err);
 }
 
 int sp_prompt_check_model(const sp_prompt_file *pf, const sp_model *m, int allow_mismatch,
                           char **warnings, sp_error *err) {
+    sp_buf w = {0};
     *warnings = NULL;
     if (pf->d != m->cfg.d_model)
         return sp_fail(err, "%s: the prompt is %d wide (%s), %s has d_model %d", pf->path, pf->d,
                        pf->kind == SP_PROMPT_PEFT ? "token_dim" : "[P, d]", m->dir, m->cfg.d_model);
     int rc = 0;
     if (pf->kind == SP_PROMPT_CHECKPOINT)
-        rc = check_fingerprint(pf, m, allow_mismatch, warnings, err);
+        rc = check_fingerprint(pf, m, allow_mismatch, &w, err);
     else if (pf->kind == SP_PROMPT_PEFT)
-        rc = check_adapter_shape(pf, m, warnings, err);
-    if (rc) free(*warnings), *warnings = NULL;
+        rc = check_adapter_shape(pf, m, &w, err);
+    if (rc)
+        sp_buf_free(&w);
+    else
+        *warnings = w.p;
     return rc;
 }
