@@ -95,6 +95,8 @@ typedef struct sp_token_buf {
 } sp_token_buf;
 
 void sp_token_buf_free(sp_token_buf *b); /* frees ids and zeroes the struct */
+/* Appends ids[0..n); 0, or -1 (out of memory) leaving b as it was. */
+int sp_token_buf_append(sp_token_buf *b, const int32_t *ids, size_t n);
 
 /* Loads the tokenizer files found in dir (see above). Returns NULL and fills err on failure. */
 sp_tokenizer *sp_tokenizer_load(const char *dir, sp_error *err);

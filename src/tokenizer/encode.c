@@ -66,13 +66,6 @@ static size_t utf8_invalid_at(const uint8_t *s, size_t len) {
     return len;
 }
 
-static int buf_push(sp_token_buf *out, const int32_t *ids, size_t n) {
-    if (sp_vec_reserve(&out->ids, &out->cap, out->n + n, sizeof *out->ids)) return -1;
-    memcpy(out->ids + out->n, ids, n * sizeof *ids);
-    out->n += n;
-    return 0;
-}
-
 /* ---- word cache ---- */
 
 static tok_cache_entry *cache_slot(const sp_tokenizer *t, const uint8_t *p, size_t n, uint64_t h) {
@@ -290,14 +283,15 @@ static int bpe_piece(sp_tokenizer *t, const uint8_t *p, size_t n, sp_token_buf *
     if (n_sym == 0) return 0;
     bpe_run(t, n_sym);
     for (int32_t i = 0; i >= 0; i = t->s_next[i])
-        if (buf_push(out, &t->s_id[i], 1)) return sp_fail(err, "encode: out of memory");
+        if (sp_token_buf_append(out, &t->s_id[i], 1)) return sp_fail(err, "encode: out of memory");
     return 0;
 }
 
 static int encode_piece(sp_tokenizer *t, const uint8_t *p, size_t n, sp_token_buf *out,
                         sp_error *err) {
     if (n == 1 && t->mode == TOK_MODE_BYTE) {
-        if (buf_push(out, &t->byte_id[p[0]], 1)) return sp_fail(err, "encode: out of memory");
+        if (sp_token_buf_append(out, &t->byte_id[p[0]], 1))
+            return sp_fail(err, "encode: out of memory");
         return 0;
     }
     uint64_t h = 0;
@@ -305,7 +299,7 @@ static int encode_piece(sp_tokenizer *t, const uint8_t *p, size_t n, sp_token_bu
         h = tok_fnv1a(p, n);
         tok_cache_entry *e = cache_slot(t, p, n, h);
         if (e->n_ids) {
-            if (buf_push(out, t->cache_ids + e->ids_off, e->n_ids))
+            if (sp_token_buf_append(out, t->cache_ids + e->ids_off, e->n_ids))
                 return sp_fail(err, "encode: out of memory");
             return 0;
         }
@@ -313,7 +307,7 @@ static int encode_piece(sp_tokenizer *t, const uint8_t *p, size_t n, sp_token_bu
     size_t start = out->n;
     int32_t id = t->ignore_merges ? whole_piece_id(t, p, n) : -1;
     if (id >= 0) {
-        if (buf_push(out, &id, 1)) return sp_fail(err, "encode: out of memory");
+        if (sp_token_buf_append(out, &id, 1)) return sp_fail(err, "encode: out of memory");
     } else if (bpe_piece(t, p, n, out, err)) {
         return -1;
     }
@@ -545,7 +539,8 @@ static int encode_with_added(sp_tokenizer *t, const char *text, size_t len, unsi
         if (t->lstrip[best->id]) a = ws_before(text, at, a);
         if (t->rstrip[best->id]) b = ws_after(text, len, b);
         rc = encode_span(t, text + at, a - at, at == 0, out, err);
-        if (rc == 0 && buf_push(out, &best->id, 1)) rc = sp_fail(err, "encode: out of memory");
+        if (rc == 0 && sp_token_buf_append(out, &best->id, 1))
+            rc = sp_fail(err, "encode: out of memory");
         at = b;
         for (size_t k = 0; k < nm; k++)
             if (m[k].next != SIZE_MAX && m[k].next < at)

@@ -95,6 +95,13 @@ void sp_token_buf_free(sp_token_buf *b) {
     memset(b, 0, sizeof *b);
 }
 
+int sp_token_buf_append(sp_token_buf *b, const int32_t *ids, size_t n) {
+    if (sp_vec_reserve(&b->ids, &b->cap, b->n + n, sizeof *b->ids) != 0) return -1;
+    if (n) memcpy(b->ids + b->n, ids, n * sizeof *ids);
+    b->n += n;
+    return 0;
+}
+
 int32_t sp_tokenizer_token_to_id(const sp_tokenizer *t, const char *token, size_t len) {
     return token ? tok_lookup(t, token, len) : -1;
 }
