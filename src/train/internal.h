@@ -98,6 +98,5 @@ void sp_run_log_step(sp_run_log *l, int64_t step, double loss, double lr, double
                      int64_t tokens, double step_seconds, int print);
 void sp_run_log_eval(sp_run_log *l, int64_t step, const char *split, const sp_eval_result *r);
 void sp_run_log_close(sp_run_log *l);
-double sp_now(void);
 
 #endif

@@ -5,18 +5,12 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "softprompt/safetensors.h"
 #include "train/internal.h"
+#include "util/clock.h"
 #include "util/vec.h"
-
-double sp_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* A resumed run repeats the steps after its checkpoint: drop their old lines first, so the
  * file reads as one uninterrupted run. A fresh run (resume_step < 0) starts an empty file. */

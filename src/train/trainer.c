@@ -13,6 +13,7 @@
 #include "softprompt/checkpoint.h"
 #include "softprompt/safetensors.h"
 #include "train/internal.h"
+#include "util/clock.h"
 
 typedef struct trainer {
     const sp_train_config *c;
