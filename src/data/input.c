@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "data/records_internal.h"
+#include "util/path.h"
 #include "util/vec.h"
 
 typedef struct jarray {
@@ -219,8 +220,7 @@ sp_input *sp_input_open(const char *path, const char *format, sp_error *err) {
     int sniff = 0;
     sp_records_format fmt = SP_RECORDS_AUTO;
     if (!format || !strcasecmp(format, "auto")) {
-        const char *slash = strrchr(path, '/');
-        const char *dot = strrchr(slash ? slash + 1 : path, '.');
+        const char *dot = sp_path_ext(path);
         sniff = dot && !strcasecmp(dot, ".json");
     } else if (!strcasecmp(format, "json")) {
         sniff = 1;
@@ -245,8 +245,7 @@ sp_input *sp_input_open(const char *path, const char *format, sp_error *err) {
         fmt = SP_RECORDS_JSONL;
     }
     if (fmt == SP_RECORDS_AUTO) { /* for sp_input_format_name; records.c decides the same */
-        const char *slash = strrchr(path, '/');
-        const char *dot = strrchr(slash ? slash + 1 : path, '.');
+        const char *dot = sp_path_ext(path);
         sp_error ignored;
         if (!dot || sp_records_format_parse(dot + 1, &in->fmt, &ignored) != 0)
             in->fmt = SP_RECORDS_AUTO;

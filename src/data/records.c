@@ -15,6 +15,7 @@
 
 #include "data/records_internal.h"
 #include "util/escape.h"
+#include "util/path.h"
 #include "util/vec.h"
 
 #define IO_BUF_BYTES 65536
@@ -118,8 +119,7 @@ const char *sp_records_format_name(sp_records_format fmt) {
 }
 
 static int format_from_path(const char *path, sp_records_format *out, sp_error *err) {
-    const char *slash = strrchr(path, '/');
-    const char *dot = strrchr(slash ? slash + 1 : path, '.');
+    const char *dot = sp_path_ext(path);
     sp_error ignored;
     if (dot && sp_records_format_parse(dot + 1, out, &ignored) == 0) return 0;
     return sp_fail(err,
@@ -168,8 +168,7 @@ static int check_bom(sp_records *r, sp_error *err) {
     else if (n >= 2 && b[0] == 0xFE && b[1] == 0xFF)
         enc = "UTF-16", bom = "FE FF";
     if (!enc) return 0;
-    const char *slash = strrchr(r->path, '/');
-    const char *dot = strrchr(slash ? slash + 1 : r->path, '.');
+    const char *dot = sp_path_ext(r->path);
     int stem = (int)(dot ? (size_t)(dot - r->path) : strlen(r->path));
     return sp_fail(err,
                    "%s: %s with BOM (the file starts with bytes %s): convert to UTF-8, e.g. "

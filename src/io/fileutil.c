@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/path.h"
+
 int sp_write_all(int fd, const void *buf, size_t len) {
     const char *p = buf;
     while (len > 0) {
@@ -39,12 +41,6 @@ int sp_temp_beside(const char *path, char **tmp, sp_error *err) {
     }
     fchmod(fd, 0644); /* mkstemp makes 0600 */
     return fd;
-}
-
-char *sp_dir_of(const char *path) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) return strdup(".");
-    return strndup(path, slash == path ? 1 : (size_t)(slash - path));
 }
 
 int sp_fsync_parent_dir(const char *path) {

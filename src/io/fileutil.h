@@ -17,10 +17,6 @@ int sp_write_all(int fd, const void *buf, size_t len);
  * NULL, and "<path>: cannot create a temporary file next to it: ..." (or out of memory). */
 int sp_temp_beside(const char *path, char **tmp, sp_error *err);
 
-/* Directory part of path ("." when there is none, "/" for a file in the root); malloc'd, NULL
- * when out of memory. */
-char *sp_dir_of(const char *path);
-
 /* fsyncs the directory holding path, making a rename into it durable. Returns 0, or the errno of
  * a failed fsync (some file systems refuse to fsync directories: EINVAL); a directory that
  * cannot be opened counts as 0 (best effort). */

@@ -8,18 +8,7 @@
 
 #include "io/fileutil.h"
 #include "tok_internal.h"
-
-static int file_exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
+#include "util/path.h"
 
 static json_t *load_json(const char *path, sp_error *err) {
     if (sp_check_file_size(path, SP_MAX_TOKENIZER_FILE_BYTES, "tokenizer file", err) != 0)
@@ -248,22 +237,22 @@ static int load_dir(sp_tokenizer *t, const char *dir, sp_error *err) {
     if (stat(dir, &st) != 0)
         return sp_fail(err, "tokenizer directory %s: %s", dir, strerror(errno));
     if (!S_ISDIR(st.st_mode)) return sp_fail(err, "tokenizer directory %s: not a directory", dir);
-    char *p = join(dir, "tokenizer.json"), *c = join(dir, "tokenizer_config.json");
+    char *p = sp_path_join(dir, "tokenizer.json"), *c = sp_path_join(dir, "tokenizer_config.json");
     if (!p || !c) {
         free(p), free(c);
         return sp_fail(err, "out of memory");
     }
-    int rc = file_exists(p) ? tok_load_hf_json(t, p, file_exists(c) ? c : NULL, err) : 1;
+    int rc = sp_is_file(p) ? tok_load_hf_json(t, p, sp_is_file(c) ? c : NULL, err) : 1;
     free(p), free(c);
     for (size_t k = 0; rc == 1 && k < 2; k++) {
-        char *v = join(dir, pairs[k][0]), *m = join(dir, pairs[k][1]);
+        char *v = sp_path_join(dir, pairs[k][0]), *m = sp_path_join(dir, pairs[k][1]);
         if (!v || !m)
             rc = sp_fail(err, "out of memory");
-        else if (file_exists(v) && file_exists(m))
+        else if (sp_is_file(v) && sp_is_file(m))
             rc = load_pair(t, v, m, err);
-        else if (file_exists(v) || file_exists(m))
-            rc = sp_fail(err, "%s is missing (needed with %s)", file_exists(v) ? m : v,
-                         file_exists(v) ? v : m);
+        else if (sp_is_file(v) || sp_is_file(m))
+            rc = sp_fail(err, "%s is missing (needed with %s)", sp_is_file(v) ? m : v,
+                         sp_is_file(v) ? v : m);
         free(v), free(m);
     }
     if (rc == 1)
@@ -298,8 +287,8 @@ static int has_tokenizer_files(const char *dir) {
                                         "encoder.json", "vocab.bpe"};
     int found = 0;
     for (size_t k = 0; !found && k < sizeof names / sizeof *names; k++) {
-        char *p = join(dir, names[k]);
-        found = p && file_exists(p);
+        char *p = sp_path_join(dir, names[k]);
+        found = p && sp_is_file(p);
         free(p);
     }
     return found;

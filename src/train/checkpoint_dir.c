@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "softprompt/checkpoint.h"
+#include "util/path.h"
 #include "util/vec.h"
 
 char *sp_checkpoint_path(const char *dir, int64_t step) {
@@ -83,11 +84,6 @@ static int list_steps(const char *dir, step_file **out, size_t *count, int *miss
     return 0;
 }
 
-static char *join(const char *dir, const char *name) {
-    char *p = NULL;
-    return asprintf(&p, "%s/%s", dir, name) < 0 ? NULL : p;
-}
-
 int sp_checkpoint_find_latest(const char *dir, char **path, char **warnings, sp_error *err) {
     *path = NULL;
     if (warnings) *warnings = NULL;
@@ -100,7 +96,7 @@ int sp_checkpoint_find_latest(const char *dir, char **path, char **warnings, sp_
     FILE *w = warnings ? open_memstream(&warn, &warn_len) : NULL;
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
-        char *p = join(dir, v[i].name);
+        char *p = sp_path_join(dir, v[i].name);
         if (!p) {
             rc = sp_fail(err, "%s: out of memory", dir);
             break;
@@ -143,7 +139,7 @@ int sp_checkpoint_prune(const char *dir, int keep_last, const char *keep_also, s
     if (list_steps(dir, &v, &n, NULL, err) != 0) return -1;
     int rc = 0;
     for (size_t i = (size_t)keep_last; i < n; i++) {
-        char *p = join(dir, v[i].name);
+        char *p = sp_path_join(dir, v[i].name);
         if (!p) {
             rc = sp_fail(err, "%s: out of memory", dir);
             break;

@@ -11,6 +11,7 @@
 #include "io/fileutil.h"
 #include "train/checkpoint_internal.h"
 #include "train/hash64.h"
+#include "util/path.h"
 
 static int check_for_write(const char *path, const sp_checkpoint *c, sp_error *err) {
     if (c->n_prompt < 1 || c->d < 1 || !c->prompt)

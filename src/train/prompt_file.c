@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "train/checkpoint_internal.h"
+#include "util/path.h"
 #include "util/vec.h"
 
 void sp_prompt_file_free(sp_prompt_file *pf) {
@@ -18,23 +19,6 @@ void sp_prompt_file_free(sp_prompt_file *pf) {
     free(pf->path), free(pf->prompt), free(pf->init_name), free(pf->init_text);
     free(pf->model_fingerprint), free(pf->config_path), free(pf->base_model);
     memset(pf, 0, sizeof *pf);
-}
-
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
-static int is_file(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
 /* ---- what a file holds ------------------------------------------------------------------ */
@@ -60,7 +44,7 @@ static holds file_holds(const char *path, sp_error *err, int *rc) {
         return HOLDS_PICKLE;
     const char *pickles[] = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"};
     for (size_t i = 0; i < sizeof pickles / sizeof *pickles; i++)
-        if (ends_with(path, pickles[i])) return HOLDS_PICKLE;
+        if (sp_ends_with(path, pickles[i])) return HOLDS_PICKLE;
     return HOLDS_OTHER;
 }
 
@@ -117,25 +101,26 @@ static int load_h5(const char *path, sp_prompt_file *pf, sp_error *err) {
 /* Why dir holds no adapter_model.safetensors: a pickled adapter, a run directory, or neither. */
 static int no_adapter(const char *dir, const char *bin, const char *run, const char *cfg,
                       sp_error *err) {
-    if (is_file(bin)) return refuse_pickle(bin, err);
-    if (is_file(run))
+    if (sp_is_file(bin)) return refuse_pickle(bin, err);
+    if (sp_is_file(run))
         return sp_fail(err,
                        "%s is a training run's directory, not an adapter: pass %s (its best "
                        "checkpoint) or %s/adapter (the final prompt)",
                        dir, run, dir);
     return sp_fail(err, "%s: no adapter_model.safetensors%s: not a PEFT adapter directory", dir,
-                   is_file(cfg) ? " beside adapter_config.json" : "");
+                   sp_is_file(cfg) ? " beside adapter_config.json" : "");
 }
 
 /* An adapter directory's adapter_model.safetensors (malloc'd), or NULL and why not. */
 static char *adapter_file(const char *dir, sp_error *err) {
-    char *st = join(dir, "adapter_model.safetensors"), *bin = join(dir, "adapter_model.bin");
-    char *run = join(dir, "best.h5"), *cfg = join(dir, "adapter_config.json");
+    char *st = sp_path_join(dir, "adapter_model.safetensors"),
+         *bin = sp_path_join(dir, "adapter_model.bin");
+    char *run = sp_path_join(dir, "best.h5"), *cfg = sp_path_join(dir, "adapter_config.json");
     if (!st || !bin || !run || !cfg)
         sp_fail(err, "%s: out of memory", dir);
-    else if (!is_file(st))
+    else if (!sp_is_file(st))
         no_adapter(dir, bin, run, cfg, err);
-    if (st && !(bin && run && cfg && is_file(st))) free(st), st = NULL;
+    if (st && !(bin && run && cfg && sp_is_file(st))) free(st), st = NULL;
     free(bin), free(run), free(cfg);
     return st;
 }

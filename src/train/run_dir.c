@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "train/internal.h"
+#include "util/path.h"
 
 #define SP_LOCK_HEARTBEAT 15
 #define SP_LOCK_STALE 120
@@ -76,11 +77,6 @@ static config_kind classify_config(const char *dir, char *model_type, size_t cap
     return k;
 }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 /* Names in dir that are not a run's, up to 3 in list; returns their count and whether a model
  * file (*.safetensors, *.bin) or dataset (*.h5 other than best.h5) is among them. */
 static int foreign_entries(const char *dir, char *list, size_t cap, int *model_or_data,
@@ -91,8 +87,8 @@ static int foreign_entries(const char *dir, char *list, size_t cap, int *model_o
     *model_or_data = 0, list[0] = '\0';
     for (struct dirent *e; (e = readdir(dp));) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || is_run_name(e->d_name)) continue;
-        if (ends_with(e->d_name, ".safetensors") || ends_with(e->d_name, ".bin") ||
-            ends_with(e->d_name, ".h5"))
+        if (sp_ends_with(e->d_name, ".safetensors") || sp_ends_with(e->d_name, ".bin") ||
+            sp_ends_with(e->d_name, ".h5"))
             *model_or_data = 1;
         if (n++ < 3) {
             size_t len = strlen(list);
