@@ -85,8 +85,9 @@ int sp_dataset_writer_add(sp_dataset_writer *w, const int32_t *tokens, int n_tok
 /* Updates the informational n_truncated attribute before close. */
 void sp_dataset_writer_set_truncated(sp_dataset_writer *w, int64_t n_truncated);
 
-/* Flushes, writes the count attributes, closes, fsyncs and renames to the final path.
- * Always frees w; on failure the temporary file is removed. */
+/* Flushes, writes the count attributes, closes, fsyncs and renames to the final path, and
+ * fsyncs its directory. Always frees w; on failure nothing it wrote is left: the temporary file
+ * is removed, and so is the final file when only syncing its directory failed. */
 int sp_dataset_writer_close(sp_dataset_writer *w, sp_error *err);
 
 /* Discards everything written and removes the temporary file; frees w (NULL is fine). */

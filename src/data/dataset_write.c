@@ -366,22 +366,6 @@ void sp_dataset_writer_abort(sp_dataset_writer *w) {
     free_writer(w);
 }
 
-/* fsyncs the file and renames it over final_path, then syncs the directory (best effort). */
-static int publish(const char *tmp, const char *final_path, sp_error *err) {
-    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        return sp_fail(err, "%s: cannot sync %s: %s", final_path, tmp, strerror(e));
-    }
-    close(fd);
-    if (rename(tmp, final_path) != 0)
-        return sp_fail(err, "%s: cannot rename the temporary file to it: %s", final_path,
-                       strerror(errno));
-    sp_fsync_parent_dir(final_path);
-    return 0;
-}
-
 int sp_dataset_writer_close(sp_dataset_writer *w, sp_error *err) {
     const char *p = w->final_path;
     for (int i = 0; i < N_COLUMNS; i++)
@@ -396,11 +380,14 @@ int sp_dataset_writer_close(sp_dataset_writer *w, sp_error *err) {
         sp_h5_fail(err, "%s: cannot close (flush) the HDF5 file", p);
         goto fail;
     }
-    if (publish(w->tmp_path, p, err) != 0) goto fail;
+    /* The temporary is removed on failure; a published file whose directory did not sync is
+     * removed too, so that a failed close leaves nothing (prepare promises all or nothing). */
+    int rc = sp_commit(-1, w->tmp_path, p, err);
+    if (rc == SP_COMMIT_UNSYNCED) unlink(p);
     free(w->tmp_path);
     w->tmp_path = NULL;
     free_writer(w);
-    return 0;
+    return rc == 0 ? 0 : -1;
 fail:
     sp_dataset_writer_abort(w);
     return -1;

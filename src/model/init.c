@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/fileutil.h"
 #include "softprompt/rng.h"
 #include "softprompt/safetensors.h"
 #include "util/path.h"

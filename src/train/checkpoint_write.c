@@ -11,7 +11,6 @@
 #include "io/fileutil.h"
 #include "train/checkpoint_internal.h"
 #include "train/hash64.h"
-#include "util/path.h"
 
 static int check_for_write(const char *path, const sp_checkpoint *c, sp_error *err) {
     if (c->n_prompt < 1 || c->d < 1 || !c->prompt)
@@ -236,39 +235,6 @@ static int build_image(const sp_checkpoint *c, const char *path, void **image, s
     return 0;
 }
 
-/* path.tmp.XXXXXX in the same directory: write, fsync, close, rename over path, fsync the
- * directory. Any failure removes the temporary and leaves an existing path untouched. */
-static int write_atomically(const char *path, const void *data, size_t n, sp_error *err) {
-    char *tmp;
-    int fd = sp_temp_beside(path, &tmp, err); /* 0644: read by every rank and by users */
-    if (fd < 0) return -1;
-    int rc = 0;
-    if (sp_write_all(fd, data, n) != 0)
-        rc = sp_fail(err, "%s: cannot write the temporary file %s: %s", path, tmp, strerror(errno));
-    else if (fsync(fd) != 0)
-        rc = sp_fail(err, "%s: cannot sync the temporary file %s: %s", path, tmp, strerror(errno));
-    if (close(fd) != 0 && rc == 0)
-        rc = sp_fail(err, "%s: cannot close the temporary file %s: %s", path, tmp, strerror(errno));
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = sp_fail(err, "%s: cannot rename the temporary file %s to it: %s", path, tmp,
-                     strerror(errno));
-    if (rc != 0) {
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
-    /* Some file systems refuse fsync on directories (EINVAL); only real I/O errors count. */
-    int e = sp_fsync_parent_dir(path);
-    if (e == EIO) {
-        char *dir = sp_dir_of(path);
-        rc = sp_fail(err, "%s: written, but syncing directory %s failed: %s", path, dir ? dir : ".",
-                     strerror(e));
-        free(dir);
-    }
-    return rc;
-}
-
 int sp_checkpoint_write(const char *path, const sp_checkpoint *c, sp_error *err) {
     sp_h5_quiet();
     if (check_for_write(path, c, err) != 0) return -1;
@@ -278,7 +244,7 @@ int sp_checkpoint_write(const char *path, const sp_checkpoint *c, sp_error *err)
     void *image;
     size_t size;
     if (build_image(c, path, &image, &size, err) != 0) return -1;
-    int rc = write_atomically(path, image, size, err);
+    int rc = sp_write_file_atomic(path, image, size, err);
     free(image);
     return rc;
 }

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "softprompt/safetensors.h"
+#include "io/fileutil.h"
 #include "train/internal.h"
 #include "util/clock.h"
 #include "util/vec.h"

@@ -10,8 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/fileutil.h"
 #include "softprompt/checkpoint.h"
-#include "softprompt/safetensors.h"
 #include "train/internal.h"
 #include "util/clock.h"
 
