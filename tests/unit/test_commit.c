@@ -86,15 +86,22 @@ START_TEST(failure_before_the_rename_changes_nothing) {
 }
 END_TEST
 
-START_TEST(directory_that_cannot_be_synced_is_accepted) {
-    char *path = target("a.json"), *tmp;
-    int fd;
-    sp_error err = {0};
+/* Commits "new" to path while every directory fsync fails with errno e. */
+static int commit_with_dir_errno(const char *path, int e, sp_error *err) {
+    char *tmp;
     fake_fsync_reset();
-    fake_fsync_dir_errno = EINVAL; /* what some file systems answer for directories */
-    fd = staged(path, "new", &tmp);
-    ck_assert_int_eq(sp_commit(fd, tmp, path, &err), 0);
+    fake_fsync_dir_errno = e;
+    int fd = staged(path, "new", &tmp);
+    int rc = sp_commit(fd, tmp, path, err);
     free(tmp);
+    return rc;
+}
+
+START_TEST(directory_that_cannot_be_synced_is_accepted) {
+    char *path = target("a.json");
+    sp_error err = {0};
+    /* EINVAL: what some file systems answer for directories */
+    ck_assert_int_eq(commit_with_dir_errno(path, EINVAL, &err), 0);
     ck_assert_int_eq(sp_write_file_atomic(path, "newer", 5, &err), 0);
     expect_content(path, "newer");
     free(path);
@@ -102,14 +109,9 @@ START_TEST(directory_that_cannot_be_synced_is_accepted) {
 END_TEST
 
 START_TEST(directory_io_error_is_reported) {
-    char *path = target("a.json"), *tmp;
-    int fd;
+    char *path = target("a.json");
     sp_error err = {0};
-    fake_fsync_reset();
-    fake_fsync_dir_errno = EIO;
-    fd = staged(path, "new", &tmp);
-    ck_assert_int_eq(sp_commit(fd, tmp, path, &err), SP_COMMIT_UNSYNCED);
-    free(tmp);
+    ck_assert_int_eq(commit_with_dir_errno(path, EIO, &err), SP_COMMIT_UNSYNCED);
     ck_assert_msg(strstr(err.msg, "written, but syncing directory") && strstr(err.msg, tu_dir),
                   "%s", err.msg);
     expect_content(path, "new"); /* the file itself is complete */
