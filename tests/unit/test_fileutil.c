@@ -148,7 +148,7 @@ START_TEST(writers_report_a_directory_io_error) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("commit");
+    Suite *s = suite_create("fileutil");
     TCase *tc = tcase_create("commit");
     tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
     tcase_add_test(tc, commit_publishes_and_leaves_no_temporary);
