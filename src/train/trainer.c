@@ -1,6 +1,7 @@
 /* The training loop. See include/softprompt/train.h for the contract and docs/usage.md
  * ("Training") for the user-facing behaviour. All ranks run this code in lockstep; only rank 0
  * writes files, in an output directory it owns and locks for the run's life. */
+#include <assert.h>
 #include <cblas.h>
 #include <errno.h>
 #include <math.h>
@@ -404,7 +405,9 @@ static int fail_nonfinite(trainer *t, sp_error *err) {
 
 static void local_share(const trainer *t, int *lo, int *hi) {
     int G = t->c->global_batch, r = t->d->rank, W = t->d->size;
+    assert(W >= 1 && r >= 0 && r < W && G >= 1);
     *lo = (int)((int64_t)G * r / W), *hi = (int)((int64_t)G * (r + 1) / W);
+    assert(0 <= *lo && *lo <= *hi && *hi <= G);
 }
 
 /* Default mode: micro-batches of the local share, gradient sums accumulated in float, then one
@@ -508,6 +511,7 @@ static int train_step(trainer *t, step_totals *tot, double *grad_norm, sp_error 
     /* Hugging Face's loss is the mean over every target token of the global batch. */
     float scale = (float)(1.0 / tot->n_targets);
     for (size_t k = 0; k < t->n_params; k++) t->grad[k] *= scale;
+    assert(all_finite(t->grad, t->n_params)); /* the step functions refused non-finite sums */
     sp_optim_step(&t->opt, t->prompt, t->grad, grad_norm);
     if (!all_finite(t->prompt, t->n_params))
         return sp_fail(err,
