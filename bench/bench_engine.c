@@ -17,23 +17,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
 #include "softprompt/dist.h"
 #include "softprompt/engine.h"
 #include "softprompt/team.h"
 #include "softprompt/rng.h"
+#include "util/clock.h"
 
 typedef struct options {
     const char *model, *name, *dump;
     int B, T, P, K, steps, warmup, threads;
 } options;
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -195,7 +189,7 @@ int main(int argc, char **argv) {
             pos[j] = (s - s0) * S + t;
             ids[j] = tok[s * S + t + 1];
         }
-    sp_batch b = {s1 - s0, start, tok + (size_t)s0 * S, (s1 - s0) * o.K, pos, ids};
+    sp_batch b = {s1 - s0, start, tok + (size_t)s0 * S, (s1 - s0) * o.K, pos, ids, NULL, NULL};
     sp_pass pass = {.prompt = prompt, .n_prompt = o.P, .grad = grad};
     sp_team *team = sp_team_new(&m, threads); /* as the trainer runs a rank's threads */
     if (!team) {
@@ -204,7 +198,7 @@ int main(int argc, char **argv) {
     }
     double *times = malloc((size_t)(o.steps + o.warmup) * sizeof *times), first_loss = 0;
     for (int i = 0; i < o.warmup + o.steps; i++) {
-        double t0 = now(), loss;
+        double t0 = sp_now(), loss;
         memset(grad, 0, (size_t)o.P * d * sizeof *grad);
         if (sp_team_run(team, &b, &pass, &loss, &err)) {
             fprintf(stderr, "bench_engine: %s\n", err.msg);
@@ -214,7 +208,7 @@ int main(int argc, char **argv) {
         for (int j = 0; j < o.P * d; j++) grad_sum[j] = grad[j];
         grad_sum[o.P * d] = loss;
         sp_dist_sum_double(grad_sum, (size_t)o.P * d + 1);
-        times[i] = now() - t0;
+        times[i] = sp_now() - t0;
         if (i == 0) first_loss = grad_sum[o.P * d] / ((double)o.B * o.K);
     }
     /* The gradient sum makes the ranks wait for each other, so their step times agree: average. */
@@ -225,9 +219,9 @@ int main(int argc, char **argv) {
     /* The per-step message alone: the same sum, 50 times (median), on the node's transport. */
     double ar[50];
     for (int i = 0; i < 50; i++) {
-        double t0 = now();
+        double t0 = sp_now();
         sp_dist_sum_double(grad_sum, (size_t)o.P * d + 1);
-        ar[i] = now() - t0;
+        ar[i] = sp_now() - t0;
     }
     qsort(ar, 50, sizeof *ar, cmp_double);
     sp_dist_sum_double(&ar[25], 1);

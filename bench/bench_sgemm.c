@@ -9,13 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
+#include "util/clock.h"
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -30,10 +25,10 @@ static double measure(int M, int N, int K, int reps) {
     for (size_t i = 0; i < (size_t)K * N; i++) b[i] = (float)(i % 5) * 0.1f;
     double *g = malloc((size_t)(reps + 1) * sizeof *g);
     for (int r = 0; r <= reps; r++) {
-        double t0 = now();
+        double t0 = sp_now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, a, K, b, N, 0.0f, c,
                     N);
-        g[r] = 2.0 * M * N * K / (now() - t0) * 1e-9;
+        g[r] = 2.0 * M * N * K / (sp_now() - t0) * 1e-9;
     }
     qsort(g + 1, (size_t)reps, sizeof *g, cmp_double);
     double med = g[1 + reps / 2];

@@ -13,10 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "softprompt/rng.h"
 #include "softprompt/tokenizer.h"
+#include "util/clock.h"
 
 #define MAX_RUNS 64
 
@@ -119,12 +119,6 @@ static int load_reviews(text *t, size_t bytes) {
     return 1;
 }
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -146,9 +140,9 @@ static sp_tokenizer *load(const char *dir) {
 static double time_encode(sp_tokenizer *tok, const text *t, sp_token_buf *out) {
     sp_error err;
     out->n = 0;
-    double t0 = now();
+    double t0 = sp_now();
     if (sp_tokenizer_encode_append(tok, t->data, t->len, 0, out, &err)) die("encode", err.msg);
-    return now() - t0;
+    return sp_now() - t0;
 }
 
 static void bench(const char *name, const char *dir, const text *t, int runs) {

@@ -4,10 +4,11 @@
 # an F32 model (used in place from the shared mapping) and a BF16 one (converted privately).
 # usage: bench/memory.sh [BUILD_DIR]   (default build/; makes GPT-2 124M-shaped random models)
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/../scripts/lib/common.sh"
+root=$SP_ROOT
 build=${1:-$root/build}
 cli=$build/softprompt synth=$build/tests/sp_synth
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+sp_mpi_env
 work=$(mktemp -d "${TMPDIR:-/tmp}/sp-mem.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 "$cli" init-model --dtype f32 "$work/f32" >/dev/null

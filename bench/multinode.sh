@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The per-step gradient sum (allreduce) across 3 "nodes" versus on one node, on the test cluster
-# of tests/cluster/up (3 hosts as network namespaces on a Linux bridge, Slurm, srun --mpi=pmix,
-# Open MPI over TCP between hosts), with and without tbf bandwidth limits on the hosts' links.
+# of tests/cluster/up --nodes 3 (3 hosts as network namespaces on a Linux bridge, Slurm, srun
+# --mpi=pmix, Open MPI over TCP between hosts), with and without tbf bandwidth limits on the
+# hosts' links.
 #
 #   bench/multinode.sh [BUILD_DIR]       (default build/; root; ~3 minutes)
 #
@@ -18,7 +19,8 @@
 #
 # Prints "metric multinode_<config>_<size>_allreduce_s VALUE s" lines and a table.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/../scripts/lib/common.sh"
+root=$SP_ROOT
 build=$(cd "${1:-$root/build}" && pwd)
 bench=$build/bench/bench_engine cli=$build/softprompt
 repeats=${REPEATS:-7}
@@ -28,12 +30,11 @@ source "$root/tests/cluster/lib.sh"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sp-multinode.XXXXXX")
 chmod 755 "$work"
-trap '"$root/tests/cluster/down" "$work/cluster" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-trap 'exit 143' TERM; trap 'exit 130' INT
+trap 'rm -rf "$work"' EXIT
 "$cli" init-model --layers 1 --vocab 1000 --ctx 256 --seed 1 "$work/model" >/dev/null   # d = 768
-"$root/tests/cluster/up" --owner $$ "$work/cluster" 2>&1 | tail -n 1
-spc_load "$work/cluster"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+spc_start "$work/cluster" --nodes 3 2> "$work/up.log" || { cat "$work/up.log" >&2; exit 1; }
+tail -n 1 "$work/up.log"
+sp_mpi_env
 export OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader,tcp OMPI_MCA_btl_tcp_if_include=$SPC_SUBNET \
   OMPI_MCA_oob_tcp_if_include=$SPC_SUBNET OMPI_MCA_mpi_yield_when_idle=1
 
@@ -119,25 +120,8 @@ for cfg in "${configs[@]}"; do
     3nodes) tr="3 nodes, TCP over veth+bridge" ;;
     *) tr="3 nodes, TCP, tbf ${cfg#3nodes-}" ;;
   esac
-  python3 - "$cfg" "$tr" "${res[$cfg,0]}" "${rmin[$cfg,0]}" "${res[$cfg,20]}" "${rmin[$cfg,20]}" <<'PY'
-import sys
-cfg, tr = sys.argv[1:3]
-a, amin, b, bmin = (float(x) * 1e6 for x in sys.argv[3:7])
-print(f"{cfg:<16} {tr:<32} {a:9.0f} ({amin:6.0f}) us {b:9.0f} ({bmin:6.0f}) us {b - a:10.0f} us")
-PY
+  python3 "$root/bench/multinode_report.py" row "$cfg" "$tr" "${res[$cfg,0]}" "${rmin[$cfg,0]}" \
+    "${res[$cfg,20]}" "${rmin[$cfg,20]}"
 done
-python3 - "${res[3nodes,0]}" "${res[3nodes,20]}" "${res[3nodes-100mbit,20]}" "${res[3nodes-1gbit,20]}" \
-  "${res[1node-tcp,0]}" <<'PY'
-import sys
-a, b, b100, b1g, tcp1 = map(float, sys.argv[1:6])
-m, n = 122888, 3
-wire = lambda rate: 2 * (n - 1) / n * m * 8 / rate   # bytes each link must carry, ring-style
-print()
-print("on paper (3 ranks; every figure here includes this machine's shared, oversubscribed cores):")
-print(f"  8-byte sum across the bridge: {a*1e6:.0f} us (same node over TCP: {tcp1*1e6:.0f} us): the per-message")
-print(f"  cost of ~3 message rounds (recursive doubling for 3 ranks: fold, exchange, unfold)")
-print(f"  122,888-byte sum: {b*1e6:.0f} us unlimited; wire time alone at 1 Gbit/s {wire(1e9)*1e3:.2f} ms "
-      f"(measured {b1g*1e3:.2f} ms), at 100 Mbit/s {wire(1e8)*1e3:.2f} ms (measured {b100*1e3:.2f} ms)")
-for name, alpha in (("InfiniBand", 2e-6), ("25 GbE TCP", 25e-6), ("1 ms, WAN", 1e-3)):
-    print(f"  + network latency {name:<11} (alpha {alpha*1e6:5.0f} us): 3-4 rounds -> +{3*alpha*1e6:.0f} to +{4*alpha*1e6:.0f} us per step")
-PY
+python3 "$root/bench/multinode_report.py" model "${res[3nodes,0]}" "${res[3nodes,20]}" \
+  "${res[3nodes-100mbit,20]}" "${res[3nodes-1gbit,20]}" "${res[1node-tcp,0]}"

@@ -1,6 +1,7 @@
-/* HDF5 datasets (dataset.h): sp_dataset_open, then batch reads of every example and the
- * dataset fingerprint, on a valid classification or generation dataset written by the library
- * and edited by the input (fuzz_h5mut.h; the first input byte picks the base file). */
+/* HDF5 datasets (dataset.h): sp_dataset_open, then batch reads of every example, the checks
+ * against a model (sp_dataset_check_model) and the dataset fingerprint, on a valid classification
+ * or generation dataset written by the library and edited by the input (fuzz_h5mut.h; the first
+ * input byte picks the base file). */
 #include "fuzz_h5mut.h"
 #include "softprompt/checkpoint.h"
 #include "softprompt/dataset.h"
@@ -72,6 +73,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         sp_dataset_read_batch(ds, ids, k, &b, &err);
         sp_batch_data_free(&b);
     }
+    sp_model_config cfg = {.vocab_size = 16, .n_ctx = 6, .arch = SP_ARCH_GPT2};
+    sp_dataset_check_model(ds, &cfg, &err);
+    sp_dataset_check_model(ds, NULL, &err);
     char fp[17];
     sp_dataset_fingerprint(ds, fp, &err);
     sp_dataset_close(ds);

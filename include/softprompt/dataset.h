@@ -10,12 +10,17 @@
  * ranges). A handle is not thread-safe (nor is the serial HDF5 library): one thread per
  * process uses it at a time.
  *
- * Validation: opening checks the format attribute and version, every dataset's presence,
+ * Validation: opening checks that the file can be read (saying why not: permission denied, a
+ * directory, an empty file), the format attribute and version, every dataset's presence,
  * integer class, width, rank and shape, the counts against the shapes, offsets (start at 0,
  * non-decreasing, end at the count, no empty example, no example over max_length) and labels
- * (within [0, n_classes)). Reading a batch checks what it reads: soft indices < n_soft,
- * target positions within their example and strictly increasing, target ids >= 0, and for
- * classification exactly one target per example whose id is verbalizer[label]. */
+ * (within [0, n_classes)). A failed HDF5 metadata checksum is reported as damage ("metadata
+ * checksum mismatch: the file is damaged"), never as something missing. Reading a batch
+ * checks what it reads: soft indices < n_soft, target positions within their example and
+ * strictly increasing, target ids >= 0, and for classification exactly one target per example
+ * whose id is verbalizer[label]; sp_dataset_check_model makes all of these checks, and those
+ * against a model, for the whole file at once (before training or evaluation). Messages name
+ * the file and the example. */
 #ifndef SOFTPROMPT_DATASET_H
 #define SOFTPROMPT_DATASET_H
 
@@ -80,8 +85,9 @@ int sp_dataset_writer_add(sp_dataset_writer *w, const int32_t *tokens, int n_tok
 /* Updates the informational n_truncated attribute before close. */
 void sp_dataset_writer_set_truncated(sp_dataset_writer *w, int64_t n_truncated);
 
-/* Flushes, writes the count attributes, closes, fsyncs and renames to the final path.
- * Always frees w; on failure the temporary file is removed. */
+/* Flushes, writes the count attributes, closes, fsyncs and renames to the final path, and
+ * fsyncs its directory. Always frees w; on failure nothing it wrote is left: the temporary file
+ * is removed, and so is the final file when only syncing its directory failed. */
 int sp_dataset_writer_close(sp_dataset_writer *w, sp_error *err);
 
 /* Discards everything written and removes the temporary file; frees w (NULL is fine). */
@@ -106,12 +112,14 @@ typedef struct sp_batch_data {
     int32_t *target_ids;   /* [n_targets] */
     int32_t *labels;       /* [n_seq] class index; -1 for generation datasets */
     int64_t *example_ids;  /* [n_seq] which example each sequence is */
+    const char *source;    /* the dataset's path (owned by the dataset), for messages */
     size_t cap_seq, cap_tokens, cap_targets;
 } sp_batch_data;
 
 void sp_batch_data_init(sp_batch_data *b);
 void sp_batch_data_free(sp_batch_data *b);
-/* The engine's view of b (pointers into b; valid until b is next modified). */
+/* The engine's view of b (pointers into b; valid until b is next modified), naming the dataset
+ * file and examples so that a batch the engine refuses is reported by file and example. */
 sp_batch sp_batch_data_view(const sp_batch_data *b);
 
 /* Opens and validates path (see the top of this file). Returns NULL and fills err on failure. */
@@ -136,5 +144,36 @@ const int32_t *sp_dataset_labels(const sp_dataset *ds);
  * error out is left empty (n_seq = 0). */
 int sp_dataset_read_batch(sp_dataset *ds, const int64_t *example_ids, int n, sp_batch_data *out,
                           sp_error *err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Checks before training or evaluation                                                       */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Checks every example of ds against the model whose config is cfg, so that nothing knowable
+ * from the file fails when its batch runs (at step 11 of 51, and at the same step on every
+ * resume):
+ *   - every example's length (from /offsets) <= cfg->n_ctx, the model's positions: GPT-2's
+ *     n_positions (learned position embeddings: there are no more) and the Llama family's
+ *     max_position_embeddings alike. Hugging Face computes rotary positions past
+ *     max_position_embeddings without a word, but the model never saw them in training, so
+ *     the engine refuses them too; the message says `softprompt prepare --max-length N`;
+ *   - the verbalizer ids, every token id (/tokens) and every target id in [0, vocab_size);
+ *     soft slots SP_SOFT(k) with k < n_soft;
+ *   - every target position within its example and strictly increasing; in classification
+ *     datasets exactly one target per example, whose id is /verbalizer[label].
+ * /tokens and the targets are streamed in blocks of 1 Mi elements (8 MiB of buffers whatever
+ * the set's size); 0.02-0.05 s per million tokens measured (docs/reliability.md).
+ * cfg may be NULL: then only the checks that need no model. Returns 0, or -1 with a message
+ * naming the file, the example (and its element), the value and the limit. */
+int sp_dataset_check_model(sp_dataset *ds, const sp_model_config *cfg, sp_error *err);
+
+/* Compares the tokenizer hash recorded in ds (sp_tokenizer_hash_hex of the tokenizer `prepare`
+ * used) with hash, that of the model's tokenizer (sp_tokenizer_hash_of_dir; tokenizer_dir
+ * names it in the message). Returns 0 when they are equal; 1 when there is nothing to compare
+ * (hash NULL or "": the model directory has no tokenizer; or the dataset records none, as
+ * datasets written with h5py may not); -1 on a mismatch, with a message naming the dataset,
+ * both hashes, `softprompt prepare --tokenizer DIR` and the override --allow-tokenizer-mismatch. */
+int sp_dataset_check_tokenizer(const sp_dataset *ds, const char *hash, const char *tokenizer_dir,
+                               sp_error *err);
 
 #endif

@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 
+#include "softprompt/error.h"
+
 typedef struct sp_dist {
     int rank, size;
     int local_rank, local_size; /* among the ranks of this node (shared-memory domain) */
@@ -23,6 +25,10 @@ void sp_dist_sum_double(double *buf, size_t n);
 void sp_dist_bcast(void *buf, size_t n);
 /* Logical OR of flag over all ranks. */
 int sp_dist_any(int flag);
+/* After rank 0 did something alone (rc its outcome; 0 on the other ranks): every rank learns
+ * whether it failed and, if so, returns -1 with err marked all_ranks (rank 0's err says why,
+ * the others' "rank 0 failed to <what>"); 0 when it worked. */
+int sp_dist_rank0_agree(int rc, const char *what, sp_error *err);
 
 /* Threads this rank may use: SLURM_CPUS_PER_TASK, else OMP_NUM_THREADS, else the usable cores
  * divided among the ranks of this node; never more than cores / local ranks (no

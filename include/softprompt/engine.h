@@ -28,6 +28,10 @@ typedef struct sp_batch {
     int n_targets;
     const int32_t *target_pos; /* [n_targets] packed positions, strictly increasing */
     const int32_t *target_ids; /* [n_targets] token ids the logits at target_pos are scored on */
+    /* Optional, for messages: the dataset file the sequences come from and each sequence's
+     * example index in it ([n_seq]); a refused batch is then named by file and example. */
+    const char *source;
+    const int64_t *example_ids;
 } sp_batch;
 
 typedef struct sp_pass {
@@ -65,7 +69,9 @@ size_t sp_worker_bytes(const sp_worker *w);
 const sp_model *sp_worker_model(const sp_worker *w);
 
 /* The checks sp_engine_run makes before any work: ids, soft indices, lengths (with the key/value
- * prefix) <= n_ctx, targets strictly increasing. 0 or -1 with a message naming the position. */
+ * prefix) <= n_ctx, targets strictly increasing. 0 or -1 with a message naming the position
+ * ("batch: position 20 holds token id 37, expected < 37"), prefixed with the file and example
+ * when the batch says them ("data.h5: example 17, position 3: batch: ..."). */
 int sp_engine_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass, sp_error *err);
 
 /* Runs forward (and backward when pass->grad). *loss_sum receives the summed cross-entropy.

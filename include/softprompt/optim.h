@@ -47,9 +47,9 @@ typedef struct sp_optim_config {
     int scale_parameter;   /* Adafactor: multiply lr by max(eps2, RMS(p)); Lester et al.: off */
     double clip_norm;      /* clip the gradient by global L2 norm before the update; 0 = off */
     sp_sched_kind schedule;
-    int64_t warmup_steps;  /* >= 0: linear warm-up over these steps, then the schedule */
-    int64_t total_steps;   /* linear/cosine: >= 1 and >= warmup_steps, lr reaches 0 there;
-                              constant: ignored */
+    int64_t warmup_steps; /* >= 0: linear warm-up over these steps, then the schedule */
+    int64_t total_steps;  /* linear/cosine: >= 1 and >= warmup_steps, lr reaches 0 there;
+                             constant: ignored */
 } sp_optim_config;
 
 /* Defaults per kind: Adafactor as Lester et al. 2021 (lr 0.3, no parameter scaling,
@@ -59,8 +59,8 @@ typedef struct sp_optim_config {
  * uses get that kind's defaults too (beta2 0.999, eps 1e-8, decay_rate -0.8, eps1 1e-30,
  * eps2 1e-3, clip_threshold 1), so changing c->kind afterwards leaves a valid config. */
 void sp_optim_config_default(sp_optim_config *c, sp_optim_kind kind);
-int sp_optim_kind_parse(const char *name, sp_optim_kind *out);   /* adafactor | adamw | sgd */
-int sp_sched_kind_parse(const char *name, sp_sched_kind *out);   /* constant | linear | cosine */
+int sp_optim_kind_parse(const char *name, sp_optim_kind *out); /* adafactor | adamw | sgd */
+int sp_sched_kind_parse(const char *name, sp_sched_kind *out); /* constant | linear | cosine */
 const char *sp_optim_kind_name(sp_optim_kind k);
 const char *sp_sched_kind_name(sp_sched_kind k);
 

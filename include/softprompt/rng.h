@@ -11,8 +11,8 @@ typedef struct sp_rng {
 
 void sp_rng_seed(sp_rng *r, uint64_t seed);
 uint64_t sp_rng_next(sp_rng *r);
-double sp_rng_uniform(sp_rng *r);           /* [0, 1) with 53 random bits */
-double sp_rng_normal(sp_rng *r);            /* standard normal (Box-Muller, no cached pair) */
+double sp_rng_uniform(sp_rng *r);             /* [0, 1) with 53 random bits */
+double sp_rng_normal(sp_rng *r);              /* standard normal (Box-Muller, no cached pair) */
 uint64_t sp_rng_below(sp_rng *r, uint64_t n); /* uniform in [0, n), unbiased */
 
 #endif

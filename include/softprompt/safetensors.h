@@ -1,8 +1,8 @@
 /* safetensors files: validated, memory-mapped reading and atomic writing.
  *
  * Layout: u64 little-endian header length N, N bytes of JSON
- *   {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ..., "__metadata__": {..}}
- * then the data buffer; offsets are relative to the buffer start. Opening a file validates
+ *   {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ..., "__metadata__":
+ * {..}} then the data buffer; offsets are relative to the buffer start. Opening a file validates
  * everything a reader could trip on (lengths, JSON, dtypes, shapes, offsets in range and not
  * overlapping, byte size = elements x dtype size) so that later code can trust it. */
 #ifndef SOFTPROMPT_SAFETENSORS_H
@@ -53,25 +53,23 @@ typedef struct sp_st_out {
     const void *data;
 } sp_st_out;
 
-/* Writes path atomically (temporary name in the same directory, fsync, rename).
- * metadata: NULL or n_meta key/value string pairs for "__metadata__". */
+/* Writes path atomically (temporary name in the same directory, fsync, rename, fsync of the
+ * directory). metadata: NULL or n_meta key/value string pairs for "__metadata__". */
 int sp_st_write(const char *path, const sp_st_out *tensors, int n, const char *const *meta_kv,
                 int n_meta, sp_error *err);
 
 /* Streaming form of sp_st_write for files larger than one wants in memory at once: open with the
  * tensor list (their data pointers are ignored), then put each tensor's bytes in the same order,
  * then commit (fsync + rename). Any failure, or abort, removes the temporary file and leaves
- * path untouched; after a failed put or commit the writer is already freed. Tensors are packed
- * back to back in the given order after a header padded to 8 bytes, as Hugging Face does. */
+ * path untouched, except an I/O error syncing the directory after the rename (path is then the
+ * new file, and the error says so); after a failed put or commit the writer is already freed.
+ * Tensors are packed back to back in the given order after a header padded to 8 bytes, as Hugging
+ * Face does. */
 typedef struct sp_st_writer sp_st_writer;
 sp_st_writer *sp_st_writer_open(const char *path, const sp_st_out *tensors, int n,
                                 const char *const *meta_kv, int n_meta, sp_error *err);
 int sp_st_writer_put(sp_st_writer *w, const void *data, size_t nbytes, sp_error *err);
 int sp_st_writer_commit(sp_st_writer *w, sp_error *err);
 void sp_st_writer_abort(sp_st_writer *w);
-
-/* Writes len bytes to path atomically (same-directory temporary, fsync, rename); for small
- * companion files such as config.json and model.safetensors.index.json. */
-int sp_write_file_atomic(const char *path, const void *data, size_t len, sp_error *err);
 
 #endif

@@ -152,6 +152,14 @@ const sp_template *sp_formatter_template(const sp_formatter *f);
 const sp_verbalizer *sp_formatter_verbalizer(const sp_formatter *f);
 const int32_t *sp_formatter_verbalizer_ids(const sp_formatter *f);
 
+/* Warnings (not errors) about a template that is valid but probably not what was meant: it
+ * inserts no record field (every example gets the same input), or not the text field, or a
+ * field the target is made of (the answer leaks into the input: {label} in a classification
+ * template). Up to 4, each a sentence naming the template and the field; valid while f lives.
+ * sp_formatter_warning returns NULL for i outside [0, n). `softprompt prepare` prints them. */
+int sp_formatter_n_warnings(const sp_formatter *f);
+const char *sp_formatter_warning(const sp_formatter *f, int i);
+
 /* Outcomes of sp_formatter_check / sp_formatter_render besides 0 and -1 (err filled). */
 enum { SP_REC_EMPTY_TEXT = 1, SP_REC_UNKNOWN_LABEL = 2 };
 

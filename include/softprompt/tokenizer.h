@@ -95,6 +95,8 @@ typedef struct sp_token_buf {
 } sp_token_buf;
 
 void sp_token_buf_free(sp_token_buf *b); /* frees ids and zeroes the struct */
+/* Appends ids[0..n); 0, or -1 (out of memory) leaving b as it was. */
+int sp_token_buf_append(sp_token_buf *b, const int32_t *ids, size_t n);
 
 /* Loads the tokenizer files found in dir (see above). Returns NULL and fills err on failure. */
 sp_tokenizer *sp_tokenizer_load(const char *dir, sp_error *err);
@@ -153,5 +155,12 @@ size_t sp_tokenizer_n_merges(const sp_tokenizer *tok);
 uint64_t sp_tokenizer_hash(const sp_tokenizer *tok);
 /* The hash as 16 lowercase hex digits plus NUL. */
 void sp_tokenizer_hash_hex(const sp_tokenizer *tok, char out[17]);
+
+/* The hash (sp_tokenizer_hash_hex) of the tokenizer in dir, loaded as sp_tokenizer_load (and
+ * so `softprompt prepare --tokenizer dir`) loads it, e.g. to compare a model directory's
+ * tokenizer with a dataset's (sp_dataset_check_tokenizer). *found = 0 and out = "" when dir
+ * holds none of the tokenizer files (tokenizer.json, vocab.json, merges.txt, encoder.json,
+ * vocab.bpe); files that do not load are an error (-1, err names the file). */
+int sp_tokenizer_hash_of_dir(const char *dir, char out[17], int *found, sp_error *err);
 
 #endif

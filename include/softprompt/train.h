@@ -60,6 +60,7 @@ typedef struct sp_train_config {
     int quiet;
     int64_t max_eval_examples; /* 0: all */
     const char *base_model;    /* the adapter's base_model_name_or_path; NULL: sp_peft_base_model */
+    int allow_tokenizer_mismatch; /* use data prepared with another tokenizer than the model's */
     int check; /* validate everything a run needs (flags, model, data, memory, --out, resume)
                   and return without training or writing anything */
 } sp_train_config;
@@ -74,6 +75,13 @@ const char *sp_init_kind_name(sp_init_kind k);
  * examples), before that step is applied, checkpointed or evaluated. Resuming a finished run
  * changes nothing (a missing adapter is written). */
 int sp_train_run(const sp_train_config *c, const sp_dist *d, sp_error *err);
+
+/* The datasets (NULL entries ignored) against the model, before any batch: every example's
+ * length, token, target and verbalizer id (sp_dataset_check_model), and unless
+ * allow_tokenizer_mismatch, the tokenizer each was prepared with against the one in
+ * tokenizer_dir (when that directory has one). Reads every token once: run it on one rank. */
+int sp_train_check_datasets(const sp_model *m, sp_dataset *const *sets, int n_sets,
+                            const char *tokenizer_dir, int allow_tokenizer_mismatch, sp_error *err);
 
 /* Validation results, summed over ranks. */
 typedef struct sp_eval_result {

@@ -1,10 +1,12 @@
 # shellcheck shell=bash
-# Shared logic of the softprompt Slurm job scripts (sourced by slurm/*.sbatch; scripts/submit
-# copies it into the job script it writes). bash 4+; needs only Slurm's own commands.
+# Shared logic of the softprompt Slurm job scripts (sourced by slurm/*.sbatch and by
+# scripts/submit, which also copies it into the job script it writes). bash 4.3+; needs only
+# Slurm's own commands.
 #
 # What a job does (sp_job_train):
 #   1. reads its configuration: the environment, then an optional config file (the job script's
-#      first argument or SP_CONFIG) of bash KEY=VALUE lines;
+#      first argument or SP_CONFIG) of bash KEY=VALUE lines; finds the softprompt executable
+#      (sp_find_bin: the one rule of docs/slurm.md, "Which softprompt");
 #   2. runs `srun --mpi=pmix softprompt train ... --resume auto` in the background and waits
 #      for it with `wait`, so that signals are handled at once;
 #   3. on SIGUSR1 (sent to this batch shell by `#SBATCH --signal=B:USR1@<seconds>` before the
@@ -12,12 +14,16 @@
 #      job step (srun passes it to every rank); the trainer finishes its current step, writes a
 #      checkpoint and exits with status 75 ("stopped, resumable");
 #   4. decides from the step's exit status:
-#        0   finished: the job ends COMPLETED;
-#        75  after our SIGUSR1 and with SLURM_RESTART_COUNT < SP_MAX_RESTARTS: `scontrol
-#            requeue` puts the job back in the queue; when it runs again the same script resumes
-#            from the newest checkpoint in SP_OUT (--resume auto);
-#        75  otherwise (SIGTERM from scancel, preemption or the hard time limit; or the restart
-#            limit reached): not requeued; the log says how to resume by hand;
+#        0   finished (also when the run had already finished before this job: the trainer
+#            then exits 0 without training or changing anything): the job ends COMPLETED,
+#            never requeued;
+#        75  after our SIGUSR1, when this run trained at least one step and this script has
+#            requeued the job fewer than SP_MAX_RESTARTS times: `scontrol requeue` puts the job
+#            back in the queue; when it runs again the same script resumes from the newest
+#            checkpoint in SP_OUT (--resume auto);
+#        75  otherwise (SIGTERM from scancel, preemption or the hard time limit; the restart
+#            limit reached; or no step trained since the last run: the time limit leaves no
+#            time to train after the warning): not requeued; the log says how to resume by hand;
 #        any other status: a real failure (bad path, bad option, a crashed rank): not requeued,
 #            the job ends FAILED with the trainer's status, the log says why.
 #   Every decision is logged to the job's output file and appended to SP_OUT/slurm-job.log.
@@ -27,9 +33,14 @@
 #   SP_TRAIN        training set .h5 (required)
 #   SP_VALID        validation set .h5 (optional)
 #   SP_OUT          output directory: checkpoints/, metrics.jsonl, adapter/ ... (required)
-#   SP_TRAIN_ARGS   more `softprompt train` options, shell-quoted ("--steps 2000 --lr 0.3")
-#   SP_BIN          the softprompt executable (default: `softprompt` on PATH)
-#   SP_MAX_RESTARTS requeues allowed after time-limit signals (default 3)
+#   SP_TRAIN_ARGS   more `softprompt train` options, shell-quoted ("--steps 2000 --lr 0.3");
+#                   not --model, --train, --valid, --out (set from the variables above), --check,
+#                   nor a --resume other than auto (every run resumes: --resume auto)
+#   SP_BIN          the softprompt executable (default: `softprompt` on PATH, else
+#                   SP_HOME/build/softprompt)
+#   SP_HOME         the softprompt source tree the job scripts come from (default: the tree
+#                   holding this file, when it is sourced from its place in a tree)
+#   SP_MAX_RESTARTS requeues by this script after time-limit signals (default 3)
 #   SP_SRUN_ARGS    more srun options, shell-quoted (e.g. "--cpu-bind=cores")
 #   SP_LAUNCHER     replaces `srun --mpi=pmix --kill-on-bad-exit=1 $SP_SRUN_ARGS`, e.g. "mpirun"
 #                   where Open MPI lacks PMIx support (mpirun reads the allocation from Slurm)
@@ -38,6 +49,12 @@
 # it earlier (docs/slurm.md, "Time limits and requeueing").
 
 SP_EXIT_STOPPED=75
+
+# Sourced from its place in a source tree (slurm/lib/ of SP_HOME): that tree is SP_HOME. A copy
+# inside a job script written by scripts/submit has SP_HOME set by that script instead.
+if [[ -z ${SP_HOME:-} && ${BASH_SOURCE[0]} == */slurm/lib/softprompt-job.sh ]]; then
+  SP_HOME=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd) && export SP_HOME
+fi
 
 sp_log() {
   local line
@@ -49,6 +66,34 @@ sp_log() {
 
 sp_die() { sp_log "error: $*; not requeued"; exit "${SP_DIE_STATUS:-2}"; }
 
+# sp_fail MESSAGE: for the functions scripts/submit shares: SP_ERR=MESSAGE, return 1.
+sp_fail() { SP_ERR=$*; return 1; }
+
+# sp_find_bin: sets (and exports) SP_BIN to the absolute path of the softprompt executable, by
+# the one rule of docs/slurm.md ("Which softprompt"): SP_BIN when set (a path, or a command name
+# looked up on PATH), else `softprompt` on PATH, else SP_HOME/build/softprompt (SP_HOME: the
+# source tree of the job scripts). Returns 1 with SP_ERR when there is none.
+sp_find_bin() {
+  local b
+  if [[ -n ${SP_BIN:-} ]]; then
+    b=$SP_BIN
+    if [[ $b != */* ]]; then
+      b=$(type -P -- "$b") || { sp_fail "SP_BIN=$SP_BIN: no such command on PATH"; return 1; }
+    fi
+    [[ -f $b && -x $b ]] || { sp_fail "SP_BIN=$SP_BIN: not an executable file"; return 1; }
+  elif b=$(type -P softprompt); then
+    :
+  elif [[ -n ${SP_HOME:-} && -f $SP_HOME/build/softprompt && -x $SP_HOME/build/softprompt ]]; then
+    b=$SP_HOME/build/softprompt
+  else
+    local tree="the source tree of the job scripts is unknown (SP_HOME is not set)"
+    [[ -n ${SP_HOME:-} ]] && tree="$SP_HOME/build/softprompt does not exist (SP_HOME: the source tree)"
+    sp_fail "softprompt executable not found: SP_BIN is not set, softprompt is not on PATH, and $tree; build it (cmake --build build) or set SP_BIN to its path"
+    return 1
+  fi
+  SP_BIN=$(realpath -s -- "$b") && export SP_BIN
+}
+
 # sp_job_config [FILE]: load the config file (if any) and check the settings.
 sp_job_config() {
   # From here on a SIGUSR1 is recorded (and then forwarded) instead of killing the shell.
@@ -57,13 +102,14 @@ sp_job_config() {
   local file=${1:-${SP_CONFIG:-}}
   if [[ -n $file ]]; then
     [[ -f $file ]] || sp_die "config file $file not found"
+    set -a
     # shellcheck disable=SC1090
-    set -a; source "$file" || sp_die "config file $file has errors"; set +a
+    source "$file" || sp_die "config file $file has errors"
+    set +a
     SP_CONFIG=$file
   fi
-  : "${SP_BIN:=softprompt}" "${SP_MAX_RESTARTS:=3}" "${SP_TRAIN_ARGS:=}" "${SP_SRUN_ARGS:=}"
-  command -v "$SP_BIN" >/dev/null 2>&1 \
-    || sp_die "softprompt executable '$SP_BIN' not found (set SP_BIN or put it on PATH)"
+  : "${SP_MAX_RESTARTS:=3}" "${SP_TRAIN_ARGS:=}" "${SP_SRUN_ARGS:=}"
+  sp_find_bin || sp_die "$SP_ERR"
   [[ $SP_MAX_RESTARTS =~ ^[0-9]+$ ]] || sp_die "SP_MAX_RESTARTS=$SP_MAX_RESTARTS is not a number"
 }
 
@@ -71,6 +117,91 @@ sp_job_config() {
 sp_require() {
   local v
   for v in "$@"; do [[ -n ${!v:-} ]] || sp_die "$v is not set (environment or config file)"; done
+}
+
+# --- the trainer's options --------------------------------------------------------------------
+
+# sp_quote ARRAY: the words of the named array as one shell-quoted string ("" when empty).
+sp_quote() {
+  local -n _spq_a=$1
+  local _spq_w _spq_s="" _spq_q
+  for _spq_w in "${_spq_a[@]}"; do printf -v _spq_q '%q' "$_spq_w"; _spq_s+="${_spq_s:+ }$_spq_q"; done
+  printf '%s' "$_spq_s"
+}
+
+# sp_train_args_clean ARRAY: checks the trainer options in the named array against those the
+# job sets itself: --model, --train, --valid and --out come from SP_MODEL, SP_TRAIN, SP_VALID
+# and SP_OUT, and every run uses --resume auto, so that a requeued or resubmitted run continues
+# from its newest checkpoint. A --resume auto is dropped (the job adds it); anything else of
+# these returns 1 with SP_ERR.
+sp_train_args_clean() {
+  local -n _spc_a=$1
+  local -a _spc_keep=()
+  local _spc_i _spc_w _spc_n _spc_v
+  for (( _spc_i = 0; _spc_i < ${#_spc_a[@]}; _spc_i++ )); do
+    _spc_w=${_spc_a[_spc_i]}; _spc_n=${_spc_w%%=*}
+    case $_spc_n in
+      --model|--train|--valid|--out)
+        _spc_v=${_spc_n#--}
+        sp_fail "$_spc_n in the trainer options: the job sets it itself, from SP_${_spc_v^^} (scripts/submit: its own $_spc_n option)"
+        return 1 ;;
+      --check)
+        sp_fail "--check in the trainer options: the job trains (scripts/submit runs softprompt train --check itself before it submits)"
+        return 1 ;;
+      --resume)
+        if [[ $_spc_w == *=* ]]; then _spc_v=${_spc_w#*=}
+        else _spc_v=${_spc_a[_spc_i + 1]:-}; _spc_i=$((_spc_i + 1)); fi
+        [[ $_spc_v == auto ]] && continue
+        sp_fail "--resume ${_spc_v:-(no value)} in the trainer options: every run of the job uses --resume auto, so that a requeued or resubmitted run continues from the newest checkpoint in its output directory (with --resume ${_spc_v:-X} every requeue would start again); to start over, use a new output directory; to start from a saved prompt, use --init FILE.h5"
+        return 1 ;;
+    esac
+    _spc_keep+=("$_spc_w")
+  done
+  _spc_a=("${_spc_keep[@]}")
+}
+
+# sp_args_override OUT BASE OVER [DROP]: the named array OUT becomes BASE without the options
+# that OVER or DROP name, then OVER: the options of OVER win over those of BASE instead of being
+# given twice (which softprompt refuses). An option of OVER takes a value when it is written
+# --name=value or followed by a word that does not start with "--"; it is then removed from BASE
+# with its value. DROP lists options (with values) to remove without replacing them.
+sp_args_override() {
+  local -n _spo_out=$1 _spo_base=$2 _spo_over=$3
+  local -a _spo_none=() _spo_r=()
+  if [[ -n ${4:-} ]]; then local -n _spo_drop=$4; else local -n _spo_drop=_spo_none; fi
+  local -A _spo_valued=()
+  local _spo_i _spo_w _spo_n
+  for _spo_n in "${_spo_drop[@]}"; do _spo_valued[$_spo_n]=1; done
+  for (( _spo_i = 0; _spo_i < ${#_spo_over[@]}; _spo_i++ )); do
+    _spo_w=${_spo_over[_spo_i]}
+    [[ $_spo_w == --?* ]] || continue
+    _spo_n=${_spo_w%%=*}
+    if [[ $_spo_w == *=* ]]; then
+      _spo_valued[$_spo_n]=1
+    elif (( _spo_i + 1 < ${#_spo_over[@]} )) && [[ ${_spo_over[_spo_i + 1]} != --* ]]; then
+      _spo_valued[$_spo_n]=1; _spo_i=$((_spo_i + 1))
+    else
+      _spo_valued[$_spo_n]=0
+    fi
+  done
+  for (( _spo_i = 0; _spo_i < ${#_spo_base[@]}; _spo_i++ )); do
+    _spo_w=${_spo_base[_spo_i]}; _spo_n=${_spo_w%%=*}
+    if [[ $_spo_w == --?* && -n ${_spo_valued[$_spo_n]+set} ]]; then
+      if [[ $_spo_w != *=* && ${_spo_valued[$_spo_n]} == 1 ]]; then _spo_i=$((_spo_i + 1)); fi
+      continue
+    fi
+    _spo_r+=("$_spo_w")
+  done
+  _spo_out=("${_spo_r[@]}" "${_spo_over[@]}")
+}
+
+# sp_train_cmd ARGS...: SP_CMD = this job's trainer command line (without the launcher): SP_BIN
+# train with SP_MODEL, SP_TRAIN, SP_VALID, SP_OUT, --resume auto, then ARGS (the cleaned
+# SP_TRAIN_ARGS). scripts/submit runs it with --check before it submits.
+sp_train_cmd() {
+  SP_CMD=("$SP_BIN" train --model "$SP_MODEL" --train "$SP_TRAIN")
+  if [[ -n ${SP_VALID:-} ]]; then SP_CMD+=(--valid "$SP_VALID"); fi
+  SP_CMD+=(--out "$SP_OUT" --resume auto "$@")
 }
 
 # --- running the job step with signal forwarding -------------------------------------------
@@ -123,19 +254,74 @@ sp_run_step() {
   SP_STEP_STATUS=$rc
 }
 
+# sp_newest_checkpoint: the file name of the newest checkpoint in SP_OUT/checkpoints ("" if none).
+sp_newest_checkpoint() {
+  local f newest=""
+  for f in "$SP_OUT"/checkpoints/step-*.h5; do
+    f=${f##*/}
+    [[ $f =~ ^step-[0-9]+\.h5$ && $f > $newest ]] && newest=$f
+  done
+  printf '%s' "$newest"
+}
+
+# sp_own_requeues: how many times this script has requeued this job (SLURM_JOB_ID), counted in
+# SP_OUT/slurm-job.log. SLURM_RESTART_COUNT also counts requeues by hand, by preemption and
+# after a node failure, which are not this script's to limit.
+sp_own_requeues() {
+  local f=$SP_OUT/slurm-job.log
+  if [[ -z ${SLURM_JOB_ID:-} || ! -f $f ]]; then echo 0; return; fi
+  grep -c -e "^softprompt-job\[${SLURM_JOB_ID}[] ].*: checkpointed after SIGUSR1: requeueing job $SLURM_JOB_ID " "$f" || true
+}
+
+# sp_restarts_text: this run's place among the job's runs, for the log.
+sp_restarts_text() {
+  local restarts=${SLURM_RESTART_COUNT:-0} own
+  own=$(sp_own_requeues)
+  if (( restarts == 0 )); then
+    echo "first run of the job; this script requeues it after a time-limit signal at most $SP_MAX_RESTARTS times (SP_MAX_RESTARTS)"
+  else
+    local other=$(( restarts > own ? restarts - own : 0 ))
+    echo "restart $restarts of the job: $own by this script after a time-limit signal (at most $SP_MAX_RESTARTS, SP_MAX_RESTARTS), $other by hand (scontrol requeue), preemption or a node failure"
+  fi
+}
+
+# sp_run_complete: the run in SP_OUT has reached its last step: the "steps" of its config.json
+# (the run's total) is the step of its newest checkpoint, and its PEFT adapter exists. Prints
+# the step.
+sp_run_complete() {
+  local steps newest
+  [[ -f $SP_OUT/adapter/adapter_model.safetensors && -f $SP_OUT/config.json ]] || return 1
+  steps=$(grep -oE '"steps": *[0-9]+' "$SP_OUT/config.json" | head -n 1 | grep -oE '[0-9]+$' || true)
+  newest=$(sp_newest_checkpoint); newest=${newest#step-}; newest=${newest%.h5}
+  [[ -n $steps && -n $newest ]] && (( 10#$newest == 10#$steps )) && echo "$((10#$steps))"
+}
+
+# sp_step_finished: after exit status 0, whether the run is finished, and how (for the log).
+# srun exits 0 also when it could not launch the step at all (seen with a PMIx setup error:
+# "task 0 launch failed"), so the status alone does not tell: the trainer must have written its
+# adapter during this step (SP_STEP_MARK is touched just before it starts), or the run must be
+# complete on disk (a run that had finished before: the trainer exits 0 and changes nothing).
+sp_step_finished() {
+  local adapter=$SP_OUT/adapter/adapter_model.safetensors last
+  if [[ -z ${SP_STEP_MARK:-} || ( -f $adapter && ! $SP_STEP_MARK -nt $adapter ) ]]; then
+    SP_FINISHED_HOW="softprompt train exited 0"
+  elif last=$(sp_run_complete); then
+    SP_FINISHED_HOW="softprompt train exited 0; the run had already reached its last step ($last) before this job step: nothing was trained or changed"
+  else
+    return 1
+  fi
+}
+
 # sp_requeue_or_exit: acts on SP_STEP_STATUS as described at the top; never returns.
 sp_requeue_or_exit() {
-  local rc=$SP_STEP_STATUS restarts=${SLURM_RESTART_COUNT:-0}
+  local rc=$SP_STEP_STATUS own
   local resume="resume by hand with \`scontrol requeue ${SLURM_JOB_ID:-JOBID}\` (while Slurm still lists the job) or by submitting the same job script and settings again: it continues from the newest checkpoint in $SP_OUT/checkpoints"
   if (( rc == 0 )); then
-    # srun also exits 0 when the step could not be launched at all (seen with a PMIx setup
-    # error: "task 0 launch failed"); a finished run always (re)writes the PEFT adapter.
-    local adapter=$SP_OUT/adapter/adapter_model.safetensors
-    if [[ -n ${SP_STEP_MARK:-} ]] && ! [[ -f $adapter && ! $SP_STEP_MARK -nt $adapter ]]; then
-      sp_log "FAILED: srun exited 0 but softprompt wrote no adapter in $SP_OUT/adapter: the job step did not run (see srun's errors above): not requeued"
+    if ! sp_step_finished; then
+      sp_log "FAILED: srun exited 0 but softprompt wrote no adapter in $SP_OUT/adapter and the run there has not reached its last step: the job step did not run (see srun's errors above): not requeued"
       exit 1
     fi
-    sp_log "finished: softprompt train exited 0; results in $SP_OUT"
+    sp_log "finished: $SP_FINISHED_HOW; results in $SP_OUT"
     exit 0
   fi
   if (( rc != SP_EXIT_STOPPED )); then
@@ -148,15 +334,21 @@ sp_requeue_or_exit() {
     sp_log "stopped: softprompt train checkpointed and exited $rc after $why: not requeued by this script; $resume"
     exit "$rc"
   fi
-  if (( restarts >= SP_MAX_RESTARTS )); then
-    sp_log "stopped: checkpointed after SIGUSR1, but the restart limit is reached (restarted $restarts times, SP_MAX_RESTARTS=$SP_MAX_RESTARTS): not requeued; $resume"
+  local newest; newest=$(sp_newest_checkpoint)
+  if [[ $newest == "${SP_CKPT_BEFORE:-}" ]]; then
+    sp_log "stopped: SIGUSR1 came before this run trained a single step (newest checkpoint still ${newest:-none}): the time limit leaves no time to train after the warning signal, and a requeue would only repeat that; not requeued; give the job a longer time limit or an earlier warning (--time, --signal=B:USR1@SECONDS; docs/slurm.md, \"Time limits and requeueing\"), then $resume"
+    exit "$rc"
+  fi
+  own=$(sp_own_requeues)
+  if (( own >= SP_MAX_RESTARTS )); then
+    sp_log "stopped: checkpointed after SIGUSR1, but the restart limit is reached (this script has requeued job ${SLURM_JOB_ID:-?} $own times, SP_MAX_RESTARTS=$SP_MAX_RESTARTS): not requeued; $resume"
     exit "$rc"
   fi
   if [[ -z ${SLURM_JOB_ID:-} ]]; then
     sp_log "stopped: checkpointed after SIGUSR1 outside a Slurm batch job: nothing to requeue; $resume"
     exit "$rc"
   fi
-  sp_log "checkpointed after SIGUSR1: requeueing job $SLURM_JOB_ID (restart $((restarts + 1)) of at most $SP_MAX_RESTARTS); Slurm holds it for AuthInfo's cred_expire + 1 s (121 s by default), then it runs again and resumes from the newest checkpoint"
+  sp_log "checkpointed after SIGUSR1: requeueing job $SLURM_JOB_ID (requeue $((own + 1)) of at most $SP_MAX_RESTARTS by this script); Slurm holds it for AuthInfo's cred_expire + 1 s (121 s by default), then it runs again and resumes from the newest checkpoint"
   if scontrol requeue "$SLURM_JOB_ID"; then
     # Slurm now ends this run of the job by killing the batch shell; exit in case it is slow.
     trap - USR1 TERM
@@ -175,6 +367,7 @@ sp_job_train() {
   mkdir -p "$SP_OUT" || sp_die "cannot create output directory $SP_OUT"
   local -a extra srun_extra cmd
   eval "extra=($SP_TRAIN_ARGS)" || sp_die "SP_TRAIN_ARGS cannot be parsed: $SP_TRAIN_ARGS"
+  sp_train_args_clean extra || sp_die "SP_TRAIN_ARGS: $SP_ERR"
   eval "srun_extra=($SP_SRUN_ARGS)" || sp_die "SP_SRUN_ARGS cannot be parsed: $SP_SRUN_ARGS"
   # Slurm 22.05's srun does not take --cpus-per-task from the allocation; this passes it on.
   [[ -n ${SLURM_CPUS_PER_TASK:-} ]] && export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK
@@ -183,11 +376,11 @@ sp_job_train() {
   else
     cmd=(srun --mpi=pmix --kill-on-bad-exit=1 "${srun_extra[@]}")
   fi
-  cmd+=("$SP_BIN" train --model "$SP_MODEL" --train "$SP_TRAIN")
-  [[ -n ${SP_VALID:-} ]] && cmd+=(--valid "$SP_VALID")
-  cmd+=(--out "$SP_OUT" --resume auto "${extra[@]}")
-  sp_log "job ${SLURM_JOB_ID:-?}${SLURM_ARRAY_TASK_ID:+ (array ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID})} on ${SLURM_JOB_NODELIST:-?}: ${SLURM_NTASKS:-?} ranks on ${SLURM_JOB_NUM_NODES:-?} node(s), ${SLURM_CPUS_PER_TASK:-1} threads per rank, restart ${SLURM_RESTART_COUNT:-0} of at most $SP_MAX_RESTARTS"
+  sp_train_cmd "${extra[@]}"
+  cmd+=("${SP_CMD[@]}")
+  sp_log "job ${SLURM_JOB_ID:-?}${SLURM_ARRAY_TASK_ID:+ (array ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID})} on ${SLURM_JOB_NODELIST:-?}: ${SLURM_NTASKS:-?} ranks on ${SLURM_JOB_NUM_NODES:-?} node(s), ${SLURM_CPUS_PER_TASK:-1} threads per rank; $(sp_restarts_text)"
   sp_log "running: ${cmd[*]}"
+  SP_CKPT_BEFORE=$(sp_newest_checkpoint)
   SP_STEP_MARK=$SP_OUT/.slurm-step-start
   : > "$SP_STEP_MARK"
   sp_run_step "${cmd[@]}"
@@ -218,54 +411,84 @@ sp_sweep_row() {
 # sp_sweep_rows FILE: the number of data rows.
 sp_sweep_rows() { awk '/^[ \t]*(#|$)/ { next } { n++ } END { print (n > 0 ? n - 1 : 0) }' "$1"; }
 
+# sp_json_str S: S as a JSON string.
+sp_json_str() {
+  local s=${1//\\/\\\\}
+  s=${s//\"/\\\"}; s=${s//$'\t'/\\t}; s=${s//$'\n'/\\n}; s=${s//$'\r'/\\r}
+  printf '"%s"' "$s"
+}
+
+# sp_sweep_task ID: the settings of sweep row ID (0-based) of SP_SWEEP, without touching any
+# file: SP_TASK_OUT (SP_OUT/task-<iii>[-name]), SP_TASK_TRAIN, SP_TASK_VALID, SP_TASK_PLEN (the
+# row's prompt_length or ""), SP_TASK_ARGS (an array: SP_TRAIN_ARGS with the row's options
+# winning over the common ones), SP_TASK_JSON (the row for sweep-row.json). Returns 1 with
+# SP_ERR on a bad row.
+sp_sweep_task() {
+  local id=$1 table key value data="" name="" args=""
+  # shellcheck disable=SC2034  # common and drop are read by sp_args_override (by name)
+  local -a common=() row=() drop=() extra=()
+  SP_TASK_PLEN="" SP_TASK_JSON=""
+  table=$(sp_sweep_row "$SP_SWEEP" "$id" 2>&1) || { sp_fail "$SP_SWEEP: cannot read row $id${table:+: $table}"; return 1; }
+  while IFS=$'\t' read -r key value; do
+    SP_TASK_JSON+="${SP_TASK_JSON:+, }$(sp_json_str "$key"): $(sp_json_str "$value")"
+    case $key in
+      prompt_length) [[ $value == - ]] || SP_TASK_PLEN=$value ;;
+      data) [[ $value == - ]] || data=$value ;;
+      name) [[ $value == - ]] || name=$value ;;
+      args) [[ $value == - ]] || args=$value ;;
+      # "-": the trainer's default, so a common value of that option is dropped too.
+      *) if [[ $value == - ]]; then drop+=("--${key//_/-}"); else row+=("--${key//_/-}" "$value"); fi ;;
+    esac
+  done <<< "$table"
+  if [[ -n $SP_TASK_PLEN && ! $SP_TASK_PLEN =~ ^[1-9][0-9]*$ ]]; then
+    sp_fail "$SP_SWEEP row $id: prompt_length '$SP_TASK_PLEN' is not a positive number"; return 1
+  fi
+  eval "extra=($args)" 2>/dev/null || { sp_fail "$SP_SWEEP row $id: its args cannot be parsed: $args"; return 1; }
+  row+=("${extra[@]}")
+  eval "common=(${SP_TRAIN_ARGS:-})" 2>/dev/null || { sp_fail "SP_TRAIN_ARGS cannot be parsed: $SP_TRAIN_ARGS"; return 1; }
+  sp_args_override SP_TASK_ARGS common row drop
+  sp_train_args_clean SP_TASK_ARGS || { SP_ERR="$SP_SWEEP row $id: $SP_ERR"; return 1; }
+  # The dataset: the row's `data` prefix (PREFIX-train.h5, PREFIX-valid.h5 if present), else
+  # SP_TRAIN / SP_VALID; "{prompt_length}" in either is replaced by the row's prompt_length.
+  local train valid
+  if [[ -n $data ]]; then
+    train="$data-train.h5"; valid="$data-valid.h5"
+    [[ -f ${valid//\{prompt_length\}/$SP_TASK_PLEN} ]] || valid=""
+  else
+    [[ -n ${SP_TRAIN:-} ]] || { sp_fail "$SP_SWEEP row $id has no data column value and SP_TRAIN is not set"; return 1; }
+    train=$SP_TRAIN; valid=${SP_VALID:-}
+  fi
+  SP_TASK_TRAIN=${train//\{prompt_length\}/$SP_TASK_PLEN}
+  SP_TASK_VALID=${valid//\{prompt_length\}/$SP_TASK_PLEN}
+  SP_TASK_OUT=$SP_OUT/$(printf 'task-%03d' "$id")${name:+-$name}
+}
+
+# sp_sweep_check_plen ID: the prompt length is fixed by the dataset (softprompt prepare
+# --prompt-length N): a row's prompt_length must be the training set's soft-token count.
+sp_sweep_check_plen() {
+  [[ -n $SP_TASK_PLEN && -f $SP_TASK_TRAIN ]] || return 0
+  local have
+  have=$("$SP_BIN" info "$SP_TASK_TRAIN" 2>/dev/null | awk '/^soft tokens/ {print $3}')
+  [[ $have == "$SP_TASK_PLEN" ]] && return 0
+  sp_fail "$SP_SWEEP row $1 asks for prompt_length $SP_TASK_PLEN but $SP_TASK_TRAIN has ${have:-an unknown number of} soft tokens (prepare one dataset per length: softprompt prepare --prompt-length $SP_TASK_PLEN)"
+}
+
 # sp_job_sweep: one task of a job array. SP_SWEEP names the sweep file, SP_OUT the sweep's
 # directory; task i trains row i into SP_OUT/task-<iii> (see docs/slurm.md, "Sweeps").
 sp_job_sweep() {
   sp_require SP_SWEEP SP_OUT SP_MODEL
   [[ -f $SP_SWEEP ]] || sp_die "sweep file $SP_SWEEP not found"
-  local id=${SLURM_ARRAY_TASK_ID:-${SP_SWEEP_TASK:-}}
-  [[ $id =~ ^[0-9]+$ ]] || sp_die "not an array task (SLURM_ARRAY_TASK_ID unset): submit with sbatch --array=0-$(( $(sp_sweep_rows "$SP_SWEEP") - 1 ))"
-  local rows; rows=$(sp_sweep_rows "$SP_SWEEP")
+  local id=${SLURM_ARRAY_TASK_ID:-${SP_SWEEP_TASK:-}} rows
+  rows=$(sp_sweep_rows "$SP_SWEEP")
+  [[ $id =~ ^[0-9]+$ ]] || sp_die "not an array task (SLURM_ARRAY_TASK_ID unset): submit with sbatch --array=0-$((rows - 1))"
   (( id < rows )) || sp_die "array task $id but $SP_SWEEP has only $rows rows (tasks 0-$((rows - 1)))"
-  local table key value plen="" data="" name="" args="" json="" train valid
-  table=$(sp_sweep_row "$SP_SWEEP" "$id") || sp_die "cannot read row $id of $SP_SWEEP"
-  local -a opts=()
-  while IFS=$'\t' read -r key value; do
-    json+="${json:+, }\"$key\": \"${value//\"/\\\"}\""
-    [[ $value == - ]] && value=""          # "-": leave the trainer's default
-    case $key in
-      prompt_length) plen=$value ;;
-      data) data=$value ;;
-      name) name=$value ;;
-      args) args=$value ;;
-      *) [[ -n $value ]] && opts+=("--${key//_/-}" "$value") ;;
-    esac
-  done <<< "$table"
-  # The dataset: the row's `data` prefix (PREFIX-train.h5, PREFIX-valid.h5 if present), else
-  # SP_TRAIN / SP_VALID; "{prompt_length}" in either is replaced by the row's prompt_length.
-  if [[ -n $data ]]; then
-    train="$data-train.h5"; valid="$data-valid.h5"
-    [[ -f ${valid//\{prompt_length\}/$plen} ]] || valid=""
-  else
-    sp_require SP_TRAIN
-    train=$SP_TRAIN; valid=${SP_VALID:-}
-  fi
-  SP_TRAIN=${train//\{prompt_length\}/$plen}
-  SP_VALID=${valid//\{prompt_length\}/$plen}
-  SP_SWEEP_DIR=$SP_OUT
-  SP_OUT=$SP_SWEEP_DIR/$(printf 'task-%03d' "$id")${name:+-$name}
+  sp_sweep_task "$id" || sp_die "$SP_ERR"
+  SP_OUT=$SP_TASK_OUT SP_TRAIN=$SP_TASK_TRAIN SP_VALID=$SP_TASK_VALID
   mkdir -p "$SP_OUT" || sp_die "cannot create $SP_OUT"
-  printf '{"task": %d, %s, "train": "%s", "valid": "%s"}\n' "$id" "$json" "$SP_TRAIN" "$SP_VALID" \
-    > "$SP_OUT/sweep-row.json"
+  printf '{"task": %d, %s, "train": %s, "valid": %s}\n' "$id" "$SP_TASK_JSON" \
+    "$(sp_json_str "$SP_TRAIN")" "$(sp_json_str "$SP_VALID")" > "$SP_OUT/sweep-row.json"
   sp_log "sweep $SP_SWEEP row $id -> $SP_OUT"
-  # The prompt length is fixed by the dataset (softprompt prepare --prompt-length N); check it.
-  if [[ -n $plen && -f $SP_TRAIN ]]; then
-    local have
-    have=$("$SP_BIN" info "$SP_TRAIN" 2>/dev/null | awk '/^soft tokens/ {print $3}')
-    [[ $have == "$plen" ]] || SP_DIE_STATUS=1 sp_die "row $id asks for prompt_length $plen but $SP_TRAIN has ${have:-unknown} soft tokens (prepare one dataset per length: softprompt prepare --prompt-length $plen)"
-  fi
-  local q o
-  for o in "${opts[@]}"; do printf -v q '%q' "$o"; SP_TRAIN_ARGS+=" $q"; done
-  SP_TRAIN_ARGS+=" $args"
+  sp_sweep_check_plen "$id" || SP_DIE_STATUS=1 sp_die "$SP_ERR"
+  SP_TRAIN_ARGS=$(sp_quote SP_TASK_ARGS)
   sp_job_train
 }

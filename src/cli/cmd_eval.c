@@ -12,11 +12,14 @@
 #include "cli/ranks.h"
 #include "softprompt/checkpoint.h"
 #include "softprompt/train.h"
+#include "util/escape.h"
 
 typedef struct eval_args {
     const char *model, *data, *prompt;
     int micro_batch, threads, json;
     int allow_model_mismatch; /* --allow-model-mismatch: a checkpoint of another model is used */
+    int allow_tokenizer_mismatch;
+    const char *tokenizer;
     int64_t max_examples;
 } eval_args;
 
@@ -36,10 +39,15 @@ static const sp_flag FLAGS[] = {
                  "only the first N examples"),
     SP_OPT_INT("threads", AT(threads), "N", 1, 4096, "threads per rank (as for train)"),
     SP_OPT_SWITCH("json", AT(json), 1, "print the result as one JSON object"),
+    SP_OPT_STR("tokenizer", AT(tokenizer), "DIR",
+               "the model's tokenizer, to check the dataset's against (default:\n"
+               "the model directory)"),
+    SP_OPT_SWITCH("allow-tokenizer-mismatch", AT(allow_tokenizer_mismatch), 1,
+                  "evaluate a dataset prepared with another tokenizer than the model's"),
     SP_OPT_SWITCH("allow-model-mismatch", AT(allow_model_mismatch), 1,
                   "use a checkpoint trained for another model (a warning instead\n"
                   "of the refusal)"),
-    {NULL},
+    {0},
 };
 
 static const sp_flag_spec SPEC = {
@@ -98,7 +106,8 @@ static void print_result(const eval_args *a, const sp_eval_result *r, const sp_d
     printf("per class (rows: true class, columns: predicted)\n");
     for (int c = 0; c < r->n_classes; c++) {
         int64_t total = 0;
-        printf("  %-16s", meta->class_names[c]);
+        char name[128];
+        printf("  %-16s", sp_escape(meta->class_names[c], name, sizeof name));
         for (int p = 0; p < r->n_classes; p++) {
             printf(" %8lld", (long long)r->confusion[c * r->n_classes + p]);
             total += r->confusion[c * r->n_classes + p];
@@ -144,6 +153,16 @@ static int check_result(const sp_eval_result *r, const sp_dataset *ds, const eva
     return 0;
 }
 
+/* Rank 0 checks the dataset against the model before any batch (sp_train_check_datasets). */
+static int check_data(const eval_args *a, const sp_model *m, sp_dataset *ds, const sp_dist *d,
+                      sp_error *err) {
+    int rc = d->rank == 0
+                 ? sp_train_check_datasets(m, &ds, 1, a->tokenizer ? a->tokenizer : a->model,
+                                           a->allow_tokenizer_mismatch, err)
+                 : 0;
+    return sp_dist_rank0_agree(rc, "check the dataset", err);
+}
+
 static int evaluate(const eval_args *a, const sp_dist *d, sp_error *err) {
     int capped, threads = sp_dist_threads(d, a->threads, &capped);
     openblas_set_num_threads(threads);
@@ -152,6 +171,7 @@ static int evaluate(const eval_args *a, const sp_dist *d, sp_error *err) {
     sp_dataset *ds = sp_dataset_open(a->data, err);
     sp_prompt_file pf = {0};
     int rc = ds ? 0 : -1;
+    if (rc == 0) rc = check_data(a, &m, ds, d, err);
     if (rc == 0 && a->prompt) rc = load_prompt(a, &m, ds, &pf, d->rank, err);
     sp_team *team = rc == 0 ? sp_team_new(&m, threads) : NULL;
     if (rc == 0 && !team) rc = sp_fail(err, "out of memory or threads for %d workers", threads);

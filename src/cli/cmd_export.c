@@ -37,7 +37,7 @@ static const sp_flag FLAGS[] = {
     SP_OPT_SWITCH("allow-model-mismatch", AT(allow_model_mismatch), 1,
                   "use a checkpoint trained for another model (a warning instead\n"
                   "of the refusal)"),
-    {NULL},
+    {0},
 };
 
 static const sp_flag_spec SPEC = {

@@ -8,8 +8,9 @@
 #include "cli/info_dataset.h"
 #include "model/family.h"
 #include "softprompt/model.h"
+#include "util/path.h"
 
-static const sp_flag FLAGS[] = {{NULL}};
+static const sp_flag FLAGS[] = {{0}};
 
 static const sp_flag_spec SPEC = {
     .cmd = "info",
@@ -244,11 +245,6 @@ static int info_model(const char *dir) {
     return bad;
 }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 static int run(int argc, char **argv) {
     char *pos[argc > 0 ? argc : 1];
     int n_pos, rc = sp_flags_parse(&SPEC, argc, argv, NULL, pos, &n_pos);
@@ -256,7 +252,7 @@ static int run(int argc, char **argv) {
     const char *path = pos[0];
     /* HDF5 files (datasets, checkpoints) are told apart by their root "format" attribute;
      * everything else is a model directory. */
-    if (ends_with(path, ".h5") || sp_info_is_hdf5(path)) return sp_info_h5(path);
+    if (sp_ends_with(path, ".h5") || sp_info_is_hdf5(path)) return sp_info_h5(path);
     return info_model(path);
 }
 

@@ -156,7 +156,7 @@ static const sp_flag FLAGS[] = {
                   "also randomise LayerNorm gains and all biases"),
     SP_OPT_SWITCH("prefix", AT(prefix), 1, "name tensors transformer.* like GPT2LMHeadModel"),
     SP_OPT_SWITCH("force", AT(force), 1, "write into a non-empty directory"),
-    {NULL},
+    {0},
 };
 
 static const sp_flag_spec SPEC = {

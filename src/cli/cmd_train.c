@@ -110,7 +110,11 @@ static const sp_flag FLAGS[] = {
     SP_OPT_STR("init-text", AT(init_text), "TEXT",
                "text for --init text (repeated/truncated to the prompt length)"),
     SP_OPT_STR("tokenizer", AT(c.tokenizer_dir), "DIR",
-               "tokenizer for --init text (default: the model directory)"),
+               "the model's tokenizer, for --init text and the check of the\n"
+               "datasets' tokenizer (default: the model directory)"),
+    SP_OPT_SWITCH("allow-tokenizer-mismatch", AT(c.allow_tokenizer_mismatch), 1,
+                  "train on datasets prepared with another tokenizer than the\n"
+                  "model's (refused otherwise: the token ids would mean other words)"),
     SP_OPT_INT64("eval-every", AT(c.eval_every), "N", 0, BIG,
                  "evaluate on --valid every N steps (and always at the end)", .group = OUTPUT),
     SP_OPT_INT64("max-eval-examples", AT(c.max_eval_examples), "N", 0, BIG,
@@ -132,7 +136,7 @@ static const sp_flag FLAGS[] = {
                   "check everything the run needs (flags, model, data, memory, --out,\n"
                   "the run it would continue) and exit: 0 and one line saying what\n"
                   "the run would do, or 1 and the problem; writes nothing"),
-    {NULL},
+    {0},
 };
 
 static const sp_flag_spec SPEC = {

@@ -1,3 +1,4 @@
+#include <assert.h>
 #include "cli/flags.h"
 
 #include <errno.h>
@@ -192,8 +193,22 @@ static int check_positionals(const sp_flag_spec *spec, char **pos, int n_pos) {
                                n_pos);
 }
 
+#ifndef NDEBUG
+/* What every table must be (the tables are code: checked where asserts are compiled in). */
+static int table_ok(const sp_flag_spec *spec) {
+    for (const sp_flag *f = spec->flags; f->name; f++) {
+        if ((f->type == SP_FLAG_SWITCH) != (f->metavar == NULL)) return 0;
+        if ((f->type == SP_FLAG_CUSTOM) != (f->parse != NULL) || !f->help) return 0;
+        for (const sp_flag *g = spec->flags; g < f; g++)
+            if (strcmp(g->name, f->name) == 0) return 0;
+    }
+    return 1;
+}
+#endif
+
 int sp_flags_parse(const sp_flag_spec *spec, int argc, char **argv, void *args, char **pos,
                    int *n_pos) {
+    assert(table_ok(spec));
     occurrence *seen = calloc((size_t)argc + 1, sizeof *seen);
     if (!seen) return sp_flag_usage_error(spec->cmd, "out of memory");
     int n = 0, rc = 0, only_positional = 0;

@@ -2,7 +2,6 @@
  * made); checkpoints are handed to sp_checkpoint_describe. */
 #include "cli/info_dataset.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -18,9 +17,11 @@
 #include <hdf5/serial/hdf5.h>
 #endif
 
+#include "io/h5util.h"
 #include "softprompt/checkpoint.h"
 #include "softprompt/dataset.h"
 #include "softprompt/template.h"
+#include "util/escape.h"
 
 #define BAR_WIDTH 30
 #define N_BUCKETS 8
@@ -36,37 +37,16 @@ int sp_info_is_hdf5(const char *path) {
     return n == 8 && !memcmp(sig, "\x89HDF\r\n\x1a\n", 8);
 }
 
-/* The root attribute "format" as a string into out ("" when absent); -1 if the file cannot be
- * opened as HDF5. */
-static int read_format(const char *path, char *out, size_t cap) {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    out[0] = '\0';
+/* The root attribute "format" of path into out ("" when absent); -1 with err set when the file
+ * cannot be read, is not HDF5, or is damaged where the attribute lives. */
+static int read_format(const char *path, char *out, size_t cap, sp_error *err) {
+    sp_h5_quiet();
+    if (sp_h5_precheck(path, err) != 0) return -1;
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return -1;
-    if (H5Aexists(f, "format") > 0) {
-        hid_t a = H5Aopen(f, "format", H5P_DEFAULT);
-        hid_t t = a >= 0 ? H5Aget_type(a) : -1;
-        if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
-            if (H5Tis_variable_str(t) > 0) {
-                char *s = NULL;
-                hid_t mt = H5Tcopy(H5T_C_S1);
-                H5Tset_size(mt, H5T_VARIABLE);
-                H5Tset_cset(mt, H5Tget_cset(t));
-                if (H5Aread(a, mt, &s) >= 0 && s) snprintf(out, cap, "%s", s);
-                if (s) H5free_memory(s);
-                H5Tclose(mt);
-            } else {
-                size_t n = H5Tget_size(t);
-                char *s = calloc(n + 1, 1);
-                if (s && H5Aread(a, t, s) >= 0) snprintf(out, cap, "%s", s);
-                free(s);
-            }
-        }
-        if (t >= 0) H5Tclose(t);
-        if (a >= 0) H5Aclose(a);
-    }
+    if (f < 0) return sp_h5_fail(err, "%s: cannot open as an HDF5 file", path);
+    int rc = sp_h5_root_format(f, path, out, cap, err);
     H5Fclose(f);
-    return 0;
+    return rc;
 }
 
 /* 37702 -> "37,702" */
@@ -149,23 +129,32 @@ static void print_labels(const sp_dataset *ds, const sp_dataset_meta *m) {
     if (have_words && v.n_classes != m->n_classes) sp_verbalizer_free(&v), have_words = 0;
     for (int c = 0; have_words && c < m->n_classes; c++)
         if (strcmp(v.values[c], m->class_names[c]) != 0) sp_verbalizer_free(&v), have_words = 0;
+    char name[128], word[96] = "", tok[160];
     int wname = 4;
-    for (int c = 0; c < m->n_classes; c++)
-        if ((int)strlen(m->class_names[c]) > wname) wname = (int)strlen(m->class_names[c]);
+    for (int c = 0; c < m->n_classes; c++) {
+        int len = (int)strlen(sp_escape(m->class_names[c], name, sizeof name));
+        if (len > wname) wname = len;
+    }
     if (wname > 24) wname = 24;
     printf("%-14s%s\n", "labels", "class, verbalizer token, examples");
     for (int c = 0; c < m->n_classes; c++) {
-        char word[96] = "";
-        if (have_words) snprintf(word, sizeof word, "\"%s\" ", v.words[c]);
-        char tok[128];
-        snprintf(tok, sizeof tok, "%s(token %d)", word, (int)m->verbalizer[c]);
-        printf("  %-*s  %-26s %7" PRId64 " %5.1f%%  ", wname, m->class_names[c], tok, cnt[c],
+        if (have_words) sp_escape(v.words[c], word, sizeof word);
+        snprintf(tok, sizeof tok, "%s%s%s(token %d)", have_words ? "\"" : "", word,
+                 have_words ? "\" " : "", (int)m->verbalizer[c]);
+        printf("  %-*s  %-26s %7" PRId64 " %5.1f%%  ", wname,
+               sp_escape(m->class_names[c], name, sizeof name), tok, cnt[c],
                n ? 100.0 * (double)cnt[c] / (double)n : 0.0);
         bar(cnt[c], top);
         printf("\n");
     }
     if (have_words) sp_verbalizer_free(&v);
     free(cnt);
+}
+
+/* One "label  value" line of a string from the file, escaped; absent when it is empty. */
+static void print_string(const char *label, const char *value, const char *absent) {
+    char shown[1024];
+    printf("%-14s%s\n", label, value[0] ? sp_escape(value, shown, sizeof shown) : absent);
 }
 
 static int info_dataset(const char *path) {
@@ -201,33 +190,28 @@ static int info_dataset(const char *path) {
         printf("%-14snone, %" PRId64 " examples truncated\n", "max length", m->n_truncated);
     print_histogram(ds);
     if (m->task == SP_TASK_CLASSIFICATION) print_labels(ds, m);
-    printf("%-14s%s\n", "template", m->template_spec);
-    printf("%-14s%s\n", "target", m->target_spec);
-    if (m->verbalizer_spec[0]) printf("%-14s%s\n", "verbalizer", m->verbalizer_spec);
-    printf("%-14s%s\n", "tokenizer", m->tokenizer_hash[0] ? m->tokenizer_hash : "(not recorded)");
-    printf("%-14s%s\n", "source", m->source[0] ? m->source : "(not recorded)");
-    printf("%-14s%s\n", "split", m->split[0] ? m->split : "(not recorded)");
+    print_string("template", m->template_spec, "");
+    print_string("target", m->target_spec, "");
+    if (m->verbalizer_spec[0]) print_string("verbalizer", m->verbalizer_spec, "");
+    print_string("tokenizer", m->tokenizer_hash, "(not recorded)");
+    print_string("source", m->source, "(not recorded)");
+    print_string("split", m->split, "(not recorded)");
     printf("%-14s%" PRIu64 "\n", "seed", m->seed);
-    printf("%-14s%s\n", "created by", m->created_by[0] ? m->created_by : "(not recorded)");
+    print_string("created by", m->created_by, "(not recorded)");
     printf("%-14s%s version %d\n", "format", SP_DATASET_FORMAT, SP_DATASET_VERSION);
     sp_dataset_close(ds);
     return 0;
 }
 
 int sp_info_h5(const char *path) {
-    char format[128];
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        fprintf(stderr, "softprompt info: %s: %s\n", path, strerror(errno));
-        return 1;
-    }
-    if (read_format(path, format, sizeof format) != 0) {
-        fprintf(stderr, "softprompt info: %s: cannot open as an HDF5 file\n", path);
+    char format[128], shown[160];
+    sp_error err;
+    if (read_format(path, format, sizeof format, &err) != 0) {
+        fprintf(stderr, "softprompt info: %s\n", err.msg);
         return 1;
     }
     if (!strcmp(format, SP_DATASET_FORMAT)) return info_dataset(path);
     if (!strcmp(format, SP_CHECKPOINT_FORMAT)) {
-        sp_error err;
         if (sp_checkpoint_describe(stdout, path, &err) != 0) {
             fprintf(stderr, "softprompt info: %s\n", err.msg);
             return 1;
@@ -238,7 +222,7 @@ int sp_info_h5(const char *path) {
         fprintf(stderr,
                 "softprompt info: %s: not a softprompt dataset or checkpoint (root attribute "
                 "\"format\" is \"%s\")\n",
-                path, format);
+                path, sp_escape(format, shown, sizeof shown));
     else
         fprintf(stderr,
                 "softprompt info: %s: not a softprompt dataset or checkpoint (an HDF5 file without "

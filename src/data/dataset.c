@@ -31,6 +31,8 @@ sp_batch sp_batch_data_view(const sp_batch_data *b) {
         .n_targets = b->n_targets,
         .target_pos = b->target_pos,
         .target_ids = b->target_ids,
+        .source = b->n_seq > 0 ? b->source : NULL,
+        .example_ids = b->n_seq > 0 ? b->example_ids : NULL,
     };
     return v;
 }

@@ -13,4 +13,33 @@
 /* Small fixed arrays (verbalizer, class names) below this many bytes are stored compact. */
 #define SP_DS_COMPACT_MAX 32768
 
+/* One requested batch slot; sorted by example id to build the file selection. */
+typedef struct slot {
+    int64_t id;
+    int seq;    /* position in the request */
+    int unique; /* index among the distinct examples, in file order */
+} slot;
+
+/* An open dataset (reader: dataset_read.c; checks against a model: dataset_check.c). */
+struct sp_dataset {
+    char *path;
+    hid_t file, d_tokens, d_tpos, d_tids;
+    sp_dataset_meta meta;
+    char *strings[8];    /* owned copies of the string attributes (meta points here) */
+    int64_t *offsets;    /* [n_examples + 1] */
+    int64_t *toffsets;   /* [n_examples + 1] */
+    int32_t *labels;     /* [n_examples] or NULL */
+    int32_t *verbalizer; /* [n_classes] */
+    char **class_names;  /* [n_classes] */
+    int32_t *scratch;    /* file-order staging for one batch read */
+    size_t cap_scratch;
+    struct slot *order; /* batch ids sorted by example */
+    size_t cap_order;
+};
+
+/* Reads elements [start, start + len) of 1-D int32 dataset d (/name) into dst; what says whose
+ * elements they are in a message ("examples 3-7"). 0 or -1. */
+int sp_ds_read_block(const sp_dataset *ds, hid_t d, const char *name, int64_t start, int64_t len,
+                     int32_t *dst, const char *what, sp_error *err);
+
 #endif

@@ -1,37 +1,14 @@
 /* HDF5 dataset reader: validation at open, hyperslab reads of exactly the examples a batch
  * needs. The small per-example arrays (offsets, target offsets, labels) are read once at open;
  * tokens and targets are read per batch. */
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "data/dataset_internal.h"
-
-struct sp_dataset {
-    char *path;
-    hid_t file, d_tokens, d_tpos, d_tids;
-    sp_dataset_meta meta;
-    char *strings[8];    /* owned copies of the string attributes (meta points here) */
-    int64_t *offsets;    /* [n_examples + 1] */
-    int64_t *toffsets;   /* [n_examples + 1] */
-    int32_t *labels;     /* [n_examples] or NULL */
-    int32_t *verbalizer; /* [n_classes] */
-    char **class_names;  /* [n_classes] */
-    int32_t *scratch;    /* file-order staging for one batch read */
-    size_t cap_scratch;
-    struct slot *order; /* batch ids sorted by example */
-    size_t cap_order;
-};
-
-/* One requested batch slot; sorted by example id to build the file selection. */
-typedef struct slot {
-    int64_t id;
-    int seq;    /* position in the request */
-    int unique; /* index among the distinct examples, in file order */
-} slot;
+#include "util/escape.h"
+#include "util/vec.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* Attributes                                                                                 */
@@ -95,12 +72,13 @@ static int read_int_attr(sp_dataset *ds, const char *name, int required, int64_t
     H5Tclose(ft);
     int64_t v = 0;
     uint64_t u = 0;
-    herr_t st = -1;
-    if (is_int) st = is_u64 ? H5Aread(a, H5T_NATIVE_UINT64, &u) : H5Aread(a, H5T_NATIVE_INT64, &v);
+    int rc =
+        is_int ? 0 : sp_fail(err, "%s: root attribute \"%s\" must be an integer", ds->path, name);
+    if (is_int &&
+        (is_u64 ? H5Aread(a, H5T_NATIVE_UINT64, &u) : H5Aread(a, H5T_NATIVE_INT64, &v)) < 0)
+        rc = sp_h5_fail(err, "%s: cannot read root attribute \"%s\"", ds->path, name);
     H5Aclose(a);
-    if (!is_int)
-        return sp_fail(err, "%s: root attribute \"%s\" must be an integer", ds->path, name);
-    if (st < 0) return sp_h5_fail(err, "%s: cannot read root attribute \"%s\"", ds->path, name);
+    if (rc != 0) return -1;
     if (is_u64) v = u > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)u;
     if (v < lo || v > hi)
         return sp_fail(
@@ -118,20 +96,21 @@ static int read_seed(sp_dataset *ds, sp_error *err) {
     hid_t ft = H5Aget_type(a);
     int is_int = H5Tget_class(ft) == H5T_INTEGER;
     H5Tclose(ft);
-    herr_t st = is_int ? H5Aread(a, H5T_NATIVE_UINT64, &ds->meta.seed) : -1;
+    int rc = is_int ? 0 : sp_fail(err, "%s: root attribute \"seed\" must be an integer", ds->path);
+    if (is_int && H5Aread(a, H5T_NATIVE_UINT64, &ds->meta.seed) < 0)
+        rc = sp_h5_fail(err, "%s: cannot read root attribute \"seed\"", ds->path);
     H5Aclose(a);
-    if (!is_int) return sp_fail(err, "%s: root attribute \"seed\" must be an integer", ds->path);
-    if (st < 0) return sp_h5_fail(err, "%s: cannot read root attribute \"seed\"", ds->path);
-    return 0;
+    return rc;
 }
 
 static int read_format_attrs(sp_dataset *ds, sp_error *err) {
     char *format = NULL, *task = NULL;
     int64_t version = 0;
     int rc = read_str_attr(ds, "format", 1, "", &format, err);
+    char shown[128];
     if (rc == 0 && strcmp(format, SP_DATASET_FORMAT) != 0)
         rc = sp_fail(err, "%s: root attribute \"format\" is \"%s\", expected \"%s\"", ds->path,
-                     format, SP_DATASET_FORMAT);
+                     sp_escape(format, shown, sizeof shown), SP_DATASET_FORMAT);
     if (rc == 0) rc = read_int_attr(ds, "format_version", 1, INT64_MIN, INT64_MAX, &version, err);
     if (rc == 0 && version != SP_DATASET_VERSION)
         rc = sp_fail(err,
@@ -148,7 +127,7 @@ static int read_format_attrs(sp_dataset *ds, sp_error *err) {
         rc = sp_fail(err,
                      "%s: root attribute \"task\" is \"%s\", expected \"classification\" or "
                      "\"generation\"",
-                     ds->path, task);
+                     ds->path, sp_escape(task, shown, sizeof shown));
     free(format), free(task);
     return rc;
 }
@@ -205,12 +184,19 @@ static const char *class_name(H5T_class_t c) {
     }
 }
 
+/* 0 when link /name exists; -1 with "missing dataset" when it does not, or with HDF5's reason
+ * when it cannot tell (a damaged file is not reported as a missing dataset). */
+static int has_dataset(const sp_dataset *ds, const char *name, sp_error *err) {
+    htri_t has = H5Lexists(ds->file, name, H5P_DEFAULT);
+    if (has < 0) return sp_h5_fail(err, "%s: cannot look up dataset \"/%s\"", ds->path, name);
+    return has ? 0 : sp_fail(err, "%s: missing dataset \"/%s\"", ds->path, name);
+}
+
 /* Opens 1-D dataset /name of signed integers of `bytes` bytes (int32: 4, int64: 8) holding
  * exactly n elements. The type check keeps HDF5 from silently clamping wider values. */
 static hid_t open_int_dataset(sp_dataset *ds, const char *name, size_t bytes, int64_t n,
                               sp_error *err) {
-    htri_t has = H5Lexists(ds->file, name, H5P_DEFAULT);
-    if (has <= 0) return sp_fail(err, "%s: missing dataset \"/%s\"", ds->path, name);
+    if (has_dataset(ds, name, err) != 0) return -1;
     hid_t d = H5Dopen2(ds->file, name, H5P_DEFAULT);
     if (d < 0) return sp_h5_fail(err, "%s: cannot open dataset \"/%s\"", ds->path, name);
     hid_t t = H5Dget_type(d), s = H5Dget_space(d);
@@ -263,8 +249,7 @@ static void *read_all(sp_dataset *ds, const char *name, size_t bytes, int64_t n,
 static int read_class_names(sp_dataset *ds, sp_error *err) {
     int n = ds->meta.n_classes;
     const char *name = "class_names";
-    if (H5Lexists(ds->file, name, H5P_DEFAULT) <= 0)
-        return sp_fail(err, "%s: missing dataset \"/%s\"", ds->path, name);
+    if (has_dataset(ds, name, err) != 0) return -1;
     hid_t d = H5Dopen2(ds->file, name, H5P_DEFAULT);
     if (d < 0) return sp_h5_fail(err, "%s: cannot open dataset \"/%s\"", ds->path, name);
     hid_t ft = H5Dget_type(d), s = H5Dget_space(d), mt = H5Tcopy(ft);
@@ -373,9 +358,7 @@ static int open_batch_datasets(sp_dataset *ds, sp_error *err) {
 /* ------------------------------------------------------------------------------------------ */
 
 static int open_file(sp_dataset *ds, sp_error *err) {
-    struct stat st;
-    if (stat(ds->path, &st) != 0)
-        return sp_fail(err, "%s: cannot open: %s", ds->path, strerror(errno));
+    if (sp_h5_precheck(ds->path, err) != 0) return -1;
     if (H5Fis_hdf5(ds->path) <= 0) return sp_h5_fail(err, "%s: not an HDF5 file", ds->path);
     /* Take the (shared, read-only) lock where the file system supports locks, and go on
      * without one where it does not (common on parallel file systems). */
@@ -455,11 +438,8 @@ static int cmp_slot(const void *a, const void *b) {
 /* Sorts the request into ds->order and numbers the distinct examples in file order.
  * Returns the number of distinct examples, or -1. */
 static int sort_request(sp_dataset *ds, const int64_t *ids, int n, sp_error *err) {
-    if ((size_t)n > ds->cap_order) {
-        slot *o = realloc(ds->order, (size_t)n * sizeof *o);
-        if (!o) return sp_fail(err, "%s: out of memory", ds->path);
-        ds->order = o, ds->cap_order = (size_t)n;
-    }
+    if (sp_vec_reserve(&ds->order, &ds->cap_order, (size_t)n, sizeof *ds->order) != 0)
+        return sp_fail(err, "%s: out of memory", ds->path);
     for (int s = 0; s < n; s++) {
         if (ids[s] < 0 || ids[s] >= ds->meta.n_examples)
             return sp_fail(err, "%s: example %" PRId64 " requested, but the dataset has %" PRId64,
@@ -476,10 +456,8 @@ static int sort_request(sp_dataset *ds, const int64_t *ids, int n, sp_error *err
 }
 
 static int grow_scratch(sp_dataset *ds, size_t n, sp_error *err) {
-    if (n <= ds->cap_scratch) return 0;
-    int32_t *p = realloc(ds->scratch, n * sizeof *p);
-    if (!p) return sp_fail(err, "%s: out of memory for a batch of %zu values", ds->path, n);
-    ds->scratch = p, ds->cap_scratch = n;
+    if (sp_vec_reserve(&ds->scratch, &ds->cap_scratch, n, sizeof *ds->scratch) != 0)
+        return sp_fail(err, "%s: out of memory for a batch of %zu values", ds->path, n);
     return 0;
 }
 
@@ -492,14 +470,18 @@ static int64_t distinct_total(const sp_dataset *ds, const int64_t *off, int n) {
     return total;
 }
 
-/* Reads one block [start, start + len) of d into dst. */
-static herr_t read_block(hid_t d, hid_t fspace, hsize_t start, hsize_t len, int32_t *dst) {
-    hid_t mspace = H5Screate_simple(1, &len, NULL);
-    herr_t st =
-        mspace < 0 ? -1 : H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &len, NULL);
-    if (st >= 0) st = H5Dread(d, H5T_NATIVE_INT32, mspace, fspace, H5P_DEFAULT, dst);
-    sp_h5_close(mspace);
-    return st;
+int sp_ds_read_block(const sp_dataset *ds, hid_t d, const char *name, int64_t start, int64_t len,
+                     int32_t *dst, const char *what, sp_error *err) {
+    hsize_t s0 = (hsize_t)start, n = (hsize_t)len;
+    hid_t fspace = H5Dget_space(d), mspace = H5Screate_simple(1, &n, NULL);
+    int rc = 0;
+    if (fspace < 0 || mspace < 0 ||
+        H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &s0, NULL, &n, NULL) < 0 ||
+        H5Dread(d, H5T_NATIVE_INT32, mspace, fspace, H5P_DEFAULT, dst) < 0)
+        rc = sp_h5_fail(err, "%s: cannot read /%s[%" PRId64 ":%" PRId64 "] (%s)", ds->path, name,
+                        start, start + len, what);
+    sp_h5_close(mspace), sp_h5_close(fspace);
+    return rc;
 }
 
 /* Reads the ranges [off[id], off[id+1]) of the distinct requested examples of dataset d
@@ -511,18 +493,19 @@ static int read_runs(sp_dataset *ds, hid_t d, const char *name, const int64_t *o
                      sp_error *err) {
     int64_t total = distinct_total(ds, off, n), pos = 0;
     if (grow_scratch(ds, (size_t)(total > 0 ? total : 1), err) != 0) return -1;
-    hid_t fspace = H5Dget_space(d);
-    herr_t st = fspace < 0 ? -1 : 0;
-    for (int k = 0; k < n && st >= 0;) {
+    for (int k = 0; k < n;) {
         int64_t first = ds->order[k].id, last = first;
         while (k < n && ds->order[k].id <= last + 1) last = ds->order[k++].id;
         int64_t len = off[last + 1] - off[first];
-        if (len > 0)
-            st = read_block(d, fspace, (hsize_t)off[first], (hsize_t)len, ds->scratch + pos);
+        char what[64];
+        if (first == last)
+            snprintf(what, sizeof what, "example %" PRId64, first);
+        else
+            snprintf(what, sizeof what, "examples %" PRId64 "-%" PRId64, first, last);
+        if (len > 0 && sp_ds_read_block(ds, d, name, off[first], len, ds->scratch + pos, what, err))
+            return -1;
         pos += len;
     }
-    sp_h5_close(fspace);
-    if (st < 0) return sp_h5_fail(err, "%s: cannot read dataset \"/%s\"", ds->path, name);
     return 0;
 }
 
@@ -536,29 +519,23 @@ static void unique_starts(const sp_dataset *ds, const int64_t *off, int n, int64
     }
 }
 
-static int reserve(void **p, size_t n, size_t elem) {
-    void *q = realloc(*p, n ? n * elem : 1);
-    if (!q) return -1;
-    *p = q;
-    return 0;
-}
-
 /* Sizes out for n sequences, n_tok tokens and n_tgt targets. */
 static int reserve_batch(sp_batch_data *out, size_t n, size_t n_tok, size_t n_tgt) {
     if (n + 1 > out->cap_seq) {
-        if (reserve((void **)&out->seq_start, n + 1, 4) ||
-            reserve((void **)&out->target_start, n + 1, 4) ||
-            reserve((void **)&out->labels, n, 4) || reserve((void **)&out->example_ids, n, 8))
+        if (sp_vec_resize(&out->seq_start, n + 1, sizeof *out->seq_start) ||
+            sp_vec_resize(&out->target_start, n + 1, sizeof *out->target_start) ||
+            sp_vec_resize(&out->labels, n, sizeof *out->labels) ||
+            sp_vec_resize(&out->example_ids, n, sizeof *out->example_ids))
             return -1;
         out->cap_seq = n + 1;
     }
     if (n_tok > out->cap_tokens || !out->tokens) {
-        if (reserve((void **)&out->tokens, n_tok, 4)) return -1;
+        if (sp_vec_resize(&out->tokens, n_tok, sizeof *out->tokens)) return -1;
         out->cap_tokens = n_tok;
     }
     if (n_tgt > out->cap_targets || !out->target_pos) {
-        if (reserve((void **)&out->target_pos, n_tgt, 4) ||
-            reserve((void **)&out->target_ids, n_tgt, 4))
+        if (sp_vec_resize(&out->target_pos, n_tgt, sizeof *out->target_pos) ||
+            sp_vec_resize(&out->target_ids, n_tgt, sizeof *out->target_ids))
             return -1;
         out->cap_targets = n_tgt;
     }
@@ -580,7 +557,7 @@ static int plan_batch(sp_dataset *ds, const int64_t *ids, int n, sp_batch_data *
                        ds->path, n, n_tok);
     if (reserve_batch(out, (size_t)n, (size_t)n_tok, (size_t)n_tgt) != 0)
         return sp_fail(err, "%s: out of memory for a batch of %" PRId64 " tokens", ds->path, n_tok);
-    out->n_seq = n, out->n_targets = (int)n_tgt;
+    out->n_seq = n, out->n_targets = (int)n_tgt, out->source = ds->path;
     out->seq_start[0] = out->target_start[0] = 0;
     for (int s = 0; s < n; s++) {
         out->seq_start[s + 1] = out->seq_start[s] + (int32_t)sp_dataset_example_length(ds, ids[s]);
@@ -625,8 +602,10 @@ static int check_targets(const sp_dataset *ds, const slot *o, sp_batch_data *out
                            "tokens): positions must lie in [0, %d) and increase strictly",
                            ds->path, at, (int)pos, o->id, (int)len, (int)len);
         if (out->target_ids[j] < 0)
-            return sp_fail(err, "%s: /target_ids[%" PRId64 "] = %d is not a token id", ds->path, at,
-                           (int)out->target_ids[j]);
+            return sp_fail(err,
+                           "%s: /target_ids[%" PRId64 "] = %d (example %" PRId64 ") is not a "
+                           "token id",
+                           ds->path, at, (int)out->target_ids[j], o->id);
         out->target_pos[j] = start + pos;
     }
     if (!ds->labels) return 0;

@@ -10,6 +10,7 @@
 
 #include "data/dataset_internal.h"
 #include "io/fileutil.h"
+#include "util/vec.h"
 
 /* Buffered elements that trigger a flush of whole chunks (1 MiB of int32). */
 #define FLUSH_ELEMS (64 * SP_DS_CHUNK)
@@ -60,7 +61,7 @@ static int write_small(hid_t file, const char *name, hid_t file_type, hid_t mem_
                        const void *data, const char *path, sp_error *err) {
     hsize_t dim = n;
     hid_t space = H5Screate_simple(1, &dim, NULL);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hid_t dcpl = sp_h5_untimed(H5P_DATASET_CREATE);
     if (n * H5Tget_size(file_type) <= SP_DS_COMPACT_MAX) H5Pset_layout(dcpl, H5D_COMPACT);
     hid_t d = H5Dcreate2(file, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     herr_t st = d < 0 ? -1 : H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
@@ -127,7 +128,7 @@ static int column_create(sp_dataset_writer *w, column *c, const char *name, hid_
     c->elem = H5Tget_size(mem_type);
     hsize_t dim = 0, max = H5S_UNLIMITED, chunk = SP_DS_CHUNK;
     hid_t space = H5Screate_simple(1, &dim, &max);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hid_t dcpl = sp_h5_untimed(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, 1, &chunk);
     H5Pset_shuffle(dcpl);    /* byte planes: the high bytes of ids/offsets are near-constant */
     H5Pset_deflate(dcpl, 4); /* most of the gain of level 9 at a fraction of the time */
@@ -161,11 +162,10 @@ static int column_write(column *c, size_t n, const char *path, sp_error *err) {
  * compressed once; only the final, partial chunk is written at close). */
 static int column_append(column *c, const void *data, size_t n, const char *path, sp_error *err) {
     if (c->n_buf + n > c->cap) {
-        size_t cap = c->cap ? c->cap : SP_DS_CHUNK;
-        while (cap < c->n_buf + n) cap *= 2;
-        char *buf = realloc(c->buf, cap * c->elem);
-        if (!buf) return sp_fail(err, "%s: out of memory buffering \"%s\"", path, c->name);
-        c->buf = buf, c->cap = cap;
+        size_t cap = sp_vec_cap(c->cap, c->n_buf + n, SP_DS_CHUNK, c->elem);
+        if (cap == 0 || sp_vec_resize(&c->buf, cap, c->elem) != 0)
+            return sp_fail(err, "%s: out of memory buffering \"%s\"", path, c->name);
+        c->cap = cap;
     }
     memcpy(c->buf + c->n_buf * c->elem, data, n * c->elem);
     c->n_buf += n;
@@ -261,10 +261,11 @@ sp_dataset_writer *sp_dataset_writer_open(const char *final_path, const sp_datas
     /* The 1.10 file format checksums all metadata (superblock, object headers, chunk indexes),
      * so HDF5 refuses damaged metadata instead of parsing it; readable by HDF5 >= 1.10. */
     H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
-    w->file = H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    hid_t fcpl = sp_h5_untimed(H5P_FILE_CREATE); /* the root group's times */
+    w->file = H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, fcpl, fapl);
     /* before H5Pclose, which clears HDF5's error stack and with it the reason (e.g. ENOSPC) */
     if (w->file < 0) sp_h5_fail(err, "%s: cannot create HDF5 file", final_path);
-    H5Pclose(fapl);
+    H5Pclose(fcpl), H5Pclose(fapl);
     if (w->file < 0 || write_header_attrs(w, err) ||
         (meta->task == SP_TASK_CLASSIFICATION && write_classes(w, err)) || create_columns(w, err)) {
         sp_dataset_writer_abort(w);
@@ -365,22 +366,6 @@ void sp_dataset_writer_abort(sp_dataset_writer *w) {
     free_writer(w);
 }
 
-/* fsyncs the file and renames it over final_path, then syncs the directory (best effort). */
-static int publish(const char *tmp, const char *final_path, sp_error *err) {
-    int fd = open(tmp, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        return sp_fail(err, "%s: cannot sync %s: %s", final_path, tmp, strerror(e));
-    }
-    close(fd);
-    if (rename(tmp, final_path) != 0)
-        return sp_fail(err, "%s: cannot rename the temporary file to it: %s", final_path,
-                       strerror(errno));
-    sp_fsync_parent_dir(final_path);
-    return 0;
-}
-
 int sp_dataset_writer_close(sp_dataset_writer *w, sp_error *err) {
     const char *p = w->final_path;
     for (int i = 0; i < N_COLUMNS; i++)
@@ -395,11 +380,14 @@ int sp_dataset_writer_close(sp_dataset_writer *w, sp_error *err) {
         sp_h5_fail(err, "%s: cannot close (flush) the HDF5 file", p);
         goto fail;
     }
-    if (publish(w->tmp_path, p, err) != 0) goto fail;
+    /* The temporary is removed on failure; a published file whose directory did not sync is
+     * removed too, so that a failed close leaves nothing (prepare promises all or nothing). */
+    int rc = sp_commit(-1, w->tmp_path, p, err);
+    if (rc == SP_COMMIT_UNSYNCED) unlink(p);
     free(w->tmp_path);
     w->tmp_path = NULL;
     free_writer(w);
-    return 0;
+    return rc == 0 ? 0 : -1;
 fail:
     sp_dataset_writer_abort(w);
     return -1;

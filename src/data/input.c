@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 
 #include "data/records_internal.h"
+#include "util/path.h"
+#include "util/vec.h"
 
 typedef struct jarray {
     char *buf; /* the whole file, NUL-terminated */
@@ -70,28 +72,12 @@ static int read_whole(const char *path, FILE *f, char **out, size_t *len, sp_err
                        "%s: a JSON array file larger than %zu MiB is not supported (convert it "
                        "to JSON lines, which are streamed)",
                        path, SP_INPUT_MAX_JSON_BYTES >> 20);
-    size_t cap = (size_t)st.st_size + 1, n = 0;
-    char *buf = malloc(cap);
-    if (!buf) return sp_fail(err, "%s: out of memory", path);
-    for (;;) {
-        if (n + 1 >= cap) {
-            char *p = realloc(buf, cap * 2);
-            if (!p) {
-                free(buf);
-                return sp_fail(err, "%s: out of memory", path);
-            }
-            buf = p, cap *= 2;
-        }
-        size_t r = fread(buf + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0) break;
+    sp_buf b = {0}; /* room for the whole file and one byte more, to see its end at once */
+    if (sp_buf_reserve(&b, (size_t)st.st_size + 1) != 0 || sp_buf_read(&b, f) != 0) {
+        sp_buf_free(&b);
+        return sp_fail(err, "%s: %s", path, ferror(f) ? "read error" : "out of memory");
     }
-    if (ferror(f)) {
-        free(buf);
-        return sp_fail(err, "%s: read error", path);
-    }
-    buf[n] = '\0';
-    *out = buf, *len = n;
+    *out = b.p, *len = b.len;
     return 0;
 }
 
@@ -154,8 +140,8 @@ static int array_next(sp_input *in, sp_record *rec, sp_error *err) {
         char what[256];
         sp_json_key_at(a->buf + p, bad, what, sizeof what);
         unsigned byte = (unsigned char)a->buf[p + bad];
-        return sp_fail(err, "%s: %s: %s (byte 0x%02X) at byte offset %zu of the element", where,
-                       what, byte ? "invalid UTF-8" : "NUL byte", byte, bad);
+        return sp_fail(err, "%s: %s: %s (byte 0x%02X) at byte offset %zu of the element%s", where,
+                       what, byte ? "invalid UTF-8" : "NUL byte", byte, bad, sp_nul_hint(byte));
     }
     json_error_t je;
     a->obj = json_loadb(a->buf + p, vlen - p, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
@@ -234,8 +220,7 @@ sp_input *sp_input_open(const char *path, const char *format, sp_error *err) {
     int sniff = 0;
     sp_records_format fmt = SP_RECORDS_AUTO;
     if (!format || !strcasecmp(format, "auto")) {
-        const char *slash = strrchr(path, '/');
-        const char *dot = strrchr(slash ? slash + 1 : path, '.');
+        const char *dot = sp_path_ext(path);
         sniff = dot && !strcasecmp(dot, ".json");
     } else if (!strcasecmp(format, "json")) {
         sniff = 1;
@@ -260,8 +245,7 @@ sp_input *sp_input_open(const char *path, const char *format, sp_error *err) {
         fmt = SP_RECORDS_JSONL;
     }
     if (fmt == SP_RECORDS_AUTO) { /* for sp_input_format_name; records.c decides the same */
-        const char *slash = strrchr(path, '/');
-        const char *dot = strrchr(slash ? slash + 1 : path, '.');
+        const char *dot = sp_path_ext(path);
         sp_error ignored;
         if (!dot || sp_records_format_parse(dot + 1, &in->fmt, &ignored) != 0)
             in->fmt = SP_RECORDS_AUTO;

@@ -7,19 +7,18 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "data/records_internal.h"
+#include "util/escape.h"
+#include "util/path.h"
+#include "util/vec.h"
 
 #define IO_BUF_BYTES 65536
-
-typedef struct bytes {
-    char *p;
-    size_t len, cap;
-} bytes;
 
 struct sp_records {
     char *path;
@@ -36,7 +35,7 @@ struct sp_records {
     /* The current record. CSV/TSV: text holds the fields NUL-terminated back to back and
      * field_off their starts. JSONL: obj keeps keys and string values alive (see
      * records_internal.h). */
-    bytes text;
+    sp_buf text;
     size_t *field_off;
     int64_t *field_line;
     int n_fields, cap_fields;
@@ -120,8 +119,7 @@ const char *sp_records_format_name(sp_records_format fmt) {
 }
 
 static int format_from_path(const char *path, sp_records_format *out, sp_error *err) {
-    const char *slash = strrchr(path, '/');
-    const char *dot = strrchr(slash ? slash + 1 : path, '.');
+    const char *dot = sp_path_ext(path);
     sp_error ignored;
     if (dot && sp_records_format_parse(dot + 1, out, &ignored) == 0) return 0;
     return sp_fail(err,
@@ -149,20 +147,39 @@ static int peek_byte(sp_records *r) {
     return c;
 }
 
-static void skip_bom(sp_records *r) {
-    if (peek_byte(r) == 0xEF && r->io_len >= 3 && r->io[1] == 0xBB && r->io[2] == 0xBF)
+/* A UTF-8 byte order mark is skipped (as Python's "utf-8-sig" does); one of UTF-16 or UTF-32
+ * is refused with the conversion to make, instead of an "invalid UTF-8" or "NUL byte" error on
+ * the first field. */
+static int check_bom(sp_records *r, sp_error *err) {
+    peek_byte(r);
+    const unsigned char *b = r->io;
+    size_t n = r->io_len;
+    if (n >= 3 && b[0] == 0xEF && b[1] == 0xBB && b[2] == 0xBF) {
         r->io_pos = 3;
+        return 0;
+    }
+    const char *enc = NULL, *bom = NULL;
+    if (n >= 4 && !memcmp(b, "\xFF\xFE\0\0", 4))
+        enc = "UTF-32", bom = "FF FE 00 00";
+    else if (n >= 4 && !memcmp(b, "\0\0\xFE\xFF", 4))
+        enc = "UTF-32", bom = "00 00 FE FF";
+    else if (n >= 2 && b[0] == 0xFF && b[1] == 0xFE)
+        enc = "UTF-16", bom = "FF FE";
+    else if (n >= 2 && b[0] == 0xFE && b[1] == 0xFF)
+        enc = "UTF-16", bom = "FE FF";
+    if (!enc) return 0;
+    const char *dot = sp_path_ext(r->path);
+    int stem = (int)(dot ? (size_t)(dot - r->path) : strlen(r->path));
+    return sp_fail(err,
+                   "%s: %s with BOM (the file starts with bytes %s): convert to UTF-8, e.g. "
+                   "iconv -f %s -t UTF-8 %s > %.*s-utf8%s",
+                   r->path, enc, bom, enc, r->path, stem, r->path, dot ? dot : "");
 }
 
-static int bytes_push(bytes *b, char c) {
-    if (b->len + 1 >= b->cap) {
-        size_t cap = b->cap ? 2 * b->cap : 256;
-        char *p = realloc(b->p, cap);
-        if (!p) return -1;
-        b->p = p, b->cap = cap;
-    }
-    b->p[b->len++] = c;
-    return 0;
+const char *sp_nul_hint(unsigned byte) {
+    return byte ? ""
+                : " (a text file holding NUL bytes is usually UTF-16 or UTF-32 without a byte "
+                  "order mark: convert it to UTF-8)";
 }
 
 /* Returns 1 (and fills err) if a read failed; the reader then saw EOF. */
@@ -176,13 +193,11 @@ static int io_failed(sp_records *r, sp_error *err) {
 static int grow_fields(sp_records *r, int need) {
     if (need <= r->cap_fields) return 0;
     if (sp_record_fields_reserve(&r->fields, need) != 0) return -1;
-    int cap = r->fields.cap;
-    size_t *off = realloc(r->field_off, (size_t)cap * sizeof *off);
-    if (off) r->field_off = off;
-    int64_t *fl = realloc(r->field_line, (size_t)cap * sizeof *fl);
-    if (fl) r->field_line = fl;
-    if (!off || !fl) return -1;
-    r->cap_fields = cap;
+    size_t cap = (size_t)r->fields.cap;
+    if (sp_vec_resize(&r->field_off, cap, sizeof *r->field_off) ||
+        sp_vec_resize(&r->field_line, cap, sizeof *r->field_line))
+        return -1;
+    r->cap_fields = (int)cap;
     return 0;
 }
 
@@ -194,9 +209,10 @@ static int grow_fields(sp_records *r, int need) {
 static const char *field_label(const sp_records *r, int i, char *buf, size_t cap) {
     if (!r->header)
         snprintf(buf, cap, "header column %d", i + 1);
-    else if (i < r->n_header)
-        snprintf(buf, cap, "field \"%s\"", r->header[i]);
-    else
+    else if (i < r->n_header) {
+        char name[256];
+        snprintf(buf, cap, "field \"%s\"", sp_escape(r->header[i], name, sizeof name));
+    } else
         snprintf(buf, cap, "field #%d", i + 1);
     return buf;
 }
@@ -205,14 +221,14 @@ static const char *field_label(const sp_records *r, int i, char *buf, size_t cap
 static int end_field(sp_records *r, sp_error *err) {
     int i = r->n_fields;
     size_t start = r->field_off[i], len = r->text.len - start, bad;
-    if (bytes_push(&r->text, '\0') != 0) return sp_fail(err, "%s: out of memory", r->path);
+    if (sp_buf_addc(&r->text, '\0') != 0) return sp_fail(err, "%s: out of memory", r->path);
     if (!sp_utf8_check(r->text.p + start, len, &bad)) {
         char label[300];
         const char *what = field_label(r, i, label, sizeof label);
         unsigned byte = (unsigned char)r->text.p[start + bad];
-        return sp_fail(err, "%s:%lld: %s: %s (byte 0x%02X) at byte offset %zu of the field",
+        return sp_fail(err, "%s:%lld: %s: %s (byte 0x%02X) at byte offset %zu of the field%s",
                        r->path, (long long)r->field_line[i], what,
-                       byte ? "invalid UTF-8" : "NUL byte", byte, bad);
+                       byte ? "invalid UTF-8" : "NUL byte", byte, bad, sp_nul_hint(byte));
     }
     r->n_fields++;
     return 0;
@@ -240,7 +256,7 @@ static int push_limited(sp_records *r, int c, int64_t rec_line, int state, sp_er
         return sp_fail(err, "%s:%lld: record longer than %zu MiB", r->path, (long long)rec_line,
                        SP_RECORDS_MAX_BYTES >> 20);
     }
-    if (bytes_push(&r->text, (char)c) != 0) return sp_fail(err, "%s: out of memory", r->path);
+    if (sp_buf_addc(&r->text, (char)c) != 0) return sp_fail(err, "%s: out of memory", r->path);
     return 0;
 }
 
@@ -335,22 +351,49 @@ static int read_row(sp_records *r, sp_error *err) {
     }
 }
 
+static uint64_t fnv1a(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+/* Column of the first header name equal to r->header[i] among columns [0, i), or -1; inserts i
+ * into the open-addressing table slots[cap] (cap a power of two > n_header). Linear in the
+ * number of columns overall, where comparing every pair was quadratic (200,000 columns took
+ * minutes). */
+static int header_seen(const sp_records *r, int i, int *slots, size_t cap) {
+    size_t k = (size_t)fnv1a(r->header[i]) & (cap - 1);
+    for (; slots[k] >= 0; k = (k + 1) & (cap - 1))
+        if (!strcmp(r->header[slots[k]], r->header[i])) return slots[k];
+    slots[k] = i;
+    return -1;
+}
+
 static int read_header(sp_records *r, sp_error *err) {
     int rc = read_row(r, err);
     if (rc < 0) return -1;
     if (rc == 0) return sp_fail(err, "%s: no header row (the file is empty)", r->path);
+    size_t cap = 16;
+    while (cap < 2 * (size_t)r->n_fields) cap *= 2;
+    int *slots = malloc(cap * sizeof *slots);
     r->header = calloc((size_t)r->n_fields, sizeof *r->header);
-    if (!r->header) return sp_fail(err, "%s: out of memory", r->path);
-    for (int i = 0; i < r->n_fields; i++) {
-        const char *name = r->text.p + r->field_off[i];
-        for (int j = 0; j < i; j++)
-            if (!strcmp(r->header[j], name))
-                return sp_fail(err, "%s:%lld: duplicate header name \"%s\" (columns %d and %d)",
-                               r->path, (long long)r->field_line[0], name, j + 1, i + 1);
-        if (!(r->header[i] = strdup(name))) return sp_fail(err, "%s: out of memory", r->path);
+    if (!r->header || !slots) rc = sp_fail(err, "%s: out of memory", r->path);
+    for (size_t k = 0; slots && k < cap; k++) slots[k] = -1;
+    for (int i = 0; rc >= 0 && i < r->n_fields; i++) {
+        if (!(r->header[i] = strdup(r->text.p + r->field_off[i]))) {
+            rc = sp_fail(err, "%s: out of memory", r->path);
+            break;
+        }
         r->n_header = i + 1;
+        int j = header_seen(r, i, slots, cap);
+        char name[256];
+        if (j >= 0)
+            rc = sp_fail(err, "%s:%lld: duplicate header name \"%s\" (columns %d and %d)", r->path,
+                         (long long)r->field_line[0], sp_escape(r->header[i], name, sizeof name),
+                         j + 1, i + 1);
     }
-    return 0;
+    free(slots);
+    return rc < 0 ? -1 : 0;
 }
 
 static int next_row_record(sp_records *r, sp_record *rec, sp_error *err) {
@@ -376,18 +419,13 @@ static int next_row_record(sp_records *r, sp_record *rec, sp_error *err) {
 
 int sp_record_fields_reserve(sp_record_fields *f, int need) {
     if (need <= f->cap) return 0;
-    int cap = f->cap ? f->cap : 16;
-    while (cap < need) cap *= 2;
-    const char **nm = realloc(f->names, (size_t)cap * sizeof *nm);
-    if (nm) f->names = nm;
-    const char **vl = realloc(f->values, (size_t)cap * sizeof *vl);
-    if (vl) f->values = vl;
-    const char **kd = realloc(f->kinds, (size_t)cap * sizeof *kd);
-    if (kd) f->kinds = kd;
-    char(*num)[32] = realloc(f->num, (size_t)cap * sizeof *num);
-    if (num) f->num = num;
-    if (!nm || !vl || !kd || !num) return -1;
-    f->cap = cap;
+    size_t cap = sp_vec_cap((size_t)f->cap, (size_t)need, 16, sizeof *f->num);
+    if (cap == 0 || cap > INT_MAX || sp_vec_resize(&f->names, cap, sizeof *f->names) ||
+        sp_vec_resize(&f->values, cap, sizeof *f->values) ||
+        sp_vec_resize(&f->kinds, cap, sizeof *f->kinds) ||
+        sp_vec_resize(&f->num, cap, sizeof *f->num))
+        return -1;
+    f->cap = (int)cap;
     return 0;
 }
 
@@ -521,10 +559,10 @@ static int read_line(sp_records *r, sp_error *err) {
         if (r->text.len >= SP_RECORDS_MAX_BYTES)
             return sp_fail(err, "%s:%lld: line longer than %zu MiB", r->path, (long long)r->line,
                            SP_RECORDS_MAX_BYTES >> 20);
-        if (bytes_push(&r->text, (char)c) != 0) return sp_fail(err, "%s: out of memory", r->path);
+        if (sp_buf_addc(&r->text, (char)c) != 0) return sp_fail(err, "%s: out of memory", r->path);
     }
     if (io_failed(r, err)) return -1;
-    if (bytes_push(&r->text, '\0') != 0) return sp_fail(err, "%s: out of memory", r->path);
+    if (sp_buf_addc(&r->text, '\0') != 0) return sp_fail(err, "%s: out of memory", r->path);
     r->text.len--;
     return 1;
 }
@@ -542,8 +580,9 @@ static int parse_json_line(sp_records *r, int64_t line, sp_error *err) {
         char what[256];
         sp_json_key_at(r->text.p, bad, what, sizeof what);
         unsigned byte = (unsigned char)r->text.p[bad];
-        return sp_fail(err, "%s:%lld: %s: %s (byte 0x%02X) at byte offset %zu of the line", r->path,
-                       (long long)line, what, byte ? "invalid UTF-8" : "NUL byte", byte, bad);
+        return sp_fail(err, "%s:%lld: %s: %s (byte 0x%02X) at byte offset %zu of the line%s",
+                       r->path, (long long)line, what, byte ? "invalid UTF-8" : "NUL byte", byte,
+                       bad, sp_nul_hint(byte));
     }
     json_error_t je;
     r->obj = json_loadb(r->text.p, r->text.len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
@@ -597,8 +636,7 @@ sp_records *sp_records_open(const char *path, sp_records_format fmt, sp_error *e
         sp_records_close(r);
         return NULL;
     }
-    skip_bom(r);
-    if (fmt != SP_RECORDS_JSONL && read_header(r, err) != 0) {
+    if (check_bom(r, err) != 0 || (fmt != SP_RECORDS_JSONL && read_header(r, err) != 0)) {
         sp_records_close(r);
         return NULL;
     }
@@ -655,10 +693,11 @@ int sp_record_require(const sp_record *rec, const char *name, const char **value
     if (i >= 0)
         return sp_fail(err, "%s:%lld: field \"%s\" is %s, expected text", rec->path,
                        (long long)rec->line, name, rec->kinds[i]);
-    char have[512] = "";
+    char have[512] = "", shown[128];
     size_t n = 0;
     for (int j = 0; j < rec->n_fields && n < sizeof have; j++)
-        n += (size_t)snprintf(have + n, sizeof have - n, "%s\"%s\"", j ? ", " : "", rec->names[j]);
+        n += (size_t)snprintf(have + n, sizeof have - n, "%s\"%s\"", j ? ", " : "",
+                              sp_escape(rec->names[j], shown, sizeof shown));
     return sp_fail(err, "%s:%lld: no field \"%s\" (the record has %s%s)", rec->path,
                    (long long)rec->line, name, rec->n_fields ? "fields " : "no fields", have);
 }

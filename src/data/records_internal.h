@@ -38,4 +38,8 @@ const char *sp_json_kind_name(const json_t *v);
  * "a key" or "(unknown field)". Bytes before off are valid UTF-8, so the copied key is too. */
 void sp_json_key_at(const char *s, size_t off, char *out, size_t cap);
 
+/* The hint appended to an encoding error about byte (a NUL byte suggests UTF-16 or UTF-32
+ * without a byte order mark); "" for other bytes. */
+const char *sp_nul_hint(unsigned byte);
+
 #endif

@@ -78,6 +78,12 @@ int sp_dist_any(int flag) {
     return out;
 }
 
+int sp_dist_rank0_agree(int rc, const char *what, sp_error *err) {
+    if (!sp_dist_any(rc != 0)) return 0;
+    if (rc == 0) sp_fail(err, "rank 0 failed to %s", what);
+    return sp_fail_all_ranks(err);
+}
+
 static int online_cores(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;

@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/path.h"
+
 int sp_write_all(int fd, const void *buf, size_t len) {
     const char *p = buf;
     while (len > 0) {
@@ -41,12 +43,6 @@ int sp_temp_beside(const char *path, char **tmp, sp_error *err) {
     return fd;
 }
 
-char *sp_dir_of(const char *path) {
-    const char *slash = strrchr(path, '/');
-    if (!slash) return strdup(".");
-    return strndup(path, slash == path ? 1 : (size_t)(slash - path));
-}
-
 int sp_fsync_parent_dir(const char *path) {
     char *dir = sp_dir_of(path);
     int fd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
@@ -55,6 +51,53 @@ int sp_fsync_parent_dir(const char *path) {
     int e = fsync(fd) != 0 ? errno : 0;
     close(fd);
     return e;
+}
+
+/* Closes fd (or opens tmp when fd < 0) after syncing it; 0, or -1 with err set. */
+static int sync_close(int fd, const char *tmp, const char *path, sp_error *err) {
+    if (fd < 0 && (fd = open(tmp, O_RDONLY | O_CLOEXEC)) < 0)
+        return sp_fail(err, "%s: cannot open the temporary file %s to sync it: %s", path, tmp,
+                       strerror(errno));
+    int rc = 0;
+    if (fsync(fd) != 0)
+        rc = sp_fail(err, "%s: cannot sync the temporary file %s: %s", path, tmp, strerror(errno));
+    if (close(fd) != 0 && rc == 0)
+        rc = sp_fail(err, "%s: cannot close the temporary file %s: %s", path, tmp, strerror(errno));
+    return rc;
+}
+
+int sp_commit(int fd, const char *tmp, const char *path, sp_error *err) {
+    int rc = sync_close(fd, tmp, path, err);
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = sp_fail(err, "%s: cannot rename the temporary file %s to it: %s", path, tmp,
+                     strerror(errno));
+    if (rc != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    int e = sp_fsync_parent_dir(path);
+    if (e != EIO) return 0;
+    char *dir = sp_dir_of(path);
+    sp_fail(err, "%s: written, but syncing directory %s failed: %s (a crash may undo the rename)",
+            path, dir ? dir : ".", strerror(e));
+    free(dir);
+    return SP_COMMIT_UNSYNCED;
+}
+
+int sp_write_file_atomic(const char *path, const void *data, size_t len, sp_error *err) {
+    char *tmp;
+    int fd = sp_temp_beside(path, &tmp, err); /* 0644: read by every rank and by users */
+    if (fd < 0) return -1;
+    int rc;
+    if (sp_write_all(fd, data, len) != 0) {
+        rc = sp_fail(err, "%s: cannot write the temporary file %s: %s", path, tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
+    } else {
+        rc = sp_commit(fd, tmp, path, err);
+    }
+    free(tmp);
+    return rc == 0 ? 0 : -1;
 }
 
 int sp_check_file_size(const char *path, size_t max, const char *what, sp_error *err) {

@@ -1,6 +1,7 @@
-/* POSIX helpers for writing files atomically (a temporary in the same directory, fsync, rename,
- * fsync of the directory), shared by the safetensors, dataset and checkpoint writers; and the
- * size caps of the JSON/text files that readers load whole. */
+/* Writing files atomically, the one way every writer here does it (safetensors, datasets,
+ * checkpoints, adapters, configs, metrics): write a temporary beside the target (sp_temp_beside),
+ * then sp_commit it: fsync, close, rename over the target, fsync the directory. And the size caps
+ * of the JSON/text files that readers load whole. */
 #ifndef SP_IO_FILEUTIL_H
 #define SP_IO_FILEUTIL_H
 
@@ -17,14 +18,35 @@ int sp_write_all(int fd, const void *buf, size_t len);
  * NULL, and "<path>: cannot create a temporary file next to it: ..." (or out of memory). */
 int sp_temp_beside(const char *path, char **tmp, sp_error *err);
 
-/* Directory part of path ("." when there is none, "/" for a file in the root); malloc'd, NULL
- * when out of memory. */
-char *sp_dir_of(const char *path);
-
 /* fsyncs the directory holding path, making a rename into it durable. Returns 0, or the errno of
  * a failed fsync (some file systems refuse to fsync directories: EINVAL); a directory that
  * cannot be opened counts as 0 (best effort). */
 int sp_fsync_parent_dir(const char *path);
+
+/* sp_commit's result when path holds the new file but its directory could not be synced. */
+#define SP_COMMIT_UNSYNCED 1
+
+/* Publishes the finished temporary tmp as path: fsyncs and closes fd (the temporary's descriptor;
+ * -1: the file is closed already, as HDF5 leaves it, and is opened here to be synced), renames tmp
+ * over path, and fsyncs path's directory so that the rename survives a crash.
+ *
+ * The policy on a failed directory fsync, the same for every writer: an error other than EIO
+ * means the file system does not sync directories (EINVAL on some) and is accepted; EIO is an
+ * error. Returns
+ *   0                   path is the new file, durably;
+ *   -1                  something before the rename failed (err names path, the temporary and
+ *                       the system error): the temporary is removed and path is as it was;
+ *   SP_COMMIT_UNSYNCED  the directory fsync failed with EIO: path is the new file, complete and
+ *                       synced, but a crash may undo the rename; err says "written, but syncing
+ *                       directory D failed". A writer that promises all or nothing removes it.
+ * fd is closed in every case; tmp (the name) stays the caller's to free. */
+int sp_commit(int fd, const char *tmp, const char *path, sp_error *err);
+
+/* Writes len bytes to path atomically (sp_temp_beside, write, sp_commit): for whole files built in
+ * memory (checkpoint images, config.json, model.safetensors.index.json, adapter_config.json,
+ * metrics.jsonl). Returns 0, or -1 with err set (also for SP_COMMIT_UNSYNCED, path then holding
+ * the new file). */
+int sp_write_file_atomic(const char *path, const void *data, size_t len, sp_error *err);
 
 /* Largest files the readers load into memory whole (far above any real one, far below what would
  * exhaust a node): config.json and tokenizer_config.json; model.safetensors.index.json;

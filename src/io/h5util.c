@@ -1,9 +1,14 @@
 #include "io/h5util.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 void sp_h5_quiet(void) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -39,19 +44,42 @@ static herr_t keep_detail(unsigned n, const H5E_error2_t *e, void *data) {
     return 0;
 }
 
+int sp_h5_precheck(const char *path, sp_error *err) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return sp_fail(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    int e = fstat(fd, &st) != 0 ? errno : 0;
+    close(fd);
+    if (e) return sp_fail(err, "%s: cannot open: %s", path, strerror(e));
+    if (S_ISDIR(st.st_mode)) return sp_fail(err, "%s: is a directory, not an HDF5 file", path);
+    if (!S_ISREG(st.st_mode)) return sp_fail(err, "%s: not a regular file", path);
+    if (st.st_size == 0) return sp_fail(err, "%s: empty file (truncated?)", path);
+    return 0;
+}
+
+/* Says what HDF5's descriptions of damage mean. */
+static void explain_damage(char *desc, size_t cap) {
+    if (strstr(desc, "checksum"))
+        snprintf(desc, cap, "metadata checksum mismatch: the file is damaged");
+    else if (strstr(desc, "inflate() failed"))
+        snprintf(desc, cap, "compressed data do not inflate: the file is damaged");
+}
+
 int sp_h5_fail(sp_error *err, const char *fmt, ...) {
     h5_detail d = {"", 0};
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, keep_detail, &d);
     H5Eclear2(H5E_DEFAULT);
     shorten_io_error(d.text);
+    explain_damage(d.text, sizeof d.text);
     if (!err) return -1;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err->msg, sizeof err->msg, fmt, ap);
     va_end(ap);
     size_t n = strlen(err->msg);
+    int damage = !strncmp(d.text, "metadata checksum", 17) || !strncmp(d.text, "compressed", 10);
     if (d.text[0] && n + 16 < sizeof err->msg)
-        snprintf(err->msg + n, sizeof err->msg - n, " (HDF5: %s)", d.text);
+        snprintf(err->msg + n, sizeof err->msg - n, damage ? " (%s)" : " (HDF5: %s)", d.text);
     return -1;
 }
 
@@ -130,4 +158,46 @@ hid_t sp_h5_open_root_attr(hid_t f, const char *name, const char *path, sp_error
         return sp_fail(err, "%s: root attribute \"%s\" must hold a single value", path, name);
     }
     return a;
+}
+
+int sp_h5_root_format(hid_t f, const char *path, char *out, size_t cap, sp_error *err) {
+    out[0] = '\0';
+    hid_t a = sp_h5_open_root_attr(f, "format", path, err);
+    if (a == -2) return 0;
+    if (a < 0) return -1;
+    hid_t ft = H5Aget_type(a), mt = -1;
+    int rc = 0;
+    if (ft >= 0 && H5Tget_class(ft) == H5T_STRING) {
+        mt = H5Tcopy(H5T_C_S1);
+        H5Tset_cset(mt, H5Tget_cset(ft));
+        if (H5Tis_variable_str(ft) > 0) {
+            char *s = NULL;
+            H5Tset_size(mt, H5T_VARIABLE);
+            if (H5Aread(a, mt, &s) < 0)
+                rc = sp_h5_fail(err, "%s: cannot read root attribute \"format\"", path);
+            else
+                snprintf(out, cap, "%s", s ? s : "");
+            H5free_memory(s);
+        } else {
+            /* room for a terminator: a stored string may fill all n bytes (NULLPAD) */
+            size_t n = H5Tget_size(ft);
+            char *s = calloc(n + 2, 1);
+            H5Tset_size(mt, n + 1);
+            if (!s)
+                rc = sp_fail(err, "%s: out of memory", path);
+            else if (H5Aread(a, mt, s) < 0)
+                rc = sp_h5_fail(err, "%s: cannot read root attribute \"format\"", path);
+            else
+                snprintf(out, cap, "%s", s);
+            free(s);
+        }
+    }
+    sp_h5_close(mt), sp_h5_close(ft), sp_h5_close(a);
+    return rc;
+}
+
+hid_t sp_h5_untimed(hid_t cls) {
+    hid_t p = H5Pcreate(cls);
+    if (p >= 0) H5Pset_obj_track_times(p, 0);
+    return p;
 }

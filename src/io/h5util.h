@@ -12,8 +12,22 @@
 /* Turns HDF5's automatic error printing off (the library never prints). */
 void sp_h5_quiet(void);
 
+/* A creation property list of class cls (H5P_FILE_CREATE, H5P_GROUP_CREATE, H5P_DATASET_CREATE)
+ * that records no object times: HDF5 otherwise stamps every object header with its creation and
+ * modification time, so the same contents written twice would differ in a few bytes. Every
+ * object softprompt writes is created with one, so its files are byte-reproducible. */
+hid_t sp_h5_untimed(hid_t cls);
+
+/* Checks that path can be opened for reading before HDF5 tries (whose own message for an
+ * unreadable file is "not an HDF5 file"): "cannot open: <strerror>" (e.g. Permission denied),
+ * "is a directory", "not a regular file", "empty file". 0 or -1. */
+int sp_h5_precheck(const char *path, sp_error *err);
+
 /* Like sp_fail, and appends HDF5's innermost error description when there is one; clears
- * HDF5's error stack. Returns -1. */
+ * HDF5's error stack. Returns -1. A failed metadata checksum is reported as what it means,
+ * "(metadata checksum mismatch: the file is damaged)", and a failed inflate as damaged
+ * compressed data. HDF5 clears its error stack at the start of every API call, so call this
+ * right after the failing call, before any cleanup. */
 int sp_h5_fail(sp_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Closes an HDF5 identifier of any kind if it is valid (>= 0). */
@@ -40,5 +54,10 @@ int sp_h5_write_attr(hid_t loc, const char *name, hid_t file_type, hid_t mem_typ
  * -2 when there is no such attribute (err untouched: the caller says what is missing); or -1
  * with a message naming path. */
 hid_t sp_h5_open_root_attr(hid_t f, const char *name, const char *path, sp_error *err);
+
+/* The root attribute "format" of file f as a string into out (cap bytes; "" when there is no
+ * such attribute, or it is not a string). -1 with a message naming path when HDF5 cannot look
+ * (e.g. a damaged root object header), so that damage is never taken for a missing attribute. */
+int sp_h5_root_format(hid_t f, const char *path, char *out, size_t cap, sp_error *err);
 
 #endif

@@ -342,40 +342,6 @@ const char *sp_st_metadata(const sp_st_file *f, const char *key) {
 /* Writing                                                                                    */
 /* ------------------------------------------------------------------------------------------ */
 
-/* fsync + close fd, rename tmp over path. On failure the temporary is removed. */
-static int finish_temp(int fd, const char *tmp, const char *path, sp_error *err) {
-    if (fsync(fd) != 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        return sp_fail(err, "%s: fsync failed: %s", path, strerror(e));
-    }
-    if (close(fd) != 0 || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return sp_fail(err, "%s: cannot write: %s", path, strerror(e));
-    }
-    sp_fsync_parent_dir(path); /* best effort: some file systems refuse to fsync dirs */
-    return 0;
-}
-
-int sp_write_file_atomic(const char *path, const void *data, size_t len, sp_error *err) {
-    char *tmp;
-    int fd = sp_temp_beside(path, &tmp, err);
-    if (fd < 0) return -1;
-    int rc;
-    if (sp_write_all(fd, data, len) != 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        rc = sp_fail(err, "%s: write failed: %s", path, strerror(e));
-    } else {
-        rc = finish_temp(fd, tmp, path, err);
-    }
-    free(tmp);
-    return rc;
-}
-
 struct sp_st_writer {
     char *path, *tmp;
     int fd;
@@ -536,10 +502,10 @@ int sp_st_writer_commit(sp_st_writer *w, sp_error *err) {
         sp_st_writer_abort(w);
         return -1;
     }
-    int rc = finish_temp(w->fd, w->tmp, w->path, err);
+    int rc = sp_commit(w->fd, w->tmp, w->path, err);
     w->fd = -1;
     writer_free(w);
-    return rc;
+    return rc == 0 ? 0 : -1;
 }
 
 int sp_st_write(const char *path, const sp_st_out *tensors, int n, const char *const *meta_kv,

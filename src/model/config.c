@@ -113,7 +113,7 @@ static int parse_gpt2(sp_model_config *c, const reader *r) {
         get_int(r, "n_embd", 1, 0, 1, 65536, &c->d_model) ||
         get_int(r, "n_head", 1, 0, 1, 65536, &c->n_head) ||
         get_int(r, "vocab_size", 1, 0, 1, 1 << 24, &c->vocab_size) ||
-        get_int(r, "n_positions", 1, 0, 1, 1 << 20, &c->n_ctx))
+        get_int(r, sp_family_of(c->arch)->ctx_key, 1, 0, 1, 1 << 20, &c->n_ctx))
         return -1;
     if (c->d_model % c->n_head != 0)
         return sp_fail(r->err, "%s: n_embd = %d is not divisible by n_head = %d", r->path,
@@ -181,7 +181,7 @@ static int parse_llama(sp_model_config *c, const reader *r) {
         get_int(r, "intermediate_size", 1, 0, 1, 1 << 20, &c->d_ff) ||
         get_int(r, "num_attention_heads", 1, 0, 1, 65536, &c->n_head) ||
         get_int(r, "vocab_size", 1, 0, 1, 1 << 24, &c->vocab_size) ||
-        get_int(r, "max_position_embeddings", 1, 0, 1, 1 << 24, &c->n_ctx))
+        get_int(r, sp_family_of(c->arch)->ctx_key, 1, 0, 1, 1 << 24, &c->n_ctx))
         return -1;
     c->n_kv_head = c->n_head;
     if (get_int(r, "num_key_value_heads", 0, 1, 1, 65536, &c->n_kv_head)) return -1;

@@ -21,6 +21,44 @@
 #include "model/kernels.h"
 #include "model/worker.h"
 
+/* Prefixes err with the file and example of sequence s (at position at within it, when >= 0)
+ * when the batch names them. Returns -1. */
+static int in_example(const sp_batch *b, int s, int at, sp_error *err) {
+    if (!b->source || !b->example_ids || s < 0 || s >= b->n_seq) return -1;
+    if (at < 0)
+        return sp_fail_prefix(err, "%s: example %lld", b->source, (long long)b->example_ids[s]);
+    return sp_fail_prefix(err, "%s: example %lld, position %d", b->source,
+                          (long long)b->example_ids[s], at);
+}
+
+/* The sequence holding packed position pos (seq_start checked already). */
+static int sequence_of(const sp_batch *b, int pos) {
+    int lo = 0, hi = b->n_seq - 1;
+    while (lo < hi) {
+        int mid = lo + (hi - lo + 1) / 2;
+        if (b->seq_start[mid] <= pos)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+static int validate_tokens(const sp_model_config *c, const sp_batch *b, int n_prompt,
+                           sp_error *err) {
+    for (int s = 0; s < b->n_seq; s++)
+        for (int t = b->seq_start[s]; t < b->seq_start[s + 1]; t++) {
+            int32_t tok = b->tokens[t];
+            if (SP_IS_SOFT(tok) ? SP_SOFT_INDEX(tok) < n_prompt : tok < c->vocab_size) continue;
+            sp_fail(err, "batch: position %d holds %s %d, expected < %d", t,
+                    SP_IS_SOFT(tok) ? "soft token" : "token id",
+                    SP_IS_SOFT(tok) ? SP_SOFT_INDEX(tok) : tok,
+                    SP_IS_SOFT(tok) ? n_prompt : c->vocab_size);
+            return in_example(b, s, t - b->seq_start[s], err);
+        }
+    return 0;
+}
+
 int sp_engine_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass, sp_error *err) {
     const sp_model_config *c = &m->cfg;
     int P = pass->n_kv_prefix;
@@ -40,32 +78,32 @@ int sp_engine_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass
         int len = b->seq_start[s + 1] - b->seq_start[s];
         if (len >= 1 && len <= c->n_ctx - P) continue;
         if (P == 0)
-            return sp_fail(err, "batch: sequence %d has length %d, expected 1..%d (n_positions)", s,
-                           len, c->n_ctx);
-        return sp_fail(err,
-                       "batch: sequence %d has length %d, expected 1..%d (n_positions %d less the "
-                       "key/value prefix's %d)",
-                       s, len, c->n_ctx - P, c->n_ctx, P);
+            sp_fail(err, "batch: sequence %d has length %d, expected 1..%d (n_positions)", s, len,
+                    c->n_ctx);
+        else
+            sp_fail(err,
+                    "batch: sequence %d has length %d, expected 1..%d (n_positions %d less the "
+                    "key/value prefix's %d)",
+                    s, len, c->n_ctx - P, c->n_ctx, P);
+        return in_example(b, s, -1, err);
     }
+    if (validate_tokens(c, b, pass->n_prompt, err)) return -1;
     int n_tok = b->n_seq > 0 ? b->seq_start[b->n_seq] : 0;
-    for (int t = 0; t < n_tok; t++) {
-        int32_t tok = b->tokens[t];
-        if (SP_IS_SOFT(tok) ? SP_SOFT_INDEX(tok) >= pass->n_prompt : tok >= c->vocab_size)
-            return sp_fail(err, "batch: position %d holds %s %d, expected < %d", t,
-                           SP_IS_SOFT(tok) ? "soft token" : "token id",
-                           SP_IS_SOFT(tok) ? SP_SOFT_INDEX(tok) : tok,
-                           SP_IS_SOFT(tok) ? pass->n_prompt : c->vocab_size);
-    }
     for (int j = 0; j < b->n_targets; j++) {
         int pos = b->target_pos[j], id = b->target_ids[j];
-        if (pos < 0 || pos >= n_tok || (j > 0 && pos <= b->target_pos[j - 1]))
-            return sp_fail(err,
-                           "batch: target %d at position %d: positions must be strictly "
-                           "increasing within 0..%d",
-                           j, pos, n_tok - 1);
-        if (id < 0 || id >= c->vocab_size)
-            return sp_fail(err, "batch: target %d has token id %d, expected 0..%d", j, id,
-                           c->vocab_size - 1);
+        if (pos < 0 || pos >= n_tok || (j > 0 && pos <= b->target_pos[j - 1])) {
+            sp_fail(err,
+                    "batch: target %d at position %d: positions must be strictly increasing "
+                    "within 0..%d",
+                    j, pos, n_tok - 1);
+            return pos >= 0 && pos < n_tok ? in_example(b, sequence_of(b, pos), -1, err) : -1;
+        }
+        if (id < 0 || id >= c->vocab_size) {
+            int s = sequence_of(b, pos);
+            sp_fail(err, "batch: target %d has token id %d, expected 0..%d", j, id,
+                    c->vocab_size - 1);
+            return in_example(b, s, pos - b->seq_start[s], err);
+        }
     }
     return 0;
 }
@@ -386,8 +424,8 @@ static void block_backward(const sp_worker *w, const sp_layer *p, const sp_layer
 
 /* Final norm and LM head at the target rows x_top [n_tgt, d] only; the cross-entropy of each
  * target. With backward the logits become dlogits. Returns the loss sum. */
-static double head_forward(const sp_worker *w, const float *x_top, const sp_batch *b, const sp_pass *pass,
-                           int backward) {
+static double head_forward(const sp_worker *w, const float *x_top, const sp_batch *b,
+                           const sp_pass *pass, int backward) {
     const sp_model *m = w->m;
     const sp_scratch *s = &w->s;
     int nt = b->n_targets, V = w->z.V;

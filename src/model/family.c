@@ -50,6 +50,7 @@ static const sp_family GPT2 = {
     .arch = SP_ARCH_GPT2,
     .model_type = "gpt2",
     .hf_class = "GPT2LMHeadModel",
+    .ctx_key = "n_positions",
     .name_prefix = "transformer.",
     .layer_prefix = "h.%d.",
     .layout = SP_W_IN_OUT,
@@ -126,6 +127,7 @@ static const sp_family LLAMA = {
     .arch = SP_ARCH_LLAMA,
     .model_type = "llama",
     .hf_class = "LlamaForCausalLM",
+    .ctx_key = "max_position_embeddings",
     LLAMA_BLOCK,
 };
 
@@ -133,6 +135,7 @@ static const sp_family QWEN2 = {
     .arch = SP_ARCH_QWEN2,
     .model_type = "qwen2",
     .hf_class = "Qwen2ForCausalLM",
+    .ctx_key = "max_position_embeddings",
     LLAMA_BLOCK,
 };
 #undef LLAMA_BLOCK

@@ -113,6 +113,7 @@ typedef struct sp_family {
     sp_arch arch;
     const char *model_type; /* config.json's model_type */
     const char *hf_class;   /* architectures[0] in config.json */
+    const char *ctx_key;    /* config.json's key of the position limit (n_ctx) */
     /* Optional prefix of the base model's tensor names (GPT-2: "transformer."; the LM head is
      * outside it), accepted with or without; NULL when names are always as in the table. */
     const char *name_prefix;

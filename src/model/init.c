@@ -17,8 +17,10 @@
 #include <unistd.h>
 
 #include "model/family.h"
+#include "io/fileutil.h"
 #include "softprompt/rng.h"
 #include "softprompt/safetensors.h"
+#include "util/path.h"
 
 typedef struct plan_tensor {
     char name[96];
@@ -170,13 +172,6 @@ static int prepare_dir(const char *dir, int force, sp_error *err) {
     return 0;
 }
 
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 /* ---- weights ------------------------------------------------------------------------------- */
 
 /* Fills buf[numel] with t's initial values and converts them to dtype in place (the 16-bit
@@ -248,7 +243,7 @@ static int write_index(const char *dir, const plan_tensor *p, int n, const sp_in
         json_pack("{s:{s:I}, s:o}", "metadata", "total_size", (json_int_t)total, "weight_map", wm);
     char *s = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(root);
-    char *path = join(dir, "model.safetensors.index.json");
+    char *path = sp_path_join(dir, "model.safetensors.index.json");
     int rc = s && path ? sp_write_file_atomic(path, s, strlen(s), err)
                        : sp_fail(err, "%s: out of memory", dir);
     free(s), free(path);
@@ -274,7 +269,7 @@ static int write_weights(const char *dir, plan_tensor *p, int n, const sp_init_o
             snprintf(name, sizeof name, "model.safetensors");
         else
             snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", s + 1, o->n_shards);
-        char *path = join(dir, name);
+        char *path = sp_path_join(dir, name);
         rc = path ? write_shard(path, p, n, s, o, &rng, buf, err)
                   : sp_fail(err, "%s: out of memory", dir);
         free(path);
@@ -389,7 +384,7 @@ static int write_config(const char *dir, const sp_init_options *o, sp_error *err
     json_t *r = family_config(o);
     char *s = json_dumps(r, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
     json_decref(r);
-    char *path = join(dir, "config.json");
+    char *path = sp_path_join(dir, "config.json");
     int rc = -1;
     if (!s || !path) {
         sp_fail(err, "%s: out of memory", dir);
@@ -422,7 +417,8 @@ int sp_init_model_write(const char *dir, const sp_init_options *o, sp_error *err
     if (rc == 0) rc = write_config(dir, o, err);
     if (rc != 0) return -1;
     /* A forced rewrite must not leave the other layout behind: the loader prefers the index. */
-    char *stale = join(dir, o->n_shards > 1 ? "model.safetensors" : "model.safetensors.index.json");
+    char *stale =
+        sp_path_join(dir, o->n_shards > 1 ? "model.safetensors" : "model.safetensors.index.json");
     if (stale) unlink(stale);
     free(stale);
     return 0;

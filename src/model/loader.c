@@ -19,6 +19,7 @@
 #include "io/fileutil.h"
 #include "model/config.h"
 #include "model/family.h"
+#include "util/path.h"
 
 #define INDEX_NAME "model.safetensors.index.json"
 #define SINGLE_NAME "model.safetensors"
@@ -31,13 +32,6 @@ typedef struct loader {
     char **used;  /* [n_files][n_tensors] tensors claimed so far */
     int owned_cap;
 } loader;
-
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
 
 static int exists(const char *path) {
     struct stat st;
@@ -52,7 +46,7 @@ static int add_file(loader *L, const char *dir, const char *base, sp_error *err)
     char **shard = realloc(L->shard, ((size_t)m->n_files + 1) * sizeof *shard);
     if (files) m->files = files;
     if (shard) L->shard = shard;
-    char *path = join(dir, base);
+    char *path = sp_path_join(dir, base);
     if (!files || !shard || !path) {
         free(path);
         return sp_fail(err, "%s: out of memory", dir);
@@ -98,7 +92,7 @@ static int open_index(loader *L, const char *dir, const char *index, sp_error *e
                            "directory (no '/' or '..')",
                            index, name);
         if (shard_index(L, base) >= 0) continue;
-        char *path = join(dir, base);
+        char *path = sp_path_join(dir, base);
         int missing = path && !exists(path);
         free(path);
         if (missing)
@@ -111,7 +105,7 @@ static int open_index(loader *L, const char *dir, const char *index, sp_error *e
 }
 
 static int open_weights(loader *L, const char *dir, sp_error *err) {
-    char *index = join(dir, INDEX_NAME), *single = join(dir, SINGLE_NAME);
+    char *index = sp_path_join(dir, INDEX_NAME), *single = sp_path_join(dir, SINGLE_NAME);
     int rc;
     if (!index || !single) {
         rc = sp_fail(err, "%s: out of memory", dir);
@@ -122,7 +116,7 @@ static int open_weights(loader *L, const char *dir, sp_error *err) {
         L->where = single, single = NULL;
         rc = add_file(L, dir, SINGLE_NAME, err);
     } else {
-        char *bin = join(dir, "pytorch_model.bin");
+        char *bin = sp_path_join(dir, "pytorch_model.bin");
         rc =
             sp_fail(err, "%s: no weights: neither %s nor %s exists%s", dir, SINGLE_NAME, INDEX_NAME,
                     bin && exists(bin) ? " (pytorch_model.bin is not supported: convert it to "
@@ -477,7 +471,7 @@ static void loader_free(loader *L) {
 int sp_model_load(sp_model *m, const char *dir, sp_error *err) {
     memset(m, 0, sizeof *m);
     loader L = {.m = m};
-    char *config = join(dir, "config.json");
+    char *config = sp_path_join(dir, "config.json");
     int rc = -1;
     if (!(m->dir = strdup(dir)) || !config)
         sp_fail(err, "%s: out of memory", dir);

@@ -179,7 +179,8 @@ static int make_part(part *p, const sp_batch *b, const sp_pass *pass, int s0, in
         return -1;
     for (int s = s0; s <= s1; s++) p->start[s - s0] = b->seq_start[s] - base;
     for (int j = j0; j < j1; j++) p->tpos[j - j0] = b->target_pos[j] - base;
-    p->b = (sp_batch){s1 - s0, p->start, b->tokens + base, j1 - j0, p->tpos, b->target_ids + j0};
+    p->b = (sp_batch){s1 - s0, p->start, b->tokens + base, j1 - j0, p->tpos, b->target_ids + j0,
+                      NULL,    NULL}; /* the team validated the whole batch, naming its examples */
     p->pass = *pass;
     int rc = 0, per_seq = pass->per_sequence_grad;
     p->pass.grad = part_grad(pass->grad, per_seq, s0, n_params, &p->grad, &p->cap_grad, &rc);

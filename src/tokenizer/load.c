@@ -8,18 +8,7 @@
 
 #include "io/fileutil.h"
 #include "tok_internal.h"
-
-static int file_exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
+#include "util/path.h"
 
 static json_t *load_json(const char *path, sp_error *err) {
     if (sp_check_file_size(path, SP_MAX_TOKENIZER_FILE_BYTES, "tokenizer file", err) != 0)
@@ -63,23 +52,14 @@ static int read_file(const char *path, char **buf, size_t *len, sp_error *err) {
         return -1;
     FILE *f = fopen(path, "rb");
     if (!f) return sp_fail(err, "%s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *b = malloc(cap);
-    while (b) {
-        n += fread(b + n, 1, cap - n, f);
-        if (n < cap) break;
-        char *nb = realloc(b, cap * 2);
-        if (!nb) free(b);
-        b = nb, cap *= 2;
-    }
-    int bad = ferror(f);
+    sp_buf b = {0};
+    int rc = sp_buf_read(&b, f), bad = ferror(f);
     fclose(f);
-    if (!b) return sp_fail(err, "%s: out of memory", path);
-    if (bad) {
-        free(b);
-        return sp_fail(err, "%s: read error", path);
+    if (rc != 0) {
+        sp_buf_free(&b);
+        return sp_fail(err, "%s: %s", path, bad ? "read error" : "out of memory");
     }
-    *buf = b, *len = n;
+    *buf = b.p, *len = b.len;
     return 0;
 }
 
@@ -257,22 +237,22 @@ static int load_dir(sp_tokenizer *t, const char *dir, sp_error *err) {
     if (stat(dir, &st) != 0)
         return sp_fail(err, "tokenizer directory %s: %s", dir, strerror(errno));
     if (!S_ISDIR(st.st_mode)) return sp_fail(err, "tokenizer directory %s: not a directory", dir);
-    char *p = join(dir, "tokenizer.json"), *c = join(dir, "tokenizer_config.json");
+    char *p = sp_path_join(dir, "tokenizer.json"), *c = sp_path_join(dir, "tokenizer_config.json");
     if (!p || !c) {
         free(p), free(c);
         return sp_fail(err, "out of memory");
     }
-    int rc = file_exists(p) ? tok_load_hf_json(t, p, file_exists(c) ? c : NULL, err) : 1;
+    int rc = sp_is_file(p) ? tok_load_hf_json(t, p, sp_is_file(c) ? c : NULL, err) : 1;
     free(p), free(c);
     for (size_t k = 0; rc == 1 && k < 2; k++) {
-        char *v = join(dir, pairs[k][0]), *m = join(dir, pairs[k][1]);
+        char *v = sp_path_join(dir, pairs[k][0]), *m = sp_path_join(dir, pairs[k][1]);
         if (!v || !m)
             rc = sp_fail(err, "out of memory");
-        else if (file_exists(v) && file_exists(m))
+        else if (sp_is_file(v) && sp_is_file(m))
             rc = load_pair(t, v, m, err);
-        else if (file_exists(v) || file_exists(m))
-            rc = sp_fail(err, "%s is missing (needed with %s)", file_exists(v) ? m : v,
-                         file_exists(v) ? v : m);
+        else if (sp_is_file(v) || sp_is_file(m))
+            rc = sp_fail(err, "%s is missing (needed with %s)", sp_is_file(v) ? m : v,
+                         sp_is_file(v) ? v : m);
         free(v), free(m);
     }
     if (rc == 1)
@@ -299,4 +279,28 @@ sp_tokenizer *sp_tokenizer_load(const char *dir, sp_error *err) {
         return NULL;
     }
     return t;
+}
+
+/* 1 when dir holds any of the files sp_tokenizer_load reads. */
+static int has_tokenizer_files(const char *dir) {
+    static const char *const names[] = {"tokenizer.json", "vocab.json", "merges.txt",
+                                        "encoder.json", "vocab.bpe"};
+    int found = 0;
+    for (size_t k = 0; !found && k < sizeof names / sizeof *names; k++) {
+        char *p = sp_path_join(dir, names[k]);
+        found = p && sp_is_file(p);
+        free(p);
+    }
+    return found;
+}
+
+int sp_tokenizer_hash_of_dir(const char *dir, char out[17], int *found, sp_error *err) {
+    out[0] = '\0';
+    *found = has_tokenizer_files(dir);
+    if (!*found) return 0;
+    sp_tokenizer *t = sp_tokenizer_load(dir, err);
+    if (!t) return -1;
+    sp_tokenizer_hash_hex(t, out);
+    sp_tokenizer_free(t);
+    return 0;
 }

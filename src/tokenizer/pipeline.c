@@ -90,18 +90,8 @@ pcre2_code *tok_regex(const char *pattern, size_t len, int is_literal, sp_error 
 int tok_desc(sp_tokenizer *t, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    if (sp_buf_vaddf(&t->desc, fmt, ap) != 0) t->desc_failed = 1;
     va_end(ap);
-    size_t have = t->desc ? strlen(t->desc) : 0;
-    char *d = n < 0 ? NULL : realloc(t->desc, have + (size_t)n + 1);
-    if (!d) {
-        t->desc_failed = 1;
-        return 0;
-    }
-    va_start(ap, fmt);
-    vsnprintf(d + have, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    t->desc = d;
     return 0;
 }
 
@@ -563,5 +553,5 @@ void tok_free_pipeline(sp_tokenizer *t) {
     for (int i = 0; i < t->n_pre; i++) pcre2_code_free(t->pre[i].re);
     for (int i = 0; i < TOK_MAX_PRE; i++) free(t->lvl[i].buf), free(t->lvl[i].segs);
     free(t->nbuf[0]), free(t->nbuf[1]), free(t->u16[0]), free(t->u16[1]);
-    free(t->desc);
+    sp_buf_free(&t->desc);
 }

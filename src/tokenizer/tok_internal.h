@@ -10,6 +10,7 @@
 
 #include "softprompt/error.h"
 #include "softprompt/tokenizer.h"
+#include "util/vec.h"
 
 /* Ids beyond this are refused: per-id arrays are sized by the largest id. */
 #define TOK_MAX_ID (1 << 24)
@@ -132,7 +133,7 @@ struct sp_tokenizer {
     /* Sequence framing from the post-processor and tokenizer_config.json. */
     int32_t bos, eos_cfg;
     int add_bos, add_eos;
-    char *desc;      /* canonical description of everything beyond GPT-2's defaults ("" if none) */
+    sp_buf desc;     /* canonical description of everything beyond GPT-2's defaults ("" if none) */
     int desc_failed; /* out of memory while building desc */
     int32_t *added;  /* ids of added tokens (matched in the text before pre-tokenization) */
     size_t n_added;
@@ -164,11 +165,6 @@ int tok_cp_to_byte(uint32_t cp);
 size_t tok_byte_char(uint8_t b, char out[2]);
 
 uint64_t tok_fnv1a(const void *data, size_t len);
-/* Reallocates *bufp (the address of a T *) to n elements of size elem; 0, or -1 leaving it as
- * it was on overflow or out of memory. */
-int tok_resize(void *bufp, size_t n, size_t elem);
-/* Grows *bufp to hold at least need elements, doubling *cap; 0 or -1 as above. */
-int tok_reserve(void *buf, size_t *cap, size_t need, size_t elem);
 
 /* Building (vocab.c). Messages in err have no file prefix; the loader adds it. */
 sp_tokenizer *tok_new(void);

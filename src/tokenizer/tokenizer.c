@@ -37,9 +37,9 @@ static uint64_t vocab_hash(const sp_tokenizer *t) {
     }
     /* Only tokenizers that differ from GPT-2's pipeline carry the description, so the hash of
      * every GPT-2-style tokenizer is what it was before the description existed. */
-    if (t->desc && t->desc[0]) {
+    if (t->desc.len) {
         fnv_add(&f, "sp-pipe-v1", 10);
-        fnv_add(&f, t->desc, strlen(t->desc));
+        fnv_add(&f, t->desc.p, t->desc.len);
     }
     return f.h;
 }
@@ -60,7 +60,7 @@ static int finish_desc(sp_tokenizer *t) {
     if (t->eos_cfg >= 0 && t->eos_cfg != tok_lookup(t, "<|endoftext|>", 13))
         rc |= tok_desc(t, "eos:%d;", t->eos_cfg);
     if (rc || t->desc_failed) return -1;
-    if (!strcmp(t->desc, "pre:bytelevel(aps=0,re=1);")) t->desc[0] = '\0';
+    if (!strcmp(t->desc.p, "pre:bytelevel(aps=0,re=1);")) t->desc.len = 0, t->desc.p[0] = '\0';
     return 0;
 }
 
@@ -95,6 +95,13 @@ void sp_token_buf_free(sp_token_buf *b) {
     memset(b, 0, sizeof *b);
 }
 
+int sp_token_buf_append(sp_token_buf *b, const int32_t *ids, size_t n) {
+    if (sp_vec_reserve(&b->ids, &b->cap, b->n + n, sizeof *b->ids) != 0) return -1;
+    if (n) memcpy(b->ids + b->n, ids, n * sizeof *ids);
+    b->n += n;
+    return 0;
+}
+
 int32_t sp_tokenizer_token_to_id(const sp_tokenizer *t, const char *token, size_t len) {
     return token ? tok_lookup(t, token, len) : -1;
 }
@@ -125,7 +132,7 @@ int sp_tokenizer_adds_eos(const sp_tokenizer *t) {
     return t->add_eos;
 }
 const char *sp_tokenizer_describe(const sp_tokenizer *t) {
-    return t->desc ? t->desc : "";
+    return t->desc.p ? t->desc.p : "";
 }
 size_t sp_tokenizer_n_merges(const sp_tokenizer *t) {
     return t->n_merges;

@@ -20,13 +20,7 @@
 #include <sys/stat.h>
 
 #include "softprompt/checkpoint.h"
-
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
+#include "util/path.h"
 
 /* A Hugging Face repository id: NAME or ORG/NAME of [A-Za-z0-9._-], not starting with '.' or
  * '-', without "..". */
@@ -71,7 +65,7 @@ static void read_source(const char *path, char **repo, char **commit) {
 /* base (a file of dir) is listed in manifest.tsv with its current size and mtime (as
  * `stat -c '%s %.9Y'` prints them). */
 static int unchanged(const char *dir, const char *manifest, const char *base) {
-    char *path = join(dir, base);
+    char *path = sp_path_join(dir, base);
     struct stat st;
     int ok = path && stat(path, &st) == 0;
     free(path);
@@ -95,28 +89,24 @@ static int unchanged(const char *dir, const char *manifest, const char *base) {
     return found;
 }
 
-static const char *base_name(const char *path) {
-    const char *s = strrchr(path, '/');
-    return s ? s + 1 : path;
-}
-
 /* Every file the model was read from is as get-model verified it. */
 static int download_intact(const sp_model *m, const char *state) {
-    char *manifest = join(state, "manifest.tsv"),
-         *index = join(m->dir, "model.safetensors.index.json");
+    char *manifest = sp_path_join(state, "manifest.tsv"),
+         *index = sp_path_join(m->dir, "model.safetensors.index.json");
     struct stat st;
     int ok = manifest && index && unchanged(m->dir, manifest, "config.json");
     if (ok && stat(index, &st) == 0)
         ok = unchanged(m->dir, manifest, "model.safetensors.index.json");
     for (int i = 0; ok && i < m->n_files; i++)
-        ok = unchanged(m->dir, manifest, base_name(m->files[i].path));
+        ok = unchanged(m->dir, manifest, sp_base_name(m->files[i].path));
     free(manifest), free(index);
     return ok;
 }
 
 char *sp_peft_base_model(const sp_model *m, char **revision, const char **origin, sp_error *err) {
     *revision = NULL;
-    char *state = join(m->dir, ".get-model"), *source = state ? join(state, "source") : NULL;
+    char *state = sp_path_join(m->dir, ".get-model"),
+         *source = state ? sp_path_join(state, "source") : NULL;
     char *repo = NULL;
     if (source) read_source(source, &repo, revision);
     if (repo && download_intact(m, state)) {

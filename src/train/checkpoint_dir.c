@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include "softprompt/checkpoint.h"
+#include "util/path.h"
+#include "util/vec.h"
 
 char *sp_checkpoint_path(const char *dir, int64_t step) {
     if (step < 0) return NULL;
@@ -65,20 +67,12 @@ static int list_steps(const char *dir, step_file **out, size_t *count, int *miss
     while ((e = readdir(dp)) != NULL) {
         int64_t step = parse_step_name(e->d_name);
         if (step < 0) continue;
-        if (n == cap) {
-            size_t nc = cap ? 2 * cap : 16;
-            step_file *nv = realloc(v, nc * sizeof *nv);
-            if (!nv) {
-                rc = sp_fail(err, "%s: out of memory", dir);
-                break;
-            }
-            v = nv, cap = nc;
-        }
-        if (!(v[n].name = strdup(e->d_name))) {
+        step_file f = {.name = strdup(e->d_name), .step = step};
+        if (!f.name || SP_VEC_PUSH(v, n, cap, f) != 0) {
+            free(f.name);
             rc = sp_fail(err, "%s: out of memory", dir);
             break;
         }
-        v[n++].step = step;
     }
     closedir(dp);
     if (rc != 0) {
@@ -88,11 +82,6 @@ static int list_steps(const char *dir, step_file **out, size_t *count, int *miss
     if (n) qsort(v, n, sizeof *v, cmp_newest_first);
     *out = v, *count = n;
     return 0;
-}
-
-static char *join(const char *dir, const char *name) {
-    char *p = NULL;
-    return asprintf(&p, "%s/%s", dir, name) < 0 ? NULL : p;
 }
 
 int sp_checkpoint_find_latest(const char *dir, char **path, char **warnings, sp_error *err) {
@@ -107,7 +96,7 @@ int sp_checkpoint_find_latest(const char *dir, char **path, char **warnings, sp_
     FILE *w = warnings ? open_memstream(&warn, &warn_len) : NULL;
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
-        char *p = join(dir, v[i].name);
+        char *p = sp_path_join(dir, v[i].name);
         if (!p) {
             rc = sp_fail(err, "%s: out of memory", dir);
             break;
@@ -150,7 +139,7 @@ int sp_checkpoint_prune(const char *dir, int keep_last, const char *keep_also, s
     if (list_steps(dir, &v, &n, NULL, err) != 0) return -1;
     int rc = 0;
     for (size_t i = (size_t)keep_last; i < n; i++) {
-        char *p = join(dir, v[i].name);
+        char *p = sp_path_join(dir, v[i].name);
         if (!p) {
             rc = sp_fail(err, "%s: out of memory", dir);
             break;

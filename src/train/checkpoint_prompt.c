@@ -4,7 +4,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "softprompt/dataset.h"
 #include "train/checkpoint_internal.h"
+
+/* 1 when the root attribute "format" says softprompt dataset (a common slip: the data file
+ * given where the prompt goes). */
+static int says_dataset(hid_t f, const char *path) {
+    char format[64];
+    sp_error ignored;
+    int yes = sp_h5_root_format(f, path, format, sizeof format, &ignored) == 0 &&
+              strcmp(format, SP_DATASET_FORMAT) == 0;
+    H5Eclear2(H5E_DEFAULT);
+    return yes;
+}
 
 int sp_prompt_read_h5(const char *path, float **prompt, int *n_prompt, int *d, sp_error *err) {
     *prompt = NULL, *n_prompt = 0, *d = 0;
@@ -12,6 +24,10 @@ int sp_prompt_read_h5(const char *path, float **prompt, int *n_prompt, int *d, s
     if (sp_ckpt_precheck(path, 0, err) != 0) return -1;
     hid_t f = sp_ckpt_open_h5(path, err);
     if (f < 0) return -1;
+    if (says_dataset(f, path)) {
+        H5Fclose(f);
+        return sp_fail(err, "%s is a softprompt dataset, not a prompt or checkpoint", path);
+    }
     if (sp_ckpt_says_checkpoint(f)) {
         H5Fclose(f);
         sp_checkpoint c;

@@ -64,11 +64,10 @@ static int write_f64(hid_t f, const char *name, double v, const char *path, sp_e
 /* A contiguous (unchunked, uncompressed) dataset, so its bytes lie at one offset in the file. */
 static int write_dataset(hid_t loc, const char *name, hid_t ftype, hid_t mtype, int rank,
                          const hsize_t *dims, const void *data, const char *path, sp_error *err) {
-    hid_t space = H5Screate_simple(rank, dims, NULL);
-    hid_t d =
-        space < 0 ? -1 : H5Dcreate2(loc, name, ftype, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t space = H5Screate_simple(rank, dims, NULL), dcpl = sp_h5_untimed(H5P_DATASET_CREATE);
+    hid_t d = space < 0 ? -1 : H5Dcreate2(loc, name, ftype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     herr_t st = d < 0 ? -1 : H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
-    sp_h5_close(d), sp_h5_close(space);
+    sp_h5_close(d), sp_h5_close(dcpl), sp_h5_close(space);
     return st < 0 ? sp_h5_fail(err, "%s: cannot write dataset \"%s\"", path, name) : 0;
 }
 
@@ -77,7 +76,9 @@ static int write_contents(hid_t f, const sp_checkpoint *c, const char *created_b
     hsize_t pd[2] = {(hsize_t)c->n_prompt, (hsize_t)c->d}, four = 4;
     if (write_dataset(f, "prompt", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, pd, c->prompt, path, err))
         return -1;
-    hid_t g = H5Gcreate2(f, "optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t gcpl = sp_h5_untimed(H5P_GROUP_CREATE);
+    hid_t g = H5Gcreate2(f, "optimizer", H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    sp_h5_close(gcpl);
     if (g < 0) return sp_h5_fail(err, "%s: cannot create group \"optimizer\"", path);
     H5Gclose(g);
     for (int i = 0; i < c->n_optim; i++) {
@@ -204,8 +205,10 @@ static int build_image(const sp_checkpoint *c, const char *path, void **image, s
      * checksums all metadata, and every HDF5 since 1.8 (any h5py) reads it. */
     H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18);
     H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG); /* closing the file closes everything */
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    hid_t fcpl = sp_h5_untimed(H5P_FILE_CREATE);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, fapl);
     if (f < 0) sp_h5_fail(err, "%s: cannot create an HDF5 file in memory", path);
+    H5Pclose(fcpl);
     H5Pclose(fapl);
     if (f < 0) return -1;
     int rc = write_contents(f, c, created_by, checksum, path, err);
@@ -232,39 +235,6 @@ static int build_image(const sp_checkpoint *c, const char *path, void **image, s
     return 0;
 }
 
-/* path.tmp.XXXXXX in the same directory: write, fsync, close, rename over path, fsync the
- * directory. Any failure removes the temporary and leaves an existing path untouched. */
-static int write_atomically(const char *path, const void *data, size_t n, sp_error *err) {
-    char *tmp;
-    int fd = sp_temp_beside(path, &tmp, err); /* 0644: read by every rank and by users */
-    if (fd < 0) return -1;
-    int rc = 0;
-    if (sp_write_all(fd, data, n) != 0)
-        rc = sp_fail(err, "%s: cannot write the temporary file %s: %s", path, tmp, strerror(errno));
-    else if (fsync(fd) != 0)
-        rc = sp_fail(err, "%s: cannot sync the temporary file %s: %s", path, tmp, strerror(errno));
-    if (close(fd) != 0 && rc == 0)
-        rc = sp_fail(err, "%s: cannot close the temporary file %s: %s", path, tmp, strerror(errno));
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = sp_fail(err, "%s: cannot rename the temporary file %s to it: %s", path, tmp,
-                     strerror(errno));
-    if (rc != 0) {
-        unlink(tmp);
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
-    /* Some file systems refuse fsync on directories (EINVAL); only real I/O errors count. */
-    int e = sp_fsync_parent_dir(path);
-    if (e == EIO) {
-        char *dir = sp_dir_of(path);
-        rc = sp_fail(err, "%s: written, but syncing directory %s failed: %s", path, dir ? dir : ".",
-                     strerror(e));
-        free(dir);
-    }
-    return rc;
-}
-
 int sp_checkpoint_write(const char *path, const sp_checkpoint *c, sp_error *err) {
     sp_h5_quiet();
     if (check_for_write(path, c, err) != 0) return -1;
@@ -274,7 +244,7 @@ int sp_checkpoint_write(const char *path, const sp_checkpoint *c, sp_error *err)
     void *image;
     size_t size;
     if (build_image(c, path, &image, &size, err) != 0) return -1;
-    int rc = write_atomically(path, image, size, err);
+    int rc = sp_write_file_atomic(path, image, size, err);
     free(image);
     return rc;
 }

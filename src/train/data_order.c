@@ -1,3 +1,4 @@
+#include <assert.h>
 #include <stdlib.h>
 
 #include "train/internal.h"
@@ -31,6 +32,8 @@ static void shuffle_epoch(sp_data_order *o) {
 }
 
 void sp_data_order_next(sp_data_order *o, int64_t *ids, int count) {
+    /* restored positions are checked against the set (sp_checkpoint_check_resume_state) */
+    assert(o->perm && o->position >= 0 && o->position <= o->n_examples && count >= 0);
     for (int k = 0; k < count; k++) {
         if (o->position == o->n_examples) o->epoch++, o->position = 0;
         if (o->perm_epoch != o->epoch) shuffle_epoch(o);

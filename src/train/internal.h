@@ -61,7 +61,9 @@ int sp_train_config_check_resume(const char *ckpt_json, const sp_train_config *c
  * see run_dir.c for how crashes, node failures and file systems without flock are handled.
  * sp_run_lock_probe fails as acquire would, without creating or taking anything. */
 typedef struct sp_run_lock {
+    char path[4200]; /* OUT/.lock */
     int fd, held, have_flock;
+    int created_file; /* this process created the lock file */
     pthread_t thread; /* renews the heartbeat (the file's modification time) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -71,9 +73,9 @@ typedef struct sp_run_lock {
 int sp_run_dir_check(const char *dir, sp_error *err);
 int sp_run_lock_acquire(sp_run_lock *l, const char *dir, sp_error *err);
 int sp_run_lock_probe(const char *dir, sp_error *err);
-/* No-op when not held. unclaim_dir (NULL: keep) undoes what a run that never started made: the
- * lock file, and the directory and its checkpoints/ if they are empty. */
-void sp_run_lock_release(sp_run_lock *l, const char *unclaim_dir);
+/* No-op when not held. undo: the run never started, so a lock file this process created is
+ * removed too. */
+void sp_run_lock_release(sp_run_lock *l, int undo);
 
 /* ---- signals (signals.c) ----
  * SIGTERM, SIGUSR1 (Slurm's warning before a time limit or preemption) and SIGINT ask the run
@@ -96,6 +98,5 @@ void sp_run_log_step(sp_run_log *l, int64_t step, double loss, double lr, double
                      int64_t tokens, double step_seconds, int print);
 void sp_run_log_eval(sp_run_log *l, int64_t step, const char *split, const sp_eval_result *r);
 void sp_run_log_close(sp_run_log *l);
-double sp_now(void);
 
 #endif

@@ -13,6 +13,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "io/fileutil.h"
 #include "softprompt/checkpoint.h"
 #include "softprompt/safetensors.h"
 

@@ -14,6 +14,7 @@
 #include "io/fileutil.h"
 #include "softprompt/safetensors.h"
 #include "train/checkpoint_internal.h"
+#include "util/path.h"
 
 #define ADAPTER_TENSOR "prompt_embeddings"
 

@@ -11,29 +11,14 @@
 #include <unistd.h>
 
 #include "train/checkpoint_internal.h"
+#include "util/path.h"
+#include "util/vec.h"
 
 void sp_prompt_file_free(sp_prompt_file *pf) {
     if (!pf) return;
     free(pf->path), free(pf->prompt), free(pf->init_name), free(pf->init_text);
     free(pf->model_fingerprint), free(pf->config_path), free(pf->base_model);
     memset(pf, 0, sizeof *pf);
-}
-
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
-static int is_file(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
 /* ---- what a file holds ------------------------------------------------------------------ */
@@ -59,7 +44,7 @@ static holds file_holds(const char *path, sp_error *err, int *rc) {
         return HOLDS_PICKLE;
     const char *pickles[] = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"};
     for (size_t i = 0; i < sizeof pickles / sizeof *pickles; i++)
-        if (ends_with(path, pickles[i])) return HOLDS_PICKLE;
+        if (sp_ends_with(path, pickles[i])) return HOLDS_PICKLE;
     return HOLDS_OTHER;
 }
 
@@ -116,25 +101,26 @@ static int load_h5(const char *path, sp_prompt_file *pf, sp_error *err) {
 /* Why dir holds no adapter_model.safetensors: a pickled adapter, a run directory, or neither. */
 static int no_adapter(const char *dir, const char *bin, const char *run, const char *cfg,
                       sp_error *err) {
-    if (is_file(bin)) return refuse_pickle(bin, err);
-    if (is_file(run))
+    if (sp_is_file(bin)) return refuse_pickle(bin, err);
+    if (sp_is_file(run))
         return sp_fail(err,
                        "%s is a training run's directory, not an adapter: pass %s (its best "
                        "checkpoint) or %s/adapter (the final prompt)",
                        dir, run, dir);
     return sp_fail(err, "%s: no adapter_model.safetensors%s: not a PEFT adapter directory", dir,
-                   is_file(cfg) ? " beside adapter_config.json" : "");
+                   sp_is_file(cfg) ? " beside adapter_config.json" : "");
 }
 
 /* An adapter directory's adapter_model.safetensors (malloc'd), or NULL and why not. */
 static char *adapter_file(const char *dir, sp_error *err) {
-    char *st = join(dir, "adapter_model.safetensors"), *bin = join(dir, "adapter_model.bin");
-    char *run = join(dir, "best.h5"), *cfg = join(dir, "adapter_config.json");
+    char *st = sp_path_join(dir, "adapter_model.safetensors"),
+         *bin = sp_path_join(dir, "adapter_model.bin");
+    char *run = sp_path_join(dir, "best.h5"), *cfg = sp_path_join(dir, "adapter_config.json");
     if (!st || !bin || !run || !cfg)
         sp_fail(err, "%s: out of memory", dir);
-    else if (!is_file(st))
+    else if (!sp_is_file(st))
         no_adapter(dir, bin, run, cfg, err);
-    if (st && !(bin && run && cfg && is_file(st))) free(st), st = NULL;
+    if (st && !(bin && run && cfg && sp_is_file(st))) free(st), st = NULL;
     free(bin), free(run), free(cfg);
     return st;
 }
@@ -170,17 +156,12 @@ int sp_prompt_load(const char *path, sp_prompt_file *pf, sp_error *err) {
 
 /* ---- is it a prompt for this model? ------------------------------------------------------ */
 
-static int add_warning(char **warnings, const char *line) {
-    size_t old = *warnings ? strlen(*warnings) : 0;
-    char *w = realloc(*warnings, old + strlen(line) + 2);
-    if (!w) return -1;
-    snprintf(w + old, strlen(line) + 2, "%s\n", line);
-    *warnings = w;
-    return 0;
+static int add_warning(sp_buf *warnings, const char *line, sp_error *err) {
+    return sp_buf_addf(warnings, "%s\n", line) != 0 ? sp_fail(err, "out of memory") : 0;
 }
 
 static int check_fingerprint(const sp_prompt_file *pf, const sp_model *m, int allow_mismatch,
-                             char **warnings, sp_error *err) {
+                             sp_buf *warnings, sp_error *err) {
     char fp[17];
     sp_model_fingerprint(m, fp);
     if (strcmp(fp, pf->model_fingerprint) == 0) return 0;
@@ -195,12 +176,12 @@ static int check_fingerprint(const sp_prompt_file *pf, const sp_model *m, int al
              "%s was trained with another model (fingerprint %.16s; %s has %s); using it anyway "
              "(--allow-model-mismatch)",
              pf->path, pf->model_fingerprint, m->dir, fp);
-    return add_warning(warnings, line) ? sp_fail(err, "out of memory") : 0;
+    return add_warning(warnings, line, err);
 }
 
 /* PEFT reads num_layers and num_attention_heads only for prefix tuning; for a prompt they are a
  * hint of which model it was made for. */
-static int check_adapter_shape(const sp_prompt_file *pf, const sp_model *m, char **warnings,
+static int check_adapter_shape(const sp_prompt_file *pf, const sp_model *m, sp_buf *warnings,
                                sp_error *err) {
     int layers = pf->num_layers && pf->num_layers != m->cfg.n_layer;
     int heads = pf->num_attention_heads && pf->num_attention_heads != m->cfg.n_head;
@@ -211,20 +192,24 @@ static int check_adapter_shape(const sp_prompt_file *pf, const sp_model *m, char
              "was probably made for another model (base_model_name_or_path %.200s)",
              pf->config_path, pf->num_layers, pf->num_attention_heads, m->dir, m->cfg.n_layer,
              m->cfg.n_head, pf->base_model ? pf->base_model : "null");
-    return add_warning(warnings, line) ? sp_fail(err, "out of memory") : 0;
+    return add_warning(warnings, line, err);
 }
 
 int sp_prompt_check_model(const sp_prompt_file *pf, const sp_model *m, int allow_mismatch,
                           char **warnings, sp_error *err) {
+    sp_buf w = {0};
     *warnings = NULL;
     if (pf->d != m->cfg.d_model)
         return sp_fail(err, "%s: the prompt is %d wide (%s), %s has d_model %d", pf->path, pf->d,
                        pf->kind == SP_PROMPT_PEFT ? "token_dim" : "[P, d]", m->dir, m->cfg.d_model);
     int rc = 0;
     if (pf->kind == SP_PROMPT_CHECKPOINT)
-        rc = check_fingerprint(pf, m, allow_mismatch, warnings, err);
+        rc = check_fingerprint(pf, m, allow_mismatch, &w, err);
     else if (pf->kind == SP_PROMPT_PEFT)
-        rc = check_adapter_shape(pf, m, warnings, err);
-    if (rc) free(*warnings), *warnings = NULL;
+        rc = check_adapter_shape(pf, m, &w, err);
+    if (rc)
+        sp_buf_free(&w);
+    else
+        *warnings = w.p;
     return rc;
 }

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "train/internal.h"
+#include "util/path.h"
 
 #define SP_LOCK_HEARTBEAT 15
 #define SP_LOCK_STALE 120
@@ -76,11 +77,6 @@ static config_kind classify_config(const char *dir, char *model_type, size_t cap
     return k;
 }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 /* Names in dir that are not a run's, up to 3 in list; returns their count and whether a model
  * file (*.safetensors, *.bin) or dataset (*.h5 other than best.h5) is among them. */
 static int foreign_entries(const char *dir, char *list, size_t cap, int *model_or_data,
@@ -91,8 +87,8 @@ static int foreign_entries(const char *dir, char *list, size_t cap, int *model_o
     *model_or_data = 0, list[0] = '\0';
     for (struct dirent *e; (e = readdir(dp));) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || is_run_name(e->d_name)) continue;
-        if (ends_with(e->d_name, ".safetensors") || ends_with(e->d_name, ".bin") ||
-            ends_with(e->d_name, ".h5"))
+        if (sp_ends_with(e->d_name, ".safetensors") || sp_ends_with(e->d_name, ".bin") ||
+            sp_ends_with(e->d_name, ".h5"))
             *model_or_data = 1;
         if (n++ < 3) {
             size_t len = strlen(list);
@@ -292,14 +288,16 @@ static int attempt(sp_run_lock *l, const char *dir, const char *path, const hold
 int sp_run_lock_acquire(sp_run_lock *l, const char *dir, sp_error *err) {
     memset(l, 0, sizeof *l);
     l->fd = -1;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/.lock", dir);
+    char *path = l->path;
+    snprintf(path, sizeof l->path, "%s/.lock", dir);
     holder self, h;
     me(&self);
     int rc = 2, waited = 0;
     for (int tries = 0; rc == 2 && tries < 100; tries++) {
         if (l->fd >= 0) close(l->fd);
-        l->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        l->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        l->created_file = l->fd >= 0;
+        if (l->fd < 0 && errno == EEXIST) l->fd = open(path, O_RDWR | O_CLOEXEC);
         if (l->fd < 0)
             return sp_fail(err, "%s: cannot open the run lock: %s", path, strerror(errno));
         rc = attempt(l, dir, path, &self, &h, err);
@@ -329,7 +327,7 @@ int sp_run_lock_acquire(sp_run_lock *l, const char *dir, sp_error *err) {
     return 0;
 }
 
-void sp_run_lock_release(sp_run_lock *l, const char *unclaim_dir) {
+void sp_run_lock_release(sp_run_lock *l, int undo) {
     if (!l->held) return;
     if (l->thread_started) {
         pthread_mutex_lock(&l->mu);
@@ -344,15 +342,8 @@ void sp_run_lock_release(sp_run_lock *l, const char *unclaim_dir) {
      * is gone, which is just as free, only not as plainly). */
     int emptied = ftruncate(l->fd, 0);
     (void)emptied;
-    if (unclaim_dir) {
-        /* still holding the lock: a contender that opened this file finds it unlinked */
-        char path[4200];
-        snprintf(path, sizeof path, "%s/.lock", unclaim_dir);
-        unlink(path);
-        snprintf(path, sizeof path, "%s/checkpoints", unclaim_dir);
-        rmdir(path);        /* only if empty */
-        rmdir(unclaim_dir); /* only if empty */
-    }
+    /* still holding the lock: a contender that opened this file finds it unlinked */
+    if (undo && l->created_file) unlink(l->path);
     if (l->have_flock) flock(l->fd, LOCK_UN);
     close(l->fd);
     l->fd = -1, l->held = 0;

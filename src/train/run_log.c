@@ -5,40 +5,35 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "softprompt/safetensors.h"
+#include "io/fileutil.h"
 #include "train/internal.h"
-
-double sp_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "util/clock.h"
+#include "util/vec.h"
 
 /* A resumed run repeats the steps after its checkpoint: drop their old lines first, so the
  * file reads as one uninterrupted run. A fresh run (resume_step < 0) starts an empty file. */
 static int keep_lines_up_to(const char *path, int64_t resume_step, sp_error *err) {
     FILE *in = fopen(path, "r");
     if (!in) return errno == ENOENT ? 0 : sp_fail(err, "%s: %s", path, strerror(errno));
-    size_t cap = 0, len = 0;
-    char *kept = NULL, *line = NULL;
+    sp_buf kept = {0};
+    char *line = NULL;
     size_t lcap = 0;
     ssize_t n;
-    while (resume_step >= 0 && (n = getline(&line, &lcap, in)) > 0) {
+    int rc = 0;
+    while (rc == 0 && resume_step >= 0 && (n = getline(&line, &lcap, in)) > 0) {
         json_t *j = json_loads(line, 0, NULL);
         json_t *s = j ? json_object_get(j, "step") : NULL;
         int keep = s && json_is_integer(s) && json_integer_value(s) <= resume_step;
         json_decref(j);
-        if (!keep) continue;
-        if (len + (size_t)n + 1 > cap) kept = realloc(kept, cap = 2 * (len + (size_t)n + 1));
-        memcpy(kept + len, line, (size_t)n), len += (size_t)n;
+        if (keep && sp_buf_add(&kept, line, (size_t)n) != 0)
+            rc = sp_fail(err, "%s: out of memory", path);
     }
     free(line);
     fclose(in);
-    int rc = sp_write_file_atomic(path, kept ? kept : "", len, err);
-    free(kept);
+    if (rc == 0) rc = sp_write_file_atomic(path, kept.p ? kept.p : "", kept.len, err);
+    sp_buf_free(&kept);
     return rc;
 }
 

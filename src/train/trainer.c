@@ -1,6 +1,7 @@
 /* The training loop. See include/softprompt/train.h for the contract and docs/usage.md
  * ("Training") for the user-facing behaviour. All ranks run this code in lockstep; only rank 0
  * writes files, in an output directory it owns and locks for the run's life. */
+#include <assert.h>
 #include <cblas.h>
 #include <errno.h>
 #include <math.h>
@@ -8,10 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include "io/fileutil.h"
 #include "softprompt/checkpoint.h"
-#include "softprompt/safetensors.h"
 #include "train/internal.h"
+#include "util/clock.h"
 
 typedef struct trainer {
     const sp_train_config *c;
@@ -37,9 +40,12 @@ typedef struct trainer {
     char ckpt_dir[4096], best_path[4096];
     double metric, best_metric; /* NaN when none */
     int64_t best_step;
-    const char *metric_name; /* "valid_accuracy" | "valid_loss" */
-    sp_run_lock lock;        /* rank 0: the output directory is this run's */
-    int started;             /* the run wrote into its directory (config.json and on) */
+    const char *metric_name;       /* "valid_accuracy" | "valid_loss" */
+    sp_run_lock lock;              /* rank 0: the output directory is this run's */
+    int created_out, created_ckpt; /* rank 0 made them (a refused run removes them again) */
+    int started;                   /* the run wrote into its directory (config.json and on) */
+    int fault_rank;                /* SP_FAULT_RANK=R:S (tests): rank R fails at step S; -1 none */
+    int64_t fault_step;
 } trainer;
 
 /* Default mode: the scalars allreduced after the gradient sum [P*d], by slot. */
@@ -61,18 +67,13 @@ static int is_rank0(const trainer *t) {
     return t->d->rank == 0;
 }
 
-/* After rank 0 did something alone (rc its outcome, 0 on other ranks): every rank learns
- * whether it failed and fails with it; rank 0's err says why, the job reports it once. */
-static int rank0_agree(int rc, const char *what, sp_error *err) {
-    if (!sp_dist_any(rc != 0)) return 0;
-    if (rc == 0) sp_fail(err, "rank 0 failed to %s", what);
-    return sp_fail_all_ranks(err);
-}
-
 /* ---------------------------------------------------------------- setup */
 
-static int make_dir(const char *path, sp_error *err) {
-    if (mkdir(path, 0777) == 0 || errno == EEXIST) {
+/* mkdir unless it exists (as a directory); *created (may be NULL) says whether it was made. */
+static int make_dir(const char *path, int *created, sp_error *err) {
+    int made = mkdir(path, 0777) == 0;
+    if (created) *created = made;
+    if (made || errno == EEXIST) {
         struct stat st;
         if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return 0;
         return sp_fail(err, "%s exists and is not a directory", path);
@@ -121,6 +122,19 @@ static int open_data(trainer *t, sp_error *err) {
     return 0;
 }
 
+/* Rank 0 checks the datasets against the model before the first step, so a bad example fails
+ * the run now instead of at its step (and again at every resume). */
+static int check_data(trainer *t, sp_error *err) {
+    const sp_train_config *c = t->c;
+    sp_dataset *sets[2] = {t->train, t->valid};
+    int rc = is_rank0(t)
+                 ? sp_train_check_datasets(&t->model, sets, 2,
+                                           c->tokenizer_dir ? c->tokenizer_dir : c->model_dir,
+                                           c->allow_tokenizer_mismatch, err)
+                 : 0;
+    return sp_dist_rank0_agree(rc, "check the datasets", err) ? -1 : 0;
+}
+
 static int64_t derive_total_steps(const sp_train_config *c, int64_t n_examples) {
     if (c->steps > 0) return c->steps;
     double steps = ceil(c->epochs * (double)n_examples / c->global_batch);
@@ -135,7 +149,7 @@ static int fingerprints(trainer *t, sp_error *err) {
         sp_model_fingerprint(&t->model, t->model_fp);
         rc = sp_dataset_fingerprint(t->train, t->data_fp, err);
     }
-    if (rank0_agree(rc, "fingerprint the data", err)) return -1;
+    if (sp_dist_rank0_agree(rc, "fingerprint the data", err)) return -1;
     sp_dist_bcast(t->model_fp, sizeof t->model_fp);
     sp_dist_bcast(t->data_fp, sizeof t->data_fp);
     return 0;
@@ -150,11 +164,11 @@ static int claim_out_dir(trainer *t, sp_error *err) {
         rc = sp_run_dir_check(c->out_dir, err);
         if (rc == 0 && c->check)
             rc = sp_run_lock_probe(c->out_dir, err);
-        else if (rc == 0 &&
-                 (make_dir(c->out_dir, err) || sp_run_lock_acquire(&t->lock, c->out_dir, err)))
+        else if (rc == 0 && (make_dir(c->out_dir, &t->created_out, err) ||
+                             sp_run_lock_acquire(&t->lock, c->out_dir, err)))
             rc = -1;
     }
-    if (rank0_agree(rc, "claim the output directory", err)) return -1;
+    if (sp_dist_rank0_agree(rc, "claim the output directory", err)) return -1;
     return 0;
 }
 
@@ -170,7 +184,7 @@ static int setup(trainer *t, sp_error *err) {
                 "using %d\n",
                 capped, threads);
     if (sp_model_load(&t->model, c->model_dir, err)) return -1;
-    if (open_data(t, err)) return -1;
+    if (open_data(t, err) || check_data(t, err)) return -1;
     sp_dataset *sets[2] = {t->train, t->valid};
     if (sp_train_check_memory(&t->model, sets, 2, c->micro_batch, t->d->local_size, err)) return -1;
     t->dim = t->model.cfg.d_model;
@@ -205,8 +219,8 @@ static int setup(trainer *t, sp_error *err) {
         return sp_fail(err, "--metric accuracy needs a classification dataset");
     t->metric_name = strcmp(metric, "accuracy") == 0 ? "valid_accuracy" : "valid_loss";
     int rc = 0;
-    if (is_rank0(t) && !c->check) rc = make_dir(t->ckpt_dir, err);
-    if (rank0_agree(rc, "create the checkpoint directory", err)) return -1;
+    if (is_rank0(t) && !c->check) rc = make_dir(t->ckpt_dir, &t->created_ckpt, err);
+    if (sp_dist_rank0_agree(rc, "create the checkpoint directory", err)) return -1;
     return 0;
 }
 
@@ -284,7 +298,7 @@ static int resume_or_init(trainer *t, int *resumed, sp_error *err) {
         if (rc == 0 && found) snprintf(path, sizeof path, "%s", found);
         free(found), free(warnings);
     }
-    if (rank0_agree(rc, "find checkpoints", err)) return -1;
+    if (sp_dist_rank0_agree(rc, "find checkpoints", err)) return -1;
     sp_dist_bcast(path, sizeof path);
     if (path[0]) {
         sp_checkpoint ck;
@@ -298,7 +312,7 @@ static int resume_or_init(trainer *t, int *resumed, sp_error *err) {
         return rc;
     }
     if (is_rank0(t)) rc = sp_prompt_init(t->prompt, t->P, &t->model, c, t->train, &t->rng, err);
-    if (rank0_agree(rc, "initialise the prompt", err)) return -1;
+    if (sp_dist_rank0_agree(rc, "initialise the prompt", err)) return -1;
     sp_dist_bcast(t->prompt, t->n_params * sizeof(float));
     return 0;
 }
@@ -346,7 +360,7 @@ static int checkpoint(trainer *t, int is_best, sp_error *err) {
         if (rc == 0) rc = sp_checkpoint_prune(t->ckpt_dir, t->c->keep, NULL, err);
         free(path);
     }
-    if (rank0_agree(rc, "write a checkpoint", err)) return -1;
+    if (sp_dist_rank0_agree(rc, "write a checkpoint", err)) return -1;
     return 0;
 }
 
@@ -391,7 +405,9 @@ static int fail_nonfinite(trainer *t, sp_error *err) {
 
 static void local_share(const trainer *t, int *lo, int *hi) {
     int G = t->c->global_batch, r = t->d->rank, W = t->d->size;
+    assert(W >= 1 && r >= 0 && r < W && G >= 1);
     *lo = (int)((int64_t)G * r / W), *hi = (int)((int64_t)G * (r + 1) / W);
+    assert(0 <= *lo && *lo <= *hi && *hi <= G);
 }
 
 /* Default mode: micro-batches of the local share, gradient sums accumulated in float, then one
@@ -472,7 +488,20 @@ static int step_deterministic(trainer *t, step_totals *tot, sp_error *err) {
     return 0;
 }
 
+/* Fault injection for the tests (docs/reliability.md): one rank fails alone at a given step,
+ * as a rank whose node loses its file system would. */
+static void read_fault(trainer *t) {
+    const char *s = getenv("SP_FAULT_RANK");
+    long long step;
+    if (s && sscanf(s, "%d:%lld", &t->fault_rank, &step) == 2)
+        t->fault_step = step;
+    else
+        t->fault_rank = -1;
+}
+
 static int train_step(trainer *t, step_totals *tot, double *grad_norm, sp_error *err) {
+    if (t->d->rank == t->fault_rank && t->step + 1 == t->fault_step)
+        return sp_fail(err, "step %lld: injected failure (SP_FAULT_RANK)", (long long)t->step + 1);
     sp_data_order_next(&t->order, t->batch_ids, t->c->global_batch);
     int rc = t->c->deterministic ? step_deterministic(t, tot, err) : step_packed(t, tot, err);
     if (rc) return sp_fail_prefix(err, "step %lld", (long long)t->step + 1);
@@ -482,6 +511,7 @@ static int train_step(trainer *t, step_totals *tot, double *grad_norm, sp_error 
     /* Hugging Face's loss is the mean over every target token of the global batch. */
     float scale = (float)(1.0 / tot->n_targets);
     for (size_t k = 0; k < t->n_params; k++) t->grad[k] *= scale;
+    assert(all_finite(t->grad, t->n_params)); /* the step functions refused non-finite sums */
     sp_optim_step(&t->opt, t->prompt, t->grad, grad_norm);
     if (!all_finite(t->prompt, t->n_params))
         return sp_fail(err,
@@ -579,7 +609,7 @@ static int export_adapter(trainer *t, int only_missing, sp_error *err) {
                                 sp_init_kind_name(t->c->init),
                                 t->c->init == SP_INIT_TEXT ? t->c->init_arg : NULL, err);
     }
-    if (rank0_agree(rc, "export the adapter", err)) return -1;
+    if (sp_dist_rank0_agree(rc, "export the adapter", err)) return -1;
     return 0;
 }
 
@@ -655,8 +685,10 @@ static void report_check(const trainer *t, int resumed) {
 }
 
 static void teardown(trainer *t) {
-    /* a run refused before it started leaves --out as it found it */
-    sp_run_lock_release(&t->lock, t->started ? NULL : t->c->out_dir);
+    /* a run refused before it started removes what it made: the lock, the directories */
+    sp_run_lock_release(&t->lock, !t->started);
+    if (!t->started && t->created_ckpt) rmdir(t->ckpt_dir);
+    if (!t->started && t->created_out) rmdir(t->c->out_dir);
     sp_run_log_close(&t->log);
     sp_batch_data_free(&t->mb);
     sp_data_order_free(&t->order);
@@ -673,6 +705,7 @@ int sp_train_run(const sp_train_config *c, const sp_dist *d, sp_error *err) {
     trainer t;
     memset(&t, 0, sizeof t);
     t.c = c, t.d = d;
+    read_fault(&t);
     sp_signals_install();
     int resumed = 0, rc = setup(&t, err);
     if (rc == 0) rc = resume_or_init(&t, &resumed, err);
@@ -686,7 +719,7 @@ int sp_train_run(const sp_train_config *c, const sp_dist *d, sp_error *err) {
         if (rc == 0 && is_rank0(&t))
             rc = sp_run_log_open(&t.log, c->out_dir, resumed ? t.step : -1, c->quiet, t.total_steps,
                                  err);
-        if (rank0_agree(rc, "write the run's configuration or metrics", err)) rc = -1;
+        if (sp_dist_rank0_agree(rc, "write the run's configuration or metrics", err)) rc = -1;
         if (rc == 0) rc = loop(&t, err);
     }
     teardown(&t);

@@ -1,23 +1,29 @@
 # shellcheck shell=bash
-# A real multi-node Slurm cluster on one machine, for tests (sourced by tests/cluster/up, down and
-# the tests; bash 4+, root, packages slurm-wlm, munge, iproute2, util-linux).
+# The Slurm test harness: a real Slurm cluster of N nodes on one machine (sourced by
+# tests/cluster/up, down, the tests and bench/multinode.sh; bash 4+, root, packages slurm-wlm,
+# munge, iproute2, util-linux). test_slurm runs on 1 node, test_multinode on 3.
 #
 # Layout of one instance, tag T (a number 1-254 chosen at bring-up; every name carries it):
 #   bridge   spmn<T>br   in the root namespace, address 10.250.T.1/24 (clients: sbatch, squeue)
 #   hosts    spmn<T>ctl  10.250.T.2    munged (one key for all) and slurmctld, hostname "ctl"
 #            spmn<T>n1   10.250.T.11   slurmd, hostname node1   (NodeName=NodeHostname=node1)
-#            spmn<T>n2   10.250.T.12   slurmd, hostname node2
-#            spmn<T>n3   10.250.T.13   slurmd, hostname node3
+#            ...
+#            spmn<T>nN   10.250.T.1N   slurmd, hostname nodeN
 #   Each host is a network namespace (ip netns) plus a UTS namespace (its own hostname), joined to
 #   the bridge by a veth pair whose inner end is called eth0. Every daemon, and so every
-#   slurmstepd, batch script and MPI rank, runs inside its host's namespaces; Open MPI sees three
+#   slurmstepd, batch script and MPI rank, runs inside its host's namespaces; Open MPI sees the
 #   hosts and talks TCP between them over the bridge. The file system is shared (as NFS would be).
 #   The daemons use Slurm's default ports (6817/6818) on their own addresses: nothing else on
-#   the machine can collide with them.
+#   the machine, another instance included (tests run side by side), can collide with them.
 #   State, spool, logs and the munge key live in the instance's directory DIR:
 #     DIR/cluster.env   shell lines to source: SLURM_CONF, SPC_TAG, SPC_SUBNET, SPC_NODES, ...
 #     DIR/pids/NAME     PID of each daemon (munged, slurmctld, slurmd-node1, ...)
 #     DIR/log/          slurmctld.log, slurmd-nodeN.log, munged.log, jobcomp.txt
+#   slurm.conf (tests/cluster/up): ProctrackType=proctrack/linuxproc + TaskPlugin=task/none (no
+#   cgroups or systemd needed), MpiDefault=pmix with each node's TmpFS (and so PMIx's
+#   directories) inside DIR, JobRequeue=1, no accounting daemon (`sacct -c` reads the
+#   jobcomp/filetxt file), AuthInfo cred_expire=5 and sched_interval=2 (a requeued job runs again
+#   ~7 s later).
 # Bring-up writes "softprompt-test-cluster owner=PID:START dir=DIR" as the bridge's alias; the
 # owner is the process that asked for the cluster (the test). A later bring-up removes any
 # instance whose owner is gone (a crashed or SIGKILLed run): it kills the processes inside that
@@ -198,3 +204,64 @@ spc_reboot_node() {
   _spc_node_back() { [[ $(spc_node_state "$1") =~ ^(idle|allocated|mixed|completing)$ ]]; }
   _spc_wait 60 _spc_node_back "$node"
 }
+
+# --- for the tests (tests/integration/test_slurm.sh, test_multinode.sh) and bench/multinode.sh ---
+
+SPC_HOME=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# spc_require: the commands the cluster needs are here (the Debian packages slurm-wlm, munge and
+# iproute2 are installed through scripts/setup when missing), and network namespaces can be made.
+# Returns 1 with the reason on stderr.
+spc_require() {
+  if ! spc_check_installed 2>/dev/null; then
+    _spc_log "Slurm or iproute2 is missing: installing slurm-wlm, munge and iproute2 with scripts/setup"
+    "$SPC_HOME/../../scripts/setup" slurm-wlm munge iproute2 \
+      || { _spc_log "scripts/setup could not install slurm-wlm, munge and iproute2"; return 1; }
+    spc_check_installed || return 1
+  fi
+  unshare --net true 2>/dev/null || {
+    _spc_log "cannot create network namespaces (unshare --net failed): root with CAP_SYS_ADMIN and a kernel with network namespaces are needed"
+    return 1
+  }
+}
+
+# spc_start DIR [UP-OPTION...]: brings a cluster up in DIR (tests/cluster/up) for the calling
+# shell, its owner, and loads it (SLURM_CONF, SPC_*). It is torn down when the shell exits: an
+# EXIT trap runs tests/cluster/down before the EXIT trap the shell had (e.g. the removal of the
+# directory holding DIR), and SIGTERM, SIGINT and SIGHUP become exits (bash skips EXIT traps when
+# a signal kills it). Returns 1 when bring-up failed (up has then removed what it made).
+spc_start() {
+  local dir=$1 old cmd="" down
+  shift
+  local -a up_opts=("$@")
+  old=$(trap -p EXIT)
+  if [[ -n $old ]]; then eval "set -- $old"; cmd=$3; fi
+  printf -v down '%q %q >/dev/null 2>&1 || true' "$SPC_HOME/down" "$dir"
+  # shellcheck disable=SC2064  # expanded now, on purpose
+  trap "$down${cmd:+; $cmd}" EXIT
+  [[ -n $(trap -p TERM) ]] || trap 'exit 143' TERM
+  [[ -n $(trap -p INT) ]] || trap 'exit 130' INT
+  [[ -n $(trap -p HUP) ]] || trap 'exit 129' HUP
+  "$SPC_HOME/up" --owner $$ "${up_opts[@]}" "$dir" || return 1
+  spc_load "$dir"
+}
+
+# spc_stop: tears the loaded cluster down (tests/cluster/down) and checks that nothing of it is
+# left: no daemon, namespace or bridge. SPC_STOPPED_PIDS: the daemons' PIDs. Returns 1 with the
+# reason on stderr.
+spc_stop() {
+  local pids p ns
+  pids=$(cat "$SPC_DIR"/pids/* 2>/dev/null)
+  "$SPC_HOME/down" "$SPC_DIR" || { _spc_log "tests/cluster/down $SPC_DIR failed"; return 1; }
+  for p in $pids; do
+    spc_alive "$p" && { _spc_log "daemon pid $p still running after teardown"; return 1; }
+  done
+  ns=$(spc_instance_namespaces "$SPC_TAG")
+  [[ -z $ns ]] || { _spc_log "namespaces left after teardown: $ns"; return 1; }
+  [[ ! -e /sys/class/net/$SPC_BRIDGE ]] || { _spc_log "bridge $SPC_BRIDGE left after teardown"; return 1; }
+  # shellcheck disable=SC2034  # for the caller
+  SPC_STOPPED_PIDS=$(tr '\n' ' ' <<< "$pids" | sed 's/ *$//')
+}
+
+# spc_job_field ID FIELD: a field of `scontrol show job` (the first line for arrays).
+spc_job_field() { scontrol -o show job "$1" 2>/dev/null | head -n 1 | grep -o " $2=[^ ]*" | cut -d= -f2-; }

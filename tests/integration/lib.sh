@@ -1,8 +1,12 @@
 # Shared helpers of the integration tests (sourced). Each test gets a private work directory
-# that is removed on exit, and fails loudly with the reason.
+# that is removed on exit, and fails loudly with the reason. scripts/lib/common.sh gives them
+# SP_ROOT, the MPI environment, sp_stop_at and sp_python; Python run by a test may import
+# scripts/lib's modules (metrics: the one reader of metrics.jsonl).
 set -euo pipefail
 : "${SP_CLI:?SP_CLI must point to the softprompt executable (ctest sets it)}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/common.sh"
+sp_mpi_env
+export PYTHONPATH=$SP_ROOT/scripts/lib${PYTHONPATH:+:$PYTHONPATH}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sp-itest.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
@@ -25,18 +29,30 @@ mpi_bg() {
 # same_file A B WHAT: byte-identical or fail.
 same_file() { cmp -s "$1" "$2" || fail "$3: $1 and $2 differ"; }
 
+# show_log FILE: FILE under a header line (what a failing check prints).
+show_log() { echo "----- $1"; cat "$1"; }
+
+# slurm_test: the start of a test on a real Slurm cluster (test_slurm, test_multinode): loads
+# the harness (tests/cluster/lib.sh: spc_start, spc_stop, ...), fails loudly when Slurm or
+# network namespaces are missing, moves into WORK (which munged, user munge, must traverse to
+# reach its socket under WORK/cluster) and sets what the jobs inherit: SP_BIN, the softprompt
+# under test, and leak checking off for srun-launched ranks in the sanitizer build (see mpi).
+slurm_test() {
+  source "$SP_ROOT/tests/cluster/lib.sh"
+  spc_require || fail "SLURM IS NOT AVAILABLE (above): this test needs a real Slurm and network namespaces (run as root on Debian 12); it is not skipped"
+  cd "$WORK"
+  chmod 755 "$WORK"
+  export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" SP_BIN=$SP_CLI
+}
+
 # losses FILE: the training losses of metrics.jsonl, one per line, in step order.
-losses() { python3 -c 'import json,sys
-for l in open(sys.argv[1]):
-    j=json.loads(l)
-    if "split" not in j: print(repr(j["loss"]))' "$1"; }
+losses() { sp_python metrics.py losses "$1"; }
 
 # close_losses A B TOL WHAT: same steps, losses within relative TOL.
 close_losses() { python3 - "$1" "$2" "$3" "$4" <<'PY'
-import json, sys
-def load(p):
-    return [json.loads(l) for l in open(p) if "split" not in json.loads(l)]
-a, b, tol, what = load(sys.argv[1]), load(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+import sys, metrics
+a, b = (metrics.steps(metrics.read(p)) for p in sys.argv[1:3])
+tol, what = float(sys.argv[3]), sys.argv[4]
 if [x["step"] for x in a] != [x["step"] for x in b]:
     sys.exit(f"FAIL: {what}: different steps")
 worst = max(abs(x["loss"] - y["loss"]) / abs(y["loss"]) for x, y in zip(a, b))
@@ -45,9 +61,3 @@ if worst > tol:
 print(f"ok: {what}: losses agree within {worst:.2g} relative over {len(a)} steps")
 PY
 }
-
-# json_field FILE KEY: a top-level number of the LAST line of FILE with key KEY.
-last_eval() { python3 -c 'import json,sys
-rows=[json.loads(l) for l in open(sys.argv[1])]
-rows=[r for r in rows if r.get("split")=="valid"]
-print(rows[-1][sys.argv[2]])' "$1" "$2"; }

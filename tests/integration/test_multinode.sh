@@ -1,6 +1,7 @@
 # Multi-node training through the real job script (slurm/train-multinode.sbatch) on a real
-# 3-node Slurm cluster started here (tests/cluster/up: 3 hosts as network namespaces on a private
-# bridge, one slurmd each, munged and slurmctld on a fourth; Open MPI talks TCP between hosts):
+# 3-node Slurm cluster started here (tests/cluster/up --nodes 3: 3 hosts as network namespaces on
+# a private bridge, one slurmd each, munged and slurmctld on a fourth; Open MPI talks TCP between
+# hosts; SlurmdTimeout 10 s):
 #   A. `sbatch --nodes=3 --ntasks-per-node=2`: 6 ranks on 3 hosts (shared memory inside a host,
 #      TCP between hosts) train with --deterministic and end with bitwise the prompt of a
 #      single-process run;
@@ -23,22 +24,8 @@
 # Wall time ~100 s on 2 cores (A ~15 s, B ~35 s, C ~50 s: most of it waiting for SlurmdTimeout).
 source "$(dirname "$0")/lib.sh"
 : "${SP_SYNTH:?}" "${SP_REPO:?}"
-source "$SP_REPO/tests/cluster/lib.sh"
 t_start=$(date +%s)
-
-if ! spc_check_installed 2>/dev/null; then
-  echo "Slurm or iproute2 is missing: installing slurm-wlm, munge and iproute2 with scripts/setup" >&2
-  "$SP_REPO/scripts/setup" slurm-wlm munge iproute2 \
-    || fail "SLURM IS NOT AVAILABLE: scripts/setup could not install slurm-wlm, munge and iproute2; this test needs a real Slurm (run as root on Debian 12)"
-  spc_check_installed || fail "SLURM OR IPROUTE2 IS NOT AVAILABLE after scripts/setup"
-fi
-unshare --net true 2>/dev/null \
-  || fail "CANNOT CREATE NETWORK NAMESPACES (unshare --net failed): this test needs root with CAP_SYS_ADMIN and a kernel with network namespaces; it is not skipped"
-
-cd "$WORK"
-chmod 755 "$WORK"           # munged (user munge) must reach its socket under $WORK/cluster
-export ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
-export SP_BIN=$SP_CLI
+slurm_test
 
 # --- model, data, the single-process reference ----------------------------------------------------
 "$SP_CLI" init-model --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 --random-norms \
@@ -51,13 +38,8 @@ train_args="--steps 600 --global-batch 16 --micro-batch 4 --threads 1 --determin
 ref=ref/adapter/adapter_model.safetensors
 
 # --- the cluster ---------------------------------------------------------------------------------------
-cluster=$WORK/cluster
-# Down before the work directory goes (lib.sh's EXIT trap removes it).
-trap '"$SP_REPO/tests/cluster/down" "$cluster" >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
-trap 'exit 143' TERM; trap 'exit 130' INT; trap 'exit 129' HUP
-"$SP_REPO/tests/cluster/up" --owner $$ "$cluster" \
+spc_start "$WORK/cluster" --nodes 3 --slurmd-timeout 10 \
   || fail "COULD NOT START THE 3-NODE CLUSTER (network namespaces, bridge or Slurm daemons; messages above)"
-spc_load "$cluster"
 echo "cluster: instance $SPC_TAG, nodes $SPC_NODES on $SPC_SUBNET"
 
 # Open MPI between the hosts: what a real cluster sets to pin MPI traffic to one network
@@ -85,12 +67,11 @@ submit() {
     --output="$WORK/logs/$1.out" "$SP_REPO/slurm/train-multinode.sbatch" "$WORK/$1.conf" \
     || fail "sbatch of slurm/train-multinode.sbatch failed"
 }
-job_field() { scontrol -o show job "$1" 2>/dev/null | head -n 1 | grep -o " $2=[^ ]*" | cut -d= -f2-; }
 # wait_state ID SECONDS REGEX: until the job's state matches.
 wait_state() {
   local i s
   for (( i = 0; i < $2 * 4; i++ )); do
-    s=$(job_field "$1" JobState); [[ $s =~ $3 ]] && return 0; sleep 0.25
+    s=$(spc_job_field "$1" JobState); [[ $s =~ $3 ]] && return 0; sleep 0.25
   done
   echo "--- job $1 is $s, not $3 after $2 s"; squeue; sinfo -N; scontrol show job "$1"; spc_logs
   return 1
@@ -129,7 +110,7 @@ declare -A init_retries
 # retry_init_crash ID NAME: if job ID has FAILED because its last run crashed in MPI_Init,
 # requeue it (and return 0); else return 1.
 retry_init_crash() {
-  [[ $(job_field "$1" JobState) == FAILED ]] && init_crash "logs/$2.out" || return 1
+  [[ $(spc_job_field "$1" JobState) == FAILED ]] && init_crash "logs/$2.out" || return 1
   local n=${init_retries[$1]:-0}
   (( n < 2 )) || fail "$2: job $1 crashed in MPI_Init (Open MPI) $((n + 1)) times"
   init_retries[$1]=$((n + 1))
@@ -152,20 +133,19 @@ wait_checkpoint() {
   local i
   for (( i = 0; i < $3 * 10; i++ )); do
     compgen -G "runs/$2/checkpoints/step-*.h5" >/dev/null && return 0
-    if [[ $(job_field "$1" JobState) == FAILED ]]; then retry_init_crash "$1" "$2" || return 1; fi
+    if [[ $(spc_job_field "$1" JobState) == FAILED ]]; then retry_init_crash "$1" "$2" || return 1; fi
     sleep 0.1
   done
   return 1
 }
-show_log() { echo "----- $1"; cat "$1"; }
 
 # expect_resumed LABEL ID NAME WHAT: the requeued job NAME completes, having resumed from a
 # checkpoint, with its prompt bitwise equal to the reference; RESUMED_STEP is that checkpoint's.
 expect_resumed() {
   local label=$1 job=$2 name=$3 what=$4 resumed
   wait_end "$job" "$name" 180
-  [[ $(job_field "$job" JobState) == COMPLETED ]] ||
-    { show_log "logs/$name.out"; fail "$label: requeued job ended $(job_field "$job" JobState)"; }
+  [[ $(spc_job_field "$job" JobState) == COMPLETED ]] ||
+    { show_log "logs/$name.out"; fail "$label: requeued job ended $(spc_job_field "$job" JobState)"; }
   resumed=$(grep -o 'resuming from .*step-[0-9]*\.h5 (step [0-9]*)' "logs/$name.out" | tail -n 1)
   [[ -n $resumed ]] || { show_log "logs/$name.out"; fail "$label: the requeued run did not resume from a checkpoint"; }
   same_file "runs/$name/adapter/adapter_model.safetensors" "$ref" "$label: $what, requeued and resumed vs 1 process"
@@ -177,8 +157,8 @@ mkdir -p logs runs
 t=$(date +%s)
 job_a=$(submit multi 2)
 wait_end "$job_a" multi 180
-[[ $(job_field "$job_a" JobState) == COMPLETED ]] || { show_log logs/multi.out; fail "A: job ended $(job_field "$job_a" JobState)"; }
-[[ $(job_field "$job_a" NodeList) == "node[1-3]" ]] || fail "A: job ran on $(job_field "$job_a" NodeList), not node[1-3]"
+[[ $(spc_job_field "$job_a" JobState) == COMPLETED ]] || { show_log logs/multi.out; fail "A: job ended $(spc_job_field "$job_a" JobState)"; }
+[[ $(spc_job_field "$job_a" NodeList) == "node[1-3]" ]] || fail "A: job ran on $(spc_job_field "$job_a" NodeList), not node[1-3]"
 grep -q "6 ranks on 3 node(s)" logs/multi.out || { show_log logs/multi.out; fail "A: the log does not show 6 ranks on 3 nodes"; }
 python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); assert c["ranks"]==6, c["ranks"]' runs/multi/config.json \
   || fail "A: config.json does not record 6 ranks"
@@ -203,7 +183,7 @@ script_failed \
 t_script=$(( $(date +%s) - t_kill ))
 [[ ! -e runs/killed/adapter/adapter_model.safetensors ]] || fail "B: the run finished before the kill (too short)"
 spc_reboot_node node3 || { spc_logs; fail "B: node3 did not come back"; }
-wait_state "$job_b" 60 '^FAILED$' || fail "B: job $job_b is $(job_field "$job_b" JobState), not FAILED, after node3 came back"
+wait_state "$job_b" 60 '^FAILED$' || fail "B: job $job_b is $(spc_job_field "$job_b" JobState), not FAILED, after node3 came back"
 echo "B: job script FAILED $t_script s after the kill, job FAILED $(( $(date +%s) - t_kill )) s after it (node3 restarted)"
 wait_stepds_gone "$job_b"
 scontrol requeue "$job_b" || fail "B: scontrol requeue $job_b failed"
@@ -221,22 +201,18 @@ echo "C: killed on node3: $killed"
 [[ $killed == *slurmstepd:* ]] || fail "C: no slurmstepd on node3 ($killed)"
 # Bound: SlurmdTimeout (10 s) + slurmctld's ping interval + KillWait (10 s) + slack.
 wait_state "$job_c" 90 '^(PENDING|NODE_FAIL|FAILED)$' \
-  || fail "C: job $job_c still $(job_field "$job_c" JobState) 90 s after node3 crashed: a hang"
-echo "C: job $(job_field "$job_c" JobState) (restarts $(job_field "$job_c" Restarts)) $(( $(date +%s) - t_kill )) s after the crash"
+  || fail "C: job $job_c still $(spc_job_field "$job_c" JobState) 90 s after node3 crashed: a hang"
+echo "C: job $(spc_job_field "$job_c" JobState) (restarts $(spc_job_field "$job_c" Restarts)) $(( $(date +%s) - t_kill )) s after the crash"
 grep -q "JobId=$job_c .*JobState=NODE_FAIL" "$SPC_DIR/log/jobcomp.txt" \
   || { cat "$SPC_DIR/log/jobcomp.txt"; fail "C: the run did not end NODE_FAIL"; }
 [[ ! -e runs/crashed/adapter/adapter_model.safetensors ]] || fail "C: the run finished before the crash (too short)"
 # --requeue in the job script: slurmctld requeues a job that loses a node by itself.
-[[ $(job_field "$job_c" JobState) == PENDING ]] || scontrol requeue "$job_c" || fail "C: scontrol requeue failed"
+[[ $(spc_job_field "$job_c" JobState) == PENDING ]] || scontrol requeue "$job_c" || fail "C: scontrol requeue failed"
 spc_reboot_node node3 || { spc_logs; fail "C: node3 did not come back"; }
 scontrol update JobId="$job_c" StartTime=now 2>/dev/null || true   # may have started already
 expect_resumed C "$job_c" crashed "node3 crashed"
 ok "C: node3 crashed -> NODE_FAIL, requeued by Slurm, resumed from step $RESUMED_STEP; prompt bitwise equal ($(( $(date +%s) - t )) s)"
 
 # --- teardown --------------------------------------------------------------------------------------------
-pids=$(cat "$SPC_DIR"/pids/*)
-"$SP_REPO/tests/cluster/down" "$cluster" || fail "tests/cluster/down failed"
-for p in $pids; do spc_alive "$p" && fail "daemon pid $p still running after teardown"; done
-[[ -z $(spc_instance_namespaces "$SPC_TAG") ]] || fail "namespaces left after teardown"
-[[ ! -e /sys/class/net/$SPC_BRIDGE ]] || fail "bridge $SPC_BRIDGE left after teardown"
-ok "cluster down: daemons stopped, namespaces and bridge removed; test took $(( $(date +%s) - t_start )) s"
+spc_stop || fail "the cluster was not torn down cleanly (above)"
+ok "cluster down: daemons (pids $SPC_STOPPED_PIDS) stopped, namespaces and bridge removed; test took $(( $(date +%s) - t_start )) s"

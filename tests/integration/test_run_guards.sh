@@ -109,6 +109,11 @@ expect_fail $rc big.out "global-batch 1000 is larger than the training set (256 
   "--global-batch over the set"
 expect_fail $rc2 same.out "is the training set" "--valid equal to --train"
 [[ ! -e fresh && ! -e fresh2 ]] || fail "a refused run left its output directory behind"
+mkdir empty
+set +e
+"$SP_CLI" train --model model --train train.h5 --out empty --steps 3 --global-batch 1000 2>/dev/null
+set -e
+[[ -d empty && -z $(ls -A empty) ]] || fail "a refused run changed the empty directory it was given"
 ok "--out holding a model or foreign files is refused untouched; refused runs leave nothing"
 
 # --- non-finite values stop the run; nothing non-finite is saved ------------------------------
@@ -168,6 +173,7 @@ h0=$(tree_hash done)
 "$SP_CLI" "${fin[@]}" --out done 2> again.err || fail "re-running a finished run failed"
 grep -q "finished at step 12; nothing to do" again.err || { cat again.err; fail "no word that it was finished"; }
 [[ $(tree_hash done) == "$h0" ]] || fail "re-running a finished run changed its files"
+[[ -e done/.lock && ! -s done/.lock ]] || fail "re-running a finished run removed or kept its lock"
 "$SP_CLI" "${fin0[@]}" --out done --eval-every 2 --keep 5 2> again2.err || fail "other logging flags"
 [[ $(tree_hash done) == "$h0" ]] || fail "re-running a finished run with other --eval-every changed it"
 set +e
@@ -235,3 +241,42 @@ expect_fail $rc mm.out "another model" "eval of a checkpoint of another model"
   > mm2.out 2>&1 || { cat mm2.out; fail "--allow-model-mismatch"; }
 grep -q "warning" mm2.out || fail "--allow-model-mismatch: no warning"
 ok "export refuses to replace an adapter without --force; a checkpoint of another model needs --allow-model-mismatch"
+
+# --- datasets are checked against the model before the first step ------------------------------
+# Examples longer than the model's positions: refused at the start (before, the run failed at
+# the step that drew one, and again at every resume), naming the example and the fix.
+"$SP_CLI" init-model --layers 2 --d 32 --heads 4 --vocab 64 --ctx 24 --std 0.3 short >/dev/null
+set +e
+"$SP_CLI" train --model short --train train.h5 --global-batch 8 --steps 30 --out too-long \
+  > long.out 2>&1; rc=$?
+set -e
+expect_fail $rc long.out "more than the model's 24 positions" "examples longer than n_positions"
+grep -q "softprompt prepare --max-length 24" long.out || { cat long.out; fail "no --max-length hint"; }
+[[ ! -e too-long ]] || fail "the refused run left its directory"
+# A dataset prepared with another tokenizer than the model's: refused, unless overridden.
+cp -r model tokmodel
+cp "$SP_CACHE_DIR/gpt2-tokenizer/encoder.json" "$SP_CACHE_DIR/gpt2-tokenizer/vocab.bpe" tokmodel/
+set +e
+tok=(train --model tokmodel --train train.h5 --threads 1 --quiet --global-batch 8 --steps 3)
+"$SP_CLI" "${tok[@]}" --out tok > tok.out 2>&1; rc=$?
+"$SP_CLI" eval --model tokmodel --data valid.h5 > tok2.out 2>&1; rc2=$?
+set -e
+expect_fail $rc tok.out "was prepared with tokenizer synthetic, but the model's tokenizer" \
+  "another tokenizer (train)"
+grep -q -- "--allow-tokenizer-mismatch" tok.out || fail "the override is not named"
+expect_fail $rc2 tok2.out "was prepared with tokenizer synthetic" "another tokenizer (eval)"
+"$SP_CLI" "${tok[@]}" --out tok --allow-tokenizer-mismatch ||
+  fail "--allow-tokenizer-mismatch"
+ok "examples longer than the model's positions and data of another tokenizer are refused before the first step"
+
+# --- the same run writes the same bytes -----------------------------------------------------------
+# HDF5 would stamp object times into every dataset and group; softprompt's files record none, so
+# a run repeated (a second later) writes byte-identical checkpoints and adapters.
+"$SP_CLI" "${base[@]}" --steps 4 --save-every 2 --out same1
+sleep 1
+"$SP_CLI" "${base[@]}" --steps 4 --save-every 2 --out same2
+for f in checkpoints/step-000000000002.h5 checkpoints/step-000000000004.h5 \
+         adapter/adapter_model.safetensors; do
+  same_file "same1/$f" "same2/$f" "a repeated run's $f"
+done
+ok "a repeated run writes byte-identical checkpoints and adapters"

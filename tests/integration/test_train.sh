@@ -23,10 +23,10 @@ common=(--model model --train train.h5 --quiet)
 "$SP_CLI" train "${common[@]}" --threads 1 --valid valid.h5 --out learn --steps 120 --global-batch 16 \
   --eval-every 40
 python3 - learn/metrics.jsonl zero.json <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-train = [r["loss"] for r in rows if "split" not in r]
-acc = [r["accuracy"] for r in rows if r.get("split") == "valid"]
+import json, sys, metrics
+rows = metrics.read(sys.argv[1])
+train = [r["loss"] for r in metrics.steps(rows)]
+acc = [r["accuracy"] for r in metrics.evals(rows, "valid")]
 zero = json.load(open(sys.argv[2]))["accuracy"]
 first, last = sum(train[:10]) / 10, sum(train[-10:]) / 10
 assert last < 0.5 * first, f"training loss did not fall: {first:.3f} -> {last:.3f}"
@@ -72,19 +72,17 @@ base=(train "${common[@]}" --threads 1 --steps $steps --global-batch 8 --save-ev
       --optimizer adafactor --log-every 1)
 long=("${base[@]}" --micro-batch 4)
 mpi 2 "${long[@]}" --out full
-wait_for_step() { # dir step: until metrics.jsonl reaches step
-  for _ in $(seq 1 2400); do  # up to 120 s: a loaded machine is slow
-    [[ -f $1/metrics.jsonl ]] && (( $(grep -c '"loss"' "$1/metrics.jsonl") >= $2 )) && return 0
-    sleep 0.05
-  done
-  fail "run in $1 never reached step $2"
+# stop PID SIGNAL DIR STEP WHAT: sp_stop_at, waiting up to 120 s (a loaded machine is slow).
+stop() {
+  local rc=0
+  sp_stop_at "$1" "$2" "$3" "$4" 120 || rc=$?
+  (( rc != 2 )) || fail "run in $3 never reached step $4"
+  (( rc == 0 )) || fail "$5: exit status $SP_STOP_STATUS, expected $SP_EXIT_STOPPED"
 }
 # SIGTERM to a plain process at a random step: checkpoint, exit 75, resume bitwise.
 k=$(( RANDOM % 60 + 2 ))
 "$SP_CLI" "${base[@]}" --out term --micro-batch 8 &
-pid=$!; wait_for_step term $k; kill -TERM $pid
-set +e; wait $pid; rc=$?; set -e
-[[ $rc -eq 75 ]] || fail "SIGTERM: exit status $rc, expected 75"
+stop $! TERM term $k SIGTERM
 "$SP_CLI" "${base[@]}" --out term --micro-batch 8 >/dev/null 2>&1 || fail "resume after SIGTERM failed"
 "$SP_CLI" "${base[@]}" --out term-ref --micro-batch 8
 same_file term/adapter/adapter_model.safetensors term-ref/adapter/adapter_model.safetensors \
@@ -94,9 +92,7 @@ ok "SIGTERM near step $k: exit 75, resumed run bitwise equal to the uninterrupte
 # SIGUSR1 through mpirun (what Slurm's --signal sends) with 2 ranks.
 k=$(( RANDOM % 60 + 2 ))
 mpi_bg 2 "${long[@]}" --out usr1
-pid=$MPI_PID; wait_for_step usr1 $k; kill -USR1 $pid
-set +e; wait $pid; rc=$?; set -e
-[[ $rc -eq 75 ]] || fail "SIGUSR1 via mpirun: exit status $rc, expected 75"
+stop "$MPI_PID" USR1 usr1 $k "SIGUSR1 via mpirun"
 mpi 2 "${long[@]}" --out usr1
 same_file usr1/adapter/adapter_model.safetensors full/adapter/adapter_model.safetensors \
   "stopped by SIGUSR1 near step $k and resumed vs uninterrupted"
@@ -107,7 +103,9 @@ k=$(( RANDOM % 60 + 4 ))
 mpi_bg 2 "${long[@]}" --out "$WORK/kill"
 # The ranks are matched by their absolute output directory: test_train_llama runs this same
 # script at the same time, and a pattern without $WORK would kill its ranks too.
-pid=$MPI_PID; wait_for_step kill $k; pkill -9 -f -- "--out $WORK/kill" || true; kill -9 $pid 2>/dev/null || true
+pid=$MPI_PID
+sp_python metrics.py wait kill/metrics.jsonl $k --pid $pid --timeout 120 || fail "run in kill never reached step $k"
+pkill -9 -f -- "--out $WORK/kill" || true; kill -9 $pid 2>/dev/null || true
 wait $pid 2>/dev/null || true
 # A truncated newest checkpoint (as a crash mid-copy would leave) is skipped with a warning.
 newest=$(ls kill/checkpoints/step-*.h5 | tail -1)
@@ -146,9 +144,9 @@ set -e
 [[ $rc2 -ne 0 ]] && grep -q "already holds a run" never.out || { cat never.out; fail "--resume never overwrote a run"; }
 ok "a changed schedule and --resume never into an existing run are refused"
 
-# --- a failing rank ends the whole job with its message -------------------------------------
-# Example 5's soft index is corrupted in the file: opening succeeds, only the rank whose share
-# holds example 5 fails when it reads it.
+# --- a damaged dataset is refused before the first step; a failing rank ends the whole job ------
+# Example 5's soft index is corrupted in the file: opening reads only the offsets, the check of
+# the datasets against the model (rank 0, before training) reads every token and names it.
 cp train.h5 bad.h5
 /usr/bin/python3 - bad.h5 <<'PY'
 import sys, h5py
@@ -156,13 +154,22 @@ with h5py.File(sys.argv[1], "r+") as f:
     off = f["offsets"][5]
     f["tokens"][off] = -1000
 PY
+set +e
+mpi 2 train --model model --train bad.h5 --out bad --steps 50 --global-batch 512 --threads 1 \
+  --quiet > bad.out 2>&1; rc=$?
+set -e
+(( rc == 1 )) || { cat bad.out; fail "a damaged dataset: exit $rc"; }
+grep -q "bad.h5.*example 5" bad.out || { cat bad.out; fail "the damaged example was not named"; }
+[[ ! -e bad ]] || fail "a run refused at the start left its output directory"
+ok "a damaged dataset is refused before the first step, naming the example"
+# One rank fails alone mid-run (fault injection): its message reaches the user, the job ends.
 start=$(date +%s)
 set +e
-mpi 2 train --model model --train bad.h5 --out bad --steps 50 --global-batch 512 --threads 1 --init random \
-  --quiet > bad.out 2>&1; rc=$?
+SP_FAULT_RANK=1:3 mpi 2 train --model model --train train.h5 --out failing --steps 50 \
+  --global-batch 8 --threads 1 --quiet > fault.out 2>&1; rc=$?
 set -e
 elapsed=$(( $(date +%s) - start ))
 [[ $rc -ne 0 ]] || fail "a failing rank did not fail the job"
-grep -q "rank [01]: .*bad.h5" bad.out || { cat bad.out; fail "the failing rank's message did not reach the user"; }
+grep -q "rank 1: step 3: injected failure" fault.out || { cat fault.out; fail "the failing rank's message did not reach the user"; }
 (( elapsed < 30 )) || fail "the job took ${elapsed}s to end after a rank failed"
-ok "a rank failing on its share ends the job (exit $rc) in ${elapsed}s with its message"
+ok "a rank failing alone ends the job (exit $rc) in ${elapsed}s with its message"

@@ -7,8 +7,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "softprompt/checkpoint.h"
 #include "softprompt/dataset.h"
 #include "testutil.h"
 
@@ -533,11 +535,294 @@ START_TEST(refuses_bad_tokens_and_targets) {
     patch(p, "target_pos", 2, -1);
     expect_read_error(p, 20, "tneg.h5: /target_pos[2] = -1 (example 2 of");
     free(p);
+    p = fresh("tneg_id.h5");
+    patch(p, "target_ids", 3, -5);
+    expect_read_error(p, 20, "tneg_id.h5: /target_ids[3] = -5 (example 3) is not a token id");
+    free(p);
     p = fresh("tid.h5");
     patch(p, "target_ids", 3, 100); /* label 1 expects 200 */
     expect_read_error(p, 20,
                       "tid.h5: example 3 (label 1): a classification example needs "
                       "exactly one target, with id /verbalizer[label] = 200");
+    free(p);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------------------------ */
+/* Damaged and unreadable files                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A failed metadata checksum is reported as damage, wherever it is met: never as a missing
+ * attribute or dataset, nor as a raw HDF5 message. */
+START_TEST(damaged_metadata_is_named_as_damage) {
+    char *p = fresh("good.h5");
+    const char *objects[] = {".", "offsets", "tokens"};
+    for (int k = 0; k < 3; k++) {
+        char *bad = tu_damage_header(p, objects[k], "damaged.h5");
+        expect_open_error(bad, "damaged.h5: ");
+        expect_open_error(bad, "(metadata checksum mismatch: the file is damaged)");
+        free(bad);
+    }
+    free(p);
+}
+END_TEST
+
+/* A damaged chunk of /tokens is found when a batch reads it: the message names the file, the
+ * elements, the examples and the damage. */
+START_TEST(damaged_chunk_names_the_examples) {
+    char *p = fresh("chunk.h5");
+    hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT), d = H5Dopen2(f, "tokens", H5P_DEFAULT);
+    hsize_t offset[1];
+    unsigned mask;
+    haddr_t addr;
+    hsize_t size;
+    hid_t space = H5Dget_space(d);
+    ck_assert_int_ge(H5Dget_chunk_info(d, space, 0, offset, &mask, &addr, &size), 0);
+    H5Sclose(space), H5Dclose(d), H5Fclose(f);
+    size_t n;
+    char *bytes = tu_read_file(p, &n);
+    bytes[addr + size / 2] ^= 0x5a;
+    tu_write_file(p, bytes, n);
+    free(bytes);
+    expect_read_error(p, 20, "chunk.h5: cannot read /tokens[0:");
+    expect_read_error(p, 20,
+                      "(examples 0-19) (compressed data do not inflate: the file is damaged)");
+    free(p);
+}
+END_TEST
+
+/* Reads the open error of path as user "nobody" (root reads files whatever their mode). */
+static void open_error_as_nobody(const char *path, char *msg, size_t cap) {
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(fds[0]);
+        sp_error err = {0};
+        if (setgid(65534) != 0 || setuid(65534) != 0)
+            snprintf(err.msg, sizeof err.msg, "setuid");
+        else if (sp_dataset_open(path, &err))
+            snprintf(err.msg, sizeof err.msg, "opened");
+        ssize_t w = write(fds[1], err.msg, strlen(err.msg));
+        _exit(w < 0);
+    }
+    close(fds[1]);
+    ssize_t got = read(fds[0], msg, cap - 1);
+    msg[got > 0 ? got : 0] = '\0';
+    close(fds[0]);
+    int status;
+    waitpid(pid, &status, 0);
+}
+
+/* An unreadable file says why (not "not an HDF5 file"): permission denied, a directory, an
+ * empty file. */
+START_TEST(unreadable_file_says_why) {
+    char *p = fresh("secret.h5");
+    ck_assert_int_eq(chmod(p, 0), 0);
+    if (geteuid() == 0) {
+        ck_assert_int_eq(chmod(tu_dir, 0755), 0);
+        char msg[SP_ERROR_MAX];
+        open_error_as_nobody(p, msg, sizeof msg);
+        ck_assert_msg(strstr(msg, "secret.h5: cannot open: Permission denied"), "got \"%s\"", msg);
+    } else {
+        expect_open_error(p, "secret.h5: cannot open: Permission denied");
+    }
+    free(p);
+    char *q = tu_path(tu_dir, "dir.h5");
+    ck_assert_int_eq(mkdir(q, 0755), 0);
+    expect_open_error(q, "dir.h5: is a directory, not an HDF5 file");
+    free(q);
+    q = tu_path(tu_dir, "empty.h5");
+    tu_write_file(q, "", 0);
+    expect_open_error(q, "empty.h5: empty file (truncated?)");
+    free(q);
+}
+END_TEST
+
+/* A dataset given where a prompt goes (eval --prompt, train --init) says so. */
+START_TEST(dataset_is_not_a_prompt) {
+    char *p = fresh("data.h5");
+    float *prompt = NULL;
+    int P = 0, d = 0;
+    sp_error err = {0};
+    ck_assert_int_eq(sp_prompt_read_h5(p, &prompt, &P, &d, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.msg, "data.h5 is a softprompt dataset, not a prompt or "
+                                          "checkpoint"));
+    ck_assert_ptr_null(prompt);
+    free(p);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------------------------ */
+/* Checks against a model, before any batch runs                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+static sp_model_config model_cfg(sp_arch arch, int vocab, int n_ctx) {
+    sp_model_config c = {0};
+    c.arch = arch;
+    c.vocab_size = vocab, c.n_ctx = n_ctx;
+    return c;
+}
+
+static void expect_check_error(const char *path, const sp_model_config *cfg, const char *want) {
+    sp_dataset *ds = tu_dataset_open_ok(path);
+    sp_error err = {0};
+    ck_assert_msg(sp_dataset_check_model(ds, cfg, &err) == -1, "%s: expected \"%s\"", path, want);
+    ck_assert_msg(strstr(err.msg, want) != NULL, "message \"%s\" lacks \"%s\"", err.msg, want);
+    sp_dataset_close(ds);
+}
+
+static void expect_check_ok(const char *path, const sp_model_config *cfg) {
+    sp_dataset *ds = tu_dataset_open_ok(path);
+    sp_error err = {0};
+    ck_assert_msg(sp_dataset_check_model(ds, cfg, &err) == 0, "%s", err.msg);
+    sp_dataset_close(ds);
+}
+
+/* Lengths, token and target ids against the model; the message names the file, the example,
+ * the value and the limit (examples: 4 + (7 i mod 11) tokens, ids 1000 i + t, soft slots at
+ * positions 0, 2 and 3). */
+START_TEST(check_model_lengths_and_ids) {
+    char *p = fresh("cls.h5");
+    sp_model_config gpt2 = model_cfg(SP_ARCH_GPT2, 50257, 1024);
+    expect_check_ok(p, &gpt2);
+    expect_check_ok(p, NULL);
+    sp_model_config shortctx = model_cfg(SP_ARCH_GPT2, 50257, 10);
+    expect_check_error(p, &shortctx,
+                       "cls.h5: example 1 has 11 tokens (soft tokens included), more than the "
+                       "model's 10 positions (n_positions in its config.json); 7 of 20 examples "
+                       "are longer, the longest has 14 tokens: prepare the data again with "
+                       "`softprompt prepare --max-length 10`");
+    sp_model_config llama = model_cfg(SP_ARCH_LLAMA, 50257, 13);
+    expect_check_error(p, &llama, "more than the model's 13 positions (max_position_embeddings");
+    sp_model_config small = model_cfg(SP_ARCH_GPT2, 19000, 1024);
+    expect_check_error(p, &small, "cls.h5: /tokens[");
+    expect_check_error(p, &small,
+                       " (example 19, position 1) is token id 19001, outside the model's "
+                       "vocabulary of 19000 tokens (vocab_size)");
+    sp_model_config tiny = model_cfg(SP_ARCH_GPT2, 150, 1024);
+    expect_check_error(p, &tiny,
+                       "cls.h5: /verbalizer[1] = 200 (class \"positive \xE2\x9C\x93\") is "
+                       "outside the model's vocabulary of 150 tokens");
+    free(p);
+}
+END_TEST
+
+/* What sp_dataset_read_batch finds in a batch is found for the whole set at once, without a
+ * model too: soft slots, target positions and ids, the classification target. */
+START_TEST(check_model_contents) {
+    char *p = fresh("soft.h5");
+    patch(p, "tokens", 9, SP_SOFT(3));
+    expect_check_error(p, NULL,
+                       "soft.h5: /tokens[9] (example 1, position 5) is soft slot 3, but n_soft is "
+                       "3");
+    free(p);
+    p = fresh("tpos.h5");
+    patch(p, "target_pos", 4, 999);
+    expect_check_error(p, NULL, "tpos.h5: /target_pos[4] = 999 (example 4 of 10 tokens)");
+    free(p);
+    p = fresh("tid.h5");
+    patch(p, "target_ids", 3, 100);
+    expect_check_error(p, NULL,
+                       "tid.h5: example 3 (label 1): a classification example needs exactly one "
+                       "target, with id /verbalizer[label] = 200");
+    free(p);
+    p = write_dataset("gen.h5", SP_TASK_GENERATION, 20, 11);
+    sp_model_config gpt2 = model_cfg(SP_ARCH_GPT2, 50257, 1024);
+    expect_check_ok(p, &gpt2);
+    patch(p, "target_ids", 5, 60000);
+    expect_check_error(p, &gpt2, "gen.h5: /target_ids[5] = 60000 (example ");
+    expect_check_error(p, &gpt2, "is outside the model's vocabulary (vocab_size)");
+    patch(p, "target_ids", 5, -2);
+    expect_check_error(p, NULL, "gen.h5: /target_ids[5] = -2 (example ");
+    free(p);
+}
+END_TEST
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A set of more than two streaming blocks (1 Mi elements each): a bad id in the last block is
+ * found and named by its example. Prints the time the check takes. */
+START_TEST(check_model_streams_large_sets) {
+    char *path = tu_path(tu_dir, "large.h5");
+    sp_dataset_meta m = meta_for(SP_TASK_GENERATION);
+    m.max_length = 0;
+    sp_error err = {0};
+    sp_dataset_writer *w = sp_dataset_writer_open(path, &m, 0, &err);
+    ck_assert_msg(w != NULL, "%s", err.msg);
+    enum { N = 12000, L = 250 };
+    int32_t tok[L], pos[L / 2], ids[L / 2];
+    for (int t = 0; t < L; t++) tok[t] = (t * 7919) % 50257;
+    tok[0] = SP_SOFT(0), tok[1] = SP_SOFT(1), tok[2] = SP_SOFT(2);
+    for (int j = 0; j < L / 2; j++) pos[j] = 2 * j + 1, ids[j] = (j * 31) % 50257;
+    for (int i = 0; i < N; i++)
+        ck_assert_msg(sp_dataset_writer_add(w, tok, L, pos, ids, L / 2, -1, &err) == 0, "%s",
+                      err.msg);
+    ck_assert_msg(sp_dataset_writer_close(w, &err) == 0, "%s", err.msg);
+    sp_model_config gpt2 = model_cfg(SP_ARCH_GPT2, 50257, 1024);
+    double t0 = now_s();
+    expect_check_ok(path, &gpt2);
+    fprintf(stderr, "check_model: %d examples, %d tokens, %d targets: %.3f s\n", N, N * L,
+            N * L / 2, now_s() - t0);
+    patch(path, "tokens", (hsize_t)(N - 3) * L + 17, 50257);
+    expect_check_error(path, &gpt2,
+                       "/tokens[2999267] (example 11997, position 17) is token id "
+                       "50257, outside the model's vocabulary of 50257 tokens");
+    patch(path, "tokens", (hsize_t)(N - 3) * L + 17, 5);
+    patch(path, "target_pos", (hsize_t)(N - 1) * (L / 2) + 124, 240);
+    expect_check_error(path, &gpt2, "/target_pos[1499999] = 240 (example 11999 of 250 tokens)");
+    free(path);
+}
+END_TEST
+
+START_TEST(check_tokenizer_compares_hashes) {
+    char *p = fresh("tok.h5"); /* records tokenizer "sha256:abc" */
+    sp_dataset *ds = tu_dataset_open_ok(p);
+    sp_error err = {0};
+    ck_assert_int_eq(sp_dataset_check_tokenizer(ds, "sha256:abc", "models/x", &err), 0);
+    ck_assert_int_eq(sp_dataset_check_tokenizer(ds, "", "models/x", &err), 1);
+    ck_assert_int_eq(sp_dataset_check_tokenizer(ds, NULL, "models/x", &err), 1);
+    ck_assert_int_eq(sp_dataset_check_tokenizer(ds, "0123456789abcdef", "models/x", &err), -1);
+    ck_assert_msg(strstr(err.msg, "tok.h5 was prepared with tokenizer sha256:abc, but the model's "
+                                  "tokenizer (models/x) is 0123456789abcdef") &&
+                      strstr(err.msg, "softprompt prepare --tokenizer models/x") &&
+                      strstr(err.msg, "--allow-tokenizer-mismatch"),
+                  "%s", err.msg);
+    sp_dataset_close(ds);
+    free(p);
+}
+END_TEST
+
+/* A batch the engine refuses is named by file and example (the trainer adds "step N"). */
+START_TEST(engine_names_file_and_example) {
+    char *p = fresh("eng.h5");
+    sp_dataset *ds = tu_dataset_open_ok(p);
+    const int64_t ids[] = {3, 7};
+    sp_batch_data b = {0};
+    sp_error err = {0};
+    ck_assert_msg(sp_dataset_read_batch(ds, ids, 2, &b, &err) == 0, "%s", err.msg);
+    sp_batch v = sp_batch_data_view(&b);
+    sp_model m;
+    memset(&m, 0, sizeof m);
+    m.cfg = model_cfg(SP_ARCH_GPT2, 50257, 10); /* example 7: 4 + 49 mod 11 = 9 tokens; 3: 14 */
+    sp_pass pass = {0};
+    pass.n_prompt = 3;
+    ck_assert_int_eq(sp_engine_validate(&m, &v, &pass, &err), -1);
+    ck_assert_msg(strstr(err.msg, "eng.h5: example 3: batch: sequence 0 has length 14, expected "
+                                  "1..10"),
+                  "%s", err.msg);
+    m.cfg = model_cfg(SP_ARCH_GPT2, 7000, 64);
+    ck_assert_int_eq(sp_engine_validate(&m, &v, &pass, &err), -1);
+    ck_assert_msg(strstr(err.msg, "eng.h5: example 7, position 1: batch: position 15 holds token "
+                                  "id 7001, expected < 7000"),
+                  "%s", err.msg);
+    sp_batch_data_free(&b);
+    sp_dataset_close(ds);
     free(p);
 }
 END_TEST
@@ -605,6 +890,15 @@ int main(void) {
     tcase_add_test(tc, refuses_bad_offsets_and_labels);
     tcase_add_test(tc, refuses_bad_tokens_and_targets);
     tcase_add_test(tc, flipped_bytes_never_crash);
+    tcase_add_test(tc, damaged_metadata_is_named_as_damage);
+    tcase_add_test(tc, damaged_chunk_names_the_examples);
+    tcase_add_test(tc, unreadable_file_says_why);
+    tcase_add_test(tc, dataset_is_not_a_prompt);
+    tcase_add_test(tc, check_model_lengths_and_ids);
+    tcase_add_test(tc, check_model_contents);
+    tcase_add_test(tc, check_model_streams_large_sets);
+    tcase_add_test(tc, check_tokenizer_compares_hashes);
+    tcase_add_test(tc, engine_names_file_and_example);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -145,15 +145,13 @@ START_TEST(convert_unaligned_sources) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("dtype");
-    TCase *tc = tcase_create("core");
-    tcase_add_test(tc, names_and_sizes);
-    tcase_add_test(tc, f16_known_values);
-    tcase_add_test(tc, f16_rounds_ties_to_even);
-    tcase_add_test(tc, bf16_known_values);
-    tcase_add_test(tc, f16_round_trip_all_patterns);
-    tcase_add_test(tc, bf16_round_trip_all_patterns);
-    tcase_add_test(tc, convert_unaligned_sources);
-    suite_add_tcase(s, tc);
-    return tu_run_suite(s);
+    const TTest *tests[] = {names_and_sizes,
+                            f16_known_values,
+                            f16_rounds_ties_to_even,
+                            bf16_known_values,
+                            f16_round_trip_all_patterns,
+                            bf16_round_trip_all_patterns,
+                            convert_unaligned_sources,
+                            NULL};
+    return tu_main("dtype", tests, NULL, NULL);
 }

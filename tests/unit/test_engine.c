@@ -169,7 +169,7 @@ static const int32_t TARGET_POS[] = {6, 12, 13, 14, 17, 18, 21, 23};
 static const int32_t TARGET_IDS[] = {3, 4, 20, 13, 1, 0, 2, 17};
 
 static sp_batch test_batch(void) {
-    return (sp_batch){3, SEQ_START, TOKENS, 8, TARGET_POS, TARGET_IDS};
+    return (sp_batch){3, SEQ_START, TOKENS, 8, TARGET_POS, TARGET_IDS, NULL, NULL};
 }
 
 /* The loss of pass, forward only. */
@@ -339,7 +339,7 @@ START_TEST(test_packing_matches_sequences_alone) {
         for (int j = 0; j < 8; j++)
             if (TARGET_POS[j] >= start && TARGET_POS[j] < start + len)
                 pos[nt] = TARGET_POS[j] - start, ids[nt++] = TARGET_IDS[j];
-        sp_batch one = {1, seq_start, TOKENS + start, nt, pos, ids};
+        sp_batch one = {1, seq_start, TOKENS + start, nt, pos, ids, NULL, NULL};
         memset(alone, 0, sizeof alone);
         sum += run_batch(w, &one, prompt, alone, 0, NULL, NULL);
         for (size_t i = 0; i < n; i++)
@@ -415,7 +415,7 @@ START_TEST(test_rejects_bad_batches) {
     b = test_batch();
     int32_t long_seq[] = {0, 25};
     int32_t zeros[25] = {0};
-    sp_batch lb = {1, long_seq, zeros, 0, NULL, NULL};
+    sp_batch lb = {1, long_seq, zeros, 0, NULL, NULL, NULL, NULL};
     expect_batch_error(lb, P, "sequence 0 has length 25, expected 1..24");
     int32_t pos[] = {6, 6}, ids[] = {1, 2};
     b.n_targets = 2, b.target_pos = pos, b.target_ids = ids;
@@ -434,7 +434,7 @@ START_TEST(test_worker_reuse) {
     sp_worker *w = sp_worker_new(&t.m), *fresh = sp_worker_new(&t.m);
     sp_batch big = test_batch();
     int32_t one_start[] = {0, 7};
-    sp_batch small = {1, one_start, TOKENS, 1, TARGET_POS, TARGET_IDS};
+    sp_batch small = {1, one_start, TOKENS, 1, TARGET_POS, TARGET_IDS, NULL, NULL};
     float prompt[P * 16], g1[P * 16] = {0}, g2[P * 16] = {0};
     sp_rng r;
     sp_rng_seed(&r, 4);
@@ -579,7 +579,7 @@ static void check_prefix_gradient(test_model *t, int n_kv, uint64_t seed) {
         for (int j = 0; j < 8; j++)
             if (TARGET_POS[j] >= start && TARGET_POS[j] < start + len)
                 pos[nt] = TARGET_POS[j] - start, ids[nt++] = TARGET_IDS[j];
-        sp_batch one = {1, seq_start, TOKENS + start, nt, pos, ids};
+        sp_batch one = {1, seq_start, TOKENS + start, nt, pos, ids, NULL, NULL};
         float *alone = calloc(nkv, sizeof *alone);
         sp_pass p1 = per_seq;
         p1.per_sequence_grad = 0, p1.kv_prefix_grad = alone;
@@ -621,8 +621,8 @@ static void check_prefix_is_prepended_tokens(test_model *t, uint64_t seed) {
                               SP_SOFT(0), 7,  SP_SOFT(1), 3, 9, SP_SOFT(0), 4};
     const int32_t pos_a[] = {N_PRE + 2, N_PRE + 4, N_PRE + 6}, pos_b[] = {2, 4, 6};
     const int32_t ids[] = {3, 30, 17}, start_a[] = {0, N_PRE + N_TEXT}, start_b[] = {0, N_TEXT};
-    sp_batch with_tokens = {1, start_a, tokens, 3, pos_a, ids};
-    sp_batch text_only = {1, start_b, tokens + N_PRE, 3, pos_b, ids};
+    sp_batch with_tokens = {1, start_a, tokens, 3, pos_a, ids, NULL, NULL};
+    sp_batch text_only = {1, start_b, tokens + N_PRE, 3, pos_b, ids, NULL, NULL};
     const sp_model_config *c = &t->m.cfg;
     size_t d = (size_t)c->d_model, kvd = kv_dim(c), V = (size_t)c->vocab_size;
     int qd = c->n_head * sp_config_head_dim(c), wq = qd + 2 * (int)kvd;

@@ -192,7 +192,7 @@ static void make_batch(test_batch *t, const int *lens, int n, int generation, in
                 t->pos[nt] = at, t->ids[nt++] = (int32_t)sp_rng_below(r, (uint64_t)V);
         }
     }
-    t->b = (sp_batch){n, t->start, t->tokens, nt, t->pos, t->ids};
+    t->b = (sp_batch){n, t->start, t->tokens, nt, t->pos, t->ids, NULL, NULL};
 }
 
 /* Runs b (behind a key/value prefix of n_kv rows) with a fresh worker, then again over

@@ -47,7 +47,7 @@ static const sp_flag FLAGS[] = {
     SP_OPT_SWITCH("loud", AT(quiet), 0, "say more"),
     SP_OPT_CUSTOM("tag", AT(tags), "T", parse_tag, "a tag (repeatable)", .flags = SP_FLAG_REPEAT),
     SP_OPT_STR("a-very-long-flag-name", AT(name), "VALUE", "wraps to its own line"),
-    {NULL},
+    {0},
 };
 
 static const sp_flag_spec SPEC = {

@@ -120,11 +120,6 @@ START_TEST(tokenizer_files) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("limits");
-    TCase *tc = tcase_create("limits");
-    tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
-    tcase_add_test(tc, model_files);
-    tcase_add_test(tc, tokenizer_files);
-    suite_add_tcase(s, tc);
-    return tu_run_suite(s);
+    const TTest *tests[] = {model_files, tokenizer_files, NULL};
+    return tu_main("limits", tests, NULL, NULL);
 }

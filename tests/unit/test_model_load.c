@@ -18,26 +18,12 @@ enum { L = 2, D = 16, H = 2, FF = 64, V = 50, CTX = 16 };
 
 /* Writes a tiny random model into tu_dir/name and returns the malloc'd directory path. */
 static char *make_model(const char *name, sp_dtype dt, int shards, int prefix) {
-    sp_init_options o;
-    sp_init_options_default(&o);
-    o.cfg = (sp_model_config){.n_layer = L,
-                              .d_model = D,
-                              .n_head = H,
-                              .d_ff = FF,
-                              .vocab_size = V,
-                              .n_ctx = CTX,
-                              .ln_eps = 1e-5f,
-                              .tied = 1,
-                              .arch = SP_ARCH_GPT2};
+    sp_init_options o = tu_gpt2_options(L, D, H, FF, V, CTX, 7);
     o.dtype = dt;
     o.n_shards = shards;
     o.prefix = prefix;
-    o.seed = 7;
     o.random_norms = 1;
-    char *dir = tu_path(tu_dir, name);
-    sp_error err;
-    ck_assert_msg(sp_init_model_write(dir, &o, &err) == 0, "%s", err.msg);
-    return dir;
+    return tu_write_model(name, &o);
 }
 
 static int64_t expected_params(void) {
@@ -462,17 +448,7 @@ END_TEST
 
 START_TEST(init_refuses_non_empty_dir_unless_forced) {
     char *dir = make_model("m", SP_DTYPE_F32, 3, 0);
-    sp_init_options o;
-    sp_init_options_default(&o);
-    o.cfg = (sp_model_config){.n_layer = L,
-                              .d_model = D,
-                              .n_head = H,
-                              .d_ff = FF,
-                              .vocab_size = V,
-                              .n_ctx = CTX,
-                              .ln_eps = 1e-5f,
-                              .tied = 1,
-                              .arch = SP_ARCH_GPT2};
+    sp_init_options o = tu_gpt2_options(L, D, H, FF, V, CTX, 0);
     sp_error err;
     ck_assert_int_eq(sp_init_model_write(dir, &o, &err), -1);
     ck_assert_msg(strstr(err.msg, dir) && strstr(err.msg, "not empty"), "%s", err.msg);
@@ -493,331 +469,228 @@ END_TEST
 
 /* ---- broken directories, through the CLI ------------------------------------------------- */
 
-static void expect_info_error(const char *dir, const char *frag1, const char *frag2) {
-    const char *args[] = {"info", dir, NULL};
-    char *out, *errout;
-    int rc = tu_run_cli(args, &out, &errout);
-    ck_assert_msg(rc == 1, "exit %d, stderr: %s", rc, errout);
-    ck_assert_msg(strncmp(errout, "softprompt info: ", 17) == 0, "stderr: %s", errout);
-    ck_assert_msg(strstr(errout, frag1), "expected '%s' in: %s", frag1, errout);
-    if (frag2) ck_assert_msg(strstr(errout, frag2), "expected '%s' in: %s", frag2, errout);
-    ck_assert_str_eq(out, "");
-    free(out), free(errout);
+/* Rewrites dir/config.json with key set to value (NULL: deleted). Steals value. */
+static void edit_config(const char *dir, const char *key, json_t *value) {
+    char *cfg = tu_path(dir, "config.json");
+    tu_json_edit(cfg, key, value);
+    free(cfg);
 }
 
-/* A good tiny model in tu_dir/m and the path of its weights (both malloc'd). */
-static char *good_model(char **file) {
-    char *dir = make_model("m", SP_DTYPE_F32, 1, 0);
-    *file = tu_path(dir, "model.safetensors");
-    return dir;
+/* One way to break a model directory, and the message `softprompt info` must then give. */
+typedef struct broken broken;
+struct broken {
+    const char *name; /* what the case shows */
+    int shards;       /* the good model it starts from: 1 (model.safetensors) or 3 */
+    /* Breaks dir (file: its model.safetensors) using the row's key and value. */
+    void (*damage)(const broken *b, const char *dir, const char *file);
+    const char *key, *value;
+    /* The message starts with the path of the weights file, the directory, its config.json or
+     * its index, then rest; it also contains also (if non-NULL). */
+    enum { AT_FILE, AT_DIR, AT_CONFIG, AT_INDEX } at;
+    const char *rest, *also;
+};
+
+/* A JSON value written in the table. */
+static json_t *parse(const char *text) {
+    json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
+    ck_assert_msg(v != NULL, "not JSON: %s", text);
+    return v;
 }
 
-static char *msg_for(const char *file, const char *rest) {
-    size_t n = strlen(file) + strlen(rest) + 1;
-    char *s = malloc(n);
-    snprintf(s, n, "%s%s", file, rest);
-    return s;
-}
-
-START_TEST(cli_truncated_weights) {
-    char *file, *dir = good_model(&file);
+static void truncate_half(const broken *b, const char *dir, const char *file) {
+    (void)b, (void)dir;
     size_t len;
     free(tu_read_file(file, &len));
     ck_assert_int_eq(truncate(file, (off_t)len / 2), 0);
-    char *want = msg_for(file, ": tensor '");
-    expect_info_error(dir, want, "run past the end of the data buffer");
-    free(dir), free(file), free(want);
 }
-END_TEST
 
-START_TEST(cli_file_shorter_than_prefix) {
-    char *file, *dir = good_model(&file);
+static void truncate_to_3(const broken *b, const char *dir, const char *file) {
+    (void)b, (void)dir;
     ck_assert_int_eq(truncate(file, 3), 0);
-    char *want = msg_for(file, ": truncated");
-    expect_info_error(dir, want, NULL);
-    free(dir), free(file), free(want);
 }
-END_TEST
 
-START_TEST(cli_header_length_past_end) {
-    char *file, *dir = good_model(&file);
+static void header_length_past_end(const broken *b, const char *dir, const char *file) {
+    (void)b, (void)dir;
     size_t len;
     char *raw = tu_read_file(file, &len);
     uint64_t n = len; /* more than the bytes after the prefix */
     for (int i = 0; i < 8; i++) raw[i] = (char)(n >> (8 * i));
     tu_write_file(file, raw, len);
-    char *want = msg_for(file, ": header length");
-    expect_info_error(dir, want, "runs past the end of the file");
-    free(dir), free(file), free(want), free(raw);
+    free(raw);
 }
-END_TEST
 
-START_TEST(cli_invalid_json_header) {
-    char *file, *dir = good_model(&file);
+static void header_not_json(const broken *b, const char *dir, const char *file) {
+    (void)b, (void)dir;
     size_t len;
     char *raw = tu_read_file(file, &len);
     raw[8] = 'x';
     tu_write_file(file, raw, len);
-    char *want = msg_for(file, ": header is not valid JSON");
-    expect_info_error(dir, want, NULL);
-    free(dir), free(file), free(want), free(raw);
+    free(raw);
 }
-END_TEST
 
-START_TEST(cli_offsets_out_of_range) {
-    char *file, *dir = good_model(&file);
+/* Tensor key's end offset far past the data. */
+static void offsets_past_end(const broken *b, const char *dir, const char *file) {
+    (void)dir;
     st_image im = st_load(file);
-    json_array_set_new(json_object_get(entry(&im, "ln_f.bias"), "data_offsets"), 1,
+    json_array_set_new(json_object_get(entry(&im, b->key), "data_offsets"), 1,
                        json_integer(1 << 30));
     st_save(file, &im);
-    char *want = msg_for(file, ": tensor 'ln_f.bias': data_offsets");
-    expect_info_error(dir, want, "run past the end of the data buffer");
-    free(dir), free(file), free(want);
 }
-END_TEST
 
-START_TEST(cli_overlapping_offsets) {
-    char *file, *dir = good_model(&file);
+/* Tensor key gets the offsets of tensor value. */
+static void same_offsets_as(const broken *b, const char *dir, const char *file) {
+    (void)dir;
     st_image im = st_load(file);
-    json_t *src = json_object_get(entry(&im, "h.0.ln_1.weight"), "data_offsets");
-    json_object_set(entry(&im, "h.0.ln_1.bias"), "data_offsets", src);
+    json_t *src = json_object_get(entry(&im, b->value), "data_offsets");
+    json_object_set(entry(&im, b->key), "data_offsets", src);
     st_save(file, &im);
-    char *want = msg_for(file, ": tensor 'h.0.ln_1.");
-    expect_info_error(dir, want, "overlap those of tensor 'h.0.ln_1.");
-    free(dir), free(file), free(want);
 }
-END_TEST
 
-START_TEST(cli_size_not_shape_times_dtype) {
-    char *file, *dir = good_model(&file);
+/* Header entry key: "tensor/field" set to the JSON value, or "tensor" deleted (value NULL). */
+static void edit_header(const broken *b, const char *dir, const char *file) {
+    (void)dir;
     st_image im = st_load(file);
-    json_object_set_new(entry(&im, "ln_f.weight"), "shape", json_pack("[i]", D + 1));
-    st_save(file, &im);
-    char *want = msg_for(file, ": tensor 'ln_f.weight': data_offsets");
-    expect_info_error(dir, want, "shape [17] of F32 needs 68");
-    free(dir), free(file), free(want);
-}
-END_TEST
-
-START_TEST(cli_unknown_dtype) {
-    char *file, *dir = good_model(&file);
-    st_image im = st_load(file);
-    json_object_set_new(entry(&im, "wpe.weight"), "dtype", json_string("Q4"));
-    st_save(file, &im);
-    char *want = msg_for(file, ": tensor 'wpe.weight': unknown dtype \"Q4\"");
-    expect_info_error(dir, want, NULL);
-    free(dir), free(file), free(want);
-}
-END_TEST
-
-START_TEST(cli_integer_weight) {
-    char *file, *dir = good_model(&file);
-    st_image im = st_load(file); /* I32 has F32's size, so only the dtype check can object */
-    json_object_set_new(entry(&im, "ln_f.bias"), "dtype", json_string("I32"));
-    st_save(file, &im);
-    char *want = msg_for(file, ": tensor 'ln_f.bias' has dtype I32");
-    expect_info_error(dir, want, "must be F32, F16, BF16 or F64");
-    free(dir), free(file), free(want);
-}
-END_TEST
-
-START_TEST(cli_missing_tensor) {
-    char *file, *dir = good_model(&file);
-    st_image im = st_load(file);
-    json_object_del(im.hdr, "h.1.mlp.c_fc.weight");
-    st_save(file, &im);
-    char *want = msg_for(file, ": missing tensor 'h.1.mlp.c_fc.weight'");
-    expect_info_error(dir, want, NULL);
-    free(dir), free(file), free(want);
-}
-END_TEST
-
-START_TEST(cli_unexpected_tensor) {
-    char *file, *dir = good_model(&file);
-    st_image im = st_load(file);
-    st_append(&im, "score.weight", "F32", json_pack("[i]", 2), im.data_len, 8);
-    st_save(file, &im);
-    char *want = msg_for(file, ": unexpected tensor 'score.weight'");
-    expect_info_error(dir, want, NULL);
-    free(dir), free(file), free(want);
-}
-END_TEST
-
-/* Rewrites dir/config.json with key set to value (NULL: deleted). Steals value. */
-static void edit_config(const char *dir, const char *key, json_t *value) {
-    char *cfg = tu_path(dir, "config.json");
-    json_t *root = json_load_file(cfg, 0, NULL);
-    ck_assert_ptr_nonnull(root);
-    if (value)
-        json_object_set_new(root, key, value);
+    char tensor[64];
+    snprintf(tensor, sizeof tensor, "%s", b->key);
+    char *field = strchr(tensor, '/');
+    if (field) *field++ = '\0';
+    if (b->value)
+        json_object_set_new(entry(&im, tensor), field, parse(b->value));
     else
-        json_object_del(root, key);
-    ck_assert_int_eq(json_dump_file(root, cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER), 0);
-    json_decref(root);
+        json_object_del(im.hdr, tensor);
+    st_save(file, &im);
+}
+
+static void extra_tensor(const broken *b, const char *dir, const char *file) {
+    (void)dir;
+    st_image im = st_load(file);
+    st_append(&im, b->key, "F32", json_pack("[i]", 2), im.data_len, 8);
+    st_save(file, &im);
+}
+
+/* config.json's key set to the JSON value, or deleted (value NULL). */
+static void edit_config_key(const broken *b, const char *dir, const char *file) {
+    (void)file;
+    edit_config(dir, b->key, b->value ? parse(b->value) : NULL);
+}
+
+static void write_config(const broken *b, const char *dir, const char *file) {
+    (void)file;
+    char *cfg = tu_path(dir, "config.json");
+    tu_write_file(cfg, b->value, strlen(b->value));
     free(cfg);
 }
 
-START_TEST(cli_shape_disagrees_with_config) {
-    char *file, *dir = good_model(&file);
-    edit_config(dir, "n_inner", json_integer(32));
-    char *want = msg_for(file, ": tensor 'h.0.mlp.c_fc.weight' has shape [16, 64], "
-                               "config.json implies [16, 32]");
-    expect_info_error(dir, want, NULL);
-    free(dir), free(file), free(want);
+static void remove_file(const broken *b, const char *dir, const char *file) {
+    (void)file;
+    char *p = tu_path(dir, b->key);
+    ck_assert_int_eq(unlink(p), 0);
+    free(p);
 }
-END_TEST
 
-START_TEST(cli_more_layers_than_config) {
-    char *file, *dir = good_model(&file);
-    edit_config(dir, "n_layer", json_integer(1));
-    char *want = msg_for(file, ": tensor 'h.1.");
-    expect_info_error(dir, want, "belongs to layer 1, but config.json has n_layer = 1");
-    free(dir), free(file), free(want);
-}
-END_TEST
-
-START_TEST(cli_config_missing_key) {
-    char *file, *dir = good_model(&file);
-    edit_config(dir, "n_embd", NULL);
-    char *want = msg_for(dir, "/config.json: missing key 'n_embd'");
-    expect_info_error(dir, want, "n_layer, n_embd, n_head, vocab_size, n_positions");
-    free(dir), free(file), free(want);
-}
-END_TEST
-
-START_TEST(cli_config_wrong_type) {
-    char *file, *dir = good_model(&file);
-    edit_config(dir, "n_head", json_string("2"));
-    char *want = msg_for(dir, "/config.json: key 'n_head' is a JSON string, expected an integer");
-    expect_info_error(dir, want, NULL);
-    free(dir), free(file), free(want);
-}
-END_TEST
-
-START_TEST(cli_config_heads_do_not_divide) {
-    char *file, *dir = good_model(&file);
-    edit_config(dir, "n_head", json_integer(3));
-    char *want = msg_for(dir, "/config.json: n_embd = 16 is not divisible by n_head = 3");
-    expect_info_error(dir, want, NULL);
-    free(dir), free(file), free(want);
-}
-END_TEST
-
-START_TEST(cli_config_invalid_json) {
-    char *file, *dir = good_model(&file);
-    char *cfg = tu_path(dir, "config.json");
-    tu_write_file(cfg, "{\"n_layer\": 2,", 14);
-    char *want = msg_for(cfg, ": invalid JSON");
-    expect_info_error(dir, want, NULL);
-    free(dir), free(file), free(want), free(cfg);
-}
-END_TEST
-
-START_TEST(cli_unsupported_model_type) {
-    char *file, *dir = good_model(&file);
-    edit_config(dir, "model_type", json_string("bert"));
-    char *want = msg_for(dir, "/config.json: unsupported model_type 'bert'");
-    expect_info_error(dir, want, "\"gpt2\", \"llama\", \"qwen2\"");
-    free(dir), free(file), free(want);
-}
-END_TEST
-
-/* A RoBERTa config without model_type is not taken for a GPT-2 one missing its keys. */
-START_TEST(cli_config_without_model_type) {
-    char *file, *dir = good_model(&file);
-    char *cfg = tu_path(dir, "config.json");
-    const char *roberta = "{\"architectures\": [\"RobertaForMaskedLM\"], \"hidden_size\": 768, "
-                          "\"num_hidden_layers\": 12, \"vocab_size\": 50265}";
-    tu_write_file(cfg, roberta, strlen(roberta));
-    char *want = msg_for(dir, "/config.json: no model_type (architectures: RobertaForMaskedLM), "
-                              "and not a GPT-2 config (no n_layer, n_embd)");
-    expect_info_error(dir, want, "\"gpt2\", \"llama\", \"qwen2\"");
-    free(dir), free(file), free(want), free(cfg);
-}
-END_TEST
-
-START_TEST(cli_unsupported_attention_option) {
-    char *file, *dir = good_model(&file);
-    edit_config(dir, "scale_attn_by_inverse_layer_idx", json_true());
-    char *want =
-        msg_for(dir, "/config.json: scale_attn_by_inverse_layer_idx = true is unsupported");
-    expect_info_error(dir, want, NULL);
-    free(dir), free(file), free(want);
-}
-END_TEST
-
-START_TEST(cli_unsupported_activation) {
-    char *file, *dir = good_model(&file);
-    edit_config(dir, "activation_function", json_string("relu"));
-    char *want = msg_for(dir, "/config.json: unsupported activation_function 'relu'");
-    expect_info_error(dir, want, "gelu_new");
-    free(dir), free(file), free(want);
-}
-END_TEST
-
-START_TEST(cli_no_weights) {
-    char *file, *dir = good_model(&file);
-    ck_assert_int_eq(unlink(file), 0);
-    char *want = msg_for(dir, ": no weights: neither model.safetensors nor "
-                              "model.safetensors.index.json exists");
-    expect_info_error(dir, want, NULL);
-    free(dir), free(file), free(want);
-}
-END_TEST
-
-START_TEST(cli_no_config) {
-    char *file, *dir = good_model(&file);
-    char *cfg = tu_path(dir, "config.json");
-    ck_assert_int_eq(unlink(cfg), 0);
-    char *want = msg_for(cfg, ": cannot open");
-    expect_info_error(dir, want, NULL);
-    free(dir), free(file), free(want), free(cfg);
-}
-END_TEST
-
-START_TEST(cli_index_names_missing_shard) {
-    char *dir = make_model("m", SP_DTYPE_F32, 3, 0);
-    char *shard = tu_path(dir, "model-00002-of-00003.safetensors");
-    ck_assert_int_eq(unlink(shard), 0);
-    char *want = msg_for(dir, "/model.safetensors.index.json: shard "
-                              "'model-00002-of-00003.safetensors'");
-    expect_info_error(dir, want, "does not exist");
-    free(dir), free(shard), free(want);
-}
-END_TEST
-
-START_TEST(cli_index_path_escape) {
-    char *dir = make_model("m", SP_DTYPE_F32, 3, 0);
+/* The index maps tensor key to file value. */
+static void edit_weight_map(const broken *b, const char *dir, const char *file) {
+    (void)file;
     char *index = tu_path(dir, "model.safetensors.index.json");
     json_t *root = json_load_file(index, 0, NULL);
-    json_object_set_new(json_object_get(root, "weight_map"), "wte.weight",
-                        json_string("../model-00001-of-00003.safetensors"));
+    json_object_set_new(json_object_get(root, "weight_map"), b->key, json_string(b->value));
     ck_assert_int_eq(json_dump_file(root, index, 0), 0);
     json_decref(root);
-    char *want = msg_for(index, ": weight_map['wte.weight']");
-    expect_info_error(dir, want, "no '/' or '..'");
-    free(dir), free(index), free(want);
+    free(index);
 }
-END_TEST
 
-START_TEST(cli_index_disagrees_with_shards) {
-    char *dir = make_model("m", SP_DTYPE_F32, 3, 0);
-    char *index = tu_path(dir, "model.safetensors.index.json");
-    json_t *root = json_load_file(index, 0, NULL);
-    json_object_set_new(json_object_get(root, "weight_map"), "wte.weight",
-                        json_string("model-00003-of-00003.safetensors"));
-    ck_assert_int_eq(json_dump_file(root, index, 0), 0);
-    json_decref(root);
-    char *want = msg_for(index, ": tensor 'wte.weight' is in model-00001-of-00003.safetensors");
-    expect_info_error(dir, want, "weight_map maps it to model-00003-of-00003.safetensors");
-    free(dir), free(index), free(want);
+#define SHARD(k) "model-0000" #k "-of-00003.safetensors"
+static const broken BROKEN[] = {
+    {"cli_truncated_weights", 1, truncate_half, NULL, NULL, AT_FILE, ": tensor '",
+     "run past the end of the data buffer"},
+    {"cli_file_shorter_than_prefix", 1, truncate_to_3, NULL, NULL, AT_FILE, ": truncated", NULL},
+    {"cli_header_length_past_end", 1, header_length_past_end, NULL, NULL, AT_FILE,
+     ": header length", "runs past the end of the file"},
+    {"cli_invalid_json_header", 1, header_not_json, NULL, NULL, AT_FILE,
+     ": header is not valid JSON", NULL},
+    {"cli_offsets_out_of_range", 1, offsets_past_end, "ln_f.bias", NULL, AT_FILE,
+     ": tensor 'ln_f.bias': data_offsets", "run past the end of the data buffer"},
+    {"cli_overlapping_offsets", 1, same_offsets_as, "h.0.ln_1.bias", "h.0.ln_1.weight", AT_FILE,
+     ": tensor 'h.0.ln_1.", "overlap those of tensor 'h.0.ln_1."},
+    {"cli_size_not_shape_times_dtype", 1, edit_header, "ln_f.weight/shape", "[17]", AT_FILE,
+     ": tensor 'ln_f.weight': data_offsets", "shape [17] of F32 needs 68"},
+    {"cli_unknown_dtype", 1, edit_header, "wpe.weight/dtype", "\"Q4\"", AT_FILE,
+     ": tensor 'wpe.weight': unknown dtype \"Q4\"", NULL},
+    /* I32 has F32's size, so only the dtype check can object */
+    {"cli_integer_weight", 1, edit_header, "ln_f.bias/dtype", "\"I32\"", AT_FILE,
+     ": tensor 'ln_f.bias' has dtype I32", "must be F32, F16, BF16 or F64"},
+    {"cli_missing_tensor", 1, edit_header, "h.1.mlp.c_fc.weight", NULL, AT_FILE,
+     ": missing tensor 'h.1.mlp.c_fc.weight'", NULL},
+    {"cli_unexpected_tensor", 1, extra_tensor, "score.weight", NULL, AT_FILE,
+     ": unexpected tensor 'score.weight'", NULL},
+    {"cli_shape_disagrees_with_config", 1, edit_config_key, "n_inner", "32", AT_FILE,
+     ": tensor 'h.0.mlp.c_fc.weight' has shape [16, 64], config.json implies [16, 32]", NULL},
+    {"cli_more_layers_than_config", 1, edit_config_key, "n_layer", "1", AT_FILE, ": tensor 'h.1.",
+     "belongs to layer 1, but config.json has n_layer = 1"},
+    {"cli_config_missing_key", 1, edit_config_key, "n_embd", NULL, AT_CONFIG,
+     ": missing key 'n_embd'", "n_layer, n_embd, n_head, vocab_size, n_positions"},
+    {"cli_config_wrong_type", 1, edit_config_key, "n_head", "\"2\"", AT_CONFIG,
+     ": key 'n_head' is a JSON string, expected an integer", NULL},
+    {"cli_config_heads_do_not_divide", 1, edit_config_key, "n_head", "3", AT_CONFIG,
+     ": n_embd = 16 is not divisible by n_head = 3", NULL},
+    {"cli_config_invalid_json", 1, write_config, NULL, "{\"n_layer\": 2,", AT_CONFIG,
+     ": invalid JSON", NULL},
+    {"cli_unsupported_model_type", 1, edit_config_key, "model_type", "\"bert\"", AT_CONFIG,
+     ": unsupported model_type 'bert'", "\"gpt2\", \"llama\", \"qwen2\""},
+    /* A RoBERTa config without model_type is not taken for a GPT-2 one missing its keys. */
+    {"cli_config_without_model_type", 1, write_config, NULL,
+     "{\"architectures\": [\"RobertaForMaskedLM\"], \"hidden_size\": 768, "
+     "\"num_hidden_layers\": 12, \"vocab_size\": 50265}",
+     AT_CONFIG,
+     ": no model_type (architectures: RobertaForMaskedLM), and not a GPT-2 config (no n_layer, "
+     "n_embd)",
+     "\"gpt2\", \"llama\", \"qwen2\""},
+    {"cli_unsupported_attention_option", 1, edit_config_key, "scale_attn_by_inverse_layer_idx",
+     "true", AT_CONFIG, ": scale_attn_by_inverse_layer_idx = true is unsupported", NULL},
+    {"cli_unsupported_activation", 1, edit_config_key, "activation_function", "\"relu\"", AT_CONFIG,
+     ": unsupported activation_function 'relu'", "gelu_new"},
+    {"cli_no_weights", 1, remove_file, "model.safetensors", NULL, AT_DIR,
+     ": no weights: neither model.safetensors nor model.safetensors.index.json exists", NULL},
+    {"cli_no_config", 1, remove_file, "config.json", NULL, AT_CONFIG, ": cannot open", NULL},
+    {"cli_index_names_missing_shard", 3, remove_file, SHARD(2), NULL, AT_INDEX,
+     ": shard '" SHARD(2) "'", "does not exist"},
+    {"cli_index_path_escape", 3, edit_weight_map, "wte.weight", "../" SHARD(1), AT_INDEX,
+     ": weight_map['wte.weight']", "no '/' or '..'"},
+    {"cli_index_disagrees_with_shards", 3, edit_weight_map, "wte.weight", SHARD(3), AT_INDEX,
+     ": tensor 'wte.weight' is in " SHARD(1), "weight_map maps it to " SHARD(3)},
+};
+#define N_BROKEN (int)(sizeof BROKEN / sizeof *BROKEN)
+
+/* Each broken directory: `softprompt info` exits 1, prints nothing on stdout and names the
+ * file at fault and what is wrong with it on stderr. */
+START_TEST(broken_directory) {
+    const broken *b = &BROKEN[_i];
+    char *dir = make_model("m", SP_DTYPE_F32, b->shards, 0);
+    char *file = tu_path(dir, "model.safetensors");
+    b->damage(b, dir, file);
+    const char *names[] = {[AT_FILE] = "/model.safetensors",
+                           [AT_DIR] = "",
+                           [AT_CONFIG] = "/config.json",
+                           [AT_INDEX] = "/model.safetensors.index.json"};
+    char want[512];
+    snprintf(want, sizeof want, "softprompt info: %s%s%s", dir, names[b->at], b->rest);
+    const char *args[] = {"info", dir, NULL};
+    tu_cli r = tu_cli_run(args);
+    ck_assert_msg(r.rc == 1, "%s: exit %d, stderr: %s", b->name, r.rc, r.err);
+    ck_assert_msg(strstr(r.err, want) == r.err, "%s: expected '%s' at the start of: %s", b->name,
+                  want, r.err);
+    if (b->also)
+        ck_assert_msg(strstr(r.err, b->also), "%s: expected '%s' in: %s", b->name, b->also, r.err);
+    ck_assert_str_eq(r.out, "");
+    tu_cli_free(&r);
+    free(dir), free(file);
 }
 END_TEST
 
 /* Random edits to the header of a whole model: the load fails with a message or, when the
  * edit was harmless (e.g. inside the padding), yields the full model. Never crashes. */
 START_TEST(random_header_mutations_never_crash) {
-    char *file, *dir = good_model(&file);
+    char *dir = make_model("m", SP_DTYPE_F32, 1, 0), *file = tu_path(dir, "model.safetensors");
     size_t len;
     unsigned char *raw = (unsigned char *)tu_read_file(file, &len);
     uint64_t n = 0;
@@ -864,32 +737,7 @@ int main(void) {
 
     TCase *bad = tcase_create("broken directories");
     tcase_add_checked_fixture(bad, tu_dir_setup, tu_dir_teardown);
-    tcase_add_test(bad, cli_truncated_weights);
-    tcase_add_test(bad, cli_file_shorter_than_prefix);
-    tcase_add_test(bad, cli_header_length_past_end);
-    tcase_add_test(bad, cli_invalid_json_header);
-    tcase_add_test(bad, cli_offsets_out_of_range);
-    tcase_add_test(bad, cli_overlapping_offsets);
-    tcase_add_test(bad, cli_size_not_shape_times_dtype);
-    tcase_add_test(bad, cli_unknown_dtype);
-    tcase_add_test(bad, cli_integer_weight);
-    tcase_add_test(bad, cli_missing_tensor);
-    tcase_add_test(bad, cli_unexpected_tensor);
-    tcase_add_test(bad, cli_shape_disagrees_with_config);
-    tcase_add_test(bad, cli_more_layers_than_config);
-    tcase_add_test(bad, cli_config_missing_key);
-    tcase_add_test(bad, cli_config_wrong_type);
-    tcase_add_test(bad, cli_config_heads_do_not_divide);
-    tcase_add_test(bad, cli_config_invalid_json);
-    tcase_add_test(bad, cli_unsupported_model_type);
-    tcase_add_test(bad, cli_config_without_model_type);
-    tcase_add_test(bad, cli_unsupported_attention_option);
-    tcase_add_test(bad, cli_unsupported_activation);
-    tcase_add_test(bad, cli_no_weights);
-    tcase_add_test(bad, cli_no_config);
-    tcase_add_test(bad, cli_index_names_missing_shard);
-    tcase_add_test(bad, cli_index_path_escape);
-    tcase_add_test(bad, cli_index_disagrees_with_shards);
+    tcase_add_loop_test(bad, broken_directory, 0, N_BROKEN);
     suite_add_tcase(s, bad);
     return tu_run_suite(s);
 }

@@ -219,7 +219,12 @@ START_TEST(splits_stratified_and_deterministic) {
     for (int i = 0; i < nv; i++) pos += lv[i];
     ck_assert_int_eq(pos, 2);
     free(out), free(err);
-    /* Same seed: identical files' contents. */
+    /* Same seed: the same files, byte for byte (HDF5 records no object times), also written a
+     * second later. */
+    char *first_path = tu_path(g_out, "s-train.h5");
+    size_t n_first, n_again;
+    char *first = tu_read_file(first_path, &n_first);
+    sleep(1);
     rc = prepare(&out, &err, "--input", FIX "reviews.jsonl", "--template", "{text} It was",
                  "--verbalizer", VERB, "--split", "train=0.75,valid=0.25", "--seed", "7", "--out",
                  prefix, "--force", NULL);
@@ -228,6 +233,10 @@ START_TEST(splits_stratified_and_deterministic) {
     ck_assert_int_eq(read_split("s-train.h5", lt2, ft2, 16), 8);
     ck_assert_mem_eq(ft, ft2, sizeof(int32_t) * 8);
     ck_assert_mem_eq(lt, lt2, sizeof(int) * 8);
+    char *again = tu_read_file(first_path, &n_again);
+    ck_assert_msg(n_first == n_again && memcmp(first, again, n_first) == 0,
+                  "the same prepare wrote different bytes");
+    free(first), free(again), free(first_path);
     /* Another seed: another draw (same sizes). */
     rc = prepare(&out, &err, "--input", FIX "reviews.jsonl", "--template", "{text} It was",
                  "--verbalizer", VERB, "--split", "train=0.75,valid=0.25", "--seed", "8", "--out",
@@ -395,6 +404,72 @@ START_TEST(bad_inputs) {
 }
 END_TEST
 
+/* UTF-16 input (Windows tools' "Unicode") is named, with the conversion, for every format:
+ * the .json sniffing sees no '[' and hands the file to the JSON-lines reader, which says so. */
+START_TEST(utf16_input_is_named) {
+    const char le[] = "\xFF\xFE{\0\"\0t\0\"\0:\0 \0\"\0x\0\"\0}\0\n\0";
+    const char *names[] = {"win.jsonl", "win.json", "win.csv", "win.tsv"};
+    for (int k = 0; k < 4; k++) {
+        char want[128];
+        snprintf(want, sizeof want,
+                 "%s: UTF-16 with BOM (the file starts with bytes FF FE): "
+                 "convert to UTF-8",
+                 names[k]);
+        expect_failure(names[k], le, sizeof le - 1, 1, NULL, NULL,
+                       (const char *[]){want, "iconv -f UTF-16 -t UTF-8", NULL});
+    }
+}
+END_TEST
+
+/* A UTF-8 byte order mark is skipped in every format, as Python's "utf-8-sig" would. */
+START_TEST(utf8_bom_is_skipped) {
+    const char *ins[][2] = {
+        {"bom.jsonl", "\xEF\xBB\xBF" GOOD1 GOOD2},
+        {"bom.json", "\xEF\xBB\xBF[{\"text\": \"Nice.\", \"label\": \"positive\"},"
+                     "{\"text\": \"Awful.\", \"label\": \"negative\"}]"},
+        {"bom.csv", "\xEF\xBB\xBFtext,label\nNice.,positive\nAwful.,negative\n"},
+        {"bom.tsv", "\xEF\xBB\xBFtext\tlabel\nNice.\tpositive\nAwful.\tnegative\n"}};
+    for (int k = 0; k < 4; k++) {
+        char *in = tu_path(tu_dir, ins[k][0]), *prefix = out_prefix("bom");
+        tu_write_file(in, ins[k][1], strlen(ins[k][1]));
+        char *out = NULL, *err = NULL;
+        int rc = prepare(&out, &err, "--input", in, "--verbalizer", VERB, "--split", "all", "--out",
+                         prefix, "--force", NULL);
+        ck_assert_msg(rc == 0, "%s: %s", ins[k][0], err);
+        ck_assert_msg(strstr(out, "2 records, 2 examples"), "%s: %s", ins[k][0], out);
+        free(in), free(prefix), free(out), free(err);
+    }
+}
+END_TEST
+
+/* A template without the text field, or with the answer's field, is prepared (it is valid) but
+ * warned about on stderr with the reason. */
+START_TEST(suspicious_template_warns) {
+    char *prefix = out_prefix("w");
+    char *out = NULL, *err = NULL;
+    int rc = prepare(&out, &err, "--input", FIX "reviews.jsonl", "--template",
+                     "{text} The answer is {label}. It was", "--verbalizer", VERB, "--split", "all",
+                     "--out", prefix, NULL);
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert_msg(strstr(err, "softprompt prepare: warning: --template '{soft:20}{text} The answer "
+                              "is {label}. It was' inserts {label}, which the target '{label}' "
+                              "is made of: the answer leaks into the input"),
+                  "%s", err);
+    free(out), free(err);
+    rc = prepare(&out, &err, "--input", FIX "reviews.jsonl", "--template", "Review: It was",
+                 "--verbalizer", VERB, "--split", "all", "--out", prefix, "--force", NULL);
+    ck_assert_msg(rc == 0, "%s", err);
+    ck_assert_msg(strstr(err, "softprompt prepare: warning: --template '{soft:20}Review: It was' "
+                              "inserts no record field"),
+                  "%s", err);
+    free(out), free(err);
+    rc = prepare(&out, &err, "--input", FIX "reviews.jsonl", "--verbalizer", VERB, "--split", "all",
+                 "--out", prefix, "--force", NULL);
+    ck_assert_msg(rc == 0 && !strstr(err, "warning"), "%s", err);
+    free(out), free(err), free(prefix);
+}
+END_TEST
+
 START_TEST(bad_tokenizer_and_existing_output) {
     char *prefix = out_prefix("t");
     char *out = NULL, *err = NULL;
@@ -475,6 +550,9 @@ int main(void) {
     tcase_add_test(tc, info_describes_dataset);
     tcase_add_test(tc, bad_inputs);
     tcase_add_test(tc, bad_tokenizer_and_existing_output);
+    tcase_add_test(tc, utf16_input_is_named);
+    tcase_add_test(tc, utf8_bom_is_skipped);
+    tcase_add_test(tc, suspicious_template_warns);
     tcase_add_test(tc, sentiment_demo);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);

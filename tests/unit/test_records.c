@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "softprompt/records.h"
 #include "testutil.h"
@@ -78,11 +79,25 @@ static void expect_error_v(const char *name, const char *content, size_t len, sp
     free(path);
 }
 
-#define EXPECT_ERROR(name, content, fmt, ...)                                                      \
-    do {                                                                                           \
-        const char *const want_[] = {__VA_ARGS__, NULL};                                           \
-        expect_error_v(name, content, sizeof(content) - 1, fmt, want_);                            \
-    } while (0)
+/* A file that must be refused, and fragments of the message (format auto-detected). */
+typedef struct bad_file {
+    const char *name, *content;
+    size_t len;
+    const char *want[5];
+} bad_file;
+/* ROW(name, content, want...): content is a string literal (it may hold NUL bytes). */
+#define ROW(name, content, ...)                                                                    \
+    {                                                                                              \
+        name, content, sizeof(content) - 1, {                                                      \
+            __VA_ARGS__                                                                            \
+        }                                                                                          \
+    }
+
+static void expect_errors(const bad_file *rows, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        expect_error_v(rows[i].name, rows[i].content, rows[i].len, SP_RECORDS_AUTO, rows[i].want);
+}
+#define EXPECT_ERRORS(rows) expect_errors(rows, sizeof rows / sizeof *rows)
 
 /* ------------------------------------------------------------------------------------------ */
 
@@ -211,60 +226,141 @@ START_TEST(missing_file) {
 }
 END_TEST
 
+static const bad_file JSONL_ERRORS[] = {
+    ROW("m.jsonl", "{\"text\": \"a\"}\n\n{\"text\": \"b\",}\n",
+        "m.jsonl:3: invalid JSON at column"),
+    ROW("arr.jsonl", "{\"text\": \"a\"}\n[1, 2]\n",
+        "arr.jsonl:2: expected a JSON object per line, got an array"),
+    ROW("whole.json", "[{\"text\": \"a\"},\n{\"text\": \"b\"}]\n", "whole.json:1: invalid JSON",
+        "write one object per line"),
+    ROW("one.json", " [{\"text\": \"a\"}, {\"text\": \"b\"}]\n",
+        "one.json:1: expected a JSON object per line, got an array", "write one object per line"),
+    ROW("s.jsonl", "\"just a string\"\n",
+        "s.jsonl:1: expected a JSON object per line, got a string"),
+    ROW("dup.jsonl", "{\"text\": \"a\", \"text\": \"b\"}\n", "dup.jsonl:1: invalid JSON",
+        "duplicate"),
+    ROW("u.jsonl", "{\"a\": 1}\n{\"label\": 1, \"text\": \"ab\xFF\"}\n",
+        "u.jsonl:2: field \"text\": invalid UTF-8 (byte 0xFF) at byte offset 24"),
+    ROW("k.jsonl", "{\"te\xC3xt\": 1}\n",
+        "k.jsonl:1: a key: invalid UTF-8 (byte 0xC3) at byte offset 4"),
+    ROW("nul.jsonl", "{\"text\": \"a\\u0000b\"}\n", "nul.jsonl:1: invalid JSON"),
+};
+
 START_TEST(jsonl_errors) {
-    EXPECT_ERROR("m.jsonl", "{\"text\": \"a\"}\n\n{\"text\": \"b\",}\n", SP_RECORDS_AUTO,
-                 "m.jsonl:3: invalid JSON at column");
-    EXPECT_ERROR("arr.jsonl", "{\"text\": \"a\"}\n[1, 2]\n", SP_RECORDS_AUTO,
-                 "arr.jsonl:2: expected a JSON object per line, got an array");
-    EXPECT_ERROR("whole.json", "[{\"text\": \"a\"},\n{\"text\": \"b\"}]\n", SP_RECORDS_AUTO,
-                 "whole.json:1: invalid JSON", "write one object per line");
-    EXPECT_ERROR("one.json", " [{\"text\": \"a\"}, {\"text\": \"b\"}]\n", SP_RECORDS_AUTO,
-                 "one.json:1: expected a JSON object per line, got an array",
-                 "write one object per line");
-    EXPECT_ERROR("s.jsonl", "\"just a string\"\n", SP_RECORDS_AUTO,
-                 "s.jsonl:1: expected a JSON object per line, got a string");
-    EXPECT_ERROR("dup.jsonl", "{\"text\": \"a\", \"text\": \"b\"}\n", SP_RECORDS_AUTO,
-                 "dup.jsonl:1: invalid JSON", "duplicate");
-    EXPECT_ERROR("u.jsonl", "{\"a\": 1}\n{\"label\": 1, \"text\": \"ab\xFF\"}\n", SP_RECORDS_AUTO,
-                 "u.jsonl:2: field \"text\": invalid UTF-8 (byte 0xFF) at byte offset 24");
-    EXPECT_ERROR("k.jsonl", "{\"te\xC3xt\": 1}\n", SP_RECORDS_AUTO,
-                 "k.jsonl:1: a key: invalid UTF-8 (byte 0xC3) at byte offset 4");
-    EXPECT_ERROR("nul.jsonl", "{\"text\": \"a\\u0000b\"}\n", SP_RECORDS_AUTO,
-                 "nul.jsonl:1: invalid JSON");
+    EXPECT_ERRORS(JSONL_ERRORS);
 }
 END_TEST
+
+static const bad_file CSV_ERRORS[] = {
+    ROW("q.csv", "text,label\nok,1\n\"never closed,1\nmore,0\n",
+        "q.csv:3: field \"text\": unterminated quoted field"),
+    ROW("q2.csv", "text,label\nok,\"1\n", "q2.csv:2: field \"label\": unterminated quoted field"),
+    ROW("n.csv", "text,label\na,1\n\"b\nc\",1\nd,1,extra\n",
+        "n.csv:5: expected 2 fields (as in the header), got 3"),
+    ROW("few.csv", "text,label\r\nonly\r\n",
+        "few.csv:2: expected 2 fields (as in the header), got 1"),
+    ROW("u.csv", "text,label\nfine,1\n\"a\nb\xE2\x28\xA1\",0\n",
+        "u.csv:3: field \"text\": invalid UTF-8 (byte 0xE2) at byte offset 3 of the "
+        "field"),
+    ROW("dup.csv", "text,label,text\n",
+        "dup.csv:1: duplicate header name \"text\" (columns 1 and 3)"),
+    ROW("after.csv", "text,label\n\"ab\"c,1\n",
+        "after.csv:2: field \"text\": unexpected character 'c' after the closing quote"),
+    ROW("empty.csv", "", "empty.csv: no header row"),
+    ROW("hdr.csv", "te\xFFxt,label\n",
+        "hdr.csv:1: header column 1: invalid UTF-8 (byte 0xFF) at byte offset 2"),
+    ROW("nul.csv", "text,label\nab\0c,1\n",
+        "nul.csv:2: field \"text\": NUL byte (byte 0x00) at byte offset 2"),
+};
 
 START_TEST(csv_errors) {
-    EXPECT_ERROR("q.csv", "text,label\nok,1\n\"never closed,1\nmore,0\n", SP_RECORDS_AUTO,
-                 "q.csv:3: field \"text\": unterminated quoted field");
-    EXPECT_ERROR("q2.csv", "text,label\nok,\"1\n", SP_RECORDS_AUTO,
-                 "q2.csv:2: field \"label\": unterminated quoted field");
-    EXPECT_ERROR("n.csv", "text,label\na,1\n\"b\nc\",1\nd,1,extra\n", SP_RECORDS_AUTO,
-                 "n.csv:5: expected 2 fields (as in the header), got 3");
-    EXPECT_ERROR("few.csv", "text,label\r\nonly\r\n", SP_RECORDS_AUTO,
-                 "few.csv:2: expected 2 fields (as in the header), got 1");
-    EXPECT_ERROR("u.csv", "text,label\nfine,1\n\"a\nb\xE2\x28\xA1\",0\n", SP_RECORDS_AUTO,
-                 "u.csv:3: field \"text\": invalid UTF-8 (byte 0xE2) at byte offset 3 of the "
-                 "field");
-    EXPECT_ERROR("dup.csv", "text,label,text\n", SP_RECORDS_AUTO,
-                 "dup.csv:1: duplicate header name \"text\" (columns 1 and 3)");
-    EXPECT_ERROR("after.csv", "text,label\n\"ab\"c,1\n", SP_RECORDS_AUTO,
-                 "after.csv:2: field \"text\": unexpected character 'c' after the closing quote");
-    EXPECT_ERROR("empty.csv", "", SP_RECORDS_AUTO, "empty.csv: no header row");
-    EXPECT_ERROR("hdr.csv", "te\xFFxt,label\n", SP_RECORDS_AUTO,
-                 "hdr.csv:1: header column 1: invalid UTF-8 (byte 0xFF) at byte offset 2");
-    EXPECT_ERROR("nul.csv", "text,label\nab\0c,1\n", SP_RECORDS_AUTO,
-                 "nul.csv:2: field \"text\": NUL byte (byte 0x00) at byte offset 2");
+    EXPECT_ERRORS(CSV_ERRORS);
 }
 END_TEST
 
+static const bad_file TSV_ERRORS[] = {
+    ROW("n.tsv", "text\tlabel\na\t1\nb\t1\tx\n",
+        "n.tsv:3: expected 2 fields (as in the header), got 3"),
+    ROW("u.tsv", "text\tlabel\n\xC0\xAF\t1\n",
+        "u.tsv:2: field \"text\": invalid UTF-8 (byte 0xC0) at byte offset 0"),
+    ROW("d.tsv", "a\tb\ta\n", "d.tsv:1: duplicate header name \"a\" (columns 1 and 3)"),
+};
+
 START_TEST(tsv_errors) {
-    EXPECT_ERROR("n.tsv", "text\tlabel\na\t1\nb\t1\tx\n", SP_RECORDS_AUTO,
-                 "n.tsv:3: expected 2 fields (as in the header), got 3");
-    EXPECT_ERROR("u.tsv", "text\tlabel\n\xC0\xAF\t1\n", SP_RECORDS_AUTO,
-                 "u.tsv:2: field \"text\": invalid UTF-8 (byte 0xC0) at byte offset 0");
-    EXPECT_ERROR("d.tsv", "a\tb\ta\n", SP_RECORDS_AUTO,
-                 "d.tsv:1: duplicate header name \"a\" (columns 1 and 3)");
+    EXPECT_ERRORS(TSV_ERRORS);
+}
+END_TEST
+
+/* A UTF-8 byte order mark is skipped in every format (Python's "utf-8-sig"): the first header
+ * name is "text", not "\xEF\xBB\xBFtext". */
+START_TEST(utf8_bom_is_skipped_in_every_format) {
+    CHECK_RENDER("bom.csv", "\xEF\xBB\xBFtext,label\nhi,1\n", SP_RECORDS_AUTO,
+                 "2|text=hi|label=1\n");
+    CHECK_RENDER("bom.tsv", "\xEF\xBB\xBFtext\tlabel\nhi\t1\n", SP_RECORDS_AUTO,
+                 "2|text=hi|label=1\n");
+    CHECK_RENDER("bom.jsonl", "\xEF\xBB\xBF{\"text\": \"hi\"}\n", SP_RECORDS_AUTO, "1|text=hi\n");
+}
+END_TEST
+
+/* UTF-16 and UTF-32 files (what Windows tools often save) are named as such, with the
+ * conversion to make, instead of an "invalid UTF-8" or "NUL byte" error on the first field. */
+static const bad_file UTF16_AND_UTF32_ARE_NAMED[] = {
+    ROW("le.csv", "\xFF\xFEt\0e\0x\0t\0\n\0",
+        "le.csv: UTF-16 with BOM (the file starts with bytes FF FE): convert to UTF-8",
+        "iconv -f UTF-16 -t UTF-8 ", "le.csv > ", "le-utf8.csv"),
+    ROW("be.jsonl", "\xFE\xFF\0{\0}\0\n",
+        "be.jsonl: UTF-16 with BOM (the file starts with bytes FE FF)"),
+    ROW("le.tsv", "\xFF\xFE\0\0t\0\0\0",
+        "le.tsv: UTF-32 with BOM (the file starts with bytes FF FE 00 00)",
+        "iconv -f UTF-32 -t UTF-8"),
+    ROW("be.csv", "\0\0\xFE\xFF\0\0\0t",
+        "be.csv: UTF-32 with BOM (the file starts with bytes 00 00 FE FF)"),
+    /* Without a BOM the first NUL byte says what it probably means. */
+    ROW("nobom.csv", "t\0e\0x\0t\0\n\0",
+        "nobom.csv:1: header column 1: NUL byte (byte 0x00) at byte offset 1",
+        "usually UTF-16 or UTF-32 without a byte order mark: convert it to UTF-8"),
+};
+
+START_TEST(utf16_and_utf32_are_named) {
+    EXPECT_ERRORS(UTF16_AND_UTF32_ARE_NAMED);
+}
+END_TEST
+
+/* CPU seconds to open a CSV file whose header has n distinct column names. */
+static double header_seconds(int n) {
+    char *path = tu_path(tu_dir, "wide.csv");
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    for (int i = 0; i < n; i++) fprintf(f, "%scolumn_%d", i ? "," : "", i);
+    fputc('\n', f);
+    fclose(f);
+    struct timespec a, b;
+    sp_error err = {0};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &a);
+    sp_records *r = sp_records_open(path, SP_RECORDS_CSV, &err);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &b);
+    ck_assert_msg(r != NULL, "%s", err.msg);
+    int got = 0;
+    sp_records_header(r, &got);
+    ck_assert_int_eq(got, n);
+    sp_records_close(r);
+    free(path);
+    return (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
+}
+
+/* The header's duplicate check is linear: 10x the columns costs about 10x the time (it
+ * compared every pair, so 200,000 columns took minutes). The bound is generous (40x, the
+ * quadratic check would be 100x) and both sizes are measured in this run. */
+START_TEST(wide_header_is_linear) {
+    double small = 1e9;
+    for (int k = 0; k < 3; k++) {
+        double t = header_seconds(20000);
+        if (t < small) small = t;
+    }
+    double big = header_seconds(200000);
+    ck_assert_msg(big < 40 * small + 0.05,
+                  "200,000 columns took %.3f s, 20,000 took %.4f s (ratio %.0f)", big, small,
+                  big / small);
 }
 END_TEST
 
@@ -287,21 +383,21 @@ START_TEST(size_limits) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("records");
-    TCase *tc = tcase_create("records");
-    tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
-    tcase_add_test(tc, jsonl_values_and_blank_lines);
-    tcase_add_test(tc, csv_quoting_crlf_and_newlines);
-    tcase_add_test(tc, csv_lf_single_column);
-    tcase_add_test(tc, tsv_no_quoting);
-    tcase_add_test(tc, explicit_format_and_header);
-    tcase_add_test(tc, get_and_require);
-    tcase_add_test(tc, utf8_validator);
-    tcase_add_test(tc, missing_file);
-    tcase_add_test(tc, jsonl_errors);
-    tcase_add_test(tc, csv_errors);
-    tcase_add_test(tc, tsv_errors);
-    tcase_add_test(tc, size_limits);
-    suite_add_tcase(s, tc);
-    return tu_run_suite(s);
+    const TTest *tests[] = {jsonl_values_and_blank_lines,
+                            csv_quoting_crlf_and_newlines,
+                            csv_lf_single_column,
+                            tsv_no_quoting,
+                            explicit_format_and_header,
+                            get_and_require,
+                            utf8_validator,
+                            missing_file,
+                            jsonl_errors,
+                            csv_errors,
+                            tsv_errors,
+                            size_limits,
+                            utf8_bom_is_skipped_in_every_format,
+                            utf16_and_utf32_are_named,
+                            wide_header_is_linear,
+                            NULL};
+    return tu_main("records", tests, NULL, NULL);
 }

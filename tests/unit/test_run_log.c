@@ -84,10 +84,6 @@ START_TEST(non_finite_values_are_written_as_null) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("run_log");
-    TCase *tc = tcase_create("core");
-    tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
-    tcase_add_test(tc, non_finite_values_are_written_as_null);
-    suite_add_tcase(s, tc);
-    return tu_run_suite(s);
+    const TTest *tests[] = {non_finite_values_are_written_as_null, NULL};
+    return tu_main("run_log", tests, NULL, NULL);
 }

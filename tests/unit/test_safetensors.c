@@ -12,13 +12,11 @@
 static char *path; /* tu_dir/x.safetensors */
 
 static void setup(void) {
-    tu_dir_setup();
     path = tu_path(tu_dir, "x.safetensors");
 }
 
 static void teardown(void) {
     free(path);
-    tu_dir_teardown();
 }
 
 /* File = u64 LE hdr_len, header text, then data_len zero bytes. */
@@ -425,41 +423,38 @@ START_TEST(random_header_mutations_never_crash) {
 END_TEST
 
 int main(void) {
-    Suite *s = suite_create("safetensors");
-    TCase *tc = tcase_create("core");
-    tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_add_test(tc, round_trip_dtypes_metadata_alignment);
-    tcase_add_test(tc, hand_written_file_with_padding_reads);
-    tcase_add_test(tc, failed_write_leaves_target_untouched);
-    tcase_add_test(tc, write_into_missing_directory_fails);
-    tcase_add_test(tc, missing_file);
-    tcase_add_test(tc, shorter_than_8_bytes);
-    tcase_add_test(tc, header_length_past_end);
-    tcase_add_test(tc, header_too_large);
-    tcase_add_test(tc, header_invalid_json);
-    tcase_add_test(tc, header_not_object);
-    tcase_add_test(tc, duplicate_tensor_name);
-    tcase_add_test(tc, entry_not_object);
-    tcase_add_test(tc, entry_missing_dtype);
-    tcase_add_test(tc, entry_missing_shape);
-    tcase_add_test(tc, entry_missing_data_offsets);
-    tcase_add_test(tc, unknown_dtype);
-    tcase_add_test(tc, dtype_not_string);
-    tcase_add_test(tc, negative_shape);
-    tcase_add_test(tc, shape_not_integers);
-    tcase_add_test(tc, too_many_dims);
-    tcase_add_test(tc, numel_overflow);
-    tcase_add_test(tc, bytes_overflow);
-    tcase_add_test(tc, offsets_out_of_range);
-    tcase_add_test(tc, offsets_begin_after_end);
-    tcase_add_test(tc, offsets_wrong_arity);
-    tcase_add_test(tc, offsets_negative);
-    tcase_add_test(tc, overlapping_ranges);
-    tcase_add_test(tc, size_not_shape_times_dtype);
-    tcase_add_test(tc, metadata_not_strings);
-    tcase_add_test(tc, not_a_regular_file);
-    tcase_add_test(tc, every_truncation_fails);
-    tcase_add_test(tc, random_header_mutations_never_crash);
-    suite_add_tcase(s, tc);
-    return tu_run_suite(s);
+    const TTest *tests[] = {round_trip_dtypes_metadata_alignment,
+                            hand_written_file_with_padding_reads,
+                            failed_write_leaves_target_untouched,
+                            write_into_missing_directory_fails,
+                            missing_file,
+                            shorter_than_8_bytes,
+                            header_length_past_end,
+                            header_too_large,
+                            header_invalid_json,
+                            header_not_object,
+                            duplicate_tensor_name,
+                            entry_not_object,
+                            entry_missing_dtype,
+                            entry_missing_shape,
+                            entry_missing_data_offsets,
+                            unknown_dtype,
+                            dtype_not_string,
+                            negative_shape,
+                            shape_not_integers,
+                            too_many_dims,
+                            numel_overflow,
+                            bytes_overflow,
+                            offsets_out_of_range,
+                            offsets_begin_after_end,
+                            offsets_wrong_arity,
+                            offsets_negative,
+                            overlapping_ranges,
+                            size_not_shape_times_dtype,
+                            metadata_not_strings,
+                            not_a_regular_file,
+                            every_truncation_fails,
+                            random_header_mutations_never_crash,
+                            NULL};
+    return tu_main("safetensors", tests, setup, teardown);
 }

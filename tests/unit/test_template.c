@@ -384,6 +384,54 @@ START_TEST(boundaries_match_whole_string) {
 }
 END_TEST
 
+/* The warnings of the formatter for template tpl, target tgt (NULL: default) and verbalizer
+ * verb (NULL: generation), joined by " | ". */
+static char *warnings_of(const char *tpl, const char *tgt, const char *verb) {
+    sp_format_options o = {0};
+    o.template_spec = tpl, o.target_spec = tgt, o.verbalizer_spec = verb;
+    o.prompt_length = -1;
+    sp_error err = {0};
+    sp_formatter *f = sp_formatter_new(g_tok, &o, &err);
+    ck_assert_msg(f != NULL, "%s", err.msg);
+    char *out = calloc(1, 4096);
+    for (int i = 0; i < sp_formatter_n_warnings(f); i++)
+        snprintf(out + strlen(out), 4096 - strlen(out), "%s%s", i ? " | " : "",
+                 sp_formatter_warning(f, i));
+    ck_assert_ptr_null(sp_formatter_warning(f, sp_formatter_n_warnings(f)));
+    sp_formatter_free(f);
+    return out;
+}
+
+static void expect_warnings(const char *tpl, const char *tgt, const char *verb, const char *want) {
+    char *got = warnings_of(tpl, tgt, verb);
+    if (!want)
+        ck_assert_msg(got[0] == '\0', "'%s': unexpected warning: %s", tpl, got);
+    else
+        ck_assert_msg(strstr(got, want) != NULL, "'%s': warnings \"%s\" lack \"%s\"", tpl, got,
+                      want);
+    free(got);
+}
+
+/* Valid templates that are probably mistakes are warned about (not refused): no text field,
+ * no field at all, the answer's field in the input. */
+START_TEST(suspicious_templates_warn) {
+    const char *verb = "neg= terrible,pos= great";
+    expect_warnings("{text} It was", NULL, verb, NULL);
+    expect_warnings("{soft:4}Review: {text} Answer:", " {label}", NULL, NULL);
+    expect_warnings(
+        "{label}: {text} It was", NULL, verb,
+        "--template '{soft:20}{label}: {text} It was' inserts {label}, which the target "
+        "'{label}' is made of: the answer leaks into the input");
+    expect_warnings("Q: {text} A: {answer}", " {answer}", NULL,
+                    "inserts {answer}, which the target ' {answer}' is made of");
+    expect_warnings("{review} It was", NULL, verb,
+                    "--template '{soft:20}{review} It was' does not insert the text field {text}");
+    expect_warnings("It was", NULL, verb,
+                    "--template '{soft:20}It was' inserts no record field: every example gets "
+                    "the same input");
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("template");
     TCase *tc = tcase_create("template");
@@ -397,6 +445,7 @@ int main(void) {
     tcase_add_test(tc, truncation_cuts_only_the_text_field);
     tcase_add_test(tc, multi_token_verbalizer_rejected);
     tcase_add_test(tc, boundaries_match_whole_string);
+    tcase_add_test(tc, suspicious_templates_warn);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }

@@ -2,25 +2,18 @@
  * directories of the Llama kinds (tests/fixtures/tokenizer/hf): every example starts with the
  * tokenizer's BOS where it says so (after the soft tokens that precede all text), never for
  * tokenizers without one, targets end with the config's EOS, and the dataset records the
- * tokenizer's hash. Needs no downloaded file. */
+ * tokenizer's hash, which the model directory's tokenizer must match. Needs no downloaded
+ * file. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "softprompt/dataset.h"
 #include "softprompt/engine.h"
-#include "softprompt/tokenizer.h"
-#include "testutil.h"
+#include "testutil_tok.h"
 
-#define HF_DIR SP_FIXTURES_DIR "/tokenizer/hf/"
+#define HF_DIR TU_HF_DIR "/"
 #define INPUT SP_FIXTURES_DIR "/prepare/reviews.jsonl"
-
-static sp_tokenizer *load(const char *dir) {
-    sp_error err = {0};
-    sp_tokenizer *t = sp_tokenizer_load(dir, &err);
-    ck_assert_msg(t != NULL, "%s", err.msg);
-    return t;
-}
 
 /* Prepares the reviews as generation data (target " {label}" + EOS) with template tpl; returns
  * the opened dataset and its first two examples in b. */
@@ -43,17 +36,14 @@ static sp_dataset *prepare(const char *tok_dir, const char *tpl, sp_batch_data *
 }
 
 static char *decode(sp_tokenizer *t, const int32_t *ids, size_t n) {
-    char *s;
     size_t len;
-    sp_error err = {0};
-    ck_assert_msg(sp_tokenizer_decode(t, ids, n, 0, &s, &len, &err) == 0, "%s", err.msg);
-    return s;
+    return tu_tok_decode_ok(t, ids, n, &len);
 }
 
 /* Llama 2 kind: 20 soft tokens, <s>, the text; targets " positive" then </s>. */
 START_TEST(test_llama2_bos) {
     const char *dir = HF_DIR "llama2";
-    sp_tokenizer *t = load(dir);
+    sp_tokenizer *t = tu_tok_load_ok(dir);
     sp_batch_data b;
     char *out = NULL;
     sp_dataset *ds = prepare(dir, "{text} It was", &b, &out);
@@ -84,7 +74,7 @@ END_TEST
 /* Llama 3 kind, soft tokens after some text: BOS is the very first token. */
 START_TEST(test_llama3_bos_first) {
     const char *dir = HF_DIR "llama3";
-    sp_tokenizer *t = load(dir);
+    sp_tokenizer *t = tu_tok_load_ok(dir);
     sp_batch_data b;
     char *out = NULL;
     sp_dataset *ds = prepare(dir, "Review:{soft:4} {text} It was", &b, &out);
@@ -108,7 +98,7 @@ END_TEST
 /* Qwen2 kind: no BOS; the text follows the soft tokens directly. */
 START_TEST(test_qwen2_no_bos) {
     const char *dir = HF_DIR "qwen2";
-    sp_tokenizer *t = load(dir);
+    sp_tokenizer *t = tu_tok_load_ok(dir);
     sp_batch_data b;
     char *out = NULL;
     sp_dataset *ds = prepare(dir, "{text} It was", &b, &out);
@@ -125,13 +115,35 @@ START_TEST(test_qwen2_no_bos) {
 }
 END_TEST
 
+/* The model directory's tokenizer is compared with the one a dataset was prepared with: the
+ * same directory matches, another tokenizer is refused naming both hashes (directories without
+ * or with half a tokenizer: test_tokenizer_load's test_hash_of_dir). */
+START_TEST(test_tokenizer_of_model_dir) {
+    const char *dir = HF_DIR "llama3";
+    sp_batch_data b;
+    char *out = NULL, hash[17], other[17];
+    sp_dataset *ds = prepare(dir, "{text} It was", &b, &out);
+    int found = -1;
+    sp_error err = {0};
+    ck_assert_msg(sp_tokenizer_hash_of_dir(dir, hash, &found, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(found, 1);
+    ck_assert_str_eq(hash, sp_dataset_get_meta(ds)->tokenizer_hash);
+    ck_assert_int_eq(sp_dataset_check_tokenizer(ds, hash, dir, &err), 0);
+    ck_assert_msg(sp_tokenizer_hash_of_dir(HF_DIR "qwen2", other, &found, &err) == 0, "%s",
+                  err.msg);
+    ck_assert_int_eq(found, 1);
+    ck_assert_int_eq(sp_dataset_check_tokenizer(ds, other, HF_DIR "qwen2", &err), -1);
+    ck_assert_msg(strstr(err.msg, hash) && strstr(err.msg, other) &&
+                      strstr(err.msg, "--allow-tokenizer-mismatch"),
+                  "%s", err.msg);
+    sp_batch_data_free(&b);
+    sp_dataset_close(ds);
+    free(out);
+}
+END_TEST
+
 int main(void) {
-    Suite *s = suite_create("tokenizer_prepare");
-    TCase *tc = tcase_create("prepare");
-    tcase_add_checked_fixture(tc, tu_dir_setup, tu_dir_teardown);
-    tcase_add_test(tc, test_llama2_bos);
-    tcase_add_test(tc, test_llama3_bos_first);
-    tcase_add_test(tc, test_qwen2_no_bos);
-    suite_add_tcase(s, tc);
-    return tu_run_suite(s);
+    const TTest *tests[] = {test_llama2_bos, test_llama3_bos_first, test_qwen2_no_bos,
+                            test_tokenizer_of_model_dir, NULL};
+    return tu_main("prepare_tokenizers", tests, NULL, NULL);
 }
