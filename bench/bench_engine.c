@@ -198,7 +198,7 @@ int main(int argc, char **argv) {
     }
     double *times = malloc((size_t)(o.steps + o.warmup) * sizeof *times), first_loss = 0;
     for (int i = 0; i < o.warmup + o.steps; i++) {
-        double t0 = sp_now(), loss;
+        double t0 = sp__now(), loss;
         memset(grad, 0, (size_t)o.P * d * sizeof *grad);
         if (sp_team_run(team, &b, &pass, &loss, &err)) {
             fprintf(stderr, "bench_engine: %s\n", err.msg);
@@ -208,7 +208,7 @@ int main(int argc, char **argv) {
         for (int j = 0; j < o.P * d; j++) grad_sum[j] = grad[j];
         grad_sum[o.P * d] = loss;
         sp_dist_sum_double(grad_sum, (size_t)o.P * d + 1);
-        times[i] = sp_now() - t0;
+        times[i] = sp__now() - t0;
         if (i == 0) first_loss = grad_sum[o.P * d] / ((double)o.B * o.K);
     }
     /* The gradient sum makes the ranks wait for each other, so their step times agree: average. */
@@ -219,9 +219,9 @@ int main(int argc, char **argv) {
     /* The per-step message alone: the same sum, 50 times (median), on the node's transport. */
     double ar[50];
     for (int i = 0; i < 50; i++) {
-        double t0 = sp_now();
+        double t0 = sp__now();
         sp_dist_sum_double(grad_sum, (size_t)o.P * d + 1);
-        ar[i] = sp_now() - t0;
+        ar[i] = sp__now() - t0;
     }
     qsort(ar, 50, sizeof *ar, cmp_double);
     sp_dist_sum_double(&ar[25], 1);

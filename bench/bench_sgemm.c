@@ -25,10 +25,10 @@ static double measure(int M, int N, int K, int reps) {
     for (size_t i = 0; i < (size_t)K * N; i++) b[i] = (float)(i % 5) * 0.1f;
     double *g = malloc((size_t)(reps + 1) * sizeof *g);
     for (int r = 0; r <= reps; r++) {
-        double t0 = sp_now();
+        double t0 = sp__now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, a, K, b, N, 0.0f, c,
                     N);
-        g[r] = 2.0 * M * N * K / (sp_now() - t0) * 1e-9;
+        g[r] = 2.0 * M * N * K / (sp__now() - t0) * 1e-9;
     }
     qsort(g + 1, (size_t)reps, sizeof *g, cmp_double);
     double med = g[1 + reps / 2];

@@ -140,9 +140,9 @@ static sp_tokenizer *load(const char *dir) {
 static double time_encode(sp_tokenizer *tok, const text *t, sp_token_buf *out) {
     sp_error err;
     out->n = 0;
-    double t0 = sp_now();
+    double t0 = sp__now();
     if (sp_tokenizer_encode_append(tok, t->data, t->len, 0, out, &err)) die("encode", err.msg);
-    return sp_now() - t0;
+    return sp__now() - t0;
 }
 
 static void bench(const char *name, const char *dir, const text *t, int runs) {

@@ -59,7 +59,7 @@ static inline int sp_config_head_dim(const sp_model_config *c) {
 }
 
 /* A frozen linear layer y = x W + b over the weight's storage. Call sites pass the whole
- * struct to sp_linear_fwd / sp_linear_bwd (src/model/kernels.h) and never look at w: how it is
+ * struct to sp__linear_fwd / sp__linear_bwd (src/model/kernels.h) and never look at w: how it is
  * stored (layout, element type) is the kernels' business. Today every weight is float32
  * (F16/BF16 files are converted at load); a BF16 storage adds a value to sp_wstore, and
  * -Wswitch then points at the kernels that must handle it. */
@@ -107,14 +107,11 @@ typedef struct sp_model {
 
     /* Provenance and memory accounting (for `softprompt info` and fingerprints). */
     char *dir;
-    int n_files;
-    sp_st_file *files;
-    float **owned; /* converted or realigned tensors */
-    int n_owned;
-    int64_t n_params;       /* parameters actually used (tied head counted once) */
-    size_t bytes_mapped;    /* size of all mapped safetensors files */
-    size_t bytes_in_place;  /* F32 tensor bytes used directly from the mapping */
-    size_t bytes_converted; /* private float32 copies made at load */
+    struct sp__model_store *store; /* the loader's: mapped files, converted copies (opaque) */
+    int64_t n_params;              /* parameters actually used (tied head counted once) */
+    size_t bytes_mapped;           /* size of all mapped safetensors files */
+    size_t bytes_in_place;         /* F32 tensor bytes used directly from the mapping */
+    size_t bytes_converted;        /* private float32 copies made at load */
     int64_t params_by_dtype[SP_DTYPE_COUNT];
 } sp_model;
 
@@ -122,6 +119,11 @@ typedef struct sp_model {
  * the file and the tensor or key at fault. */
 int sp_model_load(sp_model *m, const char *dir, sp_error *err);
 void sp_model_free(sp_model *m);
+
+/* The safetensors files a loaded model maps (one, or the shards in index order): their count
+ * and each one's path (NULL when i is out of range). */
+int sp_model_n_files(const sp_model *m);
+const char *sp_model_file_path(const sp_model *m, int i);
 
 /* Non-finite weights (NaN, infinities) of a loaded model: every value of every tensor it
  * computes with, in its stored dtype (an F64 value beyond float32's range counts: it is

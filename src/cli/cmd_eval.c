@@ -26,7 +26,7 @@ typedef struct eval_args {
 #define CMD "eval"
 #define AT(field) offsetof(eval_args, field)
 
-static const sp_flag FLAGS[] = {
+static const sp__flag FLAGS[] = {
     SP_OPT_STR("model", AT(model), "DIR", "Hugging Face model directory",
                .flags = SP_FLAG_REQUIRED),
     SP_OPT_STR("data", AT(data), "FILE.h5", "dataset made by `softprompt prepare`",
@@ -50,7 +50,7 @@ static const sp_flag FLAGS[] = {
     {0},
 };
 
-static const sp_flag_spec SPEC = {
+static const sp__flag_spec SPEC = {
     .cmd = CMD,
     .usage = "usage: softprompt eval --model DIR --data FILE.h5 [--prompt CKPT] [options]\n",
     .about =
@@ -62,7 +62,7 @@ static const sp_flag_spec SPEC = {
 };
 
 static void usage(FILE *out) {
-    sp_flags_usage(&SPEC, out);
+    sp__flags_usage(&SPEC, out);
 }
 
 static int parse_args(int argc, char **argv, eval_args *a) {
@@ -70,7 +70,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
     a->micro_batch = 8;
     char *pos[argc > 0 ? argc : 1];
     int n_pos;
-    return sp_flags_parse(&SPEC, argc, argv, a, pos, &n_pos);
+    return sp__flags_parse(&SPEC, argc, argv, a, pos, &n_pos);
 }
 
 /* The result as one JSON object; loss (and accuracy) null when they are not numbers. */
@@ -107,7 +107,7 @@ static void print_result(const eval_args *a, const sp_eval_result *r, const sp_d
     for (int c = 0; c < r->n_classes; c++) {
         int64_t total = 0;
         char name[128];
-        printf("  %-16s", sp_escape(meta->class_names[c], name, sizeof name));
+        printf("  %-16s", sp__escape(meta->class_names[c], name, sizeof name));
         for (int p = 0; p < r->n_classes; p++) {
             printf(" %8lld", (long long)r->confusion[c * r->n_classes + p]);
             total += r->confusion[c * r->n_classes + p];
@@ -199,8 +199,8 @@ static int eval_body(void *args, const sp_dist *d, sp_error *err) {
 static int run(int argc, char **argv) {
     eval_args a;
     int rc = parse_args(argc, argv, &a);
-    return rc ? rc : sp_cli_run_ranks("eval", &argc, &argv, eval_body, &a);
+    return rc ? rc : sp__cli_run_ranks("eval", &argc, &argv, eval_body, &a);
 }
 
-const sp_command SP_CMD_EVAL = {
+const sp__command SP_CMD_EVAL = {
     "eval", "evaluate a prompt, or the zero-shot template, on a dataset", run, usage};

@@ -17,7 +17,7 @@ typedef struct export_args {
 
 #define AT(field) offsetof(export_args, field)
 
-static const sp_flag FLAGS[] = {
+static const sp__flag FLAGS[] = {
     SP_OPT_STR("model", AT(model), "DIR",
                "the model the prompt was trained for (shapes are checked)",
                .flags = SP_FLAG_REQUIRED),
@@ -40,7 +40,7 @@ static const sp_flag FLAGS[] = {
     {0},
 };
 
-static const sp_flag_spec SPEC = {
+static const sp__flag_spec SPEC = {
     .cmd = "export",
     .usage = "usage: softprompt export --model DIR --prompt PATH --out DIR [--base-model NAME]\n",
     .about =
@@ -53,7 +53,7 @@ static const sp_flag_spec SPEC = {
 };
 
 static void usage(FILE *out) {
-    sp_flags_usage(&SPEC, out);
+    sp__flags_usage(&SPEC, out);
 }
 
 /* What base_model_name_or_path will say when --base-model is not given. */
@@ -115,10 +115,10 @@ static int export_adapter(const char *model_dir, const char *prompt_path, const 
 static int run(int argc, char **argv) {
     export_args a = {0};
     char *pos[argc > 0 ? argc : 1];
-    int n_pos, rc = sp_flags_parse(&SPEC, argc, argv, &a, pos, &n_pos);
+    int n_pos, rc = sp__flags_parse(&SPEC, argc, argv, &a, pos, &n_pos);
     return rc ? rc
               : export_adapter(a.model, a.prompt, a.out, a.base, a.allow_model_mismatch, a.force);
 }
 
-const sp_command SP_CMD_EXPORT = {"export", "write a checkpoint's prompt as a PEFT adapter", run,
-                                  usage};
+const sp__command SP_CMD_EXPORT = {"export", "write a checkpoint's prompt as a PEFT adapter", run,
+                                   usage};

@@ -10,9 +10,9 @@
 #include "softprompt/model.h"
 #include "util/path.h"
 
-static const sp_flag FLAGS[] = {{0}};
+static const sp__flag FLAGS[] = {{0}};
 
-static const sp_flag_spec SPEC = {
+static const sp__flag_spec SPEC = {
     .cmd = "info",
     .usage = "usage: softprompt info PATH\n",
     .about =
@@ -33,7 +33,7 @@ static const sp_flag_spec SPEC = {
 };
 
 static void usage(FILE *out) {
-    sp_flags_usage(&SPEC, out);
+    sp__flags_usage(&SPEC, out);
 }
 
 /* 124439808 -> "124,439,808" */
@@ -91,11 +91,12 @@ static void print_dtypes(const sp_model *m) {
 }
 
 static void print_files(const sp_model *m) {
-    if (m->n_files == 1) {
-        const char *base = strrchr(m->files[0].path, '/');
-        printf("%-14s1 (%s, not sharded)\n", "files", base ? base + 1 : m->files[0].path);
+    if (sp_model_n_files(m) == 1) {
+        const char *path = sp_model_file_path(m, 0), *base = strrchr(path, '/');
+        printf("%-14s1 (%s, not sharded)\n", "files", base ? base + 1 : path);
     } else {
-        printf("%-14s%d shards listed in model.safetensors.index.json\n", "files", m->n_files);
+        printf("%-14s%d shards listed in model.safetensors.index.json\n", "files",
+               sp_model_n_files(m));
     }
 }
 
@@ -115,7 +116,7 @@ static void print_memory(const sp_model *m) {
            bytes_str(buf, sizeof buf, (uint64_t)per_tok * (uint64_t)T));
 }
 
-static const char *norm_name(sp_norm_kind k) {
+static const char *norm_name(sp__norm_kind k) {
     switch (k) {
     case SP_NORM_LAYERNORM:
         return "LayerNorm";
@@ -125,7 +126,7 @@ static const char *norm_name(sp_norm_kind k) {
     return "?";
 }
 
-static const char *mlp_name(sp_mlp_kind k) {
+static const char *mlp_name(sp__mlp_kind k) {
     switch (k) {
     case SP_MLP_GELU:
         return "GELU (tanh) MLP";
@@ -149,11 +150,11 @@ static const char *rope_scaling_name(sp_rope_scaling s) {
 
 /* Which biases a block has, from the family's tensor table and the configuration. */
 static void biases(const sp_model_config *c, int *qkv, int *o, int *mlp) {
-    const sp_family *f = sp_family_of(c->arch);
+    const sp__family *f = sp__family_of(c->arch);
     *qkv = *o = *mlp = 0;
     for (int i = 0; i < f->n_tensors; i++) {
-        const sp_tensor_desc *row = &f->tensors[i];
-        if (!sp_tensor_present(row, c)) continue;
+        const sp__tensor_desc *row = &f->tensors[i];
+        if (!sp__tensor_present(row, c)) continue;
         *qkv |= row->role == SP_ROLE_QKV_B || row->role == SP_ROLE_Q_B;
         *o |= row->role == SP_ROLE_O_B;
         *mlp |= row->role == SP_ROLE_MLP_IN_B || row->role == SP_ROLE_MLP_OUT_B;
@@ -163,7 +164,7 @@ static void biases(const sp_model_config *c, int *qkv, int *o, int *mlp) {
 /* The family's block as its description says: norm, positions, MLP, biases. */
 static void print_block(const sp_model *m) {
     const sp_model_config *c = &m->cfg;
-    const sp_family *f = sp_family_of(c->arch);
+    const sp__family *f = sp__family_of(c->arch);
     char pos[96] = "learned positions";
     switch (f->pos) {
     case SP_POS_LEARNED:
@@ -183,7 +184,7 @@ static void print_block(const sp_model *m) {
 static void print_architecture(const sp_model *m) {
     const sp_model_config *c = &m->cfg;
     int kv = sp_config_kv_heads(c), hd = sp_config_head_dim(c);
-    printf("%-14s%s (model_type %s)\n", "architecture", sp_family_of(c->arch)->hf_class,
+    printf("%-14s%s (model_type %s)\n", "architecture", sp__family_of(c->arch)->hf_class,
            sp_arch_model_type(c->arch));
     printf("%-14s%d\n", "layers", c->n_layer);
     printf("%-14s%d\n", "d_model", c->d_model);
@@ -247,16 +248,16 @@ static int info_model(const char *dir) {
 
 static int run(int argc, char **argv) {
     char *pos[argc > 0 ? argc : 1];
-    int n_pos, rc = sp_flags_parse(&SPEC, argc, argv, NULL, pos, &n_pos);
+    int n_pos, rc = sp__flags_parse(&SPEC, argc, argv, NULL, pos, &n_pos);
     if (rc) return rc;
     const char *path = pos[0];
     /* HDF5 files (datasets, checkpoints) are told apart by their root "format" attribute;
      * everything else is a model directory. */
-    if (sp_ends_with(path, ".h5") || sp_info_is_hdf5(path)) return sp_info_h5(path);
+    if (sp__ends_with(path, ".h5") || sp__info_is_hdf5(path)) return sp__info_h5(path);
     return info_model(path);
 }
 
-const sp_command SP_CMD_INFO = {
+const sp__command SP_CMD_INFO = {
     .name = "info",
     .summary = "describe a model directory, a dataset or a checkpoint",
     .run = run,

@@ -104,7 +104,7 @@ static const char *parse_shape(void *args, const char *arg) {
 /* --arch on its own: the architecture's conventions on the current dimensions. */
 static const char *parse_arch(void *args, const char *arg) {
     sp_model_config *c = &((sp_init_options *)args)->cfg;
-    if (sp_arch_from_model_type(arg, &c->arch) != 0) return sp_arch_supported_plain();
+    if (sp__arch_from_model_type(arg, &c->arch) != 0) return sp__arch_supported_plain();
     family_options(c);
     switch (c->arch) {
     case SP_ARCH_GPT2:
@@ -120,7 +120,7 @@ static const char *parse_arch(void *args, const char *arg) {
     return NULL;
 }
 
-static const sp_flag FLAGS[] = {
+static const sp__flag FLAGS[] = {
     SP_OPT_CUSTOM("shape", AT(cfg), "NAME", parse_shape,
                   "gpt2, gpt2-medium, distilgpt2, smollm2-135m,\n"
                   "smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, llama-3.2-1b",
@@ -159,7 +159,7 @@ static const sp_flag FLAGS[] = {
     {0},
 };
 
-static const sp_flag_spec SPEC = {
+static const sp__flag_spec SPEC = {
     .cmd = CMD,
     .usage = "usage: softprompt init-model [options] OUT\n",
     .about = "Writes a model directory with random weights in Hugging Face's layout\n"
@@ -174,12 +174,12 @@ static const sp_flag_spec SPEC = {
 };
 
 static void usage(FILE *out) {
-    sp_flags_usage(&SPEC, out);
+    sp__flags_usage(&SPEC, out);
 }
 
 /* The MLP width HF's configs default to: 4 d; gated MLPs 8/3 d rounded up to a multiple of 64
  * (the same number of weights in their three matrices). */
-static int default_d_ff(const sp_family *f, int d) {
+static int default_d_ff(const sp__family *f, int d) {
     switch (f->mlp) {
     case SP_MLP_GELU:
         return 4 * d;
@@ -193,22 +193,22 @@ static int default_d_ff(const sp_family *f, int d) {
 static int parse_args(int argc, char **argv, sp_init_options *o, const char **out_dir) {
     sp_init_options_default(o);
     char *pos[argc > 0 ? argc : 1];
-    int n_pos, rc = sp_flags_parse(&SPEC, argc, argv, o, pos, &n_pos);
+    int n_pos, rc = sp__flags_parse(&SPEC, argc, argv, o, pos, &n_pos);
     if (rc) return rc;
-    const sp_family *f = sp_family_of(o->cfg.arch);
+    const sp__family *f = sp__family_of(o->cfg.arch);
     if (f->gqa && o->cfg.n_head % sp_config_kv_heads(&o->cfg) != 0) {
         char v[32], expected[64];
         snprintf(v, sizeof v, "%d", o->cfg.n_kv_head);
         snprintf(expected, sizeof expected, "a divisor of --heads %d", o->cfg.n_head);
-        return sp_flag_bad(CMD, "--kv-heads", v, expected);
+        return sp__flag_bad(CMD, "--kv-heads", v, expected);
     }
     if (o->cfg.d_model % o->cfg.n_head != 0 && !(f->gqa && o->cfg.head_dim > 0)) {
         char v[32], expected[64];
         snprintf(v, sizeof v, "%d", o->cfg.n_head);
         snprintf(expected, sizeof expected, "a divisor of --d %d", o->cfg.d_model);
-        return sp_flag_bad(CMD, "--heads", v, expected);
+        return sp__flag_bad(CMD, "--heads", v, expected);
     }
-    if (!sp_flags_given(argc, argv, "d-ff") && !sp_flags_given(argc, argv, "shape"))
+    if (!sp__flags_given(argc, argv, "d-ff") && !sp__flags_given(argc, argv, "shape"))
         o->cfg.d_ff = default_d_ff(f, o->cfg.d_model);
     *out_dir = pos[0];
     return -1;
@@ -225,7 +225,7 @@ static int run(int argc, char **argv) {
         return 1;
     }
     const sp_model_config *c = &o.cfg;
-    uint64_t n = (uint64_t)sp_family_param_count(c);
+    uint64_t n = (uint64_t)sp__family_param_count(c);
     printf("wrote %s: random %s weights (seed %" PRIu64 ", std %g%s)\n", dir,
            sp_arch_model_type(c->arch), o.seed, (double)o.std,
            o.random_norms ? ", random norms" : "");
@@ -243,7 +243,7 @@ static int run(int argc, char **argv) {
     return 0;
 }
 
-const sp_command SP_CMD_INIT_MODEL = {
+const sp__command SP_CMD_INIT_MODEL = {
     .name = "init-model",
     .summary = "write a random-weight GPT-2 model directory (any shape, dtype, sharding)",
     .run = run,

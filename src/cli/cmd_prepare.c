@@ -18,7 +18,7 @@
 #define RECORDS "records"
 #define OUTPUT "output"
 
-static const sp_flag FLAGS[] = {
+static const sp__flag FLAGS[] = {
     SP_OPT_STR("tokenizer", AT(tokenizer), "DIR",
                "tokenizer.json (+ tokenizer_config.json: GPT-2, Llama 2/3,\n"
                "Qwen2, SmolLM kinds), vocab.json + merges.txt, or\n"
@@ -74,7 +74,7 @@ static const sp_flag FLAGS[] = {
     {0},
 };
 
-static const sp_flag_spec SPEC = {
+static const sp__flag_spec SPEC = {
     .cmd = CMD,
     .usage = "usage: softprompt prepare --tokenizer DIR --input FILE [--template T] [--target T]\n"
              "                          [--verbalizer V] [options] --out PREFIX\n",
@@ -87,25 +87,25 @@ static const sp_flag_spec SPEC = {
 };
 
 static void usage(FILE *out) {
-    sp_flags_usage(&SPEC, out);
+    sp__flags_usage(&SPEC, out);
 }
 
 /* Returns 0, or 2 after reporting a usage error. */
 static int parse_args(int argc, char **argv, sp_prepare_options *o) {
     sp_prepare_options_default(o);
     char *pos[argc > 0 ? argc : 1];
-    int n_pos, rc = sp_flags_parse(&SPEC, argc, argv, o, pos, &n_pos);
+    int n_pos, rc = sp__flags_parse(&SPEC, argc, argv, o, pos, &n_pos);
     if (rc) return rc;
-    if (!o->out[0]) return sp_flag_bad(CMD, "--out", o->out, "a path prefix");
+    if (!o->out[0]) return sp__flag_bad(CMD, "--out", o->out, "a path prefix");
     if (!o->fmt.verbalizer_spec && o->skip_unknown)
-        return sp_flag_usage_error(CMD, "--skip-unknown-labels needs --verbalizer");
+        return sp__flag_usage_error(CMD, "--skip-unknown-labels needs --verbalizer");
     return 0;
 }
 
 /* A verbalizer word in quotes for the summary (" great" -> "\" great\""), escaped. */
 static void print_word(FILE *out, const char *w) {
     char shown[256];
-    fprintf(out, "\"%s\"", sp_escape(w, shown, sizeof shown));
+    fprintf(out, "\"%s\"", sp__escape(w, shown, sizeof shown));
 }
 
 static void print_warning(const char *warning, void *ctx) {
@@ -141,14 +141,14 @@ static void print_examples(const sp_prepare_options *o, const sp_prepare_report 
         printf("%-11s generation, %d soft tokens, %s\n", "task", r->n_soft,
                r->eos ? "targets end with <|endoftext|>" : "no EOS after targets");
     char shown[1024];
-    printf("%-11s %s\n", "template", sp_escape(r->template_spec, shown, 1024));
-    printf("%-11s %s\n", "target", sp_escape(r->target_spec, shown, 1024));
+    printf("%-11s %s\n", "template", sp__escape(r->template_spec, shown, 1024));
+    printf("%-11s %s\n", "target", sp__escape(r->target_spec, shown, 1024));
     if (!r->n_classes) return;
     printf("%-11s", "classes");
     for (int c = 0; c < r->n_classes; c++) {
         int64_t n = 0;
         for (int k = 0; k < r->n_splits; k++) n += r->splits[k].per_class[c];
-        printf("%s%s -> ", c ? ",  " : " ", sp_escape(r->class_values[c], shown, sizeof shown));
+        printf("%s%s -> ", c ? ",  " : " ", sp__escape(r->class_values[c], shown, sizeof shown));
         print_word(stdout, r->class_words[c]);
         printf(" (token %d): %" PRId64, (int)r->class_ids[c], n);
     }
@@ -164,7 +164,7 @@ static void print_split_row(const sp_prepare_report *r, const sp_prepare_split *
         char shown[1024];
         printf(" ");
         for (int c = 0; c < r->n_classes; c++)
-            printf("%s%s: %" PRId64, c ? ", " : " ", sp_escape(r->class_values[c], shown, 1024),
+            printf("%s%s: %" PRId64, c ? ", " : " ", sp__escape(r->class_values[c], shown, 1024),
                    per_class[c]);
     }
     printf("\n");
@@ -206,7 +206,7 @@ static int run(int argc, char **argv) {
     return rc == 0 ? 0 : rc == SP_PREPARE_BAD_OPTION ? 2 : 1;
 }
 
-const sp_command SP_CMD_PREPARE = {
+const sp__command SP_CMD_PREPARE = {
     .name = "prepare",
     .summary = "tokenize labelled text (JSONL/CSV/TSV/JSON) into HDF5 training datasets",
     .run = run,

@@ -53,7 +53,7 @@ static const char *parse_metric(void *args, const char *v) {
 #define INIT "prompt initialisation"
 #define OUTPUT "evaluation, checkpoints, output"
 
-static const sp_flag FLAGS[] = {
+static const sp__flag FLAGS[] = {
     SP_OPT_STR("model", AT(c.model_dir), "DIR", "Hugging Face model directory",
                .flags = SP_FLAG_REQUIRED, .group = DATA),
     SP_OPT_STR("train", AT(c.train_path), "FILE.h5", "training set (softprompt prepare)",
@@ -139,7 +139,7 @@ static const sp_flag FLAGS[] = {
     {0},
 };
 
-static const sp_flag_spec SPEC = {
+static const sp__flag_spec SPEC = {
     .cmd = CMD,
     .usage =
         "usage: softprompt train --model DIR --train FILE.h5 --out DIR [options]\n"
@@ -156,21 +156,21 @@ static const sp_flag_spec SPEC = {
 };
 
 static void usage(FILE *out) {
-    sp_flags_usage(&SPEC, out);
+    sp__flags_usage(&SPEC, out);
 }
 
 static int parse_args(int argc, char **argv, train_args *a) {
     memset(a, 0, sizeof *a);
     sp_train_config_default(&a->c);
     char *pos[argc > 0 ? argc : 1];
-    int n_pos, rc = sp_flags_parse(&SPEC, argc, argv, a, pos, &n_pos);
+    int n_pos, rc = sp__flags_parse(&SPEC, argc, argv, a, pos, &n_pos);
     if (rc) return rc;
     sp_train_config *c = &a->c;
     if (c->init == SP_INIT_TEXT) {
-        if (!a->init_text) return sp_flag_usage_error(CMD, "--init text needs --init-text TEXT");
+        if (!a->init_text) return sp__flag_usage_error(CMD, "--init text needs --init-text TEXT");
         c->init_arg = a->init_text;
     } else if (a->init_text) {
-        return sp_flag_usage_error(CMD, "--init-text is only used with --init text");
+        return sp__flag_usage_error(CMD, "--init-text is only used with --init text");
     }
     return 0;
 }
@@ -182,8 +182,8 @@ static int train_body(void *config, const sp_dist *d, sp_error *err) {
 static int run(int argc, char **argv) {
     train_args a;
     int rc = parse_args(argc, argv, &a);
-    return rc ? rc : sp_cli_run_ranks("train", &argc, &argv, train_body, &a.c);
+    return rc ? rc : sp__cli_run_ranks("train", &argc, &argv, train_body, &a.c);
 }
 
-const sp_command SP_CMD_TRAIN = {"train", "train a soft prompt (MPI data parallel, resumable)", run,
-                                 usage};
+const sp__command SP_CMD_TRAIN = {"train", "train a soft prompt (MPI data parallel, resumable)",
+                                  run, usage};

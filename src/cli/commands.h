@@ -6,21 +6,21 @@
 
 #include <stdio.h>
 
-typedef struct sp_command {
+typedef struct sp__command {
     const char *name;
     const char *summary; /* one line for `softprompt help` */
     int (*run)(int argc, char **argv);
     void (*usage)(FILE *out); /* full --help text */
-} sp_command;
+} sp__command;
 
-extern const sp_command SP_CMD_INFO;
-extern const sp_command SP_CMD_INIT_MODEL;
-extern const sp_command SP_CMD_PREPARE;
-extern const sp_command SP_CMD_TRAIN;
-extern const sp_command SP_CMD_EVAL;
-extern const sp_command SP_CMD_EXPORT;
+extern const sp__command SP_CMD_INFO;
+extern const sp__command SP_CMD_INIT_MODEL;
+extern const sp__command SP_CMD_PREPARE;
+extern const sp__command SP_CMD_TRAIN;
+extern const sp__command SP_CMD_EVAL;
+extern const sp__command SP_CMD_EXPORT;
 
 /* True if argv holds -h or --help (so every command answers --help the same way). */
-int sp_cli_wants_help(int argc, char **argv);
+int sp__cli_wants_help(int argc, char **argv);
 
 #endif

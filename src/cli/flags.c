@@ -10,12 +10,12 @@
 
 /* ---------------------------------------------------------------- messages */
 
-int sp_flag_bad(const char *cmd, const char *flag, const char *value, const char *expected) {
+int sp__flag_bad(const char *cmd, const char *flag, const char *value, const char *expected) {
     fprintf(stderr, "softprompt %s: %s '%s': expected %s\n", cmd, flag, value, expected);
     return 2;
 }
 
-int sp_flag_usage_error(const char *cmd, const char *fmt, ...) {
+int sp__flag_usage_error(const char *cmd, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "softprompt %s: ", cmd);
@@ -27,7 +27,7 @@ int sp_flag_usage_error(const char *cmd, const char *fmt, ...) {
 
 /* ---------------------------------------------------------------- values */
 
-int sp_parse_int64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
+int sp__parse_int64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);
@@ -36,7 +36,7 @@ int sp_parse_int64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
     return 0;
 }
 
-int sp_parse_u64(const char *s, uint64_t *out) {
+int sp__parse_u64(const char *s, uint64_t *out) {
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
@@ -45,7 +45,7 @@ int sp_parse_u64(const char *s, uint64_t *out) {
     return 0;
 }
 
-int sp_parse_double(const char *s, double lo, double hi, double *out) {
+int sp__parse_double(const char *s, double lo, double hi, double *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
@@ -55,7 +55,7 @@ int sp_parse_double(const char *s, double lo, double hi, double *out) {
 }
 
 /* Stores one value; returns 0 or 2 after the bad-value message. */
-static int store(const sp_flag_spec *spec, const sp_flag *f, const char *v, void *args) {
+static int store(const sp__flag_spec *spec, const sp__flag *f, const char *v, void *args) {
     char *p = (char *)args + f->offset, expected[96], flag[80];
     snprintf(flag, sizeof flag, "--%s", f->name);
     int64_t i;
@@ -68,7 +68,7 @@ static int store(const sp_flag_spec *spec, const sp_flag *f, const char *v, void
         return 0;
     case SP_FLAG_INT:
     case SP_FLAG_INT64:
-        if (sp_parse_int64(v, (int64_t)f->lo, (int64_t)f->hi, &i) == 0) {
+        if (sp__parse_int64(v, (int64_t)f->lo, (int64_t)f->hi, &i) == 0) {
             if (f->type == SP_FLAG_INT)
                 *(int *)p = (int)i;
             else
@@ -77,17 +77,17 @@ static int store(const sp_flag_spec *spec, const sp_flag *f, const char *v, void
         }
         snprintf(expected, sizeof expected, "an integer from %" PRId64 " to %" PRId64,
                  (int64_t)f->lo, (int64_t)f->hi);
-        return sp_flag_bad(spec->cmd, flag, v, expected);
+        return sp__flag_bad(spec->cmd, flag, v, expected);
     case SP_FLAG_U64:
-        if (sp_parse_u64(v, (uint64_t *)p) == 0) return 0;
-        return sp_flag_bad(spec->cmd, flag, v, "an integer from 0 to 18446744073709551615");
+        if (sp__parse_u64(v, (uint64_t *)p) == 0) return 0;
+        return sp__flag_bad(spec->cmd, flag, v, "an integer from 0 to 18446744073709551615");
     case SP_FLAG_DOUBLE:
-        if (sp_parse_double(v, f->lo, f->hi, (double *)p) == 0) return 0;
+        if (sp__parse_double(v, f->lo, f->hi, (double *)p) == 0) return 0;
         snprintf(expected, sizeof expected, "a number from %g to %g", f->lo, f->hi);
-        return sp_flag_bad(spec->cmd, flag, v, expected);
+        return sp__flag_bad(spec->cmd, flag, v, expected);
     case SP_FLAG_CUSTOM: {
         const char *want = f->parse(args, v);
-        return want ? sp_flag_bad(spec->cmd, flag, v, want) : 0;
+        return want ? sp__flag_bad(spec->cmd, flag, v, want) : 0;
     }
     }
     return 2;
@@ -95,8 +95,8 @@ static int store(const sp_flag_spec *spec, const sp_flag *f, const char *v, void
 
 /* ---------------------------------------------------------------- parsing */
 
-static const sp_flag *find(const sp_flag *flags, const char *name, size_t len) {
-    for (const sp_flag *f = flags; f->name; f++)
+static const sp__flag *find(const sp__flag *flags, const char *name, size_t len) {
+    for (const sp__flag *f = flags; f->name; f++)
         if (strlen(f->name) == len && strncmp(f->name, name, len) == 0) return f;
     return NULL;
 }
@@ -121,47 +121,47 @@ static int distance(const char *a, size_t n, const char *b) {
     return d[n][m];
 }
 
-static int unknown(const sp_flag_spec *spec, const char *arg, const char *name, size_t len) {
-    const sp_flag *best = NULL;
+static int unknown(const sp__flag_spec *spec, const char *arg, const char *name, size_t len) {
+    const sp__flag *best = NULL;
     int best_d = 3;
-    for (const sp_flag *f = spec->flags; f->name; f++) {
+    for (const sp__flag *f = spec->flags; f->name; f++) {
         int dist = distance(name, len, f->name);
         size_t k = strlen(f->name);
         if (len >= 3 && len < k && strncmp(f->name, name, len) == 0) dist = 1; /* a prefix */
         if (dist < best_d) best_d = dist, best = f;
     }
     if (best)
-        return sp_flag_usage_error(spec->cmd, "unknown option '%s' (did you mean --%s?)", arg,
-                                   best->name);
-    return sp_flag_usage_error(spec->cmd, "unknown option '%s' (see softprompt %s --help)", arg,
-                               spec->cmd);
+        return sp__flag_usage_error(spec->cmd, "unknown option '%s' (did you mean --%s?)", arg,
+                                    best->name);
+    return sp__flag_usage_error(spec->cmd, "unknown option '%s' (see softprompt %s --help)", arg,
+                                spec->cmd);
 }
 
 typedef struct occurrence {
-    const sp_flag *flag;
+    const sp__flag *flag;
     const char *value;
 } occurrence;
 
 /* A second occurrence of a flag, or of another flag storing into the same place. */
-static int conflict(const sp_flag_spec *spec, const occurrence *seen, int n, const sp_flag *f,
+static int conflict(const sp__flag_spec *spec, const occurrence *seen, int n, const sp__flag *f,
                     const char *value) {
     for (int k = 0; k < n; k++) {
-        const sp_flag *g = seen[k].flag;
+        const sp__flag *g = seen[k].flag;
         if (g == f && !(f->flags & SP_FLAG_REPEAT)) {
             if (f->type == SP_FLAG_SWITCH)
-                return sp_flag_usage_error(spec->cmd, "--%s given twice", f->name);
-            return sp_flag_usage_error(spec->cmd, "--%s given twice ('%s', then '%s')", f->name,
-                                       seen[k].value, value);
+                return sp__flag_usage_error(spec->cmd, "--%s given twice", f->name);
+            return sp__flag_usage_error(spec->cmd, "--%s given twice ('%s', then '%s')", f->name,
+                                        seen[k].value, value);
         }
         if (g != f && g->offset == f->offset && g->type != SP_FLAG_CUSTOM &&
             f->type != SP_FLAG_CUSTOM)
-            return sp_flag_usage_error(spec->cmd, "--%s and --%s both given: choose one", g->name,
-                                       f->name);
+            return sp__flag_usage_error(spec->cmd, "--%s and --%s both given: choose one", g->name,
+                                        f->name);
     }
     return 0;
 }
 
-static int apply_in_order(const sp_flag_spec *spec, occurrence *seen, int n, void *args) {
+static int apply_in_order(const sp__flag_spec *spec, occurrence *seen, int n, void *args) {
     int lo = 0, hi = 0;
     for (int k = 0; k < n; k++) {
         if (seen[k].flag->order < lo) lo = seen[k].flag->order;
@@ -176,41 +176,41 @@ static int apply_in_order(const sp_flag_spec *spec, occurrence *seen, int n, voi
     return 0;
 }
 
-static int check_positionals(const sp_flag_spec *spec, char **pos, int n_pos) {
+static int check_positionals(const sp__flag_spec *spec, char **pos, int n_pos) {
     if (!spec->positional && n_pos > 0)
-        return sp_flag_usage_error(spec->cmd, "unexpected argument '%s' (see softprompt %s --help)",
-                                   pos[0], spec->cmd);
+        return sp__flag_usage_error(
+            spec->cmd, "unexpected argument '%s' (see softprompt %s --help)", pos[0], spec->cmd);
     if (!spec->positional) return 0;
     int lo = spec->min_positional, hi = spec->max_positional;
     if (n_pos >= lo && (hi < 0 || n_pos <= hi)) return 0;
     if (lo == 1 && hi == 1)
-        return sp_flag_usage_error(spec->cmd, "expected exactly one %s, got %d", spec->positional,
-                                   n_pos);
+        return sp__flag_usage_error(spec->cmd, "expected exactly one %s, got %d", spec->positional,
+                                    n_pos);
     if (n_pos > hi)
-        return sp_flag_usage_error(spec->cmd, "unexpected argument '%s' (at most %d %s)", pos[hi],
-                                   hi, spec->positional);
-    return sp_flag_usage_error(spec->cmd, "expected at least %d %s, got %d", lo, spec->positional,
-                               n_pos);
+        return sp__flag_usage_error(spec->cmd, "unexpected argument '%s' (at most %d %s)", pos[hi],
+                                    hi, spec->positional);
+    return sp__flag_usage_error(spec->cmd, "expected at least %d %s, got %d", lo, spec->positional,
+                                n_pos);
 }
 
 #ifndef NDEBUG
 /* What every table must be (the tables are code: checked where asserts are compiled in). */
-static int table_ok(const sp_flag_spec *spec) {
-    for (const sp_flag *f = spec->flags; f->name; f++) {
+static int table_ok(const sp__flag_spec *spec) {
+    for (const sp__flag *f = spec->flags; f->name; f++) {
         if ((f->type == SP_FLAG_SWITCH) != (f->metavar == NULL)) return 0;
         if ((f->type == SP_FLAG_CUSTOM) != (f->parse != NULL) || !f->help) return 0;
-        for (const sp_flag *g = spec->flags; g < f; g++)
+        for (const sp__flag *g = spec->flags; g < f; g++)
             if (strcmp(g->name, f->name) == 0) return 0;
     }
     return 1;
 }
 #endif
 
-int sp_flags_parse(const sp_flag_spec *spec, int argc, char **argv, void *args, char **pos,
-                   int *n_pos) {
+int sp__flags_parse(const sp__flag_spec *spec, int argc, char **argv, void *args, char **pos,
+                    int *n_pos) {
     assert(table_ok(spec));
     occurrence *seen = calloc((size_t)argc + 1, sizeof *seen);
-    if (!seen) return sp_flag_usage_error(spec->cmd, "out of memory");
+    if (!seen) return sp__flag_usage_error(spec->cmd, "out of memory");
     int n = 0, rc = 0, only_positional = 0;
     *n_pos = 0;
     for (int i = 1; i < argc && rc == 0; i++) {
@@ -229,20 +229,20 @@ int sp_flags_parse(const sp_flag_spec *spec, int argc, char **argv, void *args, 
         }
         const char *name = a + 2, *eq = strchr(name, '=');
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
-        const sp_flag *f = find(spec->flags, name, len);
+        const sp__flag *f = find(spec->flags, name, len);
         if (!f) {
             rc = unknown(spec, a, name, len);
             break;
         }
         const char *value = eq ? eq + 1 : NULL;
         if (f->type == SP_FLAG_SWITCH && value) {
-            rc = sp_flag_usage_error(spec->cmd, "--%s takes no value (given '%s')", f->name, a);
+            rc = sp__flag_usage_error(spec->cmd, "--%s takes no value (given '%s')", f->name, a);
             break;
         }
         if (f->type != SP_FLAG_SWITCH && !value) {
             if (i + 1 >= argc) {
-                rc = sp_flag_usage_error(spec->cmd, "--%s needs a value (%s)", f->name,
-                                         f->metavar ? f->metavar : "VALUE");
+                rc = sp__flag_usage_error(spec->cmd, "--%s needs a value (%s)", f->name,
+                                          f->metavar ? f->metavar : "VALUE");
                 break;
             }
             value = argv[++i];
@@ -251,19 +251,19 @@ int sp_flags_parse(const sp_flag_spec *spec, int argc, char **argv, void *args, 
         seen[n].flag = f, seen[n].value = value, n++;
     }
     if (rc == 0) rc = apply_in_order(spec, seen, n, args);
-    for (const sp_flag *f = spec->flags; rc == 0 && f->name; f++) {
+    for (const sp__flag *f = spec->flags; rc == 0 && f->name; f++) {
         if (!(f->flags & SP_FLAG_REQUIRED)) continue;
         int given = 0;
         for (int k = 0; k < n; k++) given |= seen[k].flag == f;
         if (!given)
-            rc = sp_flag_usage_error(spec->cmd, "--%s is required (see softprompt %s --help)",
-                                     f->name, spec->cmd);
+            rc = sp__flag_usage_error(spec->cmd, "--%s is required (see softprompt %s --help)",
+                                      f->name, spec->cmd);
     }
     free(seen);
     return rc ? rc : check_positionals(spec, pos, *n_pos);
 }
 
-int sp_flags_given(int argc, char **argv, const char *name) {
+int sp__flags_given(int argc, char **argv, const char *name) {
     size_t len = strlen(name);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -277,7 +277,7 @@ int sp_flags_given(int argc, char **argv, const char *name) {
 
 /* ---------------------------------------------------------------- --help */
 
-static void flag_text(const sp_flag *f, char *buf, size_t cap) {
+static void flag_text(const sp__flag *f, char *buf, size_t cap) {
     if (f->metavar)
         snprintf(buf, cap, "--%s %s", f->name, f->metavar);
     else
@@ -297,19 +297,19 @@ static void print_help_lines(FILE *out, const char *help, int column) {
 
 #define MAX_LEFT 22
 
-void sp_flags_usage(const sp_flag_spec *spec, FILE *out) {
+void sp__flags_usage(const sp__flag_spec *spec, FILE *out) {
     fputs(spec->usage, out);
     if (spec->about) fprintf(out, "\n%s", spec->about);
     int width = 10; /* "-h, --help" */
     char left[128];
-    for (const sp_flag *f = spec->flags; f->name; f++) {
+    for (const sp__flag *f = spec->flags; f->name; f++) {
         flag_text(f, left, sizeof left);
         int n = (int)strlen(left);
         if (n > width && n <= MAX_LEFT) width = n;
     }
     int column = 2 + width + 2;
     const char *group = NULL;
-    for (const sp_flag *f = spec->flags; f->name; f++) {
+    for (const sp__flag *f = spec->flags; f->name; f++) {
         if (f == spec->flags || (f->group && (!group || strcmp(f->group, group) != 0)))
             fprintf(out, "\n%s:\n", f->group ? f->group : "options");
         if (f->group) group = f->group;

@@ -1,8 +1,8 @@
 /* Command-line flags from one table per command.
  *
- * A command describes its flags once, as an array of sp_flag: the long name, where the value
+ * A command describes its flags once, as an array of sp__flag: the long name, where the value
  * goes (an offset into the command's own argument struct), how it is checked, the help text and
- * the group it is listed under. From that table sp_flags_parse reads argv, sp_flags_usage prints
+ * the group it is listed under. From that table sp__flags_parse reads argv, sp__flags_usage prints
  * --help (and so docs/usage.md's reference, which scripts/update-usage-docs takes from --help),
  * and every message has one wording:
  *
@@ -24,7 +24,7 @@
 #define SP_STR_(x) #x
 #define SP_XSTR(x) SP_STR_(x)
 
-typedef enum sp_flag_type {
+typedef enum sp__flag_type {
     SP_FLAG_SWITCH, /* no value: stores .set in an int */
     SP_FLAG_STRING, /* const char * (points into argv) */
     SP_FLAG_INT,    /* int in [lo, hi] */
@@ -32,7 +32,7 @@ typedef enum sp_flag_type {
     SP_FLAG_U64,    /* uint64_t, decimal */
     SP_FLAG_DOUBLE, /* finite double in [lo, hi] */
     SP_FLAG_CUSTOM, /* .parse decides */
-} sp_flag_type;
+} sp__flag_type;
 
 /* A custom flag's parser: stores the value into args and returns 0, or returns what was
  * expected ("adafactor, adamw or sgd") for the standard bad-value message. */
@@ -43,9 +43,9 @@ enum {
     SP_FLAG_REPEAT = 2,   /* may be given more than once (a custom parser collects the values) */
 };
 
-typedef struct sp_flag {
+typedef struct sp__flag {
     const char *name; /* "model" for --model; NULL ends the table */
-    sp_flag_type type;
+    sp__flag_type type;
     size_t offset;       /* of the value in the command's argument struct */
     const char *metavar; /* "DIR" (NULL for switches) */
     const char *help;    /* '\n' starts a continuation line */
@@ -56,7 +56,7 @@ typedef struct sp_flag {
     int order;         /* flags are applied by increasing order, then as given: a flag that
                           sets defaults for others (--optimizer, --shape) has a lower order */
     const char *group; /* heading printed before this flag when it differs from the previous */
-} sp_flag;
+} sp__flag;
 
 /* Table entries. The trailing arguments are optional designated fields: .flags, .order,
  * .group. */
@@ -83,36 +83,36 @@ typedef struct sp_flag {
         .help = text, __VA_ARGS__                                                                  \
     }
 
-typedef struct sp_flag_spec {
+typedef struct sp__flag_spec {
     const char *cmd;        /* "train" */
     const char *usage;      /* the usage lines, "usage: softprompt ..." included */
     const char *about;      /* paragraphs between the usage lines and the flags */
-    const sp_flag *flags;   /* ends with an entry whose name is NULL */
+    const sp__flag *flags;  /* ends with an entry whose name is NULL */
     const char *positional; /* name of the positional arguments ("PATH"), NULL: none */
     int min_positional, max_positional;
     const char *epilog; /* printed after the flags, may be NULL */
-} sp_flag_spec;
+} sp__flag_spec;
 
 /* Parses argv[1..argc) (argv[0] is the command's name) into args, whose fields the caller has
  * set to their defaults. Positional arguments are returned in order in pos (argv pointers; pos
  * has room for argc entries) and counted in *n_pos. Returns 0, or 2 after a usage message. */
-int sp_flags_parse(const sp_flag_spec *spec, int argc, char **argv, void *args, char **pos,
-                   int *n_pos);
+int sp__flags_parse(const sp__flag_spec *spec, int argc, char **argv, void *args, char **pos,
+                    int *n_pos);
 
 /* Prints --help: usage, about, every flag under its group, epilog. */
-void sp_flags_usage(const sp_flag_spec *spec, FILE *out);
+void sp__flags_usage(const sp__flag_spec *spec, FILE *out);
 
 /* Whether the flag called name was given in argv (for checks between flags after parsing). */
-int sp_flags_given(int argc, char **argv, const char *name);
+int sp__flags_given(int argc, char **argv, const char *name);
 
 /* The standard messages, for checks a command makes after parsing. Each prints and returns 2. */
-int sp_flag_bad(const char *cmd, const char *flag, const char *value, const char *expected);
-int sp_flag_usage_error(const char *cmd, const char *fmt, ...)
+int sp__flag_bad(const char *cmd, const char *flag, const char *value, const char *expected);
+int sp__flag_usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* Value checks shared with custom parsers: 0 and the value, or -1. */
-int sp_parse_int64(const char *s, int64_t lo, int64_t hi, int64_t *out);
-int sp_parse_u64(const char *s, uint64_t *out);
-int sp_parse_double(const char *s, double lo, double hi, double *out);
+int sp__parse_int64(const char *s, int64_t lo, int64_t hi, int64_t *out);
+int sp__parse_u64(const char *s, uint64_t *out);
+int sp__parse_double(const char *s, double lo, double hi, double *out);
 
 #endif

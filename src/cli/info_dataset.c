@@ -26,7 +26,7 @@
 #define BAR_WIDTH 30
 #define N_BUCKETS 8
 
-int sp_info_is_hdf5(const char *path) {
+int sp__info_is_hdf5(const char *path) {
     struct stat st;
     if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
     FILE *f = fopen(path, "rb");
@@ -40,11 +40,11 @@ int sp_info_is_hdf5(const char *path) {
 /* The root attribute "format" of path into out ("" when absent); -1 with err set when the file
  * cannot be read, is not HDF5, or is damaged where the attribute lives. */
 static int read_format(const char *path, char *out, size_t cap, sp_error *err) {
-    sp_h5_quiet();
-    if (sp_h5_precheck(path, err) != 0) return -1;
+    sp__h5_quiet();
+    if (sp__h5_precheck(path, err) != 0) return -1;
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) return sp_h5_fail(err, "%s: cannot open as an HDF5 file", path);
-    int rc = sp_h5_root_format(f, path, out, cap, err);
+    if (f < 0) return sp__h5_fail(err, "%s: cannot open as an HDF5 file", path);
+    int rc = sp__h5_root_format(f, path, out, cap, err);
     H5Fclose(f);
     return rc;
 }
@@ -132,17 +132,17 @@ static void print_labels(const sp_dataset *ds, const sp_dataset_meta *m) {
     char name[128], word[96] = "", tok[160];
     int wname = 4;
     for (int c = 0; c < m->n_classes; c++) {
-        int len = (int)strlen(sp_escape(m->class_names[c], name, sizeof name));
+        int len = (int)strlen(sp__escape(m->class_names[c], name, sizeof name));
         if (len > wname) wname = len;
     }
     if (wname > 24) wname = 24;
     printf("%-14s%s\n", "labels", "class, verbalizer token, examples");
     for (int c = 0; c < m->n_classes; c++) {
-        if (have_words) sp_escape(v.words[c], word, sizeof word);
+        if (have_words) sp__escape(v.words[c], word, sizeof word);
         snprintf(tok, sizeof tok, "%s%s%s(token %d)", have_words ? "\"" : "", word,
                  have_words ? "\" " : "", (int)m->verbalizer[c]);
         printf("  %-*s  %-26s %7" PRId64 " %5.1f%%  ", wname,
-               sp_escape(m->class_names[c], name, sizeof name), tok, cnt[c],
+               sp__escape(m->class_names[c], name, sizeof name), tok, cnt[c],
                n ? 100.0 * (double)cnt[c] / (double)n : 0.0);
         bar(cnt[c], top);
         printf("\n");
@@ -154,7 +154,7 @@ static void print_labels(const sp_dataset *ds, const sp_dataset_meta *m) {
 /* One "label  value" line of a string from the file, escaped; absent when it is empty. */
 static void print_string(const char *label, const char *value, const char *absent) {
     char shown[1024];
-    printf("%-14s%s\n", label, value[0] ? sp_escape(value, shown, sizeof shown) : absent);
+    printf("%-14s%s\n", label, value[0] ? sp__escape(value, shown, sizeof shown) : absent);
 }
 
 static int info_dataset(const char *path) {
@@ -203,7 +203,7 @@ static int info_dataset(const char *path) {
     return 0;
 }
 
-int sp_info_h5(const char *path) {
+int sp__info_h5(const char *path) {
     char format[128], shown[160];
     sp_error err;
     if (read_format(path, format, sizeof format, &err) != 0) {
@@ -222,7 +222,7 @@ int sp_info_h5(const char *path) {
         fprintf(stderr,
                 "softprompt info: %s: not a softprompt dataset or checkpoint (root attribute "
                 "\"format\" is \"%s\")\n",
-                path, sp_escape(format, shown, sizeof shown));
+                path, sp__escape(format, shown, sizeof shown));
     else
         fprintf(stderr,
                 "softprompt info: %s: not a softprompt dataset or checkpoint (an HDF5 file without "

@@ -6,7 +6,7 @@
 
 #include "cli/commands.h"
 
-static const sp_command *const COMMANDS[] = {
+static const sp__command *const COMMANDS[] = {
     &SP_CMD_INFO, &SP_CMD_INIT_MODEL, &SP_CMD_PREPARE, &SP_CMD_TRAIN, &SP_CMD_EVAL, &SP_CMD_EXPORT,
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
@@ -22,13 +22,13 @@ static void print_overview(FILE *out) {
     fprintf(out, "Run `softprompt <command> --help` for a command's options.\n");
 }
 
-static const sp_command *find_command(const char *name) {
+static const sp__command *find_command(const char *name) {
     for (size_t i = 0; i < N_COMMANDS; i++)
         if (strcmp(COMMANDS[i]->name, name) == 0) return COMMANDS[i];
     return NULL;
 }
 
-int sp_cli_wants_help(int argc, char **argv) {
+int sp__cli_wants_help(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--") == 0) break;
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) return 1;
@@ -44,7 +44,7 @@ int main(int argc, char **argv) {
     const char *name = argv[1];
     if (strcmp(name, "help") == 0 || strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
         if (argc > 2) {
-            const sp_command *c = find_command(argv[2]);
+            const sp__command *c = find_command(argv[2]);
             if (!c) {
                 fprintf(stderr, "softprompt: unknown command '%s' (see `softprompt help`)\n",
                         argv[2]);
@@ -60,12 +60,12 @@ int main(int argc, char **argv) {
         printf("softprompt %s\n", SP_VERSION);
         return 0;
     }
-    const sp_command *c = find_command(name);
+    const sp__command *c = find_command(name);
     if (!c) {
         fprintf(stderr, "softprompt: unknown command '%s' (see `softprompt help`)\n", name);
         return 2;
     }
-    if (sp_cli_wants_help(argc - 1, argv + 1)) {
+    if (sp__cli_wants_help(argc - 1, argv + 1)) {
         c->usage(stdout);
         return 0;
     }

@@ -2,7 +2,7 @@
 
 #include <stdio.h>
 
-int sp_cli_run_ranks(const char *cmd, int *argc, char ***argv, sp_rank_body body, void *arg) {
+int sp__cli_run_ranks(const char *cmd, int *argc, char ***argv, sp__rank_body body, void *arg) {
     sp_dist d;
     if (sp_dist_init(&d, argc, argv)) {
         fprintf(stderr, "softprompt %s: MPI initialisation failed\n", cmd);

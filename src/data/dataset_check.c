@@ -27,7 +27,7 @@ static int64_t example_of(const int64_t *off, int64_t n, int64_t p) {
 
 /* Which config.json key the model's position limit came from. */
 static const char *positions_key(const sp_model_config *cfg) {
-    return sp_family_of(cfg->arch)->ctx_key;
+    return sp__family_of(cfg->arch)->ctx_key;
 }
 
 /* Example lengths (from /offsets, in memory) against the model's positions. */
@@ -57,7 +57,7 @@ static int check_verbalizer(const sp_dataset *ds, int V, sp_error *err) {
                            "vocabulary of %d tokens (vocab_size): was the dataset prepared with "
                            "another tokenizer?",
                            ds->path, c, (int)ds->verbalizer[c],
-                           sp_escape(ds->class_names[c], name, sizeof name), V);
+                           sp__escape(ds->class_names[c], name, sizeof name), V);
     return 0;
 }
 
@@ -94,7 +94,7 @@ static int check_tokens(const sp_dataset *ds, int V, int32_t *buf, sp_error *err
     for (int64_t b = 0; b < total; b += CHECK_BLOCK) {
         int64_t len = total - b < CHECK_BLOCK ? total - b : CHECK_BLOCK;
         block_examples(ds, ds->offsets, b, len, what, sizeof what);
-        if (sp_ds_read_block(ds, ds->d_tokens, "tokens", b, len, buf, what, err)) return -1;
+        if (sp__ds_read_block(ds, ds->d_tokens, "tokens", b, len, buf, what, err)) return -1;
         for (int64_t k = 0; k < len; k++) {
             int32_t t = buf[k];
             if (SP_IS_SOFT(t) ? SP_SOFT_INDEX(t) >= P : t >= V)
@@ -153,8 +153,8 @@ static int check_targets(const sp_dataset *ds, int V, int32_t *pos, int32_t *ids
     for (int64_t b = 0; b < total; b += CHECK_BLOCK) {
         int64_t len = total - b < CHECK_BLOCK ? total - b : CHECK_BLOCK;
         block_examples(ds, ds->toffsets, b, len, what, sizeof what);
-        if (sp_ds_read_block(ds, ds->d_tpos, "target_pos", b, len, pos, what, err) ||
-            sp_ds_read_block(ds, ds->d_tids, "target_ids", b, len, ids, what, err))
+        if (sp__ds_read_block(ds, ds->d_tpos, "target_pos", b, len, pos, what, err) ||
+            sp__ds_read_block(ds, ds->d_tids, "target_ids", b, len, ids, what, err))
             return -1;
         for (int64_t k = 0; k < len; k++) {
             int64_t j = b + k;
@@ -192,6 +192,6 @@ int sp_dataset_check_tokenizer(const sp_dataset *ds, const char *hash, const cha
                    "the token ids would mean other words to the model. Prepare the data again "
                    "with `softprompt prepare --tokenizer %s`, or pass --allow-tokenizer-mismatch "
                    "if the two tokenizers give the same ids",
-                   ds->path, sp_escape(mine, shown, sizeof shown), tokenizer_dir, hash,
+                   ds->path, sp__escape(mine, shown, sizeof shown), tokenizer_dir, hash,
                    tokenizer_dir);
 }

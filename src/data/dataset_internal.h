@@ -39,7 +39,7 @@ struct sp_dataset {
 
 /* Reads elements [start, start + len) of 1-D int32 dataset d (/name) into dst; what says whose
  * elements they are in a message ("examples 3-7"). 0 or -1. */
-int sp_ds_read_block(const sp_dataset *ds, hid_t d, const char *name, int64_t start, int64_t len,
-                     int32_t *dst, const char *what, sp_error *err);
+int sp__ds_read_block(const sp_dataset *ds, hid_t d, const char *name, int64_t start, int64_t len,
+                      int32_t *dst, const char *what, sp_error *err);
 
 #endif

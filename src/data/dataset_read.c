@@ -17,7 +17,7 @@
 /* Opens root attribute name; missing is an error only when required (returns -1 then, or
  * -2 when absent and optional). */
 static hid_t open_attr(sp_dataset *ds, const char *name, int required, sp_error *err) {
-    hid_t a = sp_h5_open_root_attr(ds->file, name, ds->path, err);
+    hid_t a = sp__h5_open_root_attr(ds->file, name, ds->path, err);
     if (a == -2 && required)
         return sp_fail(err, "%s: missing root attribute \"%s\" (not a softprompt dataset?)",
                        ds->path, name);
@@ -40,7 +40,7 @@ static int read_str_attr(sp_dataset *ds, const char *name, int required, const c
     } else if (H5Tis_variable_str(ft) > 0) {
         char *v = NULL;
         if (H5Aread(a, mt, &v) < 0)
-            rc = sp_h5_fail(err, "%s: cannot read root attribute \"%s\"", ds->path, name);
+            rc = sp__h5_fail(err, "%s: cannot read root attribute \"%s\"", ds->path, name);
         else if (!(*out = strdup(v ? v : "")))
             rc = sp_fail(err, "%s: out of memory", ds->path);
         H5free_memory(v);
@@ -50,7 +50,7 @@ static int read_str_attr(sp_dataset *ds, const char *name, int required, const c
         if (!v)
             rc = sp_fail(err, "%s: out of memory", ds->path);
         else if (H5Aread(a, mt, v) < 0)
-            rc = sp_h5_fail(err, "%s: cannot read root attribute \"%s\"", ds->path, name);
+            rc = sp__h5_fail(err, "%s: cannot read root attribute \"%s\"", ds->path, name);
         else if (H5Tget_strpad(ft) == H5T_STR_SPACEPAD)
             while (n > 0 && v[n - 1] == ' ') v[--n] = '\0';
         *out = rc == 0 ? v : (free(v), NULL);
@@ -76,7 +76,7 @@ static int read_int_attr(sp_dataset *ds, const char *name, int required, int64_t
         is_int ? 0 : sp_fail(err, "%s: root attribute \"%s\" must be an integer", ds->path, name);
     if (is_int &&
         (is_u64 ? H5Aread(a, H5T_NATIVE_UINT64, &u) : H5Aread(a, H5T_NATIVE_INT64, &v)) < 0)
-        rc = sp_h5_fail(err, "%s: cannot read root attribute \"%s\"", ds->path, name);
+        rc = sp__h5_fail(err, "%s: cannot read root attribute \"%s\"", ds->path, name);
     H5Aclose(a);
     if (rc != 0) return -1;
     if (is_u64) v = u > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)u;
@@ -98,7 +98,7 @@ static int read_seed(sp_dataset *ds, sp_error *err) {
     H5Tclose(ft);
     int rc = is_int ? 0 : sp_fail(err, "%s: root attribute \"seed\" must be an integer", ds->path);
     if (is_int && H5Aread(a, H5T_NATIVE_UINT64, &ds->meta.seed) < 0)
-        rc = sp_h5_fail(err, "%s: cannot read root attribute \"seed\"", ds->path);
+        rc = sp__h5_fail(err, "%s: cannot read root attribute \"seed\"", ds->path);
     H5Aclose(a);
     return rc;
 }
@@ -110,7 +110,7 @@ static int read_format_attrs(sp_dataset *ds, sp_error *err) {
     char shown[128];
     if (rc == 0 && strcmp(format, SP_DATASET_FORMAT) != 0)
         rc = sp_fail(err, "%s: root attribute \"format\" is \"%s\", expected \"%s\"", ds->path,
-                     sp_escape(format, shown, sizeof shown), SP_DATASET_FORMAT);
+                     sp__escape(format, shown, sizeof shown), SP_DATASET_FORMAT);
     if (rc == 0) rc = read_int_attr(ds, "format_version", 1, INT64_MIN, INT64_MAX, &version, err);
     if (rc == 0 && version != SP_DATASET_VERSION)
         rc = sp_fail(err,
@@ -127,7 +127,7 @@ static int read_format_attrs(sp_dataset *ds, sp_error *err) {
         rc = sp_fail(err,
                      "%s: root attribute \"task\" is \"%s\", expected \"classification\" or "
                      "\"generation\"",
-                     ds->path, sp_escape(task, shown, sizeof shown));
+                     ds->path, sp__escape(task, shown, sizeof shown));
     free(format), free(task);
     return rc;
 }
@@ -188,7 +188,7 @@ static const char *class_name(H5T_class_t c) {
  * when it cannot tell (a damaged file is not reported as a missing dataset). */
 static int has_dataset(const sp_dataset *ds, const char *name, sp_error *err) {
     htri_t has = H5Lexists(ds->file, name, H5P_DEFAULT);
-    if (has < 0) return sp_h5_fail(err, "%s: cannot look up dataset \"/%s\"", ds->path, name);
+    if (has < 0) return sp__h5_fail(err, "%s: cannot look up dataset \"/%s\"", ds->path, name);
     return has ? 0 : sp_fail(err, "%s: missing dataset \"/%s\"", ds->path, name);
 }
 
@@ -198,7 +198,7 @@ static hid_t open_int_dataset(sp_dataset *ds, const char *name, size_t bytes, in
                               sp_error *err) {
     if (has_dataset(ds, name, err) != 0) return -1;
     hid_t d = H5Dopen2(ds->file, name, H5P_DEFAULT);
-    if (d < 0) return sp_h5_fail(err, "%s: cannot open dataset \"/%s\"", ds->path, name);
+    if (d < 0) return sp__h5_fail(err, "%s: cannot open dataset \"/%s\"", ds->path, name);
     hid_t t = H5Dget_type(d), s = H5Dget_space(d);
     H5T_class_t cls = H5Tget_class(t);
     size_t size = H5Tget_size(t);
@@ -220,7 +220,7 @@ static hid_t open_int_dataset(sp_dataset *ds, const char *name, size_t bytes, in
         rc = sp_fail(err, "%s: dataset \"/%s\" has %llu elements, expected %" PRId64, ds->path,
                      name, (unsigned long long)dim, n);
     else
-        rc = sp_h5_check_storage(d, ds->path, name, err);
+        rc = sp__h5_check_storage(d, ds->path, name, err);
     if (rc != 0) {
         H5Dclose(d);
         return -1;
@@ -237,7 +237,7 @@ static void *read_all(sp_dataset *ds, const char *name, size_t bytes, int64_t n,
     if (!buf)
         sp_fail(err, "%s: out of memory reading \"/%s\"", ds->path, name);
     else if (n > 0 && H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
-        sp_h5_fail(err, "%s: cannot read dataset \"/%s\"", ds->path, name);
+        sp__h5_fail(err, "%s: cannot read dataset \"/%s\"", ds->path, name);
         free(buf);
         buf = NULL;
     }
@@ -251,7 +251,7 @@ static int read_class_names(sp_dataset *ds, sp_error *err) {
     const char *name = "class_names";
     if (has_dataset(ds, name, err) != 0) return -1;
     hid_t d = H5Dopen2(ds->file, name, H5P_DEFAULT);
-    if (d < 0) return sp_h5_fail(err, "%s: cannot open dataset \"/%s\"", ds->path, name);
+    if (d < 0) return sp__h5_fail(err, "%s: cannot open dataset \"/%s\"", ds->path, name);
     hid_t ft = H5Dget_type(d), s = H5Dget_space(d), mt = H5Tcopy(ft);
     hsize_t dim = 0;
     int rank = H5Sget_simple_extent_ndims(s), rc = 0;
@@ -268,7 +268,7 @@ static int read_class_names(sp_dataset *ds, sp_error *err) {
     else if (!ds->class_names || !buf)
         rc = sp_fail(err, "%s: out of memory", ds->path);
     else if (H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
-        rc = sp_h5_fail(err, "%s: cannot read dataset \"/%s\"", ds->path, name);
+        rc = sp__h5_fail(err, "%s: cannot read dataset \"/%s\"", ds->path, name);
     for (int i = 0; rc == 0 && i < n; i++) {
         const char *v = fixed ? buf + (size_t)i * fixed : ((char **)buf)[i];
         size_t len = !v ? 0 : fixed ? strnlen(v, fixed) : strlen(v);
@@ -358,20 +358,20 @@ static int open_batch_datasets(sp_dataset *ds, sp_error *err) {
 /* ------------------------------------------------------------------------------------------ */
 
 static int open_file(sp_dataset *ds, sp_error *err) {
-    if (sp_h5_precheck(ds->path, err) != 0) return -1;
-    if (H5Fis_hdf5(ds->path) <= 0) return sp_h5_fail(err, "%s: not an HDF5 file", ds->path);
+    if (sp__h5_precheck(ds->path, err) != 0) return -1;
+    if (H5Fis_hdf5(ds->path) <= 0) return sp__h5_fail(err, "%s: not an HDF5 file", ds->path);
     /* Take the (shared, read-only) lock where the file system supports locks, and go on
      * without one where it does not (common on parallel file systems). */
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_file_locking(fapl, 1, 1);
     ds->file = H5Fopen(ds->path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
-    if (ds->file < 0) return sp_h5_fail(err, "%s: cannot open HDF5 file", ds->path);
+    if (ds->file < 0) return sp__h5_fail(err, "%s: cannot open HDF5 file", ds->path);
     return 0;
 }
 
 sp_dataset *sp_dataset_open(const char *path, sp_error *err) {
-    sp_h5_quiet();
+    sp__h5_quiet();
     sp_dataset *ds = calloc(1, sizeof *ds);
     if (!ds || !(ds->path = strdup(path))) {
         free(ds);
@@ -390,8 +390,8 @@ sp_dataset *sp_dataset_open(const char *path, sp_error *err) {
 
 void sp_dataset_close(sp_dataset *ds) {
     if (!ds) return;
-    sp_h5_close(ds->d_tokens), sp_h5_close(ds->d_tpos), sp_h5_close(ds->d_tids);
-    sp_h5_close(ds->file);
+    sp__h5_close(ds->d_tokens), sp__h5_close(ds->d_tpos), sp__h5_close(ds->d_tids);
+    sp__h5_close(ds->file);
     for (int i = 0; i < 8; i++) free(ds->strings[i]);
     if (ds->class_names)
         for (int c = 0; c < ds->meta.n_classes; c++) free(ds->class_names[c]);
@@ -438,7 +438,7 @@ static int cmp_slot(const void *a, const void *b) {
 /* Sorts the request into ds->order and numbers the distinct examples in file order.
  * Returns the number of distinct examples, or -1. */
 static int sort_request(sp_dataset *ds, const int64_t *ids, int n, sp_error *err) {
-    if (sp_vec_reserve(&ds->order, &ds->cap_order, (size_t)n, sizeof *ds->order) != 0)
+    if (sp__vec_reserve(&ds->order, &ds->cap_order, (size_t)n, sizeof *ds->order) != 0)
         return sp_fail(err, "%s: out of memory", ds->path);
     for (int s = 0; s < n; s++) {
         if (ids[s] < 0 || ids[s] >= ds->meta.n_examples)
@@ -456,7 +456,7 @@ static int sort_request(sp_dataset *ds, const int64_t *ids, int n, sp_error *err
 }
 
 static int grow_scratch(sp_dataset *ds, size_t n, sp_error *err) {
-    if (sp_vec_reserve(&ds->scratch, &ds->cap_scratch, n, sizeof *ds->scratch) != 0)
+    if (sp__vec_reserve(&ds->scratch, &ds->cap_scratch, n, sizeof *ds->scratch) != 0)
         return sp_fail(err, "%s: out of memory for a batch of %zu values", ds->path, n);
     return 0;
 }
@@ -470,17 +470,17 @@ static int64_t distinct_total(const sp_dataset *ds, const int64_t *off, int n) {
     return total;
 }
 
-int sp_ds_read_block(const sp_dataset *ds, hid_t d, const char *name, int64_t start, int64_t len,
-                     int32_t *dst, const char *what, sp_error *err) {
+int sp__ds_read_block(const sp_dataset *ds, hid_t d, const char *name, int64_t start, int64_t len,
+                      int32_t *dst, const char *what, sp_error *err) {
     hsize_t s0 = (hsize_t)start, n = (hsize_t)len;
     hid_t fspace = H5Dget_space(d), mspace = H5Screate_simple(1, &n, NULL);
     int rc = 0;
     if (fspace < 0 || mspace < 0 ||
         H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &s0, NULL, &n, NULL) < 0 ||
         H5Dread(d, H5T_NATIVE_INT32, mspace, fspace, H5P_DEFAULT, dst) < 0)
-        rc = sp_h5_fail(err, "%s: cannot read /%s[%" PRId64 ":%" PRId64 "] (%s)", ds->path, name,
-                        start, start + len, what);
-    sp_h5_close(mspace), sp_h5_close(fspace);
+        rc = sp__h5_fail(err, "%s: cannot read /%s[%" PRId64 ":%" PRId64 "] (%s)", ds->path, name,
+                         start, start + len, what);
+    sp__h5_close(mspace), sp__h5_close(fspace);
     return rc;
 }
 
@@ -502,7 +502,8 @@ static int read_runs(sp_dataset *ds, hid_t d, const char *name, const int64_t *o
             snprintf(what, sizeof what, "example %" PRId64, first);
         else
             snprintf(what, sizeof what, "examples %" PRId64 "-%" PRId64, first, last);
-        if (len > 0 && sp_ds_read_block(ds, d, name, off[first], len, ds->scratch + pos, what, err))
+        if (len > 0 &&
+            sp__ds_read_block(ds, d, name, off[first], len, ds->scratch + pos, what, err))
             return -1;
         pos += len;
     }
@@ -522,20 +523,20 @@ static void unique_starts(const sp_dataset *ds, const int64_t *off, int n, int64
 /* Sizes out for n sequences, n_tok tokens and n_tgt targets. */
 static int reserve_batch(sp_batch_data *out, size_t n, size_t n_tok, size_t n_tgt) {
     if (n + 1 > out->cap_seq) {
-        if (sp_vec_resize(&out->seq_start, n + 1, sizeof *out->seq_start) ||
-            sp_vec_resize(&out->target_start, n + 1, sizeof *out->target_start) ||
-            sp_vec_resize(&out->labels, n, sizeof *out->labels) ||
-            sp_vec_resize(&out->example_ids, n, sizeof *out->example_ids))
+        if (sp__vec_resize(&out->seq_start, n + 1, sizeof *out->seq_start) ||
+            sp__vec_resize(&out->target_start, n + 1, sizeof *out->target_start) ||
+            sp__vec_resize(&out->labels, n, sizeof *out->labels) ||
+            sp__vec_resize(&out->example_ids, n, sizeof *out->example_ids))
             return -1;
         out->cap_seq = n + 1;
     }
     if (n_tok > out->cap_tokens || !out->tokens) {
-        if (sp_vec_resize(&out->tokens, n_tok, sizeof *out->tokens)) return -1;
+        if (sp__vec_resize(&out->tokens, n_tok, sizeof *out->tokens)) return -1;
         out->cap_tokens = n_tok;
     }
     if (n_tgt > out->cap_targets || !out->target_pos) {
-        if (sp_vec_resize(&out->target_pos, n_tgt, sizeof *out->target_pos) ||
-            sp_vec_resize(&out->target_ids, n_tgt, sizeof *out->target_ids))
+        if (sp__vec_resize(&out->target_pos, n_tgt, sizeof *out->target_pos) ||
+            sp__vec_resize(&out->target_ids, n_tgt, sizeof *out->target_ids))
             return -1;
         out->cap_targets = n_tgt;
     }

@@ -41,19 +41,19 @@ struct sp_dataset_writer {
 /* Attributes and small datasets                                                              */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Strings are fixed-length and NUL-terminated (see sp_h5_utf8_type). */
+/* Strings are fixed-length and NUL-terminated (see sp__h5_utf8_type). */
 static int write_str_attr(hid_t file, const char *name, const char *value, const char *path,
                           sp_error *err) {
     const char *v = value ? value : "";
-    hid_t t = sp_h5_utf8_type(strlen(v) + 1, H5T_STR_NULLTERM);
-    int rc = sp_h5_write_attr(file, name, t, t, v, path, err);
+    hid_t t = sp__h5_utf8_type(strlen(v) + 1, H5T_STR_NULLTERM);
+    int rc = sp__h5_write_attr(file, name, t, t, v, path, err);
     H5Tclose(t);
     return rc;
 }
 
 static int write_i64_attr(hid_t file, const char *name, int64_t value, const char *path,
                           sp_error *err) {
-    return sp_h5_write_attr(file, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value, path, err);
+    return sp__h5_write_attr(file, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &value, path, err);
 }
 
 /* Fixed-size 1-D dataset [n], compact when small (stored in the object header). */
@@ -61,12 +61,12 @@ static int write_small(hid_t file, const char *name, hid_t file_type, hid_t mem_
                        const void *data, const char *path, sp_error *err) {
     hsize_t dim = n;
     hid_t space = H5Screate_simple(1, &dim, NULL);
-    hid_t dcpl = sp_h5_untimed(H5P_DATASET_CREATE);
+    hid_t dcpl = sp__h5_untimed(H5P_DATASET_CREATE);
     if (n * H5Tget_size(file_type) <= SP_DS_COMPACT_MAX) H5Pset_layout(dcpl, H5D_COMPACT);
     hid_t d = H5Dcreate2(file, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     herr_t st = d < 0 ? -1 : H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
-    sp_h5_close(d), sp_h5_close(dcpl), sp_h5_close(space);
-    if (st < 0) return sp_h5_fail(err, "%s: cannot write dataset \"%s\"", path, name);
+    sp__h5_close(d), sp__h5_close(dcpl), sp__h5_close(space);
+    if (st < 0) return sp__h5_fail(err, "%s: cannot write dataset \"%s\"", path, name);
     return 0;
 }
 
@@ -81,7 +81,7 @@ static int write_header_attrs(sp_dataset_writer *w, sp_error *err) {
         write_i64_attr(f, "n_soft", m->n_soft, p, err) ||
         write_i64_attr(f, "n_classes", m->n_classes, p, err) ||
         write_i64_attr(f, "max_length", m->max_length, p, err) ||
-        sp_h5_write_attr(f, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, &seed, p, err) ||
+        sp__h5_write_attr(f, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, &seed, p, err) ||
         write_str_attr(f, "tokenizer_hash", m->tokenizer_hash, p, err) ||
         write_str_attr(f, "template", m->template_spec, p, err) ||
         write_str_attr(f, "target", m->target_spec, p, err) ||
@@ -109,7 +109,7 @@ static int write_classes(sp_dataset_writer *w, sp_error *err) {
     for (size_t i = 0; i < n; i++)
         if (m->class_names[i])
             memcpy(names + i * width, m->class_names[i], strlen(m->class_names[i]));
-    hid_t t = sp_h5_utf8_type(width, H5T_STR_NULLTERM);
+    hid_t t = sp__h5_utf8_type(width, H5T_STR_NULLTERM);
     int rc = write_small(w->file, "class_names", t, t, n, names, w->final_path, err);
     H5Tclose(t);
     free(names);
@@ -128,15 +128,15 @@ static int column_create(sp_dataset_writer *w, column *c, const char *name, hid_
     c->elem = H5Tget_size(mem_type);
     hsize_t dim = 0, max = H5S_UNLIMITED, chunk = SP_DS_CHUNK;
     hid_t space = H5Screate_simple(1, &dim, &max);
-    hid_t dcpl = sp_h5_untimed(H5P_DATASET_CREATE);
+    hid_t dcpl = sp__h5_untimed(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, 1, &chunk);
     H5Pset_shuffle(dcpl);    /* byte planes: the high bytes of ids/offsets are near-constant */
     H5Pset_deflate(dcpl, 4); /* most of the gain of level 9 at a fraction of the time */
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER); /* every element is written */
     c->dset = H5Dcreate2(w->file, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    sp_h5_close(dcpl), sp_h5_close(space);
+    sp__h5_close(dcpl), sp__h5_close(space);
     if (c->dset < 0)
-        return sp_h5_fail(err, "%s: cannot create dataset \"%s\"", w->final_path, name);
+        return sp__h5_fail(err, "%s: cannot create dataset \"%s\"", w->final_path, name);
     return 0;
 }
 
@@ -150,8 +150,8 @@ static int column_write(column *c, size_t n, const char *path, sp_error *err) {
     if (fspace >= 0) st = H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &count, NULL);
     if (fspace >= 0 && st >= 0) mspace = H5Screate_simple(1, &count, NULL);
     st = mspace < 0 ? -1 : H5Dwrite(c->dset, c->mem_type, mspace, fspace, H5P_DEFAULT, c->buf);
-    sp_h5_close(mspace), sp_h5_close(fspace);
-    if (st < 0) return sp_h5_fail(err, "%s: cannot write dataset \"%s\"", path, c->name);
+    sp__h5_close(mspace), sp__h5_close(fspace);
+    if (st < 0) return sp__h5_fail(err, "%s: cannot write dataset \"%s\"", path, c->name);
     c->n_file = total;
     c->n_buf -= n;
     memmove(c->buf, c->buf + n * c->elem, c->n_buf * c->elem);
@@ -162,8 +162,8 @@ static int column_write(column *c, size_t n, const char *path, sp_error *err) {
  * compressed once; only the final, partial chunk is written at close). */
 static int column_append(column *c, const void *data, size_t n, const char *path, sp_error *err) {
     if (c->n_buf + n > c->cap) {
-        size_t cap = sp_vec_cap(c->cap, c->n_buf + n, SP_DS_CHUNK, c->elem);
-        if (cap == 0 || sp_vec_resize(&c->buf, cap, c->elem) != 0)
+        size_t cap = sp__vec_cap(c->cap, c->n_buf + n, SP_DS_CHUNK, c->elem);
+        if (cap == 0 || sp__vec_resize(&c->buf, cap, c->elem) != 0)
             return sp_fail(err, "%s: out of memory buffering \"%s\"", path, c->name);
         c->cap = cap;
     }
@@ -216,7 +216,7 @@ static int check_meta(const char *path, const sp_dataset_meta *m, sp_error *err)
 
 /* Creates final_path.tmp.XXXXXX; HDF5 then re-creates it by name. */
 static int make_temp(sp_dataset_writer *w, sp_error *err) {
-    int fd = sp_temp_beside(w->final_path, &w->tmp_path, err);
+    int fd = sp__temp_beside(w->final_path, &w->tmp_path, err);
     if (fd < 0) return -1;
     close(fd);
     return 0;
@@ -232,7 +232,7 @@ static int check_target_path(const char *path, int force, sp_error *err) {
 
 sp_dataset_writer *sp_dataset_writer_open(const char *final_path, const sp_dataset_meta *meta,
                                           int force, sp_error *err) {
-    sp_h5_quiet();
+    sp__h5_quiet();
     if (check_meta(final_path, meta, err) || check_target_path(final_path, force, err)) return NULL;
     sp_dataset_writer *w = calloc(1, sizeof *w);
     if (!w || !(w->final_path = strdup(final_path))) {
@@ -261,10 +261,10 @@ sp_dataset_writer *sp_dataset_writer_open(const char *final_path, const sp_datas
     /* The 1.10 file format checksums all metadata (superblock, object headers, chunk indexes),
      * so HDF5 refuses damaged metadata instead of parsing it; readable by HDF5 >= 1.10. */
     H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
-    hid_t fcpl = sp_h5_untimed(H5P_FILE_CREATE); /* the root group's times */
+    hid_t fcpl = sp__h5_untimed(H5P_FILE_CREATE); /* the root group's times */
     w->file = H5Fcreate(w->tmp_path, H5F_ACC_TRUNC, fcpl, fapl);
     /* before H5Pclose, which clears HDF5's error stack and with it the reason (e.g. ENOSPC) */
-    if (w->file < 0) sp_h5_fail(err, "%s: cannot create HDF5 file", final_path);
+    if (w->file < 0) sp__h5_fail(err, "%s: cannot create HDF5 file", final_path);
     H5Pclose(fcpl), H5Pclose(fapl);
     if (w->file < 0 || write_header_attrs(w, err) ||
         (meta->task == SP_TASK_CLASSIFICATION && write_classes(w, err)) || create_columns(w, err)) {
@@ -342,7 +342,7 @@ void sp_dataset_writer_set_truncated(sp_dataset_writer *w, int64_t n_truncated) 
 /* Closes every HDF5 handle; returns -1 if closing the file failed (data not flushed). */
 static int close_handles(sp_dataset_writer *w) {
     for (int i = 0; i < N_COLUMNS; i++) {
-        sp_h5_close(w->col[i].dset);
+        sp__h5_close(w->col[i].dset);
         w->col[i].dset = -1;
     }
     herr_t st = w->file >= 0 ? H5Fclose(w->file) : 0;
@@ -377,12 +377,12 @@ int sp_dataset_writer_close(sp_dataset_writer *w, sp_error *err) {
         write_i64_attr(w->file, "n_truncated", w->meta.n_truncated, p, err))
         goto fail;
     if (close_handles(w) != 0) {
-        sp_h5_fail(err, "%s: cannot close (flush) the HDF5 file", p);
+        sp__h5_fail(err, "%s: cannot close (flush) the HDF5 file", p);
         goto fail;
     }
     /* The temporary is removed on failure; a published file whose directory did not sync is
      * removed too, so that a failed close leaves nothing (prepare promises all or nothing). */
-    int rc = sp_commit(-1, w->tmp_path, p, err);
+    int rc = sp__commit(-1, w->tmp_path, p, err);
     if (rc == SP_COMMIT_UNSYNCED) unlink(p);
     free(w->tmp_path);
     w->tmp_path = NULL;

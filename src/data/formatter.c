@@ -85,7 +85,7 @@ struct sp_formatter {
     int32_t *verb_ids;
     int max_length;
     int32_t eos_id; /* -1: no EOS appended */
-    sp_buf text;    /* the segment being rendered */
+    sp__buf text;   /* the segment being rendered */
     sp_token_buf tgt_all, scratch;
     char *warnings[MAX_WARNINGS]; /* see sp_formatter_warning */
     int n_warnings;
@@ -125,7 +125,7 @@ static char *dup_printf(const char *fmt, const char *a, const char *b) {
 }
 
 static segment *new_segment(segments *g, seg_kind kind) {
-    if (sp_vec_resize(&g->s, (size_t)g->n + 1, sizeof *g->s) != 0) return NULL;
+    if (sp__vec_resize(&g->s, (size_t)g->n + 1, sizeof *g->s) != 0) return NULL;
     segment *s = g->s;
     memset(&s[g->n], 0, sizeof s[g->n]);
     s[g->n].kind = kind;
@@ -179,9 +179,9 @@ static int build_segments(sp_formatter *f, const sp_template *t, segments *g, in
     for (int k = 0; k < g->n; k++) {
         segment *s = &g->s[k];
         if (s->kind != SEG_TEXT || s->has_fields) continue;
-        sp_buf b = {0};
+        sp__buf b = {0};
         for (int i = s->first; i < s->last; i++)
-            if (sp_buf_add(&b, t->pieces[i].text, t->pieces[i].len) != 0) {
+            if (sp__buf_add(&b, t->pieces[i].text, t->pieces[i].len) != 0) {
                 free(b.p);
                 goto oom;
             }
@@ -422,10 +422,10 @@ static int add_warning(sp_formatter *f, const char *fmt, ...) {
  * the input, or a field of the target in the input too (the answer leaks into it). */
 static int collect_warnings(sp_formatter *f, sp_error *err) {
     char spec[256], name[128];
-    sp_escape(f->tpl_spec, spec, sizeof spec);
+    sp__escape(f->tpl_spec, spec, sizeof spec);
     int n_fields = 0, rc = 0;
     for (int i = 0; i < f->tpl.n_pieces; i++) n_fields += f->tpl.pieces[i].kind == SP_PIECE_FIELD;
-    sp_escape(f->text_field, name, sizeof name);
+    sp__escape(f->text_field, name, sizeof name);
     if (n_fields == 0)
         rc = add_warning(f,
                          "--template '%s' inserts no record field: every example gets the same "
@@ -439,7 +439,7 @@ static int collect_warnings(sp_formatter *f, sp_error *err) {
                          "apply (--text-field names the field that holds the text)",
                          spec, name, name);
     char target[128];
-    sp_escape(f->tgt_spec, target, sizeof target);
+    sp__escape(f->tgt_spec, target, sizeof target);
     for (int i = 0; rc == 0 && i < f->tgt.n_pieces; i++) {
         const sp_template_piece *p = &f->tgt.pieces[i];
         if (p->kind != SP_PIECE_FIELD || sp_template_count_field(&f->tpl, p->text) == 0) continue;
@@ -452,7 +452,7 @@ static int collect_warnings(sp_formatter *f, sp_error *err) {
                              "--template '%s' inserts {%s}, which the target '%s' is made of: the "
                              "answer leaks into the input (the model can copy it instead of "
                              "learning the task)",
-                             spec, sp_escape(p->text, name, sizeof name), target);
+                             spec, sp__escape(p->text, name, sizeof name), target);
     }
     return rc == 0 ? 0 : sp_fail(err, "out of memory");
 }
@@ -577,10 +577,10 @@ int sp_formatter_check(const sp_formatter *f, const sp_record *rec, const char *
 
 static int push_target(sp_example *ex, int32_t pos, int32_t id) {
     if (ex->n_targets == ex->cap_targets) {
-        size_t cap = sp_vec_cap((size_t)ex->cap_targets, (size_t)ex->n_targets + 1, 64, 4);
+        size_t cap = sp__vec_cap((size_t)ex->cap_targets, (size_t)ex->n_targets + 1, 64, 4);
         if (cap == 0 || cap > INT_MAX ||
-            sp_vec_resize(&ex->target_pos, cap, sizeof *ex->target_pos) != 0 ||
-            sp_vec_resize(&ex->target_ids, cap, sizeof *ex->target_ids) != 0)
+            sp__vec_resize(&ex->target_pos, cap, sizeof *ex->target_pos) != 0 ||
+            sp__vec_resize(&ex->target_ids, cap, sizeof *ex->target_ids) != 0)
             return -1;
         ex->cap_targets = (int)cap;
     }
@@ -605,7 +605,7 @@ static int encode_segment(sp_formatter *f, const sp_template *t, segment *s, con
             if (i == s->trunc_piece && trunc_bytes >= 0 && (size_t)trunc_bytes < n)
                 n = (size_t)trunc_bytes;
         }
-        if (sp_buf_add(&f->text, v, n) != 0) return sp_fail(err, "%s: out of memory", where);
+        if (sp__buf_add(&f->text, v, n) != 0) return sp_fail(err, "%s: out of memory", where);
     }
     s->ids.n = 0;
     /* Field values never produce special tokens: "<|endoftext|>" in data is plain text. */

@@ -24,7 +24,7 @@ typedef struct jarray {
     int64_t line, col; /* of track_pos */
     int64_t el_line, el_col;
     json_t *obj;
-    sp_record_fields fields;
+    sp__record_fields fields;
 } jarray;
 
 struct sp_input {
@@ -59,7 +59,7 @@ static void array_free(jarray *a) {
     if (!a) return;
     json_decref(a->obj);
     free(a->buf);
-    sp_record_fields_free(&a->fields);
+    sp__record_fields_free(&a->fields);
     free(a);
 }
 
@@ -72,9 +72,9 @@ static int read_whole(const char *path, FILE *f, char **out, size_t *len, sp_err
                        "%s: a JSON array file larger than %zu MiB is not supported (convert it "
                        "to JSON lines, which are streamed)",
                        path, SP_INPUT_MAX_JSON_BYTES >> 20);
-    sp_buf b = {0}; /* room for the whole file and one byte more, to see its end at once */
-    if (sp_buf_reserve(&b, (size_t)st.st_size + 1) != 0 || sp_buf_read(&b, f) != 0) {
-        sp_buf_free(&b);
+    sp__buf b = {0}; /* room for the whole file and one byte more, to see its end at once */
+    if (sp__buf_reserve(&b, (size_t)st.st_size + 1) != 0 || sp__buf_read(&b, f) != 0) {
+        sp__buf_free(&b);
         return sp_fail(err, "%s: %s", path, ferror(f) ? "read error" : "out of memory");
     }
     *out = b.p, *len = b.len;
@@ -138,10 +138,10 @@ static int array_next(sp_input *in, sp_record *rec, sp_error *err) {
     size_t bad;
     if (!sp_utf8_check(a->buf + p, vlen - p, &bad)) {
         char what[256];
-        sp_json_key_at(a->buf + p, bad, what, sizeof what);
+        sp__json_key_at(a->buf + p, bad, what, sizeof what);
         unsigned byte = (unsigned char)a->buf[p + bad];
         return sp_fail(err, "%s: %s: %s (byte 0x%02X) at byte offset %zu of the element%s", where,
-                       what, byte ? "invalid UTF-8" : "NUL byte", byte, bad, sp_nul_hint(byte));
+                       what, byte ? "invalid UTF-8" : "NUL byte", byte, bad, sp__nul_hint(byte));
     }
     json_error_t je;
     a->obj = json_loadb(a->buf + p, vlen - p, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
@@ -152,8 +152,9 @@ static int array_next(sp_input *in, sp_record *rec, sp_error *err) {
                        tmp.col, je.text);
     }
     if (!json_is_object(a->obj))
-        return sp_fail(err, "%s: expected a JSON object, got %s", where, sp_json_kind_name(a->obj));
-    if (sp_record_fields_from_json(&a->fields, a->obj) != 0)
+        return sp_fail(err, "%s: expected a JSON object, got %s", where,
+                       sp__json_kind_name(a->obj));
+    if (sp__record_fields_from_json(&a->fields, a->obj) != 0)
         return sp_fail(err, "%s: out of memory", where);
     if (end >= a->len)
         return sp_fail(err, "%s: the JSON array is not closed (no ']' after this element)", where);
@@ -171,7 +172,7 @@ static int array_next(sp_input *in, sp_record *rec, sp_error *err) {
     memset(rec, 0, sizeof *rec);
     rec->path = in->path;
     rec->line = a->el_line;
-    sp_record_fields_view(&a->fields, rec);
+    sp__record_fields_view(&a->fields, rec);
     return 1;
 }
 
@@ -220,7 +221,7 @@ sp_input *sp_input_open(const char *path, const char *format, sp_error *err) {
     int sniff = 0;
     sp_records_format fmt = SP_RECORDS_AUTO;
     if (!format || !strcasecmp(format, "auto")) {
-        const char *dot = sp_path_ext(path);
+        const char *dot = sp__path_ext(path);
         sniff = dot && !strcasecmp(dot, ".json");
     } else if (!strcasecmp(format, "json")) {
         sniff = 1;
@@ -245,7 +246,7 @@ sp_input *sp_input_open(const char *path, const char *format, sp_error *err) {
         fmt = SP_RECORDS_JSONL;
     }
     if (fmt == SP_RECORDS_AUTO) { /* for sp_input_format_name; records.c decides the same */
-        const char *dot = sp_path_ext(path);
+        const char *dot = sp__path_ext(path);
         sp_error ignored;
         if (!dot || sp_records_format_parse(dot + 1, &in->fmt, &ignored) != 0)
             in->fmt = SP_RECORDS_AUTO;

@@ -324,7 +324,7 @@ static int open_writers(state *s, sp_error *err) {
         m.template_spec = r->template_spec;
         m.target_spec = r->target_spec;
         m.verbalizer_spec = s->o->fmt.verbalizer_spec ? s->o->fmt.verbalizer_spec : "";
-        m.source = sp_base_name(s->o->input);
+        m.source = sp__base_name(s->o->input);
         m.split = r->splits[k].name;
         m.created_by = created_by;
         if (!(s->w[k] = sp_dataset_writer_open(r->splits[k].path, &m, s->o->force, err))) return -1;
@@ -418,19 +418,19 @@ static void cleanup(state *s) {
 int sp_prepare(const sp_prepare_options *o, sp_prepare_report *r, sp_error *err) {
     memset(r, 0, sizeof *r);
     state s = {.o = o, .r = r};
-    double t0 = sp_now();
+    double t0 = sp__now();
     int rc = parse_split(o->split ? o->split : SP_PREPARE_DEFAULT_SPLIT, r, err) != 0
                  ? SP_PREPARE_BAD_OPTION
                  : 0;
     if (rc == 0) rc = name_outputs(o, r, err);
     if (rc == 0) rc = load(&s, err);
-    double t1 = sp_now();
+    double t1 = sp__now();
     r->load_seconds = t1 - t0;
     if (rc == 0 &&
         (scan_records(&s, err) != 0 || assign_splits(&s, err) != 0 || open_writers(&s, err) != 0 ||
          write_records(&s, err) != 0 || close_writers(&s, err) != 0))
         rc = -1;
-    r->records_seconds = sp_now() - t1;
+    r->records_seconds = sp__now() - t1;
     struct stat st;
     r->input_bytes = stat(o->input, &st) == 0 ? (int64_t)st.st_size : 0;
     cleanup(&s);

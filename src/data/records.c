@@ -35,11 +35,11 @@ struct sp_records {
     /* The current record. CSV/TSV: text holds the fields NUL-terminated back to back and
      * field_off their starts. JSONL: obj keeps keys and string values alive (see
      * records_internal.h). */
-    sp_buf text;
+    sp__buf text;
     size_t *field_off;
     int64_t *field_line;
     int n_fields, cap_fields;
-    sp_record_fields fields;
+    sp__record_fields fields;
     json_t *obj;
 };
 
@@ -119,7 +119,7 @@ const char *sp_records_format_name(sp_records_format fmt) {
 }
 
 static int format_from_path(const char *path, sp_records_format *out, sp_error *err) {
-    const char *dot = sp_path_ext(path);
+    const char *dot = sp__path_ext(path);
     sp_error ignored;
     if (dot && sp_records_format_parse(dot + 1, out, &ignored) == 0) return 0;
     return sp_fail(err,
@@ -168,7 +168,7 @@ static int check_bom(sp_records *r, sp_error *err) {
     else if (n >= 2 && b[0] == 0xFE && b[1] == 0xFF)
         enc = "UTF-16", bom = "FE FF";
     if (!enc) return 0;
-    const char *dot = sp_path_ext(r->path);
+    const char *dot = sp__path_ext(r->path);
     int stem = (int)(dot ? (size_t)(dot - r->path) : strlen(r->path));
     return sp_fail(err,
                    "%s: %s with BOM (the file starts with bytes %s): convert to UTF-8, e.g. "
@@ -176,7 +176,7 @@ static int check_bom(sp_records *r, sp_error *err) {
                    r->path, enc, bom, enc, r->path, stem, r->path, dot ? dot : "");
 }
 
-const char *sp_nul_hint(unsigned byte) {
+const char *sp__nul_hint(unsigned byte) {
     return byte ? ""
                 : " (a text file holding NUL bytes is usually UTF-16 or UTF-32 without a byte "
                   "order mark: convert it to UTF-8)";
@@ -192,10 +192,10 @@ static int io_failed(sp_records *r, sp_error *err) {
 /* Makes room for need fields in the record arrays (CSV/TSV). */
 static int grow_fields(sp_records *r, int need) {
     if (need <= r->cap_fields) return 0;
-    if (sp_record_fields_reserve(&r->fields, need) != 0) return -1;
+    if (sp__record_fields_reserve(&r->fields, need) != 0) return -1;
     size_t cap = (size_t)r->fields.cap;
-    if (sp_vec_resize(&r->field_off, cap, sizeof *r->field_off) ||
-        sp_vec_resize(&r->field_line, cap, sizeof *r->field_line))
+    if (sp__vec_resize(&r->field_off, cap, sizeof *r->field_off) ||
+        sp__vec_resize(&r->field_line, cap, sizeof *r->field_line))
         return -1;
     r->cap_fields = (int)cap;
     return 0;
@@ -211,7 +211,7 @@ static const char *field_label(const sp_records *r, int i, char *buf, size_t cap
         snprintf(buf, cap, "header column %d", i + 1);
     else if (i < r->n_header) {
         char name[256];
-        snprintf(buf, cap, "field \"%s\"", sp_escape(r->header[i], name, sizeof name));
+        snprintf(buf, cap, "field \"%s\"", sp__escape(r->header[i], name, sizeof name));
     } else
         snprintf(buf, cap, "field #%d", i + 1);
     return buf;
@@ -221,14 +221,14 @@ static const char *field_label(const sp_records *r, int i, char *buf, size_t cap
 static int end_field(sp_records *r, sp_error *err) {
     int i = r->n_fields;
     size_t start = r->field_off[i], len = r->text.len - start, bad;
-    if (sp_buf_addc(&r->text, '\0') != 0) return sp_fail(err, "%s: out of memory", r->path);
+    if (sp__buf_addc(&r->text, '\0') != 0) return sp_fail(err, "%s: out of memory", r->path);
     if (!sp_utf8_check(r->text.p + start, len, &bad)) {
         char label[300];
         const char *what = field_label(r, i, label, sizeof label);
         unsigned byte = (unsigned char)r->text.p[start + bad];
         return sp_fail(err, "%s:%lld: %s: %s (byte 0x%02X) at byte offset %zu of the field%s",
                        r->path, (long long)r->field_line[i], what,
-                       byte ? "invalid UTF-8" : "NUL byte", byte, bad, sp_nul_hint(byte));
+                       byte ? "invalid UTF-8" : "NUL byte", byte, bad, sp__nul_hint(byte));
     }
     r->n_fields++;
     return 0;
@@ -256,7 +256,7 @@ static int push_limited(sp_records *r, int c, int64_t rec_line, int state, sp_er
         return sp_fail(err, "%s:%lld: record longer than %zu MiB", r->path, (long long)rec_line,
                        SP_RECORDS_MAX_BYTES >> 20);
     }
-    if (sp_buf_addc(&r->text, (char)c) != 0) return sp_fail(err, "%s: out of memory", r->path);
+    if (sp__buf_addc(&r->text, (char)c) != 0) return sp_fail(err, "%s: out of memory", r->path);
     return 0;
 }
 
@@ -389,7 +389,7 @@ static int read_header(sp_records *r, sp_error *err) {
         char name[256];
         if (j >= 0)
             rc = sp_fail(err, "%s:%lld: duplicate header name \"%s\" (columns %d and %d)", r->path,
-                         (long long)r->field_line[0], sp_escape(r->header[i], name, sizeof name),
+                         (long long)r->field_line[0], sp__escape(r->header[i], name, sizeof name),
                          j + 1, i + 1);
     }
     free(slots);
@@ -417,13 +417,13 @@ static int next_row_record(sp_records *r, sp_record *rec, sp_error *err) {
 /* Field arrays and JSON objects as records (also used by input.c's JSON array reader)        */
 /* ------------------------------------------------------------------------------------------ */
 
-int sp_record_fields_reserve(sp_record_fields *f, int need) {
+int sp__record_fields_reserve(sp__record_fields *f, int need) {
     if (need <= f->cap) return 0;
-    size_t cap = sp_vec_cap((size_t)f->cap, (size_t)need, 16, sizeof *f->num);
-    if (cap == 0 || cap > INT_MAX || sp_vec_resize(&f->names, cap, sizeof *f->names) ||
-        sp_vec_resize(&f->values, cap, sizeof *f->values) ||
-        sp_vec_resize(&f->kinds, cap, sizeof *f->kinds) ||
-        sp_vec_resize(&f->num, cap, sizeof *f->num))
+    size_t cap = sp__vec_cap((size_t)f->cap, (size_t)need, 16, sizeof *f->num);
+    if (cap == 0 || cap > INT_MAX || sp__vec_resize(&f->names, cap, sizeof *f->names) ||
+        sp__vec_resize(&f->values, cap, sizeof *f->values) ||
+        sp__vec_resize(&f->kinds, cap, sizeof *f->kinds) ||
+        sp__vec_resize(&f->num, cap, sizeof *f->num))
         return -1;
     f->cap = (int)cap;
     return 0;
@@ -438,7 +438,7 @@ static void format_real(double v, char *out, size_t cap) {
 }
 
 /* Fills field i from one JSON member. */
-static void set_json_field(sp_record_fields *f, int i, const char *key, json_t *v) {
+static void set_json_field(sp__record_fields *f, int i, const char *key, json_t *v) {
     f->names[i] = key;
     f->values[i] = f->num[i];
     f->kinds[i] = NULL;
@@ -470,8 +470,8 @@ static void set_json_field(sp_record_fields *f, int i, const char *key, json_t *
     }
 }
 
-int sp_record_fields_from_json(sp_record_fields *f, json_t *obj) {
-    if (sp_record_fields_reserve(f, (int)json_object_size(obj)) != 0) return -1;
+int sp__record_fields_from_json(sp__record_fields *f, json_t *obj) {
+    if (sp__record_fields_reserve(f, (int)json_object_size(obj)) != 0) return -1;
     const char *key;
     json_t *v;
     int i = 0;
@@ -480,19 +480,19 @@ int sp_record_fields_from_json(sp_record_fields *f, json_t *obj) {
     return 0;
 }
 
-void sp_record_fields_view(const sp_record_fields *f, sp_record *rec) {
+void sp__record_fields_view(const sp__record_fields *f, sp_record *rec) {
     rec->n_fields = f->n;
     rec->names = f->names;
     rec->values = f->values;
     rec->kinds = f->kinds;
 }
 
-void sp_record_fields_free(sp_record_fields *f) {
+void sp__record_fields_free(sp__record_fields *f) {
     free(f->names), free(f->values), free(f->kinds), free(f->num);
     memset(f, 0, sizeof *f);
 }
 
-const char *sp_json_kind_name(const json_t *v) {
+const char *sp__json_kind_name(const json_t *v) {
     switch (json_typeof(v)) {
     case JSON_ARRAY:
         return "an array";
@@ -512,7 +512,7 @@ const char *sp_json_kind_name(const json_t *v) {
     return "an object";
 }
 
-void sp_json_key_at(const char *s, size_t off, char *out, size_t cap) {
+void sp__json_key_at(const char *s, size_t off, char *out, size_t cap) {
     int depth = 0, in_str = 0, esc = 0, expect_key = 0, str_is_key = 0;
     size_t key_start = 0, key_len = 0, str_start = 0;
     snprintf(out, cap, "(unknown field)");
@@ -559,10 +559,10 @@ static int read_line(sp_records *r, sp_error *err) {
         if (r->text.len >= SP_RECORDS_MAX_BYTES)
             return sp_fail(err, "%s:%lld: line longer than %zu MiB", r->path, (long long)r->line,
                            SP_RECORDS_MAX_BYTES >> 20);
-        if (sp_buf_addc(&r->text, (char)c) != 0) return sp_fail(err, "%s: out of memory", r->path);
+        if (sp__buf_addc(&r->text, (char)c) != 0) return sp_fail(err, "%s: out of memory", r->path);
     }
     if (io_failed(r, err)) return -1;
-    if (sp_buf_addc(&r->text, '\0') != 0) return sp_fail(err, "%s: out of memory", r->path);
+    if (sp__buf_addc(&r->text, '\0') != 0) return sp_fail(err, "%s: out of memory", r->path);
     r->text.len--;
     return 1;
 }
@@ -578,11 +578,11 @@ static int parse_json_line(sp_records *r, int64_t line, sp_error *err) {
     size_t bad;
     if (!sp_utf8_check(r->text.p, r->text.len, &bad)) {
         char what[256];
-        sp_json_key_at(r->text.p, bad, what, sizeof what);
+        sp__json_key_at(r->text.p, bad, what, sizeof what);
         unsigned byte = (unsigned char)r->text.p[bad];
         return sp_fail(err, "%s:%lld: %s: %s (byte 0x%02X) at byte offset %zu of the line%s",
                        r->path, (long long)line, what, byte ? "invalid UTF-8" : "NUL byte", byte,
-                       bad, sp_nul_hint(byte));
+                       bad, sp__nul_hint(byte));
     }
     json_error_t je;
     r->obj = json_loadb(r->text.p, r->text.len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
@@ -597,8 +597,8 @@ static int parse_json_line(sp_records *r, int64_t line, sp_error *err) {
                        je.column, je.text, hint);
     if (!json_is_object(r->obj))
         return sp_fail(err, "%s:%lld: expected a JSON object per line, got %s%s", r->path,
-                       (long long)line, sp_json_kind_name(r->obj), hint);
-    if (sp_record_fields_from_json(&r->fields, r->obj) != 0)
+                       (long long)line, sp__json_kind_name(r->obj), hint);
+    if (sp__record_fields_from_json(&r->fields, r->obj) != 0)
         return sp_fail(err, "%s: out of memory", r->path);
     r->n_fields = r->fields.n;
     return 0;
@@ -651,7 +651,7 @@ int sp_records_next(sp_records *r, sp_record *rec, sp_error *err) {
     int rc =
         r->fmt == SP_RECORDS_JSONL ? next_json_record(r, rec, err) : next_row_record(r, rec, err);
     if (rc != 1) return rc;
-    sp_record_fields_view(&r->fields, rec);
+    sp__record_fields_view(&r->fields, rec);
     return 1;
 }
 
@@ -668,7 +668,7 @@ void sp_records_close(sp_records *r) {
     json_decref(r->obj);
     free(r->text.p);
     free(r->field_off), free(r->field_line);
-    sp_record_fields_free(&r->fields);
+    sp__record_fields_free(&r->fields);
     free(r->path);
     free(r);
 }
@@ -697,7 +697,7 @@ int sp_record_require(const sp_record *rec, const char *name, const char **value
     size_t n = 0;
     for (int j = 0; j < rec->n_fields && n < sizeof have; j++)
         n += (size_t)snprintf(have + n, sizeof have - n, "%s\"%s\"", j ? ", " : "",
-                              sp_escape(rec->names[j], shown, sizeof shown));
+                              sp__escape(rec->names[j], shown, sizeof shown));
     return sp_fail(err, "%s:%lld: no field \"%s\" (the record has %s%s)", rec->path,
                    (long long)rec->line, name, rec->n_fields ? "fields " : "no fields", have);
 }

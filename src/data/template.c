@@ -27,13 +27,13 @@ static int add_piece(sp_template *t, sp_piece_kind kind, const char *text, size_
     if (kind == SP_PIECE_LITERAL && t->n_pieces > 0 &&
         t->pieces[t->n_pieces - 1].kind == SP_PIECE_LITERAL) {
         sp_template_piece *p = &t->pieces[t->n_pieces - 1];
-        if (sp_vec_resize(&p->text, p->len + len + 1, 1) != 0) return -1;
+        if (sp__vec_resize(&p->text, p->len + len + 1, 1) != 0) return -1;
         memcpy(p->text + p->len, text, len);
         p->len += len;
         p->text[p->len] = '\0';
         return 0;
     }
-    if (sp_vec_resize(&t->pieces, (size_t)t->n_pieces + 1, sizeof *t->pieces) != 0) return -1;
+    if (sp__vec_resize(&t->pieces, (size_t)t->n_pieces + 1, sizeof *t->pieces) != 0) return -1;
     sp_template_piece *p = &t->pieces[t->n_pieces];
     memset(p, 0, sizeof *p);
     p->kind = kind;
@@ -199,7 +199,7 @@ int sp_verbalizer_parse(sp_verbalizer *v, const char *spec, sp_error *err) {
     if (!sp_utf8_check(spec, n, &bad))
         return sp_fail(err, "--verbalizer column %d: invalid UTF-8", column_of(spec, bad));
     if (n == 0) return sp_fail(err, "--verbalizer is empty (expected e.g. '0= terrible,1= great')");
-    sp_buf value = {0}, word = {0};
+    sp__buf value = {0}, word = {0};
     int have_eq = 0, entry = 1;
     size_t entry_start = 0;
     for (size_t i = 0; i <= n; i++) {
@@ -233,8 +233,8 @@ int sp_verbalizer_parse(sp_verbalizer *v, const char *spec, sp_error *err) {
             }
             size_t n_new = (size_t)v->n_classes + 1;
             char *w = strdup(word.p);
-            if (sp_vec_resize(&v->values, n_new, sizeof *v->values) != 0 ||
-                sp_vec_resize(&v->words, n_new, sizeof *v->words) != 0 || !w) {
+            if (sp__vec_resize(&v->values, n_new, sizeof *v->values) != 0 ||
+                sp__vec_resize(&v->words, n_new, sizeof *v->words) != 0 || !w) {
                 free(val), free(w);
                 goto oom;
             }
@@ -251,7 +251,7 @@ int sp_verbalizer_parse(sp_verbalizer *v, const char *spec, sp_error *err) {
             have_eq = 1;
             continue;
         }
-        if (sp_buf_addc(have_eq ? &word : &value, c) != 0) goto oom;
+        if (sp__buf_addc(have_eq ? &word : &value, c) != 0) goto oom;
     }
     free(value.p), free(word.p);
     return 0;

@@ -11,7 +11,7 @@
 
 #include "util/path.h"
 
-int sp_write_all(int fd, const void *buf, size_t len) {
+int sp__write_all(int fd, const void *buf, size_t len) {
     const char *p = buf;
     while (len > 0) {
         size_t chunk = len < (1u << 30) ? len : (1u << 30);
@@ -28,7 +28,7 @@ int sp_write_all(int fd, const void *buf, size_t len) {
     return 0;
 }
 
-int sp_temp_beside(const char *path, char **tmp, sp_error *err) {
+int sp__temp_beside(const char *path, char **tmp, sp_error *err) {
     size_t n = strlen(path) + sizeof ".tmp.XXXXXX";
     if (!(*tmp = malloc(n))) return sp_fail(err, "%s: out of memory", path);
     snprintf(*tmp, n, "%s.tmp.XXXXXX", path);
@@ -43,8 +43,8 @@ int sp_temp_beside(const char *path, char **tmp, sp_error *err) {
     return fd;
 }
 
-int sp_fsync_parent_dir(const char *path) {
-    char *dir = sp_dir_of(path);
+int sp__fsync_parent_dir(const char *path) {
+    char *dir = sp__dir_of(path);
     int fd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
     free(dir);
     if (fd < 0) return 0;
@@ -66,7 +66,7 @@ static int sync_close(int fd, const char *tmp, const char *path, sp_error *err) 
     return rc;
 }
 
-int sp_commit(int fd, const char *tmp, const char *path, sp_error *err) {
+int sp__commit(int fd, const char *tmp, const char *path, sp_error *err) {
     int rc = sync_close(fd, tmp, path, err);
     if (rc == 0 && rename(tmp, path) != 0)
         rc = sp_fail(err, "%s: cannot rename the temporary file %s to it: %s", path, tmp,
@@ -75,32 +75,32 @@ int sp_commit(int fd, const char *tmp, const char *path, sp_error *err) {
         unlink(tmp);
         return -1;
     }
-    int e = sp_fsync_parent_dir(path);
+    int e = sp__fsync_parent_dir(path);
     if (e != EIO) return 0;
-    char *dir = sp_dir_of(path);
+    char *dir = sp__dir_of(path);
     sp_fail(err, "%s: written, but syncing directory %s failed: %s (a crash may undo the rename)",
             path, dir ? dir : ".", strerror(e));
     free(dir);
     return SP_COMMIT_UNSYNCED;
 }
 
-int sp_write_file_atomic(const char *path, const void *data, size_t len, sp_error *err) {
+int sp__write_file_atomic(const char *path, const void *data, size_t len, sp_error *err) {
     char *tmp;
-    int fd = sp_temp_beside(path, &tmp, err); /* 0644: read by every rank and by users */
+    int fd = sp__temp_beside(path, &tmp, err); /* 0644: read by every rank and by users */
     if (fd < 0) return -1;
     int rc;
-    if (sp_write_all(fd, data, len) != 0) {
+    if (sp__write_all(fd, data, len) != 0) {
         rc = sp_fail(err, "%s: cannot write the temporary file %s: %s", path, tmp, strerror(errno));
         close(fd);
         unlink(tmp);
     } else {
-        rc = sp_commit(fd, tmp, path, err);
+        rc = sp__commit(fd, tmp, path, err);
     }
     free(tmp);
     return rc == 0 ? 0 : -1;
 }
 
-int sp_check_file_size(const char *path, size_t max, const char *what, sp_error *err) {
+int sp__check_file_size(const char *path, size_t max, const char *what, sp_error *err) {
     struct stat st;
     if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size <= max) return 0;
     return sp_fail(err, "%s: %s of %llu bytes is larger than the limit of %zu MiB", path, what,

@@ -1,6 +1,6 @@
 /* Writing files atomically, the one way every writer here does it (safetensors, datasets,
- * checkpoints, adapters, configs, metrics): write a temporary beside the target (sp_temp_beside),
- * then sp_commit it: fsync, close, rename over the target, fsync the directory. And the size caps
+ * checkpoints, adapters, configs, metrics): write a temporary beside the target (sp__temp_beside),
+ * then sp__commit it: fsync, close, rename over the target, fsync the directory. And the size caps
  * of the JSON/text files that readers load whole. */
 #ifndef SP_IO_FILEUTIL_H
 #define SP_IO_FILEUTIL_H
@@ -11,19 +11,19 @@
 
 /* Writes all len bytes to fd (retrying short writes and EINTR). Returns 0, or -1 with errno
  * set (EIO when write wrote nothing). */
-int sp_write_all(int fd, const void *buf, size_t len);
+int sp__write_all(int fd, const void *buf, size_t len);
 
 /* Creates path.tmp.XXXXXX next to path, mode 0644 (readable by other ranks and users), and
  * returns its descriptor (close-on-exec) with *tmp = its malloc'd name. Failure: -1, *tmp =
  * NULL, and "<path>: cannot create a temporary file next to it: ..." (or out of memory). */
-int sp_temp_beside(const char *path, char **tmp, sp_error *err);
+int sp__temp_beside(const char *path, char **tmp, sp_error *err);
 
 /* fsyncs the directory holding path, making a rename into it durable. Returns 0, or the errno of
  * a failed fsync (some file systems refuse to fsync directories: EINVAL); a directory that
  * cannot be opened counts as 0 (best effort). */
-int sp_fsync_parent_dir(const char *path);
+int sp__fsync_parent_dir(const char *path);
 
-/* sp_commit's result when path holds the new file but its directory could not be synced. */
+/* sp__commit's result when path holds the new file but its directory could not be synced. */
 #define SP_COMMIT_UNSYNCED 1
 
 /* Publishes the finished temporary tmp as path: fsyncs and closes fd (the temporary's descriptor;
@@ -40,13 +40,13 @@ int sp_fsync_parent_dir(const char *path);
  *                       synced, but a crash may undo the rename; err says "written, but syncing
  *                       directory D failed". A writer that promises all or nothing removes it.
  * fd is closed in every case; tmp (the name) stays the caller's to free. */
-int sp_commit(int fd, const char *tmp, const char *path, sp_error *err);
+int sp__commit(int fd, const char *tmp, const char *path, sp_error *err);
 
-/* Writes len bytes to path atomically (sp_temp_beside, write, sp_commit): for whole files built in
- * memory (checkpoint images, config.json, model.safetensors.index.json, adapter_config.json,
+/* Writes len bytes to path atomically (sp__temp_beside, write, sp__commit): for whole files built
+ * in memory (checkpoint images, config.json, model.safetensors.index.json, adapter_config.json,
  * metrics.jsonl). Returns 0, or -1 with err set (also for SP_COMMIT_UNSYNCED, path then holding
  * the new file). */
-int sp_write_file_atomic(const char *path, const void *data, size_t len, sp_error *err);
+int sp__write_file_atomic(const char *path, const void *data, size_t len, sp_error *err);
 
 /* Largest files the readers load into memory whole (far above any real one, far below what would
  * exhaust a node): config.json and tokenizer_config.json; model.safetensors.index.json;
@@ -58,6 +58,6 @@ int sp_write_file_atomic(const char *path, const void *data, size_t len, sp_erro
 /* Refuses a regular file larger than max bytes before it is read: -1 and "<path>: <what> of
  * N bytes is larger than the limit of M MiB". Returns 0 otherwise, also when path cannot be
  * stat'ed (opening it then reports why). */
-int sp_check_file_size(const char *path, size_t max, const char *what, sp_error *err);
+int sp__check_file_size(const char *path, size_t max, const char *what, sp_error *err);
 
 #endif

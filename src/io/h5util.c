@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-void sp_h5_quiet(void) {
+void sp__h5_quiet(void) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
 
@@ -44,7 +44,7 @@ static herr_t keep_detail(unsigned n, const H5E_error2_t *e, void *data) {
     return 0;
 }
 
-int sp_h5_precheck(const char *path, sp_error *err) {
+int sp__h5_precheck(const char *path, sp_error *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return sp_fail(err, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
@@ -65,7 +65,7 @@ static void explain_damage(char *desc, size_t cap) {
         snprintf(desc, cap, "compressed data do not inflate: the file is damaged");
 }
 
-int sp_h5_fail(sp_error *err, const char *fmt, ...) {
+int sp__h5_fail(sp_error *err, const char *fmt, ...) {
     h5_detail d = {"", 0};
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, keep_detail, &d);
     H5Eclear2(H5E_DEFAULT);
@@ -83,12 +83,12 @@ int sp_h5_fail(sp_error *err, const char *fmt, ...) {
     return -1;
 }
 
-int sp_h5_check_storage(hid_t d, const char *path, const char *name, sp_error *err) {
+int sp__h5_check_storage(hid_t d, const char *path, const char *name, sp_error *err) {
     hid_t space = H5Dget_space(d), type = H5Dget_type(d);
     hssize_t n = space < 0 ? -1 : H5Sget_simple_extent_npoints(space);
     size_t size = type < 0 ? 0 : H5Tget_size(type);
-    sp_h5_close(space), sp_h5_close(type);
-    if (n < 0 || size == 0) return sp_h5_fail(err, "%s: cannot size dataset \"/%s\"", path, name);
+    sp__h5_close(space), sp__h5_close(type);
+    if (n < 0 || size == 0) return sp__h5_fail(err, "%s: cannot size dataset \"/%s\"", path, name);
     uint64_t raw = (uint64_t)n * size, stored = H5Dget_storage_size(d);
     if (raw <= stored * SP_H5_MAX_DEFLATE_RATIO + 4096) return 0;
     return sp_fail(err,
@@ -98,7 +98,7 @@ int sp_h5_check_storage(hid_t d, const char *path, const char *name, sp_error *e
                    path, name, raw, stored, SP_H5_MAX_DEFLATE_RATIO);
 }
 
-void sp_h5_close(hid_t id) {
+void sp__h5_close(hid_t id) {
     if (id < 0) return;
     switch (H5Iget_type(id)) {
     case H5I_FILE:
@@ -127,7 +127,7 @@ void sp_h5_close(hid_t id) {
     }
 }
 
-hid_t sp_h5_utf8_type(size_t size, H5T_str_t pad) {
+hid_t sp__h5_utf8_type(size_t size, H5T_str_t pad) {
     hid_t t = H5Tcopy(H5T_C_S1);
     H5Tset_size(t, size);
     H5Tset_strpad(t, pad);
@@ -135,24 +135,24 @@ hid_t sp_h5_utf8_type(size_t size, H5T_str_t pad) {
     return t;
 }
 
-int sp_h5_write_attr(hid_t loc, const char *name, hid_t file_type, hid_t mem_type,
-                     const void *value, const char *path, sp_error *err) {
+int sp__h5_write_attr(hid_t loc, const char *name, hid_t file_type, hid_t mem_type,
+                      const void *value, const char *path, sp_error *err) {
     hid_t space = H5Screate(H5S_SCALAR);
     hid_t a = space < 0 ? -1 : H5Acreate2(loc, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
     herr_t st = a < 0 ? -1 : H5Awrite(a, mem_type, value);
-    sp_h5_close(a), sp_h5_close(space);
-    return st < 0 ? sp_h5_fail(err, "%s: cannot write attribute \"%s\"", path, name) : 0;
+    sp__h5_close(a), sp__h5_close(space);
+    return st < 0 ? sp__h5_fail(err, "%s: cannot write attribute \"%s\"", path, name) : 0;
 }
 
-hid_t sp_h5_open_root_attr(hid_t f, const char *name, const char *path, sp_error *err) {
+hid_t sp__h5_open_root_attr(hid_t f, const char *name, const char *path, sp_error *err) {
     htri_t has = H5Aexists(f, name);
-    if (has < 0) return sp_h5_fail(err, "%s: cannot look up root attribute \"%s\"", path, name);
+    if (has < 0) return sp__h5_fail(err, "%s: cannot look up root attribute \"%s\"", path, name);
     if (!has) return -2;
     hid_t a = H5Aopen(f, name, H5P_DEFAULT);
-    if (a < 0) return sp_h5_fail(err, "%s: cannot open root attribute \"%s\"", path, name);
+    if (a < 0) return sp__h5_fail(err, "%s: cannot open root attribute \"%s\"", path, name);
     hid_t space = H5Aget_space(a);
     hssize_t np = space < 0 ? -1 : H5Sget_simple_extent_npoints(space);
-    sp_h5_close(space);
+    sp__h5_close(space);
     if (np != 1) {
         H5Aclose(a);
         return sp_fail(err, "%s: root attribute \"%s\" must hold a single value", path, name);
@@ -160,9 +160,9 @@ hid_t sp_h5_open_root_attr(hid_t f, const char *name, const char *path, sp_error
     return a;
 }
 
-int sp_h5_root_format(hid_t f, const char *path, char *out, size_t cap, sp_error *err) {
+int sp__h5_root_format(hid_t f, const char *path, char *out, size_t cap, sp_error *err) {
     out[0] = '\0';
-    hid_t a = sp_h5_open_root_attr(f, "format", path, err);
+    hid_t a = sp__h5_open_root_attr(f, "format", path, err);
     if (a == -2) return 0;
     if (a < 0) return -1;
     hid_t ft = H5Aget_type(a), mt = -1;
@@ -174,7 +174,7 @@ int sp_h5_root_format(hid_t f, const char *path, char *out, size_t cap, sp_error
             char *s = NULL;
             H5Tset_size(mt, H5T_VARIABLE);
             if (H5Aread(a, mt, &s) < 0)
-                rc = sp_h5_fail(err, "%s: cannot read root attribute \"format\"", path);
+                rc = sp__h5_fail(err, "%s: cannot read root attribute \"format\"", path);
             else
                 snprintf(out, cap, "%s", s ? s : "");
             H5free_memory(s);
@@ -186,17 +186,17 @@ int sp_h5_root_format(hid_t f, const char *path, char *out, size_t cap, sp_error
             if (!s)
                 rc = sp_fail(err, "%s: out of memory", path);
             else if (H5Aread(a, mt, s) < 0)
-                rc = sp_h5_fail(err, "%s: cannot read root attribute \"format\"", path);
+                rc = sp__h5_fail(err, "%s: cannot read root attribute \"format\"", path);
             else
                 snprintf(out, cap, "%s", s);
             free(s);
         }
     }
-    sp_h5_close(mt), sp_h5_close(ft), sp_h5_close(a);
+    sp__h5_close(mt), sp__h5_close(ft), sp__h5_close(a);
     return rc;
 }
 
-hid_t sp_h5_untimed(hid_t cls) {
+hid_t sp__h5_untimed(hid_t cls) {
     hid_t p = H5Pcreate(cls);
     if (p >= 0) H5Pset_obj_track_times(p, 0);
     return p;

@@ -440,7 +440,7 @@ static int write_header(sp_st_writer *w, const char *hdr, sp_error *err) {
     store_le64(buf, padded);
     memcpy(buf + 8, hdr, len);
     memset(buf + 8 + len, ' ', padded - len);
-    int rc = sp_write_all(w->fd, buf, 8 + padded);
+    int rc = sp__write_all(w->fd, buf, 8 + padded);
     int e = errno;
     free(buf);
     if (rc != 0) return sp_fail(err, "%s: write failed: %s", w->path, strerror(e));
@@ -465,7 +465,7 @@ sp_st_writer *sp_st_writer_open(const char *path, const sp_st_out *tensors, int 
     }
     char *hdr = build_header(w, tensors, meta_kv, n_meta, err);
     if (!hdr) goto fail;
-    w->fd = sp_temp_beside(path, &w->tmp, err);
+    w->fd = sp__temp_beside(path, &w->tmp, err);
     int rc = w->fd < 0 ? -1 : write_header(w, hdr, err);
     free(hdr);
     if (rc != 0) goto fail;
@@ -486,7 +486,7 @@ int sp_st_writer_put(sp_st_writer *w, const void *data, size_t nbytes, sp_error 
                      w->names[w->next], nbytes, w->nbytes[w->next]);
     else if (nbytes > 0 && !data)
         rc = sp_fail(err, "%s: tensor '%s': no data", w->path, w->names[w->next]);
-    else if (sp_write_all(w->fd, data, nbytes) != 0)
+    else if (sp__write_all(w->fd, data, nbytes) != 0)
         rc = sp_fail(err, "%s: write failed: %s", w->path, strerror(errno));
     if (rc != 0) {
         sp_st_writer_abort(w);
@@ -502,7 +502,7 @@ int sp_st_writer_commit(sp_st_writer *w, sp_error *err) {
         sp_st_writer_abort(w);
         return -1;
     }
-    int rc = sp_commit(w->fd, w->tmp, w->path, err);
+    int rc = sp__commit(w->fd, w->tmp, w->path, err);
     w->fd = -1;
     writer_free(w);
     return rc == 0 ? 0 : -1;

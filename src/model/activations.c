@@ -11,7 +11,7 @@
 #define GELU_SCALE 0.7978845608028654f /* sqrt(2 / pi) */
 #define GELU_CUBIC 0.044715f
 
-void sp_gelu_forward(float *restrict out, float *restrict t, const float *restrict x, size_t n) {
+void sp__gelu_forward(float *restrict out, float *restrict t, const float *restrict x, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
         float th = tanhf(GELU_SCALE * (v + GELU_CUBIC * v * v * v));
@@ -20,8 +20,8 @@ void sp_gelu_forward(float *restrict out, float *restrict t, const float *restri
     }
 }
 
-void sp_gelu_backward(float *dx, const float *dout, const float *restrict x,
-                      const float *restrict t, size_t n) {
+void sp__gelu_backward(float *dx, const float *dout, const float *restrict x,
+                       const float *restrict t, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float v = x[i], th = t[i];
         float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBIC * v * v);
@@ -29,17 +29,17 @@ void sp_gelu_backward(float *dx, const float *dout, const float *restrict x,
     }
 }
 
-void sp_exp_shift(float *restrict row, int n, float shift) {
+void sp__exp_shift(float *restrict row, int n, float shift) {
     for (int j = 0; j < n; j++) row[j] = expf(row[j] - shift);
 }
 
-float sp_exp_shift_sum(float *restrict row, int n, float shift) {
+float sp__exp_shift_sum(float *restrict row, int n, float shift) {
     float sum = 0.0f;
     for (int j = 0; j < n; j++) sum += (row[j] = expf(row[j] - shift));
     return sum;
 }
 
-double sp_exp_shift_sum_f64(float *restrict row, int n, float shift) {
+double sp__exp_shift_sum_f64(float *restrict row, int n, float shift) {
     double sum = 0.0;
     for (int j = 0; j < n; j++) {
         float e = expf(row[j] - shift);
@@ -49,14 +49,14 @@ double sp_exp_shift_sum_f64(float *restrict row, int n, float shift) {
     return sum;
 }
 
-float sp_max(const float *restrict row, int n) {
+float sp__max(const float *restrict row, int n) {
     float mx = row[0];
     for (int j = 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
     return mx;
 }
 
-void sp_swiglu_forward(float *restrict act, float *restrict sig, const float *restrict gate,
-                       const float *restrict up, size_t n) {
+void sp__swiglu_forward(float *restrict act, float *restrict sig, const float *restrict gate,
+                        const float *restrict up, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float g = gate[i], s = 1.0f / (1.0f + expf(-g));
         sig[i] = s;
@@ -64,9 +64,9 @@ void sp_swiglu_forward(float *restrict act, float *restrict sig, const float *re
     }
 }
 
-void sp_swiglu_backward(float *dgate, float *restrict dup, const float *dact,
-                        const float *restrict gate, const float *restrict sig,
-                        const float *restrict up, size_t n) {
+void sp__swiglu_backward(float *dgate, float *restrict dup, const float *dact,
+                         const float *restrict gate, const float *restrict sig,
+                         const float *restrict up, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float g = gate[i], s = sig[i], da = dact[i];
         dup[i] = da * g * s;

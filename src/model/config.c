@@ -113,7 +113,7 @@ static int parse_gpt2(sp_model_config *c, const reader *r) {
         get_int(r, "n_embd", 1, 0, 1, 65536, &c->d_model) ||
         get_int(r, "n_head", 1, 0, 1, 65536, &c->n_head) ||
         get_int(r, "vocab_size", 1, 0, 1, 1 << 24, &c->vocab_size) ||
-        get_int(r, sp_family_of(c->arch)->ctx_key, 1, 0, 1, 1 << 20, &c->n_ctx))
+        get_int(r, sp__family_of(c->arch)->ctx_key, 1, 0, 1, 1 << 20, &c->n_ctx))
         return -1;
     if (c->d_model % c->n_head != 0)
         return sp_fail(r->err, "%s: n_embd = %d is not divisible by n_head = %d", r->path,
@@ -181,7 +181,7 @@ static int parse_llama(sp_model_config *c, const reader *r) {
         get_int(r, "intermediate_size", 1, 0, 1, 1 << 20, &c->d_ff) ||
         get_int(r, "num_attention_heads", 1, 0, 1, 65536, &c->n_head) ||
         get_int(r, "vocab_size", 1, 0, 1, 1 << 24, &c->vocab_size) ||
-        get_int(r, sp_family_of(c->arch)->ctx_key, 1, 0, 1, 1 << 24, &c->n_ctx))
+        get_int(r, sp__family_of(c->arch)->ctx_key, 1, 0, 1, 1 << 24, &c->n_ctx))
         return -1;
     c->n_kv_head = c->n_head;
     if (get_int(r, "num_key_value_heads", 0, 1, 1, 65536, &c->n_kv_head)) return -1;
@@ -257,19 +257,19 @@ static int parse(sp_model_config *c, json_t *root, const char *path, sp_error *e
                        "not a supported model (supported: %s)",
                        path, json_is_string(arch) ? " (architectures: " : "",
                        json_is_string(arch) ? json_string_value(arch) : "",
-                       json_is_string(arch) ? ")" : "", sp_arch_supported_quoted());
+                       json_is_string(arch) ? ")" : "", sp__arch_supported_quoted());
     }
     /* old GPT-2 configs omit model_type */
     const char *type = mt ? json_string_value(mt) : sp_arch_model_type(SP_ARCH_GPT2);
-    if (sp_arch_from_model_type(type, &c->arch) != 0)
+    if (sp__arch_from_model_type(type, &c->arch) != 0)
         return sp_fail(err, "%s: unsupported model_type '%s' (supported: %s)", path, type,
-                       sp_arch_supported_quoted());
+                       sp__arch_supported_quoted());
     return parse_family(c, &r);
 }
 
-int sp_config_load(sp_model_config *cfg, const char *path, sp_error *err) {
+int sp__config_load(sp_model_config *cfg, const char *path, sp_error *err) {
     memset(cfg, 0, sizeof *cfg);
-    if (sp_check_file_size(path, SP_MAX_CONFIG_FILE_BYTES, "config", err) != 0) return -1;
+    if (sp__check_file_size(path, SP_MAX_CONFIG_FILE_BYTES, "config", err) != 0) return -1;
     FILE *fp = fopen(path, "rb");
     if (!fp) return sp_fail(err, "%s: cannot open: %s", path, strerror(errno));
     json_error_t je;

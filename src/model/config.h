@@ -8,6 +8,6 @@
 /* Reads path (config.json of a model of a supported family), validates every key the engine
  * relies on and fills cfg (cfg->arch: the family model_type names). Errors name path and the key
  * at fault. */
-int sp_config_load(sp_model_config *cfg, const char *path, sp_error *err);
+int sp__config_load(sp_model_config *cfg, const char *path, sp_error *err);
 
 #endif

@@ -10,7 +10,7 @@
  * Reading order: sp_engine_run at the bottom; block_forward and block_backward (one
  * transformer block, any family); the head; the steps a block is made of, each switching on one
  * kind of the family (norm, positions, q/k/v projection, MLP). Buffers come from the worker
- * (worker.c): a layer's saved activations through sp_layer_acts, the rest through sp_scratch,
+ * (worker.c): a layer's saved activations through sp__layer_acts, the rest through sp__scratch,
  * always passed to the functions that read or write them. */
 #include "softprompt/engine.h"
 
@@ -118,10 +118,10 @@ static void norm_forward(const sp_worker *w, float *out, float *mean, float *rst
     float eps = w->m->cfg.ln_eps;
     switch (w->f->norm) {
     case SP_NORM_LAYERNORM:
-        sp_layernorm_forward(out, mean, rstd, x, p->w, p->b, n, d, eps);
+        sp__layernorm_forward(out, mean, rstd, x, p->w, p->b, n, d, eps);
         return;
     case SP_NORM_RMSNORM:
-        sp_rmsnorm_forward(out, rstd, x, p->w, n, d, eps);
+        sp__rmsnorm_forward(out, rstd, x, p->w, n, d, eps);
         return;
     }
 }
@@ -132,10 +132,10 @@ static void norm_backward(const sp_worker *w, float *dx, const float *dout, cons
     int d = w->z.d;
     switch (w->f->norm) {
     case SP_NORM_LAYERNORM:
-        sp_layernorm_backward(dx, dout, x, mean, rstd, p->w, n, d);
+        sp__layernorm_backward(dx, dout, x, mean, rstd, p->w, n, d);
         return;
     case SP_NORM_RMSNORM:
-        sp_rmsnorm_backward(dx, dout, x, rstd, p->w, n, d);
+        sp__rmsnorm_backward(dx, dout, x, rstd, p->w, n, d);
         return;
     }
 }
@@ -167,7 +167,7 @@ static void positions_prepare(const sp_worker *w) {
  * (rotary: rotated in place; inverse: the transpose, which maps gradients of the rotated values
  * to the inputs'). */
 static void positions_qk(const sp_worker *w, float *qkv, const sp_batch *b, int inverse) {
-    const sp_dims *z = &w->z;
+    const sp__dims *z = &w->z;
     size_t first = (size_t)z->n_past * (size_t)(z->hs.hd / 2); /* the tables' row of position 0 */
     switch (w->f->pos) {
     case SP_POS_LEARNED: /* added to the input embedding instead */
@@ -176,8 +176,8 @@ static void positions_qk(const sp_worker *w, float *qkv, const sp_batch *b, int 
         for (int s = 0; s < b->n_seq; s++) {
             size_t start = (size_t)b->seq_start[s];
             int len = b->seq_start[s + 1] - b->seq_start[s];
-            sp_rope_rotate(qkv + start * z->wq, z->wq, len, z->hs.n_head + z->hs.n_kv_head,
-                           z->hs.hd, w->s.rope_cos + first, w->s.rope_sin + first, inverse);
+            sp__rope_rotate(qkv + start * z->wq, z->wq, len, z->hs.n_head + z->hs.n_kv_head,
+                            z->hs.hd, w->s.rope_cos + first, w->s.rope_sin + first, inverse);
         }
         return;
     }
@@ -186,16 +186,16 @@ static void positions_qk(const sp_worker *w, float *qkv, const sp_batch *b, int 
 /* qkv [N, Wq] = ln1 [N, d] . W_qkv + b, then q and k take their positions. */
 static void qkv_forward(const sp_worker *w, const sp_layer *p, float *qkv, const float *ln1,
                         const sp_batch *b) {
-    const sp_dims *z = &w->z;
+    const sp__dims *z = &w->z;
     int n = (int)z->N;
     switch (w->f->qkv) {
     case SP_QKV_FUSED:
-        sp_linear_fwd(qkv, z->wq, ln1, z->d, &p->qkv, n);
+        sp__linear_fwd(qkv, z->wq, ln1, z->d, &p->qkv, n);
         break;
     case SP_QKV_SEPARATE: /* into the q | k | v column blocks */
-        sp_linear_fwd(qkv, z->wq, ln1, z->d, &p->q, n);
-        sp_linear_fwd(qkv + z->qd, z->wq, ln1, z->d, &p->k, n);
-        sp_linear_fwd(qkv + z->qd + z->kvd, z->wq, ln1, z->d, &p->v, n);
+        sp__linear_fwd(qkv, z->wq, ln1, z->d, &p->q, n);
+        sp__linear_fwd(qkv + z->qd, z->wq, ln1, z->d, &p->k, n);
+        sp__linear_fwd(qkv + z->qd + z->kvd, z->wq, ln1, z->d, &p->v, n);
         break;
     }
     positions_qk(w, qkv, b, 0);
@@ -204,17 +204,17 @@ static void qkv_forward(const sp_worker *w, const sp_layer *p, float *qkv, const
 /* dln1 [N, d] = dqkv [N, Wq] . W_qkv^T, the positions of dq and dk undone first (in place). */
 static void qkv_backward(const sp_worker *w, const sp_layer *p, float *dln1, float *dqkv,
                          const sp_batch *b) {
-    const sp_dims *z = &w->z;
+    const sp__dims *z = &w->z;
     int n = (int)z->N;
     positions_qk(w, dqkv, b, 1);
     switch (w->f->qkv) {
     case SP_QKV_FUSED:
-        sp_linear_bwd(dln1, z->d, dqkv, z->wq, &p->qkv, n, 0);
+        sp__linear_bwd(dln1, z->d, dqkv, z->wq, &p->qkv, n, 0);
         return;
     case SP_QKV_SEPARATE:
-        sp_linear_bwd(dln1, z->d, dqkv, z->wq, &p->q, n, 0);
-        sp_linear_bwd(dln1, z->d, dqkv + z->qd, z->wq, &p->k, n, 1);
-        sp_linear_bwd(dln1, z->d, dqkv + z->qd + z->kvd, z->wq, &p->v, n, 1);
+        sp__linear_bwd(dln1, z->d, dqkv, z->wq, &p->q, n, 0);
+        sp__linear_bwd(dln1, z->d, dqkv + z->qd, z->wq, &p->k, n, 1);
+        sp__linear_bwd(dln1, z->d, dqkv + z->qd + z->kvd, z->wq, &p->v, n, 1);
         return;
     }
 }
@@ -222,7 +222,7 @@ static void qkv_backward(const sp_worker *w, const sp_layer *p, float *dln1, flo
 /* One layer's key/value prefix (kv.n == 0: none) and where its gradient goes: sequence s's at
  * dk + s * seq_stride (seq_stride 0: all sequences add to the same). */
 typedef struct layer_prefix {
-    sp_kv_past kv;
+    sp__kv_past kv;
     float *dk, *dv; /* NULL: no gradient */
     size_t seq_stride;
 } layer_prefix;
@@ -232,7 +232,7 @@ static layer_prefix prefix_of(const sp_worker *w, const sp_pass *pass, int l) {
     size_t P = (size_t)pass->n_kv_prefix, kvd = (size_t)w->z.kvd, at = (size_t)l * 2 * P * kvd;
     layer_prefix r = {{NULL, NULL, 0, w->z.kvd}, NULL, NULL, 0};
     if (P == 0) return r;
-    r.kv = (sp_kv_past){pass->kv_prefix + at, pass->kv_prefix + at + P * kvd, (int)P, (int)kvd};
+    r.kv = (sp__kv_past){pass->kv_prefix + at, pass->kv_prefix + at + P * kvd, (int)P, (int)kvd};
     if (pass->kv_prefix_grad) {
         r.dk = pass->kv_prefix_grad + at, r.dv = r.dk + P * kvd;
         r.seq_stride = pass->per_sequence_grad ? (size_t)w->z.L * 2 * P * kvd : 0;
@@ -244,67 +244,68 @@ static layer_prefix prefix_of(const sp_worker *w, const sp_pass *pass, int l) {
  * the layer's prefix. */
 static void attention_forward(const sp_worker *w, float *atty, float *lse, const float *qkv,
                               const layer_prefix *pre, const sp_batch *b) {
-    const sp_dims *z = &w->z;
+    const sp__dims *z = &w->z;
     size_t H = (size_t)z->hs.n_head;
     for (int s = 0; s < b->n_seq; s++) {
         size_t start = (size_t)b->seq_start[s];
         int len = b->seq_start[s + 1] - b->seq_start[s];
-        sp_attention_forward(atty + start * z->qd, lse + start * H, w->s.att, qkv + start * z->wq,
-                             len, &z->hs, pre->kv.n ? &pre->kv : NULL);
+        sp__attention_forward(atty + start * z->qd, lse + start * H, w->s.att, qkv + start * z->wq,
+                              len, &z->hs, pre->kv.n ? &pre->kv : NULL);
     }
 }
 
 /* dqkv [N, Wq] (and the prefix's gradient, when asked for) from datty [N, qd] and the forward's
  * qkv, atty and lse of layer a. */
 static void attention_backward(const sp_worker *w, float *dqkv, const float *datty,
-                               const sp_layer_acts *a, const layer_prefix *pre, const sp_batch *b) {
-    const sp_dims *z = &w->z;
+                               const sp__layer_acts *a, const layer_prefix *pre,
+                               const sp_batch *b) {
+    const sp__dims *z = &w->z;
     size_t H = (size_t)z->hs.n_head;
     for (int s = 0; s < b->n_seq; s++) {
         size_t start = (size_t)b->seq_start[s], at = (size_t)s * pre->seq_stride;
         int len = b->seq_start[s + 1] - b->seq_start[s];
-        sp_kv_grad g = {NULL, NULL, pre->kv.ld};
+        sp__kv_grad g = {NULL, NULL, pre->kv.ld};
         if (pre->dk) g.dk = pre->dk + at, g.dv = pre->dv + at;
-        sp_attention_backward(dqkv + start * z->wq, pre->dk ? &g : NULL, w->s.att,
-                              datty + start * z->qd, a->atty + start * z->qd, a->lse + start * H,
-                              a->qkv + start * z->wq, len, &z->hs, pre->kv.n ? &pre->kv : NULL);
+        sp__attention_backward(dqkv + start * z->wq, pre->dk ? &g : NULL, w->s.att,
+                               datty + start * z->qd, a->atty + start * z->qd, a->lse + start * H,
+                               a->qkv + start * z->wq, len, &z->hs, pre->kv.n ? &pre->kv : NULL);
     }
 }
 
 /* act [n, F] = the MLP's activation of ln2 [n, d] (GELU: gelu(ln2 W_in + b); SwiGLU:
  * silu(ln2 W_gate) * ln2 W_up), saving in a what backward needs. */
-static void mlp_act_forward(const sp_worker *w, const sp_layer *p, const sp_layer_acts *a,
+static void mlp_act_forward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a,
                             float *act, int n) {
-    const sp_dims *z = &w->z;
+    const sp__dims *z = &w->z;
     size_t nf = (size_t)n * z->F;
     switch (w->f->mlp) {
     case SP_MLP_GELU:
-        sp_linear_fwd(a->fc, z->F, a->ln2, z->d, &p->mlp_in, n);
-        sp_gelu_forward(act, a->fc_aux, a->fc, nf); /* tanh saved */
+        sp__linear_fwd(a->fc, z->F, a->ln2, z->d, &p->mlp_in, n);
+        sp__gelu_forward(act, a->fc_aux, a->fc, nf); /* tanh saved */
         return;
     case SP_MLP_SWIGLU:
-        sp_linear_fwd(a->fc, z->F, a->ln2, z->d, &p->mlp_in, n); /* gate */
-        sp_linear_fwd(a->up, z->F, a->ln2, z->d, &p->mlp_up, n);
-        sp_swiglu_forward(act, a->fc_aux, a->fc, a->up, nf); /* sigmoid(gate) saved */
+        sp__linear_fwd(a->fc, z->F, a->ln2, z->d, &p->mlp_in, n); /* gate */
+        sp__linear_fwd(a->up, z->F, a->ln2, z->d, &p->mlp_up, n);
+        sp__swiglu_forward(act, a->fc_aux, a->fc, a->up, nf); /* sigmoid(gate) saved */
         return;
     }
 }
 
 /* dln2 [n, d] from dact [n, F] (overwritten: it becomes the gradient of the input projection;
  * dup [n, F] receives SwiGLU's up-projection gradient). */
-static void mlp_act_backward(const sp_worker *w, const sp_layer *p, const sp_layer_acts *a,
+static void mlp_act_backward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a,
                              float *dln2, float *dact, float *dup, int n) {
-    const sp_dims *z = &w->z;
+    const sp__dims *z = &w->z;
     size_t nf = (size_t)n * z->F;
     switch (w->f->mlp) {
     case SP_MLP_GELU:
-        sp_gelu_backward(dact, dact, a->fc, a->fc_aux, nf);
-        sp_linear_bwd(dln2, z->d, dact, z->F, &p->mlp_in, n, 0);
+        sp__gelu_backward(dact, dact, a->fc, a->fc_aux, nf);
+        sp__linear_bwd(dln2, z->d, dact, z->F, &p->mlp_in, n, 0);
         return;
     case SP_MLP_SWIGLU:
-        sp_swiglu_backward(dact, dup, dact, a->fc, a->fc_aux, a->up, nf);
-        sp_linear_bwd(dln2, z->d, dact, z->F, &p->mlp_in, n, 0);
-        sp_linear_bwd(dln2, z->d, dup, z->F, &p->mlp_up, n, 1);
+        sp__swiglu_backward(dact, dup, dact, a->fc, a->fc_aux, a->up, nf);
+        sp__linear_bwd(dln2, z->d, dact, z->F, &p->mlp_in, n, 0);
+        sp__linear_bwd(dln2, z->d, dup, z->F, &p->mlp_up, n, 1);
         return;
     }
 }
@@ -374,10 +375,10 @@ static void embed_backward(const sp_worker *w, const float *dx0, const sp_batch 
  * Keys and values need every row, but in the top block only the target rows reach the loss
  * after attention, so from the output projection on it runs on the n_tgt target rows alone,
  * gathered compactly (rows 0..n_tgt-1 of xmid .. x_next). */
-static void block_forward(const sp_worker *w, const sp_layer *p, const sp_layer_acts *a,
+static void block_forward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a,
                           const layer_prefix *pre, const sp_batch *b, int top) {
-    const sp_dims *z = &w->z;
-    const sp_scratch *s = &w->s;
+    const sp__dims *z = &w->z;
+    const sp__scratch *s = &w->s;
     int n = (int)z->N;
     norm_forward(w, a->ln1, a->ln1_mean, a->ln1_rstd, a->x, &p->ln1, n); /* ln1 = norm1(x) */
     qkv_forward(w, p, a->qkv, a->ln1, b);                                /* with positions */
@@ -388,28 +389,28 @@ static void block_forward(const sp_worker *w, const sp_layer *p, const sp_layer_
         gather_targets(s->top_atty, a->atty, b, (size_t)z->qd);
         x = s->top_x, atty = s->top_atty, n = b->n_targets;
     }
-    sp_linear_fwd_residual(a->xmid, x, atty, z->qd, &p->o, n); /* xmid = x + atty W_o */
+    sp__linear_fwd_residual(a->xmid, x, atty, z->qd, &p->o, n); /* xmid = x + atty W_o */
     norm_forward(w, a->ln2, a->ln2_mean, a->ln2_rstd, a->xmid, &p->ln2, n);
     mlp_act_forward(w, p, a, s->mlp_act, n);
-    sp_linear_fwd_residual(a->x_next, a->xmid, s->mlp_act, z->F, &p->mlp_out, n);
+    sp__linear_fwd_residual(a->x_next, a->xmid, s->mlp_act, z->F, &p->mlp_out, n);
 }
 
 /* On entry the gradient of the loss with respect to x_next: in dx (every row), or for the top
  * block in top_dx (its target rows). On exit dx holds the gradient with respect to x. Each
  * residual connection passes its gradient on unchanged (the norms' backward adds to it). */
-static void block_backward(const sp_worker *w, const sp_layer *p, const sp_layer_acts *a,
+static void block_backward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a,
                            const layer_prefix *pre, const sp_batch *b, int top) {
-    const sp_dims *z = &w->z;
-    const sp_scratch *s = &w->s;
+    const sp__dims *z = &w->z;
+    const sp__scratch *s = &w->s;
     int n = top ? b->n_targets : (int)z->N;
     float *dy = top ? s->top_dx : s->dx; /* dL/dx_next, then dL/dxmid (in place) */
     float *datty = top ? s->top_datty : s->datty;
     /* x_next = xmid + act W_out,  act = mlp(ln2),  ln2 = norm2(xmid) */
-    sp_linear_bwd(s->dfc, z->F, dy, z->d, &p->mlp_out, n, 0); /* dact */
-    mlp_act_backward(w, p, a, s->dln, s->dfc, s->dup, n);     /* dln2 */
+    sp__linear_bwd(s->dfc, z->F, dy, z->d, &p->mlp_out, n, 0); /* dact */
+    mlp_act_backward(w, p, a, s->dln, s->dfc, s->dup, n);      /* dln2 */
     norm_backward(w, dy, s->dln, a->xmid, a->ln2_mean, a->ln2_rstd, &p->ln2, n);
     /* xmid = x + atty W_o */
-    sp_linear_bwd(datty, z->qd, dy, z->d, &p->o, n, 0);
+    sp__linear_bwd(datty, z->qd, dy, z->d, &p->o, n, 0);
     if (top) { /* every row again: zero gradient at the others */
         scatter_targets(s->datty, s->top_datty, b, z->N, (size_t)z->qd);
         scatter_targets(s->dx, s->top_dx, b, z->N, (size_t)z->d);
@@ -427,14 +428,15 @@ static void block_backward(const sp_worker *w, const sp_layer *p, const sp_layer
 static double head_forward(const sp_worker *w, const float *x_top, const sp_batch *b,
                            const sp_pass *pass, int backward) {
     const sp_model *m = w->m;
-    const sp_scratch *s = &w->s;
+    const sp__scratch *s = &w->s;
     int nt = b->n_targets, V = w->z.V;
     norm_forward(w, s->lnf, s->lnf_mean, s->lnf_rstd, x_top, &m->lnf, nt);
-    sp_linear_fwd(s->logits, V, s->lnf, w->z.d, &m->lm_head, nt); /* logits = lnf W_head^T */
+    sp__linear_fwd(s->logits, V, s->lnf, w->z.d, &m->lm_head, nt); /* logits = lnf W_head^T */
     if (pass->target_logits) memcpy(pass->target_logits, s->logits, (size_t)nt * V * sizeof(float));
     double loss = 0.0;
     for (int j = 0; j < nt; j++) {
-        double l = sp_cross_entropy(s->logits + (size_t)j * V, V, b->target_ids[j], backward, 1.0f);
+        double l =
+            sp__cross_entropy(s->logits + (size_t)j * V, V, b->target_ids[j], backward, 1.0f);
         if (pass->target_loss) pass->target_loss[j] = l;
         loss += l;
     }
@@ -446,9 +448,9 @@ static double head_forward(const sp_worker *w, const float *x_top, const sp_batc
 static void head_backward(const sp_worker *w, float *dx_top, float *dlnf, const float *x_top,
                           int nt) {
     const sp_model *m = w->m;
-    const sp_scratch *s = &w->s;
+    const sp__scratch *s = &w->s;
     int d = w->z.d;
-    sp_linear_bwd(dlnf, d, s->logits, w->z.V, &m->lm_head, nt, 0); /* dlnf = dlogits W_head */
+    sp__linear_bwd(dlnf, d, s->logits, w->z.V, &m->lm_head, nt, 0); /* dlnf = dlogits W_head */
     memset(dx_top, 0, (size_t)nt * d * sizeof(float));
     norm_backward(w, dx_top, dlnf, x_top, s->lnf_mean, s->lnf_rstd, &m->lnf, nt);
 }
@@ -459,13 +461,13 @@ int sp_engine_run(sp_worker *w, const sp_batch *b, const sp_pass *pass, double *
                   sp_error *err) {
     if (sp_engine_validate(w->m, b, pass, err)) return -1;
     int backward = (pass->grad || pass->kv_prefix_grad) && b->n_targets > 0;
-    if (sp_worker_reserve(w, b, pass->n_kv_prefix, backward))
+    if (sp__worker_reserve(w, b, pass->n_kv_prefix, backward))
         return sp_fail(err, "out of memory reserving activations for %d tokens",
                        b->n_seq > 0 ? b->seq_start[b->n_seq] : 0);
     *loss_sum = 0.0;
     if (w->z.N == 0) return 0;
     const sp_layer *layer = w->m->layers;
-    const sp_layer_acts *acts = w->acts;
+    const sp__layer_acts *acts = w->acts;
     int L = w->z.L;
     const float *x_top = acts[L - 1].x_next; /* target rows */
     positions_prepare(w);

@@ -13,7 +13,7 @@
 #define VEC(d) {d, SP_DIM_NONE}
 #define MAT(rows, cols) {rows, cols}
 /* clang-format on */
-static const sp_tensor_desc GPT2_TENSORS[] = {
+static const sp__tensor_desc GPT2_TENSORS[] = {
     /* {HF name, shape, role, when present, init-model's init, fingerprint name, HF rank} */
     {"wte.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS, SP_INIT_NORMAL, "wte", 0},
     {"wpe.weight", MAT(SP_DIM_CTX, SP_DIM_D), SP_ROLE_WPE, SP_ALWAYS, SP_INIT_NORMAL, "wpe", 1},
@@ -46,7 +46,7 @@ static const sp_tensor_desc GPT2_TENSORS[] = {
     {"h.%d.attn.masked_bias", VEC(SP_DIM_NONE), SP_ROLE_BUFFER, SP_NEVER, SP_INIT_NONE, NULL, 18},
 };
 
-static const sp_family GPT2 = {
+static const sp__family GPT2 = {
     .arch = SP_ARCH_GPT2,
     .model_type = "gpt2",
     .hf_class = "GPT2LMHeadModel",
@@ -70,7 +70,7 @@ static const sp_family GPT2 = {
  * order (this one) differs from HF's state dict (biases follow their weight there, and the
  * post-attention norm comes last). */
 #define L_(name) "model.layers.%d." name
-static const sp_tensor_desc LLAMA_TENSORS[] = {
+static const sp__tensor_desc LLAMA_TENSORS[] = {
     {"model.embed_tokens.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS,
      SP_INIT_NORMAL, "wte", 0},
     {L_("input_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN1_W, SP_ALWAYS, SP_INIT_GAIN,
@@ -123,7 +123,7 @@ static const sp_tensor_desc LLAMA_TENSORS[] = {
     .gqa = 1, .tensors = LLAMA_TENSORS,                                                            \
     .n_tensors = (int)(sizeof LLAMA_TENSORS / sizeof LLAMA_TENSORS[0])
 
-static const sp_family LLAMA = {
+static const sp__family LLAMA = {
     .arch = SP_ARCH_LLAMA,
     .model_type = "llama",
     .hf_class = "LlamaForCausalLM",
@@ -131,7 +131,7 @@ static const sp_family LLAMA = {
     LLAMA_BLOCK,
 };
 
-static const sp_family QWEN2 = {
+static const sp__family QWEN2 = {
     .arch = SP_ARCH_QWEN2,
     .model_type = "qwen2",
     .hf_class = "Qwen2ForCausalLM",
@@ -142,7 +142,7 @@ static const sp_family QWEN2 = {
 
 /* ---- lookup ----------------------------------------------------------------------------- */
 
-const sp_family *sp_family_of(sp_arch a) {
+const sp__family *sp__family_of(sp_arch a) {
     switch (a) {
     case SP_ARCH_GPT2:
         return &GPT2;
@@ -155,12 +155,12 @@ const sp_family *sp_family_of(sp_arch a) {
 }
 
 const char *sp_arch_model_type(sp_arch a) {
-    return sp_family_of(a)->model_type;
+    return sp__family_of(a)->model_type;
 }
 
-int sp_arch_from_model_type(const char *model_type, sp_arch *a) {
+int sp__arch_from_model_type(const char *model_type, sp_arch *a) {
     for (int i = 0; i < SP_N_ARCH; i++)
-        if (strcmp(model_type, sp_family_of((sp_arch)i)->model_type) == 0) {
+        if (strcmp(model_type, sp__family_of((sp_arch)i)->model_type) == 0) {
             *a = (sp_arch)i;
             return 0;
         }
@@ -175,17 +175,17 @@ static void supported_list(char *buf, size_t cap, int quoted) {
         const char *sep = i == 0 ? "" : (!quoted && i == SP_N_ARCH - 1) ? " or " : ", ";
         const char *q = quoted ? "\"" : "";
         n += (size_t)snprintf(buf + n, cap - n, "%s%s%s%s", sep, q,
-                              sp_family_of((sp_arch)i)->model_type, q);
+                              sp__family_of((sp_arch)i)->model_type, q);
     }
 }
 
-const char *sp_arch_supported_quoted(void) {
+const char *sp__arch_supported_quoted(void) {
     static char buf[256];
     if (!buf[0]) supported_list(buf, sizeof buf, 1);
     return buf;
 }
 
-const char *sp_arch_supported_plain(void) {
+const char *sp__arch_supported_plain(void) {
     static char buf[256];
     if (!buf[0]) supported_list(buf, sizeof buf, 0);
     return buf;
@@ -193,7 +193,7 @@ const char *sp_arch_supported_plain(void) {
 
 /* ---- the tensor table ---------------------------------------------------------------------- */
 
-int64_t sp_dim_size(const sp_model_config *c, sp_dim d) {
+int64_t sp__dim_size(const sp_model_config *c, sp__dim d) {
     int64_t hd = sp_config_head_dim(c);
     switch (d) {
     case SP_DIM_NONE:
@@ -216,7 +216,7 @@ int64_t sp_dim_size(const sp_model_config *c, sp_dim d) {
     return 0;
 }
 
-int sp_tensor_present(const sp_tensor_desc *row, const sp_model_config *c) {
+int sp__tensor_present(const sp__tensor_desc *row, const sp_model_config *c) {
     switch (row->when) {
     case SP_ALWAYS:
         return 1;
@@ -234,17 +234,17 @@ int sp_tensor_present(const sp_tensor_desc *row, const sp_model_config *c) {
     return 0;
 }
 
-int sp_tensor_shape(const sp_tensor_desc *row, const sp_model_config *c, int64_t shape[2]) {
-    shape[0] = sp_dim_size(c, row->shape[0]);
-    shape[1] = sp_dim_size(c, row->shape[1]);
+int sp__tensor_shape(const sp__tensor_desc *row, const sp_model_config *c, int64_t shape[2]) {
+    shape[0] = sp__dim_size(c, row->shape[0]);
+    shape[1] = sp__dim_size(c, row->shape[1]);
     return row->shape[1] == SP_DIM_NONE ? 1 : 2;
 }
 
-int sp_tensor_per_layer(const sp_tensor_desc *row) {
+int sp__tensor_per_layer(const sp__tensor_desc *row) {
     return strstr(row->name, "%d") != NULL;
 }
 
-void sp_tensor_name(const sp_tensor_desc *row, int layer, char *buf, size_t cap) {
+void sp__tensor_name(const sp__tensor_desc *row, int layer, char *buf, size_t cap) {
     const char *at = strstr(row->name, "%d");
     if (!at) {
         snprintf(buf, cap, "%s", row->name);
@@ -254,7 +254,7 @@ void sp_tensor_name(const sp_tensor_desc *row, int layer, char *buf, size_t cap)
 }
 
 /* Row indices of f in the given order (HF: by hf_rank). */
-static int ordered_rows(const sp_family *f, sp_tensor_order order, int *idx) {
+static int ordered_rows(const sp__family *f, sp__tensor_order order, int *idx) {
     int n = f->n_tensors;
     for (int i = 0; i < n; i++) idx[i] = i;
     if (order == SP_ORDER_HF)
@@ -267,20 +267,20 @@ static int ordered_rows(const sp_family *f, sp_tensor_order order, int *idx) {
     return n;
 }
 
-int sp_tensors_walk(const sp_family *f, int n_layer, sp_tensor_order order, sp_tensor_visit visit,
-                    void *ctx) {
+int sp__tensors_walk(const sp__family *f, int n_layer, sp__tensor_order order,
+                     sp__tensor_visit visit, void *ctx) {
     int idx[64];
     int n = ordered_rows(f, order, idx);
     for (int i = 0; i < n;) {
-        const sp_tensor_desc *row = &f->tensors[idx[i]];
-        if (!sp_tensor_per_layer(row)) {
+        const sp__tensor_desc *row = &f->tensors[idx[i]];
+        if (!sp__tensor_per_layer(row)) {
             int rc = visit(ctx, row, -1);
             if (rc) return rc;
             i++;
             continue;
         }
         int end = i; /* the run of per-layer rows starting at i */
-        while (end < n && sp_tensor_per_layer(&f->tensors[idx[end]])) end++;
+        while (end < n && sp__tensor_per_layer(&f->tensors[idx[end]])) end++;
         for (int l = 0; l < n_layer; l++)
             for (int k = i; k < end; k++) {
                 int rc = visit(ctx, &f->tensors[idx[k]], l);
@@ -309,12 +309,12 @@ static int match_pattern(const char *pattern, const char *name, int *layer) {
 }
 
 /* name without the family's optional prefix. */
-static const char *bare_name(const sp_family *f, const char *name) {
+static const char *bare_name(const sp__family *f, const char *name) {
     size_t n = f->name_prefix ? strlen(f->name_prefix) : 0;
     return n && strncmp(name, f->name_prefix, n) == 0 ? name + n : name;
 }
 
-const sp_tensor_desc *sp_tensor_match(const sp_family *f, const char *name, int *layer) {
+const sp__tensor_desc *sp__tensor_match(const sp__family *f, const char *name, int *layer) {
     const char *bare = bare_name(f, name);
     for (int i = 0; i < f->n_tensors; i++) {
         int l = -1;
@@ -331,19 +331,19 @@ typedef struct count_ctx {
     int64_t n;
 } count_ctx;
 
-static int count_row(void *ctx, const sp_tensor_desc *row, int layer) {
+static int count_row(void *ctx, const sp__tensor_desc *row, int layer) {
     count_ctx *k = ctx;
     int64_t shape[2];
     (void)layer;
-    if (!sp_tensor_present(row, k->c)) return 0;
-    int ndim = sp_tensor_shape(row, k->c, shape);
+    if (!sp__tensor_present(row, k->c)) return 0;
+    int ndim = sp__tensor_shape(row, k->c, shape);
     k->n += ndim == 1 ? shape[0] : shape[0] * shape[1];
     return 0;
 }
 
-int64_t sp_family_param_count(const sp_model_config *c) {
+int64_t sp__family_param_count(const sp_model_config *c) {
     count_ctx k = {c, 0};
-    sp_tensors_walk(sp_family_of(c->arch), c->n_layer, SP_ORDER_TABLE, count_row, &k);
+    sp__tensors_walk(sp__family_of(c->arch), c->n_layer, SP_ORDER_TABLE, count_row, &k);
     return k.n;
 }
 
@@ -356,7 +356,7 @@ typedef struct slot {
     sp_linear *lin;
 } slot;
 
-static slot role_slot(sp_model *m, int layer, sp_role role) {
+static slot role_slot(sp_model *m, int layer, sp__role role) {
     sp_layer *y = layer >= 0 ? &m->layers[layer] : NULL;
     switch (role) {
     case SP_ROLE_WTE:
@@ -415,12 +415,12 @@ static slot role_slot(sp_model *m, int layer, sp_role role) {
     return (slot){NULL, NULL};
 }
 
-void sp_model_set_tensor(sp_model *m, int layer, sp_role role, const float *data, int ndim,
-                         const int64_t shape[2]) {
+void sp__model_set_tensor(sp_model *m, int layer, sp__role role, const float *data, int ndim,
+                          const int64_t shape[2]) {
     slot s = role_slot(m, layer, role);
     if (s.f) *s.f = data;
     if (!s.lin || ndim != 2) return;
-    sp_wlayout layout = role == SP_ROLE_LM_HEAD ? SP_W_OUT_IN : sp_family_of(m->cfg.arch)->layout;
+    sp_wlayout layout = role == SP_ROLE_LM_HEAD ? SP_W_OUT_IN : sp__family_of(m->cfg.arch)->layout;
     int rows = (int)shape[0], cols = (int)shape[1];
     s.lin->w = data;
     s.lin->store = SP_WSTORE_F32;
@@ -435,7 +435,7 @@ void sp_model_set_tensor(sp_model *m, int layer, sp_role role, const float *data
     }
 }
 
-const float *sp_model_tensor(const sp_model *m, int layer, sp_role role) {
+const float *sp__model_tensor(const sp_model *m, int layer, sp__role role) {
     slot s = role_slot((sp_model *)m, layer, role);
     if (s.f) return *s.f;
     if (!s.lin) return NULL;

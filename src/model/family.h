@@ -18,28 +18,28 @@
 
 #include "softprompt/model.h"
 
-typedef enum sp_norm_kind {
+typedef enum sp__norm_kind {
     SP_NORM_LAYERNORM, /* (x - mean) * rstd * w + b; saves mean and rstd */
     SP_NORM_RMSNORM,   /* x * rstd * w; saves rstd */
-} sp_norm_kind;
+} sp__norm_kind;
 
-typedef enum sp_pos_kind {
+typedef enum sp__pos_kind {
     SP_POS_LEARNED, /* wpe[position] added to the input embedding */
     SP_POS_ROTARY,  /* q and k rotated after their projection (HF rotate-half, rope_scaling) */
-} sp_pos_kind;
+} sp__pos_kind;
 
-typedef enum sp_qkv_kind {
+typedef enum sp__qkv_kind {
     SP_QKV_FUSED,    /* one linear writes the whole q|k|v row (GPT-2 c_attn) */
     SP_QKV_SEPARATE, /* q, k, v linears into the row's column blocks (Llama) */
-} sp_qkv_kind;
+} sp__qkv_kind;
 
-typedef enum sp_mlp_kind {
+typedef enum sp__mlp_kind {
     SP_MLP_GELU,   /* out(gelu_tanh(in(x))) */
     SP_MLP_SWIGLU, /* out(silu(in(x)) * up(x)) */
-} sp_mlp_kind;
+} sp__mlp_kind;
 
 /* Where a tensor goes in sp_model / sp_layer. */
-typedef enum sp_role {
+typedef enum sp__role {
     SP_ROLE_WTE,
     SP_ROLE_WPE,
     SP_ROLE_LN1_W,
@@ -66,10 +66,10 @@ typedef enum sp_role {
     SP_ROLE_LNF_B,
     SP_ROLE_LM_HEAD,
     SP_ROLE_BUFFER, /* a constant some checkpoints store (attention masks, inv_freq): ignored */
-} sp_role;
+} sp__role;
 
-/* A dimension of a tensor's shape, resolved from the configuration (sp_dim_size). */
-typedef enum sp_dim {
+/* A dimension of a tensor's shape, resolved from the configuration (sp__dim_size). */
+typedef enum sp__dim {
     SP_DIM_NONE, /* second dimension of a vector */
     SP_DIM_D,    /* d_model */
     SP_DIM_QKV,  /* (n_head + 2 n_kv_head) head_dim: a fused q|k|v row */
@@ -78,38 +78,38 @@ typedef enum sp_dim {
     SP_DIM_FF,   /* d_ff */
     SP_DIM_VOCAB,
     SP_DIM_CTX, /* n_ctx */
-} sp_dim;
+} sp__dim;
 
 /* When a tensor exists. */
-typedef enum sp_when {
+typedef enum sp__when {
     SP_ALWAYS,
     SP_IF_QKV_BIAS,
     SP_IF_O_BIAS,
     SP_IF_MLP_BIAS,
     SP_IF_UNTIED, /* the LM head; a tied model's stored copy is known but not read */
     SP_NEVER,     /* buffers */
-} sp_when;
+} sp__when;
 
 /* How init-model fills a tensor (HF's _init_weights). */
-typedef enum sp_init_kind {
+typedef enum sp__init_kind {
     SP_INIT_NORMAL, /* N(0, std^2) */
     SP_INIT_PROJ,   /* N(0, std^2 / (2 n_layer)): GPT-2's residual projections */
     SP_INIT_GAIN,   /* norm gain: 1 */
     SP_INIT_BIAS,   /* 0 */
     SP_INIT_NONE,   /* buffers: not written */
-} sp_init_kind;
+} sp__init_kind;
 
-typedef struct sp_tensor_desc {
+typedef struct sp__tensor_desc {
     const char *name; /* HF name; "%d" stands for the layer index in a layer's tensors */
-    sp_dim shape[2];  /* as stored; shape[1] == SP_DIM_NONE for a vector */
-    sp_role role;
-    sp_when when;
-    sp_init_kind init;
+    sp__dim shape[2]; /* as stored; shape[1] == SP_DIM_NONE for a vector */
+    sp__role role;
+    sp__when when;
+    sp__init_kind init;
     const char *fp_name; /* the name the fingerprint hashes it under */
     int hf_rank;         /* position in HF's state dict (a layer's rows form one run) */
-} sp_tensor_desc;
+} sp__tensor_desc;
 
-typedef struct sp_family {
+typedef struct sp__family {
     sp_arch arch;
     const char *model_type; /* config.json's model_type */
     const char *hf_class;   /* architectures[0] in config.json */
@@ -119,64 +119,64 @@ typedef struct sp_family {
     const char *name_prefix;
     const char *layer_prefix; /* pattern of every tensor name of layer %d ("h.%d.") */
     sp_wlayout layout;        /* of the block's linear weights (the LM head is nn.Linear) */
-    sp_norm_kind norm;
-    sp_pos_kind pos;
-    sp_qkv_kind qkv;
-    sp_mlp_kind mlp;
+    sp__norm_kind norm;
+    sp__pos_kind pos;
+    sp__qkv_kind qkv;
+    sp__mlp_kind mlp;
     int gqa; /* num_key_value_heads and head_dim come from the config (else n_head, d / n_head) */
-    const sp_tensor_desc *tensors;
+    const sp__tensor_desc *tensors;
     int n_tensors;
-} sp_family;
+} sp__family;
 
 /* The description of a family (a switch: every sp_arch has one). */
-const sp_family *sp_family_of(sp_arch a);
+const sp__family *sp__family_of(sp_arch a);
 
 /* The one mapping from config.json's model_type to the enum; -1 when not supported. */
-int sp_arch_from_model_type(const char *model_type, sp_arch *a);
+int sp__arch_from_model_type(const char *model_type, sp_arch *a);
 /* The supported model_type values, each quoted ("\"gpt2\", \"llama\", \"qwen2\"") or plain with
  * a final " or " ("gpt2, llama or qwen2"), for messages. Static storage. */
-const char *sp_arch_supported_quoted(void);
-const char *sp_arch_supported_plain(void);
+const char *sp__arch_supported_quoted(void);
+const char *sp__arch_supported_plain(void);
 
 /* ---- the tensor table ---------------------------------------------------------------------- */
 
-int64_t sp_dim_size(const sp_model_config *c, sp_dim d);
+int64_t sp__dim_size(const sp_model_config *c, sp__dim d);
 /* Whether a tensor of this row is stored (and used) by a model of configuration c. */
-int sp_tensor_present(const sp_tensor_desc *row, const sp_model_config *c);
+int sp__tensor_present(const sp__tensor_desc *row, const sp_model_config *c);
 /* Number of dimensions (1 or 2) and the shape of row for configuration c. */
-int sp_tensor_shape(const sp_tensor_desc *row, const sp_model_config *c, int64_t shape[2]);
+int sp__tensor_shape(const sp__tensor_desc *row, const sp_model_config *c, int64_t shape[2]);
 /* The row's name for layer (ignored for model-wide rows) into buf. */
-void sp_tensor_name(const sp_tensor_desc *row, int layer, char *buf, size_t cap);
+void sp__tensor_name(const sp__tensor_desc *row, int layer, char *buf, size_t cap);
 /* Whether the row is one of a layer's tensors (its name holds "%d"). */
-int sp_tensor_per_layer(const sp_tensor_desc *row);
+int sp__tensor_per_layer(const sp__tensor_desc *row);
 
-/* The order sp_tensors_walk visits rows in. */
-typedef enum sp_tensor_order {
+/* The order sp__tensors_walk visits rows in. */
+typedef enum sp__tensor_order {
     SP_ORDER_TABLE, /* the table's: the fingerprint's (the loader uses it too) */
     SP_ORDER_HF,    /* Hugging Face's state dict: init-model writes in this order */
-} sp_tensor_order;
+} sp__tensor_order;
 
 /* Calls visit(ctx, row, layer) for every row of f, present or not (layer -1 for model-wide
  * rows), with each run of per-layer rows visited once per layer 0..n_layer-1 before the next
  * row. Stops at, and returns, the first non-zero value visit returns. */
-typedef int (*sp_tensor_visit)(void *ctx, const sp_tensor_desc *row, int layer);
-int sp_tensors_walk(const sp_family *f, int n_layer, sp_tensor_order order, sp_tensor_visit visit,
-                    void *ctx);
+typedef int (*sp__tensor_visit)(void *ctx, const sp__tensor_desc *row, int layer);
+int sp__tensors_walk(const sp__family *f, int n_layer, sp__tensor_order order,
+                     sp__tensor_visit visit, void *ctx);
 
 /* The row a stored tensor name is (with or without the family's name prefix), and its layer
  * (-1 for model-wide rows; any layer number matches); NULL when the name is not in the table. */
-const sp_tensor_desc *sp_tensor_match(const sp_family *f, const char *name, int *layer);
+const sp__tensor_desc *sp__tensor_match(const sp__family *f, const char *name, int *layer);
 
 /* Parameters of a model of configuration c: every present tensor (a tied head once). */
-int64_t sp_family_param_count(const sp_model_config *c);
+int64_t sp__family_param_count(const sp_model_config *c);
 
 /* ---- roles: where a tensor lives in sp_model ------------------------------------------------ */
 
 /* Points the role's slot of layer (or the model) at float32 data of shape[ndim] (the layout of a
  * linear weight is the family's, or nn.Linear's for the LM head). */
-void sp_model_set_tensor(sp_model *m, int layer, sp_role role, const float *data, int ndim,
-                         const int64_t shape[2]);
+void sp__model_set_tensor(sp_model *m, int layer, sp__role role, const float *data, int ndim,
+                          const int64_t shape[2]);
 /* The float32 values of a role's tensor (NULL when unset). */
-const float *sp_model_tensor(const sp_model *m, int layer, sp_role role);
+const float *sp__model_tensor(const sp_model *m, int layer, sp__role role);
 
 #endif

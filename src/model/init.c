@@ -26,7 +26,7 @@ typedef struct plan_tensor {
     char name[96];
     int ndim;
     int64_t shape[2];
-    sp_init_kind kind;
+    sp__init_kind kind;
     int64_t numel;
     int shard;
 } plan_tensor;
@@ -52,7 +52,7 @@ void sp_init_options_default(sp_init_options *o) {
 
 static int check_options(const char *dir, const sp_init_options *o, int n_tensors, sp_error *err) {
     const sp_model_config *c = &o->cfg;
-    const sp_family *f = sp_family_of(c->arch);
+    const sp__family *f = sp__family_of(c->arch);
     const struct {
         const char *name;
         int value, max;
@@ -94,17 +94,17 @@ typedef struct plan_ctx {
 
 /* A present row of the family's table, named as HF saves it: the optional base-model prefix
  * (GPT-2's transformer.) on everything but the LM head. */
-static int plan_row(void *ctx, const sp_tensor_desc *row, int layer) {
+static int plan_row(void *ctx, const sp__tensor_desc *row, int layer) {
     plan_ctx *k = ctx;
     const sp_model_config *c = &k->o->cfg;
-    const sp_family *f = sp_family_of(c->arch);
-    if (!sp_tensor_present(row, c)) return 0;
+    const sp__family *f = sp__family_of(c->arch);
+    if (!sp__tensor_present(row, c)) return 0;
     plan_tensor *t = &k->p[k->n++];
     char name[96];
-    sp_tensor_name(row, layer, name, sizeof name);
+    sp__tensor_name(row, layer, name, sizeof name);
     int prefixed = k->o->prefix && f->name_prefix && row->role != SP_ROLE_LM_HEAD;
     snprintf(t->name, sizeof t->name, "%s%s", prefixed ? f->name_prefix : "", name);
-    t->ndim = sp_tensor_shape(row, c, t->shape);
+    t->ndim = sp__tensor_shape(row, c, t->shape);
     t->numel = t->ndim == 1 ? t->shape[0] : t->shape[0] * t->shape[1];
     t->kind = row->init;
     return 0;
@@ -113,7 +113,7 @@ static int plan_row(void *ctx, const sp_tensor_desc *row, int layer) {
 /* The tensors in the order of HF's state dict (the LM head only when untied). */
 static int plan_tensors(plan_tensor *p, const sp_init_options *o) {
     plan_ctx k = {p, 0, o};
-    sp_tensors_walk(sp_family_of(o->cfg.arch), o->cfg.n_layer, SP_ORDER_HF, plan_row, &k);
+    sp__tensors_walk(sp__family_of(o->cfg.arch), o->cfg.n_layer, SP_ORDER_HF, plan_row, &k);
     return k.n;
 }
 
@@ -243,8 +243,8 @@ static int write_index(const char *dir, const plan_tensor *p, int n, const sp_in
         json_pack("{s:{s:I}, s:o}", "metadata", "total_size", (json_int_t)total, "weight_map", wm);
     char *s = root ? json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(root);
-    char *path = sp_path_join(dir, "model.safetensors.index.json");
-    int rc = s && path ? sp_write_file_atomic(path, s, strlen(s), err)
+    char *path = sp__path_join(dir, "model.safetensors.index.json");
+    int rc = s && path ? sp__write_file_atomic(path, s, strlen(s), err)
                        : sp_fail(err, "%s: out of memory", dir);
     free(s), free(path);
     return rc;
@@ -269,7 +269,7 @@ static int write_weights(const char *dir, plan_tensor *p, int n, const sp_init_o
             snprintf(name, sizeof name, "model.safetensors");
         else
             snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", s + 1, o->n_shards);
-        char *path = sp_path_join(dir, name);
+        char *path = sp__path_join(dir, name);
         rc = path ? write_shard(path, p, n, s, o, &rng, buf, err)
                   : sp_fail(err, "%s: out of memory", dir);
         free(path);
@@ -310,7 +310,7 @@ static json_t *rope_scaling_json(const sp_model_config *c) {
 static json_t *llama_config(const sp_init_options *o, int llama_biases, int qwen2_window) {
     const sp_model_config *c = &o->cfg;
     json_t *r = json_object();
-    json_object_set_new(r, "architectures", json_pack("[s]", sp_family_of(c->arch)->hf_class));
+    json_object_set_new(r, "architectures", json_pack("[s]", sp__family_of(c->arch)->hf_class));
     if (llama_biases) json_object_set_new(r, "attention_bias", json_boolean(c->o_bias));
     json_object_set_new(r, "attention_dropout", json_real(0.0));
     json_object_set_new(r, "bos_token_id", json_integer(c->vocab_size > 1 ? 1 : 0));
@@ -342,7 +342,7 @@ static json_t *gpt2_config(const sp_init_options *o) {
     const sp_model_config *c = &o->cfg;
     json_t *r = json_object();
     json_object_set_new(r, "activation_function", json_string("gelu_new"));
-    json_object_set_new(r, "architectures", json_pack("[s]", sp_family_of(c->arch)->hf_class));
+    json_object_set_new(r, "architectures", json_pack("[s]", sp__family_of(c->arch)->hf_class));
     json_object_set_new(r, "attn_pdrop", short_real(0.1f));
     json_object_set_new(r, "bos_token_id", json_integer(c->vocab_size - 1));
     json_object_set_new(r, "embd_pdrop", short_real(0.1f));
@@ -384,14 +384,14 @@ static int write_config(const char *dir, const sp_init_options *o, sp_error *err
     json_t *r = family_config(o);
     char *s = json_dumps(r, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
     json_decref(r);
-    char *path = sp_path_join(dir, "config.json");
+    char *path = sp__path_join(dir, "config.json");
     int rc = -1;
     if (!s || !path) {
         sp_fail(err, "%s: out of memory", dir);
     } else {
         size_t len = strlen(s);
         s[len] = '\n'; /* replaces the terminating NUL; the length is passed explicitly */
-        rc = sp_write_file_atomic(path, s, len + 1, err);
+        rc = sp__write_file_atomic(path, s, len + 1, err);
     }
     free(s), free(path);
     return rc;
@@ -400,7 +400,8 @@ static int write_config(const char *dir, const sp_init_options *o, sp_error *err
 /* The tensor plan of o (NULL on a shape check_options refuses); *n receives its length. */
 static plan_tensor *make_plan(const sp_init_options *o, int *n) {
     int layers = o->cfg.n_layer > 0 && o->cfg.n_layer <= 1024 ? o->cfg.n_layer : 0;
-    plan_tensor *p = calloc((size_t)sp_family_of(o->cfg.arch)->n_tensors * (layers + 1), sizeof *p);
+    plan_tensor *p =
+        calloc((size_t)sp__family_of(o->cfg.arch)->n_tensors * (layers + 1), sizeof *p);
     if (p) *n = plan_tensors(p, o);
     return p;
 }
@@ -418,7 +419,7 @@ int sp_init_model_write(const char *dir, const sp_init_options *o, sp_error *err
     if (rc != 0) return -1;
     /* A forced rewrite must not leave the other layout behind: the loader prefers the index. */
     char *stale =
-        sp_path_join(dir, o->n_shards > 1 ? "model.safetensors" : "model.safetensors.index.json");
+        sp__path_join(dir, o->n_shards > 1 ? "model.safetensors" : "model.safetensors.index.json");
     if (stale) unlink(stale);
     free(stale);
     return 0;

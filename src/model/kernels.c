@@ -4,8 +4,8 @@
 #include <math.h>
 #include <string.h>
 
-void sp_layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
-                          const float *b, int n, int d, float eps) {
+void sp__layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
+                           const float *b, int n, int d, float eps) {
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d;
         float *oi = out + (size_t)i * d;
@@ -22,8 +22,8 @@ void sp_layernorm_forward(float *out, float *mean, float *rstd, const float *x, 
     }
 }
 
-void sp_layernorm_backward(float *dx, const float *dout, const float *x, const float *mean,
-                           const float *rstd, const float *w, int n, int d) {
+void sp__layernorm_backward(float *dx, const float *dout, const float *x, const float *mean,
+                            const float *rstd, const float *w, int n, int d) {
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d, *gi = dout + (size_t)i * d;
         float *dxi = dx + (size_t)i * d;
@@ -65,7 +65,7 @@ static void product(float *y, int ldy, const float *x, int ldx, const sp_linear 
     }
 }
 
-void sp_linear_fwd(float *y, int ldy, const float *x, int ldx, const sp_linear *W, int n) {
+void sp__linear_fwd(float *y, int ldy, const float *x, int ldx, const sp_linear *W, int n) {
     if (n == 0) return;
     if (W->b)
         for (int i = 0; i < n; i++)
@@ -73,8 +73,8 @@ void sp_linear_fwd(float *y, int ldy, const float *x, int ldx, const sp_linear *
     product(y, ldy, x, ldx, W, n, W->b ? 1.0f : 0.0f);
 }
 
-void sp_linear_fwd_residual(float *y, const float *residual, const float *x, int ldx,
-                            const sp_linear *W, int n) {
+void sp__linear_fwd_residual(float *y, const float *residual, const float *x, int ldx,
+                             const sp_linear *W, int n) {
     if (n == 0) return;
     size_t out = (size_t)W->out;
     memcpy(y, residual, (size_t)n * out * sizeof *y);
@@ -84,8 +84,8 @@ void sp_linear_fwd_residual(float *y, const float *residual, const float *x, int
     product(y, W->out, x, ldx, W, n, 1.0f);
 }
 
-void sp_linear_bwd(float *dx, int lddx, const float *dy, int lddy, const sp_linear *W, int n,
-                   int accumulate) {
+void sp__linear_bwd(float *dx, int lddx, const float *dy, int lddy, const sp_linear *W, int n,
+                    int accumulate) {
     if (n == 0) return;
     float beta = accumulate ? 1.0f : 0.0f;
     switch (W->store) {
@@ -106,8 +106,8 @@ void sp_linear_bwd(float *dx, int lddx, const float *dy, int lddy, const sp_line
     }
 }
 
-void sp_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int n, int d,
-                        float eps) {
+void sp__rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int n, int d,
+                         float eps) {
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d;
         float *oi = out + (size_t)i * d;
@@ -119,8 +119,8 @@ void sp_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w,
     }
 }
 
-void sp_rmsnorm_backward(float *dx, const float *dout, const float *x, const float *rstd,
-                         const float *w, int n, int d) {
+void sp__rmsnorm_backward(float *dx, const float *dout, const float *x, const float *rstd,
+                          const float *w, int n, int d) {
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d, *gi = dout + (size_t)i * d;
         float *dxi = dx + (size_t)i * d;
@@ -132,8 +132,8 @@ void sp_rmsnorm_backward(float *dx, const float *dout, const float *x, const flo
     }
 }
 
-void sp_rope_rotate(float *x, int ld, int len, int n_heads, int hd, const float *cos,
-                    const float *sin, int inverse) {
+void sp__rope_rotate(float *x, int ld, int len, int n_heads, int hd, const float *cos,
+                     const float *sin, int inverse) {
     int half = hd / 2;
     float sign = inverse ? -1.0f : 1.0f;
     for (int t = 0; t < len; t++) {
@@ -166,7 +166,7 @@ static void block_softmax(float *s, float *lse, int np, int i0, int rows, int ke
         int n = np + i0 + r + 1;
         float mx = row[0];
         for (int j = 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
-        float sum = sp_exp_shift_sum(row, n, mx);
+        float sum = sp__exp_shift_sum(row, n, mx);
         float inv = 1.0f / sum;
         for (int j = 0; j < n; j++) row[j] *= inv;
         memset(row + n, 0, (size_t)(lds - n) * sizeof(float));
@@ -181,7 +181,7 @@ typedef struct head_kv {
     int ld, ldp, np;
 } head_kv;
 
-static head_kv head_keys(const float *qkv, const sp_heads *hs, const sp_kv_past *past, int h) {
+static head_kv head_keys(const float *qkv, const sp__heads *hs, const sp__kv_past *past, int h) {
     head_kv r = {qkv + SP_K_COL(hs, h), qkv + SP_V_COL(hs, h), NULL, NULL, SP_QKV_WIDTH(hs), 0, 0};
     if (past && past->n > 0) {
         int kv = SP_KV_OF(hs, h) * hs->hd;
@@ -202,8 +202,8 @@ static void scores(float *s, const float *q, int ldq, const float *kp, int ldp, 
                 0.0f, s + np, lds);
 }
 
-void sp_attention_forward(float *out, float *lse, float *scratch, const float *qkv, int len,
-                          const sp_heads *hs, const sp_kv_past *past) {
+void sp__attention_forward(float *out, float *lse, float *scratch, const float *qkv, int len,
+                           const sp__heads *hs, const sp__kv_past *past) {
     int hd = hs->hd, ld = SP_QKV_WIDTH(hs), d = hs->n_head * hd;
     float scale = 1.0f / sqrtf((float)hd);
     for (int h = 0; h < hs->n_head; h++) {
@@ -235,7 +235,7 @@ static void block_softmax_backward(float *s, float *dp, const float *lse, const 
     for (int r = 0; r < rows; r++) {
         float *pr = s + (size_t)r * lds, *dr = dp + (size_t)r * lds;
         int n = np + i0 + r + 1;
-        sp_exp_shift(pr, n, lse[r]);
+        sp__exp_shift(pr, n, lse[r]);
         for (int j = 0; j < n; j++) dr[j] = scale * pr[j] * (dr[j] - dsum[r]);
         memset(pr + n, 0, (size_t)(lds - n) * sizeof(float));
         memset(dr + n, 0, (size_t)(lds - n) * sizeof(float));
@@ -244,7 +244,7 @@ static void block_softmax_backward(float *s, float *dp, const float *lse, const 
 
 /* The past's part of a block's backward: dQ += dS_past K_past and, with a gradient,
  * dK_past += dS_past^T Q, dV_past += P_past^T dO. */
-static void past_backward(float *dq, int ldq, const sp_kv_grad *dpast, const head_kv *kv,
+static void past_backward(float *dq, int ldq, const sp__kv_grad *dpast, const head_kv *kv,
                           const float *s, const float *dp, int lds, const float *q, int ld,
                           const float *dO, int d, int rows, int hd, int kvcol) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, kv->np, 1.0f, dp, lds, kv->kp,
@@ -256,9 +256,9 @@ static void past_backward(float *dq, int ldq, const sp_kv_grad *dpast, const hea
                 1.0f, dpast->dk + kvcol, dpast->ld);
 }
 
-void sp_attention_backward(float *dqkv, const sp_kv_grad *dpast, float *scratch, const float *dout,
-                           const float *out, const float *lse, const float *qkv, int len,
-                           const sp_heads *hs, const sp_kv_past *past) {
+void sp__attention_backward(float *dqkv, const sp__kv_grad *dpast, float *scratch,
+                            const float *dout, const float *out, const float *lse, const float *qkv,
+                            int len, const sp__heads *hs, const sp__kv_past *past) {
     int hd = hs->hd, ld = SP_QKV_WIDTH(hs), d = hs->n_head * hd, n_head = hs->n_head;
     int np = past ? past->n : 0;
     float scale = 1.0f / sqrtf((float)hd);
@@ -300,7 +300,7 @@ void sp_attention_backward(float *dqkv, const sp_kv_grad *dpast, float *scratch,
     }
 }
 
-int sp_kv_append(sp_kv_cache *c, const sp_kv_past *rows) {
+int sp__kv_append(sp__kv_cache *c, const sp__kv_past *rows) {
     if (rows->n < 0 || rows->n > c->cap - c->len) return -1;
     size_t w = (size_t)c->width;
     for (int r = 0; r < rows->n; r++) {
@@ -311,19 +311,19 @@ int sp_kv_append(sp_kv_cache *c, const sp_kv_past *rows) {
     return 0;
 }
 
-sp_kv_past sp_kv_view(const sp_kv_cache *c) {
-    return (sp_kv_past){c->k, c->v, c->len, c->width};
+sp__kv_past sp__kv_view(const sp__kv_cache *c) {
+    return (sp__kv_past){c->k, c->v, c->len, c->width};
 }
 
-sp_kv_past sp_kv_of_qkv(const float *qkv, int rows, const sp_heads *hs) {
+sp__kv_past sp__kv_of_qkv(const float *qkv, int rows, const sp__heads *hs) {
     int qd = hs->n_head * hs->hd, kvd = hs->n_kv_head * hs->hd;
-    return (sp_kv_past){qkv + qd, qkv + qd + kvd, rows, SP_QKV_WIDTH(hs)};
+    return (sp__kv_past){qkv + qd, qkv + qd + kvd, rows, SP_QKV_WIDTH(hs)};
 }
 
-double sp_cross_entropy(float *logits, int vocab, int target, int want_grad, float scale) {
-    float mx = sp_max(logits, vocab), at_target = logits[target];
+double sp__cross_entropy(float *logits, int vocab, int target, int want_grad, float scale) {
+    float mx = sp__max(logits, vocab), at_target = logits[target];
     /* logits[j] becomes exp(logits[j] - mx) (vectorised, float); the sum is taken in double */
-    double sum = sp_exp_shift_sum_f64(logits, vocab, mx);
+    double sum = sp__exp_shift_sum_f64(logits, vocab, mx);
     double loss = log(sum) - (double)(at_target - mx);
     if (want_grad) {
         float k = (float)(scale / sum);

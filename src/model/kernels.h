@@ -11,53 +11,53 @@
 #include "softprompt/model.h"
 
 /* out[n,d] = (x - mean) * rstd * w + b per row; saves mean[n] and rstd[n] for backward. */
-void sp_layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
-                          const float *b, int n, int d, float eps);
+void sp__layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
+                           const float *b, int n, int d, float eps);
 
 /* dx[n,d] += d(layernorm)/dx . dout, from the saved mean/rstd of the forward. */
-void sp_layernorm_backward(float *dx, const float *dout, const float *x, const float *mean,
-                           const float *rstd, const float *w, int n, int d);
+void sp__layernorm_backward(float *dx, const float *dout, const float *x, const float *mean,
+                            const float *rstd, const float *w, int n, int d);
 
 /* Frozen linear layers (sp_linear, softprompt/model.h), whatever the weight's storage.
  * y[n, W->out] (row stride ldy) = x[n, W->in] (row stride ldx) . W + b. */
-void sp_linear_fwd(float *y, int ldy, const float *x, int ldx, const sp_linear *W, int n);
+void sp__linear_fwd(float *y, int ldy, const float *x, int ldx, const sp_linear *W, int n);
 /* The same with a residual input: y[n, out] = residual[n, out] + x . W + b (all rows of y and
  * residual of stride out). One product: residual + b is formed in y, the product added to it. */
-void sp_linear_fwd_residual(float *y, const float *residual, const float *x, int ldx,
-                            const sp_linear *W, int n);
+void sp__linear_fwd_residual(float *y, const float *residual, const float *x, int ldx,
+                             const sp_linear *W, int n);
 /* dx[n, W->in] (row stride lddx; =, or += with accumulate) = dy[n, W->out] (row stride lddy)
  * . the transpose of the forward's W. No dW, no db: frozen. */
-void sp_linear_bwd(float *dx, int lddx, const float *dy, int lddy, const sp_linear *W, int n,
-                   int accumulate);
+void sp__linear_bwd(float *dx, int lddx, const float *dy, int lddy, const sp_linear *W, int n,
+                    int accumulate);
 
 /* RMSNorm (Llama): out[n,d] = w * (x * rstd), rstd = 1/sqrt(mean(x^2) + eps); saves rstd[n]. */
-void sp_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int n, int d,
-                        float eps);
+void sp__rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int n, int d,
+                         float eps);
 /* dx[n,d] += d(rmsnorm)/dx . dout, from the saved rstd. */
-void sp_rmsnorm_backward(float *dx, const float *dout, const float *x, const float *rstd,
-                         const float *w, int n, int d);
+void sp__rmsnorm_backward(float *dx, const float *dout, const float *x, const float *rstd,
+                          const float *w, int n, int d);
 
 /* Rotary embedding in Hugging Face's rotate-half convention, in place on n_heads consecutive
  * heads of hd columns in each of len rows (row stride ld; row t has position t): for
  * j < hd/2, (a, b) = (x[j], x[j + hd/2]) becomes (a cos - b sin, b cos + a sin) with the angle
  * of row t and frequency j from cos/sin [len, hd/2]. inverse rotates by minus the angle: the
  * transpose, which maps gradients of the rotated values to gradients of the inputs. */
-void sp_rope_rotate(float *x, int ld, int len, int n_heads, int hd, const float *cos,
-                    const float *sin, int inverse);
+void sp__rope_rotate(float *x, int ld, int len, int n_heads, int hd, const float *cos,
+                     const float *sin, int inverse);
 
 /* GPT-2's gelu_new (tanh approximation), elementwise over n values:
  * out = 0.5 x (1 + t), t = tanh(sqrt(2/pi) (x + 0.044715 x^3)); t is saved for backward.
  * (src/model/activations.c, compiled for vectorised libm calls.) */
-void sp_gelu_forward(float *out, float *t, const float *x, size_t n);
+void sp__gelu_forward(float *out, float *t, const float *x, size_t n);
 /* dx[i] = dout[i] * gelu'(x[i]) from the saved t; dx may alias dout. */
-void sp_gelu_backward(float *dx, const float *dout, const float *x, const float *t, size_t n);
+void sp__gelu_backward(float *dx, const float *dout, const float *x, const float *t, size_t n);
 
 /* Head layout of a qkv row: n_head query heads, then n_kv_head key heads, then n_kv_head value
  * heads, hd columns each; query head h reads key/value head h / (n_head / n_kv_head) (grouped
  * query attention; GPT-2 has n_kv_head = n_head). */
-typedef struct sp_heads {
+typedef struct sp__heads {
     int n_head, n_kv_head, hd;
-} sp_heads;
+} sp__heads;
 #define SP_QKV_WIDTH(hs) (((hs)->n_head + 2 * (hs)->n_kv_head) * (hs)->hd)
 #define SP_KV_OF(hs, h) ((h) / ((hs)->n_head / (hs)->n_kv_head))
 #define SP_K_COL(hs, h) (((hs)->n_head + SP_KV_OF(hs, h)) * (hs)->hd)
@@ -68,17 +68,17 @@ typedef struct sp_heads {
  * the positions already computed (generation), or both (a cache that starts with the prefix).
  * Rows hold n_kv_head heads of hd columns, k and v at row stride ld; they are used as stored
  * (a prefix key is not rotated; a cached key was rotated when it was appended). */
-typedef struct sp_kv_past {
+typedef struct sp__kv_past {
     const float *k, *v; /* [n, ld] */
     int n, ld;
-} sp_kv_past;
+} sp__kv_past;
 
 /* Where the gradient of a past's keys and values goes (ADDED, row stride ld); NULL for a
  * cache. */
-typedef struct sp_kv_grad {
+typedef struct sp__kv_grad {
     float *dk, *dv; /* [n, ld] */
     int ld;
-} sp_kv_grad;
+} sp__kv_grad;
 
 /* Causal self-attention of one sequence of len current rows, all heads, in blocks of
  * SP_ATT_QBLOCK query rows (kernels.c). Current row i attends to every row of past (NULL: none)
@@ -88,49 +88,49 @@ typedef struct sp_kv_grad {
  * floats. */
 #define SP_ATT_QBLOCK 64
 #define SP_ATT_FWD_SCRATCH(keys) ((size_t)SP_ATT_QBLOCK * (size_t)(keys))
-void sp_attention_forward(float *out, float *lse, float *scratch, const float *qkv, int len,
-                          const sp_heads *hs, const sp_kv_past *past);
+void sp__attention_forward(float *out, float *lse, float *scratch, const float *qkv, int len,
+                           const sp__heads *hs, const sp__kv_past *past);
 
 /* Gradients of the attention above: dqkv (overwritten, qkv's layout) from dout, given the
  * forward's out and lse; the past's key/value gradients are added to dpast when it is not NULL.
  * scratch: SP_ATT_BWD_SCRATCH(n_past + len) floats. */
 #define SP_ATT_BWD_SCRATCH(keys) (2 * (size_t)SP_ATT_QBLOCK * (size_t)(keys) + SP_ATT_QBLOCK)
-void sp_attention_backward(float *dqkv, const sp_kv_grad *dpast, float *scratch, const float *dout,
-                           const float *out, const float *lse, const float *qkv, int len,
-                           const sp_heads *hs, const sp_kv_past *past);
+void sp__attention_backward(float *dqkv, const sp__kv_grad *dpast, float *scratch,
+                            const float *dout, const float *out, const float *lse, const float *qkv,
+                            int len, const sp__heads *hs, const sp__kv_past *past);
 
 /* A key/value cache of one layer: cap rows of width (n_kv_head * hd) keys and as many values,
- * the first len in use. sp_kv_append copies rows->n rows of keys and values (width floats each,
- * row stride rows->ld) after them, -1 (nothing copied) when they do not fit; sp_kv_view is the
- * cache as the past of the next rows; sp_kv_of_qkv the k and v columns of rows qkv rows, as
+ * the first len in use. sp__kv_append copies rows->n rows of keys and values (width floats each,
+ * row stride rows->ld) after them, -1 (nothing copied) when they do not fit; sp__kv_view is the
+ * cache as the past of the next rows; sp__kv_of_qkv the k and v columns of rows qkv rows, as
  * attention computed them (so that they can be appended). */
-typedef struct sp_kv_cache {
+typedef struct sp__kv_cache {
     float *k, *v; /* [cap, width] */
     int len, cap, width;
-} sp_kv_cache;
-int sp_kv_append(sp_kv_cache *c, const sp_kv_past *rows);
-sp_kv_past sp_kv_view(const sp_kv_cache *c);
-sp_kv_past sp_kv_of_qkv(const float *qkv, int rows, const sp_heads *hs);
+} sp__kv_cache;
+int sp__kv_append(sp__kv_cache *c, const sp__kv_past *rows);
+sp__kv_past sp__kv_view(const sp__kv_cache *c);
+sp__kv_past sp__kv_of_qkv(const float *qkv, int rows, const sp__heads *hs);
 
 /* Llama's SwiGLU, elementwise over n values: sig = sigmoid(gate) (saved for backward),
  * act = gate * sig * up (activations.c). */
-void sp_swiglu_forward(float *act, float *sig, const float *gate, const float *up, size_t n);
+void sp__swiglu_forward(float *act, float *sig, const float *gate, const float *up, size_t n);
 /* dgate, dup from dact and the saved gate, sig, up (dgate may alias dact). */
-void sp_swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
-                        const float *sig, const float *up, size_t n);
+void sp__swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
+                         const float *sig, const float *up, size_t n);
 
 /* row[j] = exp(row[j] - shift) for j < n (activations.c, vectorised); the _sum form returns
  * the sum of the new values. */
-void sp_exp_shift(float *row, int n, float shift);
-float sp_exp_shift_sum(float *row, int n, float shift);
+void sp__exp_shift(float *row, int n, float shift);
+float sp__exp_shift_sum(float *row, int n, float shift);
 /* The same with the sum accumulated in double (the cross-entropy over a whole vocabulary). */
-double sp_exp_shift_sum_f64(float *row, int n, float shift);
+double sp__exp_shift_sum_f64(float *row, int n, float shift);
 /* Largest of row[0..n-1] (n >= 1). */
-float sp_max(const float *row, int n);
+float sp__max(const float *row, int n);
 
 /* Cross-entropy of one row of logits[V] against target, -log softmax[target], returned in
  * double precision. The row is scratch: with want_grad it becomes dlogits = softmax - onehot
  * (times scale), otherwise it holds the unnormalised exponentials. */
-double sp_cross_entropy(float *logits, int vocab, int target, int want_grad, float scale);
+double sp__cross_entropy(float *logits, int vocab, int target, int want_grad, float scale);
 
 #endif

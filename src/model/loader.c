@@ -19,6 +19,7 @@
 #include "io/fileutil.h"
 #include "model/config.h"
 #include "model/family.h"
+#include "model/model_store.h"
 #include "util/path.h"
 
 #define INDEX_NAME "model.safetensors.index.json"
@@ -42,26 +43,26 @@ static int exists(const char *path) {
 
 static int add_file(loader *L, const char *dir, const char *base, sp_error *err) {
     sp_model *m = L->m;
-    sp_st_file *files = realloc(m->files, ((size_t)m->n_files + 1) * sizeof *files);
-    char **shard = realloc(L->shard, ((size_t)m->n_files + 1) * sizeof *shard);
-    if (files) m->files = files;
+    sp_st_file *files = realloc(m->store->files, ((size_t)m->store->n_files + 1) * sizeof *files);
+    char **shard = realloc(L->shard, ((size_t)m->store->n_files + 1) * sizeof *shard);
+    if (files) m->store->files = files;
     if (shard) L->shard = shard;
-    char *path = sp_path_join(dir, base);
+    char *path = sp__path_join(dir, base);
     if (!files || !shard || !path) {
         free(path);
         return sp_fail(err, "%s: out of memory", dir);
     }
-    int rc = sp_st_open(&m->files[m->n_files], path, err);
+    int rc = sp_st_open(&m->store->files[m->store->n_files], path, err);
     free(path);
     if (rc != 0) return -1;
-    L->shard[m->n_files] = strdup(base);
-    m->bytes_mapped += m->files[m->n_files].map_len;
-    m->n_files++;
-    return L->shard[m->n_files - 1] ? 0 : sp_fail(err, "%s: out of memory", dir);
+    L->shard[m->store->n_files] = strdup(base);
+    m->bytes_mapped += m->store->files[m->store->n_files].map_len;
+    m->store->n_files++;
+    return L->shard[m->store->n_files - 1] ? 0 : sp_fail(err, "%s: out of memory", dir);
 }
 
 static int shard_index(const loader *L, const char *base) {
-    for (int i = 0; i < L->m->n_files; i++)
+    for (int i = 0; i < L->m->store->n_files; i++)
         if (strcmp(L->shard[i], base) == 0) return i;
     return -1;
 }
@@ -69,7 +70,7 @@ static int shard_index(const loader *L, const char *base) {
 /* Reads the index's weight_map and opens each distinct shard once, in order of appearance. */
 static int open_index(loader *L, const char *dir, const char *index, sp_error *err) {
     json_error_t je;
-    if (sp_check_file_size(index, SP_MAX_INDEX_FILE_BYTES, "index", err) != 0) return -1;
+    if (sp__check_file_size(index, SP_MAX_INDEX_FILE_BYTES, "index", err) != 0) return -1;
     json_t *root = json_load_file(index, JSON_REJECT_DUPLICATES, &je);
     if (!root)
         return sp_fail(err, "%s: invalid JSON: %s (line %d, column %d)", index, je.text, je.line,
@@ -92,7 +93,7 @@ static int open_index(loader *L, const char *dir, const char *index, sp_error *e
                            "directory (no '/' or '..')",
                            index, name);
         if (shard_index(L, base) >= 0) continue;
-        char *path = sp_path_join(dir, base);
+        char *path = sp__path_join(dir, base);
         int missing = path && !exists(path);
         free(path);
         if (missing)
@@ -100,12 +101,12 @@ static int open_index(loader *L, const char *dir, const char *index, sp_error *e
                            base, name, dir);
         if (add_file(L, dir, base, err) != 0) return -1;
     }
-    if (L->m->n_files == 0) return sp_fail(err, "%s: weight_map is empty", index);
+    if (L->m->store->n_files == 0) return sp_fail(err, "%s: weight_map is empty", index);
     return 0;
 }
 
 static int open_weights(loader *L, const char *dir, sp_error *err) {
-    char *index = sp_path_join(dir, INDEX_NAME), *single = sp_path_join(dir, SINGLE_NAME);
+    char *index = sp__path_join(dir, INDEX_NAME), *single = sp__path_join(dir, SINGLE_NAME);
     int rc;
     if (!index || !single) {
         rc = sp_fail(err, "%s: out of memory", dir);
@@ -116,7 +117,7 @@ static int open_weights(loader *L, const char *dir, sp_error *err) {
         L->where = single, single = NULL;
         rc = add_file(L, dir, SINGLE_NAME, err);
     } else {
-        char *bin = sp_path_join(dir, "pytorch_model.bin");
+        char *bin = sp__path_join(dir, "pytorch_model.bin");
         rc =
             sp_fail(err, "%s: no weights: neither %s nor %s exists%s", dir, SINGLE_NAME, INDEX_NAME,
                     bin && exists(bin) ? " (pytorch_model.bin is not supported: convert it to "
@@ -126,10 +127,10 @@ static int open_weights(loader *L, const char *dir, sp_error *err) {
     }
     free(index), free(single);
     if (rc != 0) return -1;
-    L->used = calloc((size_t)L->m->n_files, sizeof *L->used);
+    L->used = calloc((size_t)L->m->store->n_files, sizeof *L->used);
     if (!L->used) return sp_fail(err, "%s: out of memory", dir);
-    for (int i = 0; i < L->m->n_files; i++)
-        if (!(L->used[i] = calloc((size_t)L->m->files[i].n_tensors + 1, 1)))
+    for (int i = 0; i < L->m->store->n_files; i++)
+        if (!(L->used[i] = calloc((size_t)L->m->store->files[i].n_tensors + 1, 1)))
             return sp_fail(err, "%s: out of memory", dir);
     return 0;
 }
@@ -139,18 +140,19 @@ static int open_weights(loader *L, const char *dir, sp_error *err) {
 /* Finds name (bare or with the family's optional prefix) in any file. Sets *t = NULL when
  * absent. Ambiguity and disagreement with the index's weight_map are errors. */
 static int find(loader *L, const char *name, const sp_st_tensor **t, int *fi, sp_error *err) {
-    const char *prefix = sp_family_of(L->m->cfg.arch)->name_prefix;
+    const char *prefix = sp__family_of(L->m->cfg.arch)->name_prefix;
     char prefixed[256];
     snprintf(prefixed, sizeof prefixed, "%s%s", prefix ? prefix : "", name);
     *t = NULL;
-    for (int i = 0; i < L->m->n_files; i++) {
-        const sp_st_tensor *c[2] = {sp_st_find(&L->m->files[i], name),
-                                    prefix ? sp_st_find(&L->m->files[i], prefixed) : NULL};
+    for (int i = 0; i < L->m->store->n_files; i++) {
+        const sp_st_tensor *c[2] = {sp_st_find(&L->m->store->files[i], name),
+                                    prefix ? sp_st_find(&L->m->store->files[i], prefixed) : NULL};
         for (int k = 0; k < 2; k++) {
             if (!c[k]) continue;
             if (*t)
                 return sp_fail(err, "%s: tensor '%s' is stored twice (also as '%s' in %s)",
-                               L->m->files[i].path, c[k]->name, (*t)->name, L->m->files[*fi].path);
+                               L->m->store->files[i].path, c[k]->name, (*t)->name,
+                               L->m->store->files[*fi].path);
             *t = c[k], *fi = i;
         }
     }
@@ -183,13 +185,13 @@ static int materialize(loader *L, const sp_st_tensor *t, const char *path, const
         return 0;
     }
     float *buf = malloc((size_t)t->numel * sizeof(float));
-    if (!buf || m->n_owned >= L->owned_cap) {
+    if (!buf || m->store->n_owned >= L->owned_cap) {
         free(buf);
         return sp_fail(err, "%s: tensor '%s': out of memory converting %lld elements to float32",
                        path, t->name, (long long)t->numel);
     }
     sp_convert_to_f32(t->dtype, t->data, buf, (size_t)t->numel);
-    m->owned[m->n_owned++] = buf;
+    m->store->owned[m->store->n_owned++] = buf;
     m->bytes_converted += (size_t)t->numel * sizeof(float);
     *out = buf;
     return 0;
@@ -203,8 +205,8 @@ static int take(loader *L, const char *name, int ndim, const int64_t want[2], co
     *out = NULL;
     if (find(L, name, &t, &fi, err) != 0) return -1;
     if (!t) return sp_fail(err, "%s: missing tensor '%s'", L->where, name);
-    const char *path = L->m->files[fi].path;
-    L->used[fi][t - L->m->files[fi].tensors] = 1;
+    const char *path = L->m->store->files[fi].path;
+    L->used[fi][t - L->m->store->files[fi].tensors] = 1;
     if (!sp_dtype_is_float(t->dtype))
         return sp_fail(err,
                        "%s: tensor '%s' has dtype %s; model weights must be F32, F16, BF16 or F64",
@@ -225,7 +227,7 @@ static int skip(loader *L, const char *name, sp_error *err) {
     const sp_st_tensor *t;
     int fi = 0;
     if (find(L, name, &t, &fi, err) != 0) return -1;
-    if (t) L->used[fi][t - L->m->files[fi].tensors] = 1;
+    if (t) L->used[fi][t - L->m->store->files[fi].tensors] = 1;
     return 0;
 }
 
@@ -238,34 +240,34 @@ typedef struct take_ctx {
 
 /* One row of the family's table for one layer: taken when the configuration has it; a tied
  * model's stored LM head is marked as seen but not read. */
-static int take_row(void *ctx, const sp_tensor_desc *row, int layer) {
+static int take_row(void *ctx, const sp__tensor_desc *row, int layer) {
     take_ctx *k = ctx;
     sp_model *m = k->L->m;
     char name[160];
-    sp_tensor_name(row, layer, name, sizeof name);
-    if (!sp_tensor_present(row, &m->cfg))
+    sp__tensor_name(row, layer, name, sizeof name);
+    if (!sp__tensor_present(row, &m->cfg))
         return row->when == SP_IF_UNTIED ? skip(k->L, name, k->err) : 0;
     int64_t shape[2];
-    int ndim = sp_tensor_shape(row, &m->cfg, shape);
+    int ndim = sp__tensor_shape(row, &m->cfg, shape);
     const float *data;
     if (take(k->L, name, ndim, shape, &data, k->err)) return -1;
-    sp_model_set_tensor(m, layer, row->role, data, ndim, shape);
+    sp__model_set_tensor(m, layer, row->role, data, ndim, shape);
     return 0;
 }
 
 static int take_all(loader *L, sp_error *err) {
     sp_model *m = L->m;
     const sp_model_config *c = &m->cfg;
-    const sp_family *f = sp_family_of(c->arch);
+    const sp__family *f = sp__family_of(c->arch);
     L->owned_cap = f->n_tensors * (c->n_layer + 1);
-    m->owned = calloc((size_t)L->owned_cap, sizeof *m->owned);
+    m->store->owned = calloc((size_t)L->owned_cap, sizeof *m->store->owned);
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
-    if (!m->owned || !m->layers) return sp_fail(err, "%s: out of memory", m->dir);
+    if (!m->store->owned || !m->layers) return sp_fail(err, "%s: out of memory", m->dir);
     take_ctx k = {L, err};
-    if (sp_tensors_walk(f, c->n_layer, SP_ORDER_TABLE, take_row, &k)) return -1;
+    if (sp__tensors_walk(f, c->n_layer, SP_ORDER_TABLE, take_row, &k)) return -1;
     if (c->tied) { /* the head is the embedding */
         int64_t shape[2] = {c->vocab_size, c->d_model};
-        sp_model_set_tensor(m, -1, SP_ROLE_LM_HEAD, m->wte, 2, shape);
+        sp__model_set_tensor(m, -1, SP_ROLE_LM_HEAD, m->wte, 2, shape);
     }
     return 0;
 }
@@ -300,7 +302,7 @@ static int rope_frequencies(sp_model *m, sp_error *err) {
 
 /* What the family's positions need computed at load. */
 static int positions(sp_model *m, sp_error *err) {
-    switch (sp_family_of(m->cfg.arch)->pos) {
+    switch (sp__family_of(m->cfg.arch)->pos) {
     case SP_POS_LEARNED:
         return 0;
     case SP_POS_ROTARY:
@@ -313,13 +315,13 @@ static int positions(sp_model *m, sp_error *err) {
  * store next to the weights. */
 static int is_buffer(const sp_model *m, const char *name) {
     int layer;
-    const sp_tensor_desc *row = sp_tensor_match(sp_family_of(m->cfg.arch), name, &layer);
+    const sp__tensor_desc *row = sp__tensor_match(sp__family_of(m->cfg.arch), name, &layer);
     return row && row->role == SP_ROLE_BUFFER;
 }
 
 /* The layer a tensor name belongs to by the family's naming, or -1. */
 static int layer_of(const sp_model *m, const char *name) {
-    const sp_family *f = sp_family_of(m->cfg.arch);
+    const sp__family *f = sp__family_of(m->cfg.arch);
     size_t n = f->name_prefix ? strlen(f->name_prefix) : 0;
     if (n && strncmp(name, f->name_prefix, n) == 0) name += n;
     char fmt[64];
@@ -331,8 +333,8 @@ static int layer_of(const sp_model *m, const char *name) {
 /* Rejects tensors the model did not claim, so a deeper or different checkpoint fails loudly. */
 static int check_leftovers(loader *L, sp_error *err) {
     const sp_model *m = L->m;
-    for (int i = 0; i < m->n_files; i++) {
-        const sp_st_file *f = &m->files[i];
+    for (int i = 0; i < m->store->n_files; i++) {
+        const sp_st_file *f = &m->store->files[i];
         for (int k = 0; k < f->n_tensors; k++) {
             const char *name = f->tensors[k].name;
             if (L->used[i][k] || is_buffer(m, name)) continue;
@@ -353,9 +355,9 @@ static int check_leftovers(loader *L, sp_error *err) {
     json_t *v;
     json_object_foreach(L->wmap, name, v) {
         int fi = shard_index(L, json_string_value(v));
-        if (fi >= 0 && !sp_st_find(&m->files[fi], name))
+        if (fi >= 0 && !sp_st_find(&m->store->files[fi], name))
             return sp_fail(err, "%s: missing tensor '%s' (weight_map places it in this file)",
-                           m->files[fi].path, name);
+                           m->store->files[fi].path, name);
     }
     return 0;
 }
@@ -366,8 +368,8 @@ static int check_leftovers(loader *L, sp_error *err) {
  * (check_leftovers made sure every other tensor was taken). */
 static int computes_with(const sp_model *m, const sp_st_tensor *t) {
     int layer;
-    const sp_tensor_desc *row = sp_tensor_match(sp_family_of(m->cfg.arch), t->name, &layer);
-    return sp_dtype_is_float(t->dtype) && !(row && !sp_tensor_present(row, &m->cfg));
+    const sp__tensor_desc *row = sp__tensor_match(sp__family_of(m->cfg.arch), t->name, &layer);
+    return sp_dtype_is_float(t->dtype) && !(row && !sp__tensor_present(row, &m->cfg));
 }
 
 /* Whether element i of t is non-finite in its stored dtype, or once converted to float32 (F64
@@ -449,16 +451,16 @@ static void scan_tensor(const sp_st_file *f, const sp_st_tensor *t, sp_nonfinite
 
 void sp_model_scan_nonfinite(const sp_model *m, sp_nonfinite *r) {
     memset(r, 0, sizeof *r);
-    for (int i = 0; i < m->n_files; i++)
-        for (int k = 0; k < m->files[i].n_tensors; k++)
-            if (computes_with(m, &m->files[i].tensors[k]))
-                scan_tensor(&m->files[i], &m->files[i].tensors[k], r);
+    for (int i = 0; i < m->store->n_files; i++)
+        for (int k = 0; k < m->store->files[i].n_tensors; k++)
+            if (computes_with(m, &m->store->files[i].tensors[k]))
+                scan_tensor(&m->store->files[i], &m->store->files[i].tensors[k], r);
 }
 
 /* ---- entry points ------------------------------------------------------------------------ */
 
 static void loader_free(loader *L) {
-    for (int i = 0; i < L->m->n_files; i++) {
+    for (int i = 0; i < L->m->store->n_files; i++) {
         if (L->used) free(L->used[i]);
         if (L->shard) free(L->shard[i]);
     }
@@ -471,11 +473,11 @@ static void loader_free(loader *L) {
 int sp_model_load(sp_model *m, const char *dir, sp_error *err) {
     memset(m, 0, sizeof *m);
     loader L = {.m = m};
-    char *config = sp_path_join(dir, "config.json");
+    char *config = sp__path_join(dir, "config.json");
     int rc = -1;
-    if (!(m->dir = strdup(dir)) || !config)
+    if (!(m->dir = strdup(dir)) || !config || !(m->store = calloc(1, sizeof *m->store)))
         sp_fail(err, "%s: out of memory", dir);
-    else if (sp_config_load(&m->cfg, config, err) == 0 && open_weights(&L, dir, err) == 0 &&
+    else if (sp__config_load(&m->cfg, config, err) == 0 && open_weights(&L, dir, err) == 0 &&
              take_all(&L, err) == 0 && check_leftovers(&L, err) == 0 && positions(m, err) == 0)
         rc = 0;
     free(config);
@@ -484,11 +486,19 @@ int sp_model_load(sp_model *m, const char *dir, sp_error *err) {
     return rc;
 }
 
+int sp_model_n_files(const sp_model *m) {
+    return m->store ? m->store->n_files : 0;
+}
+
+const char *sp_model_file_path(const sp_model *m, int i) {
+    return m->store && i >= 0 && i < m->store->n_files ? m->store->files[i].path : NULL;
+}
+
 void sp_model_free(sp_model *m) {
-    for (int i = 0; i < m->n_files; i++) sp_st_close(&m->files[i]);
-    free(m->files);
-    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
-    free(m->owned);
+    sp__model_store *s = m->store;
+    for (int i = 0; s && i < s->n_files; i++) sp_st_close(&s->files[i]);
+    for (int i = 0; s && i < s->n_owned; i++) free(s->owned[i]);
+    if (s) free(s->files), free(s->owned), free(s);
     free(m->layers);
     free(m->rope_inv_freq);
     free(m->dir);

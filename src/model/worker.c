@@ -1,5 +1,5 @@
 /* The activation table (worker.h): one row per buffer, its size a number of rows (per layer and
- * token, per token, per target, ...) times a width (d, F, ...). sp_worker_reserve allocates
+ * token, per token, per target, ...) times a width (d, F, ...). sp__worker_reserve allocates
  * from it; sp_model_activation_bytes adds it up for the memory check and `info`. No [T, T]
  * matrix appears: attention keeps H log-sum-exps per token and a 64-row block of scores. */
 #include <stdlib.h>
@@ -70,7 +70,7 @@ static const act_desc ACTS[SP_N_ACT] = {
     [SP_ACT_TOP_DATTY] = {"top datty", ROWS_TARGETS, W_QD, 1},
 };
 
-static size_t rows_of(const sp_dims *z, act_rows r) {
+static size_t rows_of(const sp__dims *z, act_rows r) {
     switch (r) {
     case ROWS_LAYER_TOKENS:
         return (size_t)z->L * z->N;
@@ -88,7 +88,7 @@ static size_t rows_of(const sp_dims *z, act_rows r) {
     return 0;
 }
 
-static size_t gated_ff(const sp_family *f, const sp_dims *z) {
+static size_t gated_ff(const sp__family *f, const sp__dims *z) {
     switch (f->mlp) {
     case SP_MLP_GELU:
         return 0;
@@ -98,7 +98,7 @@ static size_t gated_ff(const sp_family *f, const sp_dims *z) {
     return 0;
 }
 
-static size_t rotary(const sp_family *f, const sp_dims *z) {
+static size_t rotary(const sp__family *f, const sp__dims *z) {
     switch (f->pos) {
     case SP_POS_LEARNED:
         return 0;
@@ -108,7 +108,7 @@ static size_t rotary(const sp_family *f, const sp_dims *z) {
     return 0;
 }
 
-static size_t width_of(const sp_family *f, const sp_dims *z, act_width w) {
+static size_t width_of(const sp__family *f, const sp__dims *z, act_width w) {
     switch (w) {
     case W_ONE:
         return 1;
@@ -135,16 +135,16 @@ static size_t width_of(const sp_family *f, const sp_dims *z, act_width w) {
 }
 
 /* Floats of buffer i for batch sizes z. */
-static size_t act_floats(const sp_family *f, const sp_dims *z, int i) {
+static size_t act_floats(const sp__family *f, const sp__dims *z, int i) {
     return rows_of(z, ACTS[i].rows) * width_of(f, z, ACTS[i].width);
 }
 
 /* The model's sizes with the batch's counts. */
-static sp_dims model_dims(const sp_model *m, size_t n_tokens, size_t n_targets, int max_len,
-                          int n_past) {
+static sp__dims model_dims(const sp_model *m, size_t n_tokens, size_t n_targets, int max_len,
+                           int n_past) {
     const sp_model_config *c = &m->cfg;
-    sp_dims z = {.L = c->n_layer, .d = c->d_model, .F = c->d_ff, .V = c->vocab_size};
-    z.hs = (sp_heads){c->n_head, sp_config_kv_heads(c), sp_config_head_dim(c)};
+    sp__dims z = {.L = c->n_layer, .d = c->d_model, .F = c->d_ff, .V = c->vocab_size};
+    z.hs = (sp__heads){c->n_head, sp_config_kv_heads(c), sp_config_head_dim(c)};
     z.qd = z.hs.n_head * z.hs.hd, z.kvd = z.hs.n_kv_head * z.hs.hd, z.wq = SP_QKV_WIDTH(&z.hs);
     z.N = n_tokens, z.n_tgt = n_targets, z.max_len = max_len, z.n_past = n_past;
     return z;
@@ -152,8 +152,8 @@ static sp_dims model_dims(const sp_model *m, size_t n_tokens, size_t n_targets, 
 
 size_t sp_model_activation_bytes(const sp_model *m, size_t n_tokens, size_t n_targets,
                                  int max_len) {
-    sp_dims z = model_dims(m, n_tokens, n_targets, max_len, 0);
-    const sp_family *f = sp_family_of(m->cfg.arch);
+    sp__dims z = model_dims(m, n_tokens, n_targets, max_len, 0);
+    const sp__family *f = sp__family_of(m->cfg.arch);
     size_t floats = 0;
     for (int i = 0; i < SP_N_ACT; i++) floats += act_floats(f, &z, i);
     return floats * sizeof(float);
@@ -173,7 +173,7 @@ sp_worker *sp_worker_new(const sp_model *m) {
     sp_worker *w = calloc(1, sizeof *w);
     if (!w) return NULL;
     w->m = m;
-    w->f = sp_family_of(m->cfg.arch);
+    w->f = sp__family_of(m->cfg.arch);
     w->acts = calloc((size_t)(m->cfg.n_layer > 0 ? m->cfg.n_layer : 1), sizeof *w->acts);
     if (!w->acts) {
         free(w);
@@ -199,11 +199,11 @@ const sp_model *sp_worker_model(const sp_worker *w) {
     return w->m;
 }
 
-const char *sp_worker_buffer_name(int i) {
+const char *sp__worker_buffer_name(int i) {
     return ACTS[i].name;
 }
 
-float *sp_worker_buffer(const sp_worker *w, int i, size_t *cap) {
+float *sp__worker_buffer(const sp_worker *w, int i, size_t *cap) {
     *cap = w->cap[i];
     return w->buf[i];
 }
@@ -217,11 +217,11 @@ static int ensure(sp_worker *w, int i, size_t n) {
 }
 
 /* Layer l's slices of the per-layer buffers. */
-static sp_layer_acts layer_acts(const sp_worker *w, int l) {
-    const sp_dims *z = &w->z;
+static sp__layer_acts layer_acts(const sp_worker *w, int l) {
+    const sp__dims *z = &w->z;
     size_t N = z->N, d = (size_t)z->d, F = (size_t)z->F, at = (size_t)l * N;
     float *const *b = w->buf;
-    sp_layer_acts a = {
+    sp__layer_acts a = {
         .x = b[SP_ACT_X] + at * d,
         .ln1 = b[SP_ACT_LN1] + at * d,
         .ln1_mean = b[SP_ACT_LN1_STATS] + 2 * at,
@@ -241,12 +241,12 @@ static sp_layer_acts layer_acts(const sp_worker *w, int l) {
     return a;
 }
 
-static sp_scratch scratch(const sp_worker *w) {
-    const sp_dims *z = &w->z;
+static sp__scratch scratch(const sp_worker *w) {
+    const sp__dims *z = &w->z;
     float *const *b = w->buf;
     size_t half = (size_t)z->hs.hd / 2, nt = z->n_tgt;
     float *rope = b[SP_ACT_ROPE];
-    return (sp_scratch){
+    return (sp__scratch){
         .mlp_act = b[SP_ACT_MLP_ACT],
         .att = b[SP_ACT_ATT],
         .rope_cos = rope,
@@ -268,7 +268,7 @@ static sp_scratch scratch(const sp_worker *w) {
     };
 }
 
-int sp_worker_reserve(sp_worker *w, const sp_batch *b, int n_past, int backward) {
+int sp__worker_reserve(sp_worker *w, const sp_batch *b, int n_past, int backward) {
     int max_len = 0;
     for (int s = 0; s < b->n_seq; s++) {
         int len = b->seq_start[s + 1] - b->seq_start[s];

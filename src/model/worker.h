@@ -1,9 +1,9 @@
 /* An engine worker's memory (internal; worker.c): every activation and scratch buffer is a row
- * of one table, which both sizes the buffers (sp_worker_reserve) and estimates them
+ * of one table, which both sizes the buffers (sp__worker_reserve) and estimates them
  * (sp_model_activation_bytes), so the memory check and `info` see what a run allocates.
  *
- * Buffers are named per layer through sp_layer_acts (pointers built once per batch) and across
- * layers through sp_scratch, so that the engine's functions name every input and output. */
+ * Buffers are named per layer through sp__layer_acts (pointers built once per batch) and across
+ * layers through sp__scratch, so that the engine's functions name every input and output. */
 #ifndef SP_MODEL_WORKER_H
 #define SP_MODEL_WORKER_H
 
@@ -14,19 +14,19 @@
 #include "softprompt/engine.h"
 
 /* Sizes of one batch (and of the model), derived once per run. */
-typedef struct sp_dims {
+typedef struct sp__dims {
     int L, d, F, V;
-    sp_heads hs;
+    sp__heads hs;
     int qd, kvd, wq; /* H hd, Hkv hd, a qkv row (H + 2 Hkv) hd */
     size_t N;        /* packed tokens */
     size_t n_tgt;    /* targets */
     int max_len;     /* longest sequence */
     int n_past;      /* key/value prefix rows: the text's first position */
-} sp_dims;
+} sp__dims;
 
 /* Layer l's saved activations: pointers into the worker's buffers. In the top layer the
  * buffers after attention (xmid .. x_next) hold the n_tgt target rows only. */
-typedef struct sp_layer_acts {
+typedef struct sp__layer_acts {
     float *x;                   /* [N, d] residual stream entering the block */
     float *ln1;                 /* [N, d] norm1(x) */
     float *ln1_mean, *ln1_rstd; /* [N] (mean: LayerNorm only) */
@@ -40,10 +40,10 @@ typedef struct sp_layer_acts {
     float *fc_aux;              /* [N, F] tanh inside gelu / sigmoid(gate), for backward */
     float *up;                  /* [N, F] SwiGLU's up projection */
     float *x_next;              /* [N, d] xmid + mlp: the next layer's x */
-} sp_layer_acts;
+} sp__layer_acts;
 
 /* Buffers used by one layer at a time (forward or backward), the head and the positions. */
-typedef struct sp_scratch {
+typedef struct sp__scratch {
     float *mlp_act;                   /* [N, F] the MLP activation: only W_out reads it */
     float *att;                       /* attention blocks: SP_ATT_BWD_SCRATCH(max_len) */
     float *rope_cos, *rope_sin;       /* [max_len, hd / 2] rotary tables */
@@ -56,7 +56,7 @@ typedef struct sp_scratch {
     float *dqkv;                      /* [N, Wq] */
     float *dfc, *dup;                 /* [N, F] MLP activation gradients */
     float *top_dx, *top_datty;        /* [n_tgt, d], [n_tgt, qd] */
-} sp_scratch;
+} sp__scratch;
 
 /* The buffers of the table (worker.c's ACTS lists each with its size). */
 enum {
@@ -93,20 +93,20 @@ enum {
 
 struct sp_worker {
     const sp_model *m;
-    const sp_family *f;
+    const sp__family *f;
     float *buf[SP_N_ACT];
     size_t cap[SP_N_ACT]; /* floats */
-    sp_dims z;            /* of the batch being run */
-    sp_layer_acts *acts;  /* [L] */
-    sp_scratch s;
+    sp__dims z;           /* of the batch being run */
+    sp__layer_acts *acts; /* [L] */
+    sp__scratch s;
 };
 
 /* Sizes the buffers for batch b behind n_past key/value prefix rows (forward, and backward when
  * asked), keeping larger ones, and points acts and s into them. 0, or -1 when out of memory. */
-int sp_worker_reserve(sp_worker *w, const sp_batch *b, int n_past, int backward);
+int sp__worker_reserve(sp_worker *w, const sp_batch *b, int n_past, int backward);
 
 /* For tests: the name of buffer i and its storage (*cap floats). */
-const char *sp_worker_buffer_name(int i);
-float *sp_worker_buffer(const sp_worker *w, int i, size_t *cap);
+const char *sp__worker_buffer_name(int i);
+float *sp__worker_buffer(const sp_worker *w, int i, size_t *cap);
 
 #endif

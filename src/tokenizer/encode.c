@@ -108,9 +108,9 @@ static int cache_make_room(sp_tokenizer *t) {
 static void cache_put(sp_tokenizer *t, const uint8_t *p, size_t n, uint64_t h, const int32_t *ids,
                       size_t n_ids) {
     if (cache_make_room(t) ||
-        sp_vec_reserve(&t->cache_keys, &t->cache_keys_cap, t->cache_keys_len + n, 1) ||
-        sp_vec_reserve(&t->cache_ids, &t->cache_ids_cap, t->cache_ids_len + n_ids,
-                       sizeof *t->cache_ids))
+        sp__vec_reserve(&t->cache_keys, &t->cache_keys_cap, t->cache_keys_len + n, 1) ||
+        sp__vec_reserve(&t->cache_ids, &t->cache_ids_cap, t->cache_ids_len + n_ids,
+                        sizeof *t->cache_ids))
         return;
     tok_cache_entry *e = cache_slot(t, p, n, h);
     memcpy(t->cache_keys + t->cache_keys_len, p, n);
@@ -165,13 +165,13 @@ static void queue_pair(sp_tokenizer *t, size_t *hn, int32_t i) {
 
 static int reserve_scratch(sp_tokenizer *t, size_t n) {
     if (n <= t->s_cap) return 0;
-    size_t cap = sp_vec_cap(t->s_cap, n, 64, 1);
+    size_t cap = sp__vec_cap(t->s_cap, n, 64, 1);
     /* Positions are int32 and the heap holds at most 3n candidates (n, plus 2 per merge). */
-    if (cap == 0 || cap > INT32_MAX / 4 || sp_vec_resize(&t->s_id, cap, sizeof *t->s_id) ||
-        sp_vec_resize(&t->s_next, cap, sizeof *t->s_next) ||
-        sp_vec_resize(&t->s_prev, cap, sizeof *t->s_prev) ||
-        sp_vec_resize(&t->s_merged, cap, sizeof *t->s_merged) ||
-        sp_vec_resize(&t->s_heap, 3 * cap, sizeof *t->s_heap))
+    if (cap == 0 || cap > INT32_MAX / 4 || sp__vec_resize(&t->s_id, cap, sizeof *t->s_id) ||
+        sp__vec_resize(&t->s_next, cap, sizeof *t->s_next) ||
+        sp__vec_resize(&t->s_prev, cap, sizeof *t->s_prev) ||
+        sp__vec_resize(&t->s_merged, cap, sizeof *t->s_merged) ||
+        sp__vec_resize(&t->s_heap, 3 * cap, sizeof *t->s_heap))
         return -1;
     t->s_cap = cap;
     return 0;
@@ -261,7 +261,7 @@ static int char_symbols(sp_tokenizer *t, const uint8_t *p, size_t n, size_t *n_s
 /* With ignore_merges a piece that is itself a vocabulary token is that token. */
 static int32_t whole_piece_id(sp_tokenizer *t, const uint8_t *p, size_t n) {
     if (t->mode == TOK_MODE_CHAR) return model_lookup(t, (const char *)p, n);
-    if (sp_vec_reserve(&t->s_word, &t->s_word_cap, 2 * n, 1)) return -1;
+    if (sp__vec_reserve(&t->s_word, &t->s_word_cap, 2 * n, 1)) return -1;
     size_t len = 0;
     for (size_t i = 0; i < n; i++) {
         memcpy(t->s_word + len, t->byte_chr[p[i]], t->byte_chr_len[p[i]]);
@@ -323,7 +323,7 @@ static int encode_piece(sp_tokenizer *t, const uint8_t *p, size_t n, sp_token_bu
  * (recursively, one scratch level per step), so no list of all pieces is ever built. */
 
 static int push_seg(tok_level *L, size_t *ns, size_t a, size_t b, int match) {
-    if (sp_vec_reserve(&L->segs, &L->segs_cap, *ns + 1, sizeof *L->segs)) return -1;
+    if (sp__vec_reserve(&L->segs, &L->segs_cap, *ns + 1, sizeof *L->segs)) return -1;
     L->segs[(*ns)++] = (tok_seg){a, b, match};
     return 0;
 }
@@ -393,7 +393,7 @@ static size_t apply_behavior(tok_seg *g, size_t n, int behavior, size_t *first) 
 
 /* Text-changing steps write the changed piece into their level's buffer. */
 static int prefix_piece(tok_level *L, const char *pre, size_t plen, const char **s, size_t *n) {
-    if (sp_vec_reserve(&L->buf, &L->buf_cap, plen + *n, 1)) return -1;
+    if (sp__vec_reserve(&L->buf, &L->buf_cap, plen + *n, 1)) return -1;
     memmove(L->buf + plen, *s, *n);
     memcpy(L->buf, pre, plen);
     *s = L->buf, *n += plen;
@@ -405,7 +405,7 @@ static int metaspace_piece(const tok_pre *p, tok_level *L, int at_start, const c
                            size_t *n) {
     size_t spaces = 0, len = 0;
     for (size_t i = 0; i < *n; i++) spaces += (*s)[i] == ' ';
-    if (sp_vec_reserve(&L->buf, &L->buf_cap, *n + (spaces + 1) * p->repl_len, 1)) return -1;
+    if (sp__vec_reserve(&L->buf, &L->buf_cap, *n + (spaces + 1) * p->repl_len, 1)) return -1;
     for (size_t i = 0; i < *n; i++) {
         if ((*s)[i] == ' ')
             memcpy(L->buf + len, p->repl, p->repl_len), len += p->repl_len;

@@ -11,7 +11,7 @@
 #include "util/path.h"
 
 static json_t *load_json(const char *path, sp_error *err) {
-    if (sp_check_file_size(path, SP_MAX_TOKENIZER_FILE_BYTES, "tokenizer file", err) != 0)
+    if (sp__check_file_size(path, SP_MAX_TOKENIZER_FILE_BYTES, "tokenizer file", err) != 0)
         return NULL;
     json_error_t je;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
@@ -48,15 +48,15 @@ int tok_load_vocab_json(sp_tokenizer *t, const char *path, sp_error *err) {
 }
 
 static int read_file(const char *path, char **buf, size_t *len, sp_error *err) {
-    if (sp_check_file_size(path, SP_MAX_TOKENIZER_FILE_BYTES, "tokenizer file", err) != 0)
+    if (sp__check_file_size(path, SP_MAX_TOKENIZER_FILE_BYTES, "tokenizer file", err) != 0)
         return -1;
     FILE *f = fopen(path, "rb");
     if (!f) return sp_fail(err, "%s: %s", path, strerror(errno));
-    sp_buf b = {0};
-    int rc = sp_buf_read(&b, f), bad = ferror(f);
+    sp__buf b = {0};
+    int rc = sp__buf_read(&b, f), bad = ferror(f);
     fclose(f);
     if (rc != 0) {
-        sp_buf_free(&b);
+        sp__buf_free(&b);
         return sp_fail(err, "%s: %s", path, bad ? "read error" : "out of memory");
     }
     *buf = b.p, *len = b.len;
@@ -237,22 +237,23 @@ static int load_dir(sp_tokenizer *t, const char *dir, sp_error *err) {
     if (stat(dir, &st) != 0)
         return sp_fail(err, "tokenizer directory %s: %s", dir, strerror(errno));
     if (!S_ISDIR(st.st_mode)) return sp_fail(err, "tokenizer directory %s: not a directory", dir);
-    char *p = sp_path_join(dir, "tokenizer.json"), *c = sp_path_join(dir, "tokenizer_config.json");
+    char *p = sp__path_join(dir, "tokenizer.json"),
+         *c = sp__path_join(dir, "tokenizer_config.json");
     if (!p || !c) {
         free(p), free(c);
         return sp_fail(err, "out of memory");
     }
-    int rc = sp_is_file(p) ? tok_load_hf_json(t, p, sp_is_file(c) ? c : NULL, err) : 1;
+    int rc = sp__is_file(p) ? tok_load_hf_json(t, p, sp__is_file(c) ? c : NULL, err) : 1;
     free(p), free(c);
     for (size_t k = 0; rc == 1 && k < 2; k++) {
-        char *v = sp_path_join(dir, pairs[k][0]), *m = sp_path_join(dir, pairs[k][1]);
+        char *v = sp__path_join(dir, pairs[k][0]), *m = sp__path_join(dir, pairs[k][1]);
         if (!v || !m)
             rc = sp_fail(err, "out of memory");
-        else if (sp_is_file(v) && sp_is_file(m))
+        else if (sp__is_file(v) && sp__is_file(m))
             rc = load_pair(t, v, m, err);
-        else if (sp_is_file(v) || sp_is_file(m))
-            rc = sp_fail(err, "%s is missing (needed with %s)", sp_is_file(v) ? m : v,
-                         sp_is_file(v) ? v : m);
+        else if (sp__is_file(v) || sp__is_file(m))
+            rc = sp_fail(err, "%s is missing (needed with %s)", sp__is_file(v) ? m : v,
+                         sp__is_file(v) ? v : m);
         free(v), free(m);
     }
     if (rc == 1)
@@ -287,8 +288,8 @@ static int has_tokenizer_files(const char *dir) {
                                         "encoder.json", "vocab.bpe"};
     int found = 0;
     for (size_t k = 0; !found && k < sizeof names / sizeof *names; k++) {
-        char *p = sp_path_join(dir, names[k]);
-        found = p && sp_is_file(p);
+        char *p = sp__path_join(dir, names[k]);
+        found = p && sp__is_file(p);
         free(p);
     }
     return found;

@@ -9,7 +9,7 @@
 
 /* Grows scratch buffer k of t to n bytes. */
 static char *scratch(sp_tokenizer *t, int k, size_t n) {
-    if (sp_vec_reserve(&t->nbuf[k], &t->nbuf_cap[k], n + 1, 1)) return NULL;
+    if (sp__vec_reserve(&t->nbuf[k], &t->nbuf_cap[k], n + 1, 1)) return NULL;
     return t->nbuf[k];
 }
 
@@ -32,7 +32,7 @@ static int32_t icu_normalize(sp_tokenizer *t, const UNormalizer2 *form, int32_t 
                              UErrorCode *st) {
     int32_t cap = n16 + 16;
     for (int tries = 0; tries < 2; tries++) {
-        if (sp_vec_reserve(&t->u16[1], &t->u16_cap[1], (size_t)cap, 2)) return -1;
+        if (sp__vec_reserve(&t->u16[1], &t->u16_cap[1], (size_t)cap, 2)) return -1;
         *st = U_ZERO_ERROR;
         int32_t m = unorm2_normalize(form, (UChar *)t->u16[0], n16, (UChar *)t->u16[1], cap, st);
         if (*st != U_BUFFER_OVERFLOW_ERROR) return U_FAILURE(*st) ? -1 : m;
@@ -55,7 +55,7 @@ static int unicode_norm(sp_tokenizer *t, int kind, const char *s, size_t n, int 
     UErrorCode st = U_ZERO_ERROR;
     const UNormalizer2 *form = icu_form(kind, &st);
     int32_t n16 = 0, m16 = -1, m8 = 0;
-    if (form && !U_FAILURE(st) && !sp_vec_reserve(&t->u16[0], &t->u16_cap[0], n + 1, 2)) {
+    if (form && !U_FAILURE(st) && !sp__vec_reserve(&t->u16[0], &t->u16_cap[0], n + 1, 2)) {
         u_strFromUTF8((UChar *)t->u16[0], (int32_t)n + 1, &n16, s, (int32_t)n, &st);
         if (!U_FAILURE(st)) m16 = icu_normalize(t, form, n16, &st);
     }

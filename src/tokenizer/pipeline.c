@@ -90,7 +90,7 @@ pcre2_code *tok_regex(const char *pattern, size_t len, int is_literal, sp_error 
 int tok_desc(sp_tokenizer *t, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    if (sp_buf_vaddf(&t->desc, fmt, ap) != 0) t->desc_failed = 1;
+    if (sp__buf_vaddf(&t->desc, fmt, ap) != 0) t->desc_failed = 1;
     va_end(ap);
     return 0;
 }
@@ -508,7 +508,7 @@ static int disagree(const char *cfg_path, const char *which, int says, sp_error 
 static int apply_config(sp_tokenizer *t, const char *cfg_path, int32_t tbos, int32_t teos,
                         sp_error *err) {
     json_error_t je;
-    if (sp_check_file_size(cfg_path, SP_MAX_CONFIG_FILE_BYTES, "tokenizer config", err) != 0)
+    if (sp__check_file_size(cfg_path, SP_MAX_CONFIG_FILE_BYTES, "tokenizer config", err) != 0)
         return -1;
     json_t *cfg = json_load_file(cfg_path, 0, &je);
     if (!cfg)
@@ -553,5 +553,5 @@ void tok_free_pipeline(sp_tokenizer *t) {
     for (int i = 0; i < t->n_pre; i++) pcre2_code_free(t->pre[i].re);
     for (int i = 0; i < TOK_MAX_PRE; i++) free(t->lvl[i].buf), free(t->lvl[i].segs);
     free(t->nbuf[0]), free(t->nbuf[1]), free(t->u16[0]), free(t->u16[1]);
-    sp_buf_free(&t->desc);
+    sp__buf_free(&t->desc);
 }

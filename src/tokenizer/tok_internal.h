@@ -133,7 +133,7 @@ struct sp_tokenizer {
     /* Sequence framing from the post-processor and tokenizer_config.json. */
     int32_t bos, eos_cfg;
     int add_bos, add_eos;
-    sp_buf desc;     /* canonical description of everything beyond GPT-2's defaults ("" if none) */
+    sp__buf desc;    /* canonical description of everything beyond GPT-2's defaults ("" if none) */
     int desc_failed; /* out of memory while building desc */
     int32_t *added;  /* ids of added tokens (matched in the text before pre-tokenization) */
     size_t n_added;

@@ -96,7 +96,7 @@ void sp_token_buf_free(sp_token_buf *b) {
 }
 
 int sp_token_buf_append(sp_token_buf *b, const int32_t *ids, size_t n) {
-    if (sp_vec_reserve(&b->ids, &b->cap, b->n + n, sizeof *b->ids) != 0) return -1;
+    if (sp__vec_reserve(&b->ids, &b->cap, b->n + n, sizeof *b->ids) != 0) return -1;
     if (n) memcpy(b->ids + b->n, ids, n * sizeof *ids);
     b->n += n;
     return 0;

@@ -97,13 +97,13 @@ static int smap_grow(sp_tokenizer *t) {
 /* Per-id arrays grow together, at least doubling so loading stays linear. */
 static int grow_ids(sp_tokenizer *t, size_t need) {
     if (need <= t->ids_cap) return 0;
-    size_t cap = sp_vec_cap(t->ids_cap, need, 1024, 1);
-    if (cap == 0 || sp_vec_resize(&t->str_off, cap, sizeof *t->str_off) ||
-        sp_vec_resize(&t->str_len, cap, sizeof *t->str_len) ||
-        sp_vec_resize(&t->raw_off, cap, sizeof *t->raw_off) ||
-        sp_vec_resize(&t->raw_len, cap, sizeof *t->raw_len) || sp_vec_resize(&t->kind, cap, 1) ||
-        sp_vec_resize(&t->in_model, cap, 1) || sp_vec_resize(&t->lstrip, cap, 1) ||
-        sp_vec_resize(&t->rstrip, cap, 1))
+    size_t cap = sp__vec_cap(t->ids_cap, need, 1024, 1);
+    if (cap == 0 || sp__vec_resize(&t->str_off, cap, sizeof *t->str_off) ||
+        sp__vec_resize(&t->str_len, cap, sizeof *t->str_len) ||
+        sp__vec_resize(&t->raw_off, cap, sizeof *t->raw_off) ||
+        sp__vec_resize(&t->raw_len, cap, sizeof *t->raw_len) || sp__vec_resize(&t->kind, cap, 1) ||
+        sp__vec_resize(&t->in_model, cap, 1) || sp__vec_resize(&t->lstrip, cap, 1) ||
+        sp__vec_resize(&t->rstrip, cap, 1))
         return -1;
     memset(t->kind + t->ids_cap, TOK_ABSENT, cap - t->ids_cap);
     memset(t->in_model + t->ids_cap, 0, cap - t->ids_cap);
@@ -135,7 +135,7 @@ int tok_add_token(sp_tokenizer *t, const char *s, size_t len, int64_t id, int ki
         return sp_fail(err, "id %lld is given to both '%.*s' and '%.*s'", (long long)id, QUOTE_MAX,
                        tok_str(t, (int32_t)id), q, s);
     if (grow_ids(t, (size_t)id + 1) || smap_grow(t) ||
-        sp_vec_reserve(&t->strs, &t->strs_cap, t->strs_len + len + 1, 1) ||
+        sp__vec_reserve(&t->strs, &t->strs_cap, t->strs_len + len + 1, 1) ||
         t->strs_len + len + 1 > UINT32_MAX)
         return sp_fail(err, "out of memory storing the vocabulary");
     memcpy(t->strs + t->strs_len, s, len);
@@ -318,7 +318,7 @@ int tok_add_merge(sp_tokenizer *t, const char *a, size_t alen, const char *b, si
     if (right < 0)
         return sp_fail(err, "merge '%.*s %.*s': '%.*s' is not in the vocabulary", qa, a, qb, b, qb,
                        b);
-    if (sp_vec_reserve(&t->s_word, &t->s_word_cap, alen + blen, 1))
+    if (sp__vec_reserve(&t->s_word, &t->s_word_cap, alen + blen, 1))
         return sp_fail(err, "out of memory reading merges");
     memcpy(t->s_word, a, alen);
     memcpy(t->s_word + alen, b, blen);
@@ -331,7 +331,7 @@ int tok_add_merge(sp_tokenizer *t, const char *a, size_t alen, const char *b, si
     if (rank >= 0)
         return sp_fail(err, "merge '%.*s %.*s' repeats the merge of rank %d", qa, a, qb, b, rank);
     if (t->n_merges >= INT32_MAX - 1 || pmap_grow(t) ||
-        sp_vec_reserve(&t->merges, &t->merges_cap, t->n_merges + 1, sizeof *t->merges))
+        sp__vec_reserve(&t->merges, &t->merges_cap, t->n_merges + 1, sizeof *t->merges))
         return sp_fail(err, "out of memory reading merges");
     uint64_t key = (uint64_t)(uint32_t)left << 32 | (uint32_t)right;
     t->merges[t->n_merges] = key;

@@ -65,7 +65,7 @@ static void read_source(const char *path, char **repo, char **commit) {
 /* base (a file of dir) is listed in manifest.tsv with its current size and mtime (as
  * `stat -c '%s %.9Y'` prints them). */
 static int unchanged(const char *dir, const char *manifest, const char *base) {
-    char *path = sp_path_join(dir, base);
+    char *path = sp__path_join(dir, base);
     struct stat st;
     int ok = path && stat(path, &st) == 0;
     free(path);
@@ -91,22 +91,22 @@ static int unchanged(const char *dir, const char *manifest, const char *base) {
 
 /* Every file the model was read from is as get-model verified it. */
 static int download_intact(const sp_model *m, const char *state) {
-    char *manifest = sp_path_join(state, "manifest.tsv"),
-         *index = sp_path_join(m->dir, "model.safetensors.index.json");
+    char *manifest = sp__path_join(state, "manifest.tsv"),
+         *index = sp__path_join(m->dir, "model.safetensors.index.json");
     struct stat st;
     int ok = manifest && index && unchanged(m->dir, manifest, "config.json");
     if (ok && stat(index, &st) == 0)
         ok = unchanged(m->dir, manifest, "model.safetensors.index.json");
-    for (int i = 0; ok && i < m->n_files; i++)
-        ok = unchanged(m->dir, manifest, sp_base_name(m->files[i].path));
+    for (int i = 0; ok && i < sp_model_n_files(m); i++)
+        ok = unchanged(m->dir, manifest, sp__base_name(sp_model_file_path(m, i)));
     free(manifest), free(index);
     return ok;
 }
 
 char *sp_peft_base_model(const sp_model *m, char **revision, const char **origin, sp_error *err) {
     *revision = NULL;
-    char *state = sp_path_join(m->dir, ".get-model"),
-         *source = state ? sp_path_join(state, "source") : NULL;
+    char *state = sp__path_join(m->dir, ".get-model"),
+         *source = state ? sp__path_join(state, "source") : NULL;
     char *repo = NULL;
     if (source) read_source(source, &repo, revision);
     if (repo && download_intact(m, state)) {

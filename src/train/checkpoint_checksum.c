@@ -7,7 +7,7 @@
 #include "train/checkpoint_internal.h"
 #include "train/hash64.h"
 
-const char *sp_ckpt_created_by(const sp_checkpoint *c) {
+const char *sp__ckpt_created_by(const sp_checkpoint *c) {
     return c->created_by && c->created_by[0] ? c->created_by : "softprompt";
 }
 
@@ -22,40 +22,40 @@ static void optim_order(const sp_checkpoint *c, int order[SP_CHECKPOINT_MAX_OPTI
         }
 }
 
-static void field_i64(sp_h64 *h, const char *name, int64_t v) {
-    sp_h64_str(h, name);
-    sp_h64_i64(h, v);
+static void field_i64(sp__h64 *h, const char *name, int64_t v) {
+    sp__h64_str(h, name);
+    sp__h64_i64(h, v);
 }
-static void field_f64(sp_h64 *h, const char *name, double v) {
-    sp_h64_str(h, name);
-    sp_h64_f64(h, v);
+static void field_f64(sp__h64 *h, const char *name, double v) {
+    sp__h64_str(h, name);
+    sp__h64_f64(h, v);
 }
-static void field_str(sp_h64 *h, const char *name, const char *v) {
-    sp_h64_str(h, name);
-    sp_h64_str(h, sp_ckpt_nz(v));
+static void field_str(sp__h64 *h, const char *name, const char *v) {
+    sp__h64_str(h, name);
+    sp__h64_str(h, sp__ckpt_nz(v));
 }
 
 /* The canonical serialization of every field but the checksum (docs/formats-checkpoints.md):
  * prompt, optimizer arrays in name order, RNG state, then the attributes in name order. */
-uint64_t sp_ckpt_checksum(const sp_checkpoint *c, const char *created_by) {
-    sp_h64 h;
-    sp_h64_init(&h);
-    sp_h64_str(&h, "prompt");
-    sp_h64_u64(&h, (uint64_t)c->n_prompt);
-    sp_h64_u64(&h, (uint64_t)c->d);
-    sp_h64_update(&h, c->prompt, (size_t)c->n_prompt * (size_t)c->d * sizeof(float));
+uint64_t sp__ckpt_checksum(const sp_checkpoint *c, const char *created_by) {
+    sp__h64 h;
+    sp__h64_init(&h);
+    sp__h64_str(&h, "prompt");
+    sp__h64_u64(&h, (uint64_t)c->n_prompt);
+    sp__h64_u64(&h, (uint64_t)c->d);
+    sp__h64_update(&h, c->prompt, (size_t)c->n_prompt * (size_t)c->d * sizeof(float));
     int order[SP_CHECKPOINT_MAX_OPTIM];
     optim_order(c, order);
     for (int k = 0; k < c->n_optim; k++) {
         const sp_checkpoint_array *a = &c->optim[order[k]];
         char name[64];
         snprintf(name, sizeof name, "optimizer/%s", a->name);
-        sp_h64_str(&h, name);
-        sp_h64_u64(&h, a->n);
-        sp_h64_update(&h, a->data, a->n * sizeof(float));
+        sp__h64_str(&h, name);
+        sp__h64_u64(&h, a->n);
+        sp__h64_update(&h, a->data, a->n * sizeof(float));
     }
-    sp_h64_str(&h, "rng_state");
-    for (int i = 0; i < 4; i++) sp_h64_u64(&h, c->rng[i]);
+    sp__h64_str(&h, "rng_state");
+    for (int i = 0; i < 4; i++) sp__h64_u64(&h, c->rng[i]);
     field_f64(&h, "best_metric", c->best_metric);
     field_i64(&h, "best_step", c->best_step);
     field_str(&h, "config_json", c->config_json);
@@ -71,5 +71,5 @@ uint64_t sp_ckpt_checksum(const sp_checkpoint *c, const char *created_by) {
     field_i64(&h, "optim_step", c->optim_step);
     field_i64(&h, "step", c->step);
     field_i64(&h, "tokens_seen", c->tokens_seen);
-    return sp_h64_final(&h);
+    return sp__h64_final(&h);
 }

@@ -96,7 +96,7 @@ int sp_checkpoint_find_latest(const char *dir, char **path, char **warnings, sp_
     FILE *w = warnings ? open_memstream(&warn, &warn_len) : NULL;
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
-        char *p = sp_path_join(dir, v[i].name);
+        char *p = sp__path_join(dir, v[i].name);
         if (!p) {
             rc = sp_fail(err, "%s: out of memory", dir);
             break;
@@ -139,7 +139,7 @@ int sp_checkpoint_prune(const char *dir, int keep_last, const char *keep_also, s
     if (list_steps(dir, &v, &n, NULL, err) != 0) return -1;
     int rc = 0;
     for (size_t i = (size_t)keep_last; i < n; i++) {
-        char *p = sp_path_join(dir, v[i].name);
+        char *p = sp__path_join(dir, v[i].name);
         if (!p) {
             rc = sp_fail(err, "%s: out of memory", dir);
             break;

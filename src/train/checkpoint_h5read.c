@@ -16,7 +16,7 @@ const unsigned char sp_ckpt_hdf5_signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n'
 /* Checks that path is a regular, non-empty file starting with the HDF5 signature; with
  * need_v2, that its superblock is version 2 or later (metadata checksummed), as every
  * checkpoint is: older superblocks are unchecked and not something softprompt writes. */
-int sp_ckpt_precheck(const char *path, int need_v2, sp_error *err) {
+int sp__ckpt_precheck(const char *path, int need_v2, sp_error *err) {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return sp_fail(err, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
@@ -42,31 +42,31 @@ int sp_ckpt_precheck(const char *path, int need_v2, sp_error *err) {
     return 0;
 }
 
-int sp_ckpt_says_checkpoint(hid_t f) {
+int sp__ckpt_says_checkpoint(hid_t f) {
     if (H5Aexists(f, "format") <= 0) return 0;
     char *format = NULL;
-    int yes = sp_ckpt_read_str(f, "format", &format, "", NULL) == 0 &&
+    int yes = sp__ckpt_read_str(f, "format", &format, "", NULL) == 0 &&
               strcmp(format, SP_CHECKPOINT_FORMAT) == 0;
     free(format);
     H5Eclear2(H5E_DEFAULT);
     return yes;
 }
 
-hid_t sp_ckpt_open_h5(const char *path, sp_error *err) {
+hid_t sp__ckpt_open_h5(const char *path, sp_error *err) {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
     /* Read-only opens need no lock; file systems without flock (some Lustre/NFS mounts) would
      * otherwise refuse the open. */
     H5Pset_file_locking(fapl, 0, 1);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
-    if (f < 0) sp_h5_fail(err, "%s: cannot open as HDF5 (truncated or corrupt file?)", path);
-    H5Pclose(fapl); /* after sp_h5_fail: every HDF5 call clears the error stack */
+    if (f < 0) sp__h5_fail(err, "%s: cannot open as HDF5 (truncated or corrupt file?)", path);
+    H5Pclose(fapl); /* after sp__h5_fail: every HDF5 call clears the error stack */
     return f;
 }
 
 /* Opens scalar root attribute name (-1 with a message when absent or not scalar). */
 static hid_t open_attr(hid_t f, const char *name, const char *path, sp_error *err) {
-    hid_t a = sp_h5_open_root_attr(f, name, path, err);
+    hid_t a = sp__h5_open_root_attr(f, name, path, err);
     if (a == -2) return sp_fail(err, "%s: missing root attribute \"%s\"", path, name);
     return a;
 }
@@ -74,7 +74,7 @@ static hid_t open_attr(hid_t f, const char *name, const char *path, sp_error *er
 /* Reads a fixed-length string attribute into a malloc'd string (trailing padding removed).
  * Variable-length strings are refused: they are read from HDF5's unchecksummed global heap,
  * where a flipped byte crashes HDF5 1.10 instead of failing. */
-int sp_ckpt_read_str(hid_t f, const char *name, char **out, const char *path, sp_error *err) {
+int sp__ckpt_read_str(hid_t f, const char *name, char **out, const char *path, sp_error *err) {
     *out = NULL;
     hid_t a = open_attr(f, name, path, err);
     if (a < 0) return -1;
@@ -94,45 +94,45 @@ int sp_ckpt_read_str(hid_t f, const char *name, char **out, const char *path, sp
         if (!v)
             rc = sp_fail(err, "%s: root attribute \"%s\": out of memory", path, name);
         else if (H5Aread(a, ft, v) < 0)
-            rc = sp_h5_fail(err, "%s: cannot read root attribute \"%s\"", path, name);
+            rc = sp__h5_fail(err, "%s: cannot read root attribute \"%s\"", path, name);
         else
             while (n > 0 && (v[n - 1] == pad_char || v[n - 1] == '\0')) v[--n] = '\0';
         if (rc == 0 && strlen(v) != n)
             rc = sp_fail(err, "%s: root attribute \"%s\" contains a NUL byte", path, name);
         *out = rc == 0 ? v : (free(v), NULL);
     }
-    sp_h5_close(ft), H5Aclose(a);
+    sp__h5_close(ft), H5Aclose(a);
     return rc;
 }
 
-int sp_ckpt_read_i64(hid_t f, const char *name, int64_t lo, int64_t *out, const char *path,
-                     sp_error *err) {
+int sp__ckpt_read_i64(hid_t f, const char *name, int64_t lo, int64_t *out, const char *path,
+                      sp_error *err) {
     hid_t a = open_attr(f, name, path, err);
     if (a < 0) return -1;
     hid_t ft = H5Aget_type(a);
     int ok = ft >= 0 && H5Tget_class(ft) == H5T_INTEGER && H5Tget_size(ft) <= 8 &&
              !(H5Tget_size(ft) == 8 && H5Tget_sign(ft) == H5T_SGN_NONE);
-    sp_h5_close(ft);
+    sp__h5_close(ft);
     herr_t st = ok ? H5Aread(a, H5T_NATIVE_INT64, out) : -1;
     H5Aclose(a);
     if (!ok) return sp_fail(err, "%s: root attribute \"%s\" must be a signed integer", path, name);
-    if (st < 0) return sp_h5_fail(err, "%s: cannot read root attribute \"%s\"", path, name);
+    if (st < 0) return sp__h5_fail(err, "%s: cannot read root attribute \"%s\"", path, name);
     if (*out < lo)
         return sp_fail(err, "%s: root attribute \"%s\" is %" PRId64 " (must be >= %" PRId64 ")",
                        path, name, *out, lo);
     return 0;
 }
 
-int sp_ckpt_read_f64(hid_t f, const char *name, double *out, const char *path, sp_error *err) {
+int sp__ckpt_read_f64(hid_t f, const char *name, double *out, const char *path, sp_error *err) {
     hid_t a = open_attr(f, name, path, err);
     if (a < 0) return -1;
     hid_t ft = H5Aget_type(a);
     int ok = ft >= 0 && H5Tget_class(ft) == H5T_FLOAT;
-    sp_h5_close(ft);
+    sp__h5_close(ft);
     herr_t st = ok ? H5Aread(a, H5T_NATIVE_DOUBLE, out) : -1;
     H5Aclose(a);
     if (!ok) return sp_fail(err, "%s: root attribute \"%s\" must be a float", path, name);
-    return st < 0 ? sp_h5_fail(err, "%s: cannot read root attribute \"%s\"", path, name) : 0;
+    return st < 0 ? sp__h5_fail(err, "%s: cannot read root attribute \"%s\"", path, name) : 0;
 }
 
 static const char *class_name(hid_t t) {
@@ -157,19 +157,19 @@ static const char *class_name(hid_t t) {
 /* Opens dataset name under loc (shown as shown in messages) and checks its rank and element
  * type: kind 'f' float (size 4 when exact_size), 'u' unsigned 64-bit integer. dims receives the
  * shape. Returns the dataset or -1. */
-hid_t sp_ckpt_open_dataset(hid_t loc, const char *name, const char *shown, char kind,
-                           int exact_size, int min_rank, int max_rank, hsize_t dims[2],
-                           const char *path, sp_error *err) {
+hid_t sp__ckpt_open_dataset(hid_t loc, const char *name, const char *shown, char kind,
+                            int exact_size, int min_rank, int max_rank, hsize_t dims[2],
+                            const char *path, sp_error *err) {
     htri_t has = H5Lexists(loc, name, H5P_DEFAULT);
-    if (has < 0) return sp_h5_fail(err, "%s: cannot look up dataset \"%s\"", path, shown);
+    if (has < 0) return sp__h5_fail(err, "%s: cannot look up dataset \"%s\"", path, shown);
     if (!has) return sp_fail(err, "%s: missing dataset \"%s\"", path, shown);
     hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
-    if (d < 0) return sp_h5_fail(err, "%s: \"%s\" is not a readable dataset", path, shown);
+    if (d < 0) return sp__h5_fail(err, "%s: \"%s\" is not a readable dataset", path, shown);
     hid_t t = H5Dget_type(d), space = H5Dget_space(d);
     int rank = space < 0 ? -1 : H5Sget_simple_extent_ndims(space);
     int rc = 0;
     if (t < 0 || space < 0) {
-        rc = sp_h5_fail(err, "%s: cannot inspect dataset \"%s\"", path, shown);
+        rc = sp__h5_fail(err, "%s: cannot inspect dataset \"%s\"", path, shown);
     } else if (kind == 'f' &&
                (H5Tget_class(t) != H5T_FLOAT || (exact_size && H5Tget_size(t) != 4))) {
         rc = H5Tget_class(t) == H5T_FLOAT
@@ -191,7 +191,7 @@ hid_t sp_ckpt_open_dataset(hid_t loc, const char *name, const char *shown, char 
         dims[0] = dims[1] = 1;
         H5Sget_simple_extent_dims(space, dims, NULL);
     }
-    sp_h5_close(t), sp_h5_close(space);
+    sp__h5_close(t), sp__h5_close(space);
     if (rc != 0) {
         H5Dclose(d);
         return -1;
@@ -200,16 +200,17 @@ hid_t sp_ckpt_open_dataset(hid_t loc, const char *name, const char *shown, char 
 }
 
 /* Reads all of dataset d into a new buffer of n elements of mem_type (elem bytes each). */
-void *sp_ckpt_read_all(hid_t d, hid_t mem_type, size_t n, size_t elem, const char *shown,
-                       const char *path, sp_error *err) {
-    if (sp_h5_check_storage(d, path, shown, err)) return NULL;
+void *sp__ckpt_read_all(hid_t d, hid_t mem_type, size_t n, size_t elem, const char *shown,
+                        const char *path, sp_error *err) {
+    if (sp__h5_check_storage(d, path, shown, err)) return NULL;
     void *buf = malloc(n * elem);
     if (!buf) {
         sp_fail(err, "%s: dataset \"%s\": out of memory for %zu elements", path, shown, n);
         return NULL;
     }
     if (H5Dread(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) {
-        sp_h5_fail(err, "%s: cannot read dataset \"%s\" (truncated or corrupt file?)", path, shown);
+        sp__h5_fail(err, "%s: cannot read dataset \"%s\" (truncated or corrupt file?)", path,
+                    shown);
         free(buf);
         return NULL;
     }

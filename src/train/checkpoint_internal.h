@@ -9,7 +9,7 @@
  *   checkpoint_resume.c    sp_checkpoint_check_resume_state: the counters against the data
  *   checkpoint_prompt.c    sp_prompt_read_h5 (--init FILE.h5)
  *   prompt_file.c          sp_prompt_load and sp_prompt_check_model (eval/export --prompt)
- *   peft_read.c            sp_peft_read: a PEFT adapter's tensor and adapter_config.json
+ *   peft_read.c            sp__peft_read: a PEFT adapter's tensor and adapter_config.json
  *   checkpoint_dir.c       the step-*.h5 files of a run: path, find_latest, prune
  *   checkpoint_describe.c  sp_checkpoint_describe (`softprompt info`)
  *
@@ -38,59 +38,59 @@
 /* The 8 bytes every HDF5 file starts with. */
 extern const unsigned char sp_ckpt_hdf5_signature[8];
 
-static inline const char *sp_ckpt_nz(const char *s) {
+static inline const char *sp__ckpt_nz(const char *s) {
     return s ? s : "";
 }
 
 /* ---- checkpoint_checksum.c ---- */
 
 /* c->created_by, or "softprompt" when it is NULL or empty (what a write stores). */
-const char *sp_ckpt_created_by(const sp_checkpoint *c);
+const char *sp__ckpt_created_by(const sp_checkpoint *c);
 /* The checksum of every field of c but the checksum itself, with created_by as stored. */
-uint64_t sp_ckpt_checksum(const sp_checkpoint *c, const char *created_by);
+uint64_t sp__ckpt_checksum(const sp_checkpoint *c, const char *created_by);
 
 /* ---- checkpoint_values.c ---- */
 
 /* Every prompt and optimizer value is finite; metric and best_metric are finite or NaN (none).
  * The message names path, the dataset or attribute and the element. */
-int sp_ckpt_check_values(const sp_checkpoint *c, const char *path, sp_error *err);
+int sp__ckpt_check_values(const sp_checkpoint *c, const char *path, sp_error *err);
 
 /* ---- checkpoint_h5read.c ---- */
 
 /* path is a regular, non-empty HDF5 file; with need_v2, of superblock version >= 2. */
-int sp_ckpt_precheck(const char *path, int need_v2, sp_error *err);
+int sp__ckpt_precheck(const char *path, int need_v2, sp_error *err);
 /* 1 when the open file's root attribute "format" says softprompt checkpoint, else 0. */
-int sp_ckpt_says_checkpoint(hid_t f);
+int sp__ckpt_says_checkpoint(hid_t f);
 /* Opens path read-only (no file locking); -1 on failure. */
-hid_t sp_ckpt_open_h5(const char *path, sp_error *err);
+hid_t sp__ckpt_open_h5(const char *path, sp_error *err);
 /* Scalar root attributes: a fixed-length string (malloc'd into *out), a signed integer >= lo,
  * a float. */
-int sp_ckpt_read_str(hid_t f, const char *name, char **out, const char *path, sp_error *err);
-int sp_ckpt_read_i64(hid_t f, const char *name, int64_t lo, int64_t *out, const char *path,
-                     sp_error *err);
-int sp_ckpt_read_f64(hid_t f, const char *name, double *out, const char *path, sp_error *err);
+int sp__ckpt_read_str(hid_t f, const char *name, char **out, const char *path, sp_error *err);
+int sp__ckpt_read_i64(hid_t f, const char *name, int64_t lo, int64_t *out, const char *path,
+                      sp_error *err);
+int sp__ckpt_read_f64(hid_t f, const char *name, double *out, const char *path, sp_error *err);
 /* Opens dataset name under loc and checks its element type (kind 'f' float, float32 when
  * exact_size; 'u' uint64) and rank in [min_rank, max_rank]; dims[0..rank) receive the shape,
  * the rest 1. Returns the dataset or -1. */
-hid_t sp_ckpt_open_dataset(hid_t loc, const char *name, const char *shown, char kind,
-                           int exact_size, int min_rank, int max_rank, hsize_t dims[2],
-                           const char *path, sp_error *err);
+hid_t sp__ckpt_open_dataset(hid_t loc, const char *name, const char *shown, char kind,
+                            int exact_size, int min_rank, int max_rank, hsize_t dims[2],
+                            const char *path, sp_error *err);
 /* All n elements of d as mem_type (elem bytes each), malloc'd; NULL on failure. */
-void *sp_ckpt_read_all(hid_t d, hid_t mem_type, size_t n, size_t elem, const char *shown,
-                       const char *path, sp_error *err);
+void *sp__ckpt_read_all(hid_t d, hid_t mem_type, size_t n, size_t elem, const char *shown,
+                        const char *path, sp_error *err);
 
 /* ---- checkpoint_read.c ---- */
 
 /* dims is a valid prompt shape [P, d] (both >= 1, within the bounds above). */
-int sp_ckpt_check_prompt_dims(const hsize_t dims[2], const char *path, sp_error *err);
+int sp__ckpt_check_prompt_dims(const hsize_t dims[2], const char *path, sp_error *err);
 /* Reads and verifies every field of the open file f into c (zeroed by the caller; on failure
  * it may hold part of the fields: free it with sp_checkpoint_free). */
-int sp_ckpt_read_contents(hid_t f, sp_checkpoint *c, const char *path, sp_error *err);
+int sp__ckpt_read_contents(hid_t f, sp_checkpoint *c, const char *path, sp_error *err);
 
 /* ---- peft_read.c ---- */
 
 /* Reads the adapter file st_path and its adapter_config.json into pf (zeroed by the caller;
  * on failure it may hold part of the fields: free it with sp_prompt_file_free). */
-int sp_peft_read(const char *st_path, sp_prompt_file *pf, sp_error *err);
+int sp__peft_read(const char *st_path, sp_prompt_file *pf, sp_error *err);
 
 #endif

@@ -9,7 +9,7 @@
 #include "train/checkpoint_internal.h"
 #include "train/hash64.h"
 
-int sp_ckpt_check_prompt_dims(const hsize_t dims[2], const char *path, sp_error *err) {
+int sp__ckpt_check_prompt_dims(const hsize_t dims[2], const char *path, sp_error *err) {
     if (dims[0] < 1 || dims[1] < 1 || dims[0] > SP_CKPT_PROMPT_MAX_DIM ||
         dims[1] > SP_CKPT_PROMPT_MAX_DIM || dims[0] * dims[1] > SP_CKPT_PROMPT_MAX_ELEMS)
         return sp_fail(err, "%s: dataset \"prompt\" has an invalid shape [%llu, %llu]", path,
@@ -19,15 +19,15 @@ int sp_ckpt_check_prompt_dims(const hsize_t dims[2], const char *path, sp_error 
 
 static int read_prompt(hid_t f, sp_checkpoint *c, const char *path, sp_error *err) {
     hsize_t dims[2];
-    hid_t d = sp_ckpt_open_dataset(f, "prompt", "prompt", 'f', 1, 2, 2, dims, path, err);
+    hid_t d = sp__ckpt_open_dataset(f, "prompt", "prompt", 'f', 1, 2, 2, dims, path, err);
     if (d < 0) return -1;
-    if (sp_ckpt_check_prompt_dims(dims, path, err) != 0) {
+    if (sp__ckpt_check_prompt_dims(dims, path, err) != 0) {
         H5Dclose(d);
         return -1;
     }
     c->n_prompt = (int)dims[0], c->d = (int)dims[1];
-    c->prompt = sp_ckpt_read_all(d, H5T_NATIVE_FLOAT, dims[0] * dims[1], sizeof(float), "prompt",
-                                 path, err);
+    c->prompt = sp__ckpt_read_all(d, H5T_NATIVE_FLOAT, dims[0] * dims[1], sizeof(float), "prompt",
+                                  path, err);
     H5Dclose(d);
     return c->prompt ? 0 : -1;
 }
@@ -35,13 +35,13 @@ static int read_prompt(hid_t f, sp_checkpoint *c, const char *path, sp_error *er
 static int read_optimizer(hid_t f, sp_checkpoint *c, const char *path, sp_error *err) {
     htri_t has = H5Lexists(f, "optimizer", H5P_DEFAULT);
     if (has <= 0)
-        return has < 0 ? sp_h5_fail(err, "%s: cannot look up group \"optimizer\"", path)
+        return has < 0 ? sp__h5_fail(err, "%s: cannot look up group \"optimizer\"", path)
                        : sp_fail(err, "%s: missing group \"optimizer\"", path);
     hid_t g = H5Gopen2(f, "optimizer", H5P_DEFAULT);
     H5G_info_t info;
     if (g < 0 || H5Gget_info(g, &info) < 0) {
-        sp_h5_close(g);
-        return sp_h5_fail(err, "%s: \"optimizer\" is not a readable group", path);
+        sp__h5_close(g);
+        return sp__h5_fail(err, "%s: \"optimizer\" is not a readable group", path);
     }
     if (info.nlinks > SP_CHECKPOINT_MAX_OPTIM) {
         H5Gclose(g);
@@ -54,7 +54,7 @@ static int read_optimizer(hid_t f, sp_checkpoint *c, const char *path, sp_error 
         ssize_t len = H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, a->name,
                                          sizeof a->name, H5P_DEFAULT);
         if (len < 0) {
-            rc = sp_h5_fail(err, "%s: cannot list group \"optimizer\"", path);
+            rc = sp__h5_fail(err, "%s: cannot list group \"optimizer\"", path);
             break;
         }
         if ((size_t)len >= sizeof a->name) {
@@ -65,7 +65,7 @@ static int read_optimizer(hid_t f, sp_checkpoint *c, const char *path, sp_error 
         char shown[48];
         snprintf(shown, sizeof shown, "optimizer/%s", a->name);
         hsize_t dims[2];
-        hid_t d = sp_ckpt_open_dataset(g, a->name, shown, 'f', 1, 1, 2, dims, path, err);
+        hid_t d = sp__ckpt_open_dataset(g, a->name, shown, 'f', 1, 1, 2, dims, path, err);
         if (d < 0) {
             rc = -1;
             break;
@@ -84,7 +84,7 @@ static int read_optimizer(hid_t f, sp_checkpoint *c, const char *path, sp_error 
                          (unsigned long long)dims[0]);
         if (rc == 0) {
             a->n = rank == 2 ? (size_t)(dims[0] * dims[1]) : (size_t)dims[0];
-            a->data = sp_ckpt_read_all(d, H5T_NATIVE_FLOAT, a->n, sizeof(float), shown, path, err);
+            a->data = sp__ckpt_read_all(d, H5T_NATIVE_FLOAT, a->n, sizeof(float), shown, path, err);
             if (a->data)
                 c->n_optim++;
             else
@@ -98,14 +98,14 @@ static int read_optimizer(hid_t f, sp_checkpoint *c, const char *path, sp_error 
 
 static int read_rng(hid_t f, sp_checkpoint *c, const char *path, sp_error *err) {
     hsize_t dims[2];
-    hid_t d = sp_ckpt_open_dataset(f, "rng_state", "rng_state", 'u', 1, 1, 1, dims, path, err);
+    hid_t d = sp__ckpt_open_dataset(f, "rng_state", "rng_state", 'u', 1, 1, 1, dims, path, err);
     if (d < 0) return -1;
     int rc = 0;
     if (dims[0] != 4)
         rc = sp_fail(err, "%s: dataset \"rng_state\" must hold 4 values (found %llu)", path,
                      (unsigned long long)dims[0]);
     else if (H5Dread(d, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, c->rng) < 0)
-        rc = sp_h5_fail(err, "%s: cannot read dataset \"rng_state\"", path);
+        rc = sp__h5_fail(err, "%s: cannot read dataset \"rng_state\"", path);
     H5Dclose(d);
     return rc;
 }
@@ -114,13 +114,13 @@ static int read_rng(hid_t f, sp_checkpoint *c, const char *path, sp_error *err) 
 static int read_format(hid_t f, const char *path, sp_error *err) {
     htri_t has = H5Aexists(f, "format");
     if (has <= 0)
-        return has < 0 ? sp_h5_fail(err, "%s: cannot look up root attribute \"format\"", path)
+        return has < 0 ? sp__h5_fail(err, "%s: cannot look up root attribute \"format\"", path)
                        : sp_fail(err,
                                  "%s: missing root attribute \"format\" (not a softprompt "
                                  "checkpoint)",
                                  path);
     char *format = NULL;
-    if (sp_ckpt_read_str(f, "format", &format, path, err) != 0) return -1;
+    if (sp__ckpt_read_str(f, "format", &format, path, err) != 0) return -1;
     int same = strcmp(format, SP_CHECKPOINT_FORMAT) == 0;
     if (!same)
         sp_fail(err, "%s: format is \"%.100s\", not \"%s\" (not a softprompt checkpoint)", path,
@@ -128,7 +128,7 @@ static int read_format(hid_t f, const char *path, sp_error *err) {
     free(format);
     if (!same) return -1;
     int64_t version;
-    if (sp_ckpt_read_i64(f, "format_version", INT64_MIN, &version, path, err) != 0) return -1;
+    if (sp__ckpt_read_i64(f, "format_version", INT64_MIN, &version, path, err) != 0) return -1;
     if (version > SP_CHECKPOINT_VERSION)
         return sp_fail(err,
                        "%s: format_version %" PRId64
@@ -147,27 +147,27 @@ static int is_hex16(const char *s) {
     return 1;
 }
 
-int sp_ckpt_read_contents(hid_t f, sp_checkpoint *c, const char *path, sp_error *err) {
+int sp__ckpt_read_contents(hid_t f, sp_checkpoint *c, const char *path, sp_error *err) {
     char *stored = NULL;
     if (read_format(f, path, err) || read_prompt(f, c, path, err) ||
         read_optimizer(f, c, path, err) || read_rng(f, c, path, err) ||
-        sp_ckpt_read_i64(f, "step", 0, &c->step, path, err) ||
-        sp_ckpt_read_i64(f, "epoch", 0, &c->epoch, path, err) ||
-        sp_ckpt_read_i64(f, "epoch_position", 0, &c->epoch_position, path, err) ||
-        sp_ckpt_read_i64(f, "tokens_seen", 0, &c->tokens_seen, path, err) ||
-        sp_ckpt_read_i64(f, "optim_step", 0, &c->optim_step, path, err) ||
-        sp_ckpt_read_str(f, "config_json", &c->config_json, path, err) ||
-        sp_ckpt_read_str(f, "model_fingerprint", &c->model_fingerprint, path, err) ||
-        sp_ckpt_read_str(f, "dataset_fingerprint", &c->dataset_fingerprint, path, err) ||
-        sp_ckpt_read_str(f, "metric_name", &c->metric_name, path, err) ||
-        sp_ckpt_read_f64(f, "metric", &c->metric, path, err) ||
-        sp_ckpt_read_f64(f, "best_metric", &c->best_metric, path, err) ||
-        sp_ckpt_read_i64(f, "best_step", -1, &c->best_step, path, err) ||
-        sp_ckpt_read_str(f, "created_by", &c->created_by, path, err) ||
-        sp_ckpt_read_str(f, "checksum", &stored, path, err))
+        sp__ckpt_read_i64(f, "step", 0, &c->step, path, err) ||
+        sp__ckpt_read_i64(f, "epoch", 0, &c->epoch, path, err) ||
+        sp__ckpt_read_i64(f, "epoch_position", 0, &c->epoch_position, path, err) ||
+        sp__ckpt_read_i64(f, "tokens_seen", 0, &c->tokens_seen, path, err) ||
+        sp__ckpt_read_i64(f, "optim_step", 0, &c->optim_step, path, err) ||
+        sp__ckpt_read_str(f, "config_json", &c->config_json, path, err) ||
+        sp__ckpt_read_str(f, "model_fingerprint", &c->model_fingerprint, path, err) ||
+        sp__ckpt_read_str(f, "dataset_fingerprint", &c->dataset_fingerprint, path, err) ||
+        sp__ckpt_read_str(f, "metric_name", &c->metric_name, path, err) ||
+        sp__ckpt_read_f64(f, "metric", &c->metric, path, err) ||
+        sp__ckpt_read_f64(f, "best_metric", &c->best_metric, path, err) ||
+        sp__ckpt_read_i64(f, "best_step", -1, &c->best_step, path, err) ||
+        sp__ckpt_read_str(f, "created_by", &c->created_by, path, err) ||
+        sp__ckpt_read_str(f, "checksum", &stored, path, err))
         return -1;
     char computed[17];
-    sp_h64_hex(sp_ckpt_checksum(c, c->created_by), computed);
+    sp__h64_hex(sp__ckpt_checksum(c, c->created_by), computed);
     int rc = 0;
     if (!is_hex16(stored))
         rc = sp_fail(err,
@@ -180,7 +180,7 @@ int sp_ckpt_read_contents(hid_t f, sp_checkpoint *c, const char *path, sp_error 
     free(stored);
     /* Meaning after integrity: a corrupt file is reported as corrupt, a verified one holding
      * non-finite state as such. */
-    return rc == 0 ? sp_ckpt_check_values(c, path, err) : rc;
+    return rc == 0 ? sp__ckpt_check_values(c, path, err) : rc;
 }
 
 void sp_checkpoint_free(sp_checkpoint *c) {
@@ -194,12 +194,12 @@ void sp_checkpoint_free(sp_checkpoint *c) {
 
 int sp_checkpoint_read(const char *path, sp_checkpoint *c, sp_error *err) {
     memset(c, 0, sizeof *c);
-    sp_h5_quiet();
-    if (sp_ckpt_precheck(path, 1, err) != 0) return -1;
-    hid_t f = sp_ckpt_open_h5(path, err);
+    sp__h5_quiet();
+    if (sp__ckpt_precheck(path, 1, err) != 0) return -1;
+    hid_t f = sp__ckpt_open_h5(path, err);
     if (f < 0) return -1;
-    int rc = sp_ckpt_read_contents(f, c, path, err);
-    if (H5Fclose(f) < 0 && rc == 0) rc = sp_h5_fail(err, "%s: cannot close", path);
+    int rc = sp__ckpt_read_contents(f, c, path, err);
+    if (H5Fclose(f) < 0 && rc == 0) rc = sp__h5_fail(err, "%s: cannot close", path);
     H5Eclear2(H5E_DEFAULT);
     if (rc != 0) sp_checkpoint_free(c);
     return rc;

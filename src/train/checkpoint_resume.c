@@ -2,7 +2,7 @@
  * included) checked against the training set and the run's configuration before a trainer
  * continues from them. A checksum proves integrity, not meaning: a file written by hand with a
  * valid checksum must not make the trainer index past its data (epoch_position 10^12 once
- * crashed sp_data_order_next) or continue with a stuck RNG.
+ * crashed sp__data_order_next) or continue with a stuck RNG.
  *
  * The data order is deterministic (data_order.c): the trainer takes global_batch examples per
  * step, epoch after epoch, each epoch a permutation seeded by (seed, epoch) alone, and moves to
@@ -48,8 +48,8 @@ static int check_position(const sp_checkpoint *ck, const char *path, int64_t n, 
 /* Sum of the lengths of the first `count` examples of the epoch's order. */
 static int prefix_tokens(const sp_dataset *train, uint64_t seed, int64_t epoch, int64_t count,
                          int64_t *sum, sp_error *err) {
-    sp_data_order o;
-    if (sp_data_order_init(&o, sp_dataset_n_examples(train), seed, err)) return -1;
+    sp__data_order o;
+    if (sp__data_order_init(&o, sp_dataset_n_examples(train), seed, err)) return -1;
     enum { CHUNK = 4096 };
     int64_t ids[CHUNK];
     const int64_t *off = sp_dataset_offsets(train);
@@ -57,11 +57,11 @@ static int prefix_tokens(const sp_dataset *train, uint64_t seed, int64_t epoch, 
     *sum = 0;
     for (int64_t done = 0; done < count;) {
         int c = count - done < CHUNK ? (int)(count - done) : CHUNK;
-        sp_data_order_next(&o, ids, c);
+        sp__data_order_next(&o, ids, c);
         for (int k = 0; k < c; k++) *sum += off[ids[k] + 1] - off[ids[k]];
         done += c;
     }
-    sp_data_order_free(&o);
+    sp__data_order_free(&o);
     return 0;
 }
 

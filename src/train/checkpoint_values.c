@@ -40,7 +40,7 @@ static int metric_fails(const char *path, const char *name, double v, sp_error *
                    path, name, v);
 }
 
-int sp_ckpt_check_values(const sp_checkpoint *c, const char *path, sp_error *err) {
+int sp__ckpt_check_values(const sp_checkpoint *c, const char *path, sp_error *err) {
     if (array_fails(path, "prompt", c->prompt, (size_t)c->n_prompt * (size_t)c->d, c, err))
         return -1;
     for (int k = 0; k < c->n_optim; k++) {

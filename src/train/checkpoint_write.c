@@ -37,7 +37,7 @@ static int check_for_write(const char *path, const sp_checkpoint *c, sp_error *e
     if (c->step < 0 || c->epoch < 0 || c->epoch_position < 0 || c->tokens_seen < 0 ||
         c->optim_step < 0 || c->best_step < -1)
         return sp_fail(err, "%s: negative step, epoch, position, token or optimizer counter", path);
-    return sp_ckpt_check_values(c, path, err) ? sp_fail_prefix(err, "refusing to write") : 0;
+    return sp__ckpt_check_values(c, path, err) ? sp_fail_prefix(err, "refusing to write") : 0;
 }
 
 /* Fixed-length UTF-8 strings: their bytes live in the attribute message itself, under HDF5's
@@ -45,30 +45,30 @@ static int check_for_write(const char *path, const sp_checkpoint *c, sp_error *e
  * does not checksum and whose corruption crashes H5Aread; checkpoints never use them. */
 static int write_str(hid_t f, const char *name, const char *value, const char *path,
                      sp_error *err) {
-    const char *v = sp_ckpt_nz(value);
+    const char *v = sp__ckpt_nz(value);
     size_t n = strlen(v);
-    hid_t t = sp_h5_utf8_type(n ? n : 1, H5T_STR_NULLPAD);
-    int rc = sp_h5_write_attr(f, name, t, t, n ? v : "", path, err);
+    hid_t t = sp__h5_utf8_type(n ? n : 1, H5T_STR_NULLPAD);
+    int rc = sp__h5_write_attr(f, name, t, t, n ? v : "", path, err);
     H5Tclose(t);
     return rc;
 }
 
 static int write_i64(hid_t f, const char *name, int64_t v, const char *path, sp_error *err) {
-    return sp_h5_write_attr(f, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v, path, err);
+    return sp__h5_write_attr(f, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v, path, err);
 }
 
 static int write_f64(hid_t f, const char *name, double v, const char *path, sp_error *err) {
-    return sp_h5_write_attr(f, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, path, err);
+    return sp__h5_write_attr(f, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v, path, err);
 }
 
 /* A contiguous (unchunked, uncompressed) dataset, so its bytes lie at one offset in the file. */
 static int write_dataset(hid_t loc, const char *name, hid_t ftype, hid_t mtype, int rank,
                          const hsize_t *dims, const void *data, const char *path, sp_error *err) {
-    hid_t space = H5Screate_simple(rank, dims, NULL), dcpl = sp_h5_untimed(H5P_DATASET_CREATE);
+    hid_t space = H5Screate_simple(rank, dims, NULL), dcpl = sp__h5_untimed(H5P_DATASET_CREATE);
     hid_t d = space < 0 ? -1 : H5Dcreate2(loc, name, ftype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     herr_t st = d < 0 ? -1 : H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
-    sp_h5_close(d), sp_h5_close(dcpl), sp_h5_close(space);
-    return st < 0 ? sp_h5_fail(err, "%s: cannot write dataset \"%s\"", path, name) : 0;
+    sp__h5_close(d), sp__h5_close(dcpl), sp__h5_close(space);
+    return st < 0 ? sp__h5_fail(err, "%s: cannot write dataset \"%s\"", path, name) : 0;
 }
 
 static int write_contents(hid_t f, const sp_checkpoint *c, const char *created_by,
@@ -76,10 +76,10 @@ static int write_contents(hid_t f, const sp_checkpoint *c, const char *created_b
     hsize_t pd[2] = {(hsize_t)c->n_prompt, (hsize_t)c->d}, four = 4;
     if (write_dataset(f, "prompt", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, pd, c->prompt, path, err))
         return -1;
-    hid_t gcpl = sp_h5_untimed(H5P_GROUP_CREATE);
+    hid_t gcpl = sp__h5_untimed(H5P_GROUP_CREATE);
     hid_t g = H5Gcreate2(f, "optimizer", H5P_DEFAULT, gcpl, H5P_DEFAULT);
-    sp_h5_close(gcpl);
-    if (g < 0) return sp_h5_fail(err, "%s: cannot create group \"optimizer\"", path);
+    sp__h5_close(gcpl);
+    if (g < 0) return sp__h5_fail(err, "%s: cannot create group \"optimizer\"", path);
     H5Gclose(g);
     for (int i = 0; i < c->n_optim; i++) {
         const sp_checkpoint_array *a = &c->optim[i];
@@ -175,14 +175,14 @@ static int verify_image(void *image, size_t size, const char *path, sp_error *er
     hid_t f = clash ? -1 : H5Fopen(label, H5F_ACC_RDONLY, fapl);
     free(label);
     if (f < 0) {
-        sp_h5_fail(err, "%s: internal error: the HDF5 image built in memory does not open", path);
+        sp__h5_fail(err, "%s: internal error: the HDF5 image built in memory does not open", path);
         H5Pclose(fapl);
         return -1;
     }
     H5Pclose(fapl);
     sp_checkpoint c;
     memset(&c, 0, sizeof c);
-    int rc = sp_ckpt_read_contents(f, &c, path, err);
+    int rc = sp__ckpt_read_contents(f, &c, path, err);
     H5Fclose(f);
     H5Eclear2(H5E_DEFAULT);
     sp_checkpoint_free(&c);
@@ -195,9 +195,9 @@ static int verify_image(void *image, size_t size, const char *path, sp_error *er
  * size limit), so the bytes are written by plain POSIX calls below, whose errors are clean. */
 static int build_image(const sp_checkpoint *c, const char *path, void **image, size_t *size,
                        sp_error *err) {
-    const char *created_by = sp_ckpt_created_by(c);
+    const char *created_by = sp__ckpt_created_by(c);
     char checksum[17];
-    sp_h64_hex(sp_ckpt_checksum(c, created_by), checksum);
+    sp__h64_hex(sp__ckpt_checksum(c, created_by), checksum);
     *image = NULL, *size = 0;
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_fapl_core(fapl, 1 << 20, 0);
@@ -205,22 +205,22 @@ static int build_image(const sp_checkpoint *c, const char *path, void **image, s
      * checksums all metadata, and every HDF5 since 1.8 (any h5py) reads it. */
     H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18);
     H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG); /* closing the file closes everything */
-    hid_t fcpl = sp_h5_untimed(H5P_FILE_CREATE);
+    hid_t fcpl = sp__h5_untimed(H5P_FILE_CREATE);
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, fapl);
-    if (f < 0) sp_h5_fail(err, "%s: cannot create an HDF5 file in memory", path);
+    if (f < 0) sp__h5_fail(err, "%s: cannot create an HDF5 file in memory", path);
     H5Pclose(fcpl);
     H5Pclose(fapl);
     if (f < 0) return -1;
     int rc = write_contents(f, c, created_by, checksum, path, err);
     if (rc == 0 && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0)
-        rc = sp_h5_fail(err, "%s: cannot flush the HDF5 image", path);
+        rc = sp__h5_fail(err, "%s: cannot flush the HDF5 image", path);
     ssize_t n = rc == 0 ? H5Fget_file_image(f, NULL, 0) : -1;
-    if (rc == 0 && n <= 0) rc = sp_h5_fail(err, "%s: cannot get the HDF5 file image", path);
+    if (rc == 0 && n <= 0) rc = sp__h5_fail(err, "%s: cannot get the HDF5 file image", path);
     if (rc == 0 && !(*image = malloc((size_t)n)))
         rc = sp_fail(err, "%s: out of memory for a %zd-byte checkpoint", path, n);
     if (rc == 0 && H5Fget_file_image(f, *image, (size_t)n) != n)
-        rc = sp_h5_fail(err, "%s: cannot get the HDF5 file image", path);
-    if (H5Fclose(f) < 0 && rc == 0) rc = sp_h5_fail(err, "%s: cannot close the HDF5 image", path);
+        rc = sp__h5_fail(err, "%s: cannot get the HDF5 file image", path);
+    if (H5Fclose(f) < 0 && rc == 0) rc = sp__h5_fail(err, "%s: cannot close the HDF5 image", path);
     H5Eclear2(H5E_DEFAULT);
     if (rc == 0) {
         fix_superblock_checksum(*image, (size_t)n);
@@ -236,7 +236,7 @@ static int build_image(const sp_checkpoint *c, const char *path, void **image, s
 }
 
 int sp_checkpoint_write(const char *path, const sp_checkpoint *c, sp_error *err) {
-    sp_h5_quiet();
+    sp__h5_quiet();
     if (check_for_write(path, c, err) != 0) return -1;
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
@@ -244,7 +244,7 @@ int sp_checkpoint_write(const char *path, const sp_checkpoint *c, sp_error *err)
     void *image;
     size_t size;
     if (build_image(c, path, &image, &size, err) != 0) return -1;
-    int rc = sp_write_file_atomic(path, image, size, err);
+    int rc = sp__write_file_atomic(path, image, size, err);
     free(image);
     return rc;
 }

@@ -3,7 +3,7 @@
 
 #include "train/internal.h"
 
-int sp_data_order_init(sp_data_order *o, int64_t n_examples, uint64_t seed, sp_error *err) {
+int sp__data_order_init(sp__data_order *o, int64_t n_examples, uint64_t seed, sp_error *err) {
     if (n_examples <= 0) return sp_fail(err, "the training dataset has no examples");
     o->n_examples = n_examples, o->seed = seed, o->epoch = 0, o->position = 0;
     o->perm_epoch = -1;
@@ -13,13 +13,13 @@ int sp_data_order_init(sp_data_order *o, int64_t n_examples, uint64_t seed, sp_e
                              (long long)n_examples);
 }
 
-void sp_data_order_free(sp_data_order *o) {
+void sp__data_order_free(sp__data_order *o) {
     free(o->perm);
     o->perm = NULL;
 }
 
 /* Fisher-Yates with an RNG seeded by (seed, epoch) only. */
-static void shuffle_epoch(sp_data_order *o) {
+static void shuffle_epoch(sp__data_order *o) {
     sp_rng r;
     sp_rng_seed(&r, o->seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(o->epoch + 1)));
     for (int64_t i = 0; i < o->n_examples; i++) o->perm[i] = i;
@@ -31,7 +31,7 @@ static void shuffle_epoch(sp_data_order *o) {
     o->perm_epoch = o->epoch;
 }
 
-void sp_data_order_next(sp_data_order *o, int64_t *ids, int count) {
+void sp__data_order_next(sp__data_order *o, int64_t *ids, int count) {
     /* restored positions are checked against the set (sp_checkpoint_check_resume_state) */
     assert(o->perm && o->position >= 0 && o->position <= o->n_examples && count >= 0);
     for (int k = 0; k < count; k++) {

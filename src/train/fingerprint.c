@@ -7,63 +7,63 @@
 #include "softprompt/checkpoint.h"
 #include "train/hash64.h"
 
-static void hash_floats(sp_h64 *h, const char *name, const float *x, size_t n) {
-    sp_h64_str(h, name);
-    sp_h64_u64(h, n);
-    sp_h64_update(h, x, n * sizeof *x);
+static void hash_floats(sp__h64 *h, const char *name, const float *x, size_t n) {
+    sp__h64_str(h, name);
+    sp__h64_u64(h, n);
+    sp__h64_update(h, x, n * sizeof *x);
 }
 
 /* The family's tag and the configuration values beyond the common ones that change its
  * computation. A new family decides here what identifies it (the switch makes that a compile
  * error to forget); GPT-2 and the Llama family hash exactly what the first versions did. */
-static void hash_family(sp_h64 *h, const sp_model *m) {
+static void hash_family(sp__h64 *h, const sp_model *m) {
     const sp_model_config *c = &m->cfg;
     switch (c->arch) {
     case SP_ARCH_GPT2:
-        sp_h64_str(h, "gpt2");
+        sp__h64_str(h, "gpt2");
         return;
     case SP_ARCH_LLAMA:
     case SP_ARCH_QWEN2:
-        sp_h64_str(h, "llama");
+        sp__h64_str(h, "llama");
         return;
     }
 }
 
-static void hash_rotary(sp_h64 *h, const sp_model *m) {
+static void hash_rotary(sp__h64 *h, const sp_model *m) {
     const sp_model_config *c = &m->cfg;
     switch (c->arch) {
     case SP_ARCH_GPT2:
         return;
     case SP_ARCH_LLAMA:
     case SP_ARCH_QWEN2:
-        sp_h64_str(h, sp_arch_model_type(c->arch));
-        sp_h64_i64(h, sp_config_kv_heads(c));
-        sp_h64_i64(h, sp_config_head_dim(c));
+        sp__h64_str(h, sp_arch_model_type(c->arch));
+        sp__h64_i64(h, sp_config_kv_heads(c));
+        sp__h64_i64(h, sp_config_head_dim(c));
         hash_floats(h, "rope_inv_freq", m->rope_inv_freq, (size_t)sp_config_head_dim(c) / 2);
         return;
     }
 }
 
 typedef struct fp_ctx {
-    sp_h64 *h;
+    sp__h64 *h;
     const sp_model *m;
     int layer; /* of the rows hashed last */
 } fp_ctx;
 
 /* One row of the family's tensor table: each layer starts with its index; the LM head with
  * whether it is tied (then it is the embedding, not hashed again). */
-static int hash_row(void *ctx, const sp_tensor_desc *row, int layer) {
+static int hash_row(void *ctx, const sp__tensor_desc *row, int layer) {
     fp_ctx *k = ctx;
     const sp_model_config *c = &k->m->cfg;
     if (row->role == SP_ROLE_BUFFER || (layer >= 0 && !k->m->layers)) return 0;
-    if (layer >= 0 && layer != k->layer) sp_h64_i64(k->h, layer);
+    if (layer >= 0 && layer != k->layer) sp__h64_i64(k->h, layer);
     k->layer = layer;
-    if (row->role == SP_ROLE_LM_HEAD) sp_h64_i64(k->h, c->tied);
-    if (!sp_tensor_present(row, c)) return 0;
+    if (row->role == SP_ROLE_LM_HEAD) sp__h64_i64(k->h, c->tied);
+    if (!sp__tensor_present(row, c)) return 0;
     int64_t shape[2];
-    int ndim = sp_tensor_shape(row, c, shape);
+    int ndim = sp__tensor_shape(row, c, shape);
     size_t n = (size_t)(ndim == 1 ? shape[0] : shape[0] * shape[1]);
-    hash_floats(k->h, row->fp_name, sp_model_tensor(k->m, layer, row->role), n);
+    hash_floats(k->h, row->fp_name, sp__model_tensor(k->m, layer, row->role), n);
     return 0;
 }
 
@@ -75,21 +75,21 @@ static int hash_row(void *ctx, const sp_tensor_desc *row, int layer) {
  * (tests/unit/test_fingerprint_pins.c). */
 void sp_model_fingerprint(const sp_model *m, char out[17]) {
     const sp_model_config *c = &m->cfg;
-    sp_h64 h;
-    sp_h64_init(&h);
-    sp_h64_str(&h, "softprompt-model-fingerprint-v1");
+    sp__h64 h;
+    sp__h64_init(&h);
+    sp__h64_str(&h, "softprompt-model-fingerprint-v1");
     hash_family(&h, m);
-    sp_h64_i64(&h, c->n_layer);
-    sp_h64_i64(&h, c->d_model);
-    sp_h64_i64(&h, c->n_head);
-    sp_h64_i64(&h, c->d_ff);
-    sp_h64_i64(&h, c->vocab_size);
-    sp_h64_i64(&h, c->n_ctx);
-    sp_h64_f64(&h, c->ln_eps);
+    sp__h64_i64(&h, c->n_layer);
+    sp__h64_i64(&h, c->d_model);
+    sp__h64_i64(&h, c->n_head);
+    sp__h64_i64(&h, c->d_ff);
+    sp__h64_i64(&h, c->vocab_size);
+    sp__h64_i64(&h, c->n_ctx);
+    sp__h64_f64(&h, c->ln_eps);
     hash_rotary(&h, m);
     fp_ctx k = {&h, m, -1};
-    sp_tensors_walk(sp_family_of(c->arch), c->n_layer, SP_ORDER_TABLE, hash_row, &k);
-    sp_h64_hex(sp_h64_final(&h), out);
+    sp__tensors_walk(sp__family_of(c->arch), c->n_layer, SP_ORDER_TABLE, hash_row, &k);
+    sp__h64_hex(sp__h64_final(&h), out);
 }
 
 /* Everything that identifies the training examples and is already in memory after
@@ -102,27 +102,27 @@ int sp_dataset_fingerprint(sp_dataset *ds, char out[17], sp_error *err) {
     (void)err;
     const sp_dataset_meta *m = sp_dataset_get_meta(ds);
     int64_t n = sp_dataset_n_examples(ds);
-    sp_h64 h;
-    sp_h64_init(&h);
-    sp_h64_str(&h, "softprompt-dataset-fingerprint-v1");
-    sp_h64_str(&h, sp_task_name(m->task));
-    sp_h64_i64(&h, m->n_soft);
-    sp_h64_i64(&h, m->n_classes);
-    for (int c = 0; c < m->n_classes; c++) sp_h64_i64(&h, m->verbalizer[c]);
-    sp_h64_u64(&h, m->seed);
-    sp_h64_str(&h, m->tokenizer_hash);
-    sp_h64_str(&h, m->template_spec);
-    sp_h64_str(&h, m->target_spec);
-    sp_h64_str(&h, m->verbalizer_spec);
-    sp_h64_i64(&h, n);
-    sp_h64_i64(&h, m->n_tokens);
-    sp_h64_i64(&h, m->n_targets);
+    sp__h64 h;
+    sp__h64_init(&h);
+    sp__h64_str(&h, "softprompt-dataset-fingerprint-v1");
+    sp__h64_str(&h, sp_task_name(m->task));
+    sp__h64_i64(&h, m->n_soft);
+    sp__h64_i64(&h, m->n_classes);
+    for (int c = 0; c < m->n_classes; c++) sp__h64_i64(&h, m->verbalizer[c]);
+    sp__h64_u64(&h, m->seed);
+    sp__h64_str(&h, m->tokenizer_hash);
+    sp__h64_str(&h, m->template_spec);
+    sp__h64_str(&h, m->target_spec);
+    sp__h64_str(&h, m->verbalizer_spec);
+    sp__h64_i64(&h, n);
+    sp__h64_i64(&h, m->n_tokens);
+    sp__h64_i64(&h, m->n_targets);
     const int64_t *off = sp_dataset_offsets(ds);
-    for (int64_t i = 0; i <= n; i++) sp_h64_i64(&h, off[i]);
-    for (int64_t i = 0; i < n; i++) sp_h64_i64(&h, sp_dataset_example_targets(ds, i));
+    for (int64_t i = 0; i <= n; i++) sp__h64_i64(&h, off[i]);
+    for (int64_t i = 0; i < n; i++) sp__h64_i64(&h, sp_dataset_example_targets(ds, i));
     const int32_t *labels = sp_dataset_labels(ds);
-    sp_h64_i64(&h, labels != NULL);
-    for (int64_t i = 0; labels && i < n; i++) sp_h64_i64(&h, labels[i]);
-    sp_h64_hex(sp_h64_final(&h), out);
+    sp__h64_i64(&h, labels != NULL);
+    for (int64_t i = 0; labels && i < n; i++) sp__h64_i64(&h, labels[i]);
+    sp__h64_hex(sp__h64_final(&h), out);
     return 0;
 }

@@ -44,13 +44,13 @@ static void blocks(uint64_t lane[4], const unsigned char *p, size_t n) {
     lane[0] = a, lane[1] = b, lane[2] = c, lane[3] = d;
 }
 
-void sp_h64_init(sp_h64 *h) {
+void sp__h64_init(sp__h64 *h) {
     memcpy(h->lane, LANE_INIT, sizeof h->lane);
     h->len = 0;
     h->nbuf = 0;
 }
 
-void sp_h64_update(sp_h64 *h, const void *data, size_t n) {
+void sp__h64_update(sp__h64 *h, const void *data, size_t n) {
     const unsigned char *p = data;
     h->len += n;
     if (h->nbuf) {
@@ -67,7 +67,7 @@ void sp_h64_update(sp_h64 *h, const void *data, size_t n) {
     h->nbuf = (unsigned)n;
 }
 
-uint64_t sp_h64_final(const sp_h64 *h) {
+uint64_t sp__h64_final(const sp__h64 *h) {
     uint64_t lane[4];
     memcpy(lane, h->lane, sizeof lane);
     if (h->nbuf) {
@@ -80,29 +80,29 @@ uint64_t sp_h64_final(const sp_h64 *h) {
     return x;
 }
 
-void sp_h64_u64(sp_h64 *h, uint64_t v) {
+void sp__h64_u64(sp__h64 *h, uint64_t v) {
     unsigned char b[8];
     for (int i = 0; i < 8; i++) b[i] = (unsigned char)(v >> (8 * i));
-    sp_h64_update(h, b, 8);
+    sp__h64_update(h, b, 8);
 }
 
-void sp_h64_i64(sp_h64 *h, int64_t v) {
-    sp_h64_u64(h, (uint64_t)v);
+void sp__h64_i64(sp__h64 *h, int64_t v) {
+    sp__h64_u64(h, (uint64_t)v);
 }
 
-void sp_h64_f64(sp_h64 *h, double v) {
+void sp__h64_f64(sp__h64 *h, double v) {
     uint64_t bits;
     memcpy(&bits, &v, 8);
-    sp_h64_u64(h, bits);
+    sp__h64_u64(h, bits);
 }
 
-void sp_h64_str(sp_h64 *h, const char *s) {
+void sp__h64_str(sp__h64 *h, const char *s) {
     size_t n = s ? strlen(s) : 0;
-    sp_h64_u64(h, n);
-    if (n) sp_h64_update(h, s, n);
+    sp__h64_u64(h, n);
+    if (n) sp__h64_update(h, s, n);
 }
 
-void sp_h64_hex(uint64_t v, char out[17]) {
+void sp__h64_hex(uint64_t v, char out[17]) {
     static const char digits[] = "0123456789abcdef";
     for (int i = 15; i >= 0; i--, v >>= 4) out[i] = digits[v & 15];
     out[16] = '\0';

@@ -14,25 +14,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct sp_h64 {
+typedef struct sp__h64 {
     uint64_t lane[4];
     uint64_t len; /* bytes absorbed */
     unsigned char buf[32];
     unsigned nbuf;
-} sp_h64;
+} sp__h64;
 
-void sp_h64_init(sp_h64 *h);
-void sp_h64_update(sp_h64 *h, const void *data, size_t n);
-uint64_t sp_h64_final(const sp_h64 *h); /* does not modify h */
+void sp__h64_init(sp__h64 *h);
+void sp__h64_update(sp__h64 *h, const void *data, size_t n);
+uint64_t sp__h64_final(const sp__h64 *h); /* does not modify h */
 
 /* Canonical encodings: u64 as 8 little-endian bytes; i64 as its two's complement u64; f64 as
  * its IEEE-754 bits; a string as u64 byte length followed by the bytes (no NUL). */
-void sp_h64_u64(sp_h64 *h, uint64_t v);
-void sp_h64_i64(sp_h64 *h, int64_t v);
-void sp_h64_f64(sp_h64 *h, double v);
-void sp_h64_str(sp_h64 *h, const char *s);
+void sp__h64_u64(sp__h64 *h, uint64_t v);
+void sp__h64_i64(sp__h64 *h, int64_t v);
+void sp__h64_f64(sp__h64 *h, double v);
+void sp__h64_str(sp__h64 *h, const char *s);
 
 /* 16 lowercase hex digits + NUL. */
-void sp_h64_hex(uint64_t v, char out[17]);
+void sp__h64_hex(uint64_t v, char out[17]);
 
 #endif

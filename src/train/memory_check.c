@@ -120,8 +120,8 @@ static int available(int local_ranks, double *bytes, char *why, size_t why_len, 
     return 0;
 }
 
-int sp_train_check_memory(const sp_model *m, sp_dataset *const *sets, int n_sets, int micro_batch,
-                          int local_ranks, sp_error *err) {
+int sp__train_check_memory(const sp_model *m, sp_dataset *const *sets, int n_sets, int micro_batch,
+                           int local_ranks, sp_error *err) {
     int64_t tokens = 0, targets = 0, longest = 0;
     for (int i = 0; i < n_sets; i++) {
         int64_t t = 0, g = 0, l = 0;

@@ -108,7 +108,7 @@ int sp_peft_export(const char *dir, const float *prompt, int n_prompt, const sp_
         size_t len = strlen(text);
         char *withnl = realloc(text, len + 2);
         if (withnl) text = withnl, text[len++] = '\n', text[len] = '\0';
-        rc = sp_write_file_atomic(cfg_path, text, len, err);
+        rc = sp__write_file_atomic(cfg_path, text, len, err);
     }
     free(text);
     free(st_path), free(cfg_path), free(found), free(revision);

@@ -98,7 +98,7 @@ static int read_config(const char *path, sp_prompt_file *pf, int *token_dim, sp_
                        "bare [P, d] prompt, store it as dataset \"prompt\" of an HDF5 file "
                        "instead (h5py: f.create_dataset(\"prompt\", data=x))",
                        path);
-    if (sp_check_file_size(path, SP_MAX_CONFIG_FILE_BYTES, "adapter config", err)) return -1;
+    if (sp__check_file_size(path, SP_MAX_CONFIG_FILE_BYTES, "adapter config", err)) return -1;
     json_error_t je;
     json_t *cfg = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!cfg)
@@ -184,8 +184,8 @@ static int read_tensor(const sp_st_file *f, sp_prompt_file *pf, int token_dim, s
     return 0;
 }
 
-int sp_peft_read(const char *st_path, sp_prompt_file *pf, sp_error *err) {
-    char *dir = sp_dir_of(st_path);
+int sp__peft_read(const char *st_path, sp_prompt_file *pf, sp_error *err) {
+    char *dir = sp__dir_of(st_path);
     size_t n = dir ? strlen(dir) + 32 : 0;
     pf->config_path = dir ? malloc(n) : NULL;
     if (!pf->config_path) {

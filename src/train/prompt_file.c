@@ -44,7 +44,7 @@ static holds file_holds(const char *path, sp_error *err, int *rc) {
         return HOLDS_PICKLE;
     const char *pickles[] = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"};
     for (size_t i = 0; i < sizeof pickles / sizeof *pickles; i++)
-        if (sp_ends_with(path, pickles[i])) return HOLDS_PICKLE;
+        if (sp__ends_with(path, pickles[i])) return HOLDS_PICKLE;
     return HOLDS_OTHER;
 }
 
@@ -88,10 +88,10 @@ static int load_checkpoint(const char *path, sp_prompt_file *pf, sp_error *err) 
 }
 
 static int load_h5(const char *path, sp_prompt_file *pf, sp_error *err) {
-    if (sp_ckpt_precheck(path, 0, err)) return -1;
-    hid_t f = sp_ckpt_open_h5(path, err);
+    if (sp__ckpt_precheck(path, 0, err)) return -1;
+    hid_t f = sp__ckpt_open_h5(path, err);
     if (f < 0) return -1;
-    int checkpoint = sp_ckpt_says_checkpoint(f);
+    int checkpoint = sp__ckpt_says_checkpoint(f);
     H5Fclose(f);
     if (checkpoint) return load_checkpoint(path, pf, err);
     pf->kind = SP_PROMPT_H5;
@@ -101,26 +101,26 @@ static int load_h5(const char *path, sp_prompt_file *pf, sp_error *err) {
 /* Why dir holds no adapter_model.safetensors: a pickled adapter, a run directory, or neither. */
 static int no_adapter(const char *dir, const char *bin, const char *run, const char *cfg,
                       sp_error *err) {
-    if (sp_is_file(bin)) return refuse_pickle(bin, err);
-    if (sp_is_file(run))
+    if (sp__is_file(bin)) return refuse_pickle(bin, err);
+    if (sp__is_file(run))
         return sp_fail(err,
                        "%s is a training run's directory, not an adapter: pass %s (its best "
                        "checkpoint) or %s/adapter (the final prompt)",
                        dir, run, dir);
     return sp_fail(err, "%s: no adapter_model.safetensors%s: not a PEFT adapter directory", dir,
-                   sp_is_file(cfg) ? " beside adapter_config.json" : "");
+                   sp__is_file(cfg) ? " beside adapter_config.json" : "");
 }
 
 /* An adapter directory's adapter_model.safetensors (malloc'd), or NULL and why not. */
 static char *adapter_file(const char *dir, sp_error *err) {
-    char *st = sp_path_join(dir, "adapter_model.safetensors"),
-         *bin = sp_path_join(dir, "adapter_model.bin");
-    char *run = sp_path_join(dir, "best.h5"), *cfg = sp_path_join(dir, "adapter_config.json");
+    char *st = sp__path_join(dir, "adapter_model.safetensors"),
+         *bin = sp__path_join(dir, "adapter_model.bin");
+    char *run = sp__path_join(dir, "best.h5"), *cfg = sp__path_join(dir, "adapter_config.json");
     if (!st || !bin || !run || !cfg)
         sp_fail(err, "%s: out of memory", dir);
-    else if (!sp_is_file(st))
+    else if (!sp__is_file(st))
         no_adapter(dir, bin, run, cfg, err);
-    if (st && !(bin && run && cfg && sp_is_file(st))) free(st), st = NULL;
+    if (st && !(bin && run && cfg && sp__is_file(st))) free(st), st = NULL;
     free(bin), free(run), free(cfg);
     return st;
 }
@@ -139,7 +139,7 @@ int sp_prompt_load(const char *path, sp_prompt_file *pf, sp_error *err) {
         if (h == HOLDS_HDF5)
             rc = load_h5(pf->path, pf, err);
         else if (h == HOLDS_SAFETENSORS)
-            pf->kind = SP_PROMPT_PEFT, rc = sp_peft_read(pf->path, pf, err);
+            pf->kind = SP_PROMPT_PEFT, rc = sp__peft_read(pf->path, pf, err);
         else if (h == HOLDS_PICKLE)
             rc = refuse_pickle(pf->path, err);
         else
@@ -156,12 +156,12 @@ int sp_prompt_load(const char *path, sp_prompt_file *pf, sp_error *err) {
 
 /* ---- is it a prompt for this model? ------------------------------------------------------ */
 
-static int add_warning(sp_buf *warnings, const char *line, sp_error *err) {
-    return sp_buf_addf(warnings, "%s\n", line) != 0 ? sp_fail(err, "out of memory") : 0;
+static int add_warning(sp__buf *warnings, const char *line, sp_error *err) {
+    return sp__buf_addf(warnings, "%s\n", line) != 0 ? sp_fail(err, "out of memory") : 0;
 }
 
 static int check_fingerprint(const sp_prompt_file *pf, const sp_model *m, int allow_mismatch,
-                             sp_buf *warnings, sp_error *err) {
+                             sp__buf *warnings, sp_error *err) {
     char fp[17];
     sp_model_fingerprint(m, fp);
     if (strcmp(fp, pf->model_fingerprint) == 0) return 0;
@@ -181,7 +181,7 @@ static int check_fingerprint(const sp_prompt_file *pf, const sp_model *m, int al
 
 /* PEFT reads num_layers and num_attention_heads only for prefix tuning; for a prompt they are a
  * hint of which model it was made for. */
-static int check_adapter_shape(const sp_prompt_file *pf, const sp_model *m, sp_buf *warnings,
+static int check_adapter_shape(const sp_prompt_file *pf, const sp_model *m, sp__buf *warnings,
                                sp_error *err) {
     int layers = pf->num_layers && pf->num_layers != m->cfg.n_layer;
     int heads = pf->num_attention_heads && pf->num_attention_heads != m->cfg.n_head;
@@ -197,7 +197,7 @@ static int check_adapter_shape(const sp_prompt_file *pf, const sp_model *m, sp_b
 
 int sp_prompt_check_model(const sp_prompt_file *pf, const sp_model *m, int allow_mismatch,
                           char **warnings, sp_error *err) {
-    sp_buf w = {0};
+    sp__buf w = {0};
     *warnings = NULL;
     if (pf->d != m->cfg.d_model)
         return sp_fail(err, "%s: the prompt is %d wide (%s), %s has d_model %d", pf->path, pf->d,
@@ -208,7 +208,7 @@ int sp_prompt_check_model(const sp_prompt_file *pf, const sp_model *m, int allow
     else if (pf->kind == SP_PROMPT_PEFT)
         rc = check_adapter_shape(pf, m, &w, err);
     if (rc)
-        sp_buf_free(&w);
+        sp__buf_free(&w);
     else
         *warnings = w.p;
     return rc;

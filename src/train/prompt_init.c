@@ -116,8 +116,8 @@ static int init_file(float *prompt, int n_prompt, const sp_model *m, const char 
     return 0;
 }
 
-int sp_prompt_init(float *prompt, int n_prompt, const sp_model *m, const sp_train_config *c,
-                   sp_dataset *train, sp_rng *rng, sp_error *err) {
+int sp__prompt_init(float *prompt, int n_prompt, const sp_model *m, const sp_train_config *c,
+                    sp_dataset *train, sp_rng *rng, sp_error *err) {
     switch (c->init) {
     case SP_INIT_RANDOM:
         for (size_t i = 0; i < (size_t)n_prompt * m->cfg.d_model; i++)

@@ -87,8 +87,8 @@ static int foreign_entries(const char *dir, char *list, size_t cap, int *model_o
     *model_or_data = 0, list[0] = '\0';
     for (struct dirent *e; (e = readdir(dp));) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || is_run_name(e->d_name)) continue;
-        if (sp_ends_with(e->d_name, ".safetensors") || sp_ends_with(e->d_name, ".bin") ||
-            sp_ends_with(e->d_name, ".h5"))
+        if (sp__ends_with(e->d_name, ".safetensors") || sp__ends_with(e->d_name, ".bin") ||
+            sp__ends_with(e->d_name, ".h5"))
             *model_or_data = 1;
         if (n++ < 3) {
             size_t len = strlen(list);
@@ -99,7 +99,7 @@ static int foreign_entries(const char *dir, char *list, size_t cap, int *model_o
     return n;
 }
 
-int sp_run_dir_check(const char *dir, sp_error *err) {
+int sp__run_dir_check(const char *dir, sp_error *err) {
     struct stat st;
     if (stat(dir, &st) != 0)
         return errno == ENOENT ? 0 : sp_fail(err, "--out %s: %s", dir, strerror(errno));
@@ -237,7 +237,7 @@ static int write_holder(int fd, const holder *h) {
 }
 
 static void *heartbeat(void *arg) {
-    sp_run_lock *l = arg;
+    sp__run_lock *l = arg;
     pthread_mutex_lock(&l->mu);
     while (!l->stop) {
         struct timespec until;
@@ -258,8 +258,8 @@ static int still_linked(int fd, const char *path) {
 }
 
 /* One attempt: 1 acquired, 0 held by h, 2 try again (the file was replaced), -1 error. */
-static int attempt(sp_run_lock *l, const char *dir, const char *path, const holder *self, holder *h,
-                   sp_error *err) {
+static int attempt(sp__run_lock *l, const char *dir, const char *path, const holder *self,
+                   holder *h, sp_error *err) {
     int got = try_flock(l->fd);
     if (got == 1 && !still_linked(l->fd, path)) return 2;
     read_holder(l->fd, h);
@@ -285,7 +285,7 @@ static int attempt(sp_run_lock *l, const char *dir, const char *path, const hold
     return 1;
 }
 
-int sp_run_lock_acquire(sp_run_lock *l, const char *dir, sp_error *err) {
+int sp__run_lock_acquire(sp__run_lock *l, const char *dir, sp_error *err) {
     memset(l, 0, sizeof *l);
     l->fd = -1;
     char *path = l->path;
@@ -327,7 +327,7 @@ int sp_run_lock_acquire(sp_run_lock *l, const char *dir, sp_error *err) {
     return 0;
 }
 
-void sp_run_lock_release(sp_run_lock *l, int undo) {
+void sp__run_lock_release(sp__run_lock *l, int undo) {
     if (!l->held) return;
     if (l->thread_started) {
         pthread_mutex_lock(&l->mu);
@@ -349,7 +349,7 @@ void sp_run_lock_release(sp_run_lock *l, int undo) {
     l->fd = -1, l->held = 0;
 }
 
-int sp_run_lock_probe(const char *dir, sp_error *err) {
+int sp__run_lock_probe(const char *dir, sp_error *err) {
     char path[4200];
     snprintf(path, sizeof path, "%s/.lock", dir);
     int fd = open(path, O_RDONLY | O_CLOEXEC);

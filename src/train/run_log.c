@@ -17,7 +17,7 @@
 static int keep_lines_up_to(const char *path, int64_t resume_step, sp_error *err) {
     FILE *in = fopen(path, "r");
     if (!in) return errno == ENOENT ? 0 : sp_fail(err, "%s: %s", path, strerror(errno));
-    sp_buf kept = {0};
+    sp__buf kept = {0};
     char *line = NULL;
     size_t lcap = 0;
     ssize_t n;
@@ -27,18 +27,18 @@ static int keep_lines_up_to(const char *path, int64_t resume_step, sp_error *err
         json_t *s = j ? json_object_get(j, "step") : NULL;
         int keep = s && json_is_integer(s) && json_integer_value(s) <= resume_step;
         json_decref(j);
-        if (keep && sp_buf_add(&kept, line, (size_t)n) != 0)
+        if (keep && sp__buf_add(&kept, line, (size_t)n) != 0)
             rc = sp_fail(err, "%s: out of memory", path);
     }
     free(line);
     fclose(in);
-    if (rc == 0) rc = sp_write_file_atomic(path, kept.p ? kept.p : "", kept.len, err);
-    sp_buf_free(&kept);
+    if (rc == 0) rc = sp__write_file_atomic(path, kept.p ? kept.p : "", kept.len, err);
+    sp__buf_free(&kept);
     return rc;
 }
 
-int sp_run_log_open(sp_run_log *l, const char *out_dir, int64_t resume_step, int quiet,
-                    int64_t total_steps, sp_error *err) {
+int sp__run_log_open(sp__run_log *l, const char *out_dir, int64_t resume_step, int quiet,
+                     int64_t total_steps, sp_error *err) {
     memset(l, 0, sizeof *l);
     char path[4096];
     snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
@@ -47,7 +47,7 @@ int sp_run_log_open(sp_run_log *l, const char *out_dir, int64_t resume_step, int
     if (!l->metrics) return sp_fail(err, "%s: %s", path, strerror(errno));
     l->tty = isatty(2);
     l->quiet = quiet;
-    l->t_start = sp_now();
+    l->t_start = sp__now();
     l->first_step = resume_step > 0 ? resume_step : 0;
     l->total_steps = total_steps;
     return 0;
@@ -59,7 +59,7 @@ static json_t *num(double v) {
     return isfinite(v) ? json_real(v) : json_null();
 }
 
-static void write_json_line(sp_run_log *l, json_t *j) {
+static void write_json_line(sp__run_log *l, json_t *j) {
     char *s = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9));
     if (s) fprintf(l->metrics, "%s\n", s);
     fflush(l->metrics); /* a killed run keeps every line it logged */
@@ -77,9 +77,9 @@ static void format_duration(char *buf, size_t n, double s) {
         snprintf(buf, n, "%lds", t);
 }
 
-void sp_run_log_step(sp_run_log *l, int64_t step, double loss, double lr, double grad_norm,
-                     int64_t tokens, double step_seconds, int print) {
-    double elapsed = sp_now() - l->t_start;
+void sp__run_log_step(sp__run_log *l, int64_t step, double loss, double lr, double grad_norm,
+                      int64_t tokens, double step_seconds, int print) {
+    double elapsed = sp__now() - l->t_start;
     write_json_line(l, json_pack("{s:I, s:o, s:o, s:o, s:I, s:o, s:o}", "step", (json_int_t)step,
                                  "loss", num(loss), "lr", num(lr), "grad_norm", num(grad_norm),
                                  "tokens", (json_int_t)tokens, "tokens_per_s",
@@ -94,7 +94,7 @@ void sp_run_log_step(sp_run_log *l, int64_t step, double loss, double lr, double
             grad_norm, step_seconds > 0 ? tokens / step_seconds : 0.0, eta, l->tty ? "" : "\n");
 }
 
-void sp_run_log_eval(sp_run_log *l, int64_t step, const char *split, const sp_eval_result *r) {
+void sp__run_log_eval(sp__run_log *l, int64_t step, const char *split, const sp_eval_result *r) {
     double loss = r->n_targets ? r->loss_sum / (double)r->n_targets : NAN;
     json_t *j = json_pack("{s:I, s:s, s:o, s:I}", "step", (json_int_t)step, "split", split, "loss",
                           num(loss), "examples", (json_int_t)r->n_examples);
@@ -122,7 +122,7 @@ void sp_run_log_eval(sp_run_log *l, int64_t step, const char *split, const sp_ev
                 (long long)step, loss, (long long)r->n_targets);
 }
 
-void sp_run_log_close(sp_run_log *l) {
+void sp__run_log_close(sp__run_log *l) {
     if (l->metrics) fclose(l->metrics);
     if (l->tty && !l->quiet) fputc('\n', stderr);
     l->metrics = NULL;

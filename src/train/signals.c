@@ -14,7 +14,7 @@ static void on_signal(int signo) {
 
 /* Installed for the rest of the process: a signal that arrives after the last step must not
  * kill a run that is writing its final outputs. A new run starts with no stop requested. */
-void sp_signals_install(void) {
+void sp__signals_install(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -24,6 +24,6 @@ void sp_signals_install(void) {
     for (int i = 0; i < 3; i++) sigaction(SIGNALS[i], &sa, NULL);
 }
 
-int sp_signals_stop_requested(void) {
+int sp__signals_stop_requested(void) {
     return stop_signal;
 }

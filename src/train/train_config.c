@@ -32,7 +32,7 @@ void sp_train_config_default(sp_train_config *c) {
     c->epochs = 1.0;
 }
 
-json_t *sp_train_config_to_json(const sp_train_config *c, int n_prompt, int64_t total_steps) {
+json_t *sp__train_config_to_json(const sp_train_config *c, int n_prompt, int64_t total_steps) {
     const sp_optim_config *o = &c->optim;
     json_t *optim = json_pack(
         "{s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:b, s:f, s:s, s:I, s:I}", "kind",
@@ -77,12 +77,12 @@ static int compare_key(json_t *saved, json_t *now, const char *key, const char *
     return -1;
 }
 
-int sp_train_config_check_resume(const char *ckpt_json, const sp_train_config *c, int n_prompt,
-                                 int64_t total_steps, const char *ckpt_path, sp_error *err) {
+int sp__train_config_check_resume(const char *ckpt_json, const sp_train_config *c, int n_prompt,
+                                  int64_t total_steps, const char *ckpt_path, sp_error *err) {
     json_error_t jerr;
     json_t *saved = json_loads(ckpt_json, 0, &jerr);
     if (!saved) return sp_fail(err, "%s: unreadable configuration: %s", ckpt_path, jerr.text);
-    json_t *now = sp_train_config_to_json(c, n_prompt, total_steps);
+    json_t *now = sp__train_config_to_json(c, n_prompt, total_steps);
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < sizeof TRAJECTORY_KEYS / sizeof *TRAJECTORY_KEYS; i++)
         rc = compare_key(saved, now, TRAJECTORY_KEYS[i], "", ckpt_path, err);

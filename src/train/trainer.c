@@ -29,19 +29,19 @@ typedef struct trainer {
     double *bad;          /* [G]: 1 for the batch positions whose loss/gradient is not finite */
     float *example_grad;  /* deterministic: [P, d] scratch */
     sp_optim opt;
-    sp_data_order order;
+    sp__data_order order;
     sp_rng rng;
     int64_t step, total_steps, tokens_seen;
     int threads;        /* per rank */
     int64_t *batch_ids; /* [global_batch] */
     sp_batch_data mb;
-    sp_run_log log;
+    sp__run_log log;
     char model_fp[17], data_fp[17];
     char ckpt_dir[4096], best_path[4096];
     double metric, best_metric; /* NaN when none */
     int64_t best_step;
     const char *metric_name;       /* "valid_accuracy" | "valid_loss" */
-    sp_run_lock lock;              /* rank 0: the output directory is this run's */
+    sp__run_lock lock;             /* rank 0: the output directory is this run's */
     int created_out, created_ckpt; /* rank 0 made them (a refused run removes them again) */
     int started;                   /* the run wrote into its directory (config.json and on) */
     int fault_rank;                /* SP_FAULT_RANK=R:S (tests): rank R fails at step S; -1 none */
@@ -50,6 +50,8 @@ typedef struct trainer {
 
 /* Default mode: the scalars allreduced after the gradient sum [P*d], by slot. */
 enum { R_LOSS, R_TARGETS, R_TOKENS, R_STOP, R_NONFINITE, R_COUNT };
+/* Deterministic mode: each example's row of the table holds its gradient [P*d], then these. */
+enum { E_LOSS, E_TARGETS, E_TOKENS, E_COUNT };
 
 /* Per-step totals over the global batch. */
 typedef struct step_totals {
@@ -161,11 +163,11 @@ static int claim_out_dir(trainer *t, sp_error *err) {
     const sp_train_config *c = t->c;
     int rc = 0;
     if (is_rank0(t)) {
-        rc = sp_run_dir_check(c->out_dir, err);
+        rc = sp__run_dir_check(c->out_dir, err);
         if (rc == 0 && c->check)
-            rc = sp_run_lock_probe(c->out_dir, err);
+            rc = sp__run_lock_probe(c->out_dir, err);
         else if (rc == 0 && (make_dir(c->out_dir, &t->created_out, err) ||
-                             sp_run_lock_acquire(&t->lock, c->out_dir, err)))
+                             sp__run_lock_acquire(&t->lock, c->out_dir, err)))
             rc = -1;
     }
     if (sp_dist_rank0_agree(rc, "claim the output directory", err)) return -1;
@@ -186,7 +188,8 @@ static int setup(trainer *t, sp_error *err) {
     if (sp_model_load(&t->model, c->model_dir, err)) return -1;
     if (open_data(t, err) || check_data(t, err)) return -1;
     sp_dataset *sets[2] = {t->train, t->valid};
-    if (sp_train_check_memory(&t->model, sets, 2, c->micro_batch, t->d->local_size, err)) return -1;
+    if (sp__train_check_memory(&t->model, sets, 2, c->micro_batch, t->d->local_size, err))
+        return -1;
     t->dim = t->model.cfg.d_model;
     t->n_params = (size_t)t->P * t->dim;
     t->total_steps = derive_total_steps(c, sp_dataset_n_examples(t->train));
@@ -194,8 +197,8 @@ static int setup(trainer *t, sp_error *err) {
     t->prompt = calloc(t->n_params, sizeof(float));
     t->grad = calloc(t->n_params, sizeof(float));
     t->example_grad = calloc(t->n_params, sizeof(float));
-    size_t reduce_n =
-        c->deterministic ? (size_t)c->global_batch * (t->n_params + 3) : t->n_params + R_COUNT;
+    size_t reduce_n = c->deterministic ? (size_t)c->global_batch * (t->n_params + E_COUNT)
+                                       : t->n_params + R_COUNT;
     t->reduce = calloc(reduce_n, sizeof(double));
     t->bad = calloc((size_t)c->global_batch, sizeof(double));
     t->batch_ids = calloc((size_t)c->global_batch, sizeof(int64_t));
@@ -206,7 +209,7 @@ static int setup(trainer *t, sp_error *err) {
     sp_optim_config oc = c->optim;
     if (oc.total_steps <= 0) oc.total_steps = t->total_steps;
     if (sp_optim_init(&t->opt, &oc, t->P, t->dim, err)) return -1;
-    if (sp_data_order_init(&t->order, sp_dataset_n_examples(t->train), c->seed, err)) return -1;
+    if (sp__data_order_init(&t->order, sp_dataset_n_examples(t->train), c->seed, err)) return -1;
     sp_rng_seed(&t->rng, c->seed);
     if (fingerprints(t, err)) return -1;
     snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "%s/checkpoints", c->out_dir);
@@ -233,7 +236,7 @@ static int restore(trainer *t, const sp_checkpoint *ck, const char *path, sp_err
     if (strcmp(ck->dataset_fingerprint, t->data_fp) != 0)
         return sp_fail(err, "%s was trained on another dataset (fingerprint %s, %s has %s)", path,
                        ck->dataset_fingerprint, t->c->train_path, t->data_fp);
-    if (sp_train_config_check_resume(ck->config_json, t->c, t->P, t->total_steps, path, err))
+    if (sp__train_config_check_resume(ck->config_json, t->c, t->P, t->total_steps, path, err))
         return -1;
     if (ck->n_prompt != t->P || ck->d != t->dim)
         return sp_fail(err, "%s: prompt [%d, %d], expected [%d, %d]", path, ck->n_prompt, ck->d,
@@ -311,7 +314,7 @@ static int resume_or_init(trainer *t, int *resumed, sp_error *err) {
         *resumed = rc == 0;
         return rc;
     }
-    if (is_rank0(t)) rc = sp_prompt_init(t->prompt, t->P, &t->model, c, t->train, &t->rng, err);
+    if (is_rank0(t)) rc = sp__prompt_init(t->prompt, t->P, &t->model, c, t->train, &t->rng, err);
     if (sp_dist_rank0_agree(rc, "initialise the prompt", err)) return -1;
     sp_dist_bcast(t->prompt, t->n_params * sizeof(float));
     return 0;
@@ -337,7 +340,7 @@ static int save_checkpoint(trainer *t, const char *path, sp_error *err) {
         ck.optim[i].data = arrays[i].data, ck.optim[i].n = arrays[i].n;
     }
     ck.optim_step = t->opt.step;
-    json_t *cfg = sp_train_config_to_json(t->c, t->P, t->total_steps);
+    json_t *cfg = sp__train_config_to_json(t->c, t->P, t->total_steps);
     ck.config_json = json_dumps(cfg, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(cfg);
     ck.model_fingerprint = t->model_fp, ck.dataset_fingerprint = t->data_fp;
@@ -431,7 +434,7 @@ static int step_packed(trainer *t, step_totals *tot, sp_error *err) {
     double *buf = t->reduce, *r = buf + t->n_params;
     for (size_t k = 0; k < t->n_params; k++) buf[k] = t->grad[k];
     r[R_LOSS] = loss, r[R_TARGETS] = targets, r[R_TOKENS] = tokens;
-    r[R_STOP] = sp_signals_stop_requested() != 0, r[R_NONFINITE] = bad_lo >= 0;
+    r[R_STOP] = sp__signals_stop_requested() != 0, r[R_NONFINITE] = bad_lo >= 0;
     sp_dist_sum_double(buf, t->n_params + R_COUNT);
     if (r[R_NONFINITE] > 0) { /* rare: find the examples, agree on them, stop */
         memset(t->bad, 0, (size_t)t->c->global_batch * sizeof(double));
@@ -446,11 +449,11 @@ static int step_packed(trainer *t, step_totals *tot, sp_error *err) {
 }
 
 /* Deterministic mode: every example runs alone (so its result cannot depend on which examples
- * share its micro-batch) into its own row of a [G, P*d + 3] table; the allreduce only adds
+ * share its micro-batch) into its own row of a [G, P*d + E_COUNT] table; the allreduce only adds
  * zeros to each row (exact), and every rank then sums the rows in global example order. */
 static int step_deterministic(trainer *t, step_totals *tot, sp_error *err) {
     int lo, hi, G = t->c->global_batch;
-    size_t row = t->n_params + 3;
+    size_t row = t->n_params + E_COUNT;
     local_share(t, &lo, &hi);
     memset(t->reduce, 0, (size_t)G * row * sizeof(double));
     sp_pass pass = {.prompt = t->prompt, .n_prompt = t->P, .grad = t->example_grad};
@@ -461,16 +464,17 @@ static int step_deterministic(trainer *t, step_totals *tot, sp_error *err) {
         memset(t->example_grad, 0, t->n_params * sizeof(float));
         if (sp_team_run(t->team, &b, &pass, &l, err)) return -1;
         for (size_t k = 0; k < t->n_params; k++) r[k] = t->example_grad[k];
-        r[t->n_params] = l, r[t->n_params + 1] = b.n_targets, r[t->n_params + 2] = b.seq_start[1];
+        double *e = r + t->n_params;
+        e[E_LOSS] = l, e[E_TARGETS] = b.n_targets, e[E_TOKENS] = b.seq_start[1];
     }
-    int stop = sp_dist_any(sp_signals_stop_requested() != 0);
+    int stop = sp_dist_any(sp__signals_stop_requested() != 0);
     sp_dist_sum_double(t->reduce, (size_t)G * row);
     memset(tot, 0, sizeof *tot);
     tot->stop = stop;
     int nonfinite = 0;
     for (int i = 0; i < G; i++) {
         const double *r = t->reduce + (size_t)i * row;
-        int ok = isfinite(r[t->n_params]);
+        int ok = isfinite(r[t->n_params + E_LOSS]);
         for (size_t k = 0; ok && k < t->n_params; k++) ok = isfinite(r[k]);
         t->bad[i] = !ok, nonfinite |= !ok;
     }
@@ -482,8 +486,8 @@ static int step_deterministic(trainer *t, step_totals *tot, sp_error *err) {
     }
     for (int i = 0; i < G; i++) {
         const double *r = t->reduce + (size_t)i * row;
-        tot->loss_sum += r[t->n_params], tot->n_targets += r[t->n_params + 1];
-        tot->n_tokens += r[t->n_params + 2];
+        const double *e = r + t->n_params;
+        tot->loss_sum += e[E_LOSS], tot->n_targets += e[E_TARGETS], tot->n_tokens += e[E_TOKENS];
     }
     return 0;
 }
@@ -502,7 +506,7 @@ static void read_fault(trainer *t) {
 static int train_step(trainer *t, step_totals *tot, double *grad_norm, sp_error *err) {
     if (t->d->rank == t->fault_rank && t->step + 1 == t->fault_step)
         return sp_fail(err, "step %lld: injected failure (SP_FAULT_RANK)", (long long)t->step + 1);
-    sp_data_order_next(&t->order, t->batch_ids, t->c->global_batch);
+    sp__data_order_next(&t->order, t->batch_ids, t->c->global_batch);
     int rc = t->c->deterministic ? step_deterministic(t, tot, err) : step_packed(t, tot, err);
     if (rc) return sp_fail_prefix(err, "step %lld", (long long)t->step + 1);
     if (tot->n_targets <= 0)
@@ -541,7 +545,7 @@ static int evaluate(trainer *t, int *is_best, sp_error *err) {
         (accuracy ? t->metric > t->best_metric : t->metric < t->best_metric)) {
         t->best_metric = t->metric, t->best_step = t->step, *is_best = 1;
     }
-    if (is_rank0(t)) sp_run_log_eval(&t->log, t->step, "valid", &r);
+    if (is_rank0(t)) sp__run_log_eval(&t->log, t->step, "valid", &r);
     sp_eval_result_free(&r);
     return 0;
 }
@@ -550,7 +554,7 @@ static int evaluate(trainer *t, int *is_best, sp_error *err) {
 
 static int write_run_config(trainer *t, sp_error *err) {
     if (!is_rank0(t)) return 0;
-    json_t *cfg = sp_train_config_to_json(t->c, t->P, t->total_steps);
+    json_t *cfg = sp__train_config_to_json(t->c, t->P, t->total_steps);
     json_object_set_new(cfg, "ranks", json_integer(t->d->size));
     json_object_set_new(cfg, "threads_per_rank", json_integer(t->threads));
     json_object_set_new(cfg, "model_fingerprint", json_string(t->model_fp));
@@ -559,7 +563,7 @@ static int write_run_config(trainer *t, sp_error *err) {
     json_decref(cfg);
     char path[4200];
     snprintf(path, sizeof path, "%s/config.json", t->c->out_dir);
-    int rc = sp_write_file_atomic(path, s, strlen(s), err);
+    int rc = sp__write_file_atomic(path, s, strlen(s), err);
     free(s);
     return rc;
 }
@@ -636,18 +640,18 @@ static int already_finished(trainer *t, sp_error *err) {
 
 static int loop(trainer *t, sp_error *err) {
     const sp_train_config *c = t->c;
-    double t0 = sp_now(), last_loss = NAN;
+    double t0 = sp__now(), last_loss = NAN;
     int64_t first_step = t->step, first_tokens = t->tokens_seen;
     print_start(t);
     while (t->step < t->total_steps) {
         step_totals tot;
-        double gnorm, ts = sp_now();
+        double gnorm, ts = sp__now();
         if (train_step(t, &tot, &gnorm, err)) return -1;
         last_loss = tot.loss_sum / tot.n_targets;
         if (is_rank0(t))
-            sp_run_log_step(&t->log, t->step, last_loss, sp_optim_lr(&t->opt.cfg, t->step), gnorm,
-                            (int64_t)tot.n_tokens, sp_now() - ts,
-                            c->log_every > 0 && t->step % c->log_every == 0);
+            sp__run_log_step(&t->log, t->step, last_loss, sp_optim_lr(&t->opt.cfg, t->step), gnorm,
+                             (int64_t)tot.n_tokens, sp__now() - ts,
+                             c->log_every > 0 && t->step % c->log_every == 0);
         if (tot.stop && t->step < t->total_steps) {
             if (is_rank0(t))
                 fprintf(stderr, "\nsoftprompt train: stop requested; checkpointing step %lld\n",
@@ -660,7 +664,7 @@ static int loop(trainer *t, sp_error *err) {
         if ((c->save_every > 0 && t->step % c->save_every == 0) || is_best)
             if (checkpoint(t, is_best, err)) return -1;
     }
-    double seconds = sp_now() - t0;
+    double seconds = sp__now() - t0;
     if (finish(t, err)) return -1;
     print_summary(t, t->step - first_step, t->tokens_seen - first_tokens, seconds, last_loss);
     return 0;
@@ -686,12 +690,12 @@ static void report_check(const trainer *t, int resumed) {
 
 static void teardown(trainer *t) {
     /* a run refused before it started removes what it made: the lock, the directories */
-    sp_run_lock_release(&t->lock, !t->started);
+    sp__run_lock_release(&t->lock, !t->started);
     if (!t->started && t->created_ckpt) rmdir(t->ckpt_dir);
     if (!t->started && t->created_out) rmdir(t->c->out_dir);
-    sp_run_log_close(&t->log);
+    sp__run_log_close(&t->log);
     sp_batch_data_free(&t->mb);
-    sp_data_order_free(&t->order);
+    sp__data_order_free(&t->order);
     sp_optim_free(&t->opt);
     free(t->batch_ids), free(t->reduce), free(t->bad), free(t->example_grad), free(t->grad);
     free(t->prompt);
@@ -706,7 +710,7 @@ int sp_train_run(const sp_train_config *c, const sp_dist *d, sp_error *err) {
     memset(&t, 0, sizeof t);
     t.c = c, t.d = d;
     read_fault(&t);
-    sp_signals_install();
+    sp__signals_install();
     int resumed = 0, rc = setup(&t, err);
     if (rc == 0) rc = resume_or_init(&t, &resumed, err);
     if (rc == 0 && c->check) {
@@ -717,8 +721,8 @@ int sp_train_run(const sp_train_config *c, const sp_dist *d, sp_error *err) {
         t.started = 1;
         rc = write_run_config(&t, err);
         if (rc == 0 && is_rank0(&t))
-            rc = sp_run_log_open(&t.log, c->out_dir, resumed ? t.step : -1, c->quiet, t.total_steps,
-                                 err);
+            rc = sp__run_log_open(&t.log, c->out_dir, resumed ? t.step : -1, c->quiet,
+                                  t.total_steps, err);
         if (sp_dist_rank0_agree(rc, "write the run's configuration or metrics", err)) rc = -1;
         if (rc == 0) rc = loop(&t, err);
     }

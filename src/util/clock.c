@@ -3,7 +3,7 @@
 
 #include <time.h>
 
-double sp_now(void) {
+double sp__now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;

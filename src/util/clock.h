@@ -5,6 +5,6 @@
 #define SP_UTIL_CLOCK_H
 
 /* Seconds since an arbitrary fixed point; differences are durations. */
-double sp_now(void);
+double sp__now(void);
 
 #endif

@@ -58,7 +58,7 @@ static size_t escape_one(const unsigned char *u, size_t avail, char *piece, size
     return *n;
 }
 
-const char *sp_escape_n(const char *s, size_t len, char *buf, size_t cap) {
+const char *sp__escape_n(const char *s, size_t len, char *buf, size_t cap) {
     const unsigned char *u = (const unsigned char *)s;
     char piece[16];
     size_t total = 0, n;
@@ -75,6 +75,6 @@ const char *sp_escape_n(const char *s, size_t len, char *buf, size_t cap) {
     return buf;
 }
 
-const char *sp_escape(const char *s, char *buf, size_t cap) {
-    return sp_escape_n(s ? s : "", s ? strlen(s) : 0, buf, cap);
+const char *sp__escape(const char *s, char *buf, size_t cap) {
+    return sp__escape_n(s ? s : "", s ? strlen(s) : 0, buf, cap);
 }

@@ -1,5 +1,5 @@
 /* Display-safe text: strings read from files (class names, templates, attribute values) go
- * through sp_escape before they are printed or put into a message, so that a hostile or
+ * through sp__escape before they are printed or put into a message, so that a hostile or
  * careless file cannot move the cursor, clear the screen, fake a line of output or reorder
  * what the terminal shows. */
 #ifndef SP_UTIL_ESCAPE_H
@@ -15,9 +15,9 @@
  *   - bytes that are not well-formed UTF-8 as \xNN;
  * everything else (printable ASCII, backslash included, and other UTF-8) unchanged. Text that
  * does not fit ends in "..." (never cut inside a character or an escape). Returns buf. */
-const char *sp_escape(const char *s, char *buf, size_t cap);
+const char *sp__escape(const char *s, char *buf, size_t cap);
 
-/* Like sp_escape for len bytes of s (which may hold NUL bytes, shown as \x00). */
-const char *sp_escape_n(const char *s, size_t len, char *buf, size_t cap);
+/* Like sp__escape for len bytes of s (which may hold NUL bytes, shown as \x00). */
+const char *sp__escape_n(const char *s, size_t len, char *buf, size_t cap);
 
 #endif

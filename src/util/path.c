@@ -6,34 +6,34 @@
 #include <string.h>
 #include <sys/stat.h>
 
-char *sp_path_join(const char *dir, const char *name) {
+char *sp__path_join(const char *dir, const char *name) {
     size_t n = strlen(dir) + strlen(name) + 2;
     char *p = malloc(n);
     if (p) snprintf(p, n, "%s/%s", dir, name);
     return p;
 }
 
-char *sp_dir_of(const char *path) {
+char *sp__dir_of(const char *path) {
     const char *slash = strrchr(path, '/');
     if (!slash) return strdup(".");
     return strndup(path, slash == path ? 1 : (size_t)(slash - path));
 }
 
-const char *sp_base_name(const char *path) {
+const char *sp__base_name(const char *path) {
     const char *s = strrchr(path, '/');
     return s ? s + 1 : path;
 }
 
-const char *sp_path_ext(const char *path) {
-    return strrchr(sp_base_name(path), '.');
+const char *sp__path_ext(const char *path) {
+    return strrchr(sp__base_name(path), '.');
 }
 
-int sp_ends_with(const char *s, const char *suffix) {
+int sp__ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
-int sp_is_file(const char *path) {
+int sp__is_file(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-size_t sp_vec_cap(size_t cap, size_t need, size_t min_cap, size_t elem) {
+size_t sp__vec_cap(size_t cap, size_t need, size_t min_cap, size_t elem) {
     size_t max = SIZE_MAX / (elem ? elem : 1);
     if (need <= cap) return cap;
     if (need > max) return 0;
@@ -14,7 +14,7 @@ size_t sp_vec_cap(size_t cap, size_t need, size_t min_cap, size_t elem) {
     return c;
 }
 
-int sp_vec_resize(void *vp, size_t n, size_t elem) {
+int sp__vec_resize(void *vp, size_t n, size_t elem) {
     if (elem && n > SIZE_MAX / elem) return -1;
     void *old;
     memcpy(&old, vp, sizeof old); /* vp is the address of some T * */
@@ -24,49 +24,49 @@ int sp_vec_resize(void *vp, size_t n, size_t elem) {
     return 0;
 }
 
-int sp_vec_reserve(void *vp, size_t *cap, size_t need, size_t elem) {
+int sp__vec_reserve(void *vp, size_t *cap, size_t need, size_t elem) {
     if (need <= *cap) return 0;
-    size_t c = sp_vec_cap(*cap, need, 16, elem);
-    if (c == 0 || sp_vec_resize(vp, c, elem) != 0) return -1;
+    size_t c = sp__vec_cap(*cap, need, 16, elem);
+    if (c == 0 || sp__vec_resize(vp, c, elem) != 0) return -1;
     *cap = c;
     return 0;
 }
 
-int sp_buf_reserve(sp_buf *b, size_t n) {
+int sp__buf_reserve(sp__buf *b, size_t n) {
     if (n > SIZE_MAX - 1 - b->len) return -1;
-    return sp_vec_reserve(&b->p, &b->cap, b->len + n + 1 > 64 ? b->len + n + 1 : 64, 1);
+    return sp__vec_reserve(&b->p, &b->cap, b->len + n + 1 > 64 ? b->len + n + 1 : 64, 1);
 }
 
-int sp_buf_add(sp_buf *b, const void *s, size_t n) {
-    if (sp_buf_reserve(b, n) != 0) return -1;
+int sp__buf_add(sp__buf *b, const void *s, size_t n) {
+    if (sp__buf_reserve(b, n) != 0) return -1;
     if (n) memcpy(b->p + b->len, s, n);
     b->len += n;
     b->p[b->len] = '\0';
     return 0;
 }
 
-int sp_buf_vaddf(sp_buf *b, const char *fmt, va_list ap) {
+int sp__buf_vaddf(sp__buf *b, const char *fmt, va_list ap) {
     va_list ap2;
     va_copy(ap2, ap);
     int n = vsnprintf(NULL, 0, fmt, ap2);
     va_end(ap2);
-    if (n < 0 || sp_buf_reserve(b, (size_t)n) != 0) return -1;
+    if (n < 0 || sp__buf_reserve(b, (size_t)n) != 0) return -1;
     vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
     b->len += (size_t)n;
     return 0;
 }
 
-int sp_buf_addf(sp_buf *b, const char *fmt, ...) {
+int sp__buf_addf(sp__buf *b, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    int rc = sp_buf_vaddf(b, fmt, ap);
+    int rc = sp__buf_vaddf(b, fmt, ap);
     va_end(ap);
     return rc;
 }
 
-int sp_buf_read(sp_buf *b, FILE *f) {
+int sp__buf_read(sp__buf *b, FILE *f) {
     for (;;) {
-        if (b->cap - b->len < 2 && sp_buf_reserve(b, 4096) != 0) return -1;
+        if (b->cap - b->len < 2 && sp__buf_reserve(b, 4096) != 0) return -1;
         size_t room = b->cap - b->len - 1, r = fread(b->p + b->len, 1, room, f);
         b->len += r;
         b->p[b->len] = '\0';
@@ -74,7 +74,7 @@ int sp_buf_read(sp_buf *b, FILE *f) {
     }
 }
 
-void sp_buf_free(sp_buf *b) {
+void sp__buf_free(sp__buf *b) {
     free(b->p);
     memset(b, 0, sizeof *b);
 }

@@ -29,7 +29,7 @@ typedef struct naive {
  * (causal): fills out and dq for its columns and adds its part of dk, dv (and the past's dkp,
  * dvp) to the columns of its key/value head. Key index j < np is past row j, else current row
  * j - np. */
-static void naive_head(naive *r, const float *qkv, const float *dout, int len, const sp_heads *hs,
+static void naive_head(naive *r, const float *qkv, const float *dout, int len, const sp__heads *hs,
                        const past_rows *past, int h) {
     int ld = SP_QKV_WIDTH(hs), hd = hs->hd, d = hs->n_head * hd, kvd = hs->n_kv_head * hd;
     int kv = SP_KV_OF(hs, h), np = past->np, nk = np + len;
@@ -144,7 +144,7 @@ static void free_past(past_rows *p, int interleaved) {
  * the past's accumulated onto a non-zero start (the kernel adds). */
 static void check_past_attention(int len, int n_head, int n_kv_head, int hd, int np,
                                  int interleaved, uint64_t seed) {
-    sp_heads hs = {n_head, n_kv_head, hd};
+    sp__heads hs = {n_head, n_kv_head, hd};
     int ld = SP_QKV_WIDTH(&hs), d = n_head * hd, kvd = n_kv_head * hd;
     sp_rng rng;
     sp_rng_seed(&rng, seed);
@@ -158,11 +158,11 @@ static void check_past_attention(int len, int n_head, int n_kv_head, int hd, int
     float *dkp = malloc((npk ? npk : 1) * sizeof *dkp), *dvp = malloc((npk ? npk : 1) * 4);
     for (size_t i = 0; i < nq; i++) dqkv[i] = NAN; /* every entry must be written */
     for (size_t i = 0; i < npk; i++) dkp[i] = 1.0f, dvp[i] = -2.0f; /* added to */
-    sp_kv_past kp = {past.k, past.v, np, past.ld};
-    sp_kv_grad g = {dkp, dvp, kvd};
-    sp_attention_forward(out, lse, scratch, qkv, len, &hs, np ? &kp : NULL);
-    sp_attention_backward(dqkv, np ? &g : NULL, scratch, dout, out, lse, qkv, len, &hs,
-                          np ? &kp : NULL);
+    sp__kv_past kp = {past.k, past.v, np, past.ld};
+    sp__kv_grad g = {dkp, dvp, kvd};
+    sp__attention_forward(out, lse, scratch, qkv, len, &hs, np ? &kp : NULL);
+    sp__attention_backward(dqkv, np ? &g : NULL, scratch, dout, out, lse, qkv, len, &hs,
+                           np ? &kp : NULL);
 
     size_t nkv = (size_t)len * kvd;
     naive r = {calloc(no, 8),  calloc(no, 8),      calloc(nkv, 8),
@@ -228,8 +228,8 @@ START_TEST(test_lse_is_row_logsumexp) {
     float *qkv = malloc((size_t)len * 3 * d * sizeof *qkv), *out = malloc((size_t)len * d * 4);
     float *lse = malloc((size_t)len * 4), *scratch = malloc(SP_ATT_FWD_SCRATCH(len) * 4);
     for (int i = 0; i < len * 3 * d; i++) qkv[i] = 3.0f * (float)sp_rng_normal(&rng);
-    sp_heads hs = {1, 1, hd};
-    sp_attention_forward(out, lse, scratch, qkv, len, &hs, NULL);
+    sp__heads hs = {1, 1, hd};
+    sp__attention_forward(out, lse, scratch, qkv, len, &hs, NULL);
     for (int i = 0; i < len; i++) {
         double mx = -INFINITY, s[len];
         for (int j = 0; j <= i; j++) {
@@ -267,28 +267,28 @@ END_TEST
  * the float64 reference. */
 static void check_cache(int len, int n_head, int n_kv_head, int hd, int np, int prefill,
                         uint64_t seed) {
-    sp_heads hs = {n_head, n_kv_head, hd};
+    sp__heads hs = {n_head, n_kv_head, hd};
     int ld = SP_QKV_WIDTH(&hs), d = n_head * hd, kvd = n_kv_head * hd;
     sp_rng rng;
     sp_rng_seed(&rng, seed);
     float *qkv = normal_floats((size_t)len * ld, &rng);
     past_rows prefix = random_past(np, kvd, 0, &rng);
-    sp_kv_past pk = {prefix.k, prefix.v, np, kvd};
+    sp__kv_past pk = {prefix.k, prefix.v, np, kvd};
     float *scratch = malloc(SP_ATT_BWD_SCRATCH(np + len) * sizeof *scratch);
     float *full = malloc((size_t)len * d * sizeof *full), *step = malloc((size_t)len * d * 4);
     float *lse_full = malloc((size_t)n_head * len * 4), *lse = malloc((size_t)n_head * len * 4);
-    sp_attention_forward(full, lse_full, scratch, qkv, len, &hs, &pk);
+    sp__attention_forward(full, lse_full, scratch, qkv, len, &hs, &pk);
 
-    sp_kv_cache c = {malloc((size_t)(np + len) * kvd * 4), malloc((size_t)(np + len) * kvd * 4), 0,
-                     np + len, kvd};
-    ck_assert_int_eq(sp_kv_append(&c, &pk), 0);
+    sp__kv_cache c = {malloc((size_t)(np + len) * kvd * 4), malloc((size_t)(np + len) * kvd * 4), 0,
+                      np + len, kvd};
+    ck_assert_int_eq(sp__kv_append(&c, &pk), 0);
     for (int r0 = 0; r0 < len;) {
         int rows = r0 == 0 && prefill > 0 ? prefill : 1;
-        sp_kv_past view = sp_kv_view(&c);
-        sp_attention_forward(step + (size_t)r0 * d, lse, scratch, qkv + (size_t)r0 * ld, rows, &hs,
-                             &view);
-        sp_kv_past added = sp_kv_of_qkv(qkv + (size_t)r0 * ld, rows, &hs);
-        ck_assert_int_eq(sp_kv_append(&c, &added), 0);
+        sp__kv_past view = sp__kv_view(&c);
+        sp__attention_forward(step + (size_t)r0 * d, lse, scratch, qkv + (size_t)r0 * ld, rows, &hs,
+                              &view);
+        sp__kv_past added = sp__kv_of_qkv(qkv + (size_t)r0 * ld, rows, &hs);
+        ck_assert_int_eq(sp__kv_append(&c, &added), 0);
         for (int h = 0; h < n_head; h++)
             for (int r = 0; r < rows; r++) {
                 float a = lse[(size_t)h * rows + r], b = lse_full[(size_t)h * len + r0 + r];
@@ -299,7 +299,7 @@ static void check_cache(int len, int n_head, int n_kv_head, int hd, int np, int 
         r0 += rows;
     }
     ck_assert_int_eq(c.len, np + len);
-    ck_assert_int_eq(sp_kv_append(&c, &pk), np > 0 ? -1 : 0); /* full */
+    ck_assert_int_eq(sp__kv_append(&c, &pk), np > 0 ? -1 : 0); /* full */
 
     naive r = {calloc((size_t)len * d, 8),      calloc((size_t)len * d, 8),
                calloc((size_t)len * kvd, 8),    calloc((size_t)len * kvd, 8),
@@ -326,17 +326,17 @@ END_TEST
 
 /* A cache refuses rows that do not fit, and copies nothing then. */
 START_TEST(test_cache_capacity) {
-    sp_heads hs = {2, 1, 4};
+    sp__heads hs = {2, 1, 4};
     float qkv[3 * 16] = {0}, k[2 * 4] = {0}, v[2 * 4] = {0};
     for (int i = 0; i < 3 * 16; i++) qkv[i] = (float)i;
-    sp_kv_cache c = {k, v, 0, 2, 4};
-    sp_kv_past three = sp_kv_of_qkv(qkv, 3, &hs), one = sp_kv_of_qkv(qkv + 16, 1, &hs);
-    ck_assert_int_eq(sp_kv_append(&c, &three), -1);
+    sp__kv_cache c = {k, v, 0, 2, 4};
+    sp__kv_past three = sp__kv_of_qkv(qkv, 3, &hs), one = sp__kv_of_qkv(qkv + 16, 1, &hs);
+    ck_assert_int_eq(sp__kv_append(&c, &three), -1);
     ck_assert_int_eq(c.len, 0);
-    ck_assert_int_eq(sp_kv_append(&c, &one), 0);
+    ck_assert_int_eq(sp__kv_append(&c, &one), 0);
     ck_assert_int_eq(c.len, 1);
     ck_assert(k[0] == 24.0f && k[3] == 27.0f && v[0] == 28.0f && v[3] == 31.0f); /* row 1 */
-    sp_kv_past view = sp_kv_view(&c);
+    sp__kv_past view = sp__kv_view(&c);
     ck_assert_int_eq(view.n, 1);
     ck_assert_ptr_eq(view.k, k);
 }

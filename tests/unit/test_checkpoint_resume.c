@@ -24,13 +24,13 @@ static char *make_dataset(const char *name) {
  * batch has after `step` steps on ds (the trainer's data order, replayed). */
 static void trained_state(sp_checkpoint *c, const sp_dataset *ds, uint64_t seed, int G,
                           int64_t step) {
-    sp_data_order o;
+    sp__data_order o;
     sp_error err = {0};
-    ck_assert_int_eq(sp_data_order_init(&o, sp_dataset_n_examples(ds), seed, &err), 0);
+    ck_assert_int_eq(sp__data_order_init(&o, sp_dataset_n_examples(ds), seed, &err), 0);
     const int64_t *off = sp_dataset_offsets(ds);
     int64_t *ids = malloc((size_t)G * sizeof *ids), tokens = 0;
     for (int64_t s = 0; s < step; s++) {
-        sp_data_order_next(&o, ids, G);
+        sp__data_order_next(&o, ids, G);
         for (int k = 0; k < G; k++) tokens += off[ids[k] + 1] - off[ids[k]];
     }
     c->step = c->optim_step = step, c->epoch = o.epoch, c->epoch_position = o.position;
@@ -38,7 +38,7 @@ static void trained_state(sp_checkpoint *c, const sp_dataset *ds, uint64_t seed,
     c->best_step = step > 0 ? step - 1 : -1;
     c->best_metric = step > 0 ? 0.875 : NAN, c->metric = step > 0 ? 0.8125 : NAN;
     free(ids);
-    sp_data_order_free(&o);
+    sp__data_order_free(&o);
 }
 
 static void resume_ok(const sp_checkpoint *c, const sp_dataset *ds, uint64_t seed, int G) {

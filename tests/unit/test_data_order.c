@@ -9,18 +9,18 @@
 #include "testutil.h"
 #include "train/internal.h"
 
-static void order_init(sp_data_order *o, int64_t n, uint64_t seed) {
+static void order_init(sp__data_order *o, int64_t n, uint64_t seed) {
     sp_error err = {0};
-    ck_assert_msg(sp_data_order_init(o, n, seed, &err) == 0, "%s", err.msg);
+    ck_assert_msg(sp__data_order_init(o, n, seed, &err) == 0, "%s", err.msg);
 }
 
 /* The first total ids of the order (n, seed), taken in batches of batch. */
 static int64_t *take(int64_t n, uint64_t seed, int batch, int total) {
-    sp_data_order o;
+    sp__data_order o;
     order_init(&o, n, seed);
     int64_t *ids = malloc((size_t)(total + batch) * sizeof *ids);
-    for (int at = 0; at < total; at += batch) sp_data_order_next(&o, ids + at, batch);
-    sp_data_order_free(&o);
+    for (int at = 0; at < total; at += batch) sp__data_order_next(&o, ids + at, batch);
+    sp__data_order_free(&o);
     return ids;
 }
 
@@ -71,28 +71,28 @@ END_TEST
 START_TEST(batch_crossing_an_epoch) {
     enum { N = 10 };
     int64_t *whole = take(N, 3, 1, 2 * N); /* epochs 0 and 1 one by one */
-    sp_data_order o;
+    sp__data_order o;
     order_init(&o, N, 3);
     int64_t ids[4];
-    sp_data_order_next(&o, ids, 4);
-    sp_data_order_next(&o, ids, 4);
+    sp__data_order_next(&o, ids, 4);
+    sp__data_order_next(&o, ids, 4);
     ck_assert_int_eq(o.epoch, 0);
     ck_assert_int_eq(o.position, 8);
-    sp_data_order_next(&o, ids, 4);
+    sp__data_order_next(&o, ids, 4);
     ck_assert(memcmp(ids, whole + 8, 4 * sizeof *ids) == 0); /* 2 of epoch 0, 2 of epoch 1 */
     ck_assert_int_eq(o.epoch, 1);
     ck_assert_int_eq(o.position, 2);
-    sp_data_order_free(&o);
+    sp__data_order_free(&o);
 
     order_init(&o, N, 3);
-    for (int k = 0; k < 5; k++) sp_data_order_next(&o, ids, 2);
+    for (int k = 0; k < 5; k++) sp__data_order_next(&o, ids, 2);
     ck_assert_int_eq(o.epoch, 0); /* the whole epoch taken, the next not begun */
     ck_assert_int_eq(o.position, N);
-    sp_data_order_next(&o, ids, 1);
+    sp__data_order_next(&o, ids, 1);
     ck_assert_int_eq(o.epoch, 1);
     ck_assert_int_eq(o.position, 1);
     ck_assert_int_eq(ids[0], whole[N]);
-    sp_data_order_free(&o);
+    sp__data_order_free(&o);
     free(whole);
 }
 END_TEST
@@ -104,20 +104,20 @@ START_TEST(resume_recomputes_from_epoch_and_position) {
     enum { N = 20, G = 3, STEPS = 30 };
     int64_t *run = take(N, 11, G, STEPS * G);
     for (int step = 0; step < STEPS; step++) {
-        sp_data_order a;
+        sp__data_order a;
         order_init(&a, N, 11);
         int64_t ids[G];
-        for (int s = 0; s < step; s++) sp_data_order_next(&a, ids, G);
-        sp_data_order b;
+        for (int s = 0; s < step; s++) sp__data_order_next(&a, ids, G);
+        sp__data_order b;
         order_init(&b, N, 11);
         b.epoch = a.epoch, b.position = a.position;
         for (int s = step; s < STEPS; s++) {
-            sp_data_order_next(&b, ids, G);
+            sp__data_order_next(&b, ids, G);
             ck_assert_msg(memcmp(ids, run + s * G, sizeof ids) == 0,
                           "resumed at step %d (epoch %lld, position %lld): step %d differs", step,
                           (long long)a.epoch, (long long)a.position, s);
         }
-        sp_data_order_free(&a), sp_data_order_free(&b);
+        sp__data_order_free(&a), sp__data_order_free(&b);
     }
     free(run);
 }
@@ -138,15 +138,15 @@ START_TEST(order_is_pinned) {
 END_TEST
 
 START_TEST(empty_dataset_refused) {
-    sp_data_order o;
+    sp__data_order o;
     sp_error err = {0};
-    ck_assert_int_eq(sp_data_order_init(&o, 0, 1, &err), -1);
+    ck_assert_int_eq(sp__data_order_init(&o, 0, 1, &err), -1);
     ck_assert_str_eq(err.msg, "the training dataset has no examples");
-    ck_assert_int_eq(sp_data_order_init(&o, -4, 1, &err), -1);
+    ck_assert_int_eq(sp__data_order_init(&o, -4, 1, &err), -1);
     order_init(&o, 3, 1);
-    sp_data_order_free(&o);
+    sp__data_order_free(&o);
     ck_assert_ptr_null(o.perm);
-    sp_data_order_free(&o); /* again: harmless */
+    sp__data_order_free(&o); /* again: harmless */
 }
 END_TEST
 

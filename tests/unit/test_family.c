@@ -19,19 +19,19 @@
 
 START_TEST(every_arch_has_a_family) {
     for (int i = 0; i < SP_N_ARCH; i++) {
-        const sp_family *f = sp_family_of((sp_arch)i);
+        const sp__family *f = sp__family_of((sp_arch)i);
         ck_assert_int_eq(f->arch, i);
         ck_assert(f->model_type && f->hf_class && f->layer_prefix && f->n_tensors > 0);
         sp_arch back;
-        ck_assert_int_eq(sp_arch_from_model_type(f->model_type, &back), 0);
+        ck_assert_int_eq(sp__arch_from_model_type(f->model_type, &back), 0);
         ck_assert_int_eq(back, i);
         ck_assert_str_eq(sp_arch_model_type((sp_arch)i), f->model_type);
     }
     sp_arch a;
-    ck_assert_int_eq(sp_arch_from_model_type("bert", &a), -1);
-    ck_assert_int_eq(sp_arch_from_model_type("", &a), -1);
-    ck_assert_str_eq(sp_arch_supported_quoted(), "\"gpt2\", \"llama\", \"qwen2\"");
-    ck_assert_str_eq(sp_arch_supported_plain(), "gpt2, llama or qwen2");
+    ck_assert_int_eq(sp__arch_from_model_type("bert", &a), -1);
+    ck_assert_int_eq(sp__arch_from_model_type("", &a), -1);
+    ck_assert_str_eq(sp__arch_supported_quoted(), "\"gpt2\", \"llama\", \"qwen2\"");
+    ck_assert_str_eq(sp__arch_supported_plain(), "gpt2, llama or qwen2");
 }
 END_TEST
 
@@ -42,7 +42,7 @@ typedef struct order_ctx {
     int n;
 } order_ctx;
 
-static int note_row(void *ctx, const sp_tensor_desc *row, int layer) {
+static int note_row(void *ctx, const sp__tensor_desc *row, int layer) {
     order_ctx *k = ctx;
     if (row->role == SP_ROLE_BUFFER) return 0;
     if (layer == 0 && !k->in_layer) k->runs++;
@@ -57,10 +57,10 @@ static int note_row(void *ctx, const sp_tensor_desc *row, int layer) {
  * fingerprint hashes it under and a shape. */
 START_TEST(tensor_tables_are_well_formed) {
     for (int i = 0; i < SP_N_ARCH; i++) {
-        const sp_family *f = sp_family_of((sp_arch)i);
+        const sp__family *f = sp__family_of((sp_arch)i);
         int seen_role[SP_ROLE_BUFFER + 1] = {0}, seen_rank[64] = {0};
         for (int r = 0; r < f->n_tensors; r++) {
-            const sp_tensor_desc *row = &f->tensors[r];
+            const sp__tensor_desc *row = &f->tensors[r];
             ck_assert_msg(row->hf_rank >= 0 && row->hf_rank < 64 && !seen_rank[row->hf_rank]++,
                           "%s: %s", f->model_type, row->name);
             if (row->role == SP_ROLE_BUFFER) {
@@ -73,7 +73,7 @@ START_TEST(tensor_tables_are_well_formed) {
         }
         for (int o = 0; o < 2; o++) {
             order_ctx k = {0};
-            sp_tensors_walk(f, 3, o ? SP_ORDER_HF : SP_ORDER_TABLE, note_row, &k);
+            sp__tensors_walk(f, 3, o ? SP_ORDER_HF : SP_ORDER_TABLE, note_row, &k);
             ck_assert_msg(k.runs == 1, "%s: layer rows in %d runs", f->model_type, k.runs);
         }
     }
@@ -82,23 +82,23 @@ END_TEST
 
 /* Names match their rows with or without GPT-2's prefix, and nothing else does. */
 START_TEST(tensor_names_match_their_rows) {
-    const sp_family *g = sp_family_of(SP_ARCH_GPT2), *l = sp_family_of(SP_ARCH_LLAMA);
+    const sp__family *g = sp__family_of(SP_ARCH_GPT2), *l = sp__family_of(SP_ARCH_LLAMA);
     int layer = -7;
-    const sp_tensor_desc *row = sp_tensor_match(g, "transformer.h.11.mlp.c_fc.bias", &layer);
+    const sp__tensor_desc *row = sp__tensor_match(g, "transformer.h.11.mlp.c_fc.bias", &layer);
     ck_assert(row && row->role == SP_ROLE_MLP_IN_B && layer == 11);
-    row = sp_tensor_match(g, "h.3.attn.masked_bias", &layer);
+    row = sp__tensor_match(g, "h.3.attn.masked_bias", &layer);
     ck_assert(row && row->role == SP_ROLE_BUFFER && layer == 3);
-    row = sp_tensor_match(g, "wte.weight", &layer);
+    row = sp__tensor_match(g, "wte.weight", &layer);
     ck_assert(row && row->role == SP_ROLE_WTE && layer == -1);
-    ck_assert_ptr_null(sp_tensor_match(g, "h.-1.ln_1.weight", &layer));
-    ck_assert_ptr_null(sp_tensor_match(g, "h. 1.ln_1.weight", &layer));
-    ck_assert_ptr_null(sp_tensor_match(g, "h.1.ln_1.weightx", &layer));
-    ck_assert_ptr_null(sp_tensor_match(g, "h..ln_1.weight", &layer));
-    ck_assert_ptr_null(sp_tensor_match(l, "transformer.model.norm.weight", &layer));
-    row = sp_tensor_match(l, "model.layers.0.self_attn.k_proj.bias", &layer);
+    ck_assert_ptr_null(sp__tensor_match(g, "h.-1.ln_1.weight", &layer));
+    ck_assert_ptr_null(sp__tensor_match(g, "h. 1.ln_1.weight", &layer));
+    ck_assert_ptr_null(sp__tensor_match(g, "h.1.ln_1.weightx", &layer));
+    ck_assert_ptr_null(sp__tensor_match(g, "h..ln_1.weight", &layer));
+    ck_assert_ptr_null(sp__tensor_match(l, "transformer.model.norm.weight", &layer));
+    row = sp__tensor_match(l, "model.layers.0.self_attn.k_proj.bias", &layer);
     ck_assert(row && row->role == SP_ROLE_K_B && layer == 0);
     char name[96];
-    sp_tensor_name(row, 12, name, sizeof name);
+    sp__tensor_name(row, 12, name, sizeof name);
     ck_assert_str_eq(name, "model.layers.12.self_attn.k_proj.bias");
 }
 END_TEST
@@ -118,7 +118,7 @@ static char *write_model(const char *name, sp_arch a, uint64_t seed) {
                               .n_ctx = 256,
                               .ln_eps = 1e-5f,
                               .rope_theta = 10000};
-    const sp_family *f = sp_family_of(a);
+    const sp__family *f = sp__family_of(a);
     if (f->gqa) o.cfg.n_kv_head = 2, o.cfg.head_dim = 8; /* qd 32 != d */
     o.cfg.qkv_bias = a == SP_ARCH_QWEN2 || a == SP_ARCH_LLAMA;
     o.cfg.o_bias = o.cfg.mlp_bias = a == SP_ARCH_LLAMA;
@@ -143,7 +143,7 @@ START_TEST(param_count_is_the_loaders) {
     for (int i = 0; i < SP_N_ARCH; i++) {
         sp_model m;
         load_model(&m, (sp_arch)i, 5);
-        ck_assert_int_eq(sp_family_param_count(&m.cfg), m.n_params);
+        ck_assert_int_eq(sp__family_param_count(&m.cfg), m.n_params);
         sp_model_free(&m);
     }
 }
@@ -156,7 +156,7 @@ END_TEST
 static void fill_canary(sp_worker *w) {
     for (int i = 0; i < SP_N_ACT; i++) {
         size_t cap;
-        float *p = sp_worker_buffer(w, i, &cap);
+        float *p = sp__worker_buffer(w, i, &cap);
         for (size_t j = 0; j < cap; j++) memcpy(&p[j], &(uint32_t){CANARY}, 4);
     }
 }
@@ -164,7 +164,7 @@ static void fill_canary(sp_worker *w) {
 /* Floats of buffer i up to the last one the run changed. */
 static size_t touched(const sp_worker *w, int i) {
     size_t cap;
-    const float *p = sp_worker_buffer(w, i, &cap);
+    const float *p = sp__worker_buffer(w, i, &cap);
     for (size_t j = cap; j > 0; j--) {
         uint32_t u;
         memcpy(&u, &p[j - 1], 4);
@@ -228,10 +228,10 @@ static void check_memory(const sp_model *m, const sp_batch *b, int n_kv, const c
     size_t N = (size_t)b->seq_start[b->n_seq], nt = (size_t)b->n_targets, total = 0;
     for (int i = 0; i < SP_N_ACT; i++) {
         size_t cap, used = touched(w, i);
-        sp_worker_buffer(w, i, &cap);
-        ck_assert_msg(used <= cap, "%s: %s", what, sp_worker_buffer_name(i));
+        sp__worker_buffer(w, i, &cap);
+        ck_assert_msg(used <= cap, "%s: %s", what, sp__worker_buffer_name(i));
         ck_assert_msg(cap == 0 || used > 0, "%s: buffer %s (%zu floats) allocated, never used",
-                      what, sp_worker_buffer_name(i), cap);
+                      what, sp__worker_buffer_name(i), cap);
         total += used * sizeof(float);
     }
     size_t estimate = sp_model_activation_bytes(m, N, nt, max_len);

@@ -1,4 +1,4 @@
-/* io/fileutil's sp_commit and sp_write_file_atomic, the one ending of every atomic write, and
+/* io/fileutil's sp__commit and sp__write_file_atomic, the one ending of every atomic write, and
  * its one policy on a failed directory fsync, as the safetensors, dataset and checkpoint
  * writers see it: a failure before the rename leaves the target as it was and no temporary; a
  * file system that cannot sync directories (EINVAL) is accepted; an I/O error syncing the
@@ -32,9 +32,9 @@ static int temporaries(void) {
 /* A temporary beside path holding text, not yet committed; returns its descriptor. */
 static int staged(const char *path, const char *text, char **tmp) {
     sp_error err = {0};
-    int fd = sp_temp_beside(path, tmp, &err);
+    int fd = sp__temp_beside(path, tmp, &err);
     ck_assert_msg(fd >= 0, "%s", err.msg);
-    ck_assert_int_eq(sp_write_all(fd, text, strlen(text)), 0);
+    ck_assert_int_eq(sp__write_all(fd, text, strlen(text)), 0);
     return fd;
 }
 
@@ -43,13 +43,13 @@ START_TEST(commit_publishes_and_leaves_no_temporary) {
     int fd;
     sp_error err = {0};
     fd = staged(path, "one", &tmp);
-    ck_assert_int_eq(sp_commit(fd, tmp, path, &err), 0);
+    ck_assert_int_eq(sp__commit(fd, tmp, path, &err), 0);
     free(tmp);
     expect_content(path, "one");
     /* fd -1: a file its writer closed already (HDF5) is opened to be synced */
     fd = staged(path, "two", &tmp);
     close(fd);
-    ck_assert_int_eq(sp_commit(-1, tmp, path, &err), 0);
+    ck_assert_int_eq(sp__commit(-1, tmp, path, &err), 0);
     free(tmp);
     expect_content(path, "two");
     ck_assert_int_eq(temporaries(), 0);
@@ -65,7 +65,7 @@ START_TEST(failure_before_the_rename_changes_nothing) {
     fake_fsync_reset();
     fake_fsync_file_fail = 1;
     fd = staged(path, "new", &tmp);
-    ck_assert_int_eq(sp_commit(fd, tmp, path, &err), -1);
+    ck_assert_int_eq(sp__commit(fd, tmp, path, &err), -1);
     ck_assert_msg(strstr(err.msg, "cannot sync the temporary file") && strstr(err.msg, path) &&
                       strstr(err.msg, "Input/output error"),
                   "%s", err.msg);
@@ -78,7 +78,7 @@ START_TEST(failure_before_the_rename_changes_nothing) {
     tu_write_file(inner, "x", 1);
     fake_fsync_reset();
     fd = staged(dir, "new", &tmp);
-    ck_assert_int_eq(sp_commit(fd, tmp, dir, &err), -1);
+    ck_assert_int_eq(sp__commit(fd, tmp, dir, &err), -1);
     ck_assert_msg(strstr(err.msg, "cannot rename the temporary file"), "%s", err.msg);
     free(tmp);
     ck_assert_int_eq(temporaries(), 0);
@@ -92,7 +92,7 @@ static int commit_with_dir_errno(const char *path, int e, sp_error *err) {
     fake_fsync_reset();
     fake_fsync_dir_errno = e;
     int fd = staged(path, "new", &tmp);
-    int rc = sp_commit(fd, tmp, path, err);
+    int rc = sp__commit(fd, tmp, path, err);
     free(tmp);
     return rc;
 }
@@ -102,7 +102,7 @@ START_TEST(directory_that_cannot_be_synced_is_accepted) {
     sp_error err = {0};
     /* EINVAL: what some file systems answer for directories */
     ck_assert_int_eq(commit_with_dir_errno(path, EINVAL, &err), 0);
-    ck_assert_int_eq(sp_write_file_atomic(path, "newer", 5, &err), 0);
+    ck_assert_int_eq(sp__write_file_atomic(path, "newer", 5, &err), 0);
     expect_content(path, "newer");
     free(path);
 }
@@ -116,7 +116,7 @@ START_TEST(directory_io_error_is_reported) {
                   "%s", err.msg);
     expect_content(path, "new"); /* the file itself is complete */
     ck_assert_int_eq(temporaries(), 0);
-    ck_assert_int_eq(sp_write_file_atomic(path, "newer", 5, &err), -1);
+    ck_assert_int_eq(sp__write_file_atomic(path, "newer", 5, &err), -1);
     free(path);
 }
 END_TEST

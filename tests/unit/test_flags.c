@@ -36,7 +36,7 @@ static const char *parse_tag(void *a, const char *v) {
     return NULL;
 }
 
-static const sp_flag FLAGS[] = {
+static const sp__flag FLAGS[] = {
     SP_OPT_STR("name", AT(name), "NAME", "the name", .flags = SP_FLAG_REQUIRED, .group = "first"),
     SP_OPT_INT("count", AT(count), "N", 1, 10, "a count\nover two lines"),
     SP_OPT_INT64("big", AT(big), "N", 0, 1e12, "a big number"),
@@ -50,7 +50,7 @@ static const sp_flag FLAGS[] = {
     {0},
 };
 
-static const sp_flag_spec SPEC = {
+static const sp__flag_spec SPEC = {
     .cmd = "demo",
     .usage = "usage: softprompt demo --name NAME [options] [FILE...]\n",
     .about = "About it.\n",
@@ -79,7 +79,7 @@ static outcome parse(const char **argv) {
     FILE *tmp = tmpfile();
     int saved = dup(2);
     dup2(fileno(tmp), 2);
-    o.rc = sp_flags_parse(&SPEC, argc, (char **)argv, &o.a, o.pos, &o.n_pos);
+    o.rc = sp__flags_parse(&SPEC, argc, (char **)argv, &o.a, o.pos, &o.n_pos);
     fflush(stderr);
     dup2(saved, 2);
     close(saved);
@@ -205,7 +205,7 @@ END_TEST
 START_TEST(help_text) {
     char *path = tu_path(tu_dir, "help.txt");
     FILE *f = fopen(path, "w");
-    sp_flags_usage(&SPEC, f);
+    sp__flags_usage(&SPEC, f);
     fclose(f);
     char *text = tu_read_file(path, NULL);
     const char *expected = "usage: softprompt demo --name NAME [options] [FILE...]\n"
@@ -237,10 +237,10 @@ END_TEST
 
 START_TEST(given) {
     char *argv[] = {"demo", "--count=3", "--name", "x", "--", "--rate", NULL};
-    ck_assert(sp_flags_given(6, argv, "count"));
-    ck_assert(sp_flags_given(6, argv, "name"));
-    ck_assert(!sp_flags_given(6, argv, "rate")); /* after "--" */
-    ck_assert(!sp_flags_given(6, argv, "coun"));
+    ck_assert(sp__flags_given(6, argv, "count"));
+    ck_assert(sp__flags_given(6, argv, "name"));
+    ck_assert(!sp__flags_given(6, argv, "rate")); /* after "--" */
+    ck_assert(!sp__flags_given(6, argv, "coun"));
 }
 END_TEST
 

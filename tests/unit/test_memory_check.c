@@ -48,11 +48,11 @@ static double estimate(const sp_model *m, int ranks, double tokens, double targe
     return *model + *act + OVERHEAD;
 }
 
-/* sp_train_check_memory with SP_MAX_MEMORY=limit: 0, or -1 and the message in err. */
+/* sp__train_check_memory with SP_MAX_MEMORY=limit: 0, or -1 and the message in err. */
 static int check(const char *limit, sp_dataset *const *sets, int n_sets, int micro, int ranks,
                  sp_error *err) {
     ck_assert_int_eq(setenv("SP_MAX_MEMORY", limit, 1), 0);
-    return sp_train_check_memory(&F.m, sets, n_sets, micro, ranks, err);
+    return sp__train_check_memory(&F.m, sets, n_sets, micro, ranks, err);
 }
 
 static int check_bytes(double limit, sp_dataset *const *sets, int n_sets, int micro, int ranks) {
@@ -157,7 +157,7 @@ START_TEST(malformed_limits_refused) {
     sp_error err = {0};
     ck_assert_msg(check("", sets, 1, 1, 1, &err) == 0, "%s", err.msg);
     unsetenv("SP_MAX_MEMORY");
-    ck_assert_msg(sp_train_check_memory(&F.m, sets, 1, 1, 1, &err) == 0, "%s", err.msg);
+    ck_assert_msg(sp__train_check_memory(&F.m, sets, 1, 1, 1, &err) == 0, "%s", err.msg);
 }
 END_TEST
 

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "model/model_store.h"
 #include "softprompt/model.h"
 #include "softprompt/model_init.h"
 #include "softprompt/rng.h"
@@ -36,9 +37,9 @@ static void load_ok(sp_model *m, const char *dir) {
 }
 
 static int in_mapping(const sp_model *m, const void *p) {
-    for (int i = 0; i < m->n_files; i++) {
-        const char *b = m->files[i].map;
-        if ((const char *)p >= b && (const char *)p < b + m->files[i].map_len) return 1;
+    for (int i = 0; i < m->store->n_files; i++) {
+        const char *b = m->store->files[i].map;
+        if ((const char *)p >= b && (const char *)p < b + m->store->files[i].map_len) return 1;
     }
     return 0;
 }
@@ -115,22 +116,23 @@ START_TEST(load_f32_in_place) {
     ck_assert_int_eq(m.cfg.n_ctx, CTX);
     ck_assert(m.cfg.ln_eps == 1e-5f);
     ck_assert_str_eq(m.dir, dir);
-    ck_assert_int_eq(m.n_files, 1);
+    ck_assert_int_eq(m.store->n_files, 1);
     ck_assert_int_eq(m.n_params, expected_params());
     ck_assert_int_eq(m.params_by_dtype[SP_DTYPE_F32], expected_params());
     ck_assert_uint_eq(m.bytes_in_place, (size_t)expected_params() * 4);
     ck_assert_uint_eq(m.bytes_converted, 0);
-    ck_assert_int_eq(m.n_owned, 0);
-    ck_assert_uint_eq(m.bytes_mapped, m.files[0].map_len);
+    ck_assert_int_eq(m.store->n_owned, 0);
+    ck_assert_uint_eq(m.bytes_mapped, m.store->files[0].map_len);
     ck_assert_ptr_eq(m.lm_head.w, m.wte); /* tied */
-    ck_assert_ptr_eq(m.wte, sp_st_find(&m.files[0], "wte.weight")->data);
-    ck_assert_ptr_eq(m.layers[1].mlp_out.b, sp_st_find(&m.files[0], "h.1.mlp.c_proj.bias")->data);
+    ck_assert_ptr_eq(m.wte, sp_st_find(&m.store->files[0], "wte.weight")->data);
+    ck_assert_ptr_eq(m.layers[1].mlp_out.b,
+                     sp_st_find(&m.store->files[0], "h.1.mlp.c_proj.bias")->data);
     ck_assert(in_mapping(&m, m.layers[0].qkv.w) && in_mapping(&m, m.lnf.b));
     /* random_norms: LayerNorm gains near 1, biases small but not zero */
     ck_assert(m.layers[0].ln1.w[0] != 1.0f && m.layers[0].ln1.w[0] > 0.3f);
     ck_assert(m.layers[0].qkv.b[0] != 0.0f);
     sp_model_free(&m);
-    ck_assert_ptr_null(m.files);
+    ck_assert_ptr_null(m.store);
     ck_assert_ptr_null(m.dir);
     free(dir);
 }
@@ -148,10 +150,10 @@ static void check_converted(sp_dtype dt) {
     ck_assert_int_eq(b.params_by_dtype[SP_DTYPE_F32], 0);
     ck_assert_uint_eq(b.bytes_in_place, 0);
     ck_assert_uint_eq(b.bytes_converted, (size_t)expected_params() * 4);
-    ck_assert_int_eq(b.n_owned, 4 + 12 * L);
+    ck_assert_int_eq(b.store->n_owned, 4 + 12 * L);
     ck_assert(!in_mapping(&b, b.wte));
     /* against the stored bits */
-    const sp_st_tensor *t = sp_st_find(&b.files[0], "h.1.attn.c_attn.weight");
+    const sp_st_tensor *t = sp_st_find(&b.store->files[0], "h.1.attn.c_attn.weight");
     ck_assert_int_eq(t->dtype, dt);
     for (int64_t i = 0; i < t->numel; i++) {
         uint16_t bits;
@@ -186,8 +188,11 @@ START_TEST(load_sharded_matches_single) {
     sp_model a, b;
     load_ok(&a, d1);
     load_ok(&b, d3);
-    ck_assert_int_eq(b.n_files, 3);
-    for (int i = 0; i < 3; i++) ck_assert_int_gt(b.files[i].n_tensors, 0);
+    ck_assert_int_eq(sp_model_n_files(&b), 3);
+    for (int i = 0; i < 3; i++) ck_assert_int_gt(b.store->files[i].n_tensors, 0);
+    ck_assert_str_eq(sp_model_file_path(&b, 1), shard2);
+    ck_assert_ptr_null(sp_model_file_path(&b, 3));
+    ck_assert_ptr_null(sp_model_file_path(&b, -1));
     ck_assert_int_eq(b.n_params, expected_params());
     ck_assert_uint_eq(b.bytes_in_place, (size_t)expected_params() * 4);
     ck_assert(in_mapping(&b, b.wte) && in_mapping(&b, b.lnf.b));
@@ -203,9 +208,9 @@ START_TEST(load_prefixed_names) {
     sp_model a, b;
     load_ok(&a, d);
     load_ok(&b, p);
-    ck_assert_int_eq(b.n_files, 2);
-    ck_assert_ptr_nonnull(sp_st_find(&b.files[0], "transformer.wte.weight"));
-    ck_assert_ptr_null(sp_st_find(&b.files[0], "wte.weight"));
+    ck_assert_int_eq(b.store->n_files, 2);
+    ck_assert_ptr_nonnull(sp_st_find(&b.store->files[0], "transformer.wte.weight"));
+    ck_assert_ptr_null(sp_st_find(&b.store->files[0], "wte.weight"));
     each_tensor(&a, &b, f16_of);
     sp_model_free(&a);
     sp_model_free(&b);
@@ -458,7 +463,7 @@ START_TEST(init_refuses_non_empty_dir_unless_forced) {
     ck_assert_int_ne(access(index, F_OK), 0);
     sp_model m;
     load_ok(&m, dir);
-    ck_assert_int_eq(m.n_files, 1);
+    ck_assert_int_eq(m.store->n_files, 1);
     sp_model_free(&m);
     o.cfg.n_head = 3; /* does not divide 16 */
     ck_assert_int_eq(sp_init_model_write(dir, &o, &err), -1);

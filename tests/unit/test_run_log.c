@@ -28,7 +28,7 @@ static json_t *rows_of(const char *dir) {
     return rows;
 }
 
-static void log_rows(sp_run_log *l) {
+static void log_rows(sp__run_log *l) {
     int64_t confusion[4] = {3, 1, 0, 4};
     sp_eval_result ok = {.n_examples = 8,
                          .n_targets = 8,
@@ -39,20 +39,20 @@ static void log_rows(sp_run_log *l) {
     sp_eval_result bad = ok;
     bad.loss_sum = NAN;
     sp_eval_result none = {0};
-    sp_run_log_step(l, 1, 2.5, 0.3, 1.25, 100, 0.5, 0);
-    sp_run_log_step(l, 2, NAN, 0.3, INFINITY, 100, 0.5, 0);
-    sp_run_log_eval(l, 2, "valid", &ok);
-    sp_run_log_eval(l, 2, "valid", &bad);
-    sp_run_log_eval(l, 2, "valid", &none);
-    sp_run_log_step(l, 3, -INFINITY, NAN, 0.5, 100, 0.5, 0);
+    sp__run_log_step(l, 1, 2.5, 0.3, 1.25, 100, 0.5, 0);
+    sp__run_log_step(l, 2, NAN, 0.3, INFINITY, 100, 0.5, 0);
+    sp__run_log_eval(l, 2, "valid", &ok);
+    sp__run_log_eval(l, 2, "valid", &bad);
+    sp__run_log_eval(l, 2, "valid", &none);
+    sp__run_log_step(l, 3, -INFINITY, NAN, 0.5, 100, 0.5, 0);
 }
 
 START_TEST(non_finite_values_are_written_as_null) {
-    sp_run_log l;
+    sp__run_log l;
     sp_error err = {0};
-    ck_assert_msg(sp_run_log_open(&l, tu_dir, -1, 1, 10, &err) == 0, "%s", err.msg);
+    ck_assert_msg(sp__run_log_open(&l, tu_dir, -1, 1, 10, &err) == 0, "%s", err.msg);
     log_rows(&l);
-    sp_run_log_close(&l);
+    sp__run_log_close(&l);
     json_t *rows = rows_of(tu_dir);
     ck_assert_int_eq(json_array_size(rows), 6);
     json_t *r0 = json_array_get(rows, 0), *r1 = json_array_get(rows, 1);
@@ -74,8 +74,8 @@ START_TEST(non_finite_values_are_written_as_null) {
     json_decref(rows);
 
     /* A run resumed from step 2 keeps the rows up to it, null values included. */
-    ck_assert_msg(sp_run_log_open(&l, tu_dir, 2, 1, 10, &err) == 0, "%s", err.msg);
-    sp_run_log_close(&l);
+    ck_assert_msg(sp__run_log_open(&l, tu_dir, 2, 1, 10, &err) == 0, "%s", err.msg);
+    sp__run_log_close(&l);
     rows = rows_of(tu_dir);
     ck_assert_int_eq(json_array_size(rows), 5);
     ck_assert(json_is_null(json_object_get(json_array_get(rows, 1), "loss")));

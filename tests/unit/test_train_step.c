@@ -206,7 +206,7 @@ static void run_init(init_env *e, sp_train_config *c, float *prompt, int P) {
     sp_rng_seed(&r, 11);
     sp_error err;
     c->model_dir = e->model_dir;
-    ck_assert_msg(sp_prompt_init(prompt, P, &e->m, c, e->ds, &r, &err) == 0, "%s", err.msg);
+    ck_assert_msg(sp__prompt_init(prompt, P, &e->m, c, e->ds, &r, &err) == 0, "%s", err.msg);
 }
 
 START_TEST(test_init_kinds) {
@@ -261,7 +261,7 @@ START_TEST(test_init_text_and_file) {
     ck_assert_mem_eq(p, q, sizeof q);
     sp_rng r;
     sp_error err;
-    ck_assert_int_eq(sp_prompt_init(p, 5, &e.m, &c, e.ds, &r, &err), -1);
+    ck_assert_int_eq(sp__prompt_init(p, 5, &e.m, &c, e.ds, &r, &err), -1);
     ck_assert_msg(strstr(err.msg, "prompt has shape [4, 8], this run needs [5, 8]"), "%s", err.msg);
     free(f);
     init_env_close(&e);

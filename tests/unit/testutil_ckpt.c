@@ -162,7 +162,7 @@ char *tu_ck_write_crafted(const char *name, const tu_ck_sample *s) {
     write_attr(f, "best_metric", H5T_NATIVE_DOUBLE, &s->c.best_metric);
     ck_assert_int_ge(H5Fclose(f), 0);
     char sum[17];
-    sp_h64_hex(sp_ckpt_checksum(&s->c, sp_ckpt_created_by(&s->c)), sum);
+    sp__h64_hex(sp__ckpt_checksum(&s->c, sp__ckpt_created_by(&s->c)), sum);
     tu_ck_set_str_attr(path, "checksum", sum);
     return path;
 }
