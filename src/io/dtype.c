@@ -8,10 +8,11 @@ static const struct {
     size_t size;
     int is_float;
 } DTYPES[SP_DTYPE_COUNT] = {
-    [SP_DTYPE_F64] = {"F64", 8, 1},  [SP_DTYPE_F32] = {"F32", 4, 1}, [SP_DTYPE_F16] = {"F16", 2, 1},
-    [SP_DTYPE_BF16] = {"BF16", 2, 1}, [SP_DTYPE_I64] = {"I64", 8, 0}, [SP_DTYPE_I32] = {"I32", 4, 0},
-    [SP_DTYPE_I16] = {"I16", 2, 0},  [SP_DTYPE_I8] = {"I8", 1, 0},   [SP_DTYPE_U8] = {"U8", 1, 0},
-    [SP_DTYPE_BOOL] = {"BOOL", 1, 0},
+    [SP_DTYPE_F64] = {"F64", 8, 1}, [SP_DTYPE_F32] = {"F32", 4, 1},
+    [SP_DTYPE_F16] = {"F16", 2, 1}, [SP_DTYPE_BF16] = {"BF16", 2, 1},
+    [SP_DTYPE_I64] = {"I64", 8, 0}, [SP_DTYPE_I32] = {"I32", 4, 0},
+    [SP_DTYPE_I16] = {"I16", 2, 0}, [SP_DTYPE_I8] = {"I8", 1, 0},
+    [SP_DTYPE_U8] = {"U8", 1, 0},   [SP_DTYPE_BOOL] = {"BOOL", 1, 0},
 };
 
 int sp_dtype_from_name(const char *name, sp_dtype *out) {
@@ -24,9 +25,15 @@ int sp_dtype_from_name(const char *name, sp_dtype *out) {
     return -1;
 }
 
-const char *sp_dtype_name(sp_dtype dt) { return DTYPES[dt].name; }
-size_t sp_dtype_size(sp_dtype dt) { return DTYPES[dt].size; }
-int sp_dtype_is_float(sp_dtype dt) { return DTYPES[dt].is_float; }
+const char *sp_dtype_name(sp_dtype dt) {
+    return DTYPES[dt].name;
+}
+size_t sp_dtype_size(sp_dtype dt) {
+    return DTYPES[dt].size;
+}
+int sp_dtype_is_float(sp_dtype dt) {
+    return DTYPES[dt].is_float;
+}
 
 static float bits_to_f32(uint32_t u) {
     float f;
@@ -40,7 +47,9 @@ static uint32_t f32_to_bits(float f) {
     return u;
 }
 
-float sp_bf16_to_f32(uint16_t b) { return bits_to_f32((uint32_t)b << 16); }
+float sp_bf16_to_f32(uint16_t b) {
+    return bits_to_f32((uint32_t)b << 16);
+}
 
 float sp_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
@@ -85,7 +94,9 @@ void sp_convert_to_f32(sp_dtype dt, const void *src, float *dst, size_t n) {
     const unsigned char *p = src;
     for (size_t i = 0; i < n; i++) {
         switch (dt) {
-        case SP_DTYPE_F32: memcpy(&dst[i], p + 4 * i, 4); break;
+        case SP_DTYPE_F32:
+            memcpy(&dst[i], p + 4 * i, 4);
+            break;
         case SP_DTYPE_F64: {
             double d;
             memcpy(&d, p + 8 * i, 8);
@@ -99,7 +110,9 @@ void sp_convert_to_f32(sp_dtype dt, const void *src, float *dst, size_t n) {
             dst[i] = dt == SP_DTYPE_F16 ? sp_f16_to_f32(h) : sp_bf16_to_f32(h);
             break;
         }
-        default: dst[i] = 0.0f; break; /* callers only pass floating dtypes */
+        default:
+            dst[i] = 0.0f;
+            break; /* callers only pass floating dtypes */
         }
     }
 }

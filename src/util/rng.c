@@ -9,7 +9,9 @@ static uint64_t splitmix64(uint64_t *x) {
     return z ^ (z >> 31);
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 
 void sp_rng_seed(sp_rng *r, uint64_t seed) {
     for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
@@ -28,7 +30,9 @@ uint64_t sp_rng_next(sp_rng *r) {
     return result;
 }
 
-double sp_rng_uniform(sp_rng *r) { return (double)(sp_rng_next(r) >> 11) * 0x1.0p-53; }
+double sp_rng_uniform(sp_rng *r) {
+    return (double)(sp_rng_next(r) >> 11) * 0x1.0p-53;
+}
 
 double sp_rng_normal(sp_rng *r) {
     double u1 = 1.0 - sp_rng_uniform(r); /* (0, 1]: log is finite */

@@ -16,7 +16,7 @@ int main(int argc, char **argv) {
     sp_checkpoint c;
     sp_error err;
     if (sp_checkpoint_read(argv[1], &c, &err)) return fprintf(stderr, "%s\n", err.msg), 1;
-    static const char *const names[] = {"step",       "epoch",      "epoch_position",
+    static const char *const names[] = {"step",        "epoch",      "epoch_position",
                                         "tokens_seen", "optim_step", "best_step"};
     int64_t *fields[] = {&c.step,        &c.epoch,      &c.epoch_position,
                          &c.tokens_seen, &c.optim_step, &c.best_step};
