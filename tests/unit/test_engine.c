@@ -42,15 +42,7 @@ static sp_linear lin(const float *w, const float *b, int in, int out, sp_wlayout
 static void make_model(test_model *t, int L, int d, int H, int F, int V, int ctx, uint64_t seed) {
     memset(t, 0, sizeof *t);
     sp_model *m = &t->m;
-    m->cfg = (sp_model_config){.n_layer = L,
-                               .d_model = d,
-                               .n_head = H,
-                               .d_ff = F,
-                               .vocab_size = V,
-                               .n_ctx = ctx,
-                               .ln_eps = 1e-5f,
-                               .tied = 1,
-                               .arch = SP_ARCH_GPT2};
+    m->cfg = tu_gpt2_config(L, d, H, F, V, ctx);
     size_t per_layer = 4 * (size_t)d + 3 * (size_t)d * d + 3 * d + (size_t)d * d + d +
                        (size_t)d * F + F + (size_t)F * d + d;
     size_t total = (size_t)V * d + (size_t)ctx * d + 2 * (size_t)d + L * per_layer;

@@ -148,18 +148,7 @@ typedef struct init_env {
 static void init_env_open(init_env *e, int vocab) {
     e->tmp = tu_mkdtemp();
     e->model_dir = tu_path(e->tmp, "model"), e->data = tu_path(e->tmp, "train.h5");
-    sp_init_options o;
-    sp_init_options_default(&o);
-    o.cfg = (sp_model_config){.n_layer = 1,
-                              .d_model = 8,
-                              .n_head = 2,
-                              .d_ff = 32,
-                              .vocab_size = vocab,
-                              .n_ctx = 32,
-                              .ln_eps = 1e-5f,
-                              .tied = 1,
-                              .arch = SP_ARCH_GPT2};
-    o.seed = 3;
+    sp_init_options o = tu_gpt2_options(1, 8, 2, 32, vocab, 32, 3);
     sp_error err;
     ck_assert_msg(sp_init_model_write(e->model_dir, &o, &err) == 0, "%s", err.msg);
     ck_assert_msg(sp_model_load(&e->m, e->model_dir, &err) == 0, "%s", err.msg);

@@ -104,8 +104,11 @@ int tu_main(const char *name, const TTest *const *tests, void (*setup)(void),
 
 /* ---- models, datasets and prompts (testutil_model.c) ---- */
 
-/* GPT-2 options of the given shape (LayerNorm eps 1e-5, tied head), the defaults otherwise
- * (F32, one file), with seed. */
+/* A GPT-2 configuration of the given shape (LayerNorm eps 1e-5, tied head). */
+sp_model_config tu_gpt2_config(int n_layer, int d_model, int n_head, int d_ff, int vocab_size,
+                               int n_ctx);
+/* init-model options of tu_gpt2_config's shape, the defaults otherwise (F32, one file), with
+ * seed. */
 sp_init_options tu_gpt2_options(int n_layer, int d_model, int n_head, int d_ff, int vocab_size,
                                 int n_ctx, uint64_t seed);
 /* Writes a random model of options o into tu_dir/name; returns the malloc'd directory. */

@@ -7,19 +7,24 @@
 
 #include "testutil.h"
 
+sp_model_config tu_gpt2_config(int n_layer, int d_model, int n_head, int d_ff, int vocab_size,
+                               int n_ctx) {
+    return (sp_model_config){.n_layer = n_layer,
+                             .d_model = d_model,
+                             .n_head = n_head,
+                             .d_ff = d_ff,
+                             .vocab_size = vocab_size,
+                             .n_ctx = n_ctx,
+                             .ln_eps = 1e-5f,
+                             .tied = 1,
+                             .arch = SP_ARCH_GPT2};
+}
+
 sp_init_options tu_gpt2_options(int n_layer, int d_model, int n_head, int d_ff, int vocab_size,
                                 int n_ctx, uint64_t seed) {
     sp_init_options o;
     sp_init_options_default(&o);
-    o.cfg = (sp_model_config){.n_layer = n_layer,
-                              .d_model = d_model,
-                              .n_head = n_head,
-                              .d_ff = d_ff,
-                              .vocab_size = vocab_size,
-                              .n_ctx = n_ctx,
-                              .ln_eps = 1e-5f,
-                              .tied = 1,
-                              .arch = SP_ARCH_GPT2};
+    o.cfg = tu_gpt2_config(n_layer, d_model, n_head, d_ff, vocab_size, n_ctx);
     o.seed = seed;
     return o;
 }
