@@ -25,7 +25,6 @@ Usage: python3 tests/ref/gpt2_reference.py --out tests/fixtures/ref
 Only torch and numpy are needed; the safetensors reader/writer is implemented here.
 """
 
-import argparse
 import json
 import math
 import os
@@ -34,6 +33,7 @@ import struct
 import sys
 
 import numpy as np
+import ref_cli
 import torch
 
 torch.set_num_threads(1)  # fixed summation order: identical bytes on every run
@@ -532,14 +532,7 @@ def generate_case(outdir, case):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True, help="output directory (e.g. tests/fixtures/ref)")
-    args = ap.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    for case in CASES:
-        generate_case(args.out, case)
-    print("%d cases written to %s" % (len(CASES), args.out))
-    return 0
+    return ref_cli.run(__doc__, CASES, generate_case)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ Usage: python3 tests/ref/llama_reference.py --out tests/fixtures/ref
 Only torch and numpy are needed.
 """
 
-import argparse
 import json
 import math
 import os
@@ -31,6 +30,7 @@ import shutil
 import sys
 
 import numpy as np
+import ref_cli
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -370,14 +370,7 @@ def generate_case(outdir, case):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True, help="output directory (e.g. tests/fixtures/ref)")
-    args = ap.parse_args()
-    os.makedirs(args.out, exist_ok=True)
-    for case in CASES:
-        generate_case(args.out, case)
-    print("%d cases written to %s" % (len(CASES), args.out))
-    return 0
+    return ref_cli.run(__doc__, CASES, generate_case)
 
 
 if __name__ == "__main__":
