@@ -37,9 +37,12 @@
 #                   not --model, --train, --valid, --out (set from the variables above), --check,
 #                   nor a --resume other than auto (every run resumes: --resume auto)
 #   SP_BIN          the softprompt executable (default: `softprompt` on PATH, else
-#                   SP_HOME/build/softprompt)
-#   SP_HOME         the softprompt source tree the job scripts come from (default: the tree
-#                   holding this file, when it is sourced from its place in a tree)
+#                   SP_HOME/build/softprompt or SP_HOME/bin/softprompt)
+#   SP_HOME         the softprompt the job scripts come from: a source tree (slurm/lib/ and
+#                   build/softprompt) or an install prefix (share/softprompt/slurm/lib/ and
+#                   bin/softprompt). Default: the tree or prefix holding this file, when it is
+#                   sourced from its place in one; else SOFTPROMPT_HOME (`module load softprompt`
+#                   sets it to the install prefix)
 #   SP_MAX_RESTARTS requeues by this script after time-limit signals (default 3)
 #   SP_SRUN_ARGS    more srun options, shell-quoted (e.g. "--cpu-bind=cores")
 #   SP_LAUNCHER     replaces `srun --mpi=pmix --kill-on-bad-exit=1 $SP_SRUN_ARGS`, e.g. "mpirun"
@@ -50,10 +53,18 @@
 
 SP_EXIT_STOPPED=75
 
-# Sourced from its place in a source tree (slurm/lib/ of SP_HOME): that tree is SP_HOME. A copy
-# inside a job script written by scripts/submit has SP_HOME set by that script instead.
-if [[ -z ${SP_HOME:-} && ${BASH_SOURCE[0]} == */slurm/lib/softprompt-job.sh ]]; then
-  SP_HOME=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd) && export SP_HOME
+# Sourced from its place in an install prefix (share/softprompt/slurm/lib/ of SP_HOME) or a
+# source tree (slurm/lib/ of SP_HOME): that prefix or tree is SP_HOME; else the installation
+# `module load softprompt` names (SOFTPROMPT_HOME). A copy inside a job script written by
+# scripts/submit has SP_HOME set by that script instead.
+if [[ -z ${SP_HOME:-} ]]; then
+  case ${BASH_SOURCE[0]} in
+    */share/softprompt/slurm/lib/softprompt-job.sh)
+      SP_HOME=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../../.." && pwd) && export SP_HOME ;;
+    */slurm/lib/softprompt-job.sh)
+      SP_HOME=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd) && export SP_HOME ;;
+    *) if [[ -n ${SOFTPROMPT_HOME:-} ]]; then SP_HOME=$SOFTPROMPT_HOME && export SP_HOME; fi ;;
+  esac
 fi
 
 sp_log() {
@@ -71,8 +82,9 @@ sp_fail() { SP_ERR=$*; return 1; }
 
 # sp_find_bin: sets (and exports) SP_BIN to the absolute path of the softprompt executable, by
 # the one rule of docs/slurm.md ("Which softprompt"): SP_BIN when set (a path, or a command name
-# looked up on PATH), else `softprompt` on PATH, else SP_HOME/build/softprompt (SP_HOME: the
-# source tree of the job scripts). Returns 1 with SP_ERR when there is none.
+# looked up on PATH), else `softprompt` on PATH, else SP_HOME/build/softprompt (SP_HOME a source
+# tree) or SP_HOME/bin/softprompt (SP_HOME an install prefix). Returns 1 with SP_ERR when there is
+# none.
 sp_find_bin() {
   local b
   if [[ -n ${SP_BIN:-} ]]; then
@@ -85,10 +97,12 @@ sp_find_bin() {
     :
   elif [[ -n ${SP_HOME:-} && -f $SP_HOME/build/softprompt && -x $SP_HOME/build/softprompt ]]; then
     b=$SP_HOME/build/softprompt
+  elif [[ -n ${SP_HOME:-} && -f $SP_HOME/bin/softprompt && -x $SP_HOME/bin/softprompt ]]; then
+    b=$SP_HOME/bin/softprompt
   else
-    local tree="the source tree of the job scripts is unknown (SP_HOME is not set)"
-    [[ -n ${SP_HOME:-} ]] && tree="$SP_HOME/build/softprompt does not exist (SP_HOME: the source tree)"
-    sp_fail "softprompt executable not found: SP_BIN is not set, softprompt is not on PATH, and $tree; build it (cmake --build build) or set SP_BIN to its path"
+    local tree="the softprompt of the job scripts is unknown (SP_HOME and SOFTPROMPT_HOME are not set)"
+    [[ -n ${SP_HOME:-} ]] && tree="$SP_HOME/build/softprompt does not exist (SP_HOME as a source tree), nor $SP_HOME/bin/softprompt (SP_HOME as an install prefix)"
+    sp_fail "softprompt executable not found: SP_BIN is not set, softprompt is not on PATH, and $tree; build it (cmake --build build), load its module (module load softprompt) or set SP_BIN to its path"
     return 1
   fi
   SP_BIN=$(realpath -s -- "$b") && export SP_BIN
