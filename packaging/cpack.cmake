@@ -5,7 +5,10 @@
 # is recommended. docs/install.md, "Debian package".
 set(CPACK_PACKAGE_NAME softprompt)
 set(CPACK_PACKAGE_VENDOR "softprompt")
-set(CPACK_PACKAGE_CONTACT "softprompt maintainers <softprompt@localhost>")
+# Who builds the package: a site sets its own (-DSP_DEB_MAINTAINER="Name <address>").
+set(SP_DEB_MAINTAINER "softprompt maintainers <softprompt@localhost>" CACHE STRING
+    "the Maintainer field of the Debian package")
+set(CPACK_PACKAGE_CONTACT "${SP_DEB_MAINTAINER}")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY
   "prompt tuning of frozen Hugging Face language models on CPU clusters")
 set(CPACK_PACKAGE_DESCRIPTION
@@ -16,6 +19,8 @@ set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION science)
+# Stripped binaries, as Debian ships them (the build tree keeps the debugging information).
+set(CPACK_STRIP_FILES ON)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 # A shared library: a shlibs file, and ldconfig triggers on install and removal.
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
