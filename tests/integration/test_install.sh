@@ -87,6 +87,28 @@ done
 if grep -rIl -e "$SP_REPO" -e "$build" "$opt" > named.txt; then
   fail "A: installed files name the source or build tree: $(tr '\n' ' ' < named.txt)"
 fi
+# The Spack recipe and the EasyBuild easyconfig ask only for what the install gives (neither tool
+# runs here): their sanity-check files and directories exist, the easyconfig's commands run.
+python3 - "$SP_REPO/packaging" "$opt" > recipes.txt <<'PY' || { cat recipes.txt; fail "A: the Spack or EasyBuild sanity checks do not hold for the install"; }
+import ast, glob, os, shlex, subprocess, sys
+pk, prefix = sys.argv[1:]
+spack = [ast.literal_eval(n.value) for n in ast.walk(ast.parse(open(f"{pk}/spack/package.py").read()))
+         if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "sanity_check_is_file"]
+eb = {}
+[ebfile] = glob.glob(f"{pk}/easybuild/softprompt-*.eb")
+exec(open(ebfile).read(), {"SOURCE_TAR_GZ": "%(name)s-%(version)s.tar.gz", "SHLIB_EXT": "so"}, eb)
+paths = eb["sanity_check_paths"]
+want = [(f, os.path.isfile) for f in spack[0] + paths["files"]] + [(d, os.path.isdir) for d in paths["dirs"]]
+for path, exists in want:
+    if not exists(os.path.join(prefix, path)):
+        sys.exit(f"{path} is not installed")
+env = dict(os.environ, PATH=f"{prefix}/bin:" + os.environ["PATH"], PKG_CONFIG_PATH=f"{prefix}/lib/pkgconfig")
+for cmd in eb["sanity_check_commands"]:
+    subprocess.run(shlex.split(cmd.replace("%(installdir)s", prefix)), env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+print(f"{len(want)} paths, {len(eb['sanity_check_commands'])} commands")
+PY
+ok "A: the Spack recipe's and the easyconfig's sanity checks hold for the install: $(cat recipes.txt)"
 ok "A: installed into a prefix: ${#want[@]} files checked, $(ls "$opt/share/man/man1" | wc -l) man pages, $(wc -l < exported.txt) public symbols, headers compile alone, no tree paths"
 
 echo "($(( $(date +%s) - t_start )) s)"
@@ -234,22 +256,21 @@ ok "C: job $job (2 ranks, srun) submitted with the installed softprompt-submit: 
 
 echo "($(( $(date +%s) - t_start )) s)"
 # --- D: the Debian package ----------------------------------------------------------------------
+t_cpack=$(date +%s)
 cpack -G DEB -B "$WORK/deb" --config "$build/CPackConfig.cmake" > cpack.log 2>&1 || { cat cpack.log; fail "D: cpack -G DEB failed"; }
 debs=("$WORK"/deb/softprompt_*.deb)
 [[ ${#debs[@]} == 1 && -f ${debs[0]} ]] || fail "D: cpack wrote no softprompt_*.deb"
 deb=${debs[0]}
+echo "(cpack: $(( $(date +%s) - t_cpack )) s)"
 depends=$(dpkg-deb -f "$deb" Depends)
 mkdir root && dpkg -x "$deb" root
 # Every library the binary and the library link comes from a package in Depends (or one that a
 # Depends entry pulls in: libopenblas0 is met by an implementation, libopenblas0-pthread here).
-covered() {
-  local pkg=$1 d
-  for d in $(tr ',|' '\n\n' <<< "$depends" | sed 's/(.*)//; s/ //g'); do
-    [[ $d == "$pkg" ]] && return 0
-    apt-cache depends "$d" 2>/dev/null | grep -qE "^ *\|?(Depends|PreDepends): <?$pkg>?$" && return 0
-  done
-  return 1
-}
+direct=$(tr ',|' '\n\n' <<< "$depends" | sed 's/(.*)//; s/ //g' | sort -u)
+# shellcheck disable=SC2086  # one word per package
+allowed=$(printf '%s\n' $direct; apt-cache depends $direct 2>/dev/null \
+  | sed -n 's/^ *|\{0,1\}\(Pre\)\{0,1\}Depends: <\{0,1\}\([^ >]*\)>\{0,1\}$/\2/p')
+covered() { grep -qx -- "$1" <<< "$allowed"; }
 n=0
 for elf in root/usr/bin/softprompt root/usr/lib/libsoftprompt.so.*.*.*; do
   for so in $(readelf -d "$elf" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
