@@ -157,6 +157,14 @@ rc=0; SP_MODEL=$MOVED/share/softprompt/models/demo-gpt2 SP_TRAIN=$WORK/train.h5 
 [[ $rc == 2 ]] && grep -q "softprompt-job.sh not found .*module load softprompt" nomodule.log \
   || { cat nomodule.log; fail "B: a copied job script without the module: exit $rc"; }
 
+# The installed job script itself, without the module: its library next to it, the binary in
+# its prefix (SP_HOME found from the library's place).
+SP_MODEL=$MOVED/share/softprompt/models/demo-gpt2 SP_TRAIN=$WORK/train.h5 SP_OUT=$WORK/elsewhere/installed-job \
+  SP_LAUNCHER=mpirun SP_TRAIN_ARGS="--steps 2 --threads 1 --quiet" bash "$MOVED/share/softprompt/slurm/train.sbatch" \
+  > installed-job.log 2>&1 || { cat installed-job.log; fail "B: the installed train.sbatch, run without the module"; }
+grep -q "running: mpirun $MOVED/bin/softprompt train" installed-job.log \
+  || { cat installed-job.log; fail "B: the installed train.sbatch did not find its prefix's softprompt"; }
+
 source "$LMOD_INIT"
 module use "$MOVED/share/modulefiles"
 module load softprompt 2> load.err || { cat load.err; fail "B: module load softprompt failed"; }
@@ -186,7 +194,7 @@ SP_MODEL=$model SP_TRAIN=$WORK/train.h5 SP_OUT=$WORK/elsewhere/job-run SP_LAUNCH
   || { cat withmodule.log; fail "B: a copied job script with the module failed"; }
 grep -q "running: mpirun $MOVED/bin/softprompt train" withmodule.log && grep -q "finished: softprompt train exited 0" withmodule.log \
   || { cat withmodule.log; fail "B: the copied job script did not run the module's softprompt"; }
-ok "B: a job script copied out of the prefix: refused without the module, runs with it"
+ok "B: the installed train.sbatch runs its prefix's softprompt without the module; a copy of it elsewhere is refused without the module and runs with it"
 
 # The C API example: pkg-config and find_package, against the loaded module.
 eval_loss=$(softprompt eval --model "$model" --data "$WORK/valid.h5" --prompt run/adapter --threads 1 --json \
