@@ -40,7 +40,7 @@ want=(bin/softprompt bin/softprompt-submit bin/softprompt-sweep-collect bin/soft
       share/softprompt/slurm/train-multinode.sbatch share/softprompt/slurm/sweep.sbatch
       share/softprompt/slurm/sweep.example.tsv share/softprompt/slurm/lib/softprompt-job.sh
       share/softprompt/models/demo-gpt2/config.json share/softprompt/models/demo-gpt2/model.safetensors
-      share/doc/softprompt/README.md share/doc/softprompt/slurm.md
+      share/doc/softprompt/README.md share/doc/softprompt/slurm.md share/doc/softprompt/install.md
       share/doc/softprompt/examples/c/sp_loss.c share/man/man1/softprompt.1
       share/man/man1/softprompt-submit.1 share/man/man1/softprompt-get-model.1
       lib/libsoftprompt.a lib/libsoftprompt.so lib/pkgconfig/softprompt.pc
@@ -51,13 +51,16 @@ for f in bin/softprompt bin/softprompt-submit share/softprompt/slurm/train.sbatc
   [[ -x $opt/$f ]] || fail "A: $f is not executable"
 done
 # A man page for every command softprompt --help lists.
+n_cmd=0
 while read -r cmd; do
+  n_cmd=$((n_cmd + 1))
   [[ $cmd == help || -f $opt/share/man/man1/softprompt-$cmd.1 ]] || fail "A: no man page for softprompt $cmd"
   [[ $cmd == help ]] && continue
   page=$(MANWIDTH=200 man -l "$opt/share/man/man1/softprompt-$cmd.1" 2>/dev/null)
   [[ $page == *"usage: softprompt $cmd"* && $page == *"--help"* ]] \
     || fail "A: the man page of softprompt $cmd does not hold its usage and options"
 done < <("$SP_CLI" --help | sed -n '/^commands:/,/^$/s/^  \([a-z][a-z0-9-]*\) .*/\1/p')
+(( n_cmd >= 6 )) || fail "A: softprompt --help lists $n_cmd commands"
 # The library: soname from the version, public symbols only.
 major_minor=${version%.*}
 [[ $(readelf -d "$opt/lib/libsoftprompt.so" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p') == "libsoftprompt.so.$major_minor" ]] \
