@@ -764,7 +764,7 @@ static void check_seq_prompts(test_model *t) {
     double tl[NT], tl_own[NT], loss;
     sp_error err;
     sp_worker *w = sp_worker_new(&t->m);
-    sp_team *team = sp_team_new(&t->m, 2);
+    sp_team *team = sp_team_new(&t->m, 3); /* one sequence per thread */
     for (int run = 0; run < 2; run++) {
         sp_pass pass = {.prompt = prompts + n,
                         .n_prompt = P,
