@@ -56,7 +56,8 @@ typedef struct sp_predict_options {
 typedef struct sp_predict_metrics {
     int n_predictors, n_classes;
     int64_t n_examples, n_labelled;
-    int64_t *confusion; /* [n_predictors, C, C]: rows the label, columns the prediction */
+    int64_t chunks, resumed_from; /* chunks in all; chunks already done when this run began */
+    int64_t *confusion;           /* [n_predictors, C, C]: rows the label, columns the prediction */
 } sp_predict_metrics;
 
 /* Runs on every rank (the same ex, options and prompts). Returns 0 when OUT is published,

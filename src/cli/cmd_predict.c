@@ -313,6 +313,9 @@ static int predict(const predict_args *a, sp_predict_format format, const sp_dis
                             .model_fingerprint = fp};
     sp_predict_metrics pm = {0};
     if (rc == 0) rc = sp_predict(team, &l.ex, &o, d, &pm, err);
+    if (rc >= 0 && d->rank == 0 && pm.resumed_from > 0)
+        fprintf(stderr, "softprompt predict: %s: continued after chunk %lld of %lld\n", a->out,
+                (long long)pm.resumed_from, (long long)pm.chunks);
     if (rc == 0 && d->rank == 0 && !a->quiet) print_metrics(a, &pm, &l.ex);
     if (rc == 0 && a->metrics)
         rc = sp_dist_rank0_agree(d->rank == 0 ? write_metrics(a, &pm, &l.ex, err) : 0,

@@ -374,6 +374,7 @@ static int loop(run *r, sp_error *err) {
     int rc = sp_dist_rank0_agree(r->d->rank == 0 ? open_output(r, err) : 0, "open the output", err);
     if (rc) return -1;
     share_start(r);
+    r->m->chunks = r->n_chunks, r->m->resumed_from = r->done;
     sp__signals_install();
     while (r->done < r->n_chunks) {
         int stop = one_round(r, err);
