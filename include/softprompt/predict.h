@@ -49,6 +49,8 @@ typedef struct sp_predict_options {
     const char *out;               /* the output file */
     int force;                     /* replace an existing OUT; start over a foreign progress */
     const char *model_fingerprint; /* recorded in the progress fingerprint */
+    int check; /* only check: the options, OUT, a progress record (read); nothing computed or
+                  written; m->chunks and m->resumed_from say where a run would start */
 } sp_predict_options;
 
 /* Counts over the labelled examples for each predictor: the prompts, then (n_prompts > 1) the

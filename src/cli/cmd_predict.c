@@ -22,7 +22,7 @@ typedef struct predict_args {
     sp_format_options fmt;
     const char *prompts[SP_PREDICT_MAX_PROMPTS];
     int n_prompts;
-    int micro_batch, threads, force, allow_model_mismatch, quiet;
+    int micro_batch, threads, force, allow_model_mismatch, quiet, check;
     int64_t chunk;
 } predict_args;
 
@@ -85,6 +85,9 @@ static const sp__flag FLAGS[] = {
                   "overwrite --out and --metrics; start over an unfinished run\n"
                   "of other inputs or options"),
     SP_OPT_SWITCH("quiet", AT(quiet), 1, "print nothing on success"),
+    SP_OPT_SWITCH("check", AT(check), 1,
+                  "check the model, prompts, inputs and output and say what a run\n"
+                  "would do, computing and writing nothing (scripts/submit --predict)"),
     SP_OPT_INT("micro-batch", AT(micro_batch), "N", 1, 1 << 20,
                "examples per engine call (8); each is one sequence per prompt", .group = "running"),
     SP_OPT_INT64("chunk", AT(chunk), "N", 1, (double)((int64_t)1 << 40),
@@ -279,6 +282,17 @@ static int write_metrics(const predict_args *a, const sp_predict_metrics *m, con
 
 /* ---- the run ------------------------------------------------------------------------------- */
 
+static void print_check(const predict_args *a, const loaded *l, const sp_predict_metrics *m) {
+    printf("ok: %lld inputs (%lld labelled) of %s, %d prompt%s of %d soft tokens, %d classes; "
+           "writes %s",
+           (long long)l->ex.n, (long long)l->ex.n_labelled, l->ex.source, l->n, l->n > 1 ? "s" : "",
+           l->pf[0].n_prompt, l->ex.n_classes, a->out);
+    if (m->resumed_from > 0)
+        printf(", continuing after chunk %lld of %lld", (long long)m->resumed_from,
+               (long long)m->chunks);
+    printf("\n");
+}
+
 /* Rank 0 refuses existing --metrics before any work. */
 static int check_metrics_path(const predict_args *a, sp_error *err) {
     FILE *f = a->metrics && !a->force ? fopen(a->metrics, "r") : NULL;
@@ -310,14 +324,17 @@ static int predict(const predict_args *a, sp_predict_format format, const sp_dis
                             .format = format,
                             .out = a->out,
                             .force = a->force,
-                            .model_fingerprint = fp};
+                            .model_fingerprint = fp,
+                            .check = a->check};
     sp_predict_metrics pm = {0};
     if (rc == 0) rc = sp_predict(team, &l.ex, &o, d, &pm, err);
-    if (rc >= 0 && d->rank == 0 && pm.resumed_from > 0)
+    if (rc == 0 && a->check) {
+        if (d->rank == 0) print_check(a, &l, &pm);
+    } else if (rc >= 0 && d->rank == 0 && pm.resumed_from > 0)
         fprintf(stderr, "softprompt predict: %s: continued after chunk %lld of %lld\n", a->out,
                 (long long)pm.resumed_from, (long long)pm.chunks);
-    if (rc == 0 && d->rank == 0 && !a->quiet) print_metrics(a, &pm, &l.ex);
-    if (rc == 0 && a->metrics)
+    if (rc == 0 && d->rank == 0 && !a->quiet && !a->check) print_metrics(a, &pm, &l.ex);
+    if (rc == 0 && a->metrics && !a->check)
         rc = sp_dist_rank0_agree(d->rank == 0 ? write_metrics(a, &pm, &l.ex, err) : 0,
                                  "write --metrics", err);
     sp_predict_metrics_free(&pm);

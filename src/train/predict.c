@@ -370,6 +370,17 @@ static void share_start(run *r) {
     sp_dist_bcast(r->m->confusion, n_counts(r) * sizeof *r->m->confusion);
 }
 
+/* --check: what open_output would refuse, without writing. */
+static int check_output(run *r, sp_error *err) {
+    struct stat st;
+    if (!r->o->force && stat(r->o->out, &st) == 0)
+        return sp_fail(err, "%s: already exists (use --force to overwrite it)", r->o->out);
+    int resumed = read_progress(r, err);
+    if (resumed < 0 && !r->o->force) return -1;
+    if (resumed <= 0) r->done = 0;
+    return 0;
+}
+
 static int loop(run *r, sp_error *err) {
     int rc = sp_dist_rank0_agree(r->d->rank == 0 ? open_output(r, err) : 0, "open the output", err);
     if (rc) return -1;
@@ -390,7 +401,12 @@ int sp_predict(sp_team *team, const sp_examples *ex, const sp_predict_options *o
     run r = {.team = team, .ex = ex, .o = o, .d = d, .m = m};
     int rc = setup(&r, err);
     if (sp_dist_any(rc != 0)) rc = rc ? -1 : sp_fail(err, "predict failed on another rank");
-    if (rc == 0) rc = loop(&r, err);
+    if (rc == 0 && o->check) {
+        rc = sp_dist_rank0_agree(d->rank == 0 ? check_output(&r, err) : 0, "check", err);
+        m->chunks = r.n_chunks, m->resumed_from = r.done;
+    } else if (rc == 0) {
+        rc = loop(&r, err);
+    }
     if (r.fd >= 0) close(r.fd);
     free(r.partial), free(r.progress), free(r.seq_start), free(r.tokens), free(r.tpos);
     free(r.tids), free(r.seq_prompts), free(r.logits), free(r.round);
