@@ -203,9 +203,10 @@ int sp__npy_parse(const unsigned char *buf, size_t len, const char *what, float 
     for (size_t i = 0; i < n; i++) {
         x[i] = value(buf + at + i * size, size);
         if (!isfinite(x[i])) {
+            double bad = x[i];
             free(x);
             return sp_fail(err, "%s: element [%zu, %zu] is %g: expected finite values", what,
-                           i / (size_t)h.shape[1], i % (size_t)h.shape[1], (double)x[i]);
+                           i / (size_t)h.shape[1], i % (size_t)h.shape[1], bad);
         }
     }
     *out = x, *rows = (int)h.shape[0], *cols = (int)h.shape[1];
