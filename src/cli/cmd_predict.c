@@ -164,8 +164,9 @@ typedef struct loaded {
 /* Every prompt, checked against the model and against the first one's length. */
 static int load_prompts(const predict_args *a, const sp_model *m, loaded *l, int rank,
                         sp_error *err) {
-    for (int k = 0; k < a->n_prompts; k++, l->n++) {
+    for (int k = 0; k < a->n_prompts; k++) {
         char *warnings = NULL;
+        l->n = k + 1; /* freed by loaded_free whatever happens below */
         if (sp_prompt_load(a->prompts[k], &l->pf[k], err) ||
             sp_prompt_check_model(&l->pf[k], m, a->allow_model_mismatch, &warnings, err))
             return -1;
