@@ -22,7 +22,7 @@ typedef struct predict_args {
     sp_format_options fmt;
     const char *prompts[SP_PREDICT_MAX_PROMPTS];
     int n_prompts;
-    int micro_batch, threads, force, allow_model_mismatch, quiet, check;
+    int micro_batch, threads, force, allow_model_mismatch, allow_tokenizer_mismatch, quiet, check;
     int64_t chunk;
 } predict_args;
 
@@ -56,7 +56,11 @@ static const sp__flag FLAGS[] = {
                "template and verbalizer are used)"),
     SP_OPT_STR("input-format", AT(input_format), "F",
                "jsonl | json | csv | tsv (default: from the extension)"),
-    SP_OPT_STR("tokenizer", AT(tokenizer), "DIR", "tokenizer for --input (default: the model's)"),
+    SP_OPT_STR("tokenizer", AT(tokenizer), "DIR",
+               "tokenizer for --input, and to check --data against (default:\n"
+               "the model's)"),
+    SP_OPT_SWITCH("allow-tokenizer-mismatch", AT(allow_tokenizer_mismatch), 1,
+                  "use --data prepared with another tokenizer than the model's"),
     SP_OPT_STR("template", AT(fmt.template_spec), "T",
                "as for prepare; a template without soft tokens gets the\n"
                "prompt's length of them prepended"),
@@ -70,7 +74,8 @@ static const sp__flag FLAGS[] = {
                "the prompt's length)"),
     SP_OPT_INT("max-length", AT(fmt.max_length), "N", 0, 1 << 30,
                "longest example in tokens (default " SP_XSTR(
-                   SP_PREPARE_DEFAULT_MAX_LENGTH) "; 0: no limit)"),
+                   SP_PREPARE_DEFAULT_MAX_LENGTH) ", at most the model's\n"
+                                                  "positions; 0: no limit)"),
     SP_OPT_STR("truncate-field", AT(fmt.truncate_field), "NAME",
                "the only field that may be cut (default: the text field)"),
     SP_OPT_STR("out", AT(out), "FILE",
@@ -132,7 +137,7 @@ static int parse_format(const char *s, sp_predict_format *f) {
 static int parse_args(int argc, char **argv, predict_args *a, sp_predict_format *f) {
     memset(a, 0, sizeof *a);
     a->micro_batch = 8, a->chunk = SP_PREDICT_DEFAULT_CHUNK;
-    a->fmt.prompt_length = -1, a->fmt.max_length = SP_PREPARE_DEFAULT_MAX_LENGTH;
+    a->fmt.prompt_length = -1, a->fmt.max_length = -1;
     char *pos[argc > 0 ? argc : 1];
     int n_pos, rc = sp__flags_parse(&SPEC, argc, argv, a, pos, &n_pos);
     if (rc) return rc;
@@ -142,7 +147,7 @@ static int parse_args(int argc, char **argv, predict_args *a, sp_predict_format 
         return sp__flag_usage_error(CMD, "--input needs --verbalizer (the classes' words)");
     static const char *const example_flags[] = {"template",       "verbalizer",    "text-field",
                                                 "label-field",    "prompt-length", "max-length",
-                                                "truncate-field", "input-format",  "tokenizer"};
+                                                "truncate-field", "input-format"};
     for (size_t i = 0; a->data && i < sizeof example_flags / sizeof *example_flags; i++)
         if (sp__flags_given(argc, argv, example_flags[i]))
             return sp__flag_usage_error(CMD, "--%s is for --input; --data holds its examples",
@@ -182,13 +187,32 @@ static int load_prompts(const predict_args *a, const sp_model *m, loaded *l, int
     return 0;
 }
 
-static int load_examples(const predict_args *a, loaded *l, sp_error *err) {
-    if (a->data) return sp_examples_from_dataset(a->data, &l->ex, err);
+/* Rank 0 checks a prepared set against the model first, as eval does (tokenizer, lengths, ids). */
+static int check_data(const predict_args *a, const sp_model *m, const sp_dist *d, sp_error *err) {
+    int rc = 0;
+    if (d->rank == 0) {
+        sp_dataset *ds = sp_dataset_open(a->data, err);
+        rc = ds ? sp_train_check_datasets(m, &ds, 1, a->tokenizer ? a->tokenizer : a->model,
+                                          a->allow_tokenizer_mismatch, err)
+                : -1;
+        if (ds) sp_dataset_close(ds);
+    }
+    return sp_dist_rank0_agree(rc, "check the data", err);
+}
+
+static int load_examples(const predict_args *a, const sp_model *m, loaded *l, const sp_dist *d,
+                         sp_error *err) {
+    if (a->data)
+        return check_data(a, m, d, err) ? -1 : sp_examples_from_dataset(a->data, &l->ex, err);
     sp_prepare_options o;
     sp_prepare_options_default(&o);
     o.tokenizer = a->tokenizer ? a->tokenizer : a->model;
     o.input = a->input, o.format = a->input_format, o.fmt = a->fmt;
     if (o.fmt.prompt_length < 0) o.fmt.prompt_length = l->pf[0].n_prompt;
+    if (o.fmt.max_length < 0) /* not given: prepare's default, within the model's positions */
+        o.fmt.max_length = m->cfg.n_ctx < SP_PREPARE_DEFAULT_MAX_LENGTH
+                               ? m->cfg.n_ctx
+                               : SP_PREPARE_DEFAULT_MAX_LENGTH;
     int rc = sp_examples_from_records(&o, &l->ex, err);
     return rc == SP_PREPARE_BAD_OPTION ? -1 : rc;
 }
@@ -312,7 +336,7 @@ static int predict(const predict_args *a, sp_predict_format format, const sp_dis
     if (sp_model_load(&m, a->model, err)) return -1;
     loaded l = {0};
     int rc = load_prompts(a, &m, &l, d->rank, err);
-    if (rc == 0) rc = load_examples(a, &l, err);
+    if (rc == 0) rc = load_examples(a, &m, &l, d, err);
     sp_team *team = rc == 0 ? sp_team_new(&m, threads) : NULL;
     if (rc == 0 && !team) rc = sp_fail(err, "out of memory or threads for %d workers", threads);
     char fp[17];

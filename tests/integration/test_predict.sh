@@ -143,6 +143,15 @@ expect_refused "an unreadable input line" "broken.jsonl:4" \
 expect_refused "a label outside the verbalizer" "unknown.jsonl:3: field \"label\": unknown label" \
   --model gpt --input unknown.jsonl "${tpl[@]}" --prompt g4.h5
 
+# A set prepared with another tokenizer than the model's is refused (as eval refuses it).
+expect_refused "a set of another tokenizer" "was prepared with tokenizer synthetic" \
+  --model gpt --data valid.h5 --prompt g4.h5
+# Records longer than the model's 128 positions are cut to fit (--max-length defaults to them).
+python3 -c 'import json; print(json.dumps({"text": "long " * 400, "label": "positive"}))' > long.jsonl
+"$SP_CLI" predict --model gpt --input long.jsonl "${tpl[@]}" --prompt g4.h5 --threads 1 --out long.out --quiet \
+  || fail "a record longer than the model's positions was not truncated to fit"
+ok "records longer than the model's positions are truncated to fit"
+
 # --- bulk: 2 ranks stopped by SIGUSR1 and resumed = 1 rank uninterrupted, byte for byte ---------
 "$SP_SYNTH" bulk.h5 3000 64 16 9
 bulk=(predict --model model --data bulk.h5 --prompt run/adapter --prompt p1.h5 --threads 1 --chunk 8 --micro-batch 4 --quiet)
