@@ -86,6 +86,8 @@ typedef enum sp_prompt_kind {
     SP_PROMPT_CHECKPOINT, /* a softprompt checkpoint, verified in full (checksum included) */
     SP_PROMPT_H5,         /* another HDF5 file with a 2-D float dataset "prompt" (e.g. h5py) */
     SP_PROMPT_PEFT,       /* a PEFT prompt-tuning adapter (adapter_config.json validated) */
+    SP_PROMPT_NPY,        /* a NumPy .npy [n, d] (Lester et al.'s prompt files) */
+    SP_PROMPT_KOBOLD,     /* a KoboldAI soft prompt zip (tensor.npy + meta.json) */
 } sp_prompt_kind;
 
 typedef struct sp_prompt_file {
@@ -95,7 +97,7 @@ typedef struct sp_prompt_file {
     float *prompt;   /* [n_prompt, d], every value finite */
     char *init_name; /* how it was initialised, in softprompt's names (a checkpoint's "init"; an
                         adapter's prompt_tuning_init as text/vocab/random); NULL if unknown */
-    char *init_text; /* the text of a text init, else NULL */
+    char *init_text; /* the text of a text init (a KoboldAI zip: meta.json's name), else NULL */
     /* SP_PROMPT_CHECKPOINT */
     char *model_fingerprint; /* of the model it was trained with */
     int64_t step;            /* -1 for the other kinds */
@@ -107,7 +109,9 @@ typedef struct sp_prompt_file {
 
 /* Loads a prompt from path: a softprompt checkpoint or any HDF5 file with a "prompt" dataset
  * (told apart by content, not name), a PEFT adapter directory, or an adapter_model.safetensors
- * file (with its adapter_config.json beside it). Refuses non-finite values (naming the
+ * file (with its adapter_config.json beside it), a NumPy .npy file (strictly checked: see
+ * io/npy.h; object arrays refused) or a KoboldAI soft prompt zip (its tensor.npy; a zip
+ * without it, such as torch.save's, refused as a pickle). Refuses non-finite values (naming the
  * element); adapters whose peft_type is not PROMPT_TUNING, whose task_type is set and not
  * CAUSAL_LM, with num_transformer_submodules > 1, whose tensor does not have the shape
  * [num_virtual_tokens, token_dim] of their config, with tensors besides prompt_embeddings, or
@@ -170,6 +174,21 @@ char *sp_peft_base_model(const sp_model *m, char **revision, const char **origin
 int sp_peft_export(const char *dir, const float *prompt, int n_prompt, const sp_model *m,
                    const char *base_model, const char *init_name, const char *init_text,
                    sp_error *err);
+
+/* Lester et al.'s prompt file: path = prompt [n_prompt, d] as a NumPy .npy (version 1.0,
+ * '<f4', C order), written atomically; an existing path is refused unless force. */
+int sp_prompt_export_npy(const char *path, const float *prompt, int n_prompt, int d, int force,
+                         sp_error *err);
+
+/* meta.json of a KoboldAI soft prompt: the fields KoboldAI's tuner writes (NULL: ""). */
+typedef struct sp_kobold_meta {
+    const char *name, *author, *supported, *description;
+} sp_kobold_meta;
+
+/* KoboldAI's soft prompt: a zip of tensor.npy (prompt [n_prompt, d], as sp_prompt_export_npy)
+ * and meta.json, written atomically; an existing path is refused unless force. */
+int sp_prompt_export_kobold(const char *path, const float *prompt, int n_prompt, int d,
+                            const sp_kobold_meta *meta, int force, sp_error *err);
 
 /* Human-readable summary of a checkpoint file (for `softprompt info`). */
 int sp_checkpoint_describe(FILE *out, const char *path, sp_error *err);

@@ -58,6 +58,11 @@ typedef struct sp_pass {
      * [L, 2, n_kv_prefix, kv_dim], or [n_seq, L, 2, n_kv_prefix, kv_dim] with
      * per_sequence_grad. Either gradient may be asked for alone. */
     float *kv_prefix_grad;
+    /* Optional, forward only: a different prompt per sequence in one batch (ensembles, requests
+     * naming different tasks). NULL, or [n_seq] pointers: sequence s's soft tokens read
+     * seq_prompts[s] ([n_prompt, d], the same n_prompt for all), a NULL entry meaning prompt.
+     * Refused together with grad (a gradient would belong to several prompts). */
+    const float *const *seq_prompts;
 } sp_pass;
 
 typedef struct sp_worker sp_worker;

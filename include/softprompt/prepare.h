@@ -92,4 +92,37 @@ typedef struct sp_prepare_report {
 int sp_prepare(const sp_prepare_options *o, sp_prepare_report *r, sp_error *err);
 void sp_prepare_report_free(sp_prepare_report *r);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Examples in memory, for inference (`softprompt predict`)                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Classification examples held in memory: each one's tokens (ids and SP_SOFT(k)), the position
+ * of its one target (the last template token, whose logits are scored) and its label (-1:
+ * unlabelled), with the classes they are scored on. */
+typedef struct sp_examples {
+    int64_t n;
+    int64_t *start;      /* [n + 1] example i is tokens [start[i], start[i + 1]) */
+    int32_t *tokens;     /* [start[n]] */
+    int32_t *target_pos; /* [n] position of the target within its example */
+    int32_t *labels;     /* [n] class index, or -1 (no label) */
+    int64_t n_labelled;  /* examples with a label */
+    int n_soft;          /* soft slots of the template */
+    int n_classes;
+    char **class_names;  /* [n_classes] */
+    int32_t *verbalizer; /* [n_classes] token id of each class's word */
+    char *source;        /* the input file, for messages */
+    size_t cap_tokens, cap_n;
+} sp_examples;
+
+/* Renders every record of o->input with o->tokenizer and o->fmt exactly as sp_prepare renders
+ * them (the same readers and formatter; labels optional: o->fmt.label_optional is set here), in
+ * input order. o->fmt.verbalizer_spec is required (classification). o->out, o->split, o->seed
+ * and o->force are not used. On failure (a bad record: "data.jsonl:17: field ..."; returns -1,
+ * or SP_PREPARE_BAD_OPTION for an invalid template, target or verbalizer) ex is empty. */
+int sp_examples_from_records(const sp_prepare_options *o, sp_examples *ex, sp_error *err);
+/* Reads a prepared classification set (sp_dataset_open's checks; generation sets refused) into
+ * ex, every example read and checked. */
+int sp_examples_from_dataset(const char *path, sp_examples *ex, sp_error *err);
+void sp_examples_free(sp_examples *ex);
+
 #endif

@@ -132,6 +132,10 @@ typedef struct sp_format_options {
     int prompt_length; /* slots prepended to a template without any; < 0: the default 20 */
     int max_length;    /* 0: no limit */
     int eos;           /* generation: append the tokenizer's EOS to the target */
+    /* Classification, for inference (`predict`): a record WITHOUT the label field is accepted,
+     * its label -1 and its one target (at the last position) class 0's word, a stand-in whose
+     * logits are what is wanted. A label that is present must still be a verbalizer value. */
+    int label_optional;
 } sp_format_options;
 
 typedef struct sp_formatter sp_formatter;

@@ -35,6 +35,7 @@ class Softprompt(CMakePackage):
     depends_on("jansson")
     depends_on("pcre2")
     depends_on("icu4c")
+    depends_on("libzip")  # KoboldAI soft-prompt zips (export --format kobold)
 
     # The scripts: bash (softprompt-submit, the job scripts), python3 (softprompt-sweep-collect,
     # softprompt-plot). Slurm's commands, gnuplot and curl are the site's.

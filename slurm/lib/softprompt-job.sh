@@ -401,6 +401,133 @@ sp_job_train() {
   sp_requeue_or_exit
 }
 
+# --- the prediction job (bulk inference) ------------------------------------------------------
+# SP_OUT is the job's directory (slurm-job.log, logs); the predictions go to SP_PREDICTIONS
+# (default SP_OUT/predictions.jsonl, or .csv / .tsv after --format in SP_PREDICT_ARGS), built in
+# SP_PREDICTIONS.partial with SP_PREDICTIONS.progress.json: a stopped predict exits 75 after a
+# completed chunk and the requeued job continues from there (docs/inference.md, "Bulk inference
+# on Slurm").
+
+# sp_predict_args_clean ARRAY: refuses in the named array the predict options the job sets itself.
+sp_predict_args_clean() {
+  local -n _spp_a=$1
+  local _spp_w _spp_n
+  for _spp_w in "${_spp_a[@]}"; do
+    _spp_n=${_spp_w%%=*}
+    case $_spp_n in
+      --model|--prompt|--data|--input|--out)
+        sp_fail "$_spp_n in the predict options: the job sets it itself (SP_MODEL, SP_PROMPTS, SP_DATA or SP_INPUT, SP_PREDICTIONS; scripts/submit --predict: its own $_spp_n option)"
+        return 1 ;;
+      --check)
+        sp_fail "--check in the predict options: the job predicts (scripts/submit runs softprompt predict --check itself before it submits)"
+        return 1 ;;
+    esac
+  done
+}
+
+# sp_predictions_path ARGS...: SP_PREDICTIONS unless set: SP_OUT/predictions.<format of ARGS>.
+sp_predictions_path() {
+  local ext=jsonl i
+  local -a a=("$@")
+  for (( i = 0; i < ${#a[@]}; i++ )); do
+    case ${a[i]} in
+      --format=*) ext=${a[i]#--format=} ;;
+      --format) ext=${a[i + 1]:-jsonl} ;;
+    esac
+  done
+  : "${SP_PREDICTIONS:=$SP_OUT/predictions.$ext}"
+}
+
+# sp_predict_cmd ARGS...: SP_CMD = the job's predict command line (without the launcher).
+sp_predict_cmd() {
+  local -a prompts
+  local p
+  eval "prompts=($SP_PROMPTS)" || { sp_fail "SP_PROMPTS cannot be parsed: $SP_PROMPTS"; return 1; }
+  (( ${#prompts[@]} )) || { sp_fail "SP_PROMPTS names no prompt"; return 1; }
+  SP_CMD=("$SP_BIN" predict --model "$SP_MODEL")
+  for p in "${prompts[@]}"; do SP_CMD+=(--prompt "$p"); done
+  if [[ -n ${SP_DATA:-} ]]; then SP_CMD+=(--data "$SP_DATA"); else SP_CMD+=(--input "$SP_INPUT"); fi
+  sp_predictions_path "$@"
+  SP_CMD+=(--out "$SP_PREDICTIONS" "$@")
+}
+
+# sp_predict_chunks: chunks done according to the progress record (0 without one).
+sp_predict_chunks() {
+  local f=$SP_PREDICTIONS.progress.json
+  [[ -f $f ]] && grep -oE '"chunks_done":[0-9]+' "$f" | grep -oE '[0-9]+$' || echo 0
+}
+
+# sp_predict_requeue_or_exit: acts on SP_STEP_STATUS (as sp_requeue_or_exit does for training);
+# never returns.
+sp_predict_requeue_or_exit() {
+  local rc=$SP_STEP_STATUS own now
+  local resume="resume by hand with \`scontrol requeue ${SLURM_JOB_ID:-JOBID}\` or by submitting the same job again: it continues after the last completed chunk of $SP_PREDICTIONS.partial"
+  if (( rc == 0 )); then
+    [[ -f $SP_PREDICTIONS ]] || { sp_log "FAILED: srun exited 0 but $SP_PREDICTIONS was not written: the job step did not run (see srun's errors above): not requeued"; exit 1; }
+    sp_log "finished: softprompt predict exited 0; predictions in $SP_PREDICTIONS"
+    exit 0
+  fi
+  if (( rc != SP_EXIT_STOPPED )); then
+    sp_log "FAILED: softprompt predict exited with status $rc, not $SP_EXIT_STOPPED ('stopped after a chunk, resumable'): not requeued; its message is above in the job output"
+    exit "$rc"
+  fi
+  if (( ! SP_GOT_USR1 )); then
+    sp_log "stopped: softprompt predict exited $rc after a signal not sent by this script: not requeued; $resume"
+    exit "$rc"
+  fi
+  now=$(sp_predict_chunks)
+  if (( now <= ${SP_CHUNKS_BEFORE:-0} )); then
+    sp_log "stopped: SIGUSR1 came before this run completed a chunk (still $now): the time limit leaves no time to predict after the warning signal; not requeued; give the job a longer time limit, an earlier warning or a smaller --chunk, then $resume"
+    exit "$rc"
+  fi
+  own=$(sp_own_requeues)
+  if (( own >= SP_MAX_RESTARTS )); then
+    sp_log "stopped: checkpointed after SIGUSR1 at chunk $now, but the restart limit is reached ($own requeues by this script, SP_MAX_RESTARTS=$SP_MAX_RESTARTS): not requeued; $resume"
+    exit "$rc"
+  fi
+  if [[ -z ${SLURM_JOB_ID:-} ]]; then
+    sp_log "stopped: checkpointed after SIGUSR1 at chunk $now outside a Slurm batch job: nothing to requeue; $resume"
+    exit "$rc"
+  fi
+  sp_log "checkpointed after SIGUSR1: requeueing job $SLURM_JOB_ID (requeue $((own + 1)) of at most $SP_MAX_RESTARTS by this script) at chunk $now; it continues from there"
+  if scontrol requeue "$SLURM_JOB_ID"; then
+    trap - USR1 TERM
+    sleep 30 & wait $!
+    exit 0
+  fi
+  sp_log "scontrol requeue $SLURM_JOB_ID failed (JobRequeue=0 in slurm.conf, or --no-requeue?): not requeued; $resume"
+  exit "$rc"
+}
+
+# sp_job_predict: the whole prediction job (configuration loaded by sp_job_config).
+sp_job_predict() {
+  sp_require SP_MODEL SP_PROMPTS SP_OUT
+  [[ -n ${SP_DATA:-} || -n ${SP_INPUT:-} ]] || sp_die "SP_DATA or SP_INPUT is not set (environment or config file)"
+  [[ -z ${SP_DATA:-} || -z ${SP_INPUT:-} ]] || sp_die "both SP_DATA and SP_INPUT are set: give one"
+  mkdir -p "$SP_OUT" || sp_die "cannot create output directory $SP_OUT"
+  local -a extra srun_extra cmd
+  eval "extra=(${SP_PREDICT_ARGS:-})" || sp_die "SP_PREDICT_ARGS cannot be parsed: $SP_PREDICT_ARGS"
+  sp_predict_args_clean extra || sp_die "SP_PREDICT_ARGS: $SP_ERR"
+  eval "srun_extra=($SP_SRUN_ARGS)" || sp_die "SP_SRUN_ARGS cannot be parsed: $SP_SRUN_ARGS"
+  [[ -n ${SLURM_CPUS_PER_TASK:-} ]] && export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK
+  if [[ -n ${SP_LAUNCHER:-} ]]; then
+    eval "cmd=($SP_LAUNCHER)" || sp_die "SP_LAUNCHER cannot be parsed: $SP_LAUNCHER"
+  else
+    cmd=(srun --mpi=pmix --kill-on-bad-exit=1 "${srun_extra[@]}")
+  fi
+  sp_predict_cmd "${extra[@]}" || sp_die "$SP_ERR"
+  cmd+=("${SP_CMD[@]}")
+  sp_log "job ${SLURM_JOB_ID:-?} on ${SLURM_JOB_NODELIST:-?}: ${SLURM_NTASKS:-?} ranks, ${SLURM_CPUS_PER_TASK:-1} threads per rank; $(sp_restarts_text)"
+  if [[ -f $SP_PREDICTIONS ]]; then
+    sp_log "finished: $SP_PREDICTIONS exists already (an earlier run of this job completed it): nothing to do"
+    exit 0
+  fi
+  SP_CHUNKS_BEFORE=$(sp_predict_chunks)
+  sp_log "running: ${cmd[*]}"
+  sp_run_step "${cmd[@]}"
+  sp_predict_requeue_or_exit
+}
+
 # --- sweeps -----------------------------------------------------------------------------------
 
 # sp_sweep_row FILE INDEX: prints "key<TAB>value" lines of data row INDEX (0-based: the first

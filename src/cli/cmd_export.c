@@ -1,4 +1,5 @@
-/* `softprompt export`: a checkpoint's prompt as a Hugging Face PEFT prompt-tuning adapter. */
+/* `softprompt export`: a checkpoint's prompt as a Hugging Face PEFT prompt-tuning adapter, a
+ * NumPy .npy (Lester et al.) or a KoboldAI soft prompt zip. */
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +11,8 @@
 #include "softprompt/checkpoint.h"
 
 typedef struct export_args {
-    const char *model, *prompt, *out, *base;
+    const char *model, *prompt, *out, *base, *format;
+    sp_kobold_meta kobold;
     int allow_model_mismatch; /* --allow-model-mismatch: a checkpoint of another model is used */
     int force;                /* replace an adapter already in --out */
 } export_args;
@@ -25,15 +27,26 @@ static const sp__flag FLAGS[] = {
                "a checkpoint, any HDF5 file with a \"prompt\" dataset, or a PEFT\n"
                "adapter (directory or adapter_model.safetensors)",
                .flags = SP_FLAG_REQUIRED),
-    SP_OPT_STR("out", AT(out), "DIR",
+    SP_OPT_STR("out", AT(out), "PATH",
                "adapter directory (created; files written atomically; an\n"
-               "adapter already there is kept unless --force)",
+               "adapter already there is kept unless --force); with --format\n"
+               "npy or kobold the file to write",
                .flags = SP_FLAG_REQUIRED),
     SP_OPT_STR("base-model", AT(base), "NAME",
                "base_model_name_or_path to record (default: the Hugging Face\n"
                "repository and revision of a model fetched by scripts/get-model,\n"
                "else the model directory's absolute path)"),
-    SP_OPT_SWITCH("force", AT(force), 1, "replace the adapter files in --out"),
+    SP_OPT_STR("format", AT(format), "F",
+               "peft (default): an adapter directory; npy: one .npy file\n"
+               "[P, d] float32 (Lester et al.); kobold: a KoboldAI soft prompt\n"
+               "zip (tensor.npy + meta.json)"),
+    SP_OPT_STR("name", AT(kobold.name), "TEXT", "kobold: meta.json's name (default: the file's)"),
+    SP_OPT_STR("author", AT(kobold.author), "TEXT", "kobold: meta.json's author"),
+    SP_OPT_STR("description", AT(kobold.description), "TEXT", "kobold: meta.json's description"),
+    SP_OPT_STR("supported", AT(kobold.supported), "TEXT",
+               "kobold: meta.json's supported models (default: the model\n"
+               "directory's name)"),
+    SP_OPT_SWITCH("force", AT(force), 1, "replace the adapter files (or the file) in --out"),
     SP_OPT_SWITCH("allow-model-mismatch", AT(allow_model_mismatch), 1,
                   "use a checkpoint trained for another model (a warning instead\n"
                   "of the refusal)"),
@@ -42,13 +55,16 @@ static const sp__flag FLAGS[] = {
 
 static const sp__flag_spec SPEC = {
     .cmd = "export",
-    .usage = "usage: softprompt export --model DIR --prompt PATH --out DIR [--base-model NAME]\n",
+    .usage = "usage: softprompt export --model DIR --prompt PATH --out DIR [--base-model NAME]\n"
+             "       softprompt export --model DIR --prompt PATH --format npy|kobold --out FILE\n",
     .about =
         "Writes the prompt of a checkpoint (e.g. run/best.h5) as a Hugging Face PEFT\n"
         "prompt-tuning adapter: DIR/adapter_model.safetensors (prompt_embeddings [P, d]) and\n"
         "DIR/adapter_config.json (peft_type PROMPT_TUNING, task_type CAUSAL_LM), loadable with\n"
         "PeftModel.from_pretrained(model, DIR). `softprompt train` already exports the final\n"
-        "prompt to run/adapter; use this for the best or any other checkpoint.\n",
+        "prompt to run/adapter; use this for the best or any other checkpoint. --format npy\n"
+        "and kobold write the prompt for other programs; `softprompt predict` and `eval` read\n"
+        "all three back.\n",
     .flags = FLAGS,
 };
 
@@ -112,13 +128,54 @@ static int export_adapter(const char *model_dir, const char *prompt_path, const 
     return rc ? 1 : 0;
 }
 
+/* --format npy | kobold: one file. */
+static int export_file(const export_args *a) {
+    sp_model m = {0};
+    sp_error err;
+    sp_prompt_file pf = {0};
+    char *warnings = NULL;
+    int rc = sp_model_load(&m, a->model, &err);
+    if (rc == 0) rc = sp_prompt_load(a->prompt, &pf, &err);
+    if (rc == 0) rc = sp_prompt_check_model(&pf, &m, a->allow_model_mismatch, &warnings, &err);
+    if (warnings) fprintf(stderr, "softprompt export: warning: %s", warnings);
+    sp_kobold_meta meta = a->kobold;
+    const char *slash = strrchr(a->out, '/');
+    if (!meta.name) meta.name = slash ? slash + 1 : a->out;
+    if (!meta.supported) meta.supported = m.dir;
+    if (rc == 0)
+        rc = !strcmp(a->format, "npy")
+                 ? sp_prompt_export_npy(a->out, pf.prompt, pf.n_prompt, pf.d, a->force, &err)
+                 : sp_prompt_export_kobold(a->out, pf.prompt, pf.n_prompt, pf.d, &meta, a->force,
+                                           &err);
+    if (rc == 0)
+        printf("wrote %s (%s, %d x %d)\n", a->out, a->format, pf.n_prompt, pf.d);
+    else
+        fprintf(stderr, "softprompt export: %s\n", err.msg);
+    free(warnings);
+    sp_prompt_file_free(&pf);
+    sp_model_free(&m);
+    return rc ? 1 : 0;
+}
+
 static int run(int argc, char **argv) {
     export_args a = {0};
     char *pos[argc > 0 ? argc : 1];
     int n_pos, rc = sp__flags_parse(&SPEC, argc, argv, &a, pos, &n_pos);
-    return rc ? rc
-              : export_adapter(a.model, a.prompt, a.out, a.base, a.allow_model_mismatch, a.force);
+    if (rc) return rc;
+    if (!a.format) a.format = "peft";
+    if (strcmp(a.format, "peft") && strcmp(a.format, "npy") && strcmp(a.format, "kobold"))
+        return sp__flag_bad("export", "--format", a.format, "peft, npy or kobold");
+    int kobold_flag =
+        a.kobold.name || a.kobold.author || a.kobold.description || a.kobold.supported;
+    if (kobold_flag && strcmp(a.format, "kobold"))
+        return sp__flag_usage_error("export", "--name, --author, --description and --supported "
+                                              "are meta.json's: they need --format kobold");
+    if (strcmp(a.format, "peft")) {
+        if (a.base) return sp__flag_usage_error("export", "--base-model is for --format peft");
+        return export_file(&a);
+    }
+    return export_adapter(a.model, a.prompt, a.out, a.base, a.allow_model_mismatch, a.force);
 }
 
-const sp__command SP_CMD_EXPORT = {"export", "write a checkpoint's prompt as a PEFT adapter", run,
-                                   usage};
+const sp__command SP_CMD_EXPORT = {
+    "export", "write a prompt as a PEFT adapter, a .npy or a KoboldAI zip", run, usage};

@@ -81,6 +81,7 @@ struct sp_formatter {
     int uses_text;   /* the template inserts the text field */
     int trunc_piece; /* template piece that may be cut, or -1 */
     int classification;
+    int label_optional; /* classification: a record without the label field has label -1 */
     sp_verbalizer verb;
     int32_t *verb_ids;
     int max_length;
@@ -468,6 +469,7 @@ sp_formatter *sp_formatter_new(sp_tokenizer *tok, const sp_format_options *o, sp
     f->eos_id = -1;
     f->max_length = o->max_length;
     f->classification = o->verbalizer_spec != NULL;
+    f->label_optional = o->label_optional;
     const char *text_field = o->text_field ? o->text_field : "text";
     const char *label_field = o->label_field ? o->label_field : "label";
     int plen = o->prompt_length < 0 ? SP_TEMPLATE_DEFAULT_SOFT : o->prompt_length;
@@ -535,6 +537,12 @@ static int field_text(const sp_record *rec, const char *name, const char *where,
                    rec->n_fields ? "fields " : "no fields", have);
 }
 
+static int has_field(const sp_record *rec, const char *name) {
+    for (int i = 0; i < rec->n_fields; i++)
+        if (strcmp(rec->names[i], name) == 0) return 1;
+    return 0;
+}
+
 static int check_fields(const sp_template *t, const sp_record *rec, const char *where,
                         sp_error *err) {
     const char *v;
@@ -559,6 +567,7 @@ int sp_formatter_check(const sp_formatter *f, const sp_record *rec, const char *
     }
     if (check_fields(&f->tpl, rec, where, err) != 0) return -1;
     if (!f->classification) return check_fields(&f->tgt, rec, where, err);
+    if (f->label_optional && !has_field(rec, f->label_field)) return 0; /* unlabelled */
     if (field_text(rec, f->label_field, where, &v, err) != 0) return -1;
     int c = sp_verbalizer_find(&f->verb, v);
     if (c < 0) {
@@ -740,7 +749,9 @@ int sp_formatter_render(sp_formatter *f, const sp_record *rec, const char *where
         }
     }
     if (f->classification) {
-        if (push_target(ex, (int32_t)(tpl_len - 1), f->verb_ids[label]) != 0) goto oom;
+        /* unlabelled (label_optional): class 0's word stands in; only the logits matter */
+        if (push_target(ex, (int32_t)(tpl_len - 1), f->verb_ids[label < 0 ? 0 : label]) != 0)
+            goto oom;
         return 0;
     }
     if (sp_token_buf_append(&ex->tokens, f->tgt_all.ids, m - 1) != 0) goto oom;

@@ -69,6 +69,8 @@ int sp_engine_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass
                        b->n_seq, b->n_targets, pass->n_prompt, P);
     if (P > 0 && !pass->kv_prefix)
         return sp_fail(err, "pass: a key/value prefix of %d rows without its values", P);
+    if (pass->seq_prompts && pass->grad)
+        return sp_fail(err, "pass: a prompt per sequence is forward only: no prompt gradient");
     if (P >= c->n_ctx)
         return sp_fail(err, "pass: a key/value prefix of %d rows leaves no position of the %d", P,
                        c->n_ctx);
@@ -328,16 +330,25 @@ static void scatter_targets(float *dst, const float *src, const sp_batch *b, siz
 
 /* ---- the embedding ------------------------------------------------------------------------- */
 
-/* x0 [N, d]: row t = prompt[k] for soft token k, else wte[id] (+ wpe[n_past + position of t
- * within its sequence] for learned positions). */
-static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, const float *prompt) {
+/* Sequence s's prompt: its own with seq_prompts, else the pass's. */
+static const float *prompt_of(const sp_pass *pass, int s) {
+    const float *p = pass->seq_prompts ? pass->seq_prompts[s] : NULL;
+    return p ? p : pass->prompt;
+}
+
+/* x0 [N, d]: row t = the sequence's prompt[k] for soft token k, else wte[id] (+ wpe[n_past +
+ * position of t within its sequence] for learned positions). */
+static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, const sp_pass *pass) {
     const sp_model *m = w->m;
     size_t d = (size_t)w->z.d;
-    for (size_t t = 0; t < w->z.N; t++) {
-        int32_t tok = b->tokens[t];
-        const float *e =
-            SP_IS_SOFT(tok) ? prompt + (size_t)SP_SOFT_INDEX(tok) * d : m->wte + (size_t)tok * d;
-        memcpy(x0 + t * d, e, d * sizeof(float));
+    for (int s = 0; s < b->n_seq; s++) {
+        const float *prompt = prompt_of(pass, s);
+        for (size_t t = (size_t)b->seq_start[s]; t < (size_t)b->seq_start[s + 1]; t++) {
+            int32_t tok = b->tokens[t];
+            const float *e = SP_IS_SOFT(tok) ? prompt + (size_t)SP_SOFT_INDEX(tok) * d
+                                             : m->wte + (size_t)tok * d;
+            memcpy(x0 + t * d, e, d * sizeof(float));
+        }
     }
     switch (w->f->pos) {
     case SP_POS_LEARNED:
@@ -471,7 +482,7 @@ int sp_engine_run(sp_worker *w, const sp_batch *b, const sp_pass *pass, double *
     int L = w->z.L;
     const float *x_top = acts[L - 1].x_next; /* target rows */
     positions_prepare(w);
-    embed_forward(w, acts[0].x, b, pass->prompt);
+    embed_forward(w, acts[0].x, b, pass);
     for (int l = 0; l < L; l++) {
         layer_prefix pre = prefix_of(w, pass, l);
         block_forward(w, &layer[l], &acts[l], &pre, b, l == L - 1);

@@ -189,6 +189,7 @@ static int make_part(part *p, const sp_batch *b, const sp_pass *pass, int s0, in
     if (rc) return -1;
     if (pass->target_logits) p->pass.target_logits = pass->target_logits + (size_t)j0 * V;
     if (pass->target_loss) p->pass.target_loss = pass->target_loss + j0;
+    if (pass->seq_prompts) p->pass.seq_prompts = pass->seq_prompts + s0;
     return 0;
 }
 

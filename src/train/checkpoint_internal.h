@@ -93,4 +93,8 @@ int sp__ckpt_read_contents(hid_t f, sp_checkpoint *c, const char *path, sp_error
  * on failure it may hold part of the fields: free it with sp_prompt_file_free). */
 int sp__peft_read(const char *st_path, sp_prompt_file *pf, sp_error *err);
 
+/* ---- prompt_formats.c ---- a .npy prompt, a KoboldAI zip (checkpoint.h, sp_prompt_load) */
+int sp__prompt_read_npy(const char *path, sp_prompt_file *pf, sp_error *err);
+int sp__prompt_read_kobold(const char *path, sp_prompt_file *pf, sp_error *err);
+
 #endif

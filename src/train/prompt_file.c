@@ -23,11 +23,18 @@ void sp_prompt_file_free(sp_prompt_file *pf) {
 
 /* ---- what a file holds ------------------------------------------------------------------ */
 
-typedef enum { HOLDS_HDF5, HOLDS_SAFETENSORS, HOLDS_PICKLE, HOLDS_OTHER } holds;
+typedef enum {
+    HOLDS_HDF5,
+    HOLDS_SAFETENSORS,
+    HOLDS_ZIP,
+    HOLDS_NPY,
+    HOLDS_PICKLE,
+    HOLDS_OTHER
+} holds;
 
-/* By content: the HDF5 signature; a safetensors header (u64 length, then '{'); a zip (what
- * torch.save writes since PyTorch 1.6) or a pickle stream (older torch.save); by name for the
- * usual pickle suffixes. */
+/* By content: the HDF5 signature; a safetensors header (u64 length, then '{'); a zip (a KoboldAI
+ * soft prompt, or what torch.save writes since PyTorch 1.6: told apart by its entries); the .npy
+ * magic; a pickle stream (older torch.save); by name for the usual pickle suffixes. */
 static holds file_holds(const char *path, sp_error *err, int *rc) {
     unsigned char h[9] = {0};
     *rc = 0;
@@ -40,11 +47,12 @@ static holds file_holds(const char *path, sp_error *err, int *rc) {
     close(fd);
     if (got == (ssize_t)sizeof h && memcmp(h, sp_ckpt_hdf5_signature, 8) == 0) return HOLDS_HDF5;
     if (got == (ssize_t)sizeof h && h[8] == '{' && h[7] == 0 && h[6] == 0) return HOLDS_SAFETENSORS;
-    if ((got >= 4 && memcmp(h, "PK\003\004", 4) == 0) || (got >= 2 && h[0] == 0x80 && h[1] <= 5))
-        return HOLDS_PICKLE;
+    if (got >= 6 && memcmp(h, "\x93NUMPY", 6) == 0) return HOLDS_NPY;
+    if (got >= 2 && h[0] == 0x80 && h[1] <= 5) return HOLDS_PICKLE;
     const char *pickles[] = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"};
     for (size_t i = 0; i < sizeof pickles / sizeof *pickles; i++)
         if (sp__ends_with(path, pickles[i])) return HOLDS_PICKLE;
+    if (got >= 4 && memcmp(h, "PK\003\004", 4) == 0) return HOLDS_ZIP; /* KoboldAI or torch */
     return HOLDS_OTHER;
 }
 
@@ -140,13 +148,17 @@ int sp_prompt_load(const char *path, sp_prompt_file *pf, sp_error *err) {
             rc = load_h5(pf->path, pf, err);
         else if (h == HOLDS_SAFETENSORS)
             pf->kind = SP_PROMPT_PEFT, rc = sp__peft_read(pf->path, pf, err);
+        else if (h == HOLDS_ZIP)
+            rc = sp__prompt_read_kobold(pf->path, pf, err);
+        else if (h == HOLDS_NPY)
+            rc = sp__prompt_read_npy(pf->path, pf, err);
         else if (h == HOLDS_PICKLE)
             rc = refuse_pickle(pf->path, err);
         else
             rc = sp_fail(err,
                          "%s: not a prompt file: expected a softprompt checkpoint or an HDF5 file "
-                         "with a \"prompt\" dataset, a PEFT adapter directory, or its "
-                         "adapter_model.safetensors",
+                         "with a \"prompt\" dataset, a PEFT adapter directory or its "
+                         "adapter_model.safetensors, a NumPy .npy or a KoboldAI soft prompt zip",
                          pf->path);
     }
     free(file);

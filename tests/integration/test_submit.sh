@@ -243,3 +243,46 @@ grep -q "unknown option '--stpes'" err.txt || fail "the sweep row's refusal does
 [[ ! -e runs/typo-sweep ]] || fail "a refused sweep created its directory"
 expect_refused 2 "--array-limit is for sweeps" "--array-limit without --sweep" \
   "${submit[@]}" runs/x --array-limit 2 -- --steps 5
+
+# --- bulk prediction: submit --predict checks with predict --check; the job requeues itself
+# after SIGUSR1 at a completed chunk and the requeued run finishes the same bytes ---------------
+"$SP_CLI" train --model model --train train.h5 --quiet --threads 1 --out runs/p --steps 4 >/dev/null
+"$SP_SYNTH" bulk.h5 2000 64 16 7
+psub=(tree/scripts/submit --predict --model model --prompt runs/p/adapter --data bulk.h5 --time 5)
+expect_refused 2 "--out in the predict options" "--out after -- with --predict" "${psub[@]}" --out runs/pred -- --out x.jsonl
+expect_refused 2 "--predict needs --data FILE.h5 or --input FILE" "--predict without input" \
+  tree/scripts/submit --predict --model model --prompt runs/p/adapter --out runs/pred --time 5
+expect_refused 1 "softprompt predict --check refused the run" "a prompt of another length" \
+  tree/scripts/submit --predict --model model --prompt runs/p/adapter --data p4-train.h5 --out runs/pred --time 5
+grep -q "have 4 soft slots" err.txt || { cat err.txt; fail "the check's message is not shown"; }
+[[ ! -e runs/pred ]] || fail "a refused submit --predict created its directory"
+"${psub[@]}" --out runs/pred -- --threads 1 --chunk 4 --micro-batch 2 --quiet > psub.out || { cat psub.out; fail "submit --predict refused a good run"; }
+grep -q "^check       ok: 2000 inputs (2000 labelled)" psub.out || { cat psub.out; fail "submit --predict did not show predict --check"; }
+grep -q "^predictions $WORK/runs/pred/predictions.jsonl" psub.out || { cat psub.out; fail "no predictions path"; }
+grep -qx "sp_job_predict" runs/pred/job.sbatch || fail "job.sbatch does not run sp_job_predict"
+ok "submit --predict: predict's options and --check refusals; job script written"
+"$SP_CLI" predict --model model --prompt runs/p/adapter --data bulk.h5 --threads 1 --chunk 4 --micro-batch 2 --quiet --out ref-pred.jsonl
+: > "$FAKE_LOG"
+SLURM_JOB_ID=77 bash runs/pred/job.sbatch > pjob.log 2>&1 &
+pid=$!
+python3 -c '
+import json, sys, time
+end = time.time() + 120
+while time.time() < end:
+    try:
+        if json.load(open("runs/pred/predictions.jsonl.progress.json"))["chunks_done"] >= 3: sys.exit(0)
+    except (OSError, ValueError): pass
+    time.sleep(0.02)
+sys.exit(1)' || { cat pjob.log; fail "the prediction job never reached 3 chunks"; }
+kill -USR1 $pid
+wait $pid || true
+grep -q "checkpointed after SIGUSR1: requeueing job 77" pjob.log || { cat pjob.log; fail "the prediction job did not requeue itself"; }
+grep -q "scontrol requeue 77" "$FAKE_LOG" || fail "scontrol requeue was not called"
+[[ ! -e runs/pred/predictions.jsonl ]] || fail "a stopped job published its predictions"
+SLURM_JOB_ID=77 SLURM_RESTART_COUNT=1 bash runs/pred/job.sbatch > pjob2.log 2>&1 || { cat pjob2.log; fail "the requeued prediction job failed"; }
+grep -q "finished: softprompt predict exited 0" pjob2.log || { cat pjob2.log; fail "the requeued job did not finish"; }
+grep -q "continued after chunk" pjob2.log || { cat pjob2.log; fail "the requeued job started over"; }
+same_file runs/pred/predictions.jsonl ref-pred.jsonl "requeued prediction job vs one uninterrupted run"
+SLURM_JOB_ID=78 bash runs/pred/job.sbatch > pjob3.log 2>&1 || { cat pjob3.log; fail "a finished prediction job run again failed"; }
+grep -q "exists already" pjob3.log || { cat pjob3.log; fail "a finished prediction job ran again"; }
+ok "prediction job: SIGUSR1 at a chunk, requeued, continued: byte-identical; run again: nothing to do"

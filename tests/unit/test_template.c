@@ -189,6 +189,45 @@ START_TEST(classification_soft_first_default) {
 }
 END_TEST
 
+/* label_optional (predict): a record without the label field renders with label -1 and class 0's
+ * word as the stand-in target; a present label must still be known; without the option a
+ * missing label is an error naming the field. */
+START_TEST(optional_labels) {
+    sp_format_options o = {0};
+    o.template_spec = "{text} It was";
+    o.verbalizer_spec = "neg= terrible,pos= great";
+    o.prompt_length = 2;
+    o.label_optional = 1;
+    sp_error err = {0};
+    sp_formatter *f = sp_formatter_new(g_tok, &o, &err);
+    ck_assert_msg(f != NULL, "%s", err.msg);
+    rec4 r;
+    sp_example ex = {0}, labelled = {0};
+    make_rec(&r, "text", "A fine film.", NULL, NULL);
+    ck_assert_int_eq(sp_formatter_render(f, &r.rec, "mem.jsonl:7", &ex, &err), 0);
+    ck_assert_int_eq(ex.label, -1);
+    ck_assert_int_eq(ex.n_targets, 1);
+    ck_assert_int_eq(ex.target_ids[0], one_token(" terrible"));
+    make_rec(&r, "text", "A fine film.", "label", "pos");
+    ck_assert_int_eq(sp_formatter_render(f, &r.rec, "mem.jsonl:7", &labelled, &err), 0);
+    ck_assert_int_eq(labelled.label, 1);
+    ck_assert_uint_eq(ex.tokens.n, labelled.tokens.n); /* the same input either way */
+    ck_assert_mem_eq(ex.tokens.ids, labelled.tokens.ids, ex.tokens.n * sizeof(int32_t));
+    ck_assert_int_eq(ex.target_pos[0], labelled.target_pos[0]);
+    make_rec(&r, "text", "Fine.", "label", "meh");
+    ck_assert_int_eq(sp_formatter_render(f, &r.rec, "mem.jsonl:7", &ex, &err),
+                     SP_REC_UNKNOWN_LABEL);
+    sp_formatter_free(f);
+    o.label_optional = 0;
+    f = sp_formatter_new(g_tok, &o, &err);
+    make_rec(&r, "text", "A fine film.", NULL, NULL);
+    ck_assert_int_eq(sp_formatter_render(f, &r.rec, "mem.jsonl:7", &ex, &err), -1);
+    ck_assert_msg(strstr(err.msg, "mem.jsonl:7: field \"label\": missing"), "%s", err.msg);
+    sp_example_free(&ex), sp_example_free(&labelled);
+    sp_formatter_free(f);
+}
+END_TEST
+
 START_TEST(soft_in_the_middle_and_label_field) {
     sp_format_options o = {0};
     o.template_spec = "Review: {review}{soft:2} Verdict:{soft}";
@@ -440,6 +479,7 @@ int main(void) {
     tcase_add_test(tc, parse_errors_name_the_column);
     tcase_add_test(tc, verbalizer_parsing);
     tcase_add_test(tc, classification_soft_first_default);
+    tcase_add_test(tc, optional_labels);
     tcase_add_test(tc, soft_in_the_middle_and_label_field);
     tcase_add_test(tc, generation_targets);
     tcase_add_test(tc, truncation_cuts_only_the_text_field);
