@@ -148,6 +148,28 @@ static const char *rope_scaling_name(sp_rope_scaling s) {
     return "";
 }
 
+static const char *qk_norm_name(sp__qknorm_kind k) {
+    switch (k) {
+    case SP_QKNORM_NONE:
+        return "";
+    case SP_QKNORM_PER_HEAD:
+        return ", per-head q/k norms";
+    }
+    return "";
+}
+
+/* The attention window: ", sliding window 4096" (every layer) or ", sliding window 512 in 5 of
+ * every 6 layers". */
+static void window_desc(const sp_model_config *c, char *buf, size_t cap) {
+    buf[0] = '\0';
+    if (c->sliding_window <= 0) return;
+    if (c->window_pattern > 1)
+        snprintf(buf, cap, ", sliding window %d in %d of every %d layers", c->sliding_window,
+                 c->window_pattern - 1, c->window_pattern);
+    else
+        snprintf(buf, cap, ", sliding window %d", c->sliding_window);
+}
+
 /* Which biases a block has, from the family's tensor table and the configuration. */
 static void biases(const sp_model_config *c, int *qkv, int *o, int *mlp) {
     const sp__family *f = sp__family_of(c->arch);
@@ -175,10 +197,12 @@ static void print_block(const sp_model *m) {
         break;
     }
     int qkv, o, mlp;
+    char window[96];
     biases(c, &qkv, &o, &mlp);
-    printf("%-14s%s (eps %g), %s, %s%s%s%s\n", "blocks", norm_name(f->norm), c->ln_eps, pos,
-           mlp_name(f->mlp), qkv ? ", q/k/v biases" : "", o ? ", output projection bias" : "",
-           mlp ? ", MLP biases" : "");
+    window_desc(c, window, sizeof window);
+    printf("%-14s%s (eps %g), %s%s%s, %s%s%s%s\n", "blocks", norm_name(f->norm), c->ln_eps, pos,
+           qk_norm_name(f->qk_norm), window, mlp_name(f->mlp), qkv ? ", q/k/v biases" : "",
+           o ? ", output projection bias" : "", mlp ? ", MLP biases" : "");
 }
 
 static void print_architecture(const sp_model *m) {

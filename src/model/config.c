@@ -1,7 +1,7 @@
 /* Hugging Face config.json for the supported families (model/family.c maps model_type to
- * sp_arch): GPT-2 ("gpt2") and the Llama family ("llama", "qwen2"). Every key the engine depends
- * on is checked, with messages that say what to fix; keys with values the engine does not
- * implement are refused rather than ignored. */
+ * sp_arch): GPT-2 ("gpt2") and the Llama family ("llama", "qwen2", "mistral", "qwen3"). Every key
+ * the engine depends on is checked, with messages that say what to fix; keys with values the engine
+ * does not implement are refused rather than ignored. */
 #include "model/config.h"
 
 #include <errno.h>
@@ -222,6 +222,45 @@ static int parse_qwen2_options(sp_model_config *c, const reader *r) {
     return check_bool(r, "use_sliding_window", 0);
 }
 
+/* MistralConfig's sliding_window: an integer, or null for none. */
+static int parse_mistral_options(sp_model_config *c, const reader *r) {
+    c->sliding_window = 0;
+    return get_int(r, sp__family_of(c->arch)->window_key, 0, 1, 1, 1 << 24, &c->sliding_window);
+}
+
+/* layer_types (newer configs): every entry must be "full_attention" where no layer has a window
+ * and say which do otherwise, as window_pattern implies. */
+static int check_layer_types(const sp_model_config *c, const reader *r) {
+    json_t *v = json_object_get(r->root, "layer_types");
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_array(v) || json_array_size(v) != (size_t)c->n_layer)
+        return sp_fail(r->err,
+                       "%s: key 'layer_types' is not an array of num_hidden_layers = %d "
+                       "strings",
+                       r->path, c->n_layer);
+    for (int l = 0; l < c->n_layer; l++) {
+        const char *t = json_string_value(json_array_get(v, (size_t)l));
+        const char *want = sp_config_layer_window(c, l) ? "sliding_attention" : "full_attention";
+        if (!t || strcmp(t, want) != 0)
+            return sp_fail(r->err,
+                           "%s: layer_types[%d] is %s%s%s, expected \"%s\" (per-layer attention "
+                           "types other than this family's pattern are unsupported)",
+                           r->path, l, t ? "\"" : "not a string", t ? t : "", t ? "\"" : "", want);
+    }
+    return 0;
+}
+
+/* Qwen3Config: attention_bias (q/k/v and o_proj), no MLP biases; its sliding window is not
+ * implemented. */
+static int parse_qwen3_options(sp_model_config *c, const reader *r) {
+    int attention_bias = 0;
+    if (get_bool(r, "attention_bias", &attention_bias) || check_bool(r, "use_sliding_window", 0) ||
+        check_layer_types(c, r))
+        return -1;
+    c->qkv_bias = c->o_bias = attention_bias;
+    return 0;
+}
+
 #define LLAMA_NEEDS                                                                                \
     "Llama-family configs need num_hidden_layers, hidden_size, intermediate_size, "                \
     "num_attention_heads, vocab_size, max_position_embeddings"
@@ -238,6 +277,12 @@ static int parse_family(sp_model_config *c, reader *r) {
     case SP_ARCH_QWEN2:
         r->needs = LLAMA_NEEDS;
         return parse_llama(c, r) || parse_qwen2_options(c, r) ? -1 : 0;
+    case SP_ARCH_MISTRAL:
+        r->needs = LLAMA_NEEDS;
+        return parse_llama(c, r) || parse_mistral_options(c, r) || check_layer_types(c, r) ? -1 : 0;
+    case SP_ARCH_QWEN3:
+        r->needs = LLAMA_NEEDS;
+        return parse_llama(c, r) || parse_qwen3_options(c, r) ? -1 : 0;
     }
     return -1;
 }

@@ -110,11 +110,10 @@ int sp_engine_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass
 
 /* ---- the steps of a block, one kind of the family each ----------------------------------- */
 
-/* out[n, d] = norm(x) with gain and bias p; the statistics backward needs go to mean (LayerNorm
- * only) and rstd [n]. */
-static void norm_forward(const sp_worker *w, float *out, float *mean, float *rstd, const float *x,
-                         const sp_normw *p, int n) {
-    int d = w->z.d;
+/* out[n, d] = norm(x) over rows of d with gain and bias p; the statistics backward needs go to
+ * mean (LayerNorm only) and rstd [n]. */
+static void norm_rows_forward(const sp_worker *w, float *out, float *mean, float *rstd,
+                              const float *x, const sp_normw *p, int n, int d) {
     float eps = w->m->cfg.ln_eps;
     switch (w->f->norm) {
     case SP_NORM_LAYERNORM:
@@ -127,9 +126,9 @@ static void norm_forward(const sp_worker *w, float *out, float *mean, float *rst
 }
 
 /* dx[n, d] += the norm's gradient with respect to its input x, given dout [n, d]. */
-static void norm_backward(const sp_worker *w, float *dx, const float *dout, const float *x,
-                          const float *mean, const float *rstd, const sp_normw *p, int n) {
-    int d = w->z.d;
+static void norm_rows_backward(const sp_worker *w, float *dx, const float *dout, const float *x,
+                               const float *mean, const float *rstd, const sp_normw *p, int n,
+                               int d) {
     switch (w->f->norm) {
     case SP_NORM_LAYERNORM:
         sp__layernorm_backward(dx, dout, x, mean, rstd, p->w, n, d);
@@ -138,6 +137,17 @@ static void norm_backward(const sp_worker *w, float *dx, const float *dout, cons
         sp__rmsnorm_backward(dx, dout, x, rstd, p->w, n, d);
         return;
     }
+}
+
+/* The norms of the residual stream: rows of d. */
+static void norm_forward(const sp_worker *w, float *out, float *mean, float *rstd, const float *x,
+                         const sp_normw *p, int n) {
+    norm_rows_forward(w, out, mean, rstd, x, p, n, w->z.d);
+}
+
+static void norm_backward(const sp_worker *w, float *dx, const float *dout, const float *x,
+                          const float *mean, const float *rstd, const sp_normw *p, int n) {
+    norm_rows_backward(w, dx, dout, x, mean, rstd, p, n, w->z.d);
 }
 
 /* cos, sin [n_pos, hd / 2] of position t times each rotary frequency, the angle rounded to float
@@ -183,9 +193,56 @@ static void positions_qk(const sp_worker *w, float *qkv, const sp_batch *b, int 
     }
 }
 
-/* qkv [N, Wq] = ln1 [N, d] . W_qkv + b, then q and k take their positions. */
-static void qkv_forward(const sp_worker *w, const sp_layer *p, float *qkv, const float *ln1,
-                        const sp_batch *b) {
+/* The norm of each q and k head of qkv [N, Wq] in place (the family's norm over hd columns, gains
+ * q_norm and k_norm), saving the heads before it (qk_raw) and their statistics. */
+static void qk_norm_forward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a,
+                            float *qkv) {
+    const sp__dims *z = &w->z;
+    int H = z->hs.n_head, Hkv = z->hs.n_kv_head, hd = z->hs.hd, nh = H + Hkv;
+    size_t qk = (size_t)nh * hd;
+    switch (w->f->qk_norm) {
+    case SP_QKNORM_NONE:
+        return;
+    case SP_QKNORM_PER_HEAD:
+        for (size_t t = 0; t < z->N; t++) {
+            float *row = qkv + t * z->wq, *raw = a->qk_raw + t * qk;
+            float *mean = a->qk_mean + t * nh, *rstd = a->qk_rstd + t * nh;
+            memcpy(raw, row, qk * sizeof *raw);
+            norm_rows_forward(w, row, mean, rstd, raw, &p->q_norm, H, hd);
+            norm_rows_forward(w, row + z->qd, mean + H, rstd + H, raw + z->qd, &p->k_norm, Hkv, hd);
+        }
+        return;
+    }
+}
+
+/* The q and k columns of dqkv [N, Wq], gradients of the normed heads, become those of the heads
+ * before the norm (scratch: dqk [N, (H + Hkv) hd]). */
+static void qk_norm_backward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a,
+                             float *dqkv) {
+    const sp__dims *z = &w->z;
+    int H = z->hs.n_head, Hkv = z->hs.n_kv_head, hd = z->hs.hd, nh = H + Hkv;
+    size_t qk = (size_t)nh * hd;
+    switch (w->f->qk_norm) {
+    case SP_QKNORM_NONE:
+        return;
+    case SP_QKNORM_PER_HEAD:
+        for (size_t t = 0; t < z->N; t++) {
+            float *row = dqkv + t * z->wq, *dn = w->s.dqk + t * qk;
+            const float *raw = a->qk_raw + t * qk;
+            const float *mean = a->qk_mean + t * nh, *rstd = a->qk_rstd + t * nh;
+            memcpy(dn, row, qk * sizeof *dn);
+            memset(row, 0, qk * sizeof *row);
+            norm_rows_backward(w, row, dn, raw, mean, rstd, &p->q_norm, H, hd);
+            norm_rows_backward(w, row + z->qd, dn + z->qd, raw + z->qd, mean + H, rstd + H,
+                               &p->k_norm, Hkv, hd);
+        }
+        return;
+    }
+}
+
+/* qkv [N, Wq] = ln1 [N, d] . W_qkv + b, then q and k take their norms (if any) and positions. */
+static void qkv_forward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a, float *qkv,
+                        const float *ln1, const sp_batch *b) {
     const sp__dims *z = &w->z;
     int n = (int)z->N;
     switch (w->f->qkv) {
@@ -198,15 +255,18 @@ static void qkv_forward(const sp_worker *w, const sp_layer *p, float *qkv, const
         sp__linear_fwd(qkv + z->qd + z->kvd, z->wq, ln1, z->d, &p->v, n);
         break;
     }
+    qk_norm_forward(w, p, a, qkv);
     positions_qk(w, qkv, b, 0);
 }
 
-/* dln1 [N, d] = dqkv [N, Wq] . W_qkv^T, the positions of dq and dk undone first (in place). */
-static void qkv_backward(const sp_worker *w, const sp_layer *p, float *dln1, float *dqkv,
-                         const sp_batch *b) {
+/* dln1 [N, d] = dqkv [N, Wq] . W_qkv^T, the positions and norms of dq and dk undone first (in
+ * place). */
+static void qkv_backward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a,
+                         float *dln1, float *dqkv, const sp_batch *b) {
     const sp__dims *z = &w->z;
     int n = (int)z->N;
     positions_qk(w, dqkv, b, 1);
+    qk_norm_backward(w, p, a, dqkv);
     switch (w->f->qkv) {
     case SP_QKV_FUSED:
         sp__linear_bwd(dln1, z->d, dqkv, z->wq, &p->qkv, n, 0);
@@ -219,18 +279,21 @@ static void qkv_backward(const sp_worker *w, const sp_layer *p, float *dln1, flo
     }
 }
 
-/* One layer's key/value prefix (kv.n == 0: none) and where its gradient goes: sequence s's at
+/* What one layer's attention reads beyond qkv: its heads (with the layer's window, if any), its
+ * key/value prefix (kv.n == 0: none) and where the prefix's gradient goes: sequence s's at
  * dk + s * seq_stride (seq_stride 0: all sequences add to the same). */
 typedef struct layer_prefix {
+    sp__heads hs;
     sp__kv_past kv;
     float *dk, *dv; /* NULL: no gradient */
     size_t seq_stride;
 } layer_prefix;
 
-/* Layer l's slices of the pass's prefix [L, 2, P, kv_dim] and of its gradient. */
+/* Layer l's heads and slices of the pass's prefix [L, 2, P, kv_dim] and of its gradient. */
 static layer_prefix prefix_of(const sp_worker *w, const sp_pass *pass, int l) {
     size_t P = (size_t)pass->n_kv_prefix, kvd = (size_t)w->z.kvd, at = (size_t)l * 2 * P * kvd;
-    layer_prefix r = {{NULL, NULL, 0, w->z.kvd}, NULL, NULL, 0};
+    layer_prefix r = {w->z.hs, {NULL, NULL, 0, w->z.kvd}, NULL, NULL, 0};
+    r.hs.window = sp_config_layer_window(&w->m->cfg, l);
     if (P == 0) return r;
     r.kv = (sp__kv_past){pass->kv_prefix + at, pass->kv_prefix + at + P * kvd, (int)P, (int)kvd};
     if (pass->kv_prefix_grad) {
@@ -250,7 +313,7 @@ static void attention_forward(const sp_worker *w, float *atty, float *lse, const
         size_t start = (size_t)b->seq_start[s];
         int len = b->seq_start[s + 1] - b->seq_start[s];
         sp__attention_forward(atty + start * z->qd, lse + start * H, w->s.att, qkv + start * z->wq,
-                              len, &z->hs, pre->kv.n ? &pre->kv : NULL);
+                              len, &pre->hs, pre->kv.n ? &pre->kv : NULL);
     }
 }
 
@@ -268,7 +331,7 @@ static void attention_backward(const sp_worker *w, float *dqkv, const float *dat
         if (pre->dk) g.dk = pre->dk + at, g.dv = pre->dv + at;
         sp__attention_backward(dqkv + start * z->wq, pre->dk ? &g : NULL, w->s.att,
                                datty + start * z->qd, a->atty + start * z->qd, a->lse + start * H,
-                               a->qkv + start * z->wq, len, &z->hs, pre->kv.n ? &pre->kv : NULL);
+                               a->qkv + start * z->wq, len, &pre->hs, pre->kv.n ? &pre->kv : NULL);
     }
 }
 
@@ -381,7 +444,7 @@ static void block_forward(const sp_worker *w, const sp_layer *p, const sp__layer
     const sp__scratch *s = &w->s;
     int n = (int)z->N;
     norm_forward(w, a->ln1, a->ln1_mean, a->ln1_rstd, a->x, &p->ln1, n); /* ln1 = norm1(x) */
-    qkv_forward(w, p, a->qkv, a->ln1, b);                                /* with positions */
+    qkv_forward(w, p, a, a->qkv, a->ln1, b);                             /* with positions */
     attention_forward(w, a->atty, a->lse, a->qkv, pre, b); /* behind the layer's prefix */
     const float *x = a->x, *atty = a->atty;
     if (top) {
@@ -417,7 +480,7 @@ static void block_backward(const sp_worker *w, const sp_layer *p, const sp__laye
     }
     /* atty = attention(qkv),  qkv = ln1 W_qkv,  ln1 = norm1(x); dx holds dL/dxmid */
     attention_backward(w, s->dqkv, s->datty, a, pre, b); /* (and the prefix's) */
-    qkv_backward(w, p, s->dln, s->dqkv, b);              /* dln1 */
+    qkv_backward(w, p, a, s->dln, s->dqkv, b);           /* dln1 */
     norm_backward(w, s->dx, s->dln, a->x, a->ln1_mean, a->ln1_rstd, &p->ln1, (int)z->N);
 }
 

@@ -33,6 +33,13 @@ typedef enum sp__qkv_kind {
     SP_QKV_SEPARATE, /* q, k, v linears into the row's column blocks (Llama) */
 } sp__qkv_kind;
 
+/* A norm of each query and key head before the positions (the family's norm kind over head_dim,
+ * one gain of head_dim shared by the heads: Qwen3, Gemma 3). */
+typedef enum sp__qknorm_kind {
+    SP_QKNORM_NONE,
+    SP_QKNORM_PER_HEAD,
+} sp__qknorm_kind;
+
 typedef enum sp__mlp_kind {
     SP_MLP_GELU,   /* out(gelu_tanh(in(x))) */
     SP_MLP_SWIGLU, /* out(silu(in(x)) * up(x)) */
@@ -54,6 +61,8 @@ typedef enum sp__role {
     SP_ROLE_V_B,
     SP_ROLE_O_W,
     SP_ROLE_O_B,
+    SP_ROLE_Q_NORM,
+    SP_ROLE_K_NORM,
     SP_ROLE_LN2_W,
     SP_ROLE_LN2_B,
     SP_ROLE_MLP_IN_W,
@@ -76,6 +85,7 @@ typedef enum sp__dim {
     SP_DIM_QD,   /* n_head head_dim */
     SP_DIM_KVD,  /* n_kv_head head_dim */
     SP_DIM_FF,   /* d_ff */
+    SP_DIM_HD,   /* head_dim */
     SP_DIM_VOCAB,
     SP_DIM_CTX, /* n_ctx */
 } sp__dim;
@@ -122,8 +132,10 @@ typedef struct sp__family {
     sp__norm_kind norm;
     sp__pos_kind pos;
     sp__qkv_kind qkv;
+    sp__qknorm_kind qk_norm;
     sp__mlp_kind mlp;
     int gqa; /* num_key_value_heads and head_dim come from the config (else n_head, d / n_head) */
+    const char *window_key; /* config.json's key of an attention window (NULL: none) */
     const sp__tensor_desc *tensors;
     int n_tensors;
 } sp__family;

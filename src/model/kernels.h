@@ -57,6 +57,8 @@ void sp__gelu_backward(float *dx, const float *dout, const float *x, const float
  * query attention; GPT-2 has n_kv_head = n_head). */
 typedef struct sp__heads {
     int n_head, n_kv_head, hd;
+    int window; /* sliding window: a key is visible to the queries fewer than window positions
+                 * after it, a past row j at position j and current row i at n_past + i (0: all) */
 } sp__heads;
 #define SP_QKV_WIDTH(hs) (((hs)->n_head + 2 * (hs)->n_kv_head) * (hs)->hd)
 #define SP_KV_OF(hs, h) ((h) / ((hs)->n_head / (hs)->n_kv_head))
@@ -82,10 +84,10 @@ typedef struct sp__kv_grad {
 
 /* Causal self-attention of one sequence of len current rows, all heads, in blocks of
  * SP_ATT_QBLOCK query rows (kernels.c). Current row i attends to every row of past (NULL: none)
- * and to current rows 0..i. qkv: [len, SP_QKV_WIDTH] rows (q and k already carry their
- * positions), out: [len, n_head * hd]; lse: [n_head, len] log-sum-exp of each row's scores,
- * saved for backward instead of the probabilities; scratch: SP_ATT_FWD_SCRATCH(n_past + len)
- * floats. */
+ * and to current rows 0..i, within hs->window when there is one. qkv: [len, SP_QKV_WIDTH] rows (q
+ * and k already carry their positions), out: [len, n_head * hd]; lse: [n_head, len] log-sum-exp of
+ * each row's scores, saved for backward instead of the probabilities; scratch:
+ * SP_ATT_FWD_SCRATCH(n_past + len) floats. */
 #define SP_ATT_QBLOCK 64
 #define SP_ATT_FWD_SCRATCH(keys) ((size_t)SP_ATT_QBLOCK * (size_t)(keys))
 void sp__attention_forward(float *out, float *lse, float *scratch, const float *qkv, int len,

@@ -29,7 +29,9 @@ typedef enum act_width {
     W_HEADS,    /* H */
     W_STATS,    /* 2: a norm's mean and rstd */
     W_VOCAB,
-    W_ROTARY, /* hd (cos and sin of hd / 2 frequencies) for rotary positions, else 0 */
+    W_ROTARY,    /* hd (cos and sin of hd / 2 frequencies) for rotary positions, else 0 */
+    W_QK_NORMED, /* (H + Hkv) hd with a q/k norm, else 0 */
+    W_QK_STATS,  /* 2 (H + Hkv) with a q/k norm, else 0 */
 } act_width;
 
 typedef struct act_desc {
@@ -44,6 +46,8 @@ static const act_desc ACTS[SP_N_ACT] = {
     [SP_ACT_LN1] = {"ln1", ROWS_LAYER_TOKENS, W_D, 0},
     [SP_ACT_LN1_STATS] = {"ln1 stats", ROWS_LAYER_TOKENS, W_STATS, 0},
     [SP_ACT_QKV] = {"qkv", ROWS_LAYER_TOKENS, W_QKV, 0},
+    [SP_ACT_QK_RAW] = {"q/k before norm", ROWS_LAYER_TOKENS, W_QK_NORMED, 0},
+    [SP_ACT_QK_STATS] = {"q/k norm stats", ROWS_LAYER_TOKENS, W_QK_STATS, 0},
     [SP_ACT_LSE] = {"attention lse", ROWS_LAYER_TOKENS, W_HEADS, 0},
     [SP_ACT_ATTY] = {"atty", ROWS_LAYER_TOKENS, W_QD, 0},
     [SP_ACT_XMID] = {"xmid", ROWS_LAYER_TOKENS, W_D, 0},
@@ -64,6 +68,7 @@ static const act_desc ACTS[SP_N_ACT] = {
     [SP_ACT_DLN] = {"dln", ROWS_TOKENS, W_D, 1},
     [SP_ACT_DATTY] = {"datty", ROWS_TOKENS, W_QD, 1},
     [SP_ACT_DQKV] = {"dqkv", ROWS_TOKENS, W_QKV, 1},
+    [SP_ACT_DQK] = {"dqk", ROWS_TOKENS, W_QK_NORMED, 1},
     [SP_ACT_DFC] = {"dfc", ROWS_TOKENS, W_FF, 1},
     [SP_ACT_DUP] = {"dup", ROWS_TOKENS, W_GATED_FF, 1},
     [SP_ACT_TOP_DX] = {"top dx", ROWS_TARGETS, W_D, 1},
@@ -108,6 +113,17 @@ static size_t rotary(const sp__family *f, const sp__dims *z) {
     return 0;
 }
 
+/* Heads a q/k norm normalises (H + Hkv), or 0. */
+static size_t qk_heads(const sp__family *f, const sp__dims *z) {
+    switch (f->qk_norm) {
+    case SP_QKNORM_NONE:
+        return 0;
+    case SP_QKNORM_PER_HEAD:
+        return (size_t)z->hs.n_head + (size_t)z->hs.n_kv_head;
+    }
+    return 0;
+}
+
 static size_t width_of(const sp__family *f, const sp__dims *z, act_width w) {
     switch (w) {
     case W_ONE:
@@ -130,6 +146,10 @@ static size_t width_of(const sp__family *f, const sp__dims *z, act_width w) {
         return (size_t)z->V;
     case W_ROTARY:
         return rotary(f, z);
+    case W_QK_NORMED:
+        return qk_heads(f, z) * (size_t)z->hs.hd;
+    case W_QK_STATS:
+        return 2 * qk_heads(f, z);
     }
     return 0;
 }
@@ -144,7 +164,7 @@ static sp__dims model_dims(const sp_model *m, size_t n_tokens, size_t n_targets,
                            int n_past) {
     const sp_model_config *c = &m->cfg;
     sp__dims z = {.L = c->n_layer, .d = c->d_model, .F = c->d_ff, .V = c->vocab_size};
-    z.hs = (sp__heads){c->n_head, sp_config_kv_heads(c), sp_config_head_dim(c)};
+    z.hs = (sp__heads){c->n_head, sp_config_kv_heads(c), sp_config_head_dim(c), 0};
     z.qd = z.hs.n_head * z.hs.hd, z.kvd = z.hs.n_kv_head * z.hs.hd, z.wq = SP_QKV_WIDTH(&z.hs);
     z.N = n_tokens, z.n_tgt = n_targets, z.max_len = max_len, z.n_past = n_past;
     return z;
@@ -220,6 +240,7 @@ static int ensure(sp_worker *w, int i, size_t n) {
 static sp__layer_acts layer_acts(const sp_worker *w, int l) {
     const sp__dims *z = &w->z;
     size_t N = z->N, d = (size_t)z->d, F = (size_t)z->F, at = (size_t)l * N;
+    size_t nh = qk_heads(w->f, z);
     float *const *b = w->buf;
     sp__layer_acts a = {
         .x = b[SP_ACT_X] + at * d,
@@ -227,6 +248,9 @@ static sp__layer_acts layer_acts(const sp_worker *w, int l) {
         .ln1_mean = b[SP_ACT_LN1_STATS] + 2 * at,
         .ln1_rstd = b[SP_ACT_LN1_STATS] + 2 * at + N,
         .qkv = b[SP_ACT_QKV] + at * (size_t)z->wq,
+        .qk_raw = b[SP_ACT_QK_RAW] ? b[SP_ACT_QK_RAW] + at * nh * (size_t)z->hs.hd : NULL,
+        .qk_mean = b[SP_ACT_QK_STATS] ? b[SP_ACT_QK_STATS] + 2 * at * nh : NULL,
+        .qk_rstd = b[SP_ACT_QK_STATS] ? b[SP_ACT_QK_STATS] + 2 * at * nh + N * nh : NULL,
         .lse = b[SP_ACT_LSE] + at * (size_t)z->hs.n_head,
         .atty = b[SP_ACT_ATTY] + at * (size_t)z->qd,
         .xmid = b[SP_ACT_XMID] + at * d,
@@ -261,6 +285,7 @@ static sp__scratch scratch(const sp_worker *w) {
         .dln = b[SP_ACT_DLN],
         .datty = b[SP_ACT_DATTY],
         .dqkv = b[SP_ACT_DQKV],
+        .dqk = b[SP_ACT_DQK],
         .dfc = b[SP_ACT_DFC],
         .dup = b[SP_ACT_DUP],
         .top_dx = b[SP_ACT_TOP_DX],

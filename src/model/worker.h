@@ -30,7 +30,9 @@ typedef struct sp__layer_acts {
     float *x;                   /* [N, d] residual stream entering the block */
     float *ln1;                 /* [N, d] norm1(x) */
     float *ln1_mean, *ln1_rstd; /* [N] (mean: LayerNorm only) */
-    float *qkv;                 /* [N, Wq] q | k | v, q and k carrying their positions */
+    float *qkv;                 /* [N, Wq] q | k | v, q and k carrying their norms, positions */
+    float *qk_raw;              /* [N, (H + Hkv) hd] q | k before their norms (q/k norm only) */
+    float *qk_mean, *qk_rstd;   /* [N, H + Hkv] the q/k norms' statistics */
     float *lse;                 /* [N, H] log-sum-exp of each attention row (sequence-major) */
     float *atty;                /* [N, qd] attention output */
     float *xmid;                /* [N, d] x + atty W_o */
@@ -54,6 +56,7 @@ typedef struct sp__scratch {
     float *dln;                       /* [N, d] dL/d a norm's output */
     float *datty;                     /* [N, qd] */
     float *dqkv;                      /* [N, Wq] */
+    float *dqk;                       /* [N, (H + Hkv) hd] q/k norm gradients */
     float *dfc, *dup;                 /* [N, F] MLP activation gradients */
     float *top_dx, *top_datty;        /* [n_tgt, d], [n_tgt, qd] */
 } sp__scratch;
@@ -64,6 +67,8 @@ enum {
     SP_ACT_LN1,
     SP_ACT_LN1_STATS,
     SP_ACT_QKV,
+    SP_ACT_QK_RAW,
+    SP_ACT_QK_STATS,
     SP_ACT_LSE,
     SP_ACT_ATTY,
     SP_ACT_XMID,
@@ -84,6 +89,7 @@ enum {
     SP_ACT_DLN,
     SP_ACT_DATTY,
     SP_ACT_DQKV,
+    SP_ACT_DQK,
     SP_ACT_DFC,
     SP_ACT_DUP,
     SP_ACT_TOP_DX,

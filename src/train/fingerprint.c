@@ -26,6 +26,14 @@ static void hash_family(sp__h64 *h, const sp_model *m) {
     case SP_ARCH_QWEN2:
         sp__h64_str(h, "llama");
         return;
+    case SP_ARCH_MISTRAL:
+        sp__h64_str(h, "mistral");
+        sp__h64_i64(h, c->sliding_window);
+        sp__h64_i64(h, c->window_pattern);
+        return;
+    case SP_ARCH_QWEN3:
+        sp__h64_str(h, "qwen3"); /* the q/k norm gains are rows of its table */
+        return;
     }
 }
 
@@ -36,6 +44,8 @@ static void hash_rotary(sp__h64 *h, const sp_model *m) {
         return;
     case SP_ARCH_LLAMA:
     case SP_ARCH_QWEN2:
+    case SP_ARCH_MISTRAL:
+    case SP_ARCH_QWEN3:
         sp__h64_str(h, sp_arch_model_type(c->arch));
         sp__h64_i64(h, sp_config_kv_heads(c));
         sp__h64_i64(h, sp_config_head_dim(c));

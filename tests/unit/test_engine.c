@@ -21,7 +21,8 @@
 
 typedef struct test_model {
     sp_model m;
-    float *mem; /* one allocation holds every tensor */
+    float *mem;   /* one allocation holds every tensor */
+    float *extra; /* the variants' tensors (q/k norm gains), or NULL */
 } test_model;
 
 static float *take(float **cursor, size_t n) {
@@ -152,6 +153,32 @@ static void make_llama(test_model *t, int L, int d, int H, int Hkv, int F, int V
 static void free_model(test_model *t) {
     free(t->m.layers);
     free(t->mem);
+    free(t->extra);
+}
+
+/* make_llama's model as Mistral with a sliding window (the family's attention window). */
+static void make_mistral(test_model *t, int L, int d, int H, int Hkv, int F, int window,
+                         uint64_t seed) {
+    make_llama(t, L, d, H, Hkv, F, 37, 24, 0, seed);
+    t->m.cfg.arch = SP_ARCH_MISTRAL;
+    t->m.cfg.sliding_window = window;
+}
+
+/* make_llama's model as Qwen3: per-head RMSNorm gains of q and k (far from 1, so that the norms'
+ * gradient matters), with q/k/v biases when qkv_bias. */
+static void make_qwen3(test_model *t, int L, int d, int H, int Hkv, int F, int qkv_bias,
+                       uint64_t seed) {
+    make_llama(t, L, d, H, Hkv, F, 37, 24, qkv_bias, seed);
+    t->m.cfg.arch = SP_ARCH_QWEN3;
+    int hd = sp_config_head_dim(&t->m.cfg);
+    t->extra = malloc((size_t)L * 2 * hd * sizeof *t->extra);
+    sp_rng r;
+    sp_rng_seed(&r, seed + 100);
+    fill(t->extra, (size_t)L * 2 * hd, &r, 1, 0.5f);
+    for (int l = 0; l < L; l++) {
+        t->m.layers[l].q_norm.w = t->extra + (size_t)l * 2 * hd;
+        t->m.layers[l].k_norm.w = t->extra + (size_t)l * 2 * hd + hd;
+    }
 }
 
 /* A batch with everything the engine must handle: three sequences of different lengths;
@@ -282,6 +309,29 @@ END_TEST
 
 START_TEST(test_fd_qwen2_biases) {
     check_llama_gradient(2, 24, 2, 2, 48, 1, 13);
+}
+END_TEST
+
+/* Windows of 3 and 5 (the test batch's sequences are 5 to 12 long), grouped-query heads. */
+START_TEST(test_fd_mistral_window) {
+    test_model t;
+    make_mistral(&t, 2, 16, 4, 2, 40, 3, 14);
+    check_model_gradient(&t, 14);
+    free_model(&t);
+    make_mistral(&t, 3, 16, 4, 1, 24, 5, 15);
+    check_model_gradient(&t, 15);
+    free_model(&t);
+}
+END_TEST
+
+START_TEST(test_fd_qwen3_qk_norm) {
+    test_model t;
+    make_qwen3(&t, 2, 16, 4, 2, 40, 0, 16);
+    check_model_gradient(&t, 16);
+    free_model(&t);
+    make_qwen3(&t, 2, 24, 2, 2, 48, 1, 17);
+    check_model_gradient(&t, 17);
+    free_model(&t);
 }
 END_TEST
 
@@ -607,6 +657,12 @@ START_TEST(test_fd_prefix) {
     make_llama(&t, 2, 24, 2, 2, 48, 37, 24, 1, 33);
     check_prefix_gradient(&t, 1, 33);
     free_model(&t);
+    make_mistral(&t, 2, 16, 4, 2, 40, 6, 34); /* the prefix of 4 leaves the window of 6 */
+    check_prefix_gradient(&t, 4, 34);
+    free_model(&t);
+    make_qwen3(&t, 2, 16, 4, 2, 40, 0, 35);
+    check_prefix_gradient(&t, 3, 35);
+    free_model(&t);
 }
 END_TEST
 
@@ -676,6 +732,14 @@ START_TEST(test_prefix_is_prepended_tokens) {
     free_model(&t);
     make_llama(&t, 3, 16, 4, 2, 40, 37, 24, 1, 42); /* rotary, grouped-query, biases */
     check_prefix_is_prepended_tokens(&t, 42);
+    free_model(&t);
+    /* a window of 4: the text's later rows no longer see the prefix, as they would not see the
+     * tokens (transformers' mask over cache positions) */
+    make_mistral(&t, 3, 16, 4, 2, 40, 4, 43);
+    check_prefix_is_prepended_tokens(&t, 43);
+    free_model(&t);
+    make_qwen3(&t, 3, 16, 4, 2, 40, 1, 44); /* the prefix's keys were normed when computed */
+    check_prefix_is_prepended_tokens(&t, 44);
     free_model(&t);
 }
 END_TEST
@@ -755,6 +819,8 @@ Suite *engine_suite(void) {
     tcase_add_test(tc, test_fd_one_layer_one_head);
     tcase_add_test(tc, test_fd_llama_gqa);
     tcase_add_test(tc, test_fd_qwen2_biases);
+    tcase_add_test(tc, test_fd_mistral_window);
+    tcase_add_test(tc, test_fd_qwen3_qk_norm);
     tcase_add_test(tc, test_fd_prefix);
     suite_add_tcase(s, tc);
     TCase *inv = tcase_create("invariants");

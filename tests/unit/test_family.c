@@ -30,8 +30,9 @@ START_TEST(every_arch_has_a_family) {
     sp_arch a;
     ck_assert_int_eq(sp__arch_from_model_type("bert", &a), -1);
     ck_assert_int_eq(sp__arch_from_model_type("", &a), -1);
-    ck_assert_str_eq(sp__arch_supported_quoted(), "\"gpt2\", \"llama\", \"qwen2\"");
-    ck_assert_str_eq(sp__arch_supported_plain(), "gpt2, llama or qwen2");
+    ck_assert_str_eq(sp__arch_supported_quoted(),
+                     "\"gpt2\", \"llama\", \"qwen2\", \"mistral\", \"qwen3\"");
+    ck_assert_str_eq(sp__arch_supported_plain(), "gpt2, llama, qwen2, mistral or qwen3");
 }
 END_TEST
 
@@ -120,8 +121,10 @@ static char *write_model(const char *name, sp_arch a, uint64_t seed) {
                               .rope_theta = 10000};
     const sp__family *f = sp__family_of(a);
     if (f->gqa) o.cfg.n_kv_head = 2, o.cfg.head_dim = 8; /* qd 32 != d */
-    o.cfg.qkv_bias = a == SP_ARCH_QWEN2 || a == SP_ARCH_LLAMA;
-    o.cfg.o_bias = o.cfg.mlp_bias = a == SP_ARCH_LLAMA;
+    o.cfg.qkv_bias = a == SP_ARCH_QWEN2 || a == SP_ARCH_LLAMA || a == SP_ARCH_QWEN3;
+    o.cfg.o_bias = a == SP_ARCH_LLAMA || a == SP_ARCH_QWEN3; /* Qwen3: attention_bias, both */
+    o.cfg.mlp_bias = a == SP_ARCH_LLAMA;
+    if (f->window_key) o.cfg.sliding_window = 16; /* shorter than the long sequences */
     o.seed = seed, o.random_norms = 1, o.std = 0.2f;
     char *dir = tu_path(tu_dir, name);
     sp_error err = {0};
