@@ -24,8 +24,9 @@ typedef enum sp_arch {
     SP_ARCH_QWEN2,   /* Qwen2ForCausalLM: Llama's block with q/k/v biases */
     SP_ARCH_MISTRAL, /* MistralForCausalLM: Llama's block with a sliding attention window */
     SP_ARCH_QWEN3,   /* Qwen3ForCausalLM: Llama's block with per-head RMSNorm of q and k */
+    SP_ARCH_GEMMA,   /* GemmaForCausalLM: scaled embeddings, RMSNorm (1 + w), GeGLU */
 } sp_arch;
-#define SP_N_ARCH (SP_ARCH_QWEN3 + 1) /* keep at the last value + 1 */
+#define SP_N_ARCH (SP_ARCH_GEMMA + 1) /* keep at the last value + 1 */
 
 /* config.json's model_type of a family ("gpt2", "llama", "qwen2", "mistral", "qwen3"). */
 const char *sp_arch_model_type(sp_arch a);
@@ -116,6 +117,8 @@ typedef struct sp_model {
     sp_normw lnf;        /* final norm */
     sp_linear lm_head;   /* [V, d] nn.Linear; .w == wte when tied */
     sp_layer *layers;    /* [n_layer] */
+    float embed_scale;   /* every input row is multiplied by it (Gemma: sqrt(d) rounded to the
+                          * embedding's stored dtype, as transformers' normalizer); 1 otherwise */
     float
         *rope_inv_freq; /* [head_dim / 2] rotary frequencies after rope_scaling (rotary families) */
 

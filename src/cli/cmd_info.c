@@ -122,6 +122,8 @@ static const char *norm_name(sp__norm_kind k) {
         return "LayerNorm";
     case SP_NORM_RMSNORM:
         return "RMSNorm";
+    case SP_NORM_RMSNORM_PLUS1:
+        return "RMSNorm (1 + w)";
     }
     return "?";
 }
@@ -132,6 +134,8 @@ static const char *mlp_name(sp__mlp_kind k) {
         return "GELU (tanh) MLP";
     case SP_MLP_SWIGLU:
         return "SwiGLU MLP";
+    case SP_MLP_GEGLU:
+        return "GeGLU (tanh) MLP";
     }
     return "?";
 }
@@ -200,6 +204,8 @@ static void print_block(const sp_model *m) {
     char window[96];
     biases(c, &qkv, &o, &mlp);
     window_desc(c, window, sizeof window);
+    if (m->embed_scale != 1.0f && m->embed_scale != 0.0f)
+        printf("%-14sinputs (prompt included) x %.9g\n", "embeddings", (double)m->embed_scale);
     printf("%-14s%s (eps %g), %s%s%s, %s%s%s%s\n", "blocks", norm_name(f->norm), c->ln_eps, pos,
            qk_norm_name(f->qk_norm), window, mlp_name(f->mlp), qkv ? ", q/k/v biases" : "",
            o ? ", output projection bias" : "", mlp ? ", MLP biases" : "");

@@ -61,10 +61,11 @@ static const shape SHAPES[] = {
     {"mistral-7b-v0.1", SP_ARCH_MISTRAL, 32, 4096, 32, 8, 14336, 32000, 32768, 0, 10000, 1e-5, 0,
      4096},
     {"qwen3-0.6b", SP_ARCH_QWEN3, 28, 1024, 16, 8, 3072, 151936, 40960, 1, 1000000, 1e-6, 128, 0},
+    {"gemma-2b", SP_ARCH_GEMMA, 18, 2048, 8, 1, 16384, 256000, 8192, 1, 10000, 1e-6, 256, 0},
 };
 #define SHAPE_NAMES                                                                                \
     "gpt2, gpt2-medium, distilgpt2, smollm2-135m, smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, "    \
-    "llama-3.2-1b, mistral-7b-v0.1 or qwen3-0.6b"
+    "llama-3.2-1b, mistral-7b-v0.1, qwen3-0.6b or gemma-2b"
 
 /* What a family's config always sets (Qwen2's q/k/v biases). */
 static void family_options(sp_model_config *c) {
@@ -73,6 +74,7 @@ static void family_options(sp_model_config *c) {
     case SP_ARCH_LLAMA:
     case SP_ARCH_MISTRAL:
     case SP_ARCH_QWEN3:
+    case SP_ARCH_GEMMA:
         c->qkv_bias = 0;
         return;
     case SP_ARCH_QWEN2:
@@ -132,6 +134,9 @@ static const char *parse_arch(void *args, const char *arg) {
     case SP_ARCH_QWEN3:
         c->tied = 0, c->rope_theta = 10000, c->ln_eps = 1e-6f;
         break;
+    case SP_ARCH_GEMMA: /* GemmaConfig's defaults but head_dim (256 there: give --head-dim) */
+        c->tied = 1, c->rope_theta = 10000, c->ln_eps = 1e-6f;
+        break;
     }
     return NULL;
 }
@@ -140,10 +145,10 @@ static const sp__flag FLAGS[] = {
     SP_OPT_CUSTOM("shape", AT(cfg), "NAME", parse_shape,
                   "gpt2, gpt2-medium, distilgpt2, smollm2-135m,\n"
                   "smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, llama-3.2-1b,\n"
-                  "mistral-7b-v0.1, qwen3-0.6b",
+                  "mistral-7b-v0.1, qwen3-0.6b, gemma-2b",
                   .order = -2),
     SP_OPT_CUSTOM("arch", AT(cfg.arch), "A", parse_arch,
-                  "gpt2, llama, qwen2, mistral or qwen3 (default gpt2, or\nthe shape's)",
+                  "gpt2, llama, qwen2, mistral, qwen3 or gemma (default\ngpt2, or the shape's)",
                   .order = -1),
     SP_OPT_INT("layers", AT(cfg.n_layer), "N", 1, 1024, "transformer blocks (default 12)"),
     SP_OPT_INT("d", AT(cfg.d_model), "N", 1, 65536,
@@ -184,9 +189,9 @@ static const sp__flag_spec SPEC = {
     .usage = "usage: softprompt init-model [options] OUT\n",
     .about = "Writes a model directory with random weights in Hugging Face's layout\n"
              "(config.json, model.safetensors or shards + index) for tests and benchmarks:\n"
-             "GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM or\n"
-             "Qwen3ForCausalLM. Defaults are GPT-2 124M's shape; --shape starts from another\n"
-             "real model's shape, and the other options change it.\n",
+             "GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM,\n"
+             "Qwen3ForCausalLM or GemmaForCausalLM. Defaults are GPT-2 124M's shape; --shape\n"
+             "starts from another real model's shape, and the other options change it.\n",
     .flags = FLAGS,
     .positional = "OUT",
     .min_positional = 1,
@@ -204,6 +209,7 @@ static int default_d_ff(const sp__family *f, int d) {
     case SP_MLP_GELU:
         return 4 * d;
     case SP_MLP_SWIGLU:
+    case SP_MLP_GEGLU:
         return (8 * d / 3 + 63) / 64 * 64;
     }
     return 4 * d;

@@ -172,11 +172,10 @@ static int parse_rope_scaling(sp_model_config *c, const reader *r) {
     return 0;
 }
 
-/* Keys of LlamaConfig that Qwen2Config shares. */
-static int parse_llama(sp_model_config *c, const reader *r) {
+/* Keys of LlamaConfig that the families built on it share, the activation aside. */
+static int parse_llama_shape(sp_model_config *c, const reader *r) {
     double eps = 1e-6, theta = 10000;
-    if (check_string(r, "hidden_act", "silu") ||
-        get_int(r, "num_hidden_layers", 1, 0, 1, 1024, &c->n_layer) ||
+    if (get_int(r, "num_hidden_layers", 1, 0, 1, 1024, &c->n_layer) ||
         get_int(r, "hidden_size", 1, 0, 1, 65536, &c->d_model) ||
         get_int(r, "intermediate_size", 1, 0, 1, 1 << 20, &c->d_ff) ||
         get_int(r, "num_attention_heads", 1, 0, 1, 65536, &c->n_head) ||
@@ -189,10 +188,10 @@ static int parse_llama(sp_model_config *c, const reader *r) {
         return sp_fail(r->err,
                        "%s: num_attention_heads = %d is not a multiple of num_key_value_heads = %d",
                        r->path, c->n_head, c->n_kv_head);
-    if (c->d_model % c->n_head != 0 && !json_object_get(r->root, "head_dim"))
+    if (c->d_model % c->n_head != 0 && !json_object_get(r->root, "head_dim") && !c->head_dim)
         return sp_fail(r->err, "%s: hidden_size = %d is not divisible by num_attention_heads = %d",
                        r->path, c->d_model, c->n_head);
-    c->head_dim = c->d_model / c->n_head;
+    if (!c->head_dim) c->head_dim = c->d_model / c->n_head; /* a family's default comes first */
     if (get_int(r, "head_dim", 0, 1, 2, 4096, &c->head_dim)) return -1;
     if (c->head_dim % 2 != 0)
         return sp_fail(r->err, "%s: head_dim %d is odd; rotary embeddings need an even one",
@@ -204,6 +203,31 @@ static int parse_llama(sp_model_config *c, const reader *r) {
         return -1;
     c->ln_eps = (float)eps;
     c->rope_theta = theta;
+    return 0;
+}
+
+/* LlamaConfig's keys with SiLU. */
+static int parse_llama(sp_model_config *c, const reader *r) {
+    return check_string(r, "hidden_act", "silu") || parse_llama_shape(c, r) ? -1 : 0;
+}
+
+/* GemmaConfig: the MLP's activation is hidden_activation, and the tanh GELU when that is absent
+ * (transformers ignores hidden_act then: Gemma's original configs say "gelu" and mean the tanh
+ * approximation, its PR 29402); head_dim defaults to 256; the head is tied unless
+ * tie_word_embeddings is false; attention_bias gives q/k/v and o_proj biases. */
+static int parse_gemma(sp_model_config *c, const reader *r) {
+    json_t *act = json_object_get(r->root, "hidden_activation");
+    if (act && !json_is_null(act) ? check_string(r, "hidden_activation", "gelu_pytorch_tanh")
+                                  : check_string(r, "hidden_act", "gelu|gelu_pytorch_tanh"))
+        return -1;
+    if (!json_object_get(r->root, "head_dim")) c->head_dim = 256;
+    if (parse_llama_shape(c, r)) return -1;
+    int attention_bias = 0;
+    c->tied = 1;
+    if (get_bool(r, "attention_bias", &attention_bias) ||
+        get_bool(r, "tie_word_embeddings", &c->tied))
+        return -1;
+    c->qkv_bias = c->o_bias = attention_bias;
     return 0;
 }
 
@@ -283,6 +307,9 @@ static int parse_family(sp_model_config *c, reader *r) {
     case SP_ARCH_QWEN3:
         r->needs = LLAMA_NEEDS;
         return parse_llama(c, r) || parse_qwen3_options(c, r) ? -1 : 0;
+    case SP_ARCH_GEMMA:
+        r->needs = LLAMA_NEEDS;
+        return parse_gemma(c, r);
     }
     return -1;
 }

@@ -122,6 +122,9 @@ static void norm_rows_forward(const sp_worker *w, float *out, float *mean, float
     case SP_NORM_RMSNORM:
         sp__rmsnorm_forward(out, rstd, x, p->w, n, d, eps);
         return;
+    case SP_NORM_RMSNORM_PLUS1:
+        sp__rmsnorm1p_forward(out, rstd, x, p->w, n, d, eps);
+        return;
     }
 }
 
@@ -135,6 +138,9 @@ static void norm_rows_backward(const sp_worker *w, float *dx, const float *dout,
         return;
     case SP_NORM_RMSNORM:
         sp__rmsnorm_backward(dx, dout, x, rstd, p->w, n, d);
+        return;
+    case SP_NORM_RMSNORM_PLUS1:
+        sp__rmsnorm1p_backward(dx, dout, x, rstd, p->w, n, d);
         return;
     }
 }
@@ -351,6 +357,11 @@ static void mlp_act_forward(const sp_worker *w, const sp_layer *p, const sp__lay
         sp__linear_fwd(a->up, z->F, a->ln2, z->d, &p->mlp_up, n);
         sp__swiglu_forward(act, a->fc_aux, a->fc, a->up, nf); /* sigmoid(gate) saved */
         return;
+    case SP_MLP_GEGLU:
+        sp__linear_fwd(a->fc, z->F, a->ln2, z->d, &p->mlp_in, n); /* gate */
+        sp__linear_fwd(a->up, z->F, a->ln2, z->d, &p->mlp_up, n);
+        sp__geglu_forward(act, a->fc_aux, a->fc, a->up, nf); /* tanh inside gelu(gate) saved */
+        return;
     }
 }
 
@@ -367,6 +378,11 @@ static void mlp_act_backward(const sp_worker *w, const sp_layer *p, const sp__la
         return;
     case SP_MLP_SWIGLU:
         sp__swiglu_backward(dact, dup, dact, a->fc, a->fc_aux, a->up, nf);
+        sp__linear_bwd(dln2, z->d, dact, z->F, &p->mlp_in, n, 0);
+        sp__linear_bwd(dln2, z->d, dup, z->F, &p->mlp_up, n, 1);
+        return;
+    case SP_MLP_GEGLU:
+        sp__geglu_backward(dact, dup, dact, a->fc, a->fc_aux, a->up, nf);
         sp__linear_bwd(dln2, z->d, dact, z->F, &p->mlp_in, n, 0);
         sp__linear_bwd(dln2, z->d, dup, z->F, &p->mlp_up, n, 1);
         return;
@@ -402,6 +418,13 @@ static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, cons
             SP_IS_SOFT(tok) ? prompt + (size_t)SP_SOFT_INDEX(tok) * d : m->wte + (size_t)tok * d;
         memcpy(x0 + t * d, e, d * sizeof(float));
     }
+    switch (w->f->embed) {
+    case SP_EMBED_PLAIN:
+        break;
+    case SP_EMBED_SQRT_D: /* every row, the prompt's too (transformers scales inputs_embeds) */
+        for (size_t i = 0; i < w->z.N * d; i++) x0[i] *= m->embed_scale;
+        break;
+    }
     switch (w->f->pos) {
     case SP_POS_LEARNED:
         for (int s = 0; s < b->n_seq; s++)
@@ -421,13 +444,24 @@ static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, cons
 static void embed_backward(const sp_worker *w, const float *dx0, const sp_batch *b,
                            const sp_pass *pass) {
     size_t d = (size_t)w->z.d, per_seq = (size_t)pass->n_prompt * d;
+    float scale = 1.0f;
+    switch (w->f->embed) {
+    case SP_EMBED_PLAIN:
+        break;
+    case SP_EMBED_SQRT_D:
+        scale = w->m->embed_scale;
+        break;
+    }
     for (int s = 0; s < b->n_seq; s++) {
         float *g = pass->grad + (pass->per_sequence_grad ? (size_t)s * per_seq : 0);
         for (int t = b->seq_start[s]; t < b->seq_start[s + 1]; t++) {
             if (!SP_IS_SOFT(b->tokens[t])) continue;
             float *gk = g + (size_t)SP_SOFT_INDEX(b->tokens[t]) * d;
             const float *dxt = dx0 + (size_t)t * d;
-            for (size_t j = 0; j < d; j++) gk[j] += dxt[j];
+            if (scale == 1.0f)
+                for (size_t j = 0; j < d; j++) gk[j] += dxt[j];
+            else
+                for (size_t j = 0; j < d; j++) gk[j] += scale * dxt[j];
         }
     }
 }

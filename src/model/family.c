@@ -55,6 +55,7 @@ static const sp__family GPT2 = {
     .layer_prefix = "h.%d.",
     .layout = SP_W_IN_OUT,
     .norm = SP_NORM_LAYERNORM,
+    .embed = SP_EMBED_PLAIN,
     .pos = SP_POS_LEARNED,
     .qkv = SP_QKV_FUSED,
     .qk_norm = SP_QKNORM_NONE,
@@ -153,17 +154,57 @@ static const sp__tensor_desc QWEN3_TENSORS[] = {
     {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
      "lm_head", 17},
 };
+
+/* GemmaForCausalLM: Llama's layout (attention_bias: q/k/v and o_proj), norm gains stored as
+ * offsets from 1, no MLP biases; the head is tied unless tie_word_embeddings is false. In the
+ * order of HF's state dict (Gemma has no earlier fingerprints to keep). */
+static const sp__tensor_desc GEMMA_TENSORS[] = {
+    {"model.embed_tokens.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS,
+     SP_INIT_NORMAL, "wte", 0},
+    {L_("self_attn.q_proj.weight"), MAT(SP_DIM_QD, SP_DIM_D), SP_ROLE_Q_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "q_proj.weight", 1},
+    {L_("self_attn.q_proj.bias"), VEC(SP_DIM_QD), SP_ROLE_Q_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "q_proj.bias", 2},
+    {L_("self_attn.k_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_K_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "k_proj.weight", 3},
+    {L_("self_attn.k_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_K_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "k_proj.bias", 4},
+    {L_("self_attn.v_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_V_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "v_proj.weight", 5},
+    {L_("self_attn.v_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_V_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "v_proj.bias", 6},
+    {L_("self_attn.o_proj.weight"), MAT(SP_DIM_D, SP_DIM_QD), SP_ROLE_O_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "o_proj.weight", 7},
+    {L_("self_attn.o_proj.bias"), VEC(SP_DIM_D), SP_ROLE_O_B, SP_IF_O_BIAS, SP_INIT_BIAS,
+     "o_proj.bias", 8},
+    {L_("mlp.gate_proj.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_IN_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "gate_proj.weight", 9},
+    {L_("mlp.up_proj.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_UP_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "up_proj.weight", 10},
+    {L_("mlp.down_proj.weight"), MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_OUT_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "down_proj.weight", 11},
+    {L_("input_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN1_W, SP_ALWAYS, SP_INIT_GAIN_OFFSET,
+     "input_layernorm.weight", 12},
+    {L_("post_attention_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN2_W, SP_ALWAYS,
+     SP_INIT_GAIN_OFFSET, "post_attention_layernorm.weight", 13},
+    {"model.norm.weight", VEC(SP_DIM_D), SP_ROLE_LNF_W, SP_ALWAYS, SP_INIT_GAIN_OFFSET,
+     "ln_f.weight", 14},
+    {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
+     "lm_head", 15},
+};
 #undef L_
 #undef VEC
 #undef MAT
 
 #define TABLE(t) .tensors = t, .n_tensors = (int)(sizeof t / sizeof t[0])
 
+/* Llama's norm, embedding and MLP. */
+#define LLAMA_NORM_MLP .norm = SP_NORM_RMSNORM, .embed = SP_EMBED_PLAIN, .mlp = SP_MLP_SWIGLU
+
 /* The block of LlamaForCausalLM and the families built on it. */
 #define LLAMA_BLOCK                                                                                \
     .name_prefix = NULL, .layer_prefix = "model.layers.%d.", .layout = SP_W_OUT_IN,                \
-    .norm = SP_NORM_RMSNORM, .pos = SP_POS_ROTARY, .qkv = SP_QKV_SEPARATE, .mlp = SP_MLP_SWIGLU,   \
-    .gqa = 1
+    .pos = SP_POS_ROTARY, .qkv = SP_QKV_SEPARATE, .gqa = 1
 
 static const sp__family LLAMA = {
     .arch = SP_ARCH_LLAMA,
@@ -171,6 +212,7 @@ static const sp__family LLAMA = {
     .hf_class = "LlamaForCausalLM",
     .ctx_key = "max_position_embeddings",
     LLAMA_BLOCK,
+    LLAMA_NORM_MLP,
     .qk_norm = SP_QKNORM_NONE,
     TABLE(LLAMA_TENSORS),
 };
@@ -181,6 +223,7 @@ static const sp__family QWEN2 = {
     .hf_class = "Qwen2ForCausalLM",
     .ctx_key = "max_position_embeddings",
     LLAMA_BLOCK,
+    LLAMA_NORM_MLP,
     .qk_norm = SP_QKNORM_NONE,
     TABLE(LLAMA_TENSORS),
 };
@@ -193,6 +236,7 @@ static const sp__family MISTRAL = {
     .ctx_key = "max_position_embeddings",
     .window_key = "sliding_window",
     LLAMA_BLOCK,
+    LLAMA_NORM_MLP,
     .qk_norm = SP_QKNORM_NONE,
     TABLE(LLAMA_TENSORS),
 };
@@ -203,9 +247,25 @@ static const sp__family QWEN3 = {
     .hf_class = "Qwen3ForCausalLM",
     .ctx_key = "max_position_embeddings",
     LLAMA_BLOCK,
+    LLAMA_NORM_MLP,
     .qk_norm = SP_QKNORM_PER_HEAD,
     TABLE(QWEN3_TENSORS),
 };
+
+/* Llama's attention with scaled input embeddings, (1 + w) norms and a GeGLU MLP. */
+static const sp__family GEMMA = {
+    .arch = SP_ARCH_GEMMA,
+    .model_type = "gemma",
+    .hf_class = "GemmaForCausalLM",
+    .ctx_key = "max_position_embeddings",
+    LLAMA_BLOCK,
+    .norm = SP_NORM_RMSNORM_PLUS1,
+    .embed = SP_EMBED_SQRT_D,
+    .mlp = SP_MLP_GEGLU,
+    .qk_norm = SP_QKNORM_NONE,
+    TABLE(GEMMA_TENSORS),
+};
+#undef LLAMA_NORM_MLP
 #undef LLAMA_BLOCK
 #undef TABLE
 
@@ -223,6 +283,8 @@ const sp__family *sp__family_of(sp_arch a) {
         return &MISTRAL;
     case SP_ARCH_QWEN3:
         return &QWEN3;
+    case SP_ARCH_GEMMA:
+        return &GEMMA;
     }
     return &GPT2; /* not reached for a valid enum value */
 }

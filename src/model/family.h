@@ -19,8 +19,9 @@
 #include "softprompt/model.h"
 
 typedef enum sp__norm_kind {
-    SP_NORM_LAYERNORM, /* (x - mean) * rstd * w + b; saves mean and rstd */
-    SP_NORM_RMSNORM,   /* x * rstd * w; saves rstd */
+    SP_NORM_LAYERNORM,     /* (x - mean) * rstd * w + b; saves mean and rstd */
+    SP_NORM_RMSNORM,       /* x * rstd * w; saves rstd */
+    SP_NORM_RMSNORM_PLUS1, /* x * rstd * (1 + w) (Gemma: the gain is stored as an offset) */
 } sp__norm_kind;
 
 typedef enum sp__pos_kind {
@@ -33,6 +34,12 @@ typedef enum sp__qkv_kind {
     SP_QKV_SEPARATE, /* q, k, v linears into the row's column blocks (Llama) */
 } sp__qkv_kind;
 
+/* What multiplies the input embeddings (prompt rows included). */
+typedef enum sp__embed_kind {
+    SP_EMBED_PLAIN,
+    SP_EMBED_SQRT_D, /* sqrt(d_model) rounded to the embedding's stored dtype (Gemma) */
+} sp__embed_kind;
+
 /* A norm of each query and key head before the positions (the family's norm kind over head_dim,
  * one gain of head_dim shared by the heads: Qwen3, Gemma 3). */
 typedef enum sp__qknorm_kind {
@@ -43,6 +50,7 @@ typedef enum sp__qknorm_kind {
 typedef enum sp__mlp_kind {
     SP_MLP_GELU,   /* out(gelu_tanh(in(x))) */
     SP_MLP_SWIGLU, /* out(silu(in(x)) * up(x)) */
+    SP_MLP_GEGLU,  /* out(gelu_tanh(in(x)) * up(x)) (Gemma) */
 } sp__mlp_kind;
 
 /* Where a tensor goes in sp_model / sp_layer. */
@@ -102,11 +110,12 @@ typedef enum sp__when {
 
 /* How init-model fills a tensor (HF's _init_weights). */
 typedef enum sp__init_kind {
-    SP_INIT_NORMAL, /* N(0, std^2) */
-    SP_INIT_PROJ,   /* N(0, std^2 / (2 n_layer)): GPT-2's residual projections */
-    SP_INIT_GAIN,   /* norm gain: 1 */
-    SP_INIT_BIAS,   /* 0 */
-    SP_INIT_NONE,   /* buffers: not written */
+    SP_INIT_NORMAL,      /* N(0, std^2) */
+    SP_INIT_PROJ,        /* N(0, std^2 / (2 n_layer)): GPT-2's residual projections */
+    SP_INIT_GAIN,        /* norm gain: 1 */
+    SP_INIT_GAIN_OFFSET, /* a (1 + w) norm's w: 0 */
+    SP_INIT_BIAS,        /* 0 */
+    SP_INIT_NONE,        /* buffers: not written */
 } sp__init_kind;
 
 typedef struct sp__tensor_desc {
@@ -130,6 +139,7 @@ typedef struct sp__family {
     const char *layer_prefix; /* pattern of every tensor name of layer %d ("h.%d.") */
     sp_wlayout layout;        /* of the block's linear weights (the LM head is nn.Linear) */
     sp__norm_kind norm;
+    sp__embed_kind embed;
     sp__pos_kind pos;
     sp__qkv_kind qkv;
     sp__qknorm_kind qk_norm;

@@ -188,6 +188,9 @@ static size_t generate(const plan_tensor *t, const sp_init_options *o, sp_rng *r
         case SP_INIT_GAIN:
             buf[i] = o->random_norms ? (float)(1.0 + 0.1 * sp_rng_normal(rng)) : 1;
             break;
+        case SP_INIT_GAIN_OFFSET:
+            buf[i] = o->random_norms ? (float)(0.1 * sp_rng_normal(rng)) : 0;
+            break;
         case SP_INIT_BIAS:
             buf[i] = o->random_norms ? (float)(0.05 * sp_rng_normal(rng)) : 0;
             break;
@@ -311,6 +314,7 @@ enum {
     KEY_QWEN2_WINDOW = 2,   /* use_sliding_window false (Qwen2, Qwen3) */
     KEY_ATTENTION_BIAS = 4, /* attention_bias (Qwen3) */
     KEY_SLIDING_WINDOW = 8, /* sliding_window, an integer or null (Mistral) */
+    KEY_GELU = 16,          /* hidden_act, hidden_activation gelu_pytorch_tanh; head_dim (Gemma) */
 };
 
 /* Keys as transformers writes them for LlamaForCausalLM and the families built on it (sorted);
@@ -324,8 +328,12 @@ static json_t *llama_config(const sp_init_options *o, int keys) {
     json_object_set_new(r, "attention_dropout", json_real(0.0));
     json_object_set_new(r, "bos_token_id", json_integer(c->vocab_size > 1 ? 1 : 0));
     json_object_set_new(r, "eos_token_id", json_integer(c->vocab_size > 2 ? 2 : 0));
-    if (c->head_dim > 0) json_object_set_new(r, "head_dim", json_integer(c->head_dim));
-    json_object_set_new(r, "hidden_act", json_string("silu"));
+    if (c->head_dim > 0 || (keys & KEY_GELU))
+        json_object_set_new(r, "head_dim", json_integer(sp_config_head_dim(c)));
+    json_object_set_new(r, "hidden_act",
+                        json_string(keys & KEY_GELU ? "gelu_pytorch_tanh" : "silu"));
+    if (keys & KEY_GELU)
+        json_object_set_new(r, "hidden_activation", json_string("gelu_pytorch_tanh"));
     json_object_set_new(r, "hidden_size", json_integer(c->d_model));
     json_object_set_new(r, "initializer_range", short_real(o->std));
     json_object_set_new(r, "intermediate_size", json_integer(c->d_ff));
@@ -392,6 +400,8 @@ static json_t *family_config(const sp_init_options *o) {
         return llama_config(o, KEY_SLIDING_WINDOW);
     case SP_ARCH_QWEN3:
         return llama_config(o, KEY_ATTENTION_BIAS | KEY_QWEN2_WINDOW);
+    case SP_ARCH_GEMMA:
+        return llama_config(o, KEY_ATTENTION_BIAS | KEY_GELU);
     }
     return NULL;
 }

@@ -132,6 +132,33 @@ void sp__rmsnorm_backward(float *dx, const float *dout, const float *x, const fl
     }
 }
 
+void sp__rmsnorm1p_forward(float *out, float *rstd, const float *x, const float *w, int n, int d,
+                           float eps) {
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * d;
+        float *oi = out + (size_t)i * d;
+        double ss = 0.0;
+        for (int j = 0; j < d; j++) ss += (double)xi[j] * xi[j];
+        float s = (float)(1.0 / sqrt(ss / d + eps));
+        for (int j = 0; j < d; j++) oi[j] = (xi[j] * s) * (1.0f + w[j]);
+        rstd[i] = s;
+    }
+}
+
+void sp__rmsnorm1p_backward(float *dx, const float *dout, const float *x, const float *rstd,
+                            const float *w, int n, int d) {
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * d, *gi = dout + (size_t)i * d;
+        float *dxi = dx + (size_t)i * d;
+        /* g = dout * (1 + w); dx = rstd * (g - xhat * mean(g * xhat)) */
+        double sum_gx = 0.0;
+        for (int j = 0; j < d; j++) sum_gx += (double)gi[j] * (1.0f + w[j]) * (xi[j] * rstd[i]);
+        float mgx = (float)(sum_gx / d);
+        for (int j = 0; j < d; j++)
+            dxi[j] += rstd[i] * (gi[j] * (1.0f + w[j]) - xi[j] * rstd[i] * mgx);
+    }
+}
+
 void sp__rope_rotate(float *x, int ld, int len, int n_heads, int hd, const float *cos,
                      const float *sin, int inverse) {
     int half = hd / 2;

@@ -37,6 +37,13 @@ void sp__rmsnorm_forward(float *out, float *rstd, const float *x, const float *w
 void sp__rmsnorm_backward(float *dx, const float *dout, const float *x, const float *rstd,
                           const float *w, int n, int d);
 
+/* Gemma's RMSNorm: out = (1 + w) * (x * rstd), the gain stored as an offset from 1; saves rstd. */
+void sp__rmsnorm1p_forward(float *out, float *rstd, const float *x, const float *w, int n, int d,
+                           float eps);
+/* dx[n,d] += its gradient, from the saved rstd. */
+void sp__rmsnorm1p_backward(float *dx, const float *dout, const float *x, const float *rstd,
+                            const float *w, int n, int d);
+
 /* Rotary embedding in Hugging Face's rotate-half convention, in place on n_heads consecutive
  * heads of hd columns in each of len rows (row stride ld; row t has position t): for
  * j < hd/2, (a, b) = (x[j], x[j + hd/2]) becomes (a cos - b sin, b cos + a sin) with the angle
@@ -120,6 +127,13 @@ void sp__swiglu_forward(float *act, float *sig, const float *gate, const float *
 /* dgate, dup from dact and the saved gate, sig, up (dgate may alias dact). */
 void sp__swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
                          const float *sig, const float *up, size_t n);
+
+/* Gemma's GeGLU, elementwise: t = tanh(...) of gelu_tanh(gate) (saved for backward),
+ * act = gelu_tanh(gate) * up (activations.c). */
+void sp__geglu_forward(float *act, float *t, const float *gate, const float *up, size_t n);
+/* dgate, dup from dact and the saved gate, t, up (dgate may alias dact). */
+void sp__geglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
+                        const float *t, const float *up, size_t n);
 
 /* row[j] = exp(row[j] - shift) for j < n (activations.c, vectorised); the _sum form returns
  * the sum of the new values. */

@@ -98,6 +98,7 @@ static size_t gated_ff(const sp__family *f, const sp__dims *z) {
     case SP_MLP_GELU:
         return 0;
     case SP_MLP_SWIGLU:
+    case SP_MLP_GEGLU:
         return (size_t)z->F;
     }
     return 0;

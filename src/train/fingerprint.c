@@ -34,6 +34,10 @@ static void hash_family(sp__h64 *h, const sp_model *m) {
     case SP_ARCH_QWEN3:
         sp__h64_str(h, "qwen3"); /* the q/k norm gains are rows of its table */
         return;
+    case SP_ARCH_GEMMA:
+        sp__h64_str(h, "gemma");
+        sp__h64_f64(h, m->embed_scale);
+        return;
     }
 }
 
@@ -46,6 +50,7 @@ static void hash_rotary(sp__h64 *h, const sp_model *m) {
     case SP_ARCH_QWEN2:
     case SP_ARCH_MISTRAL:
     case SP_ARCH_QWEN3:
+    case SP_ARCH_GEMMA:
         sp__h64_str(h, sp_arch_model_type(c->arch));
         sp__h64_i64(h, sp_config_kv_heads(c));
         sp__h64_i64(h, sp_config_head_dim(c));

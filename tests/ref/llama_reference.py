@@ -63,8 +63,8 @@ def llama_tensor_list(rng, c):
     def n(*shape):
         return rng.normal(0.0, s, size=shape)
 
-    def gain(k):
-        return 1.0 + rng.normal(0.0, s, size=(k,))
+    def gain(k):  # Gemma stores the gain as an offset from 1
+        return (0.0 if c["type"] == "gemma" else 1.0) + rng.normal(0.0, s, size=(k,))
 
     t = [("model.embed_tokens.weight", n(V, d))]
     for i in range(L):
@@ -94,7 +94,8 @@ def llama_tensor_list(rng, c):
 
 
 HF_CLASS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
-            "mistral": "MistralForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+            "mistral": "MistralForCausalLM", "qwen3": "Qwen3ForCausalLM",
+            "gemma": "GemmaForCausalLM"}
 
 
 def hf_config(c):
@@ -126,6 +127,12 @@ def hf_config(c):
         cfg.update({"use_sliding_window": False, "sliding_window": 4096, "max_window_layers": 28})
     elif c["type"] == "mistral":
         cfg.update({"sliding_window": c["window"]})
+    elif c["type"] == "gemma":
+        assert not c["mlp_bias"] and c["qkv_bias"] == c["o_bias"]
+        cfg.update({"attention_bias": c["o_bias"], "head_dim": c["hd"], "hidden_act": "gelu",
+                    "pad_token_id": 0})
+        if c.get("hidden_activation"):
+            cfg["hidden_activation"] = c["hidden_activation"]
     elif c["type"] == "qwen3":
         assert not c["mlp_bias"] and c["qkv_bias"] == c["o_bias"]
         cfg.update({"attention_bias": c["o_bias"], "use_sliding_window": False,
@@ -165,11 +172,16 @@ def read_model(dirpath):
     if cfg.get("tie_word_embeddings", False):
         w["lm_head.weight"] = w["model.embed_tokens.weight"]
     mistral = cfg["model_type"] == "mistral"
+    gemma = cfg["model_type"] == "gemma"
+    # Gemma: normalizer = torch.tensor(hidden_size ** 0.5, dtype=the embeddings' dtype)
+    emb_dtype = {"float32": torch.float32, "float16": torch.float16,
+                 "bfloat16": torch.bfloat16}[cfg["torch_dtype"]]
+    scale = float(torch.tensor(cfg["hidden_size"] ** 0.5, dtype=emb_dtype)) if gemma else 1.0
     return {"L": cfg["num_hidden_layers"], "d": cfg["hidden_size"], "H": H,
             "Hkv": cfg.get("num_key_value_heads", H), "hd": hd, "eps": cfg["rms_norm_eps"],
             "inv_freq": inv_freq(cfg, hd), "w": w,
             "window": cfg.get("sliding_window") if mistral else None,
-            "qk_norm": cfg["model_type"] == "qwen3"}
+            "qk_norm": cfg["model_type"] == "qwen3", "gemma": gemma, "embed_scale": scale}
 
 
 def inv_freq(cfg, hd):
@@ -200,6 +212,11 @@ def _rms(x, g, eps):
     return g * (x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps))
 
 
+def _norm(M, x, g):
+    """The family's RMSNorm: Gemma multiplies by (1 + w)."""
+    return _rms(x, 1.0 + g if M["gemma"] else g, M["eps"])
+
+
 def _rotate_half(x):
     h = x.shape[-1] // 2
     return torch.cat([-x[..., h:], x[..., :h]], dim=-1)
@@ -223,6 +240,7 @@ def torch_seq_logits(M, W, tokens, prompt, prefix=None):
     T = len(tokens)
     Pkv = 0 if prefix is None else prefix.shape[2]
     h = torch.stack([prompt[-1 - t] if t < 0 else W["model.embed_tokens.weight"][t] for t in tokens])
+    h = h * M["embed_scale"]  # Gemma: inputs_embeds (the prompt included) times the normalizer
     freqs = torch.outer(torch.arange(Pkv, Pkv + T, dtype=torch.float64),
                         torch.from_numpy(M["inv_freq"]))
     emb = torch.cat([freqs, freqs], dim=-1)
@@ -235,7 +253,7 @@ def torch_seq_logits(M, W, tokens, prompt, prefix=None):
 
     for i in range(M["L"]):
         p = "model.layers.%d." % i
-        a = _rms(h, W[p + "input_layernorm.weight"], eps)
+        a = _norm(M, h, W[p + "input_layernorm.weight"])
         q = lin(a, p + "self_attn.q_proj").view(T, H, hd).transpose(0, 1)
         k = lin(a, p + "self_attn.k_proj").view(T, Hkv, hd).transpose(0, 1)
         v = lin(a, p + "self_attn.v_proj").view(T, Hkv, hd).transpose(0, 1)
@@ -252,10 +270,12 @@ def torch_seq_logits(M, W, tokens, prompt, prefix=None):
         s = (q @ k.transpose(-1, -2) / math.sqrt(hd)).masked_fill(~causal, float("-inf"))
         o = (torch.softmax(s, dim=-1) @ v).transpose(0, 1).reshape(T, H * hd)
         h = h + lin(o, p + "self_attn.o_proj")
-        m = _rms(h, W[p + "post_attention_layernorm.weight"], eps)
+        m = _norm(M, h, W[p + "post_attention_layernorm.weight"])
         g = lin(m, p + "mlp.gate_proj")
-        h = h + lin(torch.nn.functional.silu(g) * lin(m, p + "mlp.up_proj"), p + "mlp.down_proj")
-    return _rms(h, W["model.norm.weight"], eps) @ W["lm_head.weight"].T
+        act = (torch.nn.functional.gelu(g, approximate="tanh") if M["gemma"]
+               else torch.nn.functional.silu(g))
+        h = h + lin(act * lin(m, p + "mlp.up_proj"), p + "mlp.down_proj")
+    return _norm(M, h, W["model.norm.weight"]) @ W["lm_head.weight"].T
 
 
 def torch_batch(M, W, batch, prompt, prefix=None):
@@ -284,7 +304,8 @@ def numpy_batch_logits(M, batch, prompt, prefix=None):
     for s in range(n_seq):
         for t in range(lens[s]):
             tok = toks[ss[s] + t]
-            x[s, t] = prompt[-1 - tok] if tok < 0 else w["model.embed_tokens.weight"][tok]
+            x[s, t] = (prompt[-1 - tok] if tok < 0 else w["model.embed_tokens.weight"][tok]) \
+                * M["embed_scale"]
             valid[s, t] = True
     allowed = np.zeros((n_seq, Tm, Pkv + Tm), dtype=bool)  # keys: prefix rows, then the text's
     for s in range(n_seq):
@@ -295,8 +316,8 @@ def numpy_batch_logits(M, batch, prompt, prefix=None):
         allowed[s, lens[s]:, 0] = True  # padding rows: finite, never read
     rot = np.exp(1j * np.outer(np.arange(Pkv, Pkv + Tm), M["inv_freq"]))  # [Tm, hd/2]
 
-    def rms(z, g):
-        return z / np.sqrt(np.mean(z * z, -1, keepdims=True) + eps) * g
+    def rms(z, g):  # Gemma: the stored gain is an offset, added to 1
+        return z / np.sqrt(np.mean(z * z, -1, keepdims=True) + eps) * ((1 + g) if M["gemma"] else g)
 
     def linear(z, name):
         y = np.einsum("sti,oi->sto", z, w[name + ".weight"])
@@ -336,8 +357,12 @@ def numpy_batch_logits(M, batch, prompt, prefix=None):
         h = h + linear(np.concatenate(heads, -1), p + "self_attn.o_proj")
         m = rms(h, w[p + "post_attention_layernorm.weight"])
         gt = linear(m, p + "mlp.gate_proj")
-        silu = gt * 0.5 * (1 + np.tanh(gt / 2))  # x * sigmoid(x)
-        h = h + linear(silu * linear(m, p + "mlp.up_proj"), p + "mlp.down_proj")
+        if M["gemma"]:  # tanh GELU as x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3)
+            u = np.sqrt(2 / np.pi) * (gt + 0.044715 * gt ** 3)
+            act = gt / (1 + np.exp(-2 * u))
+        else:
+            act = gt * 0.5 * (1 + np.tanh(gt / 2))  # x * sigmoid(x)
+        h = h + linear(act * linear(m, p + "mlp.up_proj"), p + "mlp.down_proj")
     h = rms(h, w["model.norm.weight"])
     out = []
     for tp in batch["target_pos"]:
@@ -402,6 +427,19 @@ CASES = [
          Hkv=2, d=24, hd=12, F=48, vocab_size=64, npos=40, dtype="F32", shards=1, tied=True,
          qkv_bias=False, o_bias=False, mlp_bias=False, theta=1000000.0, rope_scaling=None,
          n_prompt=4, seqs=[("soft_front", 13, "gen"), ("soft_mid", 11, "cls")]),
+    # Gemma: scaled inputs (sqrt(32) rounded to BF16), (1 + w) norms, GeGLU, one key/value head,
+    # hidden_act "gelu" without hidden_activation (the tanh GELU), tied, BF16
+    dict(name="gemma_l2_h4_kv1_d32_hd8_tied_bf16", seed=2111, type="gemma", n_layer=2, H=4,
+         Hkv=1, d=32, hd=8, F=64, vocab_size=70, npos=48, dtype="BF16", shards=1, tied=True,
+         qkv_bias=False, o_bias=False, mlp_bias=False, theta=10000.0, rope_scaling=None,
+         n_prompt=4, seqs=[("soft_front", 14, "gen"), ("soft_mid", 10, "cls")]),
+    # Gemma with attention_bias, head_dim 12 != 24 / 2, hidden_activation, behind a prefix of 2;
+    # F32 (sqrt(24) rounded to float32), 2 shards, untied
+    dict(name="gemma_l2_h2_kv2_d24_hd12_attnbias_kvprefix2_sharded2_f32", seed=2212,
+         type="gemma", n_layer=2, H=2, Hkv=2, d=24, hd=12, F=40, vocab_size=50, npos=40,
+         dtype="F32", shards=2, tied=False, qkv_bias=True, o_bias=True, mlp_bias=False,
+         theta=10000.0, rope_scaling=None, hidden_activation="gelu_pytorch_tanh", n_prompt=3,
+         n_kv=2, seqs=[("soft_front", 12, "gen"), ("soft_mid_repeat", 11, "gen")]),
     # Qwen3 with attention_bias (q/k/v and o_proj), behind a key/value prefix of 4, BF16, 3 shards
     dict(name="qwen3_l3_h2_kv1_d32_attnbias_kvprefix4_sharded3_bf16", seed=2010, type="qwen3",
          n_layer=3, H=2, Hkv=1, d=32, hd=16, F=64, vocab_size=72, npos=48, dtype="BF16",

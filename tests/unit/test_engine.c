@@ -312,6 +312,31 @@ START_TEST(test_fd_qwen2_biases) {
 }
 END_TEST
 
+/* make_llama's model as Gemma: inputs scaled (prompt included), norms (1 + w), GeGLU. */
+static void make_gemma(test_model *t, int L, int d, int H, int Hkv, int F, int qkv_bias,
+                       uint64_t seed) {
+    make_llama(t, L, d, H, Hkv, F, 37, 24, qkv_bias, seed);
+    t->m.cfg.arch = SP_ARCH_GEMMA;
+    t->m.embed_scale = 0.75f; /* the unit-variance embeddings stay in the nonlinear range */
+    /* gains 1 + N(0, 0.2^2) as offsets: (1 + w) is make_llama's gain again */
+    float *g[] = {(float *)t->m.lnf.w};
+    for (int j = 0; j < d; j++) g[0][j] -= 1.0f;
+    for (int l = 0; l < L; l++)
+        for (int j = 0; j < d; j++)
+            ((float *)t->m.layers[l].ln1.w)[j] -= 1.0f, ((float *)t->m.layers[l].ln2.w)[j] -= 1.0f;
+}
+
+START_TEST(test_fd_gemma) {
+    test_model t;
+    make_gemma(&t, 2, 16, 4, 1, 40, 0, 18);
+    check_model_gradient(&t, 18);
+    free_model(&t);
+    make_gemma(&t, 3, 24, 2, 2, 48, 1, 19);
+    check_model_gradient(&t, 19);
+    free_model(&t);
+}
+END_TEST
+
 /* Windows of 3 and 5 (the test batch's sequences are 5 to 12 long), grouped-query heads. */
 START_TEST(test_fd_mistral_window) {
     test_model t;
@@ -663,6 +688,9 @@ START_TEST(test_fd_prefix) {
     make_qwen3(&t, 2, 16, 4, 2, 40, 0, 35);
     check_prefix_gradient(&t, 3, 35);
     free_model(&t);
+    make_gemma(&t, 2, 16, 4, 2, 40, 1, 36);
+    check_prefix_gradient(&t, 2, 36);
+    free_model(&t);
 }
 END_TEST
 
@@ -821,6 +849,7 @@ Suite *engine_suite(void) {
     tcase_add_test(tc, test_fd_qwen2_biases);
     tcase_add_test(tc, test_fd_mistral_window);
     tcase_add_test(tc, test_fd_qwen3_qk_norm);
+    tcase_add_test(tc, test_fd_gemma);
     tcase_add_test(tc, test_fd_prefix);
     suite_add_tcase(s, tc);
     TCase *inv = tcase_create("invariants");

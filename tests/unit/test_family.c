@@ -31,8 +31,8 @@ START_TEST(every_arch_has_a_family) {
     ck_assert_int_eq(sp__arch_from_model_type("bert", &a), -1);
     ck_assert_int_eq(sp__arch_from_model_type("", &a), -1);
     ck_assert_str_eq(sp__arch_supported_quoted(),
-                     "\"gpt2\", \"llama\", \"qwen2\", \"mistral\", \"qwen3\"");
-    ck_assert_str_eq(sp__arch_supported_plain(), "gpt2, llama, qwen2, mistral or qwen3");
+                     "\"gpt2\", \"llama\", \"qwen2\", \"mistral\", \"qwen3\", \"gemma\"");
+    ck_assert_str_eq(sp__arch_supported_plain(), "gpt2, llama, qwen2, mistral, qwen3 or gemma");
 }
 END_TEST
 
@@ -120,9 +120,10 @@ static char *write_model(const char *name, sp_arch a, uint64_t seed) {
                               .ln_eps = 1e-5f,
                               .rope_theta = 10000};
     const sp__family *f = sp__family_of(a);
-    if (f->gqa) o.cfg.n_kv_head = 2, o.cfg.head_dim = 8; /* qd 32 != d */
-    o.cfg.qkv_bias = a == SP_ARCH_QWEN2 || a == SP_ARCH_LLAMA || a == SP_ARCH_QWEN3;
-    o.cfg.o_bias = a == SP_ARCH_LLAMA || a == SP_ARCH_QWEN3; /* Qwen3: attention_bias, both */
+    if (f->gqa) o.cfg.n_kv_head = 2, o.cfg.head_dim = 8;           /* qd 32 != d */
+    int attention_bias = a == SP_ARCH_QWEN3 || a == SP_ARCH_GEMMA; /* q/k/v and o_proj */
+    o.cfg.qkv_bias = a == SP_ARCH_QWEN2 || a == SP_ARCH_LLAMA || attention_bias;
+    o.cfg.o_bias = a == SP_ARCH_LLAMA || attention_bias;
     o.cfg.mlp_bias = a == SP_ARCH_LLAMA;
     if (f->window_key) o.cfg.sliding_window = 16; /* shorter than the long sequences */
     o.seed = seed, o.random_norms = 1, o.std = 0.2f;

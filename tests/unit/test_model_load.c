@@ -504,6 +504,7 @@ START_TEST(real_configs) {
     } cases[] = {
         {"mistral-7b-v0.1", 7241732096, 4096, 128, 0, NULL},
         {"mistral-7b-instruct-v0.2", 7241732096, 0, 128, 0, NULL},
+        {"gemma-2b", 2506172416, 0, 256, 1, NULL}, /* head_dim 256, tied; the tanh GELU */
         {"qwen3-0.6b", 596049920, 0, 128, 1,
          "RMSNorm (eps 1e-06), rotary theta 1e+06, per-head q/k norms, SwiGLU MLP"},
     };
@@ -544,6 +545,8 @@ START_TEST(real_configs_refuse_unsupported_options) {
          "unsupported rope_scaling type 'yarn'"},
         {"mistral-7b-v0.1", "sliding_window", "\"4096\"",
          "key 'sliding_window' is a JSON string, expected an integer or null"},
+        {"gemma-2b", "hidden_activation", "\"gelu\"", "unsupported hidden_activation 'gelu'"},
+        {"gemma-2b", "hidden_act", "\"relu\"", "unsupported hidden_act 'relu'"},
         {"mistral-7b-v0.1", "sliding_window", "0",
          "key 'sliding_window' is 0, expected an integer from 1"},
     };
