@@ -25,8 +25,9 @@ typedef enum sp_arch {
     SP_ARCH_MISTRAL, /* MistralForCausalLM: Llama's block with a sliding attention window */
     SP_ARCH_QWEN3,   /* Qwen3ForCausalLM: Llama's block with per-head RMSNorm of q and k */
     SP_ARCH_GEMMA,   /* GemmaForCausalLM: scaled embeddings, RMSNorm (1 + w), GeGLU */
+    SP_ARCH_GEMMA2,  /* Gemma2ForCausalLM: Gemma with sandwich norms, soft-capping, windows */
 } sp_arch;
-#define SP_N_ARCH (SP_ARCH_GEMMA + 1) /* keep at the last value + 1 */
+#define SP_N_ARCH (SP_ARCH_GEMMA2 + 1) /* keep at the last value + 1 */
 
 /* config.json's model_type of a family ("gpt2", "llama", "qwen2", "mistral", "qwen3"). */
 const char *sp_arch_model_type(sp_arch a);
@@ -57,6 +58,10 @@ typedef struct sp_model_config {
      * have it (the others attend to everything); 0 = every layer. sp_config_layer_window. */
     int sliding_window;
     int window_pattern;
+    float attn_softcap;  /* scores become cap tanh(scores / cap) (attn_logit_softcapping); 0 none */
+    float logit_softcap; /* the same on the LM head's logits (final_logit_softcapping); 0 none */
+    double query_scale;  /* attention scores' scale (Gemma 2: query_pre_attn_scalar^-1/2);
+                          * 0: 1 / sqrt(head_dim) */
 } sp_model_config;
 
 static inline int sp_config_kv_heads(const sp_model_config *c) {
@@ -100,8 +105,9 @@ typedef struct sp_normw {
 /* One pre-norm block. Which fields a family uses is in its description (src/model/family.c);
  * the others stay zero. */
 typedef struct sp_layer {
-    sp_normw ln1, ln2;       /* before attention, before the MLP */
-    sp_linear qkv;           /* fused q|k|v (GPT-2 c_attn [d, 3d]) */
+    sp_normw ln1, ln2;                 /* before attention, before the MLP */
+    sp_normw ln_post_attn, ln_post_ff; /* after attention, after the MLP (Gemma 2) */
+    sp_linear qkv;                     /* fused q|k|v (GPT-2 c_attn [d, 3d]) */
     sp_linear q, k, v;       /* separate projections (Llama: [H*hd, d], [Hkv*hd, d] x 2) */
     sp_linear o;             /* attention output: GPT-2 c_proj, Llama o_proj */
     sp_normw q_norm, k_norm; /* per-head norms of q and k, [head_dim] (Qwen3) */

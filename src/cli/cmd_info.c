@@ -204,6 +204,11 @@ static void print_block(const sp_model *m) {
     char window[96];
     biases(c, &qkv, &o, &mlp);
     window_desc(c, window, sizeof window);
+    if (f->block == SP_BLOCK_SANDWICH)
+        printf("%-14snorms before and after attention and the MLP\n", "sandwich");
+    if (c->attn_softcap > 0 || c->logit_softcap > 0)
+        printf("%-14sattention scores %g, logits %g (cap tanh(x / cap))\n", "soft-capping",
+               (double)c->attn_softcap, (double)c->logit_softcap);
     if (m->embed_scale != 1.0f && m->embed_scale != 0.0f)
         printf("%-14sinputs (prompt included) x %.9g\n", "embeddings", (double)m->embed_scale);
     printf("%-14s%s (eps %g), %s%s%s, %s%s%s%s\n", "blocks", norm_name(f->norm), c->ln_eps, pos,

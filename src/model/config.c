@@ -231,6 +231,37 @@ static int parse_gemma(sp_model_config *c, const reader *r) {
     return 0;
 }
 
+/* A number key in (lo, hi) or null (then *out = 0); absent leaves *out unchanged. */
+static int get_num_or_null(const reader *r, const char *key, double lo, double hi, double *out) {
+    json_t *v = json_object_get(r->root, key);
+    if (v && json_is_null(v)) {
+        *out = 0;
+        return 0;
+    }
+    return get_num(r, r->root, key, lo, hi, out);
+}
+
+static int check_layer_types(const sp_model_config *c, const reader *r);
+
+/* Gemma2Config on top of Gemma's keys (its defaults when absent, as transformers has them):
+ * sliding_window (4096) in every other layer from the first, attn_logit_softcapping (50) and
+ * final_logit_softcapping (30), null for none, and query_pre_attn_scalar (256), whose inverse
+ * square root scales the scores. */
+static int parse_gemma2(sp_model_config *c, const reader *r) {
+    double attn_cap = 50, logit_cap = 30, qpas = 256;
+    c->sliding_window = 4096, c->window_pattern = 2;
+    if (parse_gemma(c, r) ||
+        get_int(r, sp__family_of(c->arch)->window_key, 0, 1, 1, 1 << 24, &c->sliding_window) ||
+        get_num_or_null(r, "attn_logit_softcapping", 0, 1e6, &attn_cap) ||
+        get_num_or_null(r, "final_logit_softcapping", 0, 1e6, &logit_cap) ||
+        get_num(r, r->root, "query_pre_attn_scalar", 0, 1e9, &qpas) || check_layer_types(c, r))
+        return -1;
+    if (json_is_null(json_object_get(r->root, "sliding_window"))) c->sliding_window = 0;
+    c->attn_softcap = (float)attn_cap, c->logit_softcap = (float)logit_cap;
+    c->query_scale = 1.0 / sqrt(qpas);
+    return 0;
+}
+
 /* LlamaConfig's optional biases. */
 static int parse_llama_biases(sp_model_config *c, const reader *r) {
     int attention_bias = 0;
@@ -310,6 +341,9 @@ static int parse_family(sp_model_config *c, reader *r) {
     case SP_ARCH_GEMMA:
         r->needs = LLAMA_NEEDS;
         return parse_gemma(c, r);
+    case SP_ARCH_GEMMA2:
+        r->needs = LLAMA_NEEDS;
+        return parse_gemma2(c, r);
     }
     return -1;
 }

@@ -298,8 +298,10 @@ typedef struct layer_prefix {
 /* Layer l's heads and slices of the pass's prefix [L, 2, P, kv_dim] and of its gradient. */
 static layer_prefix prefix_of(const sp_worker *w, const sp_pass *pass, int l) {
     size_t P = (size_t)pass->n_kv_prefix, kvd = (size_t)w->z.kvd, at = (size_t)l * 2 * P * kvd;
+    const sp_model_config *c = &w->m->cfg;
     layer_prefix r = {w->z.hs, {NULL, NULL, 0, w->z.kvd}, NULL, NULL, 0};
-    r.hs.window = sp_config_layer_window(&w->m->cfg, l);
+    r.hs.window = sp_config_layer_window(c, l);
+    r.hs.softcap = c->attn_softcap, r.hs.scale = (float)c->query_scale;
     if (P == 0) return r;
     r.kv = (sp__kv_past){pass->kv_prefix + at, pass->kv_prefix + at + P * kvd, (int)P, (int)kvd};
     if (pass->kv_prefix_grad) {
@@ -468,6 +470,44 @@ static void embed_backward(const sp_worker *w, const float *dx0, const sp_batch 
 
 /* ---- one block ----------------------------------------------------------------------------- */
 
+/* y[n, width] = residual + x (row stride width each). */
+static void add_rows(float *y, const float *residual, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = residual[i] + x[i];
+}
+
+/* y [n, d] = residual + f W (+ b), through the post-norm of a sandwich block (saving f W in
+ * saved and its statistics): the output projection of attention and of the MLP. */
+static void project_residual(const sp_worker *w, float *y, const float *residual, const float *f,
+                             int ldf, const sp_linear *W, const sp_normw *post, float *saved,
+                             float *mean, float *rstd, int n) {
+    switch (w->f->block) {
+    case SP_BLOCK_PRE_NORM:
+        sp__linear_fwd_residual(y, residual, f, ldf, W, n);
+        return;
+    case SP_BLOCK_SANDWICH:
+        sp__linear_fwd(saved, w->z.d, f, ldf, W, n);
+        norm_forward(w, w->s.post, mean, rstd, saved, post, n);
+        add_rows(y, residual, w->s.post, (size_t)n * w->z.d);
+        return;
+    }
+}
+
+/* The gradient reaching f W's output from dy [n, d], the gradient of y: dy itself, or through the
+ * post-norm (into dpost). */
+static const float *project_residual_backward(const sp_worker *w, const float *dy,
+                                              const sp_normw *post, const float *saved,
+                                              const float *mean, const float *rstd, int n) {
+    switch (w->f->block) {
+    case SP_BLOCK_PRE_NORM:
+        return dy;
+    case SP_BLOCK_SANDWICH:
+        memset(w->s.dpost, 0, (size_t)n * w->z.d * sizeof(float));
+        norm_backward(w, w->s.dpost, dy, saved, mean, rstd, post, n);
+        return w->s.dpost;
+    }
+    return dy;
+}
+
 /* x_next = xmid + mlp(norm2(xmid)),  xmid = x + attention(qkv(norm1(x))) W_o.
  * Keys and values need every row, but in the top block only the target rows reach the loss
  * after attention, so from the output projection on it runs on the n_tgt target rows alone,
@@ -486,10 +526,13 @@ static void block_forward(const sp_worker *w, const sp_layer *p, const sp__layer
         gather_targets(s->top_atty, a->atty, b, (size_t)z->qd);
         x = s->top_x, atty = s->top_atty, n = b->n_targets;
     }
-    sp__linear_fwd_residual(a->xmid, x, atty, z->qd, &p->o, n); /* xmid = x + atty W_o */
+    /* xmid = x + atty W_o (sandwich: x + norm(atty W_o)) */
+    project_residual(w, a->xmid, x, atty, z->qd, &p->o, &p->ln_post_attn, a->ao, a->ao_mean,
+                     a->ao_rstd, n);
     norm_forward(w, a->ln2, a->ln2_mean, a->ln2_rstd, a->xmid, &p->ln2, n);
     mlp_act_forward(w, p, a, s->mlp_act, n);
-    sp__linear_fwd_residual(a->x_next, a->xmid, s->mlp_act, z->F, &p->mlp_out, n);
+    project_residual(w, a->x_next, a->xmid, s->mlp_act, z->F, &p->mlp_out, &p->ln_post_ff, a->mo,
+                     a->mo_mean, a->mo_rstd, n);
 }
 
 /* On entry the gradient of the loss with respect to x_next: in dx (every row), or for the top
@@ -503,11 +546,14 @@ static void block_backward(const sp_worker *w, const sp_layer *p, const sp__laye
     float *dy = top ? s->top_dx : s->dx; /* dL/dx_next, then dL/dxmid (in place) */
     float *datty = top ? s->top_datty : s->datty;
     /* x_next = xmid + act W_out,  act = mlp(ln2),  ln2 = norm2(xmid) */
-    sp__linear_bwd(s->dfc, z->F, dy, z->d, &p->mlp_out, n, 0); /* dact */
-    mlp_act_backward(w, p, a, s->dln, s->dfc, s->dup, n);      /* dln2 */
+    const float *dout =
+        project_residual_backward(w, dy, &p->ln_post_ff, a->mo, a->mo_mean, a->mo_rstd, n);
+    sp__linear_bwd(s->dfc, z->F, dout, z->d, &p->mlp_out, n, 0); /* dact */
+    mlp_act_backward(w, p, a, s->dln, s->dfc, s->dup, n);        /* dln2 */
     norm_backward(w, dy, s->dln, a->xmid, a->ln2_mean, a->ln2_rstd, &p->ln2, n);
     /* xmid = x + atty W_o */
-    sp__linear_bwd(datty, z->qd, dy, z->d, &p->o, n, 0);
+    dout = project_residual_backward(w, dy, &p->ln_post_attn, a->ao, a->ao_mean, a->ao_rstd, n);
+    sp__linear_bwd(datty, z->qd, dout, z->d, &p->o, n, 0);
     if (top) { /* every row again: zero gradient at the others */
         scatter_targets(s->datty, s->top_datty, b, z->N, (size_t)z->qd);
         scatter_targets(s->dx, s->top_dx, b, z->N, (size_t)z->d);
@@ -529,6 +575,13 @@ static double head_forward(const sp_worker *w, const float *x_top, const sp_batc
     int nt = b->n_targets, V = w->z.V;
     norm_forward(w, s->lnf, s->lnf_mean, s->lnf_rstd, x_top, &m->lnf, nt);
     sp__linear_fwd(s->logits, V, s->lnf, w->z.d, &m->lm_head, nt); /* logits = lnf W_head^T */
+    float cap = m->cfg.logit_softcap;
+    if (cap > 0) /* cap tanh(logits / cap), the tanh kept for backward */
+        for (size_t i = 0; i < (size_t)nt * V; i++) {
+            float t = tanhf(s->logits[i] / cap);
+            if (backward) s->logit_t[i] = t;
+            s->logits[i] = cap * t;
+        }
     if (pass->target_logits) memcpy(pass->target_logits, s->logits, (size_t)nt * V * sizeof(float));
     double loss = 0.0;
     for (int j = 0; j < nt; j++) {
@@ -547,6 +600,9 @@ static void head_backward(const sp_worker *w, float *dx_top, float *dlnf, const 
     const sp_model *m = w->m;
     const sp__scratch *s = &w->s;
     int d = w->z.d;
+    if (m->cfg.logit_softcap > 0) /* through the cap: (1 - t^2) */
+        for (size_t i = 0; i < (size_t)nt * w->z.V; i++)
+            s->logits[i] *= 1.0f - s->logit_t[i] * s->logit_t[i];
     sp__linear_bwd(dlnf, d, s->logits, w->z.V, &m->lm_head, nt, 0); /* dlnf = dlogits W_head */
     memset(dx_top, 0, (size_t)nt * d * sizeof(float));
     norm_backward(w, dx_top, dlnf, x_top, s->lnf_mean, s->lnf_rstd, &m->lnf, nt);

@@ -55,6 +55,7 @@ static const sp__family GPT2 = {
     .layer_prefix = "h.%d.",
     .layout = SP_W_IN_OUT,
     .norm = SP_NORM_LAYERNORM,
+    .block = SP_BLOCK_PRE_NORM,
     .embed = SP_EMBED_PLAIN,
     .pos = SP_POS_LEARNED,
     .qkv = SP_QKV_FUSED,
@@ -192,6 +193,47 @@ static const sp__tensor_desc GEMMA_TENSORS[] = {
     {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
      "lm_head", 15},
 };
+
+/* Gemma2ForCausalLM: Gemma's rows; post_attention_layernorm is after attention there, and the
+ * MLP has a norm before (pre_feedforward_layernorm) and after it. HF's state dict order. */
+static const sp__tensor_desc GEMMA2_TENSORS[] = {
+    {"model.embed_tokens.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS,
+     SP_INIT_NORMAL, "wte", 0},
+    {L_("self_attn.q_proj.weight"), MAT(SP_DIM_QD, SP_DIM_D), SP_ROLE_Q_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "q_proj.weight", 1},
+    {L_("self_attn.q_proj.bias"), VEC(SP_DIM_QD), SP_ROLE_Q_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "q_proj.bias", 2},
+    {L_("self_attn.k_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_K_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "k_proj.weight", 3},
+    {L_("self_attn.k_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_K_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "k_proj.bias", 4},
+    {L_("self_attn.v_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_V_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "v_proj.weight", 5},
+    {L_("self_attn.v_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_V_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "v_proj.bias", 6},
+    {L_("self_attn.o_proj.weight"), MAT(SP_DIM_D, SP_DIM_QD), SP_ROLE_O_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "o_proj.weight", 7},
+    {L_("self_attn.o_proj.bias"), VEC(SP_DIM_D), SP_ROLE_O_B, SP_IF_O_BIAS, SP_INIT_BIAS,
+     "o_proj.bias", 8},
+    {L_("mlp.gate_proj.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_IN_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "gate_proj.weight", 9},
+    {L_("mlp.up_proj.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_UP_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "up_proj.weight", 10},
+    {L_("mlp.down_proj.weight"), MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_OUT_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "down_proj.weight", 11},
+    {L_("input_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN1_W, SP_ALWAYS, SP_INIT_GAIN_OFFSET,
+     "input_layernorm.weight", 12},
+    {L_("post_attention_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN_POST_ATTN_W, SP_ALWAYS,
+     SP_INIT_GAIN_OFFSET, "post_attention_layernorm.weight", 13},
+    {L_("pre_feedforward_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN2_W, SP_ALWAYS,
+     SP_INIT_GAIN_OFFSET, "pre_feedforward_layernorm.weight", 14},
+    {L_("post_feedforward_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN_POST_FF_W, SP_ALWAYS,
+     SP_INIT_GAIN_OFFSET, "post_feedforward_layernorm.weight", 15},
+    {"model.norm.weight", VEC(SP_DIM_D), SP_ROLE_LNF_W, SP_ALWAYS, SP_INIT_GAIN_OFFSET,
+     "ln_f.weight", 16},
+    {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
+     "lm_head", 17},
+};
 #undef L_
 #undef VEC
 #undef MAT
@@ -199,7 +241,9 @@ static const sp__tensor_desc GEMMA_TENSORS[] = {
 #define TABLE(t) .tensors = t, .n_tensors = (int)(sizeof t / sizeof t[0])
 
 /* Llama's norm, embedding and MLP. */
-#define LLAMA_NORM_MLP .norm = SP_NORM_RMSNORM, .embed = SP_EMBED_PLAIN, .mlp = SP_MLP_SWIGLU
+#define LLAMA_NORM_MLP                                                                             \
+    .norm = SP_NORM_RMSNORM, .block = SP_BLOCK_PRE_NORM, .embed = SP_EMBED_PLAIN,                  \
+    .mlp = SP_MLP_SWIGLU
 
 /* The block of LlamaForCausalLM and the families built on it. */
 #define LLAMA_BLOCK                                                                                \
@@ -260,10 +304,28 @@ static const sp__family GEMMA = {
     .ctx_key = "max_position_embeddings",
     LLAMA_BLOCK,
     .norm = SP_NORM_RMSNORM_PLUS1,
+    .block = SP_BLOCK_PRE_NORM,
     .embed = SP_EMBED_SQRT_D,
     .mlp = SP_MLP_GEGLU,
     .qk_norm = SP_QKNORM_NONE,
     TABLE(GEMMA_TENSORS),
+};
+
+/* Gemma's block with a norm after attention and one around the MLP; sliding_window in every other
+ * layer, soft-capped scores and logits (config). */
+static const sp__family GEMMA2 = {
+    .arch = SP_ARCH_GEMMA2,
+    .model_type = "gemma2",
+    .hf_class = "Gemma2ForCausalLM",
+    .ctx_key = "max_position_embeddings",
+    .window_key = "sliding_window",
+    LLAMA_BLOCK,
+    .norm = SP_NORM_RMSNORM_PLUS1,
+    .block = SP_BLOCK_SANDWICH,
+    .embed = SP_EMBED_SQRT_D,
+    .mlp = SP_MLP_GEGLU,
+    .qk_norm = SP_QKNORM_NONE,
+    TABLE(GEMMA2_TENSORS),
 };
 #undef LLAMA_NORM_MLP
 #undef LLAMA_BLOCK
@@ -285,6 +347,8 @@ const sp__family *sp__family_of(sp_arch a) {
         return &QWEN3;
     case SP_ARCH_GEMMA:
         return &GEMMA;
+    case SP_ARCH_GEMMA2:
+        return &GEMMA2;
     }
     return &GPT2; /* not reached for a valid enum value */
 }
@@ -532,6 +596,10 @@ static slot role_slot(sp_model *m, int layer, sp__role role) {
         return (slot){&y->ln2.w, NULL};
     case SP_ROLE_LN2_B:
         return (slot){&y->ln2.b, NULL};
+    case SP_ROLE_LN_POST_ATTN_W:
+        return (slot){&y->ln_post_attn.w, NULL};
+    case SP_ROLE_LN_POST_FF_W:
+        return (slot){&y->ln_post_ff.w, NULL};
     case SP_ROLE_MLP_IN_W:
         return (slot){NULL, &y->mlp_in};
     case SP_ROLE_MLP_IN_B:

@@ -34,6 +34,12 @@ typedef enum sp__qkv_kind {
     SP_QKV_SEPARATE, /* q, k, v linears into the row's column blocks (Llama) */
 } sp__qkv_kind;
 
+/* Where a block's norms sit. */
+typedef enum sp__block_kind {
+    SP_BLOCK_PRE_NORM, /* x + f(norm(x)) for attention and the MLP */
+    SP_BLOCK_SANDWICH, /* x + norm_post(f(norm_pre(x))) (Gemma 2, 3) */
+} sp__block_kind;
+
 /* What multiplies the input embeddings (prompt rows included). */
 typedef enum sp__embed_kind {
     SP_EMBED_PLAIN,
@@ -73,6 +79,8 @@ typedef enum sp__role {
     SP_ROLE_K_NORM,
     SP_ROLE_LN2_W,
     SP_ROLE_LN2_B,
+    SP_ROLE_LN_POST_ATTN_W,
+    SP_ROLE_LN_POST_FF_W,
     SP_ROLE_MLP_IN_W,
     SP_ROLE_MLP_IN_B,
     SP_ROLE_MLP_UP_W,
@@ -139,6 +147,7 @@ typedef struct sp__family {
     const char *layer_prefix; /* pattern of every tensor name of layer %d ("h.%d.") */
     sp_wlayout layout;        /* of the block's linear weights (the LM head is nn.Linear) */
     sp__norm_kind norm;
+    sp__block_kind block;
     sp__embed_kind embed;
     sp__pos_kind pos;
     sp__qkv_kind qkv;

@@ -315,6 +315,7 @@ enum {
     KEY_ATTENTION_BIAS = 4, /* attention_bias (Qwen3) */
     KEY_SLIDING_WINDOW = 8, /* sliding_window, an integer or null (Mistral) */
     KEY_GELU = 16,          /* hidden_act, hidden_activation gelu_pytorch_tanh; head_dim (Gemma) */
+    KEY_GEMMA2 = 32,        /* soft-capping, query_pre_attn_scalar (Gemma 2) */
 };
 
 /* Keys as transformers writes them for LlamaForCausalLM and the families built on it (sorted);
@@ -339,6 +340,15 @@ static json_t *llama_config(const sp_init_options *o, int keys) {
     json_object_set_new(r, "intermediate_size", json_integer(c->d_ff));
     json_object_set_new(r, "max_position_embeddings", json_integer(c->n_ctx));
     if (keys & KEY_LLAMA_BIASES) json_object_set_new(r, "mlp_bias", json_boolean(c->mlp_bias));
+    if (keys & KEY_GEMMA2) {
+        json_object_set_new(r, "attn_logit_softcapping",
+                            c->attn_softcap > 0 ? short_real(c->attn_softcap) : json_null());
+        json_object_set_new(r, "final_logit_softcapping",
+                            c->logit_softcap > 0 ? short_real(c->logit_softcap) : json_null());
+        json_object_set_new(r, "query_pre_attn_scalar",
+                            json_real(c->query_scale > 0 ? 1.0 / (c->query_scale * c->query_scale)
+                                                         : sp_config_head_dim(c)));
+    }
     json_object_set_new(r, "model_type", json_string(sp_arch_model_type(c->arch)));
     json_object_set_new(r, "num_attention_heads", json_integer(c->n_head));
     json_object_set_new(r, "num_hidden_layers", json_integer(c->n_layer));
@@ -402,6 +412,8 @@ static json_t *family_config(const sp_init_options *o) {
         return llama_config(o, KEY_ATTENTION_BIAS | KEY_QWEN2_WINDOW);
     case SP_ARCH_GEMMA:
         return llama_config(o, KEY_ATTENTION_BIAS | KEY_GELU);
+    case SP_ARCH_GEMMA2:
+        return llama_config(o, KEY_ATTENTION_BIAS | KEY_GELU | KEY_GEMMA2 | KEY_SLIDING_WINDOW);
     }
     return NULL;
 }

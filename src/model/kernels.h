@@ -64,8 +64,10 @@ void sp__gelu_backward(float *dx, const float *dout, const float *x, const float
  * query attention; GPT-2 has n_kv_head = n_head). */
 typedef struct sp__heads {
     int n_head, n_kv_head, hd;
-    int window; /* sliding window: a key is visible to the queries fewer than window positions
-                 * after it, a past row j at position j and current row i at n_past + i (0: all) */
+    int window;    /* sliding window: a key is visible to the queries fewer than window positions
+                    * after it, a past row j at position j and current row i at n_past + i (0: all) */
+    float softcap; /* scores become softcap tanh(scores / softcap) before the softmax (0: none) */
+    float scale;   /* of q k^T (0: 1 / sqrt(hd)) */
 } sp__heads;
 #define SP_QKV_WIDTH(hs) (((hs)->n_head + 2 * (hs)->n_kv_head) * (hs)->hd)
 #define SP_KV_OF(hs, h) ((h) / ((hs)->n_head / (hs)->n_kv_head))

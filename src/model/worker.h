@@ -22,6 +22,7 @@ typedef struct sp__dims {
     size_t n_tgt;    /* targets */
     int max_len;     /* longest sequence */
     int n_past;      /* key/value prefix rows: the text's first position */
+    int logit_cap;   /* the LM head's logits are soft-capped */
 } sp__dims;
 
 /* Layer l's saved activations: pointers into the worker's buffers. In the top layer the
@@ -35,18 +36,25 @@ typedef struct sp__layer_acts {
     float *qk_mean, *qk_rstd;   /* [N, H + Hkv] the q/k norms' statistics */
     float *lse;                 /* [N, H] log-sum-exp of each attention row (sequence-major) */
     float *atty;                /* [N, qd] attention output */
-    float *xmid;                /* [N, d] x + atty W_o */
+    float *ao;                  /* [N, d] atty W_o before the post-attention norm (sandwich) */
+    float *ao_mean, *ao_rstd;   /* [N] its norm's statistics */
+    float *xmid;                /* [N, d] x + atty W_o (sandwich: + norm(ao)) */
     float *ln2;                 /* [N, d] norm2(xmid) */
     float *ln2_mean, *ln2_rstd; /* [N] */
     float *fc;                  /* [N, F] MLP input projection (GELU input; SwiGLU gate) */
     float *fc_aux;              /* [N, F] tanh inside gelu / sigmoid(gate), for backward */
     float *up;                  /* [N, F] SwiGLU's up projection */
+    float *mo;                  /* [N, d] act W_out before the post-MLP norm (sandwich) */
+    float *mo_mean, *mo_rstd;   /* [N] its norm's statistics */
     float *x_next;              /* [N, d] xmid + mlp: the next layer's x */
 } sp__layer_acts;
 
 /* Buffers used by one layer at a time (forward or backward), the head and the positions. */
 typedef struct sp__scratch {
     float *mlp_act;                   /* [N, F] the MLP activation: only W_out reads it */
+    float *post;                      /* [N, d] a post-norm's output (sandwich) */
+    float *dpost;                     /* [N, d] gradient of a post-norm's input (sandwich) */
+    float *logit_t;                   /* [n_tgt, V] tanh of the capped logits (soft-capping) */
     float *att;                       /* attention blocks: SP_ATT_BWD_SCRATCH(max_len) */
     float *rope_cos, *rope_sin;       /* [max_len, hd / 2] rotary tables */
     float *top_x, *top_atty;          /* [n_tgt, d], [n_tgt, qd] top block's target rows */
@@ -71,12 +79,19 @@ enum {
     SP_ACT_QK_STATS,
     SP_ACT_LSE,
     SP_ACT_ATTY,
+    SP_ACT_AO,
+    SP_ACT_AO_STATS,
     SP_ACT_XMID,
     SP_ACT_LN2,
     SP_ACT_LN2_STATS,
     SP_ACT_FC,
     SP_ACT_FC_AUX,
     SP_ACT_UP,
+    SP_ACT_MO,
+    SP_ACT_MO_STATS,
+    SP_ACT_POST,
+    SP_ACT_DPOST,
+    SP_ACT_LOGIT_T,
     SP_ACT_MLP_ACT,
     SP_ACT_ATT,
     SP_ACT_ROPE,

@@ -64,7 +64,7 @@ def llama_tensor_list(rng, c):
         return rng.normal(0.0, s, size=shape)
 
     def gain(k):  # Gemma stores the gain as an offset from 1
-        return (0.0 if c["type"] == "gemma" else 1.0) + rng.normal(0.0, s, size=(k,))
+        return (0.0 if c["type"] in ("gemma", "gemma2") else 1.0) + rng.normal(0.0, s, size=(k,))
 
     t = [("model.embed_tokens.weight", n(V, d))]
     for i in range(L):
@@ -81,6 +81,9 @@ def llama_tensor_list(rng, c):
         if c["type"] == "qwen3":
             t += [(p + "self_attn.q_norm.weight", gain(c["hd"])),
                   (p + "self_attn.k_norm.weight", gain(c["hd"]))]
+        if c["type"] == "gemma2":  # the MLP's norms, before and after it
+            t += [(p + "pre_feedforward_layernorm.weight", gain(d)),
+                  (p + "post_feedforward_layernorm.weight", gain(d))]
         t += [(p + "post_attention_layernorm.weight", gain(d)),
               (p + "mlp.gate_proj.weight", n(F, d)), (p + "mlp.up_proj.weight", n(F, d)),
               (p + "mlp.down_proj.weight", n(d, F))]
@@ -95,7 +98,7 @@ def llama_tensor_list(rng, c):
 
 HF_CLASS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
             "mistral": "MistralForCausalLM", "qwen3": "Qwen3ForCausalLM",
-            "gemma": "GemmaForCausalLM"}
+            "gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM"}
 
 
 def hf_config(c):
@@ -127,6 +130,13 @@ def hf_config(c):
         cfg.update({"use_sliding_window": False, "sliding_window": 4096, "max_window_layers": 28})
     elif c["type"] == "mistral":
         cfg.update({"sliding_window": c["window"]})
+    elif c["type"] == "gemma2":
+        cfg.update({"attention_bias": c["o_bias"], "head_dim": c["hd"],
+                    "hidden_activation": "gelu_pytorch_tanh", "pad_token_id": 0,
+                    "attn_logit_softcapping": c["attn_cap"],
+                    "final_logit_softcapping": c["logit_cap"],
+                    "query_pre_attn_scalar": c["qpas"], "sliding_window": c["window"],
+                    "cache_implementation": "hybrid"})
     elif c["type"] == "gemma":
         assert not c["mlp_bias"] and c["qkv_bias"] == c["o_bias"]
         cfg.update({"attention_bias": c["o_bias"], "head_dim": c["hd"], "hidden_act": "gelu",
@@ -172,7 +182,13 @@ def read_model(dirpath):
     if cfg.get("tie_word_embeddings", False):
         w["lm_head.weight"] = w["model.embed_tokens.weight"]
     mistral = cfg["model_type"] == "mistral"
-    gemma = cfg["model_type"] == "gemma"
+    gemma2 = cfg["model_type"] == "gemma2"
+    gemma = cfg["model_type"] in ("gemma", "gemma2")
+    L = cfg["num_hidden_layers"]
+    if gemma2:  # every other layer from the first has the window (is_sliding = not layer % 2)
+        windows = [cfg["sliding_window"] if i % 2 == 0 else None for i in range(L)]
+    else:
+        windows = [cfg.get("sliding_window") if mistral else None] * L
     # Gemma: normalizer = torch.tensor(hidden_size ** 0.5, dtype=the embeddings' dtype)
     emb_dtype = {"float32": torch.float32, "float16": torch.float16,
                  "bfloat16": torch.bfloat16}[cfg["torch_dtype"]]
@@ -180,8 +196,11 @@ def read_model(dirpath):
     return {"L": cfg["num_hidden_layers"], "d": cfg["hidden_size"], "H": H,
             "Hkv": cfg.get("num_key_value_heads", H), "hd": hd, "eps": cfg["rms_norm_eps"],
             "inv_freq": inv_freq(cfg, hd), "w": w,
-            "window": cfg.get("sliding_window") if mistral else None,
-            "qk_norm": cfg["model_type"] == "qwen3", "gemma": gemma, "embed_scale": scale}
+            "windows": windows, "qk_norm": cfg["model_type"] == "qwen3", "gemma": gemma,
+            "embed_scale": scale, "sandwich": gemma2,
+            "attn_cap": cfg.get("attn_logit_softcapping") if gemma2 else None,
+            "logit_cap": cfg.get("final_logit_softcapping") if gemma2 else None,
+            "scaling": cfg["query_pre_attn_scalar"] ** -0.5 if gemma2 else None}
 
 
 def inv_freq(cfg, hd):
@@ -245,7 +264,6 @@ def torch_seq_logits(M, W, tokens, prompt, prefix=None):
                         torch.from_numpy(M["inv_freq"]))
     emb = torch.cat([freqs, freqs], dim=-1)
     cos, sin = emb.cos(), emb.sin()  # [T, hd]
-    causal = visible(Pkv, T, M["window"])
 
     def lin(x, name):
         y = x @ W[name + ".weight"].T
@@ -267,15 +285,30 @@ def torch_seq_logits(M, W, tokens, prompt, prefix=None):
             v = torch.cat([prefix[i, 1].view(Pkv, Hkv, hd).transpose(0, 1), v], dim=1)
         k = k.repeat_interleave(H // Hkv, dim=0)  # repeat_kv
         v = v.repeat_interleave(H // Hkv, dim=0)
-        s = (q @ k.transpose(-1, -2) / math.sqrt(hd)).masked_fill(~causal, float("-inf"))
+        if M["scaling"] is None:
+            s = q @ k.transpose(-1, -2) / math.sqrt(hd)
+        else:  # Gemma 2: query_pre_attn_scalar ** -0.5
+            s = q @ k.transpose(-1, -2) * M["scaling"]
+        if M["attn_cap"]:  # Gemma 2: attn_logit_softcapping
+            s = torch.tanh(s / M["attn_cap"]) * M["attn_cap"]
+        s = s.masked_fill(~visible(Pkv, T, M["windows"][i]), float("-inf"))
         o = (torch.softmax(s, dim=-1) @ v).transpose(0, 1).reshape(T, H * hd)
-        h = h + lin(o, p + "self_attn.o_proj")
-        m = _norm(M, h, W[p + "post_attention_layernorm.weight"])
+        o = lin(o, p + "self_attn.o_proj")
+        if M["sandwich"]:  # Gemma 2: post_attention_layernorm after attention
+            h = h + _norm(M, o, W[p + "post_attention_layernorm.weight"])
+            m = _norm(M, h, W[p + "pre_feedforward_layernorm.weight"])
+        else:
+            h = h + o
+            m = _norm(M, h, W[p + "post_attention_layernorm.weight"])
         g = lin(m, p + "mlp.gate_proj")
         act = (torch.nn.functional.gelu(g, approximate="tanh") if M["gemma"]
                else torch.nn.functional.silu(g))
-        h = h + lin(act * lin(m, p + "mlp.up_proj"), p + "mlp.down_proj")
-    return _norm(M, h, W["model.norm.weight"]) @ W["lm_head.weight"].T
+        f = lin(act * lin(m, p + "mlp.up_proj"), p + "mlp.down_proj")
+        h = h + (_norm(M, f, W[p + "post_feedforward_layernorm.weight"]) if M["sandwich"] else f)
+    logits = _norm(M, h, W["model.norm.weight"]) @ W["lm_head.weight"].T
+    if M["logit_cap"]:  # Gemma 2: final_logit_softcapping
+        logits = torch.tanh(logits / M["logit_cap"]) * M["logit_cap"]
+    return logits
 
 
 def torch_batch(M, W, batch, prompt, prefix=None):
@@ -307,13 +340,15 @@ def numpy_batch_logits(M, batch, prompt, prefix=None):
             x[s, t] = (prompt[-1 - tok] if tok < 0 else w["model.embed_tokens.weight"][tok]) \
                 * M["embed_scale"]
             valid[s, t] = True
-    allowed = np.zeros((n_seq, Tm, Pkv + Tm), dtype=bool)  # keys: prefix rows, then the text's
-    for s in range(n_seq):
-        for i in range(lens[s]):
-            for j in range(Pkv + lens[s]):
-                dist = (Pkv + i) - j  # query and key positions
-                allowed[s, i, j] = dist >= 0 and (M["window"] is None or dist < M["window"])
-        allowed[s, lens[s]:, 0] = True  # padding rows: finite, never read
+    def allowed_of(window):  # [n_seq, Tm, Pkv + Tm]: keys are the prefix rows, then the text's
+        allowed = np.zeros((n_seq, Tm, Pkv + Tm), dtype=bool)
+        for s in range(n_seq):
+            for i in range(lens[s]):
+                for j in range(Pkv + lens[s]):
+                    dist = (Pkv + i) - j  # query and key positions
+                    allowed[s, i, j] = dist >= 0 and (window is None or dist < window)
+            allowed[s, lens[s]:, 0] = True  # padding rows: finite, never read
+        return allowed
     rot = np.exp(1j * np.outer(np.arange(Pkv, Pkv + Tm), M["inv_freq"]))  # [Tm, hd/2]
 
     def rms(z, g):  # Gemma: the stored gain is an offset, added to 1
@@ -342,6 +377,8 @@ def numpy_batch_logits(M, batch, prompt, prefix=None):
         p = "model.layers.%d." % i
         a = rms(h, w[p + "input_layernorm.weight"])
         q, k, v = (linear(a, p + "self_attn.%s_proj" % n) for n in "qkv")
+        allowed = allowed_of(M["windows"][i])
+        scale = 1 / np.sqrt(hd) if M["scaling"] is None else M["scaling"]
         heads = []
         for hh in range(H):
             g = hh // (H // Hkv)
@@ -351,24 +388,36 @@ def numpy_batch_logits(M, batch, prompt, prefix=None):
                 kh = head_norm(kh, w[p + "self_attn.k_norm.weight"])
             qh, kh = rotary(qh), with_prefix(rotary(kh), i, 0, g)
             vh = with_prefix(v[..., g * hd:(g + 1) * hd], i, 1, g)
-            sc = np.where(allowed, np.einsum("sie,sje->sij", qh, kh) / np.sqrt(hd), -np.inf)
+            raw = np.einsum("sie,sje->sij", qh, kh) * scale
+            if M["attn_cap"]:  # cap tanh(x / cap) as cap (1 - 2 / (exp(2x / cap) + 1))
+                raw = M["attn_cap"] * (1 - 2 / (np.exp(2 * raw / M["attn_cap"]) + 1))
+            sc = np.where(allowed, raw, -np.inf)
             pr = np.exp(sc - sc.max(-1, keepdims=True))
             heads.append(np.einsum("sij,sje->sie", pr / pr.sum(-1, keepdims=True), vh))
-        h = h + linear(np.concatenate(heads, -1), p + "self_attn.o_proj")
-        m = rms(h, w[p + "post_attention_layernorm.weight"])
+        o = linear(np.concatenate(heads, -1), p + "self_attn.o_proj")
+        if M["sandwich"]:
+            h = h + rms(o, w[p + "post_attention_layernorm.weight"])
+            m = rms(h, w[p + "pre_feedforward_layernorm.weight"])
+        else:
+            h = h + o
+            m = rms(h, w[p + "post_attention_layernorm.weight"])
         gt = linear(m, p + "mlp.gate_proj")
         if M["gemma"]:  # tanh GELU as x * sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3)
             u = np.sqrt(2 / np.pi) * (gt + 0.044715 * gt ** 3)
             act = gt / (1 + np.exp(-2 * u))
         else:
             act = gt * 0.5 * (1 + np.tanh(gt / 2))  # x * sigmoid(x)
-        h = h + linear(act * linear(m, p + "mlp.up_proj"), p + "mlp.down_proj")
+        f = linear(act * linear(m, p + "mlp.up_proj"), p + "mlp.down_proj")
+        h = h + (rms(f, w[p + "post_feedforward_layernorm.weight"]) if M["sandwich"] else f)
     h = rms(h, w["model.norm.weight"])
     out = []
     for tp in batch["target_pos"]:
         s = max(i for i in range(n_seq) if ss[i] <= tp)
         out.append(w["lm_head.weight"] @ h[s, tp - ss[s]])
-    return np.stack(out)
+    out = np.stack(out)
+    if M["logit_cap"]:
+        out = M["logit_cap"] * (1 - 2 / (np.exp(2 * out / M["logit_cap"]) + 1))
+    return out
 
 
 # --------------------------------------------------------------------------- cases
@@ -440,6 +489,21 @@ CASES = [
          dtype="F32", shards=2, tied=False, qkv_bias=True, o_bias=True, mlp_bias=False,
          theta=10000.0, rope_scaling=None, hidden_activation="gelu_pytorch_tanh", n_prompt=3,
          n_kv=2, seqs=[("soft_front", 12, "gen"), ("soft_mid_repeat", 11, "gen")]),
+    # Gemma 2: sandwich norms, soft-capped scores (cap 3) and logits (cap 4), both reached by the
+    # random model's values, query_pre_attn_scalar 12 (not head_dim), a window of 5 in layers 0
+    # and 2 over sequences of up to 16; F32, tied
+    dict(name="gemma2_l3_h4_kv2_d32_hd8_softcap_window5_tied_f32", seed=2313, type="gemma2",
+         n_layer=3, H=4, Hkv=2, d=32, hd=8, F=64, vocab_size=60, npos=48, dtype="F32", shards=1,
+         tied=True, qkv_bias=False, o_bias=False, mlp_bias=False, theta=10000.0,
+         rope_scaling=None, window=5, attn_cap=3.0, logit_cap=4.0, qpas=12, n_prompt=4,
+         seqs=[("soft_front", 16, "gen"), ("soft_mid", 11, "cls")]),
+    # Gemma 2 behind a key/value prefix of 3 with a window of 4 in layer 0 (the prefix leaves it),
+    # attention_bias, BF16 (sqrt(24) rounded to BF16), 2 shards, untied
+    dict(name="gemma2_l2_h2_kv1_d24_hd12_attnbias_kvprefix3_sharded2_bf16", seed=2414,
+         type="gemma2", n_layer=2, H=2, Hkv=1, d=24, hd=12, F=40, vocab_size=50, npos=40,
+         dtype="BF16", shards=2, tied=False, qkv_bias=True, o_bias=True, mlp_bias=False,
+         theta=10000.0, rope_scaling=None, window=4, attn_cap=2.5, logit_cap=5.0, qpas=256,
+         n_prompt=3, n_kv=3, seqs=[("soft_front", 12, "gen"), ("soft_mid_repeat", 10, "gen")]),
     # Qwen3 with attention_bias (q/k/v and o_proj), behind a key/value prefix of 4, BF16, 3 shards
     dict(name="qwen3_l3_h2_kv1_d32_attnbias_kvprefix4_sharded3_bf16", seed=2010, type="qwen3",
          n_layer=3, H=2, Hkv=1, d=32, hd=16, F=64, vocab_size=72, npos=48, dtype="BF16",

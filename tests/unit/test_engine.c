@@ -326,6 +326,37 @@ static void make_gemma(test_model *t, int L, int d, int H, int Hkv, int F, int q
             ((float *)t->m.layers[l].ln1.w)[j] -= 1.0f, ((float *)t->m.layers[l].ln2.w)[j] -= 1.0f;
 }
 
+/* make_gemma's model as Gemma 2: norms after attention and around the MLP, soft-capped scores and
+ * logits (caps the unit-scale values reach), a query scale of its own, a window of 4 in every
+ * other layer. */
+static void make_gemma2(test_model *t, int L, int d, int H, int Hkv, int F, int qkv_bias,
+                        uint64_t seed) {
+    make_gemma(t, L, d, H, Hkv, F, qkv_bias, seed);
+    sp_model_config *c = &t->m.cfg;
+    c->arch = SP_ARCH_GEMMA2;
+    c->attn_softcap = 2.0f, c->logit_softcap = 3.0f, c->query_scale = 0.3;
+    c->sliding_window = 4, c->window_pattern = 2;
+    t->extra = malloc((size_t)L * 2 * d * sizeof *t->extra);
+    sp_rng r;
+    sp_rng_seed(&r, seed + 200);
+    fill(t->extra, (size_t)L * 2 * d, &r, 0, 0.2f); /* (1 + w) gains */
+    for (int l = 0; l < L; l++) {
+        t->m.layers[l].ln_post_attn.w = t->extra + (size_t)l * 2 * d;
+        t->m.layers[l].ln_post_ff.w = t->extra + (size_t)l * 2 * d + d;
+    }
+}
+
+START_TEST(test_fd_gemma2) {
+    test_model t;
+    make_gemma2(&t, 2, 16, 4, 2, 40, 0, 20);
+    check_model_gradient(&t, 20);
+    free_model(&t);
+    make_gemma2(&t, 3, 24, 2, 1, 48, 1, 21);
+    check_model_gradient(&t, 21);
+    free_model(&t);
+}
+END_TEST
+
 START_TEST(test_fd_gemma) {
     test_model t;
     make_gemma(&t, 2, 16, 4, 1, 40, 0, 18);
@@ -691,6 +722,9 @@ START_TEST(test_fd_prefix) {
     make_gemma(&t, 2, 16, 4, 2, 40, 1, 36);
     check_prefix_gradient(&t, 2, 36);
     free_model(&t);
+    make_gemma2(&t, 2, 16, 4, 2, 40, 0, 37); /* the prefix of 3 leaves layer 0's window of 4 */
+    check_prefix_gradient(&t, 3, 37);
+    free_model(&t);
 }
 END_TEST
 
@@ -768,6 +802,9 @@ START_TEST(test_prefix_is_prepended_tokens) {
     free_model(&t);
     make_qwen3(&t, 3, 16, 4, 2, 40, 1, 44); /* the prefix's keys were normed when computed */
     check_prefix_is_prepended_tokens(&t, 44);
+    free_model(&t);
+    make_gemma2(&t, 3, 16, 4, 2, 40, 0, 45); /* windows in layers 0 and 2 only */
+    check_prefix_is_prepended_tokens(&t, 45);
     free_model(&t);
 }
 END_TEST
@@ -850,6 +887,7 @@ Suite *engine_suite(void) {
     tcase_add_test(tc, test_fd_mistral_window);
     tcase_add_test(tc, test_fd_qwen3_qk_norm);
     tcase_add_test(tc, test_fd_gemma);
+    tcase_add_test(tc, test_fd_gemma2);
     tcase_add_test(tc, test_fd_prefix);
     suite_add_tcase(s, tc);
     TCase *inv = tcase_create("invariants");

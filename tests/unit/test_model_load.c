@@ -505,6 +505,7 @@ START_TEST(real_configs) {
         {"mistral-7b-v0.1", 7241732096, 4096, 128, 0, NULL},
         {"mistral-7b-instruct-v0.2", 7241732096, 0, 128, 0, NULL},
         {"gemma-2b", 2506172416, 0, 256, 1, NULL}, /* head_dim 256, tied; the tanh GELU */
+        {"gemma-2-2b", 2614341888, 4096, 256, 1, NULL},
         {"qwen3-0.6b", 596049920, 0, 128, 1,
          "RMSNorm (eps 1e-06), rotary theta 1e+06, per-head q/k norms, SwiGLU MLP"},
     };
@@ -518,6 +519,10 @@ START_TEST(real_configs) {
         ck_assert_int_eq(c.sliding_window, cases[i].window);
         ck_assert_int_eq(sp_config_head_dim(&c), cases[i].head_dim);
         ck_assert_int_eq(c.tied, cases[i].tied);
+        if (c.arch == SP_ARCH_GEMMA2) /* windows in layers 0, 2, ..; caps; 256^-1/2 */
+            ck_assert(c.window_pattern == 2 && sp_config_layer_window(&c, 0) == 4096 &&
+                      sp_config_layer_window(&c, 1) == 0 && c.attn_softcap == 50.0f &&
+                      c.logit_softcap == 30.0f && c.query_scale == 1.0 / 16);
         if (!cases[i].block) continue;
         char *dir = real_shape_dir(cases[i].name, &c);
         const char *args[] = {"info", dir, NULL};
@@ -546,6 +551,10 @@ START_TEST(real_configs_refuse_unsupported_options) {
         {"mistral-7b-v0.1", "sliding_window", "\"4096\"",
          "key 'sliding_window' is a JSON string, expected an integer or null"},
         {"gemma-2b", "hidden_activation", "\"gelu\"", "unsupported hidden_activation 'gelu'"},
+        {"gemma-2-2b", "layer_types", "[]",
+         "key 'layer_types' is not an array of num_hidden_layers"},
+        {"gemma-2-2b", "attn_logit_softcapping", "\"50\"",
+         "key 'attn_logit_softcapping' is a JSON string, expected a number"},
         {"gemma-2b", "hidden_act", "\"relu\"", "unsupported hidden_act 'relu'"},
         {"mistral-7b-v0.1", "sliding_window", "0",
          "key 'sliding_window' is 0, expected an integer from 1"},
