@@ -26,8 +26,9 @@ typedef enum sp_arch {
     SP_ARCH_QWEN3,   /* Qwen3ForCausalLM: Llama's block with per-head RMSNorm of q and k */
     SP_ARCH_GEMMA,   /* GemmaForCausalLM: scaled embeddings, RMSNorm (1 + w), GeGLU */
     SP_ARCH_GEMMA2,  /* Gemma2ForCausalLM: Gemma with sandwich norms, soft-capping, windows */
+    SP_ARCH_GEMMA3,  /* Gemma3ForCausalLM (gemma3_text): Gemma 2 with q/k norms, local rope */
 } sp_arch;
-#define SP_N_ARCH (SP_ARCH_GEMMA2 + 1) /* keep at the last value + 1 */
+#define SP_N_ARCH (SP_ARCH_GEMMA3 + 1) /* keep at the last value + 1 */
 
 /* config.json's model_type of a family ("gpt2", "llama", "qwen2", "mistral", "qwen3"). */
 const char *sp_arch_model_type(sp_arch a);
@@ -62,6 +63,8 @@ typedef struct sp_model_config {
     float logit_softcap; /* the same on the LM head's logits (final_logit_softcapping); 0 none */
     double query_scale;  /* attention scores' scale (Gemma 2: query_pre_attn_scalar^-1/2);
                           * 0: 1 / sqrt(head_dim) */
+    double rope_local_theta; /* rotary base of the layers with a window, without rope_scaling
+                              * (Gemma 3: rope_local_base_freq); 0: every layer's is rope_theta */
 } sp_model_config;
 
 static inline int sp_config_kv_heads(const sp_model_config *c) {
@@ -127,6 +130,7 @@ typedef struct sp_model {
                           * embedding's stored dtype, as transformers' normalizer); 1 otherwise */
     float
         *rope_inv_freq; /* [head_dim / 2] rotary frequencies after rope_scaling (rotary families) */
+    float *rope_inv_freq_local; /* [head_dim / 2] those of windowed layers (rope_local_theta) */
 
     /* Provenance and memory accounting (for `softprompt info` and fingerprints). */
     char *dir;

@@ -204,6 +204,9 @@ static void print_block(const sp_model *m) {
     char window[96];
     biases(c, &qkv, &o, &mlp);
     window_desc(c, window, sizeof window);
+    if (c->rope_local_theta > 0)
+        printf("%-14swindowed layers rotate with theta %g, the others with %g\n", "local rotary",
+               c->rope_local_theta, c->rope_theta);
     if (f->block == SP_BLOCK_SANDWICH)
         printf("%-14snorms before and after attention and the MLP\n", "sandwich");
     if (c->attn_softcap > 0 || c->logit_softcap > 0)

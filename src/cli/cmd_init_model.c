@@ -63,10 +63,14 @@ static const shape SHAPES[] = {
     {"qwen3-0.6b", SP_ARCH_QWEN3, 28, 1024, 16, 8, 3072, 151936, 40960, 1, 1000000, 1e-6, 128, 0},
     {"gemma-2b", SP_ARCH_GEMMA, 18, 2048, 8, 1, 16384, 256000, 8192, 1, 10000, 1e-6, 256, 0},
     {"gemma-2-2b", SP_ARCH_GEMMA2, 26, 2304, 8, 4, 9216, 256000, 8192, 1, 10000, 1e-6, 256, 4096},
+    {"gemma-3-270m", SP_ARCH_GEMMA3, 18, 640, 4, 1, 2048, 262144, 32768, 1, 1000000, 1e-6, 256,
+     512},
+    {"gemma-3-1b", SP_ARCH_GEMMA3, 26, 1152, 4, 1, 6912, 262144, 32768, 1, 1000000, 1e-6, 256, 512},
 };
 #define SHAPE_NAMES                                                                                \
     "gpt2, gpt2-medium, distilgpt2, smollm2-135m, smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, "    \
-    "llama-3.2-1b, mistral-7b-v0.1, qwen3-0.6b, gemma-2b or gemma-2-2b"
+    "llama-3.2-1b, mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b, gemma-3-270m or "            \
+    "gemma-3-1b"
 
 /* What a family's config always sets (Qwen2's q/k/v biases). */
 static void family_options(sp_model_config *c) {
@@ -80,6 +84,9 @@ static void family_options(sp_model_config *c) {
         return;
     case SP_ARCH_GEMMA2: /* Gemma2Config's soft-capping, every other layer windowed */
         c->qkv_bias = 0, c->attn_softcap = 50, c->logit_softcap = 30, c->window_pattern = 2;
+        return;
+    case SP_ARCH_GEMMA3: /* 5 windowed layers of every 6, their own rotary base */
+        c->qkv_bias = 0, c->window_pattern = 6, c->rope_local_theta = 10000;
         return;
     case SP_ARCH_QWEN2:
         c->qkv_bias = 1;
@@ -144,6 +151,9 @@ static const char *parse_arch(void *args, const char *arg) {
     case SP_ARCH_GEMMA2:
         c->tied = 1, c->rope_theta = 10000, c->ln_eps = 1e-6f, c->sliding_window = 4096;
         break;
+    case SP_ARCH_GEMMA3:
+        c->tied = 1, c->rope_theta = 1000000, c->ln_eps = 1e-6f, c->sliding_window = 4096;
+        break;
     }
     return NULL;
 }
@@ -152,12 +162,13 @@ static const sp__flag FLAGS[] = {
     SP_OPT_CUSTOM("shape", AT(cfg), "NAME", parse_shape,
                   "gpt2, gpt2-medium, distilgpt2, smollm2-135m,\n"
                   "smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, llama-3.2-1b,\n"
-                  "mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b",
+                  "mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b,\n"
+                  "gemma-3-270m, gemma-3-1b",
                   .order = -2),
-    SP_OPT_CUSTOM(
-        "arch", AT(cfg.arch), "A", parse_arch,
-        "gpt2, llama, qwen2, mistral, qwen3, gemma or gemma2\n(default gpt2, or the shape's)",
-        .order = -1),
+    SP_OPT_CUSTOM("arch", AT(cfg.arch), "A", parse_arch,
+                  "gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2 or\n"
+                  "gemma3_text (default gpt2, or the shape's)",
+                  .order = -1),
     SP_OPT_INT("layers", AT(cfg.n_layer), "N", 1, 1024, "transformer blocks (default 12)"),
     SP_OPT_INT("d", AT(cfg.d_model), "N", 1, 65536,
                "model width n_embd / hidden_size (default 768)"),
@@ -168,7 +179,8 @@ static const sp__flag FLAGS[] = {
     SP_OPT_INT("head-dim", AT(cfg.head_dim), "N", 2, 4096,
                "head width (Llama family; default d / heads)"),
     SP_OPT_INT("sliding-window", AT(cfg.sliding_window), "N", 0, 1 << 24,
-               "attention window (mistral, gemma2: every other layer;\n0: none; default 4096)"),
+               "attention window (mistral; gemma2: every other layer;\n"
+               "gemma3_text: 5 of 6; 0: none; default 4096)"),
     SP_OPT_INT("d-ff", AT(cfg.d_ff), "N", 1, 1 << 20,
                "MLP width (default 4 x d; llama, qwen2: 8/3 x d rounded\nup to a multiple of 64)"),
     SP_OPT_INT("vocab", AT(cfg.vocab_size), "N", 1, 1 << 24, "vocabulary size (default 50257)"),
@@ -198,9 +210,9 @@ static const sp__flag_spec SPEC = {
     .about = "Writes a model directory with random weights in Hugging Face's layout\n"
              "(config.json, model.safetensors or shards + index) for tests and benchmarks:\n"
              "GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM,\n"
-             "Qwen3ForCausalLM, GemmaForCausalLM or Gemma2ForCausalLM. Defaults are GPT-2\n"
-             "124M's shape; --shape starts from another real model's shape, and the other\n"
-             "options change it.\n",
+             "Qwen3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM or Gemma3ForCausalLM.\n"
+             "Defaults are GPT-2 124M's shape; --shape starts from another real model's shape,\n"
+             "and the other options change it.\n",
     .flags = FLAGS,
     .positional = "OUT",
     .min_positional = 1,

@@ -262,6 +262,29 @@ static int parse_gemma2(sp_model_config *c, const reader *r) {
     return 0;
 }
 
+/* Gemma3TextConfig on top of Gemma's keys (transformers' defaults when absent): sliding_window
+ * (4096) in every layer but each sliding_window_pattern-th (6), rope_local_base_freq (10000) for
+ * those, rope_theta (1e6) and rope_scaling for the others, query_pre_attn_scalar (256), soft-
+ * capping (none by default). */
+static int parse_gemma3(sp_model_config *c, const reader *r) {
+    double attn_cap = 0, logit_cap = 0, qpas = 256, local = 10000;
+    c->sliding_window = 4096, c->window_pattern = 6;
+    if (parse_gemma(c, r) ||
+        get_int(r, sp__family_of(c->arch)->window_key, 0, 1, 1, 1 << 24, &c->sliding_window) ||
+        get_int(r, "sliding_window_pattern", 0, 0, 1, 1 << 20, &c->window_pattern) ||
+        get_num_or_null(r, "attn_logit_softcapping", 0, 1e6, &attn_cap) ||
+        get_num_or_null(r, "final_logit_softcapping", 0, 1e6, &logit_cap) ||
+        get_num(r, r->root, "query_pre_attn_scalar", 0, 1e9, &qpas) ||
+        get_num(r, r->root, "rope_local_base_freq", 0, 1e12, &local) || check_layer_types(c, r) ||
+        check_bool(r, "use_bidirectional_attention", 0))
+        return -1;
+    if (json_is_null(json_object_get(r->root, "sliding_window"))) c->sliding_window = 0;
+    if (!json_object_get(r->root, "rope_theta")) c->rope_theta = 1000000;
+    c->attn_softcap = (float)attn_cap, c->logit_softcap = (float)logit_cap;
+    c->query_scale = 1.0 / sqrt(qpas), c->rope_local_theta = local;
+    return 0;
+}
+
 /* LlamaConfig's optional biases. */
 static int parse_llama_biases(sp_model_config *c, const reader *r) {
     int attention_bias = 0;
@@ -344,6 +367,9 @@ static int parse_family(sp_model_config *c, reader *r) {
     case SP_ARCH_GEMMA2:
         r->needs = LLAMA_NEEDS;
         return parse_gemma2(c, r);
+    case SP_ARCH_GEMMA3:
+        r->needs = LLAMA_NEEDS;
+        return parse_gemma3(c, r);
     }
     return -1;
 }

@@ -175,16 +175,23 @@ static void positions_prepare(const sp_worker *w) {
     case SP_POS_ROTARY:
         rope_tables(w->s.rope_cos, w->s.rope_sin, w->m->rope_inv_freq, w->z.n_past + w->z.max_len,
                     w->z.hs.hd / 2);
+        if (w->z.local_rope)
+            rope_tables(w->s.rope_cos_local, w->s.rope_sin_local, w->m->rope_inv_freq_local,
+                        w->z.n_past + w->z.max_len, w->z.hs.hd / 2);
         return;
     }
 }
 
 /* q and k of qkv [N, Wq] take their positions, n_past + the position within the sequence
- * (rotary: rotated in place; inverse: the transpose, which maps gradients of the rotated values
- * to the inputs'). */
-static void positions_qk(const sp_worker *w, float *qkv, const sp_batch *b, int inverse) {
+ * (rotary: rotated in place, with the windowed layers' tables when local and there are such;
+ * inverse: the transpose, which maps gradients of the rotated values to the inputs'). */
+static void positions_qk(const sp_worker *w, float *qkv, const sp_batch *b, int inverse,
+                         int local) {
     const sp__dims *z = &w->z;
     size_t first = (size_t)z->n_past * (size_t)(z->hs.hd / 2); /* the tables' row of position 0 */
+    int own = local && z->local_rope;
+    const float *cos_t = own ? w->s.rope_cos_local : w->s.rope_cos;
+    const float *sin_t = own ? w->s.rope_sin_local : w->s.rope_sin;
     switch (w->f->pos) {
     case SP_POS_LEARNED: /* added to the input embedding instead */
         return;
@@ -193,7 +200,7 @@ static void positions_qk(const sp_worker *w, float *qkv, const sp_batch *b, int 
             size_t start = (size_t)b->seq_start[s];
             int len = b->seq_start[s + 1] - b->seq_start[s];
             sp__rope_rotate(qkv + start * z->wq, z->wq, len, z->hs.n_head + z->hs.n_kv_head,
-                            z->hs.hd, w->s.rope_cos + first, w->s.rope_sin + first, inverse);
+                            z->hs.hd, cos_t + first, sin_t + first, inverse);
         }
         return;
     }
@@ -248,7 +255,7 @@ static void qk_norm_backward(const sp_worker *w, const sp_layer *p, const sp__la
 
 /* qkv [N, Wq] = ln1 [N, d] . W_qkv + b, then q and k take their norms (if any) and positions. */
 static void qkv_forward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a, float *qkv,
-                        const float *ln1, const sp_batch *b) {
+                        const float *ln1, const sp_batch *b, int local) {
     const sp__dims *z = &w->z;
     int n = (int)z->N;
     switch (w->f->qkv) {
@@ -262,16 +269,16 @@ static void qkv_forward(const sp_worker *w, const sp_layer *p, const sp__layer_a
         break;
     }
     qk_norm_forward(w, p, a, qkv);
-    positions_qk(w, qkv, b, 0);
+    positions_qk(w, qkv, b, 0, local);
 }
 
 /* dln1 [N, d] = dqkv [N, Wq] . W_qkv^T, the positions and norms of dq and dk undone first (in
  * place). */
 static void qkv_backward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a,
-                         float *dln1, float *dqkv, const sp_batch *b) {
+                         float *dln1, float *dqkv, const sp_batch *b, int local) {
     const sp__dims *z = &w->z;
     int n = (int)z->N;
-    positions_qk(w, dqkv, b, 1);
+    positions_qk(w, dqkv, b, 1, local);
     qk_norm_backward(w, p, a, dqkv);
     switch (w->f->qkv) {
     case SP_QKV_FUSED:
@@ -518,7 +525,7 @@ static void block_forward(const sp_worker *w, const sp_layer *p, const sp__layer
     const sp__scratch *s = &w->s;
     int n = (int)z->N;
     norm_forward(w, a->ln1, a->ln1_mean, a->ln1_rstd, a->x, &p->ln1, n); /* ln1 = norm1(x) */
-    qkv_forward(w, p, a, a->qkv, a->ln1, b);                             /* with positions */
+    qkv_forward(w, p, a, a->qkv, a->ln1, b, pre->hs.window > 0);         /* with positions */
     attention_forward(w, a->atty, a->lse, a->qkv, pre, b); /* behind the layer's prefix */
     const float *x = a->x, *atty = a->atty;
     if (top) {
@@ -559,8 +566,8 @@ static void block_backward(const sp_worker *w, const sp_layer *p, const sp__laye
         scatter_targets(s->dx, s->top_dx, b, z->N, (size_t)z->d);
     }
     /* atty = attention(qkv),  qkv = ln1 W_qkv,  ln1 = norm1(x); dx holds dL/dxmid */
-    attention_backward(w, s->dqkv, s->datty, a, pre, b); /* (and the prefix's) */
-    qkv_backward(w, p, a, s->dln, s->dqkv, b);           /* dln1 */
+    attention_backward(w, s->dqkv, s->datty, a, pre, b);           /* (and the prefix's) */
+    qkv_backward(w, p, a, s->dln, s->dqkv, b, pre->hs.window > 0); /* dln1 */
     norm_backward(w, s->dx, s->dln, a->x, a->ln1_mean, a->ln1_rstd, &p->ln1, (int)z->N);
 }
 

@@ -234,6 +234,50 @@ static const sp__tensor_desc GEMMA2_TENSORS[] = {
     {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
      "lm_head", 17},
 };
+
+/* Gemma3ForCausalLM (gemma3_text): Gemma 2's rows with the q/k norms of Qwen3's kind, (1 + w). */
+static const sp__tensor_desc GEMMA3_TENSORS[] = {
+    {"model.embed_tokens.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS,
+     SP_INIT_NORMAL, "wte", 0},
+    {L_("self_attn.q_proj.weight"), MAT(SP_DIM_QD, SP_DIM_D), SP_ROLE_Q_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "q_proj.weight", 1},
+    {L_("self_attn.q_proj.bias"), VEC(SP_DIM_QD), SP_ROLE_Q_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "q_proj.bias", 2},
+    {L_("self_attn.k_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_K_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "k_proj.weight", 3},
+    {L_("self_attn.k_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_K_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "k_proj.bias", 4},
+    {L_("self_attn.v_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_V_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "v_proj.weight", 5},
+    {L_("self_attn.v_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_V_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "v_proj.bias", 6},
+    {L_("self_attn.o_proj.weight"), MAT(SP_DIM_D, SP_DIM_QD), SP_ROLE_O_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "o_proj.weight", 7},
+    {L_("self_attn.o_proj.bias"), VEC(SP_DIM_D), SP_ROLE_O_B, SP_IF_O_BIAS, SP_INIT_BIAS,
+     "o_proj.bias", 8},
+    {L_("self_attn.q_norm.weight"), VEC(SP_DIM_HD), SP_ROLE_Q_NORM, SP_ALWAYS, SP_INIT_GAIN_OFFSET,
+     "q_norm.weight", 9},
+    {L_("self_attn.k_norm.weight"), VEC(SP_DIM_HD), SP_ROLE_K_NORM, SP_ALWAYS, SP_INIT_GAIN_OFFSET,
+     "k_norm.weight", 10},
+    {L_("mlp.gate_proj.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_IN_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "gate_proj.weight", 11},
+    {L_("mlp.up_proj.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_UP_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "up_proj.weight", 12},
+    {L_("mlp.down_proj.weight"), MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_OUT_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "down_proj.weight", 13},
+    {L_("input_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN1_W, SP_ALWAYS, SP_INIT_GAIN_OFFSET,
+     "input_layernorm.weight", 14},
+    {L_("post_attention_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN_POST_ATTN_W, SP_ALWAYS,
+     SP_INIT_GAIN_OFFSET, "post_attention_layernorm.weight", 15},
+    {L_("pre_feedforward_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN2_W, SP_ALWAYS,
+     SP_INIT_GAIN_OFFSET, "pre_feedforward_layernorm.weight", 16},
+    {L_("post_feedforward_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN_POST_FF_W, SP_ALWAYS,
+     SP_INIT_GAIN_OFFSET, "post_feedforward_layernorm.weight", 17},
+    {"model.norm.weight", VEC(SP_DIM_D), SP_ROLE_LNF_W, SP_ALWAYS, SP_INIT_GAIN_OFFSET,
+     "ln_f.weight", 18},
+    {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
+     "lm_head", 19},
+};
 #undef L_
 #undef VEC
 #undef MAT
@@ -327,6 +371,23 @@ static const sp__family GEMMA2 = {
     .qk_norm = SP_QKNORM_NONE,
     TABLE(GEMMA2_TENSORS),
 };
+
+/* Gemma 2's block with per-head (1 + w) norms of q and k; windowed layers (sliding_window_pattern)
+ * rotate with rope_local_base_freq, the others with rope_theta and rope_scaling. */
+static const sp__family GEMMA3 = {
+    .arch = SP_ARCH_GEMMA3,
+    .model_type = "gemma3_text",
+    .hf_class = "Gemma3ForCausalLM",
+    .ctx_key = "max_position_embeddings",
+    .window_key = "sliding_window",
+    LLAMA_BLOCK,
+    .norm = SP_NORM_RMSNORM_PLUS1,
+    .block = SP_BLOCK_SANDWICH,
+    .embed = SP_EMBED_SQRT_D,
+    .mlp = SP_MLP_GEGLU,
+    .qk_norm = SP_QKNORM_PER_HEAD,
+    TABLE(GEMMA3_TENSORS),
+};
 #undef LLAMA_NORM_MLP
 #undef LLAMA_BLOCK
 #undef TABLE
@@ -349,6 +410,8 @@ const sp__family *sp__family_of(sp_arch a) {
         return &GEMMA;
     case SP_ARCH_GEMMA2:
         return &GEMMA2;
+    case SP_ARCH_GEMMA3:
+        return &GEMMA3;
     }
     return &GPT2; /* not reached for a valid enum value */
 }

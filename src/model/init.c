@@ -316,6 +316,7 @@ enum {
     KEY_SLIDING_WINDOW = 8, /* sliding_window, an integer or null (Mistral) */
     KEY_GELU = 16,          /* hidden_act, hidden_activation gelu_pytorch_tanh; head_dim (Gemma) */
     KEY_GEMMA2 = 32,        /* soft-capping, query_pre_attn_scalar (Gemma 2) */
+    KEY_GEMMA3 = 64,        /* sliding_window_pattern, rope_local_base_freq (Gemma 3) */
 };
 
 /* Keys as transformers writes them for LlamaForCausalLM and the families built on it (sorted);
@@ -355,6 +356,10 @@ static json_t *llama_config(const sp_init_options *o, int keys) {
     json_object_set_new(r, "num_key_value_heads", json_integer(sp_config_kv_heads(c)));
     json_object_set_new(r, "rms_norm_eps", short_real(c->ln_eps));
     json_object_set_new(r, "rope_scaling", rope_scaling_json(c));
+    if (keys & KEY_GEMMA3) {
+        json_object_set_new(r, "rope_local_base_freq", json_real(c->rope_local_theta));
+        json_object_set_new(r, "sliding_window_pattern", json_integer(c->window_pattern));
+    }
     json_object_set_new(r, "rope_theta", json_real(c->rope_theta));
     if (keys & KEY_SLIDING_WINDOW)
         json_object_set_new(r, "sliding_window",
@@ -414,6 +419,9 @@ static json_t *family_config(const sp_init_options *o) {
         return llama_config(o, KEY_ATTENTION_BIAS | KEY_GELU);
     case SP_ARCH_GEMMA2:
         return llama_config(o, KEY_ATTENTION_BIAS | KEY_GELU | KEY_GEMMA2 | KEY_SLIDING_WINDOW);
+    case SP_ARCH_GEMMA3:
+        return llama_config(o, KEY_ATTENTION_BIAS | KEY_GELU | KEY_GEMMA2 | KEY_SLIDING_WINDOW |
+                                   KEY_GEMMA3);
     }
     return NULL;
 }

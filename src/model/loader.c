@@ -297,6 +297,11 @@ static int rope_frequencies(sp_model *m, sp_error *err) {
         f[i] = (float)inv;
     }
     m->rope_inv_freq = f;
+    if (c->rope_local_theta <= 0) return 0;
+    if (!(f = malloc((size_t)half * sizeof *f))) return sp_fail(err, "%s: out of memory", m->dir);
+    for (int i = 0; i < half; i++)
+        f[i] = (float)(1.0 / pow(c->rope_local_theta, 2.0 * i / sp_config_head_dim(c)));
+    m->rope_inv_freq_local = f;
     return 0;
 }
 
@@ -535,6 +540,7 @@ void sp_model_free(sp_model *m) {
     if (s) free(s->files), free(s->owned), free(s);
     free(m->layers);
     free(m->rope_inv_freq);
+    free(m->rope_inv_freq_local);
     free(m->dir);
     memset(m, 0, sizeof *m);
 }

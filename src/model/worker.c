@@ -119,7 +119,7 @@ static size_t rotary(const sp__family *f, const sp__dims *z) {
     case SP_POS_LEARNED:
         return 0;
     case SP_POS_ROTARY:
-        return (size_t)z->hs.hd;
+        return (size_t)z->hs.hd * (z->local_rope ? 2 : 1);
     }
     return 0;
 }
@@ -196,6 +196,7 @@ static sp__dims model_dims(const sp_model *m, size_t n_tokens, size_t n_targets,
     z.qd = z.hs.n_head * z.hs.hd, z.kvd = z.hs.n_kv_head * z.hs.hd, z.wq = SP_QKV_WIDTH(&z.hs);
     z.N = n_tokens, z.n_tgt = n_targets, z.max_len = max_len, z.n_past = n_past;
     z.logit_cap = c->logit_softcap > 0;
+    z.local_rope = m->rope_inv_freq_local != NULL;
     return z;
 }
 
@@ -313,6 +314,12 @@ static sp__scratch scratch(const sp_worker *w) {
         .att = b[SP_ACT_ATT],
         .rope_cos = rope,
         .rope_sin = rope ? rope + ((size_t)z->n_past + (size_t)z->max_len) * half : NULL,
+        .rope_cos_local = rope && z->local_rope
+                              ? rope + 2 * ((size_t)z->n_past + (size_t)z->max_len) * half
+                              : NULL,
+        .rope_sin_local = rope && z->local_rope
+                              ? rope + 3 * ((size_t)z->n_past + (size_t)z->max_len) * half
+                              : NULL,
         .top_x = b[SP_ACT_TOP_X],
         .top_atty = b[SP_ACT_TOP_ATTY],
         .lnf = b[SP_ACT_LNF],

@@ -23,6 +23,7 @@ typedef struct sp__dims {
     int max_len;     /* longest sequence */
     int n_past;      /* key/value prefix rows: the text's first position */
     int logit_cap;   /* the LM head's logits are soft-capped */
+    int local_rope;  /* windowed layers have rotary tables of their own */
 } sp__dims;
 
 /* Layer l's saved activations: pointers into the worker's buffers. In the top layer the
@@ -51,22 +52,23 @@ typedef struct sp__layer_acts {
 
 /* Buffers used by one layer at a time (forward or backward), the head and the positions. */
 typedef struct sp__scratch {
-    float *mlp_act;                   /* [N, F] the MLP activation: only W_out reads it */
-    float *post;                      /* [N, d] a post-norm's output (sandwich) */
-    float *dpost;                     /* [N, d] gradient of a post-norm's input (sandwich) */
-    float *logit_t;                   /* [n_tgt, V] tanh of the capped logits (soft-capping) */
-    float *att;                       /* attention blocks: SP_ATT_BWD_SCRATCH(max_len) */
-    float *rope_cos, *rope_sin;       /* [max_len, hd / 2] rotary tables */
-    float *top_x, *top_atty;          /* [n_tgt, d], [n_tgt, qd] top block's target rows */
-    float *lnf, *lnf_mean, *lnf_rstd; /* [n_tgt, d], [n_tgt] x 2 final norm */
-    float *logits;                    /* [n_tgt, V], then dlogits */
-    float *dx;                        /* [N, d] dL/d residual stream */
-    float *dln;                       /* [N, d] dL/d a norm's output */
-    float *datty;                     /* [N, qd] */
-    float *dqkv;                      /* [N, Wq] */
-    float *dqk;                       /* [N, (H + Hkv) hd] q/k norm gradients */
-    float *dfc, *dup;                 /* [N, F] MLP activation gradients */
-    float *top_dx, *top_datty;        /* [n_tgt, d], [n_tgt, qd] */
+    float *mlp_act;             /* [N, F] the MLP activation: only W_out reads it */
+    float *post;                /* [N, d] a post-norm's output (sandwich) */
+    float *dpost;               /* [N, d] gradient of a post-norm's input (sandwich) */
+    float *logit_t;             /* [n_tgt, V] tanh of the capped logits (soft-capping) */
+    float *att;                 /* attention blocks: SP_ATT_BWD_SCRATCH(max_len) */
+    float *rope_cos, *rope_sin; /* [max_len, hd / 2] rotary tables */
+    float *rope_cos_local, *rope_sin_local; /* the same of windowed layers (local_rope) */
+    float *top_x, *top_atty;                /* [n_tgt, d], [n_tgt, qd] top block's target rows */
+    float *lnf, *lnf_mean, *lnf_rstd;       /* [n_tgt, d], [n_tgt] x 2 final norm */
+    float *logits;                          /* [n_tgt, V], then dlogits */
+    float *dx;                              /* [N, d] dL/d residual stream */
+    float *dln;                             /* [N, d] dL/d a norm's output */
+    float *datty;                           /* [N, qd] */
+    float *dqkv;                            /* [N, Wq] */
+    float *dqk;                             /* [N, (H + Hkv) hd] q/k norm gradients */
+    float *dfc, *dup;                       /* [N, F] MLP activation gradients */
+    float *top_dx, *top_datty;              /* [n_tgt, d], [n_tgt, qd] */
 } sp__scratch;
 
 /* The buffers of the table (worker.c's ACTS lists each with its size). */

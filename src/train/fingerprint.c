@@ -47,6 +47,17 @@ static void hash_family(sp__h64 *h, const sp_model *m) {
         sp__h64_f64(h, c->logit_softcap);
         sp__h64_f64(h, c->query_scale);
         return;
+    case SP_ARCH_GEMMA3:
+        sp__h64_str(h, "gemma3_text");
+        sp__h64_f64(h, m->embed_scale);
+        sp__h64_i64(h, c->sliding_window);
+        sp__h64_i64(h, c->window_pattern);
+        sp__h64_f64(h, c->attn_softcap);
+        sp__h64_f64(h, c->logit_softcap);
+        sp__h64_f64(h, c->query_scale);
+        hash_floats(h, "rope_inv_freq_local", m->rope_inv_freq_local,
+                    (size_t)sp_config_head_dim(c) / 2);
+        return;
     }
 }
 
@@ -61,6 +72,7 @@ static void hash_rotary(sp__h64 *h, const sp_model *m) {
     case SP_ARCH_QWEN3:
     case SP_ARCH_GEMMA:
     case SP_ARCH_GEMMA2:
+    case SP_ARCH_GEMMA3:
         sp__h64_str(h, sp_arch_model_type(c->arch));
         sp__h64_i64(h, sp_config_kv_heads(c));
         sp__h64_i64(h, sp_config_head_dim(c));

@@ -64,7 +64,7 @@ def llama_tensor_list(rng, c):
         return rng.normal(0.0, s, size=shape)
 
     def gain(k):  # Gemma stores the gain as an offset from 1
-        return (0.0 if c["type"] in ("gemma", "gemma2") else 1.0) + rng.normal(0.0, s, size=(k,))
+        return (0.0 if c["type"].startswith("gemma") else 1.0) + rng.normal(0.0, s, size=(k,))
 
     t = [("model.embed_tokens.weight", n(V, d))]
     for i in range(L):
@@ -78,10 +78,10 @@ def llama_tensor_list(rng, c):
         t += [(p + "self_attn.o_proj.weight", n(d, qd))]
         if c["o_bias"]:
             t += [(p + "self_attn.o_proj.bias", n(d))]
-        if c["type"] == "qwen3":
+        if c["type"] in ("qwen3", "gemma3_text"):
             t += [(p + "self_attn.q_norm.weight", gain(c["hd"])),
                   (p + "self_attn.k_norm.weight", gain(c["hd"]))]
-        if c["type"] == "gemma2":  # the MLP's norms, before and after it
+        if c["type"] in ("gemma2", "gemma3_text"):  # the MLP's norms, before and after it
             t += [(p + "pre_feedforward_layernorm.weight", gain(d)),
                   (p + "post_feedforward_layernorm.weight", gain(d))]
         t += [(p + "post_attention_layernorm.weight", gain(d)),
@@ -98,7 +98,8 @@ def llama_tensor_list(rng, c):
 
 HF_CLASS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
             "mistral": "MistralForCausalLM", "qwen3": "Qwen3ForCausalLM",
-            "gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM"}
+            "gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM",
+            "gemma3_text": "Gemma3ForCausalLM"}
 
 
 def hf_config(c):
@@ -137,6 +138,14 @@ def hf_config(c):
                     "final_logit_softcapping": c["logit_cap"],
                     "query_pre_attn_scalar": c["qpas"], "sliding_window": c["window"],
                     "cache_implementation": "hybrid"})
+    elif c["type"] == "gemma3_text":
+        cfg.update({"attention_bias": c["o_bias"], "head_dim": c["hd"],
+                    "hidden_activation": "gelu_pytorch_tanh", "pad_token_id": 0,
+                    "attn_logit_softcapping": c["attn_cap"],
+                    "final_logit_softcapping": c["logit_cap"],
+                    "query_pre_attn_scalar": c["qpas"], "sliding_window": c["window"],
+                    "sliding_window_pattern": c["pattern"],
+                    "rope_local_base_freq": c["local_theta"], "cache_implementation": "hybrid"})
     elif c["type"] == "gemma":
         assert not c["mlp_bias"] and c["qkv_bias"] == c["o_bias"]
         cfg.update({"attention_bias": c["o_bias"], "head_dim": c["hd"], "hidden_act": "gelu",
@@ -182,10 +191,14 @@ def read_model(dirpath):
     if cfg.get("tie_word_embeddings", False):
         w["lm_head.weight"] = w["model.embed_tokens.weight"]
     mistral = cfg["model_type"] == "mistral"
-    gemma2 = cfg["model_type"] == "gemma2"
-    gemma = cfg["model_type"] in ("gemma", "gemma2")
+    gemma3 = cfg["model_type"] == "gemma3_text"
+    gemma2 = cfg["model_type"] == "gemma2" or gemma3  # Gemma 3 keeps Gemma 2's block
+    gemma = cfg["model_type"] in ("gemma", "gemma2", "gemma3_text")
     L = cfg["num_hidden_layers"]
-    if gemma2:  # every other layer from the first has the window (is_sliding = not layer % 2)
+    if gemma3:  # layer_types: sliding unless (layer + 1) % sliding_window_pattern == 0
+        windows = [cfg["sliding_window"] if (i + 1) % cfg["sliding_window_pattern"] else None
+                   for i in range(L)]
+    elif gemma2:  # every other layer from the first has the window (is_sliding = not layer % 2)
         windows = [cfg["sliding_window"] if i % 2 == 0 else None for i in range(L)]
     else:
         windows = [cfg.get("sliding_window") if mistral else None] * L
@@ -196,7 +209,11 @@ def read_model(dirpath):
     return {"L": cfg["num_hidden_layers"], "d": cfg["hidden_size"], "H": H,
             "Hkv": cfg.get("num_key_value_heads", H), "hd": hd, "eps": cfg["rms_norm_eps"],
             "inv_freq": inv_freq(cfg, hd), "w": w,
-            "windows": windows, "qk_norm": cfg["model_type"] == "qwen3", "gemma": gemma,
+            "windows": windows, "qk_norm": cfg["model_type"] in ("qwen3", "gemma3_text"),
+            "gemma": gemma,
+            # Gemma 3: sliding layers rotate with rope_local_base_freq, no rope_scaling
+            "inv_freq_local": (1.0 / cfg["rope_local_base_freq"]
+                               ** (np.arange(0, hd, 2, dtype=np.float64) / hd)) if gemma3 else None,
             "embed_scale": scale, "sandwich": gemma2,
             "attn_cap": cfg.get("attn_logit_softcapping") if gemma2 else None,
             "logit_cap": cfg.get("final_logit_softcapping") if gemma2 else None,
@@ -260,10 +277,13 @@ def torch_seq_logits(M, W, tokens, prompt, prefix=None):
     Pkv = 0 if prefix is None else prefix.shape[2]
     h = torch.stack([prompt[-1 - t] if t < 0 else W["model.embed_tokens.weight"][t] for t in tokens])
     h = h * M["embed_scale"]  # Gemma: inputs_embeds (the prompt included) times the normalizer
-    freqs = torch.outer(torch.arange(Pkv, Pkv + T, dtype=torch.float64),
-                        torch.from_numpy(M["inv_freq"]))
-    emb = torch.cat([freqs, freqs], dim=-1)
-    cos, sin = emb.cos(), emb.sin()  # [T, hd]
+    def cos_sin(inv_freq):  # [T, hd] each
+        freqs = torch.outer(torch.arange(Pkv, Pkv + T, dtype=torch.float64),
+                            torch.from_numpy(inv_freq))
+        emb = torch.cat([freqs, freqs], dim=-1)
+        return emb.cos(), emb.sin()
+    rope_global = cos_sin(M["inv_freq"])
+    rope_local = cos_sin(M["inv_freq_local"]) if M["inv_freq_local"] is not None else rope_global
 
     def lin(x, name):
         y = x @ W[name + ".weight"].T
@@ -275,9 +295,10 @@ def torch_seq_logits(M, W, tokens, prompt, prefix=None):
         q = lin(a, p + "self_attn.q_proj").view(T, H, hd).transpose(0, 1)
         k = lin(a, p + "self_attn.k_proj").view(T, Hkv, hd).transpose(0, 1)
         v = lin(a, p + "self_attn.v_proj").view(T, Hkv, hd).transpose(0, 1)
-        if M["qk_norm"]:  # Qwen3: RMSNorm of each head before the rotary embedding
-            q = _rms(q, W[p + "self_attn.q_norm.weight"], eps)
-            k = _rms(k, W[p + "self_attn.k_norm.weight"], eps)
+        if M["qk_norm"]:  # Qwen3, Gemma 3: RMSNorm of each head before the rotary embedding
+            q = _norm(M, q, W[p + "self_attn.q_norm.weight"])
+            k = _norm(M, k, W[p + "self_attn.k_norm.weight"])
+        cos, sin = rope_local if M["windows"][i] is not None else rope_global
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin
         if Pkv:  # the prefix's keys and values, as given (not rotated)
@@ -349,7 +370,9 @@ def numpy_batch_logits(M, batch, prompt, prefix=None):
                     allowed[s, i, j] = dist >= 0 and (window is None or dist < window)
             allowed[s, lens[s]:, 0] = True  # padding rows: finite, never read
         return allowed
-    rot = np.exp(1j * np.outer(np.arange(Pkv, Pkv + Tm), M["inv_freq"]))  # [Tm, hd/2]
+    rot_global = np.exp(1j * np.outer(np.arange(Pkv, Pkv + Tm), M["inv_freq"]))  # [Tm, hd/2]
+    rot_local = (np.exp(1j * np.outer(np.arange(Pkv, Pkv + Tm), M["inv_freq_local"]))
+                 if M["inv_freq_local"] is not None else rot_global)
 
     def rms(z, g):  # Gemma: the stored gain is an offset, added to 1
         return z / np.sqrt(np.mean(z * z, -1, keepdims=True) + eps) * ((1 + g) if M["gemma"] else g)
@@ -358,13 +381,13 @@ def numpy_batch_logits(M, batch, prompt, prefix=None):
         y = np.einsum("sti,oi->sto", z, w[name + ".weight"])
         return y + w[name + ".bias"] if name + ".bias" in w else y
 
-    def rotary(z):  # z [n_seq, Tm, hd]: pairs (j, j + hd/2) as complex numbers
+    def rotary(z, rot):  # z [n_seq, Tm, hd]: pairs (j, j + hd/2) as complex numbers
         c = (z[..., :hd // 2] + 1j * z[..., hd // 2:]) * rot[None]
         return np.concatenate([c.real, c.imag], axis=-1)
 
-    def head_norm(z, g):  # z [n_seq, Tm, hd] / (|z| / sqrt(hd)), with eps
+    def head_norm(z, g):  # z [n_seq, Tm, hd] / (|z| / sqrt(hd)), with eps; Gemma: (1 + g)
         r = np.linalg.norm(z, axis=-1, keepdims=True) / np.sqrt(hd)
-        return z / np.sqrt(r * r + eps) * g
+        return z / np.sqrt(r * r + eps) * ((1 + g) if M["gemma"] else g)
 
     def with_prefix(z, i, kv, g):  # [n_seq, Pkv + Tm, hd]: the prefix's rows of head g first
         if not Pkv:
@@ -386,7 +409,8 @@ def numpy_batch_logits(M, batch, prompt, prefix=None):
             if M["qk_norm"]:
                 qh = head_norm(qh, w[p + "self_attn.q_norm.weight"])
                 kh = head_norm(kh, w[p + "self_attn.k_norm.weight"])
-            qh, kh = rotary(qh), with_prefix(rotary(kh), i, 0, g)
+            rot = rot_local if M["windows"][i] is not None else rot_global
+            qh, kh = rotary(qh, rot), with_prefix(rotary(kh, rot), i, 0, g)
             vh = with_prefix(v[..., g * hd:(g + 1) * hd], i, 1, g)
             raw = np.einsum("sie,sje->sij", qh, kh) * scale
             if M["attn_cap"]:  # cap tanh(x / cap) as cap (1 - 2 / (exp(2x / cap) + 1))
@@ -504,6 +528,22 @@ CASES = [
          dtype="BF16", shards=2, tied=False, qkv_bias=True, o_bias=True, mlp_bias=False,
          theta=10000.0, rope_scaling=None, window=4, attn_cap=2.5, logit_cap=5.0, qpas=256,
          n_prompt=3, n_kv=3, seqs=[("soft_front", 12, "gen"), ("soft_mid_repeat", 10, "gen")]),
+    # Gemma 3: (1 + w) q/k norms, windows of 5 in 2 of every 3 layers rotating with base 100
+    # (rope_local_base_freq), the third with rope_theta 10000 and linear rope_scaling 2; a logit
+    # cap; F32, tied
+    dict(name="gemma3_l3_h4_kv2_d32_hd8_localrope_window5_tied_f32", seed=2515,
+         type="gemma3_text", n_layer=3, H=4, Hkv=2, d=32, hd=8, F=64, vocab_size=60, npos=48,
+         dtype="F32", shards=1, tied=True, qkv_bias=False, o_bias=False, mlp_bias=False,
+         theta=10000.0, rope_scaling={"rope_type": "linear", "factor": 2.0}, window=5, pattern=3,
+         local_theta=100.0, attn_cap=None, logit_cap=4.0, qpas=8, n_prompt=4,
+         seqs=[("soft_front", 16, "gen"), ("soft_mid", 11, "cls")]),
+    # Gemma 3 behind a key/value prefix of 2, window 4, BF16, untied, attention_bias
+    dict(name="gemma3_l2_h2_kv1_d24_hd12_attnbias_kvprefix2_bf16", seed=2616,
+         type="gemma3_text", n_layer=2, H=2, Hkv=1, d=24, hd=12, F=40, vocab_size=50, npos=40,
+         dtype="BF16", shards=1, tied=False, qkv_bias=True, o_bias=True, mlp_bias=False,
+         theta=1000000.0, rope_scaling=None, window=4, pattern=2, local_theta=10000.0,
+         attn_cap=None, logit_cap=None, qpas=256, n_prompt=3, n_kv=2,
+         seqs=[("soft_front", 12, "gen"), ("soft_mid_repeat", 10, "gen")]),
     # Qwen3 with attention_bias (q/k/v and o_proj), behind a key/value prefix of 4, BF16, 3 shards
     dict(name="qwen3_l3_h2_kv1_d32_attnbias_kvprefix4_sharded3_bf16", seed=2010, type="qwen3",
          n_layer=3, H=2, Hkv=1, d=32, hd=16, F=64, vocab_size=72, npos=48, dtype="BF16",

@@ -21,8 +21,9 @@
 
 typedef struct test_model {
     sp_model m;
-    float *mem;   /* one allocation holds every tensor */
-    float *extra; /* the variants' tensors (q/k norm gains), or NULL */
+    float *mem;    /* one allocation holds every tensor */
+    float *extra;  /* the variants' tensors (q/k norm gains), or NULL */
+    float *extra2; /* more of them (Gemma 3), or NULL */
 } test_model;
 
 static float *take(float **cursor, size_t n) {
@@ -154,6 +155,7 @@ static void free_model(test_model *t) {
     free(t->m.layers);
     free(t->mem);
     free(t->extra);
+    free(t->extra2);
 }
 
 /* make_llama's model as Mistral with a sliding window (the family's attention window). */
@@ -345,6 +347,34 @@ static void make_gemma2(test_model *t, int L, int d, int H, int Hkv, int F, int 
         t->m.layers[l].ln_post_ff.w = t->extra + (size_t)l * 2 * d + d;
     }
 }
+
+/* make_gemma2's model as Gemma 3: (1 + w) norms of each q and k head, windows in 2 of every 3
+ * layers, which rotate with a base of their own (rope_local_base_freq 1000, global 10000). */
+static void make_gemma3(test_model *t, int L, int d, int H, int Hkv, int F, uint64_t seed) {
+    make_gemma2(t, L, d, H, Hkv, F, 0, seed);
+    sp_model_config *c = &t->m.cfg;
+    int hd = sp_config_head_dim(c);
+    c->arch = SP_ARCH_GEMMA3, c->window_pattern = 3, c->rope_local_theta = 1000;
+    c->logit_softcap = 0; /* Gemma 3's default */
+    t->extra2 = malloc(((size_t)L * 2 * hd + (size_t)hd / 2) * sizeof *t->extra2);
+    sp_rng r;
+    sp_rng_seed(&r, seed + 300);
+    fill(t->extra2, (size_t)L * 2 * hd, &r, 0, 0.3f);
+    for (int l = 0; l < L; l++) {
+        t->m.layers[l].q_norm.w = t->extra2 + (size_t)l * 2 * hd;
+        t->m.layers[l].k_norm.w = t->extra2 + (size_t)l * 2 * hd + hd;
+    }
+    float *f = t->m.rope_inv_freq_local = t->extra2 + (size_t)L * 2 * hd;
+    for (int i = 0; i < hd / 2; i++) f[i] = (float)pow(1000.0, -2.0 * i / hd);
+}
+
+START_TEST(test_fd_gemma3) {
+    test_model t;
+    make_gemma3(&t, 3, 16, 4, 2, 40, 22);
+    check_model_gradient(&t, 22);
+    free_model(&t);
+}
+END_TEST
 
 START_TEST(test_fd_gemma2) {
     test_model t;
@@ -725,6 +755,9 @@ START_TEST(test_fd_prefix) {
     make_gemma2(&t, 2, 16, 4, 2, 40, 0, 37); /* the prefix of 3 leaves layer 0's window of 4 */
     check_prefix_gradient(&t, 3, 37);
     free_model(&t);
+    make_gemma3(&t, 3, 16, 4, 2, 40, 38);
+    check_prefix_gradient(&t, 3, 38);
+    free_model(&t);
 }
 END_TEST
 
@@ -805,6 +838,9 @@ START_TEST(test_prefix_is_prepended_tokens) {
     free_model(&t);
     make_gemma2(&t, 3, 16, 4, 2, 40, 0, 45); /* windows in layers 0 and 2 only */
     check_prefix_is_prepended_tokens(&t, 45);
+    free_model(&t);
+    make_gemma3(&t, 3, 16, 4, 2, 40, 46); /* local rotary in layers 0 and 1 */
+    check_prefix_is_prepended_tokens(&t, 46);
     free_model(&t);
 }
 END_TEST
@@ -888,6 +924,7 @@ Suite *engine_suite(void) {
     tcase_add_test(tc, test_fd_qwen3_qk_norm);
     tcase_add_test(tc, test_fd_gemma);
     tcase_add_test(tc, test_fd_gemma2);
+    tcase_add_test(tc, test_fd_gemma3);
     tcase_add_test(tc, test_fd_prefix);
     suite_add_tcase(s, tc);
     TCase *inv = tcase_create("invariants");

@@ -506,6 +506,8 @@ START_TEST(real_configs) {
         {"mistral-7b-instruct-v0.2", 7241732096, 0, 128, 0, NULL},
         {"gemma-2b", 2506172416, 0, 256, 1, NULL}, /* head_dim 256, tied; the tanh GELU */
         {"gemma-2-2b", 2614341888, 4096, 256, 1, NULL},
+        {"gemma-3-270m", 268098176, 512, 256, 1, NULL},
+        {"gemma-3-1b", 999885952, 512, 256, 1, NULL},
         {"qwen3-0.6b", 596049920, 0, 128, 1,
          "RMSNorm (eps 1e-06), rotary theta 1e+06, per-head q/k norms, SwiGLU MLP"},
     };
@@ -519,6 +521,10 @@ START_TEST(real_configs) {
         ck_assert_int_eq(c.sliding_window, cases[i].window);
         ck_assert_int_eq(sp_config_head_dim(&c), cases[i].head_dim);
         ck_assert_int_eq(c.tied, cases[i].tied);
+        if (c.arch == SP_ARCH_GEMMA3) /* 5 windowed layers of 6, their own base; no caps */
+            ck_assert(c.window_pattern == 6 && sp_config_layer_window(&c, 4) == 512 &&
+                      sp_config_layer_window(&c, 5) == 0 && c.rope_local_theta == 10000 &&
+                      c.rope_theta == 1e6 && c.attn_softcap == 0 && c.logit_softcap == 0);
         if (c.arch == SP_ARCH_GEMMA2) /* windows in layers 0, 2, ..; caps; 256^-1/2 */
             ck_assert(c.window_pattern == 2 && sp_config_layer_window(&c, 0) == 4096 &&
                       sp_config_layer_window(&c, 1) == 0 && c.attn_softcap == 50.0f &&
@@ -550,6 +556,11 @@ START_TEST(real_configs_refuse_unsupported_options) {
          "unsupported rope_scaling type 'yarn'"},
         {"mistral-7b-v0.1", "sliding_window", "\"4096\"",
          "key 'sliding_window' is a JSON string, expected an integer or null"},
+        {"gemma-3-270m", "use_bidirectional_attention", "true",
+         "use_bidirectional_attention = true is unsupported"},
+        /* layer_types that the pattern does not give */
+        {"gemma-3-270m", "sliding_window_pattern", "3",
+         "layer_types[2] is \"sliding_attention\", expected \"full_attention\""},
         {"gemma-2b", "hidden_activation", "\"gelu\"", "unsupported hidden_activation 'gelu'"},
         {"gemma-2-2b", "layer_types", "[]",
          "key 'layer_types' is not an array of num_hidden_layers"},
