@@ -1,5 +1,5 @@
 /* A frozen Hugging Face causal LM loaded from a model directory: one of the families of sp_arch
- * (GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM).
+ * (GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM, Qwen3ForCausalLM).
  *
  * Files: config.json plus model.safetensors, or model-0000i-of-0000n.safetensors shards listed
  * in model.safetensors.index.json. F32 tensors are used in place inside the read-only mapping
@@ -19,13 +19,18 @@
  * Code that depends on the family switches on this enum without a default, so that -Wswitch
  * (-Wall -Werror) names every place a new family must be handled. */
 typedef enum sp_arch {
-    SP_ARCH_GPT2,  /* GPT2LMHeadModel: LayerNorm, learned positions, fused Conv1D qkv, GELU */
-    SP_ARCH_LLAMA, /* LlamaForCausalLM: RMSNorm, rotary, grouped-query heads, SwiGLU */
-    SP_ARCH_QWEN2, /* Qwen2ForCausalLM: Llama's block with q/k/v biases */
+    SP_ARCH_GPT2,    /* GPT2LMHeadModel: LayerNorm, learned positions, fused Conv1D qkv, GELU */
+    SP_ARCH_LLAMA,   /* LlamaForCausalLM: RMSNorm, rotary, grouped-query heads, SwiGLU */
+    SP_ARCH_QWEN2,   /* Qwen2ForCausalLM: Llama's block with q/k/v biases */
+    SP_ARCH_MISTRAL, /* MistralForCausalLM: Llama's block with a sliding attention window */
+    SP_ARCH_QWEN3,   /* Qwen3ForCausalLM: Llama's block with per-head RMSNorm of q and k */
+    SP_ARCH_GEMMA,   /* GemmaForCausalLM: scaled embeddings, RMSNorm (1 + w), GeGLU */
+    SP_ARCH_GEMMA2,  /* Gemma2ForCausalLM: Gemma with sandwich norms, soft-capping, windows */
+    SP_ARCH_GEMMA3,  /* Gemma3ForCausalLM (gemma3_text): Gemma 2 with q/k norms, local rope */
 } sp_arch;
-#define SP_N_ARCH (SP_ARCH_QWEN2 + 1) /* keep at the last value + 1 */
+#define SP_N_ARCH (SP_ARCH_GEMMA3 + 1) /* keep at the last value + 1 */
 
-/* config.json's model_type of a family ("gpt2", "llama", "qwen2"). */
+/* config.json's model_type of a family ("gpt2", "llama", "qwen2", "mistral", "qwen3"). */
 const char *sp_arch_model_type(sp_arch a);
 
 typedef enum sp_rope_scaling { SP_ROPE_NONE, SP_ROPE_LINEAR, SP_ROPE_LLAMA3 } sp_rope_scaling;
@@ -49,6 +54,17 @@ typedef struct sp_model_config {
     sp_rope_scaling rope_scaling;
     double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_original_ctx; /* original_max_position_embeddings (llama3 scaling) */
+    /* Sliding attention window (Mistral): a key is visible to a query fewer than sliding_window
+     * positions after it; 0 = no window. window_pattern k > 1: only layers l with (l + 1) % k != 0
+     * have it (the others attend to everything); 0 = every layer. sp_config_layer_window. */
+    int sliding_window;
+    int window_pattern;
+    float attn_softcap;  /* scores become cap tanh(scores / cap) (attn_logit_softcapping); 0 none */
+    float logit_softcap; /* the same on the LM head's logits (final_logit_softcapping); 0 none */
+    double query_scale;  /* attention scores' scale (Gemma 2: query_pre_attn_scalar^-1/2);
+                          * 0: 1 / sqrt(head_dim) */
+    double rope_local_theta; /* rotary base of the layers with a window, without rope_scaling
+                              * (Gemma 3: rope_local_base_freq); 0: every layer's is rope_theta */
 } sp_model_config;
 
 static inline int sp_config_kv_heads(const sp_model_config *c) {
@@ -56,6 +72,12 @@ static inline int sp_config_kv_heads(const sp_model_config *c) {
 }
 static inline int sp_config_head_dim(const sp_model_config *c) {
     return c->head_dim > 0 ? c->head_dim : c->d_model / c->n_head;
+}
+/* The attention window of layer l (0: none). */
+static inline int sp_config_layer_window(const sp_model_config *c, int l) {
+    if (c->sliding_window <= 0) return 0;
+    if (c->window_pattern > 1 && (l + 1) % c->window_pattern == 0) return 0;
+    return c->sliding_window;
 }
 
 /* A frozen linear layer y = x W + b over the weight's storage. Call sites pass the whole
@@ -86,13 +108,15 @@ typedef struct sp_normw {
 /* One pre-norm block. Which fields a family uses is in its description (src/model/family.c);
  * the others stay zero. */
 typedef struct sp_layer {
-    sp_normw ln1, ln2; /* before attention, before the MLP */
-    sp_linear qkv;     /* fused q|k|v (GPT-2 c_attn [d, 3d]) */
-    sp_linear q, k, v; /* separate projections (Llama: [H*hd, d], [Hkv*hd, d] x 2) */
-    sp_linear o;       /* attention output: GPT-2 c_proj, Llama o_proj */
-    sp_linear mlp_in;  /* GPT-2 mlp.c_fc; SwiGLU gate_proj */
-    sp_linear mlp_up;  /* SwiGLU up_proj */
-    sp_linear mlp_out; /* GPT-2 mlp.c_proj; SwiGLU down_proj */
+    sp_normw ln1, ln2;                 /* before attention, before the MLP */
+    sp_normw ln_post_attn, ln_post_ff; /* after attention, after the MLP (Gemma 2) */
+    sp_linear qkv;                     /* fused q|k|v (GPT-2 c_attn [d, 3d]) */
+    sp_linear q, k, v;       /* separate projections (Llama: [H*hd, d], [Hkv*hd, d] x 2) */
+    sp_linear o;             /* attention output: GPT-2 c_proj, Llama o_proj */
+    sp_normw q_norm, k_norm; /* per-head norms of q and k, [head_dim] (Qwen3) */
+    sp_linear mlp_in;        /* GPT-2 mlp.c_fc; SwiGLU gate_proj */
+    sp_linear mlp_up;        /* SwiGLU up_proj */
+    sp_linear mlp_out;       /* GPT-2 mlp.c_proj; SwiGLU down_proj */
 } sp_layer;
 
 typedef struct sp_model {
@@ -102,8 +126,11 @@ typedef struct sp_model {
     sp_normw lnf;        /* final norm */
     sp_linear lm_head;   /* [V, d] nn.Linear; .w == wte when tied */
     sp_layer *layers;    /* [n_layer] */
+    float embed_scale;   /* every input row is multiplied by it (Gemma: sqrt(d) rounded to the
+                          * embedding's stored dtype, as transformers' normalizer); 1 otherwise */
     float
         *rope_inv_freq; /* [head_dim / 2] rotary frequencies after rope_scaling (rotary families) */
+    float *rope_inv_freq_local; /* [head_dim / 2] those of windowed layers (rope_local_theta) */
 
     /* Provenance and memory accounting (for `softprompt info` and fingerprints). */
     char *dir;

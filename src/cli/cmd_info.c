@@ -122,6 +122,8 @@ static const char *norm_name(sp__norm_kind k) {
         return "LayerNorm";
     case SP_NORM_RMSNORM:
         return "RMSNorm";
+    case SP_NORM_RMSNORM_PLUS1:
+        return "RMSNorm (1 + w)";
     }
     return "?";
 }
@@ -132,6 +134,8 @@ static const char *mlp_name(sp__mlp_kind k) {
         return "GELU (tanh) MLP";
     case SP_MLP_SWIGLU:
         return "SwiGLU MLP";
+    case SP_MLP_GEGLU:
+        return "GeGLU (tanh) MLP";
     }
     return "?";
 }
@@ -146,6 +150,28 @@ static const char *rope_scaling_name(sp_rope_scaling s) {
         return " (llama3 scaling)";
     }
     return "";
+}
+
+static const char *qk_norm_name(sp__qknorm_kind k) {
+    switch (k) {
+    case SP_QKNORM_NONE:
+        return "";
+    case SP_QKNORM_PER_HEAD:
+        return ", per-head q/k norms";
+    }
+    return "";
+}
+
+/* The attention window: ", sliding window 4096" (every layer) or ", sliding window 512 in 5 of
+ * every 6 layers". */
+static void window_desc(const sp_model_config *c, char *buf, size_t cap) {
+    buf[0] = '\0';
+    if (c->sliding_window <= 0) return;
+    if (c->window_pattern > 1)
+        snprintf(buf, cap, ", sliding window %d in %d of every %d layers", c->sliding_window,
+                 c->window_pattern - 1, c->window_pattern);
+    else
+        snprintf(buf, cap, ", sliding window %d", c->sliding_window);
 }
 
 /* Which biases a block has, from the family's tensor table and the configuration. */
@@ -175,10 +201,22 @@ static void print_block(const sp_model *m) {
         break;
     }
     int qkv, o, mlp;
+    char window[96];
     biases(c, &qkv, &o, &mlp);
-    printf("%-14s%s (eps %g), %s, %s%s%s%s\n", "blocks", norm_name(f->norm), c->ln_eps, pos,
-           mlp_name(f->mlp), qkv ? ", q/k/v biases" : "", o ? ", output projection bias" : "",
-           mlp ? ", MLP biases" : "");
+    window_desc(c, window, sizeof window);
+    if (c->rope_local_theta > 0)
+        printf("%-14swindowed layers rotate with theta %g, the others with %g\n", "local rotary",
+               c->rope_local_theta, c->rope_theta);
+    if (f->block == SP_BLOCK_SANDWICH)
+        printf("%-14snorms before and after attention and the MLP\n", "sandwich");
+    if (c->attn_softcap > 0 || c->logit_softcap > 0)
+        printf("%-14sattention scores %g, logits %g (cap tanh(x / cap))\n", "soft-capping",
+               (double)c->attn_softcap, (double)c->logit_softcap);
+    if (m->embed_scale != 1.0f && m->embed_scale != 0.0f)
+        printf("%-14sinputs (prompt included) x %.9g\n", "embeddings", (double)m->embed_scale);
+    printf("%-14s%s (eps %g), %s%s%s, %s%s%s%s\n", "blocks", norm_name(f->norm), c->ln_eps, pos,
+           qk_norm_name(f->qk_norm), window, mlp_name(f->mlp), qkv ? ", q/k/v biases" : "",
+           o ? ", output projection bias" : "", mlp ? ", MLP biases" : "");
 }
 
 static void print_architecture(const sp_model *m) {

@@ -46,25 +46,47 @@ typedef struct shape {
     sp_arch arch;
     int layers, d, heads, kv_heads, d_ff, vocab, ctx, tied;
     double theta, eps;
+    int head_dim, window; /* 0: d / heads; none */
 } shape;
 
 static const shape SHAPES[] = {
-    {"gpt2", SP_ARCH_GPT2, 12, 768, 12, 12, 3072, 50257, 1024, 1, 0, 1e-5},
-    {"gpt2-medium", SP_ARCH_GPT2, 24, 1024, 16, 16, 4096, 50257, 1024, 1, 0, 1e-5},
-    {"distilgpt2", SP_ARCH_GPT2, 6, 768, 12, 12, 3072, 50257, 1024, 1, 0, 1e-5},
-    {"smollm2-135m", SP_ARCH_LLAMA, 30, 576, 9, 3, 1536, 49152, 8192, 1, 100000, 1e-5},
-    {"smollm2-360m", SP_ARCH_LLAMA, 32, 960, 15, 5, 2560, 49152, 8192, 1, 100000, 1e-5},
-    {"tinyllama-1.1b", SP_ARCH_LLAMA, 22, 2048, 32, 4, 5632, 32000, 2048, 0, 10000, 1e-5},
-    {"qwen2.5-0.5b", SP_ARCH_QWEN2, 24, 896, 14, 2, 4864, 151936, 32768, 1, 1000000, 1e-6},
-    {"llama-3.2-1b", SP_ARCH_LLAMA, 16, 2048, 32, 8, 8192, 128256, 131072, 1, 500000, 1e-5},
+    {"gpt2", SP_ARCH_GPT2, 12, 768, 12, 12, 3072, 50257, 1024, 1, 0, 1e-5, 0, 0},
+    {"gpt2-medium", SP_ARCH_GPT2, 24, 1024, 16, 16, 4096, 50257, 1024, 1, 0, 1e-5, 0, 0},
+    {"distilgpt2", SP_ARCH_GPT2, 6, 768, 12, 12, 3072, 50257, 1024, 1, 0, 1e-5, 0, 0},
+    {"smollm2-135m", SP_ARCH_LLAMA, 30, 576, 9, 3, 1536, 49152, 8192, 1, 100000, 1e-5, 0, 0},
+    {"smollm2-360m", SP_ARCH_LLAMA, 32, 960, 15, 5, 2560, 49152, 8192, 1, 100000, 1e-5, 0, 0},
+    {"tinyllama-1.1b", SP_ARCH_LLAMA, 22, 2048, 32, 4, 5632, 32000, 2048, 0, 10000, 1e-5, 0, 0},
+    {"qwen2.5-0.5b", SP_ARCH_QWEN2, 24, 896, 14, 2, 4864, 151936, 32768, 1, 1000000, 1e-6, 0, 0},
+    {"llama-3.2-1b", SP_ARCH_LLAMA, 16, 2048, 32, 8, 8192, 128256, 131072, 1, 500000, 1e-5, 0, 0},
+    {"mistral-7b-v0.1", SP_ARCH_MISTRAL, 32, 4096, 32, 8, 14336, 32000, 32768, 0, 10000, 1e-5, 0,
+     4096},
+    {"qwen3-0.6b", SP_ARCH_QWEN3, 28, 1024, 16, 8, 3072, 151936, 40960, 1, 1000000, 1e-6, 128, 0},
+    {"gemma-2b", SP_ARCH_GEMMA, 18, 2048, 8, 1, 16384, 256000, 8192, 1, 10000, 1e-6, 256, 0},
+    {"gemma-2-2b", SP_ARCH_GEMMA2, 26, 2304, 8, 4, 9216, 256000, 8192, 1, 10000, 1e-6, 256, 4096},
+    {"gemma-3-270m", SP_ARCH_GEMMA3, 18, 640, 4, 1, 2048, 262144, 32768, 1, 1000000, 1e-6, 256,
+     512},
+    {"gemma-3-1b", SP_ARCH_GEMMA3, 26, 1152, 4, 1, 6912, 262144, 32768, 1, 1000000, 1e-6, 256, 512},
 };
+#define SHAPE_NAMES                                                                                \
+    "gpt2, gpt2-medium, distilgpt2, smollm2-135m, smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, "    \
+    "llama-3.2-1b, mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b, gemma-3-270m or "            \
+    "gemma-3-1b"
 
 /* What a family's config always sets (Qwen2's q/k/v biases). */
 static void family_options(sp_model_config *c) {
     switch (c->arch) {
     case SP_ARCH_GPT2:
     case SP_ARCH_LLAMA:
+    case SP_ARCH_MISTRAL:
+    case SP_ARCH_QWEN3:
+    case SP_ARCH_GEMMA:
         c->qkv_bias = 0;
+        return;
+    case SP_ARCH_GEMMA2: /* Gemma2Config's soft-capping, every other layer windowed */
+        c->qkv_bias = 0, c->attn_softcap = 50, c->logit_softcap = 30, c->window_pattern = 2;
+        return;
+    case SP_ARCH_GEMMA3: /* 5 windowed layers of every 6, their own rotary base */
+        c->qkv_bias = 0, c->window_pattern = 6, c->rope_local_theta = 10000;
         return;
     case SP_ARCH_QWEN2:
         c->qkv_bias = 1;
@@ -84,7 +106,9 @@ static void apply_shape(const shape *s, sp_model_config *c) {
                            .n_ctx = s->ctx,
                            .ln_eps = (float)s->eps,
                            .tied = s->tied,
-                           .rope_theta = s->theta};
+                           .rope_theta = s->theta,
+                           .head_dim = s->head_dim,
+                           .sliding_window = s->window};
     family_options(c);
     if (strcmp(s->name, "llama-3.2-1b") == 0)
         c->rope_scaling = SP_ROPE_LLAMA3, c->rope_factor = 32, c->rope_low_freq_factor = 1,
@@ -97,8 +121,7 @@ static const char *parse_shape(void *args, const char *arg) {
             apply_shape(&SHAPES[i], &((sp_init_options *)args)->cfg);
             return NULL;
         }
-    return "gpt2, gpt2-medium, distilgpt2, smollm2-135m, smollm2-360m, tinyllama-1.1b, "
-           "qwen2.5-0.5b or llama-3.2-1b";
+    return SHAPE_NAMES;
 }
 
 /* --arch on its own: the architecture's conventions on the current dimensions. */
@@ -116,6 +139,21 @@ static const char *parse_arch(void *args, const char *arg) {
     case SP_ARCH_QWEN2:
         c->tied = 0, c->rope_theta = 1000000, c->ln_eps = 1e-6f;
         break;
+    case SP_ARCH_MISTRAL: /* MistralConfig's defaults, sliding_window 4096 among them */
+        c->tied = 0, c->rope_theta = 10000, c->ln_eps = 1e-6f, c->sliding_window = 4096;
+        break;
+    case SP_ARCH_QWEN3:
+        c->tied = 0, c->rope_theta = 10000, c->ln_eps = 1e-6f;
+        break;
+    case SP_ARCH_GEMMA: /* GemmaConfig's defaults but head_dim (256 there: give --head-dim) */
+        c->tied = 1, c->rope_theta = 10000, c->ln_eps = 1e-6f;
+        break;
+    case SP_ARCH_GEMMA2:
+        c->tied = 1, c->rope_theta = 10000, c->ln_eps = 1e-6f, c->sliding_window = 4096;
+        break;
+    case SP_ARCH_GEMMA3:
+        c->tied = 1, c->rope_theta = 1000000, c->ln_eps = 1e-6f, c->sliding_window = 4096;
+        break;
     }
     return NULL;
 }
@@ -123,19 +161,26 @@ static const char *parse_arch(void *args, const char *arg) {
 static const sp__flag FLAGS[] = {
     SP_OPT_CUSTOM("shape", AT(cfg), "NAME", parse_shape,
                   "gpt2, gpt2-medium, distilgpt2, smollm2-135m,\n"
-                  "smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, llama-3.2-1b",
+                  "smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, llama-3.2-1b,\n"
+                  "mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b,\n"
+                  "gemma-3-270m, gemma-3-1b",
                   .order = -2),
     SP_OPT_CUSTOM("arch", AT(cfg.arch), "A", parse_arch,
-                  "gpt2, llama or qwen2 (default gpt2, or the shape's)", .order = -1),
+                  "gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2 or\n"
+                  "gemma3_text (default gpt2, or the shape's)",
+                  .order = -1),
     SP_OPT_INT("layers", AT(cfg.n_layer), "N", 1, 1024, "transformer blocks (default 12)"),
     SP_OPT_INT("d", AT(cfg.d_model), "N", 1, 65536,
                "model width n_embd / hidden_size (default 768)"),
     SP_OPT_INT("heads", AT(cfg.n_head), "N", 1, 65536,
                "attention heads, must divide --d (default 12)"),
     SP_OPT_INT("kv-heads", AT(cfg.n_kv_head), "N", 1, 65536,
-               "key/value heads (llama, qwen2), must divide --heads\n(default --heads)"),
+               "key/value heads (Llama family), must divide --heads\n(default --heads)"),
     SP_OPT_INT("head-dim", AT(cfg.head_dim), "N", 2, 4096,
-               "head width (llama, qwen2; default d / heads)"),
+               "head width (Llama family; default d / heads)"),
+    SP_OPT_INT("sliding-window", AT(cfg.sliding_window), "N", 0, 1 << 24,
+               "attention window (mistral; gemma2: every other layer;\n"
+               "gemma3_text: 5 of 6; 0: none; default 4096)"),
     SP_OPT_INT("d-ff", AT(cfg.d_ff), "N", 1, 1 << 20,
                "MLP width (default 4 x d; llama, qwen2: 8/3 x d rounded\nup to a multiple of 64)"),
     SP_OPT_INT("vocab", AT(cfg.vocab_size), "N", 1, 1 << 24, "vocabulary size (default 50257)"),
@@ -164,9 +209,10 @@ static const sp__flag_spec SPEC = {
     .usage = "usage: softprompt init-model [options] OUT\n",
     .about = "Writes a model directory with random weights in Hugging Face's layout\n"
              "(config.json, model.safetensors or shards + index) for tests and benchmarks:\n"
-             "GPT2LMHeadModel, LlamaForCausalLM or Qwen2ForCausalLM. Defaults are GPT-2\n"
-             "124M's shape; --shape starts from another real model's shape, and the other\n"
-             "options change it.\n",
+             "GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM,\n"
+             "Qwen3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM or Gemma3ForCausalLM.\n"
+             "Defaults are GPT-2 124M's shape; --shape starts from another real model's shape,\n"
+             "and the other options change it.\n",
     .flags = FLAGS,
     .positional = "OUT",
     .min_positional = 1,
@@ -184,6 +230,7 @@ static int default_d_ff(const sp__family *f, int d) {
     case SP_MLP_GELU:
         return 4 * d;
     case SP_MLP_SWIGLU:
+    case SP_MLP_GEGLU:
         return (8 * d / 3 + 63) / 64 * 64;
     }
     return 4 * d;
@@ -207,6 +254,12 @@ static int parse_args(int argc, char **argv, sp_init_options *o, const char **ou
         snprintf(v, sizeof v, "%d", o->cfg.n_head);
         snprintf(expected, sizeof expected, "a divisor of --d %d", o->cfg.d_model);
         return sp__flag_bad(CMD, "--heads", v, expected);
+    }
+    if (o->cfg.sliding_window && !f->window_key) {
+        char v[32], expected[64];
+        snprintf(v, sizeof v, "%d", o->cfg.sliding_window);
+        snprintf(expected, sizeof expected, "0: %s has no sliding window", f->model_type);
+        return sp__flag_bad(CMD, "--sliding-window", v, expected);
     }
     if (!sp__flags_given(argc, argv, "d-ff") && !sp__flags_given(argc, argv, "shape"))
         o->cfg.d_ff = default_d_ff(f, o->cfg.d_model);

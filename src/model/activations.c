@@ -29,6 +29,27 @@ void sp__gelu_backward(float *dx, const float *dout, const float *restrict x,
     }
 }
 
+void sp__geglu_forward(float *restrict act, float *restrict t, const float *restrict gate,
+                       const float *restrict up, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = gate[i];
+        float th = tanhf(GELU_SCALE * (v + GELU_CUBIC * v * v * v));
+        t[i] = th;
+        act[i] = 0.5f * v * (1.0f + th) * up[i];
+    }
+}
+
+void sp__geglu_backward(float *dgate, float *restrict dup, const float *dact,
+                        const float *restrict gate, const float *restrict t,
+                        const float *restrict up, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = gate[i], th = t[i], da = dact[i];
+        float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBIC * v * v);
+        dup[i] = da * 0.5f * v * (1.0f + th);
+        dgate[i] = da * up[i] * (0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * du);
+    }
+}
+
 void sp__exp_shift(float *restrict row, int n, float shift) {
     for (int j = 0; j < n; j++) row[j] = expf(row[j] - shift);
 }

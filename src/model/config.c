@@ -1,7 +1,7 @@
 /* Hugging Face config.json for the supported families (model/family.c maps model_type to
- * sp_arch): GPT-2 ("gpt2") and the Llama family ("llama", "qwen2"). Every key the engine depends
- * on is checked, with messages that say what to fix; keys with values the engine does not
- * implement are refused rather than ignored. */
+ * sp_arch): GPT-2 ("gpt2") and the Llama family ("llama", "qwen2", "mistral", "qwen3"). Every key
+ * the engine depends on is checked, with messages that say what to fix; keys with values the engine
+ * does not implement are refused rather than ignored. */
 #include "model/config.h"
 
 #include <errno.h>
@@ -172,11 +172,10 @@ static int parse_rope_scaling(sp_model_config *c, const reader *r) {
     return 0;
 }
 
-/* Keys of LlamaConfig that Qwen2Config shares. */
-static int parse_llama(sp_model_config *c, const reader *r) {
+/* Keys of LlamaConfig that the families built on it share, the activation aside. */
+static int parse_llama_shape(sp_model_config *c, const reader *r) {
     double eps = 1e-6, theta = 10000;
-    if (check_string(r, "hidden_act", "silu") ||
-        get_int(r, "num_hidden_layers", 1, 0, 1, 1024, &c->n_layer) ||
+    if (get_int(r, "num_hidden_layers", 1, 0, 1, 1024, &c->n_layer) ||
         get_int(r, "hidden_size", 1, 0, 1, 65536, &c->d_model) ||
         get_int(r, "intermediate_size", 1, 0, 1, 1 << 20, &c->d_ff) ||
         get_int(r, "num_attention_heads", 1, 0, 1, 65536, &c->n_head) ||
@@ -189,10 +188,10 @@ static int parse_llama(sp_model_config *c, const reader *r) {
         return sp_fail(r->err,
                        "%s: num_attention_heads = %d is not a multiple of num_key_value_heads = %d",
                        r->path, c->n_head, c->n_kv_head);
-    if (c->d_model % c->n_head != 0 && !json_object_get(r->root, "head_dim"))
+    if (c->d_model % c->n_head != 0 && !json_object_get(r->root, "head_dim") && !c->head_dim)
         return sp_fail(r->err, "%s: hidden_size = %d is not divisible by num_attention_heads = %d",
                        r->path, c->d_model, c->n_head);
-    c->head_dim = c->d_model / c->n_head;
+    if (!c->head_dim) c->head_dim = c->d_model / c->n_head; /* a family's default comes first */
     if (get_int(r, "head_dim", 0, 1, 2, 4096, &c->head_dim)) return -1;
     if (c->head_dim % 2 != 0)
         return sp_fail(r->err, "%s: head_dim %d is odd; rotary embeddings need an even one",
@@ -204,6 +203,85 @@ static int parse_llama(sp_model_config *c, const reader *r) {
         return -1;
     c->ln_eps = (float)eps;
     c->rope_theta = theta;
+    return 0;
+}
+
+/* LlamaConfig's keys with SiLU. */
+static int parse_llama(sp_model_config *c, const reader *r) {
+    return check_string(r, "hidden_act", "silu") || parse_llama_shape(c, r) ? -1 : 0;
+}
+
+/* GemmaConfig: the MLP's activation is hidden_activation, and the tanh GELU when that is absent
+ * (transformers ignores hidden_act then: Gemma's original configs say "gelu" and mean the tanh
+ * approximation, its PR 29402); head_dim defaults to 256; the head is tied unless
+ * tie_word_embeddings is false; attention_bias gives q/k/v and o_proj biases. */
+static int parse_gemma(sp_model_config *c, const reader *r) {
+    json_t *act = json_object_get(r->root, "hidden_activation");
+    if (act && !json_is_null(act) ? check_string(r, "hidden_activation", "gelu_pytorch_tanh")
+                                  : check_string(r, "hidden_act", "gelu|gelu_pytorch_tanh"))
+        return -1;
+    if (!json_object_get(r->root, "head_dim")) c->head_dim = 256;
+    if (parse_llama_shape(c, r)) return -1;
+    int attention_bias = 0;
+    c->tied = 1;
+    if (get_bool(r, "attention_bias", &attention_bias) ||
+        get_bool(r, "tie_word_embeddings", &c->tied))
+        return -1;
+    c->qkv_bias = c->o_bias = attention_bias;
+    return 0;
+}
+
+/* A number key in (lo, hi) or null (then *out = 0); absent leaves *out unchanged. */
+static int get_num_or_null(const reader *r, const char *key, double lo, double hi, double *out) {
+    json_t *v = json_object_get(r->root, key);
+    if (v && json_is_null(v)) {
+        *out = 0;
+        return 0;
+    }
+    return get_num(r, r->root, key, lo, hi, out);
+}
+
+static int check_layer_types(const sp_model_config *c, const reader *r);
+
+/* Gemma2Config on top of Gemma's keys (its defaults when absent, as transformers has them):
+ * sliding_window (4096) in every other layer from the first, attn_logit_softcapping (50) and
+ * final_logit_softcapping (30), null for none, and query_pre_attn_scalar (256), whose inverse
+ * square root scales the scores. */
+static int parse_gemma2(sp_model_config *c, const reader *r) {
+    double attn_cap = 50, logit_cap = 30, qpas = 256;
+    c->sliding_window = 4096, c->window_pattern = 2;
+    if (parse_gemma(c, r) ||
+        get_int(r, sp__family_of(c->arch)->window_key, 0, 1, 1, 1 << 24, &c->sliding_window) ||
+        get_num_or_null(r, "attn_logit_softcapping", 0, 1e6, &attn_cap) ||
+        get_num_or_null(r, "final_logit_softcapping", 0, 1e6, &logit_cap) ||
+        get_num(r, r->root, "query_pre_attn_scalar", 0, 1e9, &qpas) || check_layer_types(c, r))
+        return -1;
+    if (json_is_null(json_object_get(r->root, "sliding_window"))) c->sliding_window = 0;
+    c->attn_softcap = (float)attn_cap, c->logit_softcap = (float)logit_cap;
+    c->query_scale = 1.0 / sqrt(qpas);
+    return 0;
+}
+
+/* Gemma3TextConfig on top of Gemma's keys (transformers' defaults when absent): sliding_window
+ * (4096) in every layer but each sliding_window_pattern-th (6), rope_local_base_freq (10000) for
+ * those, rope_theta (1e6) and rope_scaling for the others, query_pre_attn_scalar (256), soft-
+ * capping (none by default). */
+static int parse_gemma3(sp_model_config *c, const reader *r) {
+    double attn_cap = 0, logit_cap = 0, qpas = 256, local = 10000;
+    c->sliding_window = 4096, c->window_pattern = 6;
+    if (parse_gemma(c, r) ||
+        get_int(r, sp__family_of(c->arch)->window_key, 0, 1, 1, 1 << 24, &c->sliding_window) ||
+        get_int(r, "sliding_window_pattern", 0, 0, 1, 1 << 20, &c->window_pattern) ||
+        get_num_or_null(r, "attn_logit_softcapping", 0, 1e6, &attn_cap) ||
+        get_num_or_null(r, "final_logit_softcapping", 0, 1e6, &logit_cap) ||
+        get_num(r, r->root, "query_pre_attn_scalar", 0, 1e9, &qpas) ||
+        get_num(r, r->root, "rope_local_base_freq", 0, 1e12, &local) || check_layer_types(c, r) ||
+        check_bool(r, "use_bidirectional_attention", 0))
+        return -1;
+    if (json_is_null(json_object_get(r->root, "sliding_window"))) c->sliding_window = 0;
+    if (!json_object_get(r->root, "rope_theta")) c->rope_theta = 1000000;
+    c->attn_softcap = (float)attn_cap, c->logit_softcap = (float)logit_cap;
+    c->query_scale = 1.0 / sqrt(qpas), c->rope_local_theta = local;
     return 0;
 }
 
@@ -222,6 +300,45 @@ static int parse_qwen2_options(sp_model_config *c, const reader *r) {
     return check_bool(r, "use_sliding_window", 0);
 }
 
+/* MistralConfig's sliding_window: an integer, or null for none. */
+static int parse_mistral_options(sp_model_config *c, const reader *r) {
+    c->sliding_window = 0;
+    return get_int(r, sp__family_of(c->arch)->window_key, 0, 1, 1, 1 << 24, &c->sliding_window);
+}
+
+/* layer_types (newer configs): every entry must be "full_attention" where no layer has a window
+ * and say which do otherwise, as window_pattern implies. */
+static int check_layer_types(const sp_model_config *c, const reader *r) {
+    json_t *v = json_object_get(r->root, "layer_types");
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_array(v) || json_array_size(v) != (size_t)c->n_layer)
+        return sp_fail(r->err,
+                       "%s: key 'layer_types' is not an array of num_hidden_layers = %d "
+                       "strings",
+                       r->path, c->n_layer);
+    for (int l = 0; l < c->n_layer; l++) {
+        const char *t = json_string_value(json_array_get(v, (size_t)l));
+        const char *want = sp_config_layer_window(c, l) ? "sliding_attention" : "full_attention";
+        if (!t || strcmp(t, want) != 0)
+            return sp_fail(r->err,
+                           "%s: layer_types[%d] is %s%s%s, expected \"%s\" (per-layer attention "
+                           "types other than this family's pattern are unsupported)",
+                           r->path, l, t ? "\"" : "not a string", t ? t : "", t ? "\"" : "", want);
+    }
+    return 0;
+}
+
+/* Qwen3Config: attention_bias (q/k/v and o_proj), no MLP biases; its sliding window is not
+ * implemented. */
+static int parse_qwen3_options(sp_model_config *c, const reader *r) {
+    int attention_bias = 0;
+    if (get_bool(r, "attention_bias", &attention_bias) || check_bool(r, "use_sliding_window", 0) ||
+        check_layer_types(c, r))
+        return -1;
+    c->qkv_bias = c->o_bias = attention_bias;
+    return 0;
+}
+
 #define LLAMA_NEEDS                                                                                \
     "Llama-family configs need num_hidden_layers, hidden_size, intermediate_size, "                \
     "num_attention_heads, vocab_size, max_position_embeddings"
@@ -238,6 +355,21 @@ static int parse_family(sp_model_config *c, reader *r) {
     case SP_ARCH_QWEN2:
         r->needs = LLAMA_NEEDS;
         return parse_llama(c, r) || parse_qwen2_options(c, r) ? -1 : 0;
+    case SP_ARCH_MISTRAL:
+        r->needs = LLAMA_NEEDS;
+        return parse_llama(c, r) || parse_mistral_options(c, r) || check_layer_types(c, r) ? -1 : 0;
+    case SP_ARCH_QWEN3:
+        r->needs = LLAMA_NEEDS;
+        return parse_llama(c, r) || parse_qwen3_options(c, r) ? -1 : 0;
+    case SP_ARCH_GEMMA:
+        r->needs = LLAMA_NEEDS;
+        return parse_gemma(c, r);
+    case SP_ARCH_GEMMA2:
+        r->needs = LLAMA_NEEDS;
+        return parse_gemma2(c, r);
+    case SP_ARCH_GEMMA3:
+        r->needs = LLAMA_NEEDS;
+        return parse_gemma3(c, r);
     }
     return -1;
 }

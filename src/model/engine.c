@@ -112,11 +112,10 @@ int sp_engine_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass
 
 /* ---- the steps of a block, one kind of the family each ----------------------------------- */
 
-/* out[n, d] = norm(x) with gain and bias p; the statistics backward needs go to mean (LayerNorm
- * only) and rstd [n]. */
-static void norm_forward(const sp_worker *w, float *out, float *mean, float *rstd, const float *x,
-                         const sp_normw *p, int n) {
-    int d = w->z.d;
+/* out[n, d] = norm(x) over rows of d with gain and bias p; the statistics backward needs go to
+ * mean (LayerNorm only) and rstd [n]. */
+static void norm_rows_forward(const sp_worker *w, float *out, float *mean, float *rstd,
+                              const float *x, const sp_normw *p, int n, int d) {
     float eps = w->m->cfg.ln_eps;
     switch (w->f->norm) {
     case SP_NORM_LAYERNORM:
@@ -125,13 +124,16 @@ static void norm_forward(const sp_worker *w, float *out, float *mean, float *rst
     case SP_NORM_RMSNORM:
         sp__rmsnorm_forward(out, rstd, x, p->w, n, d, eps);
         return;
+    case SP_NORM_RMSNORM_PLUS1:
+        sp__rmsnorm1p_forward(out, rstd, x, p->w, n, d, eps);
+        return;
     }
 }
 
 /* dx[n, d] += the norm's gradient with respect to its input x, given dout [n, d]. */
-static void norm_backward(const sp_worker *w, float *dx, const float *dout, const float *x,
-                          const float *mean, const float *rstd, const sp_normw *p, int n) {
-    int d = w->z.d;
+static void norm_rows_backward(const sp_worker *w, float *dx, const float *dout, const float *x,
+                               const float *mean, const float *rstd, const sp_normw *p, int n,
+                               int d) {
     switch (w->f->norm) {
     case SP_NORM_LAYERNORM:
         sp__layernorm_backward(dx, dout, x, mean, rstd, p->w, n, d);
@@ -139,7 +141,21 @@ static void norm_backward(const sp_worker *w, float *dx, const float *dout, cons
     case SP_NORM_RMSNORM:
         sp__rmsnorm_backward(dx, dout, x, rstd, p->w, n, d);
         return;
+    case SP_NORM_RMSNORM_PLUS1:
+        sp__rmsnorm1p_backward(dx, dout, x, rstd, p->w, n, d);
+        return;
     }
+}
+
+/* The norms of the residual stream: rows of d. */
+static void norm_forward(const sp_worker *w, float *out, float *mean, float *rstd, const float *x,
+                         const sp_normw *p, int n) {
+    norm_rows_forward(w, out, mean, rstd, x, p, n, w->z.d);
+}
+
+static void norm_backward(const sp_worker *w, float *dx, const float *dout, const float *x,
+                          const float *mean, const float *rstd, const sp_normw *p, int n) {
+    norm_rows_backward(w, dx, dout, x, mean, rstd, p, n, w->z.d);
 }
 
 /* cos, sin [n_pos, hd / 2] of position t times each rotary frequency, the angle rounded to float
@@ -161,16 +177,23 @@ static void positions_prepare(const sp_worker *w) {
     case SP_POS_ROTARY:
         rope_tables(w->s.rope_cos, w->s.rope_sin, w->m->rope_inv_freq, w->z.n_past + w->z.max_len,
                     w->z.hs.hd / 2);
+        if (w->z.local_rope)
+            rope_tables(w->s.rope_cos_local, w->s.rope_sin_local, w->m->rope_inv_freq_local,
+                        w->z.n_past + w->z.max_len, w->z.hs.hd / 2);
         return;
     }
 }
 
 /* q and k of qkv [N, Wq] take their positions, n_past + the position within the sequence
- * (rotary: rotated in place; inverse: the transpose, which maps gradients of the rotated values
- * to the inputs'). */
-static void positions_qk(const sp_worker *w, float *qkv, const sp_batch *b, int inverse) {
+ * (rotary: rotated in place, with the windowed layers' tables when local and there are such;
+ * inverse: the transpose, which maps gradients of the rotated values to the inputs'). */
+static void positions_qk(const sp_worker *w, float *qkv, const sp_batch *b, int inverse,
+                         int local) {
     const sp__dims *z = &w->z;
     size_t first = (size_t)z->n_past * (size_t)(z->hs.hd / 2); /* the tables' row of position 0 */
+    int own = local && z->local_rope;
+    const float *cos_t = own ? w->s.rope_cos_local : w->s.rope_cos;
+    const float *sin_t = own ? w->s.rope_sin_local : w->s.rope_sin;
     switch (w->f->pos) {
     case SP_POS_LEARNED: /* added to the input embedding instead */
         return;
@@ -179,15 +202,62 @@ static void positions_qk(const sp_worker *w, float *qkv, const sp_batch *b, int 
             size_t start = (size_t)b->seq_start[s];
             int len = b->seq_start[s + 1] - b->seq_start[s];
             sp__rope_rotate(qkv + start * z->wq, z->wq, len, z->hs.n_head + z->hs.n_kv_head,
-                            z->hs.hd, w->s.rope_cos + first, w->s.rope_sin + first, inverse);
+                            z->hs.hd, cos_t + first, sin_t + first, inverse);
         }
         return;
     }
 }
 
-/* qkv [N, Wq] = ln1 [N, d] . W_qkv + b, then q and k take their positions. */
-static void qkv_forward(const sp_worker *w, const sp_layer *p, float *qkv, const float *ln1,
-                        const sp_batch *b) {
+/* The norm of each q and k head of qkv [N, Wq] in place (the family's norm over hd columns, gains
+ * q_norm and k_norm), saving the heads before it (qk_raw) and their statistics. */
+static void qk_norm_forward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a,
+                            float *qkv) {
+    const sp__dims *z = &w->z;
+    int H = z->hs.n_head, Hkv = z->hs.n_kv_head, hd = z->hs.hd, nh = H + Hkv;
+    size_t qk = (size_t)nh * hd;
+    switch (w->f->qk_norm) {
+    case SP_QKNORM_NONE:
+        return;
+    case SP_QKNORM_PER_HEAD:
+        for (size_t t = 0; t < z->N; t++) {
+            float *row = qkv + t * z->wq, *raw = a->qk_raw + t * qk;
+            float *mean = a->qk_mean + t * nh, *rstd = a->qk_rstd + t * nh;
+            memcpy(raw, row, qk * sizeof *raw);
+            norm_rows_forward(w, row, mean, rstd, raw, &p->q_norm, H, hd);
+            norm_rows_forward(w, row + z->qd, mean + H, rstd + H, raw + z->qd, &p->k_norm, Hkv, hd);
+        }
+        return;
+    }
+}
+
+/* The q and k columns of dqkv [N, Wq], gradients of the normed heads, become those of the heads
+ * before the norm (scratch: dqk [N, (H + Hkv) hd]). */
+static void qk_norm_backward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a,
+                             float *dqkv) {
+    const sp__dims *z = &w->z;
+    int H = z->hs.n_head, Hkv = z->hs.n_kv_head, hd = z->hs.hd, nh = H + Hkv;
+    size_t qk = (size_t)nh * hd;
+    switch (w->f->qk_norm) {
+    case SP_QKNORM_NONE:
+        return;
+    case SP_QKNORM_PER_HEAD:
+        for (size_t t = 0; t < z->N; t++) {
+            float *row = dqkv + t * z->wq, *dn = w->s.dqk + t * qk;
+            const float *raw = a->qk_raw + t * qk;
+            const float *mean = a->qk_mean + t * nh, *rstd = a->qk_rstd + t * nh;
+            memcpy(dn, row, qk * sizeof *dn);
+            memset(row, 0, qk * sizeof *row);
+            norm_rows_backward(w, row, dn, raw, mean, rstd, &p->q_norm, H, hd);
+            norm_rows_backward(w, row + z->qd, dn + z->qd, raw + z->qd, mean + H, rstd + H,
+                               &p->k_norm, Hkv, hd);
+        }
+        return;
+    }
+}
+
+/* qkv [N, Wq] = ln1 [N, d] . W_qkv + b, then q and k take their norms (if any) and positions. */
+static void qkv_forward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a, float *qkv,
+                        const float *ln1, const sp_batch *b, int local) {
     const sp__dims *z = &w->z;
     int n = (int)z->N;
     switch (w->f->qkv) {
@@ -200,15 +270,18 @@ static void qkv_forward(const sp_worker *w, const sp_layer *p, float *qkv, const
         sp__linear_fwd(qkv + z->qd + z->kvd, z->wq, ln1, z->d, &p->v, n);
         break;
     }
-    positions_qk(w, qkv, b, 0);
+    qk_norm_forward(w, p, a, qkv);
+    positions_qk(w, qkv, b, 0, local);
 }
 
-/* dln1 [N, d] = dqkv [N, Wq] . W_qkv^T, the positions of dq and dk undone first (in place). */
-static void qkv_backward(const sp_worker *w, const sp_layer *p, float *dln1, float *dqkv,
-                         const sp_batch *b) {
+/* dln1 [N, d] = dqkv [N, Wq] . W_qkv^T, the positions and norms of dq and dk undone first (in
+ * place). */
+static void qkv_backward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a,
+                         float *dln1, float *dqkv, const sp_batch *b, int local) {
     const sp__dims *z = &w->z;
     int n = (int)z->N;
-    positions_qk(w, dqkv, b, 1);
+    positions_qk(w, dqkv, b, 1, local);
+    qk_norm_backward(w, p, a, dqkv);
     switch (w->f->qkv) {
     case SP_QKV_FUSED:
         sp__linear_bwd(dln1, z->d, dqkv, z->wq, &p->qkv, n, 0);
@@ -221,18 +294,23 @@ static void qkv_backward(const sp_worker *w, const sp_layer *p, float *dln1, flo
     }
 }
 
-/* One layer's key/value prefix (kv.n == 0: none) and where its gradient goes: sequence s's at
+/* What one layer's attention reads beyond qkv: its heads (with the layer's window, if any), its
+ * key/value prefix (kv.n == 0: none) and where the prefix's gradient goes: sequence s's at
  * dk + s * seq_stride (seq_stride 0: all sequences add to the same). */
 typedef struct layer_prefix {
+    sp__heads hs;
     sp__kv_past kv;
     float *dk, *dv; /* NULL: no gradient */
     size_t seq_stride;
 } layer_prefix;
 
-/* Layer l's slices of the pass's prefix [L, 2, P, kv_dim] and of its gradient. */
+/* Layer l's heads and slices of the pass's prefix [L, 2, P, kv_dim] and of its gradient. */
 static layer_prefix prefix_of(const sp_worker *w, const sp_pass *pass, int l) {
     size_t P = (size_t)pass->n_kv_prefix, kvd = (size_t)w->z.kvd, at = (size_t)l * 2 * P * kvd;
-    layer_prefix r = {{NULL, NULL, 0, w->z.kvd}, NULL, NULL, 0};
+    const sp_model_config *c = &w->m->cfg;
+    layer_prefix r = {w->z.hs, {NULL, NULL, 0, w->z.kvd}, NULL, NULL, 0};
+    r.hs.window = sp_config_layer_window(c, l);
+    r.hs.softcap = c->attn_softcap, r.hs.scale = (float)c->query_scale;
     if (P == 0) return r;
     r.kv = (sp__kv_past){pass->kv_prefix + at, pass->kv_prefix + at + P * kvd, (int)P, (int)kvd};
     if (pass->kv_prefix_grad) {
@@ -252,7 +330,7 @@ static void attention_forward(const sp_worker *w, float *atty, float *lse, const
         size_t start = (size_t)b->seq_start[s];
         int len = b->seq_start[s + 1] - b->seq_start[s];
         sp__attention_forward(atty + start * z->qd, lse + start * H, w->s.att, qkv + start * z->wq,
-                              len, &z->hs, pre->kv.n ? &pre->kv : NULL);
+                              len, &pre->hs, pre->kv.n ? &pre->kv : NULL);
     }
 }
 
@@ -270,7 +348,7 @@ static void attention_backward(const sp_worker *w, float *dqkv, const float *dat
         if (pre->dk) g.dk = pre->dk + at, g.dv = pre->dv + at;
         sp__attention_backward(dqkv + start * z->wq, pre->dk ? &g : NULL, w->s.att,
                                datty + start * z->qd, a->atty + start * z->qd, a->lse + start * H,
-                               a->qkv + start * z->wq, len, &z->hs, pre->kv.n ? &pre->kv : NULL);
+                               a->qkv + start * z->wq, len, &pre->hs, pre->kv.n ? &pre->kv : NULL);
     }
 }
 
@@ -290,6 +368,11 @@ static void mlp_act_forward(const sp_worker *w, const sp_layer *p, const sp__lay
         sp__linear_fwd(a->up, z->F, a->ln2, z->d, &p->mlp_up, n);
         sp__swiglu_forward(act, a->fc_aux, a->fc, a->up, nf); /* sigmoid(gate) saved */
         return;
+    case SP_MLP_GEGLU:
+        sp__linear_fwd(a->fc, z->F, a->ln2, z->d, &p->mlp_in, n); /* gate */
+        sp__linear_fwd(a->up, z->F, a->ln2, z->d, &p->mlp_up, n);
+        sp__geglu_forward(act, a->fc_aux, a->fc, a->up, nf); /* tanh inside gelu(gate) saved */
+        return;
     }
 }
 
@@ -306,6 +389,11 @@ static void mlp_act_backward(const sp_worker *w, const sp_layer *p, const sp__la
         return;
     case SP_MLP_SWIGLU:
         sp__swiglu_backward(dact, dup, dact, a->fc, a->fc_aux, a->up, nf);
+        sp__linear_bwd(dln2, z->d, dact, z->F, &p->mlp_in, n, 0);
+        sp__linear_bwd(dln2, z->d, dup, z->F, &p->mlp_up, n, 1);
+        return;
+    case SP_MLP_GEGLU:
+        sp__geglu_backward(dact, dup, dact, a->fc, a->fc_aux, a->up, nf);
         sp__linear_bwd(dln2, z->d, dact, z->F, &p->mlp_in, n, 0);
         sp__linear_bwd(dln2, z->d, dup, z->F, &p->mlp_up, n, 1);
         return;
@@ -350,6 +438,13 @@ static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, cons
             memcpy(x0 + t * d, e, d * sizeof(float));
         }
     }
+    switch (w->f->embed) {
+    case SP_EMBED_PLAIN:
+        break;
+    case SP_EMBED_SQRT_D: /* every row, the prompt's too (transformers scales inputs_embeds) */
+        for (size_t i = 0; i < w->z.N * d; i++) x0[i] *= m->embed_scale;
+        break;
+    }
     switch (w->f->pos) {
     case SP_POS_LEARNED:
         for (int s = 0; s < b->n_seq; s++)
@@ -369,18 +464,67 @@ static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, cons
 static void embed_backward(const sp_worker *w, const float *dx0, const sp_batch *b,
                            const sp_pass *pass) {
     size_t d = (size_t)w->z.d, per_seq = (size_t)pass->n_prompt * d;
+    float scale = 1.0f;
+    switch (w->f->embed) {
+    case SP_EMBED_PLAIN:
+        break;
+    case SP_EMBED_SQRT_D:
+        scale = w->m->embed_scale;
+        break;
+    }
     for (int s = 0; s < b->n_seq; s++) {
         float *g = pass->grad + (pass->per_sequence_grad ? (size_t)s * per_seq : 0);
         for (int t = b->seq_start[s]; t < b->seq_start[s + 1]; t++) {
             if (!SP_IS_SOFT(b->tokens[t])) continue;
             float *gk = g + (size_t)SP_SOFT_INDEX(b->tokens[t]) * d;
             const float *dxt = dx0 + (size_t)t * d;
-            for (size_t j = 0; j < d; j++) gk[j] += dxt[j];
+            if (scale == 1.0f)
+                for (size_t j = 0; j < d; j++) gk[j] += dxt[j];
+            else
+                for (size_t j = 0; j < d; j++) gk[j] += scale * dxt[j];
         }
     }
 }
 
 /* ---- one block ----------------------------------------------------------------------------- */
+
+/* y[n, width] = residual + x (row stride width each). */
+static void add_rows(float *y, const float *residual, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = residual[i] + x[i];
+}
+
+/* y [n, d] = residual + f W (+ b), through the post-norm of a sandwich block (saving f W in
+ * saved and its statistics): the output projection of attention and of the MLP. */
+static void project_residual(const sp_worker *w, float *y, const float *residual, const float *f,
+                             int ldf, const sp_linear *W, const sp_normw *post, float *saved,
+                             float *mean, float *rstd, int n) {
+    switch (w->f->block) {
+    case SP_BLOCK_PRE_NORM:
+        sp__linear_fwd_residual(y, residual, f, ldf, W, n);
+        return;
+    case SP_BLOCK_SANDWICH:
+        sp__linear_fwd(saved, w->z.d, f, ldf, W, n);
+        norm_forward(w, w->s.post, mean, rstd, saved, post, n);
+        add_rows(y, residual, w->s.post, (size_t)n * w->z.d);
+        return;
+    }
+}
+
+/* The gradient reaching f W's output from dy [n, d], the gradient of y: dy itself, or through the
+ * post-norm (into dpost). */
+static const float *project_residual_backward(const sp_worker *w, const float *dy,
+                                              const sp_normw *post, const float *saved,
+                                              const float *mean, const float *rstd, int n) {
+    switch (w->f->block) {
+    case SP_BLOCK_PRE_NORM:
+        return dy;
+    case SP_BLOCK_SANDWICH:
+        memset(w->s.dpost, 0, (size_t)n * w->z.d * sizeof(float));
+        norm_backward(w, w->s.dpost, dy, saved, mean, rstd, post, n);
+        return w->s.dpost;
+    }
+    return dy;
+}
 
 /* x_next = xmid + mlp(norm2(xmid)),  xmid = x + attention(qkv(norm1(x))) W_o.
  * Keys and values need every row, but in the top block only the target rows reach the loss
@@ -392,7 +536,7 @@ static void block_forward(const sp_worker *w, const sp_layer *p, const sp__layer
     const sp__scratch *s = &w->s;
     int n = (int)z->N;
     norm_forward(w, a->ln1, a->ln1_mean, a->ln1_rstd, a->x, &p->ln1, n); /* ln1 = norm1(x) */
-    qkv_forward(w, p, a->qkv, a->ln1, b);                                /* with positions */
+    qkv_forward(w, p, a, a->qkv, a->ln1, b, pre->hs.window > 0);         /* with positions */
     attention_forward(w, a->atty, a->lse, a->qkv, pre, b); /* behind the layer's prefix */
     const float *x = a->x, *atty = a->atty;
     if (top) {
@@ -400,10 +544,13 @@ static void block_forward(const sp_worker *w, const sp_layer *p, const sp__layer
         gather_targets(s->top_atty, a->atty, b, (size_t)z->qd);
         x = s->top_x, atty = s->top_atty, n = b->n_targets;
     }
-    sp__linear_fwd_residual(a->xmid, x, atty, z->qd, &p->o, n); /* xmid = x + atty W_o */
+    /* xmid = x + atty W_o (sandwich: x + norm(atty W_o)) */
+    project_residual(w, a->xmid, x, atty, z->qd, &p->o, &p->ln_post_attn, a->ao, a->ao_mean,
+                     a->ao_rstd, n);
     norm_forward(w, a->ln2, a->ln2_mean, a->ln2_rstd, a->xmid, &p->ln2, n);
     mlp_act_forward(w, p, a, s->mlp_act, n);
-    sp__linear_fwd_residual(a->x_next, a->xmid, s->mlp_act, z->F, &p->mlp_out, n);
+    project_residual(w, a->x_next, a->xmid, s->mlp_act, z->F, &p->mlp_out, &p->ln_post_ff, a->mo,
+                     a->mo_mean, a->mo_rstd, n);
 }
 
 /* On entry the gradient of the loss with respect to x_next: in dx (every row), or for the top
@@ -417,18 +564,21 @@ static void block_backward(const sp_worker *w, const sp_layer *p, const sp__laye
     float *dy = top ? s->top_dx : s->dx; /* dL/dx_next, then dL/dxmid (in place) */
     float *datty = top ? s->top_datty : s->datty;
     /* x_next = xmid + act W_out,  act = mlp(ln2),  ln2 = norm2(xmid) */
-    sp__linear_bwd(s->dfc, z->F, dy, z->d, &p->mlp_out, n, 0); /* dact */
-    mlp_act_backward(w, p, a, s->dln, s->dfc, s->dup, n);      /* dln2 */
+    const float *dout =
+        project_residual_backward(w, dy, &p->ln_post_ff, a->mo, a->mo_mean, a->mo_rstd, n);
+    sp__linear_bwd(s->dfc, z->F, dout, z->d, &p->mlp_out, n, 0); /* dact */
+    mlp_act_backward(w, p, a, s->dln, s->dfc, s->dup, n);        /* dln2 */
     norm_backward(w, dy, s->dln, a->xmid, a->ln2_mean, a->ln2_rstd, &p->ln2, n);
     /* xmid = x + atty W_o */
-    sp__linear_bwd(datty, z->qd, dy, z->d, &p->o, n, 0);
+    dout = project_residual_backward(w, dy, &p->ln_post_attn, a->ao, a->ao_mean, a->ao_rstd, n);
+    sp__linear_bwd(datty, z->qd, dout, z->d, &p->o, n, 0);
     if (top) { /* every row again: zero gradient at the others */
         scatter_targets(s->datty, s->top_datty, b, z->N, (size_t)z->qd);
         scatter_targets(s->dx, s->top_dx, b, z->N, (size_t)z->d);
     }
     /* atty = attention(qkv),  qkv = ln1 W_qkv,  ln1 = norm1(x); dx holds dL/dxmid */
-    attention_backward(w, s->dqkv, s->datty, a, pre, b); /* (and the prefix's) */
-    qkv_backward(w, p, s->dln, s->dqkv, b);              /* dln1 */
+    attention_backward(w, s->dqkv, s->datty, a, pre, b);           /* (and the prefix's) */
+    qkv_backward(w, p, a, s->dln, s->dqkv, b, pre->hs.window > 0); /* dln1 */
     norm_backward(w, s->dx, s->dln, a->x, a->ln1_mean, a->ln1_rstd, &p->ln1, (int)z->N);
 }
 
@@ -443,6 +593,13 @@ static double head_forward(const sp_worker *w, const float *x_top, const sp_batc
     int nt = b->n_targets, V = w->z.V;
     norm_forward(w, s->lnf, s->lnf_mean, s->lnf_rstd, x_top, &m->lnf, nt);
     sp__linear_fwd(s->logits, V, s->lnf, w->z.d, &m->lm_head, nt); /* logits = lnf W_head^T */
+    float cap = m->cfg.logit_softcap;
+    if (cap > 0) /* cap tanh(logits / cap), the tanh kept for backward */
+        for (size_t i = 0; i < (size_t)nt * V; i++) {
+            float t = tanhf(s->logits[i] / cap);
+            if (backward) s->logit_t[i] = t;
+            s->logits[i] = cap * t;
+        }
     if (pass->target_logits) memcpy(pass->target_logits, s->logits, (size_t)nt * V * sizeof(float));
     double loss = 0.0;
     for (int j = 0; j < nt; j++) {
@@ -461,6 +618,9 @@ static void head_backward(const sp_worker *w, float *dx_top, float *dlnf, const 
     const sp_model *m = w->m;
     const sp__scratch *s = &w->s;
     int d = w->z.d;
+    if (m->cfg.logit_softcap > 0) /* through the cap: (1 - t^2) */
+        for (size_t i = 0; i < (size_t)nt * w->z.V; i++)
+            s->logits[i] *= 1.0f - s->logit_t[i] * s->logit_t[i];
     sp__linear_bwd(dlnf, d, s->logits, w->z.V, &m->lm_head, nt, 0); /* dlnf = dlogits W_head */
     memset(dx_top, 0, (size_t)nt * d * sizeof(float));
     norm_backward(w, dx_top, dlnf, x_top, s->lnf_mean, s->lnf_rstd, &m->lnf, nt);

@@ -55,8 +55,11 @@ static const sp__family GPT2 = {
     .layer_prefix = "h.%d.",
     .layout = SP_W_IN_OUT,
     .norm = SP_NORM_LAYERNORM,
+    .block = SP_BLOCK_PRE_NORM,
+    .embed = SP_EMBED_PLAIN,
     .pos = SP_POS_LEARNED,
     .qkv = SP_QKV_FUSED,
+    .qk_norm = SP_QKNORM_NONE,
     .mlp = SP_MLP_GELU,
     .gqa = 0,
     .tensors = GPT2_TENSORS,
@@ -112,16 +115,184 @@ static const sp__tensor_desc LLAMA_TENSORS[] = {
     {L_("self_attn.rotary_emb.inv_freq"), VEC(SP_DIM_NONE), SP_ROLE_BUFFER, SP_NEVER, SP_INIT_NONE,
      NULL, 19},
 };
+
+/* Qwen3ForCausalLM: Llama's rows (attention_bias gives q/k/v and o_proj biases) plus the per-head
+ * norms of q and k; no MLP biases. */
+static const sp__tensor_desc QWEN3_TENSORS[] = {
+    {"model.embed_tokens.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS,
+     SP_INIT_NORMAL, "wte", 0},
+    {L_("input_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN1_W, SP_ALWAYS, SP_INIT_GAIN,
+     "input_layernorm.weight", 1},
+    {L_("self_attn.q_proj.weight"), MAT(SP_DIM_QD, SP_DIM_D), SP_ROLE_Q_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "q_proj.weight", 2},
+    {L_("self_attn.k_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_K_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "k_proj.weight", 4},
+    {L_("self_attn.v_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_V_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "v_proj.weight", 6},
+    {L_("self_attn.q_proj.bias"), VEC(SP_DIM_QD), SP_ROLE_Q_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "q_proj.bias", 3},
+    {L_("self_attn.k_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_K_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "k_proj.bias", 5},
+    {L_("self_attn.v_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_V_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "v_proj.bias", 7},
+    {L_("self_attn.o_proj.weight"), MAT(SP_DIM_D, SP_DIM_QD), SP_ROLE_O_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "o_proj.weight", 8},
+    {L_("self_attn.o_proj.bias"), VEC(SP_DIM_D), SP_ROLE_O_B, SP_IF_O_BIAS, SP_INIT_BIAS,
+     "o_proj.bias", 9},
+    {L_("self_attn.q_norm.weight"), VEC(SP_DIM_HD), SP_ROLE_Q_NORM, SP_ALWAYS, SP_INIT_GAIN,
+     "q_norm.weight", 10},
+    {L_("self_attn.k_norm.weight"), VEC(SP_DIM_HD), SP_ROLE_K_NORM, SP_ALWAYS, SP_INIT_GAIN,
+     "k_norm.weight", 11},
+    {L_("post_attention_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN2_W, SP_ALWAYS, SP_INIT_GAIN,
+     "post_attention_layernorm.weight", 15},
+    {L_("mlp.gate_proj.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_IN_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "gate_proj.weight", 12},
+    {L_("mlp.up_proj.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_UP_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "up_proj.weight", 13},
+    {L_("mlp.down_proj.weight"), MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_OUT_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "down_proj.weight", 14},
+    {"model.norm.weight", VEC(SP_DIM_D), SP_ROLE_LNF_W, SP_ALWAYS, SP_INIT_GAIN, "ln_f.weight", 16},
+    {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
+     "lm_head", 17},
+};
+
+/* GemmaForCausalLM: Llama's layout (attention_bias: q/k/v and o_proj), norm gains stored as
+ * offsets from 1, no MLP biases; the head is tied unless tie_word_embeddings is false. In the
+ * order of HF's state dict (Gemma has no earlier fingerprints to keep). */
+static const sp__tensor_desc GEMMA_TENSORS[] = {
+    {"model.embed_tokens.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS,
+     SP_INIT_NORMAL, "wte", 0},
+    {L_("self_attn.q_proj.weight"), MAT(SP_DIM_QD, SP_DIM_D), SP_ROLE_Q_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "q_proj.weight", 1},
+    {L_("self_attn.q_proj.bias"), VEC(SP_DIM_QD), SP_ROLE_Q_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "q_proj.bias", 2},
+    {L_("self_attn.k_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_K_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "k_proj.weight", 3},
+    {L_("self_attn.k_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_K_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "k_proj.bias", 4},
+    {L_("self_attn.v_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_V_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "v_proj.weight", 5},
+    {L_("self_attn.v_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_V_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "v_proj.bias", 6},
+    {L_("self_attn.o_proj.weight"), MAT(SP_DIM_D, SP_DIM_QD), SP_ROLE_O_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "o_proj.weight", 7},
+    {L_("self_attn.o_proj.bias"), VEC(SP_DIM_D), SP_ROLE_O_B, SP_IF_O_BIAS, SP_INIT_BIAS,
+     "o_proj.bias", 8},
+    {L_("mlp.gate_proj.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_IN_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "gate_proj.weight", 9},
+    {L_("mlp.up_proj.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_UP_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "up_proj.weight", 10},
+    {L_("mlp.down_proj.weight"), MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_OUT_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "down_proj.weight", 11},
+    {L_("input_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN1_W, SP_ALWAYS, SP_INIT_GAIN_OFFSET,
+     "input_layernorm.weight", 12},
+    {L_("post_attention_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN2_W, SP_ALWAYS,
+     SP_INIT_GAIN_OFFSET, "post_attention_layernorm.weight", 13},
+    {"model.norm.weight", VEC(SP_DIM_D), SP_ROLE_LNF_W, SP_ALWAYS, SP_INIT_GAIN_OFFSET,
+     "ln_f.weight", 14},
+    {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
+     "lm_head", 15},
+};
+
+/* Gemma2ForCausalLM: Gemma's rows; post_attention_layernorm is after attention there, and the
+ * MLP has a norm before (pre_feedforward_layernorm) and after it. HF's state dict order. */
+static const sp__tensor_desc GEMMA2_TENSORS[] = {
+    {"model.embed_tokens.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS,
+     SP_INIT_NORMAL, "wte", 0},
+    {L_("self_attn.q_proj.weight"), MAT(SP_DIM_QD, SP_DIM_D), SP_ROLE_Q_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "q_proj.weight", 1},
+    {L_("self_attn.q_proj.bias"), VEC(SP_DIM_QD), SP_ROLE_Q_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "q_proj.bias", 2},
+    {L_("self_attn.k_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_K_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "k_proj.weight", 3},
+    {L_("self_attn.k_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_K_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "k_proj.bias", 4},
+    {L_("self_attn.v_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_V_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "v_proj.weight", 5},
+    {L_("self_attn.v_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_V_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "v_proj.bias", 6},
+    {L_("self_attn.o_proj.weight"), MAT(SP_DIM_D, SP_DIM_QD), SP_ROLE_O_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "o_proj.weight", 7},
+    {L_("self_attn.o_proj.bias"), VEC(SP_DIM_D), SP_ROLE_O_B, SP_IF_O_BIAS, SP_INIT_BIAS,
+     "o_proj.bias", 8},
+    {L_("mlp.gate_proj.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_IN_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "gate_proj.weight", 9},
+    {L_("mlp.up_proj.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_UP_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "up_proj.weight", 10},
+    {L_("mlp.down_proj.weight"), MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_OUT_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "down_proj.weight", 11},
+    {L_("input_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN1_W, SP_ALWAYS, SP_INIT_GAIN_OFFSET,
+     "input_layernorm.weight", 12},
+    {L_("post_attention_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN_POST_ATTN_W, SP_ALWAYS,
+     SP_INIT_GAIN_OFFSET, "post_attention_layernorm.weight", 13},
+    {L_("pre_feedforward_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN2_W, SP_ALWAYS,
+     SP_INIT_GAIN_OFFSET, "pre_feedforward_layernorm.weight", 14},
+    {L_("post_feedforward_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN_POST_FF_W, SP_ALWAYS,
+     SP_INIT_GAIN_OFFSET, "post_feedforward_layernorm.weight", 15},
+    {"model.norm.weight", VEC(SP_DIM_D), SP_ROLE_LNF_W, SP_ALWAYS, SP_INIT_GAIN_OFFSET,
+     "ln_f.weight", 16},
+    {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
+     "lm_head", 17},
+};
+
+/* Gemma3ForCausalLM (gemma3_text): Gemma 2's rows with the q/k norms of Qwen3's kind, (1 + w). */
+static const sp__tensor_desc GEMMA3_TENSORS[] = {
+    {"model.embed_tokens.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS,
+     SP_INIT_NORMAL, "wte", 0},
+    {L_("self_attn.q_proj.weight"), MAT(SP_DIM_QD, SP_DIM_D), SP_ROLE_Q_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "q_proj.weight", 1},
+    {L_("self_attn.q_proj.bias"), VEC(SP_DIM_QD), SP_ROLE_Q_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "q_proj.bias", 2},
+    {L_("self_attn.k_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_K_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "k_proj.weight", 3},
+    {L_("self_attn.k_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_K_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "k_proj.bias", 4},
+    {L_("self_attn.v_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_V_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "v_proj.weight", 5},
+    {L_("self_attn.v_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_V_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "v_proj.bias", 6},
+    {L_("self_attn.o_proj.weight"), MAT(SP_DIM_D, SP_DIM_QD), SP_ROLE_O_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "o_proj.weight", 7},
+    {L_("self_attn.o_proj.bias"), VEC(SP_DIM_D), SP_ROLE_O_B, SP_IF_O_BIAS, SP_INIT_BIAS,
+     "o_proj.bias", 8},
+    {L_("self_attn.q_norm.weight"), VEC(SP_DIM_HD), SP_ROLE_Q_NORM, SP_ALWAYS, SP_INIT_GAIN_OFFSET,
+     "q_norm.weight", 9},
+    {L_("self_attn.k_norm.weight"), VEC(SP_DIM_HD), SP_ROLE_K_NORM, SP_ALWAYS, SP_INIT_GAIN_OFFSET,
+     "k_norm.weight", 10},
+    {L_("mlp.gate_proj.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_IN_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "gate_proj.weight", 11},
+    {L_("mlp.up_proj.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_UP_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "up_proj.weight", 12},
+    {L_("mlp.down_proj.weight"), MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_OUT_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "down_proj.weight", 13},
+    {L_("input_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN1_W, SP_ALWAYS, SP_INIT_GAIN_OFFSET,
+     "input_layernorm.weight", 14},
+    {L_("post_attention_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN_POST_ATTN_W, SP_ALWAYS,
+     SP_INIT_GAIN_OFFSET, "post_attention_layernorm.weight", 15},
+    {L_("pre_feedforward_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN2_W, SP_ALWAYS,
+     SP_INIT_GAIN_OFFSET, "pre_feedforward_layernorm.weight", 16},
+    {L_("post_feedforward_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN_POST_FF_W, SP_ALWAYS,
+     SP_INIT_GAIN_OFFSET, "post_feedforward_layernorm.weight", 17},
+    {"model.norm.weight", VEC(SP_DIM_D), SP_ROLE_LNF_W, SP_ALWAYS, SP_INIT_GAIN_OFFSET,
+     "ln_f.weight", 18},
+    {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
+     "lm_head", 19},
+};
 #undef L_
 #undef VEC
 #undef MAT
 
-/* The block LlamaForCausalLM and Qwen2ForCausalLM share. */
+#define TABLE(t) .tensors = t, .n_tensors = (int)(sizeof t / sizeof t[0])
+
+/* Llama's norm, embedding and MLP. */
+#define LLAMA_NORM_MLP                                                                             \
+    .norm = SP_NORM_RMSNORM, .block = SP_BLOCK_PRE_NORM, .embed = SP_EMBED_PLAIN,                  \
+    .mlp = SP_MLP_SWIGLU
+
+/* The block of LlamaForCausalLM and the families built on it. */
 #define LLAMA_BLOCK                                                                                \
     .name_prefix = NULL, .layer_prefix = "model.layers.%d.", .layout = SP_W_OUT_IN,                \
-    .norm = SP_NORM_RMSNORM, .pos = SP_POS_ROTARY, .qkv = SP_QKV_SEPARATE, .mlp = SP_MLP_SWIGLU,   \
-    .gqa = 1, .tensors = LLAMA_TENSORS,                                                            \
-    .n_tensors = (int)(sizeof LLAMA_TENSORS / sizeof LLAMA_TENSORS[0])
+    .pos = SP_POS_ROTARY, .qkv = SP_QKV_SEPARATE, .gqa = 1
 
 static const sp__family LLAMA = {
     .arch = SP_ARCH_LLAMA,
@@ -129,6 +300,9 @@ static const sp__family LLAMA = {
     .hf_class = "LlamaForCausalLM",
     .ctx_key = "max_position_embeddings",
     LLAMA_BLOCK,
+    LLAMA_NORM_MLP,
+    .qk_norm = SP_QKNORM_NONE,
+    TABLE(LLAMA_TENSORS),
 };
 
 static const sp__family QWEN2 = {
@@ -137,8 +311,86 @@ static const sp__family QWEN2 = {
     .hf_class = "Qwen2ForCausalLM",
     .ctx_key = "max_position_embeddings",
     LLAMA_BLOCK,
+    LLAMA_NORM_MLP,
+    .qk_norm = SP_QKNORM_NONE,
+    TABLE(LLAMA_TENSORS),
 };
+
+/* Llama's tensors and block; sliding_window (config) limits what attention sees. */
+static const sp__family MISTRAL = {
+    .arch = SP_ARCH_MISTRAL,
+    .model_type = "mistral",
+    .hf_class = "MistralForCausalLM",
+    .ctx_key = "max_position_embeddings",
+    .window_key = "sliding_window",
+    LLAMA_BLOCK,
+    LLAMA_NORM_MLP,
+    .qk_norm = SP_QKNORM_NONE,
+    TABLE(LLAMA_TENSORS),
+};
+
+static const sp__family QWEN3 = {
+    .arch = SP_ARCH_QWEN3,
+    .model_type = "qwen3",
+    .hf_class = "Qwen3ForCausalLM",
+    .ctx_key = "max_position_embeddings",
+    LLAMA_BLOCK,
+    LLAMA_NORM_MLP,
+    .qk_norm = SP_QKNORM_PER_HEAD,
+    TABLE(QWEN3_TENSORS),
+};
+
+/* Llama's attention with scaled input embeddings, (1 + w) norms and a GeGLU MLP. */
+static const sp__family GEMMA = {
+    .arch = SP_ARCH_GEMMA,
+    .model_type = "gemma",
+    .hf_class = "GemmaForCausalLM",
+    .ctx_key = "max_position_embeddings",
+    LLAMA_BLOCK,
+    .norm = SP_NORM_RMSNORM_PLUS1,
+    .block = SP_BLOCK_PRE_NORM,
+    .embed = SP_EMBED_SQRT_D,
+    .mlp = SP_MLP_GEGLU,
+    .qk_norm = SP_QKNORM_NONE,
+    TABLE(GEMMA_TENSORS),
+};
+
+/* Gemma's block with a norm after attention and one around the MLP; sliding_window in every other
+ * layer, soft-capped scores and logits (config). */
+static const sp__family GEMMA2 = {
+    .arch = SP_ARCH_GEMMA2,
+    .model_type = "gemma2",
+    .hf_class = "Gemma2ForCausalLM",
+    .ctx_key = "max_position_embeddings",
+    .window_key = "sliding_window",
+    LLAMA_BLOCK,
+    .norm = SP_NORM_RMSNORM_PLUS1,
+    .block = SP_BLOCK_SANDWICH,
+    .embed = SP_EMBED_SQRT_D,
+    .mlp = SP_MLP_GEGLU,
+    .qk_norm = SP_QKNORM_NONE,
+    TABLE(GEMMA2_TENSORS),
+};
+
+/* Gemma 2's block with per-head (1 + w) norms of q and k; windowed layers (sliding_window_pattern)
+ * rotate with rope_local_base_freq, the others with rope_theta and rope_scaling. */
+static const sp__family GEMMA3 = {
+    .arch = SP_ARCH_GEMMA3,
+    .model_type = "gemma3_text",
+    .hf_class = "Gemma3ForCausalLM",
+    .ctx_key = "max_position_embeddings",
+    .window_key = "sliding_window",
+    LLAMA_BLOCK,
+    .norm = SP_NORM_RMSNORM_PLUS1,
+    .block = SP_BLOCK_SANDWICH,
+    .embed = SP_EMBED_SQRT_D,
+    .mlp = SP_MLP_GEGLU,
+    .qk_norm = SP_QKNORM_PER_HEAD,
+    TABLE(GEMMA3_TENSORS),
+};
+#undef LLAMA_NORM_MLP
 #undef LLAMA_BLOCK
+#undef TABLE
 
 /* ---- lookup ----------------------------------------------------------------------------- */
 
@@ -150,6 +402,16 @@ const sp__family *sp__family_of(sp_arch a) {
         return &LLAMA;
     case SP_ARCH_QWEN2:
         return &QWEN2;
+    case SP_ARCH_MISTRAL:
+        return &MISTRAL;
+    case SP_ARCH_QWEN3:
+        return &QWEN3;
+    case SP_ARCH_GEMMA:
+        return &GEMMA;
+    case SP_ARCH_GEMMA2:
+        return &GEMMA2;
+    case SP_ARCH_GEMMA3:
+        return &GEMMA3;
     }
     return &GPT2; /* not reached for a valid enum value */
 }
@@ -208,6 +470,8 @@ int64_t sp__dim_size(const sp_model_config *c, sp__dim d) {
         return (int64_t)sp_config_kv_heads(c) * hd;
     case SP_DIM_FF:
         return c->d_ff;
+    case SP_DIM_HD:
+        return hd;
     case SP_DIM_VOCAB:
         return c->vocab_size;
     case SP_DIM_CTX:
@@ -387,10 +651,18 @@ static slot role_slot(sp_model *m, int layer, sp__role role) {
         return (slot){NULL, &y->o};
     case SP_ROLE_O_B:
         return (slot){&y->o.b, NULL};
+    case SP_ROLE_Q_NORM:
+        return (slot){&y->q_norm.w, NULL};
+    case SP_ROLE_K_NORM:
+        return (slot){&y->k_norm.w, NULL};
     case SP_ROLE_LN2_W:
         return (slot){&y->ln2.w, NULL};
     case SP_ROLE_LN2_B:
         return (slot){&y->ln2.b, NULL};
+    case SP_ROLE_LN_POST_ATTN_W:
+        return (slot){&y->ln_post_attn.w, NULL};
+    case SP_ROLE_LN_POST_FF_W:
+        return (slot){&y->ln_post_ff.w, NULL};
     case SP_ROLE_MLP_IN_W:
         return (slot){NULL, &y->mlp_in};
     case SP_ROLE_MLP_IN_B:

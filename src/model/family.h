@@ -19,8 +19,9 @@
 #include "softprompt/model.h"
 
 typedef enum sp__norm_kind {
-    SP_NORM_LAYERNORM, /* (x - mean) * rstd * w + b; saves mean and rstd */
-    SP_NORM_RMSNORM,   /* x * rstd * w; saves rstd */
+    SP_NORM_LAYERNORM,     /* (x - mean) * rstd * w + b; saves mean and rstd */
+    SP_NORM_RMSNORM,       /* x * rstd * w; saves rstd */
+    SP_NORM_RMSNORM_PLUS1, /* x * rstd * (1 + w) (Gemma: the gain is stored as an offset) */
 } sp__norm_kind;
 
 typedef enum sp__pos_kind {
@@ -33,9 +34,29 @@ typedef enum sp__qkv_kind {
     SP_QKV_SEPARATE, /* q, k, v linears into the row's column blocks (Llama) */
 } sp__qkv_kind;
 
+/* Where a block's norms sit. */
+typedef enum sp__block_kind {
+    SP_BLOCK_PRE_NORM, /* x + f(norm(x)) for attention and the MLP */
+    SP_BLOCK_SANDWICH, /* x + norm_post(f(norm_pre(x))) (Gemma 2, 3) */
+} sp__block_kind;
+
+/* What multiplies the input embeddings (prompt rows included). */
+typedef enum sp__embed_kind {
+    SP_EMBED_PLAIN,
+    SP_EMBED_SQRT_D, /* sqrt(d_model) rounded to the embedding's stored dtype (Gemma) */
+} sp__embed_kind;
+
+/* A norm of each query and key head before the positions (the family's norm kind over head_dim,
+ * one gain of head_dim shared by the heads: Qwen3, Gemma 3). */
+typedef enum sp__qknorm_kind {
+    SP_QKNORM_NONE,
+    SP_QKNORM_PER_HEAD,
+} sp__qknorm_kind;
+
 typedef enum sp__mlp_kind {
     SP_MLP_GELU,   /* out(gelu_tanh(in(x))) */
     SP_MLP_SWIGLU, /* out(silu(in(x)) * up(x)) */
+    SP_MLP_GEGLU,  /* out(gelu_tanh(in(x)) * up(x)) (Gemma) */
 } sp__mlp_kind;
 
 /* Where a tensor goes in sp_model / sp_layer. */
@@ -54,8 +75,12 @@ typedef enum sp__role {
     SP_ROLE_V_B,
     SP_ROLE_O_W,
     SP_ROLE_O_B,
+    SP_ROLE_Q_NORM,
+    SP_ROLE_K_NORM,
     SP_ROLE_LN2_W,
     SP_ROLE_LN2_B,
+    SP_ROLE_LN_POST_ATTN_W,
+    SP_ROLE_LN_POST_FF_W,
     SP_ROLE_MLP_IN_W,
     SP_ROLE_MLP_IN_B,
     SP_ROLE_MLP_UP_W,
@@ -76,6 +101,7 @@ typedef enum sp__dim {
     SP_DIM_QD,   /* n_head head_dim */
     SP_DIM_KVD,  /* n_kv_head head_dim */
     SP_DIM_FF,   /* d_ff */
+    SP_DIM_HD,   /* head_dim */
     SP_DIM_VOCAB,
     SP_DIM_CTX, /* n_ctx */
 } sp__dim;
@@ -92,11 +118,12 @@ typedef enum sp__when {
 
 /* How init-model fills a tensor (HF's _init_weights). */
 typedef enum sp__init_kind {
-    SP_INIT_NORMAL, /* N(0, std^2) */
-    SP_INIT_PROJ,   /* N(0, std^2 / (2 n_layer)): GPT-2's residual projections */
-    SP_INIT_GAIN,   /* norm gain: 1 */
-    SP_INIT_BIAS,   /* 0 */
-    SP_INIT_NONE,   /* buffers: not written */
+    SP_INIT_NORMAL,      /* N(0, std^2) */
+    SP_INIT_PROJ,        /* N(0, std^2 / (2 n_layer)): GPT-2's residual projections */
+    SP_INIT_GAIN,        /* norm gain: 1 */
+    SP_INIT_GAIN_OFFSET, /* a (1 + w) norm's w: 0 */
+    SP_INIT_BIAS,        /* 0 */
+    SP_INIT_NONE,        /* buffers: not written */
 } sp__init_kind;
 
 typedef struct sp__tensor_desc {
@@ -120,10 +147,14 @@ typedef struct sp__family {
     const char *layer_prefix; /* pattern of every tensor name of layer %d ("h.%d.") */
     sp_wlayout layout;        /* of the block's linear weights (the LM head is nn.Linear) */
     sp__norm_kind norm;
+    sp__block_kind block;
+    sp__embed_kind embed;
     sp__pos_kind pos;
     sp__qkv_kind qkv;
+    sp__qknorm_kind qk_norm;
     sp__mlp_kind mlp;
     int gqa; /* num_key_value_heads and head_dim come from the config (else n_head, d / n_head) */
+    const char *window_key; /* config.json's key of an attention window (NULL: none) */
     const sp__tensor_desc *tensors;
     int n_tensors;
 } sp__family;

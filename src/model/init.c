@@ -188,6 +188,9 @@ static size_t generate(const plan_tensor *t, const sp_init_options *o, sp_rng *r
         case SP_INIT_GAIN:
             buf[i] = o->random_norms ? (float)(1.0 + 0.1 * sp_rng_normal(rng)) : 1;
             break;
+        case SP_INIT_GAIN_OFFSET:
+            buf[i] = o->random_norms ? (float)(0.1 * sp_rng_normal(rng)) : 0;
+            break;
         case SP_INIT_BIAS:
             buf[i] = o->random_norms ? (float)(0.05 * sp_rng_normal(rng)) : 0;
             break;
@@ -305,33 +308,65 @@ static json_t *rope_scaling_json(const sp_model_config *c) {
                      "llama3");
 }
 
-/* Keys as transformers writes them for LlamaForCausalLM / Qwen2ForCausalLM (sorted), the ones
- * only one of them has marked. */
-static json_t *llama_config(const sp_init_options *o, int llama_biases, int qwen2_window) {
+/* The keys only some of the Llama family's configs have. */
+enum {
+    KEY_LLAMA_BIASES = 1,   /* attention_bias, mlp_bias (Llama) */
+    KEY_QWEN2_WINDOW = 2,   /* use_sliding_window false (Qwen2, Qwen3) */
+    KEY_ATTENTION_BIAS = 4, /* attention_bias (Qwen3) */
+    KEY_SLIDING_WINDOW = 8, /* sliding_window, an integer or null (Mistral) */
+    KEY_GELU = 16,          /* hidden_act, hidden_activation gelu_pytorch_tanh; head_dim (Gemma) */
+    KEY_GEMMA2 = 32,        /* soft-capping, query_pre_attn_scalar (Gemma 2) */
+    KEY_GEMMA3 = 64,        /* sliding_window_pattern, rope_local_base_freq (Gemma 3) */
+};
+
+/* Keys as transformers writes them for LlamaForCausalLM and the families built on it (sorted);
+ * keys: which of the optional ones the family has. */
+static json_t *llama_config(const sp_init_options *o, int keys) {
     const sp_model_config *c = &o->cfg;
     json_t *r = json_object();
     json_object_set_new(r, "architectures", json_pack("[s]", sp__family_of(c->arch)->hf_class));
-    if (llama_biases) json_object_set_new(r, "attention_bias", json_boolean(c->o_bias));
+    if (keys & (KEY_LLAMA_BIASES | KEY_ATTENTION_BIAS))
+        json_object_set_new(r, "attention_bias", json_boolean(c->o_bias));
     json_object_set_new(r, "attention_dropout", json_real(0.0));
     json_object_set_new(r, "bos_token_id", json_integer(c->vocab_size > 1 ? 1 : 0));
     json_object_set_new(r, "eos_token_id", json_integer(c->vocab_size > 2 ? 2 : 0));
-    if (c->head_dim > 0) json_object_set_new(r, "head_dim", json_integer(c->head_dim));
-    json_object_set_new(r, "hidden_act", json_string("silu"));
+    if (c->head_dim > 0 || (keys & KEY_GELU))
+        json_object_set_new(r, "head_dim", json_integer(sp_config_head_dim(c)));
+    json_object_set_new(r, "hidden_act",
+                        json_string(keys & KEY_GELU ? "gelu_pytorch_tanh" : "silu"));
+    if (keys & KEY_GELU)
+        json_object_set_new(r, "hidden_activation", json_string("gelu_pytorch_tanh"));
     json_object_set_new(r, "hidden_size", json_integer(c->d_model));
     json_object_set_new(r, "initializer_range", short_real(o->std));
     json_object_set_new(r, "intermediate_size", json_integer(c->d_ff));
     json_object_set_new(r, "max_position_embeddings", json_integer(c->n_ctx));
-    if (llama_biases) json_object_set_new(r, "mlp_bias", json_boolean(c->mlp_bias));
+    if (keys & KEY_LLAMA_BIASES) json_object_set_new(r, "mlp_bias", json_boolean(c->mlp_bias));
+    if (keys & KEY_GEMMA2) {
+        json_object_set_new(r, "attn_logit_softcapping",
+                            c->attn_softcap > 0 ? short_real(c->attn_softcap) : json_null());
+        json_object_set_new(r, "final_logit_softcapping",
+                            c->logit_softcap > 0 ? short_real(c->logit_softcap) : json_null());
+        json_object_set_new(r, "query_pre_attn_scalar",
+                            json_real(c->query_scale > 0 ? 1.0 / (c->query_scale * c->query_scale)
+                                                         : sp_config_head_dim(c)));
+    }
     json_object_set_new(r, "model_type", json_string(sp_arch_model_type(c->arch)));
     json_object_set_new(r, "num_attention_heads", json_integer(c->n_head));
     json_object_set_new(r, "num_hidden_layers", json_integer(c->n_layer));
     json_object_set_new(r, "num_key_value_heads", json_integer(sp_config_kv_heads(c)));
     json_object_set_new(r, "rms_norm_eps", short_real(c->ln_eps));
     json_object_set_new(r, "rope_scaling", rope_scaling_json(c));
+    if (keys & KEY_GEMMA3) {
+        json_object_set_new(r, "rope_local_base_freq", json_real(c->rope_local_theta));
+        json_object_set_new(r, "sliding_window_pattern", json_integer(c->window_pattern));
+    }
     json_object_set_new(r, "rope_theta", json_real(c->rope_theta));
+    if (keys & KEY_SLIDING_WINDOW)
+        json_object_set_new(r, "sliding_window",
+                            c->sliding_window > 0 ? json_integer(c->sliding_window) : json_null());
     json_object_set_new(r, "tie_word_embeddings", json_boolean(c->tied));
     json_object_set_new(r, "torch_dtype", json_string(torch_dtype(o->dtype)));
-    if (qwen2_window) json_object_set_new(r, "use_sliding_window", json_false());
+    if (keys & KEY_QWEN2_WINDOW) json_object_set_new(r, "use_sliding_window", json_false());
     json_object_set_new(r, "use_cache", json_true());
     json_object_set_new(r, "vocab_size", json_integer(c->vocab_size));
     return r;
@@ -373,9 +408,20 @@ static json_t *family_config(const sp_init_options *o) {
     case SP_ARCH_GPT2:
         return gpt2_config(o);
     case SP_ARCH_LLAMA:
-        return llama_config(o, 1, 0);
+        return llama_config(o, KEY_LLAMA_BIASES);
     case SP_ARCH_QWEN2:
-        return llama_config(o, 0, 1);
+        return llama_config(o, KEY_QWEN2_WINDOW);
+    case SP_ARCH_MISTRAL:
+        return llama_config(o, KEY_SLIDING_WINDOW);
+    case SP_ARCH_QWEN3:
+        return llama_config(o, KEY_ATTENTION_BIAS | KEY_QWEN2_WINDOW);
+    case SP_ARCH_GEMMA:
+        return llama_config(o, KEY_ATTENTION_BIAS | KEY_GELU);
+    case SP_ARCH_GEMMA2:
+        return llama_config(o, KEY_ATTENTION_BIAS | KEY_GELU | KEY_GEMMA2 | KEY_SLIDING_WINDOW);
+    case SP_ARCH_GEMMA3:
+        return llama_config(o, KEY_ATTENTION_BIAS | KEY_GELU | KEY_GEMMA2 | KEY_SLIDING_WINDOW |
+                                   KEY_GEMMA3);
     }
     return NULL;
 }

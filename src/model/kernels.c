@@ -132,6 +132,33 @@ void sp__rmsnorm_backward(float *dx, const float *dout, const float *x, const fl
     }
 }
 
+void sp__rmsnorm1p_forward(float *out, float *rstd, const float *x, const float *w, int n, int d,
+                           float eps) {
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * d;
+        float *oi = out + (size_t)i * d;
+        double ss = 0.0;
+        for (int j = 0; j < d; j++) ss += (double)xi[j] * xi[j];
+        float s = (float)(1.0 / sqrt(ss / d + eps));
+        for (int j = 0; j < d; j++) oi[j] = (xi[j] * s) * (1.0f + w[j]);
+        rstd[i] = s;
+    }
+}
+
+void sp__rmsnorm1p_backward(float *dx, const float *dout, const float *x, const float *rstd,
+                            const float *w, int n, int d) {
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * d, *gi = dout + (size_t)i * d;
+        float *dxi = dx + (size_t)i * d;
+        /* g = dout * (1 + w); dx = rstd * (g - xhat * mean(g * xhat)) */
+        double sum_gx = 0.0;
+        for (int j = 0; j < d; j++) sum_gx += (double)gi[j] * (1.0f + w[j]) * (xi[j] * rstd[i]);
+        float mgx = (float)(sum_gx / d);
+        for (int j = 0; j < d; j++)
+            dxi[j] += rstd[i] * (gi[j] * (1.0f + w[j]) - xi[j] * rstd[i] * mgx);
+    }
+}
+
 void sp__rope_rotate(float *x, int ld, int len, int n_heads, int hd, const float *cos,
                      const float *sin, int inverse) {
     int half = hd / 2;
@@ -155,20 +182,32 @@ void sp__rope_rotate(float *x, int ld, int len, int n_heads, int hd, const float
  * diagonal block. Backward recomputes the probabilities from the saved log-sum-exp of each
  * row. A row of scores holds the np past columns first, then the current ones. */
 
+/* The first visible column of a row of scores whose last visible one is n - 1 (the query's own
+ * key): with a window, the query sees its own key and the window - 1 before it. Columns are
+ * positions (past rows first), so a prefix's rows fall out of the window like any token's. */
+static int first_visible(int n, int window) {
+    return window > 0 && n > window ? n - window : 0;
+}
+
 /* Row r of the block holds scores of query i0 + r against the np past keys and the current keys
  * 0..kend-1 (kend = i0 + rows; row stride np + kend); the past and current keys 0..i0+r are
- * visible. Turns row r into probabilities (zero past the visible ones) and returns its
- * log-sum-exp through lse[r]. */
-static void block_softmax(float *s, float *lse, int np, int i0, int rows, int kend) {
+ * visible, within the window. Turns row r into probabilities (zero past the visible ones) and
+ * returns its log-sum-exp through lse[r]. */
+static void block_softmax(float *s, float *lse, int np, int i0, int rows, int kend,
+                          const sp__heads *hs) {
     int lds = np + kend;
+    float cap = hs->softcap;
     for (int r = 0; r < rows; r++) {
         float *row = s + (size_t)r * lds;
-        int n = np + i0 + r + 1;
-        float mx = row[0];
-        for (int j = 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
-        float sum = sp__exp_shift_sum(row, n, mx);
+        int n = np + i0 + r + 1, lo = first_visible(n, hs->window);
+        if (cap > 0)
+            for (int j = lo; j < n; j++) row[j] = cap * tanhf(row[j] / cap);
+        float mx = row[lo];
+        for (int j = lo + 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+        float sum = sp__exp_shift_sum(row + lo, n - lo, mx);
         float inv = 1.0f / sum;
-        for (int j = 0; j < n; j++) row[j] *= inv;
+        for (int j = lo; j < n; j++) row[j] *= inv;
+        memset(row, 0, (size_t)lo * sizeof(float));
         memset(row + n, 0, (size_t)(lds - n) * sizeof(float));
         lse[r] = mx + logf(sum);
     }
@@ -205,7 +244,7 @@ static void scores(float *s, const float *q, int ldq, const float *kp, int ldp, 
 void sp__attention_forward(float *out, float *lse, float *scratch, const float *qkv, int len,
                            const sp__heads *hs, const sp__kv_past *past) {
     int hd = hs->hd, ld = SP_QKV_WIDTH(hs), d = hs->n_head * hd;
-    float scale = 1.0f / sqrtf((float)hd);
+    float scale = hs->scale > 0 ? hs->scale : 1.0f / sqrtf((float)hd);
     for (int h = 0; h < hs->n_head; h++) {
         const float *q = qkv + h * hd;
         head_kv kv = head_keys(qkv, hs, past, h);
@@ -215,7 +254,7 @@ void sp__attention_forward(float *out, float *lse, float *scratch, const float *
             /* scratch[rows, np + kend] = scale * Q[i0:kend] [K_past; K[0:kend]]^T, softmax */
             scores(scratch, q + (size_t)i0 * ld, ld, kv.kp, kv.ldp, kv.np, kv.k, ld, rows, kend, hd,
                    scale);
-            block_softmax(scratch, lse + (size_t)h * len + i0, kv.np, i0, rows, kend);
+            block_softmax(scratch, lse + (size_t)h * len + i0, kv.np, i0, rows, kend, hs);
             /* out[i0:kend, head h] = P_cur V[0:kend] + P_past V_past */
             float *o = out + (size_t)i0 * d + h * hd;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, kend, 1.0f,
@@ -230,13 +269,26 @@ void sp__attention_forward(float *out, float *lse, float *scratch, const float *
 /* dS = scale * P o (dP - D) in place of dp, where P is recomputed from the scores s and the
  * saved lse, and D[r] = dO_r . O_r (= sum_j P_rj dP_rj). s becomes P. Rows as block_softmax's. */
 static void block_softmax_backward(float *s, float *dp, const float *lse, const float *dsum, int np,
-                                   int i0, int rows, int kend, float scale) {
+                                   int i0, int rows, int kend, float scale, const sp__heads *hs) {
     int lds = np + kend;
+    float cap = hs->softcap;
     for (int r = 0; r < rows; r++) {
         float *pr = s + (size_t)r * lds, *dr = dp + (size_t)r * lds;
-        int n = np + i0 + r + 1;
-        sp__exp_shift(pr, n, lse[r]);
-        for (int j = 0; j < n; j++) dr[j] = scale * pr[j] * (dr[j] - dsum[r]);
+        int n = np + i0 + r + 1, lo = first_visible(n, hs->window);
+        if (cap > 0) { /* capped = cap t, t = tanh(raw / cap): d raw = (1 - t^2) d capped */
+            for (int j = lo; j < n; j++) {
+                float t = tanhf(pr[j] / cap);
+                pr[j] = cap * t;
+                dr[j] = scale * (1.0f - t * t) * (dr[j] - dsum[r]);
+            }
+            sp__exp_shift(pr + lo, n - lo, lse[r]);
+            for (int j = lo; j < n; j++) dr[j] *= pr[j];
+        } else {
+            sp__exp_shift(pr + lo, n - lo, lse[r]);
+            for (int j = lo; j < n; j++) dr[j] = scale * pr[j] * (dr[j] - dsum[r]);
+        }
+        memset(pr, 0, (size_t)lo * sizeof(float));
+        memset(dr, 0, (size_t)lo * sizeof(float));
         memset(pr + n, 0, (size_t)(lds - n) * sizeof(float));
         memset(dr + n, 0, (size_t)(lds - n) * sizeof(float));
     }
@@ -261,7 +313,7 @@ void sp__attention_backward(float *dqkv, const sp__kv_grad *dpast, float *scratc
                             int len, const sp__heads *hs, const sp__kv_past *past) {
     int hd = hs->hd, ld = SP_QKV_WIDTH(hs), d = hs->n_head * hd, n_head = hs->n_head;
     int np = past ? past->n : 0;
-    float scale = 1.0f / sqrtf((float)hd);
+    float scale = hs->scale > 0 ? hs->scale : 1.0f / sqrtf((float)hd);
     float *s = scratch, *dp = scratch + (size_t)SP_ATT_QBLOCK * (np + len);
     float *dsum = dp + (size_t)SP_ATT_QBLOCK * (np + len); /* [SP_ATT_QBLOCK] */
     /* dK and dV accumulate over query blocks and over the query heads sharing a key head */
@@ -285,7 +337,7 @@ void sp__attention_backward(float *dqkv, const sp__kv_grad *dpast, float *scratc
             /* dP[rows, np + kend] = dO [V_past; V[0:kend]]^T */
             scores(dp, dO, d, kv.vp, kv.ldp, kv.np, kv.v, ld, rows, kend, hd, 1.0f);
             block_softmax_backward(s, dp, lse + (size_t)h * len + i0, dsum, kv.np, i0, rows, kend,
-                                   scale);
+                                   scale, hs);
             /* dV[0:kend] += P^T dO,  dQ[i0:kend] = dS K[0:kend],  dK[0:kend] += dS^T Q[i0:kend] */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kend, hd, rows, 1.0f, s + kv.np,
                         lds, dO, d, 1.0f, dv, ld);

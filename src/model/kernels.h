@@ -37,6 +37,13 @@ void sp__rmsnorm_forward(float *out, float *rstd, const float *x, const float *w
 void sp__rmsnorm_backward(float *dx, const float *dout, const float *x, const float *rstd,
                           const float *w, int n, int d);
 
+/* Gemma's RMSNorm: out = (1 + w) * (x * rstd), the gain stored as an offset from 1; saves rstd. */
+void sp__rmsnorm1p_forward(float *out, float *rstd, const float *x, const float *w, int n, int d,
+                           float eps);
+/* dx[n,d] += its gradient, from the saved rstd. */
+void sp__rmsnorm1p_backward(float *dx, const float *dout, const float *x, const float *rstd,
+                            const float *w, int n, int d);
+
 /* Rotary embedding in Hugging Face's rotate-half convention, in place on n_heads consecutive
  * heads of hd columns in each of len rows (row stride ld; row t has position t): for
  * j < hd/2, (a, b) = (x[j], x[j + hd/2]) becomes (a cos - b sin, b cos + a sin) with the angle
@@ -57,6 +64,10 @@ void sp__gelu_backward(float *dx, const float *dout, const float *x, const float
  * query attention; GPT-2 has n_kv_head = n_head). */
 typedef struct sp__heads {
     int n_head, n_kv_head, hd;
+    int window;    /* sliding window: a key is visible to the queries fewer than window positions
+                    * after it, a past row j at position j and current row i at n_past + i (0: all) */
+    float softcap; /* scores become softcap tanh(scores / softcap) before the softmax (0: none) */
+    float scale;   /* of q k^T (0: 1 / sqrt(hd)) */
 } sp__heads;
 #define SP_QKV_WIDTH(hs) (((hs)->n_head + 2 * (hs)->n_kv_head) * (hs)->hd)
 #define SP_KV_OF(hs, h) ((h) / ((hs)->n_head / (hs)->n_kv_head))
@@ -82,10 +93,10 @@ typedef struct sp__kv_grad {
 
 /* Causal self-attention of one sequence of len current rows, all heads, in blocks of
  * SP_ATT_QBLOCK query rows (kernels.c). Current row i attends to every row of past (NULL: none)
- * and to current rows 0..i. qkv: [len, SP_QKV_WIDTH] rows (q and k already carry their
- * positions), out: [len, n_head * hd]; lse: [n_head, len] log-sum-exp of each row's scores,
- * saved for backward instead of the probabilities; scratch: SP_ATT_FWD_SCRATCH(n_past + len)
- * floats. */
+ * and to current rows 0..i, within hs->window when there is one. qkv: [len, SP_QKV_WIDTH] rows (q
+ * and k already carry their positions), out: [len, n_head * hd]; lse: [n_head, len] log-sum-exp of
+ * each row's scores, saved for backward instead of the probabilities; scratch:
+ * SP_ATT_FWD_SCRATCH(n_past + len) floats. */
 #define SP_ATT_QBLOCK 64
 #define SP_ATT_FWD_SCRATCH(keys) ((size_t)SP_ATT_QBLOCK * (size_t)(keys))
 void sp__attention_forward(float *out, float *lse, float *scratch, const float *qkv, int len,
@@ -118,6 +129,13 @@ void sp__swiglu_forward(float *act, float *sig, const float *gate, const float *
 /* dgate, dup from dact and the saved gate, sig, up (dgate may alias dact). */
 void sp__swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
                          const float *sig, const float *up, size_t n);
+
+/* Gemma's GeGLU, elementwise: t = tanh(...) of gelu_tanh(gate) (saved for backward),
+ * act = gelu_tanh(gate) * up (activations.c). */
+void sp__geglu_forward(float *act, float *t, const float *gate, const float *up, size_t n);
+/* dgate, dup from dact and the saved gate, t, up (dgate may alias dact). */
+void sp__geglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
+                        const float *t, const float *up, size_t n);
 
 /* row[j] = exp(row[j] - shift) for j < n (activations.c, vectorised); the _sum form returns
  * the sum of the new values. */

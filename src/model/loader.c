@@ -297,6 +297,44 @@ static int rope_frequencies(sp_model *m, sp_error *err) {
         f[i] = (float)inv;
     }
     m->rope_inv_freq = f;
+    if (c->rope_local_theta <= 0) return 0;
+    if (!(f = malloc((size_t)half * sizeof *f))) return sp_fail(err, "%s: out of memory", m->dir);
+    for (int i = 0; i < half; i++)
+        f[i] = (float)(1.0 / pow(c->rope_local_theta, 2.0 * i / sp_config_head_dim(c)));
+    m->rope_inv_freq_local = f;
+    return 0;
+}
+
+/* The wte row's stored tensor (its dtype). */
+static const sp_st_tensor *wte_tensor(loader *L, sp_error *err) {
+    const sp__family *f = sp__family_of(L->m->cfg.arch);
+    for (int i = 0; i < f->n_tensors; i++) {
+        if (f->tensors[i].role != SP_ROLE_WTE) continue;
+        const sp_st_tensor *t = NULL;
+        int fi = 0;
+        return find(L, f->tensors[i].name, &t, &fi, err) == 0 ? t : NULL;
+    }
+    return NULL;
+}
+
+/* What the family multiplies input embeddings by: Gemma's sqrt(d_model), rounded to the stored
+ * embedding's dtype as transformers' normalizer (a tensor of the embeddings' dtype) is. */
+static int embedding_scale(loader *L, sp_error *err) {
+    sp_model *m = L->m;
+    m->embed_scale = 1.0f;
+    switch (sp__family_of(m->cfg.arch)->embed) {
+    case SP_EMBED_PLAIN:
+        return 0;
+    case SP_EMBED_SQRT_D: {
+        const sp_st_tensor *t = wte_tensor(L, err);
+        if (!t) return -1;
+        float s = (float)sqrt((double)m->cfg.d_model);
+        if (t->dtype == SP_DTYPE_BF16) s = sp_bf16_to_f32(sp_f32_to_bf16(s));
+        if (t->dtype == SP_DTYPE_F16) s = sp_f16_to_f32(sp_f32_to_f16(s));
+        m->embed_scale = s;
+        return 0;
+    }
+    }
     return 0;
 }
 
@@ -478,7 +516,8 @@ int sp_model_load(sp_model *m, const char *dir, sp_error *err) {
     if (!(m->dir = strdup(dir)) || !config || !(m->store = calloc(1, sizeof *m->store)))
         sp_fail(err, "%s: out of memory", dir);
     else if (sp__config_load(&m->cfg, config, err) == 0 && open_weights(&L, dir, err) == 0 &&
-             take_all(&L, err) == 0 && check_leftovers(&L, err) == 0 && positions(m, err) == 0)
+             take_all(&L, err) == 0 && check_leftovers(&L, err) == 0 &&
+             embedding_scale(&L, err) == 0 && positions(m, err) == 0)
         rc = 0;
     free(config);
     loader_free(&L);
@@ -501,6 +540,7 @@ void sp_model_free(sp_model *m) {
     if (s) free(s->files), free(s->owned), free(s);
     free(m->layers);
     free(m->rope_inv_freq);
+    free(m->rope_inv_freq_local);
     free(m->dir);
     memset(m, 0, sizeof *m);
 }

@@ -29,7 +29,12 @@ typedef enum act_width {
     W_HEADS,    /* H */
     W_STATS,    /* 2: a norm's mean and rstd */
     W_VOCAB,
-    W_ROTARY, /* hd (cos and sin of hd / 2 frequencies) for rotary positions, else 0 */
+    W_ROTARY,         /* hd (cos and sin of hd / 2 frequencies) for rotary positions, else 0 */
+    W_QK_NORMED,      /* (H + Hkv) hd with a q/k norm, else 0 */
+    W_QK_STATS,       /* 2 (H + Hkv) with a q/k norm, else 0 */
+    W_SANDWICH_D,     /* d in a block with post-norms, else 0 */
+    W_SANDWICH_STATS, /* 2 in a block with post-norms, else 0 */
+    W_CAPPED_VOCAB,   /* V with soft-capped logits, else 0 */
 } act_width;
 
 typedef struct act_desc {
@@ -44,14 +49,23 @@ static const act_desc ACTS[SP_N_ACT] = {
     [SP_ACT_LN1] = {"ln1", ROWS_LAYER_TOKENS, W_D, 0},
     [SP_ACT_LN1_STATS] = {"ln1 stats", ROWS_LAYER_TOKENS, W_STATS, 0},
     [SP_ACT_QKV] = {"qkv", ROWS_LAYER_TOKENS, W_QKV, 0},
+    [SP_ACT_QK_RAW] = {"q/k before norm", ROWS_LAYER_TOKENS, W_QK_NORMED, 0},
+    [SP_ACT_QK_STATS] = {"q/k norm stats", ROWS_LAYER_TOKENS, W_QK_STATS, 0},
     [SP_ACT_LSE] = {"attention lse", ROWS_LAYER_TOKENS, W_HEADS, 0},
     [SP_ACT_ATTY] = {"atty", ROWS_LAYER_TOKENS, W_QD, 0},
+    [SP_ACT_AO] = {"attention out", ROWS_LAYER_TOKENS, W_SANDWICH_D, 0},
+    [SP_ACT_AO_STATS] = {"attention out stats", ROWS_LAYER_TOKENS, W_SANDWICH_STATS, 0},
     [SP_ACT_XMID] = {"xmid", ROWS_LAYER_TOKENS, W_D, 0},
     [SP_ACT_LN2] = {"ln2", ROWS_LAYER_TOKENS, W_D, 0},
     [SP_ACT_LN2_STATS] = {"ln2 stats", ROWS_LAYER_TOKENS, W_STATS, 0},
     [SP_ACT_FC] = {"fc", ROWS_LAYER_TOKENS, W_FF, 0},
     [SP_ACT_FC_AUX] = {"fc aux", ROWS_LAYER_TOKENS, W_FF, 0},
     [SP_ACT_UP] = {"up", ROWS_LAYER_TOKENS, W_GATED_FF, 0},
+    [SP_ACT_MO] = {"mlp out", ROWS_LAYER_TOKENS, W_SANDWICH_D, 0},
+    [SP_ACT_MO_STATS] = {"mlp out stats", ROWS_LAYER_TOKENS, W_SANDWICH_STATS, 0},
+    [SP_ACT_POST] = {"post-norm out", ROWS_TOKENS, W_SANDWICH_D, 0},
+    [SP_ACT_DPOST] = {"dpost", ROWS_TOKENS, W_SANDWICH_D, 1},
+    [SP_ACT_LOGIT_T] = {"logit tanh", ROWS_TARGETS, W_CAPPED_VOCAB, 1},
     [SP_ACT_MLP_ACT] = {"mlp act", ROWS_TOKENS, W_FF, 0},
     [SP_ACT_ATT] = {"attention scratch", ROWS_ATTENTION, W_ONE, 0},
     [SP_ACT_ROPE] = {"rotary tables", ROWS_POSITIONS, W_ROTARY, 0},
@@ -64,6 +78,7 @@ static const act_desc ACTS[SP_N_ACT] = {
     [SP_ACT_DLN] = {"dln", ROWS_TOKENS, W_D, 1},
     [SP_ACT_DATTY] = {"datty", ROWS_TOKENS, W_QD, 1},
     [SP_ACT_DQKV] = {"dqkv", ROWS_TOKENS, W_QKV, 1},
+    [SP_ACT_DQK] = {"dqk", ROWS_TOKENS, W_QK_NORMED, 1},
     [SP_ACT_DFC] = {"dfc", ROWS_TOKENS, W_FF, 1},
     [SP_ACT_DUP] = {"dup", ROWS_TOKENS, W_GATED_FF, 1},
     [SP_ACT_TOP_DX] = {"top dx", ROWS_TARGETS, W_D, 1},
@@ -93,6 +108,7 @@ static size_t gated_ff(const sp__family *f, const sp__dims *z) {
     case SP_MLP_GELU:
         return 0;
     case SP_MLP_SWIGLU:
+    case SP_MLP_GEGLU:
         return (size_t)z->F;
     }
     return 0;
@@ -103,7 +119,29 @@ static size_t rotary(const sp__family *f, const sp__dims *z) {
     case SP_POS_LEARNED:
         return 0;
     case SP_POS_ROTARY:
-        return (size_t)z->hs.hd;
+        return (size_t)z->hs.hd * (z->local_rope ? 2 : 1);
+    }
+    return 0;
+}
+
+/* 1 in a block with post-norms, else 0. */
+static size_t sandwich(const sp__family *f) {
+    switch (f->block) {
+    case SP_BLOCK_PRE_NORM:
+        return 0;
+    case SP_BLOCK_SANDWICH:
+        return 1;
+    }
+    return 0;
+}
+
+/* Heads a q/k norm normalises (H + Hkv), or 0. */
+static size_t qk_heads(const sp__family *f, const sp__dims *z) {
+    switch (f->qk_norm) {
+    case SP_QKNORM_NONE:
+        return 0;
+    case SP_QKNORM_PER_HEAD:
+        return (size_t)z->hs.n_head + (size_t)z->hs.n_kv_head;
     }
     return 0;
 }
@@ -130,6 +168,16 @@ static size_t width_of(const sp__family *f, const sp__dims *z, act_width w) {
         return (size_t)z->V;
     case W_ROTARY:
         return rotary(f, z);
+    case W_QK_NORMED:
+        return qk_heads(f, z) * (size_t)z->hs.hd;
+    case W_QK_STATS:
+        return 2 * qk_heads(f, z);
+    case W_SANDWICH_D:
+        return sandwich(f) * (size_t)z->d;
+    case W_SANDWICH_STATS:
+        return 2 * sandwich(f);
+    case W_CAPPED_VOCAB:
+        return z->logit_cap ? (size_t)z->V : 0;
     }
     return 0;
 }
@@ -144,9 +192,11 @@ static sp__dims model_dims(const sp_model *m, size_t n_tokens, size_t n_targets,
                            int n_past) {
     const sp_model_config *c = &m->cfg;
     sp__dims z = {.L = c->n_layer, .d = c->d_model, .F = c->d_ff, .V = c->vocab_size};
-    z.hs = (sp__heads){c->n_head, sp_config_kv_heads(c), sp_config_head_dim(c)};
+    z.hs = (sp__heads){c->n_head, sp_config_kv_heads(c), sp_config_head_dim(c), 0, 0, 0};
     z.qd = z.hs.n_head * z.hs.hd, z.kvd = z.hs.n_kv_head * z.hs.hd, z.wq = SP_QKV_WIDTH(&z.hs);
     z.N = n_tokens, z.n_tgt = n_targets, z.max_len = max_len, z.n_past = n_past;
+    z.logit_cap = c->logit_softcap > 0;
+    z.local_rope = m->rope_inv_freq_local != NULL;
     return z;
 }
 
@@ -220,6 +270,7 @@ static int ensure(sp_worker *w, int i, size_t n) {
 static sp__layer_acts layer_acts(const sp_worker *w, int l) {
     const sp__dims *z = &w->z;
     size_t N = z->N, d = (size_t)z->d, F = (size_t)z->F, at = (size_t)l * N;
+    size_t nh = qk_heads(w->f, z);
     float *const *b = w->buf;
     sp__layer_acts a = {
         .x = b[SP_ACT_X] + at * d,
@@ -227,8 +278,14 @@ static sp__layer_acts layer_acts(const sp_worker *w, int l) {
         .ln1_mean = b[SP_ACT_LN1_STATS] + 2 * at,
         .ln1_rstd = b[SP_ACT_LN1_STATS] + 2 * at + N,
         .qkv = b[SP_ACT_QKV] + at * (size_t)z->wq,
+        .qk_raw = b[SP_ACT_QK_RAW] ? b[SP_ACT_QK_RAW] + at * nh * (size_t)z->hs.hd : NULL,
+        .qk_mean = b[SP_ACT_QK_STATS] ? b[SP_ACT_QK_STATS] + 2 * at * nh : NULL,
+        .qk_rstd = b[SP_ACT_QK_STATS] ? b[SP_ACT_QK_STATS] + 2 * at * nh + N * nh : NULL,
         .lse = b[SP_ACT_LSE] + at * (size_t)z->hs.n_head,
         .atty = b[SP_ACT_ATTY] + at * (size_t)z->qd,
+        .ao = b[SP_ACT_AO] ? b[SP_ACT_AO] + at * d : NULL,
+        .ao_mean = b[SP_ACT_AO_STATS] ? b[SP_ACT_AO_STATS] + 2 * at : NULL,
+        .ao_rstd = b[SP_ACT_AO_STATS] ? b[SP_ACT_AO_STATS] + 2 * at + N : NULL,
         .xmid = b[SP_ACT_XMID] + at * d,
         .ln2 = b[SP_ACT_LN2] + at * d,
         .ln2_mean = b[SP_ACT_LN2_STATS] + 2 * at,
@@ -236,6 +293,9 @@ static sp__layer_acts layer_acts(const sp_worker *w, int l) {
         .fc = b[SP_ACT_FC] + at * F,
         .fc_aux = b[SP_ACT_FC_AUX] + at * F,
         .up = b[SP_ACT_UP] ? b[SP_ACT_UP] + at * F : NULL,
+        .mo = b[SP_ACT_MO] ? b[SP_ACT_MO] + at * d : NULL,
+        .mo_mean = b[SP_ACT_MO_STATS] ? b[SP_ACT_MO_STATS] + 2 * at : NULL,
+        .mo_rstd = b[SP_ACT_MO_STATS] ? b[SP_ACT_MO_STATS] + 2 * at + N : NULL,
         .x_next = b[SP_ACT_X] + (at + N) * d,
     };
     return a;
@@ -248,9 +308,18 @@ static sp__scratch scratch(const sp_worker *w) {
     float *rope = b[SP_ACT_ROPE];
     return (sp__scratch){
         .mlp_act = b[SP_ACT_MLP_ACT],
+        .post = b[SP_ACT_POST],
+        .dpost = b[SP_ACT_DPOST],
+        .logit_t = b[SP_ACT_LOGIT_T],
         .att = b[SP_ACT_ATT],
         .rope_cos = rope,
         .rope_sin = rope ? rope + ((size_t)z->n_past + (size_t)z->max_len) * half : NULL,
+        .rope_cos_local = rope && z->local_rope
+                              ? rope + 2 * ((size_t)z->n_past + (size_t)z->max_len) * half
+                              : NULL,
+        .rope_sin_local = rope && z->local_rope
+                              ? rope + 3 * ((size_t)z->n_past + (size_t)z->max_len) * half
+                              : NULL,
         .top_x = b[SP_ACT_TOP_X],
         .top_atty = b[SP_ACT_TOP_ATTY],
         .lnf = b[SP_ACT_LNF],
@@ -261,6 +330,7 @@ static sp__scratch scratch(const sp_worker *w) {
         .dln = b[SP_ACT_DLN],
         .datty = b[SP_ACT_DATTY],
         .dqkv = b[SP_ACT_DQKV],
+        .dqk = b[SP_ACT_DQK],
         .dfc = b[SP_ACT_DFC],
         .dup = b[SP_ACT_DUP],
         .top_dx = b[SP_ACT_TOP_DX],

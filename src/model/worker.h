@@ -22,6 +22,8 @@ typedef struct sp__dims {
     size_t n_tgt;    /* targets */
     int max_len;     /* longest sequence */
     int n_past;      /* key/value prefix rows: the text's first position */
+    int logit_cap;   /* the LM head's logits are soft-capped */
+    int local_rope;  /* windowed layers have rotary tables of their own */
 } sp__dims;
 
 /* Layer l's saved activations: pointers into the worker's buffers. In the top layer the
@@ -30,32 +32,43 @@ typedef struct sp__layer_acts {
     float *x;                   /* [N, d] residual stream entering the block */
     float *ln1;                 /* [N, d] norm1(x) */
     float *ln1_mean, *ln1_rstd; /* [N] (mean: LayerNorm only) */
-    float *qkv;                 /* [N, Wq] q | k | v, q and k carrying their positions */
+    float *qkv;                 /* [N, Wq] q | k | v, q and k carrying their norms, positions */
+    float *qk_raw;              /* [N, (H + Hkv) hd] q | k before their norms (q/k norm only) */
+    float *qk_mean, *qk_rstd;   /* [N, H + Hkv] the q/k norms' statistics */
     float *lse;                 /* [N, H] log-sum-exp of each attention row (sequence-major) */
     float *atty;                /* [N, qd] attention output */
-    float *xmid;                /* [N, d] x + atty W_o */
+    float *ao;                  /* [N, d] atty W_o before the post-attention norm (sandwich) */
+    float *ao_mean, *ao_rstd;   /* [N] its norm's statistics */
+    float *xmid;                /* [N, d] x + atty W_o (sandwich: + norm(ao)) */
     float *ln2;                 /* [N, d] norm2(xmid) */
     float *ln2_mean, *ln2_rstd; /* [N] */
     float *fc;                  /* [N, F] MLP input projection (GELU input; SwiGLU gate) */
     float *fc_aux;              /* [N, F] tanh inside gelu / sigmoid(gate), for backward */
     float *up;                  /* [N, F] SwiGLU's up projection */
+    float *mo;                  /* [N, d] act W_out before the post-MLP norm (sandwich) */
+    float *mo_mean, *mo_rstd;   /* [N] its norm's statistics */
     float *x_next;              /* [N, d] xmid + mlp: the next layer's x */
 } sp__layer_acts;
 
 /* Buffers used by one layer at a time (forward or backward), the head and the positions. */
 typedef struct sp__scratch {
-    float *mlp_act;                   /* [N, F] the MLP activation: only W_out reads it */
-    float *att;                       /* attention blocks: SP_ATT_BWD_SCRATCH(max_len) */
-    float *rope_cos, *rope_sin;       /* [max_len, hd / 2] rotary tables */
-    float *top_x, *top_atty;          /* [n_tgt, d], [n_tgt, qd] top block's target rows */
-    float *lnf, *lnf_mean, *lnf_rstd; /* [n_tgt, d], [n_tgt] x 2 final norm */
-    float *logits;                    /* [n_tgt, V], then dlogits */
-    float *dx;                        /* [N, d] dL/d residual stream */
-    float *dln;                       /* [N, d] dL/d a norm's output */
-    float *datty;                     /* [N, qd] */
-    float *dqkv;                      /* [N, Wq] */
-    float *dfc, *dup;                 /* [N, F] MLP activation gradients */
-    float *top_dx, *top_datty;        /* [n_tgt, d], [n_tgt, qd] */
+    float *mlp_act;             /* [N, F] the MLP activation: only W_out reads it */
+    float *post;                /* [N, d] a post-norm's output (sandwich) */
+    float *dpost;               /* [N, d] gradient of a post-norm's input (sandwich) */
+    float *logit_t;             /* [n_tgt, V] tanh of the capped logits (soft-capping) */
+    float *att;                 /* attention blocks: SP_ATT_BWD_SCRATCH(max_len) */
+    float *rope_cos, *rope_sin; /* [max_len, hd / 2] rotary tables */
+    float *rope_cos_local, *rope_sin_local; /* the same of windowed layers (local_rope) */
+    float *top_x, *top_atty;                /* [n_tgt, d], [n_tgt, qd] top block's target rows */
+    float *lnf, *lnf_mean, *lnf_rstd;       /* [n_tgt, d], [n_tgt] x 2 final norm */
+    float *logits;                          /* [n_tgt, V], then dlogits */
+    float *dx;                              /* [N, d] dL/d residual stream */
+    float *dln;                             /* [N, d] dL/d a norm's output */
+    float *datty;                           /* [N, qd] */
+    float *dqkv;                            /* [N, Wq] */
+    float *dqk;                             /* [N, (H + Hkv) hd] q/k norm gradients */
+    float *dfc, *dup;                       /* [N, F] MLP activation gradients */
+    float *top_dx, *top_datty;              /* [n_tgt, d], [n_tgt, qd] */
 } sp__scratch;
 
 /* The buffers of the table (worker.c's ACTS lists each with its size). */
@@ -64,14 +77,23 @@ enum {
     SP_ACT_LN1,
     SP_ACT_LN1_STATS,
     SP_ACT_QKV,
+    SP_ACT_QK_RAW,
+    SP_ACT_QK_STATS,
     SP_ACT_LSE,
     SP_ACT_ATTY,
+    SP_ACT_AO,
+    SP_ACT_AO_STATS,
     SP_ACT_XMID,
     SP_ACT_LN2,
     SP_ACT_LN2_STATS,
     SP_ACT_FC,
     SP_ACT_FC_AUX,
     SP_ACT_UP,
+    SP_ACT_MO,
+    SP_ACT_MO_STATS,
+    SP_ACT_POST,
+    SP_ACT_DPOST,
+    SP_ACT_LOGIT_T,
     SP_ACT_MLP_ACT,
     SP_ACT_ATT,
     SP_ACT_ROPE,
@@ -84,6 +106,7 @@ enum {
     SP_ACT_DLN,
     SP_ACT_DATTY,
     SP_ACT_DQKV,
+    SP_ACT_DQK,
     SP_ACT_DFC,
     SP_ACT_DUP,
     SP_ACT_TOP_DX,

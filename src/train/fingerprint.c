@@ -26,6 +26,38 @@ static void hash_family(sp__h64 *h, const sp_model *m) {
     case SP_ARCH_QWEN2:
         sp__h64_str(h, "llama");
         return;
+    case SP_ARCH_MISTRAL:
+        sp__h64_str(h, "mistral");
+        sp__h64_i64(h, c->sliding_window);
+        sp__h64_i64(h, c->window_pattern);
+        return;
+    case SP_ARCH_QWEN3:
+        sp__h64_str(h, "qwen3"); /* the q/k norm gains are rows of its table */
+        return;
+    case SP_ARCH_GEMMA:
+        sp__h64_str(h, "gemma");
+        sp__h64_f64(h, m->embed_scale);
+        return;
+    case SP_ARCH_GEMMA2:
+        sp__h64_str(h, "gemma2");
+        sp__h64_f64(h, m->embed_scale);
+        sp__h64_i64(h, c->sliding_window);
+        sp__h64_i64(h, c->window_pattern);
+        sp__h64_f64(h, c->attn_softcap);
+        sp__h64_f64(h, c->logit_softcap);
+        sp__h64_f64(h, c->query_scale);
+        return;
+    case SP_ARCH_GEMMA3:
+        sp__h64_str(h, "gemma3_text");
+        sp__h64_f64(h, m->embed_scale);
+        sp__h64_i64(h, c->sliding_window);
+        sp__h64_i64(h, c->window_pattern);
+        sp__h64_f64(h, c->attn_softcap);
+        sp__h64_f64(h, c->logit_softcap);
+        sp__h64_f64(h, c->query_scale);
+        hash_floats(h, "rope_inv_freq_local", m->rope_inv_freq_local,
+                    (size_t)sp_config_head_dim(c) / 2);
+        return;
     }
 }
 
@@ -36,6 +68,11 @@ static void hash_rotary(sp__h64 *h, const sp_model *m) {
         return;
     case SP_ARCH_LLAMA:
     case SP_ARCH_QWEN2:
+    case SP_ARCH_MISTRAL:
+    case SP_ARCH_QWEN3:
+    case SP_ARCH_GEMMA:
+    case SP_ARCH_GEMMA2:
+    case SP_ARCH_GEMMA3:
         sp__h64_str(h, sp_arch_model_type(c->arch));
         sp__h64_i64(h, sp_config_kv_heads(c));
         sp__h64_i64(h, sp_config_head_dim(c));

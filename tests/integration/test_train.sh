@@ -2,12 +2,16 @@
 # sp_synth.c): learning, rank-count and micro-batch independence, bitwise --deterministic runs,
 # stop/resume (SIGTERM, SIGUSR1 through mpirun, SIGKILL) ending bitwise equal to an
 # uninterrupted run, corrupt and foreign checkpoints, and a failing rank ending the whole job.
-# SP_TRAIN_ARCH=llama runs all of it on a Llama-family model (test_train_llama.sh).
+# SP_TRAIN_ARCH=llama runs all of it on a Llama-family model (test_train_llama.sh);
+# SP_TRAIN_INIT adds init-model options (a family's own: --sliding-window); SP_TRAIN_QUICK=1 stops
+# after learning, evaluation and the rank-count / --deterministic runs (test_train_mistral.sh).
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 
 arch=(--arch "${SP_TRAIN_ARCH:-gpt2}")
 [[ ${SP_TRAIN_ARCH:-gpt2} == gpt2 ]] || arch+=(--kv-heads 2)
+read -r -a init_extra <<< "${SP_TRAIN_INIT:-}"
+arch+=("${init_extra[@]}")
 "$SP_CLI" init-model "${arch[@]}" --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 \
   --random-norms --seed 1 model >/dev/null
 "$SP_CLI" init-model "${arch[@]}" --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 \
@@ -65,6 +69,7 @@ same_file d1/adapter/adapter_model.safetensors d3/adapter/adapter_model.safetens
 same_file d1/adapter/adapter_model.safetensors dt/adapter/adapter_model.safetensors "--deterministic 1 vs 2 threads"
 [[ "$(losses d1/metrics.jsonl)" == "$(losses d3/metrics.jsonl)" ]] || fail "--deterministic losses differ"
 ok "--deterministic: bitwise identical prompts and losses for 1, 2 and 3 ranks and 2 threads"
+[[ -z ${SP_TRAIN_QUICK:-} ]] || exit 0
 
 # --- stop and resume ------------------------------------------------------------------------
 steps=400   # long enough that a signal sent near step 60 always lands mid-run

@@ -25,16 +25,23 @@ typedef struct naive {
     double *dkp, *dvp; /* [np, Hkv * hd]: the same for the past's rows */
 } naive;
 
-/* Float64 attention of query head h over the past's np rows (all visible) and the current rows
- * (causal): fills out and dq for its columns and adds its part of dk, dv (and the past's dkp,
- * dvp) to the columns of its key/value head. Key index j < np is past row j, else current row
- * j - np. */
+/* The first key index query row i sees (keys: the past's np rows, then the current ones, key j
+ * at position j, query i at np + i): the key is visible iff np + i - j < window (0: all). */
+static int naive_first_key(int np, int i, int window) {
+    return window > 0 && np + i - window + 1 > 0 ? np + i - window + 1 : 0;
+}
+
+/* Float64 attention of query head h over the past's np rows and the current rows (causal, within
+ * hs->window when there is one): fills out and dq for its columns and adds its part of dk, dv (and
+ * the past's dkp, dvp) to the columns of its key/value head. Key index j < np is past row j, else
+ * current row j - np. */
 static void naive_head(naive *r, const float *qkv, const float *dout, int len, const sp__heads *hs,
                        const past_rows *past, int h) {
     int ld = SP_QKV_WIDTH(hs), hd = hs->hd, d = hs->n_head * hd, kvd = hs->n_kv_head * hd;
     int kv = SP_KV_OF(hs, h), np = past->np, nk = np + len;
-    double scale = 1.0 / sqrt((double)hd);
+    double scale = hs->scale > 0 ? hs->scale : 1.0 / sqrt((double)hd), cap = hs->softcap;
     double *p = calloc((size_t)len * nk, sizeof *p), *dp = calloc((size_t)len * nk, sizeof *dp);
+    double *gf = calloc((size_t)len * nk, sizeof *gf); /* d capped / d raw */
     double *dk = calloc((size_t)nk * hd, sizeof *dk), *dv = calloc((size_t)nk * hd, sizeof *dv);
 #define Q(i, c) ((double)qkv[(size_t)(i)*ld + h * hd + (c)])
 #define K(j, c)                                                                                    \
@@ -47,37 +54,44 @@ static void naive_head(naive *r, const float *qkv, const float *dout, int len, c
 #define P(i, j) p[(size_t)(i)*nk + (j)]
 #define DP(i, j) dp[(size_t)(i)*nk + (j)]
     for (int i = 0; i < len; i++) {
-        int vis = np + i + 1;
+        int vis = np + i + 1, lo = naive_first_key(np, i, hs->window);
         double mx = -INFINITY, sum = 0.0;
-        for (int j = 0; j < vis; j++) {
+        for (int j = lo; j < vis; j++) {
             double s = 0.0;
             for (int c = 0; c < hd; c++) s += Q(i, c) * K(j, c);
-            P(i, j) = s * scale;
-            mx = fmax(mx, s * scale);
+            s *= scale;
+            gf[(size_t)i * nk + j] = cap > 0 ? 1.0 - tanh(s / cap) * tanh(s / cap) : 1.0;
+            if (cap > 0) s = cap * tanh(s / cap);
+            P(i, j) = s;
+            mx = fmax(mx, s);
         }
-        for (int j = 0; j < vis; j++) sum += (P(i, j) = exp(P(i, j) - mx));
-        for (int j = 0; j < vis; j++) P(i, j) /= sum;
+        for (int j = lo; j < vis; j++) sum += (P(i, j) = exp(P(i, j) - mx));
+        for (int j = lo; j < vis; j++) P(i, j) /= sum;
     }
     for (int i = 0; i < len; i++)
         for (int c = 0; c < hd; c++) {
             double o = 0.0;
-            for (int j = 0; j < np + i + 1; j++) o += P(i, j) * V(j, c);
+            for (int j = naive_first_key(np, i, hs->window); j < np + i + 1; j++)
+                o += P(i, j) * V(j, c);
             r->out[(size_t)i * d + h * hd + c] = o;
         }
     for (int i = 0; i < len; i++) { /* dS = P o (dP - rowsum(P o dP)) */
         double rowdot = 0.0;
-        for (int j = 0; j < np + i + 1; j++) {
+        int lo = naive_first_key(np, i, hs->window);
+        for (int j = lo; j < np + i + 1; j++) {
             double g = 0.0;
             for (int c = 0; c < hd; c++) g += DO(i, c) * V(j, c);
             DP(i, j) = g;
             rowdot += g * P(i, j);
         }
-        for (int j = 0; j < np + i + 1; j++) DP(i, j) = scale * P(i, j) * (DP(i, j) - rowdot);
+        for (int j = lo; j < np + i + 1; j++)
+            DP(i, j) = scale * gf[(size_t)i * nk + j] * P(i, j) * (DP(i, j) - rowdot);
     }
     for (int i = 0; i < len; i++)
         for (int c = 0; c < hd; c++) {
             double gq = 0.0;
-            for (int j = 0; j < np + i + 1; j++) gq += DP(i, j) * K(j, c);
+            for (int j = naive_first_key(np, i, hs->window); j < np + i + 1; j++)
+                gq += DP(i, j) * K(j, c);
             r->dq[(size_t)i * d + h * hd + c] = gq;
         }
     for (int j = 0; j < nk; j++) /* P^T dO and dS^T Q over the queries that see key j */
@@ -99,7 +113,7 @@ static void naive_head(naive *r, const float *qkv, const float *dout, int len, c
 #undef DO
 #undef P
 #undef DP
-    free(p), free(dp), free(dk), free(dv);
+    free(p), free(dp), free(dk), free(dv), free(gf);
 }
 
 /* Largest |a - b| over the largest |b|, for n values of b laid out with stride/offset. */
@@ -142,9 +156,10 @@ static void free_past(past_rows *p, int interleaved) {
 
 /* The kernels against naive_head for one shape, with np past rows: outputs and every gradient,
  * the past's accumulated onto a non-zero start (the kernel adds). */
-static void check_past_attention(int len, int n_head, int n_kv_head, int hd, int np,
-                                 int interleaved, uint64_t seed) {
-    sp__heads hs = {n_head, n_kv_head, hd};
+static void check_heads_attention(const sp__heads *heads, int len, int np, int interleaved,
+                                  uint64_t seed) {
+    sp__heads hs = *heads;
+    int n_head = hs.n_head, n_kv_head = hs.n_kv_head, hd = hs.hd, window = hs.window;
     int ld = SP_QKV_WIDTH(&hs), d = n_head * hd, kvd = n_kv_head * hd;
     sp_rng rng;
     sp_rng_seed(&rng, seed);
@@ -177,12 +192,23 @@ static void check_past_attention(int len, int n_head, int n_kv_head, int hd, int
     /* float32 sums over up to len * hd terms: 1e-5 leaves two orders of margin at len 200 */
     ck_assert_msg(e_out < 1e-5 && e_dq < 1e-5 && e_dk < 1e-5 && e_dv < 1e-5 && e_dkp < 1e-5 &&
                       e_dvp < 1e-5,
-                  "len %d past %d heads %d/%d hd %d: relative errors out %.2e dq %.2e dk %.2e dv "
-                  "%.2e past dk %.2e dv %.2e",
-                  len, np, n_head, n_kv_head, hd, e_out, e_dq, e_dk, e_dv, e_dkp, e_dvp);
+                  "len %d past %d heads %d/%d hd %d window %d: relative errors out %.2e dq %.2e dk "
+                  "%.2e dv %.2e past dk %.2e dv %.2e",
+                  len, np, n_head, n_kv_head, hd, window, e_out, e_dq, e_dk, e_dv, e_dkp, e_dvp);
     free(qkv), free(dout), free(out), free(lse), free(dqkv), free(scratch), free(dkp), free(dvp);
     free(r.out), free(r.dq), free(r.dk), free(r.dv), free(r.dkp), free(r.dvp);
     free_past(&past, interleaved);
+}
+
+static void check_window_attention(int len, int n_head, int n_kv_head, int hd, int np,
+                                   int interleaved, int window, uint64_t seed) {
+    sp__heads hs = {n_head, n_kv_head, hd, window, 0, 0};
+    check_heads_attention(&hs, len, np, interleaved, seed);
+}
+
+static void check_past_attention(int len, int n_head, int n_kv_head, int hd, int np,
+                                 int interleaved, uint64_t seed) {
+    check_window_attention(len, n_head, n_kv_head, hd, np, interleaved, 0, seed);
 }
 
 static void check_attention(int len, int n_head, int n_kv_head, int hd, uint64_t seed) {
@@ -228,7 +254,7 @@ START_TEST(test_lse_is_row_logsumexp) {
     float *qkv = malloc((size_t)len * 3 * d * sizeof *qkv), *out = malloc((size_t)len * d * 4);
     float *lse = malloc((size_t)len * 4), *scratch = malloc(SP_ATT_FWD_SCRATCH(len) * 4);
     for (int i = 0; i < len * 3 * d; i++) qkv[i] = 3.0f * (float)sp_rng_normal(&rng);
-    sp__heads hs = {1, 1, hd};
+    sp__heads hs = {1, 1, hd, 0, 0, 0};
     sp__attention_forward(out, lse, scratch, qkv, len, &hs, NULL);
     for (int i = 0; i < len; i++) {
         double mx = -INFINITY, s[len];
@@ -260,6 +286,32 @@ START_TEST(test_prefix_forward_backward) {
 }
 END_TEST
 
+/* A sliding window (Mistral): windows shorter than a query block, straddling it, longer than the
+ * sequence (no effect), of 2 (a query and the key before it); with a prefix, whose rows sit at
+ * positions 0..np-1 and fall out of the window like any token's (transformers' mask over cache
+ * positions, kv_idx > q_idx - sliding_window). */
+START_TEST(test_sliding_window) {
+    check_window_attention(40, 2, 2, 8, 0, 0, 5, 61);
+    check_window_attention(2 * SP_ATT_QBLOCK + 9, 4, 2, 8, 0, 0, SP_ATT_QBLOCK + 3, 62);
+    check_window_attention(30, 2, 1, 8, 0, 0, 100, 63);
+    check_window_attention(12, 2, 2, 4, 0, 0, 2, 64);
+    check_window_attention(25, 4, 2, 8, 6, 0, 9, 65); /* the prefix leaves the window at row 3 */
+    check_window_attention(SP_ATT_QBLOCK + 7, 3, 3, 8, SP_ATT_QBLOCK + 2, 1, 20, 66);
+}
+END_TEST
+
+/* Gemma 2's attention: scores soft-capped (cap tanh(s / cap), caps that bite: the scores of std
+ * ~3 here reach the cap's range), a scale other than 1 / sqrt(hd) (query_pre_attn_scalar), with a
+ * window and a prefix. */
+START_TEST(test_softcap_and_scale) {
+    const sp__heads a = {4, 2, 8, 0, 2.0f, 1.0f}, b = {2, 2, 16, 7, 3.0f, 0.2f},
+                    c = {3, 1, 8, 0, 0.0f, 0.5f};
+    check_heads_attention(&a, SP_ATT_QBLOCK + 5, 0, 0, 71);
+    check_heads_attention(&b, 30, 4, 0, 72);
+    check_heads_attention(&c, 20, 3, 1, 73);
+}
+END_TEST
+
 /* The same rows computed through a cache: the cache starts with np prefix rows, the first
  * prefill rows are computed at once (prefill 0: none), then one row at a time, each appended to
  * the cache after it is computed. Every output row and log-sum-exp equals the computation of
@@ -267,7 +319,7 @@ END_TEST
  * the float64 reference. */
 static void check_cache(int len, int n_head, int n_kv_head, int hd, int np, int prefill,
                         uint64_t seed) {
-    sp__heads hs = {n_head, n_kv_head, hd};
+    sp__heads hs = {n_head, n_kv_head, hd, 0, 0, 0};
     int ld = SP_QKV_WIDTH(&hs), d = n_head * hd, kvd = n_kv_head * hd;
     sp_rng rng;
     sp_rng_seed(&rng, seed);
@@ -326,7 +378,7 @@ END_TEST
 
 /* A cache refuses rows that do not fit, and copies nothing then. */
 START_TEST(test_cache_capacity) {
-    sp__heads hs = {2, 1, 4};
+    sp__heads hs = {2, 1, 4, 0, 0, 0};
     float qkv[3 * 16] = {0}, k[2 * 4] = {0}, v[2 * 4] = {0};
     for (int i = 0; i < 3 * 16; i++) qkv[i] = (float)i;
     sp__kv_cache c = {k, v, 0, 2, 4};
@@ -354,6 +406,8 @@ int main(void) {
     TCase *past = tcase_create("prefix and cache");
     tcase_add_test(past, test_prefix_forward_backward);
     tcase_add_test(past, test_cache_matches_whole_sequence);
+    tcase_add_test(past, test_sliding_window);
+    tcase_add_test(past, test_softcap_and_scale);
     tcase_add_test(past, test_cache_capacity);
     suite_add_tcase(s, past);
     return tu_run_suite(s);

@@ -395,7 +395,9 @@ START_TEST(init_model_qwen2_and_bad_llama_flags) {
     const char *bad_arch[] = {"init-model", "--arch", "bert", dir, NULL};
     r = tu_cli_run(bad_arch);
     ck_assert_int_eq(r.rc, 2);
-    tu_assert_has(r.err, "--arch 'bert': expected gpt2, llama or qwen2");
+    tu_assert_has(
+        r.err,
+        "--arch 'bert': expected gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2 or gemma3_text");
     tu_cli_free(&r);
     const char *bad_shape[] = {"init-model", "--shape", "gpt5", dir, NULL};
     r = tu_cli_run(bad_shape);

@@ -21,7 +21,9 @@
 
 typedef struct test_model {
     sp_model m;
-    float *mem; /* one allocation holds every tensor */
+    float *mem;    /* one allocation holds every tensor */
+    float *extra;  /* the variants' tensors (q/k norm gains), or NULL */
+    float *extra2; /* more of them (Gemma 3), or NULL */
 } test_model;
 
 static float *take(float **cursor, size_t n) {
@@ -144,6 +146,33 @@ static void make_llama(test_model *t, int L, int d, int H, int Hkv, int F, int V
 static void free_model(test_model *t) {
     free(t->m.layers);
     free(t->mem);
+    free(t->extra);
+    free(t->extra2);
+}
+
+/* make_llama's model as Mistral with a sliding window (the family's attention window). */
+static void make_mistral(test_model *t, int L, int d, int H, int Hkv, int F, int window,
+                         uint64_t seed) {
+    make_llama(t, L, d, H, Hkv, F, 37, 24, 0, seed);
+    t->m.cfg.arch = SP_ARCH_MISTRAL;
+    t->m.cfg.sliding_window = window;
+}
+
+/* make_llama's model as Qwen3: per-head RMSNorm gains of q and k (far from 1, so that the norms'
+ * gradient matters), with q/k/v biases when qkv_bias. */
+static void make_qwen3(test_model *t, int L, int d, int H, int Hkv, int F, int qkv_bias,
+                       uint64_t seed) {
+    make_llama(t, L, d, H, Hkv, F, 37, 24, qkv_bias, seed);
+    t->m.cfg.arch = SP_ARCH_QWEN3;
+    int hd = sp_config_head_dim(&t->m.cfg);
+    t->extra = malloc((size_t)L * 2 * hd * sizeof *t->extra);
+    sp_rng r;
+    sp_rng_seed(&r, seed + 100);
+    fill(t->extra, (size_t)L * 2 * hd, &r, 1, 0.5f);
+    for (int l = 0; l < L; l++) {
+        t->m.layers[l].q_norm.w = t->extra + (size_t)l * 2 * hd;
+        t->m.layers[l].k_norm.w = t->extra + (size_t)l * 2 * hd + hd;
+    }
 }
 
 /* A batch with everything the engine must handle: three sequences of different lengths;
@@ -274,6 +303,113 @@ END_TEST
 
 START_TEST(test_fd_qwen2_biases) {
     check_llama_gradient(2, 24, 2, 2, 48, 1, 13);
+}
+END_TEST
+
+/* make_llama's model as Gemma: inputs scaled (prompt included), norms (1 + w), GeGLU. */
+static void make_gemma(test_model *t, int L, int d, int H, int Hkv, int F, int qkv_bias,
+                       uint64_t seed) {
+    make_llama(t, L, d, H, Hkv, F, 37, 24, qkv_bias, seed);
+    t->m.cfg.arch = SP_ARCH_GEMMA;
+    t->m.embed_scale = 0.75f; /* the unit-variance embeddings stay in the nonlinear range */
+    /* gains 1 + N(0, 0.2^2) as offsets: (1 + w) is make_llama's gain again */
+    float *g[] = {(float *)t->m.lnf.w};
+    for (int j = 0; j < d; j++) g[0][j] -= 1.0f;
+    for (int l = 0; l < L; l++)
+        for (int j = 0; j < d; j++)
+            ((float *)t->m.layers[l].ln1.w)[j] -= 1.0f, ((float *)t->m.layers[l].ln2.w)[j] -= 1.0f;
+}
+
+/* make_gemma's model as Gemma 2: norms after attention and around the MLP, soft-capped scores and
+ * logits (caps the unit-scale values reach), a query scale of its own, a window of 4 in every
+ * other layer. */
+static void make_gemma2(test_model *t, int L, int d, int H, int Hkv, int F, int qkv_bias,
+                        uint64_t seed) {
+    make_gemma(t, L, d, H, Hkv, F, qkv_bias, seed);
+    sp_model_config *c = &t->m.cfg;
+    c->arch = SP_ARCH_GEMMA2;
+    c->attn_softcap = 2.0f, c->logit_softcap = 3.0f, c->query_scale = 0.3;
+    c->sliding_window = 4, c->window_pattern = 2;
+    t->extra = malloc((size_t)L * 2 * d * sizeof *t->extra);
+    sp_rng r;
+    sp_rng_seed(&r, seed + 200);
+    fill(t->extra, (size_t)L * 2 * d, &r, 0, 0.2f); /* (1 + w) gains */
+    for (int l = 0; l < L; l++) {
+        t->m.layers[l].ln_post_attn.w = t->extra + (size_t)l * 2 * d;
+        t->m.layers[l].ln_post_ff.w = t->extra + (size_t)l * 2 * d + d;
+    }
+}
+
+/* make_gemma2's model as Gemma 3: (1 + w) norms of each q and k head, windows in 2 of every 3
+ * layers, which rotate with a base of their own (rope_local_base_freq 1000, global 10000). */
+static void make_gemma3(test_model *t, int L, int d, int H, int Hkv, int F, uint64_t seed) {
+    make_gemma2(t, L, d, H, Hkv, F, 0, seed);
+    sp_model_config *c = &t->m.cfg;
+    int hd = sp_config_head_dim(c);
+    c->arch = SP_ARCH_GEMMA3, c->window_pattern = 3, c->rope_local_theta = 1000;
+    c->logit_softcap = 0; /* Gemma 3's default */
+    t->extra2 = malloc(((size_t)L * 2 * hd + (size_t)hd / 2) * sizeof *t->extra2);
+    sp_rng r;
+    sp_rng_seed(&r, seed + 300);
+    fill(t->extra2, (size_t)L * 2 * hd, &r, 0, 0.3f);
+    for (int l = 0; l < L; l++) {
+        t->m.layers[l].q_norm.w = t->extra2 + (size_t)l * 2 * hd;
+        t->m.layers[l].k_norm.w = t->extra2 + (size_t)l * 2 * hd + hd;
+    }
+    float *f = t->m.rope_inv_freq_local = t->extra2 + (size_t)L * 2 * hd;
+    for (int i = 0; i < hd / 2; i++) f[i] = (float)pow(1000.0, -2.0 * i / hd);
+}
+
+START_TEST(test_fd_gemma3) {
+    test_model t;
+    make_gemma3(&t, 3, 16, 4, 2, 40, 22);
+    check_model_gradient(&t, 22);
+    free_model(&t);
+}
+END_TEST
+
+START_TEST(test_fd_gemma2) {
+    test_model t;
+    make_gemma2(&t, 2, 16, 4, 2, 40, 0, 20);
+    check_model_gradient(&t, 20);
+    free_model(&t);
+    make_gemma2(&t, 3, 24, 2, 1, 48, 1, 21);
+    check_model_gradient(&t, 21);
+    free_model(&t);
+}
+END_TEST
+
+START_TEST(test_fd_gemma) {
+    test_model t;
+    make_gemma(&t, 2, 16, 4, 1, 40, 0, 18);
+    check_model_gradient(&t, 18);
+    free_model(&t);
+    make_gemma(&t, 3, 24, 2, 2, 48, 1, 19);
+    check_model_gradient(&t, 19);
+    free_model(&t);
+}
+END_TEST
+
+/* Windows of 3 and 5 (the test batch's sequences are 5 to 12 long), grouped-query heads. */
+START_TEST(test_fd_mistral_window) {
+    test_model t;
+    make_mistral(&t, 2, 16, 4, 2, 40, 3, 14);
+    check_model_gradient(&t, 14);
+    free_model(&t);
+    make_mistral(&t, 3, 16, 4, 1, 24, 5, 15);
+    check_model_gradient(&t, 15);
+    free_model(&t);
+}
+END_TEST
+
+START_TEST(test_fd_qwen3_qk_norm) {
+    test_model t;
+    make_qwen3(&t, 2, 16, 4, 2, 40, 0, 16);
+    check_model_gradient(&t, 16);
+    free_model(&t);
+    make_qwen3(&t, 2, 24, 2, 2, 48, 1, 17);
+    check_model_gradient(&t, 17);
+    free_model(&t);
 }
 END_TEST
 
@@ -599,6 +735,21 @@ START_TEST(test_fd_prefix) {
     make_llama(&t, 2, 24, 2, 2, 48, 37, 24, 1, 33);
     check_prefix_gradient(&t, 1, 33);
     free_model(&t);
+    make_mistral(&t, 2, 16, 4, 2, 40, 6, 34); /* the prefix of 4 leaves the window of 6 */
+    check_prefix_gradient(&t, 4, 34);
+    free_model(&t);
+    make_qwen3(&t, 2, 16, 4, 2, 40, 0, 35);
+    check_prefix_gradient(&t, 3, 35);
+    free_model(&t);
+    make_gemma(&t, 2, 16, 4, 2, 40, 1, 36);
+    check_prefix_gradient(&t, 2, 36);
+    free_model(&t);
+    make_gemma2(&t, 2, 16, 4, 2, 40, 0, 37); /* the prefix of 3 leaves layer 0's window of 4 */
+    check_prefix_gradient(&t, 3, 37);
+    free_model(&t);
+    make_gemma3(&t, 3, 16, 4, 2, 40, 38);
+    check_prefix_gradient(&t, 3, 38);
+    free_model(&t);
 }
 END_TEST
 
@@ -668,6 +819,20 @@ START_TEST(test_prefix_is_prepended_tokens) {
     free_model(&t);
     make_llama(&t, 3, 16, 4, 2, 40, 37, 24, 1, 42); /* rotary, grouped-query, biases */
     check_prefix_is_prepended_tokens(&t, 42);
+    free_model(&t);
+    /* a window of 4: the text's later rows no longer see the prefix, as they would not see the
+     * tokens (transformers' mask over cache positions) */
+    make_mistral(&t, 3, 16, 4, 2, 40, 4, 43);
+    check_prefix_is_prepended_tokens(&t, 43);
+    free_model(&t);
+    make_qwen3(&t, 3, 16, 4, 2, 40, 1, 44); /* the prefix's keys were normed when computed */
+    check_prefix_is_prepended_tokens(&t, 44);
+    free_model(&t);
+    make_gemma2(&t, 3, 16, 4, 2, 40, 0, 45); /* windows in layers 0 and 2 only */
+    check_prefix_is_prepended_tokens(&t, 45);
+    free_model(&t);
+    make_gemma3(&t, 3, 16, 4, 2, 40, 46); /* local rotary in layers 0 and 1 */
+    check_prefix_is_prepended_tokens(&t, 46);
     free_model(&t);
 }
 END_TEST
@@ -839,6 +1004,11 @@ Suite *engine_suite(void) {
     tcase_add_test(tc, test_fd_one_layer_one_head);
     tcase_add_test(tc, test_fd_llama_gqa);
     tcase_add_test(tc, test_fd_qwen2_biases);
+    tcase_add_test(tc, test_fd_mistral_window);
+    tcase_add_test(tc, test_fd_qwen3_qk_norm);
+    tcase_add_test(tc, test_fd_gemma);
+    tcase_add_test(tc, test_fd_gemma2);
+    tcase_add_test(tc, test_fd_gemma3);
     tcase_add_test(tc, test_fd_prefix);
     suite_add_tcase(s, tc);
     TCase *inv = tcase_create("invariants");

@@ -30,8 +30,11 @@ START_TEST(every_arch_has_a_family) {
     sp_arch a;
     ck_assert_int_eq(sp__arch_from_model_type("bert", &a), -1);
     ck_assert_int_eq(sp__arch_from_model_type("", &a), -1);
-    ck_assert_str_eq(sp__arch_supported_quoted(), "\"gpt2\", \"llama\", \"qwen2\"");
-    ck_assert_str_eq(sp__arch_supported_plain(), "gpt2, llama or qwen2");
+    ck_assert_str_eq(sp__arch_supported_quoted(),
+                     "\"gpt2\", \"llama\", \"qwen2\", \"mistral\", \"qwen3\", \"gemma\", "
+                     "\"gemma2\", \"gemma3_text\"");
+    ck_assert_str_eq(sp__arch_supported_plain(),
+                     "gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2 or gemma3_text");
 }
 END_TEST
 
@@ -120,8 +123,15 @@ static char *write_model(const char *name, sp_arch a, uint64_t seed) {
                               .rope_theta = 10000};
     const sp__family *f = sp__family_of(a);
     if (f->gqa) o.cfg.n_kv_head = 2, o.cfg.head_dim = 8; /* qd 32 != d */
-    o.cfg.qkv_bias = a == SP_ARCH_QWEN2 || a == SP_ARCH_LLAMA;
-    o.cfg.o_bias = o.cfg.mlp_bias = a == SP_ARCH_LLAMA;
+    int attention_bias =
+        a == SP_ARCH_QWEN3 || a == SP_ARCH_GEMMA || a == SP_ARCH_GEMMA2 || a == SP_ARCH_GEMMA3;
+    o.cfg.qkv_bias = a == SP_ARCH_QWEN2 || a == SP_ARCH_LLAMA || attention_bias;
+    o.cfg.o_bias = a == SP_ARCH_LLAMA || attention_bias;
+    o.cfg.mlp_bias = a == SP_ARCH_LLAMA;
+    if (f->window_key) o.cfg.sliding_window = 16; /* shorter than the long sequences */
+    if (a == SP_ARCH_GEMMA2 || a == SP_ARCH_GEMMA3) o.cfg.attn_softcap = 5, o.cfg.logit_softcap = 3;
+    if (a == SP_ARCH_GEMMA2) o.cfg.window_pattern = 2;
+    if (a == SP_ARCH_GEMMA3) o.cfg.window_pattern = 2, o.cfg.rope_local_theta = 100;
     o.seed = seed, o.random_norms = 1, o.std = 0.2f;
     char *dir = tu_path(tu_dir, name);
     sp_error err = {0};

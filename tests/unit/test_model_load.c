@@ -7,8 +7,11 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "model/config.h"
+#include "model/family.h"
 #include "model/model_store.h"
 #include "softprompt/model.h"
 #include "softprompt/model_init.h"
@@ -434,6 +437,158 @@ START_TEST(cli_info_reports_nonfinite_weights) {
 }
 END_TEST
 
+/* ---- published configurations -------------------------------------------------------------- */
+
+#define REAL_CONFIGS SP_FIXTURES_DIR "/configs"
+
+typedef struct sparse_ctx {
+    const sp_model_config *c;
+    json_t *hdr;
+    int64_t offset;
+} sparse_ctx;
+
+/* One present tensor of the family's table as an F32 header entry at the next offset. */
+static int sparse_row(void *ctx, const sp__tensor_desc *row, int layer) {
+    sparse_ctx *k = ctx;
+    if (!sp__tensor_present(row, k->c)) return 0;
+    int64_t shape[2];
+    int ndim = sp__tensor_shape(row, k->c, shape);
+    int64_t bytes = 4 * (ndim == 1 ? shape[0] : shape[0] * shape[1]);
+    char name[160];
+    sp__tensor_name(row, layer, name, sizeof name);
+    json_t *sh = ndim == 1 ? json_pack("[I]", (json_int_t)shape[0])
+                           : json_pack("[I, I]", (json_int_t)shape[0], (json_int_t)shape[1]);
+    json_object_set_new(k->hdr, name,
+                        json_pack("{s:s, s:o, s:[I, I]}", "dtype", "F32", "shape", sh,
+                                  "data_offsets", (json_int_t)k->offset,
+                                  (json_int_t)(k->offset + bytes)));
+    k->offset += bytes;
+    return 0;
+}
+
+/* A directory holding the published config.json `name` and a model.safetensors of every tensor
+ * it implies, F32 zeros in a sparse file (holes: no disk, the page cache's zero page), so that
+ * `info` runs on the real shape without gigabytes of weights. */
+static char *real_shape_dir(const char *name, sp_model_config *c) {
+    char src[512], *dir = tu_path(tu_dir, name);
+    snprintf(src, sizeof src, "%s/%s.json", REAL_CONFIGS, name);
+    sp_error err = {0};
+    ck_assert_msg(sp__config_load(c, src, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(mkdir(dir, 0755), 0);
+    char *cfg = tu_path(dir, "config.json"), *st = tu_path(dir, "model.safetensors");
+    size_t len;
+    char *text = tu_read_file(src, &len);
+    tu_write_file(cfg, text, len);
+    sparse_ctx k = {c, json_object(), 0};
+    sp__tensors_walk(sp__family_of(c->arch), c->n_layer, SP_ORDER_TABLE, sparse_row, &k);
+    char *h = json_dumps(k.hdr, JSON_COMPACT);
+    uint64_t hl = strlen(h);
+    FILE *fp = fopen(st, "wb");
+    ck_assert(fp && fwrite(&hl, 8, 1, fp) == 1 && fwrite(h, 1, hl, fp) == hl);
+    ck_assert_int_eq(fclose(fp), 0);
+    ck_assert_int_eq(truncate(st, (off_t)(8 + hl + (uint64_t)k.offset)), 0);
+    json_decref(k.hdr);
+    free(h), free(text), free(cfg), free(st);
+    return dir;
+}
+
+/* Published config.json files parse into their real shapes (the parameter counts their model
+ * cards give), and `info` describes a model of the smaller ones (a full scan of 7B zeros would
+ * take minutes): its family's block, window and q/k norms. */
+START_TEST(real_configs) {
+    static const struct {
+        const char *name;
+        int64_t params; /* the family table's count: a tied head once */
+        int window, head_dim, tied;
+        const char *block; /* NULL: too large to run info on */
+    } cases[] = {
+        {"mistral-7b-v0.1", 7241732096, 4096, 128, 0, NULL},
+        {"mistral-7b-instruct-v0.2", 7241732096, 0, 128, 0, NULL},
+        {"gemma-2b", 2506172416, 0, 256, 1, NULL}, /* head_dim 256, tied; the tanh GELU */
+        {"gemma-2-2b", 2614341888, 4096, 256, 1, NULL},
+        {"gemma-3-270m", 268098176, 512, 256, 1, NULL},
+        {"gemma-3-1b", 999885952, 512, 256, 1, NULL},
+        {"qwen3-0.6b", 596049920, 0, 128, 1,
+         "RMSNorm (eps 1e-06), rotary theta 1e+06, per-head q/k norms, SwiGLU MLP"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sp_model_config c;
+        char src[512];
+        snprintf(src, sizeof src, "%s/%s.json", REAL_CONFIGS, cases[i].name);
+        sp_error err = {0};
+        ck_assert_msg(sp__config_load(&c, src, &err) == 0, "%s", err.msg);
+        ck_assert_int_eq(sp__family_param_count(&c), cases[i].params);
+        ck_assert_int_eq(c.sliding_window, cases[i].window);
+        ck_assert_int_eq(sp_config_head_dim(&c), cases[i].head_dim);
+        ck_assert_int_eq(c.tied, cases[i].tied);
+        if (c.arch == SP_ARCH_GEMMA3) /* 5 windowed layers of 6, their own base; no caps */
+            ck_assert(c.window_pattern == 6 && sp_config_layer_window(&c, 4) == 512 &&
+                      sp_config_layer_window(&c, 5) == 0 && c.rope_local_theta == 10000 &&
+                      c.rope_theta == 1e6 && c.attn_softcap == 0 && c.logit_softcap == 0);
+        if (c.arch == SP_ARCH_GEMMA2) /* windows in layers 0, 2, ..; caps; 256^-1/2 */
+            ck_assert(c.window_pattern == 2 && sp_config_layer_window(&c, 0) == 4096 &&
+                      sp_config_layer_window(&c, 1) == 0 && c.attn_softcap == 50.0f &&
+                      c.logit_softcap == 30.0f && c.query_scale == 1.0 / 16);
+        if (!cases[i].block) continue;
+        char *dir = real_shape_dir(cases[i].name, &c);
+        const char *args[] = {"info", dir, NULL};
+        char *out, *errout;
+        int rc = tu_run_cli(args, &out, &errout);
+        ck_assert_msg(rc == 0, "%s: %s", cases[i].name, errout);
+        ck_assert_msg(strstr(out, cases[i].block), "%s: expected '%s' in: %s", cases[i].name,
+                      cases[i].block, out);
+        free(out), free(errout), free(dir);
+    }
+}
+END_TEST
+
+/* Options of the published configs' families that the engine does not implement are refused,
+ * by name, rather than ignored. */
+START_TEST(real_configs_refuse_unsupported_options) {
+    static const struct {
+        const char *config, *key, *value, *want;
+    } cases[] = {
+        {"qwen3-0.6b", "use_sliding_window", "true", "use_sliding_window = true is unsupported"},
+        {"qwen3-0.6b", "layer_types", "[\"sliding_attention\"]",
+         "key 'layer_types' is not an array of num_hidden_layers = 28"},
+        {"qwen3-0.6b", "hidden_act", "\"gelu\"", "unsupported hidden_act 'gelu'"},
+        {"qwen3-0.6b", "rope_scaling", "{\"rope_type\": \"yarn\", \"factor\": 4.0}",
+         "unsupported rope_scaling type 'yarn'"},
+        {"mistral-7b-v0.1", "sliding_window", "\"4096\"",
+         "key 'sliding_window' is a JSON string, expected an integer or null"},
+        {"gemma-3-270m", "use_bidirectional_attention", "true",
+         "use_bidirectional_attention = true is unsupported"},
+        /* layer_types that the pattern does not give */
+        {"gemma-3-270m", "sliding_window_pattern", "3",
+         "layer_types[2] is \"sliding_attention\", expected \"full_attention\""},
+        {"gemma-2b", "hidden_activation", "\"gelu\"", "unsupported hidden_activation 'gelu'"},
+        {"gemma-2-2b", "layer_types", "[]",
+         "key 'layer_types' is not an array of num_hidden_layers"},
+        {"gemma-2-2b", "attn_logit_softcapping", "\"50\"",
+         "key 'attn_logit_softcapping' is a JSON string, expected a number"},
+        {"gemma-2b", "hidden_act", "\"relu\"", "unsupported hidden_act 'relu'"},
+        {"mistral-7b-v0.1", "sliding_window", "0",
+         "key 'sliding_window' is 0, expected an integer from 1"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char src[512], *path = tu_path(tu_dir, "config.json");
+        snprintf(src, sizeof src, "%s/%s.json", REAL_CONFIGS, cases[i].config);
+        json_t *root = json_load_file(src, 0, NULL);
+        ck_assert_ptr_nonnull(root);
+        json_object_set_new(root, cases[i].key, json_loads(cases[i].value, JSON_DECODE_ANY, NULL));
+        ck_assert_int_eq(json_dump_file(root, path, 0), 0);
+        json_decref(root);
+        sp_model_config c;
+        sp_error err = {0};
+        ck_assert_int_eq(sp__config_load(&c, path, &err), -1);
+        ck_assert_msg(strstr(err.msg, cases[i].want) && strstr(err.msg, path),
+                      "%s %s: expected '%s' in: %s", cases[i].config, cases[i].key, cases[i].want,
+                      err.msg);
+        free(path);
+    }
+}
+END_TEST
+
 START_TEST(failed_load_leaves_model_empty) {
     char *dir = make_model("m", SP_DTYPE_F16, 3, 0);
     char *file = tu_path(dir, "model-00003-of-00003.safetensors");
@@ -738,6 +893,8 @@ int main(void) {
     tcase_add_test(tc, failed_load_leaves_model_empty);
     tcase_add_test(tc, init_refuses_non_empty_dir_unless_forced);
     tcase_add_test(tc, random_header_mutations_never_crash);
+    tcase_add_test(tc, real_configs);
+    tcase_add_test(tc, real_configs_refuse_unsupported_options);
     suite_add_tcase(s, tc);
 
     TCase *bad = tcase_create("broken directories");

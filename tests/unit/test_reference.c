@@ -1,5 +1,5 @@
-/* The engine against independent float64 PyTorch references of Hugging Face GPT-2, Llama and
- * Qwen2.
+/* The engine against independent float64 PyTorch references of Hugging Face GPT-2, Llama,
+ * Qwen2, Mistral (sliding window) and Qwen3 (q/k norms); some cases behind a key/value prefix.
  *
  * Every directory under tests/fixtures/ref (written by tests/ref/gpt2_reference.py and
  * tests/ref/llama_reference.py, see the README there) is one case: a tiny random model in
@@ -27,7 +27,7 @@
 
 #define REF_DIR SP_FIXTURES_DIR "/ref"
 /* Number of cases the two generators write: a missing case directory fails the test. */
-#define REF_MIN_CASES 11
+#define REF_MIN_CASES 22
 #define REF_TOL 1e-4
 
 typedef struct ref_case {
@@ -50,6 +50,11 @@ typedef struct ref_case {
     double *target_logits; /* [n_targets, V] */
     double *target_loss;   /* [n_targets] */
     double *grad_mean;     /* [P, d] gradient of the mean loss */
+    /* optional: a per-layer key/value prefix [L, 2, n_kv, kv_dim] and its gradient */
+    int n_kv;
+    size_t kv_floats;
+    float *kv_prefix;
+    double *kv_grad_mean;
 } ref_case;
 
 /* The case directories under REF_DIR (for tu_list_dir). */
@@ -133,7 +138,30 @@ static void case_free(ref_case *c) {
     free(c->target_logits);
     free(c->target_loss);
     free(c->grad_mean);
+    free(c->kv_prefix);
+    free(c->kv_grad_mean);
     memset(c, 0, sizeof *c);
+}
+
+/* The optional key/value prefix of a case: kv_prefix F32 [L, 2, n_kv, kv_dim] and its gradient
+ * kv_prefix_grad_mean. 0, or -1 with why set. */
+static int case_prefix(ref_case *c, const sp_st_file *f, char *why, size_t why_len) {
+    const sp_st_tensor *t = sp_st_find(f, "kv_prefix");
+    const sp_model_config *cfg = &c->model.cfg;
+    int64_t kvd = (int64_t)sp_config_kv_heads(cfg) * sp_config_head_dim(cfg);
+    if (t->dtype != SP_DTYPE_F32 || t->ndim != 4 || t->shape[0] != cfg->n_layer ||
+        t->shape[1] != 2 || t->shape[3] != kvd) {
+        snprintf(why, why_len, "expected.safetensors: \"kv_prefix\" not F32 [%d, 2, n, %lld]",
+                 cfg->n_layer, (long long)kvd);
+        return -1;
+    }
+    c->n_kv = (int)t->shape[2];
+    c->kv_floats = (size_t)t->numel;
+    c->kv_prefix = malloc(c->kv_floats * sizeof *c->kv_prefix);
+    ck_assert_ptr_nonnull(c->kv_prefix);
+    sp_convert_to_f32(t->dtype, t->data, c->kv_prefix, c->kv_floats);
+    c->kv_grad_mean = st_doubles(f, "kv_prefix_grad_mean", t->numel, why, why_len);
+    return c->kv_grad_mean ? 0 : -1;
 }
 
 /* Loads model, batch and expected outputs of one case; 0 on success, -1 with why set. */
@@ -206,6 +234,7 @@ static int case_load(ref_case *c, const char *name, char *why, size_t why_len) {
         ok = 0;
     if (ok && !(c->target_loss = st_doubles(&f, "target_loss", c->n_targets, why, why_len))) ok = 0;
     if (ok && !(c->grad_mean = st_doubles(&f, "grad_mean", pd, why, why_len))) ok = 0;
+    if (ok && sp_st_find(&f, "kv_prefix") && case_prefix(c, &f, why, why_len)) ok = 0;
     if (ok) {
         c->loss_mean = lm[0];
         c->loss_sum = ls[0];
@@ -265,6 +294,20 @@ static void finish_cases(char **names, int n_cases, char **fail, size_t *fail_le
     ck_assert_msg(*fail == NULL, "reference test failures:\n%s", *fail ? *fail : "");
 }
 
+/* The prefix's gradient of the summed loss, divided by the target count, against the
+ * reference's of the mean loss. */
+static void check_prefix_grad(const ref_case *c, const float *kv_grad, const char *name,
+                              char **fail, size_t *fail_len) {
+    double *got = malloc(c->kv_floats * sizeof *got);
+    ck_assert_ptr_nonnull(got);
+    for (size_t i = 0; i < c->kv_floats; i++) got[i] = (double)kv_grad[i] / c->n_targets;
+    double err = normwise_err(got, c->kv_grad_mean, c->kv_floats);
+    printf("  %-32s key/value prefix of %d: gradient normwise rel err %.2e\n", name, c->n_kv, err);
+    if (!(err <= REF_TOL))
+        report(fail, fail_len, "%s: kv_prefix_grad_mean normwise rel err %.3e", name, err);
+    free(got);
+}
+
 /* Loss, target logits and gradient of the summed loss (divided by the target count) against
  * the reference, for every case. All cases run; failures are collected and asserted at the end
  * so that one run shows the errors of every case. */
@@ -289,12 +332,17 @@ START_TEST(test_engine_matches_reference) {
         double *got = malloc((nl > pd ? nl : pd) * sizeof *got);
         ck_assert(grad && logits && got);
         sp_batch b = case_batch(&c);
+        float *kv_grad = calloc(c.kv_floats + 1, sizeof *kv_grad);
+        ck_assert_ptr_nonnull(kv_grad);
         sp_pass pass = {.prompt = c.prompt,
                         .n_prompt = c.n_prompt,
                         .grad = grad,
                         .per_sequence_grad = 0,
                         .target_logits = logits,
-                        .target_loss = NULL};
+                        .target_loss = NULL,
+                        .kv_prefix = c.kv_prefix,
+                        .n_kv_prefix = c.n_kv,
+                        .kv_prefix_grad = c.n_kv ? kv_grad : NULL};
         sp_worker *w = sp_worker_new(&c.model);
         ck_assert_ptr_nonnull(w);
         sp_error err = {0};
@@ -321,9 +369,11 @@ START_TEST(test_engine_matches_reference) {
             if (!(grad_err <= REF_TOL))
                 report(&fail, &fail_len, "%s: grad_mean normwise rel err %.3e", names[ci],
                        grad_err);
+            if (c.n_kv) check_prefix_grad(&c, kv_grad, names[ci], &fail, &fail_len);
         }
         fflush(stdout);
         sp_worker_free(w);
+        free(kv_grad);
         free(grad);
         free(logits);
         free(got);
@@ -360,7 +410,9 @@ START_TEST(test_per_sequence_grad_and_target_loss) {
                         .grad = grad_seq,
                         .per_sequence_grad = 1,
                         .target_logits = NULL,
-                        .target_loss = tloss};
+                        .target_loss = tloss,
+                        .kv_prefix = c.kv_prefix,
+                        .n_kv_prefix = c.n_kv};
         sp_worker *w = sp_worker_new(&c.model);
         ck_assert_ptr_nonnull(w);
         sp_error err = {0};
@@ -377,7 +429,10 @@ START_TEST(test_per_sequence_grad_and_target_loss) {
             double tl_err = normwise_err(tloss, c.target_loss, (size_t)c.n_targets);
             double sum_err = fabs(loss_sum - c.loss_sum) / fabs(c.loss_sum);
             if (isnan(sum_err)) sum_err = INFINITY;
-            sp_pass fwd = {.prompt = c.prompt, .n_prompt = c.n_prompt};
+            sp_pass fwd = {.prompt = c.prompt,
+                           .n_prompt = c.n_prompt,
+                           .kv_prefix = c.kv_prefix,
+                           .n_kv_prefix = c.n_kv};
             double fwd_err = INFINITY;
             if (sp_engine_run(w, &b, &fwd, &loss_fwd, &err) != 0)
                 report(&fail, &fail_len, "%s: sp_engine_run (forward only): %s", names[ci],
