@@ -85,6 +85,9 @@ for variant in mlp drop; do
   same_file grow-$variant/checkpoints/step-000000000020.h5 ref-$variant/checkpoints/step-000000000020.h5 \
     "$variant: the final checkpoints"
 done
+"$SP_CLI" info grow-mlp/checkpoints/step-000000000020.h5 > info.out
+grep -q "^  prefix  *\[2, 2, 16, 16\]" info.out && grep -q "prefix_encoder/w2 \[64, 12\]" info.out \
+  && ! grep -q "^  prompt " info.out || { cat info.out; fail "info does not show the prefix and the MLP"; }
 ok "prefix runs (MLP with Adafactor, dropout) continue from a checkpoint bitwise"
 
 # --- refusals ----------------------------------------------------------------------------------
