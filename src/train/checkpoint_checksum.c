@@ -53,7 +53,8 @@ uint64_t sp__ckpt_checksum(const sp_checkpoint *c, const char *created_by) {
     sp__h64_str(&h, "prompt");
     sp__h64_u64(&h, (uint64_t)c->n_prompt);
     sp__h64_u64(&h, (uint64_t)c->d);
-    sp__h64_update(&h, c->prompt, (size_t)c->n_prompt * (size_t)c->d * sizeof(float));
+    if (c->prompt) /* a prefix-only run has none */
+        sp__h64_update(&h, c->prompt, (size_t)c->n_prompt * (size_t)c->d * sizeof(float));
     /* trainable tensors besides the prompt (prefix tuning) in name order; none for a prompt
      * run, whose checksum is unchanged by their introduction */
     int torder[SP_CHECKPOINT_MAX_TENSORS];
