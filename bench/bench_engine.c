@@ -27,6 +27,7 @@
 typedef struct options {
     const char *model, *name, *dump;
     int B, T, P, K, steps, warmup, threads;
+    int kv; /* --kv-prefix: rows of a per-layer key/value prefix (prefix tuning), 0 none */
 } options;
 
 static int cmp_double(const void *a, const void *b) {
@@ -35,12 +36,12 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 static int parse(options *o, int argc, char **argv) {
-    *o = (options){NULL, "softprompt", NULL, 8, 128, 20, 1, 5, 1, 0};
+    *o = (options){NULL, "softprompt", NULL, 8, 128, 20, 1, 5, 1, 0, 0};
     static const struct option longs[] = {
-        {"model", 1, 0, 'm'},      {"name", 1, 0, 'n'},   {"batch", 1, 0, 'b'},
-        {"seq", 1, 0, 't'},        {"prompt", 1, 0, 'p'}, {"targets", 1, 0, 'k'},
-        {"steps", 1, 0, 's'},      {"warmup", 1, 0, 'w'}, {"threads", 1, 0, 'j'},
-        {"dump-batch", 1, 0, 'd'}, {0, 0, 0, 0}};
+        {"model", 1, 0, 'm'},      {"name", 1, 0, 'n'},      {"batch", 1, 0, 'b'},
+        {"seq", 1, 0, 't'},        {"prompt", 1, 0, 'p'},    {"targets", 1, 0, 'k'},
+        {"steps", 1, 0, 's'},      {"warmup", 1, 0, 'w'},    {"threads", 1, 0, 'j'},
+        {"dump-batch", 1, 0, 'd'}, {"kv-prefix", 1, 0, 'x'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (c) {
@@ -74,12 +75,15 @@ static int parse(options *o, int argc, char **argv) {
         case 'd':
             o->dump = optarg;
             break;
+        case 'x':
+            o->kv = atoi(optarg);
+            break;
         default:
             return -1;
         }
     }
     if (!o->model || o->B < 1 || o->T < 2 || o->P < 0 || o->K < 1 || o->K >= o->T || o->steps < 1 ||
-        o->warmup < 0)
+        o->warmup < 0 || o->kv < 0)
         return -1;
     return 0;
 }
@@ -106,7 +110,8 @@ static double step_flops(const sp_model *m, const options *o, double *attention_
     double qkv = 2 * 2 * N * macs(before, 4); /* fwd + dX */
     /* per row: output projection and the MLP */
     double post = 2 * 2 * macs(after, 4);
-    double attention = o->B * 6 * S * S * qd; /* causal: QK^T, PV and 4 products back */
+    /* causal: QK^T, PV and 4 products back; a key/value prefix adds kv columns to every row */
+    double attention = o->B * 6 * S * (S + 2.0 * o->kv) * qd;
     double head = 2 * 2 * n_tgt * V * d;
     *attention_part = L * attention;
     return L * (qkv + attention) + ((L - 1) * N + n_tgt) * post + head;
@@ -152,7 +157,7 @@ int main(int argc, char **argv) {
     if (parse(&o, argc, argv)) {
         fprintf(stderr, "usage: bench_engine --model DIR [--name NAME] [--batch B] [--seq T] "
                         "[--prompt P] [--targets K<T] [--steps S] [--warmup W] [--threads N] "
-                        "[--dump-batch FILE]\n");
+                        "[--dump-batch FILE] [--kv-prefix N]\n");
         return 2;
     }
     int capped = 0, threads = sp_dist_threads(&dist, o.threads, &capped);
@@ -172,14 +177,19 @@ int main(int argc, char **argv) {
      * [r*B/size, (r+1)*B/size). */
     int32_t *start = malloc((o.B + 1) * sizeof *start), *tok = malloc((size_t)o.B * S * 4);
     int32_t *pos = malloc((size_t)o.B * o.K * 4), *ids = malloc((size_t)o.B * o.K * 4);
-    float *prompt = malloc((size_t)o.P * d * 4 + 4), *grad = calloc((size_t)o.P * d + 1, 4);
-    double *grad_sum = calloc((size_t)o.P * d + 2, sizeof(double));
+    /* the gradient the ranks sum: the prompt's, then the key/value prefix's [L, 2, kv, kv_dim] */
+    size_t np = (size_t)o.P * d, nkv = (size_t)m.cfg.n_layer * 2 * o.kv *
+                                       sp_config_kv_heads(&m.cfg) * sp_config_head_dim(&m.cfg);
+    size_t ng = np + nkv;
+    float *prompt = malloc(np * 4 + 4), *grad = calloc(ng + 1, 4), *kv = malloc(nkv * 4 + 4);
+    double *grad_sum = calloc(ng + 2, sizeof(double));
     sp_rng r;
     sp_rng_seed(&r, 1);
     for (int s = 0; s < o.B; s++)
         for (int t = 0; t < S; t++)
             tok[s * S + t] = t < o.P ? SP_SOFT(t) : (int32_t)sp_rng_below(&r, (uint64_t)V);
     for (int i = 0; i < o.P * d; i++) prompt[i] = 0.02f * (float)sp_rng_normal(&r);
+    for (size_t i = 0; i < nkv; i++) kv[i] = (float)sp_rng_normal(&r);
     if (o.dump && dist.rank == 0) dump_batch(&o, d, tok, prompt);
     int s0 = dist.rank * o.B / dist.size, s1 = (dist.rank + 1) * o.B / dist.size;
     for (int s = s0; s <= s1; s++) start[s - s0] = (s - s0) * S;
@@ -190,7 +200,12 @@ int main(int argc, char **argv) {
             ids[j] = tok[s * S + t + 1];
         }
     sp_batch b = {s1 - s0, start, tok + (size_t)s0 * S, (s1 - s0) * o.K, pos, ids, NULL, NULL};
-    sp_pass pass = {.prompt = prompt, .n_prompt = o.P, .grad = grad};
+    sp_pass pass = {.prompt = prompt,
+                    .n_prompt = o.P,
+                    .grad = o.P ? grad : NULL,
+                    .kv_prefix = o.kv ? kv : NULL,
+                    .n_kv_prefix = o.kv,
+                    .kv_prefix_grad = o.kv ? grad + np : NULL};
     sp_team *team = sp_team_new(&m, threads); /* as the trainer runs a rank's threads */
     if (!team) {
         fprintf(stderr, "bench_engine: cannot start %d threads\n", threads);
@@ -199,17 +214,17 @@ int main(int argc, char **argv) {
     double *times = malloc((size_t)(o.steps + o.warmup) * sizeof *times), first_loss = 0;
     for (int i = 0; i < o.warmup + o.steps; i++) {
         double t0 = sp__now(), loss;
-        memset(grad, 0, (size_t)o.P * d * sizeof *grad);
+        memset(grad, 0, ng * sizeof *grad);
         if (sp_team_run(team, &b, &pass, &loss, &err)) {
             fprintf(stderr, "bench_engine: %s\n", err.msg);
             sp_dist_abort(1);
         }
         /* what the trainer does with the gradient: a sum over ranks (in double, with the loss) */
-        for (int j = 0; j < o.P * d; j++) grad_sum[j] = grad[j];
-        grad_sum[o.P * d] = loss;
-        sp_dist_sum_double(grad_sum, (size_t)o.P * d + 1);
+        for (size_t j = 0; j < ng; j++) grad_sum[j] = grad[j];
+        grad_sum[ng] = loss;
+        sp_dist_sum_double(grad_sum, ng + 1);
         times[i] = sp__now() - t0;
-        if (i == 0) first_loss = grad_sum[o.P * d] / ((double)o.B * o.K);
+        if (i == 0) first_loss = grad_sum[ng] / ((double)o.B * o.K);
     }
     /* The gradient sum makes the ranks wait for each other, so their step times agree: average. */
     sp_dist_sum_double(times, (size_t)(o.warmup + o.steps));
@@ -220,7 +235,7 @@ int main(int argc, char **argv) {
     double ar[50];
     for (int i = 0; i < 50; i++) {
         double t0 = sp__now();
-        sp_dist_sum_double(grad_sum, (size_t)o.P * d + 1);
+        sp_dist_sum_double(grad_sum, ng + 1);
         ar[i] = sp__now() - t0;
     }
     qsort(ar, 50, sizeof *ar, cmp_double);
@@ -242,15 +257,17 @@ int main(int argc, char **argv) {
         metric(&o, "peak_rss_mib", rss / dist.size, "MiB");
         metric(&o, "node_pss_mib", pss, "MiB");
         if (dist.size > 1) metric(&o, "allreduce_s", ar[25] / dist.size, "s");
+        metric(&o, "allreduce_bytes", (double)(ng + 1) * sizeof(double), "bytes"); /* a step */
         metric(&o, "activation_kib_per_token",
                sp_team_bytes(team) / 1024.0 / ((double)(s1 - s0) * S), "KiB");
         metric(&o, "worker_mib", sp_team_bytes(team) / 1048576.0, "MiB");
-        printf("# %s: ranks %d, B=%d T=%d P=%d K=%d, median of %d steps %.4f s\n", o.name,
-               dist.size, o.B, o.T, o.P, o.K, o.steps, med);
+        printf("# %s: ranks %d, B=%d T=%d P=%d K=%d kv-prefix %d, median of %d steps %.4f s\n",
+               o.name, dist.size, o.B, o.T, o.P, o.K, o.kv, o.steps, med);
     }
     sp_team_free(team);
     sp_model_free(&m);
-    free(start), free(tok), free(pos), free(ids), free(prompt), free(grad), free(grad_sum);
+    free(start), free(tok), free(pos), free(ids), free(prompt), free(grad), free(grad_sum),
+        free(kv);
     free(times);
     sp_dist_finalize();
     return 0;

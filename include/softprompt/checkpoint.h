@@ -19,7 +19,8 @@
 
 #define SP_CHECKPOINT_FORMAT "softprompt-checkpoint"
 #define SP_CHECKPOINT_VERSION 1
-#define SP_CHECKPOINT_MAX_OPTIM 4
+#define SP_CHECKPOINT_MAX_OPTIM 24 /* 4 arrays for each of up to 6 trainable tensors */
+#define SP_CHECKPOINT_MAX_TENSORS 6
 
 typedef struct sp_checkpoint_array {
     char name[32]; /* e.g. "m", "v", "vr", "vc" (stored under /optimizer/<name>) */
@@ -27,9 +28,22 @@ typedef struct sp_checkpoint_array {
     size_t n;
 } sp_checkpoint_array;
 
+/* A trainable tensor besides the prompt (prefix tuning): "prefix" [L, 2, P, kv_dim] at the root,
+ * "prefix_encoder/<name>" for the reparametrization's embedding, weights and biases. */
+typedef struct sp_checkpoint_tensor {
+    char name[40];
+    int rank;        /* 1..4 */
+    int64_t dims[4]; /* 1 past rank */
+    float *data;     /* owned when read; borrowed when writing */
+    size_t n;        /* product of dims */
+} sp_checkpoint_tensor;
+
 typedef struct sp_checkpoint {
     int n_prompt, d;
-    float *prompt;          /* [n_prompt, d] */
+    float *prompt; /* [n_prompt, d]; n_prompt 0 and NULL when the run trains no input prompt
+                      (then at least one tensor) */
+    int n_tensors;
+    sp_checkpoint_tensor tensors[SP_CHECKPOINT_MAX_TENSORS];
     int64_t step;           /* optimizer updates done */
     int64_t epoch;          /* epoch of the next batch (0-based) */
     int64_t epoch_position; /* examples of that epoch already consumed */
@@ -94,7 +108,11 @@ typedef struct sp_prompt_file {
     sp_prompt_kind kind;
     char *path; /* the file read: for an adapter directory its adapter_model.safetensors */
     int n_prompt, d;
-    float *prompt;   /* [n_prompt, d], every value finite */
+    float *prompt; /* [n_prompt, d], every value finite; NULL with n_prompt 0 for a prefix */
+    /* A key/value prefix (a prefix-tuning checkpoint, a PEFT PREFIX_TUNING adapter): [n_layer,
+     * 2, n_prefix, kv_dim], the layout of sp_pass.kv_prefix; NULL with n_prefix 0 otherwise. */
+    int n_prefix, n_layer, kv_dim;
+    float *prefix;
     char *init_name; /* how it was initialised, in softprompt's names (a checkpoint's "init"; an
                         adapter's prompt_tuning_init as text/vocab/random); NULL if unknown */
     char *init_text; /* the text of a text init (a KoboldAI zip: meta.json's name), else NULL */
@@ -120,6 +138,9 @@ typedef struct sp_prompt_file {
  * the file and the key, tensor or element. */
 int sp_prompt_load(const char *path, sp_prompt_file *pf, sp_error *err);
 void sp_prompt_file_free(sp_prompt_file *pf);
+/* pf holds what method (a --method name: prompt, prefix, ptuning-v2, prompt+prefix) trains: a
+ * prompt, a prefix, or both; else -1 naming the file, what it holds and the method. */
+int sp_prompt_check_method(const sp_prompt_file *pf, const char *method, sp_error *err);
 
 /* Is pf a prompt for model m? Its width must be m's d_model (else -1). A checkpoint trained with
  * another model (fingerprints differ; both are named) is refused unless allow_mismatch (the
@@ -189,6 +210,18 @@ typedef struct sp_kobold_meta {
  * and meta.json, written atomically; an existing path is refused unless force. */
 int sp_prompt_export_kobold(const char *path, const float *prompt, int n_prompt, int d,
                             const sp_kobold_meta *meta, int force, sp_error *err);
+
+/* Writes a PEFT PREFIX_TUNING adapter of prefix [L, 2, n_prefix, kv_dim] (the layout of
+ * sp_pass.kv_prefix) into dir, as PEFT saves one for a causal LM: "prompt_embeddings"
+ * [n_prefix, L 2 token_dim], row r holding for j = 2l + s (s = 0 keys, 1 values) the kv_dim
+ * values of layer l at columns [j token_dim, (j + 1) token_dim); adapter_config.json with
+ * token_dim = kv_dim = head_dim num_key_value_heads and num_attention_heads =
+ * num_key_value_heads (what PEFT's _prepare_prompt_learning_config writes for grouped-query
+ * models), num_layers, num_transformer_submodules 1, encoder_hidden_size, and prefix_projection
+ * false: a reparametrized prefix is exported as the encoder's output, which is what PEFT saves
+ * and loads for inference. Other fields and files as sp_peft_export. */
+int sp_peft_export_prefix(const char *dir, const float *prefix, int n_prefix, const sp_model *m,
+                          const char *base_model, int encoder_hidden, sp_error *err);
 
 /* Human-readable summary of a checkpoint file (for `softprompt info`). */
 int sp_checkpoint_describe(FILE *out, const char *path, sp_error *err);

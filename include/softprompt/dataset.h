@@ -121,6 +121,11 @@ void sp_batch_data_free(sp_batch_data *b);
 /* The engine's view of b (pointers into b; valid until b is next modified), naming the dataset
  * file and examples so that a batch the engine refuses is reported by file and example. */
 sp_batch sp_batch_data_view(const sp_batch_data *b);
+/* Removes soft-token positions from b in place (zero-shot evaluation of the template alone;
+ * prefix tuning, which feeds nothing into the input) and shifts target positions accordingly.
+ * A target at a soft position moves to the last preceding text position; a sequence made only
+ * of soft tokens fails (naming its example). */
+int sp_batch_data_strip_soft(sp_batch_data *b, sp_error *err);
 
 /* Opens and validates path (see the top of this file). Returns NULL and fills err on failure. */
 sp_dataset *sp_dataset_open(const char *path, sp_error *err);

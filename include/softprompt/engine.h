@@ -79,6 +79,12 @@ const sp_model *sp_worker_model(const sp_worker *w);
  * when the batch says them ("data.h5: example 17, position 3: batch: ..."). */
 int sp_engine_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass, sp_error *err);
 
+/* The keys and values tokens[0..n) produce at every layer when run alone from position 0 (keys
+ * rotated at their positions, as a cache holds them): kv [L, 2, n, kv_dim], the layout of
+ * sp_pass.kv_prefix. A prefix of these equals prepending the tokens (prefix initialisation from
+ * text or vocabulary). Tokens are vocabulary ids; 1 <= n <= n_ctx. */
+int sp_engine_capture_kv(sp_worker *w, const int32_t *tokens, int n, float *kv, sp_error *err);
+
 /* Runs forward (and backward when pass->grad). *loss_sum receives the summed cross-entropy.
  * Validates the batch (ids, soft indices, lengths <= n_ctx, targets) before any work. */
 int sp_engine_run(sp_worker *w, const sp_batch *b, const sp_pass *pass, double *loss_sum,

@@ -104,6 +104,10 @@ void sp_optim_free(sp_optim *o);
  * of grad before clipping through *grad_norm (may be NULL). A non-finite gradient is not
  * detected here and poisons param and state: callers check *grad_norm beforehand if needed. */
 void sp_optim_step(sp_optim *o, float *param, float *grad, double *grad_norm);
+/* The clipping sp_optim_step does, alone: returns the L2 norm of grad [n] and, with clip_norm >
+ * 0, scales grad in place as above. For parameters made of several tensors, each with its own
+ * optimizer (prefix tuning's MLP), whose global norm is clipped once. */
+double sp_optim_clip(float *grad, size_t n, double clip_norm);
 
 /* The state arrays, for saving and restoring: name, pointer and length (floats). Arrays the
  * kind does not use are omitted. Returns their count (at most 4). In this order, when in use:

@@ -35,6 +35,30 @@ typedef enum sp_init_kind {
     SP_INIT_FILE,      /* the "prompt" dataset of an HDF5 file (a checkpoint or h5py file) */
 } sp_init_kind;
 
+/* What is trained (docs/methods.md). The trainable values are one vector whose segments the
+ * method lists (src/train/params.c); every other part of training treats them alike.
+ *   PROMPT        the input soft tokens [P, d] of the template's {soft:N} slots (Lester et al.)
+ *   PREFIX        a per-layer key/value prefix [L, 2, P, kv_dim] attended by every position, as
+ *                 transformers runs PEFT's PREFIX_TUNING past_key_values; with prefix_hidden > 0
+ *                 reparametrized by PEFT's PrefixEncoder (Li & Liang): embedding [P, kv_dim] ->
+ *                 Linear(kv_dim, h) -> tanh -> Linear(h, L 2 kv_dim)
+ *   PTUNING_V2    PREFIX without reparametrization, with optional dropout on the prefix (Liu et
+ *                 al. 2022), classification through the verbalizer
+ *   PROMPT_PREFIX both the input prompt and the prefix, in one vector
+ * The prefix methods remove the template's soft slots from the input (as PEFT's prefix tuning
+ * puts nothing into it), except PROMPT_PREFIX, which trains them. */
+typedef enum sp_method {
+    SP_METHOD_PROMPT,
+    SP_METHOD_PREFIX,
+    SP_METHOD_PTUNING_V2,
+    SP_METHOD_PROMPT_PREFIX,
+} sp_method;
+
+int sp_method_parse(const char *name, sp_method *out); /* prompt | prefix | ptuning-v2 | ... */
+const char *sp_method_name(sp_method m);
+int sp_method_has_prompt(sp_method m);
+int sp_method_has_prefix(sp_method m);
+
 typedef struct sp_train_config {
     const char *model_dir;
     const char *train_path;
@@ -49,6 +73,10 @@ typedef struct sp_train_config {
     sp_optim_config optim;
     sp_init_kind init;
     const char *init_arg; /* text for SP_INIT_TEXT, path for SP_INIT_FILE */
+    sp_method method;
+    int prefix_length;     /* prefix rows P; 0: the dataset's soft slots */
+    int prefix_hidden;     /* > 0: reparametrize the prefix through an MLP of this hidden size */
+    double prefix_dropout; /* [0, 1): dropout on the prefix during training (one mask a step) */
     uint64_t seed;
     int deterministic;
     int64_t eval_every; /* 0: only at the end */
@@ -92,9 +120,11 @@ typedef struct sp_eval_result {
     int64_t *confusion; /* [n_classes * n_classes], row = true class, col = predicted */
 } sp_eval_result;
 
-/* Evaluates prompt [n_prompt, d] (may be NULL with n_prompt 0: zero-shot) on ds, each rank its
- * contiguous share of the examples (max_examples > 0 limits to the first ones). */
-int sp_evaluate(sp_team *team, sp_dataset *ds, const float *prompt, int n_prompt, int micro_batch,
+/* Evaluates what was tuned on ds, each rank its contiguous share of the examples (max_examples
+ * > 0 limits to the first ones). tuned gives the prompt [n_prompt, d] and the key/value prefix
+ * [L, 2, n_kv_prefix, kv_dim] (either may be NULL with count 0; both: zero-shot); its other
+ * fields are ignored. Without a prompt the template's soft slots are removed from the input. */
+int sp_evaluate(sp_team *team, sp_dataset *ds, const sp_pass *tuned, int micro_batch,
                 int64_t max_examples, const sp_dist *d, sp_eval_result *out, sp_error *err);
 void sp_eval_result_free(sp_eval_result *r);
 

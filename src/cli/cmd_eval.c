@@ -15,7 +15,7 @@
 #include "util/escape.h"
 
 typedef struct eval_args {
-    const char *model, *data, *prompt;
+    const char *model, *data, *prompt, *method;
     int micro_batch, threads, json;
     int allow_model_mismatch; /* --allow-model-mismatch: a checkpoint of another model is used */
     int allow_tokenizer_mismatch;
@@ -32,8 +32,12 @@ static const sp__flag FLAGS[] = {
     SP_OPT_STR("data", AT(data), "FILE.h5", "dataset made by `softprompt prepare`",
                .flags = SP_FLAG_REQUIRED),
     SP_OPT_STR("prompt", AT(prompt), "PATH",
-               "a checkpoint (.h5 with a \"prompt\" dataset) or a PEFT adapter\n"
-               "(directory or adapter_model.safetensors)"),
+               "a checkpoint (.h5 with a \"prompt\" and/or \"prefix\" dataset) or a\n"
+               "PEFT adapter (PROMPT_TUNING or PREFIX_TUNING; directory or\n"
+               "adapter_model.safetensors); a prefix leaves the soft slots out"),
+    SP_OPT_STR("method", AT(method), "NAME",
+               "what --prompt must hold (default: whatever it holds): prompt,\n"
+               "prefix, ptuning-v2 or prompt+prefix"),
     SP_OPT_INT("micro-batch", AT(micro_batch), "N", 1, 1 << 20, "examples per engine call (8)"),
     SP_OPT_INT64("max-examples", AT(max_examples), "N", 0, (double)((int64_t)1 << 40),
                  "only the first N examples"),
@@ -128,6 +132,8 @@ static int load_prompt(const eval_args *a, const sp_model *m, const sp_dataset *
     if (warnings && rank == 0) fprintf(stderr, "softprompt eval: warning: %s", warnings);
     free(warnings);
     int slots = sp_dataset_get_meta(ds)->n_soft;
+    if (a->method && sp_prompt_check_method(pf, a->method, err)) return -1;
+    if (pf->n_prompt == 0 && pf->n_prefix > 0) return 0; /* a prefix: the slots are left out */
     if (pf->n_prompt != slots)
         return sp_fail(err, "%s: the prompt has %d rows but %s has %d soft slots", a->prompt,
                        pf->n_prompt, sp_dataset_path(ds), slots);
@@ -177,8 +183,12 @@ static int evaluate(const eval_args *a, const sp_dist *d, sp_error *err) {
     if (rc == 0 && !team) rc = sp_fail(err, "out of memory or threads for %d workers", threads);
     sp_eval_result r;
     if (rc == 0)
-        rc = sp_evaluate(team, ds, pf.prompt, pf.n_prompt, a->micro_batch, a->max_examples, d, &r,
-                         err);
+        rc = sp_evaluate(team, ds,
+                         &(sp_pass){.prompt = pf.prompt,
+                                    .n_prompt = pf.n_prompt,
+                                    .kv_prefix = pf.prefix,
+                                    .n_kv_prefix = pf.n_prefix},
+                         a->micro_batch, a->max_examples, d, &r, err);
     if (rc == 0) {
         int bad = r.n_examples == 0 || r.n_targets == 0;
         if (d->rank == 0 && !bad) print_result(a, &r, ds); /* also a NaN loss, as null */

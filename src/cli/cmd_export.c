@@ -11,7 +11,7 @@
 #include "softprompt/checkpoint.h"
 
 typedef struct export_args {
-    const char *model, *prompt, *out, *base, *format;
+    const char *model, *prompt, *out, *base, *format, *method;
     sp_kobold_meta kobold;
     int allow_model_mismatch; /* --allow-model-mismatch: a checkpoint of another model is used */
     int force;                /* replace an adapter already in --out */
@@ -46,6 +46,9 @@ static const sp__flag FLAGS[] = {
     SP_OPT_STR("supported", AT(kobold.supported), "TEXT",
                "kobold: meta.json's supported models (default: the model\n"
                "directory's name)"),
+    SP_OPT_STR("method", AT(method), "NAME",
+               "what --prompt must hold (default: whatever it holds): prompt\n"
+               "(a PROMPT_TUNING adapter) or prefix / ptuning-v2 (PREFIX_TUNING)"),
     SP_OPT_SWITCH("force", AT(force), 1, "replace the adapter files (or the file) in --out"),
     SP_OPT_SWITCH("allow-model-mismatch", AT(allow_model_mismatch), 1,
                   "use a checkpoint trained for another model (a warning instead\n"
@@ -64,7 +67,10 @@ static const sp__flag_spec SPEC = {
         "PeftModel.from_pretrained(model, DIR). `softprompt train` already exports the final\n"
         "prompt to run/adapter; use this for the best or any other checkpoint. --format npy\n"
         "and kobold write the prompt for other programs; `softprompt predict` and `eval` read\n"
-        "all three back.\n",
+        "all three back. A checkpoint of a prefix run (--method prefix, ptuning-v2) becomes a\n"
+        "PREFIX_TUNING adapter: prompt_embeddings [P, layers x 2 x token_dim] in PEFT's order,\n"
+        "token_dim = head_dim x num_key_value_heads (docs/formats.md); npy and kobold hold\n"
+        "input prompts only.\n",
     .flags = FLAGS,
 };
 
@@ -101,8 +107,22 @@ static int check_out(const char *dir, int force, sp_error *err) {
     return 0;
 }
 
+/* PROMPT_TUNING for a prompt, PREFIX_TUNING for a prefix; PEFT has no type for both. */
+static int write_adapter(const char *out, const sp_prompt_file *pf, const sp_model *m,
+                         const char *base, sp_error *err) {
+    if (pf->n_prompt && pf->n_prefix)
+        return sp_fail(err,
+                       "%s holds a prompt and a key/value prefix (--method prompt+prefix): PEFT "
+                       "has no adapter type for both, so no adapter can hold it",
+                       pf->path);
+    if (pf->n_prefix) return sp_peft_export_prefix(out, pf->prefix, pf->n_prefix, m, base, 0, err);
+    return sp_peft_export(out, pf->prompt, pf->n_prompt, m, base,
+                          pf->init_name ? pf->init_name : "file", pf->init_text, err);
+}
+
 static int export_adapter(const char *model_dir, const char *prompt_path, const char *out,
-                          const char *base, int allow_model_mismatch, int force) {
+                          const char *base, const char *method, int allow_model_mismatch,
+                          int force) {
     sp_model m = {0};
     sp_error err;
     sp_prompt_file pf = {0};
@@ -112,12 +132,16 @@ static int export_adapter(const char *model_dir, const char *prompt_path, const 
     if (rc == 0) rc = sp_prompt_load(prompt_path, &pf, &err);
     if (rc == 0) rc = sp_prompt_check_model(&pf, &m, allow_model_mismatch, &warnings, &err);
     if (warnings) fprintf(stderr, "softprompt export: warning: %s", warnings);
-    if (rc == 0)
-        rc = sp_peft_export(out, pf.prompt, pf.n_prompt, &m, base,
-                            pf.init_name ? pf.init_name : "file", pf.init_text, &err);
+    if (rc == 0 && method) rc = sp_prompt_check_method(&pf, method, &err);
+    if (rc == 0) rc = write_adapter(out, &pf, &m, base, &err);
     if (rc == 0) {
-        printf("wrote %s/adapter_model.safetensors and adapter_config.json (%d x %d)\n", out,
-               pf.n_prompt, pf.d);
+        if (pf.n_prefix)
+            printf("wrote %s/adapter_model.safetensors and adapter_config.json (PREFIX_TUNING, "
+                   "%d x %d)\n",
+                   out, pf.n_prefix, pf.n_layer * 2 * pf.kv_dim);
+        else
+            printf("wrote %s/adapter_model.safetensors and adapter_config.json (%d x %d)\n", out,
+                   pf.n_prompt, pf.d);
         print_base_model(&m, base);
     } else {
         fprintf(stderr, "softprompt export: %s\n", err.msg);
@@ -138,6 +162,12 @@ static int export_file(const export_args *a) {
     if (rc == 0) rc = sp_prompt_load(a->prompt, &pf, &err);
     if (rc == 0) rc = sp_prompt_check_model(&pf, &m, a->allow_model_mismatch, &warnings, &err);
     if (warnings) fprintf(stderr, "softprompt export: warning: %s", warnings);
+    if (rc == 0 && a->method) rc = sp_prompt_check_method(&pf, a->method, &err);
+    if (rc == 0 && pf.n_prefix > 0)
+        rc = sp_fail(&err,
+                     "%s holds a key/value prefix (%d rows per layer): --format %s holds an input "
+                     "prompt only; export it as a PEFT PREFIX_TUNING adapter (--format peft)",
+                     a->prompt, pf.n_prefix, a->format);
     sp_kobold_meta meta = a->kobold;
     const char *slash = strrchr(a->out, '/');
     if (!meta.name) meta.name = slash ? slash + 1 : a->out;
@@ -174,7 +204,8 @@ static int run(int argc, char **argv) {
         if (a.base) return sp__flag_usage_error("export", "--base-model is for --format peft");
         return export_file(&a);
     }
-    return export_adapter(a.model, a.prompt, a.out, a.base, a.allow_model_mismatch, a.force);
+    return export_adapter(a.model, a.prompt, a.out, a.base, a.method, a.allow_model_mismatch,
+                          a.force);
 }
 
 const sp__command SP_CMD_EXPORT = {

@@ -25,6 +25,18 @@ static const char *parse_optimizer(void *args, const char *v) {
     return NULL;
 }
 
+/* --method ptuning-v2 is a preset (Liu et al. 2022): AdamW at lr 5e-3; flags given after it
+ * (--optimizer, --lr, ...) still apply, as it is applied first. */
+static const char *parse_method(void *args, const char *v) {
+    sp_train_config *c = &((train_args *)args)->c;
+    if (sp_method_parse(v, &c->method)) return "prompt, prefix, ptuning-v2 or prompt+prefix";
+    if (c->method == SP_METHOD_PTUNING_V2) {
+        sp_optim_config_default(&c->optim, SP_OPTIM_ADAMW);
+        c->optim.lr = 5e-3;
+    }
+    return NULL;
+}
+
 static const char *parse_schedule(void *args, const char *v) {
     return sp_sched_kind_parse(v, &((train_args *)args)->c.optim.schedule)
                ? "constant, linear or cosine"
@@ -50,6 +62,7 @@ static const char *parse_metric(void *args, const char *v) {
 
 #define DATA "data and run"
 #define OPTIM "optimizer"
+#define METHOD "what is trained"
 #define INIT "prompt initialisation"
 #define OUTPUT "evaluation, checkpoints, output"
 
@@ -79,6 +92,20 @@ static const sp__flag FLAGS[] = {
     SP_OPT_SWITCH("deterministic", AT(c.deterministic), 1,
                   "bitwise-identical prompt for any rank count and micro-batch\n"
                   "(examples run one at a time, summed in a fixed order)"),
+    SP_OPT_CUSTOM("method", AT(c.method), "NAME", parse_method,
+                  "prompt (default: input soft tokens of the template's {soft:N}),\n"
+                  "prefix (a trainable key/value prefix in every layer, PEFT's\n"
+                  "PREFIX_TUNING; the template's soft slots are left out of the\n"
+                  "input), ptuning-v2 (prefix preset of Liu et al. 2022: no MLP,\n"
+                  "AdamW lr 5e-3 unless given), prompt+prefix (both)",
+                  .order = -2, .group = METHOD),
+    SP_OPT_INT("prefix-length", AT(c.prefix_length), "N", 1, 1 << 20,
+               "prefix rows per layer (default: the template's soft slots)"),
+    SP_OPT_INT("prefix-hidden", AT(c.prefix_hidden), "H", 1, 1 << 20,
+               "--method prefix: reparametrize the prefix through PEFT's\n"
+               "PrefixEncoder MLP of hidden size H (Li & Liang); off by default"),
+    SP_OPT_DOUBLE("prefix-dropout", AT(c.prefix_dropout), "P", 0, 0.95,
+                  "--method ptuning-v2: dropout on the prefix while training (0)"),
     SP_OPT_CUSTOM("optimizer", AT(c.optim.kind), "NAME", parse_optimizer,
                   "adafactor (default; Lester et al.: lr 0.3, wd 1e-5, no parameter\n"
                   "scaling, decay rate -0.8), adamw, sgd",
@@ -159,6 +186,19 @@ static void usage(FILE *out) {
     sp__flags_usage(&SPEC, out);
 }
 
+/* The prefix flags belong to some methods only. */
+static const char *check_method(const sp_train_config *c) {
+    if (!sp_method_has_prefix(c->method) && c->prefix_length)
+        return "--prefix-length is for the prefix methods (--method prefix, ptuning-v2, "
+               "prompt+prefix)";
+    if (c->prefix_hidden && c->method != SP_METHOD_PREFIX)
+        return "--prefix-hidden (the reparametrization MLP) is for --method prefix; P-tuning v2 "
+               "trains the prefix directly";
+    if (c->prefix_dropout > 0 && c->method != SP_METHOD_PTUNING_V2)
+        return "--prefix-dropout is for --method ptuning-v2";
+    return NULL;
+}
+
 static int parse_args(int argc, char **argv, train_args *a) {
     memset(a, 0, sizeof *a);
     sp_train_config_default(&a->c);
@@ -166,6 +206,8 @@ static int parse_args(int argc, char **argv, train_args *a) {
     int n_pos, rc = sp__flags_parse(&SPEC, argc, argv, a, pos, &n_pos);
     if (rc) return rc;
     sp_train_config *c = &a->c;
+    const char *bad = check_method(c);
+    if (bad) return sp__flag_usage_error(CMD, "%s", bad);
     if (c->init == SP_INIT_TEXT) {
         if (!a->init_text) return sp__flag_usage_error(CMD, "--init text needs --init-text TEXT");
         c->init_arg = a->init_text;

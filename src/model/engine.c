@@ -657,3 +657,22 @@ int sp_engine_run(sp_worker *w, const sp_batch *b, const sp_pass *pass, double *
     if (pass->grad) embed_backward(w, w->s.dx, b, pass);
     return 0;
 }
+
+int sp_engine_capture_kv(sp_worker *w, const int32_t *tokens, int n, float *kv, sp_error *err) {
+    /* one target, whose loss is not used: the engine runs every layer over all positions */
+    int32_t start[2] = {0, n}, pos = n - 1, id = 0;
+    sp_batch b = {1, start, tokens, 1, &pos, &id, NULL, NULL};
+    sp_pass pass = {.n_prompt = 0};
+    double loss;
+    if (n < 1) return sp_fail(err, "capturing keys and values: no tokens");
+    if (sp_engine_run(w, &b, &pass, &loss, err)) return -1;
+    const sp__dims *z = &w->z;
+    for (int l = 0; l < z->L; l++)
+        for (int i = 0; i < n; i++) {
+            const float *row = w->acts[l].qkv + (size_t)i * z->wq;
+            float *k = kv + ((size_t)l * 2 * n + i) * z->kvd, *v = k + (size_t)n * z->kvd;
+            memcpy(k, row + z->qd, (size_t)z->kvd * sizeof *k);
+            memcpy(v, row + z->qd + z->kvd, (size_t)z->kvd * sizeof *v);
+        }
+    return 0;
+}

@@ -22,6 +22,16 @@ static void optim_order(const sp_checkpoint *c, int order[SP_CHECKPOINT_MAX_OPTI
         }
 }
 
+static void tensor_order(const sp_checkpoint *c, int order[SP_CHECKPOINT_MAX_TENSORS]) {
+    for (int i = 0; i < c->n_tensors; i++) order[i] = i;
+    for (int i = 1; i < c->n_tensors; i++)
+        for (int j = i;
+             j > 0 && strcmp(c->tensors[order[j - 1]].name, c->tensors[order[j]].name) > 0; j--) {
+            int t = order[j];
+            order[j] = order[j - 1], order[j - 1] = t;
+        }
+}
+
 static void field_i64(sp__h64 *h, const char *name, int64_t v) {
     sp__h64_str(h, name);
     sp__h64_i64(h, v);
@@ -43,7 +53,19 @@ uint64_t sp__ckpt_checksum(const sp_checkpoint *c, const char *created_by) {
     sp__h64_str(&h, "prompt");
     sp__h64_u64(&h, (uint64_t)c->n_prompt);
     sp__h64_u64(&h, (uint64_t)c->d);
-    sp__h64_update(&h, c->prompt, (size_t)c->n_prompt * (size_t)c->d * sizeof(float));
+    if (c->prompt) /* a prefix-only run has none */
+        sp__h64_update(&h, c->prompt, (size_t)c->n_prompt * (size_t)c->d * sizeof(float));
+    /* trainable tensors besides the prompt (prefix tuning) in name order; none for a prompt
+     * run, whose checksum is unchanged by their introduction */
+    int torder[SP_CHECKPOINT_MAX_TENSORS];
+    tensor_order(c, torder);
+    for (int k = 0; k < c->n_tensors; k++) {
+        const sp_checkpoint_tensor *a = &c->tensors[torder[k]];
+        sp__h64_str(&h, a->name);
+        sp__h64_u64(&h, (uint64_t)a->rank);
+        for (int i = 0; i < a->rank; i++) sp__h64_u64(&h, (uint64_t)a->dims[i]);
+        sp__h64_update(&h, a->data, a->n * sizeof(float));
+    }
     int order[SP_CHECKPOINT_MAX_OPTIM];
     optim_order(c, order);
     for (int k = 0; k < c->n_optim; k++) {

@@ -48,8 +48,17 @@ int sp_checkpoint_describe(FILE *out, const char *path, sp_error *err) {
     fprintf(out, "  data position     epoch %" PRId64 ", %" PRId64 " examples into it\n", c.epoch,
             c.epoch_position);
     fprintf(out, "  tokens seen       %" PRId64 "\n", c.tokens_seen);
-    fprintf(out, "  prompt            [%d, %d] float32, RMS %.6g\n", c.n_prompt, c.d,
-            rms(c.prompt, np));
+    if (c.n_prompt)
+        fprintf(out, "  prompt            [%d, %d] float32, RMS %.6g\n", c.n_prompt, c.d,
+                rms(c.prompt, np));
+    for (int i = 0; i < c.n_tensors; i++) { /* prefix tuning: the prefix, the MLP */
+        const sp_checkpoint_tensor *a = &c.tensors[i];
+        char shape[96] = "";
+        for (int k = 0, n = 0; k < a->rank && n < (int)sizeof shape; k++)
+            n += snprintf(shape + n, sizeof shape - (size_t)n, "%s%" PRId64, k ? ", " : "",
+                          a->dims[k]);
+        fprintf(out, "  %-17s [%s] float32, RMS %.6g\n", a->name, shape, rms(a->data, a->n));
+    }
     if (c.n_optim == 0) fprintf(out, "  optimizer state   none\n");
     for (int i = 0; i < c.n_optim; i++)
         fprintf(out, "  optimizer/%-7s %zu floats, RMS %.6g\n", c.optim[i].name, c.optim[i].n,

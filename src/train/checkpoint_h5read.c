@@ -158,7 +158,7 @@ static const char *class_name(hid_t t) {
  * type: kind 'f' float (size 4 when exact_size), 'u' unsigned 64-bit integer. dims receives the
  * shape. Returns the dataset or -1. */
 hid_t sp__ckpt_open_dataset(hid_t loc, const char *name, const char *shown, char kind,
-                            int exact_size, int min_rank, int max_rank, hsize_t dims[2],
+                            int exact_size, int min_rank, int max_rank, hsize_t *dims,
                             const char *path, sp_error *err) {
     htri_t has = H5Lexists(loc, name, H5P_DEFAULT);
     if (has < 0) return sp__h5_fail(err, "%s: cannot look up dataset \"%s\"", path, shown);
@@ -188,7 +188,7 @@ hid_t sp__ckpt_open_dataset(hid_t loc, const char *name, const char *shown, char
                  : sp_fail(err, "%s: dataset \"%s\" must be %d-D to %d-D (found %d-D)", path, shown,
                            min_rank, max_rank, rank);
     } else {
-        dims[0] = dims[1] = 1;
+        for (int i = 0; i < max_rank; i++) dims[i] = 1;
         H5Sget_simple_extent_dims(space, dims, NULL);
     }
     sp__h5_close(t), sp__h5_close(space);

@@ -42,6 +42,9 @@ static inline const char *sp__ckpt_nz(const char *s) {
     return s ? s : "";
 }
 
+/* A trainable tensor's name: "prefix", or "prefix_encoder/<word>" (letters, digits, '_'). */
+int sp__ckpt_tensor_name_ok(const char *name);
+
 /* ---- checkpoint_checksum.c ---- */
 
 /* c->created_by, or "softprompt" when it is NULL or empty (what a write stores). */
@@ -71,9 +74,9 @@ int sp__ckpt_read_i64(hid_t f, const char *name, int64_t lo, int64_t *out, const
 int sp__ckpt_read_f64(hid_t f, const char *name, double *out, const char *path, sp_error *err);
 /* Opens dataset name under loc and checks its element type (kind 'f' float, float32 when
  * exact_size; 'u' uint64) and rank in [min_rank, max_rank]; dims[0..rank) receive the shape,
- * the rest 1. Returns the dataset or -1. */
+ * the rest of dims[0..max_rank) 1. Returns the dataset or -1. */
 hid_t sp__ckpt_open_dataset(hid_t loc, const char *name, const char *shown, char kind,
-                            int exact_size, int min_rank, int max_rank, hsize_t dims[2],
+                            int exact_size, int min_rank, int max_rank, hsize_t *dims,
                             const char *path, sp_error *err);
 /* All n elements of d as mem_type (elem bytes each), malloc'd; NULL on failure. */
 void *sp__ckpt_read_all(hid_t d, hid_t mem_type, size_t n, size_t elem, const char *shown,

@@ -17,7 +17,73 @@ int sp__ckpt_check_prompt_dims(const hsize_t dims[2], const char *path, sp_error
     return 0;
 }
 
+/* One trainable tensor (name checked by the caller), any shape of 1 to 4 dimensions. */
+static int read_tensor(hid_t f, const char *name, sp_checkpoint *c, const char *path,
+                       sp_error *err) {
+    if (c->n_tensors == SP_CHECKPOINT_MAX_TENSORS)
+        return sp_fail(err, "%s: more than %d trainable tensors", path, SP_CHECKPOINT_MAX_TENSORS);
+    sp_checkpoint_tensor *a = &c->tensors[c->n_tensors];
+    if (!sp__ckpt_tensor_name_ok(name) || strlen(name) >= sizeof a->name)
+        return sp_fail(err, "%s: unexpected dataset \"%.60s\"", path, name);
+    hsize_t dims[4];
+    hid_t d = sp__ckpt_open_dataset(f, name, name, 'f', 1, 1, 4, dims, path, err);
+    if (d < 0) return -1;
+    hid_t space = H5Dget_space(d);
+    int rank = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
+    sp__h5_close(space);
+    size_t n = 1;
+    for (int k = 0; k < rank; k++)
+        n = dims[k] >= 1 && dims[k] <= SP_CKPT_PROMPT_MAX_DIM ? n * (size_t)dims[k] : 0;
+    if (rank < 1 || n == 0 || n > SP_CKPT_PROMPT_MAX_ELEMS) {
+        H5Dclose(d);
+        return sp_fail(err, "%s: dataset \"%s\" has an invalid shape", path, name);
+    }
+    snprintf(a->name, sizeof a->name, "%s", name);
+    a->rank = rank, a->n = n;
+    for (int k = 0; k < 4; k++) a->dims[k] = k < rank ? (int64_t)dims[k] : 1;
+    a->data = sp__ckpt_read_all(d, H5T_NATIVE_FLOAT, n, sizeof(float), name, path, err);
+    H5Dclose(d);
+    if (!a->data) return -1;
+    c->n_tensors++;
+    return 0;
+}
+
+/* "prefix" at the root and every dataset of group "prefix_encoder", when present. */
+static int read_tensors(hid_t f, sp_checkpoint *c, const char *path, sp_error *err) {
+    htri_t has = H5Lexists(f, "prefix", H5P_DEFAULT);
+    if (has < 0) return sp__h5_fail(err, "%s: cannot look up dataset \"prefix\"", path);
+    if (has && read_tensor(f, "prefix", c, path, err)) return -1;
+    has = H5Lexists(f, "prefix_encoder", H5P_DEFAULT);
+    if (has < 0) return sp__h5_fail(err, "%s: cannot look up group \"prefix_encoder\"", path);
+    if (!has) return 0;
+    hid_t g = H5Gopen2(f, "prefix_encoder", H5P_DEFAULT);
+    H5G_info_t info;
+    if (g < 0 || H5Gget_info(g, &info) < 0) {
+        sp__h5_close(g);
+        return sp__h5_fail(err, "%s: \"prefix_encoder\" is not a readable group", path);
+    }
+    int rc = info.nlinks > SP_CHECKPOINT_MAX_TENSORS
+                 ? sp_fail(err, "%s: group \"prefix_encoder\" holds %llu datasets", path,
+                           (unsigned long long)info.nlinks)
+                 : 0;
+    for (hsize_t i = 0; rc == 0 && i < info.nlinks; i++) {
+        char word[40], name[64];
+        ssize_t len = H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, word, sizeof word,
+                                         H5P_DEFAULT);
+        if (len < 0 || (size_t)len >= sizeof word) {
+            rc = sp_fail(err, "%s: group \"prefix_encoder\": unreadable or long name", path);
+            break;
+        }
+        snprintf(name, sizeof name, "prefix_encoder/%s", word);
+        rc = read_tensor(f, name, c, path, err);
+    }
+    H5Gclose(g);
+    return rc;
+}
+
 static int read_prompt(hid_t f, sp_checkpoint *c, const char *path, sp_error *err) {
+    htri_t has = H5Lexists(f, "prompt", H5P_DEFAULT);
+    if (has == 0 && c->n_tensors > 0) return 0; /* a prefix run: no input prompt */
     hsize_t dims[2];
     hid_t d = sp__ckpt_open_dataset(f, "prompt", "prompt", 'f', 1, 2, 2, dims, path, err);
     if (d < 0) return -1;
@@ -149,9 +215,9 @@ static int is_hex16(const char *s) {
 
 int sp__ckpt_read_contents(hid_t f, sp_checkpoint *c, const char *path, sp_error *err) {
     char *stored = NULL;
-    if (read_format(f, path, err) || read_prompt(f, c, path, err) ||
-        read_optimizer(f, c, path, err) || read_rng(f, c, path, err) ||
-        sp__ckpt_read_i64(f, "step", 0, &c->step, path, err) ||
+    if (read_format(f, path, err) || read_tensors(f, c, path, err) ||
+        read_prompt(f, c, path, err) || read_optimizer(f, c, path, err) ||
+        read_rng(f, c, path, err) || sp__ckpt_read_i64(f, "step", 0, &c->step, path, err) ||
         sp__ckpt_read_i64(f, "epoch", 0, &c->epoch, path, err) ||
         sp__ckpt_read_i64(f, "epoch_position", 0, &c->epoch_position, path, err) ||
         sp__ckpt_read_i64(f, "tokens_seen", 0, &c->tokens_seen, path, err) ||
@@ -186,6 +252,8 @@ int sp__ckpt_read_contents(hid_t f, sp_checkpoint *c, const char *path, sp_error
 void sp_checkpoint_free(sp_checkpoint *c) {
     if (!c) return;
     free(c->prompt);
+    for (int i = 0; i < c->n_tensors && i < SP_CHECKPOINT_MAX_TENSORS; i++)
+        free(c->tensors[i].data);
     for (int i = 0; i < c->n_optim && i < SP_CHECKPOINT_MAX_OPTIM; i++) free(c->optim[i].data);
     free(c->config_json), free(c->model_fingerprint), free(c->dataset_fingerprint);
     free(c->metric_name), free(c->created_by);

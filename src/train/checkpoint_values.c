@@ -3,7 +3,9 @@
  * touches the disk) and sp_checkpoint_read (after the checksum, so corruption is reported as
  * corruption). */
 #include <math.h>
+#include <ctype.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "train/checkpoint_internal.h"
 
@@ -31,6 +33,19 @@ static int array_fails(const char *path, const char *shown, const float *x, size
                    path, shown, i, (double)x[i]);
 }
 
+int sp__ckpt_tensor_name_ok(const char *name) {
+    const char *word = name;
+    if (strncmp(name, "prefix_encoder/", 15) == 0)
+        word = name + 15;
+    else if (strcmp(name, "prefix") != 0)
+        return 0;
+    size_t n = strnlen(word, 32);
+    if (n == 0 || n == 32) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)word[i]) && word[i] != '_') return 0;
+    return 1;
+}
+
 /* A metric is a finite number or NaN ("none yet"); an infinity is neither. */
 static int metric_fails(const char *path, const char *name, double v, sp_error *err) {
     if (!isinf(v)) return 0;
@@ -43,6 +58,9 @@ static int metric_fails(const char *path, const char *name, double v, sp_error *
 int sp__ckpt_check_values(const sp_checkpoint *c, const char *path, sp_error *err) {
     if (array_fails(path, "prompt", c->prompt, (size_t)c->n_prompt * (size_t)c->d, c, err))
         return -1;
+    for (int k = 0; k < c->n_tensors; k++)
+        if (array_fails(path, c->tensors[k].name, c->tensors[k].data, c->tensors[k].n, c, err))
+            return -1;
     for (int k = 0; k < c->n_optim; k++) {
         char shown[48];
         snprintf(shown, sizeof shown, "optimizer/%s", c->optim[k].name);

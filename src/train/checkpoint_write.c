@@ -12,10 +12,34 @@
 #include "train/checkpoint_internal.h"
 #include "train/hash64.h"
 
+static int check_tensors(const char *path, const sp_checkpoint *c, sp_error *err) {
+    if (c->n_tensors < 0 || c->n_tensors > SP_CHECKPOINT_MAX_TENSORS)
+        return sp_fail(err, "%s: %d trainable tensors (at most %d)", path, c->n_tensors,
+                       SP_CHECKPOINT_MAX_TENSORS);
+    for (int i = 0; i < c->n_tensors; i++) {
+        const sp_checkpoint_tensor *a = &c->tensors[i];
+        size_t n = 1;
+        for (int k = 0; k < a->rank && a->rank <= 4; k++)
+            n = a->dims[k] >= 1 && a->dims[k] <= SP_CKPT_PROMPT_MAX_DIM ? n * (size_t)a->dims[k]
+                                                                        : 0;
+        if (!sp__ckpt_tensor_name_ok(a->name))
+            return sp_fail(err, "%s: trainable tensor %d has an invalid name", path, i);
+        if (a->rank < 1 || a->rank > 4 || n == 0 || n != a->n || n > SP_CKPT_PROMPT_MAX_ELEMS ||
+            !a->data)
+            return sp_fail(err, "%s: trainable tensor \"%s\" has an invalid shape", path, a->name);
+        for (int j = 0; j < i; j++)
+            if (strcmp(c->tensors[j].name, a->name) == 0)
+                return sp_fail(err, "%s: trainable tensor \"%s\" given twice", path, a->name);
+    }
+    return 0;
+}
+
 static int check_for_write(const char *path, const sp_checkpoint *c, sp_error *err) {
-    if (c->n_prompt < 1 || c->d < 1 || !c->prompt)
+    int no_prompt = c->n_prompt == 0 && !c->prompt && c->n_tensors > 0;
+    if (!no_prompt && (c->n_prompt < 1 || c->d < 1 || !c->prompt))
         return sp_fail(err, "%s: cannot write a checkpoint with an empty prompt (%d x %d)", path,
                        c->n_prompt, c->d);
+    if (check_tensors(path, c, err)) return -1;
     if (c->n_prompt > SP_CKPT_PROMPT_MAX_DIM || c->d > SP_CKPT_PROMPT_MAX_DIM ||
         (size_t)c->n_prompt * (size_t)c->d > SP_CKPT_PROMPT_MAX_ELEMS)
         return sp_fail(err, "%s: prompt %d x %d is too large", path, c->n_prompt, c->d);
@@ -71,11 +95,43 @@ static int write_dataset(hid_t loc, const char *name, hid_t ftype, hid_t mtype, 
     return st < 0 ? sp__h5_fail(err, "%s: cannot write dataset \"%s\"", path, name) : 0;
 }
 
+static int make_group(hid_t f, const char *name, const char *path, sp_error *err) {
+    htri_t has = H5Lexists(f, name, H5P_DEFAULT);
+    if (has > 0) return 0;
+    hid_t gcpl = sp__h5_untimed(H5P_GROUP_CREATE);
+    hid_t g = H5Gcreate2(f, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    sp__h5_close(gcpl);
+    if (g < 0) return sp__h5_fail(err, "%s: cannot create group \"%s\"", path, name);
+    H5Gclose(g);
+    return 0;
+}
+
+/* "prefix" at the root, "prefix_encoder/w1" in its group, each with its own shape. */
+static int write_tensors(hid_t f, const sp_checkpoint *c, const char *path, sp_error *err) {
+    for (int i = 0; i < c->n_tensors; i++) {
+        const sp_checkpoint_tensor *a = &c->tensors[i];
+        const char *slash = strchr(a->name, '/');
+        if (slash) {
+            char group[40];
+            snprintf(group, sizeof group, "%.*s", (int)(slash - a->name), a->name);
+            if (make_group(f, group, path, err)) return -1;
+        }
+        hsize_t dims[4];
+        for (int k = 0; k < a->rank; k++) dims[k] = (hsize_t)a->dims[k];
+        if (write_dataset(f, a->name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, a->rank, dims, a->data,
+                          path, err))
+            return -1;
+    }
+    return 0;
+}
+
 static int write_contents(hid_t f, const sp_checkpoint *c, const char *created_by,
                           const char *checksum, const char *path, sp_error *err) {
     hsize_t pd[2] = {(hsize_t)c->n_prompt, (hsize_t)c->d}, four = 4;
-    if (write_dataset(f, "prompt", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, pd, c->prompt, path, err))
+    if (c->n_prompt > 0 &&
+        write_dataset(f, "prompt", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, pd, c->prompt, path, err))
         return -1;
+    if (write_tensors(f, c, path, err)) return -1;
     hid_t gcpl = sp__h5_untimed(H5P_GROUP_CREATE);
     hid_t g = H5Gcreate2(f, "optimizer", H5P_DEFAULT, gcpl, H5P_DEFAULT);
     sp__h5_close(gcpl);

@@ -8,35 +8,6 @@
 
 #include "softprompt/train.h"
 
-/* Removes soft-token positions from b in place (zero-shot evaluation of the template alone) and
- * shifts target positions accordingly. A target at a soft position moves to the last
- * preceding text position; a sequence made only of soft tokens cannot be evaluated. */
-static int strip_soft_tokens(sp_batch_data *b, sp_error *err) {
-    int32_t *new_pos = malloc(((size_t)b->seq_start[b->n_seq] + 1) * sizeof *new_pos);
-    if (!new_pos) return sp_fail(err, "out of memory");
-    int out = 0;
-    for (int s = 0; s < b->n_seq; s++) {
-        int begin = out;
-        for (int t = b->seq_start[s]; t < b->seq_start[s + 1]; t++) {
-            new_pos[t] = SP_IS_SOFT(b->tokens[t]) ? out - 1 : out;
-            if (!SP_IS_SOFT(b->tokens[t])) b->tokens[out++] = b->tokens[t];
-        }
-        if (out == begin) {
-            free(new_pos);
-            return sp_fail(err, "example %lld consists of soft tokens only: no zero-shot input",
-                           (long long)b->example_ids[s]);
-        }
-        for (int j = b->target_start[s]; j < b->target_start[s + 1]; j++) {
-            int p = new_pos[b->target_pos[j]];
-            b->target_pos[j] = p < begin ? begin : p;
-        }
-        b->seq_start[s] = begin;
-    }
-    b->seq_start[b->n_seq] = out;
-    free(new_pos);
-    return 0;
-}
-
 /* argmax over the verbalizer's logits of one target row [V]. */
 static int predict_class(const float *logits, const int32_t *verbalizer, int n_classes) {
     int best = 0;
@@ -53,11 +24,11 @@ typedef struct eval_state {
 } eval_state;
 
 static int eval_micro_batch(sp_team *team, sp_dataset *ds, eval_state *st, int64_t first, int n,
-                            const float *prompt, int n_prompt, double *counts, sp_error *err) {
+                            const sp_pass *tuned, double *counts, sp_error *err) {
     const sp_dataset_meta *meta = sp_dataset_get_meta(ds);
     for (int i = 0; i < n; i++) st->ids[i] = first + i;
     if (sp_dataset_read_batch(ds, st->ids, n, &st->batch, err)) return -1;
-    if (n_prompt == 0 && strip_soft_tokens(&st->batch, err)) return -1;
+    if (tuned->n_prompt == 0 && sp_batch_data_strip_soft(&st->batch, err)) return -1;
     sp_batch b = sp_batch_data_view(&st->batch);
     int classify = meta->n_classes > 0;
     int V = sp_team_model(team)->cfg.vocab_size;
@@ -68,8 +39,11 @@ static int eval_micro_batch(sp_team *team, sp_dataset *ds, eval_state *st, int64
         st->cap_logits = st->logits ? need : 0;
         if (!st->logits) return sp_fail(err, "out of memory for %d target logits", b.n_targets);
     }
-    sp_pass pass = {
-        .prompt = prompt, .n_prompt = n_prompt, .target_logits = classify ? st->logits : NULL};
+    sp_pass pass = {.prompt = tuned->prompt,
+                    .n_prompt = tuned->n_prompt,
+                    .kv_prefix = tuned->kv_prefix,
+                    .n_kv_prefix = tuned->n_kv_prefix,
+                    .target_logits = classify ? st->logits : NULL};
     double loss;
     if (sp_team_run(team, &b, &pass, &loss, err)) return -1;
     /* NaN logits would still give an argmax (the first class): never score them */
@@ -98,7 +72,7 @@ static int eval_micro_batch(sp_team *team, sp_dataset *ds, eval_state *st, int64
     return 0;
 }
 
-int sp_evaluate(sp_team *team, sp_dataset *ds, const float *prompt, int n_prompt, int micro_batch,
+int sp_evaluate(sp_team *team, sp_dataset *ds, const sp_pass *tuned, int micro_batch,
                 int64_t max_examples, const sp_dist *d, sp_eval_result *out, sp_error *err) {
     const sp_dataset_meta *meta = sp_dataset_get_meta(ds);
     int K = meta->task == SP_TASK_CLASSIFICATION ? meta->n_classes : 0;
@@ -113,7 +87,7 @@ int sp_evaluate(sp_team *team, sp_dataset *ds, const float *prompt, int n_prompt
     int rc = counts && st.ids ? 0 : sp_fail(err, "out of memory");
     for (int64_t i = begin; rc == 0 && i < end; i += micro_batch) {
         int nb = (int)(end - i < micro_batch ? end - i : micro_batch);
-        rc = eval_micro_batch(team, ds, &st, i, nb, prompt, n_prompt, counts, err);
+        rc = eval_micro_batch(team, ds, &st, i, nb, tuned, counts, err);
     }
     /* the rank is added by whoever reports the error (src/cli/ranks.c) */
     if (rc) sp_fail_prefix(err, "evaluating %s", sp_dataset_path(ds));

@@ -44,6 +44,10 @@ int sp__train_check_memory(const sp_model *m, sp_dataset *const *sets, int n_set
  * verbalizer); the tokenizer directory by text. Runs on rank 0; the trainer broadcasts it. */
 int sp__prompt_init(float *prompt, int n_prompt, const sp_model *m, const sp_train_config *c,
                     sp_dataset *train, sp_rng *rng, sp_error *err);
+/* The n token ids an init of c->init draws (vocab, vocab-top, labels, text), as the prompt's
+ * rows would be their embeddings. */
+int sp__init_token_ids(int32_t *ids, int n, const sp_model *m, const sp_train_config *c,
+                       sp_dataset *train, sp_rng *rng, sp_error *err);
 
 /* ---- configuration (train_config.c) ----
  * The run's configuration as JSON (stored in checkpoints and out/config.json), and the check

@@ -365,17 +365,22 @@ static void step_adafactor(sp_optim *o, float *p, const float *g, double lr) {
     }
 }
 
-void sp_optim_step(sp_optim *o, float *param, float *grad, double *grad_norm) {
-    const size_t n = (size_t)o->rows * (size_t)o->cols;
+double sp_optim_clip(float *grad, size_t n, double clip_norm) {
     const double norm = sqrt(sum_squares(grad, n));
-    if (grad_norm) *grad_norm = norm;
-    if (o->cfg.clip_norm > 0.0) {
+    if (clip_norm > 0.0) {
         /* torch.nn.utils.clip_grad_norm_: coef = max_norm / (total_norm + 1e-6), applied when < 1
          * (torch multiplies by min(coef, 1) unconditionally: the same result). */
-        const double coef = o->cfg.clip_norm / (norm + 1e-6);
+        const double coef = clip_norm / (norm + 1e-6);
         if (coef < 1.0)
             for (size_t i = 0; i < n; i++) grad[i] = (float)((double)grad[i] * coef);
     }
+    return norm;
+}
+
+void sp_optim_step(sp_optim *o, float *param, float *grad, double *grad_norm) {
+    const size_t n = (size_t)o->rows * (size_t)o->cols;
+    const double norm = sp_optim_clip(grad, n, o->cfg.clip_norm);
+    if (grad_norm) *grad_norm = norm;
     o->step++;
     const double lr = sp_optim_lr(&o->cfg, o->step);
     switch (o->cfg.kind) {

@@ -16,6 +16,7 @@
 #include "io/fileutil.h"
 #include "softprompt/checkpoint.h"
 #include "softprompt/safetensors.h"
+#include "train/params.h"
 
 /* mkdir -p: creates dir and any missing parents. */
 static int make_dirs(const char *dir, sp_error *err) {
@@ -56,52 +57,36 @@ static json_t *str_or_null(const char *s) {
     return s ? json_string(s) : json_null();
 }
 
-int sp_peft_export(const char *dir, const float *prompt, int n_prompt, const sp_model *m,
-                   const char *base_model, const char *init_name, const char *init_text,
-                   sp_error *err) {
-    int d = m->cfg.d_model;
-    if (!prompt || n_prompt < 1 || d < 1)
-        return sp_fail(err, "%s: cannot export an empty prompt (%d x %d)", dir, n_prompt, d);
-    if (make_dirs(dir, err) != 0) return -1;
+/* Writes dir/adapter_model.safetensors ("prompt_embeddings" [rows, cols] F32) and
+ * dir/adapter_config.json: cfg (consumed) plus the base model's name and revision. */
+static int write_adapter(const char *dir, const float *x, int rows, int cols, const sp_model *m,
+                         const char *base_model, const char *init_name, json_t *cfg,
+                         sp_error *err) {
+    if (!cfg) return sp_fail(err, "%s: out of memory", dir);
+    if (make_dirs(dir, err) != 0) return json_decref(cfg), -1;
     char *revision = NULL, *found = base_model ? NULL : sp_peft_base_model(m, &revision, NULL, err);
-    if (!base_model && !found) return -1;
+    if (!base_model && !found) return json_decref(cfg), -1;
     const char *base = base_model ? base_model : found;
-    const char *init = peft_init(init_name, init_text);
-
     size_t n = strlen(dir) + 32;
     char *st_path = malloc(n), *cfg_path = malloc(n);
     if (!st_path || !cfg_path) {
-        free(st_path), free(cfg_path), free(found), free(revision);
+        free(st_path), free(cfg_path), free(found), free(revision), json_decref(cfg);
         return sp_fail(err, "%s: out of memory", dir);
     }
     snprintf(st_path, n, "%s/adapter_model.safetensors", dir);
     snprintf(cfg_path, n, "%s/adapter_config.json", dir);
-
-    sp_st_out t = {.name = "prompt_embeddings", .dtype = SP_DTYPE_F32, .ndim = 2, .data = prompt};
-    t.shape[0] = n_prompt, t.shape[1] = d;
+    sp_st_out t = {.name = "prompt_embeddings", .dtype = SP_DTYPE_F32, .ndim = 2, .data = x};
+    t.shape[0] = rows, t.shape[1] = cols;
     /* "format": "pt" is what PyTorch-saved safetensors (and PEFT) carry. */
     const char *meta[] = {"format", "pt", "softprompt_init", init_name ? init_name : ""};
     int rc = sp_st_write(st_path, &t, 1, meta, 2, err);
-
-    json_t *cfg = json_object();
-    if (rc == 0 && cfg) {
-        json_object_set_new(cfg, "peft_type", json_string("PROMPT_TUNING"));
-        json_object_set_new(cfg, "task_type", json_string("CAUSAL_LM"));
-        json_object_set_new(cfg, "num_virtual_tokens", json_integer(n_prompt));
-        json_object_set_new(cfg, "token_dim", json_integer(d));
-        json_object_set_new(cfg, "num_transformer_submodules", json_integer(1));
-        json_object_set_new(cfg, "num_attention_heads", json_integer(m->cfg.n_head));
-        json_object_set_new(cfg, "num_layers", json_integer(m->cfg.n_layer));
-        json_object_set_new(cfg, "prompt_tuning_init", json_string(init));
-        json_object_set_new(cfg, "prompt_tuning_init_text",
-                            str_or_null(strcmp(init, "TEXT") == 0 ? init_text : NULL));
+    if (json_object_get(cfg, "tokenizer_name_or_path"))
         json_object_set_new(cfg, "tokenizer_name_or_path", str_or_null(base));
-        json_object_set_new(cfg, "base_model_name_or_path", str_or_null(base));
-        json_object_set_new(cfg, "inference_mode", json_true());
-        json_object_set_new(cfg, "revision", str_or_null(revision));
-        json_object_set_new(cfg, "auto_mapping", json_null());
-    }
-    char *text = rc == 0 && cfg ? json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+    json_object_set_new(cfg, "base_model_name_or_path", str_or_null(base));
+    json_object_set_new(cfg, "inference_mode", json_true());
+    json_object_set_new(cfg, "revision", str_or_null(revision));
+    json_object_set_new(cfg, "auto_mapping", json_null());
+    char *text = rc == 0 ? json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
     json_decref(cfg);
     if (rc == 0 && !text) rc = sp_fail(err, "%s: out of memory", cfg_path);
     if (rc == 0) {
@@ -112,5 +97,57 @@ int sp_peft_export(const char *dir, const float *prompt, int n_prompt, const sp_
     }
     free(text);
     free(st_path), free(cfg_path), free(found), free(revision);
+    return rc;
+}
+
+int sp_peft_export(const char *dir, const float *prompt, int n_prompt, const sp_model *m,
+                   const char *base_model, const char *init_name, const char *init_text,
+                   sp_error *err) {
+    int d = m->cfg.d_model;
+    if (!prompt || n_prompt < 1 || d < 1)
+        return sp_fail(err, "%s: cannot export an empty prompt (%d x %d)", dir, n_prompt, d);
+    const char *init = peft_init(init_name, init_text);
+    json_t *cfg = json_object();
+    if (cfg) {
+        json_object_set_new(cfg, "peft_type", json_string("PROMPT_TUNING"));
+        json_object_set_new(cfg, "task_type", json_string("CAUSAL_LM"));
+        json_object_set_new(cfg, "num_virtual_tokens", json_integer(n_prompt));
+        json_object_set_new(cfg, "token_dim", json_integer(d));
+        json_object_set_new(cfg, "num_transformer_submodules", json_integer(1));
+        json_object_set_new(cfg, "num_attention_heads", json_integer(m->cfg.n_head));
+        json_object_set_new(cfg, "num_layers", json_integer(m->cfg.n_layer));
+        json_object_set_new(cfg, "prompt_tuning_init", json_string(init));
+        json_object_set_new(cfg, "prompt_tuning_init_text",
+                            str_or_null(strcmp(init, "TEXT") == 0 ? init_text : NULL));
+        json_object_set_new(cfg, "tokenizer_name_or_path", json_null());
+    }
+    return write_adapter(dir, prompt, n_prompt, d, m, base_model, init_name, cfg, err);
+}
+
+int sp_peft_export_prefix(const char *dir, const float *prefix, int n_prefix, const sp_model *m,
+                          const char *base_model, int encoder_hidden, sp_error *err) {
+    const sp_model_config *c = &m->cfg;
+    int kv = sp_config_kv_heads(c) * sp_config_head_dim(c), L = c->n_layer;
+    if (!prefix || n_prefix < 1)
+        return sp_fail(err, "%s: cannot export an empty prefix (%d rows)", dir, n_prefix);
+    size_t cols = (size_t)L * 2 * kv;
+    float *peft = malloc((size_t)n_prefix * cols * sizeof *peft);
+    if (!peft) return sp_fail(err, "%s: out of memory", dir);
+    sp__prefix_to_peft(prefix, L, n_prefix, kv, peft);
+    json_t *cfg = json_object();
+    if (cfg) { /* PrefixTuningConfig; for GQA PEFT writes the key/value heads (see the header) */
+        json_object_set_new(cfg, "peft_type", json_string("PREFIX_TUNING"));
+        json_object_set_new(cfg, "task_type", json_string("CAUSAL_LM"));
+        json_object_set_new(cfg, "num_virtual_tokens", json_integer(n_prefix));
+        json_object_set_new(cfg, "token_dim", json_integer(kv));
+        json_object_set_new(cfg, "num_transformer_submodules", json_integer(1));
+        json_object_set_new(cfg, "num_attention_heads", json_integer(sp_config_kv_heads(c)));
+        json_object_set_new(cfg, "num_layers", json_integer(L));
+        json_object_set_new(cfg, "encoder_hidden_size",
+                            json_integer(encoder_hidden > 0 ? encoder_hidden : kv));
+        json_object_set_new(cfg, "prefix_projection", json_false());
+    }
+    int rc = write_adapter(dir, peft, n_prefix, (int)cols, m, base_model, "prefix", cfg, err);
+    free(peft);
     return rc;
 }

@@ -14,6 +14,7 @@
 #include "io/fileutil.h"
 #include "softprompt/safetensors.h"
 #include "train/checkpoint_internal.h"
+#include "train/params.h"
 #include "util/path.h"
 
 #define ADAPTER_TENSOR "prompt_embeddings"
@@ -50,10 +51,14 @@ static int config_int(json_t *cfg, const char *key, int required, int *out, cons
 }
 
 static const char *method_hint(const char *type) {
-    if (strcmp(type, "PREFIX_TUNING") == 0 || strcmp(type, "P_TUNING") == 0 ||
-        strcmp(type, "MULTITASK_PROMPT_TUNING") == 0)
-        return "that method's file holds per-layer keys and values or a prompt encoder's "
-               "weights, not a prompt of input embeddings";
+    if (strcmp(type, "P_TUNING") == 0)
+        return "P_TUNING (P-tuning v1) trains a prompt encoder, an LSTM or MLP, whose weights "
+               "PEFT does not save: the file holds only that encoder's output, so what was "
+               "trained cannot be read back or trained further. P-tuning v2 is PEFT's "
+               "PREFIX_TUNING, which softprompt reads";
+    if (strcmp(type, "MULTITASK_PROMPT_TUNING") == 0)
+        return "that method's file holds a shared prompt and per-task low-rank factors, not "
+               "one prompt";
     return "that method changes the model's weights; it is not a prompt";
 }
 
@@ -65,9 +70,10 @@ static int check_method(json_t *cfg, const char *path, sp_error *err) {
         return sp_fail(err, "%s: missing \"peft_type\" (a string; PROMPT_TUNING for a prompt)",
                        path);
     const char *t = json_string_value(type);
-    if (strcmp(t, "PROMPT_TUNING") != 0)
+    if (strcmp(t, "PROMPT_TUNING") != 0 && strcmp(t, "PREFIX_TUNING") != 0)
         return sp_fail(err,
-                       "%s: peft_type is \"%s\": softprompt reads PROMPT_TUNING adapters only (%s)",
+                       "%s: peft_type is \"%s\": softprompt reads PROMPT_TUNING and "
+                       "PREFIX_TUNING adapters only (%s)",
                        path, printable(t, buf), method_hint(t));
     json_t *task = json_object_get(cfg, "task_type");
     if (task && !json_is_null(task) &&
@@ -88,7 +94,8 @@ static int check_method(json_t *cfg, const char *path, sp_error *err) {
     return 0;
 }
 
-static int read_config(const char *path, sp_prompt_file *pf, int *token_dim, sp_error *err) {
+static int read_config(const char *path, sp_prompt_file *pf, int *token_dim, int *prefix,
+                       sp_error *err) {
     struct stat st;
     if (stat(path, &st) != 0)
         return sp_fail(err,
@@ -106,7 +113,11 @@ static int read_config(const char *path, sp_prompt_file *pf, int *token_dim, sp_
                        je.column);
     int rc = json_is_object(cfg) ? 0 : sp_fail(err, "%s: not a JSON object", path);
     if (rc == 0) rc = check_method(cfg, path, err);
+    if (rc == 0)
+        *prefix =
+            strcmp(json_string_value(json_object_get(cfg, "peft_type")), "PREFIX_TUNING") == 0;
     if (rc == 0) rc = config_int(cfg, "num_virtual_tokens", 1, &pf->n_prompt, path, err);
+    if (rc == 0 && *prefix) rc = config_int(cfg, "num_layers", 1, &pf->num_layers, path, err);
     if (rc == 0) rc = config_int(cfg, "token_dim", 0, token_dim, path, err);
     if (rc == 0) rc = config_int(cfg, "num_layers", 0, &pf->num_layers, path, err);
     if (rc == 0)
@@ -151,7 +162,9 @@ static int check_tensor_names(const sp_st_file *f, sp_error *err) {
 }
 
 /* prompt_embeddings [num_virtual_tokens, token_dim], floating point, finite as float32. */
-static int read_tensor(const sp_st_file *f, sp_prompt_file *pf, int token_dim, sp_error *err) {
+static int read_tensor(const sp_st_file *f, sp_prompt_file *pf, int token_dim, int prefix_layers,
+                       sp_error *err) {
+    int width = prefix_layers ? prefix_layers * 2 * token_dim : token_dim;
     const sp_st_tensor *t = sp_st_find(f, ADAPTER_TENSOR);
     if (!t)
         return sp_fail(err, "%s: no tensor \"" ADAPTER_TENSOR "\" (a PEFT prompt-tuning adapter)",
@@ -163,13 +176,14 @@ static int read_tensor(const sp_st_file *f, sp_prompt_file *pf, int token_dim, s
         t->shape[1] > SP_CKPT_PROMPT_MAX_DIM || (size_t)t->numel > SP_CKPT_PROMPT_MAX_ELEMS)
         return sp_fail(err, "%s: tensor \"" ADAPTER_TENSOR "\" has an invalid shape [%lld, %lld]",
                        f->path, (long long)t->shape[0], (long long)t->shape[1]);
-    if (t->shape[0] != pf->n_prompt || (token_dim && t->shape[1] != token_dim))
+    if (t->shape[0] != pf->n_prompt || (token_dim && t->shape[1] != width))
         return sp_fail(err,
                        "%s: tensor \"" ADAPTER_TENSOR
                        "\" is [%lld, %lld] but adapter_config.json says num_virtual_tokens %d, "
-                       "token_dim %d",
+                       "token_dim %d%s",
                        f->path, (long long)t->shape[0], (long long)t->shape[1], pf->n_prompt,
-                       token_dim);
+                       token_dim,
+                       prefix_layers ? " (PREFIX_TUNING: rows of num_layers x 2 x token_dim)" : "");
     size_t n = (size_t)t->numel, cols = (size_t)t->shape[1];
     pf->d = (int)t->shape[1];
     pf->prompt = malloc(n * sizeof(float));
@@ -184,6 +198,25 @@ static int read_tensor(const sp_st_file *f, sp_prompt_file *pf, int token_dim, s
     return 0;
 }
 
+/* A PREFIX_TUNING tensor [P, L 2 token_dim] in PEFT's order becomes pf's prefix [L, 2, P,
+ * token_dim] (sp_peft_export_prefix describes the order). */
+static int to_prefix(sp_prompt_file *pf, sp_error *err) {
+    int L = pf->num_layers, P = pf->n_prompt;
+    if (pf->d % (2 * L) != 0)
+        return sp_fail(err,
+                       "%s: prompt_embeddings rows hold %d values, not num_layers (%d) x 2 x "
+                       "token_dim",
+                       pf->path, pf->d, L);
+    int kv = pf->d / (2 * L);
+    float *prefix = malloc((size_t)P * pf->d * sizeof *prefix);
+    if (!prefix) return sp_fail(err, "%s: out of memory", pf->path);
+    sp__prefix_from_peft(pf->prompt, L, P, kv, prefix);
+    free(pf->prompt);
+    pf->prompt = NULL, pf->prefix = prefix;
+    pf->n_prefix = P, pf->n_layer = L, pf->kv_dim = kv, pf->n_prompt = 0, pf->d = 0;
+    return 0;
+}
+
 int sp__peft_read(const char *st_path, sp_prompt_file *pf, sp_error *err) {
     char *dir = sp__dir_of(st_path);
     size_t n = dir ? strlen(dir) + 32 : 0;
@@ -194,12 +227,14 @@ int sp__peft_read(const char *st_path, sp_prompt_file *pf, sp_error *err) {
     }
     snprintf(pf->config_path, n, "%s/adapter_config.json", dir);
     free(dir);
-    int token_dim = 0;
-    if (read_config(pf->config_path, pf, &token_dim, err)) return -1;
+    int token_dim = 0, prefix = 0;
+    if (read_config(pf->config_path, pf, &token_dim, &prefix, err)) return -1;
     sp_st_file f;
     if (sp_st_open(&f, st_path, err)) return -1;
     int rc = check_tensor_names(&f, err);
-    if (rc == 0) rc = read_tensor(&f, pf, token_dim, err);
+    /* a prefix's rows are [L 2 token_dim] wide */
+    if (rc == 0) rc = read_tensor(&f, pf, token_dim, prefix ? pf->num_layers : 0, err);
     sp_st_close(&f);
+    if (rc == 0 && prefix) rc = to_prefix(pf, err);
     return rc;
 }

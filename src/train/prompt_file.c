@@ -10,13 +10,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "softprompt/train.h"
 #include "train/checkpoint_internal.h"
 #include "util/path.h"
 #include "util/vec.h"
 
 void sp_prompt_file_free(sp_prompt_file *pf) {
     if (!pf) return;
-    free(pf->path), free(pf->prompt), free(pf->init_name), free(pf->init_text);
+    free(pf->path), free(pf->prompt), free(pf->prefix), free(pf->init_name), free(pf->init_text);
     free(pf->model_fingerprint), free(pf->config_path), free(pf->base_model);
     memset(pf, 0, sizeof *pf);
 }
@@ -90,6 +91,17 @@ static int load_checkpoint(const char *path, sp_prompt_file *pf, sp_error *err) 
     pf->n_prompt = c.n_prompt, pf->d = c.d, pf->prompt = c.prompt, pf->step = c.step;
     pf->model_fingerprint = c.model_fingerprint;
     c.prompt = NULL, c.model_fingerprint = NULL;
+    for (int i = 0; i < c.n_tensors; i++) { /* a prefix-tuning run: its prefix, as trained */
+        sp_checkpoint_tensor *a = &c.tensors[i];
+        if (strcmp(a->name, "prefix") != 0) continue;
+        if (a->rank != 4 || a->dims[1] != 2) {
+            sp_checkpoint_free(&c);
+            return sp_fail(err, "%s: dataset \"prefix\" is not [L, 2, P, kv_dim]", path);
+        }
+        pf->n_layer = (int)a->dims[0], pf->n_prefix = (int)a->dims[2];
+        pf->kv_dim = (int)a->dims[3], pf->prefix = a->data;
+        a->data = NULL;
+    }
     int rc = checkpoint_init(c.config_json, pf, path, err);
     sp_checkpoint_free(&c);
     return rc;
@@ -207,21 +219,55 @@ static int check_adapter_shape(const sp_prompt_file *pf, const sp_model *m, sp__
     return add_warning(warnings, line, err);
 }
 
+/* PEFT splits a prefix row into num_attention_heads heads: for a grouped-query model those must
+ * be its key/value heads (what PEFT writes), or the heads would be cut elsewhere. */
+static int check_prefix_shape(const sp_prompt_file *pf, const sp_model *m, sp_error *err) {
+    const sp_model_config *c = &m->cfg;
+    int kv = sp_config_kv_heads(c) * sp_config_head_dim(c);
+    if (pf->kind == SP_PROMPT_PEFT && pf->num_attention_heads &&
+        pf->num_attention_heads != sp_config_kv_heads(c))
+        return sp_fail(err,
+                       "%s: num_attention_heads is %d, %s has %d key/value heads: PEFT splits "
+                       "each prefix row into num_attention_heads heads, which for this model "
+                       "must be its num_key_value_heads",
+                       pf->config_path, pf->num_attention_heads, m->dir, sp_config_kv_heads(c));
+    if (pf->n_layer == c->n_layer && pf->kv_dim == kv && pf->n_prefix < c->n_ctx) return 0;
+    return sp_fail(err,
+                   "%s: the prefix is %d layers x %d values per key/value row, %s has %d layers "
+                   "x %d (head_dim x num_key_value_heads)%s",
+                   pf->path, pf->n_layer, pf->kv_dim, m->dir, c->n_layer, kv,
+                   pf->n_prefix >= c->n_ctx ? ", and it is longer than the model's context" : "");
+}
+
 int sp_prompt_check_model(const sp_prompt_file *pf, const sp_model *m, int allow_mismatch,
                           char **warnings, sp_error *err) {
     sp__buf w = {0};
     *warnings = NULL;
-    if (pf->d != m->cfg.d_model)
+    if (pf->n_prefix && check_prefix_shape(pf, m, err)) return -1;
+    if (pf->n_prompt && pf->d != m->cfg.d_model)
         return sp_fail(err, "%s: the prompt is %d wide (%s), %s has d_model %d", pf->path, pf->d,
                        pf->kind == SP_PROMPT_PEFT ? "token_dim" : "[P, d]", m->dir, m->cfg.d_model);
     int rc = 0;
     if (pf->kind == SP_PROMPT_CHECKPOINT)
         rc = check_fingerprint(pf, m, allow_mismatch, &w, err);
-    else if (pf->kind == SP_PROMPT_PEFT)
+    else if (pf->kind == SP_PROMPT_PEFT && !pf->n_prefix)
         rc = check_adapter_shape(pf, m, &w, err);
     if (rc)
         sp__buf_free(&w);
     else
         *warnings = w.p;
     return rc;
+}
+
+int sp_prompt_check_method(const sp_prompt_file *pf, const char *method, sp_error *err) {
+    sp_method m;
+    if (sp_method_parse(method, &m))
+        return sp_fail(err, "--method '%s': expected prompt, prefix, ptuning-v2 or prompt+prefix",
+                       method);
+    if (sp_method_has_prompt(m) == (pf->n_prompt > 0) &&
+        sp_method_has_prefix(m) == (pf->n_prefix > 0))
+        return 0;
+    return sp_fail(err, "%s holds %s%s%s, not what --method %s trains", pf->path,
+                   pf->n_prompt ? "a prompt" : "", pf->n_prompt && pf->n_prefix ? " and " : "",
+                   pf->n_prefix ? "a key/value prefix" : "", method);
 }

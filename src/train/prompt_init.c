@@ -49,21 +49,21 @@ static int top_tokens(sp_dataset *ds, int vocab, int32_t **out, int *n_out, sp_e
     return 0;
 }
 
-static int init_sampled(float *prompt, int from, int n_prompt, const sp_model *m, int top_only,
+static int init_sampled(int32_t *ids, int from, int n_prompt, const sp_model *m, int top_only,
                         sp_dataset *train, sp_rng *rng, sp_error *err) {
-    int V = m->cfg.vocab_size, d = m->cfg.d_model;
+    int V = m->cfg.vocab_size;
     int32_t *top = NULL;
     int n_top = V;
     if (top_only && top_tokens(train, V, &top, &n_top, err)) return -1;
     for (int k = from; k < n_prompt; k++) {
         int pick = (int)sp_rng_below(rng, (uint64_t)n_top);
-        copy_embedding(prompt + (size_t)k * d, m, top ? top[pick] : pick);
+        ids[k] = top ? top[pick] : pick;
     }
     free(top);
     return 0;
 }
 
-static int init_text(float *prompt, int n_prompt, const sp_model *m, const sp_train_config *c,
+static int init_text(int32_t *out, int n_prompt, const sp_model *m, const sp_train_config *c,
                      sp_error *err) {
     if (!c->init_arg || !*c->init_arg) return sp_fail(err, "--init text needs --init-text TEXT");
     const char *dir = c->tokenizer_dir ? c->tokenizer_dir : c->model_dir;
@@ -80,23 +80,21 @@ static int init_text(float *prompt, int n_prompt, const sp_model *m, const sp_tr
                          "tokenizer and model do not match",
                          ids[i], m->cfg.vocab_size);
     /* PEFT: repeat the text's tokens until P, then truncate. */
-    for (int k = 0; rc == 0 && k < n_prompt; k++)
-        copy_embedding(prompt + (size_t)k * m->cfg.d_model, m, ids[(size_t)k % n]);
+    for (int k = 0; rc == 0 && k < n_prompt; k++) out[k] = ids[(size_t)k % n];
     free(ids);
     sp_tokenizer_free(tok);
     return rc;
 }
 
-static int init_labels(float *prompt, int n_prompt, const sp_model *m, sp_dataset *train,
+static int init_labels(int32_t *ids, int n_prompt, const sp_model *m, sp_dataset *train,
                        sp_rng *rng, sp_error *err) {
     const sp_dataset_meta *meta = sp_dataset_get_meta(train);
     if (meta->task != SP_TASK_CLASSIFICATION)
         return sp_fail(err, "--init labels needs a classification dataset (%s is %s)",
                        sp_dataset_path(train), sp_task_name(meta->task));
     int n = meta->n_classes < n_prompt ? meta->n_classes : n_prompt;
-    for (int k = 0; k < n; k++)
-        copy_embedding(prompt + (size_t)k * m->cfg.d_model, m, meta->verbalizer[k]);
-    return init_sampled(prompt, n, n_prompt, m, 1, train, rng, err);
+    for (int k = 0; k < n; k++) ids[k] = meta->verbalizer[k];
+    return init_sampled(ids, n, n_prompt, m, 1, train, rng, err);
 }
 
 static int init_file(float *prompt, int n_prompt, const sp_model *m, const char *path,
@@ -116,23 +114,37 @@ static int init_file(float *prompt, int n_prompt, const sp_model *m, const char 
     return 0;
 }
 
+int sp__init_token_ids(int32_t *ids, int n, const sp_model *m, const sp_train_config *c,
+                       sp_dataset *train, sp_rng *rng, sp_error *err) {
+    switch (c->init) {
+    case SP_INIT_VOCAB:
+        return init_sampled(ids, 0, n, m, 0, train, rng, err);
+    case SP_INIT_VOCAB_TOP:
+        return init_sampled(ids, 0, n, m, 1, train, rng, err);
+    case SP_INIT_TEXT:
+        return init_text(ids, n, m, c, err);
+    case SP_INIT_LABELS:
+        return init_labels(ids, n, m, train, rng, err);
+    case SP_INIT_RANDOM:
+    case SP_INIT_FILE:
+        break;
+    }
+    return sp_fail(err, "--init %s draws no tokens", sp_init_kind_name(c->init));
+}
+
 int sp__prompt_init(float *prompt, int n_prompt, const sp_model *m, const sp_train_config *c,
                     sp_dataset *train, sp_rng *rng, sp_error *err) {
-    switch (c->init) {
-    case SP_INIT_RANDOM:
+    if (c->init == SP_INIT_RANDOM) {
         for (size_t i = 0; i < (size_t)n_prompt * m->cfg.d_model; i++)
             prompt[i] = (float)(sp_rng_uniform(rng) - 0.5);
         return 0;
-    case SP_INIT_VOCAB:
-        return init_sampled(prompt, 0, n_prompt, m, 0, train, rng, err);
-    case SP_INIT_VOCAB_TOP:
-        return init_sampled(prompt, 0, n_prompt, m, 1, train, rng, err);
-    case SP_INIT_TEXT:
-        return init_text(prompt, n_prompt, m, c, err);
-    case SP_INIT_LABELS:
-        return init_labels(prompt, n_prompt, m, train, rng, err);
-    case SP_INIT_FILE:
-        return init_file(prompt, n_prompt, m, c->init_arg, err);
     }
-    return sp_fail(err, "unknown prompt initialisation");
+    if (c->init == SP_INIT_FILE) return init_file(prompt, n_prompt, m, c->init_arg, err);
+    int32_t *ids = malloc((size_t)n_prompt * sizeof *ids);
+    if (!ids) return sp_fail(err, "out of memory");
+    int rc = sp__init_token_ids(ids, n_prompt, m, c, train, rng, err);
+    for (int k = 0; rc == 0 && k < n_prompt; k++)
+        copy_embedding(prompt + (size_t)k * m->cfg.d_model, m, ids[k]);
+    free(ids);
+    return rc;
 }

@@ -32,6 +32,16 @@ void sp_train_config_default(sp_train_config *c) {
     c->epochs = 1.0;
 }
 
+/* The method's keys, written only for methods other than prompt: a prompt run's configuration
+ * (and so its checkpoints) are what they were before methods existed. */
+static void add_method(json_t *cfg, const sp_train_config *c) {
+    if (c->method == SP_METHOD_PROMPT) return;
+    json_object_set_new(cfg, "method", json_string(sp_method_name(c->method)));
+    json_object_set_new(cfg, "prefix_length", json_integer(c->prefix_length));
+    json_object_set_new(cfg, "prefix_hidden", json_integer(c->prefix_hidden));
+    json_object_set_new(cfg, "prefix_dropout", json_real(c->prefix_dropout));
+}
+
 json_t *sp__train_config_to_json(const sp_train_config *c, int n_prompt, int64_t total_steps) {
     const sp_optim_config *o = &c->optim;
     json_t *optim = json_pack(
@@ -41,16 +51,18 @@ json_t *sp__train_config_to_json(const sp_train_config *c, int n_prompt, int64_t
         "eps2", o->eps2, "clip_threshold", o->clip_threshold, "scale_parameter", o->scale_parameter,
         "clip_norm", o->clip_norm, "schedule", sp_sched_kind_name(o->schedule), "warmup_steps",
         (json_int_t)o->warmup_steps, "total_steps", (json_int_t)o->total_steps);
-    return json_pack("{s:s, s:s, s:s?, s:I, s:I, s:i, s:i, s:i, s:o, s:s, s:s?, s:I, s:b, "
-                     "s:I, s:I, s:i, s:s, s:I}",
-                     "model", c->model_dir, "train", c->train_path, "valid", c->valid_path, "steps",
-                     (json_int_t)total_steps, "seed", (json_int_t)c->seed, "prompt_length",
-                     n_prompt, "global_batch", c->global_batch, "micro_batch", c->micro_batch,
-                     "optimizer", optim, "init", sp_init_kind_name(c->init), "init_arg",
-                     c->init_arg, "eval_every", (json_int_t)c->eval_every, "deterministic",
-                     c->deterministic, "save_every", (json_int_t)c->save_every, "max_eval_examples",
-                     (json_int_t)c->max_eval_examples, "keep", c->keep, "metric",
-                     c->metric ? c->metric : "", "log_every", (json_int_t)c->log_every);
+    json_t *cfg = json_pack(
+        "{s:s, s:s, s:s?, s:I, s:I, s:i, s:i, s:i, s:o, s:s, s:s?, s:I, s:b, "
+        "s:I, s:I, s:i, s:s, s:I}",
+        "model", c->model_dir, "train", c->train_path, "valid", c->valid_path, "steps",
+        (json_int_t)total_steps, "seed", (json_int_t)c->seed, "prompt_length", n_prompt,
+        "global_batch", c->global_batch, "micro_batch", c->micro_batch, "optimizer", optim, "init",
+        sp_init_kind_name(c->init), "init_arg", c->init_arg, "eval_every",
+        (json_int_t)c->eval_every, "deterministic", c->deterministic, "save_every",
+        (json_int_t)c->save_every, "max_eval_examples", (json_int_t)c->max_eval_examples, "keep",
+        c->keep, "metric", c->metric ? c->metric : "", "log_every", (json_int_t)c->log_every);
+    if (cfg) add_method(cfg, c);
+    return cfg;
 }
 
 /* Values must match exactly: a resumed run is only bitwise the same run if they do. ("steps"
@@ -77,6 +89,24 @@ static int compare_key(json_t *saved, json_t *now, const char *key, const char *
     return -1;
 }
 
+/* A run continues with the method and prefix shape it was started with (a configuration
+ * without "method" is a prompt run's). */
+static int compare_method(json_t *saved, json_t *now, const char *path, sp_error *err) {
+    json_t *a = json_object_get(saved, "method"), *b = json_object_get(now, "method");
+    const char *sa = json_is_string(a) ? json_string_value(a) : "prompt";
+    const char *sb = json_is_string(b) ? json_string_value(b) : "prompt";
+    if (strcmp(sa, sb) != 0)
+        return sp_fail(err,
+                       "%s: the checkpoint was made with --method %s, this run has --method %s: "
+                       "the trained values are of another kind; resume with --method %s or start "
+                       "a new output directory",
+                       path, sa, sb, sa);
+    static const char *const keys[] = {"prefix_length", "prefix_hidden", "prefix_dropout"};
+    for (size_t i = 0; a && i < sizeof keys / sizeof *keys; i++)
+        if (compare_key(saved, now, keys[i], "", path, err)) return -1;
+    return 0;
+}
+
 int sp__train_config_check_resume(const char *ckpt_json, const sp_train_config *c, int n_prompt,
                                   int64_t total_steps, const char *ckpt_path, sp_error *err) {
     json_error_t jerr;
@@ -84,6 +114,7 @@ int sp__train_config_check_resume(const char *ckpt_json, const sp_train_config *
     if (!saved) return sp_fail(err, "%s: unreadable configuration: %s", ckpt_path, jerr.text);
     json_t *now = sp__train_config_to_json(c, n_prompt, total_steps);
     int rc = 0;
+    if (rc == 0) rc = compare_method(saved, now, ckpt_path, err);
     for (size_t i = 0; rc == 0 && i < sizeof TRAJECTORY_KEYS / sizeof *TRAJECTORY_KEYS; i++)
         rc = compare_key(saved, now, TRAJECTORY_KEYS[i], "", ckpt_path, err);
     json_t *so = json_object_get(saved, "optimizer"), *no = json_object_get(now, "optimizer");

@@ -14,6 +14,7 @@
 #include "io/fileutil.h"
 #include "softprompt/checkpoint.h"
 #include "train/internal.h"
+#include "train/params.h"
 #include "util/clock.h"
 
 typedef struct trainer {
@@ -22,13 +23,13 @@ typedef struct trainer {
     sp_model model;
     sp_team *team; /* one engine worker per thread of this rank */
     sp_dataset *train, *valid;
-    int P, dim;
-    size_t n_params;      /* P * d */
-    float *prompt, *grad; /* [P, d] */
-    double *reduce;       /* default mode: [P*d + R_COUNT]; deterministic: [G, P*d + 3] */
-    double *bad;          /* [G]: 1 for the batch positions whose loss/gradient is not finite */
-    float *example_grad;  /* deterministic: [P, d] scratch */
-    sp_optim opt;
+    int P, dim;          /* the data's soft slots, the model's width */
+    sp__params prm;      /* what is trained (the method's segments) */
+    size_t n_params;     /* prm.n_in: the engine's gradient, what ranks reduce */
+    double *reduce;      /* default mode: [n_params + R_COUNT]; deterministic: [G, n_params + 3] */
+    double *bad;         /* [G]: 1 for the batch positions whose loss/gradient is not finite */
+    float *example_grad; /* deterministic: [n_params] scratch */
+    sp_optim opt[SP__SEG_MAX]; /* one per segment of prm */
     sp__data_order order;
     sp_rng rng;
     int64_t step, total_steps, tokens_seen;
@@ -106,7 +107,7 @@ static int open_data(trainer *t, sp_error *err) {
                        c->global_batch, (long long)n, c->train_path, (long long)n);
     const sp_dataset_meta *meta = sp_dataset_get_meta(t->train);
     t->P = meta->n_soft;
-    if (t->P <= 0)
+    if (t->P <= 0 && sp_method_has_prompt(c->method))
         return sp_fail(err,
                        "%s: the template has no soft-prompt slots ({soft:N}): nothing to "
                        "train",
@@ -174,6 +175,37 @@ static int claim_out_dir(trainer *t, sp_error *err) {
     return 0;
 }
 
+/* The method's parameter vector: the data's soft slots are the prompt, the prefix has
+ * --prefix-length rows (default: as many as the soft slots). */
+static int init_params(trainer *t, sp_error *err) {
+    const sp_train_config *c = t->c;
+    int n_prefix = c->prefix_length > 0 ? c->prefix_length : t->P;
+    if (sp_method_has_prefix(c->method) && n_prefix < 1)
+        return sp_fail(err,
+                       "--method %s: %s has no soft slots to take the prefix length from; give "
+                       "--prefix-length N",
+                       sp_method_name(c->method), c->train_path);
+    if (sp_method_has_prefix(c->method) && n_prefix >= t->model.cfg.n_ctx)
+        return sp_fail(err, "--prefix-length %d leaves no position of the model's %d", n_prefix,
+                       t->model.cfg.n_ctx);
+    return sp__params_init(&t->prm, c->method, &t->model.cfg, t->P, n_prefix, c->prefix_hidden,
+                           c->prefix_dropout, err);
+}
+
+/* One optimizer per segment, each over its own matrix view; gradient clipping is global (over
+ * all segments, in train_step), so theirs is off. */
+static int init_optimizers(trainer *t, sp_error *err) {
+    sp_optim_config oc = t->c->optim;
+    if (oc.total_steps <= 0) oc.total_steps = t->total_steps;
+    for (int i = 0; i < t->prm.n_seg; i++) {
+        const sp__segment *s = &t->prm.seg[i];
+        if (sp_optim_init(&t->opt[i], &oc, s->rows, s->cols, err))
+            return sp_fail_prefix(err, "the optimizer of %s", s->name);
+        t->opt[i].cfg.clip_norm = 0.0;
+    }
+    return 0;
+}
+
 static int setup(trainer *t, sp_error *err) {
     const sp_train_config *c = t->c;
     if (claim_out_dir(t, err)) return -1;
@@ -191,11 +223,10 @@ static int setup(trainer *t, sp_error *err) {
     if (sp__train_check_memory(&t->model, sets, 2, c->micro_batch, t->d->local_size, err))
         return -1;
     t->dim = t->model.cfg.d_model;
-    t->n_params = (size_t)t->P * t->dim;
+    if (init_params(t, err)) return -1;
+    t->n_params = t->prm.n_in;
     t->total_steps = derive_total_steps(c, sp_dataset_n_examples(t->train));
     t->team = sp_team_new(&t->model, threads);
-    t->prompt = calloc(t->n_params, sizeof(float));
-    t->grad = calloc(t->n_params, sizeof(float));
     t->example_grad = calloc(t->n_params, sizeof(float));
     size_t reduce_n = c->deterministic ? (size_t)c->global_batch * (t->n_params + E_COUNT)
                                        : t->n_params + R_COUNT;
@@ -203,12 +234,9 @@ static int setup(trainer *t, sp_error *err) {
     t->bad = calloc((size_t)c->global_batch, sizeof(double));
     t->batch_ids = calloc((size_t)c->global_batch, sizeof(int64_t));
     sp_batch_data_init(&t->mb);
-    if (!t->team || !t->prompt || !t->grad || !t->example_grad || !t->reduce || !t->bad ||
-        !t->batch_ids)
+    if (!t->team || !t->example_grad || !t->reduce || !t->bad || !t->batch_ids)
         return sp_fail(err, "out of memory");
-    sp_optim_config oc = c->optim;
-    if (oc.total_steps <= 0) oc.total_steps = t->total_steps;
-    if (sp_optim_init(&t->opt, &oc, t->P, t->dim, err)) return -1;
+    if (init_optimizers(t, err)) return -1;
     if (sp__data_order_init(&t->order, sp_dataset_n_examples(t->train), c->seed, err)) return -1;
     sp_rng_seed(&t->rng, c->seed);
     if (fingerprints(t, err)) return -1;
@@ -229,6 +257,96 @@ static int setup(trainer *t, sp_error *err) {
 
 /* ---------------------------------------------------------------- checkpoints */
 
+/* The checkpoint's tensor holding segment s, with s's shape; NULL after a message otherwise. */
+static const float *ckpt_segment(const sp_checkpoint *ck, const sp__segment *s, const char *path,
+                                 sp_error *err) {
+    if (strcmp(s->name, "prompt") == 0) {
+        if (ck->n_prompt == s->dims[0] && ck->d == s->dims[1]) return ck->prompt;
+        sp_fail(err, "%s: prompt [%d, %d], expected [%d, %d]", path, ck->n_prompt, ck->d,
+                s->dims[0], s->dims[1]);
+        return NULL;
+    }
+    for (int i = 0; i < ck->n_tensors; i++) {
+        const sp_checkpoint_tensor *a = &ck->tensors[i];
+        if (strcmp(a->name, s->name) != 0) continue;
+        int same = a->rank == s->rank;
+        for (int k = 0; same && k < s->rank; k++) same = a->dims[k] == s->dims[k];
+        if (same) return a->data;
+        sp_fail(err, "%s: dataset \"%s\" has another shape than this run's (%d-D, %lld x ...)",
+                path, s->name, a->rank, (long long)a->dims[0]);
+        return NULL;
+    }
+    sp_fail(err, "%s: missing dataset \"%s\" that this run's method trains", path, s->name);
+    return NULL;
+}
+
+/* A reparametrized run's checkpoint stores the encoder and its output (what eval and export
+ * read): the output must be what the encoder computes, bit for bit. */
+static int check_encoder_output(trainer *t, const sp_checkpoint *ck, const char *path,
+                                sp_error *err) {
+    const float *stored = NULL;
+    for (int i = 0; i < ck->n_tensors; i++)
+        if (strcmp(ck->tensors[i].name, "prefix") == 0 &&
+            ck->tensors[i].n == t->prm.n_prefix_values)
+            stored = ck->tensors[i].data;
+    if (!stored)
+        return sp_fail(err,
+                       "%s: missing dataset \"prefix\" (the encoder's output) of shape "
+                       "[%d, 2, %d, %d]",
+                       path, t->prm.n_layer, t->prm.n_prefix, t->prm.kv_dim);
+    sp__params_forward(&t->prm, 0, NULL);
+    if (memcmp(stored, t->prm.prefix, t->prm.n_prefix_values * sizeof(float)) != 0)
+        return sp_fail(err,
+                       "%s: dataset \"prefix\" is not the output of the stored prefix_encoder: "
+                       "the file was altered",
+                       path);
+    return 0;
+}
+
+/* Every segment from the checkpoint, which must hold nothing else trainable. */
+static int restore_params(trainer *t, const sp_checkpoint *ck, const char *path, sp_error *err) {
+    for (int i = 0; i < t->prm.n_seg; i++) {
+        const sp__segment *s = &t->prm.seg[i];
+        const float *src = ckpt_segment(ck, s, path, err);
+        if (!src) return -1;
+        memcpy(t->prm.theta + s->offset, src, s->n * sizeof(float));
+    }
+    int expected = t->prm.n_seg - (t->prm.n_prompt > 0) + (t->prm.hidden > 0); /* + "prefix" */
+    if (ck->n_tensors != expected || (ck->n_prompt > 0) != (t->prm.n_prompt > 0))
+        return sp_fail(err, "%s: holds other trainable tensors than method %s trains", path,
+                       sp_method_name(t->c->method));
+    if (t->prm.hidden > 0) /* the stored prefix is the encoder's output: recompute, compare */
+        return check_encoder_output(t, ck, path, err);
+    return 0;
+}
+
+static int restore_optimizers(trainer *t, const sp_checkpoint *ck, const char *path,
+                              sp_error *err) {
+    int used = 0;
+    for (int s = 0; s < t->prm.n_seg; s++) {
+        sp_optim_array arrays[4];
+        int n = sp_optim_state(&t->opt[s], arrays);
+        for (int i = 0; i < n; i++) {
+            char name[64];
+            snprintf(name, sizeof name, "%s%s", t->prm.seg[s].optim, arrays[i].name);
+            int found = 0;
+            for (int j = 0; j < ck->n_optim && !found; j++) {
+                if (strcmp(ck->optim[j].name, name) != 0) continue;
+                if (ck->optim[j].n != arrays[i].n)
+                    return sp_fail(err, "%s: optimizer state '%s' has %zu values, expected %zu",
+                                   path, name, ck->optim[j].n, arrays[i].n);
+                memcpy(arrays[i].data, ck->optim[j].data, arrays[i].n * sizeof(float));
+                found = 1, used++;
+            }
+            if (!found) return sp_fail(err, "%s: optimizer state '%s' is missing", path, name);
+        }
+    }
+    if (used != ck->n_optim)
+        return sp_fail(err, "%s: holds optimizer state this run's method (%s) does not use", path,
+                       sp_method_name(t->c->method));
+    return 0;
+}
+
 static int restore(trainer *t, const sp_checkpoint *ck, const char *path, sp_error *err) {
     if (strcmp(ck->model_fingerprint, t->model_fp) != 0)
         return sp_fail(err, "%s was trained with another model (fingerprint %s, %s has %s)", path,
@@ -238,9 +356,6 @@ static int restore(trainer *t, const sp_checkpoint *ck, const char *path, sp_err
                        ck->dataset_fingerprint, t->c->train_path, t->data_fp);
     if (sp__train_config_check_resume(ck->config_json, t->c, t->P, t->total_steps, path, err))
         return -1;
-    if (ck->n_prompt != t->P || ck->d != t->dim)
-        return sp_fail(err, "%s: prompt [%d, %d], expected [%d, %d]", path, ck->n_prompt, ck->d,
-                       t->P, t->dim);
     if (sp_checkpoint_check_resume_state(ck, path, t->train, t->c->seed, t->c->global_batch, err))
         return -1;
     if (ck->step > t->total_steps)
@@ -248,23 +363,8 @@ static int restore(trainer *t, const sp_checkpoint *ck, const char *path, sp_err
                        "%s: the run is at step %lld, past the %lld steps asked for: a run can be "
                        "continued for more steps (constant schedule), not cut short",
                        path, (long long)ck->step, (long long)t->total_steps);
-    memcpy(t->prompt, ck->prompt, t->n_params * sizeof(float));
-    sp_optim_array arrays[4];
-    int n = sp_optim_state(&t->opt, arrays);
-    for (int i = 0; i < n; i++) {
-        int found = 0;
-        for (int j = 0; j < ck->n_optim; j++) {
-            if (strcmp(ck->optim[j].name, arrays[i].name) != 0) continue;
-            if (ck->optim[j].n != arrays[i].n)
-                return sp_fail(err, "%s: optimizer state '%s' has %zu values, expected %zu", path,
-                               arrays[i].name, ck->optim[j].n, arrays[i].n);
-            memcpy(arrays[i].data, ck->optim[j].data, arrays[i].n * sizeof(float));
-            found = 1;
-        }
-        if (!found)
-            return sp_fail(err, "%s: optimizer state '%s' is missing", path, arrays[i].name);
-    }
-    t->opt.step = ck->optim_step;
+    if (restore_params(t, ck, path, err) || restore_optimizers(t, ck, path, err)) return -1;
+    for (int i = 0; i < t->prm.n_seg; i++) t->opt[i].step = ck->optim_step;
     t->step = ck->step;
     t->order.epoch = ck->epoch, t->order.position = ck->epoch_position;
     t->tokens_seen = ck->tokens_seen;
@@ -314,32 +414,66 @@ static int resume_or_init(trainer *t, int *resumed, sp_error *err) {
         *resumed = rc == 0;
         return rc;
     }
-    if (is_rank0(t)) rc = sp__prompt_init(t->prompt, t->P, &t->model, c, t->train, &t->rng, err);
+    if (is_rank0(t)) rc = sp__params_init_values(&t->prm, &t->model, c, t->train, &t->rng, err);
     if (sp_dist_rank0_agree(rc, "initialise the prompt", err)) return -1;
-    sp_dist_bcast(t->prompt, t->n_params * sizeof(float));
+    sp_dist_bcast(t->prm.theta, t->prm.n * sizeof(float));
+    sp_dist_bcast(t->rng.s, sizeof t->rng.s); /* rank 0 drew from it; dropout draws on every rank */
     return 0;
+}
+
+/* The checkpoint's view of the parameters: the prompt, the other segments as tensors, and a
+ * reparametrized run's prefix (the encoder's output, what eval and export read). */
+static void describe_params(trainer *t, sp_checkpoint *ck) {
+    for (int i = 0; i < t->prm.n_seg; i++) {
+        const sp__segment *s = &t->prm.seg[i];
+        float *x = t->prm.theta + s->offset;
+        if (strcmp(s->name, "prompt") == 0) {
+            ck->n_prompt = s->dims[0], ck->d = s->dims[1], ck->prompt = x;
+            continue;
+        }
+        sp_checkpoint_tensor *a = &ck->tensors[ck->n_tensors++];
+        snprintf(a->name, sizeof a->name, "%s", s->name);
+        a->rank = s->rank, a->data = x, a->n = s->n;
+        for (int k = 0; k < 4; k++) a->dims[k] = s->dims[k];
+    }
+    if (t->prm.hidden) {
+        sp__params_forward(&t->prm, 0, NULL);
+        sp_checkpoint_tensor *a = &ck->tensors[ck->n_tensors++];
+        snprintf(a->name, sizeof a->name, "prefix");
+        a->rank = 4, a->data = t->prm.prefix, a->n = t->prm.n_prefix_values;
+        int64_t dims[4] = {t->prm.n_layer, 2, t->prm.n_prefix, t->prm.kv_dim};
+        memcpy(a->dims, dims, sizeof dims);
+    }
+}
+
+/* Every segment's optimizer arrays, named <segment prefix><array> (the prompt's keep m, v, ...). */
+static int describe_optim(trainer *t, sp_checkpoint *ck) {
+    int finite = 1;
+    for (int s = 0; s < t->prm.n_seg; s++) {
+        sp_optim_array arrays[4];
+        int n = sp_optim_state(&t->opt[s], arrays);
+        for (int i = 0; i < n; i++) {
+            sp_checkpoint_array *a = &ck->optim[ck->n_optim++];
+            snprintf(a->name, sizeof a->name, "%s%s", t->prm.seg[s].optim, arrays[i].name);
+            a->data = arrays[i].data, a->n = arrays[i].n;
+            finite = finite && all_finite(a->data, a->n);
+        }
+    }
+    return finite;
 }
 
 static int save_checkpoint(trainer *t, const char *path, sp_error *err) {
     /* the step guards keep non-finite values out of the state; this keeps them off the disk */
-    sp_optim_array arrays[4];
-    int n_optim = sp_optim_state(&t->opt, arrays);
-    int finite = all_finite(t->prompt, t->n_params);
-    for (int i = 0; finite && i < n_optim; i++) finite = all_finite(arrays[i].data, arrays[i].n);
-    if (!finite)
-        return sp_fail(err, "%s: not written: the prompt or optimizer state is not finite", path);
     sp_checkpoint ck;
     memset(&ck, 0, sizeof ck);
-    ck.n_prompt = t->P, ck.d = t->dim, ck.prompt = t->prompt;
+    int finite = describe_optim(t, &ck) && all_finite(t->prm.theta, t->prm.n);
+    if (!finite)
+        return sp_fail(err, "%s: not written: the prompt or optimizer state is not finite", path);
+    describe_params(t, &ck);
     ck.step = t->step, ck.epoch = t->order.epoch, ck.epoch_position = t->order.position;
     ck.tokens_seen = t->tokens_seen;
     memcpy(ck.rng, t->rng.s, sizeof ck.rng);
-    ck.n_optim = n_optim;
-    for (int i = 0; i < ck.n_optim; i++) {
-        snprintf(ck.optim[i].name, sizeof ck.optim[i].name, "%s", arrays[i].name);
-        ck.optim[i].data = arrays[i].data, ck.optim[i].n = arrays[i].n;
-    }
-    ck.optim_step = t->opt.step;
+    ck.optim_step = t->opt[0].step;
     json_t *cfg = sp__train_config_to_json(t->c, t->P, t->total_steps);
     ck.config_json = json_dumps(cfg, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(cfg);
@@ -369,14 +503,32 @@ static int checkpoint(trainer *t, int is_best, sp_error *err) {
 
 /* ---------------------------------------------------------------- one step */
 
+/* Examples of the global batch as the engine runs them: without an input prompt the template's
+ * soft slots are removed (prefix tuning feeds nothing into the input). *tokens: the examples'
+ * tokens in the dataset, soft slots included (what tokens_seen counts and resume checks). */
+static int read_batch(trainer *t, const int64_t *ids, int n, double *tokens, sp_error *err) {
+    if (sp_dataset_read_batch(t->train, ids, n, &t->mb, err)) return -1;
+    *tokens = t->mb.seq_start[t->mb.n_seq];
+    return t->prm.n_prompt == 0 && t->P > 0 ? sp_batch_data_strip_soft(&t->mb, err) : 0;
+}
+
+/* Points pass's gradients into g [n_params]: the prompt's first, then the prefix's. */
+static void pass_grad(const trainer *t, sp_pass *pass, float *g) {
+    pass->grad = t->prm.n_prompt ? g : NULL;
+    pass->kv_prefix_grad = t->prm.n_prefix ? g + (size_t)t->prm.n_prompt * t->prm.d : NULL;
+}
+
 /* The examples of positions [lo, lo + n) of the global batch run one at a time: marks in
  * t->bad those whose loss or gradient is not finite (all n if none is alone). */
 static int find_nonfinite(trainer *t, int lo, int n, sp_error *err) {
-    sp_pass pass = {.prompt = t->prompt, .n_prompt = t->P, .grad = t->example_grad};
+    sp_pass pass;
+    sp__params_pass(&t->prm, &pass, 0);
+    pass_grad(t, &pass, t->example_grad);
     int found = 0;
     for (int i = lo; i < lo + n; i++) {
         double l;
-        if (sp_dataset_read_batch(t->train, t->batch_ids + i, 1, &t->mb, err)) return -1;
+        double n_tok;
+        if (read_batch(t, t->batch_ids + i, 1, &n_tok, err)) return -1;
         sp_batch b = sp_batch_data_view(&t->mb);
         memset(t->example_grad, 0, t->n_params * sizeof(float));
         if (sp_team_run(t->team, &b, &pass, &l, err)) return -1;
@@ -418,21 +570,23 @@ static void local_share(const trainer *t, int *lo, int *hi) {
 static int step_packed(trainer *t, step_totals *tot, sp_error *err) {
     int lo, hi, M = t->c->micro_batch;
     local_share(t, &lo, &hi);
-    memset(t->grad, 0, t->n_params * sizeof(float));
+    float *grad = t->prm.in_grad;
+    memset(grad, 0, t->n_params * sizeof(float));
     double loss = 0, targets = 0, tokens = 0;
     int bad_lo = -1, bad_n = 0;
-    sp_pass pass = {.prompt = t->prompt, .n_prompt = t->P, .grad = t->grad};
+    sp_pass pass;
+    sp__params_pass(&t->prm, &pass, 1);
     for (int i = lo; i < hi && bad_lo < 0; i += M) {
         int n = hi - i < M ? hi - i : M;
-        double l;
-        if (sp_dataset_read_batch(t->train, t->batch_ids + i, n, &t->mb, err)) return -1;
+        double l, n_tok;
+        if (read_batch(t, t->batch_ids + i, n, &n_tok, err)) return -1;
         sp_batch b = sp_batch_data_view(&t->mb);
         if (sp_team_run(t->team, &b, &pass, &l, err)) return -1;
-        loss += l, targets += b.n_targets, tokens += b.seq_start[b.n_seq];
-        if (!isfinite(l) || !all_finite(t->grad, t->n_params)) bad_lo = i, bad_n = n;
+        loss += l, targets += b.n_targets, tokens += n_tok;
+        if (!isfinite(l) || !all_finite(grad, t->n_params)) bad_lo = i, bad_n = n;
     }
     double *buf = t->reduce, *r = buf + t->n_params;
-    for (size_t k = 0; k < t->n_params; k++) buf[k] = t->grad[k];
+    for (size_t k = 0; k < t->n_params; k++) buf[k] = grad[k];
     r[R_LOSS] = loss, r[R_TARGETS] = targets, r[R_TOKENS] = tokens;
     r[R_STOP] = sp__signals_stop_requested() != 0, r[R_NONFINITE] = bad_lo >= 0;
     sp_dist_sum_double(buf, t->n_params + R_COUNT);
@@ -444,7 +598,7 @@ static int step_packed(trainer *t, step_totals *tot, sp_error *err) {
     }
     tot->loss_sum = r[R_LOSS], tot->n_targets = r[R_TARGETS];
     tot->n_tokens = r[R_TOKENS], tot->stop = r[R_STOP] > 0;
-    for (size_t k = 0; k < t->n_params; k++) t->grad[k] = (float)buf[k];
+    for (size_t k = 0; k < t->n_params; k++) grad[k] = (float)buf[k];
     return 0;
 }
 
@@ -456,16 +610,18 @@ static int step_deterministic(trainer *t, step_totals *tot, sp_error *err) {
     size_t row = t->n_params + E_COUNT;
     local_share(t, &lo, &hi);
     memset(t->reduce, 0, (size_t)G * row * sizeof(double));
-    sp_pass pass = {.prompt = t->prompt, .n_prompt = t->P, .grad = t->example_grad};
+    sp_pass pass;
+    sp__params_pass(&t->prm, &pass, 0);
+    pass_grad(t, &pass, t->example_grad);
     for (int i = lo; i < hi; i++) {
-        double l, *r = t->reduce + (size_t)i * row;
-        if (sp_dataset_read_batch(t->train, t->batch_ids + i, 1, &t->mb, err)) return -1;
+        double l, n_tok, *r = t->reduce + (size_t)i * row;
+        if (read_batch(t, t->batch_ids + i, 1, &n_tok, err)) return -1;
         sp_batch b = sp_batch_data_view(&t->mb);
         memset(t->example_grad, 0, t->n_params * sizeof(float));
         if (sp_team_run(t->team, &b, &pass, &l, err)) return -1;
         for (size_t k = 0; k < t->n_params; k++) r[k] = t->example_grad[k];
         double *e = r + t->n_params;
-        e[E_LOSS] = l, e[E_TARGETS] = b.n_targets, e[E_TOKENS] = b.seq_start[1];
+        e[E_LOSS] = l, e[E_TARGETS] = b.n_targets, e[E_TOKENS] = n_tok;
     }
     int stop = sp_dist_any(sp__signals_stop_requested() != 0);
     sp_dist_sum_double(t->reduce, (size_t)G * row);
@@ -482,7 +638,7 @@ static int step_deterministic(trainer *t, step_totals *tot, sp_error *err) {
     for (size_t k = 0; k < t->n_params; k++) {
         double s = 0;
         for (int i = 0; i < G; i++) s += t->reduce[(size_t)i * row + k];
-        t->grad[k] = (float)s;
+        t->prm.in_grad[k] = (float)s;
     }
     for (int i = 0; i < G; i++) {
         const double *r = t->reduce + (size_t)i * row;
@@ -503,10 +659,28 @@ static void read_fault(trainer *t) {
         t->fault_rank = -1;
 }
 
+/* Clips the whole gradient by its global norm, then every segment's optimizer updates it. */
+static int update(trainer *t, double *grad_norm, sp_error *err) {
+    *grad_norm = sp_optim_clip(t->prm.grad, t->prm.n, t->c->optim.clip_norm);
+    for (int i = 0; i < t->prm.n_seg; i++) {
+        const sp__segment *s = &t->prm.seg[i];
+        sp_optim_step(&t->opt[i], t->prm.theta + s->offset, t->prm.grad + s->offset, NULL);
+    }
+    if (!all_finite(t->prm.theta, t->prm.n))
+        return sp_fail(err,
+                       "step %lld: the update made the %s non-finite (gradient norm %g, "
+                       "learning rate %g): lower --lr or clip with --clip-norm; nothing of this "
+                       "step was saved",
+                       (long long)t->step + 1, t->prm.n_prefix ? "prefix" : "prompt", *grad_norm,
+                       sp_optim_lr(&t->opt[0].cfg, t->step + 1));
+    return 0;
+}
+
 static int train_step(trainer *t, step_totals *tot, double *grad_norm, sp_error *err) {
     if (t->d->rank == t->fault_rank && t->step + 1 == t->fault_step)
         return sp_fail(err, "step %lld: injected failure (SP_FAULT_RANK)", (long long)t->step + 1);
     sp__data_order_next(&t->order, t->batch_ids, t->c->global_batch);
+    sp__params_forward(&t->prm, 1, &t->rng);
     int rc = t->c->deterministic ? step_deterministic(t, tot, err) : step_packed(t, tot, err);
     if (rc) return sp_fail_prefix(err, "step %lld", (long long)t->step + 1);
     if (tot->n_targets <= 0)
@@ -514,15 +688,10 @@ static int train_step(trainer *t, step_totals *tot, double *grad_norm, sp_error 
                        (long long)t->step + 1);
     /* Hugging Face's loss is the mean over every target token of the global batch. */
     float scale = (float)(1.0 / tot->n_targets);
-    for (size_t k = 0; k < t->n_params; k++) t->grad[k] *= scale;
-    assert(all_finite(t->grad, t->n_params)); /* the step functions refused non-finite sums */
-    sp_optim_step(&t->opt, t->prompt, t->grad, grad_norm);
-    if (!all_finite(t->prompt, t->n_params))
-        return sp_fail(err,
-                       "step %lld: the update made the prompt non-finite (gradient norm %g, "
-                       "learning rate %g): lower --lr or clip with --clip-norm; nothing of this "
-                       "step was saved",
-                       (long long)t->step + 1, *grad_norm, sp_optim_lr(&t->opt.cfg, t->step + 1));
+    for (size_t k = 0; k < t->n_params; k++) t->prm.in_grad[k] *= scale;
+    assert(all_finite(t->prm.in_grad, t->n_params)); /* the step functions refused those */
+    sp__params_backward(&t->prm);
+    if (update(t, grad_norm, err)) return -1;
     t->step++;
     t->tokens_seen += (int64_t)tot->n_tokens;
     return 0;
@@ -535,8 +704,11 @@ static int evaluate(trainer *t, int *is_best, sp_error *err) {
     *is_best = 0;
     if (!t->valid) return 0;
     sp_eval_result r;
-    if (sp_evaluate(t->team, t->valid, t->prompt, t->P, t->c->micro_batch, t->c->max_eval_examples,
-                    t->d, &r, err))
+    sp_pass tuned;
+    sp__params_forward(&t->prm, 0, NULL);
+    sp__params_pass(&t->prm, &tuned, 0);
+    if (sp_evaluate(t->team, t->valid, &tuned, t->c->micro_batch, t->c->max_eval_examples, t->d, &r,
+                    err))
         return -1;
     int accuracy = strcmp(t->metric_name, "valid_accuracy") == 0;
     t->metric =
@@ -568,14 +740,27 @@ static int write_run_config(trainer *t, sp_error *err) {
     return rc;
 }
 
+/* What is trained, for messages: "prompt 20 x 768", "prefix 12 x 2 x 20 x 768 (MLP 512)". */
+static void describe_trained(const trainer *t, char *buf, size_t n) {
+    const sp__params *p = &t->prm;
+    int k = 0;
+    if (p->n_prompt) k = snprintf(buf, n, "prompt %d x %d", p->n_prompt, p->d);
+    if (p->n_prefix && k >= 0 && (size_t)k < n)
+        snprintf(buf + k, n - (size_t)k, "%sprefix %d x 2 x %d x %d (%s%s%d values)",
+                 k ? " and " : "", p->n_layer, p->n_prefix, p->kv_dim, sp_method_name(p->method),
+                 p->hidden ? ", through an MLP, " : ", ", (int)p->n);
+}
+
 static void print_start(const trainer *t) {
     if (!is_rank0(t) || t->c->quiet) return;
-    const sp_optim_config *o = &t->opt.cfg;
+    const sp_optim_config *o = &t->opt[0].cfg;
+    char what[160];
+    describe_trained(t, what, sizeof what);
     fprintf(stderr,
-            "softprompt train: %d rank%s x %d thread%s, prompt %d x %d, global batch %d "
+            "softprompt train: %d rank%s x %d thread%s, %s, global batch %d "
             "(micro-batch %d), steps %lld to %lld, %s lr %g (%s schedule)%s\n",
-            t->d->size, t->d->size > 1 ? "s" : "", t->threads, t->threads > 1 ? "s" : "", t->P,
-            t->dim, t->c->global_batch, t->c->micro_batch, (long long)t->step + 1,
+            t->d->size, t->d->size > 1 ? "s" : "", t->threads, t->threads > 1 ? "s" : "", what,
+            t->c->global_batch, t->c->micro_batch, (long long)t->step + 1,
             (long long)t->total_steps, sp_optim_kind_name(o->kind), o->lr,
             sp_sched_kind_name(o->schedule), t->c->deterministic ? ", deterministic" : "");
 }
@@ -600,6 +785,26 @@ static void print_summary(trainer *t, int64_t steps, int64_t tokens, double seco
             t->ckpt_dir, t->c->out_dir, t->c->out_dir);
 }
 
+/* The adapter PEFT has for the method: PROMPT_TUNING of the prompt, PREFIX_TUNING of the prefix
+ * (a reparametrized one as its encoder's output); PEFT has none for both at once. */
+static int write_adapter(trainer *t, const char *dir, sp_error *err) {
+    const sp_train_config *c = t->c;
+    if (t->prm.n_prompt && t->prm.n_prefix) {
+        fprintf(stderr,
+                "softprompt train: no adapter written: PEFT has no adapter type for a prompt and "
+                "a prefix together (method %s); the checkpoints hold both\n",
+                sp_method_name(c->method));
+        return 0;
+    }
+    if (t->prm.n_prompt)
+        return sp_peft_export(dir, sp__params_prompt(&t->prm), t->prm.n_prompt, &t->model,
+                              c->base_model, sp_init_kind_name(c->init),
+                              c->init == SP_INIT_TEXT ? c->init_arg : NULL, err);
+    sp__params_forward(&t->prm, 0, NULL);
+    return sp_peft_export_prefix(dir, t->prm.prefix, t->prm.n_prefix, &t->model, c->base_model,
+                                 t->prm.hidden, err);
+}
+
 /* Rank 0 writes out/adapter (only when missing if only_missing); all ranks learn the outcome. */
 static int export_adapter(trainer *t, int only_missing, sp_error *err) {
     int rc = 0;
@@ -608,10 +813,7 @@ static int export_adapter(trainer *t, int only_missing, sp_error *err) {
         struct stat st;
         snprintf(dir, sizeof dir, "%s/adapter", t->c->out_dir);
         snprintf(file, sizeof file, "%s/adapter_model.safetensors", dir);
-        if (!only_missing || stat(file, &st) != 0)
-            rc = sp_peft_export(dir, t->prompt, t->P, &t->model, t->c->base_model,
-                                sp_init_kind_name(t->c->init),
-                                t->c->init == SP_INIT_TEXT ? t->c->init_arg : NULL, err);
+        if (!only_missing || stat(file, &st) != 0) rc = write_adapter(t, dir, err);
     }
     if (sp_dist_rank0_agree(rc, "export the adapter", err)) return -1;
     return 0;
@@ -645,12 +847,12 @@ static int loop(trainer *t, sp_error *err) {
     print_start(t);
     while (t->step < t->total_steps) {
         step_totals tot;
-        double gnorm, ts = sp__now();
+        double gnorm = 0, ts = sp__now();
         if (train_step(t, &tot, &gnorm, err)) return -1;
         last_loss = tot.loss_sum / tot.n_targets;
         if (is_rank0(t))
-            sp__run_log_step(&t->log, t->step, last_loss, sp_optim_lr(&t->opt.cfg, t->step), gnorm,
-                             (int64_t)tot.n_tokens, sp__now() - ts,
+            sp__run_log_step(&t->log, t->step, last_loss, sp_optim_lr(&t->opt[0].cfg, t->step),
+                             gnorm, (int64_t)tot.n_tokens, sp__now() - ts,
                              c->log_every > 0 && t->step % c->log_every == 0);
         if (tot.stop && t->step < t->total_steps) {
             if (is_rank0(t))
@@ -674,10 +876,12 @@ static int loop(trainer *t, sp_error *err) {
 static void report_check(const trainer *t, int resumed) {
     if (!is_rank0(t)) return;
     const sp_train_config *c = t->c;
-    printf("ok: %s: %s, %d layers, d %d; %s: %lld examples%s%s; prompt %d x %d; ", c->model_dir,
+    char what[160];
+    describe_trained(t, what, sizeof what);
+    printf("ok: %s: %s, %d layers, d %d; %s: %lld examples%s%s; %s; ", c->model_dir,
            sp_arch_model_type(t->model.cfg.arch), t->model.cfg.n_layer, t->dim, c->train_path,
            (long long)sp_dataset_n_examples(t->train), c->valid_path ? ", valid " : "",
-           c->valid_path ? c->valid_path : "", t->P, t->dim);
+           c->valid_path ? c->valid_path : "", what);
     if (!resumed)
         printf("a new run of %lld steps in %s\n", (long long)t->total_steps, c->out_dir);
     else if (t->step == t->total_steps)
@@ -696,9 +900,9 @@ static void teardown(trainer *t) {
     sp__run_log_close(&t->log);
     sp_batch_data_free(&t->mb);
     sp__data_order_free(&t->order);
-    sp_optim_free(&t->opt);
-    free(t->batch_ids), free(t->reduce), free(t->bad), free(t->example_grad), free(t->grad);
-    free(t->prompt);
+    for (int i = 0; i < SP__SEG_MAX; i++) sp_optim_free(&t->opt[i]);
+    sp__params_free(&t->prm);
+    free(t->batch_ids), free(t->reduce), free(t->bad), free(t->example_grad);
     sp_team_free(t->team);
     if (t->valid) sp_dataset_close(t->valid);
     if (t->train) sp_dataset_close(t->train);

@@ -788,6 +788,15 @@ static void check_prefix_is_prepended_tokens(test_model *t, uint64_t seed) {
             memcpy(k, row + qd, kvd * sizeof *k);
             memcpy(v, row + qd + kvd, kvd * sizeof *v);
         }
+    /* sp_engine_capture_kv (the prefix init from tokens) returns the same rows, run alone */
+    float *captured = malloc((size_t)c->n_layer * 2 * N_PRE * kvd * sizeof *captured);
+    sp_worker *wc = sp_worker_new(&t->m);
+    ck_assert_msg(sp_engine_capture_kv(wc, tokens, N_PRE, captured, &err) == 0, "%s", err.msg);
+    for (size_t i = 0; i < (size_t)c->n_layer * 2 * N_PRE * kvd; i++)
+        ck_assert_msg(fabsf(captured[i] - prefix[i]) <= 1e-5f * (1 + fabsf(prefix[i])),
+                      "captured key/value %zu: %g, the run with the text computed %g", i,
+                      captured[i], prefix[i]);
+    sp_worker_free(wc), free(captured);
     sp_pass b = {.prompt = prompt,
                  .n_prompt = 2,
                  .grad = gb,

@@ -22,9 +22,13 @@ START_TEST(adapters_are_validated_against_their_config) {
         const char *want;
     } cases[] = {
         {"lora", "peft_type", json_string("LORA"),
-         "peft_type is \"LORA\": softprompt reads PROMPT_TUNING adapters only (that method changes "
-         "the model's weights"},
-        {"prefix", "peft_type", json_string("PREFIX_TUNING"), "per-layer keys and values"},
+         "peft_type is \"LORA\": softprompt reads PROMPT_TUNING and PREFIX_TUNING adapters only "
+         "(that method changes the model's weights"},
+        {"ptuning", "peft_type", json_string("P_TUNING"),
+         "whose weights PEFT does not save: the file holds only that encoder's output"},
+        {"prefix", "peft_type", json_string("PREFIX_TUNING"),
+         "is [4, 16] but adapter_config.json says num_virtual_tokens 4, token_dim 16 "
+         "(PREFIX_TUNING: rows of num_layers x 2 x token_dim)"},
         {"ctl", "peft_type", json_string("P\033[31mX"), "peft_type is \"P?[31mX\""},
         {"notype", "peft_type", NULL, "missing \"peft_type\""},
         {"seq2seq", "task_type", json_string("SEQ_2_SEQ_LM"),

