@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "model/kernels.h"
+#include "model/steps.h"
 #include "model/worker.h"
 
 /* Prefixes err with the file and example of sequence s (at position at within it, when >= 0)
@@ -110,10 +111,8 @@ int sp_engine_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass
 
 /* ---- the steps of a block, one kind of the family each ----------------------------------- */
 
-/* out[n, d] = norm(x) with gain and bias p; the statistics backward needs go to mean (LayerNorm
- * only) and rstd [n]. */
-static void norm_forward(const sp_worker *w, float *out, float *mean, float *rstd, const float *x,
-                         const sp_normw *p, int n) {
+void sp__norm_forward(const sp_worker *w, float *out, float *mean, float *rstd, const float *x,
+                      const sp_normw *p, int n) {
     int d = w->z.d;
     float eps = w->m->cfg.ln_eps;
     switch (w->f->norm) {
@@ -140,15 +139,18 @@ static void norm_backward(const sp_worker *w, float *dx, const float *dout, cons
     }
 }
 
-/* cos, sin [n_pos, hd / 2] of position t times each rotary frequency, the angle rounded to float
- * first as Hugging Face computes it. */
+void sp__rope_row(float *cos_row, float *sin_row, const float *inv_freq, int position, int half) {
+    for (int i = 0; i < half; i++) {
+        float angle = (float)position * inv_freq[i];
+        cos_row[i] = (float)cos((double)angle);
+        sin_row[i] = (float)sin((double)angle);
+    }
+}
+
+/* cos, sin [n_pos, hd / 2]: row t holds position t's angles. */
 static void rope_tables(float *cos_t, float *sin_t, const float *inv_freq, int n_pos, int half) {
     for (int t = 0; t < n_pos; t++)
-        for (int i = 0; i < half; i++) {
-            float angle = (float)t * inv_freq[i];
-            cos_t[(size_t)t * half + i] = (float)cos((double)angle);
-            sin_t[(size_t)t * half + i] = (float)sin((double)angle);
-        }
+        sp__rope_row(cos_t + (size_t)t * half, sin_t + (size_t)t * half, inv_freq, t, half);
 }
 
 /* What the family's positions need once per batch. */
@@ -183,21 +185,24 @@ static void positions_qk(const sp_worker *w, float *qkv, const sp_batch *b, int 
     }
 }
 
-/* qkv [N, Wq] = ln1 [N, d] . W_qkv + b, then q and k take their positions. */
-static void qkv_forward(const sp_worker *w, const sp_layer *p, float *qkv, const float *ln1,
-                        const sp_batch *b) {
+void sp__qkv_project(const sp_worker *w, const sp_layer *p, float *qkv, const float *ln1, int n) {
     const sp__dims *z = &w->z;
-    int n = (int)z->N;
     switch (w->f->qkv) {
     case SP_QKV_FUSED:
         sp__linear_fwd(qkv, z->wq, ln1, z->d, &p->qkv, n);
-        break;
+        return;
     case SP_QKV_SEPARATE: /* into the q | k | v column blocks */
         sp__linear_fwd(qkv, z->wq, ln1, z->d, &p->q, n);
         sp__linear_fwd(qkv + z->qd, z->wq, ln1, z->d, &p->k, n);
         sp__linear_fwd(qkv + z->qd + z->kvd, z->wq, ln1, z->d, &p->v, n);
-        break;
+        return;
     }
+}
+
+/* qkv [N, Wq] = ln1 [N, d] . W_qkv + b, then q and k take their positions. */
+static void qkv_forward(const sp_worker *w, const sp_layer *p, float *qkv, const float *ln1,
+                        const sp_batch *b) {
+    sp__qkv_project(w, p, qkv, ln1, (int)w->z.N);
     positions_qk(w, qkv, b, 0);
 }
 
@@ -272,10 +277,8 @@ static void attention_backward(const sp_worker *w, float *dqkv, const float *dat
     }
 }
 
-/* act [n, F] = the MLP's activation of ln2 [n, d] (GELU: gelu(ln2 W_in + b); SwiGLU:
- * silu(ln2 W_gate) * ln2 W_up), saving in a what backward needs. */
-static void mlp_act_forward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a,
-                            float *act, int n) {
+void sp__mlp_act_forward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a, float *act,
+                         int n) {
     const sp__dims *z = &w->z;
     size_t nf = (size_t)n * z->F;
     switch (w->f->mlp) {
@@ -380,8 +383,8 @@ static void block_forward(const sp_worker *w, const sp_layer *p, const sp__layer
     const sp__dims *z = &w->z;
     const sp__scratch *s = &w->s;
     int n = (int)z->N;
-    norm_forward(w, a->ln1, a->ln1_mean, a->ln1_rstd, a->x, &p->ln1, n); /* ln1 = norm1(x) */
-    qkv_forward(w, p, a->qkv, a->ln1, b);                                /* with positions */
+    sp__norm_forward(w, a->ln1, a->ln1_mean, a->ln1_rstd, a->x, &p->ln1, n); /* ln1 = norm1(x) */
+    qkv_forward(w, p, a->qkv, a->ln1, b);                                    /* with positions */
     attention_forward(w, a->atty, a->lse, a->qkv, pre, b); /* behind the layer's prefix */
     const float *x = a->x, *atty = a->atty;
     if (top) {
@@ -390,8 +393,8 @@ static void block_forward(const sp_worker *w, const sp_layer *p, const sp__layer
         x = s->top_x, atty = s->top_atty, n = b->n_targets;
     }
     sp__linear_fwd_residual(a->xmid, x, atty, z->qd, &p->o, n); /* xmid = x + atty W_o */
-    norm_forward(w, a->ln2, a->ln2_mean, a->ln2_rstd, a->xmid, &p->ln2, n);
-    mlp_act_forward(w, p, a, s->mlp_act, n);
+    sp__norm_forward(w, a->ln2, a->ln2_mean, a->ln2_rstd, a->xmid, &p->ln2, n);
+    sp__mlp_act_forward(w, p, a, s->mlp_act, n);
     sp__linear_fwd_residual(a->x_next, a->xmid, s->mlp_act, z->F, &p->mlp_out, n);
 }
 
@@ -430,7 +433,7 @@ static double head_forward(const sp_worker *w, const float *x_top, const sp_batc
     const sp_model *m = w->m;
     const sp__scratch *s = &w->s;
     int nt = b->n_targets, V = w->z.V;
-    norm_forward(w, s->lnf, s->lnf_mean, s->lnf_rstd, x_top, &m->lnf, nt);
+    sp__norm_forward(w, s->lnf, s->lnf_mean, s->lnf_rstd, x_top, &m->lnf, nt);
     sp__linear_fwd(s->logits, V, s->lnf, w->z.d, &m->lm_head, nt); /* logits = lnf W_head^T */
     if (pass->target_logits) memcpy(pass->target_logits, s->logits, (size_t)nt * V * sizeof(float));
     double loss = 0.0;

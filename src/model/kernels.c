@@ -300,6 +300,55 @@ void sp__attention_backward(float *dqkv, const sp__kv_grad *dpast, float *scratc
     }
 }
 
+/* Rows of scores s [rows, n] become probabilities (every column visible). */
+static void dense_softmax(float *s, int rows, int n) {
+    for (int r = 0; r < rows; r++) {
+        float *row = s + (size_t)r * n;
+        float sum = sp__exp_shift_sum(row, n, sp__max(row, n));
+        float inv = 1.0f / sum;
+        for (int j = 0; j < n; j++) row[j] *= inv;
+    }
+}
+
+/* o [rows, hd] (row stride hd) = softmax(scale q [rows, hd] [Ka; Kb]^T) [Va; Vb] for the rows of
+ * one key/value head: ka, va (na rows, stride lda) and kb, vb (nb rows, stride ldb). */
+static void cached_rows(float *o, float *s, const float *q, int rows, int hd, float scale,
+                        const float *ka, const float *va, int na, int lda, const float *kb,
+                        const float *vb, int nb, int ldb) {
+    int n = na + nb;
+    if (na)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, na, hd, scale, q, hd, ka, lda,
+                    0.0f, s, n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, hd, scale, q, hd, kb, ldb, 0.0f,
+                s + na, n);
+    dense_softmax(s, rows, n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, nb, 1.0f, s + na, n, vb, ldb,
+                0.0f, o, hd);
+    if (na)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, na, 1.0f, s, n, va, lda,
+                    1.0f, o, hd);
+}
+
+void sp__attention_cached(float *out, float *scratch, const float *q, int ldq, int len,
+                          const sp__heads *hs, const sp__kv_past *a, const sp__kv_past *b,
+                          int b_base) {
+    int hd = hs->hd, d = hs->n_head * hd, group = hs->n_head / hs->n_kv_head;
+    int na = a ? a->n : 0;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int i = 0; i < len; i++)
+        for (int g = 0; g < hs->n_kv_head; g++) {
+            int col = g * hd;
+            const float *ka = na ? a->k + col : NULL, *va = na ? a->v + col : NULL;
+            for (int h0 = 0; h0 < group; h0 += SP_ATT_QBLOCK) {
+                int rows = group - h0 < SP_ATT_QBLOCK ? group - h0 : SP_ATT_QBLOCK;
+                size_t at = (size_t)(g * group + h0) * hd; /* the first query head's columns */
+                cached_rows(out + (size_t)i * d + at, scratch, q + (size_t)i * ldq + at, rows, hd,
+                            scale, ka, va, na, na ? a->ld : 0, b->k + col, b->v + col,
+                            b_base + i + 1, b->ld);
+            }
+        }
+}
+
 int sp__kv_append(sp__kv_cache *c, const sp__kv_past *rows) {
     if (rows->n < 0 || rows->n > c->cap - c->len) return -1;
     size_t w = (size_t)c->width;
