@@ -132,6 +132,8 @@ typedef struct sp_format_options {
     int prompt_length; /* slots prepended to a template without any; < 0: the default 20 */
     int max_length;    /* 0: no limit */
     int eos;           /* generation: append the tokenizer's EOS to the target */
+    int no_target;     /* render the template alone (`softprompt generate`): no target or
+                          verbalizer, the label field is not needed, no target positions */
 } sp_format_options;
 
 typedef struct sp_formatter sp_formatter;

@@ -19,6 +19,7 @@ extern const sp__command SP_CMD_PREPARE;
 extern const sp__command SP_CMD_TRAIN;
 extern const sp__command SP_CMD_EVAL;
 extern const sp__command SP_CMD_EXPORT;
+extern const sp__command SP_CMD_GENERATE;
 
 /* True if argv holds -h or --help (so every command answers --help the same way). */
 int sp__cli_wants_help(int argc, char **argv);

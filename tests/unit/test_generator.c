@@ -519,5 +519,5 @@ int main(void) {
                             extend_refuses_bad_input,
                             worker_within_estimate,
                             NULL};
-    return tu_main("generate", tests, NULL, NULL);
+    return tu_main("generator", tests, NULL, NULL);
 }
