@@ -115,7 +115,8 @@ typedef struct sp_gen_options {
     int32_t eos_id;          /* -1: none */
     const char *const *stop; /* [n_stop] stop strings (non-empty), matched on the decoded text */
     int n_stop;
-    const sp_tokenizer *tok; /* decodes the generated tokens (the text, stop strings) */
+    const sp_tokenizer *tok; /* decodes the generated tokens (the text, stop strings); NULL:
+                                ids only (no text, no stop strings) */
     /* Optional: text of request `request` that is final (never taken back by a stop string),
      * as soon as it is known, for streaming. */
     void (*on_text)(void *ctx, int request, const char *text, size_t len);
@@ -133,7 +134,8 @@ typedef struct sp_gen_result {
     int32_t *ids; /* [n_ids] generated tokens, the EOS or the token that completed a stop
                      string included */
     int n_ids;
-    char *text; /* decoded without special tokens, cut before the stop string; NUL-terminated */
+    char *text; /* decoded without special tokens, cut before the stop string; NUL-terminated
+                   (NULL without a tokenizer) */
     size_t len;
     sp_finish finish;
 } sp_gen_result;

@@ -64,8 +64,8 @@ sp_generator *sp_generator_new(sp_worker *w, const sp_gen_options *o, sp_error *
         sp_fail(err, "generate: max_new_tokens %d, expected >= 1", o->max_new_tokens);
         return NULL;
     }
-    if (!o->tok) {
-        sp_fail(err, "generate: a tokenizer is needed to decode the text");
+    if (!o->tok && o->n_stop) {
+        sp_fail(err, "generate: stop strings need a tokenizer to decode the text");
         return NULL;
     }
     sp_generator *g = calloc(1, sizeof *g);
@@ -207,6 +207,7 @@ static long find_stop(const sp_gen_options *o, const char *text, size_t len, siz
 static int update_text(const sp_generator *g, active *a, sp_gen_result *res, int last,
                        sp_error *err) {
     const sp_gen_options *o = g->o;
+    if (!o->tok) return 0; /* ids only */
     free(res->text);
     res->text = NULL;
     if (sp_tokenizer_decode(o->tok, res->ids, (size_t)res->n_ids, SP_TOK_SKIP_SPECIAL, &res->text,

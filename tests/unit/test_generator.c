@@ -9,8 +9,12 @@
  *  - sp_generator_run gives the same greedy ids, shares one prefix cache per prompt, stops on
  *    EOS, stop strings (spanning tokens) and the length limits, and its samples depend only on
  *    the seed and the request, not on the batch;
+ *  - greedy ids equal an independent float64 reference (tests/ref/generate_reference.py: no
+ *    cache, Hugging Face's math) for GPT-2, Llama GQA and Qwen2 wherever the top-2 margin
+ *    exceeds the float32 error;
  *  - sampling: transformers' repetition penalty, top-k and top-p semantics on small rows;
  *  - bad input is refused before anything is appended. */
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +25,7 @@
 #include "softprompt/generate.h"
 #include "softprompt/model_init.h"
 #include "softprompt/rng.h"
+#include "softprompt/safetensors.h"
 #include "testutil.h"
 #include "testutil_tok.h"
 
@@ -398,6 +403,86 @@ START_TEST(generator_sampling_is_reproducible) {
 }
 END_TEST
 
+/* ---- the float64 reference ----------------------------------------------------------------- */
+
+/* A step's ids are compared while the reference's top-2 margin exceeds this: the engine's logits
+ * agree with the float64 references within 1e-4 relative (test_reference.c) and are O(1-10)
+ * here, so a float32 error of a logit difference stays far below 1e-3. */
+#define REF_MARGIN 1e-3
+
+static float *case_prompt(const char *dir, int *n_prompt, int d) {
+    char *path = tu_path(dir, "expected.safetensors");
+    sp_st_file f;
+    sp_error err = {0};
+    ck_assert_msg(sp_st_open(&f, path, &err) == 0, "%s", err.msg);
+    const sp_st_tensor *t = sp_st_find(&f, "prompt");
+    ck_assert(t && t->dtype == SP_DTYPE_F32 && t->shape[1] == d);
+    *n_prompt = (int)t->shape[0];
+    float *p = malloc((size_t)*n_prompt * d * sizeof *p);
+    memcpy(p, t->data, (size_t)*n_prompt * d * sizeof *p);
+    sp_st_close(&f);
+    free(path);
+    return p;
+}
+
+START_TEST(greedy_matches_float64_reference) {
+    static const char *const cases[] = {"l2_h2_d24_ninner40_f32", "llama_l2_h4_kv2_d32_bf16",
+                                        "qwen2_l2_h4_kv2_d32_bias_tied_f16"};
+    for (int c = 0; c < 3; c++) {
+        char *dir = tu_path(SP_FIXTURES_DIR "/ref", cases[c]), *js = tu_path(dir, "generate.json");
+        json_error_t je;
+        json_t *root = json_load_file(js, 0, &je);
+        ck_assert_msg(root, "%s: %s", js, je.text);
+        sp_model m;
+        tu_model_load_ok(&m, dir);
+        int P;
+        float *prompt = case_prompt(dir, &P, m.cfg.d_model);
+        json_t *reqs = json_object_get(root, "requests");
+        int n = (int)json_array_size(reqs),
+            max_new = (int)json_integer_value(json_object_get(root, "max_new_tokens"));
+        ck_assert(n == 4 && max_new > 0);
+        int32_t tok[4][64];
+        sp_gen_request rq[4];
+        for (int i = 0; i < n; i++) {
+            json_t *t = json_object_get(json_array_get(reqs, i), "tokens");
+            for (size_t j = 0; j < json_array_size(t); j++)
+                tok[i][j] = (int32_t)json_integer_value(json_array_get(t, j));
+            rq[i] = (sp_gen_request){tok[i], (int)json_array_size(t), 0, (uint64_t)i};
+        }
+        sp_gen_options o = {.max_new_tokens = max_new, .eos_id = -1};
+        sp_sampling_default(&o.sampling);
+        sp_worker *w = sp_worker_new(&m);
+        sp_error err = {0};
+        sp_generator *g = sp_generator_new(w, &o, &err);
+        ck_assert_msg(g, "%s", err.msg);
+        ck_assert_int_eq(sp_generator_add_prompt(g, prompt, P, NULL, 0, &err), 0);
+        sp_gen_result out[4];
+        ck_assert_msg(sp_generator_run(g, rq, n, out, &err) == 0, "%s", err.msg);
+        int compared = 0;
+        for (int i = 0; i < n; i++) {
+            json_t *r = json_array_get(reqs, i), *ids = json_object_get(r, "ids");
+            json_t *margins = json_object_get(r, "margins");
+            ck_assert_int_eq(out[i].n_ids, max_new);
+            for (int j = 0; j < max_new; j++) {
+                if (json_real_value(json_array_get(margins, j)) <= REF_MARGIN) break;
+                ck_assert_msg(out[i].ids[j] == json_integer_value(json_array_get(ids, j)),
+                              "%s request %d step %d: %d, the reference %lld", cases[c], i, j,
+                              out[i].ids[j], json_integer_value(json_array_get(ids, j)));
+                compared++;
+            }
+            sp_gen_result_free(&out[i]);
+        }
+        ck_assert_int_ge(compared, 3 * max_new); /* the margins leave most steps comparable */
+        sp_generator_free(g);
+        sp_worker_free(w);
+        free(prompt);
+        sp_model_free(&m);
+        json_decref(root);
+        free(js), free(dir);
+    }
+}
+END_TEST
+
 /* ---- sampling semantics -------------------------------------------------------------------- */
 
 START_TEST(repetition_penalty_as_transformers) {
@@ -508,16 +593,11 @@ START_TEST(worker_within_estimate) {
 END_TEST
 
 int main(void) {
-    const TTest *tests[] = {cache_matches_recompute_gpt2,
-                            cache_matches_recompute_llama_gqa,
-                            kv_prefix_as_first_cache_rows,
-                            generator_greedy_matches_driver,
-                            generator_eos_and_stop_strings,
-                            generator_sampling_is_reproducible,
-                            repetition_penalty_as_transformers,
-                            top_k_top_p_as_transformers,
-                            extend_refuses_bad_input,
-                            worker_within_estimate,
-                            NULL};
+    const TTest *tests[] = {cache_matches_recompute_gpt2,     cache_matches_recompute_llama_gqa,
+                            kv_prefix_as_first_cache_rows,    generator_greedy_matches_driver,
+                            generator_eos_and_stop_strings,   generator_sampling_is_reproducible,
+                            greedy_matches_float64_reference, repetition_penalty_as_transformers,
+                            top_k_top_p_as_transformers,      extend_refuses_bad_input,
+                            worker_within_estimate,           NULL};
     return tu_main("generator", tests, NULL, NULL);
 }
