@@ -14,10 +14,12 @@
  *   weight_bytes_per_token  bytes of weights one decode step reads (every linear layer and
  *                         the LM head, float32), whatever B
  *   stream_copy_gb_per_s  a STREAM-like copy (a[i] = b[i] over --stream-mib MiB arrays, on
- *                         --threads threads, bytes read + written / time, best of 5)
+ *                         --threads threads, bytes read + written / time, best of 2) after
+ *                         each timed run, the median
  *   decode_bw_limit_tokens_per_s  B * stream / weight bytes per step: decoding cannot be faster
  *                         while every step reads every weight once from memory
- *   decode_bw_fraction    decode tokens/s over that limit
+ *   decode_bw_fraction    decode tokens/s over that limit run by run (each against the copy
+ *                         that followed it, under the same load), the median
  * With --dump-batch the requests are written as bench/pytorch_peer.py reads them (SPBENCH1:
  * B, T, P, K = N, d, tokens, prompt); with --ids the greedy ids [B, N + 1] (int32) of the last
  * run, for the peer to compare. Medians over --steps runs. */
@@ -117,18 +119,14 @@ static void *copy_run(void *arg) {
     return NULL;
 }
 
-/* STREAM's copy over two arrays of mib MiB on threads threads: bytes read + written per second
- * (best of 5, after one untimed pass that faults the pages in). */
-static double stream_copy(int mib, int threads) {
-    size_t n = (size_t)mib * 1024 * 1024 / sizeof(float);
-    float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
-    if (!a || !b) return 0;
-    for (size_t i = 0; i < n; i++) a[i] = 0, b[i] = (float)i;
+/* STREAM's copy a[i] = b[i] over n floats on threads threads: bytes read + written per second
+ * (best of reps, after one untimed pass), right after a timed run: the same load. */
+static double stream_copy(float *a, const float *b, size_t n, int threads, int reps) {
     pthread_t tid[256];
     copy_part part[256];
     threads = threads < 1 ? 1 : threads > 256 ? 256 : threads;
     double best = 0;
-    for (int rep = 0; rep < 6; rep++) {
+    for (int rep = 0; rep < reps + 1; rep++) {
         double t = sp__now();
         for (int k = 0; k < threads; k++) {
             size_t lo = n * k / threads, hi = n * (k + 1) / threads;
@@ -139,7 +137,6 @@ static double stream_copy(int mib, int threads) {
         double bw = 2.0 * (double)n * sizeof(float) / (sp__now() - t);
         if (rep > 0 && bw > best) best = bw;
     }
-    free(a), free(b);
     return best;
 }
 
@@ -284,17 +281,29 @@ int main(int argc, char **argv) {
     }
     bench b;
     setup(&b, &o, &m);
+    /* each timed run is followed by a copy on the same cores, so that the ratio of decoding to
+     * its bandwidth limit compares the two under the same load (the machine may be shared) */
+    size_t n_copy = (size_t)o.stream_mib * 1024 * 1024 / sizeof(float);
+    float *ca = calloc(n_copy, sizeof *ca), *cb = calloc(n_copy, sizeof *cb);
     double *pre = malloc((size_t)o.steps * sizeof *pre),
            *dec = malloc((size_t)o.steps * sizeof *dec);
+    double *bws = malloc((size_t)o.steps * sizeof *bws),
+           *frac = malloc((size_t)o.steps * sizeof *frac);
+    if (!ca || !cb || !pre || !dec || !bws || !frac) die("timing", NULL);
+    double wb = weight_bytes(&m);
     for (int i = 0; i < o.warmup + o.steps; i++) {
         double t[2];
         run_once(&b, t);
-        if (i >= o.warmup) pre[i - o.warmup] = t[0], dec[i - o.warmup] = t[1];
+        if (i < o.warmup) continue;
+        int k = i - o.warmup;
+        pre[k] = t[0], dec[k] = t[1], bws[k] = stream_copy(ca, cb, n_copy, threads, 2);
+        frac[k] = ((double)o.B * o.N / t[1]) / ((double)o.B * bws[k] / wb);
     }
     qsort(pre, (size_t)o.steps, sizeof *pre, cmp_double);
     qsort(dec, (size_t)o.steps, sizeof *dec, cmp_double);
-    double tp = pre[o.steps / 2], td = dec[o.steps / 2];
-    double wb = weight_bytes(&m), bw = stream_copy(o.stream_mib, threads);
+    qsort(bws, (size_t)o.steps, sizeof *bws, cmp_double);
+    qsort(frac, (size_t)o.steps, sizeof *frac, cmp_double);
+    double tp = pre[o.steps / 2], td = dec[o.steps / 2], bw = bws[o.steps / 2];
     double decode = (double)o.B * o.N / td, limit = (double)o.B * bw / wb;
     printf("# %s: B=%d P=%d T=%d N=%d, %d thread(s), prefill %.4f s, decode %.4f s\n", o.model, o.B,
            o.P, o.T, o.N, threads, tp, td);
@@ -303,7 +312,7 @@ int main(int argc, char **argv) {
     metric(&o, "weight_bytes_per_token", wb, "bytes");
     metric(&o, "stream_copy_gb_per_s", bw / 1e9, "GB/s");
     metric(&o, "decode_bw_limit_tokens_per_s", limit, "tokens/s");
-    metric(&o, "decode_bw_fraction", decode / limit, "ratio");
+    metric(&o, "decode_bw_fraction", frac[o.steps / 2], "ratio");
     dump(&o, &b, m.cfg.d_model);
     return 0;
 }

@@ -263,15 +263,18 @@ int sp_generate_extend(sp_worker *w, const sp_gen_seq *seqs, int n_seq, const in
         return sp_fail(err, "out of memory reserving activations for %zu new tokens", N);
     int L = m->cfg.n_layer;
     sp__layer_acts a = w->acts[0];
+    sp__linear_single_row_gemv(1); /* a decode step of one request */
     embed_rows(w, a.x, seqs, n_seq, seq_start, tokens);
     for (int l = 0; l < L; l++) {
         block_rows(w, &m->layers[l], &a, seqs, n_seq, seq_start, l, l == L - 1);
         float *t = a.x; /* the next layer reads this one's output */
         a.x = a.x_next, a.x_next = t;
     }
-    if (!logits) return 0;
-    const sp__scratch *s = &w->s;
-    sp__norm_forward(w, s->lnf, s->lnf_mean, s->lnf_rstd, a.x, &m->lnf, n_seq);
-    sp__linear_fwd(logits, w->z.V, s->lnf, w->z.d, &m->lm_head, n_seq);
+    if (logits) {
+        const sp__scratch *s = &w->s;
+        sp__norm_forward(w, s->lnf, s->lnf_mean, s->lnf_rstd, a.x, &m->lnf, n_seq);
+        sp__linear_fwd(logits, w->z.V, s->lnf, w->z.d, &m->lm_head, n_seq);
+    }
+    sp__linear_single_row_gemv(0);
     return 0;
 }

@@ -44,12 +44,34 @@ void sp__layernorm_backward(float *dx, const float *dout, const float *x, const 
     }
 }
 
+static _Thread_local int single_row_gemv;
+
+void sp__linear_single_row_gemv(int on) {
+    single_row_gemv = on;
+}
+
+/* y [out] = x [in] . W (+ beta y) by sgemv. */
+static void product_row(float *y, const float *x, const float *w, const sp_linear *W, float beta) {
+    switch (W->layout) {
+    case SP_W_IN_OUT: /* W [in, out]: y = W^T x */
+        cblas_sgemv(CblasRowMajor, CblasTrans, W->in, W->out, 1.0f, w, W->out, x, 1, beta, y, 1);
+        return;
+    case SP_W_OUT_IN: /* W [out, in]: y = W x */
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, W->out, W->in, 1.0f, w, W->in, x, 1, beta, y, 1);
+        return;
+    }
+}
+
 /* y = x . W (+ beta y): the one product of every linear layer, by the weight's storage. */
 static void product(float *y, int ldy, const float *x, int ldx, const sp_linear *W, int n,
                     float beta) {
     switch (W->store) {
     case SP_WSTORE_F32: {
         const float *w = W->w;
+        if (n == 1 && single_row_gemv) {
+            product_row(y, x, w, W, beta);
+            return;
+        }
         switch (W->layout) {
         case SP_W_IN_OUT: /* W [in, out] */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, W->out, W->in, 1.0f, x, ldx,
@@ -310,23 +332,50 @@ static void dense_softmax(float *s, int rows, int n) {
     }
 }
 
+/* s[j] = scale * q . k_j for n keys of hd columns at row stride ld. */
+static void dot_rows(float *s, const float *q, const float *k, int n, int ld, int hd, float scale) {
+    for (int j = 0; j < n; j++) {
+        const float *kj = k + (size_t)j * ld;
+        float acc[8] = {0}; /* eight partial sums: the loop vectorises */
+        int c = 0;
+        for (; c + 8 <= hd; c += 8)
+            for (int u = 0; u < 8; u++) acc[u] += q[c + u] * kj[c + u];
+        float sum =
+            ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        for (; c < hd; c++) sum += q[c] * kj[c];
+        s[j] = scale * sum;
+    }
+}
+
+/* o [hd] += sum_j p[j] v_j over n values at row stride ld. */
+static void mix_rows(float *o, const float *p, const float *v, int n, int ld, int hd) {
+    for (int j = 0; j < n; j++) {
+        const float *vj = v + (size_t)j * ld;
+        for (int c = 0; c < hd; c++) o[c] += p[j] * vj[c];
+    }
+}
+
 /* o [rows, hd] (row stride hd) = softmax(scale q [rows, hd] [Ka; Kb]^T) [Va; Vb] for the rows of
- * one key/value head: ka, va (na rows, stride lda) and kb, vb (nb rows, stride ldb). */
+ * one key/value head: ka, va (na rows, stride lda) and kb, vb (nb rows, stride ldb). Plain loops:
+ * with a handful of query rows (a decode step) BLAS calls cost more than the products. */
 static void cached_rows(float *o, float *s, const float *q, int rows, int hd, float scale,
                         const float *ka, const float *va, int na, int lda, const float *kb,
                         const float *vb, int nb, int ldb) {
     int n = na + nb;
-    if (na)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, na, hd, scale, q, hd, ka, lda,
-                    0.0f, s, n);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, nb, hd, scale, q, hd, kb, ldb, 0.0f,
-                s + na, n);
+    for (int r = 0; r < rows; r++) {
+        const float *qr = q + (size_t)r * hd;
+        float *sr = s + (size_t)r * n;
+        if (na) dot_rows(sr, qr, ka, na, lda, hd, scale);
+        dot_rows(sr + na, qr, kb, nb, ldb, hd, scale);
+    }
     dense_softmax(s, rows, n);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, nb, 1.0f, s + na, n, vb, ldb,
-                0.0f, o, hd);
-    if (na)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, na, 1.0f, s, n, va, lda,
-                    1.0f, o, hd);
+    for (int r = 0; r < rows; r++) {
+        const float *sr = s + (size_t)r * n;
+        float *orow = o + (size_t)r * hd;
+        memset(orow, 0, (size_t)hd * sizeof *orow);
+        if (na) mix_rows(orow, sr, va, na, lda, hd);
+        mix_rows(orow, sr + na, vb, nb, ldb, hd);
+    }
 }
 
 void sp__attention_cached(float *out, float *scratch, const float *q, int ldq, int len,

@@ -18,6 +18,14 @@ void sp__layernorm_forward(float *out, float *mean, float *rstd, const float *x,
 void sp__layernorm_backward(float *dx, const float *dout, const float *x, const float *mean,
                             const float *rstd, const float *w, int n, int d);
 
+/* Generation's decode multiplies one row per request. For a single row, sgemm packs the whole
+ * weight before a product that reads it once, 2-3x slower than sgemv at the memory's speed
+ * (bench_generate). While on is set on the calling thread, products of one row use sgemv;
+ * sp_generate_extend turns it on for its duration. Training never does, so its products and
+ * results stay the same sgemm calls, bitwise. */
+void sp__linear_single_row_gemv(int on);
+
+
 /* Frozen linear layers (sp_linear, softprompt/model.h), whatever the weight's storage.
  * y[n, W->out] (row stride ldy) = x[n, W->in] (row stride ldx) . W + b. */
 void sp__linear_fwd(float *y, int ldy, const float *x, int ldx, const sp_linear *W, int n);
