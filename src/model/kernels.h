@@ -25,7 +25,6 @@ void sp__layernorm_backward(float *dx, const float *dout, const float *x, const 
  * results stay the same sgemm calls, bitwise. */
 void sp__linear_single_row_gemv(int on);
 
-
 /* Frozen linear layers (sp_linear, softprompt/model.h), whatever the weight's storage.
  * y[n, W->out] (row stride ldy) = x[n, W->in] (row stride ldx) . W + b. */
 void sp__linear_fwd(float *y, int ldy, const float *x, int ldx, const sp_linear *W, int n);
