@@ -273,6 +273,41 @@ START_TEST(generation_targets) {
 }
 END_TEST
 
+/* no_target (softprompt generate): the template alone, no label field needed, no targets, even
+ * with a verbalizer or a target spec that names missing fields. */
+START_TEST(template_alone_without_target) {
+    sp_format_options o = {0};
+    o.template_spec = "{soft:2}Q: {text}\nA:";
+    o.target_spec = " {answer}";
+    o.eos = 1, o.no_target = 1;
+    sp_error err = {0};
+    sp_formatter *f = sp_formatter_new(g_tok, &o, &err);
+    ck_assert_msg(f != NULL, "%s", err.msg);
+    rec4 r;
+    make_rec(&r, "text", "Why?", NULL, NULL);
+    sp_example ex = {0};
+    ck_assert_msg(sp_formatter_render(f, &r.rec, "x:1", &ex, &err) == 0, "%s", err.msg);
+    size_t L;
+    int32_t *q = encode("Q: Why?\nA:", &L);
+    ck_assert_uint_eq(ex.tokens.n, L + 2);
+    ck_assert(ex.tokens.ids[0] == SP_SOFT(0) && ex.tokens.ids[1] == SP_SOFT(1));
+    ck_assert_mem_eq(ex.tokens.ids + 2, q, L * sizeof *q);
+    ck_assert_int_eq(ex.n_targets, 0);
+    free(q);
+    sp_formatter_free(f);
+    o.verbalizer_spec = "0= no,1= yes"; /* ignored: no label is read */
+    f = sp_formatter_new(g_tok, &o, &err);
+    ck_assert_msg(f != NULL, "%s", err.msg);
+    ck_assert_msg(sp_formatter_render(f, &r.rec, "x:1", &ex, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(ex.n_targets, 0);
+    make_rec(&r, "other", "Why?", NULL, NULL); /* the template's field is still required */
+    ck_assert_int_ne(sp_formatter_render(f, &r.rec, "x:1", &ex, &err), 0);
+    ck_assert_msg(strstr(err.msg, "\"text\""), "%s", err.msg);
+    sp_example_free(&ex);
+    sp_formatter_free(f);
+}
+END_TEST
+
 START_TEST(truncation_cuts_only_the_text_field) {
     sp_format_options o = {0};
     o.template_spec = "{soft:5}Title: {title}. {text} It was";
@@ -442,6 +477,7 @@ int main(void) {
     tcase_add_test(tc, classification_soft_first_default);
     tcase_add_test(tc, soft_in_the_middle_and_label_field);
     tcase_add_test(tc, generation_targets);
+    tcase_add_test(tc, template_alone_without_target);
     tcase_add_test(tc, truncation_cuts_only_the_text_field);
     tcase_add_test(tc, multi_token_verbalizer_rejected);
     tcase_add_test(tc, boundaries_match_whole_string);
