@@ -239,6 +239,25 @@ START_TEST(kv_prefix_as_first_cache_rows) {
         r[0].shared = shared_cache(&m, p, 2, t, 2, kv, n_kv), r[0].n_shared_tokens = 2;
         set_tokens(&r[1], t + 2, 3, p, 2); /* no shared rows: the prefix in its own cache */
         decode_and_compare(&m, r, 2, kv, n_kv, 8);
+        /* the generator with the prefix as the prompt's first shared rows: the same ids (the
+         * second request does not start with the soft tokens: the prefix in its own rows) */
+        sp_gen_options o = {.max_new_tokens = 8, .eos_id = -1};
+        sp_sampling_default(&o.sampling);
+        sp_worker *w = sp_worker_new(&m);
+        sp_error err = {0};
+        sp_generator *g = sp_generator_new(w, &o, &err);
+        ck_assert_int_eq(sp_generator_add_prompt(g, p, 2, kv, n_kv, &err), 0);
+        sp_gen_request rq[2] = {{t, 5, 0, 0}, {t + 2, 3, 0, 1}};
+        sp_gen_result out[2];
+        ck_assert_msg(sp_generator_run(g, rq, 2, out, &err) == 0, "%s", err.msg);
+        ck_assert_int_eq(sp_generator_shared_rows(g, 0), n_kv + 2);
+        for (int k = 0; k < 2; k++) {
+            ck_assert_int_eq(out[k].n_ids, 8);
+            ck_assert_mem_eq(out[k].ids, r[k].tok + rq[k].n_tokens, 8 * sizeof(int32_t));
+            sp_gen_result_free(&out[k]);
+        }
+        sp_generator_free(g);
+        sp_worker_free(w);
         sp_kv_cache_free(r[0].shared);
         free(kv), free(p);
         sp_model_free(&m);
