@@ -220,8 +220,9 @@ static int update_text(const sp_generator *g, active *a, sp_gen_result *res, int
         a->searched = res->len;
         if (at >= 0) res->len = (size_t)at, res->text[at] = 0, stopped = 1;
     }
-    size_t final = res->len;
-    if (!stopped && !last) final = res->len + 1 > g->max_stop ? res->len + 1 - g->max_stop : 0;
+    /* a stop string may still end with the last max_stop - 1 bytes: they wait */
+    size_t hold = g->max_stop > 0 ? g->max_stop - 1 : 0, final = res->len;
+    if (!stopped && !last) final = res->len > hold ? res->len - hold : 0;
     if (o->on_text && final > a->shown) {
         o->on_text(o->ctx, (int)a->req->index, res->text + a->shown, final - a->shown);
         a->shown = final;

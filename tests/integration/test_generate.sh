@@ -78,11 +78,11 @@ ok "a prompt from a checkpoint and from its PEFT adapter generate the same; soft
 
 # --- stop strings spanning tokens, EOS -----------------------------------------------------------
 gen --text "The cat" --max-new-tokens 40 > free.jsonl
-# two consecutive generated tokens that are printable ASCII bytes (one character each)
+# two consecutive generated tokens that are ASCII letters or digits (one character each)
 stop=$(python3 -c '
 import json
 ids = json.load(open("free.jsonl"))["token_ids"]
-k = next(k for k in range(2, len(ids) - 1) if all(33 <= t < 127 for t in ids[k:k + 2]))
+k = next(k for k in range(2, len(ids) - 1) if all(chr(t).isalnum() and t < 127 for t in ids[k:k + 2]))
 print(chr(ids[k]) + chr(ids[k + 1]))')
 gen --text "The cat" --max-new-tokens 40 --stop "$stop" > stopped.jsonl
 python3 - free.jsonl stopped.jsonl "$stop" <<'PY'
@@ -109,6 +109,30 @@ python3 -c 'import json; r=json.load(open("eos.jsonl")); assert r["finish_reason
 python3 -c 'import json; a,b=(json.load(open(f)) for f in ("noeos.jsonl","free.jsonl")); assert a["token_ids"]==b["token_ids"] and a["finish_reason"]=="length", (a,b)' \
   || fail "--no-eos did not generate past EOS"
 ok "stop strings end the request with the text cut before them; EOS ends it; --no-eos ignores it"
+
+# --- streaming: one --text request on a terminal prints its text as it decodes ------------------
+if command -v script >/dev/null; then
+  gen --text "The cat" --max-new-tokens 12 > plain.jsonl
+  script -qec "stty -onlcr; $SP_CLI generate --model model --tokenizer tok --text 'The cat' --max-new-tokens 12" \
+    /dev/null > stream.out
+  gen --text "The cat" --max-new-tokens 40 --stop "$stop" > stop-plain.jsonl
+  script -qec "stty -onlcr; $SP_CLI generate --model model --tokenizer tok --text 'The cat' --max-new-tokens 40 --stop '$stop'" \
+    /dev/null > stream-stop.out
+  python3 - "$stop" <<'PY' || fail "the streamed text is not the generated text"
+import json, sys
+stop = sys.argv[1].encode()
+for out, plain, why in (("stream.out", "plain.jsonl", "length"),
+                        ("stream-stop.out", "stop-plain.jsonl", "stop")):
+    ids = json.load(open(plain))["token_ids"]
+    text = bytes(ids)  # the tokenizer's id b is byte b (no EOS among them)
+    if why == "stop":
+        text = text[:text.index(stop)]
+    got = open(out, "rb").read()
+    tail = b"\n[%s, %d tokens]\n" % (why.encode(), len(ids))
+    assert got == text + tail, (out, got, text + tail)
+PY
+  ok "one --text request on a terminal streams its text (held back only while a stop string may follow)"
+fi
 
 # --- refusals ------------------------------------------------------------------------------------
 expect_fail() { # status message-part args...
