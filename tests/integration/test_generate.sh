@@ -3,7 +3,8 @@
 # --id-field), greedy and seeded sampling reproducible and independent of --batch, a trained
 # prompt (checkpoint and PEFT adapter give the same output), stop strings spanning tokens, EOS,
 # and the refusals (an existing --out, bad records naming file:line, a prompt of another model
-# width or another length than the template's soft slots, usage errors), with nothing written.
+# width or another length than the template's soft slots, memory that does not fit, usage
+# errors), with nothing written; one --text request streamed on a pseudo-terminal.
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 
@@ -156,7 +157,9 @@ model=wide expect_fail 1 "d_model" --prompt run/adapter --input in.jsonl
 expect_fail 1 "the prompt has 4 rows but --template '{soft:3}{text}' has 3 soft slots" \
   --prompt run/adapter --template '{soft:3}{text}' --input in.jsonl
 expect_fail 1 "no --prompt" --template '{soft:2}{text}' --input in.jsonl
+SP_MAX_MEMORY=1M expect_fail 1 "generating needs about" --input in.jsonl --out new.jsonl
+[[ ! -e new.jsonl ]] || fail "a run refused for memory left new.jsonl"
 expect_fail 2 "--top-k applies to sampling: add --sample" --input in.jsonl --top-k 3
 expect_fail 2 "give one of --input FILE and --text STRING" --input in.jsonl --text hi
 expect_fail 2 "--stop" --input in.jsonl --stop ''
-ok "refusals: existing --out, bad records (file:line, field), foreign or mismatched prompts, usage"
+ok "refusals: existing --out, bad records (file:line, field), foreign or mismatched prompts, memory, usage"
