@@ -791,6 +791,148 @@ class PeftPromptTuningCausalLM(nn.Module):
                                labels=labels)
 
 
+# --------------------------------------------------------------------------- generation
+
+# Generation as transformers' generate() runs it with use_cache=True: the model's forward over
+# the new positions only, keys and values of every layer kept in a cache that grows by
+# torch.cat along the sequence (DynamicCache.update), positions continuing after the cached
+# ones, the logits of the last position only (logits_to_keep=1), greedy argmax; with PEFT
+# prompt tuning the prompt's embeddings are concatenated before the first step's inputs_embeds
+# (PeftModelForCausalLM.prepare_inputs_for_generation) and the attention mask covers them. The
+# functions below run the modules of the classes above in that way (no_grad, eval mode).
+
+def _cache_update(cache, i, k, v):
+    if len(cache) <= i:
+        cache.append((k, v))
+    else:
+        k = torch.cat([cache[i][0], k], dim=-2)
+        v = torch.cat([cache[i][1], v], dim=-2)
+        cache[i] = (k, v)
+    return k, v
+
+
+def gpt2_cached_forward(model, inputs_embeds, attention_mask, cache):
+    """GPT2LMHeadModel.forward(inputs_embeds, past_key_values, attention_mask) -> last logits."""
+    tr = model.transformer
+    B, S, _ = inputs_embeds.shape
+    past = cache[0][0].shape[-2] if cache else 0
+    position_ids = torch.arange(past, past + S, dtype=torch.long).unsqueeze(0)
+    mask = attention_mask.view(B, -1)[:, None, None, :].to(inputs_embeds.dtype)
+    mask = (1.0 - mask) * torch.finfo(inputs_embeds.dtype).min
+    h = inputs_embeds + tr.wpe(position_ids)
+    for i, block in enumerate(tr.h):
+        a = block.attn
+        x = block.ln_1(h)
+        q, k, v = a.c_attn(x).split(a.split_size, dim=2)
+        q = a._split_heads(q, a.num_heads, a.head_dim)
+        k = a._split_heads(k, a.num_heads, a.head_dim)
+        v = a._split_heads(v, a.num_heads, a.head_dim)
+        k, v = _cache_update(cache, i, k, v)
+        o, _ = a._attn(q, k, v, mask)
+        h = h + a.c_proj(a._merge_heads(o, a.num_heads, a.head_dim))
+        h = h + block.mlp(block.ln_2(h))
+    h = tr.ln_f(h)
+    return model.lm_head(h[:, -1:, :])[:, -1, :]
+
+
+def llama_cached_forward(model, inputs_embeds, attention_mask, cache):
+    """LlamaForCausalLM.forward(inputs_embeds, past_key_values, attention_mask), eager
+    attention -> last logits."""
+    lm = model.model
+    B, S, _ = inputs_embeds.shape
+    past = cache[0][0].shape[-2] if cache else 0
+    cache_position = torch.arange(past, past + S)
+    mask = _prepare_4d_causal_attention_mask_with_cache_position(
+        attention_mask, sequence_length=S, target_length=attention_mask.shape[-1],
+        dtype=inputs_embeds.dtype, cache_position=cache_position, batch_size=B)
+    h = inputs_embeds
+    cos, sin = lm.rotary_emb(h, cache_position.unsqueeze(0))
+    for i, layer in enumerate(lm.layers):
+        a = layer.self_attn
+        x = layer.input_layernorm(h)
+        q = a.q_proj(x).view(B, S, -1, a.head_dim).transpose(1, 2)
+        k = a.k_proj(x).view(B, S, -1, a.head_dim).transpose(1, 2)
+        v = a.v_proj(x).view(B, S, -1, a.head_dim).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        k, v = _cache_update(cache, i, k, v)
+        k = repeat_kv(k, a.num_key_value_groups)
+        v = repeat_kv(v, a.num_key_value_groups)
+        w = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(a.head_dim)
+        w = w + mask[:, :, :, : k.shape[-2]]
+        w = nn.functional.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        o = torch.matmul(w, v).transpose(1, 2).contiguous().reshape(B, S, -1)
+        h = h + a.o_proj(o)
+        h = h + layer.mlp(layer.post_attention_layernorm(h))
+    h = lm.norm(h)
+    return model.lm_head(h[:, -1:, :])[:, -1, :]
+
+
+def peft_generate(base, prompt, input_ids, new_tokens):
+    """Greedy generation of new_tokens + 1 tokens per sequence (the first from the prefill);
+    returns (ids [B, new_tokens + 1], prefill seconds, decode seconds)."""
+    forward = gpt2_cached_forward if base.config.model_type == "gpt2" else llama_cached_forward
+    B = input_ids.shape[0]
+    P = prompt.shape[0]
+    wte = base.get_input_embeddings()
+    cache = []
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        embeds = torch.cat((prompt.unsqueeze(0).expand(B, -1, -1), wte(input_ids)), dim=1)
+        mask = torch.ones(B, P + input_ids.shape[1], dtype=torch.long)
+        nxt = torch.argmax(forward(base, embeds, mask, cache), dim=-1)
+        out = [nxt]
+        t1 = time.perf_counter()
+        for _ in range(new_tokens):
+            mask = torch.cat([mask, mask.new_ones((B, 1))], dim=-1)
+            nxt = torch.argmax(forward(base, wte(nxt[:, None]), mask, cache), dim=-1)
+            out.append(nxt)
+        t2 = time.perf_counter()
+    return torch.stack(out, dim=1), t1 - t0, t2 - t1
+
+
+def run_generate(a, base, cfg, tokens, prompt, new_tokens):
+    """--mode generate: prefill and decode tokens/s, medians of --steps runs after --warmup."""
+    base.eval()
+    for m in base.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+    B, T = tokens.shape
+    P = prompt.shape[0]
+    if P + T + new_tokens > cfg.max_positions:
+        raise PeerError("P + T + N = %d exceeds the model's %d positions" %
+                        (P + T + new_tokens, cfg.max_positions))
+    input_ids = torch.from_numpy(tokens.astype(np.int64))
+    prompt_t = torch.from_numpy(prompt)
+    print("# pytorch peer: generation with a key/value cache (transformers' generate, "
+          "use_cache, greedy), B=%d P=%d T=%d N=%d, threads %d, torch %s" %
+          (B, P, T, new_tokens, a.threads, torch.__version__))
+    pre, dec = [], []
+    for i in range(a.warmup + a.steps):
+        ids, tp, td = peft_generate(base, prompt_t, input_ids, new_tokens)
+        print("# run %d%s: prefill %.4f s, decode %.4f s" %
+              (i + 1, " (warmup)" if i < a.warmup else "", tp, td))
+        sys.stdout.flush()
+        if i >= a.warmup:
+            pre.append(tp)
+            dec.append(td)
+    tp, td = statistics.median(pre), statistics.median(dec)
+    print("metric pytorch_generate_prefill_tokens_per_s %.6g tokens/s" % (B * (P + T) / tp))
+    print("metric pytorch_generate_decode_tokens_per_s %.6g tokens/s" % (B * new_tokens / td))
+    if a.ids:
+        raw = np.fromfile(a.ids, dtype="<i4")
+        if raw.size != ids.numel():
+            raise PeerError("%s: %d ids, expected B x (N + 1) = %d" % (a.ids, raw.size,
+                                                                      ids.numel()))
+        theirs = torch.from_numpy(raw.astype(np.int64)).view(B, -1)
+        agree = []  # leading ids equal per sequence (they part at a near tie, then diverge)
+        for s in range(B):
+            diff = (theirs[s] != ids[s]).nonzero()
+            agree.append(int(diff[0]) if diff.numel() else ids.shape[1])
+        print("metric pytorch_generate_ids_agree %.6g fraction" %
+              (sum(agree) / float(ids.numel())))
+    return 0
+
+
 # --------------------------------------------------------------------------- safetensors
 
 _ESIZE = {"F32": 4, "F16": 2, "BF16": 2}
@@ -1077,9 +1219,15 @@ def parse_args(argv):
                          "config.json + model.safetensors (or sharded via "
                          "model.safetensors.index.json); F32/F16/BF16 tensors (converted to "
                          "float32); GPT-2 names with or without 'transformer.'")
-    ap.add_argument("--mode", choices=("cls", "gen"), default="cls",
-                    help="cls: 1 labelled token per sequence; gen: last %d (default cls)"
+    ap.add_argument("--mode", choices=("cls", "gen", "generate"), default="cls",
+                    help="cls: 1 labelled token per sequence; gen: last %d (default cls); "
+                         "generate: greedy generation with a key/value cache (--batch-file's K "
+                         "is the number of decode steps N), metrics "
+                         "pytorch_generate_{prefill,decode}_tokens_per_s"
                          % DEFAULT_GEN_TARGETS)
+    ap.add_argument("--ids", metavar="FILE",
+                    help="generate: int32 greedy ids [B, N + 1] of another implementation; "
+                         "prints the fraction of leading ids that agree")
     ap.add_argument("--targets", type=int, metavar="K",
                     help="labelled (last) text tokens per sequence; default 1 for cls, %d for "
                          "gen" % DEFAULT_GEN_TARGETS)
@@ -1172,6 +1320,8 @@ def run(argv):
                         "(sliding-window attention is not supported)" % (T + P,
                                                                          cfg.sliding_window))
 
+    if a.mode == "generate":
+        return run_generate(a, base, cfg, tokens, prompt, K)
     if a.dropout == "off":
         for m in base.modules():
             if isinstance(m, nn.Dropout):

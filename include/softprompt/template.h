@@ -122,6 +122,18 @@ int sp_verbalizer_find(const sp_verbalizer *v, const char *value);
 /* Formatter: template + target + verbalizer + tokenizer                                      */
 /* ------------------------------------------------------------------------------------------ */
 
+/* What a record gives for the target, by use. */
+typedef enum sp_target_mode {
+    SP_TARGET_REQUIRED, /* training, eval: the label (classification) or target fields */
+    /* Classification, for inference (`predict`): a record WITHOUT the label field is accepted,
+     * its label -1 and its one target (at the last position) class 0's word, a stand-in whose
+     * logits are what is wanted. A label that is present must still be a verbalizer value. */
+    SP_TARGET_OPTIONAL,
+    /* The template alone (`generate`): no target or verbalizer, the label field is not needed,
+     * no target positions. */
+    SP_TARGET_NONE,
+} sp_target_mode;
+
 typedef struct sp_format_options {
     const char *template_spec;   /* NULL: "{<text_field>}" */
     const char *target_spec;     /* NULL: "{<label_field>}" */
@@ -129,13 +141,10 @@ typedef struct sp_format_options {
     const char *text_field;      /* NULL: "text" */
     const char *label_field;     /* NULL: "label" */
     const char *truncate_field;  /* NULL: text_field if the template uses it, else none */
-    int prompt_length; /* slots prepended to a template without any; < 0: the default 20 */
-    int max_length;    /* 0: no limit */
-    int eos;           /* generation: append the tokenizer's EOS to the target */
-    /* Classification, for inference (`predict`): a record WITHOUT the label field is accepted,
-     * its label -1 and its one target (at the last position) class 0's word, a stand-in whose
-     * logits are what is wanted. A label that is present must still be a verbalizer value. */
-    int label_optional;
+    int prompt_length;     /* slots prepended to a template without any; < 0: the default 20 */
+    int max_length;        /* 0: no limit */
+    int eos;               /* generation: append the tokenizer's EOS to the target */
+    sp_target_mode target; /* what a record must give for the target (default: required) */
 } sp_format_options;
 
 typedef struct sp_formatter sp_formatter;

@@ -21,6 +21,7 @@ extern const sp__command SP_CMD_EVAL;
 extern const sp__command SP_CMD_EXPORT;
 extern const sp__command SP_CMD_PREDICT;
 extern const sp__command SP_CMD_INSPECT;
+extern const sp__command SP_CMD_GENERATE;
 
 /* True if argv holds -h or --help (so every command answers --help the same way). */
 int sp__cli_wants_help(int argc, char **argv);

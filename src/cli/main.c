@@ -7,8 +7,8 @@
 #include "cli/commands.h"
 
 static const sp__command *const COMMANDS[] = {
-    &SP_CMD_INFO, &SP_CMD_INIT_MODEL, &SP_CMD_PREPARE, &SP_CMD_TRAIN,
-    &SP_CMD_EVAL, &SP_CMD_PREDICT,    &SP_CMD_INSPECT, &SP_CMD_EXPORT,
+    &SP_CMD_INFO,    &SP_CMD_INIT_MODEL, &SP_CMD_PREPARE, &SP_CMD_TRAIN,  &SP_CMD_EVAL,
+    &SP_CMD_PREDICT, &SP_CMD_GENERATE,   &SP_CMD_INSPECT, &SP_CMD_EXPORT,
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 

@@ -73,7 +73,7 @@ int sp_examples_from_records(const sp_prepare_options *o, sp_examples *ex, sp_er
     if (!o->fmt.verbalizer_spec)
         return sp_fail(err, "a verbalizer is needed: predict scores the classes' words");
     sp_format_options fo = o->fmt;
-    fo.label_optional = 1;
+    fo.target = SP_TARGET_OPTIONAL;
     sp_tokenizer *tok = sp_tokenizer_load(o->tokenizer, err);
     if (!tok) return sp_fail_prefix(err, "--tokenizer %s", o->tokenizer);
     sp_formatter *fmt = sp_formatter_new(tok, &fo, err);

@@ -81,7 +81,7 @@ struct sp_formatter {
     int uses_text;   /* the template inserts the text field */
     int trunc_piece; /* template piece that may be cut, or -1 */
     int classification;
-    int label_optional; /* classification: a record without the label field has label -1 */
+    sp_target_mode target; /* sp_format_options.target */
     sp_verbalizer verb;
     int32_t *verb_ids;
     int max_length;
@@ -361,6 +361,7 @@ static int resolve_truncation(sp_formatter *f, const sp_format_options *o, sp_er
 /* Classification: the verbalizer and its one-token words. Generation: the target's segments
  * and, with --eos, the id appended to every target. */
 static int build_targets(sp_formatter *f, const sp_format_options *o, sp_error *err) {
+    if (f->target == SP_TARGET_NONE) return 0;
     if (f->classification) {
         if (sp_verbalizer_parse(&f->verb, o->verbalizer_spec, err) != 0) return -1;
         return encode_verbalizer(f, err);
@@ -441,7 +442,7 @@ static int collect_warnings(sp_formatter *f, sp_error *err) {
                          spec, name, name);
     char target[128];
     sp__escape(f->tgt_spec, target, sizeof target);
-    for (int i = 0; rc == 0 && i < f->tgt.n_pieces; i++) {
+    for (int i = 0; rc == 0 && f->target != SP_TARGET_NONE && i < f->tgt.n_pieces; i++) {
         const sp_template_piece *p = &f->tgt.pieces[i];
         if (p->kind != SP_PIECE_FIELD || sp_template_count_field(&f->tpl, p->text) == 0) continue;
         int first = 1; /* one warning per field */
@@ -468,8 +469,8 @@ sp_formatter *sp_formatter_new(sp_tokenizer *tok, const sp_format_options *o, sp
     f->trunc_piece = -1;
     f->eos_id = -1;
     f->max_length = o->max_length;
-    f->classification = o->verbalizer_spec != NULL;
-    f->label_optional = o->label_optional;
+    f->target = o->target;
+    f->classification = o->verbalizer_spec != NULL && o->target != SP_TARGET_NONE;
     const char *text_field = o->text_field ? o->text_field : "text";
     const char *label_field = o->label_field ? o->label_field : "label";
     int plen = o->prompt_length < 0 ? SP_TEMPLATE_DEFAULT_SOFT : o->prompt_length;
@@ -566,8 +567,16 @@ int sp_formatter_check(const sp_formatter *f, const sp_record *rec, const char *
         }
     }
     if (check_fields(&f->tpl, rec, where, err) != 0) return -1;
+    switch (f->target) {
+    case SP_TARGET_NONE:
+        return 0;
+    case SP_TARGET_OPTIONAL:
+        if (f->classification && !has_field(rec, f->label_field)) return 0; /* unlabelled */
+        break;
+    case SP_TARGET_REQUIRED:
+        break;
+    }
     if (!f->classification) return check_fields(&f->tgt, rec, where, err);
-    if (f->label_optional && !has_field(rec, f->label_field)) return 0; /* unlabelled */
     if (field_text(rec, f->label_field, where, &v, err) != 0) return -1;
     int c = sp_verbalizer_find(&f->verb, v);
     if (c < 0) {
@@ -701,7 +710,7 @@ int sp_formatter_render(sp_formatter *f, const sp_record *rec, const char *where
     if (encode_all(f, &f->tpl, &f->tseg, rec, where, &tpl_len, err) != 0) return -1;
 
     /* Target tokens (generation). */
-    if (!f->classification) {
+    if (!f->classification && f->target != SP_TARGET_NONE) {
         size_t tl;
         if (encode_all(f, &f->tgt, &f->gseg, rec, where, &tl, err) != 0) return -1;
         f->tgt_all.n = 0;
@@ -748,8 +757,9 @@ int sp_formatter_render(sp_formatter *f, const sp_record *rec, const char *where
             goto oom;
         }
     }
+    if (f->target == SP_TARGET_NONE) return 0;
     if (f->classification) {
-        /* unlabelled (label_optional): class 0's word stands in; only the logits matter */
+        /* unlabelled (SP_TARGET_OPTIONAL): class 0's word stands in; only the logits matter */
         if (push_target(ex, (int32_t)(tpl_len - 1), f->verb_ids[label < 0 ? 0 : label]) != 0)
             goto oom;
         return 0;

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "model/kernels.h"
+#include "model/steps.h"
 #include "model/worker.h"
 
 /* Prefixes err with the file and example of sequence s (at position at within it, when >= 0)
@@ -160,13 +161,17 @@ static void norm_backward(const sp_worker *w, float *dx, const float *dout, cons
 
 /* cos, sin [n_pos, hd / 2] of position t times each rotary frequency, the angle rounded to float
  * first as Hugging Face computes it. */
+void sp__rope_row(float *cos_row, float *sin_row, const float *inv_freq, int position, int half) {
+    for (int i = 0; i < half; i++) {
+        float angle = (float)position * inv_freq[i];
+        cos_row[i] = (float)cos((double)angle);
+        sin_row[i] = (float)sin((double)angle);
+    }
+}
+
 static void rope_tables(float *cos_t, float *sin_t, const float *inv_freq, int n_pos, int half) {
     for (int t = 0; t < n_pos; t++)
-        for (int i = 0; i < half; i++) {
-            float angle = (float)t * inv_freq[i];
-            cos_t[(size_t)t * half + i] = (float)cos((double)angle);
-            sin_t[(size_t)t * half + i] = (float)sin((double)angle);
-        }
+        sp__rope_row(cos_t + (size_t)t * half, sin_t + (size_t)t * half, inv_freq, t, half);
 }
 
 /* What the family's positions need once per batch. */
@@ -256,20 +261,23 @@ static void qk_norm_backward(const sp_worker *w, const sp_layer *p, const sp__la
 }
 
 /* qkv [N, Wq] = ln1 [N, d] . W_qkv + b, then q and k take their norms (if any) and positions. */
-static void qkv_forward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a, float *qkv,
-                        const float *ln1, const sp_batch *b, int local) {
+void sp__qkv_project(const sp_worker *w, const sp_layer *p, float *qkv, const float *ln1, int n) {
     const sp__dims *z = &w->z;
-    int n = (int)z->N;
     switch (w->f->qkv) {
     case SP_QKV_FUSED:
         sp__linear_fwd(qkv, z->wq, ln1, z->d, &p->qkv, n);
-        break;
+        return;
     case SP_QKV_SEPARATE: /* into the q | k | v column blocks */
         sp__linear_fwd(qkv, z->wq, ln1, z->d, &p->q, n);
         sp__linear_fwd(qkv + z->qd, z->wq, ln1, z->d, &p->k, n);
         sp__linear_fwd(qkv + z->qd + z->kvd, z->wq, ln1, z->d, &p->v, n);
-        break;
+        return;
     }
+}
+
+static void qkv_forward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a, float *qkv,
+                        const float *ln1, const sp_batch *b, int local) {
+    sp__qkv_project(w, p, qkv, ln1, (int)w->z.N);
     qk_norm_forward(w, p, a, qkv);
     positions_qk(w, qkv, b, 0, local);
 }
@@ -580,6 +588,17 @@ static void block_backward(const sp_worker *w, const sp_layer *p, const sp__laye
     attention_backward(w, s->dqkv, s->datty, a, pre, b);           /* (and the prefix's) */
     qkv_backward(w, p, a, s->dln, s->dqkv, b, pre->hs.window > 0); /* dln1 */
     norm_backward(w, s->dx, s->dln, a->x, a->ln1_mean, a->ln1_rstd, &p->ln1, (int)z->N);
+}
+
+/* The steps generation shares (model/steps.h). */
+void sp__norm_forward(const sp_worker *w, float *out, float *mean, float *rstd, const float *x,
+                      const sp_normw *p, int n) {
+    norm_forward(w, out, mean, rstd, x, p, n);
+}
+
+void sp__mlp_act_forward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a, float *act,
+                         int n) {
+    mlp_act_forward(w, p, a, act, n);
 }
 
 /* ---- the head ------------------------------------------------------------------------------ */

@@ -44,12 +44,34 @@ void sp__layernorm_backward(float *dx, const float *dout, const float *x, const 
     }
 }
 
+static _Thread_local int single_row_gemv;
+
+void sp__linear_single_row_gemv(int on) {
+    single_row_gemv = on;
+}
+
+/* y [out] = x [in] . W (+ beta y) by sgemv. */
+static void product_row(float *y, const float *x, const float *w, const sp_linear *W, float beta) {
+    switch (W->layout) {
+    case SP_W_IN_OUT: /* W [in, out]: y = W^T x */
+        cblas_sgemv(CblasRowMajor, CblasTrans, W->in, W->out, 1.0f, w, W->out, x, 1, beta, y, 1);
+        return;
+    case SP_W_OUT_IN: /* W [out, in]: y = W x */
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, W->out, W->in, 1.0f, w, W->in, x, 1, beta, y, 1);
+        return;
+    }
+}
+
 /* y = x . W (+ beta y): the one product of every linear layer, by the weight's storage. */
 static void product(float *y, int ldy, const float *x, int ldx, const sp_linear *W, int n,
                     float beta) {
     switch (W->store) {
     case SP_WSTORE_F32: {
         const float *w = W->w;
+        if (n == 1 && single_row_gemv) {
+            product_row(y, x, w, W, beta);
+            return;
+        }
         switch (W->layout) {
         case SP_W_IN_OUT: /* W [in, out] */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, W->out, W->in, 1.0f, x, ldx,
@@ -350,6 +372,82 @@ void sp__attention_backward(float *dqkv, const sp__kv_grad *dpast, float *scratc
                               hd, SP_KV_OF(hs, h) * hd);
         }
     }
+}
+
+/* Rows of scores s [rows, n] become probabilities (every column visible). */
+static void dense_softmax(float *s, int rows, int n) {
+    for (int r = 0; r < rows; r++) {
+        float *row = s + (size_t)r * n;
+        float sum = sp__exp_shift_sum(row, n, sp__max(row, n));
+        float inv = 1.0f / sum;
+        for (int j = 0; j < n; j++) row[j] *= inv;
+    }
+}
+
+/* s[j] = scale * q . k_j for n keys of hd columns at row stride ld. */
+static void dot_rows(float *s, const float *q, const float *k, int n, int ld, int hd, float scale) {
+    for (int j = 0; j < n; j++) {
+        const float *kj = k + (size_t)j * ld;
+        float acc[8] = {0}; /* eight partial sums: the loop vectorises */
+        int c = 0;
+        for (; c + 8 <= hd; c += 8)
+            for (int u = 0; u < 8; u++) acc[u] += q[c + u] * kj[c + u];
+        float sum =
+            ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+        for (; c < hd; c++) sum += q[c] * kj[c];
+        s[j] = scale * sum;
+    }
+}
+
+/* o [hd] += sum_j p[j] v_j over n values at row stride ld. */
+static void mix_rows(float *o, const float *p, const float *v, int n, int ld, int hd) {
+    for (int j = 0; j < n; j++) {
+        const float *vj = v + (size_t)j * ld;
+        for (int c = 0; c < hd; c++) o[c] += p[j] * vj[c];
+    }
+}
+
+/* o [rows, hd] (row stride hd) = softmax(scale q [rows, hd] [Ka; Kb]^T) [Va; Vb] for the rows of
+ * one key/value head: ka, va (na rows, stride lda) and kb, vb (nb rows, stride ldb). Plain loops:
+ * with a handful of query rows (a decode step) BLAS calls cost more than the products. */
+static void cached_rows(float *o, float *s, const float *q, int rows, int hd, float scale,
+                        const float *ka, const float *va, int na, int lda, const float *kb,
+                        const float *vb, int nb, int ldb) {
+    int n = na + nb;
+    for (int r = 0; r < rows; r++) {
+        const float *qr = q + (size_t)r * hd;
+        float *sr = s + (size_t)r * n;
+        if (na) dot_rows(sr, qr, ka, na, lda, hd, scale);
+        dot_rows(sr + na, qr, kb, nb, ldb, hd, scale);
+    }
+    dense_softmax(s, rows, n);
+    for (int r = 0; r < rows; r++) {
+        const float *sr = s + (size_t)r * n;
+        float *orow = o + (size_t)r * hd;
+        memset(orow, 0, (size_t)hd * sizeof *orow);
+        if (na) mix_rows(orow, sr, va, na, lda, hd);
+        mix_rows(orow, sr + na, vb, nb, ldb, hd);
+    }
+}
+
+void sp__attention_cached(float *out, float *scratch, const float *q, int ldq, int len,
+                          const sp__heads *hs, const sp__kv_past *a, const sp__kv_past *b,
+                          int b_base) {
+    int hd = hs->hd, d = hs->n_head * hd, group = hs->n_head / hs->n_kv_head;
+    int na = a ? a->n : 0;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int i = 0; i < len; i++)
+        for (int g = 0; g < hs->n_kv_head; g++) {
+            int col = g * hd;
+            const float *ka = na ? a->k + col : NULL, *va = na ? a->v + col : NULL;
+            for (int h0 = 0; h0 < group; h0 += SP_ATT_QBLOCK) {
+                int rows = group - h0 < SP_ATT_QBLOCK ? group - h0 : SP_ATT_QBLOCK;
+                size_t at = (size_t)(g * group + h0) * hd; /* the first query head's columns */
+                cached_rows(out + (size_t)i * d + at, scratch, q + (size_t)i * ldq + at, rows, hd,
+                            scale, ka, va, na, na ? a->ld : 0, b->k + col, b->v + col,
+                            b_base + i + 1, b->ld);
+            }
+        }
 }
 
 int sp__kv_append(sp__kv_cache *c, const sp__kv_past *rows) {

@@ -18,6 +18,13 @@ void sp__layernorm_forward(float *out, float *mean, float *rstd, const float *x,
 void sp__layernorm_backward(float *dx, const float *dout, const float *x, const float *mean,
                             const float *rstd, const float *w, int n, int d);
 
+/* Generation's decode multiplies one row per request. For a single row, sgemm packs the whole
+ * weight before a product that reads it once, 2-3x slower than sgemv at the memory's speed
+ * (bench_generate). While on is set on the calling thread, products of one row use sgemv;
+ * sp_generate_extend turns it on for its duration. Training never does, so its products and
+ * results stay the same sgemm calls, bitwise. */
+void sp__linear_single_row_gemv(int on);
+
 /* Frozen linear layers (sp_linear, softprompt/model.h), whatever the weight's storage.
  * y[n, W->out] (row stride ldy) = x[n, W->in] (row stride ldx) . W + b. */
 void sp__linear_fwd(float *y, int ldy, const float *x, int ldx, const sp_linear *W, int n);
@@ -109,6 +116,18 @@ void sp__attention_forward(float *out, float *lse, float *scratch, const float *
 void sp__attention_backward(float *dqkv, const sp__kv_grad *dpast, float *scratch,
                             const float *dout, const float *out, const float *lse, const float *qkv,
                             int len, const sp__heads *hs, const sp__kv_past *past);
+
+/* Attention of len query rows over keys and values that are all cached (generation): query row
+ * i (row stride ldq, n_head heads of hd, positions applied) attends to every row of a (NULL or
+ * empty: none; a shared prefix) and to rows 0..b_base + i of b (the sequence's own rows, the
+ * current rows' keys and values appended at b_base.. before the call). out: [len, n_head * hd];
+ * scratch: SP_ATT_CACHED_SCRATCH(a->n + b->n) floats (SP_ATT_FWD_SCRATCH's size suffices when
+ * n_head / n_kv_head <= SP_ATT_QBLOCK). Query heads that share a key/value head are one
+ * product. */
+#define SP_ATT_CACHED_SCRATCH(keys) ((size_t)SP_ATT_QBLOCK * (size_t)(keys))
+void sp__attention_cached(float *out, float *scratch, const float *q, int ldq, int len,
+                          const sp__heads *hs, const sp__kv_past *a, const sp__kv_past *b,
+                          int b_base);
 
 /* A key/value cache of one layer: cap rows of width (n_kv_head * hd) keys and as many values,
  * the first len in use. sp__kv_append copies rows->n rows of keys and values (width floats each,

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "model/worker.h"
+#include "softprompt/generate.h"
 
 /* How many rows a buffer has. */
 typedef enum act_rows {
@@ -14,7 +15,8 @@ typedef enum act_rows {
                          */
     ROWS_TOKENS,        /* N: one layer at a time */
     ROWS_TARGETS,       /* n_tgt */
-    ROWS_POSITIONS,     /* n_past + max_len: positions of a prefix and the longest sequence */
+    ROWS_POSITIONS,     /* rope_rows: training, the positions of a prefix and the longest
+                           sequence (n_past + max_len); generation, one per row (N) */
     ROWS_ATTENTION,     /* SP_ATT_BWD_SCRATCH(n_past + max_len): attention's blocks of scores */
 } act_rows;
 
@@ -88,15 +90,15 @@ static const act_desc ACTS[SP_N_ACT] = {
 static size_t rows_of(const sp__dims *z, act_rows r) {
     switch (r) {
     case ROWS_LAYER_TOKENS:
-        return (size_t)z->L * z->N;
+        return (size_t)z->saved * z->N;
     case ROWS_LAYER1_TOKENS:
-        return ((size_t)z->L + 1) * z->N;
+        return ((size_t)z->saved + 1) * z->N;
     case ROWS_TOKENS:
         return z->N;
     case ROWS_TARGETS:
         return z->n_tgt;
     case ROWS_POSITIONS:
-        return (size_t)z->n_past + (size_t)z->max_len;
+        return (size_t)z->rope_rows;
     case ROWS_ATTENTION:
         return z->max_len > 0 ? SP_ATT_BWD_SCRATCH(z->n_past + z->max_len) : 0;
     }
@@ -197,16 +199,43 @@ static sp__dims model_dims(const sp_model *m, size_t n_tokens, size_t n_targets,
     z.N = n_tokens, z.n_tgt = n_targets, z.max_len = max_len, z.n_past = n_past;
     z.logit_cap = c->logit_softcap > 0;
     z.local_rope = m->rope_inv_freq_local != NULL;
+    z.saved = z.L, z.rope_rows = n_past + max_len;
     return z;
+}
+
+/* Bytes of the table's buffers for z (the backward ones too when asked). */
+static size_t table_bytes(const sp_model *m, const sp__dims *z, int backward) {
+    const sp__family *f = sp__family_of(m->cfg.arch);
+    size_t floats = 0;
+    for (int i = 0; i < SP_N_ACT; i++)
+        if (!ACTS[i].backward || backward) floats += act_floats(f, z, i);
+    return floats * sizeof(float);
 }
 
 size_t sp_model_activation_bytes(const sp_model *m, size_t n_tokens, size_t n_targets,
                                  int max_len) {
     sp__dims z = model_dims(m, n_tokens, n_targets, max_len, 0);
-    const sp__family *f = sp__family_of(m->cfg.arch);
-    size_t floats = 0;
-    for (int i = 0; i < SP_N_ACT; i++) floats += act_floats(f, &z, i);
-    return floats * sizeof(float);
+    return table_bytes(m, &z, 1);
+}
+
+/* Generation's sizes: one layer's activations, reused by every layer. */
+static sp__dims generate_dims(const sp_model *m, size_t n_rows, size_t n_logits, int max_new,
+                              int max_past) {
+    sp__dims z = model_dims(m, n_rows, n_logits, max_new, max_past);
+    z.saved = 1, z.rope_rows = (int)n_rows;
+    return z;
+}
+
+size_t sp_model_generate_bytes(const sp_model *m, size_t n_rows, size_t n_logits, int max_new,
+                               int max_past) {
+    sp__dims z = generate_dims(m, n_rows, n_logits, max_new, max_past);
+    return table_bytes(m, &z, 0);
+}
+
+size_t sp_model_kv_cache_bytes(const sp_model *m, size_t rows) {
+    const sp_model_config *c = &m->cfg;
+    size_t kvd = (size_t)sp_config_kv_heads(c) * (size_t)sp_config_head_dim(c);
+    return (size_t)c->n_layer * 2 * rows * kvd * sizeof(float);
 }
 
 size_t sp_model_activation_bytes_per_token(const sp_model *m, int seq_len) {
@@ -313,13 +342,9 @@ static sp__scratch scratch(const sp_worker *w) {
         .logit_t = b[SP_ACT_LOGIT_T],
         .att = b[SP_ACT_ATT],
         .rope_cos = rope,
-        .rope_sin = rope ? rope + ((size_t)z->n_past + (size_t)z->max_len) * half : NULL,
-        .rope_cos_local = rope && z->local_rope
-                              ? rope + 2 * ((size_t)z->n_past + (size_t)z->max_len) * half
-                              : NULL,
-        .rope_sin_local = rope && z->local_rope
-                              ? rope + 3 * ((size_t)z->n_past + (size_t)z->max_len) * half
-                              : NULL,
+        .rope_sin = rope ? rope + (size_t)z->rope_rows * half : NULL,
+        .rope_cos_local = rope && z->local_rope ? rope + 2 * (size_t)z->rope_rows * half : NULL,
+        .rope_sin_local = rope && z->local_rope ? rope + 3 * (size_t)z->rope_rows * half : NULL,
         .top_x = b[SP_ACT_TOP_X],
         .top_atty = b[SP_ACT_TOP_ATTY],
         .lnf = b[SP_ACT_LNF],
@@ -338,6 +363,16 @@ static sp__scratch scratch(const sp_worker *w) {
     };
 }
 
+/* Grows the buffers w->z needs and points acts and s into them. */
+static int reserve_dims(sp_worker *w, int backward) {
+    for (int i = 0; i < SP_N_ACT; i++)
+        if ((!ACTS[i].backward || backward) && ensure(w, i, act_floats(w->f, &w->z, i))) return -1;
+    if (w->z.N == 0) return 0; /* nothing to run, nothing to point at */
+    for (int l = 0; l < w->z.saved; l++) w->acts[l] = layer_acts(w, l);
+    w->s = scratch(w);
+    return 0;
+}
+
 int sp__worker_reserve(sp_worker *w, const sp_batch *b, int n_past, int backward) {
     int max_len = 0;
     for (int s = 0; s < b->n_seq; s++) {
@@ -346,10 +381,11 @@ int sp__worker_reserve(sp_worker *w, const sp_batch *b, int n_past, int backward
     }
     size_t N = b->n_seq > 0 ? (size_t)b->seq_start[b->n_seq] : 0;
     w->z = model_dims(w->m, N, (size_t)b->n_targets, max_len, n_past);
-    for (int i = 0; i < SP_N_ACT; i++)
-        if ((!ACTS[i].backward || backward) && ensure(w, i, act_floats(w->f, &w->z, i))) return -1;
-    if (N == 0) return 0; /* nothing to run, nothing to point at */
-    for (int l = 0; l < w->z.L; l++) w->acts[l] = layer_acts(w, l);
-    w->s = scratch(w);
-    return 0;
+    return reserve_dims(w, backward);
+}
+
+int sp__worker_reserve_generate(sp_worker *w, size_t n_rows, size_t n_logits, int max_new,
+                                int max_past) {
+    w->z = generate_dims(w->m, n_rows, n_logits, max_new, max_past);
+    return reserve_dims(w, 0);
 }

@@ -21,9 +21,14 @@ typedef struct sp__dims {
     size_t N;        /* packed tokens */
     size_t n_tgt;    /* targets */
     int max_len;     /* longest sequence */
-    int n_past;      /* key/value prefix rows: the text's first position */
+    int n_past;      /* key/value prefix rows: the text's first position (generation: the
+                        longest past, shared and own cache rows, of a sequence) */
     int logit_cap;   /* the LM head's logits are soft-capped */
     int local_rope;  /* windowed layers have rotary tables of their own */
+    int saved;       /* layers whose activations are kept: L for training, 1 for generation
+                        (every layer reuses layer 0's buffers) */
+    int rope_rows;   /* rows of the rotary tables: training, one per position (n_past +
+                        max_len); generation, one per row (N), each at its own position */
 } sp__dims;
 
 /* Layer l's saved activations: pointers into the worker's buffers. In the top layer the
@@ -57,7 +62,7 @@ typedef struct sp__scratch {
     float *dpost;               /* [N, d] gradient of a post-norm's input (sandwich) */
     float *logit_t;             /* [n_tgt, V] tanh of the capped logits (soft-capping) */
     float *att;                 /* attention blocks: SP_ATT_BWD_SCRATCH(max_len) */
-    float *rope_cos, *rope_sin; /* [max_len, hd / 2] rotary tables */
+    float *rope_cos, *rope_sin; /* [rope_rows, hd / 2] rotary tables */
     float *rope_cos_local, *rope_sin_local; /* the same of windowed layers (local_rope) */
     float *top_x, *top_atty;                /* [n_tgt, d], [n_tgt, qd] top block's target rows */
     float *lnf, *lnf_mean, *lnf_rstd;       /* [n_tgt, d], [n_tgt] x 2 final norm */
@@ -127,6 +132,12 @@ struct sp_worker {
 /* Sizes the buffers for batch b behind n_past key/value prefix rows (forward, and backward when
  * asked), keeping larger ones, and points acts and s into them. 0, or -1 when out of memory. */
 int sp__worker_reserve(sp_worker *w, const sp_batch *b, int n_past, int backward);
+
+/* Sizes the forward buffers for one step of generation (sp_generate_extend): n_rows new rows
+ * of n_seq sequences, the longest max_new rows behind at most max_past cached rows, logits at
+ * n_logits rows; one layer's activations, reused by every layer. 0, or -1 when out of memory. */
+int sp__worker_reserve_generate(sp_worker *w, size_t n_rows, size_t n_logits, int max_new,
+                                int max_past);
 
 /* For tests: the name of buffer i and its storage (*cap floats). */
 const char *sp__worker_buffer_name(int i);

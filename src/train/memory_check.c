@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "softprompt/engine.h"
+#include "softprompt/generate.h"
 #include "train/internal.h"
 
 #define GIB (1024.0 * 1024.0 * 1024.0)
@@ -120,6 +121,12 @@ static int available(int local_ranks, double *bytes, char *why, size_t why_len, 
     return 0;
 }
 
+/* The model's share of this rank: its mapped bytes are shared by the ranks of the node, its
+ * converted copies are not. */
+static double model_bytes(const sp_model *m, int ranks) {
+    return (double)m->bytes_in_place / ranks + (double)m->bytes_converted;
+}
+
 int sp__train_check_memory(const sp_model *m, sp_dataset *const *sets, int n_sets, int micro_batch,
                            int local_ranks, sp_error *err) {
     int64_t tokens = 0, targets = 0, longest = 0;
@@ -132,7 +139,7 @@ int sp__train_check_memory(const sp_model *m, sp_dataset *const *sets, int n_set
         longest = l > longest ? l : longest;
     }
     int ranks = local_ranks > 0 ? local_ranks : 1;
-    double model = (double)m->bytes_in_place / ranks + (double)m->bytes_converted;
+    double model = model_bytes(m, ranks);
     double act = (double)tokens * (double)sp_model_activation_bytes_per_token(m, (int)longest) +
                  (double)targets * m->cfg.vocab_size * sizeof(float);
     double need = model + act + OVERHEAD_BYTES, have;
@@ -145,5 +152,29 @@ int sp__train_check_memory(const sp_model *m, sp_dataset *const *sets, int n_set
                    "only %.2f GiB is available (%s); lower --micro-batch, prepare with a smaller "
                    "--max-length, or run fewer ranks per node",
                    need / GIB, model / GIB, act / GIB, (long long)tokens, (long long)longest,
+                   have / GIB, why);
+}
+
+int sp_generate_check_memory(const sp_model *m, int batch, int max_tokens, int max_new_tokens,
+                             int n_prompts, int max_shared, int local_ranks, sp_error *err) {
+    int ranks = local_ranks > 0 ? local_ranks : 1;
+    size_t B = (size_t)(batch > 0 ? batch : 1), V = (size_t)m->cfg.vocab_size;
+    int past = max_shared + max_tokens + max_new_tokens;
+    double model = model_bytes(m, ranks);
+    /* the worker's buffers for the prefill (the largest step), the batch's logits and the
+     * sampler's scratch (a candidate and a float per vocabulary entry) */
+    double act = (double)sp_model_generate_bytes(m, B * (size_t)max_tokens, B, max_tokens, past) +
+                 (double)(B * V * sizeof(float) + V * 12);
+    double cache = (double)B * sp_model_kv_cache_bytes(m, (size_t)max_tokens + max_new_tokens) +
+                   (double)n_prompts * sp_model_kv_cache_bytes(m, (size_t)max_shared);
+    double need = model + act + cache + OVERHEAD_BYTES, have;
+    char why[160] = "";
+    if (available(ranks, &have, why, sizeof why, err)) return -1;
+    if (have < 0 || need <= have) return 0;
+    return sp_fail(err,
+                   "generating needs about %.2f GiB per rank (model %.2f GiB, activations %.2f "
+                   "GiB, key/value caches %.2f GiB for %zu requests of up to %d + %d tokens), but "
+                   "only %.2f GiB is available (%s); lower --batch or --max-new-tokens",
+                   need / GIB, model / GIB, act / GIB, cache / GIB, B, max_tokens, max_new_tokens,
                    have / GIB, why);
 }

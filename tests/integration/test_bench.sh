@@ -1,7 +1,7 @@
 # scripts/bench --quick on the test build: every metric line is there and well-formed, the derived
 # metrics are in range, the PyTorch peer (when Debian's python3-torch is installed) computes the
-# same loss as the engine on the same batch (GPT-2 and a Llama model), and the summary, sweep data
-# and plot are written.
+# same loss as the engine on the same batch (GPT-2 and a Llama model) and the same greedy ids in
+# generation, and the summary, sweep data and plot are written.
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 export SP_BENCH_BUILD=$(dirname "$SP_CLI") ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
@@ -38,6 +38,18 @@ if [[ -z $peer ]]; then
 else
   echo "note: /usr/bin/python3 has no torch here; the PyTorch peer was skipped"
 fi
+# generation: both models at batch 1 and 16; the peer generates the same greedy ids
+for tag in gen_gpt2_b1 gen_gpt2_b16 gen_smollm2_b1 gen_smollm2_b16; do
+  for m in prefill_tokens_per_s decode_tokens_per_s decode_bw_fraction stream_copy_gb_per_s; do
+    [[ -n $(value ${tag}_$m) ]] || fail "no metric ${tag}_$m"
+  done
+  in_range "$(value ${tag}_decode_bw_fraction)" 0 1.5 || fail "${tag}_decode_bw_fraction out of range"
+  if [[ -z $peer ]]; then
+    in_range "$(value pytorch_${tag}_ids_agree)" 0.999 1.001 || fail "the peer's greedy ids differ ($tag)"
+    [[ -n $(value ${tag}_decode_speedup_vs_pytorch) ]] || fail "no decode speed-up for $tag"
+  fi
+done
+[[ -n $(value load_average_1min) ]] || fail "no load average"
 [[ $(grep -vc '^#' "$WORK/out/t-sweep.dat") -eq 2 ]] || fail "t-sweep.dat should hold 2 lengths"
 grep -q "| MFU vs sgemm peak |" "$WORK/out/summary.md" || fail "summary.md has no MFU row"
 if command -v gnuplot >/dev/null; then
@@ -46,4 +58,4 @@ if command -v gnuplot >/dev/null; then
 fi
 "$SP_REPO/scripts/bench" --threads 0 > /dev/null 2> err.txt && fail "--threads 0 accepted"
 grep -q "positive integers" err.txt || fail "no message for --threads 0"
-ok "scripts/bench --quick: metrics, derived values, peer loss agreement, summary and plot"
+ok "scripts/bench --quick: metrics, derived values, peer loss and greedy-id agreement, summary and plot"

@@ -58,11 +58,11 @@ expect_unhandled src/model/family.h "^    SP_POS_ROTARY," SP_POS_ALIBI \
   src/model/engine.c src/model/worker.c src/model/loader.c src/cli/cmd_info.c
 expect_unhandled src/model/family.h "^    SP_QKV_SEPARATE," SP_QKV_INTERLEAVED src/model/engine.c
 expect_unhandled src/model/family.h "^    SP_QKNORM_PER_HEAD," SP_QKNORM_NEWKIND \
-  src/model/engine.c src/model/worker.c src/cli/cmd_info.c
+  src/model/engine.c src/model/worker.c src/cli/cmd_info.c src/model/generate.c
 expect_unhandled src/model/family.h "^    SP_BLOCK_SANDWICH," SP_BLOCK_NEWKIND src/model/engine.c \
-  src/model/worker.c
+  src/model/worker.c src/model/generate.c
 expect_unhandled src/model/family.h "^    SP_EMBED_SQRT_D," SP_EMBED_NEWKIND src/model/engine.c \
-  src/model/loader.c
+  src/model/loader.c src/model/generate.c
 # a new weight storage: the matrix products
 expect_unhandled include/softprompt/model.h "^    SP_WSTORE_F32," SP_WSTORE_BF16 \
   src/model/kernels.c src/model/family.c

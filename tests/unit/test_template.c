@@ -189,15 +189,15 @@ START_TEST(classification_soft_first_default) {
 }
 END_TEST
 
-/* label_optional (predict): a record without the label field renders with label -1 and class 0's
- * word as the stand-in target; a present label must still be known; without the option a
+/* SP_TARGET_OPTIONAL (predict): a record without the label field renders with label -1 and class
+ * 0's word as the stand-in target; a present label must still be known; without the option a
  * missing label is an error naming the field. */
 START_TEST(optional_labels) {
     sp_format_options o = {0};
     o.template_spec = "{text} It was";
     o.verbalizer_spec = "neg= terrible,pos= great";
     o.prompt_length = 2;
-    o.label_optional = 1;
+    o.target = SP_TARGET_OPTIONAL;
     sp_error err = {0};
     sp_formatter *f = sp_formatter_new(g_tok, &o, &err);
     ck_assert_msg(f != NULL, "%s", err.msg);
@@ -218,7 +218,7 @@ START_TEST(optional_labels) {
     ck_assert_int_eq(sp_formatter_render(f, &r.rec, "mem.jsonl:7", &ex, &err),
                      SP_REC_UNKNOWN_LABEL);
     sp_formatter_free(f);
-    o.label_optional = 0;
+    o.target = SP_TARGET_REQUIRED;
     f = sp_formatter_new(g_tok, &o, &err);
     make_rec(&r, "text", "A fine film.", NULL, NULL);
     ck_assert_int_eq(sp_formatter_render(f, &r.rec, "mem.jsonl:7", &ex, &err), -1);
@@ -307,6 +307,41 @@ START_TEST(generation_targets) {
     f = sp_formatter_new(g_tok, &o, &err);
     ck_assert_int_eq(sp_formatter_render(f, &r.rec, "x:9", &ex, &err), -1);
     ck_assert_msg(strstr(err.msg, "x:9: field \"answer\": the target is empty"), "%s", err.msg);
+    sp_example_free(&ex);
+    sp_formatter_free(f);
+}
+END_TEST
+
+/* SP_TARGET_NONE (softprompt generate): the template alone, no label field needed, no targets, even
+ * with a verbalizer or a target spec that names missing fields. */
+START_TEST(template_alone_without_target) {
+    sp_format_options o = {0};
+    o.template_spec = "{soft:2}Q: {text}\nA:";
+    o.target_spec = " {answer}";
+    o.eos = 1, o.target = SP_TARGET_NONE;
+    sp_error err = {0};
+    sp_formatter *f = sp_formatter_new(g_tok, &o, &err);
+    ck_assert_msg(f != NULL, "%s", err.msg);
+    rec4 r;
+    make_rec(&r, "text", "Why?", NULL, NULL);
+    sp_example ex = {0};
+    ck_assert_msg(sp_formatter_render(f, &r.rec, "x:1", &ex, &err) == 0, "%s", err.msg);
+    size_t L;
+    int32_t *q = encode("Q: Why?\nA:", &L);
+    ck_assert_uint_eq(ex.tokens.n, L + 2);
+    ck_assert(ex.tokens.ids[0] == SP_SOFT(0) && ex.tokens.ids[1] == SP_SOFT(1));
+    ck_assert_mem_eq(ex.tokens.ids + 2, q, L * sizeof *q);
+    ck_assert_int_eq(ex.n_targets, 0);
+    free(q);
+    sp_formatter_free(f);
+    o.verbalizer_spec = "0= no,1= yes"; /* ignored: no label is read */
+    f = sp_formatter_new(g_tok, &o, &err);
+    ck_assert_msg(f != NULL, "%s", err.msg);
+    ck_assert_msg(sp_formatter_render(f, &r.rec, "x:1", &ex, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(ex.n_targets, 0);
+    make_rec(&r, "other", "Why?", NULL, NULL); /* the template's field is still required */
+    ck_assert_int_ne(sp_formatter_render(f, &r.rec, "x:1", &ex, &err), 0);
+    ck_assert_msg(strstr(err.msg, "\"text\""), "%s", err.msg);
     sp_example_free(&ex);
     sp_formatter_free(f);
 }
@@ -482,6 +517,7 @@ int main(void) {
     tcase_add_test(tc, optional_labels);
     tcase_add_test(tc, soft_in_the_middle_and_label_field);
     tcase_add_test(tc, generation_targets);
+    tcase_add_test(tc, template_alone_without_target);
     tcase_add_test(tc, truncation_cuts_only_the_text_field);
     tcase_add_test(tc, multi_token_verbalizer_rejected);
     tcase_add_test(tc, boundaries_match_whole_string);

@@ -1,0 +1,115 @@
+"""Independent float64 reference for greedy generation with a soft prompt, and its fixtures.
+
+For three committed reference models (tests/fixtures/ref: GPT-2, Llama with grouped-query
+heads, Qwen2 with q/k/v biases) and the float32 prompt of each case's expected.safetensors,
+greedy decoding as transformers' generate() does it with PEFT prompt tuning (do_sample=False:
+the next token is the argmax of the last position's logits), computed WITHOUT a cache: every
+step runs the whole sequence so far through torch_seq_logits of gpt2_reference.py /
+llama_reference.py (Hugging Face's math in float64), so nothing here shares the engine's key/
+value cache logic. Requests put the soft tokens first, in the middle, or nowhere.
+
+Written to each case directory as generate.json:
+    {"max_new_tokens": N,
+     "requests": [{"tokens": [...], "ids": [N greedy ids], "margins": [N top-1 minus top-2
+                   logits at each step]}, ...]}
+tests/unit/test_generator.c runs the same requests through sp_generator (greedy, the key/value
+cache, a batch mixing them) and requires identical ids up to the first step whose margin is
+below the float32 error bound (after a near tie the two may rightly part).
+
+Self-check on every invocation: the logits of every step equal, within 1e-9, those of the final
+sequence computed a second way at once (numpy, padded batch: numpy_batch_logits), i.e. the
+causal model's step-by-step and whole-sequence logits agree in float64.
+
+Usage: python3 tests/ref/generate_reference.py --out tests/fixtures/ref
+Only torch and numpy are needed; deterministic (single-threaded torch, no random draws beyond
+the fixed request lists below).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpt2_reference as g2  # noqa: E402  (same dir)
+import llama_reference as ll  # noqa: E402
+
+torch.set_num_threads(1)
+
+MAX_NEW = 10
+CASES = [("l2_h2_d24_ninner40_f32", g2),
+         ("llama_l2_h4_kv2_d32_bf16", ll),
+         ("qwen2_l2_h4_kv2_d32_bias_tied_f16", ll)]
+
+
+def requests(P, V):
+    """Soft tokens first, in the middle, repeated, and none; ids below V."""
+    soft = [-1 - k for k in range(P)]
+    return [soft + [3 % V, 14 % V, 15 % V, 9 % V],
+            [26 % V, 5 % V] + soft + [35 % V, 8 % V],
+            soft[:2] + [9 % V] + soft + [7 % V],
+            [1 % V, 2 % V, 3 % V]]
+
+
+def greedy(mod, M, W, tokens, prompt, n):
+    toks, ids, margins, step_logits = list(tokens), [], [], []
+    for _ in range(n):
+        logits = mod.torch_seq_logits(M, W, toks, prompt)[-1]
+        top = torch.topk(logits, 2).values
+        nxt = int(torch.argmax(logits))
+        ids.append(nxt)
+        margins.append(float(top[0] - top[1]))
+        step_logits.append(logits.numpy())
+        toks.append(nxt)
+    return toks, ids, margins, np.stack(step_logits)
+
+
+def self_check(mod, M, full, n0, step_logits, prompt):
+    """The steps' logits against the final sequence's logits at positions n0-1.. (numpy)."""
+    n = len(full)
+    batch = {"seq_start": [0, n], "tokens": full, "target_pos": list(range(n0 - 1, n - 1)),
+             "target_ids": [0] * (n - n0)}
+    other = mod.numpy_batch_logits(M, batch, prompt.numpy())
+    err = np.abs(other - step_logits[: n - n0]).max()
+    assert err < 1e-9, "step-by-step vs whole-sequence logits differ by %g" % err
+    return err
+
+
+def generate_case(outdir, name, mod):
+    cdir = os.path.join(outdir, name)
+    M = mod.read_model(cdir)
+    W = {k: torch.from_numpy(np.array(v, dtype=np.float64)) for k, v in M["w"].items()}
+    with open(os.path.join(cdir, "config.json")) as f:
+        cfg = json.load(f)
+    V = cfg["vocab_size"]
+    npos = cfg.get("n_positions", cfg.get("max_position_embeddings"))
+    prompt32 = g2.st_read(os.path.join(cdir, "expected.safetensors"))["prompt"][1]
+    prompt = torch.from_numpy(np.array(prompt32, dtype=np.float32).astype(np.float64))
+    out = {"max_new_tokens": MAX_NEW, "requests": []}
+    worst = 0.0
+    for toks in requests(prompt.shape[0], V):
+        assert len(toks) + MAX_NEW <= npos
+        full, ids, margins, step_logits = greedy(mod, M, W, toks, prompt, MAX_NEW)
+        worst = max(worst, self_check(mod, M, full[:-1], len(toks), step_logits, prompt))
+        out["requests"].append({"tokens": toks, "ids": ids, "margins": margins})
+    with open(os.path.join(cdir, "generate.json"), "w") as f:
+        json.dump(out, f)
+        f.write("\n")
+    small = min(m for r in out["requests"] for m in r["margins"])
+    print("%s: %d requests x %d tokens, smallest top-2 margin %.3g, self-check %.1e" %
+          (name, len(out["requests"]), MAX_NEW, small, worst))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="tests/fixtures/ref")
+    a = ap.parse_args()
+    for name, mod in CASES:
+        generate_case(a.out, name, mod)
+
+
+if __name__ == "__main__":
+    main()
