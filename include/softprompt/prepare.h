@@ -115,8 +115,8 @@ typedef struct sp_examples {
 } sp_examples;
 
 /* Renders every record of o->input with o->tokenizer and o->fmt exactly as sp_prepare renders
- * them (the same readers and formatter; labels optional: o->fmt.target is SP_TARGET_OPTIONAL here), in
- * input order. o->fmt.verbalizer_spec is required (classification). o->out, o->split, o->seed
+ * them (the same readers and formatter; labels optional: o->fmt.target is SP_TARGET_OPTIONAL here),
+ * in input order. o->fmt.verbalizer_spec is required (classification). o->out, o->split, o->seed
  * and o->force are not used. On failure (a bad record: "data.jsonl:17: field ..."; returns -1,
  * or SP_PREPARE_BAD_OPTION for an invalid template, target or verbalizer) ex is empty. */
 int sp_examples_from_records(const sp_prepare_options *o, sp_examples *ex, sp_error *err);
