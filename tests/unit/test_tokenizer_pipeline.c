@@ -68,6 +68,10 @@ START_TEST(test_bos_eos_policy) {
         {"smollm", "<|endoftext|>", "<|endoftext|>", 0},
         {"llama2", "<s>", "</s>", 1},
         {"llama2-metaspace", "<s>", "</s>", 1},
+        {"gemma", "<bos>", "<eos>", 1},
+        {"gemma-split", "<bos>", "<eos>", 1},
+        {"phi3", "<s>", "<|endoftext|>", 1},
+        {"qwen3", NULL, "<|endoftext|>", 0},
     };
     for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
         sp_tokenizer *t = tu_tok_fixture(want[k].name);
