@@ -127,6 +127,18 @@ static const tu_tok_bad_edit CHAR_LEVEL_ERRORS[] = {
      "{\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Strip\", \"content\": \" \", \"start\": "
      "1, \"stop\": 0}]}",
      NULL, "decoder.decoders[0]: Strip is supported after Fuse", NULL},
+    {"gemma", "decoder",
+     "{\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Fuse\"}, {\"type\": "
+     "\"ByteFallback\"}]}",
+     NULL, "tokenizer.json: decoder.decoders[1]: ByteFallback is supported before Fuse only", NULL},
+    {"gemma", "decoder",
+     "{\"type\": \"Sequence\", \"decoders\": [{\"type\": \"ByteFallback\"}, {\"type\": "
+     "\"Replace\", \"pattern\": {\"String\": \"\u2581\"}, \"content\": \" \"}]}",
+     NULL, "tokenizer.json: decoder.decoders[1]: Replace is supported before ByteFallback only",
+     NULL},
+    {"gemma", "model",
+     "{\"type\": \"Unigram\", \"unk_id\": 3, \"vocab\": [], \"byte_fallback\": true}", NULL,
+     "tokenizer.json: model.type is Unigram, only \"BPE\" is supported", NULL},
     {"llama2", "pre_tokenizer",
      "{\"type\": \"Metaspace\", \"replacement\": \"_\", \"prepend_scheme\": \"sometimes\"}", NULL,
      "pre_tokenizer.prepend_scheme: \"sometimes\" is not always, first or never", NULL},
