@@ -226,6 +226,7 @@ const char *const TU_TOK_FIXTURES[TU_TOK_N_FIXTURES] = {
     "nfkc-replace-regex",
     "gemma",
     "gemma-split",
+    "gemma-ws-added",
     "phi3",
     "qwen3",
 };
