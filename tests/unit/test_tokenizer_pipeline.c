@@ -1,9 +1,9 @@
 /* The tokenizer.json pipeline (src/tokenizer/pipeline.c): normalizers, pre-tokenizers,
- * decoders and post-processors of the Llama 3 / Qwen2 / SmolLM byte-level kinds and the Llama
- * 2-style character-level kinds, each fixture against Hugging Face tokenizers' own ids and
- * decodes (tests/fixtures/tokenizer/README.md); the BOS/EOS policy from the post-processor and
- * tokenizer_config.json; and every step or setting it refuses, named by its JSON path. Needs no
- * downloaded file. */
+ * decoders and post-processors of the Llama 3 / Qwen2 / Qwen3 / SmolLM byte-level kinds and the
+ * Llama 2 / Mistral / Phi-3 / Gemma character-level kinds, each fixture against Hugging Face
+ * tokenizers' own ids and decodes (tests/fixtures/tokenizer/README.md); the BOS/EOS policy from the
+ * post-processor and tokenizer_config.json; and every step or setting it refuses, named by its JSON
+ * path. Needs no downloaded file. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
