@@ -29,7 +29,9 @@
  *                  tokens), unk_token, fuse_unk; dropout null/0, continuing_subword_prefix and
  *                  end_of_word_suffix null/"" only. Merges are applied by rank.
  *   decoder        byte-level: ByteLevel or null. Character-level: Replace (String -> string),
- *                  ByteFallback, Fuse, Strip (after Fuse), Metaspace, alone or in a Sequence.
+ *                  ByteFallback, Fuse, Strip (after Fuse), Metaspace, alone or in a Sequence;
+ *                  Replace/Metaspace before ByteFallback, ByteFallback before Fuse (the order
+ *                  changes Hugging Face's result; the other orders are refused).
  *   added_tokens   special or not; lstrip/rstrip (the token takes the Unicode whitespace on
  *                  that side); normalized: true only without a normalizer; single_word refused.
  *   post_processor TemplateProcessing whose single is [BOS] $A [EOS] (each optional),

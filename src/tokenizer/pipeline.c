@@ -348,12 +348,18 @@ static int parse_char_decoder_step(sp_tokenizer *t, json_t *d, const char *where
         *fused = 1;
         return 0;
     }
+    /* After Fuse there is one token, the whole text, which ByteFallback leaves alone; after
+     * ByteFallback a Replace would also see the bytes. This decoder does neither. */
     if (!strcmp(type, "ByteFallback")) {
+        if (*fused) return sp_fail(err, "%s: ByteFallback is supported before Fuse only", where);
         t->dec_byte_fallback = 1;
         return 0;
     }
-    if (!strcmp(type, "Replace") || !strcmp(type, "Metaspace"))
+    if (!strcmp(type, "Replace") || !strcmp(type, "Metaspace")) {
+        if (t->dec_byte_fallback)
+            return sp_fail(err, "%s: %s is supported before ByteFallback only", where, type);
         return decoder_replace(t, d, where, err);
+    }
     if (!strcmp(type, "Strip")) {
         const char *c = json_string_value(json_object_get(d, "content"));
         json_t *a = json_object_get(d, "start"), *b = json_object_get(d, "stop");

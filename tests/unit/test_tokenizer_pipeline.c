@@ -1,9 +1,9 @@
 /* The tokenizer.json pipeline (src/tokenizer/pipeline.c): normalizers, pre-tokenizers,
- * decoders and post-processors of the Llama 3 / Qwen2 / SmolLM byte-level kinds and the Llama
- * 2-style character-level kinds, each fixture against Hugging Face tokenizers' own ids and
- * decodes (tests/fixtures/tokenizer/README.md); the BOS/EOS policy from the post-processor and
- * tokenizer_config.json; and every step or setting it refuses, named by its JSON path. Needs no
- * downloaded file. */
+ * decoders and post-processors of the Llama 3 / Qwen2 / Qwen3 / SmolLM byte-level kinds and the
+ * Llama 2 / Mistral / Phi-3 / Gemma character-level kinds, each fixture against Hugging Face
+ * tokenizers' own ids and decodes (tests/fixtures/tokenizer/README.md); the BOS/EOS policy from the
+ * post-processor and tokenizer_config.json; and every step or setting it refuses, named by its JSON
+ * path. Needs no downloaded file. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +68,10 @@ START_TEST(test_bos_eos_policy) {
         {"smollm", "<|endoftext|>", "<|endoftext|>", 0},
         {"llama2", "<s>", "</s>", 1},
         {"llama2-metaspace", "<s>", "</s>", 1},
+        {"gemma", "<bos>", "<eos>", 1},
+        {"gemma-split", "<bos>", "<eos>", 1},
+        {"phi3", "<s>", "<|endoftext|>", 1},
+        {"qwen3", NULL, "<|endoftext|>", 0},
     };
     for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
         sp_tokenizer *t = tu_tok_fixture(want[k].name);
@@ -123,6 +127,18 @@ static const tu_tok_bad_edit CHAR_LEVEL_ERRORS[] = {
      "{\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Strip\", \"content\": \" \", \"start\": "
      "1, \"stop\": 0}]}",
      NULL, "decoder.decoders[0]: Strip is supported after Fuse", NULL},
+    {"gemma", "decoder",
+     "{\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Fuse\"}, {\"type\": "
+     "\"ByteFallback\"}]}",
+     NULL, "tokenizer.json: decoder.decoders[1]: ByteFallback is supported before Fuse only", NULL},
+    {"gemma", "decoder",
+     "{\"type\": \"Sequence\", \"decoders\": [{\"type\": \"ByteFallback\"}, {\"type\": "
+     "\"Replace\", \"pattern\": {\"String\": \"\u2581\"}, \"content\": \" \"}]}",
+     NULL, "tokenizer.json: decoder.decoders[1]: Replace is supported before ByteFallback only",
+     NULL},
+    {"gemma", "model",
+     "{\"type\": \"Unigram\", \"unk_id\": 3, \"vocab\": [], \"byte_fallback\": true}", NULL,
+     "tokenizer.json: model.type is Unigram, only \"BPE\" is supported", NULL},
     {"llama2", "pre_tokenizer",
      "{\"type\": \"Metaspace\", \"replacement\": \"_\", \"prepend_scheme\": \"sometimes\"}", NULL,
      "pre_tokenizer.prepend_scheme: \"sometimes\" is not always, first or never", NULL},

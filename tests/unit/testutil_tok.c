@@ -224,6 +224,11 @@ const char *const TU_TOK_FIXTURES[TU_TOK_N_FIXTURES] = {
     "sp-metaspace-split",
     "sp-metaspace-legacy",
     "nfkc-replace-regex",
+    "gemma",
+    "gemma-split",
+    "gemma-ws-added",
+    "phi3",
+    "qwen3",
 };
 
 char *tu_tok_fixture_dir(const char *name) {
