@@ -152,3 +152,28 @@ for target, prefix in (("fuzz_dataset", b"\x00"), ("fuzz_dataset", b"\x01"), ("f
     for op in range(8):
         for pick in (0, 5, 11, 17, 23, 29):
             put(target, "%s-op%d-%d" % (tag, op, pick), prefix + bytes([op, pick, 3, 2, 4, 1, 9, 0, 0, 0]))
+
+# prompt files (sp_prompt_load): the committed regression inputs (valid and broken .npy and
+# KoboldAI zips), plus a float16 .npy and a zip with its meta.json written here.
+reg = os.path.join(REPO, "fuzz", "regressions", "fuzz_prompt_file")
+for name in sorted(os.listdir(reg)):
+    with open(os.path.join(reg, name), "rb") as f:
+        put("fuzz_prompt_file", name, f.read())
+
+
+def npy(descr, shape, raw):
+    h = "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }" % (
+        descr, ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else ""))
+    h += " " * (-(10 + len(h) + 1) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(h)) + h.encode("latin1") + raw
+
+
+put("fuzz_prompt_file", "npy-f16", npy("<f2", [2, 2], b"\x00\x3c" * 4))
+import io  # noqa: E402
+import zipfile  # noqa: E402
+buf = io.BytesIO()
+with zipfile.ZipFile(buf, "w") as z:
+    z.writestr("tensor.npy", npy("<f4", [2, 3], struct.pack("<6f", *range(6))))
+    z.writestr("meta.json", json.dumps({"name": "seed", "author": "", "supported": ["m"],
+                                        "description": ""}))
+put("fuzz_prompt_file", "kobold-meta", buf.getvalue())
