@@ -16,6 +16,17 @@ static void hash_floats(sp__h64 *h, const char *name, const float *x, size_t n) 
 /* The family's tag and the configuration values beyond the common ones that change its
  * computation. A new family decides here what identifies it (the switch makes that a compile
  * error to forget); GPT-2 and the Llama family hash exactly what the first versions did. */
+/* What Gemma 2 adds to Gemma's block (Gemma 3 has it too), in the fingerprint's order. */
+static void hash_gemma2_options(sp__h64 *h, const sp_model *m) {
+    const sp_model_config *c = &m->cfg;
+    sp__h64_f64(h, m->embed_scale);
+    sp__h64_i64(h, c->sliding_window);
+    sp__h64_i64(h, c->window_pattern);
+    sp__h64_f64(h, c->attn_softcap);
+    sp__h64_f64(h, c->logit_softcap);
+    sp__h64_f64(h, c->query_scale);
+}
+
 static void hash_family(sp__h64 *h, const sp_model *m) {
     const sp_model_config *c = &m->cfg;
     switch (c->arch) {
@@ -40,21 +51,11 @@ static void hash_family(sp__h64 *h, const sp_model *m) {
         return;
     case SP_ARCH_GEMMA2:
         sp__h64_str(h, "gemma2");
-        sp__h64_f64(h, m->embed_scale);
-        sp__h64_i64(h, c->sliding_window);
-        sp__h64_i64(h, c->window_pattern);
-        sp__h64_f64(h, c->attn_softcap);
-        sp__h64_f64(h, c->logit_softcap);
-        sp__h64_f64(h, c->query_scale);
+        hash_gemma2_options(h, m);
         return;
     case SP_ARCH_GEMMA3:
         sp__h64_str(h, "gemma3_text");
-        sp__h64_f64(h, m->embed_scale);
-        sp__h64_i64(h, c->sliding_window);
-        sp__h64_i64(h, c->window_pattern);
-        sp__h64_f64(h, c->attn_softcap);
-        sp__h64_f64(h, c->logit_softcap);
-        sp__h64_f64(h, c->query_scale);
+        hash_gemma2_options(h, m);
         hash_floats(h, "rope_inv_freq_local", m->rope_inv_freq_local,
                     (size_t)sp_config_head_dim(c) / 2);
         return;
