@@ -24,15 +24,23 @@ run=("${base[@]}" --steps $steps)
 "$SP_CLI" "${run[@]}" --out ref
 [[ -s ref/adapter/adapter_model.safetensors ]] || fail "reference run wrote no adapter"
 
-# --- SIGKILL at random moments, repeatedly, until the run completes -------------------------
-# A longer run than the others, so that enough kills land however fast the machine is.
+# --- SIGKILL at random moments, repeatedly, then a resume to the end ------------------------
+# The killed run is long (3000 steps) so that no trial completes however fast the machine is;
+# after the trials it resumes with a nearer end (the schedule is constant, so the first steps
+# of any length of run are the same) and is compared with an uninterrupted run of that length:
+# the steps the trials never reached are not run at all.
+# Each kill lands a random 0-200 ms after the time a run takes to start and write its first
+# checkpoint (measured: the sanitizer build starts far slower than 200 ms).
 long=("${base[@]}" --steps 3000)
-"$SP_CLI" "${long[@]}" --out ref-long
+t=$(date +%s%N)
+"$SP_CLI" "${base[@]}" --steps 1 --out first
+start_ms=$(( ($(date +%s%N) - t) / 1000000 ))
 kills=0 mid_write=0 rc=1
 for trial in $(seq 1 40); do
   "$SP_CLI" "${long[@]}" --out "$WORK/killed" 2>>killed.err &
   pid=$!
-  sleep "0.$(printf "%03d" $(( RANDOM % 180 + 20 )))"
+  ms=$(( start_ms + RANDOM % 200 ))
+  sleep "$((ms / 1000)).$(printf "%03d" $((ms % 1000)))"
   if kill -9 $pid 2>/dev/null; then
     wait $pid 2>/dev/null || true
     kills=$((kills + 1))
@@ -42,12 +50,20 @@ for trial in $(seq 1 40); do
     wait $pid && rc=0 && break
   fi
 done
-(( rc == 0 )) || { set +e; "$SP_CLI" "${long[@]}" --out killed 2>>killed.err; rc=$?; set -e; }
-(( rc == 0 )) || { tail killed.err; fail "the run never completed after $kills kills"; }
 (( kills >= 10 )) || fail "only $kills kills landed: the run is too short to test anything"
+end=3000
+if (( rc != 0 )); then
+  newest=$(ls killed/checkpoints/step-*.h5 2>/dev/null | tail -1 || true)
+  reached=0
+  [[ -n $newest ]] && reached=$((10#$(basename "$newest" .h5 | sed 's/^step-//')))
+  end=$((reached + 20))
+  set +e; "$SP_CLI" "${base[@]}" --steps $end --out killed 2>>killed.err; rc=$?; set -e
+fi
+(( rc == 0 )) || { tail killed.err; fail "the run never completed after $kills kills"; }
+"$SP_CLI" "${base[@]}" --steps $end --out ref-long
 same_file killed/adapter/adapter_model.safetensors ref-long/adapter/adapter_model.safetensors \
-  "killed $kills times, then completed"
-ok "SIGKILL $kills times at random moments ($mid_write during a checkpoint write): completed bitwise"
+  "killed $kills times, then completed at step $end"
+ok "SIGKILL $kills times at random moments ($mid_write during a checkpoint write; started in $start_ms ms): completed bitwise at step $end"
 
 # --- a full disk ----------------------------------------------------------------------------
 mkdir full
@@ -110,8 +126,8 @@ grep -q "Read-only file system" ro.err || { cat ro.err; fail "no 'Read-only file
 ok "read-only output: exit $rc with 'Read-only file system', nothing changed"
 
 # --- one rank of two killed mid-step --------------------------------------------------------
-mpi 2 "${run[@]}" --out ref2
-mpi_bg 2 "${run[@]}" --out "$WORK/rank"
+# As above: a long run is killed, resumed to a nearer end and compared with a 2-rank run of it.
+mpi_bg 2 "${long[@]}" --out "$WORK/rank"
 pid=$MPI_PID
 for _ in $(seq 1 2400); do
   (( $(ls rank/checkpoints/step-*.h5 2>/dev/null | wc -l) >= 2 )) && break
@@ -125,10 +141,13 @@ kill -9 "$victim"
 set +e; wait $pid; rc=$?; set -e
 (( rc != 0 )) || fail "the job survived a killed rank"
 (( SECONDS - t0 < 60 )) || fail "the job took $((SECONDS - t0)) s to end after a rank died"
-mpi 2 "${run[@]}" --out rank 2> rank.err || { cat rank.err; fail "resume after a killed rank failed"; }
+newest=$(ls rank/checkpoints/step-*.h5 | tail -1)
+end=$((10#$(basename "$newest" .h5 | sed 's/^step-//') + 20))
+mpi 2 "${base[@]}" --steps $end --out rank 2> rank.err || { cat rank.err; fail "resume after a killed rank failed"; }
+mpi 2 "${base[@]}" --steps $end --out ref2
 same_file rank/adapter/adapter_model.safetensors ref2/adapter/adapter_model.safetensors \
-  "a rank killed mid-run, resumed"
-ok "a rank killed: the job ended (exit $rc) in $((SECONDS - t0)) s, resumed bitwise"
+  "a rank killed mid-run, resumed to step $end"
+ok "a rank killed: the job ended (exit $rc) in $((SECONDS - t0)) s, resumed bitwise to step $end"
 
 # --- a bit flip in the newest checkpoint -----------------------------------------------------
 # a run stopped at step 42 (a finished shorter run: same schedule, constant learning rate)
