@@ -7,8 +7,9 @@
   /usr/bin/python3 scripts/lib/demo.py check-split VALID.h5 PRETRAINING.json
       exit 1 unless VALID.h5 is the validation split held out of the demo model's pretraining
       (needs h5py)
-  python3 scripts/lib/demo.py report WORK RUN ZERO_SHOT_ACCURACY TOTAL_S TRAIN_S
-      the demo's report, from WORK/tuned.json and RUN/metrics.jsonl
+  python3 scripts/lib/demo.py report WORK RUN ZERO_SHOT_ACCURACY TOTAL_S TRAIN_S DEEP_RUN DEEP_S
+      the demo's report, from WORK/tuned.json, WORK/tuned-ptuning-v2.json and the runs'
+      metrics.jsonl (RUN: the prompt, DEEP_RUN: P-tuning v2)
 """
 import hashlib
 import json
@@ -46,13 +47,15 @@ def check_split(valid, pretraining):
     print("validation split: the one held out of the demo model's pretraining (sha256 matches)", file=sys.stderr)
 
 
-def report(work, run, zero, total, t_train):
+def report(work, run, zero, total, t_train, deep, t_deep):
     tuned = json.load(open(f"{work}/tuned.json"))
+    deep_tuned = json.load(open(f"{work}/tuned-ptuning-v2.json"))
     rows = metrics.read(f"{run}/metrics.jsonl")
     steps = metrics.steps(rows)
     tok = sum(r["tokens"] for r in steps)
     busy = sum(r["tokens"] / r["tokens_per_s"] for r in steps if r["tokens_per_s"] > 0)
     evals = metrics.evals(rows, "valid")
+    deep_evals = metrics.evals(metrics.read(f"{deep}/metrics.jsonl"), "valid")
     print(f"""
 softprompt demo report
   validation accuracy   {zero:.3f} zero-shot  ->  {tuned['accuracy']:.3f} tuned ({tuned['correct']}/{tuned['examples']})
@@ -62,6 +65,9 @@ softprompt demo report
   throughput            {tok / busy:.0f} tokens/s over the training steps
   checkpoint            {run}/best.h5  (PEFT adapter: {run}/adapter)
   metrics               {run}/metrics.jsonl
+  P-tuning v2           {zero:.3f} zero-shot  ->  {deep_tuned['accuracy']:.3f} tuned ({deep_tuned['correct']}/{deep_tuned['examples']}), a prefix in every layer
+                        (the best of {len(deep_evals)} evaluations; {deep_evals[-1]['accuracy']:.3f} at the last step; {t_deep} s of training)
+  checkpoint            {deep}/best.h5  (PEFT adapter: {deep}/adapter)
   plot                  {work}/demo.png""")
 
 
@@ -70,8 +76,8 @@ def main(argv):
         reviews(argv[1], argv[2], argv[3] == "1", argv[4])
     elif len(argv) == 3 and argv[0] == "check-split":
         check_split(argv[1], argv[2])
-    elif len(argv) == 6 and argv[0] == "report":
-        report(argv[1], argv[2], float(argv[3]), int(argv[4]), int(argv[5]))
+    elif len(argv) == 8 and argv[0] == "report":
+        report(argv[1], argv[2], float(argv[3]), int(argv[4]), int(argv[5]), argv[6], int(argv[7]))
     else:
         sys.stderr.write(__doc__)
         sys.exit(2)
