@@ -31,8 +31,9 @@ typedef struct run {
     int64_t n_chunks, done; /* chunks in all, chunks in the output */
     char *partial, *progress;
     char fp[17];
-    int fd;        /* rank 0: the partial output */
-    int64_t bytes; /* rank 0: its length */
+    sp__run_lock lock; /* rank 0: OUT.lock, this run's while it writes OUT */
+    int fd;            /* rank 0: the partial output */
+    int64_t bytes;     /* rank 0: its length */
     /* one micro-batch */
     int32_t *seq_start, *tokens, *tpos, *tids;
     const float **seq_prompts;
@@ -369,6 +370,19 @@ static char *with_suffix(const char *path, const char *suffix) {
     return p;
 }
 
+/* What a micro-batch needs, against what this rank may use (train's check). */
+static int check_memory(const run *r, sp_error *err) {
+    int max_prefix = 0, prefix_rows = 0;
+    for (int k = 0; k < r->K; k++) {
+        int n = kv_rows(r, k);
+        max_prefix = n > max_prefix ? n : max_prefix, prefix_rows += n;
+    }
+    int per = r->o->kv_prefixes ? 1 : r->K; /* sequences per example in one engine call */
+    return sp__predict_check_memory(sp_team_model(r->team), r->ex, r->o->micro_batch, per,
+                                    r->o->micro_batch * r->K, max_prefix, prefix_rows,
+                                    r->d->local_size, err);
+}
+
 /* Rank 0: OUT.partial becomes OUT, the progress record goes. */
 static int publish(run *r, sp_error *err) {
     int fd = r->fd;
@@ -392,7 +406,7 @@ static int setup(run *r, sp_error *err) {
         !(r->progress = with_suffix(r->o->out, ".progress.json")))
         return sp_fail(err, "out of memory");
     fingerprint(r);
-    return alloc_run(r, err);
+    return check_memory(r, err) ? -1 : alloc_run(r, err);
 }
 
 /* Every rank learns where rank 0 continues from and what was counted before. */
@@ -406,6 +420,7 @@ static void share_start(run *r) {
 /* --check: what open_output would refuse, without writing. */
 static int check_output(run *r, sp_error *err) {
     struct stat st;
+    if (sp__out_lock_probe(r->o->out, "predict", err)) return -1;
     if (!r->o->force && stat(r->o->out, &st) == 0)
         return sp_fail(err, "%s: already exists (use --force to overwrite it)", r->o->out);
     int resumed = read_progress(r, err);
@@ -414,8 +429,15 @@ static int check_output(run *r, sp_error *err) {
     return 0;
 }
 
+/* Rank 0: OUT is this run's (the run lock, as train's), then its partial output is open. */
+static int claim_output(run *r, sp_error *err) {
+    return sp__out_lock_acquire(&r->lock, r->o->out, "predict", err) || open_output(r, err) ? -1
+                                                                                            : 0;
+}
+
 static int loop(run *r, sp_error *err) {
-    int rc = sp_dist_rank0_agree(r->d->rank == 0 ? open_output(r, err) : 0, "open the output", err);
+    int rc =
+        sp_dist_rank0_agree(r->d->rank == 0 ? claim_output(r, err) : 0, "open the output", err);
     if (rc) return -1;
     share_start(r);
     r->m->chunks = r->n_chunks, r->m->resumed_from = r->done;
@@ -441,6 +463,7 @@ int sp_predict(sp_team *team, const sp_examples *ex, const sp_predict_options *o
         rc = loop(&r, err);
     }
     if (r.fd >= 0) close(r.fd);
+    sp__run_lock_release(&r.lock, 1); /* (a lock file this run created goes) */
     free(r.partial), free(r.progress), free(r.seq_start), free(r.tokens), free(r.tpos);
     free(r.tids), free(r.seq_prompts), free(r.logits), free(r.round);
     free(r.s.probs), free(r.s.pred), free(r.s.mean);
