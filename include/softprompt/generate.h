@@ -30,11 +30,6 @@ typedef struct sp_kv_cache sp_kv_cache;
 
 /* A cache of up to capacity rows of model m (every layer's keys and values:
  * sp_model_kv_cache_bytes(m, capacity) bytes). NULL when out of memory. */
-/* Whether generation runs model m: 0, or -1 naming the family's feature it does not run yet
- * (Gemma's sandwich norms and scaled embeddings, q/k norms, sliding windows, soft-capping);
- * sp_generator_new and sp_generate_extend refuse such a model with this message. */
-int sp_generate_supported(const sp_model *m, sp_error *err);
-
 sp_kv_cache *sp_kv_cache_new(const sp_model *m, int capacity);
 void sp_kv_cache_free(sp_kv_cache *c);
 int sp_kv_cache_len(const sp_kv_cache *c);

@@ -41,10 +41,15 @@ typedef enum sp_predict_format {
 
 typedef struct sp_predict_options {
     int n_prompts;               /* 1 .. SP_PREDICT_MAX_PROMPTS */
-    const float *const *prompts; /* [n_prompts], each [n_prompt, d] */
+    const float *const *prompts; /* [n_prompts], each [n_prompt, d] (NULL with n_prompt 0) */
     int n_prompt;                /* the examples' soft slots */
-    int micro_batch;             /* examples per engine call (each n_prompts sequences) */
-    int64_t chunk;               /* examples per output chunk */
+    /* Optional per-layer key/value prefixes (prefix tuning): prompt k runs behind kv_prefixes[k]
+     * [L, 2, n_kv_prefix[k], kv_dim] (NULL or 0 rows: none); kv_prefixes NULL: no prompt has
+     * one. With prefixes every micro-batch runs one engine call per prompt. */
+    const float *const *kv_prefixes;
+    const int *n_kv_prefix;
+    int micro_batch; /* examples per engine call (each n_prompts sequences) */
+    int64_t chunk;   /* examples per output chunk */
     sp_predict_format format;
     const char *out;               /* the output file */
     int force;                     /* replace an existing OUT; start over a foreign progress */

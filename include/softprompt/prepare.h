@@ -124,5 +124,10 @@ int sp_examples_from_records(const sp_prepare_options *o, sp_examples *ex, sp_er
  * ex, every example read and checked. */
 int sp_examples_from_dataset(const char *path, sp_examples *ex, sp_error *err);
 void sp_examples_free(sp_examples *ex);
+/* Removes the soft slots of every example in place (a prompt method without input soft tokens,
+ * such as prefix tuning, leaves them out as eval does: sp_batch_data_strip_soft); a target at a
+ * soft position moves to the last preceding text position. -1 naming the example when one holds
+ * soft tokens only (ex is then partly stripped: free it). */
+int sp_examples_strip_soft(sp_examples *ex, sp_error *err);
 
 #endif

@@ -328,7 +328,7 @@ sp_step_finished() {
 
 # sp_requeue_or_exit: acts on SP_STEP_STATUS as described at the top; never returns.
 sp_requeue_or_exit() {
-  local rc=$SP_STEP_STATUS own
+  local rc=$SP_STEP_STATUS
   local resume="resume by hand with \`scontrol requeue ${SLURM_JOB_ID:-JOBID}\` (while Slurm still lists the job) or by submitting the same job script and settings again: it continues from the newest checkpoint in $SP_OUT/checkpoints"
   if (( rc == 0 )); then
     if ! sp_step_finished; then
@@ -353,16 +353,26 @@ sp_requeue_or_exit() {
     sp_log "stopped: SIGUSR1 came before this run trained a single step (newest checkpoint still ${newest:-none}): the time limit leaves no time to train after the warning signal, and a requeue would only repeat that; not requeued; give the job a longer time limit or an earlier warning (--time, --signal=B:USR1@SECONDS; docs/slurm.md, \"Time limits and requeueing\"), then $resume"
     exit "$rc"
   fi
+  sp_requeue "$rc" "" "; Slurm holds it for AuthInfo's cred_expire + 1 s (121 s by default), then it runs again and resumes from the newest checkpoint" "$resume"
+}
+
+# sp_requeue RC AT NEXT RESUME: the end of every job whose step stopped (status RC, 75) after
+# this script's SIGUSR1 and made progress: `scontrol requeue` of the job, unless this script has
+# requeued it SP_MAX_RESTARTS times already or it is not a Slurm batch job; then exit RC. AT
+# says where the run stands (" at chunk 12", or ""), NEXT what the requeued job will do, RESUME
+# how to resume by hand. The requeue line is what sp_own_requeues counts.
+sp_requeue() {
+  local rc=$1 at=$2 next=$3 resume=$4 own
   own=$(sp_own_requeues)
   if (( own >= SP_MAX_RESTARTS )); then
-    sp_log "stopped: checkpointed after SIGUSR1, but the restart limit is reached (this script has requeued job ${SLURM_JOB_ID:-?} $own times, SP_MAX_RESTARTS=$SP_MAX_RESTARTS): not requeued; $resume"
+    sp_log "stopped: checkpointed after SIGUSR1$at, but the restart limit is reached (this script has requeued job ${SLURM_JOB_ID:-?} $own times, SP_MAX_RESTARTS=$SP_MAX_RESTARTS): not requeued; $resume"
     exit "$rc"
   fi
   if [[ -z ${SLURM_JOB_ID:-} ]]; then
-    sp_log "stopped: checkpointed after SIGUSR1 outside a Slurm batch job: nothing to requeue; $resume"
+    sp_log "stopped: checkpointed after SIGUSR1$at outside a Slurm batch job: nothing to requeue; $resume"
     exit "$rc"
   fi
-  sp_log "checkpointed after SIGUSR1: requeueing job $SLURM_JOB_ID (requeue $((own + 1)) of at most $SP_MAX_RESTARTS by this script); Slurm holds it for AuthInfo's cred_expire + 1 s (121 s by default), then it runs again and resumes from the newest checkpoint"
+  sp_log "checkpointed after SIGUSR1: requeueing job $SLURM_JOB_ID (requeue $((own + 1)) of at most $SP_MAX_RESTARTS by this script)$next"
   if scontrol requeue "$SLURM_JOB_ID"; then
     # Slurm now ends this run of the job by killing the batch shell; exit in case it is slow.
     trap - USR1 TERM
@@ -373,25 +383,31 @@ sp_requeue_or_exit() {
   exit "$rc"
 }
 
+# sp_launcher: SP_LAUNCH, what starts the job step: srun (with SP_SRUN_ARGS), or SP_LAUNCHER.
+sp_launcher() {
+  local -a srun_extra
+  eval "srun_extra=($SP_SRUN_ARGS)" || sp_die "SP_SRUN_ARGS cannot be parsed: $SP_SRUN_ARGS"
+  # Slurm 22.05's srun does not take --cpus-per-task from the allocation; this passes it on.
+  if [[ -n ${SLURM_CPUS_PER_TASK:-} ]]; then export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK; fi
+  if [[ -n ${SP_LAUNCHER:-} ]]; then
+    eval "SP_LAUNCH=($SP_LAUNCHER)" || sp_die "SP_LAUNCHER cannot be parsed: $SP_LAUNCHER"
+  else
+    SP_LAUNCH=(srun --mpi=pmix --kill-on-bad-exit=1 "${srun_extra[@]}")
+  fi
+}
+
 # --- the training job -------------------------------------------------------------------------
 
 # sp_job_train: the whole job (configuration already loaded by sp_job_config).
 sp_job_train() {
   sp_require SP_MODEL SP_TRAIN SP_OUT
   mkdir -p "$SP_OUT" || sp_die "cannot create output directory $SP_OUT"
-  local -a extra srun_extra cmd
+  local -a extra cmd
   eval "extra=($SP_TRAIN_ARGS)" || sp_die "SP_TRAIN_ARGS cannot be parsed: $SP_TRAIN_ARGS"
   sp_train_args_clean extra || sp_die "SP_TRAIN_ARGS: $SP_ERR"
-  eval "srun_extra=($SP_SRUN_ARGS)" || sp_die "SP_SRUN_ARGS cannot be parsed: $SP_SRUN_ARGS"
-  # Slurm 22.05's srun does not take --cpus-per-task from the allocation; this passes it on.
-  [[ -n ${SLURM_CPUS_PER_TASK:-} ]] && export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK
-  if [[ -n ${SP_LAUNCHER:-} ]]; then
-    eval "cmd=($SP_LAUNCHER)" || sp_die "SP_LAUNCHER cannot be parsed: $SP_LAUNCHER"
-  else
-    cmd=(srun --mpi=pmix --kill-on-bad-exit=1 "${srun_extra[@]}")
-  fi
+  sp_launcher
   sp_train_cmd "${extra[@]}"
-  cmd+=("${SP_CMD[@]}")
+  cmd=("${SP_LAUNCH[@]}" "${SP_CMD[@]}")
   sp_log "job ${SLURM_JOB_ID:-?}${SLURM_ARRAY_TASK_ID:+ (array ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID})} on ${SLURM_JOB_NODELIST:-?}: ${SLURM_NTASKS:-?} ranks on ${SLURM_JOB_NUM_NODES:-?} node(s), ${SLURM_CPUS_PER_TASK:-1} threads per rank; $(sp_restarts_text)"
   sp_log "running: ${cmd[*]}"
   SP_CKPT_BEFORE=$(sp_newest_checkpoint)
@@ -460,7 +476,7 @@ sp_predict_chunks() {
 # sp_predict_requeue_or_exit: acts on SP_STEP_STATUS (as sp_requeue_or_exit does for training);
 # never returns.
 sp_predict_requeue_or_exit() {
-  local rc=$SP_STEP_STATUS own now
+  local rc=$SP_STEP_STATUS now
   local resume="resume by hand with \`scontrol requeue ${SLURM_JOB_ID:-JOBID}\` or by submitting the same job again: it continues after the last completed chunk of $SP_PREDICTIONS.partial"
   if (( rc == 0 )); then
     [[ -f $SP_PREDICTIONS ]] || { sp_log "FAILED: srun exited 0 but $SP_PREDICTIONS was not written: the job step did not run (see srun's errors above): not requeued"; exit 1; }
@@ -480,23 +496,7 @@ sp_predict_requeue_or_exit() {
     sp_log "stopped: SIGUSR1 came before this run completed a chunk (still $now): the time limit leaves no time to predict after the warning signal; not requeued; give the job a longer time limit, an earlier warning or a smaller --chunk, then $resume"
     exit "$rc"
   fi
-  own=$(sp_own_requeues)
-  if (( own >= SP_MAX_RESTARTS )); then
-    sp_log "stopped: checkpointed after SIGUSR1 at chunk $now, but the restart limit is reached ($own requeues by this script, SP_MAX_RESTARTS=$SP_MAX_RESTARTS): not requeued; $resume"
-    exit "$rc"
-  fi
-  if [[ -z ${SLURM_JOB_ID:-} ]]; then
-    sp_log "stopped: checkpointed after SIGUSR1 at chunk $now outside a Slurm batch job: nothing to requeue; $resume"
-    exit "$rc"
-  fi
-  sp_log "checkpointed after SIGUSR1: requeueing job $SLURM_JOB_ID (requeue $((own + 1)) of at most $SP_MAX_RESTARTS by this script) at chunk $now; it continues from there"
-  if scontrol requeue "$SLURM_JOB_ID"; then
-    trap - USR1 TERM
-    sleep 30 & wait $!
-    exit 0
-  fi
-  sp_log "scontrol requeue $SLURM_JOB_ID failed (JobRequeue=0 in slurm.conf, or --no-requeue?): not requeued; $resume"
-  exit "$rc"
+  sp_requeue "$rc" " at chunk $now" " at chunk $now; it continues from there" "$resume"
 }
 
 # sp_job_predict: the whole prediction job (configuration loaded by sp_job_config).
@@ -505,18 +505,12 @@ sp_job_predict() {
   [[ -n ${SP_DATA:-} || -n ${SP_INPUT:-} ]] || sp_die "SP_DATA or SP_INPUT is not set (environment or config file)"
   [[ -z ${SP_DATA:-} || -z ${SP_INPUT:-} ]] || sp_die "both SP_DATA and SP_INPUT are set: give one"
   mkdir -p "$SP_OUT" || sp_die "cannot create output directory $SP_OUT"
-  local -a extra srun_extra cmd
+  local -a extra cmd
   eval "extra=(${SP_PREDICT_ARGS:-})" || sp_die "SP_PREDICT_ARGS cannot be parsed: $SP_PREDICT_ARGS"
   sp_predict_args_clean extra || sp_die "SP_PREDICT_ARGS: $SP_ERR"
-  eval "srun_extra=($SP_SRUN_ARGS)" || sp_die "SP_SRUN_ARGS cannot be parsed: $SP_SRUN_ARGS"
-  [[ -n ${SLURM_CPUS_PER_TASK:-} ]] && export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK
-  if [[ -n ${SP_LAUNCHER:-} ]]; then
-    eval "cmd=($SP_LAUNCHER)" || sp_die "SP_LAUNCHER cannot be parsed: $SP_LAUNCHER"
-  else
-    cmd=(srun --mpi=pmix --kill-on-bad-exit=1 "${srun_extra[@]}")
-  fi
+  sp_launcher
   sp_predict_cmd "${extra[@]}" || sp_die "$SP_ERR"
-  cmd+=("${SP_CMD[@]}")
+  cmd=("${SP_LAUNCH[@]}" "${SP_CMD[@]}")
   sp_log "job ${SLURM_JOB_ID:-?} on ${SLURM_JOB_NODELIST:-?}: ${SLURM_NTASKS:-?} ranks, ${SLURM_CPUS_PER_TASK:-1} threads per rank; $(sp_restarts_text)"
   if [[ -f $SP_PREDICTIONS ]]; then
     sp_log "finished: $SP_PREDICTIONS exists already (an earlier run of this job completed it): nothing to do"

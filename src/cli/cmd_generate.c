@@ -22,7 +22,7 @@
 #define MAX_STOP 16
 
 typedef struct gen_args {
-    const char *model, *tokenizer, *prompt, *template_spec, *text_field, *id_field;
+    const char *model, *tokenizer, *prompt, *method, *template_spec, *text_field, *id_field;
     const char *input, *format, *text, *out;
     int batch, max_new_tokens, sample, top_k, threads, force, no_eos, allow_model_mismatch;
     double temperature, top_p, repetition_penalty;
@@ -50,9 +50,13 @@ static const sp__flag FLAGS[] = {
     SP_OPT_STR("tokenizer", AT(tokenizer), "DIR",
                "the model's tokenizer (default: the model directory)"),
     SP_OPT_STR("prompt", AT(prompt), "PATH",
-               "a checkpoint (.h5 with a \"prompt\" dataset) or a PEFT adapter\n"
-               "(directory or adapter_model.safetensors); without it the\n"
-               "model continues the template alone"),
+               "a checkpoint (.h5: a prompt, a prefix or both) or a PEFT adapter\n"
+               "(PROMPT_TUNING or PREFIX_TUNING; directory or\n"
+               "adapter_model.safetensors); without it the model continues the\n"
+               "template alone; a prefix alone leaves the soft slots out"),
+    SP_OPT_STR("method", AT(method), "NAME",
+               "what --prompt must hold (default: whatever it holds): prompt,\n"
+               "prefix, ptuning-v2 or prompt+prefix"),
     SP_OPT_SWITCH("allow-model-mismatch", AT(allow_model_mismatch), 1,
                   "use a checkpoint trained for another model (a warning)"),
     SP_OPT_STR("template", AT(template_spec), "T",
@@ -127,6 +131,7 @@ static int parse_args(int argc, char **argv, gen_args *a) {
         return sp__flag_usage_error(CMD, "give one of --input FILE and --text STRING");
     if (a->format && !a->input) return sp__flag_usage_error(CMD, "--format needs --input");
     if (a->force && !a->out) return sp__flag_usage_error(CMD, "--force needs --out");
+    if (a->method && !a->prompt) return sp__flag_usage_error(CMD, "--method needs --prompt");
     static const char *const sampling[] = {"temperature", "top-k", "top-p"};
     for (int i = 0; i < 3; i++)
         if (!a->sample && sp__flags_given(argc, argv, sampling[i]))
@@ -145,6 +150,7 @@ typedef struct request {
 typedef struct requests {
     request *r;
     int n, cap, longest;
+    int strip_soft; /* a prefix alone: the template's soft slots are left out */
 } requests;
 
 static void requests_free(requests *q) {
@@ -164,13 +170,14 @@ static int add_request(requests *q, const gen_args *a, const sp_record *rec, con
     request *r = &q->r[q->n];
     const char *id = a->id_field ? sp_record_get(rec, a->id_field) : NULL;
     r->id = id ? json_string(id) : json_integer(q->n);
-    r->n = (int)ex->tokens.n;
-    r->tokens = malloc(ex->tokens.n * sizeof *r->tokens);
+    r->n = 0;
+    r->tokens = malloc((ex->tokens.n ? ex->tokens.n : 1) * sizeof *r->tokens);
     if (!r->id || !r->tokens) {
         json_decref(r->id), free(r->tokens);
         return sp_fail(err, "out of memory");
     }
-    memcpy(r->tokens, ex->tokens.ids, ex->tokens.n * sizeof *r->tokens);
+    for (size_t t = 0; t < ex->tokens.n; t++)
+        if (!q->strip_soft || !SP_IS_SOFT(ex->tokens.ids[t])) r->tokens[r->n++] = ex->tokens.ids[t];
     q->longest = r->n > q->longest ? r->n : q->longest;
     q->n++;
     return 0;
@@ -309,6 +316,8 @@ static int load_prompt(const gen_args *a, session *s, sp_error *err) {
         return -1;
     if (warnings) fprintf(stderr, "softprompt generate: warning: %s", warnings);
     free(warnings);
+    if (a->method && sp_prompt_check_method(&s->pf, a->method, err)) return -1;
+    s->q.strip_soft = s->pf.n_prompt == 0; /* a prefix alone */
     return 0;
 }
 
@@ -324,7 +333,7 @@ static int make_formatter(const gen_args *a, session *s, sp_error *err) {
     if (!a->prompt && slots)
         return sp_fail(err, "--template '%s' has %d soft slots but no --prompt gives them values",
                        sp_formatter_template_spec(s->fmt), slots);
-    if (a->prompt && slots != s->pf.n_prompt)
+    if (a->prompt && slots != s->pf.n_prompt && !s->q.strip_soft)
         return sp_fail(err, "%s: the prompt has %d rows but --template '%s' has %d soft slots",
                        a->prompt, s->pf.n_prompt, sp_formatter_template_spec(s->fmt), slots);
     return 0;
@@ -350,7 +359,8 @@ static int generate_all(const gen_args *a, session *s, sink *k, sp_error *err) {
     sp_generator *g = w ? sp_generator_new(w, &o, err) : NULL;
     int rc = g ? 0 : -1;
     if (!w) sp_fail(err, "out of memory");
-    if (rc == 0 && sp_generator_add_prompt(g, s->pf.prompt, s->pf.n_prompt, NULL, 0, err) < 0)
+    if (rc == 0 && sp_generator_add_prompt(g, s->pf.prompt, s->pf.n_prompt, s->pf.prefix,
+                                           s->pf.n_prefix, err) < 0)
         rc = -1;
     sp_gen_request *rq = calloc((size_t)a->batch, sizeof *rq);
     sp_gen_result *out = calloc((size_t)a->batch, sizeof *out);
@@ -395,7 +405,7 @@ static int generate(const gen_args *a, sp_error *err) {
     if (rc == 0) rc = read_requests(s.fmt, a, &s.q, err);
     if (rc == 0)
         rc = sp_generate_check_memory(&s.m, a->batch < s.q.n ? a->batch : s.q.n, s.q.longest,
-                                      a->max_new_tokens, 1, s.pf.n_prompt, 1, err);
+                                      a->max_new_tokens, 1, s.pf.n_prefix + s.pf.n_prompt, 1, err);
     s.interactive = a->text && !a->out && isatty(1);
     if (rc == 0) rc = sink_open(&k, a, err);
     if (rc == 0) {

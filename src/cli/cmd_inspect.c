@@ -14,7 +14,7 @@
 #include "util/escape.h"
 
 typedef struct inspect_args {
-    const char *model, *tokenizer;
+    const char *model, *tokenizer, *method;
     int top, json, allow_model_mismatch;
 } inspect_args;
 
@@ -29,6 +29,9 @@ static const sp__flag FLAGS[] = {
                "without one, ids are shown)"),
     SP_OPT_INT("top", AT(top), "K", 1, 1000, "nearest vocabulary tokens per soft token (5)"),
     SP_OPT_SWITCH("json", AT(json), 1, "print one JSON object"),
+    SP_OPT_STR("method", AT(method), "NAME",
+               "what PROMPT must hold (default: whatever it holds): prompt,\n"
+               "prefix, ptuning-v2 or prompt+prefix"),
     SP_OPT_SWITCH("allow-model-mismatch", AT(allow_model_mismatch), 1,
                   "read a checkpoint trained for another model (a warning instead\n"
                   "of the refusal)"),
@@ -42,7 +45,9 @@ static const sp__flag_spec SPEC = {
              "vocabulary tokens whose input embeddings are nearest by cosine similarity, and its\n"
              "norm beside the norms of the embedding table (mean, percentiles; \"rank\" is the\n"
              "percent of vocabulary embeddings with a smaller norm). PROMPT is anything `eval`\n"
-             "reads: a checkpoint, a PEFT adapter, a .npy or a KoboldAI zip.\n",
+             "reads: a checkpoint, a PEFT adapter, a .npy or a KoboldAI zip. A key/value prefix\n"
+             "(prefix tuning) has no input embeddings to compare with the vocabulary: a prefix\n"
+             "alone is refused; of prompt+prefix, the prompt is shown.\n",
     .flags = FLAGS,
     .positional = "PROMPT",
     .min_positional = 1,
@@ -115,6 +120,24 @@ static void print_text(const char *path, const sp_prompt_view *v, const sp_token
     }
 }
 
+/* A key/value prefix lives in every layer's attention, not in the input embedding space: nearest
+ * vocabulary tokens mean nothing for it. A prefix alone is refused; beside a prompt, a note. */
+static int check_prefix(const char *path, const sp_prompt_file *pf, sp_error *err) {
+    if (pf->n_prefix == 0) return 0;
+    if (pf->n_prompt == 0)
+        return sp_fail(err,
+                       "%s holds a key/value prefix (%d rows x %d layers, prefix tuning), not "
+                       "input soft tokens: its keys and values are not in the embedding space, "
+                       "so there are no nearest vocabulary tokens to show (`softprompt info` "
+                       "shows its shape)",
+                       path, pf->n_prefix, pf->n_layer);
+    fprintf(stderr,
+            "softprompt inspect: note: %s also holds a key/value prefix (%d rows); only its "
+            "soft tokens are shown\n",
+            path, pf->n_prefix);
+    return 0;
+}
+
 static int inspect(const inspect_args *a, const char *path) {
     sp_model m = {0};
     sp_error err;
@@ -125,6 +148,8 @@ static int inspect(const inspect_args *a, const char *path) {
     if (rc == 0) rc = sp_prompt_load(path, &pf, &err);
     if (rc == 0) rc = sp_prompt_check_model(&pf, &m, a->allow_model_mismatch, &warnings, &err);
     if (warnings) fprintf(stderr, "softprompt inspect: warning: %s", warnings);
+    if (rc == 0 && a->method) rc = sp_prompt_check_method(&pf, a->method, &err);
+    if (rc == 0) rc = check_prefix(path, &pf, &err);
     sp_tokenizer *tok = NULL;
     if (rc == 0) {
         tok = sp_tokenizer_load(a->tokenizer ? a->tokenizer : a->model, &err);

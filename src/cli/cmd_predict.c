@@ -18,7 +18,7 @@
 #include "util/escape.h"
 
 typedef struct predict_args {
-    const char *model, *input, *input_format, *data, *tokenizer, *out, *metrics, *format;
+    const char *model, *input, *input_format, *data, *tokenizer, *out, *metrics, *format, *method;
     sp_format_options fmt;
     const char *prompts[SP_PREDICT_MAX_PROMPTS];
     int n_prompts;
@@ -40,10 +40,15 @@ static const sp__flag FLAGS[] = {
     SP_OPT_STR("model", AT(model), "DIR", "Hugging Face model directory", .flags = SP_FLAG_REQUIRED,
                .group = "model and prompts"),
     SP_OPT_CUSTOM("prompt", 0, "PATH", add_prompt,
-                  "a checkpoint (.h5), a PEFT adapter (directory or\n"
+                  "a checkpoint (.h5: a prompt, a prefix or both), a PEFT adapter\n"
+                  "(PROMPT_TUNING or PREFIX_TUNING; directory or\n"
                   "adapter_model.safetensors), a Lester .npy or a KoboldAI .zip;\n"
-                  "repeat for an ensemble (each prompt and their mean and vote)",
+                  "repeat for an ensemble (each prompt and their mean and vote);\n"
+                  "a prefix alone leaves the soft slots out",
                   .flags = SP_FLAG_REQUIRED | SP_FLAG_REPEAT),
+    SP_OPT_STR("method", AT(method), "NAME",
+               "what every --prompt must hold (default: whatever it holds):\n"
+               "prompt, prefix, ptuning-v2 or prompt+prefix"),
     SP_OPT_SWITCH("allow-model-mismatch", AT(allow_model_mismatch), 1,
                   "use a checkpoint trained for another model (a warning instead\n"
                   "of the refusal)"),
@@ -162,7 +167,9 @@ static int parse_args(int argc, char **argv, predict_args *a, sp_predict_format 
 typedef struct loaded {
     sp_prompt_file pf[SP_PREDICT_MAX_PROMPTS];
     const float *prompts[SP_PREDICT_MAX_PROMPTS];
-    int n;
+    const float *kv_prefixes[SP_PREDICT_MAX_PROMPTS];
+    int n_kv_prefix[SP_PREDICT_MAX_PROMPTS];
+    int n, any_prefix;
     sp_examples ex;
 } loaded;
 
@@ -177,7 +184,10 @@ static int load_prompts(const predict_args *a, const sp_model *m, loaded *l, int
             return -1;
         if (warnings && rank == 0) fprintf(stderr, "softprompt predict: warning: %s", warnings);
         free(warnings);
+        if (a->method && sp_prompt_check_method(&l->pf[k], a->method, err)) return -1;
         l->prompts[k] = l->pf[k].prompt;
+        l->kv_prefixes[k] = l->pf[k].prefix, l->n_kv_prefix[k] = l->pf[k].n_prefix;
+        l->any_prefix |= l->pf[k].n_prefix > 0;
         if (l->pf[k].n_prompt != l->pf[0].n_prompt)
             return sp_fail(err,
                            "%s: the prompt has %d rows but %s has %d: an ensemble's prompts "
@@ -200,10 +210,18 @@ static int check_data(const predict_args *a, const sp_model *m, const sp_dist *d
     return sp_dist_rank0_agree(rc, "check the data", err);
 }
 
+/* A prefix without a prompt leaves the examples' soft slots out, as eval does. */
+static int fit_examples(loaded *l, sp_error *err) {
+    if (l->pf[0].n_prompt > 0 || l->ex.n_soft == 0) return 0;
+    return sp_examples_strip_soft(&l->ex, err);
+}
+
 static int load_examples(const predict_args *a, const sp_model *m, loaded *l, const sp_dist *d,
                          sp_error *err) {
     if (a->data)
-        return check_data(a, m, d, err) ? -1 : sp_examples_from_dataset(a->data, &l->ex, err);
+        return check_data(a, m, d, err) || sp_examples_from_dataset(a->data, &l->ex, err)
+                   ? -1
+                   : fit_examples(l, err);
     sp_prepare_options o;
     sp_prepare_options_default(&o);
     o.tokenizer = a->tokenizer ? a->tokenizer : a->model;
@@ -214,7 +232,7 @@ static int load_examples(const predict_args *a, const sp_model *m, loaded *l, co
                                ? m->cfg.n_ctx
                                : SP_PREPARE_DEFAULT_MAX_LENGTH;
     int rc = sp_examples_from_records(&o, &l->ex, err);
-    return rc == SP_PREPARE_BAD_OPTION ? -1 : rc;
+    return rc == SP_PREPARE_BAD_OPTION ? -1 : rc ? rc : fit_examples(l, err);
 }
 
 static void loaded_free(loaded *l) {
@@ -308,10 +326,11 @@ static int write_metrics(const predict_args *a, const sp_predict_metrics *m, con
 /* ---- the run ------------------------------------------------------------------------------- */
 
 static void print_check(const predict_args *a, const loaded *l, const sp_predict_metrics *m) {
-    printf("ok: %lld inputs (%lld labelled) of %s, %d prompt%s of %d soft tokens, %d classes; "
-           "writes %s",
+    printf("ok: %lld inputs (%lld labelled) of %s, %d prompt%s of %d soft tokens",
            (long long)l->ex.n, (long long)l->ex.n_labelled, l->ex.source, l->n, l->n > 1 ? "s" : "",
-           l->pf[0].n_prompt, l->ex.n_classes, a->out);
+           l->pf[0].n_prompt);
+    if (l->any_prefix) printf(" (and key/value prefixes)");
+    printf(", %d classes; writes %s", l->ex.n_classes, a->out);
     if (m->resumed_from > 0)
         printf(", continuing after chunk %lld of %lld", (long long)m->resumed_from,
                (long long)m->chunks);
@@ -344,6 +363,8 @@ static int predict(const predict_args *a, sp_predict_format format, const sp_dis
     sp_predict_options o = {.n_prompts = l.n,
                             .prompts = l.prompts,
                             .n_prompt = l.pf[0].n_prompt,
+                            .kv_prefixes = l.any_prefix ? l.kv_prefixes : NULL,
+                            .n_kv_prefix = l.n_kv_prefix,
                             .micro_batch = a->micro_batch,
                             .chunk = a->chunk,
                             .format = format,

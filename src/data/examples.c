@@ -140,3 +140,26 @@ int sp_examples_from_dataset(const char *path, sp_examples *ex, sp_error *err) {
     if (rc) sp_examples_free(ex);
     return rc;
 }
+
+int sp_examples_strip_soft(sp_examples *ex, sp_error *err) {
+    int64_t out = 0;
+    for (int64_t i = 0; i < ex->n; i++) {
+        int64_t begin = out, tpos = begin; /* the target's new position */
+        for (int64_t t = ex->start[i]; t < ex->start[i + 1]; t++) {
+            int64_t at = t - ex->start[i];
+            int soft = SP_IS_SOFT(ex->tokens[t]);
+            if (at == ex->target_pos[i]) tpos = soft ? out - 1 : out;
+            if (!soft) ex->tokens[out++] = ex->tokens[t];
+        }
+        if (out == begin)
+            return sp_fail(err,
+                           "%s: example %lld consists of soft tokens only: nothing is left "
+                           "without them",
+                           ex->source, (long long)i);
+        ex->target_pos[i] = (int32_t)(tpos < begin ? 0 : tpos - begin);
+        ex->start[i] = begin;
+    }
+    ex->start[ex->n] = out;
+    ex->n_soft = 0;
+    return 0;
+}

@@ -11,7 +11,11 @@
  * transformer block, any family); the head; the steps a block is made of, each switching on one
  * kind of the family (norm, positions, q/k/v projection, MLP). Buffers come from the worker
  * (worker.c): a layer's saved activations through sp__layer_acts, the rest through sp__scratch,
- * always passed to the functions that read or write them. */
+ * always passed to the functions that read or write them.
+ *
+ * Generation (sp__engine_extend, model/steps.h) runs the same embedding, block_forward and head
+ * over the new rows of a step, each sequence behind its key/value caches instead of a prefix
+ * (layer_prefix.seqs): only attention and the rows' positions differ. */
 #include "softprompt/engine.h"
 
 #include <math.h>
@@ -159,9 +163,10 @@ static void norm_backward(const sp_worker *w, float *dx, const float *dout, cons
     norm_rows_backward(w, dx, dout, x, mean, rstd, p, n, w->z.d);
 }
 
-/* cos, sin [n_pos, hd / 2] of position t times each rotary frequency, the angle rounded to float
- * first as Hugging Face computes it. */
-void sp__rope_row(float *cos_row, float *sin_row, const float *inv_freq, int position, int half) {
+/* cos, sin [hd / 2] of position times each rotary frequency, the angle rounded to float first as
+ * Hugging Face computes it. */
+static void rope_row(float *cos_row, float *sin_row, const float *inv_freq, int position,
+                     int half) {
     for (int i = 0; i < half; i++) {
         float angle = (float)position * inv_freq[i];
         cos_row[i] = (float)cos((double)angle);
@@ -171,31 +176,58 @@ void sp__rope_row(float *cos_row, float *sin_row, const float *inv_freq, int pos
 
 static void rope_tables(float *cos_t, float *sin_t, const float *inv_freq, int n_pos, int half) {
     for (int t = 0; t < n_pos; t++)
-        sp__rope_row(cos_t + (size_t)t * half, sin_t + (size_t)t * half, inv_freq, t, half);
+        rope_row(cos_t + (size_t)t * half, sin_t + (size_t)t * half, inv_freq, t, half);
 }
 
-/* What the family's positions need once per batch. */
-static void positions_prepare(const sp_worker *w) {
+/* Rows of the sequence's key/value caches before a step: the first new row's position. */
+static int cached_len(const sp_gen_seq *q) {
+    return (q->shared ? sp_kv_cache_len(q->shared) : 0) + sp_kv_cache_len(q->own);
+}
+
+/* A step behind caches: row t of the tables holds the angles of new row t, at its position in
+ * its sequence (seqs: before the step appends anything). */
+static void rope_tables_rows(float *cos_t, float *sin_t, const float *inv_freq, const sp_batch *b,
+                             const sp_gen_seq *seqs, int half) {
+    for (int s = 0; s < b->n_seq; s++) {
+        int pos0 = cached_len(&seqs[s]) - b->seq_start[s];
+        for (int t = b->seq_start[s]; t < b->seq_start[s + 1]; t++)
+            rope_row(cos_t + (size_t)t * half, sin_t + (size_t)t * half, inv_freq, pos0 + t, half);
+    }
+}
+
+/* What the family's positions need once per batch (seqs: a step behind caches, one table row
+ * per new row). */
+static void positions_prepare(const sp_worker *w, const sp_batch *b, const sp_gen_seq *seqs) {
+    const sp__dims *z = &w->z;
+    int half = z->hs.hd / 2;
     switch (w->f->pos) {
     case SP_POS_LEARNED:
         return;
     case SP_POS_ROTARY:
-        rope_tables(w->s.rope_cos, w->s.rope_sin, w->m->rope_inv_freq, w->z.n_past + w->z.max_len,
-                    w->z.hs.hd / 2);
-        if (w->z.local_rope)
+        if (seqs) {
+            rope_tables_rows(w->s.rope_cos, w->s.rope_sin, w->m->rope_inv_freq, b, seqs, half);
+            if (z->local_rope)
+                rope_tables_rows(w->s.rope_cos_local, w->s.rope_sin_local,
+                                 w->m->rope_inv_freq_local, b, seqs, half);
+            return;
+        }
+        rope_tables(w->s.rope_cos, w->s.rope_sin, w->m->rope_inv_freq, z->n_past + z->max_len,
+                    half);
+        if (z->local_rope)
             rope_tables(w->s.rope_cos_local, w->s.rope_sin_local, w->m->rope_inv_freq_local,
-                        w->z.n_past + w->z.max_len, w->z.hs.hd / 2);
+                        z->n_past + z->max_len, half);
         return;
     }
 }
 
 /* q and k of qkv [N, Wq] take their positions, n_past + the position within the sequence
  * (rotary: rotated in place, with the windowed layers' tables when local and there are such;
- * inverse: the transpose, which maps gradients of the rotated values to the inputs'). */
+ * inverse: the transpose, which maps gradients of the rotated values to the inputs'). A step
+ * behind caches has a table row per new row (z->cached). */
 static void positions_qk(const sp_worker *w, float *qkv, const sp_batch *b, int inverse,
                          int local) {
     const sp__dims *z = &w->z;
-    size_t first = (size_t)z->n_past * (size_t)(z->hs.hd / 2); /* the tables' row of position 0 */
+    size_t half = (size_t)(z->hs.hd / 2);
     int own = local && z->local_rope;
     const float *cos_t = own ? w->s.rope_cos_local : w->s.rope_cos;
     const float *sin_t = own ? w->s.rope_sin_local : w->s.rope_sin;
@@ -206,6 +238,7 @@ static void positions_qk(const sp_worker *w, float *qkv, const sp_batch *b, int 
         for (int s = 0; s < b->n_seq; s++) {
             size_t start = (size_t)b->seq_start[s];
             int len = b->seq_start[s + 1] - b->seq_start[s];
+            size_t first = (z->cached ? start : (size_t)z->n_past) * half; /* row of the first */
             sp__rope_rotate(qkv + start * z->wq, z->wq, len, z->hs.n_head + z->hs.n_kv_head,
                             z->hs.hd, cos_t + first, sin_t + first, inverse);
         }
@@ -261,7 +294,8 @@ static void qk_norm_backward(const sp_worker *w, const sp_layer *p, const sp__la
 }
 
 /* qkv [N, Wq] = ln1 [N, d] . W_qkv + b, then q and k take their norms (if any) and positions. */
-void sp__qkv_project(const sp_worker *w, const sp_layer *p, float *qkv, const float *ln1, int n) {
+static void qkv_project(const sp_worker *w, const sp_layer *p, float *qkv, const float *ln1,
+                        int n) {
     const sp__dims *z = &w->z;
     switch (w->f->qkv) {
     case SP_QKV_FUSED:
@@ -277,7 +311,7 @@ void sp__qkv_project(const sp_worker *w, const sp_layer *p, float *qkv, const fl
 
 static void qkv_forward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a, float *qkv,
                         const float *ln1, const sp_batch *b, int local) {
-    sp__qkv_project(w, p, qkv, ln1, (int)w->z.N);
+    qkv_project(w, p, qkv, ln1, (int)w->z.N);
     qk_norm_forward(w, p, a, qkv);
     positions_qk(w, qkv, b, 0, local);
 }
@@ -304,21 +338,30 @@ static void qkv_backward(const sp_worker *w, const sp_layer *p, const sp__layer_
 
 /* What one layer's attention reads beyond qkv: its heads (with the layer's window, if any), its
  * key/value prefix (kv.n == 0: none) and where the prefix's gradient goes: sequence s's at
- * dk + s * seq_stride (seq_stride 0: all sequences add to the same). */
+ * dk + s * seq_stride (seq_stride 0: all sequences add to the same); or, in a step behind
+ * caches, each sequence's caches, layer l of them. */
 typedef struct layer_prefix {
     sp__heads hs;
     sp__kv_past kv;
     float *dk, *dv; /* NULL: no gradient */
     size_t seq_stride;
+    const sp_gen_seq *seqs; /* [n_seq] a step behind caches (NULL: none) */
+    int layer;
 } layer_prefix;
+
+/* Layer l's heads: its window, soft-cap and query scale. */
+static layer_prefix layer_heads(const sp_worker *w, int l) {
+    const sp_model_config *c = &w->m->cfg;
+    layer_prefix r = {w->z.hs, {NULL, NULL, 0, w->z.kvd}, NULL, NULL, 0, NULL, l};
+    r.hs.window = sp_config_layer_window(c, l);
+    r.hs.softcap = c->attn_softcap, r.hs.scale = (float)c->query_scale;
+    return r;
+}
 
 /* Layer l's heads and slices of the pass's prefix [L, 2, P, kv_dim] and of its gradient. */
 static layer_prefix prefix_of(const sp_worker *w, const sp_pass *pass, int l) {
     size_t P = (size_t)pass->n_kv_prefix, kvd = (size_t)w->z.kvd, at = (size_t)l * 2 * P * kvd;
-    const sp_model_config *c = &w->m->cfg;
-    layer_prefix r = {w->z.hs, {NULL, NULL, 0, w->z.kvd}, NULL, NULL, 0};
-    r.hs.window = sp_config_layer_window(c, l);
-    r.hs.softcap = c->attn_softcap, r.hs.scale = (float)c->query_scale;
+    layer_prefix r = layer_heads(w, l);
     if (P == 0) return r;
     r.kv = (sp__kv_past){pass->kv_prefix + at, pass->kv_prefix + at + P * kvd, (int)P, (int)kvd};
     if (pass->kv_prefix_grad) {
@@ -328,12 +371,44 @@ static layer_prefix prefix_of(const sp_worker *w, const sp_pass *pass, int l) {
     return r;
 }
 
+/* Sequence s of a step behind caches: its new rows (qkv, len rows from row start) attend to its
+ * shared rows, its own cached rows and each other (causally); their keys and values are
+ * appended to its own cache of the layer. With an empty own cache the blocked kernel runs with
+ * the shared rows as the past; otherwise attention reads the cache itself. */
+static void attention_cached(const sp_worker *w, float *atty, float *lse, const float *qkv,
+                             const layer_prefix *pre, int start, int len, int s) {
+    const sp__dims *z = &w->z;
+    const float *q = qkv + (size_t)start * z->wq;
+    float *out = atty + (size_t)start * z->qd;
+    sp__kv_cache *own = &pre->seqs[s].own->layer[pre->layer];
+    const sp_kv_cache *sh = pre->seqs[s].shared;
+    sp__kv_past shared = {NULL, NULL, 0, z->kvd};
+    if (sh) shared = sp__kv_view(&sh->layer[pre->layer]);
+    sp__kv_past rows = sp__kv_of_qkv(q, len, &pre->hs);
+    int base = own->len;
+    sp__kv_append(own, &rows); /* fits: validated */
+    if (base == 0) {
+        sp__attention_forward(out, lse + (size_t)start * z->hs.n_head, w->s.att, q, len, &pre->hs,
+                              shared.n ? &shared : NULL);
+    } else {
+        sp__kv_past mine = sp__kv_view(own);
+        sp__attention_cached(out, w->s.att, q, z->wq, len, &pre->hs, shared.n ? &shared : NULL,
+                             &mine, base);
+    }
+}
+
 /* atty [N, qd] and lse [N, H]: causal attention of each sequence over its rows of qkv, behind
- * the layer's prefix. */
+ * the layer's prefix (or its caches). */
 static void attention_forward(const sp_worker *w, float *atty, float *lse, const float *qkv,
                               const layer_prefix *pre, const sp_batch *b) {
     const sp__dims *z = &w->z;
     size_t H = (size_t)z->hs.n_head;
+    if (pre->seqs) {
+        for (int s = 0; s < b->n_seq; s++)
+            attention_cached(w, atty, lse, qkv, pre, b->seq_start[s],
+                             b->seq_start[s + 1] - b->seq_start[s], s);
+        return;
+    }
     for (int s = 0; s < b->n_seq; s++) {
         size_t start = (size_t)b->seq_start[s];
         int len = b->seq_start[s + 1] - b->seq_start[s];
@@ -426,19 +501,27 @@ static void scatter_targets(float *dst, const float *src, const sp_batch *b, siz
 
 /* ---- the embedding ------------------------------------------------------------------------- */
 
-/* Sequence s's prompt: its own with seq_prompts, else the pass's. */
-static const float *prompt_of(const sp_pass *pass, int s) {
+/* Sequence s's prompt: a step's sequence's own (seqs), else its own with seq_prompts, else the
+ * pass's. */
+static const float *prompt_of(const sp_pass *pass, const sp_gen_seq *seqs, int s) {
+    if (seqs) return seqs[s].prompt;
     const float *p = pass->seq_prompts ? pass->seq_prompts[s] : NULL;
     return p ? p : pass->prompt;
 }
 
-/* x0 [N, d]: row t = the sequence's prompt[k] for soft token k, else wte[id] (+ wpe[n_past +
- * position of t within its sequence] for learned positions). */
-static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, const sp_pass *pass) {
+/* The position of sequence s's first row: after the key/value prefix, or its cached rows. */
+static int first_position(const sp_worker *w, const sp_gen_seq *seqs, int s) {
+    return seqs ? cached_len(&seqs[s]) : w->z.n_past;
+}
+
+/* x0 [N, d]: row t = the sequence's prompt[k] for soft token k, else wte[id] (+ wpe[the
+ * sequence's first position + position of t within it] for learned positions). */
+static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, const sp_pass *pass,
+                          const sp_gen_seq *seqs) {
     const sp_model *m = w->m;
     size_t d = (size_t)w->z.d;
     for (int s = 0; s < b->n_seq; s++) {
-        const float *prompt = prompt_of(pass, s);
+        const float *prompt = prompt_of(pass, seqs, s);
         for (size_t t = (size_t)b->seq_start[s]; t < (size_t)b->seq_start[s + 1]; t++) {
             int32_t tok = b->tokens[t];
             const float *e = SP_IS_SOFT(tok) ? prompt + (size_t)SP_SOFT_INDEX(tok) * d
@@ -458,7 +541,8 @@ static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, cons
         for (int s = 0; s < b->n_seq; s++)
             for (int t = b->seq_start[s]; t < b->seq_start[s + 1]; t++) {
                 float *x = x0 + (size_t)t * d;
-                const float *p = m->wpe + (size_t)(w->z.n_past + t - b->seq_start[s]) * d;
+                int pos = first_position(w, seqs, s) + t - b->seq_start[s];
+                const float *p = m->wpe + (size_t)pos * d;
                 for (size_t j = 0; j < d; j++) x[j] += p[j];
             }
         return;
@@ -537,7 +621,8 @@ static const float *project_residual_backward(const sp_worker *w, const float *d
 /* x_next = xmid + mlp(norm2(xmid)),  xmid = x + attention(qkv(norm1(x))) W_o.
  * Keys and values need every row, but in the top block only the target rows reach the loss
  * after attention, so from the output projection on it runs on the n_tgt target rows alone,
- * gathered compactly (rows 0..n_tgt-1 of xmid .. x_next). */
+ * gathered compactly (rows 0..n_tgt-1 of xmid .. x_next; none without targets). Training keeps
+ * every layer's a; generation passes the same buffers for every layer (x and x_next swapped). */
 static void block_forward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a,
                           const layer_prefix *pre, const sp_batch *b, int top) {
     const sp__dims *z = &w->z;
@@ -548,6 +633,7 @@ static void block_forward(const sp_worker *w, const sp_layer *p, const sp__layer
     attention_forward(w, a->atty, a->lse, a->qkv, pre, b); /* behind the layer's prefix */
     const float *x = a->x, *atty = a->atty;
     if (top) {
+        if (b->n_targets == 0) return; /* the keys and values were all that was needed */
         gather_targets(s->top_x, a->x, b, (size_t)z->d);
         gather_targets(s->top_atty, a->atty, b, (size_t)z->qd);
         x = s->top_x, atty = s->top_atty, n = b->n_targets;
@@ -590,35 +676,33 @@ static void block_backward(const sp_worker *w, const sp_layer *p, const sp__laye
     norm_backward(w, s->dx, s->dln, a->x, a->ln1_mean, a->ln1_rstd, &p->ln1, (int)z->N);
 }
 
-/* The steps generation shares (model/steps.h). */
-void sp__norm_forward(const sp_worker *w, float *out, float *mean, float *rstd, const float *x,
-                      const sp_normw *p, int n) {
-    norm_forward(w, out, mean, rstd, x, p, n);
-}
-
-void sp__mlp_act_forward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a, float *act,
-                         int n) {
-    mlp_act_forward(w, p, a, act, n);
-}
-
 /* ---- the head ------------------------------------------------------------------------------ */
+
+/* logits [nt, V] = the LM head of the final norm of the rows x_top [nt, d], soft-capped when the
+ * model caps them (the tanh kept in logit_t, when not NULL, for backward). */
+static void head_logits(const sp_worker *w, float *logits, float *logit_t, const float *x_top,
+                        int nt) {
+    const sp_model *m = w->m;
+    const sp__scratch *s = &w->s;
+    int V = w->z.V;
+    norm_forward(w, s->lnf, s->lnf_mean, s->lnf_rstd, x_top, &m->lnf, nt);
+    sp__linear_fwd(logits, V, s->lnf, w->z.d, &m->lm_head, nt); /* logits = lnf W_head^T */
+    float cap = m->cfg.logit_softcap;
+    if (cap > 0) /* cap tanh(logits / cap) */
+        for (size_t i = 0; i < (size_t)nt * V; i++) {
+            float t = tanhf(logits[i] / cap);
+            if (logit_t) logit_t[i] = t;
+            logits[i] = cap * t;
+        }
+}
 
 /* Final norm and LM head at the target rows x_top [n_tgt, d] only; the cross-entropy of each
  * target. With backward the logits become dlogits. Returns the loss sum. */
 static double head_forward(const sp_worker *w, const float *x_top, const sp_batch *b,
                            const sp_pass *pass, int backward) {
-    const sp_model *m = w->m;
     const sp__scratch *s = &w->s;
     int nt = b->n_targets, V = w->z.V;
-    norm_forward(w, s->lnf, s->lnf_mean, s->lnf_rstd, x_top, &m->lnf, nt);
-    sp__linear_fwd(s->logits, V, s->lnf, w->z.d, &m->lm_head, nt); /* logits = lnf W_head^T */
-    float cap = m->cfg.logit_softcap;
-    if (cap > 0) /* cap tanh(logits / cap), the tanh kept for backward */
-        for (size_t i = 0; i < (size_t)nt * V; i++) {
-            float t = tanhf(s->logits[i] / cap);
-            if (backward) s->logit_t[i] = t;
-            s->logits[i] = cap * t;
-        }
+    head_logits(w, s->logits, backward ? s->logit_t : NULL, x_top, nt);
     if (pass->target_logits) memcpy(pass->target_logits, s->logits, (size_t)nt * V * sizeof(float));
     double loss = 0.0;
     for (int j = 0; j < nt; j++) {
@@ -660,8 +744,8 @@ int sp_engine_run(sp_worker *w, const sp_batch *b, const sp_pass *pass, double *
     const sp__layer_acts *acts = w->acts;
     int L = w->z.L;
     const float *x_top = acts[L - 1].x_next; /* target rows */
-    positions_prepare(w);
-    embed_forward(w, acts[0].x, b, pass);
+    positions_prepare(w, b, NULL);
+    embed_forward(w, acts[0].x, b, pass, NULL);
     for (int l = 0; l < L; l++) {
         layer_prefix pre = prefix_of(w, pass, l);
         block_forward(w, &layer[l], &acts[l], &pre, b, l == L - 1);
@@ -675,6 +759,22 @@ int sp_engine_run(sp_worker *w, const sp_batch *b, const sp_pass *pass, double *
     }
     if (pass->grad) embed_backward(w, w->s.dx, b, pass);
     return 0;
+}
+
+void sp__engine_extend(sp_worker *w, const sp_batch *b, const sp_gen_seq *seqs, float *logits) {
+    if (w->z.N == 0) return;
+    int L = w->z.L;
+    sp__layer_acts a = w->acts[0]; /* every layer's, nothing kept for backward */
+    positions_prepare(w, b, seqs);
+    embed_forward(w, a.x, b, NULL, seqs);
+    for (int l = 0; l < L; l++) {
+        layer_prefix pre = layer_heads(w, l);
+        pre.seqs = seqs;
+        block_forward(w, &w->m->layers[l], &a, &pre, b, l == L - 1);
+        float *t = a.x; /* the next layer reads this one's output */
+        a.x = a.x_next, a.x_next = t;
+    }
+    if (b->n_targets > 0) head_logits(w, logits, NULL, a.x, b->n_targets);
 }
 
 int sp_engine_capture_kv(sp_worker *w, const int32_t *tokens, int n, float *kv, sp_error *err) {

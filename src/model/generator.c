@@ -59,8 +59,7 @@ typedef struct active {
 } active;
 
 sp_generator *sp_generator_new(sp_worker *w, const sp_gen_options *o, sp_error *err) {
-    if (sp_generate_supported(sp_worker_model(w), err) || sp_sampling_check(&o->sampling, err))
-        return NULL;
+    if (sp_sampling_check(&o->sampling, err)) return NULL;
     if (o->max_new_tokens < 1) {
         sp_fail(err, "generate: max_new_tokens %d, expected >= 1", o->max_new_tokens);
         return NULL;

@@ -407,26 +407,33 @@ static void mix_rows(float *o, const float *p, const float *v, int n, int ld, in
     }
 }
 
-/* o [rows, hd] (row stride hd) = softmax(scale q [rows, hd] [Ka; Kb]^T) [Va; Vb] for the rows of
- * one key/value head: ka, va (na rows, stride lda) and kb, vb (nb rows, stride ldb). Plain loops:
- * with a handful of query rows (a decode step) BLAS calls cost more than the products. */
-static void cached_rows(float *o, float *s, const float *q, int rows, int hd, float scale,
-                        const float *ka, const float *va, int na, int lda, const float *kb,
-                        const float *vb, int nb, int ldb) {
-    int n = na + nb;
+/* o [rows, hd] (row stride hd) = softmax(cap(scale q [rows, hd] [Ka; Kb]^T)) [Va; Vb] for the rows
+ * of one key/value head: ka, va (na rows, stride lda) and kb, vb (nb rows, stride ldb), columns
+ * first_visible(na + nb, window) on (positions: a's rows first). Plain loops: with a handful of
+ * query rows (a decode step) BLAS calls cost more than the products. */
+static void cached_rows(float *o, float *s, const float *q, int rows, const sp__heads *hs,
+                        float scale, const float *ka, const float *va, int na, int lda,
+                        const float *kb, const float *vb, int nb, int ldb) {
+    int hd = hs->hd, lo = first_visible(na + nb, hs->window);
+    int a0 = lo < na ? lo : na, b0 = lo > na ? lo - na : 0; /* the first visible rows */
+    int ma = na - a0, n = ma + nb - b0;                     /* visible columns */
+    ka += (size_t)a0 * lda, va += (size_t)a0 * lda, kb += (size_t)b0 * ldb, vb += (size_t)b0 * ldb;
     for (int r = 0; r < rows; r++) {
         const float *qr = q + (size_t)r * hd;
         float *sr = s + (size_t)r * n;
-        if (na) dot_rows(sr, qr, ka, na, lda, hd, scale);
-        dot_rows(sr + na, qr, kb, nb, ldb, hd, scale);
+        if (ma) dot_rows(sr, qr, ka, ma, lda, hd, scale);
+        dot_rows(sr + ma, qr, kb, nb - b0, ldb, hd, scale);
     }
+    if (hs->softcap > 0)
+        for (size_t j = 0; j < (size_t)rows * n; j++)
+            s[j] = hs->softcap * tanhf(s[j] / hs->softcap);
     dense_softmax(s, rows, n);
     for (int r = 0; r < rows; r++) {
         const float *sr = s + (size_t)r * n;
         float *orow = o + (size_t)r * hd;
         memset(orow, 0, (size_t)hd * sizeof *orow);
-        if (na) mix_rows(orow, sr, va, na, lda, hd);
-        mix_rows(orow, sr + na, vb, nb, ldb, hd);
+        if (ma) mix_rows(orow, sr, va, ma, lda, hd);
+        mix_rows(orow, sr + ma, vb, nb - b0, ldb, hd);
     }
 }
 
@@ -435,7 +442,7 @@ void sp__attention_cached(float *out, float *scratch, const float *q, int ldq, i
                           int b_base) {
     int hd = hs->hd, d = hs->n_head * hd, group = hs->n_head / hs->n_kv_head;
     int na = a ? a->n : 0;
-    float scale = 1.0f / sqrtf((float)hd);
+    float scale = hs->scale > 0 ? hs->scale : 1.0f / sqrtf((float)hd);
     for (int i = 0; i < len; i++)
         for (int g = 0; g < hs->n_kv_head; g++) {
             int col = g * hd;
@@ -443,7 +450,7 @@ void sp__attention_cached(float *out, float *scratch, const float *q, int ldq, i
             for (int h0 = 0; h0 < group; h0 += SP_ATT_QBLOCK) {
                 int rows = group - h0 < SP_ATT_QBLOCK ? group - h0 : SP_ATT_QBLOCK;
                 size_t at = (size_t)(g * group + h0) * hd; /* the first query head's columns */
-                cached_rows(out + (size_t)i * d + at, scratch, q + (size_t)i * ldq + at, rows, hd,
+                cached_rows(out + (size_t)i * d + at, scratch, q + (size_t)i * ldq + at, rows, hs,
                             scale, ka, va, na, na ? a->ld : 0, b->k + col, b->v + col,
                             b_base + i + 1, b->ld);
             }

@@ -120,7 +120,9 @@ void sp__attention_backward(float *dqkv, const sp__kv_grad *dpast, float *scratc
 /* Attention of len query rows over keys and values that are all cached (generation): query row
  * i (row stride ldq, n_head heads of hd, positions applied) attends to every row of a (NULL or
  * empty: none; a shared prefix) and to rows 0..b_base + i of b (the sequence's own rows, the
- * current rows' keys and values appended at b_base.. before the call). out: [len, n_head * hd];
+ * current rows' keys and values appended at b_base.. before the call), as sp__attention_forward
+ * computes it: a's rows are the first positions, hs's window, soft-cap and scale apply. out:
+ * [len, n_head * hd];
  * scratch: SP_ATT_CACHED_SCRATCH(a->n + b->n) floats (SP_ATT_FWD_SCRATCH's size suffices when
  * n_head / n_kv_head <= SP_ATT_QBLOCK). Query heads that share a key/value head are one
  * product. */

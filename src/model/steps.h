@@ -1,26 +1,28 @@
-/* The steps of a block that depend on the family's kinds (engine.c), shared by the training
- * engine (sp_engine_run) and generation (generate.c, sp_generate_extend): each switches on one
- * kind of the family and calls the kernels, over n rows of the worker's sizes (w->z). */
+/* The engine's forward over a key/value cache (engine.c), which generation (generate.c,
+ * sp_generate_extend) runs: the same embedding, blocks and head as sp_engine_run, with each
+ * sequence's new rows attending to its cached rows instead of a training batch's prefix. */
 #ifndef SP_MODEL_STEPS_H
 #define SP_MODEL_STEPS_H
 
+#include "model/kernels.h"
 #include "model/worker.h"
+#include "softprompt/generate.h"
 
-/* out[n, d] = norm(x) with gain and bias p; the statistics backward needs go to mean (LayerNorm
- * only) and rstd [n]. */
-void sp__norm_forward(const sp_worker *w, float *out, float *mean, float *rstd, const float *x,
-                      const sp_normw *p, int n);
+/* A key/value cache of every layer (softprompt/generate.h): layer l's rows are layer[l], views
+ * into mem. Every layer holds the same number of rows between two steps. */
+struct sp_kv_cache {
+    const sp_model *m;
+    int cap, width, n_layer;
+    float *mem;
+    sp__kv_cache *layer; /* [n_layer], each cap rows of keys then of values */
+};
 
-/* qkv [n, Wq] = ln1 [n, d] . W_qkv + b, without positions. */
-void sp__qkv_project(const sp_worker *w, const sp_layer *p, float *qkv, const float *ln1, int n);
-
-/* act [n, F] = the MLP's activation of a->ln2 [n, d] (GELU: gelu(ln2 W_in + b); SwiGLU:
- * silu(ln2 W_gate) * ln2 W_up), saving in a->fc, a->fc_aux, a->up what backward needs. */
-void sp__mlp_act_forward(const sp_worker *w, const sp_layer *p, const sp__layer_acts *a, float *act,
-                         int n);
-
-/* The rotary angles of one position: cos, sin [half] of position times each frequency, the
- * angle rounded to float first as Hugging Face computes it. */
-void sp__rope_row(float *cos_row, float *sin_row, const float *inv_freq, int position, int half);
+/* One step of generation over the new rows of b's sequences (packed; sequence s's rows
+ * b->seq_start[s]..) behind seqs[s]'s shared and own rows: every layer's keys and values of the
+ * new rows are appended to seqs[s].own, and the logits at b's targets (each sequence's last new
+ * row, or none) go to logits [b->n_targets, V]. The rows' positions continue after each
+ * sequence's cached rows. Validated by the caller, and the worker sized for it
+ * (sp__worker_reserve_generate). */
+void sp__engine_extend(sp_worker *w, const sp_batch *b, const sp_gen_seq *seqs, float *logits);
 
 #endif

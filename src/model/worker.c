@@ -222,7 +222,7 @@ size_t sp_model_activation_bytes(const sp_model *m, size_t n_tokens, size_t n_ta
 static sp__dims generate_dims(const sp_model *m, size_t n_rows, size_t n_logits, int max_new,
                               int max_past) {
     sp__dims z = model_dims(m, n_rows, n_logits, max_new, max_past);
-    z.saved = 1, z.rope_rows = (int)n_rows;
+    z.saved = 1, z.rope_rows = (int)n_rows, z.cached = 1;
     return z;
 }
 

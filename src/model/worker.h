@@ -29,6 +29,7 @@ typedef struct sp__dims {
                         (every layer reuses layer 0's buffers) */
     int rope_rows;   /* rows of the rotary tables: training, one per position (n_past +
                         max_len); generation, one per row (N), each at its own position */
+    int cached;      /* generation: the rows run behind key/value caches (sp__engine_extend) */
 } sp__dims;
 
 /* Layer l's saved activations: pointers into the worker's buffers. In the top layer the

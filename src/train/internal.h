@@ -9,6 +9,7 @@
 
 #include "softprompt/dataset.h"
 #include "softprompt/model.h"
+#include "softprompt/prepare.h"
 #include "softprompt/rng.h"
 #include "softprompt/train.h"
 
@@ -38,6 +39,13 @@ void sp__data_order_next(sp__data_order *o, int64_t *ids, int count);
  * divided among local_ranks. No limit found: no check. */
 int sp__train_check_memory(const sp_model *m, sp_dataset *const *sets, int n_sets, int micro_batch,
                            int local_ranks, sp_error *err);
+/* The same check for predict: the worst micro-batch of the examples (the micro_batch longest,
+ * each run seqs_per_example times, behind a key/value prefix of up to max_prefix rows), its
+ * logits (logit_rows rows of the vocabulary, besides the worker's), and the prompts' key/value
+ * prefixes (prefix_rows rows in all, sp_model_kv_cache_bytes). */
+int sp__predict_check_memory(const sp_model *m, const sp_examples *ex, int micro_batch,
+                             int seqs_per_example, int logit_rows, int max_prefix, int prefix_rows,
+                             int local_ranks, sp_error *err);
 
 /* ---- prompt initialisation (prompt_init.c) ----
  * Writes prompt [P, d]. The dataset is used by vocab-top and labels (token frequencies,
@@ -77,8 +85,13 @@ typedef struct sp__run_lock {
 int sp__run_dir_check(const char *dir, sp_error *err);
 int sp__run_lock_acquire(sp__run_lock *l, const char *dir, sp_error *err);
 int sp__run_lock_probe(const char *dir, sp_error *err);
-/* No-op when not held. undo: the run never started, so a lock file this process created is
- * removed too. */
+/* The same lock for a command's single output file (predict): OUT.lock beside OUT, held by
+ * rank 0 while the command writes OUT.partial and publishes OUT; cmd names the command in
+ * messages ("--out labels.jsonl is in use by another predict run (...)"). */
+int sp__out_lock_acquire(sp__run_lock *l, const char *out, const char *cmd, sp_error *err);
+int sp__out_lock_probe(const char *out, const char *cmd, sp_error *err);
+/* No-op when not held. undo: the run never started (or, for an output file's lock, is over), so
+ * a lock file this process created is removed too. */
 void sp__run_lock_release(sp__run_lock *l, int undo);
 
 /* ---- signals (signals.c) ----

@@ -155,6 +155,44 @@ int sp__train_check_memory(const sp_model *m, sp_dataset *const *sets, int n_set
                    have / GIB, why);
 }
 
+/* The micro_batch longest examples of ex: their tokens, and the longest. */
+static int64_t worst_examples(const sp_examples *ex, int micro_batch, int64_t *longest) {
+    int64_t *len = malloc((size_t)(ex->n > 0 ? ex->n : 1) * sizeof *len), tokens = 0;
+    if (!len) return -1;
+    for (int64_t i = 0; i < ex->n; i++) len[i] = ex->start[i + 1] - ex->start[i];
+    qsort(len, (size_t)ex->n, sizeof *len, cmp_desc);
+    for (int64_t i = 0; i < ex->n && i < micro_batch; i++) tokens += len[i];
+    *longest = ex->n > 0 ? len[0] : 0;
+    free(len);
+    return tokens;
+}
+
+int sp__predict_check_memory(const sp_model *m, const sp_examples *ex, int micro_batch,
+                             int seqs_per_example, int logit_rows, int max_prefix, int prefix_rows,
+                             int local_ranks, sp_error *err) {
+    int64_t longest, tokens = worst_examples(ex, micro_batch, &longest);
+    if (tokens < 0) return sp_fail(err, "out of memory estimating the memory a batch needs");
+    int ranks = local_ranks > 0 ? local_ranks : 1;
+    double V4 = (double)m->cfg.vocab_size * sizeof(float);
+    double rows = (double)tokens * seqs_per_example, seqs = (double)micro_batch * seqs_per_example;
+    double model = model_bytes(m, ranks);
+    /* the worker's buffers (one target per sequence) and predict's own logits */
+    double act = rows * (double)sp_model_activation_bytes_per_token(m, (int)longest + max_prefix) +
+                 seqs * V4 + (double)logit_rows * V4;
+    double prefix = (double)sp_model_kv_cache_bytes(m, (size_t)prefix_rows);
+    double need = model + act + prefix + OVERHEAD_BYTES, have;
+    char why[160] = "";
+    if (available(ranks, &have, why, sizeof why, err)) return -1;
+    if (have < 0 || need <= have) return 0;
+    return sp_fail(err,
+                   "predicting needs about %.2f GiB per rank (model %.2f GiB, activations %.2f "
+                   "GiB for micro-batches of up to %.0f tokens, sequences up to %lld tokens, "
+                   "key/value prefixes %.2f GiB), but only %.2f GiB is available (%s); lower "
+                   "--micro-batch or --max-length, or run fewer ranks per node",
+                   need / GIB, model / GIB, act / GIB, rows, (long long)longest, prefix / GIB,
+                   have / GIB, why);
+}
+
 int sp_generate_check_memory(const sp_model *m, int batch, int max_tokens, int max_new_tokens,
                              int n_prompts, int max_shared, int local_ranks, sp_error *err) {
     int ranks = local_ranks > 0 ? local_ranks : 1;

@@ -31,8 +31,9 @@ typedef struct run {
     int64_t n_chunks, done; /* chunks in all, chunks in the output */
     char *partial, *progress;
     char fp[17];
-    int fd;        /* rank 0: the partial output */
-    int64_t bytes; /* rank 0: its length */
+    sp__run_lock lock; /* rank 0: OUT.lock, this run's while it writes OUT */
+    int fd;            /* rank 0: the partial output */
+    int64_t bytes;     /* rank 0: its length */
     /* one micro-batch */
     int32_t *seq_start, *tokens, *tpos, *tids;
     const float **seq_prompts;
@@ -44,6 +45,17 @@ typedef struct run {
 
 /* ---- the fingerprint of everything that decides the output's bytes -------------------------- */
 
+/* Floats of one row of a key/value prefix over every layer: L * 2 * kv_dim. */
+static size_t kv_row_floats(const run *r) {
+    const sp_model_config *c = &sp_team_model(r->team)->cfg;
+    return (size_t)c->n_layer * 2 * (size_t)sp_config_kv_heads(c) * (size_t)sp_config_head_dim(c);
+}
+
+/* Rows of prompt k's key/value prefix (0: none). */
+static int kv_rows(const run *r, int k) {
+    return r->o->kv_prefixes && r->o->kv_prefixes[k] ? r->o->n_kv_prefix[k] : 0;
+}
+
 static void fingerprint(run *r) {
     const sp_predict_options *o = r->o;
     const sp_examples *ex = r->ex;
@@ -54,8 +66,13 @@ static void fingerprint(run *r) {
     sp__h64_i64(&h, o->n_prompts), sp__h64_i64(&h, o->n_prompt);
     sp__h64_str(&h, o->model_fingerprint ? o->model_fingerprint : "");
     size_t d = (size_t)sp_team_model(r->team)->cfg.d_model;
-    for (int k = 0; k < o->n_prompts; k++)
+    for (int k = 0; o->n_prompt > 0 && k < o->n_prompts; k++) /* (a prefix alone: none) */
         sp__h64_update(&h, o->prompts[k], (size_t)o->n_prompt * d * sizeof(float));
+    for (int k = 0; o->kv_prefixes && k < o->n_prompts; k++) { /* (none: as before prefixes) */
+        size_t n = (size_t)o->n_kv_prefix[k] * kv_row_floats(r);
+        sp__h64_i64(&h, o->n_kv_prefix[k]);
+        if (n) sp__h64_update(&h, o->kv_prefixes[k], n * sizeof(float));
+    }
     sp__h64_i64(&h, ex->n);
     sp__h64_update(&h, ex->start, (size_t)(ex->n + 1) * sizeof *ex->start);
     sp__h64_update(&h, ex->tokens, (size_t)ex->start[ex->n] * sizeof *ex->tokens);
@@ -91,14 +108,15 @@ static int alloc_run(run *r, sp_error *err) {
     return 0;
 }
 
-/* Examples [first, first + n) under every prompt (example-major) as one batch. */
-static sp_batch build_batch(run *r, int64_t first, int n) {
+/* Examples [first, first + n) under every prompt (example-major) as one batch, or (only >= 0)
+ * under prompt only alone. */
+static sp_batch build_batch(run *r, int64_t first, int n, int only) {
     const sp_examples *ex = r->ex;
     int s = 0;
     r->seq_start[0] = 0;
     for (int i = 0; i < n; i++) {
         int64_t e = first + i, len = ex->start[e + 1] - ex->start[e];
-        for (int k = 0; k < r->K; k++, s++) {
+        for (int k = only < 0 ? 0 : only; k < (only < 0 ? r->K : only + 1); k++, s++) {
             memcpy(r->tokens + r->seq_start[s], ex->tokens + ex->start[e],
                    (size_t)len * sizeof *r->tokens);
             r->tpos[s] = r->seq_start[s] + ex->target_pos[e];
@@ -110,28 +128,40 @@ static sp_batch build_batch(run *r, int64_t first, int n) {
     return (sp_batch){s, r->seq_start, r->tokens, s, r->tpos, r->tids, ex->source, NULL};
 }
 
-/* out [n, K, C] = the verbalizer logits of examples [first, first + n). */
-static int micro_batch(run *r, int64_t first, int n, double *out, sp_error *err) {
-    sp_batch b = build_batch(r, first, n);
-    sp_pass pass = {.prompt = r->o->prompts[0],
+/* out [n, K, C] = the verbalizer logits of examples [first, first + n): every prompt in one
+ * engine call (only < 0), or prompt only's alone behind its key/value prefix. */
+static int engine_call(run *r, int64_t first, int n, int only, double *out, sp_error *err) {
+    sp_batch b = build_batch(r, first, n, only);
+    int k0 = only < 0 ? 0 : only, per = only < 0 ? r->K : 1; /* sequences per example */
+    sp_pass pass = {.prompt = r->o->prompts[k0],
                     .n_prompt = r->o->n_prompt,
-                    .seq_prompts = r->seq_prompts,
+                    .seq_prompts = only < 0 ? r->seq_prompts : NULL,
+                    .kv_prefix = kv_rows(r, k0) ? r->o->kv_prefixes[k0] : NULL,
+                    .n_kv_prefix = kv_rows(r, k0),
                     .target_logits = r->logits};
     double loss;
     if (sp_team_run(r->team, &b, &pass, &loss, err))
         return sp_fail_prefix(err, "%s: examples %lld-%lld", r->ex->source, (long long)first,
                               (long long)(first + n - 1));
-    for (int s = 0; s < b.n_seq; s++)
+    for (int s = 0; s < b.n_seq; s++) {
+        int i = s / per, k = k0 + s % per;
         for (int c = 0; c < r->C; c++) {
             float x = r->logits[(size_t)s * r->V + r->ex->verbalizer[c]];
             if (!isfinite(x))
                 return sp_fail(err,
                                "%s: example %lld, prompt %d: the logit of class %d is %g: the "
                                "model or the prompt holds non-finite values or they overflow",
-                               r->ex->source, (long long)(first + s / r->K), s % r->K + 1, c,
-                               (double)x);
-            out[(size_t)s * r->C + c] = x + 0.0f; /* -0 is 0: the sum over ranks keeps it */
+                               r->ex->source, (long long)(first + i), k + 1, c, (double)x);
+            out[((size_t)i * r->K + k) * r->C + c] = x + 0.0f; /* -0 is 0: sums keep it */
         }
+    }
+    return 0;
+}
+
+static int micro_batch(run *r, int64_t first, int n, double *out, sp_error *err) {
+    if (!r->o->kv_prefixes) return engine_call(r, first, n, -1, out, err);
+    for (int k = 0; k < r->K; k++)
+        if (engine_call(r, first, n, k, out, err)) return -1;
     return 0;
 }
 
@@ -320,6 +350,10 @@ static int check_options(const run *r, sp_error *err) {
     if (o->n_prompt != r->ex->n_soft)
         return sp_fail(err, "the prompts have %d rows but the examples of %s have %d soft slots",
                        o->n_prompt, r->ex->source, r->ex->n_soft);
+    for (int k = 0; o->kv_prefixes && k < o->n_prompts; k++)
+        if (o->kv_prefixes[k] && o->n_kv_prefix[k] < 0)
+            return sp_fail(err, "prompt %d: a key/value prefix of %d rows", k + 1,
+                           o->n_kv_prefix[k]);
     for (int c = 0; o->format == SP_PREDICT_TSV && c < r->C; c++)
         if (strpbrk(r->ex->class_names[c], "\t\r\n"))
             return sp_fail(err,
@@ -334,6 +368,19 @@ static char *with_suffix(const char *path, const char *suffix) {
     char *p = malloc(n);
     if (p) snprintf(p, n, "%s%s", path, suffix);
     return p;
+}
+
+/* What a micro-batch needs, against what this rank may use (train's check). */
+static int check_memory(const run *r, sp_error *err) {
+    int max_prefix = 0, prefix_rows = 0;
+    for (int k = 0; k < r->K; k++) {
+        int n = kv_rows(r, k);
+        max_prefix = n > max_prefix ? n : max_prefix, prefix_rows += n;
+    }
+    int per = r->o->kv_prefixes ? 1 : r->K; /* sequences per example in one engine call */
+    return sp__predict_check_memory(sp_team_model(r->team), r->ex, r->o->micro_batch, per,
+                                    r->o->micro_batch * r->K, max_prefix, prefix_rows,
+                                    r->d->local_size, err);
 }
 
 /* Rank 0: OUT.partial becomes OUT, the progress record goes. */
@@ -359,7 +406,7 @@ static int setup(run *r, sp_error *err) {
         !(r->progress = with_suffix(r->o->out, ".progress.json")))
         return sp_fail(err, "out of memory");
     fingerprint(r);
-    return alloc_run(r, err);
+    return check_memory(r, err) ? -1 : alloc_run(r, err);
 }
 
 /* Every rank learns where rank 0 continues from and what was counted before. */
@@ -373,6 +420,7 @@ static void share_start(run *r) {
 /* --check: what open_output would refuse, without writing. */
 static int check_output(run *r, sp_error *err) {
     struct stat st;
+    if (sp__out_lock_probe(r->o->out, "predict", err)) return -1;
     if (!r->o->force && stat(r->o->out, &st) == 0)
         return sp_fail(err, "%s: already exists (use --force to overwrite it)", r->o->out);
     int resumed = read_progress(r, err);
@@ -381,8 +429,15 @@ static int check_output(run *r, sp_error *err) {
     return 0;
 }
 
+/* Rank 0: OUT is this run's (the run lock, as train's), then its partial output is open. */
+static int claim_output(run *r, sp_error *err) {
+    return sp__out_lock_acquire(&r->lock, r->o->out, "predict", err) || open_output(r, err) ? -1
+                                                                                            : 0;
+}
+
 static int loop(run *r, sp_error *err) {
-    int rc = sp_dist_rank0_agree(r->d->rank == 0 ? open_output(r, err) : 0, "open the output", err);
+    int rc =
+        sp_dist_rank0_agree(r->d->rank == 0 ? claim_output(r, err) : 0, "open the output", err);
     if (rc) return -1;
     share_start(r);
     r->m->chunks = r->n_chunks, r->m->resumed_from = r->done;
@@ -408,6 +463,7 @@ int sp_predict(sp_team *team, const sp_examples *ex, const sp_predict_options *o
         rc = loop(&r, err);
     }
     if (r.fd >= 0) close(r.fd);
+    sp__run_lock_release(&r.lock, 1); /* (a lock file this run created goes) */
     free(r.partial), free(r.progress), free(r.seq_start), free(r.tokens), free(r.tpos);
     free(r.tids), free(r.seq_prompts), free(r.logits), free(r.round);
     free(r.s.probs), free(r.s.pred), free(r.s.mean);

@@ -202,13 +202,34 @@ static int holder_live(int fd, const holder *h, const holder *self, int have_flo
     return 1;
 }
 
-static int refuse(const char *dir, const holder *h, int fd, sp_error *err) {
+/* What a lock guards, for its path and messages: a training run's directory (OUT/.lock) or a
+ * command's output file (OUT.lock). */
+typedef struct lock_site {
+    char path[4200];
+    const char *out, *cmd, *run, *kind; /* --out, "train", "training run", "directory" */
+} lock_site;
+
+static lock_site dir_site(const char *dir) {
+    lock_site w = {.out = dir, .cmd = "train", .run = "training run", .kind = "directory"};
+    snprintf(w.path, sizeof w.path, "%s/.lock", dir);
+    return w;
+}
+
+static lock_site file_site(const char *out, const char *cmd) {
+    lock_site w = {.out = out, .cmd = cmd, .run = "run", .kind = "file"};
+    snprintf(w.path, sizeof w.path, "%s.lock", out);
+    return w;
+}
+
+static int refuse(const lock_site *w, const holder *h, int fd, sp_error *err) {
     char who[512];
+    int train = strcmp(w->cmd, "train") == 0;
     describe(h, who, sizeof who);
     return sp_fail(err,
-                   "--out %s is in use by another training run (%s; lock %s/.lock renewed %.0f s "
-                   "ago): one run per output directory; wait for it to end, or use another --out",
-                   dir, who, dir, fd >= 0 ? age_seconds(fd) : 0.0);
+                   "--out %s is in use by another %s%s%s (%s; lock %s renewed %.0f s ago): one run "
+                   "per output %s; wait for it to end, or use another --out",
+                   w->out, train ? "" : w->cmd, train ? "" : " ", w->run, who, w->path,
+                   fd >= 0 ? age_seconds(fd) : 0.0, w->kind);
 }
 
 static int flock_disabled(void) {
@@ -258,8 +279,8 @@ static int still_linked(int fd, const char *path) {
 }
 
 /* One attempt: 1 acquired, 0 held by h, 2 try again (the file was replaced), -1 error. */
-static int attempt(sp__run_lock *l, const char *dir, const char *path, const holder *self,
-                   holder *h, sp_error *err) {
+static int attempt(sp__run_lock *l, const char *path, const holder *self, holder *h,
+                   sp_error *err) {
     int got = try_flock(l->fd);
     if (got == 1 && !still_linked(l->fd, path)) return 2;
     read_holder(l->fd, h);
@@ -269,7 +290,7 @@ static int attempt(sp__run_lock *l, const char *dir, const char *path, const hol
         return 0;
     }
     if (write_holder(l->fd, self) != 0)
-        return sp_fail(err, "%s/.lock: cannot write: %s", dir, strerror(errno));
+        return sp_fail(err, "%s: cannot write: %s", path, strerror(errno));
     if (got == -1) {
         /* A lease without flock: a contender that read the file before we wrote it writes
          * after us; whoever's content is still there after a pause owns the directory. */
@@ -285,11 +306,11 @@ static int attempt(sp__run_lock *l, const char *dir, const char *path, const hol
     return 1;
 }
 
-int sp__run_lock_acquire(sp__run_lock *l, const char *dir, sp_error *err) {
+static int acquire(sp__run_lock *l, const lock_site *w, sp_error *err) {
     memset(l, 0, sizeof *l);
     l->fd = -1;
     char *path = l->path;
-    snprintf(path, sizeof l->path, "%s/.lock", dir);
+    snprintf(path, sizeof l->path, "%s", w->path);
     holder self, h;
     me(&self);
     int rc = 2, waited = 0;
@@ -300,21 +321,21 @@ int sp__run_lock_acquire(sp__run_lock *l, const char *dir, sp_error *err) {
         if (l->fd < 0 && errno == EEXIST) l->fd = open(path, O_RDWR | O_CLOEXEC);
         if (l->fd < 0)
             return sp_fail(err, "%s: cannot open the run lock: %s", path, strerror(errno));
-        rc = attempt(l, dir, path, &self, &h, err);
+        rc = attempt(l, path, &self, &h, err);
     }
     while (rc == 0 && self.job[0] && h.known && strcmp(h.job, self.job) == 0 &&
            waited < SP_LOCK_WAIT) {
         /* our own job's earlier incarnation (a requeue): give it time to go */
         if (waited == 0)
             fprintf(stderr,
-                    "softprompt train: %s is still locked by this job's previous run (pid %ld on "
+                    "softprompt %s: %s is still locked by this job's previous run (pid %ld on "
                     "%s); waiting up to %d s for it to end\n",
-                    dir, h.pid, h.host, SP_LOCK_WAIT);
+                    w->cmd, w->out, h.pid, h.host, SP_LOCK_WAIT);
         sleep(2), waited += 2;
-        rc = attempt(l, dir, path, &self, &h, err);
+        rc = attempt(l, path, &self, &h, err);
     }
     if (rc != 1) {
-        if (rc == 0) refuse(dir, &h, l->fd, err);
+        if (rc == 0) refuse(w, &h, l->fd, err);
         if (rc == 2) sp_fail(err, "%s: the run lock keeps being replaced", path);
         close(l->fd);
         l->fd = -1;
@@ -325,6 +346,16 @@ int sp__run_lock_acquire(sp__run_lock *l, const char *dir, sp_error *err) {
     l->held = 1;
     l->thread_started = pthread_create(&l->thread, NULL, heartbeat, l) == 0;
     return 0;
+}
+
+int sp__run_lock_acquire(sp__run_lock *l, const char *dir, sp_error *err) {
+    lock_site w = dir_site(dir);
+    return acquire(l, &w, err);
+}
+
+int sp__out_lock_acquire(sp__run_lock *l, const char *out, const char *cmd, sp_error *err) {
+    lock_site w = file_site(out, cmd);
+    return acquire(l, &w, err);
 }
 
 void sp__run_lock_release(sp__run_lock *l, int undo) {
@@ -349,11 +380,9 @@ void sp__run_lock_release(sp__run_lock *l, int undo) {
     l->fd = -1, l->held = 0;
 }
 
-int sp__run_lock_probe(const char *dir, sp_error *err) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/.lock", dir);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return errno == ENOENT ? 0 : sp_fail(err, "%s: %s", path, strerror(errno));
+static int probe(const lock_site *w, sp_error *err) {
+    int fd = open(w->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? 0 : sp_fail(err, "%s: %s", w->path, strerror(errno));
     holder self, h;
     me(&self);
     read_holder(fd, &h);
@@ -362,7 +391,17 @@ int sp__run_lock_probe(const char *dir, sp_error *err) {
               : errno == EWOULDBLOCK              ? 0
                                                   : -1;
     int busy = got == 0 || holder_live(fd, &h, &self, got == 1);
-    int rc = busy ? refuse(dir, &h, fd, err) : 0;
+    int rc = busy ? refuse(w, &h, fd, err) : 0;
     close(fd); /* also drops the shared lock */
     return rc;
+}
+
+int sp__run_lock_probe(const char *dir, sp_error *err) {
+    lock_site w = dir_site(dir);
+    return probe(&w, err);
+}
+
+int sp__out_lock_probe(const char *out, const char *cmd, sp_error *err) {
+    lock_site w = file_site(out, cmd);
+    return probe(&w, err);
 }

@@ -376,6 +376,61 @@ START_TEST(test_cache_matches_whole_sequence) {
 }
 END_TEST
 
+/* sp__attention_cached (generation's decode) with the layer's window, soft-cap and query scale:
+ * a shared past a of np rows, the sequence's own rows b (its first `first` rows computed before,
+ * then `step` rows at a time, appended before the call), every output row against the float64
+ * reference of the whole sequence. */
+static void check_cached_heads(const sp__heads *heads, int len, int np, int first, int step,
+                               uint64_t seed) {
+    sp__heads hs = *heads;
+    int ld = SP_QKV_WIDTH(&hs), d = hs.n_head * hs.hd, kvd = hs.n_kv_head * hs.hd;
+    sp_rng rng;
+    sp_rng_seed(&rng, seed);
+    float *qkv = normal_floats((size_t)len * ld, &rng);
+    past_rows prefix = random_past(np, kvd, 0, &rng);
+    sp__kv_past pk = {prefix.k, prefix.v, np, kvd};
+    float *scratch = malloc(SP_ATT_CACHED_SCRATCH(np + len) * sizeof *scratch);
+    float *out = malloc((size_t)len * d * sizeof *out);
+    sp__kv_cache c = {malloc((size_t)len * kvd * 4), malloc((size_t)len * kvd * 4), 0, len, kvd};
+    sp__kv_past rows = sp__kv_of_qkv(qkv, first, &hs);
+    ck_assert_int_eq(sp__kv_append(&c, &rows), 0);
+    for (int r0 = first; r0 < len; r0 += step) {
+        int n = len - r0 < step ? len - r0 : step, base = c.len;
+        rows = sp__kv_of_qkv(qkv + (size_t)r0 * ld, n, &hs);
+        ck_assert_int_eq(sp__kv_append(&c, &rows), 0);
+        sp__kv_past mine = sp__kv_view(&c);
+        sp__attention_cached(out + (size_t)r0 * d, scratch, qkv + (size_t)r0 * ld, ld, n, &hs,
+                             np ? &pk : NULL, &mine, base);
+    }
+    naive r = {calloc((size_t)len * d, 8),      calloc((size_t)len * d, 8),
+               calloc((size_t)len * kvd, 8),    calloc((size_t)len * kvd, 8),
+               calloc((size_t)np * kvd + 1, 8), calloc((size_t)np * kvd + 1, 8)};
+    float *zero = calloc((size_t)len * d, sizeof *zero);
+    for (int h = 0; h < hs.n_head; h++) naive_head(&r, qkv, zero, len, &hs, &prefix, h);
+    double e = rel_err(out + (size_t)first * d, d, 0, r.out + (size_t)first * d, len - first, d);
+    ck_assert_msg(e < 1e-5,
+                  "len %d past %d window %d cap %g scale %g: relative error through the cache "
+                  "%.2e",
+                  len, np, hs.window, hs.softcap, hs.scale, e);
+    free(qkv), free(scratch), free(out), free(zero), free(c.k), free(c.v);
+    free(r.out), free(r.dq), free(r.dk), free(r.dv), free(r.dkp), free(r.dvp);
+    free_past(&prefix, 0);
+}
+
+/* Windows shorter than the past (the shared rows fall out of it), than the own rows, and longer
+ * than the sequence; Gemma 2's soft-cap and query scale; grouped-query heads. */
+START_TEST(test_cached_window_softcap_scale) {
+    const sp__heads plain = {4, 2, 8, 0, 0.0f, 0.0f}, win = {4, 2, 8, 5, 0.0f, 0.0f},
+                    gemma2 = {4, 2, 8, 4, 2.0f, 0.4f}, wide = {2, 1, 16, 100, 3.0f, 0.2f};
+    check_cached_heads(&plain, 20, 3, 6, 1, 81);
+    check_cached_heads(&win, 20, 3, 6, 1, 82);
+    check_cached_heads(&win, 24, 9, 1, 3, 83); /* several rows per call */
+    check_cached_heads(&gemma2, 18, 2, 4, 1, 84);
+    check_cached_heads(&gemma2, 18, 0, 1, 2, 85);
+    check_cached_heads(&wide, 15, 4, 5, 1, 86);
+}
+END_TEST
+
 /* A cache refuses rows that do not fit, and copies nothing then. */
 START_TEST(test_cache_capacity) {
     sp__heads hs = {2, 1, 4, 0, 0, 0};
@@ -409,6 +464,7 @@ int main(void) {
     tcase_add_test(past, test_sliding_window);
     tcase_add_test(past, test_softcap_and_scale);
     tcase_add_test(past, test_cache_capacity);
+    tcase_add_test(past, test_cached_window_softcap_scale);
     suite_add_tcase(s, past);
     return tu_run_suite(s);
 }

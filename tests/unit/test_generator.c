@@ -5,13 +5,16 @@
  *    greedy ids are identical, for GPT-2 (learned positions) and Llama with grouped-query heads
  *    (rotary), with the soft prompt prepended, in the middle of the template, with a
  *    per-request mix of prompts (and a request without one) in one batch, and behind a
- *    per-layer key/value prefix loaded as the cache's first rows;
+ *    per-layer key/value prefix loaded as the cache's first rows; and for every other family
+ *    (Qwen2, Qwen3's q/k norms, Gemma's scaled embeddings, Gemma 2's sandwich norms, soft-caps,
+ *    query scale and window, Gemma 3's local rotary bases, Mistral's window), windows shorter
+ *    than the sequences; the worker within its memory estimate;
  *  - sp_generator_run gives the same greedy ids, shares one prefix cache per prompt, stops on
  *    EOS, stop strings (spanning tokens) and the length limits, and its samples depend only on
  *    the seed and the request, not on the batch;
  *  - greedy ids equal an independent float64 reference (tests/ref/generate_reference.py: no
- *    cache, Hugging Face's math) for GPT-2, Llama GQA and Qwen2 wherever the top-2 margin
- *    exceeds the float32 error;
+ *    cache, Hugging Face's math) for every family, three of them behind a key/value prefix,
+ *    wherever the top-2 margin exceeds the float32 error;
  *  - sampling: transformers' repetition penalty, top-k and top-p semantics on small rows;
  *  - bad input is refused before anything is appended. */
 #include <jansson.h>
@@ -46,6 +49,14 @@ static void load(sp_model *m, sp_arch a, uint64_t seed) {
                               .tied = a == SP_ARCH_GPT2,
                               .rope_theta = 10000};
     if (a != SP_ARCH_GPT2) o.cfg.n_kv_head = 2, o.cfg.head_dim = 8; /* grouped-query heads */
+    /* windows shorter than the sequences decoded (8 to 20 rows), caps the scores reach */
+    if (a == SP_ARCH_MISTRAL) o.cfg.sliding_window = 6;
+    if (a == SP_ARCH_GEMMA2 || a == SP_ARCH_GEMMA3) {
+        o.cfg.sliding_window = 5, o.cfg.window_pattern = 2;
+        o.cfg.attn_softcap = 2.0f, o.cfg.logit_softcap = 3.0f, o.cfg.query_scale = 0.3;
+    }
+    if (a == SP_ARCH_GEMMA3) o.cfg.rope_local_theta = 100;
+    o.cfg.qkv_bias = a == SP_ARCH_QWEN2; /* Qwen2 always has them */
     o.seed = seed, o.random_norms = 1, o.std = 0.3f;
     char name[32];
     snprintf(name, sizeof name, "%s-%llu", sp_arch_model_type(a), (unsigned long long)seed);
@@ -132,6 +143,12 @@ static double decode_and_compare(const sp_model *m, req *r, int B, const float *
     }
     sp_error err = {0};
     ck_assert_msg(sp_generate_extend(w, seq, B, start, packed, logits, &err) == 0, "%s", err.msg);
+    int rows = start[B], max_new = 0, max_past = 0; /* the prefill's sizes, for the estimate */
+    for (int b = 0; b < B; b++) {
+        int n = start[b + 1] - start[b], past = sp_kv_cache_len(own[b]) + steps;
+        if (r[b].shared) past += sp_kv_cache_len(r[b].shared);
+        max_new = n > max_new ? n : max_new, max_past = past > max_past ? past : max_past;
+    }
     double worst = 0;
     for (int step = 0; step < steps; step++) {
         for (int b = 0; b < B; b++) {
@@ -150,6 +167,10 @@ static double decode_and_compare(const sp_model *m, req *r, int B, const float *
             ck_assert_msg(sp_generate_extend(w, seq, B, start, packed, logits, &err) == 0, "%s",
                           err.msg);
     }
+    /* the worker's buffers stay within the estimate the memory check uses */
+    size_t est = sp_model_generate_bytes(m, (size_t)rows, (size_t)B, max_new, max_past);
+    ck_assert_msg(sp_worker_bytes(w) <= est, "worker %zu bytes, estimate %zu", sp_worker_bytes(w),
+                  est);
     for (int b = 0; b < B; b++) sp_kv_cache_free(own[b]);
     free(logits), free(want);
     sp_worker_free(w), sp_worker_free(ref);
@@ -206,6 +227,7 @@ static void check_arch(sp_arch a) {
     set_tokens(&r[3], plain, 3, NULL, 0);
     double e = decode_and_compare(&m, r, 4, NULL, 0, 10);
     printf("%s: mixed batch, largest normwise difference %.2e\n", sp_arch_model_type(a), e);
+    fflush(stdout);
     ck_assert_int_eq(sp_kv_cache_len(ca), 4); /* shared rows are never appended to */
     sp_kv_cache_free(ca), sp_kv_cache_free(r[2].shared);
     free(pa), free(pb);
@@ -222,11 +244,23 @@ START_TEST(cache_matches_recompute_llama_gqa) {
 }
 END_TEST
 
+/* The families whose blocks differ from Llama's: per-head q/k norms (Qwen3); embeddings scaled
+ * by sqrt(d), (1 + w) norms, GeGLU (Gemma); sandwich norms, soft-capped scores and logits, a
+ * query scale and a window of 5 in every other layer (Gemma 2); Gemma 2's and q/k norms, local
+ * rotary bases (Gemma 3); a window of 6 in every layer (Mistral). The windows are shorter than
+ * the sequences, so rows leave them during decoding, shared prompt rows included. */
+START_TEST(cache_matches_recompute_every_family) {
+    const sp_arch archs[] = {SP_ARCH_QWEN3,  SP_ARCH_GEMMA,   SP_ARCH_GEMMA2,
+                             SP_ARCH_GEMMA3, SP_ARCH_MISTRAL, SP_ARCH_QWEN2};
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++) check_arch(archs[i]);
+}
+END_TEST
+
 /* A per-layer key/value prefix as the first cache rows: in a shared prefix cache (with the
  * soft tokens after it) and in a request's own cache, against sp_engine_run with the prefix. */
 START_TEST(kv_prefix_as_first_cache_rows) {
-    sp_arch archs[2] = {SP_ARCH_GPT2, SP_ARCH_LLAMA};
-    for (int i = 0; i < 2; i++) {
+    sp_arch archs[] = {SP_ARCH_GPT2, SP_ARCH_LLAMA, SP_ARCH_QWEN3, SP_ARCH_GEMMA2, SP_ARCH_GEMMA3};
+    for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++) {
         sp_model m;
         load(&m, archs[i], 9);
         int d = m.cfg.d_model, kvd = sp_config_kv_heads(&m.cfg) * sp_config_head_dim(&m.cfg);
@@ -429,6 +463,22 @@ END_TEST
  * here, so a float32 error of a logit difference stays far below 1e-3. */
 #define REF_MARGIN 1e-3
 
+/* Tensor name of the case's expected.safetensors, float32 of n values (checked). */
+static float *case_tensor(const char *dir, const char *name, size_t n) {
+    char *path = tu_path(dir, "expected.safetensors");
+    sp_st_file f;
+    sp_error err = {0};
+    ck_assert_msg(sp_st_open(&f, path, &err) == 0, "%s", err.msg);
+    const sp_st_tensor *t = sp_st_find(&f, name);
+    ck_assert_msg(t && t->dtype == SP_DTYPE_F32 && t->nbytes == n * sizeof(float), "%s: %s", path,
+                  name);
+    float *p = malloc(n * sizeof *p);
+    memcpy(p, t->data, n * sizeof *p);
+    sp_st_close(&f);
+    free(path);
+    return p;
+}
+
 static float *case_prompt(const char *dir, int *n_prompt, int d) {
     char *path = tu_path(dir, "expected.safetensors");
     sp_st_file f;
@@ -437,25 +487,37 @@ static float *case_prompt(const char *dir, int *n_prompt, int d) {
     const sp_st_tensor *t = sp_st_find(&f, "prompt");
     ck_assert(t && t->dtype == SP_DTYPE_F32 && t->shape[1] == d);
     *n_prompt = (int)t->shape[0];
-    float *p = malloc((size_t)*n_prompt * d * sizeof *p);
-    memcpy(p, t->data, (size_t)*n_prompt * d * sizeof *p);
     sp_st_close(&f);
     free(path);
-    return p;
+    return case_tensor(dir, "prompt", (size_t)*n_prompt * d);
 }
 
 START_TEST(greedy_matches_float64_reference) {
-    static const char *const cases[] = {"l2_h2_d24_ninner40_f32", "llama_l2_h4_kv2_d32_bf16",
-                                        "qwen2_l2_h4_kv2_d32_bias_tied_f16"};
-    for (int c = 0; c < 3; c++) {
+    static const char *const cases[] = {
+        "l2_h2_d24_ninner40_f32",
+        "llama_l2_h4_kv2_d32_bf16",
+        "qwen2_l2_h4_kv2_d32_bias_tied_f16",
+        "qwen3_l2_h4_kv2_d24_hd12_tied_f32",
+        "gemma_l2_h4_kv1_d32_hd8_tied_bf16",
+        "gemma2_l3_h4_kv2_d32_hd8_softcap_window5_tied_f32",
+        "gemma3_l3_h4_kv2_d32_hd8_localrope_window5_tied_f32",
+        "mistral_l2_h4_kv2_d32_window5_f32",
+        "qwen3_l3_h2_kv1_d32_attnbias_kvprefix4_sharded3_bf16",
+        "gemma2_l2_h2_kv1_d24_hd12_attnbias_kvprefix3_sharded2_bf16",
+        "mistral_l2_h4_kv1_d24_window6_kvprefix3_tied_sharded2_bf16"};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char *dir = tu_path(SP_FIXTURES_DIR "/ref", cases[c]), *js = tu_path(dir, "generate.json");
         json_error_t je;
         json_t *root = json_load_file(js, 0, &je);
         ck_assert_msg(root, "%s: %s", js, je.text);
         sp_model m;
         tu_model_load_ok(&m, dir);
-        int P;
-        float *prompt = case_prompt(dir, &P, m.cfg.d_model);
+        int P, n_kv = (int)json_integer_value(json_object_get(root, "kv_prefix"));
+        float *prompt = case_prompt(dir, &P, m.cfg.d_model), *kv = NULL;
+        if (n_kv) /* every request behind the case's key/value prefix [L, 2, n_kv, kv_dim] */
+            kv = case_tensor(dir, "kv_prefix",
+                             (size_t)m.cfg.n_layer * 2 * n_kv * sp_config_kv_heads(&m.cfg) *
+                                 sp_config_head_dim(&m.cfg));
         json_t *reqs = json_object_get(root, "requests");
         int n = (int)json_array_size(reqs),
             max_new = (int)json_integer_value(json_object_get(root, "max_new_tokens"));
@@ -474,7 +536,7 @@ START_TEST(greedy_matches_float64_reference) {
         sp_error err = {0};
         sp_generator *g = sp_generator_new(w, &o, &err);
         ck_assert_msg(g, "%s", err.msg);
-        ck_assert_int_eq(sp_generator_add_prompt(g, prompt, P, NULL, 0, &err), 0);
+        ck_assert_int_eq(sp_generator_add_prompt(g, prompt, P, kv, n_kv, &err), 0);
         sp_gen_result out[4];
         ck_assert_msg(sp_generator_run(g, rq, n, out, &err) == 0, "%s", err.msg);
         int compared = 0;
@@ -494,7 +556,7 @@ START_TEST(greedy_matches_float64_reference) {
         ck_assert_int_ge(compared, 3 * max_new); /* the margins leave most steps comparable */
         sp_generator_free(g);
         sp_worker_free(w);
-        free(prompt);
+        free(prompt), free(kv);
         sp_model_free(&m);
         json_decref(root);
         free(js), free(dir);
@@ -594,43 +656,6 @@ START_TEST(extend_refuses_bad_input) {
 }
 END_TEST
 
-/* Families whose block generation does not run yet are refused by name, before any work; the
- * Llama-shaped ones run. */
-START_TEST(families_generation_does_not_run_are_refused) {
-    struct {
-        sp_arch arch;
-        const char *want; /* NULL: supported */
-    } cases[] = {{SP_ARCH_GPT2, NULL},
-                 {SP_ARCH_LLAMA, NULL},
-                 {SP_ARCH_MISTRAL, NULL}, /* no window in init-model's default config */
-                 {SP_ARCH_QWEN3, "per-head q/k norms"},
-                 {SP_ARCH_GEMMA, "sqrt(hidden_size)"},
-                 {SP_ARCH_GEMMA2, "sandwich"}};
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        sp_model m;
-        load(&m, cases[i].arch, 5);
-        sp_error err = {0};
-        int rc = sp_generate_supported(&m, &err);
-        if (!cases[i].want) {
-            ck_assert_msg(rc == 0, "%s: %s", sp_arch_model_type(cases[i].arch), err.msg);
-        } else {
-            ck_assert_int_eq(rc, -1);
-            ck_assert_msg(strstr(err.msg, cases[i].want) && strstr(err.msg, "generation does not"),
-                          "%s", err.msg);
-            sp_worker *w = sp_worker_new(&m);
-            sp_kv_cache *c = sp_kv_cache_new(&m, 4);
-            sp_gen_seq q = {NULL, c, NULL, 0};
-            int32_t tok[1] = {1}, start[2] = {0, 1};
-            ck_assert_int_eq(sp_generate_extend(w, &q, 1, start, tok, NULL, &err), -1);
-            ck_assert_int_eq(sp_kv_cache_len(c), 0);
-            sp_kv_cache_free(c);
-            sp_worker_free(w);
-        }
-        sp_model_free(&m);
-    }
-}
-END_TEST
-
 /* The memory estimate covers what a generator's worker allocates (its buffers at the batch's
  * prefill and decode sizes). */
 START_TEST(worker_within_estimate) {
@@ -651,6 +676,7 @@ END_TEST
 int main(void) {
     const TTest *tests[] = {cache_matches_recompute_gpt2,
                             cache_matches_recompute_llama_gqa,
+                            cache_matches_recompute_every_family,
                             kv_prefix_as_first_cache_rows,
                             generator_greedy_matches_driver,
                             generator_eos_and_stop_strings,
@@ -660,7 +686,6 @@ int main(void) {
                             top_k_top_p_as_transformers,
                             extend_refuses_bad_input,
                             worker_within_estimate,
-                            families_generation_does_not_run_are_refused,
                             NULL};
     return tu_main("generator", tests, NULL, NULL);
 }
