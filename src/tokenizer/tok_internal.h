@@ -153,8 +153,9 @@ struct sp_tokenizer {
     uint16_t *u16[2]; /* NFC scratch (ICU works in UTF-16) */
     size_t u16_cap[2];
 
-    /* Unigram: per-id scores, their minimum (unknown characters score min - 10), the longest
-     * piece in bytes; Viterbi scratch. */
+    /* Unigram: per-id scores, their minimum (unknown characters score min - 10); Viterbi
+     * scratch. Unigram and WordPiece: the longest model.vocab entry in bytes (no match is
+     * longer, so searches start there). */
     double *score; /* n_score entries (model.vocab) */
     size_t n_score;
     double min_score;

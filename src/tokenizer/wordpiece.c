@@ -29,6 +29,8 @@ int tok_load_wordpiece(sp_tokenizer *t, json_t *model, const char *path, sp_erro
         return sp_fail(err, "%s: model.max_input_chars_per_word is not a non-negative integer",
                        path);
     if (max) t->wp_max_chars = json_integer_value(max);
+    for (int32_t id = 0; id < t->n_ids; id++)
+        if (t->in_model[id] && t->str_len[id] > t->max_piece) t->max_piece = t->str_len[id];
     t->unk = tok_model_lookup(t, u, strlen(u));
     if (t->unk < 0) return sp_fail(err, "%s: model.unk_token '%s' is not in model.vocab", path, u);
     return 0;
@@ -51,7 +53,13 @@ int tok_wordpiece_piece(sp_tokenizer *t, const uint8_t *p, size_t n, sp_token_bu
     if ((int64_t)chars > t->wp_max_chars)
         return sp_token_buf_append(out, &t->unk, 1) ? sp_fail(err, "encode: out of memory") : 0;
     for (size_t start = 0; start < n;) {
-        size_t end = n;
+        /* No entry is longer than the longest one: start there (at a character boundary). */
+        size_t room = t->max_piece - (start ? t->wp_prefix_len : 0), end = n;
+        if (t->max_piece < (start ? t->wp_prefix_len : 0)) room = 0;
+        if (n - start > room) {
+            end = start + room;
+            while (end > start && (p[end] & 0xC0) == 0x80) end--;
+        }
         int32_t id = -1;
         while (start < end && (id = entry(t, p, start, end)) == -1) {
             end--; /* drop the last character */

@@ -329,6 +329,26 @@ START_TEST(wordpiece_limits_and_decoder) {
 }
 END_TEST
 
+/* A word of 200000 characters under a limit that lets it through: cut as quickly as a short
+ * one (no entry is longer than the vocabulary's longest), back to the same text. */
+START_TEST(wordpiece_long_word) {
+    sp_tokenizer *t = fixture_with_model("bert-uncased", "max_input_chars_per_word", "1000000000");
+    size_t n = 200000;
+    char *word = malloc(n + 1);
+    memset(word, 'a', n);
+    word[n] = '\0';
+    sp_token_buf ids = {0};
+    tu_tok_encode_ok(t, word, n, 0, &ids);
+    ck_assert_uint_ge(ids.n, 2);
+    size_t len;
+    char *out = tu_tok_decode_ok(t, ids.ids, ids.n, &len);
+    ck_assert(len == n && !memcmp(out, word, n));
+    free(out), free(word);
+    sp_token_buf_free(&ids);
+    sp_tokenizer_free(t);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("tokenizer_models");
     TCase *c = tu_tcase(s, "charsmap");
@@ -343,5 +363,6 @@ int main(void) {
     tcase_add_test(m, model_errors);
     tcase_add_test(m, unigram_without_unk);
     tcase_add_test(m, wordpiece_limits_and_decoder);
+    tcase_add_test(m, wordpiece_long_word);
     return tu_run_suite(s);
 }
