@@ -31,7 +31,7 @@ void tok_free_encoder(sp_tokenizer *t) {
     pcre2_match_data_free(t->md);
     tok_free_pipeline(t);
     free(t->s_id), free(t->s_next), free(t->s_prev), free(t->s_merged), free(t->s_heap);
-    free(t->s_word), free(t->score), free(t->u_node);
+    free(t->s_word), free(t->score), free(t->u_node), free(t->sorted);
     free(t->cache), free(t->cache_keys), free(t->cache_ids);
 }
 

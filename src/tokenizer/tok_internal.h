@@ -154,12 +154,12 @@ struct sp_tokenizer {
     size_t u16_cap[2];
 
     /* Unigram: per-id scores, their minimum (unknown characters score min - 10); Viterbi
-     * scratch. Unigram and WordPiece: the longest model.vocab entry in bytes (no match is
-     * longer, so searches start there). */
+     * scratch. Unigram and WordPiece: the ids of model.vocab sorted by their bytes (prefix.c). */
     double *score; /* n_score entries (model.vocab) */
     size_t n_score;
     double min_score;
-    size_t max_piece;
+    int32_t *sorted;
+    size_t n_sorted;
     struct tok_uni_node *u_node;
     size_t u_cap;
     /* WordPiece: continuing_subword_prefix, max_input_chars_per_word (unk is t->unk). */
@@ -260,6 +260,16 @@ int tok_charsmap_lookup(const tok_charsmap *m, const char *s, size_t n, const ch
 /* Hugging Face's Precompiled normalizer: per extended grapheme cluster (shorter than 6 bytes)
  * its replacement, else per character. Appends to out. */
 int tok_charsmap_normalize(tok_charsmap *m, const char *s, size_t n, sp__buf *out, sp_error *err);
+
+/* Common-prefix search over model.vocab (prefix.c): after the vocabulary is loaded, build;
+ * then a walk from start, one byte per step, reports the pieces equal to the bytes read, in
+ * increasing length, and stops (returns 0) when no piece continues them. */
+typedef struct tok_prefix_walk {
+    size_t lo, hi, len;
+} tok_prefix_walk;
+int tok_prefix_build(sp_tokenizer *t, sp_error *err);
+void tok_prefix_start(const sp_tokenizer *t, tok_prefix_walk *w);
+int tok_prefix_step(const sp_tokenizer *t, tok_prefix_walk *w, uint8_t c, int32_t *id);
 
 /* Models other than BPE (unigram.c, wordpiece.c): the ids of one pre-tokenized piece. */
 int tok_load_unigram(sp_tokenizer *t, json_t *model, const char *path, sp_error *err);

@@ -49,7 +49,6 @@ int tok_load_unigram(sp_tokenizer *t, json_t *model, const char *path, sp_error 
             return sp_fail_prefix(err, "%s: model.vocab[%zu]", path, i);
         t->score[i] = json_number_value(s);
         if (t->score[i] < t->min_score) t->min_score = t->score[i];
-        if (json_string_length(p) > t->max_piece) t->max_piece = json_string_length(p);
     }
     if (unk && !json_is_null(unk)) {
         if (!json_is_integer(unk) || json_integer_value(unk) < 0 ||
@@ -58,7 +57,7 @@ int tok_load_unigram(sp_tokenizer *t, json_t *model, const char *path, sp_error 
                            path, json_array_size(vocab) - 1);
         t->unk = (int32_t)json_integer_value(unk);
     }
-    return 0;
+    return tok_prefix_build(t, err);
 }
 
 /* Best path scores over the character starts of p[0, n); fails only without unk_id. */
@@ -67,12 +66,13 @@ static int viterbi(sp_tokenizer *t, const uint8_t *p, size_t n, sp_error *err) {
     for (size_t i = 0; i <= n; i++) node[i] = (struct tok_uni_node){0.0, -1, 0};
     for (size_t at = 0; at < n;) {
         uint32_t cp;
-        size_t mblen = tok_utf8_next(p + at, &cp), max = n - at;
+        size_t mblen = tok_utf8_next(p + at, &cp);
         double here = node[at].score;
         int single = 0;
-        if (max > t->max_piece) max = t->max_piece;
-        for (size_t len = 1; len <= max; len++) {
-            int32_t id = tok_model_lookup(t, (const char *)p + at, len);
+        tok_prefix_walk w;
+        tok_prefix_start(t, &w);
+        int32_t id;
+        for (size_t len = 1; at + len <= n && tok_prefix_step(t, &w, p[at + len - 1], &id); len++) {
             if (id < 0) continue;
             struct tok_uni_node *to = &node[at + len];
             double s = t->score[id] + here;

@@ -29,21 +29,23 @@ int tok_load_wordpiece(sp_tokenizer *t, json_t *model, const char *path, sp_erro
         return sp_fail(err, "%s: model.max_input_chars_per_word is not a non-negative integer",
                        path);
     if (max) t->wp_max_chars = json_integer_value(max);
-    for (int32_t id = 0; id < t->n_ids; id++)
-        if (t->in_model[id] && t->str_len[id] > t->max_piece) t->max_piece = t->str_len[id];
     t->unk = tok_model_lookup(t, u, strlen(u));
     if (t->unk < 0) return sp_fail(err, "%s: model.unk_token '%s' is not in model.vocab", path, u);
-    return 0;
+    return tok_prefix_build(t, err);
 }
 
-/* The vocabulary entry for p[a, b) (with the prefix when a > 0), or -1. */
-static int32_t entry(sp_tokenizer *t, const uint8_t *p, size_t a, size_t b) {
-    if (a == 0) return tok_model_lookup(t, (const char *)p, b);
-    size_t len = t->wp_prefix_len + (b - a);
-    if (sp__vec_reserve(&t->s_word, &t->s_word_cap, len, 1)) return -2;
-    memcpy(t->s_word, t->wp_prefix, t->wp_prefix_len);
-    memcpy(t->s_word + t->wp_prefix_len, p + a, b - a);
-    return tok_model_lookup(t, t->s_word, len);
+/* The longest vocabulary entry that p[start, ...) begins (with the prefix when start > 0):
+ * its id and *end, or -1. */
+static int32_t longest(const sp_tokenizer *t, const uint8_t *p, size_t start, size_t n,
+                       size_t *end) {
+    tok_prefix_walk w;
+    int32_t id, best = -1;
+    tok_prefix_start(t, &w);
+    for (size_t k = 0; start && k < t->wp_prefix_len; k++)
+        if (!tok_prefix_step(t, &w, (uint8_t)t->wp_prefix[k], &id)) return -1;
+    for (size_t i = start; i < n && tok_prefix_step(t, &w, p[i], &id); i++)
+        if (id >= 0) best = id, *end = i + 1;
+    return best;
 }
 
 int tok_wordpiece_piece(sp_tokenizer *t, const uint8_t *p, size_t n, sp_token_buf *out,
@@ -52,26 +54,13 @@ int tok_wordpiece_piece(sp_tokenizer *t, const uint8_t *p, size_t n, sp_token_bu
     for (size_t i = 0; i < n; i++) chars += (p[i] & 0xC0) != 0x80;
     if ((int64_t)chars > t->wp_max_chars)
         return sp_token_buf_append(out, &t->unk, 1) ? sp_fail(err, "encode: out of memory") : 0;
-    for (size_t start = 0; start < n;) {
-        /* No entry is longer than the longest one: start there (at a character boundary). */
-        size_t room = t->max_piece - (start ? t->wp_prefix_len : 0), end = n;
-        if (t->max_piece < (start ? t->wp_prefix_len : 0)) room = 0;
-        if (n - start > room) {
-            end = start + room;
-            while (end > start && (p[end] & 0xC0) == 0x80) end--;
-        }
-        int32_t id = -1;
-        while (start < end && (id = entry(t, p, start, end)) == -1) {
-            end--; /* drop the last character */
-            while (end > start && (p[end] & 0xC0) == 0x80) end--;
-        }
-        if (id == -2) return sp_fail(err, "encode: out of memory");
+    for (size_t start = 0, end = 0; start < n; start = end) {
+        int32_t id = longest(t, p, start, n, &end);
         if (id < 0) { /* no entry here: the whole piece is unknown */
             out->n = first;
             break;
         }
         if (sp_token_buf_append(out, &id, 1)) return sp_fail(err, "encode: out of memory");
-        start = end;
     }
     if (out->n == first && n && sp_token_buf_append(out, &t->unk, 1))
         return sp_fail(err, "encode: out of memory");

@@ -349,6 +349,42 @@ START_TEST(wordpiece_long_word) {
 }
 END_TEST
 
+/* A vocabulary with a piece of 60000 bytes, and a word of 200000 other characters: the
+ * search of each position stops at the first byte no piece continues with. */
+START_TEST(unigram_long_piece) {
+    size_t big = 60000, n = 200000;
+    char *piece = malloc(big + 1), *word = malloc(n + 1);
+    memset(piece, 'a', big), piece[big] = '\0';
+    memset(word, 'b', n), word[n] = '\0';
+    char vocab[256];
+    snprintf(vocab, sizeof vocab, "[[\"<unk>\", 0], [\"b\", -1], [\"bb\", -1.5]]");
+    json_t *v = json_loads(vocab, 0, NULL);
+    json_array_append_new(v, json_pack("[s, f]", piece, -2.0));
+    json_t *root = tu_tok_fixture_json("unigram-byte-fallback");
+    root = tu_tok_with_model(root, "vocab", v);
+    root = tu_tok_with_model(root, "unk_id", json_integer(0));
+    root = tu_tok_with_model(root, "byte_fallback", json_false());
+    json_object_set_new(root, "added_tokens", json_array());
+    json_object_set_new(root, "post_processor", json_null());
+    json_object_set_new(root, "pre_tokenizer", json_null());
+    char *path = tu_path(tu_dir, "tokenizer.json");
+    ck_assert_int_eq(json_dump_file(root, path, 0), 0);
+    json_decref(root);
+    sp_tokenizer *t = tu_tok_load_ok(tu_dir);
+    sp_token_buf ids = {0};
+    tu_tok_encode_ok(t, word, n, 0, &ids);
+    ck_assert_uint_eq(ids.n, n / 2); /* "bb" pieces: -1.5 each beats two "b" at -1 */
+    ck_assert_int_eq(ids.ids[0], 2);
+    sp_token_buf_free(&ids);
+    tu_tok_encode_ok(t, piece, big, 0, &ids);
+    ck_assert_uint_eq(ids.n, 1);
+    ck_assert_int_eq(ids.ids[0], 3);
+    sp_token_buf_free(&ids);
+    sp_tokenizer_free(t);
+    free(path), free(piece), free(word);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("tokenizer_models");
     TCase *c = tu_tcase(s, "charsmap");
@@ -364,5 +400,6 @@ int main(void) {
     tcase_add_test(m, unigram_without_unk);
     tcase_add_test(m, wordpiece_limits_and_decoder);
     tcase_add_test(m, wordpiece_long_word);
+    tcase_add_test(m, unigram_long_piece);
     return tu_run_suite(s);
 }
