@@ -10,14 +10,28 @@ static const struct {
     const char *name;
     int round_trip;
 } kinds[] = {
-    {"llama3", 1},           {"smollm", 1},
-    {"llama2", 0},           {"qwen2", 0},
-    {"llama2-metaspace", 0}, {"nfkc-replace-regex", 0},
-    {"added-strip", 0},      {"sp-unk-fused", 0},
-    {"sp-unk-unfused", 0},   {"sp-metaspace-split", 0},
-    {"split-invert", 0},     {"bytelevel-prefix-space", 0},
-    {"digits-runs", 0},      {"split-MergedWithNext", 0},
-    {"split-Contiguous", 0}, {"split-possessive", 0},
+    {"llama3", 1},
+    {"smollm", 1},
+    {"llama2", 0},
+    {"qwen2", 0},
+    {"llama2-metaspace", 0},
+    {"nfkc-replace-regex", 0},
+    {"added-strip", 0},
+    {"sp-unk-fused", 0},
+    {"sp-unk-unfused", 0},
+    {"sp-metaspace-split", 0},
+    {"split-invert", 0},
+    {"bytelevel-prefix-space", 0},
+    {"digits-runs", 0},
+    {"split-MergedWithNext", 0},
+    {"split-Contiguous", 0},
+    {"split-possessive", 0},
+    {"t5-unigram", 0},
+    {"t5-unigram-legacy", 0},
+    {"unigram-byte-fallback", 0},
+    {"bert-uncased", 0},
+    {"bert-options", 0},
+    {"roberta", 0},
 };
 #define N_KINDS ((int)(sizeof kinds / sizeof kinds[0]))
 

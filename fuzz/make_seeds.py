@@ -5,6 +5,7 @@ Seeds come only from the repository's own fixtures (tests/fixtures: project-made
 tokenizer.json files trained on public-domain text, prepare inputs) or are written here; no
 third-party vocabulary is used. Usage: fuzz/make_seeds.py OUT_DIR
 """
+import base64
 import json
 import os
 import struct
@@ -72,6 +73,28 @@ for d in ref_dirs():
     p = os.path.join(FIX, "ref", d, "model.safetensors.index.json")
     if os.path.exists(p):
         put("fuzz_index", d, read("ref", d, "model.safetensors.index.json"))
+
+# precompiled_charsmap blobs of the Precompiled normalizers in the fixtures (T5-style), and
+# the committed regression inputs (hand-built, hostile).
+def charsmaps(node):
+    if isinstance(node, dict):
+        if node.get("type") == "Precompiled":
+            yield node["precompiled_charsmap"]
+        for v in node.values():
+            yield from charsmaps(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from charsmaps(v)
+
+
+for d in hf_dirs():
+    root = json.loads(read("tokenizer", "hf", d, "tokenizer.json"))
+    for k, b64 in enumerate(charsmaps(root.get("normalizer"))):
+        put("fuzz_charsmap", "%s-%d" % (d, k), base64.b64decode(b64))
+REG = os.path.join(REPO, "fuzz", "regressions", "fuzz_charsmap")
+for name in sorted(os.listdir(REG)):
+    with open(os.path.join(REG, name), "rb") as f:
+        put("fuzz_charsmap", name, f.read())
 
 # tokenizer.json, tokenizer_config.json of every tokenizer.json kind.
 for d in hf_dirs():

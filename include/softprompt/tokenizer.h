@@ -1,8 +1,10 @@
-/* BPE tokenizers of the GPT-2 and Llama families (Hugging Face tokenizer.json and GPT-2's files).
+/* Tokenizers of Hugging Face tokenizer.json (BPE: GPT-2, Llama, Qwen, Gemma, RoBERTa; Unigram:
+ * T5, mT5, Flan-T5; WordPiece: BERT) and GPT-2's two-file format.
  *
  * Loading: sp_tokenizer_load(dir) reads, in this order of preference,
- *   1. tokenizer.json   (Hugging Face: model.type "BPE", model.vocab, model.merges as "a b"
- *                        strings or [a, b] pairs, added_tokens, and the pipeline below), with
+ *   1. tokenizer.json   (Hugging Face: model.type "BPE" with model.vocab and model.merges as
+ *                        "a b" strings or [a, b] pairs, "Unigram" or "WordPiece" (below),
+ *                        added_tokens, and the pipeline below), with
  *                        tokenizer_config.json beside it when present,
  *   2. vocab.json   + merges.txt,
  *   3. encoder.json + vocab.bpe   (OpenAI's names for the same two files).
@@ -14,13 +16,18 @@
  * tokenizer.json, what is supported (anything else is refused by a load error that names the
  * file, the JSON path and the supported values):
  *   normalizer     null; NFC, NFD, NFKC, NFKD (ICU); Prepend; Replace (String or Regex pattern);
- *                  Sequence of these. Lowercase, Strip, StripAccents, Precompiled, BertNormalizer
- *                  are refused.
+ *                  Strip (strip_left/right: Unicode White_Space); Precompiled (SentencePiece's
+ *                  precompiled_charsmap, validated whole; per grapheme, shortest key);
+ *                  BertNormalizer (clean_text, handle_chinese_chars, strip_accents, null =
+ *                  lowercase, lowercase); Lowercase; Sequence of these. StripAccents alone is
+ *                  refused.
  *   pre_tokenizer  null; Split (pattern {"Regex"} or {"String"}; behavior Removed, Isolated,
  *                  MergedWithPrevious, MergedWithNext, Contiguous; invert); ByteLevel
  *                  (add_prefix_space, use_regex = GPT-2's pattern); Digits (individual_digits);
  *                  Metaspace (replacement, prepend_scheme always/first/never or the legacy
- *                  add_prefix_space, split); Sequence of these. With a ByteLevel step the BPE
+ *                  add_prefix_space, split); WhitespaceSplit; BertPreTokenizer (whitespace
+ *                  removed, each punctuation character isolated); Sequence of these. With a
+ *                  ByteLevel step the BPE
  *                  runs over GPT-2's byte alphabet (Llama 3, Qwen2, SmolLM, GPT-2) and every
  *                  byte token must exist; without one it runs over Unicode characters
  *                  (SentencePiece-style: Llama 2, TinyLlama).
@@ -28,14 +35,23 @@
  *                  is), byte_fallback (a character outside the vocabulary becomes its <0xNN>
  *                  tokens), unk_token, fuse_unk; dropout null/0, continuing_subword_prefix and
  *                  end_of_word_suffix null/"" only. Merges are applied by rank.
+ *                  Unigram: vocab [[piece, score]...] (ids = positions), unk_id, byte_fallback;
+ *                  the highest-scoring segmentation as Hugging Face finds it (an unknown
+ *                  character scores min - 10, consecutive ones are fused, then <0xNN> tokens
+ *                  with byte_fallback, else unk_id; without unk_id it is an encode error).
+ *                  WordPiece: vocab, unk_token, continuing_subword_prefix,
+ *                  max_input_chars_per_word (longest match first; a word that cannot be cut, or
+ *                  is longer, is unk_token). Both need a pre-tokenizer without ByteLevel.
  *   decoder        byte-level: ByteLevel or null. Character-level: Replace (String -> string),
  *                  ByteFallback, Fuse, Strip (after Fuse), Metaspace, alone or in a Sequence;
  *                  Replace/Metaspace before ByteFallback, ByteFallback before Fuse (the order
- *                  changes Hugging Face's result; the other orders are refused).
+ *                  changes Hugging Face's result; the other orders are refused). WordPiece
+ *                  (prefix, cleanup) alone, for a WordPiece model.
  *   added_tokens   special or not; lstrip/rstrip (the token takes the Unicode whitespace on
  *                  that side); normalized: true only without a normalizer; single_word refused.
  *   post_processor TemplateProcessing whose single is [BOS] $A [EOS] (each optional),
- *                  ByteLevel (offsets only), Sequence of these; others are refused.
+ *                  BertProcessing and RobertaProcessing ([CLS] $A [SEP], <s> $A </s>: BOS
+ *                  and EOS), ByteLevel (offsets only), Sequence of these.
  *   tokenizer_config.json: bos_token, eos_token (string or {"content": ...}), add_bos_token,
  *                  add_eos_token; where it and the post-processor disagree, loading fails.
  *

@@ -31,7 +31,7 @@ void tok_free_encoder(sp_tokenizer *t) {
     pcre2_match_data_free(t->md);
     tok_free_pipeline(t);
     free(t->s_id), free(t->s_next), free(t->s_prev), free(t->s_merged), free(t->s_heap);
-    free(t->s_word);
+    free(t->s_word), free(t->score), free(t->u_node), free(t->sorted);
     free(t->cache), free(t->cache_keys), free(t->cache_ids);
 }
 
@@ -218,8 +218,7 @@ size_t tok_utf8_next(const uint8_t *s, uint32_t *cp) {
     return 4;
 }
 
-/* A token of model.vocab (added tokens outside it take no part in BPE), or -1. */
-static int32_t model_lookup(const sp_tokenizer *t, const char *s, size_t n) {
+int32_t tok_model_lookup(const sp_tokenizer *t, const char *s, size_t n) {
     int32_t id = tok_lookup(t, s, n);
     return id >= 0 && t->in_model[id] ? id : -1;
 }
@@ -234,7 +233,7 @@ static int char_symbols(sp_tokenizer *t, const uint8_t *p, size_t n, size_t *n_s
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         size_t l = tok_utf8_next(p + i, &cp), b = 0;
-        int32_t id = model_lookup(t, (const char *)p + i, l);
+        int32_t id = tok_model_lookup(t, (const char *)p + i, l);
         if (id >= 0) {
             t->s_id[k++] = id, prev_unk = 0;
         } else if (t->byte_fallback) {
@@ -260,14 +259,14 @@ static int char_symbols(sp_tokenizer *t, const uint8_t *p, size_t n, size_t *n_s
 
 /* With ignore_merges a piece that is itself a vocabulary token is that token. */
 static int32_t whole_piece_id(sp_tokenizer *t, const uint8_t *p, size_t n) {
-    if (t->mode == TOK_MODE_CHAR) return model_lookup(t, (const char *)p, n);
+    if (t->mode == TOK_MODE_CHAR) return tok_model_lookup(t, (const char *)p, n);
     if (sp__vec_reserve(&t->s_word, &t->s_word_cap, 2 * n, 1)) return -1;
     size_t len = 0;
     for (size_t i = 0; i < n; i++) {
         memcpy(t->s_word + len, t->byte_chr[p[i]], t->byte_chr_len[p[i]]);
         len += t->byte_chr_len[p[i]];
     }
-    return model_lookup(t, t->s_word, len);
+    return tok_model_lookup(t, t->s_word, len);
 }
 
 /* BPE of one piece, appended to out. */
@@ -308,7 +307,9 @@ static int encode_piece(sp_tokenizer *t, const uint8_t *p, size_t n, sp_token_bu
     int32_t id = t->ignore_merges ? whole_piece_id(t, p, n) : -1;
     if (id >= 0) {
         if (sp_token_buf_append(out, &id, 1)) return sp_fail(err, "encode: out of memory");
-    } else if (bpe_piece(t, p, n, out, err)) {
+    } else if (t->model == TOK_MODEL_UNIGRAM     ? tok_unigram_piece(t, p, n, out, err)
+               : t->model == TOK_MODEL_WORDPIECE ? tok_wordpiece_piece(t, p, n, out, err)
+                                                 : bpe_piece(t, p, n, out, err)) {
         return -1;
     }
     if (n <= CACHE_MAX_KEY && out->n > start) {

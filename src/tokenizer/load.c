@@ -104,12 +104,19 @@ static int is_zero(json_t *v) {
     return json_is_number(v) && json_number_value(v) == 0;
 }
 
-/* Refuses options whose effect this tokenizer does not implement. */
-static int check_model_options(json_t *model, const char *path, sp_error *err) {
+/* model.type: BPE when absent; WordPiece, Unigram; anything else is refused. */
+static int model_type(sp_tokenizer *t, json_t *model, const char *path, sp_error *err) {
     json_t *type = json_object_get(model, "type");
-    if (type && (!json_is_string(type) || strcmp(json_string_value(type), "BPE") != 0))
-        return sp_fail(err, "%s: model.type is %s, only \"BPE\" is supported", path,
-                       json_is_string(type) ? json_string_value(type) : "not a string");
+    const char *s = json_string_value(type);
+    if (!type || (s && !strcmp(s, "BPE"))) return t->model = TOK_MODEL_BPE, 0;
+    if (s && !strcmp(s, "Unigram")) return t->model = TOK_MODEL_UNIGRAM, 0;
+    if (s && !strcmp(s, "WordPiece")) return t->model = TOK_MODEL_WORDPIECE, 0;
+    return sp_fail(err, "%s: model.type is %s%s%s, supported: \"BPE\", \"Unigram\", \"WordPiece\"",
+                   path, s ? "\"" : "", s ? s : "not a string", s ? "\"" : "");
+}
+
+/* Refuses BPE options whose effect this tokenizer does not implement. */
+static int check_model_options(json_t *model, const char *path, sp_error *err) {
     if (!is_null_or(json_object_get(model, "dropout"), is_zero))
         return sp_fail(err, "%s: model.dropout (BPE dropout) is not supported", path);
     if (!is_null_or(json_object_get(model, "continuing_subword_prefix"), is_empty_string))
@@ -197,8 +204,16 @@ static int hf_load(sp_tokenizer *t, json_t *root, const char *path, const char *
     if (!json_is_object(model))
         return sp_fail(err, "%s: \"model\" is missing or not an object", path);
     t->pipeline = 1;
-    if (check_model_options(model, path, err) || tok_parse_pipeline(t, root, path, err)) return -1;
-    if (add_vocab_object(t, json_object_get(model, "vocab"), path, "model.vocab", err)) return -1;
+    if (model_type(t, model, path, err)) return -1;
+    if (t->model == TOK_MODEL_BPE && check_model_options(model, path, err)) return -1;
+    if (tok_parse_pipeline(t, root, path, err)) return -1;
+    if (t->model != TOK_MODEL_BPE && t->mode == TOK_MODE_BYTE)
+        return sp_fail(err, "%s: a ByteLevel pre-tokenizer is supported with a BPE model only",
+                       path);
+    if (t->model == TOK_MODEL_UNIGRAM
+            ? tok_load_unigram(t, model, path, err)
+            : add_vocab_object(t, json_object_get(model, "vocab"), path, "model.vocab", err))
+        return -1;
     json_t *added = json_object_get(root, "added_tokens"), *a;
     if (added && !json_is_null(added) && !json_is_array(added))
         return sp_fail(err, "%s: added_tokens is not an array", path);
@@ -206,9 +221,11 @@ static int hf_load(sp_tokenizer *t, json_t *root, const char *path, const char *
     json_array_foreach(added, i, a) {
         if (hf_added_token(t, a, err)) return sp_fail_prefix(err, "%s: added_tokens[%zu]", path, i);
     }
-    if (model_unk_options(t, model, path, err)) return -1;
+    if (t->model == TOK_MODEL_WORDPIECE && tok_load_wordpiece(t, model, path, err)) return -1;
+    if (t->model == TOK_MODEL_BPE && model_unk_options(t, model, path, err)) return -1;
     if (tok_finish_vocab(t, err)) return sp_fail_prefix(err, "%s", path);
-    if (hf_merges(t, json_object_get(model, "merges"), path, err)) return -1;
+    if (t->model == TOK_MODEL_BPE && hf_merges(t, json_object_get(model, "merges"), path, err))
+        return -1;
     return tok_parse_post(t, root, path, config, err);
 }
 

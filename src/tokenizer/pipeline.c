@@ -14,8 +14,10 @@
 static const char GPT2_PATTERN[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
-static const char PRE_LIST[] = "supported: Sequence, Split, ByteLevel, Digits, Metaspace";
-static const char NORM_LIST[] = "supported: Sequence, NFC, NFD, NFKC, NFKD, Prepend, Replace";
+static const char PRE_LIST[] = "supported: Sequence, Split, ByteLevel, Digits, Metaspace, "
+                               "WhitespaceSplit, BertPreTokenizer";
+static const char NORM_LIST[] = "supported: Sequence, NFC, NFD, NFKC, NFKD, Prepend, Replace, "
+                                "Strip, Precompiled, BertNormalizer, Lowercase";
 
 /* Unicode White_Space, which is what \s means to Oniguruma (Hugging Face tokenizers' regex
  * engine) and to Python's `regex`. PCRE2 10.42's \s differs (it has U+180E, lacks U+0085), so
@@ -175,6 +177,50 @@ static int parse_sequence(sp_tokenizer *t, json_t *node, const char *key, const 
     return 0;
 }
 
+static int parse_strip_norm(sp_tokenizer *t, json_t *n, const char *where, sp_error *err) {
+    int l = bool_field(n, "strip_left", 0), r = bool_field(n, "strip_right", 0);
+    if (l < 0 || r < 0)
+        return sp_fail(err, "%s: strip_left and strip_right must be booleans", where);
+    tok_norm *m = new_norm(t, where, err);
+    if (!m) return -1;
+    m->kind = NORM_STRIP, m->left = l, m->right = r;
+    return tok_desc(t, "norm:strip(%d,%d);", l, r);
+}
+
+static int parse_precompiled(sp_tokenizer *t, json_t *n, const char *where, sp_error *err) {
+    json_t *v = json_object_get(n, "precompiled_charsmap");
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    if (!json_is_string(v))
+        return sp_fail(err, "%s.precompiled_charsmap: expected a base64 string", where);
+    if (tok_base64_decode(json_string_value(v), json_string_length(v), &blob, &len))
+        return sp_fail(err, "%s.precompiled_charsmap: not valid base64 (standard, padded)", where);
+    tok_norm *m = new_norm(t, where, err);
+    if (m) m->kind = NORM_PRECOMPILED, m->cmap = calloc(1, sizeof *m->cmap);
+    int rc = !m         ? -1
+             : !m->cmap ? sp_fail(err, "out of memory")
+                        : tok_charsmap_parse(m->cmap, blob, len, err);
+    free(blob);
+    if (rc) return m ? sp_fail_prefix(err, "%s", where) : -1;
+    return tok_desc(t, "norm:precompiled(%016llx);", (unsigned long long)m->cmap->hash);
+}
+
+/* BertNormalizer (Hugging Face's defaults: all true, strip_accents null = follow lowercase). */
+static int parse_bert_norm(sp_tokenizer *t, json_t *n, const char *where, sp_error *err) {
+    int clean = bool_field(n, "clean_text", 1), chinese = bool_field(n, "handle_chinese_chars", 1);
+    int lower = bool_field(n, "lowercase", 1), accents = bool_field(n, "strip_accents", -2);
+    if (clean < 0 || chinese < 0 || lower < 0 || accents == -1)
+        return sp_fail(err,
+                       "%s: clean_text, handle_chinese_chars, lowercase must be booleans and "
+                       "strip_accents a boolean or null",
+                       where);
+    tok_norm *m = new_norm(t, where, err);
+    if (!m) return -1;
+    m->kind = NORM_BERT, m->clean = clean, m->chinese = chinese, m->lower = lower;
+    m->accents = accents == -2 ? lower : accents;
+    return tok_desc(t, "norm:bert(%d,%d,%d,%d);", clean, chinese, m->accents, lower);
+}
+
 static int parse_normalizer(sp_tokenizer *t, json_t *n, const char *where, sp_error *err) {
     if (!n || json_is_null(n)) return 0;
     const char *type = type_of(n);
@@ -199,6 +245,15 @@ static int parse_normalizer(sp_tokenizer *t, json_t *n, const char *where, sp_er
         return tok_desc(t, "norm:prepend(%s);", m->a);
     }
     if (!strcmp(type, "Replace")) return parse_replace_norm(t, n, where, err);
+    if (!strcmp(type, "Strip")) return parse_strip_norm(t, n, where, err);
+    if (!strcmp(type, "Precompiled")) return parse_precompiled(t, n, where, err);
+    if (!strcmp(type, "BertNormalizer")) return parse_bert_norm(t, n, where, err);
+    if (!strcmp(type, "Lowercase")) {
+        tok_norm *m = new_norm(t, where, err);
+        if (!m) return -1;
+        m->kind = NORM_LOWERCASE, m->lower = 1;
+        return tok_desc(t, "norm:lowercase;");
+    }
     return sp_fail(err, "%s: normalizer type \"%s\" is not supported (%s)", where, type, NORM_LIST);
 }
 
@@ -299,6 +354,21 @@ static int parse_metaspace(sp_tokenizer *t, json_t *p, const char *where, sp_err
     return tok_desc(t, "pre:metaspace(%s,%d,%d);", s->repl, scheme, split);
 }
 
+/* A Split step made here from a fixed pattern (WhitespaceSplit, BertPreTokenizer). */
+static int fixed_split(sp_tokenizer *t, const char *pat, int behavior, const char *where,
+                       sp_error *err) {
+    tok_pre *s = new_pre(t, PRE_SPLIT, where, err);
+    if (!s) return -1;
+    s->behavior = behavior;
+    if (!(s->re = tok_regex(pat, strlen(pat), 0, err))) return -1;
+    return tok_desc(t, "pre:split(re,%s,b=%d,inv=0);", pat, behavior);
+}
+
+/* Rust's char::is_whitespace is Unicode White_Space, which \s means here (tok_regex); BERT's
+ * punctuation is ASCII punctuation or a P* category. */
+static const char WS_RUNS[] = "\\s+";
+static const char BERT_PUNCT[] = "[!-/:-@\\[-`{-~\\p{P}]";
+
 static int parse_pre(sp_tokenizer *t, json_t *p, const char *where, sp_error *err) {
     if (!p || json_is_null(p)) return 0;
     const char *type = type_of(p);
@@ -308,6 +378,10 @@ static int parse_pre(sp_tokenizer *t, json_t *p, const char *where, sp_error *er
     if (!strcmp(type, "ByteLevel")) return parse_bytelevel(t, p, where, err);
     if (!strcmp(type, "Digits")) return parse_digits(t, p, where, err);
     if (!strcmp(type, "Metaspace")) return parse_metaspace(t, p, where, err);
+    if (!strcmp(type, "WhitespaceSplit")) return fixed_split(t, WS_RUNS, SPLIT_REMOVED, where, err);
+    if (!strcmp(type, "BertPreTokenizer"))
+        return fixed_split(t, WS_RUNS, SPLIT_REMOVED, where, err) ||
+               fixed_split(t, BERT_PUNCT, SPLIT_ISOLATED, where, err);
     return sp_fail(err, "%s: pre-tokenizer type \"%s\" is not supported (%s)", where, type,
                    PRE_LIST);
 }
@@ -341,6 +415,25 @@ static int decoder_replace(sp_tokenizer *t, json_t *d, const char *where, sp_err
     return 0;
 }
 
+/* WordPiece: alone, for a WordPiece model whose continuing_subword_prefix is its prefix. */
+static int decoder_wordpiece(sp_tokenizer *t, json_t *d, const char *where, sp_error *err) {
+    json_t *p = json_object_get(d, "prefix");
+    int cleanup = bool_field(d, "cleanup", 1);
+    const char *pre = p ? json_string_value(p) : "##";
+    if (t->model != TOK_MODEL_WORDPIECE || t->dec_from_len || t->dec_byte_fallback ||
+        t->dec_meta_first)
+        return sp_fail(err, "%s: the WordPiece decoder is supported alone, with a WordPiece model",
+                       where);
+    if (!pre || strlen(pre) >= sizeof t->wp_prefix || cleanup < 0)
+        return sp_fail(err, "%s: WordPiece needs a string prefix (< %zu bytes), boolean cleanup",
+                       where, sizeof t->wp_prefix);
+    t->dec_wordpiece = 1, t->dec_cleanup = cleanup;
+    /* The decoder's prefix must be the model's: the model is parsed later and checks it. */
+    memcpy(t->wp_prefix, pre, strlen(pre) + 1);
+    t->wp_prefix_len = strlen(pre);
+    return tok_desc(t, "dec:wordpiece(%s,%d);", pre, cleanup);
+}
+
 static int parse_char_decoder_step(sp_tokenizer *t, json_t *d, const char *where, int *fused,
                                    sp_error *err) {
     const char *type = type_of(d);
@@ -360,6 +453,7 @@ static int parse_char_decoder_step(sp_tokenizer *t, json_t *d, const char *where
             return sp_fail(err, "%s: %s is supported before ByteFallback only", where, type);
         return decoder_replace(t, d, where, err);
     }
+    if (!strcmp(type, "WordPiece")) return decoder_wordpiece(t, d, where, err);
     if (!strcmp(type, "Strip")) {
         const char *c = json_string_value(json_object_get(d, "content"));
         json_t *a = json_object_get(d, "start"), *b = json_object_get(d, "stop");
@@ -377,8 +471,8 @@ static int parse_char_decoder_step(sp_tokenizer *t, json_t *d, const char *where
     }
     return sp_fail(err,
                    "%s: decoder type \"%s\" is not supported here (supported for a "
-                   "character-level BPE: Sequence of Replace, ByteFallback, Fuse, Strip; "
-                   "Metaspace)",
+                   "character-level BPE or Unigram: Sequence of Replace, ByteFallback, Fuse, "
+                   "Strip; Metaspace; for WordPiece: WordPiece)",
                    where, type);
 }
 
@@ -464,11 +558,31 @@ static int parse_template(sp_tokenizer *t, json_t *pp, int32_t *bos, int32_t *eo
     return 0;
 }
 
+/* BertProcessing / RobertaProcessing's "cls" or "sep": [token, id], the id in the vocabulary. */
+static int processing_token(sp_tokenizer *t, json_t *pp, const char *key, int32_t *id,
+                            const char *where, sp_error *err) {
+    json_t *v = json_object_get(pp, key), *s = json_array_get(v, 0), *i = json_array_get(v, 1);
+    if (json_array_size(v) != 2 || !json_is_string(s) || !json_is_integer(i))
+        return sp_fail(err, "%s.%s: expected [token, id]", where, key);
+    int64_t n = json_integer_value(i);
+    if (n < 0 || n >= t->n_ids || t->kind[n] == TOK_ABSENT ||
+        tok_lookup(t, json_string_value(s), json_string_length(s)) != n)
+        return sp_fail(err, "%s.%s: '%s' with id %lld is not that vocabulary token", where, key,
+                       json_string_value(s), (long long)n);
+    *id = (int32_t)n;
+    return 0;
+}
+
 static int parse_post(sp_tokenizer *t, json_t *pp, int32_t *bos, int32_t *eos, const char *where,
                       sp_error *err) {
     if (!pp || json_is_null(pp)) return 0;
     const char *type = type_of(pp);
     if (!strcmp(type, "ByteLevel")) return 0; /* it only adjusts offsets */
+    /* [CLS] $A [SEP] / <s> $A </s> (RoBERTa's trim_offsets and add_prefix_space only move
+     * offsets). */
+    if (!strcmp(type, "BertProcessing") || !strcmp(type, "RobertaProcessing"))
+        return processing_token(t, pp, "cls", bos, where, err) ||
+               processing_token(t, pp, "sep", eos, where, err);
     if (!strcmp(type, "TemplateProcessing")) return parse_template(t, pp, bos, eos, where, err);
     if (!strcmp(type, "Sequence")) {
         json_t *list = json_object_get(pp, "processors"), *e;
@@ -482,7 +596,7 @@ static int parse_post(sp_tokenizer *t, json_t *pp, int32_t *bos, int32_t *eos, c
     }
     return sp_fail(err,
                    "%s: post-processor type \"%s\" is not supported (supported: "
-                   "TemplateProcessing, ByteLevel, Sequence)",
+                   "TemplateProcessing, BertProcessing, RobertaProcessing, ByteLevel, Sequence)",
                    where, type);
 }
 
@@ -554,6 +668,7 @@ int tok_parse_post(sp_tokenizer *t, json_t *root, const char *path, const char *
 void tok_free_pipeline(sp_tokenizer *t) {
     for (int i = 0; i < t->n_norm; i++) {
         free(t->norm[i].a), free(t->norm[i].b);
+        tok_charsmap_free(t->norm[i].cmap), free(t->norm[i].cmap);
         pcre2_code_free(t->norm[i].re);
     }
     for (int i = 0; i < t->n_pre; i++) pcre2_code_free(t->pre[i].re);

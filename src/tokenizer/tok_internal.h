@@ -20,13 +20,43 @@ enum { TOK_ABSENT = 0, TOK_NORMAL = 1, TOK_ADDED = 2, TOK_SPECIAL = 3 };
 /* What BPE runs over: GPT-2's byte alphabet, or Unicode characters (SentencePiece-style). */
 enum { TOK_MODE_BYTE = 0, TOK_MODE_CHAR = 1 };
 
+/* The model: BPE (merges), Unigram (Viterbi over scored pieces), WordPiece (greedy longest
+ * match with a continuing-subword prefix). */
+enum { TOK_MODEL_BPE = 0, TOK_MODEL_UNIGRAM = 1, TOK_MODEL_WORDPIECE = 2 };
+
+/* SentencePiece's precompiled_charsmap (the Precompiled normalizer, charsmap.c): a Darts
+ * double-array trie of keys whose values are offsets of NUL-terminated replacements. */
+typedef struct tok_charsmap {
+    uint32_t *units;
+    size_t n_units;
+    char *norm; /* the replacements blob (valid UTF-8) */
+    size_t norm_len;
+    uint64_t hash; /* of the whole blob, for the tokenizer hash */
+    void *brk;     /* ICU grapheme break iterator, opened on first use */
+} tok_charsmap;
+
 /* Normalizers (applied in order to each span between added tokens). */
-enum { NORM_NFC, NORM_NFD, NORM_NFKC, NORM_NFKD, NORM_PREPEND, NORM_REPLACE };
+enum {
+    NORM_NFC,
+    NORM_NFD,
+    NORM_NFKC,
+    NORM_NFKD,
+    NORM_PREPEND,
+    NORM_REPLACE,
+    NORM_STRIP,
+    NORM_PRECOMPILED,
+    NORM_BERT,
+    NORM_LOWERCASE
+};
 typedef struct tok_norm {
     int kind;
     char *a, *b; /* PREPEND: a = text; REPLACE: literal a -> b (when re is NULL) */
     size_t alen, blen;
-    pcre2_code *re; /* REPLACE with a {"Regex": ...} pattern */
+    pcre2_code *re;     /* REPLACE with a {"Regex": ...} pattern */
+    int left, right;    /* STRIP: which ends lose their whitespace */
+    int clean, chinese; /* BERT: clean_text, handle_chinese_chars */
+    int accents, lower; /* BERT: strip_accents (null resolved to lowercase), lowercase */
+    tok_charsmap *cmap; /* PRECOMPILED */
 } tok_norm;
 
 /* Pre-tokenizer steps (a Sequence, applied in order to every piece the previous step made). */
@@ -104,6 +134,7 @@ struct sp_tokenizer {
     int ignore_merges;        /* tokenizer.json option: a piece that is a whole token skips BPE */
     int mode;                 /* TOK_MODE_BYTE / TOK_MODE_CHAR */
     int pipeline;             /* tokenizer.json gave the pipeline (else GPT-2's default) */
+    int model;                /* TOK_MODEL_* */
     int byte_fallback;        /* CHAR: unknown characters become <0xNN> tokens */
     int32_t unk;              /* CHAR: id of model.unk_token, or -1 */
     int fuse_unk;             /* CHAR: consecutive unknown characters give one unk */
@@ -122,6 +153,20 @@ struct sp_tokenizer {
     uint16_t *u16[2]; /* NFC scratch (ICU works in UTF-16) */
     size_t u16_cap[2];
 
+    /* Unigram: per-id scores, their minimum (unknown characters score min - 10); Viterbi
+     * scratch. Unigram and WordPiece: the ids of model.vocab sorted by their bytes (prefix.c). */
+    double *score; /* n_score entries (model.vocab) */
+    size_t n_score;
+    double min_score;
+    int32_t *sorted;
+    size_t n_sorted;
+    struct tok_uni_node *u_node;
+    size_t u_cap;
+    /* WordPiece: continuing_subword_prefix, max_input_chars_per_word (unk is t->unk). */
+    char wp_prefix[32];
+    size_t wp_prefix_len;
+    int64_t wp_max_chars;
+
     /* Decoding (CHAR mode): replace dec_from by dec_to, bytes from <0xNN>, then strip. */
     char dec_from[8], dec_to[8];
     size_t dec_from_len, dec_to_len;
@@ -129,6 +174,8 @@ struct sp_tokenizer {
     int dec_strip_start, dec_strip_stop; /* leading / trailing dec_strip_chr to remove */
     char dec_strip_chr;
     int dec_meta_first; /* Metaspace decoder: the first token loses its replacement chars */
+    int dec_wordpiece;  /* WordPiece decoder: "##" pieces join, others get a space */
+    int dec_cleanup;    /* WordPiece decoder's cleanup (" ." -> ".", " n't" -> "n't", ...) */
 
     /* Sequence framing from the post-processor and tokenizer_config.json. */
     int32_t bos, eos_cfg;
@@ -201,8 +248,43 @@ int tok_desc(sp_tokenizer *t, const char *fmt, ...) __attribute__((format(printf
 int tok_normalize(sp_tokenizer *t, const char *s, size_t n, const char **out, size_t *out_len,
                   sp_error *err);
 
+/* Precompiled charsmap (charsmap.c). Parsing validates the whole blob (sizes, UTF-8, every
+ * trie position and value reachable from the root) so lookups cannot go out of bounds. */
+int tok_base64_decode(const char *s, size_t n, uint8_t **out, size_t *out_len);
+int tok_charsmap_parse(tok_charsmap *m, const uint8_t *blob, size_t len, sp_error *err);
+void tok_charsmap_free(tok_charsmap *m);
+/* The replacement of the shortest key that prefixes s[0, n) (stopping at a NUL byte): 1 and
+ * [*out, *out + *out_len), or 0 when no key does. */
+int tok_charsmap_lookup(const tok_charsmap *m, const char *s, size_t n, const char **out,
+                        size_t *out_len);
+/* Hugging Face's Precompiled normalizer: per extended grapheme cluster (shorter than 6 bytes)
+ * its replacement, else per character. Appends to out. */
+int tok_charsmap_normalize(tok_charsmap *m, const char *s, size_t n, sp__buf *out, sp_error *err);
+
+/* Common-prefix search over model.vocab (prefix.c): after the vocabulary is loaded, build;
+ * then a walk from start, one byte per step, reports the pieces equal to the bytes read, in
+ * increasing length, and stops (returns 0) when no piece continues them. */
+typedef struct tok_prefix_walk {
+    size_t lo, hi, len;
+} tok_prefix_walk;
+int tok_prefix_build(sp_tokenizer *t, sp_error *err);
+void tok_prefix_start(const sp_tokenizer *t, tok_prefix_walk *w);
+int tok_prefix_step(const sp_tokenizer *t, tok_prefix_walk *w, uint8_t c, int32_t *id);
+
+/* Models other than BPE (unigram.c, wordpiece.c): the ids of one pre-tokenized piece. */
+int tok_load_unigram(sp_tokenizer *t, json_t *model, const char *path, sp_error *err);
+int tok_unigram_piece(sp_tokenizer *t, const uint8_t *p, size_t n, sp_token_buf *out,
+                      sp_error *err);
+int tok_load_wordpiece(sp_tokenizer *t, json_t *model, const char *path, sp_error *err);
+int tok_wordpiece_piece(sp_tokenizer *t, const uint8_t *p, size_t n, sp_token_buf *out,
+                        sp_error *err);
+/* The WordPiece decoder's text of token s: first: as is; else without the prefix or after a
+ * space; then cleanup if enabled. out has room for len + 1 bytes; returns the length. */
+size_t tok_wordpiece_decode(const sp_tokenizer *t, const char *s, size_t len, int first, char *out);
+/* A token of model.vocab (added tokens outside it take no part in the model), or -1. */
+int32_t tok_model_lookup(const sp_tokenizer *t, const char *s, size_t n);
+
 /* Encoder (encode.c). */
-/* After loading: GPT-2's pipeline unless tokenizer.json gave one; match data. */
 /* After loading: GPT-2's pipeline unless tokenizer.json gave one; match data. */
 int tok_init_encoder(sp_tokenizer *t, sp_error *err);
 void tok_free_encoder(sp_tokenizer *t);

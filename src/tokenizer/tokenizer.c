@@ -48,7 +48,12 @@ static uint64_t vocab_hash(const sp_tokenizer *t) {
  * BOS/EOS policy; then blanks it if it is exactly GPT-2's pipeline. */
 static int finish_desc(sp_tokenizer *t) {
     int rc = tok_desc(t, "%s", ""); /* so that desc exists even when empty */
-    if (t->mode == TOK_MODE_CHAR) rc |= tok_desc(t, "model:char;");
+    if (t->mode == TOK_MODE_CHAR && t->model == TOK_MODEL_BPE) rc |= tok_desc(t, "model:char;");
+    if (t->model == TOK_MODEL_UNIGRAM)
+        rc |= tok_desc(t, "model:unigram(scores=%016llx);",
+                       (unsigned long long)tok_fnv1a(t->score, t->n_score * sizeof *t->score));
+    if (t->model == TOK_MODEL_WORDPIECE)
+        rc |= tok_desc(t, "model:wordpiece(%s,%lld);", t->wp_prefix, (long long)t->wp_max_chars);
     if (t->ignore_merges) rc |= tok_desc(t, "model:ignore_merges;");
     if (t->byte_fallback) rc |= tok_desc(t, "model:byte_fallback;");
     if (t->unk >= 0) rc |= tok_desc(t, "model:unk=%d,fuse=%d;", t->unk, t->fuse_unk);
@@ -182,7 +187,8 @@ int sp_tokenizer_decode(const sp_tokenizer *t, const int32_t *ids, size_t n, uns
         int32_t id = ids[i];
         if (id < 0 || id >= t->n_ids || t->kind[id] == TOK_ABSENT)
             return sp_fail(err, "decode: id %d at position %zu is not in the vocabulary", id, i);
-        if (!((flags & SP_TOK_SKIP_SPECIAL) && t->kind[id] == TOK_SPECIAL)) total += t->raw_len[id];
+        if (!((flags & SP_TOK_SKIP_SPECIAL) && t->kind[id] == TOK_SPECIAL))
+            total += t->raw_len[id] + (t->dec_wordpiece ? t->str_len[id] : 0);
     }
     char *buf = malloc(total + 1);
     if (!buf) return sp_fail(err, "decode: out of memory for %zu bytes", total);
@@ -191,6 +197,11 @@ int sp_tokenizer_decode(const sp_tokenizer *t, const int32_t *ids, size_t n, uns
     for (size_t i = 0; i < n; i++) {
         int32_t id = ids[i];
         if ((flags & SP_TOK_SKIP_SPECIAL) && t->kind[id] == TOK_SPECIAL) continue;
+        if (first && t->dec_wordpiece) { /* the first token keeps its prefix, gets no space */
+            at = tok_wordpiece_decode(t, t->strs + t->str_off[id], t->str_len[id], 1, buf);
+            first = 0;
+            continue;
+        }
         if (first && t->dec_meta_first) { /* never longer than the raw form */
             at = meta_first(t, id, buf);
             first = 0;

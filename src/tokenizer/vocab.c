@@ -221,14 +221,17 @@ static int byte_tokens(sp_tokenizer *t, sp_error *err) {
 static int decode_vocab(sp_tokenizer *t, sp_error *err) {
     /* Decoded bytes are never longer than the vocabulary form times the replacement growth. */
     size_t grow = t->dec_from_len && t->dec_to_len > t->dec_from_len ? t->dec_to_len : 1;
-    t->raw = malloc(grow * t->strs_len + 1);
+    /* (WordPiece's decoder puts a space before a token.) */
+    t->raw = malloc(grow * t->strs_len + (size_t)t->n_ids + 1);
     if (!t->raw) return sp_fail(err, "out of memory decoding the vocabulary");
     size_t at = 0;
     for (int32_t id = 0; id < t->n_ids; id++) {
         if (t->kind[id] == TOK_ABSENT) continue;
         const char *s = tok_str(t, id);
         long n = t->str_len[id];
-        if (t->mode == TOK_MODE_CHAR) {
+        if (t->dec_wordpiece) {
+            n = (long)tok_wordpiece_decode(t, s, t->str_len[id], 0, (char *)t->raw + at);
+        } else if (t->mode == TOK_MODE_CHAR) {
             n = (long)decode_char_level(t, s, t->str_len[id], t->raw + at);
         } else if (t->kind[id] == TOK_NORMAL) {
             n = decode_byte_level(s, t->str_len[id], t->raw + at);

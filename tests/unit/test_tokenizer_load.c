@@ -131,8 +131,10 @@ START_TEST(test_bad_vocab) {
 END_TEST
 
 static const tu_tok_bad_file BAD_TOKENIZER_JSON[] = {
-    {"tokenizer.json", "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}}}",
-     "tokenizer.json: model.type is WordPiece, only \"BPE\" is supported", NULL},
+    {"tokenizer.json", "{\"model\": {\"type\": \"WordLevel\", \"vocab\": {}}}",
+     "tokenizer.json: model.type is \"WordLevel\", supported: \"BPE\", \"Unigram\", "
+     "\"WordPiece\"",
+     NULL},
     {"tokenizer.json", "{\"model\": [", "tokenizer.json:1:", "invalid JSON"},
 };
 

@@ -229,6 +229,13 @@ const char *const TU_TOK_FIXTURES[TU_TOK_N_FIXTURES] = {
     "gemma-ws-added",
     "phi3",
     "qwen3",
+    "t5-unigram",
+    "t5-unigram-legacy",
+    "unigram-byte-fallback",
+    "bert-uncased",
+    "bert-cased",
+    "bert-options",
+    "roberta",
 };
 
 char *tu_tok_fixture_dir(const char *name) {
