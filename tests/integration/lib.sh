@@ -29,6 +29,25 @@ mpi_bg() {
 # same_file A B WHAT: byte-identical or fail.
 same_file() { cmp -s "$1" "$2" || fail "$3: $1 and $2 differ"; }
 
+# byte_tokenizer DIR: a GPT-2-kind tokenizer (vocab.json, merges.txt) of the 256 bytes and no
+# merges, id = byte, <|endoftext|> = 256: for models of vocabulary 257 (GPT-2's
+# bytes_to_unicode table, written out independently).
+byte_tokenizer() {
+  mkdir -p "$1"
+  python3 - "$1" <<'PY'
+import json, sys
+bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+cs, n = bs[:], 0
+for b in range(256):
+    if b not in bs:
+        bs.append(b); cs.append(256 + n); n += 1
+vocab = {chr(c): b for b, c in zip(bs, cs)}
+vocab["<|endoftext|>"] = 256
+json.dump(vocab, open(sys.argv[1] + "/vocab.json", "w"))
+open(sys.argv[1] + "/merges.txt", "w").write("#version: 0.2\n")
+PY
+}
+
 # show_log FILE: FILE under a header line (what a failing check prints).
 show_log() { echo "----- $1"; cat "$1"; }
 

@@ -12,20 +12,7 @@ cd "$WORK"
   --random-norms --seed 1 model >/dev/null
 "$SP_CLI" init-model --arch gpt2 --layers 2 --d 48 --heads 4 --vocab 257 --ctx 128 --std 0.3 \
   --seed 2 wide >/dev/null
-mkdir tok
-python3 - <<'PY'
-import json
-# GPT-2's byte-to-character table (bytes_to_unicode), written out independently
-bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
-cs, n = bs[:], 0
-for b in range(256):
-    if b not in bs:
-        bs.append(b); cs.append(256 + n); n += 1
-vocab = {chr(c): b for b, c in zip(bs, cs)}
-vocab["<|endoftext|>"] = 256
-json.dump(vocab, open("tok/vocab.json", "w"))
-open("tok/merges.txt", "w").write("#version: 0.2\n")
-PY
+byte_tokenizer tok
 gen() { "$SP_CLI" generate --model "${model:-model}" --tokenizer tok "$@"; }
 
 cat > in.jsonl <<'EOF'

@@ -77,19 +77,7 @@ ok "prompt+prefix equals eval's accuracy; an ensemble of two prefixes (6 and 4 r
 "$SP_CLI" train --model gen --train gtrain.h5 --quiet --threads 1 --global-batch 8 \
   --out gpre --steps 4 --method prefix --prefix-length 5
 "$SP_CLI" export --model gen --prompt $(last gpre) --out gadapter >/dev/null
-mkdir tok
-python3 - <<'PY'
-import json
-bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
-cs, n = bs[:], 0
-for b in range(256):
-    if b not in bs:
-        bs.append(b); cs.append(256 + n); n += 1
-vocab = {chr(c): b for b, c in zip(bs, cs)}
-vocab["<|endoftext|>"] = 256
-json.dump(vocab, open("tok/vocab.json", "w"))
-open("tok/merges.txt", "w").write("#version: 0.2\n")
-PY
+byte_tokenizer tok
 printf '{"text": "Hello there"}\n{"text": "The cat"}\n{"text": "zz"}\n' > in.jsonl
 gen() { "$SP_CLI" generate --model gen --tokenizer tok --input in.jsonl --max-new-tokens 12 --no-eos "$@"; }
 gen --prompt $(last gpre) --out g-ckpt.jsonl
