@@ -27,8 +27,10 @@ typedef enum sp_arch {
     SP_ARCH_GEMMA,   /* GemmaForCausalLM: scaled embeddings, RMSNorm (1 + w), GeGLU */
     SP_ARCH_GEMMA2,  /* Gemma2ForCausalLM: Gemma with sandwich norms, soft-capping, windows */
     SP_ARCH_GEMMA3,  /* Gemma3ForCausalLM (gemma3_text): Gemma 2 with q/k norms, local rope */
+    SP_ARCH_BERT,    /* BertForMaskedLM: bidirectional post-LN encoder, MLM head */
+    SP_ARCH_ROBERTA, /* RobertaForMaskedLM: BERT with positions from padding_idx + 1 */
 } sp_arch;
-#define SP_N_ARCH (SP_ARCH_GEMMA3 + 1) /* keep at the last value + 1 */
+#define SP_N_ARCH (SP_ARCH_ROBERTA + 1) /* keep at the last value + 1 */
 
 /* config.json's model_type of a family ("gpt2", "llama", "qwen2", "mistral", "qwen3"). */
 const char *sp_arch_model_type(sp_arch a);
@@ -65,6 +67,9 @@ typedef struct sp_model_config {
                           * 0: 1 / sqrt(head_dim) */
     double rope_local_theta; /* rotary base of the layers with a window, without rope_scaling
                               * (Gemma 3: rope_local_base_freq); 0: every layer's is rope_theta */
+    int type_vocab_size;     /* rows of token_type_embeddings (BERT 2, RoBERTa 1; 0: none) */
+    int pos_offset;          /* position of a sequence's first row in the learned table (RoBERTa:
+                              * padding_idx + 1; n_ctx is max_position_embeddings less it) */
 } sp_model_config;
 
 static inline int sp_config_kv_heads(const sp_model_config *c) {
@@ -120,14 +125,18 @@ typedef struct sp_layer {
 } sp_layer;
 
 typedef struct sp_model {
-    sp_model_config cfg; /* cfg.arch: the family */
-    const float *wte;    /* [V, d] token embeddings */
-    const float *wpe;    /* [n_ctx, d] learned position embeddings (GPT-2) */
-    sp_normw lnf;        /* final norm */
-    sp_linear lm_head;   /* [V, d] nn.Linear; .w == wte when tied */
-    sp_layer *layers;    /* [n_layer] */
-    float embed_scale;   /* every input row is multiplied by it (Gemma: sqrt(d) rounded to the
-                          * embedding's stored dtype, as transformers' normalizer); 1 otherwise */
+    sp_model_config cfg;  /* cfg.arch: the family */
+    const float *wte;     /* [V, d] token embeddings */
+    const float *wpe;     /* [n_ctx, d] learned position embeddings (GPT-2) */
+    sp_normw lnf;         /* final norm */
+    sp_linear lm_head;    /* [V, d] nn.Linear; .w == wte when tied (MLM: .b the decoder bias) */
+    const float *wtt;     /* [type_vocab_size, d] token type embeddings (BERT) */
+    sp_normw emb_ln;      /* the embedding LayerNorm (BERT) */
+    sp_linear head_dense; /* the MLM head's transform [d, d] (BERT, RoBERTa) */
+    sp_normw head_ln;     /* its LayerNorm */
+    sp_layer *layers;     /* [n_layer] */
+    float embed_scale;    /* every input row is multiplied by it (Gemma: sqrt(d) rounded to the
+                           * embedding's stored dtype, as transformers' normalizer); 1 otherwise */
     float
         *rope_inv_freq; /* [head_dim / 2] rotary frequencies after rope_scaling (rotary families) */
     float *rope_inv_freq_local; /* [head_dim / 2] those of windowed layers (rope_local_theta) */

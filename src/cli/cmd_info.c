@@ -136,6 +136,8 @@ static const char *mlp_name(sp__mlp_kind k) {
         return "SwiGLU MLP";
     case SP_MLP_GEGLU:
         return "GeGLU (tanh) MLP";
+    case SP_MLP_GELU_ERF:
+        return "GELU (erf) MLP";
     }
     return "?";
 }
@@ -209,6 +211,12 @@ static void print_block(const sp_model *m) {
                c->rope_local_theta, c->rope_theta);
     if (f->block == SP_BLOCK_SANDWICH)
         printf("%-14snorms before and after attention and the MLP\n", "sandwich");
+    if (f->block == SP_BLOCK_POST_NORM)
+        printf("%-14sbidirectional attention, norms after each residual add, embedding "
+               "LayerNorm, %d token types, MLM head (dense, GELU, LayerNorm, decoder + bias)\n",
+               "encoder", c->type_vocab_size);
+    if (c->pos_offset > 0)
+        printf("%-14sstart at %d (padding_idx + 1)\n", "positions", c->pos_offset);
     if (c->attn_softcap > 0 || c->logit_softcap > 0)
         printf("%-14sattention scores %g, logits %g (cap tanh(x / cap))\n", "soft-capping",
                (double)c->attn_softcap, (double)c->logit_softcap);

@@ -66,11 +66,13 @@ static const shape SHAPES[] = {
     {"gemma-3-270m", SP_ARCH_GEMMA3, 18, 640, 4, 1, 2048, 262144, 32768, 1, 1000000, 1e-6, 256,
      512},
     {"gemma-3-1b", SP_ARCH_GEMMA3, 26, 1152, 4, 1, 6912, 262144, 32768, 1, 1000000, 1e-6, 256, 512},
+    {"bert-base-uncased", SP_ARCH_BERT, 12, 768, 12, 12, 3072, 30522, 512, 1, 0, 1e-12, 0, 0},
+    {"roberta-base", SP_ARCH_ROBERTA, 12, 768, 12, 12, 3072, 50265, 512, 1, 0, 1e-5, 0, 0},
 };
 #define SHAPE_NAMES                                                                                \
     "gpt2, gpt2-medium, distilgpt2, smollm2-135m, smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, "    \
-    "llama-3.2-1b, mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b, gemma-3-270m or "            \
-    "gemma-3-1b"
+    "llama-3.2-1b, mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b, gemma-3-270m, "              \
+    "gemma-3-1b, bert-base-uncased or roberta-base"
 
 /* What a family's config always sets (Qwen2's q/k/v biases). */
 static void family_options(sp_model_config *c) {
@@ -90,6 +92,12 @@ static void family_options(sp_model_config *c) {
         return;
     case SP_ARCH_QWEN2:
         c->qkv_bias = 1;
+        return;
+    case SP_ARCH_BERT: /* two token types, positions from 0 */
+        c->qkv_bias = 0, c->type_vocab_size = 2, c->pos_offset = 0;
+        return;
+    case SP_ARCH_ROBERTA: /* one token type, positions from padding_idx (1) + 1 */
+        c->qkv_bias = 0, c->type_vocab_size = 1, c->pos_offset = 2;
         return;
     }
 }
@@ -154,6 +162,12 @@ static const char *parse_arch(void *args, const char *arg) {
     case SP_ARCH_GEMMA3:
         c->tied = 1, c->rope_theta = 1000000, c->ln_eps = 1e-6f, c->sliding_window = 4096;
         break;
+    case SP_ARCH_BERT: /* BertConfig's defaults */
+        c->tied = 1, c->rope_theta = 0, c->ln_eps = 1e-12f;
+        break;
+    case SP_ARCH_ROBERTA:
+        c->tied = 1, c->rope_theta = 0, c->ln_eps = 1e-5f;
+        break;
     }
     return NULL;
 }
@@ -163,11 +177,11 @@ static const sp__flag FLAGS[] = {
                   "gpt2, gpt2-medium, distilgpt2, smollm2-135m,\n"
                   "smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, llama-3.2-1b,\n"
                   "mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b,\n"
-                  "gemma-3-270m, gemma-3-1b",
+                  "gemma-3-270m, gemma-3-1b, bert-base-uncased, roberta-base",
                   .order = -2),
     SP_OPT_CUSTOM("arch", AT(cfg.arch), "A", parse_arch,
-                  "gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2 or\n"
-                  "gemma3_text (default gpt2, or the shape's)",
+                  "gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2,\n"
+                  "gemma3_text, bert or roberta (default gpt2, or the shape's)",
                   .order = -1),
     SP_OPT_INT("layers", AT(cfg.n_layer), "N", 1, 1024, "transformer blocks (default 12)"),
     SP_OPT_INT("d", AT(cfg.d_model), "N", 1, 65536,
@@ -228,6 +242,7 @@ static void usage(FILE *out) {
 static int default_d_ff(const sp__family *f, int d) {
     switch (f->mlp) {
     case SP_MLP_GELU:
+    case SP_MLP_GELU_ERF:
         return 4 * d;
     case SP_MLP_SWIGLU:
     case SP_MLP_GEGLU:

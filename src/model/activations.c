@@ -29,6 +29,24 @@ void sp__gelu_backward(float *dx, const float *dout, const float *restrict x,
     }
 }
 
+void sp__gelu_erf_forward(float *restrict out, float *restrict cdf, const float *restrict x,
+                          size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float c = 0.5f * (1.0f + erff(x[i] * 0.70710678118654752f));
+        cdf[i] = c;
+        out[i] = x[i] * c;
+    }
+}
+
+void sp__gelu_erf_backward(float *dx, const float *dout, const float *restrict x,
+                           const float *restrict cdf, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        float pdf = 0.3989422804014327f * expf(-0.5f * v * v); /* 1 / sqrt(2 pi) */
+        dx[i] = dout[i] * (cdf[i] + v * pdf);
+    }
+}
+
 void sp__geglu_forward(float *restrict act, float *restrict t, const float *restrict gate,
                        const float *restrict up, size_t n) {
     for (size_t i = 0; i < n; i++) {

@@ -339,6 +339,47 @@ static int parse_qwen3_options(sp_model_config *c, const reader *r) {
     return 0;
 }
 
+/* ---- BERT, RoBERTa -------------------------------------------------------------------------- */
+
+/* BertConfig / RobertaConfig: an encoder with absolute learned positions (RoBERTa's from
+ * pad_token_id + 1, as create_position_ids_from_input_ids counts them), token types, the exact
+ * GELU and a tied MLM head. */
+static int parse_encoder(sp_model_config *c, const reader *r) {
+    double eps = 1e-12;
+    int max_pos = 0, pad = c->arch == SP_ARCH_ROBERTA ? 1 : 0;
+    c->type_vocab_size = 2;
+    if (check_string(r, "hidden_act", "gelu") ||
+        check_string(r, "position_embedding_type", "absolute") || check_bool(r, "is_decoder", 0) ||
+        check_bool(r, "add_cross_attention", 0) ||
+        get_int(r, "num_hidden_layers", 1, 0, 1, 1024, &c->n_layer) ||
+        get_int(r, "hidden_size", 1, 0, 1, 65536, &c->d_model) ||
+        get_int(r, "intermediate_size", 1, 0, 1, 1 << 20, &c->d_ff) ||
+        get_int(r, "num_attention_heads", 1, 0, 1, 65536, &c->n_head) ||
+        get_int(r, "vocab_size", 1, 0, 1, 1 << 24, &c->vocab_size) ||
+        get_int(r, "max_position_embeddings", 1, 0, 1, 1 << 24, &max_pos) ||
+        get_int(r, "type_vocab_size", 0, 0, 1, 1 << 16, &c->type_vocab_size) ||
+        get_num(r, r->root, "layer_norm_eps", 0, 1, &eps))
+        return -1;
+    if (c->arch == SP_ARCH_ROBERTA && get_int(r, "pad_token_id", 0, 0, 0, 1 << 24, &pad)) return -1;
+    if (c->d_model % c->n_head != 0)
+        return sp_fail(r->err, "%s: hidden_size = %d is not divisible by num_attention_heads = %d",
+                       r->path, c->d_model, c->n_head);
+    c->pos_offset = c->arch == SP_ARCH_ROBERTA ? pad + 1 : 0;
+    if (max_pos <= c->pos_offset)
+        return sp_fail(r->err,
+                       "%s: max_position_embeddings = %d leaves no position after the first %d "
+                       "(pad_token_id %d + 1)",
+                       r->path, max_pos, c->pos_offset, pad);
+    c->n_ctx = max_pos - c->pos_offset;
+    c->ln_eps = (float)eps;
+    c->tied = 1;
+    return get_bool(r, "tie_word_embeddings", &c->tied);
+}
+
+#define ENCODER_NEEDS                                                                              \
+    "BERT/RoBERTa configs need num_hidden_layers, hidden_size, intermediate_size, "                \
+    "num_attention_heads, vocab_size, max_position_embeddings"
+
 #define LLAMA_NEEDS                                                                                \
     "Llama-family configs need num_hidden_layers, hidden_size, intermediate_size, "                \
     "num_attention_heads, vocab_size, max_position_embeddings"
@@ -370,6 +411,10 @@ static int parse_family(sp_model_config *c, reader *r) {
     case SP_ARCH_GEMMA3:
         r->needs = LLAMA_NEEDS;
         return parse_gemma3(c, r);
+    case SP_ARCH_BERT:
+    case SP_ARCH_ROBERTA:
+        r->needs = ENCODER_NEEDS;
+        return parse_encoder(c, r);
     }
     return -1;
 }

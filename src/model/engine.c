@@ -163,6 +163,34 @@ static void norm_backward(const sp_worker *w, float *dx, const float *dout, cons
     norm_rows_backward(w, dx, dout, x, mean, rstd, p, n, w->z.d);
 }
 
+/* A block's norm before attention or the MLP: the family's norm, or none in a post-norm block
+ * (where out and x are one buffer). */
+static void pre_norm_forward(const sp_worker *w, float *out, float *mean, float *rstd,
+                             const float *x, const sp_normw *p, int n) {
+    switch (w->f->block) {
+    case SP_BLOCK_PRE_NORM:
+    case SP_BLOCK_SANDWICH:
+        norm_forward(w, out, mean, rstd, x, p, n);
+        return;
+    case SP_BLOCK_POST_NORM: /* out is x (the worker points one at the other) */
+        return;
+    }
+}
+
+/* dx[n, d] += the pre-norm's input gradient given dout (none: dout itself). */
+static void pre_norm_backward(const sp_worker *w, float *dx, const float *dout, const float *x,
+                              const float *mean, const float *rstd, const sp_normw *p, int n) {
+    switch (w->f->block) {
+    case SP_BLOCK_PRE_NORM:
+    case SP_BLOCK_SANDWICH:
+        norm_backward(w, dx, dout, x, mean, rstd, p, n);
+        return;
+    case SP_BLOCK_POST_NORM:
+        for (size_t i = 0; i < (size_t)n * w->z.d; i++) dx[i] += dout[i];
+        return;
+    }
+}
+
 /* cos, sin [hd / 2] of position times each rotary frequency, the angle rounded to float first as
  * Hugging Face computes it. */
 static void rope_row(float *cos_row, float *sin_row, const float *inv_freq, int position,
@@ -355,6 +383,14 @@ static layer_prefix layer_heads(const sp_worker *w, int l) {
     layer_prefix r = {w->z.hs, {NULL, NULL, 0, w->z.kvd}, NULL, NULL, 0, NULL, l};
     r.hs.window = sp_config_layer_window(c, l);
     r.hs.softcap = c->attn_softcap, r.hs.scale = (float)c->query_scale;
+    switch (w->f->mask) {
+    case SP_MASK_CAUSAL:
+        r.hs.full = 0;
+        break;
+    case SP_MASK_FULL:
+        r.hs.full = 1;
+        break;
+    }
     return r;
 }
 
@@ -446,6 +482,10 @@ static void mlp_act_forward(const sp_worker *w, const sp_layer *p, const sp__lay
         sp__linear_fwd(a->fc, z->F, a->ln2, z->d, &p->mlp_in, n);
         sp__gelu_forward(act, a->fc_aux, a->fc, nf); /* tanh saved */
         return;
+    case SP_MLP_GELU_ERF:
+        sp__linear_fwd(a->fc, z->F, a->ln2, z->d, &p->mlp_in, n);
+        sp__gelu_erf_forward(act, a->fc_aux, a->fc, nf); /* Phi saved */
+        return;
     case SP_MLP_SWIGLU:
         sp__linear_fwd(a->fc, z->F, a->ln2, z->d, &p->mlp_in, n); /* gate */
         sp__linear_fwd(a->up, z->F, a->ln2, z->d, &p->mlp_up, n);
@@ -468,6 +508,10 @@ static void mlp_act_backward(const sp_worker *w, const sp_layer *p, const sp__la
     switch (w->f->mlp) {
     case SP_MLP_GELU:
         sp__gelu_backward(dact, dact, a->fc, a->fc_aux, nf);
+        sp__linear_bwd(dln2, z->d, dact, z->F, &p->mlp_in, n, 0);
+        return;
+    case SP_MLP_GELU_ERF:
+        sp__gelu_erf_backward(dact, dact, a->fc, a->fc_aux, nf);
         sp__linear_bwd(dln2, z->d, dact, z->F, &p->mlp_in, n, 0);
         return;
     case SP_MLP_SWIGLU:
@@ -514,6 +558,43 @@ static int first_position(const sp_worker *w, const sp_gen_seq *seqs, int s) {
     return seqs ? cached_len(&seqs[s]) : w->z.n_past;
 }
 
+/* BERT's embedding: x0 [N, d] += token_type_embeddings[0], then its LayerNorm (the sum kept in
+ * emb for backward); nothing for the other families. Every position is of type 0: a single
+ * sequence, soft tokens included. */
+static void embed_norm_forward(const sp_worker *w, float *x0) {
+    const sp_model *m = w->m;
+    size_t d = (size_t)w->z.d;
+    switch (w->f->embed) {
+    case SP_EMBED_PLAIN:
+    case SP_EMBED_SQRT_D:
+        return;
+    case SP_EMBED_TYPES_NORM:
+        for (size_t t = 0; t < w->z.N; t++)
+            for (size_t j = 0; j < d; j++) w->s.emb[t * d + j] = x0[t * d + j] + m->wtt[j];
+        sp__layernorm_forward(x0, w->s.emb_mean, w->s.emb_rstd, w->s.emb, m->emb_ln.w, m->emb_ln.b,
+                              (int)w->z.N, (int)d, m->cfg.ln_eps);
+        return;
+    }
+}
+
+/* The gradient of the embedding sum from dx0 [N, d]: dx0 itself, or through BERT's embedding
+ * norm (into dln). */
+static const float *embed_norm_backward(const sp_worker *w, const float *dx0) {
+    const sp_model *m = w->m;
+    size_t n = w->z.N, d = (size_t)w->z.d;
+    switch (w->f->embed) {
+    case SP_EMBED_PLAIN:
+    case SP_EMBED_SQRT_D:
+        return dx0;
+    case SP_EMBED_TYPES_NORM:
+        memset(w->s.dln, 0, n * d * sizeof(float));
+        sp__layernorm_backward(w->s.dln, dx0, w->s.emb, w->s.emb_mean, w->s.emb_rstd, m->emb_ln.w,
+                               (int)n, (int)d);
+        return w->s.dln;
+    }
+    return dx0;
+}
+
 /* x0 [N, d]: row t = the sequence's prompt[k] for soft token k, else wte[id] (+ wpe[the
  * sequence's first position + position of t within it] for learned positions). */
 static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, const sp_pass *pass,
@@ -531,6 +612,7 @@ static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, cons
     }
     switch (w->f->embed) {
     case SP_EMBED_PLAIN:
+    case SP_EMBED_TYPES_NORM: /* after the positions */
         break;
     case SP_EMBED_SQRT_D: /* every row, the prompt's too (transformers scales inputs_embeds) */
         for (size_t i = 0; i < w->z.N * d; i++) x0[i] *= m->embed_scale;
@@ -541,14 +623,15 @@ static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, cons
         for (int s = 0; s < b->n_seq; s++)
             for (int t = b->seq_start[s]; t < b->seq_start[s + 1]; t++) {
                 float *x = x0 + (size_t)t * d;
-                int pos = first_position(w, seqs, s) + t - b->seq_start[s];
+                int pos = m->cfg.pos_offset + first_position(w, seqs, s) + t - b->seq_start[s];
                 const float *p = m->wpe + (size_t)pos * d;
                 for (size_t j = 0; j < d; j++) x[j] += p[j];
             }
-        return;
+        break;
     case SP_POS_ROTARY: /* in every block's q and k */
-        return;
+        break;
     }
+    embed_norm_forward(w, x0);
 }
 
 /* The prompt gradient from dx0 [N, d]: dprompt[k] += dx0[t] for every position t holding soft
@@ -557,8 +640,10 @@ static void embed_backward(const sp_worker *w, const float *dx0, const sp_batch 
                            const sp_pass *pass) {
     size_t d = (size_t)w->z.d, per_seq = (size_t)pass->n_prompt * d;
     float scale = 1.0f;
+    dx0 = embed_norm_backward(w, dx0);
     switch (w->f->embed) {
     case SP_EMBED_PLAIN:
+    case SP_EMBED_TYPES_NORM:
         break;
     case SP_EMBED_SQRT_D:
         scale = w->m->embed_scale;
@@ -599,14 +684,19 @@ static void project_residual(const sp_worker *w, float *y, const float *residual
         norm_forward(w, w->s.post, mean, rstd, saved, post, n);
         add_rows(y, residual, w->s.post, (size_t)n * w->z.d);
         return;
+    case SP_BLOCK_POST_NORM: /* y = norm(residual + f W), the sum saved */
+        sp__linear_fwd_residual(saved, residual, f, ldf, W, n);
+        norm_forward(w, y, mean, rstd, saved, post, n);
+        return;
     }
 }
 
 /* The gradient reaching f W's output from dy [n, d], the gradient of y: dy itself, or through the
- * post-norm (into dpost). */
-static const float *project_residual_backward(const sp_worker *w, const float *dy,
-                                              const sp_normw *post, const float *saved,
-                                              const float *mean, const float *rstd, int n) {
+ * post-norm (into dpost). A post-norm block's norm sits on the residual too: there dy becomes
+ * the gradient of the sum, which both the residual and f W receive. */
+static const float *project_residual_backward(const sp_worker *w, float *dy, const sp_normw *post,
+                                              const float *saved, const float *mean,
+                                              const float *rstd, int n) {
     switch (w->f->block) {
     case SP_BLOCK_PRE_NORM:
         return dy;
@@ -614,6 +704,11 @@ static const float *project_residual_backward(const sp_worker *w, const float *d
         memset(w->s.dpost, 0, (size_t)n * w->z.d * sizeof(float));
         norm_backward(w, w->s.dpost, dy, saved, mean, rstd, post, n);
         return w->s.dpost;
+    case SP_BLOCK_POST_NORM:
+        memset(w->s.dpost, 0, (size_t)n * w->z.d * sizeof(float));
+        norm_backward(w, w->s.dpost, dy, saved, mean, rstd, post, n);
+        memcpy(dy, w->s.dpost, (size_t)n * w->z.d * sizeof(float));
+        return dy;
     }
     return dy;
 }
@@ -628,8 +723,8 @@ static void block_forward(const sp_worker *w, const sp_layer *p, const sp__layer
     const sp__dims *z = &w->z;
     const sp__scratch *s = &w->s;
     int n = (int)z->N;
-    norm_forward(w, a->ln1, a->ln1_mean, a->ln1_rstd, a->x, &p->ln1, n); /* ln1 = norm1(x) */
-    qkv_forward(w, p, a, a->qkv, a->ln1, b, pre->hs.window > 0);         /* with positions */
+    pre_norm_forward(w, a->ln1, a->ln1_mean, a->ln1_rstd, a->x, &p->ln1, n); /* ln1 = norm1(x) */
+    qkv_forward(w, p, a, a->qkv, a->ln1, b, pre->hs.window > 0);             /* with positions */
     attention_forward(w, a->atty, a->lse, a->qkv, pre, b); /* behind the layer's prefix */
     const float *x = a->x, *atty = a->atty;
     if (top) {
@@ -641,7 +736,7 @@ static void block_forward(const sp_worker *w, const sp_layer *p, const sp__layer
     /* xmid = x + atty W_o (sandwich: x + norm(atty W_o)) */
     project_residual(w, a->xmid, x, atty, z->qd, &p->o, &p->ln_post_attn, a->ao, a->ao_mean,
                      a->ao_rstd, n);
-    norm_forward(w, a->ln2, a->ln2_mean, a->ln2_rstd, a->xmid, &p->ln2, n);
+    pre_norm_forward(w, a->ln2, a->ln2_mean, a->ln2_rstd, a->xmid, &p->ln2, n);
     mlp_act_forward(w, p, a, s->mlp_act, n);
     project_residual(w, a->x_next, a->xmid, s->mlp_act, z->F, &p->mlp_out, &p->ln_post_ff, a->mo,
                      a->mo_mean, a->mo_rstd, n);
@@ -662,7 +757,7 @@ static void block_backward(const sp_worker *w, const sp_layer *p, const sp__laye
         project_residual_backward(w, dy, &p->ln_post_ff, a->mo, a->mo_mean, a->mo_rstd, n);
     sp__linear_bwd(s->dfc, z->F, dout, z->d, &p->mlp_out, n, 0); /* dact */
     mlp_act_backward(w, p, a, s->dln, s->dfc, s->dup, n);        /* dln2 */
-    norm_backward(w, dy, s->dln, a->xmid, a->ln2_mean, a->ln2_rstd, &p->ln2, n);
+    pre_norm_backward(w, dy, s->dln, a->xmid, a->ln2_mean, a->ln2_rstd, &p->ln2, n);
     /* xmid = x + atty W_o */
     dout = project_residual_backward(w, dy, &p->ln_post_attn, a->ao, a->ao_mean, a->ao_rstd, n);
     sp__linear_bwd(datty, z->qd, dout, z->d, &p->o, n, 0);
@@ -673,20 +768,58 @@ static void block_backward(const sp_worker *w, const sp_layer *p, const sp__laye
     /* atty = attention(qkv),  qkv = ln1 W_qkv,  ln1 = norm1(x); dx holds dL/dxmid */
     attention_backward(w, s->dqkv, s->datty, a, pre, b);           /* (and the prefix's) */
     qkv_backward(w, p, a, s->dln, s->dqkv, b, pre->hs.window > 0); /* dln1 */
-    norm_backward(w, s->dx, s->dln, a->x, a->ln1_mean, a->ln1_rstd, &p->ln1, (int)z->N);
+    pre_norm_backward(w, s->dx, s->dln, a->x, a->ln1_mean, a->ln1_rstd, &p->ln1, (int)z->N);
 }
 
 /* ---- the head ------------------------------------------------------------------------------ */
 
-/* logits [nt, V] = the LM head of the final norm of the rows x_top [nt, d], soft-capped when the
- * model caps them (the tanh kept in logit_t, when not NULL, for backward). */
+/* h [nt, d] = the rows x_top [nt, d] before the LM head: the final norm (into lnf), or the MLM
+ * head's transform dense + gelu + LayerNorm (h, Phi(h) and gelu(h) kept for backward). */
+static const float *head_transform(const sp_worker *w, const float *x_top, int nt) {
+    const sp_model *m = w->m;
+    const sp__scratch *s = &w->s;
+    int d = w->z.d;
+    switch (w->f->head) {
+    case SP_HEAD_LM:
+        norm_forward(w, s->lnf, s->lnf_mean, s->lnf_rstd, x_top, &m->lnf, nt);
+        return s->lnf;
+    case SP_HEAD_MLM:
+        sp__linear_fwd(s->head_h, d, x_top, d, &m->head_dense, nt);
+        sp__gelu_erf_forward(s->head_g, s->head_cdf, s->head_h, (size_t)nt * d);
+        norm_forward(w, s->lnf, s->lnf_mean, s->lnf_rstd, s->head_g, &m->head_ln, nt);
+        return s->lnf;
+    }
+    return s->lnf;
+}
+
+/* dx_top [nt, d] = the gradient with respect to x_top given dh [nt, d], that of
+ * head_transform's output (dh is overwritten for the MLM head). */
+static void head_transform_backward(const sp_worker *w, float *dx_top, float *dh,
+                                    const float *x_top, int nt) {
+    const sp_model *m = w->m;
+    const sp__scratch *s = &w->s;
+    size_t nd = (size_t)nt * w->z.d;
+    memset(dx_top, 0, nd * sizeof(float));
+    switch (w->f->head) {
+    case SP_HEAD_LM:
+        norm_backward(w, dx_top, dh, x_top, s->lnf_mean, s->lnf_rstd, &m->lnf, nt);
+        return;
+    case SP_HEAD_MLM: /* dgelu in dx_top, then dh = dgelu gelu'(h), dx_top = dh W_dense^T */
+        norm_backward(w, dx_top, dh, s->head_g, s->lnf_mean, s->lnf_rstd, &m->head_ln, nt);
+        sp__gelu_erf_backward(dh, dx_top, s->head_h, s->head_cdf, nd);
+        sp__linear_bwd(dx_top, w->z.d, dh, w->z.d, &m->head_dense, nt, 0);
+        return;
+    }
+}
+
+/* logits [nt, V] = the LM head of the final norm (or MLM transform) of the rows x_top [nt, d],
+ * soft-capped when the model caps them (the tanh kept in logit_t, when not NULL, for backward). */
 static void head_logits(const sp_worker *w, float *logits, float *logit_t, const float *x_top,
                         int nt) {
     const sp_model *m = w->m;
-    const sp__scratch *s = &w->s;
     int V = w->z.V;
-    norm_forward(w, s->lnf, s->lnf_mean, s->lnf_rstd, x_top, &m->lnf, nt);
-    sp__linear_fwd(logits, V, s->lnf, w->z.d, &m->lm_head, nt); /* logits = lnf W_head^T */
+    const float *h = head_transform(w, x_top, nt);
+    sp__linear_fwd(logits, V, h, w->z.d, &m->lm_head, nt); /* logits = h W_head^T (+ b) */
     float cap = m->cfg.logit_softcap;
     if (cap > 0) /* cap tanh(logits / cap) */
         for (size_t i = 0; i < (size_t)nt * V; i++) {
@@ -725,8 +858,7 @@ static void head_backward(const sp_worker *w, float *dx_top, float *dlnf, const 
         for (size_t i = 0; i < (size_t)nt * w->z.V; i++)
             s->logits[i] *= 1.0f - s->logit_t[i] * s->logit_t[i];
     sp__linear_bwd(dlnf, d, s->logits, w->z.V, &m->lm_head, nt, 0); /* dlnf = dlogits W_head */
-    memset(dx_top, 0, (size_t)nt * d * sizeof(float));
-    norm_backward(w, dx_top, dlnf, x_top, s->lnf_mean, s->lnf_rstd, &m->lnf, nt);
+    head_transform_backward(w, dx_top, dlnf, x_top, nt);
 }
 
 /* ---- a run --------------------------------------------------------------------------------- */

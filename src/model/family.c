@@ -279,6 +279,219 @@ static const sp__tensor_desc GEMMA3_TENSORS[] = {
      "lm_head", 19},
 };
 #undef L_
+
+/* BertForMaskedLM, RobertaForMaskedLM: the encoder's rows (under the optional "bert." /
+ * "roberta." prefix) and the MLM head outside it; the pooler (and a pre-training head's
+ * next-sentence classifier) are known and ignored. HF's state dict order. */
+#define E_(name) "encoder.layer.%d." name
+#define ENCODER_ROWS                                                                                 \
+    {"embeddings.word_embeddings.weight",                                                            \
+     MAT(SP_DIM_VOCAB, SP_DIM_D),                                                                    \
+     SP_ROLE_WTE,                                                                                    \
+     SP_ALWAYS,                                                                                      \
+     SP_INIT_NORMAL,                                                                                 \
+     "wte",                                                                                          \
+     0},                                                                                             \
+        {"embeddings.position_embeddings.weight",                                                    \
+         MAT(SP_DIM_POS, SP_DIM_D),                                                                  \
+         SP_ROLE_WPE,                                                                                \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_NORMAL,                                                                             \
+         "wpe",                                                                                      \
+         1},                                                                                         \
+        {"embeddings.token_type_embeddings.weight",                                                  \
+         MAT(SP_DIM_TYPES, SP_DIM_D),                                                                \
+         SP_ROLE_TYPE_EMB,                                                                           \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_NORMAL,                                                                             \
+         "token_type_embeddings",                                                                    \
+         2},                                                                                         \
+        {"embeddings.LayerNorm.weight",                                                              \
+         VEC(SP_DIM_D),                                                                              \
+         SP_ROLE_EMB_LN_W,                                                                           \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_GAIN,                                                                               \
+         "embeddings.LayerNorm.weight",                                                              \
+         3},                                                                                         \
+        {"embeddings.LayerNorm.bias",                                                                \
+         VEC(SP_DIM_D),                                                                              \
+         SP_ROLE_EMB_LN_B,                                                                           \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_BIAS,                                                                               \
+         "embeddings.LayerNorm.bias",                                                                \
+         4},                                                                                         \
+        {E_("attention.self.query.weight"),                                                          \
+         MAT(SP_DIM_QD, SP_DIM_D),                                                                   \
+         SP_ROLE_Q_W,                                                                                \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_NORMAL,                                                                             \
+         "query.weight",                                                                             \
+         5},                                                                                         \
+        {E_("attention.self.query.bias"),                                                            \
+         VEC(SP_DIM_QD),                                                                             \
+         SP_ROLE_Q_B,                                                                                \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_BIAS,                                                                               \
+         "query.bias",                                                                               \
+         6},                                                                                         \
+        {E_("attention.self.key.weight"),                                                            \
+         MAT(SP_DIM_KVD, SP_DIM_D),                                                                  \
+         SP_ROLE_K_W,                                                                                \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_NORMAL,                                                                             \
+         "key.weight",                                                                               \
+         7},                                                                                         \
+        {E_("attention.self.key.bias"),                                                              \
+         VEC(SP_DIM_KVD),                                                                            \
+         SP_ROLE_K_B,                                                                                \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_BIAS,                                                                               \
+         "key.bias",                                                                                 \
+         8},                                                                                         \
+        {E_("attention.self.value.weight"),                                                          \
+         MAT(SP_DIM_KVD, SP_DIM_D),                                                                  \
+         SP_ROLE_V_W,                                                                                \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_NORMAL,                                                                             \
+         "value.weight",                                                                             \
+         9},                                                                                         \
+        {E_("attention.self.value.bias"),                                                            \
+         VEC(SP_DIM_KVD),                                                                            \
+         SP_ROLE_V_B,                                                                                \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_BIAS,                                                                               \
+         "value.bias",                                                                               \
+         10},                                                                                        \
+        {E_("attention.output.dense.weight"),                                                        \
+         MAT(SP_DIM_D, SP_DIM_QD),                                                                   \
+         SP_ROLE_O_W,                                                                                \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_NORMAL,                                                                             \
+         "attention.output.dense.weight",                                                            \
+         11},                                                                                        \
+        {E_("attention.output.dense.bias"),                                                          \
+         VEC(SP_DIM_D),                                                                              \
+         SP_ROLE_O_B,                                                                                \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_BIAS,                                                                               \
+         "attention.output.dense.bias",                                                              \
+         12},                                                                                        \
+        {E_("attention.output.LayerNorm.weight"),                                                    \
+         VEC(SP_DIM_D),                                                                              \
+         SP_ROLE_LN_POST_ATTN_W,                                                                     \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_GAIN,                                                                               \
+         "attention.output.LayerNorm.weight",                                                        \
+         13},                                                                                        \
+        {E_("attention.output.LayerNorm.bias"),                                                      \
+         VEC(SP_DIM_D),                                                                              \
+         SP_ROLE_LN_POST_ATTN_B,                                                                     \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_BIAS,                                                                               \
+         "attention.output.LayerNorm.bias",                                                          \
+         14},                                                                                        \
+        {E_("intermediate.dense.weight"),                                                            \
+         MAT(SP_DIM_FF, SP_DIM_D),                                                                   \
+         SP_ROLE_MLP_IN_W,                                                                           \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_NORMAL,                                                                             \
+         "intermediate.dense.weight",                                                                \
+         15},                                                                                        \
+        {E_("intermediate.dense.bias"),                                                              \
+         VEC(SP_DIM_FF),                                                                             \
+         SP_ROLE_MLP_IN_B,                                                                           \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_BIAS,                                                                               \
+         "intermediate.dense.bias",                                                                  \
+         16},                                                                                        \
+        {E_("output.dense.weight"),                                                                  \
+         MAT(SP_DIM_D, SP_DIM_FF),                                                                   \
+         SP_ROLE_MLP_OUT_W,                                                                          \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_NORMAL,                                                                             \
+         "output.dense.weight",                                                                      \
+         17},                                                                                        \
+        {E_("output.dense.bias"),                                                                    \
+         VEC(SP_DIM_D),                                                                              \
+         SP_ROLE_MLP_OUT_B,                                                                          \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_BIAS,                                                                               \
+         "output.dense.bias",                                                                        \
+         18},                                                                                        \
+        {E_("output.LayerNorm.weight"),                                                              \
+         VEC(SP_DIM_D),                                                                              \
+         SP_ROLE_LN_POST_FF_W,                                                                       \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_GAIN,                                                                               \
+         "output.LayerNorm.weight",                                                                  \
+         19},                                                                                        \
+        {E_("output.LayerNorm.bias"),                                                                \
+         VEC(SP_DIM_D),                                                                              \
+         SP_ROLE_LN_POST_FF_B,                                                                       \
+         SP_ALWAYS,                                                                                  \
+         SP_INIT_BIAS,                                                                               \
+         "output.LayerNorm.bias",                                                                    \
+         20},                                                                                        \
+        {"embeddings.position_ids",                                                                  \
+         VEC(SP_DIM_NONE),                                                                           \
+         SP_ROLE_BUFFER,                                                                             \
+         SP_NEVER,                                                                                   \
+         SP_INIT_NONE,                                                                               \
+         NULL,                                                                                       \
+         21},                                                                                        \
+        {"embeddings.token_type_ids",                                                                \
+         VEC(SP_DIM_NONE),                                                                           \
+         SP_ROLE_BUFFER,                                                                             \
+         SP_NEVER,                                                                                   \
+         SP_INIT_NONE,                                                                               \
+         NULL,                                                                                       \
+         22},                                                                                        \
+        {"pooler.dense.weight", VEC(SP_DIM_NONE), SP_ROLE_BUFFER, SP_NEVER, SP_INIT_NONE, NULL, 23}, \
+    {                                                                                                \
+        "pooler.dense.bias", VEC(SP_DIM_NONE), SP_ROLE_BUFFER, SP_NEVER, SP_INIT_NONE, NULL, 24      \
+    }
+
+static const sp__tensor_desc BERT_TENSORS[] = {
+    ENCODER_ROWS,
+    {"cls.predictions.bias", VEC(SP_DIM_VOCAB), SP_ROLE_LM_HEAD_B, SP_ALWAYS, SP_INIT_BIAS,
+     "head.bias", 25},
+    {"cls.predictions.transform.dense.weight", MAT(SP_DIM_D, SP_DIM_D), SP_ROLE_HEAD_DENSE_W,
+     SP_ALWAYS, SP_INIT_NORMAL, "head.dense.weight", 26},
+    {"cls.predictions.transform.dense.bias", VEC(SP_DIM_D), SP_ROLE_HEAD_DENSE_B, SP_ALWAYS,
+     SP_INIT_BIAS, "head.dense.bias", 27},
+    {"cls.predictions.transform.LayerNorm.weight", VEC(SP_DIM_D), SP_ROLE_HEAD_LN_W, SP_ALWAYS,
+     SP_INIT_GAIN, "head.layer_norm.weight", 28},
+    {"cls.predictions.transform.LayerNorm.bias", VEC(SP_DIM_D), SP_ROLE_HEAD_LN_B, SP_ALWAYS,
+     SP_INIT_BIAS, "head.layer_norm.bias", 29},
+    {"cls.predictions.decoder.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED,
+     SP_INIT_NORMAL, "lm_head", 30},
+    /* the decoder's bias is the head's bias (tied in HF) */
+    {"cls.predictions.decoder.bias", VEC(SP_DIM_NONE), SP_ROLE_BUFFER, SP_NEVER, SP_INIT_NONE, NULL,
+     31},
+    {"cls.seq_relationship.weight", VEC(SP_DIM_NONE), SP_ROLE_BUFFER, SP_NEVER, SP_INIT_NONE, NULL,
+     32},
+    {"cls.seq_relationship.bias", VEC(SP_DIM_NONE), SP_ROLE_BUFFER, SP_NEVER, SP_INIT_NONE, NULL,
+     33},
+};
+
+static const sp__tensor_desc ROBERTA_TENSORS[] = {
+    ENCODER_ROWS,
+    {"lm_head.bias", VEC(SP_DIM_VOCAB), SP_ROLE_LM_HEAD_B, SP_ALWAYS, SP_INIT_BIAS, "head.bias",
+     25},
+    {"lm_head.dense.weight", MAT(SP_DIM_D, SP_DIM_D), SP_ROLE_HEAD_DENSE_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "head.dense.weight", 26},
+    {"lm_head.dense.bias", VEC(SP_DIM_D), SP_ROLE_HEAD_DENSE_B, SP_ALWAYS, SP_INIT_BIAS,
+     "head.dense.bias", 27},
+    {"lm_head.layer_norm.weight", VEC(SP_DIM_D), SP_ROLE_HEAD_LN_W, SP_ALWAYS, SP_INIT_GAIN,
+     "head.layer_norm.weight", 28},
+    {"lm_head.layer_norm.bias", VEC(SP_DIM_D), SP_ROLE_HEAD_LN_B, SP_ALWAYS, SP_INIT_BIAS,
+     "head.layer_norm.bias", 29},
+    {"lm_head.decoder.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED,
+     SP_INIT_NORMAL, "lm_head", 30},
+    {"lm_head.decoder.bias", VEC(SP_DIM_NONE), SP_ROLE_BUFFER, SP_NEVER, SP_INIT_NONE, NULL, 31},
+};
+#undef ENCODER_ROWS
+#undef E_
 #undef VEC
 #undef MAT
 
@@ -388,6 +601,34 @@ static const sp__family GEMMA3 = {
     .qk_norm = SP_QKNORM_PER_HEAD,
     TABLE(GEMMA3_TENSORS),
 };
+
+/* The bidirectional encoders: post-LN blocks, learned positions (RoBERTa's from padding_idx + 1,
+ * cfg.pos_offset) plus token type 0, the embedding LayerNorm, the exact GELU, the MLM head. */
+#define ENCODER_BLOCK                                                                              \
+    .ctx_key = "max_position_embeddings", .layer_prefix = "encoder.layer.%d.",                     \
+    .layout = SP_W_OUT_IN, .norm = SP_NORM_LAYERNORM, .block = SP_BLOCK_POST_NORM,                 \
+    .embed = SP_EMBED_TYPES_NORM, .pos = SP_POS_LEARNED, .qkv = SP_QKV_SEPARATE,                   \
+    .qk_norm = SP_QKNORM_NONE, .mlp = SP_MLP_GELU_ERF, .mask = SP_MASK_FULL, .head = SP_HEAD_MLM,  \
+    .gqa = 0
+
+static const sp__family BERT = {
+    .arch = SP_ARCH_BERT,
+    .model_type = "bert",
+    .hf_class = "BertForMaskedLM",
+    .name_prefix = "bert.",
+    ENCODER_BLOCK,
+    TABLE(BERT_TENSORS),
+};
+
+static const sp__family ROBERTA = {
+    .arch = SP_ARCH_ROBERTA,
+    .model_type = "roberta",
+    .hf_class = "RobertaForMaskedLM",
+    .name_prefix = "roberta.",
+    ENCODER_BLOCK,
+    TABLE(ROBERTA_TENSORS),
+};
+#undef ENCODER_BLOCK
 #undef LLAMA_NORM_MLP
 #undef LLAMA_BLOCK
 #undef TABLE
@@ -412,6 +653,10 @@ const sp__family *sp__family_of(sp_arch a) {
         return &GEMMA2;
     case SP_ARCH_GEMMA3:
         return &GEMMA3;
+    case SP_ARCH_BERT:
+        return &BERT;
+    case SP_ARCH_ROBERTA:
+        return &ROBERTA;
     }
     return &GPT2; /* not reached for a valid enum value */
 }
@@ -476,6 +721,10 @@ int64_t sp__dim_size(const sp_model_config *c, sp__dim d) {
         return c->vocab_size;
     case SP_DIM_CTX:
         return c->n_ctx;
+    case SP_DIM_POS:
+        return (int64_t)c->n_ctx + c->pos_offset;
+    case SP_DIM_TYPES:
+        return c->type_vocab_size;
     }
     return 0;
 }
@@ -681,6 +930,26 @@ static slot role_slot(sp_model *m, int layer, sp__role role) {
         return (slot){&m->lnf.b, NULL};
     case SP_ROLE_LM_HEAD:
         return (slot){NULL, &m->lm_head};
+    case SP_ROLE_LN_POST_ATTN_B:
+        return (slot){&y->ln_post_attn.b, NULL};
+    case SP_ROLE_LN_POST_FF_B:
+        return (slot){&y->ln_post_ff.b, NULL};
+    case SP_ROLE_TYPE_EMB:
+        return (slot){&m->wtt, NULL};
+    case SP_ROLE_EMB_LN_W:
+        return (slot){&m->emb_ln.w, NULL};
+    case SP_ROLE_EMB_LN_B:
+        return (slot){&m->emb_ln.b, NULL};
+    case SP_ROLE_HEAD_DENSE_W:
+        return (slot){NULL, &m->head_dense};
+    case SP_ROLE_HEAD_DENSE_B:
+        return (slot){&m->head_dense.b, NULL};
+    case SP_ROLE_HEAD_LN_W:
+        return (slot){&m->head_ln.w, NULL};
+    case SP_ROLE_HEAD_LN_B:
+        return (slot){&m->head_ln.b, NULL};
+    case SP_ROLE_LM_HEAD_B:
+        return (slot){&m->lm_head.b, NULL};
     case SP_ROLE_BUFFER:
         break;
     }

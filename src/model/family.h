@@ -36,15 +36,31 @@ typedef enum sp__qkv_kind {
 
 /* Where a block's norms sit. */
 typedef enum sp__block_kind {
-    SP_BLOCK_PRE_NORM, /* x + f(norm(x)) for attention and the MLP */
-    SP_BLOCK_SANDWICH, /* x + norm_post(f(norm_pre(x))) (Gemma 2, 3) */
+    SP_BLOCK_PRE_NORM,  /* x + f(norm(x)) for attention and the MLP */
+    SP_BLOCK_SANDWICH,  /* x + norm_post(f(norm_pre(x))) (Gemma 2, 3) */
+    SP_BLOCK_POST_NORM, /* norm_post(x + f(x)) for attention and the MLP (BERT, RoBERTa): no
+                         * norm before either; the post-norms are ln_post_attn and ln_post_ff */
 } sp__block_kind;
 
 /* What multiplies the input embeddings (prompt rows included). */
 typedef enum sp__embed_kind {
     SP_EMBED_PLAIN,
-    SP_EMBED_SQRT_D, /* sqrt(d_model) rounded to the embedding's stored dtype (Gemma) */
+    SP_EMBED_SQRT_D,     /* sqrt(d_model) rounded to the embedding's stored dtype (Gemma) */
+    SP_EMBED_TYPES_NORM, /* + token_type_embeddings[0], then the embedding LayerNorm (BERT) */
 } sp__embed_kind;
+
+/* Which keys a query sees. */
+typedef enum sp__mask_kind {
+    SP_MASK_CAUSAL, /* its own position and the ones before it (decoders) */
+    SP_MASK_FULL,   /* every position of its sequence and prefix (encoders: BERT, RoBERTa) */
+} sp__mask_kind;
+
+/* What turns the last block's target rows into logits. */
+typedef enum sp__head_kind {
+    SP_HEAD_LM,  /* final norm (lnf), then the LM head */
+    SP_HEAD_MLM, /* dense(d, d) + gelu (erf) + LayerNorm (head_ln), then the LM head + bias (BERT
+                  * cls.predictions, RoBERTa lm_head) */
+} sp__head_kind;
 
 /* A norm of each query and key head before the positions (the family's norm kind over head_dim,
  * one gain of head_dim shared by the heads: Qwen3, Gemma 3). */
@@ -54,9 +70,10 @@ typedef enum sp__qknorm_kind {
 } sp__qknorm_kind;
 
 typedef enum sp__mlp_kind {
-    SP_MLP_GELU,   /* out(gelu_tanh(in(x))) */
-    SP_MLP_SWIGLU, /* out(silu(in(x)) * up(x)) */
-    SP_MLP_GEGLU,  /* out(gelu_tanh(in(x)) * up(x)) (Gemma) */
+    SP_MLP_GELU,     /* out(gelu_tanh(in(x))) */
+    SP_MLP_SWIGLU,   /* out(silu(in(x)) * up(x)) */
+    SP_MLP_GEGLU,    /* out(gelu_tanh(in(x)) * up(x)) (Gemma) */
+    SP_MLP_GELU_ERF, /* out(gelu(in(x))), the exact (erf) GELU (BERT's "gelu") */
 } sp__mlp_kind;
 
 /* Where a tensor goes in sp_model / sp_layer. */
@@ -81,6 +98,16 @@ typedef enum sp__role {
     SP_ROLE_LN2_B,
     SP_ROLE_LN_POST_ATTN_W,
     SP_ROLE_LN_POST_FF_W,
+    SP_ROLE_LN_POST_ATTN_B, /* post-norm blocks' LayerNorm biases (BERT) */
+    SP_ROLE_LN_POST_FF_B,
+    SP_ROLE_TYPE_EMB, /* token_type_embeddings [type_vocab_size, d] (row 0 is used) */
+    SP_ROLE_EMB_LN_W, /* the embedding LayerNorm (BERT) */
+    SP_ROLE_EMB_LN_B,
+    SP_ROLE_HEAD_DENSE_W, /* the MLM head's transform (BERT, RoBERTa) */
+    SP_ROLE_HEAD_DENSE_B,
+    SP_ROLE_HEAD_LN_W,
+    SP_ROLE_HEAD_LN_B,
+    SP_ROLE_LM_HEAD_B, /* the MLM decoder's bias [V] */
     SP_ROLE_MLP_IN_W,
     SP_ROLE_MLP_IN_B,
     SP_ROLE_MLP_UP_W,
@@ -103,7 +130,9 @@ typedef enum sp__dim {
     SP_DIM_FF,   /* d_ff */
     SP_DIM_HD,   /* head_dim */
     SP_DIM_VOCAB,
-    SP_DIM_CTX, /* n_ctx */
+    SP_DIM_CTX,   /* n_ctx */
+    SP_DIM_POS,   /* n_ctx + pos_offset: rows of a learned position table (RoBERTa: 514) */
+    SP_DIM_TYPES, /* type_vocab_size */
 } sp__dim;
 
 /* When a tensor exists. */
@@ -153,6 +182,8 @@ typedef struct sp__family {
     sp__qkv_kind qkv;
     sp__qknorm_kind qk_norm;
     sp__mlp_kind mlp;
+    sp__mask_kind mask;
+    sp__head_kind head;
     int gqa; /* num_key_value_heads and head_dim come from the config (else n_head, d / n_head) */
     const char *window_key; /* config.json's key of an attention window (NULL: none) */
     const sp__tensor_desc *tensors;

@@ -107,8 +107,24 @@ static int check_tokens(const sp_model *m, const sp_gen_seq *q, int s, const int
     return 0;
 }
 
+/* Whether the family generates: a masked LM's attention is bidirectional, so a position's keys
+ * change with every later token and there is no next-token distribution to sample from. */
+static int check_generates(const sp_model *m, sp_error *err) {
+    switch (sp__family_of(m->cfg.arch)->mask) {
+    case SP_MASK_CAUSAL:
+        return 0;
+    case SP_MASK_FULL:
+        return sp_fail(err,
+                       "generate: %s is a masked language model (bidirectional attention), not a "
+                       "causal one: it scores a {mask} position and does not generate text",
+                       sp_arch_model_type(m->cfg.arch));
+    }
+    return 0;
+}
+
 static int validate(const sp_model *m, const sp_gen_seq *seqs, int n_seq, const int32_t *start,
                     const int32_t *tokens, sp_error *err) {
+    if (check_generates(m, err)) return -1;
     if (n_seq < 0 || (n_seq > 0 && start[0] != 0))
         return sp_fail(err, "generate: %d sequences starting at %d", n_seq,
                        n_seq > 0 ? start[0] : 0);

@@ -403,6 +403,36 @@ static json_t *gpt2_config(const sp_init_options *o) {
     return r;
 }
 
+/* Keys as transformers writes them for BertForMaskedLM / RobertaForMaskedLM (sorted). */
+static json_t *encoder_config(const sp_init_options *o) {
+    const sp_model_config *c = &o->cfg;
+    int roberta = c->arch == SP_ARCH_ROBERTA, pad = roberta ? c->pos_offset - 1 : 0;
+    json_t *r = json_object();
+    json_object_set_new(r, "architectures", json_pack("[s]", sp__family_of(c->arch)->hf_class));
+    json_object_set_new(r, "attention_probs_dropout_prob", short_real(0.1f));
+    if (roberta) json_object_set_new(r, "bos_token_id", json_integer(0));
+    json_object_set_new(r, "classifier_dropout", json_null());
+    if (roberta) json_object_set_new(r, "eos_token_id", json_integer(2));
+    json_object_set_new(r, "hidden_act", json_string("gelu"));
+    json_object_set_new(r, "hidden_dropout_prob", short_real(0.1f));
+    json_object_set_new(r, "hidden_size", json_integer(c->d_model));
+    json_object_set_new(r, "initializer_range", short_real(o->std));
+    json_object_set_new(r, "intermediate_size", json_integer(c->d_ff));
+    json_object_set_new(r, "layer_norm_eps", short_real(c->ln_eps));
+    json_object_set_new(r, "max_position_embeddings", json_integer(c->n_ctx + c->pos_offset));
+    json_object_set_new(r, "model_type", json_string(sp_arch_model_type(c->arch)));
+    json_object_set_new(r, "num_attention_heads", json_integer(c->n_head));
+    json_object_set_new(r, "num_hidden_layers", json_integer(c->n_layer));
+    json_object_set_new(r, "pad_token_id", json_integer(pad));
+    json_object_set_new(r, "position_embedding_type", json_string("absolute"));
+    if (!c->tied) json_object_set_new(r, "tie_word_embeddings", json_false());
+    json_object_set_new(r, "torch_dtype", json_string(torch_dtype(o->dtype)));
+    json_object_set_new(r, "type_vocab_size", json_integer(c->type_vocab_size));
+    json_object_set_new(r, "use_cache", json_true());
+    json_object_set_new(r, "vocab_size", json_integer(c->vocab_size));
+    return r;
+}
+
 static json_t *family_config(const sp_init_options *o) {
     switch (o->cfg.arch) {
     case SP_ARCH_GPT2:
@@ -422,6 +452,9 @@ static json_t *family_config(const sp_init_options *o) {
     case SP_ARCH_GEMMA3:
         return llama_config(o, KEY_ATTENTION_BIAS | KEY_GELU | KEY_GEMMA2 | KEY_SLIDING_WINDOW |
                                    KEY_GEMMA3);
+    case SP_ARCH_BERT:
+    case SP_ARCH_ROBERTA:
+        return encoder_config(o);
     }
     return NULL;
 }

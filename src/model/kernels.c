@@ -211,6 +211,17 @@ static int first_visible(int n, int window) {
     return window > 0 && n > window ? n - window : 0;
 }
 
+/* One past the last visible column of row i0 + r in a block whose current keys end at kend (a
+ * causal row sees its own key and those before it; a full one every key of the block). */
+static int visible_end(const sp__heads *hs, int np, int i0, int r, int kend) {
+    return hs->full ? np + kend : np + i0 + r + 1;
+}
+
+/* The current keys a block of rows query rows from i0 reads: up to its last row, or all len. */
+static int block_keys(const sp__heads *hs, int i0, int rows, int len) {
+    return hs->full ? len : i0 + rows;
+}
+
 /* Row r of the block holds scores of query i0 + r against the np past keys and the current keys
  * 0..kend-1 (kend = i0 + rows; row stride np + kend); the past and current keys 0..i0+r are
  * visible, within the window. Turns row r into probabilities (zero past the visible ones) and
@@ -221,7 +232,7 @@ static void block_softmax(float *s, float *lse, int np, int i0, int rows, int ke
     float cap = hs->softcap;
     for (int r = 0; r < rows; r++) {
         float *row = s + (size_t)r * lds;
-        int n = np + i0 + r + 1, lo = first_visible(n, hs->window);
+        int n = visible_end(hs, np, i0, r, kend), lo = first_visible(n, hs->window);
         if (cap > 0)
             for (int j = lo; j < n; j++) row[j] = cap * tanhf(row[j] / cap);
         float mx = row[lo];
@@ -271,7 +282,8 @@ void sp__attention_forward(float *out, float *lse, float *scratch, const float *
         const float *q = qkv + h * hd;
         head_kv kv = head_keys(qkv, hs, past, h);
         for (int i0 = 0; i0 < len; i0 += SP_ATT_QBLOCK) {
-            int rows = len - i0 < SP_ATT_QBLOCK ? len - i0 : SP_ATT_QBLOCK, kend = i0 + rows;
+            int rows = len - i0 < SP_ATT_QBLOCK ? len - i0 : SP_ATT_QBLOCK;
+            int kend = block_keys(hs, i0, rows, len);
             int lds = kv.np + kend;
             /* scratch[rows, np + kend] = scale * Q[i0:kend] [K_past; K[0:kend]]^T, softmax */
             scores(scratch, q + (size_t)i0 * ld, ld, kv.kp, kv.ldp, kv.np, kv.k, ld, rows, kend, hd,
@@ -296,7 +308,7 @@ static void block_softmax_backward(float *s, float *dp, const float *lse, const 
     float cap = hs->softcap;
     for (int r = 0; r < rows; r++) {
         float *pr = s + (size_t)r * lds, *dr = dp + (size_t)r * lds;
-        int n = np + i0 + r + 1, lo = first_visible(n, hs->window);
+        int n = visible_end(hs, np, i0, r, kend), lo = first_visible(n, hs->window);
         if (cap > 0) { /* capped = cap t, t = tanh(raw / cap): d raw = (1 - t^2) d capped */
             for (int j = lo; j < n; j++) {
                 float t = tanhf(pr[j] / cap);
@@ -346,7 +358,8 @@ void sp__attention_backward(float *dqkv, const sp__kv_grad *dpast, float *scratc
         head_kv kv = head_keys(qkv, hs, past, h);
         float *dq = dqkv + h * hd, *dk = dqkv + SP_K_COL(hs, h), *dv = dqkv + SP_V_COL(hs, h);
         for (int i0 = 0; i0 < len; i0 += SP_ATT_QBLOCK) {
-            int rows = len - i0 < SP_ATT_QBLOCK ? len - i0 : SP_ATT_QBLOCK, kend = i0 + rows;
+            int rows = len - i0 < SP_ATT_QBLOCK ? len - i0 : SP_ATT_QBLOCK;
+            int kend = block_keys(hs, i0, rows, len);
             int lds = kv.np + kend;
             const float *dO = dout + (size_t)i0 * d + h * hd, *O = out + (size_t)i0 * d + h * hd;
             const float *qb = q + (size_t)i0 * ld;

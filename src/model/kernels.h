@@ -65,6 +65,11 @@ void sp__rope_rotate(float *x, int ld, int len, int n_heads, int hd, const float
 void sp__gelu_forward(float *out, float *t, const float *x, size_t n);
 /* dx[i] = dout[i] * gelu'(x[i]) from the saved t; dx may alias dout. */
 void sp__gelu_backward(float *dx, const float *dout, const float *x, const float *t, size_t n);
+/* The exact GELU (BERT's "gelu"): out = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2 saved in cdf
+ * for backward; dx[i] = dout[i] (Phi(x) + x phi(x)), dx may alias dout. */
+void sp__gelu_erf_forward(float *out, float *cdf, const float *x, size_t n);
+void sp__gelu_erf_backward(float *dx, const float *dout, const float *x, const float *cdf,
+                           size_t n);
 
 /* Head layout of a qkv row: n_head query heads, then n_kv_head key heads, then n_kv_head value
  * heads, hd columns each; query head h reads key/value head h / (n_head / n_kv_head) (grouped
@@ -75,6 +80,8 @@ typedef struct sp__heads {
                     * after it, a past row j at position j and current row i at n_past + i (0: all) */
     float softcap; /* scores become softcap tanh(scores / softcap) before the softmax (0: none) */
     float scale;   /* of q k^T (0: 1 / sqrt(hd)) */
+    int full;      /* bidirectional (encoders): every row sees every current and past row (no
+                    * window); 0: causal */
 } sp__heads;
 #define SP_QKV_WIDTH(hs) (((hs)->n_head + 2 * (hs)->n_kv_head) * (hs)->hd)
 #define SP_KV_OF(hs, h) ((h) / ((hs)->n_head / (hs)->n_kv_head))
@@ -100,7 +107,8 @@ typedef struct sp__kv_grad {
 
 /* Causal self-attention of one sequence of len current rows, all heads, in blocks of
  * SP_ATT_QBLOCK query rows (kernels.c). Current row i attends to every row of past (NULL: none)
- * and to current rows 0..i, within hs->window when there is one. qkv: [len, SP_QKV_WIDTH] rows (q
+ * and to current rows 0..i, within hs->window when there is one (hs->full: to every current
+ * row). qkv: [len, SP_QKV_WIDTH] rows (q
  * and k already carry their positions), out: [len, n_head * hd]; lse: [n_head, len] log-sum-exp of
  * each row's scores, saved for backward instead of the probabilities; scratch:
  * SP_ATT_FWD_SCRATCH(n_past + len) floats. */

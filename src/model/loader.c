@@ -324,6 +324,7 @@ static int embedding_scale(loader *L, sp_error *err) {
     m->embed_scale = 1.0f;
     switch (sp__family_of(m->cfg.arch)->embed) {
     case SP_EMBED_PLAIN:
+    case SP_EMBED_TYPES_NORM:
         return 0;
     case SP_EMBED_SQRT_D: {
         const sp_st_tensor *t = wte_tensor(L, err);

@@ -37,6 +37,12 @@ typedef enum act_width {
     W_SANDWICH_D,     /* d in a block with post-norms, else 0 */
     W_SANDWICH_STATS, /* 2 in a block with post-norms, else 0 */
     W_CAPPED_VOCAB,   /* V with soft-capped logits, else 0 */
+    W_PRE_NORM_D,     /* d in a block with norms before attention and the MLP, else 0 */
+    W_PRE_NORM_STATS, /* 2 in such a block, else 0 */
+    W_SANDWICH_OUT_D, /* d in a sandwich block (its post-norm's output), else 0 */
+    W_EMB_NORM_D,     /* d with an embedding norm, else 0 */
+    W_EMB_NORM_STATS, /* 2 with an embedding norm, else 0 */
+    W_MLM_D,          /* d with an MLM head, else 0 */
 } act_width;
 
 typedef struct act_desc {
@@ -48,8 +54,8 @@ typedef struct act_desc {
 
 static const act_desc ACTS[SP_N_ACT] = {
     [SP_ACT_X] = {"x", ROWS_LAYER1_TOKENS, W_D, 0},
-    [SP_ACT_LN1] = {"ln1", ROWS_LAYER_TOKENS, W_D, 0},
-    [SP_ACT_LN1_STATS] = {"ln1 stats", ROWS_LAYER_TOKENS, W_STATS, 0},
+    [SP_ACT_LN1] = {"ln1", ROWS_LAYER_TOKENS, W_PRE_NORM_D, 0},
+    [SP_ACT_LN1_STATS] = {"ln1 stats", ROWS_LAYER_TOKENS, W_PRE_NORM_STATS, 0},
     [SP_ACT_QKV] = {"qkv", ROWS_LAYER_TOKENS, W_QKV, 0},
     [SP_ACT_QK_RAW] = {"q/k before norm", ROWS_LAYER_TOKENS, W_QK_NORMED, 0},
     [SP_ACT_QK_STATS] = {"q/k norm stats", ROWS_LAYER_TOKENS, W_QK_STATS, 0},
@@ -58,14 +64,14 @@ static const act_desc ACTS[SP_N_ACT] = {
     [SP_ACT_AO] = {"attention out", ROWS_LAYER_TOKENS, W_SANDWICH_D, 0},
     [SP_ACT_AO_STATS] = {"attention out stats", ROWS_LAYER_TOKENS, W_SANDWICH_STATS, 0},
     [SP_ACT_XMID] = {"xmid", ROWS_LAYER_TOKENS, W_D, 0},
-    [SP_ACT_LN2] = {"ln2", ROWS_LAYER_TOKENS, W_D, 0},
-    [SP_ACT_LN2_STATS] = {"ln2 stats", ROWS_LAYER_TOKENS, W_STATS, 0},
+    [SP_ACT_LN2] = {"ln2", ROWS_LAYER_TOKENS, W_PRE_NORM_D, 0},
+    [SP_ACT_LN2_STATS] = {"ln2 stats", ROWS_LAYER_TOKENS, W_PRE_NORM_STATS, 0},
     [SP_ACT_FC] = {"fc", ROWS_LAYER_TOKENS, W_FF, 0},
     [SP_ACT_FC_AUX] = {"fc aux", ROWS_LAYER_TOKENS, W_FF, 0},
     [SP_ACT_UP] = {"up", ROWS_LAYER_TOKENS, W_GATED_FF, 0},
     [SP_ACT_MO] = {"mlp out", ROWS_LAYER_TOKENS, W_SANDWICH_D, 0},
     [SP_ACT_MO_STATS] = {"mlp out stats", ROWS_LAYER_TOKENS, W_SANDWICH_STATS, 0},
-    [SP_ACT_POST] = {"post-norm out", ROWS_TOKENS, W_SANDWICH_D, 0},
+    [SP_ACT_POST] = {"post-norm out", ROWS_TOKENS, W_SANDWICH_OUT_D, 0},
     [SP_ACT_DPOST] = {"dpost", ROWS_TOKENS, W_SANDWICH_D, 1},
     [SP_ACT_LOGIT_T] = {"logit tanh", ROWS_TARGETS, W_CAPPED_VOCAB, 1},
     [SP_ACT_MLP_ACT] = {"mlp act", ROWS_TOKENS, W_FF, 0},
@@ -85,6 +91,11 @@ static const act_desc ACTS[SP_N_ACT] = {
     [SP_ACT_DUP] = {"dup", ROWS_TOKENS, W_GATED_FF, 1},
     [SP_ACT_TOP_DX] = {"top dx", ROWS_TARGETS, W_D, 1},
     [SP_ACT_TOP_DATTY] = {"top datty", ROWS_TARGETS, W_QD, 1},
+    [SP_ACT_EMB] = {"embedding sum", ROWS_TOKENS, W_EMB_NORM_D, 0},
+    [SP_ACT_EMB_STATS] = {"embedding stats", ROWS_TOKENS, W_EMB_NORM_STATS, 0},
+    [SP_ACT_HEAD_H] = {"head dense", ROWS_TARGETS, W_MLM_D, 0},
+    [SP_ACT_HEAD_CDF] = {"head gelu cdf", ROWS_TARGETS, W_MLM_D, 0},
+    [SP_ACT_HEAD_G] = {"head gelu", ROWS_TARGETS, W_MLM_D, 0},
 };
 
 static size_t rows_of(const sp__dims *z, act_rows r) {
@@ -108,6 +119,7 @@ static size_t rows_of(const sp__dims *z, act_rows r) {
 static size_t gated_ff(const sp__family *f, const sp__dims *z) {
     switch (f->mlp) {
     case SP_MLP_GELU:
+    case SP_MLP_GELU_ERF:
         return 0;
     case SP_MLP_SWIGLU:
     case SP_MLP_GEGLU:
@@ -132,6 +144,48 @@ static size_t sandwich(const sp__family *f) {
     case SP_BLOCK_PRE_NORM:
         return 0;
     case SP_BLOCK_SANDWICH:
+    case SP_BLOCK_POST_NORM:
+        return 1;
+    }
+    return 0;
+}
+
+/* 1 in a block with norms before attention and the MLP (a post-norm block has none: ln1 is x,
+ * ln2 is xmid), else 0. */
+static size_t pre_norms(const sp__family *f) {
+    switch (f->block) {
+    case SP_BLOCK_PRE_NORM:
+    case SP_BLOCK_SANDWICH:
+        return 1;
+    case SP_BLOCK_POST_NORM:
+        return 0;
+    }
+    return 0;
+}
+
+/* 1 in a sandwich block, else 0. */
+static size_t sandwich_out(const sp__family *f) {
+    return f->block == SP_BLOCK_SANDWICH;
+}
+
+/* 1 with an embedding norm, else 0. */
+static size_t emb_norm(const sp__family *f) {
+    switch (f->embed) {
+    case SP_EMBED_PLAIN:
+    case SP_EMBED_SQRT_D:
+        return 0;
+    case SP_EMBED_TYPES_NORM:
+        return 1;
+    }
+    return 0;
+}
+
+/* 1 with an MLM head, else 0. */
+static size_t mlm_head(const sp__family *f) {
+    switch (f->head) {
+    case SP_HEAD_LM:
+        return 0;
+    case SP_HEAD_MLM:
         return 1;
     }
     return 0;
@@ -180,6 +234,18 @@ static size_t width_of(const sp__family *f, const sp__dims *z, act_width w) {
         return 2 * sandwich(f);
     case W_CAPPED_VOCAB:
         return z->logit_cap ? (size_t)z->V : 0;
+    case W_PRE_NORM_D:
+        return pre_norms(f) * (size_t)z->d;
+    case W_PRE_NORM_STATS:
+        return 2 * pre_norms(f);
+    case W_SANDWICH_OUT_D:
+        return sandwich_out(f) * (size_t)z->d;
+    case W_EMB_NORM_D:
+        return emb_norm(f) * (size_t)z->d;
+    case W_EMB_NORM_STATS:
+        return 2 * emb_norm(f);
+    case W_MLM_D:
+        return mlm_head(f) * (size_t)z->d;
     }
     return 0;
 }
@@ -194,7 +260,7 @@ static sp__dims model_dims(const sp_model *m, size_t n_tokens, size_t n_targets,
                            int n_past) {
     const sp_model_config *c = &m->cfg;
     sp__dims z = {.L = c->n_layer, .d = c->d_model, .F = c->d_ff, .V = c->vocab_size};
-    z.hs = (sp__heads){c->n_head, sp_config_kv_heads(c), sp_config_head_dim(c), 0, 0, 0};
+    z.hs = (sp__heads){c->n_head, sp_config_kv_heads(c), sp_config_head_dim(c), 0, 0, 0, 0};
     z.qd = z.hs.n_head * z.hs.hd, z.kvd = z.hs.n_kv_head * z.hs.hd, z.wq = SP_QKV_WIDTH(&z.hs);
     z.N = n_tokens, z.n_tgt = n_targets, z.max_len = max_len, z.n_past = n_past;
     z.logit_cap = c->logit_softcap > 0;
@@ -303,9 +369,9 @@ static sp__layer_acts layer_acts(const sp_worker *w, int l) {
     float *const *b = w->buf;
     sp__layer_acts a = {
         .x = b[SP_ACT_X] + at * d,
-        .ln1 = b[SP_ACT_LN1] + at * d,
-        .ln1_mean = b[SP_ACT_LN1_STATS] + 2 * at,
-        .ln1_rstd = b[SP_ACT_LN1_STATS] + 2 * at + N,
+        .ln1 = b[SP_ACT_LN1] ? b[SP_ACT_LN1] + at * d : b[SP_ACT_X] + at * d, /* post-norm: x */
+        .ln1_mean = b[SP_ACT_LN1_STATS] ? b[SP_ACT_LN1_STATS] + 2 * at : NULL,
+        .ln1_rstd = b[SP_ACT_LN1_STATS] ? b[SP_ACT_LN1_STATS] + 2 * at + N : NULL,
         .qkv = b[SP_ACT_QKV] + at * (size_t)z->wq,
         .qk_raw = b[SP_ACT_QK_RAW] ? b[SP_ACT_QK_RAW] + at * nh * (size_t)z->hs.hd : NULL,
         .qk_mean = b[SP_ACT_QK_STATS] ? b[SP_ACT_QK_STATS] + 2 * at * nh : NULL,
@@ -316,9 +382,9 @@ static sp__layer_acts layer_acts(const sp_worker *w, int l) {
         .ao_mean = b[SP_ACT_AO_STATS] ? b[SP_ACT_AO_STATS] + 2 * at : NULL,
         .ao_rstd = b[SP_ACT_AO_STATS] ? b[SP_ACT_AO_STATS] + 2 * at + N : NULL,
         .xmid = b[SP_ACT_XMID] + at * d,
-        .ln2 = b[SP_ACT_LN2] + at * d,
-        .ln2_mean = b[SP_ACT_LN2_STATS] + 2 * at,
-        .ln2_rstd = b[SP_ACT_LN2_STATS] + 2 * at + N,
+        .ln2 = b[SP_ACT_LN2] ? b[SP_ACT_LN2] + at * d : b[SP_ACT_XMID] + at * d, /* or xmid */
+        .ln2_mean = b[SP_ACT_LN2_STATS] ? b[SP_ACT_LN2_STATS] + 2 * at : NULL,
+        .ln2_rstd = b[SP_ACT_LN2_STATS] ? b[SP_ACT_LN2_STATS] + 2 * at + N : NULL,
         .fc = b[SP_ACT_FC] + at * F,
         .fc_aux = b[SP_ACT_FC_AUX] + at * F,
         .up = b[SP_ACT_UP] ? b[SP_ACT_UP] + at * F : NULL,
@@ -360,6 +426,12 @@ static sp__scratch scratch(const sp_worker *w) {
         .dup = b[SP_ACT_DUP],
         .top_dx = b[SP_ACT_TOP_DX],
         .top_datty = b[SP_ACT_TOP_DATTY],
+        .emb = b[SP_ACT_EMB],
+        .emb_mean = b[SP_ACT_EMB_STATS],
+        .emb_rstd = b[SP_ACT_EMB_STATS] ? b[SP_ACT_EMB_STATS] + z->N : NULL,
+        .head_h = b[SP_ACT_HEAD_H],
+        .head_cdf = b[SP_ACT_HEAD_CDF],
+        .head_g = b[SP_ACT_HEAD_G],
     };
 }
 

@@ -66,15 +66,18 @@ typedef struct sp__scratch {
     float *rope_cos, *rope_sin; /* [rope_rows, hd / 2] rotary tables */
     float *rope_cos_local, *rope_sin_local; /* the same of windowed layers (local_rope) */
     float *top_x, *top_atty;                /* [n_tgt, d], [n_tgt, qd] top block's target rows */
-    float *lnf, *lnf_mean, *lnf_rstd;       /* [n_tgt, d], [n_tgt] x 2 final norm */
-    float *logits;                          /* [n_tgt, V], then dlogits */
-    float *dx;                              /* [N, d] dL/d residual stream */
-    float *dln;                             /* [N, d] dL/d a norm's output */
-    float *datty;                           /* [N, qd] */
-    float *dqkv;                            /* [N, Wq] */
-    float *dqk;                             /* [N, (H + Hkv) hd] q/k norm gradients */
-    float *dfc, *dup;                       /* [N, F] MLP activation gradients */
-    float *top_dx, *top_datty;              /* [n_tgt, d], [n_tgt, qd] */
+    float *lnf, *lnf_mean, *lnf_rstd;       /* [n_tgt, d], [n_tgt] x 2 final norm (MLM: the
+                                             * head's LayerNorm) */
+    float *emb, *emb_mean, *emb_rstd;       /* [N, d], [N] x 2: the embedding sum before its norm */
+    float *head_h, *head_cdf, *head_g; /* [n_tgt, d] the MLM head's dense output, Phi of it, gelu */
+    float *logits;                     /* [n_tgt, V], then dlogits */
+    float *dx;                         /* [N, d] dL/d residual stream */
+    float *dln;                        /* [N, d] dL/d a norm's output */
+    float *datty;                      /* [N, qd] */
+    float *dqkv;                       /* [N, Wq] */
+    float *dqk;                        /* [N, (H + Hkv) hd] q/k norm gradients */
+    float *dfc, *dup;                  /* [N, F] MLP activation gradients */
+    float *top_dx, *top_datty;         /* [n_tgt, d], [n_tgt, qd] */
 } sp__scratch;
 
 /* The buffers of the table (worker.c's ACTS lists each with its size). */
@@ -117,6 +120,11 @@ enum {
     SP_ACT_DUP,
     SP_ACT_TOP_DX,
     SP_ACT_TOP_DATTY,
+    SP_ACT_EMB,
+    SP_ACT_EMB_STATS,
+    SP_ACT_HEAD_H,
+    SP_ACT_HEAD_CDF,
+    SP_ACT_HEAD_G,
     SP_N_ACT
 };
 

@@ -59,6 +59,12 @@ static void hash_family(sp__h64 *h, const sp_model *m) {
         hash_floats(h, "rope_inv_freq_local", m->rope_inv_freq_local,
                     (size_t)sp_config_head_dim(c) / 2);
         return;
+    case SP_ARCH_BERT:
+    case SP_ARCH_ROBERTA: /* where positions start; the rest are rows of the table */
+        sp__h64_str(h, sp_arch_model_type(c->arch));
+        sp__h64_i64(h, c->pos_offset);
+        sp__h64_i64(h, c->type_vocab_size);
+        return;
     }
 }
 
@@ -66,6 +72,8 @@ static void hash_rotary(sp__h64 *h, const sp_model *m) {
     const sp_model_config *c = &m->cfg;
     switch (c->arch) {
     case SP_ARCH_GPT2:
+    case SP_ARCH_BERT:
+    case SP_ARCH_ROBERTA:
         return;
     case SP_ARCH_LLAMA:
     case SP_ARCH_QWEN2:

@@ -31,6 +31,11 @@ static int naive_first_key(int np, int i, int window) {
     return window > 0 && np + i - window + 1 > 0 ? np + i - window + 1 : 0;
 }
 
+/* One past the last key query row i sees: its own (causal) or the last current row (full). */
+static int naive_end(int np, int i, int len, const sp__heads *hs) {
+    return hs->full ? np + len : np + i + 1;
+}
+
 /* Float64 attention of query head h over the past's np rows and the current rows (causal, within
  * hs->window when there is one): fills out and dq for its columns and adds its part of dk, dv (and
  * the past's dkp, dvp) to the columns of its key/value head. Key index j < np is past row j, else
@@ -54,7 +59,7 @@ static void naive_head(naive *r, const float *qkv, const float *dout, int len, c
 #define P(i, j) p[(size_t)(i)*nk + (j)]
 #define DP(i, j) dp[(size_t)(i)*nk + (j)]
     for (int i = 0; i < len; i++) {
-        int vis = np + i + 1, lo = naive_first_key(np, i, hs->window);
+        int vis = naive_end(np, i, len, hs), lo = naive_first_key(np, i, hs->window);
         double mx = -INFINITY, sum = 0.0;
         for (int j = lo; j < vis; j++) {
             double s = 0.0;
@@ -71,32 +76,32 @@ static void naive_head(naive *r, const float *qkv, const float *dout, int len, c
     for (int i = 0; i < len; i++)
         for (int c = 0; c < hd; c++) {
             double o = 0.0;
-            for (int j = naive_first_key(np, i, hs->window); j < np + i + 1; j++)
+            for (int j = naive_first_key(np, i, hs->window); j < naive_end(np, i, len, hs); j++)
                 o += P(i, j) * V(j, c);
             r->out[(size_t)i * d + h * hd + c] = o;
         }
     for (int i = 0; i < len; i++) { /* dS = P o (dP - rowsum(P o dP)) */
         double rowdot = 0.0;
         int lo = naive_first_key(np, i, hs->window);
-        for (int j = lo; j < np + i + 1; j++) {
+        for (int j = lo; j < naive_end(np, i, len, hs); j++) {
             double g = 0.0;
             for (int c = 0; c < hd; c++) g += DO(i, c) * V(j, c);
             DP(i, j) = g;
             rowdot += g * P(i, j);
         }
-        for (int j = lo; j < np + i + 1; j++)
+        for (int j = lo; j < naive_end(np, i, len, hs); j++)
             DP(i, j) = scale * gf[(size_t)i * nk + j] * P(i, j) * (DP(i, j) - rowdot);
     }
     for (int i = 0; i < len; i++)
         for (int c = 0; c < hd; c++) {
             double gq = 0.0;
-            for (int j = naive_first_key(np, i, hs->window); j < np + i + 1; j++)
+            for (int j = naive_first_key(np, i, hs->window); j < naive_end(np, i, len, hs); j++)
                 gq += DP(i, j) * K(j, c);
             r->dq[(size_t)i * d + h * hd + c] = gq;
         }
     for (int j = 0; j < nk; j++) /* P^T dO and dS^T Q over the queries that see key j */
         for (int c = 0; c < hd; c++)
-            for (int i = j < np ? 0 : j - np; i < len; i++) {
+            for (int i = j < np || hs->full ? 0 : j - np; i < len; i++) {
                 dv[(size_t)j * hd + c] += P(i, j) * DO(i, c);
                 dk[(size_t)j * hd + c] += DP(i, j) * Q(i, c);
             }
@@ -202,7 +207,7 @@ static void check_heads_attention(const sp__heads *heads, int len, int np, int i
 
 static void check_window_attention(int len, int n_head, int n_kv_head, int hd, int np,
                                    int interleaved, int window, uint64_t seed) {
-    sp__heads hs = {n_head, n_kv_head, hd, window, 0, 0};
+    sp__heads hs = {n_head, n_kv_head, hd, window, 0, 0, 0};
     check_heads_attention(&hs, len, np, interleaved, seed);
 }
 
@@ -214,6 +219,18 @@ static void check_past_attention(int len, int n_head, int n_kv_head, int hd, int
 static void check_attention(int len, int n_head, int n_kv_head, int hd, uint64_t seed) {
     check_past_attention(len, n_head, n_kv_head, hd, 0, 0, seed);
 }
+
+/* Bidirectional attention (BERT, RoBERTa): every row sees every row, behind a past or not, across
+ * query blocks (keys after the block's last row are visible). */
+START_TEST(test_full_attention) {
+    const int lens[] = {2, 5, SP_ATT_QBLOCK + 1, 2 * SP_ATT_QBLOCK + 37};
+    for (size_t i = 0; i < sizeof lens / sizeof *lens; i++) {
+        sp__heads hs = {3, 3, 16, 0, 0, 0, 1}, g = {4, 2, 8, 0, 0, 0, 1};
+        check_heads_attention(&hs, lens[i], 0, 0, 40 + i);
+        check_heads_attention(&g, lens[i], 3, 1, 50 + i);
+    }
+}
+END_TEST
 
 START_TEST(test_lengths_around_block_size) {
     const int lens[] = {1,
@@ -254,7 +271,7 @@ START_TEST(test_lse_is_row_logsumexp) {
     float *qkv = malloc((size_t)len * 3 * d * sizeof *qkv), *out = malloc((size_t)len * d * 4);
     float *lse = malloc((size_t)len * 4), *scratch = malloc(SP_ATT_FWD_SCRATCH(len) * 4);
     for (int i = 0; i < len * 3 * d; i++) qkv[i] = 3.0f * (float)sp_rng_normal(&rng);
-    sp__heads hs = {1, 1, hd, 0, 0, 0};
+    sp__heads hs = {1, 1, hd, 0, 0, 0, 0};
     sp__attention_forward(out, lse, scratch, qkv, len, &hs, NULL);
     for (int i = 0; i < len; i++) {
         double mx = -INFINITY, s[len];
@@ -304,8 +321,8 @@ END_TEST
  * ~3 here reach the cap's range), a scale other than 1 / sqrt(hd) (query_pre_attn_scalar), with a
  * window and a prefix. */
 START_TEST(test_softcap_and_scale) {
-    const sp__heads a = {4, 2, 8, 0, 2.0f, 1.0f}, b = {2, 2, 16, 7, 3.0f, 0.2f},
-                    c = {3, 1, 8, 0, 0.0f, 0.5f};
+    const sp__heads a = {4, 2, 8, 0, 2.0f, 1.0f, 0}, b = {2, 2, 16, 7, 3.0f, 0.2f, 0},
+                    c = {3, 1, 8, 0, 0.0f, 0.5f, 0};
     check_heads_attention(&a, SP_ATT_QBLOCK + 5, 0, 0, 71);
     check_heads_attention(&b, 30, 4, 0, 72);
     check_heads_attention(&c, 20, 3, 1, 73);
@@ -319,7 +336,7 @@ END_TEST
  * the float64 reference. */
 static void check_cache(int len, int n_head, int n_kv_head, int hd, int np, int prefill,
                         uint64_t seed) {
-    sp__heads hs = {n_head, n_kv_head, hd, 0, 0, 0};
+    sp__heads hs = {n_head, n_kv_head, hd, 0, 0, 0, 0};
     int ld = SP_QKV_WIDTH(&hs), d = n_head * hd, kvd = n_kv_head * hd;
     sp_rng rng;
     sp_rng_seed(&rng, seed);
@@ -420,8 +437,8 @@ static void check_cached_heads(const sp__heads *heads, int len, int np, int firs
 /* Windows shorter than the past (the shared rows fall out of it), than the own rows, and longer
  * than the sequence; Gemma 2's soft-cap and query scale; grouped-query heads. */
 START_TEST(test_cached_window_softcap_scale) {
-    const sp__heads plain = {4, 2, 8, 0, 0.0f, 0.0f}, win = {4, 2, 8, 5, 0.0f, 0.0f},
-                    gemma2 = {4, 2, 8, 4, 2.0f, 0.4f}, wide = {2, 1, 16, 100, 3.0f, 0.2f};
+    const sp__heads plain = {4, 2, 8, 0, 0.0f, 0.0f, 0}, win = {4, 2, 8, 5, 0.0f, 0.0f, 0},
+                    gemma2 = {4, 2, 8, 4, 2.0f, 0.4f, 0}, wide = {2, 1, 16, 100, 3.0f, 0.2f, 0};
     check_cached_heads(&plain, 20, 3, 6, 1, 81);
     check_cached_heads(&win, 20, 3, 6, 1, 82);
     check_cached_heads(&win, 24, 9, 1, 3, 83); /* several rows per call */
@@ -433,7 +450,7 @@ END_TEST
 
 /* A cache refuses rows that do not fit, and copies nothing then. */
 START_TEST(test_cache_capacity) {
-    sp__heads hs = {2, 1, 4, 0, 0, 0};
+    sp__heads hs = {2, 1, 4, 0, 0, 0, 0};
     float qkv[3 * 16] = {0}, k[2 * 4] = {0}, v[2 * 4] = {0};
     for (int i = 0; i < 3 * 16; i++) qkv[i] = (float)i;
     sp__kv_cache c = {k, v, 0, 2, 4};
@@ -452,6 +469,7 @@ END_TEST
 int main(void) {
     Suite *s = suite_create("attention");
     TCase *tc = tcase_create("blocked");
+    tcase_add_test(tc, test_full_attention);
     tcase_add_test(tc, test_lengths_around_block_size);
     tcase_add_test(tc, test_one_head_wide);
     tcase_add_test(tc, test_many_small_heads);

@@ -56,6 +56,7 @@ static void load(sp_model *m, sp_arch a, uint64_t seed) {
         o.cfg.attn_softcap = 2.0f, o.cfg.logit_softcap = 3.0f, o.cfg.query_scale = 0.3;
     }
     if (a == SP_ARCH_GEMMA3) o.cfg.rope_local_theta = 100;
+    if (a == SP_ARCH_BERT) o.cfg.n_kv_head = 0, o.cfg.head_dim = 0, o.cfg.type_vocab_size = 2;
     o.cfg.qkv_bias = a == SP_ARCH_QWEN2; /* Qwen2 always has them */
     o.seed = seed, o.random_norms = 1, o.std = 0.3f;
     char name[32];
@@ -656,6 +657,24 @@ START_TEST(extend_refuses_bad_input) {
 }
 END_TEST
 
+/* A masked LM does not generate: refused by name, its cache untouched. */
+START_TEST(extend_refuses_masked_lm) {
+    sp_model m;
+    load(&m, SP_ARCH_BERT, 4);
+    sp_worker *w = sp_worker_new(&m);
+    sp_kv_cache *c = sp_kv_cache_new(&m, 8);
+    sp_gen_seq q = {NULL, c, NULL, 0};
+    int32_t tok[2] = {1, 2}, start[2] = {0, 2};
+    sp_error err = {0};
+    ck_assert_int_eq(sp_generate_extend(w, &q, 1, start, tok, NULL, &err), -1);
+    ck_assert_msg(strstr(err.msg, "generate: bert is a masked language model"), "%s", err.msg);
+    ck_assert_int_eq(sp_kv_cache_len(c), 0);
+    sp_kv_cache_free(c);
+    sp_worker_free(w);
+    sp_model_free(&m);
+}
+END_TEST
+
 /* The memory estimate covers what a generator's worker allocates (its buffers at the batch's
  * prefill and decode sizes). */
 START_TEST(worker_within_estimate) {
@@ -685,6 +704,7 @@ int main(void) {
                             repetition_penalty_as_transformers,
                             top_k_top_p_as_transformers,
                             extend_refuses_bad_input,
+                            extend_refuses_masked_lm,
                             worker_within_estimate,
                             NULL};
     return tu_main("generator", tests, NULL, NULL);

@@ -795,8 +795,8 @@ static const broken BROKEN[] = {
      ": n_embd = 16 is not divisible by n_head = 3", NULL},
     {"cli_config_invalid_json", 1, write_config, NULL, "{\"n_layer\": 2,", AT_CONFIG,
      ": invalid JSON", NULL},
-    {"cli_unsupported_model_type", 1, edit_config_key, "model_type", "\"bert\"", AT_CONFIG,
-     ": unsupported model_type 'bert'", "\"gpt2\", \"llama\", \"qwen2\""},
+    {"cli_unsupported_model_type", 1, edit_config_key, "model_type", "\"t5\"", AT_CONFIG,
+     ": unsupported model_type 't5'", "\"gpt2\", \"llama\", \"qwen2\""},
     /* A RoBERTa config without model_type is not taken for a GPT-2 one missing its keys. */
     {"cli_config_without_model_type", 1, write_config, NULL,
      "{\"architectures\": [\"RobertaForMaskedLM\"], \"hidden_size\": 768, "
