@@ -6,11 +6,13 @@
  *   {name}     the text of record field `name` (any characters but braces; names are exact)
  *   {soft:N}   N consecutive NEW soft-prompt slots (1 <= N <= SP_TEMPLATE_MAX_SOFT)
  *   {soft}     one new soft slot (same as {soft:1})
+ *   {mask}     the tokenizer's mask token ([MASK], <mask>): where a masked LM (BERT, RoBERTa)
+ *              is scored; at most one, only in a template, and only with a verbalizer
  *   {{  }}     a literal '{' / '}'
  *   anything else is literal text, kept byte for byte (spaces included).
  * Slots are numbered left to right from 0: '{soft:2}{text}{soft}' uses slots 0, 1 | text | 2.
- * "soft" is therefore not usable as a field name. A template with no soft slot at all gets
- * `prompt_length` slots prepended (default SP_TEMPLATE_DEFAULT_SOFT = 20, PEFT's usual
+ * "soft" and "mask" are therefore not usable as field names. A template with no soft slot at all
+ * gets `prompt_length` slots prepended (default SP_TEMPLATE_DEFAULT_SOFT = 20, PEFT's usual
  * num_virtual_tokens): '{text} It was' means '{soft:20}{text} It was', the placement of
  * Lester et al. (2021) and Hugging Face PEFT. The default template is '{text}'.
  *
@@ -35,7 +37,11 @@
  * " =>" then " fromage", never a merge across the boundary.
  *
  *   classification (verbalizer given): tokens = rendered template; one target at the last
- *     position whose id is the verbalizer token of the record's class.
+ *     position whose id is the verbalizer token of the record's class. With {mask} (masked
+ *     LMs) the target is at the mask token's position instead, the mask token is a boundary
+ *     like a soft slot (the text on either side is encoded separately), and a tokenizer that
+ *     ends sequences with EOS (BERT's [SEP], RoBERTa's </s>) gets it after the template, as
+ *     Hugging Face's tokenizer gives [CLS] ... [MASK] ... [SEP].
  *   generation (no verbalizer): the target spec is rendered and encoded (+ EOS when eos is
  *     set); tokens = template tokens + target tokens except the LAST one (it is never an input
  *     whose prediction is scored, so it is not stored); targets at every position whose next
@@ -77,6 +83,7 @@ typedef enum sp_piece_kind {
     SP_PIECE_LITERAL = 0,
     SP_PIECE_FIELD = 1,
     SP_PIECE_SOFT = 2,
+    SP_PIECE_MASK = 3, /* {mask}: the tokenizer's mask token (masked LMs) */
 } sp_piece_kind;
 
 typedef struct sp_template_piece {
@@ -92,6 +99,7 @@ typedef struct sp_template {
     int n_pieces;
     sp_template_piece *pieces; /* adjacent literals are merged */
     int n_soft;                /* total slots */
+    int n_mask;                /* {mask} pieces (0 or 1) */
 } sp_template;
 
 /* Parses spec into t. what names the option in messages ("--template"); errors give the

@@ -35,9 +35,11 @@ static const sp__flag FLAGS[] = {
                "field holding the label / target (default: label)"),
     SP_OPT_STR("template", AT(fmt.template_spec), "T",
                "e.g. '{soft:20}{text} It was': {field}, {soft:N} = N new\n"
-               "soft tokens, {soft} = one, {{ and }} = literal braces\n"
-               "(default: '{text}'); a template without soft tokens gets\n"
-               "--prompt-length of them prepended",
+               "soft tokens, {soft} = one, {{ and }} = literal braces,\n"
+               "{mask} = the mask token where a masked LM (bert,\n"
+               "roberta) is scored, with --verbalizer (default: '{text}');\n"
+               "a template without soft tokens gets --prompt-length of them\n"
+               "prepended",
                .group = EXAMPLE),
     SP_OPT_INT("prompt-length", AT(fmt.prompt_length), "N", 0, SP_TEMPLATE_MAX_SOFT,
                "soft tokens prepended to a template without any (default\n" SP_XSTR(

@@ -8,6 +8,7 @@
 
 #include "data/dataset_internal.h"
 #include "model/family.h"
+#include "softprompt/template.h"
 #include "util/escape.h"
 
 #define CHECK_BLOCK ((int64_t)SP_DS_CHUNK * 256) /* 1 Mi elements: 4 MiB per buffer */
@@ -166,7 +167,40 @@ static int check_targets(const sp_dataset *ds, int V, int32_t *pos, int32_t *ids
     return 0;
 }
 
+/* A masked LM is scored at a {mask}, a causal LM after its text: the dataset's template (its
+ * "template" attribute) must have a {mask} exactly when the model is a masked LM. */
+static int check_mask(const sp_dataset *ds, const sp_model_config *cfg, sp_error *err) {
+    const char *spec = ds->meta.template_spec ? ds->meta.template_spec : "";
+    sp_template t = {0};
+    sp_error ignored = {0};
+    int n_mask =
+        spec[0] && sp_template_parse(&t, spec, 1, "template", &ignored) == 0 ? t.n_mask : 0;
+    sp_template_free(&t);
+    const char *type = sp_arch_model_type(cfg->arch);
+    switch (sp__family_of(cfg->arch)->mask) {
+    case SP_MASK_CAUSAL:
+        if (n_mask == 0) return 0;
+        return sp_fail(err,
+                       "%s: the template '%s' has {mask}, but the model (%s) is a causal LM: "
+                       "{mask} is for masked LMs (bert, roberta); prepare the data again without "
+                       "it",
+                       ds->path, spec, type);
+    case SP_MASK_FULL:
+        if (n_mask == 1 && ds->meta.task == SP_TASK_CLASSIFICATION) return 0;
+        return sp_fail(err,
+                       "%s: the model (%s) is a masked LM, scored at a {mask} position, but the "
+                       "dataset's template '%s' has no {mask}%s: prepare the data again with one "
+                       "where the class word goes, e.g. --template '{text} It was {mask}.'",
+                       ds->path, type, spec,
+                       ds->meta.task == SP_TASK_CLASSIFICATION ? ""
+                                                               : " (or it is not a "
+                                                                 "classification set)");
+    }
+    return 0;
+}
+
 int sp_dataset_check_model(sp_dataset *ds, const sp_model_config *cfg, sp_error *err) {
+    if (cfg && check_mask(ds, cfg, err)) return -1;
     int V = cfg ? cfg->vocab_size : INT32_MAX;
     if ((cfg && check_lengths(ds, cfg, err)) || check_verbalizer(ds, V, err) ||
         check_target_counts(ds, err))

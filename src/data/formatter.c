@@ -63,6 +63,7 @@ typedef struct segment {
     int first, last; /* SEG_TEXT: pieces [first, last) */
     int soft_first, n_soft;
     int has_fields;   /* SEG_TEXT: 0 means the ids are cached */
+    int is_mask;      /* SEG_FIXED: the {mask} token, where the target is */
     int trunc_piece;  /* the truncate field's piece if it is in this segment, else -1 */
     sp_token_buf ids; /* cached (fixed or literal-only) or the current record's */
 } segment;
@@ -85,8 +86,9 @@ struct sp_formatter {
     sp_verbalizer verb;
     int32_t *verb_ids;
     int max_length;
-    int32_t eos_id; /* -1: no EOS appended */
-    sp__buf text;   /* the segment being rendered */
+    int32_t eos_id;  /* -1: no EOS appended */
+    int32_t mask_id; /* the tokenizer's mask token ({mask}), -1: none */
+    sp__buf text;    /* the segment being rendered */
     sp_token_buf tgt_all, scratch;
     char *warnings[MAX_WARNINGS]; /* see sp_formatter_warning */
     int n_warnings;
@@ -145,6 +147,13 @@ static int build_segments(sp_formatter *f, const sp_template *t, segments *g, in
             segment *s = new_segment(g, SEG_SOFT);
             if (!s) goto oom;
             s->soft_first = p->soft_first, s->n_soft = p->n_soft;
+            run = NULL;
+            continue;
+        }
+        if (p->kind == SP_PIECE_MASK) {
+            segment *s = new_segment(g, SEG_FIXED);
+            if (!s || sp_token_buf_append(&s->ids, &f->mask_id, 1) != 0) goto oom;
+            s->first = i, s->last = i + 1, s->is_mask = 1;
             run = NULL;
             continue;
         }
@@ -395,6 +404,33 @@ oom:
     return sp_fail(err, "--template: out of memory");
 }
 
+/* {mask}: the tokenizer's mask token ([MASK] or <mask>, a special token) and a verbalizer; the
+ * EOS a masked LM's tokenizer ends sequences with goes after the template. */
+static int resolve_mask(sp_formatter *f, sp_error *err) {
+    static const char *const names[] = {"[MASK]", "<mask>"};
+    if (f->tpl.n_mask == 0) return 0;
+    if (!f->classification && f->target != SP_TARGET_NONE)
+        return sp_fail(err, "--template: {mask} needs --verbalizer (the class word is scored at "
+                            "the mask)");
+    for (size_t i = 0; i < sizeof names / sizeof *names && f->mask_id < 0; i++) {
+        int32_t id = sp_tokenizer_token_to_id(f->tok, names[i], strlen(names[i]));
+        if (id >= 0 && sp_tokenizer_is_special(f->tok, id)) f->mask_id = id;
+    }
+    if (f->mask_id < 0)
+        return sp_fail(err, "--template: {mask}, but the tokenizer has no mask token (a special "
+                            "[MASK] or <mask>): is it a masked LM's tokenizer?");
+    return 0;
+}
+
+static int append_eos_after_mask(sp_formatter *f, sp_error *err) {
+    if (f->tpl.n_mask == 0 || !sp_tokenizer_adds_eos(f->tok)) return 0;
+    int32_t eos = sp_tokenizer_eos_id(f->tok);
+    segment *e = new_segment(&f->tseg, SEG_FIXED);
+    if (eos < 0 || !e || sp_token_buf_append(&e->ids, &eos, 1) != 0)
+        return sp_fail(err, "--template: out of memory");
+    return 0;
+}
+
 /* --max-length must leave room for at least one token of the truncate field (if any). */
 static int check_limits(const sp_formatter *f, sp_error *err) {
     if (f->max_length <= 0) return 0;
@@ -468,6 +504,7 @@ sp_formatter *sp_formatter_new(sp_tokenizer *tok, const sp_format_options *o, sp
     f->tok = tok;
     f->trunc_piece = -1;
     f->eos_id = -1;
+    f->mask_id = -1;
     f->max_length = o->max_length;
     f->target = o->target;
     f->classification = o->verbalizer_spec != NULL && o->target != SP_TARGET_NONE;
@@ -476,9 +513,10 @@ sp_formatter *sp_formatter_new(sp_tokenizer *tok, const sp_format_options *o, sp
     int plen = o->prompt_length < 0 ? SP_TEMPLATE_DEFAULT_SOFT : o->prompt_length;
     if (check_options(o, plen, err) != 0 || parse_template(f, o, text_field, plen, err) != 0 ||
         resolve_fields(f, o, text_field, label_field, err) != 0 ||
-        resolve_truncation(f, o, err) != 0 ||
+        resolve_truncation(f, o, err) != 0 || resolve_mask(f, err) != 0 ||
         build_segments(f, &f->tpl, &f->tseg, f->trunc_piece, "--template", err) != 0 ||
-        insert_bos(f, err) != 0 || build_targets(f, o, err) != 0 || check_limits(f, err) != 0 ||
+        insert_bos(f, err) != 0 || append_eos_after_mask(f, err) != 0 ||
+        build_targets(f, o, err) != 0 || check_limits(f, err) != 0 ||
         collect_warnings(f, err) != 0) {
         sp_formatter_free(f);
         return NULL;
@@ -746,8 +784,10 @@ int sp_formatter_render(sp_formatter *f, const sp_record *rec, const char *where
                        where);
 
     /* Assemble. */
+    size_t answer = tpl_len - 1; /* the last position, or the mask's */
     for (int k = 0; k < f->tseg.n; k++) {
         const segment *s = &f->tseg.s[k];
+        if (s->is_mask) answer = ex->tokens.n;
         if (s->kind == SEG_SOFT) {
             for (int j = 0; j < s->n_soft; j++) {
                 int32_t id = SP_SOFT(s->soft_first + j);
@@ -760,8 +800,7 @@ int sp_formatter_render(sp_formatter *f, const sp_record *rec, const char *where
     if (f->target == SP_TARGET_NONE) return 0;
     if (f->classification) {
         /* unlabelled (SP_TARGET_OPTIONAL): class 0's word stands in; only the logits matter */
-        if (push_target(ex, (int32_t)(tpl_len - 1), f->verb_ids[label < 0 ? 0 : label]) != 0)
-            goto oom;
+        if (push_target(ex, (int32_t)answer, f->verb_ids[label < 0 ? 0 : label]) != 0) goto oom;
         return 0;
     }
     if (sp_token_buf_append(&ex->tokens, f->tgt_all.ids, m - 1) != 0) goto oom;

@@ -38,7 +38,9 @@ static int add_piece(sp_template *t, sp_piece_kind kind, const char *text, size_
     memset(p, 0, sizeof *p);
     p->kind = kind;
     p->column = column;
-    if (kind != SP_PIECE_SOFT) {
+    if (kind == SP_PIECE_MASK) {
+        t->n_mask++;
+    } else if (kind != SP_PIECE_SOFT) {
         if (!(p->text = malloc(len + 1))) return -1;
         memcpy(p->text, text, len);
         p->text[len] = '\0';
@@ -61,6 +63,17 @@ static int add_placeholder(sp_template *t, const char *spec, size_t open, const 
                        "%s column %d: empty placeholder '{}' (write {{}} for literal braces, "
                        "{name} for a field, {soft:N} for soft tokens)",
                        what, col);
+    if (len == 4 && !memcmp(name, "mask", 4)) {
+        if (!allow_soft)
+            return sp_fail(err, "%s column %d: {mask} is not allowed here (only in --template)",
+                           what, col);
+        if (t->n_mask > 0)
+            return sp_fail(err, "%s column %d: a second {mask} (a template scores one mask)", what,
+                           col);
+        if (add_piece(t, SP_PIECE_MASK, NULL, 0, 0, col) != 0)
+            return sp_fail(err, "%s: out of memory", what);
+        return 0;
+    }
     int is_soft = (len == 4 && !memcmp(name, "soft", 4)) || (len > 5 && !memcmp(name, "soft:", 5));
     if (len == 5 && !memcmp(name, "soft:", 5)) is_soft = 1;
     if (!is_soft) {

@@ -181,9 +181,112 @@ START_TEST(test_tokenizer_of_model_dir) {
 }
 END_TEST
 
+/* Prepares the reviews as classification data with a verbalizer; rc of the command, its stderr
+ * in *err_out. */
+static int prepare_cls(const char *tok_dir, const char *tpl, const char *verb, char **err_out) {
+    char *prefix = tu_path(tu_dir, "m"), *out = NULL;
+    const char *args[] = {"prepare",    "--tokenizer", tok_dir,        "--input", INPUT,
+                          "--template", tpl,           "--verbalizer", verb,      "--split",
+                          "all",        "--out",       prefix,         NULL};
+    int rc = tu_run_cli(args, &out, err_out);
+    free(out), free(prefix);
+    return rc;
+}
+
+/* A masked LM's template: {mask} becomes the tokenizer's mask token, the class word is scored at
+ * its position, and the sequence ends with the tokenizer's EOS as Hugging Face's tokenizer gives
+ * it ([CLS] ... [MASK] . [SEP]; <s> ... <mask>. </s>). The dataset fits a masked LM, not a causal
+ * one; a masked LM refuses a set without {mask}. */
+START_TEST(test_mask_template) {
+    static const struct {
+        const char *dir, *mask, *eos, *verb, *word;
+        sp_arch arch;
+    } KINDS[] = {{HF_DIR "bert-uncased", "[MASK]", "[SEP]", "positive=truth,negative=world",
+                  "truth", SP_ARCH_BERT},
+                 {HF_DIR "roberta", "<mask>", "</s>", "positive= truth,negative= world",
+                  "\u0120truth", SP_ARCH_ROBERTA}};
+    for (size_t i = 0; i < 2; i++) {
+        sp_tokenizer *t = tu_tok_load_ok(KINDS[i].dir);
+        char *err = NULL;
+        int rc = prepare_cls(KINDS[i].dir, "{text} It was {mask}.", KINDS[i].verb, &err);
+        ck_assert_msg(rc == 0, "%s: %s", KINDS[i].dir, err);
+        free(err);
+        char *path = tu_path(tu_dir, "m-all.h5");
+        sp_dataset *ds = tu_dataset_open_ok(path);
+        int64_t ids[1] = {0};
+        sp_batch_data b;
+        sp_error e = {0};
+        sp_batch_data_init(&b);
+        ck_assert_msg(sp_dataset_read_batch(ds, ids, 1, &b, &e) == 0, "%s", e.msg);
+        int n = b.seq_start[1], pos = b.target_pos[0];
+        int32_t mask = sp_tokenizer_token_to_id(t, KINDS[i].mask, strlen(KINDS[i].mask));
+        int32_t eos = sp_tokenizer_token_to_id(t, KINDS[i].eos, strlen(KINDS[i].eos));
+        ck_assert_int_eq(b.target_start[1], 1);
+        ck_assert_int_eq(b.tokens[pos], mask);
+        ck_assert_int_eq(b.tokens[n - 1], eos);
+        ck_assert_int_eq(b.tokens[20], sp_tokenizer_bos_id(t)); /* after the 20 soft tokens */
+        ck_assert_int_lt(pos, n - 2);                           /* '.' and EOS follow */
+        const sp_dataset_meta *meta = sp_dataset_get_meta(ds);
+        ck_assert_int_eq(b.target_ids[0], meta->verbalizer[0]); /* review 0 is positive */
+        sp_model_config mlm = {.arch = KINDS[i].arch, .vocab_size = 1000, .n_ctx = 512};
+        sp_model_config causal = {.arch = SP_ARCH_GPT2, .vocab_size = 1000, .n_ctx = 512};
+        ck_assert_msg(sp_dataset_check_model(ds, &mlm, &e) == 0, "%s", e.msg);
+        ck_assert_int_eq(sp_dataset_check_model(ds, &causal, &e), -1);
+        ck_assert_msg(strstr(e.msg, "has {mask}, but the model (gpt2) is a causal LM"), "%s",
+                      e.msg);
+        sp_batch_data_free(&b);
+        sp_dataset_close(ds);
+        ck_assert_int_eq(remove(path), 0);
+        /* the same reviews without {mask}: refused by the masked LM */
+        rc = prepare_cls(KINDS[i].dir, "{text} It was", KINDS[i].verb, &err);
+        ck_assert_msg(rc == 0, "%s: %s", KINDS[i].dir, err);
+        free(err);
+        ds = tu_dataset_open_ok(path);
+        ck_assert_int_eq(sp_dataset_check_model(ds, &mlm, &e), -1);
+        ck_assert_msg(strstr(e.msg, "is a masked LM, scored at a {mask} position, but the "
+                                    "dataset's template '{soft:20}{text} It was' has no {mask}"),
+                      "%s", e.msg);
+        sp_dataset_close(ds);
+        ck_assert_int_eq(remove(path), 0);
+        free(path);
+        sp_tokenizer_free(t);
+    }
+}
+END_TEST
+
+/* Bad {mask} templates and a verbalizer word of several WordPieces: refused before any data is
+ * read, naming the word and its pieces. */
+START_TEST(test_mask_refusals) {
+    static const struct {
+        const char *dir, *tpl, *verb, *want;
+    } CASES[] = {
+        {HF_DIR "bert-uncased", "{text} It was {mask}.", "positive=wonderful,negative=world",
+         "the word \"wonderful\" of class \"positive\" is "},
+        {HF_DIR "bert-uncased", "{mask} {text} {mask}", "positive=truth,negative=world",
+         "column 15: a second {mask}"},
+        {HF_DIR "qwen2", "{text} It was {mask}.", "positive= good,negative= bad",
+         "{mask}, but the tokenizer has no mask token"},
+    };
+    for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) {
+        char *err = NULL;
+        int rc = prepare_cls(CASES[i].dir, CASES[i].tpl, CASES[i].verb, &err);
+        ck_assert_msg(rc != 0 && strstr(err, CASES[i].want), "case %zu: rc %d: %s", i, rc, err);
+        free(err);
+    }
+    char *err = NULL, *out = NULL, *prefix = tu_path(tu_dir, "g");
+    const char *gen[] = {"prepare",       "--tokenizer", HF_DIR "bert-uncased",
+                         "--input",       INPUT,         "--template",
+                         "{text} {mask}", "--target",    " {label}",
+                         "--out",         prefix,        NULL};
+    ck_assert_int_ne(tu_run_cli(gen, &out, &err), 0);
+    ck_assert_msg(strstr(err, "{mask} needs --verbalizer"), "%s", err);
+    free(err), free(out), free(prefix);
+}
+END_TEST
+
 int main(void) {
-    const TTest *tests[] = {test_llama2_bos,   test_llama3_bos_first,
-                            test_qwen2_no_bos, test_tokenizer_of_model_dir,
-                            test_t5_and_bert,  NULL};
+    const TTest *tests[] = {
+        test_llama2_bos,  test_llama3_bos_first, test_qwen2_no_bos,  test_tokenizer_of_model_dir,
+        test_t5_and_bert, test_mask_template,    test_mask_refusals, NULL};
     return tu_main("prepare_tokenizers", tests, NULL, NULL);
 }
