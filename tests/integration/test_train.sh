@@ -4,12 +4,14 @@
 # uninterrupted run, corrupt and foreign checkpoints, and a failing rank ending the whole job.
 # SP_TRAIN_ARCH=llama runs all of it on a Llama-family model (test_train_llama.sh);
 # SP_TRAIN_INIT adds init-model options (a family's own: --sliding-window); SP_TRAIN_QUICK=1 stops
-# after learning, evaluation and the rank-count / --deterministic runs (test_train_mistral.sh).
+# after learning, evaluation and the rank-count / --deterministic runs (test_train_mistral.sh);
+# SP_TRAIN_SYNTH=mask writes the masked-LM form of the task (a mask token after the key, the
+# answer scored there: test_train_bert.sh, test_train_roberta.sh).
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 
 arch=(--arch "${SP_TRAIN_ARCH:-gpt2}")
-[[ ${SP_TRAIN_ARCH:-gpt2} == gpt2 ]] || arch+=(--kv-heads 2)
+case ${SP_TRAIN_ARCH:-gpt2} in gpt2 | bert | roberta) ;; *) arch+=(--kv-heads 2) ;; esac
 read -r -a init_extra <<< "${SP_TRAIN_INIT:-}"
 arch+=("${init_extra[@]}")
 "$SP_CLI" init-model "${arch[@]}" --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 \
@@ -17,9 +19,9 @@ arch+=("${init_extra[@]}")
 "$SP_CLI" init-model "${arch[@]}" --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 \
   --random-norms --seed 2 other-model >/dev/null
 "$SP_CLI" info model | grep -q "model_type ${SP_TRAIN_ARCH:-gpt2}" || fail "init-model made the wrong architecture"
-"$SP_SYNTH" train.h5 512 64 16 1
-"$SP_SYNTH" valid.h5 128 64 16 2
-"$SP_SYNTH" other.h5 96 64 16 3
+"$SP_SYNTH" train.h5 512 64 16 1 ${SP_TRAIN_SYNTH:-}
+"$SP_SYNTH" valid.h5 128 64 16 2 ${SP_TRAIN_SYNTH:-}
+"$SP_SYNTH" other.h5 96 64 16 3 ${SP_TRAIN_SYNTH:-}
 common=(--model model --train train.h5 --quiet)
 
 # --- learning: zero-shot is at chance, the trained prompt is far above it -------------------

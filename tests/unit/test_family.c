@@ -107,6 +107,45 @@ START_TEST(tensor_names_match_their_rows) {
 }
 END_TEST
 
+/* The encoders' real shapes: BertForMaskedLM bert-base-uncased and RobertaForMaskedLM roberta-base
+ * have 109,514,298 and 124,697,433 parameters in transformers (the decoder tied to the word
+ * embeddings, its bias once, no pooler); both names of each tensor, with and without the base
+ * model's prefix, and the pooler, position_ids and decoder bias known as buffers. */
+START_TEST(encoder_shapes_and_names) {
+    sp_model_config bert = {.arch = SP_ARCH_BERT, .n_layer = 12, .d_model = 768, .n_head = 12,
+                            .d_ff = 3072, .vocab_size = 30522, .n_ctx = 512, .tied = 1,
+                            .type_vocab_size = 2};
+    sp_model_config roberta = bert;
+    roberta.arch = SP_ARCH_ROBERTA, roberta.vocab_size = 50265, roberta.type_vocab_size = 1;
+    roberta.pos_offset = 2;
+    ck_assert_int_eq(sp__family_param_count(&bert), 109514298);
+    ck_assert_int_eq(sp__family_param_count(&roberta), 124697433);
+    const sp__family *b = sp__family_of(SP_ARCH_BERT), *r = sp__family_of(SP_ARCH_ROBERTA);
+    int layer = -1;
+    const sp__tensor_desc *row =
+        sp__tensor_match(b, "bert.encoder.layer.11.attention.output.LayerNorm.bias", &layer);
+    ck_assert(row && row->role == SP_ROLE_LN_POST_ATTN_B && layer == 11);
+    row = sp__tensor_match(b, "encoder.layer.3.output.dense.weight", &layer);
+    ck_assert(row && row->role == SP_ROLE_MLP_OUT_W && layer == 3);
+    row = sp__tensor_match(b, "cls.predictions.bias", &layer);
+    ck_assert(row && row->role == SP_ROLE_LM_HEAD_B);
+    row = sp__tensor_match(r, "roberta.embeddings.position_embeddings.weight", &layer);
+    ck_assert(row && row->role == SP_ROLE_WPE);
+    int64_t shape[2];
+    sp__tensor_shape(row, &roberta, shape);
+    ck_assert(shape[0] == 514 && shape[1] == 768);
+    row = sp__tensor_match(r, "lm_head.layer_norm.weight", &layer);
+    ck_assert(row && row->role == SP_ROLE_HEAD_LN_W);
+    const char *buffers[] = {"bert.pooler.dense.weight", "bert.embeddings.position_ids",
+                             "cls.predictions.decoder.bias"};
+    for (int i = 0; i < 3; i++) {
+        row = sp__tensor_match(b, buffers[i], &layer);
+        ck_assert_msg(row && row->role == SP_ROLE_BUFFER, "%s", buffers[i]);
+    }
+    ck_assert_ptr_null(sp__tensor_match(b, "roberta.embeddings.word_embeddings.weight", &layer));
+}
+END_TEST
+
 /* ---- models of every family ---------------------------------------------------------------- */
 
 /* A tiny random model of family a with every bias its family can have and an untied head. */
@@ -296,6 +335,7 @@ int main(void) {
     tcase_add_test(tc, every_arch_has_a_family);
     tcase_add_test(tc, tensor_tables_are_well_formed);
     tcase_add_test(tc, tensor_names_match_their_rows);
+    tcase_add_test(tc, encoder_shapes_and_names);
     suite_add_tcase(s, tc);
     TCase *models = tcase_create("models");
     tcase_add_checked_fixture(models, tu_dir_setup, tu_dir_teardown);
