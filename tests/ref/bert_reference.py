@@ -61,6 +61,12 @@ CASES = [
          d=16, d_ff=64, vocab_size=50, max_pos=22, types=1, dtype="F16", shards=1, prefix=False,
          pooler=False, n_prompt=3, n_unused=0,
          seqs=[("soft_front", 20, "gen"), ("soft_mid", 11, "cls")]),
+    # prefix tuning: 3 key/value rows per layer every position attends to; the text's positions
+    # start after them (transformers' past_key_values_length)
+    dict(name="roberta_l2_h2_d24_kvprefix3_f32", arch="roberta", seed=2205, n_layer=2, n_head=2,
+         d=24, d_ff=48, vocab_size=60, max_pos=30, types=1, dtype="F32", shards=1, prefix=True,
+         pooler=False, n_prompt=3, n_unused=0, n_kv=3,
+         seqs=[("soft_front", 14, "cls"), ("soft_mid", 25, "gen")]),
 ]
 
 
@@ -178,14 +184,16 @@ def _gelu(x):  # transformers' "gelu": the exact erf form
     return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
 
-def torch_seq_logits(M, W, tokens, prompt):
-    """Logits [T, V] of one sequence (soft token k written as -1-k)."""
+def torch_seq_logits(M, W, tokens, prompt, prefix=None):
+    """Logits [T, V] of one sequence (soft token k written as -1-k), behind the key/value prefix
+    [L, 2, P, d] when given."""
     d, H, eps = M["d"], M["H"], M["eps"]
     hd = d // H
+    P = 0 if prefix is None else prefix.shape[2]
     rows = [prompt[-1 - t] if t < 0 else W["embeddings.word_embeddings.weight"][t] for t in tokens]
     T = len(tokens)
     x = torch.stack(rows)
-    x = x + W["embeddings.position_embeddings.weight"][M["pos0"]:M["pos0"] + T]
+    x = x + W["embeddings.position_embeddings.weight"][M["pos0"] + P:M["pos0"] + P + T]
     x = x + W["embeddings.token_type_embeddings.weight"][0]
     x = _ln(x, W["embeddings.LayerNorm.weight"], W["embeddings.LayerNorm.bias"], eps)
 
@@ -195,8 +203,12 @@ def torch_seq_logits(M, W, tokens, prompt):
     for i in range(M["L"]):
         p = "encoder.layer.%d." % i
         q = lin(x, p + "attention.self.query").view(T, H, hd).transpose(0, 1)
-        k = lin(x, p + "attention.self.key").view(T, H, hd).transpose(0, 1)
-        v = lin(x, p + "attention.self.value").view(T, H, hd).transpose(0, 1)
+        k = lin(x, p + "attention.self.key")
+        v = lin(x, p + "attention.self.value")
+        if P:
+            k, v = torch.cat([prefix[i, 0], k]), torch.cat([prefix[i, 1], v])
+        k = k.view(P + T, H, hd).transpose(0, 1)
+        v = v.view(P + T, H, hd).transpose(0, 1)
         att = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(hd), dim=-1)  # no mask: all visible
         ctx = (att @ v).transpose(0, 1).reshape(T, d)
         h = _ln(lin(ctx, p + "attention.output.dense") + x,
@@ -209,14 +221,14 @@ def torch_seq_logits(M, W, tokens, prompt):
     return z @ W["embeddings.word_embeddings.weight"].T + W[bias]
 
 
-def torch_batch(M, W, batch, prompt):
+def torch_batch(M, W, batch, prompt, prefix=None):
     logits, ce = [], []
     s, tp, ti = batch["seq_start"], batch["target_pos"], batch["target_ids"]
     for a, b in zip(s, s[1:]):
         js = [j for j, p in enumerate(tp) if a <= p < b]
         if not js:
             continue
-        lg = torch_seq_logits(M, W, batch["tokens"][a:b], prompt)
+        lg = torch_seq_logits(M, W, batch["tokens"][a:b], prompt, prefix)
         for j in js:
             row = lg[tp[j] - a]
             logits.append(row)
@@ -226,7 +238,7 @@ def torch_batch(M, W, batch, prompt):
 
 # --------------------------------------------------------------------------- forward, way 2 (numpy)
 
-def numpy_seq_logits(M, tokens, prompt):
+def numpy_seq_logits(M, tokens, prompt, prefix=None):
     """The same forward with explicit loops over heads and query rows."""
     w, d, H, eps = M["w"], M["d"], M["H"], M["eps"]
     hd = d // H
@@ -243,20 +255,23 @@ def numpy_seq_logits(M, tokens, prompt):
         return z @ w[name + ".weight"].T + w[name + ".bias"]
 
     T = len(tokens)
+    P = 0 if prefix is None else prefix.shape[2]
     x = np.zeros((T, d))
     for t, tok in enumerate(tokens):
         x[t] = prompt[-1 - tok] if tok < 0 else w["embeddings.word_embeddings.weight"][tok]
-        x[t] += w["embeddings.position_embeddings.weight"][M["pos0"] + t]
+        x[t] += w["embeddings.position_embeddings.weight"][M["pos0"] + P + t]
         x[t] += w["embeddings.token_type_embeddings.weight"][0]
     x = ln(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
     for i in range(M["L"]):
         p = "encoder.layer.%d." % i
         q, k, v = (lin(x, p + "attention.self." + m) for m in ("query", "key", "value"))
+        if P:
+            k, v = np.concatenate([prefix[i, 0], k]), np.concatenate([prefix[i, 1], v])
         ctx = np.zeros((T, d))
         for h in range(H):
             cs = slice(h * hd, (h + 1) * hd)
             for r in range(T):
-                s = np.array([q[r, cs] @ k[j, cs] for j in range(T)]) / np.sqrt(hd)
+                s = np.array([q[r, cs] @ k[j, cs] for j in range(P + T)]) / np.sqrt(hd)
                 e = np.exp(s - s.max())
                 ctx[r, cs] = (e / e.sum()) @ v[:, cs]
         h1 = ln(lin(ctx, p + "attention.output.dense") + x,
@@ -268,13 +283,13 @@ def numpy_seq_logits(M, tokens, prompt):
     return z @ w["embeddings.word_embeddings.weight"].T + w[bias]
 
 
-def numpy_batch_logits(M, batch, prompt):
+def numpy_batch_logits(M, batch, prompt, prefix=None):
     out = []
     s, tp = batch["seq_start"], batch["target_pos"]
     for a, b in zip(s, s[1:]):
         js = [j for j, p in enumerate(tp) if a <= p < b]
         if js:
-            lg = numpy_seq_logits(M, batch["tokens"][a:b], prompt)
+            lg = numpy_seq_logits(M, batch["tokens"][a:b], prompt, prefix)
             out += [lg[tp[j] - a] for j in js]
     return np.stack(out)
 
@@ -291,9 +306,11 @@ def generate_case(outdir, case):
     write_model(cdir, case, tensor_list(rng, case))
     prompt32 = rng.normal(0.0, 0.5, size=(P, d)).astype(np.float32)
     batch = make_batch(rng, case)
+    n_kv = case.get("n_kv", 0)
+    prefix32 = rng.normal(0.0, 0.5, size=(case["n_layer"], 2, n_kv, d)).astype(np.float32)
     pos0 = 2 if case["arch"] == "roberta" else 0
     assert max(b - a for a, b in zip(batch["seq_start"], batch["seq_start"][1:])) <= \
-        case["max_pos"] - pos0
+        case["max_pos"] - pos0 - n_kv
     with open(os.path.join(cdir, "batch.json"), "w") as f:
         json.dump(batch, f)
         f.write("\n")
@@ -301,20 +318,27 @@ def generate_case(outdir, case):
     M = read_model(cdir)
     W = {k: torch.from_numpy(v.copy()) for k, v in M["w"].items()}
     prompt = torch.from_numpy(prompt32.astype(np.float64)).requires_grad_(True)
-    logits, ce = torch_batch(M, W, batch, prompt)
+    kv64 = prefix32.astype(np.float64) if n_kv else None
+    prefix = torch.from_numpy(kv64).requires_grad_(True) if n_kv else None
+    logits, ce = torch_batch(M, W, batch, prompt, prefix)
     n_t = len(batch["target_ids"])
     loss_sum = ce.sum()
     loss_mean = loss_sum / n_t
-    (grad,) = torch.autograd.grad(loss_mean, prompt)
+    if n_kv:
+        grad, kv_grad = torch.autograd.grad(loss_mean, [prompt, prefix])
+        kv_grad = kv_grad.numpy()
+    else:
+        (grad,) = torch.autograd.grad(loss_mean, prompt)
     logits, ce, grad = logits.detach().numpy(), ce.detach().numpy(), grad.numpy()
 
-    logits2 = numpy_batch_logits(M, batch, prompt32.astype(np.float64))
+    logits2 = numpy_batch_logits(M, batch, prompt32.astype(np.float64), kv64)
     e_logit = np.max(np.abs(logits2 - logits)) / np.max(np.abs(logits))
     assert e_logit < 1e-12, e_logit
 
-    def f(pr):
+    def f(pr, kv=kv64):
         with torch.no_grad():
-            _, c = torch_batch(M, W, batch, torch.from_numpy(pr))
+            _, c = torch_batch(M, W, batch, torch.from_numpy(pr),
+                               None if kv is None else torch.from_numpy(kv))
             return float(c.sum()) / n_t
 
     p64 = prompt32.astype(np.float64)
@@ -328,8 +352,21 @@ def generate_case(outdir, case):
         worst = max(worst, abs(fd - grad[k, j]) / gscale)
         print("  fd check %-40s prompt[%d,%2d]: autograd %+.12e  central-diff %+.12e"
               % (case["name"], k, j, grad[k, j], fd))
+    if n_kv:  # the prefix gradient's largest coordinate of each layer
+        kscale = np.max(np.abs(kv_grad))
+        for layer in range(case["n_layer"]):
+            at = np.unravel_index(np.argmax(np.abs(kv_grad[layer])), kv_grad[layer].shape)
+            idx = (layer,) + tuple(int(a) for a in at)
+            kp, km = kv64.copy(), kv64.copy()
+            kp[idx] += eps_fd
+            km[idx] -= eps_fd
+            fd = (f(p64, kp) - f(p64, km)) / (2 * eps_fd)
+            worst = max(worst, abs(fd - kv_grad[idx]) / kscale)
+            print("  fd check %-40s prefix%s: autograd %+.12e  central-diff %+.12e"
+                  % (case["name"], idx, kv_grad[idx], fd))
     assert worst < 1e-6, worst
     assert all(np.all(grad[k] == 0.0) for k in range(P) if k not in used)
+    extra = [("kv_prefix", "F32", prefix32), ("kv_prefix_grad_mean", "F64", kv_grad)] if n_kv else []
 
     st_write(os.path.join(cdir, "expected.safetensors"), [
         ("prompt", "F32", prompt32),
@@ -338,7 +375,7 @@ def generate_case(outdir, case):
         ("target_logits", "F64", logits),
         ("target_loss", "F64", ce),
         ("grad_mean", "F64", grad),
-    ], {"generator": "tests/ref/bert_reference.py"})
+    ] + extra, {"generator": "tests/ref/bert_reference.py"})
     print("%-40s %s L=%d H=%d d=%d V=%d %s shards=%d tokens=%d targets=%d P=%d loss_mean=%.10f "
           "second-way rel err %.1e  fd rel err %.1e"
           % (case["name"], case["arch"], M["L"], M["H"], d, case["vocab_size"], case["dtype"],
