@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "io/fileutil.h"
+#include "model/family.h"
 #include "softprompt/checkpoint.h"
 #include "softprompt/safetensors.h"
 #include "train/params.h"
@@ -100,6 +101,20 @@ static int write_adapter(const char *dir, const float *x, int rows, int cols, co
     return rc;
 }
 
+/* PEFT's task type for the model: a masked LM's prompt is prepended to inputs_embeds by
+ * PeftModelForFeatureExtraction (its forward concatenates the prompt and calls the base model,
+ * BertForMaskedLM / RobertaForMaskedLM, whose logits are read at the mask); PEFT has no masked-LM
+ * task type, and SEQ_CLS needs a classification head. */
+static const char *peft_task(const sp_model *m) {
+    switch (sp__family_of(m->cfg.arch)->mask) {
+    case SP_MASK_CAUSAL:
+        return "CAUSAL_LM";
+    case SP_MASK_FULL:
+        return "FEATURE_EXTRACTION";
+    }
+    return "CAUSAL_LM";
+}
+
 int sp_peft_export(const char *dir, const float *prompt, int n_prompt, const sp_model *m,
                    const char *base_model, const char *init_name, const char *init_text,
                    sp_error *err) {
@@ -110,7 +125,7 @@ int sp_peft_export(const char *dir, const float *prompt, int n_prompt, const sp_
     json_t *cfg = json_object();
     if (cfg) {
         json_object_set_new(cfg, "peft_type", json_string("PROMPT_TUNING"));
-        json_object_set_new(cfg, "task_type", json_string("CAUSAL_LM"));
+        json_object_set_new(cfg, "task_type", json_string(peft_task(m)));
         json_object_set_new(cfg, "num_virtual_tokens", json_integer(n_prompt));
         json_object_set_new(cfg, "token_dim", json_integer(d));
         json_object_set_new(cfg, "num_transformer_submodules", json_integer(1));
@@ -137,7 +152,7 @@ int sp_peft_export_prefix(const char *dir, const float *prefix, int n_prefix, co
     json_t *cfg = json_object();
     if (cfg) { /* PrefixTuningConfig; for GQA PEFT writes the key/value heads (see the header) */
         json_object_set_new(cfg, "peft_type", json_string("PREFIX_TUNING"));
-        json_object_set_new(cfg, "task_type", json_string("CAUSAL_LM"));
+        json_object_set_new(cfg, "task_type", json_string(peft_task(m)));
         json_object_set_new(cfg, "num_virtual_tokens", json_integer(n_prefix));
         json_object_set_new(cfg, "token_dim", json_integer(kv));
         json_object_set_new(cfg, "num_transformer_submodules", json_integer(1));

@@ -62,7 +62,8 @@ static const char *method_hint(const char *type) {
     return "that method changes the model's weights; it is not a prompt";
 }
 
-/* peft_type PROMPT_TUNING, task_type CAUSAL_LM (or unset), one transformer submodule. */
+/* peft_type PROMPT_TUNING, task_type CAUSAL_LM, FEATURE_EXTRACTION (masked LMs: the prompt
+ * prepended to inputs_embeds alike) or unset, one transformer submodule. */
 static int check_method(json_t *cfg, const char *path, sp_error *err) {
     char buf[64];
     json_t *type = json_object_get(cfg, "peft_type");
@@ -77,11 +78,12 @@ static int check_method(json_t *cfg, const char *path, sp_error *err) {
                        path, printable(t, buf), method_hint(t));
     json_t *task = json_object_get(cfg, "task_type");
     if (task && !json_is_null(task) &&
-        (!json_is_string(task) || strcmp(json_string_value(task), "CAUSAL_LM") != 0))
+        (!json_is_string(task) || (strcmp(json_string_value(task), "CAUSAL_LM") != 0 &&
+                                   strcmp(json_string_value(task), "FEATURE_EXTRACTION") != 0)))
         return sp_fail(err,
                        "%s: task_type is \"%s\": softprompt runs causal language models "
-                       "(CAUSAL_LM); a prompt trained for another task or architecture is not "
-                       "one for them",
+                       "(CAUSAL_LM) and masked LMs (FEATURE_EXTRACTION); a prompt trained for "
+                       "another task or architecture is not one for them",
                        path, json_is_string(task) ? printable(json_string_value(task), buf) : "?");
     int sub;
     if (config_int(cfg, "num_transformer_submodules", 0, &sub, path, err)) return -1;

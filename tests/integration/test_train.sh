@@ -50,6 +50,9 @@ python3 -c 'import json,sys; a=json.load(open("adapter.json")); assert a["accura
 python3 -c 'import json; a=json.load(open("best.json")); b=json.load(open("best-adapter.json")); assert a["accuracy"]==b["accuracy"] and a["loss"]==b["loss"], (a, b)' \
   || fail "the exported adapter of best.h5 does not evaluate like best.h5"
 grep -q '"peft_type": "PROMPT_TUNING"' best-adapter/adapter_config.json || fail "adapter_config.json is not PEFT's"
+# PEFT's task type: a masked LM's prompt goes through PeftModelForFeatureExtraction
+task=CAUSAL_LM; [[ -z ${SP_TRAIN_SYNTH:-} ]] || task=FEATURE_EXTRACTION
+grep -q "\"task_type\": \"$task\"" best-adapter/adapter_config.json || fail "adapter task_type is not $task"
 ok "eval reads checkpoints and PEFT adapters; export writes best.h5 as an adapter"
 
 # --- rank counts and micro-batches: same losses; --deterministic: bitwise same prompt ---------

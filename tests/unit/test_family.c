@@ -112,8 +112,14 @@ END_TEST
  * embeddings, its bias once, no pooler); both names of each tensor, with and without the base
  * model's prefix, and the pooler, position_ids and decoder bias known as buffers. */
 START_TEST(encoder_shapes_and_names) {
-    sp_model_config bert = {.arch = SP_ARCH_BERT, .n_layer = 12, .d_model = 768, .n_head = 12,
-                            .d_ff = 3072, .vocab_size = 30522, .n_ctx = 512, .tied = 1,
+    sp_model_config bert = {.arch = SP_ARCH_BERT,
+                            .n_layer = 12,
+                            .d_model = 768,
+                            .n_head = 12,
+                            .d_ff = 3072,
+                            .vocab_size = 30522,
+                            .n_ctx = 512,
+                            .tied = 1,
                             .type_vocab_size = 2};
     sp_model_config roberta = bert;
     roberta.arch = SP_ARCH_ROBERTA, roberta.vocab_size = 50265, roberta.type_vocab_size = 1;
