@@ -423,6 +423,83 @@ START_TEST(test_fd_three_layers_four_heads) {
 }
 END_TEST
 
+static void check_prefix_gradient(test_model *t, int n_kv, uint64_t seed);
+
+/* A masked LM (BERT; RoBERTa with pos_offset 2): embedding LayerNorm with token type 0, post-LN
+ * blocks, bidirectional attention, exact GELU, the MLM head (dense, GELU, LayerNorm, tied
+ * decoder + bias). */
+static void make_bert(test_model *t, int L, int d, int H, int F, int V, int ctx, int pos_offset,
+                      uint64_t seed) {
+    memset(t, 0, sizeof *t);
+    sp_model *m = &t->m;
+    m->cfg = (sp_model_config){.arch = pos_offset ? SP_ARCH_ROBERTA : SP_ARCH_BERT,
+                               .n_layer = L,
+                               .d_model = d,
+                               .n_head = H,
+                               .d_ff = F,
+                               .vocab_size = V,
+                               .n_ctx = ctx,
+                               .ln_eps = 1e-5f,
+                               .tied = 1,
+                               .type_vocab_size = 2,
+                               .pos_offset = pos_offset};
+    size_t per_layer = 4 * ((size_t)d * d + d) + 4 * (size_t)d + 2 * (size_t)F * d + F + d;
+    size_t total = (size_t)V * d + (size_t)(ctx + pos_offset) * d + 2 * (size_t)d + 4 * (size_t)d +
+                   (size_t)d * d + d + V + L * per_layer;
+    t->mem = malloc(total * sizeof(float));
+    float *c = t->mem, *p, *b;
+    sp_rng r;
+    sp_rng_seed(&r, seed);
+    float ws = 1.0f / sqrtf((float)d);
+    m->wte = p = take(&c, (size_t)V * d), fill(p, (size_t)V * d, &r, 0, 1.0f);
+    m->wpe = p = take(&c, (size_t)(ctx + pos_offset) * d);
+    fill(p, (size_t)(ctx + pos_offset) * d, &r, 0, 0.5f);
+    m->wtt = p = take(&c, 2 * (size_t)d), fill(p, 2 * (size_t)d, &r, 0, 0.5f);
+    m->emb_ln.w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
+    m->emb_ln.b = p = take(&c, d), fill(p, d, &r, 0, 0.1f);
+    m->head_ln.w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
+    m->head_ln.b = p = take(&c, d), fill(p, d, &r, 0, 0.1f);
+    p = take(&c, (size_t)d * d), fill(p, (size_t)d * d, &r, 0, 2 * ws);
+    b = take(&c, d), fill(b, d, &r, 0, 0.3f);
+    m->head_dense = lin(p, b, d, d, SP_W_OUT_IN);
+    b = take(&c, V), fill(b, V, &r, 0, 0.5f);
+    m->lm_head = lin(m->wte, b, d, V, SP_W_OUT_IN);
+    m->layers = calloc((size_t)L, sizeof *m->layers);
+    for (int l = 0; l < L; l++) {
+        sp_layer *y = &m->layers[l];
+        sp_linear *proj[4] = {&y->q, &y->k, &y->v, &y->o};
+        for (int k = 0; k < 4; k++) {
+            p = take(&c, (size_t)d * d), fill(p, (size_t)d * d, &r, 0, (k < 2 ? 1.5f : 1) * ws);
+            b = take(&c, d), fill(b, d, &r, 0, 0.1f);
+            *proj[k] = lin(p, b, d, d, SP_W_OUT_IN);
+        }
+        y->ln_post_attn.w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
+        y->ln_post_attn.b = p = take(&c, d), fill(p, d, &r, 0, 0.1f);
+        y->ln_post_ff.w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
+        y->ln_post_ff.b = p = take(&c, d), fill(p, d, &r, 0, 0.1f);
+        p = take(&c, (size_t)F * d), fill(p, (size_t)F * d, &r, 0, 2 * ws);
+        b = take(&c, F), fill(b, F, &r, 0, 0.3f);
+        y->mlp_in = lin(p, b, d, F, SP_W_OUT_IN);
+        p = take(&c, (size_t)d * F), fill(p, (size_t)d * F, &r, 0, 1 / sqrtf(F));
+        b = take(&c, d), fill(b, d, &r, 0, 0.1f);
+        y->mlp_out = lin(p, b, F, d, SP_W_OUT_IN);
+    }
+    ck_assert_ptr_eq(c, t->mem + total);
+}
+
+/* Finite differences of the masked LMs' prompt gradient (and of a key/value prefix's). */
+START_TEST(test_fd_bert) {
+    test_model t;
+    make_bert(&t, 2, 16, 4, 40, 37, 24, 0, 40);
+    check_model_gradient(&t, 40);
+    check_prefix_gradient(&t, 3, 41);
+    free_model(&t);
+    make_bert(&t, 3, 24, 2, 48, 37, 24, 2, 42); /* RoBERTa's positions */
+    check_model_gradient(&t, 42);
+    free_model(&t);
+}
+END_TEST
+
 START_TEST(test_fd_one_layer_one_head) {
     check_gradient(1, 8, 1, 32, 3);
 }
@@ -1016,6 +1093,7 @@ Suite *engine_suite(void) {
     tcase_add_test(tc, test_fd_mistral_window);
     tcase_add_test(tc, test_fd_qwen3_qk_norm);
     tcase_add_test(tc, test_fd_gemma);
+    tcase_add_test(tc, test_fd_bert);
     tcase_add_test(tc, test_fd_gemma2);
     tcase_add_test(tc, test_fd_gemma3);
     tcase_add_test(tc, test_fd_prefix);
