@@ -66,11 +66,13 @@ static const shape SHAPES[] = {
     {"gemma-3-270m", SP_ARCH_GEMMA3, 18, 640, 4, 1, 2048, 262144, 32768, 1, 1000000, 1e-6, 256,
      512},
     {"gemma-3-1b", SP_ARCH_GEMMA3, 26, 1152, 4, 1, 6912, 262144, 32768, 1, 1000000, 1e-6, 256, 512},
+    {"pythia-160m", SP_ARCH_GPT_NEOX, 12, 768, 12, 12, 3072, 50304, 2048, 0, 10000, 1e-5, 0, 0},
+    {"pythia-410m", SP_ARCH_GPT_NEOX, 24, 1024, 16, 16, 4096, 50304, 2048, 0, 10000, 1e-5, 0, 0},
 };
 #define SHAPE_NAMES                                                                                \
     "gpt2, gpt2-medium, distilgpt2, smollm2-135m, smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, "    \
-    "llama-3.2-1b, mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b, gemma-3-270m or "            \
-    "gemma-3-1b"
+    "llama-3.2-1b, mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b, gemma-3-270m, "              \
+    "gemma-3-1b, pythia-160m or pythia-410m"
 
 /* What a family's config always sets (Qwen2's q/k/v biases). */
 static void family_options(sp_model_config *c) {
@@ -90,6 +92,9 @@ static void family_options(sp_model_config *c) {
         return;
     case SP_ARCH_QWEN2:
         c->qkv_bias = 1;
+        return;
+    case SP_ARCH_GPT_NEOX: /* GPTNeoXConfig: parallel, erf GELU, biases (rotary_pct: parse_args) */
+        c->qkv_bias = c->o_bias = 1, c->parallel_residual = 1, c->gelu_exact = 1;
         return;
     }
 }
@@ -154,6 +159,9 @@ static const char *parse_arch(void *args, const char *arg) {
     case SP_ARCH_GEMMA3:
         c->tied = 1, c->rope_theta = 1000000, c->ln_eps = 1e-6f, c->sliding_window = 4096;
         break;
+    case SP_ARCH_GPT_NEOX:
+        c->tied = 0, c->rope_theta = 10000, c->ln_eps = 1e-5f;
+        break;
     }
     return NULL;
 }
@@ -163,11 +171,11 @@ static const sp__flag FLAGS[] = {
                   "gpt2, gpt2-medium, distilgpt2, smollm2-135m,\n"
                   "smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, llama-3.2-1b,\n"
                   "mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b,\n"
-                  "gemma-3-270m, gemma-3-1b",
+                  "gemma-3-270m, gemma-3-1b, pythia-160m, pythia-410m",
                   .order = -2),
     SP_OPT_CUSTOM("arch", AT(cfg.arch), "A", parse_arch,
-                  "gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2 or\n"
-                  "gemma3_text (default gpt2, or the shape's)",
+                  "gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2,\n"
+                  "gemma3_text or gpt_neox (default gpt2, or the shape's)",
                   .order = -1),
     SP_OPT_INT("layers", AT(cfg.n_layer), "N", 1, 1024, "transformer blocks (default 12)"),
     SP_OPT_INT("d", AT(cfg.d_model), "N", 1, 65536,
@@ -181,6 +189,12 @@ static const sp__flag FLAGS[] = {
     SP_OPT_INT("sliding-window", AT(cfg.sliding_window), "N", 0, 1 << 24,
                "attention window (mistral; gemma2: every other layer;\n"
                "gemma3_text: 5 of 6; 0: none; default 4096)"),
+    SP_OPT_INT(
+        "rotary-dim", AT(cfg.rotary_dim), "N", 2, 4096,
+        "rotated columns of each head (gpt_neox: rotary_pct x\nhead dim; default a quarter)"),
+    SP_OPT_SWITCH("sequential", AT(cfg.parallel_residual), 0,
+                  "gpt_neox: MLP after attention (use_parallel_residual\nfalse)"),
+    SP_OPT_SWITCH("gelu-tanh", AT(cfg.gelu_exact), 0, "gpt_neox: hidden_act gelu_new (tanh GELU)"),
     SP_OPT_INT("d-ff", AT(cfg.d_ff), "N", 1, 1 << 20,
                "MLP width (default 4 x d; llama, qwen2: 8/3 x d rounded\nup to a multiple of 64)"),
     SP_OPT_INT("vocab", AT(cfg.vocab_size), "N", 1, 1 << 24, "vocabulary size (default 50257)"),
@@ -210,7 +224,8 @@ static const sp__flag_spec SPEC = {
     .about = "Writes a model directory with random weights in Hugging Face's layout\n"
              "(config.json, model.safetensors or shards + index) for tests and benchmarks:\n"
              "GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM,\n"
-             "Qwen3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM or Gemma3ForCausalLM.\n"
+             "Qwen3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM or\n"
+             "GPTNeoXForCausalLM.\n"
              "Defaults are GPT-2 124M's shape; --shape starts from another real model's shape,\n"
              "and the other options change it.\n",
     .flags = FLAGS,
@@ -228,6 +243,7 @@ static void usage(FILE *out) {
 static int default_d_ff(const sp__family *f, int d) {
     switch (f->mlp) {
     case SP_MLP_GELU:
+    case SP_MLP_GELU_ERF:
         return 4 * d;
     case SP_MLP_SWIGLU:
     case SP_MLP_GEGLU:
@@ -263,6 +279,13 @@ static int parse_args(int argc, char **argv, sp_init_options *o, const char **ou
     }
     if (!sp__flags_given(argc, argv, "d-ff") && !sp__flags_given(argc, argv, "shape"))
         o->cfg.d_ff = default_d_ff(f, o->cfg.d_model);
+    if (o->cfg.arch == SP_ARCH_GPT_NEOX && !sp__flags_given(argc, argv, "rotary-dim"))
+        o->cfg.rotary_dim = o->cfg.d_model / o->cfg.n_head / 4 / 2 * 2; /* rotary_pct 0.25 */
+    if (o->cfg.rotary_dim && o->cfg.arch != SP_ARCH_GPT_NEOX) {
+        char v[32];
+        snprintf(v, sizeof v, "%d", o->cfg.rotary_dim);
+        return sp__flag_bad(CMD, "--rotary-dim", v, "only with --arch gpt_neox");
+    }
     *out_dir = pos[0];
     return -1;
 }

@@ -339,6 +339,58 @@ static int parse_qwen3_options(sp_model_config *c, const reader *r) {
     return 0;
 }
 
+/* ---- GPT-NeoX ------------------------------------------------------------------------------ */
+
+/* rotary_pct (0.25 when absent) of head_dim rotates, int(head_dim * rotary_pct) columns as
+ * transformers takes them; the base is rotary_emb_base (10000). */
+static int parse_neox_rotary(sp_model_config *c, const reader *r) {
+    double pct = 0.25, base = 10000;
+    if (get_num(r, r->root, "rotary_pct", 0, 2, &pct) ||
+        get_num(r, r->root, "rotary_emb_base", 0, 1e12, &base) || parse_rope_scaling(c, r))
+        return -1;
+    int hd = c->d_model / c->n_head, rot = (int)(hd * pct);
+    if (pct > 1)
+        return sp_fail(r->err, "%s: key 'rotary_pct' is %g, expected a number in (0, 1]", r->path,
+                       pct);
+    if (rot < 2 || rot % 2 != 0)
+        return sp_fail(r->err,
+                       "%s: rotary_pct = %g turns %d of head_dim %d columns; rotary embeddings "
+                       "need an even number >= 2",
+                       r->path, pct, rot, hd);
+    c->rotary_dim = rot, c->rope_theta = base;
+    return 0;
+}
+
+/* GPTNeoXConfig: hidden_act gelu (erf) or a tanh GELU, use_parallel_residual (true),
+ * attention_bias (true: q/k/v and dense), layer_norm_eps (1e-5), an untied embed_out unless
+ * tie_word_embeddings; its defaults when a key is absent. */
+static int parse_gpt_neox(sp_model_config *c, const reader *r) {
+    double eps = 1e-5;
+    int attention_bias = 1;
+    if (check_string(r, "hidden_act", "gelu|gelu_new|gelu_pytorch_tanh|gelu_fast") ||
+        get_int(r, "num_hidden_layers", 1, 0, 1, 1024, &c->n_layer) ||
+        get_int(r, "hidden_size", 1, 0, 1, 65536, &c->d_model) ||
+        get_int(r, "intermediate_size", 1, 0, 1, 1 << 20, &c->d_ff) ||
+        get_int(r, "num_attention_heads", 1, 0, 1, 65536, &c->n_head) ||
+        get_int(r, "vocab_size", 1, 0, 1, 1 << 24, &c->vocab_size) ||
+        get_int(r, sp__family_of(c->arch)->ctx_key, 1, 0, 1, 1 << 24, &c->n_ctx))
+        return -1;
+    if (c->d_model % c->n_head != 0)
+        return sp_fail(r->err, "%s: hidden_size = %d is not divisible by num_attention_heads = %d",
+                       r->path, c->d_model, c->n_head);
+    json_t *act = json_object_get(r->root, "hidden_act");
+    c->gelu_exact = !act || strcmp(json_string_value(act), "gelu") == 0;
+    c->parallel_residual = 1, c->tied = 0;
+    if (get_num(r, r->root, "layer_norm_eps", 0, 1, &eps) ||
+        get_bool(r, "use_parallel_residual", &c->parallel_residual) ||
+        get_bool(r, "attention_bias", &attention_bias) ||
+        get_bool(r, "tie_word_embeddings", &c->tied) || parse_neox_rotary(c, r))
+        return -1;
+    c->ln_eps = (float)eps;
+    c->qkv_bias = c->o_bias = attention_bias;
+    return 0;
+}
+
 #define LLAMA_NEEDS                                                                                \
     "Llama-family configs need num_hidden_layers, hidden_size, intermediate_size, "                \
     "num_attention_heads, vocab_size, max_position_embeddings"
@@ -370,6 +422,10 @@ static int parse_family(sp_model_config *c, reader *r) {
     case SP_ARCH_GEMMA3:
         r->needs = LLAMA_NEEDS;
         return parse_gemma3(c, r);
+    case SP_ARCH_GPT_NEOX:
+        r->needs = "GPT-NeoX configs need num_hidden_layers, hidden_size, intermediate_size, "
+                   "num_attention_heads, vocab_size, max_position_embeddings";
+        return parse_gpt_neox(c, r);
     }
     return -1;
 }

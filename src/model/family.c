@@ -278,6 +278,52 @@ static const sp__tensor_desc GEMMA3_TENSORS[] = {
     {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
      "lm_head", 19},
 };
+
+/* GPTNeoXForCausalLM: nn.Linear weights, LayerNorms with biases, query_key_value writing each
+ * head's q, k, v side by side, biases on q/k/v and dense when attention_bias (default true), the
+ * MLP's always; embed_out untied unless tie_word_embeddings. HF's state dict order. */
+#define N_(name) "gpt_neox.layers.%d." name
+static const sp__tensor_desc NEOX_TENSORS[] = {
+    {"gpt_neox.embed_in.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS,
+     SP_INIT_NORMAL, "wte", 0},
+    {N_("input_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN1_W, SP_ALWAYS, SP_INIT_GAIN,
+     "input_layernorm.weight", 1},
+    {N_("input_layernorm.bias"), VEC(SP_DIM_D), SP_ROLE_LN1_B, SP_ALWAYS, SP_INIT_BIAS,
+     "input_layernorm.bias", 2},
+    {N_("post_attention_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN2_W, SP_ALWAYS, SP_INIT_GAIN,
+     "post_attention_layernorm.weight", 3},
+    {N_("post_attention_layernorm.bias"), VEC(SP_DIM_D), SP_ROLE_LN2_B, SP_ALWAYS, SP_INIT_BIAS,
+     "post_attention_layernorm.bias", 4},
+    {N_("attention.query_key_value.weight"), MAT(SP_DIM_QKV, SP_DIM_D), SP_ROLE_QKV_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "query_key_value.weight", 5},
+    {N_("attention.query_key_value.bias"), VEC(SP_DIM_QKV), SP_ROLE_QKV_B, SP_IF_QKV_BIAS,
+     SP_INIT_BIAS, "query_key_value.bias", 6},
+    {N_("attention.dense.weight"), MAT(SP_DIM_D, SP_DIM_QD), SP_ROLE_O_W, SP_ALWAYS, SP_INIT_NORMAL,
+     "dense.weight", 7},
+    {N_("attention.dense.bias"), VEC(SP_DIM_D), SP_ROLE_O_B, SP_IF_O_BIAS, SP_INIT_BIAS,
+     "dense.bias", 8},
+    {N_("mlp.dense_h_to_4h.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_IN_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "dense_h_to_4h.weight", 9},
+    {N_("mlp.dense_h_to_4h.bias"), VEC(SP_DIM_FF), SP_ROLE_MLP_IN_B, SP_ALWAYS, SP_INIT_BIAS,
+     "dense_h_to_4h.bias", 10},
+    {N_("mlp.dense_4h_to_h.weight"), MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_OUT_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "dense_4h_to_h.weight", 11},
+    {N_("mlp.dense_4h_to_h.bias"), VEC(SP_DIM_D), SP_ROLE_MLP_OUT_B, SP_ALWAYS, SP_INIT_BIAS,
+     "dense_4h_to_h.bias", 12},
+    {"gpt_neox.final_layer_norm.weight", VEC(SP_DIM_D), SP_ROLE_LNF_W, SP_ALWAYS, SP_INIT_GAIN,
+     "ln_f.weight", 13},
+    {"gpt_neox.final_layer_norm.bias", VEC(SP_DIM_D), SP_ROLE_LNF_B, SP_ALWAYS, SP_INIT_BIAS,
+     "ln_f.bias", 14},
+    {"embed_out.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
+     "lm_head", 15},
+    /* the causal mask, its fill value and the rotary frequencies older checkpoints store */
+    {N_("attention.bias"), VEC(SP_DIM_NONE), SP_ROLE_BUFFER, SP_NEVER, SP_INIT_NONE, NULL, 16},
+    {N_("attention.masked_bias"), VEC(SP_DIM_NONE), SP_ROLE_BUFFER, SP_NEVER, SP_INIT_NONE, NULL,
+     17},
+    {N_("attention.rotary_emb.inv_freq"), VEC(SP_DIM_NONE), SP_ROLE_BUFFER, SP_NEVER, SP_INIT_NONE,
+     NULL, 18},
+};
+#undef N_
 #undef L_
 #undef VEC
 #undef MAT
@@ -388,6 +434,22 @@ static const sp__family GEMMA3 = {
     .qk_norm = SP_QKNORM_PER_HEAD,
     TABLE(GEMMA3_TENSORS),
 };
+/* GPT-NeoX: LayerNorm, rotary over the first rotary_dim columns of each head, q/k/v interleaved
+ * per head; the block and the GELU come from the config (sp__family_for), this being the default
+ * (use_parallel_residual true, hidden_act "gelu"). */
+#define NEOX(blk, act)                                                                             \
+    {                                                                                              \
+        .arch = SP_ARCH_GPT_NEOX, .model_type = "gpt_neox", .hf_class = "GPTNeoXForCausalLM",      \
+        .ctx_key = "max_position_embeddings", .name_prefix = NULL,                                 \
+        .layer_prefix = "gpt_neox.layers.%d.", .layout = SP_W_OUT_IN, .norm = SP_NORM_LAYERNORM,   \
+        .block = blk, .embed = SP_EMBED_PLAIN, .pos = SP_POS_ROTARY, .qkv = SP_QKV_INTERLEAVED,    \
+        .qk_norm = SP_QKNORM_NONE, .mlp = act, .gqa = 0, TABLE(NEOX_TENSORS)                       \
+    }
+static const sp__family NEOX = NEOX(SP_BLOCK_PARALLEL, SP_MLP_GELU_ERF);
+static const sp__family NEOX_SEQUENTIAL = NEOX(SP_BLOCK_PRE_NORM, SP_MLP_GELU_ERF);
+static const sp__family NEOX_TANH = NEOX(SP_BLOCK_PARALLEL, SP_MLP_GELU);
+static const sp__family NEOX_SEQUENTIAL_TANH = NEOX(SP_BLOCK_PRE_NORM, SP_MLP_GELU);
+#undef NEOX
 #undef LLAMA_NORM_MLP
 #undef LLAMA_BLOCK
 #undef TABLE
@@ -412,8 +474,28 @@ const sp__family *sp__family_of(sp_arch a) {
         return &GEMMA2;
     case SP_ARCH_GEMMA3:
         return &GEMMA3;
+    case SP_ARCH_GPT_NEOX:
+        return &NEOX;
     }
     return &GPT2; /* not reached for a valid enum value */
+}
+
+const sp__family *sp__family_for(const sp_model_config *c) {
+    switch (c->arch) {
+    case SP_ARCH_GPT2:
+    case SP_ARCH_LLAMA:
+    case SP_ARCH_QWEN2:
+    case SP_ARCH_MISTRAL:
+    case SP_ARCH_QWEN3:
+    case SP_ARCH_GEMMA:
+    case SP_ARCH_GEMMA2:
+    case SP_ARCH_GEMMA3:
+        return sp__family_of(c->arch);
+    case SP_ARCH_GPT_NEOX:
+        if (c->parallel_residual) return c->gelu_exact ? &NEOX : &NEOX_TANH;
+        return c->gelu_exact ? &NEOX_SEQUENTIAL : &NEOX_SEQUENTIAL_TANH;
+    }
+    return sp__family_of(c->arch);
 }
 
 const char *sp_arch_model_type(sp_arch a) {

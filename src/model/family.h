@@ -30,14 +30,17 @@ typedef enum sp__pos_kind {
 } sp__pos_kind;
 
 typedef enum sp__qkv_kind {
-    SP_QKV_FUSED,    /* one linear writes the whole q|k|v row (GPT-2 c_attn) */
-    SP_QKV_SEPARATE, /* q, k, v linears into the row's column blocks (Llama) */
+    SP_QKV_FUSED,       /* one linear writes the whole q|k|v row (GPT-2 c_attn) */
+    SP_QKV_SEPARATE,    /* q, k, v linears into the row's column blocks (Llama) */
+    SP_QKV_INTERLEAVED, /* one linear writing [H, 3, hd]: each head's q, k, v side by side
+                         * (GPT-NeoX query_key_value), reordered into q | k | v */
 } sp__qkv_kind;
 
 /* Where a block's norms sit. */
 typedef enum sp__block_kind {
     SP_BLOCK_PRE_NORM, /* x + f(norm(x)) for attention and the MLP */
     SP_BLOCK_SANDWICH, /* x + norm_post(f(norm_pre(x))) (Gemma 2, 3) */
+    SP_BLOCK_PARALLEL, /* x + attn(norm1(x)) + mlp(norm2(x)): both read x (GPT-NeoX) */
 } sp__block_kind;
 
 /* What multiplies the input embeddings (prompt rows included). */
@@ -54,9 +57,10 @@ typedef enum sp__qknorm_kind {
 } sp__qknorm_kind;
 
 typedef enum sp__mlp_kind {
-    SP_MLP_GELU,   /* out(gelu_tanh(in(x))) */
-    SP_MLP_SWIGLU, /* out(silu(in(x)) * up(x)) */
-    SP_MLP_GEGLU,  /* out(gelu_tanh(in(x)) * up(x)) (Gemma) */
+    SP_MLP_GELU,     /* out(gelu_tanh(in(x))) */
+    SP_MLP_SWIGLU,   /* out(silu(in(x)) * up(x)) */
+    SP_MLP_GEGLU,    /* out(gelu_tanh(in(x)) * up(x)) (Gemma) */
+    SP_MLP_GELU_ERF, /* out(gelu(in(x))) with the exact (erf) GELU (GPT-NeoX hidden_act "gelu") */
 } sp__mlp_kind;
 
 /* Where a tensor goes in sp_model / sp_layer. */
@@ -161,6 +165,10 @@ typedef struct sp__family {
 
 /* The description of a family (a switch: every sp_arch has one). */
 const sp__family *sp__family_of(sp_arch a);
+
+/* The description a model of configuration c runs with: its family's, with the kinds that a
+ * config key chooses (GPT-NeoX: use_parallel_residual, hidden_act). */
+const sp__family *sp__family_for(const sp_model_config *c);
 
 /* The one mapping from config.json's model_type to the enum; -1 when not supported. */
 int sp__arch_from_model_type(const char *model_type, sp_arch *a);

@@ -84,14 +84,18 @@ int sp_kv_cache_load_prefix(sp_kv_cache *c, const float *kv_prefix, int n_rows, 
  * and MLP kinds; the kinds below it does not run yet (a new value must be decided here: -Wswitch).
  * NULL when m can generate, else the feature, for the message. */
 static const char *unsupported(const sp_model *m) {
-    const sp__family *f = sp__family_of(m->cfg.arch);
+    const sp__family *f = sp__family_for(&m->cfg);
     const sp_model_config *c = &m->cfg;
     switch (f->block) {
     case SP_BLOCK_PRE_NORM:
         break;
     case SP_BLOCK_SANDWICH:
         return "norms after attention and the MLP (sandwich blocks)";
+    case SP_BLOCK_PARALLEL:
+        return "attention and MLP in parallel (use_parallel_residual)";
     }
+    if (sp_config_rotary_dim(c) != sp_config_head_dim(c))
+        return "rotary embeddings over part of each head (rotary_pct)";
     switch (f->embed) {
     case SP_EMBED_PLAIN:
         break;

@@ -59,6 +59,12 @@ static void hash_family(sp__h64 *h, const sp_model *m) {
         hash_floats(h, "rope_inv_freq_local", m->rope_inv_freq_local,
                     (size_t)sp_config_head_dim(c) / 2);
         return;
+    case SP_ARCH_GPT_NEOX:
+        sp__h64_str(h, "gpt_neox");
+        sp__h64_i64(h, c->parallel_residual);
+        sp__h64_i64(h, c->gelu_exact);
+        sp__h64_i64(h, c->rotary_dim);
+        return;
     }
 }
 
@@ -78,6 +84,11 @@ static void hash_rotary(sp__h64 *h, const sp_model *m) {
         sp__h64_i64(h, sp_config_kv_heads(c));
         sp__h64_i64(h, sp_config_head_dim(c));
         hash_floats(h, "rope_inv_freq", m->rope_inv_freq, (size_t)sp_config_head_dim(c) / 2);
+        return;
+    case SP_ARCH_GPT_NEOX:
+        sp__h64_str(h, sp_arch_model_type(c->arch));
+        sp__h64_i64(h, sp_config_head_dim(c));
+        hash_floats(h, "rope_inv_freq", m->rope_inv_freq, (size_t)sp_config_rotary_dim(c) / 2);
         return;
     }
 }

@@ -368,6 +368,32 @@ START_TEST(test_fd_gemma3) {
 }
 END_TEST
 
+/* make_model's GPT-2 as GPT-NeoX: q/k/v interleaved per head in the fused projection, rotary
+ * over rot of each head's columns (theta 10000, no learned positions), the MLP reading x
+ * (parallel) or xmid, the erf or tanh GELU. */
+static void make_neox(test_model *t, int L, int d, int H, int F, int rot, int parallel, int erf,
+                      uint64_t seed) {
+    make_model(t, L, d, H, F, 37, 24, seed);
+    sp_model_config *c = &t->m.cfg;
+    c->arch = SP_ARCH_GPT_NEOX, c->rotary_dim = rot, c->parallel_residual = parallel;
+    c->gelu_exact = erf, c->rope_theta = 10000;
+    t->m.wpe = NULL;
+    float *f = t->extra = malloc((size_t)rot / 2 * sizeof *t->extra);
+    for (int i = 0; i < rot / 2; i++) f[i] = (float)pow(10000.0, -2.0 * i / rot);
+    t->m.rope_inv_freq = f;
+}
+
+START_TEST(test_fd_neox) {
+    test_model t;
+    make_neox(&t, 2, 16, 2, 48, 4, 1, 1, 23); /* Pythia's block: parallel, erf GELU */
+    check_model_gradient(&t, 23);
+    free_model(&t);
+    make_neox(&t, 3, 16, 4, 40, 2, 0, 0, 24); /* sequential, tanh GELU */
+    check_model_gradient(&t, 24);
+    free_model(&t);
+}
+END_TEST
+
 START_TEST(test_fd_gemma2) {
     test_model t;
     make_gemma2(&t, 2, 16, 4, 2, 40, 0, 20);
@@ -750,6 +776,9 @@ START_TEST(test_fd_prefix) {
     make_gemma3(&t, 3, 16, 4, 2, 40, 38);
     check_prefix_gradient(&t, 3, 38);
     free_model(&t);
+    make_neox(&t, 2, 16, 2, 48, 4, 1, 1, 39);
+    check_prefix_gradient(&t, 3, 39);
+    free_model(&t);
 }
 END_TEST
 
@@ -842,6 +871,9 @@ START_TEST(test_prefix_is_prepended_tokens) {
     free_model(&t);
     make_gemma3(&t, 3, 16, 4, 2, 40, 46); /* local rotary in layers 0 and 1 */
     check_prefix_is_prepended_tokens(&t, 46);
+    free_model(&t);
+    make_neox(&t, 3, 16, 4, 40, 2, 1, 1, 47); /* partial rotary, q/k/v interleaved per head */
+    check_prefix_is_prepended_tokens(&t, 47);
     free_model(&t);
 }
 END_TEST
@@ -1018,6 +1050,7 @@ Suite *engine_suite(void) {
     tcase_add_test(tc, test_fd_gemma);
     tcase_add_test(tc, test_fd_gemma2);
     tcase_add_test(tc, test_fd_gemma3);
+    tcase_add_test(tc, test_fd_neox);
     tcase_add_test(tc, test_fd_prefix);
     suite_add_tcase(s, tc);
     TCase *inv = tcase_create("invariants");

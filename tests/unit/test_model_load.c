@@ -510,6 +510,10 @@ START_TEST(real_configs) {
         {"gemma-3-1b", 999885952, 512, 256, 1, NULL},
         {"qwen3-0.6b", 596049920, 0, 128, 1,
          "RMSNorm (eps 1e-06), rotary theta 1e+06, per-head q/k norms, SwiGLU MLP"},
+        {"pythia-410m", 405334016, 0, 64, 0, NULL},
+        {"pythia-160m", 162322944, 0, 64, 0,
+         "LayerNorm (eps 1e-05), rotary theta 10000 on 16 of 64 columns per head, GELU (erf) "
+         "MLP, q/k/v biases, output projection bias, MLP biases"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         sp_model_config c;
@@ -529,6 +533,9 @@ START_TEST(real_configs) {
             ck_assert(c.window_pattern == 2 && sp_config_layer_window(&c, 0) == 4096 &&
                       sp_config_layer_window(&c, 1) == 0 && c.attn_softcap == 50.0f &&
                       c.logit_softcap == 30.0f && c.query_scale == 1.0 / 16);
+        if (c.arch == SP_ARCH_GPT_NEOX) /* Pythia: parallel, erf GELU, a quarter of each head */
+            ck_assert(c.parallel_residual && c.gelu_exact && c.rotary_dim == 16 &&
+                      c.rope_theta == 10000 && c.qkv_bias && c.o_bias);
         if (!cases[i].block) continue;
         char *dir = real_shape_dir(cases[i].name, &c);
         const char *args[] = {"info", dir, NULL};
@@ -558,6 +565,14 @@ START_TEST(real_configs_refuse_unsupported_options) {
          "key 'sliding_window' is a JSON string, expected an integer or null"},
         {"gemma-3-270m", "use_bidirectional_attention", "true",
          "use_bidirectional_attention = true is unsupported"},
+        {"pythia-160m", "hidden_act", "\"relu\"", "unsupported hidden_act 'relu'"},
+        {"pythia-160m", "rotary_pct", "0.01", "rotary_pct = 0.01 turns 0 of head_dim 64 columns"},
+        {"pythia-160m", "rotary_pct", "1.5",
+         "key 'rotary_pct' is 1.5, expected a number in (0, 1]"},
+        {"pythia-160m", "use_parallel_residual", "1",
+         "key 'use_parallel_residual' is a JSON integer, expected a boolean"},
+        {"pythia-160m", "rope_scaling", "{\"type\": \"dynamic\", \"factor\": 2.0}",
+         "unsupported rope_scaling type 'dynamic'"},
         /* layer_types that the pattern does not give */
         {"gemma-3-270m", "sliding_window_pattern", "3",
          "layer_types[2] is \"sliding_attention\", expected \"full_attention\""},
