@@ -265,6 +265,13 @@ static int parse_args(int argc, char **argv, sp_init_options *o, const char **ou
         snprintf(expected, sizeof expected, "a divisor of --heads %d", o->cfg.n_head);
         return sp__flag_bad(CMD, "--kv-heads", v, expected);
     }
+    if (!f->gqa && o->cfg.n_kv_head > 0 && o->cfg.n_kv_head != o->cfg.n_head) {
+        char v[32], expected[64];
+        snprintf(v, sizeof v, "%d", o->cfg.n_kv_head);
+        snprintf(expected, sizeof expected, "--heads %d: %s has no grouped-query heads",
+                 o->cfg.n_head, f->model_type);
+        return sp__flag_bad(CMD, "--kv-heads", v, expected);
+    }
     if (o->cfg.d_model % o->cfg.n_head != 0 && !(f->gqa && o->cfg.head_dim > 0)) {
         char v[32], expected[64];
         snprintf(v, sizeof v, "%d", o->cfg.n_head);
