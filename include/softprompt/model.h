@@ -30,8 +30,10 @@ typedef enum sp_arch {
     SP_ARCH_GEMMA3,   /* Gemma3ForCausalLM (gemma3_text): Gemma 2 with q/k norms, local rope */
     SP_ARCH_GPT_NEOX, /* GPTNeoXForCausalLM: LayerNorm, parallel residual, partial rotary,
                        * q/k/v interleaved per head */
+    SP_ARCH_PHI3,     /* Phi3ForCausalLM: Mistral's block with fused qkv_proj and gate_up_proj,
+                       * partial rotary */
 } sp_arch;
-#define SP_N_ARCH (SP_ARCH_GPT_NEOX + 1) /* keep at the last value + 1 */
+#define SP_N_ARCH (SP_ARCH_PHI3 + 1) /* keep at the last value + 1 */
 
 /* config.json's model_type of a family ("gpt2", "llama", "qwen2", "mistral", "qwen3"). */
 const char *sp_arch_model_type(sp_arch a);

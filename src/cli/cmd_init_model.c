@@ -68,11 +68,13 @@ static const shape SHAPES[] = {
     {"gemma-3-1b", SP_ARCH_GEMMA3, 26, 1152, 4, 1, 6912, 262144, 32768, 1, 1000000, 1e-6, 256, 512},
     {"pythia-160m", SP_ARCH_GPT_NEOX, 12, 768, 12, 12, 3072, 50304, 2048, 0, 10000, 1e-5, 0, 0},
     {"pythia-410m", SP_ARCH_GPT_NEOX, 24, 1024, 16, 16, 4096, 50304, 2048, 0, 10000, 1e-5, 0, 0},
+    {"phi-3-mini-4k", SP_ARCH_PHI3, 32, 3072, 32, 32, 8192, 32064, 4096, 0, 10000, 1e-5, 0, 2047},
+    {"phi-4-mini", SP_ARCH_PHI3, 32, 3072, 24, 8, 8192, 200064, 131072, 1, 10000, 1e-5, 0, 262144},
 };
 #define SHAPE_NAMES                                                                                \
     "gpt2, gpt2-medium, distilgpt2, smollm2-135m, smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, "    \
     "llama-3.2-1b, mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b, gemma-3-270m, "              \
-    "gemma-3-1b, pythia-160m or pythia-410m"
+    "gemma-3-1b, pythia-160m, pythia-410m, phi-3-mini-4k or phi-4-mini"
 
 /* What a family's config always sets (Qwen2's q/k/v biases). */
 static void family_options(sp_model_config *c) {
@@ -80,6 +82,7 @@ static void family_options(sp_model_config *c) {
     case SP_ARCH_GPT2:
     case SP_ARCH_LLAMA:
     case SP_ARCH_MISTRAL:
+    case SP_ARCH_PHI3:
     case SP_ARCH_QWEN3:
     case SP_ARCH_GEMMA:
         c->qkv_bias = 0;
@@ -115,6 +118,8 @@ static void apply_shape(const shape *s, sp_model_config *c) {
                            .head_dim = s->head_dim,
                            .sliding_window = s->window};
     family_options(c);
+    if (strcmp(s->name, "phi-4-mini") == 0) /* partial_rotary_factor 0.75 (its longrope: no) */
+        c->rotary_dim = 96;
     if (strcmp(s->name, "llama-3.2-1b") == 0)
         c->rope_scaling = SP_ROPE_LLAMA3, c->rope_factor = 32, c->rope_low_freq_factor = 1,
         c->rope_high_freq_factor = 4, c->rope_original_ctx = 8192;
@@ -162,6 +167,9 @@ static const char *parse_arch(void *args, const char *arg) {
     case SP_ARCH_GPT_NEOX:
         c->tied = 0, c->rope_theta = 10000, c->ln_eps = 1e-5f;
         break;
+    case SP_ARCH_PHI3: /* Phi3Config's defaults (sliding_window none) */
+        c->tied = 0, c->rope_theta = 10000, c->ln_eps = 1e-5f;
+        break;
     }
     return NULL;
 }
@@ -171,11 +179,12 @@ static const sp__flag FLAGS[] = {
                   "gpt2, gpt2-medium, distilgpt2, smollm2-135m,\n"
                   "smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, llama-3.2-1b,\n"
                   "mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b,\n"
-                  "gemma-3-270m, gemma-3-1b, pythia-160m, pythia-410m",
+                  "gemma-3-270m, gemma-3-1b, pythia-160m, pythia-410m,\n"
+                  "phi-3-mini-4k, phi-4-mini",
                   .order = -2),
     SP_OPT_CUSTOM("arch", AT(cfg.arch), "A", parse_arch,
                   "gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2,\n"
-                  "gemma3_text or gpt_neox (default gpt2, or the shape's)",
+                  "gemma3_text, gpt_neox or phi3 (default gpt2, or the\nshape's)",
                   .order = -1),
     SP_OPT_INT("layers", AT(cfg.n_layer), "N", 1, 1024, "transformer blocks (default 12)"),
     SP_OPT_INT("d", AT(cfg.d_model), "N", 1, 65536,
@@ -224,8 +233,8 @@ static const sp__flag_spec SPEC = {
     .about = "Writes a model directory with random weights in Hugging Face's layout\n"
              "(config.json, model.safetensors or shards + index) for tests and benchmarks:\n"
              "GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM,\n"
-             "Qwen3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM or\n"
-             "GPTNeoXForCausalLM.\n"
+             "Qwen3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM,\n"
+             "GPTNeoXForCausalLM or Phi3ForCausalLM.\n"
              "Defaults are GPT-2 124M's shape; --shape starts from another real model's shape,\n"
              "and the other options change it.\n",
     .flags = FLAGS,
@@ -288,10 +297,10 @@ static int parse_args(int argc, char **argv, sp_init_options *o, const char **ou
         o->cfg.d_ff = default_d_ff(f, o->cfg.d_model);
     if (o->cfg.arch == SP_ARCH_GPT_NEOX && !sp__flags_given(argc, argv, "rotary-dim"))
         o->cfg.rotary_dim = o->cfg.d_model / o->cfg.n_head / 4 / 2 * 2; /* rotary_pct 0.25 */
-    if (o->cfg.rotary_dim && o->cfg.arch != SP_ARCH_GPT_NEOX) {
+    if (o->cfg.rotary_dim && o->cfg.arch != SP_ARCH_GPT_NEOX && o->cfg.arch != SP_ARCH_PHI3) {
         char v[32];
         snprintf(v, sizeof v, "%d", o->cfg.rotary_dim);
-        return sp__flag_bad(CMD, "--rotary-dim", v, "only with --arch gpt_neox");
+        return sp__flag_bad(CMD, "--rotary-dim", v, "only with --arch gpt_neox or phi3");
     }
     *out_dir = pos[0];
     return -1;

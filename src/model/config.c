@@ -341,24 +341,30 @@ static int parse_qwen3_options(sp_model_config *c, const reader *r) {
 
 /* ---- GPT-NeoX ------------------------------------------------------------------------------ */
 
-/* rotary_pct (0.25 when absent) of head_dim rotates, int(head_dim * rotary_pct) columns as
- * transformers takes them; the base is rotary_emb_base (10000). */
-static int parse_neox_rotary(sp_model_config *c, const reader *r) {
-    double pct = 0.25, base = 10000;
-    if (get_num(r, r->root, "rotary_pct", 0, 2, &pct) ||
-        get_num(r, r->root, "rotary_emb_base", 0, 1e12, &base) || parse_rope_scaling(c, r))
-        return -1;
-    int hd = c->d_model / c->n_head, rot = (int)(hd * pct);
+/* The rotary columns of each head: int(head_dim * key's fraction) as transformers takes them
+ * (the fraction pct when the key is absent). */
+static int get_rotary_dim(sp_model_config *c, const reader *r, const char *key, double pct) {
+    if (get_num(r, r->root, key, 0, 2, &pct)) return -1;
+    int hd = sp_config_head_dim(c), rot = (int)(hd * pct);
     if (pct > 1)
-        return sp_fail(r->err, "%s: key 'rotary_pct' is %g, expected a number in (0, 1]", r->path,
+        return sp_fail(r->err, "%s: key '%s' is %g, expected a number in (0, 1]", r->path, key,
                        pct);
     if (rot < 2 || rot % 2 != 0)
         return sp_fail(r->err,
-                       "%s: rotary_pct = %g turns %d of head_dim %d columns; rotary embeddings "
-                       "need an even number >= 2",
-                       r->path, pct, rot, hd);
-    c->rotary_dim = rot, c->rope_theta = base;
+                       "%s: %s = %g turns %d of head_dim %d columns; rotary embeddings need an "
+                       "even number >= 2",
+                       r->path, key, pct, rot, hd);
+    c->rotary_dim = rot;
     return 0;
+}
+
+/* rotary_pct (0.25 when absent) of each head rotates; the base is rotary_emb_base (10000). */
+static int parse_neox_rotary(sp_model_config *c, const reader *r) {
+    double base = 10000;
+    if (get_num(r, r->root, "rotary_emb_base", 0, 1e12, &base) || parse_rope_scaling(c, r))
+        return -1;
+    c->rope_theta = base;
+    return get_rotary_dim(c, r, "rotary_pct", 0.25);
 }
 
 /* GPTNeoXConfig: hidden_act gelu (erf) or a tanh GELU, use_parallel_residual (true),
@@ -389,6 +395,15 @@ static int parse_gpt_neox(sp_model_config *c, const reader *r) {
     c->ln_eps = (float)eps;
     c->qkv_bias = c->o_bias = attention_bias;
     return 0;
+}
+
+/* Phi3Config: Mistral's keys (sliding_window, null for none) and partial_rotary_factor (1); no
+ * biases. rope_scaling longrope / su is refused by parse_rope_scaling, naming the type. */
+static int parse_phi3_options(sp_model_config *c, const reader *r) {
+    c->sliding_window = 0;
+    if (get_int(r, sp__family_of(c->arch)->window_key, 0, 1, 1, 1 << 24, &c->sliding_window))
+        return -1;
+    return get_rotary_dim(c, r, "partial_rotary_factor", 1.0);
 }
 
 #define LLAMA_NEEDS                                                                                \
@@ -422,6 +437,9 @@ static int parse_family(sp_model_config *c, reader *r) {
     case SP_ARCH_GEMMA3:
         r->needs = LLAMA_NEEDS;
         return parse_gemma3(c, r);
+    case SP_ARCH_PHI3:
+        r->needs = LLAMA_NEEDS;
+        return parse_llama(c, r) || parse_phi3_options(c, r) ? -1 : 0;
     case SP_ARCH_GPT_NEOX:
         r->needs = "GPT-NeoX configs need num_hidden_layers, hidden_size, intermediate_size, "
                    "num_attention_heads, vocab_size, max_position_embeddings";

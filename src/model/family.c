@@ -324,6 +324,28 @@ static const sp__tensor_desc NEOX_TENSORS[] = {
      NULL, 18},
 };
 #undef N_
+
+/* Phi3ForCausalLM: Llama's rows with q/k/v in one qkv_proj ([q | k | v] rows) and the MLP's gate
+ * and up projections in one gate_up_proj (gate rows first); no biases. HF's state dict order. */
+static const sp__tensor_desc PHI3_TENSORS[] = {
+    {"model.embed_tokens.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS,
+     SP_INIT_NORMAL, "wte", 0},
+    {L_("self_attn.o_proj.weight"), MAT(SP_DIM_D, SP_DIM_QD), SP_ROLE_O_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "o_proj.weight", 1},
+    {L_("self_attn.qkv_proj.weight"), MAT(SP_DIM_QKV, SP_DIM_D), SP_ROLE_QKV_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "qkv_proj.weight", 2},
+    {L_("mlp.gate_up_proj.weight"), MAT(SP_DIM_FF2, SP_DIM_D), SP_ROLE_MLP_GATE_UP_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "gate_up_proj.weight", 3},
+    {L_("mlp.down_proj.weight"), MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_OUT_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "down_proj.weight", 4},
+    {L_("input_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN1_W, SP_ALWAYS, SP_INIT_GAIN,
+     "input_layernorm.weight", 5},
+    {L_("post_attention_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN2_W, SP_ALWAYS, SP_INIT_GAIN,
+     "post_attention_layernorm.weight", 6},
+    {"model.norm.weight", VEC(SP_DIM_D), SP_ROLE_LNF_W, SP_ALWAYS, SP_INIT_GAIN, "ln_f.weight", 7},
+    {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
+     "lm_head", 8},
+};
 #undef L_
 #undef VEC
 #undef MAT
@@ -449,6 +471,24 @@ static const sp__family NEOX = NEOX(SP_BLOCK_PARALLEL, SP_MLP_GELU_ERF);
 static const sp__family NEOX_SEQUENTIAL = NEOX(SP_BLOCK_PRE_NORM, SP_MLP_GELU_ERF);
 static const sp__family NEOX_TANH = NEOX(SP_BLOCK_PARALLEL, SP_MLP_GELU);
 static const sp__family NEOX_SEQUENTIAL_TANH = NEOX(SP_BLOCK_PRE_NORM, SP_MLP_GELU);
+/* Mistral's block (window: sliding_window) with q/k/v and the MLP's gate and up projections
+ * fused; the rotary embedding over partial_rotary_factor of each head (config). */
+static const sp__family PHI3 = {
+    .arch = SP_ARCH_PHI3,
+    .model_type = "phi3",
+    .hf_class = "Phi3ForCausalLM",
+    .ctx_key = "max_position_embeddings",
+    .window_key = "sliding_window",
+    .name_prefix = NULL,
+    .layer_prefix = "model.layers.%d.",
+    .layout = SP_W_OUT_IN,
+    .pos = SP_POS_ROTARY,
+    .qkv = SP_QKV_FUSED,
+    .gqa = 1,
+    LLAMA_NORM_MLP,
+    .qk_norm = SP_QKNORM_NONE,
+    TABLE(PHI3_TENSORS),
+};
 #undef NEOX
 #undef LLAMA_NORM_MLP
 #undef LLAMA_BLOCK
@@ -476,6 +516,8 @@ const sp__family *sp__family_of(sp_arch a) {
         return &GEMMA3;
     case SP_ARCH_GPT_NEOX:
         return &NEOX;
+    case SP_ARCH_PHI3:
+        return &PHI3;
     }
     return &GPT2; /* not reached for a valid enum value */
 }
@@ -490,6 +532,7 @@ const sp__family *sp__family_for(const sp_model_config *c) {
     case SP_ARCH_GEMMA:
     case SP_ARCH_GEMMA2:
     case SP_ARCH_GEMMA3:
+    case SP_ARCH_PHI3:
         return sp__family_of(c->arch);
     case SP_ARCH_GPT_NEOX:
         if (c->parallel_residual) return c->gelu_exact ? &NEOX : &NEOX_TANH;
@@ -552,6 +595,8 @@ int64_t sp__dim_size(const sp_model_config *c, sp__dim d) {
         return (int64_t)sp_config_kv_heads(c) * hd;
     case SP_DIM_FF:
         return c->d_ff;
+    case SP_DIM_FF2:
+        return 2 * (int64_t)c->d_ff;
     case SP_DIM_HD:
         return hd;
     case SP_DIM_VOCAB:
@@ -753,6 +798,8 @@ static slot role_slot(sp_model *m, int layer, sp__role role) {
         return (slot){NULL, &y->mlp_up};
     case SP_ROLE_MLP_UP_B:
         return (slot){&y->mlp_up.b, NULL};
+    case SP_ROLE_MLP_GATE_UP_W: /* the gate half; sp__model_set_tensor sets the up half too */
+        return (slot){NULL, &y->mlp_in};
     case SP_ROLE_MLP_OUT_W:
         return (slot){NULL, &y->mlp_out};
     case SP_ROLE_MLP_OUT_B:
@@ -786,6 +833,12 @@ void sp__model_set_tensor(sp_model *m, int layer, sp__role role, const float *da
     case SP_W_OUT_IN:
         s.lin->out = rows, s.lin->in = cols;
         break;
+    }
+    if (role == SP_ROLE_MLP_GATE_UP_W) { /* [2 F, d]: gate rows, then up rows (nn.Linear) */
+        sp_linear *up = &m->layers[layer].mlp_up;
+        s.lin->out = rows / 2;
+        *up = *s.lin;
+        up->w = data + (size_t)(rows / 2) * (size_t)cols;
     }
 }
 

@@ -88,6 +88,8 @@ typedef enum sp__role {
     SP_ROLE_MLP_IN_W,
     SP_ROLE_MLP_IN_B,
     SP_ROLE_MLP_UP_W,
+    SP_ROLE_MLP_GATE_UP_W, /* gate rows then up rows of one [2 F, d] weight (Phi-3 gate_up_proj):
+                            * mlp_in and mlp_up over its halves */
     SP_ROLE_MLP_UP_B,
     SP_ROLE_MLP_OUT_W,
     SP_ROLE_MLP_OUT_B,
@@ -105,6 +107,7 @@ typedef enum sp__dim {
     SP_DIM_QD,   /* n_head head_dim */
     SP_DIM_KVD,  /* n_kv_head head_dim */
     SP_DIM_FF,   /* d_ff */
+    SP_DIM_FF2,  /* 2 d_ff: a gate and an up projection in one */
     SP_DIM_HD,   /* head_dim */
     SP_DIM_VOCAB,
     SP_DIM_CTX, /* n_ctx */

@@ -312,6 +312,13 @@ static json_t *rope_scaling_json(const sp_model_config *c) {
                      "llama3");
 }
 
+/* rotary_pct for rotary_dim of head_dim: rot / hd rounded up at the 9th decimal (the digits
+ * config.json keeps), so that int(hd * pct), as transformers computes the rotary columns, is
+ * rot (hd < 1e9). */
+static double rotary_pct(int rot, int hd) {
+    return rot == hd ? 1.0 : ceil((double)rot / hd * 1e9) / 1e9;
+}
+
 /* The keys only some of the Llama family's configs have. */
 enum {
     KEY_LLAMA_BIASES = 1,   /* attention_bias, mlp_bias (Llama) */
@@ -321,6 +328,7 @@ enum {
     KEY_GELU = 16,          /* hidden_act, hidden_activation gelu_pytorch_tanh; head_dim (Gemma) */
     KEY_GEMMA2 = 32,        /* soft-capping, query_pre_attn_scalar (Gemma 2) */
     KEY_GEMMA3 = 64,        /* sliding_window_pattern, rope_local_base_freq (Gemma 3) */
+    KEY_PHI3 = 128,         /* partial_rotary_factor, original_max_position_embeddings (Phi-3) */
 };
 
 /* Keys as transformers writes them for LlamaForCausalLM and the families built on it (sorted);
@@ -345,6 +353,11 @@ static json_t *llama_config(const sp_init_options *o, int keys) {
     json_object_set_new(r, "intermediate_size", json_integer(c->d_ff));
     json_object_set_new(r, "max_position_embeddings", json_integer(c->n_ctx));
     if (keys & KEY_LLAMA_BIASES) json_object_set_new(r, "mlp_bias", json_boolean(c->mlp_bias));
+    if (keys & KEY_PHI3) {
+        json_object_set_new(r, "original_max_position_embeddings", json_integer(c->n_ctx));
+        json_object_set_new(r, "partial_rotary_factor",
+                            json_real(rotary_pct(sp_config_rotary_dim(c), sp_config_head_dim(c))));
+    }
     if (keys & KEY_GEMMA2) {
         json_object_set_new(r, "attn_logit_softcapping",
                             c->attn_softcap > 0 ? short_real(c->attn_softcap) : json_null());
@@ -407,13 +420,6 @@ static json_t *gpt2_config(const sp_init_options *o) {
     return r;
 }
 
-/* rotary_pct for rotary_dim of head_dim: rot / hd rounded up at the 9th decimal (the digits
- * config.json keeps), so that int(hd * pct), as transformers computes the rotary columns, is
- * rot (hd < 1e9). */
-static double rotary_pct(int rot, int hd) {
-    return rot == hd ? 1.0 : ceil((double)rot / hd * 1e9) / 1e9;
-}
-
 /* Keys as transformers writes them for GPTNeoXForCausalLM (sorted). */
 static json_t *neox_config(const sp_init_options *o) {
     const sp_model_config *c = &o->cfg;
@@ -466,6 +472,8 @@ static json_t *family_config(const sp_init_options *o) {
                                    KEY_GEMMA3);
     case SP_ARCH_GPT_NEOX:
         return neox_config(o);
+    case SP_ARCH_PHI3:
+        return llama_config(o, KEY_SLIDING_WINDOW | KEY_PHI3);
     }
     return NULL;
 }

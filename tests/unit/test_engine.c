@@ -383,6 +383,31 @@ static void make_neox(test_model *t, int L, int d, int H, int F, int rot, int pa
     t->m.rope_inv_freq = f;
 }
 
+/* make_llama's model as Phi-3: q/k/v through one fused [q | k | v] weight (make_llama's three
+ * are contiguous), the rotary embedding over half of each head, a window of 5. */
+static void make_phi3(test_model *t, int L, int d, int H, int Hkv, int F, uint64_t seed) {
+    make_llama(t, L, d, H, Hkv, F, 37, 24, 0, seed);
+    sp_model_config *c = &t->m.cfg;
+    int hd = sp_config_head_dim(c), rot = hd / 2;
+    c->arch = SP_ARCH_PHI3, c->rotary_dim = rot, c->sliding_window = 5;
+    for (int l = 0; l < L; l++) {
+        sp_layer *y = &t->m.layers[l];
+        y->qkv = lin(y->q.w, NULL, d, (H + 2 * Hkv) * hd, SP_W_OUT_IN);
+        memset(&y->q, 0, sizeof y->q), memset(&y->k, 0, sizeof y->k);
+        memset(&y->v, 0, sizeof y->v);
+    }
+    float *f = (float *)t->m.rope_inv_freq;
+    for (int i = 0; i < rot / 2; i++) f[i] = (float)pow(10000.0, -2.0 * i / rot);
+}
+
+START_TEST(test_fd_phi3) {
+    test_model t;
+    make_phi3(&t, 2, 16, 4, 2, 40, 25);
+    check_model_gradient(&t, 25);
+    free_model(&t);
+}
+END_TEST
+
 START_TEST(test_fd_neox) {
     test_model t;
     make_neox(&t, 2, 16, 2, 48, 4, 1, 1, 23); /* Pythia's block: parallel, erf GELU */
@@ -779,6 +804,9 @@ START_TEST(test_fd_prefix) {
     make_neox(&t, 2, 16, 2, 48, 4, 1, 1, 39);
     check_prefix_gradient(&t, 3, 39);
     free_model(&t);
+    make_phi3(&t, 2, 16, 4, 2, 40, 40);
+    check_prefix_gradient(&t, 3, 40);
+    free_model(&t);
 }
 END_TEST
 
@@ -874,6 +902,9 @@ START_TEST(test_prefix_is_prepended_tokens) {
     free_model(&t);
     make_neox(&t, 3, 16, 4, 40, 2, 1, 1, 47); /* partial rotary, q/k/v interleaved per head */
     check_prefix_is_prepended_tokens(&t, 47);
+    free_model(&t);
+    make_phi3(&t, 3, 16, 4, 2, 40, 48); /* fused q/k/v, half of each head rotating, a window */
+    check_prefix_is_prepended_tokens(&t, 48);
     free_model(&t);
 }
 END_TEST
@@ -1051,6 +1082,7 @@ Suite *engine_suite(void) {
     tcase_add_test(tc, test_fd_gemma2);
     tcase_add_test(tc, test_fd_gemma3);
     tcase_add_test(tc, test_fd_neox);
+    tcase_add_test(tc, test_fd_phi3);
     tcase_add_test(tc, test_fd_prefix);
     suite_add_tcase(s, tc);
     TCase *inv = tcase_create("invariants");

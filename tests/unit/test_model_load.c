@@ -511,6 +511,7 @@ START_TEST(real_configs) {
         {"qwen3-0.6b", 596049920, 0, 128, 1,
          "RMSNorm (eps 1e-06), rotary theta 1e+06, per-head q/k norms, SwiGLU MLP"},
         {"pythia-410m", 405334016, 0, 64, 0, NULL},
+        {"phi-3-mini-4k", 3821079552, 2047, 96, 0, NULL},
         {"pythia-160m", 162322944, 0, 64, 0,
          "LayerNorm (eps 1e-05), rotary theta 10000 on 16 of 64 columns per head, GELU (erf) "
          "MLP, q/k/v biases, output projection bias, MLP biases"},
@@ -549,6 +550,27 @@ START_TEST(real_configs) {
 }
 END_TEST
 
+/* Phi-4-mini's config is refused for its longrope scaling (above); with rope_scaling null it is
+ * its real shape: partial_rotary_factor 0.75 of head_dim 128, 8 key/value heads, tied, a window
+ * of 262144. */
+START_TEST(real_config_phi4_mini_without_longrope) {
+    char src[512], *path = tu_path(tu_dir, "config.json");
+    snprintf(src, sizeof src, "%s/phi-4-mini.json", REAL_CONFIGS);
+    json_t *root = json_load_file(src, 0, NULL);
+    ck_assert_ptr_nonnull(root);
+    json_object_set_new(root, "rope_scaling", json_null());
+    ck_assert_int_eq(json_dump_file(root, path, 0), 0);
+    json_decref(root);
+    sp_model_config c;
+    sp_error err = {0};
+    ck_assert_msg(sp__config_load(&c, path, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(sp__family_param_count(&c), 3836021760);
+    ck_assert(c.rotary_dim == 96 && sp_config_head_dim(&c) == 128 && c.n_kv_head == 8 && c.tied &&
+              c.sliding_window == 262144);
+    free(path);
+}
+END_TEST
+
 /* Options of the published configs' families that the engine does not implement are refused,
  * by name, rather than ignored. */
 START_TEST(real_configs_refuse_unsupported_options) {
@@ -566,6 +588,14 @@ START_TEST(real_configs_refuse_unsupported_options) {
         {"gemma-3-270m", "use_bidirectional_attention", "true",
          "use_bidirectional_attention = true is unsupported"},
         {"pythia-160m", "hidden_act", "\"relu\"", "unsupported hidden_act 'relu'"},
+        {"phi-4-mini", "rope_scaling",
+         "{\"type\": \"longrope\", \"long_factor\": [1.0], \"short_factor\": [1.0]}",
+         "unsupported rope_scaling type 'longrope'"},
+        {"phi-3-mini-4k", "rope_scaling", "{\"type\": \"su\", \"long_factor\": [1.0]}",
+         "unsupported rope_scaling type 'su'"},
+        {"phi-3-mini-4k", "partial_rotary_factor", "0.01",
+         "partial_rotary_factor = 0.01 turns 0 of head_dim 96 columns"},
+        {"phi-3-mini-4k", "hidden_act", "\"gelu\"", "unsupported hidden_act 'gelu'"},
         {"pythia-160m", "rotary_pct", "0.01", "rotary_pct = 0.01 turns 0 of head_dim 64 columns"},
         {"pythia-160m", "rotary_pct", "1.5",
          "key 'rotary_pct' is 1.5, expected a number in (0, 1]"},
@@ -910,6 +940,7 @@ int main(void) {
     tcase_add_test(tc, random_header_mutations_never_crash);
     tcase_add_test(tc, real_configs);
     tcase_add_test(tc, real_configs_refuse_unsupported_options);
+    tcase_add_test(tc, real_config_phi4_mini_without_longrope);
     suite_add_tcase(s, tc);
 
     TCase *bad = tcase_create("broken directories");
