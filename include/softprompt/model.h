@@ -32,8 +32,10 @@ typedef enum sp_arch {
                        * q/k/v interleaved per head */
     SP_ARCH_PHI3,     /* Phi3ForCausalLM: Mistral's block with fused qkv_proj and gate_up_proj,
                        * partial rotary */
+    SP_ARCH_OPT,      /* OPTForCausalLM: GPT-2's block with separate q/k/v, ReLU, positions
+                       * offset by 2 */
 } sp_arch;
-#define SP_N_ARCH (SP_ARCH_PHI3 + 1) /* keep at the last value + 1 */
+#define SP_N_ARCH (SP_ARCH_OPT + 1) /* keep at the last value + 1 */
 
 /* config.json's model_type of a family ("gpt2", "llama", "qwen2", "mistral", "qwen3"). */
 const char *sp_arch_model_type(sp_arch a);

@@ -138,6 +138,8 @@ static const char *mlp_name(sp__mlp_kind k) {
         return "GeGLU (tanh) MLP";
     case SP_MLP_GELU_ERF:
         return "GELU (erf) MLP";
+    case SP_MLP_RELU:
+        return "ReLU MLP";
     }
     return "?";
 }

@@ -49,6 +49,14 @@ void sp__gelu_erf_backward(float *dx, const float *dout, const float *restrict x
     }
 }
 
+void sp__relu_forward(float *restrict out, const float *restrict x, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void sp__relu_backward(float *dx, const float *dout, const float *restrict x, size_t n) {
+    for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dout[i] : 0.0f;
+}
+
 void sp__geglu_forward(float *restrict act, float *restrict t, const float *restrict gate,
                        const float *restrict up, size_t n) {
     for (size_t i = 0; i < n; i++) {

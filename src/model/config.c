@@ -406,6 +406,38 @@ static int parse_phi3_options(sp_model_config *c, const reader *r) {
     return get_rotary_dim(c, r, "partial_rotary_factor", 1.0);
 }
 
+/* ---- OPT --------------------------------------------------------------------------------- */
+
+/* OPTConfig's keys: activation_function relu; enable_bias (true) on every linear; the head tied
+ * unless tie_word_embeddings is false. Not implemented, refused by name: the post-norm blocks of
+ * do_layer_norm_before false (opt-350m), project_in/out (word_embed_proj_dim != hidden_size), no
+ * final norm (_remove_final_layer_norm), norms without gains (layer_norm_elementwise_affine). */
+static int parse_opt(sp_model_config *c, const reader *r) {
+    int bias = 1, wed = 0;
+    if (check_string(r, "activation_function", "relu") ||
+        get_int(r, "num_hidden_layers", 1, 0, 1, 1024, &c->n_layer) ||
+        get_int(r, "hidden_size", 1, 0, 1, 65536, &c->d_model) ||
+        get_int(r, "ffn_dim", 1, 0, 1, 1 << 20, &c->d_ff) ||
+        get_int(r, "num_attention_heads", 1, 0, 1, 65536, &c->n_head) ||
+        get_int(r, "vocab_size", 1, 0, 1, 1 << 24, &c->vocab_size) ||
+        get_int(r, sp__family_of(c->arch)->ctx_key, 1, 0, 1, 1 << 24, &c->n_ctx) ||
+        get_int(r, "word_embed_proj_dim", 0, 1, 1, 65536, &wed) ||
+        check_bool(r, "do_layer_norm_before", 1) || check_bool(r, "_remove_final_layer_norm", 0) ||
+        check_bool(r, "layer_norm_elementwise_affine", 1) || get_bool(r, "enable_bias", &bias))
+        return -1;
+    if (c->d_model % c->n_head != 0)
+        return sp_fail(r->err, "%s: hidden_size = %d is not divisible by num_attention_heads = %d",
+                       r->path, c->d_model, c->n_head);
+    if (wed && wed != c->d_model)
+        return sp_fail(r->err,
+                       "%s: word_embed_proj_dim = %d differs from hidden_size = %d: project_in / "
+                       "project_out are unsupported",
+                       r->path, wed, c->d_model);
+    c->qkv_bias = c->o_bias = c->mlp_bias = bias;
+    c->ln_eps = 1e-5f, c->tied = 1;
+    return get_bool(r, "tie_word_embeddings", &c->tied);
+}
+
 #define LLAMA_NEEDS                                                                                \
     "Llama-family configs need num_hidden_layers, hidden_size, intermediate_size, "                \
     "num_attention_heads, vocab_size, max_position_embeddings"
@@ -440,6 +472,10 @@ static int parse_family(sp_model_config *c, reader *r) {
     case SP_ARCH_PHI3:
         r->needs = LLAMA_NEEDS;
         return parse_llama(c, r) || parse_phi3_options(c, r) ? -1 : 0;
+    case SP_ARCH_OPT:
+        r->needs = "OPT configs need num_hidden_layers, hidden_size, ffn_dim, num_attention_heads, "
+                   "vocab_size, max_position_embeddings";
+        return parse_opt(c, r);
     case SP_ARCH_GPT_NEOX:
         r->needs = "GPT-NeoX configs need num_hidden_layers, hidden_size, intermediate_size, "
                    "num_attention_heads, vocab_size, max_position_embeddings";

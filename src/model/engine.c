@@ -397,6 +397,10 @@ static void mlp_act_forward(const sp_worker *w, const sp_layer *p, const sp__lay
         sp__linear_fwd(a->fc, z->F, a->ln2, z->d, &p->mlp_in, n);
         sp__gelu_erf_forward(act, a->fc_aux, a->fc, nf); /* Phi(x) saved */
         return;
+    case SP_MLP_RELU:
+        sp__linear_fwd(a->fc, z->F, a->ln2, z->d, &p->mlp_in, n);
+        sp__relu_forward(act, a->fc, nf);
+        return;
     case SP_MLP_SWIGLU:
         sp__linear_fwd(a->fc, z->F, a->ln2, z->d, &p->mlp_in, n); /* gate */
         sp__linear_fwd(a->up, z->F, a->ln2, z->d, &p->mlp_up, n);
@@ -423,6 +427,10 @@ static void mlp_act_backward(const sp_worker *w, const sp_layer *p, const sp__la
         return;
     case SP_MLP_GELU_ERF:
         sp__gelu_erf_backward(dact, dact, a->fc, a->fc_aux, nf);
+        sp__linear_bwd(dln2, z->d, dact, z->F, &p->mlp_in, n, 0);
+        return;
+    case SP_MLP_RELU:
+        sp__relu_backward(dact, dact, a->fc, nf);
         sp__linear_bwd(dln2, z->d, dact, z->F, &p->mlp_in, n, 0);
         return;
     case SP_MLP_SWIGLU:

@@ -346,6 +346,57 @@ static const sp__tensor_desc PHI3_TENSORS[] = {
     {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
      "lm_head", 8},
 };
+
+/* OPTForCausalLM: GPT-2's block with nn.Linear q/k/v/out_proj, fc1/fc2 and ReLU; the position
+ * table has 2 rows before position 0 (OPTLearnedPositionalEmbedding's offset); biases with
+ * enable_bias (true); the head tied to embed_tokens. Names with or without the "model." prefix
+ * (older checkpoints: "decoder.*"). HF's state dict order. */
+#define O_(name) "decoder.layers.%d." name
+static const sp__tensor_desc OPT_TENSORS[] = {
+    {"decoder.embed_tokens.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS,
+     SP_INIT_NORMAL, "wte", 0},
+    {"decoder.embed_positions.weight", MAT(SP_DIM_CTX_OFFSET, SP_DIM_D), SP_ROLE_WPE, SP_ALWAYS,
+     SP_INIT_NORMAL, "wpe", 1},
+    {"decoder.final_layer_norm.weight", VEC(SP_DIM_D), SP_ROLE_LNF_W, SP_ALWAYS, SP_INIT_GAIN,
+     "ln_f.weight", 2},
+    {"decoder.final_layer_norm.bias", VEC(SP_DIM_D), SP_ROLE_LNF_B, SP_ALWAYS, SP_INIT_BIAS,
+     "ln_f.bias", 3},
+    {O_("self_attn.k_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_K_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "k_proj.weight", 4},
+    {O_("self_attn.k_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_K_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "k_proj.bias", 5},
+    {O_("self_attn.v_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_V_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "v_proj.weight", 6},
+    {O_("self_attn.v_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_V_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "v_proj.bias", 7},
+    {O_("self_attn.q_proj.weight"), MAT(SP_DIM_QD, SP_DIM_D), SP_ROLE_Q_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "q_proj.weight", 8},
+    {O_("self_attn.q_proj.bias"), VEC(SP_DIM_QD), SP_ROLE_Q_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "q_proj.bias", 9},
+    {O_("self_attn.out_proj.weight"), MAT(SP_DIM_D, SP_DIM_QD), SP_ROLE_O_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "out_proj.weight", 10},
+    {O_("self_attn.out_proj.bias"), VEC(SP_DIM_D), SP_ROLE_O_B, SP_IF_O_BIAS, SP_INIT_BIAS,
+     "out_proj.bias", 11},
+    {O_("self_attn_layer_norm.weight"), VEC(SP_DIM_D), SP_ROLE_LN1_W, SP_ALWAYS, SP_INIT_GAIN,
+     "self_attn_layer_norm.weight", 12},
+    {O_("self_attn_layer_norm.bias"), VEC(SP_DIM_D), SP_ROLE_LN1_B, SP_ALWAYS, SP_INIT_BIAS,
+     "self_attn_layer_norm.bias", 13},
+    {O_("fc1.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_IN_W, SP_ALWAYS, SP_INIT_NORMAL,
+     "fc1.weight", 14},
+    {O_("fc1.bias"), VEC(SP_DIM_FF), SP_ROLE_MLP_IN_B, SP_IF_MLP_BIAS, SP_INIT_BIAS, "fc1.bias",
+     15},
+    {O_("fc2.weight"), MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_OUT_W, SP_ALWAYS, SP_INIT_NORMAL,
+     "fc2.weight", 16},
+    {O_("fc2.bias"), VEC(SP_DIM_D), SP_ROLE_MLP_OUT_B, SP_IF_MLP_BIAS, SP_INIT_BIAS, "fc2.bias",
+     17},
+    {O_("final_layer_norm.weight"), VEC(SP_DIM_D), SP_ROLE_LN2_W, SP_ALWAYS, SP_INIT_GAIN,
+     "final_layer_norm.weight", 18},
+    {O_("final_layer_norm.bias"), VEC(SP_DIM_D), SP_ROLE_LN2_B, SP_ALWAYS, SP_INIT_BIAS,
+     "final_layer_norm.bias", 19},
+    {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
+     "lm_head", 20},
+};
+#undef O_
 #undef L_
 #undef VEC
 #undef MAT
@@ -489,6 +540,25 @@ static const sp__family PHI3 = {
     .qk_norm = SP_QKNORM_NONE,
     TABLE(PHI3_TENSORS),
 };
+static const sp__family OPT = {
+    .arch = SP_ARCH_OPT,
+    .model_type = "opt",
+    .hf_class = "OPTForCausalLM",
+    .ctx_key = "max_position_embeddings",
+    .name_prefix = "model.",
+    .layer_prefix = "decoder.layers.%d.",
+    .layout = SP_W_OUT_IN,
+    .norm = SP_NORM_LAYERNORM,
+    .block = SP_BLOCK_PRE_NORM,
+    .embed = SP_EMBED_PLAIN,
+    .pos = SP_POS_LEARNED,
+    .pos_offset = 2,
+    .qkv = SP_QKV_SEPARATE,
+    .qk_norm = SP_QKNORM_NONE,
+    .mlp = SP_MLP_RELU,
+    .gqa = 0,
+    TABLE(OPT_TENSORS),
+};
 #undef NEOX
 #undef LLAMA_NORM_MLP
 #undef LLAMA_BLOCK
@@ -518,6 +588,8 @@ const sp__family *sp__family_of(sp_arch a) {
         return &NEOX;
     case SP_ARCH_PHI3:
         return &PHI3;
+    case SP_ARCH_OPT:
+        return &OPT;
     }
     return &GPT2; /* not reached for a valid enum value */
 }
@@ -533,6 +605,7 @@ const sp__family *sp__family_for(const sp_model_config *c) {
     case SP_ARCH_GEMMA2:
     case SP_ARCH_GEMMA3:
     case SP_ARCH_PHI3:
+    case SP_ARCH_OPT:
         return sp__family_of(c->arch);
     case SP_ARCH_GPT_NEOX:
         if (c->parallel_residual) return c->gelu_exact ? &NEOX : &NEOX_TANH;
@@ -603,6 +676,8 @@ int64_t sp__dim_size(const sp_model_config *c, sp__dim d) {
         return c->vocab_size;
     case SP_DIM_CTX:
         return c->n_ctx;
+    case SP_DIM_CTX_OFFSET:
+        return c->n_ctx + (int64_t)sp__family_of(c->arch)->pos_offset;
     }
     return 0;
 }
@@ -820,6 +895,8 @@ void sp__model_set_tensor(sp_model *m, int layer, sp__role role, const float *da
                           const int64_t shape[2]) {
     slot s = role_slot(m, layer, role);
     if (s.f) *s.f = data;
+    if (role == SP_ROLE_WPE) /* position 0 is the table's row pos_offset (OPT: 2) */
+        m->wpe = data + (size_t)sp__family_of(m->cfg.arch)->pos_offset * (size_t)shape[1];
     if (!s.lin || ndim != 2) return;
     sp_wlayout layout = role == SP_ROLE_LM_HEAD ? SP_W_OUT_IN : sp__family_of(m->cfg.arch)->layout;
     int rows = (int)shape[0], cols = (int)shape[1];
@@ -844,6 +921,8 @@ void sp__model_set_tensor(sp_model *m, int layer, sp__role role, const float *da
 
 const float *sp__model_tensor(const sp_model *m, int layer, sp__role role) {
     slot s = role_slot((sp_model *)m, layer, role);
+    if (role == SP_ROLE_WPE && m->wpe) /* the whole table, its rows before position 0 too */
+        return m->wpe - (size_t)sp__family_of(m->cfg.arch)->pos_offset * (size_t)m->cfg.d_model;
     if (s.f) return *s.f;
     if (!s.lin) return NULL;
     switch (s.lin->store) {

@@ -61,6 +61,7 @@ typedef enum sp__mlp_kind {
     SP_MLP_SWIGLU,   /* out(silu(in(x)) * up(x)) */
     SP_MLP_GEGLU,    /* out(gelu_tanh(in(x)) * up(x)) (Gemma) */
     SP_MLP_GELU_ERF, /* out(gelu(in(x))) with the exact (erf) GELU (GPT-NeoX hidden_act "gelu") */
+    SP_MLP_RELU,     /* out(relu(in(x))) (OPT) */
 } sp__mlp_kind;
 
 /* Where a tensor goes in sp_model / sp_layer. */
@@ -110,7 +111,9 @@ typedef enum sp__dim {
     SP_DIM_FF2,  /* 2 d_ff: a gate and an up projection in one */
     SP_DIM_HD,   /* head_dim */
     SP_DIM_VOCAB,
-    SP_DIM_CTX, /* n_ctx */
+    SP_DIM_CTX,        /* n_ctx */
+    SP_DIM_CTX_OFFSET, /* n_ctx + the family's pos_offset: a position table with unused first rows
+                        */
 } sp__dim;
 
 /* When a tensor exists. */
@@ -162,6 +165,7 @@ typedef struct sp__family {
     sp__mlp_kind mlp;
     int gqa; /* num_key_value_heads and head_dim come from the config (else n_head, d / n_head) */
     const char *window_key; /* config.json's key of an attention window (NULL: none) */
+    int pos_offset;         /* rows of the learned position table before position 0 (OPT: 2) */
     const sp__tensor_desc *tensors;
     int n_tensors;
 } sp__family;

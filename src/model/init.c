@@ -451,6 +451,38 @@ static json_t *neox_config(const sp_init_options *o) {
     return r;
 }
 
+/* Keys as transformers writes them for OPTForCausalLM (sorted). */
+static json_t *opt_config(const sp_init_options *o) {
+    const sp_model_config *c = &o->cfg;
+    json_t *r = json_object();
+    json_object_set_new(r, "_remove_final_layer_norm", json_false());
+    json_object_set_new(r, "activation_dropout", json_real(0.0));
+    json_object_set_new(r, "activation_function", json_string("relu"));
+    json_object_set_new(r, "architectures", json_pack("[s]", sp__family_of(c->arch)->hf_class));
+    json_object_set_new(r, "attention_dropout", json_real(0.0));
+    json_object_set_new(r, "bos_token_id", json_integer(c->vocab_size > 2 ? 2 : 0));
+    json_object_set_new(r, "do_layer_norm_before", json_true());
+    json_object_set_new(r, "dropout", short_real(0.1f));
+    json_object_set_new(r, "enable_bias", json_boolean(c->qkv_bias));
+    json_object_set_new(r, "eos_token_id", json_integer(c->vocab_size > 2 ? 2 : 0));
+    json_object_set_new(r, "ffn_dim", json_integer(c->d_ff));
+    json_object_set_new(r, "hidden_size", json_integer(c->d_model));
+    json_object_set_new(r, "init_std", short_real(o->std));
+    json_object_set_new(r, "layer_norm_elementwise_affine", json_true());
+    json_object_set_new(r, "layerdrop", json_real(0.0));
+    json_object_set_new(r, "max_position_embeddings", json_integer(c->n_ctx));
+    json_object_set_new(r, "model_type", json_string(sp_arch_model_type(c->arch)));
+    json_object_set_new(r, "num_attention_heads", json_integer(c->n_head));
+    json_object_set_new(r, "num_hidden_layers", json_integer(c->n_layer));
+    json_object_set_new(r, "pad_token_id", json_integer(c->vocab_size > 1 ? 1 : 0));
+    json_object_set_new(r, "tie_word_embeddings", json_boolean(c->tied));
+    json_object_set_new(r, "torch_dtype", json_string(torch_dtype(o->dtype)));
+    json_object_set_new(r, "use_cache", json_true());
+    json_object_set_new(r, "vocab_size", json_integer(c->vocab_size));
+    json_object_set_new(r, "word_embed_proj_dim", json_integer(c->d_model));
+    return r;
+}
+
 static json_t *family_config(const sp_init_options *o) {
     switch (o->cfg.arch) {
     case SP_ARCH_GPT2:
@@ -474,6 +506,8 @@ static json_t *family_config(const sp_init_options *o) {
         return neox_config(o);
     case SP_ARCH_PHI3:
         return llama_config(o, KEY_SLIDING_WINDOW | KEY_PHI3);
+    case SP_ARCH_OPT:
+        return opt_config(o);
     }
     return NULL;
 }

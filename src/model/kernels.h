@@ -72,6 +72,9 @@ void sp__gelu_backward(float *dx, const float *dout, const float *x, const float
 /* The exact GELU (torch's gelu, HF's "gelu"): out = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2
  * saved in cdf; backward: dx = dout (Phi(x) + x phi(x)). dx may alias dout. */
 void sp__gelu_erf_forward(float *out, float *cdf, const float *x, size_t n);
+/* ReLU (OPT): out = max(x, 0); backward dx = dout where x > 0, else 0 (dx may alias dout). */
+void sp__relu_forward(float *out, const float *x, size_t n);
+void sp__relu_backward(float *dx, const float *dout, const float *x, size_t n);
 void sp__gelu_erf_backward(float *dx, const float *dout, const float *x, const float *cdf,
                            size_t n);
 

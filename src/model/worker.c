@@ -28,6 +28,7 @@ typedef enum act_width {
     W_QKV,
     W_FF,
     W_GATED_FF, /* F for a gated MLP (the second input projection), else 0 */
+    W_AUX_FF,   /* F when the activation saves a value for backward (not ReLU), else 0 */
     W_HEADS,    /* H */
     W_STATS,    /* 2: a norm's mean and rstd */
     W_VOCAB,
@@ -62,7 +63,7 @@ static const act_desc ACTS[SP_N_ACT] = {
     [SP_ACT_LN2] = {"ln2", ROWS_LAYER_TOKENS, W_D, 0},
     [SP_ACT_LN2_STATS] = {"ln2 stats", ROWS_LAYER_TOKENS, W_STATS, 0},
     [SP_ACT_FC] = {"fc", ROWS_LAYER_TOKENS, W_FF, 0},
-    [SP_ACT_FC_AUX] = {"fc aux", ROWS_LAYER_TOKENS, W_FF, 0},
+    [SP_ACT_FC_AUX] = {"fc aux", ROWS_LAYER_TOKENS, W_AUX_FF, 0},
     [SP_ACT_UP] = {"up", ROWS_LAYER_TOKENS, W_GATED_FF, 0},
     [SP_ACT_MO] = {"mlp out", ROWS_LAYER_TOKENS, W_SANDWICH_D, 0},
     [SP_ACT_MO_STATS] = {"mlp out stats", ROWS_LAYER_TOKENS, W_SANDWICH_STATS, 0},
@@ -111,10 +112,25 @@ static size_t gated_ff(const sp__family *f, const sp__dims *z) {
     switch (f->mlp) {
     case SP_MLP_GELU:
     case SP_MLP_GELU_ERF:
+    case SP_MLP_RELU:
         return 0;
     case SP_MLP_SWIGLU:
     case SP_MLP_GEGLU:
         return (size_t)z->F;
+    }
+    return 0;
+}
+
+/* F when the MLP's activation keeps a value beside its input (tanh, Phi, sigmoid), else 0. */
+static size_t aux_ff(const sp__family *f, const sp__dims *z) {
+    switch (f->mlp) {
+    case SP_MLP_GELU:
+    case SP_MLP_GELU_ERF:
+    case SP_MLP_SWIGLU:
+    case SP_MLP_GEGLU:
+        return (size_t)z->F;
+    case SP_MLP_RELU:
+        return 0;
     }
     return 0;
 }
@@ -178,6 +194,8 @@ static size_t width_of(const sp__family *f, const sp__dims *z, act_width w) {
         return (size_t)z->F;
     case W_GATED_FF:
         return gated_ff(f, z);
+    case W_AUX_FF:
+        return aux_ff(f, z);
     case W_HEADS:
         return (size_t)z->hs.n_head;
     case W_STATS:
@@ -338,7 +356,7 @@ static sp__layer_acts layer_acts(const sp_worker *w, int l) {
         .ln2_mean = b[SP_ACT_LN2_STATS] + 2 * at,
         .ln2_rstd = b[SP_ACT_LN2_STATS] + 2 * at + N,
         .fc = b[SP_ACT_FC] + at * F,
-        .fc_aux = b[SP_ACT_FC_AUX] + at * F,
+        .fc_aux = b[SP_ACT_FC_AUX] ? b[SP_ACT_FC_AUX] + at * F : NULL,
         .up = b[SP_ACT_UP] ? b[SP_ACT_UP] + at * F : NULL,
         .mo = b[SP_ACT_MO] ? b[SP_ACT_MO] + at * d : NULL,
         .mo_mean = b[SP_ACT_MO_STATS] ? b[SP_ACT_MO_STATS] + 2 * at : NULL,

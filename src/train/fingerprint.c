@@ -59,6 +59,9 @@ static void hash_family(sp__h64 *h, const sp_model *m) {
         hash_floats(h, "rope_inv_freq_local", m->rope_inv_freq_local,
                     (size_t)sp_config_head_dim(c) / 2);
         return;
+    case SP_ARCH_OPT: /* the position table is a row of its table */
+        sp__h64_str(h, "opt");
+        return;
     case SP_ARCH_PHI3:
         sp__h64_str(h, "phi3");
         sp__h64_i64(h, c->sliding_window);
@@ -77,6 +80,7 @@ static void hash_rotary(sp__h64 *h, const sp_model *m) {
     const sp_model_config *c = &m->cfg;
     switch (c->arch) {
     case SP_ARCH_GPT2:
+    case SP_ARCH_OPT:
         return;
     case SP_ARCH_LLAMA:
     case SP_ARCH_QWEN2:

@@ -512,6 +512,7 @@ START_TEST(real_configs) {
          "RMSNorm (eps 1e-06), rotary theta 1e+06, per-head q/k norms, SwiGLU MLP"},
         {"pythia-410m", 405334016, 0, 64, 0, NULL},
         {"phi-3-mini-4k", 3821079552, 2047, 96, 0, NULL},
+        {"opt-125m", 125239296, 0, 64, 1, "LayerNorm (eps 1e-05), learned positions, ReLU MLP"},
         {"pythia-160m", 162322944, 0, 64, 0,
          "LayerNorm (eps 1e-05), rotary theta 10000 on 16 of 64 columns per head, GELU (erf) "
          "MLP, q/k/v biases, output projection bias, MLP biases"},
@@ -596,6 +597,13 @@ START_TEST(real_configs_refuse_unsupported_options) {
         {"phi-3-mini-4k", "partial_rotary_factor", "0.01",
          "partial_rotary_factor = 0.01 turns 0 of head_dim 96 columns"},
         {"phi-3-mini-4k", "hidden_act", "\"gelu\"", "unsupported hidden_act 'gelu'"},
+        {"opt-350m", "dropout", "0.1", "do_layer_norm_before = false is unsupported"},
+        {"opt-350m", "do_layer_norm_before", "true",
+         "word_embed_proj_dim = 512 differs from hidden_size = 1024: project_in / project_out "
+         "are unsupported"},
+        {"opt-125m", "_remove_final_layer_norm", "true",
+         "_remove_final_layer_norm = true is unsupported"},
+        {"opt-125m", "activation_function", "\"gelu\"", "unsupported activation_function 'gelu'"},
         {"pythia-160m", "rotary_pct", "0.01", "rotary_pct = 0.01 turns 0 of head_dim 64 columns"},
         {"pythia-160m", "rotary_pct", "1.5",
          "key 'rotary_pct' is 1.5, expected a number in (0, 1]"},
