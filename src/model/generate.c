@@ -95,7 +95,7 @@ static const char *unsupported(const sp_model *m) {
         return "attention and MLP in parallel (use_parallel_residual)";
     }
     if (sp_config_rotary_dim(c) != sp_config_head_dim(c))
-        return "rotary embeddings over part of each head (rotary_pct)";
+        return "rotary embeddings over part of each head (rotary_pct, partial_rotary_factor)";
     switch (f->embed) {
     case SP_EMBED_PLAIN:
         break;

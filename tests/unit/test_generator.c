@@ -45,7 +45,11 @@ static void load(sp_model *m, sp_arch a, uint64_t seed) {
                               .ln_eps = 1e-5f,
                               .tied = a == SP_ARCH_GPT2,
                               .rope_theta = 10000};
-    if (a != SP_ARCH_GPT2) o.cfg.n_kv_head = 2, o.cfg.head_dim = 8; /* grouped-query heads */
+    if (a != SP_ARCH_GPT2 && a != SP_ARCH_OPT && a != SP_ARCH_GPT_NEOX)
+        o.cfg.n_kv_head = 2, o.cfg.head_dim = 8; /* grouped-query heads */
+    if (a == SP_ARCH_OPT) o.cfg.qkv_bias = o.cfg.o_bias = o.cfg.mlp_bias = 1;
+    if (a == SP_ARCH_GPT_NEOX) /* Pythia's block */
+        o.cfg.parallel_residual = o.cfg.gelu_exact = 1, o.cfg.rotary_dim = 2;
     o.seed = seed, o.random_norms = 1, o.std = 0.3f;
     char name[32];
     snprintf(name, sizeof name, "%s-%llu", sp_arch_model_type(a), (unsigned long long)seed);
@@ -219,6 +223,13 @@ END_TEST
 
 START_TEST(cache_matches_recompute_llama_gqa) {
     check_arch(SP_ARCH_LLAMA);
+}
+END_TEST
+
+/* Phi-3 (fused q/k/v, gate_up_proj's halves) and OPT (positions from the table's row 2). */
+START_TEST(cache_matches_recompute_phi3_opt) {
+    check_arch(SP_ARCH_PHI3);
+    check_arch(SP_ARCH_OPT);
 }
 END_TEST
 
@@ -605,7 +616,10 @@ START_TEST(families_generation_does_not_run_are_refused) {
                  {SP_ARCH_MISTRAL, NULL}, /* no window in init-model's default config */
                  {SP_ARCH_QWEN3, "per-head q/k norms"},
                  {SP_ARCH_GEMMA, "sqrt(hidden_size)"},
-                 {SP_ARCH_GEMMA2, "sandwich"}};
+                 {SP_ARCH_GEMMA2, "sandwich"},
+                 {SP_ARCH_GPT_NEOX, "in parallel"},
+                 {SP_ARCH_PHI3, NULL},
+                 {SP_ARCH_OPT, NULL}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         sp_model m;
         load(&m, cases[i].arch, 5);
@@ -651,6 +665,7 @@ END_TEST
 int main(void) {
     const TTest *tests[] = {cache_matches_recompute_gpt2,
                             cache_matches_recompute_llama_gqa,
+                            cache_matches_recompute_phi3_opt,
                             kv_prefix_as_first_cache_rows,
                             generator_greedy_matches_driver,
                             generator_eos_and_stop_strings,
