@@ -34,8 +34,10 @@ typedef enum sp_arch {
                        * partial rotary */
     SP_ARCH_OPT,      /* OPTForCausalLM: GPT-2's block with separate q/k/v, ReLU, positions
                        * offset by 2 */
+    SP_ARCH_PHI,      /* PhiForCausalLM (Phi-2): attention and MLP in parallel off one LayerNorm,
+                       * partial rotary, biases everywhere, a head with a bias */
 } sp_arch;
-#define SP_N_ARCH (SP_ARCH_OPT + 1) /* keep at the last value + 1 */
+#define SP_N_ARCH (SP_ARCH_PHI + 1) /* keep at the last value + 1 */
 
 /* config.json's model_type of a family ("gpt2", "llama", "qwen2", "mistral", "qwen3"). */
 const char *sp_arch_model_type(sp_arch a);

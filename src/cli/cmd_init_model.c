@@ -69,13 +69,14 @@ static const shape SHAPES[] = {
     {"pythia-160m", SP_ARCH_GPT_NEOX, 12, 768, 12, 12, 3072, 50304, 2048, 0, 10000, 1e-5, 0, 0},
     {"pythia-410m", SP_ARCH_GPT_NEOX, 24, 1024, 16, 16, 4096, 50304, 2048, 0, 10000, 1e-5, 0, 0},
     {"phi-3-mini-4k", SP_ARCH_PHI3, 32, 3072, 32, 32, 8192, 32064, 4096, 0, 10000, 1e-5, 0, 2047},
+    {"phi-2", SP_ARCH_PHI, 32, 2560, 32, 32, 10240, 51200, 2048, 0, 10000, 1e-5, 0, 0},
     {"opt-125m", SP_ARCH_OPT, 12, 768, 12, 12, 3072, 50272, 2048, 1, 0, 1e-5, 0, 0},
     {"phi-4-mini", SP_ARCH_PHI3, 32, 3072, 24, 8, 8192, 200064, 131072, 1, 10000, 1e-5, 0, 262144},
 };
 #define SHAPE_NAMES                                                                                \
     "gpt2, gpt2-medium, distilgpt2, smollm2-135m, smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, "    \
     "llama-3.2-1b, mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b, gemma-3-270m, "              \
-    "gemma-3-1b, pythia-160m, pythia-410m, phi-3-mini-4k, opt-125m or phi-4-mini"
+    "gemma-3-1b, pythia-160m, pythia-410m, phi-3-mini-4k, phi-2, opt-125m or phi-4-mini"
 
 /* What a family's config always sets (Qwen2's q/k/v biases). */
 static void family_options(sp_model_config *c) {
@@ -96,6 +97,9 @@ static void family_options(sp_model_config *c) {
         return;
     case SP_ARCH_QWEN2:
         c->qkv_bias = 1;
+        return;
+    case SP_ARCH_PHI: /* PhiConfig: biases (table rows); partial_rotary_factor: parse_args */
+        c->qkv_bias = 0;
         return;
     case SP_ARCH_OPT: /* enable_bias */
         c->qkv_bias = c->o_bias = c->mlp_bias = 1;
@@ -174,6 +178,9 @@ static const char *parse_arch(void *args, const char *arg) {
     case SP_ARCH_OPT:
         c->tied = 1, c->rope_theta = 0, c->ln_eps = 1e-5f;
         break;
+    case SP_ARCH_PHI:
+        c->tied = 0, c->rope_theta = 10000, c->ln_eps = 1e-5f;
+        break;
     case SP_ARCH_PHI3: /* Phi3Config's defaults (sliding_window none) */
         c->tied = 0, c->rope_theta = 10000, c->ln_eps = 1e-5f;
         break;
@@ -187,11 +194,11 @@ static const sp__flag FLAGS[] = {
                   "smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, llama-3.2-1b,\n"
                   "mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b,\n"
                   "gemma-3-270m, gemma-3-1b, pythia-160m, pythia-410m,\n"
-                  "phi-3-mini-4k, phi-4-mini, opt-125m",
+                  "phi-3-mini-4k, phi-4-mini, opt-125m, phi-2",
                   .order = -2),
     SP_OPT_CUSTOM("arch", AT(cfg.arch), "A", parse_arch,
                   "gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2,\n"
-                  "gemma3_text, gpt_neox, phi3 or opt (default gpt2, or\nthe shape's)",
+                  "gemma3_text, gpt_neox, phi3, opt or phi (default gpt2,\nor the shape's)",
                   .order = -1),
     SP_OPT_INT("layers", AT(cfg.n_layer), "N", 1, 1024, "transformer blocks (default 12)"),
     SP_OPT_INT("d", AT(cfg.d_model), "N", 1, 65536,
@@ -241,7 +248,7 @@ static const sp__flag_spec SPEC = {
              "(config.json, model.safetensors or shards + index) for tests and benchmarks:\n"
              "GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM,\n"
              "Qwen3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM,\n"
-             "GPTNeoXForCausalLM, Phi3ForCausalLM or OPTForCausalLM.\n"
+             "GPTNeoXForCausalLM, Phi3ForCausalLM, OPTForCausalLM or PhiForCausalLM.\n"
              "Defaults are GPT-2 124M's shape; --shape starts from another real model's shape,\n"
              "and the other options change it.\n",
     .flags = FLAGS,
@@ -305,10 +312,13 @@ static int parse_args(int argc, char **argv, sp_init_options *o, const char **ou
         o->cfg.d_ff = default_d_ff(f, o->cfg.d_model);
     if (o->cfg.arch == SP_ARCH_GPT_NEOX && !sp__flags_given(argc, argv, "rotary-dim"))
         o->cfg.rotary_dim = o->cfg.d_model / o->cfg.n_head / 4 / 2 * 2; /* rotary_pct 0.25 */
-    if (o->cfg.rotary_dim && o->cfg.arch != SP_ARCH_GPT_NEOX && o->cfg.arch != SP_ARCH_PHI3) {
+    if (o->cfg.arch == SP_ARCH_PHI && !sp__flags_given(argc, argv, "rotary-dim"))
+        o->cfg.rotary_dim = sp_config_head_dim(&o->cfg) * 2 / 5 / 2 * 2; /* phi-2: 0.4 */
+    if (o->cfg.rotary_dim && o->cfg.arch != SP_ARCH_GPT_NEOX && o->cfg.arch != SP_ARCH_PHI3 &&
+        o->cfg.arch != SP_ARCH_PHI) {
         char v[32];
         snprintf(v, sizeof v, "%d", o->cfg.rotary_dim);
-        return sp__flag_bad(CMD, "--rotary-dim", v, "only with --arch gpt_neox or phi3");
+        return sp__flag_bad(CMD, "--rotary-dim", v, "only with --arch gpt_neox, phi3 or phi");
     }
     *out_dir = pos[0];
     return -1;

@@ -438,6 +438,20 @@ static int parse_opt(sp_model_config *c, const reader *r) {
     return get_bool(r, "tie_word_embeddings", &c->tied);
 }
 
+/* PhiConfig (Phi-2): hidden_act gelu_new (the tanh GELU), partial_rotary_factor (0.5),
+ * layer_norm_eps (1e-5), num_key_value_heads, rope_theta and rope_scaling as Llama's, an untied
+ * head unless tie_word_embeddings; qk_layernorm refused by name. */
+static int parse_phi(sp_model_config *c, const reader *r) {
+    double eps = 1e-5;
+    if (check_string(r, "hidden_act", "gelu_new|gelu_pytorch_tanh|gelu_fast") ||
+        check_bool(r, "qk_layernorm", 0) || parse_llama_shape(c, r) ||
+        get_num(r, r->root, "layer_norm_eps", 0, 1, &eps) ||
+        get_rotary_dim(c, r, "partial_rotary_factor", 0.5))
+        return -1;
+    c->ln_eps = (float)eps;
+    return 0;
+}
+
 #define LLAMA_NEEDS                                                                                \
     "Llama-family configs need num_hidden_layers, hidden_size, intermediate_size, "                \
     "num_attention_heads, vocab_size, max_position_embeddings"
@@ -472,6 +486,9 @@ static int parse_family(sp_model_config *c, reader *r) {
     case SP_ARCH_PHI3:
         r->needs = LLAMA_NEEDS;
         return parse_llama(c, r) || parse_phi3_options(c, r) ? -1 : 0;
+    case SP_ARCH_PHI:
+        r->needs = LLAMA_NEEDS;
+        return parse_phi(c, r);
     case SP_ARCH_OPT:
         r->needs = "OPT configs need num_hidden_layers, hidden_size, ffn_dim, num_attention_heads, "
                    "vocab_size, max_position_embeddings";

@@ -397,6 +397,50 @@ static const sp__tensor_desc OPT_TENSORS[] = {
      "lm_head", 20},
 };
 #undef O_
+
+/* PhiForCausalLM (Phi-2): one LayerNorm per block feeding attention and the MLP in parallel
+ * (SP_ROLE_LN_SHARED_*: ln1 and ln2 are the same), q/k/v and dense with biases, fc1/fc2 with
+ * biases, final_layernorm, lm_head with a bias. HF's state dict order. */
+#define P_(name) "model.layers.%d." name
+static const sp__tensor_desc PHI_TENSORS[] = {
+    {"model.embed_tokens.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS,
+     SP_INIT_NORMAL, "wte", 0},
+    {P_("self_attn.q_proj.weight"), MAT(SP_DIM_QD, SP_DIM_D), SP_ROLE_Q_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "q_proj.weight", 1},
+    {P_("self_attn.q_proj.bias"), VEC(SP_DIM_QD), SP_ROLE_Q_B, SP_ALWAYS, SP_INIT_BIAS,
+     "q_proj.bias", 2},
+    {P_("self_attn.k_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_K_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "k_proj.weight", 3},
+    {P_("self_attn.k_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_K_B, SP_ALWAYS, SP_INIT_BIAS,
+     "k_proj.bias", 4},
+    {P_("self_attn.v_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_V_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "v_proj.weight", 5},
+    {P_("self_attn.v_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_V_B, SP_ALWAYS, SP_INIT_BIAS,
+     "v_proj.bias", 6},
+    {P_("self_attn.dense.weight"), MAT(SP_DIM_D, SP_DIM_QD), SP_ROLE_O_W, SP_ALWAYS, SP_INIT_NORMAL,
+     "dense.weight", 7},
+    {P_("self_attn.dense.bias"), VEC(SP_DIM_D), SP_ROLE_O_B, SP_ALWAYS, SP_INIT_BIAS, "dense.bias",
+     8},
+    {P_("mlp.fc1.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_IN_W, SP_ALWAYS, SP_INIT_NORMAL,
+     "fc1.weight", 9},
+    {P_("mlp.fc1.bias"), VEC(SP_DIM_FF), SP_ROLE_MLP_IN_B, SP_ALWAYS, SP_INIT_BIAS, "fc1.bias", 10},
+    {P_("mlp.fc2.weight"), MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_OUT_W, SP_ALWAYS, SP_INIT_NORMAL,
+     "fc2.weight", 11},
+    {P_("mlp.fc2.bias"), VEC(SP_DIM_D), SP_ROLE_MLP_OUT_B, SP_ALWAYS, SP_INIT_BIAS, "fc2.bias", 12},
+    {P_("input_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN_SHARED_W, SP_ALWAYS, SP_INIT_GAIN,
+     "input_layernorm.weight", 13},
+    {P_("input_layernorm.bias"), VEC(SP_DIM_D), SP_ROLE_LN_SHARED_B, SP_ALWAYS, SP_INIT_BIAS,
+     "input_layernorm.bias", 14},
+    {"model.final_layernorm.weight", VEC(SP_DIM_D), SP_ROLE_LNF_W, SP_ALWAYS, SP_INIT_GAIN,
+     "ln_f.weight", 15},
+    {"model.final_layernorm.bias", VEC(SP_DIM_D), SP_ROLE_LNF_B, SP_ALWAYS, SP_INIT_BIAS,
+     "ln_f.bias", 16},
+    {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
+     "lm_head", 17},
+    {"lm_head.bias", VEC(SP_DIM_VOCAB), SP_ROLE_LM_HEAD_B, SP_ALWAYS, SP_INIT_BIAS, "lm_head.bias",
+     18},
+};
+#undef P_
 #undef L_
 #undef VEC
 #undef MAT
@@ -559,6 +603,26 @@ static const sp__family OPT = {
     .gqa = 0,
     TABLE(OPT_TENSORS),
 };
+/* Phi-2: the parallel block with one norm (its rows set ln1 and ln2 alike), rotary over
+ * partial_rotary_factor of each head (config), the tanh GELU. */
+static const sp__family PHI = {
+    .arch = SP_ARCH_PHI,
+    .model_type = "phi",
+    .hf_class = "PhiForCausalLM",
+    .ctx_key = "max_position_embeddings",
+    .name_prefix = NULL,
+    .layer_prefix = "model.layers.%d.",
+    .layout = SP_W_OUT_IN,
+    .norm = SP_NORM_LAYERNORM,
+    .block = SP_BLOCK_PARALLEL,
+    .embed = SP_EMBED_PLAIN,
+    .pos = SP_POS_ROTARY,
+    .qkv = SP_QKV_SEPARATE,
+    .qk_norm = SP_QKNORM_NONE,
+    .mlp = SP_MLP_GELU,
+    .gqa = 1,
+    TABLE(PHI_TENSORS),
+};
 #undef NEOX
 #undef LLAMA_NORM_MLP
 #undef LLAMA_BLOCK
@@ -590,6 +654,8 @@ const sp__family *sp__family_of(sp_arch a) {
         return &PHI3;
     case SP_ARCH_OPT:
         return &OPT;
+    case SP_ARCH_PHI:
+        return &PHI;
     }
     return &GPT2; /* not reached for a valid enum value */
 }
@@ -606,6 +672,7 @@ const sp__family *sp__family_for(const sp_model_config *c) {
     case SP_ARCH_GEMMA3:
     case SP_ARCH_PHI3:
     case SP_ARCH_OPT:
+    case SP_ARCH_PHI:
         return sp__family_of(c->arch);
     case SP_ARCH_GPT_NEOX:
         if (c->parallel_residual) return c->gelu_exact ? &NEOX : &NEOX_TANH;
@@ -833,6 +900,10 @@ static slot role_slot(sp_model *m, int layer, sp__role role) {
         return (slot){&y->ln1.w, NULL};
     case SP_ROLE_LN1_B:
         return (slot){&y->ln1.b, NULL};
+    case SP_ROLE_LN_SHARED_W: /* sp__model_set_tensor sets ln2's too */
+        return (slot){&y->ln1.w, NULL};
+    case SP_ROLE_LN_SHARED_B:
+        return (slot){&y->ln1.b, NULL};
     case SP_ROLE_QKV_W:
         return (slot){NULL, &y->qkv};
     case SP_ROLE_QKV_B:
@@ -885,6 +956,8 @@ static slot role_slot(sp_model *m, int layer, sp__role role) {
         return (slot){&m->lnf.b, NULL};
     case SP_ROLE_LM_HEAD:
         return (slot){NULL, &m->lm_head};
+    case SP_ROLE_LM_HEAD_B:
+        return (slot){&m->lm_head.b, NULL};
     case SP_ROLE_BUFFER:
         break;
     }
@@ -895,6 +968,8 @@ void sp__model_set_tensor(sp_model *m, int layer, sp__role role, const float *da
                           const int64_t shape[2]) {
     slot s = role_slot(m, layer, role);
     if (s.f) *s.f = data;
+    if (role == SP_ROLE_LN_SHARED_W) m->layers[layer].ln2.w = data; /* one norm, read twice */
+    if (role == SP_ROLE_LN_SHARED_B) m->layers[layer].ln2.b = data;
     if (role == SP_ROLE_WPE) /* position 0 is the table's row pos_offset (OPT: 2) */
         m->wpe = data + (size_t)sp__family_of(m->cfg.arch)->pos_offset * (size_t)shape[1];
     if (!s.lin || ndim != 2) return;

@@ -70,6 +70,8 @@ typedef enum sp__role {
     SP_ROLE_WPE,
     SP_ROLE_LN1_W,
     SP_ROLE_LN1_B,
+    SP_ROLE_LN_SHARED_W, /* a block's one norm, read by attention and the MLP both (Phi-2): */
+    SP_ROLE_LN_SHARED_B, /* ln1 and ln2 point at the same gain and bias */
     SP_ROLE_QKV_W,
     SP_ROLE_QKV_B,
     SP_ROLE_Q_W,
@@ -97,7 +99,8 @@ typedef enum sp__role {
     SP_ROLE_LNF_W,
     SP_ROLE_LNF_B,
     SP_ROLE_LM_HEAD,
-    SP_ROLE_BUFFER, /* a constant some checkpoints store (attention masks, inv_freq): ignored */
+    SP_ROLE_LM_HEAD_B, /* the LM head's bias (Phi-2) */
+    SP_ROLE_BUFFER,    /* a constant some checkpoints store (attention masks, inv_freq): ignored */
 } sp__role;
 
 /* A dimension of a tensor's shape, resolved from the configuration (sp__dim_size). */

@@ -329,6 +329,7 @@ enum {
     KEY_GEMMA2 = 32,        /* soft-capping, query_pre_attn_scalar (Gemma 2) */
     KEY_GEMMA3 = 64,        /* sliding_window_pattern, rope_local_base_freq (Gemma 3) */
     KEY_PHI3 = 128,         /* partial_rotary_factor, original_max_position_embeddings (Phi-3) */
+    KEY_PHI = 256, /* partial_rotary_factor, layer_norm_eps, gelu_new, qk_layernorm (Phi-2) */
 };
 
 /* Keys as transformers writes them for LlamaForCausalLM and the families built on it (sorted);
@@ -345,7 +346,15 @@ static json_t *llama_config(const sp_init_options *o, int keys) {
     if (c->head_dim > 0 || (keys & KEY_GELU))
         json_object_set_new(r, "head_dim", json_integer(sp_config_head_dim(c)));
     json_object_set_new(r, "hidden_act",
-                        json_string(keys & KEY_GELU ? "gelu_pytorch_tanh" : "silu"));
+                        json_string(keys & KEY_PHI    ? "gelu_new"
+                                    : keys & KEY_GELU ? "gelu_pytorch_tanh"
+                                                      : "silu"));
+    if (keys & KEY_PHI) {
+        json_object_set_new(r, "layer_norm_eps", short_real(c->ln_eps));
+        json_object_set_new(r, "partial_rotary_factor",
+                            json_real(rotary_pct(sp_config_rotary_dim(c), sp_config_head_dim(c))));
+        json_object_set_new(r, "qk_layernorm", json_false());
+    }
     if (keys & KEY_GELU)
         json_object_set_new(r, "hidden_activation", json_string("gelu_pytorch_tanh"));
     json_object_set_new(r, "hidden_size", json_integer(c->d_model));
@@ -508,6 +517,8 @@ static json_t *family_config(const sp_init_options *o) {
         return llama_config(o, KEY_SLIDING_WINDOW | KEY_PHI3);
     case SP_ARCH_OPT:
         return opt_config(o);
+    case SP_ARCH_PHI:
+        return llama_config(o, KEY_PHI);
     }
     return NULL;
 }

@@ -62,6 +62,10 @@ static void hash_family(sp__h64 *h, const sp_model *m) {
     case SP_ARCH_OPT: /* the position table is a row of its table */
         sp__h64_str(h, "opt");
         return;
+    case SP_ARCH_PHI:
+        sp__h64_str(h, "phi");
+        sp__h64_i64(h, c->rotary_dim);
+        return;
     case SP_ARCH_PHI3:
         sp__h64_str(h, "phi3");
         sp__h64_i64(h, c->sliding_window);
@@ -90,6 +94,7 @@ static void hash_rotary(sp__h64 *h, const sp_model *m) {
     case SP_ARCH_GEMMA2:
     case SP_ARCH_GEMMA3:
     case SP_ARCH_PHI3: /* rotary_dim is head_dim but for Phi-3's partial_rotary_factor */
+    case SP_ARCH_PHI:
         sp__h64_str(h, sp_arch_model_type(c->arch));
         sp__h64_i64(h, sp_config_kv_heads(c));
         sp__h64_i64(h, sp_config_head_dim(c));

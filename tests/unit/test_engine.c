@@ -436,6 +436,31 @@ START_TEST(test_fd_opt) {
 }
 END_TEST
 
+/* make_opt's separate q/k/v as Phi-2: one LayerNorm per block read by attention and the MLP in
+ * parallel, rotary over rot of each head, the tanh GELU, the head with a bias. */
+static void make_phi(test_model *t, int L, int d, int H, int F, int rot, uint64_t seed) {
+    make_opt(t, L, d, H, F, seed);
+    sp_model_config *c = &t->m.cfg;
+    c->arch = SP_ARCH_PHI, c->rotary_dim = rot, c->rope_theta = 10000;
+    t->m.wpe = NULL;
+    for (int l = 0; l < L; l++) t->m.layers[l].ln2 = t->m.layers[l].ln1;
+    float *f = t->extra2 = malloc(((size_t)rot / 2 + 37) * sizeof *t->extra2);
+    for (int i = 0; i < rot / 2; i++) f[i] = (float)pow(10000.0, -2.0 * i / rot);
+    t->m.rope_inv_freq = f;
+    sp_rng r;
+    sp_rng_seed(&r, seed + 500);
+    fill(f + rot / 2, 37, &r, 0, 0.5f); /* lm_head.bias over the 37 tokens */
+    t->m.lm_head.b = f + rot / 2;
+}
+
+START_TEST(test_fd_phi) {
+    test_model t;
+    make_phi(&t, 2, 16, 2, 48, 4, 27);
+    check_model_gradient(&t, 27);
+    free_model(&t);
+}
+END_TEST
+
 START_TEST(test_fd_neox) {
     test_model t;
     make_neox(&t, 2, 16, 2, 48, 4, 1, 1, 23); /* Pythia's block: parallel, erf GELU */
@@ -939,6 +964,9 @@ START_TEST(test_prefix_is_prepended_tokens) {
     make_opt(&t, 3, 16, 4, 48, 49); /* learned positions from the table's row 2 */
     check_prefix_is_prepended_tokens(&t, 49);
     free_model(&t);
+    make_phi(&t, 3, 16, 4, 48, 2, 50); /* one norm, parallel, partial rotary */
+    check_prefix_is_prepended_tokens(&t, 50);
+    free_model(&t);
 }
 END_TEST
 
@@ -1117,6 +1145,7 @@ Suite *engine_suite(void) {
     tcase_add_test(tc, test_fd_neox);
     tcase_add_test(tc, test_fd_phi3);
     tcase_add_test(tc, test_fd_opt);
+    tcase_add_test(tc, test_fd_phi);
     tcase_add_test(tc, test_fd_prefix);
     suite_add_tcase(s, tc);
     TCase *inv = tcase_create("invariants");

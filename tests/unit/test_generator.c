@@ -48,6 +48,7 @@ static void load(sp_model *m, sp_arch a, uint64_t seed) {
     if (a != SP_ARCH_GPT2 && a != SP_ARCH_OPT && a != SP_ARCH_GPT_NEOX)
         o.cfg.n_kv_head = 2, o.cfg.head_dim = 8; /* grouped-query heads */
     if (a == SP_ARCH_OPT) o.cfg.qkv_bias = o.cfg.o_bias = o.cfg.mlp_bias = 1;
+    if (a == SP_ARCH_PHI) o.cfg.rotary_dim = 4;
     if (a == SP_ARCH_GPT_NEOX) /* Pythia's block */
         o.cfg.parallel_residual = o.cfg.gelu_exact = 1, o.cfg.rotary_dim = 2;
     o.seed = seed, o.random_norms = 1, o.std = 0.3f;
@@ -618,6 +619,7 @@ START_TEST(families_generation_does_not_run_are_refused) {
                  {SP_ARCH_GEMMA, "sqrt(hidden_size)"},
                  {SP_ARCH_GEMMA2, "sandwich"},
                  {SP_ARCH_GPT_NEOX, "in parallel"},
+                 {SP_ARCH_PHI, "in parallel"},
                  {SP_ARCH_PHI3, NULL},
                  {SP_ARCH_OPT, NULL}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

@@ -512,6 +512,7 @@ START_TEST(real_configs) {
          "RMSNorm (eps 1e-06), rotary theta 1e+06, per-head q/k norms, SwiGLU MLP"},
         {"pythia-410m", 405334016, 0, 64, 0, NULL},
         {"phi-3-mini-4k", 3821079552, 2047, 96, 0, NULL},
+        {"phi-2", 2779683840, 0, 80, 0, NULL},
         {"opt-125m", 125239296, 0, 64, 1, "LayerNorm (eps 1e-05), learned positions, ReLU MLP"},
         {"pythia-160m", 162322944, 0, 64, 0,
          "LayerNorm (eps 1e-05), rotary theta 10000 on 16 of 64 columns per head, GELU (erf) "
@@ -535,6 +536,8 @@ START_TEST(real_configs) {
             ck_assert(c.window_pattern == 2 && sp_config_layer_window(&c, 0) == 4096 &&
                       sp_config_layer_window(&c, 1) == 0 && c.attn_softcap == 50.0f &&
                       c.logit_softcap == 30.0f && c.query_scale == 1.0 / 16);
+        if (c.arch == SP_ARCH_PHI) /* 0.4 of head_dim 80 */
+            ck_assert(c.rotary_dim == 32 && c.rope_theta == 10000);
         if (c.arch == SP_ARCH_GPT_NEOX) /* Pythia: parallel, erf GELU, a quarter of each head */
             ck_assert(c.parallel_residual && c.gelu_exact && c.rotary_dim == 16 &&
                       c.rope_theta == 10000 && c.qkv_bias && c.o_bias);
@@ -601,6 +604,8 @@ START_TEST(real_configs_refuse_unsupported_options) {
         {"opt-350m", "do_layer_norm_before", "true",
          "word_embed_proj_dim = 512 differs from hidden_size = 1024: project_in / project_out "
          "are unsupported"},
+        {"phi-2", "qk_layernorm", "true", "qk_layernorm = true is unsupported"},
+        {"phi-2", "hidden_act", "\"gelu\"", "unsupported hidden_act 'gelu'"},
         {"opt-125m", "_remove_final_layer_norm", "true",
          "_remove_final_layer_norm = true is unsupported"},
         {"opt-125m", "activation_function", "\"gelu\"", "unsupported activation_function 'gelu'"},
