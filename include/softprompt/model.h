@@ -1,5 +1,6 @@
 /* A frozen Hugging Face causal LM loaded from a model directory: one of the families of sp_arch
- * (GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM, Qwen3ForCausalLM).
+ * (GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM, Qwen3ForCausalLM,
+ * the Gemma families, GPTNeoXForCausalLM).
  *
  * Files: config.json plus model.safetensors, or model-0000i-of-0000n.safetensors shards listed
  * in model.safetensors.index.json. F32 tensors are used in place inside the read-only mapping
@@ -19,16 +20,24 @@
  * Code that depends on the family switches on this enum without a default, so that -Wswitch
  * (-Wall -Werror) names every place a new family must be handled. */
 typedef enum sp_arch {
-    SP_ARCH_GPT2,    /* GPT2LMHeadModel: LayerNorm, learned positions, fused Conv1D qkv, GELU */
-    SP_ARCH_LLAMA,   /* LlamaForCausalLM: RMSNorm, rotary, grouped-query heads, SwiGLU */
-    SP_ARCH_QWEN2,   /* Qwen2ForCausalLM: Llama's block with q/k/v biases */
-    SP_ARCH_MISTRAL, /* MistralForCausalLM: Llama's block with a sliding attention window */
-    SP_ARCH_QWEN3,   /* Qwen3ForCausalLM: Llama's block with per-head RMSNorm of q and k */
-    SP_ARCH_GEMMA,   /* GemmaForCausalLM: scaled embeddings, RMSNorm (1 + w), GeGLU */
-    SP_ARCH_GEMMA2,  /* Gemma2ForCausalLM: Gemma with sandwich norms, soft-capping, windows */
-    SP_ARCH_GEMMA3,  /* Gemma3ForCausalLM (gemma3_text): Gemma 2 with q/k norms, local rope */
+    SP_ARCH_GPT2,     /* GPT2LMHeadModel: LayerNorm, learned positions, fused Conv1D qkv, GELU */
+    SP_ARCH_LLAMA,    /* LlamaForCausalLM: RMSNorm, rotary, grouped-query heads, SwiGLU */
+    SP_ARCH_QWEN2,    /* Qwen2ForCausalLM: Llama's block with q/k/v biases */
+    SP_ARCH_MISTRAL,  /* MistralForCausalLM: Llama's block with a sliding attention window */
+    SP_ARCH_QWEN3,    /* Qwen3ForCausalLM: Llama's block with per-head RMSNorm of q and k */
+    SP_ARCH_GEMMA,    /* GemmaForCausalLM: scaled embeddings, RMSNorm (1 + w), GeGLU */
+    SP_ARCH_GEMMA2,   /* Gemma2ForCausalLM: Gemma with sandwich norms, soft-capping, windows */
+    SP_ARCH_GEMMA3,   /* Gemma3ForCausalLM (gemma3_text): Gemma 2 with q/k norms, local rope */
+    SP_ARCH_GPT_NEOX, /* GPTNeoXForCausalLM: LayerNorm, parallel residual, partial rotary,
+                       * q/k/v interleaved per head */
+    SP_ARCH_PHI3,     /* Phi3ForCausalLM: Mistral's block with fused qkv_proj and gate_up_proj,
+                       * partial rotary */
+    SP_ARCH_OPT,      /* OPTForCausalLM: GPT-2's block with separate q/k/v, ReLU, positions
+                       * offset by 2 */
+    SP_ARCH_PHI,      /* PhiForCausalLM (Phi-2): attention and MLP in parallel off one LayerNorm,
+                       * partial rotary, biases everywhere, a head with a bias */
 } sp_arch;
-#define SP_N_ARCH (SP_ARCH_GEMMA3 + 1) /* keep at the last value + 1 */
+#define SP_N_ARCH (SP_ARCH_PHI + 1) /* keep at the last value + 1 */
 
 /* config.json's model_type of a family ("gpt2", "llama", "qwen2", "mistral", "qwen3"). */
 const char *sp_arch_model_type(sp_arch a);
@@ -65,6 +74,10 @@ typedef struct sp_model_config {
                           * 0: 1 / sqrt(head_dim) */
     double rope_local_theta; /* rotary base of the layers with a window, without rope_scaling
                               * (Gemma 3: rope_local_base_freq); 0: every layer's is rope_theta */
+    int rotary_dim;          /* leading columns of each q/k head that rotate (GPT-NeoX:
+                              * int(head_dim * rotary_pct)); 0: all of head_dim */
+    int parallel_residual;   /* x + attn(norm1(x)) + mlp(norm2(x)) (use_parallel_residual) */
+    int gelu_exact;          /* the MLP's GELU is the erf one (hidden_act "gelu"), not tanh's */
 } sp_model_config;
 
 static inline int sp_config_kv_heads(const sp_model_config *c) {
@@ -72,6 +85,10 @@ static inline int sp_config_kv_heads(const sp_model_config *c) {
 }
 static inline int sp_config_head_dim(const sp_model_config *c) {
     return c->head_dim > 0 ? c->head_dim : c->d_model / c->n_head;
+}
+/* The columns of each q/k head the rotary embedding turns (even, <= head_dim). */
+static inline int sp_config_rotary_dim(const sp_model_config *c) {
+    return c->rotary_dim > 0 ? c->rotary_dim : sp_config_head_dim(c);
 }
 /* The attention window of layer l (0: none). */
 static inline int sp_config_layer_window(const sp_model_config *c, int l) {

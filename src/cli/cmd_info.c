@@ -136,6 +136,10 @@ static const char *mlp_name(sp__mlp_kind k) {
         return "SwiGLU MLP";
     case SP_MLP_GEGLU:
         return "GeGLU (tanh) MLP";
+    case SP_MLP_GELU_ERF:
+        return "GELU (erf) MLP";
+    case SP_MLP_RELU:
+        return "ReLU MLP";
     }
     return "?";
 }
@@ -190,14 +194,17 @@ static void biases(const sp_model_config *c, int *qkv, int *o, int *mlp) {
 /* The family's block as its description says: norm, positions, MLP, biases. */
 static void print_block(const sp_model *m) {
     const sp_model_config *c = &m->cfg;
-    const sp__family *f = sp__family_of(c->arch);
-    char pos[96] = "learned positions";
+    const sp__family *f = sp__family_for(c);
+    char pos[128] = "learned positions", part[48] = "";
+    if (sp_config_rotary_dim(c) != sp_config_head_dim(c))
+        snprintf(part, sizeof part, " on %d of %d columns per head", sp_config_rotary_dim(c),
+                 sp_config_head_dim(c));
     switch (f->pos) {
     case SP_POS_LEARNED:
         break;
     case SP_POS_ROTARY:
-        snprintf(pos, sizeof pos, "rotary theta %g%s", c->rope_theta,
-                 rope_scaling_name(c->rope_scaling));
+        snprintf(pos, sizeof pos, "rotary theta %g%s%s", c->rope_theta,
+                 rope_scaling_name(c->rope_scaling), part);
         break;
     }
     int qkv, o, mlp;
@@ -209,6 +216,8 @@ static void print_block(const sp_model *m) {
                c->rope_local_theta, c->rope_theta);
     if (f->block == SP_BLOCK_SANDWICH)
         printf("%-14snorms before and after attention and the MLP\n", "sandwich");
+    if (f->block == SP_BLOCK_PARALLEL)
+        printf("%-14sx + attention(norm1(x)) + MLP(norm2(x))\n", "parallel");
     if (c->attn_softcap > 0 || c->logit_softcap > 0)
         printf("%-14sattention scores %g, logits %g (cap tanh(x / cap))\n", "soft-capping",
                (double)c->attn_softcap, (double)c->logit_softcap);

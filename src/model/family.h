@@ -30,14 +30,17 @@ typedef enum sp__pos_kind {
 } sp__pos_kind;
 
 typedef enum sp__qkv_kind {
-    SP_QKV_FUSED,    /* one linear writes the whole q|k|v row (GPT-2 c_attn) */
-    SP_QKV_SEPARATE, /* q, k, v linears into the row's column blocks (Llama) */
+    SP_QKV_FUSED,       /* one linear writes the whole q|k|v row (GPT-2 c_attn) */
+    SP_QKV_SEPARATE,    /* q, k, v linears into the row's column blocks (Llama) */
+    SP_QKV_INTERLEAVED, /* one linear writing [H, 3, hd]: each head's q, k, v side by side
+                         * (GPT-NeoX query_key_value), reordered into q | k | v */
 } sp__qkv_kind;
 
 /* Where a block's norms sit. */
 typedef enum sp__block_kind {
     SP_BLOCK_PRE_NORM, /* x + f(norm(x)) for attention and the MLP */
     SP_BLOCK_SANDWICH, /* x + norm_post(f(norm_pre(x))) (Gemma 2, 3) */
+    SP_BLOCK_PARALLEL, /* x + attn(norm1(x)) + mlp(norm2(x)): both read x (GPT-NeoX) */
 } sp__block_kind;
 
 /* What multiplies the input embeddings (prompt rows included). */
@@ -54,9 +57,11 @@ typedef enum sp__qknorm_kind {
 } sp__qknorm_kind;
 
 typedef enum sp__mlp_kind {
-    SP_MLP_GELU,   /* out(gelu_tanh(in(x))) */
-    SP_MLP_SWIGLU, /* out(silu(in(x)) * up(x)) */
-    SP_MLP_GEGLU,  /* out(gelu_tanh(in(x)) * up(x)) (Gemma) */
+    SP_MLP_GELU,     /* out(gelu_tanh(in(x))) */
+    SP_MLP_SWIGLU,   /* out(silu(in(x)) * up(x)) */
+    SP_MLP_GEGLU,    /* out(gelu_tanh(in(x)) * up(x)) (Gemma) */
+    SP_MLP_GELU_ERF, /* out(gelu(in(x))) with the exact (erf) GELU (GPT-NeoX hidden_act "gelu") */
+    SP_MLP_RELU,     /* out(relu(in(x))) (OPT) */
 } sp__mlp_kind;
 
 /* Where a tensor goes in sp_model / sp_layer. */
@@ -65,6 +70,8 @@ typedef enum sp__role {
     SP_ROLE_WPE,
     SP_ROLE_LN1_W,
     SP_ROLE_LN1_B,
+    SP_ROLE_LN_SHARED_W, /* a block's one norm, read by attention and the MLP both (Phi-2): */
+    SP_ROLE_LN_SHARED_B, /* ln1 and ln2 point at the same gain and bias */
     SP_ROLE_QKV_W,
     SP_ROLE_QKV_B,
     SP_ROLE_Q_W,
@@ -84,13 +91,16 @@ typedef enum sp__role {
     SP_ROLE_MLP_IN_W,
     SP_ROLE_MLP_IN_B,
     SP_ROLE_MLP_UP_W,
+    SP_ROLE_MLP_GATE_UP_W, /* gate rows then up rows of one [2 F, d] weight (Phi-3 gate_up_proj):
+                            * mlp_in and mlp_up over its halves */
     SP_ROLE_MLP_UP_B,
     SP_ROLE_MLP_OUT_W,
     SP_ROLE_MLP_OUT_B,
     SP_ROLE_LNF_W,
     SP_ROLE_LNF_B,
     SP_ROLE_LM_HEAD,
-    SP_ROLE_BUFFER, /* a constant some checkpoints store (attention masks, inv_freq): ignored */
+    SP_ROLE_LM_HEAD_B, /* the LM head's bias (Phi-2) */
+    SP_ROLE_BUFFER,    /* a constant some checkpoints store (attention masks, inv_freq): ignored */
 } sp__role;
 
 /* A dimension of a tensor's shape, resolved from the configuration (sp__dim_size). */
@@ -101,9 +111,12 @@ typedef enum sp__dim {
     SP_DIM_QD,   /* n_head head_dim */
     SP_DIM_KVD,  /* n_kv_head head_dim */
     SP_DIM_FF,   /* d_ff */
+    SP_DIM_FF2,  /* 2 d_ff: a gate and an up projection in one */
     SP_DIM_HD,   /* head_dim */
     SP_DIM_VOCAB,
-    SP_DIM_CTX, /* n_ctx */
+    SP_DIM_CTX,        /* n_ctx */
+    SP_DIM_CTX_OFFSET, /* n_ctx + the family's pos_offset: a position table with unused first rows
+                        */
 } sp__dim;
 
 /* When a tensor exists. */
@@ -155,12 +168,17 @@ typedef struct sp__family {
     sp__mlp_kind mlp;
     int gqa; /* num_key_value_heads and head_dim come from the config (else n_head, d / n_head) */
     const char *window_key; /* config.json's key of an attention window (NULL: none) */
+    int pos_offset;         /* rows of the learned position table before position 0 (OPT: 2) */
     const sp__tensor_desc *tensors;
     int n_tensors;
 } sp__family;
 
 /* The description of a family (a switch: every sp_arch has one). */
 const sp__family *sp__family_of(sp_arch a);
+
+/* The description a model of configuration c runs with: its family's, with the kinds that a
+ * config key chooses (GPT-NeoX: use_parallel_residual, hidden_act). */
+const sp__family *sp__family_for(const sp_model_config *c);
 
 /* The one mapping from config.json's model_type to the enum; -1 when not supported. */
 int sp__arch_from_model_type(const char *model_type, sp_arch *a);

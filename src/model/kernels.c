@@ -183,7 +183,12 @@ void sp__rmsnorm1p_backward(float *dx, const float *dout, const float *x, const 
 
 void sp__rope_rotate(float *x, int ld, int len, int n_heads, int hd, const float *cos,
                      const float *sin, int inverse) {
-    int half = hd / 2;
+    sp__rope_rotate_part(x, ld, len, n_heads, hd, hd, cos, sin, inverse);
+}
+
+void sp__rope_rotate_part(float *x, int ld, int len, int n_heads, int hd, int rot, const float *cos,
+                          const float *sin, int inverse) {
+    int half = rot / 2;
     float sign = inverse ? -1.0f : 1.0f;
     for (int t = 0; t < len; t++) {
         const float *c = cos + (size_t)t * half, *s = sin + (size_t)t * half;

@@ -58,6 +58,10 @@ void sp__rmsnorm1p_backward(float *dx, const float *dout, const float *x, const 
  * transpose, which maps gradients of the rotated values to gradients of the inputs. */
 void sp__rope_rotate(float *x, int ld, int len, int n_heads, int hd, const float *cos,
                      const float *sin, int inverse);
+/* The same over the first rot (even, <= hd) columns of each head only, pairs (j, j + rot/2) and
+ * tables [len, rot/2] (GPT-NeoX's partial rotary: rotary_pct); the other columns are left. */
+void sp__rope_rotate_part(float *x, int ld, int len, int n_heads, int hd, int rot, const float *cos,
+                          const float *sin, int inverse);
 
 /* GPT-2's gelu_new (tanh approximation), elementwise over n values:
  * out = 0.5 x (1 + t), t = tanh(sqrt(2/pi) (x + 0.044715 x^3)); t is saved for backward.
@@ -65,6 +69,14 @@ void sp__rope_rotate(float *x, int ld, int len, int n_heads, int hd, const float
 void sp__gelu_forward(float *out, float *t, const float *x, size_t n);
 /* dx[i] = dout[i] * gelu'(x[i]) from the saved t; dx may alias dout. */
 void sp__gelu_backward(float *dx, const float *dout, const float *x, const float *t, size_t n);
+/* The exact GELU (torch's gelu, HF's "gelu"): out = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2
+ * saved in cdf; backward: dx = dout (Phi(x) + x phi(x)). dx may alias dout. */
+void sp__gelu_erf_forward(float *out, float *cdf, const float *x, size_t n);
+/* ReLU (OPT): out = max(x, 0); backward dx = dout where x > 0, else 0 (dx may alias dout). */
+void sp__relu_forward(float *out, const float *x, size_t n);
+void sp__relu_backward(float *dx, const float *dout, const float *x, size_t n);
+void sp__gelu_erf_backward(float *dx, const float *dout, const float *x, const float *cdf,
+                           size_t n);
 
 /* Head layout of a qkv row: n_head query heads, then n_kv_head key heads, then n_kv_head value
  * heads, hd columns each; query head h reads key/value head h / (n_head / n_kv_head) (grouped

@@ -272,17 +272,18 @@ static int take_all(loader *L, sp_error *err) {
     return 0;
 }
 
-/* HF's rotary frequencies: inv_freq[i] = theta^(-2i / hd), then rope_scaling ("linear" divides
+/* HF's rotary frequencies: inv_freq[i] = theta^(-2i / rot) (rot: the rotary columns, hd but for
+ * GPT-NeoX's rotary_pct), then rope_scaling ("linear" divides
  * by factor; "llama3" divides the low frequencies by factor and blends the middle band). */
 static int rope_frequencies(sp_model *m, sp_error *err) {
     const sp_model_config *c = &m->cfg;
-    int half = sp_config_head_dim(c) / 2;
+    int rot = sp_config_rotary_dim(c), half = rot / 2; /* GPT-NeoX: part of each head */
     float *f = malloc((size_t)half * sizeof *f);
     if (!f) return sp_fail(err, "%s: out of memory", m->dir);
     double lo_wavelen = c->rope_original_ctx / c->rope_low_freq_factor;
     double hi_wavelen = c->rope_original_ctx / c->rope_high_freq_factor;
     for (int i = 0; i < half; i++) {
-        double inv = 1.0 / pow(c->rope_theta, 2.0 * i / sp_config_head_dim(c));
+        double inv = 1.0 / pow(c->rope_theta, 2.0 * i / rot);
         if (c->rope_scaling == SP_ROPE_LINEAR) inv /= c->rope_factor;
         if (c->rope_scaling == SP_ROPE_LLAMA3) {
             double wavelen = 2 * M_PI / inv;
@@ -298,6 +299,7 @@ static int rope_frequencies(sp_model *m, sp_error *err) {
     }
     m->rope_inv_freq = f;
     if (c->rope_local_theta <= 0) return 0;
+    half = sp_config_head_dim(c) / 2;
     if (!(f = malloc((size_t)half * sizeof *f))) return sp_fail(err, "%s: out of memory", m->dir);
     for (int i = 0; i < half; i++)
         f[i] = (float)(1.0 / pow(c->rope_local_theta, 2.0 * i / sp_config_head_dim(c)));

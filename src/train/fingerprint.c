@@ -59,6 +59,24 @@ static void hash_family(sp__h64 *h, const sp_model *m) {
         hash_floats(h, "rope_inv_freq_local", m->rope_inv_freq_local,
                     (size_t)sp_config_head_dim(c) / 2);
         return;
+    case SP_ARCH_OPT: /* the position table is a row of its table */
+        sp__h64_str(h, "opt");
+        return;
+    case SP_ARCH_PHI:
+        sp__h64_str(h, "phi");
+        sp__h64_i64(h, c->rotary_dim);
+        return;
+    case SP_ARCH_PHI3:
+        sp__h64_str(h, "phi3");
+        sp__h64_i64(h, c->sliding_window);
+        sp__h64_i64(h, c->rotary_dim);
+        return;
+    case SP_ARCH_GPT_NEOX:
+        sp__h64_str(h, "gpt_neox");
+        sp__h64_i64(h, c->parallel_residual);
+        sp__h64_i64(h, c->gelu_exact);
+        sp__h64_i64(h, c->rotary_dim);
+        return;
     }
 }
 
@@ -66,6 +84,7 @@ static void hash_rotary(sp__h64 *h, const sp_model *m) {
     const sp_model_config *c = &m->cfg;
     switch (c->arch) {
     case SP_ARCH_GPT2:
+    case SP_ARCH_OPT:
         return;
     case SP_ARCH_LLAMA:
     case SP_ARCH_QWEN2:
@@ -74,10 +93,17 @@ static void hash_rotary(sp__h64 *h, const sp_model *m) {
     case SP_ARCH_GEMMA:
     case SP_ARCH_GEMMA2:
     case SP_ARCH_GEMMA3:
+    case SP_ARCH_PHI3: /* rotary_dim is head_dim but for Phi-3's partial_rotary_factor */
+    case SP_ARCH_PHI:
         sp__h64_str(h, sp_arch_model_type(c->arch));
         sp__h64_i64(h, sp_config_kv_heads(c));
         sp__h64_i64(h, sp_config_head_dim(c));
-        hash_floats(h, "rope_inv_freq", m->rope_inv_freq, (size_t)sp_config_head_dim(c) / 2);
+        hash_floats(h, "rope_inv_freq", m->rope_inv_freq, (size_t)sp_config_rotary_dim(c) / 2);
+        return;
+    case SP_ARCH_GPT_NEOX:
+        sp__h64_str(h, sp_arch_model_type(c->arch));
+        sp__h64_i64(h, sp_config_head_dim(c));
+        hash_floats(h, "rope_inv_freq", m->rope_inv_freq, (size_t)sp_config_rotary_dim(c) / 2);
         return;
     }
 }

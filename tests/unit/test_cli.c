@@ -397,7 +397,8 @@ START_TEST(init_model_qwen2_and_bad_llama_flags) {
     ck_assert_int_eq(r.rc, 2);
     tu_assert_has(
         r.err,
-        "--arch 'bert': expected gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2 or gemma3_text");
+        "--arch 'bert': expected gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2, gemma3_text, "
+        "gpt_neox, phi3, opt or phi");
     tu_cli_free(&r);
     const char *bad_shape[] = {"init-model", "--shape", "gpt5", dir, NULL};
     r = tu_cli_run(bad_shape);

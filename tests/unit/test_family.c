@@ -32,9 +32,9 @@ START_TEST(every_arch_has_a_family) {
     ck_assert_int_eq(sp__arch_from_model_type("", &a), -1);
     ck_assert_str_eq(sp__arch_supported_quoted(),
                      "\"gpt2\", \"llama\", \"qwen2\", \"mistral\", \"qwen3\", \"gemma\", "
-                     "\"gemma2\", \"gemma3_text\"");
-    ck_assert_str_eq(sp__arch_supported_plain(),
-                     "gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2 or gemma3_text");
+                     "\"gemma2\", \"gemma3_text\", \"gpt_neox\", \"phi3\", \"opt\", \"phi\"");
+    ck_assert_str_eq(sp__arch_supported_plain(), "gpt2, llama, qwen2, mistral, qwen3, gemma, "
+                                                 "gemma2, gemma3_text, gpt_neox, phi3, opt or phi");
 }
 END_TEST
 
@@ -132,6 +132,12 @@ static char *write_model(const char *name, sp_arch a, uint64_t seed) {
     if (a == SP_ARCH_GEMMA2 || a == SP_ARCH_GEMMA3) o.cfg.attn_softcap = 5, o.cfg.logit_softcap = 3;
     if (a == SP_ARCH_GEMMA2) o.cfg.window_pattern = 2;
     if (a == SP_ARCH_GEMMA3) o.cfg.window_pattern = 2, o.cfg.rope_local_theta = 100;
+    if (a == SP_ARCH_GPT_NEOX) /* Pythia's block with a partial rotation, q/k/v and dense biases */
+        o.cfg.qkv_bias = o.cfg.o_bias = 1, o.cfg.parallel_residual = 1, o.cfg.gelu_exact = 1,
+        o.cfg.rotary_dim = 2;
+    if (a == SP_ARCH_PHI3) o.cfg.rotary_dim = 4; /* half of head_dim 8 */
+    if (a == SP_ARCH_OPT) o.cfg.qkv_bias = o.cfg.o_bias = o.cfg.mlp_bias = 1; /* enable_bias */
+    if (a == SP_ARCH_PHI) o.cfg.rotary_dim = 4;
     o.seed = seed, o.random_norms = 1, o.std = 0.2f;
     char *dir = tu_path(tu_dir, name);
     sp_error err = {0};

@@ -29,7 +29,7 @@
 
 #define REF_DIR SP_FIXTURES_DIR "/ref"
 /* Number of cases the two generators write: a missing case directory fails the test. */
-#define REF_MIN_CASES 22
+#define REF_MIN_CASES 31
 #define REF_TOL 1e-4
 
 typedef struct ref_case {
