@@ -714,6 +714,12 @@ const float *sp__model_tensor(const sp_model *m, int layer, sp__role role) {
     switch (s.lin->store) {
     case SP_WSTORE_F32:
         return s.lin->w;
+    case SP_WSTORE_BF16: /* not float32: sp__model_linear */
+        return NULL;
     }
     return NULL;
+}
+
+sp_linear *sp__model_linear(sp_model *m, int layer, sp__role role) {
+    return role_slot(m, layer, role).lin;
 }

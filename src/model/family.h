@@ -209,5 +209,8 @@ void sp__model_set_tensor(sp_model *m, int layer, sp__role role, const float *da
                           const int64_t shape[2]);
 /* The float32 values of a role's tensor (NULL when unset). */
 const float *sp__model_tensor(const sp_model *m, int layer, sp__role role);
+/* The linear layer a role fills (NULL for vectors and buffers): its weight's storage may be
+ * other than float32 (then sp__model_tensor returns NULL). */
+sp_linear *sp__model_linear(sp_model *m, int layer, sp__role role);
 
 #endif

@@ -13,6 +13,29 @@ static void hash_floats(sp__h64 *h, const char *name, const float *x, size_t n) 
     sp__h64_update(h, x, n * sizeof *x);
 }
 
+/* A linear layer's weight of another storage than float32: its float32 values, as hash_floats
+ * hashes them (a BF16 checkpoint has one fingerprint whatever --weights; an F32 one rounded to
+ * BF16 is other weights, and has another). */
+static void hash_linear(sp__h64 *h, const char *name, const sp_linear *lin, size_t n) {
+    sp__h64_str(h, name);
+    sp__h64_u64(h, n);
+    switch (lin->store) {
+    case SP_WSTORE_F32:
+        sp__h64_update(h, lin->w, n * sizeof(float));
+        return;
+    case SP_WSTORE_BF16: {
+        const uint16_t *w = lin->w;
+        float chunk[512];
+        for (size_t i0 = 0; i0 < n; i0 += 512) {
+            size_t c = n - i0 < 512 ? n - i0 : 512;
+            for (size_t i = 0; i < c; i++) chunk[i] = sp_bf16_to_f32(w[i0 + i]);
+            sp__h64_update(h, chunk, c * sizeof *chunk);
+        }
+        return;
+    }
+    }
+}
+
 /* The family's tag and the configuration values beyond the common ones that change its
  * computation. A new family decides here what identifies it (the switch makes that a compile
  * error to forget); GPT-2 and the Llama family hash exactly what the first versions did. */
@@ -101,7 +124,13 @@ static int hash_row(void *ctx, const sp__tensor_desc *row, int layer) {
     int64_t shape[2];
     int ndim = sp__tensor_shape(row, c, shape);
     size_t n = (size_t)(ndim == 1 ? shape[0] : shape[0] * shape[1]);
-    hash_floats(k->h, row->fp_name, sp__model_tensor(k->m, layer, row->role), n);
+    const float *f = sp__model_tensor(k->m, layer, row->role);
+    if (f) {
+        hash_floats(k->h, row->fp_name, f, n);
+        return 0;
+    }
+    const sp_linear *lin = sp__model_linear((sp_model *)k->m, layer, row->role);
+    if (lin) hash_linear(k->h, row->fp_name, lin, n);
     return 0;
 }
 
