@@ -308,8 +308,20 @@ static int take_row(void *ctx, const sp__tensor_desc *row, int layer) {
     if (take(k->L, name, ndim, shape, bf16, &data, k->err)) return -1;
     sp__model_set_tensor(m, layer, row->role, bf16 ? NULL : data, ndim, shape);
     if (lin) m->bytes_matrices += (size_t)(shape[0] * shape[1]) * (bf16 ? 2 : 4);
-    if (bf16) lin->w = data, lin->store = SP_WSTORE_BF16, lin->exact = row->role == SP_ROLE_LM_HEAD;
+    if (!bf16) return 0;
+    lin->w = data, lin->store = SP_WSTORE_BF16, lin->exact = row->role == SP_ROLE_LM_HEAD;
+    sp__model_store *st = m->store;
+    const sp_st_tensor *t = NULL;
+    int fi = 0;
+    if (find(k->L, name, &t, &fi, k->err)) return -1;
+    st->src_lin[st->n_src] = lin, st->src_tensor[st->n_src++] = t;
     return 0;
+}
+
+const sp_st_tensor *sp__model_linear_source(const sp_model *m, const sp_linear *lin) {
+    for (int i = 0; m->store && i < m->store->n_src; i++)
+        if (m->store->src_lin[i] == lin) return m->store->src_tensor[i];
+    return NULL;
 }
 
 /* SP_WEIGHTS_AUTO: BF16 when every matrix the model computes with is stored BF16. */
@@ -351,8 +363,11 @@ static int take_all(loader *L, sp_error *err) {
     const sp__family *f = sp__family_of(c->arch);
     L->owned_cap = f->n_tensors * (c->n_layer + 1);
     m->store->owned = calloc((size_t)L->owned_cap, sizeof *m->store->owned);
+    m->store->src_lin = calloc((size_t)L->owned_cap, sizeof *m->store->src_lin);
+    m->store->src_tensor = calloc((size_t)L->owned_cap, sizeof *m->store->src_tensor);
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
-    if (!m->store->owned || !m->layers) return sp_fail(err, "%s: out of memory", m->dir);
+    if (!m->store->owned || !m->store->src_lin || !m->store->src_tensor || !m->layers)
+        return sp_fail(err, "%s: out of memory", m->dir);
     take_ctx k = {L, err};
     resolve_weights(L);
     m->weights = L->weights;
@@ -656,7 +671,7 @@ void sp_model_free(sp_model *m) {
     sp__model_store *s = m->store;
     for (int i = 0; s && i < s->n_files; i++) sp_st_close(&s->files[i]);
     for (int i = 0; s && i < s->n_owned; i++) free(s->owned[i]);
-    if (s) free(s->files), free(s->owned), free(s);
+    if (s) free(s->files), free(s->owned), free(s->src_lin), free(s->src_tensor), free(s);
     free(m->layers);
     free(m->rope_inv_freq);
     free(m->rope_inv_freq_local);

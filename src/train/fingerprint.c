@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "model/family.h"
+#include "model/model_store.h"
 #include "softprompt/checkpoint.h"
 #include "train/hash64.h"
 
@@ -13,26 +14,18 @@ static void hash_floats(sp__h64 *h, const char *name, const float *x, size_t n) 
     sp__h64_update(h, x, n * sizeof *x);
 }
 
-/* A linear layer's weight of another storage than float32: its float32 values, as hash_floats
- * hashes them (a BF16 checkpoint has one fingerprint whatever --weights; an F32 one rounded to
- * BF16 is other weights, and has another). */
-static void hash_linear(sp__h64 *h, const char *name, const sp_linear *lin, size_t n) {
+/* A matrix held in another storage than float32 (BF16): the float32 values of the tensor it was
+ * stored as, as the float32 model would hold them, so that a model has one fingerprint whatever
+ * --weights (a checkpoint resumes, a prompt is checked against its model, across modes). */
+static void hash_source(sp__h64 *h, const char *name, const sp_st_tensor *t, size_t n) {
     sp__h64_str(h, name);
     sp__h64_u64(h, n);
-    switch (lin->store) {
-    case SP_WSTORE_F32:
-        sp__h64_update(h, lin->w, n * sizeof(float));
-        return;
-    case SP_WSTORE_BF16: {
-        const uint16_t *w = lin->w;
-        float chunk[512];
-        for (size_t i0 = 0; i0 < n; i0 += 512) {
-            size_t c = n - i0 < 512 ? n - i0 : 512;
-            for (size_t i = 0; i < c; i++) chunk[i] = sp_bf16_to_f32(w[i0 + i]);
-            sp__h64_update(h, chunk, c * sizeof *chunk);
-        }
-        return;
-    }
+    float chunk[512];
+    size_t esz = sp_dtype_size(t->dtype);
+    for (size_t i0 = 0; i0 < n; i0 += 512) {
+        size_t c = n - i0 < 512 ? n - i0 : 512;
+        sp_convert_to_f32(t->dtype, (const unsigned char *)t->data + i0 * esz, chunk, c);
+        sp__h64_update(h, chunk, c * sizeof *chunk);
     }
 }
 
@@ -130,7 +123,8 @@ static int hash_row(void *ctx, const sp__tensor_desc *row, int layer) {
         return 0;
     }
     const sp_linear *lin = sp__model_linear((sp_model *)k->m, layer, row->role);
-    if (lin) hash_linear(k->h, row->fp_name, lin, n);
+    const sp_st_tensor *t = lin ? sp__model_linear_source(k->m, lin) : NULL;
+    if (t) hash_source(k->h, row->fp_name, t, n);
     return 0;
 }
 
