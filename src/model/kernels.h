@@ -42,7 +42,8 @@ void sp__linear_bwd(float *dx, int lddx, const float *dy, int lddy, const sp_lin
  * matrix (uint16 bit patterns) stored [k, n] (bt = 0) or [n, k] (bt = 1: B is that transposed),
  * row stride ldb; beta is 0 or 1 (bf16.c). With AVX512-BF16 (sp__bf16_native) and !exact, A is
  * rounded to BF16 and the products summed in float32 by vdpbf16ps; otherwise tiles of B are
- * converted to float32 and multiplied by sgemm. A row of C does not depend on the other rows. */
+ * converted to float32 and multiplied by sgemm. With vdpbf16ps a row of C does not depend on the
+ * other rows (with sgemm it may: OpenBLAS picks kernels by size). */
 void sp__gemm_bf16(int m, int n, int k, const float *a, int lda, const uint16_t *b, int ldb, int bt,
                    int exact, float beta, float *c, int ldc);
 /* 1 when products with BF16 weights use the CPU's BF16 instructions: the CPU has AVX512-BF16
