@@ -4,6 +4,7 @@
  * draws random numbers in (its output must not change either). */
 #include "model/family.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -964,19 +965,32 @@ static slot role_slot(sp_model *m, int layer, sp__role role) {
     return (slot){NULL, NULL};
 }
 
-void sp__model_set_tensor(sp_model *m, int layer, sp__role role, const float *data, int ndim,
-                          const int64_t shape[2]) {
+/* Bytes of one element of a weight in store. */
+static size_t store_bytes(sp_wstore store) {
+    switch (store) {
+    case SP_WSTORE_F32:
+        return sizeof(float);
+    case SP_WSTORE_BF16:
+        return sizeof(uint16_t);
+    }
+    return sizeof(float);
+}
+
+void sp__model_set_tensor(sp_model *m, int layer, sp__role role, const void *data, sp_wstore store,
+                          int ndim, const int64_t shape[2]) {
     slot s = role_slot(m, layer, role);
+    assert(s.lin || store == SP_WSTORE_F32); /* only linear weights are stored otherwise */
     if (s.f) *s.f = data;
     if (role == SP_ROLE_LN_SHARED_W) m->layers[layer].ln2.w = data; /* one norm, read twice */
     if (role == SP_ROLE_LN_SHARED_B) m->layers[layer].ln2.b = data;
     if (role == SP_ROLE_WPE) /* position 0 is the table's row pos_offset (OPT: 2) */
-        m->wpe = data + (size_t)sp__family_of(m->cfg.arch)->pos_offset * (size_t)shape[1];
+        m->wpe =
+            (const float *)data + (size_t)sp__family_of(m->cfg.arch)->pos_offset * (size_t)shape[1];
     if (!s.lin || ndim != 2) return;
     sp_wlayout layout = role == SP_ROLE_LM_HEAD ? SP_W_OUT_IN : sp__family_of(m->cfg.arch)->layout;
     int rows = (int)shape[0], cols = (int)shape[1];
     s.lin->w = data;
-    s.lin->store = SP_WSTORE_F32;
+    s.lin->store = store;
     s.lin->layout = layout;
     switch (layout) {
     case SP_W_IN_OUT:
@@ -990,7 +1004,7 @@ void sp__model_set_tensor(sp_model *m, int layer, sp__role role, const float *da
         sp_linear *up = &m->layers[layer].mlp_up;
         s.lin->out = rows / 2;
         *up = *s.lin;
-        up->w = data + (size_t)(rows / 2) * (size_t)cols;
+        up->w = (const char *)data + (size_t)(rows / 2) * (size_t)cols * store_bytes(store);
     }
 }
 
@@ -1003,6 +1017,12 @@ const float *sp__model_tensor(const sp_model *m, int layer, sp__role role) {
     switch (s.lin->store) {
     case SP_WSTORE_F32:
         return s.lin->w;
+    case SP_WSTORE_BF16: /* not float32: sp__model_linear */
+        return NULL;
     }
     return NULL;
+}
+
+sp_linear *sp__model_linear(sp_model *m, int layer, sp__role role) {
+    return role_slot(m, layer, role).lin;
 }

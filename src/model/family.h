@@ -221,11 +221,15 @@ int64_t sp__family_param_count(const sp_model_config *c);
 
 /* ---- roles: where a tensor lives in sp_model ------------------------------------------------ */
 
-/* Points the role's slot of layer (or the model) at float32 data of shape[ndim] (the layout of a
- * linear weight is the family's, or nn.Linear's for the LM head). */
-void sp__model_set_tensor(sp_model *m, int layer, sp__role role, const float *data, int ndim,
-                          const int64_t shape[2]);
+/* Points the role's slot of layer (or the model) at data of shape[ndim] in store (float32 for
+ * everything but linear weights; the layout of a linear weight is the family's, or nn.Linear's
+ * for the LM head; a fused gate_up_proj's up half starts after its gate rows). */
+void sp__model_set_tensor(sp_model *m, int layer, sp__role role, const void *data, sp_wstore store,
+                          int ndim, const int64_t shape[2]);
 /* The float32 values of a role's tensor (NULL when unset). */
 const float *sp__model_tensor(const sp_model *m, int layer, sp__role role);
+/* The linear layer a role fills (NULL for vectors and buffers): its weight's storage may be
+ * other than float32 (then sp__model_tensor returns NULL). */
+sp_linear *sp__model_linear(sp_model *m, int layer, sp__role role);
 
 #endif

@@ -7,6 +7,7 @@
 #define SP_MODEL_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "softprompt/model.h"
 
@@ -36,6 +37,23 @@ void sp__linear_fwd_residual(float *y, const float *residual, const float *x, in
  * . the transpose of the forward's W. No dW, no db: frozen. */
 void sp__linear_bwd(float *dx, int lddx, const float *dy, int lddy, const sp_linear *W, int n,
                     int accumulate);
+
+/* C[m, n] (row stride ldc) = beta C + A[m, k] (float32, row stride lda) . B, with B a BF16
+ * matrix (uint16 bit patterns) stored [k, n] (bt = 0) or [n, k] (bt = 1: B is that transposed),
+ * row stride ldb; beta is 0 or 1 (bf16.c). With AVX512-BF16 (sp__bf16_native) and !exact, A is
+ * rounded to BF16 and the products summed in float32 by vdpbf16ps; otherwise tiles of B are
+ * converted to float32 and multiplied by sgemm. With vdpbf16ps a row of C does not depend on the
+ * other rows (with sgemm it may: OpenBLAS picks kernels by size). */
+void sp__gemm_bf16(int m, int n, int k, const float *a, int lda, const uint16_t *b, int ldb, int bt,
+                   int exact, float beta, float *c, int ldc);
+/* 1 when products with BF16 weights use the CPU's BF16 instructions: the CPU has AVX512-BF16
+ * and the environment does not set SP_CPU_NO_BF16 (to a value other than 0), read once. */
+int sp__bf16_native(void);
+/* Tests: on forces the float32 path (as SP_CPU_NO_BF16=1), off chooses again as at start. Call
+ * it while no product runs. */
+void sp__bf16_force_float32(int on);
+/* "avx512-bf16" or the float32 path's name, for messages and benchmarks. */
+const char *sp__bf16_path_name(void);
 
 /* RMSNorm (Llama): out[n,d] = w * (x * rstd), rstd = 1/sqrt(mean(x^2) + eps); saves rstd[n]. */
 void sp__rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int n, int d,

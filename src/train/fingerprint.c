@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "model/family.h"
+#include "model/model_store.h"
 #include "softprompt/checkpoint.h"
 #include "train/hash64.h"
 
@@ -11,6 +12,21 @@ static void hash_floats(sp__h64 *h, const char *name, const float *x, size_t n) 
     sp__h64_str(h, name);
     sp__h64_u64(h, n);
     sp__h64_update(h, x, n * sizeof *x);
+}
+
+/* A matrix held in another storage than float32 (BF16): the float32 values of the tensor it was
+ * stored as, as the float32 model would hold them, so that a model has one fingerprint whatever
+ * --weights (a checkpoint resumes, a prompt is checked against its model, across modes). */
+static void hash_source(sp__h64 *h, const char *name, const sp_st_tensor *t, size_t n) {
+    sp__h64_str(h, name);
+    sp__h64_u64(h, n);
+    float chunk[512];
+    size_t esz = sp_dtype_size(t->dtype);
+    for (size_t i0 = 0; i0 < n; i0 += 512) {
+        size_t c = n - i0 < 512 ? n - i0 : 512;
+        sp_convert_to_f32(t->dtype, (const unsigned char *)t->data + i0 * esz, chunk, c);
+        sp__h64_update(h, chunk, c * sizeof *chunk);
+    }
 }
 
 /* The family's tag and the configuration values beyond the common ones that change its
@@ -127,7 +143,14 @@ static int hash_row(void *ctx, const sp__tensor_desc *row, int layer) {
     int64_t shape[2];
     int ndim = sp__tensor_shape(row, c, shape);
     size_t n = (size_t)(ndim == 1 ? shape[0] : shape[0] * shape[1]);
-    hash_floats(k->h, row->fp_name, sp__model_tensor(k->m, layer, row->role), n);
+    const float *f = sp__model_tensor(k->m, layer, row->role);
+    if (f) {
+        hash_floats(k->h, row->fp_name, f, n);
+        return 0;
+    }
+    const sp_linear *lin = sp__model_linear((sp_model *)k->m, layer, row->role);
+    const sp_st_tensor *t = lin ? sp__model_linear_source(k->m, lin) : NULL;
+    if (t) hash_source(k->h, row->fp_name, t, n);
     return 0;
 }
 

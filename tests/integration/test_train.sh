@@ -69,6 +69,19 @@ same_file d1/adapter/adapter_model.safetensors d3/adapter/adapter_model.safetens
 same_file d1/adapter/adapter_model.safetensors dt/adapter/adapter_model.safetensors "--deterministic 1 vs 2 threads"
 [[ "$(losses d1/metrics.jsonl)" == "$(losses d3/metrics.jsonl)" ]] || fail "--deterministic losses differ"
 ok "--deterministic: bitwise identical prompts and losses for 1, 2 and 3 ranks and 2 threads"
+# the same with BF16 weights (the F32 model rounded once at load; BF16 products where the CPU has
+# them): bitwise across ranks and threads, and not the float32 run
+run b1 1 6 --deterministic --weights bf16; run b2 2 2 --deterministic --weights bf16
+run b3 3 1 --deterministic --weights bf16; threads=2 run bt 1 6 --deterministic --weights bf16
+grep -q '"weights": "bf16"' b1/config.json || fail "config.json does not say --weights bf16"
+same_file b1/adapter/adapter_model.safetensors b2/adapter/adapter_model.safetensors "bf16 --deterministic 1 vs 2 ranks"
+same_file b1/adapter/adapter_model.safetensors b3/adapter/adapter_model.safetensors "bf16 --deterministic 1 vs 3 ranks"
+same_file b1/adapter/adapter_model.safetensors bt/adapter/adapter_model.safetensors "bf16 --deterministic 1 vs 2 threads"
+[[ "$(losses b1/metrics.jsonl)" == "$(losses b3/metrics.jsonl)" ]] || fail "bf16 --deterministic losses differ"
+! cmp -s b1/adapter/adapter_model.safetensors d1/adapter/adapter_model.safetensors ||
+  fail "--weights bf16 trained the same prompt as float32 weights: BF16 did not run"
+close_losses b1/metrics.jsonl d1/metrics.jsonl 0.1 "bf16 vs f32 weights (the model rounded: a sanity bound)"
+ok "--weights bf16 --deterministic: bitwise identical for 1, 2 and 3 ranks and 2 threads"
 [[ -z ${SP_TRAIN_QUICK:-} ]] || exit 0
 
 # --- stop and resume ------------------------------------------------------------------------

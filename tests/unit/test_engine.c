@@ -38,7 +38,7 @@ static void fill(float *p, size_t n, sp_rng *r, float mean, float std) {
 
 /* A frozen float32 linear layer over w (layout as stored). */
 static sp_linear lin(const float *w, const float *b, int in, int out, sp_wlayout layout) {
-    return (sp_linear){w, b, in, out, layout, SP_WSTORE_F32};
+    return (sp_linear){w, b, in, out, layout, SP_WSTORE_F32, 0};
 }
 
 static void make_model(test_model *t, int L, int d, int H, int F, int V, int ctx, uint64_t seed) {

@@ -180,6 +180,43 @@ START_TEST(load_bf16_converted) {
 }
 END_TEST
 
+/* --weights bf16: a BF16 file's matrices in place from the mapping (auto chooses it), an F32
+ * file's rounded once to private BF16 copies; the embeddings, norms and biases float32; the
+ * memory accounting (bytes_in_place shared, bytes_converted private, which `info` and the memory
+ * check use) counts matrices at 2 bytes. */
+START_TEST(load_bf16_weights_in_place_and_rounded) {
+    const size_t mat = (size_t)L * 12 * D * D, rest = (size_t)expected_params() - mat;
+    char *dbf = make_model("bf", SP_DTYPE_BF16, 1, 0), *d32 = make_model("f32", SP_DTYPE_F32, 1, 0);
+    sp_model b, r, f;
+    sp_error err;
+    ck_assert_msg(sp_model_load_weights(&b, dbf, SP_WEIGHTS_AUTO, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(b.weights, SP_WEIGHTS_BF16);
+    ck_assert_int_eq(b.layers[1].mlp_out.store, SP_WSTORE_BF16);
+    ck_assert_ptr_eq(b.layers[1].qkv.w,
+                     sp_st_find(&b.store->files[0], "h.1.attn.c_attn.weight")->data);
+    ck_assert(in_mapping(&b, b.layers[0].mlp_in.w) && !in_mapping(&b, b.wte));
+    ck_assert_uint_eq(b.bytes_matrices, mat * 2);
+    ck_assert_uint_eq(b.bytes_in_place, mat * 2);
+    ck_assert_uint_eq(b.bytes_converted, rest * 4);
+    ck_assert_int_eq(b.lm_head.store, SP_WSTORE_F32); /* tied: the float32 embedding */
+    ck_assert_msg(sp_model_load_weights(&r, d32, SP_WEIGHTS_BF16, &err) == 0, "%s", err.msg);
+    ck_assert_msg(sp_model_load_weights(&f, d32, SP_WEIGHTS_AUTO, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(f.weights, SP_WEIGHTS_F32);
+    ck_assert_int_eq(f.layers[0].o.store, SP_WSTORE_F32);
+    ck_assert_uint_eq(f.bytes_matrices, mat * 4);
+    ck_assert_int_eq(r.layers[0].o.store, SP_WSTORE_BF16);
+    ck_assert(!in_mapping(&r, r.layers[0].o.w) && in_mapping(&r, r.wte));
+    ck_assert_uint_eq(r.bytes_matrices, mat * 2);
+    ck_assert_uint_eq(r.bytes_converted, mat * 2);
+    ck_assert_uint_eq(r.bytes_in_place, rest * 4);
+    const float *w32 = f.layers[1].o.w;
+    const uint16_t *w16 = r.layers[1].o.w;
+    for (int i = 0; i < D * D; i++) ck_assert_uint_eq(w16[i], sp_f32_to_bf16(w32[i]));
+    sp_model_free(&b), sp_model_free(&r), sp_model_free(&f);
+    free(dbf), free(d32);
+}
+END_TEST
+
 START_TEST(load_sharded_matches_single) {
     char *d1 = make_model("one", SP_DTYPE_F32, 1, 0), *d3 = make_model("three", SP_DTYPE_F32, 3, 0);
     char *shard2 = tu_path(d3, "model-00002-of-00003.safetensors");
@@ -948,6 +985,7 @@ int main(void) {
     tcase_add_test(tc, load_prefixed_names);
     tcase_add_test(tc, mask_buffers_ignored_and_untied_misaligned_head);
     tcase_add_test(tc, tied_head_ignores_stored_copy);
+    tcase_add_test(tc, load_bf16_weights_in_place_and_rounded);
     tcase_add_test(tc, failed_load_leaves_model_empty);
     tcase_add_test(tc, init_refuses_non_empty_dir_unless_forced);
     tcase_add_test(tc, random_header_mutations_never_crash);
