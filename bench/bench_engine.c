@@ -3,7 +3,8 @@
  * the prompt gradient is summed over ranks every step, as the trainer does).
  *
  *   bench_engine --model DIR [--name NAME] [--batch 8] [--seq 128] [--prompt 20] [--targets 1]
- *                [--steps 5] [--warmup 1] [--threads N] [--dump-batch FILE]
+ *                [--steps 5] [--warmup 1] [--threads N] [--dump-batch FILE] [--kv-prefix N]
+ *                [--weights auto|f32|bf16]
  *
  * Each sequence is P soft tokens followed by T random text tokens; the last K text tokens are
  * labelled (K = 1: classification, one loss position per sequence; K = 16: generation), so the
@@ -28,6 +29,7 @@ typedef struct options {
     const char *model, *name, *dump;
     int B, T, P, K, steps, warmup, threads;
     int kv; /* --kv-prefix: rows of a per-layer key/value prefix (prefix tuning), 0 none */
+    sp_weights weights; /* --weights auto|f32|bf16 (default auto) */
 } options;
 
 static int cmp_double(const void *a, const void *b) {
@@ -36,12 +38,20 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 static int parse(options *o, int argc, char **argv) {
-    *o = (options){NULL, "softprompt", NULL, 8, 128, 20, 1, 5, 1, 0, 0};
-    static const struct option longs[] = {
-        {"model", 1, 0, 'm'},      {"name", 1, 0, 'n'},      {"batch", 1, 0, 'b'},
-        {"seq", 1, 0, 't'},        {"prompt", 1, 0, 'p'},    {"targets", 1, 0, 'k'},
-        {"steps", 1, 0, 's'},      {"warmup", 1, 0, 'w'},    {"threads", 1, 0, 'j'},
-        {"dump-batch", 1, 0, 'd'}, {"kv-prefix", 1, 0, 'x'}, {0, 0, 0, 0}};
+    *o = (options){NULL, "softprompt", NULL, 8, 128, 20, 1, 5, 1, 0, 0, SP_WEIGHTS_AUTO};
+    static const struct option longs[] = {{"model", 1, 0, 'm'},
+                                          {"name", 1, 0, 'n'},
+                                          {"batch", 1, 0, 'b'},
+                                          {"seq", 1, 0, 't'},
+                                          {"prompt", 1, 0, 'p'},
+                                          {"targets", 1, 0, 'k'},
+                                          {"steps", 1, 0, 's'},
+                                          {"warmup", 1, 0, 'w'},
+                                          {"threads", 1, 0, 'j'},
+                                          {"dump-batch", 1, 0, 'd'},
+                                          {"kv-prefix", 1, 0, 'x'},
+                                          {"weights", 1, 0, 'W'},
+                                          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (c) {
@@ -77,6 +87,9 @@ static int parse(options *o, int argc, char **argv) {
             break;
         case 'x':
             o->kv = atoi(optarg);
+            break;
+        case 'W':
+            if (sp_weights_parse(optarg, &o->weights)) return -1;
             break;
         default:
             return -1;
@@ -157,14 +170,14 @@ int main(int argc, char **argv) {
     if (parse(&o, argc, argv)) {
         fprintf(stderr, "usage: bench_engine --model DIR [--name NAME] [--batch B] [--seq T] "
                         "[--prompt P] [--targets K<T] [--steps S] [--warmup W] [--threads N] "
-                        "[--dump-batch FILE] [--kv-prefix N]\n");
+                        "[--dump-batch FILE] [--kv-prefix N] [--weights auto|f32|bf16]\n");
         return 2;
     }
     int capped = 0, threads = sp_dist_threads(&dist, o.threads, &capped);
     openblas_set_num_threads(threads);
     sp_model m;
     sp_error err;
-    if (sp_model_load(&m, o.model, &err)) {
+    if (sp_model_load_weights(&m, o.model, o.weights, &err)) {
         fprintf(stderr, "bench_engine: %s\n", err.msg);
         return 1;
     }
@@ -261,6 +274,9 @@ int main(int argc, char **argv) {
         metric(&o, "activation_kib_per_token",
                sp_team_bytes(team) / 1024.0 / ((double)(s1 - s0) * S), "KiB");
         metric(&o, "worker_mib", sp_team_bytes(team) / 1048576.0, "MiB");
+        metric(&o, "weights_mib", m.bytes_matrices / 1048576.0, "MiB"); /* the blocks' matrices */
+        printf("# %s: weights %s (bf16 compute: %s)\n", o.name, sp_weights_name(m.weights),
+               sp_bf16_compute());
         printf("# %s: ranks %d, B=%d T=%d P=%d K=%d kv-prefix %d, median of %d steps %.4f s\n",
                o.name, dist.size, o.B, o.T, o.P, o.K, o.kv, o.steps, med);
     }

@@ -37,16 +37,18 @@
 typedef struct options {
     const char *model, *name, *dump, *ids;
     int B, T, P, N, steps, warmup, threads, stream_mib;
+    sp_weights weights; /* --weights auto|f32|bf16 (default auto) */
 } options;
 
 static int parse(options *o, int argc, char **argv) {
-    *o = (options){NULL, "gen", NULL, NULL, 1, 64, 20, 32, 3, 1, 0, 256};
-    static const struct option longs[] = {
-        {"model", 1, 0, 'm'}, {"name", 1, 0, 'n'},       {"batch", 1, 0, 'b'},
-        {"seq", 1, 0, 't'},   {"prompt", 1, 0, 'p'},     {"new", 1, 0, 'k'},
-        {"steps", 1, 0, 's'}, {"warmup", 1, 0, 'w'},     {"threads", 1, 0, 'j'},
-        {"ids", 1, 0, 'i'},   {"dump-batch", 1, 0, 'd'}, {"stream-mib", 1, 0, 'x'},
-        {0, 0, 0, 0}};
+    *o = (options){NULL, "gen", NULL, NULL, 1, 64, 20, 32, 3, 1, 0, 256, SP_WEIGHTS_AUTO};
+    static const struct option longs[] = {{"model", 1, 0, 'm'},      {"name", 1, 0, 'n'},
+                                          {"batch", 1, 0, 'b'},      {"seq", 1, 0, 't'},
+                                          {"prompt", 1, 0, 'p'},     {"new", 1, 0, 'k'},
+                                          {"steps", 1, 0, 's'},      {"warmup", 1, 0, 'w'},
+                                          {"threads", 1, 0, 'j'},    {"ids", 1, 0, 'i'},
+                                          {"dump-batch", 1, 0, 'd'}, {"stream-mib", 1, 0, 'x'},
+                                          {"weights", 1, 0, 'W'},    {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (c) {
@@ -85,6 +87,9 @@ static int parse(options *o, int argc, char **argv) {
             break;
         case 'x':
             o->stream_mib = atoi(optarg);
+            break;
+        case 'W':
+            if (sp_weights_parse(optarg, &o->weights)) return -1;
             break;
         default:
             return -1;
@@ -140,15 +145,27 @@ static double stream_copy(float *a, const float *b, size_t n, int threads, int r
     return best;
 }
 
+/* Bytes of a linear layer's weight in its storage. */
+static double linear_bytes(const sp_linear *w) {
+    if (!w->w) return 0;
+    switch (w->store) {
+    case SP_WSTORE_F32:
+        return (double)w->in * w->out * 4;
+    case SP_WSTORE_BF16:
+        return (double)w->in * w->out * 2;
+    }
+    return 0;
+}
+
 /* Bytes of weights a decode step reads: every linear layer of every block and the LM head (the
- * embedding rows and norms are negligible), float32. */
+ * embedding rows and norms are negligible), in their storage (float32 or BF16). */
 static double weight_bytes(const sp_model *m) {
-    double sum = (double)m->lm_head.in * m->lm_head.out * 4;
+    double sum = linear_bytes(&m->lm_head);
     for (int l = 0; l < m->cfg.n_layer; l++) {
         const sp_layer *y = &m->layers[l];
         const sp_linear *lin[] = {&y->qkv, &y->q,      &y->k,      &y->v,
                                   &y->o,   &y->mlp_in, &y->mlp_up, &y->mlp_out};
-        for (int i = 0; i < 8; i++) sum += (double)lin[i]->in * lin[i]->out * 4 * (lin[i]->w != 0);
+        for (int i = 0; i < 8; i++) sum += linear_bytes(lin[i]);
     }
     return sum;
 }
@@ -266,14 +283,15 @@ int main(int argc, char **argv) {
     if (parse(&o, argc, argv)) {
         fprintf(stderr, "usage: bench_generate --model DIR [--name NAME] [--batch B] [--seq T] "
                         "[--prompt P] [--new N] [--steps S] [--warmup W] [--threads N] "
-                        "[--dump-batch FILE] [--ids FILE] [--stream-mib M]\n");
+                        "[--dump-batch FILE] [--ids FILE] [--stream-mib M] "
+                        "[--weights auto|f32|bf16]\n");
         return 2;
     }
     if (o.threads > 0) openblas_set_num_threads(o.threads);
     int threads = o.threads > 0 ? o.threads : openblas_get_num_threads();
     sp_model m;
     sp_error err = {0};
-    if (sp_model_load(&m, o.model, &err)) die(o.model, &err);
+    if (sp_model_load_weights(&m, o.model, o.weights, &err)) die(o.model, &err);
     if (o.P + o.T + o.N > m.cfg.n_ctx) {
         fprintf(stderr, "bench_generate: P + T + N = %d exceeds n_positions %d\n", o.P + o.T + o.N,
                 m.cfg.n_ctx);

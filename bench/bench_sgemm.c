@@ -2,19 +2,85 @@
  * GFLOP/s of repeated row-major products C[M,N] = A[M,K] B[K,N] for a few large shapes, the best
  * shape being the peak that scripts/bench divides by (MFU).
  *
- *   bench_sgemm [--threads N] [--reps 5] [MxNxK ...]   (default: 2048x2048x2048, and GPT-2's
- *                                                        c_fc and c_proj at 1184 rows)
- * Prints "metric sgemm_<M>x<N>x<K>_gflops V GFLOP/s" per shape and "metric sgemm_peak_gflops". */
+ *   bench_sgemm [--threads N] [--reps 5] [--bf16] [MxNxK ...]   (default: 2048x2048x2048, and
+ *                                          GPT-2's c_fc and c_proj at 1184 rows)
+ * Prints "metric sgemm_<M>x<N>x<K>_gflops V GFLOP/s" per shape and "metric sgemm_peak_gflops";
+ * with --bf16 also the BF16-weight products (bf16gemm_*, bf16_peak_gflops, single-threaded as
+ * the engine runs them) and the vdpbf16ps instruction's peak (bf16_instruction_peak_gflops). */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/kernels.h"
+#include "softprompt/dtype.h"
 #include "util/clock.h"
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* ---- BF16 (--bf16) ---------------------------------------------------------------------------
+ * The same for products with BF16 weights as the engine computes them (sp__gemm_bf16: float32 A,
+ * BF16 B, float32 C), and the instruction's own peak: vdpbf16ps on 16 independent accumulators
+ * in registers (no memory), 64 FLOP per instruction (32 multiply-adds of BF16 pairs). */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define DP16(X)                                                                                    \
+    X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+#define DECL(i) __m512 a##i = _mm512_set1_ps((float)i);
+#define STEP(i) a##i = _mm512_dpbf16_ps(a##i, x, y);
+#define SUM(i) sum += _mm512_reduce_add_ps(a##i);
+__attribute__((target("avx512f,avx512bf16"))) static double dpbf16_loop(long iters) {
+    DP16(DECL)
+    __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80), y = x;
+    for (long it = 0; it < iters; it++) {
+        DP16(STEP)
+        __asm__ volatile("" : "+v"(x));
+    }
+    float sum = 0;
+    DP16(SUM)
+    return sum;
+}
+
+/* GFLOP/s of the loop (median of 5 runs of ~0.2 s), 0 without the instruction. */
+static double bf16_instruction_peak(void) {
+    if (!sp__bf16_native()) return 0;
+    long iters = 4000000;
+    double g[5], sink = 0;
+    for (int r = 0; r < 5; r++) {
+        double t0 = sp__now();
+        sink += dpbf16_loop(iters);
+        g[r] = 64.0 * 16 * iters / (sp__now() - t0) * 1e-9;
+    }
+    qsort(g, 5, sizeof *g, cmp_double);
+    if (sink == 1234.5) printf("#\n"); /* keeps the loop */
+    return g[2];
+}
+#else
+static double bf16_instruction_peak(void) {
+    return 0;
+}
+#endif
+
+/* Median GFLOP/s of reps products C[M,N] = A[M,K] B[K,N] with B BF16 [N,K] (nn.Linear's layout)
+ * after one warm-up. */
+static double measure_bf16(int M, int N, int K, int reps) {
+    float *a = malloc((size_t)M * K * 4), *c = malloc((size_t)M * N * 4);
+    uint16_t *b = malloc((size_t)K * N * 2);
+    for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)(i % 7) * 0.1f;
+    for (size_t i = 0; i < (size_t)K * N; i++) b[i] = sp_f32_to_bf16((float)(i % 5) * 0.1f);
+    double *g = malloc((size_t)(reps + 1) * sizeof *g);
+    for (int r = 0; r <= reps; r++) {
+        double t0 = sp__now();
+        sp__gemm_bf16(M, N, K, a, K, b, K, 1, 0, 0.0f, c, N);
+        g[r] = 2.0 * M * N * K / (sp__now() - t0) * 1e-9;
+    }
+    qsort(g + 1, (size_t)reps, sizeof *g, cmp_double);
+    double med = g[1 + reps / 2];
+    free(a), free(b), free(c), free(g);
+    return med;
 }
 
 /* Median GFLOP/s of reps products after one warm-up. */
@@ -37,14 +103,18 @@ static double measure(int M, int N, int K, int reps) {
 }
 
 int main(int argc, char **argv) {
-    int threads = 0, reps = 5, first = 1;
+    int threads = 0, reps = 5, first = 1, bf16 = 0;
     while (first < argc && argv[first][0] == '-') {
+        if (!strcmp(argv[first], "--bf16")) {
+            bf16 = 1, first++;
+            continue;
+        }
         if (first + 1 < argc && !strcmp(argv[first], "--threads"))
             threads = atoi(argv[first + 1]);
         else if (first + 1 < argc && !strcmp(argv[first], "--reps"))
             reps = atoi(argv[first + 1]);
         else {
-            fprintf(stderr, "usage: bench_sgemm [--threads N] [--reps R] [MxNxK ...]\n");
+            fprintf(stderr, "usage: bench_sgemm [--threads N] [--reps R] [--bf16] [MxNxK ...]\n");
             return 2;
         }
         first += 2;
@@ -52,7 +122,7 @@ int main(int argc, char **argv) {
     if (threads > 0) openblas_set_num_threads(threads);
     const char *defaults[] = {"2048x2048x2048", "1184x3072x768", "1184x768x3072"};
     int n = argc - first > 0 ? argc - first : 3;
-    double peak = 0;
+    double peak = 0, bf16_peak = 0;
     for (int i = 0; i < n; i++) {
         const char *shape = argc - first > 0 ? argv[first + i] : defaults[i];
         int M, N, K;
@@ -63,8 +133,17 @@ int main(int argc, char **argv) {
         double g = measure(M, N, K, reps < 1 ? 1 : reps);
         printf("metric sgemm_%dx%dx%d_gflops %.1f GFLOP/s\n", M, N, K, g);
         if (g > peak) peak = g;
+        if (!bf16) continue;
+        g = measure_bf16(M, N, K, reps < 1 ? 1 : reps);
+        printf("metric bf16gemm_%dx%dx%d_gflops %.1f GFLOP/s\n", M, N, K, g);
+        if (g > bf16_peak) bf16_peak = g;
     }
     printf("metric sgemm_peak_gflops %.1f GFLOP/s\n", peak);
+    if (bf16) {
+        printf("metric bf16_peak_gflops %.1f GFLOP/s\n", bf16_peak);
+        printf("metric bf16_instruction_peak_gflops %.1f GFLOP/s\n", bf16_instruction_peak());
+        printf("# bf16 products: %s (one thread)\n", sp__bf16_path_name());
+    }
     printf("# OpenBLAS threads %d (%s)\n", openblas_get_num_threads(), openblas_get_config());
     return 0;
 }

@@ -1,10 +1,13 @@
 /* A frozen Hugging Face causal LM loaded from a model directory: one of the families of sp_arch
- * (GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM, Qwen3ForCausalLM).
+ * (GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM, Qwen3ForCausalLM,
+ * the Gemma families, GPTNeoXForCausalLM).
  *
  * Files: config.json plus model.safetensors, or model-0000i-of-0000n.safetensors shards listed
  * in model.safetensors.index.json. F32 tensors are used in place inside the read-only mapping
  * (no copy, so the ranks of one node share the page cache); F16/BF16/F64 tensors are converted
- * to float32 once at load. GPT-2 names are accepted with or without the "transformer." prefix. */
+ * to float32 once at load. With BF16 weights (sp_weights) the blocks' matrices are BF16 instead:
+ * BF16 tensors used in place, others rounded once. GPT-2 names are accepted with or without the
+ * "transformer." prefix. */
 #ifndef SOFTPROMPT_MODEL_H
 #define SOFTPROMPT_MODEL_H
 
@@ -19,16 +22,24 @@
  * Code that depends on the family switches on this enum without a default, so that -Wswitch
  * (-Wall -Werror) names every place a new family must be handled. */
 typedef enum sp_arch {
-    SP_ARCH_GPT2,    /* GPT2LMHeadModel: LayerNorm, learned positions, fused Conv1D qkv, GELU */
-    SP_ARCH_LLAMA,   /* LlamaForCausalLM: RMSNorm, rotary, grouped-query heads, SwiGLU */
-    SP_ARCH_QWEN2,   /* Qwen2ForCausalLM: Llama's block with q/k/v biases */
-    SP_ARCH_MISTRAL, /* MistralForCausalLM: Llama's block with a sliding attention window */
-    SP_ARCH_QWEN3,   /* Qwen3ForCausalLM: Llama's block with per-head RMSNorm of q and k */
-    SP_ARCH_GEMMA,   /* GemmaForCausalLM: scaled embeddings, RMSNorm (1 + w), GeGLU */
-    SP_ARCH_GEMMA2,  /* Gemma2ForCausalLM: Gemma with sandwich norms, soft-capping, windows */
-    SP_ARCH_GEMMA3,  /* Gemma3ForCausalLM (gemma3_text): Gemma 2 with q/k norms, local rope */
-    SP_ARCH_BERT,    /* BertForMaskedLM: bidirectional post-LN encoder, MLM head */
-    SP_ARCH_ROBERTA, /* RobertaForMaskedLM: BERT with positions from padding_idx + 1 */
+    SP_ARCH_GPT2,     /* GPT2LMHeadModel: LayerNorm, learned positions, fused Conv1D qkv, GELU */
+    SP_ARCH_LLAMA,    /* LlamaForCausalLM: RMSNorm, rotary, grouped-query heads, SwiGLU */
+    SP_ARCH_QWEN2,    /* Qwen2ForCausalLM: Llama's block with q/k/v biases */
+    SP_ARCH_MISTRAL,  /* MistralForCausalLM: Llama's block with a sliding attention window */
+    SP_ARCH_QWEN3,    /* Qwen3ForCausalLM: Llama's block with per-head RMSNorm of q and k */
+    SP_ARCH_GEMMA,    /* GemmaForCausalLM: scaled embeddings, RMSNorm (1 + w), GeGLU */
+    SP_ARCH_GEMMA2,   /* Gemma2ForCausalLM: Gemma with sandwich norms, soft-capping, windows */
+    SP_ARCH_GEMMA3,   /* Gemma3ForCausalLM (gemma3_text): Gemma 2 with q/k norms, local rope */
+    SP_ARCH_GPT_NEOX, /* GPTNeoXForCausalLM: LayerNorm, parallel residual, partial rotary,
+                       * q/k/v interleaved per head */
+    SP_ARCH_PHI3,     /* Phi3ForCausalLM: Mistral's block with fused qkv_proj and gate_up_proj,
+                       * partial rotary */
+    SP_ARCH_OPT,      /* OPTForCausalLM: GPT-2's block with separate q/k/v, ReLU, positions
+                       * offset by 2 */
+    SP_ARCH_PHI,      /* PhiForCausalLM (Phi-2): attention and MLP in parallel off one LayerNorm,
+                       * partial rotary, biases everywhere, a head with a bias */
+    SP_ARCH_BERT,     /* BertForMaskedLM: bidirectional post-LN encoder, MLM head */
+    SP_ARCH_ROBERTA,  /* RobertaForMaskedLM: BERT with positions from padding_idx + 1 */
 } sp_arch;
 #define SP_N_ARCH (SP_ARCH_ROBERTA + 1) /* keep at the last value + 1 */
 
@@ -68,8 +79,13 @@ typedef struct sp_model_config {
     double rope_local_theta; /* rotary base of the layers with a window, without rope_scaling
                               * (Gemma 3: rope_local_base_freq); 0: every layer's is rope_theta */
     int type_vocab_size;     /* rows of token_type_embeddings (BERT 2, RoBERTa 1; 0: none) */
-    int pos_offset;          /* position of a sequence's first row in the learned table (RoBERTa:
-                              * padding_idx + 1; n_ctx is max_position_embeddings less it) */
+    int pos_offset;          /* row of the learned position table holding position 0 (OPT: 2;
+                              * RoBERTa: padding_idx + 1, n_ctx being max_position_embeddings
+                              * less it) */
+    int rotary_dim;          /* leading columns of each q/k head that rotate (GPT-NeoX:
+                              * int(head_dim * rotary_pct)); 0: all of head_dim */
+    int parallel_residual;   /* x + attn(norm1(x)) + mlp(norm2(x)) (use_parallel_residual) */
+    int gelu_exact;          /* the MLP's GELU is the erf one (hidden_act "gelu"), not tanh's */
 } sp_model_config;
 
 static inline int sp_config_kv_heads(const sp_model_config *c) {
@@ -77,6 +93,10 @@ static inline int sp_config_kv_heads(const sp_model_config *c) {
 }
 static inline int sp_config_head_dim(const sp_model_config *c) {
     return c->head_dim > 0 ? c->head_dim : c->d_model / c->n_head;
+}
+/* The columns of each q/k head the rotary embedding turns (even, <= head_dim). */
+static inline int sp_config_rotary_dim(const sp_model_config *c) {
+    return c->rotary_dim > 0 ? c->rotary_dim : sp_config_head_dim(c);
 }
 /* The attention window of layer l (0: none). */
 static inline int sp_config_layer_window(const sp_model_config *c, int l) {
@@ -87,15 +107,16 @@ static inline int sp_config_layer_window(const sp_model_config *c, int l) {
 
 /* A frozen linear layer y = x W + b over the weight's storage. Call sites pass the whole
  * struct to sp__linear_fwd / sp__linear_bwd (src/model/kernels.h) and never look at w: how it is
- * stored (layout, element type) is the kernels' business. Today every weight is float32
- * (F16/BF16 files are converted at load); a BF16 storage adds a value to sp_wstore, and
+ * stored (layout, element type) is the kernels' business. A weight is float32, or BF16 when the
+ * model was loaded with BF16 weights (sp_weights); a new storage adds a value to sp_wstore, and
  * -Wswitch then points at the kernels that must handle it. */
 typedef enum sp_wlayout {
     SP_W_IN_OUT, /* W [in, out], y = x W (GPT-2's Conv1D) */
     SP_W_OUT_IN, /* W [out, in], y = x W^T (nn.Linear) */
 } sp_wlayout;
 typedef enum sp_wstore {
-    SP_WSTORE_F32, /* float32 */
+    SP_WSTORE_F32,  /* float32 */
+    SP_WSTORE_BF16, /* bfloat16 (uint16 bit patterns): products in BF16, sums in float32 */
 } sp_wstore;
 typedef struct sp_linear {
     const void *w;  /* in, out elements in layout and store; NULL when the family has none */
@@ -103,6 +124,8 @@ typedef struct sp_linear {
     int in, out;
     sp_wlayout layout;
     sp_wstore store;
+    int exact; /* BF16 store: activations enter the product unrounded (float32 compute; the LM
+                * head, which runs at target rows only) */
 } sp_linear;
 
 /* A norm's gain and bias (NULL for RMSNorm), [d] each. */
@@ -123,6 +146,21 @@ typedef struct sp_layer {
     sp_linear mlp_up;        /* SwiGLU up_proj */
     sp_linear mlp_out;       /* GPT-2 mlp.c_proj; SwiGLU down_proj */
 } sp_layer;
+
+/* The element type of the matrices of the blocks (and of an untied LM head), --weights. The
+ * embeddings, norms, biases, activations and every sum stay float32. */
+typedef enum sp_weights {
+    SP_WEIGHTS_AUTO, /* BF16 when every such matrix is stored BF16 in the files, else F32 */
+    SP_WEIGHTS_F32,  /* float32 (other dtypes converted once at load) */
+    SP_WEIGHTS_BF16, /* BF16: BF16 tensors used in place, others rounded once (nearest even) */
+} sp_weights;
+/* "auto", "f32", "bf16" <-> the value; parse returns -1 for anything else. */
+int sp_weights_parse(const char *name, sp_weights *out);
+const char *sp_weights_name(sp_weights w);
+/* How products with BF16 weights are computed on this CPU: "avx512-bf16" (the BF16 dot-product
+ * instruction) or a float32 path (tiles converted; no BF16 instructions, or SP_CPU_NO_BF16=1 in
+ * the environment). */
+const char *sp_bf16_compute(void);
 
 typedef struct sp_model {
     sp_model_config cfg;  /* cfg.arch: the family */
@@ -147,13 +185,19 @@ typedef struct sp_model {
     int64_t n_params;              /* parameters actually used (tied head counted once) */
     size_t bytes_mapped;           /* size of all mapped safetensors files */
     size_t bytes_in_place;         /* F32 tensor bytes used directly from the mapping */
-    size_t bytes_converted;        /* private float32 copies made at load */
+    size_t bytes_converted;        /* private copies made at load (float32, or BF16 rounded) */
+    sp_weights weights;            /* the matrices' storage: SP_WEIGHTS_F32 or SP_WEIGHTS_BF16 */
+    size_t bytes_matrices;         /* of the matrices in that storage (shared or private) */
     int64_t params_by_dtype[SP_DTYPE_COUNT];
 } sp_model;
 
 /* Loads and validates dir. On failure m is left empty (safe to sp_model_free) and err names
  * the file and the tensor or key at fault. */
 int sp_model_load(sp_model *m, const char *dir, sp_error *err);
+/* The same with the matrices' storage chosen (sp_model_load is SP_WEIGHTS_F32). BF16 is refused,
+ * naming the tensor, when a value of a matrix stored in another dtype is finite but beyond
+ * BF16's range once rounded. */
+int sp_model_load_weights(sp_model *m, const char *dir, sp_weights weights, sp_error *err);
 void sp_model_free(sp_model *m);
 
 /* The safetensors files a loaded model maps (one, or the shards in index order): their count

@@ -69,7 +69,8 @@ typedef struct sp_train_config {
     double epochs;             /* used when steps == 0 */
     int global_batch;          /* examples per step over all ranks */
     int micro_batch;           /* examples per engine call on one rank */
-    int threads; /* per rank; 0 = from SLURM_CPUS_PER_TASK / OMP_NUM_THREADS / cores */
+    int threads;        /* per rank; 0 = from SLURM_CPUS_PER_TASK / OMP_NUM_THREADS / cores */
+    sp_weights weights; /* the blocks' matrices: auto (default), f32 or bf16 (softprompt/model.h) */
     sp_optim_config optim;
     sp_init_kind init;
     const char *init_arg; /* text for SP_INIT_TEXT, path for SP_INIT_FILE */

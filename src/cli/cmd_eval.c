@@ -21,6 +21,7 @@ typedef struct eval_args {
     int allow_tokenizer_mismatch;
     const char *tokenizer;
     int64_t max_examples;
+    sp_weights weights;
 } eval_args;
 
 #define CMD "eval"
@@ -42,6 +43,7 @@ static const sp__flag FLAGS[] = {
     SP_OPT_INT64("max-examples", AT(max_examples), "N", 0, (double)((int64_t)1 << 40),
                  "only the first N examples"),
     SP_OPT_INT("threads", AT(threads), "N", 1, 4096, "threads per rank (as for train)"),
+    SP_OPT_WEIGHTS(AT(weights)),
     SP_OPT_SWITCH("json", AT(json), 1, "print the result as one JSON object"),
     SP_OPT_STR("tokenizer", AT(tokenizer), "DIR",
                "the model's tokenizer, to check the dataset's against (default:\n"
@@ -173,7 +175,7 @@ static int evaluate(const eval_args *a, const sp_dist *d, sp_error *err) {
     int capped, threads = sp_dist_threads(d, a->threads, &capped);
     openblas_set_num_threads(threads);
     sp_model m;
-    if (sp_model_load(&m, a->model, err)) return -1;
+    if (sp_model_load_weights(&m, a->model, a->weights, err)) return -1;
     sp_dataset *ds = sp_dataset_open(a->data, err);
     sp_prompt_file pf = {0};
     int rc = ds ? 0 : -1;

@@ -29,6 +29,7 @@ typedef struct gen_args {
     uint64_t seed;
     const char *stop[MAX_STOP];
     int n_stop;
+    sp_weights weights;
 } gen_args;
 
 static const char *parse_stop(void *args, const char *value) {
@@ -95,6 +96,7 @@ static const sp__flag FLAGS[] = {
     SP_OPT_INT("batch", AT(batch), "N", 1, 4096, "requests decoded together (default 8)",
                .group = OUTPUT),
     SP_OPT_INT("threads", AT(threads), "N", 1, 4096, "BLAS threads (default: all cores)"),
+    SP_OPT_WEIGHTS(AT(weights)),
     SP_OPT_STR("out", AT(out), "FILE", "write the JSON lines to FILE (default: stdout)"),
     SP_OPT_SWITCH("force", AT(force), 1, "overwrite an existing --out FILE"),
     {0},
@@ -397,7 +399,7 @@ static int generate(const gen_args *a, sp_error *err) {
     if (a->threads) openblas_set_num_threads(a->threads);
     if (a->out && !a->force && sp__is_file(a->out))
         return sp_fail(err, "%s exists: use --force to overwrite it", a->out), 1;
-    int rc = sp_model_load(&s.m, a->model, err);
+    int rc = sp_model_load_weights(&s.m, a->model, a->weights, err);
     if (rc == 0) s.tok = sp_tokenizer_load(a->tokenizer ? a->tokenizer : a->model, err);
     if (rc == 0 && !s.tok) rc = -1;
     if (rc == 0) rc = load_prompt(a, &s, err);

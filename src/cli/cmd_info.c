@@ -10,17 +10,25 @@
 #include "softprompt/model.h"
 #include "util/path.h"
 
-static const sp__flag FLAGS[] = {{0}};
+typedef struct info_args {
+    sp_weights weights;
+} info_args;
+
+static const sp__flag FLAGS[] = {
+    SP_OPT_WEIGHTS(offsetof(info_args, weights)),
+    {0},
+};
 
 static const sp__flag_spec SPEC = {
     .cmd = "info",
-    .usage = "usage: softprompt info PATH\n",
+    .usage = "usage: softprompt info PATH [--weights auto|f32|bf16]\n",
     .about =
         "Describes PATH without changing it. For a model directory (config.json plus\n"
         "model.safetensors or sharded model-*-of-*.safetensors with an index): architecture,\n"
         "shapes, parameter count, dtypes, files, and memory: bytes mapped, weights used in\n"
         "place (shared by the ranks of a node through the page cache), private converted\n"
-        "copies, and activation memory per token at full context.\n"
+        "copies, the storage of the blocks' matrices (--weights, as train would load them) and\n"
+        "activation memory per token at full context.\n"
         "For a dataset (.h5 made by `softprompt prepare`): task, counts, length histogram,\n"
         "label balance, template, tokenizer. For a checkpoint (.h5 written by `softprompt\n"
         "train`): step, data position, prompt, optimizer state, metrics, fingerprints.\n\n"
@@ -110,6 +118,11 @@ static void print_memory(const sp_model *m) {
            bytes_str(buf, sizeof buf, m->bytes_in_place));
     printf("  %-20s%s, private to each process\n", "converted copies",
            bytes_str(buf, sizeof buf, m->bytes_converted));
+    printf("  %-20s%s in %s (--weights %s%s)\n", "matrices",
+           bytes_str(buf, sizeof buf, m->bytes_matrices),
+           m->weights == SP_WEIGHTS_BF16 ? "BF16" : "float32", sp_weights_name(m->weights),
+           m->weights == SP_WEIGHTS_BF16 ? "" : "; bf16 would halve them");
+    if (m->weights == SP_WEIGHTS_BF16) printf("  %-20s%s\n", "bf16 compute", sp_bf16_compute());
     printf("  %-20s%s per token at full context (%d tokens)\n", "activations",
            bytes_str(buf, sizeof buf, per_tok), T);
     printf("  %-20s%s per full-context sequence\n", "",
@@ -138,6 +151,8 @@ static const char *mlp_name(sp__mlp_kind k) {
         return "GeGLU (tanh) MLP";
     case SP_MLP_GELU_ERF:
         return "GELU (erf) MLP";
+    case SP_MLP_RELU:
+        return "ReLU MLP";
     }
     return "?";
 }
@@ -192,14 +207,17 @@ static void biases(const sp_model_config *c, int *qkv, int *o, int *mlp) {
 /* The family's block as its description says: norm, positions, MLP, biases. */
 static void print_block(const sp_model *m) {
     const sp_model_config *c = &m->cfg;
-    const sp__family *f = sp__family_of(c->arch);
-    char pos[96] = "learned positions";
+    const sp__family *f = sp__family_for(c);
+    char pos[128] = "learned positions", part[48] = "";
+    if (sp_config_rotary_dim(c) != sp_config_head_dim(c))
+        snprintf(part, sizeof part, " on %d of %d columns per head", sp_config_rotary_dim(c),
+                 sp_config_head_dim(c));
     switch (f->pos) {
     case SP_POS_LEARNED:
         break;
     case SP_POS_ROTARY:
-        snprintf(pos, sizeof pos, "rotary theta %g%s", c->rope_theta,
-                 rope_scaling_name(c->rope_scaling));
+        snprintf(pos, sizeof pos, "rotary theta %g%s%s", c->rope_theta,
+                 rope_scaling_name(c->rope_scaling), part);
         break;
     }
     int qkv, o, mlp;
@@ -216,7 +234,9 @@ static void print_block(const sp_model *m) {
                "LayerNorm, %d token types, MLM head (dense, GELU, LayerNorm, decoder + bias)\n",
                "encoder", c->type_vocab_size);
     if (c->pos_offset > 0)
-        printf("%-14sstart at %d (padding_idx + 1)\n", "positions", c->pos_offset);
+        printf("%-14sposition 0 is row %d of the position table\n", "positions", c->pos_offset);
+    if (f->block == SP_BLOCK_PARALLEL)
+        printf("%-14sx + attention(norm1(x)) + MLP(norm2(x))\n", "parallel");
     if (c->attn_softcap > 0 || c->logit_softcap > 0)
         printf("%-14sattention scores %g, logits %g (cap tanh(x / cap))\n", "soft-capping",
                (double)c->attn_softcap, (double)c->logit_softcap);
@@ -268,10 +288,10 @@ static int print_weights_check(const sp_model *m) {
     return 1;
 }
 
-static int info_model(const char *dir) {
+static int info_model(const char *dir, sp_weights weights) {
     sp_model m;
     sp_error err;
-    if (sp_model_load(&m, dir, &err) != 0) {
+    if (sp_model_load_weights(&m, dir, weights, &err) != 0) {
         fprintf(stderr, "softprompt info: %s\n", err.msg);
         return 1;
     }
@@ -294,13 +314,14 @@ static int info_model(const char *dir) {
 
 static int run(int argc, char **argv) {
     char *pos[argc > 0 ? argc : 1];
-    int n_pos, rc = sp__flags_parse(&SPEC, argc, argv, NULL, pos, &n_pos);
+    info_args a = {SP_WEIGHTS_AUTO};
+    int n_pos, rc = sp__flags_parse(&SPEC, argc, argv, &a, pos, &n_pos);
     if (rc) return rc;
     const char *path = pos[0];
     /* HDF5 files (datasets, checkpoints) are told apart by their root "format" attribute;
      * everything else is a model directory. */
     if (sp__ends_with(path, ".h5") || sp__info_is_hdf5(path)) return sp__info_h5(path);
-    return info_model(path);
+    return info_model(path, a.weights);
 }
 
 const sp__command SP_CMD_INFO = {

@@ -68,18 +68,27 @@ static const shape SHAPES[] = {
     {"gemma-3-1b", SP_ARCH_GEMMA3, 26, 1152, 4, 1, 6912, 262144, 32768, 1, 1000000, 1e-6, 256, 512},
     {"bert-base-uncased", SP_ARCH_BERT, 12, 768, 12, 12, 3072, 30522, 512, 1, 0, 1e-12, 0, 0},
     {"roberta-base", SP_ARCH_ROBERTA, 12, 768, 12, 12, 3072, 50265, 512, 1, 0, 1e-5, 0, 0},
+    {"pythia-160m", SP_ARCH_GPT_NEOX, 12, 768, 12, 12, 3072, 50304, 2048, 0, 10000, 1e-5, 0, 0},
+    {"pythia-410m", SP_ARCH_GPT_NEOX, 24, 1024, 16, 16, 4096, 50304, 2048, 0, 10000, 1e-5, 0, 0},
+    {"phi-3-mini-4k", SP_ARCH_PHI3, 32, 3072, 32, 32, 8192, 32064, 4096, 0, 10000, 1e-5, 0, 2047},
+    {"phi-2", SP_ARCH_PHI, 32, 2560, 32, 32, 10240, 51200, 2048, 0, 10000, 1e-5, 0, 0},
+    {"opt-125m", SP_ARCH_OPT, 12, 768, 12, 12, 3072, 50272, 2048, 1, 0, 1e-5, 0, 0},
+    {"phi-4-mini", SP_ARCH_PHI3, 32, 3072, 24, 8, 8192, 200064, 131072, 1, 10000, 1e-5, 0, 262144},
 };
 #define SHAPE_NAMES                                                                                \
     "gpt2, gpt2-medium, distilgpt2, smollm2-135m, smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, "    \
     "llama-3.2-1b, mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b, gemma-3-270m, "              \
-    "gemma-3-1b, bert-base-uncased or roberta-base"
+    "gemma-3-1b, pythia-160m, pythia-410m, phi-3-mini-4k, phi-2, opt-125m, phi-4-mini, "           \
+    "bert-base-uncased or roberta-base"
 
 /* What a family's config always sets (Qwen2's q/k/v biases). */
 static void family_options(sp_model_config *c) {
+    c->pos_offset = 0; /* rows of the position table before position 0: OPT's and RoBERTa's */
     switch (c->arch) {
     case SP_ARCH_GPT2:
     case SP_ARCH_LLAMA:
     case SP_ARCH_MISTRAL:
+    case SP_ARCH_PHI3:
     case SP_ARCH_QWEN3:
     case SP_ARCH_GEMMA:
         c->qkv_bias = 0;
@@ -93,8 +102,17 @@ static void family_options(sp_model_config *c) {
     case SP_ARCH_QWEN2:
         c->qkv_bias = 1;
         return;
+    case SP_ARCH_PHI: /* PhiConfig: biases (table rows); partial_rotary_factor: parse_args */
+        c->qkv_bias = 0;
+        return;
+    case SP_ARCH_OPT: /* enable_bias; position 0 is the table's row 2 */
+        c->qkv_bias = c->o_bias = c->mlp_bias = 1, c->pos_offset = 2;
+        return;
+    case SP_ARCH_GPT_NEOX: /* GPTNeoXConfig: parallel, erf GELU, biases (rotary_pct: parse_args) */
+        c->qkv_bias = c->o_bias = 1, c->parallel_residual = 1, c->gelu_exact = 1;
+        return;
     case SP_ARCH_BERT: /* two token types, positions from 0 */
-        c->qkv_bias = 0, c->type_vocab_size = 2, c->pos_offset = 0;
+        c->qkv_bias = 0, c->type_vocab_size = 2;
         return;
     case SP_ARCH_ROBERTA: /* one token type, positions from padding_idx (1) + 1 */
         c->qkv_bias = 0, c->type_vocab_size = 1, c->pos_offset = 2;
@@ -118,6 +136,8 @@ static void apply_shape(const shape *s, sp_model_config *c) {
                            .head_dim = s->head_dim,
                            .sliding_window = s->window};
     family_options(c);
+    if (strcmp(s->name, "phi-4-mini") == 0) /* partial_rotary_factor 0.75 (its longrope: no) */
+        c->rotary_dim = 96;
     if (strcmp(s->name, "llama-3.2-1b") == 0)
         c->rope_scaling = SP_ROPE_LLAMA3, c->rope_factor = 32, c->rope_low_freq_factor = 1,
         c->rope_high_freq_factor = 4, c->rope_original_ctx = 8192;
@@ -162,6 +182,18 @@ static const char *parse_arch(void *args, const char *arg) {
     case SP_ARCH_GEMMA3:
         c->tied = 1, c->rope_theta = 1000000, c->ln_eps = 1e-6f, c->sliding_window = 4096;
         break;
+    case SP_ARCH_GPT_NEOX:
+        c->tied = 0, c->rope_theta = 10000, c->ln_eps = 1e-5f;
+        break;
+    case SP_ARCH_OPT:
+        c->tied = 1, c->rope_theta = 0, c->ln_eps = 1e-5f;
+        break;
+    case SP_ARCH_PHI:
+        c->tied = 0, c->rope_theta = 10000, c->ln_eps = 1e-5f;
+        break;
+    case SP_ARCH_PHI3: /* Phi3Config's defaults (sliding_window none) */
+        c->tied = 0, c->rope_theta = 10000, c->ln_eps = 1e-5f;
+        break;
     case SP_ARCH_BERT: /* BertConfig's defaults */
         c->tied = 1, c->rope_theta = 0, c->ln_eps = 1e-12f;
         break;
@@ -177,11 +209,14 @@ static const sp__flag FLAGS[] = {
                   "gpt2, gpt2-medium, distilgpt2, smollm2-135m,\n"
                   "smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, llama-3.2-1b,\n"
                   "mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b,\n"
-                  "gemma-3-270m, gemma-3-1b, bert-base-uncased, roberta-base",
+                  "gemma-3-270m, gemma-3-1b, pythia-160m, pythia-410m,\n"
+                  "phi-3-mini-4k, phi-4-mini, opt-125m, phi-2,\n"
+                  "bert-base-uncased, roberta-base",
                   .order = -2),
     SP_OPT_CUSTOM("arch", AT(cfg.arch), "A", parse_arch,
                   "gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2,\n"
-                  "gemma3_text, bert or roberta (default gpt2, or the shape's)",
+                  "gemma3_text, gpt_neox, phi3, opt, phi, bert or roberta\n"
+                  "(default gpt2, or the shape's)",
                   .order = -1),
     SP_OPT_INT("layers", AT(cfg.n_layer), "N", 1, 1024, "transformer blocks (default 12)"),
     SP_OPT_INT("d", AT(cfg.d_model), "N", 1, 65536,
@@ -195,6 +230,12 @@ static const sp__flag FLAGS[] = {
     SP_OPT_INT("sliding-window", AT(cfg.sliding_window), "N", 0, 1 << 24,
                "attention window (mistral; gemma2: every other layer;\n"
                "gemma3_text: 5 of 6; 0: none; default 4096)"),
+    SP_OPT_INT(
+        "rotary-dim", AT(cfg.rotary_dim), "N", 2, 4096,
+        "rotated columns of each head (gpt_neox: rotary_pct x\nhead dim; default a quarter)"),
+    SP_OPT_SWITCH("sequential", AT(cfg.parallel_residual), 0,
+                  "gpt_neox: MLP after attention (use_parallel_residual\nfalse)"),
+    SP_OPT_SWITCH("gelu-tanh", AT(cfg.gelu_exact), 0, "gpt_neox: hidden_act gelu_new (tanh GELU)"),
     SP_OPT_INT("d-ff", AT(cfg.d_ff), "N", 1, 1 << 20,
                "MLP width (default 4 x d; llama, qwen2: 8/3 x d rounded\nup to a multiple of 64)"),
     SP_OPT_INT("vocab", AT(cfg.vocab_size), "N", 1, 1 << 24, "vocabulary size (default 50257)"),
@@ -224,7 +265,8 @@ static const sp__flag_spec SPEC = {
     .about = "Writes a model directory with random weights in Hugging Face's layout\n"
              "(config.json, model.safetensors or shards + index) for tests and benchmarks:\n"
              "GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM,\n"
-             "Qwen3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM or Gemma3ForCausalLM.\n"
+             "Qwen3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM,\n"
+             "GPTNeoXForCausalLM, Phi3ForCausalLM, OPTForCausalLM or PhiForCausalLM.\n"
              "Defaults are GPT-2 124M's shape; --shape starts from another real model's shape,\n"
              "and the other options change it.\n",
     .flags = FLAGS,
@@ -243,6 +285,7 @@ static int default_d_ff(const sp__family *f, int d) {
     switch (f->mlp) {
     case SP_MLP_GELU:
     case SP_MLP_GELU_ERF:
+    case SP_MLP_RELU:
         return 4 * d;
     case SP_MLP_SWIGLU:
     case SP_MLP_GEGLU:
@@ -264,6 +307,13 @@ static int parse_args(int argc, char **argv, sp_init_options *o, const char **ou
         snprintf(expected, sizeof expected, "a divisor of --heads %d", o->cfg.n_head);
         return sp__flag_bad(CMD, "--kv-heads", v, expected);
     }
+    if (!f->gqa && o->cfg.n_kv_head > 0 && o->cfg.n_kv_head != o->cfg.n_head) {
+        char v[32], expected[64];
+        snprintf(v, sizeof v, "%d", o->cfg.n_kv_head);
+        snprintf(expected, sizeof expected, "--heads %d: %s has no grouped-query heads",
+                 o->cfg.n_head, f->model_type);
+        return sp__flag_bad(CMD, "--kv-heads", v, expected);
+    }
     if (o->cfg.d_model % o->cfg.n_head != 0 && !(f->gqa && o->cfg.head_dim > 0)) {
         char v[32], expected[64];
         snprintf(v, sizeof v, "%d", o->cfg.n_head);
@@ -278,6 +328,16 @@ static int parse_args(int argc, char **argv, sp_init_options *o, const char **ou
     }
     if (!sp__flags_given(argc, argv, "d-ff") && !sp__flags_given(argc, argv, "shape"))
         o->cfg.d_ff = default_d_ff(f, o->cfg.d_model);
+    if (o->cfg.arch == SP_ARCH_GPT_NEOX && !sp__flags_given(argc, argv, "rotary-dim"))
+        o->cfg.rotary_dim = o->cfg.d_model / o->cfg.n_head / 4 / 2 * 2; /* rotary_pct 0.25 */
+    if (o->cfg.arch == SP_ARCH_PHI && !sp__flags_given(argc, argv, "rotary-dim"))
+        o->cfg.rotary_dim = sp_config_head_dim(&o->cfg) * 2 / 5 / 2 * 2; /* phi-2: 0.4 */
+    if (o->cfg.rotary_dim && o->cfg.arch != SP_ARCH_GPT_NEOX && o->cfg.arch != SP_ARCH_PHI3 &&
+        o->cfg.arch != SP_ARCH_PHI) {
+        char v[32];
+        snprintf(v, sizeof v, "%d", o->cfg.rotary_dim);
+        return sp__flag_bad(CMD, "--rotary-dim", v, "only with --arch gpt_neox, phi3 or phi");
+    }
     *out_dir = pos[0];
     return -1;
 }

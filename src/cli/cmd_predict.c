@@ -24,6 +24,7 @@ typedef struct predict_args {
     int n_prompts;
     int micro_batch, threads, force, allow_model_mismatch, allow_tokenizer_mismatch, quiet, check;
     int64_t chunk;
+    sp_weights weights;
 } predict_args;
 
 #define CMD "predict"
@@ -104,6 +105,7 @@ static const sp__flag FLAGS[] = {
                  "examples per output chunk: the unit of progress, of resuming\n"
                  "and of the ranks' shares (default " SP_XSTR(SP_PREDICT_DEFAULT_CHUNK) ")"),
     SP_OPT_INT("threads", AT(threads), "N", 1, 4096, "threads per rank (as for train)"),
+    SP_OPT_WEIGHTS(AT(weights)),
     {0},
 };
 
@@ -352,7 +354,7 @@ static int predict(const predict_args *a, sp_predict_format format, const sp_dis
     if (sp_dist_rank0_agree(d->rank == 0 ? check_metrics_path(a, err) : 0, "check --metrics", err))
         return -1;
     sp_model m;
-    if (sp_model_load(&m, a->model, err)) return -1;
+    if (sp_model_load_weights(&m, a->model, a->weights, err)) return -1;
     loaded l = {0};
     int rc = load_prompts(a, &m, &l, d->rank, err);
     if (rc == 0) rc = load_examples(a, &m, &l, d, err);

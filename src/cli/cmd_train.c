@@ -88,6 +88,7 @@ static const sp__flag FLAGS[] = {
                "threads per rank (default SLURM_CPUS_PER_TASK, OMP_NUM_THREADS,\n"
                "or the node's cores divided among its ranks; never more); each\n"
                "micro-batch is split by sequence over them"),
+    SP_OPT_WEIGHTS(AT(c.weights)),
     SP_OPT_U64("seed", AT(c.seed), "S", "data order and initialisation (42)"),
     SP_OPT_SWITCH("deterministic", AT(c.deterministic), 1,
                   "bitwise-identical prompt for any rank count and micro-batch\n"

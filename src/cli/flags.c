@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "softprompt/model.h"
+
 /* ---------------------------------------------------------------- messages */
 
 int sp__flag_bad(const char *cmd, const char *flag, const char *value, const char *expected) {
@@ -89,6 +91,9 @@ static int store(const sp__flag_spec *spec, const sp__flag *f, const char *v, vo
         const char *want = f->parse(args, v);
         return want ? sp__flag_bad(spec->cmd, flag, v, want) : 0;
     }
+    case SP_FLAG_WEIGHTS:
+        if (sp_weights_parse(v, (sp_weights *)p) == 0) return 0;
+        return sp__flag_bad(spec->cmd, flag, v, "auto, f32 or bf16");
     }
     return 2;
 }

@@ -25,13 +25,14 @@
 #define SP_XSTR(x) SP_STR_(x)
 
 typedef enum sp__flag_type {
-    SP_FLAG_SWITCH, /* no value: stores .set in an int */
-    SP_FLAG_STRING, /* const char * (points into argv) */
-    SP_FLAG_INT,    /* int in [lo, hi] */
-    SP_FLAG_INT64,  /* int64_t in [lo, hi] */
-    SP_FLAG_U64,    /* uint64_t, decimal */
-    SP_FLAG_DOUBLE, /* finite double in [lo, hi] */
-    SP_FLAG_CUSTOM, /* .parse decides */
+    SP_FLAG_SWITCH,  /* no value: stores .set in an int */
+    SP_FLAG_STRING,  /* const char * (points into argv) */
+    SP_FLAG_INT,     /* int in [lo, hi] */
+    SP_FLAG_INT64,   /* int64_t in [lo, hi] */
+    SP_FLAG_U64,     /* uint64_t, decimal */
+    SP_FLAG_DOUBLE,  /* finite double in [lo, hi] */
+    SP_FLAG_CUSTOM,  /* .parse decides */
+    SP_FLAG_WEIGHTS, /* sp_weights: auto, f32 or bf16 (SP_OPT_WEIGHTS) */
 } sp__flag_type;
 
 /* A custom flag's parser: stores the value into args and returns 0, or returns what was
@@ -81,6 +82,17 @@ typedef struct sp__flag {
     {                                                                                              \
         .name = n, .type = SP_FLAG_CUSTOM, .offset = off, .metavar = meta, .parse = parser,        \
         .help = text, __VA_ARGS__                                                                  \
+    }
+
+/* --weights auto|f32|bf16, the same flag in every command that loads a model (softprompt/model.h,
+ * sp_weights; the field's default is SP_WEIGHTS_AUTO, 0). */
+#define SP_OPT_WEIGHTS(off)                                                                        \
+    {                                                                                              \
+        .name = "weights", .type = SP_FLAG_WEIGHTS, .offset = off, .metavar = "T",                 \
+        .help = "the blocks' matrices in f32 or bf16 (auto: bf16 when the model\n"                 \
+                "stores them in BF16); bf16 uses BF16 files in place and rounds\n"                 \
+                "others once; products run in BF16 with float32 sums where the\n"                  \
+                "CPU has AVX512-BF16 (SP_CPU_NO_BF16=1: the float32 path)"                         \
     }
 
 typedef struct sp__flag_spec {

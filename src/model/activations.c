@@ -29,10 +29,13 @@ void sp__gelu_backward(float *dx, const float *dout, const float *restrict x,
     }
 }
 
+#define INV_SQRT2 0.70710678118654752f
+#define INV_SQRT_2PI 0.39894228040143268f
+
 void sp__gelu_erf_forward(float *restrict out, float *restrict cdf, const float *restrict x,
                           size_t n) {
     for (size_t i = 0; i < n; i++) {
-        float c = 0.5f * (1.0f + erff(x[i] * 0.70710678118654752f));
+        float c = 0.5f * (1.0f + erff(x[i] * INV_SQRT2));
         cdf[i] = c;
         out[i] = x[i] * c;
     }
@@ -42,9 +45,16 @@ void sp__gelu_erf_backward(float *dx, const float *dout, const float *restrict x
                            const float *restrict cdf, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
-        float pdf = 0.3989422804014327f * expf(-0.5f * v * v); /* 1 / sqrt(2 pi) */
-        dx[i] = dout[i] * (cdf[i] + v * pdf);
+        dx[i] = dout[i] * (cdf[i] + v * INV_SQRT_2PI * expf(-0.5f * v * v));
     }
+}
+
+void sp__relu_forward(float *restrict out, const float *restrict x, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void sp__relu_backward(float *dx, const float *dout, const float *restrict x, size_t n) {
+    for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dout[i] : 0.0f;
 }
 
 void sp__geglu_forward(float *restrict act, float *restrict t, const float *restrict gate,

@@ -339,6 +339,120 @@ static int parse_qwen3_options(sp_model_config *c, const reader *r) {
     return 0;
 }
 
+/* ---- GPT-NeoX ------------------------------------------------------------------------------ */
+
+/* The rotary columns of each head: int(head_dim * key's fraction) as transformers takes them
+ * (the fraction pct when the key is absent). */
+static int get_rotary_dim(sp_model_config *c, const reader *r, const char *key, double pct) {
+    if (get_num(r, r->root, key, 0, 2, &pct)) return -1;
+    int hd = sp_config_head_dim(c), rot = (int)(hd * pct);
+    if (pct > 1)
+        return sp_fail(r->err, "%s: key '%s' is %g, expected a number in (0, 1]", r->path, key,
+                       pct);
+    if (rot < 2 || rot % 2 != 0)
+        return sp_fail(r->err,
+                       "%s: %s = %g turns %d of head_dim %d columns; rotary embeddings need an "
+                       "even number >= 2",
+                       r->path, key, pct, rot, hd);
+    c->rotary_dim = rot;
+    return 0;
+}
+
+/* rotary_pct (0.25 when absent) of each head rotates; the base is rotary_emb_base (10000). */
+static int parse_neox_rotary(sp_model_config *c, const reader *r) {
+    double base = 10000;
+    if (get_num(r, r->root, "rotary_emb_base", 0, 1e12, &base) || parse_rope_scaling(c, r))
+        return -1;
+    c->rope_theta = base;
+    return get_rotary_dim(c, r, "rotary_pct", 0.25);
+}
+
+/* GPTNeoXConfig: hidden_act gelu (erf) or a tanh GELU, use_parallel_residual (true),
+ * attention_bias (true: q/k/v and dense), layer_norm_eps (1e-5), an untied embed_out unless
+ * tie_word_embeddings; its defaults when a key is absent. */
+static int parse_gpt_neox(sp_model_config *c, const reader *r) {
+    double eps = 1e-5;
+    int attention_bias = 1;
+    if (check_string(r, "hidden_act", "gelu|gelu_new|gelu_pytorch_tanh|gelu_fast") ||
+        get_int(r, "num_hidden_layers", 1, 0, 1, 1024, &c->n_layer) ||
+        get_int(r, "hidden_size", 1, 0, 1, 65536, &c->d_model) ||
+        get_int(r, "intermediate_size", 1, 0, 1, 1 << 20, &c->d_ff) ||
+        get_int(r, "num_attention_heads", 1, 0, 1, 65536, &c->n_head) ||
+        get_int(r, "vocab_size", 1, 0, 1, 1 << 24, &c->vocab_size) ||
+        get_int(r, sp__family_of(c->arch)->ctx_key, 1, 0, 1, 1 << 24, &c->n_ctx))
+        return -1;
+    if (c->d_model % c->n_head != 0)
+        return sp_fail(r->err, "%s: hidden_size = %d is not divisible by num_attention_heads = %d",
+                       r->path, c->d_model, c->n_head);
+    json_t *act = json_object_get(r->root, "hidden_act");
+    c->gelu_exact = !act || strcmp(json_string_value(act), "gelu") == 0;
+    c->parallel_residual = 1, c->tied = 0;
+    if (get_num(r, r->root, "layer_norm_eps", 0, 1, &eps) ||
+        get_bool(r, "use_parallel_residual", &c->parallel_residual) ||
+        get_bool(r, "attention_bias", &attention_bias) ||
+        get_bool(r, "tie_word_embeddings", &c->tied) || parse_neox_rotary(c, r))
+        return -1;
+    c->ln_eps = (float)eps;
+    c->qkv_bias = c->o_bias = attention_bias;
+    return 0;
+}
+
+/* Phi3Config: Mistral's keys (sliding_window, null for none) and partial_rotary_factor (1); no
+ * biases. rope_scaling longrope / su is refused by parse_rope_scaling, naming the type. */
+static int parse_phi3_options(sp_model_config *c, const reader *r) {
+    c->sliding_window = 0;
+    if (get_int(r, sp__family_of(c->arch)->window_key, 0, 1, 1, 1 << 24, &c->sliding_window))
+        return -1;
+    return get_rotary_dim(c, r, "partial_rotary_factor", 1.0);
+}
+
+/* ---- OPT --------------------------------------------------------------------------------- */
+
+/* OPTConfig's keys: activation_function relu; enable_bias (true) on every linear; the head tied
+ * unless tie_word_embeddings is false. Not implemented, refused by name: the post-norm blocks of
+ * do_layer_norm_before false (opt-350m), project_in/out (word_embed_proj_dim != hidden_size), no
+ * final norm (_remove_final_layer_norm), norms without gains (layer_norm_elementwise_affine). */
+static int parse_opt(sp_model_config *c, const reader *r) {
+    int bias = 1, wed = 0;
+    if (check_string(r, "activation_function", "relu") ||
+        get_int(r, "num_hidden_layers", 1, 0, 1, 1024, &c->n_layer) ||
+        get_int(r, "hidden_size", 1, 0, 1, 65536, &c->d_model) ||
+        get_int(r, "ffn_dim", 1, 0, 1, 1 << 20, &c->d_ff) ||
+        get_int(r, "num_attention_heads", 1, 0, 1, 65536, &c->n_head) ||
+        get_int(r, "vocab_size", 1, 0, 1, 1 << 24, &c->vocab_size) ||
+        get_int(r, sp__family_of(c->arch)->ctx_key, 1, 0, 1, 1 << 24, &c->n_ctx) ||
+        get_int(r, "word_embed_proj_dim", 0, 1, 1, 65536, &wed) ||
+        check_bool(r, "do_layer_norm_before", 1) || check_bool(r, "_remove_final_layer_norm", 0) ||
+        check_bool(r, "layer_norm_elementwise_affine", 1) || get_bool(r, "enable_bias", &bias))
+        return -1;
+    if (c->d_model % c->n_head != 0)
+        return sp_fail(r->err, "%s: hidden_size = %d is not divisible by num_attention_heads = %d",
+                       r->path, c->d_model, c->n_head);
+    if (wed && wed != c->d_model)
+        return sp_fail(r->err,
+                       "%s: word_embed_proj_dim = %d differs from hidden_size = %d: project_in / "
+                       "project_out are unsupported",
+                       r->path, wed, c->d_model);
+    c->qkv_bias = c->o_bias = c->mlp_bias = bias;
+    c->pos_offset = 2; /* OPTLearnedPositionalEmbedding: position 0 is the table's row 2 */
+    c->ln_eps = 1e-5f, c->tied = 1;
+    return get_bool(r, "tie_word_embeddings", &c->tied);
+}
+
+/* PhiConfig (Phi-2): hidden_act gelu_new (the tanh GELU), partial_rotary_factor (0.5),
+ * layer_norm_eps (1e-5), num_key_value_heads, rope_theta and rope_scaling as Llama's, an untied
+ * head unless tie_word_embeddings; qk_layernorm refused by name. */
+static int parse_phi(sp_model_config *c, const reader *r) {
+    double eps = 1e-5;
+    if (check_string(r, "hidden_act", "gelu_new|gelu_pytorch_tanh|gelu_fast") ||
+        check_bool(r, "qk_layernorm", 0) || parse_llama_shape(c, r) ||
+        get_num(r, r->root, "layer_norm_eps", 0, 1, &eps) ||
+        get_rotary_dim(c, r, "partial_rotary_factor", 0.5))
+        return -1;
+    c->ln_eps = (float)eps;
+    return 0;
+}
+
 /* ---- BERT, RoBERTa -------------------------------------------------------------------------- */
 
 /* BertConfig / RobertaConfig: an encoder with absolute learned positions (RoBERTa's from
@@ -411,6 +525,20 @@ static int parse_family(sp_model_config *c, reader *r) {
     case SP_ARCH_GEMMA3:
         r->needs = LLAMA_NEEDS;
         return parse_gemma3(c, r);
+    case SP_ARCH_PHI3:
+        r->needs = LLAMA_NEEDS;
+        return parse_llama(c, r) || parse_phi3_options(c, r) ? -1 : 0;
+    case SP_ARCH_PHI:
+        r->needs = LLAMA_NEEDS;
+        return parse_phi(c, r);
+    case SP_ARCH_OPT:
+        r->needs = "OPT configs need num_hidden_layers, hidden_size, ffn_dim, num_attention_heads, "
+                   "vocab_size, max_position_embeddings";
+        return parse_opt(c, r);
+    case SP_ARCH_GPT_NEOX:
+        r->needs = "GPT-NeoX configs need num_hidden_layers, hidden_size, intermediate_size, "
+                   "num_attention_heads, vocab_size, max_position_embeddings";
+        return parse_gpt_neox(c, r);
     case SP_ARCH_BERT:
     case SP_ARCH_ROBERTA:
         r->needs = ENCODER_NEEDS;

@@ -170,6 +170,7 @@ static void pre_norm_forward(const sp_worker *w, float *out, float *mean, float 
     switch (w->f->block) {
     case SP_BLOCK_PRE_NORM:
     case SP_BLOCK_SANDWICH:
+    case SP_BLOCK_PARALLEL:
         norm_forward(w, out, mean, rstd, x, p, n);
         return;
     case SP_BLOCK_POST_NORM: /* out is x (the worker points one at the other) */
@@ -183,6 +184,7 @@ static void pre_norm_backward(const sp_worker *w, float *dx, const float *dout, 
     switch (w->f->block) {
     case SP_BLOCK_PRE_NORM:
     case SP_BLOCK_SANDWICH:
+    case SP_BLOCK_PARALLEL:
         norm_backward(w, dx, dout, x, mean, rstd, p, n);
         return;
     case SP_BLOCK_POST_NORM:
@@ -227,7 +229,7 @@ static void rope_tables_rows(float *cos_t, float *sin_t, const float *inv_freq, 
  * per new row). */
 static void positions_prepare(const sp_worker *w, const sp_batch *b, const sp_gen_seq *seqs) {
     const sp__dims *z = &w->z;
-    int half = z->hs.hd / 2;
+    int half = sp_config_rotary_dim(&w->m->cfg) / 2; /* the first 2 half columns of a head turn */
     switch (w->f->pos) {
     case SP_POS_LEARNED:
         return;
@@ -255,7 +257,8 @@ static void positions_prepare(const sp_worker *w, const sp_batch *b, const sp_ge
 static void positions_qk(const sp_worker *w, float *qkv, const sp_batch *b, int inverse,
                          int local) {
     const sp__dims *z = &w->z;
-    size_t half = (size_t)(z->hs.hd / 2);
+    int rot = sp_config_rotary_dim(&w->m->cfg); /* the first rot columns of each head turn */
+    size_t half = (size_t)(rot / 2);
     int own = local && z->local_rope;
     const float *cos_t = own ? w->s.rope_cos_local : w->s.rope_cos;
     const float *sin_t = own ? w->s.rope_sin_local : w->s.rope_sin;
@@ -267,8 +270,8 @@ static void positions_qk(const sp_worker *w, float *qkv, const sp_batch *b, int 
             size_t start = (size_t)b->seq_start[s];
             int len = b->seq_start[s + 1] - b->seq_start[s];
             size_t first = (z->cached ? start : (size_t)z->n_past) * half; /* row of the first */
-            sp__rope_rotate(qkv + start * z->wq, z->wq, len, z->hs.n_head + z->hs.n_kv_head,
-                            z->hs.hd, cos_t + first, sin_t + first, inverse);
+            sp__rope_rotate_part(qkv + start * z->wq, z->wq, len, z->hs.n_head + z->hs.n_kv_head,
+                                 z->hs.hd, rot, cos_t + first, sin_t + first, inverse);
         }
         return;
     }
@@ -321,6 +324,19 @@ static void qk_norm_backward(const sp_worker *w, const sp_layer *p, const sp__la
     }
 }
 
+/* Rows [n, 3 H hd] between the per-head layout [H, 3, hd] (GPT-NeoX's query_key_value) and
+ * q | k | v ([3, H, hd]): to_blocks copies heads into blocks, else back. */
+static void interleave_rows(float *blocks, float *heads, int n, int H, int hd, int to_blocks) {
+    size_t wq = (size_t)3 * H * hd, bytes = (size_t)hd * sizeof(float);
+    for (size_t t = 0; t < (size_t)n; t++)
+        for (int h = 0; h < H; h++)
+            for (int j = 0; j < 3; j++) {
+                float *b = blocks + t * wq + ((size_t)j * H + h) * hd;
+                float *x = heads + t * wq + ((size_t)h * 3 + j) * hd;
+                memcpy(to_blocks ? b : x, to_blocks ? x : b, bytes);
+            }
+}
+
 /* qkv [N, Wq] = ln1 [N, d] . W_qkv + b, then q and k take their norms (if any) and positions. */
 static void qkv_project(const sp_worker *w, const sp_layer *p, float *qkv, const float *ln1,
                         int n) {
@@ -328,6 +344,10 @@ static void qkv_project(const sp_worker *w, const sp_layer *p, float *qkv, const
     switch (w->f->qkv) {
     case SP_QKV_FUSED:
         sp__linear_fwd(qkv, z->wq, ln1, z->d, &p->qkv, n);
+        return;
+    case SP_QKV_INTERLEAVED: /* per head into scratch, then into the q | k | v blocks */
+        sp__linear_fwd(w->s.qkv_heads, z->wq, ln1, z->d, &p->qkv, n);
+        interleave_rows(qkv, w->s.qkv_heads, n, z->hs.n_head, z->hs.hd, 1);
         return;
     case SP_QKV_SEPARATE: /* into the q | k | v column blocks */
         sp__linear_fwd(qkv, z->wq, ln1, z->d, &p->q, n);
@@ -355,6 +375,10 @@ static void qkv_backward(const sp_worker *w, const sp_layer *p, const sp__layer_
     switch (w->f->qkv) {
     case SP_QKV_FUSED:
         sp__linear_bwd(dln1, z->d, dqkv, z->wq, &p->qkv, n, 0);
+        return;
+    case SP_QKV_INTERLEAVED:
+        interleave_rows(dqkv, w->s.qkv_heads, n, z->hs.n_head, z->hs.hd, 0);
+        sp__linear_bwd(dln1, z->d, w->s.qkv_heads, z->wq, &p->qkv, n, 0);
         return;
     case SP_QKV_SEPARATE:
         sp__linear_bwd(dln1, z->d, dqkv, z->wq, &p->q, n, 0);
@@ -484,7 +508,11 @@ static void mlp_act_forward(const sp_worker *w, const sp_layer *p, const sp__lay
         return;
     case SP_MLP_GELU_ERF:
         sp__linear_fwd(a->fc, z->F, a->ln2, z->d, &p->mlp_in, n);
-        sp__gelu_erf_forward(act, a->fc_aux, a->fc, nf); /* Phi saved */
+        sp__gelu_erf_forward(act, a->fc_aux, a->fc, nf); /* Phi(x) saved */
+        return;
+    case SP_MLP_RELU:
+        sp__linear_fwd(a->fc, z->F, a->ln2, z->d, &p->mlp_in, n);
+        sp__relu_forward(act, a->fc, nf);
         return;
     case SP_MLP_SWIGLU:
         sp__linear_fwd(a->fc, z->F, a->ln2, z->d, &p->mlp_in, n); /* gate */
@@ -512,6 +540,10 @@ static void mlp_act_backward(const sp_worker *w, const sp_layer *p, const sp__la
         return;
     case SP_MLP_GELU_ERF:
         sp__gelu_erf_backward(dact, dact, a->fc, a->fc_aux, nf);
+        sp__linear_bwd(dln2, z->d, dact, z->F, &p->mlp_in, n, 0);
+        return;
+    case SP_MLP_RELU:
+        sp__relu_backward(dact, dact, a->fc, nf);
         sp__linear_bwd(dln2, z->d, dact, z->F, &p->mlp_in, n, 0);
         return;
     case SP_MLP_SWIGLU:
@@ -677,6 +709,7 @@ static void project_residual(const sp_worker *w, float *y, const float *residual
                              float *mean, float *rstd, int n) {
     switch (w->f->block) {
     case SP_BLOCK_PRE_NORM:
+    case SP_BLOCK_PARALLEL:
         sp__linear_fwd_residual(y, residual, f, ldf, W, n);
         return;
     case SP_BLOCK_SANDWICH:
@@ -699,6 +732,7 @@ static const float *project_residual_backward(const sp_worker *w, float *dy, con
                                               const float *rstd, int n) {
     switch (w->f->block) {
     case SP_BLOCK_PRE_NORM:
+    case SP_BLOCK_PARALLEL:
         return dy;
     case SP_BLOCK_SANDWICH:
         memset(w->s.dpost, 0, (size_t)n * w->z.d * sizeof(float));
@@ -713,7 +747,21 @@ static const float *project_residual_backward(const sp_worker *w, float *dy, con
     return dy;
 }
 
-/* x_next = xmid + mlp(norm2(xmid)),  xmid = x + attention(qkv(norm1(x))) W_o.
+/* Whether the MLP's norm reads the block's input x (parallel residual) rather than xmid. */
+static int mlp_reads_x(const sp_worker *w) {
+    switch (w->f->block) {
+    case SP_BLOCK_PRE_NORM:
+    case SP_BLOCK_SANDWICH:
+    case SP_BLOCK_POST_NORM:
+        return 0;
+    case SP_BLOCK_PARALLEL:
+        return 1;
+    }
+    return 0;
+}
+
+/* x_next = xmid + mlp(norm2(xmid)),  xmid = x + attention(qkv(norm1(x))) W_o
+ * (parallel: x_next = xmid + mlp(norm2(x))).
  * Keys and values need every row, but in the top block only the target rows reach the loss
  * after attention, so from the output projection on it runs on the n_tgt target rows alone,
  * gathered compactly (rows 0..n_tgt-1 of xmid .. x_next; none without targets). Training keeps
@@ -736,7 +784,7 @@ static void block_forward(const sp_worker *w, const sp_layer *p, const sp__layer
     /* xmid = x + atty W_o (sandwich: x + norm(atty W_o)) */
     project_residual(w, a->xmid, x, atty, z->qd, &p->o, &p->ln_post_attn, a->ao, a->ao_mean,
                      a->ao_rstd, n);
-    pre_norm_forward(w, a->ln2, a->ln2_mean, a->ln2_rstd, a->xmid, &p->ln2, n);
+    pre_norm_forward(w, a->ln2, a->ln2_mean, a->ln2_rstd, mlp_reads_x(w) ? x : a->xmid, &p->ln2, n);
     mlp_act_forward(w, p, a, s->mlp_act, n);
     project_residual(w, a->x_next, a->xmid, s->mlp_act, z->F, &p->mlp_out, &p->ln_post_ff, a->mo,
                      a->mo_mean, a->mo_rstd, n);
@@ -757,10 +805,13 @@ static void block_backward(const sp_worker *w, const sp_layer *p, const sp__laye
         project_residual_backward(w, dy, &p->ln_post_ff, a->mo, a->mo_mean, a->mo_rstd, n);
     sp__linear_bwd(s->dfc, z->F, dout, z->d, &p->mlp_out, n, 0); /* dact */
     mlp_act_backward(w, p, a, s->dln, s->dfc, s->dup, n);        /* dln2 */
-    pre_norm_backward(w, dy, s->dln, a->xmid, a->ln2_mean, a->ln2_rstd, &p->ln2, n);
+    if (!mlp_reads_x(w))
+        pre_norm_backward(w, dy, s->dln, a->xmid, a->ln2_mean, a->ln2_rstd, &p->ln2, n);
     /* xmid = x + atty W_o */
     dout = project_residual_backward(w, dy, &p->ln_post_attn, a->ao, a->ao_mean, a->ao_rstd, n);
     sp__linear_bwd(datty, z->qd, dout, z->d, &p->o, n, 0);
+    if (mlp_reads_x(w)) /* dy becomes dL/dx less norm1's part */
+        norm_backward(w, dy, s->dln, top ? s->top_x : a->x, a->ln2_mean, a->ln2_rstd, &p->ln2, n);
     if (top) { /* every row again: zero gradient at the others */
         scatter_targets(s->datty, s->top_datty, b, z->N, (size_t)z->qd);
         scatter_targets(s->dx, s->top_dx, b, z->N, (size_t)z->d);

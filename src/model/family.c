@@ -4,6 +4,7 @@
  * draws random numbers in (its output must not change either). */
 #include "model/family.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -278,6 +279,169 @@ static const sp__tensor_desc GEMMA3_TENSORS[] = {
     {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
      "lm_head", 19},
 };
+
+/* GPTNeoXForCausalLM: nn.Linear weights, LayerNorms with biases, query_key_value writing each
+ * head's q, k, v side by side, biases on q/k/v and dense when attention_bias (default true), the
+ * MLP's always; embed_out untied unless tie_word_embeddings. HF's state dict order. */
+#define N_(name) "gpt_neox.layers.%d." name
+static const sp__tensor_desc NEOX_TENSORS[] = {
+    {"gpt_neox.embed_in.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS,
+     SP_INIT_NORMAL, "wte", 0},
+    {N_("input_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN1_W, SP_ALWAYS, SP_INIT_GAIN,
+     "input_layernorm.weight", 1},
+    {N_("input_layernorm.bias"), VEC(SP_DIM_D), SP_ROLE_LN1_B, SP_ALWAYS, SP_INIT_BIAS,
+     "input_layernorm.bias", 2},
+    {N_("post_attention_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN2_W, SP_ALWAYS, SP_INIT_GAIN,
+     "post_attention_layernorm.weight", 3},
+    {N_("post_attention_layernorm.bias"), VEC(SP_DIM_D), SP_ROLE_LN2_B, SP_ALWAYS, SP_INIT_BIAS,
+     "post_attention_layernorm.bias", 4},
+    {N_("attention.query_key_value.weight"), MAT(SP_DIM_QKV, SP_DIM_D), SP_ROLE_QKV_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "query_key_value.weight", 5},
+    {N_("attention.query_key_value.bias"), VEC(SP_DIM_QKV), SP_ROLE_QKV_B, SP_IF_QKV_BIAS,
+     SP_INIT_BIAS, "query_key_value.bias", 6},
+    {N_("attention.dense.weight"), MAT(SP_DIM_D, SP_DIM_QD), SP_ROLE_O_W, SP_ALWAYS, SP_INIT_NORMAL,
+     "dense.weight", 7},
+    {N_("attention.dense.bias"), VEC(SP_DIM_D), SP_ROLE_O_B, SP_IF_O_BIAS, SP_INIT_BIAS,
+     "dense.bias", 8},
+    {N_("mlp.dense_h_to_4h.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_IN_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "dense_h_to_4h.weight", 9},
+    {N_("mlp.dense_h_to_4h.bias"), VEC(SP_DIM_FF), SP_ROLE_MLP_IN_B, SP_ALWAYS, SP_INIT_BIAS,
+     "dense_h_to_4h.bias", 10},
+    {N_("mlp.dense_4h_to_h.weight"), MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_OUT_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "dense_4h_to_h.weight", 11},
+    {N_("mlp.dense_4h_to_h.bias"), VEC(SP_DIM_D), SP_ROLE_MLP_OUT_B, SP_ALWAYS, SP_INIT_BIAS,
+     "dense_4h_to_h.bias", 12},
+    {"gpt_neox.final_layer_norm.weight", VEC(SP_DIM_D), SP_ROLE_LNF_W, SP_ALWAYS, SP_INIT_GAIN,
+     "ln_f.weight", 13},
+    {"gpt_neox.final_layer_norm.bias", VEC(SP_DIM_D), SP_ROLE_LNF_B, SP_ALWAYS, SP_INIT_BIAS,
+     "ln_f.bias", 14},
+    {"embed_out.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
+     "lm_head", 15},
+    /* the causal mask, its fill value and the rotary frequencies older checkpoints store */
+    {N_("attention.bias"), VEC(SP_DIM_NONE), SP_ROLE_BUFFER, SP_NEVER, SP_INIT_NONE, NULL, 16},
+    {N_("attention.masked_bias"), VEC(SP_DIM_NONE), SP_ROLE_BUFFER, SP_NEVER, SP_INIT_NONE, NULL,
+     17},
+    {N_("attention.rotary_emb.inv_freq"), VEC(SP_DIM_NONE), SP_ROLE_BUFFER, SP_NEVER, SP_INIT_NONE,
+     NULL, 18},
+};
+#undef N_
+
+/* Phi3ForCausalLM: Llama's rows with q/k/v in one qkv_proj ([q | k | v] rows) and the MLP's gate
+ * and up projections in one gate_up_proj (gate rows first); no biases. HF's state dict order. */
+static const sp__tensor_desc PHI3_TENSORS[] = {
+    {"model.embed_tokens.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS,
+     SP_INIT_NORMAL, "wte", 0},
+    {L_("self_attn.o_proj.weight"), MAT(SP_DIM_D, SP_DIM_QD), SP_ROLE_O_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "o_proj.weight", 1},
+    {L_("self_attn.qkv_proj.weight"), MAT(SP_DIM_QKV, SP_DIM_D), SP_ROLE_QKV_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "qkv_proj.weight", 2},
+    {L_("mlp.gate_up_proj.weight"), MAT(SP_DIM_FF2, SP_DIM_D), SP_ROLE_MLP_GATE_UP_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "gate_up_proj.weight", 3},
+    {L_("mlp.down_proj.weight"), MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_OUT_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "down_proj.weight", 4},
+    {L_("input_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN1_W, SP_ALWAYS, SP_INIT_GAIN,
+     "input_layernorm.weight", 5},
+    {L_("post_attention_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN2_W, SP_ALWAYS, SP_INIT_GAIN,
+     "post_attention_layernorm.weight", 6},
+    {"model.norm.weight", VEC(SP_DIM_D), SP_ROLE_LNF_W, SP_ALWAYS, SP_INIT_GAIN, "ln_f.weight", 7},
+    {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
+     "lm_head", 8},
+};
+
+/* OPTForCausalLM: GPT-2's block with nn.Linear q/k/v/out_proj, fc1/fc2 and ReLU; the position
+ * table has 2 rows before position 0 (OPTLearnedPositionalEmbedding's offset); biases with
+ * enable_bias (true); the head tied to embed_tokens. Names with or without the "model." prefix
+ * (older checkpoints: "decoder.*"). HF's state dict order. */
+#define O_(name) "decoder.layers.%d." name
+static const sp__tensor_desc OPT_TENSORS[] = {
+    {"decoder.embed_tokens.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS,
+     SP_INIT_NORMAL, "wte", 0},
+    {"decoder.embed_positions.weight", MAT(SP_DIM_POS, SP_DIM_D), SP_ROLE_WPE, SP_ALWAYS,
+     SP_INIT_NORMAL, "wpe", 1},
+    {"decoder.final_layer_norm.weight", VEC(SP_DIM_D), SP_ROLE_LNF_W, SP_ALWAYS, SP_INIT_GAIN,
+     "ln_f.weight", 2},
+    {"decoder.final_layer_norm.bias", VEC(SP_DIM_D), SP_ROLE_LNF_B, SP_ALWAYS, SP_INIT_BIAS,
+     "ln_f.bias", 3},
+    {O_("self_attn.k_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_K_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "k_proj.weight", 4},
+    {O_("self_attn.k_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_K_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "k_proj.bias", 5},
+    {O_("self_attn.v_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_V_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "v_proj.weight", 6},
+    {O_("self_attn.v_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_V_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "v_proj.bias", 7},
+    {O_("self_attn.q_proj.weight"), MAT(SP_DIM_QD, SP_DIM_D), SP_ROLE_Q_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "q_proj.weight", 8},
+    {O_("self_attn.q_proj.bias"), VEC(SP_DIM_QD), SP_ROLE_Q_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
+     "q_proj.bias", 9},
+    {O_("self_attn.out_proj.weight"), MAT(SP_DIM_D, SP_DIM_QD), SP_ROLE_O_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "out_proj.weight", 10},
+    {O_("self_attn.out_proj.bias"), VEC(SP_DIM_D), SP_ROLE_O_B, SP_IF_O_BIAS, SP_INIT_BIAS,
+     "out_proj.bias", 11},
+    {O_("self_attn_layer_norm.weight"), VEC(SP_DIM_D), SP_ROLE_LN1_W, SP_ALWAYS, SP_INIT_GAIN,
+     "self_attn_layer_norm.weight", 12},
+    {O_("self_attn_layer_norm.bias"), VEC(SP_DIM_D), SP_ROLE_LN1_B, SP_ALWAYS, SP_INIT_BIAS,
+     "self_attn_layer_norm.bias", 13},
+    {O_("fc1.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_IN_W, SP_ALWAYS, SP_INIT_NORMAL,
+     "fc1.weight", 14},
+    {O_("fc1.bias"), VEC(SP_DIM_FF), SP_ROLE_MLP_IN_B, SP_IF_MLP_BIAS, SP_INIT_BIAS, "fc1.bias",
+     15},
+    {O_("fc2.weight"), MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_OUT_W, SP_ALWAYS, SP_INIT_NORMAL,
+     "fc2.weight", 16},
+    {O_("fc2.bias"), VEC(SP_DIM_D), SP_ROLE_MLP_OUT_B, SP_IF_MLP_BIAS, SP_INIT_BIAS, "fc2.bias",
+     17},
+    {O_("final_layer_norm.weight"), VEC(SP_DIM_D), SP_ROLE_LN2_W, SP_ALWAYS, SP_INIT_GAIN,
+     "final_layer_norm.weight", 18},
+    {O_("final_layer_norm.bias"), VEC(SP_DIM_D), SP_ROLE_LN2_B, SP_ALWAYS, SP_INIT_BIAS,
+     "final_layer_norm.bias", 19},
+    {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
+     "lm_head", 20},
+};
+#undef O_
+
+/* PhiForCausalLM (Phi-2): one LayerNorm per block feeding attention and the MLP in parallel
+ * (SP_ROLE_LN_SHARED_*: ln1 and ln2 are the same), q/k/v and dense with biases, fc1/fc2 with
+ * biases, final_layernorm, lm_head with a bias. HF's state dict order. */
+#define P_(name) "model.layers.%d." name
+static const sp__tensor_desc PHI_TENSORS[] = {
+    {"model.embed_tokens.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS,
+     SP_INIT_NORMAL, "wte", 0},
+    {P_("self_attn.q_proj.weight"), MAT(SP_DIM_QD, SP_DIM_D), SP_ROLE_Q_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "q_proj.weight", 1},
+    {P_("self_attn.q_proj.bias"), VEC(SP_DIM_QD), SP_ROLE_Q_B, SP_ALWAYS, SP_INIT_BIAS,
+     "q_proj.bias", 2},
+    {P_("self_attn.k_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_K_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "k_proj.weight", 3},
+    {P_("self_attn.k_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_K_B, SP_ALWAYS, SP_INIT_BIAS,
+     "k_proj.bias", 4},
+    {P_("self_attn.v_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_V_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "v_proj.weight", 5},
+    {P_("self_attn.v_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_V_B, SP_ALWAYS, SP_INIT_BIAS,
+     "v_proj.bias", 6},
+    {P_("self_attn.dense.weight"), MAT(SP_DIM_D, SP_DIM_QD), SP_ROLE_O_W, SP_ALWAYS, SP_INIT_NORMAL,
+     "dense.weight", 7},
+    {P_("self_attn.dense.bias"), VEC(SP_DIM_D), SP_ROLE_O_B, SP_ALWAYS, SP_INIT_BIAS, "dense.bias",
+     8},
+    {P_("mlp.fc1.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_IN_W, SP_ALWAYS, SP_INIT_NORMAL,
+     "fc1.weight", 9},
+    {P_("mlp.fc1.bias"), VEC(SP_DIM_FF), SP_ROLE_MLP_IN_B, SP_ALWAYS, SP_INIT_BIAS, "fc1.bias", 10},
+    {P_("mlp.fc2.weight"), MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_OUT_W, SP_ALWAYS, SP_INIT_NORMAL,
+     "fc2.weight", 11},
+    {P_("mlp.fc2.bias"), VEC(SP_DIM_D), SP_ROLE_MLP_OUT_B, SP_ALWAYS, SP_INIT_BIAS, "fc2.bias", 12},
+    {P_("input_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN_SHARED_W, SP_ALWAYS, SP_INIT_GAIN,
+     "input_layernorm.weight", 13},
+    {P_("input_layernorm.bias"), VEC(SP_DIM_D), SP_ROLE_LN_SHARED_B, SP_ALWAYS, SP_INIT_BIAS,
+     "input_layernorm.bias", 14},
+    {"model.final_layernorm.weight", VEC(SP_DIM_D), SP_ROLE_LNF_W, SP_ALWAYS, SP_INIT_GAIN,
+     "ln_f.weight", 15},
+    {"model.final_layernorm.bias", VEC(SP_DIM_D), SP_ROLE_LNF_B, SP_ALWAYS, SP_INIT_BIAS,
+     "ln_f.bias", 16},
+    {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
+     "lm_head", 17},
+    {"lm_head.bias", VEC(SP_DIM_VOCAB), SP_ROLE_LM_HEAD_B, SP_ALWAYS, SP_INIT_BIAS, "lm_head.bias",
+     18},
+};
+#undef P_
 #undef L_
 
 /* BertForMaskedLM, RobertaForMaskedLM: the encoder's rows (under the optional "bert." /
@@ -629,6 +793,78 @@ static const sp__family ROBERTA = {
     TABLE(ROBERTA_TENSORS),
 };
 #undef ENCODER_BLOCK
+/* GPT-NeoX: LayerNorm, rotary over the first rotary_dim columns of each head, q/k/v interleaved
+ * per head; the block and the GELU come from the config (sp__family_for), this being the default
+ * (use_parallel_residual true, hidden_act "gelu"). */
+#define NEOX(blk, act)                                                                             \
+    {                                                                                              \
+        .arch = SP_ARCH_GPT_NEOX, .model_type = "gpt_neox", .hf_class = "GPTNeoXForCausalLM",      \
+        .ctx_key = "max_position_embeddings", .name_prefix = NULL,                                 \
+        .layer_prefix = "gpt_neox.layers.%d.", .layout = SP_W_OUT_IN, .norm = SP_NORM_LAYERNORM,   \
+        .block = blk, .embed = SP_EMBED_PLAIN, .pos = SP_POS_ROTARY, .qkv = SP_QKV_INTERLEAVED,    \
+        .qk_norm = SP_QKNORM_NONE, .mlp = act, .gqa = 0, TABLE(NEOX_TENSORS)                       \
+    }
+static const sp__family NEOX = NEOX(SP_BLOCK_PARALLEL, SP_MLP_GELU_ERF);
+static const sp__family NEOX_SEQUENTIAL = NEOX(SP_BLOCK_PRE_NORM, SP_MLP_GELU_ERF);
+static const sp__family NEOX_TANH = NEOX(SP_BLOCK_PARALLEL, SP_MLP_GELU);
+static const sp__family NEOX_SEQUENTIAL_TANH = NEOX(SP_BLOCK_PRE_NORM, SP_MLP_GELU);
+/* Mistral's block (window: sliding_window) with q/k/v and the MLP's gate and up projections
+ * fused; the rotary embedding over partial_rotary_factor of each head (config). */
+static const sp__family PHI3 = {
+    .arch = SP_ARCH_PHI3,
+    .model_type = "phi3",
+    .hf_class = "Phi3ForCausalLM",
+    .ctx_key = "max_position_embeddings",
+    .window_key = "sliding_window",
+    .name_prefix = NULL,
+    .layer_prefix = "model.layers.%d.",
+    .layout = SP_W_OUT_IN,
+    .pos = SP_POS_ROTARY,
+    .qkv = SP_QKV_FUSED,
+    .gqa = 1,
+    LLAMA_NORM_MLP,
+    .qk_norm = SP_QKNORM_NONE,
+    TABLE(PHI3_TENSORS),
+};
+static const sp__family OPT = {
+    .arch = SP_ARCH_OPT,
+    .model_type = "opt",
+    .hf_class = "OPTForCausalLM",
+    .ctx_key = "max_position_embeddings",
+    .name_prefix = "model.",
+    .layer_prefix = "decoder.layers.%d.",
+    .layout = SP_W_OUT_IN,
+    .norm = SP_NORM_LAYERNORM,
+    .block = SP_BLOCK_PRE_NORM,
+    .embed = SP_EMBED_PLAIN,
+    .pos = SP_POS_LEARNED,
+    .qkv = SP_QKV_SEPARATE,
+    .qk_norm = SP_QKNORM_NONE,
+    .mlp = SP_MLP_RELU,
+    .gqa = 0,
+    TABLE(OPT_TENSORS),
+};
+/* Phi-2: the parallel block with one norm (its rows set ln1 and ln2 alike), rotary over
+ * partial_rotary_factor of each head (config), the tanh GELU. */
+static const sp__family PHI = {
+    .arch = SP_ARCH_PHI,
+    .model_type = "phi",
+    .hf_class = "PhiForCausalLM",
+    .ctx_key = "max_position_embeddings",
+    .name_prefix = NULL,
+    .layer_prefix = "model.layers.%d.",
+    .layout = SP_W_OUT_IN,
+    .norm = SP_NORM_LAYERNORM,
+    .block = SP_BLOCK_PARALLEL,
+    .embed = SP_EMBED_PLAIN,
+    .pos = SP_POS_ROTARY,
+    .qkv = SP_QKV_SEPARATE,
+    .qk_norm = SP_QKNORM_NONE,
+    .mlp = SP_MLP_GELU,
+    .gqa = 1,
+    TABLE(PHI_TENSORS),
+};
+#undef NEOX
 #undef LLAMA_NORM_MLP
 #undef LLAMA_BLOCK
 #undef TABLE
@@ -657,8 +893,39 @@ const sp__family *sp__family_of(sp_arch a) {
         return &BERT;
     case SP_ARCH_ROBERTA:
         return &ROBERTA;
+    case SP_ARCH_GPT_NEOX:
+        return &NEOX;
+    case SP_ARCH_PHI3:
+        return &PHI3;
+    case SP_ARCH_OPT:
+        return &OPT;
+    case SP_ARCH_PHI:
+        return &PHI;
     }
     return &GPT2; /* not reached for a valid enum value */
+}
+
+const sp__family *sp__family_for(const sp_model_config *c) {
+    switch (c->arch) {
+    case SP_ARCH_GPT2:
+    case SP_ARCH_LLAMA:
+    case SP_ARCH_QWEN2:
+    case SP_ARCH_MISTRAL:
+    case SP_ARCH_QWEN3:
+    case SP_ARCH_GEMMA:
+    case SP_ARCH_GEMMA2:
+    case SP_ARCH_GEMMA3:
+    case SP_ARCH_PHI3:
+    case SP_ARCH_OPT:
+    case SP_ARCH_PHI:
+    case SP_ARCH_BERT:
+    case SP_ARCH_ROBERTA:
+        return sp__family_of(c->arch);
+    case SP_ARCH_GPT_NEOX:
+        if (c->parallel_residual) return c->gelu_exact ? &NEOX : &NEOX_TANH;
+        return c->gelu_exact ? &NEOX_SEQUENTIAL : &NEOX_SEQUENTIAL_TANH;
+    }
+    return sp__family_of(c->arch);
 }
 
 const char *sp_arch_model_type(sp_arch a) {
@@ -715,6 +982,8 @@ int64_t sp__dim_size(const sp_model_config *c, sp__dim d) {
         return (int64_t)sp_config_kv_heads(c) * hd;
     case SP_DIM_FF:
         return c->d_ff;
+    case SP_DIM_FF2:
+        return 2 * (int64_t)c->d_ff;
     case SP_DIM_HD:
         return hd;
     case SP_DIM_VOCAB:
@@ -880,6 +1149,10 @@ static slot role_slot(sp_model *m, int layer, sp__role role) {
         return (slot){&y->ln1.w, NULL};
     case SP_ROLE_LN1_B:
         return (slot){&y->ln1.b, NULL};
+    case SP_ROLE_LN_SHARED_W: /* sp__model_set_tensor sets ln2's too */
+        return (slot){&y->ln1.w, NULL};
+    case SP_ROLE_LN_SHARED_B:
+        return (slot){&y->ln1.b, NULL};
     case SP_ROLE_QKV_W:
         return (slot){NULL, &y->qkv};
     case SP_ROLE_QKV_B:
@@ -920,6 +1193,8 @@ static slot role_slot(sp_model *m, int layer, sp__role role) {
         return (slot){NULL, &y->mlp_up};
     case SP_ROLE_MLP_UP_B:
         return (slot){&y->mlp_up.b, NULL};
+    case SP_ROLE_MLP_GATE_UP_W: /* the gate half; sp__model_set_tensor sets the up half too */
+        return (slot){NULL, &y->mlp_in};
     case SP_ROLE_MLP_OUT_W:
         return (slot){NULL, &y->mlp_out};
     case SP_ROLE_MLP_OUT_B:
@@ -956,15 +1231,29 @@ static slot role_slot(sp_model *m, int layer, sp__role role) {
     return (slot){NULL, NULL};
 }
 
-void sp__model_set_tensor(sp_model *m, int layer, sp__role role, const float *data, int ndim,
-                          const int64_t shape[2]) {
+/* Bytes of one element of a weight in store. */
+static size_t store_bytes(sp_wstore store) {
+    switch (store) {
+    case SP_WSTORE_F32:
+        return sizeof(float);
+    case SP_WSTORE_BF16:
+        return sizeof(uint16_t);
+    }
+    return sizeof(float);
+}
+
+void sp__model_set_tensor(sp_model *m, int layer, sp__role role, const void *data, sp_wstore store,
+                          int ndim, const int64_t shape[2]) {
     slot s = role_slot(m, layer, role);
+    assert(s.lin || store == SP_WSTORE_F32); /* only linear weights are stored otherwise */
     if (s.f) *s.f = data;
+    if (role == SP_ROLE_LN_SHARED_W) m->layers[layer].ln2.w = data; /* one norm, read twice */
+    if (role == SP_ROLE_LN_SHARED_B) m->layers[layer].ln2.b = data;
     if (!s.lin || ndim != 2) return;
     sp_wlayout layout = role == SP_ROLE_LM_HEAD ? SP_W_OUT_IN : sp__family_of(m->cfg.arch)->layout;
     int rows = (int)shape[0], cols = (int)shape[1];
     s.lin->w = data;
-    s.lin->store = SP_WSTORE_F32;
+    s.lin->store = store;
     s.lin->layout = layout;
     switch (layout) {
     case SP_W_IN_OUT:
@@ -973,6 +1262,12 @@ void sp__model_set_tensor(sp_model *m, int layer, sp__role role, const float *da
     case SP_W_OUT_IN:
         s.lin->out = rows, s.lin->in = cols;
         break;
+    }
+    if (role == SP_ROLE_MLP_GATE_UP_W) { /* [2 F, d]: gate rows, then up rows (nn.Linear) */
+        sp_linear *up = &m->layers[layer].mlp_up;
+        s.lin->out = rows / 2;
+        *up = *s.lin;
+        up->w = (const char *)data + (size_t)(rows / 2) * (size_t)cols * store_bytes(store);
     }
 }
 
@@ -983,6 +1278,12 @@ const float *sp__model_tensor(const sp_model *m, int layer, sp__role role) {
     switch (s.lin->store) {
     case SP_WSTORE_F32:
         return s.lin->w;
+    case SP_WSTORE_BF16: /* not float32: sp__model_linear */
+        return NULL;
     }
     return NULL;
+}
+
+sp_linear *sp__model_linear(sp_model *m, int layer, sp__role role) {
+    return role_slot(m, layer, role).lin;
 }

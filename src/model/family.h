@@ -30,14 +30,17 @@ typedef enum sp__pos_kind {
 } sp__pos_kind;
 
 typedef enum sp__qkv_kind {
-    SP_QKV_FUSED,    /* one linear writes the whole q|k|v row (GPT-2 c_attn) */
-    SP_QKV_SEPARATE, /* q, k, v linears into the row's column blocks (Llama) */
+    SP_QKV_FUSED,       /* one linear writes the whole q|k|v row (GPT-2 c_attn) */
+    SP_QKV_SEPARATE,    /* q, k, v linears into the row's column blocks (Llama) */
+    SP_QKV_INTERLEAVED, /* one linear writing [H, 3, hd]: each head's q, k, v side by side
+                         * (GPT-NeoX query_key_value), reordered into q | k | v */
 } sp__qkv_kind;
 
 /* Where a block's norms sit. */
 typedef enum sp__block_kind {
     SP_BLOCK_PRE_NORM,  /* x + f(norm(x)) for attention and the MLP */
     SP_BLOCK_SANDWICH,  /* x + norm_post(f(norm_pre(x))) (Gemma 2, 3) */
+    SP_BLOCK_PARALLEL,  /* x + attn(norm1(x)) + mlp(norm2(x)): both read x (GPT-NeoX) */
     SP_BLOCK_POST_NORM, /* norm_post(x + f(x)) for attention and the MLP (BERT, RoBERTa): no
                          * norm before either; the post-norms are ln_post_attn and ln_post_ff */
 } sp__block_kind;
@@ -73,7 +76,8 @@ typedef enum sp__mlp_kind {
     SP_MLP_GELU,     /* out(gelu_tanh(in(x))) */
     SP_MLP_SWIGLU,   /* out(silu(in(x)) * up(x)) */
     SP_MLP_GEGLU,    /* out(gelu_tanh(in(x)) * up(x)) (Gemma) */
-    SP_MLP_GELU_ERF, /* out(gelu(in(x))), the exact (erf) GELU (BERT's "gelu") */
+    SP_MLP_GELU_ERF, /* out(gelu(in(x))) with the exact (erf) GELU (GPT-NeoX, BERT "gelu") */
+    SP_MLP_RELU,     /* out(relu(in(x))) (OPT) */
 } sp__mlp_kind;
 
 /* Where a tensor goes in sp_model / sp_layer. */
@@ -82,6 +86,8 @@ typedef enum sp__role {
     SP_ROLE_WPE,
     SP_ROLE_LN1_W,
     SP_ROLE_LN1_B,
+    SP_ROLE_LN_SHARED_W, /* a block's one norm, read by attention and the MLP both (Phi-2): */
+    SP_ROLE_LN_SHARED_B, /* ln1 and ln2 point at the same gain and bias */
     SP_ROLE_QKV_W,
     SP_ROLE_QKV_B,
     SP_ROLE_Q_W,
@@ -107,17 +113,19 @@ typedef enum sp__role {
     SP_ROLE_HEAD_DENSE_B,
     SP_ROLE_HEAD_LN_W,
     SP_ROLE_HEAD_LN_B,
-    SP_ROLE_LM_HEAD_B, /* the MLM decoder's bias [V] */
     SP_ROLE_MLP_IN_W,
     SP_ROLE_MLP_IN_B,
     SP_ROLE_MLP_UP_W,
+    SP_ROLE_MLP_GATE_UP_W, /* gate rows then up rows of one [2 F, d] weight (Phi-3 gate_up_proj):
+                            * mlp_in and mlp_up over its halves */
     SP_ROLE_MLP_UP_B,
     SP_ROLE_MLP_OUT_W,
     SP_ROLE_MLP_OUT_B,
     SP_ROLE_LNF_W,
     SP_ROLE_LNF_B,
     SP_ROLE_LM_HEAD,
-    SP_ROLE_BUFFER, /* a constant some checkpoints store (attention masks, inv_freq): ignored */
+    SP_ROLE_LM_HEAD_B, /* the LM head's bias [V] (Phi-2; BERT's and RoBERTa's MLM decoder) */
+    SP_ROLE_BUFFER,    /* a constant some checkpoints store (attention masks, inv_freq): ignored */
 } sp__role;
 
 /* A dimension of a tensor's shape, resolved from the configuration (sp__dim_size). */
@@ -128,10 +136,12 @@ typedef enum sp__dim {
     SP_DIM_QD,   /* n_head head_dim */
     SP_DIM_KVD,  /* n_kv_head head_dim */
     SP_DIM_FF,   /* d_ff */
+    SP_DIM_FF2,  /* 2 d_ff: a gate and an up projection in one */
     SP_DIM_HD,   /* head_dim */
     SP_DIM_VOCAB,
     SP_DIM_CTX,   /* n_ctx */
-    SP_DIM_POS,   /* n_ctx + pos_offset: rows of a learned position table (RoBERTa: 514) */
+    SP_DIM_POS,   /* n_ctx + cfg.pos_offset: rows of a learned position table (OPT: n_ctx + 2,
+                   * RoBERTa: 514) */
     SP_DIM_TYPES, /* type_vocab_size */
 } sp__dim;
 
@@ -193,6 +203,10 @@ typedef struct sp__family {
 /* The description of a family (a switch: every sp_arch has one). */
 const sp__family *sp__family_of(sp_arch a);
 
+/* The description a model of configuration c runs with: its family's, with the kinds that a
+ * config key chooses (GPT-NeoX: use_parallel_residual, hidden_act). */
+const sp__family *sp__family_for(const sp_model_config *c);
+
 /* The one mapping from config.json's model_type to the enum; -1 when not supported. */
 int sp__arch_from_model_type(const char *model_type, sp_arch *a);
 /* The supported model_type values, each quoted ("\"gpt2\", \"llama\", \"qwen2\"") or plain with
@@ -234,11 +248,15 @@ int64_t sp__family_param_count(const sp_model_config *c);
 
 /* ---- roles: where a tensor lives in sp_model ------------------------------------------------ */
 
-/* Points the role's slot of layer (or the model) at float32 data of shape[ndim] (the layout of a
- * linear weight is the family's, or nn.Linear's for the LM head). */
-void sp__model_set_tensor(sp_model *m, int layer, sp__role role, const float *data, int ndim,
-                          const int64_t shape[2]);
+/* Points the role's slot of layer (or the model) at data of shape[ndim] in store (float32 for
+ * everything but linear weights; the layout of a linear weight is the family's, or nn.Linear's
+ * for the LM head; a fused gate_up_proj's up half starts after its gate rows). */
+void sp__model_set_tensor(sp_model *m, int layer, sp__role role, const void *data, sp_wstore store,
+                          int ndim, const int64_t shape[2]);
 /* The float32 values of a role's tensor (NULL when unset). */
 const float *sp__model_tensor(const sp_model *m, int layer, sp__role role);
+/* The linear layer a role fills (NULL for vectors and buffers): its weight's storage may be
+ * other than float32 (then sp__model_tensor returns NULL). */
+sp_linear *sp__model_linear(sp_model *m, int layer, sp__role role);
 
 #endif

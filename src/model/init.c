@@ -50,6 +50,17 @@ void sp_init_options_default(sp_init_options *o) {
 
 /* ---- validation and the tensor plan ------------------------------------------------------ */
 
+/* The rows of the position table before position 0 as the family's config implies them: OPT's 2,
+ * RoBERTa's pad_token_id + 1 (at least 1), none elsewhere. */
+static int check_pos_offset(const char *dir, const sp_model_config *c, sp_error *err) {
+    int lo = c->arch == SP_ARCH_OPT ? 2 : c->arch == SP_ARCH_ROBERTA ? 1 : 0;
+    int hi = c->arch == SP_ARCH_ROBERTA ? 1 << 20 : lo;
+    if (c->pos_offset < lo || c->pos_offset > hi)
+        return sp_fail(err, "%s: pos_offset = %d, expected %d for %s%s", dir, c->pos_offset, lo,
+                       sp_arch_model_type(c->arch), lo == hi ? "" : " or more");
+    return 0;
+}
+
 static int check_options(const char *dir, const sp_init_options *o, int n_tensors, sp_error *err) {
     const sp_model_config *c = &o->cfg;
     const sp__family *f = sp__family_of(c->arch);
@@ -71,8 +82,13 @@ static int check_options(const char *dir, const sp_init_options *o, int n_tensor
                        "%s: n_head = %d must be a multiple of n_kv_head = %d and head_dim = %d "
                        "even",
                        dir, c->n_head, sp_config_kv_heads(c), sp_config_head_dim(c));
+    int rot = sp_config_rotary_dim(c);
+    if (rot % 2 != 0 || rot > sp_config_head_dim(c))
+        return sp_fail(err, "%s: rotary_dim = %d, expected an even number up to head_dim = %d", dir,
+                       rot, sp_config_head_dim(c));
     if (!(c->ln_eps > 0 && c->ln_eps < 1))
         return sp_fail(err, "%s: ln_eps = %g, expected a number in (0, 1)", dir, c->ln_eps);
+    if (check_pos_offset(dir, c, err)) return -1;
     if (o->prefix && !f->name_prefix)
         return sp_fail(err, "%s: the transformer. prefix is GPT-2's naming; %s files use model.*",
                        dir, f->model_type);
@@ -308,6 +324,13 @@ static json_t *rope_scaling_json(const sp_model_config *c) {
                      "llama3");
 }
 
+/* rotary_pct for rotary_dim of head_dim: rot / hd rounded up at the 9th decimal (the digits
+ * config.json keeps), so that int(hd * pct), as transformers computes the rotary columns, is
+ * rot (hd < 1e9). */
+static double rotary_pct(int rot, int hd) {
+    return rot == hd ? 1.0 : ceil((double)rot / hd * 1e9) / 1e9;
+}
+
 /* The keys only some of the Llama family's configs have. */
 enum {
     KEY_LLAMA_BIASES = 1,   /* attention_bias, mlp_bias (Llama) */
@@ -317,6 +340,8 @@ enum {
     KEY_GELU = 16,          /* hidden_act, hidden_activation gelu_pytorch_tanh; head_dim (Gemma) */
     KEY_GEMMA2 = 32,        /* soft-capping, query_pre_attn_scalar (Gemma 2) */
     KEY_GEMMA3 = 64,        /* sliding_window_pattern, rope_local_base_freq (Gemma 3) */
+    KEY_PHI3 = 128,         /* partial_rotary_factor, original_max_position_embeddings (Phi-3) */
+    KEY_PHI = 256, /* partial_rotary_factor, layer_norm_eps, gelu_new, qk_layernorm (Phi-2) */
 };
 
 /* Keys as transformers writes them for LlamaForCausalLM and the families built on it (sorted);
@@ -333,7 +358,15 @@ static json_t *llama_config(const sp_init_options *o, int keys) {
     if (c->head_dim > 0 || (keys & KEY_GELU))
         json_object_set_new(r, "head_dim", json_integer(sp_config_head_dim(c)));
     json_object_set_new(r, "hidden_act",
-                        json_string(keys & KEY_GELU ? "gelu_pytorch_tanh" : "silu"));
+                        json_string(keys & KEY_PHI    ? "gelu_new"
+                                    : keys & KEY_GELU ? "gelu_pytorch_tanh"
+                                                      : "silu"));
+    if (keys & KEY_PHI) {
+        json_object_set_new(r, "layer_norm_eps", short_real(c->ln_eps));
+        json_object_set_new(r, "partial_rotary_factor",
+                            json_real(rotary_pct(sp_config_rotary_dim(c), sp_config_head_dim(c))));
+        json_object_set_new(r, "qk_layernorm", json_false());
+    }
     if (keys & KEY_GELU)
         json_object_set_new(r, "hidden_activation", json_string("gelu_pytorch_tanh"));
     json_object_set_new(r, "hidden_size", json_integer(c->d_model));
@@ -341,6 +374,11 @@ static json_t *llama_config(const sp_init_options *o, int keys) {
     json_object_set_new(r, "intermediate_size", json_integer(c->d_ff));
     json_object_set_new(r, "max_position_embeddings", json_integer(c->n_ctx));
     if (keys & KEY_LLAMA_BIASES) json_object_set_new(r, "mlp_bias", json_boolean(c->mlp_bias));
+    if (keys & KEY_PHI3) {
+        json_object_set_new(r, "original_max_position_embeddings", json_integer(c->n_ctx));
+        json_object_set_new(r, "partial_rotary_factor",
+                            json_real(rotary_pct(sp_config_rotary_dim(c), sp_config_head_dim(c))));
+    }
     if (keys & KEY_GEMMA2) {
         json_object_set_new(r, "attn_logit_softcapping",
                             c->attn_softcap > 0 ? short_real(c->attn_softcap) : json_null());
@@ -403,6 +441,69 @@ static json_t *gpt2_config(const sp_init_options *o) {
     return r;
 }
 
+/* Keys as transformers writes them for GPTNeoXForCausalLM (sorted). */
+static json_t *neox_config(const sp_init_options *o) {
+    const sp_model_config *c = &o->cfg;
+    json_t *r = json_object();
+    json_object_set_new(r, "architectures", json_pack("[s]", sp__family_of(c->arch)->hf_class));
+    json_object_set_new(r, "attention_bias", json_boolean(c->qkv_bias));
+    json_object_set_new(r, "attention_dropout", json_real(0.0));
+    json_object_set_new(r, "bos_token_id", json_integer(0));
+    json_object_set_new(r, "eos_token_id", json_integer(c->vocab_size > 2 ? 2 : 0));
+    json_object_set_new(r, "hidden_act", json_string(c->gelu_exact ? "gelu" : "gelu_new"));
+    json_object_set_new(r, "hidden_dropout", json_real(0.0));
+    json_object_set_new(r, "hidden_size", json_integer(c->d_model));
+    json_object_set_new(r, "initializer_range", short_real(o->std));
+    json_object_set_new(r, "intermediate_size", json_integer(c->d_ff));
+    json_object_set_new(r, "layer_norm_eps", short_real(c->ln_eps));
+    json_object_set_new(r, "max_position_embeddings", json_integer(c->n_ctx));
+    json_object_set_new(r, "model_type", json_string(sp_arch_model_type(c->arch)));
+    json_object_set_new(r, "num_attention_heads", json_integer(c->n_head));
+    json_object_set_new(r, "num_hidden_layers", json_integer(c->n_layer));
+    json_object_set_new(r, "rope_scaling", rope_scaling_json(c));
+    json_object_set_new(r, "rotary_emb_base", json_real(c->rope_theta));
+    json_object_set_new(r, "rotary_pct",
+                        json_real(rotary_pct(sp_config_rotary_dim(c), sp_config_head_dim(c))));
+    json_object_set_new(r, "tie_word_embeddings", json_boolean(c->tied));
+    json_object_set_new(r, "torch_dtype", json_string(torch_dtype(o->dtype)));
+    json_object_set_new(r, "use_cache", json_true());
+    json_object_set_new(r, "use_parallel_residual", json_boolean(c->parallel_residual));
+    json_object_set_new(r, "vocab_size", json_integer(c->vocab_size));
+    return r;
+}
+
+/* Keys as transformers writes them for OPTForCausalLM (sorted). */
+static json_t *opt_config(const sp_init_options *o) {
+    const sp_model_config *c = &o->cfg;
+    json_t *r = json_object();
+    json_object_set_new(r, "_remove_final_layer_norm", json_false());
+    json_object_set_new(r, "activation_dropout", json_real(0.0));
+    json_object_set_new(r, "activation_function", json_string("relu"));
+    json_object_set_new(r, "architectures", json_pack("[s]", sp__family_of(c->arch)->hf_class));
+    json_object_set_new(r, "attention_dropout", json_real(0.0));
+    json_object_set_new(r, "bos_token_id", json_integer(c->vocab_size > 2 ? 2 : 0));
+    json_object_set_new(r, "do_layer_norm_before", json_true());
+    json_object_set_new(r, "dropout", short_real(0.1f));
+    json_object_set_new(r, "enable_bias", json_boolean(c->qkv_bias));
+    json_object_set_new(r, "eos_token_id", json_integer(c->vocab_size > 2 ? 2 : 0));
+    json_object_set_new(r, "ffn_dim", json_integer(c->d_ff));
+    json_object_set_new(r, "hidden_size", json_integer(c->d_model));
+    json_object_set_new(r, "init_std", short_real(o->std));
+    json_object_set_new(r, "layer_norm_elementwise_affine", json_true());
+    json_object_set_new(r, "layerdrop", json_real(0.0));
+    json_object_set_new(r, "max_position_embeddings", json_integer(c->n_ctx));
+    json_object_set_new(r, "model_type", json_string(sp_arch_model_type(c->arch)));
+    json_object_set_new(r, "num_attention_heads", json_integer(c->n_head));
+    json_object_set_new(r, "num_hidden_layers", json_integer(c->n_layer));
+    json_object_set_new(r, "pad_token_id", json_integer(c->vocab_size > 1 ? 1 : 0));
+    json_object_set_new(r, "tie_word_embeddings", json_boolean(c->tied));
+    json_object_set_new(r, "torch_dtype", json_string(torch_dtype(o->dtype)));
+    json_object_set_new(r, "use_cache", json_true());
+    json_object_set_new(r, "vocab_size", json_integer(c->vocab_size));
+    json_object_set_new(r, "word_embed_proj_dim", json_integer(c->d_model));
+    return r;
+}
+
 /* Keys as transformers writes them for BertForMaskedLM / RobertaForMaskedLM (sorted). */
 static json_t *encoder_config(const sp_init_options *o) {
     const sp_model_config *c = &o->cfg;
@@ -452,6 +553,14 @@ static json_t *family_config(const sp_init_options *o) {
     case SP_ARCH_GEMMA3:
         return llama_config(o, KEY_ATTENTION_BIAS | KEY_GELU | KEY_GEMMA2 | KEY_SLIDING_WINDOW |
                                    KEY_GEMMA3);
+    case SP_ARCH_GPT_NEOX:
+        return neox_config(o);
+    case SP_ARCH_PHI3:
+        return llama_config(o, KEY_SLIDING_WINDOW | KEY_PHI3);
+    case SP_ARCH_OPT:
+        return opt_config(o);
+    case SP_ARCH_PHI:
+        return llama_config(o, KEY_PHI);
     case SP_ARCH_BERT:
     case SP_ARCH_ROBERTA:
         return encoder_config(o);

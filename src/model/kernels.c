@@ -84,6 +84,16 @@ static void product(float *y, int ldy, const float *x, int ldx, const sp_linear 
         }
         return;
     }
+    case SP_WSTORE_BF16:
+        switch (W->layout) {
+        case SP_W_IN_OUT: /* W [in, out] */
+            sp__gemm_bf16(n, W->out, W->in, x, ldx, W->w, W->out, 0, W->exact, beta, y, ldy);
+            return;
+        case SP_W_OUT_IN: /* W [out, in]: its transpose */
+            sp__gemm_bf16(n, W->out, W->in, x, ldx, W->w, W->in, 1, W->exact, beta, y, ldy);
+            return;
+        }
+        return;
     }
 }
 
@@ -125,6 +135,16 @@ void sp__linear_bwd(float *dx, int lddx, const float *dy, int lddy, const sp_lin
         }
         return;
     }
+    case SP_WSTORE_BF16:
+        switch (W->layout) {
+        case SP_W_IN_OUT: /* dx = dy W^T, W [in, out] */
+            sp__gemm_bf16(n, W->in, W->out, dy, lddy, W->w, W->out, 1, W->exact, beta, dx, lddx);
+            return;
+        case SP_W_OUT_IN: /* dx = dy W, W [out, in] */
+            sp__gemm_bf16(n, W->in, W->out, dy, lddy, W->w, W->in, 0, W->exact, beta, dx, lddx);
+            return;
+        }
+        return;
     }
 }
 
@@ -183,7 +203,12 @@ void sp__rmsnorm1p_backward(float *dx, const float *dout, const float *x, const 
 
 void sp__rope_rotate(float *x, int ld, int len, int n_heads, int hd, const float *cos,
                      const float *sin, int inverse) {
-    int half = hd / 2;
+    sp__rope_rotate_part(x, ld, len, n_heads, hd, hd, cos, sin, inverse);
+}
+
+void sp__rope_rotate_part(float *x, int ld, int len, int n_heads, int hd, int rot, const float *cos,
+                          const float *sin, int inverse) {
+    int half = rot / 2;
     float sign = inverse ? -1.0f : 1.0f;
     for (int t = 0; t < len; t++) {
         const float *c = cos + (size_t)t * half, *s = sin + (size_t)t * half;

@@ -7,6 +7,7 @@
 #define SP_MODEL_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "softprompt/model.h"
 
@@ -37,6 +38,23 @@ void sp__linear_fwd_residual(float *y, const float *residual, const float *x, in
 void sp__linear_bwd(float *dx, int lddx, const float *dy, int lddy, const sp_linear *W, int n,
                     int accumulate);
 
+/* C[m, n] (row stride ldc) = beta C + A[m, k] (float32, row stride lda) . B, with B a BF16
+ * matrix (uint16 bit patterns) stored [k, n] (bt = 0) or [n, k] (bt = 1: B is that transposed),
+ * row stride ldb; beta is 0 or 1 (bf16.c). With AVX512-BF16 (sp__bf16_native) and !exact, A is
+ * rounded to BF16 and the products summed in float32 by vdpbf16ps; otherwise tiles of B are
+ * converted to float32 and multiplied by sgemm. With vdpbf16ps a row of C does not depend on the
+ * other rows (with sgemm it may: OpenBLAS picks kernels by size). */
+void sp__gemm_bf16(int m, int n, int k, const float *a, int lda, const uint16_t *b, int ldb, int bt,
+                   int exact, float beta, float *c, int ldc);
+/* 1 when products with BF16 weights use the CPU's BF16 instructions: the CPU has AVX512-BF16
+ * and the environment does not set SP_CPU_NO_BF16 (to a value other than 0), read once. */
+int sp__bf16_native(void);
+/* Tests: on forces the float32 path (as SP_CPU_NO_BF16=1), off chooses again as at start. Call
+ * it while no product runs. */
+void sp__bf16_force_float32(int on);
+/* "avx512-bf16" or the float32 path's name, for messages and benchmarks. */
+const char *sp__bf16_path_name(void);
+
 /* RMSNorm (Llama): out[n,d] = w * (x * rstd), rstd = 1/sqrt(mean(x^2) + eps); saves rstd[n]. */
 void sp__rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int n, int d,
                          float eps);
@@ -58,6 +76,10 @@ void sp__rmsnorm1p_backward(float *dx, const float *dout, const float *x, const 
  * transpose, which maps gradients of the rotated values to gradients of the inputs. */
 void sp__rope_rotate(float *x, int ld, int len, int n_heads, int hd, const float *cos,
                      const float *sin, int inverse);
+/* The same over the first rot (even, <= hd) columns of each head only, pairs (j, j + rot/2) and
+ * tables [len, rot/2] (GPT-NeoX's partial rotary: rotary_pct); the other columns are left. */
+void sp__rope_rotate_part(float *x, int ld, int len, int n_heads, int hd, int rot, const float *cos,
+                          const float *sin, int inverse);
 
 /* GPT-2's gelu_new (tanh approximation), elementwise over n values:
  * out = 0.5 x (1 + t), t = tanh(sqrt(2/pi) (x + 0.044715 x^3)); t is saved for backward.
@@ -65,9 +87,12 @@ void sp__rope_rotate(float *x, int ld, int len, int n_heads, int hd, const float
 void sp__gelu_forward(float *out, float *t, const float *x, size_t n);
 /* dx[i] = dout[i] * gelu'(x[i]) from the saved t; dx may alias dout. */
 void sp__gelu_backward(float *dx, const float *dout, const float *x, const float *t, size_t n);
-/* The exact GELU (BERT's "gelu"): out = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2 saved in cdf
- * for backward; dx[i] = dout[i] (Phi(x) + x phi(x)), dx may alias dout. */
+/* The exact GELU (torch's gelu, HF's "gelu"): out = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2
+ * saved in cdf; backward: dx = dout (Phi(x) + x phi(x)). dx may alias dout. */
 void sp__gelu_erf_forward(float *out, float *cdf, const float *x, size_t n);
+/* ReLU (OPT): out = max(x, 0); backward dx = dout where x > 0, else 0 (dx may alias dout). */
+void sp__relu_forward(float *out, const float *x, size_t n);
+void sp__relu_backward(float *dx, const float *dout, const float *x, size_t n);
 void sp__gelu_erf_backward(float *dx, const float *dout, const float *x, const float *cdf,
                            size_t n);
 

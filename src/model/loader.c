@@ -2,7 +2,9 @@
  *
  * Every tensor of the family's table (model/family.c) that the configuration has is located
  * (GPT-2's with or without the "transformer." prefix), checked against the shape config.json
- * implies and either used in place (aligned F32) or converted to a private float32 copy.
+ * implies and either used in place (aligned F32) or converted to a private float32 copy. With
+ * BF16 weights, the matrices of the blocks (and an untied LM head) are BF16 instead: used in
+ * place when stored BF16 (and aligned), otherwise rounded once to a private BF16 copy.
  * Tensors nobody asked for are an error, except the buffers the table names (attention masks,
  * inv_freq), so a checkpoint of another architecture or depth is never half-loaded. */
 #include "softprompt/model.h"
@@ -19,6 +21,7 @@
 #include "io/fileutil.h"
 #include "model/config.h"
 #include "model/family.h"
+#include "model/kernels.h"
 #include "model/model_store.h"
 #include "util/path.h"
 
@@ -32,6 +35,7 @@ typedef struct loader {
     char **shard; /* [n_files] base names of the shard files (index order) */
     char **used;  /* [n_files][n_tensors] tensors claimed so far */
     int owned_cap;
+    sp_weights weights; /* F32 or BF16 (auto resolved before tensors are taken) */
 } loader;
 
 static int exists(const char *path) {
@@ -197,9 +201,54 @@ static int materialize(loader *L, const sp_st_tensor *t, const char *path, const
     return 0;
 }
 
-/* Locates name, checks dtype and shape[ndim], and sets *out. */
-static int take(loader *L, const char *name, int ndim, const int64_t want[2], const float **out,
-                sp_error *err) {
+/* Rounds t to a private BF16 copy; a finite value that rounds beyond BF16's range is an error. */
+static int round_bf16(loader *L, const sp_st_tensor *t, const char *path, uint16_t *buf,
+                      sp_error *err) {
+    float chunk[1024];
+    size_t n = (size_t)t->numel, esz = sp_dtype_size(t->dtype);
+    for (size_t i0 = 0; i0 < n; i0 += 1024) {
+        size_t c = n - i0 < 1024 ? n - i0 : 1024;
+        sp_convert_to_f32(t->dtype, (const unsigned char *)t->data + i0 * esz, chunk, c);
+        for (size_t i = 0; i < c; i++) {
+            buf[i0 + i] = sp_f32_to_bf16(chunk[i]);
+            if (isfinite(chunk[i]) && (buf[i0 + i] & 0x7f80u) == 0x7f80u)
+                return sp_fail(err,
+                               "%s: tensor '%s': element %zu (%g) is beyond BF16's range once "
+                               "rounded; load it with --weights f32",
+                               path, t->name, i0 + i, (double)chunk[i]);
+        }
+    }
+    (void)L;
+    return 0;
+}
+
+/* Makes t usable as BF16: in place if it is aligned BF16, else a rounded private copy. */
+static int materialize_bf16(loader *L, const sp_st_tensor *t, const char *path, const void **out,
+                            sp_error *err) {
+    sp_model *m = L->m;
+    m->n_params += t->numel;
+    m->params_by_dtype[t->dtype] += t->numel;
+    if (t->dtype == SP_DTYPE_BF16 && (uintptr_t)t->data % _Alignof(uint16_t) == 0) {
+        *out = t->data;
+        m->bytes_in_place += t->nbytes;
+        return 0;
+    }
+    uint16_t *buf = malloc((size_t)t->numel * sizeof *buf);
+    if (!buf || m->store->n_owned >= L->owned_cap) {
+        free(buf);
+        return sp_fail(err, "%s: tensor '%s': out of memory rounding %lld elements to BF16", path,
+                       t->name, (long long)t->numel);
+    }
+    m->store->owned[m->store->n_owned++] = buf;
+    if (round_bf16(L, t, path, buf, err)) return -1;
+    m->bytes_converted += (size_t)t->numel * sizeof *buf;
+    *out = buf;
+    return 0;
+}
+
+/* Locates name, checks dtype and shape[ndim], and sets *out: float32 data, or BF16 with bf16. */
+static int take(loader *L, const char *name, int ndim, const int64_t want[2], int bf16,
+                const void **out, sp_error *err) {
     const sp_st_tensor *t;
     int fi = 0;
     *out = NULL;
@@ -219,7 +268,11 @@ static int take(loader *L, const char *name, int ndim, const int64_t want[2], co
                        fmt_dims(have_s, sizeof have_s, t->shape, t->ndim),
                        fmt_dims(want_s, sizeof want_s, want, ndim));
     }
-    return materialize(L, t, path, out, err);
+    if (bf16) return materialize_bf16(L, t, path, out, err);
+    const float *f = NULL;
+    int rc = materialize(L, t, path, &f, err);
+    *out = f;
+    return rc;
 }
 
 /* Marks name as known but unused (when present), so check_leftovers accepts it. */
@@ -249,10 +302,60 @@ static int take_row(void *ctx, const sp__tensor_desc *row, int layer) {
         return row->when == SP_IF_UNTIED ? skip(k->L, name, k->err) : 0;
     int64_t shape[2];
     int ndim = sp__tensor_shape(row, &m->cfg, shape);
-    const float *data;
-    if (take(k->L, name, ndim, shape, &data, k->err)) return -1;
-    sp__model_set_tensor(m, layer, row->role, data, ndim, shape);
+    sp_linear *lin = ndim == 2 ? sp__model_linear(m, layer, row->role) : NULL;
+    int bf16 = lin && k->L->weights == SP_WEIGHTS_BF16;
+    const void *data;
+    if (take(k->L, name, ndim, shape, bf16, &data, k->err)) return -1;
+    sp__model_set_tensor(m, layer, row->role, data, bf16 ? SP_WSTORE_BF16 : SP_WSTORE_F32, ndim,
+                         shape);
+    if (lin) m->bytes_matrices += (size_t)(shape[0] * shape[1]) * (bf16 ? 2 : 4);
+    if (!bf16) return 0;
+    lin->exact = row->role == SP_ROLE_LM_HEAD;
+    sp__model_store *st = m->store;
+    const sp_st_tensor *t = NULL;
+    int fi = 0;
+    if (find(k->L, name, &t, &fi, k->err)) return -1;
+    st->src_lin[st->n_src] = lin, st->src_tensor[st->n_src++] = t;
     return 0;
+}
+
+const sp_st_tensor *sp__model_linear_source(const sp_model *m, const sp_linear *lin) {
+    for (int i = 0; m->store && i < m->store->n_src; i++)
+        if (m->store->src_lin[i] == lin) return m->store->src_tensor[i];
+    return NULL;
+}
+
+/* SP_WEIGHTS_AUTO: BF16 when every matrix the model computes with is stored BF16. */
+typedef struct dtype_ctx {
+    loader *L;
+    int all_bf16, any;
+} dtype_ctx;
+
+static int matrix_dtype(void *ctx, const sp__tensor_desc *row, int layer) {
+    dtype_ctx *k = ctx;
+    sp_model *m = k->L->m;
+    int64_t shape[2];
+    if (!sp__tensor_present(row, &m->cfg) || sp__tensor_shape(row, &m->cfg, shape) != 2 ||
+        !sp__model_linear(m, layer, row->role))
+        return 0;
+    char name[160];
+    sp__tensor_name(row, layer, name, sizeof name);
+    const sp_st_tensor *t = NULL;
+    int fi = 0;
+    sp_error ignored;
+    if (find(k->L, name, &t, &fi, &ignored) == 0 && t) {
+        k->any = 1;
+        if (t->dtype != SP_DTYPE_BF16) k->all_bf16 = 0;
+    }
+    return 0;
+}
+
+static void resolve_weights(loader *L) {
+    if (L->weights != SP_WEIGHTS_AUTO) return;
+    const sp__family *f = sp__family_of(L->m->cfg.arch);
+    dtype_ctx k = {L, 1, 0};
+    sp__tensors_walk(f, L->m->cfg.n_layer, SP_ORDER_TABLE, matrix_dtype, &k);
+    L->weights = k.any && k.all_bf16 ? SP_WEIGHTS_BF16 : SP_WEIGHTS_F32;
 }
 
 static int take_all(loader *L, sp_error *err) {
@@ -261,28 +364,34 @@ static int take_all(loader *L, sp_error *err) {
     const sp__family *f = sp__family_of(c->arch);
     L->owned_cap = f->n_tensors * (c->n_layer + 1);
     m->store->owned = calloc((size_t)L->owned_cap, sizeof *m->store->owned);
+    m->store->src_lin = calloc((size_t)L->owned_cap, sizeof *m->store->src_lin);
+    m->store->src_tensor = calloc((size_t)L->owned_cap, sizeof *m->store->src_tensor);
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
-    if (!m->store->owned || !m->layers) return sp_fail(err, "%s: out of memory", m->dir);
+    if (!m->store->owned || !m->store->src_lin || !m->store->src_tensor || !m->layers)
+        return sp_fail(err, "%s: out of memory", m->dir);
     take_ctx k = {L, err};
+    resolve_weights(L);
+    m->weights = L->weights;
     if (sp__tensors_walk(f, c->n_layer, SP_ORDER_TABLE, take_row, &k)) return -1;
     if (c->tied) { /* the head is the embedding */
         int64_t shape[2] = {c->vocab_size, c->d_model};
-        sp__model_set_tensor(m, -1, SP_ROLE_LM_HEAD, m->wte, 2, shape);
+        sp__model_set_tensor(m, -1, SP_ROLE_LM_HEAD, m->wte, SP_WSTORE_F32, 2, shape);
     }
     return 0;
 }
 
-/* HF's rotary frequencies: inv_freq[i] = theta^(-2i / hd), then rope_scaling ("linear" divides
+/* HF's rotary frequencies: inv_freq[i] = theta^(-2i / rot) (rot: the rotary columns, hd but for
+ * GPT-NeoX's rotary_pct), then rope_scaling ("linear" divides
  * by factor; "llama3" divides the low frequencies by factor and blends the middle band). */
 static int rope_frequencies(sp_model *m, sp_error *err) {
     const sp_model_config *c = &m->cfg;
-    int half = sp_config_head_dim(c) / 2;
+    int rot = sp_config_rotary_dim(c), half = rot / 2; /* GPT-NeoX: part of each head */
     float *f = malloc((size_t)half * sizeof *f);
     if (!f) return sp_fail(err, "%s: out of memory", m->dir);
     double lo_wavelen = c->rope_original_ctx / c->rope_low_freq_factor;
     double hi_wavelen = c->rope_original_ctx / c->rope_high_freq_factor;
     for (int i = 0; i < half; i++) {
-        double inv = 1.0 / pow(c->rope_theta, 2.0 * i / sp_config_head_dim(c));
+        double inv = 1.0 / pow(c->rope_theta, 2.0 * i / rot);
         if (c->rope_scaling == SP_ROPE_LINEAR) inv /= c->rope_factor;
         if (c->rope_scaling == SP_ROPE_LLAMA3) {
             double wavelen = 2 * M_PI / inv;
@@ -298,6 +407,7 @@ static int rope_frequencies(sp_model *m, sp_error *err) {
     }
     m->rope_inv_freq = f;
     if (c->rope_local_theta <= 0) return 0;
+    half = sp_config_head_dim(c) / 2;
     if (!(f = malloc((size_t)half * sizeof *f))) return sp_fail(err, "%s: out of memory", m->dir);
     for (int i = 0; i < half; i++)
         f[i] = (float)(1.0 / pow(c->rope_local_theta, 2.0 * i / sp_config_head_dim(c)));
@@ -509,9 +619,36 @@ static void loader_free(loader *L) {
     json_decref(L->wmap);
 }
 
+int sp_weights_parse(const char *name, sp_weights *out) {
+    static const char *const names[] = {"auto", "f32", "bf16"};
+    for (int i = 0; i < 3; i++)
+        if (name && strcmp(name, names[i]) == 0) return *out = (sp_weights)i, 0;
+    return -1;
+}
+
+const char *sp_weights_name(sp_weights w) {
+    switch (w) {
+    case SP_WEIGHTS_AUTO:
+        return "auto";
+    case SP_WEIGHTS_F32:
+        return "f32";
+    case SP_WEIGHTS_BF16:
+        return "bf16";
+    }
+    return "?";
+}
+
+const char *sp_bf16_compute(void) {
+    return sp__bf16_path_name();
+}
+
 int sp_model_load(sp_model *m, const char *dir, sp_error *err) {
+    return sp_model_load_weights(m, dir, SP_WEIGHTS_F32, err);
+}
+
+int sp_model_load_weights(sp_model *m, const char *dir, sp_weights weights, sp_error *err) {
     memset(m, 0, sizeof *m);
-    loader L = {.m = m};
+    loader L = {.m = m, .weights = weights};
     char *config = sp__path_join(dir, "config.json");
     int rc = -1;
     if (!(m->dir = strdup(dir)) || !config || !(m->store = calloc(1, sizeof *m->store)))
@@ -538,7 +675,7 @@ void sp_model_free(sp_model *m) {
     sp__model_store *s = m->store;
     for (int i = 0; s && i < s->n_files; i++) sp_st_close(&s->files[i]);
     for (int i = 0; s && i < s->n_owned; i++) free(s->owned[i]);
-    if (s) free(s->files), free(s->owned), free(s);
+    if (s) free(s->files), free(s->owned), free(s->src_lin), free(s->src_tensor), free(s);
     free(m->layers);
     free(m->rope_inv_freq);
     free(m->rope_inv_freq_local);

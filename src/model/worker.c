@@ -28,6 +28,7 @@ typedef enum act_width {
     W_QKV,
     W_FF,
     W_GATED_FF, /* F for a gated MLP (the second input projection), else 0 */
+    W_AUX_FF,   /* F when the activation saves a value for backward (not ReLU), else 0 */
     W_HEADS,    /* H */
     W_STATS,    /* 2: a norm's mean and rstd */
     W_VOCAB,
@@ -43,6 +44,7 @@ typedef enum act_width {
     W_EMB_NORM_D,     /* d with an embedding norm, else 0 */
     W_EMB_NORM_STATS, /* 2 with an embedding norm, else 0 */
     W_MLM_D,          /* d with an MLM head, else 0 */
+    W_QKV_HEADS,      /* Wq with q/k/v interleaved per head, else 0 */
 } act_width;
 
 typedef struct act_desc {
@@ -67,7 +69,7 @@ static const act_desc ACTS[SP_N_ACT] = {
     [SP_ACT_LN2] = {"ln2", ROWS_LAYER_TOKENS, W_PRE_NORM_D, 0},
     [SP_ACT_LN2_STATS] = {"ln2 stats", ROWS_LAYER_TOKENS, W_PRE_NORM_STATS, 0},
     [SP_ACT_FC] = {"fc", ROWS_LAYER_TOKENS, W_FF, 0},
-    [SP_ACT_FC_AUX] = {"fc aux", ROWS_LAYER_TOKENS, W_FF, 0},
+    [SP_ACT_FC_AUX] = {"fc aux", ROWS_LAYER_TOKENS, W_AUX_FF, 0},
     [SP_ACT_UP] = {"up", ROWS_LAYER_TOKENS, W_GATED_FF, 0},
     [SP_ACT_MO] = {"mlp out", ROWS_LAYER_TOKENS, W_SANDWICH_D, 0},
     [SP_ACT_MO_STATS] = {"mlp out stats", ROWS_LAYER_TOKENS, W_SANDWICH_STATS, 0},
@@ -75,6 +77,7 @@ static const act_desc ACTS[SP_N_ACT] = {
     [SP_ACT_DPOST] = {"dpost", ROWS_TOKENS, W_SANDWICH_D, 1},
     [SP_ACT_LOGIT_T] = {"logit tanh", ROWS_TARGETS, W_CAPPED_VOCAB, 1},
     [SP_ACT_MLP_ACT] = {"mlp act", ROWS_TOKENS, W_FF, 0},
+    [SP_ACT_QKV_HEADS] = {"qkv per head", ROWS_TOKENS, W_QKV_HEADS, 0},
     [SP_ACT_ATT] = {"attention scratch", ROWS_ATTENTION, W_ONE, 0},
     [SP_ACT_ROPE] = {"rotary tables", ROWS_POSITIONS, W_ROTARY, 0},
     [SP_ACT_TOP_X] = {"top x", ROWS_TARGETS, W_D, 0},
@@ -120,10 +123,25 @@ static size_t gated_ff(const sp__family *f, const sp__dims *z) {
     switch (f->mlp) {
     case SP_MLP_GELU:
     case SP_MLP_GELU_ERF:
+    case SP_MLP_RELU:
         return 0;
     case SP_MLP_SWIGLU:
     case SP_MLP_GEGLU:
         return (size_t)z->F;
+    }
+    return 0;
+}
+
+/* F when the MLP's activation keeps a value beside its input (tanh, Phi, sigmoid), else 0. */
+static size_t aux_ff(const sp__family *f, const sp__dims *z) {
+    switch (f->mlp) {
+    case SP_MLP_GELU:
+    case SP_MLP_GELU_ERF:
+    case SP_MLP_SWIGLU:
+    case SP_MLP_GEGLU:
+        return (size_t)z->F;
+    case SP_MLP_RELU:
+        return 0;
     }
     return 0;
 }
@@ -142,6 +160,7 @@ static size_t rotary(const sp__family *f, const sp__dims *z) {
 static size_t sandwich(const sp__family *f) {
     switch (f->block) {
     case SP_BLOCK_PRE_NORM:
+    case SP_BLOCK_PARALLEL:
         return 0;
     case SP_BLOCK_SANDWICH:
     case SP_BLOCK_POST_NORM:
@@ -156,6 +175,7 @@ static size_t pre_norms(const sp__family *f) {
     switch (f->block) {
     case SP_BLOCK_PRE_NORM:
     case SP_BLOCK_SANDWICH:
+    case SP_BLOCK_PARALLEL:
         return 1;
     case SP_BLOCK_POST_NORM:
         return 0;
@@ -191,6 +211,18 @@ static size_t mlm_head(const sp__family *f) {
     return 0;
 }
 
+/* Width of the per-head qkv rows: Wq when the projection interleaves q/k/v per head, else 0. */
+static size_t qkv_heads(const sp__family *f, const sp__dims *z) {
+    switch (f->qkv) {
+    case SP_QKV_FUSED:
+    case SP_QKV_SEPARATE:
+        return 0;
+    case SP_QKV_INTERLEAVED:
+        return (size_t)z->wq;
+    }
+    return 0;
+}
+
 /* Heads a q/k norm normalises (H + Hkv), or 0. */
 static size_t qk_heads(const sp__family *f, const sp__dims *z) {
     switch (f->qk_norm) {
@@ -216,6 +248,8 @@ static size_t width_of(const sp__family *f, const sp__dims *z, act_width w) {
         return (size_t)z->F;
     case W_GATED_FF:
         return gated_ff(f, z);
+    case W_AUX_FF:
+        return aux_ff(f, z);
     case W_HEADS:
         return (size_t)z->hs.n_head;
     case W_STATS:
@@ -246,6 +280,8 @@ static size_t width_of(const sp__family *f, const sp__dims *z, act_width w) {
         return 2 * emb_norm(f);
     case W_MLM_D:
         return mlm_head(f) * (size_t)z->d;
+    case W_QKV_HEADS:
+        return qkv_heads(f, z);
     }
     return 0;
 }
@@ -271,7 +307,7 @@ static sp__dims model_dims(const sp_model *m, size_t n_tokens, size_t n_targets,
 
 /* Bytes of the table's buffers for z (the backward ones too when asked). */
 static size_t table_bytes(const sp_model *m, const sp__dims *z, int backward) {
-    const sp__family *f = sp__family_of(m->cfg.arch);
+    const sp__family *f = sp__family_for(&m->cfg);
     size_t floats = 0;
     for (int i = 0; i < SP_N_ACT; i++)
         if (!ACTS[i].backward || backward) floats += act_floats(f, z, i);
@@ -318,7 +354,7 @@ sp_worker *sp_worker_new(const sp_model *m) {
     sp_worker *w = calloc(1, sizeof *w);
     if (!w) return NULL;
     w->m = m;
-    w->f = sp__family_of(m->cfg.arch);
+    w->f = sp__family_for(&m->cfg);
     w->acts = calloc((size_t)(m->cfg.n_layer > 0 ? m->cfg.n_layer : 1), sizeof *w->acts);
     if (!w->acts) {
         free(w);
@@ -386,7 +422,7 @@ static sp__layer_acts layer_acts(const sp_worker *w, int l) {
         .ln2_mean = b[SP_ACT_LN2_STATS] ? b[SP_ACT_LN2_STATS] + 2 * at : NULL,
         .ln2_rstd = b[SP_ACT_LN2_STATS] ? b[SP_ACT_LN2_STATS] + 2 * at + N : NULL,
         .fc = b[SP_ACT_FC] + at * F,
-        .fc_aux = b[SP_ACT_FC_AUX] + at * F,
+        .fc_aux = b[SP_ACT_FC_AUX] ? b[SP_ACT_FC_AUX] + at * F : NULL,
         .up = b[SP_ACT_UP] ? b[SP_ACT_UP] + at * F : NULL,
         .mo = b[SP_ACT_MO] ? b[SP_ACT_MO] + at * d : NULL,
         .mo_mean = b[SP_ACT_MO_STATS] ? b[SP_ACT_MO_STATS] + 2 * at : NULL,
@@ -403,6 +439,7 @@ static sp__scratch scratch(const sp_worker *w) {
     float *rope = b[SP_ACT_ROPE];
     return (sp__scratch){
         .mlp_act = b[SP_ACT_MLP_ACT],
+        .qkv_heads = b[SP_ACT_QKV_HEADS],
         .post = b[SP_ACT_POST],
         .dpost = b[SP_ACT_DPOST],
         .logit_t = b[SP_ACT_LOGIT_T],

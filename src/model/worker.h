@@ -59,6 +59,7 @@ typedef struct sp__layer_acts {
 /* Buffers used by one layer at a time (forward or backward), the head and the positions. */
 typedef struct sp__scratch {
     float *mlp_act;             /* [N, F] the MLP activation: only W_out reads it */
+    float *qkv_heads;           /* [N, Wq] a qkv row per head [H, 3, hd] (interleaved q/k/v) */
     float *post;                /* [N, d] a post-norm's output (sandwich) */
     float *dpost;               /* [N, d] gradient of a post-norm's input (sandwich) */
     float *logit_t;             /* [n_tgt, V] tanh of the capped logits (soft-capping) */
@@ -104,6 +105,7 @@ enum {
     SP_ACT_DPOST,
     SP_ACT_LOGIT_T,
     SP_ACT_MLP_ACT,
+    SP_ACT_QKV_HEADS,
     SP_ACT_ATT,
     SP_ACT_ROPE,
     SP_ACT_TOP_X,

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "model/family.h"
+#include "model/model_store.h"
 #include "softprompt/checkpoint.h"
 #include "train/hash64.h"
 
@@ -11,6 +12,21 @@ static void hash_floats(sp__h64 *h, const char *name, const float *x, size_t n) 
     sp__h64_str(h, name);
     sp__h64_u64(h, n);
     sp__h64_update(h, x, n * sizeof *x);
+}
+
+/* A matrix held in another storage than float32 (BF16): the float32 values of the tensor it was
+ * stored as, as the float32 model would hold them, so that a model has one fingerprint whatever
+ * --weights (a checkpoint resumes, a prompt is checked against its model, across modes). */
+static void hash_source(sp__h64 *h, const char *name, const sp_st_tensor *t, size_t n) {
+    sp__h64_str(h, name);
+    sp__h64_u64(h, n);
+    float chunk[512];
+    size_t esz = sp_dtype_size(t->dtype);
+    for (size_t i0 = 0; i0 < n; i0 += 512) {
+        size_t c = n - i0 < 512 ? n - i0 : 512;
+        sp_convert_to_f32(t->dtype, (const unsigned char *)t->data + i0 * esz, chunk, c);
+        sp__h64_update(h, chunk, c * sizeof *chunk);
+    }
 }
 
 /* The family's tag and the configuration values beyond the common ones that change its
@@ -59,6 +75,24 @@ static void hash_family(sp__h64 *h, const sp_model *m) {
         hash_floats(h, "rope_inv_freq_local", m->rope_inv_freq_local,
                     (size_t)sp_config_head_dim(c) / 2);
         return;
+    case SP_ARCH_OPT: /* the position table is a row of its table */
+        sp__h64_str(h, "opt");
+        return;
+    case SP_ARCH_PHI:
+        sp__h64_str(h, "phi");
+        sp__h64_i64(h, c->rotary_dim);
+        return;
+    case SP_ARCH_PHI3:
+        sp__h64_str(h, "phi3");
+        sp__h64_i64(h, c->sliding_window);
+        sp__h64_i64(h, c->rotary_dim);
+        return;
+    case SP_ARCH_GPT_NEOX:
+        sp__h64_str(h, "gpt_neox");
+        sp__h64_i64(h, c->parallel_residual);
+        sp__h64_i64(h, c->gelu_exact);
+        sp__h64_i64(h, c->rotary_dim);
+        return;
     case SP_ARCH_BERT:
     case SP_ARCH_ROBERTA: /* where positions start; the rest are rows of the table */
         sp__h64_str(h, sp_arch_model_type(c->arch));
@@ -74,6 +108,7 @@ static void hash_rotary(sp__h64 *h, const sp_model *m) {
     case SP_ARCH_GPT2:
     case SP_ARCH_BERT:
     case SP_ARCH_ROBERTA:
+    case SP_ARCH_OPT:
         return;
     case SP_ARCH_LLAMA:
     case SP_ARCH_QWEN2:
@@ -82,10 +117,17 @@ static void hash_rotary(sp__h64 *h, const sp_model *m) {
     case SP_ARCH_GEMMA:
     case SP_ARCH_GEMMA2:
     case SP_ARCH_GEMMA3:
+    case SP_ARCH_PHI3: /* rotary_dim is head_dim but for Phi-3's partial_rotary_factor */
+    case SP_ARCH_PHI:
         sp__h64_str(h, sp_arch_model_type(c->arch));
         sp__h64_i64(h, sp_config_kv_heads(c));
         sp__h64_i64(h, sp_config_head_dim(c));
-        hash_floats(h, "rope_inv_freq", m->rope_inv_freq, (size_t)sp_config_head_dim(c) / 2);
+        hash_floats(h, "rope_inv_freq", m->rope_inv_freq, (size_t)sp_config_rotary_dim(c) / 2);
+        return;
+    case SP_ARCH_GPT_NEOX:
+        sp__h64_str(h, sp_arch_model_type(c->arch));
+        sp__h64_i64(h, sp_config_head_dim(c));
+        hash_floats(h, "rope_inv_freq", m->rope_inv_freq, (size_t)sp_config_rotary_dim(c) / 2);
         return;
     }
 }
@@ -109,7 +151,14 @@ static int hash_row(void *ctx, const sp__tensor_desc *row, int layer) {
     int64_t shape[2];
     int ndim = sp__tensor_shape(row, c, shape);
     size_t n = (size_t)(ndim == 1 ? shape[0] : shape[0] * shape[1]);
-    hash_floats(k->h, row->fp_name, sp__model_tensor(k->m, layer, row->role), n);
+    const float *f = sp__model_tensor(k->m, layer, row->role);
+    if (f) {
+        hash_floats(k->h, row->fp_name, f, n);
+        return 0;
+    }
+    const sp_linear *lin = sp__model_linear((sp_model *)k->m, layer, row->role);
+    const sp_st_tensor *t = lin ? sp__model_linear_source(k->m, lin) : NULL;
+    if (t) hash_source(k->h, row->fp_name, t, n);
     return 0;
 }
 

@@ -217,7 +217,7 @@ static int setup(trainer *t, sp_error *err) {
                 "softprompt train: %d threads per rank would oversubscribe the cores; "
                 "using %d\n",
                 capped, threads);
-    if (sp_model_load(&t->model, c->model_dir, err)) return -1;
+    if (sp_model_load_weights(&t->model, c->model_dir, c->weights, err)) return -1;
     if (open_data(t, err) || check_data(t, err)) return -1;
     sp_dataset *sets[2] = {t->train, t->valid};
     if (sp__train_check_memory(&t->model, sets, 2, c->micro_batch, t->d->local_size, err))
@@ -729,6 +729,9 @@ static int write_run_config(trainer *t, sp_error *err) {
     json_t *cfg = sp__train_config_to_json(t->c, t->P, t->total_steps);
     json_object_set_new(cfg, "ranks", json_integer(t->d->size));
     json_object_set_new(cfg, "threads_per_rank", json_integer(t->threads));
+    json_object_set_new(cfg, "weights", json_string(sp_weights_name(t->model.weights)));
+    if (t->model.weights == SP_WEIGHTS_BF16)
+        json_object_set_new(cfg, "bf16_compute", json_string(sp_bf16_compute()));
     json_object_set_new(cfg, "model_fingerprint", json_string(t->model_fp));
     json_object_set_new(cfg, "dataset_fingerprint", json_string(t->data_fp));
     char *s = json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS);

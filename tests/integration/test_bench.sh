@@ -1,7 +1,7 @@
 # scripts/bench --quick on the test build: every metric line is there and well-formed, the derived
 # metrics are in range, the PyTorch peer (when Debian's python3-torch is installed) computes the
 # same loss as the engine on the same batch (GPT-2 and a Llama model) and the same greedy ids in
-# generation, and the summary, sweep data and plot are written.
+# generation, the BF16 section's ratios, and the summary, sweep data and plot are written.
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 export SP_BENCH_BUILD=$(dirname "$SP_CLI") ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
@@ -51,6 +51,19 @@ for tag in gen_gpt2_b1 gen_gpt2_b16 gen_smollm2_b1 gen_smollm2_b16; do
     [[ -n $(value ${tag}_decode_speedup_vs_pytorch) ]] || fail "no decode speed-up for $tag"
   fi
 done
+# BF16 section: every ratio there, the matrices' memory exactly halved, the same loss within
+# BF16's precision (the two files hold the same seed's weights, one rounded)
+for name in gpt2 smollm2; do
+  for m in cls_speedup gen_speedup cls_fraction_of_bf16_peak cls_speedup_vs_f32_nocoretype \
+           cls_rss_fraction 2ranks_rss_fraction; do
+    [[ -n $(value bf16_${name}_$m) ]] || fail "no metric bf16_${name}_$m"
+  done
+  in_range "$(value bf16_${name}_weights_fraction)" 0.499 0.501 || fail "BF16 weights are not half ($name)"
+  python3 -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(abs(a - b) > 1e-2 * abs(b))' \
+    "$(value bf16_${name}_cls_loss_first)" "$(value f32_${name}_cls_loss_first)" ||
+    fail "BF16 and float32 losses differ ($name)"
+done
+[[ -n $(value bf16_instruction_peak_gflops) && -n $(value bf16_peak_gflops) ]] || fail "no BF16 peak"
 [[ -n $(value load_average_1min) ]] || fail "no load average"
 [[ $(grep -vc '^#' "$WORK/out/t-sweep.dat") -eq 2 ]] || fail "t-sweep.dat should hold 2 lengths"
 grep -q "| MFU vs sgemm peak |" "$WORK/out/summary.md" || fail "summary.md has no MFU row"

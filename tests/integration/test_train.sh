@@ -11,7 +11,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 
 arch=(--arch "${SP_TRAIN_ARCH:-gpt2}")
-case ${SP_TRAIN_ARCH:-gpt2} in gpt2 | bert | roberta) ;; *) arch+=(--kv-heads 2) ;; esac
+case ${SP_TRAIN_ARCH:-gpt2} in gpt2 | gpt_neox | bert | roberta) ;; *) arch+=(--kv-heads 2) ;; esac
 read -r -a init_extra <<< "${SP_TRAIN_INIT:-}"
 arch+=("${init_extra[@]}")
 "$SP_CLI" init-model "${arch[@]}" --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 \
@@ -74,14 +74,31 @@ same_file d1/adapter/adapter_model.safetensors d3/adapter/adapter_model.safetens
 same_file d1/adapter/adapter_model.safetensors dt/adapter/adapter_model.safetensors "--deterministic 1 vs 2 threads"
 [[ "$(losses d1/metrics.jsonl)" == "$(losses d3/metrics.jsonl)" ]] || fail "--deterministic losses differ"
 ok "--deterministic: bitwise identical prompts and losses for 1, 2 and 3 ranks and 2 threads"
+# the same with BF16 weights (the F32 model rounded once at load; BF16 products where the CPU has
+# them): bitwise across ranks and threads, and not the float32 run
+run b1 1 6 --deterministic --weights bf16; run b2 2 2 --deterministic --weights bf16
+run b3 3 1 --deterministic --weights bf16; threads=2 run bt 1 6 --deterministic --weights bf16
+grep -q '"weights": "bf16"' b1/config.json || fail "config.json does not say --weights bf16"
+same_file b1/adapter/adapter_model.safetensors b2/adapter/adapter_model.safetensors "bf16 --deterministic 1 vs 2 ranks"
+same_file b1/adapter/adapter_model.safetensors b3/adapter/adapter_model.safetensors "bf16 --deterministic 1 vs 3 ranks"
+same_file b1/adapter/adapter_model.safetensors bt/adapter/adapter_model.safetensors "bf16 --deterministic 1 vs 2 threads"
+[[ "$(losses b1/metrics.jsonl)" == "$(losses b3/metrics.jsonl)" ]] || fail "bf16 --deterministic losses differ"
+! cmp -s b1/adapter/adapter_model.safetensors d1/adapter/adapter_model.safetensors ||
+  fail "--weights bf16 trained the same prompt as float32 weights: BF16 did not run"
+close_losses b1/metrics.jsonl d1/metrics.jsonl 0.1 "bf16 vs f32 weights (the model rounded: a sanity bound)"
+ok "--weights bf16 --deterministic: bitwise identical for 1, 2 and 3 ranks and 2 threads"
 [[ -z ${SP_TRAIN_QUICK:-} ]] || exit 0
 
 # --- stop and resume ------------------------------------------------------------------------
-steps=400   # long enough that a signal sent near step 60 always lands mid-run
-base=(train "${common[@]}" --threads 1 --steps $steps --global-batch 8 --save-every 3
-      --optimizer adafactor --log-every 1)
+# The stopped runs are endless (--steps 100000), so a signal always lands mid-run however long
+# the machine keeps the waiting script from running; each resumes to 20 steps past the step it
+# reached and is compared with an uninterrupted run of that length (the schedule is constant).
+steps=400
+base=(train "${common[@]}" --threads 1 --global-batch 8 --save-every 3 --optimizer adafactor
+      --log-every 1)
+endless=(--steps 100000)
 long=("${base[@]}" --micro-batch 4)
-mpi 2 "${long[@]}" --out full
+mpi 2 "${long[@]}" --steps $steps --out full
 # stop PID SIGNAL DIR STEP WHAT: sp_stop_at, waiting up to 120 s (a loaded machine is slow).
 stop() {
   local rc=0
@@ -89,42 +106,53 @@ stop() {
   (( rc != 2 )) || fail "run in $3 never reached step $4"
   (( rc == 0 )) || fail "$5: exit status $SP_STOP_STATUS, expected $SP_EXIT_STOPPED"
 }
+# end_of DIR: 20 steps past DIR's newest checkpoint
+end_of() {
+  local newest
+  newest=$(ls "$1"/checkpoints/step-*.h5 | tail -1)
+  echo $(( 10#$(basename "$newest" .h5 | sed 's/^step-//') + 20 ))
+}
 # SIGTERM to a plain process at a random step: checkpoint, exit 75, resume bitwise.
 k=$(( RANDOM % 60 + 2 ))
-"$SP_CLI" "${base[@]}" --out term --micro-batch 8 &
+"$SP_CLI" "${base[@]}" "${endless[@]}" --out term --micro-batch 8 &
 stop $! TERM term $k SIGTERM
-"$SP_CLI" "${base[@]}" --out term --micro-batch 8 >/dev/null 2>&1 || fail "resume after SIGTERM failed"
-"$SP_CLI" "${base[@]}" --out term-ref --micro-batch 8
+end=$(end_of term)
+"$SP_CLI" "${base[@]}" --steps $end --out term --micro-batch 8 >/dev/null 2>&1 || fail "resume after SIGTERM failed"
+"$SP_CLI" "${base[@]}" --steps $end --out term-ref --micro-batch 8
 same_file term/adapter/adapter_model.safetensors term-ref/adapter/adapter_model.safetensors \
-  "stopped by SIGTERM near step $k and resumed vs uninterrupted"
-ok "SIGTERM near step $k: exit 75, resumed run bitwise equal to the uninterrupted one"
+  "stopped by SIGTERM near step $k and resumed to $end vs uninterrupted"
+ok "SIGTERM near step $k: exit 75, resumed to step $end bitwise equal to the uninterrupted run"
 
 # SIGUSR1 through mpirun (what Slurm's --signal sends) with 2 ranks.
 k=$(( RANDOM % 60 + 2 ))
-mpi_bg 2 "${long[@]}" --out usr1
+mpi_bg 2 "${long[@]}" "${endless[@]}" --out usr1
 stop "$MPI_PID" USR1 usr1 $k "SIGUSR1 via mpirun"
-mpi 2 "${long[@]}" --out usr1
-same_file usr1/adapter/adapter_model.safetensors full/adapter/adapter_model.safetensors \
-  "stopped by SIGUSR1 near step $k and resumed vs uninterrupted"
-ok "SIGUSR1 via mpirun near step $k: exit 75, resumed bitwise"
+end=$(end_of usr1)
+mpi 2 "${long[@]}" --steps $end --out usr1
+mpi 2 "${long[@]}" --steps $end --out usr1-ref
+same_file usr1/adapter/adapter_model.safetensors usr1-ref/adapter/adapter_model.safetensors \
+  "stopped by SIGUSR1 near step $k and resumed to $end vs uninterrupted"
+ok "SIGUSR1 via mpirun near step $k: exit 75, resumed to step $end bitwise"
 
 # SIGKILL at a random step: resume from the last checkpoint, still bitwise.
 k=$(( RANDOM % 60 + 4 ))
-mpi_bg 2 "${long[@]}" --out "$WORK/kill"
+mpi_bg 2 "${long[@]}" "${endless[@]}" --out "$WORK/kill"
 # The ranks are matched by their absolute output directory: test_train_llama runs this same
 # script at the same time, and a pattern without $WORK would kill its ranks too.
 pid=$MPI_PID
 sp_python metrics.py wait kill/metrics.jsonl $k --pid $pid --timeout 120 || fail "run in kill never reached step $k"
 pkill -9 -f -- "--out $WORK/kill" || true; kill -9 $pid 2>/dev/null || true
 wait $pid 2>/dev/null || true
+end=$(end_of kill)
 # A truncated newest checkpoint (as a crash mid-copy would leave) is skipped with a warning.
 newest=$(ls kill/checkpoints/step-*.h5 | tail -1)
 truncate -s 1000 "$newest"
-mpi 2 "${long[@]}" --out kill 2> kill.err || { cat kill.err; fail "resume after SIGKILL failed"; }
+mpi 2 "${long[@]}" --steps $end --out kill 2> kill.err || { cat kill.err; fail "resume after SIGKILL failed"; }
 grep -q "skipping .*$(basename "$newest")" kill.err || { cat kill.err; fail "corrupt newest checkpoint not reported"; }
-same_file kill/adapter/adapter_model.safetensors full/adapter/adapter_model.safetensors \
-  "killed near step $k, newest checkpoint truncated, resumed vs uninterrupted"
-ok "SIGKILL near step $k + truncated newest checkpoint: skipped with a warning, resumed bitwise"
+mpi 2 "${long[@]}" --steps $end --out kill-ref
+same_file kill/adapter/adapter_model.safetensors kill-ref/adapter/adapter_model.safetensors \
+  "killed near step $k, newest checkpoint truncated, resumed to $end vs uninterrupted"
+ok "SIGKILL near step $k + truncated newest checkpoint: skipped with a warning, resumed to step $end bitwise"
 
 # A checkpoint of another model or dataset is refused.
 flags=(--threads 1 --quiet --steps $steps --global-batch 8 --micro-batch 4 --save-every 3 --optimizer adafactor)

@@ -57,7 +57,8 @@ expect_unhandled src/model/family.h "^    SP_NORM_RMSNORM_PLUS1," SP_NORM_NEWKIN
   src/model/engine.c src/cli/cmd_info.c
 expect_unhandled src/model/family.h "^    SP_POS_ROTARY," SP_POS_ALIBI \
   src/model/engine.c src/model/worker.c src/model/loader.c src/cli/cmd_info.c
-expect_unhandled src/model/family.h "^    SP_QKV_SEPARATE," SP_QKV_INTERLEAVED src/model/engine.c
+expect_unhandled src/model/family.h "^    SP_QKV_SEPARATE," SP_QKV_NEWKIND src/model/engine.c \
+  src/model/worker.c
 expect_unhandled src/model/family.h "^    SP_QKNORM_PER_HEAD," SP_QKNORM_NEWKIND \
   src/model/engine.c src/model/worker.c src/cli/cmd_info.c
 expect_unhandled src/model/family.h "^    SP_BLOCK_SANDWICH," SP_BLOCK_NEWKIND src/model/engine.c \
@@ -65,6 +66,6 @@ expect_unhandled src/model/family.h "^    SP_BLOCK_SANDWICH," SP_BLOCK_NEWKIND s
 expect_unhandled src/model/family.h "^    SP_EMBED_SQRT_D," SP_EMBED_NEWKIND src/model/engine.c \
   src/model/loader.c
 # a new weight storage: the matrix products
-expect_unhandled include/softprompt/model.h "^    SP_WSTORE_F32," SP_WSTORE_BF16 \
+expect_unhandled include/softprompt/model.h "^    SP_WSTORE_BF16," SP_WSTORE_INT8 \
   src/model/kernels.c src/model/family.c
 ok "-Wswitch -Werror names every place a new family or kind must be handled"

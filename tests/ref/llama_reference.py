@@ -91,6 +91,19 @@ def llama_tensor_list(rng, c):
             t += [(p + "mlp.gate_proj.bias", n(F)), (p + "mlp.up_proj.bias", n(F)),
                   (p + "mlp.down_proj.bias", n(d))]
     t += [("model.norm.weight", gain(d))]
+    if c["type"] == "phi3":  # q/k/v in one qkv_proj, gate and up in one gate_up_proj (rows)
+        fused = {}
+        for name, arr in t:
+            for part, into in (("self_attn.q_proj.", "self_attn.qkv_proj."),
+                               ("self_attn.k_proj.", "self_attn.qkv_proj."),
+                               ("self_attn.v_proj.", "self_attn.qkv_proj."),
+                               ("mlp.gate_proj.", "mlp.gate_up_proj."),
+                               ("mlp.up_proj.", "mlp.gate_up_proj.")):
+                if part in name:
+                    fused.setdefault(name.replace(part, into), []).append(arr)
+        t = [(n, a) for n, a in t if not any(k in n for k in ("q_proj", "k_proj", "v_proj",
+                                                               "gate_proj", "up_proj"))]
+        t += [(n, np.concatenate(parts, axis=0)) for n, parts in fused.items()]
     if not c["tied"]:
         t += [("lm_head.weight", n(V, d))]
     return t
@@ -99,7 +112,7 @@ def llama_tensor_list(rng, c):
 HF_CLASS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
             "mistral": "MistralForCausalLM", "qwen3": "Qwen3ForCausalLM",
             "gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM",
-            "gemma3_text": "Gemma3ForCausalLM"}
+            "gemma3_text": "Gemma3ForCausalLM", "phi3": "Phi3ForCausalLM"}
 
 
 def hf_config(c):
@@ -131,6 +144,11 @@ def hf_config(c):
         cfg.update({"use_sliding_window": False, "sliding_window": 4096, "max_window_layers": 28})
     elif c["type"] == "mistral":
         cfg.update({"sliding_window": c["window"]})
+    elif c["type"] == "phi3":
+        assert not (c["qkv_bias"] or c["o_bias"] or c["mlp_bias"])
+        cfg.update({"sliding_window": c["window"], "partial_rotary_factor": c["partial"],
+                    "original_max_position_embeddings": c["npos"], "resid_pdrop": 0.0,
+                    "embd_pdrop": 0.0, "pad_token_id": 0})
     elif c["type"] == "gemma2":
         cfg.update({"attention_bias": c["o_bias"], "head_dim": c["hd"],
                     "hidden_activation": "gelu_pytorch_tanh", "pad_token_id": 0,
@@ -190,7 +208,19 @@ def read_model(dirpath):
     hd = cfg.get("head_dim", cfg["hidden_size"] // H)
     if cfg.get("tie_word_embeddings", False):
         w["lm_head.weight"] = w["model.embed_tokens.weight"]
-    mistral = cfg["model_type"] == "mistral"
+    mistral = cfg["model_type"] in ("mistral", "phi3")  # Phi-3: Mistral's sliding_window
+    if cfg["model_type"] == "phi3":  # HF's split: qkv[..., :qd], [qd:qd + kvd], the rest; chunk(2)
+        qd, kvd = H * hd, cfg["num_key_value_heads"] * hd
+        for i in range(cfg["num_hidden_layers"]):
+            p = "model.layers.%d." % i
+            qkv = w.pop(p + "self_attn.qkv_proj.weight")
+            w[p + "self_attn.q_proj.weight"] = qkv[:qd]
+            w[p + "self_attn.k_proj.weight"] = qkv[qd:qd + kvd]
+            w[p + "self_attn.v_proj.weight"] = qkv[qd + kvd:]
+            gu = w.pop(p + "mlp.gate_up_proj.weight")
+            F = gu.shape[0] // 2
+            w[p + "mlp.gate_proj.weight"], w[p + "mlp.up_proj.weight"] = gu[:F], gu[F:]
+    rot = int(hd * cfg.get("partial_rotary_factor", 1.0))
     gemma3 = cfg["model_type"] == "gemma3_text"
     gemma2 = cfg["model_type"] == "gemma2" or gemma3  # Gemma 3 keeps Gemma 2's block
     gemma = cfg["model_type"] in ("gemma", "gemma2", "gemma3_text")
@@ -208,7 +238,7 @@ def read_model(dirpath):
     scale = float(torch.tensor(cfg["hidden_size"] ** 0.5, dtype=emb_dtype)) if gemma else 1.0
     return {"L": cfg["num_hidden_layers"], "d": cfg["hidden_size"], "H": H,
             "Hkv": cfg.get("num_key_value_heads", H), "hd": hd, "eps": cfg["rms_norm_eps"],
-            "inv_freq": inv_freq(cfg, hd), "w": w,
+            "inv_freq": inv_freq(cfg, rot), "rot": rot, "w": w,
             "windows": windows, "qk_norm": cfg["model_type"] in ("qwen3", "gemma3_text"),
             "gemma": gemma,
             # Gemma 3: sliding layers rotate with rope_local_base_freq, no rope_scaling
@@ -221,7 +251,8 @@ def read_model(dirpath):
 
 
 def inv_freq(cfg, hd):
-    """HF's rotary frequencies with rope_scaling (default, linear, llama3), in float64."""
+    """HF's rotary frequencies with rope_scaling (default, linear, llama3), in float64, over hd
+    columns (Phi-3's partial_rotary_factor: fewer than head_dim)."""
     base = cfg.get("rope_theta", 10000.0)
     f = 1.0 / base ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
     rs = cfg.get("rope_scaling")
@@ -277,7 +308,9 @@ def torch_seq_logits(M, W, tokens, prompt, prefix=None):
     Pkv = 0 if prefix is None else prefix.shape[2]
     h = torch.stack([prompt[-1 - t] if t < 0 else W["model.embed_tokens.weight"][t] for t in tokens])
     h = h * M["embed_scale"]  # Gemma: inputs_embeds (the prompt included) times the normalizer
-    def cos_sin(inv_freq):  # [T, hd] each
+    rot = M["rot"]
+
+    def cos_sin(inv_freq):  # [T, rot] each
         freqs = torch.outer(torch.arange(Pkv, Pkv + T, dtype=torch.float64),
                             torch.from_numpy(inv_freq))
         emb = torch.cat([freqs, freqs], dim=-1)
@@ -299,8 +332,12 @@ def torch_seq_logits(M, W, tokens, prompt, prefix=None):
             q = _norm(M, q, W[p + "self_attn.q_norm.weight"])
             k = _norm(M, k, W[p + "self_attn.k_norm.weight"])
         cos, sin = rope_local if M["windows"][i] is not None else rope_global
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
+        if rot == hd:
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+        else:  # Phi-3's partial_rotary_factor: the first rot columns turn, the rest pass
+            q = torch.cat([q[..., :rot] * cos + _rotate_half(q[..., :rot]) * sin, q[..., rot:]], -1)
+            k = torch.cat([k[..., :rot] * cos + _rotate_half(k[..., :rot]) * sin, k[..., rot:]], -1)
         if Pkv:  # the prefix's keys and values, as given (not rotated)
             k = torch.cat([prefix[i, 0].view(Pkv, Hkv, hd).transpose(0, 1), k], dim=1)
             v = torch.cat([prefix[i, 1].view(Pkv, Hkv, hd).transpose(0, 1), v], dim=1)
@@ -381,9 +418,11 @@ def numpy_batch_logits(M, batch, prompt, prefix=None):
         y = np.einsum("sti,oi->sto", z, w[name + ".weight"])
         return y + w[name + ".bias"] if name + ".bias" in w else y
 
-    def rotary(z, rot):  # z [n_seq, Tm, hd]: pairs (j, j + hd/2) as complex numbers
-        c = (z[..., :hd // 2] + 1j * z[..., hd // 2:]) * rot[None]
-        return np.concatenate([c.real, c.imag], axis=-1)
+    r = M["rot"]
+
+    def rotary(z, rot):  # z [n_seq, Tm, hd]: pairs (j, j + r/2), j < r/2, as complex numbers
+        c = (z[..., :r // 2] + 1j * z[..., r // 2:r]) * rot[None]
+        return np.concatenate([c.real, c.imag, z[..., r:]], axis=-1)
 
     def head_norm(z, g):  # z [n_seq, Tm, hd] / (|z| / sqrt(hd)), with eps; Gemma: (1 + g)
         r = np.linalg.norm(z, axis=-1, keepdims=True) / np.sqrt(hd)
@@ -543,6 +582,20 @@ CASES = [
          dtype="BF16", shards=1, tied=False, qkv_bias=True, o_bias=True, mlp_bias=False,
          theta=1000000.0, rope_scaling=None, window=4, pattern=2, local_theta=10000.0,
          attn_cap=None, logit_cap=None, qpas=256, n_prompt=3, n_kv=2,
+         seqs=[("soft_front", 12, "gen"), ("soft_mid_repeat", 10, "gen")]),
+    # Phi-3: fused qkv_proj and gate_up_proj, partial_rotary_factor 0.75 (12 of 16 columns), a
+    # window of 6 (Mistral's), GQA 2, untied, F32
+    dict(name="phi3_l2_h4_kv2_d32_hd16_partial75_window6_f32", seed=2717, type="phi3",
+         n_layer=2, H=4, Hkv=2, d=32, hd=16, F=48, vocab_size=64, npos=48, dtype="F32", shards=1,
+         tied=False, qkv_bias=False, o_bias=False, mlp_bias=False, theta=10000.0,
+         rope_scaling=None, window=6, partial=0.75, n_prompt=4,
+         seqs=[("soft_front", 16, "gen"), ("soft_mid", 11, "cls")]),
+    # Phi-3 as Phi-4-mini: tied, partial_rotary_factor 0.5, no window, behind a key/value prefix
+    # of 3; BF16, 2 shards
+    dict(name="phi3_l2_h2_kv1_d24_partial50_kvprefix3_tied_sharded2_bf16", seed=2818, type="phi3",
+         n_layer=2, H=2, Hkv=1, d=24, hd=12, F=40, vocab_size=50, npos=40, dtype="BF16", shards=2,
+         tied=True, qkv_bias=False, o_bias=False, mlp_bias=False, theta=10000.0,
+         rope_scaling=None, window=None, partial=0.5, n_prompt=3, n_kv=3,
          seqs=[("soft_front", 12, "gen"), ("soft_mid_repeat", 10, "gen")]),
     # Qwen3 with attention_bias (q/k/v and o_proj), behind a key/value prefix of 4, BF16, 3 shards
     dict(name="qwen3_l3_h2_kv1_d32_attnbias_kvprefix4_sharded3_bf16", seed=2010, type="qwen3",

@@ -38,7 +38,7 @@ static void fill(float *p, size_t n, sp_rng *r, float mean, float std) {
 
 /* A frozen float32 linear layer over w (layout as stored). */
 static sp_linear lin(const float *w, const float *b, int in, int out, sp_wlayout layout) {
-    return (sp_linear){w, b, in, out, layout, SP_WSTORE_F32};
+    return (sp_linear){w, b, in, out, layout, SP_WSTORE_F32, 0};
 }
 
 static void make_model(test_model *t, int L, int d, int H, int F, int V, int ctx, uint64_t seed) {
@@ -364,6 +364,110 @@ START_TEST(test_fd_gemma3) {
     test_model t;
     make_gemma3(&t, 3, 16, 4, 2, 40, 22);
     check_model_gradient(&t, 22);
+    free_model(&t);
+}
+END_TEST
+
+/* make_model's GPT-2 as GPT-NeoX: q/k/v interleaved per head in the fused projection, rotary
+ * over rot of each head's columns (theta 10000, no learned positions), the MLP reading x
+ * (parallel) or xmid, the erf or tanh GELU. */
+static void make_neox(test_model *t, int L, int d, int H, int F, int rot, int parallel, int erf,
+                      uint64_t seed) {
+    make_model(t, L, d, H, F, 37, 24, seed);
+    sp_model_config *c = &t->m.cfg;
+    c->arch = SP_ARCH_GPT_NEOX, c->rotary_dim = rot, c->parallel_residual = parallel;
+    c->gelu_exact = erf, c->rope_theta = 10000;
+    t->m.wpe = NULL;
+    float *f = t->extra = malloc((size_t)rot / 2 * sizeof *t->extra);
+    for (int i = 0; i < rot / 2; i++) f[i] = (float)pow(10000.0, -2.0 * i / rot);
+    t->m.rope_inv_freq = f;
+}
+
+/* make_llama's model as Phi-3: q/k/v through one fused [q | k | v] weight (make_llama's three
+ * are contiguous), the rotary embedding over half of each head, a window of 5. */
+static void make_phi3(test_model *t, int L, int d, int H, int Hkv, int F, uint64_t seed) {
+    make_llama(t, L, d, H, Hkv, F, 37, 24, 0, seed);
+    sp_model_config *c = &t->m.cfg;
+    int hd = sp_config_head_dim(c), rot = hd / 2;
+    c->arch = SP_ARCH_PHI3, c->rotary_dim = rot, c->sliding_window = 5;
+    for (int l = 0; l < L; l++) {
+        sp_layer *y = &t->m.layers[l];
+        y->qkv = lin(y->q.w, NULL, d, (H + 2 * Hkv) * hd, SP_W_OUT_IN);
+        memset(&y->q, 0, sizeof y->q), memset(&y->k, 0, sizeof y->k);
+        memset(&y->v, 0, sizeof y->v);
+    }
+    float *f = (float *)t->m.rope_inv_freq;
+    for (int i = 0; i < rot / 2; i++) f[i] = (float)pow(10000.0, -2.0 * i / rot);
+}
+
+START_TEST(test_fd_phi3) {
+    test_model t;
+    make_phi3(&t, 2, 16, 4, 2, 40, 25);
+    check_model_gradient(&t, 25);
+    free_model(&t);
+}
+END_TEST
+
+/* make_model's GPT-2 as OPT: separate q/k/v (nn.Linear) with biases, ReLU, learned positions
+ * read from row 2 of the table on (cfg.pos_offset, as the config sets it). */
+static void make_opt(test_model *t, int L, int d, int H, int F, uint64_t seed) {
+    make_model(t, L, d, H, F, 37, 24, seed);
+    t->m.cfg.arch = SP_ARCH_OPT, t->m.cfg.mlp_bias = t->m.cfg.qkv_bias = t->m.cfg.o_bias = 1;
+    t->m.cfg.pos_offset = 2, t->m.cfg.n_ctx = 22; /* the 24 rows less the first 2 */
+    size_t per = 3 * (size_t)d * d + 3 * (size_t)d;
+    float *e = t->extra = malloc((size_t)L * per * sizeof *t->extra);
+    sp_rng r;
+    sp_rng_seed(&r, seed + 400);
+    fill(e, (size_t)L * per, &r, 0, 1.5f / sqrtf((float)d));
+    for (int l = 0; l < L; l++, e += per) {
+        sp_layer *y = &t->m.layers[l];
+        y->q = lin(e, e + 3 * (size_t)d * d, d, d, SP_W_OUT_IN);
+        y->k = lin(e + (size_t)d * d, e + 3 * (size_t)d * d + d, d, d, SP_W_OUT_IN);
+        y->v = lin(e + 2 * (size_t)d * d, e + 3 * (size_t)d * d + 2 * d, d, d, SP_W_OUT_IN);
+        memset(&y->qkv, 0, sizeof y->qkv);
+    }
+}
+
+START_TEST(test_fd_opt) {
+    test_model t;
+    make_opt(&t, 2, 16, 2, 48, 26);
+    check_model_gradient(&t, 26);
+    free_model(&t);
+}
+END_TEST
+
+/* make_opt's separate q/k/v as Phi-2: one LayerNorm per block read by attention and the MLP in
+ * parallel, rotary over rot of each head, the tanh GELU, the head with a bias. */
+static void make_phi(test_model *t, int L, int d, int H, int F, int rot, uint64_t seed) {
+    make_opt(t, L, d, H, F, seed);
+    sp_model_config *c = &t->m.cfg;
+    c->arch = SP_ARCH_PHI, c->rotary_dim = rot, c->rope_theta = 10000;
+    t->m.wpe = NULL;
+    for (int l = 0; l < L; l++) t->m.layers[l].ln2 = t->m.layers[l].ln1;
+    float *f = t->extra2 = malloc(((size_t)rot / 2 + 37) * sizeof *t->extra2);
+    for (int i = 0; i < rot / 2; i++) f[i] = (float)pow(10000.0, -2.0 * i / rot);
+    t->m.rope_inv_freq = f;
+    sp_rng r;
+    sp_rng_seed(&r, seed + 500);
+    fill(f + rot / 2, 37, &r, 0, 0.5f); /* lm_head.bias over the 37 tokens */
+    t->m.lm_head.b = f + rot / 2;
+}
+
+START_TEST(test_fd_phi) {
+    test_model t;
+    make_phi(&t, 2, 16, 2, 48, 4, 27);
+    check_model_gradient(&t, 27);
+    free_model(&t);
+}
+END_TEST
+
+START_TEST(test_fd_neox) {
+    test_model t;
+    make_neox(&t, 2, 16, 2, 48, 4, 1, 1, 23); /* Pythia's block: parallel, erf GELU */
+    check_model_gradient(&t, 23);
+    free_model(&t);
+    make_neox(&t, 3, 16, 4, 40, 2, 0, 0, 24); /* sequential, tanh GELU */
+    check_model_gradient(&t, 24);
     free_model(&t);
 }
 END_TEST
@@ -827,6 +931,14 @@ START_TEST(test_fd_prefix) {
     make_gemma3(&t, 3, 16, 4, 2, 40, 38);
     check_prefix_gradient(&t, 3, 38);
     free_model(&t);
+    make_neox(&t, 2, 16, 2, 48, 4, 1, 1, 39);
+    check_prefix_gradient(&t, 3, 39);
+    free_model(&t);
+    make_phi3(&t, 2, 16, 4, 2, 40, 40);
+    check_prefix_gradient(&t, 3, 40);
+    free_model(&t);
+    /* (not OPT: steps of 1e-2 cross ReLU's kink at some of the largest prefix coordinates; its
+     * prefix gradient is checked against the float64 reference, opt_l3_..._kvprefix3_...) */
 }
 END_TEST
 
@@ -919,6 +1031,18 @@ START_TEST(test_prefix_is_prepended_tokens) {
     free_model(&t);
     make_gemma3(&t, 3, 16, 4, 2, 40, 46); /* local rotary in layers 0 and 1 */
     check_prefix_is_prepended_tokens(&t, 46);
+    free_model(&t);
+    make_neox(&t, 3, 16, 4, 40, 2, 1, 1, 47); /* partial rotary, q/k/v interleaved per head */
+    check_prefix_is_prepended_tokens(&t, 47);
+    free_model(&t);
+    make_phi3(&t, 3, 16, 4, 2, 40, 48); /* fused q/k/v, half of each head rotating, a window */
+    check_prefix_is_prepended_tokens(&t, 48);
+    free_model(&t);
+    make_opt(&t, 3, 16, 4, 48, 49); /* learned positions from the table's row 2 */
+    check_prefix_is_prepended_tokens(&t, 49);
+    free_model(&t);
+    make_phi(&t, 3, 16, 4, 48, 2, 50); /* one norm, parallel, partial rotary */
+    check_prefix_is_prepended_tokens(&t, 50);
     free_model(&t);
 }
 END_TEST
@@ -1096,6 +1220,10 @@ Suite *engine_suite(void) {
     tcase_add_test(tc, test_fd_bert);
     tcase_add_test(tc, test_fd_gemma2);
     tcase_add_test(tc, test_fd_gemma3);
+    tcase_add_test(tc, test_fd_neox);
+    tcase_add_test(tc, test_fd_phi3);
+    tcase_add_test(tc, test_fd_opt);
+    tcase_add_test(tc, test_fd_phi);
     tcase_add_test(tc, test_fd_prefix);
     suite_add_tcase(s, tc);
     TCase *inv = tcase_create("invariants");

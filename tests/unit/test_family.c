@@ -32,10 +32,11 @@ START_TEST(every_arch_has_a_family) {
     ck_assert_int_eq(sp__arch_from_model_type("", &a), -1);
     ck_assert_str_eq(sp__arch_supported_quoted(),
                      "\"gpt2\", \"llama\", \"qwen2\", \"mistral\", \"qwen3\", \"gemma\", "
-                     "\"gemma2\", \"gemma3_text\", \"bert\", \"roberta\"");
+                     "\"gemma2\", \"gemma3_text\", \"gpt_neox\", \"phi3\", \"opt\", \"phi\", "
+                     "\"bert\", \"roberta\"");
     ck_assert_str_eq(sp__arch_supported_plain(),
-                     "gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2, gemma3_text, bert or "
-                     "roberta");
+                     "gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2, gemma3_text, gpt_neox, "
+                     "phi3, opt, phi, bert or roberta");
 }
 END_TEST
 
@@ -180,6 +181,13 @@ static char *write_model(const char *name, sp_arch a, uint64_t seed) {
     if (a == SP_ARCH_GEMMA3) o.cfg.window_pattern = 2, o.cfg.rope_local_theta = 100;
     if (a == SP_ARCH_BERT) o.cfg.type_vocab_size = 2;
     if (a == SP_ARCH_ROBERTA) o.cfg.type_vocab_size = 1, o.cfg.pos_offset = 2;
+    if (a == SP_ARCH_GPT_NEOX) /* Pythia's block with a partial rotation, q/k/v and dense biases */
+        o.cfg.qkv_bias = o.cfg.o_bias = 1, o.cfg.parallel_residual = 1, o.cfg.gelu_exact = 1,
+        o.cfg.rotary_dim = 2;
+    if (a == SP_ARCH_PHI3) o.cfg.rotary_dim = 4; /* half of head_dim 8 */
+    if (a == SP_ARCH_OPT)                        /* enable_bias, position 0 at row 2 */
+        o.cfg.qkv_bias = o.cfg.o_bias = o.cfg.mlp_bias = 1, o.cfg.pos_offset = 2;
+    if (a == SP_ARCH_PHI) o.cfg.rotary_dim = 4;
     o.seed = seed, o.random_norms = 1, o.std = 0.2f;
     char *dir = tu_path(tu_dir, name);
     sp_error err = {0};

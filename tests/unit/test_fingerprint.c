@@ -16,14 +16,18 @@ static char *make_model(const char *name, uint64_t seed, int shards, int prefix,
     return tu_write_model(name, &o);
 }
 
-static void model_fp(const char *dir, char out[17]) {
+static void model_fp_weights(const char *dir, sp_weights w, char out[17]) {
     sp_model m;
     sp_error err = {0};
-    ck_assert_msg(sp_model_load(&m, dir, &err) == 0, "%s", err.msg);
+    ck_assert_msg(sp_model_load_weights(&m, dir, w, &err) == 0, "%s", err.msg);
     sp_model_fingerprint(&m, out);
     sp_model_free(&m);
     ck_assert_uint_eq(strlen(out), 16);
     ck_assert_uint_eq(strspn(out, "0123456789abcdef"), 16);
+}
+
+static void model_fp(const char *dir, char out[17]) {
+    model_fp_weights(dir, SP_WEIGHTS_F32, out);
 }
 
 /* A classification set of 20 examples; variant changes one thing: 1 a label, 2 a length,
@@ -97,9 +101,26 @@ START_TEST(dataset_fingerprint_follows_the_data) {
     free(a), free(a2), free(l), free(n), free(t);
 }
 END_TEST
+/* The fingerprint is of the file's values, whatever storage --weights chooses for the matrices:
+ * a BF16 file loaded as float32 or in place, an F32 file as float32 or rounded to BF16. */
+START_TEST(model_fingerprint_is_the_same_whatever_weights) {
+    char *bf = make_model("bf", 1, 1, 0, SP_DTYPE_BF16);
+    char *f32 = make_model("f32", 1, 2, 0, SP_DTYPE_F32);
+    char a[17], b[17], c[17], d[17];
+    model_fp_weights(bf, SP_WEIGHTS_F32, a);
+    model_fp_weights(bf, SP_WEIGHTS_BF16, b);
+    ck_assert_str_eq(a, b);
+    model_fp_weights(f32, SP_WEIGHTS_F32, c);
+    model_fp_weights(f32, SP_WEIGHTS_BF16, d);
+    ck_assert_str_eq(c, d);
+    ck_assert_str_ne(a, c); /* the BF16 file holds other (rounded) values */
+    free(bf), free(f32);
+}
+END_TEST
 
 int main(void) {
     const TTest *tests[] = {model_fingerprint_follows_the_weights,
+                            model_fingerprint_is_the_same_whatever_weights,
                             dataset_fingerprint_follows_the_data, NULL};
     return tu_main("fingerprint", tests, NULL, NULL);
 }

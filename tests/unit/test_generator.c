@@ -48,7 +48,8 @@ static void load(sp_model *m, sp_arch a, uint64_t seed) {
                               .ln_eps = 1e-5f,
                               .tied = a == SP_ARCH_GPT2,
                               .rope_theta = 10000};
-    if (a != SP_ARCH_GPT2) o.cfg.n_kv_head = 2, o.cfg.head_dim = 8; /* grouped-query heads */
+    if (a != SP_ARCH_GPT2 && a != SP_ARCH_OPT && a != SP_ARCH_GPT_NEOX)
+        o.cfg.n_kv_head = 2, o.cfg.head_dim = 8; /* grouped-query heads */
     /* windows shorter than the sequences decoded (8 to 20 rows), caps the scores reach */
     if (a == SP_ARCH_MISTRAL) o.cfg.sliding_window = 6;
     if (a == SP_ARCH_GEMMA2 || a == SP_ARCH_GEMMA3) {
@@ -58,6 +59,11 @@ static void load(sp_model *m, sp_arch a, uint64_t seed) {
     if (a == SP_ARCH_GEMMA3) o.cfg.rope_local_theta = 100;
     if (a == SP_ARCH_BERT) o.cfg.n_kv_head = 0, o.cfg.head_dim = 0, o.cfg.type_vocab_size = 2;
     o.cfg.qkv_bias = a == SP_ARCH_QWEN2; /* Qwen2 always has them */
+    if (a == SP_ARCH_OPT)                /* enable_bias, position 0 at row 2 */
+        o.cfg.qkv_bias = o.cfg.o_bias = o.cfg.mlp_bias = 1, o.cfg.pos_offset = 2;
+    if (a == SP_ARCH_PHI) o.cfg.rotary_dim = 4;
+    if (a == SP_ARCH_GPT_NEOX) /* Pythia's block */
+        o.cfg.parallel_residual = o.cfg.gelu_exact = 1, o.cfg.rotary_dim = 2;
     o.seed = seed, o.random_norms = 1, o.std = 0.3f;
     char name[32];
     snprintf(name, sizeof name, "%s-%llu", sp_arch_model_type(a), (unsigned long long)seed);
@@ -248,11 +254,14 @@ END_TEST
 /* The families whose blocks differ from Llama's: per-head q/k norms (Qwen3); embeddings scaled
  * by sqrt(d), (1 + w) norms, GeGLU (Gemma); sandwich norms, soft-capped scores and logits, a
  * query scale and a window of 5 in every other layer (Gemma 2); Gemma 2's and q/k norms, local
- * rotary bases (Gemma 3); a window of 6 in every layer (Mistral). The windows are shorter than
- * the sequences, so rows leave them during decoding, shared prompt rows included. */
+ * rotary bases (Gemma 3); a window of 6 in every layer (Mistral); fused q/k/v and gate_up_proj's
+ * halves (Phi-3); positions from the table's row 2 (OPT); parallel attention and MLP with
+ * rotary over part of each head (GPT-NeoX, Phi-2). The windows are shorter than the sequences,
+ * so rows leave them during decoding, shared prompt rows included. */
 START_TEST(cache_matches_recompute_every_family) {
-    const sp_arch archs[] = {SP_ARCH_QWEN3,  SP_ARCH_GEMMA,   SP_ARCH_GEMMA2,
-                             SP_ARCH_GEMMA3, SP_ARCH_MISTRAL, SP_ARCH_QWEN2};
+    const sp_arch archs[] = {SP_ARCH_QWEN3,   SP_ARCH_GEMMA,   SP_ARCH_GEMMA2, SP_ARCH_GEMMA3,
+                             SP_ARCH_MISTRAL, SP_ARCH_QWEN2,   SP_ARCH_PHI3,   SP_ARCH_OPT,
+                             SP_ARCH_PHI,     SP_ARCH_GPT_NEOX};
     for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++) check_arch(archs[i]);
 }
 END_TEST

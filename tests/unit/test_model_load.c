@@ -180,6 +180,43 @@ START_TEST(load_bf16_converted) {
 }
 END_TEST
 
+/* --weights bf16: a BF16 file's matrices in place from the mapping (auto chooses it), an F32
+ * file's rounded once to private BF16 copies; the embeddings, norms and biases float32; the
+ * memory accounting (bytes_in_place shared, bytes_converted private, which `info` and the memory
+ * check use) counts matrices at 2 bytes. */
+START_TEST(load_bf16_weights_in_place_and_rounded) {
+    const size_t mat = (size_t)L * 12 * D * D, rest = (size_t)expected_params() - mat;
+    char *dbf = make_model("bf", SP_DTYPE_BF16, 1, 0), *d32 = make_model("f32", SP_DTYPE_F32, 1, 0);
+    sp_model b, r, f;
+    sp_error err;
+    ck_assert_msg(sp_model_load_weights(&b, dbf, SP_WEIGHTS_AUTO, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(b.weights, SP_WEIGHTS_BF16);
+    ck_assert_int_eq(b.layers[1].mlp_out.store, SP_WSTORE_BF16);
+    ck_assert_ptr_eq(b.layers[1].qkv.w,
+                     sp_st_find(&b.store->files[0], "h.1.attn.c_attn.weight")->data);
+    ck_assert(in_mapping(&b, b.layers[0].mlp_in.w) && !in_mapping(&b, b.wte));
+    ck_assert_uint_eq(b.bytes_matrices, mat * 2);
+    ck_assert_uint_eq(b.bytes_in_place, mat * 2);
+    ck_assert_uint_eq(b.bytes_converted, rest * 4);
+    ck_assert_int_eq(b.lm_head.store, SP_WSTORE_F32); /* tied: the float32 embedding */
+    ck_assert_msg(sp_model_load_weights(&r, d32, SP_WEIGHTS_BF16, &err) == 0, "%s", err.msg);
+    ck_assert_msg(sp_model_load_weights(&f, d32, SP_WEIGHTS_AUTO, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(f.weights, SP_WEIGHTS_F32);
+    ck_assert_int_eq(f.layers[0].o.store, SP_WSTORE_F32);
+    ck_assert_uint_eq(f.bytes_matrices, mat * 4);
+    ck_assert_int_eq(r.layers[0].o.store, SP_WSTORE_BF16);
+    ck_assert(!in_mapping(&r, r.layers[0].o.w) && in_mapping(&r, r.wte));
+    ck_assert_uint_eq(r.bytes_matrices, mat * 2);
+    ck_assert_uint_eq(r.bytes_converted, mat * 2);
+    ck_assert_uint_eq(r.bytes_in_place, rest * 4);
+    const float *w32 = f.layers[1].o.w;
+    const uint16_t *w16 = r.layers[1].o.w;
+    for (int i = 0; i < D * D; i++) ck_assert_uint_eq(w16[i], sp_f32_to_bf16(w32[i]));
+    sp_model_free(&b), sp_model_free(&r), sp_model_free(&f);
+    free(dbf), free(d32);
+}
+END_TEST
+
 START_TEST(load_sharded_matches_single) {
     char *d1 = make_model("one", SP_DTYPE_F32, 1, 0), *d3 = make_model("three", SP_DTYPE_F32, 3, 0);
     char *shard2 = tu_path(d3, "model-00002-of-00003.safetensors");
@@ -510,6 +547,13 @@ START_TEST(real_configs) {
         {"gemma-3-1b", 999885952, 512, 256, 1, NULL},
         {"qwen3-0.6b", 596049920, 0, 128, 1,
          "RMSNorm (eps 1e-06), rotary theta 1e+06, per-head q/k norms, SwiGLU MLP"},
+        {"pythia-410m", 405334016, 0, 64, 0, NULL},
+        {"phi-3-mini-4k", 3821079552, 2047, 96, 0, NULL},
+        {"phi-2", 2779683840, 0, 80, 0, NULL},
+        {"opt-125m", 125239296, 0, 64, 1, "LayerNorm (eps 1e-05), learned positions, ReLU MLP"},
+        {"pythia-160m", 162322944, 0, 64, 0,
+         "LayerNorm (eps 1e-05), rotary theta 10000 on 16 of 64 columns per head, GELU (erf) "
+         "MLP, q/k/v biases, output projection bias, MLP biases"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         sp_model_config c;
@@ -529,6 +573,11 @@ START_TEST(real_configs) {
             ck_assert(c.window_pattern == 2 && sp_config_layer_window(&c, 0) == 4096 &&
                       sp_config_layer_window(&c, 1) == 0 && c.attn_softcap == 50.0f &&
                       c.logit_softcap == 30.0f && c.query_scale == 1.0 / 16);
+        if (c.arch == SP_ARCH_PHI) /* 0.4 of head_dim 80 */
+            ck_assert(c.rotary_dim == 32 && c.rope_theta == 10000);
+        if (c.arch == SP_ARCH_GPT_NEOX) /* Pythia: parallel, erf GELU, a quarter of each head */
+            ck_assert(c.parallel_residual && c.gelu_exact && c.rotary_dim == 16 &&
+                      c.rope_theta == 10000 && c.qkv_bias && c.o_bias);
         if (!cases[i].block) continue;
         char *dir = real_shape_dir(cases[i].name, &c);
         const char *args[] = {"info", dir, NULL};
@@ -539,6 +588,27 @@ START_TEST(real_configs) {
                       cases[i].block, out);
         free(out), free(errout), free(dir);
     }
+}
+END_TEST
+
+/* Phi-4-mini's config is refused for its longrope scaling (above); with rope_scaling null it is
+ * its real shape: partial_rotary_factor 0.75 of head_dim 128, 8 key/value heads, tied, a window
+ * of 262144. */
+START_TEST(real_config_phi4_mini_without_longrope) {
+    char src[512], *path = tu_path(tu_dir, "config.json");
+    snprintf(src, sizeof src, "%s/phi-4-mini.json", REAL_CONFIGS);
+    json_t *root = json_load_file(src, 0, NULL);
+    ck_assert_ptr_nonnull(root);
+    json_object_set_new(root, "rope_scaling", json_null());
+    ck_assert_int_eq(json_dump_file(root, path, 0), 0);
+    json_decref(root);
+    sp_model_config c;
+    sp_error err = {0};
+    ck_assert_msg(sp__config_load(&c, path, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(sp__family_param_count(&c), 3836021760);
+    ck_assert(c.rotary_dim == 96 && sp_config_head_dim(&c) == 128 && c.n_kv_head == 8 && c.tied &&
+              c.sliding_window == 262144);
+    free(path);
 }
 END_TEST
 
@@ -558,6 +628,31 @@ START_TEST(real_configs_refuse_unsupported_options) {
          "key 'sliding_window' is a JSON string, expected an integer or null"},
         {"gemma-3-270m", "use_bidirectional_attention", "true",
          "use_bidirectional_attention = true is unsupported"},
+        {"pythia-160m", "hidden_act", "\"relu\"", "unsupported hidden_act 'relu'"},
+        {"phi-4-mini", "rope_scaling",
+         "{\"type\": \"longrope\", \"long_factor\": [1.0], \"short_factor\": [1.0]}",
+         "unsupported rope_scaling type 'longrope'"},
+        {"phi-3-mini-4k", "rope_scaling", "{\"type\": \"su\", \"long_factor\": [1.0]}",
+         "unsupported rope_scaling type 'su'"},
+        {"phi-3-mini-4k", "partial_rotary_factor", "0.01",
+         "partial_rotary_factor = 0.01 turns 0 of head_dim 96 columns"},
+        {"phi-3-mini-4k", "hidden_act", "\"gelu\"", "unsupported hidden_act 'gelu'"},
+        {"opt-350m", "dropout", "0.1", "do_layer_norm_before = false is unsupported"},
+        {"opt-350m", "do_layer_norm_before", "true",
+         "word_embed_proj_dim = 512 differs from hidden_size = 1024: project_in / project_out "
+         "are unsupported"},
+        {"phi-2", "qk_layernorm", "true", "qk_layernorm = true is unsupported"},
+        {"phi-2", "hidden_act", "\"gelu\"", "unsupported hidden_act 'gelu'"},
+        {"opt-125m", "_remove_final_layer_norm", "true",
+         "_remove_final_layer_norm = true is unsupported"},
+        {"opt-125m", "activation_function", "\"gelu\"", "unsupported activation_function 'gelu'"},
+        {"pythia-160m", "rotary_pct", "0.01", "rotary_pct = 0.01 turns 0 of head_dim 64 columns"},
+        {"pythia-160m", "rotary_pct", "1.5",
+         "key 'rotary_pct' is 1.5, expected a number in (0, 1]"},
+        {"pythia-160m", "use_parallel_residual", "1",
+         "key 'use_parallel_residual' is a JSON integer, expected a boolean"},
+        {"pythia-160m", "rope_scaling", "{\"type\": \"dynamic\", \"factor\": 2.0}",
+         "unsupported rope_scaling type 'dynamic'"},
         /* layer_types that the pattern does not give */
         {"gemma-3-270m", "sliding_window_pattern", "3",
          "layer_types[2] is \"sliding_attention\", expected \"full_attention\""},
@@ -890,11 +985,13 @@ int main(void) {
     tcase_add_test(tc, load_prefixed_names);
     tcase_add_test(tc, mask_buffers_ignored_and_untied_misaligned_head);
     tcase_add_test(tc, tied_head_ignores_stored_copy);
+    tcase_add_test(tc, load_bf16_weights_in_place_and_rounded);
     tcase_add_test(tc, failed_load_leaves_model_empty);
     tcase_add_test(tc, init_refuses_non_empty_dir_unless_forced);
     tcase_add_test(tc, random_header_mutations_never_crash);
     tcase_add_test(tc, real_configs);
     tcase_add_test(tc, real_configs_refuse_unsupported_options);
+    tcase_add_test(tc, real_config_phi4_mini_without_longrope);
     suite_add_tcase(s, tc);
 
     TCase *bad = tcase_create("broken directories");

@@ -1,0 +1,315 @@
+/* Matrix products with BF16 weights (sp__gemm_bf16, kernels.h): C = beta C + A B with A float32
+ * activations and B a BF16 weight as it is stored, [k, n] or [n, k].
+ *
+ * Two paths, chosen once per process (sp__bf16_native):
+ * - AVX512-BF16 (vdpbf16ps): A is rounded to BF16 (round to nearest even) as it is packed, each
+ *   instruction multiplies 16 pairs of BF16 values and adds them to 16 float32 sums. Blocked as
+ *   GotoBLAS: for each KC rows of B, all of B's rows are packed into panels of NR columns, k in
+ *   pairs ([kc/2][NR][2]); for each MC rows of A, A is packed as BF16 pairs per MR rows; an MR x NR
+ *   register tile (24 zmm accumulators) runs over the panel. Every row of C is computed the same
+ *   way whatever the number of rows, so results do not depend on how rows are batched.
+ * - float32: tiles of B are converted to float32 (exactly) and multiplied by sgemm; A is not
+ *   rounded. For CPUs without the instruction, and forced by SP_CPU_NO_BF16=1 in the environment
+ *   (tests). The weights still take half the memory; the compute is sgemm's. */
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "model/kernels.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SP_HAVE_AVX512BF16_BUILD 1
+#include <immintrin.h>
+#else
+#define SP_HAVE_AVX512BF16_BUILD 0
+#endif
+
+/* ---- which path ---------------------------------------------------------------------------- */
+
+static pthread_once_t path_once = PTHREAD_ONCE_INIT;
+static int path_native;
+
+static void path_choose(void) {
+    const char *off = getenv("SP_CPU_NO_BF16");
+    int forced_off = off && *off && strcmp(off, "0") != 0;
+#if SP_HAVE_AVX512BF16_BUILD
+    __builtin_cpu_init();
+    path_native = !forced_off && __builtin_cpu_supports("avx512f") &&
+                  __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
+#else
+    (void)forced_off;
+    path_native = 0;
+#endif
+}
+
+int sp__bf16_native(void) {
+    pthread_once(&path_once, path_choose);
+    return path_native;
+}
+
+void sp__bf16_force_float32(int on) {
+    pthread_once(&path_once, path_choose);
+    if (on)
+        path_native = 0;
+    else
+        path_choose();
+}
+
+const char *sp__bf16_path_name(void) {
+    return sp__bf16_native() ? "avx512-bf16" : "float32 (bf16 converted per tile)";
+}
+
+/* ---- scratch ------------------------------------------------------------------------------- */
+
+/* Each thread's packing buffer, allocated at its first product and freed when the thread ends
+ * (its size is bounded: tiles, never a whole weight). */
+#define SCRATCH_BYTES ((size_t)1 << 20)
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_ok;
+
+static void scratch_key_make(void) {
+    scratch_ok = pthread_key_create(&scratch_key, free) == 0;
+}
+
+/* SCRATCH_BYTES bytes aligned to 64, or NULL when memory is short. */
+static void *scratch(void) {
+    pthread_once(&scratch_once, scratch_key_make);
+    if (!scratch_ok) return NULL;
+    void *p = pthread_getspecific(scratch_key);
+    if (p) return p;
+    p = aligned_alloc(64, SCRATCH_BYTES);
+    if (p && pthread_setspecific(scratch_key, p) != 0) free(p), p = NULL;
+    return p;
+}
+
+static inline float bf16_value(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Without scratch memory: plain loops, in float32 (slow, never used unless allocation fails). */
+static void gemm_plain(int m, int n, int k, const float *a, int lda, const uint16_t *b, int ldb,
+                       int bt, float beta, float *c, int ldc) {
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            float s = 0.0f;
+            for (int q = 0; q < k; q++)
+                s += a[(size_t)i * lda + q] *
+                     bf16_value(bt ? b[(size_t)j * ldb + q] : b[(size_t)q * ldb + j]);
+            float *cij = &c[(size_t)i * ldc + j];
+            *cij = beta != 0.0f ? *cij * beta + s : s;
+        }
+}
+
+/* ---- float32 path ------------------------------------------------------------------------- */
+
+#define FB_ROWS 256  /* rows of a converted tile */
+#define FB_COLS 1024 /* columns of a converted tile: FB_ROWS * FB_COLS * 4 = SCRATCH_BYTES */
+
+static void bf16_tile_to_f32(float *dst, const uint16_t *src, int rows, int cols, int ld) {
+    for (int r = 0; r < rows; r++) {
+        const uint16_t *s = src + (size_t)r * ld;
+        float *d = dst + (size_t)r * cols;
+        for (int j = 0; j < cols; j++) d[j] = bf16_value(s[j]);
+    }
+}
+
+static void gemm_f32_path(float *t, int m, int n, int k, const float *a, int lda, const uint16_t *b,
+                          int ldb, int bt, float beta, float *c, int ldc) {
+    if (!bt) { /* B [k, n]: tiles of [kc, nc], each adding to C[:, n0..] */
+        for (int n0 = 0; n0 < n; n0 += FB_COLS) {
+            int nc = n - n0 < FB_COLS ? n - n0 : FB_COLS;
+            for (int k0 = 0; k0 < k; k0 += FB_ROWS) {
+                int kc = k - k0 < FB_ROWS ? k - k0 : FB_ROWS;
+                bf16_tile_to_f32(t, b + (size_t)k0 * ldb + n0, kc, nc, ldb);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, nc, kc, 1.0f, a + k0, lda,
+                            t, nc, k0 == 0 ? beta : 1.0f, c + n0, ldc);
+            }
+        }
+    } else { /* B^T stored [n, k]: tiles of [nc, kc] */
+        for (int n0 = 0; n0 < n; n0 += FB_ROWS) {
+            int nc = n - n0 < FB_ROWS ? n - n0 : FB_ROWS;
+            for (int k0 = 0; k0 < k; k0 += FB_COLS) {
+                int kc = k - k0 < FB_COLS ? k - k0 : FB_COLS;
+                bf16_tile_to_f32(t, b + (size_t)n0 * ldb + k0, nc, kc, ldb);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nc, kc, 1.0f, a + k0, lda,
+                            t, kc, k0 == 0 ? beta : 1.0f, c + n0, ldc);
+            }
+        }
+    }
+}
+
+/* ---- AVX512-BF16 path --------------------------------------------------------------------- */
+
+#if SP_HAVE_AVX512BF16_BUILD
+
+#define MR 12   /* rows of the register tile */
+#define NR 32   /* columns: two zmm of 16 float32 */
+#define KC 256  /* k per packed block (even) */
+#define MC 192  /* rows of A per packed block (a multiple of MR) */
+#define NC 1024 /* columns of B per packed block (a multiple of NR) */
+_Static_assert(((size_t)NC * KC + (size_t)MC * KC) * 2 <= SCRATCH_BYTES, "packing fits scratch");
+
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+/* B rows k0..k0+kc of all n columns -> panels [n/NR][kc/2][NR][2] (zero padded). */
+TGT static void pack_b(uint16_t *dst, const uint16_t *b, int ldb, int bt, int k0, int kc, int k,
+                       int n) {
+    int kp = (kc + 1) / 2;
+    for (int j0 = 0; j0 < n; j0 += NR) {
+        uint16_t *p = dst + (size_t)(j0 / NR) * kp * NR * 2;
+        int nr = n - j0 < NR ? n - j0 : NR;
+        if (!bt) {
+            const __m512i lo =
+                _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39,
+                                 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+            const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+            __mmask32 mask = nr == NR ? 0xffffffffu : (__mmask32)((1u << nr) - 1);
+            for (int q = 0; q < kp; q++) {
+                int ka = k0 + 2 * q, kb = ka + 1;
+                __m512i r0 = _mm512_maskz_loadu_epi16(mask, b + (size_t)ka * ldb + j0);
+                __m512i r1 = kb < k ? _mm512_maskz_loadu_epi16(mask, b + (size_t)kb * ldb + j0)
+                                    : _mm512_setzero_si512();
+                _mm512_storeu_si512(p + (size_t)q * NR * 2, _mm512_permutex2var_epi16(r0, lo, r1));
+                _mm512_storeu_si512(p + (size_t)q * NR * 2 + NR,
+                                    _mm512_permutex2var_epi16(r0, hi, r1));
+            }
+        } else {
+            for (int c = 0; c < NR; c++) {
+                const uint16_t *row = c < nr ? b + (size_t)(j0 + c) * ldb : NULL;
+                for (int q = 0; q < kp; q++) {
+                    int ka = k0 + 2 * q;
+                    uint16_t *o = p + ((size_t)q * NR + c) * 2;
+                    o[0] = row ? row[ka] : 0;
+                    o[1] = row && ka + 1 < k ? row[ka + 1] : 0;
+                }
+            }
+        }
+    }
+}
+
+/* A rows of one block -> [mc/MR tiles][MR][kc/2] pairs of BF16, rounded to nearest even (rows
+ * past m and a last odd column are zero). */
+TGT static void pack_a(uint16_t *dst, const float *a, int lda, int m0, int mc, int m, int k0,
+                       int kc) {
+    int kp = (kc + 1) / 2, rows = (mc + MR - 1) / MR * MR;
+    for (int r = 0; r < rows; r++) {
+        uint16_t *o = dst + (size_t)r * kp * 2;
+        if (m0 + r >= m) {
+            memset(o, 0, (size_t)kp * 4);
+            continue;
+        }
+        const float *x = a + (size_t)(m0 + r) * lda + k0;
+        int j = 0;
+        for (; j + 32 <= kc; j += 32) {
+            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + j + 16), _mm512_loadu_ps(x + j));
+            _mm512_storeu_si512(o + j, (__m512i)v);
+        }
+        if (j < kc) {
+            int left = kc - j;
+            __mmask16 m_lo = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+            __mmask16 m_hi = left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
+            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m_hi, x + j + 16),
+                                             _mm512_maskz_loadu_ps(m_lo, x + j));
+            __mmask32 keep = (__mmask32)(((uint64_t)1 << (kp * 2 - j)) - 1);
+            _mm512_mask_storeu_epi16(o + j, keep, (__m512i)v);
+        }
+    }
+}
+
+/* C[mr rows, nr columns] (+)= the MR x NR tile of packed a (MR rows of kp pairs) times the packed
+ * panel b ([kp][NR] pairs). */
+TGT static void tile(float *c, int ldc, const uint16_t *a, const uint16_t *b, int kp, int mr,
+                     int nr, int add) {
+    __m512 acc[MR][2];
+    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    const uint32_t *ap = (const uint32_t *)(const void *)a;
+    for (int q = 0; q < kp; q++) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + (size_t)q * NR * 2);
+        __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + (size_t)q * NR * 2 + NR);
+#define ROW(r)                                                                                     \
+    do {                                                                                           \
+        __m512bh x = (__m512bh)_mm512_set1_epi32((int)ap[(size_t)(r)*kp + q]);                     \
+        acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, b0);                                            \
+        acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, b1);                                            \
+    } while (0)
+        ROW(0);
+        ROW(1);
+        ROW(2);
+        ROW(3);
+        ROW(4);
+        ROW(5);
+        ROW(6);
+        ROW(7);
+        ROW(8);
+        ROW(9);
+        ROW(10);
+        ROW(11);
+#undef ROW
+    }
+    __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+    __mmask16 m1 = nr >= 32 ? 0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    for (int r = 0; r < mr; r++) {
+        float *cr = c + (size_t)r * ldc;
+        __m512 v0 = acc[r][0], v1 = acc[r][1];
+        if (add) {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr + 16));
+        }
+        _mm512_mask_storeu_ps(cr, m0, v0);
+        _mm512_mask_storeu_ps(cr + 16, m1, v1);
+    }
+}
+
+TGT static void gemm_native(void *scratch_mem, int m, int n, int k, const float *a, int lda,
+                            const uint16_t *b, int ldb, int bt, float beta, float *c, int ldc) {
+    uint16_t *bp = scratch_mem, *apk = bp + (size_t)NC * KC;
+    for (int n0 = 0; n0 < n; n0 += NC) {
+        int nc = n - n0 < NC ? n - n0 : NC, panels = (nc + NR - 1) / NR;
+        const uint16_t *bn = bt ? b + (size_t)n0 * ldb : b + n0;
+        for (int k0 = 0; k0 < k; k0 += KC) {
+            int kc = k - k0 < KC ? k - k0 : KC, kp = (kc + 1) / 2;
+            int add = k0 > 0 || beta != 0.0f;
+            pack_b(bp, bn, ldb, bt, k0, kc, k, nc);
+            for (int m0 = 0; m0 < m; m0 += MC) {
+                int mc = m - m0 < MC ? m - m0 : MC;
+                pack_a(apk, a, lda, m0, mc, m, k0, kc);
+                for (int j = 0; j < panels; j++) {
+                    const uint16_t *panel = bp + (size_t)j * kp * NR * 2;
+                    int nr = nc - j * NR < NR ? nc - j * NR : NR;
+                    for (int i = 0; i < mc; i += MR)
+                        tile(c + (size_t)(m0 + i) * ldc + n0 + (size_t)j * NR, ldc,
+                             apk + (size_t)i * kp * 2, panel, kp, mc - i < MR ? mc - i : MR, nr,
+                             add);
+                }
+            }
+        }
+    }
+}
+
+#endif
+
+/* ---- entry point --------------------------------------------------------------------------- */
+
+void sp__gemm_bf16(int m, int n, int k, const float *a, int lda, const uint16_t *b, int ldb, int bt,
+                   int exact, float beta, float *c, int ldc) {
+    if (m <= 0 || n <= 0) return;
+    void *t = scratch();
+    if (k <= 0 || !t) {
+        gemm_plain(m, n, k, a, lda, b, ldb, bt, beta, c, ldc);
+        return;
+    }
+#if SP_HAVE_AVX512BF16_BUILD
+    if (!exact && sp__bf16_native()) {
+        gemm_native(t, m, n, k, a, lda, b, ldb, bt, beta, c, ldc);
+        return;
+    }
+#endif
+    gemm_f32_path(t, m, n, k, a, lda, b, ldb, bt, beta, c, ldc);
+}
