@@ -718,6 +718,12 @@ START_TEST(init_refuses_non_empty_dir_unless_forced) {
     o.cfg.n_head = 3; /* does not divide 16 */
     ck_assert_int_eq(sp_init_model_write(dir, &o, &err), -1);
     ck_assert_msg(strstr(err.msg, "not divisible by n_head = 3"), "%s", err.msg);
+    o.cfg.n_head = H, o.cfg.pos_offset = 2; /* GPT-2's table starts at position 0 */
+    ck_assert_int_eq(sp_init_model_write(dir, &o, &err), -1);
+    ck_assert_msg(strstr(err.msg, "pos_offset = 2, expected 0 for gpt2"), "%s", err.msg);
+    o.cfg.arch = SP_ARCH_OPT, o.cfg.pos_offset = 0; /* OPT's has 2 rows before it */
+    ck_assert_int_eq(sp_init_model_write(dir, &o, &err), -1);
+    ck_assert_msg(strstr(err.msg, "pos_offset = 0, expected 2 for opt"), "%s", err.msg);
     free(dir), free(index);
 }
 END_TEST
