@@ -1,7 +1,9 @@
 /* Common-prefix search over the model's pieces (Unigram, WordPiece), as Hugging Face's trie
  * gives it: the pieces of model.vocab sorted by their bytes, and a walk that narrows the range of
  * pieces sharing the bytes read so far. Each byte costs two binary searches, and a walk ends as
- * soon as no piece continues, so a long word costs no more than its longest prefix match. */
+ * soon as no piece continues, so a long word costs no more than its longest prefix match. Once
+ * one piece is left, the rest of it is compared at once (a very long piece, repeated in the text,
+ * costs a memcmp per position rather than two searches per byte). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,4 +69,24 @@ int tok_prefix_step(const sp_tokenizer *t, tok_prefix_walk *w, uint8_t c, int32_
     if (lo == hi) return 0;
     if (t->str_len[t->sorted[lo]] == w->len) *id = t->sorted[lo];
     return 1;
+}
+
+int tok_prefix_next(const sp_tokenizer *t, tok_prefix_walk *w, const uint8_t *q, size_t skip,
+                    size_t n, int32_t *id) {
+    *id = -1;
+    while (w->lo < w->hi && w->len < skip + n) {
+        if (w->hi - w->lo == 1) {
+            int32_t c = t->sorted[w->lo];
+            size_t clen = t->str_len[c];
+            w->hi = w->lo; /* the walk ends with this piece, matched or not */
+            if (clen <= w->len || clen > skip + n ||
+                memcmp(t->strs + t->str_off[c] + w->len, q + (w->len - skip), clen - w->len))
+                return 0;
+            w->len = clen, *id = c;
+            return 1;
+        }
+        if (!tok_prefix_step(t, w, q[w->len - skip], id)) return 0;
+        if (*id >= 0) return 1;
+    }
+    return 0;
 }

@@ -270,6 +270,10 @@ typedef struct tok_prefix_walk {
 int tok_prefix_build(sp_tokenizer *t, sp_error *err);
 void tok_prefix_start(const sp_tokenizer *t, tok_prefix_walk *w);
 int tok_prefix_step(const sp_tokenizer *t, tok_prefix_walk *w, uint8_t c, int32_t *id);
+/* The walk's text is skip bytes already stepped, then q[0, n): advances to the next piece that
+ * ends in it (1, its *id; w->len is its length) or returns 0 when none does. */
+int tok_prefix_next(const sp_tokenizer *t, tok_prefix_walk *w, const uint8_t *q, size_t skip,
+                    size_t n, int32_t *id);
 
 /* Models other than BPE (unigram.c, wordpiece.c): the ids of one pre-tokenized piece. */
 int tok_load_unigram(sp_tokenizer *t, json_t *model, const char *path, sp_error *err);

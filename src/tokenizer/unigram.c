@@ -72,8 +72,8 @@ static int viterbi(sp_tokenizer *t, const uint8_t *p, size_t n, sp_error *err) {
         tok_prefix_walk w;
         tok_prefix_start(t, &w);
         int32_t id;
-        for (size_t len = 1; at + len <= n && tok_prefix_step(t, &w, p[at + len - 1], &id); len++) {
-            if (id < 0) continue;
+        while (tok_prefix_next(t, &w, p + at, 0, n - at, &id)) {
+            size_t len = w.len;
             struct tok_uni_node *to = &node[at + len];
             double s = t->score[id] + here;
             if (to->start < 0 || s > to->score) *to = (struct tok_uni_node){s, (int64_t)at, id};

@@ -43,8 +43,9 @@ static int32_t longest(const sp_tokenizer *t, const uint8_t *p, size_t start, si
     tok_prefix_start(t, &w);
     for (size_t k = 0; start && k < t->wp_prefix_len; k++)
         if (!tok_prefix_step(t, &w, (uint8_t)t->wp_prefix[k], &id)) return -1;
-    for (size_t i = start; i < n && tok_prefix_step(t, &w, p[i], &id); i++)
-        if (id >= 0) best = id, *end = i + 1;
+    size_t skip = start ? t->wp_prefix_len : 0;
+    while (tok_prefix_next(t, &w, p + start, skip, n - start, &id))
+        best = id, *end = start + w.len - skip;
     return best;
 }
 
