@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "softprompt/input.h"
 #include "softprompt/model.h"
+#include "softprompt/train.h"
 
 /* ---------------------------------------------------------------- messages */
 
@@ -84,6 +86,19 @@ int sp__parse_double(const char *s, double lo, double hi, double *out) {
     return 0;
 }
 
+const char *sp__flag_methods(void) {
+    static char list[128];
+    if (list[0]) return list;
+    size_t n = 0;
+    for (int k = 0; k <= SP_METHOD_PROMPT_PREFIX; k++)
+        n += (size_t)snprintf(list + n, sizeof list - n, "%s%s",
+                              k == 0                         ? ""
+                              : k == SP_METHOD_PROMPT_PREFIX ? " or "
+                                                             : ", ",
+                              sp_method_name((sp_method)k));
+    return list;
+}
+
 /* Stores one value; returns 0 or 2 after the bad-value message. */
 static int store(const sp__flag_spec *spec, const sp__flag *f, const char *v, void *args) {
     char *p = (char *)args + f->offset, expected[96], flag[80];
@@ -122,6 +137,14 @@ static int store(const sp__flag_spec *spec, const sp__flag *f, const char *v, vo
     case SP_FLAG_WEIGHTS:
         if (sp_weights_parse(v, (sp_weights *)p) == 0) return 0;
         return spec_bad(spec, flag, v, "auto, f32 or bf16");
+    case SP_FLAG_METHOD: {
+        sp_method m;
+        if (sp_method_parse(v, &m) == 0) return *(const char **)p = v, 0;
+        return spec_bad(spec, flag, v, sp__flag_methods());
+    }
+    case SP_FLAG_INPUT_FORMAT:
+        if (sp_input_format_known(v)) return *(const char **)p = v, 0;
+        return spec_bad(spec, flag, v, SP_INPUT_FORMATS);
     }
     return 2;
 }

@@ -26,14 +26,16 @@
 #define SP_XSTR(x) SP_STR_(x)
 
 typedef enum sp__flag_type {
-    SP_FLAG_SWITCH,  /* no value: stores .set in an int */
-    SP_FLAG_STRING,  /* const char * (points into argv) */
-    SP_FLAG_INT,     /* int in [lo, hi] */
-    SP_FLAG_INT64,   /* int64_t in [lo, hi] */
-    SP_FLAG_U64,     /* uint64_t, decimal */
-    SP_FLAG_DOUBLE,  /* finite double in [lo, hi] */
-    SP_FLAG_CUSTOM,  /* .parse decides */
-    SP_FLAG_WEIGHTS, /* sp_weights: auto, f32 or bf16 (SP_OPT_WEIGHTS) */
+    SP_FLAG_SWITCH,       /* no value: stores .set in an int */
+    SP_FLAG_STRING,       /* const char * (points into argv) */
+    SP_FLAG_INT,          /* int in [lo, hi] */
+    SP_FLAG_INT64,        /* int64_t in [lo, hi] */
+    SP_FLAG_U64,          /* uint64_t, decimal */
+    SP_FLAG_DOUBLE,       /* finite double in [lo, hi] */
+    SP_FLAG_CUSTOM,       /* .parse decides */
+    SP_FLAG_WEIGHTS,      /* sp_weights: auto, f32 or bf16 (SP_OPT_WEIGHTS) */
+    SP_FLAG_METHOD,       /* const char *: a method name of sp_method_parse (SP_OPT_METHOD) */
+    SP_FLAG_INPUT_FORMAT, /* const char *: a format sp_input_open reads (SP_OPT_INPUT_FORMAT) */
 } sp__flag_type;
 
 /* A custom flag's parser: stores the value into args and returns 0, or returns what was
@@ -96,6 +98,21 @@ typedef struct sp__flag {
                 "CPU has AVX512-BF16 (SP_CPU_NO_BF16=1: the float32 path)"                         \
     }
 
+/* --method NAME, kept as the string (the commands that read a trained prompt check it against
+ * the file's method); an unknown name is a usage error listing the methods. */
+#define SP_OPT_METHOD(off, text, ...)                                                              \
+    {                                                                                              \
+        .name = "method", .type = SP_FLAG_METHOD, .offset = off, .metavar = "NAME", .help = text,  \
+        __VA_ARGS__                                                                                \
+    }
+
+/* An input file's format (--format, --input-format), kept as the string for sp_input_open. */
+#define SP_OPT_INPUT_FORMAT(n, off, text, ...)                                                     \
+    {                                                                                              \
+        .name = n, .type = SP_FLAG_INPUT_FORMAT, .offset = off, .metavar = "F", .help = text,      \
+        __VA_ARGS__                                                                                \
+    }
+
 typedef struct sp__flag_spec {
     const char *cmd;        /* "train" */
     const char *usage;      /* the usage lines, "usage: softprompt ..." included */
@@ -137,6 +154,9 @@ int sp__flag_usage_error(const char *cmd, const char *fmt, ...)
 /* The same naming what spec names (a command, or spec.program). */
 int sp__flags_error(const sp__flag_spec *spec, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* The method names for messages: "prompt, prefix, ptuning-v2 or prompt+prefix". */
+const char *sp__flag_methods(void);
 
 /* Value checks shared with custom parsers: 0 and the value, or -1. */
 int sp__parse_int64(const char *s, int64_t lo, int64_t hi, int64_t *out);
