@@ -1,7 +1,8 @@
 # Every benchmark (bench/bench_*.c) parses its options with the flags tables of the CLI: a value
 # that is not a number, out of range or followed by junk, an unknown option, a missing value and
 # a stray argument each exit 2 with a message naming the program, the option and what was
-# expected; --help exits 0. (scripts/bench's runs are test_bench.)
+# expected; --help exits 0. scripts/bench refuses an --out directory it did not write (its runs
+# are test_bench).
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 bench=$(dirname "$SP_CLI")/bench
@@ -43,3 +44,15 @@ refused bench_tokenizer "unexpected argument 'dir'" dir
 "$bench/bench_sgemm" --reps 1 32x16x8 > sgemm.txt || fail "bench_sgemm with a valid shape failed"
 grep -qE '^metric sgemm_32x16x8_gflops [0-9.]+ GFLOP/s$' sgemm.txt || fail "no metric for 32x16x8"
 ok "bench_engine, bench_generate, bench_sgemm, bench_tokenizer: strict options, exit 2 with the expected value"
+
+# scripts/bench writes only into an --out directory it wrote before (or a new one): someone
+# else's directory is refused before anything runs, its files untouched.
+mkdir theirs && echo "their notes" > theirs/metrics.txt && echo data > theirs/summary.md
+rc=0
+SP_BENCH_BUILD=$(dirname "$SP_CLI") "$SP_REPO/scripts/bench" --quick --no-peer --out "$WORK/theirs" \
+  > bench.out 2> bench.err || rc=$?
+(( rc == 1 )) || { cat bench.err; fail "scripts/bench into someone else's directory: exit $rc, expected 1"; }
+grep -q "theirs is not empty and was not written by scripts/bench" bench.err || { cat bench.err; fail "no message"; }
+[[ $(cat theirs/metrics.txt) == "their notes" && $(cat theirs/summary.md) == data && ! -e theirs/.scripts-bench ]] ||
+  fail "scripts/bench changed a directory it did not write"
+ok "scripts/bench refuses an --out directory it did not write, leaving it as it was"
