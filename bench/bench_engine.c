@@ -13,12 +13,13 @@
  * with --dump-batch, writes the batch in the layout bench/pytorch_peer.py reads:
  * "SPBENCH1", int32 B, T, P, K, d, int32 tokens[B*T], float32 prompt[P*d] (little-endian). */
 #include <cblas.h>
-#include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
+#include "cli/flags.h"
 #include "softprompt/dist.h"
 #include "softprompt/engine.h"
 #include "softprompt/team.h"
@@ -37,69 +38,31 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static int parse(options *o, int argc, char **argv) {
-    *o = (options){NULL, "softprompt", NULL, 8, 128, 20, 1, 5, 1, 0, 0, SP_WEIGHTS_AUTO};
-    static const struct option longs[] = {{"model", 1, 0, 'm'},
-                                          {"name", 1, 0, 'n'},
-                                          {"batch", 1, 0, 'b'},
-                                          {"seq", 1, 0, 't'},
-                                          {"prompt", 1, 0, 'p'},
-                                          {"targets", 1, 0, 'k'},
-                                          {"steps", 1, 0, 's'},
-                                          {"warmup", 1, 0, 'w'},
-                                          {"threads", 1, 0, 'j'},
-                                          {"dump-batch", 1, 0, 'd'},
-                                          {"kv-prefix", 1, 0, 'x'},
-                                          {"weights", 1, 0, 'W'},
-                                          {0, 0, 0, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            o->model = optarg;
-            break;
-        case 'n':
-            o->name = optarg;
-            break;
-        case 'b':
-            o->B = atoi(optarg);
-            break;
-        case 't':
-            o->T = atoi(optarg);
-            break;
-        case 'p':
-            o->P = atoi(optarg);
-            break;
-        case 'k':
-            o->K = atoi(optarg);
-            break;
-        case 's':
-            o->steps = atoi(optarg);
-            break;
-        case 'w':
-            o->warmup = atoi(optarg);
-            break;
-        case 'j':
-            o->threads = atoi(optarg);
-            break;
-        case 'd':
-            o->dump = optarg;
-            break;
-        case 'x':
-            o->kv = atoi(optarg);
-            break;
-        case 'W':
-            if (sp_weights_parse(optarg, &o->weights)) return -1;
-            break;
-        default:
-            return -1;
-        }
-    }
-    if (!o->model || o->B < 1 || o->T < 2 || o->P < 0 || o->K < 1 || o->K >= o->T || o->steps < 1 ||
-        o->warmup < 0 || o->kv < 0)
-        return -1;
-    return 0;
-}
+#define AT(f) offsetof(options, f)
+#define BIG 1000000
+
+static const sp__flag FLAGS[] = {
+    SP_OPT_STR("model", AT(model), "DIR", "model directory", .flags = SP_FLAG_REQUIRED),
+    SP_OPT_STR("name", AT(name), "NAME", "prefix of the metric names (softprompt)"),
+    SP_OPT_INT("batch", AT(B), "B", 1, BIG, "sequences per step (8)"),
+    SP_OPT_INT("seq", AT(T), "T", 2, BIG, "text tokens per sequence (128)"),
+    SP_OPT_INT("prompt", AT(P), "P", 0, BIG, "soft tokens before the text (20)"),
+    SP_OPT_INT("targets", AT(K), "K", 1, BIG, "labelled tokens per sequence, < T (1)"),
+    SP_OPT_INT("steps", AT(steps), "S", 1, BIG, "timed steps (5)"),
+    SP_OPT_INT("warmup", AT(warmup), "W", 0, BIG, "untimed steps first (1)"),
+    SP_OPT_INT("threads", AT(threads), "N", 0, 4096, "threads per rank (0: the cores per rank)"),
+    SP_OPT_STR("dump-batch", AT(dump), "FILE", "write the batch for bench/pytorch_peer.py"),
+    SP_OPT_INT("kv-prefix", AT(kv), "N", 0, BIG, "rows of a per-layer key/value prefix (0)"),
+    SP_OPT_WEIGHTS(AT(weights)),
+    {0},
+};
+
+static const sp__flag_spec SPEC = {
+    .cmd = "bench_engine",
+    .program = "bench_engine",
+    .usage = "usage: bench_engine --model DIR [options]   (alone or under mpirun)\n",
+    .flags = FLAGS,
+};
 
 /* The required floating-point work of one step (docs/performance.md, "FLOPs"): forward and
  * activation-gradient products of every layer over the rows it must process (all N rows, except
@@ -166,12 +129,14 @@ static void metric(const options *o, const char *what, double v, const char *uni
 int main(int argc, char **argv) {
     sp_dist dist;
     if (sp_dist_init(&dist, &argc, &argv)) return 1;
-    options o;
-    if (parse(&o, argc, argv)) {
-        fprintf(stderr, "usage: bench_engine --model DIR [--name NAME] [--batch B] [--seq T] "
-                        "[--prompt P] [--targets K<T] [--steps S] [--warmup W] [--threads N] "
-                        "[--dump-batch FILE] [--kv-prefix N] [--weights auto|f32|bf16]\n");
-        return 2;
+    options o = {NULL, "softprompt", NULL, 8, 128, 20, 1, 5, 1, 0, 0, SP_WEIGHTS_AUTO};
+    int status, stop = sp__flags_program(&SPEC, argc, argv, &o, NULL, NULL, &status);
+    if (!stop && o.K >= o.T)
+        stop = 1,
+        status = sp__flags_error(&SPEC, "--targets %d: expected fewer than --seq %d", o.K, o.T);
+    if (stop) {
+        sp_dist_finalize();
+        return status;
     }
     int capped = 0, threads = sp_dist_threads(&dist, o.threads, &capped);
     openblas_set_num_threads(threads);

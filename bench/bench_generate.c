@@ -24,12 +24,13 @@
  * B, T, P, K = N, d, tokens, prompt); with --ids the greedy ids [B, N + 1] (int32) of the last
  * run, for the peer to compare. Medians over --steps runs. */
 #include <cblas.h>
-#include <getopt.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/flags.h"
 #include "softprompt/generate.h"
 #include "softprompt/rng.h"
 #include "util/clock.h"
@@ -40,66 +41,32 @@ typedef struct options {
     sp_weights weights; /* --weights auto|f32|bf16 (default auto) */
 } options;
 
-static int parse(options *o, int argc, char **argv) {
-    *o = (options){NULL, "gen", NULL, NULL, 1, 64, 20, 32, 3, 1, 0, 256, SP_WEIGHTS_AUTO};
-    static const struct option longs[] = {{"model", 1, 0, 'm'},      {"name", 1, 0, 'n'},
-                                          {"batch", 1, 0, 'b'},      {"seq", 1, 0, 't'},
-                                          {"prompt", 1, 0, 'p'},     {"new", 1, 0, 'k'},
-                                          {"steps", 1, 0, 's'},      {"warmup", 1, 0, 'w'},
-                                          {"threads", 1, 0, 'j'},    {"ids", 1, 0, 'i'},
-                                          {"dump-batch", 1, 0, 'd'}, {"stream-mib", 1, 0, 'x'},
-                                          {"weights", 1, 0, 'W'},    {0, 0, 0, 0}};
-    int c;
-    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            o->model = optarg;
-            break;
-        case 'n':
-            o->name = optarg;
-            break;
-        case 'b':
-            o->B = atoi(optarg);
-            break;
-        case 't':
-            o->T = atoi(optarg);
-            break;
-        case 'p':
-            o->P = atoi(optarg);
-            break;
-        case 'k':
-            o->N = atoi(optarg);
-            break;
-        case 's':
-            o->steps = atoi(optarg);
-            break;
-        case 'w':
-            o->warmup = atoi(optarg);
-            break;
-        case 'j':
-            o->threads = atoi(optarg);
-            break;
-        case 'i':
-            o->ids = optarg;
-            break;
-        case 'd':
-            o->dump = optarg;
-            break;
-        case 'x':
-            o->stream_mib = atoi(optarg);
-            break;
-        case 'W':
-            if (sp_weights_parse(optarg, &o->weights)) return -1;
-            break;
-        default:
-            return -1;
-        }
-    }
-    return !o->model || o->B < 1 || o->T < 1 || o->P < 0 || o->N < 1 || o->steps < 1 ||
-                   o->warmup < 0 || o->stream_mib < 1
-               ? -1
-               : 0;
-}
+#define AT(f) offsetof(options, f)
+#define BIG 1000000
+
+static const sp__flag FLAGS[] = {
+    SP_OPT_STR("model", AT(model), "DIR", "model directory", .flags = SP_FLAG_REQUIRED),
+    SP_OPT_STR("name", AT(name), "NAME", "prefix of the metric names (gen)"),
+    SP_OPT_INT("batch", AT(B), "B", 1, BIG, "requests (1)"),
+    SP_OPT_INT("seq", AT(T), "T", 1, BIG, "text tokens per request (64)"),
+    SP_OPT_INT("prompt", AT(P), "P", 0, BIG, "soft tokens before the text (20)"),
+    SP_OPT_INT("new", AT(N), "N", 1, BIG, "decode steps (32)"),
+    SP_OPT_INT("steps", AT(steps), "S", 1, BIG, "timed runs (3)"),
+    SP_OPT_INT("warmup", AT(warmup), "W", 0, BIG, "untimed runs first (1)"),
+    SP_OPT_INT("threads", AT(threads), "N", 0, 4096, "threads (0: OpenBLAS's default)"),
+    SP_OPT_STR("ids", AT(ids), "FILE", "write the greedy ids of the last run"),
+    SP_OPT_STR("dump-batch", AT(dump), "FILE", "write the requests for bench/pytorch_peer.py"),
+    SP_OPT_INT("stream-mib", AT(stream_mib), "M", 1, 1 << 20, "MiB per array of the copy (256)"),
+    SP_OPT_WEIGHTS(AT(weights)),
+    {0},
+};
+
+static const sp__flag_spec SPEC = {
+    .cmd = "bench_generate",
+    .program = "bench_generate",
+    .usage = "usage: bench_generate --model DIR [options]\n",
+    .flags = FLAGS,
+};
 
 static void metric(const options *o, const char *what, double v, const char *unit) {
     printf("metric %s_%s %.6g %s\n", o->name, what, v, unit);
@@ -279,14 +246,9 @@ static void dump(const options *o, const bench *b, int d) {
 }
 
 int main(int argc, char **argv) {
-    options o;
-    if (parse(&o, argc, argv)) {
-        fprintf(stderr, "usage: bench_generate --model DIR [--name NAME] [--batch B] [--seq T] "
-                        "[--prompt P] [--new N] [--steps S] [--warmup W] [--threads N] "
-                        "[--dump-batch FILE] [--ids FILE] [--stream-mib M] "
-                        "[--weights auto|f32|bf16]\n");
-        return 2;
-    }
+    options o = {NULL, "gen", NULL, NULL, 1, 64, 20, 32, 3, 1, 0, 256, SP_WEIGHTS_AUTO};
+    int status;
+    if (sp__flags_program(&SPEC, argc, argv, &o, NULL, NULL, &status)) return status;
     if (o.threads > 0) openblas_set_num_threads(o.threads);
     int threads = o.threads > 0 ? o.threads : openblas_get_num_threads();
     sp_model m;

@@ -8,10 +8,12 @@
  * with --bf16 also the BF16-weight products (bf16gemm_*, bf16_peak_gflops, single-threaded as
  * the engine runs them) and the vdpbf16ps instruction's peak (bf16_instruction_peak_gflops). */
 #include <cblas.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/flags.h"
 #include "model/kernels.h"
 #include "softprompt/dtype.h"
 #include "util/clock.h"
@@ -102,39 +104,57 @@ static double measure(int M, int N, int K, int reps) {
     return med;
 }
 
+typedef struct options {
+    int threads, reps, bf16;
+} options;
+
+#define AT(f) offsetof(options, f)
+
+static const sp__flag FLAGS[] = {
+    SP_OPT_INT("threads", AT(threads), "N", 0, 4096, "OpenBLAS threads (0: its default)"),
+    SP_OPT_INT("reps", AT(reps), "R", 1, 1000, "timed products per shape (5)"),
+    SP_OPT_SWITCH("bf16", AT(bf16), 1, "also the BF16-weight products and peaks"),
+    {0},
+};
+
+static const sp__flag_spec SPEC = {
+    .cmd = "bench_sgemm",
+    .program = "bench_sgemm",
+    .usage = "usage: bench_sgemm [--threads N] [--reps R] [--bf16] [MxNxK ...]\n",
+    .flags = FLAGS,
+    .positional = "MxNxK",
+    .min_positional = 0,
+    .max_positional = -1,
+};
+
 int main(int argc, char **argv) {
-    int threads = 0, reps = 5, first = 1, bf16 = 0;
-    while (first < argc && argv[first][0] == '-') {
-        if (!strcmp(argv[first], "--bf16")) {
-            bf16 = 1, first++;
-            continue;
-        }
-        if (first + 1 < argc && !strcmp(argv[first], "--threads"))
-            threads = atoi(argv[first + 1]);
-        else if (first + 1 < argc && !strcmp(argv[first], "--reps"))
-            reps = atoi(argv[first + 1]);
-        else {
-            fprintf(stderr, "usage: bench_sgemm [--threads N] [--reps R] [--bf16] [MxNxK ...]\n");
-            return 2;
-        }
-        first += 2;
+    options o = {0, 5, 0};
+    char **shapes = calloc((size_t)argc + 1, sizeof *shapes);
+    int n_shapes = 0, status;
+    if (!shapes) return 1;
+    if (sp__flags_program(&SPEC, argc, argv, &o, shapes, &n_shapes, &status)) {
+        free(shapes);
+        return status;
     }
+    int threads = o.threads, reps = o.reps, bf16 = o.bf16;
     if (threads > 0) openblas_set_num_threads(threads);
     const char *defaults[] = {"2048x2048x2048", "1184x3072x768", "1184x768x3072"};
-    int n = argc - first > 0 ? argc - first : 3;
+    int n = n_shapes > 0 ? n_shapes : 3;
     double peak = 0, bf16_peak = 0;
     for (int i = 0; i < n; i++) {
-        const char *shape = argc - first > 0 ? argv[first + i] : defaults[i];
-        int M, N, K;
-        if (sscanf(shape, "%dx%dx%d", &M, &N, &K) != 3 || M < 1 || N < 1 || K < 1) {
-            fprintf(stderr, "bench_sgemm: '%s' is not MxNxK\n", shape);
+        const char *shape = n_shapes > 0 ? shapes[i] : defaults[i];
+        int M, N, K, end = 0;
+        if (sscanf(shape, "%9dx%9dx%9d%n", &M, &N, &K, &end) != 3 || shape[end] || M < 1 || N < 1 ||
+            K < 1) {
+            sp__flags_error(&SPEC, "'%s': expected MxNxK, three positive integers", shape);
+            free(shapes);
             return 2;
         }
-        double g = measure(M, N, K, reps < 1 ? 1 : reps);
+        double g = measure(M, N, K, reps);
         printf("metric sgemm_%dx%dx%d_gflops %.1f GFLOP/s\n", M, N, K, g);
         if (g > peak) peak = g;
         if (!bf16) continue;
-        g = measure_bf16(M, N, K, reps < 1 ? 1 : reps);
+        g = measure_bf16(M, N, K, reps);
         printf("metric bf16gemm_%dx%dx%d_gflops %.1f GFLOP/s\n", M, N, K, g);
         if (g > bf16_peak) bf16_peak = g;
     }
@@ -145,5 +165,6 @@ int main(int argc, char **argv) {
         printf("# bf16 products: %s (one thread)\n", sp__bf16_path_name());
     }
     printf("# OpenBLAS threads %d (%s)\n", openblas_get_num_threads(), openblas_get_config());
+    free(shapes);
     return 0;
 }

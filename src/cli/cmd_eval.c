@@ -36,9 +36,8 @@ static const sp__flag FLAGS[] = {
                "a checkpoint (.h5 with a \"prompt\" and/or \"prefix\" dataset) or a\n"
                "PEFT adapter (PROMPT_TUNING or PREFIX_TUNING; directory or\n"
                "adapter_model.safetensors); a prefix leaves the soft slots out"),
-    SP_OPT_STR("method", AT(method), "NAME",
-               "what --prompt must hold (default: whatever it holds): prompt,\n"
-               "prefix, ptuning-v2 or prompt+prefix"),
+    SP_OPT_METHOD(AT(method), "what --prompt must hold (default: whatever it holds): prompt,\n"
+                              "prefix, ptuning-v2 or prompt+prefix"),
     SP_OPT_INT("micro-batch", AT(micro_batch), "N", 1, 1 << 20, "examples per engine call (8)"),
     SP_OPT_INT64("max-examples", AT(max_examples), "N", 0, (double)((int64_t)1 << 40),
                  "only the first N examples"),

@@ -46,9 +46,8 @@ static const sp__flag FLAGS[] = {
     SP_OPT_STR("supported", AT(kobold.supported), "TEXT",
                "kobold: meta.json's supported models (default: the model\n"
                "directory's name)"),
-    SP_OPT_STR("method", AT(method), "NAME",
-               "what --prompt must hold (default: whatever it holds): prompt\n"
-               "(a PROMPT_TUNING adapter) or prefix / ptuning-v2 (PREFIX_TUNING)"),
+    SP_OPT_METHOD(AT(method), "what --prompt must hold (default: whatever it holds): prompt\n"
+                              "(a PROMPT_TUNING adapter) or prefix / ptuning-v2 (PREFIX_TUNING)"),
     SP_OPT_SWITCH("force", AT(force), 1, "replace the adapter files (or the file) in --out"),
     SP_OPT_SWITCH("allow-model-mismatch", AT(allow_model_mismatch), 1,
                   "use a checkpoint trained for another model (a warning instead\n"

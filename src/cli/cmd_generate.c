@@ -55,9 +55,8 @@ static const sp__flag FLAGS[] = {
                "(PROMPT_TUNING or PREFIX_TUNING; directory or\n"
                "adapter_model.safetensors); without it the model continues the\n"
                "template alone; a prefix alone leaves the soft slots out"),
-    SP_OPT_STR("method", AT(method), "NAME",
-               "what --prompt must hold (default: whatever it holds): prompt,\n"
-               "prefix, ptuning-v2 or prompt+prefix"),
+    SP_OPT_METHOD(AT(method), "what --prompt must hold (default: whatever it holds): prompt,\n"
+                              "prefix, ptuning-v2 or prompt+prefix"),
     SP_OPT_SWITCH("allow-model-mismatch", AT(allow_model_mismatch), 1,
                   "use a checkpoint trained for another model (a warning)"),
     SP_OPT_STR("template", AT(template_spec), "T",
@@ -65,7 +64,8 @@ static const sp__flag FLAGS[] = {
                "without soft tokens the prompt's rows are prepended"),
     SP_OPT_STR("input", AT(input), "FILE",
                "records: .jsonl, .csv, .tsv or .json (as prepare reads them)"),
-    SP_OPT_STR("format", AT(format), "F", "jsonl | json | csv | tsv (default: from the extension)"),
+    SP_OPT_INPUT_FORMAT("format", AT(format),
+                        "jsonl | json | csv | tsv (default: from the extension)"),
     SP_OPT_STR("text", AT(text), "STRING",
                "one request: STRING as the text field (instead of --input)"),
     SP_OPT_STR("text-field", AT(text_field), "NAME", "field holding the text (default: text)"),

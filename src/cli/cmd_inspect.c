@@ -29,9 +29,8 @@ static const sp__flag FLAGS[] = {
                "without one, ids are shown)"),
     SP_OPT_INT("top", AT(top), "K", 1, 1000, "nearest vocabulary tokens per soft token (5)"),
     SP_OPT_SWITCH("json", AT(json), 1, "print one JSON object"),
-    SP_OPT_STR("method", AT(method), "NAME",
-               "what PROMPT must hold (default: whatever it holds): prompt,\n"
-               "prefix, ptuning-v2 or prompt+prefix"),
+    SP_OPT_METHOD(AT(method), "what PROMPT must hold (default: whatever it holds): prompt,\n"
+                              "prefix, ptuning-v2 or prompt+prefix"),
     SP_OPT_SWITCH("allow-model-mismatch", AT(allow_model_mismatch), 1,
                   "read a checkpoint trained for another model (a warning instead\n"
                   "of the refusal)"),

@@ -47,9 +47,8 @@ static const sp__flag FLAGS[] = {
                   "repeat for an ensemble (each prompt and their mean and vote);\n"
                   "a prefix alone leaves the soft slots out",
                   .flags = SP_FLAG_REQUIRED | SP_FLAG_REPEAT),
-    SP_OPT_STR("method", AT(method), "NAME",
-               "what every --prompt must hold (default: whatever it holds):\n"
-               "prompt, prefix, ptuning-v2 or prompt+prefix"),
+    SP_OPT_METHOD(AT(method), "what every --prompt must hold (default: whatever it holds):\n"
+                              "prompt, prefix, ptuning-v2 or prompt+prefix"),
     SP_OPT_SWITCH("allow-model-mismatch", AT(allow_model_mismatch), 1,
                   "use a checkpoint trained for another model (a warning instead\n"
                   "of the refusal)"),
@@ -60,8 +59,8 @@ static const sp__flag FLAGS[] = {
     SP_OPT_STR("data", AT(data), "FILE.h5",
                "a classification set made by `softprompt prepare` (its\n"
                "template and verbalizer are used)"),
-    SP_OPT_STR("input-format", AT(input_format), "F",
-               "jsonl | json | csv | tsv (default: from the extension)"),
+    SP_OPT_INPUT_FORMAT("input-format", AT(input_format),
+                        "jsonl | json | csv | tsv (default: from the extension)"),
     SP_OPT_STR("tokenizer", AT(tokenizer), "DIR",
                "tokenizer for --input, and to check --data against (default:\n"
                "the model's)"),

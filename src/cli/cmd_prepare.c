@@ -29,7 +29,8 @@ static const sp__flag FLAGS[] = {
                "records: .jsonl, .csv, .tsv, or .json (JSON lines or one\n"
                "JSON array of objects)",
                .flags = SP_FLAG_REQUIRED),
-    SP_OPT_STR("format", AT(format), "F", "jsonl | json | csv | tsv (default: from the extension)"),
+    SP_OPT_INPUT_FORMAT("format", AT(format),
+                        "jsonl | json | csv | tsv (default: from the extension)"),
     SP_OPT_STR("text-field", AT(fmt.text_field), "NAME", "field holding the text (default: text)"),
     SP_OPT_STR("label-field", AT(fmt.label_field), "NAME",
                "field holding the label / target (default: label)"),

@@ -29,7 +29,7 @@ static const char *parse_optimizer(void *args, const char *v) {
  * (--optimizer, --lr, ...) still apply, as it is applied first. */
 static const char *parse_method(void *args, const char *v) {
     sp_train_config *c = &((train_args *)args)->c;
-    if (sp_method_parse(v, &c->method)) return "prompt, prefix, ptuning-v2 or prompt+prefix";
+    if (sp_method_parse(v, &c->method)) return sp__flag_methods();
     if (c->method == SP_METHOD_PTUNING_V2) {
         sp_optim_config_default(&c->optim, SP_OPTIM_ADAMW);
         c->optim.lr = 5e-3;

@@ -23,7 +23,4 @@ extern const sp__command SP_CMD_PREDICT;
 extern const sp__command SP_CMD_INSPECT;
 extern const sp__command SP_CMD_GENERATE;
 
-/* True if argv holds -h or --help (so every command answers --help the same way). */
-int sp__cli_wants_help(int argc, char **argv);
-
 #endif

@@ -8,23 +8,53 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "softprompt/input.h"
 #include "softprompt/model.h"
+#include "softprompt/train.h"
 
 /* ---------------------------------------------------------------- messages */
 
-int sp__flag_bad(const char *cmd, const char *flag, const char *value, const char *expected) {
-    fprintf(stderr, "softprompt %s: %s '%s': expected %s\n", cmd, flag, value, expected);
+/* What the messages name: "softprompt train" for a command, the program for a separate
+ * executable (spec.program). */
+static const char *who(const sp__flag_spec *spec, char *buf, size_t cap) {
+    if (spec->program) return spec->program;
+    snprintf(buf, cap, "softprompt %s", spec->cmd);
+    return buf;
+}
+
+static int vmessage(const char *name, const char *fmt, va_list ap) {
+    fprintf(stderr, "%s: ", name);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
     return 2;
 }
 
 int sp__flag_usage_error(const char *cmd, const char *fmt, ...) {
+    char name[96];
+    snprintf(name, sizeof name, "softprompt %s", cmd);
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "softprompt %s: ", cmd);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vmessage(name, fmt, ap);
     va_end(ap);
     return 2;
+}
+
+int sp__flag_bad(const char *cmd, const char *flag, const char *value, const char *expected) {
+    return sp__flag_usage_error(cmd, "%s '%s': expected %s", flag, value, expected);
+}
+
+int sp__flags_error(const sp__flag_spec *spec, const char *fmt, ...) {
+    char name[96];
+    va_list ap;
+    va_start(ap, fmt);
+    vmessage(who(spec, name, sizeof name), fmt, ap);
+    va_end(ap);
+    return 2;
+}
+
+static int spec_bad(const sp__flag_spec *spec, const char *flag, const char *value,
+                    const char *expected) {
+    return sp__flags_error(spec, "%s '%s': expected %s", flag, value, expected);
 }
 
 /* ---------------------------------------------------------------- values */
@@ -56,6 +86,19 @@ int sp__parse_double(const char *s, double lo, double hi, double *out) {
     return 0;
 }
 
+const char *sp__flag_methods(void) {
+    static char list[128];
+    if (list[0]) return list;
+    size_t n = 0;
+    for (int k = 0; k <= SP_METHOD_PROMPT_PREFIX; k++)
+        n += (size_t)snprintf(list + n, sizeof list - n, "%s%s",
+                              k == 0                         ? ""
+                              : k == SP_METHOD_PROMPT_PREFIX ? " or "
+                                                             : ", ",
+                              sp_method_name((sp_method)k));
+    return list;
+}
+
 /* Stores one value; returns 0 or 2 after the bad-value message. */
 static int store(const sp__flag_spec *spec, const sp__flag *f, const char *v, void *args) {
     char *p = (char *)args + f->offset, expected[96], flag[80];
@@ -79,21 +122,29 @@ static int store(const sp__flag_spec *spec, const sp__flag *f, const char *v, vo
         }
         snprintf(expected, sizeof expected, "an integer from %" PRId64 " to %" PRId64,
                  (int64_t)f->lo, (int64_t)f->hi);
-        return sp__flag_bad(spec->cmd, flag, v, expected);
+        return spec_bad(spec, flag, v, expected);
     case SP_FLAG_U64:
         if (sp__parse_u64(v, (uint64_t *)p) == 0) return 0;
-        return sp__flag_bad(spec->cmd, flag, v, "an integer from 0 to 18446744073709551615");
+        return spec_bad(spec, flag, v, "an integer from 0 to 18446744073709551615");
     case SP_FLAG_DOUBLE:
         if (sp__parse_double(v, f->lo, f->hi, (double *)p) == 0) return 0;
         snprintf(expected, sizeof expected, "a number from %g to %g", f->lo, f->hi);
-        return sp__flag_bad(spec->cmd, flag, v, expected);
+        return spec_bad(spec, flag, v, expected);
     case SP_FLAG_CUSTOM: {
         const char *want = f->parse(args, v);
-        return want ? sp__flag_bad(spec->cmd, flag, v, want) : 0;
+        return want ? spec_bad(spec, flag, v, want) : 0;
     }
     case SP_FLAG_WEIGHTS:
         if (sp_weights_parse(v, (sp_weights *)p) == 0) return 0;
-        return sp__flag_bad(spec->cmd, flag, v, "auto, f32 or bf16");
+        return spec_bad(spec, flag, v, "auto, f32 or bf16");
+    case SP_FLAG_METHOD: {
+        sp_method m;
+        if (sp_method_parse(v, &m) == 0) return *(const char **)p = v, 0;
+        return spec_bad(spec, flag, v, sp__flag_methods());
+    }
+    case SP_FLAG_INPUT_FORMAT:
+        if (sp_input_format_known(v)) return *(const char **)p = v, 0;
+        return spec_bad(spec, flag, v, SP_INPUT_FORMATS);
     }
     return 2;
 }
@@ -136,10 +187,10 @@ static int unknown(const sp__flag_spec *spec, const char *arg, const char *name,
         if (dist < best_d) best_d = dist, best = f;
     }
     if (best)
-        return sp__flag_usage_error(spec->cmd, "unknown option '%s' (did you mean --%s?)", arg,
-                                    best->name);
-    return sp__flag_usage_error(spec->cmd, "unknown option '%s' (see softprompt %s --help)", arg,
-                                spec->cmd);
+        return sp__flags_error(spec, "unknown option '%s' (did you mean --%s?)", arg, best->name);
+    char prog[96];
+    return sp__flags_error(spec, "unknown option '%s' (see %s --help)", arg,
+                           who(spec, prog, sizeof prog));
 }
 
 typedef struct occurrence {
@@ -154,14 +205,13 @@ static int conflict(const sp__flag_spec *spec, const occurrence *seen, int n, co
         const sp__flag *g = seen[k].flag;
         if (g == f && !(f->flags & SP_FLAG_REPEAT)) {
             if (f->type == SP_FLAG_SWITCH)
-                return sp__flag_usage_error(spec->cmd, "--%s given twice", f->name);
-            return sp__flag_usage_error(spec->cmd, "--%s given twice ('%s', then '%s')", f->name,
-                                        seen[k].value, value);
+                return sp__flags_error(spec, "--%s given twice", f->name);
+            return sp__flags_error(spec, "--%s given twice ('%s', then '%s')", f->name,
+                                   seen[k].value, value);
         }
         if (g != f && g->offset == f->offset && g->type != SP_FLAG_CUSTOM &&
             f->type != SP_FLAG_CUSTOM)
-            return sp__flag_usage_error(spec->cmd, "--%s and --%s both given: choose one", g->name,
-                                        f->name);
+            return sp__flags_error(spec, "--%s and --%s both given: choose one", g->name, f->name);
     }
     return 0;
 }
@@ -182,20 +232,19 @@ static int apply_in_order(const sp__flag_spec *spec, occurrence *seen, int n, vo
 }
 
 static int check_positionals(const sp__flag_spec *spec, char **pos, int n_pos) {
+    char name[96];
     if (!spec->positional && n_pos > 0)
-        return sp__flag_usage_error(
-            spec->cmd, "unexpected argument '%s' (see softprompt %s --help)", pos[0], spec->cmd);
+        return sp__flags_error(spec, "unexpected argument '%s' (see %s --help)", pos[0],
+                               who(spec, name, sizeof name));
     if (!spec->positional) return 0;
     int lo = spec->min_positional, hi = spec->max_positional;
     if (n_pos >= lo && (hi < 0 || n_pos <= hi)) return 0;
     if (lo == 1 && hi == 1)
-        return sp__flag_usage_error(spec->cmd, "expected exactly one %s, got %d", spec->positional,
-                                    n_pos);
+        return sp__flags_error(spec, "expected exactly one %s, got %d", spec->positional, n_pos);
     if (n_pos > hi)
-        return sp__flag_usage_error(spec->cmd, "unexpected argument '%s' (at most %d %s)", pos[hi],
-                                    hi, spec->positional);
-    return sp__flag_usage_error(spec->cmd, "expected at least %d %s, got %d", lo, spec->positional,
-                                n_pos);
+        return sp__flags_error(spec, "unexpected argument '%s' (at most %d %s)", pos[hi], hi,
+                               spec->positional);
+    return sp__flags_error(spec, "expected at least %d %s, got %d", lo, spec->positional, n_pos);
 }
 
 #ifndef NDEBUG
@@ -215,12 +264,17 @@ int sp__flags_parse(const sp__flag_spec *spec, int argc, char **argv, void *args
                     int *n_pos) {
     assert(table_ok(spec));
     occurrence *seen = calloc((size_t)argc + 1, sizeof *seen);
-    if (!seen) return sp__flag_usage_error(spec->cmd, "out of memory");
+    if (!seen) return sp__flags_error(spec, "out of memory");
     int n = 0, rc = 0, only_positional = 0;
+    char name[96];
     *n_pos = 0;
     for (int i = 1; i < argc && rc == 0; i++) {
         const char *a = argv[i];
         if (only_positional || a[0] != '-' || a[1] == '\0') {
+            if (!spec->positional) { /* then pos may be NULL */
+                rc = check_positionals(spec, argv + i, 1);
+                break;
+            }
             pos[(*n_pos)++] = argv[i];
             continue;
         }
@@ -241,13 +295,13 @@ int sp__flags_parse(const sp__flag_spec *spec, int argc, char **argv, void *args
         }
         const char *value = eq ? eq + 1 : NULL;
         if (f->type == SP_FLAG_SWITCH && value) {
-            rc = sp__flag_usage_error(spec->cmd, "--%s takes no value (given '%s')", f->name, a);
+            rc = sp__flags_error(spec, "--%s takes no value (given '%s')", f->name, a);
             break;
         }
         if (f->type != SP_FLAG_SWITCH && !value) {
             if (i + 1 >= argc) {
-                rc = sp__flag_usage_error(spec->cmd, "--%s needs a value (%s)", f->name,
-                                          f->metavar ? f->metavar : "VALUE");
+                rc = sp__flags_error(spec, "--%s needs a value (%s)", f->name,
+                                     f->metavar ? f->metavar : "VALUE");
                 break;
             }
             value = argv[++i];
@@ -261,11 +315,30 @@ int sp__flags_parse(const sp__flag_spec *spec, int argc, char **argv, void *args
         int given = 0;
         for (int k = 0; k < n; k++) given |= seen[k].flag == f;
         if (!given)
-            rc = sp__flag_usage_error(spec->cmd, "--%s is required (see softprompt %s --help)",
-                                      f->name, spec->cmd);
+            rc = sp__flags_error(spec, "--%s is required (see %s --help)", f->name,
+                                 who(spec, name, sizeof name));
     }
     free(seen);
     return rc ? rc : check_positionals(spec, pos, *n_pos);
+}
+
+int sp__flags_wants_help(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) break;
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) return 1;
+    }
+    return 0;
+}
+
+int sp__flags_program(const sp__flag_spec *spec, int argc, char **argv, void *args, char **pos,
+                      int *n_pos, int *status) {
+    int none = 0;
+    if (sp__flags_wants_help(argc, argv)) {
+        sp__flags_usage(spec, stdout);
+        return *status = 0, 1;
+    }
+    *status = sp__flags_parse(spec, argc, argv, args, pos, n_pos ? n_pos : &none);
+    return *status != 0;
 }
 
 int sp__flags_given(int argc, char **argv, const char *name) {

@@ -12,7 +12,8 @@
  *   softprompt init-model: --tied and --untied both given: choose one
  *   softprompt train: --model is required (see softprompt train --help)
  *
- * Usage errors return 2 (the usage-error exit status) after the message. */
+ * Usage errors return 2 (the usage-error exit status) after the message. Programs other than
+ * softprompt (the benchmarks in bench/) use the same tables; their messages name the program. */
 #ifndef SP_CLI_FLAGS_H
 #define SP_CLI_FLAGS_H
 
@@ -25,14 +26,16 @@
 #define SP_XSTR(x) SP_STR_(x)
 
 typedef enum sp__flag_type {
-    SP_FLAG_SWITCH,  /* no value: stores .set in an int */
-    SP_FLAG_STRING,  /* const char * (points into argv) */
-    SP_FLAG_INT,     /* int in [lo, hi] */
-    SP_FLAG_INT64,   /* int64_t in [lo, hi] */
-    SP_FLAG_U64,     /* uint64_t, decimal */
-    SP_FLAG_DOUBLE,  /* finite double in [lo, hi] */
-    SP_FLAG_CUSTOM,  /* .parse decides */
-    SP_FLAG_WEIGHTS, /* sp_weights: auto, f32 or bf16 (SP_OPT_WEIGHTS) */
+    SP_FLAG_SWITCH,       /* no value: stores .set in an int */
+    SP_FLAG_STRING,       /* const char * (points into argv) */
+    SP_FLAG_INT,          /* int in [lo, hi] */
+    SP_FLAG_INT64,        /* int64_t in [lo, hi] */
+    SP_FLAG_U64,          /* uint64_t, decimal */
+    SP_FLAG_DOUBLE,       /* finite double in [lo, hi] */
+    SP_FLAG_CUSTOM,       /* .parse decides */
+    SP_FLAG_WEIGHTS,      /* sp_weights: auto, f32 or bf16 (SP_OPT_WEIGHTS) */
+    SP_FLAG_METHOD,       /* const char *: a method name of sp_method_parse (SP_OPT_METHOD) */
+    SP_FLAG_INPUT_FORMAT, /* const char *: a format sp_input_open reads (SP_OPT_INPUT_FORMAT) */
 } sp__flag_type;
 
 /* A custom flag's parser: stores the value into args and returns 0, or returns what was
@@ -95,6 +98,21 @@ typedef struct sp__flag {
                 "CPU has AVX512-BF16 (SP_CPU_NO_BF16=1: the float32 path)"                         \
     }
 
+/* --method NAME, kept as the string (the commands that read a trained prompt check it against
+ * the file's method); an unknown name is a usage error listing the methods. */
+#define SP_OPT_METHOD(off, text, ...)                                                              \
+    {                                                                                              \
+        .name = "method", .type = SP_FLAG_METHOD, .offset = off, .metavar = "NAME", .help = text,  \
+        __VA_ARGS__                                                                                \
+    }
+
+/* An input file's format (--format, --input-format), kept as the string for sp_input_open. */
+#define SP_OPT_INPUT_FORMAT(n, off, text, ...)                                                     \
+    {                                                                                              \
+        .name = n, .type = SP_FLAG_INPUT_FORMAT, .offset = off, .metavar = "F", .help = text,      \
+        __VA_ARGS__                                                                                \
+    }
+
 typedef struct sp__flag_spec {
     const char *cmd;        /* "train" */
     const char *usage;      /* the usage lines, "usage: softprompt ..." included */
@@ -102,14 +120,26 @@ typedef struct sp__flag_spec {
     const sp__flag *flags;  /* ends with an entry whose name is NULL */
     const char *positional; /* name of the positional arguments ("PATH"), NULL: none */
     int min_positional, max_positional;
-    const char *epilog; /* printed after the flags, may be NULL */
+    const char *epilog;  /* printed after the flags, may be NULL */
+    const char *program; /* what the messages name: NULL for a command ("softprompt train"),
+                            else this program (bench/bench_engine.c: "bench_engine") */
 } sp__flag_spec;
 
 /* Parses argv[1..argc) (argv[0] is the command's name) into args, whose fields the caller has
  * set to their defaults. Positional arguments are returned in order in pos (argv pointers; pos
- * has room for argc entries) and counted in *n_pos. Returns 0, or 2 after a usage message. */
+ * has room for argc entries; unused when spec takes none) and counted in *n_pos. Returns 0, or 2
+ * after a usage message. */
 int sp__flags_parse(const sp__flag_spec *spec, int argc, char **argv, void *args, char **pos,
                     int *n_pos);
+
+/* Whether argv[1..argc) asks for --help (-h or --help before any "--"). */
+int sp__flags_wants_help(int argc, char **argv);
+
+/* A program's main (bench/): parses argv into args, or prints --help to stdout. Returns 0 to go
+ * on, or 1 when main is to return *status (0 after --help, 2 after a usage message). pos and
+ * n_pos are as for sp__flags_parse; both may be NULL when spec takes no positional arguments. */
+int sp__flags_program(const sp__flag_spec *spec, int argc, char **argv, void *args, char **pos,
+                      int *n_pos, int *status);
 
 /* Prints --help: usage, about, every flag under its group, epilog. */
 void sp__flags_usage(const sp__flag_spec *spec, FILE *out);
@@ -121,6 +151,12 @@ int sp__flags_given(int argc, char **argv, const char *name);
 int sp__flag_bad(const char *cmd, const char *flag, const char *value, const char *expected);
 int sp__flag_usage_error(const char *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* The same naming what spec names (a command, or spec.program). */
+int sp__flags_error(const sp__flag_spec *spec, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* The method names for messages: "prompt, prefix, ptuning-v2 or prompt+prefix". */
+const char *sp__flag_methods(void);
 
 /* Value checks shared with custom parsers: 0 and the value, or -1. */
 int sp__parse_int64(const char *s, int64_t lo, int64_t hi, int64_t *out);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "cli/flags.h"
 
 static const sp__command *const COMMANDS[] = {
     &SP_CMD_INFO,    &SP_CMD_INIT_MODEL, &SP_CMD_PREPARE, &SP_CMD_TRAIN,  &SP_CMD_EVAL,
@@ -27,14 +28,6 @@ static const sp__command *find_command(const char *name) {
     for (size_t i = 0; i < N_COMMANDS; i++)
         if (strcmp(COMMANDS[i]->name, name) == 0) return COMMANDS[i];
     return NULL;
-}
-
-int sp__cli_wants_help(int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--") == 0) break;
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) return 1;
-    }
-    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -66,7 +59,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "softprompt: unknown command '%s' (see `softprompt help`)\n", name);
         return 2;
     }
-    if (sp__cli_wants_help(argc - 1, argv + 1)) {
+    if (sp__flags_wants_help(argc - 1, argv + 1)) {
         c->usage(stdout);
         return 0;
     }

@@ -211,6 +211,13 @@ static int first_char(FILE *f) {
     return c;
 }
 
+int sp_input_format_known(const char *format) {
+    sp_records_format fmt;
+    sp_error ignored;
+    return !format || !strcasecmp(format, "auto") || !strcasecmp(format, "json") ||
+           sp_records_format_parse(format, &fmt, &ignored) == 0;
+}
+
 sp_input *sp_input_open(const char *path, const char *format, sp_error *err) {
     sp_input *in = calloc(1, sizeof *in);
     if (!in || !(in->path = strdup(path))) {
@@ -226,7 +233,7 @@ sp_input *sp_input_open(const char *path, const char *format, sp_error *err) {
     } else if (!strcasecmp(format, "json")) {
         sniff = 1;
     } else if (sp_records_format_parse(format, &fmt, err) != 0) {
-        sp_fail(err, "unknown input format \"%s\" (expected jsonl, json, csv or tsv)", format);
+        sp_fail(err, "unknown input format \"%s\" (expected " SP_INPUT_FORMATS ")", format);
         goto fail;
     }
     if (sniff) {

@@ -17,7 +17,9 @@ trap 'cleanup_mounts; rm -rf "$WORK"' EXIT
 "$SP_CLI" init-model --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 --random-norms \
   --seed 1 model >/dev/null
 "$SP_SYNTH" train.h5 256 64 16 1
-steps=300
+# The reference run's length: past the step where the 160 KiB disk below fills up (12: one
+# checkpoint of ~9 KiB per step) and the bit-flip run's step 42, with margin.
+steps=60
 base=(train --model "$WORK/model" --train "$WORK/train.h5" --threads 1 --quiet
       --global-batch 8 --micro-batch 4 --save-every 1 --optimizer adafactor)
 run=("${base[@]}" --steps $steps)

@@ -31,15 +31,14 @@ Usage: python3 tests/ref/bert_reference.py --out tests/fixtures/ref
 import json
 import math
 import os
-import shutil
 import sys
 
 import numpy as np
+import ref_case
 import ref_cli
 import torch
 
-from gpt2_reference import (make_batch, read_weights, st_write,  # noqa: E402  (same dir)
-                            write_index)
+from gpt2_reference import read_weights, st_write, write_index  # noqa: E402  (same dir)
 
 torch.set_num_threads(1)
 torch.set_default_dtype(torch.float64)
@@ -297,89 +296,11 @@ def numpy_batch_logits(M, batch, prompt, prefix=None):
 # --------------------------------------------------------------------------- a case
 
 def generate_case(outdir, case):
-    rng = np.random.default_rng(case["seed"])
-    d, P = case["d"], case["n_prompt"]
-    cdir = os.path.join(outdir, case["name"])
-    if os.path.isdir(cdir):
-        shutil.rmtree(cdir)
-    os.makedirs(cdir)
-    write_model(cdir, case, tensor_list(rng, case))
-    prompt32 = rng.normal(0.0, 0.5, size=(P, d)).astype(np.float32)
-    batch = make_batch(rng, case)
-    n_kv = case.get("n_kv", 0)
-    prefix32 = rng.normal(0.0, 0.5, size=(case["n_layer"], 2, n_kv, d)).astype(np.float32)
-    pos0 = 2 if case["arch"] == "roberta" else 0
-    assert max(b - a for a, b in zip(batch["seq_start"], batch["seq_start"][1:])) <= \
-        case["max_pos"] - pos0 - n_kv
-    with open(os.path.join(cdir, "batch.json"), "w") as f:
-        json.dump(batch, f)
-        f.write("\n")
-
-    M = read_model(cdir)
-    W = {k: torch.from_numpy(v.copy()) for k, v in M["w"].items()}
-    prompt = torch.from_numpy(prompt32.astype(np.float64)).requires_grad_(True)
-    kv64 = prefix32.astype(np.float64) if n_kv else None
-    prefix = torch.from_numpy(kv64).requires_grad_(True) if n_kv else None
-    logits, ce = torch_batch(M, W, batch, prompt, prefix)
-    n_t = len(batch["target_ids"])
-    loss_sum = ce.sum()
-    loss_mean = loss_sum / n_t
-    if n_kv:
-        grad, kv_grad = torch.autograd.grad(loss_mean, [prompt, prefix])
-        kv_grad = kv_grad.numpy()
-    else:
-        (grad,) = torch.autograd.grad(loss_mean, prompt)
-    logits, ce, grad = logits.detach().numpy(), ce.detach().numpy(), grad.numpy()
-
-    logits2 = numpy_batch_logits(M, batch, prompt32.astype(np.float64), kv64)
-    e_logit = np.max(np.abs(logits2 - logits)) / np.max(np.abs(logits))
-    assert e_logit < 1e-12, e_logit
-
-    def f(pr, kv=kv64):
-        with torch.no_grad():
-            _, c = torch_batch(M, W, batch, torch.from_numpy(pr),
-                               None if kv is None else torch.from_numpy(kv))
-            return float(c.sum()) / n_t
-
-    p64 = prompt32.astype(np.float64)
-    used = sorted({-1 - t for t in batch["tokens"] if t < 0})
-    worst, gscale, eps_fd = 0.0, np.max(np.abs(grad)), 1e-6
-    for k, j in [(used[0], 0), (used[-1], d - 1), (used[len(used) // 2], d // 2)]:
-        pp, pm = p64.copy(), p64.copy()
-        pp[k, j] += eps_fd
-        pm[k, j] -= eps_fd
-        fd = (f(pp) - f(pm)) / (2 * eps_fd)
-        worst = max(worst, abs(fd - grad[k, j]) / gscale)
-        print("  fd check %-40s prompt[%d,%2d]: autograd %+.12e  central-diff %+.12e"
-              % (case["name"], k, j, grad[k, j], fd))
-    if n_kv:  # the prefix gradient's largest coordinate of each layer
-        kscale = np.max(np.abs(kv_grad))
-        for layer in range(case["n_layer"]):
-            at = np.unravel_index(np.argmax(np.abs(kv_grad[layer])), kv_grad[layer].shape)
-            idx = (layer,) + tuple(int(a) for a in at)
-            kp, km = kv64.copy(), kv64.copy()
-            kp[idx] += eps_fd
-            km[idx] -= eps_fd
-            fd = (f(p64, kp) - f(p64, km)) / (2 * eps_fd)
-            worst = max(worst, abs(fd - kv_grad[idx]) / kscale)
-            print("  fd check %-40s prefix%s: autograd %+.12e  central-diff %+.12e"
-                  % (case["name"], idx, kv_grad[idx], fd))
-    assert worst < 1e-6, worst
-    assert all(np.all(grad[k] == 0.0) for k in range(P) if k not in used)
-    extra = [("kv_prefix", "F32", prefix32), ("kv_prefix_grad_mean", "F64", kv_grad)] if n_kv else []
-
-    st_write(os.path.join(cdir, "expected.safetensors"), [
-        ("prompt", "F32", prompt32),
-        ("loss_mean", "F64", np.array([float(loss_mean)])),
-        ("loss_sum", "F64", np.array([float(loss_sum)])),
-        ("target_logits", "F64", logits),
-        ("target_loss", "F64", ce),
-        ("grad_mean", "F64", grad),
-    ] + extra, {"generator": "tests/ref/bert_reference.py"})
-    print("%-40s %s L=%d H=%d d=%d V=%d %s shards=%d tokens=%d targets=%d P=%d loss_mean=%.10f "
-          "second-way rel err %.1e  fd rel err %.1e"
-          % (case["name"], case["arch"], M["L"], M["H"], d, case["vocab_size"], case["dtype"],
-             case["shards"], len(batch["tokens"]), n_t, P, float(loss_mean), e_logit, worst))
+    pos0 = 2 if case["arch"] == "roberta" else 0  # RoBERTa's positions start at padding_idx + 1
+    ref_case.write(outdir, case, "tests/ref/bert_reference.py",
+                   model=lambda cdir, rng: write_model(cdir, case, tensor_list(rng, case)),
+                   read=read_model, forward=torch_batch, second_way=numpy_batch_logits,
+                   d=case["d"], max_len=case["max_pos"] - pos0)
 
 
 def main():

@@ -28,11 +28,11 @@ Only torch and numpy are needed; the safetensors reader/writer is implemented he
 import json
 import math
 import os
-import shutil
 import struct
 import sys
 
 import numpy as np
+import ref_case
 import ref_cli
 import torch
 
@@ -450,85 +450,19 @@ def make_batch(rng, case):
 
 
 def generate_case(outdir, case):
-    rng = np.random.default_rng(case["seed"])
     cfg = dict(case)
     cfg["eps"] = 1e-5
     cfg["d_ff"] = case["n_inner"] if case["n_inner"] is not None else 4 * case["n_embd"]
-    d, P = case["n_embd"], case["n_prompt"]
-    cdir = os.path.join(outdir, case["name"])
-    if os.path.isdir(cdir):
-        shutil.rmtree(cdir)
-    os.makedirs(cdir)
 
-    params = gpt2_tensor_list(rng, cfg)
-    write_model(cdir, cfg, params)
-    prompt32 = (rng.normal(0.0, 0.5, size=(P, d))).astype(np.float32)
-    batch = make_batch(rng, case)
-    assert max(b - a for a, b in zip(batch["seq_start"], batch["seq_start"][1:])) <= \
-        case["n_positions"]
-    with open(os.path.join(cdir, "batch.json"), "w") as f:
-        json.dump(batch, f)
-        f.write("\n")
+    def read(cdir):
+        M = read_model(cdir)
+        assert M["dff"] == cfg["d_ff"]
+        return M
 
-    # All math from what was written to disk (weights as stored, prompt as float32).
-    M = read_model(cdir)
-    assert M["dff"] == cfg["d_ff"]
-    W = {k: torch.from_numpy(v.copy()) for k, v in M["w"].items()}
-    prompt = torch.from_numpy(prompt32.astype(np.float64)).requires_grad_(True)
-    logits, ce = torch_batch(M, W, batch, prompt)
-    n_t = len(batch["target_ids"])
-    loss_sum = ce.sum()
-    loss_mean = loss_sum / n_t
-    (grad,) = torch.autograd.grad(loss_mean, prompt)
-    logits = logits.detach().numpy()
-    ce = ce.detach().numpy()
-    grad = grad.numpy()
-
-    # Self-check 1: the same forward written a second way.
-    logits2 = numpy_batch_logits(M, batch, prompt32.astype(np.float64))
-    ce2 = np.array([np.log(np.sum(np.exp(r - r.max()))) + r.max() - r[t]
-                    for r, t in zip(logits2, batch["target_ids"])])
-    e_logit = np.max(np.abs(logits2 - logits)) / np.max(np.abs(logits))
-    e_loss = abs(ce2.mean() - float(loss_mean)) / abs(float(loss_mean))
-    assert e_logit < 1e-12 and e_loss < 1e-12, (e_logit, e_loss)
-
-    # Self-check 2: autograd gradient vs central finite differences of the mean loss.
-    def f(pr):
-        with torch.no_grad():
-            _, c = torch_batch(M, W, batch, torch.from_numpy(pr))
-            return float(c.sum()) / n_t
-
-    p64 = prompt32.astype(np.float64)
-    used = sorted({-1 - t for t in batch["tokens"] if t < 0})
-    coords = [(used[0], 0), (used[-1], d - 1), (used[len(used) // 2], d // 2)]
-    eps_fd = 1e-6
-    worst = 0.0
-    gscale = np.max(np.abs(grad))
-    for k, j in coords:
-        pp, pm = p64.copy(), p64.copy()
-        pp[k, j] += eps_fd
-        pm[k, j] -= eps_fd
-        fd = (f(pp) - f(pm)) / (2 * eps_fd)
-        worst = max(worst, abs(fd - grad[k, j]) / gscale)
-        print("  fd check %-32s prompt[%d,%2d]: autograd %+.12e  central-diff %+.12e"
-              % (case["name"], k, j, grad[k, j], fd))
-    assert worst < 1e-6, worst
-    unused = [k for k in range(P) if k not in used]
-    assert all(np.all(grad[k] == 0.0) for k in unused)
-
-    st_write(os.path.join(cdir, "expected.safetensors"), [
-        ("prompt", "F32", prompt32),
-        ("loss_mean", "F64", np.array([float(loss_mean)])),
-        ("loss_sum", "F64", np.array([float(loss_sum)])),
-        ("target_logits", "F64", logits),
-        ("target_loss", "F64", ce),
-        ("grad_mean", "F64", grad),
-    ], {"generator": "tests/ref/gpt2_reference.py"})
-    print("%-32s L=%d H=%d d=%d d_ff=%d V=%d %s shards=%d  seqs=%d tokens=%d targets=%d P=%d "
-          "loss_mean=%.10f  second-way rel err logits %.1e loss %.1e  fd rel err %.1e"
-          % (case["name"], M["L"], M["H"], M["d"], M["dff"], M["V"], case["dtype"],
-             case["shards"], len(batch["seq_start"]) - 1, len(batch["tokens"]), n_t, P,
-             float(loss_mean), e_logit, e_loss, worst))
+    ref_case.write(outdir, case, "tests/ref/gpt2_reference.py",
+                   model=lambda cdir, rng: write_model(cdir, cfg, gpt2_tensor_list(rng, cfg)),
+                   read=read, forward=torch_batch, second_way=numpy_batch_logits,
+                   d=case["n_embd"], max_len=case["n_positions"])
 
 
 def main():

@@ -86,6 +86,55 @@ START_TEST(info_usage_errors) {
 }
 END_TEST
 
+/* A value outside a flag's fixed set of names is a usage error (exit 2) naming the accepted
+ * values, found before any file is opened (the paths here do not exist). */
+START_TEST(unknown_names_are_usage_errors) {
+    const char *methods = "expected prompt, prefix, ptuning-v2 or prompt+prefix";
+    const char *formats = "expected jsonl, json, csv or tsv";
+    struct {
+        const char *args[12], *expected;
+    } cases[] = {
+        {{"train", "--model", "m", "--train", "t.h5", "--out", "o", "--method", "deep"}, methods},
+        {{"eval", "--model", "m", "--data", "d.h5", "--prompt", "p.h5", "--method", "deep"},
+         methods},
+        {{"export", "--model", "m", "--prompt", "p.h5", "--out", "o", "--method", "deep"}, methods},
+        {{"generate", "--model", "m", "--prompt", "p.h5", "--text", "x", "--method", "deep"},
+         methods},
+        {{"inspect", "--model", "m", "--method", "deep", "p.h5"}, methods},
+        {{"predict", "--model", "m", "--prompt", "p.h5", "--data", "d.h5", "--out", "o", "--method",
+          "deep"},
+         methods},
+        {{"prepare", "--tokenizer", "t", "--input", "i.jsonl", "--out", "o", "--format", "xml"},
+         formats},
+        {{"generate", "--model", "m", "--input", "i.jsonl", "--format", "xml"}, formats},
+        {{"predict", "--model", "m", "--prompt", "p.h5", "--input", "i.jsonl", "--out", "o",
+          "--input-format", "xml"},
+         formats},
+        {{"predict", "--model", "m", "--prompt", "p.h5", "--data", "d.h5", "--out", "o", "--format",
+          "xml"},
+         "expected jsonl, csv or tsv"},
+        {{"export", "--model", "m", "--prompt", "p.h5", "--out", "o", "--format", "xml"},
+         "expected peft, npy or kobold"},
+        {{"train", "--model", "m", "--train", "t.h5", "--out", "o", "--optimizer", "adam"},
+         "expected adafactor, adamw or sgd"},
+        {{"train", "--model", "m", "--train", "t.h5", "--out", "o", "--schedule", "step"},
+         "expected constant, linear or cosine"},
+        {{"train", "--model", "m", "--train", "t.h5", "--out", "o", "--metric", "f1"},
+         "expected accuracy or loss"},
+        {{"train", "--model", "m", "--train", "t.h5", "--out", "o", "--weights", "f16"},
+         "expected auto, f32 or bf16"},
+        {{"init-model", "--dtype", "f64", "m"}, "expected f32, f16 or bf16"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tu_cli r = tu_cli_run(cases[i].args);
+        ck_assert_msg(r.rc == 2, "%s ... %s: exit %d (%s)", cases[i].args[0], cases[i].expected,
+                      r.rc, r.err);
+        tu_assert_has(r.err, cases[i].expected);
+        tu_cli_free(&r);
+    }
+}
+END_TEST
+
 START_TEST(info_missing_directory) {
     char *dir = tu_path(tu_dir, "nope");
     const char *args[] = {"info", dir, NULL};
@@ -545,6 +594,7 @@ int main(void) {
     tcase_add_test(tc, command_help);
     tcase_add_test(tc, unknown_command);
     tcase_add_test(tc, info_usage_errors);
+    tcase_add_test(tc, unknown_names_are_usage_errors);
     tcase_add_test(tc, info_missing_directory);
     tcase_add_test(tc, info_missing_h5);
     tcase_add_test(tc, init_model_bad_flags);

@@ -244,6 +244,65 @@ START_TEST(given) {
 }
 END_TEST
 
+/* A separate program (bench/): the messages name it, not "softprompt <cmd>"; --help is answered;
+ * without positionals pos may be NULL. */
+static const sp__flag_spec PROGRAM = {
+    .cmd = "bench_demo",
+    .program = "bench_demo",
+    .usage = "usage: bench_demo --name NAME\n",
+    .flags = FLAGS,
+};
+
+/* sp__flags_program on argv (NULL-terminated) with stdout and stderr captured into out. */
+static int run_program(const char **argv, int *status, char *out, size_t cap) {
+    args a = {.rate = 0.5};
+    int argc = 0;
+    while (argv[argc]) argc++;
+    fflush(stdout), fflush(stderr);
+    FILE *tmp = tmpfile();
+    int saved[2] = {dup(1), dup(2)};
+    dup2(fileno(tmp), 1), dup2(fileno(tmp), 2);
+    int stop = sp__flags_program(&PROGRAM, argc, (char **)argv, &a, NULL, NULL, status);
+    fflush(stdout), fflush(stderr);
+    dup2(saved[0], 1), dup2(saved[1], 2);
+    close(saved[0]), close(saved[1]);
+    rewind(tmp);
+    out[fread(out, 1, cap - 1, tmp)] = '\0';
+    fclose(tmp);
+    return stop;
+}
+
+START_TEST(a_program_is_named) {
+    char out[4096];
+    int status = -1;
+    const char *ok[] = {"bench_demo", "--name", "x", "--count", "4", NULL};
+    ck_assert_int_eq(run_program(ok, &status, out, sizeof out), 0);
+    ck_assert_int_eq(status, 0);
+    const char *cases[][3] = {
+        {"--count", "4x", "bench_demo: --count '4x': expected an integer from 1 to 10\n"},
+        {"--cuont", "4", "bench_demo: unknown option '--cuont' (did you mean --count?)\n"},
+        {"--zzzzzz", "4", "bench_demo: unknown option '--zzzzzz' (see bench_demo --help)\n"},
+    };
+    for (int i = 0; i < 3; i++) {
+        const char *argv[] = {"bench_demo", "--name", "x", cases[i][0], cases[i][1], NULL};
+        ck_assert_int_eq(run_program(argv, &status, out, sizeof out), 1);
+        ck_assert_int_eq(status, 2);
+        ck_assert_str_eq(out, cases[i][2]);
+    }
+    const char *stray[] = {"bench_demo", "--name", "x", "file", NULL};
+    ck_assert_int_eq(run_program(stray, &status, out, sizeof out), 1);
+    ck_assert_int_eq(status, 2);
+    ck_assert_str_eq(out, "bench_demo: unexpected argument 'file' (see bench_demo --help)\n");
+    const char *missing[] = {"bench_demo", "--count", "2", NULL};
+    ck_assert_int_eq(run_program(missing, &status, out, sizeof out), 1);
+    ck_assert_str_eq(out, "bench_demo: --name is required (see bench_demo --help)\n");
+    const char *help[] = {"bench_demo", "--count", "bad", "--help", NULL};
+    ck_assert_int_eq(run_program(help, &status, out, sizeof out), 1);
+    ck_assert_int_eq(status, 0);
+    ck_assert_msg(strncmp(out, "usage: bench_demo --name NAME\n", 30) == 0, "%s", out);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("flags");
     TCase *tc = tcase_create("core");
@@ -256,6 +315,7 @@ int main(void) {
     tcase_add_test(tc, lower_order_applies_first);
     tcase_add_test(tc, help_text);
     tcase_add_test(tc, given);
+    tcase_add_test(tc, a_program_is_named);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
