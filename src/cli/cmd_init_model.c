@@ -323,7 +323,8 @@ static int parse_args(int argc, char **argv, sp_init_options *o, const char **ou
         snprintf(expected, sizeof expected, "a divisor of --heads %d", o->cfg.n_head);
         return sp__flag_bad(CMD, "--kv-heads", v, expected);
     }
-    if (!f->gqa && o->cfg.n_kv_head > 0 && o->cfg.n_kv_head != o->cfg.n_head) {
+    int grouped = f->gqa && o->cfg.arch != SP_ARCH_T5; /* T5: d_kv from the config, no groups */
+    if (!grouped && o->cfg.n_kv_head > 0 && o->cfg.n_kv_head != o->cfg.n_head) {
         char v[32], expected[64];
         snprintf(v, sizeof v, "%d", o->cfg.n_kv_head);
         snprintf(expected, sizeof expected, "--heads %d: %s has no grouped-query heads",

@@ -179,6 +179,7 @@ static int check_mask(const sp_dataset *ds, const sp_model_config *cfg, sp_error
     const char *type = sp_arch_model_type(cfg->arch);
     switch (sp__family_of(cfg->arch)->mask) {
     case SP_MASK_CAUSAL:
+    case SP_MASK_SEQ2SEQ: /* T5: the template feeds the encoder, the target the decoder */
         if (n_mask == 0) return 0;
         return sp_fail(err,
                        "%s: the template '%s' has {mask}, but the model (%s) is a causal LM: "

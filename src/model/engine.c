@@ -416,6 +416,7 @@ static layer_prefix layer_heads(const sp_worker *w, int l) {
         r.hs.full = 0;
         break;
     case SP_MASK_FULL:
+    case SP_MASK_SEQ2SEQ: /* T5 runs in t5.c */
         r.hs.full = 1;
         break;
     }

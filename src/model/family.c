@@ -939,8 +939,8 @@ static const sp__family PHI = {
         .ctx_key = "n_positions", .name_prefix = NULL, .layer_prefix = "encoder.block.%d.",        \
         .layout = SP_W_OUT_IN, .norm = SP_NORM_RMSNORM, .block = SP_BLOCK_PRE_NORM,                \
         .embed = SP_EMBED_PLAIN, .pos = SP_POS_RELATIVE, .qkv = SP_QKV_SEPARATE,                   \
-        .qk_norm = SP_QKNORM_NONE, .mlp = act, .mask = SP_MASK_FULL, .head = SP_HEAD_LM, .gqa = 1, \
-        TABLE(T5_TENSORS)                                                                          \
+        .qk_norm = SP_QKNORM_NONE, .mlp = act, .mask = SP_MASK_SEQ2SEQ, .head = SP_HEAD_LM,        \
+        .gqa = 1, TABLE(T5_TENSORS)                                                                \
     }
 static const sp__family T5_RELU = T5(SP_MLP_RELU);
 static const sp__family T5_GATED = T5(SP_MLP_GEGLU);

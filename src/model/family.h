@@ -56,8 +56,10 @@ typedef enum sp__embed_kind {
 
 /* Which keys a query sees. */
 typedef enum sp__mask_kind {
-    SP_MASK_CAUSAL, /* its own position and the ones before it (decoders) */
-    SP_MASK_FULL,   /* every position of its sequence and prefix (encoders: BERT, RoBERTa) */
+    SP_MASK_CAUSAL,  /* its own position and the ones before it (decoders) */
+    SP_MASK_FULL,    /* every position of its sequence and prefix (encoders: BERT, RoBERTa) */
+    SP_MASK_SEQ2SEQ, /* an encoder's (full) and a decoder's (causal, cross-attending): T5, run by
+                      * t5.c; trained on causal LMs' data (no {mask}) */
 } sp__mask_kind;
 
 /* What turns the last block's target rows into logits. */

@@ -82,6 +82,9 @@ static int check_options(const char *dir, const sp_init_options *o, int n_tensor
                        "%s: n_head = %d must be a multiple of n_kv_head = %d and head_dim = %d "
                        "even",
                        dir, c->n_head, sp_config_kv_heads(c), sp_config_head_dim(c));
+    if (c->arch == SP_ARCH_T5 && sp_config_kv_heads(c) != c->n_head)
+        return sp_fail(err, "%s: n_kv_head = %d: t5 has no grouped-query heads (n_head %d)", dir,
+                       sp_config_kv_heads(c), c->n_head);
     int rot = sp_config_rotary_dim(c);
     if (rot % 2 != 0 || rot > sp_config_head_dim(c))
         return sp_fail(err, "%s: rotary_dim = %d, expected an even number up to head_dim = %d", dir,
