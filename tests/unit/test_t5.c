@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "model/t5.h"
+#include "softprompt/generate.h"
 #include "softprompt/model_init.h"
 #include "testutil.h"
 
@@ -117,7 +118,23 @@ START_TEST(batches_t5_refuses) {
 }
 END_TEST
 
+/* Generation is not implemented for T5: refused by name before anything runs. */
+START_TEST(generate_refuses_t5) {
+    sp_model m;
+    tiny_t5(&m);
+    sp_worker *w = sp_worker_new(&m);
+    sp_gen_seq seq = {0};
+    int32_t start[2] = {0, 1}, tok[1] = {5};
+    sp_error err = {0};
+    ck_assert_int_eq(sp_generate_extend(w, &seq, 1, start, tok, NULL, &err), -1);
+    tu_assert_has(err.msg, "generate: t5 (encoder-decoder) generation is not implemented yet");
+    sp_worker_free(w);
+    sp_model_free(&m);
+}
+END_TEST
+
 int main(void) {
-    const TTest *tests[] = {buckets_match_transformers, batches_t5_refuses, NULL};
+    const TTest *tests[] = {buckets_match_transformers, batches_t5_refuses, generate_refuses_t5,
+                            NULL};
     return tu_main("t5", tests, NULL, NULL);
 }
