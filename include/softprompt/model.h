@@ -40,8 +40,10 @@ typedef enum sp_arch {
                        * partial rotary, biases everywhere, a head with a bias */
     SP_ARCH_BERT,     /* BertForMaskedLM: bidirectional post-LN encoder, MLM head */
     SP_ARCH_ROBERTA,  /* RobertaForMaskedLM: BERT with positions from padding_idx + 1 */
+    SP_ARCH_T5,       /* T5ForConditionalGeneration: encoder-decoder, relative position buckets,
+                       * RMS norms, ReLU or gated-GELU, cross-attention (src/model/t5.c) */
 } sp_arch;
-#define SP_N_ARCH (SP_ARCH_ROBERTA + 1) /* keep at the last value + 1 */
+#define SP_N_ARCH (SP_ARCH_T5 + 1) /* keep at the last value + 1 */
 
 /* config.json's model_type of a family ("gpt2", "llama", "qwen2", "mistral", "qwen3"). */
 const char *sp_arch_model_type(sp_arch a);
@@ -86,6 +88,12 @@ typedef struct sp_model_config {
                               * int(head_dim * rotary_pct)); 0: all of head_dim */
     int parallel_residual;   /* x + attn(norm1(x)) + mlp(norm2(x)) (use_parallel_residual) */
     int gelu_exact;          /* the MLP's GELU is the erf one (hidden_act "gelu"), not tanh's */
+    /* Encoder-decoders (T5): n_layer is the encoder's blocks and the decoder's alike
+     * (num_layers = num_decoder_layers); n_ctx bounds the encoder input and the decoder's. */
+    int rel_buckets;      /* relative_attention_num_buckets */
+    int rel_max_distance; /* relative_attention_max_distance */
+    int ff_gated;         /* feed_forward_proj "gated-gelu": gelu_new(wi_0 x) * wi_1 x; else ReLU */
+    int decoder_start;    /* decoder_start_token_id: the decoder's first input */
 } sp_model_config;
 
 static inline int sp_config_kv_heads(const sp_model_config *c) {
@@ -139,12 +147,15 @@ typedef struct sp_layer {
     sp_normw ln1, ln2;                 /* before attention, before the MLP */
     sp_normw ln_post_attn, ln_post_ff; /* after attention, after the MLP (Gemma 2) */
     sp_linear qkv;                     /* fused q|k|v (GPT-2 c_attn [d, 3d]) */
-    sp_linear q, k, v;       /* separate projections (Llama: [H*hd, d], [Hkv*hd, d] x 2) */
-    sp_linear o;             /* attention output: GPT-2 c_proj, Llama o_proj */
-    sp_normw q_norm, k_norm; /* per-head norms of q and k, [head_dim] (Qwen3) */
-    sp_linear mlp_in;        /* GPT-2 mlp.c_fc; SwiGLU gate_proj */
-    sp_linear mlp_up;        /* SwiGLU up_proj */
-    sp_linear mlp_out;       /* GPT-2 mlp.c_proj; SwiGLU down_proj */
+    sp_linear q, k, v;        /* separate projections (Llama: [H*hd, d], [Hkv*hd, d] x 2) */
+    sp_linear o;              /* attention output: GPT-2 c_proj, Llama o_proj */
+    sp_normw q_norm, k_norm;  /* per-head norms of q and k, [head_dim] (Qwen3) */
+    sp_linear mlp_in;         /* GPT-2 mlp.c_fc; SwiGLU gate_proj */
+    sp_linear mlp_up;         /* SwiGLU up_proj */
+    sp_linear mlp_out;        /* GPT-2 mlp.c_proj; SwiGLU down_proj */
+    sp_normw ln_cross;        /* the decoder's norm before cross-attention (T5) */
+    sp_linear xq, xk, xv, xo; /* its projections: q of the decoder rows, k and v of the encoder's
+                               * output, the output projection (T5 EncDecAttention) */
 } sp_layer;
 
 /* The element type of the matrices of the blocks (and of an untied LM head), --weights. The
@@ -172,9 +183,12 @@ typedef struct sp_model {
     sp_normw emb_ln;      /* the embedding LayerNorm (BERT) */
     sp_linear head_dense; /* the MLM head's transform [d, d] (BERT, RoBERTa) */
     sp_normw head_ln;     /* its LayerNorm */
-    sp_layer *layers;     /* [n_layer] */
-    float embed_scale;    /* every input row is multiplied by it (Gemma: sqrt(d) rounded to the
-                           * embedding's stored dtype, as transformers' normalizer); 1 otherwise */
+    sp_layer *layers;     /* [n_layer]; T5: [2 n_layer], the encoder's blocks, then the decoder's */
+    const float *rel_bias;     /* [rel_buckets, n_head] the encoder's relative position bias (T5) */
+    const float *dec_rel_bias; /* the decoder's */
+    sp_normw enc_lnf;          /* the encoder's final norm (T5; lnf is the decoder's) */
+    float embed_scale;         /* every input row is multiplied by it (Gemma: sqrt(d) rounded to the
+                                * embedding's stored dtype, as transformers' normalizer); 1 otherwise */
     float
         *rope_inv_freq; /* [head_dim / 2] rotary frequencies after rope_scaling (rotary families) */
     float *rope_inv_freq_local; /* [head_dim / 2] those of windowed layers (rope_local_theta) */

@@ -219,6 +219,10 @@ static void print_block(const sp_model *m) {
         snprintf(pos, sizeof pos, "rotary theta %g%s%s", c->rope_theta,
                  rope_scaling_name(c->rope_scaling), part);
         break;
+    case SP_POS_RELATIVE:
+        snprintf(pos, sizeof pos, "relative position bias (%d buckets, max distance %d)",
+                 c->rel_buckets, c->rel_max_distance);
+        break;
     }
     int qkv, o, mlp;
     char window[96];
@@ -235,6 +239,11 @@ static void print_block(const sp_model *m) {
                "encoder", c->type_vocab_size);
     if (c->pos_offset > 0)
         printf("%-14sposition 0 is row %d of the position table\n", "positions", c->pos_offset);
+    if (c->arch == SP_ARCH_T5)
+        printf("%-14sencoder (bidirectional) and decoder (causal, cross-attention), %d blocks "
+               "each; unscaled q.k; decoder input starts with token %d; %s head%s\n",
+               "seq2seq", c->n_layer, c->decoder_start, c->tied ? "tied" : "untied",
+               c->tied ? " (output x d_model^-0.5)" : "");
     if (f->block == SP_BLOCK_PARALLEL)
         printf("%-14sx + attention(norm1(x)) + MLP(norm2(x))\n", "parallel");
     if (c->attn_softcap > 0 || c->logit_softcap > 0)

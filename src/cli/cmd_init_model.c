@@ -73,13 +73,16 @@ static const shape SHAPES[] = {
     {"phi-3-mini-4k", SP_ARCH_PHI3, 32, 3072, 32, 32, 8192, 32064, 4096, 0, 10000, 1e-5, 0, 2047},
     {"phi-2", SP_ARCH_PHI, 32, 2560, 32, 32, 10240, 51200, 2048, 0, 10000, 1e-5, 0, 0},
     {"opt-125m", SP_ARCH_OPT, 12, 768, 12, 12, 3072, 50272, 2048, 1, 0, 1e-5, 0, 0},
+    {"t5-small", SP_ARCH_T5, 6, 512, 8, 8, 2048, 32128, 512, 1, 0, 1e-6, 64, 0},
+    {"t5-base", SP_ARCH_T5, 12, 768, 12, 12, 3072, 32128, 512, 1, 0, 1e-6, 64, 0},
+    {"flan-t5-small", SP_ARCH_T5, 8, 512, 6, 6, 1024, 32128, 512, 0, 0, 1e-6, 64, 0},
     {"phi-4-mini", SP_ARCH_PHI3, 32, 3072, 24, 8, 8192, 200064, 131072, 1, 10000, 1e-5, 0, 262144},
 };
 #define SHAPE_NAMES                                                                                \
     "gpt2, gpt2-medium, distilgpt2, smollm2-135m, smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, "    \
     "llama-3.2-1b, mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b, gemma-3-270m, "              \
     "gemma-3-1b, pythia-160m, pythia-410m, phi-3-mini-4k, phi-2, opt-125m, phi-4-mini, "           \
-    "bert-base-uncased or roberta-base"
+    "bert-base-uncased, roberta-base, t5-small, t5-base or flan-t5-small"
 
 /* What a family's config always sets (Qwen2's q/k/v biases). */
 static void family_options(sp_model_config *c) {
@@ -117,6 +120,9 @@ static void family_options(sp_model_config *c) {
     case SP_ARCH_ROBERTA: /* one token type, positions from padding_idx (1) + 1 */
         c->qkv_bias = 0, c->type_vocab_size = 1, c->pos_offset = 2;
         return;
+    case SP_ARCH_T5: /* T5Config's buckets; the decoder starts with the pad token, 0 */
+        c->qkv_bias = 0, c->rel_buckets = 32, c->rel_max_distance = 128, c->decoder_start = 0;
+        return;
     }
 }
 
@@ -136,6 +142,8 @@ static void apply_shape(const shape *s, sp_model_config *c) {
                            .head_dim = s->head_dim,
                            .sliding_window = s->window};
     family_options(c);
+    if (strcmp(s->name, "flan-t5-small") == 0) /* feed_forward_proj gated-gelu */
+        c->ff_gated = 1;
     if (strcmp(s->name, "phi-4-mini") == 0) /* partial_rotary_factor 0.75 (its longrope: no) */
         c->rotary_dim = 96;
     if (strcmp(s->name, "llama-3.2-1b") == 0)
@@ -200,6 +208,9 @@ static const char *parse_arch(void *args, const char *arg) {
     case SP_ARCH_ROBERTA:
         c->tied = 1, c->rope_theta = 0, c->ln_eps = 1e-5f;
         break;
+    case SP_ARCH_T5: /* T5Config's defaults (feed_forward_proj relu: --gated-gelu for 1.1) */
+        c->tied = 1, c->rope_theta = 0, c->ln_eps = 1e-6f;
+        break;
     }
     return NULL;
 }
@@ -211,11 +222,13 @@ static const sp__flag FLAGS[] = {
                   "mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b,\n"
                   "gemma-3-270m, gemma-3-1b, pythia-160m, pythia-410m,\n"
                   "phi-3-mini-4k, phi-4-mini, opt-125m, phi-2,\n"
-                  "bert-base-uncased, roberta-base",
+                  "bert-base-uncased, roberta-base, t5-small, t5-base,\n"
+                  "flan-t5-small",
                   .order = -2),
     SP_OPT_CUSTOM("arch", AT(cfg.arch), "A", parse_arch,
                   "gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2,\n"
-                  "gemma3_text, gpt_neox, phi3, opt, phi, bert or roberta\n"
+                  "gemma3_text, gpt_neox, phi3, opt, phi, bert, roberta or\n"
+                  "t5"
                   "(default gpt2, or the shape's)",
                   .order = -1),
     SP_OPT_INT("layers", AT(cfg.n_layer), "N", 1, 1024, "transformer blocks (default 12)"),
@@ -236,6 +249,8 @@ static const sp__flag FLAGS[] = {
     SP_OPT_SWITCH("sequential", AT(cfg.parallel_residual), 0,
                   "gpt_neox: MLP after attention (use_parallel_residual\nfalse)"),
     SP_OPT_SWITCH("gelu-tanh", AT(cfg.gelu_exact), 0, "gpt_neox: hidden_act gelu_new (tanh GELU)"),
+    SP_OPT_SWITCH("gated-gelu", AT(cfg.ff_gated), 1,
+                  "t5: feed_forward_proj gated-gelu (T5 1.1, Flan-T5)"),
     SP_OPT_INT("d-ff", AT(cfg.d_ff), "N", 1, 1 << 20,
                "MLP width (default 4 x d; llama, qwen2: 8/3 x d rounded\nup to a multiple of 64)"),
     SP_OPT_INT("vocab", AT(cfg.vocab_size), "N", 1, 1 << 24, "vocabulary size (default 50257)"),
@@ -266,7 +281,8 @@ static const sp__flag_spec SPEC = {
              "(config.json, model.safetensors or shards + index) for tests and benchmarks:\n"
              "GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM,\n"
              "Qwen3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM,\n"
-             "GPTNeoXForCausalLM, Phi3ForCausalLM, OPTForCausalLM or PhiForCausalLM.\n"
+             "GPTNeoXForCausalLM, Phi3ForCausalLM, OPTForCausalLM, PhiForCausalLM,\n"
+             "BertForMaskedLM, RobertaForMaskedLM or T5ForConditionalGeneration.\n"
              "Defaults are GPT-2 124M's shape; --shape starts from another real model's shape,\n"
              "and the other options change it.\n",
     .flags = FLAGS,
@@ -307,7 +323,8 @@ static int parse_args(int argc, char **argv, sp_init_options *o, const char **ou
         snprintf(expected, sizeof expected, "a divisor of --heads %d", o->cfg.n_head);
         return sp__flag_bad(CMD, "--kv-heads", v, expected);
     }
-    if (!f->gqa && o->cfg.n_kv_head > 0 && o->cfg.n_kv_head != o->cfg.n_head) {
+    int grouped = f->gqa && o->cfg.arch != SP_ARCH_T5; /* T5: d_kv from the config, no groups */
+    if (!grouped && o->cfg.n_kv_head > 0 && o->cfg.n_kv_head != o->cfg.n_head) {
         char v[32], expected[64];
         snprintf(v, sizeof v, "%d", o->cfg.n_kv_head);
         snprintf(expected, sizeof expected, "--heads %d: %s has no grouped-query heads",

@@ -179,12 +179,15 @@ static int check_mask(const sp_dataset *ds, const sp_model_config *cfg, sp_error
     const char *type = sp_arch_model_type(cfg->arch);
     switch (sp__family_of(cfg->arch)->mask) {
     case SP_MASK_CAUSAL:
+    case SP_MASK_SEQ2SEQ: /* T5: the template feeds the encoder, the target the decoder */
         if (n_mask == 0) return 0;
         return sp_fail(err,
-                       "%s: the template '%s' has {mask}, but the model (%s) is a causal LM: "
-                       "{mask} is for masked LMs (bert, roberta); prepare the data again without "
-                       "it",
-                       ds->path, spec, type);
+                       "%s: the template '%s' has {mask}, but the model (%s) is %s: {mask} is for "
+                       "masked LMs (bert, roberta); prepare the data again without it",
+                       ds->path, spec, type,
+                       sp__family_of(cfg->arch)->mask == SP_MASK_SEQ2SEQ
+                           ? "an encoder-decoder (its decoder scores the target)"
+                           : "a causal LM");
     case SP_MASK_FULL:
         if (n_mask == 1 && ds->meta.task == SP_TASK_CLASSIFICATION) return 0;
         return sp_fail(err,

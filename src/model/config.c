@@ -490,6 +490,75 @@ static int parse_encoder(sp_model_config *c, const reader *r) {
     return get_bool(r, "tie_word_embeddings", &c->tied);
 }
 
+/* ---- T5 ------------------------------------------------------------------------------------ */
+
+/* T5Config: feed_forward_proj "relu" (T5 1.0) or "gated-gelu" (T5 1.1, Flan-T5: T5Config makes
+ * its act gelu_new, the tanh GELU); dense_act_fn / is_gated_act, which newer transformers also
+ * write, must agree. The encoder and decoder have the same number of blocks (num_decoder_layers
+ * other than num_layers: not implemented). */
+static int parse_t5_ff(sp_model_config *c, const reader *r) {
+    const char *ff = "relu";
+    json_t *v = json_object_get(r->root, "feed_forward_proj");
+    if (v && !json_is_string(v))
+        return sp_fail(r->err, "%s: key 'feed_forward_proj' is a JSON %s, expected a string",
+                       r->path, kind(v));
+    if (v) ff = json_string_value(v);
+    if (strcmp(ff, "relu") != 0 && strcmp(ff, "gated-gelu") != 0)
+        return sp_fail(r->err,
+                       "%s: unsupported feed_forward_proj '%s' (supported: relu, gated-gelu)",
+                       r->path, ff);
+    c->ff_gated = strcmp(ff, "gated-gelu") == 0;
+    if (check_string(r, "dense_act_fn", c->ff_gated ? "gelu_new" : "relu") ||
+        check_bool(r, "is_gated_act", c->ff_gated))
+        return -1;
+    return 0;
+}
+
+static int parse_t5(sp_model_config *c, const reader *r) {
+    double eps = 1e-6;
+    int n_dec = 0, pad = 0;
+    c->rel_buckets = 32, c->rel_max_distance = 128, c->n_ctx = 512, c->tied = 1;
+    if (check_bool(r, "is_encoder_decoder", 1) || parse_t5_ff(c, r) ||
+        get_int(r, "num_layers", 1, 0, 1, 1024, &c->n_layer) ||
+        get_int(r, "num_decoder_layers", 0, 1, 1, 1024, &n_dec) ||
+        get_int(r, "d_model", 1, 0, 1, 65536, &c->d_model) ||
+        get_int(r, "d_kv", 1, 0, 1, 65536, &c->head_dim) ||
+        get_int(r, "d_ff", 1, 0, 1, 1 << 20, &c->d_ff) ||
+        get_int(r, "num_heads", 1, 0, 1, 65536, &c->n_head) ||
+        get_int(r, "vocab_size", 1, 0, 1, 1 << 24, &c->vocab_size) ||
+        get_int(r, "n_positions", 0, 1, 1, 1 << 24, &c->n_ctx) ||
+        get_int(r, "relative_attention_num_buckets", 0, 0, 2, 1 << 16, &c->rel_buckets) ||
+        get_int(r, "relative_attention_max_distance", 0, 0, 1, 1 << 24, &c->rel_max_distance) ||
+        get_int(r, "pad_token_id", 0, 1, 0, 1 << 24, &pad) ||
+        get_num(r, r->root, "layer_norm_epsilon", 0, 1, &eps) ||
+        get_bool(r, "tie_word_embeddings", &c->tied))
+        return -1;
+    c->decoder_start = pad;
+    if (get_int(r, "decoder_start_token_id", 0, 1, 0, c->vocab_size - 1, &c->decoder_start))
+        return -1;
+    if (n_dec && n_dec != c->n_layer)
+        return sp_fail(r->err,
+                       "%s: num_decoder_layers = %d differs from num_layers = %d: not "
+                       "implemented (the encoder and decoder must have as many blocks)",
+                       r->path, n_dec, c->n_layer);
+    /* the bucket arithmetic needs max_exact = buckets / 4 >= 1 (bidirectional halves) and a
+     * max_distance beyond it (its log is the denominator) */
+    if (c->rel_buckets < 4 || c->rel_max_distance <= c->rel_buckets / 4)
+        return sp_fail(r->err,
+                       "%s: relative_attention_num_buckets = %d with "
+                       "relative_attention_max_distance = %d: expected at least 4 buckets and a "
+                       "distance above a quarter of them",
+                       r->path, c->rel_buckets, c->rel_max_distance);
+    if (c->decoder_start >= c->vocab_size)
+        return sp_fail(r->err,
+                       "%s: pad_token_id = %d (the decoder's start) is not below "
+                       "vocab_size = %d",
+                       r->path, c->decoder_start, c->vocab_size);
+    c->n_kv_head = c->n_head;
+    c->ln_eps = (float)eps;
+    return 0;
+}
+
 #define ENCODER_NEEDS                                                                              \
     "BERT/RoBERTa configs need num_hidden_layers, hidden_size, intermediate_size, "                \
     "num_attention_heads, vocab_size, max_position_embeddings"
@@ -543,6 +612,9 @@ static int parse_family(sp_model_config *c, reader *r) {
     case SP_ARCH_ROBERTA:
         r->needs = ENCODER_NEEDS;
         return parse_encoder(c, r);
+    case SP_ARCH_T5:
+        r->needs = "T5 configs need num_layers, d_model, d_kv, d_ff, num_heads, vocab_size";
+        return parse_t5(c, r);
     }
     return -1;
 }

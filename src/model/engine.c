@@ -24,6 +24,7 @@
 
 #include "model/kernels.h"
 #include "model/steps.h"
+#include "model/t5.h"
 #include "model/worker.h"
 
 /* Prefixes err with the file and example of sequence s (at position at within it, when >= 0)
@@ -83,7 +84,8 @@ int sp_engine_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass
         return sp_fail(err, "batch: seq_start[0] is %d, expected 0", b->seq_start[0]);
     for (int s = 0; s < b->n_seq; s++) {
         int len = b->seq_start[s + 1] - b->seq_start[s];
-        if (len >= 1 && len <= c->n_ctx - P) continue;
+        /* T5: the encoder's and the decoder's parts are bounded apart (sp__t5_validate) */
+        if (len >= 1 && (len <= c->n_ctx - P || c->arch == SP_ARCH_T5)) continue;
         if (P == 0)
             sp_fail(err, "batch: sequence %d has length %d, expected 1..%d (n_positions)", s, len,
                     c->n_ctx);
@@ -112,7 +114,7 @@ int sp_engine_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass
             return in_example(b, s, pos - b->seq_start[s], err);
         }
     }
-    return 0;
+    return c->arch == SP_ARCH_T5 ? sp__t5_validate(m, b, pass, err) : 0;
 }
 
 /* ---- the steps of a block, one kind of the family each ----------------------------------- */
@@ -232,6 +234,7 @@ static void positions_prepare(const sp_worker *w, const sp_batch *b, const sp_ge
     int half = sp_config_rotary_dim(&w->m->cfg) / 2; /* the first 2 half columns of a head turn */
     switch (w->f->pos) {
     case SP_POS_LEARNED:
+    case SP_POS_RELATIVE: /* T5 runs in t5.c */
         return;
     case SP_POS_ROTARY:
         if (seqs) {
@@ -264,6 +267,7 @@ static void positions_qk(const sp_worker *w, float *qkv, const sp_batch *b, int 
     const float *sin_t = own ? w->s.rope_sin_local : w->s.rope_sin;
     switch (w->f->pos) {
     case SP_POS_LEARNED: /* added to the input embedding instead */
+    case SP_POS_RELATIVE:
         return;
     case SP_POS_ROTARY:
         for (int s = 0; s < b->n_seq; s++) {
@@ -412,6 +416,7 @@ static layer_prefix layer_heads(const sp_worker *w, int l) {
         r.hs.full = 0;
         break;
     case SP_MASK_FULL:
+    case SP_MASK_SEQ2SEQ: /* T5 runs in t5.c */
         r.hs.full = 1;
         break;
     }
@@ -661,6 +666,7 @@ static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, cons
             }
         break;
     case SP_POS_ROTARY: /* in every block's q and k */
+    case SP_POS_RELATIVE:
         break;
     }
     embed_norm_forward(w, x0);
@@ -917,6 +923,7 @@ static void head_backward(const sp_worker *w, float *dx_top, float *dlnf, const 
 int sp_engine_run(sp_worker *w, const sp_batch *b, const sp_pass *pass, double *loss_sum,
                   sp_error *err) {
     if (sp_engine_validate(w->m, b, pass, err)) return -1;
+    if (w->m->cfg.arch == SP_ARCH_T5) return sp__t5_run(w, b, pass, loss_sum, err);
     int backward = (pass->grad || pass->kv_prefix_grad) && b->n_targets > 0;
     if (sp__worker_reserve(w, b, pass->n_kv_prefix, backward))
         return sp_fail(err, "out of memory reserving activations for %d tokens",
@@ -967,6 +974,9 @@ int sp_engine_capture_kv(sp_worker *w, const int32_t *tokens, int n, float *kv, 
     sp_pass pass = {.n_prompt = 0};
     double loss;
     if (n < 1) return sp_fail(err, "capturing keys and values: no tokens");
+    if (w->m->cfg.arch == SP_ARCH_T5)
+        return sp_fail(err, "capturing keys and values: a key/value prefix is not implemented "
+                            "for T5 (encoder-decoder) models");
     if (sp_engine_run(w, &b, &pass, &loss, err)) return -1;
     const sp__dims *z = &w->z;
     for (int l = 0; l < z->L; l++)

@@ -656,6 +656,71 @@ static const sp__tensor_desc ROBERTA_TENSORS[] = {
 };
 #undef ENCODER_ROWS
 #undef E_
+
+/* T5ForConditionalGeneration (T5 1.0, 1.1 / LM-adapted, Flan-T5): the shared embedding, the
+ * encoder's blocks (self-attention, MLP), its final norm, the decoder's blocks (self-attention,
+ * cross-attention, MLP; stack 1) and final norm, the LM head when untied. The relative position
+ * biases are block 0's only. No biases anywhere; every norm is an RMS norm's gain. HF's order. */
+#define ENC_(name) "encoder.block.%d.layer." name
+#define DEC_(name) "decoder.block.%d.layer." name
+#define T5_MAT(name, r, c, role, when, fp, rank, stack)                                            \
+    { name, MAT(r, c), role, when, SP_INIT_NORMAL, fp, rank }
+#define T5_GAIN(name, role, fp, rank, stack)                                                       \
+    { name, VEC(SP_DIM_D), role, SP_ALWAYS, SP_INIT_GAIN, fp, rank }
+#define T5_MLP(pre, rank, stack)                                                                   \
+    T5_MAT(pre "DenseReluDense.wi.weight", SP_DIM_FF, SP_DIM_D, SP_ROLE_MLP_IN_W, SP_IF_NOT_GATED, \
+           #stack ".wi", rank, stack),                                                             \
+        T5_MAT(pre "DenseReluDense.wi_0.weight", SP_DIM_FF, SP_DIM_D, SP_ROLE_MLP_IN_W,            \
+               SP_IF_GATED, #stack ".wi_0", rank + 1, stack),                                      \
+        T5_MAT(pre "DenseReluDense.wi_1.weight", SP_DIM_FF, SP_DIM_D, SP_ROLE_MLP_UP_W,            \
+               SP_IF_GATED, #stack ".wi_1", rank + 2, stack),                                      \
+        T5_MAT(pre "DenseReluDense.wo.weight", SP_DIM_D, SP_DIM_FF, SP_ROLE_MLP_OUT_W, SP_ALWAYS,  \
+               #stack ".wo", rank + 3, stack)
+#define T5_ATTN(pre, kind, r, q, k, v, o, stack)                                                   \
+    T5_MAT(pre kind ".q.weight", SP_DIM_QD, SP_DIM_D, q, SP_ALWAYS, #stack "." kind ".q", r,       \
+           stack),                                                                                 \
+        T5_MAT(pre kind ".k.weight", SP_DIM_KVD, SP_DIM_D, k, SP_ALWAYS, #stack "." kind ".k",     \
+               r + 1, stack),                                                                      \
+        T5_MAT(pre kind ".v.weight", SP_DIM_KVD, SP_DIM_D, v, SP_ALWAYS, #stack "." kind ".v",     \
+               r + 2, stack),                                                                      \
+        T5_MAT(pre kind ".o.weight", SP_DIM_D, SP_DIM_QD, o, SP_ALWAYS, #stack "." kind ".o",      \
+               r + 3, stack)
+#define T5_SELF(pre, r, stack)                                                                     \
+    T5_ATTN(pre, "SelfAttention", r, SP_ROLE_Q_W, SP_ROLE_K_W, SP_ROLE_V_W, SP_ROLE_O_W, stack)
+static const sp__tensor_desc T5_TENSORS[] = {
+    T5_MAT("shared.weight", SP_DIM_VOCAB, SP_DIM_D, SP_ROLE_WTE, SP_ALWAYS, "shared", 0, 0),
+    /* the stacks' embed_tokens are the shared embedding (tied in HF, often not saved) */
+    {"encoder.embed_tokens.weight", VEC(SP_DIM_NONE), SP_ROLE_BUFFER, SP_NEVER, SP_INIT_NONE, NULL,
+     1},
+    {"decoder.embed_tokens.weight", VEC(SP_DIM_NONE), SP_ROLE_BUFFER, SP_NEVER, SP_INIT_NONE, NULL,
+     2},
+    T5_MAT("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", SP_DIM_BUCKETS,
+           SP_DIM_HEADS, SP_ROLE_REL_BIAS, SP_ALWAYS, "enc.relative_attention_bias", 3, 0),
+    T5_SELF(ENC_("0."), 4, 0),
+    T5_GAIN(ENC_("0.layer_norm.weight"), SP_ROLE_LN1_W, "0.ln_self", 8, 0),
+    T5_MLP(ENC_("1."), 9, 0),
+    T5_GAIN(ENC_("1.layer_norm.weight"), SP_ROLE_LN2_W, "0.ln_ff", 13, 0),
+    T5_GAIN("encoder.final_layer_norm.weight", SP_ROLE_ENC_LNF_W, "enc.final_layer_norm", 14, 0),
+    T5_MAT("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", SP_DIM_BUCKETS,
+           SP_DIM_HEADS, SP_ROLE_DEC_REL_BIAS, SP_ALWAYS, "dec.relative_attention_bias", 15, 0),
+    T5_SELF(DEC_("0."), 16, 1),
+    T5_GAIN(DEC_("0.layer_norm.weight"), SP_ROLE_LN1_W, "1.ln_self", 20, 1),
+    T5_ATTN(DEC_("1."), "EncDecAttention", 21, SP_ROLE_XQ_W, SP_ROLE_XK_W, SP_ROLE_XV_W,
+            SP_ROLE_XO_W, 1),
+    T5_GAIN(DEC_("1.layer_norm.weight"), SP_ROLE_LN_CROSS_W, "1.ln_cross", 25, 1),
+    T5_MLP(DEC_("2."), 26, 1),
+    T5_GAIN(DEC_("2.layer_norm.weight"), SP_ROLE_LN2_W, "1.ln_ff", 30, 1),
+    T5_GAIN("decoder.final_layer_norm.weight", SP_ROLE_LNF_W, "dec.final_layer_norm", 31, 0),
+    T5_MAT("lm_head.weight", SP_DIM_VOCAB, SP_DIM_D, SP_ROLE_LM_HEAD, SP_IF_UNTIED, "lm_head", 32,
+           0),
+};
+#undef T5_SELF
+#undef T5_ATTN
+#undef T5_MLP
+#undef T5_GAIN
+#undef T5_MAT
+#undef DEC_
+#undef ENC_
 #undef VEC
 #undef MAT
 
@@ -864,6 +929,22 @@ static const sp__family PHI = {
     .gqa = 1,
     TABLE(PHI_TENSORS),
 };
+
+/* T5: RMS norms (T5LayerNorm) before every sub-layer, relative position buckets, no biases;
+ * the MLP is ReLU or gated-GELU (feed_forward_proj, sp__family_for). The engine runs it in
+ * src/model/t5.c. */
+#define T5(act)                                                                                    \
+    {                                                                                              \
+        .arch = SP_ARCH_T5, .model_type = "t5", .hf_class = "T5ForConditionalGeneration",          \
+        .ctx_key = "n_positions", .name_prefix = NULL, .layer_prefix = "encoder.block.%d.",        \
+        .layout = SP_W_OUT_IN, .norm = SP_NORM_RMSNORM, .block = SP_BLOCK_PRE_NORM,                \
+        .embed = SP_EMBED_PLAIN, .pos = SP_POS_RELATIVE, .qkv = SP_QKV_SEPARATE,                   \
+        .qk_norm = SP_QKNORM_NONE, .mlp = act, .mask = SP_MASK_SEQ2SEQ, .head = SP_HEAD_LM,        \
+        .gqa = 1, TABLE(T5_TENSORS)                                                                \
+    }
+static const sp__family T5_RELU = T5(SP_MLP_RELU);
+static const sp__family T5_GATED = T5(SP_MLP_GEGLU);
+#undef T5
 #undef NEOX
 #undef LLAMA_NORM_MLP
 #undef LLAMA_BLOCK
@@ -901,6 +982,8 @@ const sp__family *sp__family_of(sp_arch a) {
         return &OPT;
     case SP_ARCH_PHI:
         return &PHI;
+    case SP_ARCH_T5:
+        return &T5_RELU;
     }
     return &GPT2; /* not reached for a valid enum value */
 }
@@ -924,6 +1007,8 @@ const sp__family *sp__family_for(const sp_model_config *c) {
     case SP_ARCH_GPT_NEOX:
         if (c->parallel_residual) return c->gelu_exact ? &NEOX : &NEOX_TANH;
         return c->gelu_exact ? &NEOX_SEQUENTIAL : &NEOX_SEQUENTIAL_TANH;
+    case SP_ARCH_T5:
+        return c->ff_gated ? &T5_GATED : &T5_RELU;
     }
     return sp__family_of(c->arch);
 }
@@ -994,6 +1079,10 @@ int64_t sp__dim_size(const sp_model_config *c, sp__dim d) {
         return (int64_t)c->n_ctx + c->pos_offset;
     case SP_DIM_TYPES:
         return c->type_vocab_size;
+    case SP_DIM_BUCKETS:
+        return c->rel_buckets;
+    case SP_DIM_HEADS:
+        return c->n_head;
     }
     return 0;
 }
@@ -1010,6 +1099,10 @@ int sp__tensor_present(const sp__tensor_desc *row, const sp_model_config *c) {
         return c->mlp_bias != 0;
     case SP_IF_UNTIED:
         return !c->tied;
+    case SP_IF_GATED:
+        return c->ff_gated != 0;
+    case SP_IF_NOT_GATED:
+        return !c->ff_gated;
     case SP_NEVER:
         return 0;
     }
@@ -1020,6 +1113,11 @@ int sp__tensor_shape(const sp__tensor_desc *row, const sp_model_config *c, int64
     shape[0] = sp__dim_size(c, row->shape[0]);
     shape[1] = sp__dim_size(c, row->shape[1]);
     return row->shape[1] == SP_DIM_NONE ? 1 : 2;
+}
+
+int sp__tensor_layer(const sp__tensor_desc *row, const sp_model_config *c, int layer) {
+    int decoder = c->arch == SP_ARCH_T5 && strncmp(row->name, "decoder.", 8) == 0;
+    return layer >= 0 && decoder ? c->n_layer + layer : layer;
 }
 
 int sp__tensor_per_layer(const sp__tensor_desc *row) {
@@ -1225,6 +1323,22 @@ static slot role_slot(sp_model *m, int layer, sp__role role) {
         return (slot){&m->head_ln.b, NULL};
     case SP_ROLE_LM_HEAD_B:
         return (slot){&m->lm_head.b, NULL};
+    case SP_ROLE_XQ_W:
+        return (slot){NULL, &y->xq};
+    case SP_ROLE_XK_W:
+        return (slot){NULL, &y->xk};
+    case SP_ROLE_XV_W:
+        return (slot){NULL, &y->xv};
+    case SP_ROLE_XO_W:
+        return (slot){NULL, &y->xo};
+    case SP_ROLE_LN_CROSS_W:
+        return (slot){&y->ln_cross.w, NULL};
+    case SP_ROLE_REL_BIAS:
+        return (slot){&m->rel_bias, NULL};
+    case SP_ROLE_DEC_REL_BIAS:
+        return (slot){&m->dec_rel_bias, NULL};
+    case SP_ROLE_ENC_LNF_W:
+        return (slot){&m->enc_lnf.w, NULL};
     case SP_ROLE_BUFFER:
         break;
     }

@@ -25,8 +25,10 @@ typedef enum sp__norm_kind {
 } sp__norm_kind;
 
 typedef enum sp__pos_kind {
-    SP_POS_LEARNED, /* wpe[position] added to the input embedding */
-    SP_POS_ROTARY,  /* q and k rotated after their projection (HF rotate-half, rope_scaling) */
+    SP_POS_LEARNED,  /* wpe[position] added to the input embedding */
+    SP_POS_ROTARY,   /* q and k rotated after their projection (HF rotate-half, rope_scaling) */
+    SP_POS_RELATIVE, /* a learned bias per head and relative position bucket added to the scores
+                      * (T5; src/model/t5.c) */
 } sp__pos_kind;
 
 typedef enum sp__qkv_kind {
@@ -54,8 +56,10 @@ typedef enum sp__embed_kind {
 
 /* Which keys a query sees. */
 typedef enum sp__mask_kind {
-    SP_MASK_CAUSAL, /* its own position and the ones before it (decoders) */
-    SP_MASK_FULL,   /* every position of its sequence and prefix (encoders: BERT, RoBERTa) */
+    SP_MASK_CAUSAL,  /* its own position and the ones before it (decoders) */
+    SP_MASK_FULL,    /* every position of its sequence and prefix (encoders: BERT, RoBERTa) */
+    SP_MASK_SEQ2SEQ, /* an encoder's (full) and a decoder's (causal, cross-attending): T5, run by
+                      * t5.c; trained on causal LMs' data (no {mask}) */
 } sp__mask_kind;
 
 /* What turns the last block's target rows into logits. */
@@ -125,7 +129,15 @@ typedef enum sp__role {
     SP_ROLE_LNF_B,
     SP_ROLE_LM_HEAD,
     SP_ROLE_LM_HEAD_B, /* the LM head's bias [V] (Phi-2; BERT's and RoBERTa's MLM decoder) */
-    SP_ROLE_BUFFER,    /* a constant some checkpoints store (attention masks, inv_freq): ignored */
+    SP_ROLE_XQ_W,      /* the decoder's cross-attention (T5 EncDecAttention): q, k, v, o */
+    SP_ROLE_XK_W,
+    SP_ROLE_XV_W,
+    SP_ROLE_XO_W,
+    SP_ROLE_LN_CROSS_W,   /* its norm */
+    SP_ROLE_REL_BIAS,     /* the encoder's relative position bias [buckets, heads] (T5 block 0) */
+    SP_ROLE_DEC_REL_BIAS, /* the decoder's */
+    SP_ROLE_ENC_LNF_W,    /* the encoder's final norm (T5; the decoder's is SP_ROLE_LNF_W) */
+    SP_ROLE_BUFFER, /* a constant some checkpoints store (attention masks, inv_freq): ignored */
 } sp__role;
 
 /* A dimension of a tensor's shape, resolved from the configuration (sp__dim_size). */
@@ -139,10 +151,12 @@ typedef enum sp__dim {
     SP_DIM_FF2,  /* 2 d_ff: a gate and an up projection in one */
     SP_DIM_HD,   /* head_dim */
     SP_DIM_VOCAB,
-    SP_DIM_CTX,   /* n_ctx */
-    SP_DIM_POS,   /* n_ctx + cfg.pos_offset: rows of a learned position table (OPT: n_ctx + 2,
-                   * RoBERTa: 514) */
-    SP_DIM_TYPES, /* type_vocab_size */
+    SP_DIM_CTX,     /* n_ctx */
+    SP_DIM_POS,     /* n_ctx + cfg.pos_offset: rows of a learned position table (OPT: n_ctx + 2,
+                     * RoBERTa: 514) */
+    SP_DIM_TYPES,   /* type_vocab_size */
+    SP_DIM_BUCKETS, /* relative_attention_num_buckets (T5) */
+    SP_DIM_HEADS,   /* n_head */
 } sp__dim;
 
 /* When a tensor exists. */
@@ -151,8 +165,10 @@ typedef enum sp__when {
     SP_IF_QKV_BIAS,
     SP_IF_O_BIAS,
     SP_IF_MLP_BIAS,
-    SP_IF_UNTIED, /* the LM head; a tied model's stored copy is known but not read */
-    SP_NEVER,     /* buffers */
+    SP_IF_UNTIED,    /* the LM head; a tied model's stored copy is known but not read */
+    SP_IF_GATED,     /* a gated MLP's second input projection (T5 feed_forward_proj gated-gelu) */
+    SP_IF_NOT_GATED, /* the one input projection of an MLP that is not gated (T5 relu) */
+    SP_NEVER,        /* buffers */
 } sp__when;
 
 /* How init-model fills a tensor (HF's _init_weights). */
@@ -223,6 +239,10 @@ int sp__tensor_present(const sp__tensor_desc *row, const sp_model_config *c);
 int sp__tensor_shape(const sp__tensor_desc *row, const sp_model_config *c, int64_t shape[2]);
 /* The row's name for layer (ignored for model-wide rows) into buf. */
 void sp__tensor_name(const sp__tensor_desc *row, int layer, char *buf, size_t cap);
+/* The index into sp_model.layers of the row's tensor of layer: T5's decoder blocks (its rows
+ * named "decoder.…%d…") are layers[n_layer + l], after the encoder's; -1 stays -1 (model-wide
+ * rows). */
+int sp__tensor_layer(const sp__tensor_desc *row, const sp_model_config *c, int layer);
 /* Whether the row is one of a layer's tensors (its name holds "%d"). */
 int sp__tensor_per_layer(const sp__tensor_desc *row);
 

@@ -118,6 +118,11 @@ static int check_generates(const sp_model *m, sp_error *err) {
                        "generate: %s is a masked language model (bidirectional attention), not a "
                        "causal one: it scores a {mask} position and does not generate text",
                        sp_arch_model_type(m->cfg.arch));
+    case SP_MASK_SEQ2SEQ:
+        return sp_fail(err,
+                       "generate: %s (encoder-decoder) generation is not implemented yet; "
+                       "train, eval and predict run it",
+                       sp_arch_model_type(m->cfg.arch));
     }
     return 0;
 }

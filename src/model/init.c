@@ -82,6 +82,9 @@ static int check_options(const char *dir, const sp_init_options *o, int n_tensor
                        "%s: n_head = %d must be a multiple of n_kv_head = %d and head_dim = %d "
                        "even",
                        dir, c->n_head, sp_config_kv_heads(c), sp_config_head_dim(c));
+    if (c->arch == SP_ARCH_T5 && sp_config_kv_heads(c) != c->n_head)
+        return sp_fail(err, "%s: n_kv_head = %d: t5 has no grouped-query heads (n_head %d)", dir,
+                       sp_config_kv_heads(c), c->n_head);
     int rot = sp_config_rotary_dim(c);
     if (rot % 2 != 0 || rot > sp_config_head_dim(c))
         return sp_fail(err, "%s: rotary_dim = %d, expected an even number up to head_dim = %d", dir,
@@ -534,6 +537,40 @@ static json_t *encoder_config(const sp_init_options *o) {
     return r;
 }
 
+/* Keys as transformers writes them for T5ForConditionalGeneration (sorted; n_positions as the
+ * published t5-small keeps it). */
+static json_t *t5_config(const sp_init_options *o) {
+    const sp_model_config *c = &o->cfg;
+    json_t *r = json_object();
+    json_object_set_new(r, "architectures", json_pack("[s]", sp__family_of(c->arch)->hf_class));
+    json_object_set_new(r, "classifier_dropout", json_real(0.0));
+    json_object_set_new(r, "d_ff", json_integer(c->d_ff));
+    json_object_set_new(r, "d_kv", json_integer(sp_config_head_dim(c)));
+    json_object_set_new(r, "d_model", json_integer(c->d_model));
+    json_object_set_new(r, "decoder_start_token_id", json_integer(c->decoder_start));
+    json_object_set_new(r, "dense_act_fn", json_string(c->ff_gated ? "gelu_new" : "relu"));
+    json_object_set_new(r, "dropout_rate", short_real(0.1f));
+    json_object_set_new(r, "eos_token_id", json_integer(c->vocab_size > 1 ? 1 : 0));
+    json_object_set_new(r, "feed_forward_proj", json_string(c->ff_gated ? "gated-gelu" : "relu"));
+    json_object_set_new(r, "initializer_factor", json_real(1.0));
+    json_object_set_new(r, "is_encoder_decoder", json_true());
+    json_object_set_new(r, "is_gated_act", json_boolean(c->ff_gated));
+    json_object_set_new(r, "layer_norm_epsilon", short_real(c->ln_eps));
+    json_object_set_new(r, "model_type", json_string(sp_arch_model_type(c->arch)));
+    json_object_set_new(r, "n_positions", json_integer(c->n_ctx));
+    json_object_set_new(r, "num_decoder_layers", json_integer(c->n_layer));
+    json_object_set_new(r, "num_heads", json_integer(c->n_head));
+    json_object_set_new(r, "num_layers", json_integer(c->n_layer));
+    json_object_set_new(r, "pad_token_id", json_integer(c->decoder_start));
+    json_object_set_new(r, "relative_attention_max_distance", json_integer(c->rel_max_distance));
+    json_object_set_new(r, "relative_attention_num_buckets", json_integer(c->rel_buckets));
+    json_object_set_new(r, "tie_word_embeddings", json_boolean(c->tied));
+    json_object_set_new(r, "torch_dtype", json_string(torch_dtype(o->dtype)));
+    json_object_set_new(r, "use_cache", json_true());
+    json_object_set_new(r, "vocab_size", json_integer(c->vocab_size));
+    return r;
+}
+
 static json_t *family_config(const sp_init_options *o) {
     switch (o->cfg.arch) {
     case SP_ARCH_GPT2:
@@ -564,6 +601,8 @@ static json_t *family_config(const sp_init_options *o) {
     case SP_ARCH_BERT:
     case SP_ARCH_ROBERTA:
         return encoder_config(o);
+    case SP_ARCH_T5:
+        return t5_config(o);
     }
     return NULL;
 }

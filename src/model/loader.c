@@ -302,6 +302,7 @@ static int take_row(void *ctx, const sp__tensor_desc *row, int layer) {
         return row->when == SP_IF_UNTIED ? skip(k->L, name, k->err) : 0;
     int64_t shape[2];
     int ndim = sp__tensor_shape(row, &m->cfg, shape);
+    layer = sp__tensor_layer(row, &m->cfg, layer); /* the decoder's blocks follow (T5) */
     sp_linear *lin = ndim == 2 ? sp__model_linear(m, layer, row->role) : NULL;
     int bf16 = lin && k->L->weights == SP_WEIGHTS_BF16;
     const void *data;
@@ -336,7 +337,7 @@ static int matrix_dtype(void *ctx, const sp__tensor_desc *row, int layer) {
     sp_model *m = k->L->m;
     int64_t shape[2];
     if (!sp__tensor_present(row, &m->cfg) || sp__tensor_shape(row, &m->cfg, shape) != 2 ||
-        !sp__model_linear(m, layer, row->role))
+        !sp__model_linear(m, sp__tensor_layer(row, &m->cfg, layer), row->role))
         return 0;
     char name[160];
     sp__tensor_name(row, layer, name, sizeof name);
@@ -362,11 +363,12 @@ static int take_all(loader *L, sp_error *err) {
     sp_model *m = L->m;
     const sp_model_config *c = &m->cfg;
     const sp__family *f = sp__family_of(c->arch);
+    int n_blocks = c->arch == SP_ARCH_T5 ? 2 * c->n_layer : c->n_layer; /* encoder, decoder */
     L->owned_cap = f->n_tensors * (c->n_layer + 1);
     m->store->owned = calloc((size_t)L->owned_cap, sizeof *m->store->owned);
     m->store->src_lin = calloc((size_t)L->owned_cap, sizeof *m->store->src_lin);
     m->store->src_tensor = calloc((size_t)L->owned_cap, sizeof *m->store->src_tensor);
-    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
+    m->layers = calloc((size_t)n_blocks, sizeof *m->layers);
     if (!m->store->owned || !m->store->src_lin || !m->store->src_tensor || !m->layers)
         return sp_fail(err, "%s: out of memory", m->dir);
     take_ctx k = {L, err};
@@ -456,6 +458,8 @@ static int positions(sp_model *m, sp_error *err) {
         return 0;
     case SP_POS_ROTARY:
         return rope_frequencies(m, err);
+    case SP_POS_RELATIVE: /* T5's biases are tensors */
+        return 0;
     }
     return 0;
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/t5.h"
 #include "model/worker.h"
 #include "softprompt/generate.h"
 
@@ -148,6 +149,7 @@ static size_t aux_ff(const sp__family *f, const sp__dims *z) {
 
 static size_t rotary(const sp__family *f, const sp__dims *z) {
     switch (f->pos) {
+    case SP_POS_RELATIVE: /* T5: its own buffers (t5.c) */
     case SP_POS_LEARNED:
         return 0;
     case SP_POS_ROTARY:
@@ -316,6 +318,7 @@ static size_t table_bytes(const sp_model *m, const sp__dims *z, int backward) {
 
 size_t sp_model_activation_bytes(const sp_model *m, size_t n_tokens, size_t n_targets,
                                  int max_len) {
+    if (m->cfg.arch == SP_ARCH_T5) return sp__t5_activation_bytes(m, n_tokens, n_targets, max_len);
     sp__dims z = model_dims(m, n_tokens, n_targets, max_len, 0);
     return table_bytes(m, &z, 1);
 }
@@ -366,6 +369,7 @@ sp_worker *sp_worker_new(const sp_model *m) {
 void sp_worker_free(sp_worker *w) {
     if (!w) return;
     for (int i = 0; i < SP_N_ACT; i++) free(w->buf[i]);
+    sp__t5_work_free(w->t5);
     free(w->acts);
     free(w);
 }
@@ -373,7 +377,7 @@ void sp_worker_free(sp_worker *w) {
 size_t sp_worker_bytes(const sp_worker *w) {
     size_t total = 0;
     for (int i = 0; i < SP_N_ACT; i++) total += w->cap[i] * sizeof(float);
-    return total;
+    return total + sp__t5_work_bytes(w->t5);
 }
 
 const sp_model *sp_worker_model(const sp_worker *w) {

@@ -138,6 +138,7 @@ struct sp_worker {
     sp__dims z;           /* of the batch being run */
     sp__layer_acts *acts; /* [L] */
     sp__scratch s;
+    struct sp__t5_work *t5; /* a T5 model's buffers (t5.c), allocated by its first run */
 };
 
 /* Sizes the buffers for batch b behind n_past key/value prefix rows (forward, and backward when

@@ -99,6 +99,14 @@ static void hash_family(sp__h64 *h, const sp_model *m) {
         sp__h64_i64(h, c->pos_offset);
         sp__h64_i64(h, c->type_vocab_size);
         return;
+    case SP_ARCH_T5: /* the buckets, the MLP, the decoder's first input; d_kv below */
+        sp__h64_str(h, "t5");
+        sp__h64_i64(h, sp_config_head_dim(c));
+        sp__h64_i64(h, c->rel_buckets);
+        sp__h64_i64(h, c->rel_max_distance);
+        sp__h64_i64(h, c->ff_gated);
+        sp__h64_i64(h, c->decoder_start);
+        return;
     }
 }
 
@@ -109,6 +117,7 @@ static void hash_rotary(sp__h64 *h, const sp_model *m) {
     case SP_ARCH_BERT:
     case SP_ARCH_ROBERTA:
     case SP_ARCH_OPT:
+    case SP_ARCH_T5:
         return;
     case SP_ARCH_LLAMA:
     case SP_ARCH_QWEN2:
@@ -151,6 +160,7 @@ static int hash_row(void *ctx, const sp__tensor_desc *row, int layer) {
     int64_t shape[2];
     int ndim = sp__tensor_shape(row, c, shape);
     size_t n = (size_t)(ndim == 1 ? shape[0] : shape[0] * shape[1]);
+    layer = sp__tensor_layer(row, c, layer); /* T5's decoder blocks follow the encoder's */
     const float *f = sp__model_tensor(k->m, layer, row->role);
     if (f) {
         hash_floats(k->h, row->fp_name, f, n);

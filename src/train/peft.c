@@ -111,8 +111,15 @@ static const char *peft_task(const sp_model *m) {
         return "CAUSAL_LM";
     case SP_MASK_FULL:
         return "FEATURE_EXTRACTION";
+    case SP_MASK_SEQ2SEQ:
+        return "SEQ_2_SEQ_LM";
     }
     return "CAUSAL_LM";
+}
+
+/* PEFT's num_transformer_submodules: 2 for SEQ_2_SEQ_LM (PeftModel's default), else 1. */
+static int peft_submodules(const sp_model *m) {
+    return strcmp(peft_task(m), "SEQ_2_SEQ_LM") == 0 ? 2 : 1;
 }
 
 int sp_peft_export(const char *dir, const float *prompt, int n_prompt, const sp_model *m,
@@ -122,13 +129,21 @@ int sp_peft_export(const char *dir, const float *prompt, int n_prompt, const sp_
     if (!prompt || n_prompt < 1 || d < 1)
         return sp_fail(err, "%s: cannot export an empty prompt (%d x %d)", dir, n_prompt, d);
     const char *init = peft_init(init_name, init_text);
+    /* seq2seq: PEFT's tensor is [num_virtual_tokens x 2, d], the encoder's rows then the
+     * decoder's; PeftModelForSeq2SeqLM's prompt tuning (PEFT >= 0.4.0) prepends only the first
+     * num_virtual_tokens to the encoder's inputs_embeds and never reads the others, which are
+     * written as zeros (nothing trained them) */
+    int sub = peft_submodules(m);
+    float *rows = sub > 1 ? calloc((size_t)n_prompt * sub * (size_t)d, sizeof *rows) : NULL;
+    if (sub > 1 && !rows) return sp_fail(err, "%s: out of memory", dir);
+    if (rows) memcpy(rows, prompt, (size_t)n_prompt * (size_t)d * sizeof *rows);
     json_t *cfg = json_object();
     if (cfg) {
         json_object_set_new(cfg, "peft_type", json_string("PROMPT_TUNING"));
         json_object_set_new(cfg, "task_type", json_string(peft_task(m)));
         json_object_set_new(cfg, "num_virtual_tokens", json_integer(n_prompt));
         json_object_set_new(cfg, "token_dim", json_integer(d));
-        json_object_set_new(cfg, "num_transformer_submodules", json_integer(1));
+        json_object_set_new(cfg, "num_transformer_submodules", json_integer(sub));
         json_object_set_new(cfg, "num_attention_heads", json_integer(m->cfg.n_head));
         json_object_set_new(cfg, "num_layers", json_integer(m->cfg.n_layer));
         json_object_set_new(cfg, "prompt_tuning_init", json_string(init));
@@ -136,7 +151,10 @@ int sp_peft_export(const char *dir, const float *prompt, int n_prompt, const sp_
                             str_or_null(strcmp(init, "TEXT") == 0 ? init_text : NULL));
         json_object_set_new(cfg, "tokenizer_name_or_path", json_null());
     }
-    return write_adapter(dir, prompt, n_prompt, d, m, base_model, init_name, cfg, err);
+    int rc = write_adapter(dir, rows ? rows : prompt, n_prompt * sub, d, m, base_model, init_name,
+                           cfg, err);
+    free(rows);
+    return rc;
 }
 
 int sp_peft_export_prefix(const char *dir, const float *prefix, int n_prefix, const sp_model *m,

@@ -63,8 +63,12 @@ static const char *method_hint(const char *type) {
 }
 
 /* peft_type PROMPT_TUNING, task_type CAUSAL_LM, FEATURE_EXTRACTION (masked LMs: the prompt
- * prepended to inputs_embeds alike) or unset, one transformer submodule. */
-static int check_method(json_t *cfg, const char *path, sp_error *err) {
+ * prepended to inputs_embeds alike) or unset, one transformer submodule; or SEQ_2_SEQ_LM
+ * (T5) prompt tuning, whose num_transformer_submodules is 2 by PEFT's default: the tensor holds
+ * num_virtual_tokens rows per stack, and PeftModelForSeq2SeqLM (since PEFT 0.4.0) prepends only
+ * the first num_virtual_tokens, the encoder's, to inputs_embeds. *sub: the rows per prompt row
+ * the tensor holds (1 or 2). */
+static int check_method(json_t *cfg, const char *path, int *sub, sp_error *err) {
     char buf[64];
     json_t *type = json_object_get(cfg, "peft_type");
     if (!json_is_string(type))
@@ -77,26 +81,36 @@ static int check_method(json_t *cfg, const char *path, sp_error *err) {
                        "PREFIX_TUNING adapters only (%s)",
                        path, printable(t, buf), method_hint(t));
     json_t *task = json_object_get(cfg, "task_type");
-    if (task && !json_is_null(task) &&
+    int seq2seq = json_is_string(task) && strcmp(json_string_value(task), "SEQ_2_SEQ_LM") == 0;
+    if (task && !json_is_null(task) && !seq2seq &&
         (!json_is_string(task) || (strcmp(json_string_value(task), "CAUSAL_LM") != 0 &&
                                    strcmp(json_string_value(task), "FEATURE_EXTRACTION") != 0)))
         return sp_fail(err,
                        "%s: task_type is \"%s\": softprompt runs causal language models "
-                       "(CAUSAL_LM) and masked LMs (FEATURE_EXTRACTION); a prompt trained for "
-                       "another task or architecture is not one for them",
+                       "(CAUSAL_LM), masked LMs (FEATURE_EXTRACTION) and T5 (SEQ_2_SEQ_LM); a "
+                       "prompt trained for another task or architecture is not one for them",
                        path, json_is_string(task) ? printable(json_string_value(task), buf) : "?");
-    int sub;
-    if (config_int(cfg, "num_transformer_submodules", 0, &sub, path, err)) return -1;
-    if (sub > 1)
+    if (config_int(cfg, "num_transformer_submodules", 0, sub, path, err)) return -1;
+    if (seq2seq) {
+        if (strcmp(t, "PROMPT_TUNING") != 0)
+            return sp_fail(err,
+                           "%s: %s for SEQ_2_SEQ_LM: softprompt reads encoder-decoder (T5) "
+                           "prompts of PROMPT_TUNING only",
+                           path, t);
+        if (*sub == 0) *sub = 2; /* PEFT's default for SEQ_2_SEQ_LM */
+        if (*sub <= 2) return 0;
+    }
+    if (*sub == 0) *sub = 1;
+    if (*sub > 1)
         return sp_fail(err,
                        "%s: num_transformer_submodules is %d: the adapter holds a prompt for each "
                        "of %d stacks (encoder-decoder models); softprompt runs decoder-only "
                        "causal LMs (1)",
-                       path, sub, sub);
+                       path, *sub, *sub);
     return 0;
 }
 
-static int read_config(const char *path, sp_prompt_file *pf, int *token_dim, int *prefix,
+static int read_config(const char *path, sp_prompt_file *pf, int *token_dim, int *prefix, int *sub,
                        sp_error *err) {
     struct stat st;
     if (stat(path, &st) != 0)
@@ -114,7 +128,7 @@ static int read_config(const char *path, sp_prompt_file *pf, int *token_dim, int
         return sp_fail(err, "%s: invalid JSON: %s (line %d, column %d)", path, je.text, je.line,
                        je.column);
     int rc = json_is_object(cfg) ? 0 : sp_fail(err, "%s: not a JSON object", path);
-    if (rc == 0) rc = check_method(cfg, path, err);
+    if (rc == 0) rc = check_method(cfg, path, sub, err);
     if (rc == 0)
         *prefix =
             strcmp(json_string_value(json_object_get(cfg, "peft_type")), "PREFIX_TUNING") == 0;
@@ -163,9 +177,10 @@ static int check_tensor_names(const sp_st_file *f, sp_error *err) {
                    f->path, extra > 1 ? "s" : "", names);
 }
 
-/* prompt_embeddings [num_virtual_tokens, token_dim], floating point, finite as float32. */
+/* prompt_embeddings [num_virtual_tokens x sub, token_dim], floating point, finite as float32;
+ * the first num_virtual_tokens rows are the prompt (the encoder's, when sub is 2). */
 static int read_tensor(const sp_st_file *f, sp_prompt_file *pf, int token_dim, int prefix_layers,
-                       sp_error *err) {
+                       int sub, sp_error *err) {
     int width = prefix_layers ? prefix_layers * 2 * token_dim : token_dim;
     const sp_st_tensor *t = sp_st_find(f, ADAPTER_TENSOR);
     if (!t)
@@ -178,15 +193,16 @@ static int read_tensor(const sp_st_file *f, sp_prompt_file *pf, int token_dim, i
         t->shape[1] > SP_CKPT_PROMPT_MAX_DIM || (size_t)t->numel > SP_CKPT_PROMPT_MAX_ELEMS)
         return sp_fail(err, "%s: tensor \"" ADAPTER_TENSOR "\" has an invalid shape [%lld, %lld]",
                        f->path, (long long)t->shape[0], (long long)t->shape[1]);
-    if (t->shape[0] != pf->n_prompt || (token_dim && t->shape[1] != width))
+    if (t->shape[0] != (int64_t)pf->n_prompt * sub || (token_dim && t->shape[1] != width))
         return sp_fail(err,
                        "%s: tensor \"" ADAPTER_TENSOR
-                       "\" is [%lld, %lld] but adapter_config.json says num_virtual_tokens %d, "
+                       "\" is [%lld, %lld] but adapter_config.json says num_virtual_tokens %d%s, "
                        "token_dim %d%s",
                        f->path, (long long)t->shape[0], (long long)t->shape[1], pf->n_prompt,
-                       token_dim,
+                       sub > 1 ? " x num_transformer_submodules 2" : "", token_dim,
                        prefix_layers ? " (PREFIX_TUNING: rows of num_layers x 2 x token_dim)" : "");
-    size_t n = (size_t)t->numel, cols = (size_t)t->shape[1];
+    /* the encoder's rows: the decoder's copy (sub 2) is not read by PEFT's prompt tuning */
+    size_t n = (size_t)pf->n_prompt * (size_t)t->shape[1], cols = (size_t)t->shape[1];
     pf->d = (int)t->shape[1];
     pf->prompt = malloc(n * sizeof(float));
     if (!pf->prompt) return sp_fail(err, "%s: out of memory", f->path);
@@ -229,13 +245,13 @@ int sp__peft_read(const char *st_path, sp_prompt_file *pf, sp_error *err) {
     }
     snprintf(pf->config_path, n, "%s/adapter_config.json", dir);
     free(dir);
-    int token_dim = 0, prefix = 0;
-    if (read_config(pf->config_path, pf, &token_dim, &prefix, err)) return -1;
+    int token_dim = 0, prefix = 0, sub = 1;
+    if (read_config(pf->config_path, pf, &token_dim, &prefix, &sub, err)) return -1;
     sp_st_file f;
     if (sp_st_open(&f, st_path, err)) return -1;
     int rc = check_tensor_names(&f, err);
     /* a prefix's rows are [L 2 token_dim] wide */
-    if (rc == 0) rc = read_tensor(&f, pf, token_dim, prefix ? pf->num_layers : 0, err);
+    if (rc == 0) rc = read_tensor(&f, pf, token_dim, prefix ? pf->num_layers : 0, sub, err);
     sp_st_close(&f);
     if (rc == 0 && prefix) rc = to_prefix(pf, err);
     return rc;

@@ -5,13 +5,14 @@
 # SP_TRAIN_ARCH=llama runs all of it on a Llama-family model (test_train_llama.sh);
 # SP_TRAIN_INIT adds init-model options (a family's own: --sliding-window); SP_TRAIN_QUICK=1 stops
 # after learning, evaluation and the rank-count / --deterministic runs (test_train_mistral.sh);
+# SP_TRAIN_BF16_BOUND loosens the sanity bound between BF16- and float32-weight losses (T5);
 # SP_TRAIN_SYNTH=mask writes the masked-LM form of the task (a mask token after the key, the
 # answer scored there: test_train_bert.sh, test_train_roberta.sh).
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 
 arch=(--arch "${SP_TRAIN_ARCH:-gpt2}")
-case ${SP_TRAIN_ARCH:-gpt2} in gpt2 | gpt_neox | bert | roberta) ;; *) arch+=(--kv-heads 2) ;; esac
+case ${SP_TRAIN_ARCH:-gpt2} in gpt2 | gpt_neox | bert | roberta | t5) ;; *) arch+=(--kv-heads 2) ;; esac
 read -r -a init_extra <<< "${SP_TRAIN_INIT:-}"
 arch+=("${init_extra[@]}")
 "$SP_CLI" init-model "${arch[@]}" --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 \
@@ -52,7 +53,25 @@ python3 -c 'import json; a=json.load(open("best.json")); b=json.load(open("best-
 grep -q '"peft_type": "PROMPT_TUNING"' best-adapter/adapter_config.json || fail "adapter_config.json is not PEFT's"
 # PEFT's task type: a masked LM's prompt goes through PeftModelForFeatureExtraction
 task=CAUSAL_LM; [[ -z ${SP_TRAIN_SYNTH:-} ]] || task=FEATURE_EXTRACTION
+[[ ${SP_TRAIN_ARCH:-} != t5 ]] || task=SEQ_2_SEQ_LM
 grep -q "\"task_type\": \"$task\"" best-adapter/adapter_config.json || fail "adapter task_type is not $task"
+if [[ $task == SEQ_2_SEQ_LM ]]; then # PEFT's [num_virtual_tokens x 2, d]: the encoder's rows, then zeros
+  python3 - best-adapter <<'PY' || fail "the T5 adapter is not PEFT's two-stack prompt"
+import json, struct, sys
+d = sys.argv[1]
+cfg = json.load(open(d + "/adapter_config.json"))
+assert cfg["num_transformer_submodules"] == 2, cfg
+raw = open(d + "/adapter_model.safetensors", "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+t = json.loads(raw[8:8 + n])["prompt_embeddings"]
+P, dim = cfg["num_virtual_tokens"], cfg["token_dim"]
+assert t["shape"] == [2 * P, dim], t
+a, b = t["data_offsets"]
+vals = struct.unpack("<%df" % (2 * P * dim), raw[8 + n + a:8 + n + b])
+assert any(vals[:P * dim]) and not any(vals[P * dim:]), "encoder rows trained, decoder rows zero"
+print("ok: T5 adapter: prompt_embeddings [%d, %d], num_transformer_submodules 2" % (2 * P, dim))
+PY
+fi
 ok "eval reads checkpoints and PEFT adapters; export writes best.h5 as an adapter"
 
 # --- rank counts and micro-batches: same losses; --deterministic: bitwise same prompt ---------
@@ -85,7 +104,8 @@ same_file b1/adapter/adapter_model.safetensors bt/adapter/adapter_model.safetens
 [[ "$(losses b1/metrics.jsonl)" == "$(losses b3/metrics.jsonl)" ]] || fail "bf16 --deterministic losses differ"
 ! cmp -s b1/adapter/adapter_model.safetensors d1/adapter/adapter_model.safetensors ||
   fail "--weights bf16 trained the same prompt as float32 weights: BF16 did not run"
-close_losses b1/metrics.jsonl d1/metrics.jsonl 0.1 "bf16 vs f32 weights (the model rounded: a sanity bound)"
+close_losses b1/metrics.jsonl d1/metrics.jsonl "${SP_TRAIN_BF16_BOUND:-0.1}" \
+  "bf16 vs f32 weights (the model rounded: a sanity bound)"
 ok "--weights bf16 --deterministic: bitwise identical for 1, 2 and 3 ranks and 2 threads"
 [[ -z ${SP_TRAIN_QUICK:-} ]] || exit 0
 

@@ -441,11 +441,17 @@ START_TEST(init_model_qwen2_and_bad_llama_flags) {
     ck_assert_int_eq(r.rc, 2);
     tu_assert_has(r.err, "--kv-heads '5': expected a divisor of --heads 12");
     tu_cli_free(&r);
-    const char *bad_arch[] = {"init-model", "--arch", "t5", dir, NULL};
+    const char *bad_arch[] = {"init-model", "--arch", "mt5", dir, NULL};
     r = tu_cli_run(bad_arch);
     ck_assert_int_eq(r.rc, 2);
-    tu_assert_has(r.err, "--arch 't5': expected gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2, "
-                         "gemma3_text, gpt_neox, phi3, opt, phi, bert or roberta");
+    tu_assert_has(r.err,
+                  "--arch 'mt5': expected gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2, "
+                  "gemma3_text, gpt_neox, phi3, opt, phi, bert, roberta or t5");
+    tu_cli_free(&r);
+    const char *t5_kv[] = {"init-model", "--arch", "t5", "--kv-heads", "6", dir, NULL};
+    r = tu_cli_run(t5_kv);
+    ck_assert_int_eq(r.rc, 2);
+    tu_assert_has(r.err, "--kv-heads '6': expected --heads 12: t5 has no grouped-query heads");
     tu_cli_free(&r);
     const char *bad_shape[] = {"init-model", "--shape", "gpt5", dir, NULL};
     r = tu_cli_run(bad_shape);

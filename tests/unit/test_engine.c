@@ -262,11 +262,11 @@ static void check_fd(sp_worker *w, const sp_batch *b, const sp_pass *pass, float
     free(u);
 }
 
-/* Compares the engine's prompt gradient on the test batch with finite differences. */
-static void check_model_gradient(test_model *t, uint64_t seed) {
+/* Compares the engine's prompt gradient on batch b with finite differences. */
+static void check_batch_gradient(test_model *t, const sp_batch *bp, uint64_t seed) {
     int d = t->m.cfg.d_model;
     sp_worker *w = sp_worker_new(&t->m);
-    sp_batch b = test_batch();
+    sp_batch b = *bp;
     size_t n = (size_t)P * d;
     float *prompt = malloc(n * sizeof *prompt), *grad = calloc(n, sizeof *grad);
     sp_rng r;
@@ -279,6 +279,12 @@ static void check_model_gradient(test_model *t, uint64_t seed) {
     check_fd(w, &b, &pass, prompt, grad, n, (size_t)d, "prompt", &r);
     free(prompt), free(grad);
     sp_worker_free(w);
+}
+
+/* The same on the test batch. */
+static void check_model_gradient(test_model *t, uint64_t seed) {
+    sp_batch b = test_batch();
+    check_batch_gradient(t, &b, seed);
 }
 
 static void check_gradient(int L, int d, int H, int F, uint64_t seed) {
@@ -590,6 +596,96 @@ static void make_bert(test_model *t, int L, int d, int H, int F, int V, int ctx,
     }
     ck_assert_ptr_eq(c, t->mem + total);
 }
+
+/* T5: an encoder and a decoder of L blocks each (RMS norms, relative position buckets, no
+ * biases, ReLU or gated-GELU), heads of hd columns (H hd != d allowed), tied or untied head. */
+static void make_t5(test_model *t, int L, int d, int H, int hd, int F, int gated, int tied,
+                    uint64_t seed) {
+    enum { V = 37, NB = 8 };
+    memset(t, 0, sizeof *t);
+    sp_model *m = &t->m;
+    m->cfg = (sp_model_config){.arch = SP_ARCH_T5,
+                               .n_layer = L,
+                               .d_model = d,
+                               .n_head = H,
+                               .n_kv_head = H,
+                               .head_dim = hd,
+                               .d_ff = F,
+                               .vocab_size = V,
+                               .n_ctx = 64,
+                               .ln_eps = 1e-6f,
+                               .tied = tied,
+                               .rel_buckets = NB,
+                               .rel_max_distance = 20,
+                               .ff_gated = gated,
+                               .decoder_start = 0};
+    size_t qd = (size_t)H * hd, mlp = (size_t)(gated ? 3 : 2) * F * d;
+    size_t enc = 4 * qd * d + 2 * (size_t)d + mlp, dec = enc + 4 * qd * d + d;
+    size_t total = (size_t)V * d * (tied ? 1 : 2) + 2 * (size_t)NB * H + 2 * (size_t)d +
+                   (size_t)L * (enc + dec);
+    t->mem = malloc(total * sizeof(float));
+    float *c = t->mem, *p;
+    sp_rng r;
+    sp_rng_seed(&r, seed);
+    float ws = 1.0f / sqrtf((float)d);
+    m->wte = p = take(&c, (size_t)V * d), fill(p, (size_t)V * d, &r, 0, 1.0f);
+    m->rel_bias = p = take(&c, (size_t)NB * H), fill(p, (size_t)NB * H, &r, 0, 1.0f);
+    m->dec_rel_bias = p = take(&c, (size_t)NB * H), fill(p, (size_t)NB * H, &r, 0, 1.0f);
+    m->enc_lnf.w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
+    m->lnf.w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
+    p = tied ? (float *)m->wte : take(&c, (size_t)V * d);
+    if (!tied) fill(p, (size_t)V * d, &r, 0, 1.0f);
+    m->lm_head = lin(p, NULL, d, V, SP_W_OUT_IN);
+    m->layers = calloc(2 * (size_t)L, sizeof *m->layers);
+    for (int l = 0; l < 2 * L; l++) {
+        sp_layer *y = &m->layers[l];
+        sp_linear *proj[8] = {&y->q, &y->k, &y->v, &y->o, &y->xq, &y->xk, &y->xv, &y->xo};
+        for (int k = 0; k < (l < L ? 4 : 8); k++) {
+            int out = k % 4 == 3 ? d : (int)qd, in = k % 4 == 3 ? (int)qd : d;
+            p = take(&c, qd * d), fill(p, qd * d, &r, 0, (k % 4 < 2 ? 1.5f : 1) * ws);
+            *proj[k] = lin(p, NULL, in, out, SP_W_OUT_IN);
+        }
+        y->ln1.w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
+        y->ln2.w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
+        if (l >= L) y->ln_cross.w = p = take(&c, d), fill(p, d, &r, 1, 0.2f);
+        sp_linear *mats[3] = {&y->mlp_in, &y->mlp_up, &y->mlp_out};
+        for (int k = gated ? 0 : 1; k < 3; k++) {
+            int in = k == 2 ? F : d, out = k == 2 ? d : F;
+            p = take(&c, (size_t)F * d), fill(p, (size_t)F * d, &r, 0, 2 / sqrtf((float)in));
+            *mats[gated || k != 1 ? k : 0] = lin(p, NULL, in, out, SP_W_OUT_IN);
+        }
+    }
+    ck_assert_ptr_eq(c, t->mem + total);
+}
+
+/* T5's batch: soft tokens only in the encoder's part (up to a sequence's first target); a
+ * classification example (seq 0), a target of three tokens behind soft tokens in four places
+ * (seq 1), two targets with an unscored one between them (seq 2). */
+static const int32_t T5_START[] = {0, 7, 19, 24};
+static const int32_t T5_TOKENS[] = {
+    SP_SOFT(0), SP_SOFT(1), SP_SOFT(2), SP_SOFT(3), 5,          11, 2,                 /* seq 0 */
+    7,          SP_SOFT(2), 9,          SP_SOFT(0), SP_SOFT(1), 4,  4, 20, SP_SOFT(0), /* seq 1 */
+    13,         3,          1,                          /* its decoder input */
+    8,          6,          30,         2,          17, /* seq 2 */
+};
+static const int32_t T5_TARGET_POS[] = {6, 16, 17, 18, 21, 23};
+static const int32_t T5_TARGET_IDS[] = {3, 4, 20, 13, 1, 17};
+
+/* Finite differences of T5's prompt gradient: through cross-attention into the encoder. */
+START_TEST(test_fd_t5) {
+    static const struct {
+        int L, d, H, hd, F, gated, tied;
+    } shapes[] = {{2, 24, 2, 8, 32, 1, 0}, {1, 16, 2, 8, 24, 1, 1}, {2, 16, 4, 4, 40, 0, 1}};
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        test_model t;
+        make_t5(&t, shapes[i].L, shapes[i].d, shapes[i].H, shapes[i].hd, shapes[i].F,
+                shapes[i].gated, shapes[i].tied, 60 + i);
+        sp_batch b = {3, T5_START, T5_TOKENS, 6, T5_TARGET_POS, T5_TARGET_IDS, NULL, NULL};
+        check_batch_gradient(&t, &b, 60 + i);
+        free_model(&t);
+    }
+}
+END_TEST
 
 /* Finite differences of the masked LMs' prompt gradient (and of a key/value prefix's). */
 START_TEST(test_fd_bert) {
@@ -1218,6 +1314,7 @@ Suite *engine_suite(void) {
     tcase_add_test(tc, test_fd_qwen3_qk_norm);
     tcase_add_test(tc, test_fd_gemma);
     tcase_add_test(tc, test_fd_bert);
+    tcase_add_test(tc, test_fd_t5);
     tcase_add_test(tc, test_fd_gemma2);
     tcase_add_test(tc, test_fd_gemma3);
     tcase_add_test(tc, test_fd_neox);

@@ -551,6 +551,9 @@ START_TEST(real_configs) {
         {"phi-3-mini-4k", 3821079552, 2047, 96, 0, NULL},
         {"phi-2", 2779683840, 0, 80, 0, NULL},
         {"opt-125m", 125239296, 0, 64, 1, "LayerNorm (eps 1e-05), learned positions, ReLU MLP"},
+        {"flan-t5-base", 247577856, 0, 64, 0, NULL}, /* gated-GELU, untied */
+        {"t5-small", 60506624, 0, 64, 1,
+         "RMSNorm (eps 1e-06), relative position bias (32 buckets, max distance 128), ReLU MLP"},
         {"pythia-160m", 162322944, 0, 64, 0,
          "LayerNorm (eps 1e-05), rotary theta 10000 on 16 of 64 columns per head, GELU (erf) "
          "MLP, q/k/v biases, output projection bias, MLP biases"},
@@ -573,6 +576,10 @@ START_TEST(real_configs) {
             ck_assert(c.window_pattern == 2 && sp_config_layer_window(&c, 0) == 4096 &&
                       sp_config_layer_window(&c, 1) == 0 && c.attn_softcap == 50.0f &&
                       c.logit_softcap == 30.0f && c.query_scale == 1.0 / 16);
+        if (c.arch == SP_ARCH_T5) /* T5Config's buckets; the decoder starts with pad (0) */
+            ck_assert(c.rel_buckets == 32 && c.rel_max_distance == 128 && c.decoder_start == 0 &&
+                      c.ff_gated == (strcmp(cases[i].name, "flan-t5-base") == 0) &&
+                      c.n_ctx == 512 && c.ln_eps == 1e-6f);
         if (c.arch == SP_ARCH_PHI) /* 0.4 of head_dim 80 */
             ck_assert(c.rotary_dim == 32 && c.rope_theta == 10000);
         if (c.arch == SP_ARCH_GPT_NEOX) /* Pythia: parallel, erf GELU, a quarter of each head */
@@ -664,6 +671,19 @@ START_TEST(real_configs_refuse_unsupported_options) {
         {"gemma-2b", "hidden_act", "\"relu\"", "unsupported hidden_act 'relu'"},
         {"mistral-7b-v0.1", "sliding_window", "0",
          "key 'sliding_window' is 0, expected an integer from 1"},
+        {"flan-t5-base", "feed_forward_proj", "\"gated-silu\"",
+         "unsupported feed_forward_proj 'gated-silu' (supported: relu, gated-gelu)"},
+        {"t5-small", "feed_forward_proj", "\"gelu\"",
+         "unsupported feed_forward_proj 'gelu' (supported: relu, gated-gelu)"},
+        {"flan-t5-base", "num_decoder_layers", "6",
+         "num_decoder_layers = 6 differs from num_layers = 12: not implemented"},
+        {"flan-t5-base", "dense_act_fn", "\"gelu\"", "unsupported dense_act_fn 'gelu'"},
+        {"flan-t5-base", "is_gated_act", "false", "is_gated_act = false is unsupported"},
+        {"t5-small", "is_encoder_decoder", "false", "is_encoder_decoder = false is unsupported"},
+        {"t5-small", "relative_attention_max_distance", "4",
+         "relative_attention_num_buckets = 32 with relative_attention_max_distance = 4"},
+        {"t5-small", "decoder_start_token_id", "32128",
+         "key 'decoder_start_token_id' is 32128, expected an integer from 0 to 32127"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char src[512], *path = tu_path(tu_dir, "config.json");
@@ -896,8 +916,8 @@ static const broken BROKEN[] = {
      ": n_embd = 16 is not divisible by n_head = 3", NULL},
     {"cli_config_invalid_json", 1, write_config, NULL, "{\"n_layer\": 2,", AT_CONFIG,
      ": invalid JSON", NULL},
-    {"cli_unsupported_model_type", 1, edit_config_key, "model_type", "\"t5\"", AT_CONFIG,
-     ": unsupported model_type 't5'", "\"gpt2\", \"llama\", \"qwen2\""},
+    {"cli_unsupported_model_type", 1, edit_config_key, "model_type", "\"mt5\"", AT_CONFIG,
+     ": unsupported model_type 'mt5'", "\"gpt2\", \"llama\", \"qwen2\""},
     /* A RoBERTa config without model_type is not taken for a GPT-2 one missing its keys. */
     {"cli_config_without_model_type", 1, write_config, NULL,
      "{\"architectures\": [\"RobertaForMaskedLM\"], \"hidden_size\": 768, "

@@ -31,8 +31,8 @@ START_TEST(adapters_are_validated_against_their_config) {
          "(PREFIX_TUNING: rows of num_layers x 2 x token_dim)"},
         {"ctl", "peft_type", json_string("P\033[31mX"), "peft_type is \"P?[31mX\""},
         {"notype", "peft_type", NULL, "missing \"peft_type\""},
-        {"seq2seq", "task_type", json_string("SEQ_2_SEQ_LM"),
-         "task_type is \"SEQ_2_SEQ_LM\": softprompt runs causal language models (CAUSAL_LM)"},
+        {"seqcls", "task_type", json_string("SEQ_CLS"),
+         "task_type is \"SEQ_CLS\": softprompt runs causal language models (CAUSAL_LM)"},
         {"two", "num_transformer_submodules", json_integer(2),
          "num_transformer_submodules is 2: the adapter holds a prompt for each of 2 stacks"},
         {"rows", "num_virtual_tokens", json_integer(NP + 1),
@@ -120,8 +120,43 @@ START_TEST(adapter_tensors_are_checked) {
 }
 END_TEST
 
+/* T5's SEQ_2_SEQ_LM adapters as PEFT writes them: num_transformer_submodules 2 (or null, PEFT's
+ * default for the task) and [num_virtual_tokens x 2, d], of which the first num_virtual_tokens
+ * rows (the encoder's, the only ones PEFT's prompt tuning reads) are the prompt; a tensor of one
+ * stack, and prefix tuning for the task, are refused. */
+START_TEST(seq2seq_adapters_read_the_encoder_rows) {
+    char *model = tu_tiny_gpt2("model", 1);
+    char *good = tu_write_adapter("good", model, NP, "random", NULL);
+    float rows[2 * NP * DM];
+    for (int i = 0; i < 2 * NP * DM; i++) rows[i] = i < NP * DM ? 0.01f * (float)i : 99.0f;
+    sp_st_out t = {.name = "prompt_embeddings", .dtype = SP_DTYPE_F32, .ndim = 2, .data = rows};
+    t.shape[0] = 2 * NP, t.shape[1] = DM;
+    for (int null_sub = 0; null_sub < 2; null_sub++) {
+        char *dir = tu_copy_adapter(good, null_sub ? "s2s-null" : "s2s");
+        tu_edit_adapter_config(dir, "task_type", json_string("SEQ_2_SEQ_LM"));
+        tu_edit_adapter_config(dir, "num_transformer_submodules",
+                               null_sub ? json_null() : json_integer(2));
+        tu_write_adapter_tensors(dir, &t, 1);
+        sp_prompt_file pf = tu_prompt_load_ok(dir, NP, DM);
+        for (int i = 0; i < NP * DM; i++) ck_assert_float_eq(pf.prompt[i], rows[i]);
+        sp_prompt_file_free(&pf);
+        free(dir);
+    }
+    char *one = tu_copy_adapter(good, "s2s-one-stack");
+    tu_edit_adapter_config(one, "task_type", json_string("SEQ_2_SEQ_LM"));
+    tu_edit_adapter_config(one, "num_transformer_submodules", json_null());
+    tu_prompt_load_fails(one, one,
+                         "is [4, 16] but adapter_config.json says num_virtual_tokens 4 x "
+                         "num_transformer_submodules 2, token_dim 16");
+    tu_edit_adapter_config(one, "peft_type", json_string("PREFIX_TUNING"));
+    tu_prompt_load_fails(one, one, "PREFIX_TUNING for SEQ_2_SEQ_LM: softprompt reads");
+    free(model), free(good), free(one);
+}
+END_TEST
+
 int main(void) {
     const TTest *tests[] = {adapters_are_validated_against_their_config,
-                            adapter_tensors_are_checked, NULL};
+                            adapter_tensors_are_checked, seq2seq_adapters_read_the_encoder_rows,
+                            NULL};
     return tu_main("peft_read", tests, NULL, NULL);
 }

@@ -1,0 +1,45 @@
+/* The T5 encoder-decoder (internal; t5.c): sp_engine_run and sp_engine_validate hand a T5 model's
+ * batches here.
+ *
+ * A T5 batch is the engine's packed layout (softprompt/engine.h) read as seq2seq: in each
+ * sequence, the positions up to and including its first target are the encoder's input (soft
+ * tokens anywhere among them); the decoder's input is decoder_start_token_id, then the tokens
+ * after the first target, up to the last target. The target at packed position p is scored at
+ * decoder position p - first target: the decoder's output there against the target id. So the
+ * layout a causal LM is trained on (template, then the target tokens, each target at the position
+ * before its token) is HF's T5 labels path (decoder input = the labels shifted right behind the
+ * start token), and a classification example (one target, at the template's last position)
+ * scores the verbalizer at the first decoder position. A sequence without targets contributes
+ * nothing. */
+#ifndef SP_MODEL_T5_H
+#define SP_MODEL_T5_H
+
+#include <stddef.h>
+
+#include "softprompt/engine.h"
+
+struct sp_worker;
+typedef struct sp__t5_work sp__t5_work;
+
+/* T5's checks beyond the engine's common ones: no key/value prefix; per sequence with targets
+ * an encoder input of at most n_positions, a decoder input (the target span) of at most
+ * n_positions, no soft token in the decoder's input. -1 with a message naming the sequence. */
+int sp__t5_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass, sp_error *err);
+
+/* sp_engine_run for a T5 model (validated already). */
+int sp__t5_run(struct sp_worker *w, const sp_batch *b, const sp_pass *pass, double *loss_sum,
+               sp_error *err);
+
+/* Bytes a T5 run allocates for n_tokens packed tokens, n_targets targets and sequences of at
+ * most max_len tokens (an upper bound of every batch of those sizes: every token counted in the
+ * encoder and in the decoder). */
+size_t sp__t5_activation_bytes(const sp_model *m, size_t n_tokens, size_t n_targets, int max_len);
+void sp__t5_work_free(sp__t5_work *t);
+/* Bytes t holds (0 for NULL). */
+size_t sp__t5_work_bytes(const sp__t5_work *t);
+
+/* HF's _relative_position_bucket of rel = key position - query position, in float32 as
+ * transformers computes it: bidirectional (the encoder) or causal (the decoder). */
+int sp__t5_bucket(int rel, int bidirectional, int num_buckets, int max_distance);
+
+#endif
