@@ -40,8 +40,10 @@ typedef enum sp_arch {
                        * partial rotary, biases everywhere, a head with a bias */
     SP_ARCH_BERT,     /* BertForMaskedLM: bidirectional post-LN encoder, MLM head */
     SP_ARCH_ROBERTA,  /* RobertaForMaskedLM: BERT with positions from padding_idx + 1 */
+    SP_ARCH_BLOOM,    /* BloomForCausalLM: embedding LayerNorm, ALiBi, q/k/v interleaved per head,
+                       * tanh GELU */
 } sp_arch;
-#define SP_N_ARCH (SP_ARCH_ROBERTA + 1) /* keep at the last value + 1 */
+#define SP_N_ARCH (SP_ARCH_BLOOM + 1) /* keep at the last value + 1 */
 
 /* config.json's model_type of a family ("gpt2", "llama", "qwen2", "mistral", "qwen3"). */
 const char *sp_arch_model_type(sp_arch a);
@@ -86,6 +88,8 @@ typedef struct sp_model_config {
                               * int(head_dim * rotary_pct)); 0: all of head_dim */
     int parallel_residual;   /* x + attn(norm1(x)) + mlp(norm2(x)) (use_parallel_residual) */
     int gelu_exact;          /* the MLP's GELU is the erf one (hidden_act "gelu"), not tanh's */
+    int residual_from_norm;  /* the residual of attention and of the MLP is their norm's output,
+                              * not its input (BLOOM's apply_residual_connection_post_layernorm) */
 } sp_model_config;
 
 static inline int sp_config_kv_heads(const sp_model_config *c) {
@@ -178,6 +182,7 @@ typedef struct sp_model {
     float
         *rope_inv_freq; /* [head_dim / 2] rotary frequencies after rope_scaling (rotary families) */
     float *rope_inv_freq_local; /* [head_dim / 2] those of windowed layers (rope_local_theta) */
+    float *alibi_slopes;        /* [n_head] ALiBi slopes (BLOOM; sp__alibi_slopes) */
 
     /* Provenance and memory accounting (for `softprompt info` and fingerprints). */
     char *dir;

@@ -74,12 +74,13 @@ static const shape SHAPES[] = {
     {"phi-2", SP_ARCH_PHI, 32, 2560, 32, 32, 10240, 51200, 2048, 0, 10000, 1e-5, 0, 0},
     {"opt-125m", SP_ARCH_OPT, 12, 768, 12, 12, 3072, 50272, 2048, 1, 0, 1e-5, 0, 0},
     {"phi-4-mini", SP_ARCH_PHI3, 32, 3072, 24, 8, 8192, 200064, 131072, 1, 10000, 1e-5, 0, 262144},
+    {"bloom-560m", SP_ARCH_BLOOM, 24, 1024, 16, 16, 4096, 250880, 2048, 1, 0, 1e-5, 0, 0},
 };
 #define SHAPE_NAMES                                                                                \
     "gpt2, gpt2-medium, distilgpt2, smollm2-135m, smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, "    \
     "llama-3.2-1b, mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b, gemma-3-270m, "              \
     "gemma-3-1b, pythia-160m, pythia-410m, phi-3-mini-4k, phi-2, opt-125m, phi-4-mini, "           \
-    "bert-base-uncased or roberta-base"
+    "bert-base-uncased, roberta-base or bloom-560m"
 
 /* What a family's config always sets (Qwen2's q/k/v biases). */
 static void family_options(sp_model_config *c) {
@@ -116,6 +117,9 @@ static void family_options(sp_model_config *c) {
         return;
     case SP_ARCH_ROBERTA: /* one token type, positions from padding_idx (1) + 1 */
         c->qkv_bias = 0, c->type_vocab_size = 1, c->pos_offset = 2;
+        return;
+    case SP_ARCH_BLOOM: /* a bias on every linear */
+        c->qkv_bias = c->o_bias = c->mlp_bias = 1;
         return;
     }
 }
@@ -200,6 +204,9 @@ static const char *parse_arch(void *args, const char *arg) {
     case SP_ARCH_ROBERTA:
         c->tied = 1, c->rope_theta = 0, c->ln_eps = 1e-5f;
         break;
+    case SP_ARCH_BLOOM: /* BloomConfig's defaults */
+        c->tied = 1, c->rope_theta = 0, c->ln_eps = 1e-5f;
+        break;
     }
     return NULL;
 }
@@ -211,11 +218,11 @@ static const sp__flag FLAGS[] = {
                   "mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b,\n"
                   "gemma-3-270m, gemma-3-1b, pythia-160m, pythia-410m,\n"
                   "phi-3-mini-4k, phi-4-mini, opt-125m, phi-2,\n"
-                  "bert-base-uncased, roberta-base",
+                  "bert-base-uncased, roberta-base, bloom-560m",
                   .order = -2),
     SP_OPT_CUSTOM("arch", AT(cfg.arch), "A", parse_arch,
                   "gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2,\n"
-                  "gemma3_text, gpt_neox, phi3, opt, phi, bert or roberta\n"
+                  "gemma3_text, gpt_neox, phi3, opt, phi, bert, roberta or\nbloom"
                   "(default gpt2, or the shape's)",
                   .order = -1),
     SP_OPT_INT("layers", AT(cfg.n_layer), "N", 1, 1024, "transformer blocks (default 12)"),
@@ -236,6 +243,9 @@ static const sp__flag FLAGS[] = {
     SP_OPT_SWITCH("sequential", AT(cfg.parallel_residual), 0,
                   "gpt_neox: MLP after attention (use_parallel_residual\nfalse)"),
     SP_OPT_SWITCH("gelu-tanh", AT(cfg.gelu_exact), 0, "gpt_neox: hidden_act gelu_new (tanh GELU)"),
+    SP_OPT_SWITCH("norm-residual", AT(cfg.residual_from_norm), 1,
+                  "bloom: residuals from the norms' outputs\n"
+                  "(apply_residual_connection_post_layernorm true)"),
     SP_OPT_INT("d-ff", AT(cfg.d_ff), "N", 1, 1 << 20,
                "MLP width (default 4 x d; llama, qwen2: 8/3 x d rounded\nup to a multiple of 64)"),
     SP_OPT_INT("vocab", AT(cfg.vocab_size), "N", 1, 1 << 24, "vocabulary size (default 50257)"),
@@ -266,7 +276,8 @@ static const sp__flag_spec SPEC = {
              "(config.json, model.safetensors or shards + index) for tests and benchmarks:\n"
              "GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM,\n"
              "Qwen3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM,\n"
-             "GPTNeoXForCausalLM, Phi3ForCausalLM, OPTForCausalLM or PhiForCausalLM.\n"
+             "GPTNeoXForCausalLM, Phi3ForCausalLM, OPTForCausalLM, PhiForCausalLM or\n"
+             "BloomForCausalLM.\n"
              "Defaults are GPT-2 124M's shape; --shape starts from another real model's shape,\n"
              "and the other options change it.\n",
     .flags = FLAGS,
@@ -338,6 +349,8 @@ static int parse_args(int argc, char **argv, sp_init_options *o, const char **ou
         snprintf(v, sizeof v, "%d", o->cfg.rotary_dim);
         return sp__flag_bad(CMD, "--rotary-dim", v, "only with --arch gpt_neox, phi3 or phi");
     }
+    if (o->cfg.residual_from_norm && o->cfg.arch != SP_ARCH_BLOOM)
+        return sp__flag_bad(CMD, "--norm-residual", "given", "only with --arch bloom");
     *out_dir = pos[0];
     return -1;
 }

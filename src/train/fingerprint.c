@@ -99,6 +99,11 @@ static void hash_family(sp__h64 *h, const sp_model *m) {
         sp__h64_i64(h, c->pos_offset);
         sp__h64_i64(h, c->type_vocab_size);
         return;
+    case SP_ARCH_BLOOM: /* the block's residual and the ALiBi slopes */
+        sp__h64_str(h, "bloom");
+        sp__h64_i64(h, c->residual_from_norm);
+        hash_floats(h, "alibi_slopes", m->alibi_slopes, (size_t)c->n_head);
+        return;
     }
 }
 
@@ -109,6 +114,7 @@ static void hash_rotary(sp__h64 *h, const sp_model *m) {
     case SP_ARCH_BERT:
     case SP_ARCH_ROBERTA:
     case SP_ARCH_OPT:
+    case SP_ARCH_BLOOM:
         return;
     case SP_ARCH_LLAMA:
     case SP_ARCH_QWEN2:

@@ -396,7 +396,7 @@ START_TEST(init_model_qwen2_and_bad_llama_flags) {
     r = tu_cli_run(bad_arch);
     ck_assert_int_eq(r.rc, 2);
     tu_assert_has(r.err, "--arch 't5': expected gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2, "
-                         "gemma3_text, gpt_neox, phi3, opt, phi, bert or roberta");
+                         "gemma3_text, gpt_neox, phi3, opt, phi, bert, roberta or bloom");
     tu_cli_free(&r);
     const char *bad_shape[] = {"init-model", "--shape", "gpt5", dir, NULL};
     r = tu_cli_run(bad_shape);

@@ -33,10 +33,10 @@ START_TEST(every_arch_has_a_family) {
     ck_assert_str_eq(sp__arch_supported_quoted(),
                      "\"gpt2\", \"llama\", \"qwen2\", \"mistral\", \"qwen3\", \"gemma\", "
                      "\"gemma2\", \"gemma3_text\", \"gpt_neox\", \"phi3\", \"opt\", \"phi\", "
-                     "\"bert\", \"roberta\"");
+                     "\"bert\", \"roberta\", \"bloom\"");
     ck_assert_str_eq(sp__arch_supported_plain(),
                      "gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2, gemma3_text, gpt_neox, "
-                     "phi3, opt, phi, bert or roberta");
+                     "phi3, opt, phi, bert, roberta or bloom");
 }
 END_TEST
 
@@ -188,6 +188,9 @@ static char *write_model(const char *name, sp_arch a, uint64_t seed) {
     if (a == SP_ARCH_OPT)                        /* enable_bias, position 0 at row 2 */
         o.cfg.qkv_bias = o.cfg.o_bias = o.cfg.mlp_bias = 1, o.cfg.pos_offset = 2;
     if (a == SP_ARCH_PHI) o.cfg.rotary_dim = 4;
+    if (a == SP_ARCH_BLOOM) /* BloomMLP's 4 d, biases everywhere, residuals from the norms */
+        o.cfg.d_ff = 96, o.cfg.qkv_bias = o.cfg.o_bias = o.cfg.mlp_bias = 1,
+        o.cfg.residual_from_norm = 1;
     o.seed = seed, o.random_norms = 1, o.std = 0.2f;
     char *dir = tu_path(tu_dir, name);
     sp_error err = {0};
