@@ -520,7 +520,9 @@ START_TEST(greedy_matches_float64_reference) {
         "mistral_l2_h4_kv2_d32_window5_f32",
         "qwen3_l3_h2_kv1_d32_attnbias_kvprefix4_sharded3_bf16",
         "gemma2_l2_h2_kv1_d24_hd12_attnbias_kvprefix3_sharded2_bf16",
-        "mistral_l2_h4_kv1_d24_window6_kvprefix3_tied_sharded2_bf16"};
+        "mistral_l2_h4_kv1_d24_window6_kvprefix3_tied_sharded2_bf16",
+        "bloom_l2_h6_d48_tied_f32",
+        "bloom_l3_h4_d32_normres_untied_kvprefix3_sharded2_bf16"};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char *dir = tu_path(SP_FIXTURES_DIR "/ref", cases[c]), *js = tu_path(dir, "generate.json");
         json_error_t je;
