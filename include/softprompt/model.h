@@ -42,8 +42,10 @@ typedef enum sp_arch {
     SP_ARCH_ROBERTA,  /* RobertaForMaskedLM: BERT with positions from padding_idx + 1 */
     SP_ARCH_T5,       /* T5ForConditionalGeneration: encoder-decoder, relative position buckets,
                        * RMS norms, ReLU or gated-GELU, cross-attention (src/model/t5.c) */
+    SP_ARCH_BLOOM,    /* BloomForCausalLM: embedding LayerNorm, ALiBi, q/k/v interleaved per head,
+                       * tanh GELU */
 } sp_arch;
-#define SP_N_ARCH (SP_ARCH_T5 + 1) /* keep at the last value + 1 */
+#define SP_N_ARCH (SP_ARCH_BLOOM + 1) /* keep at the last value + 1 */
 
 /* config.json's model_type of a family ("gpt2", "llama", "qwen2", "mistral", "qwen3"). */
 const char *sp_arch_model_type(sp_arch a);
@@ -94,6 +96,8 @@ typedef struct sp_model_config {
     int rel_max_distance; /* relative_attention_max_distance */
     int ff_gated;         /* feed_forward_proj "gated-gelu": gelu_new(wi_0 x) * wi_1 x; else ReLU */
     int decoder_start;    /* decoder_start_token_id: the decoder's first input */
+    int residual_from_norm; /* the residual of attention and of the MLP is their norm's output,
+                             * not its input (BLOOM's apply_residual_connection_post_layernorm) */
 } sp_model_config;
 
 static inline int sp_config_kv_heads(const sp_model_config *c) {
@@ -192,6 +196,7 @@ typedef struct sp_model {
     float
         *rope_inv_freq; /* [head_dim / 2] rotary frequencies after rope_scaling (rotary families) */
     float *rope_inv_freq_local; /* [head_dim / 2] those of windowed layers (rope_local_theta) */
+    float *alibi_slopes;        /* [n_head] ALiBi slopes (BLOOM; sp__alibi_slopes) */
 
     /* Provenance and memory accounting (for `softprompt info` and fingerprints). */
     char *dir;

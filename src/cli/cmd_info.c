@@ -223,6 +223,10 @@ static void print_block(const sp_model *m) {
         snprintf(pos, sizeof pos, "relative position bias (%d buckets, max distance %d)",
                  c->rel_buckets, c->rel_max_distance);
         break;
+    case SP_POS_ALIBI:
+        snprintf(pos, sizeof pos, "ALiBi (slopes %.9g .. %.9g)", (double)m->alibi_slopes[0],
+                 (double)m->alibi_slopes[c->n_head - 1]);
+        break;
     }
     int qkv, o, mlp;
     char window[96];
@@ -246,6 +250,10 @@ static void print_block(const sp_model *m) {
                c->tied ? " (output x d_model^-0.5)" : "");
     if (f->block == SP_BLOCK_PARALLEL)
         printf("%-14sx + attention(norm1(x)) + MLP(norm2(x))\n", "parallel");
+    if (f->block == SP_BLOCK_NORM_RESIDUAL)
+        printf("%-14snorm1(x) + attention(norm1(x)), then norm2(.) + MLP(norm2(.))\n", "residual");
+    if (f->embed == SP_EMBED_NORM)
+        printf("%-14sLayerNorm of the inputs (prompt included)\n", "embeddings");
     if (c->attn_softcap > 0 || c->logit_softcap > 0)
         printf("%-14sattention scores %g, logits %g (cap tanh(x / cap))\n", "soft-capping",
                (double)c->attn_softcap, (double)c->logit_softcap);

@@ -77,12 +77,13 @@ static const shape SHAPES[] = {
     {"t5-base", SP_ARCH_T5, 12, 768, 12, 12, 3072, 32128, 512, 1, 0, 1e-6, 64, 0},
     {"flan-t5-small", SP_ARCH_T5, 8, 512, 6, 6, 1024, 32128, 512, 0, 0, 1e-6, 64, 0},
     {"phi-4-mini", SP_ARCH_PHI3, 32, 3072, 24, 8, 8192, 200064, 131072, 1, 10000, 1e-5, 0, 262144},
+    {"bloom-560m", SP_ARCH_BLOOM, 24, 1024, 16, 16, 4096, 250880, 2048, 1, 0, 1e-5, 0, 0},
 };
 #define SHAPE_NAMES                                                                                \
     "gpt2, gpt2-medium, distilgpt2, smollm2-135m, smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, "    \
     "llama-3.2-1b, mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b, gemma-3-270m, "              \
     "gemma-3-1b, pythia-160m, pythia-410m, phi-3-mini-4k, phi-2, opt-125m, phi-4-mini, "           \
-    "bert-base-uncased, roberta-base, t5-small, t5-base or flan-t5-small"
+    "bert-base-uncased, roberta-base, t5-small, t5-base, flan-t5-small or bloom-560m"
 
 /* What a family's config always sets (Qwen2's q/k/v biases). */
 static void family_options(sp_model_config *c) {
@@ -122,6 +123,9 @@ static void family_options(sp_model_config *c) {
         return;
     case SP_ARCH_T5: /* T5Config's buckets; the decoder starts with the pad token, 0 */
         c->qkv_bias = 0, c->rel_buckets = 32, c->rel_max_distance = 128, c->decoder_start = 0;
+        return;
+    case SP_ARCH_BLOOM: /* a bias on every linear */
+        c->qkv_bias = c->o_bias = c->mlp_bias = 1;
         return;
     }
 }
@@ -211,6 +215,9 @@ static const char *parse_arch(void *args, const char *arg) {
     case SP_ARCH_T5: /* T5Config's defaults (feed_forward_proj relu: --gated-gelu for 1.1) */
         c->tied = 1, c->rope_theta = 0, c->ln_eps = 1e-6f;
         break;
+    case SP_ARCH_BLOOM: /* BloomConfig's defaults */
+        c->tied = 1, c->rope_theta = 0, c->ln_eps = 1e-5f;
+        break;
     }
     return NULL;
 }
@@ -223,12 +230,12 @@ static const sp__flag FLAGS[] = {
                   "gemma-3-270m, gemma-3-1b, pythia-160m, pythia-410m,\n"
                   "phi-3-mini-4k, phi-4-mini, opt-125m, phi-2,\n"
                   "bert-base-uncased, roberta-base, t5-small, t5-base,\n"
-                  "flan-t5-small",
+                  "flan-t5-small, bloom-560m",
                   .order = -2),
     SP_OPT_CUSTOM("arch", AT(cfg.arch), "A", parse_arch,
                   "gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2,\n"
-                  "gemma3_text, gpt_neox, phi3, opt, phi, bert, roberta or\n"
-                  "t5"
+                  "gemma3_text, gpt_neox, phi3, opt, phi, bert, roberta,\n"
+                  "t5 or bloom"
                   "(default gpt2, or the shape's)",
                   .order = -1),
     SP_OPT_INT("layers", AT(cfg.n_layer), "N", 1, 1024, "transformer blocks (default 12)"),
@@ -251,6 +258,9 @@ static const sp__flag FLAGS[] = {
     SP_OPT_SWITCH("gelu-tanh", AT(cfg.gelu_exact), 0, "gpt_neox: hidden_act gelu_new (tanh GELU)"),
     SP_OPT_SWITCH("gated-gelu", AT(cfg.ff_gated), 1,
                   "t5: feed_forward_proj gated-gelu (T5 1.1, Flan-T5)"),
+    SP_OPT_SWITCH("norm-residual", AT(cfg.residual_from_norm), 1,
+                  "bloom: residuals from the norms' outputs\n"
+                  "(apply_residual_connection_post_layernorm true)"),
     SP_OPT_INT("d-ff", AT(cfg.d_ff), "N", 1, 1 << 20,
                "MLP width (default 4 x d; llama, qwen2: 8/3 x d rounded\nup to a multiple of 64)"),
     SP_OPT_INT("vocab", AT(cfg.vocab_size), "N", 1, 1 << 24, "vocabulary size (default 50257)"),
@@ -282,7 +292,8 @@ static const sp__flag_spec SPEC = {
              "GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM,\n"
              "Qwen3ForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM,\n"
              "GPTNeoXForCausalLM, Phi3ForCausalLM, OPTForCausalLM, PhiForCausalLM,\n"
-             "BertForMaskedLM, RobertaForMaskedLM or T5ForConditionalGeneration.\n"
+             "BertForMaskedLM, RobertaForMaskedLM, T5ForConditionalGeneration or\n"
+             "BloomForCausalLM.\n"
              "Defaults are GPT-2 124M's shape; --shape starts from another real model's shape,\n"
              "and the other options change it.\n",
     .flags = FLAGS,
@@ -355,6 +366,8 @@ static int parse_args(int argc, char **argv, sp_init_options *o, const char **ou
         snprintf(v, sizeof v, "%d", o->cfg.rotary_dim);
         return sp__flag_bad(CMD, "--rotary-dim", v, "only with --arch gpt_neox, phi3 or phi");
     }
+    if (o->cfg.residual_from_norm && o->cfg.arch != SP_ARCH_BLOOM)
+        return sp__flag_bad(CMD, "--norm-residual", "given", "only with --arch bloom");
     *out_dir = pos[0];
     return -1;
 }

@@ -453,6 +453,43 @@ static int parse_phi(sp_model_config *c, const reader *r) {
     return 0;
 }
 
+/* ---- BLOOM ------------------------------------------------------------------------------- */
+
+/* An integer under one of two names (BloomConfig's attribute_map: num_hidden_layers is n_layer,
+ * num_attention_heads is n_head; n_embed the old name of hidden_size); the first one present. */
+static int get_int_either(const reader *r, const char *key, const char *alias, long long lo,
+                          long long hi, int *out) {
+    if (!json_object_get(r->root, key) && json_object_get(r->root, alias)) key = alias;
+    return get_int(r, key, 1, 0, lo, hi, out);
+}
+
+/* BloomConfig: the MLP is 4 hidden_size wide whatever n_inner says (BloomMLP), biases on every
+ * linear, LayerNorms with layer_norm_epsilon (1e-5), the head tied unless tie_word_embeddings is
+ * false, apply_residual_connection_post_layernorm (false). ALiBi has no position table: the
+ * context is seq_length when the config has it, else 2048 (the length BLOOM was trained at).
+ * pretraining_tp and slow_but_exact only split the same products into slices. */
+static int parse_bloom(sp_model_config *c, const reader *r) {
+    double eps = 1e-5;
+    c->n_ctx = 2048;
+    if (get_int_either(r, "n_layer", "num_hidden_layers", 1, 1024, &c->n_layer) ||
+        get_int_either(r, "hidden_size", "n_embed", 1, 65536, &c->d_model) ||
+        get_int_either(r, "n_head", "num_attention_heads", 1, 65536, &c->n_head) ||
+        get_int(r, "vocab_size", 1, 0, 1, 1 << 24, &c->vocab_size) ||
+        get_int(r, sp__family_of(c->arch)->ctx_key, 0, 1, 1, 1 << 24, &c->n_ctx) ||
+        get_num(r, r->root, "layer_norm_epsilon", 0, 1, &eps))
+        return -1;
+    if (c->d_model % c->n_head != 0)
+        return sp_fail(r->err, "%s: hidden_size = %d is not divisible by n_head = %d", r->path,
+                       c->d_model, c->n_head);
+    c->d_ff = 4 * c->d_model;
+    c->qkv_bias = c->o_bias = c->mlp_bias = 1;
+    c->ln_eps = (float)eps, c->tied = 1;
+    return get_bool(r, "apply_residual_connection_post_layernorm", &c->residual_from_norm) ||
+                   get_bool(r, "tie_word_embeddings", &c->tied)
+               ? -1
+               : 0;
+}
+
 /* ---- BERT, RoBERTa -------------------------------------------------------------------------- */
 
 /* BertConfig / RobertaConfig: an encoder with absolute learned positions (RoBERTa's from
@@ -615,6 +652,9 @@ static int parse_family(sp_model_config *c, reader *r) {
     case SP_ARCH_T5:
         r->needs = "T5 configs need num_layers, d_model, d_kv, d_ff, num_heads, vocab_size";
         return parse_t5(c, r);
+    case SP_ARCH_BLOOM:
+        r->needs = "BLOOM configs need n_layer, hidden_size, n_head, vocab_size";
+        return parse_bloom(c, r);
     }
     return -1;
 }

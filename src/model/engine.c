@@ -173,6 +173,7 @@ static void pre_norm_forward(const sp_worker *w, float *out, float *mean, float 
     case SP_BLOCK_PRE_NORM:
     case SP_BLOCK_SANDWICH:
     case SP_BLOCK_PARALLEL:
+    case SP_BLOCK_NORM_RESIDUAL:
         norm_forward(w, out, mean, rstd, x, p, n);
         return;
     case SP_BLOCK_POST_NORM: /* out is x (the worker points one at the other) */
@@ -187,6 +188,7 @@ static void pre_norm_backward(const sp_worker *w, float *dx, const float *dout, 
     case SP_BLOCK_PRE_NORM:
     case SP_BLOCK_SANDWICH:
     case SP_BLOCK_PARALLEL:
+    case SP_BLOCK_NORM_RESIDUAL:
         norm_backward(w, dx, dout, x, mean, rstd, p, n);
         return;
     case SP_BLOCK_POST_NORM:
@@ -235,6 +237,7 @@ static void positions_prepare(const sp_worker *w, const sp_batch *b, const sp_ge
     switch (w->f->pos) {
     case SP_POS_LEARNED:
     case SP_POS_RELATIVE: /* T5 runs in t5.c */
+    case SP_POS_ALIBI:    /* in the attention kernels */
         return;
     case SP_POS_ROTARY:
         if (seqs) {
@@ -268,6 +271,7 @@ static void positions_qk(const sp_worker *w, float *qkv, const sp_batch *b, int 
     switch (w->f->pos) {
     case SP_POS_LEARNED: /* added to the input embedding instead */
     case SP_POS_RELATIVE:
+    case SP_POS_ALIBI: /* a bias on the scores instead (sp__heads.alibi) */
         return;
     case SP_POS_ROTARY:
         for (int s = 0; s < b->n_seq; s++) {
@@ -405,11 +409,25 @@ typedef struct layer_prefix {
     int layer;
 } layer_prefix;
 
-/* Layer l's heads: its window, soft-cap and query scale. */
+/* The ALiBi slopes of the heads (NULL: the family has other positions). */
+static const float *alibi_of(const sp_worker *w) {
+    switch (w->f->pos) {
+    case SP_POS_LEARNED:
+    case SP_POS_ROTARY:
+    case SP_POS_RELATIVE: /* T5's bias: src/model/t5.c */
+        return NULL;
+    case SP_POS_ALIBI:
+        return w->m->alibi_slopes;
+    }
+    return NULL;
+}
+
+/* Layer l's heads: its window, soft-cap, query scale and ALiBi slopes. */
 static layer_prefix layer_heads(const sp_worker *w, int l) {
     const sp_model_config *c = &w->m->cfg;
     layer_prefix r = {w->z.hs, {NULL, NULL, 0, w->z.kvd}, NULL, NULL, 0, NULL, l};
     r.hs.window = sp_config_layer_window(c, l);
+    r.hs.alibi = alibi_of(w);
     r.hs.softcap = c->attn_softcap, r.hs.scale = (float)c->query_scale;
     switch (w->f->mask) {
     case SP_MASK_CAUSAL:
@@ -596,7 +614,8 @@ static int first_position(const sp_worker *w, const sp_gen_seq *seqs, int s) {
 }
 
 /* BERT's embedding: x0 [N, d] += token_type_embeddings[0], then its LayerNorm (the sum kept in
- * emb for backward); nothing for the other families. Every position is of type 0: a single
+ * emb for backward); BLOOM's: the LayerNorm alone (word_embeddings_layernorm of inputs_embeds,
+ * the prompt's rows too); nothing for the other families. Every position is of type 0: a single
  * sequence, soft tokens included. */
 static void embed_norm_forward(const sp_worker *w, float *x0) {
     const sp_model *m = w->m;
@@ -608,6 +627,11 @@ static void embed_norm_forward(const sp_worker *w, float *x0) {
     case SP_EMBED_TYPES_NORM:
         for (size_t t = 0; t < w->z.N; t++)
             for (size_t j = 0; j < d; j++) w->s.emb[t * d + j] = x0[t * d + j] + m->wtt[j];
+        sp__layernorm_forward(x0, w->s.emb_mean, w->s.emb_rstd, w->s.emb, m->emb_ln.w, m->emb_ln.b,
+                              (int)w->z.N, (int)d, m->cfg.ln_eps);
+        return;
+    case SP_EMBED_NORM:
+        memcpy(w->s.emb, x0, w->z.N * d * sizeof(float));
         sp__layernorm_forward(x0, w->s.emb_mean, w->s.emb_rstd, w->s.emb, m->emb_ln.w, m->emb_ln.b,
                               (int)w->z.N, (int)d, m->cfg.ln_eps);
         return;
@@ -624,6 +648,7 @@ static const float *embed_norm_backward(const sp_worker *w, const float *dx0) {
     case SP_EMBED_SQRT_D:
         return dx0;
     case SP_EMBED_TYPES_NORM:
+    case SP_EMBED_NORM:
         memset(w->s.dln, 0, n * d * sizeof(float));
         sp__layernorm_backward(w->s.dln, dx0, w->s.emb, w->s.emb_mean, w->s.emb_rstd, m->emb_ln.w,
                                (int)n, (int)d);
@@ -650,6 +675,7 @@ static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, cons
     switch (w->f->embed) {
     case SP_EMBED_PLAIN:
     case SP_EMBED_TYPES_NORM: /* after the positions */
+    case SP_EMBED_NORM:
         break;
     case SP_EMBED_SQRT_D: /* every row, the prompt's too (transformers scales inputs_embeds) */
         for (size_t i = 0; i < w->z.N * d; i++) x0[i] *= m->embed_scale;
@@ -667,6 +693,7 @@ static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, cons
         break;
     case SP_POS_ROTARY: /* in every block's q and k */
     case SP_POS_RELATIVE:
+    case SP_POS_ALIBI: /* on every block's attention scores */
         break;
     }
     embed_norm_forward(w, x0);
@@ -682,6 +709,7 @@ static void embed_backward(const sp_worker *w, const float *dx0, const sp_batch 
     switch (w->f->embed) {
     case SP_EMBED_PLAIN:
     case SP_EMBED_TYPES_NORM:
+    case SP_EMBED_NORM:
         break;
     case SP_EMBED_SQRT_D:
         scale = w->m->embed_scale;
@@ -716,6 +744,7 @@ static void project_residual(const sp_worker *w, float *y, const float *residual
     switch (w->f->block) {
     case SP_BLOCK_PRE_NORM:
     case SP_BLOCK_PARALLEL:
+    case SP_BLOCK_NORM_RESIDUAL:
         sp__linear_fwd_residual(y, residual, f, ldf, W, n);
         return;
     case SP_BLOCK_SANDWICH:
@@ -739,6 +768,7 @@ static const float *project_residual_backward(const sp_worker *w, float *dy, con
     switch (w->f->block) {
     case SP_BLOCK_PRE_NORM:
     case SP_BLOCK_PARALLEL:
+    case SP_BLOCK_NORM_RESIDUAL:
         return dy;
     case SP_BLOCK_SANDWICH:
         memset(w->s.dpost, 0, (size_t)n * w->z.d * sizeof(float));
@@ -759,6 +789,7 @@ static int mlp_reads_x(const sp_worker *w) {
     case SP_BLOCK_PRE_NORM:
     case SP_BLOCK_SANDWICH:
     case SP_BLOCK_POST_NORM:
+    case SP_BLOCK_NORM_RESIDUAL:
         return 0;
     case SP_BLOCK_PARALLEL:
         return 1;
@@ -766,8 +797,42 @@ static int mlp_reads_x(const sp_worker *w) {
     return 0;
 }
 
+/* The residual of a step whose norm read x and wrote ln: x, or ln itself (BLOOM's
+ * apply_residual_connection_post_layernorm). */
+static const float *residual_of(const sp_worker *w, const float *x, const float *ln) {
+    switch (w->f->block) {
+    case SP_BLOCK_PRE_NORM:
+    case SP_BLOCK_SANDWICH:
+    case SP_BLOCK_POST_NORM:
+    case SP_BLOCK_PARALLEL:
+        return x;
+    case SP_BLOCK_NORM_RESIDUAL:
+        return ln;
+    }
+    return x;
+}
+
+/* Before a pre-norm's backward: with the residual taken from the norm's output, the gradient dy
+ * [n, d] of the residual goes through the norm too (dln += dy, then dy = 0, the norm's backward
+ * adding its input gradient to it); otherwise nothing. */
+static void residual_backward(const sp_worker *w, float *dln, float *dy, int n) {
+    size_t nd = (size_t)n * w->z.d;
+    switch (w->f->block) {
+    case SP_BLOCK_PRE_NORM:
+    case SP_BLOCK_SANDWICH:
+    case SP_BLOCK_POST_NORM:
+    case SP_BLOCK_PARALLEL:
+        return;
+    case SP_BLOCK_NORM_RESIDUAL:
+        for (size_t i = 0; i < nd; i++) dln[i] += dy[i];
+        memset(dy, 0, nd * sizeof(float));
+        return;
+    }
+}
+
 /* x_next = xmid + mlp(norm2(xmid)),  xmid = x + attention(qkv(norm1(x))) W_o
- * (parallel: x_next = xmid + mlp(norm2(x))).
+ * (parallel: x_next = xmid + mlp(norm2(x)); residual from the norms: xmid = norm1(x) + ..,
+ * x_next = norm2(xmid) + ..).
  * Keys and values need every row, but in the top block only the target rows reach the loss
  * after attention, so from the output projection on it runs on the n_tgt target rows alone,
  * gathered compactly (rows 0..n_tgt-1 of xmid .. x_next; none without targets). Training keeps
@@ -780,10 +845,10 @@ static void block_forward(const sp_worker *w, const sp_layer *p, const sp__layer
     pre_norm_forward(w, a->ln1, a->ln1_mean, a->ln1_rstd, a->x, &p->ln1, n); /* ln1 = norm1(x) */
     qkv_forward(w, p, a, a->qkv, a->ln1, b, pre->hs.window > 0);             /* with positions */
     attention_forward(w, a->atty, a->lse, a->qkv, pre, b); /* behind the layer's prefix */
-    const float *x = a->x, *atty = a->atty;
+    const float *x = residual_of(w, a->x, a->ln1), *atty = a->atty;
     if (top) {
         if (b->n_targets == 0) return; /* the keys and values were all that was needed */
-        gather_targets(s->top_x, a->x, b, (size_t)z->d);
+        gather_targets(s->top_x, x, b, (size_t)z->d);
         gather_targets(s->top_atty, a->atty, b, (size_t)z->qd);
         x = s->top_x, atty = s->top_atty, n = b->n_targets;
     }
@@ -792,8 +857,8 @@ static void block_forward(const sp_worker *w, const sp_layer *p, const sp__layer
                      a->ao_rstd, n);
     pre_norm_forward(w, a->ln2, a->ln2_mean, a->ln2_rstd, mlp_reads_x(w) ? x : a->xmid, &p->ln2, n);
     mlp_act_forward(w, p, a, s->mlp_act, n);
-    project_residual(w, a->x_next, a->xmid, s->mlp_act, z->F, &p->mlp_out, &p->ln_post_ff, a->mo,
-                     a->mo_mean, a->mo_rstd, n);
+    project_residual(w, a->x_next, residual_of(w, a->xmid, a->ln2), s->mlp_act, z->F, &p->mlp_out,
+                     &p->ln_post_ff, a->mo, a->mo_mean, a->mo_rstd, n);
 }
 
 /* On entry the gradient of the loss with respect to x_next: in dx (every row), or for the top
@@ -811,8 +876,10 @@ static void block_backward(const sp_worker *w, const sp_layer *p, const sp__laye
         project_residual_backward(w, dy, &p->ln_post_ff, a->mo, a->mo_mean, a->mo_rstd, n);
     sp__linear_bwd(s->dfc, z->F, dout, z->d, &p->mlp_out, n, 0); /* dact */
     mlp_act_backward(w, p, a, s->dln, s->dfc, s->dup, n);        /* dln2 */
-    if (!mlp_reads_x(w))
+    if (!mlp_reads_x(w)) {
+        residual_backward(w, s->dln, dy, n);
         pre_norm_backward(w, dy, s->dln, a->xmid, a->ln2_mean, a->ln2_rstd, &p->ln2, n);
+    }
     /* xmid = x + atty W_o */
     dout = project_residual_backward(w, dy, &p->ln_post_attn, a->ao, a->ao_mean, a->ao_rstd, n);
     sp__linear_bwd(datty, z->qd, dout, z->d, &p->o, n, 0);
@@ -825,6 +892,7 @@ static void block_backward(const sp_worker *w, const sp_layer *p, const sp__laye
     /* atty = attention(qkv),  qkv = ln1 W_qkv,  ln1 = norm1(x); dx holds dL/dxmid */
     attention_backward(w, s->dqkv, s->datty, a, pre, b);           /* (and the prefix's) */
     qkv_backward(w, p, a, s->dln, s->dqkv, b, pre->hs.window > 0); /* dln1 */
+    residual_backward(w, s->dln, s->dx, (int)z->N);
     pre_norm_backward(w, s->dx, s->dln, a->x, a->ln1_mean, a->ln1_rstd, &p->ln1, (int)z->N);
 }
 

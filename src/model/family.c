@@ -442,6 +442,49 @@ static const sp__tensor_desc PHI_TENSORS[] = {
      18},
 };
 #undef P_
+
+/* BloomForCausalLM: word_embeddings and their LayerNorm, query_key_value writing each head's q, k,
+ * v side by side, dense, dense_h_to_4h / dense_4h_to_h, biases on every linear, ln_f, the head
+ * tied unless tie_word_embeddings is false. Names with or without "transformer." (bloom-560m's
+ * files have none). HF's state dict order. */
+#define B_(name) "h.%d." name
+static const sp__tensor_desc BLOOM_TENSORS[] = {
+    {"word_embeddings.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS, SP_INIT_NORMAL,
+     "wte", 0},
+    {"word_embeddings_layernorm.weight", VEC(SP_DIM_D), SP_ROLE_EMB_LN_W, SP_ALWAYS, SP_INIT_GAIN,
+     "word_embeddings_layernorm.weight", 1},
+    {"word_embeddings_layernorm.bias", VEC(SP_DIM_D), SP_ROLE_EMB_LN_B, SP_ALWAYS, SP_INIT_BIAS,
+     "word_embeddings_layernorm.bias", 2},
+    {B_("input_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN1_W, SP_ALWAYS, SP_INIT_GAIN,
+     "input_layernorm.weight", 3},
+    {B_("input_layernorm.bias"), VEC(SP_DIM_D), SP_ROLE_LN1_B, SP_ALWAYS, SP_INIT_BIAS,
+     "input_layernorm.bias", 4},
+    {B_("self_attention.query_key_value.weight"), MAT(SP_DIM_QKV, SP_DIM_D), SP_ROLE_QKV_W,
+     SP_ALWAYS, SP_INIT_NORMAL, "query_key_value.weight", 5},
+    {B_("self_attention.query_key_value.bias"), VEC(SP_DIM_QKV), SP_ROLE_QKV_B, SP_ALWAYS,
+     SP_INIT_BIAS, "query_key_value.bias", 6},
+    {B_("self_attention.dense.weight"), MAT(SP_DIM_D, SP_DIM_QD), SP_ROLE_O_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "dense.weight", 7},
+    {B_("self_attention.dense.bias"), VEC(SP_DIM_D), SP_ROLE_O_B, SP_ALWAYS, SP_INIT_BIAS,
+     "dense.bias", 8},
+    {B_("post_attention_layernorm.weight"), VEC(SP_DIM_D), SP_ROLE_LN2_W, SP_ALWAYS, SP_INIT_GAIN,
+     "post_attention_layernorm.weight", 9},
+    {B_("post_attention_layernorm.bias"), VEC(SP_DIM_D), SP_ROLE_LN2_B, SP_ALWAYS, SP_INIT_BIAS,
+     "post_attention_layernorm.bias", 10},
+    {B_("mlp.dense_h_to_4h.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_IN_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "dense_h_to_4h.weight", 11},
+    {B_("mlp.dense_h_to_4h.bias"), VEC(SP_DIM_FF), SP_ROLE_MLP_IN_B, SP_ALWAYS, SP_INIT_BIAS,
+     "dense_h_to_4h.bias", 12},
+    {B_("mlp.dense_4h_to_h.weight"), MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_OUT_W, SP_ALWAYS,
+     SP_INIT_NORMAL, "dense_4h_to_h.weight", 13},
+    {B_("mlp.dense_4h_to_h.bias"), VEC(SP_DIM_D), SP_ROLE_MLP_OUT_B, SP_ALWAYS, SP_INIT_BIAS,
+     "dense_4h_to_h.bias", 14},
+    {"ln_f.weight", VEC(SP_DIM_D), SP_ROLE_LNF_W, SP_ALWAYS, SP_INIT_GAIN, "ln_f.weight", 15},
+    {"ln_f.bias", VEC(SP_DIM_D), SP_ROLE_LNF_B, SP_ALWAYS, SP_INIT_BIAS, "ln_f.bias", 16},
+    {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
+     "lm_head", 17},
+};
+#undef B_
 #undef L_
 
 /* BertForMaskedLM, RobertaForMaskedLM: the encoder's rows (under the optional "bert." /
@@ -945,6 +988,20 @@ static const sp__family PHI = {
 static const sp__family T5_RELU = T5(SP_MLP_RELU);
 static const sp__family T5_GATED = T5(SP_MLP_GEGLU);
 #undef T5
+/* BLOOM: the embedding LayerNorm, ALiBi, q/k/v interleaved per head (query_key_value viewed as
+ * [heads, 3, head_dim]), the tanh GELU (bloom_gelu_forward); the block's residual is the norm's
+ * input, or its output with apply_residual_connection_post_layernorm (sp__family_for). */
+#define BLOOM(blk)                                                                                 \
+    {                                                                                              \
+        .arch = SP_ARCH_BLOOM, .model_type = "bloom", .hf_class = "BloomForCausalLM",              \
+        .ctx_key = "seq_length", .name_prefix = "transformer.", .layer_prefix = "h.%d.",           \
+        .layout = SP_W_OUT_IN, .norm = SP_NORM_LAYERNORM, .block = blk, .embed = SP_EMBED_NORM,    \
+        .pos = SP_POS_ALIBI, .qkv = SP_QKV_INTERLEAVED, .qk_norm = SP_QKNORM_NONE,                 \
+        .mlp = SP_MLP_GELU, .gqa = 0, TABLE(BLOOM_TENSORS)                                         \
+    }
+static const sp__family BLOOM = BLOOM(SP_BLOCK_PRE_NORM);
+static const sp__family BLOOM_NORM_RESIDUAL = BLOOM(SP_BLOCK_NORM_RESIDUAL);
+#undef BLOOM
 #undef NEOX
 #undef LLAMA_NORM_MLP
 #undef LLAMA_BLOCK
@@ -984,6 +1041,8 @@ const sp__family *sp__family_of(sp_arch a) {
         return &PHI;
     case SP_ARCH_T5:
         return &T5_RELU;
+    case SP_ARCH_BLOOM:
+        return &BLOOM;
     }
     return &GPT2; /* not reached for a valid enum value */
 }
@@ -1009,6 +1068,8 @@ const sp__family *sp__family_for(const sp_model_config *c) {
         return c->gelu_exact ? &NEOX_SEQUENTIAL : &NEOX_SEQUENTIAL_TANH;
     case SP_ARCH_T5:
         return c->ff_gated ? &T5_GATED : &T5_RELU;
+    case SP_ARCH_BLOOM:
+        return c->residual_from_norm ? &BLOOM_NORM_RESIDUAL : &BLOOM;
     }
     return sp__family_of(c->arch);
 }

@@ -29,6 +29,7 @@ typedef enum sp__pos_kind {
     SP_POS_ROTARY,   /* q and k rotated after their projection (HF rotate-half, rope_scaling) */
     SP_POS_RELATIVE, /* a learned bias per head and relative position bucket added to the scores
                       * (T5; src/model/t5.c) */
+    SP_POS_ALIBI,    /* a bias slope_h (key position - query position) on the scores (BLOOM) */
 } sp__pos_kind;
 
 typedef enum sp__qkv_kind {
@@ -40,11 +41,13 @@ typedef enum sp__qkv_kind {
 
 /* Where a block's norms sit. */
 typedef enum sp__block_kind {
-    SP_BLOCK_PRE_NORM,  /* x + f(norm(x)) for attention and the MLP */
-    SP_BLOCK_SANDWICH,  /* x + norm_post(f(norm_pre(x))) (Gemma 2, 3) */
-    SP_BLOCK_PARALLEL,  /* x + attn(norm1(x)) + mlp(norm2(x)): both read x (GPT-NeoX) */
-    SP_BLOCK_POST_NORM, /* norm_post(x + f(x)) for attention and the MLP (BERT, RoBERTa): no
-                         * norm before either; the post-norms are ln_post_attn and ln_post_ff */
+    SP_BLOCK_PRE_NORM,      /* x + f(norm(x)) for attention and the MLP */
+    SP_BLOCK_SANDWICH,      /* x + norm_post(f(norm_pre(x))) (Gemma 2, 3) */
+    SP_BLOCK_PARALLEL,      /* x + attn(norm1(x)) + mlp(norm2(x)): both read x (GPT-NeoX) */
+    SP_BLOCK_POST_NORM,     /* norm_post(x + f(x)) for attention and the MLP (BERT, RoBERTa): no
+                             * norm before either; the post-norms are ln_post_attn and ln_post_ff */
+    SP_BLOCK_NORM_RESIDUAL, /* norm(x) + f(norm(x)): the residual is the norm's output (BLOOM's
+                             * apply_residual_connection_post_layernorm) */
 } sp__block_kind;
 
 /* What multiplies the input embeddings (prompt rows included). */
@@ -52,6 +55,7 @@ typedef enum sp__embed_kind {
     SP_EMBED_PLAIN,
     SP_EMBED_SQRT_D,     /* sqrt(d_model) rounded to the embedding's stored dtype (Gemma) */
     SP_EMBED_TYPES_NORM, /* + token_type_embeddings[0], then the embedding LayerNorm (BERT) */
+    SP_EMBED_NORM,       /* the embedding LayerNorm, prompt rows included (BLOOM) */
 } sp__embed_kind;
 
 /* Which keys a query sees. */

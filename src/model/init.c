@@ -92,6 +92,9 @@ static int check_options(const char *dir, const sp_init_options *o, int n_tensor
     if (!(c->ln_eps > 0 && c->ln_eps < 1))
         return sp_fail(err, "%s: ln_eps = %g, expected a number in (0, 1)", dir, c->ln_eps);
     if (check_pos_offset(dir, c, err)) return -1;
+    if (c->arch == SP_ARCH_BLOOM && c->d_ff != 4 * c->d_model) /* BloomMLP: no key for it */
+        return sp_fail(err, "%s: d_ff = %d, expected 4 d_model = %d for bloom", dir, c->d_ff,
+                       4 * c->d_model);
     if (o->prefix && !f->name_prefix)
         return sp_fail(err, "%s: the transformer. prefix is GPT-2's naming; %s files use model.*",
                        dir, f->model_type);
@@ -571,6 +574,35 @@ static json_t *t5_config(const sp_init_options *o) {
     return r;
 }
 
+/* Keys as transformers writes them for BloomForCausalLM (sorted); seq_length is the context
+ * softprompt reads (BloomConfig has no key of its own). */
+static json_t *bloom_config(const sp_init_options *o) {
+    const sp_model_config *c = &o->cfg;
+    json_t *r = json_object();
+    json_object_set_new(r, "apply_residual_connection_post_layernorm",
+                        json_boolean(c->residual_from_norm));
+    json_object_set_new(r, "architectures", json_pack("[s]", sp__family_of(c->arch)->hf_class));
+    json_object_set_new(r, "attention_dropout", json_real(0.0));
+    json_object_set_new(r, "bos_token_id", json_integer(c->vocab_size > 1 ? 1 : 0));
+    json_object_set_new(r, "eos_token_id", json_integer(c->vocab_size > 2 ? 2 : 0));
+    json_object_set_new(r, "hidden_dropout", json_real(0.0));
+    json_object_set_new(r, "hidden_size", json_integer(c->d_model));
+    json_object_set_new(r, "initializer_range", short_real(o->std));
+    json_object_set_new(r, "layer_norm_epsilon", short_real(c->ln_eps));
+    json_object_set_new(r, "model_type", json_string(sp_arch_model_type(c->arch)));
+    json_object_set_new(r, "n_head", json_integer(c->n_head));
+    json_object_set_new(r, "n_layer", json_integer(c->n_layer));
+    json_object_set_new(r, "pad_token_id", json_integer(c->vocab_size > 3 ? 3 : 0));
+    json_object_set_new(r, "pretraining_tp", json_integer(1));
+    json_object_set_new(r, "seq_length", json_integer(c->n_ctx));
+    json_object_set_new(r, "slow_but_exact", json_false());
+    json_object_set_new(r, "tie_word_embeddings", json_boolean(c->tied));
+    json_object_set_new(r, "torch_dtype", json_string(torch_dtype(o->dtype)));
+    json_object_set_new(r, "use_cache", json_true());
+    json_object_set_new(r, "vocab_size", json_integer(c->vocab_size));
+    return r;
+}
+
 static json_t *family_config(const sp_init_options *o) {
     switch (o->cfg.arch) {
     case SP_ARCH_GPT2:
@@ -603,6 +635,8 @@ static json_t *family_config(const sp_init_options *o) {
         return encoder_config(o);
     case SP_ARCH_T5:
         return t5_config(o);
+    case SP_ARCH_BLOOM:
+        return bloom_config(o);
     }
     return NULL;
 }

@@ -247,12 +247,34 @@ static int block_keys(const sp__heads *hs, int i0, int rows, int len) {
     return hs->full ? len : i0 + rows;
 }
 
+void sp__alibi_slopes(float *slopes, int n_head) {
+    int p = 1;
+    while (p * 2 <= n_head) p *= 2;
+    double lg = log2((double)p);
+    float base = (float)pow(2.0, -pow(2.0, -(lg - 3.0)));
+    for (int k = 0; k < p; k++) slopes[k] = (float)pow((double)base, k + 1);
+    float extra = (float)pow(2.0, -pow(2.0, -(lg + 1.0 - 3.0)));
+    for (int k = 0; k < n_head - p; k++) slopes[p + k] = (float)pow((double)extra, 2 * k + 1);
+}
+
+/* ALiBi: n scores of the query at position qpos, score c of the key at position first + c, gain
+ * slope (first + c - qpos) (nothing when slope is 0). */
+static void alibi_row(float *s, int n, int first, int qpos, float slope) {
+    if (slope == 0.0f) return;
+    for (int c = 0; c < n; c++) s[c] += slope * (float)(first + c - qpos);
+}
+
+/* Head h's ALiBi slope (0: none). */
+static float alibi_slope(const sp__heads *hs, int h) {
+    return hs->alibi ? hs->alibi[h] : 0.0f;
+}
+
 /* Row r of the block holds scores of query i0 + r against the np past keys and the current keys
  * 0..kend-1 (kend = i0 + rows; row stride np + kend); the past and current keys 0..i0+r are
  * visible, within the window. Turns row r into probabilities (zero past the visible ones) and
  * returns its log-sum-exp through lse[r]. */
 static void block_softmax(float *s, float *lse, int np, int i0, int rows, int kend,
-                          const sp__heads *hs) {
+                          const sp__heads *hs, float slope) {
     int lds = np + kend;
     float cap = hs->softcap;
     for (int r = 0; r < rows; r++) {
@@ -260,6 +282,7 @@ static void block_softmax(float *s, float *lse, int np, int i0, int rows, int ke
         int n = visible_end(hs, np, i0, r, kend), lo = first_visible(n, hs->window);
         if (cap > 0)
             for (int j = lo; j < n; j++) row[j] = cap * tanhf(row[j] / cap);
+        alibi_row(row + lo, n - lo, lo, np + i0 + r, slope);
         float mx = row[lo];
         for (int j = lo + 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
         float sum = sp__exp_shift_sum(row + lo, n - lo, mx);
@@ -313,7 +336,8 @@ void sp__attention_forward(float *out, float *lse, float *scratch, const float *
             /* scratch[rows, np + kend] = scale * Q[i0:kend] [K_past; K[0:kend]]^T, softmax */
             scores(scratch, q + (size_t)i0 * ld, ld, kv.kp, kv.ldp, kv.np, kv.k, ld, rows, kend, hd,
                    scale);
-            block_softmax(scratch, lse + (size_t)h * len + i0, kv.np, i0, rows, kend, hs);
+            block_softmax(scratch, lse + (size_t)h * len + i0, kv.np, i0, rows, kend, hs,
+                          alibi_slope(hs, h));
             /* out[i0:kend, head h] = P_cur V[0:kend] + P_past V_past */
             float *o = out + (size_t)i0 * d + h * hd;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, kend, 1.0f,
@@ -328,7 +352,8 @@ void sp__attention_forward(float *out, float *lse, float *scratch, const float *
 /* dS = scale * P o (dP - D) in place of dp, where P is recomputed from the scores s and the
  * saved lse, and D[r] = dO_r . O_r (= sum_j P_rj dP_rj). s becomes P. Rows as block_softmax's. */
 static void block_softmax_backward(float *s, float *dp, const float *lse, const float *dsum, int np,
-                                   int i0, int rows, int kend, float scale, const sp__heads *hs) {
+                                   int i0, int rows, int kend, float scale, const sp__heads *hs,
+                                   float slope) {
     int lds = np + kend;
     float cap = hs->softcap;
     for (int r = 0; r < rows; r++) {
@@ -340,9 +365,12 @@ static void block_softmax_backward(float *s, float *dp, const float *lse, const 
                 pr[j] = cap * t;
                 dr[j] = scale * (1.0f - t * t) * (dr[j] - dsum[r]);
             }
+            alibi_row(pr + lo, n - lo, lo, np + i0 + r,
+                      slope); /* a constant: no gradient of its own */
             sp__exp_shift(pr + lo, n - lo, lse[r]);
             for (int j = lo; j < n; j++) dr[j] *= pr[j];
         } else {
+            alibi_row(pr + lo, n - lo, lo, np + i0 + r, slope);
             sp__exp_shift(pr + lo, n - lo, lse[r]);
             for (int j = lo; j < n; j++) dr[j] = scale * pr[j] * (dr[j] - dsum[r]);
         }
@@ -397,7 +425,7 @@ void sp__attention_backward(float *dqkv, const sp__kv_grad *dpast, float *scratc
             /* dP[rows, np + kend] = dO [V_past; V[0:kend]]^T */
             scores(dp, dO, d, kv.vp, kv.ldp, kv.np, kv.v, ld, rows, kend, hd, 1.0f);
             block_softmax_backward(s, dp, lse + (size_t)h * len + i0, dsum, kv.np, i0, rows, kend,
-                                   scale, hs);
+                                   scale, hs, alibi_slope(hs, h));
             /* dV[0:kend] += P^T dO,  dQ[i0:kend] = dS K[0:kend],  dK[0:kend] += dS^T Q[i0:kend] */
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kend, hd, rows, 1.0f, s + kv.np,
                         lds, dO, d, 1.0f, dv, ld);
@@ -445,12 +473,13 @@ static void mix_rows(float *o, const float *p, const float *v, int n, int ld, in
     }
 }
 
-/* o [rows, hd] (row stride hd) = softmax(cap(scale q [rows, hd] [Ka; Kb]^T)) [Va; Vb] for the rows
- * of one key/value head: ka, va (na rows, stride lda) and kb, vb (nb rows, stride ldb), columns
- * first_visible(na + nb, window) on (positions: a's rows first). Plain loops: with a handful of
- * query rows (a decode step) BLAS calls cost more than the products. */
+/* o [rows, hd] (row stride hd) = softmax(cap(scale q [rows, hd] [Ka; Kb]^T) + ALiBi) [Va; Vb] for
+ * the rows of one key/value head (query heads h_first..): ka, va (na rows, stride lda) and kb, vb
+ * (nb rows, stride ldb), columns first_visible(na + nb, window) on (positions: a's rows first; the
+ * query is the last). Plain loops: with a handful of query rows (a decode step) BLAS calls cost
+ * more than the products. */
 static void cached_rows(float *o, float *s, const float *q, int rows, const sp__heads *hs,
-                        float scale, const float *ka, const float *va, int na, int lda,
+                        int h_first, float scale, const float *ka, const float *va, int na, int lda,
                         const float *kb, const float *vb, int nb, int ldb) {
     int hd = hs->hd, lo = first_visible(na + nb, hs->window);
     int a0 = lo < na ? lo : na, b0 = lo > na ? lo - na : 0; /* the first visible rows */
@@ -465,6 +494,8 @@ static void cached_rows(float *o, float *s, const float *q, int rows, const sp__
     if (hs->softcap > 0)
         for (size_t j = 0; j < (size_t)rows * n; j++)
             s[j] = hs->softcap * tanhf(s[j] / hs->softcap);
+    for (int r = 0; r < rows; r++) /* column c is at position lo + c, the query at na + nb - 1 */
+        alibi_row(s + (size_t)r * n, n, lo, na + nb - 1, alibi_slope(hs, h_first + r));
     dense_softmax(s, rows, n);
     for (int r = 0; r < rows; r++) {
         const float *sr = s + (size_t)r * n;
@@ -489,8 +520,8 @@ void sp__attention_cached(float *out, float *scratch, const float *q, int ldq, i
                 int rows = group - h0 < SP_ATT_QBLOCK ? group - h0 : SP_ATT_QBLOCK;
                 size_t at = (size_t)(g * group + h0) * hd; /* the first query head's columns */
                 cached_rows(out + (size_t)i * d + at, scratch, q + (size_t)i * ldq + at, rows, hs,
-                            scale, ka, va, na, na ? a->ld : 0, b->k + col, b->v + col,
-                            b_base + i + 1, b->ld);
+                            g * group + h0, scale, ka, va, na, na ? a->ld : 0, b->k + col,
+                            b->v + col, b_base + i + 1, b->ld);
             }
         }
 }

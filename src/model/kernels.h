@@ -107,11 +107,21 @@ typedef struct sp__heads {
     float scale;   /* of q k^T (0: 1 / sqrt(hd)) */
     int full;      /* bidirectional (encoders): every row sees every current and past row (no
                     * window); 0: causal */
+    const float *alibi; /* [n_head] ALiBi slopes: head h's score of a key gains
+                         * alibi[h] (key position - query position), after the soft-cap (NULL:
+                         * none). Positions as the window's: past row j at j, current row i at
+                         * n_past + i */
 } sp__heads;
 #define SP_QKV_WIDTH(hs) (((hs)->n_head + 2 * (hs)->n_kv_head) * (hs)->hd)
 #define SP_KV_OF(hs, h) ((h) / ((hs)->n_head / (hs)->n_kv_head))
 #define SP_K_COL(hs, h) (((hs)->n_head + SP_KV_OF(hs, h)) * (hs)->hd)
 #define SP_V_COL(hs, h) (((hs)->n_head + (hs)->n_kv_head + SP_KV_OF(hs, h)) * (hs)->hd)
+
+/* BLOOM's ALiBi slopes of n_head heads into slopes [n_head], as transformers' build_alibi_tensor
+ * computes them in float32: with p the largest power of 2 <= n_head, base 2^(-8 / p) rounded to
+ * float and slopes base^1 .. base^p; the n_head - p others (non-power-of-2 counts) are the odd
+ * powers 1, 3, 5, .. of 2^(-4 / p) (rounded likewise). Each power is rounded to float once. */
+void sp__alibi_slopes(float *slopes, int n_head);
 
 /* Keys and values that precede the current rows of a sequence: a per-layer prefix (P trainable
  * rows every position attends to, as PEFT's prefix tuning passes past_key_values), a cache of

@@ -437,6 +437,7 @@ static int embedding_scale(loader *L, sp_error *err) {
     switch (sp__family_of(m->cfg.arch)->embed) {
     case SP_EMBED_PLAIN:
     case SP_EMBED_TYPES_NORM:
+    case SP_EMBED_NORM:
         return 0;
     case SP_EMBED_SQRT_D: {
         const sp_st_tensor *t = wte_tensor(L, err);
@@ -459,6 +460,11 @@ static int positions(sp_model *m, sp_error *err) {
     case SP_POS_ROTARY:
         return rope_frequencies(m, err);
     case SP_POS_RELATIVE: /* T5's biases are tensors */
+        return 0;
+    case SP_POS_ALIBI:
+        if (!(m->alibi_slopes = malloc((size_t)m->cfg.n_head * sizeof *m->alibi_slopes)))
+            return sp_fail(err, "%s: out of memory", m->dir);
+        sp__alibi_slopes(m->alibi_slopes, m->cfg.n_head);
         return 0;
     }
     return 0;
@@ -683,6 +689,7 @@ void sp_model_free(sp_model *m) {
     free(m->layers);
     free(m->rope_inv_freq);
     free(m->rope_inv_freq_local);
+    free(m->alibi_slopes);
     free(m->dir);
     memset(m, 0, sizeof *m);
 }

@@ -154,6 +154,8 @@ static size_t rotary(const sp__family *f, const sp__dims *z) {
         return 0;
     case SP_POS_ROTARY:
         return (size_t)z->hs.hd * (z->local_rope ? 2 : 1);
+    case SP_POS_ALIBI: /* the bias is computed in the attention kernels */
+        return 0;
     }
     return 0;
 }
@@ -163,6 +165,7 @@ static size_t sandwich(const sp__family *f) {
     switch (f->block) {
     case SP_BLOCK_PRE_NORM:
     case SP_BLOCK_PARALLEL:
+    case SP_BLOCK_NORM_RESIDUAL:
         return 0;
     case SP_BLOCK_SANDWICH:
     case SP_BLOCK_POST_NORM:
@@ -178,6 +181,7 @@ static size_t pre_norms(const sp__family *f) {
     case SP_BLOCK_PRE_NORM:
     case SP_BLOCK_SANDWICH:
     case SP_BLOCK_PARALLEL:
+    case SP_BLOCK_NORM_RESIDUAL:
         return 1;
     case SP_BLOCK_POST_NORM:
         return 0;
@@ -197,6 +201,7 @@ static size_t emb_norm(const sp__family *f) {
     case SP_EMBED_SQRT_D:
         return 0;
     case SP_EMBED_TYPES_NORM:
+    case SP_EMBED_NORM:
         return 1;
     }
     return 0;
@@ -298,7 +303,7 @@ static sp__dims model_dims(const sp_model *m, size_t n_tokens, size_t n_targets,
                            int n_past) {
     const sp_model_config *c = &m->cfg;
     sp__dims z = {.L = c->n_layer, .d = c->d_model, .F = c->d_ff, .V = c->vocab_size};
-    z.hs = (sp__heads){c->n_head, sp_config_kv_heads(c), sp_config_head_dim(c), 0, 0, 0, 0};
+    z.hs = (sp__heads){c->n_head, sp_config_kv_heads(c), sp_config_head_dim(c), 0, 0, 0, 0, NULL};
     z.qd = z.hs.n_head * z.hs.hd, z.kvd = z.hs.n_kv_head * z.hs.hd, z.wq = SP_QKV_WIDTH(&z.hs);
     z.N = n_tokens, z.n_tgt = n_targets, z.max_len = max_len, z.n_past = n_past;
     z.logit_cap = c->logit_softcap > 0;

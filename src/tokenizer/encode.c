@@ -514,17 +514,35 @@ static added_match *best_match(added_match *m, size_t nm) {
     return best;
 }
 
-/* Splits the text at the leftmost (then longest) occurrence of a recognised added token,
- * encoding the text between them as ordinary spans. A token with lstrip/rstrip also takes the
- * whitespace on that side (Unicode White_Space, as Rust's char::is_whitespace). */
-static int encode_with_added(sp_tokenizer *t, const char *text, size_t len, unsigned flags,
-                             sp_token_buf *out, sp_error *err) {
+static int split_added(sp_tokenizer *t, const char *text, size_t len, unsigned flags, int normed,
+                       int at_start, sp_token_buf *out, sp_error *err);
+
+/* A span between added tokens of the text as given: normalized, then split at the added tokens
+ * matched in normalized text, each piece pre-tokenized and encoded. */
+static int encode_raw_span(sp_tokenizer *t, const char *s, size_t n, unsigned flags, int at_start,
+                           sp_token_buf *out, sp_error *err) {
+    if (!t->cache_cap && cache_make_room(t)) return sp_fail(err, "encode: out of memory");
+    if (n == 0) return 0;
+    const char *norm;
+    size_t nn;
+    if (tok_normalize(t, s, n, &norm, &nn, err)) return -1;
+    return split_added(t, norm, nn, flags, 1, at_start, out, err);
+}
+
+/* Splits the text at the leftmost (then longest) occurrence of a recognised added token (those
+ * matched in normalized text when normed, the others when not), encoding the text between them:
+ * as a span of the text as given (encode_raw_span), or, normalized already, by the
+ * pre-tokenizers. A token with lstrip/rstrip also takes the whitespace on that side (Unicode
+ * White_Space, as Rust's char::is_whitespace). */
+static int split_added(sp_tokenizer *t, const char *text, size_t len, unsigned flags, int normed,
+                       int at_start, sp_token_buf *out, sp_error *err) {
     added_match *m = malloc((t->n_added ? t->n_added : 1) * sizeof *m);
     if (!m) return sp_fail(err, "encode: out of memory");
     size_t nm = 0;
     for (size_t k = 0; k < t->n_added; k++) {
         int32_t id = t->added[k];
         if (t->kind[id] == TOK_SPECIAL && !(flags & SP_TOK_ALLOW_SPECIAL)) continue;
+        if (t->normed[id] != normed) continue;
         m[nm] = (added_match){id, t->strs + t->str_off[id], t->str_len[id], 0};
         m[nm].next = find_from(text, len, 0, &m[nm]);
         nm++;
@@ -532,14 +550,14 @@ static int encode_with_added(sp_tokenizer *t, const char *text, size_t len, unsi
     int rc = 0;
     for (size_t at = 0; rc == 0;) {
         added_match *best = best_match(m, nm);
-        if (!best) {
-            rc = encode_span(t, text + at, len - at, at == 0, out, err);
-            break;
-        }
-        size_t a = best->next, b = a + best->len;
-        if (t->lstrip[best->id]) a = ws_before(text, at, a);
-        if (t->rstrip[best->id]) b = ws_after(text, len, b);
-        rc = encode_span(t, text + at, a - at, at == 0, out, err);
+        size_t a = best ? best->next : len, b = best ? a + best->len : len;
+        if (best && t->lstrip[best->id]) a = ws_before(text, at, a);
+        if (best && t->rstrip[best->id]) b = ws_after(text, len, b);
+        if (!normed)
+            rc = encode_raw_span(t, text + at, a - at, flags, at_start && at == 0, out, err);
+        else if (a > at)
+            rc = pre_step(t, 0, text + at, a - at, at_start && at == 0, out, err);
+        if (!best) break;
         if (rc == 0 && sp_token_buf_append(out, &best->id, 1))
             rc = sp_fail(err, "encode: out of memory");
         at = b;
@@ -560,7 +578,7 @@ int sp_tokenizer_encode_append(sp_tokenizer *t, const char *text, size_t len, un
         return sp_fail(err, "encode: invalid UTF-8 at byte offset %zu (byte 0x%02x)", bad,
                        (unsigned)(uint8_t)text[bad]);
     size_t n0 = out->n;
-    int rc = t->n_added ? encode_with_added(t, text, len, flags, out, err)
+    int rc = t->n_added ? split_added(t, text, len, flags, 0, 1, out, err)
                         : encode_span(t, text, len, 1, out, err);
     if (rc) out->n = n0;
     return rc;

@@ -169,8 +169,9 @@ static int hf_merges(sp_tokenizer *t, json_t *merges, const char *path, sp_error
     return 0;
 }
 
-/* Added-token flags: lstrip/rstrip are implemented; single_word is refused; normalized only
- * matters (and is refused) when there is a normalizer. */
+/* Added-token flags: lstrip/rstrip are implemented; single_word is refused; normalized (true by
+ * default for a non-special token) matters when there is a normalizer: the token is then matched
+ * in the normalized text, as Hugging Face's AddedVocabulary does. */
 static int hf_added_token(sp_tokenizer *t, json_t *a, sp_error *err) {
     json_t *id = json_object_get(a, "id"), *content = json_object_get(a, "content");
     if (!json_is_integer(id)) return sp_fail(err, "\"id\" is missing or not an integer");
@@ -179,22 +180,18 @@ static int hf_added_token(sp_tokenizer *t, json_t *a, sp_error *err) {
     if (json_is_true(json_object_get(a, "single_word")))
         return sp_fail(err,
                        "'%s': \"single_word\": true is not supported (supported: lstrip, "
-                       "rstrip, special, normalized without a normalizer)",
+                       "rstrip, special, normalized)",
                        c);
     int special = json_is_true(json_object_get(a, "special"));
     /* Hugging Face's default for "normalized" is the opposite of "special". */
     json_t *norm = json_object_get(a, "normalized");
     int normalized = norm ? json_is_true(norm) : !special;
-    if (normalized && t->n_norm > 0)
-        return sp_fail(err,
-                       "'%s': \"normalized\": true with a normalizer is not supported "
-                       "(the token would be matched in normalized text)",
-                       c);
     int64_t i = json_integer_value(id);
     if (tok_add_token(t, c, json_string_length(content), i, special ? TOK_SPECIAL : TOK_ADDED, err))
         return -1;
     t->lstrip[i] = json_is_true(json_object_get(a, "lstrip"));
     t->rstrip[i] = json_is_true(json_object_get(a, "rstrip"));
+    t->normed[i] = normalized && t->n_norm > 0;
     return 0;
 }
 

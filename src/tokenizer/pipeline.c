@@ -26,18 +26,37 @@ static const char NORM_LIST[] = "supported: Sequence, NFC, NFD, NFKC, NFKD, Prep
     "\\t-\\r\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}" \
     "\\x{3000}"
 
-/* Copies pattern with \s -> [WS] (inside a class: WS) and \S -> [^WS]; NULL if \S appears
- * inside a character class (no equivalent without nesting) or out of memory. */
-static char *rewrite_spaces(const char *p, size_t len, size_t *out_len) {
+/* One past the end of the POSIX class [:name:] at p[i] (name: letters), or 0 when there is none. */
+static size_t posix_end(const char *p, size_t len, size_t i) {
+    size_t j = i + 2;
+    if (i + 1 >= len || p[i + 1] != ':') return 0;
+    while (j < len && ((p[j] >= 'a' && p[j] <= 'z') || (p[j] >= 'A' && p[j] <= 'Z'))) j++;
+    return j + 1 < len && p[j] == ':' && p[j + 1] == ']' && j > i + 2 ? j + 2 : 0;
+}
+
+/* Copies pattern with \s -> [WS] (inside a class: WS) and \S -> [^WS], and a class nested in a
+ * class (Oniguruma's set union, as BLOOM's ` ?[^(\s|[.,!?])]+`: PCRE2 would end the class at the
+ * inner `]`) flattened into its outer class. NULL with *why set for what has no flat equivalent
+ * (\S inside a class, a negated or intersected nested class), or out of memory (*why NULL). */
+static char *rewrite_spaces(const char *p, size_t len, size_t *out_len, const char **why) {
     size_t cap = len * (sizeof WHITE_SPACE + 3) + 1, n = 0;
     char *o = malloc(cap);
-    int in_class = 0;
+    int in_class = 0, nested = 0;
+    *why = NULL;
     for (size_t i = 0; o && i < len; i++) {
+        const char *bad = NULL;
+        if (p[i] == '\\' && i + 1 < len && p[i + 1] == 'S' && in_class)
+            bad = "\\S inside a character class";
+        else if (in_class && p[i] == '&' && i + 1 < len && p[i + 1] == '&')
+            bad = "a character class intersection (&&)";
+        else if (in_class && p[i] == '[' && i + 1 < len && p[i + 1] == '^')
+            bad = "a negated character class inside a character class";
+        if (bad) {
+            free(o);
+            *why = bad;
+            return NULL;
+        }
         if (p[i] == '\\' && i + 1 < len && (p[i + 1] == 's' || p[i + 1] == 'S')) {
-            if (p[i + 1] == 'S' && in_class) {
-                free(o);
-                return NULL;
-            }
             n += (size_t)sprintf(o + n,
                                  in_class          ? "%s"
                                  : p[i + 1] == 's' ? "[%s]"
@@ -48,6 +67,17 @@ static char *rewrite_spaces(const char *p, size_t len, size_t *out_len) {
         }
         if (p[i] == '\\' && i + 1 < len) { /* any other escape is copied whole */
             o[n++] = p[i++];
+        } else if (p[i] == '[' && in_class && posix_end(p, len, i)) {
+            size_t end = posix_end(p, len, i); /* a POSIX class [:name:] is copied whole */
+            memcpy(o + n, p + i, end - i);
+            n += end - i, i = end - 1;
+            continue;
+        } else if (p[i] == '[' && in_class) { /* a nested class: its members join the outer's */
+            nested++;
+            continue;
+        } else if (p[i] == ']' && nested > 0) {
+            nested--;
+            continue;
         } else if (p[i] == '[' && !in_class) {
             in_class = 1;
             o[n++] = p[i];
@@ -68,10 +98,11 @@ pcre2_code *tok_regex(const char *pattern, size_t len, int is_literal, sp_error 
     int ec;
     PCRE2_SIZE eo;
     size_t n = len;
-    char *rw = is_literal ? NULL : rewrite_spaces(pattern, len, &n);
+    const char *why = NULL;
+    char *rw = is_literal ? NULL : rewrite_spaces(pattern, len, &n, &why);
     if (!is_literal && !rw) {
-        sp_fail(err, "regex /%.*s/: \\S inside a character class is not supported",
-                (int)(len < 200 ? len : 200), pattern);
+        sp_fail(err, "regex /%.*s/: %s is not supported", (int)(len < 200 ? len : 200), pattern,
+                why ? why : "(out of memory)");
         return NULL;
     }
     /* UCP (Unicode \p, \w, \d, \b) is not allowed together with LITERAL. */

@@ -141,6 +141,8 @@ struct sp_tokenizer {
     int32_t fallback_id[256]; /* CHAR with byte_fallback: id of "<0xNN>" */
     uint8_t *in_model;        /* per id: listed in model.vocab (BPE lookups use only these) */
     uint8_t *lstrip, *rstrip; /* per id: added token absorbs whitespace on its left / right */
+    uint8_t *normed;          /* per id: added token matched in the normalized text (normalized
+                               * true beside a normalizer), not in the text as given */
 
     /* Pipeline (tokenizer.json); the defaults are GPT-2's: no normalizer, ByteLevel. */
     tok_norm norm[TOK_MAX_NORM];

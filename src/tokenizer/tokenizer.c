@@ -60,6 +60,8 @@ static int finish_desc(sp_tokenizer *t) {
     for (int32_t id = 0; id < t->n_ids; id++)
         if (t->lstrip[id] || t->rstrip[id])
             rc |= tok_desc(t, "added:%d,l=%d,r=%d;", id, t->lstrip[id], t->rstrip[id]);
+    for (int32_t id = 0; id < t->n_ids; id++)
+        if (t->normed[id]) rc |= tok_desc(t, "added:%d,normalized;", id);
     if (t->add_bos) rc |= tok_desc(t, "bos:%d;", t->bos);
     if (t->add_eos) rc |= tok_desc(t, "add_eos;");
     if (t->eos_cfg >= 0 && t->eos_cfg != tok_lookup(t, "<|endoftext|>", 13))
@@ -90,7 +92,7 @@ void sp_tokenizer_free(sp_tokenizer *t) {
     free(t->kind), free(t->str_off), free(t->str_len), free(t->raw_off), free(t->raw_len);
     free(t->strs), free(t->raw), free(t->smap);
     free(t->pkeys), free(t->prank), free(t->pmerged), free(t->merges);
-    free(t->added), free(t->in_model), free(t->lstrip), free(t->rstrip);
+    free(t->added), free(t->in_model), free(t->lstrip), free(t->rstrip), free(t->normed);
     free(t);
 }
 

@@ -103,12 +103,13 @@ static int grow_ids(sp_tokenizer *t, size_t need) {
         sp__vec_resize(&t->raw_off, cap, sizeof *t->raw_off) ||
         sp__vec_resize(&t->raw_len, cap, sizeof *t->raw_len) || sp__vec_resize(&t->kind, cap, 1) ||
         sp__vec_resize(&t->in_model, cap, 1) || sp__vec_resize(&t->lstrip, cap, 1) ||
-        sp__vec_resize(&t->rstrip, cap, 1))
+        sp__vec_resize(&t->rstrip, cap, 1) || sp__vec_resize(&t->normed, cap, 1))
         return -1;
     memset(t->kind + t->ids_cap, TOK_ABSENT, cap - t->ids_cap);
     memset(t->in_model + t->ids_cap, 0, cap - t->ids_cap);
     memset(t->lstrip + t->ids_cap, 0, cap - t->ids_cap);
     memset(t->rstrip + t->ids_cap, 0, cap - t->ids_cap);
+    memset(t->normed + t->ids_cap, 0, cap - t->ids_cap);
     t->ids_cap = cap;
     return 0;
 }

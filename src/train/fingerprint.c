@@ -107,6 +107,11 @@ static void hash_family(sp__h64 *h, const sp_model *m) {
         sp__h64_i64(h, c->ff_gated);
         sp__h64_i64(h, c->decoder_start);
         return;
+    case SP_ARCH_BLOOM: /* the block's residual and the ALiBi slopes */
+        sp__h64_str(h, "bloom");
+        sp__h64_i64(h, c->residual_from_norm);
+        hash_floats(h, "alibi_slopes", m->alibi_slopes, (size_t)c->n_head);
+        return;
     }
 }
 
@@ -118,6 +123,7 @@ static void hash_rotary(sp__h64 *h, const sp_model *m) {
     case SP_ARCH_ROBERTA:
     case SP_ARCH_OPT:
     case SP_ARCH_T5:
+    case SP_ARCH_BLOOM:
         return;
     case SP_ARCH_LLAMA:
     case SP_ARCH_QWEN2:

@@ -12,7 +12,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 
 arch=(--arch "${SP_TRAIN_ARCH:-gpt2}")
-case ${SP_TRAIN_ARCH:-gpt2} in gpt2 | gpt_neox | bert | roberta | t5) ;; *) arch+=(--kv-heads 2) ;; esac
+case ${SP_TRAIN_ARCH:-gpt2} in gpt2 | gpt_neox | bert | roberta | t5 | bloom) ;; *) arch+=(--kv-heads 2) ;; esac
 read -r -a init_extra <<< "${SP_TRAIN_INIT:-}"
 arch+=("${init_extra[@]}")
 "$SP_CLI" init-model "${arch[@]}" --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 \

@@ -55,7 +55,7 @@ expect_unhandled src/model/family.h "^    SP_MLP_GEGLU," SP_MLP_NEWKIND \
   src/model/engine.c src/model/worker.c src/cli/cmd_info.c src/cli/cmd_init_model.c
 expect_unhandled src/model/family.h "^    SP_NORM_RMSNORM_PLUS1," SP_NORM_NEWKIND \
   src/model/engine.c src/cli/cmd_info.c
-expect_unhandled src/model/family.h "^    SP_POS_ROTARY," SP_POS_ALIBI \
+expect_unhandled src/model/family.h "^    SP_POS_ALIBI," SP_POS_NEWKIND \
   src/model/engine.c src/model/worker.c src/model/loader.c src/cli/cmd_info.c
 expect_unhandled src/model/family.h "^    SP_QKV_SEPARATE," SP_QKV_NEWKIND src/model/engine.c \
   src/model/worker.c

@@ -2,13 +2,13 @@
 
 For committed reference models of every family (tests/fixtures/ref: GPT-2, Llama with
 grouped-query heads, Qwen2 with q/k/v biases, Qwen3's q/k norms, Gemma, Gemma 2 with soft-caps
-and a window of 5, Gemma 3 with local rotary bases, Mistral with a window of 5, and cases with a
-per-layer key/value prefix) and the float32 prompt (and kv_prefix) of each case's
+and a window of 5, Gemma 3 with local rotary bases, Mistral with a window of 5, BLOOM's ALiBi, and
+cases with a per-layer key/value prefix) and the float32 prompt (and kv_prefix) of each case's
 expected.safetensors,
 greedy decoding as transformers' generate() does it with PEFT prompt tuning (do_sample=False:
 the next token is the argmax of the last position's logits), computed WITHOUT a cache: every
 step runs the whole sequence so far through torch_seq_logits of gpt2_reference.py /
-llama_reference.py (Hugging Face's math in float64), so nothing here shares the engine's key/
+llama_reference.py / bloom_reference.py (Hugging Face's math in float64), so nothing here shares the engine's key/
 value cache logic. Requests put the soft tokens first, in the middle, or nowhere; a case with a
 kv_prefix runs every request behind it (PEFT's prefix tuning: past_key_values, positions after
 it). The windows (5, 6) are shorter than the sequences, so rows leave them while decoding.
@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bloom_reference as bl  # noqa: E402
 import gpt2_reference as g2  # noqa: E402  (same dir)
 import llama_reference as ll  # noqa: E402
 
@@ -55,7 +56,9 @@ CASES = [("l2_h2_d24_ninner40_f32", g2),
          ("mistral_l2_h4_kv2_d32_window5_f32", ll),
          ("qwen3_l3_h2_kv1_d32_attnbias_kvprefix4_sharded3_bf16", ll),
          ("gemma2_l2_h2_kv1_d24_hd12_attnbias_kvprefix3_sharded2_bf16", ll),
-         ("mistral_l2_h4_kv1_d24_window6_kvprefix3_tied_sharded2_bf16", ll)]
+         ("mistral_l2_h4_kv1_d24_window6_kvprefix3_tied_sharded2_bf16", ll),
+         ("bloom_l2_h6_d48_tied_f32", bl),
+         ("bloom_l3_h4_d32_normres_untied_kvprefix3_sharded2_bf16", bl)]
 
 
 def requests(P, V):
@@ -100,7 +103,7 @@ def generate_case(outdir, name, mod):
     with open(os.path.join(cdir, "config.json")) as f:
         cfg = json.load(f)
     V = cfg["vocab_size"]
-    npos = cfg.get("n_positions", cfg.get("max_position_embeddings"))
+    npos = cfg.get("n_positions", cfg.get("max_position_embeddings", cfg.get("seq_length")))
     expected = g2.st_read(os.path.join(cdir, "expected.safetensors"))
     prompt32 = expected["prompt"][1]
     prompt = torch.from_numpy(np.array(prompt32, dtype=np.float32).astype(np.float64))

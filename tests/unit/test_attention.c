@@ -67,6 +67,7 @@ static void naive_head(naive *r, const float *qkv, const float *dout, int len, c
             s *= scale;
             gf[(size_t)i * nk + j] = cap > 0 ? 1.0 - tanh(s / cap) * tanh(s / cap) : 1.0;
             if (cap > 0) s = cap * tanh(s / cap);
+            if (hs->alibi) s += (double)hs->alibi[h] * (j - (np + i)); /* key j, query np + i */
             P(i, j) = s;
             mx = fmax(mx, s);
         }
@@ -207,7 +208,7 @@ static void check_heads_attention(const sp__heads *heads, int len, int np, int i
 
 static void check_window_attention(int len, int n_head, int n_kv_head, int hd, int np,
                                    int interleaved, int window, uint64_t seed) {
-    sp__heads hs = {n_head, n_kv_head, hd, window, 0, 0, 0};
+    sp__heads hs = {n_head, n_kv_head, hd, window, 0, 0, 0, NULL};
     check_heads_attention(&hs, len, np, interleaved, seed);
 }
 
@@ -225,7 +226,7 @@ static void check_attention(int len, int n_head, int n_kv_head, int hd, uint64_t
 START_TEST(test_full_attention) {
     const int lens[] = {2, 5, SP_ATT_QBLOCK + 1, 2 * SP_ATT_QBLOCK + 37};
     for (size_t i = 0; i < sizeof lens / sizeof *lens; i++) {
-        sp__heads hs = {3, 3, 16, 0, 0, 0, 1}, g = {4, 2, 8, 0, 0, 0, 1};
+        sp__heads hs = {3, 3, 16, 0, 0, 0, 1, NULL}, g = {4, 2, 8, 0, 0, 0, 1, NULL};
         check_heads_attention(&hs, lens[i], 0, 0, 40 + i);
         check_heads_attention(&g, lens[i], 3, 1, 50 + i);
     }
@@ -271,7 +272,7 @@ START_TEST(test_lse_is_row_logsumexp) {
     float *qkv = malloc((size_t)len * 3 * d * sizeof *qkv), *out = malloc((size_t)len * d * 4);
     float *lse = malloc((size_t)len * 4), *scratch = malloc(SP_ATT_FWD_SCRATCH(len) * 4);
     for (int i = 0; i < len * 3 * d; i++) qkv[i] = 3.0f * (float)sp_rng_normal(&rng);
-    sp__heads hs = {1, 1, hd, 0, 0, 0, 0};
+    sp__heads hs = {1, 1, hd, 0, 0, 0, 0, NULL};
     sp__attention_forward(out, lse, scratch, qkv, len, &hs, NULL);
     for (int i = 0; i < len; i++) {
         double mx = -INFINITY, s[len];
@@ -321,8 +322,8 @@ END_TEST
  * ~3 here reach the cap's range), a scale other than 1 / sqrt(hd) (query_pre_attn_scalar), with a
  * window and a prefix. */
 START_TEST(test_softcap_and_scale) {
-    const sp__heads a = {4, 2, 8, 0, 2.0f, 1.0f, 0}, b = {2, 2, 16, 7, 3.0f, 0.2f, 0},
-                    c = {3, 1, 8, 0, 0.0f, 0.5f, 0};
+    const sp__heads a = {4, 2, 8, 0, 2.0f, 1.0f, 0, NULL}, b = {2, 2, 16, 7, 3.0f, 0.2f, 0, NULL},
+                    c = {3, 1, 8, 0, 0.0f, 0.5f, 0, NULL};
     check_heads_attention(&a, SP_ATT_QBLOCK + 5, 0, 0, 71);
     check_heads_attention(&b, 30, 4, 0, 72);
     check_heads_attention(&c, 20, 3, 1, 73);
@@ -336,7 +337,7 @@ END_TEST
  * the float64 reference. */
 static void check_cache(int len, int n_head, int n_kv_head, int hd, int np, int prefill,
                         uint64_t seed) {
-    sp__heads hs = {n_head, n_kv_head, hd, 0, 0, 0, 0};
+    sp__heads hs = {n_head, n_kv_head, hd, 0, 0, 0, 0, NULL};
     int ld = SP_QKV_WIDTH(&hs), d = n_head * hd, kvd = n_kv_head * hd;
     sp_rng rng;
     sp_rng_seed(&rng, seed);
@@ -437,8 +438,10 @@ static void check_cached_heads(const sp__heads *heads, int len, int np, int firs
 /* Windows shorter than the past (the shared rows fall out of it), than the own rows, and longer
  * than the sequence; Gemma 2's soft-cap and query scale; grouped-query heads. */
 START_TEST(test_cached_window_softcap_scale) {
-    const sp__heads plain = {4, 2, 8, 0, 0.0f, 0.0f, 0}, win = {4, 2, 8, 5, 0.0f, 0.0f, 0},
-                    gemma2 = {4, 2, 8, 4, 2.0f, 0.4f, 0}, wide = {2, 1, 16, 100, 3.0f, 0.2f, 0};
+    const sp__heads plain = {4, 2, 8, 0, 0.0f, 0.0f, 0, NULL},
+                    win = {4, 2, 8, 5, 0.0f, 0.0f, 0, NULL},
+                    gemma2 = {4, 2, 8, 4, 2.0f, 0.4f, 0, NULL},
+                    wide = {2, 1, 16, 100, 3.0f, 0.2f, 0, NULL};
     check_cached_heads(&plain, 20, 3, 6, 1, 81);
     check_cached_heads(&win, 20, 3, 6, 1, 82);
     check_cached_heads(&win, 24, 9, 1, 3, 83); /* several rows per call */
@@ -448,9 +451,46 @@ START_TEST(test_cached_window_softcap_scale) {
 }
 END_TEST
 
+/* BLOOM's slopes as transformers' build_alibi_tensor gives them: 2^(-8k/n) for a power of 2
+ * (8 heads: 1/2 .. 1/256), the odd powers of 2^(-4/p) after the p of the largest power of 2 below
+ * n (12 heads: 1/2 .. 1/256, then 2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5; 6 heads: 1/4 .. 1/256, 1/2,
+ * 1/8). */
+START_TEST(test_alibi_slopes) {
+    float s[16];
+    sp__alibi_slopes(s, 8);
+    for (int k = 0; k < 8; k++) ck_assert_float_eq(s[k], ldexpf(1.0f, -(k + 1)));
+    sp__alibi_slopes(s, 12);
+    for (int k = 0; k < 8; k++) ck_assert_float_eq(s[k], ldexpf(1.0f, -(k + 1)));
+    for (int k = 0; k < 4; k++)
+        ck_assert_msg(fabs(s[8 + k] - pow(2.0, -0.5 - k)) < 1e-7, "slope %d: %.9g", 8 + k,
+                      (double)s[8 + k]);
+    sp__alibi_slopes(s, 6);
+    const float six[6] = {0.25f, 0.0625f, 0.015625f, 0.00390625f, 0.5f, 0.125f};
+    for (int k = 0; k < 6; k++) ck_assert_float_eq(s[k], six[k]);
+    sp__alibi_slopes(s, 1);
+    ck_assert_float_eq(s[0], 0.00390625f); /* p = 1: 2^-8 */
+}
+END_TEST
+
+/* ALiBi (BLOOM): slope_h (key position - query position) on the scores, the past's rows at
+ * positions 0..np-1 (a prefix or a cache), in the blocked kernels (forward and backward, around
+ * the query block size) and through the cache (decode), 6 heads (not a power of 2) and 4. */
+START_TEST(test_alibi_attention) {
+    float slopes[6];
+    sp__alibi_slopes(slopes, 6);
+    sp__heads six = {6, 6, 8, 0, 0, 0, 0, slopes}, four = {4, 4, 8, 0, 0, 0, 0, slopes};
+    for (int k = 0; k < 6; k++) slopes[k] *= 8; /* biases that matter at these lengths */
+    check_heads_attention(&six, 40, 0, 0, 91);
+    check_heads_attention(&six, SP_ATT_QBLOCK + 9, 5, 0, 92);
+    check_heads_attention(&four, 2 * SP_ATT_QBLOCK + 3, SP_ATT_QBLOCK + 2, 1, 93);
+    check_cached_heads(&six, 20, 3, 6, 1, 94);
+    check_cached_heads(&four, 24, 0, 1, 3, 95);
+}
+END_TEST
+
 /* A cache refuses rows that do not fit, and copies nothing then. */
 START_TEST(test_cache_capacity) {
-    sp__heads hs = {2, 1, 4, 0, 0, 0, 0};
+    sp__heads hs = {2, 1, 4, 0, 0, 0, 0, NULL};
     float qkv[3 * 16] = {0}, k[2 * 4] = {0}, v[2 * 4] = {0};
     for (int i = 0; i < 3 * 16; i++) qkv[i] = (float)i;
     sp__kv_cache c = {k, v, 0, 2, 4};
@@ -483,6 +523,8 @@ int main(void) {
     tcase_add_test(past, test_softcap_and_scale);
     tcase_add_test(past, test_cache_capacity);
     tcase_add_test(past, test_cached_window_softcap_scale);
+    tcase_add_test(past, test_alibi_slopes);
+    tcase_add_test(past, test_alibi_attention);
     suite_add_tcase(s, past);
     return tu_run_suite(s);
 }

@@ -467,6 +467,35 @@ START_TEST(test_fd_phi) {
 }
 END_TEST
 
+/* make_model's GPT-2 as BLOOM: the embedding LayerNorm (prompt rows included), ALiBi (slopes
+ * larger than a 2-head BLOOM's, so that the bias matters over 20 positions), q/k/v interleaved
+ * per head, the tanh GELU, the residuals from the norms' inputs or outputs. */
+static void make_bloom(test_model *t, int L, int d, int H, int F, int norm_residual,
+                       uint64_t seed) {
+    make_model(t, L, d, H, F, 37, 24, seed);
+    t->m.cfg.arch = SP_ARCH_BLOOM, t->m.cfg.residual_from_norm = norm_residual;
+    t->m.wpe = NULL;
+    float *e = t->extra = malloc(2 * (size_t)d * sizeof *t->extra);
+    sp_rng r;
+    sp_rng_seed(&r, seed + 600);
+    fill(e, d, &r, 1, 0.2f), fill(e + d, d, &r, 0, 0.1f);
+    t->m.emb_ln = (sp_normw){e, e + d};
+    float *s = t->extra2 = malloc((size_t)H * sizeof *t->extra2);
+    for (int h = 0; h < H; h++) s[h] = 0.5f / (float)(h + 1);
+    t->m.alibi_slopes = s;
+}
+
+START_TEST(test_fd_bloom) {
+    test_model t;
+    make_bloom(&t, 2, 16, 2, 48, 0, 28); /* bloom-560m's residuals */
+    check_model_gradient(&t, 28);
+    free_model(&t);
+    make_bloom(&t, 3, 16, 4, 40, 1, 29); /* apply_residual_connection_post_layernorm */
+    check_model_gradient(&t, 29);
+    free_model(&t);
+}
+END_TEST
+
 START_TEST(test_fd_neox) {
     test_model t;
     make_neox(&t, 2, 16, 2, 48, 4, 1, 1, 23); /* Pythia's block: parallel, erf GELU */
@@ -1033,6 +1062,9 @@ START_TEST(test_fd_prefix) {
     make_phi3(&t, 2, 16, 4, 2, 40, 40);
     check_prefix_gradient(&t, 3, 40);
     free_model(&t);
+    make_bloom(&t, 2, 16, 4, 40, 1, 41); /* prefix keys at positions 0..2 under ALiBi */
+    check_prefix_gradient(&t, 3, 41);
+    free_model(&t);
     /* (not OPT: steps of 1e-2 cross ReLU's kink at some of the largest prefix coordinates; its
      * prefix gradient is checked against the float64 reference, opt_l3_..._kvprefix3_...) */
 }
@@ -1136,6 +1168,9 @@ START_TEST(test_prefix_is_prepended_tokens) {
     free_model(&t);
     make_opt(&t, 3, 16, 4, 48, 49); /* learned positions from the table's row 2 */
     check_prefix_is_prepended_tokens(&t, 49);
+    free_model(&t);
+    make_bloom(&t, 3, 16, 4, 48, 1, 50); /* ALiBi: the prefix rows at positions 0..2 */
+    check_prefix_is_prepended_tokens(&t, 50);
     free_model(&t);
     make_phi(&t, 3, 16, 4, 48, 2, 50); /* one norm, parallel, partial rotary */
     check_prefix_is_prepended_tokens(&t, 50);
@@ -1320,6 +1355,7 @@ Suite *engine_suite(void) {
     tcase_add_test(tc, test_fd_neox);
     tcase_add_test(tc, test_fd_phi3);
     tcase_add_test(tc, test_fd_opt);
+    tcase_add_test(tc, test_fd_bloom);
     tcase_add_test(tc, test_fd_phi);
     tcase_add_test(tc, test_fd_prefix);
     suite_add_tcase(s, tc);

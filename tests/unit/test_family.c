@@ -33,10 +33,10 @@ START_TEST(every_arch_has_a_family) {
     ck_assert_str_eq(sp__arch_supported_quoted(),
                      "\"gpt2\", \"llama\", \"qwen2\", \"mistral\", \"qwen3\", \"gemma\", "
                      "\"gemma2\", \"gemma3_text\", \"gpt_neox\", \"phi3\", \"opt\", \"phi\", "
-                     "\"bert\", \"roberta\", \"t5\"");
+                     "\"bert\", \"roberta\", \"t5\", \"bloom\"");
     ck_assert_str_eq(sp__arch_supported_plain(),
                      "gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2, gemma3_text, gpt_neox, "
-                     "phi3, opt, phi, bert, roberta or t5");
+                     "phi3, opt, phi, bert, roberta, t5 or bloom");
 }
 END_TEST
 
@@ -197,6 +197,9 @@ static char *write_model(const char *name, sp_arch a, uint64_t seed) {
     if (a == SP_ARCH_T5) /* every head of the encoder and decoder, ReLU and gated-GELU */
         o.cfg.n_kv_head = 0, o.cfg.rel_buckets = 8, o.cfg.rel_max_distance = 20,
         o.cfg.ff_gated = (int)(seed % 2);
+    if (a == SP_ARCH_BLOOM) /* BloomMLP's 4 d, biases everywhere, residuals from the norms */
+        o.cfg.d_ff = 96, o.cfg.qkv_bias = o.cfg.o_bias = o.cfg.mlp_bias = 1,
+        o.cfg.residual_from_norm = 1;
     o.seed = seed, o.random_norms = 1, o.std = 0.2f;
     char *dir = tu_path(tu_dir, name);
     sp_error err = {0};

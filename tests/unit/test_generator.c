@@ -48,7 +48,7 @@ static void load(sp_model *m, sp_arch a, uint64_t seed) {
                               .ln_eps = 1e-5f,
                               .tied = a == SP_ARCH_GPT2,
                               .rope_theta = 10000};
-    if (a != SP_ARCH_GPT2 && a != SP_ARCH_OPT && a != SP_ARCH_GPT_NEOX)
+    if (a != SP_ARCH_GPT2 && a != SP_ARCH_OPT && a != SP_ARCH_GPT_NEOX && a != SP_ARCH_BLOOM)
         o.cfg.n_kv_head = 2, o.cfg.head_dim = 8; /* grouped-query heads */
     /* windows shorter than the sequences decoded (8 to 20 rows), caps the scores reach */
     if (a == SP_ARCH_MISTRAL) o.cfg.sliding_window = 6;
@@ -64,6 +64,9 @@ static void load(sp_model *m, sp_arch a, uint64_t seed) {
     if (a == SP_ARCH_PHI) o.cfg.rotary_dim = 4;
     if (a == SP_ARCH_GPT_NEOX) /* Pythia's block */
         o.cfg.parallel_residual = o.cfg.gelu_exact = 1, o.cfg.rotary_dim = 2;
+    if (a == SP_ARCH_BLOOM) /* 4 d, biases, residuals from the norms */
+        o.cfg.d_ff = 96, o.cfg.qkv_bias = o.cfg.o_bias = o.cfg.mlp_bias = 1,
+        o.cfg.residual_from_norm = 1;
     o.seed = seed, o.random_norms = 1, o.std = 0.3f;
     char name[32];
     snprintf(name, sizeof name, "%s-%llu", sp_arch_model_type(a), (unsigned long long)seed);
@@ -256,12 +259,14 @@ END_TEST
  * query scale and a window of 5 in every other layer (Gemma 2); Gemma 2's and q/k norms, local
  * rotary bases (Gemma 3); a window of 6 in every layer (Mistral); fused q/k/v and gate_up_proj's
  * halves (Phi-3); positions from the table's row 2 (OPT); parallel attention and MLP with
- * rotary over part of each head (GPT-NeoX, Phi-2). The windows are shorter than the sequences,
- * so rows leave them during decoding, shared prompt rows included. */
+ * rotary over part of each head (GPT-NeoX, Phi-2); ALiBi, whose bias of a cached row must be
+ * that of its position in the whole sequence, the embedding LayerNorm and the residuals from the
+ * norms (BLOOM). The windows are shorter than the sequences, so rows leave them during decoding,
+ * shared prompt rows included. */
 START_TEST(cache_matches_recompute_every_family) {
-    const sp_arch archs[] = {SP_ARCH_QWEN3,   SP_ARCH_GEMMA,   SP_ARCH_GEMMA2, SP_ARCH_GEMMA3,
-                             SP_ARCH_MISTRAL, SP_ARCH_QWEN2,   SP_ARCH_PHI3,   SP_ARCH_OPT,
-                             SP_ARCH_PHI,     SP_ARCH_GPT_NEOX};
+    const sp_arch archs[] = {SP_ARCH_QWEN3,   SP_ARCH_GEMMA,    SP_ARCH_GEMMA2, SP_ARCH_GEMMA3,
+                             SP_ARCH_MISTRAL, SP_ARCH_QWEN2,    SP_ARCH_PHI3,   SP_ARCH_OPT,
+                             SP_ARCH_PHI,     SP_ARCH_GPT_NEOX, SP_ARCH_BLOOM};
     for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++) check_arch(archs[i]);
 }
 END_TEST
@@ -269,7 +274,8 @@ END_TEST
 /* A per-layer key/value prefix as the first cache rows: in a shared prefix cache (with the
  * soft tokens after it) and in a request's own cache, against sp_engine_run with the prefix. */
 START_TEST(kv_prefix_as_first_cache_rows) {
-    sp_arch archs[] = {SP_ARCH_GPT2, SP_ARCH_LLAMA, SP_ARCH_QWEN3, SP_ARCH_GEMMA2, SP_ARCH_GEMMA3};
+    sp_arch archs[] = {SP_ARCH_GPT2,   SP_ARCH_LLAMA,  SP_ARCH_QWEN3,
+                       SP_ARCH_GEMMA2, SP_ARCH_GEMMA3, SP_ARCH_BLOOM};
     for (size_t i = 0; i < sizeof archs / sizeof archs[0]; i++) {
         sp_model m;
         load(&m, archs[i], 9);
@@ -514,7 +520,9 @@ START_TEST(greedy_matches_float64_reference) {
         "mistral_l2_h4_kv2_d32_window5_f32",
         "qwen3_l3_h2_kv1_d32_attnbias_kvprefix4_sharded3_bf16",
         "gemma2_l2_h2_kv1_d24_hd12_attnbias_kvprefix3_sharded2_bf16",
-        "mistral_l2_h4_kv1_d24_window6_kvprefix3_tied_sharded2_bf16"};
+        "mistral_l2_h4_kv1_d24_window6_kvprefix3_tied_sharded2_bf16",
+        "bloom_l2_h6_d48_tied_f32",
+        "bloom_l3_h4_d32_normres_untied_kvprefix3_sharded2_bf16"};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char *dir = tu_path(SP_FIXTURES_DIR "/ref", cases[c]), *js = tu_path(dir, "generate.json");
         json_error_t je;

@@ -554,6 +554,9 @@ START_TEST(real_configs) {
         {"flan-t5-base", 247577856, 0, 64, 0, NULL}, /* gated-GELU, untied */
         {"t5-small", 60506624, 0, 64, 1,
          "RMSNorm (eps 1e-06), relative position bias (32 buckets, max distance 128), ReLU MLP"},
+        {"bloomz-560m", 559214592, 0, 64, 1, NULL},
+        {"bloom-560m", 559214592, 0, 64, 1, NULL}, /* (info over 559M values: too slow in the
+                                                    * sanitizer build next to qwen3-0.6b) */
         {"pythia-160m", 162322944, 0, 64, 0,
          "LayerNorm (eps 1e-05), rotary theta 10000 on 16 of 64 columns per head, GELU (erf) "
          "MLP, q/k/v biases, output projection bias, MLP biases"},
@@ -582,6 +585,9 @@ START_TEST(real_configs) {
                       c.n_ctx == 512 && c.ln_eps == 1e-6f);
         if (c.arch == SP_ARCH_PHI) /* 0.4 of head_dim 80 */
             ck_assert(c.rotary_dim == 32 && c.rope_theta == 10000);
+        if (c.arch == SP_ARCH_BLOOM) /* 4 d whatever n_inner says; 2048 without seq_length */
+            ck_assert(c.d_ff == 4096 && c.n_ctx == 2048 && !c.residual_from_norm &&
+                      c.ln_eps == 1e-5f && c.qkv_bias && c.o_bias && c.mlp_bias);
         if (c.arch == SP_ARCH_GPT_NEOX) /* Pythia: parallel, erf GELU, a quarter of each head */
             ck_assert(c.parallel_residual && c.gelu_exact && c.rotary_dim == 16 &&
                       c.rope_theta == 10000 && c.qkv_bias && c.o_bias);
@@ -653,6 +659,10 @@ START_TEST(real_configs_refuse_unsupported_options) {
         {"opt-125m", "_remove_final_layer_norm", "true",
          "_remove_final_layer_norm = true is unsupported"},
         {"opt-125m", "activation_function", "\"gelu\"", "unsupported activation_function 'gelu'"},
+        {"bloom-560m", "n_head", "12", "hidden_size = 1024 is not divisible by n_head = 12"},
+        {"bloom-560m", "apply_residual_connection_post_layernorm", "1",
+         "key 'apply_residual_connection_post_layernorm' is a JSON integer, expected a boolean"},
+        {"bloomz-560m", "seq_length", "0", "key 'seq_length' is 0, expected an integer from 1"},
         {"pythia-160m", "rotary_pct", "0.01", "rotary_pct = 0.01 turns 0 of head_dim 64 columns"},
         {"pythia-160m", "rotary_pct", "1.5",
          "key 'rotary_pct' is 1.5, expected a number in (0, 1]"},

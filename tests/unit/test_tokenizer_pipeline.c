@@ -72,6 +72,8 @@ START_TEST(test_bos_eos_policy) {
         {"gemma-split", "<bos>", "<eos>", 1},
         {"phi3", "<s>", "<|endoftext|>", 1},
         {"qwen3", NULL, "<|endoftext|>", 0},
+        {"bloom", "<s>", "</s>", 0},
+        {"neox", "<|endoftext|>", "<|endoftext|>", 0},
     };
     for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
         sp_tokenizer *t = tu_tok_fixture(want[k].name);
@@ -114,6 +116,14 @@ static const tu_tok_bad_edit BYTE_LEVEL_ERRORS[] = {
     {"llama3", "post_processor", "{\"type\": \"PairProcessing\"}", NULL,
      "post_processor: post-processor type \"PairProcessing\" is not supported",
      "TemplateProcessing, BertProcessing, RobertaProcessing, ByteLevel, Sequence"},
+    {"bloom", "pre_tokenizer",
+     "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"[a[^b]]\"}, \"behavior\": \"Isolated\"}",
+     NULL, "regex /[a[^b]]/: a negated character class inside a character class is not supported",
+     NULL},
+    {"bloom", "pre_tokenizer",
+     "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"[a-z&&[^aeiou]]\"}, \"behavior\": "
+     "\"Isolated\"}",
+     NULL, "a character class intersection (&&) is not supported", NULL},
     {"llama3", "model", "{\"type\": \"Unigram\", \"unk_id\": 0, \"vocab\": [[\"a\", 0.0]]}", NULL,
      "tokenizer.json: a ByteLevel pre-tokenizer is supported with a BPE model only", NULL},
 };

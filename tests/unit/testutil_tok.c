@@ -229,6 +229,8 @@ const char *const TU_TOK_FIXTURES[TU_TOK_N_FIXTURES] = {
     "gemma-ws-added",
     "phi3",
     "qwen3",
+    "bloom",
+    "neox",
     "t5-unigram",
     "t5-unigram-legacy",
     "unigram-byte-fallback",
