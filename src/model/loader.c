@@ -53,6 +53,15 @@ static int usable_in_place(const sp_st_tensor *t, int bf16) {
     return t->dtype == SP_DTYPE_F32 && (uintptr_t)t->data % _Alignof(float) == 0;
 }
 
+/* After a copy was made from t: its pages of the file mapping leave this process's resident set
+ * (they stay in the page cache, and come back if read again), so a converted model does not
+ * count both its stored and converted forms. */
+static void release_source(const sp_st_tensor *t) {
+    uintptr_t page = 4096, lo = ((uintptr_t)t->data + page - 1) & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)t->data + t->nbytes) & ~(page - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 /* The next copy of bytes in the block (the walk that takes tensors visits them as the planning
  * walk did, so the offsets are the same on every rank). */
 static void *next_copy(loader *L, size_t bytes) {
@@ -212,7 +221,7 @@ static int materialize(loader *L, const sp_st_tensor *t, const float **out) {
         return 0;
     }
     float *buf = next_copy(L, (size_t)t->numel * sizeof(float));
-    if (L->writer) sp_convert_to_f32(t->dtype, t->data, buf, (size_t)t->numel);
+    if (L->writer) sp_convert_to_f32(t->dtype, t->data, buf, (size_t)t->numel), release_source(t);
     m->bytes_converted += (size_t)t->numel * sizeof(float);
     *out = buf;
     return 0;
@@ -252,6 +261,7 @@ static int materialize_bf16(loader *L, const sp_st_tensor *t, const char *path, 
     }
     uint16_t *buf = next_copy(L, (size_t)t->numel * sizeof *buf);
     if (L->writer && round_bf16(L, t, path, buf, err)) return -1;
+    if (L->writer) release_source(t);
     m->bytes_converted += (size_t)t->numel * sizeof *buf;
     *out = buf;
     return 0;
