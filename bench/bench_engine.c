@@ -142,7 +142,7 @@ int main(int argc, char **argv) {
     openblas_set_num_threads(threads);
     sp_model m;
     sp_error err;
-    if (sp_model_load_weights(&m, o.model, o.weights, &err)) {
+    if (sp_model_load_shared(&m, o.model, o.weights, sp_dist_model_share(), &err)) {
         fprintf(stderr, "bench_engine: %s\n", err.msg);
         return 1;
     }

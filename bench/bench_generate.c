@@ -218,7 +218,7 @@ static void setup(bench *b, const options *o, const sp_model *m) {
     sp_rng_seed(&r, 1);
     for (size_t i = 0; i < (size_t)o->B * o->T; i++) b->text[i] = (int32_t)sp_rng_below(&r, V);
     for (int k = 0; k < o->P; k++) /* rows of wte at random ids (PEFT's SAMPLE_VOCAB) */
-        memcpy(prompt + (size_t)k * d, m->wte + (size_t)sp_rng_below(&r, V) * d, d * sizeof(float));
+        sp_model_embedding_row(m, sp_rng_below(&r, V), prompt + (size_t)k * d);
     b->prompt = prompt;
     for (int s = 0; s < o->B; s++) {
         b->own[s] = sp_kv_cache_new(m, o->T + o->N);

@@ -36,4 +36,10 @@ int sp_dist_rank0_agree(int rc, const char *what, sp_error *err);
  * *capped_from receives the larger request when a cap applied (0 otherwise). */
 int sp_dist_threads(const sp_dist *d, int requested, int *capped_from);
 
+/* Memory shared by the ranks of this node for a model's converted copies, for
+ * sp_model_load_shared (which every rank of the node then calls together): one copy per node
+ * instead of one per rank. NULL (private copies) for a single process or one rank per node. */
+struct sp_model_share;
+const struct sp_model_share *sp_dist_model_share(void);
+
 #endif

@@ -178,8 +178,11 @@ const char *sp_weights_name(sp_weights w);
 const char *sp_bf16_compute(void);
 
 typedef struct sp_model {
-    sp_model_config cfg;  /* cfg.arch: the family */
-    const float *wte;     /* [V, d] token embeddings */
+    sp_model_config cfg; /* cfg.arch: the family */
+    const void *wte;     /* [V, d] token embeddings in wte_store: float32, or BF16 as stored
+                          * (used in place) when BF16 weights are loaded from a BF16 checkpoint;
+                          * rows are read as float32 through sp_model_embedding_row (exact) */
+    sp_wstore wte_store;
     const float *wpe;     /* [n_ctx, d] learned position embeddings (GPT-2) */
     sp_normw lnf;         /* final norm */
     sp_linear lm_head;    /* [V, d] nn.Linear; .w == wte when tied (MLM: .b the decoder bias) */
@@ -204,11 +207,16 @@ typedef struct sp_model {
     int64_t n_params;              /* parameters actually used (tied head counted once) */
     size_t bytes_mapped;           /* size of all mapped safetensors files */
     size_t bytes_in_place;         /* F32 tensor bytes used directly from the mapping */
-    size_t bytes_converted;        /* private copies made at load (float32, or BF16 rounded) */
+    size_t bytes_converted;        /* copies made at load (float32, or BF16 rounded) */
+    int copies_shared;             /* 1: those copies are one per node, shared by its ranks
+                                    * (sp_model_load_shared); 0: private to the process */
     sp_weights weights;            /* the matrices' storage: SP_WEIGHTS_F32 or SP_WEIGHTS_BF16 */
     size_t bytes_matrices;         /* of the matrices in that storage (shared or private) */
     int64_t params_by_dtype[SP_DTYPE_COUNT];
 } sp_model;
+
+/* Row id of the token embedding table as float32 (a BF16 table's values converted, exactly). */
+void sp_model_embedding_row(const sp_model *m, int64_t id, float *out);
 
 /* Loads and validates dir. On failure m is left empty (safe to sp_model_free) and err names
  * the file and the tensor or key at fault. */
@@ -218,6 +226,27 @@ int sp_model_load(sp_model *m, const char *dir, sp_error *err);
  * BF16's range once rounded. */
 int sp_model_load_weights(sp_model *m, const char *dir, sp_weights weights, sp_error *err);
 void sp_model_free(sp_model *m);
+
+/* Memory that the processes (ranks) of one node share, for the copies a load makes (F32 or F16
+ * matrices rounded to BF16, F16/BF16 tensors converted to float32): with it, N ranks on a node
+ * pay for them once. sp_model_load_shared calls map, then ready, once each, on every rank of
+ * the node (they are collective), in that order, whatever happened before. */
+typedef struct sp_model_share {
+    /* ok: whether this rank's load got this far; bytes (equal on every rank where ok is 1):
+     * returns 0 with *p (NULL when bytes is 0) mapped by every rank of the node, readable, and
+     * writable on the one rank where *writer is set (it fills it; the others only read it after
+     * ready), a mapping sp_model_free releases with munmap(*p, bytes). Returns -1 on every rank
+     * when some rank's ok is 0 or the memory could not be had (err set where it was not yet). */
+    int (*map)(void *ctx, size_t bytes, int ok, void **p, int *writer, sp_error *err);
+    /* ok: whether this rank took every tensor (the writer: converted every copy); 0 when every
+     * rank of the node succeeded, else -1 (err set on the ranks whose ok was 1). */
+    int (*ready)(void *ctx, int ok, sp_error *err);
+    void *ctx;
+} sp_model_share;
+/* sp_model_load_weights with the copies in memory that share gives (NULL: private memory, as
+ * sp_model_load_weights). */
+int sp_model_load_shared(sp_model *m, const char *dir, sp_weights weights,
+                         const sp_model_share *share, sp_error *err);
 
 /* The safetensors files a loaded model maps (one, or the shards in index order): their count
  * and each one's path (NULL when i is out of range). */

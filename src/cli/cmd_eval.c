@@ -174,7 +174,7 @@ static int evaluate(const eval_args *a, const sp_dist *d, sp_error *err) {
     int capped, threads = sp_dist_threads(d, a->threads, &capped);
     openblas_set_num_threads(threads);
     sp_model m;
-    if (sp_model_load_weights(&m, a->model, a->weights, err)) return -1;
+    if (sp_model_load_shared(&m, a->model, a->weights, sp_dist_model_share(), err)) return -1;
     sp_dataset *ds = sp_dataset_open(a->data, err);
     sp_prompt_file pf = {0};
     int rc = ds ? 0 : -1;

@@ -116,8 +116,8 @@ static void print_memory(const sp_model *m) {
     printf("  %-20s%s\n", "mapped", bytes_str(buf, sizeof buf, m->bytes_mapped));
     printf("  %-20s%s, shared between ranks on a node through the page cache\n", "used in place",
            bytes_str(buf, sizeof buf, m->bytes_in_place));
-    printf("  %-20s%s, private to each process\n", "converted copies",
-           bytes_str(buf, sizeof buf, m->bytes_converted));
+    printf("  %-20s%s, %s\n", "converted copies", bytes_str(buf, sizeof buf, m->bytes_converted),
+           m->copies_shared ? "one per node, shared between its ranks" : "private to each process");
     printf("  %-20s%s in %s (--weights %s%s)\n", "matrices",
            bytes_str(buf, sizeof buf, m->bytes_matrices),
            m->weights == SP_WEIGHTS_BF16 ? "BF16" : "float32", sp_weights_name(m->weights),

@@ -353,7 +353,7 @@ static int predict(const predict_args *a, sp_predict_format format, const sp_dis
     if (sp_dist_rank0_agree(d->rank == 0 ? check_metrics_path(a, err) : 0, "check --metrics", err))
         return -1;
     sp_model m;
-    if (sp_model_load_weights(&m, a->model, a->weights, err)) return -1;
+    if (sp_model_load_shared(&m, a->model, a->weights, sp_dist_model_share(), err)) return -1;
     loaded l = {0};
     int rc = load_prompts(a, &m, &l, d->rank, err);
     if (rc == 0) rc = load_examples(a, &m, &l, d, err);

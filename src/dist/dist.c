@@ -1,15 +1,23 @@
 #include "softprompt/dist.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <mpi.h>
 #include <sched.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
+
+#include "softprompt/model.h"
 
 /* A plain process (no mpirun, no srun) runs without MPI at all: every collective is the
  * identity on one rank, and no MPI runtime (daemons, shared-memory segments) is started. */
 static int use_mpi = 0;
+static MPI_Comm node_comm = MPI_COMM_NULL; /* the ranks of this node */
+static int node_rank, node_size = 1;
 
 static int launched_by_mpi(void) {
     static const char *const VARS[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE",
@@ -31,11 +39,10 @@ int sp_dist_init(sp_dist *d, int *argc, char ***argv) {
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL);
     MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &d->size);
-    MPI_Comm node;
-    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &node);
-    MPI_Comm_rank(node, &d->local_rank);
-    MPI_Comm_size(node, &d->local_size);
-    MPI_Comm_free(&node);
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &node_comm);
+    MPI_Comm_rank(node_comm, &d->local_rank);
+    MPI_Comm_size(node_comm, &d->local_size);
+    node_rank = d->local_rank, node_size = d->local_size;
     return 0;
 }
 
@@ -43,7 +50,9 @@ void sp_dist_finalize(void) {
     if (!use_mpi) return;
     int done = 0;
     MPI_Finalized(&done);
-    if (!done) MPI_Finalize();
+    if (done) return;
+    if (node_comm != MPI_COMM_NULL) MPI_Comm_free(&node_comm);
+    MPI_Finalize();
 }
 
 _Noreturn void sp_dist_abort(int code) {
@@ -113,4 +122,80 @@ int sp_dist_threads(const sp_dist *d, int requested, int *capped_from) {
     if (want <= 0) want = share;
     *capped_from = want > share ? want : 0;
     return want > share ? share : want;
+}
+
+/* ---- memory shared by the ranks of a node (sp_model_share) ---------------------------------- */
+
+/* Whether every rank of the node has flag set. */
+static int node_all(int flag) {
+    int all = 0;
+    MPI_Allreduce(&flag, &all, 1, MPI_INT, MPI_MIN, node_comm);
+    return all;
+}
+
+/* Local rank 0 creates a POSIX shared-memory object of bytes and maps it writable; the others
+ * map it read-only; once every rank has mapped it, it is unlinked (the memory lives until the
+ * last rank unmaps it, and nothing is left behind in /dev/shm). */
+static int share_map(void *ctx, size_t bytes, int ok, void **p, int *writer, sp_error *err) {
+    (void)ctx;
+    *p = NULL, *writer = node_rank == 0;
+    if (!node_all(ok)) {
+        if (ok) sp_fail(err, "another rank on this node failed to load the model");
+        return -1;
+    }
+    if (bytes == 0) return 0;
+    static unsigned serial;
+    int head[3] = {0, (int)getpid(), (int)serial++}; /* created, pid, serial of local rank 0 */
+    char name[64];
+    int fd = -1, e = 0;
+    if (node_rank == 0) {
+        snprintf(name, sizeof name, "/softprompt-%d-%d", head[1], head[2]);
+        fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+        if (fd >= 0 && ftruncate(fd, (off_t)bytes) == 0) head[0] = 1;
+        e = errno;
+        if (fd >= 0 && !head[0]) close(fd), shm_unlink(name), fd = -1;
+    }
+    MPI_Bcast(head, 3, MPI_INT, 0, node_comm);
+    snprintf(name, sizeof name, "/softprompt-%d-%d", head[1], head[2]);
+    if (!head[0]) {
+        if (node_rank == 0)
+            return sp_fail(err, "shared memory %s of %zu bytes for the converted weights: %s", name,
+                           bytes, strerror(e));
+        return sp_fail(err, "local rank 0 could not create shared memory for the weights");
+    }
+    if (node_rank != 0) fd = shm_open(name, O_RDONLY, 0);
+    void *m = MAP_FAILED;
+    if (fd >= 0) {
+        m = mmap(NULL, bytes, node_rank == 0 ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd,
+                 0);
+        e = errno;
+        close(fd);
+    } else {
+        e = errno;
+    }
+    int mapped = node_all(m != MAP_FAILED);
+    if (node_rank == 0) shm_unlink(name);
+    if (!mapped) {
+        if (m != MAP_FAILED) munmap(m, bytes);
+        if (m == MAP_FAILED)
+            return sp_fail(err, "shared memory %s of %zu bytes for the converted weights: %s", name,
+                           bytes, strerror(e));
+        return sp_fail(err, "another rank on this node could not map the shared weights");
+    }
+    *p = m;
+    return 0;
+}
+
+static int share_ready(void *ctx, int ok, sp_error *err) {
+    (void)ctx;
+    if (node_all(ok)) return 0;
+    if (ok)
+        sp_fail(err, "the rank converting the weights on this node failed (its message says why)");
+    return -1;
+}
+
+static const sp_model_share node_share = {share_map, share_ready, NULL};
+
+const sp_model_share *sp_dist_model_share(void) {
+    return use_mpi && node_size > 1 ? &node_share : NULL;
 }

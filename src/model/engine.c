@@ -667,9 +667,10 @@ static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, cons
         const float *prompt = prompt_of(pass, seqs, s);
         for (size_t t = (size_t)b->seq_start[s]; t < (size_t)b->seq_start[s + 1]; t++) {
             int32_t tok = b->tokens[t];
-            const float *e = SP_IS_SOFT(tok) ? prompt + (size_t)SP_SOFT_INDEX(tok) * d
-                                             : m->wte + (size_t)tok * d;
-            memcpy(x0 + t * d, e, d * sizeof(float));
+            if (SP_IS_SOFT(tok))
+                memcpy(x0 + t * d, prompt + (size_t)SP_SOFT_INDEX(tok) * d, d * sizeof(float));
+            else
+                sp_model_embedding_row(m, tok, x0 + t * d);
         }
     }
     switch (w->f->embed) {

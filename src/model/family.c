@@ -1290,120 +1290,122 @@ int64_t sp__family_param_count(const sp_model_config *c) {
 
 /* ---- roles ------------------------------------------------------------------------------- */
 
-/* Where a role's tensor lives: a float32 vector or table (*f), or a linear layer's weight
- * (lin). */
+/* Where a role's tensor lives: a float32 vector or table (*f), a linear layer's weight (lin),
+ * or the token embedding table in its store (*v, *vs). */
 typedef struct slot {
     const float **f;
     sp_linear *lin;
+    const void **v;
+    sp_wstore *vs;
 } slot;
 
 static slot role_slot(sp_model *m, int layer, sp__role role) {
     sp_layer *y = layer >= 0 ? &m->layers[layer] : NULL;
     switch (role) {
     case SP_ROLE_WTE:
-        return (slot){&m->wte, NULL};
+        return (slot){.v = &m->wte, .vs = &m->wte_store};
     case SP_ROLE_WPE:
-        return (slot){&m->wpe, NULL};
+        return (slot){.f = &m->wpe};
     case SP_ROLE_LN1_W:
-        return (slot){&y->ln1.w, NULL};
+        return (slot){.f = &y->ln1.w};
     case SP_ROLE_LN1_B:
-        return (slot){&y->ln1.b, NULL};
+        return (slot){.f = &y->ln1.b};
     case SP_ROLE_LN_SHARED_W: /* sp__model_set_tensor sets ln2's too */
-        return (slot){&y->ln1.w, NULL};
+        return (slot){.f = &y->ln1.w};
     case SP_ROLE_LN_SHARED_B:
-        return (slot){&y->ln1.b, NULL};
+        return (slot){.f = &y->ln1.b};
     case SP_ROLE_QKV_W:
-        return (slot){NULL, &y->qkv};
+        return (slot){.lin = &y->qkv};
     case SP_ROLE_QKV_B:
-        return (slot){&y->qkv.b, NULL};
+        return (slot){.f = &y->qkv.b};
     case SP_ROLE_Q_W:
-        return (slot){NULL, &y->q};
+        return (slot){.lin = &y->q};
     case SP_ROLE_Q_B:
-        return (slot){&y->q.b, NULL};
+        return (slot){.f = &y->q.b};
     case SP_ROLE_K_W:
-        return (slot){NULL, &y->k};
+        return (slot){.lin = &y->k};
     case SP_ROLE_K_B:
-        return (slot){&y->k.b, NULL};
+        return (slot){.f = &y->k.b};
     case SP_ROLE_V_W:
-        return (slot){NULL, &y->v};
+        return (slot){.lin = &y->v};
     case SP_ROLE_V_B:
-        return (slot){&y->v.b, NULL};
+        return (slot){.f = &y->v.b};
     case SP_ROLE_O_W:
-        return (slot){NULL, &y->o};
+        return (slot){.lin = &y->o};
     case SP_ROLE_O_B:
-        return (slot){&y->o.b, NULL};
+        return (slot){.f = &y->o.b};
     case SP_ROLE_Q_NORM:
-        return (slot){&y->q_norm.w, NULL};
+        return (slot){.f = &y->q_norm.w};
     case SP_ROLE_K_NORM:
-        return (slot){&y->k_norm.w, NULL};
+        return (slot){.f = &y->k_norm.w};
     case SP_ROLE_LN2_W:
-        return (slot){&y->ln2.w, NULL};
+        return (slot){.f = &y->ln2.w};
     case SP_ROLE_LN2_B:
-        return (slot){&y->ln2.b, NULL};
+        return (slot){.f = &y->ln2.b};
     case SP_ROLE_LN_POST_ATTN_W:
-        return (slot){&y->ln_post_attn.w, NULL};
+        return (slot){.f = &y->ln_post_attn.w};
     case SP_ROLE_LN_POST_FF_W:
-        return (slot){&y->ln_post_ff.w, NULL};
+        return (slot){.f = &y->ln_post_ff.w};
     case SP_ROLE_MLP_IN_W:
-        return (slot){NULL, &y->mlp_in};
+        return (slot){.lin = &y->mlp_in};
     case SP_ROLE_MLP_IN_B:
-        return (slot){&y->mlp_in.b, NULL};
+        return (slot){.f = &y->mlp_in.b};
     case SP_ROLE_MLP_UP_W:
-        return (slot){NULL, &y->mlp_up};
+        return (slot){.lin = &y->mlp_up};
     case SP_ROLE_MLP_UP_B:
-        return (slot){&y->mlp_up.b, NULL};
+        return (slot){.f = &y->mlp_up.b};
     case SP_ROLE_MLP_GATE_UP_W: /* the gate half; sp__model_set_tensor sets the up half too */
-        return (slot){NULL, &y->mlp_in};
+        return (slot){.lin = &y->mlp_in};
     case SP_ROLE_MLP_OUT_W:
-        return (slot){NULL, &y->mlp_out};
+        return (slot){.lin = &y->mlp_out};
     case SP_ROLE_MLP_OUT_B:
-        return (slot){&y->mlp_out.b, NULL};
+        return (slot){.f = &y->mlp_out.b};
     case SP_ROLE_LNF_W:
-        return (slot){&m->lnf.w, NULL};
+        return (slot){.f = &m->lnf.w};
     case SP_ROLE_LNF_B:
-        return (slot){&m->lnf.b, NULL};
+        return (slot){.f = &m->lnf.b};
     case SP_ROLE_LM_HEAD:
-        return (slot){NULL, &m->lm_head};
+        return (slot){.lin = &m->lm_head};
     case SP_ROLE_LN_POST_ATTN_B:
-        return (slot){&y->ln_post_attn.b, NULL};
+        return (slot){.f = &y->ln_post_attn.b};
     case SP_ROLE_LN_POST_FF_B:
-        return (slot){&y->ln_post_ff.b, NULL};
+        return (slot){.f = &y->ln_post_ff.b};
     case SP_ROLE_TYPE_EMB:
-        return (slot){&m->wtt, NULL};
+        return (slot){.f = &m->wtt};
     case SP_ROLE_EMB_LN_W:
-        return (slot){&m->emb_ln.w, NULL};
+        return (slot){.f = &m->emb_ln.w};
     case SP_ROLE_EMB_LN_B:
-        return (slot){&m->emb_ln.b, NULL};
+        return (slot){.f = &m->emb_ln.b};
     case SP_ROLE_HEAD_DENSE_W:
-        return (slot){NULL, &m->head_dense};
+        return (slot){.lin = &m->head_dense};
     case SP_ROLE_HEAD_DENSE_B:
-        return (slot){&m->head_dense.b, NULL};
+        return (slot){.f = &m->head_dense.b};
     case SP_ROLE_HEAD_LN_W:
-        return (slot){&m->head_ln.w, NULL};
+        return (slot){.f = &m->head_ln.w};
     case SP_ROLE_HEAD_LN_B:
-        return (slot){&m->head_ln.b, NULL};
+        return (slot){.f = &m->head_ln.b};
     case SP_ROLE_LM_HEAD_B:
-        return (slot){&m->lm_head.b, NULL};
+        return (slot){.f = &m->lm_head.b};
     case SP_ROLE_XQ_W:
-        return (slot){NULL, &y->xq};
+        return (slot){.lin = &y->xq};
     case SP_ROLE_XK_W:
-        return (slot){NULL, &y->xk};
+        return (slot){.lin = &y->xk};
     case SP_ROLE_XV_W:
-        return (slot){NULL, &y->xv};
+        return (slot){.lin = &y->xv};
     case SP_ROLE_XO_W:
-        return (slot){NULL, &y->xo};
+        return (slot){.lin = &y->xo};
     case SP_ROLE_LN_CROSS_W:
-        return (slot){&y->ln_cross.w, NULL};
+        return (slot){.f = &y->ln_cross.w};
     case SP_ROLE_REL_BIAS:
-        return (slot){&m->rel_bias, NULL};
+        return (slot){.f = &m->rel_bias};
     case SP_ROLE_DEC_REL_BIAS:
-        return (slot){&m->dec_rel_bias, NULL};
+        return (slot){.f = &m->dec_rel_bias};
     case SP_ROLE_ENC_LNF_W:
-        return (slot){&m->enc_lnf.w, NULL};
+        return (slot){.f = &m->enc_lnf.w};
     case SP_ROLE_BUFFER:
         break;
     }
-    return (slot){NULL, NULL};
+    return (slot){0};
 }
 
 /* Bytes of one element of a weight in store. */
@@ -1420,8 +1422,9 @@ static size_t store_bytes(sp_wstore store) {
 void sp__model_set_tensor(sp_model *m, int layer, sp__role role, const void *data, sp_wstore store,
                           int ndim, const int64_t shape[2]) {
     slot s = role_slot(m, layer, role);
-    assert(s.lin || store == SP_WSTORE_F32); /* only linear weights are stored otherwise */
+    assert(s.lin || s.v || store == SP_WSTORE_F32); /* matrices and wte may be BF16 */
     if (s.f) *s.f = data;
+    if (s.v) *s.v = data, *s.vs = store;
     if (role == SP_ROLE_LN_SHARED_W) m->layers[layer].ln2.w = data; /* one norm, read twice */
     if (role == SP_ROLE_LN_SHARED_B) m->layers[layer].ln2.b = data;
     if (!s.lin || ndim != 2) return;
@@ -1449,6 +1452,7 @@ void sp__model_set_tensor(sp_model *m, int layer, sp__role role, const void *dat
 const float *sp__model_tensor(const sp_model *m, int layer, sp__role role) {
     slot s = role_slot((sp_model *)m, layer, role);
     if (s.f) return *s.f;
+    if (s.v) return *s.vs == SP_WSTORE_F32 ? *s.v : NULL;
     if (!s.lin) return NULL;
     switch (s.lin->store) {
     case SP_WSTORE_F32:

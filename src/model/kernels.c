@@ -65,6 +65,7 @@ static void product_row(float *y, const float *x, const float *w, const sp_linea
 /* y = x . W (+ beta y): the one product of every linear layer, by the weight's storage. */
 static void product(float *y, int ldy, const float *x, int ldx, const sp_linear *W, int n,
                     float beta) {
+    int wt = W->layout == SP_W_OUT_IN, ldw = wt ? W->in : W->out;
     switch (W->store) {
     case SP_WSTORE_F32: {
         const float *w = W->w;
@@ -85,6 +86,10 @@ static void product(float *y, int ldy, const float *x, int ldx, const sp_linear 
         return;
     }
     case SP_WSTORE_BF16:
+        if (single_row_gemv && (W->exact || !sp__bf16_native()) && sp__gemm_few_ok(n)) {
+            sp__gemm_few(n, W->out, W->in, x, ldx, W->w, ldw, wt, 1, beta, y, ldy);
+            return;
+        }
         switch (W->layout) {
         case SP_W_IN_OUT: /* W [in, out] */
             sp__gemm_bf16(n, W->out, W->in, x, ldx, W->w, W->out, 0, W->exact, beta, y, ldy);

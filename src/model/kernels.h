@@ -26,6 +26,19 @@ void sp__layernorm_backward(float *dx, const float *dout, const float *x, const 
  * results stay the same sgemm calls, bitwise. */
 void sp__linear_single_row_gemv(int on);
 
+/* Decode steps of up to SP_FEW_ROWS requests: while sp__linear_single_row_gemv is on, products
+ * of 2..SP_FEW_ROWS rows with float32 weights (and BF16 ones computed in float32: exact, or no
+ * AVX512-BF16) use sp__gemm_few instead of sgemm, which would copy the whole weight at every
+ * call (fewrows.c). */
+#define SP_FEW_ROWS 16
+/* 1 when sp__gemm_few serves m rows on this CPU (AVX-512; 1 <= m <= SP_FEW_ROWS). */
+int sp__gemm_few_ok(int m);
+/* C[m, n] (row stride ldc) = beta C + A[m, k] (row stride lda) . W, W float32 or (bf16) BF16,
+ * stored [k, n] (wt = 0) or [n, k] (wt = 1), row stride ldw, read in place; beta 0 or 1. Each
+ * element is one sum over k in a fixed order (deterministic, independent of m and threads). */
+void sp__gemm_few(int m, int n, int k, const float *a, int lda, const void *w, int ldw, int wt,
+                  int bf16, float beta, float *c, int ldc);
+
 /* Frozen linear layers (sp_linear, softprompt/model.h), whatever the weight's storage.
  * y[n, W->out] (row stride ldy) = x[n, W->in] (row stride ldx) . W + b. */
 void sp__linear_fwd(float *y, int ldy, const float *x, int ldx, const sp_linear *W, int n);

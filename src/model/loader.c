@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "io/fileutil.h"
@@ -34,9 +35,41 @@ typedef struct loader {
     json_t *wmap; /* weight_map of the index, NULL for a single file */
     char **shard; /* [n_files] base names of the shard files (index order) */
     char **used;  /* [n_files][n_tensors] tensors claimed so far */
-    int owned_cap;
+    int src_cap;
     sp_weights weights; /* F32 or BF16 (auto resolved before tensors are taken) */
+    int plan;           /* the first walk: validate every tensor and size the copies only */
+    size_t copies;      /* bytes of the copies (planned), then the next copy's offset */
+    int writer;         /* this process converts into the copies (another rank of its node may) */
 } loader;
+
+/* Each copy starts on a cache line. */
+static size_t copy_size(size_t bytes) {
+    return (bytes + 63) & ~(size_t)63;
+}
+
+/* Whether t is used in place as float32, or as BF16 with bf16. */
+static int usable_in_place(const sp_st_tensor *t, int bf16) {
+    if (bf16) return t->dtype == SP_DTYPE_BF16 && (uintptr_t)t->data % _Alignof(uint16_t) == 0;
+    return t->dtype == SP_DTYPE_F32 && (uintptr_t)t->data % _Alignof(float) == 0;
+}
+
+/* After a copy was made from t: its pages of the file mapping leave this process's resident set
+ * (they stay in the page cache, and come back if read again), so a converted model does not
+ * count both its stored and converted forms. */
+static void release_source(const sp_st_tensor *t) {
+    uintptr_t page = 4096, lo = ((uintptr_t)t->data + page - 1) & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)t->data + t->nbytes) & ~(page - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+/* The next copy of bytes in the block (the walk that takes tensors visits them as the planning
+ * walk did, so the offsets are the same on every rank). */
+static void *next_copy(loader *L, size_t bytes) {
+    void *p = (unsigned char *)L->m->store->copies + L->copies;
+    L->copies += copy_size(bytes);
+    L->m->store->n_owned++;
+    return p;
+}
 
 static int exists(const char *path) {
     struct stat st;
@@ -177,25 +210,18 @@ static const char *fmt_dims(char *buf, size_t cap, const int64_t *dims, int ndim
     return buf;
 }
 
-/* Makes t usable as float32: in place if it is aligned F32, else a converted private copy. */
-static int materialize(loader *L, const sp_st_tensor *t, const char *path, const float **out,
-                       sp_error *err) {
+/* Makes t usable as float32: in place if it is aligned F32, else a converted copy. */
+static int materialize(loader *L, const sp_st_tensor *t, const float **out) {
     sp_model *m = L->m;
     m->n_params += t->numel;
     m->params_by_dtype[t->dtype] += t->numel;
-    if (t->dtype == SP_DTYPE_F32 && (uintptr_t)t->data % _Alignof(float) == 0) {
+    if (usable_in_place(t, 0)) {
         *out = t->data;
         m->bytes_in_place += t->nbytes;
         return 0;
     }
-    float *buf = malloc((size_t)t->numel * sizeof(float));
-    if (!buf || m->store->n_owned >= L->owned_cap) {
-        free(buf);
-        return sp_fail(err, "%s: tensor '%s': out of memory converting %lld elements to float32",
-                       path, t->name, (long long)t->numel);
-    }
-    sp_convert_to_f32(t->dtype, t->data, buf, (size_t)t->numel);
-    m->store->owned[m->store->n_owned++] = buf;
+    float *buf = next_copy(L, (size_t)t->numel * sizeof(float));
+    if (L->writer) sp_convert_to_f32(t->dtype, t->data, buf, (size_t)t->numel), release_source(t);
     m->bytes_converted += (size_t)t->numel * sizeof(float);
     *out = buf;
     return 0;
@@ -222,25 +248,20 @@ static int round_bf16(loader *L, const sp_st_tensor *t, const char *path, uint16
     return 0;
 }
 
-/* Makes t usable as BF16: in place if it is aligned BF16, else a rounded private copy. */
+/* Makes t usable as BF16: in place if it is aligned BF16, else a rounded copy. */
 static int materialize_bf16(loader *L, const sp_st_tensor *t, const char *path, const void **out,
                             sp_error *err) {
     sp_model *m = L->m;
     m->n_params += t->numel;
     m->params_by_dtype[t->dtype] += t->numel;
-    if (t->dtype == SP_DTYPE_BF16 && (uintptr_t)t->data % _Alignof(uint16_t) == 0) {
+    if (usable_in_place(t, 1)) {
         *out = t->data;
         m->bytes_in_place += t->nbytes;
         return 0;
     }
-    uint16_t *buf = malloc((size_t)t->numel * sizeof *buf);
-    if (!buf || m->store->n_owned >= L->owned_cap) {
-        free(buf);
-        return sp_fail(err, "%s: tensor '%s': out of memory rounding %lld elements to BF16", path,
-                       t->name, (long long)t->numel);
-    }
-    m->store->owned[m->store->n_owned++] = buf;
-    if (round_bf16(L, t, path, buf, err)) return -1;
+    uint16_t *buf = next_copy(L, (size_t)t->numel * sizeof *buf);
+    if (L->writer && round_bf16(L, t, path, buf, err)) return -1;
+    if (L->writer) release_source(t);
     m->bytes_converted += (size_t)t->numel * sizeof *buf;
     *out = buf;
     return 0;
@@ -268,9 +289,14 @@ static int take(loader *L, const char *name, int ndim, const int64_t want[2], in
                        fmt_dims(have_s, sizeof have_s, t->shape, t->ndim),
                        fmt_dims(want_s, sizeof want_s, want, ndim));
     }
+    if (L->plan) { /* sizes only */
+        if (!usable_in_place(t, bf16))
+            L->copies += copy_size((size_t)t->numel * (bf16 ? sizeof(uint16_t) : sizeof(float)));
+        return 0;
+    }
     if (bf16) return materialize_bf16(L, t, path, out, err);
     const float *f = NULL;
-    int rc = materialize(L, t, path, &f, err);
+    int rc = materialize(L, t, &f);
     *out = f;
     return rc;
 }
@@ -304,25 +330,31 @@ static int take_row(void *ctx, const sp__tensor_desc *row, int layer) {
     int ndim = sp__tensor_shape(row, &m->cfg, shape);
     layer = sp__tensor_layer(row, &m->cfg, layer); /* the decoder's blocks follow (T5) */
     sp_linear *lin = ndim == 2 ? sp__model_linear(m, layer, row->role) : NULL;
-    int bf16 = lin && k->L->weights == SP_WEIGHTS_BF16;
+    const sp_st_tensor *t = NULL;
+    int fi = 0;
+    if (find(k->L, name, &t, &fi, k->err)) return -1;
+    /* BF16: the matrices, and the embedding table where it is stored BF16 (used in place; an
+     * F32 or F16 table stays float32: rounding it would change the embeddings' values) */
+    int bf16 = k->L->weights == SP_WEIGHTS_BF16 &&
+               (lin || (row->role == SP_ROLE_WTE && t && t->dtype == SP_DTYPE_BF16));
     const void *data;
     if (take(k->L, name, ndim, shape, bf16, &data, k->err)) return -1;
+    if (k->L->plan) return 0;
     sp__model_set_tensor(m, layer, row->role, data, bf16 ? SP_WSTORE_BF16 : SP_WSTORE_F32, ndim,
                          shape);
     if (lin) m->bytes_matrices += (size_t)(shape[0] * shape[1]) * (bf16 ? 2 : 4);
     if (!bf16) return 0;
-    lin->exact = row->role == SP_ROLE_LM_HEAD;
+    if (lin) lin->exact = row->role == SP_ROLE_LM_HEAD;
     sp__model_store *st = m->store;
-    const sp_st_tensor *t = NULL;
-    int fi = 0;
-    if (find(k->L, name, &t, &fi, k->err)) return -1;
-    st->src_lin[st->n_src] = lin, st->src_tensor[st->n_src++] = t;
+    if (st->n_src >= k->L->src_cap) return sp_fail(k->err, "%s: too many tensors", m->dir);
+    st->src_slot[st->n_src] = lin ? (const void *)lin : (const void *)&m->wte;
+    st->src_tensor[st->n_src++] = t;
     return 0;
 }
 
-const sp_st_tensor *sp__model_linear_source(const sp_model *m, const sp_linear *lin) {
+const sp_st_tensor *sp__model_source(const sp_model *m, const void *slot) {
     for (int i = 0; m->store && i < m->store->n_src; i++)
-        if (m->store->src_lin[i] == lin) return m->store->src_tensor[i];
+        if (m->store->src_slot[i] == slot) return m->store->src_tensor[i];
     return NULL;
 }
 
@@ -359,25 +391,62 @@ static void resolve_weights(loader *L) {
     L->weights = k.any && k.all_bf16 ? SP_WEIGHTS_BF16 : SP_WEIGHTS_F32;
 }
 
-static int take_all(loader *L, sp_error *err) {
+/* The first walk over the family's tensors: every one located and checked, the bytes of the
+ * copies to make counted (L->copies), nothing taken. */
+static int plan_all(loader *L, sp_error *err) {
     sp_model *m = L->m;
     const sp_model_config *c = &m->cfg;
     const sp__family *f = sp__family_of(c->arch);
     int n_blocks = c->arch == SP_ARCH_T5 ? 2 * c->n_layer : c->n_layer; /* encoder, decoder */
-    L->owned_cap = f->n_tensors * (c->n_layer + 1);
-    m->store->owned = calloc((size_t)L->owned_cap, sizeof *m->store->owned);
-    m->store->src_lin = calloc((size_t)L->owned_cap, sizeof *m->store->src_lin);
-    m->store->src_tensor = calloc((size_t)L->owned_cap, sizeof *m->store->src_tensor);
+    L->src_cap = f->n_tensors * (c->n_layer + 1);
+    m->store->src_slot = calloc((size_t)L->src_cap, sizeof *m->store->src_slot);
+    m->store->src_tensor = calloc((size_t)L->src_cap, sizeof *m->store->src_tensor);
     m->layers = calloc((size_t)n_blocks, sizeof *m->layers);
-    if (!m->store->owned || !m->store->src_lin || !m->store->src_tensor || !m->layers)
+    if (!m->store->src_slot || !m->store->src_tensor || !m->layers)
         return sp_fail(err, "%s: out of memory", m->dir);
     take_ctx k = {L, err};
     resolve_weights(L);
     m->weights = L->weights;
-    if (sp__tensors_walk(f, c->n_layer, SP_ORDER_TABLE, take_row, &k)) return -1;
-    if (c->tied) { /* the head is the embedding */
+    L->plan = 1, L->copies = 0;
+    return sp__tensors_walk(f, c->n_layer, SP_ORDER_TABLE, take_row, &k);
+}
+
+/* The memory of the copies: one private anonymous mapping, or (share) one per node that its
+ * ranks map, filled by one of them. Collective with share: called whatever ok is. */
+static int map_copies(loader *L, const sp_model_share *share, int ok, sp_error *err) {
+    sp__model_store *st = L->m->store;
+    size_t bytes = ok ? L->copies : 0;
+    if (share) {
+        void *p = NULL;
+        int writer = 0;
+        if (share->map(share->ctx, bytes, ok, &p, &writer, err) != 0 || !ok) return -1;
+        st->copies = p, st->copies_len = p ? bytes : 0, L->writer = writer;
+        L->m->copies_shared = 1;
+        return 0;
+    }
+    if (!ok) return -1;
+    L->writer = 1;
+    if (bytes == 0) return 0;
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return sp_fail(err, "%s: out of memory: %zu bytes for the converted tensors", L->m->dir,
+                       bytes);
+    st->copies = p, st->copies_len = bytes;
+    return 0;
+}
+
+/* The second walk: every tensor taken (the writer converting the copies), the tied head set. */
+static int take_all(loader *L, sp_error *err) {
+    sp_model *m = L->m;
+    const sp_model_config *c = &m->cfg;
+    take_ctx k = {L, err};
+    L->plan = 0, L->copies = 0;
+    if (sp__tensors_walk(sp__family_of(c->arch), c->n_layer, SP_ORDER_TABLE, take_row, &k))
+        return -1;
+    if (c->tied) { /* the head is the embedding, in its store (BF16: exact products) */
         int64_t shape[2] = {c->vocab_size, c->d_model};
-        sp__model_set_tensor(m, -1, SP_ROLE_LM_HEAD, m->wte, SP_WSTORE_F32, 2, shape);
+        sp__model_set_tensor(m, -1, SP_ROLE_LM_HEAD, m->wte, m->wte_store, 2, shape);
+        m->lm_head.exact = m->wte_store == SP_WSTORE_BF16;
     }
     return 0;
 }
@@ -657,20 +726,48 @@ int sp_model_load(sp_model *m, const char *dir, sp_error *err) {
 }
 
 int sp_model_load_weights(sp_model *m, const char *dir, sp_weights weights, sp_error *err) {
+    return sp_model_load_shared(m, dir, weights, NULL, err);
+}
+
+/* Plans, maps the copies (collectively with share), takes every tensor, then (with share) waits
+ * until the node's copies are complete. */
+int sp_model_load_shared(sp_model *m, const char *dir, sp_weights weights,
+                         const sp_model_share *share, sp_error *err) {
     memset(m, 0, sizeof *m);
     loader L = {.m = m, .weights = weights};
     char *config = sp__path_join(dir, "config.json");
-    int rc = -1;
+    int ok = 0;
     if (!(m->dir = strdup(dir)) || !config || !(m->store = calloc(1, sizeof *m->store)))
         sp_fail(err, "%s: out of memory", dir);
-    else if (sp__config_load(&m->cfg, config, err) == 0 && open_weights(&L, dir, err) == 0 &&
-             take_all(&L, err) == 0 && check_leftovers(&L, err) == 0 &&
-             embedding_scale(&L, err) == 0 && positions(m, err) == 0)
-        rc = 0;
+    else
+        ok = sp__config_load(&m->cfg, config, err) == 0 && open_weights(&L, dir, err) == 0 &&
+             plan_all(&L, err) == 0 && check_leftovers(&L, err) == 0;
+    int rc = map_copies(&L, share, ok, err);
+    if (rc == 0) {
+        rc = take_all(&L, err);
+        if (share && share->ready(share->ctx, rc == 0, err) != 0) rc = -1;
+    }
+    if (rc == 0 && m->store->copies) mprotect(m->store->copies, m->store->copies_len, PROT_READ);
+    if (rc == 0 && (embedding_scale(&L, err) != 0 || positions(m, err) != 0)) rc = -1;
     free(config);
     loader_free(&L);
     if (rc != 0) sp_model_free(m);
     return rc;
+}
+
+void sp_model_embedding_row(const sp_model *m, int64_t id, float *out) {
+    size_t d = (size_t)m->cfg.d_model;
+    switch (m->wte_store) {
+    case SP_WSTORE_F32:
+        memcpy(out, (const float *)m->wte + (size_t)id * d, d * sizeof *out);
+        return;
+    case SP_WSTORE_BF16: {
+        const uint16_t *h = (const uint16_t *)m->wte + (size_t)id * d;
+        uint32_t *u = (uint32_t *)(void *)out;
+        for (size_t j = 0; j < d; j++) u[j] = (uint32_t)h[j] << 16; /* exact */
+        return;
+    }
+    }
 }
 
 int sp_model_n_files(const sp_model *m) {
@@ -684,8 +781,8 @@ const char *sp_model_file_path(const sp_model *m, int i) {
 void sp_model_free(sp_model *m) {
     sp__model_store *s = m->store;
     for (int i = 0; s && i < s->n_files; i++) sp_st_close(&s->files[i]);
-    for (int i = 0; s && i < s->n_owned; i++) free(s->owned[i]);
-    if (s) free(s->files), free(s->owned), free(s->src_lin), free(s->src_tensor), free(s);
+    if (s && s->copies) munmap(s->copies, s->copies_len);
+    if (s) free(s->files), free(s->src_slot), free(s->src_tensor), free(s);
     free(m->layers);
     free(m->rope_inv_freq);
     free(m->rope_inv_freq_local);

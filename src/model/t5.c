@@ -504,14 +504,15 @@ static void embed(const t5_run *r, const sp_batch *b, const sp_pass *pass) {
         int s0 = b->seq_start[s];
         for (int i = 0; i < q->el; i++) {
             int32_t tok = b->tokens[s0 + i];
-            const float *src = SP_IS_SOFT(tok) ? prompt + (size_t)SP_SOFT_INDEX(tok) * d
-                                               : m->wte + (size_t)tok * d;
-            memcpy(t->enc[0].x + (size_t)(q->es + i) * d, src, d * sizeof(float));
+            float *x = t->enc[0].x + (size_t)(q->es + i) * d;
+            if (SP_IS_SOFT(tok))
+                memcpy(x, prompt + (size_t)SP_SOFT_INDEX(tok) * d, d * sizeof(float));
+            else
+                sp_model_embedding_row(m, tok, x);
         }
         for (int i = 0; i < q->dl; i++) {
             int32_t tok = i == 0 ? m->cfg.decoder_start : b->tokens[q->first + i];
-            memcpy(t->dec[0].x + (size_t)(q->ds + i) * d, m->wte + (size_t)tok * d,
-                   d * sizeof(float));
+            sp_model_embedding_row(m, tok, t->dec[0].x + (size_t)(q->ds + i) * d);
         }
     }
 }

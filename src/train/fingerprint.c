@@ -172,8 +172,9 @@ static int hash_row(void *ctx, const sp__tensor_desc *row, int layer) {
         hash_floats(k->h, row->fp_name, f, n);
         return 0;
     }
-    const sp_linear *lin = sp__model_linear((sp_model *)k->m, layer, row->role);
-    const sp_st_tensor *t = lin ? sp__model_linear_source(k->m, lin) : NULL;
+    const void *slot = sp__model_linear((sp_model *)k->m, layer, row->role);
+    if (row->role == SP_ROLE_WTE) slot = &k->m->wte; /* a BF16 table used in place */
+    const sp_st_tensor *t = slot ? sp__model_source(k->m, slot) : NULL;
     if (t) hash_source(k->h, row->fp_name, t, n);
     return 0;
 }

@@ -48,12 +48,12 @@ static void insert(int32_t *ids, double *cos, int k, int *have, int32_t id, doub
     ids[at] = id, cos[at] = c;
 }
 
-/* Row p's nearest vocabulary rows by cosine (wnorm: the rows' norms). */
+/* Row p's nearest vocabulary rows by cosine (wnorm: the rows' norms; e: scratch of d). */
 static void nearest(const sp_model *m, const double *wnorm, const float *x, double xn, int top,
-                    int32_t *ids, double *cos) {
+                    int32_t *ids, double *cos, float *e) {
     int d = m->cfg.d_model, have = 0;
     for (int32_t v = 0; v < m->cfg.vocab_size; v++) {
-        const float *e = m->wte + (size_t)v * d;
+        sp_model_embedding_row(m, v, e);
         double dot = 0;
         for (int j = 0; j < d; j++) dot += (double)e[j] * x[j];
         double c = wnorm[v] > 0 && xn > 0 ? dot / (wnorm[v] * xn) : 0;
@@ -67,16 +67,20 @@ int sp_prompt_inspect(const sp_model *m, const float *prompt, int n_prompt, int 
     memset(out, 0, sizeof *out);
     if (top < 1 || top > V) return sp_fail(err, "--top %d: expected 1..%d", top, V);
     double *wnorm = malloc((size_t)V * sizeof *wnorm), *sorted = malloc((size_t)V * sizeof *sorted);
+    float *e = malloc((size_t)d * sizeof *e);
     out->norm = malloc((size_t)n_prompt * sizeof *out->norm);
     out->norm_rank = malloc((size_t)n_prompt * sizeof *out->norm_rank);
     out->nearest = malloc((size_t)n_prompt * top * sizeof *out->nearest);
     out->cosine = malloc((size_t)n_prompt * top * sizeof *out->cosine);
-    if (!wnorm || !sorted || !out->norm || !out->norm_rank || !out->nearest || !out->cosine) {
-        free(wnorm), free(sorted), sp_prompt_view_free(out);
+    if (!wnorm || !sorted || !e || !out->norm || !out->norm_rank || !out->nearest || !out->cosine) {
+        free(wnorm), free(sorted), free(e), sp_prompt_view_free(out);
         return sp_fail(err, "out of memory");
     }
     out->n_prompt = n_prompt, out->top = top;
-    for (int v = 0; v < V; v++) sorted[v] = wnorm[v] = norm_of(m->wte + (size_t)v * d, d);
+    for (int v = 0; v < V; v++) {
+        sp_model_embedding_row(m, v, e);
+        sorted[v] = wnorm[v] = norm_of(e, d);
+    }
     qsort(sorted, (size_t)V, sizeof *sorted, cmp_double);
     stats(sorted, V, &out->vocab);
     for (int p = 0; p < n_prompt; p++) {
@@ -85,9 +89,9 @@ int sp_prompt_inspect(const sp_model *m, const float *prompt, int n_prompt, int 
         int below = 0;
         while (below < V && sorted[below] < xn) below++;
         out->norm_rank[p] = 100.0 * below / V;
-        nearest(m, wnorm, x, xn, top, out->nearest + (size_t)p * top,
-                out->cosine + (size_t)p * top);
+        nearest(m, wnorm, x, xn, top, out->nearest + (size_t)p * top, out->cosine + (size_t)p * top,
+                e);
     }
-    free(wnorm), free(sorted);
+    free(wnorm), free(sorted), free(e);
     return 0;
 }

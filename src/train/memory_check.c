@@ -122,9 +122,10 @@ static int available(int local_ranks, double *bytes, char *why, size_t why_len, 
 }
 
 /* The model's share of this rank: its mapped bytes are shared by the ranks of the node, its
- * converted copies are not. */
+ * converted copies too when they were made once per node (sp_model_load_shared). */
 static double model_bytes(const sp_model *m, int ranks) {
-    return (double)m->bytes_in_place / ranks + (double)m->bytes_converted;
+    double shared = (double)m->bytes_in_place + (m->copies_shared ? (double)m->bytes_converted : 0);
+    return shared / ranks + (m->copies_shared ? 0 : (double)m->bytes_converted);
 }
 
 int sp__train_check_memory(const sp_model *m, sp_dataset *const *sets, int n_sets, int micro_batch,

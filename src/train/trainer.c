@@ -217,7 +217,8 @@ static int setup(trainer *t, sp_error *err) {
                 "softprompt train: %d threads per rank would oversubscribe the cores; "
                 "using %d\n",
                 capped, threads);
-    if (sp_model_load_weights(&t->model, c->model_dir, c->weights, err)) return -1;
+    if (sp_model_load_shared(&t->model, c->model_dir, c->weights, sp_dist_model_share(), err))
+        return -1;
     if (open_data(t, err) || check_data(t, err)) return -1;
     sp_dataset *sets[2] = {t->train, t->valid};
     if (sp__train_check_memory(&t->model, sets, 2, c->micro_batch, t->d->local_size, err))

@@ -55,8 +55,10 @@ done
 # BF16's precision (the two files hold the same seed's weights, one rounded)
 for name in gpt2 smollm2; do
   for m in cls_speedup gen_speedup cls_fraction_of_bf16_peak cls_speedup_vs_f32_nocoretype \
-           cls_rss_fraction 2ranks_rss_fraction; do
+           cls_rss_fraction 2ranks_rss_fraction 2ranks_node_pss_fraction; do
     [[ -n $(value bf16_${name}_$m) ]] || fail "no metric bf16_${name}_$m"
+    [[ $m == *speedup* || $m == *peak || -n $(value bf16r_${name}_$m) ]] ||
+      fail "no metric bf16r_${name}_$m (the F32 file rounded at load)"
   done
   in_range "$(value bf16_${name}_weights_fraction)" 0.499 0.501 || fail "BF16 weights are not half ($name)"
   python3 -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(abs(a - b) > 1e-2 * abs(b))' \

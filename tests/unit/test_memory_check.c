@@ -42,7 +42,9 @@ static void close_fixture(void) {
  * sequence has `longest` tokens, on one of `ranks` ranks of the node. */
 static double estimate(const sp_model *m, int ranks, double tokens, double targets, int longest,
                        double *model, double *act) {
-    *model = (double)m->bytes_in_place / ranks + (double)m->bytes_converted;
+    double copies = (double)m->bytes_converted; /* one per node when shared, else per rank */
+    *model = ((double)m->bytes_in_place + (m->copies_shared ? copies : 0)) / ranks +
+             (m->copies_shared ? 0 : copies);
     *act = tokens * (double)sp_model_activation_bytes_per_token(m, longest) +
            targets * m->cfg.vocab_size * sizeof(float);
     return *model + *act + OVERHEAD;
@@ -97,6 +99,24 @@ START_TEST(ranks_share_the_mapped_weights) {
     ck_assert_int_eq(check_bytes(limit - 1, sets, 2, 3, 2), -1);
     ck_assert_int_eq(check_bytes(one, sets, 2, 3, 0), 0); /* 0 ranks: one */
     ck_assert_int_eq(check_bytes(one - 1, sets, 2, 3, 0), -1);
+}
+END_TEST
+
+/* Converted copies count once per rank when private, once per node (a share per rank) when the
+ * ranks of the node share them (sp_model_load_shared). */
+START_TEST(converted_copies_private_or_shared) {
+    sp_dataset *sets[] = {F.a, F.b};
+    size_t saved = F.m.bytes_converted;
+    F.m.bytes_converted = (size_t)300 << 20;
+    for (int shared = 0; shared < 2; shared++) {
+        F.m.copies_shared = shared;
+        double model, act, two = estimate(&F.m, 2, 42, 3, 14, &model, &act);
+        double one = estimate(&F.m, 1, 42, 3, 14, &model, &act);
+        ck_assert(shared ? one - two > 150.0 * (1 << 20) : one - two < 150.0 * (1 << 20));
+        ck_assert_int_eq(check_bytes(ceil(two), sets, 2, 3, 2), 0);
+        ck_assert_int_eq(check_bytes(ceil(two) - 1, sets, 2, 3, 2), -1);
+    }
+    F.m.copies_shared = 0, F.m.bytes_converted = saved;
 }
 END_TEST
 
@@ -162,8 +182,12 @@ START_TEST(malformed_limits_refused) {
 END_TEST
 
 int main(void) {
-    const TTest *tests[] = {estimate_against_the_limit, ranks_share_the_mapped_weights,
-                            refusal_says_what_and_why,  limit_suffixes,
-                            malformed_limits_refused,   NULL};
+    const TTest *tests[] = {estimate_against_the_limit,
+                            ranks_share_the_mapped_weights,
+                            converted_copies_private_or_shared,
+                            refusal_says_what_and_why,
+                            limit_suffixes,
+                            malformed_limits_refused,
+                            NULL};
     return tu_main("memory_check", tests, open_fixture, close_fixture);
 }

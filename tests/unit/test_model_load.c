@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include "model/family.h"
 #include "model/model_store.h"
 #include "softprompt/model.h"
+#include "softprompt/checkpoint.h"
 #include "softprompt/model_init.h"
 #include "softprompt/rng.h"
 #include "testutil.h"
@@ -180,12 +182,15 @@ START_TEST(load_bf16_converted) {
 }
 END_TEST
 
-/* --weights bf16: a BF16 file's matrices in place from the mapping (auto chooses it), an F32
- * file's rounded once to private BF16 copies; the embeddings, norms and biases float32; the
- * memory accounting (bytes_in_place shared, bytes_converted private, which `info` and the memory
- * check use) counts matrices at 2 bytes. */
+/* --weights bf16: a BF16 file's matrices and token embedding table in place from the mapping
+ * (auto chooses it; the tied head is that table, its products exact), an F32 file's matrices
+ * rounded once to BF16 copies and its table float32 in place; norms, biases and positions
+ * float32; the memory accounting (bytes_in_place shared, bytes_converted the copies, which
+ * `info` and the memory check use) counts matrices at 2 bytes and has no float32 copy of a BF16
+ * embedding table. */
 START_TEST(load_bf16_weights_in_place_and_rounded) {
-    const size_t mat = (size_t)L * 12 * D * D, rest = (size_t)expected_params() - mat;
+    const size_t mat = (size_t)L * 12 * D * D, emb = (size_t)V * D;
+    const size_t rest = (size_t)expected_params() - mat - emb;
     char *dbf = make_model("bf", SP_DTYPE_BF16, 1, 0), *d32 = make_model("f32", SP_DTYPE_F32, 1, 0);
     sp_model b, r, f;
     sp_error err;
@@ -194,11 +199,19 @@ START_TEST(load_bf16_weights_in_place_and_rounded) {
     ck_assert_int_eq(b.layers[1].mlp_out.store, SP_WSTORE_BF16);
     ck_assert_ptr_eq(b.layers[1].qkv.w,
                      sp_st_find(&b.store->files[0], "h.1.attn.c_attn.weight")->data);
-    ck_assert(in_mapping(&b, b.layers[0].mlp_in.w) && !in_mapping(&b, b.wte));
+    ck_assert(in_mapping(&b, b.layers[0].mlp_in.w) && in_mapping(&b, b.wte));
+    ck_assert_ptr_eq(b.wte, sp_st_find(&b.store->files[0], "wte.weight")->data);
+    ck_assert_int_eq(b.wte_store, SP_WSTORE_BF16);
     ck_assert_uint_eq(b.bytes_matrices, mat * 2);
-    ck_assert_uint_eq(b.bytes_in_place, mat * 2);
-    ck_assert_uint_eq(b.bytes_converted, rest * 4);
-    ck_assert_int_eq(b.lm_head.store, SP_WSTORE_F32); /* tied: the float32 embedding */
+    ck_assert_uint_eq(b.bytes_in_place, (mat + emb) * 2);
+    ck_assert_uint_eq(b.bytes_converted, rest * 4); /* no float32 copy of the embedding */
+    ck_assert_ptr_eq(b.lm_head.w, b.wte);           /* tied: the BF16 table, products exact */
+    ck_assert_int_eq(b.lm_head.store, SP_WSTORE_BF16);
+    ck_assert_int_eq(b.lm_head.exact, 1);
+    float row[D];
+    sp_model_embedding_row(&b, 7, row);
+    for (int j = 0; j < D; j++)
+        ck_assert_float_eq(row[j], sp_bf16_to_f32(((const uint16_t *)b.wte)[7 * D + j]));
     ck_assert_msg(sp_model_load_weights(&r, d32, SP_WEIGHTS_BF16, &err) == 0, "%s", err.msg);
     ck_assert_msg(sp_model_load_weights(&f, d32, SP_WEIGHTS_AUTO, &err) == 0, "%s", err.msg);
     ck_assert_int_eq(f.weights, SP_WEIGHTS_F32);
@@ -206,14 +219,96 @@ START_TEST(load_bf16_weights_in_place_and_rounded) {
     ck_assert_uint_eq(f.bytes_matrices, mat * 4);
     ck_assert_int_eq(r.layers[0].o.store, SP_WSTORE_BF16);
     ck_assert(!in_mapping(&r, r.layers[0].o.w) && in_mapping(&r, r.wte));
+    ck_assert_int_eq(r.wte_store, SP_WSTORE_F32);
     ck_assert_uint_eq(r.bytes_matrices, mat * 2);
     ck_assert_uint_eq(r.bytes_converted, mat * 2);
-    ck_assert_uint_eq(r.bytes_in_place, rest * 4);
+    ck_assert_uint_eq(r.bytes_in_place, (rest + emb) * 4);
     const float *w32 = f.layers[1].o.w;
     const uint16_t *w16 = r.layers[1].o.w;
     for (int i = 0; i < D * D; i++) ck_assert_uint_eq(w16[i], sp_f32_to_bf16(w32[i]));
     sp_model_free(&b), sp_model_free(&r), sp_model_free(&f);
     free(dbf), free(d32);
+}
+END_TEST
+
+/* Two ranks of a node, played by two loads in this process: the copies live in one memfd that
+ * the writer maps writable and the other rank read-only (a write there would crash the test). */
+typedef struct fake_share {
+    int fd, writer, fail_ready, map_calls, ready_calls, map_ok;
+    size_t bytes;
+} fake_share;
+
+static int fake_map(void *ctx, size_t bytes, int ok, void **p, int *writer, sp_error *err) {
+    fake_share *f = ctx;
+    f->map_calls++, f->map_ok = ok;
+    *p = NULL, *writer = f->writer;
+    if (!ok) return -1;
+    if (bytes == 0) return 0;
+    if (f->writer) {
+        ck_assert_int_eq(ftruncate(f->fd, (off_t)bytes), 0);
+        f->bytes = bytes;
+    }
+    ck_assert_uint_eq(bytes, f->bytes); /* the same plan on every rank */
+    void *m =
+        mmap(NULL, bytes, f->writer ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, f->fd, 0);
+    if (m == MAP_FAILED) return sp_fail(err, "mmap failed");
+    *p = m;
+    return 0;
+}
+
+static int fake_ready(void *ctx, int ok, sp_error *err) {
+    fake_share *f = ctx;
+    f->ready_calls++;
+    if (ok && f->fail_ready) return sp_fail(err, "the rank converting the weights failed");
+    return ok ? 0 : -1;
+}
+
+/* F16 checkpoint, --weights bf16: its matrices rounded to BF16 and its other tensors (the
+ * embedding table included) converted to float32, all in the node's one copy: the second rank
+ * converts nothing (its mapping is read-only) and sees the first rank's values. */
+START_TEST(load_copies_shared_by_the_ranks_of_a_node) {
+    char *dir = make_model("f16-shared", SP_DTYPE_F16, 1, 0);
+    int fd = memfd_create("copies", 0);
+    ck_assert_int_ge(fd, 0);
+    fake_share fs[2] = {{.fd = fd, .writer = 1}, {.fd = fd, .writer = 0}};
+    sp_model a, b, p;
+    sp_error err;
+    sp_model_share sh[2] = {{fake_map, fake_ready, &fs[0]}, {fake_map, fake_ready, &fs[1]}};
+    ck_assert_msg(sp_model_load_shared(&a, dir, SP_WEIGHTS_BF16, &sh[0], &err) == 0, "%s", err.msg);
+    fs[1].bytes = fs[0].bytes;
+    ck_assert_msg(sp_model_load_shared(&b, dir, SP_WEIGHTS_BF16, &sh[1], &err) == 0, "%s", err.msg);
+    ck_assert_msg(sp_model_load_weights(&p, dir, SP_WEIGHTS_BF16, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(fs[1].map_calls, 1);
+    ck_assert_int_eq(fs[1].ready_calls, 1);
+    const size_t mat = (size_t)L * 12 * D * D, rest = (size_t)expected_params() - mat;
+    ck_assert_uint_eq(b.bytes_converted, mat * 2 + rest * 4); /* F16: everything is a copy */
+    ck_assert(b.copies_shared && a.copies_shared && !p.copies_shared);
+    ck_assert_uint_ge(fs[0].bytes, b.bytes_converted);
+    ck_assert_int_eq(b.wte_store, SP_WSTORE_F32); /* F16 table: float32, not rounded */
+    ck_assert_ptr_ne(b.layers[1].o.w, a.layers[1].o.w);
+    ck_assert_mem_eq(b.layers[1].o.w, p.layers[1].o.w, D * D * 2);
+    ck_assert_mem_eq(b.layers[0].mlp_out.w, p.layers[0].mlp_out.w, FF * D * 2);
+    ck_assert_mem_eq(b.wte, p.wte, (size_t)V * D * 4);
+    ck_assert_mem_eq(b.lnf.b, p.lnf.b, D * 4);
+    char fa[17], fb[17];
+    sp_model_fingerprint(&a, fa), sp_model_fingerprint(&b, fb);
+    ck_assert_str_eq(fa, fb);
+    sp_model_free(&a), sp_model_free(&b), sp_model_free(&p);
+    /* the writer failing (here: told so by ready): every rank fails, nothing left mapped */
+    fs[1].fail_ready = 1;
+    ck_assert_int_eq(sp_model_load_shared(&b, dir, SP_WEIGHTS_BF16, &sh[1], &err), -1);
+    tu_assert_has(err.msg, "the rank converting the weights failed");
+    ck_assert_ptr_null(b.store);
+    ck_assert_ptr_null(b.layers);
+    /* a load that fails before the copies still takes part in map (ok = 0), then stops */
+    char *gone = tu_path(dir, "nonexistent");
+    ck_assert_int_eq(sp_model_load_shared(&b, gone, SP_WEIGHTS_BF16, &sh[0], &err), -1);
+    tu_assert_has(err.msg, "config.json");
+    ck_assert_int_eq(fs[0].map_calls, 2);
+    ck_assert_int_eq(fs[0].map_ok, 0);
+    ck_assert_int_eq(fs[0].ready_calls, 1);
+    close(fd);
+    free(gone), free(dir);
 }
 END_TEST
 
@@ -1022,6 +1117,7 @@ int main(void) {
     tcase_add_test(tc, mask_buffers_ignored_and_untied_misaligned_head);
     tcase_add_test(tc, tied_head_ignores_stored_copy);
     tcase_add_test(tc, load_bf16_weights_in_place_and_rounded);
+    tcase_add_test(tc, load_copies_shared_by_the_ranks_of_a_node);
     tcase_add_test(tc, failed_load_leaves_model_empty);
     tcase_add_test(tc, init_refuses_non_empty_dir_unless_forced);
     tcase_add_test(tc, random_header_mutations_never_crash);

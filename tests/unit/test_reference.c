@@ -819,6 +819,83 @@ START_TEST(test_bf16_float32_path_matches_reference) {
 }
 END_TEST
 
+/* One forward and backward of case c on model m: the loss sum, target logits and prompt
+ * gradient (kv_grad, when the case has a prefix). */
+static void run_on(const ref_case *c, const sp_model *m, double *loss, float *logits, float *grad,
+                   float *kv_grad) {
+    sp_batch b = case_batch(c);
+    sp_pass pass = {.prompt = c->prompt,
+                    .n_prompt = c->n_prompt,
+                    .grad = grad,
+                    .target_logits = logits,
+                    .kv_prefix = c->kv_prefix,
+                    .n_kv_prefix = c->n_kv,
+                    .kv_prefix_grad = c->n_kv ? kv_grad : NULL};
+    sp_worker *w = sp_worker_new(m);
+    sp_error err = {0};
+    ck_assert_ptr_nonnull(w);
+    ck_assert_msg(sp_engine_run(w, &b, &pass, loss, &err) == 0, "%s: %s", c->name, err.msg);
+    sp_worker_free(w);
+}
+
+static double rel2(const float *a, const float *b, size_t n) {
+    double d = 0, r = 0;
+    for (size_t i = 0; i < n; i++) d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    for (size_t i = 0; i < n; i++) r += (double)b[i] * b[i];
+    return r > 0 ? sqrt(d / r) : sqrt(d);
+}
+
+/* A BF16 checkpoint's embedding table is used in place as BF16 (no float32 copy): the loss and
+ * the logits are bitwise those of the same model with a float32 copy of the table (as it was
+ * loaded before), the prompt gradient within float32 rounding (the tied head's input gradient
+ * sums the vocabulary in tiles). */
+static void check_bf16_table(const char *name) {
+    ref_case c;
+    char why[SP_ERROR_MAX + 128] = "";
+    ck_assert_msg(case_load_weights(&c, name, SP_WEIGHTS_AUTO, why, sizeof why) == 0, "%s", why);
+    sp_model *m = &c.model;
+    ck_assert_int_eq(m->wte_store, SP_WSTORE_BF16);
+    size_t V = (size_t)m->cfg.vocab_size, d = (size_t)m->cfg.d_model;
+    size_t nl = (size_t)c.n_targets * V, pd = (size_t)c.n_prompt * d;
+    float *table = malloc(V * d * sizeof *table);
+    float *lg[2] = {calloc(nl, 4), calloc(nl, 4)}, *gr[2] = {calloc(pd, 4), calloc(pd, 4)};
+    float *kv[2] = {calloc(c.kv_floats + 1, 4), calloc(c.kv_floats + 1, 4)};
+    ck_assert(table && lg[0] && lg[1] && gr[0] && gr[1] && kv[0] && kv[1]);
+    for (size_t v = 0; v < V; v++) sp_model_embedding_row(m, (int64_t)v, table + v * d);
+    sp_model before = *m; /* the float32 table, as before */
+    before.wte = table, before.wte_store = SP_WSTORE_F32;
+    if (m->lm_head.w == m->wte)
+        before.lm_head.w = table, before.lm_head.store = SP_WSTORE_F32, before.lm_head.exact = 0;
+    double loss[2];
+    run_on(&c, m, &loss[0], lg[0], gr[0], kv[0]);
+    run_on(&c, &before, &loss[1], lg[1], gr[1], kv[1]);
+    double ge = rel2(gr[0], gr[1], pd), ke = rel2(kv[0], kv[1], c.kv_floats);
+    printf("  %-58s bf16 table in place (%s): loss %s, logits %s, grad rel %.1e, kv grad rel "
+           "%.1e\n",
+           name, sp_bf16_compute(), loss[0] == loss[1] ? "bitwise" : "DIFFER",
+           memcmp(lg[0], lg[1], nl * 4) == 0 ? "bitwise" : "DIFFER", ge, ke);
+    ck_assert_msg(memcmp(&loss[0], &loss[1], sizeof loss[0]) == 0, "%s: loss %.17g vs %.17g", name,
+                  loss[0], loss[1]);
+    ck_assert_msg(memcmp(lg[0], lg[1], nl * 4) == 0, "%s: target logits differ", name);
+    ck_assert_msg(ge <= 1e-5 && ke <= 1e-5, "%s: gradient rel %.3e, kv %.3e", name, ge, ke);
+    for (int i = 0; i < 2; i++) free(lg[i]), free(gr[i]), free(kv[i]);
+    free(table);
+    case_free(&c);
+}
+
+START_TEST(test_bf16_table_in_place_matches_float32_table) {
+    static const char *const tied[] = {"l3_h2_d16_bf16", "gemma_l2_h4_kv1_d32_hd8_tied_bf16",
+                                       "mistral_l2_h4_kv1_d24_window6_kvprefix3_tied_sharded2_bf16",
+                                       "bert_l3_h4_d32_noprefix_sharded2_bf16",
+                                       "opt_l3_h2_d24_nobias_untied_kvprefix3_sharded2_bf16"};
+    for (int path = 0; path < 2; path++) {
+        sp__bf16_force_float32(path);
+        for (size_t i = 0; i < sizeof tied / sizeof *tied; i++) check_bf16_table(tied[i]);
+    }
+    sp__bf16_force_float32(0);
+}
+END_TEST
+
 static Suite *reference_suite(void) {
     Suite *s = suite_create("reference");
     TCase *tc = tcase_create("gpt2");
@@ -828,6 +905,7 @@ static Suite *reference_suite(void) {
     tcase_add_test(tc, test_peft_prefix_round_trip);
     tcase_add_test(tc, test_bf16_matches_reference);
     tcase_add_test(tc, test_bf16_float32_path_matches_reference);
+    tcase_add_test(tc, test_bf16_table_in_place_matches_float32_table);
     suite_add_tcase(s, tc);
     return s;
 }

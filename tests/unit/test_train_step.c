@@ -185,7 +185,8 @@ static void init_env_close(init_env *e) {
 /* Index of the vocabulary row prompt row k equals, or -1. */
 static int embedding_row(const sp_model *m, const float *row) {
     for (int v = 0; v < m->cfg.vocab_size; v++)
-        if (memcmp(m->wte + (size_t)v * m->cfg.d_model, row, (size_t)m->cfg.d_model * 4) == 0)
+        if (memcmp((const float *)m->wte + (size_t)v * m->cfg.d_model, row,
+                   (size_t)m->cfg.d_model * 4) == 0)
             return v;
     return -1;
 }

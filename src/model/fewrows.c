@@ -1,0 +1,308 @@
+/* Products of a few rows (generation's decode steps, sp__gemm_few): C[m, n] = beta C + A[m, k] W
+ * with the weight read in place, float32 or BF16 (converted exactly in registers), [k, n] or
+ * [n, k]. sgemm copies the whole weight into its blocked layout at every call, which for a few
+ * rows costs as much as the product itself (perf of a batch-16 GPT-2 decode step: 40% of the
+ * time in OpenBLAS's copies); here each weight element is loaded once from memory per 6 rows of A
+ * (8 x 48 register tiles for [k, n], 8 x 3 dot products for [n, k]) and never copied.
+ *
+ * Every element of C is one fixed sum over k in a fixed order: it does not depend on m, on the
+ * other rows or on how the columns are split over threads, so results are deterministic. The
+ * columns are split over the threads OpenBLAS was given (openblas_set_num_threads), a small pool
+ * started at the first product. Without AVX-512 (or for m above SP_FEW_ROWS) the callers use
+ * their other paths (sp__gemm_few_ok). */
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "model/kernels.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FEW_BUILD 1
+#include <immintrin.h>
+#else
+#define FEW_BUILD 0
+#endif
+
+typedef struct few_job {
+    int m, n, k, lda, ldw, ldc, wt, bf16;
+    const float *a;
+    const void *w;
+    float beta;
+    float *c;
+} few_job;
+
+#define MB 8  /* rows of A per tile */
+#define NB 48 /* columns per [k, n] tile */
+#define JB 3  /* weight rows per [n, k] tile */
+
+#if FEW_BUILD
+
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
+#define INLINE __attribute__((always_inline)) inline
+#define NV 3 /* zmm of columns per [k, n] tile */
+#ifndef PF_COLS
+#define PF_COLS (4 * NB) /* the same row, two tiles ahead */
+#endif
+
+/* 16 weights from p (float32 or BF16) under mask, as float32. */
+TGT static INLINE __m512 load_w(const void *p, size_t at, int bf16, __mmask16 mask) {
+    if (!bf16) return _mm512_maskz_loadu_ps(mask, (const float *)p + at);
+    __m256i h = _mm256_maskz_loadu_epi16(mask, (const uint16_t *)p + at);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+static inline __mmask16 lanes(int left) {
+    return left >= 16 ? (__mmask16)0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+}
+
+/* Row i of a tile of mb rows: rows past mb repeat the last one (computed, not stored), so the
+ * register tile is always MB x NV and fully unrolled. */
+static inline const float *tile_row(const few_job *J, int i0, int mb, int i) {
+    return J->a + (size_t)(i0 + (i < mb ? i : mb - 1)) * J->lda;
+}
+
+/* W [k, n]: rows q0..q1 of W into C[i0.., j0..j0+nc] for mb <= MB rows, nc <= NB columns: the
+ * first block (first) starts from beta C, later ones add to C's partial sums. */
+TGT static INLINE void tile_kn(const few_job *J, int i0, int mb, int j0, int nc, int q0, int q1,
+                               int first, int bf16) {
+    __m512 acc[MB][NV];
+    __mmask16 mk[NV];
+    const float *a[MB];
+    float *c[MB];
+    int from_c = !first || J->beta != 0.0f;
+#pragma GCC unroll 8
+    for (int i = 0; i < MB; i++) a[i] = tile_row(J, i0, mb, i);
+#pragma GCC unroll 8
+    for (int i = 0; i < MB; i++) c[i] = J->c + (size_t)(i0 + (i < mb ? i : mb - 1)) * J->ldc + j0;
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; v++) mk[v] = lanes(nc - 16 * v);
+#pragma GCC unroll 8
+    for (int i = 0; i < MB; i++)
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++)
+            acc[i][v] = from_c ? _mm512_maskz_loadu_ps(mk[v], c[i] + 16 * v) : _mm512_setzero_ps();
+    const size_t ldw = (size_t)J->ldw;
+    size_t row = (size_t)q0 * ldw + (size_t)j0;
+    for (int q = q0; q < q1; q++, row += ldw) {
+        __m512 b[NV];
+        const char *ahead = (const char *)J->w + (row + PF_COLS) * (bf16 ? 2 : 4);
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++) _mm_prefetch(ahead + 64 * v, _MM_HINT_T0);
+#pragma GCC unroll 3
+        for (int v = 0; v < NV; v++) b[v] = load_w(J->w, row + 16 * v, bf16, mk[v]);
+#pragma GCC unroll 8
+        for (int i = 0; i < MB; i++) {
+            __m512 x = _mm512_set1_ps(a[i][q]);
+#pragma GCC unroll 3
+            for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(x, b[v], acc[i][v]);
+        }
+    }
+    for (int i = 0; i < mb; i++)
+        for (int v = 0; v < NV; v++) _mm512_mask_storeu_ps(c[i] + 16 * v, mk[v], acc[i][v]);
+}
+
+/* W [n, k]: C[i0.., j0..j0+jb] for mb <= rows <= MB rows of A (rows a constant once inlined:
+ * 1, 2, 4 or 8) and jb <= JB weight rows (dot products over k in 16 lanes, summed across lanes
+ * at the end; weight rows past jb repeat the first, rows of A past mb the last). */
+TGT static INLINE void tile_nk(const few_job *J, int i0, int mb, int j0, int jb, int bf16,
+                               const int rows) {
+    __m512 acc[MB][JB];
+    const float *a[MB];
+    size_t wr[JB];
+#pragma GCC unroll 8
+    for (int i = 0; i < rows; i++) a[i] = tile_row(J, i0, mb, i);
+#pragma GCC unroll 3
+    for (int j = 0; j < JB; j++) wr[j] = (size_t)(j0 + (j < jb ? j : 0)) * J->ldw;
+#pragma GCC unroll 8
+    for (int i = 0; i < rows; i++)
+#pragma GCC unroll 3
+        for (int j = 0; j < JB; j++) acc[i][j] = _mm512_setzero_ps();
+    for (int q = 0; q < J->k; q += 16) {
+        __mmask16 mk = lanes(J->k - q);
+        __m512 b[JB];
+#pragma GCC unroll 3
+        for (int j = 0; j < JB; j++) b[j] = load_w(J->w, wr[j] + q, bf16, mk);
+#pragma GCC unroll 8
+        for (int i = 0; i < rows; i++) {
+            __m512 x = _mm512_maskz_loadu_ps(mk, a[i] + q);
+#pragma GCC unroll 3
+            for (int j = 0; j < JB; j++) acc[i][j] = _mm512_fmadd_ps(x, b[j], acc[i][j]);
+        }
+    }
+    for (int i = 0; i < mb; i++) {
+        float *c = J->c + (size_t)(i0 + i) * J->ldc + j0;
+        for (int j = 0; j < jb; j++) {
+            float r = _mm512_reduce_add_ps(acc[i][j]);
+            c[j] = J->beta != 0.0f ? c[j] + r : r;
+        }
+    }
+}
+
+/* tile_nk with the register tile fitted to mb. */
+TGT static INLINE void tile_nk_fit(const few_job *J, int i0, int mb, int j0, int jb, int bf16) {
+    if (mb == 1)
+        tile_nk(J, i0, mb, j0, jb, bf16, 1);
+    else if (mb == 2)
+        tile_nk(J, i0, mb, j0, jb, bf16, 2);
+    else if (mb <= 4)
+        tile_nk(J, i0, mb, j0, jb, bf16, 4);
+    else
+        tile_nk(J, i0, mb, j0, jb, bf16, 8);
+}
+
+/* Columns [j0, j1) of C (j0 a multiple of the tile width), one weight format. A [k, n] weight
+ * is read KB rows at a time across all the columns, so that its rows stream through memory
+ * (a tile of all k rows would touch a new page at every row). */
+#define KB 64
+TGT static INLINE void few_cols_as(const few_job *J, int j0, int j1, int bf16) {
+    if (J->wt) {
+        for (int j = j0; j < j1; j += JB)
+            for (int i = 0; i < J->m; i += MB)
+                tile_nk_fit(J, i, J->m - i < MB ? J->m - i : MB, j, j1 - j < JB ? j1 - j : JB,
+                            bf16);
+        return;
+    }
+    for (int q = 0; q < J->k; q += KB) {
+        int q1 = J->k - q < KB ? J->k : q + KB;
+        for (int j = j0; j < j1; j += NB)
+            for (int i = 0; i < J->m; i += MB)
+                tile_kn(J, i, J->m - i < MB ? J->m - i : MB, j, j1 - j < NB ? j1 - j : NB, q, q1,
+                        q == 0, bf16);
+    }
+}
+
+TGT static void few_cols_f32(const few_job *J, int j0, int j1) {
+    few_cols_as(J, j0, j1, 0);
+}
+
+TGT static void few_cols_bf16(const few_job *J, int j0, int j1) {
+    few_cols_as(J, j0, j1, 1);
+}
+
+static void few_cols(const few_job *J, int j0, int j1) {
+    if (J->bf16)
+        few_cols_bf16(J, j0, j1);
+    else
+        few_cols_f32(J, j0, j1);
+}
+
+#endif
+
+/* ---- the threads ---------------------------------------------------------------------------- */
+
+#define MAX_THREADS 64
+static pthread_mutex_t pool_busy = PTHREAD_MUTEX_INITIALIZER; /* one product at a time */
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_go = PTHREAD_COND_INITIALIZER, pool_done = PTHREAD_COND_INITIALIZER;
+static int pool_started, pool_pending;
+static unsigned pool_generation;
+static const few_job *pool_job;
+static int pool_parts;
+
+/* The columns of part p of parts, in whole tiles. */
+static void part_cols(const few_job *J, int p, int parts, int *j0, int *j1) {
+    int w = J->wt ? JB : NB, tiles = (J->n + w - 1) / w;
+    *j0 = (int)((int64_t)tiles * p / parts) * w;
+    *j1 = (int)((int64_t)tiles * (p + 1) / parts) * w;
+    if (*j1 > J->n) *j1 = J->n;
+}
+
+static void run_part(const few_job *J, int p, int parts) {
+#if FEW_BUILD
+    int j0, j1;
+    part_cols(J, p, parts, &j0, &j1);
+    if (j0 < j1) few_cols(J, j0, j1);
+#else
+    (void)J, (void)p, (void)parts;
+#endif
+}
+
+static void *pool_worker(void *arg) {
+    int p = (int)(intptr_t)arg;
+    unsigned seen = 0;
+    pthread_mutex_lock(&pool_lock);
+    for (;;) {
+        while (pool_generation == seen) pthread_cond_wait(&pool_go, &pool_lock);
+        seen = pool_generation;
+        const few_job *J = pool_job;
+        int parts = pool_parts;
+        pthread_mutex_unlock(&pool_lock);
+        if (p < parts) run_part(J, p, parts);
+        pthread_mutex_lock(&pool_lock);
+        if (--pool_pending == 0) pthread_cond_signal(&pool_done);
+    }
+    return NULL;
+}
+
+/* Starts workers 1..threads-1 once; returns how many parts the pool can run (1 without it). */
+static int pool_threads(int threads) {
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    pthread_mutex_lock(&pool_lock);
+    while (pool_started + 1 < threads) {
+        pthread_t t;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        int rc = pthread_create(&t, &at, pool_worker, (void *)(intptr_t)(pool_started + 1));
+        pthread_attr_destroy(&at);
+        if (rc != 0) break;
+        pool_started++;
+    }
+    int n = pool_started + 1 < threads ? pool_started + 1 : threads;
+    pthread_mutex_unlock(&pool_lock);
+    return n;
+}
+
+static void run_job(const few_job *J) {
+    int threads = openblas_get_num_threads();
+    /* a part of at least ~64 columns of a large product each, else one thread */
+    if ((int64_t)J->n * J->k < ((int64_t)1 << 16) * threads) threads = 1;
+    if (threads > 1 && pthread_mutex_trylock(&pool_busy) == 0) {
+        int parts = pool_threads(threads);
+        pthread_mutex_lock(&pool_lock);
+        pool_job = J, pool_parts = parts, pool_pending = pool_started;
+        pool_generation++;
+        pthread_cond_broadcast(&pool_go);
+        pthread_mutex_unlock(&pool_lock);
+        run_part(J, 0, parts);
+        pthread_mutex_lock(&pool_lock);
+        while (pool_pending > 0) pthread_cond_wait(&pool_done, &pool_lock);
+        pthread_mutex_unlock(&pool_lock);
+        pthread_mutex_unlock(&pool_busy);
+        return;
+    }
+    run_part(J, 0, 1);
+}
+
+/* ---- entry points ---------------------------------------------------------------------------- */
+
+#if FEW_BUILD
+static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
+static int cpu_ok;
+
+static void cpu_probe(void) {
+    __builtin_cpu_init();
+    cpu_ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
+}
+#endif
+
+int sp__gemm_few_ok(int m) {
+#if FEW_BUILD
+    if (m < 1 || m > SP_FEW_ROWS) return 0;
+    pthread_once(&cpu_once, cpu_probe);
+    return cpu_ok;
+#else
+    (void)m;
+    return 0;
+#endif
+}
+
+void sp__gemm_few(int m, int n, int k, const float *a, int lda, const void *w, int ldw, int wt,
+                  int bf16, float beta, float *c, int ldc) {
+    few_job J = {m, n, k, lda, ldw, ldc, wt, bf16, a, w, beta, c};
+    if (m <= 0 || n <= 0) return;
+    run_job(&J);
+}

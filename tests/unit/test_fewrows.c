@@ -1,0 +1,130 @@
+/* Products of a few rows with the weight read in place (src/model/fewrows.c, sp__gemm_few):
+ * float32 and BF16 weights, stored [k, n] and [n, k], against float64 references, for 1 to 16
+ * rows (every register tile shape), columns and k not multiples of the tiles (masked tails), k
+ * past one row block, beta 0 and 1, row strides wider than the rows; each row of C bitwise the
+ * same whatever the number of rows computed with it and the number of threads (deterministic). */
+#include <cblas.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/kernels.h"
+#include "softprompt/dtype.h"
+#include "softprompt/rng.h"
+#include "testutil.h"
+
+typedef struct shape {
+    int m, n, k;
+} shape;
+
+static const shape SHAPES[] = {{1, 1, 1},   {2, 47, 15},    {3, 49, 17},   {4, 96, 64},
+                               {5, 3, 33},  {8, 100, 65},   {9, 145, 130}, {13, 7, 200},
+                               {16, 50, 9}, {16, 1031, 96}, {1, 4099, 70}};
+
+typedef struct operands {
+    int lda, ldc, ldw, wrows;
+    float *a, *c, *c0, *wf;
+    uint16_t *wb;
+} operands;
+
+static operands make(shape s, int wt, uint64_t seed) {
+    operands o = {
+        .lda = s.k + 3, .ldc = s.n + 5, .ldw = (wt ? s.k : s.n) + 2, .wrows = wt ? s.n : s.k};
+    size_t nw = (size_t)o.wrows * o.ldw;
+    o.a = malloc((size_t)s.m * o.lda * sizeof *o.a);
+    o.c = malloc((size_t)s.m * o.ldc * sizeof *o.c);
+    o.c0 = malloc((size_t)s.m * o.ldc * sizeof *o.c0);
+    o.wf = malloc(nw * sizeof *o.wf);
+    o.wb = malloc(nw * sizeof *o.wb);
+    ck_assert(o.a && o.c && o.c0 && o.wf && o.wb);
+    sp_rng r;
+    sp_rng_seed(&r, seed);
+    for (int i = 0; i < s.m * o.lda; i++) o.a[i] = (float)sp_rng_normal(&r);
+    for (size_t i = 0; i < nw; i++) o.wf[i] = (float)sp_rng_normal(&r);
+    for (size_t i = 0; i < nw; i++) o.wb[i] = sp_f32_to_bf16(o.wf[i]);
+    for (int i = 0; i < s.m * o.ldc; i++) o.c0[i] = (float)sp_rng_normal(&r);
+    return o;
+}
+
+static void drop(operands *o) {
+    free(o->a), free(o->c), free(o->c0), free(o->wf), free(o->wb);
+}
+
+static double weight(const operands *o, int wt, int bf16, int q, int j) {
+    size_t at = wt ? (size_t)j * o->ldw + q : (size_t)q * o->ldw + j;
+    return bf16 ? sp_bf16_to_f32(o->wb[at]) : o->wf[at];
+}
+
+/* max |C - ref| / max |ref| of one product. */
+static double rel_err(shape s, int wt, int bf16, float beta, uint64_t seed) {
+    operands o = make(s, wt, seed);
+    memcpy(o.c, o.c0, (size_t)s.m * o.ldc * sizeof *o.c);
+    sp__gemm_few(s.m, s.n, s.k, o.a, o.lda, bf16 ? (const void *)o.wb : (const void *)o.wf, o.ldw,
+                 wt, bf16, beta, o.c, o.ldc);
+    double num = 0, den = 0;
+    for (int i = 0; i < s.m; i++) {
+        ck_assert(o.c[(size_t)i * o.ldc + s.n] == o.c0[(size_t)i * o.ldc + s.n]); /* past n */
+        for (int j = 0; j < s.n; j++) {
+            double ref = beta != 0.0f ? o.c0[(size_t)i * o.ldc + j] : 0.0;
+            for (int q = 0; q < s.k; q++)
+                ref += (double)o.a[(size_t)i * o.lda + q] * weight(&o, wt, bf16, q, j);
+            double e = fabs(o.c[(size_t)i * o.ldc + j] - ref);
+            num = e > num || isnan(e) ? (isnan(e) ? INFINITY : e) : num;
+            den = fabs(ref) > den ? fabs(ref) : den;
+        }
+    }
+    drop(&o);
+    return den > 0 ? num / den : num;
+}
+
+START_TEST(matches_float64) {
+    if (!sp__gemm_few_ok(1)) {
+        printf("  (no AVX-512 here: sp__gemm_few is not used)\n");
+        return;
+    }
+    for (size_t si = 0; si < sizeof SHAPES / sizeof *SHAPES; si++)
+        for (int v = 0; v < 8; v++) {
+            int wt = v & 1, bf16 = (v >> 1) & 1, beta = v >> 2;
+            double e = rel_err(SHAPES[si], wt, bf16, (float)beta, si * 8 + (size_t)v + 1);
+            ck_assert_msg(e <= 1e-5, "m %d n %d k %d wt %d bf16 %d beta %d: rel err %.3e",
+                          SHAPES[si].m, SHAPES[si].n, SHAPES[si].k, wt, bf16, beta, e);
+        }
+}
+END_TEST
+
+/* Row i of 16 rows computed together, on 1 and on 2 threads, equals row i computed alone. */
+START_TEST(rows_and_threads_do_not_change_results) {
+    if (!sp__gemm_few_ok(1)) return;
+    shape s = {16, 1031, 130};
+    for (int v = 0; v < 4; v++) {
+        int wt = v & 1, bf16 = v >> 1;
+        operands o = make(s, wt, 77 + (uint64_t)v);
+        const void *w = bf16 ? (const void *)o.wb : (const void *)o.wf;
+        size_t bytes = (size_t)s.m * o.ldc * sizeof *o.c;
+        float *alone = malloc(bytes), *two = malloc(bytes);
+        ck_assert(alone && two);
+        openblas_set_num_threads(1);
+        for (int i = 0; i < s.m; i++)
+            sp__gemm_few(1, s.n, s.k, o.a + (size_t)i * o.lda, o.lda, w, o.ldw, wt, bf16, 0.0f,
+                         alone + (size_t)i * o.ldc, o.ldc);
+        sp__gemm_few(s.m, s.n, s.k, o.a, o.lda, w, o.ldw, wt, bf16, 0.0f, o.c, o.ldc);
+        openblas_set_num_threads(2);
+        sp__gemm_few(s.m, s.n, s.k, o.a, o.lda, w, o.ldw, wt, bf16, 0.0f, two, o.ldc);
+        for (int i = 0; i < s.m; i++) {
+            size_t at = (size_t)i * o.ldc, n = (size_t)s.n * sizeof(float);
+            ck_assert_msg(memcmp(o.c + at, alone + at, n) == 0, "wt %d bf16 %d row %d", wt, bf16,
+                          i);
+            ck_assert_msg(memcmp(two + at, alone + at, n) == 0, "2 threads: wt %d row %d", wt, i);
+        }
+        free(alone), free(two);
+        drop(&o);
+    }
+    openblas_set_num_threads(1);
+}
+END_TEST
+
+int main(void) {
+    const TTest *tests[] = {matches_float64, rows_and_threads_do_not_change_results, NULL};
+    return tu_main("fewrows", tests, NULL, NULL);
+}
