@@ -38,15 +38,15 @@ Only torch and numpy are needed.
 import json
 import math
 import os
-import shutil
 import sys
 
 import numpy as np
+import ref_case
 import ref_cli
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpt2_reference import (make_batch, read_weights, st_write,  # noqa: E402  (same dir)
+from gpt2_reference import (read_weights, st_write,  # noqa: E402  (same dir)
                             write_index)
 
 torch.set_num_threads(1)  # fixed summation order: identical bytes on every run
@@ -314,83 +314,10 @@ CASES = [
 
 
 def generate_case(outdir, case):
-    rng = np.random.default_rng(case["seed"])
     c = dict(case, V=case["vocab_size"])
-    d, P = c["d"], c["n_prompt"]
-    cdir = os.path.join(outdir, case["name"])
-    if os.path.isdir(cdir):
-        shutil.rmtree(cdir)
-    os.makedirs(cdir)
-    write_model(cdir, c, bloom_tensor_list(rng, c))
-    prompt32 = rng.normal(0.0, 0.5, size=(P, d)).astype(np.float32)
-    batch = make_batch(rng, case)
-    with open(os.path.join(cdir, "batch.json"), "w") as f:
-        json.dump(batch, f)
-        f.write("\n")
-    n_kv = case.get("n_kv", 0)
-    prefix32 = (rng.normal(0.0, 0.5, size=(c["n_layer"], 2, n_kv, d)).astype(np.float32)
-                if n_kv else None)
-
-    M = read_model(cdir)
-    W = {k: torch.from_numpy(v.copy()) for k, v in M["w"].items()}
-    prompt = torch.from_numpy(prompt32.astype(np.float64)).requires_grad_(True)
-    prefix = (torch.from_numpy(prefix32.astype(np.float64)).requires_grad_(True) if n_kv
-              else None)
-    logits, ce = torch_batch(M, W, batch, prompt, prefix)
-    n_t = len(batch["target_ids"])
-    loss_sum = ce.sum()
-    loss_mean = loss_sum / n_t
-    if n_kv:
-        grad, kv_grad = torch.autograd.grad(loss_mean, [prompt, prefix])
-        kv_grad = kv_grad.numpy()
-    else:
-        (grad,) = torch.autograd.grad(loss_mean, prompt)
-    logits, ce, grad = logits.detach().numpy(), ce.detach().numpy(), grad.numpy()
-
-    p64 = prompt32.astype(np.float64)
-    kv64 = prefix32.astype(np.float64) if n_kv else None
-    logits2 = numpy_batch_logits(M, batch, p64, kv64)
-    e_logit = np.max(np.abs(logits2 - logits)) / np.max(np.abs(logits))
-    assert e_logit < 1e-12, e_logit
-
-    def f(pr, kv=kv64):
-        with torch.no_grad():
-            kvt = None if kv is None else torch.from_numpy(kv)
-            return float(torch_batch(M, W, batch, torch.from_numpy(pr), kvt)[1].sum()) / n_t
-
-    used = sorted({-1 - t for t in batch["tokens"] if t < 0})
-    worst, gscale = 0.0, np.max(np.abs(grad))
-    for k, j in [(used[0], 0), (used[-1], d - 1), (used[len(used) // 2], d // 2)]:
-        pp, pm = p64.copy(), p64.copy()
-        pp[k, j] += 1e-6
-        pm[k, j] -= 1e-6
-        fd = (f(pp) - f(pm)) / 2e-6
-        worst = max(worst, abs(fd - grad[k, j]) / gscale)
-    assert worst < 1e-6, worst
-    assert all(np.all(grad[k] == 0.0) for k in range(P) if k not in used)
-    if n_kv:  # the prefix's gradient at its largest entries of the first and last layer
-        kscale = np.max(np.abs(kv_grad))
-        for layer in (0, c["n_layer"] - 1):
-            at = np.unravel_index(np.argmax(np.abs(kv_grad[layer])), kv_grad[layer].shape)
-            idx = (layer,) + tuple(int(x) for x in at)
-            kp, km = kv64.copy(), kv64.copy()
-            kp[idx] += 1e-6
-            km[idx] -= 1e-6
-            fd = (f(p64, kp) - f(p64, km)) / 2e-6
-            worst = max(worst, abs(fd - kv_grad[idx]) / kscale)
-        assert worst < 1e-6, worst
-
-    extra = [("kv_prefix", "F32", prefix32), ("kv_prefix_grad_mean", "F64", kv_grad)] if n_kv else []
-    st_write(os.path.join(cdir, "expected.safetensors"), [
-        ("prompt", "F32", prompt32),
-        ("loss_mean", "F64", np.array([float(loss_mean)])),
-        ("loss_sum", "F64", np.array([float(loss_sum)])),
-        ("target_logits", "F64", logits),
-        ("target_loss", "F64", ce),
-        ("grad_mean", "F64", grad),
-    ] + extra, {"generator": "tests/ref/bloom_reference.py"})
-    print("%-60s loss_mean=%.10f  second-way rel err %.1e  fd rel err %.1e  targets=%d"
-          % (case["name"], float(loss_mean), e_logit, worst, n_t))
+    ref_case.write(outdir, case, "tests/ref/bloom_reference.py",
+                   model=lambda cdir, rng: write_model(cdir, c, bloom_tensor_list(rng, c)),
+                   read=read_model, forward=torch_batch, second_way=numpy_batch_logits, d=c["d"])
 
 
 def main():
