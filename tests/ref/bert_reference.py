@@ -28,9 +28,7 @@ differences.
 Usage: python3 tests/ref/bert_reference.py --out tests/fixtures/ref
 """
 
-import json
 import math
-import os
 import sys
 
 import numpy as np
@@ -38,7 +36,7 @@ import ref_case
 import ref_cli
 import torch
 
-from gpt2_reference import read_weights, st_write, write_index  # noqa: E402  (same dir)
+from gpt2_reference import read_weights  # noqa: E402  (same dir)
 
 torch.set_num_threads(1)
 torch.set_default_dtype(torch.float64)
@@ -138,23 +136,8 @@ def hf_config(c):
 
 
 def write_model(dirpath, c, params):
-    with open(os.path.join(dirpath, "config.json"), "w") as f:
-        json.dump(hf_config(c), f, indent=2)
-        f.write("\n")
-    dt = c["dtype"]
-    tensors = [(name, "I64" if name.endswith("position_ids") else dt, arr) for name, arr in params]
-    meta = {"format": "pt"}
-    if c["shards"] == 1:
-        st_write(os.path.join(dirpath, "model.safetensors"), tensors, meta)
-        return
-    per = math.ceil(len(tensors) / c["shards"])
-    weight_map, total = {}, 0
-    for i in range(c["shards"]):
-        fname = "model-%05d-of-%05d.safetensors" % (i + 1, c["shards"])
-        group = tensors[i * per:(i + 1) * per]
-        total += st_write(os.path.join(dirpath, fname), group, meta)
-        weight_map.update({name: fname for name, _, _ in group})
-    write_index(dirpath, weight_map, total)
+    tensors = [(name, "I64" if name.endswith("position_ids") else c["dtype"], arr) for name, arr in params]
+    ref_case.write_hf_model(dirpath, hf_config(c), tensors, c["shards"])
 
 
 def read_model(dirpath):

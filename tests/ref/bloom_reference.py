@@ -35,7 +35,6 @@ Usage: python3 tests/ref/bloom_reference.py --out tests/fixtures/ref
 Only torch and numpy are needed.
 """
 
-import json
 import math
 import os
 import sys
@@ -46,8 +45,7 @@ import ref_cli
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpt2_reference import (read_weights, st_write,  # noqa: E402  (same dir)
-                            write_index)
+from gpt2_reference import read_weights  # noqa: E402  (same dir)
 
 torch.set_num_threads(1)  # fixed summation order: identical bytes on every run
 
@@ -117,22 +115,8 @@ def hf_config(c):
 
 
 def write_model(dirpath, c, params):
-    with open(os.path.join(dirpath, "config.json"), "w") as f:
-        json.dump(hf_config(c), f, indent=2)
-        f.write("\n")
     tensors = [(name, c["dtype"], arr) for name, arr in params]
-    meta = {"format": "pt"}
-    if c["shards"] == 1:
-        st_write(os.path.join(dirpath, "model.safetensors"), tensors, meta)
-        return
-    per = math.ceil(len(tensors) / c["shards"])
-    weight_map, total = {}, 0
-    for i in range(c["shards"]):
-        fname = "model-%05d-of-%05d.safetensors" % (i + 1, c["shards"])
-        group = tensors[i * per:(i + 1) * per]
-        total += st_write(os.path.join(dirpath, fname), group, meta)
-        weight_map.update({name: fname for name, _, _ in group})
-    write_index(dirpath, weight_map, total)
+    ref_case.write_hf_model(dirpath, hf_config(c), tensors, c["shards"])
 
 
 def read_model(dirpath):

@@ -19,6 +19,7 @@ Self-checks, all from the files as written (read back by the family's reader):
   - with max_len, no sequence (behind the prefix) is longer than max_len positions.
 """
 import json
+import math
 import os
 import shutil
 
@@ -26,6 +27,29 @@ import numpy as np
 import torch
 
 FD_STEP = 1e-6
+
+
+def write_hf_model(dirpath, config, tensors, shards):
+    """config.json and the weights in Hugging Face's layout: tensors [(name, dtype, array)] in one
+    model.safetensors, or in `shards` files of equal tensor counts with model.safetensors.index.json.
+    """
+    from gpt2_reference import st_write, write_index  # here: gpt2_reference imports this module
+
+    with open(os.path.join(dirpath, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
+    meta = {"format": "pt"}
+    if shards == 1:
+        st_write(os.path.join(dirpath, "model.safetensors"), tensors, meta)
+        return
+    per = math.ceil(len(tensors) / shards)
+    weight_map, total = {}, 0
+    for i in range(shards):
+        fname = "model-%05d-of-%05d.safetensors" % (i + 1, shards)
+        group = tensors[i * per:(i + 1) * per]
+        total += st_write(os.path.join(dirpath, fname), group, meta)
+        weight_map.update({name: fname for name, _, _ in group})
+    write_index(dirpath, weight_map, total)
 
 
 def write(outdir, case, generator, *, model, read, forward, second_way, d, kv_dim=None,
