@@ -39,8 +39,17 @@ typedef struct sp_prepare_options {
     void *ctx;
 } sp_prepare_options;
 
+/* Resolves fmt->input_eos < 0 (automatic) for the tokenizer tok loaded from dir: 1 when tok
+ * ends every sequence with EOS (sp_tokenizer_adds_eos: T5's "$A </s>") and dir's config.json
+ * describes an encoder-decoder (is_encoder_decoder true or, without that key, the model_type of
+ * an encoder-decoder family: t5), else 0 (no config.json: 0). An explicit 0 or 1 is kept.
+ * Returns 0, or -1 with err naming config.json and the field when it is unreadable or wrong. */
+int sp_prepare_input_eos(const char *dir, const sp_tokenizer *tok, sp_format_options *fmt,
+                         sp_error *err);
+
 /* The defaults of `softprompt prepare`: SP_PREPARE_DEFAULT_SPLIT, _SEED and _MAX_LENGTH, EOS
- * after generation targets, the default prompt length; everything else NULL / 0. */
+ * after generation targets, the default prompt length, input_eos automatic (-1); everything
+ * else NULL / 0. */
 void sp_prepare_options_default(sp_prepare_options *o);
 
 typedef struct sp_prepare_split {
@@ -74,6 +83,7 @@ typedef struct sp_prepare_report {
     char tokenizer_hash[17]; /* sp_tokenizer_hash_hex */
     int starts_with_bos;     /* every example starts with the tokenizer's BOS */
     char *bos_token;         /* its text (NULL when the vocabulary has none) */
+    int input_eos;           /* the input (before the target) ends with EOS: encoder-decoder */
     int n_warnings;
     char **warnings;        /* the formatter's warnings (sp_formatter_warning) */
     int64_t input_bytes;    /* size of the input file (0 when unknown) */

@@ -149,9 +149,13 @@ typedef struct sp_format_options {
     const char *text_field;      /* NULL: "text" */
     const char *label_field;     /* NULL: "label" */
     const char *truncate_field;  /* NULL: text_field if the template uses it, else none */
-    int prompt_length;     /* slots prepended to a template without any; < 0: the default 20 */
-    int max_length;        /* 0: no limit */
-    int eos;               /* generation: append the tokenizer's EOS to the target */
+    int prompt_length; /* slots prepended to a template without any; < 0: the default 20 */
+    int max_length;    /* 0: no limit */
+    int eos;           /* generation: append the tokenizer's EOS to the target */
+    /* 1: the input (the template, before the target) ends with the tokenizer's EOS, once, as
+     * an encoder-decoder's tokenizer ends it (T5's "$A </s>"); 0: not; < 0 (auto) is 0 here and
+     * resolved by sp_prepare_input_eos (prepare.h) from the model's config.json. */
+    int input_eos;
     sp_target_mode target; /* what a record must give for the target (default: required) */
 } sp_format_options;
 

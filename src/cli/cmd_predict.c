@@ -144,6 +144,7 @@ static int parse_args(int argc, char **argv, predict_args *a, sp_predict_format 
     memset(a, 0, sizeof *a);
     a->micro_batch = 8, a->chunk = SP_PREDICT_DEFAULT_CHUNK;
     a->fmt.prompt_length = -1, a->fmt.max_length = -1;
+    a->fmt.input_eos = -1; /* automatic, as prepare's default */
     char *pos[argc > 0 ? argc : 1];
     int n_pos, rc = sp__flags_parse(&SPEC, argc, argv, a, pos, &n_pos);
     if (rc) return rc;

@@ -55,6 +55,12 @@ static const sp__flag FLAGS[] = {
     SP_OPT_SWITCH("eos", AT(fmt.eos), 1,
                   "generation: end each target with <|endoftext|> (the default)"),
     SP_OPT_SWITCH("no-eos", AT(fmt.eos), 0, "generation: no end-of-text token after targets"),
+    SP_OPT_SWITCH("input-eos", AT(fmt.input_eos), 1,
+                  "end the input (the template) with the tokenizer's EOS, as\n"
+                  "an encoder-decoder's tokenizer does (default: when DIR's\n"
+                  "config.json is an encoder-decoder's, e.g. T5, and the\n"
+                  "tokenizer appends EOS)"),
+    SP_OPT_SWITCH("no-input-eos", AT(fmt.input_eos), 0, "no EOS after the input"),
     SP_OPT_INT("max-length", AT(fmt.max_length), "N", 0, 1 << 30,
                "longest example in tokens (default " SP_XSTR(
                    SP_PREPARE_DEFAULT_MAX_LENGTH) "; 0: no limit);\n"
@@ -136,6 +142,7 @@ static void print_examples(const sp_prepare_options *o, const sp_prepare_report 
     if (r->n_skipped_unknown) printf(", %" PRId64 " skipped (unknown label)", r->n_skipped_unknown);
     printf("\n%-11s %s (hash %s)", "tokenizer", o->tokenizer, r->tokenizer_hash);
     if (r->starts_with_bos) printf(", examples start with %s", r->bos_token ? r->bos_token : "BOS");
+    if (r->input_eos) printf(", inputs end with EOS (encoder-decoder)");
     printf("\n");
     if (r->n_classes)
         printf("%-11s classification, %d classes, %d soft tokens\n", "task", r->n_classes,

@@ -76,8 +76,9 @@ int sp_examples_from_records(const sp_prepare_options *o, sp_examples *ex, sp_er
     fo.target = SP_TARGET_OPTIONAL;
     sp_tokenizer *tok = sp_tokenizer_load(o->tokenizer, err);
     if (!tok) return sp_fail_prefix(err, "--tokenizer %s", o->tokenizer);
-    sp_formatter *fmt = sp_formatter_new(tok, &fo, err);
-    int rc = fmt ? 0 : SP_PREPARE_BAD_OPTION;
+    sp_formatter *fmt = NULL;
+    int rc = sp_prepare_input_eos(o->tokenizer, tok, &fo, err);
+    if (rc == 0 && !(fmt = sp_formatter_new(tok, &fo, err))) rc = SP_PREPARE_BAD_OPTION;
     sp_input *in = NULL;
     if (rc == 0 && !(ex->source = strdup(o->input))) rc = sp_fail(err, "out of memory");
     if (rc == 0 && !(in = sp_input_open(o->input, o->format, err))) rc = -1;

@@ -431,6 +431,23 @@ static int append_eos_after_mask(sp_formatter *f, sp_error *err) {
     return 0;
 }
 
+/* An encoder-decoder's input ends with EOS (input_eos): after the template, once (not again
+ * when the template already ends with it, nor after a {mask} template, which has it). */
+static int append_input_eos(sp_formatter *f, const sp_format_options *o, sp_error *err) {
+    if (o->input_eos <= 0 || f->tpl.n_mask > 0) return 0;
+    int32_t eos = sp_tokenizer_eos_id(f->tok);
+    if (eos < 0)
+        return sp_fail(err, "--input-eos: the tokenizer has no EOS token (use --no-input-eos)");
+    const segments *g = &f->tseg;
+    const segment *last = g->n > 0 ? &g->s[g->n - 1] : NULL;
+    if (last && last->kind == SEG_FIXED && last->ids.n > 0 && last->ids.ids[last->ids.n - 1] == eos)
+        return 0;
+    segment *e = new_segment(&f->tseg, SEG_FIXED);
+    if (!e || sp_token_buf_append(&e->ids, &eos, 1) != 0)
+        return sp_fail(err, "--template: out of memory");
+    return 0;
+}
+
 /* --max-length must leave room for at least one token of the truncate field (if any). */
 static int check_limits(const sp_formatter *f, sp_error *err) {
     if (f->max_length <= 0) return 0;
@@ -516,8 +533,8 @@ sp_formatter *sp_formatter_new(sp_tokenizer *tok, const sp_format_options *o, sp
         resolve_truncation(f, o, err) != 0 || resolve_mask(f, err) != 0 ||
         build_segments(f, &f->tpl, &f->tseg, f->trunc_piece, "--template", err) != 0 ||
         insert_bos(f, err) != 0 || append_eos_after_mask(f, err) != 0 ||
-        build_targets(f, o, err) != 0 || check_limits(f, err) != 0 ||
-        collect_warnings(f, err) != 0) {
+        append_input_eos(f, o, err) != 0 || build_targets(f, o, err) != 0 ||
+        check_limits(f, err) != 0 || collect_warnings(f, err) != 0) {
         sp_formatter_free(f);
         return NULL;
     }

@@ -8,10 +8,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "softprompt/dataset.h"
 #include "softprompt/input.h"
 #include "softprompt/rng.h"
 #include "softprompt/tokenizer.h"
+#include "model/family.h"
 #include "util/clock.h"
 #include "util/path.h"
 #include "util/vec.h"
@@ -34,6 +37,7 @@ void sp_prepare_options_default(sp_prepare_options *o) {
     o->fmt.prompt_length = -1; /* < 0: SP_TEMPLATE_DEFAULT_SOFT */
     o->fmt.max_length = SP_PREPARE_DEFAULT_MAX_LENGTH;
     o->fmt.eos = 1;
+    o->fmt.input_eos = -1; /* automatic: sp_prepare_input_eos */
     o->seed = SP_PREPARE_DEFAULT_SEED;
     o->split = SP_PREPARE_DEFAULT_SPLIT;
 }
@@ -199,12 +203,52 @@ static int describe_examples(state *s) {
     return 0;
 }
 
+/* Whether config.json's object root describes an encoder-decoder; -1 with err on a wrong key. */
+static int config_is_encoder_decoder(json_t *root, const char *path, sp_error *err) {
+    json_t *ed = json_object_get(root, "is_encoder_decoder");
+    json_t *type = json_object_get(root, "model_type");
+    if (ed && !json_is_boolean(ed))
+        return sp_fail(err, "%s: field \"is_encoder_decoder\": expected true or false", path);
+    if (ed) return json_is_true(ed);
+    if (type && !json_is_string(type))
+        return sp_fail(err, "%s: field \"model_type\": expected a string", path);
+    sp_arch a;
+    return type && sp__arch_from_model_type(json_string_value(type), &a) == 0 &&
+           sp__family_of(a)->mask == SP_MASK_SEQ2SEQ;
+}
+
+int sp_prepare_input_eos(const char *dir, const sp_tokenizer *tok, sp_format_options *fmt,
+                         sp_error *err) {
+    if (fmt->input_eos >= 0) return 0;
+    fmt->input_eos = 0;
+    if (!sp_tokenizer_adds_eos(tok)) return 0;
+    char *path = sp__path_join(dir, "config.json");
+    if (!path) return sp_fail(err, "out of memory");
+    int rc = 0;
+    if (sp__is_file(path)) {
+        json_error_t je;
+        json_t *root = json_load_file(path, 0, &je);
+        if (!root)
+            rc = sp_fail(err, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+        else if (!json_is_object(root))
+            rc = sp_fail(err, "%s: expected a JSON object", path);
+        else if ((rc = config_is_encoder_decoder(root, path, err)) >= 0)
+            fmt->input_eos = rc, rc = 0;
+        json_decref(root);
+    }
+    free(path);
+    return rc;
+}
+
 /* Returns 0, -1 (the tokenizer) or SP_PREPARE_BAD_OPTION (the formatter's options). */
 static int load(state *s, sp_error *err) {
     const sp_prepare_options *o = s->o;
     if (!(s->tok = sp_tokenizer_load(o->tokenizer, err)))
         return sp_fail_prefix(err, "--tokenizer %s", o->tokenizer);
-    if (!(s->fmt = sp_formatter_new(s->tok, &o->fmt, err))) return SP_PREPARE_BAD_OPTION;
+    sp_format_options fmt = o->fmt;
+    if (sp_prepare_input_eos(o->tokenizer, s->tok, &fmt, err) != 0) return -1;
+    s->r->input_eos = fmt.input_eos;
+    if (!(s->fmt = sp_formatter_new(s->tok, &fmt, err))) return SP_PREPARE_BAD_OPTION;
     if (report_warnings(s) != 0 || describe_examples(s) != 0) return sp_fail(err, "out of memory");
     for (int k = 0; k < s->r->n_splits; k++)
         if (!(s->r->splits[k].per_class =

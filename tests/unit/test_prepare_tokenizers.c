@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "softprompt/dataset.h"
 #include "softprompt/engine.h"
 #include "testutil_tok.h"
@@ -154,6 +156,97 @@ START_TEST(test_t5_and_bert) {
 }
 END_TEST
 
+/* prepare --tokenizer DIR (t5-unigram + config.json of model_type t5 when t5 is set), the
+ * record {"text": text, "label": "yes"} as generation data, no soft tokens, extra: up to two
+ * more arguments (NULL-terminated); the first example in b, the command's stdout in *out. */
+static sp_dataset *prepare_t5(const char *text, int t5, const char *const extra[2],
+                              sp_batch_data *b, char **out) {
+    static const char *const FILES[] = {"tokenizer.json", "tokenizer_config.json", NULL};
+    char *dir = tu_copy_files(HF_DIR "t5-unigram", "t5", FILES);
+    char *cfg = tu_path(dir, "config.json"), *in = tu_path(tu_dir, "t5.jsonl");
+    static const char T5_CONFIG[] = "{\"model_type\": \"t5\"}";
+    if (t5) tu_write_file(cfg, T5_CONFIG, strlen(T5_CONFIG));
+    json_t *rec = json_pack("{s:s, s:s}", "text", text, "label", "yes");
+    char *line = json_dumps(rec, JSON_COMPACT);
+    tu_write_file(in, line, strlen(line));
+    char *prefix = tu_path(tu_dir, "t5d"), *err = NULL;
+    const char *args[] = {
+        "prepare", "--tokenizer", dir,     "--input", in,       "--prompt-length",          "0",
+        "--split", "all",         "--out", prefix,    extra[0], extra[0] ? extra[1] : NULL, NULL};
+    int rc = tu_run_cli(args, out, &err);
+    ck_assert_msg(rc == 0, "prepare: rc %d: %s", rc, err);
+    char *path = tu_path(tu_dir, "t5d-all.h5");
+    sp_dataset *ds = tu_dataset_open_ok(path);
+    int64_t ids[1] = {0};
+    sp_error e = {0};
+    sp_batch_data_init(b);
+    ck_assert_msg(sp_dataset_read_batch(ds, ids, 1, b, &e) == 0, "%s", e.msg);
+    tu_rmtree(dir), remove(in), remove(path);
+    json_decref(rec);
+    free(line), free(err), free(path), free(prefix), free(in), free(cfg), free(dir);
+    return ds;
+}
+
+/* A T5 model directory (config.json of an encoder-decoder): the input part of every example is
+ * exactly what the Hugging Face tokenizer gives for the text with its specials ("$A </s>":
+ * ids_special of expected.json, from the tokenizers Node binding), so the encoder reads what
+ * PEFT's seq2seq prompt tuning feeds it; the target " yes" + </s> follows, scored from the
+ * input's </s> on. Without config.json (a tokenizer alone) or with --no-input-eos the input
+ * has no </s>; --input-eos adds it without one; a template ending with </s> gets no second. */
+START_TEST(test_t5_input_ends_with_eos) {
+    json_t *exp = json_load_file(HF_DIR "t5-unigram/expected.json", JSON_ALLOW_NUL, NULL);
+    json_t *prose = NULL;
+    ck_assert_ptr_nonnull(exp);
+    json_t *entries = json_object_get(exp, "entries"), *e;
+    size_t i;
+    json_array_foreach(entries, i, e) if (!strcmp(json_string_value(json_object_get(e, "name")),
+                                                  "prose")) prose = e;
+    ck_assert_ptr_nonnull(prose);
+    const char *text = json_string_value(json_object_get(prose, "text"));
+    json_t *want = json_object_get(prose, "ids_special");
+    int nw = (int)json_array_size(want);
+    ck_assert_int_eq(json_integer_value(json_array_get(want, nw - 1)), 1); /* </s> */
+    const struct {
+        int t5;
+        const char *extra[2];
+        int eos;
+    } CASES[] = {{1, {NULL}, 1},
+                 {1, {"--no-input-eos"}, 0},
+                 {0, {NULL}, 0},
+                 {0, {"--input-eos"}, 1},
+                 {1, {"--template", "{text}</s>"}, 1}}; /* not twice */
+    for (size_t c = 0; c < sizeof CASES / sizeof *CASES; c++) {
+        sp_batch_data b;
+        char *out = NULL;
+        sp_dataset *ds = prepare_t5(text, CASES[c].t5, CASES[c].extra, &b, &out);
+        int n_in = CASES[c].eos ? nw : nw - 1; /* the input part, up to the first target */
+        ck_assert_int_eq(b.target_pos[0], n_in - 1);
+        for (int k = 0; k < n_in; k++)
+            ck_assert_msg(b.tokens[k] == json_integer_value(json_array_get(want, k)),
+                          "case %zu: token %d: %d", c, k, (int)b.tokens[k]);
+        ck_assert_msg(!strstr(out, "inputs end with EOS") == !CASES[c].eos, "%s", out);
+        int nt = b.target_start[1];
+        ck_assert_int_eq(b.target_ids[nt - 1], 1); /* --eos: the target ends with </s> */
+        ck_assert_int_ne(b.target_ids[0], 1);
+        sp_batch_data_free(&b);
+        sp_dataset_close(ds);
+        free(out);
+    }
+    json_decref(exp);
+    /* a config.json that says nothing readable is refused, naming the file and the field */
+    static const char *const FILES[] = {"tokenizer.json", "tokenizer_config.json", NULL};
+    static const char BAD[] = "{\"model_type\": \"t5\", \"is_encoder_decoder\": \"yes\"}";
+    char *dir = tu_copy_files(HF_DIR "t5-unigram", "t5bad", FILES);
+    char *cfg = tu_path(dir, "config.json"), *prefix = tu_path(tu_dir, "bad"), *out, *err;
+    tu_write_file(cfg, BAD, strlen(BAD));
+    const char *args[] = {"prepare", "--tokenizer", dir, "--input", INPUT, "--out", prefix, NULL};
+    ck_assert_int_eq(tu_run_cli(args, &out, &err), 1);
+    ck_assert_msg(strstr(err, "config.json: field \"is_encoder_decoder\": expected true or false"),
+                  "%s", err);
+    free(out), free(err), free(prefix), free(cfg), free(dir);
+}
+END_TEST
+
 /* The model directory's tokenizer is compared with the one a dataset was prepared with: the
  * same directory matches, another tokenizer is refused naming both hashes (directories without
  * or with half a tokenizer: test_tokenizer_load's test_hash_of_dir). */
@@ -285,8 +378,14 @@ START_TEST(test_mask_refusals) {
 END_TEST
 
 int main(void) {
-    const TTest *tests[] = {
-        test_llama2_bos,  test_llama3_bos_first, test_qwen2_no_bos,  test_tokenizer_of_model_dir,
-        test_t5_and_bert, test_mask_template,    test_mask_refusals, NULL};
+    const TTest *tests[] = {test_llama2_bos,
+                            test_llama3_bos_first,
+                            test_qwen2_no_bos,
+                            test_tokenizer_of_model_dir,
+                            test_t5_and_bert,
+                            test_mask_template,
+                            test_mask_refusals,
+                            test_t5_input_ends_with_eos,
+                            NULL};
     return tu_main("prepare_tokenizers", tests, NULL, NULL);
 }
