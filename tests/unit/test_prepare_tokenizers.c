@@ -97,6 +97,52 @@ START_TEST(test_llama3_bos_first) {
 }
 END_TEST
 
+/* OPT kind: "</s>" is both BOS (TemplateProcessing "</s> $A") and EOS. After the soft tokens
+ * the inputs are exactly Hugging Face tokenizers' ids for the text with special tokens (one
+ * </s>, first); the target ends with the one other </s>. The ids are tokenizers@0.23.2's for
+ * the opt fixture: encode("A wonderful little film. It was", null, {addSpecialTokens: true})
+ * and encode(" positive", null, {addSpecialTokens: false}). */
+START_TEST(test_opt_bos_is_eos) {
+    static const int32_t INPUT_IDS[] = {2,   69,  272, 115, 276, 316, 106, 121, 112, 463, 36,
+                                        106, 109, 112, 113, 50,  301, 120, 272, 101, 119};
+    static const int32_t TARGET_IDS[] = {288, 115, 119, 275, 109, 284, 2};
+    const size_t ni = sizeof INPUT_IDS / sizeof *INPUT_IDS;
+    const size_t nt = sizeof TARGET_IDS / sizeof *TARGET_IDS;
+    const char *dir = HF_DIR "opt";
+    sp_tokenizer *t = tu_tok_load_ok(dir);
+    ck_assert_int_eq(sp_tokenizer_bos_id(t), 2);
+    ck_assert_int_eq(sp_tokenizer_eos_id(t), 2);
+    sp_batch_data b;
+    char *out = NULL;
+    sp_dataset *ds = prepare(dir, "{text} It was", &b, &out);
+    ck_assert_msg(strstr(out, "examples start with </s>"), "%s", out);
+    const int32_t *tok = b.tokens;
+    /* inputs: 20 soft tokens, the text with its BOS, the target but its last token */
+    ck_assert_int_eq(b.seq_start[1], (int)(20 + ni + nt - 1));
+    for (int k = 0; k < 20; k++) ck_assert_int_eq(tok[k], SP_SOFT(k));
+    for (size_t k = 0; k < ni; k++)
+        ck_assert_msg(tok[20 + k] == INPUT_IDS[k], "input %zu: %d, want %d", k, tok[20 + k],
+                      INPUT_IDS[k]);
+    for (size_t k = 0; k + 1 < nt; k++) ck_assert_int_eq(tok[20 + ni + k], TARGET_IDS[k]);
+    ck_assert_int_eq(b.target_start[1], (int)nt);
+    for (size_t k = 0; k < nt; k++) ck_assert_int_eq(b.target_ids[k], TARGET_IDS[k]);
+    sp_batch_data_free(&b);
+    sp_dataset_close(ds);
+    free(out);
+    char *h5 = tu_path(tu_dir, "d-all.h5");
+    ck_assert_int_eq(remove(h5), 0);
+    free(h5);
+    /* Soft tokens after some text: the </s> is the very first token, and the only one. */
+    ds = prepare(dir, "Review:{soft:4} {text} It was", &b, &out);
+    ck_assert_int_eq(b.tokens[0], 2);
+    for (int k = 1; k < b.seq_start[1]; k++) ck_assert_int_ne(b.tokens[k], 2);
+    sp_batch_data_free(&b);
+    sp_dataset_close(ds);
+    free(out);
+    sp_tokenizer_free(t);
+}
+END_TEST
+
 /* Qwen2 kind: no BOS; the text follows the soft tokens directly. */
 START_TEST(test_qwen2_no_bos) {
     const char *dir = HF_DIR "qwen2";
@@ -380,6 +426,7 @@ END_TEST
 int main(void) {
     const TTest *tests[] = {test_llama2_bos,
                             test_llama3_bos_first,
+                            test_opt_bos_is_eos,
                             test_qwen2_no_bos,
                             test_tokenizer_of_model_dir,
                             test_t5_and_bert,

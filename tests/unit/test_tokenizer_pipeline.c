@@ -74,6 +74,7 @@ START_TEST(test_bos_eos_policy) {
         {"qwen3", NULL, "<|endoftext|>", 0},
         {"bloom", "<s>", "</s>", 0},
         {"neox", "<|endoftext|>", "<|endoftext|>", 0},
+        {"opt", "</s>", "</s>", 1},
     };
     for (size_t k = 0; k < sizeof want / sizeof want[0]; k++) {
         sp_tokenizer *t = tu_tok_fixture(want[k].name);

@@ -231,6 +231,7 @@ const char *const TU_TOK_FIXTURES[TU_TOK_N_FIXTURES] = {
     "qwen3",
     "bloom",
     "neox",
+    "opt",
     "t5-unigram",
     "t5-unigram-legacy",
     "unigram-byte-fallback",

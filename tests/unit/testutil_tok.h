@@ -58,7 +58,7 @@ void tu_tok_write_small_vocab(const char *dir, int skip_byte, const char *const 
 void tu_tok_write_pair_json(const char *dir, json_t *merges);
 
 /* The names of the Hugging Face fixtures, one per kind of pipeline. */
-#define TU_TOK_N_FIXTURES 34
+#define TU_TOK_N_FIXTURES 35
 extern const char *const TU_TOK_FIXTURES[TU_TOK_N_FIXTURES];
 
 /* A Hugging Face fixture (TU_HF_DIR/name): its directory (malloc'd), the tokenizer, the
