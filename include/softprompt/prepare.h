@@ -74,6 +74,7 @@ typedef struct sp_prepare_report {
     int n_classes;           /* 0: generation */
     int n_soft;              /* soft slots of the template */
     int eos;                 /* generation: targets end with the EOS token */
+    char *eos_token;         /* its text (NULL: no EOS after targets) */
     int max_length;          /* 0: no limit */
     char *template_spec;     /* the effective template (default soft slots included) */
     char *target_spec;       /* the effective target */

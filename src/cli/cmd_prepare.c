@@ -53,7 +53,7 @@ static const sp__flag FLAGS[] = {
                "to single-token words (the leading space matters; '\\,'\n"
                "'\\=' '\\\\' escape); without it the dataset is generation"),
     SP_OPT_SWITCH("eos", AT(fmt.eos), 1,
-                  "generation: end each target with <|endoftext|> (the default)"),
+                  "generation: end each target with the tokenizer's EOS (the default)"),
     SP_OPT_SWITCH("no-eos", AT(fmt.eos), 0, "generation: no end-of-text token after targets"),
     SP_OPT_SWITCH("input-eos", AT(fmt.input_eos), 1,
                   "end the input (the template) with the tokenizer's EOS, as\n"
@@ -147,9 +147,11 @@ static void print_examples(const sp_prepare_options *o, const sp_prepare_report 
     if (r->n_classes)
         printf("%-11s classification, %d classes, %d soft tokens\n", "task", r->n_classes,
                r->n_soft);
+    else if (r->eos)
+        printf("%-11s generation, %d soft tokens, targets end with %s\n", "task", r->n_soft,
+               r->eos_token ? r->eos_token : "EOS");
     else
-        printf("%-11s generation, %d soft tokens, %s\n", "task", r->n_soft,
-               r->eos ? "targets end with <|endoftext|>" : "no EOS after targets");
+        printf("%-11s generation, %d soft tokens, no EOS after targets\n", "task", r->n_soft);
     char shown[1024];
     printf("%-11s %s\n", "template", sp__escape(r->template_spec, shown, 1024));
     printf("%-11s %s\n", "target", sp__escape(r->target_spec, shown, 1024));

@@ -379,7 +379,9 @@ static int build_targets(sp_formatter *f, const sp_format_options *o, sp_error *
     if (o->eos) {
         f->eos_id = sp_tokenizer_eos_id(f->tok);
         if (f->eos_id < 0)
-            return sp_fail(err, "--eos: the tokenizer has no <|endoftext|> token (use --no-eos)");
+            return sp_fail(err, "--eos: the tokenizer names no EOS token (tokenizer_config.json's "
+                                "eos_token, the post-processor's last special token or "
+                                "<|endoftext|>; use --no-eos)");
     }
     return 0;
 }

@@ -50,7 +50,8 @@ static void free_strings(char **v, int n) {
 void sp_prepare_report_free(sp_prepare_report *r) {
     if (!r) return;
     for (int k = 0; k < r->n_splits; k++) free(r->splits[k].path), free(r->splits[k].per_class);
-    free(r->template_spec), free(r->target_spec), free(r->bos_token), free(r->class_ids);
+    free(r->template_spec), free(r->target_spec), free(r->bos_token), free(r->eos_token),
+        free(r->class_ids);
     free_strings(r->class_values, r->n_classes);
     free_strings(r->class_words, r->n_classes);
     free_strings(r->warnings, r->n_warnings);
@@ -185,7 +186,9 @@ static int describe_examples(state *s) {
     const char *bos = r->starts_with_bos
                           ? sp_tokenizer_id_to_token(s->tok, sp_tokenizer_bos_id(s->tok), NULL)
                           : NULL;
-    if ((bos && !(r->bos_token = strdup(bos))) ||
+    const char *eos =
+        r->eos ? sp_tokenizer_id_to_token(s->tok, sp_tokenizer_eos_id(s->tok), NULL) : NULL;
+    if ((bos && !(r->bos_token = strdup(bos))) || (eos && !(r->eos_token = strdup(eos))) ||
         !(r->template_spec = strdup(sp_formatter_template_spec(s->fmt))) ||
         !(r->target_spec = strdup(sp_formatter_target_spec(s->fmt))))
         return -1;

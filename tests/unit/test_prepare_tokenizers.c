@@ -116,6 +116,7 @@ START_TEST(test_opt_bos_is_eos) {
     char *out = NULL;
     sp_dataset *ds = prepare(dir, "{text} It was", &b, &out);
     ck_assert_msg(strstr(out, "examples start with </s>"), "%s", out);
+    ck_assert_msg(strstr(out, "targets end with </s>"), "%s", out); /* the tokenizer's EOS */
     const int32_t *tok = b.tokens;
     /* inputs: 20 soft tokens, the text with its BOS, the target but its last token */
     ck_assert_int_eq(b.seq_start[1], (int)(20 + ni + nt - 1));
