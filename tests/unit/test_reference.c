@@ -265,6 +265,18 @@ static sp_batch case_batch(const ref_case *c) {
     return b;
 }
 
+/* The case's forward and backward into grad, logits and (behind the case's prefix) kv_grad. */
+static sp_pass case_pass(const ref_case *c, float *grad, float *logits, float *kv_grad) {
+    sp_pass pass = {.prompt = c->prompt,
+                    .n_prompt = c->n_prompt,
+                    .grad = grad,
+                    .target_logits = logits,
+                    .kv_prefix = c->kv_prefix,
+                    .n_kv_prefix = c->n_kv,
+                    .kv_prefix_grad = c->n_kv ? kv_grad : NULL};
+    return pass;
+}
+
 /* max_i |a_i - b_i| / max_i |b_i|: normwise (max-norm) relative error, so that entries near
  * zero are judged against the scale of the whole tensor rather than their own magnitude. */
 static double normwise_err(const double *a, const double *b, size_t n) {
@@ -352,15 +364,7 @@ START_TEST(test_engine_matches_reference) {
         sp_batch b = case_batch(&c);
         float *kv_grad = calloc(c.kv_floats + 1, sizeof *kv_grad);
         ck_assert_ptr_nonnull(kv_grad);
-        sp_pass pass = {.prompt = c.prompt,
-                        .n_prompt = c.n_prompt,
-                        .grad = grad,
-                        .per_sequence_grad = 0,
-                        .target_logits = logits,
-                        .target_loss = NULL,
-                        .kv_prefix = c.kv_prefix,
-                        .n_kv_prefix = c.n_kv,
-                        .kv_prefix_grad = c.n_kv ? kv_grad : NULL};
+        sp_pass pass = case_pass(&c, grad, logits, kv_grad);
         sp_worker *w = sp_worker_new(&c.model);
         ck_assert_ptr_nonnull(w);
         sp_error err = {0};
@@ -732,13 +736,7 @@ static void check_bf16_case(ref_case *c, const char *name, bf16_tols tol, char *
     double *got = malloc((nl > pd ? nl : pd) * sizeof *got);
     ck_assert(grad && logits && kv_grad && got);
     sp_batch b = case_batch(c);
-    sp_pass pass = {.prompt = c->prompt,
-                    .n_prompt = c->n_prompt,
-                    .grad = grad,
-                    .target_logits = logits,
-                    .kv_prefix = c->kv_prefix,
-                    .n_kv_prefix = c->n_kv,
-                    .kv_prefix_grad = c->n_kv ? kv_grad : NULL};
+    sp_pass pass = case_pass(c, grad, logits, kv_grad);
     sp_worker *w = sp_worker_new(&c->model);
     ck_assert_ptr_nonnull(w);
     sp_error err = {0};
@@ -824,13 +822,7 @@ END_TEST
 static void run_on(const ref_case *c, const sp_model *m, double *loss, float *logits, float *grad,
                    float *kv_grad) {
     sp_batch b = case_batch(c);
-    sp_pass pass = {.prompt = c->prompt,
-                    .n_prompt = c->n_prompt,
-                    .grad = grad,
-                    .target_logits = logits,
-                    .kv_prefix = c->kv_prefix,
-                    .n_kv_prefix = c->n_kv,
-                    .kv_prefix_grad = c->n_kv ? kv_grad : NULL};
+    sp_pass pass = case_pass(c, grad, logits, kv_grad);
     sp_worker *w = sp_worker_new(m);
     sp_error err = {0};
     ck_assert_ptr_nonnull(w);
