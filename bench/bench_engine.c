@@ -190,8 +190,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     double *times = malloc((size_t)(o.steps + o.warmup) * sizeof *times), first_loss = 0;
+    double *cpu = malloc((size_t)(o.steps + o.warmup) * sizeof *cpu);
     for (int i = 0; i < o.warmup + o.steps; i++) {
-        double t0 = sp__now(), loss;
+        double t0 = sp__now(), c0 = sp__cpu_now(), loss;
         memset(grad, 0, ng * sizeof *grad);
         if (sp_team_run(team, &b, &pass, &loss, &err)) {
             fprintf(stderr, "bench_engine: %s\n", err.msg);
@@ -202,6 +203,7 @@ int main(int argc, char **argv) {
         grad_sum[ng] = loss;
         sp_dist_sum_double(grad_sum, ng + 1);
         times[i] = sp__now() - t0;
+        cpu[i] = sp__cpu_now() - c0;
         if (i == 0) first_loss = grad_sum[ng] / ((double)o.B * o.K);
     }
     /* The gradient sum makes the ranks wait for each other, so their step times agree: average. */
@@ -209,6 +211,12 @@ int main(int argc, char **argv) {
     for (int i = 0; i < o.warmup + o.steps; i++) times[i] /= dist.size;
     qsort(times + o.warmup, (size_t)o.steps, sizeof *times, cmp_double);
     double med = times[o.warmup + o.steps / 2];
+    /* CPU seconds of a step per thread (the mean over ranks): what the step costs when no other
+     * job takes the cores; on an idle machine it equals step_s */
+    sp_dist_sum_double(cpu, (size_t)(o.warmup + o.steps));
+    for (int i = 0; i < o.warmup + o.steps; i++) cpu[i] /= (double)dist.size * threads;
+    qsort(cpu + o.warmup, (size_t)o.steps, sizeof *cpu, cmp_double);
+    double cpu_med = cpu[o.warmup + o.steps / 2];
     /* The per-step message alone: the same sum, 50 times (median), on the node's transport. */
     double ar[50];
     for (int i = 0; i < 50; i++) {
@@ -230,6 +238,8 @@ int main(int argc, char **argv) {
         metric(&o, "tokens_per_s", (double)o.B * o.T / med, "tokens/s");
         metric(&o, "flops_per_step", flops, "FLOP");
         metric(&o, "gflops", flops / med * 1e-9, "GFLOP/s");
+        metric(&o, "step_cpu_s", cpu_med, "s");
+        metric(&o, "gflops_cpu", flops / cpu_med * 1e-9, "GFLOP/s");
         metric(&o, "attention_flop_share", attention_flops / flops, "fraction");
         metric(&o, "loss_first", first_loss, "nats");
         metric(&o, "peak_rss_mib", rss / dist.size, "MiB");
@@ -249,7 +259,7 @@ int main(int argc, char **argv) {
     sp_model_free(&m);
     free(start), free(tok), free(pos), free(ids), free(prompt), free(grad), free(grad_sum),
         free(kv);
-    free(times);
+    free(times), free(cpu);
     sp_dist_finalize();
     return 0;
 }

@@ -149,14 +149,68 @@ static void gemm_f32_path(float *t, int m, int n, int k, const float *a, int lda
 
 #if SP_HAVE_AVX512BF16_BUILD
 
-#define MR 12   /* rows of the register tile */
-#define NR 32   /* columns: two zmm of 16 float32 */
-#define KC 256  /* k per packed block (even) */
-#define MC 192  /* rows of A per packed block (a multiple of MR) */
-#define NC 1024 /* columns of B per packed block (a multiple of NR) */
+#ifndef MR
+#define MR 12 /* rows of the register tile */
+#define NV 2  /* zmm of 16 float32 columns in the register tile */
+#endif
+#define NR (16 * NV) /* columns of the register tile */
+#define KC 256       /* k per packed block (even) */
+#define MC 192       /* rows of A per packed block (a multiple of MR) */
+#define NC 1024      /* columns of B per packed block (a multiple of NR) */
 _Static_assert(((size_t)NC * KC + (size_t)MC * KC) * 2 <= SCRATCH_BYTES, "packing fits scratch");
 
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+/* Pairs of 32 bits from 16 rows (r[i], i < 16) -> 16 columns: out[q] = (r[0][q], ..., r[15][q]).
+ * The usual three-stage 16 x 16 transpose (pairs, quads, 128-bit lanes twice). */
+TGT static void transpose16(__m512i r[16]) {
+    __m512i t[16], u[16], v[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) { /* u[i + j] holds column 4L + j of rows i..i+3 in lane L */
+        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int h = 0; h < 2; h++)       /* v[8h + j]: lanes (j, j + 8) of rows 8h..8h+7 for j < 4; */
+        for (int j = 0; j < 4; j++) { /* v[8h + 4 + j]: (j + 4, j + 12) */
+            v[8 * h + j] = _mm512_shuffle_i32x4(u[8 * h + j], u[8 * h + 4 + j], 0x88);
+            v[8 * h + 4 + j] = _mm512_shuffle_i32x4(u[8 * h + j], u[8 * h + 4 + j], 0xdd);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_i32x4(v[j], v[8 + j], 0x88);
+        r[j + 8] = _mm512_shuffle_i32x4(v[j], v[8 + j], 0xdd);
+    }
+}
+
+/* B stored [n, k] (rows are columns of the product): nr rows from src (k from k0 on, kc of them,
+ * left = k - k0 >= kc) -> one panel [kc/2][NR][2], rows past nr zero. Pairs of k are 32-bit units,
+ * so 16 rows x 16 pairs are one 32-bit transpose; the last odd k and short blocks go one by one. */
+TGT static void pack_b_rows(uint16_t *p, const uint16_t *src, int ldb, int nr, int kc, int left) {
+    int kp = (kc + 1) / 2, full = kc < left ? kp : kc / 2; /* pairs with both k inside */
+    int q = 0;
+    for (; q + 16 <= full; q += 16)
+        for (int c0 = 0; c0 < NR; c0 += 16) {
+            __m512i r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = c0 + i < nr ? _mm512_loadu_si512(src + (size_t)(c0 + i) * ldb + 2 * q)
+                                   : _mm512_setzero_si512();
+            transpose16(r);
+            for (int j = 0; j < 16; j++)
+                _mm512_storeu_si512(p + ((size_t)(q + j) * NR + c0) * 2, r[j]);
+        }
+    for (int c = 0; c < NR; c++) {
+        const uint16_t *row = c < nr ? src + (size_t)c * ldb : NULL;
+        for (int qq = q; qq < kp; qq++) {
+            uint16_t *o = p + ((size_t)qq * NR + c) * 2;
+            o[0] = row ? row[2 * qq] : 0;
+            o[1] = row && 2 * qq + 1 < left ? row[2 * qq + 1] : 0;
+        }
+    }
+}
 
 /* B rows k0..k0+kc of all n columns -> panels [n/NR][kc/2][NR][2] (zero padded). */
 TGT static void pack_b(uint16_t *dst, const uint16_t *b, int ldb, int bt, int k0, int kc, int k,
@@ -165,61 +219,63 @@ TGT static void pack_b(uint16_t *dst, const uint16_t *b, int ldb, int bt, int k0
     for (int j0 = 0; j0 < n; j0 += NR) {
         uint16_t *p = dst + (size_t)(j0 / NR) * kp * NR * 2;
         int nr = n - j0 < NR ? n - j0 : NR;
-        if (!bt) {
-            const __m512i lo =
-                _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39,
-                                 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
-            const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
-            __mmask32 mask = nr == NR ? 0xffffffffu : (__mmask32)((1u << nr) - 1);
-            for (int q = 0; q < kp; q++) {
-                int ka = k0 + 2 * q, kb = ka + 1;
-                __m512i r0 = _mm512_maskz_loadu_epi16(mask, b + (size_t)ka * ldb + j0);
-                __m512i r1 = kb < k ? _mm512_maskz_loadu_epi16(mask, b + (size_t)kb * ldb + j0)
+        if (bt) {
+            pack_b_rows(p, b + (size_t)j0 * ldb + k0, ldb, nr, kc, k - k0);
+            continue;
+        }
+        for (int q = 0; q < kp; q++) { /* rows ka, kb: 16 columns at a time, as 32-bit pairs */
+            int ka = k0 + 2 * q, kb = ka + 1;
+            uint32_t *o = (uint32_t *)(void *)(p + (size_t)q * NR * 2);
+            for (int v = 0; v < NR; v += 16) {
+                int left = nr - v;
+                __mmask16 mask = left >= 16  ? 0xffff
+                                 : left <= 0 ? 0
+                                             : (__mmask16)((1u << left) - 1);
+                __m512i r0 = _mm512_cvtepu16_epi32(
+                    _mm256_maskz_loadu_epi16(mask, b + (size_t)ka * ldb + j0 + v));
+                __m512i r1 = kb < k ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(
+                                          mask, b + (size_t)kb * ldb + j0 + v))
                                     : _mm512_setzero_si512();
-                _mm512_storeu_si512(p + (size_t)q * NR * 2, _mm512_permutex2var_epi16(r0, lo, r1));
-                _mm512_storeu_si512(p + (size_t)q * NR * 2 + NR,
-                                    _mm512_permutex2var_epi16(r0, hi, r1));
-            }
-        } else {
-            for (int c = 0; c < NR; c++) {
-                const uint16_t *row = c < nr ? b + (size_t)(j0 + c) * ldb : NULL;
-                for (int q = 0; q < kp; q++) {
-                    int ka = k0 + 2 * q;
-                    uint16_t *o = p + ((size_t)q * NR + c) * 2;
-                    o[0] = row ? row[ka] : 0;
-                    o[1] = row && ka + 1 < k ? row[ka + 1] : 0;
-                }
+                _mm512_storeu_si512(o + v, _mm512_or_si512(r0, _mm512_slli_epi32(r1, 16)));
             }
         }
     }
 }
 
-/* A rows of one block -> [mc/MR tiles][MR][kc/2] pairs of BF16, rounded to nearest even (rows
- * past m and a last odd column are zero). */
+/* One row of A, kc float32 values from x, -> kp pairs of BF16 (rounded to nearest even) in o[q]
+ * (a last odd column pairs with zero). */
+TGT static void row_pairs(uint32_t *o, const float *x, int kc) {
+    int j = 0;
+    for (; j + 32 <= kc; j += 32) {
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + j + 16), _mm512_loadu_ps(x + j));
+        _mm512_storeu_si512(o + j / 2, (__m512i)v);
+    }
+    if (j < kc) {
+        int left = kc - j;
+        __mmask16 m_lo = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+        __mmask16 m_hi = left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
+        __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m_hi, x + j + 16),
+                                         _mm512_maskz_loadu_ps(m_lo, x + j));
+        __mmask16 keep = (__mmask16)((1u << ((left + 1) / 2)) - 1);
+        _mm512_mask_storeu_epi32(o + j / 2, keep, (__m512i)v);
+    }
+}
+
+/* A rows of one block -> per MR rows a micro-panel [kc/2][MR] of BF16 pairs, k-major, so that a
+ * step of the register tile reads its MR pairs from one place (rows past m are zero). */
 TGT static void pack_a(uint16_t *dst, const float *a, int lda, int m0, int mc, int m, int k0,
                        int kc) {
     int kp = (kc + 1) / 2, rows = (mc + MR - 1) / MR * MR;
+    uint32_t row[KC / 2], *d32 = (uint32_t *)(void *)dst;
     for (int r = 0; r < rows; r++) {
-        uint16_t *o = dst + (size_t)r * kp * 2;
+        uint32_t *panel = d32 + (size_t)(r / MR) * kp * MR;
+        int at = r % MR;
         if (m0 + r >= m) {
-            memset(o, 0, (size_t)kp * 4);
+            for (int q = 0; q < kp; q++) panel[(size_t)q * MR + at] = 0;
             continue;
         }
-        const float *x = a + (size_t)(m0 + r) * lda + k0;
-        int j = 0;
-        for (; j + 32 <= kc; j += 32) {
-            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + j + 16), _mm512_loadu_ps(x + j));
-            _mm512_storeu_si512(o + j, (__m512i)v);
-        }
-        if (j < kc) {
-            int left = kc - j;
-            __mmask16 m_lo = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
-            __mmask16 m_hi = left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : 0;
-            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m_hi, x + j + 16),
-                                             _mm512_maskz_loadu_ps(m_lo, x + j));
-            __mmask32 keep = (__mmask32)(((uint64_t)1 << (kp * 2 - j)) - 1);
-            _mm512_mask_storeu_epi16(o + j, keep, (__m512i)v);
-        }
+        row_pairs(row, a + (size_t)(m0 + r) * lda + k0, kc);
+        for (int q = 0; q < kp; q++) panel[(size_t)q * MR + at] = row[q];
     }
 }
 
@@ -227,43 +283,37 @@ TGT static void pack_a(uint16_t *dst, const float *a, int lda, int m0, int mc, i
  * panel b ([kp][NR] pairs). */
 TGT static void tile(float *c, int ldc, const uint16_t *a, const uint16_t *b, int kp, int mr,
                      int nr, int add) {
-    __m512 acc[MR][2];
-    for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    __m512 acc[MR][NV];
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();
     const uint32_t *ap = (const uint32_t *)(const void *)a;
     for (int q = 0; q < kp; q++) {
-        __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + (size_t)q * NR * 2);
-        __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + (size_t)q * NR * 2 + NR);
-#define ROW(r)                                                                                     \
-    do {                                                                                           \
-        __m512bh x = (__m512bh)_mm512_set1_epi32((int)ap[(size_t)(r)*kp + q]);                     \
-        acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, b0);                                            \
-        acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, b1);                                            \
-    } while (0)
-        ROW(0);
-        ROW(1);
-        ROW(2);
-        ROW(3);
-        ROW(4);
-        ROW(5);
-        ROW(6);
-        ROW(7);
-        ROW(8);
-        ROW(9);
-        ROW(10);
-        ROW(11);
-#undef ROW
+        __m512bh bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            bv[v] = (__m512bh)_mm512_loadu_si512(b + (size_t)q * NR * 2 + 32 * v);
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; r++) {
+            __m512bh x = (__m512bh)_mm512_set1_epi32((int)ap[(size_t)q * MR + r]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], x, bv[v]);
+        }
     }
-    __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
-    __mmask16 m1 = nr >= 32 ? 0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    __mmask16 mask[NV];
+    for (int v = 0; v < NV; v++) {
+        int left = nr - 16 * v;
+        mask[v] = left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+    }
     for (int r = 0; r < mr; r++) {
         float *cr = c + (size_t)r * ldc;
-        __m512 v0 = acc[r][0], v1 = acc[r][1];
-        if (add) {
-            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
-            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr + 16));
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            __m512 x = acc[r][v];
+            if (add) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask[v], cr + 16 * v));
+            _mm512_mask_storeu_ps(cr + 16 * v, mask[v], x);
         }
-        _mm512_mask_storeu_ps(cr, m0, v0);
-        _mm512_mask_storeu_ps(cr + 16, m1, v1);
     }
 }
 

@@ -54,10 +54,11 @@ done
 # BF16 section: every ratio there, the matrices' memory exactly halved, the same loss within
 # BF16's precision (the two files hold the same seed's weights, one rounded)
 for name in gpt2 smollm2; do
-  for m in cls_speedup gen_speedup cls_fraction_of_bf16_peak cls_speedup_vs_f32_nocoretype \
+  for m in cls_speedup gen_speedup cls_speedup_cpu cls_fraction_of_bf16_peak \
+           cls_fraction_of_bf16_peak_cpu cls_speedup_vs_f32_nocoretype \
            cls_rss_fraction 2ranks_rss_fraction 2ranks_node_pss_fraction; do
     [[ -n $(value bf16_${name}_$m) ]] || fail "no metric bf16_${name}_$m"
-    [[ $m == *speedup* || $m == *peak || -n $(value bf16r_${name}_$m) ]] ||
+    [[ $m == *speedup* || $m == *peak* || -n $(value bf16r_${name}_$m) ]] ||
       fail "no metric bf16r_${name}_$m (the F32 file rounded at load)"
   done
   in_range "$(value bf16_${name}_weights_fraction)" 0.499 0.501 || fail "BF16 weights are not half ($name)"
@@ -65,7 +66,11 @@ for name in gpt2 smollm2; do
     "$(value bf16_${name}_cls_loss_first)" "$(value f32_${name}_cls_loss_first)" ||
     fail "BF16 and float32 losses differ ($name)"
 done
-[[ -n $(value bf16_instruction_peak_gflops) && -n $(value bf16_peak_gflops) ]] || fail "no BF16 peak"
+for m in bf16_instruction_peak_gflops bf16_peak_gflops bf16_instruction_peak_gflops_cpu \
+         bf16_peak_gflops_cpu softprompt_cls_step_cpu_s; do
+  [[ -n $(value $m) ]] || fail "no metric $m"
+done
+in_range "$(value bf16_gpt2_cls_fraction_of_bf16_peak_cpu)" 0 10 || fail "CPU-time fraction out of range"
 [[ -n $(value load_average_1min) ]] || fail "no load average"
 [[ $(grep -vc '^#' "$WORK/out/t-sweep.dat") -eq 2 ]] || fail "t-sweep.dat should hold 2 lengths"
 grep -q "| MFU vs sgemm peak |" "$WORK/out/summary.md" || fail "summary.md has no MFU row"
