@@ -66,7 +66,7 @@ const char *sp__bf16_path_name(void) {
 
 /* Each thread's packing buffer, allocated at its first product and freed when the thread ends
  * (its size is bounded: tiles, never a whole weight). */
-#define SCRATCH_BYTES ((size_t)1 << 20)
+#define SCRATCH_BYTES ((size_t)3 << 20)
 static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 static int scratch_ok;
@@ -110,7 +110,7 @@ static void gemm_plain(int m, int n, int k, const float *a, int lda, const uint1
 /* ---- float32 path ------------------------------------------------------------------------- */
 
 #define FB_ROWS 256  /* rows of a converted tile */
-#define FB_COLS 1024 /* columns of a converted tile: FB_ROWS * FB_COLS * 4 = SCRATCH_BYTES */
+#define FB_COLS 1024 /* columns of a converted tile: FB_ROWS * FB_COLS * 4 <= SCRATCH_BYTES */
 
 static void bf16_tile_to_f32(float *dst, const uint16_t *src, int rows, int cols, int ld) {
     for (int r = 0; r < rows; r++) {
@@ -156,7 +156,7 @@ static void gemm_f32_path(float *t, int m, int n, int k, const float *a, int lda
 #define NR (16 * NV) /* columns of the register tile */
 #define KC 256       /* k per packed block (even) */
 #define MC 192       /* rows of A per packed block (a multiple of MR) */
-#define NC 1024      /* columns of B per packed block (a multiple of NR) */
+#define NC 4096      /* columns of B per packed block (a multiple of NR): A is packed once per NC */
 _Static_assert(((size_t)NC * KC + (size_t)MC * KC) * 2 <= SCRATCH_BYTES, "packing fits scratch");
 
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
@@ -261,21 +261,18 @@ TGT static void row_pairs(uint32_t *o, const float *x, int kc) {
     }
 }
 
-/* A rows of one block -> per MR rows a micro-panel [kc/2][MR] of BF16 pairs, k-major, so that a
- * step of the register tile reads its MR pairs from one place (rows past m are zero). */
+/* A rows of one block -> [mc/MR tiles][MR][kc/2] pairs of BF16 (rows past m are zero). Row-major
+ * within a tile: a k-major micro-panel made the tile no faster and the packing 4x slower. */
 TGT static void pack_a(uint16_t *dst, const float *a, int lda, int m0, int mc, int m, int k0,
                        int kc) {
     int kp = (kc + 1) / 2, rows = (mc + MR - 1) / MR * MR;
-    uint32_t row[KC / 2], *d32 = (uint32_t *)(void *)dst;
+    uint32_t *d32 = (uint32_t *)(void *)dst;
     for (int r = 0; r < rows; r++) {
-        uint32_t *panel = d32 + (size_t)(r / MR) * kp * MR;
-        int at = r % MR;
-        if (m0 + r >= m) {
-            for (int q = 0; q < kp; q++) panel[(size_t)q * MR + at] = 0;
-            continue;
-        }
-        row_pairs(row, a + (size_t)(m0 + r) * lda + k0, kc);
-        for (int q = 0; q < kp; q++) panel[(size_t)q * MR + at] = row[q];
+        uint32_t *o = d32 + (size_t)r * kp;
+        if (m0 + r >= m)
+            memset(o, 0, (size_t)kp * 4);
+        else
+            row_pairs(o, a + (size_t)(m0 + r) * lda + k0, kc);
     }
 }
 
@@ -296,7 +293,7 @@ TGT static void tile(float *c, int ldc, const uint16_t *a, const uint16_t *b, in
             bv[v] = (__m512bh)_mm512_loadu_si512(b + (size_t)q * NR * 2 + 32 * v);
 #pragma GCC unroll 16
         for (int r = 0; r < MR; r++) {
-            __m512bh x = (__m512bh)_mm512_set1_epi32((int)ap[(size_t)q * MR + r]);
+            __m512bh x = (__m512bh)_mm512_set1_epi32((int)ap[(size_t)r * kp + q]);
 #pragma GCC unroll 4
             for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], x, bv[v]);
         }
