@@ -65,8 +65,10 @@ const char *sp__bf16_path_name(void) {
 /* ---- scratch ------------------------------------------------------------------------------- */
 
 /* Each thread's packing buffer, allocated at its first product and freed when the thread ends
- * (its size is bounded: tiles, never a whole weight). */
-#define SCRATCH_BYTES ((size_t)3 << 20)
+ * (its size is bounded: 7 MiB of packed blocks, never a whole weight; blocks of 768 k rather than
+ * 256 made the products 1.25-1.35x faster per CPU second on GPT-2's shapes, as C is loaded and
+ * stored once per 768 k instead of three times). */
+#define SCRATCH_BYTES ((size_t)7 << 20)
 static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
 static int scratch_ok;
@@ -154,7 +156,7 @@ static void gemm_f32_path(float *t, int m, int n, int k, const float *a, int lda
 #define NV 2  /* zmm of 16 float32 columns in the register tile */
 #endif
 #define NR (16 * NV) /* columns of the register tile */
-#define KC 256       /* k per packed block (even) */
+#define KC 768       /* k per packed block (even) */
 #define MC 192       /* rows of A per packed block (a multiple of MR) */
 #define NC 4096      /* columns of B per packed block (a multiple of NR): A is packed once per NC */
 _Static_assert(((size_t)NC * KC + (size_t)MC * KC) * 2 <= SCRATCH_BYTES, "packing fits scratch");

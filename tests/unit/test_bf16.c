@@ -20,7 +20,8 @@ typedef struct shape {
 
 static const shape SHAPES[] = {{1, 1, 1},     {1, 33, 7},     {5, 31, 2},    {12, 32, 64},
                                {13, 65, 257}, {37, 100, 513}, {200, 48, 30}, {3, 1100, 40},
-                               {2, 8200, 34}}; /* n past two packed blocks of columns (4096) */
+                               {2, 8200, 34},  /* n past two packed blocks of columns (4096) */
+                               {7, 40, 1601}}; /* k past two packed blocks (768), odd */
 
 static float bf16_round(float x) {
     return sp_bf16_to_f32(sp_f32_to_bf16(x));
