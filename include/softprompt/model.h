@@ -194,8 +194,9 @@ typedef struct sp_model {
     const float *rel_bias;     /* [rel_buckets, n_head] the encoder's relative position bias (T5) */
     const float *dec_rel_bias; /* the decoder's */
     sp_normw enc_lnf;          /* the encoder's final norm (T5; lnf is the decoder's) */
-    float embed_scale;         /* every input row is multiplied by it (Gemma: sqrt(d) rounded to the
-                                * embedding's stored dtype, as transformers' normalizer); 1 otherwise */
+    float embed_scale;         /* input rows are multiplied by it (Gemma: sqrt(d) rounded to the
+                                * embedding's stored dtype, as transformers' normalizer; Gemma 1, 2:
+                                * every row, Gemma 3: the token rows only); 1 otherwise */
     float
         *rope_inv_freq; /* [head_dim / 2] rotary frequencies after rope_scaling (rotary families) */
     float *rope_inv_freq_local; /* [head_dim / 2] those of windowed layers (rope_local_theta) */
@@ -217,6 +218,11 @@ typedef struct sp_model {
 
 /* Row id of the token embedding table as float32 (a BF16 table's values converted, exactly). */
 void sp_model_embedding_row(const sp_model *m, int64_t id, float *out);
+/* Row id as the model's embedding module returns it, in the space of the soft prompt's rows
+ * (what PEFT's word_embeddings(id) gives: prompts initialised from the vocabulary, inspect): the
+ * table's row, times embed_scale for Gemma 3, whose transformers module scales inside the
+ * embedding (Gemma 1 and 2 scale inputs_embeds later, the prompt's rows included). */
+void sp_model_input_row(const sp_model *m, int64_t id, float *out);
 
 /* Loads and validates dir. On failure m is left empty (safe to sp_model_free) and err names
  * the file and the tensor or key at fault. */

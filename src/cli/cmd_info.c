@@ -258,7 +258,10 @@ static void print_block(const sp_model *m) {
         printf("%-14sattention scores %g, logits %g (cap tanh(x / cap))\n", "soft-capping",
                (double)c->attn_softcap, (double)c->logit_softcap);
     if (m->embed_scale != 1.0f && m->embed_scale != 0.0f)
-        printf("%-14sinputs (prompt included) x %.9g\n", "embeddings", (double)m->embed_scale);
+        printf("%-14s%s x %.9g\n", "embeddings",
+               f->embed == SP_EMBED_SQRT_D_TOKENS ? "token rows (not the prompt's)"
+                                                  : "inputs (prompt included)",
+               (double)m->embed_scale);
     printf("%-14s%s (eps %g), %s%s%s, %s%s%s%s\n", "blocks", norm_name(f->norm), c->ln_eps, pos,
            qk_norm_name(f->qk_norm), window, mlp_name(f->mlp), qkv ? ", q/k/v biases" : "",
            o ? ", output projection bias" : "", mlp ? ", MLP biases" : "");

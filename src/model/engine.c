@@ -623,6 +623,7 @@ static void embed_norm_forward(const sp_worker *w, float *x0) {
     switch (w->f->embed) {
     case SP_EMBED_PLAIN:
     case SP_EMBED_SQRT_D:
+    case SP_EMBED_SQRT_D_TOKENS:
         return;
     case SP_EMBED_TYPES_NORM:
         for (size_t t = 0; t < w->z.N; t++)
@@ -646,6 +647,7 @@ static const float *embed_norm_backward(const sp_worker *w, const float *dx0) {
     switch (w->f->embed) {
     case SP_EMBED_PLAIN:
     case SP_EMBED_SQRT_D:
+    case SP_EMBED_SQRT_D_TOKENS:
         return dx0;
     case SP_EMBED_TYPES_NORM:
     case SP_EMBED_NORM:
@@ -657,8 +659,9 @@ static const float *embed_norm_backward(const sp_worker *w, const float *dx0) {
     return dx0;
 }
 
-/* x0 [N, d]: row t = the sequence's prompt[k] for soft token k, else wte[id] (+ wpe[the
- * sequence's first position + position of t within it] for learned positions). */
+/* x0 [N, d]: row t = the sequence's prompt[k] for soft token k, else the embedding module's row
+ * of id (sp_model_input_row) (+ wpe[the sequence's first position + position of t within it] for
+ * learned positions). */
 static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, const sp_pass *pass,
                           const sp_gen_seq *seqs) {
     const sp_model *m = w->m;
@@ -670,13 +673,14 @@ static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, cons
             if (SP_IS_SOFT(tok))
                 memcpy(x0 + t * d, prompt + (size_t)SP_SOFT_INDEX(tok) * d, d * sizeof(float));
             else
-                sp_model_embedding_row(m, tok, x0 + t * d);
+                sp_model_input_row(m, tok, x0 + t * d);
         }
     }
     switch (w->f->embed) {
     case SP_EMBED_PLAIN:
     case SP_EMBED_TYPES_NORM: /* after the positions */
     case SP_EMBED_NORM:
+    case SP_EMBED_SQRT_D_TOKENS: /* in sp_model_input_row: the token rows only */
         break;
     case SP_EMBED_SQRT_D: /* every row, the prompt's too (transformers scales inputs_embeds) */
         for (size_t i = 0; i < w->z.N * d; i++) x0[i] *= m->embed_scale;
@@ -711,6 +715,7 @@ static void embed_backward(const sp_worker *w, const float *dx0, const sp_batch 
     case SP_EMBED_PLAIN:
     case SP_EMBED_TYPES_NORM:
     case SP_EMBED_NORM:
+    case SP_EMBED_SQRT_D_TOKENS:
         break;
     case SP_EMBED_SQRT_D:
         scale = w->m->embed_scale;

@@ -868,7 +868,7 @@ static const sp__family GEMMA3 = {
     LLAMA_BLOCK,
     .norm = SP_NORM_RMSNORM_PLUS1,
     .block = SP_BLOCK_SANDWICH,
-    .embed = SP_EMBED_SQRT_D,
+    .embed = SP_EMBED_SQRT_D_TOKENS,
     .mlp = SP_MLP_GEGLU,
     .qk_norm = SP_QKNORM_PER_HEAD,
     TABLE(GEMMA3_TENSORS),

@@ -50,12 +50,15 @@ typedef enum sp__block_kind {
                              * apply_residual_connection_post_layernorm) */
 } sp__block_kind;
 
-/* What multiplies the input embeddings (prompt rows included). */
+/* What multiplies the input embeddings (and whether the prompt's rows too). */
 typedef enum sp__embed_kind {
     SP_EMBED_PLAIN,
-    SP_EMBED_SQRT_D,     /* sqrt(d_model) rounded to the embedding's stored dtype (Gemma) */
-    SP_EMBED_TYPES_NORM, /* + token_type_embeddings[0], then the embedding LayerNorm (BERT) */
-    SP_EMBED_NORM,       /* the embedding LayerNorm, prompt rows included (BLOOM) */
+    SP_EMBED_SQRT_D,        /* sqrt(d_model) rounded to the embedding's stored dtype, on every input
+                             * row, the prompt's too: transformers scales inputs_embeds (Gemma 1, 2) */
+    SP_EMBED_SQRT_D_TOKENS, /* the same factor on the token rows only: transformers' Gemma 3 scales
+                             * inside its embedding module, before PEFT's prompt joins the rows */
+    SP_EMBED_TYPES_NORM,    /* + token_type_embeddings[0], then the embedding LayerNorm (BERT) */
+    SP_EMBED_NORM,          /* the embedding LayerNorm, prompt rows included (BLOOM) */
 } sp__embed_kind;
 
 /* Which keys a query sees. */

@@ -508,7 +508,8 @@ static int embedding_scale(loader *L, sp_error *err) {
     case SP_EMBED_TYPES_NORM:
     case SP_EMBED_NORM:
         return 0;
-    case SP_EMBED_SQRT_D: {
+    case SP_EMBED_SQRT_D:
+    case SP_EMBED_SQRT_D_TOKENS: {
         const sp_st_tensor *t = wte_tensor(L, err);
         if (!t) return -1;
         float s = (float)sqrt((double)m->cfg.d_model);
@@ -767,6 +768,20 @@ void sp_model_embedding_row(const sp_model *m, int64_t id, float *out) {
         for (size_t j = 0; j < d; j++) u[j] = (uint32_t)h[j] << 16; /* exact */
         return;
     }
+    }
+}
+
+void sp_model_input_row(const sp_model *m, int64_t id, float *out) {
+    sp_model_embedding_row(m, id, out);
+    switch (sp__family_of(m->cfg.arch)->embed) {
+    case SP_EMBED_PLAIN:
+    case SP_EMBED_SQRT_D: /* on inputs_embeds, in the engine */
+    case SP_EMBED_TYPES_NORM:
+    case SP_EMBED_NORM:
+        return;
+    case SP_EMBED_SQRT_D_TOKENS:
+        for (int j = 0; j < m->cfg.d_model; j++) out[j] *= m->embed_scale;
+        return;
     }
 }
 

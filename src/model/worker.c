@@ -199,6 +199,7 @@ static size_t emb_norm(const sp__family *f) {
     switch (f->embed) {
     case SP_EMBED_PLAIN:
     case SP_EMBED_SQRT_D:
+    case SP_EMBED_SQRT_D_TOKENS:
         return 0;
     case SP_EMBED_TYPES_NORM:
     case SP_EMBED_NORM:

@@ -53,7 +53,7 @@ static void nearest(const sp_model *m, const double *wnorm, const float *x, doub
                     int32_t *ids, double *cos, float *e) {
     int d = m->cfg.d_model, have = 0;
     for (int32_t v = 0; v < m->cfg.vocab_size; v++) {
-        sp_model_embedding_row(m, v, e);
+        sp_model_input_row(m, v, e);
         double dot = 0;
         for (int j = 0; j < d; j++) dot += (double)e[j] * x[j];
         double c = wnorm[v] > 0 && xn > 0 ? dot / (wnorm[v] * xn) : 0;
@@ -78,7 +78,7 @@ int sp_prompt_inspect(const sp_model *m, const float *prompt, int n_prompt, int 
     }
     out->n_prompt = n_prompt, out->top = top;
     for (int v = 0; v < V; v++) {
-        sp_model_embedding_row(m, v, e);
+        sp_model_input_row(m, v, e);
         sorted[v] = wnorm[v] = norm_of(e, d);
     }
     qsort(sorted, (size_t)V, sizeof *sorted, cmp_double);

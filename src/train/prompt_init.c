@@ -10,7 +10,7 @@
 #define FREQ_TOKEN_BUDGET 20000000 /* tokens counted for frequencies; enough for a stable top */
 
 static void copy_embedding(float *dst, const sp_model *m, int32_t id) {
-    sp_model_embedding_row(m, id, dst);
+    sp_model_input_row(m, id, dst);
 }
 
 static int cmp_count_desc(const void *a, const void *b, void *counts) {

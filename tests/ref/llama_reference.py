@@ -229,6 +229,9 @@ def read_model(dirpath):
             "inv_freq_local": (1.0 / cfg["rope_local_base_freq"]
                                ** (np.arange(0, hd, 2, dtype=np.float64) / hd)) if gemma3 else None,
             "embed_scale": scale, "sandwich": gemma2,
+            # Gemma 3 scales inside its embedding module (Gemma3TextScaledWordEmbedding), before
+            # PEFT's prompt rows join: those are not scaled; Gemma 1, 2 scale inputs_embeds
+            "scale_prompt": gemma and not gemma3,
             "attn_cap": cfg.get("attn_logit_softcapping") if gemma2 else None,
             "logit_cap": cfg.get("final_logit_softcapping") if gemma2 else None,
             "scaling": cfg["query_pre_attn_scalar"] ** -0.5 if gemma2 else None}
@@ -290,8 +293,10 @@ def torch_seq_logits(M, W, tokens, prompt, prefix=None):
     H, Hkv, hd, eps = M["H"], M["Hkv"], M["hd"], M["eps"]
     T = len(tokens)
     Pkv = 0 if prefix is None else prefix.shape[2]
-    h = torch.stack([prompt[-1 - t] if t < 0 else W["model.embed_tokens.weight"][t] for t in tokens])
-    h = h * M["embed_scale"]  # Gemma: inputs_embeds (the prompt included) times the normalizer
+    # Gemma: inputs_embeds times the normalizer (Gemma 3: the token rows only, see scale_prompt)
+    ps = M["embed_scale"] if M["scale_prompt"] else 1.0
+    h = torch.stack([prompt[-1 - t] * ps if t < 0
+                     else W["model.embed_tokens.weight"][t] * M["embed_scale"] for t in tokens])
     rot = M["rot"]
 
     def cos_sin(inv_freq):  # [T, rot] each
@@ -379,8 +384,8 @@ def numpy_batch_logits(M, batch, prompt, prefix=None):
     for s in range(n_seq):
         for t in range(lens[s]):
             tok = toks[ss[s] + t]
-            x[s, t] = (prompt[-1 - tok] if tok < 0 else w["model.embed_tokens.weight"][tok]) \
-                * M["embed_scale"]
+            x[s, t] = prompt[-1 - tok] * (M["embed_scale"] if M["scale_prompt"] else 1.0) \
+                if tok < 0 else w["model.embed_tokens.weight"][tok] * M["embed_scale"]
             valid[s, t] = True
     def allowed_of(window):  # [n_seq, Tm, Pkv + Tm]: keys are the prefix rows, then the text's
         allowed = np.zeros((n_seq, Tm, Pkv + Tm), dtype=bool)
