@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/family.h"
 #include "softprompt/engine.h"
 #include "softprompt/generate.h"
 #include "train/internal.h"
@@ -204,8 +205,14 @@ int sp_generate_check_memory(const sp_model *m, int batch, int max_tokens, int m
      * sampler's scratch (a candidate and a float per vocabulary entry) */
     double act = (double)sp_model_generate_bytes(m, B * (size_t)max_tokens, B, max_tokens, past) +
                  (double)(B * V * sizeof(float) + V * 12);
-    double cache = (double)B * sp_model_kv_cache_bytes(m, (size_t)max_tokens + max_new_tokens) +
-                   (double)n_prompts * sp_model_kv_cache_bytes(m, (size_t)max_shared);
+    /* a request's own cache: its rows and the generated ones (T5: every decoder layer's
+     * cross-attention rows of its encoder input and a self-attention row per generated token,
+     * L x 2 x (max_tokens + max_new_tokens) x kv_dim floats alike); a prompt's shared rows
+     * (none for T5: its encoder is bidirectional, nothing is shared) */
+    int seq2seq = sp__family_of(m->cfg.arch)->mask == SP_MASK_SEQ2SEQ;
+    double cache =
+        (double)B * sp_model_kv_cache_bytes(m, (size_t)max_tokens + max_new_tokens) +
+        (seq2seq ? 0.0 : (double)n_prompts * sp_model_kv_cache_bytes(m, (size_t)max_shared));
     double need = model + act + cache + OVERHEAD_BYTES, have;
     char why[160] = "";
     if (available(ranks, &have, why, sizeof why, err)) return -1;
