@@ -106,3 +106,18 @@ set -e
 [[ $rc == 1 && ! -e x.jsonl ]] || fail "an encoder input beyond n_positions: exit $rc"
 grep -q "more than the encoder's 40 positions (n_positions)" err.txt || fail "$(cat err.txt)"
 ok "T5: an encoder input beyond n_positions is refused, nothing written"
+
+# --- mT5 (model_type mt5): init-model's mt5-small shape, narrowed; info names it; it generates --
+"$SP_CLI" init-model --shape mt5-small --layers 1 --d 32 --heads 2 --kv-heads 2 --vocab 366 \
+  --seed 5 mt5 >/dev/null
+cp model/tokenizer.json model/tokenizer_config.json mt5/
+$PY - mt5/config.json <<'PY' || fail "init-model --shape mt5-small does not write an mT5 config"
+import json, sys
+c = json.load(open(sys.argv[1]))
+assert c["model_type"] == "mt5" and c["architectures"] == ["MT5ForConditionalGeneration"], c
+assert c["feed_forward_proj"] == "gated-gelu" and c["tie_word_embeddings"] is False, c
+PY
+"$SP_CLI" info mt5 | grep -q "MT5ForConditionalGeneration (model_type mt5)" || fail "info on mT5"
+"$SP_CLI" generate --model mt5 --text 'hello' --max-new-tokens 5 --no-eos > mt5.jsonl
+$PY -c "import json; r = json.loads(open('mt5.jsonl').read()); assert len(r['token_ids']) == 5, r"
+ok "mT5: init-model --shape mt5-small writes model_type mt5, info names it, generate runs it"
