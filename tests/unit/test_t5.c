@@ -596,6 +596,26 @@ START_TEST(generate_refuses_bad_t5_input) {
 }
 END_TEST
 
+/* The memory check counts what a T5 request's cache can hold: its encoder rows and at most
+ * n_positions decoder rows, whatever --max-new-tokens says (8 requests of 20 tokens and a
+ * million new ones: 8 x 44 rows of 2 layers x 2 x 24 floats, not 8 x 1,000,020), and refuses
+ * what does not fit, naming the caches. */
+START_TEST(memory_check_counts_t5_caches) {
+    sp_model m;
+    gen_t5(&m, 1, 10);
+    sp_error err = {0};
+    setenv("SP_MAX_MEMORY", "1G", 1);
+    ck_assert_msg(sp_generate_check_memory(&m, 8, 20, 1000000, 1, 4, 1, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(sp_model_kv_cache_bytes(&m, 20 + GCTX),
+                      (size_t)(2 * 2 * 24 * 4) * (20 + GCTX));
+    setenv("SP_MAX_MEMORY", "64K", 1);
+    ck_assert_int_eq(sp_generate_check_memory(&m, 8, 20, 1000000, 1, 4, 1, &err), -1);
+    tu_assert_has(err.msg, "key/value caches 0.00 GiB for 8 requests of up to 20 + 1000000 tokens");
+    unsetenv("SP_MAX_MEMORY");
+    sp_model_free(&m);
+}
+END_TEST
+
 int main(void) {
     const TTest *tests[] = {buckets_match_transformers,
                             batches_t5_refuses,
@@ -604,6 +624,7 @@ int main(void) {
                             generator_on_t5,
                             greedy_matches_float64_reference,
                             generate_refuses_bad_t5_input,
+                            memory_check_counts_t5_caches,
                             NULL};
     return tu_main("t5", tests, NULL, NULL);
 }
