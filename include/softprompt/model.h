@@ -96,6 +96,8 @@ typedef struct sp_model_config {
     int rel_max_distance; /* relative_attention_max_distance */
     int ff_gated;         /* feed_forward_proj "gated-gelu": gelu_new(wi_0 x) * wi_1 x; else ReLU */
     int decoder_start;    /* decoder_start_token_id: the decoder's first input */
+    int mt5;              /* model_type "mt5" (MT5ForConditionalGeneration): T5 1.1 by another
+                             name, gated-GELU and untied (sp__family_for: its own names) */
     int residual_from_norm; /* the residual of attention and of the MLP is their norm's output,
                              * not its input (BLOOM's apply_residual_connection_post_layernorm) */
 } sp_model_config;

@@ -15,6 +15,7 @@
 #include "softprompt/checkpoint.h"
 #include "softprompt/generate.h"
 #include "softprompt/input.h"
+#include "softprompt/prepare.h"
 #include "softprompt/template.h"
 #include "util/path.h"
 
@@ -323,12 +324,15 @@ static int load_prompt(const gen_args *a, session *s, sp_error *err) {
     return 0;
 }
 
-/* The formatter of --template; its soft slots must be the prompt's rows. 2: a usage error. */
+/* The formatter of --template (an encoder-decoder's input ends with EOS, as prepare renders
+ * it); its soft slots must be the prompt's rows. 2: a usage error. */
 static int make_formatter(const gen_args *a, session *s, sp_error *err) {
     sp_format_options o = {.template_spec = a->template_spec,
                            .text_field = a->text_field,
                            .prompt_length = a->prompt ? s->pf.n_prompt : 0,
-                           .target = SP_TARGET_NONE};
+                           .target = SP_TARGET_NONE,
+                           .input_eos = -1};
+    if (sp_prepare_input_eos(a->model, s->tok, &o, err)) return -1;
     s->fmt = sp_formatter_new(s->tok, &o, err);
     if (!s->fmt) return 2;
     int slots = sp_formatter_n_soft(s->fmt);

@@ -270,8 +270,8 @@ static void print_block(const sp_model *m) {
 static void print_architecture(const sp_model *m) {
     const sp_model_config *c = &m->cfg;
     int kv = sp_config_kv_heads(c), hd = sp_config_head_dim(c);
-    printf("%-14s%s (model_type %s)\n", "architecture", sp__family_of(c->arch)->hf_class,
-           sp_arch_model_type(c->arch));
+    const sp__family *f = sp__family_for(c);
+    printf("%-14s%s (model_type %s)\n", "architecture", f->hf_class, f->model_type);
     printf("%-14s%d\n", "layers", c->n_layer);
     printf("%-14s%d\n", "d_model", c->d_model);
     if (kv == c->n_head)

@@ -76,6 +76,7 @@ static const shape SHAPES[] = {
     {"t5-small", SP_ARCH_T5, 6, 512, 8, 8, 2048, 32128, 512, 1, 0, 1e-6, 64, 0},
     {"t5-base", SP_ARCH_T5, 12, 768, 12, 12, 3072, 32128, 512, 1, 0, 1e-6, 64, 0},
     {"flan-t5-small", SP_ARCH_T5, 8, 512, 6, 6, 1024, 32128, 512, 0, 0, 1e-6, 64, 0},
+    {"mt5-small", SP_ARCH_T5, 8, 512, 6, 6, 1024, 250112, 512, 0, 0, 1e-6, 64, 0},
     {"phi-4-mini", SP_ARCH_PHI3, 32, 3072, 24, 8, 8192, 200064, 131072, 1, 10000, 1e-5, 0, 262144},
     {"bloom-560m", SP_ARCH_BLOOM, 24, 1024, 16, 16, 4096, 250880, 2048, 1, 0, 1e-5, 0, 0},
 };
@@ -83,7 +84,7 @@ static const shape SHAPES[] = {
     "gpt2, gpt2-medium, distilgpt2, smollm2-135m, smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, "    \
     "llama-3.2-1b, mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b, gemma-3-270m, "              \
     "gemma-3-1b, pythia-160m, pythia-410m, phi-3-mini-4k, phi-2, opt-125m, phi-4-mini, "           \
-    "bert-base-uncased, roberta-base, t5-small, t5-base, flan-t5-small or bloom-560m"
+    "bert-base-uncased, roberta-base, t5-small, t5-base, flan-t5-small, mt5-small or bloom-560m"
 
 /* What a family's config always sets (Qwen2's q/k/v biases). */
 static void family_options(sp_model_config *c) {
@@ -148,6 +149,8 @@ static void apply_shape(const shape *s, sp_model_config *c) {
     family_options(c);
     if (strcmp(s->name, "flan-t5-small") == 0) /* feed_forward_proj gated-gelu */
         c->ff_gated = 1;
+    if (strcmp(s->name, "mt5-small") == 0) /* model_type mt5: T5 1.1 */
+        c->ff_gated = 1, c->mt5 = 1;
     if (strcmp(s->name, "phi-4-mini") == 0) /* partial_rotary_factor 0.75 (its longrope: no) */
         c->rotary_dim = 96;
     if (strcmp(s->name, "llama-3.2-1b") == 0)
@@ -230,7 +233,7 @@ static const sp__flag FLAGS[] = {
                   "gemma-3-270m, gemma-3-1b, pythia-160m, pythia-410m,\n"
                   "phi-3-mini-4k, phi-4-mini, opt-125m, phi-2,\n"
                   "bert-base-uncased, roberta-base, t5-small, t5-base,\n"
-                  "flan-t5-small, bloom-560m",
+                  "flan-t5-small, mt5-small, bloom-560m",
                   .order = -2),
     SP_OPT_CUSTOM("arch", AT(cfg.arch), "A", parse_arch,
                   "gpt2, llama, qwen2, mistral, qwen3, gemma, gemma2,\n"

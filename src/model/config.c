@@ -534,7 +534,7 @@ static int parse_encoder(sp_model_config *c, const reader *r) {
  * write, must agree. The encoder and decoder have the same number of blocks (num_decoder_layers
  * other than num_layers: not implemented). */
 static int parse_t5_ff(sp_model_config *c, const reader *r) {
-    const char *ff = "relu";
+    const char *ff = c->mt5 ? "gated-gelu" : "relu"; /* MT5Config's default, T5Config's */
     json_t *v = json_object_get(r->root, "feed_forward_proj");
     if (v && !json_is_string(v))
         return sp_fail(r->err, "%s: key 'feed_forward_proj' is a JSON %s, expected a string",
@@ -545,6 +545,11 @@ static int parse_t5_ff(sp_model_config *c, const reader *r) {
                        "%s: unsupported feed_forward_proj '%s' (supported: relu, gated-gelu)",
                        r->path, ff);
     c->ff_gated = strcmp(ff, "gated-gelu") == 0;
+    if (c->mt5 && !c->ff_gated)
+        return sp_fail(r->err,
+                       "%s: model_type mt5 with feed_forward_proj '%s': not implemented (mT5 is "
+                       "T5 1.1: gated-gelu)",
+                       r->path, ff);
     if (check_string(r, "dense_act_fn", c->ff_gated ? "gelu_new" : "relu") ||
         check_bool(r, "is_gated_act", c->ff_gated))
         return -1;
@@ -554,7 +559,8 @@ static int parse_t5_ff(sp_model_config *c, const reader *r) {
 static int parse_t5(sp_model_config *c, const reader *r) {
     double eps = 1e-6;
     int n_dec = 0, pad = 0;
-    c->rel_buckets = 32, c->rel_max_distance = 128, c->n_ctx = 512, c->tied = 1;
+    c->rel_buckets = 32, c->rel_max_distance = 128, c->n_ctx = 512;
+    c->tied = !c->mt5; /* MT5Config unties the head, T5Config ties it */
     if (check_bool(r, "is_encoder_decoder", 1) || parse_t5_ff(c, r) ||
         get_int(r, "num_layers", 1, 0, 1, 1024, &c->n_layer) ||
         get_int(r, "num_decoder_layers", 0, 1, 1, 1024, &n_dec) ||
@@ -678,8 +684,8 @@ static int parse(sp_model_config *c, json_t *root, const char *path, sp_error *e
     }
     /* old GPT-2 configs omit model_type */
     const char *type = mt ? json_string_value(mt) : sp_arch_model_type(SP_ARCH_GPT2);
-    if (sp__arch_from_model_type(type, &c->arch) != 0)
-        return sp_fail(err, "%s: unsupported model_type '%s' (supported: %s)", path, type,
+    if (sp__model_type_lookup(type, c) != 0)
+        return sp_fail(err, "%s: unsupported model_type '%s' (supported: %s, mt5)", path, type,
                        sp__arch_supported_quoted());
     return parse_family(c, &r);
 }

@@ -987,6 +987,25 @@ static const sp__family PHI = {
     }
 static const sp__family T5_RELU = T5(SP_MLP_RELU);
 static const sp__family T5_GATED = T5(SP_MLP_GEGLU);
+/* mT5: T5 1.1's description under MT5ForConditionalGeneration's names (cfg.mt5) */
+static const sp__family MT5 = {.arch = SP_ARCH_T5,
+                               .model_type = "mt5",
+                               .hf_class = "MT5ForConditionalGeneration",
+                               .ctx_key = "n_positions",
+                               .name_prefix = NULL,
+                               .layer_prefix = "encoder.block.%d.",
+                               .layout = SP_W_OUT_IN,
+                               .norm = SP_NORM_RMSNORM,
+                               .block = SP_BLOCK_PRE_NORM,
+                               .embed = SP_EMBED_PLAIN,
+                               .pos = SP_POS_RELATIVE,
+                               .qkv = SP_QKV_SEPARATE,
+                               .qk_norm = SP_QKNORM_NONE,
+                               .mlp = SP_MLP_GEGLU,
+                               .mask = SP_MASK_SEQ2SEQ,
+                               .head = SP_HEAD_LM,
+                               .gqa = 1,
+                               TABLE(T5_TENSORS)};
 #undef T5
 /* BLOOM: the embedding LayerNorm, ALiBi, q/k/v interleaved per head (query_key_value viewed as
  * [heads, 3, head_dim]), the tanh GELU (bloom_gelu_forward); the block's residual is the norm's
@@ -1067,7 +1086,7 @@ const sp__family *sp__family_for(const sp_model_config *c) {
         if (c->parallel_residual) return c->gelu_exact ? &NEOX : &NEOX_TANH;
         return c->gelu_exact ? &NEOX_SEQUENTIAL : &NEOX_SEQUENTIAL_TANH;
     case SP_ARCH_T5:
-        return c->ff_gated ? &T5_GATED : &T5_RELU;
+        return c->mt5 ? &MT5 : c->ff_gated ? &T5_GATED : &T5_RELU;
     case SP_ARCH_BLOOM:
         return c->residual_from_norm ? &BLOOM_NORM_RESIDUAL : &BLOOM;
     }
@@ -1085,6 +1104,12 @@ int sp__arch_from_model_type(const char *model_type, sp_arch *a) {
             return 0;
         }
     return -1;
+}
+
+int sp__model_type_lookup(const char *model_type, sp_model_config *c) {
+    c->mt5 = strcmp(model_type, MT5.model_type) == 0;
+    if (c->mt5) c->arch = MT5.arch;
+    return c->mt5 ? 0 : sp__arch_from_model_type(model_type, &c->arch);
 }
 
 /* "\"gpt2\", \"llama\", \"qwen2\"" (quoted) or "gpt2, llama or qwen2". */

@@ -232,6 +232,9 @@ const sp__family *sp__family_for(const sp_model_config *c);
 
 /* The one mapping from config.json's model_type to the enum; -1 when not supported. */
 int sp__arch_from_model_type(const char *model_type, sp_arch *a);
+/* config.json's model_type into c->arch and the variant it names (c->mt5: "mt5" is T5 1.1 as
+ * MT5ForConditionalGeneration; sp__family_for gives its names). 0, or -1 when unknown. */
+int sp__model_type_lookup(const char *model_type, sp_model_config *c);
 /* The supported model_type values, each quoted ("\"gpt2\", \"llama\", \"qwen2\"") or plain with
  * a final " or " ("gpt2, llama or qwen2"), for messages. Static storage. */
 const char *sp__arch_supported_quoted(void);

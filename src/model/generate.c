@@ -10,6 +10,7 @@
 
 #include "model/kernels.h"
 #include "model/steps.h"
+#include "model/t5.h"
 #include "model/worker.h"
 #include "softprompt/generate.h"
 
@@ -50,9 +51,15 @@ int sp_kv_cache_capacity(const sp_kv_cache *c) {
 
 void sp_kv_cache_clear(sp_kv_cache *c) {
     for (int l = 0; l < c->n_layer; l++) c->layer[l].len = 0;
+    c->enc = 0;
 }
 
 int sp_kv_cache_load_prefix(sp_kv_cache *c, const float *kv_prefix, int n_rows, sp_error *err) {
+    if (sp__family_of(c->m->cfg.arch)->mask == SP_MASK_SEQ2SEQ)
+        return sp_fail(err,
+                       "key/value prefix: a key/value prefix (prefix tuning) is not "
+                       "implemented for %s (encoder-decoder) models",
+                       sp_arch_model_type(c->m->cfg.arch));
     if (sp_kv_cache_len(c) != 0)
         return sp_fail(err, "key/value prefix: the cache already holds %d rows",
                        sp_kv_cache_len(c));
@@ -112,19 +119,73 @@ static int check_tokens(const sp_model *m, const sp_gen_seq *q, int s, const int
 static int check_generates(const sp_model *m, sp_error *err) {
     switch (sp__family_of(m->cfg.arch)->mask) {
     case SP_MASK_CAUSAL:
+    case SP_MASK_SEQ2SEQ:
         return 0;
     case SP_MASK_FULL:
         return sp_fail(err,
                        "generate: %s is a masked language model (bidirectional attention), not a "
                        "causal one: it scores a {mask} position and does not generate text",
                        sp_arch_model_type(m->cfg.arch));
-    case SP_MASK_SEQ2SEQ:
-        return sp_fail(err,
-                       "generate: %s (encoder-decoder) generation is not implemented yet; "
-                       "train, eval and predict run it",
-                       sp_arch_model_type(m->cfg.arch));
     }
     return 0;
+}
+
+/* A causal LM's sequence: its new tokens fit its cache and the model's positions. */
+static int check_causal(const sp_model *m, const sp_gen_seq *q, int s, const int32_t *tok, int len,
+                        sp_error *err) {
+    int own = sp_kv_cache_len(q->own), past = shared_len(q) + own;
+    if (len > q->own->cap - own)
+        return sp_fail(err, "generate: sequence %d: %d new rows after %d, the cache holds %d", s,
+                       len, own, q->own->cap);
+    if (len > m->cfg.n_ctx - past)
+        return sp_fail(err,
+                       "generate: sequence %d: %d new tokens after %d positions exceed the "
+                       "model's %d (n_positions)",
+                       s, len, past, m->cfg.n_ctx);
+    return check_tokens(m, q, s, tok, len, err);
+}
+
+/* An encoder-decoder's sequence (t5.h): with an empty cache its tokens are the encoder's input
+ * (at most n_positions; the cache must hold them and the decoder's first row); otherwise they
+ * are the decoder's next inputs (vocabulary ids, up to n_positions decoder positions). */
+static int check_seq2seq(const sp_model *m, const sp_gen_seq *q, int s, const int32_t *tok, int len,
+                         sp_error *err) {
+    const char *type = sp_arch_model_type(m->cfg.arch);
+    int own = sp_kv_cache_len(q->own), n_ctx = m->cfg.n_ctx;
+    if (q->shared)
+        return sp_fail(err,
+                       "generate: sequence %d: %s takes no shared rows (its encoder is "
+                       "bidirectional: every encoder row depends on the whole input)",
+                       s, type);
+    if (own == 0) {
+        if (len > n_ctx)
+            return sp_fail(err,
+                           "generate: sequence %d: an encoder input of %d tokens, more than the "
+                           "encoder's n_positions = %d",
+                           s, len, n_ctx);
+        if (len + 1 > q->own->cap)
+            return sp_fail(err,
+                           "generate: sequence %d: %d encoder rows and the decoder's first row, "
+                           "the cache holds %d",
+                           s, len, q->own->cap);
+        return check_tokens(m, q, s, tok, len, err);
+    }
+    int dec = own - q->own->enc;
+    if (len > q->own->cap - own)
+        return sp_fail(err, "generate: sequence %d: %d new rows after %d, the cache holds %d", s,
+                       len, own, q->own->cap);
+    if (len > n_ctx - dec)
+        return sp_fail(err,
+                       "generate: sequence %d: %d new decoder tokens after %d decoder positions "
+                       "exceed the decoder's n_positions = %d",
+                       s, len, dec, n_ctx);
+    for (int t = 0; t < len; t++)
+        if (SP_IS_SOFT(tok[t]))
+            return sp_fail(err,
+                           "generate: sequence %d, new token %d is a soft token in the decoder's "
+                           "input: %s takes soft tokens in the encoder's input",
+                           s, t, type);
+    return check_tokens(m, q, s, tok, len, err);
 }
 
 static int validate(const sp_model *m, const sp_gen_seq *seqs, int n_seq, const int32_t *start,
@@ -133,21 +194,13 @@ static int validate(const sp_model *m, const sp_gen_seq *seqs, int n_seq, const 
     if (n_seq < 0 || (n_seq > 0 && start[0] != 0))
         return sp_fail(err, "generate: %d sequences starting at %d", n_seq,
                        n_seq > 0 ? start[0] : 0);
+    int seq2seq = sp__family_of(m->cfg.arch)->mask == SP_MASK_SEQ2SEQ;
     for (int s = 0; s < n_seq; s++) {
-        const sp_gen_seq *q = &seqs[s];
         int len = start[s + 1] - start[s];
         if (len < 1) return sp_fail(err, "generate: sequence %d has %d new tokens", s, len);
         if (check_caches(m, seqs, s, err)) return -1;
-        int own = sp_kv_cache_len(q->own), past = shared_len(q) + own;
-        if (len > q->own->cap - own)
-            return sp_fail(err, "generate: sequence %d: %d new rows after %d, the cache holds %d",
-                           s, len, own, q->own->cap);
-        if (len > m->cfg.n_ctx - past)
-            return sp_fail(err,
-                           "generate: sequence %d: %d new tokens after %d positions exceed the "
-                           "model's %d (n_positions)",
-                           s, len, past, m->cfg.n_ctx);
-        if (check_tokens(m, q, s, tokens + start[s], len, err)) return -1;
+        if ((seq2seq ? check_seq2seq : check_causal)(m, &seqs[s], s, tokens + start[s], len, err))
+            return -1;
     }
     return 0;
 }
@@ -159,6 +212,14 @@ int sp_generate_extend(sp_worker *w, const sp_gen_seq *seqs, int n_seq, const in
     const sp_model *m = w->m;
     if (validate(m, seqs, n_seq, seq_start, tokens, err)) return -1;
     if (n_seq == 0) return 0;
+    if (sp__family_of(m->cfg.arch)->mask == SP_MASK_SEQ2SEQ) {
+        sp__linear_single_row_gemv(1);
+        int rc = sp__t5_extend(w, seqs, n_seq, seq_start, tokens, logits);
+        sp__linear_single_row_gemv(0);
+        return rc ? sp_fail(err, "out of memory reserving activations for %d new tokens",
+                            seq_start[n_seq])
+                  : 0;
+    }
     int max_new = 0, max_past = 0;
     for (int s = 0; s < n_seq; s++) {
         int len = seq_start[s + 1] - seq_start[s];

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/family.h"
 #include "softprompt/generate.h"
 
 const char *sp_finish_name(sp_finish f) {
@@ -41,6 +42,7 @@ struct sp_generator {
     const sp_model *m;
     const sp_gen_options *o;
     size_t max_stop; /* longest stop string */
+    int seq2seq;     /* an encoder-decoder (T5): a request's tokens are the encoder's input */
     gen_prompt *prompts;
     int n_prompts;
 };
@@ -74,6 +76,7 @@ sp_generator *sp_generator_new(sp_worker *w, const sp_gen_options *o, sp_error *
         return NULL;
     }
     g->w = w, g->m = sp_worker_model(w), g->o = o;
+    g->seq2seq = sp__family_of(g->m->cfg.arch)->mask == SP_MASK_SEQ2SEQ;
     for (int i = 0; i < o->n_stop; i++) {
         size_t n = strlen(o->stop[i]);
         if (n == 0) {
@@ -98,6 +101,11 @@ void sp_generator_free(sp_generator *g) {
 
 int sp_generator_add_prompt(sp_generator *g, const float *prompt, int n_prompt,
                             const float *kv_prefix, int n_kv_prefix, sp_error *err) {
+    if (g->seq2seq && kv_prefix && n_kv_prefix > 0)
+        return sp_fail(err,
+                       "generate: a key/value prefix (prefix tuning) is not implemented for %s "
+                       "(encoder-decoder) models",
+                       sp_arch_model_type(g->m->cfg.arch));
     gen_prompt *p = realloc(g->prompts, ((size_t)g->n_prompts + 1) * sizeof *p);
     if (!p) return sp_fail(err, "out of memory");
     g->prompts = p;
@@ -124,9 +132,11 @@ static int leading_soft(const int32_t *tokens, int n) {
 
 /* Builds p's prefix cache from the request r that uses it first: the key/value prefix, then
  * r's leading soft tokens (their keys and values depend on nothing else, so every request that
- * starts with the same ones can share them). */
+ * starts with the same ones can share them). An encoder-decoder shares nothing: its encoder is
+ * bidirectional, so every encoder row depends on the whole input. */
 static int build_shared(sp_generator *g, gen_prompt *p, const sp_gen_request *r, sp_error *err) {
     p->built = 1;
+    if (g->seq2seq) return 0;
     int lead = leading_soft(r->tokens, r->n_tokens);
     if (lead + p->n_kv == 0) return 0;
     p->lead = malloc((size_t)(lead > 0 ? lead : 1) * sizeof *p->lead);
@@ -154,6 +164,11 @@ static int check_request(const sp_generator *g, const sp_gen_request *r, int i, 
     if (r->prompt < -1 || r->prompt >= g->n_prompts)
         return sp_fail(err, "request %d names prompt %d of %d", i, r->prompt, g->n_prompts);
     int n_kv = r->prompt >= 0 ? g->prompts[r->prompt].n_kv : 0;
+    if (g->seq2seq && r->n_tokens > g->m->cfg.n_ctx)
+        return sp_fail(err,
+                       "request %d: %d tokens, more than the encoder's %d positions "
+                       "(n_positions)",
+                       i, r->n_tokens, g->m->cfg.n_ctx);
     if (n_kv + r->n_tokens > g->m->cfg.n_ctx)
         return sp_fail(err,
                        "request %d: %d tokens%s leave no room in the model's %d positions "
@@ -162,8 +177,20 @@ static int check_request(const sp_generator *g, const sp_gen_request *r, int i, 
     return 0;
 }
 
-/* The request's own cache (rows: what it does not share, and what it generates) and its
- * random stream and context. */
+/* Rows of the request's own cache: what it does not share, and what it generates (every
+ * generated token but the last is fed back), within the model's positions. An encoder-decoder's:
+ * its encoder rows (cross-attention) and one decoder row per generated token (the first is
+ * decoder_start's), within the decoder's n_positions. */
+static int own_rows(const sp_generator *g, const active *a, int shared_rows, int pre) {
+    int n_ctx = g->m->cfg.n_ctx, max_new = g->o->max_new_tokens;
+    if (g->seq2seq) return a->n_own + (max_new < n_ctx ? max_new : n_ctx);
+    int room = n_ctx - shared_rows - pre - a->n_own, gen = max_new - 1;
+    return pre + a->n_own + (gen < room ? gen : room);
+}
+
+/* The request's own cache, its random stream and its context (the repetition penalty's ids:
+ * the request's vocabulary tokens; an encoder-decoder's, decoder_start, as transformers' generate()
+ * passes the decoder's input ids to its logits processors). */
 static int start_request(sp_generator *g, active *a, const sp_gen_request *r, sp_kv_cache **own,
                          sp_gen_seq *q, sp_error *err) {
     gen_prompt *p = r->prompt >= 0 ? &g->prompts[r->prompt] : NULL;
@@ -172,14 +199,13 @@ static int start_request(sp_generator *g, active *a, const sp_gen_request *r, sp
     a->req = r, a->p = p;
     a->n_own = r->n_tokens - (shared ? p->n_lead : 0);
     int pre = p && !shared ? p->n_kv : 0; /* the prefix goes in its own rows */
-    int past = (shared ? sp_kv_cache_len(p->shared) : 0) + pre;
-    int room = g->m->cfg.n_ctx - past - a->n_own, gen = g->o->max_new_tokens - 1;
-    *own = sp_kv_cache_new(g->m, pre + a->n_own + (gen < room ? gen : room));
+    *own = sp_kv_cache_new(g->m, own_rows(g, a, shared ? sp_kv_cache_len(p->shared) : 0, pre));
     a->ctx = malloc(((size_t)r->n_tokens + (size_t)g->o->max_new_tokens) * sizeof *a->ctx);
     if (!*own || !a->ctx) return sp_fail(err, "out of memory for a request's cache");
     if (pre && sp_kv_cache_load_prefix(*own, p->kv_prefix, pre, err)) return -1;
     *q = (sp_gen_seq){shared ? p->shared : NULL, *own, p ? p->emb : NULL, p ? p->n_prompt : 0};
-    for (int t = 0; t < r->n_tokens; t++)
+    if (g->seq2seq) a->ctx[a->n_ctx++] = g->m->cfg.decoder_start;
+    for (int t = 0; t < r->n_tokens && !g->seq2seq; t++)
         if (!SP_IS_SOFT(r->tokens[t])) a->ctx[a->n_ctx++] = r->tokens[t];
     /* request i's stream: the seed and its index, mixed (splitmix64's constant) */
     sp_rng_seed(&a->rng, g->o->seed ^ ((r->index + 1) * 0x9E3779B97F4A7C15ull));

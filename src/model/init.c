@@ -541,11 +541,11 @@ static json_t *encoder_config(const sp_init_options *o) {
 }
 
 /* Keys as transformers writes them for T5ForConditionalGeneration (sorted; n_positions as the
- * published t5-small keeps it). */
+ * published t5-small keeps it); MT5ForConditionalGeneration's names with cfg.mt5. */
 static json_t *t5_config(const sp_init_options *o) {
     const sp_model_config *c = &o->cfg;
     json_t *r = json_object();
-    json_object_set_new(r, "architectures", json_pack("[s]", sp__family_of(c->arch)->hf_class));
+    json_object_set_new(r, "architectures", json_pack("[s]", sp__family_for(c)->hf_class));
     json_object_set_new(r, "classifier_dropout", json_real(0.0));
     json_object_set_new(r, "d_ff", json_integer(c->d_ff));
     json_object_set_new(r, "d_kv", json_integer(sp_config_head_dim(c)));
@@ -559,7 +559,7 @@ static json_t *t5_config(const sp_init_options *o) {
     json_object_set_new(r, "is_encoder_decoder", json_true());
     json_object_set_new(r, "is_gated_act", json_boolean(c->ff_gated));
     json_object_set_new(r, "layer_norm_epsilon", short_real(c->ln_eps));
-    json_object_set_new(r, "model_type", json_string(sp_arch_model_type(c->arch)));
+    json_object_set_new(r, "model_type", json_string(sp__family_for(c)->model_type));
     json_object_set_new(r, "n_positions", json_integer(c->n_ctx));
     json_object_set_new(r, "num_decoder_layers", json_integer(c->n_layer));
     json_object_set_new(r, "num_heads", json_integer(c->n_head));

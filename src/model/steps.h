@@ -13,6 +13,8 @@
 struct sp_kv_cache {
     const sp_model *m;
     int cap, width, n_layer;
+    int enc; /* T5: every layer's first enc rows are the cross-attention keys and values of the
+                encoder's output, the decoder's own rows follow (t5.h); 0 otherwise */
     float *mem;
     sp__kv_cache *layer; /* [n_layer], each cap rows of keys then of values */
 };

@@ -102,6 +102,7 @@ void sp__t5_work_free(sp__t5_work *t) {
 typedef struct t5_dims {
     size_t Ne, Nd, nt, rows; /* rows: max(Ne, Nd) */
     int tmax, L, d, F, qd, V, gated, backward;
+    int one_layer; /* forward only: every layer of a stack reuses layer 0's buffers */
 } t5_dims;
 
 /* Carves the buffers of z out of base (NULL: only counts); returns the floats used. */
@@ -113,6 +114,10 @@ static size_t t5_layout(sp__t5_work *t, const t5_dims *z, float *base) {
         for (int l = 0; l < z->L; l++) {
             size_t n = stack ? z->Nd : z->Ne;
             t5_acts a = {0};
+            if (z->one_layer && l > 0) { /* x_next of layer l - 1 is layer l's x: in place */
+                if (base) (stack ? t->dec : t->enc)[l] = (stack ? t->dec : t->enc)[0];
+                continue;
+            }
             a.x = TAKE(n * d);
             a.ln1 = TAKE(n * d), a.r1 = TAKE(n);
             a.q = TAKE(n * qd), a.k = TAKE(n * qd), a.v = TAKE(n * qd), a.att = TAKE(n * qd);
@@ -168,7 +173,8 @@ static t5_dims model_dims(const sp_model *m, size_t Ne, size_t Nd, size_t nt, in
                  c->n_head * sp_config_head_dim(c),
                  c->vocab_size,
                  c->ff_gated,
-                 backward};
+                 backward,
+                 0};
     return z;
 }
 
@@ -445,6 +451,30 @@ static int grow(void **p, int *cap, int n, size_t size) {
     return 0;
 }
 
+/* The buckets of the run's longest sequence and the arena of r->z, carved into t. */
+static int reserve(t5_run *r) {
+    sp__t5_work *t = r->t;
+    int tmax = r->z.tmax;
+    if (2 * tmax - 1 > t->bk_cap) {
+        free(t->bk_enc), free(t->bk_dec);
+        t->bk_enc = malloc((size_t)(2 * tmax - 1) * sizeof(int));
+        t->bk_dec = malloc((size_t)(2 * tmax - 1) * sizeof(int));
+        t->bk_cap = t->bk_enc && t->bk_dec ? 2 * tmax - 1 : 0;
+        if (!t->bk_cap) return -1;
+    }
+    buckets(t->bk_enc, tmax, 1, &r->m->cfg);
+    buckets(t->bk_dec, tmax, 0, &r->m->cfg);
+    size_t need = t5_layout(t, &r->z, NULL);
+    if (need > t->cap) {
+        free(t->mem);
+        t->mem = malloc((need > 0 ? need : 1) * sizeof(float));
+        t->cap = t->mem ? need : 0;
+        if (!t->mem) return -1;
+    }
+    t5_layout(t, &r->z, t->mem);
+    return 0;
+}
+
 /* Splits the batch into encoder and decoder rows (t->seqs, t->tgt_row); sizes z. */
 static int plan(t5_run *r, const sp_batch *b, int backward) {
     sp__t5_work *t = r->t;
@@ -470,24 +500,7 @@ static int plan(t5_run *r, const sp_batch *b, int backward) {
     }
     r->n_seq = b->n_seq;
     r->z = model_dims(r->m, Ne, Nd, (size_t)b->n_targets, tmax, backward);
-    if (2 * tmax - 1 > t->bk_cap) {
-        free(t->bk_enc), free(t->bk_dec);
-        t->bk_enc = malloc((size_t)(2 * tmax - 1) * sizeof(int));
-        t->bk_dec = malloc((size_t)(2 * tmax - 1) * sizeof(int));
-        t->bk_cap = t->bk_enc && t->bk_dec ? 2 * tmax - 1 : 0;
-        if (!t->bk_cap) return -1;
-    }
-    buckets(t->bk_enc, tmax, 1, &r->m->cfg);
-    buckets(t->bk_dec, tmax, 0, &r->m->cfg);
-    size_t need = t5_layout(t, &r->z, NULL);
-    if (need > t->cap) {
-        free(t->mem);
-        t->mem = malloc((need > 0 ? need : 1) * sizeof(float));
-        t->cap = t->mem ? need : 0;
-        if (!t->mem) return -1;
-    }
-    t5_layout(t, &r->z, t->mem);
-    return 0;
+    return reserve(r);
 }
 
 /* The encoder's rows (soft tokens from the prompt) and the decoder's (start token, then the
@@ -517,16 +530,24 @@ static void embed(const t5_run *r, const sp_batch *b, const sp_pass *pass) {
     }
 }
 
+/* The encoder's blocks and final norm: t->enc_out [Ne, d]. */
+static void encode(const t5_run *r) {
+    const sp_model *m = r->m;
+    sp__t5_work *t = r->t;
+    int L = r->z.L;
+    for (int l = 0; l < L; l++)
+        block_forward(r, &m->layers[l], &t->enc[l], l + 1 < L ? t->enc[l + 1].x : t->ex_top, 0);
+    sp__rmsnorm_forward(t->enc_out, t->enc_r, t->ex_top, m->enc_lnf.w, (int)r->z.Ne, r->z.d,
+                        m->cfg.ln_eps);
+}
+
 /* Encoder and decoder forward; the logits and cross-entropy of every target. */
 static double forward(const t5_run *r, const sp_batch *b, const sp_pass *pass) {
     const sp_model *m = r->m;
     sp__t5_work *t = r->t;
     const t5_dims *z = &r->z;
     int L = z->L, d = z->d, V = z->V;
-    for (int l = 0; l < L; l++)
-        block_forward(r, &m->layers[l], &t->enc[l], l + 1 < L ? t->enc[l + 1].x : t->ex_top, 0);
-    sp__rmsnorm_forward(t->enc_out, t->enc_r, t->ex_top, m->enc_lnf.w, (int)z->Ne, d,
-                        m->cfg.ln_eps);
+    encode(r);
     for (int l = 0; l < L; l++)
         block_forward(r, &m->layers[L + l], &t->dec[l], l + 1 < L ? t->dec[l + 1].x : t->dx_top, 1);
     int nt = (int)z->nt;
@@ -590,16 +611,22 @@ static void backward(const t5_run *r, const sp_batch *b, const sp_pass *pass) {
     }
 }
 
-int sp__t5_run(sp_worker *w, const sp_batch *b, const sp_pass *pass, double *loss_sum,
-               sp_error *err) {
-    *loss_sum = 0.0;
-    if (!w->t5 && !(w->t5 = calloc(1, sizeof *w->t5)))
-        return sp_fail(err, "out of memory reserving T5 activations");
+/* The worker's T5 buffers, made at its first run; NULL when out of memory. */
+static sp__t5_work *work_of(sp_worker *w) {
+    if (!w->t5 && !(w->t5 = calloc(1, sizeof *w->t5))) return NULL;
     sp__t5_work *t = w->t5;
     int L = w->m->cfg.n_layer;
     if (!t->enc && (!(t->enc = calloc((size_t)L, sizeof *t->enc)) ||
                     !(t->dec = calloc((size_t)L, sizeof *t->dec))))
-        return sp_fail(err, "out of memory reserving T5 activations");
+        return NULL;
+    return t;
+}
+
+int sp__t5_run(sp_worker *w, const sp_batch *b, const sp_pass *pass, double *loss_sum,
+               sp_error *err) {
+    *loss_sum = 0.0;
+    sp__t5_work *t = work_of(w);
+    if (!t) return sp_fail(err, "out of memory reserving T5 activations");
     t5_run r = {.m = w->m, .t = t};
     int want = pass->grad != NULL && b->n_targets > 0;
     if (plan(&r, b, want))
@@ -610,4 +637,41 @@ int sp__t5_run(sp_worker *w, const sp_batch *b, const sp_pass *pass, double *los
     *loss_sum = forward(&r, b, pass);
     if (want) backward(&r, b, pass);
     return 0;
+}
+
+/* ---- the encoder alone (generation) ---------------------------------------------------------- */
+
+/* Every position of b's sequences is the encoder's (no decoder rows, no targets); one layer's
+ * buffers. */
+static int plan_encode(t5_run *r, const sp_batch *b) {
+    sp__t5_work *t = r->t;
+    if (grow((void **)&t->seqs, &t->seq_cap, b->n_seq > 0 ? b->n_seq : 1, sizeof *t->seqs))
+        return -1;
+    int tmax = 1;
+    for (int s = 0; s < b->n_seq; s++) {
+        int s0 = b->seq_start[s], len = b->seq_start[s + 1] - s0;
+        t->seqs[s] = (t5_seq){s0, len, 0, 0, s0 + len - 1};
+        tmax = len > tmax ? len : tmax;
+    }
+    r->n_seq = b->n_seq;
+    r->z = model_dims(r->m, (size_t)b->seq_start[b->n_seq], 0, 0, tmax, 0);
+    r->z.one_layer = 1;
+    return reserve(r);
+}
+
+const float *sp__t5_encode(sp_worker *w, const sp_batch *b, const float *const *prompts) {
+    sp__t5_work *t = work_of(w);
+    t5_run r = {.m = w->m, .t = t};
+    if (!t || plan_encode(&r, b)) return NULL;
+    sp_pass pass = {.seq_prompts = prompts};
+    embed(&r, b, &pass);
+    encode(&r);
+    return t->enc_out;
+}
+
+size_t sp__t5_encode_bytes(const sp_model *m, size_t n_rows, int max_len) {
+    t5_dims z = model_dims(m, n_rows, 0, 0, max_len > 0 ? max_len : 1, 0);
+    z.one_layer = 1;
+    size_t ints = n_rows * 5 + 4 * (size_t)z.tmax; /* seqs (5 ints each, <= rows), buckets */
+    return t5_layout(NULL, &z, NULL) * sizeof(float) + ints * sizeof(int);
 }

@@ -17,9 +17,11 @@
 #include <stddef.h>
 
 #include "softprompt/engine.h"
+#include "softprompt/generate.h"
 
 struct sp_worker;
 typedef struct sp__t5_work sp__t5_work;
+typedef struct sp__t5_gen sp__t5_gen;
 
 /* T5's checks beyond the engine's common ones: no key/value prefix; per sequence with targets
  * an encoder input of at most n_positions, a decoder input (the target span) of at most
@@ -41,5 +43,33 @@ size_t sp__t5_work_bytes(const sp__t5_work *t);
 /* HF's _relative_position_bucket of rel = key position - query position, in float32 as
  * transformers computes it: bidirectional (the encoder) or causal (the decoder). */
 int sp__t5_bucket(int rel, int bidirectional, int num_buckets, int max_distance);
+
+/* ---- generation (t5_generate.c) -------------------------------------------------------------
+ *
+ * A T5 sequence's cache (struct sp_kv_cache, steps.h) holds, in every decoder layer, the
+ * cross-attention keys and values of its encoder output (the first `enc` rows, computed once per
+ * request) and then the decoder's self-attention keys and values (one row per decoder position).
+ * sp_generate_extend on a sequence whose cache is empty runs its tokens (ids and soft tokens)
+ * through the encoder, fills the cross-attention rows and runs the decoder's first position
+ * (decoder_start_token_id); on a sequence with rows, its tokens are the decoder's next inputs. */
+
+/* The encoder alone over every position of b's sequences (sequence s's soft tokens read
+ * prompts[s], NULL entries: none), one layer's buffers reused by every layer: the encoder's output
+ * [N, d] in b's packed order, in w's T5 buffers until its next run. NULL when out of memory. */
+const float *sp__t5_encode(struct sp_worker *w, const sp_batch *b, const float *const *prompts);
+/* Bytes sp__t5_encode allocates for n_rows packed rows, sequences of at most max_len. */
+size_t sp__t5_encode_bytes(const sp_model *m, size_t n_rows, int max_len);
+
+/* One generation step of a T5 model (validated by sp_generate_extend): as sp_generate_extend.
+ * 0, or -1 when out of memory (nothing appended). */
+int sp__t5_extend(struct sp_worker *w, const sp_gen_seq *seqs, int n_seq, const int32_t *seq_start,
+                  const int32_t *tokens, float *logits);
+/* sp_model_generate_bytes of a T5 model: the encoder over n_rows rows (sequences up to max_new
+ * new rows) and the decoder's step buffers for up to n_rows rows, n_logits logits, attention over
+ * up to max_past + max_new keys. */
+size_t sp__t5_generate_bytes(const sp_model *m, size_t n_rows, size_t n_logits, int max_new,
+                             int max_past);
+void sp__t5_gen_free(sp__t5_gen *g);
+size_t sp__t5_gen_bytes(const sp__t5_gen *g); /* 0 for NULL */
 
 #endif

@@ -339,6 +339,8 @@ static sp__dims generate_dims(const sp_model *m, size_t n_rows, size_t n_logits,
 
 size_t sp_model_generate_bytes(const sp_model *m, size_t n_rows, size_t n_logits, int max_new,
                                int max_past) {
+    if (m->cfg.arch == SP_ARCH_T5)
+        return sp__t5_generate_bytes(m, n_rows, n_logits, max_new, max_past);
     sp__dims z = generate_dims(m, n_rows, n_logits, max_new, max_past);
     return table_bytes(m, &z, 0);
 }
@@ -376,6 +378,7 @@ void sp_worker_free(sp_worker *w) {
     if (!w) return;
     for (int i = 0; i < SP_N_ACT; i++) free(w->buf[i]);
     sp__t5_work_free(w->t5);
+    sp__t5_gen_free(w->t5gen);
     free(w->acts);
     free(w);
 }
@@ -383,7 +386,7 @@ void sp_worker_free(sp_worker *w) {
 size_t sp_worker_bytes(const sp_worker *w) {
     size_t total = 0;
     for (int i = 0; i < SP_N_ACT; i++) total += w->cap[i] * sizeof(float);
-    return total + sp__t5_work_bytes(w->t5);
+    return total + sp__t5_work_bytes(w->t5) + sp__t5_gen_bytes(w->t5gen);
 }
 
 const sp_model *sp_worker_model(const sp_worker *w) {

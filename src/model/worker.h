@@ -138,7 +138,8 @@ struct sp_worker {
     sp__dims z;           /* of the batch being run */
     sp__layer_acts *acts; /* [L] */
     sp__scratch s;
-    struct sp__t5_work *t5; /* a T5 model's buffers (t5.c), allocated by its first run */
+    struct sp__t5_work *t5;   /* a T5 model's buffers (t5.c), allocated by its first run */
+    struct sp__t5_gen *t5gen; /* a T5 model's decoder step buffers (t5_generate.c) */
 };
 
 /* Sizes the buffers for batch b behind n_past key/value prefix rows (forward, and backward when

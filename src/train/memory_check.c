@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/family.h"
 #include "softprompt/engine.h"
 #include "softprompt/generate.h"
 #include "train/internal.h"
@@ -194,6 +195,16 @@ int sp__predict_check_memory(const sp_model *m, const sp_examples *ex, int micro
                    have / GIB, why);
 }
 
+/* The most rows a request's own cache holds (generator.c's own_rows): its tokens and what it
+ * generates, within n_positions; an encoder-decoder's encoder rows and at most n_positions
+ * decoder rows. */
+static size_t own_cache_rows(const sp_model *m, int max_tokens, int max_new_tokens) {
+    size_t n_ctx = (size_t)m->cfg.n_ctx, tok = (size_t)max_tokens, gen = (size_t)max_new_tokens;
+    if (sp__family_of(m->cfg.arch)->mask == SP_MASK_SEQ2SEQ)
+        return tok + (gen < n_ctx ? gen : n_ctx);
+    return tok + gen < n_ctx ? tok + gen : n_ctx;
+}
+
 int sp_generate_check_memory(const sp_model *m, int batch, int max_tokens, int max_new_tokens,
                              int n_prompts, int max_shared, int local_ranks, sp_error *err) {
     int ranks = local_ranks > 0 ? local_ranks : 1;
@@ -204,8 +215,14 @@ int sp_generate_check_memory(const sp_model *m, int batch, int max_tokens, int m
      * sampler's scratch (a candidate and a float per vocabulary entry) */
     double act = (double)sp_model_generate_bytes(m, B * (size_t)max_tokens, B, max_tokens, past) +
                  (double)(B * V * sizeof(float) + V * 12);
-    double cache = (double)B * sp_model_kv_cache_bytes(m, (size_t)max_tokens + max_new_tokens) +
-                   (double)n_prompts * sp_model_kv_cache_bytes(m, (size_t)max_shared);
+    /* a request's own cache: its rows and the generated ones, at most n_positions in all (T5:
+     * every decoder layer's cross-attention rows of its encoder input and a self-attention row
+     * per generated token, at most n_positions of those, L x 2 x rows x kv_dim floats alike); a
+     * prompt's shared rows (none for T5: its encoder is bidirectional, nothing is shared) */
+    int seq2seq = sp__family_of(m->cfg.arch)->mask == SP_MASK_SEQ2SEQ;
+    double cache =
+        (double)B * sp_model_kv_cache_bytes(m, own_cache_rows(m, max_tokens, max_new_tokens)) +
+        (seq2seq ? 0.0 : (double)n_prompts * sp_model_kv_cache_bytes(m, (size_t)max_shared));
     double need = model + act + cache + OVERHEAD_BYTES, have;
     char why[160] = "";
     if (available(ranks, &have, why, sizeof why, err)) return -1;

@@ -74,6 +74,21 @@ PY
 fi
 ok "eval reads checkpoints and PEFT adapters; export writes best.h5 as an adapter"
 
+# --- predict labels the set as eval scores it (T5: the decoder's first position; a masked LM:
+# the mask position) -------------------------------------------------------------------------
+"$SP_CLI" eval --model model --data valid.h5 --prompt learn/best.h5 --threads 1 --json > eval1.json
+"$SP_CLI" predict --model model --data valid.h5 --prompt learn/best.h5 --threads 1 --out pred.jsonl \
+  --metrics pred.json --quiet
+python3 - eval1.json pred.json pred.jsonl <<'PY' || fail "predict's accuracy differs from eval's"
+import json, sys
+e, m = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+rows = [json.loads(l) for l in open(sys.argv[3])]
+right = sum(r["predicted"] == r["label"] for r in rows)
+assert len(rows) == e["examples"] and right == e["correct"], (len(rows), right, e)
+assert m["predictors"][0]["accuracy"] == e["accuracy"], (m, e)
+PY
+ok "predict's accuracy equals eval's: $(python3 -c 'import json; print(json.load(open("eval1.json"))["accuracy"])')"
+
 # --- rank counts and micro-batches: same losses; --deterministic: bitwise same prompt ---------
 run() { # name ranks micro-batch [extra...]
   local name=$1 n=$2 mb=$3; shift 3

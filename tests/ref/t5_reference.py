@@ -31,8 +31,24 @@ to and including the first target; decoder_input_ids = [decoder_start_token_id] 
 after the first target up to the last (HF's labels shifted right); the target at packed position
 p is scored at decoder position p - first.
 
+Greedy generation (generate.json in each case directory): for a few encoder inputs with the
+float32 prompt (soft tokens first, in the middle, repeated, none), transformers'
+T5ForConditionalGeneration.generate(do_sample=False) as it runs with PEFT's prompt tuning: the
+encoder input once, decoder_input_ids = [decoder_start_token_id], and at every step the argmax
+of the last decoder position's logits appended -- computed here WITHOUT a cache: every step runs
+the encoder and the whole decoder prefix again (torch_seq_logits), so nothing is shared with the
+engine's cached decoder. Written:
+    {"max_new_tokens": N, "requests": [{"tokens": [...encoder input, soft tokens as -1 - k],
+      "ids": [N greedy ids], "margins": [top-1 minus top-2 logit at each step],
+      "logits": [[V logits] at each step]}, ...]}
+tests/unit/test_t5.c runs the same requests through sp_generator (the cached decoder) and
+requires identical ids up to the first step whose margin is below the float32 error, and every
+step's logits within 1e-4 normwise (the cached decoder fed the reference's ids).
+
 Self-check on every invocation: the files are read back, and the autograd gradient is compared
-with central finite differences.
+with central finite differences; every greedy step's logits equal, within 1e-9, the logits at
+that position of the final decoder sequence run at once (the causal decoder's step-by-step and
+whole-sequence logits agree).
 
 Usage: python3 tests/ref/t5_reference.py --out tests/fixtures/ref
 """
@@ -268,6 +284,52 @@ def torch_batch(M, W, batch, prompt):
     return torch.stack(logits), torch.stack(ce)
 
 
+GEN_MAX_NEW = 12
+
+
+def gen_requests(P, V):
+    """Encoder inputs ending with </s> (1): soft tokens first, in the middle, repeated, none."""
+    soft = [-1 - k for k in range(P)]
+    return [soft + [3 % V, 14 % V, 15 % V, 9 % V, 1],
+            [26 % V, 5 % V] + soft + [35 % V, 8 % V, 1],
+            soft[:2] + [9 % V] + soft + [7 % V, 1],
+            [4 % V, 2 % V, 3 % V, 1]]
+
+
+def greedy(M, W, enc, prompt, n):
+    """Greedy decoding without a cache: the ids, top-2 margins and logits of every step."""
+    dec, ids, margins, logits = [M["start"]], [], [], []
+    with torch.no_grad():
+        for _ in range(n):
+            row = torch_seq_logits(M, W, enc, dec, prompt)[-1]
+            top = torch.topk(row, 2).values
+            nxt = int(torch.argmax(row))
+            ids.append(nxt)
+            margins.append(float(top[0] - top[1]))
+            logits.append(row.numpy().copy())
+            dec.append(nxt)
+        final = torch_seq_logits(M, W, enc, dec[:-1], prompt).numpy()
+    err = float(np.abs(final - np.stack(logits)).max())
+    assert err < 1e-9, "step-by-step vs whole-sequence decoder logits differ by %g" % err
+    return ids, margins, logits, err
+
+
+def write_generate(cdir, M, W, prompt32, V):
+    prompt = torch.from_numpy(prompt32.astype(np.float64))
+    out, worst = {"max_new_tokens": GEN_MAX_NEW, "requests": []}, 0.0
+    for enc in gen_requests(prompt32.shape[0], V):
+        ids, margins, logits, err = greedy(M, W, enc, prompt, GEN_MAX_NEW)
+        worst = max(worst, err)
+        out["requests"].append({"tokens": enc, "ids": ids, "margins": margins,
+                                "logits": [[float(x) for x in row] for row in logits]})
+    with open(os.path.join(cdir, "generate.json"), "w") as f:
+        json.dump(out, f)
+        f.write("\n")
+    small = min(m for r in out["requests"] for m in r["margins"])
+    print("  generate: %d requests x %d tokens, smallest top-2 margin %.3g, self-check %.1e"
+          % (len(out["requests"]), GEN_MAX_NEW, small, worst))
+
+
 def generate_case(outdir, case):
     rng = np.random.default_rng(case["seed"])
     d, P = case["d"], case["n_prompt"]
@@ -326,6 +388,7 @@ def generate_case(outdir, case):
         ("buckets_causal", "F64",
          rel_bucket(rel, False, case["buckets"], case["max_dist"]).numpy().astype(np.float64)),
     ], {"generator": "tests/ref/t5_reference.py"})
+    write_generate(cdir, M, W, prompt32, case["vocab_size"])
     print("%-40s L=%d H=%d d=%d d_kv=%d V=%d %s %s %s tokens=%d targets=%d P=%d "
           "loss_mean=%.10f fd rel err %.1e"
           % (case["name"], M["L"], M["H"], d, case["d_kv"], case["vocab_size"], case["dtype"],

@@ -647,6 +647,8 @@ START_TEST(real_configs) {
         {"phi-2", 2779683840, 0, 80, 0, NULL},
         {"opt-125m", 125239296, 0, 64, 1, "LayerNorm (eps 1e-05), learned positions, ReLU MLP"},
         {"flan-t5-base", 247577856, 0, 64, 0, NULL}, /* gated-GELU, untied */
+        {"mt5-small", 300176768, 0, 64, 0,
+         "architecture  MT5ForConditionalGeneration (model_type mt5)"}, /* T5 1.1's blocks */
         {"t5-small", 60506624, 0, 64, 1,
          "RMSNorm (eps 1e-06), relative position bias (32 buckets, max distance 128), ReLU MLP"},
         {"bloomz-560m", 559214592, 0, 64, 1, NULL},
@@ -676,8 +678,9 @@ START_TEST(real_configs) {
                       c.logit_softcap == 30.0f && c.query_scale == 1.0 / 16);
         if (c.arch == SP_ARCH_T5) /* T5Config's buckets; the decoder starts with pad (0) */
             ck_assert(c.rel_buckets == 32 && c.rel_max_distance == 128 && c.decoder_start == 0 &&
-                      c.ff_gated == (strcmp(cases[i].name, "flan-t5-base") == 0) &&
-                      c.n_ctx == 512 && c.ln_eps == 1e-6f);
+                      c.ff_gated == (strcmp(cases[i].name, "t5-small") != 0) &&
+                      c.mt5 == (strcmp(cases[i].name, "mt5-small") == 0) && c.n_ctx == 512 &&
+                      c.ln_eps == 1e-6f);
         if (c.arch == SP_ARCH_PHI) /* 0.4 of head_dim 80 */
             ck_assert(c.rotary_dim == 32 && c.rope_theta == 10000);
         if (c.arch == SP_ARCH_BLOOM) /* 4 d whatever n_inner says; 2048 without seq_length */
@@ -1021,8 +1024,8 @@ static const broken BROKEN[] = {
      ": n_embd = 16 is not divisible by n_head = 3", NULL},
     {"cli_config_invalid_json", 1, write_config, NULL, "{\"n_layer\": 2,", AT_CONFIG,
      ": invalid JSON", NULL},
-    {"cli_unsupported_model_type", 1, edit_config_key, "model_type", "\"mt5\"", AT_CONFIG,
-     ": unsupported model_type 'mt5'", "\"gpt2\", \"llama\", \"qwen2\""},
+    {"cli_unsupported_model_type", 1, edit_config_key, "model_type", "\"umt5\"", AT_CONFIG,
+     ": unsupported model_type 'umt5'", "\"gpt2\", \"llama\", \"qwen2\""},
     /* A RoBERTa config without model_type is not taken for a GPT-2 one missing its keys. */
     {"cli_config_without_model_type", 1, write_config, NULL,
      "{\"architectures\": [\"RobertaForMaskedLM\"], \"hidden_size\": 768, "
