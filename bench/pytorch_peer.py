@@ -3,7 +3,8 @@
 LM, computed the way Hugging Face transformers (GPT2LMHeadModel, modeling_gpt2.py;
 LlamaForCausalLM / Qwen2ForCausalLM, modeling_llama.py / modeling_qwen2.py, v4.4x) + PEFT prompt
 tuning (PeftModelForCausalLM, PromptEmbedding) compute it, timed on CPU. The architecture is
-chosen from config.json's model_type: "gpt2", "llama" or "qwen2".
+chosen from config.json's model_type: "gpt2", "llama" or "qwen2" (this file), "qwen3",
+"gemma3_text", "gpt_neox", "opt" or "bloom" (bench/peer_families.py, imported for them).
 
 Only torch and numpy are needed: the model modules, the safetensors reader and the PEFT
 wrapper are re-implemented here in plain torch, following HF's module structure and op order:
@@ -70,7 +71,8 @@ class PeerError(Exception):
 
 # --------------------------------------------------------------------------- config
 
-SUPPORTED_MODEL_TYPES = ("gpt2", "llama", "qwen2")
+SUPPORTED_MODEL_TYPES = ("gpt2", "llama", "qwen2", "qwen3", "gemma3_text", "gpt_neox", "opt",
+                         "bloom")
 
 
 def read_config_json(path):
@@ -1114,8 +1116,19 @@ def load_model(model_dir):
         return load_gpt2(model_dir, GPT2Config(path, c))
     if mt in ("llama", "qwen2"):
         return load_llama(model_dir, LlamaConfig(path, c))
+    if mt in SUPPORTED_MODEL_TYPES:
+        return _families().load(model_dir, path, c)
     raise PeerError("%s: model_type %r is not supported (supported: %s)" %
                     (path, mt, ", ".join(SUPPORTED_MODEL_TYPES)))
+
+
+def _families():
+    """bench/peer_families.py, which imports this module by name: run as a script, this module
+    is __main__, so it is registered under its name first (one module, one PeerError)."""
+    sys.modules.setdefault("pytorch_peer", sys.modules[__name__])
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import peer_families
+    return peer_families
 
 
 # --------------------------------------------------------------------------- batches
@@ -1191,7 +1204,10 @@ def parse_args(argv):
             "a frozen causal LM computed as Hugging Face transformers + PEFT prompt tuning\n"
             "compute it, re-implemented in plain torch (no transformers/peft needed). Model\n"
             "classes by config.json's model_type: gpt2 (GPT2LMHeadModel), llama\n"
-            "(LlamaForCausalLM), qwen2 (Qwen2ForCausalLM); eager attention.\n\n"
+            "(LlamaForCausalLM), qwen2 (Qwen2ForCausalLM), qwen3 (Qwen3ForCausalLM),\n"
+            "gemma3_text (Gemma3ForCausalLM), gpt_neox (GPTNeoXForCausalLM), opt\n"
+            "(OPTForCausalLM), bloom (BloomForCausalLM; bench/peer_families.py); eager\n"
+            "attention. --mode generate: gpt2, llama and qwen2 only.\n\n"
             "Step = PEFT forward (trainable prompt [P, d] concatenated before wte(input_ids),\n"
             "all-ones attention mask, labels -100 on prompt positions) + logits over the full\n"
             "vocabulary at every position + HF's shifted CrossEntropyLoss(ignore_index=-100,\n"
@@ -1215,7 +1231,8 @@ def parse_args(argv):
             "Errors (bad model directory, bad batch file, bad options) exit with status 2 and a\n"
             "one-line message." % DEFAULT_GEN_TARGETS))
     ap.add_argument("--model", required=True, metavar="DIR",
-                    help="Hugging Face model directory (model_type gpt2, llama or qwen2): "
+                    help="Hugging Face model directory (model_type gpt2, llama, qwen2, qwen3, "
+                         "gemma3_text, gpt_neox, opt or bloom): "
                          "config.json + model.safetensors (or sharded via "
                          "model.safetensors.index.json); F32/F16/BF16 tensors (converted to "
                          "float32); GPT-2 names with or without 'transformer.'")
@@ -1243,6 +1260,11 @@ def parse_args(argv):
     ap.add_argument("--write-batch-file", metavar="FILE",
                     help="write a random batch (--batch/--seq/--prompt/--targets/--seed; d and "
                          "the prompt from --model) to FILE and exit")
+    ap.add_argument("--scale-prompt", action="store_true",
+                    help="use the batch file's prompt times the model's embedding scale as the "
+                         "PEFT prompt (gemma3_text, whose HF embedding module scales the token "
+                         "rows only): what an engine scaling soft tokens like text tokens would "
+                         "compute; test_bench uses it to show the family check tells them apart")
     ap.add_argument("--dropout", choices=("config", "off"), default="config",
                     help="config: train-mode dropout with the config's probabilities (HF "
                          "Trainer); off: all dropout probabilities 0 (default config)")
@@ -1315,12 +1337,23 @@ def run(argv):
         raise PeerError("sequence length T+P = %d exceeds the model's %s %d" %
                         (T + P, "n_positions" if cfg.model_type == "gpt2"
                          else "max_position_embeddings", cfg.max_positions))
-    if getattr(cfg, "sliding_window", None) is not None and T + P > cfg.sliding_window:
+    if getattr(cfg, "sliding_window", None) is not None and T + P > cfg.sliding_window and \
+            not getattr(cfg, "implements_window", False):
         raise PeerError("sequence length T+P = %d exceeds the model's sliding_window %d "
                         "(sliding-window attention is not supported)" % (T + P,
                                                                          cfg.sliding_window))
 
+    if a.scale_prompt:
+        scale = getattr(base.get_input_embeddings(), "embed_scale", None)
+        if scale is None:
+            raise PeerError("--scale-prompt: model_type %s has no embedding scale" %
+                            cfg.model_type)
+        # the engine's first-layer rows: prompt times the scale, a float32 product
+        prompt = prompt * np.float32(scale.to(base.get_input_embeddings().weight.dtype).item())
     if a.mode == "generate":
+        if cfg.model_type not in ("gpt2", "llama", "qwen2"):
+            raise PeerError("--mode generate: model_type %s is not supported (gpt2, llama, "
+                            "qwen2)" % cfg.model_type)
         return run_generate(a, base, cfg, tokens, prompt, K)
     if a.dropout == "off":
         for m in base.modules():
@@ -1328,6 +1361,8 @@ def run(argv):
                 m.p = 0.0
             elif isinstance(m, LlamaAttention):
                 m.attention_dropout = 0.0
+        if cfg.model_type not in ("gpt2", "llama", "qwen2"):
+            _families().disable_dropout(base)
     model = PeftPromptTuningCausalLM(base, P)
     with torch.no_grad():
         model.prompt_encoder.embedding.weight.copy_(torch.from_numpy(prompt))
@@ -1352,7 +1387,9 @@ def run(argv):
     mode = a.mode
     n_params = sum(p.numel() for p in base.parameters())
     hf_class = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM",
-                "qwen2": "Qwen2ForCausalLM"}[cfg.model_type]
+                "qwen2": "Qwen2ForCausalLM"}.get(cfg.model_type)
+    if hf_class is None:
+        hf_class = _families().HF_CLASS[cfg.model_type]
     print("# pytorch peer (HF %s + PEFT prompt tuning, plain torch %s)" %
           (hf_class, torch.__version__))
     print("# model %s: %s, %.1fM params (%s -> float32), loaded in %.2f s" % (

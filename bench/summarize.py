@@ -95,6 +95,19 @@ def main():
     lines += ["", f"scaling efficiency 1 -> {n} ranks: {g('scaling_efficiency', '{:.2f}')}; "
               f"{n} ranks x 1 thread vs 1 rank x {n} threads: {g('ranks_vs_threads', '{:.2f}')}x; "
               f"memory {n} ranks / 1 rank: {g('memory_ratio_ranks', '{:.2f}')}x", ""]
+    fams = [x.group(1) for x in (re.match(r"softprompt_fam_([a-z0-9]+)_step_s$", k) for k in m) if x]
+    if fams:
+        lines += ["| family (model) | softprompt step (s) | PyTorch step (s) | speed-up | "
+                  "loss softprompt / PyTorch (relative difference) | peak RSS softprompt / PyTorch (MiB) |",
+                  "|---|---|---|---|---|---|"]
+        for t in fams:
+            sp, pt = f"softprompt_fam_{t}", f"pytorch_fam_{t}"
+            lines.append(f"| {t} | {g(sp + '_step_s', '{:.3f}')} | {g(pt + '_step_s', '{:.3f}')} | "
+                         f"{g(f'fam_{t}_speedup_vs_pytorch', '{:.2f}x')} | "
+                         f"{g(sp + '_loss_first', '{:.7f}')} / {g(pt + '_loss_first', '{:.7f}')} "
+                         f"({g(f'fam_{t}_loss_rel_diff', '{:.1e}')}) | "
+                         f"{g(sp + '_peak_rss_mib', '{:.0f}')} / {g(pt + '_peak_rss_mib', '{:.0f}')} |")
+        lines.append("")
     if rows:
         lines += ["| positions (B x S = const) | softprompt step (s) | PyTorch step (s) | attention share of FLOPs | activations KiB/token |",
                   "|---|---|---|---|---|"]

@@ -1,7 +1,9 @@
 # scripts/bench --quick on the test build: every metric line is there and well-formed, the derived
 # metrics are in range, the PyTorch peer (when Debian's python3-torch is installed) computes the
 # same loss as the engine on the same batch (GPT-2 and a Llama model) and the same greedy ids in
-# generation, the BF16 section's ratios, and the summary, sweep data and plot are written.
+# generation, the BF16 section's ratios, the model-family section (Qwen3, Gemma 3, GPT-NeoX, OPT,
+# BLOOM: the peer's loss equal to the engine's, and on Gemma 3 unequal with the prompt scaled,
+# so that the check can fail), and the summary, sweep data and plot are written.
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 export SP_BENCH_BUILD=$(dirname "$SP_CLI") ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0"
@@ -39,6 +41,28 @@ if [[ -z $peer ]]; then
   done
 else
   echo "note: /usr/bin/python3 has no torch here; the PyTorch peer was skipped"
+fi
+# model families: a step of each, and with the peer the same loss (scripts/bench itself stops
+# past 1e-4) and a speed-up
+for t in qwen3 gemma3 neox opt bloom; do
+  [[ -n $(value softprompt_fam_${t}_step_s) && -n $(value softprompt_fam_${t}_loss_first) ]] ||
+    fail "no softprompt step for family $t"
+  if [[ -z $peer ]]; then
+    in_range "$(value fam_${t}_loss_rel_diff)" -1 1e-5 || fail "PyTorch peer and engine disagree on $t"
+    [[ -n $(value fam_${t}_speedup_vs_pytorch) ]] || fail "no speed-up for $t"
+    grep -q "^| $t | " "$WORK/out/summary.md" || fail "summary.md has no row for $t"
+  fi
+done
+if [[ -z $peer ]]; then
+  # the check has teeth on these models: Gemma 3's loss depends on the prompt's scale (HF + PEFT
+  # and the engine leave the prompt unscaled; a peer scaling it like the token rows disagrees)
+  /usr/bin/python3 "$SP_REPO/bench/pytorch_peer.py" --model "$WORK/out/tiny-gemma3" --steps 1 \
+    --warmup 0 --batch-file "$WORK/out/batch-fam-gemma3.bin" --dropout off --scale-prompt \
+    > scaled.txt || fail "peer on the Gemma 3 batch failed"
+  scaled=$(awk '$2 == "pytorch_cls_loss_first" { print $3 }' scaled.txt)
+  python3 -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(abs(a - b) <= 1e-4 * abs(b))' \
+    "$scaled" "$(value softprompt_fam_gemma3_loss_first)" ||
+    fail "Gemma 3's loss does not depend on the prompt's scale: the family check could not fail"
 fi
 # generation: both models at batch 1 and 16; the peer generates the same greedy ids
 for tag in gen_gpt2_b1 gen_gpt2_b16 gen_smollm2_b1 gen_smollm2_b16; do
