@@ -165,20 +165,22 @@ static void norm_backward(const sp_worker *w, float *dx, const float *dout, cons
     norm_rows_backward(w, dx, dout, x, mean, rstd, p, n, w->z.d);
 }
 
-/* A block's norm before attention or the MLP: the family's norm, or none in a post-norm block
- * (where out and x are one buffer). */
-static void pre_norm_forward(const sp_worker *w, float *out, float *mean, float *rstd,
-                             const float *x, const sp_normw *p, int n) {
+/* A block's norm before attention or the MLP: the family's norm into out, or none in a
+ * post-norm block. Returns what the step reads: out, or x itself (a post-norm block's ln1 / ln2
+ * are x / xmid: the worker allocates no buffer; in generation x moves from layer to layer). */
+static const float *pre_norm_forward(const sp_worker *w, float *out, float *mean, float *rstd,
+                                     const float *x, const sp_normw *p, int n) {
     switch (w->f->block) {
     case SP_BLOCK_PRE_NORM:
     case SP_BLOCK_SANDWICH:
     case SP_BLOCK_PARALLEL:
     case SP_BLOCK_NORM_RESIDUAL:
         norm_forward(w, out, mean, rstd, x, p, n);
-        return;
-    case SP_BLOCK_POST_NORM: /* out is x (the worker points one at the other) */
-        return;
+        return out;
+    case SP_BLOCK_POST_NORM:
+        return x;
     }
+    return out;
 }
 
 /* dx[n, d] += the pre-norm's input gradient given dout (none: dout itself). */
@@ -863,10 +865,11 @@ static void block_forward(const sp_worker *w, const sp_layer *p, const sp__layer
     const sp__dims *z = &w->z;
     const sp__scratch *s = &w->s;
     int n = (int)z->N;
-    pre_norm_forward(w, a->ln1, a->ln1_mean, a->ln1_rstd, a->x, &p->ln1, n); /* ln1 = norm1(x) */
-    qkv_forward(w, p, a, a->qkv, a->ln1, b, pre->hs.window > 0);             /* with positions */
-    attention_forward(w, a->atty, a->lse, a->qkv, pre, b); /* behind the layer's prefix */
-    const float *x = residual_of(w, a->x, a->ln1), *atty = a->atty;
+    const float *ln1 = /* norm1(x) */
+        pre_norm_forward(w, a->ln1, a->ln1_mean, a->ln1_rstd, a->x, &p->ln1, n);
+    qkv_forward(w, p, a, a->qkv, ln1, b, pre->hs.window > 0); /* with positions */
+    attention_forward(w, a->atty, a->lse, a->qkv, pre, b);    /* behind the layer's prefix */
+    const float *x = residual_of(w, a->x, ln1), *atty = a->atty;
     if (top) {
         if (b->n_targets == 0) return; /* the keys and values were all that was needed */
         gather_targets(s->top_x, x, b, (size_t)z->d);
