@@ -1115,6 +1115,48 @@ START_TEST(broken_directory) {
 }
 END_TEST
 
+/* An OPT model of opt-350m's form (d 32, word_embed_proj_dim 16) with a broken projection: each
+ * refused by `info`, exit 1, the file and tensor named. */
+START_TEST(broken_opt350m_projections) {
+    static const broken cases[] = {
+        /* the same number of values, transposed: only the shape check can object */
+        {"project_in transposed", 1, edit_header, "decoder.project_in.weight/shape", "[16, 32]",
+         AT_FILE,
+         ": tensor 'decoder.project_in.weight' has shape [16, 32], config.json implies "
+         "[32, 16]",
+         NULL},
+        {"project_out missing", 1, edit_header, "decoder.project_out.weight", NULL, AT_FILE,
+         ": missing tensor 'decoder.project_out.weight'", NULL},
+        {"a final norm a post-norm model does not have", 1, extra_tensor,
+         "decoder.final_layer_norm.weight", NULL, AT_FILE,
+         ": unexpected tensor 'decoder.final_layer_norm.weight'", NULL},
+        {"embeddings of hidden_size", 1, edit_config_key, "word_embed_proj_dim", "32", AT_FILE,
+         ": tensor 'decoder.embed_tokens.weight' has shape [50, 16], config.json implies "
+         "[50, 32]",
+         NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const broken *b = &cases[i];
+        sp_init_options o = tu_gpt2_options(1, 32, 2, 48, 50, 16, 0);
+        o.cfg.arch = SP_ARCH_OPT, o.cfg.pos_offset = 2, o.cfg.qkv_bias = o.cfg.o_bias = 1;
+        o.cfg.mlp_bias = 1, o.cfg.post_norm = 1, o.cfg.d_embed = 16;
+        char name[32];
+        snprintf(name, sizeof name, "opt350-%zu", i);
+        char *dir = tu_write_model(name, &o), *file = tu_path(dir, "model.safetensors");
+        b->damage(b, dir, file);
+        char want[512];
+        snprintf(want, sizeof want, "softprompt info: %s/model.safetensors%s", dir, b->rest);
+        const char *args[] = {"info", dir, NULL};
+        tu_cli r = tu_cli_run(args);
+        ck_assert_msg(r.rc == 1, "%s: exit %d, stderr: %s", b->name, r.rc, r.err);
+        ck_assert_msg(strstr(r.err, want) == r.err, "%s: expected '%s' at the start of: %s",
+                      b->name, want, r.err);
+        tu_cli_free(&r);
+        free(dir), free(file);
+    }
+}
+END_TEST
+
 /* Random edits to the header of a whole model: the load fails with a message or, when the
  * edit was harmless (e.g. inside the padding), yields the full model. Never crashes. */
 START_TEST(random_header_mutations_never_crash) {
@@ -1172,6 +1214,7 @@ int main(void) {
     TCase *bad = tcase_create("broken directories");
     tcase_add_checked_fixture(bad, tu_dir_setup, tu_dir_teardown);
     tcase_add_loop_test(bad, broken_directory, 0, N_BROKEN);
+    tcase_add_test(bad, broken_opt350m_projections);
     suite_add_tcase(s, bad);
     return tu_run_suite(s);
 }
