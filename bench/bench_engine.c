@@ -146,7 +146,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_engine: %s\n", err.msg);
         return 1;
     }
-    int d = m.cfg.d_model, V = m.cfg.vocab_size, S = o.T + o.P;
+    int d = sp_config_embed_dim(&m.cfg), V = m.cfg.vocab_size, S = o.T + o.P; /* d: the prompt's */
     if (dist.size > o.B) {
         fprintf(stderr, "bench_engine: %d ranks for %d sequences\n", dist.size, o.B);
         return 2;

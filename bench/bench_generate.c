@@ -200,7 +200,7 @@ static void run_once(bench *b, double t[2]) {
 }
 
 static void setup(bench *b, const options *o, const sp_model *m) {
-    int V = m->cfg.vocab_size, d = m->cfg.d_model;
+    int V = m->cfg.vocab_size, d = sp_config_embed_dim(&m->cfg); /* the prompt's width */
     b->o = o, b->m = m;
     b->w = sp_worker_new(m);
     b->text = malloc((size_t)o->B * o->T * sizeof *b->text);
@@ -293,6 +293,6 @@ int main(int argc, char **argv) {
     metric(&o, "stream_copy_gb_per_s", bw / 1e9, "GB/s");
     metric(&o, "decode_bw_limit_tokens_per_s", limit, "tokens/s");
     metric(&o, "decode_bw_fraction", frac[o.steps / 2], "ratio");
-    dump(&o, &b, m.cfg.d_model);
+    dump(&o, &b, sp_config_embed_dim(&m.cfg));
     return 0;
 }

@@ -100,6 +100,11 @@ typedef struct sp_model_config {
                              name, gated-GELU and untied (sp__family_for: its own names) */
     int residual_from_norm; /* the residual of attention and of the MLP is their norm's output,
                              * not its input (BLOOM's apply_residual_connection_post_layernorm) */
+    int post_norm;          /* each block's norms after its residual adds and no final norm (OPT's
+                             * do_layer_norm_before false: opt-350m) */
+    int d_embed; /* width of the token embeddings, of the LM head's input and of a soft prompt's
+                  * rows when it differs from d_model (OPT's word_embed_proj_dim, with project_in
+                  * and project_out); 0: d_model. sp_config_embed_dim */
 } sp_model_config;
 
 static inline int sp_config_kv_heads(const sp_model_config *c) {
@@ -107,6 +112,11 @@ static inline int sp_config_kv_heads(const sp_model_config *c) {
 }
 static inline int sp_config_head_dim(const sp_model_config *c) {
     return c->head_dim > 0 ? c->head_dim : c->d_model / c->n_head;
+}
+/* The width of a token embedding row, of the LM head's input and of a soft prompt's rows
+ * (inputs_embeds): d_model but for OPT's word_embed_proj_dim. */
+static inline int sp_config_embed_dim(const sp_model_config *c) {
+    return c->d_embed > 0 ? c->d_embed : c->d_model;
 }
 /* The columns of each q/k head the rotary embedding turns (even, <= head_dim). */
 static inline int sp_config_rotary_dim(const sp_model_config *c) {
@@ -181,18 +191,21 @@ const char *sp_bf16_compute(void);
 
 typedef struct sp_model {
     sp_model_config cfg; /* cfg.arch: the family */
-    const void *wte;     /* [V, d] token embeddings in wte_store: float32, or BF16 as stored
-                          * (used in place) when BF16 weights are loaded from a BF16 checkpoint;
-                          * rows are read as float32 through sp_model_embedding_row (exact) */
+    const void *wte; /* [V, e] token embeddings (e: sp_config_embed_dim) in wte_store: float32, or
+                      * BF16 as stored (used in place) when BF16 weights are loaded from a BF16
+                      * checkpoint; rows are read as float32 through sp_model_embedding_row (exact)
+                      */
     sp_wstore wte_store;
-    const float *wpe;     /* [n_ctx, d] learned position embeddings (GPT-2) */
-    sp_normw lnf;         /* final norm */
-    sp_linear lm_head;    /* [V, d] nn.Linear; .w == wte when tied (MLM: .b the decoder bias) */
-    const float *wtt;     /* [type_vocab_size, d] token type embeddings (BERT) */
-    sp_normw emb_ln;      /* the embedding LayerNorm (BERT) */
-    sp_linear head_dense; /* the MLM head's transform [d, d] (BERT, RoBERTa) */
-    sp_normw head_ln;     /* its LayerNorm */
-    sp_layer *layers;     /* [n_layer]; T5: [2 n_layer], the encoder's blocks, then the decoder's */
+    const float *wpe;      /* [n_ctx, d] learned position embeddings (GPT-2) */
+    sp_normw lnf;          /* final norm */
+    sp_linear lm_head;     /* [V, e] nn.Linear; .w == wte when tied (MLM: .b the decoder bias) */
+    sp_linear project_in;  /* [d, e] input rows to the residual stream (OPT project_in) */
+    sp_linear project_out; /* [e, d] the final hidden state to the LM head's input (project_out) */
+    const float *wtt;      /* [type_vocab_size, d] token type embeddings (BERT) */
+    sp_normw emb_ln;       /* the embedding LayerNorm (BERT) */
+    sp_linear head_dense;  /* the MLM head's transform [d, d] (BERT, RoBERTa) */
+    sp_normw head_ln;      /* its LayerNorm */
+    sp_layer *layers; /* [n_layer]; T5: [2 n_layer], the encoder's blocks, then the decoder's */
     const float *rel_bias;     /* [rel_buckets, n_head] the encoder's relative position bias (T5) */
     const float *dec_rel_bias; /* the decoder's */
     sp_normw enc_lnf;          /* the encoder's final norm (T5; lnf is the decoder's) */
@@ -218,7 +231,8 @@ typedef struct sp_model {
     int64_t params_by_dtype[SP_DTYPE_COUNT];
 } sp_model;
 
-/* Row id of the token embedding table as float32 (a BF16 table's values converted, exactly). */
+/* Row id of the token embedding table ([e] floats, e = sp_config_embed_dim) as float32 (a BF16
+ * table's values converted, exactly). */
 void sp_model_embedding_row(const sp_model *m, int64_t id, float *out);
 /* Row id as the model's embedding module returns it, in the space of the soft prompt's rows
  * (what PEFT's word_embeddings(id) gives: prompts initialised from the vocabulary, inspect): the

@@ -193,7 +193,7 @@ static void window_desc(const sp_model_config *c, char *buf, size_t cap) {
 
 /* Which biases a block has, from the family's tensor table and the configuration. */
 static void biases(const sp_model_config *c, int *qkv, int *o, int *mlp) {
-    const sp__family *f = sp__family_of(c->arch);
+    const sp__family *f = sp__family_for(c);
     *qkv = *o = *mlp = 0;
     for (int i = 0; i < f->n_tensors; i++) {
         const sp__tensor_desc *row = &f->tensors[i];
@@ -237,10 +237,16 @@ static void print_block(const sp_model *m) {
                c->rope_local_theta, c->rope_theta);
     if (f->block == SP_BLOCK_SANDWICH)
         printf("%-14snorms before and after attention and the MLP\n", "sandwich");
-    if (f->block == SP_BLOCK_POST_NORM)
+    if (f->block == SP_BLOCK_POST_NORM && f->mask == SP_MASK_FULL)
         printf("%-14sbidirectional attention, norms after each residual add, embedding "
                "LayerNorm, %d token types, MLM head (dense, GELU, LayerNorm, decoder + bias)\n",
                "encoder", c->type_vocab_size);
+    if (f->block == SP_BLOCK_POST_NORM && f->mask == SP_MASK_CAUSAL)
+        printf("%-14snorms after each residual add, none before the LM head\n", "post-norm");
+    if (f->embed == SP_EMBED_PROJECT)
+        printf("%-14s%d wide (the prompt's too), project_in to %d, project_out before the "
+               "head\n",
+               "embeddings", sp_config_embed_dim(c), c->d_model);
     if (c->pos_offset > 0)
         printf("%-14sposition 0 is row %d of the position table\n", "positions", c->pos_offset);
     if (c->arch == SP_ARCH_T5)

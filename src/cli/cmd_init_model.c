@@ -73,6 +73,7 @@ static const shape SHAPES[] = {
     {"phi-3-mini-4k", SP_ARCH_PHI3, 32, 3072, 32, 32, 8192, 32064, 4096, 0, 10000, 1e-5, 0, 2047},
     {"phi-2", SP_ARCH_PHI, 32, 2560, 32, 32, 10240, 51200, 2048, 0, 10000, 1e-5, 0, 0},
     {"opt-125m", SP_ARCH_OPT, 12, 768, 12, 12, 3072, 50272, 2048, 1, 0, 1e-5, 0, 0},
+    {"opt-350m", SP_ARCH_OPT, 24, 1024, 16, 16, 4096, 50272, 2048, 1, 0, 1e-5, 0, 0},
     {"t5-small", SP_ARCH_T5, 6, 512, 8, 8, 2048, 32128, 512, 1, 0, 1e-6, 64, 0},
     {"t5-base", SP_ARCH_T5, 12, 768, 12, 12, 3072, 32128, 512, 1, 0, 1e-6, 64, 0},
     {"flan-t5-small", SP_ARCH_T5, 8, 512, 6, 6, 1024, 32128, 512, 0, 0, 1e-6, 64, 0},
@@ -83,7 +84,7 @@ static const shape SHAPES[] = {
 #define SHAPE_NAMES                                                                                \
     "gpt2, gpt2-medium, distilgpt2, smollm2-135m, smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, "    \
     "llama-3.2-1b, mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b, gemma-3-270m, "              \
-    "gemma-3-1b, pythia-160m, pythia-410m, phi-3-mini-4k, phi-2, opt-125m, phi-4-mini, "           \
+    "gemma-3-1b, pythia-160m, pythia-410m, phi-3-mini-4k, phi-2, opt-125m, opt-350m, phi-4-mini, " \
     "bert-base-uncased, roberta-base, t5-small, t5-base, flan-t5-small, mt5-small or bloom-560m"
 
 /* What a family's config always sets (Qwen2's q/k/v biases). */
@@ -151,6 +152,8 @@ static void apply_shape(const shape *s, sp_model_config *c) {
         c->ff_gated = 1;
     if (strcmp(s->name, "mt5-small") == 0) /* model_type mt5: T5 1.1 */
         c->ff_gated = 1, c->mt5 = 1;
+    if (strcmp(s->name, "opt-350m") == 0) /* post-norm blocks, 512-wide embeddings */
+        c->post_norm = 1, c->d_embed = 512;
     if (strcmp(s->name, "phi-4-mini") == 0) /* partial_rotary_factor 0.75 (its longrope: no) */
         c->rotary_dim = 96;
     if (strcmp(s->name, "llama-3.2-1b") == 0)
@@ -231,7 +234,7 @@ static const sp__flag FLAGS[] = {
                   "smollm2-360m, tinyllama-1.1b, qwen2.5-0.5b, llama-3.2-1b,\n"
                   "mistral-7b-v0.1, qwen3-0.6b, gemma-2b, gemma-2-2b,\n"
                   "gemma-3-270m, gemma-3-1b, pythia-160m, pythia-410m,\n"
-                  "phi-3-mini-4k, phi-4-mini, opt-125m, phi-2,\n"
+                  "phi-3-mini-4k, phi-4-mini, opt-125m, opt-350m, phi-2,\n"
                   "bert-base-uncased, roberta-base, t5-small, t5-base,\n"
                   "flan-t5-small, mt5-small, bloom-560m",
                   .order = -2),
@@ -264,6 +267,13 @@ static const sp__flag FLAGS[] = {
     SP_OPT_SWITCH("norm-residual", AT(cfg.residual_from_norm), 1,
                   "bloom: residuals from the norms' outputs\n"
                   "(apply_residual_connection_post_layernorm true)"),
+    SP_OPT_SWITCH("post-norm", AT(cfg.post_norm), 1,
+                  "opt: norms after the residual adds, no final norm\n"
+                  "(do_layer_norm_before false, as opt-350m)"),
+    SP_OPT_INT("embed-dim", AT(cfg.d_embed), "N", 1, 65536,
+               "opt: word_embed_proj_dim, the embeddings' (and a soft\n"
+               "prompt's) width, with project_in / project_out to --d\n"
+               "(default --d: none)"),
     SP_OPT_INT("d-ff", AT(cfg.d_ff), "N", 1, 1 << 20,
                "MLP width (default 4 x d; llama, qwen2: 8/3 x d rounded\nup to a multiple of 64)"),
     SP_OPT_INT("vocab", AT(cfg.vocab_size), "N", 1, 1 << 24, "vocabulary size (default 50257)"),
@@ -371,6 +381,14 @@ static int parse_args(int argc, char **argv, sp_init_options *o, const char **ou
     }
     if (o->cfg.residual_from_norm && o->cfg.arch != SP_ARCH_BLOOM)
         return sp__flag_bad(CMD, "--norm-residual", "given", "only with --arch bloom");
+    if (o->cfg.post_norm && o->cfg.arch != SP_ARCH_OPT)
+        return sp__flag_bad(CMD, "--post-norm", "given", "only with --arch opt");
+    if (o->cfg.d_embed && o->cfg.arch != SP_ARCH_OPT) {
+        char v[32];
+        snprintf(v, sizeof v, "%d", o->cfg.d_embed);
+        return sp__flag_bad(CMD, "--embed-dim", v, "only with --arch opt");
+    }
+    if (o->cfg.d_embed == o->cfg.d_model) o->cfg.d_embed = 0; /* no projections */
     *out_dir = pos[0];
     return -1;
 }

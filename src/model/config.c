@@ -409,11 +409,13 @@ static int parse_phi3_options(sp_model_config *c, const reader *r) {
 /* ---- OPT --------------------------------------------------------------------------------- */
 
 /* OPTConfig's keys: activation_function relu; enable_bias (true) on every linear; the head tied
- * unless tie_word_embeddings is false. Not implemented, refused by name: the post-norm blocks of
- * do_layer_norm_before false (opt-350m), project_in/out (word_embed_proj_dim != hidden_size), no
- * final norm (_remove_final_layer_norm), norms without gains (layer_norm_elementwise_affine). */
+ * unless tie_word_embeddings is false; do_layer_norm_before (true; false: the post-norm blocks of
+ * opt-350m, without a final norm); word_embed_proj_dim (hidden_size; narrower: the embeddings and
+ * the head's input that wide, project_in / project_out between them and the blocks). Not
+ * implemented, refused by name: no final norm in a pre-norm model (_remove_final_layer_norm),
+ * norms without gains (layer_norm_elementwise_affine). */
 static int parse_opt(sp_model_config *c, const reader *r) {
-    int bias = 1, wed = 0;
+    int bias = 1, wed = 0, before = 1;
     if (check_string(r, "activation_function", "relu") ||
         get_int(r, "num_hidden_layers", 1, 0, 1, 1024, &c->n_layer) ||
         get_int(r, "hidden_size", 1, 0, 1, 65536, &c->d_model) ||
@@ -422,17 +424,16 @@ static int parse_opt(sp_model_config *c, const reader *r) {
         get_int(r, "vocab_size", 1, 0, 1, 1 << 24, &c->vocab_size) ||
         get_int(r, sp__family_of(c->arch)->ctx_key, 1, 0, 1, 1 << 24, &c->n_ctx) ||
         get_int(r, "word_embed_proj_dim", 0, 1, 1, 65536, &wed) ||
-        check_bool(r, "do_layer_norm_before", 1) || check_bool(r, "_remove_final_layer_norm", 0) ||
+        get_bool(r, "do_layer_norm_before", &before) ||
         check_bool(r, "layer_norm_elementwise_affine", 1) || get_bool(r, "enable_bias", &bias))
         return -1;
+    /* OPTDecoder: _remove_final_layer_norm only matters with do_layer_norm_before */
+    if (before && check_bool(r, "_remove_final_layer_norm", 0)) return -1;
     if (c->d_model % c->n_head != 0)
         return sp_fail(r->err, "%s: hidden_size = %d is not divisible by num_attention_heads = %d",
                        r->path, c->d_model, c->n_head);
-    if (wed && wed != c->d_model)
-        return sp_fail(r->err,
-                       "%s: word_embed_proj_dim = %d differs from hidden_size = %d: project_in / "
-                       "project_out are unsupported",
-                       r->path, wed, c->d_model);
+    c->d_embed = wed && wed != c->d_model ? wed : 0; /* 0: as wide as the blocks */
+    c->post_norm = !before;
     c->qkv_bias = c->o_bias = c->mlp_bias = bias;
     c->pos_offset = 2; /* OPTLearnedPositionalEmbedding: position 0 is the table's row 2 */
     c->ln_eps = 1e-5f, c->tied = 1;

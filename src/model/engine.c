@@ -165,20 +165,22 @@ static void norm_backward(const sp_worker *w, float *dx, const float *dout, cons
     norm_rows_backward(w, dx, dout, x, mean, rstd, p, n, w->z.d);
 }
 
-/* A block's norm before attention or the MLP: the family's norm, or none in a post-norm block
- * (where out and x are one buffer). */
-static void pre_norm_forward(const sp_worker *w, float *out, float *mean, float *rstd,
-                             const float *x, const sp_normw *p, int n) {
+/* A block's norm before attention or the MLP: the family's norm into out, or none in a
+ * post-norm block. Returns what the step reads: out, or x itself (a post-norm block's ln1 / ln2
+ * are x / xmid: the worker allocates no buffer; in generation x moves from layer to layer). */
+static const float *pre_norm_forward(const sp_worker *w, float *out, float *mean, float *rstd,
+                                     const float *x, const sp_normw *p, int n) {
     switch (w->f->block) {
     case SP_BLOCK_PRE_NORM:
     case SP_BLOCK_SANDWICH:
     case SP_BLOCK_PARALLEL:
     case SP_BLOCK_NORM_RESIDUAL:
         norm_forward(w, out, mean, rstd, x, p, n);
-        return;
-    case SP_BLOCK_POST_NORM: /* out is x (the worker points one at the other) */
-        return;
+        return out;
+    case SP_BLOCK_POST_NORM:
+        return x;
     }
+    return out;
 }
 
 /* dx[n, d] += the pre-norm's input gradient given dout (none: dout itself). */
@@ -624,6 +626,7 @@ static void embed_norm_forward(const sp_worker *w, float *x0) {
     case SP_EMBED_PLAIN:
     case SP_EMBED_SQRT_D:
     case SP_EMBED_SQRT_D_TOKENS:
+    case SP_EMBED_PROJECT:
         return;
     case SP_EMBED_TYPES_NORM:
         for (size_t t = 0; t < w->z.N; t++)
@@ -648,6 +651,7 @@ static const float *embed_norm_backward(const sp_worker *w, const float *dx0) {
     case SP_EMBED_PLAIN:
     case SP_EMBED_SQRT_D:
     case SP_EMBED_SQRT_D_TOKENS:
+    case SP_EMBED_PROJECT:
         return dx0;
     case SP_EMBED_TYPES_NORM:
     case SP_EMBED_NORM:
@@ -659,31 +663,43 @@ static const float *embed_norm_backward(const sp_worker *w, const float *dx0) {
     return dx0;
 }
 
-/* x0 [N, d]: row t = the sequence's prompt[k] for soft token k, else the embedding module's row
- * of id (sp_model_input_row) (+ wpe[the sequence's first position + position of t within it] for
- * learned positions). */
-static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, const sp_pass *pass,
-                          const sp_gen_seq *seqs) {
-    const sp_model *m = w->m;
-    size_t d = (size_t)w->z.d;
+/* The input rows [N, e] (e: the embeddings' width): row t = the sequence's prompt[k] for soft
+ * token k, else the embedding module's row of id (sp_model_input_row: Gemma 3's scaled). */
+static void input_rows(const sp_worker *w, float *in, const sp_batch *b, const sp_pass *pass,
+                       const sp_gen_seq *seqs) {
+    size_t e = (size_t)w->z.e;
     for (int s = 0; s < b->n_seq; s++) {
         const float *prompt = prompt_of(pass, seqs, s);
         for (size_t t = (size_t)b->seq_start[s]; t < (size_t)b->seq_start[s + 1]; t++) {
             int32_t tok = b->tokens[t];
             if (SP_IS_SOFT(tok))
-                memcpy(x0 + t * d, prompt + (size_t)SP_SOFT_INDEX(tok) * d, d * sizeof(float));
+                memcpy(in + t * e, prompt + (size_t)SP_SOFT_INDEX(tok) * e, e * sizeof(float));
             else
-                sp_model_input_row(m, tok, x0 + t * d);
+                sp_model_input_row(w->m, tok, in + t * e);
         }
     }
+}
+
+/* x0 [N, d]: the input rows (inputs_embeds), scaled (Gemma) or through project_in (OPT-350m),
+ * + wpe[the sequence's first position + position of t within it] for learned positions. */
+static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, const sp_pass *pass,
+                          const sp_gen_seq *seqs) {
+    const sp_model *m = w->m;
+    size_t d = (size_t)w->z.d;
     switch (w->f->embed) {
     case SP_EMBED_PLAIN:
     case SP_EMBED_TYPES_NORM: /* after the positions */
     case SP_EMBED_NORM:
     case SP_EMBED_SQRT_D_TOKENS: /* in sp_model_input_row: the token rows only */
+        input_rows(w, x0, b, pass, seqs);
         break;
     case SP_EMBED_SQRT_D: /* every row, the prompt's too (transformers scales inputs_embeds) */
+        input_rows(w, x0, b, pass, seqs);
         for (size_t i = 0; i < w->z.N * d; i++) x0[i] *= m->embed_scale;
+        break;
+    case SP_EMBED_PROJECT: /* x0 = inputs_embeds project_in^T */
+        input_rows(w, w->s.emb_in, b, pass, seqs);
+        sp__linear_fwd(x0, (int)d, w->s.emb_in, w->z.e, &m->project_in, (int)w->z.N);
         break;
     }
     switch (w->f->pos) {
@@ -704,11 +720,12 @@ static void embed_forward(const sp_worker *w, float *x0, const sp_batch *b, cons
     embed_norm_forward(w, x0);
 }
 
-/* The prompt gradient from dx0 [N, d]: dprompt[k] += dx0[t] for every position t holding soft
- * token k (into sequence s's slice with per_sequence_grad). */
+/* The prompt gradient from dx0 [N, d]: dprompt[k] += dinput[t] for every position t holding soft
+ * token k (into sequence s's slice with per_sequence_grad), dinput [N, e] being dx0 through the
+ * embedding's norm, scale or projection. */
 static void embed_backward(const sp_worker *w, const float *dx0, const sp_batch *b,
                            const sp_pass *pass) {
-    size_t d = (size_t)w->z.d, per_seq = (size_t)pass->n_prompt * d;
+    size_t e = (size_t)w->z.e, per_seq = (size_t)pass->n_prompt * e;
     float scale = 1.0f;
     dx0 = embed_norm_backward(w, dx0);
     switch (w->f->embed) {
@@ -720,17 +737,21 @@ static void embed_backward(const sp_worker *w, const float *dx0, const sp_batch 
     case SP_EMBED_SQRT_D:
         scale = w->m->embed_scale;
         break;
+    case SP_EMBED_PROJECT: /* dinput = dx0 project_in */
+        sp__linear_bwd(w->s.emb_in, w->z.e, dx0, w->z.d, &w->m->project_in, (int)w->z.N, 0);
+        dx0 = w->s.emb_in;
+        break;
     }
     for (int s = 0; s < b->n_seq; s++) {
         float *g = pass->grad + (pass->per_sequence_grad ? (size_t)s * per_seq : 0);
         for (int t = b->seq_start[s]; t < b->seq_start[s + 1]; t++) {
             if (!SP_IS_SOFT(b->tokens[t])) continue;
-            float *gk = g + (size_t)SP_SOFT_INDEX(b->tokens[t]) * d;
-            const float *dxt = dx0 + (size_t)t * d;
+            float *gk = g + (size_t)SP_SOFT_INDEX(b->tokens[t]) * e;
+            const float *dxt = dx0 + (size_t)t * e;
             if (scale == 1.0f)
-                for (size_t j = 0; j < d; j++) gk[j] += dxt[j];
+                for (size_t j = 0; j < e; j++) gk[j] += dxt[j];
             else
-                for (size_t j = 0; j < d; j++) gk[j] += scale * dxt[j];
+                for (size_t j = 0; j < e; j++) gk[j] += scale * dxt[j];
         }
     }
 }
@@ -848,10 +869,11 @@ static void block_forward(const sp_worker *w, const sp_layer *p, const sp__layer
     const sp__dims *z = &w->z;
     const sp__scratch *s = &w->s;
     int n = (int)z->N;
-    pre_norm_forward(w, a->ln1, a->ln1_mean, a->ln1_rstd, a->x, &p->ln1, n); /* ln1 = norm1(x) */
-    qkv_forward(w, p, a, a->qkv, a->ln1, b, pre->hs.window > 0);             /* with positions */
-    attention_forward(w, a->atty, a->lse, a->qkv, pre, b); /* behind the layer's prefix */
-    const float *x = residual_of(w, a->x, a->ln1), *atty = a->atty;
+    const float *ln1 = /* norm1(x) */
+        pre_norm_forward(w, a->ln1, a->ln1_mean, a->ln1_rstd, a->x, &p->ln1, n);
+    qkv_forward(w, p, a, a->qkv, ln1, b, pre->hs.window > 0); /* with positions */
+    attention_forward(w, a->atty, a->lse, a->qkv, pre, b);    /* behind the layer's prefix */
+    const float *x = residual_of(w, a->x, ln1), *atty = a->atty;
     if (top) {
         if (b->n_targets == 0) return; /* the keys and values were all that was needed */
         gather_targets(s->top_x, x, b, (size_t)z->d);
@@ -904,8 +926,9 @@ static void block_backward(const sp_worker *w, const sp_layer *p, const sp__laye
 
 /* ---- the head ------------------------------------------------------------------------------ */
 
-/* h [nt, d] = the rows x_top [nt, d] before the LM head: the final norm (into lnf), or the MLM
- * head's transform dense + gelu + LayerNorm (h, Phi(h) and gelu(h) kept for backward). */
+/* h [nt, d] = the rows x_top [nt, d] before the LM head: the final norm (into lnf), the rows
+ * themselves (no final norm), or the MLM head's transform dense + gelu + LayerNorm (h, Phi(h) and
+ * gelu(h) kept for backward). */
 static const float *head_transform(const sp_worker *w, const float *x_top, int nt) {
     const sp_model *m = w->m;
     const sp__scratch *s = &w->s;
@@ -914,6 +937,8 @@ static const float *head_transform(const sp_worker *w, const float *x_top, int n
     case SP_HEAD_LM:
         norm_forward(w, s->lnf, s->lnf_mean, s->lnf_rstd, x_top, &m->lnf, nt);
         return s->lnf;
+    case SP_HEAD_LM_NO_NORM:
+        return x_top;
     case SP_HEAD_MLM:
         sp__linear_fwd(s->head_h, d, x_top, d, &m->head_dense, nt);
         sp__gelu_erf_forward(s->head_g, s->head_cdf, s->head_h, (size_t)nt * d);
@@ -935,6 +960,9 @@ static void head_transform_backward(const sp_worker *w, float *dx_top, float *dh
     case SP_HEAD_LM:
         norm_backward(w, dx_top, dh, x_top, s->lnf_mean, s->lnf_rstd, &m->lnf, nt);
         return;
+    case SP_HEAD_LM_NO_NORM:
+        memcpy(dx_top, dh, nd * sizeof(float));
+        return;
     case SP_HEAD_MLM: /* dgelu in dx_top, then dh = dgelu gelu'(h), dx_top = dh W_dense^T */
         norm_backward(w, dx_top, dh, s->head_g, s->lnf_mean, s->lnf_rstd, &m->head_ln, nt);
         sp__gelu_erf_backward(dh, dx_top, s->head_h, s->head_cdf, nd);
@@ -943,14 +971,31 @@ static void head_transform_backward(const sp_worker *w, float *dx_top, float *dh
     }
 }
 
+/* The LM head's input [nt, e] from h [nt, d]: h itself, or h project_out^T (into head_in). */
+static const float *head_project(const sp_worker *w, const float *h, int nt) {
+    switch (w->f->embed) {
+    case SP_EMBED_PLAIN:
+    case SP_EMBED_SQRT_D:
+    case SP_EMBED_SQRT_D_TOKENS:
+    case SP_EMBED_TYPES_NORM:
+    case SP_EMBED_NORM:
+        return h;
+    case SP_EMBED_PROJECT:
+        sp__linear_fwd(w->s.head_in, w->z.e, h, w->z.d, &w->m->project_out, nt);
+        return w->s.head_in;
+    }
+    return h;
+}
+
 /* logits [nt, V] = the LM head of the final norm (or MLM transform) of the rows x_top [nt, d],
- * soft-capped when the model caps them (the tanh kept in logit_t, when not NULL, for backward). */
+ * through project_out (OPT-350m), soft-capped when the model caps them (the tanh kept in
+ * logit_t, when not NULL, for backward). */
 static void head_logits(const sp_worker *w, float *logits, float *logit_t, const float *x_top,
                         int nt) {
     const sp_model *m = w->m;
     int V = w->z.V;
-    const float *h = head_transform(w, x_top, nt);
-    sp__linear_fwd(logits, V, h, w->z.d, &m->lm_head, nt); /* logits = h W_head^T (+ b) */
+    const float *h = head_project(w, head_transform(w, x_top, nt), nt);
+    sp__linear_fwd(logits, V, h, w->z.e, &m->lm_head, nt); /* logits = h W_head^T (+ b) */
     float cap = m->cfg.logit_softcap;
     if (cap > 0) /* cap tanh(logits / cap) */
         for (size_t i = 0; i < (size_t)nt * V; i++) {
@@ -979,16 +1024,29 @@ static double head_forward(const sp_worker *w, const float *x_top, const sp_batc
 }
 
 /* dx_top [n_tgt, d] = gradient with respect to x_top, from the dlogits head_forward left;
- * dlnf [n_tgt, d] is its intermediate. */
+ * dlnf [n_tgt, d] is its intermediate (the LM head's input gradient [n_tgt, e] goes through
+ * head_in first when project_out sits between them). */
 static void head_backward(const sp_worker *w, float *dx_top, float *dlnf, const float *x_top,
                           int nt) {
     const sp_model *m = w->m;
     const sp__scratch *s = &w->s;
-    int d = w->z.d;
+    int d = w->z.d, e = w->z.e, V = w->z.V;
     if (m->cfg.logit_softcap > 0) /* through the cap: (1 - t^2) */
-        for (size_t i = 0; i < (size_t)nt * w->z.V; i++)
+        for (size_t i = 0; i < (size_t)nt * V; i++)
             s->logits[i] *= 1.0f - s->logit_t[i] * s->logit_t[i];
-    sp__linear_bwd(dlnf, d, s->logits, w->z.V, &m->lm_head, nt, 0); /* dlnf = dlogits W_head */
+    switch (w->f->embed) {
+    case SP_EMBED_PLAIN:
+    case SP_EMBED_SQRT_D:
+    case SP_EMBED_SQRT_D_TOKENS:
+    case SP_EMBED_TYPES_NORM:
+    case SP_EMBED_NORM: /* dlnf = dlogits W_head */
+        sp__linear_bwd(dlnf, d, s->logits, V, &m->lm_head, nt, 0);
+        break;
+    case SP_EMBED_PROJECT: /* dhead_in = dlogits W_head, dlnf = dhead_in W_project_out */
+        sp__linear_bwd(s->head_in, e, s->logits, V, &m->lm_head, nt, 0);
+        sp__linear_bwd(dlnf, d, s->head_in, e, &m->project_out, nt, 0);
+        break;
+    }
     head_transform_backward(w, dx_top, dlnf, x_top, nt);
 }
 

@@ -351,52 +351,79 @@ static const sp__tensor_desc PHI3_TENSORS[] = {
 /* OPTForCausalLM: GPT-2's block with nn.Linear q/k/v/out_proj, fc1/fc2 and ReLU; the position
  * table has 2 rows before position 0 (OPTLearnedPositionalEmbedding's offset); biases with
  * enable_bias (true); the head tied to embed_tokens. Names with or without the "model." prefix
- * (older checkpoints: "decoder.*"). HF's state dict order. */
+ * (older checkpoints: "decoder.*"). HF's state dict order. With word_embed_proj_dim below
+ * hidden_size, embed_tokens and the head are that narrow, and project_in / project_out (no bias)
+ * go between them and the blocks. A block's norms are self_attn_layer_norm and final_layer_norm:
+ * before attention and the MLP (do_layer_norm_before true, then a final norm after the last
+ * block), or after each residual add (false: opt-350m, no final norm). */
 #define O_(name) "decoder.layers.%d." name
+/* clang-format off */
+#define OPT_LAYER_ROWS(attn_w, attn_b, ff_w, ff_b, r)                                              \
+    {O_("self_attn.k_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_K_W, SP_ALWAYS,             \
+     SP_INIT_NORMAL, "k_proj.weight", (r)},                                                        \
+    {O_("self_attn.k_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_K_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,      \
+     "k_proj.bias", (r) + 1},                                                                      \
+    {O_("self_attn.v_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_V_W, SP_ALWAYS,             \
+     SP_INIT_NORMAL, "v_proj.weight", (r) + 2},                                                    \
+    {O_("self_attn.v_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_V_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,      \
+     "v_proj.bias", (r) + 3},                                                                      \
+    {O_("self_attn.q_proj.weight"), MAT(SP_DIM_QD, SP_DIM_D), SP_ROLE_Q_W, SP_ALWAYS,              \
+     SP_INIT_NORMAL, "q_proj.weight", (r) + 4},                                                    \
+    {O_("self_attn.q_proj.bias"), VEC(SP_DIM_QD), SP_ROLE_Q_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,       \
+     "q_proj.bias", (r) + 5},                                                                      \
+    {O_("self_attn.out_proj.weight"), MAT(SP_DIM_D, SP_DIM_QD), SP_ROLE_O_W, SP_ALWAYS,            \
+     SP_INIT_NORMAL, "out_proj.weight", (r) + 6},                                                  \
+    {O_("self_attn.out_proj.bias"), VEC(SP_DIM_D), SP_ROLE_O_B, SP_IF_O_BIAS, SP_INIT_BIAS,        \
+     "out_proj.bias", (r) + 7},                                                                    \
+    {O_("self_attn_layer_norm.weight"), VEC(SP_DIM_D), attn_w, SP_ALWAYS, SP_INIT_GAIN,            \
+     "self_attn_layer_norm.weight", (r) + 8},                                                      \
+    {O_("self_attn_layer_norm.bias"), VEC(SP_DIM_D), attn_b, SP_ALWAYS, SP_INIT_BIAS,              \
+     "self_attn_layer_norm.bias", (r) + 9},                                                        \
+    {O_("fc1.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_IN_W, SP_ALWAYS, SP_INIT_NORMAL,      \
+     "fc1.weight", (r) + 10},                                                                      \
+    {O_("fc1.bias"), VEC(SP_DIM_FF), SP_ROLE_MLP_IN_B, SP_IF_MLP_BIAS, SP_INIT_BIAS, "fc1.bias",   \
+     (r) + 11},                                                                                    \
+    {O_("fc2.weight"), MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_OUT_W, SP_ALWAYS, SP_INIT_NORMAL,     \
+     "fc2.weight", (r) + 12},                                                                      \
+    {O_("fc2.bias"), VEC(SP_DIM_D), SP_ROLE_MLP_OUT_B, SP_IF_MLP_BIAS, SP_INIT_BIAS, "fc2.bias",   \
+     (r) + 13},                                                                                    \
+    {O_("final_layer_norm.weight"), VEC(SP_DIM_D), ff_w, SP_ALWAYS, SP_INIT_GAIN,                  \
+     "final_layer_norm.weight", (r) + 14},                                                         \
+    {O_("final_layer_norm.bias"), VEC(SP_DIM_D), ff_b, SP_ALWAYS, SP_INIT_BIAS,                    \
+     "final_layer_norm.bias", (r) + 15}
+#define OPT_EMBED_ROWS                                                                             \
+    {"decoder.embed_tokens.weight", MAT(SP_DIM_VOCAB, SP_DIM_EMBED), SP_ROLE_WTE, SP_ALWAYS,       \
+     SP_INIT_NORMAL, "wte", 0},                                                                    \
+    {"decoder.embed_positions.weight", MAT(SP_DIM_POS, SP_DIM_D), SP_ROLE_WPE, SP_ALWAYS,          \
+     SP_INIT_NORMAL, "wpe", 1},                                                                    \
+    {"decoder.project_out.weight", MAT(SP_DIM_EMBED, SP_DIM_D), SP_ROLE_PROJECT_OUT_W,             \
+     SP_IF_PROJECT, SP_INIT_NORMAL, "project_out.weight", 2},                                      \
+    {"decoder.project_in.weight", MAT(SP_DIM_D, SP_DIM_EMBED), SP_ROLE_PROJECT_IN_W,               \
+     SP_IF_PROJECT, SP_INIT_NORMAL, "project_in.weight", 3}
+#define OPT_HEAD_ROW(r)                                                                            \
+    {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_EMBED), SP_ROLE_LM_HEAD, SP_IF_UNTIED,             \
+     SP_INIT_NORMAL, "lm_head", (r)}
+/* clang-format on */
 static const sp__tensor_desc OPT_TENSORS[] = {
-    {"decoder.embed_tokens.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_WTE, SP_ALWAYS,
-     SP_INIT_NORMAL, "wte", 0},
-    {"decoder.embed_positions.weight", MAT(SP_DIM_POS, SP_DIM_D), SP_ROLE_WPE, SP_ALWAYS,
-     SP_INIT_NORMAL, "wpe", 1},
+    OPT_EMBED_ROWS,
     {"decoder.final_layer_norm.weight", VEC(SP_DIM_D), SP_ROLE_LNF_W, SP_ALWAYS, SP_INIT_GAIN,
-     "ln_f.weight", 2},
+     "ln_f.weight", 4},
     {"decoder.final_layer_norm.bias", VEC(SP_DIM_D), SP_ROLE_LNF_B, SP_ALWAYS, SP_INIT_BIAS,
-     "ln_f.bias", 3},
-    {O_("self_attn.k_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_K_W, SP_ALWAYS,
-     SP_INIT_NORMAL, "k_proj.weight", 4},
-    {O_("self_attn.k_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_K_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
-     "k_proj.bias", 5},
-    {O_("self_attn.v_proj.weight"), MAT(SP_DIM_KVD, SP_DIM_D), SP_ROLE_V_W, SP_ALWAYS,
-     SP_INIT_NORMAL, "v_proj.weight", 6},
-    {O_("self_attn.v_proj.bias"), VEC(SP_DIM_KVD), SP_ROLE_V_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
-     "v_proj.bias", 7},
-    {O_("self_attn.q_proj.weight"), MAT(SP_DIM_QD, SP_DIM_D), SP_ROLE_Q_W, SP_ALWAYS,
-     SP_INIT_NORMAL, "q_proj.weight", 8},
-    {O_("self_attn.q_proj.bias"), VEC(SP_DIM_QD), SP_ROLE_Q_B, SP_IF_QKV_BIAS, SP_INIT_BIAS,
-     "q_proj.bias", 9},
-    {O_("self_attn.out_proj.weight"), MAT(SP_DIM_D, SP_DIM_QD), SP_ROLE_O_W, SP_ALWAYS,
-     SP_INIT_NORMAL, "out_proj.weight", 10},
-    {O_("self_attn.out_proj.bias"), VEC(SP_DIM_D), SP_ROLE_O_B, SP_IF_O_BIAS, SP_INIT_BIAS,
-     "out_proj.bias", 11},
-    {O_("self_attn_layer_norm.weight"), VEC(SP_DIM_D), SP_ROLE_LN1_W, SP_ALWAYS, SP_INIT_GAIN,
-     "self_attn_layer_norm.weight", 12},
-    {O_("self_attn_layer_norm.bias"), VEC(SP_DIM_D), SP_ROLE_LN1_B, SP_ALWAYS, SP_INIT_BIAS,
-     "self_attn_layer_norm.bias", 13},
-    {O_("fc1.weight"), MAT(SP_DIM_FF, SP_DIM_D), SP_ROLE_MLP_IN_W, SP_ALWAYS, SP_INIT_NORMAL,
-     "fc1.weight", 14},
-    {O_("fc1.bias"), VEC(SP_DIM_FF), SP_ROLE_MLP_IN_B, SP_IF_MLP_BIAS, SP_INIT_BIAS, "fc1.bias",
-     15},
-    {O_("fc2.weight"), MAT(SP_DIM_D, SP_DIM_FF), SP_ROLE_MLP_OUT_W, SP_ALWAYS, SP_INIT_NORMAL,
-     "fc2.weight", 16},
-    {O_("fc2.bias"), VEC(SP_DIM_D), SP_ROLE_MLP_OUT_B, SP_IF_MLP_BIAS, SP_INIT_BIAS, "fc2.bias",
-     17},
-    {O_("final_layer_norm.weight"), VEC(SP_DIM_D), SP_ROLE_LN2_W, SP_ALWAYS, SP_INIT_GAIN,
-     "final_layer_norm.weight", 18},
-    {O_("final_layer_norm.bias"), VEC(SP_DIM_D), SP_ROLE_LN2_B, SP_ALWAYS, SP_INIT_BIAS,
-     "final_layer_norm.bias", 19},
-    {"lm_head.weight", MAT(SP_DIM_VOCAB, SP_DIM_D), SP_ROLE_LM_HEAD, SP_IF_UNTIED, SP_INIT_NORMAL,
-     "lm_head", 20},
+     "ln_f.bias", 5},
+    OPT_LAYER_ROWS(SP_ROLE_LN1_W, SP_ROLE_LN1_B, SP_ROLE_LN2_W, SP_ROLE_LN2_B, 6),
+    OPT_HEAD_ROW(22),
 };
+/* do_layer_norm_before false: the same names, the block's norms after its residual adds, no
+ * final norm (OPTDecoder creates none). */
+static const sp__tensor_desc OPT_POST_TENSORS[] = {
+    OPT_EMBED_ROWS,
+    OPT_LAYER_ROWS(SP_ROLE_LN_POST_ATTN_W, SP_ROLE_LN_POST_ATTN_B, SP_ROLE_LN_POST_FF_W,
+                   SP_ROLE_LN_POST_FF_B, 4),
+    OPT_HEAD_ROW(20),
+};
+#undef OPT_HEAD_ROW
+#undef OPT_EMBED_ROWS
+#undef OPT_LAYER_ROWS
 #undef O_
 
 /* PhiForCausalLM (Phi-2): one LayerNorm per block feeding attention and the MLP in parallel
@@ -934,24 +961,24 @@ static const sp__family PHI3 = {
     .qk_norm = SP_QKNORM_NONE,
     TABLE(PHI3_TENSORS),
 };
-static const sp__family OPT = {
-    .arch = SP_ARCH_OPT,
-    .model_type = "opt",
-    .hf_class = "OPTForCausalLM",
-    .ctx_key = "max_position_embeddings",
-    .name_prefix = "model.",
-    .layer_prefix = "decoder.layers.%d.",
-    .layout = SP_W_OUT_IN,
-    .norm = SP_NORM_LAYERNORM,
-    .block = SP_BLOCK_PRE_NORM,
-    .embed = SP_EMBED_PLAIN,
-    .pos = SP_POS_LEARNED,
-    .qkv = SP_QKV_SEPARATE,
-    .qk_norm = SP_QKNORM_NONE,
-    .mlp = SP_MLP_RELU,
-    .gqa = 0,
-    TABLE(OPT_TENSORS),
-};
+/* OPT: the block and head from do_layer_norm_before, the embedding from word_embed_proj_dim
+ * (sp__family_for); this one is opt-125m's (pre-norm, no projections). */
+#define OPT(blk, emb, hd, table)                                                                   \
+    {                                                                                              \
+        .arch = SP_ARCH_OPT, .model_type = "opt", .hf_class = "OPTForCausalLM",                    \
+        .ctx_key = "max_position_embeddings", .name_prefix = "model.",                             \
+        .layer_prefix = "decoder.layers.%d.", .layout = SP_W_OUT_IN, .norm = SP_NORM_LAYERNORM,    \
+        .block = blk, .embed = emb, .pos = SP_POS_LEARNED, .qkv = SP_QKV_SEPARATE,                 \
+        .qk_norm = SP_QKNORM_NONE, .mlp = SP_MLP_RELU, .head = hd, .gqa = 0, TABLE(table)          \
+    }
+static const sp__family OPT = OPT(SP_BLOCK_PRE_NORM, SP_EMBED_PLAIN, SP_HEAD_LM, OPT_TENSORS);
+static const sp__family OPT_PROJECT =
+    OPT(SP_BLOCK_PRE_NORM, SP_EMBED_PROJECT, SP_HEAD_LM, OPT_TENSORS);
+static const sp__family OPT_POST =
+    OPT(SP_BLOCK_POST_NORM, SP_EMBED_PLAIN, SP_HEAD_LM_NO_NORM, OPT_POST_TENSORS);
+static const sp__family OPT_POST_PROJECT =
+    OPT(SP_BLOCK_POST_NORM, SP_EMBED_PROJECT, SP_HEAD_LM_NO_NORM, OPT_POST_TENSORS);
+#undef OPT
 /* Phi-2: the parallel block with one norm (its rows set ln1 and ln2 alike), rotary over
  * partial_rotary_factor of each head (config), the tanh GELU. */
 static const sp__family PHI = {
@@ -1067,6 +1094,7 @@ const sp__family *sp__family_of(sp_arch a) {
 }
 
 const sp__family *sp__family_for(const sp_model_config *c) {
+    int project = sp_config_embed_dim(c) != c->d_model; /* OPT's project_in / project_out */
     switch (c->arch) {
     case SP_ARCH_GPT2:
     case SP_ARCH_LLAMA:
@@ -1077,11 +1105,13 @@ const sp__family *sp__family_for(const sp_model_config *c) {
     case SP_ARCH_GEMMA2:
     case SP_ARCH_GEMMA3:
     case SP_ARCH_PHI3:
-    case SP_ARCH_OPT:
     case SP_ARCH_PHI:
     case SP_ARCH_BERT:
     case SP_ARCH_ROBERTA:
         return sp__family_of(c->arch);
+    case SP_ARCH_OPT:
+        if (c->post_norm) return project ? &OPT_POST_PROJECT : &OPT_POST;
+        return project ? &OPT_PROJECT : &OPT;
     case SP_ARCH_GPT_NEOX:
         if (c->parallel_residual) return c->gelu_exact ? &NEOX : &NEOX_TANH;
         return c->gelu_exact ? &NEOX_SEQUENTIAL : &NEOX_SEQUENTIAL_TANH;
@@ -1169,6 +1199,8 @@ int64_t sp__dim_size(const sp_model_config *c, sp__dim d) {
         return c->rel_buckets;
     case SP_DIM_HEADS:
         return c->n_head;
+    case SP_DIM_EMBED:
+        return sp_config_embed_dim(c);
     }
     return 0;
 }
@@ -1189,6 +1221,8 @@ int sp__tensor_present(const sp__tensor_desc *row, const sp_model_config *c) {
         return c->ff_gated != 0;
     case SP_IF_NOT_GATED:
         return !c->ff_gated;
+    case SP_IF_PROJECT:
+        return sp_config_embed_dim(c) != c->d_model;
     case SP_NEVER:
         return 0;
     }
@@ -1309,7 +1343,7 @@ static int count_row(void *ctx, const sp__tensor_desc *row, int layer) {
 
 int64_t sp__family_param_count(const sp_model_config *c) {
     count_ctx k = {c, 0};
-    sp__tensors_walk(sp__family_of(c->arch), c->n_layer, SP_ORDER_TABLE, count_row, &k);
+    sp__tensors_walk(sp__family_for(c), c->n_layer, SP_ORDER_TABLE, count_row, &k);
     return k.n;
 }
 
@@ -1427,6 +1461,10 @@ static slot role_slot(sp_model *m, int layer, sp__role role) {
         return (slot){.f = &m->dec_rel_bias};
     case SP_ROLE_ENC_LNF_W:
         return (slot){.f = &m->enc_lnf.w};
+    case SP_ROLE_PROJECT_IN_W:
+        return (slot){.lin = &m->project_in};
+    case SP_ROLE_PROJECT_OUT_W:
+        return (slot){.lin = &m->project_out};
     case SP_ROLE_BUFFER:
         break;
     }

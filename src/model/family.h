@@ -59,6 +59,8 @@ typedef enum sp__embed_kind {
                              * inside its embedding module, before PEFT's prompt joins the rows */
     SP_EMBED_TYPES_NORM,    /* + token_type_embeddings[0], then the embedding LayerNorm (BERT) */
     SP_EMBED_NORM,          /* the embedding LayerNorm, prompt rows included (BLOOM) */
+    SP_EMBED_PROJECT,       /* rows of e = word_embed_proj_dim (the prompt's too) through project_in
+                             * to d, and the head's input through project_out back to e (OPT-350m) */
 } sp__embed_kind;
 
 /* Which keys a query sees. */
@@ -74,6 +76,8 @@ typedef enum sp__head_kind {
     SP_HEAD_LM,  /* final norm (lnf), then the LM head */
     SP_HEAD_MLM, /* dense(d, d) + gelu (erf) + LayerNorm (head_ln), then the LM head + bias (BERT
                   * cls.predictions, RoBERTa lm_head) */
+    SP_HEAD_LM_NO_NORM, /* the LM head of the last block's output itself (OPT's post-norm blocks end
+                         * with a norm: no final_layer_norm) */
 } sp__head_kind;
 
 /* A norm of each query and key head before the positions (the family's norm kind over head_dim,
@@ -140,10 +144,12 @@ typedef enum sp__role {
     SP_ROLE_XK_W,
     SP_ROLE_XV_W,
     SP_ROLE_XO_W,
-    SP_ROLE_LN_CROSS_W,   /* its norm */
-    SP_ROLE_REL_BIAS,     /* the encoder's relative position bias [buckets, heads] (T5 block 0) */
-    SP_ROLE_DEC_REL_BIAS, /* the decoder's */
-    SP_ROLE_ENC_LNF_W,    /* the encoder's final norm (T5; the decoder's is SP_ROLE_LNF_W) */
+    SP_ROLE_LN_CROSS_W,    /* its norm */
+    SP_ROLE_REL_BIAS,      /* the encoder's relative position bias [buckets, heads] (T5 block 0) */
+    SP_ROLE_DEC_REL_BIAS,  /* the decoder's */
+    SP_ROLE_ENC_LNF_W,     /* the encoder's final norm (T5; the decoder's is SP_ROLE_LNF_W) */
+    SP_ROLE_PROJECT_IN_W,  /* [d, e] nn.Linear from the embeddings' width (OPT project_in) */
+    SP_ROLE_PROJECT_OUT_W, /* [e, d] nn.Linear back to it before the LM head (project_out) */
     SP_ROLE_BUFFER, /* a constant some checkpoints store (attention masks, inv_freq): ignored */
 } sp__role;
 
@@ -164,6 +170,7 @@ typedef enum sp__dim {
     SP_DIM_TYPES,   /* type_vocab_size */
     SP_DIM_BUCKETS, /* relative_attention_num_buckets (T5) */
     SP_DIM_HEADS,   /* n_head */
+    SP_DIM_EMBED,   /* sp_config_embed_dim: the token embeddings' width (OPT word_embed_proj_dim) */
 } sp__dim;
 
 /* When a tensor exists. */
@@ -175,6 +182,7 @@ typedef enum sp__when {
     SP_IF_UNTIED,    /* the LM head; a tied model's stored copy is known but not read */
     SP_IF_GATED,     /* a gated MLP's second input projection (T5 feed_forward_proj gated-gelu) */
     SP_IF_NOT_GATED, /* the one input projection of an MLP that is not gated (T5 relu) */
+    SP_IF_PROJECT,   /* project_in / project_out: the embeddings are narrower than d (OPT) */
     SP_NEVER,        /* buffers */
 } sp__when;
 

@@ -92,6 +92,11 @@ static int check_options(const char *dir, const sp_init_options *o, int n_tensor
     if (!(c->ln_eps > 0 && c->ln_eps < 1))
         return sp_fail(err, "%s: ln_eps = %g, expected a number in (0, 1)", dir, c->ln_eps);
     if (check_pos_offset(dir, c, err)) return -1;
+    if (c->arch != SP_ARCH_OPT && (c->post_norm || c->d_embed))
+        return sp_fail(err, "%s: post_norm = %d, d_embed = %d: only opt has them", dir,
+                       c->post_norm, c->d_embed);
+    if (c->d_embed < 0 || c->d_embed > 65536)
+        return sp_fail(err, "%s: d_embed = %d, expected 0 (d_model) to 65536", dir, c->d_embed);
     if (c->arch == SP_ARCH_BLOOM && c->d_ff != 4 * c->d_model) /* BloomMLP: no key for it */
         return sp_fail(err, "%s: d_ff = %d, expected 4 d_model = %d for bloom", dir, c->d_ff,
                        4 * c->d_model);
@@ -119,7 +124,7 @@ typedef struct plan_ctx {
 static int plan_row(void *ctx, const sp__tensor_desc *row, int layer) {
     plan_ctx *k = ctx;
     const sp_model_config *c = &k->o->cfg;
-    const sp__family *f = sp__family_of(c->arch);
+    const sp__family *f = sp__family_for(c);
     if (!sp__tensor_present(row, c)) return 0;
     plan_tensor *t = &k->p[k->n++];
     char name[96];
@@ -135,7 +140,7 @@ static int plan_row(void *ctx, const sp__tensor_desc *row, int layer) {
 /* The tensors in the order of HF's state dict (the LM head only when untied). */
 static int plan_tensors(plan_tensor *p, const sp_init_options *o) {
     plan_ctx k = {p, 0, o};
-    sp__tensors_walk(sp__family_of(o->cfg.arch), o->cfg.n_layer, SP_ORDER_HF, plan_row, &k);
+    sp__tensors_walk(sp__family_for(&o->cfg), o->cfg.n_layer, SP_ORDER_HF, plan_row, &k);
     return k.n;
 }
 
@@ -488,7 +493,7 @@ static json_t *opt_config(const sp_init_options *o) {
     json_object_set_new(r, "architectures", json_pack("[s]", sp__family_of(c->arch)->hf_class));
     json_object_set_new(r, "attention_dropout", json_real(0.0));
     json_object_set_new(r, "bos_token_id", json_integer(c->vocab_size > 2 ? 2 : 0));
-    json_object_set_new(r, "do_layer_norm_before", json_true());
+    json_object_set_new(r, "do_layer_norm_before", json_boolean(!c->post_norm));
     json_object_set_new(r, "dropout", short_real(0.1f));
     json_object_set_new(r, "enable_bias", json_boolean(c->qkv_bias));
     json_object_set_new(r, "eos_token_id", json_integer(c->vocab_size > 2 ? 2 : 0));
@@ -506,7 +511,7 @@ static json_t *opt_config(const sp_init_options *o) {
     json_object_set_new(r, "torch_dtype", json_string(torch_dtype(o->dtype)));
     json_object_set_new(r, "use_cache", json_true());
     json_object_set_new(r, "vocab_size", json_integer(c->vocab_size));
-    json_object_set_new(r, "word_embed_proj_dim", json_integer(c->d_model));
+    json_object_set_new(r, "word_embed_proj_dim", json_integer(sp_config_embed_dim(c)));
     return r;
 }
 
@@ -661,8 +666,7 @@ static int write_config(const char *dir, const sp_init_options *o, sp_error *err
 /* The tensor plan of o (NULL on a shape check_options refuses); *n receives its length. */
 static plan_tensor *make_plan(const sp_init_options *o, int *n) {
     int layers = o->cfg.n_layer > 0 && o->cfg.n_layer <= 1024 ? o->cfg.n_layer : 0;
-    plan_tensor *p =
-        calloc((size_t)sp__family_of(o->cfg.arch)->n_tensors * (layers + 1), sizeof *p);
+    plan_tensor *p = calloc((size_t)sp__family_for(&o->cfg)->n_tensors * (layers + 1), sizeof *p);
     if (p) *n = plan_tensors(p, o);
     return p;
 }

@@ -385,7 +385,7 @@ static int matrix_dtype(void *ctx, const sp__tensor_desc *row, int layer) {
 
 static void resolve_weights(loader *L) {
     if (L->weights != SP_WEIGHTS_AUTO) return;
-    const sp__family *f = sp__family_of(L->m->cfg.arch);
+    const sp__family *f = sp__family_for(&L->m->cfg);
     dtype_ctx k = {L, 1, 0};
     sp__tensors_walk(f, L->m->cfg.n_layer, SP_ORDER_TABLE, matrix_dtype, &k);
     L->weights = k.any && k.all_bf16 ? SP_WEIGHTS_BF16 : SP_WEIGHTS_F32;
@@ -396,7 +396,7 @@ static void resolve_weights(loader *L) {
 static int plan_all(loader *L, sp_error *err) {
     sp_model *m = L->m;
     const sp_model_config *c = &m->cfg;
-    const sp__family *f = sp__family_of(c->arch);
+    const sp__family *f = sp__family_for(c);
     int n_blocks = c->arch == SP_ARCH_T5 ? 2 * c->n_layer : c->n_layer; /* encoder, decoder */
     L->src_cap = f->n_tensors * (c->n_layer + 1);
     m->store->src_slot = calloc((size_t)L->src_cap, sizeof *m->store->src_slot);
@@ -441,10 +441,9 @@ static int take_all(loader *L, sp_error *err) {
     const sp_model_config *c = &m->cfg;
     take_ctx k = {L, err};
     L->plan = 0, L->copies = 0;
-    if (sp__tensors_walk(sp__family_of(c->arch), c->n_layer, SP_ORDER_TABLE, take_row, &k))
-        return -1;
+    if (sp__tensors_walk(sp__family_for(c), c->n_layer, SP_ORDER_TABLE, take_row, &k)) return -1;
     if (c->tied) { /* the head is the embedding, in its store (BF16: exact products) */
-        int64_t shape[2] = {c->vocab_size, c->d_model};
+        int64_t shape[2] = {c->vocab_size, sp_config_embed_dim(c)};
         sp__model_set_tensor(m, -1, SP_ROLE_LM_HEAD, m->wte, m->wte_store, 2, shape);
         m->lm_head.exact = m->wte_store == SP_WSTORE_BF16;
     }
@@ -488,7 +487,7 @@ static int rope_frequencies(sp_model *m, sp_error *err) {
 
 /* The wte row's stored tensor (its dtype). */
 static const sp_st_tensor *wte_tensor(loader *L, sp_error *err) {
-    const sp__family *f = sp__family_of(L->m->cfg.arch);
+    const sp__family *f = sp__family_for(&L->m->cfg);
     for (int i = 0; i < f->n_tensors; i++) {
         if (f->tensors[i].role != SP_ROLE_WTE) continue;
         const sp_st_tensor *t = NULL;
@@ -503,10 +502,11 @@ static const sp_st_tensor *wte_tensor(loader *L, sp_error *err) {
 static int embedding_scale(loader *L, sp_error *err) {
     sp_model *m = L->m;
     m->embed_scale = 1.0f;
-    switch (sp__family_of(m->cfg.arch)->embed) {
+    switch (sp__family_for(&m->cfg)->embed) {
     case SP_EMBED_PLAIN:
     case SP_EMBED_TYPES_NORM:
     case SP_EMBED_NORM:
+    case SP_EMBED_PROJECT:
         return 0;
     case SP_EMBED_SQRT_D:
     case SP_EMBED_SQRT_D_TOKENS: {
@@ -544,7 +544,7 @@ static int positions(sp_model *m, sp_error *err) {
  * store next to the weights. */
 static int is_buffer(const sp_model *m, const char *name) {
     int layer;
-    const sp__tensor_desc *row = sp__tensor_match(sp__family_of(m->cfg.arch), name, &layer);
+    const sp__tensor_desc *row = sp__tensor_match(sp__family_for(&m->cfg), name, &layer);
     return row && row->role == SP_ROLE_BUFFER;
 }
 
@@ -597,7 +597,7 @@ static int check_leftovers(loader *L, sp_error *err) {
  * (check_leftovers made sure every other tensor was taken). */
 static int computes_with(const sp_model *m, const sp_st_tensor *t) {
     int layer;
-    const sp__tensor_desc *row = sp__tensor_match(sp__family_of(m->cfg.arch), t->name, &layer);
+    const sp__tensor_desc *row = sp__tensor_match(sp__family_for(&m->cfg), t->name, &layer);
     return sp_dtype_is_float(t->dtype) && !(row && !sp__tensor_present(row, &m->cfg));
 }
 
@@ -757,7 +757,7 @@ int sp_model_load_shared(sp_model *m, const char *dir, sp_weights weights,
 }
 
 void sp_model_embedding_row(const sp_model *m, int64_t id, float *out) {
-    size_t d = (size_t)m->cfg.d_model;
+    size_t d = (size_t)sp_config_embed_dim(&m->cfg);
     switch (m->wte_store) {
     case SP_WSTORE_F32:
         memcpy(out, (const float *)m->wte + (size_t)id * d, d * sizeof *out);
@@ -778,9 +778,10 @@ void sp_model_input_row(const sp_model *m, int64_t id, float *out) {
     case SP_EMBED_SQRT_D: /* on inputs_embeds, in the engine */
     case SP_EMBED_TYPES_NORM:
     case SP_EMBED_NORM:
+    case SP_EMBED_PROJECT: /* project_in, in the engine */
         return;
     case SP_EMBED_SQRT_D_TOKENS:
-        for (int j = 0; j < m->cfg.d_model; j++) out[j] *= m->embed_scale;
+        for (int j = 0; j < sp_config_embed_dim(&m->cfg); j++) out[j] *= m->embed_scale;
         return;
     }
 }

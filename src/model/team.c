@@ -215,7 +215,7 @@ int sp_team_run(sp_team *t, const sp_batch *b, const sp_pass *pass, double *loss
     /* the whole batch, so that a message names positions of the caller's batch, not of a part */
     if (sp_engine_validate(m, b, pass, err)) return -1;
     const sp_model_config *c = &m->cfg;
-    size_t n_params = (size_t)pass->n_prompt * c->d_model;
+    size_t n_params = (size_t)pass->n_prompt * sp_config_embed_dim(c);
     size_t n_kv =
         (size_t)c->n_layer * 2 * pass->n_kv_prefix * sp_config_kv_heads(c) * sp_config_head_dim(c);
     int *bounds = t->bounds;

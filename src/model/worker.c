@@ -33,19 +33,22 @@ typedef enum act_width {
     W_HEADS,    /* H */
     W_STATS,    /* 2: a norm's mean and rstd */
     W_VOCAB,
-    W_ROTARY,         /* hd (cos and sin of hd / 2 frequencies) for rotary positions, else 0 */
-    W_QK_NORMED,      /* (H + Hkv) hd with a q/k norm, else 0 */
-    W_QK_STATS,       /* 2 (H + Hkv) with a q/k norm, else 0 */
-    W_SANDWICH_D,     /* d in a block with post-norms, else 0 */
-    W_SANDWICH_STATS, /* 2 in a block with post-norms, else 0 */
-    W_CAPPED_VOCAB,   /* V with soft-capped logits, else 0 */
-    W_PRE_NORM_D,     /* d in a block with norms before attention and the MLP, else 0 */
-    W_PRE_NORM_STATS, /* 2 in such a block, else 0 */
-    W_SANDWICH_OUT_D, /* d in a sandwich block (its post-norm's output), else 0 */
-    W_EMB_NORM_D,     /* d with an embedding norm, else 0 */
-    W_EMB_NORM_STATS, /* 2 with an embedding norm, else 0 */
-    W_MLM_D,          /* d with an MLM head, else 0 */
-    W_QKV_HEADS,      /* Wq with q/k/v interleaved per head, else 0 */
+    W_ROTARY,          /* hd (cos and sin of hd / 2 frequencies) for rotary positions, else 0 */
+    W_QK_NORMED,       /* (H + Hkv) hd with a q/k norm, else 0 */
+    W_QK_STATS,        /* 2 (H + Hkv) with a q/k norm, else 0 */
+    W_SANDWICH_D,      /* d in a block with post-norms, else 0 */
+    W_SANDWICH_STATS,  /* 2 in a block with post-norms, else 0 */
+    W_CAPPED_VOCAB,    /* V with soft-capped logits, else 0 */
+    W_PRE_NORM_D,      /* d in a block with norms before attention and the MLP, else 0 */
+    W_PRE_NORM_STATS,  /* 2 in such a block, else 0 */
+    W_SANDWICH_OUT_D,  /* d in a sandwich block (its post-norm's output), else 0 */
+    W_EMB_NORM_D,      /* d with an embedding norm, else 0 */
+    W_EMB_NORM_STATS,  /* 2 with an embedding norm, else 0 */
+    W_MLM_D,           /* d with an MLM head, else 0 */
+    W_QKV_HEADS,       /* Wq with q/k/v interleaved per head, else 0 */
+    W_PROJECT_E,       /* e with project_in / project_out, else 0 */
+    W_HEAD_NORM_D,     /* d when the head has a norm (final or the MLM head's), else 0 */
+    W_HEAD_NORM_STATS, /* 2 then, else 0 */
 } act_width;
 
 typedef struct act_desc {
@@ -83,8 +86,8 @@ static const act_desc ACTS[SP_N_ACT] = {
     [SP_ACT_ROPE] = {"rotary tables", ROWS_POSITIONS, W_ROTARY, 0},
     [SP_ACT_TOP_X] = {"top x", ROWS_TARGETS, W_D, 0},
     [SP_ACT_TOP_ATTY] = {"top atty", ROWS_TARGETS, W_QD, 0},
-    [SP_ACT_LNF] = {"lnf", ROWS_TARGETS, W_D, 0},
-    [SP_ACT_LNF_STATS] = {"lnf stats", ROWS_TARGETS, W_STATS, 0},
+    [SP_ACT_LNF] = {"lnf", ROWS_TARGETS, W_HEAD_NORM_D, 0},
+    [SP_ACT_LNF_STATS] = {"lnf stats", ROWS_TARGETS, W_HEAD_NORM_STATS, 0},
     [SP_ACT_LOGITS] = {"logits", ROWS_TARGETS, W_VOCAB, 0},
     [SP_ACT_DX] = {"dx", ROWS_TOKENS, W_D, 1},
     [SP_ACT_DLN] = {"dln", ROWS_TOKENS, W_D, 1},
@@ -100,6 +103,8 @@ static const act_desc ACTS[SP_N_ACT] = {
     [SP_ACT_HEAD_H] = {"head dense", ROWS_TARGETS, W_MLM_D, 0},
     [SP_ACT_HEAD_CDF] = {"head gelu cdf", ROWS_TARGETS, W_MLM_D, 0},
     [SP_ACT_HEAD_G] = {"head gelu", ROWS_TARGETS, W_MLM_D, 0},
+    [SP_ACT_EMB_IN] = {"embedding input", ROWS_TOKENS, W_PROJECT_E, 0},
+    [SP_ACT_HEAD_IN] = {"head input", ROWS_TARGETS, W_PROJECT_E, 0},
 };
 
 static size_t rows_of(const sp__dims *z, act_rows r) {
@@ -200,6 +205,7 @@ static size_t emb_norm(const sp__family *f) {
     case SP_EMBED_PLAIN:
     case SP_EMBED_SQRT_D:
     case SP_EMBED_SQRT_D_TOKENS:
+    case SP_EMBED_PROJECT:
         return 0;
     case SP_EMBED_TYPES_NORM:
     case SP_EMBED_NORM:
@@ -208,10 +214,38 @@ static size_t emb_norm(const sp__family *f) {
     return 0;
 }
 
+/* 1 with project_in / project_out, else 0. */
+static size_t projected(const sp__family *f) {
+    switch (f->embed) {
+    case SP_EMBED_PLAIN:
+    case SP_EMBED_SQRT_D:
+    case SP_EMBED_SQRT_D_TOKENS:
+    case SP_EMBED_TYPES_NORM:
+    case SP_EMBED_NORM:
+        return 0;
+    case SP_EMBED_PROJECT:
+        return 1;
+    }
+    return 0;
+}
+
+/* 1 when the head has a norm, else 0. */
+static size_t head_norm(const sp__family *f) {
+    switch (f->head) {
+    case SP_HEAD_LM:
+    case SP_HEAD_MLM:
+        return 1;
+    case SP_HEAD_LM_NO_NORM:
+        return 0;
+    }
+    return 0;
+}
+
 /* 1 with an MLM head, else 0. */
 static size_t mlm_head(const sp__family *f) {
     switch (f->head) {
     case SP_HEAD_LM:
+    case SP_HEAD_LM_NO_NORM:
         return 0;
     case SP_HEAD_MLM:
         return 1;
@@ -290,6 +324,12 @@ static size_t width_of(const sp__family *f, const sp__dims *z, act_width w) {
         return mlm_head(f) * (size_t)z->d;
     case W_QKV_HEADS:
         return qkv_heads(f, z);
+    case W_PROJECT_E:
+        return projected(f) * (size_t)z->e;
+    case W_HEAD_NORM_D:
+        return head_norm(f) * (size_t)z->d;
+    case W_HEAD_NORM_STATS:
+        return 2 * head_norm(f);
     }
     return 0;
 }
@@ -304,6 +344,7 @@ static sp__dims model_dims(const sp_model *m, size_t n_tokens, size_t n_targets,
                            int n_past) {
     const sp_model_config *c = &m->cfg;
     sp__dims z = {.L = c->n_layer, .d = c->d_model, .F = c->d_ff, .V = c->vocab_size};
+    z.e = sp_config_embed_dim(c);
     z.hs = (sp__heads){c->n_head, sp_config_kv_heads(c), sp_config_head_dim(c), 0, 0, 0, 0, NULL};
     z.qd = z.hs.n_head * z.hs.hd, z.kvd = z.hs.n_kv_head * z.hs.hd, z.wq = SP_QKV_WIDTH(&z.hs);
     z.N = n_tokens, z.n_tgt = n_targets, z.max_len = max_len, z.n_past = n_past;
@@ -482,6 +523,8 @@ static sp__scratch scratch(const sp_worker *w) {
         .head_h = b[SP_ACT_HEAD_H],
         .head_cdf = b[SP_ACT_HEAD_CDF],
         .head_g = b[SP_ACT_HEAD_G],
+        .emb_in = b[SP_ACT_EMB_IN],
+        .head_in = b[SP_ACT_HEAD_IN],
     };
 }
 

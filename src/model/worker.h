@@ -16,6 +16,8 @@
 /* Sizes of one batch (and of the model), derived once per run. */
 typedef struct sp__dims {
     int L, d, F, V;
+    int e; /* the token embeddings' width: a prompt row's, the LM head's input (sp_config_embed_dim)
+            */
     sp__heads hs;
     int qd, kvd, wq; /* H hd, Hkv hd, a qkv row (H + 2 Hkv) hd */
     size_t N;        /* packed tokens */
@@ -71,14 +73,16 @@ typedef struct sp__scratch {
                                              * head's LayerNorm) */
     float *emb, *emb_mean, *emb_rstd;       /* [N, d], [N] x 2: the embedding sum before its norm */
     float *head_h, *head_cdf, *head_g; /* [n_tgt, d] the MLM head's dense output, Phi of it, gelu */
-    float *logits;                     /* [n_tgt, V], then dlogits */
-    float *dx;                         /* [N, d] dL/d residual stream */
-    float *dln;                        /* [N, d] dL/d a norm's output */
-    float *datty;                      /* [N, qd] */
-    float *dqkv;                       /* [N, Wq] */
-    float *dqk;                        /* [N, (H + Hkv) hd] q/k norm gradients */
-    float *dfc, *dup;                  /* [N, F] MLP activation gradients */
-    float *top_dx, *top_datty;         /* [n_tgt, d], [n_tgt, qd] */
+    float *emb_in;    /* [N, e] the input rows before project_in, then their gradient (OPT-350m) */
+    float *head_in;   /* [n_tgt, e] the LM head's input after project_out, then its gradient */
+    float *logits;    /* [n_tgt, V], then dlogits */
+    float *dx;        /* [N, d] dL/d residual stream */
+    float *dln;       /* [N, d] dL/d a norm's output */
+    float *datty;     /* [N, qd] */
+    float *dqkv;      /* [N, Wq] */
+    float *dqk;       /* [N, (H + Hkv) hd] q/k norm gradients */
+    float *dfc, *dup; /* [N, F] MLP activation gradients */
+    float *top_dx, *top_datty; /* [n_tgt, d], [n_tgt, qd] */
 } sp__scratch;
 
 /* The buffers of the table (worker.c's ACTS lists each with its size). */
@@ -127,6 +131,8 @@ enum {
     SP_ACT_HEAD_H,
     SP_ACT_HEAD_CDF,
     SP_ACT_HEAD_G,
+    SP_ACT_EMB_IN,
+    SP_ACT_HEAD_IN,
     SP_N_ACT
 };
 

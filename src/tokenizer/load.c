@@ -237,10 +237,14 @@ int tok_load_hf_json(sp_tokenizer *t, const char *path, const char *config, sp_e
 
 /* ---- choosing the files ---- */
 
-static int load_pair(sp_tokenizer *t, const char *vocab, const char *merges, sp_error *err) {
+/* vocab.json + merges.txt (or encoder.json + vocab.bpe), and the directory's
+ * tokenizer_config.json (config, NULL when absent) as GPT2Tokenizer reads it. */
+static int load_pair(sp_tokenizer *t, const char *vocab, const char *merges, const char *config,
+                     sp_error *err) {
     if (tok_load_vocab_json(t, vocab, err)) return -1;
     if (tok_finish_vocab(t, err)) return sp_fail_prefix(err, "%s", vocab);
-    return tok_load_merges_txt(t, merges, err);
+    if (tok_load_merges_txt(t, merges, err)) return -1;
+    return config ? tok_apply_pair_config(t, config, err) : 0;
 }
 
 /* Loads from dir into t: returns 0/-1. */
@@ -257,19 +261,20 @@ static int load_dir(sp_tokenizer *t, const char *dir, sp_error *err) {
         free(p), free(c);
         return sp_fail(err, "out of memory");
     }
-    int rc = sp__is_file(p) ? tok_load_hf_json(t, p, sp__is_file(c) ? c : NULL, err) : 1;
-    free(p), free(c);
+    const char *config = sp__is_file(c) ? c : NULL;
+    int rc = sp__is_file(p) ? tok_load_hf_json(t, p, config, err) : 1;
     for (size_t k = 0; rc == 1 && k < 2; k++) {
         char *v = sp__path_join(dir, pairs[k][0]), *m = sp__path_join(dir, pairs[k][1]);
         if (!v || !m)
             rc = sp_fail(err, "out of memory");
         else if (sp__is_file(v) && sp__is_file(m))
-            rc = load_pair(t, v, m, err);
+            rc = load_pair(t, v, m, config, err);
         else if (sp__is_file(v) || sp__is_file(m))
             rc = sp_fail(err, "%s is missing (needed with %s)", sp__is_file(v) ? m : v,
                          sp__is_file(v) ? v : m);
         free(v), free(m);
     }
+    free(p), free(c);
     if (rc == 1)
         return sp_fail(
             err,

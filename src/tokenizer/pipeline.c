@@ -685,6 +685,36 @@ static int apply_config(sp_tokenizer *t, const char *cfg_path, int32_t tbos, int
     return 0;
 }
 
+int tok_apply_pair_config(sp_tokenizer *t, const char *cfg_path, sp_error *err) {
+    json_error_t je;
+    if (sp__check_file_size(cfg_path, SP_MAX_CONFIG_FILE_BYTES, "tokenizer config", err) != 0)
+        return -1;
+    json_t *cfg = json_load_file(cfg_path, 0, &je);
+    if (!cfg)
+        return sp_fail(err, "%s:%d:%d: invalid JSON: %s", cfg_path, je.line, je.column, je.text);
+    int32_t bos, eos;
+    int ab = json_is_object(cfg) ? bool_field(cfg, "add_bos_token", 0) : 0;
+    int rc = !json_is_object(cfg) ? sp_fail(err, "%s: the top level is not a JSON object", cfg_path)
+             : ab == -1           ? sp_fail(err, "%s: add_bos_token must be a boolean", cfg_path)
+                                  : config_token(t, cfg, "bos_token", &bos, cfg_path, err) ||
+                              config_token(t, cfg, "eos_token", &eos, cfg_path, err);
+    json_decref(cfg);
+    if (rc) return -1;
+    if (bos >= 0) t->bos = bos;
+    if (eos >= 0) t->eos_cfg = eos;
+    if (ab != 1) return 0;
+    if (bos == -1) return sp_fail(err, "%s: add_bos_token is true but bos_token is null", cfg_path);
+    if (bos == -2) /* GPT2Tokenizer's default bos_token */
+        bos = tok_lookup(t, "<|endoftext|>", strlen("<|endoftext|>"));
+    if (bos < 0)
+        return sp_fail(err,
+                       "%s: add_bos_token is true but no bos_token is named and <|endoftext|> is "
+                       "not in the vocabulary",
+                       cfg_path);
+    t->bos = bos, t->add_bos = 1;
+    return 0;
+}
+
 int tok_parse_post(sp_tokenizer *t, json_t *root, const char *path, const char *config_path,
                    sp_error *err) {
     int32_t tbos = -1, teos = -1;

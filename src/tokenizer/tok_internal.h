@@ -237,6 +237,10 @@ int tok_load_merges_txt(sp_tokenizer *t, const char *path, sp_error *err);
 /* Pipeline parsing (pipeline.c): normalizer, pre_tokenizer, decoder, post_processor and
  * tokenizer_config.json. Messages name path and the JSON path. */
 int tok_parse_pipeline(sp_tokenizer *t, json_t *root, const char *path, sp_error *err);
+/* tokenizer_config.json beside vocab.json + merges.txt, read as transformers' GPT2Tokenizer
+ * reads it: bos_token, eos_token and add_bos_token (default false; OPT's true: "</s>" first,
+ * bos_token defaulting to <|endoftext|>). GPT2Tokenizer has no add_eos_token. */
+int tok_apply_pair_config(sp_tokenizer *t, const char *cfg_path, sp_error *err);
 int tok_parse_post(sp_tokenizer *t, json_t *root, const char *path, const char *config_path,
                    sp_error *err);
 void tok_free_pipeline(sp_tokenizer *t);

@@ -75,8 +75,13 @@ static void hash_family(sp__h64 *h, const sp_model *m) {
         hash_floats(h, "rope_inv_freq_local", m->rope_inv_freq_local,
                     (size_t)sp_config_head_dim(c) / 2);
         return;
-    case SP_ARCH_OPT: /* the position table is a row of its table */
+    case SP_ARCH_OPT: /* the position table is a row of its table; opt-350m's block and width
+                       * (pre-norm models without projections hash as before they existed) */
         sp__h64_str(h, "opt");
+        if (c->post_norm || sp_config_embed_dim(c) != c->d_model) {
+            sp__h64_i64(h, c->post_norm);
+            sp__h64_i64(h, sp_config_embed_dim(c));
+        }
         return;
     case SP_ARCH_PHI:
         sp__h64_str(h, "phi");
@@ -200,7 +205,7 @@ void sp_model_fingerprint(const sp_model *m, char out[17]) {
     sp__h64_f64(&h, c->ln_eps);
     hash_rotary(&h, m);
     fp_ctx k = {&h, m, -1};
-    sp__tensors_walk(sp__family_of(c->arch), c->n_layer, SP_ORDER_TABLE, hash_row, &k);
+    sp__tensors_walk(sp__family_for(c), c->n_layer, SP_ORDER_TABLE, hash_row, &k);
     sp__h64_hex(sp__h64_final(&h), out);
 }
 

@@ -51,7 +51,7 @@ static void insert(int32_t *ids, double *cos, int k, int *have, int32_t id, doub
 /* Row p's nearest vocabulary rows by cosine (wnorm: the rows' norms; e: scratch of d). */
 static void nearest(const sp_model *m, const double *wnorm, const float *x, double xn, int top,
                     int32_t *ids, double *cos, float *e) {
-    int d = m->cfg.d_model, have = 0;
+    int d = sp_config_embed_dim(&m->cfg), have = 0;
     for (int32_t v = 0; v < m->cfg.vocab_size; v++) {
         sp_model_input_row(m, v, e);
         double dot = 0;
@@ -63,7 +63,7 @@ static void nearest(const sp_model *m, const double *wnorm, const float *x, doub
 
 int sp_prompt_inspect(const sp_model *m, const float *prompt, int n_prompt, int top,
                       sp_prompt_view *out, sp_error *err) {
-    int V = m->cfg.vocab_size, d = m->cfg.d_model;
+    int V = m->cfg.vocab_size, d = sp_config_embed_dim(&m->cfg); /* the table's width */
     memset(out, 0, sizeof *out);
     if (top < 1 || top > V) return sp_fail(err, "--top %d: expected 1..%d", top, V);
     double *wnorm = malloc((size_t)V * sizeof *wnorm), *sorted = malloc((size_t)V * sizeof *sorted);

@@ -61,7 +61,7 @@ static void add_encoder(sp__params *p) {
 int sp__params_init(sp__params *p, sp_method m, const sp_model_config *cfg, int n_prompt,
                     int n_prefix, int hidden, double dropout, sp_error *err) {
     memset(p, 0, sizeof *p);
-    p->method = m, p->d = cfg->d_model, p->n_layer = cfg->n_layer;
+    p->method = m, p->d = sp_config_embed_dim(cfg), p->n_layer = cfg->n_layer;
     p->kv_dim = sp_config_kv_heads(cfg) * sp_config_head_dim(cfg);
     p->n_prompt = sp_method_has_prompt(m) ? n_prompt : 0;
     p->n_prefix = sp_method_has_prefix(m) ? n_prefix : 0;

@@ -125,7 +125,7 @@ static int peft_submodules(const sp_model *m) {
 int sp_peft_export(const char *dir, const float *prompt, int n_prompt, const sp_model *m,
                    const char *base_model, const char *init_name, const char *init_text,
                    sp_error *err) {
-    int d = m->cfg.d_model;
+    int d = sp_config_embed_dim(&m->cfg); /* inputs_embeds: OPT-350m's word_embed_proj_dim */
     if (!prompt || n_prompt < 1 || d < 1)
         return sp_fail(err, "%s: cannot export an empty prompt (%d x %d)", dir, n_prompt, d);
     const char *init = peft_init(init_name, init_text);

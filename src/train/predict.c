@@ -65,7 +65,7 @@ static void fingerprint(run *r) {
     sp__h64_i64(&h, o->format), sp__h64_i64(&h, o->micro_batch), sp__h64_i64(&h, o->chunk);
     sp__h64_i64(&h, o->n_prompts), sp__h64_i64(&h, o->n_prompt);
     sp__h64_str(&h, o->model_fingerprint ? o->model_fingerprint : "");
-    size_t d = (size_t)sp_team_model(r->team)->cfg.d_model;
+    size_t d = (size_t)sp_config_embed_dim(&sp_team_model(r->team)->cfg);
     for (int k = 0; o->n_prompt > 0 && k < o->n_prompts; k++) /* (a prefix alone: none) */
         sp__h64_update(&h, o->prompts[k], (size_t)o->n_prompt * d * sizeof(float));
     for (int k = 0; o->kv_prefixes && k < o->n_prompts; k++) { /* (none: as before prefixes) */

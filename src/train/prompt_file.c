@@ -244,9 +244,16 @@ int sp_prompt_check_model(const sp_prompt_file *pf, const sp_model *m, int allow
     sp__buf w = {0};
     *warnings = NULL;
     if (pf->n_prefix && check_prefix_shape(pf, m, err)) return -1;
-    if (pf->n_prompt && pf->d != m->cfg.d_model)
+    int e = sp_config_embed_dim(&m->cfg); /* inputs_embeds' width */
+    const char *what = pf->kind == SP_PROMPT_PEFT ? "token_dim" : "[P, d]";
+    if (pf->n_prompt && pf->d != e && e == m->cfg.d_model)
         return sp_fail(err, "%s: the prompt is %d wide (%s), %s has d_model %d", pf->path, pf->d,
-                       pf->kind == SP_PROMPT_PEFT ? "token_dim" : "[P, d]", m->dir, m->cfg.d_model);
+                       what, m->dir, m->cfg.d_model);
+    if (pf->n_prompt && pf->d != e)
+        return sp_fail(err,
+                       "%s: the prompt is %d wide (%s), %s takes prompts of word_embed_proj_dim "
+                       "%d (its embeddings' width, before project_in to d_model %d)",
+                       pf->path, pf->d, what, m->dir, e, m->cfg.d_model);
     int rc = 0;
     if (pf->kind == SP_PROMPT_CHECKPOINT)
         rc = check_fingerprint(pf, m, allow_mismatch, &w, err);

@@ -102,12 +102,12 @@ static int init_file(float *prompt, int n_prompt, const sp_model *m, const char 
     float *p = NULL;
     int P, d;
     if (sp_prompt_read_h5(path, &p, &P, &d, err)) return -1;
-    if (P != n_prompt || d != m->cfg.d_model) {
+    if (P != n_prompt || d != sp_config_embed_dim(&m->cfg)) {
         free(p);
         return sp_fail(err,
                        "%s: prompt has shape [%d, %d], this run needs [%d, %d] (the "
-                       "dataset's soft slots x the model's width)",
-                       path, P, d, n_prompt, m->cfg.d_model);
+                       "dataset's soft slots x the model's embedding width)",
+                       path, P, d, n_prompt, sp_config_embed_dim(&m->cfg));
     }
     memcpy(prompt, p, (size_t)P * d * sizeof *p);
     free(p);
@@ -135,7 +135,7 @@ int sp__init_token_ids(int32_t *ids, int n, const sp_model *m, const sp_train_co
 int sp__prompt_init(float *prompt, int n_prompt, const sp_model *m, const sp_train_config *c,
                     sp_dataset *train, sp_rng *rng, sp_error *err) {
     if (c->init == SP_INIT_RANDOM) {
-        for (size_t i = 0; i < (size_t)n_prompt * m->cfg.d_model; i++)
+        for (size_t i = 0; i < (size_t)n_prompt * sp_config_embed_dim(&m->cfg); i++)
             prompt[i] = (float)(sp_rng_uniform(rng) - 0.5);
         return 0;
     }
@@ -144,7 +144,7 @@ int sp__prompt_init(float *prompt, int n_prompt, const sp_model *m, const sp_tra
     if (!ids) return sp_fail(err, "out of memory");
     int rc = sp__init_token_ids(ids, n_prompt, m, c, train, rng, err);
     for (int k = 0; rc == 0 && k < n_prompt; k++)
-        copy_embedding(prompt + (size_t)k * m->cfg.d_model, m, ids[k]);
+        copy_embedding(prompt + (size_t)k * sp_config_embed_dim(&m->cfg), m, ids[k]);
     free(ids);
     return rc;
 }

@@ -223,7 +223,7 @@ static int setup(trainer *t, sp_error *err) {
     sp_dataset *sets[2] = {t->train, t->valid};
     if (sp__train_check_memory(&t->model, sets, 2, c->micro_batch, t->d->local_size, err))
         return -1;
-    t->dim = t->model.cfg.d_model;
+    t->dim = sp_config_embed_dim(&t->model.cfg); /* the prompt's width: inputs_embeds' */
     if (init_params(t, err)) return -1;
     t->n_params = t->prm.n_in;
     t->total_steps = derive_total_steps(c, sp_dataset_n_examples(t->train));
@@ -883,9 +883,9 @@ static void report_check(const trainer *t, int resumed) {
     char what[160];
     describe_trained(t, what, sizeof what);
     printf("ok: %s: %s, %d layers, d %d; %s: %lld examples%s%s; %s; ", c->model_dir,
-           sp_arch_model_type(t->model.cfg.arch), t->model.cfg.n_layer, t->dim, c->train_path,
-           (long long)sp_dataset_n_examples(t->train), c->valid_path ? ", valid " : "",
-           c->valid_path ? c->valid_path : "", what);
+           sp_arch_model_type(t->model.cfg.arch), t->model.cfg.n_layer, t->model.cfg.d_model,
+           c->train_path, (long long)sp_dataset_n_examples(t->train),
+           c->valid_path ? ", valid " : "", c->valid_path ? c->valid_path : "", what);
     if (!resumed)
         printf("a new run of %lld steps in %s\n", (long long)t->total_steps, c->out_dir);
     else if (t->step == t->total_steps)

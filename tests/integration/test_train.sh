@@ -3,6 +3,7 @@
 # stop/resume (SIGTERM, SIGUSR1 through mpirun, SIGKILL) ending bitwise equal to an
 # uninterrupted run, corrupt and foreign checkpoints, and a failing rank ending the whole job.
 # SP_TRAIN_ARCH=llama runs all of it on a Llama-family model (test_train_llama.sh);
+# SP_TRAIN_TOKEN_DIM is the prompt's width when it is not d (OPT's word_embed_proj_dim);
 # SP_TRAIN_INIT adds init-model options (a family's own: --sliding-window); SP_TRAIN_QUICK=1 stops
 # after learning, evaluation and the rank-count / --deterministic runs (test_train_mistral.sh);
 # SP_TRAIN_BF16_BOUND loosens the sanity bound between BF16- and float32-weight losses (T5);
@@ -12,7 +13,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 
 arch=(--arch "${SP_TRAIN_ARCH:-gpt2}")
-case ${SP_TRAIN_ARCH:-gpt2} in gpt2 | gpt_neox | bert | roberta | t5 | bloom) ;; *) arch+=(--kv-heads 2) ;; esac
+case ${SP_TRAIN_ARCH:-gpt2} in gpt2 | gpt_neox | bert | roberta | t5 | bloom | opt) ;; *) arch+=(--kv-heads 2) ;; esac
 read -r -a init_extra <<< "${SP_TRAIN_INIT:-}"
 arch+=("${init_extra[@]}")
 "$SP_CLI" init-model "${arch[@]}" --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 \
@@ -51,6 +52,8 @@ python3 -c 'import json,sys; a=json.load(open("adapter.json")); assert a["accura
 python3 -c 'import json; a=json.load(open("best.json")); b=json.load(open("best-adapter.json")); assert a["accuracy"]==b["accuracy"] and a["loss"]==b["loss"], (a, b)' \
   || fail "the exported adapter of best.h5 does not evaluate like best.h5"
 grep -q '"peft_type": "PROMPT_TUNING"' best-adapter/adapter_config.json || fail "adapter_config.json is not PEFT's"
+grep -Eq "\"token_dim\": ${SP_TRAIN_TOKEN_DIM:-32}([^0-9]|$)" best-adapter/adapter_config.json ||
+  fail "adapter token_dim is not the prompt's width ${SP_TRAIN_TOKEN_DIM:-32}"
 # PEFT's task type: a masked LM's prompt goes through PeftModelForFeatureExtraction
 task=CAUSAL_LM; [[ -z ${SP_TRAIN_SYNTH:-} ]] || task=FEATURE_EXTRACTION
 [[ ${SP_TRAIN_ARCH:-} != t5 ]] || task=SEQ_2_SEQ_LM

@@ -63,7 +63,7 @@ expect_unhandled src/model/family.h "^    SP_QKNORM_PER_HEAD," SP_QKNORM_NEWKIND
   src/model/engine.c src/model/worker.c src/cli/cmd_info.c
 expect_unhandled src/model/family.h "^    SP_BLOCK_SANDWICH," SP_BLOCK_NEWKIND src/model/engine.c \
   src/model/worker.c
-expect_unhandled src/model/family.h "^    SP_EMBED_SQRT_D," SP_EMBED_NEWKIND src/model/engine.c \
+expect_unhandled src/model/family.h "^    SP_EMBED_NORM," SP_EMBED_NEWKIND src/model/engine.c \
   src/model/loader.c
 # a new weight storage: the matrix products
 expect_unhandled include/softprompt/model.h "^    SP_WSTORE_BF16," SP_WSTORE_INT8 \

@@ -3,18 +3,26 @@
 Same case layout as gpt2_reference.py (model directory in Hugging Face format, batch.json,
 expected.safetensors with prompt, loss_mean, loss_sum, target_logits, target_loss, grad_mean;
 behind a per-layer key/value prefix also kv_prefix and kv_prefix_grad_mean), for OPTForCausalLM
-as transformers' modeling_opt.py defines it (do_layer_norm_before true, word_embed_proj_dim =
-hidden_size):
+as transformers' modeling_opt.py defines it (OPTDecoder.__init__ and forward, OPTDecoderLayer):
 
-    h = embed_tokens[id] (or the soft prompt row) + embed_positions[position + 2]
+    e = word_embed_proj_dim (hidden_size d unless narrower: opt-350m's 512 under 1024)
+    x = embed_tokens[id] (or the soft prompt row: PEFT's inputs_embeds, e wide)
+    x = x project_in^T                          (only when e != d: project_in, no bias)
+    h = x + embed_positions[position + 2]
         position: cumsum(attention_mask) - 1 over the prefix's rows and the text's, the text's
         part (past_key_values_length = P_kv: the text starts at P_kv)
-    per layer:  a = LayerNorm(h) (self_attn_layer_norm)
+    per layer, do_layer_norm_before true (opt-125m, 1.3b, ...):
+                a = LayerNorm(h) (self_attn_layer_norm)
                 q = a Wq^T (+ bq) times hd^-1/2; k, v = a Wk^T (+ bk), a Wv^T (+ bv)
                 keys/values: the prefix's rows first (as given), then the sequence's; causal
                 h = h + attention Wout^T (+ bout)
                 h = h + relu(LayerNorm(h) W1^T (+ b1)) W2^T (+ b2)   (final_layer_norm, fc1, fc2)
-    logits = LayerNorm_f(h) lm_head^T   (lm_head = embed_tokens when tied, the default)
+    per layer, do_layer_norm_before false (opt-350m): the norms after the residual adds
+                h = self_attn_layer_norm(h + attention(h) Wout^T (+ bout))
+                h = final_layer_norm(h + relu(h W1^T (+ b1)) W2^T (+ b2))
+    y = LayerNorm_f(h) when do_layer_norm_before (decoder.final_layer_norm), else h (none exists)
+    y = y project_out^T                         (only when e != d)
+    logits = y lm_head^T   (lm_head [V, e] = embed_tokens when tied, the default)
 
 Self-checks on every invocation: computed from the files as written (read back), the forward
 recomputed a second way (numpy, padded batch, positions from an explicit attention mask's
@@ -42,17 +50,22 @@ torch.set_num_threads(1)  # fixed summation order: identical bytes on every run
 
 
 def opt_tensor_list(rng, c):
-    """Random parameters (float64) under HF names, in HF's state-dict order."""
-    L, d, V, F = c["n_layer"], c["d"], c["V"], c["F"]
-    s, pre = 0.2, c["prefix"]
+    """Random parameters (float64) under HF names, in HF's state-dict order (OPTDecoder registers
+    embed_tokens, embed_positions, project_out, project_in, final_layer_norm, then the layers)."""
+    L, d, V, F, e = c["n_layer"], c["d"], c["V"], c["F"], c.get("e", c["d"])
+    s, pre, post = 0.2, c["prefix"], c.get("post", False)
 
     def n(*shape):
         return rng.normal(0.0, s, size=shape)
 
-    t = [(pre + "decoder.embed_tokens.weight", n(V, d)),
-         (pre + "decoder.embed_positions.weight", n(c["npos"] + 2, d)),
-         (pre + "decoder.final_layer_norm.weight", 1.0 + n(d)),
-         (pre + "decoder.final_layer_norm.bias", n(d))]
+    t = [(pre + "decoder.embed_tokens.weight", n(V, e)),
+         (pre + "decoder.embed_positions.weight", n(c["npos"] + 2, d))]
+    if e != d:  # scaled so that the projected rows are about as large as the positions
+        t += [(pre + "decoder.project_out.weight", n(e, d) * (1.0 / np.sqrt(d * s * s))),
+              (pre + "decoder.project_in.weight", n(d, e) * (1.0 / np.sqrt(e * s * s)))]
+    if not post:
+        t += [(pre + "decoder.final_layer_norm.weight", 1.0 + n(d)),
+              (pre + "decoder.final_layer_norm.bias", n(d))]
     for i in range(L):
         p = pre + "decoder.layers.%d." % i
         for m, shape in (("self_attn.k_proj", (d, d)), ("self_attn.v_proj", (d, d)),
@@ -69,7 +82,7 @@ def opt_tensor_list(rng, c):
             t += [(p + "fc2.bias", n(d))]
         t += [(p + "final_layer_norm.weight", 1.0 + n(d)), (p + "final_layer_norm.bias", n(d))]
     if not c["tied"]:
-        t += [("lm_head.weight", n(V, d))]
+        t += [("lm_head.weight", n(V, e))]
     return t
 
 
@@ -82,7 +95,7 @@ def hf_config(c):
         "architectures": ["OPTForCausalLM"],
         "attention_dropout": 0.0,
         "bos_token_id": 2,
-        "do_layer_norm_before": True,
+        "do_layer_norm_before": not c.get("post", False),
         "dropout": 0.1,
         "enable_bias": c["bias"],
         "eos_token_id": 2,
@@ -99,7 +112,7 @@ def hf_config(c):
         "torch_dtype": {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}[c["dtype"]],
         "use_cache": True,
         "vocab_size": c["V"],
-        "word_embed_proj_dim": c["d"],
+        "word_embed_proj_dim": c.get("e", c["d"]),
     }
 
 
@@ -115,7 +128,9 @@ def read_model(dirpath):
     if cfg.get("tie_word_embeddings", True):
         w["lm_head.weight"] = w["decoder.embed_tokens.weight"]
     H, d = cfg["num_attention_heads"], cfg["hidden_size"]
-    return {"L": cfg["num_hidden_layers"], "d": d, "H": H, "hd": d // H, "eps": 1e-5, "w": w}
+    e = cfg.get("word_embed_proj_dim", d)
+    return {"L": cfg["num_hidden_layers"], "d": d, "H": H, "hd": d // H, "eps": 1e-5, "w": w,
+            "e": e, "project": e != d, "pre_norm": cfg.get("do_layer_norm_before", True)}
 
 
 # --------------------------------------------------------------------------- forward, way 1 (torch)
@@ -135,6 +150,8 @@ def torch_seq_logits(M, W, tokens, prompt, prefix=None):
     Pkv = 0 if prefix is None else prefix.shape[2]
     h = torch.stack([prompt[-1 - t] if t < 0 else W["decoder.embed_tokens.weight"][t]
                      for t in tokens])
+    if M["project"]:  # inputs_embeds (the prompt's rows too) through project_in
+        h = h @ W["decoder.project_in.weight"].T
     # OPTLearnedPositionalEmbedding: positions from the attention mask's cumsum (the prefix's
     # rows counted: past_key_values_length), plus the offset 2
     h = h + W["decoder.embed_positions.weight"][torch.arange(Pkv, Pkv + T) + 2]
@@ -148,7 +165,7 @@ def torch_seq_logits(M, W, tokens, prompt, prefix=None):
 
     for i in range(M["L"]):
         p = "decoder.layers.%d." % i
-        a = ln(h, p + "self_attn_layer_norm")
+        a = ln(h, p + "self_attn_layer_norm") if M["pre_norm"] else h
         q = (lin(a, p + "self_attn.q_proj") * hd ** -0.5).view(T, H, hd).transpose(0, 1)
         k = lin(a, p + "self_attn.k_proj").view(T, H, hd).transpose(0, 1)
         v = lin(a, p + "self_attn.v_proj").view(T, H, hd).transpose(0, 1)
@@ -160,9 +177,17 @@ def torch_seq_logits(M, W, tokens, prompt, prefix=None):
         s = s.masked_fill(~causal, float("-inf"))
         o = (torch.softmax(s, dim=-1) @ v).transpose(0, 1).reshape(T, H * hd)
         h = h + lin(o, p + "self_attn.out_proj")
-        f = torch.relu(lin(ln(h, p + "final_layer_norm"), p + "fc1"))
-        h = h + lin(f, p + "fc2")
-    return ln(h, "decoder.final_layer_norm") @ W["lm_head.weight"].T
+        if M["pre_norm"]:
+            f = torch.relu(lin(ln(h, p + "final_layer_norm"), p + "fc1"))
+            h = h + lin(f, p + "fc2")
+        else:  # 350m applies layer norm AFTER attention (and after the MLP)
+            h = ln(h, p + "self_attn_layer_norm")
+            h = ln(h + lin(torch.relu(lin(h, p + "fc1")), p + "fc2"), p + "final_layer_norm")
+    if M["pre_norm"]:
+        h = ln(h, "decoder.final_layer_norm")
+    if M["project"]:
+        h = h @ W["decoder.project_out.weight"].T
+    return h @ W["lm_head.weight"].T
 
 
 def torch_batch(M, W, batch, prompt, prefix=None):
@@ -185,7 +210,7 @@ def numpy_batch_logits(M, batch, prompt, prefix=None):
     ss, toks = batch["seq_start"], batch["tokens"]
     n_seq = len(ss) - 1
     lens = [ss[s + 1] - ss[s] for s in range(n_seq)]
-    Tm, d = max(lens), M["d"]
+    Tm, d, e = max(lens), M["d"], M["e"]
     mask = np.zeros((n_seq, Pkv + Tm), dtype=np.int64)  # PEFT: ones for the prefix, then the text
     for s in range(n_seq):
         mask[s, :Pkv + lens[s]] = 1
@@ -194,8 +219,10 @@ def numpy_batch_logits(M, batch, prompt, prefix=None):
     for s in range(n_seq):
         for t in range(lens[s]):
             tok = toks[ss[s] + t]
-            x[s, t] = prompt[-1 - tok] if tok < 0 else w["decoder.embed_tokens.weight"][tok]
-            x[s, t] += w["decoder.embed_positions.weight"][pos[s, t] + 2]
+            row = prompt[-1 - tok] if tok < 0 else w["decoder.embed_tokens.weight"][tok]
+            if M["project"]:  # project_in, written as a sum over the e input columns
+                row = sum(row[j] * w["decoder.project_in.weight"][:, j] for j in range(e))
+            x[s, t] = row + w["decoder.embed_positions.weight"][pos[s, t] + 2]
     allowed = np.zeros((n_seq, Tm, Pkv + Tm), dtype=bool)
     for s in range(n_seq):
         for i in range(lens[s]):
@@ -221,7 +248,8 @@ def numpy_batch_logits(M, batch, prompt, prefix=None):
     h = x
     for i in range(M["L"]):
         p = "decoder.layers.%d." % i
-        a = ln(h, p + "self_attn_layer_norm")
+        pre_norm = M["pre_norm"]
+        a = ln(h, p + "self_attn_layer_norm") if pre_norm else h
         q, k, v = (linear(a, p + "self_attn.%s_proj" % n) for n in "qkv")
         heads = []
         for hh in range(H):
@@ -231,13 +259,21 @@ def numpy_batch_logits(M, batch, prompt, prefix=None):
             pr = np.exp(sc - sc.max(-1, keepdims=True))
             heads.append(np.einsum("sij,sje->sie", pr / pr.sum(-1, keepdims=True), vh))
         h = h + linear(np.concatenate(heads, -1), p + "self_attn.out_proj")
-        f = linear(ln(h, p + "final_layer_norm"), p + "fc1")
+        if not pre_norm:
+            h = ln(h, p + "self_attn_layer_norm")
+        f = linear(ln(h, p + "final_layer_norm") if pre_norm else h, p + "fc1")
         h = h + linear((np.abs(f) + f) / 2, p + "fc2")
-    h = ln(h, "decoder.final_layer_norm")
+        if not pre_norm:
+            h = ln(h, p + "final_layer_norm")
+    if M["pre_norm"]:
+        h = ln(h, "decoder.final_layer_norm")
     out = []
     for tp in batch["target_pos"]:
         s = max(i for i in range(n_seq) if ss[i] <= tp)
-        out.append(w["lm_head.weight"] @ h[s, tp - ss[s]])
+        y = h[s, tp - ss[s]]
+        if M["project"]:
+            y = np.einsum("od,d->o", w["decoder.project_out.weight"], y)
+        out.append(w["lm_head.weight"] @ y)
     return np.stack(out)
 
 
@@ -254,6 +290,27 @@ CASES = [
          d=24, F=64, vocab_size=60, npos=32, dtype="BF16", shards=2, tied=False, bias=False,
          prefix="", n_prompt=3, n_kv=3,
          seqs=[("soft_front", 12, "gen"), ("soft_mid_repeat", 15, "gen")]),
+    # opt-350m's form: do_layer_norm_before false (norms after the residual adds, no final norm)
+    # and word_embed_proj_dim 16 under hidden_size 32 (project_in / project_out, the embeddings,
+    # the tied head and the prompt 16 wide); "model." names; F32
+    dict(name="opt_l2_h4_d32_e16_postnorm_tied_f32", seed=3603, n_layer=2, H=4, d=32, e=16,
+         post=True, F=80, vocab_size=70, npos=40, dtype="F32", shards=1, tied=True, bias=True,
+         prefix="model.", n_prompt=4,
+         seqs=[("soft_front", 14, "gen"), ("soft_mid", 9, "cls"), ("hard", 6, "gen")]),
+    # the same behind a key/value prefix of 3 (kv rows d wide, the prompt e wide), untied head
+    # [V, e], no biases, F16
+    dict(name="opt_l3_h2_d24_e12_postnorm_nobias_untied_kvprefix3_f16", seed=3704, n_layer=3,
+         H=2, d=24, e=12, post=True, F=64, vocab_size=60, npos=32, dtype="F16", shards=1,
+         tied=False, bias=False, prefix="", n_prompt=3, n_kv=3,
+         seqs=[("soft_front", 12, "gen"), ("soft_mid_repeat", 15, "gen")]),
+    # post-norm without projections; pre-norm with them (no published checkpoint has either,
+    # but OPTConfig allows both)
+    dict(name="opt_l2_h2_d16_postnorm_tied_f32", seed=3805, n_layer=2, H=2, d=16, post=True,
+         F=48, vocab_size=50, npos=24, dtype="F32", shards=1, tied=True, bias=True, prefix="",
+         n_prompt=2, seqs=[("soft_front", 10, "gen"), ("soft_mid", 8, "cls")]),
+    dict(name="opt_l2_h2_d16_e24_prenorm_tied_sharded2_f32", seed=3906, n_layer=2, H=2, d=16,
+         e=24, F=48, vocab_size=50, npos=24, dtype="F32", shards=2, tied=True, bias=True,
+         prefix="model.", n_prompt=3, seqs=[("soft_front", 11, "gen"), ("soft_mid", 9, "cls")]),
 ]
 
 
@@ -261,7 +318,8 @@ def generate_case(outdir, case):
     c = dict(case, V=case["vocab_size"])
     ref_case.write(outdir, case, "tests/ref/opt_reference.py",
                    model=lambda cdir, rng: write_model(cdir, c, opt_tensor_list(rng, c)),
-                   read=read_model, forward=torch_batch, second_way=numpy_batch_logits, d=c["d"])
+                   read=read_model, forward=torch_batch, second_way=numpy_batch_logits,
+                   d=c.get("e", c["d"]), kv_dim=c["d"])
 
 
 def main():

@@ -396,6 +396,42 @@ START_TEST(init_model_then_info_f16_sharded) {
 }
 END_TEST
 
+/* opt-350m's shape, shrunk (1 layer, vocabulary 500): post-norm blocks, 512-wide embeddings
+ * with project_in / project_out to d_model 1024. */
+START_TEST(init_model_opt350m_shape_then_info) {
+    char *dir = tu_path(tu_dir, "opt350");
+    const char *init[] = {"init-model", "--shape", "opt-350m", "--layers", "1", "--vocab",
+                          "500",        "--dtype", "bf16",     dir,        NULL};
+    tu_cli r = tu_cli_run(init);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    tu_assert_has(r.out, "1 layers, d_model 1024, 16 heads (16 key/value), d_ff 4096, vocab 500, "
+                         "context 2048, tied head");
+    tu_cli_free(&r);
+    char *cfg_path = tu_path(dir, "config.json");
+    size_t len;
+    char *cfg = tu_read_file(cfg_path, &len);
+    tu_assert_has(cfg, "\"do_layer_norm_before\": false");
+    tu_assert_has(cfg, "\"word_embed_proj_dim\": 512");
+    free(cfg), free(cfg_path);
+    const char *info[] = {"info", dir, NULL};
+    r = tu_cli_run(info);
+    ck_assert_msg(r.rc == 0, "%s", r.err);
+    tu_assert_has(r.out, "OPTForCausalLM (model_type opt)");
+    tu_assert_has(r.out, "post-norm     norms after each residual add, none before the LM head");
+    tu_assert_has(r.out, "embeddings    512 wide (the prompt's too), project_in to 1024");
+    /* 500*512 + 2050*1024 + 2*512*1024 + 1 layer (4*(1024*1024 + 1024) + 4*1024 + 2*4096*1024 +
+     * 4096 + 1024) */
+    tu_assert_has(r.out, "16,000,000");
+    tu_cli_free(&r);
+    const char *bad[] = {"init-model", "--arch", "gpt2", "--embed-dim", "8", dir, NULL};
+    r = tu_cli_run(bad);
+    ck_assert_int_eq(r.rc, 2);
+    tu_assert_has(r.err, "--embed-dim '8': expected only with --arch opt");
+    tu_cli_free(&r);
+    free(dir);
+}
+END_TEST
+
 /* A real shape, shrunk (layers, vocabulary): everything else is SmolLM2-135M's. */
 START_TEST(init_model_llama_shape_then_info) {
     char *dir = tu_path(tu_dir, "smol");
@@ -609,6 +645,7 @@ int main(void) {
     tcase_add_test(tc, init_model_then_info_f16_sharded);
     tcase_add_test(tc, init_model_refuses_non_empty);
     tcase_add_test(tc, init_model_llama_shape_then_info);
+    tcase_add_test(tc, init_model_opt350m_shape_then_info);
     tcase_add_test(tc, init_model_qwen2_and_bad_llama_flags);
     tcase_add_test(tc, info_escapes_dataset_strings);
     tcase_add_test(tc, info_reports_damage);

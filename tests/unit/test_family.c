@@ -191,8 +191,9 @@ static char *write_model(const char *name, sp_arch a, uint64_t seed) {
         o.cfg.qkv_bias = o.cfg.o_bias = 1, o.cfg.parallel_residual = 1, o.cfg.gelu_exact = 1,
         o.cfg.rotary_dim = 2;
     if (a == SP_ARCH_PHI3) o.cfg.rotary_dim = 4; /* half of head_dim 8 */
-    if (a == SP_ARCH_OPT)                        /* enable_bias, position 0 at row 2 */
-        o.cfg.qkv_bias = o.cfg.o_bias = o.cfg.mlp_bias = 1, o.cfg.pos_offset = 2;
+    if (a == SP_ARCH_OPT) /* enable_bias, position 0 at row 2; an even seed: opt-350m's form */
+        o.cfg.qkv_bias = o.cfg.o_bias = o.cfg.mlp_bias = 1, o.cfg.pos_offset = 2,
+        o.cfg.post_norm = seed % 2 == 0, o.cfg.d_embed = seed % 2 == 0 ? 16 : 0;
     if (a == SP_ARCH_PHI) o.cfg.rotary_dim = 4;
     if (a == SP_ARCH_T5) /* every head of the encoder and decoder, ReLU and gated-GELU */
         o.cfg.n_kv_head = 0, o.cfg.rel_buckets = 8, o.cfg.rel_max_distance = 20,
@@ -218,10 +219,11 @@ static void load_model(sp_model *m, sp_arch a, uint64_t seed) {
 
 /* The table's parameter count is the loader's (tied: the head counted once). */
 START_TEST(param_count_is_the_loaders) {
-    for (int i = 0; i < SP_N_ARCH; i++) {
+    for (int i = 0; i <= SP_N_ARCH; i++) { /* the last: OPT post-norm with project_in/out */
         sp_model m;
-        load_model(&m, (sp_arch)i, 5);
+        load_model(&m, i < SP_N_ARCH ? (sp_arch)i : SP_ARCH_OPT, i < SP_N_ARCH ? 5 : 6);
         ck_assert_int_eq(sp__family_param_count(&m.cfg), m.n_params);
+        ck_assert_int_eq(sp_config_embed_dim(&m.cfg), i < SP_N_ARCH ? 24 : 16);
         sp_model_free(&m);
     }
 }
@@ -342,9 +344,10 @@ START_TEST(memory_touched_within_the_estimate) {
     };
     sp_rng r;
     sp_rng_seed(&r, 3);
-    for (int i = 0; i < SP_N_ARCH; i++) {
+    for (int j = 0; j <= SP_N_ARCH; j++) { /* the last: OPT's opt-350m form (an even seed) */
+        int i = j < SP_N_ARCH ? j : SP_ARCH_OPT;
         sp_model m;
-        load_model(&m, (sp_arch)i, 7 + (uint64_t)i);
+        load_model(&m, (sp_arch)i, j < SP_N_ARCH ? 7 + (uint64_t)i : 100);
         for (size_t k = 0; k < sizeof batches / sizeof batches[0]; k++) {
             test_batch t;
             char what[128];

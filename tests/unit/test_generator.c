@@ -59,8 +59,9 @@ static void load(sp_model *m, sp_arch a, uint64_t seed) {
     if (a == SP_ARCH_GEMMA3) o.cfg.rope_local_theta = 100;
     if (a == SP_ARCH_BERT) o.cfg.n_kv_head = 0, o.cfg.head_dim = 0, o.cfg.type_vocab_size = 2;
     o.cfg.qkv_bias = a == SP_ARCH_QWEN2; /* Qwen2 always has them */
-    if (a == SP_ARCH_OPT)                /* enable_bias, position 0 at row 2 */
-        o.cfg.qkv_bias = o.cfg.o_bias = o.cfg.mlp_bias = 1, o.cfg.pos_offset = 2;
+    if (a == SP_ARCH_OPT) /* enable_bias, position 0 at row 2; an even seed: opt-350m's form */
+        o.cfg.qkv_bias = o.cfg.o_bias = o.cfg.mlp_bias = 1, o.cfg.pos_offset = 2,
+        o.cfg.post_norm = seed % 2 == 0, o.cfg.d_embed = seed % 2 == 0 ? 16 : 0;
     if (a == SP_ARCH_PHI) o.cfg.rotary_dim = 4;
     if (a == SP_ARCH_GPT_NEOX) /* Pythia's block */
         o.cfg.parallel_residual = o.cfg.gelu_exact = 1, o.cfg.rotary_dim = 2;
@@ -211,10 +212,10 @@ static void set_tokens(req *r, const int32_t *t, int n, const float *prompt, int
 /* Soft tokens first (shared prefix cache) and in the middle (nothing shared), one request
  * each, then a batch of four: two requests of prompt A sharing one prefix cache, one of prompt
  * B, one without a prompt. */
-static void check_arch(sp_arch a) {
+static void check_arch_seed(sp_arch a, uint64_t seed) {
     sp_model m;
-    load(&m, a, 7);
-    int d = m.cfg.d_model;
+    load(&m, a, seed);
+    int d = sp_config_embed_dim(&m.cfg); /* the prompt's width */
     float *pa = random_rows(4 * (size_t)d, 11, 1.0f), *pb = random_rows(3 * (size_t)d, 12, 1.0f);
     const int32_t first[] = {SP_SOFT(0), SP_SOFT(1), SP_SOFT(2), SP_SOFT(3), 72, 105, 33, 10};
     const int32_t middle[] = {72, 101, SP_SOFT(0), SP_SOFT(1), SP_SOFT(2), SP_SOFT(3), 32, 97};
@@ -243,6 +244,17 @@ static void check_arch(sp_arch a) {
     free(pa), free(pb);
     sp_model_free(&m);
 }
+
+static void check_arch(sp_arch a) {
+    check_arch_seed(a, 7);
+}
+
+/* OPT in opt-350m's form: post-norm blocks, no final norm, 16-wide embeddings and prompts
+ * through project_in, the head's input through project_out. */
+START_TEST(cache_matches_recompute_opt350m) {
+    check_arch_seed(SP_ARCH_OPT, 8);
+}
+END_TEST
 
 START_TEST(cache_matches_recompute_gpt2) {
     check_arch(SP_ARCH_GPT2);
@@ -713,6 +725,7 @@ int main(void) {
     const TTest *tests[] = {cache_matches_recompute_gpt2,
                             cache_matches_recompute_llama_gqa,
                             cache_matches_recompute_every_family,
+                            cache_matches_recompute_opt350m,
                             kv_prefix_as_first_cache_rows,
                             generator_greedy_matches_driver,
                             generator_eos_and_stop_strings,

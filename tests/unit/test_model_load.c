@@ -16,6 +16,7 @@
 #include "model/model_store.h"
 #include "softprompt/model.h"
 #include "softprompt/checkpoint.h"
+#include "softprompt/engine.h"
 #include "softprompt/model_init.h"
 #include "softprompt/rng.h"
 #include "testutil.h"
@@ -612,7 +613,7 @@ static char *real_shape_dir(const char *name, sp_model_config *c) {
     char *text = tu_read_file(src, &len);
     tu_write_file(cfg, text, len);
     sparse_ctx k = {c, json_object(), 0};
-    sp__tensors_walk(sp__family_of(c->arch), c->n_layer, SP_ORDER_TABLE, sparse_row, &k);
+    sp__tensors_walk(sp__family_for(c), c->n_layer, SP_ORDER_TABLE, sparse_row, &k);
     char *h = json_dumps(k.hdr, JSON_COMPACT);
     uint64_t hl = strlen(h);
     FILE *fp = fopen(st, "wb");
@@ -702,6 +703,45 @@ START_TEST(real_configs) {
 }
 END_TEST
 
+/* opt-350m's published config (do_layer_norm_before false, word_embed_proj_dim 512 under
+ * hidden_size 1024): its 331,196,416 parameters (the model card's 331M: project_in/out, no final
+ * norm), and `info` on a model of its shape describes the post-norm blocks and the 512-wide
+ * embeddings; the engine runs it (one token through every layer). */
+START_TEST(real_config_opt350m) {
+    sp_model_config c;
+    char src[512];
+    snprintf(src, sizeof src, "%s/opt-350m.json", REAL_CONFIGS);
+    sp_error err = {0};
+    ck_assert_msg(sp__config_load(&c, src, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(sp__family_param_count(&c), 331196416);
+    ck_assert(c.post_norm && c.d_embed == 512 && sp_config_embed_dim(&c) == 512 &&
+              c.d_model == 1024 && c.tied && c.pos_offset == 2 && c.n_ctx == 2048);
+    char *dir = real_shape_dir("opt-350m", &c);
+    const char *args[] = {"info", dir, NULL};
+    char *out, *errout;
+    ck_assert_msg(tu_run_cli(args, &out, &errout) == 0, "%s", errout);
+    const char *want[] = {"post-norm     norms after each residual add, none before the LM head",
+                          "embeddings    512 wide (the prompt's too), project_in to 1024",
+                          "LayerNorm (eps 1e-05), learned positions, ReLU MLP", "331,196,416"};
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+        ck_assert_msg(strstr(out, want[i]), "expected '%s' in: %s", want[i], out);
+    sp_model m;
+    ck_assert_msg(sp_model_load(&m, dir, &err) == 0, "%s", err.msg);
+    sp_worker *w = sp_worker_new(&m);
+    int32_t start[2] = {0, 2}, toks[2] = {SP_SOFT(0), 7}, pos = 1, id = 3;
+    sp_batch b = {1, start, toks, 1, &pos, &id, NULL, NULL};
+    float prompt[512] = {0}, grad[512] = {0};
+    sp_pass pass = {.prompt = prompt, .n_prompt = 1, .grad = grad};
+    double loss;
+    ck_assert_msg(sp_engine_run(w, &b, &pass, &loss, &err) == 0, "%s", err.msg);
+    ck_assert_msg(fabs(loss - log(50272.0)) < 1e-4, "loss %.9g: zero weights give uniform logits",
+                  loss);
+    sp_worker_free(w);
+    sp_model_free(&m);
+    free(out), free(errout), free(dir);
+}
+END_TEST
+
 /* Phi-4-mini's config is refused for its longrope scaling (above); with rope_scaling null it is
  * its real shape: partial_rotary_factor 0.75 of head_dim 128, 8 key/value heads, tied, a window
  * of 262144. */
@@ -748,10 +788,12 @@ START_TEST(real_configs_refuse_unsupported_options) {
         {"phi-3-mini-4k", "partial_rotary_factor", "0.01",
          "partial_rotary_factor = 0.01 turns 0 of head_dim 96 columns"},
         {"phi-3-mini-4k", "hidden_act", "\"gelu\"", "unsupported hidden_act 'gelu'"},
-        {"opt-350m", "dropout", "0.1", "do_layer_norm_before = false is unsupported"},
-        {"opt-350m", "do_layer_norm_before", "true",
-         "word_embed_proj_dim = 512 differs from hidden_size = 1024: project_in / project_out "
-         "are unsupported"},
+        {"opt-350m", "layer_norm_elementwise_affine", "false",
+         "layer_norm_elementwise_affine = false is unsupported"},
+        {"opt-350m", "do_layer_norm_before", "0",
+         "key 'do_layer_norm_before' is a JSON integer, expected a boolean"},
+        {"opt-350m", "word_embed_proj_dim", "0",
+         "key 'word_embed_proj_dim' is 0, expected an integer from 1"},
         {"phi-2", "qk_layernorm", "true", "qk_layernorm = true is unsupported"},
         {"phi-2", "hidden_act", "\"gelu\"", "unsupported hidden_act 'gelu'"},
         {"opt-125m", "_remove_final_layer_norm", "true",
@@ -1076,6 +1118,48 @@ START_TEST(broken_directory) {
 }
 END_TEST
 
+/* An OPT model of opt-350m's form (d 32, word_embed_proj_dim 16) with a broken projection: each
+ * refused by `info`, exit 1, the file and tensor named. */
+START_TEST(broken_opt350m_projections) {
+    static const broken cases[] = {
+        /* the same number of values, transposed: only the shape check can object */
+        {"project_in transposed", 1, edit_header, "decoder.project_in.weight/shape", "[16, 32]",
+         AT_FILE,
+         ": tensor 'decoder.project_in.weight' has shape [16, 32], config.json implies "
+         "[32, 16]",
+         NULL},
+        {"project_out missing", 1, edit_header, "decoder.project_out.weight", NULL, AT_FILE,
+         ": missing tensor 'decoder.project_out.weight'", NULL},
+        {"a final norm a post-norm model does not have", 1, extra_tensor,
+         "decoder.final_layer_norm.weight", NULL, AT_FILE,
+         ": unexpected tensor 'decoder.final_layer_norm.weight'", NULL},
+        {"embeddings of hidden_size", 1, edit_config_key, "word_embed_proj_dim", "32", AT_FILE,
+         ": tensor 'decoder.embed_tokens.weight' has shape [50, 16], config.json implies "
+         "[50, 32]",
+         NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const broken *b = &cases[i];
+        sp_init_options o = tu_gpt2_options(1, 32, 2, 48, 50, 16, 0);
+        o.cfg.arch = SP_ARCH_OPT, o.cfg.pos_offset = 2, o.cfg.qkv_bias = o.cfg.o_bias = 1;
+        o.cfg.mlp_bias = 1, o.cfg.post_norm = 1, o.cfg.d_embed = 16;
+        char name[32];
+        snprintf(name, sizeof name, "opt350-%zu", i);
+        char *dir = tu_write_model(name, &o), *file = tu_path(dir, "model.safetensors");
+        b->damage(b, dir, file);
+        char want[512];
+        snprintf(want, sizeof want, "softprompt info: %s/model.safetensors%s", dir, b->rest);
+        const char *args[] = {"info", dir, NULL};
+        tu_cli r = tu_cli_run(args);
+        ck_assert_msg(r.rc == 1, "%s: exit %d, stderr: %s", b->name, r.rc, r.err);
+        ck_assert_msg(strstr(r.err, want) == r.err, "%s: expected '%s' at the start of: %s",
+                      b->name, want, r.err);
+        tu_cli_free(&r);
+        free(dir), free(file);
+    }
+}
+END_TEST
+
 /* Random edits to the header of a whole model: the load fails with a message or, when the
  * edit was harmless (e.g. inside the padding), yields the full model. Never crashes. */
 START_TEST(random_header_mutations_never_crash) {
@@ -1127,11 +1211,13 @@ int main(void) {
     tcase_add_test(tc, real_configs);
     tcase_add_test(tc, real_configs_refuse_unsupported_options);
     tcase_add_test(tc, real_config_phi4_mini_without_longrope);
+    tcase_add_test(tc, real_config_opt350m);
     suite_add_tcase(s, tc);
 
     TCase *bad = tcase_create("broken directories");
     tcase_add_checked_fixture(bad, tu_dir_setup, tu_dir_teardown);
     tcase_add_loop_test(bad, broken_directory, 0, N_BROKEN);
+    tcase_add_test(bad, broken_opt350m_projections);
     suite_add_tcase(s, bad);
     return tu_run_suite(s);
 }

@@ -161,6 +161,20 @@ START_TEST(prompts_are_checked_against_the_model) {
     ck_assert_msg(strstr(err.msg, "the prompt is 16 wide (token_dim)") &&
                       strstr(err.msg, "has d_model 8"),
                   "%s", err.msg);
+    /* OPT-350m's form: d_model 16 like the adapter, but prompts are word_embed_proj_dim 8 */
+    sp_init_options oo = tu_gpt2_options(1, DM, 2, 16, 50, 8, 0);
+    oo.cfg.arch = SP_ARCH_OPT, oo.cfg.pos_offset = 2, oo.cfg.qkv_bias = oo.cfg.o_bias = 1;
+    oo.cfg.mlp_bias = 1, oo.cfg.post_norm = 1, oo.cfg.d_embed = 8;
+    char *opt_dir = tu_write_model("opt350", &oo);
+    sp_model opt;
+    tu_model_load_ok(&opt, opt_dir);
+    ck_assert_int_eq(sp_prompt_check_model(&pf, &opt, 1, &w, &err), -1);
+    ck_assert_msg(strstr(err.msg, "the prompt is 16 wide (token_dim)") &&
+                      strstr(err.msg, "takes prompts of word_embed_proj_dim 8 (its embeddings' "
+                                      "width, before project_in to d_model 16)"),
+                  "%s", err.msg);
+    sp_model_free(&opt);
+    free(opt_dir);
     /* An adapter of the same width and shape: no warning. Other layers/heads: a warning. */
     ck_assert_msg(sp_prompt_check_model(&pf, &b, 0, &w, &err) == 0, "%s", err.msg);
     ck_assert_ptr_null(w);

@@ -31,7 +31,7 @@
 
 #define REF_DIR SP_FIXTURES_DIR "/ref"
 /* Number of cases the two generators write: a missing case directory fails the test. */
-#define REF_MIN_CASES 41
+#define REF_MIN_CASES 45
 #define REF_TOL 1e-4
 
 typedef struct ref_case {
@@ -180,7 +180,7 @@ static int case_load_weights(ref_case *c, const char *name, sp_weights weights, 
         return -1;
     }
     c->model_loaded = 1;
-    c->d = c->model.cfg.d_model;
+    c->d = sp_config_embed_dim(&c->model.cfg); /* the prompt's width */
     c->vocab = c->model.cfg.vocab_size;
 
     char *bpath = tu_path(c->dir, "batch.json");
@@ -847,7 +847,7 @@ static void check_bf16_table(const char *name) {
     ck_assert_msg(case_load_weights(&c, name, SP_WEIGHTS_AUTO, why, sizeof why) == 0, "%s", why);
     sp_model *m = &c.model;
     ck_assert_int_eq(m->wte_store, SP_WSTORE_BF16);
-    size_t V = (size_t)m->cfg.vocab_size, d = (size_t)m->cfg.d_model;
+    size_t V = (size_t)m->cfg.vocab_size, d = (size_t)sp_config_embed_dim(&m->cfg);
     size_t nl = (size_t)c.n_targets * V, pd = (size_t)c.n_prompt * d;
     float *table = malloc(V * d * sizeof *table);
     float *lg[2] = {calloc(nl, 4), calloc(nl, 4)}, *gr[2] = {calloc(pd, 4), calloc(pd, 4)};

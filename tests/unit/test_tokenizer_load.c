@@ -2,7 +2,8 @@
  * format (tokenizer.json, vocab.json + merges.txt, encoder.json + vocab.bpe; tokenizer.json
  * preferred), all three giving GPT-2's ids; the syntax of each file (JSON, merges lines, the
  * two merge forms of tokenizer.json, the model options and added-token flags it refuses), every
- * error naming the file and the line or entry; and sp_tokenizer_hash_of_dir. Needs the GPT-2
+ * error naming the file and the line or entry; tokenizer_config.json beside vocab.json + merges.txt
+ * (OPT's add_bos_token); and sp_tokenizer_hash_of_dir. Needs the GPT-2
  * files that scripts/fetch-data fetches. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,82 @@ START_TEST(test_vocab_json_merges_txt) {
     t = tu_tok_load_ok(dir);
     ck_assert_int_eq(sp_tokenizer_vocab_size(t), 50258);
     sp_tokenizer_free(ref), sp_tokenizer_free(t);
+    tu_rmtree(dir);
+    free(dir);
+}
+END_TEST
+
+/* OPT's tokenizer in the vocab.json + merges.txt form (the hf/opt fixture's vocabulary and
+ * merges written out) with its tokenizer_config.json: GPT2Tokenizer's add_bos_token puts "</s>"
+ * first, as the tokenizer.json form's TemplateProcessing does; the ids with and without it equal
+ * the tokenizers binding's (every fixture text without a special token's spelling). */
+static char *write_opt_pair(void) {
+    char *dir = tu_mkdtemp(), *src = tu_tok_fixture_dir("opt");
+    json_t *tj = tu_tok_fixture_json("opt"), *model = json_object_get(tj, "model"), *m;
+    char *v = tu_path(dir, "vocab.json"), *mp = tu_path(dir, "merges.txt");
+    ck_assert_int_eq(json_dump_file(json_object_get(model, "vocab"), v, 0), 0);
+    FILE *fp = fopen(mp, "w");
+    ck_assert_ptr_nonnull(fp);
+    fputs("#version: 0.2\n", fp);
+    size_t i;
+    json_array_foreach(json_object_get(model, "merges"), i, m) {
+        fprintf(fp, "%s %s\n", json_string_value(json_array_get(m, 0)),
+                json_string_value(json_array_get(m, 1)));
+    }
+    ck_assert_int_eq(fclose(fp), 0);
+    char *cfg = tu_path(src, "tokenizer_config.json");
+    tu_tok_copy_into(cfg, dir, "tokenizer_config.json");
+    json_decref(tj);
+    free(v), free(mp), free(cfg), free(src);
+    return dir;
+}
+
+START_TEST(test_opt_pair_form_adds_bos) {
+    char *dir = write_opt_pair();
+    sp_tokenizer *t = tu_tok_load_ok(dir);
+    ck_assert_int_eq(sp_tokenizer_bos_id(t), 2);
+    ck_assert_int_eq(sp_tokenizer_eos_id(t), 2);
+    ck_assert(sp_tokenizer_adds_bos(t) && !sp_tokenizer_adds_eos(t));
+    json_t *entries = tu_tok_fixture_expected("opt"), *e;
+    size_t i, checked = 0;
+    json_array_foreach(entries, i, e) {
+        json_t *text = json_object_get(e, "text");
+        if (memchr(json_string_value(text), '<', json_string_length(text))) continue;
+        char what[160];
+        snprintf(what, sizeof what, "opt pair form: %s",
+                 json_string_value(json_object_get(e, "name")));
+        sp_token_buf got = {0}, whole = {0};
+        tu_tok_encode_ok(t, json_string_value(text), json_string_length(text), 0, &got);
+        tu_tok_assert_json_ids(&got, json_object_get(e, "ids"), what);
+        whole.ids = malloc((got.n + 1) * sizeof *whole.ids), whole.n = got.n + 1;
+        whole.ids[0] = sp_tokenizer_bos_id(t);
+        if (got.n) memcpy(whole.ids + 1, got.ids, got.n * sizeof *got.ids);
+        tu_tok_assert_json_ids(&whole, json_object_get(e, "ids_special"), what);
+        sp_token_buf_free(&got), sp_token_buf_free(&whole);
+        checked++;
+    }
+    ck_assert_uint_ge(checked, 30);
+    json_decref(entries);
+    sp_tokenizer_free(t);
+    /* without tokenizer_config.json: GPT-2's policy (no BOS) */
+    char *cfg = tu_path(dir, "tokenizer_config.json");
+    ck_assert_int_eq(unlink(cfg), 0);
+    t = tu_tok_load_ok(dir);
+    ck_assert(!sp_tokenizer_adds_bos(t));
+    sp_tokenizer_free(t);
+    /* bad input, named */
+    tu_tok_write_str(dir, "tokenizer_config.json", "{\"add_bos_token\": \"yes\"}");
+    tu_tok_expect_load_error(dir, "tokenizer_config.json: add_bos_token must be a boolean", NULL);
+    tu_tok_write_str(dir, "tokenizer_config.json",
+                     "{\"add_bos_token\": true, \"bos_token\": \"<nope>\"}");
+    tu_tok_expect_load_error(
+        dir, "tokenizer_config.json: bos_token '<nope>' is not in the vocabulary", NULL);
+    tu_tok_write_str(dir, "tokenizer_config.json", "{\"add_bos_token\": true}");
+    tu_tok_expect_load_error(dir, "add_bos_token is true but no bos_token is named", NULL);
+    tu_tok_write_str(dir, "tokenizer_config.json", "[1]");
+    tu_tok_expect_load_error(dir, "tokenizer_config.json: the top level is not a JSON object",
+                             NULL);
+    free(cfg);
     tu_rmtree(dir);
     free(dir);
 }
@@ -204,6 +281,7 @@ int main(void) {
     tcase_add_test(formats, test_tokenizer_json_same_ids);
     tcase_add_test(formats, test_vocab_json_merges_txt);
     tcase_add_test(formats, test_tokenizer_json_merge_forms);
+    tcase_add_test(formats, test_opt_pair_form_adds_bos);
     suite_add_tcase(s, formats);
     TCase *errors = tcase_create("errors");
     tcase_add_test(errors, test_missing_files);
