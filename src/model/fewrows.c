@@ -2,8 +2,15 @@
  * with the weight read in place, float32 or BF16 (converted exactly in registers), [k, n] or
  * [n, k]. sgemm copies the whole weight into its blocked layout at every call, which for a few
  * rows costs as much as the product itself (perf of a batch-16 GPT-2 decode step: 40% of the
- * time in OpenBLAS's copies); here each weight element is loaded once from memory per 6 rows of A
- * (8 x 48 register tiles for [k, n], 8 x 3 dot products for [n, k]) and never copied.
+ * time in OpenBLAS's copies); here the weight is read once from memory and never copied.
+ *
+ * Float32 weights: the m <= 16 rows of A are the 16 lanes of a vector. A is transposed once per
+ * call into A^T [k][16], and each weight element, broadcast, is multiplied with the row of A^T
+ * it meets: one FMA per weight element for all the rows, no horizontal sums. An [n, k] weight is
+ * read F_NK rows at a time, each row in order (a tile of C^T in F_NK registers); a [k, n] one
+ * F_KB rows at a time across all the columns (F_KN columns per tile), with the partial sums of
+ * C^T kept between the passes. BF16 weights: register tiles of 8 rows of A, 8 x 48 over a [k, n]
+ * weight and 8 x 3 dot products over an [n, k] one.
  *
  * Every element of C is one fixed sum over k in a fixed order: it does not depend on m, on the
  * other rows or on how the columns are split over threads, so results are deterministic. The
@@ -12,6 +19,7 @@
  * their other paths (sp__gemm_few_ok). */
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cblas.h>
@@ -31,11 +39,21 @@ typedef struct few_job {
     const void *w;
     float beta;
     float *c;
+    const float *at; /* float32 weights: A^T [k][LANES], rows of A past m zero */
+    float *ct;       /* float32 [k, n] weights: C^T [n][LANES], the partial sums */
 } few_job;
 
-#define MB 8  /* rows of A per tile */
-#define NB 48 /* columns per [k, n] tile */
-#define JB 3  /* weight rows per [n, k] tile */
+#define MB 8  /* BF16: rows of A per tile */
+#define NB 48 /* BF16: columns per [k, n] tile */
+#define JB 3  /* BF16: weight rows per [n, k] tile */
+
+#define LANES 16    /* float32: rows of A in the lanes of one vector */
+#define F_NK 8      /* float32: weight rows per [n, k] tile */
+#define F_KN 16     /* float32: columns per [k, n] tile */
+#define F_KB 64     /* float32: rows of a [k, n] weight per pass over its columns */
+#define F_PF_NK 512 /* bytes ahead on each row of an [n, k] tile (software prefetch) */
+#define F_PF_KN 256 /* bytes ahead on each row of a [k, n] weight */
+_Static_assert(SP_FEW_ROWS <= LANES, "the float32 kernel holds SP_FEW_ROWS rows in one vector");
 
 #if FEW_BUILD
 
@@ -62,6 +80,98 @@ static inline __mmask16 lanes(int left) {
 static inline const float *tile_row(const few_job *J, int i0, int mb, int i) {
     return J->a + (size_t)(i0 + (i < mb ? i : mb - 1)) * J->lda;
 }
+
+/* ---- float32 weights: the rows of A in the lanes ------------------------------------------- */
+
+/* C^T [jb][LANES] (acc) of rows j0..j0+jb of an [n, k] weight: each weight element broadcast
+ * times the row of A^T it meets, summed over k in order. Tile rows past jb repeat the last. */
+TGT static INLINE void f32_nk_tile(const few_job *J, int j0, int jb, __m512 acc[F_NK]) {
+    const float *p[F_NK], *at = J->at;
+#pragma GCC unroll 8
+    for (int j = 0; j < F_NK; j++) {
+        p[j] = (const float *)J->w + (size_t)(j0 + (j < jb ? j : jb - 1)) * J->ldw;
+        acc[j] = _mm512_setzero_ps();
+    }
+    int q = 0;
+    for (; q + 16 <= J->k; q += 16) {
+#pragma GCC unroll 8
+        for (int j = 0; j < F_NK; j++)
+            _mm_prefetch((const char *)(p[j] + q) + F_PF_NK, _MM_HINT_T0);
+#pragma GCC unroll 16
+        for (int u = 0; u < 16; u++) {
+            __m512 x = _mm512_loadu_ps(at + (size_t)(q + u) * LANES);
+#pragma GCC unroll 8
+            for (int j = 0; j < F_NK; j++)
+                acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(p[j][q + u]), x, acc[j]);
+        }
+    }
+    for (; q < J->k; q++) {
+        __m512 x = _mm512_loadu_ps(at + (size_t)q * LANES);
+#pragma GCC unroll 8
+        for (int j = 0; j < F_NK; j++) acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(p[j][q]), x, acc[j]);
+    }
+}
+
+/* C[i, j0 + j] (+)= ct[j][i] for the m rows and nc columns of a tile of C^T. */
+static void f32_store(const few_job *J, int j0, int nc, const float *ct) {
+    for (int i = 0; i < J->m; i++) {
+        float *c = J->c + (size_t)i * J->ldc + j0;
+        for (int j = 0; j < nc; j++)
+            c[j] = J->beta != 0.0f ? c[j] + ct[j * LANES + i] : ct[j * LANES + i];
+    }
+}
+
+/* Rows q0..q1 of a [k, n] weight into C^T [j0..j0+nc][LANES] (J->ct): the first pass starts
+ * from 0, later ones from the partial sums. tail: nc < F_KN (columns past nc repeat the last). */
+TGT static INLINE void f32_kn_tile(const few_job *J, int q0, int q1, int j0, int nc,
+                                   const int tail) {
+    __m512 acc[F_KN];
+    float *ct = J->ct + (size_t)j0 * LANES;
+#pragma GCC unroll 16
+    for (int j = 0; j < F_KN; j++)
+        acc[j] = q0 > 0 ? _mm512_loadu_ps(ct + j * LANES) : _mm512_setzero_ps();
+    const float *w = (const float *)J->w + (size_t)q0 * J->ldw + j0, *at = J->at;
+    for (int q = q0; q < q1; q++, w += J->ldw) {
+        __m512 x = _mm512_loadu_ps(at + (size_t)q * LANES);
+        _mm_prefetch((const char *)w + F_PF_KN, _MM_HINT_T0);
+#pragma GCC unroll 16
+        for (int j = 0; j < F_KN; j++)
+            acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(w[tail && j >= nc ? nc - 1 : j]), x, acc[j]);
+    }
+#pragma GCC unroll 16
+    for (int j = 0; j < F_KN; j++) _mm512_storeu_ps(ct + j * LANES, acc[j]);
+}
+
+/* Columns [j0, j1) of C (j0 a multiple of the tile width), float32 weight. A [k, n] weight is
+ * read F_KB rows at a time across all the columns, so that its rows stream through memory (a
+ * tile of all k rows would touch a new page at every row). */
+TGT static void few_cols_f32(const few_job *J, int j0, int j1) {
+    if (J->wt) {
+        float ct[F_NK * LANES] __attribute__((aligned(64)));
+        for (int j = j0; j < j1; j += F_NK) {
+            int jb = j1 - j < F_NK ? j1 - j : F_NK;
+            __m512 acc[F_NK];
+            f32_nk_tile(J, j, jb, acc);
+#pragma GCC unroll 8
+            for (int t = 0; t < F_NK; t++) _mm512_store_ps(ct + t * LANES, acc[t]);
+            f32_store(J, j, jb, ct);
+        }
+        return;
+    }
+    for (int q = 0; q < J->k; q += F_KB) {
+        int q1 = J->k - q < F_KB ? J->k : q + F_KB;
+        for (int j = j0; j < j1; j += F_KN) {
+            if (j1 - j >= F_KN)
+                f32_kn_tile(J, q, q1, j, F_KN, 0);
+            else
+                f32_kn_tile(J, q, q1, j, j1 - j, 1);
+        }
+    }
+    for (int j = j0; j < j1; j += F_KN)
+        f32_store(J, j, j1 - j < F_KN ? j1 - j : F_KN, J->ct + (size_t)j * LANES);
+}
+
+/* ---- BF16 weights: register tiles of rows of A ----------------------------------------------- */
 
 /* W [k, n]: rows q0..q1 of W into C[i0.., j0..j0+nc] for mb <= MB rows, nc <= NB columns: the
  * first block (first) starts from beta C, later ones add to C's partial sums. */
@@ -152,9 +262,8 @@ TGT static INLINE void tile_nk_fit(const few_job *J, int i0, int mb, int j0, int
         tile_nk(J, i0, mb, j0, jb, bf16, 8);
 }
 
-/* Columns [j0, j1) of C (j0 a multiple of the tile width), one weight format. A [k, n] weight
- * is read KB rows at a time across all the columns, so that its rows stream through memory
- * (a tile of all k rows would touch a new page at every row). */
+/* Columns [j0, j1) of C (j0 a multiple of the tile width), BF16 weight, read KB rows at a time
+ * across the columns as the float32 one is. */
 #define KB 64
 TGT static INLINE void few_cols_as(const few_job *J, int j0, int j1, int bf16) {
     if (J->wt) {
@@ -171,10 +280,6 @@ TGT static INLINE void few_cols_as(const few_job *J, int j0, int j1, int bf16) {
                 tile_kn(J, i, J->m - i < MB ? J->m - i : MB, j, j1 - j < NB ? j1 - j : NB, q, q1,
                         q == 0, bf16);
     }
-}
-
-TGT static void few_cols_f32(const few_job *J, int j0, int j1) {
-    few_cols_as(J, j0, j1, 0);
 }
 
 TGT static void few_cols_bf16(const few_job *J, int j0, int j1) {
@@ -203,7 +308,7 @@ static int pool_parts;
 
 /* The columns of part p of parts, in whole tiles. */
 static void part_cols(const few_job *J, int p, int parts, int *j0, int *j1) {
-    int w = J->wt ? JB : NB, tiles = (J->n + w - 1) / w;
+    int w = J->bf16 ? (J->wt ? JB : NB) : (J->wt ? F_NK : F_KN), tiles = (J->n + w - 1) / w;
     *j0 = (int)((int64_t)tiles * p / parts) * w;
     *j1 = (int)((int64_t)tiles * (p + 1) / parts) * w;
     if (*j1 > J->n) *j1 = J->n;
@@ -300,9 +405,31 @@ int sp__gemm_few_ok(int m) {
 #endif
 }
 
+/* A^T [k][LANES] of A's m rows (the other lanes 0). */
+static void transpose_a(float *at, const float *a, int lda, int m, int k) {
+    memset(at, 0, (size_t)k * LANES * sizeof *at);
+    for (int i = 0; i < m; i++)
+        for (int q = 0; q < k; q++) at[(size_t)q * LANES + i] = a[(size_t)i * lda + q];
+}
+
 void sp__gemm_few(int m, int n, int k, const float *a, int lda, const void *w, int ldw, int wt,
                   int bf16, float beta, float *c, int ldc) {
-    few_job J = {m, n, k, lda, ldw, ldc, wt, bf16, a, w, beta, c};
+    few_job J = {m, n, k, lda, ldw, ldc, wt, bf16, a, w, beta, c, NULL, NULL};
     if (m <= 0 || n <= 0) return;
+    if (bf16) {
+        run_job(&J);
+        return;
+    }
+    /* A^T, and C^T's partial sums for a [k, n] weight: rows of LANES floats (64 bytes) */
+    size_t rows = (size_t)k + (wt ? 0 : ((size_t)n + F_KN - 1) / F_KN * F_KN); /* whole tiles */
+    float *buf = aligned_alloc(64, rows * LANES * sizeof *buf);
+    if (!buf) { /* out of memory: the same product by sgemm */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, wt ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a,
+                    lda, w, ldw, beta, c, ldc);
+        return;
+    }
+    transpose_a(buf, a, lda, m, k);
+    J.at = buf, J.ct = wt ? NULL : buf + (size_t)k * LANES;
     run_job(&J);
+    free(buf);
 }

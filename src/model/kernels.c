@@ -73,6 +73,10 @@ static void product(float *y, int ldy, const float *x, int ldx, const sp_linear 
             product_row(y, x, w, W, beta);
             return;
         }
+        if (single_row_gemv && sp__gemm_few_ok(n)) {
+            sp__gemm_few(n, W->out, W->in, x, ldx, w, ldw, wt, 0, beta, y, ldy);
+            return;
+        }
         switch (W->layout) {
         case SP_W_IN_OUT: /* W [in, out] */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, W->out, W->in, 1.0f, x, ldx,

@@ -27,9 +27,9 @@ void sp__layernorm_backward(float *dx, const float *dout, const float *x, const 
 void sp__linear_single_row_gemv(int on);
 
 /* Decode steps of up to SP_FEW_ROWS requests: while sp__linear_single_row_gemv is on, products
- * of 2..SP_FEW_ROWS rows with float32 weights (and BF16 ones computed in float32: exact, or no
+ * of 2..SP_FEW_ROWS rows with float32 weights and BF16 ones computed in float32 (exact, or no
  * AVX512-BF16) use sp__gemm_few instead of sgemm, which would copy the whole weight at every
- * call (fewrows.c). */
+ * call (fewrows.c); without AVX-512 they keep sgemm. */
 #define SP_FEW_ROWS 16
 /* 1 when sp__gemm_few serves m rows on this CPU (AVX-512; 1 <= m <= SP_FEW_ROWS). */
 int sp__gemm_few_ok(int m);

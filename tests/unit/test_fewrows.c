@@ -124,7 +124,48 @@ START_TEST(rows_and_threads_do_not_change_results) {
 }
 END_TEST
 
+/* A float32 linear layer's product in a decode step (sp__linear_single_row_gemv on) of 2..16
+ * rows is sp__gemm_few's, bitwise, in both layouts (with the bias added first); outside decode
+ * steps, and for 17 rows, it is sgemm's (training's products unchanged). */
+START_TEST(decode_products_of_float32_weights_read_in_place) {
+    if (!sp__gemm_few_ok(2)) return;
+    shape s = {17, 259, 130};
+    for (int wt = 0; wt < 2; wt++) {
+        operands o = make(s, wt, 91 + (uint64_t)wt);
+        float *bias = o.c0, *want = malloc((size_t)s.m * s.n * sizeof *want);
+        int ldw = wt ? s.k : s.n, rows[] = {2, 16, 17}; /* the layer's rows: no padding */
+        ck_assert(want);
+        sp_linear W = {o.wf, bias, s.k, s.n, wt ? SP_W_OUT_IN : SP_W_IN_OUT, SP_WSTORE_F32, 0};
+        for (int r = 0; r < 3; r++) {
+            int m = rows[r];
+            for (int i = 0; i < m; i++) memcpy(want + (size_t)i * s.n, bias, s.n * sizeof *want);
+            if (m <= SP_FEW_ROWS)
+                sp__gemm_few(m, s.n, s.k, o.a, o.lda, o.wf, ldw, wt, 0, 1.0f, want, s.n);
+            else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, wt ? CblasTrans : CblasNoTrans, m, s.n,
+                            s.k, 1.0f, o.a, o.lda, o.wf, ldw, 1.0f, want, s.n);
+            sp__linear_single_row_gemv(1);
+            sp__linear_fwd(o.c, s.n, o.a, o.lda, &W, m);
+            sp__linear_single_row_gemv(0);
+            ck_assert_msg(memcmp(o.c, want, (size_t)m * s.n * sizeof *want) == 0,
+                          "decode step, wt %d, %d rows: not the %s product", wt, m,
+                          m <= SP_FEW_ROWS ? "in-place kernel's" : "sgemm");
+        }
+        /* outside a decode step: sgemm */
+        for (int i = 0; i < 16; i++) memcpy(want + (size_t)i * s.n, bias, s.n * sizeof *want);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, wt ? CblasTrans : CblasNoTrans, 16, s.n, s.k, 1.0f,
+                    o.a, o.lda, o.wf, ldw, 1.0f, want, s.n);
+        sp__linear_fwd(o.c, s.n, o.a, o.lda, &W, 16);
+        ck_assert_msg(memcmp(o.c, want, (size_t)16 * s.n * sizeof *want) == 0,
+                      "training, wt %d: not sgemm's product", wt);
+        free(want);
+        drop(&o);
+    }
+}
+END_TEST
+
 int main(void) {
-    const TTest *tests[] = {matches_float64, rows_and_threads_do_not_change_results, NULL};
+    const TTest *tests[] = {matches_float64, rows_and_threads_do_not_change_results,
+                            decode_products_of_float32_weights_read_in_place, NULL};
     return tu_main("fewrows", tests, NULL, NULL);
 }
