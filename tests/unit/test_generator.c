@@ -78,14 +78,6 @@ static void load(sp_model *m, sp_arch a, uint64_t seed) {
     free(dir);
 }
 
-static float *random_rows(size_t n, uint64_t seed, float std) {
-    float *p = malloc(n * sizeof *p);
-    sp_rng r;
-    sp_rng_seed(&r, seed);
-    for (size_t i = 0; i < n; i++) p[i] = std * (float)sp_rng_normal(&r);
-    return p;
-}
-
 /* A request of the cache test: its tokens so far, its prompt and the shared cache it uses. */
 typedef struct req {
     int32_t tok[MAXT];
@@ -216,7 +208,8 @@ static void check_arch_seed(sp_arch a, uint64_t seed) {
     sp_model m;
     load(&m, a, seed);
     int d = sp_config_embed_dim(&m.cfg); /* the prompt's width */
-    float *pa = random_rows(4 * (size_t)d, 11, 1.0f), *pb = random_rows(3 * (size_t)d, 12, 1.0f);
+    float *pa = tu_random_rows(4 * (size_t)d, 11, 1.0f),
+          *pb = tu_random_rows(3 * (size_t)d, 12, 1.0f);
     const int32_t first[] = {SP_SOFT(0), SP_SOFT(1), SP_SOFT(2), SP_SOFT(3), 72, 105, 33, 10};
     const int32_t middle[] = {72, 101, SP_SOFT(0), SP_SOFT(1), SP_SOFT(2), SP_SOFT(3), 32, 97};
     req r[4];
@@ -293,8 +286,8 @@ START_TEST(kv_prefix_as_first_cache_rows) {
         load(&m, archs[i], 9);
         int d = m.cfg.d_model, kvd = sp_config_kv_heads(&m.cfg) * sp_config_head_dim(&m.cfg);
         int n_kv = 3;
-        float *kv = random_rows((size_t)m.cfg.n_layer * 2 * n_kv * kvd, 21, 1.0f);
-        float *p = random_rows(2 * (size_t)d, 22, 1.0f);
+        float *kv = tu_random_rows((size_t)m.cfg.n_layer * 2 * n_kv * kvd, 21, 1.0f);
+        float *p = tu_random_rows(2 * (size_t)d, 22, 1.0f);
         const int32_t t[] = {SP_SOFT(0), SP_SOFT(1), 65, 66, 67};
         req r[2];
         set_tokens(&r[0], t, 5, p, 2);
@@ -353,8 +346,8 @@ static void gen_setup(gen_fixture *f, sp_arch a) {
     load(&f->m, a, 5);
     f->tok = tiny_tokenizer();
     f->w = sp_worker_new(&f->m);
-    f->pa = random_rows(4 * (size_t)f->m.cfg.d_model, 31, 1.0f);
-    f->pb = random_rows(2 * (size_t)f->m.cfg.d_model, 32, 1.0f);
+    f->pa = tu_random_rows(4 * (size_t)f->m.cfg.d_model, 31, 1.0f);
+    f->pb = tu_random_rows(2 * (size_t)f->m.cfg.d_model, 32, 1.0f);
 }
 
 static void gen_teardown(gen_fixture *f) {
@@ -654,7 +647,7 @@ START_TEST(extend_refuses_bad_input) {
     load(&m, SP_ARCH_GPT2, 3);
     sp_worker *w = sp_worker_new(&m);
     sp_kv_cache *c = sp_kv_cache_new(&m, 4), *c2 = sp_kv_cache_new(&m, 200);
-    float *p = random_rows(2 * (size_t)m.cfg.d_model, 1, 1.0f);
+    float *p = tu_random_rows(2 * (size_t)m.cfg.d_model, 1, 1.0f);
     sp_gen_seq q = {NULL, c, p, 2};
     sp_error err = {0};
     struct {

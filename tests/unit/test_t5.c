@@ -168,14 +168,6 @@ static void gen_t5(sp_model *m, int gated, uint64_t seed) {
     free(dir);
 }
 
-static float *random_rows(size_t n, uint64_t seed, float std) {
-    float *p = malloc(n * sizeof *p);
-    sp_rng r;
-    sp_rng_seed(&r, seed);
-    for (size_t i = 0; i < n; i++) p[i] = std * (float)sp_rng_normal(&r);
-    return p;
-}
-
 /* A request: its encoder input, its prompt, the ids generated so far. */
 typedef struct greq {
     int32_t enc[MAXT];
@@ -296,7 +288,8 @@ static void check_cache(int gated) {
     sp_model m;
     gen_t5(&m, gated, 7);
     int d = m.cfg.d_model;
-    float *pa = random_rows(4 * (size_t)d, 11, 1.0f), *pb = random_rows(3 * (size_t)d, 12, 1.0f);
+    float *pa = tu_random_rows(4 * (size_t)d, 11, 1.0f),
+          *pb = tu_random_rows(3 * (size_t)d, 12, 1.0f);
     greq r[4];
     set_req(&r[0], FIRST, 8, pa, 4);
     decode_and_compare(&m, r, 1, 14);
@@ -332,7 +325,8 @@ START_TEST(generator_on_t5) {
     sp_model m;
     gen_t5(&m, 1, 8);
     int d = m.cfg.d_model, V = m.cfg.vocab_size;
-    float *pa = random_rows(4 * (size_t)d, 21, 1.0f), *pb = random_rows(3 * (size_t)d, 22, 1.0f);
+    float *pa = tu_random_rows(4 * (size_t)d, 21, 1.0f),
+          *pb = tu_random_rows(3 * (size_t)d, 22, 1.0f);
     sp_worker *w = sp_worker_new(&m);
     sp_gen_options o = {.max_new_tokens = 9, .eos_id = -1};
     sp_sampling_default(&o.sampling);
@@ -535,7 +529,7 @@ START_TEST(generate_refuses_bad_t5_input) {
     sp_model m;
     gen_t5(&m, 0, 9);
     sp_worker *w = sp_worker_new(&m);
-    float *p = random_rows(4 * (size_t)m.cfg.d_model, 1, 1.0f);
+    float *p = tu_random_rows(4 * (size_t)m.cfg.d_model, 1, 1.0f);
     sp_kv_cache *c = sp_kv_cache_new(&m, 64), *small = sp_kv_cache_new(&m, 8);
     int32_t many[64];
     for (int i = 0; i < 64; i++) many[i] = 2 + i % 40;

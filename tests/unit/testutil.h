@@ -133,6 +133,8 @@ char *tu_write_cls_set(const char *name, const tu_cls_set *s);
 
 /* p[i] = scale * ((7 i) % 13 - 6): distinct, exactly representable values. */
 void tu_fill_prompt(float *p, int n, float scale);
+/* n values std * N(0, 1) from sp_rng seeded with seed, malloc'd (the caller frees). */
+float *tu_random_rows(size_t n, uint64_t seed, float std);
 /* A checkpoint at step 12 of an n_prompt-token prompt (tu_fill_prompt, scale 0.01) as wide as
  * the model in model_dir, with its fingerprint and config_json; tu_dir/name, malloc'd. */
 char *tu_write_prompt_checkpoint(const char *name, const char *model_dir, int n_prompt,

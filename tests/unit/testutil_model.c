@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "softprompt/rng.h"
 #include "testutil.h"
 
 sp_model_config tu_gpt2_config(int n_layer, int d_model, int n_head, int d_ff, int vocab_size,
@@ -94,6 +95,15 @@ char *tu_write_cls_set(const char *name, const tu_cls_set *s) {
 
 void tu_fill_prompt(float *p, int n, float scale) {
     for (int i = 0; i < n; i++) p[i] = scale * (float)((i * 7) % 13 - 6);
+}
+
+float *tu_random_rows(size_t n, uint64_t seed, float std) {
+    float *p = malloc(n * sizeof *p);
+    ck_assert(p != NULL);
+    sp_rng r;
+    sp_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) p[i] = std * (float)sp_rng_normal(&r);
+    return p;
 }
 
 char *tu_write_prompt_checkpoint(const char *name, const char *model_dir, int n_prompt,
