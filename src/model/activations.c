@@ -8,20 +8,10 @@
 
 #include "model/kernels.h"
 
-/* The tanh GELUs also in an AVX-512 build chosen at load time (GCC's target_clones): that one
- * calls libmvec's 16-lane tanhf instead of the 4-lane SSE one of the baseline build (a third of
- * the cost of the GELU of a GPT-2 step). */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define WIDE __attribute__((target_clones("avx512f", "default")))
-#else
-#define WIDE
-#endif
-
 #define GELU_SCALE 0.7978845608028654f /* sqrt(2 / pi) */
 #define GELU_CUBIC 0.044715f
 
-WIDE void sp__gelu_forward(float *restrict out, float *restrict t, const float *restrict x,
-                           size_t n) {
+void sp__gelu_forward(float *restrict out, float *restrict t, const float *restrict x, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
         float th = tanhf(GELU_SCALE * (v + GELU_CUBIC * v * v * v));
@@ -30,8 +20,8 @@ WIDE void sp__gelu_forward(float *restrict out, float *restrict t, const float *
     }
 }
 
-WIDE void sp__gelu_backward(float *dx, const float *dout, const float *restrict x,
-                            const float *restrict t, size_t n) {
+void sp__gelu_backward(float *dx, const float *dout, const float *restrict x,
+                       const float *restrict t, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float v = x[i], th = t[i];
         float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBIC * v * v);
@@ -67,8 +57,8 @@ void sp__relu_backward(float *dx, const float *dout, const float *restrict x, si
     for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dout[i] : 0.0f;
 }
 
-WIDE void sp__geglu_forward(float *restrict act, float *restrict t, const float *restrict gate,
-                            const float *restrict up, size_t n) {
+void sp__geglu_forward(float *restrict act, float *restrict t, const float *restrict gate,
+                       const float *restrict up, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float v = gate[i];
         float th = tanhf(GELU_SCALE * (v + GELU_CUBIC * v * v * v));
@@ -77,9 +67,9 @@ WIDE void sp__geglu_forward(float *restrict act, float *restrict t, const float 
     }
 }
 
-WIDE void sp__geglu_backward(float *dgate, float *restrict dup, const float *dact,
-                             const float *restrict gate, const float *restrict t,
-                             const float *restrict up, size_t n) {
+void sp__geglu_backward(float *dgate, float *restrict dup, const float *dact,
+                        const float *restrict gate, const float *restrict t,
+                        const float *restrict up, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float v = gate[i], th = t[i], da = dact[i];
         float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBIC * v * v);
