@@ -1003,36 +1003,18 @@ static const sp__family PHI = {
 /* T5: RMS norms (T5LayerNorm) before every sub-layer, relative position buckets, no biases;
  * the MLP is ReLU or gated-GELU (feed_forward_proj, sp__family_for). The engine runs it in
  * src/model/t5.c. */
-#define T5(act)                                                                                    \
+#define T5(type, cls, act)                                                                         \
     {                                                                                              \
-        .arch = SP_ARCH_T5, .model_type = "t5", .hf_class = "T5ForConditionalGeneration",          \
-        .ctx_key = "n_positions", .name_prefix = NULL, .layer_prefix = "encoder.block.%d.",        \
-        .layout = SP_W_OUT_IN, .norm = SP_NORM_RMSNORM, .block = SP_BLOCK_PRE_NORM,                \
-        .embed = SP_EMBED_PLAIN, .pos = SP_POS_RELATIVE, .qkv = SP_QKV_SEPARATE,                   \
-        .qk_norm = SP_QKNORM_NONE, .mlp = act, .mask = SP_MASK_SEQ2SEQ, .head = SP_HEAD_LM,        \
-        .gqa = 1, TABLE(T5_TENSORS)                                                                \
+        .arch = SP_ARCH_T5, .model_type = type, .hf_class = cls, .ctx_key = "n_positions",         \
+        .name_prefix = NULL, .layer_prefix = "encoder.block.%d.", .layout = SP_W_OUT_IN,           \
+        .norm = SP_NORM_RMSNORM, .block = SP_BLOCK_PRE_NORM, .embed = SP_EMBED_PLAIN,              \
+        .pos = SP_POS_RELATIVE, .qkv = SP_QKV_SEPARATE, .qk_norm = SP_QKNORM_NONE, .mlp = act,     \
+        .mask = SP_MASK_SEQ2SEQ, .head = SP_HEAD_LM, .gqa = 1, TABLE(T5_TENSORS)                   \
     }
-static const sp__family T5_RELU = T5(SP_MLP_RELU);
-static const sp__family T5_GATED = T5(SP_MLP_GEGLU);
+static const sp__family T5_RELU = T5("t5", "T5ForConditionalGeneration", SP_MLP_RELU);
+static const sp__family T5_GATED = T5("t5", "T5ForConditionalGeneration", SP_MLP_GEGLU);
 /* mT5: T5 1.1's description under MT5ForConditionalGeneration's names (cfg.mt5) */
-static const sp__family MT5 = {.arch = SP_ARCH_T5,
-                               .model_type = "mt5",
-                               .hf_class = "MT5ForConditionalGeneration",
-                               .ctx_key = "n_positions",
-                               .name_prefix = NULL,
-                               .layer_prefix = "encoder.block.%d.",
-                               .layout = SP_W_OUT_IN,
-                               .norm = SP_NORM_RMSNORM,
-                               .block = SP_BLOCK_PRE_NORM,
-                               .embed = SP_EMBED_PLAIN,
-                               .pos = SP_POS_RELATIVE,
-                               .qkv = SP_QKV_SEPARATE,
-                               .qk_norm = SP_QKNORM_NONE,
-                               .mlp = SP_MLP_GEGLU,
-                               .mask = SP_MASK_SEQ2SEQ,
-                               .head = SP_HEAD_LM,
-                               .gqa = 1,
-                               TABLE(T5_TENSORS)};
+static const sp__family MT5 = T5("mt5", "MT5ForConditionalGeneration", SP_MLP_GEGLU);
 #undef T5
 /* BLOOM: the embedding LayerNorm, ALiBi, q/k/v interleaved per head (query_key_value viewed as
  * [heads, 3, head_dim]), the tanh GELU (bloom_gelu_forward); the block's residual is the norm's
