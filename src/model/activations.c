@@ -1,4 +1,6 @@
-/* Elementwise kernels compiled with -O3 -ffast-math (CMakeLists.txt) so that GCC vectorises the
+/* Elementwise kernels. With AVX-512 the exponentials and tanh (GELU, SwiGLU, softmax rows) go
+ * to vmath.c (every element through one vector code, whatever its position). Otherwise, and for
+ * the rest, compiled with -O3 -ffast-math (CMakeLists.txt) so that GCC vectorises the
  * loops and calls glibc's vector math library (libmvec) for tanhf and expf: the GELU of every
  * MLP row, the softmax rows of attention and the cross-entropy over the vocabulary. Nothing here
  * tests for NaN/Inf; sums are vectorised (reassociated), so they are deterministic for a given
@@ -12,6 +14,10 @@
 #define GELU_CUBIC 0.044715f
 
 void sp__gelu_forward(float *restrict out, float *restrict t, const float *restrict x, size_t n) {
+    if (sp__vmath_ok()) {
+        sp__vmath_gelu_forward(out, t, x, n);
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
         float th = tanhf(GELU_SCALE * (v + GELU_CUBIC * v * v * v));
@@ -59,6 +65,10 @@ void sp__relu_backward(float *dx, const float *dout, const float *restrict x, si
 
 void sp__geglu_forward(float *restrict act, float *restrict t, const float *restrict gate,
                        const float *restrict up, size_t n) {
+    if (sp__vmath_ok()) {
+        sp__vmath_geglu_forward(act, t, gate, up, n);
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         float v = gate[i];
         float th = tanhf(GELU_SCALE * (v + GELU_CUBIC * v * v * v));
@@ -79,10 +89,15 @@ void sp__geglu_backward(float *dgate, float *restrict dup, const float *dact,
 }
 
 void sp__exp_shift(float *restrict row, int n, float shift) {
+    if (sp__vmath_ok()) {
+        sp__vmath_exp_shift(row, (size_t)n, shift);
+        return;
+    }
     for (int j = 0; j < n; j++) row[j] = expf(row[j] - shift);
 }
 
 float sp__exp_shift_sum(float *restrict row, int n, float shift) {
+    if (sp__vmath_ok()) return sp__vmath_exp_shift_sum(row, (size_t)n, shift);
     float sum = 0.0f;
     for (int j = 0; j < n; j++) sum += (row[j] = expf(row[j] - shift));
     return sum;
@@ -106,6 +121,10 @@ float sp__max(const float *restrict row, int n) {
 
 void sp__swiglu_forward(float *restrict act, float *restrict sig, const float *restrict gate,
                         const float *restrict up, size_t n) {
+    if (sp__vmath_ok()) {
+        sp__vmath_swiglu_forward(act, sig, gate, up, n);
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         float g = gate[i], s = 1.0f / (1.0f + expf(-g));
         sig[i] = s;

@@ -280,8 +280,16 @@ TGT static void pack_a(uint16_t *dst, const float *a, int lda, int m0, int mc, i
 
 /* C[mr rows, nr columns] (+)= the MR x NR tile of packed a (MR rows of kp pairs) times the packed
  * panel b ([kp][NR] pairs). */
+/* What the first block of k adds its products to (the later blocks add to C): C itself (beta 1),
+ * nothing (beta 0 and no start), or the start, res + bias, read where C is written. */
+typedef struct tile_start {
+    int add_c;
+    const float *bias, *res; /* at the tile's first column (bias) and first row and column (res) */
+    int ldres;
+} tile_start;
+
 TGT static void tile(float *c, int ldc, const uint16_t *a, const uint16_t *b, int kp, int mr,
-                     int nr, int add) {
+                     int nr, const tile_start *st) {
     __m512 acc[MR][NV];
 #pragma GCC unroll 16
     for (int r = 0; r < MR; r++)
@@ -307,35 +315,52 @@ TGT static void tile(float *c, int ldc, const uint16_t *a, const uint16_t *b, in
     }
     for (int r = 0; r < mr; r++) {
         float *cr = c + (size_t)r * ldc;
+        const float *rr = st->res ? st->res + (size_t)r * st->ldres : NULL;
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) {
             __m512 x = acc[r][v];
-            if (add) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask[v], cr + 16 * v));
+            if (st->add_c) {
+                x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(mask[v], cr + 16 * v));
+            } else if (rr || st->bias) { /* x + (res + bias): the order the unfused code had */
+                __m512 s = rr ? _mm512_maskz_loadu_ps(mask[v], rr + 16 * v) : _mm512_setzero_ps();
+                if (st->bias) {
+                    __m512 b = _mm512_maskz_loadu_ps(mask[v], st->bias + 16 * v);
+                    s = rr ? _mm512_add_ps(s, b) : b;
+                }
+                x = _mm512_add_ps(x, s);
+            }
             _mm512_mask_storeu_ps(cr + 16 * v, mask[v], x);
         }
     }
 }
 
 TGT static void gemm_native(void *scratch_mem, int m, int n, int k, const float *a, int lda,
-                            const uint16_t *b, int ldb, int bt, float beta, float *c, int ldc) {
+                            const uint16_t *b, int ldb, int bt, float beta,
+                            const sp__gemm_start *start, float *c, int ldc) {
     uint16_t *bp = scratch_mem, *apk = bp + (size_t)NC * KC;
     for (int n0 = 0; n0 < n; n0 += NC) {
         int nc = n - n0 < NC ? n - n0 : NC, panels = (nc + NR - 1) / NR;
         const uint16_t *bn = bt ? b + (size_t)n0 * ldb : b + n0;
         for (int k0 = 0; k0 < k; k0 += KC) {
             int kc = k - k0 < KC ? k - k0 : KC, kp = (kc + 1) / 2;
-            int add = k0 > 0 || beta != 0.0f;
             pack_b(bp, bn, ldb, bt, k0, kc, k, nc);
             for (int m0 = 0; m0 < m; m0 += MC) {
                 int mc = m - m0 < MC ? m - m0 : MC;
                 pack_a(apk, a, lda, m0, mc, m, k0, kc);
                 for (int j = 0; j < panels; j++) {
                     const uint16_t *panel = bp + (size_t)j * kp * NR * 2;
-                    int nr = nc - j * NR < NR ? nc - j * NR : NR;
-                    for (int i = 0; i < mc; i += MR)
-                        tile(c + (size_t)(m0 + i) * ldc + n0 + (size_t)j * NR, ldc,
-                             apk + (size_t)i * kp * 2, panel, kp, mc - i < MR ? mc - i : MR, nr,
-                             add);
+                    int nr = nc - j * NR < NR ? nc - j * NR : NR, col = n0 + j * NR;
+                    for (int i = 0; i < mc; i += MR) {
+                        tile_start st = {k0 > 0 || beta != 0.0f, NULL, NULL, 0};
+                        if (!st.add_c && start) {
+                            st.bias = start->bias ? start->bias + col : NULL;
+                            st.res = start->res ? start->res + (size_t)(m0 + i) * start->ldres + col
+                                                : NULL;
+                            st.ldres = start->ldres;
+                        }
+                        tile(c + (size_t)(m0 + i) * ldc + col, ldc, apk + (size_t)i * kp * 2, panel,
+                             kp, mc - i < MR ? mc - i : MR, nr, &st);
+                    }
                 }
             }
         }
@@ -346,19 +371,46 @@ TGT static void gemm_native(void *scratch_mem, int m, int n, int k, const float 
 
 /* ---- entry point --------------------------------------------------------------------------- */
 
-void sp__gemm_bf16(int m, int n, int k, const float *a, int lda, const uint16_t *b, int ldb, int bt,
-                   int exact, float beta, float *c, int ldc) {
+void sp__gemm_start_fill(float *c, int ldc, int m, int n, const sp__gemm_start *s) {
+    for (int i = 0; i < m; i++) {
+        float *ci = c + (size_t)i * ldc;
+        if (s->res)
+            memcpy(ci, s->res + (size_t)i * s->ldres, (size_t)n * sizeof *ci);
+        else if (!s->bias)
+            memset(ci, 0, (size_t)n * sizeof *ci);
+        if (s->bias && s->res)
+            for (int j = 0; j < n; j++) ci[j] += s->bias[j];
+        else if (s->bias)
+            memcpy(ci, s->bias, (size_t)n * sizeof *ci);
+    }
+}
+
+static void gemm(int m, int n, int k, const float *a, int lda, const uint16_t *b, int ldb, int bt,
+                 int exact, float beta, const sp__gemm_start *start, float *c, int ldc) {
     if (m <= 0 || n <= 0) return;
     void *t = scratch();
-    if (k <= 0 || !t) {
-        gemm_plain(m, n, k, a, lda, b, ldb, bt, beta, c, ldc);
-        return;
-    }
 #if SP_HAVE_AVX512BF16_BUILD
-    if (!exact && sp__bf16_native()) {
-        gemm_native(t, m, n, k, a, lda, b, ldb, bt, beta, c, ldc);
+    if (k > 0 && t && !exact && sp__bf16_native()) {
+        gemm_native(t, m, n, k, a, lda, b, ldb, bt, beta, start, c, ldc);
         return;
     }
 #endif
-    gemm_f32_path(t, m, n, k, a, lda, b, ldb, bt, beta, c, ldc);
+    if (start) { /* C = res + bias, then the product added to it */
+        sp__gemm_start_fill(c, ldc, m, n, start);
+        beta = 1.0f;
+    }
+    if (k <= 0 || !t)
+        gemm_plain(m, n, k, a, lda, b, ldb, bt, beta, c, ldc);
+    else
+        gemm_f32_path(t, m, n, k, a, lda, b, ldb, bt, beta, c, ldc);
+}
+
+void sp__gemm_bf16(int m, int n, int k, const float *a, int lda, const uint16_t *b, int ldb, int bt,
+                   int exact, float beta, float *c, int ldc) {
+    gemm(m, n, k, a, lda, b, ldb, bt, exact, beta, NULL, c, ldc);
+}
+
+void sp__gemm_bf16_start(int m, int n, int k, const float *a, int lda, const uint16_t *b, int ldb,
+                         int bt, int exact, const sp__gemm_start *start, float *c, int ldc) {
+    gemm(m, n, k, a, lda, b, ldb, bt, exact, 0.0f, start, c, ldc);
 }

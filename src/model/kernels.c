@@ -6,6 +6,10 @@
 
 void sp__layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
                            const float *b, int n, int d, float eps) {
+    if (sp__vmath_ok()) { /* AVX-512 (vmath.c): the same sums, 16 columns at a time */
+        sp__vmath_layernorm_forward(out, mean, rstd, x, w, b, n, d, eps);
+        return;
+    }
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d;
         float *oi = out + (size_t)i * d;
@@ -24,6 +28,10 @@ void sp__layernorm_forward(float *out, float *mean, float *rstd, const float *x,
 
 void sp__layernorm_backward(float *dx, const float *dout, const float *x, const float *mean,
                             const float *rstd, const float *w, int n, int d) {
+    if (sp__vmath_ok()) { /* AVX-512 (vmath.c): the same sums, 16 columns at a time */
+        sp__vmath_layernorm_backward(dx, dout, x, mean, rstd, w, n, d);
+        return;
+    }
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d, *gi = dout + (size_t)i * d;
         float *dxi = dx + (size_t)i * d;
@@ -62,10 +70,19 @@ static void product_row(float *y, const float *x, const float *w, const sp_linea
     }
 }
 
-/* y = x . W (+ beta y): the one product of every linear layer, by the weight's storage. */
+/* y = start + x . W, start = residual + bias (either may be NULL: zero): the one product of every
+ * linear layer, by the weight's storage. The BF16 kernel adds the start as it stores its tiles;
+ * every other path forms it in y first and adds the product to it (the same sums either way). */
 static void product(float *y, int ldy, const float *x, int ldx, const sp_linear *W, int n,
-                    float beta) {
+                    const sp__gemm_start *start) {
     int wt = W->layout == SP_W_OUT_IN, ldw = wt ? W->in : W->out;
+    if (W->store == SP_WSTORE_BF16 &&
+        !(single_row_gemv && (W->exact || !sp__bf16_native()) && sp__gemm_few_ok(n))) {
+        sp__gemm_bf16_start(n, W->out, W->in, x, ldx, W->w, ldw, wt, W->exact, start, y, ldy);
+        return;
+    }
+    float beta = start->bias || start->res ? 1.0f : 0.0f;
+    if (beta != 0.0f) sp__gemm_start_fill(y, ldy, n, W->out, start);
     switch (W->store) {
     case SP_WSTORE_F32: {
         const float *w = W->w;
@@ -89,40 +106,23 @@ static void product(float *y, int ldy, const float *x, int ldx, const sp_linear 
         }
         return;
     }
-    case SP_WSTORE_BF16:
-        if (single_row_gemv && (W->exact || !sp__bf16_native()) && sp__gemm_few_ok(n)) {
-            sp__gemm_few(n, W->out, W->in, x, ldx, W->w, ldw, wt, 1, beta, y, ldy);
-            return;
-        }
-        switch (W->layout) {
-        case SP_W_IN_OUT: /* W [in, out] */
-            sp__gemm_bf16(n, W->out, W->in, x, ldx, W->w, W->out, 0, W->exact, beta, y, ldy);
-            return;
-        case SP_W_OUT_IN: /* W [out, in]: its transpose */
-            sp__gemm_bf16(n, W->out, W->in, x, ldx, W->w, W->in, 1, W->exact, beta, y, ldy);
-            return;
-        }
+    case SP_WSTORE_BF16: /* decode rows computed in float32 (exact, or no AVX512-BF16) */
+        sp__gemm_few(n, W->out, W->in, x, ldx, W->w, ldw, wt, 1, beta, y, ldy);
         return;
     }
 }
 
 void sp__linear_fwd(float *y, int ldy, const float *x, int ldx, const sp_linear *W, int n) {
     if (n == 0) return;
-    if (W->b)
-        for (int i = 0; i < n; i++)
-            memcpy(y + (size_t)i * ldy, W->b, (size_t)W->out * sizeof(float));
-    product(y, ldy, x, ldx, W, n, W->b ? 1.0f : 0.0f);
+    sp__gemm_start start = {.bias = W->b};
+    product(y, ldy, x, ldx, W, n, &start);
 }
 
 void sp__linear_fwd_residual(float *y, const float *residual, const float *x, int ldx,
                              const sp_linear *W, int n) {
     if (n == 0) return;
-    size_t out = (size_t)W->out;
-    memcpy(y, residual, (size_t)n * out * sizeof *y);
-    if (W->b)
-        for (int i = 0; i < n; i++)
-            for (size_t j = 0; j < out; j++) y[(size_t)i * out + j] += W->b[j];
-    product(y, W->out, x, ldx, W, n, 1.0f);
+    sp__gemm_start start = {.bias = W->b, .res = residual, .ldres = W->out};
+    product(y, W->out, x, ldx, W, n, &start);
 }
 
 void sp__linear_bwd(float *dx, int lddx, const float *dy, int lddy, const sp_linear *W, int n,
@@ -159,6 +159,10 @@ void sp__linear_bwd(float *dx, int lddx, const float *dy, int lddy, const sp_lin
 
 void sp__rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int n, int d,
                          float eps) {
+    if (sp__vmath_ok()) { /* AVX-512 (vmath.c): the same sums, 16 columns at a time */
+        sp__vmath_rmsnorm_forward(out, rstd, x, w, n, d, eps);
+        return;
+    }
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d;
         float *oi = out + (size_t)i * d;
@@ -172,6 +176,10 @@ void sp__rmsnorm_forward(float *out, float *rstd, const float *x, const float *w
 
 void sp__rmsnorm_backward(float *dx, const float *dout, const float *x, const float *rstd,
                           const float *w, int n, int d) {
+    if (sp__vmath_ok()) { /* AVX-512 (vmath.c): the same sums, 16 columns at a time */
+        sp__vmath_rmsnorm_backward(dx, dout, x, rstd, w, n, d);
+        return;
+    }
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d, *gi = dout + (size_t)i * d;
         float *dxi = dx + (size_t)i * d;

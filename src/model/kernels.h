@@ -59,6 +59,19 @@ void sp__linear_bwd(float *dx, int lddx, const float *dy, int lddy, const sp_lin
  * other rows (with sgemm it may: OpenBLAS picks kernels by size). */
 void sp__gemm_bf16(int m, int n, int k, const float *a, int lda, const uint16_t *b, int ldb, int bt,
                    int exact, float beta, float *c, int ldc);
+/* What C starts as before a product is added to it: res[m, n] (row stride ldres) + bias[n], in
+ * that order; either may be NULL (both NULL: zero). */
+typedef struct sp__gemm_start {
+    const float *bias, *res;
+    int ldres;
+} sp__gemm_start;
+/* C = start + A . B, as sp__gemm_bf16 otherwise: the AVX512-BF16 kernel adds the start to its
+ * tiles as it stores them (C is written once, not filled first and read back), bitwise what
+ * filling C and adding the product with beta 1 gives. */
+void sp__gemm_bf16_start(int m, int n, int k, const float *a, int lda, const uint16_t *b, int ldb,
+                         int bt, int exact, const sp__gemm_start *start, float *c, int ldc);
+/* C[m, n] (row stride ldc) = start->res + start->bias (or zero). */
+void sp__gemm_start_fill(float *c, int ldc, int m, int n, const sp__gemm_start *start);
 /* 1 when products with BF16 weights use the CPU's BF16 instructions: the CPU has AVX512-BF16
  * and the environment does not set SP_CPU_NO_BF16 (to a value other than 0), read once. */
 int sp__bf16_native(void);
@@ -94,9 +107,32 @@ void sp__rope_rotate(float *x, int ld, int len, int n_heads, int hd, const float
 void sp__rope_rotate_part(float *x, int ld, int len, int n_heads, int hd, int rot, const float *cos,
                           const float *sin, int inverse);
 
+/* Elementwise math with AVX-512 (vmath.c): every element through the same vector code, so a
+ * result depends on its input only, not on its position or n. sp__vmath_ok: the CPU has
+ * AVX-512F/DQ and SP_CPU_NO_AVX512 is not set (to a value other than 0); the others may be
+ * called only then. activations.c's functions below dispatch to them. */
+int sp__vmath_ok(void);
+/* Tests: on makes sp__vmath_ok 0 (the libm loops), off chooses again; call it while nothing runs.
+ */
+void sp__vmath_force_off(int on);
+void sp__vmath_exp(float *y, const float *x, size_t n);
+void sp__vmath_gelu_forward(float *out, float *t, const float *x, size_t n);
+void sp__vmath_geglu_forward(float *act, float *t, const float *gate, const float *up, size_t n);
+void sp__vmath_swiglu_forward(float *act, float *sig, const float *gate, const float *up, size_t n);
+void sp__vmath_exp_shift(float *row, size_t n, float shift);
+float sp__vmath_exp_shift_sum(float *row, size_t n, float shift);
+void sp__vmath_layernorm_forward(float *out, float *mean, float *rstd, const float *x,
+                                 const float *w, const float *b, int n, int d, float eps);
+void sp__vmath_layernorm_backward(float *dx, const float *dout, const float *x, const float *mean,
+                                  const float *rstd, const float *w, int n, int d);
+void sp__vmath_rmsnorm_forward(float *out, float *rstd, const float *x, const float *w, int n,
+                               int d, float eps);
+void sp__vmath_rmsnorm_backward(float *dx, const float *dout, const float *x, const float *rstd,
+                                const float *w, int n, int d);
+
 /* GPT-2's gelu_new (tanh approximation), elementwise over n values:
  * out = 0.5 x (1 + t), t = tanh(sqrt(2/pi) (x + 0.044715 x^3)); t is saved for backward.
- * (src/model/activations.c, compiled for vectorised libm calls.) */
+ * (src/model/activations.c: sp__vmath_gelu_forward with AVX-512, else vectorised libm calls.) */
 void sp__gelu_forward(float *out, float *t, const float *x, size_t n);
 /* dx[i] = dout[i] * gelu'(x[i]) from the saved t; dx may alias dout. */
 void sp__gelu_backward(float *dx, const float *dout, const float *x, const float *t, size_t n);

@@ -130,8 +130,52 @@ START_TEST(rows_do_not_depend_on_the_batch) {
 }
 END_TEST
 
+/* sp__gemm_bf16_start (the kernel adds residual + bias as it stores) gives the same bits as
+ * forming residual + bias in C and adding the product with beta 1, on both paths, for every
+ * shape (k past one block: the start is added once, by the first block) and every start. */
+static void check_start(int force_float32) {
+    sp__bf16_force_float32(force_float32);
+    int n_shapes = (int)(sizeof SHAPES / sizeof SHAPES[0]);
+    for (int si = 0; si < n_shapes; si++)
+        for (int bt = 0; bt < 2; bt++)
+            for (int what = 0; what < 4; what++) { /* none, bias, residual, both */
+                shape s = SHAPES[si];
+                int lda = s.k + 1, ldc = s.n + 3, ldr = s.n + 2, ldb = (bt ? s.k : s.n) + 2;
+                size_t nb = (size_t)(bt ? s.n : s.k) * ldb;
+                float *a = malloc((size_t)s.m * lda * sizeof *a),
+                      *bias = malloc(s.n * sizeof *bias);
+                float *res = malloc((size_t)s.m * ldr * sizeof *res);
+                float *c1 = malloc((size_t)s.m * ldc * sizeof *c1);
+                float *c2 = malloc((size_t)s.m * ldc * sizeof *c2);
+                uint16_t *b = malloc(nb * sizeof *b);
+                ck_assert(a && bias && res && c1 && c2 && b);
+                sp_rng r;
+                sp_rng_seed(&r, (uint64_t)(100 + si * 8 + bt * 4 + what));
+                for (int i = 0; i < s.m * lda; i++) a[i] = (float)sp_rng_normal(&r);
+                for (size_t i = 0; i < nb; i++) b[i] = sp_f32_to_bf16((float)sp_rng_normal(&r));
+                for (int i = 0; i < s.n; i++) bias[i] = (float)sp_rng_normal(&r);
+                for (int i = 0; i < s.m * ldr; i++) res[i] = (float)sp_rng_normal(&r);
+                for (int i = 0; i < s.m * ldc; i++) c1[i] = c2[i] = (float)sp_rng_normal(&r);
+                sp__gemm_start st = {what & 1 ? bias : NULL, what & 2 ? res : NULL, ldr};
+                sp__gemm_bf16_start(s.m, s.n, s.k, a, lda, b, ldb, bt, 0, &st, c1, ldc);
+                sp__gemm_start_fill(c2, ldc, s.m, s.n, &st);
+                sp__gemm_bf16(s.m, s.n, s.k, a, lda, b, ldb, bt, 0, what ? 1.0f : 0.0f, c2, ldc);
+                ck_assert_msg(memcmp(c1, c2, (size_t)s.m * ldc * sizeof *c1) == 0,
+                              "%s path: m %d n %d k %d bt %d start %d: fused start differs",
+                              force_float32 ? "float32" : "native", s.m, s.n, s.k, bt, what);
+                free(a), free(bias), free(res), free(c1), free(c2), free(b);
+            }
+    sp__bf16_force_float32(0);
+}
+
+START_TEST(start_is_fill_then_add) {
+    check_start(1);
+    if (sp__bf16_native()) check_start(0);
+}
+END_TEST
+
 int main(void) {
     const TTest *tests[] = {native_path_matches_float64, float32_path_matches_float64,
-                            rows_do_not_depend_on_the_batch, NULL};
+                            rows_do_not_depend_on_the_batch, start_is_fill_then_add, NULL};
     return tu_main("bf16", tests, NULL, NULL);
 }
