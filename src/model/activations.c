@@ -18,6 +18,13 @@ void sp__gelu_forward(float *restrict out, float *restrict t, const float *restr
         sp__vmath_gelu_forward(out, t, x, n);
         return;
     }
+    if (!t) {
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i];
+            out[i] = 0.5f * v * (1.0f + tanhf(GELU_SCALE * (v + GELU_CUBIC * v * v * v)));
+        }
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
         float th = tanhf(GELU_SCALE * (v + GELU_CUBIC * v * v * v));
@@ -26,12 +33,33 @@ void sp__gelu_forward(float *restrict out, float *restrict t, const float *restr
     }
 }
 
+/* Without a saved t, the tanh values of CHUNK elements at a time into a buffer on the stack. */
+#define CHUNK 256
+
+static void gelu_tanh(float *restrict th, const float *restrict x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        th[i] = tanhf(GELU_SCALE * (v + GELU_CUBIC * v * v * v));
+    }
+}
+
 void sp__gelu_backward(float *dx, const float *dout, const float *restrict x,
                        const float *restrict t, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i], th = t[i];
-        float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBIC * v * v);
-        dx[i] = dout[i] * (0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * du);
+    if (!t && sp__vmath_ok()) {
+        sp__vmath_gelu_backward(dx, dout, x, n);
+        return;
+    }
+    float buf[CHUNK];
+    for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
+        size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
+        const float *ti = t ? t + i0 : buf;
+        if (!t) gelu_tanh(buf, x + i0, m);
+        for (size_t j = 0; j < m; j++) {
+            size_t i = i0 + j;
+            float v = x[i], th = ti[j];
+            float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBIC * v * v);
+            dx[i] = dout[i] * (0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * du);
+        }
     }
 }
 
@@ -69,22 +97,37 @@ void sp__geglu_forward(float *restrict act, float *restrict t, const float *rest
         sp__vmath_geglu_forward(act, t, gate, up, n);
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        float v = gate[i];
-        float th = tanhf(GELU_SCALE * (v + GELU_CUBIC * v * v * v));
-        t[i] = th;
-        act[i] = 0.5f * v * (1.0f + th) * up[i];
+    float buf[CHUNK];
+    for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
+        size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
+        float *ti = t ? t + i0 : buf;
+        gelu_tanh(ti, gate + i0, m);
+        for (size_t j = 0; j < m; j++) {
+            float v = gate[i0 + j];
+            act[i0 + j] = 0.5f * v * (1.0f + ti[j]) * up[i0 + j];
+        }
     }
 }
 
 void sp__geglu_backward(float *dgate, float *restrict dup, const float *dact,
                         const float *restrict gate, const float *restrict t,
                         const float *restrict up, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        float v = gate[i], th = t[i], da = dact[i];
-        float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBIC * v * v);
-        dup[i] = da * 0.5f * v * (1.0f + th);
-        dgate[i] = da * up[i] * (0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * du);
+    if (!t && sp__vmath_ok()) {
+        sp__vmath_geglu_backward(dgate, dup, dact, gate, up, n);
+        return;
+    }
+    float buf[CHUNK];
+    for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
+        size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
+        const float *ti = t ? t + i0 : buf;
+        if (!t) gelu_tanh(buf, gate + i0, m);
+        for (size_t j = 0; j < m; j++) {
+            size_t i = i0 + j;
+            float v = gate[i], th = ti[j], da = dact[i];
+            float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBIC * v * v);
+            dup[i] = da * 0.5f * v * (1.0f + th);
+            dgate[i] = da * up[i] * (0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * du);
+        }
     }
 }
 
@@ -125,6 +168,10 @@ void sp__swiglu_forward(float *restrict act, float *restrict sig, const float *r
         sp__vmath_swiglu_forward(act, sig, gate, up, n);
         return;
     }
+    if (!sig) {
+        for (size_t i = 0; i < n; i++) act[i] = gate[i] * (1.0f / (1.0f + expf(-gate[i]))) * up[i];
+        return;
+    }
     for (size_t i = 0; i < n; i++) {
         float g = gate[i], s = 1.0f / (1.0f + expf(-g));
         sig[i] = s;
@@ -135,9 +182,21 @@ void sp__swiglu_forward(float *restrict act, float *restrict sig, const float *r
 void sp__swiglu_backward(float *dgate, float *restrict dup, const float *dact,
                          const float *restrict gate, const float *restrict sig,
                          const float *restrict up, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i], s = sig[i], da = dact[i];
-        dup[i] = da * g * s;
-        dgate[i] = da * up[i] * s * (1.0f + g * (1.0f - s)); /* silu'(g) = s (1 + g (1 - s)) */
+    if (!sig && sp__vmath_ok()) {
+        sp__vmath_swiglu_backward(dgate, dup, dact, gate, up, n);
+        return;
+    }
+    float buf[CHUNK];
+    for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
+        size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
+        const float *si = sig ? sig + i0 : buf;
+        if (!sig)
+            for (size_t j = 0; j < m; j++) buf[j] = 1.0f / (1.0f + expf(-gate[i0 + j]));
+        for (size_t j = 0; j < m; j++) {
+            size_t i = i0 + j;
+            float g = gate[i], s = si[j], da = dact[i];
+            dup[i] = da * g * s;
+            dgate[i] = da * up[i] * s * (1.0f + g * (1.0f - s)); /* silu'(g) = s (1 + g (1 - s)) */
+        }
     }
 }

@@ -529,7 +529,7 @@ static void mlp_act_forward(const sp_worker *w, const sp_layer *p, const sp__lay
     switch (w->f->mlp) {
     case SP_MLP_GELU:
         sp__linear_fwd(a->fc, z->F, a->ln2, z->d, &p->mlp_in, n);
-        sp__gelu_forward(act, a->fc_aux, a->fc, nf); /* tanh saved */
+        sp__gelu_forward(act, NULL, a->fc, nf); /* tanh recomputed in backward */
         return;
     case SP_MLP_GELU_ERF:
         sp__linear_fwd(a->fc, z->F, a->ln2, z->d, &p->mlp_in, n);
@@ -542,12 +542,12 @@ static void mlp_act_forward(const sp_worker *w, const sp_layer *p, const sp__lay
     case SP_MLP_SWIGLU:
         sp__linear_fwd(a->fc, z->F, a->ln2, z->d, &p->mlp_in, n); /* gate */
         sp__linear_fwd(a->up, z->F, a->ln2, z->d, &p->mlp_up, n);
-        sp__swiglu_forward(act, a->fc_aux, a->fc, a->up, nf); /* sigmoid(gate) saved */
+        sp__swiglu_forward(act, NULL, a->fc, a->up, nf); /* sigmoid recomputed */
         return;
     case SP_MLP_GEGLU:
         sp__linear_fwd(a->fc, z->F, a->ln2, z->d, &p->mlp_in, n); /* gate */
         sp__linear_fwd(a->up, z->F, a->ln2, z->d, &p->mlp_up, n);
-        sp__geglu_forward(act, a->fc_aux, a->fc, a->up, nf); /* tanh inside gelu(gate) saved */
+        sp__geglu_forward(act, NULL, a->fc, a->up, nf); /* tanh recomputed */
         return;
     }
 }
@@ -560,7 +560,7 @@ static void mlp_act_backward(const sp_worker *w, const sp_layer *p, const sp__la
     size_t nf = (size_t)n * z->F;
     switch (w->f->mlp) {
     case SP_MLP_GELU:
-        sp__gelu_backward(dact, dact, a->fc, a->fc_aux, nf);
+        sp__gelu_backward(dact, dact, a->fc, NULL, nf);
         sp__linear_bwd(dln2, z->d, dact, z->F, &p->mlp_in, n, 0);
         return;
     case SP_MLP_GELU_ERF:
@@ -572,12 +572,12 @@ static void mlp_act_backward(const sp_worker *w, const sp_layer *p, const sp__la
         sp__linear_bwd(dln2, z->d, dact, z->F, &p->mlp_in, n, 0);
         return;
     case SP_MLP_SWIGLU:
-        sp__swiglu_backward(dact, dup, dact, a->fc, a->fc_aux, a->up, nf);
+        sp__swiglu_backward(dact, dup, dact, a->fc, NULL, a->up, nf);
         sp__linear_bwd(dln2, z->d, dact, z->F, &p->mlp_in, n, 0);
         sp__linear_bwd(dln2, z->d, dup, z->F, &p->mlp_up, n, 1);
         return;
     case SP_MLP_GEGLU:
-        sp__geglu_backward(dact, dup, dact, a->fc, a->fc_aux, a->up, nf);
+        sp__geglu_backward(dact, dup, dact, a->fc, NULL, a->up, nf);
         sp__linear_bwd(dln2, z->d, dact, z->F, &p->mlp_in, n, 0);
         sp__linear_bwd(dln2, z->d, dup, z->F, &p->mlp_up, n, 1);
         return;

@@ -119,6 +119,12 @@ void sp__vmath_exp(float *y, const float *x, size_t n);
 void sp__vmath_gelu_forward(float *out, float *t, const float *x, size_t n);
 void sp__vmath_geglu_forward(float *act, float *t, const float *gate, const float *up, size_t n);
 void sp__vmath_swiglu_forward(float *act, float *sig, const float *gate, const float *up, size_t n);
+/* Backward without the saved tanh / sigmoid: recomputed from the input (the same bits). */
+void sp__vmath_gelu_backward(float *dx, const float *dout, const float *x, size_t n);
+void sp__vmath_geglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
+                              const float *up, size_t n);
+void sp__vmath_swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
+                               const float *up, size_t n);
 void sp__vmath_exp_shift(float *row, size_t n, float shift);
 float sp__vmath_exp_shift_sum(float *row, size_t n, float shift);
 void sp__vmath_layernorm_forward(float *out, float *mean, float *rstd, const float *x,
@@ -131,7 +137,9 @@ void sp__vmath_rmsnorm_backward(float *dx, const float *dout, const float *x, co
                                 const float *w, int n, int d);
 
 /* GPT-2's gelu_new (tanh approximation), elementwise over n values:
- * out = 0.5 x (1 + t), t = tanh(sqrt(2/pi) (x + 0.044715 x^3)); t is saved for backward.
+ * out = 0.5 x (1 + t), t = tanh(sqrt(2/pi) (x + 0.044715 x^3)); t is saved for backward
+ * unless t is NULL (then backward, given t NULL, recomputes it; the same for SwiGLU's sig and
+ * GeGLU's t below).
  * (src/model/activations.c: sp__vmath_gelu_forward with AVX-512, else vectorised libm calls.) */
 void sp__gelu_forward(float *out, float *t, const float *x, size_t n);
 /* dx[i] = dout[i] * gelu'(x[i]) from the saved t; dx may alias dout. */

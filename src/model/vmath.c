@@ -122,7 +122,7 @@ TGT void sp__vmath_gelu_forward(float *out, float *t, const float *x, size_t n) 
     for (size_t i = 0; i < n; i += 16) {
         __mmask16 m = tail_mask(n - i);
         __m512 v = _mm512_maskz_loadu_ps(m, x + i), th = v_tanh(v_gelu_arg(v));
-        _mm512_mask_storeu_ps(t + i, m, th);
+        if (t) _mm512_mask_storeu_ps(t + i, m, th);
         _mm512_mask_storeu_ps(out + i, m,
                               _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, th)));
     }
@@ -135,7 +135,7 @@ TGT void sp__vmath_geglu_forward(float *act, float *t, const float *gate, const 
         __mmask16 m = tail_mask(n - i);
         __m512 v = _mm512_maskz_loadu_ps(m, gate + i), th = v_tanh(v_gelu_arg(v));
         __m512 g = _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, th));
-        _mm512_mask_storeu_ps(t + i, m, th);
+        if (t) _mm512_mask_storeu_ps(t + i, m, th);
         _mm512_mask_storeu_ps(act + i, m, _mm512_mul_ps(g, _mm512_maskz_loadu_ps(m, up + i)));
     }
 }
@@ -148,9 +148,59 @@ TGT void sp__vmath_swiglu_forward(float *act, float *sig, const float *gate, con
         __mmask16 m = tail_mask(n - i);
         __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
         __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, v_exp(_mm512_xor_ps(g, sign))));
-        _mm512_mask_storeu_ps(sig + i, m, s);
+        if (sig) _mm512_mask_storeu_ps(sig + i, m, s);
         _mm512_mask_storeu_ps(act + i, m,
                               _mm512_mul_ps(_mm512_mul_ps(g, s), _mm512_maskz_loadu_ps(m, up + i)));
+    }
+}
+
+/* d gelu(v) / dv from t = tanh(u(v)): 0.5 (1 + t) + 0.5 v (1 - t^2) u'(v) */
+TGT static inline __m512 v_gelu_grad(__m512 v, __m512 th) {
+    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
+    __m512 du =
+        _mm512_mul_ps(_mm512_set1_ps(GELU_SCALE),
+                      _mm512_fmadd_ps(_mm512_set1_ps(3.0f * GELU_CUBIC), _mm512_mul_ps(v, v), one));
+    __m512 a = _mm512_mul_ps(half, _mm512_add_ps(one, th));
+    __m512 b = _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_fnmadd_ps(th, th, one));
+    return _mm512_fmadd_ps(b, du, a);
+}
+
+TGT void sp__vmath_gelu_backward(float *dx, const float *dout, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i), th = v_tanh(v_gelu_arg(v));
+        __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dout + i), v_gelu_grad(v, th));
+        _mm512_mask_storeu_ps(dx + i, m, g);
+    }
+}
+
+TGT void sp__vmath_geglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
+                                  const float *up, size_t n) {
+    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(m, gate + i), th = v_tanh(v_gelu_arg(v));
+        __m512 da = _mm512_maskz_loadu_ps(m, dact + i), u = _mm512_maskz_loadu_ps(m, up + i);
+        __m512 gl = _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, th));
+        _mm512_mask_storeu_ps(dup + i, m, _mm512_mul_ps(da, gl));
+        _mm512_mask_storeu_ps(dgate + i, m,
+                              _mm512_mul_ps(_mm512_mul_ps(da, u), v_gelu_grad(v, th)));
+    }
+}
+
+TGT void sp__vmath_swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
+                                   const float *up, size_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32((int)0x80000000u));
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
+        __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, v_exp(_mm512_xor_ps(g, sign))));
+        __m512 da = _mm512_maskz_loadu_ps(m, dact + i), u = _mm512_maskz_loadu_ps(m, up + i);
+        _mm512_mask_storeu_ps(dup + i, m, _mm512_mul_ps(_mm512_mul_ps(da, g), s));
+        /* silu'(g) = s (1 + g (1 - s)) */
+        __m512 d = _mm512_mul_ps(s, _mm512_fmadd_ps(g, _mm512_sub_ps(one, s), one));
+        _mm512_mask_storeu_ps(dgate + i, m, _mm512_mul_ps(_mm512_mul_ps(da, u), d));
     }
 }
 
@@ -328,6 +378,20 @@ void sp__vmath_swiglu_forward(float *act, float *sig, const float *gate, const f
 }
 void sp__vmath_exp_shift(float *row, size_t n, float shift) {
     (void)row, (void)n, (void)shift;
+    abort();
+}
+void sp__vmath_gelu_backward(float *dx, const float *dout, const float *x, size_t n) {
+    (void)dx, (void)dout, (void)x, (void)n;
+    abort();
+}
+void sp__vmath_geglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
+                              const float *up, size_t n) {
+    (void)dgate, (void)dup, (void)dact, (void)gate, (void)up, (void)n;
+    abort();
+}
+void sp__vmath_swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
+                               const float *up, size_t n) {
+    (void)dgate, (void)dup, (void)dact, (void)gate, (void)up, (void)n;
     abort();
 }
 float sp__vmath_exp_shift_sum(float *row, size_t n, float shift) {

@@ -29,7 +29,7 @@ typedef enum act_width {
     W_QKV,
     W_FF,
     W_GATED_FF, /* F for a gated MLP (the second input projection), else 0 */
-    W_AUX_FF,   /* F when the activation saves a value for backward (not ReLU), else 0 */
+    W_AUX_FF,   /* F when the activation saves a value for backward (the erf GELU), else 0 */
     W_HEADS,    /* H */
     W_STATS,    /* 2: a norm's mean and rstd */
     W_VOCAB,
@@ -141,11 +141,11 @@ static size_t gated_ff(const sp__family *f, const sp__dims *z) {
 /* F when the MLP's activation keeps a value beside its input (tanh, Phi, sigmoid), else 0. */
 static size_t aux_ff(const sp__family *f, const sp__dims *z) {
     switch (f->mlp) {
-    case SP_MLP_GELU:
-    case SP_MLP_GELU_ERF:
+    case SP_MLP_GELU_ERF: /* Phi(x): erf is not recomputed */
+        return (size_t)z->F;
+    case SP_MLP_GELU: /* tanh / sigmoid recomputed in backward (activations.c) */
     case SP_MLP_SWIGLU:
     case SP_MLP_GEGLU:
-        return (size_t)z->F;
     case SP_MLP_RELU:
         return 0;
     }

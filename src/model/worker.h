@@ -51,7 +51,7 @@ typedef struct sp__layer_acts {
     float *ln2;                 /* [N, d] norm2(xmid) */
     float *ln2_mean, *ln2_rstd; /* [N] */
     float *fc;                  /* [N, F] MLP input projection (GELU input; SwiGLU gate) */
-    float *fc_aux;              /* [N, F] tanh inside gelu / sigmoid(gate), for backward */
+    float *fc_aux;              /* [N, F] Phi(x) of the erf GELU, for backward (else NULL) */
     float *up;                  /* [N, F] SwiGLU's up projection */
     float *mo;                  /* [N, d] act W_out before the post-MLP norm (sandwich) */
     float *mo_mean, *mo_rstd;   /* [N] its norm's statistics */

@@ -81,6 +81,58 @@ static void check_activations(int force_off) {
                       (double)x[i], (double)t[i], s);
         ck_assert(fabs(out[i] - x[i] * s * up[i]) <= 4e-7 * fmax(1e-30, fabs(x[i] * s * up[i])));
     }
+    /* backward, from the saved tanh / sigmoid and recomputing it (t NULL), against float64 */
+    float *dx = malloc(N_VALUES * sizeof *dx), *dup = malloc(N_VALUES * sizeof *dup);
+    ck_assert(dx && dup);
+    for (int saved = 0; saved < 2; saved++) {
+        sp__gelu_forward(out, t, x, N_VALUES);
+        sp__gelu_backward(dx, up, x, saved ? t : NULL, N_VALUES);
+        for (int i = 0; i < N_VALUES; i++) {
+            double v = x[i], th, u = sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v);
+            gelu_ref(v, &th);
+            double du = sqrt(2.0 / M_PI) * (1 + 3 * 0.044715 * v * v);
+            double d = 0.5 * (1 + th) + 0.5 * v * (1 - th * th) * du, ref = up[i] * d;
+            (void)u;
+            ck_assert_msg(fabs(dx[i] - ref) <= 1e-6 * fmax(1.0, fabs(up[i]) * (1 + fabs(v) * du)),
+                          "%s saved %d: gelu' at %.9g: %.9g vs %.9g", path, saved, v, (double)dx[i],
+                          ref);
+        }
+        sp__swiglu_forward(out, t, x, up, N_VALUES);
+        sp__swiglu_backward(dx, dup, up, x, saved ? t : NULL, up, N_VALUES);
+        for (int i = 0; i < N_VALUES; i++) {
+            double g = x[i], sg = 1.0 / (1.0 + exp(-g)), da = up[i];
+            double rdup = da * g * sg, rdg = da * up[i] * sg * (1 + g * (1 - sg));
+            ck_assert_msg(fabs(dup[i] - rdup) <= 1e-6 * fmax(1.0, fabs(rdup)) &&
+                              fabs(dx[i] - rdg) <= 1e-6 * fmax(1.0, fabs(rdg)),
+                          "%s saved %d: swiglu' at %.9g", path, saved, g);
+        }
+        sp__geglu_forward(out, t, x, up, N_VALUES);
+        sp__geglu_backward(dx, dup, up, x, saved ? t : NULL, up, N_VALUES);
+        for (int i = 0; i < N_VALUES; i++) {
+            double v = x[i], th, gl = gelu_ref(v, &th), da = up[i];
+            double du = sqrt(2.0 / M_PI) * (1 + 3 * 0.044715 * v * v);
+            double rdg = da * up[i] * (0.5 * (1 + th) + 0.5 * v * (1 - th * th) * du);
+            /* (1 - t^2) of a float t near +-1 carries t's absolute error: scale by the terms */
+            double scale = fabs(da * up[i]) * (1 + fabs(v) * du);
+            ck_assert_msg(fabs(dup[i] - da * gl) <= 1e-6 * fmax(1.0, fabs(da * gl)) &&
+                              fabs(dx[i] - rdg) <= 1e-6 * fmax(1.0, scale),
+                          "%s saved %d: geglu' at %.9g: dup %.9g vs %.9g, dg %.9g vs %.9g", path,
+                          saved, v, (double)dup[i], da * gl, (double)dx[i], rdg);
+        }
+    }
+    /* forward without saving gives the same outputs */
+    float *out2 = malloc(N_VALUES * sizeof *out2);
+    ck_assert(out2);
+    sp__gelu_forward(out, t, x, N_VALUES);
+    sp__gelu_forward(out2, NULL, x, N_VALUES);
+    ck_assert(memcmp(out, out2, N_VALUES * sizeof *out) == 0);
+    sp__swiglu_forward(out, t, x, up, N_VALUES);
+    sp__swiglu_forward(out2, NULL, x, up, N_VALUES);
+    ck_assert(memcmp(out, out2, N_VALUES * sizeof *out) == 0);
+    sp__geglu_forward(out, t, x, up, N_VALUES);
+    sp__geglu_forward(out2, NULL, x, up, N_VALUES);
+    ck_assert(memcmp(out, out2, N_VALUES * sizeof *out) == 0);
+    free(dx), free(dup), free(out2);
     float mx = sp__max(x, N_VALUES);
     memcpy(out, x, N_VALUES * sizeof *out);
     double ref_sum = 0;
