@@ -43,6 +43,19 @@ static void gelu_tanh(float *restrict th, const float *restrict x, size_t n) {
     }
 }
 
+/* The tanh values of elements i0..i0+m-1: the saved ones, or recomputed into buf. */
+static const float *tanh_chunk(const float *t, float *buf, const float *x, size_t i0, size_t m) {
+    if (t) return t + i0;
+    gelu_tanh(buf, x + i0, m);
+    return buf;
+}
+
+/* d gelu(v) / dv from th = tanh(u(v)) */
+static inline float gelu_grad(float v, float th) {
+    float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBIC * v * v);
+    return 0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * du;
+}
+
 void sp__gelu_backward(float *dx, const float *dout, const float *restrict x,
                        const float *restrict t, size_t n) {
     if (!t && sp__vmath_ok()) {
@@ -52,14 +65,8 @@ void sp__gelu_backward(float *dx, const float *dout, const float *restrict x,
     float buf[CHUNK];
     for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
         size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
-        const float *ti = t ? t + i0 : buf;
-        if (!t) gelu_tanh(buf, x + i0, m);
-        for (size_t j = 0; j < m; j++) {
-            size_t i = i0 + j;
-            float v = x[i], th = ti[j];
-            float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBIC * v * v);
-            dx[i] = dout[i] * (0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * du);
-        }
+        const float *th = tanh_chunk(t, buf, x, i0, m);
+        for (size_t j = 0; j < m; j++) dx[i0 + j] = dout[i0 + j] * gelu_grad(x[i0 + j], th[j]);
     }
 }
 
@@ -119,14 +126,12 @@ void sp__geglu_backward(float *dgate, float *restrict dup, const float *dact,
     float buf[CHUNK];
     for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
         size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
-        const float *ti = t ? t + i0 : buf;
-        if (!t) gelu_tanh(buf, gate + i0, m);
+        const float *th = tanh_chunk(t, buf, gate, i0, m);
         for (size_t j = 0; j < m; j++) {
             size_t i = i0 + j;
-            float v = gate[i], th = ti[j], da = dact[i];
-            float du = GELU_SCALE * (1.0f + 3.0f * GELU_CUBIC * v * v);
-            dup[i] = da * 0.5f * v * (1.0f + th);
-            dgate[i] = da * up[i] * (0.5f * (1.0f + th) + 0.5f * v * (1.0f - th * th) * du);
+            float v = gate[i], da = dact[i];
+            dup[i] = da * 0.5f * v * (1.0f + th[j]);
+            dgate[i] = da * up[i] * gelu_grad(v, th[j]);
         }
     }
 }

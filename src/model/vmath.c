@@ -106,6 +106,19 @@ TGT static inline __m512 v_gelu_arg(__m512 v) {
                          _mm512_fmadd_ps(_mm512_set1_ps(GELU_CUBIC), v3, v));
 }
 
+/* 1 / (1 + e^-g) */
+TGT static inline __m512 v_sigmoid(__m512 g) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32((int)0x80000000u));
+    return _mm512_div_ps(one, _mm512_add_ps(one, v_exp(_mm512_xor_ps(g, sign))));
+}
+
+/* gelu(v) = 0.5 v (1 + t) from t = tanh(u(v)) */
+TGT static inline __m512 v_gelu(__m512 v, __m512 th) {
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v),
+                         _mm512_add_ps(_mm512_set1_ps(1.0f), th));
+}
+
 static inline __mmask16 tail_mask(size_t left) {
     return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
 }
@@ -118,23 +131,20 @@ TGT void sp__vmath_exp(float *y, const float *x, size_t n) {
 }
 
 TGT void sp__vmath_gelu_forward(float *out, float *t, const float *x, size_t n) {
-    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
     for (size_t i = 0; i < n; i += 16) {
         __mmask16 m = tail_mask(n - i);
         __m512 v = _mm512_maskz_loadu_ps(m, x + i), th = v_tanh(v_gelu_arg(v));
         if (t) _mm512_mask_storeu_ps(t + i, m, th);
-        _mm512_mask_storeu_ps(out + i, m,
-                              _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, th)));
+        _mm512_mask_storeu_ps(out + i, m, v_gelu(v, th));
     }
 }
 
 TGT void sp__vmath_geglu_forward(float *act, float *t, const float *gate, const float *up,
                                  size_t n) {
-    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
     for (size_t i = 0; i < n; i += 16) {
         __mmask16 m = tail_mask(n - i);
         __m512 v = _mm512_maskz_loadu_ps(m, gate + i), th = v_tanh(v_gelu_arg(v));
-        __m512 g = _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, th));
+        __m512 g = v_gelu(v, th);
         if (t) _mm512_mask_storeu_ps(t + i, m, th);
         _mm512_mask_storeu_ps(act + i, m, _mm512_mul_ps(g, _mm512_maskz_loadu_ps(m, up + i)));
     }
@@ -142,12 +152,10 @@ TGT void sp__vmath_geglu_forward(float *act, float *t, const float *gate, const 
 
 TGT void sp__vmath_swiglu_forward(float *act, float *sig, const float *gate, const float *up,
                                   size_t n) {
-    const __m512 one = _mm512_set1_ps(1.0f);
-    const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32((int)0x80000000u));
     for (size_t i = 0; i < n; i += 16) {
         __mmask16 m = tail_mask(n - i);
         __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
-        __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, v_exp(_mm512_xor_ps(g, sign))));
+        __m512 s = v_sigmoid(g);
         if (sig) _mm512_mask_storeu_ps(sig + i, m, s);
         _mm512_mask_storeu_ps(act + i, m,
                               _mm512_mul_ps(_mm512_mul_ps(g, s), _mm512_maskz_loadu_ps(m, up + i)));
@@ -176,12 +184,11 @@ TGT void sp__vmath_gelu_backward(float *dx, const float *dout, const float *x, s
 
 TGT void sp__vmath_geglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
                                   const float *up, size_t n) {
-    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
     for (size_t i = 0; i < n; i += 16) {
         __mmask16 m = tail_mask(n - i);
         __m512 v = _mm512_maskz_loadu_ps(m, gate + i), th = v_tanh(v_gelu_arg(v));
         __m512 da = _mm512_maskz_loadu_ps(m, dact + i), u = _mm512_maskz_loadu_ps(m, up + i);
-        __m512 gl = _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, th));
+        __m512 gl = v_gelu(v, th);
         _mm512_mask_storeu_ps(dup + i, m, _mm512_mul_ps(da, gl));
         _mm512_mask_storeu_ps(dgate + i, m,
                               _mm512_mul_ps(_mm512_mul_ps(da, u), v_gelu_grad(v, th)));
@@ -191,11 +198,10 @@ TGT void sp__vmath_geglu_backward(float *dgate, float *dup, const float *dact, c
 TGT void sp__vmath_swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
                                    const float *up, size_t n) {
     const __m512 one = _mm512_set1_ps(1.0f);
-    const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32((int)0x80000000u));
     for (size_t i = 0; i < n; i += 16) {
         __mmask16 m = tail_mask(n - i);
         __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
-        __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, v_exp(_mm512_xor_ps(g, sign))));
+        __m512 s = v_sigmoid(g);
         __m512 da = _mm512_maskz_loadu_ps(m, dact + i), u = _mm512_maskz_loadu_ps(m, up + i);
         _mm512_mask_storeu_ps(dup + i, m, _mm512_mul_ps(_mm512_mul_ps(da, g), s));
         /* silu'(g) = s (1 + g (1 - s)) */
