@@ -427,14 +427,15 @@ static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_go = PTHREAD_COND_INITIALIZER, pool_done = PTHREAD_COND_INITIALIZER;
 static int pool_started, pool_pending;
 static unsigned pool_generation;
+static unsigned pool_first[MAX_THREADS]; /* the generation each worker was started at */
 static void (*pool_fn)(void *, int);
 static void *pool_arg;
 static int pool_parts;
 
 static void *pool_worker(void *arg) {
     int p = (int)(intptr_t)arg;
-    unsigned seen = 0;
     pthread_mutex_lock(&pool_lock);
+    unsigned seen = pool_first[p]; /* not a job posted before it started */
     for (;;) {
         while (pool_generation == seen) pthread_cond_wait(&pool_go, &pool_lock);
         seen = pool_generation;
@@ -458,6 +459,7 @@ static int pool_threads(int threads) {
         pthread_attr_t at;
         pthread_attr_init(&at);
         pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        pool_first[pool_started + 1] = pool_generation;
         int rc = pthread_create(&t, &at, pool_worker, (void *)(intptr_t)(pool_started + 1));
         pthread_attr_destroy(&at);
         if (rc != 0) break;
