@@ -9,8 +9,11 @@
  * it meets: one FMA per weight element for all the rows, no horizontal sums. An [n, k] weight is
  * read F_NK rows at a time, each row in order (a tile of C^T in F_NK registers); a [k, n] one
  * F_KB rows at a time across all the columns (F_KN columns per tile), with the partial sums of
- * C^T kept between the passes. BF16 weights: register tiles of 8 rows of A, 8 x 48 over a [k, n]
- * weight and 8 x 3 dot products over an [n, k] one.
+ * C^T kept between the passes. One row of A (m = 1, a decode step of one request) has kernels of
+ * its own that read the weight in whole vectors: a [k, n] one row by row, an [n, k] one in 16 x
+ * 16 blocks transposed in registers; each element is the same chain of FMAs as in the lanes.
+ * BF16 weights: register tiles of 8 rows of A, 8 x 48 over a [k, n] weight and 8 x 3 dot
+ * products over an [n, k] one.
  *
  * Every element of C is one fixed sum over k in a fixed order: it does not depend on m, on the
  * other rows or on how the columns are split over threads, so results are deterministic. The
