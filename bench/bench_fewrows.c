@@ -1,14 +1,15 @@
 /* Decode-step products of a few rows against sgemm: for each weight shape of GPT-2 124M and
  * SmolLM2-135M's decode step, C[M, n] = A[M, k] W with W float32 stored [k, n] (GPT-2's Conv1D)
- * or [n, k] (Linear, the tied LM heads), by cblas_sgemm (what float32 decode steps used before)
- * and by sp__gemm_few (src/model/fewrows.c, what they use now). The weights come from memory, as
+ * or [n, k] (Linear, the tied LM heads), by cblas_sgemm (what float32 decode steps used before;
+ * for --rows 1 cblas_sgemv, what steps of one request used before) and by sp__gemm_few
+ * (src/model/fewrows.c, what they use now). The weights come from memory, as
  * in a decode step: each product reads the next of as many copies of W as fill --mib MiB.
  *
  *   bench_fewrows [--rows 16] [--threads N] [--reps 5] [--mib 256]
  *
- * Prints per shape "metric fewrows_<name>_<sgemm|few>_ms V ms" (median over --reps passes over
- * the copies, per product), "..._gflops", "..._speedup" (sgemm time / few time) and the largest
- * difference between the two relative to the largest |C| ("..._rel_diff"). */
+ * Prints per shape "metric fewrows_<name>_<sgemm|sgemv|few>_ms V ms" (median over --reps passes
+ * over the copies, per product), "..._gflops", "..._speedup" (sgemm time / few time) and the
+ * largest difference between the two relative to the largest |C| ("..._rel_diff"). */
 #include <cblas.h>
 #include <math.h>
 #include <stddef.h>
@@ -27,7 +28,7 @@ typedef struct options {
 #define AT(f) offsetof(options, f)
 
 static const sp__flag FLAGS[] = {
-    SP_OPT_INT("rows", AT(rows), "M", 2, SP_FEW_ROWS, "rows of A: requests in the step (16)"),
+    SP_OPT_INT("rows", AT(rows), "M", 1, SP_FEW_ROWS, "rows of A: requests in the step (16)"),
     SP_OPT_INT("threads", AT(threads), "N", 0, 4096, "threads (0: OpenBLAS's default)"),
     SP_OPT_INT("reps", AT(reps), "R", 1, 1000, "timed passes over the copies (5)"),
     SP_OPT_INT("mib", AT(mib), "M", 1, 1 << 16, "MiB of weight copies per shape (256)"),
@@ -65,6 +66,9 @@ static void product(int few, int m, const shape *s, const float *a, const float 
     int ldw = s->wt ? s->k : s->n;
     if (few)
         sp__gemm_few(m, s->n, s->k, a, s->k, w, ldw, s->wt, 0, 0.0f, c, s->n);
+    else if (m == 1) /* what a decode step of one request used before */
+        cblas_sgemv(CblasRowMajor, s->wt ? CblasNoTrans : CblasTrans, s->wt ? s->n : s->k,
+                    s->wt ? s->k : s->n, 1.0f, w, ldw, a, 1, 0.0f, c, 1);
     else
         cblas_sgemm(CblasRowMajor, CblasNoTrans, s->wt ? CblasTrans : CblasNoTrans, m, s->n, s->k,
                     1.0f, a, s->k, w, ldw, 0.0f, c, s->n);
@@ -116,9 +120,12 @@ static int bench_shape(const options *o, const shape *s, float *pool, size_t poo
     double ts = time_products(0, m, s, a, pool, copies, o->reps, c0);
     double tf = time_products(1, m, s, a, pool, copies, o->reps, c1);
     double flop = 2.0 * m * (double)per;
-    metric(s->name, "sgemm_ms", ts * 1e3, "ms");
+    char base[32];
+    snprintf(base, sizeof base, "%s_ms", m == 1 ? "sgemv" : "sgemm");
+    metric(s->name, base, ts * 1e3, "ms");
     metric(s->name, "few_ms", tf * 1e3, "ms");
-    metric(s->name, "sgemm_gflops", flop / ts * 1e-9, "GFLOP/s");
+    snprintf(base, sizeof base, "%s_gflops", m == 1 ? "sgemv" : "sgemm");
+    metric(s->name, base, flop / ts * 1e-9, "GFLOP/s");
     metric(s->name, "few_gflops", flop / tf * 1e-9, "GFLOP/s");
     metric(s->name, "speedup", ts / tf, "ratio");
     metric(s->name, "rel_diff", rel_diff(c1, c0, (size_t)m * s->n), "ratio");

@@ -19,6 +19,7 @@
 #include "softprompt/engine.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -456,30 +457,101 @@ static layer_prefix prefix_of(const sp_worker *w, const sp_pass *pass, int l) {
     return r;
 }
 
-/* Sequence s of a step behind caches: its new rows (qkv, len rows from row start) attend to its
- * shared rows, its own cached rows and each other (causally); their keys and values are
- * appended to its own cache of the layer. With an empty own cache the blocked kernel runs with
- * the shared rows as the past; otherwise attention reads the cache itself. */
-static void attention_cached(const sp_worker *w, float *atty, float *lse, const float *qkv,
-                             const layer_prefix *pre, int start, int len, int s) {
+/* Sequence s's caches of the layer: its shared rows (n = 0: none) and its own cache. */
+static sp__kv_past shared_view(const layer_prefix *pre, int s, int kvd) {
+    const sp_kv_cache *sh = pre->seqs[s].shared;
+    return sh ? sp__kv_view(&sh->layer[pre->layer]) : (sp__kv_past){NULL, NULL, 0, kvd};
+}
+
+static sp__kv_cache *own_cache(const layer_prefix *pre, int s) {
+    return &pre->seqs[s].own->layer[pre->layer];
+}
+
+/* Sequence s of a step behind caches: its new rows (qkv, len rows from row start) have their
+ * keys and values appended to its own cache of the layer; with an empty own cache before, they
+ * attend to its shared rows and each other (causally) by the blocked kernel here. Returns 1
+ * when the own cache held rows before: the rows then attend to the cache itself
+ * (cached_attention). */
+static int append_rows(const sp_worker *w, float *atty, float *lse, const float *qkv,
+                       const layer_prefix *pre, int start, int len, int s) {
     const sp__dims *z = &w->z;
     const float *q = qkv + (size_t)start * z->wq;
-    float *out = atty + (size_t)start * z->qd;
-    sp__kv_cache *own = &pre->seqs[s].own->layer[pre->layer];
-    const sp_kv_cache *sh = pre->seqs[s].shared;
-    sp__kv_past shared = {NULL, NULL, 0, z->kvd};
-    if (sh) shared = sp__kv_view(&sh->layer[pre->layer]);
-    sp__kv_past rows = sp__kv_of_qkv(q, len, &pre->hs);
+    sp__kv_cache *own = own_cache(pre, s);
+    sp__kv_past shared = shared_view(pre, s, z->kvd), rows = sp__kv_of_qkv(q, len, &pre->hs);
     int base = own->len;
     sp__kv_append(own, &rows); /* fits: validated */
-    if (base == 0) {
-        sp__attention_forward(out, lse + (size_t)start * z->hs.n_head, w->s.att, q, len, &pre->hs,
-                              shared.n ? &shared : NULL);
-    } else {
-        sp__kv_past mine = sp__kv_view(own);
-        sp__attention_cached(out, w->s.att, q, z->wq, len, &pre->hs, shared.n ? &shared : NULL,
-                             &mine, base);
+    if (base > 0) return 1;
+    sp__attention_forward(atty + (size_t)start * z->qd, lse + (size_t)start * z->hs.n_head,
+                          w->s.att, q, len, &pre->hs, shared.n ? &shared : NULL);
+    return 0;
+}
+
+/* The parts of a step's attention over the caches: row r of the step and key/value head g, part
+ * r * n_kv_head + g, handed out to the threads as they ask (each part writes its own columns of
+ * atty, so the result does not depend on who computes what); each thread has its own slice of
+ * the attention scratch. */
+typedef struct cached_parts {
+    const sp_worker *w;
+    float *atty;
+    const float *qkv;
+    const layer_prefix *pre;
+    const sp_batch *b;
+    size_t slice; /* scratch floats per thread */
+    int n_parts;
+    atomic_int next;
+} cached_parts;
+
+/* The sequence of row r (seq_start ascending). */
+static int seq_of_row(const sp_batch *b, int r) {
+    int lo = 0, hi = b->n_seq - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (b->seq_start[mid] <= r)
+            lo = mid;
+        else
+            hi = mid - 1;
     }
+    return lo;
+}
+
+static void cached_part(const cached_parts *c, float *scratch, int part) {
+    const sp__dims *z = &c->w->z;
+    int H = z->hs.n_kv_head, r = part / H, s = seq_of_row(c->b, r);
+    int start = c->b->seq_start[s], len = c->b->seq_start[s + 1] - start;
+    sp__kv_cache *own = own_cache(c->pre, s);
+    int base = own->len - len; /* appended already */
+    if (base == 0) return;     /* attended by append_rows */
+    sp__kv_past shared = shared_view(c->pre, s, z->kvd), mine = sp__kv_view(own);
+    sp__attention_cached_head(c->atty + (size_t)start * z->qd, scratch,
+                              c->qkv + (size_t)start * z->wq, z->wq, r - start, part % H,
+                              &c->pre->hs, shared.n ? &shared : NULL, &mine, base);
+}
+
+static void cached_thread(void *arg, int thread) {
+    cached_parts *c = arg;
+    float *scratch = c->w->s.att + (size_t)thread * c->slice;
+    for (int p; (p = atomic_fetch_add(&c->next, 1)) < c->n_parts;) cached_part(c, scratch, p);
+}
+
+/* The rows of the sequences whose own caches held rows before the step, over the caches
+ * (max_keys: the most rows any of them attends to). */
+static void cached_attention(const sp_worker *w, float *atty, const float *qkv,
+                             const layer_prefix *pre, const sp_batch *b, int max_keys) {
+    const sp__heads *hs = &pre->hs;
+    cached_parts c = {w,
+                      atty,
+                      qkv,
+                      pre,
+                      b,
+                      SP_ATT_CACHED_HEAD_SCRATCH(hs, max_keys),
+                      b->seq_start[b->n_seq] * hs->n_kv_head,
+                      0};
+    atomic_init(&c.next, 0);
+    /* the worker's scratch, SP_ATT_FWD_SCRATCH(max_keys) floats at least, holds a slice each */
+    int threads = sp__few_threads(), fit = SP_ATT_QBLOCK / SP_ATT_CACHED_GROUP(hs);
+    if (threads > fit) threads = fit;
+    if (threads > c.n_parts) threads = c.n_parts;
+    sp__few_run(threads, cached_thread, &c);
 }
 
 /* atty [N, qd] and lse [N, H]: causal attention of each sequence over its rows of qkv, behind
@@ -489,9 +561,14 @@ static void attention_forward(const sp_worker *w, float *atty, float *lse, const
     const sp__dims *z = &w->z;
     size_t H = (size_t)z->hs.n_head;
     if (pre->seqs) {
-        for (int s = 0; s < b->n_seq; s++)
-            attention_cached(w, atty, lse, qkv, pre, b->seq_start[s],
-                             b->seq_start[s + 1] - b->seq_start[s], s);
+        int any = 0, max_keys = 0;
+        for (int s = 0; s < b->n_seq; s++) {
+            int start = b->seq_start[s], len = b->seq_start[s + 1] - start;
+            if (!append_rows(w, atty, lse, qkv, pre, start, len, s)) continue;
+            int keys = shared_view(pre, s, z->kvd).n + own_cache(pre, s)->len;
+            any = 1, max_keys = keys > max_keys ? keys : max_keys;
+        }
+        if (any) cached_attention(w, atty, qkv, pre, b, max_keys);
         return;
     }
     for (int s = 0; s < b->n_seq; s++) {

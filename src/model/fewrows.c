@@ -9,15 +9,19 @@
  * it meets: one FMA per weight element for all the rows, no horizontal sums. An [n, k] weight is
  * read F_NK rows at a time, each row in order (a tile of C^T in F_NK registers); a [k, n] one
  * F_KB rows at a time across all the columns (F_KN columns per tile), with the partial sums of
- * C^T kept between the passes. BF16 weights: register tiles of 8 rows of A, 8 x 48 over a [k, n]
- * weight and 8 x 3 dot products over an [n, k] one.
+ * C^T kept between the passes. One row of A (m = 1, a decode step of one request) has kernels of
+ * its own that read the weight in whole vectors: a [k, n] one row by row, an [n, k] one in 16 x
+ * 16 blocks transposed in registers; each element is the same chain of FMAs as in the lanes.
+ * BF16 weights: register tiles of 8 rows of A, 8 x 48 over a [k, n] weight and 8 x 3 dot
+ * products over an [n, k] one.
  *
  * Every element of C is one fixed sum over k in a fixed order: it does not depend on m, on the
  * other rows or on how the columns are split over threads, so results are deterministic. The
- * columns are split over the threads OpenBLAS was given (openblas_set_num_threads), a small pool
- * started at the first product. Without AVX-512 (or for m above SP_FEW_ROWS) the callers use
- * their other paths (sp__gemm_few_ok). */
+ * columns are handed out in chunks to the threads OpenBLAS was given (openblas_set_num_threads),
+ * a small pool started at the first product (sp__few_run, which decode attention uses too). Without
+ * AVX-512 (or for m above SP_FEW_ROWS) the callers use their other paths (sp__gemm_few_ok). */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +57,9 @@ typedef struct few_job {
 #define F_KB 64     /* float32: rows of a [k, n] weight per pass over its columns */
 #define F_PF_NK 512 /* bytes ahead on each row of an [n, k] tile (software prefetch) */
 #define F_PF_KN 256 /* bytes ahead on each row of a [k, n] weight */
+#define R_QB 8      /* float32, one row of A: rows of a [k, n] weight at a time */
+#define R_KN 64     /* float32, one row of A: columns per [k, n] tile */
+#define R_NT 2      /* float32, one row of A: tiles of 16 weight rows of an [n, k] weight */
 _Static_assert(SP_FEW_ROWS <= LANES, "the float32 kernel holds SP_FEW_ROWS rows in one vector");
 
 #if FEW_BUILD
@@ -142,10 +149,126 @@ TGT static INLINE void f32_kn_tile(const few_job *J, int q0, int q1, int j0, int
     for (int j = 0; j < F_KN; j++) _mm512_storeu_ps(ct + j * LANES, acc[j]);
 }
 
+/* One row of A (m = 1) and a [k, n] weight: rows q..q+rows of it into the partial sums
+ * ct[j0..j1] (the first rows from 0). The weight's rows are read in order, each across the
+ * columns, while the partial sums stay in the cache; each column's sum is the same chain of FMAs
+ * over k as f32_kn_tile's lane (a row's result does not depend on m). */
+TGT static INLINE void row_kn_rows(const few_job *J, int q, int j0, int j1, const int rows) {
+    const float *w = (const float *)J->w + (size_t)q * J->ldw;
+    float *ct = J->ct;
+    __m512 x[R_QB];
+#pragma GCC unroll 8
+    for (int u = 0; u < rows; u++) x[u] = _mm512_set1_ps(J->a[q + u]);
+    int j = j0;
+    for (; j + 16 <= j1; j += 16) { /* whole vectors: masked stores are slow on some CPUs */
+        __m512 acc = q > 0 ? _mm512_loadu_ps(ct + j) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int u = 0; u < rows; u++)
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(w + (size_t)u * J->ldw + j), x[u], acc);
+        _mm512_storeu_ps(ct + j, acc);
+    }
+    if (j < j1) {
+        __mmask16 mk = lanes(j1 - j);
+        __m512 acc = q > 0 ? _mm512_maskz_loadu_ps(mk, ct + j) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int u = 0; u < rows; u++)
+            acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, w + (size_t)u * J->ldw + j), x[u], acc);
+        _mm512_mask_storeu_ps(ct + j, mk, acc);
+    }
+}
+
+/* Columns [j0, j1) of C for one row and a [k, n] weight. */
+TGT static void row_cols_kn(const few_job *J, int j0, int j1) {
+    int q = 0;
+    for (; q + R_QB <= J->k; q += R_QB) row_kn_rows(J, q, j0, j1, R_QB);
+    for (; q < J->k; q++) row_kn_rows(J, q, j0, j1, 1);
+    float *c = J->c;
+    for (int j = j0; j < j1; j++) c[j] = J->beta != 0.0f ? c[j] + J->ct[j] : J->ct[j];
+}
+
+/* The 16 x 16 block r[i][u] (vector i, lane u) transposed in place: r[u][i]. */
+TGT static INLINE void transpose16(__m512 r[16]) {
+    __m512 t[16];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) { /* pairs of rows interleaved, in each 128-bit lane */
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) { /* r[4i + e], lane L: rows 4i..4i+3 of column 4L + e */
+        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
+        __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+    }
+    __m512 a[16];
+#pragma GCC unroll 4
+    for (int e = 0; e < 4; e++) { /* the 4 x 4 blocks of 128-bit lanes transposed */
+        __m512 u0 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0x88);
+        __m512 u1 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0xdd);
+        __m512 u2 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0x88);
+        __m512 u3 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0xdd);
+        a[e] = _mm512_shuffle_f32x4(u0, u2, 0x88);      /* column e */
+        a[8 + e] = _mm512_shuffle_f32x4(u0, u2, 0xdd);  /* column 8 + e */
+        a[4 + e] = _mm512_shuffle_f32x4(u1, u3, 0x88);  /* column 4 + e */
+        a[12 + e] = _mm512_shuffle_f32x4(u1, u3, 0xdd); /* column 12 + e */
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) r[i] = a[i];
+}
+
+/* One row of A (m = 1) and an [n, k] weight: C[j0 .. j0 + 16 * R_NT] (jb of them stored; weight
+ * rows past jb repeat the last), the weight's rows in the lanes: blocks of 16 x 16 weights are
+ * read row by row and transposed in registers, so that each column of C is the same chain of FMAs
+ * over k as f32_nk_tile's (a row's result does not depend on m). */
+TGT static INLINE void row_nk_tile(const few_job *J, int j0, int jb) {
+    const float *p[16 * R_NT];
+    __m512 acc[R_NT];
+#pragma GCC unroll 32
+    for (int j = 0; j < 16 * R_NT; j++)
+        p[j] = (const float *)J->w + (size_t)(j0 + (j < jb ? j : jb - 1)) * J->ldw;
+#pragma GCC unroll 2
+    for (int t = 0; t < R_NT; t++) acc[t] = _mm512_setzero_ps();
+    for (int q = 0; q < J->k; q += 16) {
+        int left = J->k - q < 16 ? J->k - q : 16;
+        __mmask16 mk = lanes(left);
+#pragma GCC unroll 2
+        for (int t = 0; t < R_NT; t++) {
+            __m512 r[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) {
+                _mm_prefetch((const char *)(p[16 * t + i] + q) + F_PF_NK, _MM_HINT_T0);
+                r[i] = _mm512_maskz_loadu_ps(mk, p[16 * t + i] + q);
+            }
+            transpose16(r);
+            if (left == 16) {
+#pragma GCC unroll 16
+                for (int u = 0; u < 16; u++)
+                    acc[t] = _mm512_fmadd_ps(r[u], _mm512_set1_ps(J->a[q + u]), acc[t]);
+            } else {
+                for (int u = 0; u < left; u++)
+                    acc[t] = _mm512_fmadd_ps(r[u], _mm512_set1_ps(J->a[q + u]), acc[t]);
+            }
+        }
+    }
+    float ct[16 * R_NT] __attribute__((aligned(64)));
+#pragma GCC unroll 2
+    for (int t = 0; t < R_NT; t++) _mm512_store_ps(ct + 16 * t, acc[t]);
+    float *c = J->c + j0;
+    for (int j = 0; j < jb; j++) c[j] = J->beta != 0.0f ? c[j] + ct[j] : ct[j];
+}
+
 /* Columns [j0, j1) of C (j0 a multiple of the tile width), float32 weight. A [k, n] weight is
  * read F_KB rows at a time across all the columns, so that its rows stream through memory (a
  * tile of all k rows would touch a new page at every row). */
 TGT static void few_cols_f32(const few_job *J, int j0, int j1) {
+    if (J->wt && J->m == 1) {
+        for (int j = j0; j < j1; j += 16 * R_NT)
+            row_nk_tile(J, j, j1 - j < 16 * R_NT ? j1 - j : 16 * R_NT);
+        return;
+    }
     if (J->wt) {
         float ct[F_NK * LANES] __attribute__((aligned(64)));
         for (int j = j0; j < j1; j += F_NK) {
@@ -156,6 +279,10 @@ TGT static void few_cols_f32(const few_job *J, int j0, int j1) {
             for (int t = 0; t < F_NK; t++) _mm512_store_ps(ct + t * LANES, acc[t]);
             f32_store(J, j, jb, ct);
         }
+        return;
+    }
+    if (J->m == 1) {
+        row_cols_kn(J, j0, j1);
         return;
     }
     for (int q = 0; q < J->k; q += F_KB) {
@@ -298,43 +425,28 @@ static void few_cols(const few_job *J, int j0, int j1) {
 /* ---- the threads ---------------------------------------------------------------------------- */
 
 #define MAX_THREADS 64
-static pthread_mutex_t pool_busy = PTHREAD_MUTEX_INITIALIZER; /* one product at a time */
+static pthread_mutex_t pool_busy = PTHREAD_MUTEX_INITIALIZER; /* one job at a time */
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_go = PTHREAD_COND_INITIALIZER, pool_done = PTHREAD_COND_INITIALIZER;
 static int pool_started, pool_pending;
 static unsigned pool_generation;
-static const few_job *pool_job;
+static unsigned pool_first[MAX_THREADS]; /* the generation each worker was started at */
+static void (*pool_fn)(void *, int);
+static void *pool_arg;
 static int pool_parts;
-
-/* The columns of part p of parts, in whole tiles. */
-static void part_cols(const few_job *J, int p, int parts, int *j0, int *j1) {
-    int w = J->bf16 ? (J->wt ? JB : NB) : (J->wt ? F_NK : F_KN), tiles = (J->n + w - 1) / w;
-    *j0 = (int)((int64_t)tiles * p / parts) * w;
-    *j1 = (int)((int64_t)tiles * (p + 1) / parts) * w;
-    if (*j1 > J->n) *j1 = J->n;
-}
-
-static void run_part(const few_job *J, int p, int parts) {
-#if FEW_BUILD
-    int j0, j1;
-    part_cols(J, p, parts, &j0, &j1);
-    if (j0 < j1) few_cols(J, j0, j1);
-#else
-    (void)J, (void)p, (void)parts;
-#endif
-}
 
 static void *pool_worker(void *arg) {
     int p = (int)(intptr_t)arg;
-    unsigned seen = 0;
     pthread_mutex_lock(&pool_lock);
+    unsigned seen = pool_first[p]; /* not a job posted before it started */
     for (;;) {
         while (pool_generation == seen) pthread_cond_wait(&pool_go, &pool_lock);
         seen = pool_generation;
-        const few_job *J = pool_job;
+        void (*fn)(void *, int) = pool_fn;
+        void *fa = pool_arg;
         int parts = pool_parts;
         pthread_mutex_unlock(&pool_lock);
-        if (p < parts) run_part(J, p, parts);
+        if (p < parts) fn(fa, p);
         pthread_mutex_lock(&pool_lock);
         if (--pool_pending == 0) pthread_cond_signal(&pool_done);
     }
@@ -350,6 +462,7 @@ static int pool_threads(int threads) {
         pthread_attr_t at;
         pthread_attr_init(&at);
         pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        pool_first[pool_started + 1] = pool_generation;
         int rc = pthread_create(&t, &at, pool_worker, (void *)(intptr_t)(pool_started + 1));
         pthread_attr_destroy(&at);
         if (rc != 0) break;
@@ -360,25 +473,63 @@ static int pool_threads(int threads) {
     return n;
 }
 
-static void run_job(const few_job *J) {
-    int threads = openblas_get_num_threads();
-    /* a part of at least ~64 columns of a large product each, else one thread */
-    if ((int64_t)J->n * J->k < ((int64_t)1 << 16) * threads) threads = 1;
+int sp__few_threads(void) {
+    int n = openblas_get_num_threads();
+    return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : n;
+}
+
+void sp__few_run(int threads, void (*fn)(void *arg, int part), void *arg) {
     if (threads > 1 && pthread_mutex_trylock(&pool_busy) == 0) {
         int parts = pool_threads(threads);
         pthread_mutex_lock(&pool_lock);
-        pool_job = J, pool_parts = parts, pool_pending = pool_started;
+        pool_fn = fn, pool_arg = arg, pool_parts = parts, pool_pending = pool_started;
         pool_generation++;
         pthread_cond_broadcast(&pool_go);
         pthread_mutex_unlock(&pool_lock);
-        run_part(J, 0, parts);
+        fn(arg, 0);
         pthread_mutex_lock(&pool_lock);
         while (pool_pending > 0) pthread_cond_wait(&pool_done, &pool_lock);
         pthread_mutex_unlock(&pool_lock);
         pthread_mutex_unlock(&pool_busy);
         return;
     }
-    run_part(J, 0, 1);
+    fn(arg, 0);
+}
+
+/* A product's columns, handed out to the threads a chunk of whole tiles at a time as each asks
+ * (a thread that is not descheduled takes more). An [n, k] weight's tiles read whole rows of it,
+ * CHUNKS_NK chunks per thread; a [k, n] weight is read across the columns of a chunk, F_KB rows
+ * at a time, so narrower chunks read it in shorter runs: one chunk per thread there (four cost
+ * the float32 kernel 15-25% more CPU time in a GPT-2 batch-16 decode, perf). */
+#define CHUNKS_NK 4
+typedef struct few_run {
+    const few_job *J;
+    int width, tiles, chunk; /* columns per tile, tiles, tiles per chunk */
+    atomic_int next;         /* the next chunk */
+} few_run;
+
+static void run_chunks(void *arg, int part) {
+    few_run *r = arg;
+    (void)part;
+#if FEW_BUILD
+    for (int c; (c = atomic_fetch_add(&r->next, 1)) * r->chunk < r->tiles;) {
+        int j0 = c * r->chunk * r->width, j1 = j0 + r->chunk * r->width;
+        few_cols(r->J, j0, j1 < r->J->n ? j1 : r->J->n);
+    }
+#endif
+}
+
+static void run_job(const few_job *J) {
+    int threads = sp__few_threads();
+    /* a part of at least ~64 columns of a large product each, else one thread */
+    if ((int64_t)J->n * J->k < ((int64_t)1 << 16) * threads) threads = 1;
+    int f32 = J->m == 1 ? (J->wt ? 16 * R_NT : R_KN) : J->wt ? F_NK : F_KN;
+    few_run r = {J, J->bf16 ? (J->wt ? JB : NB) : f32, 0, 1, 0};
+    r.tiles = (J->n + r.width - 1) / r.width;
+    int chunks = threads * (J->wt ? CHUNKS_NK : 1);
+    r.chunk = (r.tiles + chunks - 1) / chunks;
+    atomic_init(&r.next, 0);
+    sp__few_run(threads, run_chunks, &r);
 }
 
 /* ---- entry points ---------------------------------------------------------------------------- */
@@ -420,16 +571,21 @@ void sp__gemm_few(int m, int n, int k, const float *a, int lda, const void *w, i
         run_job(&J);
         return;
     }
-    /* A^T, and C^T's partial sums for a [k, n] weight: rows of LANES floats (64 bytes) */
-    size_t rows = (size_t)k + (wt ? 0 : ((size_t)n + F_KN - 1) / F_KN * F_KN); /* whole tiles */
-    float *buf = aligned_alloc(64, rows * LANES * sizeof *buf);
+    /* A^T, and C^T's partial sums for a [k, n] weight: rows of LANES floats (64 bytes); one row
+     * of A against a [k, n] weight is read in place, its partial sums a row of n floats */
+    int row_kn = m == 1 && !wt;
+    size_t at_rows = row_kn ? 0 : (size_t)k,
+           ct_rows = wt       ? 0
+                     : row_kn ? ((size_t)n + LANES - 1) / LANES
+                              : ((size_t)n + F_KN - 1) / F_KN * F_KN; /* whole tiles */
+    float *buf = aligned_alloc(64, (at_rows + ct_rows) * LANES * sizeof *buf);
     if (!buf) { /* out of memory: the same product by sgemm */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, wt ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a,
                     lda, w, ldw, beta, c, ldc);
         return;
     }
-    transpose_a(buf, a, lda, m, k);
-    J.at = buf, J.ct = wt ? NULL : buf + (size_t)k * LANES;
+    if (!row_kn) transpose_a(buf, a, lda, m, k);
+    J.at = buf, J.ct = wt ? NULL : buf + at_rows * LANES;
     run_job(&J);
     free(buf);
 }

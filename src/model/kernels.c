@@ -4,6 +4,10 @@
 #include <math.h>
 #include <string.h>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 void sp__layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w,
                            const float *b, int n, int d, float eps) {
     if (sp__vmath_ok()) { /* AVX-512 (vmath.c): the same sums, 16 columns at a time */
@@ -58,8 +62,15 @@ void sp__linear_single_row_gemv(int on) {
     single_row_gemv = on;
 }
 
-/* y [out] = x [in] . W (+ beta y) by sgemv. */
+/* y [out] = x [in] . W (+ beta y): by the few-row kernel where it runs (the weight read in
+ * vectors in place, and each element the same sum as in a product of more rows, so a request's
+ * decode step does not depend on the others in its batch), else by sgemv. */
 static void product_row(float *y, const float *x, const float *w, const sp_linear *W, float beta) {
+    if (sp__gemm_few_ok(1)) {
+        int wt = W->layout == SP_W_OUT_IN;
+        sp__gemm_few(1, W->out, W->in, x, W->in, w, wt ? W->in : W->out, wt, 0, beta, y, W->out);
+        return;
+    }
     switch (W->layout) {
     case SP_W_IN_OUT: /* W [in, out]: y = W^T x */
         cblas_sgemv(CblasRowMajor, CblasTrans, W->in, W->out, 1.0f, w, W->out, x, 1, beta, y, 1);
@@ -490,6 +501,87 @@ static void mix_rows(float *o, const float *p, const float *v, int n, int ld, in
     }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#define ATT_X86 1
+#define TGT512 __attribute__((target("avx512f")))
+
+/* dot_rows for hd a multiple of 8 up to ATT_HD_MAX, two keys per vector (key j in the low eight
+ * lanes, j + 1 in the high): the same eight partial sums, added in the same tree, so the same
+ * scores bitwise. */
+#define ATT_HD_MAX 256
+TGT512 static void dot_rows_x2(float *s, const float *q, const float *k, int n, int ld, int hd,
+                               float scale) {
+    __m512 qq[ATT_HD_MAX / 8]; /* q[c .. c + 8] in both halves */
+    for (int c = 0; c < hd; c += 8)
+        qq[c / 8] =
+            _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(q + c))));
+    int j = 0;
+    for (; j + 2 <= n; j += 2) {
+        const float *k0 = k + (size_t)j * ld, *k1 = k0 + ld;
+        __m512 acc = _mm512_setzero_ps();
+        for (int c = 0; c < hd; c += 8) {
+            __m512d lo = _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(k0 + c)));
+            __m512 kk = _mm512_castpd_ps(
+                _mm512_insertf64x4(lo, _mm256_castps_pd(_mm256_loadu_ps(k1 + c)), 1));
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(qq[c / 8], kk));
+        }
+        acc = _mm512_add_ps(acc, _mm512_permute_ps(acc, 0xB1));         /* a0 + a1, a2 + a3, .. */
+        acc = _mm512_add_ps(acc, _mm512_permute_ps(acc, 0x4E));         /* (a0 + a1) + (a2 + a3) */
+        acc = _mm512_add_ps(acc, _mm512_shuffle_f32x4(acc, acc, 0xB1)); /* + ((a4 + a5) + ..) */
+        s[j] = scale * _mm512_cvtss_f32(acc);
+        s[j + 1] = scale * _mm_cvtss_f32(_mm512_extractf32x4_ps(acc, 2));
+    }
+    if (j < n) dot_rows(s + j, q, k + (size_t)j * ld, 1, ld, hd, scale);
+}
+
+/* mix_rows for hd a multiple of 16: o in registers, 64 columns at a time, each element the same
+ * products added in the same order. */
+TGT512 static void mix_rows_v(float *o, const float *p, const float *v, int n, int ld, int hd) {
+    for (int c0 = 0; c0 < hd; c0 += 64) {
+        int nv = hd - c0 >= 64 ? 4 : (hd - c0) / 16;
+        __m512 acc[4];
+        for (int u = 0; u < nv; u++) acc[u] = _mm512_loadu_ps(o + c0 + 16 * u);
+        for (int j = 0; j < n; j++) {
+            __m512 pj = _mm512_set1_ps(p[j]);
+            const float *vj = v + (size_t)j * ld + c0;
+            if (nv == 4) {
+#pragma GCC unroll 4
+                for (int u = 0; u < 4; u++)
+                    acc[u] = _mm512_add_ps(acc[u], _mm512_mul_ps(pj, _mm512_loadu_ps(vj + 16 * u)));
+            } else {
+                for (int u = 0; u < nv; u++)
+                    acc[u] = _mm512_add_ps(acc[u], _mm512_mul_ps(pj, _mm512_loadu_ps(vj + 16 * u)));
+            }
+        }
+        for (int u = 0; u < nv; u++) _mm512_storeu_ps(o + c0 + 16 * u, acc[u]);
+    }
+}
+#else
+#define ATT_X86 0
+#endif
+
+/* The scores and the mix of the cached attention, vectorised where the CPU and hd allow (the
+ * same results either way). */
+static void att_dot(float *s, const float *q, const float *k, int n, int ld, int hd, float scale) {
+#if ATT_X86
+    if (hd % 8 == 0 && hd <= ATT_HD_MAX && sp__gemm_few_ok(1)) {
+        dot_rows_x2(s, q, k, n, ld, hd, scale);
+        return;
+    }
+#endif
+    dot_rows(s, q, k, n, ld, hd, scale);
+}
+
+static void att_mix(float *o, const float *p, const float *v, int n, int ld, int hd) {
+#if ATT_X86
+    if (hd % 16 == 0 && sp__gemm_few_ok(1)) {
+        mix_rows_v(o, p, v, n, ld, hd);
+        return;
+    }
+#endif
+    mix_rows(o, p, v, n, ld, hd);
+}
+
 /* o [rows, hd] (row stride hd) = softmax(cap(scale q [rows, hd] [Ka; Kb]^T) + ALiBi) [Va; Vb] for
  * the rows of one key/value head (query heads h_first..): ka, va (na rows, stride lda) and kb, vb
  * (nb rows, stride ldb), columns first_visible(na + nb, window) on (positions: a's rows first; the
@@ -505,8 +597,8 @@ static void cached_rows(float *o, float *s, const float *q, int rows, const sp__
     for (int r = 0; r < rows; r++) {
         const float *qr = q + (size_t)r * hd;
         float *sr = s + (size_t)r * n;
-        if (ma) dot_rows(sr, qr, ka, ma, lda, hd, scale);
-        dot_rows(sr + ma, qr, kb, nb - b0, ldb, hd, scale);
+        if (ma) att_dot(sr, qr, ka, ma, lda, hd, scale);
+        att_dot(sr + ma, qr, kb, nb - b0, ldb, hd, scale);
     }
     if (hs->softcap > 0)
         for (size_t j = 0; j < (size_t)rows * n; j++)
@@ -518,29 +610,33 @@ static void cached_rows(float *o, float *s, const float *q, int rows, const sp__
         const float *sr = s + (size_t)r * n;
         float *orow = o + (size_t)r * hd;
         memset(orow, 0, (size_t)hd * sizeof *orow);
-        if (ma) mix_rows(orow, sr, va, ma, lda, hd);
-        mix_rows(orow, sr + ma, vb, nb - b0, ldb, hd);
+        if (ma) att_mix(orow, sr, va, ma, lda, hd);
+        att_mix(orow, sr + ma, vb, nb - b0, ldb, hd);
+    }
+}
+
+void sp__attention_cached_head(float *out, float *scratch, const float *q, int ldq, int i, int g,
+                               const sp__heads *hs, const sp__kv_past *a, const sp__kv_past *b,
+                               int b_base) {
+    int hd = hs->hd, d = hs->n_head * hd, group = hs->n_head / hs->n_kv_head;
+    int na = a ? a->n : 0, col = g * hd;
+    float scale = hs->scale > 0 ? hs->scale : 1.0f / sqrtf((float)hd);
+    const float *ka = na ? a->k + col : NULL, *va = na ? a->v + col : NULL;
+    for (int h0 = 0; h0 < group; h0 += SP_ATT_QBLOCK) {
+        int rows = group - h0 < SP_ATT_QBLOCK ? group - h0 : SP_ATT_QBLOCK;
+        size_t at = (size_t)(g * group + h0) * hd; /* the first query head's columns */
+        cached_rows(out + (size_t)i * d + at, scratch, q + (size_t)i * ldq + at, rows, hs,
+                    g * group + h0, scale, ka, va, na, na ? a->ld : 0, b->k + col, b->v + col,
+                    b_base + i + 1, b->ld);
     }
 }
 
 void sp__attention_cached(float *out, float *scratch, const float *q, int ldq, int len,
                           const sp__heads *hs, const sp__kv_past *a, const sp__kv_past *b,
                           int b_base) {
-    int hd = hs->hd, d = hs->n_head * hd, group = hs->n_head / hs->n_kv_head;
-    int na = a ? a->n : 0;
-    float scale = hs->scale > 0 ? hs->scale : 1.0f / sqrtf((float)hd);
     for (int i = 0; i < len; i++)
-        for (int g = 0; g < hs->n_kv_head; g++) {
-            int col = g * hd;
-            const float *ka = na ? a->k + col : NULL, *va = na ? a->v + col : NULL;
-            for (int h0 = 0; h0 < group; h0 += SP_ATT_QBLOCK) {
-                int rows = group - h0 < SP_ATT_QBLOCK ? group - h0 : SP_ATT_QBLOCK;
-                size_t at = (size_t)(g * group + h0) * hd; /* the first query head's columns */
-                cached_rows(out + (size_t)i * d + at, scratch, q + (size_t)i * ldq + at, rows, hs,
-                            g * group + h0, scale, ka, va, na, na ? a->ld : 0, b->k + col,
-                            b->v + col, b_base + i + 1, b->ld);
-            }
-        }
+        for (int g = 0; g < hs->n_kv_head; g++)
+            sp__attention_cached_head(out, scratch, q, ldq, i, g, hs, a, b, b_base);
 }
 
 int sp__kv_append(sp__kv_cache *c, const sp__kv_past *rows) {

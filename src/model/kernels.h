@@ -21,13 +21,14 @@ void sp__layernorm_backward(float *dx, const float *dout, const float *x, const 
 
 /* Generation's decode multiplies one row per request. For a single row, sgemm packs the whole
  * weight before a product that reads it once, 2-3x slower than sgemv at the memory's speed
- * (bench_generate). While on is set on the calling thread, products of one row use sgemv;
- * sp_generate_extend turns it on for its duration. Training never does, so its products and
- * results stay the same sgemm calls, bitwise. */
+ * (bench_generate). While on is set on the calling thread, products of one row with float32
+ * weights use sp__gemm_few (below; sgemv without AVX-512); sp_generate_extend turns it on for
+ * its duration. Training never does, so its products and results stay the same sgemm calls,
+ * bitwise. */
 void sp__linear_single_row_gemv(int on);
 
 /* Decode steps of up to SP_FEW_ROWS requests: while sp__linear_single_row_gemv is on, products
- * of 2..SP_FEW_ROWS rows with float32 weights and BF16 ones computed in float32 (exact, or no
+ * of 1..SP_FEW_ROWS rows with float32 weights and BF16 ones computed in float32 (exact, or no
  * AVX512-BF16) use sp__gemm_few instead of sgemm, which would copy the whole weight at every
  * call (fewrows.c); without AVX-512 they keep sgemm. */
 #define SP_FEW_ROWS 16
@@ -38,6 +39,14 @@ int sp__gemm_few_ok(int m);
  * element is one sum over k in a fixed order (deterministic, independent of m and threads). */
 void sp__gemm_few(int m, int n, int k, const float *a, int lda, const void *w, int ldw, int wt,
                   int bf16, float beta, float *c, int ldc);
+
+/* The threads of the few-row products: the count OpenBLAS was given (openblas_set_num_threads),
+ * at least 1. sp__few_run runs fn(arg, part) for part 0..threads-1 at once, part 0 on the caller,
+ * and returns when all have; when the pool is busy (another thread's product) or threads <= 1,
+ * only fn(arg, 0) runs, so fn must hand its work out dynamically (whatever the parts that run
+ * take, all of it gets done). */
+int sp__few_threads(void);
+void sp__few_run(int threads, void (*fn)(void *arg, int part), void *arg);
 
 /* Frozen linear layers (sp_linear, softprompt/model.h), whatever the weight's storage.
  * y[n, W->out] (row stride ldy) = x[n, W->in] (row stride ldx) . W + b. */
@@ -230,6 +239,16 @@ void sp__attention_backward(float *dqkv, const sp__kv_grad *dpast, float *scratc
 void sp__attention_cached(float *out, float *scratch, const float *q, int ldq, int len,
                           const sp__heads *hs, const sp__kv_past *a, const sp__kv_past *b,
                           int b_base);
+/* The part of it of query row i and key/value head g (the query heads that read it), as
+ * sp__attention_cached computes it; the (i, g) parts of a call write apart and can run at once,
+ * each with its own scratch of SP_ATT_CACHED_HEAD_SCRATCH(hs, a->n + b->n) floats. */
+#define SP_ATT_CACHED_GROUP(hs)                                                                    \
+    ((hs)->n_head / (hs)->n_kv_head < SP_ATT_QBLOCK ? (hs)->n_head / (hs)->n_kv_head               \
+                                                    : SP_ATT_QBLOCK)
+#define SP_ATT_CACHED_HEAD_SCRATCH(hs, keys) ((size_t)SP_ATT_CACHED_GROUP(hs) * (size_t)(keys))
+void sp__attention_cached_head(float *out, float *scratch, const float *q, int ldq, int i, int g,
+                               const sp__heads *hs, const sp__kv_past *a, const sp__kv_past *b,
+                               int b_base);
 
 /* A key/value cache of one layer: cap rows of width (n_kv_head * hd) keys and as many values,
  * the first len in use. sp__kv_append copies rows->n rows of keys and values (width floats each,

@@ -17,6 +17,7 @@
  *    wherever the top-2 margin exceeds the float32 error;
  *  - sampling: transformers' repetition penalty, top-k and top-p semantics on small rows;
  *  - bad input is refused before anything is appended. */
+#include <cblas.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "model/kernels.h"
 #include "softprompt/engine.h"
 #include "softprompt/generate.h"
 #include "softprompt/model_init.h"
@@ -714,12 +716,63 @@ START_TEST(worker_within_estimate) {
 }
 END_TEST
 
+/* Decode steps of request 0 alone (on 1 thread) and beside another request (on 2 threads):
+ * its prefill of at most SP_FEW_ROWS rows, then every step's logits bitwise the same. A step's
+ * products compute each row's elements as one fixed sum whatever the rows beside it (a single
+ * row included), and its attention over the caches is split over the threads without changing
+ * any sum. */
+static void decode_alone_and_beside(sp_arch a, int steps) {
+    sp_model m;
+    load(&m, a, 7);
+    int V = m.cfg.vocab_size, d = sp_config_embed_dim(&m.cfg);
+    float *p = tu_random_rows(2 * (size_t)d, 31, 1.0f);
+    const int32_t t0[] = {SP_SOFT(0), SP_SOFT(1), 72, 105, 33, 10, 7, 9}, t1[] = {5, 6, 7, 8, 9};
+    float *alone = malloc((size_t)(steps + 1) * V * sizeof *alone),
+          *both = malloc(2 * (size_t)V * sizeof *both);
+    ck_assert(alone && both);
+    for (int B = 1; B <= 2; B++) { /* B = 1: request 0 alone; 2: beside request 1 */
+        openblas_set_num_threads(B);
+        sp_worker *w = sp_worker_new(&m);
+        sp_kv_cache *own[2] = {sp_kv_cache_new(&m, 8 + steps), sp_kv_cache_new(&m, 5 + steps)};
+        sp_gen_seq seq[2] = {{NULL, own[0], p, 2}, {NULL, own[1], NULL, 0}};
+        int32_t start[3] = {0, 8, 13}, tok[13];
+        memcpy(tok, t0, sizeof t0), memcpy(tok + 8, t1, sizeof t1);
+        for (int step = 0; step <= steps; step++) {
+            float *out = B == 1 ? alone + (size_t)step * V : both;
+            sp_error err = {0};
+            ck_assert_msg(sp_generate_extend(w, seq, B, start, tok, out, &err) == 0, "%s", err.msg);
+            if (B == 2)
+                ck_assert_msg(memcmp(both, alone + (size_t)step * V, (size_t)V * sizeof *both) == 0,
+                              "%s, step %d: request 0's logits differ alone and beside another",
+                              sp_arch_model_type(a), step);
+            for (int b = 0; b < B; b++)
+                tok[b] = argmax(out + (size_t)b * V, V), start[b + 1] = b + 1;
+        }
+        sp_kv_cache_free(own[0]), sp_kv_cache_free(own[1]);
+        sp_worker_free(w);
+    }
+    openblas_set_num_threads(1);
+    free(alone), free(both), free(p);
+    sp_model_free(&m);
+}
+
+START_TEST(decode_step_independent_of_batch_and_threads) {
+    if (!sp__gemm_few_ok(1)) {
+        printf("  (no AVX-512 here: one row's products use sgemv, more rows' sgemm)\n");
+        return;
+    }
+    decode_alone_and_beside(SP_ARCH_GPT2, 6);  /* [k, n] weights, the tied [n, k] head */
+    decode_alone_and_beside(SP_ARCH_LLAMA, 6); /* [n, k] weights, grouped-query heads */
+}
+END_TEST
+
 int main(void) {
     const TTest *tests[] = {cache_matches_recompute_gpt2,
                             cache_matches_recompute_llama_gqa,
                             cache_matches_recompute_every_family,
                             cache_matches_recompute_opt350m,
                             kv_prefix_as_first_cache_rows,
+                            decode_step_independent_of_batch_and_threads,
                             generator_greedy_matches_driver,
                             generator_eos_and_stop_strings,
                             generator_sampling_is_reproducible,
