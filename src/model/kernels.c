@@ -66,7 +66,7 @@ void sp__linear_single_row_gemv(int on) {
  * vectors in place, and each element the same sum as in a product of more rows, so a request's
  * decode step does not depend on the others in its batch), else by sgemv. */
 static void product_row(float *y, const float *x, const float *w, const sp_linear *W, float beta) {
-    if (sp__gemm_few_ok(1)) {
+    if (sp__gemm_few_ok(1) && (W->layout == SP_W_IN_OUT || W->out >= SP_FEW_NK_ROW_MIN)) {
         int wt = W->layout == SP_W_OUT_IN;
         sp__gemm_few(1, W->out, W->in, x, W->in, w, wt ? W->in : W->out, wt, 0, beta, y, W->out);
         return;

@@ -32,6 +32,11 @@ void sp__linear_single_row_gemv(int on);
  * AVX512-BF16) use sp__gemm_few instead of sgemm, which would copy the whole weight at every
  * call (fewrows.c); without AVX-512 they keep sgemm. */
 #define SP_FEW_ROWS 16
+/* One-row products with an [n, k] float32 weight use sp__gemm_few from this n on (the LM head);
+ * below it, sgemv: the in-place kernel transposes 16 x 16 blocks in registers, which costs more
+ * than it saves on SmolLM2's 576-wide layers (idle machine, bench_generate --batch 1: 48.6-49.6
+ * tokens/s against 52.2-55.1 with sgemv for them), not on a 50,257-row head. */
+#define SP_FEW_NK_ROW_MIN 4096
 /* 1 when sp__gemm_few serves m rows on this CPU (AVX-512; 1 <= m <= SP_FEW_ROWS). */
 int sp__gemm_few_ok(int m);
 /* C[m, n] (row stride ldc) = beta C + A[m, k] (row stride lda) . W, W float32 or (bf16) BF16,

@@ -139,7 +139,10 @@ START_TEST(decode_products_of_float32_weights_read_in_place) {
         for (int r = 0; r < 4; r++) {
             int m = rows[r];
             for (int i = 0; i < m; i++) memcpy(want + (size_t)i * s.n, bias, s.n * sizeof *want);
-            if (m <= SP_FEW_ROWS)
+            if (m == 1 && wt && s.n < SP_FEW_NK_ROW_MIN) /* a narrow [n, k] weight: sgemv */
+                cblas_sgemv(CblasRowMajor, CblasNoTrans, s.n, s.k, 1.0f, o.wf, ldw, o.a, 1, 1.0f,
+                            want, 1);
+            else if (m <= SP_FEW_ROWS)
                 sp__gemm_few(m, s.n, s.k, o.a, o.lda, o.wf, ldw, wt, 0, 1.0f, want, s.n);
             else
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, wt ? CblasTrans : CblasNoTrans, m, s.n,
@@ -148,8 +151,7 @@ START_TEST(decode_products_of_float32_weights_read_in_place) {
             sp__linear_fwd(o.c, s.n, o.a, o.lda, &W, m);
             sp__linear_single_row_gemv(0);
             ck_assert_msg(memcmp(o.c, want, (size_t)m * s.n * sizeof *want) == 0,
-                          "decode step, wt %d, %d rows: not the %s product", wt, m,
-                          m <= SP_FEW_ROWS ? "in-place kernel's" : "sgemm");
+                          "decode step, wt %d, %d rows: not the expected product", wt, m);
         }
         /* outside a decode step: sgemm */
         for (int i = 0; i < 16; i++) memcpy(want + (size_t)i * s.n, bias, s.n * sizeof *want);
@@ -161,6 +163,21 @@ START_TEST(decode_products_of_float32_weights_read_in_place) {
         free(want);
         drop(&o);
     }
+    /* one row and an [n, k] weight of SP_FEW_NK_ROW_MIN rows (an LM head): the in-place kernel */
+    shape h = {1, SP_FEW_NK_ROW_MIN, 20};
+    operands o = make(h, 1, 97);
+    float *want = malloc((size_t)h.n * sizeof *want);
+    ck_assert(want);
+    sp_linear W = {o.wf, NULL, h.k, h.n, SP_W_OUT_IN, SP_WSTORE_F32, 0};
+    sp__gemm_few(1, h.n, h.k, o.a, o.lda, o.wf, h.k, 1, 0, 0.0f, want, h.n);
+    sp__linear_single_row_gemv(1);
+    sp__linear_fwd(o.c, h.n, o.a, o.lda, &W, 1);
+    sp__linear_single_row_gemv(0);
+    ck_assert_msg(
+        memcmp(o.c, want, (size_t)h.n * sizeof *want) == 0,
+        "decode step, head-sized [n, k] weight, 1 row: not the in-place kernel's product");
+    free(want);
+    drop(&o);
 }
 END_TEST
 
