@@ -78,6 +78,8 @@ done
 # BF16 section: every ratio there, the matrices' memory exactly halved, the same loss within
 # BF16's precision (the two files hold the same seed's weights, one rounded)
 for name in gpt2 smollm2; do
+  [[ -n $(value bf16_nocoretype_${name}_cls_fraction_of_bf16_peak) ]] ||
+    fail "no BF16 step without OPENBLAS_CORETYPE ($name)"
   for m in cls_speedup gen_speedup cls_speedup_cpu cls_fraction_of_bf16_peak \
            cls_fraction_of_bf16_peak_cpu cls_speedup_vs_f32_nocoretype \
            cls_rss_fraction 2ranks_rss_fraction 2ranks_node_pss_fraction; do
