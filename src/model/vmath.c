@@ -242,29 +242,29 @@ TGT static inline __m512d hi_pd(__m512 v) {
     return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 
+/* Over a row of d floats, in double: the sum of x (square 0) or of (x - c)^2 (square 1); lanes past
+ * d add nothing. */
+TGT static double v_row_sum(const float *x, int d, double c, int square) {
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd(), cd = _mm512_set1_pd(c);
+    for (int j = 0; j < d; j += 16) {
+        __mmask16 k = tail_mask((size_t)(d - j));
+        __m512 v = _mm512_maskz_loadu_ps(k, x + j);
+        __m512d c0 = _mm512_maskz_sub_pd((__mmask8)k, lo_pd(v), cd);
+        __m512d c1 = _mm512_maskz_sub_pd((__mmask8)(k >> 8), hi_pd(v), cd);
+        s0 = square ? _mm512_fmadd_pd(c0, c0, s0) : _mm512_add_pd(s0, c0);
+        s1 = square ? _mm512_fmadd_pd(c1, c1, s1) : _mm512_add_pd(s1, c1);
+    }
+    return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+}
+
 TGT void sp__vmath_layernorm_forward(float *out, float *mean, float *rstd, const float *x,
                                      const float *w, const float *b, int n, int d, float eps) {
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d;
         float *oi = out + (size_t)i * d;
-        __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-        for (int j = 0; j < d; j += 16) {
-            __m512 v = _mm512_maskz_loadu_ps(tail_mask((size_t)(d - j)), xi + j);
-            s0 = _mm512_add_pd(s0, lo_pd(v));
-            s1 = _mm512_add_pd(s1, hi_pd(v));
-        }
-        double m = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)) / d;
-        __m512d md = _mm512_set1_pd(m);
-        s0 = s1 = _mm512_setzero_pd();
-        for (int j = 0; j < d; j += 16) { /* two passes: near-constant rows must not cancel */
-            __mmask16 k = tail_mask((size_t)(d - j));
-            __m512 v = _mm512_maskz_loadu_ps(k, xi + j);
-            __m512d c0 = _mm512_maskz_sub_pd((__mmask8)k, lo_pd(v), md);
-            __m512d c1 = _mm512_maskz_sub_pd((__mmask8)(k >> 8), hi_pd(v), md);
-            s0 = _mm512_fmadd_pd(c0, c0, s0);
-            s1 = _mm512_fmadd_pd(c1, c1, s1);
-        }
-        double var = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)) / d;
+        double m = v_row_sum(xi, d, 0.0, 0) / d;
+        double var =
+            v_row_sum(xi, d, m, 1) / d; /* two passes: near-constant rows must not cancel */
         float sc = (float)(1.0 / sqrt(var + eps));
         __m512 mf = _mm512_set1_ps((float)m), sv = _mm512_set1_ps(sc);
         for (int j = 0; j < d; j += 16) {
@@ -317,13 +317,7 @@ TGT void sp__vmath_rmsnorm_forward(float *out, float *rstd, const float *x, cons
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d;
         float *oi = out + (size_t)i * d;
-        __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-        for (int j = 0; j < d; j += 16) {
-            __m512 v = _mm512_maskz_loadu_ps(tail_mask((size_t)(d - j)), xi + j);
-            s0 = _mm512_fmadd_pd(lo_pd(v), lo_pd(v), s0);
-            s1 = _mm512_fmadd_pd(hi_pd(v), hi_pd(v), s1);
-        }
-        double ss = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+        double ss = v_row_sum(xi, d, 0.0, 1);
         float sc = (float)(1.0 / sqrt(ss / d + eps));
         __m512 sv = _mm512_set1_ps(sc);
         for (int j = 0; j < d; j += 16) {
