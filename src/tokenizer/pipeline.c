@@ -654,22 +654,41 @@ static int disagree(const char *cfg_path, const char *which, int says, sp_error 
                    cfg_path, which, says ? "true" : "false", says ? "does not add" : "adds");
 }
 
-/* tokenizer_config.json: bos_token, eos_token, add_bos_token, add_eos_token. Where both it and
- * the post-processor say whether BOS/EOS are added and disagree, loading fails. */
-static int apply_config(sp_tokenizer *t, const char *cfg_path, int32_t tbos, int32_t teos,
-                        sp_error *err) {
+/* What tokenizer_config.json says: add_bos_token / add_eos_token (absent: -2, not a boolean:
+ * -1) and the ids of bos_token / eos_token (config_token's: -2 absent, -1 null). */
+typedef struct tok_config {
+    int add_bos, add_eos;
+    int32_t bos, eos;
+} tok_config;
+
+static int read_config(sp_tokenizer *t, const char *cfg_path, tok_config *c, sp_error *err) {
     json_error_t je;
     if (sp__check_file_size(cfg_path, SP_MAX_CONFIG_FILE_BYTES, "tokenizer config", err) != 0)
         return -1;
     json_t *cfg = json_load_file(cfg_path, 0, &je);
     if (!cfg)
         return sp_fail(err, "%s:%d:%d: invalid JSON: %s", cfg_path, je.line, je.column, je.text);
-    int32_t bos, eos;
-    int ab = bool_field(cfg, "add_bos_token", -2), ae = bool_field(cfg, "add_eos_token", -2);
-    int rc = config_token(t, cfg, "bos_token", &bos, cfg_path, err) ||
-             config_token(t, cfg, "eos_token", &eos, cfg_path, err);
+    int rc = 0;
+    if (!json_is_object(cfg)) {
+        rc = sp_fail(err, "%s: the top level is not a JSON object", cfg_path);
+    } else {
+        c->add_bos = bool_field(cfg, "add_bos_token", -2);
+        c->add_eos = bool_field(cfg, "add_eos_token", -2);
+        rc = config_token(t, cfg, "bos_token", &c->bos, cfg_path, err) ||
+             config_token(t, cfg, "eos_token", &c->eos, cfg_path, err);
+    }
     json_decref(cfg);
-    if (rc) return -1;
+    return rc ? -1 : 0;
+}
+
+/* tokenizer_config.json: bos_token, eos_token, add_bos_token, add_eos_token. Where both it and
+ * the post-processor say whether BOS/EOS are added and disagree, loading fails. */
+static int apply_config(sp_tokenizer *t, const char *cfg_path, int32_t tbos, int32_t teos,
+                        sp_error *err) {
+    tok_config c;
+    if (read_config(t, cfg_path, &c, err)) return -1;
+    int ab = c.add_bos, ae = c.add_eos;
+    int32_t bos = c.bos, eos = c.eos;
     if (ab == -1 || ae == -1)
         return sp_fail(err, "%s: add_bos_token / add_eos_token must be booleans", cfg_path);
     if (bos >= 0) t->bos = bos;
@@ -686,23 +705,13 @@ static int apply_config(sp_tokenizer *t, const char *cfg_path, int32_t tbos, int
 }
 
 int tok_apply_pair_config(sp_tokenizer *t, const char *cfg_path, sp_error *err) {
-    json_error_t je;
-    if (sp__check_file_size(cfg_path, SP_MAX_CONFIG_FILE_BYTES, "tokenizer config", err) != 0)
-        return -1;
-    json_t *cfg = json_load_file(cfg_path, 0, &je);
-    if (!cfg)
-        return sp_fail(err, "%s:%d:%d: invalid JSON: %s", cfg_path, je.line, je.column, je.text);
-    int32_t bos, eos;
-    int ab = json_is_object(cfg) ? bool_field(cfg, "add_bos_token", 0) : 0;
-    int rc = !json_is_object(cfg) ? sp_fail(err, "%s: the top level is not a JSON object", cfg_path)
-             : ab == -1           ? sp_fail(err, "%s: add_bos_token must be a boolean", cfg_path)
-                                  : config_token(t, cfg, "bos_token", &bos, cfg_path, err) ||
-                              config_token(t, cfg, "eos_token", &eos, cfg_path, err);
-    json_decref(cfg);
-    if (rc) return -1;
+    tok_config c;
+    if (read_config(t, cfg_path, &c, err)) return -1;
+    if (c.add_bos == -1) return sp_fail(err, "%s: add_bos_token must be a boolean", cfg_path);
+    int32_t bos = c.bos;
     if (bos >= 0) t->bos = bos;
-    if (eos >= 0) t->eos_cfg = eos;
-    if (ab != 1) return 0;
+    if (c.eos >= 0) t->eos_cfg = c.eos;
+    if (c.add_bos != 1) return 0;
     if (bos == -1) return sp_fail(err, "%s: add_bos_token is true but bos_token is null", cfg_path);
     if (bos == -2) /* GPT2Tokenizer's default bos_token */
         bos = tok_lookup(t, "<|endoftext|>", strlen("<|endoftext|>"));

@@ -187,6 +187,10 @@ static const tu_tok_bad_edit CONFIG_ERRORS[] = {
     {"qwen2", NULL, NULL, "{\"eos_token\": 5}",
      "tokenizer_config.json: eos_token is not a string or {\"content\": string}", NULL},
     {"qwen2", NULL, NULL, "{\"eos_token\": ", "tokenizer_config.json:1:", "invalid JSON"},
+    {"qwen2", NULL, NULL, "[\"<|endoftext|>\"]",
+     "tokenizer_config.json: the top level is not a JSON object", NULL},
+    {"qwen2", NULL, NULL, "{\"add_eos_token\": 1}",
+     "tokenizer_config.json: add_bos_token / add_eos_token must be booleans", NULL},
 };
 
 START_TEST(test_errors_config) {
