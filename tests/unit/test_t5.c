@@ -463,26 +463,13 @@ START_TEST(greedy_matches_float64_reference) {
     static const char *const cases[] = {"t5_l2_h2_d24_relu_tied_b8_f32",
                                         "t5_l2_h4_d32_kv6_gated_untied_f16"};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        char *dir = tu_path(REF_DIR, cases[c]), *js = tu_path(dir, "generate.json");
-        json_error_t je;
-        json_t *root = json_load_file(js, 0, &je);
-        ck_assert_msg(root, "%s: %s", js, je.text);
+        char *dir = tu_path(REF_DIR, cases[c]);
+        tu_gen_ref ref;
+        tu_gen_ref_load(&ref, dir);
         sp_model m;
         tu_model_load_ok(&m, dir);
-        int P;
+        int P, n = ref.n, max_new = ref.max_new;
         float *prompt = case_prompt(dir, &P, m.cfg.d_model);
-        json_t *reqs = json_object_get(root, "requests");
-        int n = (int)json_array_size(reqs);
-        int max_new = (int)json_integer_value(json_object_get(root, "max_new_tokens"));
-        ck_assert(n == 4 && max_new > 0);
-        int32_t tok[4][64];
-        sp_gen_request rq[4];
-        for (int i = 0; i < n; i++) {
-            json_t *t = json_object_get(json_array_get(reqs, i), "tokens");
-            for (size_t j = 0; j < json_array_size(t); j++)
-                tok[i][j] = (int32_t)json_integer_value(json_array_get(t, j));
-            rq[i] = (sp_gen_request){tok[i], (int)json_array_size(t), 0, (uint64_t)i};
-        }
         sp_gen_options o = {.max_new_tokens = max_new, .eos_id = -1};
         sp_sampling_default(&o.sampling);
         sp_worker *w = sp_worker_new(&m);
@@ -491,22 +478,14 @@ START_TEST(greedy_matches_float64_reference) {
         ck_assert_msg(g, "%s", err.msg);
         ck_assert_int_eq(sp_generator_add_prompt(g, prompt, P, NULL, 0, &err), 0);
         sp_gen_result out[4];
-        ck_assert_msg(sp_generator_run(g, rq, n, out, &err) == 0, "%s", err.msg);
+        ck_assert_msg(sp_generator_run(g, ref.rq, n, out, &err) == 0, "%s", err.msg);
         int compared = 0;
         double worst = 0;
         for (int i = 0; i < n; i++) {
-            json_t *r = json_array_get(reqs, i), *ids = json_object_get(r, "ids");
-            json_t *margins = json_object_get(r, "margins");
-            ck_assert_int_eq(out[i].n_ids, max_new);
-            for (int j = 0; j < max_new; j++) {
-                if (json_real_value(json_array_get(margins, j)) <= REF_MARGIN) break;
-                ck_assert_msg(out[i].ids[j] == json_integer_value(json_array_get(ids, j)),
-                              "%s request %d step %d: %d, the reference %lld", cases[c], i, j,
-                              out[i].ids[j], json_integer_value(json_array_get(ids, j)));
-                compared++;
-            }
+            compared += tu_gen_ref_compare(&ref, i, &out[i], REF_MARGIN, cases[c]);
             sp_gen_result_free(&out[i]);
-            double e = teacher_forced(w, prompt, P, tok[i], rq[i].n_tokens, r, max_new);
+            double e = teacher_forced(w, prompt, P, ref.tok[i], ref.rq[i].n_tokens,
+                                      json_array_get(ref.reqs, i), max_new);
             worst = e > worst ? e : worst;
         }
         printf("%s: %d of %d greedy ids compared and equal, step logits within %.2e\n", cases[c],
@@ -517,8 +496,8 @@ START_TEST(greedy_matches_float64_reference) {
         sp_worker_free(w);
         free(prompt);
         sp_model_free(&m);
-        json_decref(root);
-        free(js), free(dir);
+        tu_gen_ref_free(&ref);
+        free(dir);
     }
 }
 END_TEST

@@ -17,6 +17,7 @@
 
 #include "softprompt/checkpoint.h"
 #include "softprompt/dataset.h"
+#include "softprompt/generate.h"
 #include "softprompt/model_init.h"
 #include "softprompt/safetensors.h"
 
@@ -118,6 +119,23 @@ char *tu_write_model(const char *name, const sp_init_options *o);
 char *tu_tiny_gpt2(const char *name, uint64_t seed);
 /* Loads the model in dir, failing the test with the loader's message if it does not load. */
 void tu_model_load_ok(sp_model *m, const char *dir);
+
+/* A case's generate.json (tests/ref: float64 greedy decoding without a cache): its requests'
+ * tokens as sp_gen_requests (4 of them, ids 0..3) and max_new_tokens. */
+typedef struct tu_gen_ref {
+    json_t *root, *reqs;
+    int n, max_new;
+    int32_t tok[4][64];
+    sp_gen_request rq[4];
+} tu_gen_ref;
+/* Loads dir/generate.json into r (the test fails on a missing or malformed file). */
+void tu_gen_ref_load(tu_gen_ref *r, const char *dir);
+/* Request i's greedy ids in out against the reference's, up to the first step whose top-2
+ * margin there is at most margin (float32 may then choose either); returns the steps compared.
+ * what names the case in the failure message. */
+int tu_gen_ref_compare(const tu_gen_ref *r, int i, const sp_gen_result *out, double margin,
+                       const char *what);
+void tu_gen_ref_free(tu_gen_ref *r);
 
 /* A classification set (classes "neg" and "pos" with verbalizer ids 10 and 20): example i is
  * n_soft soft tokens, then tokens 100 + i + t at positions t up to n_soft + text_min + i %

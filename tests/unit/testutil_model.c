@@ -207,3 +207,42 @@ void tu_json_edit(const char *path, const char *key, json_t *value) {
     ck_assert_int_eq(json_dump_file(root, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER), 0);
     json_decref(root);
 }
+
+void tu_gen_ref_load(tu_gen_ref *r, const char *dir) {
+    char *js = tu_path(dir, "generate.json");
+    json_error_t je;
+    r->root = json_load_file(js, 0, &je);
+    ck_assert_msg(r->root, "%s: %s", js, je.text);
+    free(js);
+    r->reqs = json_object_get(r->root, "requests");
+    r->n = (int)json_array_size(r->reqs);
+    r->max_new = (int)json_integer_value(json_object_get(r->root, "max_new_tokens"));
+    ck_assert(r->n == 4 && r->max_new > 0);
+    for (int i = 0; i < r->n; i++) {
+        json_t *t = json_object_get(json_array_get(r->reqs, i), "tokens");
+        ck_assert(json_array_size(t) <= 64);
+        for (size_t j = 0; j < json_array_size(t); j++)
+            r->tok[i][j] = (int32_t)json_integer_value(json_array_get(t, j));
+        r->rq[i] = (sp_gen_request){r->tok[i], (int)json_array_size(t), 0, (uint64_t)i};
+    }
+}
+
+int tu_gen_ref_compare(const tu_gen_ref *r, int i, const sp_gen_result *out, double margin,
+                       const char *what) {
+    json_t *q = json_array_get(r->reqs, i), *ids = json_object_get(q, "ids");
+    json_t *margins = json_object_get(q, "margins");
+    ck_assert_int_eq(out->n_ids, r->max_new);
+    int compared = 0;
+    for (int j = 0; j < r->max_new; j++) {
+        if (json_real_value(json_array_get(margins, j)) <= margin) break;
+        ck_assert_msg(out->ids[j] == json_integer_value(json_array_get(ids, j)),
+                      "%s request %d step %d: %d, the reference %lld", what, i, j, out->ids[j],
+                      json_integer_value(json_array_get(ids, j)));
+        compared++;
+    }
+    return compared;
+}
+
+void tu_gen_ref_free(tu_gen_ref *r) {
+    json_decref(r->root);
+}
