@@ -7,7 +7,7 @@
 # SP_TRAIN_INIT adds init-model options (a family's own: --sliding-window); SP_TRAIN_QUICK=1 stops
 # after learning, evaluation and the rank-count / --deterministic runs (test_train_mistral.sh);
 # SP_TRAIN_BF16_BOUND loosens the sanity bound between BF16- and float32-weight losses (T5);
-# SP_TRAIN_MIN_ACC is the validation accuracy the learning run must reach (0.9; T5: lower);
+# SP_TRAIN_MIN_ACC is the validation accuracy the learning run must reach (0.9; T5, OPT-350m: lower);
 # SP_TRAIN_SYNTH=mask writes the masked-LM form of the task (a mask token after the key, the
 # answer scored there: test_train_bert.sh, test_train_roberta.sh).
 source "$(dirname "$0")/lib.sh"
