@@ -13,28 +13,11 @@
 #define GELU_SCALE 0.7978845608028654f /* sqrt(2 / pi) */
 #define GELU_CUBIC 0.044715f
 
-void sp__gelu_forward(float *restrict out, float *restrict t, const float *restrict x, size_t n) {
-    if (sp__vmath_ok()) {
-        sp__vmath_gelu_forward(out, t, x, n);
-        return;
-    }
-    if (!t) {
-        for (size_t i = 0; i < n; i++) {
-            float v = x[i];
-            out[i] = 0.5f * v * (1.0f + tanhf(GELU_SCALE * (v + GELU_CUBIC * v * v * v)));
-        }
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        float th = tanhf(GELU_SCALE * (v + GELU_CUBIC * v * v * v));
-        t[i] = th;
-        out[i] = 0.5f * v * (1.0f + th);
-    }
-}
-
-/* Without a saved t, the tanh values of CHUNK elements at a time into a buffer on the stack. */
+/* The values an activation keeps for backward (the tanh of the GELUs, SwiGLU's sigmoid) are
+ * saved when the caller gives a buffer, else computed CHUNK elements at a time into one on the
+ * stack: forward writes them there, backward recomputes them (aux_chunk). */
 #define CHUNK 256
+typedef void (*aux_fill)(float *restrict out, const float *restrict x, size_t n);
 
 static void gelu_tanh(float *restrict th, const float *restrict x, size_t n) {
     for (size_t i = 0; i < n; i++) {
@@ -43,11 +26,30 @@ static void gelu_tanh(float *restrict th, const float *restrict x, size_t n) {
     }
 }
 
-/* The tanh values of elements i0..i0+m-1: the saved ones, or recomputed into buf. */
-static const float *tanh_chunk(const float *t, float *buf, const float *x, size_t i0, size_t m) {
-    if (t) return t + i0;
-    gelu_tanh(buf, x + i0, m);
+static void sigmoid(float *restrict s, const float *restrict g, size_t n) {
+    for (size_t i = 0; i < n; i++) s[i] = 1.0f / (1.0f + expf(-g[i]));
+}
+
+/* Elements i0..i0+m-1 of the kept values: the saved ones, or fill's of x into buf. */
+static const float *aux_chunk(const float *saved, float *buf, aux_fill fill, const float *x,
+                              size_t i0, size_t m) {
+    if (saved) return saved + i0;
+    fill(buf, x + i0, m);
     return buf;
+}
+
+void sp__gelu_forward(float *restrict out, float *restrict t, const float *restrict x, size_t n) {
+    if (sp__vmath_ok()) {
+        sp__vmath_gelu_forward(out, t, x, n);
+        return;
+    }
+    float buf[CHUNK];
+    for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
+        size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
+        float *th = t ? t + i0 : buf;
+        gelu_tanh(th, x + i0, m);
+        for (size_t j = 0; j < m; j++) out[i0 + j] = 0.5f * x[i0 + j] * (1.0f + th[j]);
+    }
 }
 
 /* d gelu(v) / dv from th = tanh(u(v)) */
@@ -65,7 +67,7 @@ void sp__gelu_backward(float *dx, const float *dout, const float *restrict x,
     float buf[CHUNK];
     for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
         size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
-        const float *th = tanh_chunk(t, buf, x, i0, m);
+        const float *th = aux_chunk(t, buf, gelu_tanh, x, i0, m);
         for (size_t j = 0; j < m; j++) dx[i0 + j] = dout[i0 + j] * gelu_grad(x[i0 + j], th[j]);
     }
 }
@@ -126,7 +128,7 @@ void sp__geglu_backward(float *dgate, float *restrict dup, const float *dact,
     float buf[CHUNK];
     for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
         size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
-        const float *th = tanh_chunk(t, buf, gate, i0, m);
+        const float *th = aux_chunk(t, buf, gelu_tanh, gate, i0, m);
         for (size_t j = 0; j < m; j++) {
             size_t i = i0 + j;
             float v = gate[i], da = dact[i];
@@ -173,14 +175,12 @@ void sp__swiglu_forward(float *restrict act, float *restrict sig, const float *r
         sp__vmath_swiglu_forward(act, sig, gate, up, n);
         return;
     }
-    if (!sig) {
-        for (size_t i = 0; i < n; i++) act[i] = gate[i] * (1.0f / (1.0f + expf(-gate[i]))) * up[i];
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i], s = 1.0f / (1.0f + expf(-g));
-        sig[i] = s;
-        act[i] = g * s * up[i];
+    float buf[CHUNK];
+    for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
+        size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
+        float *s = sig ? sig + i0 : buf;
+        sigmoid(s, gate + i0, m);
+        for (size_t j = 0; j < m; j++) act[i0 + j] = gate[i0 + j] * s[j] * up[i0 + j];
     }
 }
 
@@ -194,9 +194,7 @@ void sp__swiglu_backward(float *dgate, float *restrict dup, const float *dact,
     float buf[CHUNK];
     for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
         size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
-        const float *si = sig ? sig + i0 : buf;
-        if (!sig)
-            for (size_t j = 0; j < m; j++) buf[j] = 1.0f / (1.0f + expf(-gate[i0 + j]));
+        const float *si = aux_chunk(sig, buf, sigmoid, gate, i0, m);
         for (size_t j = 0; j < m; j++) {
             size_t i = i0 + j;
             float g = gate[i], s = si[j], da = dact[i];

@@ -561,14 +561,14 @@ static void attention_forward(const sp_worker *w, float *atty, float *lse, const
     const sp__dims *z = &w->z;
     size_t H = (size_t)z->hs.n_head;
     if (pre->seqs) {
-        int any = 0, max_keys = 0;
+        int max_keys = 0; /* 0: no sequence's own cache held rows before the step */
         for (int s = 0; s < b->n_seq; s++) {
             int start = b->seq_start[s], len = b->seq_start[s + 1] - start;
             if (!append_rows(w, atty, lse, qkv, pre, start, len, s)) continue;
             int keys = shared_view(pre, s, z->kvd).n + own_cache(pre, s)->len;
-            any = 1, max_keys = keys > max_keys ? keys : max_keys;
+            max_keys = keys > max_keys ? keys : max_keys;
         }
-        if (any) cached_attention(w, atty, qkv, pre, b, max_keys);
+        if (max_keys) cached_attention(w, atty, qkv, pre, b, max_keys);
         return;
     }
     for (int s = 0; s < b->n_seq; s++) {

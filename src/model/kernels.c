@@ -62,15 +62,8 @@ void sp__linear_single_row_gemv(int on) {
     single_row_gemv = on;
 }
 
-/* y [out] = x [in] . W (+ beta y): by the few-row kernel where it runs (the weight read in
- * vectors in place, and each element the same sum as in a product of more rows, so a request's
- * decode step does not depend on the others in its batch), else by sgemv. */
+/* y [out] = x [in] . W (+ beta y) by sgemv. */
 static void product_row(float *y, const float *x, const float *w, const sp_linear *W, float beta) {
-    if (sp__gemm_few_ok(1) && (W->layout == SP_W_IN_OUT || W->out >= SP_FEW_NK_ROW_MIN)) {
-        int wt = W->layout == SP_W_OUT_IN;
-        sp__gemm_few(1, W->out, W->in, x, W->in, w, wt ? W->in : W->out, wt, 0, beta, y, W->out);
-        return;
-    }
     switch (W->layout) {
     case SP_W_IN_OUT: /* W [in, out]: y = W^T x */
         cblas_sgemv(CblasRowMajor, CblasTrans, W->in, W->out, 1.0f, w, W->out, x, 1, beta, y, 1);
@@ -97,12 +90,15 @@ static void product(float *y, int ldy, const float *x, int ldx, const sp_linear 
     switch (W->store) {
     case SP_WSTORE_F32: {
         const float *w = W->w;
-        if (n == 1 && single_row_gemv) {
-            product_row(y, x, w, W, beta);
+        /* a decode step: the few-row kernel, the weight read in place, each element the same sum
+         * whatever the rows beside it; one row of a narrow [n, k] weight by sgemv (faster there) */
+        if (single_row_gemv && sp__gemm_few_ok(n) &&
+            (n > 1 || !wt || W->out >= SP_FEW_NK_ROW_MIN)) {
+            sp__gemm_few(n, W->out, W->in, x, ldx, w, ldw, wt, 0, beta, y, ldy);
             return;
         }
-        if (single_row_gemv && sp__gemm_few_ok(n)) {
-            sp__gemm_few(n, W->out, W->in, x, ldx, w, ldw, wt, 0, beta, y, ldy);
+        if (n == 1 && single_row_gemv) {
+            product_row(y, x, w, W, beta);
             return;
         }
         switch (W->layout) {
