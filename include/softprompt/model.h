@@ -148,8 +148,9 @@ typedef struct sp_linear {
     int in, out;
     sp_wlayout layout;
     sp_wstore store;
-    int exact; /* BF16 store: activations enter the product unrounded (float32 compute; the LM
-                * head, which runs at target rows only) */
+    int exact; /* the LM head (which runs at target rows only): float32 compute by
+                * sp__sgemm_small whatever the store, a BF16 store's activations unrounded, so
+                * that a BF16 table in place gives what a float32 copy of it gives */
 } sp_linear;
 
 /* A norm's gain and bias (NULL for RMSNorm), [d] each. */

@@ -8,9 +8,9 @@
  *   pairs ([kc/2][NR][2]); for each MC rows of A, A is packed as BF16 pairs per MR rows; an MR x NR
  *   register tile (24 zmm accumulators) runs over the panel. Every row of C is computed the same
  *   way whatever the number of rows, so results do not depend on how rows are batched.
- * - float32: tiles of B are converted to float32 (exactly) and multiplied by sgemm; A is not
- *   rounded. For CPUs without the instruction, and forced by SP_CPU_NO_BF16=1 in the environment
- *   (tests). The weights still take half the memory; the compute is sgemm's. */
+ * - float32: tiles of B are converted to float32 (exactly) and multiplied by sp__sgemm_small; A
+ *   is not rounded. For CPUs without the instruction, and forced by SP_CPU_NO_BF16=1 in the
+ *   environment (tests). The weights still take half the memory; the compute is float32. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -130,8 +130,8 @@ static void gemm_f32_path(float *t, int m, int n, int k, const float *a, int lda
             for (int k0 = 0; k0 < k; k0 += FB_ROWS) {
                 int kc = k - k0 < FB_ROWS ? k - k0 : FB_ROWS;
                 bf16_tile_to_f32(t, b + (size_t)k0 * ldb + n0, kc, nc, ldb);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, nc, kc, 1.0f, a + k0, lda,
-                            t, nc, k0 == 0 ? beta : 1.0f, c + n0, ldc);
+                sp__sgemm_small(CblasNoTrans, CblasNoTrans, m, nc, kc, 1.0f, a + k0, lda, t, nc,
+                                k0 == 0 ? beta : 1.0f, c + n0, ldc);
             }
         }
     } else { /* B^T stored [n, k]: tiles of [nc, kc] */
@@ -140,8 +140,8 @@ static void gemm_f32_path(float *t, int m, int n, int k, const float *a, int lda
             for (int k0 = 0; k0 < k; k0 += FB_COLS) {
                 int kc = k - k0 < FB_COLS ? k - k0 : FB_COLS;
                 bf16_tile_to_f32(t, b + (size_t)n0 * ldb + k0, nc, kc, ldb);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nc, kc, 1.0f, a + k0, lda,
-                            t, kc, k0 == 0 ? beta : 1.0f, c + n0, ldc);
+                sp__sgemm_small(CblasNoTrans, CblasTrans, m, nc, kc, 1.0f, a + k0, lda, t, kc,
+                                k0 == 0 ? beta : 1.0f, c + n0, ldc);
             }
         }
     }

@@ -30,12 +30,8 @@
 
 #include "model/kernels.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define FEW_BUILD 1
-#include <immintrin.h>
-#else
-#define FEW_BUILD 0
-#endif
+#include "model/simd.h"
+#define FEW_BUILD SP_SIMD_BUILD
 
 typedef struct few_job {
     int m, n, k, lda, ldw, ldc, wt, bf16;
@@ -76,10 +72,6 @@ TGT static INLINE __m512 load_w(const void *p, size_t at, int bf16, __mmask16 ma
     if (!bf16) return _mm512_maskz_loadu_ps(mask, (const float *)p + at);
     __m256i h = _mm256_maskz_loadu_epi16(mask, (const uint16_t *)p + at);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-
-static inline __mmask16 lanes(int left) {
-    return left >= 16 ? (__mmask16)0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
 }
 
 /* Row i of a tile of mb rows: rows past mb repeat the last one (computed, not stored), so the
@@ -168,7 +160,7 @@ TGT static INLINE void row_kn_rows(const few_job *J, int q, int j0, int j1, cons
         _mm512_storeu_ps(ct + j, acc);
     }
     if (j < j1) {
-        __mmask16 mk = lanes(j1 - j);
+        __mmask16 mk = sp__lanes(j1 - j);
         __m512 acc = q > 0 ? _mm512_maskz_loadu_ps(mk, ct + j) : _mm512_setzero_ps();
 #pragma GCC unroll 8
         for (int u = 0; u < rows; u++)
@@ -186,39 +178,6 @@ TGT static void row_cols_kn(const few_job *J, int j0, int j1) {
     for (int j = j0; j < j1; j++) c[j] = J->beta != 0.0f ? c[j] + J->ct[j] : J->ct[j];
 }
 
-/* The 16 x 16 block r[i][u] (vector i, lane u) transposed in place: r[u][i]. */
-TGT static INLINE void transpose16(__m512 r[16]) {
-    __m512 t[16];
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) { /* pairs of rows interleaved, in each 128-bit lane */
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) { /* r[4i + e], lane L: rows 4i..4i+3 of column 4L + e */
-        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
-        __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
-        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
-        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
-        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
-        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
-    }
-    __m512 a[16];
-#pragma GCC unroll 4
-    for (int e = 0; e < 4; e++) { /* the 4 x 4 blocks of 128-bit lanes transposed */
-        __m512 u0 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0x88);
-        __m512 u1 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0xdd);
-        __m512 u2 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0x88);
-        __m512 u3 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0xdd);
-        a[e] = _mm512_shuffle_f32x4(u0, u2, 0x88);      /* column e */
-        a[8 + e] = _mm512_shuffle_f32x4(u0, u2, 0xdd);  /* column 8 + e */
-        a[4 + e] = _mm512_shuffle_f32x4(u1, u3, 0x88);  /* column 4 + e */
-        a[12 + e] = _mm512_shuffle_f32x4(u1, u3, 0xdd); /* column 12 + e */
-    }
-#pragma GCC unroll 16
-    for (int i = 0; i < 16; i++) r[i] = a[i];
-}
-
 /* One row of A (m = 1) and an [n, k] weight: C[j0 .. j0 + 16 * R_NT] (jb of them stored; weight
  * rows past jb repeat the last), the weight's rows in the lanes: blocks of 16 x 16 weights are
  * read row by row and transposed in registers, so that each column of C is the same chain of FMAs
@@ -233,7 +192,7 @@ TGT static INLINE void row_nk_tile(const few_job *J, int j0, int jb) {
     for (int t = 0; t < R_NT; t++) acc[t] = _mm512_setzero_ps();
     for (int q = 0; q < J->k; q += 16) {
         int left = J->k - q < 16 ? J->k - q : 16;
-        __mmask16 mk = lanes(left);
+        __mmask16 mk = sp__lanes(left);
 #pragma GCC unroll 2
         for (int t = 0; t < R_NT; t++) {
             __m512 r[16];
@@ -242,7 +201,7 @@ TGT static INLINE void row_nk_tile(const few_job *J, int j0, int jb) {
                 _mm_prefetch((const char *)(p[16 * t + i] + q) + F_PF_NK, _MM_HINT_T0);
                 r[i] = _mm512_maskz_loadu_ps(mk, p[16 * t + i] + q);
             }
-            transpose16(r);
+            sp__transpose16(r);
             if (left == 16) {
 #pragma GCC unroll 16
                 for (int u = 0; u < 16; u++)
@@ -314,7 +273,7 @@ TGT static INLINE void tile_kn(const few_job *J, int i0, int mb, int j0, int nc,
 #pragma GCC unroll 8
     for (int i = 0; i < MB; i++) c[i] = J->c + (size_t)(i0 + (i < mb ? i : mb - 1)) * J->ldc + j0;
 #pragma GCC unroll 3
-    for (int v = 0; v < NV; v++) mk[v] = lanes(nc - 16 * v);
+    for (int v = 0; v < NV; v++) mk[v] = sp__lanes(nc - 16 * v);
 #pragma GCC unroll 8
     for (int i = 0; i < MB; i++)
 #pragma GCC unroll 3
@@ -357,7 +316,7 @@ TGT static INLINE void tile_nk(const few_job *J, int i0, int mb, int j0, int jb,
 #pragma GCC unroll 3
         for (int j = 0; j < JB; j++) acc[i][j] = _mm512_setzero_ps();
     for (int q = 0; q < J->k; q += 16) {
-        __mmask16 mk = lanes(J->k - q);
+        __mmask16 mk = sp__lanes(J->k - q);
         __m512 b[JB];
 #pragma GCC unroll 3
         for (int j = 0; j < JB; j++) b[j] = load_w(J->w, wr[j] + q, bf16, mk);

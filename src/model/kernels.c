@@ -101,16 +101,12 @@ static void product(float *y, int ldy, const float *x, int ldx, const sp_linear 
             product_row(y, x, w, W, beta);
             return;
         }
-        switch (W->layout) {
-        case SP_W_IN_OUT: /* W [in, out] */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, W->out, W->in, 1.0f, x, ldx,
-                        w, W->out, beta, y, ldy);
-            return;
-        case SP_W_OUT_IN: /* W [out, in] */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, W->out, W->in, 1.0f, x, ldx, w,
-                        W->in, beta, y, ldy);
-            return;
-        }
+        CBLAS_TRANSPOSE tw = wt ? CblasTrans : CblasNoTrans;
+        if (W->exact) /* the head: the sums of its BF16 store's float32 path (bf16.c) */
+            sp__sgemm_small(CblasNoTrans, tw, n, W->out, W->in, 1.0f, x, ldx, w, ldw, beta, y, ldy);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, tw, n, W->out, W->in, 1.0f, x, ldx, w, ldw,
+                        beta, y, ldy);
         return;
     }
     case SP_WSTORE_BF16: /* decode rows computed in float32 (exact, or no AVX512-BF16) */
@@ -137,18 +133,15 @@ void sp__linear_bwd(float *dx, int lddx, const float *dy, int lddy, const sp_lin
     if (n == 0) return;
     float beta = accumulate ? 1.0f : 0.0f;
     switch (W->store) {
-    case SP_WSTORE_F32: {
-        const float *w = W->w;
-        switch (W->layout) {
-        case SP_W_IN_OUT: /* dx = dy W^T, W [in, out] */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, W->in, W->out, 1.0f, dy, lddy,
-                        w, W->out, beta, dx, lddx);
-            return;
-        case SP_W_OUT_IN: /* dx = dy W, W [out, in] */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, W->in, W->out, 1.0f, dy, lddy,
-                        w, W->in, beta, dx, lddx);
-            return;
-        }
+    case SP_WSTORE_F32: { /* dx = dy W^T (W [in, out]) or dy W (W [out, in]) */
+        int wt = W->layout == SP_W_OUT_IN, ldw = wt ? W->in : W->out;
+        CBLAS_TRANSPOSE tw = wt ? CblasNoTrans : CblasTrans;
+        if (W->exact) /* the head, as in product() */
+            sp__sgemm_small(CblasNoTrans, tw, n, W->in, W->out, 1.0f, dy, lddy, W->w, ldw, beta, dx,
+                            lddx);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, tw, n, W->in, W->out, 1.0f, dy, lddy, W->w,
+                        ldw, beta, dx, lddx);
         return;
     }
     case SP_WSTORE_BF16:
@@ -340,10 +333,10 @@ static void scores(float *s, const float *q, int ldq, const float *kp, int ldp, 
                    const float *k, int ldk, int rows, int kend, int hd, float scale) {
     int lds = np + kend;
     if (np)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, np, hd, scale, q, ldq, kp, ldp,
-                    0.0f, s, lds);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, kend, hd, scale, q, ldq, k, ldk,
-                0.0f, s + np, lds);
+        sp__sgemm_small(CblasNoTrans, CblasTrans, rows, np, hd, scale, q, ldq, kp, ldp, 0.0f, s,
+                        lds);
+    sp__sgemm_small(CblasNoTrans, CblasTrans, rows, kend, hd, scale, q, ldq, k, ldk, 0.0f, s + np,
+                    lds);
 }
 
 void sp__attention_forward(float *out, float *lse, float *scratch, const float *qkv, int len,
@@ -364,11 +357,11 @@ void sp__attention_forward(float *out, float *lse, float *scratch, const float *
                           alibi_slope(hs, h));
             /* out[i0:kend, head h] = P_cur V[0:kend] + P_past V_past */
             float *o = out + (size_t)i0 * d + h * hd;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, kend, 1.0f,
-                        scratch + kv.np, lds, kv.v, ld, 0.0f, o, d);
+            sp__sgemm_small(CblasNoTrans, CblasNoTrans, rows, hd, kend, 1.0f, scratch + kv.np, lds,
+                            kv.v, ld, 0.0f, o, d);
             if (kv.np)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, kv.np, 1.0f,
-                            scratch, lds, kv.vp, kv.ldp, 1.0f, o, d);
+                sp__sgemm_small(CblasNoTrans, CblasNoTrans, rows, hd, kv.np, 1.0f, scratch, lds,
+                                kv.vp, kv.ldp, 1.0f, o, d);
         }
     }
 }
@@ -410,13 +403,13 @@ static void block_softmax_backward(float *s, float *dp, const float *lse, const 
 static void past_backward(float *dq, int ldq, const sp__kv_grad *dpast, const head_kv *kv,
                           const float *s, const float *dp, int lds, const float *q, int ld,
                           const float *dO, int d, int rows, int hd, int kvcol) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, kv->np, 1.0f, dp, lds, kv->kp,
-                kv->ldp, 1.0f, dq, ldq);
+    sp__sgemm_small(CblasNoTrans, CblasNoTrans, rows, hd, kv->np, 1.0f, dp, lds, kv->kp, kv->ldp,
+                    1.0f, dq, ldq);
     if (!dpast) return;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kv->np, hd, rows, 1.0f, s, lds, dO, d,
-                1.0f, dpast->dv + kvcol, dpast->ld);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kv->np, hd, rows, 1.0f, dp, lds, q, ld,
-                1.0f, dpast->dk + kvcol, dpast->ld);
+    sp__sgemm_small(CblasTrans, CblasNoTrans, kv->np, hd, rows, 1.0f, s, lds, dO, d, 1.0f,
+                    dpast->dv + kvcol, dpast->ld);
+    sp__sgemm_small(CblasTrans, CblasNoTrans, kv->np, hd, rows, 1.0f, dp, lds, q, ld, 1.0f,
+                    dpast->dk + kvcol, dpast->ld);
 }
 
 void sp__attention_backward(float *dqkv, const sp__kv_grad *dpast, float *scratch,
@@ -451,12 +444,12 @@ void sp__attention_backward(float *dqkv, const sp__kv_grad *dpast, float *scratc
             block_softmax_backward(s, dp, lse + (size_t)h * len + i0, dsum, kv.np, i0, rows, kend,
                                    scale, hs, alibi_slope(hs, h));
             /* dV[0:kend] += P^T dO,  dQ[i0:kend] = dS K[0:kend],  dK[0:kend] += dS^T Q[i0:kend] */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kend, hd, rows, 1.0f, s + kv.np,
-                        lds, dO, d, 1.0f, dv, ld);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, kend, 1.0f, dp + kv.np,
-                        lds, kv.k, ld, 0.0f, dq + (size_t)i0 * ld, ld);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kend, hd, rows, 1.0f, dp + kv.np,
-                        lds, qb, ld, 1.0f, dk, ld);
+            sp__sgemm_small(CblasTrans, CblasNoTrans, kend, hd, rows, 1.0f, s + kv.np, lds, dO, d,
+                            1.0f, dv, ld);
+            sp__sgemm_small(CblasNoTrans, CblasNoTrans, rows, hd, kend, 1.0f, dp + kv.np, lds, kv.k,
+                            ld, 0.0f, dq + (size_t)i0 * ld, ld);
+            sp__sgemm_small(CblasTrans, CblasNoTrans, kend, hd, rows, 1.0f, dp + kv.np, lds, qb, ld,
+                            1.0f, dk, ld);
             if (kv.np)
                 past_backward(dq + (size_t)i0 * ld, ld, dpast, &kv, s, dp, lds, qb, ld, dO, d, rows,
                               hd, SP_KV_OF(hs, h) * hd);

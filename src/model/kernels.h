@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cblas.h>
+
 #include "softprompt/model.h"
 
 /* out[n,d] = (x - mean) * rstd * w + b per row; saves mean[n] and rstd[n] for backward. */
@@ -210,6 +212,14 @@ typedef struct sp__kv_grad {
     float *dk, *dv; /* [n, ld] */
     int ld;
 } sp__kv_grad;
+
+/* C[m, n] = alpha op(A)[m, k] op(B)[k, n] + beta C in row-major storage, as cblas_sgemm computes
+ * it (beta 0: C is not read), for attention's small products (smallgemm.c): AVX-512 register
+ * tiles when the CPU has them (sp__vmath_ok), each element one chain of FMAs over k in order, so
+ * an element does not depend on m, n or the tiling around it; cblas_sgemm otherwise. */
+void sp__sgemm_small(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha,
+                     const float *a, int lda, const float *b, int ldb, float beta, float *c,
+                     int ldc);
 
 /* Causal self-attention of one sequence of len current rows, all heads, in blocks of
  * SP_ATT_QBLOCK query rows (kernels.c). Current row i attends to every row of past (NULL: none)

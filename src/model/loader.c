@@ -343,8 +343,8 @@ static int take_row(void *ctx, const sp__tensor_desc *row, int layer) {
     sp__model_set_tensor(m, layer, row->role, data, bf16 ? SP_WSTORE_BF16 : SP_WSTORE_F32, ndim,
                          shape);
     if (lin) m->bytes_matrices += (size_t)(shape[0] * shape[1]) * (bf16 ? 2 : 4);
-    if (!bf16) return 0;
     if (lin) lin->exact = row->role == SP_ROLE_LM_HEAD;
+    if (!bf16) return 0;
     sp__model_store *st = m->store;
     if (st->n_src >= k->L->src_cap) return sp_fail(k->err, "%s: too many tensors", m->dir);
     st->src_slot[st->n_src] = lin ? (const void *)lin : (const void *)&m->wte;
@@ -442,10 +442,10 @@ static int take_all(loader *L, sp_error *err) {
     take_ctx k = {L, err};
     L->plan = 0, L->copies = 0;
     if (sp__tensors_walk(sp__family_for(c), c->n_layer, SP_ORDER_TABLE, take_row, &k)) return -1;
-    if (c->tied) { /* the head is the embedding, in its store (BF16: exact products) */
+    if (c->tied) { /* the head is the embedding, in its store (exact products) */
         int64_t shape[2] = {c->vocab_size, sp_config_embed_dim(c)};
         sp__model_set_tensor(m, -1, SP_ROLE_LM_HEAD, m->wte, m->wte_store, 2, shape);
-        m->lm_head.exact = m->wte_store == SP_WSTORE_BF16;
+        m->lm_head.exact = 1;
     }
     return 0;
 }

@@ -256,8 +256,8 @@ typedef struct t5_att {
 /* probs [tq, tk] = softmax(q_h k_hᵀ + bias_h) of head h (masked: 0). */
 static void head_probs(float *P, const float *q, const float *k, int h, const t5_att *a) {
     int tq = a->tq, tk = a->tk;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, tk, a->hd, 1.0f, q + h * a->hd, a->qd,
-                k + h * a->hd, a->qd, 0.0f, P, tk);
+    sp__sgemm_small(CblasNoTrans, CblasTrans, tq, tk, a->hd, 1.0f, q + h * a->hd, a->qd,
+                    k + h * a->hd, a->qd, 0.0f, P, tk);
     for (int i = 0; i < tq; i++) {
         float *row = P + (size_t)i * tk;
         int end = a->causal ? i + 1 : tk;
@@ -277,8 +277,8 @@ static void attention(float *out, float *P, const float *q, const float *k, cons
                       const t5_att *a) {
     for (int h = 0; h < a->H; h++) {
         head_probs(P, q, k, h, a);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, a->tq, a->hd, a->tk, 1.0f, P, a->tk,
-                    v + h * a->hd, a->qd, 0.0f, out + h * a->hd, a->qd);
+        sp__sgemm_small(CblasNoTrans, CblasNoTrans, a->tq, a->hd, a->tk, 1.0f, P, a->tk,
+                        v + h * a->hd, a->qd, 0.0f, out + h * a->hd, a->qd);
     }
 }
 
@@ -290,20 +290,20 @@ static void attention_backward(float *gq, float *gk, float *gv, float *P, float 
     for (int h = 0; h < a->H; h++) {
         size_t c = (size_t)h * hd;
         head_probs(P, q, k, h, a);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, tk, hd, tq, 1.0f, P, tk, gout + c, qd,
-                    0.0f, gv + c, qd); /* dV = Pᵀ dO */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, tq, tk, hd, 1.0f, gout + c, qd, v + c,
-                    qd, 0.0f, dP, tk); /* dP = dO Vᵀ */
+        sp__sgemm_small(CblasTrans, CblasNoTrans, tk, hd, tq, 1.0f, P, tk, gout + c, qd, 0.0f,
+                        gv + c, qd); /* dV = Pᵀ dO */
+        sp__sgemm_small(CblasNoTrans, CblasTrans, tq, tk, hd, 1.0f, gout + c, qd, v + c, qd, 0.0f,
+                        dP, tk);       /* dP = dO Vᵀ */
         for (int i = 0; i < tq; i++) { /* dS = P (dP - sum_j P dP) */
             float *pr = P + (size_t)i * tk, *dr = dP + (size_t)i * tk;
             double dot = 0.0;
             for (int jj = 0; jj < tk; jj++) dot += (double)pr[jj] * dr[jj];
             for (int jj = 0; jj < tk; jj++) dr[jj] = pr[jj] * (dr[jj] - (float)dot);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, tq, hd, tk, 1.0f, dP, tk, k + c, qd,
-                    0.0f, gq + c, qd); /* dQ = dS K */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, tk, hd, tq, 1.0f, dP, tk, q + c, qd,
-                    0.0f, gk + c, qd); /* dK = dSᵀ Q */
+        sp__sgemm_small(CblasNoTrans, CblasNoTrans, tq, hd, tk, 1.0f, dP, tk, k + c, qd, 0.0f,
+                        gq + c, qd); /* dQ = dS K */
+        sp__sgemm_small(CblasTrans, CblasNoTrans, tk, hd, tq, 1.0f, dP, tk, q + c, qd, 0.0f, gk + c,
+                        qd); /* dK = dSᵀ Q */
     }
 }
 

@@ -7,7 +7,8 @@
 # SP_TRAIN_INIT adds init-model options (a family's own: --sliding-window); SP_TRAIN_QUICK=1 stops
 # after learning, evaluation and the rank-count / --deterministic runs (test_train_mistral.sh);
 # SP_TRAIN_BF16_BOUND loosens the sanity bound between BF16- and float32-weight losses (T5);
-# SP_TRAIN_MIN_ACC is the validation accuracy the learning run must reach (0.9; T5, OPT-350m: lower);
+# SP_TRAIN_MIN_ACC is the validation accuracy the learning run must reach (0.9; OPT-350m: lower),
+# SP_TRAIN_STEPS its steps (120; T5: more);
 # SP_TRAIN_SYNTH=mask writes the masked-LM form of the task (a mask token after the key, the
 # answer scored there: test_train_bert.sh, test_train_roberta.sh).
 source "$(dirname "$0")/lib.sh"
@@ -29,7 +30,7 @@ common=(--model model --train train.h5 --quiet)
 
 # --- learning: zero-shot is at chance, the trained prompt is far above it -------------------
 "$SP_CLI" eval --model model --data valid.h5 --json > zero.json
-"$SP_CLI" train "${common[@]}" --threads 1 --valid valid.h5 --out learn --steps 120 --global-batch 16 \
+"$SP_CLI" train "${common[@]}" --threads 1 --valid valid.h5 --out learn --steps "${SP_TRAIN_STEPS:-120}" --global-batch 16 \
   --eval-every 40
 python3 - learn/metrics.jsonl zero.json "${SP_TRAIN_MIN_ACC:-0.9}" <<'PY'
 import json, sys, metrics

@@ -7,10 +7,10 @@
 # model's 6 AdamW steps (sign-like first steps) diverge from float32's by 24% even though a
 # forward over the validation set agrees within 0.1% (eval --weights bf16 vs f32: 4.3780 vs
 # 4.3756); rounding the weights alone (the float32 path) gives 8% by step 2.
-# Accuracy 0.65, not 0.9: this tiny random T5 learns the task slowly and its trajectory is
-# chaotic (Adafactor's first steps are sign-like). Measured with 120 steps, 5 training seeds:
-# final validation accuracy 0.55-0.72 with AVX-512's exp (src/model/vmath.c), 0.52-0.97 with
-# libm's (SP_CPU_NO_AVX512=1; the 0.97 was this test's seed); zero-shot is 0.49. The losses of
-# both agree to 4 digits for 3 steps, then the paths part.
-SP_TRAIN_ARCH=t5 SP_TRAIN_INIT=--untied SP_TRAIN_QUICK=1 SP_TRAIN_BF16_BOUND=0.3 SP_TRAIN_MIN_ACC=0.65 \
+# 480 learning steps, not 120: this tiny random T5 learns the task slowly and its first 120 steps
+# are chaotic (Adafactor's first steps are sign-like): after 120 steps, 6 training seeds ended at
+# 0.51-0.99 (RelWithDebInfo) and 0.50-0.95 (ASan build) validation accuracy, so a threshold there
+# passed by the seed's luck; after 480 steps all 9 ended at 0.98-1.00 in both builds
+# (--seed 1..8 and 42, the default). Zero-shot is 0.49.
+SP_TRAIN_ARCH=t5 SP_TRAIN_INIT=--untied SP_TRAIN_QUICK=1 SP_TRAIN_BF16_BOUND=0.3 SP_TRAIN_STEPS=480 \
   exec bash "$(dirname "$0")/test_train.sh"
