@@ -19,6 +19,7 @@
 #include <cblas.h>
 
 #include "model/kernels.h"
+#include "util/bigalloc.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define SP_HAVE_AVX512BF16_BUILD 1
@@ -77,13 +78,13 @@ static void scratch_key_make(void) {
     scratch_ok = pthread_key_create(&scratch_key, free) == 0;
 }
 
-/* SCRATCH_BYTES bytes aligned to 64, or NULL when memory is short. */
+/* SCRATCH_BYTES bytes aligned to 64 (huge pages where offered), or NULL when memory is short. */
 static void *scratch(void) {
     pthread_once(&scratch_once, scratch_key_make);
     if (!scratch_ok) return NULL;
     void *p = pthread_getspecific(scratch_key);
     if (p) return p;
-    p = aligned_alloc(64, SCRATCH_BYTES);
+    p = sp__big_alloc(SCRATCH_BYTES);
     if (p && pthread_setspecific(scratch_key, p) != 0) free(p), p = NULL;
     return p;
 }

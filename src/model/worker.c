@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "model/t5.h"
+#include "util/bigalloc.h"
 #include "model/worker.h"
 #include "softprompt/generate.h"
 
@@ -446,7 +447,7 @@ float *sp__worker_buffer(const sp_worker *w, int i, size_t *cap) {
 static int ensure(sp_worker *w, int i, size_t n) {
     if (n <= w->cap[i]) return 0;
     free(w->buf[i]);
-    w->buf[i] = malloc(n * sizeof(float));
+    w->buf[i] = sp__big_alloc(n * sizeof(float));
     w->cap[i] = w->buf[i] ? n : 0;
     return w->buf[i] ? 0 : -1;
 }

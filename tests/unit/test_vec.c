@@ -1,5 +1,6 @@
 /* util/vec: growable arrays grow geometrically and keep their elements, refuse sizes that
- * overflow without touching the array, and sp__buf keeps its bytes NUL-terminated. */
+ * overflow without touching the array, sp__buf keeps its bytes NUL-terminated, and
+ * sp__big_alloc aligns large blocks to huge pages. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +8,7 @@
 #include <unistd.h>
 
 #include "testutil.h"
+#include "util/bigalloc.h"
 #include "util/vec.h"
 
 START_TEST(cap_doubles_from_the_minimum) {
@@ -105,6 +107,23 @@ START_TEST(buf_reads_a_whole_stream) {
 }
 END_TEST
 
+/* sp__big_alloc: large blocks aligned to 2 MiB (whole huge pages: THP can back them), small
+ * ones to 64, every byte writable (ASan checks the extent), freed by free(). */
+START_TEST(big_alloc_aligns_to_huge_pages) {
+    static const size_t sizes[] = {
+        1, 63, 64, 4096, ((size_t)2 << 20) - 1, (size_t)2 << 20, ((size_t)5 << 20) + 3};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        unsigned char *p = sp__big_alloc(sizes[i]);
+        ck_assert_ptr_nonnull(p);
+        size_t align = sizes[i] >= ((size_t)2 << 20) ? (size_t)2 << 20 : 64;
+        ck_assert_msg((uintptr_t)p % align == 0, "%zu bytes at %p", sizes[i], (void *)p);
+        memset(p, 0xab, sizes[i]);
+        ck_assert(p[sizes[i] - 1] == 0xab);
+        free(p);
+    }
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("vec");
     TCase *tc = tcase_create("vec");
@@ -113,6 +132,7 @@ int main(void) {
     tcase_add_test(tc, failed_growth_changes_nothing);
     tcase_add_test(tc, buf_is_always_a_c_string);
     tcase_add_test(tc, buf_reads_a_whole_stream);
+    tcase_add_test(tc, big_alloc_aligns_to_huge_pages);
     suite_add_tcase(s, tc);
     return tu_run_suite(s);
 }
