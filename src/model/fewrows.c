@@ -10,16 +10,20 @@
  * read F_NK rows at a time, each row in order (a tile of C^T in F_NK registers); a [k, n] one
  * F_KB rows at a time across all the columns (F_KN columns per tile), with the partial sums of
  * C^T kept between the passes. One row of A (m = 1, a decode step of one request) has kernels of
- * its own that read the weight in whole vectors: a [k, n] one row by row, an [n, k] one in 16 x
- * 16 blocks transposed in registers; each element is the same chain of FMAs as in the lanes.
+ * its own that read the weight in whole vectors: a [k, n] one row by row, an [n, k] one of an
+ * LM head's size in 16 x 16 blocks transposed in registers, each element the same chain of FMAs
+ * as in the lanes; a narrower [n, k] one (a layer) by dot products along k, summed in 16 lanes
+ * then across them (row_nk_dot: not the lanes' chain).
  * BF16 weights: register tiles of 8 rows of A, 8 x 48 over a [k, n] weight and 8 x 3 dot
  * products over an [n, k] one.
  *
- * Every element of C is one fixed sum over k in a fixed order: it does not depend on m, on the
- * other rows or on how the columns are split over threads, so results are deterministic. The
- * columns are handed out in chunks to the threads OpenBLAS was given (openblas_set_num_threads),
- * a small pool started at the first product (sp__few_run, which decode attention uses too). Without
- * AVX-512 (or for m above SP_FEW_ROWS) the callers use their other paths (sp__gemm_few_ok). */
+ * Every element of C is one fixed sum over k in a fixed order: it does not depend on how the
+ * columns are split over threads, nor (but for one row of a narrow [n, k] weight) on m or the
+ * other rows, so results are deterministic. The columns are handed out in chunks to the threads
+ * OpenBLAS was given (openblas_set_num_threads), a small pool started at the first product
+ * (sp__few_run, which decode attention uses too; its threads spin briefly between jobs, as a
+ * decode step posts one per product). Without AVX-512 (or for m above SP_FEW_ROWS) the callers
+ * use their other paths (sp__gemm_few_ok). */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -56,6 +60,7 @@ typedef struct few_job {
 #define R_QB 8      /* float32, one row of A: rows of a [k, n] weight at a time */
 #define R_KN 64     /* float32, one row of A: columns per [k, n] tile */
 #define R_NT 2      /* float32, one row of A: tiles of 16 weight rows of an [n, k] weight */
+#define R_DOT 8     /* float32, one row of A, a narrow [n, k] weight: its rows at a time */
 _Static_assert(SP_FEW_ROWS <= LANES, "the float32 kernel holds SP_FEW_ROWS rows in one vector");
 
 #if FEW_BUILD
@@ -222,7 +227,50 @@ TGT static INLINE void row_nk_tile(const few_job *J, int j0, int jb) {
 /* Columns [j0, j1) of C (j0 a multiple of the tile width), float32 weight. A [k, n] weight is
  * read F_KB rows at a time across all the columns, so that its rows stream through memory (a
  * tile of all k rows would touch a new page at every row). */
+/* One row of A and weight rows j0 .. j0 + jb of an [n, k] weight narrower than
+ * SP_FEW_NK_ROW_MIN rows (a layer, not an LM head): each weight row read in whole vectors along
+ * k, R_DOT rows at a time (R_DOT sequential streams), its products summed in 16 lanes, then
+ * across them. A row's sum is fixed by k alone, whatever the threads or the rows beside it, but
+ * it is not the chain over k that 2..16 rows get (f32_nk_tile): for a narrow layer the
+ * transposes of row_nk_tile cost more than they save (see SP_FEW_NK_ROW_MIN). */
+TGT static void row_nk_dot(const few_job *J, int j0, int jb) {
+    const float *x = J->a;
+    int k = J->k, kv = k / 16 * 16;
+    __mmask16 tail = sp__lanes(k - kv);
+    for (int j = j0; j < j0 + jb; j += R_DOT) {
+        int nr = j0 + jb - j < R_DOT ? j0 + jb - j : R_DOT;
+        const float *w[R_DOT];
+        __m512 acc[R_DOT];
+#pragma GCC unroll 8
+        for (int r = 0; r < R_DOT; r++) {
+            w[r] = (const float *)J->w + (size_t)(j + (r < nr ? r : nr - 1)) * J->ldw;
+            acc[r] = _mm512_setzero_ps();
+        }
+        for (int q = 0; q < kv; q += 16) {
+            __m512 xv = _mm512_loadu_ps(x + q);
+#pragma GCC unroll 8
+            for (int r = 0; r < R_DOT; r++)
+                acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(w[r] + q), xv, acc[r]);
+        }
+        if (kv < k) {
+            __m512 xv = _mm512_maskz_loadu_ps(tail, x + kv);
+#pragma GCC unroll 8
+            for (int r = 0; r < R_DOT; r++)
+                acc[r] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w[r] + kv), xv, acc[r]);
+        }
+        float *c = J->c + j;
+        for (int r = 0; r < nr; r++) {
+            float sum = _mm512_reduce_add_ps(acc[r]);
+            c[r] = J->beta != 0.0f ? c[r] + sum : sum;
+        }
+    }
+}
+
 TGT static void few_cols_f32(const few_job *J, int j0, int j1) {
+    if (J->wt && J->m == 1 && J->n < SP_FEW_NK_ROW_MIN) {
+        row_nk_dot(J, j0, j1 - j0);
+        return;
+    }
     if (J->wt && J->m == 1) {
         for (int j = j0; j < j1; j += 16 * R_NT)
             row_nk_tile(J, j, j1 - j < 16 * R_NT ? j1 - j : 16 * R_NT);
@@ -387,27 +435,42 @@ static void few_cols(const few_job *J, int j0, int j1) {
 static pthread_mutex_t pool_busy = PTHREAD_MUTEX_INITIALIZER; /* one job at a time */
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_go = PTHREAD_COND_INITIALIZER, pool_done = PTHREAD_COND_INITIALIZER;
-static int pool_started, pool_pending;
-static unsigned pool_generation;
+static int pool_started;
+static atomic_int pool_pending;
+static atomic_uint pool_generation;
 static unsigned pool_first[MAX_THREADS]; /* the generation each worker was started at */
 static void (*pool_fn)(void *, int);
 static void *pool_arg;
 static int pool_parts;
+
+/* A decode step posts a job per product, tens of microseconds apart: the threads spin this many
+ * pauses (some 50-100 us) for the next one, or for the others to finish, before they sleep on
+ * the condition variable (whose wake-up costs about as much as a small product). */
+#define POOL_SPIN 2000
+
+static void pool_pause(void) {
+#if FEW_BUILD
+    _mm_pause();
+#endif
+}
 
 static void *pool_worker(void *arg) {
     int p = (int)(intptr_t)arg;
     pthread_mutex_lock(&pool_lock);
     unsigned seen = pool_first[p]; /* not a job posted before it started */
     for (;;) {
-        while (pool_generation == seen) pthread_cond_wait(&pool_go, &pool_lock);
-        seen = pool_generation;
+        pthread_mutex_unlock(&pool_lock);
+        for (int i = 0; i < POOL_SPIN && atomic_load(&pool_generation) == seen; i++) pool_pause();
+        pthread_mutex_lock(&pool_lock);
+        while (atomic_load(&pool_generation) == seen) pthread_cond_wait(&pool_go, &pool_lock);
+        seen = atomic_load(&pool_generation);
         void (*fn)(void *, int) = pool_fn;
         void *fa = pool_arg;
         int parts = pool_parts;
         pthread_mutex_unlock(&pool_lock);
         if (p < parts) fn(fa, p);
         pthread_mutex_lock(&pool_lock);
-        if (--pool_pending == 0) pthread_cond_signal(&pool_done);
+        if (atomic_fetch_sub(&pool_pending, 1) == 1) pthread_cond_signal(&pool_done);
     }
     return NULL;
 }
@@ -421,7 +484,7 @@ static int pool_threads(int threads) {
         pthread_attr_t at;
         pthread_attr_init(&at);
         pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        pool_first[pool_started + 1] = pool_generation;
+        pool_first[pool_started + 1] = atomic_load(&pool_generation);
         int rc = pthread_create(&t, &at, pool_worker, (void *)(intptr_t)(pool_started + 1));
         pthread_attr_destroy(&at);
         if (rc != 0) break;
@@ -441,13 +504,15 @@ void sp__few_run(int threads, void (*fn)(void *arg, int part), void *arg) {
     if (threads > 1 && pthread_mutex_trylock(&pool_busy) == 0) {
         int parts = pool_threads(threads);
         pthread_mutex_lock(&pool_lock);
-        pool_fn = fn, pool_arg = arg, pool_parts = parts, pool_pending = pool_started;
-        pool_generation++;
+        pool_fn = fn, pool_arg = arg, pool_parts = parts;
+        atomic_store(&pool_pending, pool_started);
+        atomic_fetch_add(&pool_generation, 1);
         pthread_cond_broadcast(&pool_go);
         pthread_mutex_unlock(&pool_lock);
         fn(arg, 0);
+        for (int i = 0; i < POOL_SPIN && atomic_load(&pool_pending) > 0; i++) pool_pause();
         pthread_mutex_lock(&pool_lock);
-        while (pool_pending > 0) pthread_cond_wait(&pool_done, &pool_lock);
+        while (atomic_load(&pool_pending) > 0) pthread_cond_wait(&pool_done, &pool_lock);
         pthread_mutex_unlock(&pool_lock);
         pthread_mutex_unlock(&pool_busy);
         return;
@@ -481,7 +546,7 @@ static void run_chunks(void *arg, int part) {
 static void run_job(const few_job *J) {
     int threads = sp__few_threads();
     /* a part of at least ~64 columns of a large product each, else one thread */
-    if ((int64_t)J->n * J->k < ((int64_t)1 << 16) * threads) threads = 1;
+    if ((int64_t)J->n * J->k < ((int64_t)1 << 15) * threads) threads = 1;
     int f32 = J->m == 1 ? (J->wt ? 16 * R_NT : R_KN) : J->wt ? F_NK : F_KN;
     few_run r = {J, J->bf16 ? (J->wt ? JB : NB) : f32, 0, 1, 0};
     r.tiles = (J->n + r.width - 1) / r.width;

@@ -62,7 +62,7 @@ void sp__linear_single_row_gemv(int on) {
     single_row_gemv = on;
 }
 
-/* y [out] = x [in] . W (+ beta y) by sgemv. */
+/* y [out] = x [in] . W (+ beta y) by sgemv (a decode step's one row without AVX-512). */
 static void product_row(float *y, const float *x, const float *w, const sp_linear *W, float beta) {
     switch (W->layout) {
     case SP_W_IN_OUT: /* W [in, out]: y = W^T x */
@@ -91,9 +91,9 @@ static void product(float *y, int ldy, const float *x, int ldx, const sp_linear 
     case SP_WSTORE_F32: {
         const float *w = W->w;
         /* a decode step: the few-row kernel, the weight read in place, each element the same sum
-         * whatever the rows beside it; one row of a narrow [n, k] weight by sgemv (faster there) */
-        if (single_row_gemv && sp__gemm_few_ok(n) &&
-            (n > 1 || !wt || W->out >= SP_FEW_NK_ROW_MIN)) {
+         * whatever the threads (and, but for one row of a narrow [n, k] weight, whatever the
+         * rows beside it) */
+        if (single_row_gemv && sp__gemm_few_ok(n)) {
             sp__gemm_few(n, W->out, W->in, x, ldx, w, ldw, wt, 0, beta, y, ldy);
             return;
         }

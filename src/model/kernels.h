@@ -34,10 +34,11 @@ void sp__linear_single_row_gemv(int on);
  * AVX512-BF16) use sp__gemm_few instead of sgemm, which would copy the whole weight at every
  * call (fewrows.c); without AVX-512 they keep sgemm. */
 #define SP_FEW_ROWS 16
-/* One-row products with an [n, k] float32 weight use sp__gemm_few from this n on (the LM head);
- * below it, sgemv: the in-place kernel transposes 16 x 16 blocks in registers, which costs more
- * than it saves on SmolLM2's 576-wide layers (idle machine, bench_generate --batch 1: 48.6-49.6
- * tokens/s against 52.2-55.1 with sgemv for them), not on a 50,257-row head. */
+/* One-row products with an [n, k] float32 weight of this n and more (an LM head) keep the chain
+ * of FMAs of 2..16 rows (16 x 16 blocks transposed in registers); narrower ones (a layer) are dot
+ * products along k, whose sums differ from those of more rows: the transposes cost more than they
+ * save on SmolLM2's 576-wide layers (bench_generate --batch 1: 48.6-49.6 tokens/s against
+ * 52.2-55.1 with sgemv for them), not on a 50,257-row head. */
 #define SP_FEW_NK_ROW_MIN 4096
 /* 1 when sp__gemm_few serves m rows on this CPU (AVX-512; 1 <= m <= SP_FEW_ROWS). */
 int sp__gemm_few_ok(int m);

@@ -745,7 +745,8 @@ START_TEST(decode_step_independent_of_batch_and_threads) {
         return;
     }
     /* [k, n] weights, the tied [n, k] head. Not Llama: one-row products of [n, k] weights below
-     * SP_FEW_NK_ROW_MIN rows (its layers) are sgemv's, a different sum than 2..16 rows' */
+     * SP_FEW_NK_ROW_MIN rows (its layers) are dot products along k, a different sum than 2..16
+     * rows' */
     decode_alone_and_beside(SP_ARCH_GPT2, 6);
 }
 END_TEST
