@@ -15,7 +15,7 @@
 
 /* The values an activation keeps for backward (the tanh of the GELUs, SwiGLU's sigmoid) are
  * saved when the caller gives a buffer, else computed CHUNK elements at a time into one on the
- * stack: forward writes them there, backward recomputes them (aux_chunk). */
+ * stack: forward writes them there (keep_chunk), backward recomputes them (aux_chunk). */
 #define CHUNK 256
 typedef void (*aux_fill)(float *restrict out, const float *restrict x, size_t n);
 
@@ -30,7 +30,16 @@ static void sigmoid(float *restrict s, const float *restrict g, size_t n) {
     for (size_t i = 0; i < n; i++) s[i] = 1.0f / (1.0f + expf(-g[i]));
 }
 
-/* Elements i0..i0+m-1 of the kept values: the saved ones, or fill's of x into buf. */
+/* Forward: elements i0..i0+m-1 of the kept values, fill's of x written to the caller's buffer
+ * (kept) when it gave one, else to buf. */
+static float *keep_chunk(float *kept, float *buf, aux_fill fill, const float *x, size_t i0,
+                         size_t m) {
+    float *out = kept ? kept + i0 : buf;
+    fill(out, x + i0, m);
+    return out;
+}
+
+/* Backward: elements i0..i0+m-1 of the kept values: the saved ones, or fill's of x into buf. */
 static const float *aux_chunk(const float *saved, float *buf, aux_fill fill, const float *x,
                               size_t i0, size_t m) {
     if (saved) return saved + i0;
@@ -46,8 +55,7 @@ void sp__gelu_forward(float *restrict out, float *restrict t, const float *restr
     float buf[CHUNK];
     for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
         size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
-        float *th = t ? t + i0 : buf;
-        gelu_tanh(th, x + i0, m);
+        const float *th = keep_chunk(t, buf, gelu_tanh, x, i0, m);
         for (size_t j = 0; j < m; j++) out[i0 + j] = 0.5f * x[i0 + j] * (1.0f + th[j]);
     }
 }
@@ -109,8 +117,7 @@ void sp__geglu_forward(float *restrict act, float *restrict t, const float *rest
     float buf[CHUNK];
     for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
         size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
-        float *ti = t ? t + i0 : buf;
-        gelu_tanh(ti, gate + i0, m);
+        const float *ti = keep_chunk(t, buf, gelu_tanh, gate, i0, m);
         for (size_t j = 0; j < m; j++) {
             float v = gate[i0 + j];
             act[i0 + j] = 0.5f * v * (1.0f + ti[j]) * up[i0 + j];
@@ -178,8 +185,7 @@ void sp__swiglu_forward(float *restrict act, float *restrict sig, const float *r
     float buf[CHUNK];
     for (size_t i0 = 0; i0 < n; i0 += CHUNK) {
         size_t m = n - i0 < CHUNK ? n - i0 : CHUNK;
-        float *s = sig ? sig + i0 : buf;
-        sigmoid(s, gate + i0, m);
+        const float *s = keep_chunk(sig, buf, sigmoid, gate, i0, m);
         for (size_t j = 0; j < m; j++) act[i0 + j] = gate[i0 + j] * s[j] * up[i0 + j];
     }
 }
