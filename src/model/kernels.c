@@ -74,6 +74,17 @@ static void product_row(float *y, const float *x, const float *w, const sp_linea
     }
 }
 
+/* C[m, n] = A[m, k] op(W) + beta C for a float32 weight: the LM head (exact) by sp__sgemm_small,
+ * so that its sums are those of its BF16 store's float32 path (bf16.c), every other by sgemm. */
+static void f32_product(const sp_linear *W, CBLAS_TRANSPOSE tw, int m, int n, int k, const float *a,
+                        int lda, int ldw, float beta, float *c, int ldc) {
+    if (W->exact)
+        sp__sgemm_small(CblasNoTrans, tw, m, n, k, 1.0f, a, lda, W->w, ldw, beta, c, ldc);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, tw, m, n, k, 1.0f, a, lda, W->w, ldw, beta, c,
+                    ldc);
+}
+
 /* y = start + x . W, start = residual + bias (either may be NULL: zero): the one product of every
  * linear layer, by the weight's storage. The BF16 kernel adds the start as it stores its tiles;
  * every other path forms it in y first and adds the product to it (the same sums either way). */
@@ -101,12 +112,7 @@ static void product(float *y, int ldy, const float *x, int ldx, const sp_linear 
             product_row(y, x, w, W, beta);
             return;
         }
-        CBLAS_TRANSPOSE tw = wt ? CblasTrans : CblasNoTrans;
-        if (W->exact) /* the head: the sums of its BF16 store's float32 path (bf16.c) */
-            sp__sgemm_small(CblasNoTrans, tw, n, W->out, W->in, 1.0f, x, ldx, w, ldw, beta, y, ldy);
-        else
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, tw, n, W->out, W->in, 1.0f, x, ldx, w, ldw,
-                        beta, y, ldy);
+        f32_product(W, wt ? CblasTrans : CblasNoTrans, n, W->out, W->in, x, ldx, ldw, beta, y, ldy);
         return;
     }
     case SP_WSTORE_BF16: /* decode rows computed in float32 (exact, or no AVX512-BF16) */
@@ -134,14 +140,9 @@ void sp__linear_bwd(float *dx, int lddx, const float *dy, int lddy, const sp_lin
     float beta = accumulate ? 1.0f : 0.0f;
     switch (W->store) {
     case SP_WSTORE_F32: { /* dx = dy W^T (W [in, out]) or dy W (W [out, in]) */
-        int wt = W->layout == SP_W_OUT_IN, ldw = wt ? W->in : W->out;
-        CBLAS_TRANSPOSE tw = wt ? CblasNoTrans : CblasTrans;
-        if (W->exact) /* the head, as in product() */
-            sp__sgemm_small(CblasNoTrans, tw, n, W->in, W->out, 1.0f, dy, lddy, W->w, ldw, beta, dx,
-                            lddx);
-        else
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, tw, n, W->in, W->out, 1.0f, dy, lddy, W->w,
-                        ldw, beta, dx, lddx);
+        int wt = W->layout == SP_W_OUT_IN;
+        f32_product(W, wt ? CblasNoTrans : CblasTrans, n, W->in, W->out, dy, lddy,
+                    wt ? W->in : W->out, beta, dx, lddx);
         return;
     }
     case SP_WSTORE_BF16:
