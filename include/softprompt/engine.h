@@ -85,6 +85,13 @@ int sp_engine_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass
  * text or vocabulary). Tokens are vocabulary ids; 1 <= n <= n_ctx. */
 int sp_engine_capture_kv(sp_worker *w, const int32_t *tokens, int n, float *kv, sp_error *err);
 
+/* The first layer's keys and values of every position of b (forward through the embedding,
+ * the first norm and the q/k/v projection only; keys rotated at their positions): kv [N, 2,
+ * kv_dim], each row's key then its value. A layer-0 key or value depends on the token and its
+ * position alone, so this is what a prefix row at that position holds when it was captured from
+ * that token (`softprompt inspect` on a prefix). Targets are not needed. */
+int sp_engine_first_kv(sp_worker *w, const sp_batch *b, float *kv, sp_error *err);
+
 /* Runs forward (and backward when pass->grad). *loss_sum receives the summed cross-entropy.
  * Validates the batch (ids, soft indices, lengths <= n_ctx, targets) before any work. */
 int sp_engine_run(sp_worker *w, const sp_batch *b, const sp_pass *pass, double *loss_sum,

@@ -1176,6 +1176,30 @@ void sp__engine_extend(sp_worker *w, const sp_batch *b, const sp_gen_seq *seqs, 
     if (b->n_targets > 0) head_logits(w, logits, NULL, a.x, b->n_targets);
 }
 
+int sp_engine_first_kv(sp_worker *w, const sp_batch *b, float *kv, sp_error *err) {
+    sp_pass pass = {.n_prompt = 0};
+    if (sp_engine_validate(w->m, b, &pass, err)) return -1;
+    if (w->m->cfg.arch == SP_ARCH_T5)
+        return sp_fail(err, "first-layer keys and values: a key/value prefix is not implemented "
+                            "for T5 (encoder-decoder) models");
+    if (sp__worker_reserve(w, b, 0, 0))
+        return sp_fail(err, "out of memory reserving activations for %d tokens",
+                       b->n_seq > 0 ? b->seq_start[b->n_seq] : 0);
+    const sp__dims *z = &w->z;
+    const sp__layer_acts *a = &w->acts[0];
+    const sp_layer *p = &w->m->layers[0];
+    int n = (int)z->N;
+    if (n == 0) return 0;
+    positions_prepare(w, b, NULL);
+    embed_forward(w, a->x, b, &pass, NULL);
+    const float *ln1 = pre_norm_forward(w, a->ln1, a->ln1_mean, a->ln1_rstd, a->x, &p->ln1, n);
+    qkv_forward(w, p, a, a->qkv, ln1, b, layer_heads(w, 0).hs.window > 0);
+    for (int i = 0; i < n; i++) /* row i's key then value: [N, 2, kv_dim] */
+        memcpy(kv + (size_t)i * 2 * z->kvd, a->qkv + (size_t)i * z->wq + z->qd,
+               2 * (size_t)z->kvd * sizeof *kv);
+    return 0;
+}
+
 int sp_engine_capture_kv(sp_worker *w, const int32_t *tokens, int n, float *kv, sp_error *err) {
     /* one target, whose loss is not used: the engine runs every layer over all positions */
     int32_t start[2] = {0, n}, pos = n - 1, id = 0;

@@ -1,9 +1,12 @@
-/* sp_prompt_inspect: nearest vocabulary embeddings and norms of a prompt's soft tokens. */
+/* sp_prompt_inspect: nearest vocabulary embeddings and norms of a prompt's soft tokens;
+ * sp_prefix_inspect: the same for a key/value prefix, through the first layer's keys and values. */
 #include "softprompt/inspect.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "softprompt/engine.h"
 
 void sp_prompt_view_free(sp_prompt_view *v) {
     free(v->norm), free(v->norm_rank), free(v->nearest), free(v->cosine);
@@ -22,43 +25,67 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 /* NumPy's percentile (linear) of sorted x [n]. */
-static double percentile(const double *x, int n, double p) {
-    double pos = p / 100.0 * (n - 1);
-    int lo = (int)floor(pos), hi = lo + 1 < n ? lo + 1 : lo;
+static double percentile(const double *x, size_t n, double p) {
+    double pos = p / 100.0 * (double)(n - 1);
+    size_t lo = (size_t)floor(pos), hi = lo + 1 < n ? lo + 1 : lo;
     return x[lo] + (pos - lo) * (x[hi] - x[lo]);
 }
 
-static void stats(const double *sorted, int n, sp_norm_stats *s) {
+/* The percent of sorted [n] below x. */
+static double rank_of(const double *sorted, size_t n, double x) {
+    size_t lo = 0, hi = n; /* the first element >= x */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (sorted[mid] < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 100.0 * (double)lo / (double)n;
+}
+
+static void stats(const double *sorted, size_t n, sp_norm_stats *s) {
     double sum = 0, sq = 0;
-    for (int i = 0; i < n; i++) sum += sorted[i];
-    s->mean = sum / n;
-    for (int i = 0; i < n; i++) sq += (sorted[i] - s->mean) * (sorted[i] - s->mean);
-    s->std = sqrt(sq / n), s->min = sorted[0], s->max = sorted[n - 1];
+    for (size_t i = 0; i < n; i++) sum += sorted[i];
+    s->mean = sum / (double)n;
+    for (size_t i = 0; i < n; i++) sq += (sorted[i] - s->mean) * (sorted[i] - s->mean);
+    s->std = sqrt(sq / (double)n), s->min = sorted[0], s->max = sorted[n - 1];
     s->p1 = percentile(sorted, n, 1), s->p5 = percentile(sorted, n, 5);
     s->p25 = percentile(sorted, n, 25), s->p50 = percentile(sorted, n, 50);
     s->p75 = percentile(sorted, n, 75), s->p95 = percentile(sorted, n, 95);
     s->p99 = percentile(sorted, n, 99);
 }
 
-/* Inserts (id, c) into the best-first list of length k (ties keep the lower id first). */
-static void insert(int32_t *ids, double *cos, int k, int *have, int32_t id, double c) {
-    if (*have == k && !(c > cos[k - 1])) return;
+/* One candidate of a best-first list: its score and, for a prefix, the two cosines. */
+typedef struct near {
+    int32_t id;
+    double score, key, value;
+} near;
+
+/* Inserts c into the best-first list of length k (ties keep the lower id first, as ids come in
+ * ascending order). */
+static void insert(near *list, int k, int *have, near c) {
+    if (*have == k && !(c.score > list[k - 1].score)) return;
     int at = *have < k ? (*have)++ : k - 1;
-    while (at > 0 && c > cos[at - 1]) ids[at] = ids[at - 1], cos[at] = cos[at - 1], at--;
-    ids[at] = id, cos[at] = c;
+    while (at > 0 && c.score > list[at - 1].score) list[at] = list[at - 1], at--;
+    list[at] = c;
+}
+
+static double cosine(const float *x, double xn, const float *y, double yn, int d) {
+    double dot = 0;
+    for (int j = 0; j < d; j++) dot += (double)x[j] * y[j];
+    return xn > 0 && yn > 0 ? dot / (xn * yn) : 0;
 }
 
 /* Row p's nearest vocabulary rows by cosine (wnorm: the rows' norms; e: scratch of d). */
 static void nearest(const sp_model *m, const double *wnorm, const float *x, double xn, int top,
-                    int32_t *ids, double *cos, float *e) {
+                    int32_t *ids, double *cos, float *e, near *list) {
     int d = sp_config_embed_dim(&m->cfg), have = 0;
     for (int32_t v = 0; v < m->cfg.vocab_size; v++) {
         sp_model_input_row(m, v, e);
-        double dot = 0;
-        for (int j = 0; j < d; j++) dot += (double)e[j] * x[j];
-        double c = wnorm[v] > 0 && xn > 0 ? dot / (wnorm[v] * xn) : 0;
-        insert(ids, cos, top, &have, v, c);
+        insert(list, top, &have, (near){v, cosine(e, wnorm[v], x, xn, d), 0, 0});
     }
+    for (int k = 0; k < top; k++) ids[k] = list[k].id, cos[k] = list[k].score;
 }
 
 int sp_prompt_inspect(const sp_model *m, const float *prompt, int n_prompt, int top,
@@ -68,12 +95,14 @@ int sp_prompt_inspect(const sp_model *m, const float *prompt, int n_prompt, int 
     if (top < 1 || top > V) return sp_fail(err, "--top %d: expected 1..%d", top, V);
     double *wnorm = malloc((size_t)V * sizeof *wnorm), *sorted = malloc((size_t)V * sizeof *sorted);
     float *e = malloc((size_t)d * sizeof *e);
+    near *list = malloc((size_t)top * sizeof *list);
     out->norm = malloc((size_t)n_prompt * sizeof *out->norm);
     out->norm_rank = malloc((size_t)n_prompt * sizeof *out->norm_rank);
     out->nearest = malloc((size_t)n_prompt * top * sizeof *out->nearest);
     out->cosine = malloc((size_t)n_prompt * top * sizeof *out->cosine);
-    if (!wnorm || !sorted || !e || !out->norm || !out->norm_rank || !out->nearest || !out->cosine) {
-        free(wnorm), free(sorted), free(e), sp_prompt_view_free(out);
+    if (!wnorm || !sorted || !e || !list || !out->norm || !out->norm_rank || !out->nearest ||
+        !out->cosine) {
+        free(wnorm), free(sorted), free(e), free(list), sp_prompt_view_free(out);
         return sp_fail(err, "out of memory");
     }
     out->n_prompt = n_prompt, out->top = top;
@@ -86,12 +115,137 @@ int sp_prompt_inspect(const sp_model *m, const float *prompt, int n_prompt, int 
     for (int p = 0; p < n_prompt; p++) {
         const float *x = prompt + (size_t)p * d;
         double xn = out->norm[p] = norm_of(x, d);
-        int below = 0;
-        while (below < V && sorted[below] < xn) below++;
-        out->norm_rank[p] = 100.0 * below / V;
+        out->norm_rank[p] = rank_of(sorted, V, xn);
         nearest(m, wnorm, x, xn, top, out->nearest + (size_t)p * top, out->cosine + (size_t)p * top,
-                e);
+                e, list);
     }
-    free(wnorm), free(sorted), free(e);
+    free(wnorm), free(sorted), free(e), free(list);
     return 0;
+}
+
+/* ---- a key/value prefix ---------------------------------------------------------------------- */
+
+void sp_prefix_view_free(sp_prefix_view *v) {
+    free(v->key_norm), free(v->value_norm), free(v->key_rank), free(v->value_rank);
+    free(v->nearest), free(v->score), free(v->key_cosine), free(v->value_cosine);
+    memset(v, 0, sizeof *v);
+}
+
+/* The vocabulary at the prefix's positions, a chunk of tokens at a time: sequence t of a chunk is
+ * its token repeated n_prefix times, so position j of it holds the token's layer-0 key and value
+ * at position j. */
+typedef struct vocab_pass {
+    sp_worker *w;
+    int P, kvd, chunk; /* tokens per engine call */
+    int32_t *tokens, *start;
+    float *kv; /* [chunk * P, 2, kvd] */
+} vocab_pass;
+
+static int vocab_chunk(vocab_pass *vp, int32_t first, int n, sp_error *err) {
+    for (int t = 0; t < n; t++) {
+        vp->start[t + 1] = (t + 1) * vp->P;
+        for (int j = 0; j < vp->P; j++) vp->tokens[t * vp->P + j] = first + t;
+    }
+    vp->start[0] = 0;
+    sp_batch b = {n, vp->start, vp->tokens, 0, NULL, NULL, NULL, NULL};
+    return sp_engine_first_kv(vp->w, &b, vp->kv, err);
+}
+
+static int prefix_view_alloc(sp_prefix_view *out, int L, int P, int top) {
+    size_t lp = (size_t)L * P, pt = (size_t)P * top;
+    out->key_norm = malloc(lp * sizeof *out->key_norm);
+    out->value_norm = malloc(lp * sizeof *out->value_norm);
+    out->key_rank = malloc((size_t)P * sizeof *out->key_rank);
+    out->value_rank = malloc((size_t)P * sizeof *out->value_rank);
+    out->nearest = malloc(pt * sizeof *out->nearest);
+    out->score = malloc(pt * sizeof *out->score);
+    out->key_cosine = malloc(pt * sizeof *out->key_cosine);
+    out->value_cosine = malloc(pt * sizeof *out->value_cosine);
+    return out->key_norm && out->value_norm && out->key_rank && out->value_rank && out->nearest &&
+                   out->score && out->key_cosine && out->value_cosine
+               ? 0
+               : -1;
+}
+
+/* Every token's layer-0 key and value at each position j, scored against prefix row j; their
+ * norms into knorm / vnorm [V * P]. */
+static int vocab_scan(vocab_pass *vp, const sp_model *m, const float *prefix, const double *pn,
+                      int top, near *lists, int *have, double *knorm, double *vnorm,
+                      sp_error *err) {
+    int V = m->cfg.vocab_size, P = vp->P, kvd = vp->kvd;
+    for (int32_t first = 0; first < V; first += vp->chunk) {
+        int n = V - first < vp->chunk ? V - first : vp->chunk;
+        if (vocab_chunk(vp, first, n, err)) return -1;
+        for (int t = 0; t < n; t++)
+            for (int j = 0; j < P; j++) {
+                const float *k = vp->kv + ((size_t)t * P + j) * 2 * kvd, *v = k + kvd;
+                const float *pk = prefix + (size_t)j * kvd, *pv = pk + (size_t)P * kvd;
+                size_t at = (size_t)(first + t) * P + j;
+                double kn = knorm[at] = norm_of(k, kvd), vn = vnorm[at] = norm_of(v, kvd);
+                near c = {first + t, 0, cosine(k, kn, pk, pn[j], kvd),
+                          cosine(v, vn, pv, pn[P + j], kvd)};
+                c.score = (c.key + c.value) / 2;
+                insert(lists + (size_t)j * top, top, &have[j], c);
+            }
+    }
+    return 0;
+}
+
+int sp_prefix_inspect(const sp_model *m, const float *prefix, int n_layer, int n_prefix, int kv_dim,
+                      int top, sp_prefix_view *out, sp_error *err) {
+    const sp_model_config *c = &m->cfg;
+    int V = c->vocab_size, P = n_prefix, L = n_layer, kvd = kv_dim;
+    memset(out, 0, sizeof *out);
+    if (top < 1 || top > V) return sp_fail(err, "--top %d: expected 1..%d", top, V);
+    if (L != c->n_layer || kvd != sp_config_kv_heads(c) * sp_config_head_dim(c) || P < 1 ||
+        P >= c->n_ctx)
+        return sp_fail(err,
+                       "a key/value prefix of %d layers x %d rows x %d: the model has %d layers "
+                       "of kv_dim %d and %d positions",
+                       L, P, kvd, c->n_layer, sp_config_kv_heads(c) * sp_config_head_dim(c),
+                       c->n_ctx);
+    vocab_pass vp = {.P = P, .kvd = kvd, .chunk = P < 4096 ? 4096 / P : 1};
+    size_t vp_rows = (size_t)V * P;
+    vp.w = sp_worker_new(m);
+    vp.tokens = malloc((size_t)vp.chunk * P * sizeof *vp.tokens);
+    vp.start = malloc(((size_t)vp.chunk + 1) * sizeof *vp.start);
+    vp.kv = malloc((size_t)vp.chunk * P * 2 * kvd * sizeof *vp.kv);
+    near *lists = malloc((size_t)P * top * sizeof *lists);
+    int *have = calloc((size_t)P, sizeof *have), rc = -1;
+    double *pn = malloc(2 * (size_t)P * sizeof *pn), *knorm = malloc(vp_rows * sizeof *knorm),
+           *vnorm = malloc(vp_rows * sizeof *vnorm);
+    if (!vp.w || !vp.tokens || !vp.start || !vp.kv || !lists || !have || !pn || !knorm || !vnorm ||
+        prefix_view_alloc(out, L, P, top)) {
+        sp_fail(err, "out of memory");
+        goto done;
+    }
+    out->n_layer = L, out->n_prefix = P, out->kv_dim = kvd, out->top = top;
+    for (int l = 0; l < L; l++) /* each row's key and value norms; layer 0's into pn too */
+        for (int j = 0; j < P; j++) {
+            const float *k = prefix + ((size_t)l * 2 * P + j) * kvd;
+            out->key_norm[(size_t)l * P + j] = norm_of(k, kvd);
+            out->value_norm[(size_t)l * P + j] = norm_of(k + (size_t)P * kvd, kvd);
+        }
+    memcpy(pn, out->key_norm, (size_t)P * sizeof *pn);
+    memcpy(pn + P, out->value_norm, (size_t)P * sizeof *pn);
+    if (vocab_scan(&vp, m, prefix, pn, top, lists, have, knorm, vnorm, err)) goto done;
+    for (size_t i = 0; i < (size_t)P * top; i++) {
+        out->nearest[i] = lists[i].id, out->score[i] = lists[i].score;
+        out->key_cosine[i] = lists[i].key, out->value_cosine[i] = lists[i].value;
+    }
+    qsort(knorm, vp_rows, sizeof *knorm, cmp_double);
+    qsort(vnorm, vp_rows, sizeof *vnorm, cmp_double);
+    stats(knorm, vp_rows, &out->vocab_key);
+    stats(vnorm, vp_rows, &out->vocab_value);
+    for (int j = 0; j < P; j++) {
+        out->key_rank[j] = rank_of(knorm, vp_rows, pn[j]);
+        out->value_rank[j] = rank_of(vnorm, vp_rows, pn[P + j]);
+    }
+    rc = 0;
+done:
+    if (rc) sp_prefix_view_free(out);
+    sp_worker_free(vp.w);
+    free(vp.tokens), free(vp.start), free(vp.kv), free(lists), free(have), free(pn), free(knorm);
+    free(vnorm);
+    return rc;
 }

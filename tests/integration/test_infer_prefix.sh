@@ -6,7 +6,8 @@
 #    prompt+prefix checkpoint likewise; an ensemble of two prefixes gives each its own accuracy;
 #  - generate with a prefix checkpoint and with its adapter writes the same bytes, a template's
 #    soft slots are left out as eval leaves them out;
-#  - --method that the file does not hold, and inspect on a prefix alone, are refused.
+#  - --method that the file does not hold is refused; inspect shows a prefix (alone or beside a
+#    prompt; its numbers are checked in test_inspect).
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 
@@ -98,8 +99,13 @@ refused 1 "not what --method prompt+prefix trains" "--method prompt+prefix with 
   "$SP_CLI" generate --model gen --tokenizer tok --text hi --prompt gadapter --method prompt+prefix
 refused 2 "--method needs --prompt" "generate --method without --prompt" \
   "$SP_CLI" generate --model gen --tokenizer tok --text hi --method prefix
-refused 1 "not input soft tokens" "inspect of a prefix" \
-  "$SP_CLI" inspect $(last pre-llama) --model llama
-"$SP_CLI" inspect $(last both) --model llama > both.out 2> both.err
-grep -q "also holds a key/value prefix" both.err || fail "inspect of prompt+prefix: no note"
-ok "a --method the file does not hold is refused; inspect refuses a prefix alone, notes it beside a prompt"
+"$SP_CLI" inspect $(last pre-llama) --model llama --json > pre.json
+"$SP_CLI" inspect $(last both) --model llama --json > both.json
+python3 - pre.json both.json <<'PY' || fail "inspect of a prefix, of prompt+prefix"
+import json, sys
+pre, both = (json.load(open(f)) for f in sys.argv[1:])
+assert "tokens" not in pre and pre["prefix"]["rows"] == 6 and pre["prefix"]["layers"] == 2, pre
+assert len(pre["prefix"]["first_layer"]) == 6 and len(pre["prefix"]["per_layer"]) == 2
+assert len(both["tokens"]) > 0 and both["prefix"]["rows"] > 0, both.keys()
+PY
+ok "a --method the file does not hold is refused; inspect shows a prefix alone and beside a prompt"

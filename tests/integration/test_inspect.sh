@@ -48,3 +48,83 @@ grep -q '" great" 1.000' view.txt || { cat view.txt; fail "text output lacks the
 rc=0; "$SP_CLI" inspect p.npy --model gpt --top 0 > bad.log 2>&1 || rc=$?
 (( rc == 2 )) || fail "--top 0 accepted"
 ok "inspect prints decoded neighbours; --top 0 is a usage error"
+
+# A key/value prefix: each row against the layer-0 keys and values of every token at the row's
+# position, checked against NumPy's GPT-2 layer 0 (LayerNorm of wte + wpe, c_attn). Row 0 holds
+# " great"'s key and value at position 0 exactly, row 1 " terrible"'s at position 1 plus noise,
+# row 2 is random; layer 1's rows are random. A PEFT PREFIX_TUNING adapter made here.
+"$SP_CLI" init-model --layers 2 --d 16 --heads 2 --vocab 50257 --ctx 64 --seed 5 gpt2l >/dev/null
+cp gpt/encoder.json gpt/vocab.bpe gpt2l/
+$PY - "$SP_ROOT/tests/ref" <<'PY'
+import json, os, sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+import gpt2_reference as g
+M = g.read_model("gpt2l")
+w, d, eps = M["w"], M["d"], M["eps"]
+def first_kv(tokens, pos):  # layer-0 key and value of tokens at positions pos, float64
+    x = w["wte.weight"][tokens] + w["wpe.weight"][pos]
+    mu = x.mean(-1, keepdims=True)
+    a = (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps)
+    a = a * w["h.0.ln_1.weight"] + w["h.0.ln_1.bias"]
+    qkv = a @ w["h.0.attn.c_attn.weight"] + w["h.0.attn.c_attn.bias"]
+    return qkv[..., d:2 * d], qkv[..., 2 * d:]
+rng = np.random.default_rng(1)
+P, L = 3, 2
+pre = rng.normal(size=(L, 2, P, d))
+k, v = first_kv(np.array([1049, 7818]), np.array([0, 1]))
+pre[0, 0, :2], pre[0, 1, :2] = k, v
+pre[0, :, 1] += 0.01 * rng.normal(size=(2, d))
+pre = pre.astype(np.float32)
+np.save("prefix.npy", pre)
+pe = pre.transpose(2, 0, 1, 3).reshape(P, L * 2 * d)  # PEFT's prompt_embeddings [P, L*2*d]
+os.makedirs("pfx", exist_ok=True)
+g.st_write("pfx/adapter_model.safetensors", [("prompt_embeddings", "F32", pe)], {"format": "pt"})
+json.dump({"base_model_name_or_path": None, "encoder_hidden_size": d, "inference_mode": True,
+           "num_attention_heads": 2, "num_layers": L, "num_transformer_submodules": 1,
+           "num_virtual_tokens": P, "peft_type": "PREFIX_TUNING", "prefix_projection": False,
+           "revision": None, "task_type": "CAUSAL_LM", "token_dim": d}, open("pfx/adapter_config.json", "w"))
+V = w["wte.weight"].shape[0]
+K, Vv = first_kv(np.arange(V)[:, None], np.arange(P)[None, :])  # [V, P, d]
+np.save("vocab_k.npy", K), np.save("vocab_v.npy", Vv)
+PY
+"$SP_CLI" inspect pfx --model gpt2l --top 4 --json > pview.json
+"$SP_CLI" inspect pfx --model gpt2l --top 2 --method prefix > pview.txt
+$PY - <<'PY' || fail "inspect of a prefix disagrees with NumPy"
+import json, numpy as np
+v = json.load(open("pview.json"))["prefix"]
+pre = np.load("prefix.npy").astype(np.float64)
+K, Vv = np.load("vocab_k.npy"), np.load("vocab_v.npy")
+P = pre.shape[2]
+assert (v["layers"], v["rows"], v["kv_dim"]) == (2, P, 16), v
+kn, vn = np.linalg.norm(K, axis=-1), np.linalg.norm(Vv, axis=-1)
+for name, n in (("vocab_key_norms", kn), ("vocab_value_norms", vn)):
+    s, n = v[name], n.ravel()
+    for key, q in (("p1", 1), ("p50", 50), ("p99", 99)):
+        assert abs(s[key] - np.percentile(n, q)) < 1e-5 * s[key], (name, key, s[key])
+    assert abs(s["mean"] - n.mean()) < 1e-5 * s["mean"] and abs(s["max"] - n.max()) < 1e-5 * s["max"]
+for j, row in enumerate(v["first_layer"]):
+    pk, pv = pre[0, 0, j], pre[0, 1, j]
+    ck = K[:, j] @ pk / (kn[:, j] * np.linalg.norm(pk))
+    cv = Vv[:, j] @ pv / (vn[:, j] * np.linalg.norm(pv))
+    score = (ck + cv) / 2
+    want = np.argsort(-score, kind="stable")[:4]
+    assert [n["id"] for n in row["nearest"]] == list(want), (j, row["nearest"], want)
+    for n in row["nearest"]:
+        i = n["id"]
+        assert abs(n["score"] - score[i]) < 1e-5 and abs(n["key_cosine"] - ck[i]) < 1e-5, (j, n)
+        assert abs(n["value_cosine"] - cv[i]) < 1e-5, (j, n)
+    assert abs(row["key_norm"] - np.linalg.norm(pk)) < 1e-9 * np.linalg.norm(pk)
+    assert abs(row["key_rank"] - 100 * (kn.ravel() < np.linalg.norm(pk)).mean()) < 0.01
+    assert abs(row["value_rank"] - 100 * (vn.ravel() < np.linalg.norm(pv)).mean()) < 0.01
+for l, layer in enumerate(v["per_layer"]):
+    assert np.allclose(layer["key_norms"], np.linalg.norm(pre[l, 0], axis=-1), rtol=1e-9)
+    assert np.allclose(layer["value_norms"], np.linalg.norm(pre[l, 1], axis=-1), rtol=1e-9)
+rows = v["first_layer"]
+assert rows[0]["nearest"][0]["token"] == " great" and rows[0]["nearest"][0]["score"] > 0.99999
+assert rows[1]["nearest"][0]["token"] == " terrible", rows[1]["nearest"][0]
+print("ok: inspect of a prefix: layer-0 neighbours, cosines, norms and ranks equal NumPy's")
+PY
+grep -q '" great" 1.000' pview.txt || { cat pview.txt; fail "prefix text output lacks the neighbour"; }
+rc=0; "$SP_CLI" inspect pfx --model gpt2l --method prompt > bad.log 2>&1 || rc=$?
+(( rc == 1 )) && grep -q 'prefix' bad.log || { cat bad.log; fail "--method prompt on a prefix accepted"; }
+ok "inspect reads a prefix through the first layer's keys and values"

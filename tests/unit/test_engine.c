@@ -15,6 +15,7 @@
 
 #include "model/worker.h" /* the keys and values a run computed (prefix tests) */
 #include "softprompt/engine.h"
+#include "softprompt/inspect.h"
 #include "softprompt/rng.h"
 #include "softprompt/team.h"
 #include "testutil.h"
@@ -1152,7 +1153,20 @@ static void check_prefix_is_prepended_tokens(test_model *t, uint64_t seed) {
         ck_assert_msg(fabsf(captured[i] - prefix[i]) <= 1e-5f * (1 + fabsf(prefix[i])),
                       "captured key/value %zu: %g, the run with the text computed %g", i,
                       captured[i], prefix[i]);
-    sp_worker_free(wc), free(captured);
+    sp_worker_free(wc);
+    /* inspect reads each captured row back as its token: layer 0 depends on token and position
+     * alone (sp_engine_first_kv), whatever the family's embedding, norm, positions or q/k/v */
+    sp_prefix_view view;
+    ck_assert_msg(sp_prefix_inspect(&t->m, captured, c->n_layer, N_PRE, (int)kvd, 2, &view, &err) ==
+                      0,
+                  "%s", err.msg);
+    for (int j = 0; j < N_PRE; j++)
+        ck_assert_msg(view.nearest[j * 2] == tokens[j] && view.score[j * 2] > 1 - 1e-5 &&
+                          view.score[j * 2 + 1] < view.score[j * 2],
+                      "%s: prefix row %d reads as token %d (score %.9f), captured from %d",
+                      sp_arch_model_type(c->arch), j, view.nearest[j * 2], view.score[j * 2],
+                      tokens[j]);
+    sp_prefix_view_free(&view), free(captured);
     sp_pass b = {.prompt = prompt,
                  .n_prompt = 2,
                  .grad = gb,
