@@ -32,7 +32,7 @@ typedef enum sp_init_kind {
                           (Lester et al.'s "sampled vocab") */
     SP_INIT_TEXT,      /* PEFT TEXT: tokenize init_text, repeat/truncate to P */
     SP_INIT_LABELS,    /* class-label (verbalizer) embeddings, the rest sampled vocab (Lester) */
-    SP_INIT_FILE,      /* the "prompt" dataset of an HDF5 file (a checkpoint or h5py file) */
+    SP_INIT_FILE, /* what sp_prompt_load reads: a checkpoint, h5py file, PEFT adapter, .npy, zip */
 } sp_init_kind;
 
 /* What is trained (docs/methods.md). The trainable values are one vector whose segments the

@@ -2,6 +2,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/commands.h"
 #include "cli/flags.h"
@@ -46,12 +47,13 @@ static const char *parse_schedule(void *args, const char *v) {
 static const char *parse_init(void *args, const char *v) {
     sp_train_config *c = &((train_args *)args)->c;
     if (sp_init_kind_parse(v, &c->init) == 0 && c->init != SP_INIT_FILE) return NULL;
-    size_t n = strlen(v);
-    if (n > 3 && strcmp(v + n - 3, ".h5") == 0) {
+    struct stat st;
+    if (strchr(v, '/') || strchr(v, '.') || stat(v, &st) == 0) { /* read by sp_prompt_load */
         c->init = SP_INIT_FILE, c->init_arg = v;
         return NULL;
     }
-    return "vocab-top, vocab, random, labels, text or a FILE.h5";
+    return "vocab-top, vocab, random, labels, text or a prompt FILE (a checkpoint .h5, a PEFT\n"
+           "adapter, a .npy or a KoboldAI .zip)";
 }
 
 static const char *parse_metric(void *args, const char *v) {
@@ -133,7 +135,9 @@ static const sp__flag FLAGS[] = {
                   "vocab-top (default: embeddings sampled from the 5,000 most\n"
                   "frequent training tokens), vocab (whole vocabulary), random\n"
                   "(uniform +-0.5), labels (class-label words first), text, or a\n"
-                  "FILE.h5 with a \"prompt\" dataset (e.g. a checkpoint)",
+                  "prompt FILE whose prompt and/or prefix this run's shapes match:\n"
+                  "a checkpoint or h5py .h5, a PEFT adapter (directory or\n"
+                  "adapter_model.safetensors), a .npy or a KoboldAI .zip",
                   .group = INIT),
     SP_OPT_STR("init-text", AT(init_text), "TEXT",
                "text for --init text (repeated/truncated to the prompt length)"),

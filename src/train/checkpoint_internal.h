@@ -7,7 +7,7 @@
  *   checkpoint_read.c      sp_checkpoint_read / sp_checkpoint_free: the layout, verified
  *   checkpoint_values.c    no non-finite state: shared by writing and reading
  *   checkpoint_resume.c    sp_checkpoint_check_resume_state: the counters against the data
- *   checkpoint_prompt.c    sp_prompt_read_h5 (--init FILE.h5)
+ *   checkpoint_prompt.c    sp_prompt_read_h5 (and through sp_prompt_load, --init FILE)
  *   prompt_file.c          sp_prompt_load and sp_prompt_check_model (eval/export --prompt)
  *   peft_read.c            sp__peft_read: a PEFT adapter's tensor and adapter_config.json
  *   checkpoint_dir.c       the step-*.h5 files of a run: path, find_latest, prune

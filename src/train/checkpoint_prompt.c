@@ -1,5 +1,6 @@
-/* sp_prompt_read_h5 (--init FILE.h5): the prompt of a softprompt checkpoint (fully verified), or
- * the 2-D float dataset "prompt" of any other HDF5 file, e.g. one written with h5py. */
+/* sp_prompt_read_h5 (and through sp_prompt_load, --init FILE): the prompt of a softprompt
+ * checkpoint (fully verified), or the 2-D float dataset "prompt" of any other HDF5 file, e.g. one
+ * written with h5py. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

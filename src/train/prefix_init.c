@@ -1,7 +1,8 @@
 /* Initial values of a run's parameters (train/params.h): the prompt as prompt_init.c does it;
  * the prefix at random (PEFT: N(0, 1)), as the keys and values of tokens run through the frozen
  * model (the tokens --init vocab, vocab-top, labels or text draw: such a prefix equals
- * prepending those tokens), or from a checkpoint's "prefix"; the reparametrization's MLP as
+ * prepending those tokens), or from any prompt file's prefix (a checkpoint, a PEFT
+ * PREFIX_TUNING adapter); the reparametrization's MLP as
  * torch initialises PEFT's PrefixEncoder (embedding N(0, 1), Linear U(+-1/sqrt(fan_in))). */
 #include <math.h>
 #include <stdlib.h>
@@ -51,21 +52,22 @@ static int prefix_from_tokens(float *prefix, int n, const sp_model *m, const sp_
 }
 
 static int prefix_from_file(sp__params *p, float *prefix, const char *path, sp_error *err) {
-    sp_checkpoint ck;
-    if (sp_checkpoint_read(path, &ck, err)) return -1;
-    int rc = sp_fail(err,
-                     "%s: holds no \"prefix\" of shape [%d, 2, %d, %d] (layers, keys/values, "
-                     "prefix length, kv_dim) for this run",
+    sp_prompt_file pf;
+    if (sp_prompt_load(path, &pf, err)) return sp_fail_prefix(err, "--init");
+    int rc = 0;
+    if (pf.n_prefix == 0)
+        rc = sp_fail(err,
+                     "--init %s holds no key/value prefix (a prompt of input soft tokens "
+                     "only): this run trains a prefix of [%d, 2, %d, %d]",
                      path, p->n_layer, p->n_prefix, p->kv_dim);
-    for (int i = 0; i < ck.n_tensors; i++) {
-        const sp_checkpoint_tensor *a = &ck.tensors[i];
-        if (strcmp(a->name, "prefix") == 0 && a->rank == 4 && a->dims[0] == p->n_layer &&
-            a->dims[1] == 2 && a->dims[2] == p->n_prefix && a->dims[3] == p->kv_dim) {
-            memcpy(prefix, a->data, a->n * sizeof *prefix);
-            rc = 0;
-        }
-    }
-    sp_checkpoint_free(&ck);
+    else if (pf.n_layer != p->n_layer || pf.n_prefix != p->n_prefix || pf.kv_dim != p->kv_dim)
+        rc = sp_fail(err,
+                     "--init %s: prefix has shape [%d, 2, %d, %d], this run needs [%d, 2, %d, "
+                     "%d] (layers, keys/values, prefix length, kv_dim)",
+                     path, pf.n_layer, pf.n_prefix, pf.kv_dim, p->n_layer, p->n_prefix, p->kv_dim);
+    else
+        memcpy(prefix, pf.prefix, p->n_prefix_values * sizeof *prefix);
+    sp_prompt_file_free(&pf);
     return rc;
 }
 

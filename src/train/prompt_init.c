@@ -99,19 +99,23 @@ static int init_labels(int32_t *ids, int n_prompt, const sp_model *m, sp_dataset
 
 static int init_file(float *prompt, int n_prompt, const sp_model *m, const char *path,
                      sp_error *err) {
-    float *p = NULL;
-    int P, d;
-    if (sp_prompt_read_h5(path, &p, &P, &d, err)) return -1;
-    if (P != n_prompt || d != sp_config_embed_dim(&m->cfg)) {
-        free(p);
-        return sp_fail(err,
-                       "%s: prompt has shape [%d, %d], this run needs [%d, %d] (the "
-                       "dataset's soft slots x the model's embedding width)",
-                       path, P, d, n_prompt, sp_config_embed_dim(&m->cfg));
-    }
-    memcpy(prompt, p, (size_t)P * d * sizeof *p);
-    free(p);
-    return 0;
+    sp_prompt_file pf;
+    if (sp_prompt_load(path, &pf, err)) return sp_fail_prefix(err, "--init");
+    int d = sp_config_embed_dim(&m->cfg), rc = 0;
+    if (pf.n_prompt == 0)
+        rc = sp_fail(err,
+                     "--init %s holds a key/value prefix and no prompt (input soft tokens): "
+                     "this run trains a prompt of [%d, %d]",
+                     path, n_prompt, d);
+    else if (pf.n_prompt != n_prompt || pf.d != d)
+        rc = sp_fail(err,
+                     "--init %s: prompt has shape [%d, %d], this run needs [%d, %d] (the "
+                     "dataset's soft slots x the model's embedding width)",
+                     path, pf.n_prompt, pf.d, n_prompt, d);
+    else
+        memcpy(prompt, pf.prompt, (size_t)n_prompt * d * sizeof *prompt);
+    sp_prompt_file_free(&pf);
+    return rc;
 }
 
 int sp__init_token_ids(int32_t *ids, int n, const sp_model *m, const sp_train_config *c,

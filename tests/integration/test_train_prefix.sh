@@ -3,7 +3,8 @@
 # learning, PEFT PREFIX_TUNING adapters (GQA token_dim) read back by eval, --deterministic
 # bitwise across 1, 2 and 3 ranks (also through the MLP and with dropout), a run continued
 # from its checkpoint bitwise equal to one run, and refusals (another method or prefix shape
-# on resume, an altered encoder output, P_TUNING adapters, flags of another method).
+# on resume, an altered encoder output, P_TUNING adapters, flags of another method); --init
+# from any prompt file (a PEFT adapter, a .npy) and its refusals.
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 
@@ -90,6 +91,29 @@ grep -q "^  prefix  *\[2, 2, 16, 16\]" info.out && grep -q "prefix_encoder/w2 \[
   && ! grep -q "^  prompt " info.out || { cat info.out; fail "info does not show the prefix and the MLP"; }
 ok "prefix runs (MLP with Adafactor, dropout) continue from a checkpoint bitwise"
 
+# --- --init FILE: any prompt file ------------------------------------------------------------
+# A run started from a PEFT PREFIX_TUNING adapter holds its prefix: after one step at a rate of
+# 1e-12 the run's adapter is the one it started from (to 1e-9); likewise a prompt started from a
+# .npy export. A random start would differ by ~1.
+tiny=(--steps 1 --global-batch 8 --optimizer sgd --lr 1e-12)
+"$SP_CLI" train --model llama "${common[@]}" "${tiny[@]}" --out from-adapter --method ptuning-v2 \
+  --prefix-length 8 --init learn-llama/adapter
+"$SP_CLI" train --model llama "${common[@]}" --steps 10 --global-batch 8 --out prompt-src
+"$SP_CLI" export --model llama --prompt prompt-src/adapter --out prompt.npy --format npy >/dev/null
+"$SP_CLI" train --model llama "${common[@]}" "${tiny[@]}" --out from-npy --init prompt.npy
+"$SP_CLI" export --model llama --prompt from-npy/adapter --out again.npy --format npy >/dev/null
+/usr/bin/python3 - "$SP_ROOT/tests/ref" <<'PY' || fail "--init FILE did not start from the file"
+import sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+import gpt2_reference as g
+for a, b in (("learn-llama/adapter", "from-adapter/adapter"),):
+    x, y = (g.st_read(d + "/adapter_model.safetensors")["prompt_embeddings"][1] for d in (a, b))
+    assert x.shape == y.shape == (8, 64) and np.abs(x - y).max() <= 1e-9 * (1 + np.abs(x).max()), a
+x, y = np.load("prompt.npy"), np.load("again.npy")
+assert x.shape == y.shape and np.abs(x - y).max() <= 1e-9 * (1 + np.abs(x).max())
+PY
+ok "--init FILE reads any prompt file: a prefix from a PEFT adapter, a prompt from a .npy"
+
 # --- refusals ----------------------------------------------------------------------------------
 refused() { # expected-status pattern what command...
   local want=$1 pattern=$2 what=$3; shift 3
@@ -118,4 +142,12 @@ refused 1 "other model\|num_key_value_heads\|2 layers x 16" "a GPT-2 prefix on t
 cp -r learn-llama/adapter ptuning
 sed -i 's/"PREFIX_TUNING"/"P_TUNING"/' ptuning/adapter_config.json
 refused 1 "weights PEFT does not save" "a P_TUNING adapter" "$SP_CLI" eval --model llama --data valid.h5 --prompt ptuning
+refused 1 "holds no key/value prefix" "--init of a prefix from a prompt file" \
+  "$SP_CLI" train --model llama "${common[@]}" --out x --method ptuning-v2 --init prompt.npy
+refused 1 "holds a key/value prefix and no prompt" "--init of a prompt from a prefix file" \
+  "$SP_CLI" train --model llama "${common[@]}" --out x --init learn-llama/adapter
+refused 1 "prefix has shape \[2, 2, 8, 16\], this run needs \[2, 2, 4, 16\]" "--init of another prefix length" \
+  "$SP_CLI" train --model llama "${common[@]}" --out x --method ptuning-v2 --prefix-length 4 --init learn-llama/adapter
+refused 2 "a prompt FILE" "--init of an unknown kind" "$SP_CLI" train --model llama "${common[@]}" --out x --init vocabb
+[ ! -e x ] || fail "a refused run left its --out behind"
 ok "refused: another method or prefix length on resume, an altered encoder output, other methods' flags, exporting prompt+prefix, a prefix as .npy, a prefix for another model, P_TUNING adapters"
