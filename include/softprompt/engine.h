@@ -92,6 +92,17 @@ int sp_engine_capture_kv(sp_worker *w, const int32_t *tokens, int n, float *kv, 
  * that token (`softprompt inspect` on a prefix). Targets are not needed. */
 int sp_engine_first_kv(sp_worker *w, const sp_batch *b, float *kv, sp_error *err);
 
+/* 1 when a layer-0 key at position j is the key at position 0 turned by j and a value does not
+ * depend on the position (rotary, ALiBi), so the vocabulary's layer-0 keys and values at
+ * position 0 serve every position; 0 when positions enter before the first norm (learned
+ * positions: GPT-2, OPT, BERT). */
+int sp_engine_first_kv_turns(const sp_model *m);
+
+/* kv [n, 2, kv_dim] (rows at positions 0..n-1, sp_engine_first_kv's layout): each key turned
+ * back to position 0 in place (the inverse rotation; nothing for ALiBi). Refused when
+ * sp_engine_first_kv_turns is 0. */
+int sp_engine_first_keys_unturn(sp_worker *w, float *kv, int n, sp_error *err);
+
 /* Runs forward (and backward when pass->grad). *loss_sum receives the summed cross-entropy.
  * Validates the batch (ids, soft indices, lengths <= n_ctx, targets) before any work. */
 int sp_engine_run(sp_worker *w, const sp_batch *b, const sp_pass *pass, double *loss_sum,

@@ -1200,6 +1200,49 @@ int sp_engine_first_kv(sp_worker *w, const sp_batch *b, float *kv, sp_error *err
     return 0;
 }
 
+int sp_engine_first_kv_turns(const sp_model *m) {
+    switch (sp__family_for(&m->cfg)->pos) {
+    case SP_POS_LEARNED: /* wpe[position] before the first norm: keys and values change */
+    case SP_POS_RELATIVE:
+        return 0;
+    case SP_POS_ROTARY: /* the key turned by its position after the projection */
+    case SP_POS_ALIBI:  /* on the scores: keys and values as at position 0 */
+        return 1;
+    }
+    return 0;
+}
+
+int sp_engine_first_keys_unturn(sp_worker *w, float *kv, int n, sp_error *err) {
+    int32_t start[2] = {0, n};
+    int32_t *ids = calloc((size_t)(n > 0 ? n : 1), sizeof *ids); /* token 0: only positions count */
+    sp_batch b = {1, start, ids, 0, NULL, NULL, NULL, NULL};
+    int rc = ids ? 0 : sp_fail(err, "out of memory");
+    if (rc == 0 && !sp_engine_first_kv_turns(w->m))
+        rc = sp_fail(err,
+                     "layer-0 keys of %s depend on the position through the input: they "
+                     "cannot be turned back",
+                     sp_arch_model_type(w->m->cfg.arch));
+    if (rc == 0 && n >= 1 && sp__worker_reserve(w, &b, 0, 0))
+        rc = sp_fail(err, "out of memory reserving activations for %d tokens", n);
+    if (rc || n < 1) {
+        free(ids);
+        return rc;
+    }
+    const sp__dims *z = &w->z;
+    float *qkv = w->acts[0].qkv;
+    memset(qkv, 0, (size_t)n * z->wq * sizeof *qkv);
+    for (int i = 0; i < n; i++)
+        memcpy(qkv + (size_t)i * z->wq + z->qd, kv + (size_t)i * 2 * z->kvd,
+               (size_t)z->kvd * sizeof *kv);
+    positions_prepare(w, &b, NULL);
+    positions_qk(w, qkv, &b, 1, layer_heads(w, 0).hs.window > 0);
+    for (int i = 0; i < n; i++)
+        memcpy(kv + (size_t)i * 2 * z->kvd, qkv + (size_t)i * z->wq + z->qd,
+               (size_t)z->kvd * sizeof *kv);
+    free(ids);
+    return 0;
+}
+
 int sp_engine_capture_kv(sp_worker *w, const int32_t *tokens, int n, float *kv, sp_error *err) {
     /* one target, whose loss is not used: the engine runs every layer over all positions */
     int32_t start[2] = {0, n}, pos = n - 1, id = 0;

@@ -131,20 +131,23 @@ void sp_prefix_view_free(sp_prefix_view *v) {
     memset(v, 0, sizeof *v);
 }
 
-/* The vocabulary at the prefix's positions, a chunk of tokens at a time: sequence t of a chunk is
- * its token repeated n_prefix times, so position j of it holds the token's layer-0 key and value
- * at position j. */
+/* The vocabulary at the prefix's positions, a chunk of tokens at a time. Where positions enter
+ * before the first norm (learned positions) sequence t of a chunk is its token repeated span =
+ * n_prefix times, so position j holds the token's layer-0 key and value at position j. Where a
+ * position only turns the key (rotary) or nothing (ALiBi), span is 1: every token once at
+ * position 0, compared with the prefix's keys turned back to position 0 (a rotation keeps
+ * cosines and norms). */
 typedef struct vocab_pass {
     sp_worker *w;
-    int P, kvd, chunk; /* tokens per engine call */
+    int P, kvd, span, chunk; /* tokens per engine call */
     int32_t *tokens, *start;
-    float *kv; /* [chunk * P, 2, kvd] */
+    float *kv; /* [chunk * span, 2, kvd] */
 } vocab_pass;
 
 static int vocab_chunk(vocab_pass *vp, int32_t first, int n, sp_error *err) {
     for (int t = 0; t < n; t++) {
-        vp->start[t + 1] = (t + 1) * vp->P;
-        for (int j = 0; j < vp->P; j++) vp->tokens[t * vp->P + j] = first + t;
+        vp->start[t + 1] = (t + 1) * vp->span;
+        for (int j = 0; j < vp->span; j++) vp->tokens[t * vp->span + j] = first + t;
     }
     vp->start[0] = 0;
     sp_batch b = {n, vp->start, vp->tokens, 0, NULL, NULL, NULL, NULL};
@@ -167,22 +170,24 @@ static int prefix_view_alloc(sp_prefix_view *out, int L, int P, int top) {
                : -1;
 }
 
-/* Every token's layer-0 key and value at each position j, scored against prefix row j; their
- * norms into knorm / vnorm [V * P]. */
-static int vocab_scan(vocab_pass *vp, const sp_model *m, const float *prefix, const double *pn,
+/* Every token's layer-0 key and value at each position j, scored against row j of first [P, 2,
+ * kvd] (the prefix's layer 0, keys turned back when span is 1); their norms into knorm / vnorm
+ * [V * span]. */
+static int vocab_scan(vocab_pass *vp, const sp_model *m, const float *first, const double *pn,
                       int top, near *lists, int *have, double *knorm, double *vnorm,
                       sp_error *err) {
-    int V = m->cfg.vocab_size, P = vp->P, kvd = vp->kvd;
-    for (int32_t first = 0; first < V; first += vp->chunk) {
-        int n = V - first < vp->chunk ? V - first : vp->chunk;
-        if (vocab_chunk(vp, first, n, err)) return -1;
+    int V = m->cfg.vocab_size, P = vp->P, kvd = vp->kvd, span = vp->span;
+    for (int32_t t0 = 0; t0 < V; t0 += vp->chunk) {
+        int n = V - t0 < vp->chunk ? V - t0 : vp->chunk;
+        if (vocab_chunk(vp, t0, n, err)) return -1;
         for (int t = 0; t < n; t++)
             for (int j = 0; j < P; j++) {
-                const float *k = vp->kv + ((size_t)t * P + j) * 2 * kvd, *v = k + kvd;
-                const float *pk = prefix + (size_t)j * kvd, *pv = pk + (size_t)P * kvd;
-                size_t at = (size_t)(first + t) * P + j;
+                size_t row = (size_t)t * span + (span > 1 ? j : 0);
+                const float *k = vp->kv + row * 2 * kvd, *v = k + kvd;
+                const float *pk = first + (size_t)j * 2 * kvd, *pv = pk + kvd;
+                size_t at = (size_t)(t0 + t) * span + (span > 1 ? j : 0);
                 double kn = knorm[at] = norm_of(k, kvd), vn = vnorm[at] = norm_of(v, kvd);
-                near c = {first + t, 0, cosine(k, kn, pk, pn[j], kvd),
+                near c = {t0 + t, 0, cosine(k, kn, pk, pn[j], kvd),
                           cosine(v, vn, pv, pn[P + j], kvd)};
                 c.score = (c.key + c.value) / 2;
                 insert(lists + (size_t)j * top, top, &have[j], c);
@@ -204,21 +209,29 @@ int sp_prefix_inspect(const sp_model *m, const float *prefix, int n_layer, int n
                        "of kv_dim %d and %d positions",
                        L, P, kvd, c->n_layer, sp_config_kv_heads(c) * sp_config_head_dim(c),
                        c->n_ctx);
-    vocab_pass vp = {.P = P, .kvd = kvd, .chunk = P < 4096 ? 4096 / P : 1};
-    size_t vp_rows = (size_t)V * P;
+    vocab_pass vp = {.P = P, .kvd = kvd, .span = sp_engine_first_kv_turns(m) ? 1 : P};
+    vp.chunk = vp.span < 4096 ? 4096 / vp.span : 1;
+    size_t vp_rows = (size_t)V * vp.span;
     vp.w = sp_worker_new(m);
-    vp.tokens = malloc((size_t)vp.chunk * P * sizeof *vp.tokens);
+    vp.tokens = malloc((size_t)vp.chunk * vp.span * sizeof *vp.tokens);
     vp.start = malloc(((size_t)vp.chunk + 1) * sizeof *vp.start);
-    vp.kv = malloc((size_t)vp.chunk * P * 2 * kvd * sizeof *vp.kv);
+    vp.kv = malloc((size_t)vp.chunk * vp.span * 2 * kvd * sizeof *vp.kv);
     near *lists = malloc((size_t)P * top * sizeof *lists);
     int *have = calloc((size_t)P, sizeof *have), rc = -1;
     double *pn = malloc(2 * (size_t)P * sizeof *pn), *knorm = malloc(vp_rows * sizeof *knorm),
            *vnorm = malloc(vp_rows * sizeof *vnorm);
+    float *first = malloc((size_t)P * 2 * kvd * sizeof *first); /* layer 0 as [P, 2, kvd] */
     if (!vp.w || !vp.tokens || !vp.start || !vp.kv || !lists || !have || !pn || !knorm || !vnorm ||
-        prefix_view_alloc(out, L, P, top)) {
+        !first || prefix_view_alloc(out, L, P, top)) {
         sp_fail(err, "out of memory");
         goto done;
     }
+    for (int j = 0; j < P; j++) {
+        memcpy(first + (size_t)j * 2 * kvd, prefix + (size_t)j * kvd, (size_t)kvd * sizeof *first);
+        memcpy(first + ((size_t)j * 2 + 1) * kvd, prefix + ((size_t)P + j) * kvd,
+               (size_t)kvd * sizeof *first);
+    }
+    if (vp.span == 1 && sp_engine_first_keys_unturn(vp.w, first, P, err)) goto done;
     out->n_layer = L, out->n_prefix = P, out->kv_dim = kvd, out->top = top;
     for (int l = 0; l < L; l++) /* each row's key and value norms; layer 0's into pn too */
         for (int j = 0; j < P; j++) {
@@ -228,7 +241,7 @@ int sp_prefix_inspect(const sp_model *m, const float *prefix, int n_layer, int n
         }
     memcpy(pn, out->key_norm, (size_t)P * sizeof *pn);
     memcpy(pn + P, out->value_norm, (size_t)P * sizeof *pn);
-    if (vocab_scan(&vp, m, prefix, pn, top, lists, have, knorm, vnorm, err)) goto done;
+    if (vocab_scan(&vp, m, first, pn, top, lists, have, knorm, vnorm, err)) goto done;
     for (size_t i = 0; i < (size_t)P * top; i++) {
         out->nearest[i] = lists[i].id, out->score[i] = lists[i].score;
         out->key_cosine[i] = lists[i].key, out->value_cosine[i] = lists[i].value;
@@ -246,6 +259,6 @@ done:
     if (rc) sp_prefix_view_free(out);
     sp_worker_free(vp.w);
     free(vp.tokens), free(vp.start), free(vp.kv), free(lists), free(have), free(pn), free(knorm);
-    free(vnorm);
+    free(vnorm), free(first);
     return rc;
 }

@@ -128,3 +128,78 @@ grep -q '" great" 1.000' pview.txt || { cat pview.txt; fail "prefix text output 
 rc=0; "$SP_CLI" inspect pfx --model gpt2l --method prompt > bad.log 2>&1 || rc=$?
 (( rc == 1 )) && grep -q 'prefix' bad.log || { cat bad.log; fail "--method prompt on a prefix accepted"; }
 ok "inspect reads a prefix through the first layer's keys and values"
+
+# The same on a rotary model (Llama, 2 key/value heads of 4, RMSNorm): the vocabulary runs once
+# at position 0 and the prefix's keys are turned back (sp_engine_first_keys_unturn); NumPy
+# computes every token at every row's position (rotate-half, HF's frequencies). Row 2 holds a
+# token's key at position 2 exactly: read as that token only if the turn is right.
+"$SP_CLI" init-model --arch llama --kv-heads 2 --layers 2 --d 32 --heads 4 --vocab 3000 --ctx 64 \
+  --std 0.3 --random-norms --seed 6 llama >/dev/null
+$PY - "$SP_ROOT/tests/ref" <<'PY'
+import json, os, sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+import gpt2_reference as g, llama_reference as lr
+M = lr.read_model("llama")
+w, hd, Hkv = M["w"], M["hd"], M["Hkv"]
+P, L, kvd = 3, 2, M["hd"] * M["Hkv"]
+def first_kv(tokens, pos):  # layer-0 key (rotated at pos) and value, float64: [..., kvd]
+    x = w["model.embed_tokens.weight"][tokens]
+    a = w["model.layers.0.input_layernorm.weight"] * x / np.sqrt((x * x).mean(-1, keepdims=True) + M["eps"])
+    k, v = a @ w["model.layers.0.self_attn.k_proj.weight"].T, a @ w["model.layers.0.self_attn.v_proj.weight"].T
+    ang = np.asarray(pos)[..., None] * M["inv_freq"]            # [..., hd/2]
+    cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
+    k = k.reshape(*k.shape[:-1], Hkv, hd)
+    rot = np.concatenate([-k[..., hd // 2:], k[..., :hd // 2]], -1)
+    k = k * cos[..., None, :] + rot * sin[..., None, :]
+    return k.reshape(*k.shape[:-2], kvd), v
+rng = np.random.default_rng(2)
+pre = rng.normal(size=(L, 2, P, kvd))
+k, v = first_kv(np.array([123, 456, 789]), np.array([0, 1, 2]))
+pre[0, 0], pre[0, 1] = k, v
+pre[0, :, 1] += 0.01 * rng.normal(size=(2, kvd))
+pre = pre.astype(np.float32)
+np.save("lprefix.npy", pre)
+os.makedirs("lpfx", exist_ok=True)
+g.st_write("lpfx/adapter_model.safetensors",
+           [("prompt_embeddings", "F32", pre.transpose(2, 0, 1, 3).reshape(P, L * 2 * kvd))], {"format": "pt"})
+json.dump({"base_model_name_or_path": None, "encoder_hidden_size": kvd, "inference_mode": True,
+           "num_attention_heads": Hkv, "num_layers": L, "num_transformer_submodules": 1,
+           "num_virtual_tokens": P, "peft_type": "PREFIX_TUNING", "prefix_projection": False,
+           "revision": None, "task_type": "CAUSAL_LM", "token_dim": kvd}, open("lpfx/adapter_config.json", "w"))
+V = w["model.embed_tokens.weight"].shape[0]
+t, j = np.meshgrid(np.arange(V), np.arange(P), indexing="ij")
+K, Vv = first_kv(t, j)  # [V, P, kvd]
+np.save("lvocab_k.npy", K), np.save("lvocab_v.npy", Vv)
+PY
+"$SP_CLI" inspect lpfx --model llama --top 4 --json > lview.json 2> lview.err
+$PY - <<'PY' || fail "inspect of a rotary model's prefix disagrees with NumPy"
+import json, numpy as np
+v = json.load(open("lview.json"))["prefix"]
+pre = np.load("lprefix.npy").astype(np.float64)
+K, Vv = np.load("lvocab_k.npy"), np.load("lvocab_v.npy")
+kn, vn = np.linalg.norm(K, axis=-1), np.linalg.norm(Vv, axis=-1)
+# a rotation keeps norms: every position's norms are position 0's, which the statistics cover
+assert np.allclose(kn, kn[:, :1], rtol=1e-12) and np.allclose(vn, vn[:, :1], rtol=1e-12)
+for name, n in (("vocab_key_norms", kn[:, 0]), ("vocab_value_norms", vn[:, 0])):
+    s = v[name]
+    for key, q in (("p1", 1), ("p50", 50), ("p99", 99)):
+        assert abs(s[key] - np.percentile(n, q)) < 1e-5 * s[key], (name, key, s[key])
+for j, row in enumerate(v["first_layer"]):
+    pk, pv = pre[0, 0, j], pre[0, 1, j]
+    ck = K[:, j] @ pk / (kn[:, j] * np.linalg.norm(pk))
+    cv = Vv[:, j] @ pv / (vn[:, j] * np.linalg.norm(pv))
+    score = (ck + cv) / 2
+    want = np.argsort(-score, kind="stable")[:4]
+    assert [n["id"] for n in row["nearest"]] == list(want), (j, row["nearest"], want)
+    for n in row["nearest"]:
+        i = n["id"]
+        assert abs(n["score"] - score[i]) < 1e-5 and abs(n["key_cosine"] - ck[i]) < 1e-5, (j, n)
+    assert abs(row["key_rank"] - 100 * (kn[:, 0] < np.linalg.norm(pk)).mean()) < 0.05
+want = [123, 456, 789]
+for j in (0, 2):
+    n = v["first_layer"][j]["nearest"][0]
+    assert n["id"] == want[j] and n["score"] > 0.99999, (j, n)
+assert v["first_layer"][1]["nearest"][0]["id"] == 456
+print("ok: inspect of a rotary prefix: neighbours and cosines equal NumPy's at every position")
+PY
+ok "inspect reads a rotary model's prefix (keys turned back to position 0)"
