@@ -48,7 +48,8 @@ typedef struct sp_prefix_view {
 } sp_prefix_view;
 
 /* prefix [n_layer, 2, n_prefix, kv_dim] (sp_pass.kv_prefix's layout) of m; top in
- * 1..vocab_size. Runs the model's first layer over vocab_size x n_prefix positions. */
+ * 1..vocab_size. Runs the model's first layer over the vocabulary at position 0 (rotary, ALiBi:
+ * the prefix's keys turned back) or over vocab_size x n_prefix positions (learned positions). */
 int sp_prefix_inspect(const sp_model *m, const float *prefix, int n_layer, int n_prefix, int kv_dim,
                       int top, sp_prefix_view *out, sp_error *err);
 void sp_prefix_view_free(sp_prefix_view *v);
