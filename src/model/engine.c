@@ -1179,9 +1179,8 @@ void sp__engine_extend(sp_worker *w, const sp_batch *b, const sp_gen_seq *seqs, 
 int sp_engine_first_kv(sp_worker *w, const sp_batch *b, float *kv, sp_error *err) {
     sp_pass pass = {.n_prompt = 0};
     if (sp_engine_validate(w->m, b, &pass, err)) return -1;
-    if (w->m->cfg.arch == SP_ARCH_T5)
-        return sp_fail(err, "first-layer keys and values: a key/value prefix is not implemented "
-                            "for T5 (encoder-decoder) models");
+    if (w->m->cfg.arch == SP_ARCH_T5) /* the decoder's first self-attention */
+        return sp__t5_first_kv(w->m, b, kv) ? sp_fail(err, "out of memory") : 0;
     if (sp__worker_reserve(w, b, 0, 0))
         return sp_fail(err, "out of memory reserving activations for %d tokens",
                        b->n_seq > 0 ? b->seq_start[b->n_seq] : 0);
@@ -1203,10 +1202,10 @@ int sp_engine_first_kv(sp_worker *w, const sp_batch *b, float *kv, sp_error *err
 int sp_engine_first_kv_turns(const sp_model *m) {
     switch (sp__family_for(&m->cfg)->pos) {
     case SP_POS_LEARNED: /* wpe[position] before the first norm: keys and values change */
-    case SP_POS_RELATIVE:
         return 0;
-    case SP_POS_ROTARY: /* the key turned by its position after the projection */
-    case SP_POS_ALIBI:  /* on the scores: keys and values as at position 0 */
+    case SP_POS_RELATIVE: /* T5: a bias on the scores, keys and values as at position 0 */
+    case SP_POS_ROTARY:   /* the key turned by its position after the projection */
+    case SP_POS_ALIBI:    /* on the scores: keys and values as at position 0 */
         return 1;
     }
     return 0;
@@ -1222,6 +1221,7 @@ int sp_engine_first_keys_unturn(sp_worker *w, float *kv, int n, sp_error *err) {
                      "layer-0 keys of %s depend on the position through the input: they "
                      "cannot be turned back",
                      sp_arch_model_type(w->m->cfg.arch));
+    if (rc == 0 && sp__family_for(&w->m->cfg)->pos != SP_POS_ROTARY) n = 0; /* nothing turns */
     if (rc == 0 && n >= 1 && sp__worker_reserve(w, &b, 0, 0))
         rc = sp_fail(err, "out of memory reserving activations for %d tokens", n);
     if (rc || n < 1) {
@@ -1251,8 +1251,9 @@ int sp_engine_capture_kv(sp_worker *w, const int32_t *tokens, int n, float *kv, 
     double loss;
     if (n < 1) return sp_fail(err, "capturing keys and values: no tokens");
     if (w->m->cfg.arch == SP_ARCH_T5)
-        return sp_fail(err, "capturing keys and values: a key/value prefix is not implemented "
-                            "for T5 (encoder-decoder) models");
+        return sp_fail(err, "a T5 prefix sits in the decoder's self-attention (as PEFT's), where "
+                            "tokens' keys and values depend on the encoder's input: start it "
+                            "with --init random (PEFT's) or from a FILE");
     if (sp_engine_run(w, &b, &pass, &loss, err)) return -1;
     const sp__dims *z = &w->z;
     for (int l = 0; l < z->L; l++)

@@ -10,7 +10,14 @@
  * Shapes: Ne / Nd encoder / decoder rows of the batch (sequences with targets only), d, F, H heads
  * of hd columns, qd = H hd, V. Attention runs per sequence and head: the probabilities of one
  * head ([Tq, Tk]) are computed into scratch and recomputed by backward, nothing [T, T] is kept.
- * Linear layers are one product over all rows (kernels.c). */
+ * Linear layers are one product over all rows (kernels.c).
+ *
+ * A key/value prefix (prefix tuning) is PEFT's for T5: P rows of keys and values before every
+ * decoder layer's self-attention (PEFT builds an EncoderDecoderCache and empties its
+ * cross-attention part, so the encoder and the cross-attention run as without one); the
+ * decoder's positions start at P (transformers' cache_position), so key j's bias for query i is
+ * bucket(j - (P + i)), and the causal mask lets every query see the prefix. Layout [L, 2, P, qd]
+ * over the decoder's layers. */
 #include "model/t5.h"
 
 #include <cblas.h>
@@ -76,10 +83,11 @@ struct sp__t5_work {
     int bk_cap;
     t5_acts *enc, *dec; /* [L] each */
     float *ex_top, *enc_out, *enc_r;
-    float *dx_top;                     /* decoder output = dec[L - 1]'s block output [Nd, d] */
-    float *top, *lnf, *lnf_r, *logits; /* [n_tgt, d], [n_tgt, d], [n_tgt], [n_tgt, V] */
-    float *act;                        /* [max(Ne, Nd), F] */
-    float *probs, *dprobs;             /* [Tmax, Tmax] */
+    float *dx_top;                      /* decoder output = dec[L - 1]'s block output [Nd, d] */
+    float *top, *lnf, *lnf_r, *logits;  /* [n_tgt, d], [n_tgt, d], [n_tgt], [n_tgt, V] */
+    float *act;                         /* [max(Ne, Nd), F] */
+    float *probs, *dprobs;              /* [Tmax, Tmax] */
+    float *kcat, *vcat, *gkcat, *gvcat; /* [Tmax, qd]: a prefix's rows, then a sequence's */
     float *gx, *gln, *gq, *gk, *gv, *gatt, *gfc, *gup; /* gradients, [max(Ne, Nd)] rows */
     float *genc; /* [Ne, d] gradient of the encoder's output */
     float *gxe;  /* [Ne, d] gradient of the encoder's residual stream */
@@ -102,6 +110,7 @@ void sp__t5_work_free(sp__t5_work *t) {
 typedef struct t5_dims {
     size_t Ne, Nd, nt, rows; /* rows: max(Ne, Nd) */
     int tmax, L, d, F, qd, V, gated, backward;
+    int n_kv;      /* rows of the decoder's key/value prefix (tmax counts them) */
     int one_layer; /* forward only: every layer of a stack reuses layer 0's buffers */
 } t5_dims;
 
@@ -139,6 +148,9 @@ static size_t t5_layout(sp__t5_work *t, const t5_dims *z, float *base) {
     float *top = TAKE(z->nt * d), *lnf = TAKE(z->nt * d), *lnf_r = TAKE(z->nt);
     float *logits = TAKE(z->nt * (size_t)z->V);
     float *act = TAKE(z->rows * F), *probs = TAKE(T * T);
+    float *kcat = z->n_kv ? TAKE(T * qd) : NULL, *vcat = z->n_kv ? TAKE(T * qd) : NULL;
+    float *gkcat = z->n_kv && z->backward ? TAKE(T * qd) : NULL;
+    float *gvcat = z->n_kv && z->backward ? TAKE(T * qd) : NULL;
     float *dprobs = NULL, *gx = NULL, *gln = NULL, *gq = NULL, *gk = NULL, *gv = NULL;
     float *gatt = NULL, *gfc = NULL, *gup = NULL, *genc = NULL, *gxe = NULL;
     if (z->backward) {
@@ -153,6 +165,7 @@ static size_t t5_layout(sp__t5_work *t, const t5_dims *z, float *base) {
     if (base) {
         t->ex_top = ex_top, t->enc_out = enc_out, t->enc_r = enc_r, t->dx_top = dx_top;
         t->top = top, t->lnf = lnf, t->lnf_r = lnf_r, t->logits = logits, t->act = act;
+        t->kcat = kcat, t->vcat = vcat, t->gkcat = gkcat, t->gvcat = gvcat;
         t->probs = probs, t->dprobs = dprobs, t->gx = gx, t->gln = gln, t->gq = gq, t->gk = gk;
         t->gv = gv, t->gatt = gatt, t->gfc = gfc, t->gup = gup, t->genc = genc, t->gxe = gxe;
     }
@@ -174,6 +187,7 @@ static t5_dims model_dims(const sp_model *m, size_t Ne, size_t Nd, size_t nt, in
                  c->vocab_size,
                  c->ff_gated,
                  backward,
+                 0,
                  0};
     return z;
 }
@@ -194,10 +208,7 @@ static int in_example(const sp_batch *b, int s, sp_error *err) {
 
 int sp__t5_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass, sp_error *err) {
     const sp_model_config *c = &m->cfg;
-    if (pass->n_kv_prefix > 0)
-        return sp_fail(err, "pass: a key/value prefix (prefix tuning) is not implemented for T5 "
-                            "(encoder-decoder) models");
-    int j = 0;
+    int P = pass->n_kv_prefix, j = 0;
     for (int s = 0; s < b->n_seq; s++) {
         int s0 = b->seq_start[s], s1 = b->seq_start[s + 1];
         if (j >= b->n_targets || b->target_pos[j] >= s1) {
@@ -217,11 +228,11 @@ int sp__t5_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass, s
                     s, first - s0 + 1, c->n_ctx);
             return in_example(b, s, err);
         }
-        if (last - first + 1 > c->n_ctx) {
+        if (last - first + 1 + P > c->n_ctx) {
             sp_fail(err,
                     "batch: sequence %d: the target spans %d decoder positions, more than the "
-                    "decoder's limit n_positions = %d",
-                    s, last - first + 1, c->n_ctx);
+                    "decoder's limit n_positions = %d less the key/value prefix's %d",
+                    s, last - first + 1, c->n_ctx, P);
             return in_example(b, s, err);
         }
         for (int t = first + 1; t <= last; t++)
@@ -251,6 +262,7 @@ typedef struct t5_att {
     const int *bk;    /* buckets of rel + bk_mid */
     int bk_mid;
     int causal;
+    int off; /* key index of query 0's own position: the prefix's rows come first */
 } t5_att;
 
 /* probs [tq, tk] = softmax(q_h k_hᵀ + bias_h) of head h (masked: 0). */
@@ -260,10 +272,10 @@ static void head_probs(float *P, const float *q, const float *k, int h, const t5
                     k + h * a->hd, a->qd, 0.0f, P, tk);
     for (int i = 0; i < tq; i++) {
         float *row = P + (size_t)i * tk;
-        int end = a->causal ? i + 1 : tk;
+        int end = a->causal ? i + a->off + 1 : tk;
         if (a->rel)
             for (int jj = 0; jj < end; jj++)
-                row[jj] += a->rel[(size_t)a->bk[jj - i + a->bk_mid] * a->H + h];
+                row[jj] += a->rel[(size_t)a->bk[jj - i - a->off + a->bk_mid] * a->H + h];
         float mx = sp__max(row, end);
         float sum = sp__exp_shift_sum(row, end, mx);
         float inv = 1.0f / sum;
@@ -313,27 +325,90 @@ typedef struct t5_run {
     sp__t5_work *t;
     t5_dims z;
     int n_seq;
+    const sp_pass *pass; /* the prefix and its gradient */
 } t5_run;
 
 static t5_att self_att(const t5_run *r, const t5_seq *q, int dec) {
     const sp_model_config *c = &r->m->cfg;
-    int T = dec ? q->dl : q->el;
+    int T = dec ? q->dl : q->el, off = dec ? r->z.n_kv : 0;
     t5_att a = {T,
-                T,
+                off + T,
                 c->n_head,
                 sp_config_head_dim(c),
                 r->z.qd,
                 dec ? r->m->dec_rel_bias : r->m->rel_bias,
                 dec ? r->t->bk_dec : r->t->bk_enc,
                 r->z.tmax - 1,
-                dec};
+                dec,
+                off};
     return a;
 }
 
 static t5_att cross_att(const t5_run *r, const t5_seq *q) {
     const sp_model_config *c = &r->m->cfg;
-    t5_att a = {q->dl, q->el, c->n_head, sp_config_head_dim(c), r->z.qd, NULL, NULL, 0, 0};
+    t5_att a = {q->dl, q->el, c->n_head, sp_config_head_dim(c), r->z.qd, NULL, NULL, 0, 0, 0};
     return a;
+}
+
+/* Decoder layer l's prefix keys [n_kv, qd] (its values follow), or NULL. */
+static const float *prefix_of(const t5_run *r, int l, int dec) {
+    if (!dec || !r->z.n_kv) return NULL;
+    return r->pass->kv_prefix + (size_t)l * 2 * r->z.n_kv * r->z.qd;
+}
+
+/* Where sequence s adds decoder layer l's prefix gradient (keys; values n_kv rows on), or NULL. */
+static float *prefix_grad_of(const t5_run *r, int s, int l) {
+    const sp_pass *pass = r->pass;
+    if (!pass->kv_prefix_grad) return NULL;
+    size_t layer = 2 * (size_t)r->z.n_kv * r->z.qd;
+    return pass->kv_prefix_grad + (pass->per_sequence_grad ? (size_t)s * r->z.L * layer : 0) +
+           (size_t)l * layer;
+}
+
+/* dst [n + T, qd] = pre's n rows, then src's T. */
+static float *join_rows(float *dst, const float *pre, const float *src, int n, int T, int qd) {
+    memcpy(dst, pre, (size_t)n * qd * sizeof *dst);
+    memcpy(dst + (size_t)n * qd, src, (size_t)T * qd * sizeof *dst);
+    return dst;
+}
+
+/* Self-attention of sequence q's rows of a, behind decoder layer l's prefix when there is one. */
+static void self_attention(const t5_run *r, const t5_acts *a, const t5_seq *q, int dec, int l) {
+    sp__t5_work *t = r->t;
+    int qd = r->z.qd, n = r->z.n_kv, T = dec ? q->dl : q->el;
+    size_t o = (size_t)(dec ? q->ds : q->es) * qd;
+    t5_att at = self_att(r, q, dec);
+    const float *pre = prefix_of(r, l, dec), *k = a->k + o, *v = a->v + o;
+    if (pre) {
+        k = join_rows(t->kcat, pre, k, n, T, qd);
+        v = join_rows(t->vcat, pre + (size_t)n * qd, v, n, T, qd);
+    }
+    attention(a->att + o, t->probs, a->q + o, k, v, &at);
+}
+
+/* Its backward from gatt: gq, gk, gv of the sequence's rows; the prefix rows' gradients added to
+ * the pass's (sequence s's with per_sequence_grad). */
+static void self_attention_backward(const t5_run *r, const t5_acts *a, int s, int dec, int l) {
+    sp__t5_work *t = r->t;
+    const t5_seq *q = &t->seqs[s];
+    int qd = r->z.qd, n = r->z.n_kv, T = dec ? q->dl : q->el;
+    size_t o = (size_t)(dec ? q->ds : q->es) * qd, nq = (size_t)n * qd, tq = (size_t)T * qd;
+    t5_att at = self_att(r, q, dec);
+    const float *pre = prefix_of(r, l, dec);
+    if (!pre) {
+        attention_backward(t->gq + o, t->gk + o, t->gv + o, t->probs, t->dprobs, t->gatt + o,
+                           a->q + o, a->k + o, a->v + o, &at);
+        return;
+    }
+    const float *k = join_rows(t->kcat, pre, a->k + o, n, T, qd);
+    const float *v = join_rows(t->vcat, pre + nq, a->v + o, n, T, qd);
+    attention_backward(t->gq + o, t->gkcat, t->gvcat, t->probs, t->dprobs, t->gatt + o, a->q + o, k,
+                       v, &at);
+    memcpy(t->gk + o, t->gkcat + nq, tq * sizeof(float));
+    memcpy(t->gv + o, t->gvcat + nq, tq * sizeof(float));
+    float *g = prefix_grad_of(r, s, l);
+    if (!g) return;
+    for (size_t i = 0; i < nq; i++) g[i] += t->gkcat[i], g[nq + i] += t->gvcat[i];
 }
 
 /* The MLP of rows ln [n, d] into act [n, F] (fc, up, aux saved). */
@@ -365,7 +440,7 @@ static void mlp_backward(const t5_run *r, const sp_layer *p, const t5_acts *a, s
 
 /* One block of either stack over its n rows; x_next [n, d] receives the output. */
 static void block_forward(const t5_run *r, const sp_layer *p, const t5_acts *a, float *x_next,
-                          int dec) {
+                          int dec, int l) {
     sp__t5_work *t = r->t;
     const t5_dims *z = &r->z;
     size_t n = dec ? z->Nd : z->Ne;
@@ -375,13 +450,8 @@ static void block_forward(const t5_run *r, const sp_layer *p, const t5_acts *a, 
     sp__linear_fwd(a->q, qd, a->ln1, d, &p->q, (int)n);
     sp__linear_fwd(a->k, qd, a->ln1, d, &p->k, (int)n);
     sp__linear_fwd(a->v, qd, a->ln1, d, &p->v, (int)n);
-    for (int s = 0; s < r->n_seq; s++) {
-        const t5_seq *q = &t->seqs[s];
-        if (!q->el) continue;
-        size_t o = (size_t)(dec ? q->ds : q->es) * qd;
-        t5_att at = self_att(r, q, dec);
-        attention(a->att + o, t->probs, a->q + o, a->k + o, a->v + o, &at);
-    }
+    for (int s = 0; s < r->n_seq; s++)
+        if (t->seqs[s].el) self_attention(r, a, &t->seqs[s], dec, l);
     sp__linear_fwd_residual(a->mid1, a->x, a->att, qd, &p->o, (int)n);
     if (dec) {
         sp__rmsnorm_forward(a->lnc, a->rc, a->mid1, p->ln_cross.w, (int)n, d, eps);
@@ -404,7 +474,7 @@ static void block_forward(const t5_run *r, const sp_layer *p, const t5_acts *a, 
 
 /* gx [n, d]: dL/d the block's output on entry, dL/d its input on return (cross-attention adds
  * the encoder output's gradient to genc). */
-static void block_backward(const t5_run *r, const sp_layer *p, const t5_acts *a, int dec) {
+static void block_backward(const t5_run *r, const sp_layer *p, const t5_acts *a, int dec, int l) {
     sp__t5_work *t = r->t;
     const t5_dims *z = &r->z;
     size_t n = dec ? z->Nd : z->Ne;
@@ -427,14 +497,8 @@ static void block_backward(const t5_run *r, const sp_layer *p, const t5_acts *a,
         sp__rmsnorm_backward(t->gx, t->gln, a->mid1, a->rc, p->ln_cross.w, (int)n, d);
     }
     sp__linear_bwd(t->gatt, qd, t->gx, d, &p->o, (int)n, 0);
-    for (int s = 0; s < r->n_seq; s++) {
-        const t5_seq *q = &t->seqs[s];
-        if (!q->el) continue;
-        size_t o = (size_t)(dec ? q->ds : q->es) * qd;
-        t5_att at = self_att(r, q, dec);
-        attention_backward(t->gq + o, t->gk + o, t->gv + o, t->probs, t->dprobs, t->gatt + o,
-                           a->q + o, a->k + o, a->v + o, &at);
-    }
+    for (int s = 0; s < r->n_seq; s++)
+        if (t->seqs[s].el) self_attention_backward(r, a, s, dec, l);
     sp__linear_bwd(t->gln, d, t->gq, qd, &p->q, (int)n, 0);
     sp__linear_bwd(t->gln, d, t->gk, qd, &p->k, (int)n, 1);
     sp__linear_bwd(t->gln, d, t->gv, qd, &p->v, (int)n, 1);
@@ -483,7 +547,7 @@ static int plan(t5_run *r, const sp_batch *b, int backward) {
              sizeof *t->tgt_row))
         return -1;
     size_t Ne = 0, Nd = 0;
-    int tmax = 1, j = 0;
+    int tmax = 1, j = 0, n_kv = r->pass ? r->pass->n_kv_prefix : 0;
     for (int s = 0; s < b->n_seq; s++) {
         t5_seq *q = &t->seqs[s];
         int s0 = b->seq_start[s], s1 = b->seq_start[s + 1];
@@ -496,10 +560,11 @@ static int plan(t5_run *r, const sp_batch *b, int backward) {
         q->dl = b->target_pos[j - 1] - q->first + 1;
         Ne += (size_t)q->el, Nd += (size_t)q->dl;
         if (q->el > tmax) tmax = q->el;
-        if (q->dl > tmax) tmax = q->dl;
+        if (q->dl + n_kv > tmax) tmax = q->dl + n_kv; /* the prefix's keys come first */
     }
     r->n_seq = b->n_seq;
     r->z = model_dims(r->m, Ne, Nd, (size_t)b->n_targets, tmax, backward);
+    r->z.n_kv = n_kv;
     return reserve(r);
 }
 
@@ -536,7 +601,7 @@ static void encode(const t5_run *r) {
     sp__t5_work *t = r->t;
     int L = r->z.L;
     for (int l = 0; l < L; l++)
-        block_forward(r, &m->layers[l], &t->enc[l], l + 1 < L ? t->enc[l + 1].x : t->ex_top, 0);
+        block_forward(r, &m->layers[l], &t->enc[l], l + 1 < L ? t->enc[l + 1].x : t->ex_top, 0, l);
     sp__rmsnorm_forward(t->enc_out, t->enc_r, t->ex_top, m->enc_lnf.w, (int)r->z.Ne, r->z.d,
                         m->cfg.ln_eps);
 }
@@ -549,7 +614,8 @@ static double forward(const t5_run *r, const sp_batch *b, const sp_pass *pass) {
     int L = z->L, d = z->d, V = z->V;
     encode(r);
     for (int l = 0; l < L; l++)
-        block_forward(r, &m->layers[L + l], &t->dec[l], l + 1 < L ? t->dec[l + 1].x : t->dx_top, 1);
+        block_forward(r, &m->layers[L + l], &t->dec[l], l + 1 < L ? t->dec[l + 1].x : t->dx_top, 1,
+                      l);
     int nt = (int)z->nt;
     for (int j = 0; j < nt; j++)
         memcpy(t->top + (size_t)j * d, t->dx_top + (size_t)t->tgt_row[j] * d,
@@ -593,10 +659,11 @@ static void backward(const t5_run *r, const sp_batch *b, const sp_pass *pass) {
         for (size_t i = 0; i < dd; i++) g[i] += gtop[(size_t)j * dd + i];
     }
     memset(t->genc, 0, z->Ne * dd * sizeof(float));
-    for (int l = L - 1; l >= 0; l--) block_backward(r, &m->layers[L + l], &t->dec[l], 1);
+    for (int l = L - 1; l >= 0; l--) block_backward(r, &m->layers[L + l], &t->dec[l], 1, l);
+    if (!pass->grad) return; /* the prefix's gradient alone: the encoder is not needed */
     memset(t->gx, 0, z->Ne * dd * sizeof(float));
     sp__rmsnorm_backward(t->gx, t->genc, t->ex_top, t->enc_r, m->enc_lnf.w, (int)z->Ne, d);
-    for (int l = L - 1; l >= 0; l--) block_backward(r, &m->layers[l], &t->enc[l], 0);
+    for (int l = L - 1; l >= 0; l--) block_backward(r, &m->layers[l], &t->enc[l], 0, l);
     size_t per_seq = (size_t)pass->n_prompt * dd;
     for (int s = 0; s < r->n_seq; s++) {
         const t5_seq *q = &t->seqs[s];
@@ -627,8 +694,8 @@ int sp__t5_run(sp_worker *w, const sp_batch *b, const sp_pass *pass, double *los
     *loss_sum = 0.0;
     sp__t5_work *t = work_of(w);
     if (!t) return sp_fail(err, "out of memory reserving T5 activations");
-    t5_run r = {.m = w->m, .t = t};
-    int want = pass->grad != NULL && b->n_targets > 0;
+    t5_run r = {.m = w->m, .t = t, .pass = pass};
+    int want = (pass->grad != NULL || pass->kv_prefix_grad != NULL) && b->n_targets > 0;
     if (plan(&r, b, want))
         return sp_fail(err, "out of memory reserving activations for %d tokens",
                        b->n_seq > 0 ? b->seq_start[b->n_seq] : 0);
@@ -674,4 +741,29 @@ size_t sp__t5_encode_bytes(const sp_model *m, size_t n_rows, int max_len) {
     z.one_layer = 1;
     size_t ints = n_rows * 5 + 4 * (size_t)z.tmax; /* seqs (5 ints each, <= rows), buckets */
     return t5_layout(NULL, &z, NULL) * sizeof(float) + ints * sizeof(int);
+}
+
+int sp__t5_first_kv(const sp_model *m, const sp_batch *b, float *kv) {
+    const sp_model_config *c = &m->cfg;
+    const sp_layer *p = &m->layers[c->n_layer]; /* the decoder's first block */
+    int n = b->n_seq > 0 ? b->seq_start[b->n_seq] : 0, d = c->d_model;
+    int qd = c->n_head * sp_config_head_dim(c);
+    if (n == 0) return 0;
+    float *x = malloc((size_t)n * d * sizeof *x), *ln = malloc((size_t)n * d * sizeof *ln);
+    float *r = malloc((size_t)n * sizeof *r), *k = malloc((size_t)n * qd * sizeof *k);
+    float *v = malloc((size_t)n * qd * sizeof *v);
+    int rc = x && ln && r && k && v ? 0 : -1;
+    for (int i = 0; rc == 0 && i < n; i++)
+        sp_model_embedding_row(m, b->tokens[i], x + (size_t)i * d);
+    if (rc == 0) {
+        sp__rmsnorm_forward(ln, r, x, p->ln1.w, n, d, c->ln_eps);
+        sp__linear_fwd(k, qd, ln, d, &p->k, n);
+        sp__linear_fwd(v, qd, ln, d, &p->v, n);
+        for (int i = 0; i < n; i++) {
+            memcpy(kv + (size_t)i * 2 * qd, k + (size_t)i * qd, (size_t)qd * sizeof *kv);
+            memcpy(kv + ((size_t)i * 2 + 1) * qd, v + (size_t)i * qd, (size_t)qd * sizeof *kv);
+        }
+    }
+    free(x), free(ln), free(r), free(k), free(v);
+    return rc;
 }

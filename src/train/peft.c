@@ -173,7 +173,9 @@ int sp_peft_export_prefix(const char *dir, const float *prefix, int n_prefix, co
         json_object_set_new(cfg, "task_type", json_string(peft_task(m)));
         json_object_set_new(cfg, "num_virtual_tokens", json_integer(n_prefix));
         json_object_set_new(cfg, "token_dim", json_integer(kv));
-        json_object_set_new(cfg, "num_transformer_submodules", json_integer(1));
+        /* T5: 2, PEFT's default for SEQ_2_SEQ_LM; the tensor still holds P rows (PEFT saves
+         * the first num_virtual_tokens and gives the decoder's self-attention the prefix) */
+        json_object_set_new(cfg, "num_transformer_submodules", json_integer(peft_submodules(m)));
         json_object_set_new(cfg, "num_attention_heads", json_integer(sp_config_kv_heads(c)));
         json_object_set_new(cfg, "num_layers", json_integer(L));
         json_object_set_new(cfg, "encoder_hidden_size",

@@ -62,12 +62,13 @@ static const char *method_hint(const char *type) {
     return "that method changes the model's weights; it is not a prompt";
 }
 
-/* peft_type PROMPT_TUNING, task_type CAUSAL_LM, FEATURE_EXTRACTION (masked LMs: the prompt
- * prepended to inputs_embeds alike) or unset, one transformer submodule; or SEQ_2_SEQ_LM
- * (T5) prompt tuning, whose num_transformer_submodules is 2 by PEFT's default: the tensor holds
- * num_virtual_tokens rows per stack, and PeftModelForSeq2SeqLM (since PEFT 0.4.0) prepends only
- * the first num_virtual_tokens, the encoder's, to inputs_embeds. *sub: the rows per prompt row
- * the tensor holds (1 or 2). */
+/* peft_type PROMPT_TUNING or PREFIX_TUNING, task_type CAUSAL_LM, FEATURE_EXTRACTION (masked
+ * LMs: the prompt prepended to inputs_embeds alike) or unset, one transformer submodule; or
+ * SEQ_2_SEQ_LM (T5), whose num_transformer_submodules is 2 by PEFT's default: a prompt tuning
+ * tensor holds num_virtual_tokens rows per stack, and PeftModelForSeq2SeqLM (since PEFT 0.4.0)
+ * prepends only the first num_virtual_tokens, the encoder's, to inputs_embeds; a prefix tensor
+ * holds num_virtual_tokens rows (get_prompt_embedding_to_save keeps those), given to the
+ * decoder's self-attention. *sub: the submodules (1 or 2). */
 static int check_method(json_t *cfg, const char *path, int *sub, sp_error *err) {
     char buf[64];
     json_t *type = json_object_get(cfg, "peft_type");
@@ -92,11 +93,6 @@ static int check_method(json_t *cfg, const char *path, int *sub, sp_error *err) 
                        path, json_is_string(task) ? printable(json_string_value(task), buf) : "?");
     if (config_int(cfg, "num_transformer_submodules", 0, sub, path, err)) return -1;
     if (seq2seq) {
-        if (strcmp(t, "PROMPT_TUNING") != 0)
-            return sp_fail(err,
-                           "%s: %s for SEQ_2_SEQ_LM: softprompt reads encoder-decoder (T5) "
-                           "prompts of PROMPT_TUNING only",
-                           path, t);
         if (*sub == 0) *sub = 2; /* PEFT's default for SEQ_2_SEQ_LM */
         if (*sub <= 2) return 0;
     }
@@ -251,7 +247,8 @@ int sp__peft_read(const char *st_path, sp_prompt_file *pf, sp_error *err) {
     if (sp_st_open(&f, st_path, err)) return -1;
     int rc = check_tensor_names(&f, err);
     /* a prefix's rows are [L 2 token_dim] wide */
-    if (rc == 0) rc = read_tensor(&f, pf, token_dim, prefix ? pf->num_layers : 0, sub, err);
+    if (rc == 0)
+        rc = read_tensor(&f, pf, token_dim, prefix ? pf->num_layers : 0, prefix ? 1 : sub, err);
     sp_st_close(&f);
     if (rc == 0 && prefix) rc = to_prefix(pf, err);
     return rc;

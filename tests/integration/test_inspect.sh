@@ -155,3 +155,42 @@ for j, t in ((0, 123), (1, 456), (2, 789)):  # row 1 with noise; row 2 exact at 
     assert n["id"] == t and (j == 1 or n["score"] > 0.99999), (j, n)
 PY
 ok "inspect reads a rotary model's prefix (keys turned back to position 0)"
+
+# T5: the prefix is in the decoder's self-attention (PEFT's SEQ_2_SEQ_LM PREFIX_TUNING): rows
+# against the first decoder block's keys and values of every token (RMS norm, k, v; T5's
+# positions are a bias on the scores, so none in them), NumPy from t5_reference's definitions.
+"$SP_CLI" init-model --arch t5 --untied --layers 2 --d 32 --heads 4 --vocab 300 --ctx 64 \
+  --std 0.3 --random-norms --seed 7 t5 >/dev/null
+$PY - "$SP_ROOT/tests/ref" <<'PY'
+import json, os, sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+import gpt2_reference as g, t5_reference as t5
+M = t5.read_model("t5")
+w, P, L, kvd = M["w"], 3, M["L"], M["H"] * M["kv"]
+def first_kv(tokens):  # [..., kvd] each, float64
+    x = w["shared.weight"][tokens]
+    a = x / np.sqrt((x * x).mean(-1, keepdims=True) + M["eps"]) * w["decoder.block.0.layer.0.layer_norm.weight"]
+    b = "decoder.block.0.layer.0.SelfAttention."
+    return a @ w[b + "k.weight"].T, a @ w[b + "v.weight"].T
+rng = np.random.default_rng(3)
+pre = rng.normal(size=(L, 2, P, kvd))
+pre[0, 0, 0], pre[0, 1, 0] = first_kv(np.array(77))
+pre = pre.astype(np.float32)
+np.save("tprefix.npy", pre)
+os.makedirs("tpfx", exist_ok=True)
+g.st_write("tpfx/adapter_model.safetensors",
+           [("prompt_embeddings", "F32", pre.transpose(2, 0, 1, 3).reshape(P, L * 2 * kvd))], {"format": "pt"})
+json.dump({"base_model_name_or_path": None, "encoder_hidden_size": kvd, "inference_mode": True,
+           "num_attention_heads": M["H"], "num_layers": L, "num_transformer_submodules": 2,
+           "num_virtual_tokens": P, "peft_type": "PREFIX_TUNING", "prefix_projection": False,
+           "revision": None, "task_type": "SEQ_2_SEQ_LM", "token_dim": kvd}, open("tpfx/adapter_config.json", "w"))
+t = np.repeat(np.arange(w["shared.weight"].shape[0])[:, None], P, axis=1)
+K, Vv = first_kv(t)
+np.save("tvocab_k.npy", K), np.save("tvocab_v.npy", Vv)
+PY
+"$SP_CLI" inspect tpfx --model t5 --top 3 --json > tview.json 2> tview.err
+$PY "$SP_ROOT/tests/tools/check_prefix_view.py" tview.json tprefix.npy tvocab_k.npy tvocab_v.npy 3 \
+  || fail "inspect of a T5 prefix disagrees with NumPy"
+$PY -c 'import json,sys; n=json.load(open("tview.json"))["prefix"]["first_layer"][0]["nearest"][0]; assert n["id"] == 77 and n["score"] > 0.99999, n' \
+  || fail "inspect of a T5 prefix: row 0 was captured from token 77"
+ok "inspect reads a T5 prefix through the decoder's first self-attention"

@@ -77,6 +77,15 @@ CASES = [
          seqs=[("soft_front", 12, 4), ("soft_mid", 15, 1), ("plain", 9, 0), ("soft_front", 7, 6)]),
     # T5 1.1 / Flan-T5: gated-GELU, untied head, d_kv * heads != d_model, 32 buckets / 128,
     # an encoder input past max_exact (8), the decoder starting with another id
+    # prefix tuning as PEFT runs it on T5 (PeftModelForSeq2SeqLM, PREFIX_TUNING): past_key_values
+    # of n_kv rows in every decoder layer's self-attention only (PEFT builds an EncoderDecoderCache
+    # and empties its cross-attention part, so the encoder and the cross-attention are as without
+    # a prefix); the decoder's positions start at n_kv (cache_position), the relative position
+    # bias of key j for query i is bucket(j - (n_kv + i)), the causal mask covers the prefix
+    dict(name="t5_l2_h2_d24_kv8_relu_untied_kvprefix3_f32", seed=2303, n_layer=2, n_head=2, d=24,
+         d_kv=8, d_ff=40, vocab_size=60, buckets=8, max_dist=20, gated=False, tied=False,
+         dtype="F32", n_prompt=3, n_unused=0, start=0, n_kv=3,
+         seqs=[("soft_front", 10, 4), ("plain", 8, 1), ("soft_mid", 13, 6)]),
     dict(name="t5_l2_h4_d32_kv6_gated_untied_f16", seed=2302, n_layer=2, n_head=4, d=32, d_kv=6,
          d_ff=48, vocab_size=70, buckets=32, max_dist=128, gated=True, tied=False, dtype="F16",
          n_prompt=5, n_unused=1, start=3,
@@ -101,9 +110,10 @@ def rel_bucket(rel, bidirectional, num_buckets, max_distance):
     return buckets + torch.where(is_small, rel, large)
 
 
-def position_bias(table, tq, tk, bidirectional, buckets, max_dist):
-    """[H, tq, tk] from the [buckets, H] table."""
-    ctx = torch.arange(tq, dtype=torch.long)[:, None]
+def position_bias(table, tq, tk, bidirectional, buckets, max_dist, offset=0):
+    """[H, tq, tk] from the [buckets, H] table; query i at position offset + i (a prefix's rows
+    before it: transformers' compute_bias with cache_position), key j at j."""
+    ctx = offset + torch.arange(tq, dtype=torch.long)[:, None]
     mem = torch.arange(tk, dtype=torch.long)[None, :]
     b = rel_bucket(mem - ctx, bidirectional, buckets, max_dist)
     return table[b].permute(2, 0, 1)
@@ -211,12 +221,21 @@ def _gelu_new(x):
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
 
 
-def _attention(M, W, pre, h, kv_states, bias, mask=None):
+def _attention(M, W, pre, h, kv_states, bias, mask=None, past=None):
+    """past: (keys, values) [n, H * kv] of a prefix, before the projected rows (PEFT's
+    past_key_values)."""
     H, kv = M["H"], M["kv"]
-    tq, tk = h.shape[0], kv_states.shape[0]
+    tq = h.shape[0]
     q = (h @ W[pre + ".q.weight"].T).view(tq, H, kv).transpose(0, 1)
-    k = (kv_states @ W[pre + ".k.weight"].T).view(tk, H, kv).transpose(0, 1)
-    v = (kv_states @ W[pre + ".v.weight"].T).view(tk, H, kv).transpose(0, 1)
+    k = kv_states @ W[pre + ".k.weight"].T
+    if past is not None:
+        k = torch.cat([past[0], k])
+    tk = k.shape[0]
+    k = k.view(tk, H, kv).transpose(0, 1)
+    v = kv_states @ W[pre + ".v.weight"].T
+    if past is not None:
+        v = torch.cat([past[1], v])
+    v = v.view(tk, H, kv).transpose(0, 1)
     s = q @ k.transpose(1, 2)  # no 1/sqrt(d_kv)
     if bias is not None:
         s = s + bias
@@ -235,7 +254,8 @@ def _ff(M, W, pre, h):
     return a @ W[pre + "DenseReluDense.wo.weight"].T
 
 
-def torch_seq_logits(M, W, enc_tokens, dec_ids, prompt):
+def torch_seq_logits(M, W, enc_tokens, dec_ids, prompt, prefix=None):
+    """prefix: [L, 2, n, H * kv] keys and values before each decoder layer's self-attention."""
     eps, L = M["eps"], M["L"]
     E = W["shared.weight"]
     x = torch.stack([prompt[-1 - t] if t < 0 else E[t] for t in enc_tokens])
@@ -250,13 +270,15 @@ def torch_seq_logits(M, W, enc_tokens, dec_ids, prompt):
         x = x + _ff(M, W, b + "1.", _norm(x, W[b + "1.layer_norm.weight"], eps))
     enc = _norm(x, W["encoder.final_layer_norm.weight"], eps)
     y = E[torch.tensor(dec_ids)]
+    n = 0 if prefix is None else prefix.shape[2]
     dbias = position_bias(W["decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"],
-                          td, td, False, M["buckets"], M["max_dist"])
-    causal = torch.triu(torch.ones(td, td, dtype=torch.bool), diagonal=1)
+                          td, n + td, False, M["buckets"], M["max_dist"], offset=n)
+    causal = torch.triu(torch.ones(td, n + td, dtype=torch.bool), diagonal=1 + n)
     for i in range(L):
         b = "decoder.block.%d.layer." % i
         h = _norm(y, W[b + "0.layer_norm.weight"], eps)
-        y = y + _attention(M, W, b + "0.SelfAttention", h, h, dbias, causal)
+        past = None if prefix is None else (prefix[i, 0], prefix[i, 1])
+        y = y + _attention(M, W, b + "0.SelfAttention", h, h, dbias, causal, past)
         y = y + _attention(M, W, b + "1.EncDecAttention",
                            _norm(y, W[b + "1.layer_norm.weight"], eps), enc, None)
         y = y + _ff(M, W, b + "2.", _norm(y, W[b + "2.layer_norm.weight"], eps))
@@ -266,7 +288,7 @@ def torch_seq_logits(M, W, enc_tokens, dec_ids, prompt):
     return y @ W["lm_head.weight"].T
 
 
-def torch_batch(M, W, batch, prompt):
+def torch_batch(M, W, batch, prompt, prefix=None):
     logits, ce = [], []
     s, tp, ti = batch["seq_start"], batch["target_pos"], batch["target_ids"]
     toks = batch["tokens"]
@@ -276,7 +298,7 @@ def torch_batch(M, W, batch, prompt):
             continue
         first, last = tp[js[0]], tp[js[-1]]
         dec_ids = [M["start"]] + toks[first + 1:last + 1]
-        lg = torch_seq_logits(M, W, toks[a:first + 1], dec_ids, prompt)
+        lg = torch_seq_logits(M, W, toks[a:first + 1], dec_ids, prompt, prefix)
         for j in js:
             row = lg[tp[j] - first]
             logits.append(row)
@@ -296,29 +318,30 @@ def gen_requests(P, V):
             [4 % V, 2 % V, 3 % V, 1]]
 
 
-def greedy(M, W, enc, prompt, n):
+def greedy(M, W, enc, prompt, n, prefix=None):
     """Greedy decoding without a cache: the ids, top-2 margins and logits of every step."""
     dec, ids, margins, logits = [M["start"]], [], [], []
     with torch.no_grad():
         for _ in range(n):
-            row = torch_seq_logits(M, W, enc, dec, prompt)[-1]
+            row = torch_seq_logits(M, W, enc, dec, prompt, prefix)[-1]
             top = torch.topk(row, 2).values
             nxt = int(torch.argmax(row))
             ids.append(nxt)
             margins.append(float(top[0] - top[1]))
             logits.append(row.numpy().copy())
             dec.append(nxt)
-        final = torch_seq_logits(M, W, enc, dec[:-1], prompt).numpy()
+        final = torch_seq_logits(M, W, enc, dec[:-1], prompt, prefix).numpy()
     err = float(np.abs(final - np.stack(logits)).max())
     assert err < 1e-9, "step-by-step vs whole-sequence decoder logits differ by %g" % err
     return ids, margins, logits, err
 
 
-def write_generate(cdir, M, W, prompt32, V):
+def write_generate(cdir, M, W, prompt32, V, prefix32=None):
     prompt = torch.from_numpy(prompt32.astype(np.float64))
+    prefix = None if prefix32 is None else torch.from_numpy(prefix32.astype(np.float64))
     out, worst = {"max_new_tokens": GEN_MAX_NEW, "requests": []}, 0.0
     for enc in gen_requests(prompt32.shape[0], V):
-        ids, margins, logits, err = greedy(M, W, enc, prompt, GEN_MAX_NEW)
+        ids, margins, logits, err = greedy(M, W, enc, prompt, GEN_MAX_NEW, prefix)
         worst = max(worst, err)
         out["requests"].append({"tokens": enc, "ids": ids, "margins": margins,
                                 "logits": [[float(x) for x in row] for row in logits]})
@@ -348,21 +371,32 @@ def generate_case(outdir, case):
         json.dump(batch, f)
         f.write("\n")
 
+    n_kv = case.get("n_kv", 0)
+    prefix32 = (rng.normal(0.0, 0.5, size=(case["n_layer"], 2, n_kv, case["n_head"] * case["d_kv"]))
+                .astype(np.float32) if n_kv else None)
+
     M = read_model(cdir)
     W = {k: torch.from_numpy(v.copy()) for k, v in M["w"].items()}
     prompt = torch.from_numpy(prompt32.astype(np.float64)).requires_grad_(True)
-    logits, ce = torch_batch(M, W, batch, prompt)
+    prefix = (torch.from_numpy(prefix32.astype(np.float64)).requires_grad_(True) if n_kv
+              else None)
+    logits, ce = torch_batch(M, W, batch, prompt, prefix)
     n_t = len(batch["target_ids"])
     loss_sum = ce.sum()
     loss_mean = loss_sum / n_t
-    (grad,) = torch.autograd.grad(loss_mean, prompt)
-    logits, ce, grad = logits.detach().numpy(), ce.detach().numpy(), grad.numpy()
-
-    def f(pr):
-        with torch.no_grad():
-            return float(torch_batch(M, W, batch, torch.from_numpy(pr))[1].sum()) / n_t
-
+    grads = torch.autograd.grad(loss_mean, [prompt] + ([prefix] if n_kv else []))
+    grad = grads[0].numpy()
+    kv_grad = grads[1].numpy() if n_kv else None
+    logits, ce = logits.detach().numpy(), ce.detach().numpy()
     p64 = prompt32.astype(np.float64)
+    x64 = None if not n_kv else prefix32.astype(np.float64)
+
+    def f(pr, px=None):
+        with torch.no_grad():
+            px = x64 if px is None else px
+            return float(torch_batch(M, W, batch, torch.from_numpy(pr),
+                                     None if px is None else torch.from_numpy(px))[1].sum()) / n_t
+
     used = sorted({-1 - t for t in batch["tokens"] if t < 0})
     worst, gscale, eps_fd = 0.0, np.max(np.abs(grad)), 1e-6
     for k, j in [(used[0], 0), (used[-1], d - 1), (used[len(used) // 2], d // 2)]:
@@ -373,8 +407,20 @@ def generate_case(outdir, case):
         worst = max(worst, abs(fd - grad[k, j]) / gscale)
         print("  fd check %-40s prompt[%d,%2d]: autograd %+.12e  central-diff %+.12e"
               % (case["name"], k, j, grad[k, j], fd))
+    if n_kv:  # the prefix's keys and values of the first and last decoder layer
+        kscale = np.max(np.abs(kv_grad))
+        for c in [(0, 0, 0, 0), (case["n_layer"] - 1, 1, n_kv - 1, 3), (0, 1, 1, 5)]:
+            xp, xm = x64.copy(), x64.copy()
+            xp[c] += eps_fd
+            xm[c] -= eps_fd
+            fd = (f(p64, xp) - f(p64, xm)) / (2 * eps_fd)
+            worst = max(worst, abs(fd - kv_grad[c]) / kscale)
+            print("  fd check %-40s prefix%s: autograd %+.12e  central-diff %+.12e"
+                  % (case["name"], c, kv_grad[c], fd))
     assert worst < 1e-6, worst
     assert all(np.all(grad[k] == 0.0) for k in range(P) if k not in used)
+    extra = ([("kv_prefix", "F32", prefix32), ("kv_prefix_grad_mean", "F64", kv_grad)]
+             if n_kv else [])
     rel = torch.arange(-300, 301, dtype=torch.long)
     st_write(os.path.join(cdir, "expected.safetensors"), [
         ("prompt", "F32", prompt32),
@@ -387,8 +433,8 @@ def generate_case(outdir, case):
          rel_bucket(rel, True, case["buckets"], case["max_dist"]).numpy().astype(np.float64)),
         ("buckets_causal", "F64",
          rel_bucket(rel, False, case["buckets"], case["max_dist"]).numpy().astype(np.float64)),
-    ], {"generator": "tests/ref/t5_reference.py"})
-    write_generate(cdir, M, W, prompt32, case["vocab_size"])
+    ] + extra, {"generator": "tests/ref/t5_reference.py"})
+    write_generate(cdir, M, W, prompt32, case["vocab_size"], prefix32)
     print("%-40s L=%d H=%d d=%d d_kv=%d V=%d %s %s %s tokens=%d targets=%d P=%d "
           "loss_mean=%.10f fd rel err %.1e"
           % (case["name"], M["L"], M["H"], d, case["d_kv"], case["vocab_size"], case["dtype"],

@@ -354,7 +354,6 @@ START_TEST(memory_touched_within_the_estimate) {
             make_batch(&t, batches[k].lens, batches[k].n, batches[k].generation, m.cfg.vocab_size,
                        &r);
             snprintf(what, sizeof what, "%s: %s", sp_arch_model_type((sp_arch)i), batches[k].what);
-            if (i == SP_ARCH_T5 && batches[k].n_kv) continue; /* no prefix tuning (refused) */
             check_memory(&m, &t.b, batches[k].n_kv, what);
         }
         sp_model_free(&m);

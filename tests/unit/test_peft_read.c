@@ -123,7 +123,7 @@ END_TEST
 /* T5's SEQ_2_SEQ_LM adapters as PEFT writes them: num_transformer_submodules 2 (or null, PEFT's
  * default for the task) and [num_virtual_tokens x 2, d], of which the first num_virtual_tokens
  * rows (the encoder's, the only ones PEFT's prompt tuning reads) are the prompt; a tensor of one
- * stack, and prefix tuning for the task, are refused. */
+ * stack is refused, and a prefix-tuning adapter of the task must hold P prefix rows. */
 START_TEST(seq2seq_adapters_read_the_encoder_rows) {
     char *model = tu_tiny_gpt2("model", 1);
     char *good = tu_write_adapter("good", model, NP, "random", NULL);
@@ -148,8 +148,10 @@ START_TEST(seq2seq_adapters_read_the_encoder_rows) {
     tu_prompt_load_fails(one, one,
                          "is [4, 16] but adapter_config.json says num_virtual_tokens 4 x "
                          "num_transformer_submodules 2, token_dim 16");
+    /* prefix tuning for the task: P rows of num_layers x 2 x token_dim (the decoder's
+     * self-attention prefix), not a prompt's [P x 2, d] */
     tu_edit_adapter_config(one, "peft_type", json_string("PREFIX_TUNING"));
-    tu_prompt_load_fails(one, one, "PREFIX_TUNING for SEQ_2_SEQ_LM: softprompt reads");
+    tu_prompt_load_fails(one, one, "(PREFIX_TUNING: rows of num_layers x 2 x token_dim)");
     free(model), free(good), free(one);
 }
 END_TEST

@@ -31,7 +31,7 @@
 
 #define REF_DIR SP_FIXTURES_DIR "/ref"
 /* Number of cases the two generators write: a missing case directory fails the test. */
-#define REF_MIN_CASES 45
+#define REF_MIN_CASES 46
 #define REF_TOL 1e-4
 
 typedef struct ref_case {
@@ -425,7 +425,9 @@ START_TEST(test_per_sequence_grad_and_target_loss) {
         float *grad_seq = calloc((size_t)c.n_seq * pd, sizeof *grad_seq);
         double *tloss = calloc((size_t)c.n_targets, sizeof *tloss);
         double *got = calloc(pd, sizeof *got);
-        ck_assert(grad_seq && tloss && got);
+        /* behind a prefix, its per-sequence gradient too [n_seq, L, 2, n_kv, kv_dim] */
+        float *kv_seq = c.n_kv ? calloc((size_t)c.n_seq * c.kv_floats, sizeof *kv_seq) : NULL;
+        ck_assert(grad_seq && tloss && got && (kv_seq || !c.n_kv));
         sp_batch b = case_batch(&c);
         sp_pass pass = {.prompt = c.prompt,
                         .n_prompt = c.n_prompt,
@@ -434,7 +436,8 @@ START_TEST(test_per_sequence_grad_and_target_loss) {
                         .target_logits = NULL,
                         .target_loss = tloss,
                         .kv_prefix = c.kv_prefix,
-                        .n_kv_prefix = c.n_kv};
+                        .n_kv_prefix = c.n_kv,
+                        .kv_prefix_grad = kv_seq};
         sp_worker *w = sp_worker_new(&c.model);
         ck_assert_ptr_nonnull(w);
         sp_error err = {0};
@@ -448,6 +451,15 @@ START_TEST(test_per_sequence_grad_and_target_loss) {
                 for (size_t i = 0; i < pd; i++) got[i] += (double)grad_seq[(size_t)s * pd + i];
             for (size_t i = 0; i < pd; i++) got[i] /= n_t;
             double grad_err = normwise_err(got, c.grad_mean, pd);
+            if (c.n_kv) { /* the sequences' prefix gradients add up to the reference's */
+                float *sum = calloc(c.kv_floats, sizeof *sum);
+                ck_assert_ptr_nonnull(sum);
+                for (int s = 0; s < c.n_seq; s++)
+                    for (size_t i = 0; i < c.kv_floats; i++)
+                        sum[i] += kv_seq[(size_t)s * c.kv_floats + i];
+                check_prefix_grad(&c, sum, names[ci], &fail, &fail_len);
+                free(sum);
+            }
             double tl_err = normwise_err(tloss, c.target_loss, (size_t)c.n_targets);
             double sum_err = fabs(loss_sum - c.loss_sum) / fabs(c.loss_sum);
             if (isnan(sum_err)) sum_err = INFINITY;
@@ -483,6 +495,7 @@ START_TEST(test_per_sequence_grad_and_target_loss) {
         free(grad_seq);
         free(tloss);
         free(got);
+        free(kv_seq);
         case_free(&c);
     }
     finish_cases(names, n_cases, &fail, &fail_len);

@@ -103,8 +103,8 @@ static int run_one(const sp_model *m, const int32_t *tokens, int len, const int3
 }
 
 /* The encoder and the decoder are bounded apart: a sequence longer than n_positions runs when
- * neither part is; each part beyond it, a soft token in the decoder's input and a key/value
- * prefix are refused with what was expected. */
+ * neither part is; each part beyond it (the decoder's with a key/value prefix's rows) and a soft
+ * token in the decoder's input are refused with what was expected. */
 START_TEST(batches_t5_refuses) {
     sp_model m;
     tiny_t5(&m);
@@ -125,9 +125,13 @@ START_TEST(batches_t5_refuses) {
     int32_t soft_dec[] = {1, 4};
     ck_assert_int_eq(run_one(&m, tok, 5, soft_dec, 2, 0, &err), -1);
     tu_assert_has(err.msg, "position 3: a soft token in the decoder's input");
-    int32_t cls[] = {4};
-    ck_assert_int_eq(run_one(&m, tok, 5, cls, 1, 2, &err), -1);
-    tu_assert_has(err.msg, "key/value prefix (prefix tuning) is not implemented for T5");
+    int32_t cls[] = {4}; /* behind a key/value prefix of 2 (the decoder's self-attention) */
+    ck_assert_msg(run_one(&m, tok, 5, cls, 1, 2, &err) == 0, "%s", err.msg);
+    int32_t dec7[] = {4, 10}; /* 7 decoder positions and the prefix's 2 > 8 */
+    ck_assert_msg(run_one(&m, tok, 11, dec7, 2, 0, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(run_one(&m, tok, 11, dec7, 2, 2, &err), -1);
+    tu_assert_has(err.msg, "the target spans 7 decoder positions, more than the decoder's limit "
+                           "n_positions = 8 less the key/value prefix's 2");
     ck_assert_int_eq(run_one(&m, tok, 9, NULL, 0, 0, &err), -1); /* no targets: whole length */
     tu_assert_has(err.msg, "sequence 0 has length 9, expected 1..8 (n_positions)");
     sp_model_free(&m);
