@@ -55,7 +55,7 @@ static const sp__flag_spec SPEC = {
              "by --init text or vocab scores 1 for it); norms are shown beside the vocabulary's\n"
              "layer-0 norms, and per layer (deeper rows depend on context, so no neighbours).\n"
              "This runs the first layer over the vocabulary (rotary, ALiBi: keys turned back to\n"
-             "position 0) or vocabulary x prefix rows (learned positions, GPT-2: a minute for\n"
+             "position 0) or vocabulary x prefix rows (learned positions, GPT-2: ~25 s for\n"
              "124M with 20 rows).\n",
     .flags = FLAGS,
     .positional = "PROMPT",

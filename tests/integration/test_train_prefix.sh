@@ -15,6 +15,11 @@ cd "$WORK"
 "$SP_SYNTH" train.h5 512 64 16 1
 "$SP_SYNTH" valid.h5 128 64 16 2
 common=(--train train.h5 --quiet --threads 1)
+refused() { # expected-status pattern what command...
+  local want=$1 pattern=$2 what=$3; shift 3
+  set +e; "$@" > refused.out 2>&1; local rc=$?; set -e
+  (( rc == want )) && grep -q -- "$pattern" refused.out || { cat refused.out; fail "$what (exit $rc)"; }
+}
 acc() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["accuracy"])' "$1"; }
 
 # --- learning, adapters, eval ----------------------------------------------------------------
@@ -72,6 +77,38 @@ PY
 done
 ok "--deterministic: bitwise identical prefix, MLP, dropout and prompt+prefix runs for 1, 2 and 3 ranks"
 
+# --- T5: the prefix in the decoder's self-attention (PEFT's SEQ_2_SEQ_LM PREFIX_TUNING) --------
+# (its gradient is checked against the float64 reference in test_reference; here the run)
+"$SP_CLI" init-model --arch t5 --untied --layers 2 --d 32 --heads 4 --vocab 64 --ctx 64 --std 0.3 \
+  --random-norms --seed 1 t5 >/dev/null
+t5run=(train --model t5 "${common[@]}" --method ptuning-v2 --prefix-length 6 --init random)
+"$SP_CLI" "${t5run[@]}" --valid valid.h5 --out t5-learn --steps 120 --global-batch 16 --lr 3e-2 \
+  --eval-every 120
+"$SP_CLI" eval --model t5 --data valid.h5 --prompt t5-learn/adapter --json > t5-adapter.json
+"$SP_CLI" eval --model t5 --data valid.h5 --prompt t5-learn/best.h5 --json > t5-best.json
+python3 - t5-learn/metrics.jsonl t5-adapter.json t5-best.json t5-learn/adapter/adapter_config.json <<'PY' \
+  || fail "T5 prefix tuning"
+import json, sys, metrics
+train = [r["loss"] for r in metrics.steps(metrics.read(sys.argv[1]))]
+first, last = sum(train[:10]) / 10, sum(train[-10:]) / 10
+assert last < 0.5 * first, (first, last)  # the class words: ~4.4 -> < 1
+a, b, c = (json.load(open(p)) for p in sys.argv[2:])
+assert a["loss"] == b["loss"] and a["accuracy"] == b["accuracy"], (a, b)
+assert c["task_type"] == "SEQ_2_SEQ_LM" and c["num_transformer_submodules"] == 2, c
+assert c["peft_type"] == "PREFIX_TUNING" and c["token_dim"] == 32 and c["num_attention_heads"] == 4, c
+print("ok: T5 prefix: training loss %.3f -> %.3f" % (first, last))
+PY
+for n in 1 2; do
+  mpi $n "${t5run[@]}" --out t5-det-$n --steps 4 --global-batch 6 --micro-batch $((n == 1 ? 6 : 1)) \
+    --deterministic
+done
+same_file t5-det-1/adapter/adapter_model.safetensors t5-det-2/adapter/adapter_model.safetensors \
+  "T5 prefix --deterministic: 1 vs 2 ranks"
+refused 1 "with --init random (PEFT's) or from a FILE" "a T5 prefix from tokens" \
+  "$SP_CLI" train --model t5 "${common[@]}" --out x --method ptuning-v2 --init vocab
+[ ! -e x ] || fail "a refused T5 run left its --out behind"
+ok "T5 prefix: learns the class words, its SEQ_2_SEQ_LM adapter evaluates like its checkpoint, --deterministic bitwise on 1 and 2 ranks, --init from tokens refused"
+
 # --- a run continued from its checkpoint equals one run ---------------------------------------
 for variant in mlp drop; do
   case $variant in
@@ -115,11 +152,6 @@ PY
 ok "--init FILE reads any prompt file: a prefix from a PEFT adapter, a prompt from a .npy"
 
 # --- refusals ----------------------------------------------------------------------------------
-refused() { # expected-status pattern what command...
-  local want=$1 pattern=$2 what=$3; shift 3
-  set +e; "$@" > refused.out 2>&1; local rc=$?; set -e
-  (( rc == want )) && grep -q -- "$pattern" refused.out || { cat refused.out; fail "$what (exit $rc)"; }
-}
 g=(train --model llama "${common[@]}" --steps 20 --global-batch 8 --out grow-drop)
 refused 1 "made with --method ptuning-v2, this run has --method prompt" "resume with another method" "$SP_CLI" "${g[@]}"
 refused 1 "prefix_length" "resume with another prefix length" "$SP_CLI" "${g[@]}" --method ptuning-v2 --prefix-dropout 0.2 --prefix-length 5
