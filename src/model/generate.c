@@ -55,11 +55,6 @@ void sp_kv_cache_clear(sp_kv_cache *c) {
 }
 
 int sp_kv_cache_load_prefix(sp_kv_cache *c, const float *kv_prefix, int n_rows, sp_error *err) {
-    if (sp__family_of(c->m->cfg.arch)->mask == SP_MASK_SEQ2SEQ)
-        return sp_fail(err,
-                       "key/value prefix: a key/value prefix (prefix tuning) is not "
-                       "implemented for %s (encoder-decoder) models",
-                       sp_arch_model_type(c->m->cfg.arch));
     if (sp_kv_cache_len(c) != 0)
         return sp_fail(err, "key/value prefix: the cache already holds %d rows",
                        sp_kv_cache_len(c));
@@ -151,11 +146,12 @@ static int check_causal(const sp_model *m, const sp_gen_seq *q, int s, const int
 static int check_seq2seq(const sp_model *m, const sp_gen_seq *q, int s, const int32_t *tok, int len,
                          sp_error *err) {
     const char *type = sp_arch_model_type(m->cfg.arch);
-    int own = sp_kv_cache_len(q->own), n_ctx = m->cfg.n_ctx;
-    if (q->shared)
+    int own = sp_kv_cache_len(q->own), n_ctx = m->cfg.n_ctx, pre = shared_len(q);
+    if (q->shared && q->shared->enc != 0)
         return sp_fail(err,
-                       "generate: sequence %d: %s takes no shared rows (its encoder is "
-                       "bidirectional: every encoder row depends on the whole input)",
+                       "generate: sequence %d: %s shares no encoder rows (its encoder is "
+                       "bidirectional: every encoder row depends on the whole input); shared "
+                       "rows are a key/value prefix of the decoder's self-attention",
                        s, type);
     if (own == 0) {
         if (len > n_ctx)
@@ -174,11 +170,11 @@ static int check_seq2seq(const sp_model *m, const sp_gen_seq *q, int s, const in
     if (len > q->own->cap - own)
         return sp_fail(err, "generate: sequence %d: %d new rows after %d, the cache holds %d", s,
                        len, own, q->own->cap);
-    if (len > n_ctx - dec)
+    if (len > n_ctx - dec - pre)
         return sp_fail(err,
                        "generate: sequence %d: %d new decoder tokens after %d decoder positions "
-                       "exceed the decoder's n_positions = %d",
-                       s, len, dec, n_ctx);
+                       "exceed the decoder's n_positions = %d%s",
+                       s, len, dec, n_ctx, pre ? " less the key/value prefix's rows" : "");
     for (int t = 0; t < len; t++)
         if (SP_IS_SOFT(tok[t]))
             return sp_fail(err,

@@ -101,11 +101,6 @@ void sp_generator_free(sp_generator *g) {
 
 int sp_generator_add_prompt(sp_generator *g, const float *prompt, int n_prompt,
                             const float *kv_prefix, int n_kv_prefix, sp_error *err) {
-    if (g->seq2seq && kv_prefix && n_kv_prefix > 0)
-        return sp_fail(err,
-                       "generate: a key/value prefix (prefix tuning) is not implemented for %s "
-                       "(encoder-decoder) models",
-                       sp_arch_model_type(g->m->cfg.arch));
     gen_prompt *p = realloc(g->prompts, ((size_t)g->n_prompts + 1) * sizeof *p);
     if (!p) return sp_fail(err, "out of memory");
     g->prompts = p;
@@ -132,12 +127,12 @@ static int leading_soft(const int32_t *tokens, int n) {
 
 /* Builds p's prefix cache from the request r that uses it first: the key/value prefix, then
  * r's leading soft tokens (their keys and values depend on nothing else, so every request that
- * starts with the same ones can share them). An encoder-decoder shares nothing: its encoder is
- * bidirectional, so every encoder row depends on the whole input. */
+ * starts with the same ones can share them). An encoder-decoder shares only the key/value prefix
+ * (its decoder's self-attention rows): its encoder is bidirectional, so every encoder row
+ * depends on the whole input. */
 static int build_shared(sp_generator *g, gen_prompt *p, const sp_gen_request *r, sp_error *err) {
     p->built = 1;
-    if (g->seq2seq) return 0;
-    int lead = leading_soft(r->tokens, r->n_tokens);
+    int lead = g->seq2seq ? 0 : leading_soft(r->tokens, r->n_tokens);
     if (lead + p->n_kv == 0) return 0;
     p->lead = malloc((size_t)(lead > 0 ? lead : 1) * sizeof *p->lead);
     p->shared = sp_kv_cache_new(g->m, p->n_kv + lead);
@@ -169,7 +164,12 @@ static int check_request(const sp_generator *g, const sp_gen_request *r, int i, 
                        "request %d: %d tokens, more than the encoder's %d positions "
                        "(n_positions)",
                        i, r->n_tokens, g->m->cfg.n_ctx);
-    if (n_kv + r->n_tokens > g->m->cfg.n_ctx)
+    if (g->seq2seq && n_kv >= g->m->cfg.n_ctx)
+        return sp_fail(err,
+                       "request %d: a key/value prefix of %d rows leaves no decoder position of "
+                       "the model's %d (n_positions)",
+                       i, n_kv, g->m->cfg.n_ctx);
+    if (!g->seq2seq && n_kv + r->n_tokens > g->m->cfg.n_ctx)
         return sp_fail(err,
                        "request %d: %d tokens%s leave no room in the model's %d positions "
                        "(n_positions)",
@@ -183,7 +183,8 @@ static int check_request(const sp_generator *g, const sp_gen_request *r, int i, 
  * decoder_start's), within the decoder's n_positions. */
 static int own_rows(const sp_generator *g, const active *a, int shared_rows, int pre) {
     int n_ctx = g->m->cfg.n_ctx, max_new = g->o->max_new_tokens;
-    if (g->seq2seq) return a->n_own + (max_new < n_ctx ? max_new : n_ctx);
+    if (g->seq2seq) /* the decoder's positions after its shared key/value prefix */
+        return a->n_own + (max_new < n_ctx - shared_rows ? max_new : n_ctx - shared_rows);
     int room = n_ctx - shared_rows - pre - a->n_own, gen = max_new - 1;
     return pre + a->n_own + (gen < room ? gen : room);
 }

@@ -2,10 +2,11 @@
  * encoder runs once per request (t5.c's blocks, one layer's buffers), every decoder layer's
  * cross-attention keys and values of its output are computed once into the request's cache, and
  * each decoder step runs its new rows through the decoder's blocks as t5.c's forward does:
- * self-attention over the cached rows and the new ones (the causal relative position bias of
- * each key's decoder position), cross-attention over the cached encoder rows (no bias), the
- * MLP, the final norm and the head (scaled by d_model^-0.5 when tied) at each sequence's last
- * row. */
+ * self-attention over a key/value prefix (the sequence's shared rows: prefix tuning, positions
+ * 0..P-1), the cached rows and the new ones (the causal relative position bias of each key's
+ * decoder position, the decoder's from P), cross-attention over the cached encoder rows (no
+ * bias), the MLP, the final norm and the head (scaled by d_model^-0.5 when tied) at each
+ * sequence's last row. */
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
@@ -155,27 +156,41 @@ static int prefill_encoder(sp_worker *w, const sp_gen_seq *seqs, int n_seq,
 
 /* ---- decoder steps --------------------------------------------------------------------------- */
 
-/* out [qd] = attention of query row q [qd] over n keys and values (rows of width ld) of every
- * head; self: the decoder's causal bias of a query at decoder position pos over keys at
- * positions 0..n-1 (g->bk holds their buckets), else none (cross-attention). */
-static void attend(float *out, const float *q, const float *K, const float *Vv, int n, int ld,
-                   const sp_model *m, const sp__t5_gen *g, int self) {
-    int H = m->cfg.n_head, hd = sp_config_head_dim(&m->cfg);
+/* Keys and values an attention reads: n0 rows of K0, V0 (a prefix; 0: none), then n rows of K,
+ * V, all rows of width ld. */
+typedef struct gen_keys {
+    const float *K0, *V0, *K, *V;
+    int n0, n, ld;
+} gen_keys;
+
+/* out [qd] = attention of query row q [qd] over the keys and values of kv for every head; self:
+ * the decoder's causal bias of the query over keys 0..n0+n-1 (g->bk holds their buckets), else
+ * none (cross-attention). */
+static void attend(float *out, const float *q, const gen_keys *kv, const sp_model *m,
+                   const sp__t5_gen *g, int self) {
+    int H = m->cfg.n_head, hd = sp_config_head_dim(&m->cfg), n0 = kv->n0, n = n0 + kv->n;
     for (int h = 0; h < H; h++) {
         float *sc = g->scores;
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, n, hd, 1.0f, K + h * hd, ld, q + h * hd, 1, 0.0f,
-                    sc, 1); /* q kᵀ, not scaled */
+        if (n0) /* q kᵀ, not scaled */
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, n0, hd, 1.0f, kv->K0 + h * hd, kv->ld,
+                        q + h * hd, 1, 0.0f, sc, 1);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, kv->n, hd, 1.0f, kv->K + h * hd, kv->ld,
+                    q + h * hd, 1, 0.0f, sc + n0, 1);
         if (self)
             for (int j = 0; j < n; j++) sc[j] += m->dec_rel_bias[(size_t)g->bk[j] * H + h];
         float mx = sp__max(sc, n), inv = 1.0f / sp__exp_shift_sum(sc, n, mx);
         for (int j = 0; j < n; j++) sc[j] *= inv;
-        cblas_sgemv(CblasRowMajor, CblasTrans, n, hd, 1.0f, Vv + h * hd, ld, sc, 1, 0.0f,
-                    out + h * hd, 1);
+        cblas_sgemv(CblasRowMajor, CblasTrans, kv->n, hd, 1.0f, kv->V + h * hd, kv->ld, sc + n0, 1,
+                    0.0f, out + h * hd, 1);
+        if (n0)
+            cblas_sgemv(CblasRowMajor, CblasTrans, n0, hd, 1.0f, kv->V0 + h * hd, kv->ld, sc, 1,
+                        1.0f, out + h * hd, 1);
     }
 }
 
 /* Self-attention of the R new rows of layer l: their keys and values appended to each
- * sequence's cache, then each row over its sequence's decoder rows up to its own position. */
+ * sequence's cache, then each row over its sequence's key/value prefix (shared rows, positions
+ * 0..P-1) and its decoder rows up to its own position (P + pos). */
 static void self_attention(const sp_model *m, sp__t5_gen *g, const sp_gen_seq *seqs, int l,
                            size_t R) {
     const sp_model_config *c = &m->cfg;
@@ -185,17 +200,20 @@ static void self_attention(const sp_model *m, sp__t5_gen *g, const sp_gen_seq *s
         sp__kv_past row = {g->k + r * qd, g->v + r * qd, 1, qd};
         sp__kv_append(&cache->layer[l], &row); /* fits: validated */
     }
-    int last_pos = -1;
+    int last_pos = -1, last_pre = -1;
     for (size_t r = 0; r < R; r++) {
-        const sp_kv_cache *cache = seqs[g->seq[r]].own;
-        const sp__kv_cache *lc = &cache->layer[l];
-        int pos = g->pos[r], n = pos + 1;
-        if (pos != last_pos) /* buckets of keys 0..pos seen from pos */
+        const sp_gen_seq *sq = &seqs[g->seq[r]];
+        const sp__kv_cache *lc = &sq->own->layer[l];
+        const sp__kv_cache *pc = sq->shared ? &sq->shared->layer[l] : NULL;
+        int pos = g->pos[r], pre = pc ? pc->len : 0, n = pre + pos + 1;
+        if (pos != last_pos || pre != last_pre) /* buckets of keys 0..pre+pos seen from pre+pos */
             for (int j = 0; j < n; j++)
-                g->bk[j] = sp__t5_bucket(j - pos, 0, c->rel_buckets, c->rel_max_distance);
-        last_pos = pos;
-        size_t at = (size_t)cache->enc * qd;
-        attend(g->att + r * qd, g->q + r * qd, lc->k + at, lc->v + at, n, qd, m, g, 1);
+                g->bk[j] = sp__t5_bucket(j - pre - pos, 0, c->rel_buckets, c->rel_max_distance);
+        last_pos = pos, last_pre = pre;
+        size_t at = (size_t)sq->own->enc * qd;
+        gen_keys kv = {
+            pc ? pc->k : NULL, pc ? pc->v : NULL, lc->k + at, lc->v + at, pre, pos + 1, qd};
+        attend(g->att + r * qd, g->q + r * qd, &kv, m, g, 1);
     }
 }
 
@@ -205,7 +223,8 @@ static void cross_attention(const sp_model *m, sp__t5_gen *g, const sp_gen_seq *
     for (size_t r = 0; r < R; r++) {
         const sp_kv_cache *cache = seqs[g->seq[r]].own;
         const sp__kv_cache *lc = &cache->layer[l];
-        attend(g->att + r * qd, g->q + r * qd, lc->k, lc->v, cache->enc, qd, m, g, 0);
+        gen_keys kv = {NULL, NULL, lc->k, lc->v, 0, cache->enc, qd};
+        attend(g->att + r * qd, g->q + r * qd, &kv, m, g, 0);
     }
 }
 
@@ -280,6 +299,7 @@ int sp__t5_extend(sp_worker *w, const sp_gen_seq *seqs, int n_seq, const int32_t
         const sp_kv_cache *c = seqs[s].own;
         int len = seq_start[s + 1] - seq_start[s], empty = sp_kv_cache_len(c) == 0;
         size_t n = empty ? 1 : (size_t)len, k = empty ? (size_t)len + 1 : (size_t)c->layer[0].len;
+        k += seqs[s].shared ? (size_t)sp_kv_cache_len(seqs[s].shared) : 0; /* a prefix's keys */
         R += n, keys = k + n > keys ? k + n : keys;
     }
     gen_dims z = dims_of(m, R, logits ? (size_t)n_seq : 0, keys);

@@ -218,11 +218,11 @@ int sp_generate_check_memory(const sp_model *m, int batch, int max_tokens, int m
     /* a request's own cache: its rows and the generated ones, at most n_positions in all (T5:
      * every decoder layer's cross-attention rows of its encoder input and a self-attention row
      * per generated token, at most n_positions of those, L x 2 x rows x kv_dim floats alike); a
-     * prompt's shared rows (none for T5: its encoder is bidirectional, nothing is shared) */
-    int seq2seq = sp__family_of(m->cfg.arch)->mask == SP_MASK_SEQ2SEQ;
+     * prompt's shared rows (T5: its key/value prefix alone; its encoder is bidirectional, so no
+     * encoder row is shared, and max_shared counts the prompt's rows too: an overestimate) */
     double cache =
         (double)B * sp_model_kv_cache_bytes(m, own_cache_rows(m, max_tokens, max_new_tokens)) +
-        (seq2seq ? 0.0 : (double)n_prompts * sp_model_kv_cache_bytes(m, (size_t)max_shared));
+        (double)n_prompts * sp_model_kv_cache_bytes(m, (size_t)max_shared);
     double need = model + act + cache + OVERHEAD_BYTES, have;
     char why[160] = "";
     if (available(ranks, &have, why, sizeof why, err)) return -1;

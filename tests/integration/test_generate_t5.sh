@@ -5,7 +5,8 @@
 # (tests/ref/t5_reference.py's forward, stopping at </s> as transformers' generate() does) for
 # the prompt first and in the middle of the template, greedy and seeded sampling do not depend on
 # --batch, the decoder's n_positions ends a request ("length"), and an encoder input longer than
-# n_positions is refused with nothing written.
+# n_positions is refused with nothing written; a PEFT prefix-tuning adapter (the decoder's
+# self-attention) generates the reference's greedy ids too.
 source "$(dirname "$0")/lib.sh"
 cd "$WORK"
 PY=/usr/bin/python3
@@ -23,12 +24,8 @@ EOF
 gen() { "$SP_CLI" generate --model model --prompt p.npy --input in.jsonl --id-field key "$@"; }
 
 # --- greedy ids against the float64 reference, the encoder input as prepare renders it --------
-for tpl in '{soft:4}Question: {text}' 'Q: {text}{soft:4} A:'; do
-  gen --template "$tpl" --max-new-tokens 10 --batch 2 --out greedy.jsonl --force
-  rm -f enc-all.h5
-  "$SP_CLI" prepare --tokenizer model --input in.jsonl --template "$tpl" --split all=1 \
-    --out enc >/dev/null
-  $PY - greedy.jsonl enc-all.h5 model p.npy "$SP_REPO/tests/ref" <<'PY' || fail "T5 greedy ids differ from the float64 reference ($tpl)"
+# check.py GREEDY.jsonl ENC.h5 MODEL PROMPT.npy REF_DIR [PREFIX.npy]
+cat > check.py <<'PY'
 import json, sys
 import h5py, numpy as np, torch
 sys.path.insert(0, sys.argv[5])
@@ -44,12 +41,14 @@ assert all(e[-1] == 1 for e in encs), "the encoder input does not end with </s>"
 M = t5.read_model(sys.argv[3])
 W = {k: torch.from_numpy(np.array(v, dtype=np.float64)) for k, v in M["w"].items()}
 prompt = torch.from_numpy(np.load(sys.argv[4]).astype(np.float64))
+# a key/value prefix [L, 2, P, qd] (prefix tuning: the decoder's self-attention), optional
+prefix = torch.from_numpy(np.load(sys.argv[6]).astype(np.float64)) if len(sys.argv) > 6 else None
 want, compared = [], 0
 for enc in encs:
     dec, ids, margins = [M["start"]], [], []
     with torch.no_grad():
         while len(ids) < 10:
-            row = t5.torch_seq_logits(M, W, enc, dec, prompt)[-1]
+            row = t5.torch_seq_logits(M, W, enc, dec, prompt, prefix)[-1]
             top = torch.topk(row, 2).values
             ids.append(int(torch.argmax(row)))
             margins.append(float(top[0] - top[1]))
@@ -73,8 +72,44 @@ for r in rows:
     assert r["finish_reason"] == ("eos" if r["token_ids"][-1] == 1 else "length"), r
 print("ok: %d greedy ids compared" % compared)
 PY
+for tpl in '{soft:4}Question: {text}' 'Q: {text}{soft:4} A:'; do
+  gen --template "$tpl" --max-new-tokens 10 --batch 2 --out greedy.jsonl --force
+  rm -f enc-all.h5
+  "$SP_CLI" prepare --tokenizer model --input in.jsonl --template "$tpl" --split all=1 \
+    --out enc >/dev/null
+  $PY check.py greedy.jsonl enc-all.h5 model p.npy "$SP_REPO/tests/ref" \
+    || fail "T5 greedy ids differ from the float64 reference ($tpl)"
 done
 ok "T5 greedy ids equal the float64 reference, the prompt first and in the middle of the template"
+
+# --- prefix tuning: a PEFT SEQ_2_SEQ_LM PREFIX_TUNING adapter, its rows before every decoder
+# layer's self-attention (t5_reference.py's forward with the prefix as past_key_values) --------
+$PY - "$SP_REPO/tests/ref" <<'PY'
+import json, os, sys, numpy as np
+sys.path.insert(0, sys.argv[1])
+import gpt2_reference as g
+L, P, qd = 2, 3, 32
+pre = np.random.default_rng(2).normal(0, 1, (L, 2, P, qd)).astype(np.float32)
+np.save("prefix.npy", pre)
+os.makedirs("pfx", exist_ok=True)
+g.st_write("pfx/adapter_model.safetensors",
+           [("prompt_embeddings", "F32", pre.transpose(2, 0, 1, 3).reshape(P, L * 2 * qd))], {"format": "pt"})
+json.dump({"base_model_name_or_path": None, "encoder_hidden_size": qd, "inference_mode": True,
+           "num_attention_heads": 4, "num_layers": L, "num_transformer_submodules": 2,
+           "num_virtual_tokens": P, "peft_type": "PREFIX_TUNING", "prefix_projection": False,
+           "revision": None, "task_type": "SEQ_2_SEQ_LM", "token_dim": qd}, open("pfx/adapter_config.json", "w"))
+PY
+"$SP_CLI" generate --model model --prompt pfx --input in.jsonl --id-field key --template 'Q: {text} A:' \
+  --max-new-tokens 10 --batch 2 --out greedy.jsonl --force
+rm -f enc-all.h5
+"$SP_CLI" prepare --tokenizer model --input in.jsonl --template 'Q: {text} A:' --split all=1 \
+  --prompt-length 0 --out enc >/dev/null
+$PY check.py greedy.jsonl enc-all.h5 model p.npy "$SP_REPO/tests/ref" prefix.npy \
+  || fail "T5 greedy ids behind a prefix differ from the float64 reference"
+"$SP_CLI" generate --model model --input in.jsonl --id-field key --template 'Q: {text} A:' \
+  --max-new-tokens 10 --out plain.jsonl --force
+! cmp -s plain.jsonl greedy.jsonl || fail "the prefix changed nothing"
+ok "T5 greedy ids behind a prefix-tuning adapter equal the float64 reference"
 
 # --- batches: greedy and seeded sampling, whatever --batch ------------------------------------
 tpl=(--template 'Q: {text}{soft:4} A:')

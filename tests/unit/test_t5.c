@@ -432,17 +432,43 @@ static float *case_prompt(const char *dir, int *n_prompt, int d) {
     return p;
 }
 
-/* Request i of the reference: the cached decoder fed the reference's ids, every step's logits
- * within 1e-4 normwise of the float64 ones. Returns the largest difference. */
-static double teacher_forced(sp_worker *w, const float *prompt, int P, const int32_t *enc, int n,
-                             json_t *req, int steps) {
+/* The case's key/value prefix [L, 2, n_kv, qd] (NULL and 0 without one). */
+static float *case_kv_prefix(const char *dir, int *n_kv) {
+    char *path = tu_path(dir, "expected.safetensors");
+    sp_st_file f;
+    sp_error err = {0};
+    ck_assert_msg(sp_st_open(&f, path, &err) == 0, "%s", err.msg);
+    const sp_st_tensor *t = sp_st_find(&f, "kv_prefix");
+    float *kv = NULL;
+    *n_kv = 0;
+    if (t) {
+        ck_assert(t->dtype == SP_DTYPE_F32 && t->ndim == 4);
+        *n_kv = (int)t->shape[2];
+        kv = malloc(t->nbytes);
+        memcpy(kv, t->data, t->nbytes);
+    }
+    sp_st_close(&f);
+    free(path);
+    return kv;
+}
+
+/* Request i of the reference: the cached decoder fed the reference's ids (behind the key/value
+ * prefix as shared rows, when the case has one), every step's logits within 1e-4 normwise of the
+ * float64 ones. Returns the largest difference. */
+static double teacher_forced(sp_worker *w, const float *prompt, int P, const float *kv, int n_kv,
+                             const int32_t *enc, int n, json_t *req, int steps) {
     const sp_model *m = sp_worker_model(w);
     int V = m->cfg.vocab_size;
-    sp_kv_cache *c = sp_kv_cache_new(m, n + steps);
+    sp_kv_cache *c = sp_kv_cache_new(m, n + steps), *pre = NULL;
     sp_gen_seq q = {NULL, c, prompt, P};
+    sp_error err = {0};
+    if (n_kv) {
+        pre = sp_kv_cache_new(m, n_kv);
+        ck_assert_msg(sp_kv_cache_load_prefix(pre, kv, n_kv, &err) == 0, "%s", err.msg);
+        q.shared = pre;
+    }
     int32_t start[2] = {0, n}, tok[1];
     float *logits = malloc((size_t)V * sizeof *logits), *want = malloc((size_t)V * sizeof *want);
-    sp_error err = {0};
     ck_assert_msg(sp_generate_extend(w, &q, 1, start, enc, logits, &err) == 0, "%s", err.msg);
     double worst = 0;
     json_t *ids = json_object_get(req, "ids"), *rows = json_object_get(req, "logits");
@@ -458,14 +484,16 @@ static double teacher_forced(sp_worker *w, const float *prompt, int P, const int
             ck_assert_msg(sp_generate_extend(w, &q, 1, start, tok, logits, &err) == 0, "%s",
                           err.msg);
     }
-    sp_kv_cache_free(c);
+    sp_kv_cache_free(c), sp_kv_cache_free(pre);
     free(logits), free(want);
     return worst;
 }
 
 START_TEST(greedy_matches_float64_reference) {
     static const char *const cases[] = {"t5_l2_h2_d24_relu_tied_b8_f32",
-                                        "t5_l2_h4_d32_kv6_gated_untied_f16"};
+                                        "t5_l2_h4_d32_kv6_gated_untied_f16",
+                                        /* prefix tuning: the prefix as the requests' shared rows */
+                                        "t5_l2_h2_d24_kv8_relu_untied_kvprefix3_f32"};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char *dir = tu_path(REF_DIR, cases[c]);
         tu_gen_ref ref;
@@ -474,13 +502,15 @@ START_TEST(greedy_matches_float64_reference) {
         tu_model_load_ok(&m, dir);
         int P, n = ref.n, max_new = ref.max_new;
         float *prompt = case_prompt(dir, &P, m.cfg.d_model);
+        int n_kv;
+        float *kv = case_kv_prefix(dir, &n_kv);
         sp_gen_options o = {.max_new_tokens = max_new, .eos_id = -1};
         sp_sampling_default(&o.sampling);
         sp_worker *w = sp_worker_new(&m);
         sp_error err = {0};
         sp_generator *g = sp_generator_new(w, &o, &err);
         ck_assert_msg(g, "%s", err.msg);
-        ck_assert_int_eq(sp_generator_add_prompt(g, prompt, P, NULL, 0, &err), 0);
+        ck_assert_int_eq(sp_generator_add_prompt(g, prompt, P, kv, n_kv, &err), 0);
         sp_gen_result out[4];
         ck_assert_msg(sp_generator_run(g, ref.rq, n, out, &err) == 0, "%s", err.msg);
         int compared = 0;
@@ -488,7 +518,7 @@ START_TEST(greedy_matches_float64_reference) {
         for (int i = 0; i < n; i++) {
             compared += tu_gen_ref_compare(&ref, i, &out[i], REF_MARGIN, cases[c]);
             sp_gen_result_free(&out[i]);
-            double e = teacher_forced(w, prompt, P, ref.tok[i], ref.rq[i].n_tokens,
+            double e = teacher_forced(w, prompt, P, kv, n_kv, ref.tok[i], ref.rq[i].n_tokens,
                                       json_array_get(ref.reqs, i), max_new);
             worst = e > worst ? e : worst;
         }
@@ -498,7 +528,7 @@ START_TEST(greedy_matches_float64_reference) {
         ck_assert_int_ge(compared, 3 * max_new); /* the margins leave most steps comparable */
         sp_generator_free(g);
         sp_worker_free(w);
-        free(prompt);
+        free(prompt), free(kv);
         sp_model_free(&m);
         tu_gen_ref_free(&ref);
         free(dir);
@@ -514,9 +544,13 @@ START_TEST(generate_refuses_bad_t5_input) {
     sp_worker *w = sp_worker_new(&m);
     float *p = tu_random_rows(4 * (size_t)m.cfg.d_model, 1, 1.0f);
     sp_kv_cache *c = sp_kv_cache_new(&m, 64), *small = sp_kv_cache_new(&m, 8);
+    sp_kv_cache *encoded = sp_kv_cache_new(&m, 64); /* holds an encoder's rows */
     int32_t many[64];
     for (int i = 0; i < 64; i++) many[i] = 2 + i % 40;
     sp_error err = {0};
+    sp_gen_seq qe = {NULL, encoded, p, 4};
+    int32_t five[2] = {0, 5};
+    ck_assert_msg(sp_generate_extend(w, &qe, 1, five, FIRST, NULL, &err) == 0, "%s", err.msg);
     struct {
         sp_kv_cache *cache;
         const sp_kv_cache *shared;
@@ -526,7 +560,7 @@ START_TEST(generate_refuses_bad_t5_input) {
                 "sequence 0: an encoder input of 25 tokens, more than the encoder's n_positions "
                 "= 24"},
                {small, NULL, 8, "8 encoder rows and the decoder's first row, the cache holds 8"},
-               {c, small, 3, "t5 takes no shared rows (its encoder is bidirectional"}};
+               {c, encoded, 3, "t5 shares no encoder rows (its encoder is bidirectional"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sp_gen_seq q = {bad[i].shared, bad[i].cache, p, 4};
         int32_t start[2] = {0, bad[i].n};
@@ -549,24 +583,35 @@ START_TEST(generate_refuses_bad_t5_input) {
     tu_assert_has(err.msg, "24 new decoder tokens after 1 decoder positions exceed the decoder's "
                            "n_positions = 24");
     ck_assert_int_eq(sp_kv_cache_len(c), 6);
-    /* prefix tuning: refused by the cache and by the generator */
-    float kv[2 * 2 * 2 * 24] = {0};
+    /* prefix tuning: a prefix of 2 rows as shared rows takes 2 of the decoder's positions */
+    float *kv = calloc(2 * 2 * (size_t)GCTX * 24, sizeof *kv); /* [L, 2, up to 24 rows, qd] */
     sp_kv_cache_clear(small);
-    ck_assert_int_eq(sp_kv_cache_load_prefix(small, kv, 2, &err), -1);
-    tu_assert_has(err.msg, "a key/value prefix (prefix tuning) is not implemented for t5");
+    ck_assert_msg(sp_kv_cache_load_prefix(small, kv, 2, &err) == 0, "%s", err.msg);
+    sp_kv_cache_clear(c);
+    sp_gen_seq qp = {small, c, p, 4};
+    start[1] = 5;
+    ck_assert_msg(sp_generate_extend(w, &qp, 1, start, FIRST + 3, NULL, &err) == 0, "%s", err.msg);
+    start[1] = GCTX - 2;
+    ck_assert_int_eq(sp_generate_extend(w, &qp, 1, start, many, NULL, &err), -1);
+    tu_assert_has(err.msg, "22 new decoder tokens after 1 decoder positions exceed the decoder's "
+                           "n_positions = 24 less the key/value prefix's rows");
     sp_gen_options o = {.max_new_tokens = 4, .eos_id = -1};
     sp_sampling_default(&o.sampling);
     sp_generator *g = sp_generator_new(w, &o, &err);
-    ck_assert_int_eq(sp_generator_add_prompt(g, p, 4, kv, 2, &err), -1);
-    tu_assert_has(err.msg, "a key/value prefix (prefix tuning) is not implemented for t5");
-    /* a request longer than the encoder's positions, named */
+    /* a request longer than the encoder's positions, and a prefix leaving no decoder position,
+     * named */
     ck_assert_int_eq(sp_generator_add_prompt(g, p, 4, NULL, 0, &err), 0);
+    ck_assert_int_eq(sp_generator_add_prompt(g, p, 4, kv, GCTX, &err), 1);
     sp_gen_request rq[2] = {{PLAIN, 3, 0, 0}, {many, GCTX + 1, 0, 1}};
     sp_gen_result out[2];
     ck_assert_int_eq(sp_generator_run(g, rq, 2, out, &err), -1);
     tu_assert_has(err.msg, "request 1: 25 tokens, more than the encoder's 24 positions");
+    sp_gen_request rp[1] = {{PLAIN, 3, 1, 0}};
+    ck_assert_int_eq(sp_generator_run(g, rp, 1, out, &err), -1);
+    tu_assert_has(err.msg, "request 0: a key/value prefix of 24 rows leaves no decoder position");
     sp_generator_free(g);
-    sp_kv_cache_free(c), sp_kv_cache_free(small);
+    free(kv);
+    sp_kv_cache_free(c), sp_kv_cache_free(small), sp_kv_cache_free(encoded);
     free(p);
     sp_worker_free(w);
     sp_model_free(&m);
