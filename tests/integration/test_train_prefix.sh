@@ -98,6 +98,10 @@ assert c["task_type"] == "SEQ_2_SEQ_LM" and c["num_transformer_submodules"] == 2
 assert c["peft_type"] == "PREFIX_TUNING" and c["token_dim"] == 32 and c["num_attention_heads"] == 4, c
 print("ok: T5 prefix: training loss %.3f -> %.3f" % (first, last))
 PY
+"$SP_CLI" predict --model t5 --data valid.h5 --prompt t5-learn/adapter --threads 1 \
+  --out t5-p.jsonl --metrics t5-m.json --quiet
+python3 -c 'import json,sys; m=json.load(open("t5-m.json")); e=json.load(open("t5-adapter.json")); assert m["predictors"][0]["accuracy"] == e["accuracy"], (m, e)' \
+  || fail "T5 prefix: predict's accuracy is not eval's"
 for n in 1 2; do
   mpi $n "${t5run[@]}" --out t5-det-$n --steps 4 --global-batch 6 --micro-batch $((n == 1 ? 6 : 1)) \
     --deterministic
@@ -107,7 +111,7 @@ same_file t5-det-1/adapter/adapter_model.safetensors t5-det-2/adapter/adapter_mo
 refused 1 "with --init random (PEFT's) or from a FILE" "a T5 prefix from tokens" \
   "$SP_CLI" train --model t5 "${common[@]}" --out x --method ptuning-v2 --init vocab
 [ ! -e x ] || fail "a refused T5 run left its --out behind"
-ok "T5 prefix: learns the class words, its SEQ_2_SEQ_LM adapter evaluates like its checkpoint, --deterministic bitwise on 1 and 2 ranks, --init from tokens refused"
+ok "T5 prefix: learns the class words, its SEQ_2_SEQ_LM adapter evaluates like its checkpoint, predict agrees, --deterministic bitwise on 1 and 2 ranks, --init from tokens refused"
 
 # --- a run continued from its checkpoint equals one run ---------------------------------------
 for variant in mlp drop; do
