@@ -87,17 +87,11 @@ ok "T5 greedy ids equal the float64 reference, the prompt first and in the middl
 $PY - "$SP_REPO/tests/ref" <<'PY'
 import json, os, sys, numpy as np
 sys.path.insert(0, sys.argv[1])
-import gpt2_reference as g
+import prefix_reference as pr
 L, P, qd = 2, 3, 32
 pre = np.random.default_rng(2).normal(0, 1, (L, 2, P, qd)).astype(np.float32)
 np.save("prefix.npy", pre)
-os.makedirs("pfx", exist_ok=True)
-g.st_write("pfx/adapter_model.safetensors",
-           [("prompt_embeddings", "F32", pre.transpose(2, 0, 1, 3).reshape(P, L * 2 * qd))], {"format": "pt"})
-json.dump({"base_model_name_or_path": None, "encoder_hidden_size": qd, "inference_mode": True,
-           "num_attention_heads": 4, "num_layers": L, "num_transformer_submodules": 2,
-           "num_virtual_tokens": P, "peft_type": "PREFIX_TUNING", "prefix_projection": False,
-           "revision": None, "task_type": "SEQ_2_SEQ_LM", "token_dim": qd}, open("pfx/adapter_config.json", "w"))
+pr.write_peft_adapter("pfx", pr.peft_rows(pre), P, L, 4, qd, "SEQ_2_SEQ_LM")
 PY
 "$SP_CLI" generate --model model --prompt pfx --input in.jsonl --id-field key --template 'Q: {text} A:' \
   --max-new-tokens 10 --batch 2 --out greedy.jsonl --force

@@ -58,7 +58,7 @@ cp gpt/encoder.json gpt/vocab.bpe gpt2l/
 $PY - "$SP_ROOT/tests/ref" <<'PY'
 import json, os, sys, numpy as np
 sys.path.insert(0, sys.argv[1])
-import gpt2_reference as g
+import gpt2_reference as g, prefix_reference as pr
 M = g.read_model("gpt2l")
 w, d, eps = M["w"], M["d"], M["eps"]
 def first_kv(tokens, pos):  # layer-0 key and value of tokens at positions pos, float64
@@ -76,13 +76,7 @@ pre[0, 0, :2], pre[0, 1, :2] = k, v
 pre[0, :, 1] += 0.01 * rng.normal(size=(2, d))
 pre = pre.astype(np.float32)
 np.save("prefix.npy", pre)
-pe = pre.transpose(2, 0, 1, 3).reshape(P, L * 2 * d)  # PEFT's prompt_embeddings [P, L*2*d]
-os.makedirs("pfx", exist_ok=True)
-g.st_write("pfx/adapter_model.safetensors", [("prompt_embeddings", "F32", pe)], {"format": "pt"})
-json.dump({"base_model_name_or_path": None, "encoder_hidden_size": d, "inference_mode": True,
-           "num_attention_heads": 2, "num_layers": L, "num_transformer_submodules": 1,
-           "num_virtual_tokens": P, "peft_type": "PREFIX_TUNING", "prefix_projection": False,
-           "revision": None, "task_type": "CAUSAL_LM", "token_dim": d}, open("pfx/adapter_config.json", "w"))
+pr.write_peft_adapter("pfx", pr.peft_rows(pre), P, L, 2, d)
 V = w["wte.weight"].shape[0]
 K, Vv = first_kv(np.arange(V)[:, None], np.arange(P)[None, :])  # [V, P, d]
 np.save("vocab_k.npy", K), np.save("vocab_v.npy", Vv)
@@ -111,7 +105,7 @@ ok "inspect reads a prefix through the first layer's keys and values"
 $PY - "$SP_ROOT/tests/ref" <<'PY'
 import json, os, sys, numpy as np
 sys.path.insert(0, sys.argv[1])
-import gpt2_reference as g, llama_reference as lr
+import llama_reference as lr, prefix_reference as pr
 M = lr.read_model("llama")
 w, hd, Hkv = M["w"], M["hd"], M["Hkv"]
 P, L, kvd = 3, 2, M["hd"] * M["Hkv"]
@@ -132,13 +126,7 @@ pre[0, 0], pre[0, 1] = k, v
 pre[0, :, 1] += 0.01 * rng.normal(size=(2, kvd))
 pre = pre.astype(np.float32)
 np.save("lprefix.npy", pre)
-os.makedirs("lpfx", exist_ok=True)
-g.st_write("lpfx/adapter_model.safetensors",
-           [("prompt_embeddings", "F32", pre.transpose(2, 0, 1, 3).reshape(P, L * 2 * kvd))], {"format": "pt"})
-json.dump({"base_model_name_or_path": None, "encoder_hidden_size": kvd, "inference_mode": True,
-           "num_attention_heads": Hkv, "num_layers": L, "num_transformer_submodules": 1,
-           "num_virtual_tokens": P, "peft_type": "PREFIX_TUNING", "prefix_projection": False,
-           "revision": None, "task_type": "CAUSAL_LM", "token_dim": kvd}, open("lpfx/adapter_config.json", "w"))
+pr.write_peft_adapter("lpfx", pr.peft_rows(pre), P, L, Hkv, kvd, "CAUSAL_LM")
 V = w["model.embed_tokens.weight"].shape[0]
 t, j = np.meshgrid(np.arange(V), np.arange(P), indexing="ij")
 K, Vv = first_kv(t, j)  # [V, P, kvd]
@@ -164,7 +152,7 @@ ok "inspect reads a rotary model's prefix (keys turned back to position 0)"
 $PY - "$SP_ROOT/tests/ref" <<'PY'
 import json, os, sys, numpy as np
 sys.path.insert(0, sys.argv[1])
-import gpt2_reference as g, t5_reference as t5
+import prefix_reference as pr, t5_reference as t5
 M = t5.read_model("t5")
 w, P, L, kvd = M["w"], 3, M["L"], M["H"] * M["kv"]
 def first_kv(tokens):  # [..., kvd] each, float64
@@ -177,13 +165,7 @@ pre = rng.normal(size=(L, 2, P, kvd))
 pre[0, 0, 0], pre[0, 1, 0] = first_kv(np.array(77))
 pre = pre.astype(np.float32)
 np.save("tprefix.npy", pre)
-os.makedirs("tpfx", exist_ok=True)
-g.st_write("tpfx/adapter_model.safetensors",
-           [("prompt_embeddings", "F32", pre.transpose(2, 0, 1, 3).reshape(P, L * 2 * kvd))], {"format": "pt"})
-json.dump({"base_model_name_or_path": None, "encoder_hidden_size": kvd, "inference_mode": True,
-           "num_attention_heads": M["H"], "num_layers": L, "num_transformer_submodules": 2,
-           "num_virtual_tokens": P, "peft_type": "PREFIX_TUNING", "prefix_projection": False,
-           "revision": None, "task_type": "SEQ_2_SEQ_LM", "token_dim": kvd}, open("tpfx/adapter_config.json", "w"))
+pr.write_peft_adapter("tpfx", pr.peft_rows(pre), P, L, M["H"], kvd, "SEQ_2_SEQ_LM")
 t = np.repeat(np.arange(w["shared.weight"].shape[0])[:, None], P, axis=1)
 K, Vv = first_kv(t)
 np.save("tvocab_k.npy", K), np.save("tvocab_v.npy", Vv)

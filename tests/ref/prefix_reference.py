@@ -137,17 +137,25 @@ def encoder(E, w1, b1, w2, b2):
     return torch.tanh(E @ w1.T + b1) @ w2.T + b2
 
 
-def write_peft_adapter(adir, prefix_peft, P, L, heads, token_dim):
+def peft_rows(prefix):
+    """A prefix [L, 2, P, token_dim] in PEFT's prompt_embeddings order [P, L*2*token_dim]."""
+    L, _, P, t = prefix.shape
+    return np.ascontiguousarray(np.asarray(prefix).transpose(2, 0, 1, 3).reshape(P, L * 2 * t))
+
+
+def write_peft_adapter(adir, prefix_peft, P, L, heads, token_dim, task="CAUSAL_LM"):
     """A PREFIX_TUNING adapter as PEFT saves one for this model (get_peft_model_state_dict:
     prompt_embeddings [P, L*2*token_dim]; for GQA _prepare_prompt_learning_config writes
-    token_dim = head_dim * num_key_value_heads and num_attention_heads = num_key_value_heads)."""
+    token_dim = head_dim * num_key_value_heads and num_attention_heads = num_key_value_heads;
+    SEQ_2_SEQ_LM (T5): num_transformer_submodules 2, still P rows)."""
     os.makedirs(adir, exist_ok=True)
     g2.st_write(os.path.join(adir, "adapter_model.safetensors"),
                 [("prompt_embeddings", "F32", prefix_peft)], {"format": "pt"})
     cfg = {"auto_mapping": None, "base_model_name_or_path": None, "encoder_hidden_size": token_dim,
            "inference_mode": True, "num_attention_heads": heads, "num_layers": L,
-           "num_transformer_submodules": 1, "num_virtual_tokens": P, "peft_type": "PREFIX_TUNING",
-           "prefix_projection": False, "revision": None, "task_type": "CAUSAL_LM",
+           "num_transformer_submodules": 2 if task == "SEQ_2_SEQ_LM" else 1,
+           "num_virtual_tokens": P, "peft_type": "PREFIX_TUNING",
+           "prefix_projection": False, "revision": None, "task_type": task,
            "token_dim": token_dim}
     with open(os.path.join(adir, "adapter_config.json"), "w") as f:
         json.dump(cfg, f, indent=2, sort_keys=True)
