@@ -22,6 +22,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -229,10 +230,12 @@ int sp__t5_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass, s
             return in_example(b, s, err);
         }
         if (last - first + 1 + P > c->n_ctx) {
+            char pre[64] = "";
+            if (P) snprintf(pre, sizeof pre, " less the key/value prefix's %d", P);
             sp_fail(err,
                     "batch: sequence %d: the target spans %d decoder positions, more than the "
-                    "decoder's limit n_positions = %d less the key/value prefix's %d",
-                    s, last - first + 1, c->n_ctx, P);
+                    "decoder's limit n_positions = %d%s",
+                    s, last - first + 1, c->n_ctx, pre);
             return in_example(b, s, err);
         }
         for (int t = first + 1; t <= last; t++)
