@@ -86,10 +86,11 @@ int sp_engine_validate(const sp_model *m, const sp_batch *b, const sp_pass *pass
 int sp_engine_capture_kv(sp_worker *w, const int32_t *tokens, int n, float *kv, sp_error *err);
 
 /* The first layer's keys and values of every position of b (forward through the embedding,
- * the first norm and the q/k/v projection only; keys rotated at their positions): kv [N, 2,
- * kv_dim], each row's key then its value. A layer-0 key or value depends on the token and its
- * position alone, so this is what a prefix row at that position holds when it was captured from
- * that token (`softprompt inspect` on a prefix). Targets are not needed. */
+ * the first norm and the q/k/v projection only; keys rotated at their positions): kv [2, N,
+ * kv_dim], the N keys then the N values, the layout of one layer of sp_pass.kv_prefix. A layer-0
+ * key or value depends on the token and its position alone, so this is what a prefix row at that
+ * position holds when it was captured from that token (`softprompt inspect` on a prefix).
+ * Targets are not needed. */
 int sp_engine_first_kv(sp_worker *w, const sp_batch *b, float *kv, sp_error *err);
 
 /* 1 when a layer-0 key at position j is the key at position 0 turned by j and a value does not
@@ -98,10 +99,10 @@ int sp_engine_first_kv(sp_worker *w, const sp_batch *b, float *kv, sp_error *err
  * positions: GPT-2, OPT, BERT). */
 int sp_engine_first_kv_turns(const sp_model *m);
 
-/* kv [n, 2, kv_dim] (rows at positions 0..n-1, sp_engine_first_kv's layout): each key turned
- * back to position 0 in place (the inverse rotation; nothing for ALiBi). Refused when
- * sp_engine_first_kv_turns is 0. */
-int sp_engine_first_keys_unturn(sp_worker *w, float *kv, int n, sp_error *err);
+/* keys [n, kv_dim] (rows at positions 0..n-1: the first half of sp_engine_first_kv's layout, or
+ * a prefix's layer 0): each turned back to position 0 in place (the inverse rotation; nothing
+ * for ALiBi and T5). Refused when sp_engine_first_kv_turns is 0. */
+int sp_engine_first_keys_unturn(sp_worker *w, float *keys, int n, sp_error *err);
 
 /* Runs forward (and backward when pass->grad). *loss_sum receives the summed cross-entropy.
  * Validates the batch (ids, soft indices, lengths <= n_ctx, targets) before any work. */

@@ -1193,9 +1193,11 @@ int sp_engine_first_kv(sp_worker *w, const sp_batch *b, float *kv, sp_error *err
     embed_forward(w, a->x, b, &pass, NULL);
     const float *ln1 = pre_norm_forward(w, a->ln1, a->ln1_mean, a->ln1_rstd, a->x, &p->ln1, n);
     qkv_forward(w, p, a, a->qkv, ln1, b, layer_heads(w, 0).hs.window > 0);
-    for (int i = 0; i < n; i++) /* row i's key then value: [N, 2, kv_dim] */
-        memcpy(kv + (size_t)i * 2 * z->kvd, a->qkv + (size_t)i * z->wq + z->qd,
-               2 * (size_t)z->kvd * sizeof *kv);
+    for (int i = 0; i < n; i++) { /* [2, N, kv_dim]: the keys, then the values */
+        const float *row = a->qkv + (size_t)i * z->wq + z->qd;
+        memcpy(kv + (size_t)i * z->kvd, row, (size_t)z->kvd * sizeof *kv);
+        memcpy(kv + ((size_t)n + i) * z->kvd, row + z->kvd, (size_t)z->kvd * sizeof *kv);
+    }
     return 0;
 }
 
@@ -1211,34 +1213,38 @@ int sp_engine_first_kv_turns(const sp_model *m) {
     return 0;
 }
 
-int sp_engine_first_keys_unturn(sp_worker *w, float *kv, int n, sp_error *err) {
+int sp_engine_first_keys_unturn(sp_worker *w, float *keys, int n, sp_error *err) {
+    switch (sp__family_for(&w->m->cfg)->pos) {
+    case SP_POS_LEARNED:
+        return sp_fail(err,
+                       "layer-0 keys of %s depend on the position through the input: they "
+                       "cannot be turned back",
+                       sp_arch_model_type(w->m->cfg.arch));
+    case SP_POS_RELATIVE: /* positions are a bias on the scores: nothing turns */
+    case SP_POS_ALIBI:
+        return 0;
+    case SP_POS_ROTARY:
+        break;
+    }
+    if (n < 1) return 0;
     int32_t start[2] = {0, n};
-    int32_t *ids = calloc((size_t)(n > 0 ? n : 1), sizeof *ids); /* token 0: only positions count */
+    int32_t *ids = calloc((size_t)n, sizeof *ids); /* token 0: only the positions count */
     sp_batch b = {1, start, ids, 0, NULL, NULL, NULL, NULL};
-    int rc = ids ? 0 : sp_fail(err, "out of memory");
-    if (rc == 0 && !sp_engine_first_kv_turns(w->m))
-        rc = sp_fail(err,
-                     "layer-0 keys of %s depend on the position through the input: they "
-                     "cannot be turned back",
-                     sp_arch_model_type(w->m->cfg.arch));
-    if (rc == 0 && sp__family_for(&w->m->cfg)->pos != SP_POS_ROTARY) n = 0; /* nothing turns */
-    if (rc == 0 && n >= 1 && sp__worker_reserve(w, &b, 0, 0))
-        rc = sp_fail(err, "out of memory reserving activations for %d tokens", n);
-    if (rc || n < 1) {
+    if (!ids || sp__worker_reserve(w, &b, 0, 0)) {
         free(ids);
-        return rc;
+        return sp_fail(err, "out of memory reserving activations for %d tokens", n);
     }
     const sp__dims *z = &w->z;
     float *qkv = w->acts[0].qkv;
     memset(qkv, 0, (size_t)n * z->wq * sizeof *qkv);
     for (int i = 0; i < n; i++)
-        memcpy(qkv + (size_t)i * z->wq + z->qd, kv + (size_t)i * 2 * z->kvd,
-               (size_t)z->kvd * sizeof *kv);
+        memcpy(qkv + (size_t)i * z->wq + z->qd, keys + (size_t)i * z->kvd,
+               (size_t)z->kvd * sizeof *keys);
     positions_prepare(w, &b, NULL);
     positions_qk(w, qkv, &b, 1, layer_heads(w, 0).hs.window > 0);
     for (int i = 0; i < n; i++)
-        memcpy(kv + (size_t)i * 2 * z->kvd, qkv + (size_t)i * z->wq + z->qd,
-               (size_t)z->kvd * sizeof *kv);
+        memcpy(keys + (size_t)i * z->kvd, qkv + (size_t)i * z->wq + z->qd,
+               (size_t)z->kvd * sizeof *keys);
     free(ids);
     return 0;
 }

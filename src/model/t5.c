@@ -753,20 +753,15 @@ int sp__t5_first_kv(const sp_model *m, const sp_batch *b, float *kv) {
     int qd = c->n_head * sp_config_head_dim(c);
     if (n == 0) return 0;
     float *x = malloc((size_t)n * d * sizeof *x), *ln = malloc((size_t)n * d * sizeof *ln);
-    float *r = malloc((size_t)n * sizeof *r), *k = malloc((size_t)n * qd * sizeof *k);
-    float *v = malloc((size_t)n * qd * sizeof *v);
-    int rc = x && ln && r && k && v ? 0 : -1;
+    float *r = malloc((size_t)n * sizeof *r);
+    int rc = x && ln && r ? 0 : -1;
     for (int i = 0; rc == 0 && i < n; i++)
         sp_model_embedding_row(m, b->tokens[i], x + (size_t)i * d);
     if (rc == 0) {
         sp__rmsnorm_forward(ln, r, x, p->ln1.w, n, d, c->ln_eps);
-        sp__linear_fwd(k, qd, ln, d, &p->k, n);
-        sp__linear_fwd(v, qd, ln, d, &p->v, n);
-        for (int i = 0; i < n; i++) {
-            memcpy(kv + (size_t)i * 2 * qd, k + (size_t)i * qd, (size_t)qd * sizeof *kv);
-            memcpy(kv + ((size_t)i * 2 + 1) * qd, v + (size_t)i * qd, (size_t)qd * sizeof *kv);
-        }
+        sp__linear_fwd(kv, qd, ln, d, &p->k, n);
+        sp__linear_fwd(kv + (size_t)n * qd, qd, ln, d, &p->v, n);
     }
-    free(x), free(ln), free(r), free(k), free(v);
+    free(x), free(ln), free(r);
     return rc;
 }

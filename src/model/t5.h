@@ -59,9 +59,9 @@ int sp__t5_bucket(int rel, int bidirectional, int num_buckets, int max_distance)
 const float *sp__t5_encode(struct sp_worker *w, const sp_batch *b, const float *const *prompts);
 
 /* The first decoder layer's self-attention keys and values of every token of b (its embedding,
- * the layer's first norm, k and v; T5 has no positions in them): kv [N, 2, qd], each row's key
- * then its value, what a prefix row of that token would hold (sp_engine_first_kv). -1 when out
- * of memory. */
+ * the layer's first norm, k and v; T5 has no positions in them): kv [2, N, qd], the keys then the
+ * values, what a prefix row of that token would hold (sp_engine_first_kv). -1 when out of
+ * memory. */
 int sp__t5_first_kv(const sp_model *m, const sp_batch *b, float *kv);
 /* Bytes sp__t5_encode allocates for n_rows packed rows, sequences of at most max_len. */
 size_t sp__t5_encode_bytes(const sp_model *m, size_t n_rows, int max_len);

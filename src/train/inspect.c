@@ -141,7 +141,7 @@ typedef struct vocab_pass {
     sp_worker *w;
     int P, kvd, span, chunk; /* tokens per engine call */
     int32_t *tokens, *start;
-    float *kv; /* [chunk * span, 2, kvd] */
+    float *kv; /* [2, chunk * span, kvd]: a chunk's keys, then its values */
 } vocab_pass;
 
 static int vocab_chunk(vocab_pass *vp, int32_t first, int n, sp_error *err) {
@@ -170,25 +170,26 @@ static int prefix_view_alloc(sp_prefix_view *out, int L, int P, int top) {
                : -1;
 }
 
-/* Every token's layer-0 key and value at each position j, scored against row j of first [P, 2,
- * kvd] (the prefix's layer 0, keys turned back when span is 1); their norms into knorm / vnorm
- * [V * span]. */
-static int vocab_scan(vocab_pass *vp, const sp_model *m, const float *first, const double *pn,
-                      int top, near *lists, int *have, double *knorm, double *vnorm,
-                      sp_error *err) {
+/* Every token's layer-0 key and value at each position j, scored against row j of first [2, P,
+ * kvd] (the prefix's layer 0, keys turned back when span is 1), whose norms are pk_norm /
+ * pv_norm [P]; the tokens' norms into knorm / vnorm [V * span]. */
+static int vocab_scan(vocab_pass *vp, const sp_model *m, const float *first, const double *pk_norm,
+                      const double *pv_norm, int top, near *lists, int *have, double *knorm,
+                      double *vnorm, sp_error *err) {
     int V = m->cfg.vocab_size, P = vp->P, kvd = vp->kvd, span = vp->span;
     for (int32_t t0 = 0; t0 < V; t0 += vp->chunk) {
         int n = V - t0 < vp->chunk ? V - t0 : vp->chunk;
         if (vocab_chunk(vp, t0, n, err)) return -1;
+        size_t rows = (size_t)n * span; /* the chunk's keys, then its values */
         for (int t = 0; t < n; t++)
             for (int j = 0; j < P; j++) {
                 size_t row = (size_t)t * span + (span > 1 ? j : 0);
-                const float *k = vp->kv + row * 2 * kvd, *v = k + kvd;
-                const float *pk = first + (size_t)j * 2 * kvd, *pv = pk + kvd;
-                size_t at = (size_t)(t0 + t) * span + (span > 1 ? j : 0);
+                const float *k = vp->kv + row * kvd, *v = vp->kv + (rows + row) * kvd;
+                const float *pk = first + (size_t)j * kvd, *pv = first + ((size_t)P + j) * kvd;
+                size_t at = (size_t)t0 * span + row;
                 double kn = knorm[at] = norm_of(k, kvd), vn = vnorm[at] = norm_of(v, kvd);
-                near c = {t0 + t, 0, cosine(k, kn, pk, pn[j], kvd),
-                          cosine(v, vn, pv, pn[P + j], kvd)};
+                near c = {t0 + t, 0, cosine(k, kn, pk, pk_norm[j], kvd),
+                          cosine(v, vn, pv, pv_norm[j], kvd)};
                 c.score = (c.key + c.value) / 2;
                 insert(lists + (size_t)j * top, top, &have[j], c);
             }
@@ -218,30 +219,25 @@ int sp_prefix_inspect(const sp_model *m, const float *prefix, int n_layer, int n
     vp.kv = malloc((size_t)vp.chunk * vp.span * 2 * kvd * sizeof *vp.kv);
     near *lists = malloc((size_t)P * top * sizeof *lists);
     int *have = calloc((size_t)P, sizeof *have), rc = -1;
-    double *pn = malloc(2 * (size_t)P * sizeof *pn), *knorm = malloc(vp_rows * sizeof *knorm),
-           *vnorm = malloc(vp_rows * sizeof *vnorm);
-    float *first = malloc((size_t)P * 2 * kvd * sizeof *first); /* layer 0 as [P, 2, kvd] */
-    if (!vp.w || !vp.tokens || !vp.start || !vp.kv || !lists || !have || !pn || !knorm || !vnorm ||
+    double *knorm = malloc(vp_rows * sizeof *knorm), *vnorm = malloc(vp_rows * sizeof *vnorm);
+    float *first = malloc((size_t)P * 2 * kvd * sizeof *first); /* layer 0 [2, P, kvd] */
+    if (!vp.w || !vp.tokens || !vp.start || !vp.kv || !lists || !have || !knorm || !vnorm ||
         !first || prefix_view_alloc(out, L, P, top)) {
         sp_fail(err, "out of memory");
         goto done;
     }
-    for (int j = 0; j < P; j++) {
-        memcpy(first + (size_t)j * 2 * kvd, prefix + (size_t)j * kvd, (size_t)kvd * sizeof *first);
-        memcpy(first + ((size_t)j * 2 + 1) * kvd, prefix + ((size_t)P + j) * kvd,
-               (size_t)kvd * sizeof *first);
-    }
+    memcpy(first, prefix, (size_t)P * 2 * kvd * sizeof *first);
     if (vp.span == 1 && sp_engine_first_keys_unturn(vp.w, first, P, err)) goto done;
     out->n_layer = L, out->n_prefix = P, out->kv_dim = kvd, out->top = top;
-    for (int l = 0; l < L; l++) /* each row's key and value norms; layer 0's into pn too */
+    for (int l = 0; l < L; l++) /* each row's key and value norms (a turn keeps them) */
         for (int j = 0; j < P; j++) {
             const float *k = prefix + ((size_t)l * 2 * P + j) * kvd;
             out->key_norm[(size_t)l * P + j] = norm_of(k, kvd);
             out->value_norm[(size_t)l * P + j] = norm_of(k + (size_t)P * kvd, kvd);
         }
-    memcpy(pn, out->key_norm, (size_t)P * sizeof *pn);
-    memcpy(pn + P, out->value_norm, (size_t)P * sizeof *pn);
-    if (vocab_scan(&vp, m, first, pn, top, lists, have, knorm, vnorm, err)) goto done;
+    if (vocab_scan(&vp, m, first, out->key_norm, out->value_norm, top, lists, have, knorm, vnorm,
+                   err))
+        goto done;
     for (size_t i = 0; i < (size_t)P * top; i++) {
         out->nearest[i] = lists[i].id, out->score[i] = lists[i].score;
         out->key_cosine[i] = lists[i].key, out->value_cosine[i] = lists[i].value;
@@ -251,14 +247,14 @@ int sp_prefix_inspect(const sp_model *m, const float *prefix, int n_layer, int n
     stats(knorm, vp_rows, &out->vocab_key);
     stats(vnorm, vp_rows, &out->vocab_value);
     for (int j = 0; j < P; j++) {
-        out->key_rank[j] = rank_of(knorm, vp_rows, pn[j]);
-        out->value_rank[j] = rank_of(vnorm, vp_rows, pn[P + j]);
+        out->key_rank[j] = rank_of(knorm, vp_rows, out->key_norm[j]);
+        out->value_rank[j] = rank_of(vnorm, vp_rows, out->value_norm[j]);
     }
     rc = 0;
 done:
     if (rc) sp_prefix_view_free(out);
     sp_worker_free(vp.w);
-    free(vp.tokens), free(vp.start), free(vp.kv), free(lists), free(have), free(pn), free(knorm);
+    free(vp.tokens), free(vp.start), free(vp.kv), free(lists), free(have), free(knorm);
     free(vnorm), free(first);
     return rc;
 }
